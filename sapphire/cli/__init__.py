@@ -1,0 +1,43 @@
+"""The ``sapphire`` command. Each sub-command lives in its own module and registers itself.
+
+The CLI is an edge of the pure package: commands that need Ray (``run``, ``tune``) import
+``actors`` lazily inside their handler, so ``sapphire`` stays importable without Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# module name -> it defines ``register(subparsers)``
+_COMMAND_MODULES = (
+    "sapphire.cli.data_cmd",
+    "sapphire.cli.demo_cmd",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sapphire", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue  # command not built yet
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result: int = args.handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Trading messages: what agents want, what is sent, and what comes back.
+
+Commands are named in the imperative (``SubmitOrder``, ``CancelOrder``), events in the past
+tense (``OrderAccepted``, ``OrderFilled``). Every message is immutable and carries integer-ns
+time and, where produced, a ``(producer_id, seq)`` identity used for exactly-once handling.
+"""
+
+from __future__ import annotations
+
+import enum
+from decimal import Decimal
+
+import msgspec
+
+from sapphire.model.events import Side
+
+
+class OrderType(enum.StrEnum):
+    LIMIT = "limit"
+    MARKET = "market"
+
+
+class TimeInForce(enum.StrEnum):
+    GTC = "gtc"  # rests until filled or cancelled
+    IOC = "ioc"  # fills what it can now, the rest is cancelled
+    FOK = "fok"  # fills completely now or not at all
+    POST_ONLY = "post_only"  # rejected if it would take liquidity (Binance GTX / LIMIT_MAKER)
+
+
+class OrderStatus(enum.StrEnum):
+    PENDING = "pending"  # sent, not yet acknowledged
+    ACCEPTED = "accepted"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"  # IOC/FOK remainder
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset(
+    {OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED}
+)
+
+
+class RejectReason(enum.StrEnum):
+    INVALID_TICK = "invalid_tick"
+    INVALID_LOT = "invalid_lot"
+    MIN_QTY = "min_qty"
+    MAX_QTY = "max_qty"
+    MIN_NOTIONAL = "min_notional"
+    INSUFFICIENT_BALANCE = "insufficient_balance"
+    POST_ONLY_WOULD_TAKE = "post_only_would_take"
+    FOK_NOT_FILLABLE = "fok_not_fillable"
+    NO_LIQUIDITY = "no_liquidity"
+    SELF_TRADE = "self_trade"
+    DUPLICATE_CLIENT_ORDER_ID = "duplicate_client_order_id"
+    UNKNOWN_ORDER = "unknown_order"
+    UNKNOWN_SYMBOL = "unknown_symbol"
+    # pre-trade risk (coordinator)
+    RISK_KILL_SWITCH = "risk_kill_switch"
+    RISK_MAX_POSITION = "risk_max_position"
+    RISK_MAX_NOTIONAL = "risk_max_notional"
+    RISK_ORDER_RATE = "risk_order_rate"
+    RISK_PRICE_BAND = "risk_price_band"
+    RISK_DAILY_LOSS = "risk_daily_loss"
+    RISK_NO_MARKET = "risk_no_market"
+    EXCHANGE_ERROR = "exchange_error"
+
+
+def client_order_id(agent_id: str, seq: int) -> str:
+    """Deterministic id: an order re-sent after a restart is recognised, not placed twice."""
+    return f"{agent_id}-{seq}"
+
+
+class Signal(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """An agent's view: ``strength`` in [-1, 1] (sell .. buy), for aggregation and storage."""
+
+    ts_event_ns: int
+    agent_id: str
+    symbol: str
+    strength: float
+    seq: int = 0
+    reason: str = ""
+
+
+class OrderIntent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """What an agent would like to trade; the coordinator's risk checks decide what is sent.
+
+    ``limit_ticks`` is None for market orders. ``(agent_id, seq)`` identifies the intent and
+    derives the client order id.
+    """
+
+    ts_event_ns: int
+    agent_id: str
+    seq: int
+    symbol: str
+    side: Side
+    qty_lots: int
+    limit_ticks: int | None = None
+    order_type: OrderType = OrderType.LIMIT
+    tif: TimeInForce = TimeInForce.GTC
+    reduce_only: bool = False
+
+    @property
+    def client_order_id(self) -> str:
+        return client_order_id(self.agent_id, self.seq)
+
+
+class CancelIntent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    ts_event_ns: int
+    agent_id: str
+    seq: int
+    symbol: str
+    target_client_order_id: str
+
+
+class SubmitOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A command to an execution gateway."""
+
+    ts_event_ns: int
+    client_order_id: str
+    agent_id: str
+    symbol: str
+    side: Side
+    qty_lots: int
+    limit_ticks: int | None = None
+    order_type: OrderType = OrderType.LIMIT
+    tif: TimeInForce = TimeInForce.GTC
+
+    @classmethod
+    def from_intent(cls, intent: OrderIntent, qty_lots: int | None = None) -> SubmitOrder:
+        return cls(
+            ts_event_ns=intent.ts_event_ns,
+            client_order_id=intent.client_order_id,
+            agent_id=intent.agent_id,
+            symbol=intent.symbol,
+            side=intent.side,
+            qty_lots=intent.qty_lots if qty_lots is None else qty_lots,
+            limit_ticks=intent.limit_ticks,
+            order_type=intent.order_type,
+            tif=intent.tif,
+        )
+
+
+class CancelOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    ts_event_ns: int
+    client_order_id: str
+    symbol: str
+
+
+class AmendOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Replace price and/or quantity. A price change or a size increase loses queue priority."""
+
+    ts_event_ns: int
+    client_order_id: str
+    symbol: str
+    new_limit_ticks: int | None = None
+    new_qty_lots: int | None = None
+
+
+class OrderUpdate(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """An order's new state as reported by the gateway (ack, reject, cancel, expiry)."""
+
+    ts_event_ns: int
+    client_order_id: str
+    agent_id: str
+    symbol: str
+    status: OrderStatus
+    filled_lots: int = 0
+    leaves_lots: int = 0
+    reason: RejectReason | None = None
+    message: str = ""
+
+
+class OrderFilled(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One execution. ``fee_quote`` is positive for a cost, negative for a rebate."""
+
+    ts_event_ns: int
+    client_order_id: str
+    agent_id: str
+    symbol: str
+    side: Side
+    price_ticks: int
+    qty_lots: int
+    fee_quote: Decimal
+    is_maker: bool
+    fill_id: str
+    leaves_lots: int = 0
+
+
+class Position(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Signed position (lots, + long) with its average entry and realized PnL."""
+
+    ts_event_ns: int
+    agent_id: str
+    symbol: str
+    qty_lots: int
+    avg_entry_ticks: Decimal
+    realized_pnl_quote: Decimal
+    fees_quote: Decimal
