@@ -63,4 +63,5 @@ __all__ = [
     "TimeInForce",
     "Trade",
     "client_order_id",
+    "infer_increment",
 ]
