@@ -1,0 +1,111 @@
+"""The whole-system config (``sapphire run --config FILE``): typed, validated, clear errors.
+
+YAML is decoded straight into frozen msgspec structs that reject unknown fields, so a typo
+("max_postion_lots") is an error naming the path, never a silently ignored key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from sapphire.risk.limits import RiskLimits
+
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the field."""
+
+
+class DataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where market events come from. ``source: sample`` is the bundled BTCUSDT slice."""
+
+    source: Literal["sample", "files"] = "sample"
+    files: tuple[str, ...] = ()
+    instrument_files: tuple[str, ...] = ()
+    order_by: Literal["ts_event_ns", "ts_recv_ns"] = "ts_recv_ns"
+    batch_events: PositiveInt = 2000
+    max_events: int | None = None
+    speed: NonNegFloat = 0.0  # 0 = as fast as possible; 1.0 = recorded pace
+
+
+class AgentSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.]+$")]
+    kind: str
+    symbol: str
+    weight: NonNegFloat = 1.0
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    num_cpus: NonNegFloat = 0.25
+
+
+class ExchangeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    kind: Literal["paper", "ccxt"] = "paper"
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class StorageConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    backend: Literal["parquet", "bigquery"] = "parquet"
+    root: str = "runs"
+    batch_rows: PositiveInt = 500
+    flush_interval_s: NonNegFloat = 1.0
+    store_ticks: bool = True
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class RayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    address: str | None = None  # None: start a local cluster
+    namespace: str = "sapphire"
+    num_cpus: int | None = None
+    max_restarts: int = -1
+    max_task_retries: int = -1
+    step_timeout_s: NonNegFloat = 60.0
+    agent_timeout_s: NonNegFloat = 10.0
+
+
+class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    run_id: str = ""
+    data: DataConfig = DataConfig()
+    agents: tuple[AgentSpec, ...] = ()
+    risk: RiskLimits = RiskLimits()
+    capital_quote: str = "100000"
+    aggregation: Literal["weighted", "vote"] = "weighted"
+    exchange: ExchangeConfig = ExchangeConfig()
+    storage: StorageConfig = StorageConfig()
+    ray: RayConfig = RayConfig()
+    checkpoint_dir: str = ""  # default: <storage.root>/<run_id>/checkpoints
+
+    def __post_init__(self) -> None:
+        ids = [a.id for a in self.agents]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ConfigError(f"agent ids must be unique; repeated: {duplicates}")
+        if self.data.source == "files" and not self.data.files:
+            raise ConfigError("data.source is 'files' but data.files is empty")
+
+
+def parse_config(raw: dict[str, Any], origin: str = "<dict>") -> SystemConfig:
+    try:
+        return msgspec.convert(raw, SystemConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+
+
+def load_config(path: str | Path) -> SystemConfig:
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        raw = msgspec.yaml.decode(text)
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    return parse_config(raw, str(path))

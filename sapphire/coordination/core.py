@@ -1,0 +1,156 @@
+"""The coordinator's logic, one step at a time: marks, reports, kill switch, intents -> orders.
+
+A step is deterministic given its inputs, which is what makes actor restarts exact: a
+restarted coordinator restores the snapshot of the last completed step and recomputes.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+
+import msgspec
+
+from sapphire.agents.base import AgentOutput
+from sapphire.coordination.journal import OrderJournal
+from sapphire.model.events import AnyMarketEvent, BookSnapshot, Quote, Trade
+from sapphire.model.instrument import Instrument
+from sapphire.model.orders import (
+    CancelIntent,
+    CancelOrder,
+    OrderFilled,
+    OrderIntent,
+    OrderUpdate,
+    Position,
+    Signal,
+    SubmitOrder,
+)
+from sapphire.risk.allocation import SignalAggregator, allocate_capital
+from sapphire.risk.engine import RiskDecision, RiskEngine
+from sapphire.risk.limits import RiskLimits
+from sapphire.risk.portfolio import Portfolio
+
+Command = SubmitOrder | CancelOrder
+
+
+class StepResult(msgspec.Struct, kw_only=True):
+    commands: list[Command] = msgspec.field(default_factory=list)
+    decisions: list[RiskDecision] = msgspec.field(default_factory=list)
+    signals: list[Signal] = msgspec.field(default_factory=list)
+    positions: list[Position] = msgspec.field(default_factory=list)
+    kill_switch_tripped: bool = False
+
+
+class CoordinatorCore:
+    def __init__(
+        self,
+        instruments: Mapping[str, Instrument],
+        limits: RiskLimits,
+        capital_quote: Decimal,
+        weights: Mapping[str, float],
+        aggregation: str = "weighted",
+    ) -> None:
+        self.instruments = dict(instruments)
+        self.portfolio = Portfolio(self.instruments)
+        self.journal = OrderJournal()
+        self.risk = RiskEngine(
+            limits, self.instruments, self.portfolio, allocate_capital(capital_quote, dict(weights))
+        )
+        self.aggregator = SignalAggregator(dict(weights), aggregation)
+        self.fill_count = 0
+        self._kill_requested = ""
+        self._quoted: set[str] = set()
+
+    def request_kill(self, reason: str) -> None:
+        """Trip the switch at the start of the next step (from an operator or a monitor)."""
+        self._kill_requested = reason or "manual"
+
+    def reset_kill(self) -> None:
+        self.risk.reset_kill_switch()
+
+    def step(
+        self,
+        events: Sequence[AnyMarketEvent],
+        reports: Iterable[OrderUpdate | OrderFilled],
+        outputs_by_agent: Mapping[str, Sequence[AgentOutput]],
+        now_ns: int,
+    ) -> StepResult:
+        result = StepResult()
+        self._update_marks(events)
+        touched: set[tuple[str, str]] = set()
+        for report in reports:
+            if self.journal.apply(report) and isinstance(report, OrderFilled):
+                self.portfolio.apply_fill(report)
+                self.fill_count += 1
+                touched.add((report.agent_id, report.symbol))
+        for agent_id, symbol in sorted(touched):
+            result.positions.append(self.portfolio.to_message(agent_id, symbol, now_ns))
+
+        was_on = self.risk.kill_switch_on
+        if self._kill_requested:
+            self.risk.trip_kill_switch(self._kill_requested)
+            self._kill_requested = ""
+        elif self.risk.limits.kill_on_daily_loss and self.risk.firm_loss_breached(now_ns):
+            self.risk.trip_kill_switch("firm daily loss limit breached")
+        if self.risk.kill_switch_on and not was_on:
+            result.kill_switch_tripped = True
+            result.commands.extend(self._cancel_all(now_ns))
+
+        for agent_id in sorted(outputs_by_agent):
+            for output in outputs_by_agent[agent_id]:
+                self._route(agent_id, output, now_ns, result)
+        return result
+
+    def _route(self, agent_id: str, output: AgentOutput, now_ns: int, result: StepResult) -> None:
+        if isinstance(output, Signal):
+            self.aggregator.update(output)
+            result.signals.append(output)
+        elif isinstance(output, OrderIntent):
+            if output.agent_id != agent_id:
+                output = msgspec.structs.replace(output, agent_id=agent_id)
+            open_lots = self.journal.open_lots(agent_id, output.symbol, output.side)
+            decision = self.risk.check(output, open_lots, now_ns)
+            result.decisions.append(decision)
+            if decision.accepted:
+                order = SubmitOrder.from_intent(output)
+                if self.journal.record_submit(order):
+                    result.commands.append(order)
+        elif isinstance(output, CancelIntent):
+            entry = self.journal.entries.get(output.target_client_order_id)
+            if entry is not None and entry.agent_id == agent_id and not entry.status.is_final:
+                result.commands.append(
+                    CancelOrder(
+                        ts_event_ns=now_ns,
+                        client_order_id=entry.client_order_id,
+                        symbol=entry.symbol,
+                    )
+                )
+
+    def _cancel_all(self, now_ns: int) -> list[CancelOrder]:
+        return [
+            CancelOrder(ts_event_ns=now_ns, client_order_id=e.client_order_id, symbol=e.symbol)
+            for e in self.journal.open_orders()
+        ]
+
+    def _update_marks(self, events: Sequence[AnyMarketEvent]) -> None:
+        for event in events:
+            if isinstance(event, Quote):
+                if event.bid_ticks > 0 and event.ask_ticks > event.bid_ticks:
+                    self.risk.update_mark(event.symbol, (event.bid_ticks + event.ask_ticks) / 2)
+            elif isinstance(event, BookSnapshot):
+                if event.bids and event.asks:
+                    self.risk.update_mark(event.symbol, (event.bids[0][0] + event.asks[0][0]) / 2)
+            elif isinstance(event, Trade) and event.symbol not in self._quoted:
+                # Trades mark the price only for symbols that have no quote stream.
+                self.risk.update_mark(event.symbol, float(event.price_ticks))
+                continue
+            else:
+                continue
+            self._quoted.add(event.symbol)
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, data: bytes) -> None:
+        self.__dict__.update(pickle.loads(data))

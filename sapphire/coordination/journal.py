@@ -1,0 +1,93 @@
+"""Order journal keyed by client order id: the coordinator's memory of every order.
+
+Reports are applied idempotently (a fill id seen twice is ignored; a final state never
+reverts), which is what lets a restarted coordinator replay reports without double counting.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from sapphire.model.events import Side
+from sapphire.model.orders import OrderFilled, OrderStatus, OrderUpdate, SubmitOrder
+
+
+class JournalEntry(msgspec.Struct, kw_only=True):
+    client_order_id: str
+    agent_id: str
+    symbol: str
+    side: Side
+    qty_lots: int
+    limit_ticks: int | None
+    filled_lots: int = 0
+    status: OrderStatus = OrderStatus.PENDING
+    submitted_ns: int = 0
+
+    @property
+    def leaves_lots(self) -> int:
+        return 0 if self.status.is_final else self.qty_lots - self.filled_lots
+
+
+class OrderJournal:
+    def __init__(self) -> None:
+        self.entries: dict[str, JournalEntry] = {}
+        self._seen_fills: set[str] = set()
+        # (agent, symbol, side) -> leaves of open orders, kept incrementally for risk checks
+        self._open_lots: dict[tuple[str, str, Side], int] = {}
+
+    def record_submit(self, order: SubmitOrder) -> bool:
+        """False if the client order id is already known (a replayed submit)."""
+        if order.client_order_id in self.entries:
+            return False
+        self.entries[order.client_order_id] = JournalEntry(
+            client_order_id=order.client_order_id,
+            agent_id=order.agent_id,
+            symbol=order.symbol,
+            side=order.side,
+            qty_lots=order.qty_lots,
+            limit_ticks=order.limit_ticks,
+            submitted_ns=order.ts_event_ns,
+        )
+        key = (order.agent_id, order.symbol, order.side)
+        self._open_lots[key] = self._open_lots.get(key, 0) + order.qty_lots
+        return True
+
+    def apply(self, report: OrderUpdate | OrderFilled) -> bool:
+        """Apply a report; False when it was a duplicate or for an unknown order."""
+        entry = self.entries.get(report.client_order_id)
+        if entry is None:
+            return False
+        before = entry.leaves_lots
+        if isinstance(report, OrderFilled):
+            if report.fill_id in self._seen_fills:
+                return False
+            self._seen_fills.add(report.fill_id)
+            entry.filled_lots += report.qty_lots
+            if entry.filled_lots >= entry.qty_lots:
+                entry.status = OrderStatus.FILLED
+            elif not entry.status.is_final:
+                entry.status = OrderStatus.PARTIALLY_FILLED
+        else:
+            if entry.status.is_final:
+                return False
+            if report.status is not OrderStatus.ACCEPTED or entry.status is OrderStatus.PENDING:
+                entry.status = report.status
+        key = (entry.agent_id, entry.symbol, entry.side)
+        self._open_lots[key] = self._open_lots.get(key, 0) - (before - entry.leaves_lots)
+        return True
+
+    def open_lots(self, agent_id: str, symbol: str, side: Side) -> int:
+        return self._open_lots.get((agent_id, symbol, side), 0)
+
+    def open_orders(self, agent_id: str | None = None) -> list[JournalEntry]:
+        return [
+            e
+            for e in self.entries.values()
+            if not e.status.is_final and (agent_id is None or e.agent_id == agent_id)
+        ]
+
+    def counts_by_status(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for entry in self.entries.values():
+            counts[entry.status.value] = counts.get(entry.status.value, 0) + 1
+        return counts

@@ -1,0 +1,143 @@
+"""Pre-trade risk checks and the kill switch. Nothing reaches a gateway without ``check``.
+
+Checks run in a fixed order and the first failure decides the reason, so a rejection is
+reproducible: kill switch, order size, market present, price band, order rate, position,
+notional (incl. capital allocation), daily loss (agent, then firm).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from decimal import Decimal
+
+import msgspec
+
+from sapphire.model.instrument import Instrument
+from sapphire.model.orders import OrderIntent, OrderType, RejectReason
+from sapphire.risk.limits import RiskLimits
+from sapphire.risk.portfolio import Portfolio
+
+NS_PER_SECOND = 1_000_000_000
+NS_PER_DAY = 86_400 * NS_PER_SECOND
+
+
+class RiskDecision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    ts_event_ns: int
+    agent_id: str
+    symbol: str
+    client_order_id: str
+    accepted: bool
+    requested_lots: int
+    reason: RejectReason | None = None
+    detail: str = ""
+
+
+class RiskEngine:
+    def __init__(
+        self,
+        limits: RiskLimits,
+        instruments: dict[str, Instrument],
+        portfolio: Portfolio,
+        allocation_quote: dict[str, Decimal] | None = None,
+    ) -> None:
+        self.limits = limits
+        self._instruments = instruments
+        self._portfolio = portfolio
+        self._allocation = allocation_quote or {}
+        self._recent_orders: dict[str, deque[int]] = {}
+        self._day = -1
+        self._pnl_at_day_start: dict[str | None, Decimal] = {}
+        self.marks: dict[str, float] = {}
+        self.kill_switch_on = False
+        self.kill_reason = ""
+        self.rejections: dict[RejectReason, int] = {}
+
+    # -- state fed by the coordinator ---------------------------------------------------
+    def update_mark(self, symbol: str, mid_ticks: float) -> None:
+        self.marks[symbol] = mid_ticks
+
+    def trip_kill_switch(self, reason: str) -> None:
+        self.kill_switch_on = True
+        self.kill_reason = reason
+
+    def reset_kill_switch(self) -> None:
+        self.kill_switch_on = False
+        self.kill_reason = ""
+
+    def daily_pnl_quote(self, agent_id: str | None, now_ns: int) -> Decimal:
+        day = now_ns // NS_PER_DAY
+        if day != self._day:
+            self._day = day
+            self._pnl_at_day_start = {}
+        total = self._portfolio.total_pnl_quote(agent_id, self.marks)
+        start = self._pnl_at_day_start.setdefault(agent_id, total)
+        return total - start
+
+    def firm_loss_breached(self, now_ns: int) -> bool:
+        limit = Decimal(self.limits.max_firm_daily_loss_quote)
+        return -self.daily_pnl_quote(None, now_ns) > limit
+
+    # -- the check ------------------------------------------------------------------------
+    def check(self, intent: OrderIntent, open_same_side_lots: int, now_ns: int) -> RiskDecision:
+        reason, detail = self._first_failure(intent, open_same_side_lots, now_ns)
+        if reason is not None:
+            self.rejections[reason] = self.rejections.get(reason, 0) + 1
+        else:
+            self._recent_orders.setdefault(intent.agent_id, deque()).append(now_ns)
+        return RiskDecision(
+            ts_event_ns=now_ns,
+            agent_id=intent.agent_id,
+            symbol=intent.symbol,
+            client_order_id=intent.client_order_id,
+            accepted=reason is None,
+            requested_lots=intent.qty_lots,
+            reason=reason,
+            detail=detail,
+        )
+
+    def _first_failure(
+        self, intent: OrderIntent, open_same_side_lots: int, now_ns: int
+    ) -> tuple[RejectReason | None, str]:
+        if self.kill_switch_on:
+            return RejectReason.RISK_KILL_SWITCH, self.kill_reason
+        agent = self.limits.for_agent(intent.agent_id)
+        inst = self._instruments.get(intent.symbol)
+        if inst is None:
+            return RejectReason.UNKNOWN_SYMBOL, intent.symbol
+        if intent.qty_lots <= 0 or intent.qty_lots > agent.max_order_lots:
+            return RejectReason.RISK_MAX_POSITION, f"order size {intent.qty_lots} lots"
+        mid = self.marks.get(intent.symbol)
+        if mid is None:
+            return RejectReason.RISK_NO_MARKET, "no mid price yet"
+        if intent.order_type is OrderType.LIMIT:
+            if intent.limit_ticks is None or intent.limit_ticks <= 0:
+                return RejectReason.INVALID_TICK, "limit order without a positive price"
+            band = mid * self.limits.price_band_bps / 10_000
+            off = (intent.limit_ticks - mid) * int(intent.side)
+            if off > band:
+                return RejectReason.RISK_PRICE_BAND, f"{off:.1f} ticks through mid > {band:.1f}"
+        window = self._recent_orders.setdefault(intent.agent_id, deque())
+        while window and window[0] <= now_ns - NS_PER_SECOND:
+            window.popleft()
+        if len(window) >= agent.max_orders_per_second:
+            return RejectReason.RISK_ORDER_RATE, f"{len(window)} orders in the last second"
+        position = self._portfolio.position_lots(intent.agent_id, intent.symbol)
+        projected = position + int(intent.side) * (open_same_side_lots + intent.qty_lots)
+        if abs(projected) > agent.max_position_lots and abs(projected) > abs(position):
+            return RejectReason.RISK_MAX_POSITION, f"projected {projected} lots"
+        price = intent.limit_ticks if intent.limit_ticks is not None else round(mid)
+        notional = abs(inst.notional_quote(price, projected))
+        cap = Decimal(agent.max_notional_quote)
+        allocated = self._allocation.get(intent.agent_id)
+        if allocated is not None:
+            cap = min(cap, allocated)
+        if notional > cap and abs(projected) > abs(position):
+            return RejectReason.RISK_MAX_NOTIONAL, f"projected notional {notional} > {cap}"
+        agent_loss = -self.daily_pnl_quote(intent.agent_id, now_ns)
+        if agent_loss > Decimal(agent.max_daily_loss_quote):
+            return RejectReason.RISK_DAILY_LOSS, f"agent daily loss {agent_loss}"
+        if self.firm_loss_breached(now_ns):
+            if self.limits.kill_on_daily_loss:
+                self.trip_kill_switch("firm daily loss limit breached")
+            return RejectReason.RISK_DAILY_LOSS, "firm daily loss limit breached"
+        return None, ""

@@ -1,0 +1,40 @@
+"""Risk limit configuration: typed, validated once, with clear errors."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+NonNegDecimalStr = Annotated[str, msgspec.Meta(pattern=r"^\d+(\.\d+)?$")]
+
+
+class AgentLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per-agent, per-symbol caps. ``max_position_lots`` bounds |position + open orders|;
+    ``max_notional_quote`` bounds |position| x price plus the order's notional."""
+
+    max_position_lots: NonNegInt = 1_000_000
+    max_notional_quote: NonNegDecimalStr = "1000000"
+    max_order_lots: NonNegInt = 1_000_000
+    max_orders_per_second: PositiveInt = 50
+    max_daily_loss_quote: NonNegDecimalStr = "1000000"
+
+
+class RiskLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Firm-wide limits plus defaults and per-agent overrides.
+
+    ``price_band_bps`` rejects limit orders further than that from mid on the aggressive
+    side (fat-finger guard). ``kill_on_daily_loss`` trips the kill switch when the firm-wide
+    loss limit is breached, not only rejecting new orders.
+    """
+
+    price_band_bps: PositiveInt = 500
+    max_firm_daily_loss_quote: NonNegDecimalStr = "1000000"
+    kill_on_daily_loss: bool = True
+    default_agent: AgentLimits = AgentLimits()
+    agents: dict[str, AgentLimits] = msgspec.field(default_factory=dict)
+
+    def for_agent(self, agent_id: str) -> AgentLimits:
+        return self.agents.get(agent_id, self.default_agent)

@@ -1,0 +1,103 @@
+"""Positions and PnL per (agent, symbol), folded from fills. Exact: lots and Decimal cash."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from fractions import Fraction
+
+import msgspec
+
+from sapphire.model.instrument import Instrument
+from sapphire.model.orders import OrderFilled, Position
+
+_ZERO = Decimal(0)
+
+
+class PositionState(msgspec.Struct, kw_only=True):
+    qty_lots: int = 0
+    # Total cost in tick-lots, as a Fraction so partial closes keep the average entry exact.
+    cost_ticklots: Fraction = Fraction(0)
+    realized_pnl_quote: Decimal = _ZERO
+    fees_quote: Decimal = _ZERO
+    traded_lots: int = 0
+
+    def avg_entry_ticks(self) -> Decimal:
+        if self.qty_lots == 0:
+            return _ZERO
+        return _to_decimal(self.cost_ticklots / self.qty_lots)
+
+
+class Portfolio:
+    """Folds fills into positions; marks to a price for unrealized PnL."""
+
+    def __init__(self, instruments: dict[str, Instrument]) -> None:
+        self._instruments = instruments
+        self.positions: dict[tuple[str, str], PositionState] = {}
+
+    def apply_fill(self, fill: OrderFilled) -> PositionState:
+        inst = self._instruments[fill.symbol]
+        state = self.positions.setdefault((fill.agent_id, fill.symbol), PositionState())
+        signed = int(fill.side) * fill.qty_lots
+        state.fees_quote += fill.fee_quote
+        state.traded_lots += fill.qty_lots
+        if state.qty_lots == 0 or (state.qty_lots > 0) == (signed > 0):
+            state.qty_lots += signed
+            state.cost_ticklots += signed * fill.price_ticks
+            return state
+        # Reducing (and possibly flipping): realize PnL on the closed part at the average entry.
+        closing = min(abs(signed), abs(state.qty_lots))
+        direction = 1 if state.qty_lots > 0 else -1
+        avg_cost_per_lot = state.cost_ticklots / state.qty_lots
+        pnl_ticklots = (fill.price_ticks - avg_cost_per_lot) * closing * direction
+        state.realized_pnl_quote += _to_decimal(pnl_ticklots) * inst.tick * inst.lot
+        remaining_old = state.qty_lots - direction * closing
+        if remaining_old == 0:
+            flipped = signed + direction * closing
+            state.qty_lots = flipped
+            state.cost_ticklots = Fraction(flipped * fill.price_ticks)
+        else:
+            state.cost_ticklots = avg_cost_per_lot * remaining_old
+            state.qty_lots = remaining_old
+        return state
+
+    def unrealized_quote(self, agent_id: str, symbol: str, mark_ticks: float) -> Decimal:
+        state = self.positions.get((agent_id, symbol))
+        if state is None or state.qty_lots == 0:
+            return _ZERO
+        inst = self._instruments[symbol]
+        mark = Decimal(repr(mark_ticks))
+        return (mark * state.qty_lots - _to_decimal(state.cost_ticklots)) * inst.tick * inst.lot
+
+    def position_lots(self, agent_id: str, symbol: str) -> int:
+        state = self.positions.get((agent_id, symbol))
+        return 0 if state is None else state.qty_lots
+
+    def symbol_position_lots(self, symbol: str) -> int:
+        return sum(s.qty_lots for (_, sym), s in self.positions.items() if sym == symbol)
+
+    def total_pnl_quote(self, agent_id: str | None, marks: dict[str, float]) -> Decimal:
+        """Realized - fees + unrealized, for one agent or (None) the firm."""
+        total = _ZERO
+        for (agent, symbol), state in self.positions.items():
+            if agent_id is not None and agent != agent_id:
+                continue
+            total += state.realized_pnl_quote - state.fees_quote
+            if symbol in marks:
+                total += self.unrealized_quote(agent, symbol, marks[symbol])
+        return total
+
+    def to_message(self, agent_id: str, symbol: str, now_ns: int) -> Position:
+        state = self.positions.get((agent_id, symbol), PositionState())
+        return Position(
+            ts_event_ns=now_ns,
+            agent_id=agent_id,
+            symbol=symbol,
+            qty_lots=state.qty_lots,
+            avg_entry_ticks=state.avg_entry_ticks(),
+            realized_pnl_quote=state.realized_pnl_quote,
+            fees_quote=state.fees_quote,
+        )
+
+
+def _to_decimal(value: Fraction) -> Decimal:
+    return Decimal(value.numerator) / Decimal(value.denominator)

@@ -1,0 +1,150 @@
+from decimal import Decimal
+
+from sapphire.coordination.core import CoordinatorCore
+from sapphire.model import (
+    CancelIntent,
+    CancelOrder,
+    Instrument,
+    OrderFilled,
+    OrderIntent,
+    OrderStatus,
+    OrderUpdate,
+    Quote,
+    RejectReason,
+    Side,
+    Signal,
+    SubmitOrder,
+)
+from sapphire.risk.limits import RiskLimits
+
+BTC = Instrument(symbol="BTCUSDT", tick_size="0.1", lot_size="0.001")
+QUOTE = Quote(
+    ts_event_ns=1, symbol="BTCUSDT", bid_ticks=599_990, bid_lots=5, ask_ticks=600_010, ask_lots=5
+)
+
+
+def core(**limits: object) -> CoordinatorCore:
+    return CoordinatorCore(
+        {"BTCUSDT": BTC},
+        RiskLimits(**limits),
+        Decimal("1000000"),
+        {"a": 1.0, "b": 1.0},  # type: ignore[arg-type]
+    )
+
+
+def buy(agent: str, seq: int, qty: int = 5) -> OrderIntent:
+    return OrderIntent(
+        ts_event_ns=seq,
+        agent_id=agent,
+        seq=seq,
+        symbol="BTCUSDT",
+        side=Side.BUY,
+        qty_lots=qty,
+        limit_ticks=599_990,
+    )
+
+
+def filled(order: SubmitOrder, price: int, fill_id: str) -> OrderFilled:
+    return OrderFilled(
+        ts_event_ns=5,
+        client_order_id=order.client_order_id,
+        agent_id=order.agent_id,
+        symbol=order.symbol,
+        side=order.side,
+        price_ticks=price,
+        qty_lots=order.qty_lots,
+        fee_quote=Decimal("0.01"),
+        is_maker=True,
+        fill_id=fill_id,
+    )
+
+
+def test_intents_become_orders_in_agent_order_and_replays_are_dropped() -> None:
+    c = core()
+    result = c.step([QUOTE], [], {"b": [buy("b", 1)], "a": [buy("a", 1)]}, 2)
+    assert [cmd.client_order_id for cmd in result.commands] == ["a-1", "b-1"]
+    assert all(d.accepted for d in result.decisions)
+    again = c.step([], [], {"a": [buy("a", 1)]}, 3)
+    assert again.commands == []  # a re-sent intent never becomes a second order
+
+
+def test_fills_are_applied_once_and_positions_reported() -> None:
+    c = core()
+    order = c.step([QUOTE], [], {"a": [buy("a", 1)]}, 2).commands[0]
+    assert isinstance(order, SubmitOrder)
+    fill = filled(order, 599_990, "x1")
+    result = c.step([], [fill, fill], {}, 6)
+    assert c.fill_count == 1
+    assert [p.qty_lots for p in result.positions] == [5]
+    assert c.journal.entries["a-1"].status is OrderStatus.FILLED
+
+
+def test_kill_switch_cancels_resting_orders_and_blocks_new_ones_within_one_step() -> None:
+    c = core()
+    c.step([QUOTE], [], {"a": [buy("a", 1)], "b": [buy("b", 1)]}, 2)
+    c.step(
+        [],
+        [
+            OrderUpdate(
+                ts_event_ns=3,
+                client_order_id="a-1",
+                agent_id="a",
+                symbol="BTCUSDT",
+                status=OrderStatus.ACCEPTED,
+                leaves_lots=5,
+            )
+        ],
+        {},
+        3,
+    )
+    c.request_kill("operator")
+    result = c.step([], [], {"a": [buy("a", 2)]}, 4)
+    assert result.kill_switch_tripped
+    assert sorted(
+        cmd.client_order_id for cmd in result.commands if isinstance(cmd, CancelOrder)
+    ) == ["a-1", "b-1"]
+    assert not any(isinstance(cmd, SubmitOrder) for cmd in result.commands)
+    assert result.decisions[0].reason is RejectReason.RISK_KILL_SWITCH
+
+
+def test_firm_daily_loss_trips_the_switch() -> None:
+    c = core(max_firm_daily_loss_quote="1")
+    order = c.step([QUOTE], [], {"a": [buy("a", 1, qty=1000)]}, 2).commands[0]
+    assert isinstance(order, SubmitOrder)
+    c.step([], [filled(order, 599_990, "x")], {}, 3)
+    crash = Quote(
+        ts_event_ns=4,
+        symbol="BTCUSDT",
+        bid_ticks=590_000,
+        bid_lots=1,
+        ask_ticks=590_010,
+        ask_lots=1,
+    )
+    result = c.step([crash], [], {"b": [buy("b", 2)]}, 4)
+    assert result.kill_switch_tripped
+    assert c.risk.kill_switch_on
+
+
+def test_cancel_intent_only_for_own_open_orders_and_signals_aggregate() -> None:
+    c = core()
+    c.step([QUOTE], [], {"a": [buy("a", 1)]}, 2)
+    foreign = CancelIntent(
+        ts_event_ns=3, agent_id="b", seq=1, symbol="BTCUSDT", target_client_order_id="a-1"
+    )
+    own = CancelIntent(
+        ts_event_ns=3, agent_id="a", seq=2, symbol="BTCUSDT", target_client_order_id="a-1"
+    )
+    sig_a = Signal(ts_event_ns=3, agent_id="a", symbol="BTCUSDT", strength=1.0)
+    sig_b = Signal(ts_event_ns=3, agent_id="b", symbol="BTCUSDT", strength=-0.5)
+    result = c.step([], [], {"a": [own, sig_a], "b": [foreign, sig_b]}, 3)
+    assert [cmd.client_order_id for cmd in result.commands] == ["a-1"]
+    assert c.aggregator.consensus("BTCUSDT") == 0.25
+
+
+def test_snapshot_restore_continues_identically() -> None:
+    c = core()
+    c.step([QUOTE], [], {"a": [buy("a", 1)]}, 2)
+    clone = core()
+    clone.restore(c.snapshot())
+    nxt = {"a": [buy("a", 2)], "b": [buy("b", 1, qty=10**9)]}
+    assert c.step([], [], nxt, 3) == clone.step([], [], nxt, 3)

@@ -1,0 +1,116 @@
+from decimal import Decimal
+
+import pytest
+
+from sapphire.model import Instrument, OrderIntent, OrderType, RejectReason, Side
+from sapphire.risk.engine import NS_PER_SECOND, RiskEngine
+from sapphire.risk.limits import AgentLimits, RiskLimits
+from sapphire.risk.portfolio import Portfolio
+
+BTC = Instrument(symbol="BTCUSDT", tick_size="0.1", lot_size="0.001")
+MID = 600_000.0  # 60,000.0 USDT
+
+
+def intent(
+    seq: int, side: Side = Side.BUY, qty: int = 10, limit: int | None = 600_000
+) -> OrderIntent:
+    return OrderIntent(
+        ts_event_ns=seq,
+        agent_id="a",
+        seq=seq,
+        symbol="BTCUSDT",
+        side=side,
+        qty_lots=qty,
+        limit_ticks=limit,
+        order_type=OrderType.LIMIT if limit is not None else OrderType.MARKET,
+    )
+
+
+def engine(**agent_limits: object) -> RiskEngine:
+    limits = RiskLimits(price_band_bps=100, default_agent=AgentLimits(**agent_limits))  # type: ignore[arg-type]
+    eng = RiskEngine(limits, {"BTCUSDT": BTC}, Portfolio({"BTCUSDT": BTC}))
+    eng.update_mark("BTCUSDT", MID)
+    return eng
+
+
+def test_accepts_a_plain_order() -> None:
+    decision = engine().check(intent(1), 0, 1)
+    assert decision.accepted and decision.reason is None
+
+
+def test_no_market_rejects_until_a_mid_exists() -> None:
+    eng = RiskEngine(RiskLimits(), {"BTCUSDT": BTC}, Portfolio({"BTCUSDT": BTC}))
+    assert eng.check(intent(1), 0, 1).reason is RejectReason.RISK_NO_MARKET
+
+
+@pytest.mark.parametrize(
+    ("side", "limit", "accepted"),
+    [
+        (Side.BUY, 605_999, True),
+        (Side.BUY, 606_001, False),
+        (Side.SELL, 594_001, True),
+        (Side.SELL, 593_999, False),
+        (Side.SELL, 700_000, True),
+    ],
+)
+def test_price_band_only_binds_the_aggressive_side(side: Side, limit: int, accepted: bool) -> None:
+    decision = engine().check(intent(1, side=side, limit=limit), 0, 1)
+    assert decision.accepted is accepted
+    if not accepted:
+        assert decision.reason is RejectReason.RISK_PRICE_BAND
+
+
+def test_position_limit_counts_open_orders() -> None:
+    eng = engine(max_position_lots=25)
+    assert eng.check(intent(1, qty=10), 10, 1).accepted
+    decision = eng.check(intent(2, qty=10), 20, 2)
+    assert decision.reason is RejectReason.RISK_MAX_POSITION
+    # the other side reduces exposure and passes
+    assert eng.check(intent(3, side=Side.SELL, qty=10), 0, 3).accepted
+
+
+def test_notional_limit() -> None:
+    eng = engine(max_notional_quote="500")  # 0.010 BTC at 60k = 600 USDT
+    assert eng.check(intent(1, qty=10), 0, 1).reason is RejectReason.RISK_MAX_NOTIONAL
+    assert eng.check(intent(2, qty=8), 0, 2).accepted
+
+
+def test_allocation_caps_notional_below_the_limit() -> None:
+    portfolio = Portfolio({"BTCUSDT": BTC})
+    eng = RiskEngine(RiskLimits(), {"BTCUSDT": BTC}, portfolio, {"a": Decimal("100")})
+    eng.update_mark("BTCUSDT", MID)
+    assert eng.check(intent(1, qty=2), 0, 1).reason is RejectReason.RISK_MAX_NOTIONAL
+    assert eng.check(intent(2, qty=1), 0, 2).accepted
+
+
+def test_order_rate_is_a_sliding_second_of_event_time() -> None:
+    eng = engine(max_orders_per_second=3)
+    results = [eng.check(intent(i), 0, i * 1000).accepted for i in range(5)]
+    assert results == [True, True, True, False, False]
+    assert eng.check(intent(9), 0, NS_PER_SECOND + 1000).accepted
+    assert eng.rejections[RejectReason.RISK_ORDER_RATE] == 2
+
+
+def test_kill_switch_rejects_everything() -> None:
+    eng = engine()
+    eng.trip_kill_switch("operator")
+    decision = eng.check(intent(1), 0, 1)
+    assert decision.reason is RejectReason.RISK_KILL_SWITCH and decision.detail == "operator"
+    eng.reset_kill_switch()
+    assert eng.check(intent(2), 0, 2).accepted
+
+
+def test_non_positive_size_and_missing_limit_are_rejected() -> None:
+    eng = engine()
+    assert not eng.check(intent(1, qty=0), 0, 1).accepted
+    bad = OrderIntent(
+        ts_event_ns=1,
+        agent_id="a",
+        seq=2,
+        symbol="BTCUSDT",
+        side=Side.BUY,
+        qty_lots=1,
+        limit_ticks=None,
+        order_type=OrderType.LIMIT,
+    )
+    assert eng.check(bad, 0, 1).reason is RejectReason.INVALID_TICK
