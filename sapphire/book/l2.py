@@ -1,0 +1,297 @@
+"""The reference L2 order book: readable, exact, and the oracle the fast path is tested against.
+
+Sequencing (Binance's diff-depth sync rule)
+-------------------------------------------
+* ``apply_snapshot`` replaces the book and sets ``last_update_id``; the book is synced.
+* A diff whose ``final_update_id`` (``u``) is ``<= last_update_id`` is already in the book:
+  it is dropped (``STALE``).
+* The first diff applied after a snapshot must straddle it: ``U <= last_update_id + 1 <= u``
+  (futures: ``pu == last_update_id`` is accepted as well).
+* Every later diff must continue the previous one: spot ``U == previous u + 1``, futures
+  (``prev_final_update_id != 0``) ``pu == previous u``.
+* On a break the gap is counted, the book is marked not synced and diffs are held (``GAP``)
+  until the next snapshot. Held diffs are replayed through the same rule when that snapshot
+  arrives, because the diffs received while a REST snapshot is in flight are exactly the ones
+  that bridge it (the recordings hold such diffs *before* their snapshot line).
+
+Feeds without update ids (all ids 0) cannot be sequenced: use ``set_level`` for them.
+One exchange message becomes several :class:`BookDelta` sharing ``U``/``u``/``pu``; the last
+one has ``last_in_batch=True``. Sequence checks run once per message: the remaining levels of
+an accepted message are applied without re-checking.
+
+Crossing rule
+-------------
+A positive quantity set at a price at or through the best opposite price means the opposite
+levels there are stale (the exchange has matched or cancelled them and the removal may come
+later in the same message, or never in a lossy feed). Those opposite levels are removed, so
+the later update wins and the book is never crossed or locked. ``fast.py`` applies the same
+rule, so both books agree level for level.
+"""
+
+from __future__ import annotations
+
+import enum
+from bisect import bisect_left, bisect_right
+from collections import deque
+
+import msgspec
+
+from sapphire.model.events import BookDelta, BookSnapshot, Side
+
+
+class DeltaResult(enum.StrEnum):
+    APPLIED = "applied"
+    STALE = "stale"  # dropped: already contained in the book (u <= last_update_id)
+    GAP = "gap"  # not synced: held until the next snapshot
+    REJECTED = "rejected"  # malformed level (qty < 0, price <= 0, bad side): counted
+
+
+class BookError(ValueError):
+    """A snapshot or a restore payload that cannot be a valid book."""
+
+
+class _State(msgspec.Struct, frozen=True):
+    """Serialised form of :class:`L2Book` (see ``snapshot``/``restore``)."""
+
+    symbol: str
+    bids: list[tuple[int, int]]
+    asks: list[tuple[int, int]]
+    is_synced: bool
+    last_update_id: int
+    gaps: int
+    stale: int
+    rejected: int
+
+
+class L2Book:
+    """Price-level book for one symbol; prices in ticks, quantities in lots."""
+
+    def __init__(self, symbol: str, *, max_pending: int = 200_000) -> None:
+        self.symbol = symbol
+        self.is_synced = False
+        self.last_update_id = 0
+        self.gaps = 0
+        self.stale = 0
+        self.rejected = 0
+        # Sorted ascending on both sides: best bid is the last bid, best ask the first ask.
+        self._bid_px: list[int] = []
+        self._ask_px: list[int] = []
+        self._bids: dict[int, int] = {}
+        self._asks: dict[int, int] = {}
+        self._first_after_snapshot = False
+        self._open_msg: tuple[int, int, int] | None = None  # ids of an accepted, unfinished msg
+        # Bounded so that a feed that never gets its snapshot cannot grow memory forever.
+        self._pending: deque[BookDelta] = deque(maxlen=max_pending)
+
+    # -- updates --------------------------------------------------------------------------
+    def apply_snapshot(self, snap: BookSnapshot) -> None:
+        """Replace the book; then replay the diffs held while it was not synced.
+
+        Raises :class:`BookError` (book unchanged) for a non-positive price, a negative
+        quantity or a crossed snapshot. Zero-quantity levels are ignored.
+        """
+        bids = _validated(snap.bids, "bid")
+        asks = _validated(snap.asks, "ask")
+        if bids and asks and max(bids) >= min(asks):
+            raise BookError(f"{self.symbol}: crossed snapshot {max(bids)} >= {min(asks)}")
+        self._bids, self._asks = bids, asks
+        self._bid_px, self._ask_px = sorted(bids), sorted(asks)
+        self.last_update_id = snap.update_id
+        self.is_synced = True
+        self._first_after_snapshot = True
+        self._open_msg = None
+        held = list(self._pending)
+        self._pending.clear()
+        for delta in held:
+            self.apply_delta(delta)
+
+    def apply_delta(self, delta: BookDelta) -> DeltaResult:
+        if delta.qty_lots < 0 or delta.price_ticks <= 0 or delta.side not in (1, -1):
+            self.rejected += 1
+            return DeltaResult.REJECTED
+        ids = (delta.first_update_id, delta.final_update_id, delta.prev_final_update_id)
+        if self._open_msg is not None:
+            if ids == self._open_msg:
+                self._set(delta.side, delta.price_ticks, delta.qty_lots)
+                if delta.last_in_batch:
+                    self._open_msg = None
+                return DeltaResult.APPLIED
+            self._open_msg = None  # the previous message lost its last level; it is over
+        if not self.is_synced:
+            self._pending.append(delta)
+            return DeltaResult.GAP
+        if delta.final_update_id <= self.last_update_id:
+            self.stale += 1
+            return DeltaResult.STALE
+        if not self._continues(delta):
+            self.gaps += 1
+            self.is_synced = False
+            self._pending.clear()
+            self._pending.append(delta)
+            return DeltaResult.GAP
+        self.last_update_id = delta.final_update_id
+        self._first_after_snapshot = False
+        self._set(delta.side, delta.price_ticks, delta.qty_lots)
+        if not delta.last_in_batch:
+            self._open_msg = ids
+        return DeltaResult.APPLIED
+
+    def set_level(self, side: Side, price_ticks: int, qty_lots: int) -> None:
+        """Absolute set without sequencing (0 deletes); the crossing rule still applies."""
+        if qty_lots < 0 or price_ticks <= 0 or side not in (1, -1):
+            raise BookError(f"{self.symbol}: bad level {side} {price_ticks} x {qty_lots}")
+        self._set(side, price_ticks, qty_lots)
+
+    def clear(self) -> None:
+        """Empty the book and forget sync state (counters are kept)."""
+        self._bids, self._asks, self._bid_px, self._ask_px = {}, {}, [], []
+        self.is_synced = False
+        self.last_update_id = 0
+        self._first_after_snapshot = False
+        self._open_msg = None
+        self._pending.clear()
+
+    # -- queries --------------------------------------------------------------------------
+    def best_bid(self) -> tuple[int, int] | None:
+        if not self._bid_px:
+            return None
+        px = self._bid_px[-1]
+        return px, self._bids[px]
+
+    def best_ask(self) -> tuple[int, int] | None:
+        if not self._ask_px:
+            return None
+        px = self._ask_px[0]
+        return px, self._asks[px]
+
+    def qty_at(self, side: Side, price_ticks: int) -> int:
+        return (self._bids if side == Side.BUY else self._asks).get(price_ticks, 0)
+
+    def levels(self, side: Side, n: int | None = None) -> list[tuple[int, int]]:
+        """``(price_ticks, qty_lots)`` best first; all levels when ``n`` is None."""
+        if n is not None and n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        if side == Side.BUY:
+            prices = self._bid_px[::-1] if n is None else self._bid_px[: -n - 1 : -1]
+            return [(p, self._bids[p]) for p in prices]
+        prices = self._ask_px if n is None else self._ask_px[:n]
+        return [(p, self._asks[p]) for p in prices]
+
+    def mid_ticks(self) -> float | None:
+        if not self._bid_px or not self._ask_px:
+            return None
+        return (self._bid_px[-1] + self._ask_px[0]) / 2
+
+    def spread_ticks(self) -> int | None:
+        if not self._bid_px or not self._ask_px:
+            return None
+        return self._ask_px[0] - self._bid_px[-1]
+
+    def microprice_ticks(self) -> float | None:
+        bid, ask = self.best_bid(), self.best_ask()
+        if bid is None or ask is None:
+            return None
+        (bp, bq), (ap, aq) = bid, ask
+        return (bp * aq + ap * bq) / (bq + aq)
+
+    def imbalance(self, n: int = 1) -> float | None:
+        """``(bidvol - askvol) / (bidvol + askvol)`` over the best ``n`` levels per side.
+
+        None while either side is empty: a one-sided book has no meaningful imbalance.
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if not self._bid_px or not self._ask_px:
+            return None
+        bid_vol = sum(q for _, q in self.levels(Side.BUY, n))
+        ask_vol = sum(q for _, q in self.levels(Side.SELL, n))
+        return (bid_vol - ask_vol) / (bid_vol + ask_vol)
+
+    def is_crossed(self) -> bool:
+        """True when best bid >= best ask (crossed or locked)."""
+        return bool(self._bid_px and self._ask_px and self._bid_px[-1] >= self._ask_px[0])
+
+    def __len__(self) -> int:
+        return len(self._bids) + len(self._asks)
+
+    # -- persistence (pure objects expose snapshot()/restore(), see architecture.md) ------
+    def snapshot(self) -> bytes:
+        """Levels, sync state and counters as msgpack (held diffs are not kept)."""
+        state = _State(
+            symbol=self.symbol,
+            bids=self.levels(Side.BUY),
+            asks=self.levels(Side.SELL),
+            is_synced=self.is_synced,
+            last_update_id=self.last_update_id,
+            gaps=self.gaps,
+            stale=self.stale,
+            rejected=self.rejected,
+        )
+        return msgspec.msgpack.encode(state)
+
+    def restore(self, data: bytes) -> None:
+        try:
+            state = msgspec.msgpack.decode(data, type=_State)
+        except msgspec.DecodeError as exc:
+            raise BookError(f"{self.symbol}: cannot restore book: {exc}") from exc
+        if state.symbol != self.symbol:
+            raise BookError(f"restore: payload is for {state.symbol}, book is {self.symbol}")
+        self.clear()
+        snap = BookSnapshot(
+            ts_event_ns=0,
+            symbol=self.symbol,
+            bids=tuple(state.bids),
+            asks=tuple(state.asks),
+            update_id=state.last_update_id,
+        )
+        self.apply_snapshot(snap)
+        self.is_synced = state.is_synced
+        self._first_after_snapshot = False
+        self.gaps, self.stale, self.rejected = state.gaps, state.stale, state.rejected
+
+    # -- internals ------------------------------------------------------------------------
+    def _continues(self, delta: BookDelta) -> bool:
+        last = self.last_update_id
+        futures = delta.prev_final_update_id != 0
+        if self._first_after_snapshot:
+            straddles = delta.first_update_id <= last + 1 <= delta.final_update_id
+            return straddles or (futures and delta.prev_final_update_id == last)
+        if futures:
+            return delta.prev_final_update_id == last
+        return delta.first_update_id == last + 1
+
+    def _set(self, side: Side, price: int, qty: int) -> None:
+        if side == Side.BUY:
+            _set_level(self._bids, self._bid_px, price, qty)
+            if qty and self._ask_px and self._ask_px[0] <= price:
+                cut = bisect_right(self._ask_px, price)
+                for p in self._ask_px[:cut]:
+                    del self._asks[p]
+                del self._ask_px[:cut]
+        else:
+            _set_level(self._asks, self._ask_px, price, qty)
+            if qty and self._bid_px and self._bid_px[-1] >= price:
+                cut = bisect_left(self._bid_px, price)
+                for p in self._bid_px[cut:]:
+                    del self._bids[p]
+                del self._bid_px[cut:]
+
+
+def _set_level(levels: dict[int, int], prices: list[int], price: int, qty: int) -> None:
+    if qty == 0:
+        if levels.pop(price, None) is not None:
+            del prices[bisect_left(prices, price)]
+        return
+    if price not in levels:
+        prices.insert(bisect_left(prices, price), price)
+    levels[price] = qty
+
+
+def _validated(levels: tuple[tuple[int, int], ...], what: str) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for price, qty in levels:
+        if price <= 0 or qty < 0:
+            raise BookError(f"snapshot {what} level {price} x {qty} is invalid")
+        if qty:
+            out[price] = qty
+    return out
