@@ -1,0 +1,68 @@
+"""``sapphire data inspect FILE``: format, schema, rows, time range, sessions and rejections."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from sapphire.data.instruments import load_exchange_info, load_instrument_file
+from sapphire.data.registry import detect, load_frames, stream_events
+from sapphire.data.validation import DataFileError
+
+
+def _utc(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _inspect_instruments(path: str) -> int:
+    instruments = load_exchange_info(path)
+    kinds = sorted({i.kind.value for i in instruments.values()})
+    print(f"file:    {path}")
+    print("format:  binance_exchange_info")
+    print(f"instruments: {len(instruments)} ({', '.join(kinds)})")
+    for symbol in sorted(instruments)[:5]:
+        i = instruments[symbol]
+        print(f"  {symbol}: tick={i.tick_size} lot={i.lot_size} min_notional={i.min_notional}")
+    return 0
+
+
+def inspect(args: argparse.Namespace) -> int:
+    try:
+        fmt = detect(args.file)
+        if fmt.name == "binance_exchange_info":
+            return _inspect_instruments(args.file)
+        instrument = load_instrument_file(args.instrument_file) if args.instrument_file else None
+        frames = load_frames(args.file)
+        stream = stream_events(args.file, instrument)
+        events = sum(1 for _ in stream)
+    except DataFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"file:    {args.file}")
+    print(f"format:  {fmt.name}")
+    for kind, frame in frames.items():
+        print(f"[{kind.value}] rows={frame.height}")
+        print("  schema: " + ", ".join(f"{k}:{v}" for k, v in frame.schema.items()))
+        if frame.height:
+            ts: Any = frame["ts_event_ns"]
+            print(f"  time:   {_utc(int(ts.min()))} -> {_utc(int(ts.max()))}")
+            print(f"  symbols: {sorted(frame['symbol'].unique().to_list())}")
+            print(f"  sessions: {sorted(frame['session'].unique().to_list())}")
+    stats = stream.stats
+    print(f"events:  {events}  ({stats.summary()})")
+    for reason, count in sorted(stats.counts.items()):
+        print(f"rejected {reason.value}: {count}")
+    for line, reason, detail in stats.examples:
+        print(f"  e.g. line {line}: {reason.value}: {detail}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    data = subparsers.add_parser("data", help="inspect recorded market-data files")
+    sub = data.add_subparsers(dest="data_command", required=True)
+    cmd = sub.add_parser("inspect", help="format, schema, rows, time range and rejections")
+    cmd.add_argument("file")
+    cmd.add_argument("--instrument-file", default=None, help="Instrument or exchangeInfo JSON")
+    cmd.set_defaults(handler=inspect)

@@ -1,0 +1,143 @@
+"""Binance websocket/REST JSON messages -> canonical rows (shared by raw-log readers).
+
+Handles ``depthUpdate`` (diffs), REST depth snapshots (``lastUpdateId``), ``bookTicker``,
+``trade``/``aggTrade`` and closed ``kline`` messages. Anything else is counted as ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import polars as pl
+
+from sapphire.data.schemas import SCHEMAS, FrameKind
+from sapphire.data.stream import Chunk
+from sapphire.data.validation import RejectStats, RowReject
+
+_MS: Final = 1_000_000
+_INTERVALS: Final[dict[str, int]] = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+_I64_MAX: Final = 2**63 - 1
+
+
+def _i64(value: Any, scale: int = 1) -> int:
+    """An Int64-safe integer field (bools and out-of-range values are malformed)."""
+    if isinstance(value, bool):
+        raise ValueError(f"not an integer: {value!r}")
+    result = int(value) * scale
+    if not 0 <= result <= _I64_MAX:
+        raise ValueError(f"integer out of range: {value!r}")
+    return result
+
+
+def _num(value: Any) -> float:
+    if isinstance(value, bool | dict | list) or value is None:
+        raise ValueError(f"not a number: {value!r}")
+    return float(value)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"not a string: {value!r}")
+    return value
+
+
+def interval_ns(text: str) -> int:
+    """ "1m" -> 60e9 ns (Binance/freqtrade interval notation)."""
+    return _i64(text[:-1]) * _INTERVALS[text[-1]] * 1_000_000_000
+
+
+class RowBuffer:
+    """Collects canonical rows per kind until a chunk is full."""
+
+    def __init__(self, stats: RejectStats) -> None:
+        self.stats = stats
+        self.rows: dict[FrameKind, list[tuple[Any, ...]]] = {}
+        self.count = 0
+
+    def add(self, kind: FrameKind, row: tuple[Any, ...]) -> None:
+        self.rows.setdefault(kind, []).append(row)
+        self.count += 1
+
+    def take(self) -> Chunk:
+        parts: Chunk = []
+        for kind, rows in self.rows.items():
+            schema = {**SCHEMAS[kind], "line": pl.Int64()}
+            try:
+                parts.append((kind, pl.DataFrame(rows, schema=schema, orient="row")))
+            except (pl.exceptions.PolarsError, OverflowError, TypeError, ValueError) as exc:
+                # Per-field checks should make this unreachable; never lose the row count.
+                for row in rows:
+                    self.stats.reject(RowReject.MALFORMED, row[-1], f"unloadable row: {exc!r}")
+        self.rows = {}
+        self.count = 0
+        return parts
+
+    # -- message handlers ---------------------------------------------------------------
+    def message(self, msg: Any, recv: int, session: str, symbol: str, line: int) -> None:
+        """One decoded JSON message; bad fields reject rows, never raise."""
+        if not isinstance(msg, dict):
+            self.stats.reject(RowReject.MALFORMED, line, "message is not an object")
+            return
+        data = msg.get("data", msg)
+        if not isinstance(data, dict):
+            self.stats.reject(RowReject.MALFORMED, line, "data is not an object")
+            return
+        try:
+            event = data.get("e")
+            if "lastUpdateId" in data:
+                self._depth(data, recv, session, symbol, line, snapshot=True)
+            elif event == "depthUpdate":
+                self._depth(data, recv, session, _text(data["s"]), line, snapshot=False)
+            elif event == "bookTicker" or (event is None and "b" in data and "a" in data):
+                ts = _i64(data["E"], _MS) if "E" in data else recv
+                px = (_num(data["b"]), _num(data["B"]), _num(data["a"]), _num(data["A"]))
+                self.add(
+                    FrameKind.BBO, (ts, recv, _text(data["s"]), session, _i64(data["u"]), *px, line)
+                )
+            elif event in ("trade", "aggTrade"):
+                side = -1 if data["m"] else 1
+                tid = _i64(data["t"] if event == "trade" else data["a"])
+                row = (_i64(data["T"], _MS), recv, _text(data["s"]), session)
+                self.add(
+                    FrameKind.TRADES, (*row, _num(data["p"]), _num(data["q"]), side, tid, line)
+                )
+            elif event == "kline":
+                k = data["k"]
+                if not k["x"]:
+                    self.stats.ignored += 1  # candle still forming
+                    return
+                ohlcv = (_num(k["o"]), _num(k["h"]), _num(k["l"]), _num(k["c"]), _num(k["v"]))
+                bar = (_i64(k["t"], _MS), recv, _text(data["s"]), session, interval_ns(k["i"]))
+                self.add(FrameKind.BARS, (*bar, *ohlcv, line))
+            else:
+                self.stats.ignored += 1
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            self.stats.reject(RowReject.MALFORMED, line, f"bad field: {exc!r}")
+
+    def _depth(
+        self, data: dict[str, Any], recv: int, session: str, symbol: str, line: int, snapshot: bool
+    ) -> None:
+        if snapshot:
+            ts = _i64(data["E"], _MS) if "E" in data else recv
+            ids = (0, _i64(data["lastUpdateId"]), 0)
+            sides = (("bids", 1), ("asks", -1))
+        else:
+            ts = _i64(data["E"], _MS)
+            ids = (_i64(data["U"]), _i64(data["u"]), _i64(data.get("pu", 0)))
+            sides = (("b", 1), ("a", -1))
+        for key, side in sides:
+            levels = data[key]
+            if not isinstance(levels, list):
+                raise TypeError(f"{key} is not a list")
+            for level in levels:
+                try:
+                    price, qty = _num(level[0]), _num(level[1])
+                except (TypeError, ValueError, IndexError, KeyError):
+                    self.stats.reject(RowReject.MALFORMED, line, f"bad level {level!r}")
+                    continue
+                self.add(
+                    FrameKind.DEPTH,
+                    (ts, recv, symbol, session, snapshot, *ids, side, price, qty, line),
+                )

@@ -1,0 +1,392 @@
+"""Canonical frame chunks -> validated typed events (one code path for every format).
+
+Every loader turns its source into chunks of the canonical frames of
+:mod:`sapphire.data.schemas` (plus an optional Int64 ``line`` column and a Boolean ``_bad``
+column marking fields that failed to parse); :class:`EventBuilder` validates each row and
+yields ``(session, event)`` pairs. It is stateful across chunks, so a stream can be read in
+bounded-memory pieces: snapshots and depth messages that straddle a chunk boundary are held
+until complete.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import polars as pl
+
+from sapphire.data.schemas import SCHEMAS, FrameKind
+from sapphire.data.validation import RejectStats, RowReject
+from sapphire.model import Instrument
+from sapphire.model.events import (
+    AnyMarketEvent,
+    Bar,
+    BookDelta,
+    BookSnapshot,
+    FundingRate,
+    Quote,
+    Side,
+    Trade,
+)
+
+Tagged = tuple[str, AnyMarketEvent]
+_RECENT_TRADE_IDS = 65_536  # bounded memory for duplicate detection
+_BID, _ASK = Side.BUY, Side.SELL
+
+
+def _units(value: float, unit: float) -> int | None:
+    """Whole number of ``unit`` in ``value``, or None when off the grid."""
+    scaled = value / unit
+    rounded = round(scaled)
+    if abs(scaled - rounded) > 1e-6 + 1e-9 * abs(scaled):
+        return None
+    return int(rounded)
+
+
+def _finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
+class EventBuilder:
+    """Validate canonical rows of one ``kind`` and build events on ``instrument``'s grid."""
+
+    def __init__(
+        self,
+        kind: FrameKind,
+        instrument: Instrument | Mapping[str, Instrument],
+        stats: RejectStats,
+    ) -> None:
+        self.kind = kind
+        self.stats = stats
+        # Multi-symbol sources (cryptofeed logs) pass one instrument per symbol.
+        many = {} if isinstance(instrument, Instrument) else dict(instrument)
+        self._one = instrument if isinstance(instrument, Instrument) else None
+        self._grids = {sym: (i.tick_float, i.lot_float) for sym, i in many.items()}
+        self._last_ts: dict[tuple[str, str], int] = {}
+        self._last_u: dict[tuple[str, str], int] = {}
+        self._gap_key: tuple[object, ...] | None = None
+        self._msg_key: tuple[object, ...] | None = None
+        self._trade_ids: dict[tuple[str, str], tuple[set[int], deque[int]]] = {}
+        self._pending: tuple[tuple[object, ...], str, dict[str, Any]] | None = None
+        self._snap: dict[str, Any] | None = None
+        self._row = 0
+
+    # -- shared checks ------------------------------------------------------------------
+    def _grid(self, symbol: str) -> tuple[float, float] | None:
+        grid = self._grids.get(symbol)
+        if grid is None and self._one is not None:
+            grid = self._grids[symbol] = (self._one.tick_float, self._one.lot_float)
+        return grid
+
+    def _in_order(self, session: str, symbol: str, ts: int, line: int) -> bool:
+        key = (session, symbol)
+        if ts < self._last_ts.get(key, ts):
+            self.stats.reject(RowReject.OUT_OF_ORDER, line, f"ts {ts} < {self._last_ts[key]}")
+            return False
+        self._last_ts[key] = ts
+        return True
+
+    def feed(self, chunk: pl.DataFrame) -> Iterator[Tagged]:
+        """Validate and convert one chunk; may hold back rows of an unfinished message."""
+        n = chunk.height
+        if n == 0:
+            return
+        first = self._row
+        self._row += n
+        lines = chunk["line"].to_list() if "line" in chunk.columns else range(first, first + n)
+        bad = chunk["_bad"].to_list() if "_bad" in chunk.columns else [False] * n
+        cols = [chunk[c].to_list() for c in SCHEMAS[self.kind]]
+        handler = getattr(self, f"_rows_{self.kind.value}")
+        yield from handler(lines, bad, cols)
+
+    def finish(self) -> Iterator[Tagged]:
+        """Flush what was held back at the end of the source."""
+        if self.kind is FrameKind.DEPTH:
+            yield from self._flush_pending(None)
+            yield from self._flush_snapshot()
+
+    # -- trades -------------------------------------------------------------------------
+    def _rows_trades(self, lines: Any, bad: list[bool], cols: list[list[Any]]) -> Iterator[Tagged]:
+        stats = self.stats
+        for line, b, ts, recv, sym, ses, px, qty, side, tid in zip(lines, bad, *cols, strict=True):
+            if b or ts is None or px is None or qty is None or side not in (1, -1) or sym is None:
+                stats.reject(RowReject.MALFORMED, line, "missing or unparseable field")
+                continue
+            ses = ses or ""
+            grid = self._grid(sym)
+            if grid is None:
+                stats.reject(RowReject.UNKNOWN_SYMBOL, line, sym)
+                continue
+            tick, lot = grid
+            if not _finite(px, qty):
+                stats.reject(RowReject.NON_FINITE, line, f"price={px} qty={qty}")
+                continue
+            if px <= 0:
+                stats.reject(RowReject.NON_POSITIVE_PRICE, line, f"price={px}")
+                continue
+            if qty <= 0:
+                reason = RowReject.ZERO_QTY if qty == 0 else RowReject.NEGATIVE_QTY
+                stats.reject(reason, line, f"qty={qty}")
+                continue
+            ticks, lots = _units(px, tick), _units(qty, lot)
+            if ticks is None or lots is None:
+                stats.reject(RowReject.OFF_GRID, line, f"price={px} qty={qty}")
+                continue
+            recv = recv or 0
+            if not self._in_order(ses, sym, recv or ts, line):
+                continue
+            tid = tid or 0
+            if tid:
+                seen, order = self._trade_ids.setdefault((ses, sym), (set(), deque()))
+                if tid in seen:
+                    stats.reject(RowReject.DUPLICATE_TRADE_ID, line, f"trade_id={tid}")
+                    continue
+                seen.add(tid)
+                order.append(tid)
+                if len(order) > _RECENT_TRADE_IDS:
+                    seen.discard(order.popleft())
+            stats.deliver()
+            yield (
+                ses,
+                Trade(
+                    ts_event_ns=ts,
+                    ts_recv_ns=recv,
+                    symbol=sym,
+                    price_ticks=ticks,
+                    qty_lots=lots,
+                    taker_side=_BID if side == 1 else _ASK,
+                    trade_id=tid,
+                ),
+            )
+
+    # -- bbo ----------------------------------------------------------------------------
+    def _rows_bbo(self, lines: Any, bad: list[bool], cols: list[list[Any]]) -> Iterator[Tagged]:
+        stats = self.stats
+        for line, b, ts, recv, sym, ses, uid, bp, bq, ap, aq in zip(lines, bad, *cols, strict=True):
+            if b or ts is None or sym is None or None in (bp, bq, ap, aq):
+                stats.reject(RowReject.MALFORMED, line, "missing or unparseable field")
+                continue
+            ses = ses or ""
+            grid = self._grid(sym)
+            if grid is None:
+                stats.reject(RowReject.UNKNOWN_SYMBOL, line, sym)
+                continue
+            tick, lot = grid
+            if not _finite(bp, bq, ap, aq):
+                stats.reject(RowReject.NON_FINITE, line, f"{bp} {bq} {ap} {aq}")
+                continue
+            if bp <= 0 or ap <= 0:
+                stats.reject(RowReject.NON_POSITIVE_PRICE, line, f"bid={bp} ask={ap}")
+                continue
+            if bq < 0 or aq < 0:
+                stats.reject(RowReject.NEGATIVE_QTY, line, f"bid_qty={bq} ask_qty={aq}")
+                continue
+            if bp >= ap:
+                stats.reject(RowReject.CROSSED_BOOK, line, f"bid={bp} >= ask={ap}")
+                continue
+            units = (_units(bp, tick), _units(bq, lot), _units(ap, tick), _units(aq, lot))
+            if None in units:
+                stats.reject(RowReject.OFF_GRID, line, f"{bp} {bq} {ap} {aq}")
+                continue
+            recv = recv or 0
+            if not self._in_order(ses, sym, recv or ts, line):
+                continue
+            stats.deliver()
+            bid_t, bid_l, ask_t, ask_l = units
+            yield (
+                ses,
+                Quote(
+                    ts_event_ns=ts,
+                    ts_recv_ns=recv,
+                    symbol=sym,
+                    bid_ticks=bid_t or 0,
+                    bid_lots=bid_l or 0,
+                    ask_ticks=ask_t or 0,
+                    ask_lots=ask_l or 0,
+                    update_id=uid or 0,
+                ),
+            )
+
+    # -- bars and funding ---------------------------------------------------------------
+    def _rows_bars(self, lines: Any, bad: list[bool], cols: list[list[Any]]) -> Iterator[Tagged]:
+        stats = self.stats
+        for line, b, ts, recv, sym, ses, iv, o, h, lo, c, v in zip(lines, bad, *cols, strict=True):
+            if b or ts is None or sym is None or iv is None or None in (o, h, lo, c, v):
+                stats.reject(RowReject.MALFORMED, line, "missing or unparseable field")
+                continue
+            ses = ses or ""
+            grid = self._grid(sym)
+            if grid is None:
+                stats.reject(RowReject.UNKNOWN_SYMBOL, line, sym)
+                continue
+            tick, lot = grid
+            if not _finite(o, h, lo, c, v):
+                stats.reject(RowReject.NON_FINITE, line, f"{o} {h} {lo} {c} {v}")
+                continue
+            if min(o, h, lo, c) <= 0:
+                stats.reject(RowReject.NON_POSITIVE_PRICE, line, f"{o} {h} {lo} {c}")
+                continue
+            if v < 0:
+                stats.reject(RowReject.NEGATIVE_QTY, line, f"volume={v}")
+                continue
+            units = [_units(x, tick) for x in (o, h, lo, c)] + [_units(v, lot)]
+            if None in units:
+                stats.reject(RowReject.OFF_GRID, line, f"{o} {h} {lo} {c} {v}")
+                continue
+            if not self._in_order(ses, sym, ts, line):
+                continue
+            stats.deliver()
+            ot, ht, lt, ct, vl = (u or 0 for u in units)
+            yield (
+                ses,
+                Bar(
+                    ts_event_ns=ts,
+                    ts_recv_ns=recv or 0,
+                    symbol=sym,
+                    interval_ns=iv,
+                    open_ticks=ot,
+                    high_ticks=ht,
+                    low_ticks=lt,
+                    close_ticks=ct,
+                    volume_lots=vl,
+                ),
+            )
+
+    def _rows_funding(self, lines: Any, bad: list[bool], cols: list[list[Any]]) -> Iterator[Tagged]:
+        stats = self.stats
+        for line, b, ts, recv, sym, ses, rate in zip(lines, bad, *cols, strict=True):
+            if b or ts is None or sym is None or rate is None:
+                stats.reject(RowReject.MALFORMED, line, "missing or unparseable field")
+                continue
+            if not math.isfinite(rate):
+                stats.reject(RowReject.NON_FINITE, line, f"rate={rate}")
+                continue
+            ses = ses or ""
+            if not self._in_order(ses, sym, ts, line):
+                continue
+            stats.deliver()
+            text = format(rate, ".12g")
+            yield ses, FundingRate(ts_event_ns=ts, ts_recv_ns=recv or 0, symbol=sym, rate=text)
+
+    # -- depth --------------------------------------------------------------------------
+    def _flush_pending(self, next_key: tuple[object, ...] | None) -> Iterator[Tagged]:
+        if self._pending is not None:
+            key, session, fields = self._pending
+            self._pending = None
+            self.stats.deliver()
+            yield session, BookDelta(last_in_batch=key != next_key, **fields)
+
+    def _flush_snapshot(self) -> Iterator[Tagged]:
+        snap, self._snap = self._snap, None
+        if snap is None:
+            return
+        snap.pop("key")
+        levels: int = snap.pop("levels")
+        session: str = snap.pop("session")
+        bids: dict[int, int] = snap.pop("bids")
+        asks: dict[int, int] = snap.pop("asks")
+        self.stats.deliver(rows=levels)
+        yield (
+            session,
+            BookSnapshot(
+                bids=tuple(sorted(bids.items(), reverse=True)),
+                asks=tuple(sorted(asks.items())),
+                **snap,
+            ),
+        )
+
+    def _sequence_ok(self, ses: str, sym: str, first: int, final: int, prev: int) -> bool:
+        chain = (ses, sym)
+        last = self._last_u.get(chain)
+        self._last_u[chain] = final
+        if last is None or final <= last:
+            return True  # first message, or a stale one the book's sync rule drops
+        # Futures chain on pu == previous u; spot on U == previous u + 1.
+        return prev == last if prev else first <= last + 1
+
+    def _rows_depth(self, lines: Any, bad: list[bool], cols: list[list[Any]]) -> Iterator[Tagged]:
+        stats = self.stats
+        rows = zip(lines, bad, *cols, strict=True)
+        for line, b, ts, recv, sym, ses, snap, first, final, prev, side, px, qty in rows:
+            if b or ts is None or sym is None or px is None or qty is None or snap is None:
+                stats.reject(RowReject.MALFORMED, line, "missing or unparseable field")
+                continue
+            if side not in (1, -1):
+                stats.reject(RowReject.MALFORMED, line, f"side={side}")
+                continue
+            ses, recv, first, final, prev = ses or "", recv or 0, first or 0, final or 0, prev or 0
+            key = (ses, sym, snap, recv, ts, first, final)
+            if snap and self._snap is not None and self._snap["key"] != key:
+                yield from self._flush_snapshot()
+            if not snap:
+                yield from self._flush_snapshot()
+            grid = self._grid(sym)
+            if grid is None:
+                stats.reject(RowReject.UNKNOWN_SYMBOL, line, sym)
+                continue
+            tick, lot = grid
+            if not _finite(px, qty):
+                stats.reject(RowReject.NON_FINITE, line, f"price={px} qty={qty}")
+                continue
+            if px <= 0:
+                stats.reject(RowReject.NON_POSITIVE_PRICE, line, f"price={px}")
+                continue
+            if qty < 0 or (snap and qty == 0):
+                reason = RowReject.ZERO_QTY if qty == 0 else RowReject.NEGATIVE_QTY
+                stats.reject(reason, line, f"qty={qty}")
+                continue
+            ticks, lots = _units(px, tick), _units(qty, lot)
+            if ticks is None or lots is None:
+                stats.reject(RowReject.OFF_GRID, line, f"price={px} qty={qty}")
+                continue
+            if key != self._msg_key:
+                # First row of a new message: order and sequence are checked once per message.
+                self._msg_key = key
+                self._gap_key = None
+                if not self._in_order(ses, sym, recv or ts, line):
+                    self._gap_key = key
+                    continue
+                if not snap and not self._sequence_ok(ses, sym, first, final, prev):
+                    self._gap_key = key
+                    stats.reject(RowReject.SEQUENCE_GAP, line, f"U={first} pu={prev}")
+                    continue
+            elif self._gap_key == key:
+                reason = RowReject.SEQUENCE_GAP if not snap else RowReject.OUT_OF_ORDER
+                stats.reject(reason, line, "rest of a rejected message")
+                continue
+            if snap:
+                if self._snap is None:
+                    yield from self._flush_pending(None)
+                    self._snap = {
+                        "key": key,
+                        "levels": 0,
+                        "session": ses,
+                        "bids": {},
+                        "asks": {},
+                        "ts_event_ns": ts,
+                        "ts_recv_ns": recv,
+                        "symbol": sym,
+                        "update_id": final,
+                    }
+                self._snap["levels"] += 1
+                book = self._snap["bids"] if side == 1 else self._snap["asks"]
+                book[ticks] = lots
+                continue
+            yield from self._flush_pending(key)
+            self._pending = (
+                key,
+                ses,
+                {
+                    "ts_event_ns": ts,
+                    "ts_recv_ns": recv,
+                    "symbol": sym,
+                    "side": _BID if side == 1 else _ASK,
+                    "price_ticks": ticks,
+                    "qty_lots": lots,
+                    "first_update_id": first,
+                    "final_update_id": final,
+                    "prev_final_update_id": prev,
+                },
+            )

@@ -1,0 +1,167 @@
+"""Lazy typed-event streams with their rejection statistics, and chunked file readers."""
+
+from __future__ import annotations
+
+import gzip
+import heapq
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import BinaryIO, cast
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from sapphire.data.convert import EventBuilder, Tagged
+from sapphire.data.schemas import FrameKind
+from sapphire.data.validation import DataFileError, RejectStats, RowReject
+from sapphire.model import Instrument
+from sapphire.model.events import AnyMarketEvent
+
+BLOCK_SIZE = 1 << 22  # bytes of decompressed CSV per chunk: bounded memory, few Python calls
+
+
+Instruments = Instrument | Mapping[str, Instrument]
+"""One instrument for every row, or one per symbol (rows of other symbols are rejected)."""
+
+Chunk = list[tuple[FrameKind, pl.DataFrame]]
+"""One read step: canonical frames per kind, rows in source order within each frame."""
+
+
+class EventStream:
+    """A one-shot, lazy stream of typed events from one file.
+
+    Iterate it for events, or :meth:`tagged` for ``(session, event)`` pairs. ``stats`` fills
+    while the stream is consumed; after exhaustion ``stats.balanced()`` holds.
+
+    Sources that mix kinds (raw websocket logs) yield several frames per chunk, each chunk
+    ending on a message boundary; their events are merged back into receive-time order.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        fmt: str,
+        kinds: tuple[FrameKind, ...],
+        instrument: Instruments,
+        chunks: Callable[[RejectStats], Iterator[Chunk]],
+    ) -> None:
+        self.path = path
+        self.format = fmt
+        self.kinds = kinds
+        self.instrument = instrument
+        self.stats = RejectStats(source=str(path))
+        self._chunks = chunks
+        self._used = False
+
+    def tagged(self) -> Iterator[Tagged]:
+        if self._used:
+            raise RuntimeError(f"{self.path}: an EventStream can be consumed once")
+        self._used = True
+        builders: dict[FrameKind, EventBuilder] = {}
+
+        def builder(kind: FrameKind) -> EventBuilder:
+            if kind not in builders:
+                builders[kind] = EventBuilder(kind, self.instrument, self.stats)
+            return builders[kind]
+
+        for parts in self._chunks(self.stats):
+            if len(parts) == 1 and len(self.kinds) == 1:
+                yield from builder(parts[0][0]).feed(parts[0][1])
+                continue
+            outs = [[*builder(kind).feed(frame), *builder(kind).finish()] for kind, frame in parts]
+            yield from heapq.merge(*outs, key=_recv_key)
+        for each in builders.values():
+            yield from each.finish()
+
+    def __iter__(self) -> Iterator[AnyMarketEvent]:
+        for _, event in self.tagged():
+            yield event
+
+
+def _recv_key(item: Tagged) -> int:
+    return item[1].ts_recv_ns or item[1].ts_event_ns
+
+
+def open_binary(path: Path) -> BinaryIO:
+    """Open a file, transparently gunzipping ``*.gz``; a missing file is a DataFileError."""
+    try:
+        if path.name.endswith(".gz"):
+            return cast(BinaryIO, gzip.open(path, "rb"))
+        return open(path, "rb")
+    except OSError as exc:
+        raise DataFileError(f"{path}: cannot open: {exc}") from exc
+
+
+def csv_header(path: Path) -> list[str]:
+    """Column names of a (gzipped) CSV; an unreadable header is a DataFileError."""
+    try:
+        with open_binary(path) as probe:
+            header = probe.readline().decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
+        raise DataFileError(f"{path}: cannot read CSV header: {exc}") from exc
+    names = [name.strip() for name in header.rstrip("\r\n").split(",")]
+    if len(names) < 2:
+        raise DataFileError(f"{path}: no CSV header")
+    return names
+
+
+def csv_string_chunks(
+    path: Path, stats: RejectStats, block_size: int = BLOCK_SIZE
+) -> Iterator[tuple[int, pl.DataFrame]]:
+    """Read a (gzipped) CSV lazily as all-string polars chunks with their first line number.
+
+    Rows with a wrong number of fields are counted as malformed in ``stats``. A block that
+    cannot be decoded at all (corrupt gzip, invalid UTF-8) ends the stream with one
+    malformed row, because a CSV reader cannot resynchronise after it.
+    """
+    compression = "gzip" if path.name.endswith(".gz") else None
+    names = csv_header(path)
+
+    def skip(row: pacsv.InvalidRow) -> str:
+        number = row.number if row.number is not None else -1
+        stats.reject(RowReject.MALFORMED, number, f"{row.actual_columns} fields: {row.text}")
+        return "skip"
+
+    line = 2  # line 1 is the header
+    with pa.input_stream(str(path), compression=compression) as stream:
+        try:
+            reader = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(block_size=block_size),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={name: pa.string() for name in names},
+                    strings_can_be_null=True,
+                    null_values=[""],  # "nan"/"NULL" stay text: NaN is non-finite, not missing
+                ),
+            )
+        except (OSError, pa.ArrowInvalid, EOFError) as exc:
+            stats.reject(RowReject.MALFORMED, line, f"unreadable data: {exc}")
+            return
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except (OSError, pa.ArrowInvalid, EOFError) as exc:
+                stats.reject(RowReject.MALFORMED, line, f"unreadable data: {exc}")
+                break
+            frame = pl.from_arrow(batch)
+            assert isinstance(frame, pl.DataFrame)
+            yield line, frame
+            line += frame.height
+
+
+def mark_bad(raw: pl.DataFrame, typed: pl.DataFrame, columns: dict[str, str]) -> pl.DataFrame:
+    """Add ``_bad``: a raw field was present but did not parse to its typed column."""
+    checks = [
+        pl.Series(raw[src].is_not_null() & (raw[src].str.strip_chars() != ""))
+        & typed[dst].is_null()
+        for dst, src in columns.items()
+    ]
+    bad = checks[0]
+    for check in checks[1:]:
+        bad = bad | check
+    return typed.with_columns(bad.fill_null(True).alias("_bad"))

@@ -1,0 +1,83 @@
+"""Row validation bookkeeping: every source row is delivered or rejected with a reason.
+
+Invariant of every stream (checked by the tests)::
+
+    stats.rows_in == stats.rows_out + stats.rejected
+
+``rows_*`` count *rows* as defined in :mod:`sapphire.data.schemas` (one trade, one price level,
+one BBO, one bar, one funding rate; an unparseable source line counts as one row).
+Source messages Sapphire has no event for (Binance ``markPrice``, klines not yet closed,
+header lines) are not rows; they are counted in ``ignored``.
+``events_out`` counts typed events and can be smaller than ``rows_out`` because all levels of
+one snapshot become a single :class:`~sapphire.model.events.BookSnapshot`.
+
+Bad rows never raise out of a stream; only a file that cannot be opened or is not a known
+format raises :class:`DataFileError`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class DataFileError(Exception):
+    """A data file is missing, unreadable, or not in a format Sapphire knows."""
+
+
+class RowReject(enum.StrEnum):
+    MALFORMED = "malformed"  # unparseable line or field, missing column
+    NON_FINITE = "non_finite"  # NaN or inf price/qty
+    NON_POSITIVE_PRICE = "non_positive_price"
+    NEGATIVE_QTY = "negative_qty"
+    ZERO_QTY = "zero_qty"  # valid for depth deletes, not for trades or snapshot levels
+    OFF_GRID = "off_grid"  # price/qty not a whole number of the instrument's ticks/lots
+    OUT_OF_ORDER = "out_of_order"  # timestamp earlier than the previous row's
+    DUPLICATE_TRADE_ID = "duplicate_trade_id"
+    CROSSED_BOOK = "crossed_book"  # BBO with bid >= ask
+    SEQUENCE_GAP = "sequence_gap"  # depth message not contiguous with the previous one
+    UNKNOWN_SYMBOL = "unknown_symbol"  # no instrument for the row's symbol
+
+
+MAX_EXAMPLES = 5
+
+
+@dataclass(slots=True)
+class RejectStats:
+    """Counts per reason plus the first few examples ``(line, reason, detail)``.
+
+    ``line`` is the 1-based line of the source file (header included) where known, else the
+    0-based row index.
+    """
+
+    source: str = ""
+    rows_in: int = 0
+    rows_out: int = 0
+    events_out: int = 0
+    ignored: int = 0  # source messages of kinds with no event (markPrice, open klines)
+    counts: dict[RowReject, int] = field(default_factory=dict)
+    examples: list[tuple[int, RowReject, str]] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.counts.values())
+
+    def reject(self, reason: RowReject, line: int, detail: str = "", rows: int = 1) -> None:
+        self.rows_in += rows
+        self.counts[reason] = self.counts.get(reason, 0) + rows
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append((line, reason, detail[:200]))
+
+    def deliver(self, rows: int = 1) -> None:
+        self.rows_in += rows
+        self.rows_out += rows
+        self.events_out += 1
+
+    def balanced(self) -> bool:
+        return self.rows_in == self.rows_out + self.rejected
+
+    def summary(self) -> str:
+        parts = [f"rows_in={self.rows_in}", f"rows_out={self.rows_out}"]
+        parts.append(f"events_out={self.events_out}")
+        parts.extend(f"{reason.value}={n}" for reason, n in sorted(self.counts.items()))
+        return " ".join(parts)

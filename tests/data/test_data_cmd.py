@@ -1,0 +1,49 @@
+"""``sapphire data inspect``: reports rejects with exit 0, fails with 2 on unreadable files."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from sapphire.cli import main
+from sapphire.data.sample import sample_paths
+
+
+def test_inspect_corrupted_copy_reports_rejects(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = gzip.decompress(sample_paths().bbo.read_bytes()).decode().splitlines()[:200]
+    row = lines[10].split(",")
+    row[5] = "not-a-price"
+    lines[10] = ",".join(row)
+    row = lines[20].split(",")
+    row[5], row[7] = row[7], row[5]
+    lines[20] = ",".join(row)
+    path = tmp_path / "hftbacktest_binance-usdm_BTCUSDT_bbo.csv.gz"
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    code = main(["data", "inspect", str(path), "--instrument-file", str(sample_paths().instrument)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "format:  hftbacktest_csv" in out
+    assert "rejected malformed: 1" in out and "rejected crossed_book: 1" in out
+    assert "line 11: malformed" in out
+    assert "sessions: ['2024-08-08']" in out and "rows=199" in out
+
+
+@pytest.mark.parametrize("content", [None, b"\x1f\x8b\x08garbage", b"x"])
+def test_inspect_unreadable_file_exits_2(
+    tmp_path: Path, content: bytes | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "hftbacktest_binance-usdm_BTCUSDT_depth.csv.gz"
+    if content is not None:
+        path.write_bytes(content)
+    assert main(["data", "inspect", str(path)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_inspect_unknown_format_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    assert main(["data", "inspect", str(path)]) == 2
