@@ -4,15 +4,32 @@ An agent consumes market events and execution reports (time passed in) and retur
 wants done. Three methods are required (``on_event``, ``snapshot``, ``restore``); the rest are
 hooks with defaults. The same object runs in the event-driven backtest, inside an
 ``AgentActor`` on Ray, and live.
+
+:class:`BaseAgent` is the shared implementation most agents build on: a deterministic intent
+sequence (so client order ids survive restarts), position, cash and open-order tracking from
+execution reports, and ``snapshot``/``restore`` as msgpack of two structs (the core book-keeping
+and the agent's own mutable model state).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from decimal import Decimal
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
-from sapphire.model.events import AnyMarketEvent
-from sapphire.model.orders import CancelIntent, OrderFilled, OrderIntent, OrderUpdate, Signal
+import msgspec
+
+from sapphire.model.events import AnyMarketEvent, Side
+from sapphire.model.instrument import Instrument
+from sapphire.model.orders import (
+    CancelIntent,
+    OrderFilled,
+    OrderIntent,
+    OrderType,
+    OrderUpdate,
+    Signal,
+    TimeInForce,
+)
 
 AgentOutput = OrderIntent | CancelIntent | Signal
 
@@ -31,3 +48,188 @@ class Agent(Protocol):
         """Everything needed to continue exactly where it stopped."""
 
     def restore(self, data: bytes) -> None: ...
+
+
+class AgentConfigError(ValueError):
+    """An agent configuration that breaks its rules (raised once, at construction)."""
+
+
+class AgentStateError(ValueError):
+    """A snapshot that does not decode into this agent's state."""
+
+
+class OpenOrder(msgspec.Struct, kw_only=True):
+    client_order_id: str
+    side: Side
+    qty_lots: int
+    leaves_lots: int
+    limit_ticks: int | None
+    ts_event_ns: int
+    cancel_sent: bool = False
+
+
+class CoreState(msgspec.Struct, kw_only=True):
+    """Book-keeping every agent shares; cash is the running quote-asset flow from fills."""
+
+    seq: int = 0
+    position_lots: int = 0
+    cash_quote: Decimal = Decimal(0)
+    fees_quote: Decimal = Decimal(0)
+    open_orders: dict[str, OpenOrder] = msgspec.field(default_factory=dict)
+    fills: int = 0
+
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def decode_config(config_type: type[Any], params: dict[str, object] | msgspec.Struct) -> Any:
+    """Validate ``params`` into a frozen config struct; errors name the field."""
+    if isinstance(params, config_type):
+        return params
+    try:
+        return msgspec.convert(params, config_type, strict=False)
+    except msgspec.ValidationError as exc:
+        raise AgentConfigError(f"{config_type.__name__}: {exc}") from exc
+
+
+class BaseAgent(Generic[S]):
+    """Book-keeping shared by the built-in agents; subclasses implement ``on_event``.
+
+    ``self.state`` is the subclass's mutable msgspec struct: everything it learns from the
+    market lives there, so ``snapshot`` captures it and a restored agent continues exactly.
+    """
+
+    def __init__(self, agent_id: str, instrument: Instrument, state: S) -> None:
+        if not agent_id:
+            raise AgentConfigError("agent_id must be a non-empty string")
+        self.agent_id = agent_id
+        self.instrument = instrument
+        self.symbol = instrument.symbol
+        self.core = CoreState()
+        self.state = state
+        self.rejections = 0
+
+    # -- intents --------------------------------------------------------------------------
+    def next_seq(self) -> int:
+        self.core.seq += 1
+        return self.core.seq
+
+    def signal(self, ts_ns: int, strength: float, reason: str = "") -> Signal:
+        return Signal(
+            ts_event_ns=ts_ns,
+            agent_id=self.agent_id,
+            symbol=self.symbol,
+            strength=max(-1.0, min(1.0, strength)),
+            seq=self.next_seq(),
+            reason=reason,
+        )
+
+    def order(
+        self,
+        ts_ns: int,
+        side: Side,
+        qty_lots: int,
+        *,
+        limit_ticks: int | None = None,
+        tif: TimeInForce = TimeInForce.GTC,
+        reduce_only: bool = False,
+    ) -> OrderIntent:
+        """An intent, registered as open so later decisions see it as pending."""
+        intent = OrderIntent(
+            ts_event_ns=ts_ns,
+            agent_id=self.agent_id,
+            seq=self.next_seq(),
+            symbol=self.symbol,
+            side=side,
+            qty_lots=qty_lots,
+            limit_ticks=limit_ticks,
+            order_type=OrderType.MARKET if limit_ticks is None else OrderType.LIMIT,
+            tif=TimeInForce.IOC if limit_ticks is None else tif,
+            reduce_only=reduce_only,
+        )
+        self.core.open_orders[intent.client_order_id] = OpenOrder(
+            client_order_id=intent.client_order_id,
+            side=side,
+            qty_lots=qty_lots,
+            leaves_lots=qty_lots,
+            limit_ticks=limit_ticks,
+            ts_event_ns=ts_ns,
+        )
+        return intent
+
+    def cancel(self, ts_ns: int, client_order_id: str) -> CancelIntent:
+        open_order = self.core.open_orders.get(client_order_id)
+        if open_order is not None:
+            open_order.cancel_sent = True
+        return CancelIntent(
+            ts_event_ns=ts_ns,
+            agent_id=self.agent_id,
+            seq=self.next_seq(),
+            symbol=self.symbol,
+            target_client_order_id=client_order_id,
+        )
+
+    def pending_lots(self) -> int:
+        """Signed quantity still working in open orders (+ buys)."""
+        return sum(int(o.side) * o.leaves_lots for o in self.core.open_orders.values())
+
+    def trade_towards(self, ts_ns: int, target_lots: int) -> list[AgentOutput]:
+        """Market order for the gap between ``target_lots`` and position plus pending."""
+        gap = target_lots - self.core.position_lots - self.pending_lots()
+        if gap == 0:
+            return []
+        side = Side.BUY if gap > 0 else Side.SELL
+        return [self.order(ts_ns, side, abs(gap))]
+
+    # -- reports --------------------------------------------------------------------------
+    def on_report(self, report: OrderUpdate | OrderFilled, now_ns: int) -> Sequence[AgentOutput]:
+        if report.agent_id != self.agent_id or report.symbol != self.symbol:
+            self.rejections += 1
+            return []
+        open_order = self.core.open_orders.get(report.client_order_id)
+        if isinstance(report, OrderFilled):
+            signed = int(report.side) * report.qty_lots
+            self.core.position_lots += signed
+            notional = self.instrument.notional_quote(report.price_ticks, report.qty_lots)
+            self.core.cash_quote -= notional if report.side is Side.BUY else -notional
+            self.core.cash_quote -= report.fee_quote
+            self.core.fees_quote += report.fee_quote
+            self.core.fills += 1
+            if open_order is not None:
+                open_order.leaves_lots = report.leaves_lots
+                if report.leaves_lots <= 0:
+                    del self.core.open_orders[report.client_order_id]
+            return self.on_fill(report, now_ns)
+        if report.status.is_final and open_order is not None:
+            del self.core.open_orders[report.client_order_id]
+        elif open_order is not None and report.leaves_lots > 0:
+            open_order.leaves_lots = report.leaves_lots
+        return []
+
+    def on_fill(self, fill: OrderFilled, now_ns: int) -> Sequence[AgentOutput]:
+        """Hook: react to one of this agent's fills after the book-keeping is updated."""
+        return []
+
+    def equity_quote(self, initial_cash_quote: Decimal, mark_ticks: int) -> Decimal:
+        """Cash plus the position marked at ``mark_ticks``."""
+        position_value = self.instrument.notional_quote(mark_ticks, self.core.position_lots)
+        return initial_cash_quote + self.core.cash_quote + position_value
+
+    # -- persistence ----------------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        return msgspec.msgpack.encode((self.core, self.state))
+
+    def restore(self, data: bytes) -> None:
+        """Replace the state with a snapshot's; on a bad snapshot nothing changes."""
+        try:
+            core, state = msgspec.msgpack.decode(data, type=_snapshot_type(type(self.state)))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise AgentStateError(
+                f"{self.agent_id}: cannot restore {type(self).__name__} snapshot: {exc}"
+            ) from exc
+        self.core = core
+        self.state = state
+
+
+def _snapshot_type(state_type: type[Any]) -> Any:
+    return tuple.__class_getitem__((CoreState, state_type))

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 # module name -> it defines ``register(subparsers)``
 _COMMAND_MODULES = (
     "sapphire.cli.data_cmd",
-    "sapphire.cli.demo_cmd",
+    "sapphire.cli.run_cmd",
+    "sapphire.cli.backtest_cmd",
+    "sapphire.cli.query_cmd",
 )
 
 

@@ -1,0 +1,214 @@
+"""CoordinatorActor: routes one batch per step through agents, risk, execution and storage.
+
+It is the system's router and its journal. A step: fetch the market batch; run every agent
+on it in parallel (with the previous step's execution reports); risk-check their intents
+(``sapphire.coordination.CoordinatorCore``); send the orders to the execution actor; persist
+every row; checkpoint. Every callee is idempotent per step (``actors.stepper``), so a restart
+of any actor, this one included, neither loses nor duplicates an order or a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import ray
+
+from actors.checkpoint import make_store
+from actors.codec import decode_events, decode_messages, encode_messages
+from actors.rows import StepRows
+from actors.stepper import AsyncStepper
+from sapphire.config.system import SystemConfig
+from sapphire.coordination.core import CoordinatorCore
+from sapphire.model.instrument import Instrument
+from sapphire.model.orders import OrderFilled, OrderUpdate
+
+log = logging.getLogger(__name__)
+
+KILL_KEY = "kill-switch"
+
+
+@ray.remote(max_restarts=-1, max_task_retries=-1)
+class CoordinatorActor:
+    def __init__(
+        self,
+        config: SystemConfig,
+        run_id: str,
+        instruments: dict[str, Instrument],
+        market_data: Any,
+        agents: dict[str, Any],
+        execution: Any,
+        sink: Any,
+        checkpoint_location: str,
+    ) -> None:
+        self.config = config
+        self.run_id = run_id
+        self.market_data = market_data
+        self.agents = agents
+        self.execution = execution
+        self.sink = sink
+        self.core = CoordinatorCore(
+            instruments,
+            config.risk,
+            Decimal(config.capital_quote),
+            {a.id: a.weight for a in config.agents},
+            config.aggregation,
+        )
+        self.pending_reports: list[OrderUpdate | OrderFilled] = []
+        self.rows = StepRows(run_id, "coordinator", config.storage.store_ticks)
+        self.quarantined: dict[str, str] = {}
+        self.counters: dict[str, int] = {"events": 0, "orders": 0, "cancels": 0, "steps": 0}
+        self.latency_s: list[float] = []
+        self._sink_incarnation = ""
+        self._store = make_store(checkpoint_location)
+        self._stepper: AsyncStepper[dict[str, Any]] = AsyncStepper(
+            self._store, "coordinator", self._snapshot, self._restore
+        )
+        kill = self._store.load(KILL_KEY)
+        if kill:
+            self.core.request_kill(kill.decode())
+
+    # -- checkpointing --------------------------------------------------------------------
+    def _snapshot(self) -> bytes:
+        state = (
+            self.core.snapshot(),
+            self.pending_reports,
+            self.rows.snapshot(),
+            self.quarantined,
+            self.counters,
+        )
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _restore(self, data: bytes) -> None:
+        core, self.pending_reports, rows, self.quarantined, self.counters = pickle.loads(data)
+        self.core.restore(core)
+        self.rows.restore(rows)
+
+    # -- control --------------------------------------------------------------------------
+    async def trip_kill_switch(self, reason: str = "manual") -> None:
+        """Halts all order flow from the next routing decision on, and cancels resting
+        orders. Persisted first, so a restart cannot forget it."""
+        self._store.save(KILL_KEY, reason.encode())
+        self.core.request_kill(reason)
+
+    async def reset_kill_switch(self) -> None:
+        self._store.save(KILL_KEY, b"")
+        self.core.reset_kill()
+
+    # -- the step -------------------------------------------------------------------------
+    async def run_step(self, step: int) -> dict[str, Any]:
+        return await self._stepper.run_async(step, lambda: self._step(step))
+
+    async def _step(self, step: int) -> dict[str, Any]:
+        started = time.perf_counter()
+        events_data, now_ns, n_events, done = await self.market_data.get_batch.remote(step)
+        events = decode_events(events_data)
+        events_ref = ray.put(events_data)
+        outputs = await self._run_agents(step, events_ref)
+        result = self.core.step(events, self.pending_reports, outputs, now_ns)
+        commands = encode_messages(list(result.commands))
+        reports_data = await self.execution.step.remote(step, events_ref, commands, now_ns)
+        reports = decode_messages(reports_data)
+        self.rows.add_step(events, self.pending_reports, outputs, result, self.core, now_ns)
+        self.pending_reports = reports
+        await self._persist(now_ns)
+        self.counters["events"] += n_events
+        self.counters["orders"] += sum(
+            1 for c in result.commands if type(c).__name__ == "SubmitOrder"
+        )
+        self.counters["cancels"] += sum(
+            1 for c in result.commands if type(c).__name__ == "CancelOrder"
+        )
+        self.counters["steps"] += 1
+        self.latency_s.append(time.perf_counter() - started)
+        return {
+            "step": step,
+            "events": n_events,
+            "done": done and not reports,
+            "now_ns": now_ns,
+            "fills": self.core.fill_count,
+            "kill_switch": self.core.risk.kill_switch_on,
+        }
+
+    async def _run_agents(self, step: int, events_ref: Any) -> dict[str, Sequence[Any]]:
+        by_agent: dict[str, list[Any]] = {a: [] for a in self.agents}
+        for report in self.pending_reports:
+            if report.agent_id in by_agent:
+                by_agent[report.agent_id].append(report)
+        live = [a for a in sorted(self.agents) if a not in self.quarantined]
+        calls = [self._call_agent(a, step, events_ref, encode_messages(by_agent[a])) for a in live]
+        results = await asyncio.gather(*calls)
+        return {a: out for a, out in zip(live, results, strict=True)}
+
+    async def _call_agent(self, agent_id: str, step: int, events_ref: Any, reports: bytes) -> Any:
+        ref = self.agents[agent_id].step.remote(step, events_ref, reports)
+        try:
+            data = await asyncio.wait_for(_await(ref), self.config.ray.agent_timeout_s)
+        except TimeoutError:
+            # A hung agent would stall everyone: it is quarantined, the others trade on.
+            self.quarantined[agent_id] = f"timed out at step {step}"
+            log.error(
+                "agent %s quarantined: no answer in %ss", agent_id, self.config.ray.agent_timeout_s
+            )
+            ray.cancel(ref, force=False)
+            return []
+        except ray.exceptions.RayError as exc:
+            self.quarantined[agent_id] = f"failed at step {step}: {type(exc).__name__}"
+            log.error("agent %s quarantined: %s", agent_id, exc)
+            return []
+        return decode_messages(data)
+
+    async def _persist(self, now_ns: int) -> None:
+        """Send new rows; keep every row the sink has not committed, and re-send them all
+        when the sink turns out to be a new incarnation (it lost its buffer)."""
+        fresh = self.rows.take_new()
+        incarnation, marks = await self.sink.write.remote("coordinator", fresh, now_ns)
+        if self._sink_incarnation and incarnation != self._sink_incarnation:
+            log.warning(
+                "storage sink restarted; re-sending %d uncommitted rows", self.rows.unacked_count()
+            )
+            incarnation, marks = await self.sink.write.remote(
+                "coordinator", self.rows.unacked(), now_ns
+            )
+        self._sink_incarnation = incarnation
+        self.rows.acknowledge(marks)
+
+    async def finish(self) -> dict[str, Any]:
+        """Flush the sink until every row of this run is committed."""
+        _, marks = await self.sink.flush.remote("coordinator", self.rows.unacked())
+        self.rows.acknowledge(marks)
+        return {"unacked_rows": self.rows.unacked_count()}
+
+    async def summary(self) -> dict[str, Any]:
+        core = self.core
+        agents = {}
+        for (agent_id, symbol), state in sorted(core.portfolio.positions.items()):
+            mark = core.risk.marks.get(symbol)
+            unreal = core.portfolio.unrealized_quote(agent_id, symbol, mark) if mark else Decimal(0)
+            agents[f"{agent_id}/{symbol}"] = {
+                "position_lots": state.qty_lots,
+                "traded_lots": state.traded_lots,
+                "realized_quote": str(state.realized_pnl_quote),
+                "fees_quote": str(state.fees_quote),
+                "pnl_quote": str(state.realized_pnl_quote - state.fees_quote + unreal),
+            }
+        return {
+            "counters": dict(self.counters),
+            "fills": core.fill_count,
+            "orders_by_status": core.journal.counts_by_status(),
+            "risk_rejections": {r.value: n for r, n in core.risk.rejections.items()},
+            "kill_switch": core.risk.kill_switch_on,
+            "quarantined": dict(self.quarantined),
+            "agents": agents,
+            "rows": self.rows.counts(),
+            "step_latency_s": list(self.latency_s),
+        }
+
+
+async def _await(ref: Any) -> Any:
+    return await ref

@@ -1,0 +1,173 @@
+"""Start a Sapphire system from a config, drive it to the end of its data, summarise.
+
+``run_system`` is the main job: the same function runs under ``sapphire run`` on a laptop
+and under ``ray job submit -- python -m actors.main`` on a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from actors import wiring
+from actors.agent import AgentActor
+from actors.coordinator import CoordinatorActor
+from actors.execution import ExecutionActor
+from actors.market_data import MarketDataActor
+from actors.storage_sink import StorageSinkActor
+from sapphire.config.system import SystemConfig
+
+
+@dataclass
+class SystemHandles:
+    run_id: str
+    namespace: str
+    coordinator: Any
+    market_data: Any
+    execution: Any
+    sink: Any
+    agents: dict[str, Any]
+    storage_root: Path
+    checkpoint_location: str
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    summary: dict[str, Any]
+    steps: int
+    wall_s: float
+    storage_root: Path
+    sink_stats: dict[str, Any] = field(default_factory=dict)
+
+
+def default_run_id() -> str:
+    return time.strftime("run-%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}"
+
+
+def ensure_ray(config: SystemConfig) -> None:
+    if ray.is_initialized():
+        return
+    # Ray's local GCS picks a free port (never Redis's 6379); the dashboard stays on loopback.
+    ray.init(
+        address=config.ray.address,
+        namespace=config.ray.namespace,
+        num_cpus=config.ray.num_cpus,
+        include_dashboard=False,
+        log_to_driver=True,
+        configure_logging=False,
+    )
+
+
+def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
+    ns = config.ray.namespace
+    storage_root = Path(config.storage.root).resolve()
+    checkpoint_location = config.checkpoint_dir or str(storage_root / run_id / "checkpoints")
+    instruments = wiring.load_instruments(config.data)
+    opts: dict[str, Any] = {
+        "namespace": ns,
+        "max_restarts": config.ray.max_restarts,
+        "max_task_retries": config.ray.max_task_retries,
+    }
+
+    def named(kind: str) -> dict[str, Any]:
+        return {**opts, "name": f"{run_id}:{kind}"}
+
+    market_data = MarketDataActor.options(**named("market-data"), num_cpus=0.25).remote(
+        wiring.stream_opener(config.data, instruments),
+        config.data.batch_events,
+        checkpoint_location,
+        config.data.max_events,
+    )
+    execution = ExecutionActor.options(**named("execution"), num_cpus=0.25).remote(
+        wiring.gateway_builder(config.exchange, instruments), checkpoint_location
+    )
+    sink = StorageSinkActor.options(**named("storage-sink"), num_cpus=0.25).remote(
+        wiring.backend_builder(config.storage, run_id),
+        config.storage.batch_rows,
+        config.storage.flush_interval_s,
+    )
+    agents = {}
+    for spec in config.agents:
+        if spec.symbol not in instruments:
+            raise wiring.WiringError(
+                f"agent {spec.id}: symbol {spec.symbol!r} not in the data's instruments "
+                f"{sorted(instruments)}"
+            )
+        agents[spec.id] = AgentActor.options(
+            **named(f"agent-{spec.id}"), num_cpus=spec.num_cpus, scheduling_strategy="SPREAD"
+        ).remote(spec.id, wiring.agent_builder(spec, instruments[spec.symbol]), checkpoint_location)
+    coordinator = CoordinatorActor.options(**named("coordinator"), num_cpus=0.25).remote(
+        config, run_id, instruments, market_data, agents, execution, sink, checkpoint_location
+    )
+    return SystemHandles(
+        run_id,
+        ns,
+        coordinator,
+        market_data,
+        execution,
+        sink,
+        agents,
+        storage_root,
+        checkpoint_location,
+    )
+
+
+def drive(
+    handles: SystemHandles,
+    *,
+    start_step: int = 0,
+    max_steps: int | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+    step_timeout_s: float = 120.0,
+) -> int:
+    """Run steps until the data is exhausted (or ``max_steps``); returns the next step."""
+    step = start_step
+    while max_steps is None or step < start_step + max_steps:
+        progress = ray.get(handles.coordinator.run_step.remote(step), timeout=step_timeout_s)
+        step += 1
+        if on_step is not None:
+            on_step(progress)
+        if progress["done"]:
+            break
+    return step
+
+
+def finish(handles: SystemHandles, steps: int, wall_s: float) -> RunResult:
+    ray.get(handles.coordinator.finish.remote())
+    summary = ray.get(handles.coordinator.summary.remote())
+    sink_stats = ray.get(handles.sink.stats.remote())
+    return RunResult(handles.run_id, summary, steps, wall_s, handles.storage_root, sink_stats)
+
+
+def run_system(
+    config: SystemConfig,
+    *,
+    run_id: str | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> RunResult:
+    ensure_ray(config)
+    run_id = run_id or config.run_id or default_run_id()
+    handles = start_system(config, run_id)
+    started = time.perf_counter()
+    steps = drive(handles, on_step=on_step, step_timeout_s=config.ray.step_timeout_s)
+    result = finish(handles, steps, time.perf_counter() - started)
+    shutdown_system(handles)
+    return result
+
+
+def shutdown_system(handles: SystemHandles) -> None:
+    for actor in [
+        handles.coordinator,
+        handles.market_data,
+        handles.execution,
+        handles.sink,
+        *handles.agents.values(),
+    ]:
+        ray.kill(actor, no_restart=True)

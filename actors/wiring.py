@@ -1,0 +1,101 @@
+"""From config to the pure objects each actor wraps. Builders are small picklable callables,
+so Ray can re-run them when it restarts an actor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from sapphire.agents.base import Agent, AgentConfigError
+from sapphire.agents.registry import build_agent
+from sapphire.config.system import AgentSpec, DataConfig, ExchangeConfig, StorageConfig
+from sapphire.data import replay, sample
+from sapphire.data.instruments import load_instrument_file
+from sapphire.data.registry import open_stream
+from sapphire.exchange.config import PaperExchangeConfig
+from sapphire.exchange.gateway import ExecutionGateway
+from sapphire.exchange.paper import PaperExchange
+from sapphire.model.events import AnyMarketEvent
+from sapphire.model.instrument import Instrument
+
+
+class WiringError(ValueError):
+    """A config that names things that do not fit together."""
+
+
+def data_files(data: DataConfig) -> list[Path]:
+    if data.source == "sample":
+        return sample.event_files()
+    return [Path(f) for f in data.files]
+
+
+def load_instruments(data: DataConfig) -> dict[str, Instrument]:
+    files = list(data.instrument_files)
+    if data.source == "sample" and not files:
+        files = [str(sample.instrument_file())]
+    if not files:
+        raise WiringError("data.instrument_files must name the instruments of data.files")
+    instruments = {}
+    for path in files:
+        inst = load_instrument_file(path)
+        instruments[inst.symbol] = inst
+    return instruments
+
+
+def _open(
+    files: list[Path], instruments: dict[str, Instrument], order_by: str
+) -> Iterator[AnyMarketEvent]:
+    streams = [open_stream(path, instruments) for path in files]
+    return replay.merge_events(streams, order_by=order_by)
+
+
+def stream_opener(
+    data: DataConfig, instruments: dict[str, Instrument]
+) -> Callable[[], Iterator[AnyMarketEvent]]:
+    return partial(_open, data_files(data), instruments, data.order_by)
+
+
+def _build_agent(spec: AgentSpec, instrument: Instrument) -> Agent:
+    return build_agent(spec.kind, spec.id, instrument, dict(spec.params))
+
+
+def agent_builder(spec: AgentSpec, instrument: Instrument) -> Callable[[], Agent]:
+    try:
+        _build_agent(spec, instrument)  # fail fast on a bad config, before any actor starts
+    except AgentConfigError as exc:
+        raise WiringError(f"agent {spec.id}: {exc}") from None
+    return partial(_build_agent, spec, instrument)
+
+
+def _build_paper(config: PaperExchangeConfig) -> ExecutionGateway:
+    return PaperExchange(config)
+
+
+def gateway_builder(
+    exchange: ExchangeConfig, instruments: dict[str, Instrument]
+) -> Callable[[], ExecutionGateway]:
+    if exchange.kind != "paper":
+        raise WiringError(f"exchange kind {exchange.kind!r} is not wired into the actor system yet")
+    raw: dict[str, Any] = {"instruments": list(instruments.values()), **exchange.params}
+    try:
+        config = msgspec.convert(raw, PaperExchangeConfig, from_attributes=True)
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise WiringError(f"exchange.params: {exc}") from None
+    return partial(_build_paper, config)
+
+
+def _build_parquet(root: str, run_id: str) -> Any:
+    from sapphire.storage.parquet_backend import ParquetBackend
+
+    # One dataset for all runs (rows carry run_id); one manifest per run's sink.
+    return ParquetBackend(Path(root) / "store", sink_id=run_id)
+
+
+def backend_builder(storage: StorageConfig, run_id: str) -> Callable[[], Any]:
+    if storage.backend == "parquet":
+        return partial(_build_parquet, str(Path(storage.root).resolve()), run_id)
+    raise WiringError(f"storage backend {storage.backend!r} is not wired into the actor system yet")

@@ -1,0 +1,64 @@
+"""Build agents by kind name, from plain config dicts (YAML, JSON, the CLI).
+
+Kinds: ``momentum``, ``mean_reversion``, ``avellaneda_stoikov``, ``indicator:<Name>`` (a
+built-in strategy class name or ``package.module:Class``), and ``llm`` once
+``sapphire.agents.llm`` provides ``build_llm_agent(agent_id, instrument, params)``.
+Other kinds can be added with :func:`register_kind`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from sapphire.agents.avellaneda_stoikov import AvellanedaStoikovAgent
+from sapphire.agents.base import Agent, AgentConfigError
+from sapphire.agents.indicator_agent import IndicatorAgent
+from sapphire.agents.mean_reversion import MeanReversionAgent
+from sapphire.agents.momentum import MomentumAgent
+from sapphire.model.instrument import Instrument
+
+Factory = Callable[[str, Instrument, dict[str, Any]], Agent]
+
+
+def _llm(agent_id: str, instrument: Instrument, params: dict[str, Any]) -> Agent:
+    try:
+        module = importlib.import_module("sapphire.agents.llm")
+    except ModuleNotFoundError as exc:
+        raise AgentConfigError("agent kind 'llm' is not available: sapphire.agents.llm") from exc
+    factory: Factory = module.build_llm_agent
+    return factory(agent_id, instrument, params)
+
+
+_KINDS: dict[str, Factory] = {
+    "momentum": MomentumAgent,
+    "mean_reversion": MeanReversionAgent,
+    "avellaneda_stoikov": AvellanedaStoikovAgent,
+    "llm": _llm,
+}
+
+
+def register_kind(kind: str, factory: Factory) -> None:
+    if kind in _KINDS or kind.startswith("indicator"):
+        raise AgentConfigError(f"agent kind {kind!r} is already registered")
+    _KINDS[kind] = factory
+
+
+def kinds() -> list[str]:
+    return [*sorted(_KINDS), "indicator:<Strategy>"]
+
+
+def build_agent(
+    kind: str, agent_id: str, instrument: Instrument, params: dict[str, object]
+) -> Agent:
+    """One agent of ``kind``; raises :class:`AgentConfigError` with the reason on bad input."""
+    if kind.startswith("indicator:"):
+        strategy = kind.split(":", 1)[1]
+        if not strategy:
+            raise AgentConfigError("indicator kind needs a strategy: 'indicator:EmaCross'")
+        return IndicatorAgent(agent_id, instrument, {"strategy": strategy, **params})
+    factory = _KINDS.get(kind)
+    if factory is None:
+        raise AgentConfigError(f"unknown agent kind {kind!r}; known: {', '.join(kinds())}")
+    return factory(agent_id, instrument, dict(params))

@@ -1,0 +1,1 @@
+"""Example freqtrade-style strategies (executed by the tests and the example configs)."""

@@ -1,0 +1,44 @@
+"""EMA crossover: long when the fast EMA crosses above the slow one, out when it crosses back."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+import msgspec
+import polars as pl
+
+from sapphire.agents import ta
+from sapphire.agents.indicator import IndicatorStrategy, crossed_above, crossed_below
+
+
+class EmaCrossParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    fast: Annotated[int, msgspec.Meta(gt=1)] = 12
+    slow: Annotated[int, msgspec.Meta(gt=2)] = 26
+
+    def __post_init__(self) -> None:
+        if self.fast >= self.slow:
+            raise ValueError(f"fast ({self.fast}) must be < slow ({self.slow})")
+
+
+class EmaCross(IndicatorStrategy):
+    timeframe = "5m"
+    # EMA memory decays as (1 - 2/(slow+1))^n: 400 bars leave < 1e-12 of the seed for slow <= 26.
+    startup_candle_count = 400
+    stoploss = -0.10
+    Params: ClassVar[type[msgspec.Struct]] = EmaCrossParams
+
+    def populate_indicators(self, df: pl.DataFrame) -> pl.DataFrame:
+        return df.with_columns(
+            ta.ema(df["close"], self.params.fast).alias("ema_fast"),
+            ta.ema(df["close"], self.params.slow).alias("ema_slow"),
+        )
+
+    def populate_entry_trend(self, df: pl.DataFrame) -> pl.DataFrame:
+        return df.with_columns(
+            crossed_above(pl.col("ema_fast"), pl.col("ema_slow")).alias("enter_long")
+        )
+
+    def populate_exit_trend(self, df: pl.DataFrame) -> pl.DataFrame:
+        return df.with_columns(
+            crossed_below(pl.col("ema_fast"), pl.col("ema_slow")).alias("exit_long")
+        )

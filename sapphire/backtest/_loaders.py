@@ -1,0 +1,243 @@
+"""Small private readers for the recorded CSVs the backtests use.
+
+Stop-gap until ``sapphire.data`` ships its loaders: these read the three OHLCV layouts of
+the shared data (freqtrade ``timestamp_ms``, basana ``datetime``, nautilus ``timestamp``) and
+the hftbacktest BBO/trade CSVs, and turn them into integer-tick frames and typed events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+
+from sapphire.model.events import AnyMarketEvent, Bar, BookDelta, BookSnapshot, Quote, Side, Trade
+from sapphire.model.instrument import Instrument, infer_increment
+
+
+class DataError(ValueError):
+    """A data file that cannot be read as the expected layout."""
+
+
+_PRICES = ("open", "high", "low", "close")
+
+
+def _read_strings(path: Path) -> pl.DataFrame:
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    try:
+        return pl.read_csv(path, infer_schema=False)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+
+
+def _time_ns(raw: pl.DataFrame, path: Path) -> pl.Expr:
+    if "timestamp_ms" in raw.columns:
+        return pl.col("timestamp_ms").cast(pl.Float64).cast(pl.Int64) * 1_000_000
+    for name in ("datetime", "timestamp"):
+        if name in raw.columns:
+            return (
+                pl.col(name)
+                .str.to_datetime(time_unit="ns", time_zone="UTC")
+                .dt.epoch(time_unit="ns")
+            )
+    raise DataError(f"{path}: no timestamp_ms/datetime/timestamp column in {raw.columns}")
+
+
+def read_ohlcv(path: Path | str) -> pl.DataFrame:
+    """``ts_event_ns, interval_ns`` (Int64) and the OHLCV columns as decimal strings."""
+    path = Path(path)
+    raw = _read_strings(path)
+    missing = [c for c in (*_PRICES, "volume") if c not in raw.columns]
+    if missing:
+        raise DataError(f"{path}: missing columns {missing}")
+    try:
+        frame = raw.select(_time_ns(raw, path).alias("ts_event_ns"), *_PRICES, "volume")
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"{path}: unreadable timestamps: {exc}") from exc
+    frame = frame.sort("ts_event_ns").unique("ts_event_ns", keep="first", maintain_order=True)
+    if frame.height < 2:
+        raise DataError(f"{path}: fewer than two bars")
+    interval = int(frame["ts_event_ns"].diff().drop_nulls().mode().min())  # type: ignore[arg-type]
+    return frame.with_columns(pl.lit(interval, pl.Int64).alias("interval_ns"))
+
+
+def instrument_for(raw: pl.DataFrame, symbol: str, fee_bps: str = "0") -> Instrument:
+    """An instrument whose tick and lot represent every price and volume of ``raw``."""
+    prices = pl.concat([raw[c] for c in _PRICES]).head(20_000).to_list()
+    volumes = raw["volume"].head(20_000).to_list()
+    return Instrument(
+        symbol=symbol,
+        tick_size=_capped(infer_increment(prices)),
+        lot_size=_capped(infer_increment(volumes)),
+        maker_fee_bps=fee_bps,
+        taker_fee_bps=fee_bps,
+    )
+
+
+def _capped(increment: str, finest: str = "0.00000001") -> str:
+    # Files converted through floats carry artefacts (0.09946999000000001); no venue quotes
+    # finer than 1e-8, so values are rounded to it.
+    return finest if Decimal(increment) < Decimal(finest) else increment
+
+
+def tick_frame(raw: pl.DataFrame, inst: Instrument) -> pl.DataFrame:
+    """Integer ``*_ticks``/``volume_lots`` plus float prices ``= ticks * tick`` (what both
+    engines and the strategies see, so they compute on identical floats)."""
+    tick, lot = inst.tick_float, inst.lot_float
+
+    def units(col: str, unit: str) -> pl.Expr:
+        # Decimal division is exact; floats would turn 0.07 / 0.01 into 7.000000000000001.
+        return (
+            (pl.col(col).cast(pl.Decimal(38, 18)) / pl.lit(unit).cast(pl.Decimal(38, 18)))
+            .round(0)
+            .cast(pl.Int64)
+        )
+
+    try:
+        frame = raw.select(
+            "ts_event_ns",
+            "interval_ns",
+            *[units(c, inst.tick_size).alias(f"{c}_ticks") for c in _PRICES],
+            units("volume", inst.lot_size).alias("volume_lots"),
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"non-numeric or out-of-range OHLCV values: {exc}") from exc
+    bad = frame.filter(
+        (pl.col("low_ticks") <= 0) | (pl.col("high_ticks") < pl.col("low_ticks"))
+    ).height
+    if bad:
+        raise DataError(f"{bad} bars with non-positive or inverted prices")
+    return frame.with_columns(
+        *[(pl.col(f"{c}_ticks").cast(pl.Float64) * tick).alias(c) for c in _PRICES],
+        (pl.col("volume_lots").cast(pl.Float64) * lot).alias("volume"),
+    )
+
+
+def bar_events(frame: pl.DataFrame, symbol: str) -> Iterator[Bar]:
+    cols = ("ts_event_ns", "interval_ns", "open_ticks", "high_ticks", "low_ticks", "close_ticks")
+    for ts, interval, o, h, low, c, v in frame.select(*cols, "volume_lots").iter_rows():
+        yield Bar(
+            ts_event_ns=ts,
+            symbol=symbol,
+            interval_ns=interval,
+            open_ticks=o,
+            high_ticks=h,
+            low_ticks=low,
+            close_ticks=c,
+            volume_lots=v,
+        )
+
+
+def hftbacktest_events(
+    bbo_path: Path | str,
+    trades_path: Path | str,
+    inst: Instrument,
+    session: str,
+    limit: int | None = None,
+) -> list[AnyMarketEvent]:
+    """Quotes and trades of one hftbacktest session, merged in local receive order."""
+    bbo = _read_strings(Path(bbo_path)).filter(pl.col("session") == session)
+    trades = _read_strings(Path(trades_path)).filter(pl.col("session") == session)
+    if bbo.height == 0:
+        raise DataError(f"no BBO rows for session {session!r}")
+    events: list[tuple[int, int, AnyMarketEvent]] = []
+    for row in bbo.iter_rows(named=True):
+        ts = int(row["local_ts_ns"])
+        quote = Quote(
+            ts_event_ns=ts,
+            ts_recv_ns=ts,
+            symbol=inst.symbol,
+            bid_ticks=inst.price_to_ticks(row["bid_px"]),
+            bid_lots=inst.qty_to_lots(row["bid_qty"]),
+            ask_ticks=inst.price_to_ticks(row["ask_px"]),
+            ask_lots=inst.qty_to_lots(row["ask_qty"]),
+            update_id=int(row["update_id"]),
+        )
+        events.append((ts, 0, quote))
+    for row in trades.iter_rows(named=True):
+        ts = int(row["local_ts_ns"])
+        trade = Trade(
+            ts_event_ns=ts,
+            ts_recv_ns=ts,
+            symbol=inst.symbol,
+            price_ticks=inst.price_to_ticks(row["price"]),
+            qty_lots=inst.qty_to_lots(row["qty"]),
+            taker_side=Side.SELL if row["taker_side"] == "sell" else Side.BUY,
+            trade_id=int(row["trade_id"]),
+        )
+        events.append((ts, 1, trade))
+    events.sort(key=lambda item: (item[0], item[1]))
+    out = [e for _, _, e in events]
+    return out[:limit] if limit is not None else out
+
+
+def hftbacktest_depth_events(
+    depth_path: Path | str, inst: Instrument, session: str, until_ns: int | None = None
+) -> list[AnyMarketEvent]:
+    """The session's REST snapshot as one BookSnapshot, then the diffs that follow it
+    (Binance sync rule: diffs with ``final_update_id <= lastUpdateId`` are dropped)."""
+    raw = _read_strings(Path(depth_path)).filter(pl.col("session") == session)
+    typed = raw.select(
+        pl.col("local_ts_ns").cast(pl.Int64),
+        pl.col("is_snapshot").cast(pl.Int8),
+        pl.col("final_update_id").cast(pl.Int64),
+        pl.col("first_update_id").cast(pl.Int64, strict=False).fill_null(0),
+        "side",
+        "price",
+        "qty",
+    )
+    snap = typed.filter(pl.col("is_snapshot") == 1)
+    if snap.height == 0:
+        raise DataError(f"session {session!r} has no depth snapshot")
+    last_id = int(snap["final_update_id"].max())  # type: ignore[arg-type]
+    snap_ts = int(snap["local_ts_ns"].max())  # type: ignore[arg-type]
+    bids = [
+        (inst.price_to_ticks(p), inst.qty_to_lots(q))
+        for s, p, q in snap.select("side", "price", "qty").iter_rows()
+        if s in ("bid", "buy", "b")
+    ]
+    asks = [
+        (inst.price_to_ticks(p), inst.qty_to_lots(q))
+        for s, p, q in snap.select("side", "price", "qty").iter_rows()
+        if s not in ("bid", "buy", "b")
+    ]
+    events: list[AnyMarketEvent] = [
+        BookSnapshot(
+            ts_event_ns=snap_ts,
+            ts_recv_ns=snap_ts,
+            symbol=inst.symbol,
+            bids=tuple(sorted(bids, reverse=True)),
+            asks=tuple(sorted(asks)),
+            update_id=last_id,
+        )
+    ]
+    diffs = typed.filter((pl.col("is_snapshot") == 0) & (pl.col("final_update_id") > last_id))
+    if until_ns is not None:
+        diffs = diffs.filter(pl.col("local_ts_ns") <= until_ns)
+    rows = diffs.rows()
+    for i, (ts, _, final_id, first_id, side, price, qty) in enumerate(rows):
+        last = i + 1 == len(rows) or rows[i + 1][2] != final_id
+        events.append(
+            BookDelta(
+                ts_event_ns=max(ts, snap_ts),
+                ts_recv_ns=ts,
+                symbol=inst.symbol,
+                side=Side.BUY if side in ("bid", "buy", "b") else Side.SELL,
+                price_ticks=inst.price_to_ticks(price),
+                qty_lots=inst.qty_to_lots(qty),
+                first_update_id=first_id,
+                final_update_id=final_id,
+                last_in_batch=last,
+            )
+        )
+    return events
+
+
+def merge_events(*streams: list[AnyMarketEvent]) -> list[AnyMarketEvent]:
+    """Merge by ``ts_event_ns``; ties keep the order of ``streams`` (book before quotes)."""
+    keyed = [(e.ts_event_ns, k, i, e) for k, s in enumerate(streams) for i, e in enumerate(s)]
+    keyed.sort(key=lambda item: (item[0], item[1], item[2]))
+    return [e for *_, e in keyed]

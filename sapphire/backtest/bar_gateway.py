@@ -1,0 +1,147 @@
+"""Bar execution path: orders placed on a bar's close fill at the next bar's open.
+
+The same cost model (:class:`BarCosts`) prices the vectorized engine's fills, so the two
+engines are comparable fill for fill. Slippage moves the fill price against the taker by
+``slippage_bps`` of the open and is rounded to the tick *against* the taker too; the fee is
+``fee_bps`` of the notional. A limit order fills at the next bar when the bar trades through
+it, at the better of the open and the limit; one that does not is cancelled (day order).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from decimal import Decimal
+
+import msgspec
+
+from sapphire.exchange.gateway import ExecutionReport
+from sapphire.model.events import AnyMarketEvent, Bar, Side
+from sapphire.model.instrument import Instrument
+from sapphire.model.orders import (
+    AmendOrder,
+    CancelOrder,
+    OrderFilled,
+    OrderStatus,
+    OrderType,
+    OrderUpdate,
+    RejectReason,
+    SubmitOrder,
+)
+
+_BPS = Decimal(10_000)
+
+
+class BarCosts(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    fee_bps: Decimal = Decimal(10)
+    slippage_bps: Decimal = Decimal(0)
+
+    def __post_init__(self) -> None:
+        # msgspec has no bounds for Decimal, so the one check lives here.
+        for name in ("fee_bps", "slippage_bps"):
+            value: Decimal = getattr(self, name)
+            if not value.is_finite() or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+
+    def fill_price_ticks(self, open_ticks: int, side: Side) -> int:
+        if self.slippage_bps == 0:
+            return open_ticks
+        moved = Decimal(open_ticks) * (1 + int(side) * self.slippage_bps / _BPS)
+        return math.ceil(moved) if side is Side.BUY else math.floor(moved)
+
+    def fee_quote(self, inst: Instrument, price_ticks: int, qty_lots: int) -> Decimal:
+        return inst.notional_quote(price_ticks, qty_lots) * self.fee_bps / _BPS
+
+
+class BarGateway:
+    """An :class:`~sapphire.exchange.gateway.ExecutionGateway` over a bar stream."""
+
+    def __init__(self, instrument: Instrument, costs: BarCosts) -> None:
+        self.instrument = instrument
+        self.costs = costs
+        self._queued: list[SubmitOrder] = []
+        self._reports: list[ExecutionReport] = []
+        self._fill_no = 0
+
+    def submit(self, order: SubmitOrder, now_ns: int) -> None:
+        if order.symbol != self.instrument.symbol:
+            self._reject(order, now_ns, RejectReason.UNKNOWN_SYMBOL)
+        elif order.qty_lots <= 0:
+            self._reject(order, now_ns, RejectReason.INVALID_LOT)
+        elif order.order_type is OrderType.LIMIT and (order.limit_ticks or 0) <= 0:
+            self._reject(order, now_ns, RejectReason.INVALID_TICK)
+        else:
+            self._queued.append(order)
+            self._update(order, now_ns, OrderStatus.ACCEPTED, order.qty_lots)
+
+    def cancel(self, cancel: CancelOrder, now_ns: int) -> None:
+        for order in self._queued:
+            if order.client_order_id == cancel.client_order_id:
+                self._queued.remove(order)
+                self._update(order, now_ns, OrderStatus.CANCELED, 0)
+                return
+
+    def amend(self, amend: AmendOrder, now_ns: int) -> None:
+        return None  # orders live one bar; amending is cancel + submit
+
+    def on_market_event(self, event: AnyMarketEvent) -> None:
+        if not isinstance(event, Bar) or event.symbol != self.instrument.symbol:
+            return
+        queued, self._queued = self._queued, []
+        for order in queued:
+            price = self._execution_price(order, event)
+            if price is None:
+                self._update(order, event.ts_event_ns, OrderStatus.CANCELED, 0)
+                continue
+            self._fill_no += 1
+            self._reports.append(
+                OrderFilled(
+                    ts_event_ns=event.ts_event_ns,
+                    client_order_id=order.client_order_id,
+                    agent_id=order.agent_id,
+                    symbol=order.symbol,
+                    side=order.side,
+                    price_ticks=price,
+                    qty_lots=order.qty_lots,
+                    fee_quote=self.costs.fee_quote(self.instrument, price, order.qty_lots),
+                    is_maker=False,
+                    fill_id=f"bar-{self._fill_no}",
+                )
+            )
+
+    def poll(self, now_ns: int) -> Sequence[ExecutionReport]:
+        reports, self._reports = self._reports, []
+        return reports
+
+    def _execution_price(self, order: SubmitOrder, bar: Bar) -> int | None:
+        if order.order_type is OrderType.MARKET or order.limit_ticks is None:
+            return self.costs.fill_price_ticks(bar.open_ticks, order.side)
+        if order.side is Side.BUY and bar.low_ticks <= order.limit_ticks:
+            return min(bar.open_ticks, order.limit_ticks)
+        if order.side is Side.SELL and bar.high_ticks >= order.limit_ticks:
+            return max(bar.open_ticks, order.limit_ticks)
+        return None
+
+    def _reject(self, order: SubmitOrder, now_ns: int, reason: RejectReason) -> None:
+        self._reports.append(
+            OrderUpdate(
+                ts_event_ns=now_ns,
+                client_order_id=order.client_order_id,
+                agent_id=order.agent_id,
+                symbol=order.symbol,
+                status=OrderStatus.REJECTED,
+                reason=reason,
+            )
+        )
+
+    def _update(self, order: SubmitOrder, now_ns: int, status: OrderStatus, leaves: int) -> None:
+        self._reports.append(
+            OrderUpdate(
+                ts_event_ns=now_ns,
+                client_order_id=order.client_order_id,
+                agent_id=order.agent_id,
+                symbol=order.symbol,
+                status=status,
+                leaves_lots=leaves,
+            )
+        )

@@ -1,0 +1,87 @@
+"""The backtest configuration (``sapphire backtest --config FILE``), validated once."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from sapphire.agents.bar_policy import StakeConfig
+from sapphire.backtest.bar_gateway import BarCosts
+
+
+class BacktestConfigError(ValueError):
+    """A backtest config that cannot be run; the message names the field."""
+
+
+class AgentSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    kind: str
+    id: str = "agent-1"
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class InstrumentSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    symbol: str
+    tick_size: str | None = None  # None: inferred from the OHLCV file
+    lot_size: str | None = None
+    base: str = ""
+    quote: str = ""
+    maker_fee_bps: str = "0"
+    taker_fee_bps: str = "0"
+
+
+class TickData(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One hftbacktest session: depth (for the paper exchange), BBO and trades (for agents)."""
+
+    depth: str
+    bbo: str
+    trades: str
+    session: str
+    seconds: Annotated[float, msgspec.Meta(gt=0)] = 120.0
+
+
+class PaperSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    balances: dict[str, str] = msgspec.field(default_factory=dict)
+    entry_latency_ns: Annotated[int, msgspec.Meta(ge=0)] = 0
+    response_latency_ns: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    agent: AgentSpec
+    instrument: InstrumentSpec
+    engine: Literal["vectorized", "event"] = "event"
+    ohlcv: list[str] = msgspec.field(default_factory=list)
+    ticks: TickData | None = None
+    costs: BarCosts = BarCosts()
+    stake: StakeConfig = StakeConfig(stake_lots=1)
+    paper: PaperSpec = PaperSpec()
+    initial_cash: Decimal = Decimal(10_000)
+    mark_interval_ns: Annotated[int, msgspec.Meta(ge=0)] = 1_000_000_000
+    max_bars: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    output_dir: str = "reports"
+
+    def __post_init__(self) -> None:
+        if not self.initial_cash.is_finite() or self.initial_cash <= 0:
+            raise BacktestConfigError(f"initial_cash must be > 0, got {self.initial_cash}")
+        if bool(self.ohlcv) == (self.ticks is not None):
+            raise BacktestConfigError("set exactly one data source: 'ohlcv' (files) or 'ticks'")
+        is_bar = self.agent.kind.startswith("indicator:")
+        if self.engine == "vectorized" and not (is_bar and self.ohlcv):
+            raise BacktestConfigError(
+                "engine 'vectorized' runs bar strategies (kind 'indicator:...') on 'ohlcv' data"
+            )
+        if self.ticks is not None and is_bar:
+            raise BacktestConfigError("indicator strategies need 'ohlcv' data, not 'ticks'")
+        if self.ticks is not None and (
+            self.instrument.tick_size is None or self.instrument.lot_size is None
+        ):
+            raise BacktestConfigError("'ticks' data needs instrument.tick_size and lot_size")
+
+
+def parse_config(data: object) -> BacktestConfig:
+    try:
+        return msgspec.convert(data, BacktestConfig, strict=False)
+    except msgspec.ValidationError as exc:
+        raise BacktestConfigError(f"invalid backtest config: {exc}") from exc

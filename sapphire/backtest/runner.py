@@ -1,0 +1,155 @@
+"""Run a :class:`BacktestConfig`: load data, build the agent, run an engine, write reports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+import msgspec
+
+from sapphire.agents.base import AgentConfigError
+from sapphire.agents.indicator import StrategyError, load_strategy
+from sapphire.agents.registry import build_agent
+from sapphire.backtest import _loaders
+from sapphire.backtest.analytics import Summary, summarize
+from sapphire.backtest.bar_gateway import BarGateway
+from sapphire.backtest.config import BacktestConfig, BacktestConfigError
+from sapphire.backtest.event_driven import run_event_driven
+from sapphire.backtest.ledger import BacktestResult
+from sapphire.backtest.report import write_report
+from sapphire.backtest.vectorized import run_vectorized
+from sapphire.exchange.config import PaperExchangeBuilder
+from sapphire.exchange.paper import PaperExchange
+from sapphire.model.instrument import Instrument
+
+Progress = Callable[[str, int, int], None]  # (run name, done, total)
+
+
+class RunOutput(msgspec.Struct, kw_only=True):
+    name: str
+    result: BacktestResult
+    summary: Summary
+    png: str
+    html: str
+
+
+def _instrument(cfg: BacktestConfig, raw: object | None) -> Instrument:
+    spec = cfg.instrument
+    if spec.tick_size is None or spec.lot_size is None:
+        inferred = _loaders.instrument_for(raw, spec.symbol)  # type: ignore[arg-type]
+        tick, lot = spec.tick_size or inferred.tick_size, spec.lot_size or inferred.lot_size
+    else:
+        tick, lot = spec.tick_size, spec.lot_size
+    return Instrument(
+        symbol=spec.symbol,
+        base=spec.base,
+        quote=spec.quote,
+        tick_size=tick,
+        lot_size=lot,
+        maker_fee_bps=spec.maker_fee_bps,
+        taker_fee_bps=spec.taker_fee_bps,
+    )
+
+
+def run_config(
+    cfg: BacktestConfig, resolve: Callable[[str], Path], progress: Progress | None = None
+) -> list[RunOutput]:
+    """One run per OHLCV file (or one for the tick session); reports under ``output_dir``."""
+    out_dir = resolve(cfg.output_dir)
+    try:
+        if cfg.ticks is not None:
+            return [_run_ticks(cfg, resolve, out_dir, progress)]
+        return [_run_bars(cfg, resolve(path), out_dir, progress) for path in cfg.ohlcv]
+    except (AgentConfigError, StrategyError, _loaders.DataError) as exc:
+        raise BacktestConfigError(str(exc)) from exc
+
+
+def _finish(name: str, result: BacktestResult, inst: Instrument, out_dir: Path) -> RunOutput:
+    summary = summarize(result, inst)
+    png, page = write_report(result, summary, out_dir, name, inst)
+    return RunOutput(name=name, result=result, summary=summary, png=str(png), html=str(page))
+
+
+def _run_bars(
+    cfg: BacktestConfig, path: Path, out_dir: Path, progress: Progress | None
+) -> RunOutput:
+    raw = _loaders.read_ohlcv(path)
+    if cfg.max_bars is not None:
+        raw = raw.head(cfg.max_bars)
+    inst = _instrument(cfg, raw)
+    frame = _loaders.tick_frame(raw, inst)
+    name = f"{cfg.name}-{path.name.split('.')[0]}"
+    total = frame.height
+
+    def tick(done: int) -> None:
+        if progress is not None:
+            progress(name, done, total)
+
+    if cfg.engine == "vectorized":
+        strategy = load_strategy(
+            cfg.agent.kind.split(":", 1)[1], dict(cfg.agent.params.get("strategy_params", {}))
+        )
+        result = run_vectorized(strategy, frame, inst, cfg.costs, cfg.stake, progress=tick)
+    else:
+        params = dict(cfg.agent.params)
+        if cfg.agent.kind.startswith("indicator:"):
+            params.setdefault("stake", msgspec.to_builtins(cfg.stake))
+        agent = build_agent(cfg.agent.kind, cfg.agent.id, inst, params)
+        result = run_event_driven(
+            agent,
+            _loaders.bar_events(frame, inst.symbol),
+            BarGateway(inst, cfg.costs),
+            inst,
+            cfg.stake.initial_cash if cfg.agent.kind.startswith("indicator:") else cfg.initial_cash,
+            progress=tick,
+        )
+    tick(total)
+    return _finish(name, result, inst, out_dir)
+
+
+def _run_ticks(
+    cfg: BacktestConfig, resolve: Callable[[str], Path], out_dir: Path, progress: Progress | None
+) -> RunOutput:
+    assert cfg.ticks is not None
+    ticks = cfg.ticks
+    inst = _instrument(cfg, None)
+    depth = _loaders.hftbacktest_depth_events(resolve(ticks.depth), inst, ticks.session)
+    start = depth[0].ts_event_ns
+    end = start + int(ticks.seconds * 1e9)
+    depth = [e for e in depth if e.ts_event_ns <= end]
+    quotes = [
+        e
+        for e in _loaders.hftbacktest_events(
+            resolve(ticks.bbo), resolve(ticks.trades), inst, ticks.session
+        )
+        if start <= e.ts_event_ns <= end
+    ]
+    events = _loaders.merge_events(depth, quotes)
+    builder = (
+        PaperExchangeBuilder()
+        .instrument(inst)
+        .constant_latency(
+            entry_ns=cfg.paper.entry_latency_ns, response_ns=cfg.paper.response_latency_ns
+        )
+    )
+    for asset, amount in cfg.paper.balances.items():
+        builder.balance(asset, amount)
+    agent = build_agent(cfg.agent.kind, cfg.agent.id, inst, dict(cfg.agent.params))
+    total = len(events)
+
+    def tick(done: int) -> None:
+        if progress is not None:
+            progress(cfg.name, done, total)
+
+    result = run_event_driven(
+        agent,
+        events,
+        PaperExchange(builder.config()),
+        inst,
+        Decimal(cfg.initial_cash),
+        mark_interval_ns=cfg.mark_interval_ns,
+        progress=tick,
+    )
+    tick(total)
+    return _finish(cfg.name, result, inst, out_dir)

@@ -1,0 +1,50 @@
+"""``sapphire run --config FILE``: the whole system on Ray (the actors are imported lazily)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("run", help="run the multi-agent system on Ray")
+    parser.add_argument("--config", required=True, help="system YAML, e.g. configs/demo.yaml")
+    parser.add_argument("--run-id", default=None, help="default: from the config or fresh")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sapphire.config.system import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from actors.report import print_summary
+    from actors.system import run_system
+    from actors.wiring import WiringError
+
+    columns = (
+        TextColumn("[bold]replay"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f} events · {task.fields[fills]} fills"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, disable=args.no_progress, transient=True) as progress:
+        task = progress.add_task("replay", total=None, fills=0)
+
+        def on_step(step: dict[str, Any]) -> None:
+            progress.update(task, advance=step["events"], fills=step["fills"])
+
+        try:
+            result = run_system(config, run_id=args.run_id, on_step=on_step)
+        except WiringError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print_summary(result)
+    return 0
