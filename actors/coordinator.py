@@ -26,7 +26,7 @@ from actors.stepper import AsyncStepper
 from sapphire.config.system import SystemConfig
 from sapphire.coordination.core import CoordinatorCore
 from sapphire.model.instrument import Instrument
-from sapphire.model.orders import OrderFilled, OrderUpdate
+from sapphire.model.orders import OrderFilled, OrderUpdate, SubmitOrder
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,10 @@ class CoordinatorActor:
         self.quarantined: dict[str, str] = {}
         self.counters: dict[str, int] = {"events": 0, "orders": 0, "cancels": 0, "steps": 0}
         self.latency_s: list[float] = []
+        self.stage_s: dict[str, float] = {}
         self._sink_incarnation = ""
+        self._inflight: Any = None
+        self._resend_all = False
         self._store = make_store(checkpoint_location)
         self._stepper: AsyncStepper[dict[str, Any]] = AsyncStepper(
             self._store, "coordinator", self._snapshot, self._restore
@@ -88,6 +91,7 @@ class CoordinatorActor:
         core, self.pending_reports, rows, self.quarantined, self.counters = pickle.loads(data)
         self.core.restore(core)
         self.rows.restore(rows)
+        self._resend_all = True  # the sink may have lost what the last incarnation sent
 
     # -- control --------------------------------------------------------------------------
     async def trip_kill_switch(self, reason: str = "manual") -> None:
@@ -105,27 +109,32 @@ class CoordinatorActor:
         return await self._stepper.run_async(step, lambda: self._step(step))
 
     async def _step(self, step: int) -> dict[str, Any]:
-        started = time.perf_counter()
+        clock = StageClock()
         events_data, now_ns, n_events, done = await self.market_data.get_batch.remote(step)
         events = decode_events(events_data)
         events_ref = ray.put(events_data)
+        clock.lap("feed")
         outputs = await self._run_agents(step, events_ref)
+        clock.lap("signal")
         result = self.core.step(events, self.pending_reports, outputs, now_ns)
         commands = encode_messages(list(result.commands))
+        clock.lap("risk")
         reports_data = await self.execution.step.remote(step, events_ref, commands, now_ns)
         reports = decode_messages(reports_data)
+        clock.lap("exchange_ack")
         self.rows.add_step(events, self.pending_reports, outputs, result, self.core, now_ns)
         self.pending_reports = reports
         await self._persist(now_ns)
+        clock.lap("storage")
+        submits = sum(1 for c in result.commands if isinstance(c, SubmitOrder))
         self.counters["events"] += n_events
-        self.counters["orders"] += sum(
-            1 for c in result.commands if type(c).__name__ == "SubmitOrder"
-        )
-        self.counters["cancels"] += sum(
-            1 for c in result.commands if type(c).__name__ == "CancelOrder"
-        )
+        self.counters["orders"] += submits
+        self.counters["cancels"] += len(result.commands) - submits
         self.counters["steps"] += 1
-        self.latency_s.append(time.perf_counter() - started)
+        for stage, seconds in clock.laps.items():
+            self.stage_s[stage] = self.stage_s.get(stage, 0.0) + seconds
+        if len(self.latency_s) < 100_000:
+            self.latency_s.append(clock.total())
         return {
             "step": step,
             "events": n_events,
@@ -133,6 +142,8 @@ class CoordinatorActor:
             "now_ns": now_ns,
             "fills": self.core.fill_count,
             "kill_switch": self.core.risk.kill_switch_on,
+            "orders": submits,
+            "stage_s": clock.laps,
         }
 
     async def _run_agents(self, step: int, events_ref: Any) -> dict[str, Sequence[Any]]:
@@ -164,22 +175,32 @@ class CoordinatorActor:
         return decode_messages(data)
 
     async def _persist(self, now_ns: int) -> None:
-        """Send new rows; keep every row the sink has not committed, and re-send them all
-        when the sink turns out to be a new incarnation (it lost its buffer)."""
+        """Send this step's rows without waiting for the store: the write of step k is
+        awaited during step k+1, so flushing overlaps the next batch. Rows stay in
+        ``unacked`` (and in the checkpoint) until the sink reports them committed; a sink
+        that turns out to be a new incarnation, or a restored coordinator, re-sends them all
+        (the sink drops what it already has)."""
         fresh = self.rows.take_new()
-        incarnation, marks = await self.sink.write.remote("coordinator", fresh, now_ns)
+        await self._settle_inflight(now_ns)
+        payload = self.rows.unacked() if self._resend_all else fresh
+        self._resend_all = False
+        self._inflight = self.sink.write.remote("coordinator", payload, now_ns)
+
+    async def _settle_inflight(self, now_ns: int) -> None:
+        if self._inflight is None:
+            return
+        incarnation, marks = await self._inflight
+        self._inflight = None
         if self._sink_incarnation and incarnation != self._sink_incarnation:
-            log.warning(
-                "storage sink restarted; re-sending %d uncommitted rows", self.rows.unacked_count()
-            )
-            incarnation, marks = await self.sink.write.remote(
-                "coordinator", self.rows.unacked(), now_ns
-            )
+            log.warning("storage sink restarted; re-sending %d rows", self.rows.unacked_count())
+            unacked = self.rows.unacked()
+            incarnation, marks = await self.sink.write.remote("coordinator", unacked, now_ns)
         self._sink_incarnation = incarnation
         self.rows.acknowledge(marks)
 
     async def finish(self) -> dict[str, Any]:
         """Flush the sink until every row of this run is committed."""
+        await self._settle_inflight(0)
         _, marks = await self.sink.flush.remote("coordinator", self.rows.unacked())
         self.rows.acknowledge(marks)
         return {"unacked_rows": self.rows.unacked_count()}
@@ -207,7 +228,25 @@ class CoordinatorActor:
             "agents": agents,
             "rows": self.rows.counts(),
             "step_latency_s": list(self.latency_s),
+            "stage_s": {**self.stage_s, "checkpoint": self._stepper.checkpoint_s},
+            "checkpoint_bytes": self._stepper.checkpoint_bytes,
         }
+
+
+class StageClock:
+    """Seconds spent per stage of one step (feed, signal, risk, exchange_ack, storage)."""
+
+    def __init__(self) -> None:
+        self._start = self._last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = now - self._last
+        self._last = now
+
+    def total(self) -> float:
+        return self._last - self._start
 
 
 async def _await(ref: Any) -> Any:

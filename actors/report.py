@@ -56,5 +56,7 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
     latencies = summary["step_latency_s"]
     if latencies:
         totals.add_row("step latency p50 (ms)", f"{statistics.median(latencies) * 1e3:.2f}")
+    for stage, seconds in summary.get("stage_s", {}).items():
+        totals.add_row(f"time in {stage} (s)", f"{seconds:.2f}")
     totals.add_row("store", str(result.storage_root))
     console.print(totals)

@@ -11,12 +11,15 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+import polars as pl
+
 from sapphire.coordination.core import CoordinatorCore, StepResult
 from sapphire.model.events import AnyMarketEvent, Quote, Trade
 from sapphire.model.orders import OrderFilled, OrderIntent, OrderUpdate, Signal, SubmitOrder
 from sapphire.storage import rows as R
 from sapphire.storage.records import PnlSnapshot
 from sapphire.storage.records import RiskDecision as StoredRiskDecision
+from sapphire.storage.schemas import table_schema
 
 Row = dict[str, Any]
 
@@ -28,7 +31,8 @@ class StepRows:
         self.store_ticks = store_ticks
         self._seq: dict[str, int] = {}
         self._new: dict[str, list[Row]] = {}
-        self._unacked: dict[str, list[Row]] = {}
+        self._new_frames: dict[str, list[pl.DataFrame]] = {}
+        self._unacked: dict[str, list[pl.DataFrame]] = {}
         self._committed: dict[str, int] = {}
 
     def _next(self, table: str) -> int:
@@ -50,11 +54,7 @@ class StepRows:
         now_ns: int,
     ) -> None:
         if self.store_ticks:
-            for event in events:
-                if isinstance(event, Trade):
-                    self._add("ticks", lambda e=event, **k: R.trade_row(e, **k))
-                elif isinstance(event, Quote):
-                    self._add("ticks", lambda e=event, **k: R.quote_row(e, **k))
+            self._add_ticks(events)
         for agent_id in sorted(outputs):
             for out in outputs[agent_id]:
                 if isinstance(out, Signal):
@@ -99,24 +99,74 @@ class StepRows:
             )
             self._add("pnl", lambda p=snap, **k: R.pnl_row(p, **k))
 
-    def take_new(self) -> dict[str, list[Row]]:
-        new, self._new = self._new, {}
-        for table, rows in new.items():
-            self._unacked.setdefault(table, []).extend(rows)
-        return new
+    def _add_ticks(self, events: Sequence[AnyMarketEvent]) -> None:
+        """Ticks are the bulk of the rows: built column-wise, never as one dict per row."""
+        ticks = [e for e in events if isinstance(e, Trade | Quote)]
+        if not ticks:
+            return
+        first = self._seq.get("ticks", -1) + 1
+        self._seq["ticks"] = first + len(ticks) - 1
+        trades = [isinstance(e, Trade) for e in ticks]
+        columns: dict[str, list[Any]] = {
+            "ts_ns": [e.ts_event_ns for e in ticks],
+            "symbol": [e.symbol for e in ticks],
+            "agent_id": [""] * len(ticks),
+            "run_id": [self.run_id] * len(ticks),
+            "producer_id": [self.producer_id] * len(ticks),
+            "seq": list(range(first, first + len(ticks))),
+            "kind": ["trade" if t else "quote" for t in trades],
+            "ts_recv_ns": [e.ts_recv_ns for e in ticks],
+        }
+        for name, attr in (
+            ("price_ticks", "price_ticks"),
+            ("qty_lots", "qty_lots"),
+            ("trade_id", "trade_id"),
+        ):
+            columns[name] = [
+                getattr(e, attr) if t else None for e, t in zip(ticks, trades, strict=True)
+            ]
+        columns["side"] = [
+            int(e.taker_side) if t else None for e, t in zip(ticks, trades, strict=True)
+        ]
+        for name in ("bid_ticks", "bid_lots", "ask_ticks", "ask_lots"):
+            columns[name] = [
+                None if t else getattr(e, name) for e, t in zip(ticks, trades, strict=True)
+            ]
+        schema = table_schema("ticks")
+        frame = pl.DataFrame(columns, schema=schema.polars_schema, strict=False).select(
+            schema.names
+        )
+        self._new_frames.setdefault("ticks", []).append(frame)
 
-    def unacked(self) -> dict[str, list[Row]]:
-        return {t: list(rows) for t, rows in self._unacked.items() if rows}
+    def take_new(self) -> dict[str, pl.DataFrame]:
+        """New rows as one typed frame per table; they stay unacknowledged until committed."""
+        new_rows, self._new = self._new, {}
+        new_frames, self._new_frames = self._new_frames, {}
+        out: dict[str, pl.DataFrame] = {}
+        for table in sorted({*new_rows, *new_frames}):
+            parts = list(new_frames.get(table, []))
+            if table in new_rows:
+                converted = R.rows_to_frame(table_schema(table), new_rows[table])
+                if converted.rejected:  # our own rows: a bug, never silently dropped
+                    raise ValueError(f"invalid {table} rows: {converted.rejected[:3]}")
+                parts.append(converted.frame)
+            out[table] = pl.concat(parts) if len(parts) > 1 else parts[0]
+            self._unacked.setdefault(table, []).append(out[table])
+        return out
+
+    def unacked(self) -> dict[str, pl.DataFrame]:
+        return {t: pl.concat(parts) for t, parts in self._unacked.items() if parts}
 
     def unacked_count(self) -> int:
-        return sum(len(rows) for rows in self._unacked.values())
+        return sum(f.height for parts in self._unacked.values() for f in parts)
 
     def acknowledge(self, committed: Mapping[str, int]) -> None:
         for table, mark in committed.items():
             self._committed[table] = max(mark, self._committed.get(table, -1))
-            rows = self._unacked.get(table)
-            if rows:
-                self._unacked[table] = [r for r in rows if r["seq"] > mark]
+            parts = self._unacked.get(table)
+            if parts:
+                kept = [f.filter(pl.col("seq") > mark) for f in parts]
+                self._unacked[table] = [f for f in kept if f.height]
 
     def counts(self) -> dict[str, int]:
         """Rows produced per table (seq is dense from 0)."""
@@ -128,3 +178,4 @@ class StepRows:
     def restore(self, data: bytes) -> None:
         self._seq, self._unacked, self._committed = pickle.loads(data)
         self._new = {}
+        self._new_frames = {}

@@ -10,6 +10,7 @@ checkpoints ``(k, state, output_k)`` atomically. When Ray restarts it and retrie
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -36,6 +37,8 @@ class Stepper(Generic[OutputT]):
         self.last_step = -1
         self._last_output: Any = None
         self.restored = False
+        self.checkpoint_s = 0.0
+        self.checkpoint_bytes = 0
         data = store.load(key)
         if data is not None:
             step, state, output = pickle.loads(data)
@@ -44,6 +47,13 @@ class Stepper(Generic[OutputT]):
             self._last_output = output
             self.restored = True
 
+    def _save(self, step: int, output: Any) -> None:
+        started = time.perf_counter()
+        data = pickle.dumps((step, self._snapshot(), output), protocol=pickle.HIGHEST_PROTOCOL)
+        self._store.save(self._key, data)
+        self.checkpoint_s += time.perf_counter() - started
+        self.checkpoint_bytes = len(data)
+
     def run(self, step: int, compute: Callable[[], OutputT]) -> OutputT:
         if step == self.last_step:
             result: OutputT = self._last_output
@@ -51,10 +61,7 @@ class Stepper(Generic[OutputT]):
         if step != self.last_step + 1:
             raise StepOutOfOrder(f"{self._key}: asked for step {step} after {self.last_step}")
         output = compute()
-        self._store.save(
-            self._key,
-            pickle.dumps((step, self._snapshot(), output), protocol=pickle.HIGHEST_PROTOCOL),
-        )
+        self._save(step, output)
         self.last_step = step
         self._last_output = output
         return output
@@ -70,10 +77,7 @@ class AsyncStepper(Stepper[OutputT]):
         if step != self.last_step + 1:
             raise StepOutOfOrder(f"{self._key}: asked for step {step} after {self.last_step}")
         output: OutputT = await compute()
-        self._store.save(
-            self._key,
-            pickle.dumps((step, self._snapshot(), output), protocol=pickle.HIGHEST_PROTOCOL),
-        )
+        self._save(step, output)
         self.last_step = step
         self._last_output = output
         return output

@@ -14,6 +14,7 @@ import time
 import uuid
 from typing import Any
 
+import polars as pl
 import ray
 
 from sapphire.storage.sink import StorageSink
@@ -47,25 +48,28 @@ class StorageSinkActor:
             if producer_id in marks
         }
 
+    def _submit(self, tables: dict[str, Any]) -> None:
+        """Typed frames take the fast path; lists of row dicts are validated row by row,
+        so one malformed row is rejected and counted while the valid ones are kept."""
+        wall_ns = time.time_ns()
+        for table, rows in tables.items():
+            if isinstance(rows, pl.DataFrame):
+                if rows.height:
+                    self.sink.submit_frame(table, rows, now_ns=wall_ns)
+            elif rows:
+                self.sink.submit(table, rows, now_ns=wall_ns)
+
     async def write(
-        self, producer_id: str, tables: dict[str, list[dict[str, Any]]], now_ns: int
+        self, producer_id: str, tables: dict[str, Any], now_ns: int
     ) -> tuple[str, dict[str, int]]:
         if self._flusher is None and self._flush_interval_s > 0:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
-        wall_ns = time.time_ns()
-        for table, rows in tables.items():
-            if rows:
-                self.sink.submit(table, rows, now_ns=wall_ns)
+        self._submit(tables)
         return self.incarnation, self._watermarks(producer_id)
 
-    async def flush(
-        self, producer_id: str, tables: dict[str, list[dict[str, Any]]]
-    ) -> tuple[str, dict[str, int]]:
-        wall_ns = time.time_ns()
-        for table, rows in tables.items():
-            if rows:
-                self.sink.submit(table, rows, now_ns=wall_ns)
-        self.sink.flush(wall_ns)
+    async def flush(self, producer_id: str, tables: dict[str, Any]) -> tuple[str, dict[str, int]]:
+        self._submit(tables)
+        self.sink.flush(time.time_ns())
         return self.incarnation, self._watermarks(producer_id)
 
     async def stats(self) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Ray Serve shells: the LLM decision deployment, its app builders and its client."""

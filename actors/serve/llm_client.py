@@ -1,0 +1,84 @@
+"""Async decision client for the Serve deployment: timeout, L1 cache, validation, counts.
+
+It implements :class:`sapphire.llm.client.DecisionClient`: every path ends in a validated
+:class:`LlmDecision`, and every failure (timeout, transport error, bad output) in ``HOLD``
+plus one count in :attr:`stats`. Only successfully parsed decisions are cached, under
+``cache_key(model, prompt, sampling)``, so a transient failure is retried next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from ray import serve
+
+from sapphire.llm.decision import HOLD, DecisionStats, LlmDecision, parse_decision
+from sapphire.llm.prompt import DecisionPrompt, SamplingConfig, cache_key
+from sapphire.storage.cache import MISS, L1Cache
+
+APP_NAME = "sapphire-llm"
+DEPLOYMENT_NAME = "LlmDecisionDeployment"
+
+
+class ServeDecisionClient:
+    def __init__(
+        self,
+        handle: Any | None = None,
+        *,
+        app_name: str = APP_NAME,
+        deployment_name: str = DEPLOYMENT_NAME,
+        timeout_s: float = 2.0,
+        cache: L1Cache | None = None,
+        cache_ttl_s: float = 30.0,
+    ) -> None:
+        self._handle = handle or serve.get_deployment_handle(deployment_name, app_name=app_name)
+        self.timeout_s = timeout_s
+        self.cache = cache or L1Cache(
+            clock=time.monotonic_ns, max_entries=4096, ttl_ns=int(cache_ttl_s * 1e9)
+        )
+        self.stats = DecisionStats()
+        self._identity: tuple[str, SamplingConfig] | None = None
+
+    async def _model_identity(self) -> tuple[str, SamplingConfig]:
+        if self._identity is None:
+            info = await self._handle.describe.remote()
+            self._identity = (str(info["model"]), msgspec.convert(info["sampling"], SamplingConfig))
+        return self._identity
+
+    async def decide(self, prompt: DecisionPrompt) -> LlmDecision:
+        try:
+            model, sampling = await asyncio.wait_for(self._model_identity(), self.timeout_s)
+        except Exception:
+            self.stats.errors += 1
+            return HOLD
+        key = cache_key(model, prompt, sampling)
+        cached = self.cache.get(key)
+        if cached is not MISS and isinstance(cached, LlmDecision):
+            self.stats.cache_hits += 1
+            return cached
+        response = self._handle.remote(msgspec.to_builtins(prompt))
+        try:
+            reply = await asyncio.wait_for(response, self.timeout_s)
+        except TimeoutError:
+            response.cancel()
+            self.stats.timeouts += 1
+            return HOLD
+        except Exception:
+            self.stats.errors += 1
+            return HOLD
+        if not isinstance(reply, dict) or reply.get("error"):
+            self.stats.errors += 1
+            return HOLD
+        result = parse_decision(reply.get("text"))
+        self.stats.record(result)
+        if result.ok:
+            self.cache.set(key, result.decision)
+        return result.decision
+
+    async def decide_many(self, prompts: Sequence[DecisionPrompt]) -> list[LlmDecision]:
+        """Concurrent requests: the deployment batches them."""
+        return list(await asyncio.gather(*(self.decide(p) for p in prompts)))

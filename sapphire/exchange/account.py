@@ -1,0 +1,157 @@
+"""Balances, positions, PnL and fees for the paper exchange (cash is Decimal: money rule).
+
+Spot: a fill moves base and quote balances; the fee is charged in the quote asset (Binance
+charges the received asset unless BNB pays; quote keeps every cash figure in one currency).
+Linear perpetual: a fill moves only the position; realized PnL, fees and funding settle in the
+quote balance, and open positions and orders tie up ``notional / leverage`` of initial margin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+from sapphire.model.events import Side
+from sapphire.model.instrument import Instrument, InstrumentKind
+from sapphire.model.orders import Position
+
+_ZERO = Decimal(0)
+
+
+class PositionState:
+    __slots__ = ("avg_entry_ticks", "fees_quote", "funding_quote", "qty_lots", "realized_quote")
+
+    def __init__(self) -> None:
+        self.qty_lots = 0
+        self.avg_entry_ticks = _ZERO
+        self.realized_quote = _ZERO
+        self.fees_quote = _ZERO
+        self.funding_quote = _ZERO  # received (+) or paid (-)
+
+
+class Account:
+    def __init__(
+        self,
+        instruments: Mapping[str, Instrument],
+        balances: Mapping[str, Decimal],
+        *,
+        leverage: int = 1,
+    ) -> None:
+        if leverage < 1:
+            raise ValueError("leverage must be >= 1")
+        self._instruments = dict(instruments)
+        self._balances: dict[str, Decimal] = {a: Decimal(v) for a, v in balances.items()}
+        self._locked: dict[str, Decimal] = {}
+        self._leverage = Decimal(leverage)
+        self._positions: dict[str, PositionState] = {s: PositionState() for s in instruments}
+
+    # -- balances ---------------------------------------------------------------------------
+    def balance(self, asset: str) -> Decimal:
+        return self._balances.get(asset, _ZERO)
+
+    def locked(self, asset: str) -> Decimal:
+        return self._locked.get(asset, _ZERO)
+
+    def available(self, asset: str) -> Decimal:
+        """Free to back new orders: balance less order locks less perpetual position margin."""
+        free = self.balance(asset) - self.locked(asset)
+        for symbol, pos in self._positions.items():
+            inst = self._instruments[symbol]
+            if inst.kind is InstrumentKind.PERPETUAL and inst.quote == asset and pos.qty_lots:
+                free -= self.position_margin(symbol)
+        return free
+
+    def balances(self) -> dict[str, Decimal]:
+        return dict(sorted(self._balances.items()))
+
+    def position_margin(self, symbol: str) -> Decimal:
+        inst = self._instruments[symbol]
+        pos = self._positions[symbol]
+        notional = abs(pos.qty_lots) * pos.avg_entry_ticks * inst.tick * inst.lot
+        return notional / self._leverage
+
+    def order_lock(
+        self, inst: Instrument, side: Side, price_ticks: int, qty_lots: int
+    ) -> tuple[str, Decimal]:
+        """Asset and amount an order of ``qty_lots`` at ``price_ticks`` must reserve."""
+        notional = inst.notional_quote(price_ticks, qty_lots)
+        fee = inst.fee_quote(price_ticks, qty_lots, maker=False).copy_abs()
+        if inst.kind is InstrumentKind.PERPETUAL:
+            return inst.quote, notional / self._leverage + fee
+        if side is Side.BUY:
+            return inst.quote, notional + fee
+        return inst.base, inst.lots_to_qty(qty_lots)
+
+    def lock(self, asset: str, amount: Decimal) -> None:
+        self._locked[asset] = self.locked(asset) + amount
+
+    def release(self, asset: str, amount: Decimal) -> None:
+        self._locked[asset] = self.locked(asset) - amount
+
+    # -- fills and funding ------------------------------------------------------------------
+    def apply_fill(
+        self, inst: Instrument, side: Side, price_ticks: int, qty_lots: int, fee: Decimal
+    ) -> Decimal:
+        """Book one fill; returns the realized PnL it produced (quote)."""
+        pos = self._positions[inst.symbol]
+        realized = _ZERO
+        signed = int(side) * qty_lots
+        if pos.qty_lots == 0 or (pos.qty_lots > 0) == (signed > 0):
+            total = abs(pos.qty_lots) + qty_lots
+            pos.avg_entry_ticks = (
+                abs(pos.qty_lots) * pos.avg_entry_ticks + qty_lots * price_ticks
+            ) / total
+            pos.qty_lots += signed
+        else:
+            closing = min(qty_lots, abs(pos.qty_lots))
+            direction = 1 if pos.qty_lots > 0 else -1
+            realized = (
+                (price_ticks - pos.avg_entry_ticks) * closing * direction * inst.tick * inst.lot
+            )
+            pos.qty_lots += signed
+            if pos.qty_lots == 0:
+                pos.avg_entry_ticks = _ZERO
+            elif (pos.qty_lots > 0) != (direction > 0):
+                pos.avg_entry_ticks = Decimal(price_ticks)  # flipped: the rest opened here
+        pos.realized_quote += realized
+        pos.fees_quote += fee
+        if inst.kind is InstrumentKind.PERPETUAL:
+            self._add(inst.quote, realized - fee)
+        else:
+            self._add(inst.quote, -int(side) * inst.notional_quote(price_ticks, qty_lots) - fee)
+            self._add(inst.base, int(side) * inst.lots_to_qty(qty_lots))
+        return realized
+
+    def apply_funding(self, inst: Instrument, rate: Decimal, mark_ticks: int) -> Decimal:
+        """Longs pay shorts when ``rate`` > 0: payment = -position notional at mark x rate."""
+        pos = self._positions[inst.symbol]
+        if inst.kind is not InstrumentKind.PERPETUAL or pos.qty_lots == 0:
+            return _ZERO
+        payment = -inst.notional_quote(mark_ticks, pos.qty_lots) * rate
+        pos.funding_quote += payment
+        self._add(inst.quote, payment)
+        return payment
+
+    # -- reporting --------------------------------------------------------------------------
+    def unrealized_quote(self, symbol: str, mark_ticks: int) -> Decimal:
+        inst = self._instruments[symbol]
+        pos = self._positions[symbol]
+        return (mark_ticks - pos.avg_entry_ticks) * pos.qty_lots * inst.tick * inst.lot
+
+    def position(self, symbol: str, ts_ns: int, agent_id: str = "") -> Position:
+        pos = self._positions[symbol]
+        return Position(
+            ts_event_ns=ts_ns,
+            agent_id=agent_id,
+            symbol=symbol,
+            qty_lots=pos.qty_lots,
+            avg_entry_ticks=pos.avg_entry_ticks,
+            realized_pnl_quote=pos.realized_quote,
+            fees_quote=pos.fees_quote,
+        )
+
+    def position_state(self, symbol: str) -> PositionState:
+        return self._positions[symbol]
+
+    def _add(self, asset: str, amount: Decimal) -> None:
+        self._balances[asset] = self.balance(asset) + amount

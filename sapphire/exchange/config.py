@@ -1,0 +1,201 @@
+"""Every assumption of the paper exchange, named in one frozen config (and a builder for it)."""
+
+from __future__ import annotations
+
+import enum
+from decimal import Decimal, InvalidOperation
+from typing import Annotated
+
+import msgspec
+
+from sapphire.model.instrument import Instrument
+
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class QueueModelKind(enum.StrEnum):
+    """How our resting order's place in the recorded queue is estimated (L2 data hides it)."""
+
+    CONSERVATIVE = "conservative"  # only trades advance us; cancels are assumed behind us
+    PROB_POWER = "prob_power"  # cancels split ahead/behind with f(x) = x**power
+    PROB_LOG = "prob_log"  # f(x) = log(1 + x)
+    PROB_POWER3 = "prob_power3"  # P(behind) = 1 - (front / (front + back)) ** power
+
+
+class LatencyKind(enum.StrEnum):
+    CONSTANT = "constant"
+    RECORDED = "recorded"  # ts_recv_ns - ts_event_ns of the latest recorded event, scaled
+
+
+class SelfTradeMode(enum.StrEnum):
+    """Binance's STP names: which side of a would-be self-trade is expired."""
+
+    EXPIRE_TAKER = "expire_taker"  # reject the incoming order
+    EXPIRE_MAKER = "expire_maker"  # cancel our crossing resting orders, then match the incoming one
+    EXPIRE_BOTH = "expire_both"
+
+
+class QueueConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    kind: QueueModelKind = QueueModelKind.CONSERVATIVE
+    power: PositiveFloat = 2.0
+
+
+class LatencyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Latencies in ns. ``RECORDED`` uses the latest event's feed lag (floored at ``floor_ns``)
+    times ``entry_scale``/``response_scale`` for order entry and response; the constants are
+    the fallback before any recorded lag is seen."""
+
+    kind: LatencyKind = LatencyKind.CONSTANT
+    feed_ns: NonNegInt = 0
+    entry_ns: NonNegInt = 0
+    response_ns: NonNegInt = 0
+    entry_scale: PositiveFloat = 1.0
+    response_scale: PositiveFloat = 1.0
+    floor_ns: NonNegInt = 0
+
+
+class ImpactConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Our taker fills hide the displayed volume they took; it comes back linearly over
+    ``recovery_ns``. Off by default: a recorded book does not know we traded."""
+
+    enabled: bool = False
+    recovery_ns: PositiveInt = 1_000_000_000
+
+
+class PaperExchangeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``balances`` are decimal strings per asset (money rule). ``leverage`` applies to
+    perpetuals (initial margin = notional / leverage). ``trade_through_fills_all``: a recorded
+    trade strictly beyond our resting price fills the whole order (the market traded through
+    us); ``book_cross_fills``: a recorded level at or beyond our resting price fills us up to
+    that level's displayed size (it would have traded with us)."""
+
+    instruments: tuple[Instrument, ...]
+    balances: dict[str, str] = msgspec.field(default_factory=dict)
+    queue: QueueConfig = QueueConfig()
+    latency: LatencyConfig = LatencyConfig()
+    impact: ImpactConfig = ImpactConfig()
+    self_trade: SelfTradeMode = SelfTradeMode.EXPIRE_TAKER
+    leverage: PositiveInt = 1
+    trade_through_fills_all: bool = True
+    book_cross_fills: bool = True
+
+    def __post_init__(self) -> None:
+        symbols = [i.symbol for i in self.instruments]
+        if not symbols:
+            raise ValueError("PaperExchangeConfig needs at least one instrument")
+        if len(set(symbols)) != len(symbols):
+            raise ValueError(f"duplicate instrument symbols: {symbols}")
+        for asset, amount in self.balances.items():
+            try:
+                value = Decimal(amount)
+            except InvalidOperation as exc:
+                raise ValueError(f"balance of {asset} is not a decimal: {amount!r}") from exc
+            if not value.is_finite() or value < 0:
+                raise ValueError(f"balance of {asset} must be a finite decimal >= 0: {amount!r}")
+        for inst in self.instruments:
+            if not inst.base or not inst.quote:
+                raise ValueError(f"{inst.symbol}: instrument needs base and quote assets")
+
+
+class PaperExchangeBuilder:
+    """Fluent assembly of a :class:`PaperExchangeConfig`, one named assumption per call::
+
+    PaperExchangeBuilder().instrument(btc).balance("USDT", "10000")
+        .power_prob_queue(2.0).constant_latency(entry_ns=5_000_000).build()
+    """
+
+    def __init__(self) -> None:
+        self._instruments: list[Instrument] = []
+        self._balances: dict[str, str] = {}
+        self._queue = QueueConfig()
+        self._latency = LatencyConfig()
+        self._impact = ImpactConfig()
+        self._stp = SelfTradeMode.EXPIRE_TAKER
+        self._leverage = 1
+        self._trade_through = True
+        self._book_cross = True
+
+    def instrument(self, instrument: Instrument) -> PaperExchangeBuilder:
+        self._instruments.append(instrument)
+        return self
+
+    def balance(self, asset: str, amount: str | Decimal) -> PaperExchangeBuilder:
+        self._balances[asset] = str(amount)
+        return self
+
+    def conservative_queue(self) -> PaperExchangeBuilder:
+        self._queue = QueueConfig(kind=QueueModelKind.CONSERVATIVE)
+        return self
+
+    def power_prob_queue(self, power: float = 2.0) -> PaperExchangeBuilder:
+        self._queue = QueueConfig(kind=QueueModelKind.PROB_POWER, power=power)
+        return self
+
+    def log_prob_queue(self) -> PaperExchangeBuilder:
+        self._queue = QueueConfig(kind=QueueModelKind.PROB_LOG)
+        return self
+
+    def power3_prob_queue(self, power: float = 3.0) -> PaperExchangeBuilder:
+        self._queue = QueueConfig(kind=QueueModelKind.PROB_POWER3, power=power)
+        return self
+
+    def constant_latency(
+        self, *, entry_ns: int = 0, response_ns: int = 0, feed_ns: int = 0
+    ) -> PaperExchangeBuilder:
+        self._latency = LatencyConfig(
+            kind=LatencyKind.CONSTANT, entry_ns=entry_ns, response_ns=response_ns, feed_ns=feed_ns
+        )
+        return self
+
+    def recorded_latency(
+        self,
+        *,
+        entry_scale: float = 1.0,
+        response_scale: float = 1.0,
+        floor_ns: int = 0,
+        fallback_ns: int = 0,
+    ) -> PaperExchangeBuilder:
+        self._latency = LatencyConfig(
+            kind=LatencyKind.RECORDED,
+            entry_scale=entry_scale,
+            response_scale=response_scale,
+            floor_ns=floor_ns,
+            feed_ns=fallback_ns,
+            entry_ns=fallback_ns,
+            response_ns=fallback_ns,
+        )
+        return self
+
+    def market_impact(self, recovery_ns: int = 1_000_000_000) -> PaperExchangeBuilder:
+        self._impact = ImpactConfig(enabled=True, recovery_ns=recovery_ns)
+        return self
+
+    def self_trade(self, mode: SelfTradeMode) -> PaperExchangeBuilder:
+        self._stp = mode
+        return self
+
+    def leverage(self, leverage: int) -> PaperExchangeBuilder:
+        self._leverage = leverage
+        return self
+
+    def fill_rules(
+        self, *, trade_through_fills_all: bool, book_cross_fills: bool
+    ) -> PaperExchangeBuilder:
+        self._trade_through = trade_through_fills_all
+        self._book_cross = book_cross_fills
+        return self
+
+    def config(self) -> PaperExchangeConfig:
+        return PaperExchangeConfig(
+            instruments=tuple(self._instruments),
+            balances=dict(self._balances),
+            queue=self._queue,
+            latency=self._latency,
+            impact=self._impact,
+            self_trade=self._stp,
+            leverage=self._leverage,
+            trade_through_fills_all=self._trade_through,
+            book_cross_fills=self._book_cross,
+        )

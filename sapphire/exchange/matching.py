@@ -1,0 +1,283 @@
+"""Matching of our orders against one symbol's recorded market.
+
+The recorded book is the market; our orders are not in it. Takers walk the recorded levels
+(less what we already took, when market impact is on). Resting (maker) orders fill when:
+
+* a recorded trade prints at our price, after the queue model's ``ahead`` is traded through;
+* a recorded trade prints strictly beyond our price: the market traded through us
+  (whole order when ``trade_through_fills_all``);
+* the recorded opposite side shows size at or beyond our price (``book_cross_fills``): that
+  size would have traded with us, so we fill up to it.
+
+Fills are handed to ``FillSink``; the engine never touches money.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from sapphire.exchange.impact import ImpactTracker
+from sapphire.exchange.queue import QueueModel
+from sapphire.exchange.state import SimOrder
+from sapphire.model.events import BookDelta, BookSnapshot, Side, Trade
+
+
+class MarketBook(Protocol):
+    """What matching needs of the market's book: :class:`sapphire.book.l2.L2Book`, or
+    :class:`sapphire.exchange.columnar.FastBookView` for columnar replays."""
+
+    def apply_delta(self, delta: BookDelta) -> object: ...
+
+    def apply_snapshot(self, snap: BookSnapshot) -> None: ...
+
+    def set_level(self, side: Side, price_ticks: int, qty_lots: int) -> None: ...
+
+    def best_bid(self) -> tuple[int, int] | None: ...
+
+    def best_ask(self) -> tuple[int, int] | None: ...
+
+    def qty_at(self, side: Side, price_ticks: int) -> int: ...
+
+    def levels(self, side: Side, n: int | None = None) -> list[tuple[int, int]]: ...
+
+    def mid_ticks(self) -> float | None: ...
+
+
+FillSink = Callable[[SimOrder, int, int, bool, int], None]
+"""``(order, price_ticks, qty_lots, is_maker, ts_ns)``."""
+
+NO_LOW = 1 << 62
+
+
+class MatchingEngine:
+    def __init__(
+        self,
+        symbol: str,
+        book: MarketBook,
+        queue: QueueModel,
+        sink: FillSink,
+        *,
+        impact: ImpactTracker | None = None,
+        trade_through_fills_all: bool = True,
+        book_cross_fills: bool = True,
+    ) -> None:
+        self.symbol = symbol
+        self.book = book
+        self._queue = queue
+        self._sink = sink
+        self._impact = impact
+        self._trade_through_all = trade_through_fills_all
+        self._book_cross = book_cross_fills
+        # Our resting orders: price -> FIFO list.
+        self._bids: dict[int, list[SimOrder]] = {}
+        self._asks: dict[int, list[SimOrder]] = {}
+        self._rest_seq = 0
+
+    # -- our orders -------------------------------------------------------------------------
+    def resting(self, side: Side) -> dict[int, list[SimOrder]]:
+        return self._bids if side is Side.BUY else self._asks
+
+    def has_resting(self) -> bool:
+        return bool(self._bids or self._asks)
+
+    def level_bounds(self) -> tuple[int, int, int, int]:
+        """``(min_bid, max_bid, min_ask, max_ask)`` of our resting orders; an empty side gives
+        bounds no price can fall between (``NO_LOW``, -1)."""
+        bids, asks = self._bids, self._asks
+        return (
+            min(bids) if bids else NO_LOW,
+            max(bids) if bids else -1,
+            min(asks) if asks else NO_LOW,
+            max(asks) if asks else -1,
+        )
+
+    def available(self, side: Side, price_ticks: int, displayed: int, now_ns: int) -> int:
+        if self._impact is None:
+            return displayed
+        return self._impact.available(side, price_ticks, displayed, now_ns)
+
+    def fillable(
+        self, side: Side, limit_ticks: int | None, now_ns: int, max_lots: int | None = None
+    ) -> list[tuple[int, int]]:
+        """Recorded levels a taker on ``side`` could hit within ``limit_ticks``, best first,
+        up to ``max_lots`` in total when given (the book can hold a thousand levels a side)."""
+        opposite = side.opposite
+        depth = 8
+        while True:
+            out: list[tuple[int, int]] = []
+            total = 0
+            levels = self.book.levels(opposite, depth)
+            for price, qty in levels:
+                if limit_ticks is not None and (
+                    price > limit_ticks if side is Side.BUY else price < limit_ticks
+                ):
+                    return out
+                avail = self.available(opposite, price, qty, now_ns)
+                if avail > 0:
+                    out.append((price, avail))
+                    total += avail
+                    if max_lots is not None and total >= max_lots:
+                        return out
+            if len(levels) < depth:
+                return out
+            depth *= 4
+
+    def would_take(self, side: Side, limit_ticks: int) -> bool:
+        best = self.book.best_ask() if side is Side.BUY else self.book.best_bid()
+        if best is None:
+            return False
+        return best[0] <= limit_ticks if side is Side.BUY else best[0] >= limit_ticks
+
+    def take(self, order: SimOrder, max_lots: int, now_ns: int) -> int:
+        """Fill ``order`` as taker up to ``max_lots``; returns lots filled."""
+        opposite = order.side.opposite
+        filled = 0
+        for price, avail in self.fillable(order.side, order.limit_ticks, now_ns, max_lots):
+            lots = min(avail, max_lots - filled)
+            if self._impact is not None:
+                self._impact.consume(opposite, price, lots, now_ns)
+            filled += lots
+            self._sink(order, price, lots, False, now_ns)
+            if filled >= max_lots:
+                break
+        return filled
+
+    def own_crossing(self, side: Side, limit_ticks: int | None) -> list[SimOrder]:
+        """Our resting orders on the other side that an order on ``side`` would trade with."""
+        book = self._asks if side is Side.BUY else self._bids
+        out: list[SimOrder] = []
+        for price, orders in book.items():
+            if limit_ticks is None or (
+                price <= limit_ticks if side is Side.BUY else price >= limit_ticks
+            ):
+                out.extend(orders)
+        return out
+
+    def rest(self, order: SimOrder) -> None:
+        assert order.limit_ticks is not None
+        level = self.resting(order.side).setdefault(order.limit_ticks, [])
+        qty = self.book.qty_at(order.side, order.limit_ticks)
+        self._queue.on_place(order, qty, level[-1] if level else None)
+        self._rest_seq += 1
+        order.rest_seq = self._rest_seq
+        level.append(order)
+
+    def remove(self, order: SimOrder) -> None:
+        if order.limit_ticks is None:
+            return
+        levels = self.resting(order.side)
+        level = levels.get(order.limit_ticks)
+        if level is None:
+            return
+        try:
+            level.remove(order)
+        except ValueError:
+            return
+        if not level:
+            del levels[order.limit_ticks]
+
+    # -- recorded market --------------------------------------------------------------------
+    def on_trade(self, trade: Trade) -> None:
+        # A sell-taker trade hits bids: ours at or above its price.
+        side = Side.BUY if trade.taker_side is Side.SELL else Side.SELL
+        levels = self.resting(side)
+        if not levels:
+            return
+        price = trade.price_ticks
+        if side is Side.BUY:
+            through = sorted((p for p in levels if p > price), reverse=True)
+        else:
+            through = sorted(p for p in levels if p < price)
+        budget = trade.qty_lots
+        for level_px in through:
+            for order in list(levels[level_px]):
+                lots = (
+                    order.leaves_lots if self._trade_through_all else min(order.leaves_lots, budget)
+                )
+                if lots <= 0:
+                    continue
+                budget -= lots
+                self._sink(order, level_px, lots, True, trade.ts_event_ns)
+        at_level = levels.get(price)
+        if at_level:
+            for order, lots in self._queue.on_trade(list(at_level), trade.qty_lots):
+                self._sink(order, price, lots, True, trade.ts_event_ns)
+
+    def on_delta(self, delta: BookDelta) -> None:
+        if not (self._bids or self._asks):
+            self.book.apply_delta(delta)
+            return
+        self._change(delta.side, delta.price_ticks, delta.qty_lots, delta.ts_event_ns, delta)
+
+    def set_level(self, side: Side, price_ticks: int, qty_lots: int, now_ns: int) -> None:
+        """Move the market without a recording (a venue double): same rules as a delta."""
+        self._change(side, price_ticks, qty_lots, now_ns, None)
+
+    def _change(
+        self, side: Side, price: int, qty: int, ts_ns: int, delta: BookDelta | None
+    ) -> None:
+        own = self.resting(side).get(price)
+        crossing = self._book_cross and qty > 0 and self._reaches(side, price)
+        prev = self.book.qty_at(side, price) if (own or crossing) else 0
+        if delta is None:
+            self.book.set_level(side, price, qty)
+        else:
+            self.book.apply_delta(delta)
+        if not (own or crossing):
+            return
+        new = self.book.qty_at(side, price)
+        if own:
+            self._queue.on_depth(list(own), prev, new)
+        if crossing and new > prev:
+            # Only size that newly appeared at or beyond our price would have traded with us;
+            # size already displayed there was offered before and is not counted twice.
+            self._cross(side.opposite, [(price, new - prev)], ts_ns)
+
+    def on_snapshot(self, snap: BookSnapshot) -> None:
+        before = {
+            (side, price): self.book.qty_at(side, price)
+            for side in (Side.BUY, Side.SELL)
+            for price in self.resting(side)
+        }
+        self.book.apply_snapshot(snap)
+        for (side, price), prev in before.items():
+            own = self.resting(side).get(price)
+            if own:
+                self._queue.on_depth(list(own), prev, self.book.qty_at(side, price))
+        if self._book_cross:
+            for side in (Side.BUY, Side.SELL):
+                levels = self.resting(side)
+                if levels:
+                    limit = max(levels) if side is Side.BUY else min(levels)
+                    self._cross(
+                        side, self.fillable(side, limit, snap.ts_event_ns), snap.ts_event_ns
+                    )
+
+    def _reaches(self, book_side: Side, price: int) -> bool:
+        """Does recorded size on ``book_side`` at ``price`` cross one of our opposite orders?"""
+        if book_side is Side.SELL:
+            return bool(self._bids) and price <= max(self._bids)
+        return bool(self._asks) and price >= min(self._asks)
+
+    def _cross(self, side: Side, supply: list[tuple[int, int]], ts_ns: int) -> None:
+        """Fill our resting ``side`` orders, best price then FIFO, from recorded ``supply``."""
+        levels = self.resting(side)
+        supply = list(supply)
+        for level_px in sorted(levels, reverse=side is Side.BUY):
+            for order in list(levels.get(level_px, ())):
+                want = order.leaves_lots
+                for i, (px, avail) in enumerate(supply):
+                    if want == 0:
+                        break
+                    reachable = px <= level_px if side is Side.BUY else px >= level_px
+                    if not reachable or avail == 0:
+                        continue
+                    lots = min(avail, want)
+                    supply[i] = (px, avail - lots)
+                    want -= lots
+                    if self._impact is not None:
+                        self._impact.consume(side.opposite, px, lots, ts_ns)
+                filled = order.leaves_lots - want
+                if filled > 0:
+                    self._sink(order, level_px, filled, True, ts_ns)

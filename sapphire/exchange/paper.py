@@ -1,0 +1,415 @@
+"""The paper exchange: our orders against recorded markets, behind ``ExecutionGateway``.
+
+Two clocks meet here, both int ns on the same epoch: market events advance the venue's clock
+(``ts_event_ns``); ``submit``/``cancel``/``amend``/``poll`` take the caller's ``now_ns``. An
+action reaches the matching engine at ``now_ns + entry latency`` and is executed before the
+first market event at or after that time (or by ``advance``); every report is delivered by
+``poll`` once ``its venue time + response latency`` has passed. Nothing reads a clock and all
+ties are broken by arrival order, so the same input gives the same output.
+
+Reports: ``OrderUpdate`` for ACCEPTED (also after an amend, message "amended"), REJECTED,
+CANCELED, EXPIRED and FILLED; ``OrderFilled`` for every execution.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+
+from sapphire.book.l2 import L2Book
+from sapphire.exchange.account import Account
+from sapphire.exchange.amend import apply_amend
+from sapphire.exchange.config import LatencyKind, PaperExchangeBuilder, PaperExchangeConfig
+from sapphire.exchange.gateway import ExecutionReport
+from sapphire.exchange.impact import ImpactTracker
+from sapphire.exchange.latency import latency_from_config
+from sapphire.exchange.matching import MarketBook, MatchingEngine
+from sapphire.exchange.queue import queue_from_config
+from sapphire.exchange.state import OrderView, SimOrder
+from sapphire.exchange.validation import Action, check_new_order, lock_asset
+from sapphire.model.events import (
+    AnyMarketEvent,
+    BookDelta,
+    BookSnapshot,
+    FundingRate,
+    Side,
+    Trade,
+)
+from sapphire.model.instrument import Instrument
+from sapphire.model.orders import (
+    AmendOrder,
+    CancelOrder,
+    OrderFilled,
+    OrderStatus,
+    OrderUpdate,
+    RejectReason,
+    SubmitOrder,
+)
+
+
+class PaperExchange:
+    """Implements :class:`sapphire.exchange.gateway.ExecutionGateway`."""
+
+    def __init__(
+        self, config: PaperExchangeConfig, books: Mapping[str, MarketBook] | None = None
+    ) -> None:
+        """``books`` replaces the default :class:`L2Book` per symbol (columnar replays)."""
+        self.config = config
+        self.instruments: dict[str, Instrument] = {i.symbol: i for i in config.instruments}
+        self.account = Account(
+            self.instruments,
+            {a: Decimal(v) for a, v in config.balances.items()},
+            leverage=config.leverage,
+        )
+        self._latency = latency_from_config(config.latency)
+        self._observes = config.latency.kind is not LatencyKind.CONSTANT
+        queue = queue_from_config(config.queue)
+        self._engines: dict[str, MatchingEngine] = {}
+        for symbol in self.instruments:
+            impact = ImpactTracker(config.impact.recovery_ns) if config.impact.enabled else None
+            self._engines[symbol] = MatchingEngine(
+                symbol,
+                books[symbol] if books and symbol in books else L2Book(symbol),
+                queue,
+                self._on_fill,
+                impact=impact,
+                trade_through_fills_all=config.trade_through_fills_all,
+                book_cross_fills=config.book_cross_fills,
+            )
+        self._orders: dict[str, SimOrder] = {}
+        self._pending: list[tuple[int, int, Action]] = []
+        self._reports: list[tuple[int, int, ExecutionReport]] = []
+        self._fills: list[OrderFilled] = []
+        self._seq = 0
+        self._fill_seq = 0
+        self._clock_ns = 0
+        self._last_trade: dict[str, int] = {}
+        self.ignored_events = 0
+
+    @classmethod
+    def builder(cls) -> PaperExchangeBuilder:
+        return PaperExchangeBuilder()
+
+    def snapshot(self) -> bytes:
+        """Full state as bytes (default ``L2Book`` books only); see :meth:`restore`."""
+        from sapphire.exchange import persist  # persist reads this class's state
+
+        return persist.snapshot(self)
+
+    @classmethod
+    def restore(cls, data: bytes) -> PaperExchange:
+        """A new exchange in exactly the state ``snapshot`` captured."""
+        from sapphire.exchange import persist
+
+        return persist.restore(cls, data)
+
+    # -- gateway ----------------------------------------------------------------------------
+    def submit(self, order: SubmitOrder, now_ns: int) -> None:
+        arrive = now_ns + self._latency.entry_ns(now_ns)
+        if order.client_order_id in self._orders:
+            # The original order is untouched: a re-send after a restart is recognised.
+            self._report_at(
+                arrive,
+                OrderUpdate(
+                    ts_event_ns=arrive,
+                    client_order_id=order.client_order_id,
+                    agent_id=order.agent_id,
+                    symbol=order.symbol,
+                    status=OrderStatus.REJECTED,
+                    reason=RejectReason.DUPLICATE_CLIENT_ORDER_ID,
+                    message="client order id already used; original order unchanged",
+                ),
+            )
+            return
+        self._orders[order.client_order_id] = SimOrder(
+            client_order_id=order.client_order_id,
+            agent_id=order.agent_id,
+            symbol=order.symbol,
+            side=order.side,
+            order_type=order.order_type,
+            tif=order.tif,
+            limit_ticks=order.limit_ticks,
+            qty_lots=order.qty_lots,
+            ts_ns=now_ns,
+        )
+        self._push(arrive, order)
+
+    def cancel(self, cancel: CancelOrder, now_ns: int) -> None:
+        self._push(now_ns + self._latency.entry_ns(now_ns), cancel)
+
+    def amend(self, amend: AmendOrder, now_ns: int) -> None:
+        self._push(now_ns + self._latency.entry_ns(now_ns), amend)
+
+    def on_market_event(self, event: AnyMarketEvent) -> None:
+        if self._observes:
+            self._latency.observe(event)
+        ts = event.ts_event_ns
+        if self._pending and self._pending[0][0] <= ts:
+            self.advance(ts)
+        elif ts > self._clock_ns:
+            self._clock_ns = ts
+        engine = self._engines.get(event.symbol)
+        if engine is None:
+            self.ignored_events += 1
+            return
+        kind = type(event)
+        if kind is BookDelta:
+            engine.on_delta(event)  # type: ignore[arg-type]
+        elif kind is Trade:
+            self._last_trade[event.symbol] = event.price_ticks  # type: ignore[union-attr]
+            engine.on_trade(event)  # type: ignore[arg-type]
+        elif kind is BookSnapshot:
+            engine.on_snapshot(event)  # type: ignore[arg-type]
+        elif kind is FundingRate:
+            self._on_funding(event)  # type: ignore[arg-type]
+        else:
+            # Quotes and bars do not move a depth-driven book.
+            self.ignored_events += 1
+
+    def advance(self, now_ns: int) -> None:
+        """Run every action that has reached the venue by ``now_ns``."""
+        if now_ns > self._clock_ns:
+            self._clock_ns = now_ns
+        pending = self._pending
+        while pending and pending[0][0] <= now_ns:
+            arrive, _, action = heapq.heappop(pending)
+            if type(action) is SubmitOrder:
+                self._on_submit(action, arrive)
+            elif type(action) is CancelOrder:
+                self._on_cancel(action, arrive)
+            else:
+                self._on_amend(action, arrive)  # type: ignore[arg-type]
+
+    def poll(self, now_ns: int) -> Sequence[ExecutionReport]:
+        out: list[ExecutionReport] = []
+        reports = self._reports
+        while reports and reports[0][0] <= now_ns:
+            out.append(heapq.heappop(reports)[2])
+        return out
+
+    # -- queries ----------------------------------------------------------------------------
+    def order_state(self, client_order_id: str) -> OrderView | None:
+        order = self._orders.get(client_order_id)
+        return None if order is None else order.view()
+
+    def open_orders(self, symbol: str | None = None) -> list[OrderView]:
+        return [
+            o.view()
+            for o in self._orders.values()
+            if o.is_open and (symbol is None or o.symbol == symbol)
+        ]
+
+    @property
+    def fills(self) -> Sequence[OrderFilled]:
+        return tuple(self._fills)
+
+    def book(self, symbol: str) -> MarketBook:
+        return self._engines[symbol].book
+
+    def engine(self, symbol: str) -> MatchingEngine:
+        return self._engines[symbol]
+
+    def visible_at_ns(self, event: AnyMarketEvent) -> int:
+        """When the strategy sees ``event`` under the feed-latency model (for drivers)."""
+        return event.ts_event_ns + self._latency.feed_ns(event)
+
+    def next_arrival_ns(self) -> int | None:
+        """When the earliest in-flight action reaches the venue (None: nothing in flight)."""
+        return self._pending[0][0] if self._pending else None
+
+    def note_market(self, symbol: str, ts_event_ns: int, last_trade_ticks: int | None) -> None:
+        """Record market progress applied in bulk outside ``on_market_event`` (columnar)."""
+        if ts_event_ns > self._clock_ns:
+            self._clock_ns = ts_event_ns
+        if last_trade_ticks is not None:
+            self._last_trade[symbol] = last_trade_ticks
+
+    def mark_ticks(self, symbol: str) -> int | None:
+        mid = self._engines[symbol].book.mid_ticks()
+        if mid is not None:
+            return int(mid)
+        return self._last_trade.get(symbol)
+
+    def set_level(
+        self, symbol: str, side: Side, price_ticks: int, qty_lots: int, now_ns: int
+    ) -> None:
+        """Move a market by hand (venue doubles, tests); our resting orders react as to a delta."""
+        self.advance(now_ns)
+        self._engines[symbol].set_level(side, price_ticks, qty_lots, now_ns)
+
+    # -- venue side -------------------------------------------------------------------------
+    def _on_submit(self, cmd: SubmitOrder, ts: int) -> None:
+        order = self._orders[cmd.client_order_id]
+        inst = self.instruments.get(cmd.symbol)
+        engine = self._engines.get(cmd.symbol)
+        if inst is None or engine is None:
+            self._reject(order, ts, RejectReason.UNKNOWN_SYMBOL, f"unknown symbol {cmd.symbol}")
+            return
+        verdict = check_new_order(order, inst, engine, self.account, self.config.self_trade, ts)
+        for resting in verdict.cancel_resting:
+            self._finish(resting, OrderStatus.CANCELED, ts, RejectReason.SELF_TRADE, "self-trade")
+        if verdict.reason is not None:
+            status = OrderStatus.EXPIRED if verdict.expire else OrderStatus.REJECTED
+            self._finish(order, status, ts, verdict.reason, verdict.message)
+            return
+        asset = lock_asset(inst, order.side)
+        order.locked = verdict.lock
+        self.account.lock(asset, verdict.lock)
+        order.status = OrderStatus.ACCEPTED
+        order.ts_update_ns = ts
+        self._update(order, ts)
+        self._match_or_rest(order, engine, ts)
+
+    def _match_or_rest(self, order: SimOrder, engine: MatchingEngine, ts: int) -> None:
+        limit = order.limit_ticks
+        if limit is None or engine.would_take(order.side, limit):
+            engine.take(order, order.leaves_lots, ts)
+        if order.status.is_final:
+            return
+        if limit is None or order.tif.value in ("ioc", "fok"):
+            reason = RejectReason.NO_LIQUIDITY if order.filled_lots == 0 else None
+            self._finish(order, OrderStatus.EXPIRED, ts, reason, "unfilled remainder expired")
+            return
+        engine.rest(order)
+
+    def _on_cancel(self, cmd: CancelOrder, ts: int) -> None:
+        order = self._orders.get(cmd.client_order_id)
+        if order is None or order.symbol != cmd.symbol or not order.is_open:
+            self._report_at(
+                ts,
+                OrderUpdate(
+                    ts_event_ns=ts,
+                    client_order_id=cmd.client_order_id,
+                    agent_id="" if order is None else order.agent_id,
+                    symbol=cmd.symbol,
+                    status=OrderStatus.REJECTED if order is None else order.status,
+                    filled_lots=0 if order is None else order.filled_lots,
+                    reason=RejectReason.UNKNOWN_ORDER,
+                    message="cancel rejected: no open order with this id",
+                ),
+            )
+            return
+        self._finish(order, OrderStatus.CANCELED, ts, None, "canceled")
+
+    def _on_amend(self, cmd: AmendOrder, ts: int) -> None:
+        order = self._orders.get(cmd.client_order_id)
+        inst = self.instruments.get(cmd.symbol)
+        if order is None or inst is None or order.symbol != cmd.symbol or not order.is_open:
+            self._report_at(
+                ts,
+                OrderUpdate(
+                    ts_event_ns=ts,
+                    client_order_id=cmd.client_order_id,
+                    agent_id="" if order is None else order.agent_id,
+                    symbol=cmd.symbol,
+                    status=OrderStatus.REJECTED if order is None else order.status,
+                    reason=RejectReason.UNKNOWN_ORDER,
+                    message="amend rejected: no open order with this id",
+                ),
+            )
+            return
+        engine = self._engines[cmd.symbol]
+        reason, message, requeue = apply_amend(order, cmd, inst, engine, self.account)
+        if reason is not None:
+            self._update(order, ts, reason=reason, message=message)
+            return
+        order.ts_update_ns = ts
+        self._update(order, ts, message="amended")
+        if requeue:
+            self._match_or_rest(order, engine, ts)
+
+    def _on_fill(self, order: SimOrder, price: int, lots: int, maker: bool, ts: int) -> None:
+        inst = self.instruments[order.symbol]
+        fee = inst.fee_quote(price, lots, maker=maker)
+        if order.locked:
+            part = (
+                order.locked
+                if lots >= order.leaves_lots
+                else order.locked * lots / order.leaves_lots
+            )
+            order.locked -= part
+            self.account.release(lock_asset(inst, order.side), part)
+        order.filled_lots += lots
+        order.notional_ticks_lots += price * lots
+        order.fees_quote += fee
+        order.ts_update_ns = ts
+        self.account.apply_fill(inst, order.side, price, lots, fee)
+        self._fill_seq += 1
+        fill = OrderFilled(
+            ts_event_ns=ts,
+            client_order_id=order.client_order_id,
+            agent_id=order.agent_id,
+            symbol=order.symbol,
+            side=order.side,
+            price_ticks=price,
+            qty_lots=lots,
+            fee_quote=fee,
+            is_maker=maker,
+            fill_id=f"{order.symbol}-{self._fill_seq}",
+            leaves_lots=order.leaves_lots,
+        )
+        self._fills.append(fill)
+        self._report_at(ts, fill)
+        if order.leaves_lots == 0:
+            self._finish(order, OrderStatus.FILLED, ts, None, "")
+        else:
+            order.status = OrderStatus.PARTIALLY_FILLED
+
+    def _on_funding(self, event: FundingRate) -> None:
+        mark = self.mark_ticks(event.symbol)
+        if mark is None:
+            self.ignored_events += 1
+            return
+        self.account.apply_funding(self.instruments[event.symbol], Decimal(event.rate), mark)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _finish(
+        self,
+        order: SimOrder,
+        status: OrderStatus,
+        ts: int,
+        reason: RejectReason | None,
+        message: str,
+    ) -> None:
+        engine = self._engines.get(order.symbol)
+        if engine is not None:
+            engine.remove(order)
+        if order.locked:
+            inst = self.instruments[order.symbol]
+            self.account.release(lock_asset(inst, order.side), order.locked)
+            order.locked = Decimal(0)
+        order.status = status
+        order.reason = reason
+        order.ts_update_ns = ts
+        self._update(order, ts, reason=reason, message=message)
+
+    def _reject(self, order: SimOrder, ts: int, reason: RejectReason, message: str) -> None:
+        self._finish(order, OrderStatus.REJECTED, ts, reason, message)
+
+    def _update(
+        self, order: SimOrder, ts: int, *, reason: RejectReason | None = None, message: str = ""
+    ) -> None:
+        self._report_at(
+            ts,
+            OrderUpdate(
+                ts_event_ns=ts,
+                client_order_id=order.client_order_id,
+                agent_id=order.agent_id,
+                symbol=order.symbol,
+                status=order.status,
+                filled_lots=order.filled_lots,
+                leaves_lots=0 if order.status.is_final else order.leaves_lots,
+                reason=reason,
+                message=message,
+            ),
+        )
+
+    def _push(self, arrive_ns: int, action: Action) -> None:
+        self._seq += 1
+        heapq.heappush(self._pending, (arrive_ns, self._seq, action))
+
+    def _report_at(self, ts_ns: int, report: ExecutionReport) -> None:
+        self._seq += 1
+        deliver = ts_ns + self._latency.response_ns(ts_ns)
+        heapq.heappush(self._reports, (deliver, self._seq, report))

@@ -1,0 +1,121 @@
+"""Pre-match checks of a new order: filters, post-only, self-trade, FOK, balance."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+
+from sapphire.exchange.account import Account
+from sapphire.exchange.config import SelfTradeMode
+from sapphire.exchange.matching import MatchingEngine
+from sapphire.exchange.state import SimOrder
+from sapphire.model.events import Side
+from sapphire.model.instrument import Instrument, InstrumentKind
+from sapphire.model.orders import (
+    AmendOrder,
+    CancelOrder,
+    OrderType,
+    RejectReason,
+    SubmitOrder,
+    TimeInForce,
+)
+
+Action = SubmitOrder | CancelOrder | AmendOrder
+
+
+class Verdict(msgspec.Struct, kw_only=True):
+    reason: RejectReason | None = None
+    message: str = ""
+    expire: bool = False  # EXPIRED (FOK not fillable) rather than REJECTED
+    lock: Decimal = Decimal(0)
+    cancel_resting: list[SimOrder] = msgspec.field(default_factory=list)
+
+
+def lock_asset(inst: Instrument, side: Side) -> str:
+    if inst.kind is InstrumentKind.SPOT and side is Side.SELL:
+        return inst.base
+    return inst.quote
+
+
+def check_filters(
+    inst: Instrument, order_type: OrderType, limit_ticks: int | None, qty_lots: int, ref_ticks: int
+) -> tuple[RejectReason, str] | None:
+    """Exchange filters; ``ref_ticks`` prices a market order's notional."""
+    if qty_lots <= 0:
+        return RejectReason.INVALID_LOT, f"quantity must be a positive number of lots: {qty_lots}"
+    if order_type is OrderType.LIMIT and (limit_ticks is None or limit_ticks <= 0):
+        return (
+            RejectReason.INVALID_TICK,
+            f"limit price must be a positive tick count: {limit_ticks}",
+        )
+    if qty_lots < inst.min_qty_lots:
+        return RejectReason.MIN_QTY, f"{qty_lots} lots < min {inst.min_qty_lots}"
+    if inst.max_qty_lots and qty_lots > inst.max_qty_lots:
+        return RejectReason.MAX_QTY, f"{qty_lots} lots > max {inst.max_qty_lots}"
+    price = limit_ticks if limit_ticks is not None else ref_ticks
+    if not inst.min_notional_ok(price, qty_lots):
+        notional = inst.notional_quote(price, qty_lots)
+        return RejectReason.MIN_NOTIONAL, f"notional {notional} < {inst.min_notional}"
+    return None
+
+
+def check_new_order(
+    order: SimOrder,
+    inst: Instrument,
+    engine: MatchingEngine,
+    account: Account,
+    stp: SelfTradeMode,
+    now_ns: int,
+) -> Verdict:
+    side, limit = order.side, order.limit_ticks
+    is_market = order.order_type is OrderType.MARKET
+    if is_market and order.tif is TimeInForce.POST_ONLY:
+        return Verdict(reason=RejectReason.POST_ONLY_WOULD_TAKE, message="market order is a taker")
+    # Walking the book is only needed where the answer depends on depth (market, FOK).
+    needs_depth = is_market or order.tif is TimeInForce.FOK
+    supply = engine.fillable(side, limit, now_ns, order.qty_lots) if needs_depth else []
+    ref = supply[0][0] if supply else 0
+    if is_market and not supply:
+        return Verdict(
+            reason=RejectReason.NO_LIQUIDITY, message="no opposite liquidity", expire=True
+        )
+    bad = check_filters(inst, order.order_type, limit, order.qty_lots, ref)
+    if bad is not None:
+        return Verdict(reason=bad[0], message=bad[1])
+    if order.tif is TimeInForce.POST_ONLY and limit is not None and engine.would_take(side, limit):
+        return Verdict(reason=RejectReason.POST_ONLY_WOULD_TAKE, message="would take liquidity")
+    verdict = Verdict()
+    own = engine.own_crossing(side, limit)
+    if own:
+        if stp in (SelfTradeMode.EXPIRE_MAKER, SelfTradeMode.EXPIRE_BOTH):
+            verdict.cancel_resting = own
+        if stp in (SelfTradeMode.EXPIRE_TAKER, SelfTradeMode.EXPIRE_BOTH):
+            verdict.reason = RejectReason.SELF_TRADE
+            verdict.message = "would trade with our own resting order"
+            return verdict
+    if order.tif is TimeInForce.FOK and sum(q for _, q in supply) < order.qty_lots:
+        verdict.reason = RejectReason.FOK_NOT_FILLABLE
+        verdict.message = "not fully fillable now"
+        verdict.expire = True
+        return verdict
+    # Market orders reserve at the worst price their walk reaches.
+    price = limit if limit is not None else _walk_worst(supply, order.qty_lots)
+    asset, need = account.order_lock(inst, side, price, order.qty_lots)
+    if account.available(asset) < need:
+        verdict.reason = RejectReason.INSUFFICIENT_BALANCE
+        verdict.message = f"needs {need} {asset}, available {account.available(asset)}"
+        return verdict
+    verdict.lock = need
+    return verdict
+
+
+def _walk_worst(supply: list[tuple[int, int]], qty_lots: int) -> int:
+    worst = supply[0][0]
+    left = qty_lots
+    for price, avail in supply:
+        worst = price
+        left -= avail
+        if left <= 0:
+            break
+    return worst
