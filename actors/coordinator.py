@@ -177,30 +177,45 @@ class CoordinatorActor:
     async def _persist(self, now_ns: int) -> None:
         """Send this step's rows without waiting for the store: the write of step k is
         awaited during step k+1, so flushing overlaps the next batch. Rows stay in
-        ``unacked`` (and in the checkpoint) until the sink reports them committed; a sink
-        that turns out to be a new incarnation, or a restored coordinator, re-sends them all
-        (the sink drops what it already has)."""
+        ``unacked`` (and in the checkpoint) until the sink reports them committed. A sink
+        that turns out to be a new incarnation refuses the write, and a restored coordinator
+        cannot know what the sink has: both re-send everything uncommitted (the sink drops
+        what it already has)."""
         fresh = self.rows.take_new()
         await self._settle_inflight(now_ns)
-        payload = self.rows.unacked() if self._resend_all else fresh
-        self._resend_all = False
-        self._inflight = self.sink.write.remote("coordinator", payload, now_ns)
+        if self._resend_all:
+            self._resend_all = False
+            await self._resend(now_ns)
+        else:
+            self._inflight = self.sink.write.remote(
+                "coordinator", fresh, now_ns, self._sink_incarnation
+            )
+
+    async def _resend(self, now_ns: int) -> None:
+        unacked = self.rows.unacked()
+        incarnation, marks, _ = await self.sink.write.remote("coordinator", unacked, now_ns, "")
+        self._sink_incarnation = incarnation
+        self.rows.acknowledge(marks)
 
     async def _settle_inflight(self, now_ns: int) -> None:
         if self._inflight is None:
             return
-        incarnation, marks = await self._inflight
+        incarnation, marks, accepted = await self._inflight
         self._inflight = None
-        if self._sink_incarnation and incarnation != self._sink_incarnation:
+        if not accepted:
+            self.counters["sink_restarts_seen"] = self.counters.get("sink_restarts_seen", 0) + 1
             log.warning("storage sink restarted; re-sending %d rows", self.rows.unacked_count())
-            unacked = self.rows.unacked()
-            incarnation, marks = await self.sink.write.remote("coordinator", unacked, now_ns)
+            await self._resend(now_ns)
+            return
         self._sink_incarnation = incarnation
         self.rows.acknowledge(marks)
 
     async def finish(self) -> dict[str, Any]:
         """Flush the sink until every row of this run is committed."""
         await self._settle_inflight(0)
+        if self._resend_all:
+            self._resend_all = False
+            await self._resend(0)
         _, marks = await self.sink.flush.remote("coordinator", self.rows.unacked())
         self.rows.acknowledge(marks)
         return {"unacked_rows": self.rows.unacked_count()}
@@ -224,6 +239,7 @@ class CoordinatorActor:
             "orders_by_status": core.journal.counts_by_status(),
             "risk_rejections": {r.value: n for r, n in core.risk.rejections.items()},
             "kill_switch": core.risk.kill_switch_on,
+            "restored": self._stepper.restored,
             "quarantined": dict(self.quarantined),
             "agents": agents,
             "rows": self.rows.counts(),

@@ -65,4 +65,8 @@ class MarketDataActor:
         return encode_events(events), self._last_ns, len(events), done
 
     def stats(self) -> dict[str, Any]:
-        return {"consumed": self._consumed, "last_step": self._stepper.last_step}
+        return {
+            "consumed": self._consumed,
+            "last_step": self._stepper.last_step,
+            "restored": self._stepper.restored,
+        }

@@ -60,12 +60,22 @@ class StorageSinkActor:
                 self.sink.submit(table, rows, now_ns=wall_ns)
 
     async def write(
-        self, producer_id: str, tables: dict[str, Any], now_ns: int
-    ) -> tuple[str, dict[str, int]]:
+        self,
+        producer_id: str,
+        tables: dict[str, Any],
+        now_ns: int,
+        expected_incarnation: str = "",
+    ) -> tuple[str, dict[str, int], bool]:
+        """Accept rows unless the producer believes it talks to another incarnation: then
+        rows it sent before may be lost from this one's buffer, and accepting newer rows
+        first would move the de-duplication watermark past them. The producer re-sends
+        everything not committed instead (third element False)."""
         if self._flusher is None and self._flush_interval_s > 0:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
+        if expected_incarnation and expected_incarnation != self.incarnation:
+            return self.incarnation, self._watermarks(producer_id), False
         self._submit(tables)
-        return self.incarnation, self._watermarks(producer_id)
+        return self.incarnation, self._watermarks(producer_id), True
 
     async def flush(self, producer_id: str, tables: dict[str, Any]) -> tuple[str, dict[str, int]]:
         self._submit(tables)

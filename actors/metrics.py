@@ -1,0 +1,442 @@
+"""Every Sapphire metric, defined once, exported through Ray's own metrics agent.
+
+Why ``ray.util.metrics`` and not ``prometheus_client``: an actor runs in a Ray worker process
+that can be placed on any node and restarted anywhere; ``prometheus_client`` would need an HTTP
+port per worker process and a service discovery that follows them. Ray's metrics are recorded
+in-process and shipped to the node's metrics agent, which serves one Prometheus endpoint per
+node (``ray_`` is prefixed to every name; Ray writes a scrape config under
+``/tmp/ray/session_latest/metrics/``). So the same call works in the driver, in every actor and
+in Serve replicas, with nothing to open.
+
+Recording is a no-op where Ray is not initialised (pure unit tests, the backtest CLI), so a
+call site never needs a guard. Metric objects are created lazily, once per process.
+
+Use: plain functions (``record_signals``, ``observe_latency``, ...) or the stateful publishers
+``StepMetrics`` (in the coordinator: outputs, orders, reports, summary) and ``SinkMetrics`` (in
+the storage sink), which turn cumulative totals into counter increments.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any, Protocol
+
+# Names as defined here; Prometheus sees them with Ray's ``ray_`` prefix.
+SIGNALS = "hft_signals_generated_total"
+ORDER_EXECUTIONS = "hft_order_executions_total"
+LATENCY = "hft_latency_seconds"
+SPREAD_BPS = "market_making_spread_bps"
+POSITION = "hft_position_lots"
+PNL = "hft_pnl_quote"
+LOSS_LIMIT = "hft_daily_loss_limit_quote"
+RISK_REJECTIONS = "hft_risk_rejections_total"
+KILL_SWITCH = "hft_kill_switch_state"
+MARKET_EVENTS = "hft_market_events_total"
+CACHE_REQUESTS = "hft_cache_requests_total"
+SINK_LAG = "hft_sink_lag_seconds"
+SINK_BUFFERED = "hft_sink_buffered_rows"
+SINK_ROWS = "hft_sink_rows_total"
+SINK_FLUSH_ERRORS = "hft_sink_flush_errors_total"
+LLM_LATENCY = "hft_llm_latency_seconds"
+LLM_BATCH = "hft_llm_batch_size"
+LLM_TIMEOUTS = "hft_llm_timeouts_total"
+
+PROMETHEUS_PREFIX = "ray_"
+STAGES = ("feed", "signal", "risk", "exchange_ack", "storage", "step")
+LATENCY_BOUNDARIES = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1]
+LATENCY_BOUNDARIES += [0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+LLM_LATENCY_BOUNDARIES = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+FIRM = "firm"  # the agent label of firm-wide values (loss limit)
+
+# name -> (kind, description, tag keys, histogram boundaries)
+DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
+    SIGNALS: ("counter", "Agent outputs (signals, order intents)", ("agent", "symbol"), None),
+    ORDER_EXECUTIONS: (
+        "counter",
+        "Orders submitted and execution reports by status (submitted, accepted, fill, ...)",
+        ("agent", "symbol", "side", "status"),
+        None,
+    ),
+    LATENCY: ("histogram", "Latency by pipeline stage", ("stage",), LATENCY_BOUNDARIES),
+    SPREAD_BPS: ("gauge", "Market maker's quoted spread (bps of mid)", ("agent", "symbol"), None),
+    POSITION: ("gauge", "Net position in lots", ("agent", "symbol"), None),
+    PNL: ("gauge", "Realised - fees + unrealised PnL (quote asset)", ("agent", "symbol"), None),
+    LOSS_LIMIT: ("gauge", "Daily loss limit (quote); agent=firm: firm-wide", ("agent",), None),
+    RISK_REJECTIONS: ("counter", "Pre-trade and venue rejections", ("reason",), None),
+    KILL_SWITCH: ("gauge", "1 while the kill switch is tripped", (), None),
+    MARKET_EVENTS: ("counter", "Market events processed", (), None),
+    CACHE_REQUESTS: ("counter", "Cache lookups by level and result", ("level", "result"), None),
+    SINK_LAG: ("gauge", "Age of the oldest uncommitted row (s)", (), None),
+    SINK_BUFFERED: ("gauge", "Rows buffered, not yet committed", (), None),
+    SINK_ROWS: ("counter", "Rows accepted by the storage sink", ("table",), None),
+    SINK_FLUSH_ERRORS: ("counter", "Failed storage flushes", (), None),
+    LLM_LATENCY: ("histogram", "LLM batch latency (s)", (), LLM_LATENCY_BOUNDARIES),
+    LLM_BATCH: ("histogram", "LLM batch size (requests)", (), [float(b) for b in BATCH_BOUNDARIES]),
+    LLM_TIMEOUTS: ("counter", "LLM requests that timed out", (), None),
+}
+
+
+def exported_name(name: str) -> str:
+    """The name Prometheus scrapes for a metric defined here."""
+    return PROMETHEUS_PREFIX + name
+
+
+class Recorder(Protocol):
+    def record(self, name: str, value: float, tags: Mapping[str, str]) -> None: ...
+
+
+class RayRecorder:
+    """Creates each ``ray.util.metrics`` object on first use in this process."""
+
+    def __init__(self) -> None:
+        self._metrics: dict[str, Any] = {}
+        self._pid = os.getpid()
+
+    def _metric(self, name: str) -> Any:
+        metric = self._metrics.get(name)
+        if metric is None:
+            from ray.util import metrics as ray_metrics
+
+            kind, description, tag_keys, boundaries = DEFINITIONS[name]
+            if kind == "counter":
+                metric = ray_metrics.Counter(name, description, tag_keys=tag_keys)
+            elif kind == "gauge":
+                metric = ray_metrics.Gauge(name, description, tag_keys=tag_keys)
+            else:
+                metric = ray_metrics.Histogram(
+                    name, description, boundaries=boundaries, tag_keys=tag_keys
+                )
+            self._metrics[name] = metric
+        return metric
+
+    def record(self, name: str, value: float, tags: Mapping[str, str]) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            return
+        if os.getpid() != self._pid:  # a forked child must not reuse the parent's objects
+            self._metrics.clear()
+            self._pid = os.getpid()
+        metric = self._metric(name)
+        kind = DEFINITIONS[name][0]
+        if kind == "counter":
+            if value > 0:
+                metric.inc(value, tags=dict(tags))
+        elif kind == "gauge":
+            metric.set(value, tags=dict(tags))
+        else:
+            metric.observe(value, tags=dict(tags))
+
+
+_recorder: Recorder = RayRecorder()
+
+
+def set_recorder(recorder: Recorder) -> Recorder:
+    """Swap where values go (tests of the translation logic); returns the previous one."""
+    global _recorder
+    previous, _recorder = _recorder, recorder
+    return previous
+
+
+def _rec(name: str, value: float, **tags: str) -> None:
+    _recorder.record(name, value, tags)
+
+
+# -- plain-value API ------------------------------------------------------------------------
+def record_signals(agent: str, symbol: str, n: int = 1) -> None:
+    _rec(SIGNALS, n, agent=agent, symbol=symbol)
+
+
+def record_order(agent: str, symbol: str, side: str, status: str, n: int = 1) -> None:
+    _rec(ORDER_EXECUTIONS, n, agent=agent, symbol=symbol, side=side, status=status)
+
+
+def observe_latency(stage: str, seconds: float) -> None:
+    if stage not in STAGES:
+        raise ValueError(f"unknown latency stage {stage!r}; one of {STAGES}")
+    _rec(LATENCY, seconds, stage=stage)
+
+
+@contextmanager
+def timed(stage: str) -> Iterator[None]:
+    """``with metrics.timed("feed"): batch = await ...`` records the block's wall time."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        observe_latency(stage, time.perf_counter() - started)
+
+
+def set_spread_bps(agent: str, symbol: str, bps: float) -> None:
+    _rec(SPREAD_BPS, bps, agent=agent, symbol=symbol)
+
+
+def set_position(agent: str, symbol: str, lots: int) -> None:
+    _rec(POSITION, lots, agent=agent, symbol=symbol)
+
+
+def set_pnl(agent: str, symbol: str, pnl_quote: Decimal | float | str) -> None:
+    # Decimal is the money type; a float is fine at the observability edge only.
+    _rec(PNL, float(Decimal(str(pnl_quote))), agent=agent, symbol=symbol)
+
+
+def set_loss_limit(agent: str, limit_quote: Decimal | float | str) -> None:
+    _rec(LOSS_LIMIT, float(Decimal(str(limit_quote))), agent=agent)
+
+
+def record_risk_rejection(reason: str, n: int = 1) -> None:
+    _rec(RISK_REJECTIONS, n, reason=reason)
+
+
+def set_kill_switch(on: bool) -> None:
+    _rec(KILL_SWITCH, 1.0 if on else 0.0)
+
+
+def record_market_events(n: int) -> None:
+    _rec(MARKET_EVENTS, n)
+
+
+def record_cache(level: str, hits: int = 0, misses: int = 0) -> None:
+    _rec(CACHE_REQUESTS, hits, level=level, result="hit")
+    _rec(CACHE_REQUESTS, misses, level=level, result="miss")
+
+
+def set_sink_state(lag_s: float, buffered_rows: int) -> None:
+    _rec(SINK_LAG, lag_s)
+    _rec(SINK_BUFFERED, buffered_rows)
+
+
+def record_sink_rows(table: str, n: int) -> None:
+    _rec(SINK_ROWS, n, table=table)
+
+
+def record_sink_flush_errors(n: int = 1) -> None:
+    _rec(SINK_FLUSH_ERRORS, n)
+
+
+def observe_llm(latency_s: float, batch_size: int) -> None:
+    _rec(LLM_LATENCY, latency_s)
+    _rec(LLM_BATCH, batch_size)
+
+
+def record_llm_timeout(n: int = 1) -> None:
+    _rec(LLM_TIMEOUTS, n)
+
+
+# -- derived values -------------------------------------------------------------------------
+def quoted_spread_bps(bid_ticks: int, ask_ticks: int) -> float | None:
+    """Spread of a two-sided quote in bps of its mid; None for a crossed or empty quote.
+    Ticks cancel out in the ratio, so no instrument is needed."""
+    if bid_ticks <= 0 or ask_ticks <= bid_ticks:
+        return None
+    return (ask_ticks - bid_ticks) / ((ask_ticks + bid_ticks) / 2) * 1e4
+
+
+def _label(value: Any) -> str:
+    """An enum as a label: its name (``Side`` is an IntEnum: BUY=1), lower case."""
+    name = getattr(value, "name", None)
+    return (name if isinstance(name, str) else str(value)).lower()
+
+
+class _Deltas:
+    """Turns cumulative totals into counter increments (a counter only goes up)."""
+
+    def __init__(self) -> None:
+        self._last: dict[Any, float] = {}
+
+    def delta(self, key: Any, total: float) -> float:
+        previous = self._last.get(key, 0.0)
+        self._last[key] = total
+        # a total that went down means its owner restarted from zero: count it afresh
+        return total - previous if total >= previous else total
+
+
+class StepMetrics:
+    """The coordinator's publisher: one call per step stage, plus the run summary."""
+
+    def __init__(self, summary_interval_s: float = 1.0, max_tracked_orders: int = 100_000) -> None:
+        self._sides: dict[str, tuple[str, str]] = {}  # client_order_id -> (side, symbol)
+        self._max_tracked = max_tracked_orders
+        self._totals = _Deltas()
+        self._summary_interval_s = summary_interval_s
+        self._last_summary = float("-inf")
+
+    def on_limits(self, risk: Any, agent_ids: Iterable[str]) -> None:
+        """Loss limits as gauges (the "loss limit near" alert divides PnL by them)."""
+        set_loss_limit(FIRM, risk.max_firm_daily_loss_quote)
+        for agent_id in agent_ids:
+            set_loss_limit(agent_id, risk.for_agent(agent_id).max_daily_loss_quote)
+
+    def on_outputs(self, outputs: Mapping[str, Sequence[Any]]) -> None:
+        for agent_id, items in outputs.items():
+            counts: dict[str, int] = {}
+            bid: dict[str, int] = {}
+            ask: dict[str, int] = {}
+            for item in items:
+                name = type(item).__name__
+                if name not in ("Signal", "OrderIntent"):
+                    continue
+                counts[item.symbol] = counts.get(item.symbol, 0) + 1
+                limit = getattr(item, "limit_ticks", None)
+                if name == "OrderIntent" and limit is not None:
+                    book = bid if _label(item.side) == "buy" else ask
+                    book[item.symbol] = limit  # the latest quote of the batch wins
+            for symbol, n in counts.items():
+                record_signals(agent_id, symbol, n)
+            for symbol in bid.keys() & ask.keys():
+                spread = quoted_spread_bps(bid[symbol], ask[symbol])
+                if spread is not None:
+                    set_spread_bps(agent_id, symbol, spread)
+
+    def on_commands(self, commands: Iterable[Any]) -> None:
+        for command in commands:
+            if type(command).__name__ != "SubmitOrder":
+                continue
+            side = _label(command.side)
+            if len(self._sides) >= self._max_tracked:
+                self._sides.pop(next(iter(self._sides)))  # oldest first; bounded memory
+            self._sides[command.client_order_id] = (side, command.symbol)
+            record_order(command.agent_id, command.symbol, side, "submitted")
+
+    def on_reports(self, reports: Iterable[Any]) -> None:
+        for report in reports:
+            name = type(report).__name__
+            if name == "OrderFilled":
+                record_order(report.agent_id, report.symbol, _label(report.side), "fill")
+                continue
+            if name != "OrderUpdate":
+                continue
+            status = _label(report.status)
+            side, _ = self._sides.get(report.client_order_id, ("unknown", report.symbol))
+            record_order(report.agent_id, report.symbol, side, status)
+            if status == "rejected" and report.reason is not None:
+                record_risk_rejection(_label(report.reason))
+            if status in ("filled", "canceled", "rejected", "expired"):
+                self._sides.pop(report.client_order_id, None)
+
+    def on_step(
+        self,
+        progress: Mapping[str, Any],
+        outputs: Mapping[str, Sequence[Any]] | None = None,
+        commands: Iterable[Any] = (),
+        reports: Iterable[Any] = (),
+    ) -> None:
+        """One call per step: ``progress`` is the dict ``CoordinatorActor._step`` returns
+        (``events``, ``kill_switch``, ``stage_s`` = seconds per stage); ``outputs`` the agents'
+        outputs, ``commands`` the routed commands, ``reports`` the execution reports."""
+        stages: Mapping[str, float] = progress.get("stage_s") or {}
+        for stage, seconds in stages.items():
+            if stage in STAGES:
+                observe_latency(stage, seconds)
+        if stages and "step" not in stages:
+            observe_latency("step", sum(stages.values()))
+        record_market_events(int(progress.get("events", 0)))
+        set_kill_switch(bool(progress.get("kill_switch", False)))
+        if outputs:
+            self.on_outputs(outputs)
+        self.on_commands(commands)
+        self.on_reports(reports)
+
+    def summary_due(self, now_s: float | None = None) -> bool:
+        now_s = time.monotonic() if now_s is None else now_s
+        return now_s - self._last_summary >= self._summary_interval_s
+
+    def on_summary(self, summary: Mapping[str, Any], now_s: float | None = None) -> None:
+        """The dict ``CoordinatorActor.summary`` returns: positions, PnL, the coordinator's
+        risk rejections (cumulative there, so published as increments) and the kill switch."""
+        self._last_summary = time.monotonic() if now_s is None else now_s
+        for key, row in summary.get("agents", {}).items():
+            agent_id, _, symbol = key.partition("/")
+            set_position(agent_id, symbol, int(row["position_lots"]))
+            set_pnl(agent_id, symbol, row["pnl_quote"])
+        for reason, total in summary.get("risk_rejections", {}).items():
+            record_risk_rejection(reason, int(self._totals.delta(("risk", reason), total)))
+        set_kill_switch(bool(summary.get("kill_switch", False)))
+
+
+class SinkMetrics:
+    """The storage sink's publisher: rows per table on write, lag and errors on each call."""
+
+    def __init__(self) -> None:
+        self._totals = _Deltas()
+
+    def on_write(self, tables: Mapping[str, Sequence[Any]]) -> None:
+        for table, rows in tables.items():
+            record_sink_rows(table, len(rows))
+
+    def on_state(self, sink: Any, now_ns: int) -> None:
+        """``sink`` is a ``sapphire.storage.sink.StorageSink``; lag is the age of its oldest
+        buffered row (0 when everything is committed)."""
+        oldest = getattr(sink, "oldest_buffered_ns", getattr(sink, "_oldest_ns", None))
+        lag_s = max(0.0, (now_ns - oldest) / 1e9) if oldest is not None else 0.0
+        set_sink_state(lag_s, int(sink.buffered))
+        errors = self._totals.delta("flush_errors", sink.stats.flush_errors)
+        if errors:
+            record_sink_flush_errors(int(errors))
+
+
+class CacheMetrics:
+    """Publishes per-level hits and misses from cumulative stats (``TieredCache.stats``)."""
+
+    def __init__(self) -> None:
+        self._totals = _Deltas()
+
+    def on_stats(self, stats: Mapping[str, Any]) -> None:
+        for level, s in stats.items():
+            hits = self._totals.delta((level, "hit"), s.hits)
+            misses = self._totals.delta((level, "miss"), s.misses)
+            record_cache(level, int(hits), int(misses))
+
+
+# -- exporter setup -------------------------------------------------------------------------
+_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def bind_loopback() -> None:
+    """Make a local Ray node (and so its metrics endpoint) listen on 127.0.0.1 only.
+
+    Ray resolves ``--node-ip-address=127.0.0.1`` to the host's routable address, and its
+    metrics agent binds all interfaces unless the node IP is loopback. Ray's single-host mode
+    (the one it uses on laptops) keeps the node on loopback: the env var reaches the raylet and
+    agent processes, the constant covers this (already imported) driver. Only for a
+    single-host cluster: a multi-node cluster needs routable addresses.
+    """
+    os.environ[_LOOPBACK_ENV] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def ray_init_options(config: Any) -> dict[str, Any]:
+    """``ray.init`` keyword arguments for a ``sapphire.config.ops.MetricsConfig`` when this
+    process starts a local cluster; call before ``ray.init``. Applies ``bind_loopback`` for a
+    loopback host."""
+    options: dict[str, Any] = {
+        "include_dashboard": config.include_dashboard,
+        "dashboard_host": config.dashboard_host,
+        "dashboard_port": config.dashboard_port,
+        "_system_config": {"metrics_report_interval_ms": config.report_interval_ms},
+    }
+    if config.export_port:
+        options["_metrics_export_port"] = config.export_port
+    if not config.enabled:
+        options["_system_config"]["enable_metrics_collection"] = False
+    elif config.loopback:
+        bind_loopback()
+    return options
+
+
+def scrape_targets() -> list[str]:
+    """``host:port`` of every alive node's metrics endpoint (driver side, Ray initialised)."""
+    import ray
+
+    return [
+        f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}"
+        for node in ray.nodes()
+        if node.get("Alive") and node.get("MetricsExportPort")
+    ]

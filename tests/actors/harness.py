@@ -1,0 +1,145 @@
+"""Helpers to run the actor system in tests and collect what it did (from the venue's and
+the store's own records, not from the coordinator's view)."""
+
+from __future__ import annotations
+
+import pickle
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import ray
+
+from actors.system import SystemHandles, finish, shutdown_system, start_system
+from sapphire.config.system import SystemConfig, parse_config
+from sapphire.storage.query import read_table
+
+TABLES = ("ticks", "signals", "intents", "orders", "fills", "positions", "pnl", "risk_decisions")
+
+
+def make_config(root: Path, **overrides: Any) -> SystemConfig:
+    raw: dict[str, Any] = {
+        "data": {"source": "sample", "batch_events": 1000, "max_events": 24_000},
+        "agents": [
+            {
+                "id": "mm",
+                "kind": "avellaneda_stoikov",
+                "symbol": "BTCUSDT",
+                "params": {"order_amount": 0.002, "max_inventory": 0.02, "order_refresh_time": 0.5},
+            },
+            {
+                "id": "mom",
+                "kind": "momentum",
+                "symbol": "BTCUSDT",
+                "params": {"order_lots": 2, "allow_short": True, "fast_span": 5, "slow_span": 30},
+            },
+        ],
+        "risk": {
+            "price_band_bps": 50,
+            "default_agent": {"max_position_lots": 40, "max_orders_per_second": 50},
+        },
+        "exchange": {"kind": "paper", "params": {"balances": {"USDT": "100000", "BTC": "0"}}},
+        "storage": {"root": str(root), "batch_rows": 500, "flush_interval_s": 0.2},
+        "ray": {"agent_timeout_s": 20.0},
+    }
+    for key, value in overrides.items():
+        raw[key] = value
+    return parse_config(raw)
+
+
+class Outcome:
+    def __init__(self, handles: SystemHandles, summary: dict[str, Any], venue: Any) -> None:
+        self.summary = summary
+        self.venue = venue
+        self.victim_restarted = False
+        store = handles.storage_root / "store"
+        self.rows = {
+            t: read_table(store, t, handles.run_id).drop("run_id", "date").collect().sort("seq")
+            for t in TABLES
+        }
+
+    @property
+    def venue_fills(self) -> list[Any]:
+        return list(self.venue.fills)
+
+    def positions(self) -> dict[str, int]:
+        return {k: v["position_lots"] for k, v in self.summary["agents"].items()}
+
+
+def run(
+    config: SystemConfig,
+    run_id: str,
+    *,
+    chaos: tuple[str, int] | None = None,
+    before_step: Any = None,
+    kill_delay_s: float = 0.02,
+) -> Outcome:
+    """Drive a system to the end; with ``chaos=(victim, step)``, kill that actor while the
+    step is in flight (Ray restarts it)."""
+    handles = start_system(config, run_id)
+    try:
+        step = 0
+        while True:
+            if before_step is not None:
+                before_step(handles, step)
+            ref = handles.coordinator.run_step.remote(step)
+            if chaos is not None and chaos[1] == step:
+                time.sleep(kill_delay_s)
+                ray.kill(victim_handle(handles, chaos[0]), no_restart=False)
+            progress = ray.get(ref, timeout=180)
+            step += 1
+            if progress["done"]:
+                break
+        result = finish(handles, step, 0.0)
+        venue = pickle.loads(ray.get(handles.execution.exchange_record.remote()))
+        outcome = Outcome(handles, result.summary, venue)
+        if chaos is not None:
+            outcome.victim_restarted = victim_restarted(handles, chaos[0], result.summary)
+        return outcome
+    finally:
+        shutdown_system(handles)
+
+
+def victim_restarted(handles: SystemHandles, victim: str, summary: dict[str, Any]) -> bool:
+    if victim == "coordinator":
+        return bool(summary["restored"])
+    if victim == "sink":
+        return summary["counters"].get("sink_restarts_seen", 0) > 0
+    return bool(ray.get(victim_handle(handles, victim).stats.remote())["restored"])
+
+
+def victim_handle(handles: SystemHandles, victim: str) -> Any:
+    if victim.startswith("agent:"):
+        return handles.agents[victim.split(":", 1)[1]]
+    return {
+        "coordinator": handles.coordinator,
+        "market_data": handles.market_data,
+        "execution": handles.execution,
+        "sink": handles.sink,
+    }[victim]
+
+
+def assert_same_outcome(expected: Outcome, got: Outcome) -> None:
+    assert got.venue_fills == expected.venue_fills, "venue fills differ"
+    assert got.positions() == expected.positions()
+    assert got.summary["fills"] == expected.summary["fills"]
+    assert got.summary["orders_by_status"] == expected.summary["orders_by_status"]
+    for table in TABLES:
+        want, have = expected.rows[table], got.rows[table]
+        assert have.height == want.height, f"{table}: {have.height} rows stored, want {want.height}"
+        assert have["seq"].n_unique() == have.height, f"{table}: duplicated rows"
+        assert have.equals(want), f"{table}: stored rows differ"
+
+
+def _ensure_ray(num_cpus: int = 4) -> None:
+    if not ray.is_initialized():
+        ray.init(num_cpus=num_cpus, include_dashboard=False, namespace="sapphire-test")
+
+
+def start_local_ray() -> None:
+    _ensure_ray()
+
+
+def frame_of(outcome: Outcome, table: str) -> pl.DataFrame:
+    return outcome.rows[table]

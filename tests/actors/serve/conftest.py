@@ -1,0 +1,24 @@
+"""One small local Ray cluster for the Serve tests of this folder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def ray_serve() -> Iterator[None]:
+    pytest.importorskip("llama_cpp")
+    import ray
+    from ray import serve
+
+    started = not ray.is_initialized()
+    if started:
+        # Random GCS port (never Redis' 6379); no dashboard: 2 shared cores.
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    serve.start(proxy_location="Disabled")
+    yield
+    serve.shutdown()
+    if started:
+        ray.shutdown()

@@ -1,0 +1,154 @@
+"""The CPU decision deployment on a real Ray cluster with the real 4-bit model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from sapphire.llm.decision import HOLD, LlmDecision
+from sapphire.llm.prompt import MarketFeatures, build_prompt
+
+pytestmark = pytest.mark.slow
+
+APP = "sapphire-llm-test"
+ENGINE = {"kind": "llamacpp", "n_threads": 1, "max_parallel": 8, "sampling": {"max_tokens": 48}}
+
+
+def _prompts(n: int, offset: int = 0) -> list:  # type: ignore[type-arg]
+    return [
+        build_prompt(
+            MarketFeatures(
+                symbol="BTCUSDT",
+                ts_event_ns=i,
+                mid=28165.47 + 0.01 * (i + offset),
+                spread_bps=0.0036,
+                returns_bps=((10, 0.5 * i), (60, -0.25 * i)),
+                volatility_bps=0.8,
+                imbalance=(i % 5 - 2) / 2,
+                position_lots=i % 3,
+                max_position_lots=5,
+            )
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def handle(ray_serve: None):  # type: ignore[no-untyped-def]
+    from ray import serve
+
+    from actors.serve.llm_app import build_app
+
+    h = serve.run(
+        build_app({"engine": ENGINE, "batch_wait_timeout_s": 0.05}), name=APP, route_prefix=None
+    )
+    yield h
+    serve.delete(APP)
+
+
+def test_real_generation_through_serve_is_batched_and_valid(handle) -> None:  # type: ignore[no-untyped-def]
+    import msgspec
+
+    async def go() -> list[dict[str, object]]:
+        responses = [handle.remote(msgspec.to_builtins(p)) for p in _prompts(8)]
+        return list(await asyncio.gather(*responses))
+
+    replies = asyncio.run(go())
+    assert len(replies) == 8 and all(r["error"] == "" for r in replies)
+    assert max(int(r["batch_size"]) for r in replies) >= 2  # @serve.batch formed batches
+    assert all(int(r["completion_tokens"]) > 0 for r in replies)
+    assert handle.describe.remote().result()["model"] == "SmolLM2-135M-Instruct-Q4_1"
+
+
+def test_client_validates_counts_and_caches(handle) -> None:  # type: ignore[no-untyped-def]
+    from actors.serve.llm_client import ServeDecisionClient
+
+    client = ServeDecisionClient(handle, timeout_s=60.0)
+    prompts = _prompts(4, offset=100)
+
+    async def go() -> tuple[list[LlmDecision], list[LlmDecision]]:
+        first = await client.decide_many(prompts)
+        again = await client.decide_many(prompts)
+        return first, again
+
+    first, again = asyncio.run(go())
+    s = client.stats
+    assert s.ok + s.malformed_json + s.schema_violation == 4
+    assert s.ok >= 3  # grammar-constrained: JSON unless max_tokens cut it
+    assert all(d.action in ("buy", "sell", "hold") for d in first)
+    assert s.cache_hits == s.ok  # valid answers are served from L1 the second time
+    assert [d for d in again] == first
+
+
+def test_client_timeout_returns_hold_and_counts(handle) -> None:  # type: ignore[no-untyped-def]
+    from actors.serve.llm_client import ServeDecisionClient
+
+    client = ServeDecisionClient(handle, timeout_s=60.0)
+    asyncio.run(client._model_identity())
+    client.timeout_s = 0.001
+    decision = asyncio.run(client.decide(_prompts(1, offset=500)[0]))
+    assert decision == HOLD and client.stats.timeouts == 1 and client.stats.ok == 0
+
+
+def test_bad_request_is_answered_with_an_error_not_a_crash(handle) -> None:  # type: ignore[no-untyped-def]
+    reply = handle.remote({"system": "s", "user": 5, "x": 1}).result()
+    assert reply["text"] == "" and reply["error"].startswith("bad request")
+    reply = handle.remote({"system": "s", "user": "u" * 5000}).result()
+    assert "longer than" in reply["error"]
+    ok = handle.remote({"system": "Answer in JSON.", "user": "market BTCUSDT"}).result()
+    assert ok["error"] == ""
+
+
+def test_autoscaling_adds_replicas_under_load_and_removes_them_after(ray_serve: None) -> None:
+    import msgspec
+    from ray import serve
+
+    from actors.serve.llm_app import build_app
+
+    app, dep = "sapphire-llm-autoscale", "LlmDecisionDeployment"
+    args = {
+        "engine": {**ENGINE, "sampling": {"max_tokens": 16}},
+        "ray_actor_options": {"num_cpus": 0.5},
+        "autoscaling_config": {
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "target_ongoing_requests": 2,
+            "metrics_interval_s": 0.5,
+            "look_back_period_s": 2.0,
+            "upscale_delay_s": 1.0,
+            "downscale_delay_s": 3.0,
+        },
+    }
+    handle = serve.run(build_app(args), name=app, route_prefix=None)
+
+    def running() -> int:
+        status = serve.status().applications[app].deployments[dep]
+        return int(status.replica_states.get("RUNNING", 0))
+
+    prompts = [msgspec.to_builtins(p) for p in _prompts(16, offset=1000)]
+
+    async def load_until_scaled() -> int:
+        stop = asyncio.Event()
+
+        async def worker(prompt: dict[str, object]) -> None:
+            while not stop.is_set():
+                await handle.remote(prompt)
+
+        workers = [asyncio.create_task(worker(p)) for p in prompts]
+        peak, t_end = running(), time.monotonic() + 60
+        while peak < 2 and time.monotonic() < t_end:
+            await asyncio.sleep(0.5)
+            peak = max(peak, await asyncio.to_thread(running))
+        stop.set()
+        await asyncio.gather(*workers)
+        return peak
+
+    assert running() == 1
+    assert asyncio.run(load_until_scaled()) == 2
+    t_end = time.monotonic() + 45
+    while running() > 1 and time.monotonic() < t_end:
+        time.sleep(0.5)
+    assert running() == 1
+    serve.delete(app)
