@@ -29,6 +29,7 @@ class MarketDataActor:
         self._consumed = 0
         self._last_ns = 0
         self._stream: Iterator[AnyMarketEvent] | None = None
+        self._feed: Any = None
         self._stepper: Stepper[tuple[bytes, int, int, bool]] = Stepper(
             make_store(checkpoint_location), "market-data", self._snapshot, self._restore
         )
@@ -44,8 +45,8 @@ class MarketDataActor:
         if self._stream is None:
             # After a restart the replay is reopened and fast-forwarded: recorded streams
             # are deterministic, so the same events follow.
-            stream = self._open_stream()
-            self._stream = itertools.islice(stream, self._consumed, None)
+            self._feed = self._open_stream()
+            self._stream = itertools.islice(iter(self._feed), self._consumed, None)
         return self._stream
 
     def get_batch(self, step: int) -> tuple[bytes, int, int, bool]:
@@ -69,4 +70,5 @@ class MarketDataActor:
             "consumed": self._consumed,
             "last_step": self._stepper.last_step,
             "restored": self._stepper.restored,
+            "rejected": self._feed.rejected() if hasattr(self._feed, "rejected") else {},
         }

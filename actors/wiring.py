@@ -3,6 +3,7 @@ so Ray can re-run them when it restarts an actor."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -46,16 +47,32 @@ def load_instruments(data: DataConfig) -> dict[str, Instrument]:
     return instruments
 
 
-def _open(
-    files: list[Path], instruments: dict[str, Instrument], order_by: str
-) -> Iterator[AnyMarketEvent]:
-    streams = [open_stream(path, instruments) for path in files]
-    return replay.merge_events(streams, order_by=order_by)
+class ReplayFeed:
+    """The merged replay of several recorded files, with their rejection counts."""
+
+    def __init__(self, files: list[Path], instruments: dict[str, Instrument], order_by: str):
+        self._streams = [open_stream(path, instruments) for path in files]
+        self._events = replay.merge_events(self._streams, order_by=order_by)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[AnyMarketEvent]:
+        return self._events
+
+    def __next__(self) -> AnyMarketEvent:
+        return next(self._events)
+
+    def rejected(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for stream in self._streams:
+            for reason, n in stream.stats.counts.items():
+                counts[str(reason)] = counts.get(str(reason), 0) + n
+        return counts
 
 
-def stream_opener(
-    data: DataConfig, instruments: dict[str, Instrument]
-) -> Callable[[], Iterator[AnyMarketEvent]]:
+def _open(files: list[Path], instruments: dict[str, Instrument], order_by: str) -> ReplayFeed:
+    return ReplayFeed(files, instruments, order_by)
+
+
+def stream_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Callable[[], ReplayFeed]:
     return partial(_open, data_files(data), instruments, data.order_by)
 
 
@@ -71,6 +88,14 @@ def agent_builder(spec: AgentSpec, instrument: Instrument) -> Callable[[], Agent
     return partial(_build_agent, spec, instrument)
 
 
+def _import(path: str) -> Any:
+    module_name, _, attr = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise WiringError(f"cannot import {path!r} (want 'package.module:name'): {exc}") from None
+
+
 def _build_paper(config: PaperExchangeConfig) -> ExecutionGateway:
     return PaperExchange(config)
 
@@ -78,6 +103,9 @@ def _build_paper(config: PaperExchangeConfig) -> ExecutionGateway:
 def gateway_builder(
     exchange: ExchangeConfig, instruments: dict[str, Instrument]
 ) -> Callable[[], ExecutionGateway]:
+    if exchange.factory:
+        factory = _import(exchange.factory)
+        return partial(factory, exchange, instruments)
     if exchange.kind != "paper":
         raise WiringError(f"exchange kind {exchange.kind!r} is not wired into the actor system yet")
     raw: dict[str, Any] = {"instruments": list(instruments.values()), **exchange.params}

@@ -3,7 +3,7 @@
 Kinds: ``momentum``, ``mean_reversion``, ``avellaneda_stoikov``, ``indicator:<Name>`` (a
 built-in strategy class name or ``package.module:Class``), and ``llm`` once
 ``sapphire.agents.llm`` provides ``build_llm_agent(agent_id, instrument, params)``.
-Other kinds can be added with :func:`register_kind`.
+Other kinds can be added with :func:`register_kind`, or named as ``package.module:Factory``.
 """
 
 from __future__ import annotations
@@ -49,6 +49,16 @@ def kinds() -> list[str]:
     return [*sorted(_KINDS), "indicator:<Strategy>"]
 
 
+def _import_factory(path: str) -> Factory:
+    """``package.module:Factory`` for agents that live outside Sapphire."""
+    module_name, _, attr = path.partition(":")
+    try:
+        factory: Factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise AgentConfigError(f"cannot import agent kind {path!r}: {exc}") from exc
+    return factory
+
+
 def build_agent(
     kind: str, agent_id: str, instrument: Instrument, params: dict[str, object]
 ) -> Agent:
@@ -59,6 +69,8 @@ def build_agent(
             raise AgentConfigError("indicator kind needs a strategy: 'indicator:EmaCross'")
         return IndicatorAgent(agent_id, instrument, {"strategy": strategy, **params})
     factory = _KINDS.get(kind)
+    if factory is None and ":" in kind:
+        factory = _import_factory(kind)
     if factory is None:
         raise AgentConfigError(f"unknown agent kind {kind!r}; known: {', '.join(kinds())}")
     return factory(agent_id, instrument, dict(params))

@@ -43,8 +43,12 @@ class AgentSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 class ExchangeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``factory: "package.module:callable"`` plugs in another gateway: it is called with
+    this config and the instruments and returns an ``ExecutionGateway``."""
+
     kind: Literal["paper", "ccxt"] = "paper"
     params: dict[str, Any] = msgspec.field(default_factory=dict)
+    factory: str = ""
 
 
 class StorageConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

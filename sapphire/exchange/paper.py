@@ -193,6 +193,10 @@ class PaperExchange:
         order = self._orders.get(client_order_id)
         return None if order is None else order.view()
 
+    def orders(self) -> list[OrderView]:
+        """Every order the venue ever received, in arrival order (its own record)."""
+        return [o.view() for o in self._orders.values()]
+
     def open_orders(self, symbol: str | None = None) -> list[OrderView]:
         return [
             o.view()

@@ -1,0 +1,112 @@
+"""The actor system end to end: kill switch, bad input contained, summary and storage."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import ray
+
+from actors.system import SystemHandles
+from sapphire.data import sample
+from sapphire.model.orders import OrderStatus
+from tests.actors.harness import make_config, run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    ray.init(num_cpus=4, include_dashboard=False, namespace="sapphire-system")
+    yield
+    ray.shutdown()
+
+
+def test_kill_switch_stops_all_order_flow_and_cancels_resting_orders(
+    ray_local: None, tmp_path: Path
+) -> None:
+    at_trip: dict[str, Any] = {}
+
+    def trip(handles: SystemHandles, step: int) -> None:
+        if step == 8:
+            venue = pickle.loads(ray.get(handles.execution.exchange_record.remote()))
+            at_trip["orders"] = {o.client_order_id for o in venue.orders()}
+            ray.get(handles.coordinator.trip_kill_switch.remote("test: operator"))
+
+    outcome = run(make_config(tmp_path), "kill-switch", before_step=trip)
+    venue_orders = {o.client_order_id for o in outcome.venue.orders()}
+    assert at_trip["orders"], "the run must have traded before the trip"
+    assert venue_orders == at_trip["orders"], "an order reached the venue after the trip"
+    assert outcome.venue.open_orders() == []
+    assert outcome.summary["kill_switch"] is True
+    decisions = outcome.rows["risk_decisions"]
+    blocked = decisions.filter(pl.col("reason") == "risk_kill_switch")
+    assert blocked.height > 0, "agents kept asking; every later intent must be refused"
+    assert blocked["approved"].not_().all()
+
+
+def test_bad_agents_and_a_failing_venue_are_contained(ray_local: None, tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path,
+        agents=[
+            {
+                "id": "mm",
+                "kind": "avellaneda_stoikov",
+                "symbol": "BTCUSDT",
+                "params": {"order_amount": 0.002, "max_inventory": 0.02, "order_refresh_time": 0.5},
+            },
+            {"id": "raiser", "kind": "tests.actors.faulty:RaisingAgent", "symbol": "BTCUSDT"},
+            {"id": "hanger", "kind": "tests.actors.faulty:HangingAgent", "symbol": "BTCUSDT"},
+        ],
+        exchange={
+            "factory": "tests.actors.faulty:flaky_exchange",
+            "params": {"balances": {"USDT": "100000", "BTC": "0"}},
+        },
+        ray={"agent_timeout_s": 3.0},
+    )
+    outcome = run(config, "bad-input")
+    summary = outcome.summary
+    assert "hanger" in summary["quarantined"]
+    assert "raiser" not in summary["quarantined"]  # errors are counted, the agent lives on
+    assert summary["fills"] > 0, "the healthy agent must keep trading"
+    orders = outcome.rows["orders"]
+    venue_errors = orders.filter(pl.col("reason") == "exchange_error")
+    assert venue_errors.height > 0
+    assert set(venue_errors["status"]) == {str(OrderStatus.REJECTED)}
+
+
+def test_malformed_market_data_is_rejected_and_counted_not_fatal(
+    ray_local: None, tmp_path: Path
+) -> None:
+    paths = sample.sample_paths()
+    corrupted = tmp_path / paths.trades.name
+    lines = gzip.decompress(paths.trades.read_bytes()).decode().splitlines()
+    header, body = lines[0], lines[1:]
+    bad = [body[0].replace(body[0].split(",")[5], "nan", 1), "garbage,,,", body[3]]
+    corrupted.write_bytes(
+        gzip.compress("\n".join([header, *body[:200], *bad, *body[200:]]).encode())
+    )
+    config = make_config(
+        tmp_path,
+        data={
+            "source": "files",
+            "files": [str(paths.depth), str(corrupted), str(paths.bbo)],
+            "instrument_files": [str(paths.instrument)],
+            "batch_events": 1000,
+            "max_events": 12_000,
+        },
+    )
+    seen: dict[str, Any] = {}
+
+    def capture(handles: SystemHandles, step: int) -> None:
+        seen["stats"] = ray.get(handles.market_data.stats.remote())
+
+    outcome = run(config, "bad-data", before_step=capture)
+    assert outcome.rows["ticks"].height > 0
+    rejected = seen["stats"]["rejected"]
+    assert sum(rejected.values()) >= 3, rejected
