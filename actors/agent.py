@@ -65,6 +65,9 @@ class AgentActor:
                 log.exception("agent %s raised; event skipped", self.agent_id)
             return []
 
+    def node_id(self) -> str:
+        return str(ray.get_runtime_context().get_node_id())
+
     def stats(self) -> dict[str, Any]:
         return {
             "agent_id": self.agent_id,

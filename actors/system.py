@@ -79,16 +79,19 @@ def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
     def named(kind: str) -> dict[str, Any]:
         return {**opts, "name": f"{run_id}:{kind}"}
 
-    market_data = MarketDataActor.options(**named("market-data"), num_cpus=0.25).remote(
+    def core(kind: str) -> dict[str, Any]:
+        return {**named(kind), "num_cpus": 0.25, "resources": dict(config.ray.core_resources)}
+
+    market_data = MarketDataActor.options(**core("market-data")).remote(
         wiring.stream_opener(config.data, instruments),
         config.data.batch_events,
         checkpoint_location,
         config.data.max_events,
     )
-    execution = ExecutionActor.options(**named("execution"), num_cpus=0.25).remote(
+    execution = ExecutionActor.options(**core("execution")).remote(
         wiring.gateway_builder(config.exchange, instruments), checkpoint_location
     )
-    sink = StorageSinkActor.options(**named("storage-sink"), num_cpus=0.25).remote(
+    sink = StorageSinkActor.options(**core("storage-sink")).remote(
         wiring.backend_builder(config.storage, run_id),
         config.storage.batch_rows,
         config.storage.flush_interval_s,
@@ -101,9 +104,12 @@ def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
                 f"{sorted(instruments)}"
             )
         agents[spec.id] = AgentActor.options(
-            **named(f"agent-{spec.id}"), num_cpus=spec.num_cpus, scheduling_strategy="SPREAD"
+            **named(f"agent-{spec.id}"),
+            num_cpus=spec.num_cpus,
+            resources=dict(spec.resources),
+            scheduling_strategy="SPREAD",
         ).remote(spec.id, wiring.agent_builder(spec, instruments[spec.symbol]), checkpoint_location)
-    coordinator = CoordinatorActor.options(**named("coordinator"), num_cpus=0.25).remote(
+    coordinator = CoordinatorActor.options(**core("coordinator")).remote(
         config, run_id, instruments, market_data, agents, execution, sink, checkpoint_location
     )
     return SystemHandles(

@@ -40,6 +40,7 @@ class AgentSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     weight: NonNegFloat = 1.0
     params: dict[str, Any] = msgspec.field(default_factory=dict)
     num_cpus: NonNegFloat = 0.25
+    resources: dict[str, float] = msgspec.field(default_factory=dict)  # Ray custom resources
 
 
 class ExchangeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -67,6 +68,9 @@ class RayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     max_restarts: int = -1
     max_task_retries: int = -1
     step_timeout_s: NonNegFloat = 60.0
+    # Ray custom resources for the coordinator, market-data, execution and sink actors,
+    # e.g. {"core": 1} to keep them on nodes that advertise it.
+    core_resources: dict[str, float] = msgspec.field(default_factory=dict)
     agent_timeout_s: NonNegFloat = 10.0
 
 
