@@ -87,11 +87,12 @@ class CoordinatorCore:
         for agent_id, symbol in sorted(touched):
             result.positions.append(self.portfolio.to_message(agent_id, symbol, now_ns))
 
+        self.risk.refresh(now_ns)
         was_on = self.risk.kill_switch_on
         if self._kill_requested:
             self.risk.trip_kill_switch(self._kill_requested)
             self._kill_requested = ""
-        elif self.risk.limits.kill_on_daily_loss and self.risk.firm_loss_breached(now_ns):
+        elif self.risk.limits.kill_on_daily_loss and self.risk.firm_breached:
             self.risk.trip_kill_switch("firm daily loss limit breached")
         if self.risk.kill_switch_on and not was_on:
             result.kill_switch_tripped = True

@@ -3,6 +3,8 @@
 Commands are named in the imperative (``SubmitOrder``, ``CancelOrder``), events in the past
 tense (``OrderAccepted``, ``OrderFilled``). Every message is immutable and carries integer-ns
 time and, where produced, a ``(producer_id, seq)`` identity used for exactly-once handling.
+Every message is tagged with its class name, so a mixed batch decodes in one pass (msgspec
+tagged unions) without per-message dispatch.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def client_order_id(agent_id: str, seq: int) -> str:
     return f"{agent_id}-{seq}"
 
 
-class Signal(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class Signal(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True):
     """An agent's view: ``strength`` in [-1, 1] (sell .. buy), for aggregation and storage."""
 
     ts_event_ns: int
@@ -87,7 +89,7 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     reason: str = ""
 
 
-class OrderIntent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class OrderIntent(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True):
     """What an agent would like to trade; the coordinator's risk checks decide what is sent.
 
     ``limit_ticks`` is None for market orders. ``(agent_id, seq)`` identifies the intent and
@@ -110,7 +112,7 @@ class OrderIntent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         return client_order_id(self.agent_id, self.seq)
 
 
-class CancelIntent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class CancelIntent(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True):
     ts_event_ns: int
     agent_id: str
     seq: int
@@ -118,7 +120,7 @@ class CancelIntent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     target_client_order_id: str
 
 
-class SubmitOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class SubmitOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True):
     """A command to an execution gateway."""
 
     ts_event_ns: int
@@ -146,13 +148,13 @@ class SubmitOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         )
 
 
-class CancelOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class CancelOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True):
     ts_event_ns: int
     client_order_id: str
     symbol: str
 
 
-class AmendOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class AmendOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True):
     """Replace price and/or quantity. A price change or a size increase loses queue priority."""
 
     ts_event_ns: int
@@ -162,7 +164,7 @@ class AmendOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     new_qty_lots: int | None = None
 
 
-class OrderUpdate(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class OrderUpdate(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True):
     """An order's new state as reported by the gateway (ack, reject, cancel, expiry)."""
 
     ts_event_ns: int
@@ -176,7 +178,7 @@ class OrderUpdate(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     message: str = ""
 
 
-class OrderFilled(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class OrderFilled(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True):
     """One execution. ``fee_quote`` is positive for a cost, negative for a rebate."""
 
     ts_event_ns: int
@@ -192,7 +194,7 @@ class OrderFilled(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     leaves_lots: int = 0
 
 
-class Position(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class Position(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True):
     """Signed position (lots, + long) with its average entry and realized PnL."""
 
     ts_event_ns: int

@@ -51,6 +51,10 @@ class RiskEngine:
         self.kill_switch_on = False
         self.kill_reason = ""
         self.rejections: dict[RejectReason, int] = {}
+        self._loss_breached: set[str] = set()
+        self.firm_breached = False
+        # per (agent, symbol): the notional cap in tick x lot units, so the hot check is integer
+        self._cap_ticklots: dict[tuple[str, str], int] = {}
 
     # -- state fed by the coordinator ---------------------------------------------------
     def update_mark(self, symbol: str, mid_ticks: float) -> None:
@@ -64,18 +68,42 @@ class RiskEngine:
         self.kill_switch_on = False
         self.kill_reason = ""
 
-    def daily_pnl_quote(self, agent_id: str | None, now_ns: int) -> Decimal:
+    def refresh(self, now_ns: int) -> None:
+        """Recompute daily PnL against its limits once per step (after marks and fills
+        moved), instead of once per intent: PnL cannot change between two intents."""
         day = now_ns // NS_PER_DAY
         if day != self._day:
             self._day = day
-            self._pnl_at_day_start = {}
-        total = self._portfolio.total_pnl_quote(agent_id, self.marks)
-        start = self._pnl_at_day_start.setdefault(agent_id, total)
-        return total - start
-
-    def firm_loss_breached(self, now_ns: int) -> bool:
+            self._pnl_at_day_start = {
+                agent: self._portfolio.total_pnl_quote(agent, self.marks)
+                for agent in [None, *self._agents()]
+            }
+        self._loss_breached = set()
+        for agent in self._agents():
+            limit = Decimal(self.limits.for_agent(agent).max_daily_loss_quote)
+            if -self.daily_pnl_quote(agent) > limit:
+                self._loss_breached.add(agent)
         limit = Decimal(self.limits.max_firm_daily_loss_quote)
-        return -self.daily_pnl_quote(None, now_ns) > limit
+        self.firm_breached = -self.daily_pnl_quote(None) > limit
+
+    def _agents(self) -> list[str]:
+        return sorted({agent for agent, _ in self._portfolio.positions})
+
+    def daily_pnl_quote(self, agent_id: str | None) -> Decimal:
+        total = self._portfolio.total_pnl_quote(agent_id, self.marks)
+        return total - self._pnl_at_day_start.get(agent_id, Decimal(0))
+
+    def _cap(self, agent_id: str, inst: Instrument) -> int:
+        key = (agent_id, inst.symbol)
+        cap = self._cap_ticklots.get(key)
+        if cap is None:
+            quote_cap = Decimal(self.limits.for_agent(agent_id).max_notional_quote)
+            allocated = self._allocation.get(agent_id)
+            if allocated is not None:
+                quote_cap = min(quote_cap, allocated)
+            cap = int(quote_cap / (inst.tick * inst.lot))
+            self._cap_ticklots[key] = cap
+        return cap
 
     # -- the check ------------------------------------------------------------------------
     def check(self, intent: OrderIntent, open_same_side_lots: int, now_ns: int) -> RiskDecision:
@@ -126,17 +154,14 @@ class RiskEngine:
         if abs(projected) > agent.max_position_lots and abs(projected) > abs(position):
             return RejectReason.RISK_MAX_POSITION, f"projected {projected} lots"
         price = intent.limit_ticks if intent.limit_ticks is not None else round(mid)
-        notional = abs(inst.notional_quote(price, projected))
-        cap = Decimal(agent.max_notional_quote)
-        allocated = self._allocation.get(intent.agent_id)
-        if allocated is not None:
-            cap = min(cap, allocated)
-        if notional > cap and abs(projected) > abs(position):
-            return RejectReason.RISK_MAX_NOTIONAL, f"projected notional {notional} > {cap}"
-        agent_loss = -self.daily_pnl_quote(intent.agent_id, now_ns)
-        if agent_loss > Decimal(agent.max_daily_loss_quote):
-            return RejectReason.RISK_DAILY_LOSS, f"agent daily loss {agent_loss}"
-        if self.firm_loss_breached(now_ns):
+        notional_ticklots = abs(price * projected)
+        cap = self._cap(intent.agent_id, inst)
+        if notional_ticklots > cap and abs(projected) > abs(position):
+            notional = inst.notional_quote(price, abs(projected))
+            return RejectReason.RISK_MAX_NOTIONAL, f"projected notional {notional} > cap"
+        if intent.agent_id in self._loss_breached:
+            return RejectReason.RISK_DAILY_LOSS, "agent daily loss limit breached"
+        if self.firm_breached:
             if self.limits.kill_on_daily_loss:
                 self.trip_kill_switch("firm daily loss limit breached")
             return RejectReason.RISK_DAILY_LOSS, "firm daily loss limit breached"
