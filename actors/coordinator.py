@@ -40,18 +40,19 @@ class CoordinatorActor:
         config: SystemConfig,
         run_id: str,
         instruments: dict[str, Instrument],
-        market_data: Any,
-        agents: dict[str, Any],
-        execution: Any,
-        sink: Any,
+        actor_names: dict[str, str],
+        agent_names: dict[str, str],
         checkpoint_location: str,
     ) -> None:
+        # Peers are looked up by name (not passed as handles), so a restarted coordinator
+        # finds them again without depending on constructor arguments kept by the driver.
+        ns = config.ray.namespace
         self.config = config
         self.run_id = run_id
-        self.market_data = market_data
-        self.agents = agents
-        self.execution = execution
-        self.sink = sink
+        self.market_data = ray.get_actor(actor_names["market-data"], namespace=ns)
+        self.execution = ray.get_actor(actor_names["execution"], namespace=ns)
+        self.sink = ray.get_actor(actor_names["storage-sink"], namespace=ns)
+        self.agents = {a: ray.get_actor(n, namespace=ns) for a, n in agent_names.items()}
         self.core = CoordinatorCore(
             instruments,
             config.risk,

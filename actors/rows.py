@@ -18,7 +18,6 @@ from sapphire.model.events import AnyMarketEvent, Quote, Trade
 from sapphire.model.orders import OrderFilled, OrderIntent, OrderUpdate, Signal, SubmitOrder
 from sapphire.storage import rows as R
 from sapphire.storage.records import PnlSnapshot
-from sapphire.storage.records import RiskDecision as StoredRiskDecision
 from sapphire.storage.schemas import table_schema
 
 Row = dict[str, Any]
@@ -62,18 +61,7 @@ class StepRows:
                 elif isinstance(out, OrderIntent):
                     self._add("intents", lambda i=out, **k: R.intent_row(i, **k))
         for d in result.decisions:
-            stored = StoredRiskDecision(
-                ts_event_ns=d.ts_event_ns,
-                agent_id=d.agent_id,
-                symbol=d.symbol,
-                client_order_id=d.client_order_id,
-                approved=d.accepted,
-                requested_lots=d.requested_lots,
-                approved_lots=d.requested_lots if d.accepted else 0,
-                reason=d.reason,
-                message=d.detail,
-            )
-            self._add("risk_decisions", lambda s=stored, **k: R.risk_row(s, **k))
+            self._add("risk_decisions", lambda dec=d, **k: R.risk_row(dec, **k))
         for cmd in result.commands:
             if isinstance(cmd, SubmitOrder):
                 self._add("orders", lambda c=cmd, **k: R.submit_row(c, **k))

@@ -109,8 +109,10 @@ def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
             resources=dict(spec.resources),
             scheduling_strategy="SPREAD",
         ).remote(spec.id, wiring.agent_builder(spec, instruments[spec.symbol]), checkpoint_location)
+    names = {kind: named(kind)["name"] for kind in ("market-data", "execution", "storage-sink")}
+    agent_names = {spec.id: named(f"agent-{spec.id}")["name"] for spec in config.agents}
     coordinator = CoordinatorActor.options(**core("coordinator")).remote(
-        config, run_id, instruments, market_data, agents, execution, sink, checkpoint_location
+        config, run_id, instruments, names, agent_names, checkpoint_location
     )
     return SystemHandles(
         run_id,

@@ -24,7 +24,9 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     args = dict(args or {})
     engine = dict(args.get("engine") or {})
     config = engine_config_from_dict(engine)  # fail at build time, not in the replica
-    options: dict[str, Any] = {}
+    max_batch_size = int(args.get("max_batch_size", 8))
+    # Below max_batch_size concurrent requests per replica a batch can never fill.
+    options: dict[str, Any] = {"max_ongoing_requests": max(16, 2 * max_batch_size)}
     if not isinstance(config, LlamaCppConfig):
         options["ray_actor_options"] = {"num_cpus": 1, "num_gpus": 1}
     else:
@@ -33,12 +35,13 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         options["ray_actor_options"] = dict(args["ray_actor_options"])
     if "autoscaling_config" in args:
         options["autoscaling_config"] = dict(args["autoscaling_config"])
-    deployment = LlmDecisionDeployment.options(**options)
-    return deployment.bind(
+    deployment: Any = LlmDecisionDeployment  # a serve.Deployment at run time
+    app: Application = deployment.options(**options).bind(
         engine=engine,
-        max_batch_size=int(args.get("max_batch_size", 8)),
+        max_batch_size=max_batch_size,
         batch_wait_timeout_s=float(args.get("batch_wait_timeout_s", 0.02)),
     )
+    return app
 
 
 def openai_llm_config(args: dict[str, Any]) -> Any:

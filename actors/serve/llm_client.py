@@ -16,6 +16,8 @@ from typing import Any
 import msgspec
 from ray import serve
 
+from sapphire.agents.llm_agent import DecisionRequest
+from sapphire.llm.client import DecisionClient
 from sapphire.llm.decision import HOLD, DecisionStats, LlmDecision, parse_decision
 from sapphire.llm.prompt import DecisionPrompt, SamplingConfig, cache_key
 from sapphire.storage.cache import MISS, L1Cache
@@ -82,3 +84,15 @@ class ServeDecisionClient:
     async def decide_many(self, prompts: Sequence[DecisionPrompt]) -> list[LlmDecision]:
         """Concurrent requests: the deployment batches them."""
         return list(await asyncio.gather(*(self.decide(p) for p in prompts)))
+
+
+async def answer_requests(
+    client: DecisionClient, requests: Sequence[DecisionRequest]
+) -> list[tuple[int, LlmDecision]]:
+    """``(request_id, decision)`` for drained agent requests, asked concurrently.
+
+    An agent actor runs this as a background task and feeds the results to
+    ``agent.on_decision`` between event batches, so the tick path never awaits a model.
+    """
+    decisions = await asyncio.gather(*(client.decide(r.prompt) for r in requests))
+    return [(r.request_id, d) for r, d in zip(requests, decisions, strict=True)]

@@ -42,14 +42,16 @@ class LlmDecisionDeployment:
         config = engine_config_from_dict(dict(engine or {}))
         self._engine = create_engine(config)
         self._batches = 0
-        self.generate.set_max_batch_size(max_batch_size)
-        self.generate.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.reconfigure(
+            {"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s}
+        )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
+        batcher: Any = self.generate  # serve.batch adds setters its type stub lacks
         if "max_batch_size" in user_config:
-            self.generate.set_max_batch_size(int(user_config["max_batch_size"]))
+            batcher.set_max_batch_size(int(user_config["max_batch_size"]))
         if "batch_wait_timeout_s" in user_config:
-            self.generate.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+            batcher.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def generate(self, requests: list[Any]) -> list[dict[str, Any]]:

@@ -47,7 +47,7 @@ def test_kill_switch_stops_all_order_flow_and_cancels_resting_orders(
     decisions = outcome.rows["risk_decisions"]
     blocked = decisions.filter(pl.col("reason") == "risk_kill_switch")
     assert blocked.height > 0, "agents kept asking; every later intent must be refused"
-    assert blocked["approved"].not_().all()
+    assert blocked["accepted"].not_().all()
 
 
 def test_bad_agents_and_a_failing_venue_are_contained(ray_local: None, tmp_path: Path) -> None:

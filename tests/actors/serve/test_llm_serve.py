@@ -152,3 +152,23 @@ def test_autoscaling_adds_replicas_under_load_and_removes_them_after(ray_serve: 
         time.sleep(0.5)
     assert running() == 1
     serve.delete(app)
+
+
+def test_agent_requests_answered_by_the_deployment_reach_the_agent(handle, shared_data) -> None:  # type: ignore[no-untyped-def]
+    from actors.serve.llm_client import ServeDecisionClient, answer_requests
+    from sapphire.agents.llm_agent import LlmAgent
+    from tests.agents.test_llm_agent import BTC, _quotes
+
+    quotes = _quotes(shared_data / "book" / "hftbacktest_binance-spot_BTCUSDT_bbo.csv.gz", 600)
+    agent = LlmAgent("llm-serve", BTC, {"decision_interval_ns": 1, "decision_timeout_ns": 10**12})
+    client = ServeDecisionClient(handle, timeout_s=60.0)
+    answered = 0
+    for q in quotes[:3]:
+        agent.on_event(q, q.ts_event_ns)
+        requests = agent.drain_requests()
+        for request_id, decision in asyncio.run(answer_requests(client, requests)):
+            agent.on_decision(request_id, decision, q.ts_event_ns)
+            answered += 1
+    assert answered == 3
+    assert agent.stats.ok == 3 and agent.stats.timeouts == 0
+    assert client.stats.ok + client.stats.malformed_json + client.stats.schema_violation == 3
