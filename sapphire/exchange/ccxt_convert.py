@@ -1,0 +1,172 @@
+"""ccxt's unified structures <-> Sapphire's integer ticks/lots (pure functions, no I/O).
+
+ccxt hands out floats; every one of them becomes a ``Decimal`` through ``repr`` (the shortest
+string that round-trips) before the instrument turns it into ticks or lots, so ``61601.01``
+is exactly 6160101 ticks. Where a market carries Binance's own filter strings, those win.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from sapphire.model.events import Side
+from sapphire.model.instrument import Instrument, InstrumentKind, Rounding
+from sapphire.model.orders import OrderStatus, OrderType, SubmitOrder, TimeInForce
+
+CcxtDict = Mapping[str, Any]
+
+
+class ConversionError(ValueError):
+    """A ccxt structure that cannot be expressed in the instrument's units."""
+
+
+def decimal_text(value: object) -> str:
+    """Canonical decimal string of a ccxt number or string ("0.01000000" -> "0.01")."""
+    if value is None:
+        return "0"
+    dec = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
+    if not dec.is_finite():
+        raise ConversionError(f"not a finite number: {value!r}")
+    text = format(dec.normalize(), "f")
+    return text
+
+
+def _bps(fraction: object, default: str) -> str:
+    if fraction is None:
+        return default
+    return decimal_text(Decimal(decimal_text(fraction)) * 10_000)
+
+
+def instrument_from_market(market: CcxtDict, venue: str = "BINANCE") -> Instrument:
+    """A ccxt market (``load_markets`` value) as an :class:`Instrument`.
+
+    Tick and lot come from Binance's PRICE_FILTER/LOT_SIZE strings when ``info`` has them,
+    else from ccxt's ``precision`` (which must be in TICK_SIZE mode: a step, not a digit
+    count). Fees are ccxt's fractions turned into basis points.
+    """
+    info = market.get("info") or {}
+    filters = {f.get("filterType"): f for f in info.get("filters", []) if isinstance(f, dict)}
+    precision = market.get("precision") or {}
+    limits = market.get("limits") or {}
+    price_f, lot_f = filters.get("PRICE_FILTER"), filters.get("LOT_SIZE")
+    tick = decimal_text(price_f["tickSize"] if price_f else precision.get("price"))
+    lot = decimal_text(lot_f["stepSize"] if lot_f else precision.get("amount"))
+    notional_f = filters.get("NOTIONAL") or filters.get("MIN_NOTIONAL") or {}
+    min_notional = notional_f.get("minNotional", (limits.get("cost") or {}).get("min"))
+    amount = limits.get("amount") or {}
+    kind = InstrumentKind.PERPETUAL if market.get("swap") else InstrumentKind.SPOT
+    if not market.get("spot") and kind is InstrumentKind.SPOT:
+        raise ConversionError(f"{market.get('symbol')}: only spot and swap markets are supported")
+    return Instrument(
+        symbol=str(market["id"]),
+        venue=venue,
+        kind=kind,
+        # The venue's asset names (ccxt renames a few, e.g. YOYO -> YOYOW, in base/quote).
+        base=str(market.get("baseId") or market.get("base", "")),
+        quote=str(market.get("quoteId") or market.get("quote", "")),
+        tick_size=tick,
+        lot_size=lot,
+        min_qty=decimal_text(lot_f["minQty"] if lot_f else amount.get("min")),
+        max_qty=decimal_text(lot_f["maxQty"] if lot_f else amount.get("max")),
+        min_notional=decimal_text(min_notional),
+        maker_fee_bps=_bps(market.get("maker"), "10"),
+        taker_fee_bps=_bps(market.get("taker"), "10"),
+    )
+
+
+def ticks(inst: Instrument, value: object) -> int:
+    """A venue price as ticks; a price off the tick grid is an error, never rounded away."""
+    exact = Decimal(decimal_text(value))
+    result = inst.price_to_ticks(exact, Rounding.NEAREST)
+    if inst.ticks_to_price(result) != exact:
+        raise ConversionError(f"{inst.symbol}: price {value!r} is not on the {inst.tick} grid")
+    return result
+
+
+def lots(inst: Instrument, value: object) -> int:
+    exact = Decimal(decimal_text(value))
+    result = inst.qty_to_lots(exact, Rounding.NEAREST)
+    if inst.lots_to_qty(result) != exact:
+        raise ConversionError(f"{inst.symbol}: quantity {value!r} is not on the {inst.lot} grid")
+    return result
+
+
+def display_lots(inst: Instrument, value: object) -> int:
+    """Market-data quantity in lots, to the nearest lot. Books and trades may hold sizes off
+    today's LOT_SIZE grid (orders placed before a filter change); a displayed size is not
+    ours to refuse, and a non-zero size never becomes 0 (that would delete a level)."""
+    exact = Decimal(decimal_text(value))
+    result = inst.qty_to_lots(exact, Rounding.NEAREST)
+    return 1 if result == 0 and exact > 0 else result
+
+
+def order_request(order: SubmitOrder, inst: Instrument) -> tuple[str, str, float, float | None]:
+    """``(type, side, amount, price)`` for ``create_order``. ccxt wants floats; they are
+    formatted back to exact strings by ccxt's precision rules (TICK_SIZE mode)."""
+    side = "buy" if order.side is Side.BUY else "sell"
+    amount = float(inst.lots_to_qty(order.qty_lots))
+    if order.order_type is OrderType.MARKET:
+        return "market", side, amount, None
+    if order.limit_ticks is None:
+        raise ConversionError(f"{order.client_order_id}: limit order without a price")
+    return "limit", side, amount, float(inst.ticks_to_price(order.limit_ticks))
+
+
+def order_params(order: SubmitOrder, client_id_key: str) -> dict[str, Any]:
+    params: dict[str, Any] = {client_id_key: order.client_order_id}
+    if order.order_type is OrderType.LIMIT:
+        if order.tif is TimeInForce.POST_ONLY:
+            params["postOnly"] = True
+        else:
+            params["timeInForce"] = order.tif.value.upper()
+    return params
+
+
+_STATUS = {
+    "open": OrderStatus.ACCEPTED,
+    "closed": OrderStatus.FILLED,
+    "canceled": OrderStatus.CANCELED,
+    "cancelled": OrderStatus.CANCELED,
+    "expired": OrderStatus.EXPIRED,
+    "rejected": OrderStatus.REJECTED,
+}
+
+
+def order_status(order: CcxtDict, filled_lots: int) -> OrderStatus | None:
+    """Sapphire status of a ccxt order; None for a transitional state ("canceling")."""
+    status = _STATUS.get(str(order.get("status")))
+    if status is OrderStatus.ACCEPTED and filled_lots > 0:
+        return OrderStatus.PARTIALLY_FILLED
+    return status
+
+
+def ts_ns(value: object) -> int:
+    """ccxt millisecond timestamps -> ns (0 when the venue sent none)."""
+    return int(value) * 1_000_000 if isinstance(value, int | float) else 0
+
+
+def fee_quote(
+    trade: CcxtDict, inst: Instrument, price_ticks: int, codes: tuple[str, str] = ("", "")
+) -> Decimal:
+    """A trade's fee in the quote asset. A fee in base is valued at the trade price; a fee
+    in a third asset (BNB) is not convertible here and counts as 0 (``fee_in_other`` tells).
+    ``codes``: ccxt's unified (base, quote) codes, which name the fee currency."""
+    fee = trade.get("fee") or {}
+    cost = fee.get("cost")
+    if cost is None:
+        return Decimal(0)
+    amount = Decimal(decimal_text(cost))
+    currency = fee.get("currency")
+    if currency in (None, inst.quote, codes[1]):
+        return amount
+    if currency in (inst.base, codes[0]):
+        return amount * inst.ticks_to_price(price_ticks)
+    return Decimal(0)
+
+
+def fee_in_other(trade: CcxtDict, inst: Instrument, codes: tuple[str, str] = ("", "")) -> bool:
+    fee = trade.get("fee") or {}
+    known = (None, inst.quote, inst.base, *codes)
+    return fee.get("cost") not in (None, 0) and fee.get("currency") not in known

@@ -1,0 +1,407 @@
+"""Live order entry through ccxt's async API, behind :class:`AsyncExecutionGateway`.
+
+Exactly-once placement rests on the client order id (``SubmitOrder.client_order_id``, sent
+as Binance ``newClientOrderId``):
+
+* a rate-limited request (429/418) was not executed: wait (``Retry-After``) and resend;
+* an ambiguous failure (timeout, dropped connection, 5xx) may have placed the order. The
+  gateway waits until the request's ``recvWindow`` has passed (after it the venue refuses a
+  late arrival), asks the venue for the order by client id, and resends only when the venue
+  does not know it;
+* a second ``submit`` of a known client id never places a second order: it reports the
+  venue's state of the first.
+
+Reports are de-duplicated per order: an ``OrderFilled`` per venue trade id, an ``OrderUpdate``
+only when status or filled quantity changed, and one final state per order, emitted only
+once all of its fills have been reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+import ccxt.async_support as ccxt_async
+import msgspec
+
+from sapphire.exchange import ccxt_convert as cv
+from sapphire.exchange.ccxt_credentials import ApiCredentials
+from sapphire.exchange.ccxt_retry import Failure, RetryPolicy, Sleep, classify, retry_after_s
+from sapphire.exchange.ccxt_tracking import (
+    TrackedOrder,
+    cancel_refused,
+    cancel_unconfirmed,
+    reject_reason,
+)
+from sapphire.exchange.config import NonNegInt, PositiveInt
+from sapphire.exchange.gateway import ExecutionReport
+from sapphire.model.instrument import Instrument
+from sapphire.model.orders import (
+    CancelOrder,
+    OrderStatus,
+    RejectReason,
+    SubmitOrder,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _default_options() -> dict[str, Any]:
+    # Spot only: no futures/margin/sapi endpoints at load_markets time.
+    return {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}
+
+
+class CcxtGatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``api_urls`` replace entries of ccxt's ``urls['api']`` (testnet, a local double);
+    ``rate_limit_ms`` overrides ccxt's per-request spacing (its limiter stays on)."""
+
+    exchange_id: str = "binance"
+    venue: str = "BINANCE"
+    credentials_prefix: str = "SAPPHIRE_BINANCE"  # env names only; never a secret here
+    timeout_ms: PositiveInt = 10_000
+    recv_window_ms: PositiveInt = 5_000
+    settle_margin_ms: NonNegInt = 500
+    rate_limit_ms: PositiveInt | None = None
+    retry: RetryPolicy = RetryPolicy()
+    client_id_param: str = "newClientOrderId"
+    options: dict[str, Any] = msgspec.field(default_factory=_default_options)
+    api_urls: dict[str, Any] = msgspec.field(default_factory=dict)
+    sandbox: bool = False
+
+    def __post_init__(self) -> None:
+        if self.timeout_ms <= 0 or self.recv_window_ms <= 0 or self.settle_margin_ms < 0:
+            raise ValueError("timeout_ms and recv_window_ms must be > 0, settle_margin_ms >= 0")
+
+
+class CcxtExchange:
+    """Implements :class:`sapphire.exchange.gateway.AsyncExecutionGateway` over ccxt."""
+
+    def __init__(
+        self,
+        config: CcxtGatewayConfig,
+        credentials: ApiCredentials | None = None,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        if credentials is None:
+            credentials = ApiCredentials.from_env(config.credentials_prefix)
+        self._key_hint = credentials.api_key_hint
+        options = {**config.options, "recvWindow": config.recv_window_ms}
+        params: dict[str, Any] = {
+            "enableRateLimit": True,
+            "timeout": config.timeout_ms,
+            "options": options,
+            **credentials.ccxt_config(),
+        }
+        if config.rate_limit_ms is not None:
+            params["rateLimit"] = config.rate_limit_ms
+        self.exchange: Any = getattr(ccxt_async, config.exchange_id)(params)
+        # ccxt logs request headers (the API key) at DEBUG: give this instance its own,
+        # redacting logger, and never let it print (verbose) anything.
+        self.exchange.verbose = False
+        self.exchange.logger = credentials.redacting_logger(logging.getLogger(f"{__name__}.ccxt"))
+        if config.sandbox:
+            self.exchange.set_sandbox_mode(True)
+        if config.api_urls:
+            self.exchange.urls["api"] = {**self.exchange.urls["api"], **config.api_urls}
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self.instruments: dict[str, Instrument] = {}
+        self._symbols: dict[str, str] = {}  # sapphire symbol (venue id) -> ccxt symbol
+        self._codes: dict[str, tuple[str, str]] = {}  # ccxt's (base, quote) codes
+        self._orders: dict[str, TrackedOrder] = {}
+        self.retries = 0
+        self.resubmits = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"CcxtExchange({self.config.exchange_id!r}, key={self._key_hint!r}, "
+            f"instruments={len(self.instruments)}, orders={len(self._orders)})"
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def connect(self) -> dict[str, Instrument]:
+        """Load markets: the instruments (tick, lot, min notional) by Sapphire symbol."""
+        markets = await self._call(lambda: self.exchange.load_markets())
+        for market in markets.values():
+            try:
+                inst = cv.instrument_from_market(market, self.config.venue)
+            except (cv.ConversionError, ValueError, KeyError) as exc:
+                log.debug("skipping market %s: %s", market.get("symbol"), exc)
+                continue
+            self.instruments[inst.symbol] = inst
+            self._symbols[inst.symbol] = str(market["symbol"])
+            self._codes[inst.symbol] = (str(market.get("base")), str(market.get("quote")))
+        return dict(self.instruments)
+
+    async def close(self) -> None:
+        await self.exchange.close()
+
+    @property
+    def ccxt_symbols(self) -> dict[str, str]:
+        """Sapphire symbol (the venue's id) -> ccxt's unified symbol."""
+        return dict(self._symbols)
+
+    def track(self, order: SubmitOrder) -> None:
+        """Adopt an order sent before a restart (from the order journal); ``reconcile``
+        then finds out what became of it."""
+        if order.client_order_id not in self._orders:
+            self._orders[order.client_order_id] = TrackedOrder(order, unresolved=True)
+
+    def order_status(self, client_order_id: str) -> OrderStatus | None:
+        tracked = self._orders.get(client_order_id)
+        return None if tracked is None else tracked.status
+
+    # -- gateway ----------------------------------------------------------------------------
+    async def submit(self, order: SubmitOrder) -> Sequence[ExecutionReport]:
+        out: list[ExecutionReport] = []
+        known = self._orders.get(order.client_order_id)
+        if known is not None:
+            # A re-send (restart, retry upstream): report the first order, never place twice.
+            await self._refresh_quietly(known, out)
+            return out
+        tracked = TrackedOrder(order)
+        self._orders[order.client_order_id] = tracked
+        inst = self.instruments.get(order.symbol)
+        if inst is None:
+            why = f"unknown symbol {order.symbol}" if self.instruments else "not connected"
+            tracked.finish_rejected(out, RejectReason.UNKNOWN_SYMBOL, why)
+            return out
+        try:
+            request = cv.order_request(order, inst)
+        except cv.ConversionError as exc:
+            tracked.finish_rejected(out, RejectReason.INVALID_TICK, str(exc))
+            return out
+        tracked.in_flight = True
+        try:
+            await self._place(tracked, request, out)
+        finally:
+            tracked.in_flight = False
+        return out
+
+    async def _place(
+        self,
+        tracked: TrackedOrder,
+        request: tuple[str, str, float, float | None],
+        out: list[ExecutionReport],
+    ) -> None:
+        order = tracked.order
+        kind, side, amount, price = request
+        params = cv.order_params(order, self.config.client_id_param)
+        symbol = self._symbols[order.symbol]
+        policy = self.config.retry
+        for attempt in range(1, policy.max_attempts + 1):
+            try:
+                placed = await self.exchange.create_order(
+                    symbol, kind, side, amount, price, dict(params)
+                )
+            except ccxt_async.BaseError as exc:
+                failure = classify(exc)
+                if failure is Failure.FINAL and "Duplicate order" not in str(exc):
+                    tracked.finish_rejected(out, reject_reason(exc), _short(exc))
+                    return
+                if failure is not Failure.THROTTLED:
+                    # Executed or not? Wait out the recvWindow, then ask by client id.
+                    await self._sleep(self._settle_s())
+                    try:
+                        found = await self._lookup(tracked)
+                    except ccxt_async.BaseError as lookup_exc:
+                        tracked.unresolved = True  # reconcile() will find out
+                        log.warning("order %s state unknown: %s", order.client_order_id, lookup_exc)
+                        return
+                    if found is not None:
+                        await self._apply(tracked, found, out)
+                        return
+                if attempt == policy.max_attempts:
+                    break
+                self.retries += 1
+                if failure is not Failure.THROTTLED:
+                    self.resubmits += 1
+                await self._sleep(policy.delay(attempt, self._rng, self._retry_after()))
+                continue
+            await self._apply(tracked, placed, out)
+            return
+        # Every attempt was refused unexecuted or confirmed unknown after its recvWindow.
+        tracked.finish_rejected(out, RejectReason.EXCHANGE_ERROR, "venue unavailable; not placed")
+
+    async def cancel(self, cancel: CancelOrder) -> Sequence[ExecutionReport]:
+        out: list[ExecutionReport] = []
+        tracked = self._orders.get(cancel.client_order_id)
+        if tracked is None:
+            out.append(cancel_refused(cancel, OrderStatus.REJECTED, "", "unknown client id"))
+            return out
+        if tracked.status.is_final:
+            out.append(cancel_refused(cancel, tracked.status, tracked.order.agent_id, "final"))
+            return out
+        symbol = self._symbols.get(cancel.symbol)
+        if symbol is None:
+            out.append(cancel_refused(cancel, tracked.status, tracked.order.agent_id, "symbol"))
+            return out
+        params = {"clientOrderId": cancel.client_order_id}
+        policy = self.config.retry
+        for attempt in range(1, policy.max_attempts + 1):
+            try:
+                done = await self.exchange.cancel_order(tracked.venue_id, symbol, dict(params))
+            except ccxt_async.OrderNotFound:
+                # Filled or expired meanwhile, or never placed: the venue's record decides.
+                await self._refresh_quietly(tracked, out)
+                if not tracked.status.is_final:
+                    out.append(
+                        cancel_refused(cancel, tracked.status, tracked.order.agent_id, "unknown")
+                    )
+                return out
+            except ccxt_async.BaseError as exc:
+                if classify(exc) is Failure.FINAL or attempt == policy.max_attempts:
+                    await self._refresh_quietly(tracked, out)
+                    if not tracked.status.is_final:
+                        msg = f"cancel not confirmed: {_short(exc)}"
+                        out.append(cancel_unconfirmed(cancel, tracked, msg))
+                    return out
+                # Resending a cancel is safe: a repeat of a done cancel is OrderNotFound.
+                self.retries += 1
+                await self._sleep(policy.delay(attempt, self._rng, self._retry_after()))
+                continue
+            await self._apply(tracked, done, out)
+            return out
+        return out  # pragma: no cover - the loop always returns
+
+    async def reconcile(self) -> Sequence[ExecutionReport]:
+        """After a reconnect: every non-final order's state and fills, from the venue."""
+        out: list[ExecutionReport] = []
+        pending = [t for t in self._orders.values() if not t.status.is_final]
+        for sapphire_symbol in sorted({t.order.symbol for t in pending}):
+            symbol = self._symbols.get(sapphire_symbol)
+            if symbol is None:
+                continue
+            try:
+                opened = await self._call(partial(self.exchange.fetch_open_orders, symbol))
+            except ccxt_async.BaseError as exc:
+                log.warning("open orders of %s unavailable: %s", symbol, exc)
+                opened = []
+            by_cid = {o.get("clientOrderId"): o for o in opened}
+            for tracked in pending:
+                if tracked.order.symbol == sapphire_symbol:
+                    await self._reconcile_one(
+                        tracked, by_cid.get(tracked.order.client_order_id), out
+                    )
+        return out
+
+    async def _reconcile_one(
+        self, tracked: TrackedOrder, found: cv.CcxtDict | None, out: list[ExecutionReport]
+    ) -> None:
+        if found is None:
+            try:
+                found = await self._lookup(tracked)
+            except ccxt_async.BaseError as exc:
+                log.warning("order %s still unknown: %s", tracked.order.client_order_id, exc)
+                return
+        if found is not None:
+            await self._apply(tracked, found, out)
+        elif tracked.unresolved and not tracked.in_flight:
+            # Every stale request has outlived its recvWindow: it never executed.
+            tracked.finish_rejected(
+                out, RejectReason.EXCHANGE_ERROR, "venue has no such order; not placed"
+            )
+
+    # -- venue state -> reports ---------------------------------------------------------------
+    async def _refresh(self, tracked: TrackedOrder, out: list[ExecutionReport]) -> None:
+        found = await self._lookup(tracked)
+        if found is not None:
+            await self._apply(tracked, found, out)
+
+    async def _refresh_quietly(self, tracked: TrackedOrder, out: list[ExecutionReport]) -> None:
+        try:
+            await self._refresh(tracked, out)
+        except ccxt_async.BaseError as exc:
+            log.warning("refresh of %s failed: %s", tracked.order.client_order_id, exc)
+
+    async def _apply(
+        self, tracked: TrackedOrder, venue_order: cv.CcxtDict, out: list[ExecutionReport]
+    ) -> None:
+        inst = self.instruments[tracked.order.symbol]
+        tracked.unresolved = False
+        if venue_order.get("id") is not None:
+            tracked.venue_id = str(venue_order["id"])
+        order_ts = cv.ts_ns(venue_order.get("lastUpdateTimestamp") or venue_order.get("timestamp"))
+        codes = self._codes[tracked.order.symbol]
+        for trade in venue_order.get("trades") or ():
+            tracked.add_fill(inst, trade, out, order_ts, codes)
+        filled = cv.lots(inst, venue_order.get("filled") or 0)
+        if filled > tracked.fill_lots and tracked.venue_id is not None:
+            venue_id = tracked.venue_id
+            symbol = self._symbols[tracked.order.symbol]
+            try:
+                trades = await self._call(
+                    lambda: self.exchange.fetch_my_trades(symbol, params={"orderId": venue_id})
+                )
+            except ccxt_async.BaseError as exc:
+                # The final state waits for these fills; reconcile() fetches them again.
+                log.warning("trades of %s unavailable: %s", tracked.order.client_order_id, exc)
+                trades = []
+            for trade in trades:
+                if str(trade.get("order")) == venue_id:
+                    tracked.add_fill(inst, trade, out, order_ts, codes)
+        tracked.update(inst, venue_order, filled, out)
+
+    async def _lookup(self, tracked: TrackedOrder) -> cv.CcxtDict | None:
+        """The venue's order with this client id, or None when the venue does not know it.
+
+        By client id where the venue supports it (Binance ``origClientOrderId``); else by
+        scanning open, then recent closed orders (a closed order older than the venue's
+        history window would be missed there)."""
+        symbol = self._symbols[tracked.order.symbol]
+        cid = tracked.order.client_order_id
+        has = self.exchange.has
+        if has.get("fetchOrder"):
+            try:
+                found: cv.CcxtDict = await self._call(
+                    lambda: self.exchange.fetch_order(
+                        tracked.venue_id, symbol, {"clientOrderId": cid}
+                    )
+                )
+            except ccxt_async.OrderNotFound:
+                return None
+            except ccxt_async.NotSupported:
+                pass
+            else:
+                return found
+        for capability, method in (
+            ("fetchOpenOrders", "fetch_open_orders"),
+            ("fetchClosedOrders", "fetch_closed_orders"),
+        ):
+            if has.get(capability):
+                orders = await self._call(partial(getattr(self.exchange, method), symbol))
+                for venue_order in orders:
+                    if venue_order.get("clientOrderId") == cid:
+                        return venue_order  # type: ignore[no-any-return]
+        return None
+
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """An idempotent request (a read, load_markets) with backoff on transient failures."""
+        policy = self.config.retry
+        for attempt in range(1, policy.max_attempts + 1):
+            try:
+                return await fn()
+            except ccxt_async.BaseError as exc:
+                if classify(exc) is Failure.FINAL or attempt == policy.max_attempts:
+                    raise
+                self.retries += 1
+                await self._sleep(policy.delay(attempt, self._rng, self._retry_after()))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _retry_after(self) -> float | None:
+        return retry_after_s(getattr(self.exchange, "last_response_headers", None))
+
+    def _settle_s(self) -> float:
+        return (self.config.recv_window_ms + self.config.settle_margin_ms) / 1000
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc)[:300]

@@ -1,0 +1,193 @@
+"""One live order's reported state: what has been told upstream, so nothing is told twice."""
+
+from __future__ import annotations
+
+import logging
+
+import ccxt.async_support as ccxt_async
+
+from sapphire.exchange import ccxt_convert as cv
+from sapphire.exchange.gateway import ExecutionReport
+from sapphire.model.instrument import Instrument, Rounding
+from sapphire.model.orders import (
+    CancelOrder,
+    OrderFilled,
+    OrderStatus,
+    OrderUpdate,
+    RejectReason,
+    SubmitOrder,
+)
+
+log = logging.getLogger(__name__)
+
+
+def reject_reason(exc: BaseException) -> RejectReason:
+    """Sapphire's reason for a definite refusal by the venue."""
+    text = str(exc)
+    if isinstance(exc, ccxt_async.InsufficientFunds):
+        return RejectReason.INSUFFICIENT_BALANCE
+    if isinstance(exc, ccxt_async.OrderImmediatelyFillable):
+        return RejectReason.POST_ONLY_WOULD_TAKE
+    if isinstance(exc, ccxt_async.BadSymbol):
+        return RejectReason.UNKNOWN_SYMBOL
+    for marker, reason in (
+        ("NOTIONAL", RejectReason.MIN_NOTIONAL),
+        ("LOT_SIZE", RejectReason.INVALID_LOT),
+        ("PRICE_FILTER", RejectReason.INVALID_TICK),
+    ):
+        if marker in text:
+            return reason
+    return RejectReason.EXCHANGE_ERROR
+
+
+class TrackedOrder:
+    """``status``/``reported_filled`` are what the last ``OrderUpdate`` said; ``fill_lots``
+    sums the ``OrderFilled`` reports, one per venue trade id in ``trade_ids``.
+    ``unresolved``: a request may be at the venue but its answer was never seen;
+    ``in_flight``: a ``submit`` is still working on it (nobody else may declare it lost)."""
+
+    __slots__ = (
+        "fill_lots",
+        "in_flight",
+        "order",
+        "reported_filled",
+        "status",
+        "trade_ids",
+        "unresolved",
+        "venue_id",
+    )
+
+    def __init__(self, order: SubmitOrder, *, unresolved: bool = False) -> None:
+        self.order = order
+        self.status = OrderStatus.PENDING
+        self.reported_filled = 0
+        self.fill_lots = 0
+        self.trade_ids: set[str] = set()
+        self.venue_id: str | None = None
+        self.unresolved = unresolved
+        self.in_flight = False
+
+    def add_fill(
+        self,
+        inst: Instrument,
+        trade: cv.CcxtDict,
+        out: list[ExecutionReport],
+        fallback_ts_ns: int = 0,
+        codes: tuple[str, str] = ("", ""),
+    ) -> None:
+        """Report a venue trade once. ``fallback_ts_ns``: the order's time, for fills that
+        come without their own (Binance's order response); ``codes``: ccxt's (base, quote)."""
+        trade_id = trade.get("id")
+        if trade_id is None or str(trade_id) in self.trade_ids:
+            return
+        try:
+            price = cv.ticks(inst, trade["price"])
+            qty = cv.lots(inst, trade["amount"])
+        except cv.ConversionError as exc:
+            # Report what the venue executed, on the nearest grid point, rather than drop it.
+            log.warning("fill %s off the instrument grid: %s", trade_id, exc)
+            price = inst.price_to_ticks(cv.decimal_text(trade["price"]))
+            qty = inst.qty_to_lots(cv.decimal_text(trade["amount"]), Rounding.NEAREST)
+        if cv.fee_in_other(trade, inst, codes):
+            log.warning("fill %s: fee in %s is not counted in fee_quote", trade_id, trade["fee"])
+        self.trade_ids.add(str(trade_id))
+        self.fill_lots += qty
+        out.append(
+            OrderFilled(
+                ts_event_ns=cv.ts_ns(trade.get("timestamp")) or fallback_ts_ns,
+                client_order_id=self.order.client_order_id,
+                agent_id=self.order.agent_id,
+                symbol=self.order.symbol,
+                side=self.order.side,
+                price_ticks=price,
+                qty_lots=qty,
+                fee_quote=cv.fee_quote(trade, inst, price, codes),
+                is_maker=trade.get("takerOrMaker") == "maker",
+                fill_id=str(trade_id),
+                leaves_lots=max(0, self.order.qty_lots - self.fill_lots),
+            )
+        )
+
+    def update(
+        self,
+        inst: Instrument,
+        venue_order: cv.CcxtDict,
+        filled: int,
+        out: list[ExecutionReport],
+    ) -> None:
+        """Report the venue's state if it changed; a final state waits for all its fills."""
+        if self.status.is_final:
+            return
+        status = cv.order_status(venue_order, filled)
+        if status is None:
+            return
+        if status.is_final and self.fill_lots < filled:
+            return  # fills not all seen yet (trade query failed): reconcile finishes it
+        shown = min(filled, self.fill_lots)
+        if shown < self.reported_filled:
+            return  # an older snapshot (answers can cross): never report backwards
+        if not status.is_final:
+            status = OrderStatus.PARTIALLY_FILLED if shown > 0 else OrderStatus.ACCEPTED
+        if status is self.status and shown == self.reported_filled:
+            return
+        self.status = status
+        self.reported_filled = shown
+        ts = cv.ts_ns(venue_order.get("lastUpdateTimestamp") or venue_order.get("timestamp"))
+        out.append(
+            OrderUpdate(
+                ts_event_ns=ts or self.order.ts_event_ns,
+                client_order_id=self.order.client_order_id,
+                agent_id=self.order.agent_id,
+                symbol=self.order.symbol,
+                status=status,
+                filled_lots=shown,
+                leaves_lots=0 if status.is_final else self.order.qty_lots - shown,
+            )
+        )
+
+    def finish_rejected(
+        self, out: list[ExecutionReport], reason: RejectReason, message: str
+    ) -> None:
+        if self.status.is_final:
+            return
+        self.status = OrderStatus.REJECTED
+        self.unresolved = False
+        out.append(
+            OrderUpdate(
+                ts_event_ns=self.order.ts_event_ns,
+                client_order_id=self.order.client_order_id,
+                agent_id=self.order.agent_id,
+                symbol=self.order.symbol,
+                status=OrderStatus.REJECTED,
+                reason=reason,
+                message=message,
+            )
+        )
+
+
+def cancel_refused(cancel: CancelOrder, status: OrderStatus, agent: str, why: str) -> OrderUpdate:
+    """A refused cancel, shaped like the paper exchange's: the order's current status."""
+    return OrderUpdate(
+        ts_event_ns=cancel.ts_event_ns,
+        client_order_id=cancel.client_order_id,
+        agent_id=agent,
+        symbol=cancel.symbol,
+        status=status,
+        reason=RejectReason.UNKNOWN_ORDER,
+        message=f"cancel rejected: no open order with this id ({why})",
+    )
+
+
+def cancel_unconfirmed(cancel: CancelOrder, tracked: TrackedOrder, message: str) -> OrderUpdate:
+    """A cancel whose outcome the venue never confirmed: the order is still as last known."""
+    return OrderUpdate(
+        ts_event_ns=cancel.ts_event_ns,
+        client_order_id=cancel.client_order_id,
+        agent_id=tracked.order.agent_id,
+        symbol=cancel.symbol,
+        status=tracked.status,
+        filled_lots=tracked.fill_lots,
+        leaves_lots=tracked.order.qty_lots - tracked.fill_lots,
+        reason=RejectReason.EXCHANGE_ERROR,
+        message=message,
+    )
