@@ -1,0 +1,258 @@
+"""Storage and cache figures: sink -> Parquet throughput and flush p99, Parquet compression,
+BigQuery emulator batch 500 vs batch 1, cache get latency per level, cache value compression.
+
+Run:  .venv/bin/python benchmarks/storage_bench.py [--quick] [--no-bq]
+Data: real Binance USDT-M BTCUSDT trades (shared/data), repeated to reach the row counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+import polars as pl
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sapphire.storage import compression  # noqa: E402
+from sapphire.storage.cache import L1Cache  # noqa: E402
+from sapphire.storage.parquet_backend import ParquetBackend  # noqa: E402
+from sapphire.storage.query import read_table  # noqa: E402
+from sapphire.storage.redis_cache import RedisCache  # noqa: E402
+from sapphire.storage.sink import StorageSink  # noqa: E402
+from sapphire.storage.tiered import TieredCache  # noqa: E402
+from tests.storage.conftest import TRADES_CSV, ticks_from_trades  # noqa: E402
+
+SHARED = Path(os.environ.get("SAPPHIRE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def pct(values: list[int] | list[float], q: float) -> float:
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+
+def big_ticks(n: int) -> pl.DataFrame:
+    base = ticks_from_trades(SHARED / TRADES_CSV, 50_000)
+    reps = -(-n // base.height)
+    frame = pl.concat([base] * reps).head(n)
+    return frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("seq"))
+
+
+# ----------------------------------------------------------------------------- sink
+def bench_sink(frame: pl.DataFrame, batch_size: int, submit_rows: int, durable: bool) -> None:
+    with tempfile.TemporaryDirectory() as root:
+        backend = ParquetBackend(root, durable=durable)
+        sink = StorageSink(backend, batch_size=batch_size)
+        flush_ns: list[int] = []
+        orig = backend.commit
+
+        def timed(*a: object, **k: object) -> None:
+            t = time.perf_counter_ns()
+            orig(*a, **k)  # type: ignore[arg-type]
+            flush_ns.append(time.perf_counter_ns() - t)
+
+        backend.commit = timed  # type: ignore[method-assign]
+        t0 = time.perf_counter()
+        for i in range(0, frame.height, submit_rows):
+            sink.submit_frame("ticks", frame[i : i + submit_rows], now_ns=0)
+        sink.flush(0)
+        dt = time.perf_counter() - t0
+        assert read_table(root, "ticks").select(pl.len()).collect().item() == frame.height
+    print(
+        f"  sink->parquet batch={batch_size:>7} submit={submit_rows:>6} durable={durable!s:5}: "
+        f"{frame.height / dt:>12,.0f} rows/s  flushes={len(flush_ns):>5} "
+        f"flush p50={pct(flush_ns, 0.5) / 1e6:7.2f} ms p99={pct(flush_ns, 0.99) / 1e6:7.2f} ms"
+    )
+
+
+def bench_parquet_compression(frame: pl.DataFrame) -> None:
+    print(f"  parquet compression, {frame.height:,} tick rows (write / size / full read):")
+    raw_size = None
+    with tempfile.TemporaryDirectory() as d:  # warm-up: first write pays one-off setup
+        frame.write_parquet(Path(d) / "w.parquet")
+    for codec in ("uncompressed", "snappy", "lz4", "zstd"):
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "x.parquet"
+            writes, reads = [], []
+            for _ in range(5):
+                t = time.perf_counter()
+                frame.write_parquet(path, compression=codec)  # type: ignore[arg-type]
+                writes.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                pl.read_parquet(path)
+                reads.append(time.perf_counter() - t)
+            size = path.stat().st_size
+            raw_size = raw_size or size
+            print(
+                f"    {codec:<13} write {statistics.median(writes) * 1e3:7.1f} ms  "
+                f"size {size / 1e6:7.2f} MB ({size / raw_size:5.1%})  "
+                f"read {statistics.median(reads) * 1e3:6.1f} ms"
+            )
+
+
+# ----------------------------------------------------------------------------- bigquery
+def bench_bigquery(quick: bool) -> None:
+    try:
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import bigquery
+
+        from sapphire.storage.bigquery_backend import BigQueryBackend
+        from sapphire.storage.bq_emulator import start_emulator
+    except ImportError as exc:
+        print(f"  bigquery: skipped ({exc})")
+        return
+    rows = ticks_from_trades(SHARED / TRADES_CSV, 2_000 if quick else 10_000)
+    with start_emulator() as emu:
+        client = bigquery.Client(
+            project=emu.project,
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": emu.endpoint},
+        )
+        for chunk, n in ((500, rows.height), (1, 200 if quick else 500)):
+            backend = BigQueryBackend(
+                client, f"b_{uuid.uuid4().hex[:8]}", tables=["ticks"], chunk_rows=chunk
+            )
+            sink = StorageSink(backend, batch_size=10**9, auto_flush=False)
+            sink.submit_frame("ticks", rows.head(n), now_ns=0)
+            t = time.perf_counter()
+            sink.flush(0)
+            dt = time.perf_counter() - t
+            print(
+                f"  bigquery emulator insertAll batch={chunk:>3}: {n / dt:>9,.0f} rows/s "
+                f"({n} rows, {backend.insert_calls} calls, "
+                f"{dt / backend.insert_calls * 1e3:.1f} ms/call)"
+            )
+
+
+# ----------------------------------------------------------------------------- cache
+def lat(fn: Callable[[], object], n: int) -> list[int]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter_ns()
+        fn()
+        out.append(time.perf_counter_ns() - t)
+    return out
+
+
+def bench_cache(quick: bool) -> None:
+    n = 20_000 if quick else 200_000
+    l1 = L1Cache(clock=time.monotonic_ns)
+    l1.set("k", {"bid": 1, "ask": 2})
+    t = time.perf_counter_ns()
+    for _ in range(n):
+        l1.get("k")
+    per = (time.perf_counter_ns() - t) / n
+    print(f"  L1Cache.get hit (loop mean incl. loop):  {per:7.0f} ns")
+    d = {"k": 1}
+    t = time.perf_counter_ns()
+    for _ in range(n):
+        d.get("k")
+    print(f"    baseline dict.get in the same loop:    {(time.perf_counter_ns() - t) / n:7.0f} ns")
+    tiered = TieredCache(l1)
+    t = time.perf_counter_ns()
+    for _ in range(n):
+        tiered.get("k", lambda k: None)
+    print(f"  TieredCache.get L1 hit (with stats):     {(time.perf_counter_ns() - t) / n:7.0f} ns")
+
+    l2 = RedisCache(prefix=f"bench:{uuid.uuid4().hex[:8]}:")
+    payload = msgspec.msgpack.encode({"bid": 612345, "ask": 612346, "ts": 1_723_161_254_000})
+    if not l2.set("small", payload):
+        print("  L2: Redis at 127.0.0.1:6379 unavailable, skipped")
+        return
+    big = msgspec.msgpack.encode(ticks_from_trades(SHARED / TRADES_CSV, 2_000).to_dicts())
+    l2.set("big", big)
+    m = 2_000 if quick else 10_000
+    small_ns = lat(lambda: l2.get("small"), m)
+    big_ns = lat(lambda: l2.get("big"), m // 5)
+    print(
+        f"  L2 RedisCache.get small: p50 {pct(small_ns, 0.5) / 1e3:6.1f} us  "
+        f"p99 {pct(small_ns, 0.99) / 1e3:6.1f} us"
+    )
+    print(
+        f"  L2 RedisCache.get {len(big) / 1e3:.0f} kB (lz4): p50 {pct(big_ns, 0.5) / 1e3:6.1f} us  "
+        f"p99 {pct(big_ns, 0.99) / 1e3:6.1f} us"
+    )
+
+    with tempfile.TemporaryDirectory() as root:
+        sink = StorageSink(ParquetBackend(root, durable=False), batch_size=10**9, auto_flush=False)
+        sink.submit_frame("ticks", ticks_from_trades(SHARED / TRADES_CSV, 20_000), now_ns=0)
+        sink.flush(0)
+
+        def l3_loader(key: str) -> object:
+            return read_table(root, "ticks").filter(pl.col("seq") == int(key)).collect().to_dicts()
+
+        cache = TieredCache(L1Cache(clock=time.monotonic_ns, max_entries=10), l2)
+        for i in range(200 if quick else 1000):
+            cache.get(str(i), l3_loader)  # L1 miss, L2 miss, L3 load
+        cache.l1.clear()
+        for i in range(200 if quick else 1000):
+            cache.get(str(i), l3_loader)  # L1 miss, L2 hit
+        s = cache.summary()
+        print(
+            f"  tiered: L2 hit p50 {s['l2']['p50_ns'] / 1e3:6.1f} us; "
+            f"L3 parquet load p50 {s['l3']['p50_ns'] / 1e6:6.2f} ms "
+            f"p99 {s['l3']['p99_ns'] / 1e6:6.2f} ms"
+        )
+    l2.clear_prefix()
+
+
+def bench_value_compression() -> None:
+    ticks = ticks_from_trades(SHARED / TRADES_CSV, 2_000)
+    bars = pl.read_csv(
+        SHARED / "ohlcv" / "nautilus_btc-perp_1m_2021-12-31_2022-02-01.csv.gz", n_rows=500
+    )
+    payloads = {
+        "ticks msgpack (2000)": msgspec.msgpack.encode(ticks.to_dicts()),
+        "bars json (500)": bars.write_json().encode(),
+        "ticks msgpack (20)": msgspec.msgpack.encode(ticks.head(20).to_dicts()),
+    }
+    print("  cache value compression (size ratio, compress + decompress time per value):")
+    for name, data in payloads.items():
+        line = f"    {name:<22} raw {len(data):>8,} B |"
+        for codec in ("lz4", "zstd"):
+            packed = compression.pack(data, codec, threshold=0)  # type: ignore[arg-type]
+            reps = 200
+            t = time.perf_counter_ns()
+            for _ in range(reps):
+                compression.pack(data, codec, threshold=0)  # type: ignore[arg-type]
+            c = (time.perf_counter_ns() - t) / reps
+            t = time.perf_counter_ns()
+            for _ in range(reps):
+                compression.unpack(packed)
+            u = (time.perf_counter_ns() - t) / reps
+            line += f" {codec} {len(packed) / len(data):5.1%} {c / 1e3:7.1f}+{u / 1e3:6.1f} us |"
+        print(line)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-bq", action="store_true")
+    args = ap.parse_args()
+    n = 200_000 if args.quick else 2_000_000
+    frame = big_ticks(n)
+    print(f"storage_bench: {n:,} real BTCUSDT tick rows, cpu={os.cpu_count()}")
+    bench_parquet_compression(frame.head(1_000_000))
+    small = frame.head(100_000 if args.quick else 200_000)
+    bench_sink(small, batch_size=500, submit_rows=500, durable=True)
+    bench_sink(small, batch_size=500, submit_rows=500, durable=False)
+    bench_sink(frame, batch_size=100_000, submit_rows=10_000, durable=True)
+    bench_sink(frame, batch_size=500_000, submit_rows=100_000, durable=True)
+    bench_sink(frame, batch_size=500_000, submit_rows=100_000, durable=False)
+    if not args.no_bq:
+        bench_bigquery(args.quick)
+    bench_cache(args.quick)
+    bench_value_compression()
+
+
+if __name__ == "__main__":
+    main()

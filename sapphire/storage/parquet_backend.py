@@ -1,0 +1,183 @@
+"""Embedded Parquet store: a hive-partitioned dataset per table, committed atomically.
+
+Layout under ``root``::
+
+    <table>/date=YYYY-MM-DD/symbol=<url-encoded>/part-<sink>-<flush>.parquet   (visible data)
+    _sapphire/manifest-<sink>.json                                           (commit record)
+    _sapphire/staging-<sink>/<flush>#<table>#date=..#symbol=..#part-...parquet   (in flight)
+
+A flush is a small two-phase commit: (1) every file of the flush is written (and fsynced)
+into its staging folder, invisible to readers; (2) the manifest, holding the flush id and the
+producers' high-water marks, replaces the old one with ``os.replace`` -- this is the commit
+point; (3) staged files are moved into the dataset with ``os.replace``. On start,
+:meth:`ParquetBackend.recover` rolls a staged flush forward if the manifest committed it and
+deletes it otherwise, so the visible rows always equal the manifest's marks.
+
+One sink (``sink_id``) owns one manifest; several sinks may share a root if they write
+disjoint producers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+import polars as pl
+
+from sapphire.storage.sink import CommitState
+
+Compression = Literal["zstd", "lz4", "snappy", "uncompressed"]
+# zstd: 1M real tick rows take 7.0 MB against 15.9 (lz4), 16.9 (snappy) and 25.3 MB (none),
+# for about 2x the write time of lz4 (~0.34 s per 1M rows, still above the sink's 1M rows/s
+# goal); stored bytes are what recordings, backups and uploads pay for. Read-heavy scratch
+# stores can pass compression="lz4".
+DEFAULT_COMPRESSION: Compression = "zstd"
+
+log = logging.getLogger(__name__)
+
+_META = "_sapphire"
+_SEP = "#"
+_NS_PER_DAY = 86_400 * 1_000_000_000
+_EPOCH = date(1970, 1, 1)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` so readers see the old file or the new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    if durable:
+        _fsync_dir(path.parent)
+
+
+def partition_dir(table: str, day: str, symbol: str) -> str:
+    # percent-encoding keeps "BTC/USDT:USDT" one path segment; polars decodes it on scan
+    return f"{table}/date={day}/symbol={quote(symbol, safe='')}"
+
+
+class ParquetBackend:
+    """:class:`~sapphire.storage.sink.SinkBackend` writing Parquet files under ``root``."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        sink_id: str = "sink0",
+        compression: Compression = DEFAULT_COMPRESSION,
+        compression_level: int | None = None,
+        durable: bool = True,
+    ) -> None:
+        if not sink_id or "/" in sink_id or sink_id.startswith("."):
+            raise ValueError(f"sink_id must be a plain name, got {sink_id!r}")
+        self.root = Path(root)
+        self.sink_id = sink_id
+        self.compression: Compression = compression
+        self.compression_level = compression_level
+        self.durable = durable
+        self._meta = self.root / _META
+        self._manifest = self._meta / f"manifest-{sink_id}.json"
+        self._staging = self._meta / f"staging-{sink_id}"
+        self._known_dirs: set[Path] = set()
+        self._unpublished: set[int] = set()
+
+    # ------------------------------------------------------------------ recovery
+    def read_manifest(self) -> CommitState:
+        if not self._manifest.exists():
+            return CommitState()
+        doc = json.loads(self._manifest.read_text())
+        return CommitState(int(doc["flush_id"]), doc["watermarks"])
+
+    def recover(self) -> CommitState:
+        state = self.read_manifest()
+        for flush_id in sorted({self._flush_of(p) for p in self._staged()}):
+            if flush_id <= state.flush_id:
+                self._publish(flush_id)  # committed, not yet moved: roll forward
+            else:
+                for p in self._staged(flush_id):  # never committed: roll back
+                    p.unlink()
+        return state
+
+    def _staged(self, flush_id: int | None = None) -> list[Path]:
+        if not self._staging.is_dir():
+            return []
+        pattern = "*.parquet" if flush_id is None else f"{flush_id:012d}{_SEP}*.parquet"
+        return sorted(self._staging.glob(pattern))
+
+    @staticmethod
+    def _flush_of(staged: Path) -> int:
+        return int(staged.name.split(_SEP, 1)[0])
+
+    # ------------------------------------------------------------------ commit
+    def commit(self, flush_id: int, frames: Mapping[str, pl.DataFrame], state: CommitState) -> None:
+        for committed in sorted(self._unpublished):  # finish earlier commits first
+            self._publish(committed)
+            self._unpublished.discard(committed)
+        self._stage(flush_id, frames)
+        self._write_manifest(state)  # the commit point
+        try:
+            self._publish(flush_id)
+        except OSError as exc:
+            # committed already: reporting failure would make the sink re-commit the same
+            # flush id over these rows; finish the move on the next commit or recovery
+            self._unpublished.add(flush_id)
+            log.warning("parquet: flush %d committed, publishing deferred: %s", flush_id, exc)
+
+    def _stage(self, flush_id: int, frames: Mapping[str, pl.DataFrame]) -> None:
+        for leftover in self._staged(flush_id):  # an earlier failed attempt at this flush id
+            leftover.unlink()
+        self._staging.mkdir(parents=True, exist_ok=True)
+        name = f"part-{self.sink_id}-{flush_id:012d}.parquet"
+        for table, frame in frames.items():
+            if frame.height == 0:
+                continue
+            # an integer day number is ~5x cheaper than formatting a date per row
+            dated = frame.with_columns((pl.col("ts_ns") // _NS_PER_DAY).alias("_day"))
+            for (day, symbol), part in dated.group_by(["_day", "symbol"], maintain_order=True):
+                iso = (_EPOCH + timedelta(days=int(day))).isoformat()
+                rel = f"{partition_dir(table, iso, str(symbol))}/{name}"
+                # flat staging: one folder, the final path folded into the name ('#' never
+                # occurs in a table name, a date or a percent-encoded symbol)
+                target = self._staging / f"{flush_id:012d}{_SEP}{rel.replace('/', _SEP)}"
+                part.drop("_day").write_parquet(
+                    target,
+                    compression=self.compression,
+                    compression_level=self.compression_level,
+                    statistics=True,
+                )
+                if self.durable:
+                    with open(target, "rb") as fh:
+                        os.fsync(fh.fileno())
+        if self.durable:
+            _fsync_dir(self._staging)  # the staged names must survive as long as the manifest
+
+    def _write_manifest(self, state: CommitState) -> None:
+        doc = {"flush_id": state.flush_id, "watermarks": state.watermarks}
+        atomic_write_bytes(self._manifest, json.dumps(doc).encode(), durable=self.durable)
+
+    def _publish(self, flush_id: int) -> None:
+        for staged in self._staged(flush_id):
+            rel = staged.name.split(_SEP, 1)[1].replace(_SEP, "/")
+            final = self.root / rel
+            if final.parent not in self._known_dirs:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                self._known_dirs.add(final.parent)
+            os.replace(staged, final)

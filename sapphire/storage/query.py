@@ -1,0 +1,66 @@
+"""Reading the Parquet store back: lazy scans with partition pruning, and run summaries."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+
+from sapphire.storage.schemas import table_schema
+
+_HIVE = {"date": pl.Date(), "symbol": pl.String()}
+
+
+def read_table(root: str | os.PathLike[str], table: str, run_id: str | None = None) -> pl.LazyFrame:
+    """All committed rows of ``table`` (plus the ``date`` partition column), lazily.
+
+    Filters on ``symbol``/``date`` prune partitions; a table never written yields an empty
+    frame with the table's schema rather than an error.
+    """
+    schema = table_schema(table)
+    base = Path(root) / table
+    if not base.is_dir() or next(base.rglob("*.parquet"), None) is None:
+        empty = pl.DataFrame(schema=schema.polars_schema).with_columns(
+            pl.lit(None, dtype=pl.Date).alias("date")
+        )
+        lf = empty.lazy()
+    else:
+        lf = pl.scan_parquet(
+            str(base / "**" / "*.parquet"),
+            hive_partitioning=True,
+            hive_schema=_HIVE,
+            schema={**schema.polars_schema},
+        )
+    if run_id is not None:
+        lf = lf.filter(pl.col("run_id") == run_id)
+    return lf
+
+
+def decimal_column(name: str, scale: int = 18) -> pl.Expr:
+    """A cash column (stored as exact strings) as a polars Decimal for aggregation."""
+    return pl.col(name).cast(pl.Decimal(38, scale)).alias(name)
+
+
+def run_summary(root: str | os.PathLike[str], run_id: str, tables: list[str]) -> pl.DataFrame:
+    """Row count, symbols and time span of ``run_id`` in each of ``tables``."""
+    parts = []
+    for table in tables:
+        agg = (
+            read_table(root, table, run_id)
+            .select(
+                pl.lit(table).alias("table"),
+                pl.len().alias("rows"),
+                pl.col("symbol").n_unique().alias("symbols"),
+                pl.col("ts_ns").min().alias("first_ts_ns"),
+                pl.col("ts_ns").max().alias("last_ts_ns"),
+            )
+            .collect()
+        )
+        parts.append(agg)
+    return pl.concat(parts) if parts else pl.DataFrame()
+
+
+def list_runs(root: str | os.PathLike[str], table: str) -> list[str]:
+    runs = read_table(root, table).select(pl.col("run_id").unique().sort()).collect()
+    return [str(r) for r in runs["run_id"].to_list()]

@@ -1,0 +1,202 @@
+"""The cache hierarchy: L1 (in-process) -> L2 (Redis) -> L3 (the loader, e.g. the store).
+
+Reads go down the levels and fill the upper ones on the way back. Stampede protection: for
+one key only one loader runs at a time -- concurrent threads wait on the leader's result
+(:meth:`TieredCache.get`), concurrent coroutines await the leader's future
+(:meth:`TieredCache.aget`). A thread and a coroutine asking for the same key at the same
+instant may each load once; each side alone never loads twice.
+
+Redis failures never surface here: :class:`~sapphire.storage.redis_cache.RedisCache` turns
+them into misses, and the hierarchy carries on with L1 + L3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from sapphire.storage.cache import MISS, L1Cache, LevelStats
+from sapphire.storage.redis_cache import RedisCache
+
+log = logging.getLogger(__name__)
+
+_L1_SAMPLE_MASK = 63
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder()
+
+
+def _default_encode(value: Any) -> bytes:
+    return _encoder.encode(value)
+
+
+def _default_decode(data: bytes) -> Any:
+    return _decoder.decode(data)
+
+
+class _Flight:
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class TieredCache:
+    """Read-through cache over L1, an optional L2 and the caller's loader.
+
+    ``timer`` only measures latencies for the stats; it does not affect what is returned.
+    """
+
+    def __init__(
+        self,
+        l1: L1Cache,
+        l2: RedisCache | None = None,
+        *,
+        encode: Callable[[Any], bytes] = _default_encode,
+        decode: Callable[[bytes], Any] = _default_decode,
+        timer: Callable[[], int] = time.perf_counter_ns,
+    ) -> None:
+        self.l1 = l1
+        self.l2 = l2
+        self._encode = encode
+        self._decode = decode
+        self._timer = timer
+        self.stats = {"l1": LevelStats(), "l2": LevelStats(), "l3": LevelStats()}
+        self._l1_stats = self.stats["l1"]
+        self._l1_calls = 0
+        self.loads = 0
+        self._lock = threading.Lock()
+        self._flights: dict[str, _Flight] = {}
+        self._aflights: dict[tuple[int, str], asyncio.Future[Any]] = {}
+
+    # ------------------------------------------------------------------ levels
+    def _from_l1(self, key: str) -> Any:
+        self._l1_calls += 1
+        if self._l1_calls & _L1_SAMPLE_MASK:
+            # L1 is sub-microsecond: timing every call would double its cost, so only one
+            # call in 64 is timed; hits and misses are always counted.
+            value = self.l1.get(key)
+            if value is MISS:
+                self._l1_stats.misses += 1
+            else:
+                self._l1_stats.hits += 1
+            return value
+        t0 = self._timer()
+        value = self.l1.get(key)
+        self._l1_stats.record(value is not MISS, self._timer() - t0)
+        return value
+
+    def _from_l2(self, key: str) -> Any:
+        if self.l2 is None:
+            return MISS
+        t0 = self._timer()
+        raw = self.l2.get(key)
+        value: Any = MISS
+        if raw is not None:
+            try:
+                value = self._decode(raw)
+            except (msgspec.DecodeError, ValueError, TypeError) as exc:
+                self.stats["l2"].errors += 1
+                log.warning("cache: undecodable L2 value for %r dropped: %s", key, exc)
+        self.stats["l2"].record(value is not MISS, self._timer() - t0)
+        if value is not MISS:
+            self.l1.set(key, value)
+        return value
+
+    def _store(self, key: str, value: Any) -> None:
+        self.l1.set(key, value)
+        if self.l2 is not None:
+            self.l2.set(key, self._encode(value))
+
+    def _load_sync(self, key: str, loader: Callable[[str], Any]) -> Any:
+        value = self._from_l2(key)
+        if value is not MISS:
+            return value
+        t0 = self._timer()
+        self.loads += 1
+        try:
+            value = loader(key)
+        except BaseException:
+            self.stats["l3"].errors += 1
+            raise
+        self.stats["l3"].record(True, self._timer() - t0)
+        self._store(key, value)
+        return value
+
+    # ------------------------------------------------------------------ public
+    def get(self, key: str, loader: Callable[[str], Any]) -> Any:
+        """The value of ``key``; on a miss at every level, ``loader(key)`` runs once."""
+        value = self._from_l1(key)
+        if value is not MISS:
+            return value
+        with self._lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.value
+        try:
+            flight.value = self._load_sync(key, loader)
+            return flight.value
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._flights[key]
+            flight.done.set()
+
+    async def aget(self, key: str, loader: Callable[[str], Awaitable[Any]]) -> Any:
+        """Async :meth:`get`: concurrent coroutines share one ``await loader(key)``."""
+        value = self._from_l1(key)
+        if value is not MISS:
+            return value
+        loop = asyncio.get_running_loop()
+        fkey = (id(loop), key)
+        pending = self._aflights.get(fkey)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._aflights[fkey] = fut
+        try:
+            value = self._from_l2(key)
+            if value is MISS:
+                t0 = self._timer()
+                self.loads += 1
+                try:
+                    value = await loader(key)
+                except BaseException:
+                    self.stats["l3"].errors += 1
+                    raise
+                self.stats["l3"].record(True, self._timer() - t0)
+                self._store(key, value)
+            fut.set_result(value)
+            return value
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved: waiters may not exist
+            raise
+        finally:
+            del self._aflights[fkey]
+
+    def set(self, key: str, value: Any) -> None:
+        self._store(key, value)
+
+    def invalidate(self, key: str) -> None:
+        self.l1.delete(key)
+        if self.l2 is not None:
+            self.l2.delete(key)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        return {level: s.summary() for level, s in self.stats.items()}

@@ -1,0 +1,211 @@
+"""The BigQuery backend through the real client against bqemulator (started once per session)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import requests
+
+pytest.importorskip("bqemulator")
+
+from google.api_core import exceptions as gexc
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
+
+from sapphire.storage.bigquery_backend import BigQueryBackend, with_backoff
+from sapphire.storage.bq_emulator import Emulator, free_port
+from sapphire.storage.schemas import SchemaMismatchError
+from sapphire.storage.sink import StorageSink
+from tests.storage.conftest import ticks_from_trades
+
+
+class SimulatedCrash(BaseException):
+    pass
+
+
+def make_client(endpoint: str, project: str = "test") -> bigquery.Client:
+    return bigquery.Client(
+        project=project,
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options={"api_endpoint": endpoint},
+    )
+
+
+@pytest.fixture
+def client(bq_emulator: Emulator) -> bigquery.Client:
+    return make_client(bq_emulator.endpoint, bq_emulator.project)
+
+
+def dataset() -> str:
+    return f"t_{uuid.uuid4().hex[:10]}"
+
+
+def stored(client: bigquery.Client, table_id: str) -> list[tuple[Any, ...]]:
+    sql = f"SELECT * EXCEPT(ts) FROM `{table_id}` ORDER BY producer_id, seq"
+    return [tuple(r.values()) for r in client.query(sql).result()]
+
+
+def two_producers(trades_path: Path, n: int) -> list[pl.DataFrame]:
+    a = ticks_from_trades(trades_path, n)
+    b = a.with_columns(pl.lit("md-1").alias("producer_id"))
+    step = 150
+    return [f[i : i + step] for i in range(0, n, step) for f in (a, b)]
+
+
+@pytest.mark.slow
+def test_tables_are_day_partitioned_and_clustered(client: bigquery.Client) -> None:
+    backend = BigQueryBackend(client, dataset(), tables=["fills", "ticks"])
+    backend.ensure_schema()
+    t = client.get_table(backend.table_id("fills"))
+    assert t.time_partitioning.type_ == "DAY" and t.time_partitioning.field == "ts"
+    assert t.clustering_fields == ["symbol", "agent_id"]
+    assert {f.name for f in t.schema} >= {"ts", "ts_ns", "producer_id", "seq", "fee_quote"}
+    backend.ensure_schema()  # idempotent on a matching table
+
+
+@pytest.mark.slow
+def test_existing_table_with_other_schema_is_refused(client: bigquery.Client) -> None:
+    ds = dataset()
+    client.create_dataset(f"{client.project}.{ds}")
+    client.create_table(
+        bigquery.Table(
+            f"{client.project}.{ds}.fills",
+            schema=[
+                bigquery.SchemaField("ts", "TIMESTAMP"),
+                bigquery.SchemaField("fee_quote", "FLOAT64"),
+                bigquery.SchemaField("legacy", "STRING"),
+            ],
+        )
+    )
+    with pytest.raises(
+        SchemaMismatchError,
+        match=r"fills.*missing=.*seq.*extra=\['legacy'\].*fee_quote: expected STRING, got FLOAT64",
+    ):
+        BigQueryBackend(client, ds, tables=["fills"]).ensure_schema()
+
+
+@pytest.mark.slow
+def test_crash_mid_flush_restart_replay_equals_no_fault(
+    client: bigquery.Client, trades_path: Path
+) -> None:
+    batches = two_producers(trades_path, 900)
+
+    clean = BigQueryBackend(client, dataset(), tables=["ticks"], chunk_rows=100)
+    sink = StorageSink(clean, batch_size=500)
+    for b in batches:
+        sink.submit_frame("ticks", b, now_ns=0)
+    sink.flush(0)
+    want = stored(client, clean.table_id("ticks"))
+    assert len(want) == 1800
+
+    class Crashing(BigQueryBackend):
+        chunks = 0
+
+        def _insert_chunk(self, name: str, rows: list[dict[str, Any]], ids: list[str]) -> None:
+            Crashing.chunks += 1
+            if Crashing.chunks == 8:  # 2nd flush (chunks 7..12): one chunk landed, then death
+                raise SimulatedCrash
+            super()._insert_chunk(name, rows, ids)
+
+    ds = dataset()
+    faulty = StorageSink(Crashing(client, ds, tables=["ticks"], chunk_rows=100), batch_size=500)
+    with pytest.raises(SimulatedCrash):
+        for b in batches:
+            faulty.submit_frame("ticks", b, now_ns=0)
+    del faulty
+
+    backend = BigQueryBackend(client, ds, tables=["ticks"], chunk_rows=100)
+    restarted = StorageSink(backend, batch_size=500)
+    marks = restarted.committed()["ticks"]
+    # flush 1 held seq 0..299 of both producers; flush 2 sorted by producer landed 300..399
+    # of md-0 only: the store holds a prefix per producer, and MAX(seq) says where it ends
+    assert marks == {"md-0": 399, "md-1": 299}
+    for b in batches:  # producers replay everything unacknowledged (here: everything)
+        restarted.submit_frame("ticks", b, now_ns=0)
+    restarted.flush(0)
+    assert stored(client, backend.table_id("ticks")) == want
+
+
+@pytest.mark.slow
+def test_round_trip_values_and_insert_ids(client: bigquery.Client, trades_path: Path) -> None:
+    ticks = ticks_from_trades(trades_path, 120)
+    backend = BigQueryBackend(client, dataset(), tables=["ticks"])
+    sink = StorageSink(backend, batch_size=500)
+    sink.submit_frame("ticks", ticks, now_ns=0)
+    assert sink.flush(0) == 120 and backend.insert_calls == 1
+    sql = f"SELECT ts, price_ticks, side, bid_ticks FROM `{backend.table_id('ticks')}` ORDER BY seq"
+    rows = list(client.query(sql).result())
+    assert [r["price_ticks"] for r in rows] == ticks["price_ticks"].to_list()
+    assert [r["side"] for r in rows] == ticks["side"].to_list()
+    assert all(r["bid_ticks"] is None for r in rows)
+    assert int(rows[0]["ts"].timestamp() * 1000) == ticks["ts_ns"][0] // 1_000_000
+
+
+def test_backoff_retries_transient_errors_exponentially() -> None:
+    sleeps: list[float] = []
+    unavailable = gexc.ServiceUnavailable("x")  # type: ignore[no-untyped-call]
+    attempts = iter([unavailable, requests.ConnectionError("y"), None])
+
+    def flaky() -> str:
+        exc = next(attempts)
+        if exc is not None:
+            raise exc
+        return "ok"
+
+    assert with_backoff(flaky, initial_s=0.2, max_s=0.3, sleep=sleeps.append) == "ok"
+    assert sleeps == [0.2, 0.3]
+    bad = gexc.BadRequest("no")  # type: ignore[no-untyped-call]
+
+    def refused() -> None:
+        raise bad
+
+    with pytest.raises(gexc.BadRequest):
+        with_backoff(refused, sleep=sleeps.append)
+    assert len(sleeps) == 2  # a non-transient error is not retried
+
+
+def test_unreachable_bigquery_fails_recovery_after_bounded_retries() -> None:
+    sleeps: list[float] = []
+    dead = make_client(f"http://127.0.0.1:{free_port()}")
+    backend = BigQueryBackend(dead, "ds", tables=["ticks"], max_attempts=3, sleep=sleeps.append)
+    with pytest.raises(requests.ConnectionError):
+        StorageSink(backend)  # without the store's state there is no safe place to resume
+    assert sleeps == [0.2, 0.4]
+
+
+@pytest.mark.slow
+def test_outage_during_flush_keeps_rows_until_bigquery_returns(
+    client: bigquery.Client, trades_path: Path
+) -> None:
+    sleeps: list[float] = []
+    backend = BigQueryBackend(
+        client, dataset(), tables=["ticks"], max_attempts=2, sleep=sleeps.append
+    )
+    sink = StorageSink(backend, batch_size=500)
+    backend.client = make_client(f"http://127.0.0.1:{free_port()}")  # the endpoint goes away
+    ticks = ticks_from_trades(trades_path, 600)
+    assert sink.submit_frame("ticks", ticks, now_ns=0).flushed == 0
+    assert sink.buffered == 600 and sink.stats.flush_errors == 1 and sleeps == [0.2]
+    assert "ConnectionError" in sink.stats.last_error
+    backend.client = client  # it is back
+    assert sink.flush(1) == 600
+    assert [r[5] for r in stored(client, backend.table_id("ticks"))] == list(range(600))
+
+
+@pytest.mark.slow
+def test_malformed_rows_are_rejected_before_bigquery_and_valid_ones_land(
+    client: bigquery.Client, trades_path: Path
+) -> None:
+    rows = ticks_from_trades(trades_path, 3).to_dicts()
+    bad = {**rows[1], "price_ticks": "61234.5"}  # a float-ish string where ticks belong
+    backend = BigQueryBackend(client, dataset(), tables=["ticks"])
+    sink = StorageSink(backend, batch_size=500)
+    result = sink.submit("ticks", [rows[0], bad, rows[2]], now_ns=0)
+    assert result.accepted == 2 and [r.index for r in result.rejected] == [1]
+    assert "price_ticks" in result.rejected[0].reason
+    assert sink.flush(0) == 2
+    assert [r[5] for r in stored(client, backend.table_id("ticks"))] == [0, 2]

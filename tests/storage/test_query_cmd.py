@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from sapphire.cli import query_cmd
+from sapphire.storage.parquet_backend import ParquetBackend
+from sapphire.storage.sink import StorageSink
+from tests.storage.conftest import ticks_from_trades
+
+
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    query_cmd.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["query", *argv])
+    result: int = args.handler(args)
+    return result
+
+
+def test_query_prints_one_runs_rows(
+    tmp_path: Path, trades_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sink = StorageSink(ParquetBackend(tmp_path), batch_size=10_000)
+    sink.submit_frame("ticks", ticks_from_trades(trades_path, 30, run_id="run-a"), now_ns=0)
+    sink.submit_frame(
+        "ticks", ticks_from_trades(trades_path, 20, run_id="run-b", producer_id="x"), now_ns=0
+    )
+    sink.flush(0)
+    assert (
+        run_cli(
+            [
+                "run-a",
+                "--table",
+                "ticks",
+                "--root",
+                str(tmp_path),
+                "--format",
+                "csv",
+                "--limit",
+                "0",
+            ]
+        )
+        == 0
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 31 and lines[0].startswith("ts_ns,symbol,agent_id,run_id")
+    assert all(",run-a," in line for line in lines[1:])
+    assert run_cli(["run-b", "--root", str(tmp_path), "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    assert '"table":"ticks","rows":20' in out and '"table":"fills","rows":0' in out
+
+
+def test_query_unknown_table_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(["r", "--table", "trades", "--root", str(tmp_path)]) == 2
+    assert "unknown table 'trades'" in capsys.readouterr().err
