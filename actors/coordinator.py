@@ -69,6 +69,7 @@ class CoordinatorActor:
         self._sink_incarnation = ""
         self._inflight: Any = None
         self._resend_all = False
+        self._agents_ready = False
         self._store = make_store(checkpoint_location)
         self._stepper: AsyncStepper[dict[str, Any]] = AsyncStepper(
             self._store, "coordinator", self._snapshot, self._restore
@@ -121,7 +122,7 @@ class CoordinatorActor:
         commands = encode_messages(list(result.commands))
         clock.lap("risk")
         reports_data = await self.execution.step.remote(step, events_ref, commands, now_ns)
-        reports = decode_messages(reports_data)
+        reports = self.core.new_reports(decode_messages(reports_data))
         clock.lap("exchange_ack")
         self.rows.add_step(events, self.pending_reports, outputs, result, self.core, now_ns)
         self.pending_reports = reports
@@ -147,7 +148,21 @@ class CoordinatorActor:
             "stage_s": clock.laps,
         }
 
+    async def _wait_for_agents(self) -> None:
+        """An agent's first call includes starting its worker process, which can take far
+        longer than a step on a busy machine: wait for that once, before timing steps."""
+        if self._agents_ready:
+            return
+        pending = [a for a in sorted(self.agents) if a not in self.quarantined]
+        for agent_id in pending:
+            try:
+                await asyncio.wait_for(_await(self.agents[agent_id].stats.remote()), 300)
+            except (TimeoutError, ray.exceptions.RayError) as exc:
+                self.quarantined[agent_id] = f"did not start: {type(exc).__name__}"
+        self._agents_ready = True
+
     async def _run_agents(self, step: int, events_ref: Any) -> dict[str, Sequence[Any]]:
+        await self._wait_for_agents()
         by_agent: dict[str, list[Any]] = {a: [] for a in self.agents}
         for report in self.pending_reports:
             if report.agent_id in by_agent:

@@ -19,6 +19,7 @@ from actors import wiring
 from actors.agent import AgentActor
 from actors.coordinator import CoordinatorActor
 from actors.execution import ExecutionActor
+from actors.live_execution import LiveExecutionActor
 from actors.market_data import MarketDataActor
 from actors.storage_sink import StorageSinkActor
 from sapphire.config.system import SystemConfig
@@ -88,7 +89,8 @@ def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
         checkpoint_location,
         config.data.max_events,
     )
-    execution = ExecutionActor.options(**core("execution")).remote(
+    execution_cls = LiveExecutionActor if config.exchange.kind == "ccxt" else ExecutionActor
+    execution = execution_cls.options(**core("execution")).remote(
         wiring.gateway_builder(config.exchange, instruments), checkpoint_location
     )
     sink = StorageSinkActor.options(**core("storage-sink")).remote(

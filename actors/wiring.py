@@ -17,6 +17,7 @@ from sapphire.config.system import AgentSpec, DataConfig, ExchangeConfig, Storag
 from sapphire.data import replay, sample
 from sapphire.data.instruments import load_instrument_file
 from sapphire.data.registry import open_stream
+from sapphire.exchange.ccxt_gateway import CcxtGatewayConfig
 from sapphire.exchange.config import PaperExchangeConfig
 from sapphire.exchange.gateway import ExecutionGateway
 from sapphire.exchange.paper import PaperExchange
@@ -106,14 +107,29 @@ def gateway_builder(
     if exchange.factory:
         factory = _import(exchange.factory)
         return partial(factory, exchange, instruments)
-    if exchange.kind != "paper":
-        raise WiringError(f"exchange kind {exchange.kind!r} is not wired into the actor system yet")
+    if exchange.kind == "ccxt":
+        return live_gateway_builder(exchange)
     raw: dict[str, Any] = {"instruments": list(instruments.values()), **exchange.params}
     try:
         config = msgspec.convert(raw, PaperExchangeConfig, from_attributes=True)
     except (msgspec.ValidationError, ValueError) as exc:
         raise WiringError(f"exchange.params: {exc}") from None
     return partial(_build_paper, config)
+
+
+def _build_ccxt(config: CcxtGatewayConfig) -> Any:
+    from sapphire.exchange.ccxt_gateway import CcxtExchange
+
+    # credentials come from the environment (or secret files) of the worker, never the config
+    return CcxtExchange(config)
+
+
+def live_gateway_builder(exchange: ExchangeConfig) -> Callable[[], Any]:
+    try:
+        config = msgspec.convert(exchange.params, CcxtGatewayConfig)
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise WiringError(f"exchange.params (ccxt): {exc}") from None
+    return partial(_build_ccxt, config)
 
 
 def _build_parquet(root: str, run_id: str) -> Any:

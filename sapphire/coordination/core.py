@@ -62,6 +62,23 @@ class CoordinatorCore:
         self._kill_requested = ""
         self._quoted: set[str] = set()
 
+    def new_reports(
+        self, reports: Iterable[OrderUpdate | OrderFilled]
+    ) -> list[OrderUpdate | OrderFilled]:
+        """Reports not seen before (by fill id, or updates of orders not yet final), in
+        order, without applying them; duplicates inside the batch are dropped too."""
+        fresh: list[OrderUpdate | OrderFilled] = []
+        fill_ids: set[str] = set()
+        for report in reports:
+            if not self.journal.is_new(report):
+                continue
+            if isinstance(report, OrderFilled):
+                if report.fill_id in fill_ids:
+                    continue
+                fill_ids.add(report.fill_id)
+            fresh.append(report)
+        return fresh
+
     def request_kill(self, reason: str) -> None:
         """Trip the switch at the start of the next step (from an operator or a monitor)."""
         self._kill_requested = reason or "manual"

@@ -52,6 +52,16 @@ class OrderJournal:
         self._open_lots[key] = self._open_lots.get(key, 0) + order.qty_lots
         return True
 
+    def is_new(self, report: OrderUpdate | OrderFilled) -> bool:
+        """Whether ``apply`` would change anything: a live venue reconciled after a
+        reconnect reports fills again, and agents must not count them twice."""
+        entry = self.entries.get(report.client_order_id)
+        if entry is None:
+            return False
+        if isinstance(report, OrderFilled):
+            return report.fill_id not in self._seen_fills
+        return not entry.status.is_final
+
     def apply(self, report: OrderUpdate | OrderFilled) -> bool:
         """Apply a report; False when it was a duplicate or for an unknown order."""
         entry = self.entries.get(report.client_order_id)

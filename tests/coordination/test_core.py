@@ -148,3 +148,22 @@ def test_snapshot_restore_continues_identically() -> None:
     clone.restore(c.snapshot())
     nxt = {"a": [buy("a", 2)], "b": [buy("b", 1, qty=10**9)]}
     assert c.step([], [], nxt, 3) == clone.step([], [], nxt, 3)
+
+
+def test_new_reports_drops_fills_seen_before_and_repeats_within_a_batch() -> None:
+    c = core()
+    order = c.step([QUOTE], [], {"a": [buy("a", 1)]}, 2).commands[0]
+    assert isinstance(order, SubmitOrder)
+    first = filled(order, 599_990, "x1")
+    assert c.new_reports([first, first]) == [first]
+    c.step([], [first], {}, 3)
+    assert c.new_reports([first]) == []  # a venue re-reporting after reconcile
+    late = OrderUpdate(
+        ts_event_ns=4,
+        client_order_id="a-1",
+        agent_id="a",
+        symbol="BTCUSDT",
+        status=OrderStatus.ACCEPTED,
+        leaves_lots=0,
+    )
+    assert c.new_reports([late]) == []  # the order is already final
