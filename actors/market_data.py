@@ -41,13 +41,15 @@ class MarketDataActor:
         consumed, last_ns = data.decode().split(",")
         self._consumed, self._last_ns = int(consumed), int(last_ns)
 
-    def _events(self) -> Iterator[AnyMarketEvent]:
-        if self._stream is None:
-            # After a restart the replay is reopened and fast-forwarded: recorded streams
-            # are deterministic, so the same events follow.
+    def _source(self) -> Any:
+        if self._feed is None:
             self._feed = self._open_stream()
-            self._stream = itertools.islice(iter(self._feed), self._consumed, None)
-        return self._stream
+            if not hasattr(self._feed, "take"):
+                # After a restart a replay is reopened and fast-forwarded: recorded streams
+                # are deterministic, so the same events follow. A live feed (``take``) is
+                # never fast-forwarded: it continues from now.
+                self._stream = itertools.islice(iter(self._feed), self._consumed, None)
+        return self._feed
 
     def get_batch(self, step: int) -> tuple[bytes, int, int, bool]:
         return self._stepper.run(step, self._next_batch)
@@ -56,13 +58,18 @@ class MarketDataActor:
         limit = self._batch_events
         if self._max_events is not None:
             limit = max(0, min(limit, self._max_events - self._consumed))
-        events = list(itertools.islice(self._events(), limit))
+        feed = self._source()
+        live = hasattr(feed, "take")
+        if live:
+            events = feed.take(limit)
+        else:
+            assert self._stream is not None
+            events = list(itertools.islice(self._stream, limit))
         self._consumed += len(events)
         if events:
             self._last_ns = max(self._last_ns, events[-1].ts_recv_ns or events[-1].ts_event_ns)
-        done = len(events) < self._batch_events or (
-            self._max_events is not None and self._consumed >= self._max_events
-        )
+        capped = self._max_events is not None and self._consumed >= self._max_events
+        done = capped or (not live and len(events) < self._batch_events)
         return encode_events(events), self._last_ns, len(events), done
 
     def stats(self) -> dict[str, Any]:

@@ -32,6 +32,8 @@ class WiringError(ValueError):
 def data_files(data: DataConfig) -> list[Path]:
     if data.source == "sample":
         return sample.event_files()
+    if data.source == "ccxt":
+        return []
     return [Path(f) for f in data.files]
 
 
@@ -73,7 +75,15 @@ def _open(files: list[Path], instruments: dict[str, Instrument], order_by: str) 
     return ReplayFeed(files, instruments, order_by)
 
 
-def stream_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Callable[[], ReplayFeed]:
+def _open_live(data: DataConfig, instruments: dict[str, Instrument]) -> Any:
+    from actors.live_feed import LiveFeed
+
+    return LiveFeed(data.live, instruments)
+
+
+def stream_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Callable[[], Any]:
+    if data.source == "ccxt":
+        return partial(_open_live, data, instruments)
     return partial(_open, data_files(data), instruments, data.order_by)
 
 

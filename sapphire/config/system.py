@@ -21,10 +21,33 @@ class ConfigError(ValueError):
     """A config file that cannot be used; the message names the file and the field."""
 
 
-class DataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Where market events come from. ``source: sample`` is the bundled BTCUSDT slice."""
+def _spot_only() -> dict[str, Any]:
+    # ccxt's binance would otherwise load futures and margin markets too
+    return {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}
 
-    source: Literal["sample", "files"] = "sample"
+
+class LiveDataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Live market data through ccxt.pro websockets (public streams: no credentials).
+
+    ``queue_size`` bounds the events waiting for the next batch; beyond it the oldest ticks
+    are conflated away and counted. ``max_wait_s`` is how long a step waits for a first event.
+    """
+
+    exchange_id: str = "binance"
+    api_urls: dict[str, Any] = msgspec.field(default_factory=dict)
+    options: dict[str, Any] = msgspec.field(default_factory=_spot_only)
+    books: bool = False
+    book_depth: PositiveInt = 20
+    queue_size: PositiveInt = 100_000
+    max_wait_s: NonNegFloat = 1.0
+
+
+class DataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where market events come from. ``source: sample`` is the bundled BTCUSDT slice;
+    ``ccxt`` streams live (``live``), with instruments from ``instrument_files``."""
+
+    source: Literal["sample", "files", "ccxt"] = "sample"
+    live: LiveDataConfig = LiveDataConfig()
     files: tuple[str, ...] = ()
     instrument_files: tuple[str, ...] = ()
     order_by: Literal["ts_event_ns", "ts_recv_ns"] = "ts_recv_ns"

@@ -5,10 +5,9 @@ and nothing is placed twice."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,42 +21,16 @@ from actors.system import SystemHandles, drive, finish, shutdown_system, start_s
 from sapphire.config.system import parse_config
 from sapphire.data import sample
 from sapphire.data.instruments import instrument_json, load_exchange_info
-from sapphire.exchange.binance_double import BinanceDouble
 from sapphire.exchange.binance_venue import BinanceVenue
 from sapphire.exchange.config import PaperExchangeBuilder
+from tests.actors.double_thread import API_KEY, DoubleThread
 
 pytestmark = pytest.mark.slow
 
-API_KEY = "live-test-key-42"
 SECRET = "live-test-secret-never-printed"
 PREFIX = "SAPPHIRE_LIVE_TEST"
 BATCH = 1000
 MAX_EVENTS = 20_000
-
-
-class DoubleThread:
-    """The venue double on its own event loop in a thread (as a remote venue would be)."""
-
-    def __init__(self, venue: BinanceVenue) -> None:
-        self.venue = venue
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.double = self._run(BinanceDouble(venue, api_key=API_KEY).start())
-
-    def _run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
-
-    def feed(self, events: list[Any]) -> None:
-        async def apply() -> None:
-            self.venue.feed(events)
-
-        self._run(apply())
-
-    def stop(self) -> None:
-        self._run(self.double.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +159,66 @@ def result_rows(store: Path, run_id: str) -> list[dict[str, Any]]:
 
     frame = read_table(store, "orders", run_id).collect().sort("seq")
     return list(msgspec.to_builtins(frame.to_dicts()))
+
+
+def test_live_market_data_reaches_agents_and_the_store_once(
+    ray_live: None, shared_data: Path, tmp_path: Path
+) -> None:
+    import ccxt.pro
+
+    from sapphire.data.registry import open_stream
+    from sapphire.model import Trade
+
+    info_path = shared_data / "exchange" / "basana_binance_exchangeInfo_BTCUSDT.json"
+    inst = load_exchange_info(info_path)["BTCUSDT"]
+    inst_file = tmp_path / "btcusdt-spot.json"
+    inst_file.write_bytes(instrument_json(inst))
+    builder = PaperExchangeBuilder().instrument(inst).balance("USDT", "100000")
+    venue = BinanceVenue(builder.balance("BTC", "1").config(), json.loads(info_path.read_text()))
+    double = DoubleThread(venue)
+    trades = [e for e in open_stream(sample.sample_paths().trades, inst) if isinstance(e, Trade)]
+    trades = trades[:150]
+    urls = double.double.ccxt_urls(ccxt.pro.binance().urls["api"])
+    config = parse_config(
+        {
+            "data": {
+                "source": "ccxt",
+                "instrument_files": [str(inst_file)],
+                "live": {"api_urls": urls, "max_wait_s": 0.5},
+                "batch_events": 50,
+                "max_events": len(trades),
+            },
+            "agents": [
+                {
+                    "id": "mom",
+                    "kind": "momentum",
+                    "symbol": "BTCUSDT",
+                    "params": {"order_lots": 300, "fast_span": 3, "slow_span": 10},
+                }
+            ],
+            "exchange": {
+                "kind": "ccxt",
+                "params": {"credentials_prefix": PREFIX, "api_urls": urls, "rate_limit_ms": 1},
+            },
+            "storage": {"root": str(tmp_path / "runs"), "flush_interval_s": 0.2},
+        }
+    )
+    handles = start_system(config, "live-data")
+    try:
+        step = drive(handles, max_steps=1)  # connects the feed (nothing published yet)
+        deadline = 100
+        while double.subscribers("btcusdt@trade") == 0 and deadline:
+            time.sleep(0.1)
+            deadline -= 1
+        double.publish_trades(inst, trades)
+        step = drive(handles, start_step=step, max_steps=40)
+        result = finish(handles, step, 0.0)
+        feed_stats = ray.get(handles.market_data.stats.remote())
+    finally:
+        shutdown_system(handles)
+        double.stop()
+    assert result.summary["counters"]["events"] == len(trades), feed_stats
+    from sapphire.storage.query import read_table
+
+    ticks = read_table(tmp_path / "runs" / "store", "ticks", "live-data").collect().sort("seq")
+    assert ticks["trade_id"].to_list() == [t.trade_id for t in trades]

@@ -1,0 +1,82 @@
+"""Live market data through real ccxt.pro websockets from the local Binance double: every
+published trade arrives once and in order; a slow consumer gets the newest ticks and a
+count of the conflated ones."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.live_feed import LiveFeed
+from sapphire.config.system import LiveDataConfig
+from sapphire.data import sample
+from sapphire.data.instruments import load_exchange_info
+from sapphire.data.registry import open_stream
+from sapphire.exchange.binance_venue import BinanceVenue
+from sapphire.exchange.config import PaperExchangeBuilder
+from sapphire.model import Instrument, Trade
+from tests.actors.double_thread import DoubleThread
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def venue_and_trades(shared_data: Path) -> Iterator[tuple[DoubleThread, Instrument, list[Trade]]]:
+    info_path = shared_data / "exchange" / "basana_binance_exchangeInfo_BTCUSDT.json"
+    inst = load_exchange_info(info_path)["BTCUSDT"]
+    config = PaperExchangeBuilder().instrument(inst).balance("USDT", "1000").config()
+    double = DoubleThread(BinanceVenue(config, json.loads(info_path.read_text())))
+    trades = [e for e in open_stream(sample.sample_paths().trades, inst) if isinstance(e, Trade)]
+    yield double, inst, trades[:200]
+    double.stop()
+
+
+def _live_config(double: DoubleThread, queue_size: int) -> LiveDataConfig:
+    import ccxt.pro
+
+    urls: dict[str, Any] = ccxt.pro.binance().urls["api"]  # REST and websocket hosts
+    return LiveDataConfig(
+        api_urls=double.double.ccxt_urls(urls), queue_size=queue_size, max_wait_s=0.2
+    )
+
+
+def _wait(condition: Any, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_every_published_trade_arrives_once_in_order(
+    venue_and_trades: tuple[DoubleThread, Instrument, list[Trade]],
+) -> None:
+    double, inst, trades = venue_and_trades
+    feed = LiveFeed(_live_config(double, 10_000), {inst.symbol: inst})
+    _wait(lambda: double.subscribers("btcusdt@trade") > 0)
+    double.publish_trades(inst, trades)
+    got: list[Any] = []
+    _wait(lambda: bool(got.extend(feed.take(1000))) or len(got) >= len(trades))
+    assert [t.trade_id for t in got] == [t.trade_id for t in trades]
+    assert [t.price_ticks for t in got] == [t.price_ticks for t in trades]
+    assert all(t.ts_recv_ns > 0 for t in got)
+    assert feed.rejected() == {"conflated": 0, "stream_errors": 0}
+    feed.close()
+
+
+def test_a_slow_consumer_gets_the_newest_ticks_and_a_conflation_count(
+    venue_and_trades: tuple[DoubleThread, Instrument, list[Trade]],
+) -> None:
+    double, inst, trades = venue_and_trades
+    feed = LiveFeed(_live_config(double, 20), {inst.symbol: inst})
+    _wait(lambda: double.subscribers("btcusdt@trade") > 0)
+    double.publish_trades(inst, trades[:100])
+    _wait(lambda: feed.received >= 100)
+    got = feed.take(1000)
+    assert [t.trade_id for t in got] == [t.trade_id for t in trades[80:100]]
+    assert feed.conflated == 80
+    feed.close()
