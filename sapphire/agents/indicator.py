@@ -65,14 +65,7 @@ class IndicatorStrategy:
 
 def compute_signals(strategy: IndicatorStrategy, bars: pl.DataFrame) -> pl.DataFrame:
     """Run the three populate steps; missing signal columns become 0, nulls become 0."""
-    missing = [c for c in BAR_COLUMNS if c not in bars.columns]
-    if missing:
-        raise StrategyError(f"bar frame lacks columns {missing}")
-    df = strategy.populate_indicators(bars)
-    df = strategy.populate_entry_trend(df)
-    df = strategy.populate_exit_trend(df)
-    if df.height != bars.height:
-        raise StrategyError(f"{type(strategy).__name__} changed the number of rows")
+    df = populate(strategy, bars)
     exprs = [
         (
             pl.col(c).cast(pl.Int8, strict=False).fill_null(0)
@@ -82,6 +75,38 @@ def compute_signals(strategy: IndicatorStrategy, bars: pl.DataFrame) -> pl.DataF
         for c in SIGNAL_COLUMNS
     ]
     return df.with_columns(exprs)
+
+
+def populate(strategy: IndicatorStrategy, bars: pl.DataFrame) -> pl.DataFrame:
+    """The three populate steps, checked (what :func:`compute_signals` runs before casting)."""
+    missing = [c for c in BAR_COLUMNS if c not in bars.columns]
+    if missing:
+        raise StrategyError(f"bar frame lacks columns {missing}")
+    df = strategy.populate_indicators(bars)
+    df = strategy.populate_entry_trend(df)
+    df = strategy.populate_exit_trend(df)
+    if df.height != bars.height:
+        raise StrategyError(f"{type(strategy).__name__} changed the number of rows")
+    return df
+
+
+def last_signals(strategy: IndicatorStrategy, bars: pl.DataFrame) -> tuple[bool, bool, bool, bool]:
+    """The last row's ``(enter_long, exit_long, enter_short, exit_short)``, as
+    :func:`compute_signals` would give them, without casting the whole frame."""
+    df = populate(strategy, bars)
+    out = []
+    for col in SIGNAL_COLUMNS:
+        if col not in df.columns or df.height == 0:
+            out.append(False)
+            continue
+        series = df.get_column(col)
+        value = series[-1]
+        if value is None or value is False or value is True:
+            out.append(bool(value))
+        else:  # numbers: the same lenient Int8 cast (NaN and out of range -> 0)
+            cast = series.tail(1).cast(pl.Int8, strict=False).fill_null(0)[0]
+            out.append(bool(cast))
+    return out[0], out[1], out[2], out[3]
 
 
 def crossed_above(a: pl.Expr, b: pl.Expr) -> pl.Expr:

@@ -1,8 +1,16 @@
-"""Small private readers for the recorded CSVs the backtests use.
+"""Readers that turn recorded files into the backtests' integer-tick frames and typed events.
 
-Stop-gap until ``sapphire.data`` ships its loaders: these read the three OHLCV layouts of
-the shared data (freqtrade ``timestamp_ms``, basana ``datetime``, nautilus ``timestamp``) and
-the hftbacktest BBO/trade CSVs, and turn them into integer-tick frames and typed events.
+OHLCV: files ``sapphire.data`` recognises (freqtrade, basana, nautilus bar CSVs) are read by
+its loaders; any other CSV with ``timestamp_ms``/``datetime``/``timestamp`` and OHLCV columns
+by the column sniffing below. Either way prices reach :func:`tick_frame` as decimal strings:
+``sapphire.data`` parses to Float64, and polars writes a float back as its shortest
+round-trip decimal (what ``repr`` gives), which is the recorded string for every value of up
+to 15 significant digits, so the exact Decimal division to ticks and lots is kept. (Rounding
+``price / tick`` floats instead moved 5 of the BTC-PERP file's USD volumes by one lot.)
+
+The hftbacktest BBO/trade/depth readers stay here: backtests stamp these events with the
+recorder's local receive time (the agent's clock) and apply the Binance snapshot sync rule,
+whereas ``sapphire.data`` streams carry the exchange's own timestamps.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ from pathlib import Path
 
 import polars as pl
 
+from sapphire.data.registry import detect, load_frame
+from sapphire.data.validation import DataFileError
 from sapphire.model.events import AnyMarketEvent, Bar, BookDelta, BookSnapshot, Quote, Side, Trade
 from sapphire.model.instrument import Instrument, infer_increment
 
@@ -46,22 +56,48 @@ def _time_ns(raw: pl.DataFrame, path: Path) -> pl.Expr:
     raise DataError(f"{path}: no timestamp_ms/datetime/timestamp column in {raw.columns}")
 
 
+_BAR_FORMATS = frozenset({"freqtrade_ohlcv", "basana_ohlcv", "nautilus_bars_csv"})
+
+
 def read_ohlcv(path: Path | str) -> pl.DataFrame:
     """``ts_event_ns, interval_ns`` (Int64) and the OHLCV columns as decimal strings."""
     path = Path(path)
-    raw = _read_strings(path)
-    missing = [c for c in (*_PRICES, "volume") if c not in raw.columns]
-    if missing:
-        raise DataError(f"{path}: missing columns {missing}")
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
     try:
-        frame = raw.select(_time_ns(raw, path).alias("ts_event_ns"), *_PRICES, "volume")
-    except pl.exceptions.PolarsError as exc:
-        raise DataError(f"{path}: unreadable timestamps: {exc}") from exc
+        known = detect(path).name in _BAR_FORMATS
+    except DataFileError:
+        known = False
+    frame = _registry_bars(path) if known else _sniffed_bars(path)
     frame = frame.sort("ts_event_ns").unique("ts_event_ns", keep="first", maintain_order=True)
     if frame.height < 2:
         raise DataError(f"{path}: fewer than two bars")
     interval = int(frame["ts_event_ns"].diff().drop_nulls().mode().min())  # type: ignore[arg-type]
     return frame.with_columns(pl.lit(interval, pl.Int64).alias("interval_ns"))
+
+
+def _registry_bars(path: Path) -> pl.DataFrame:
+    try:
+        bars = load_frame(path)
+    except DataFileError as exc:
+        raise DataError(str(exc)) from exc
+    unreadable = bars.filter(
+        pl.any_horizontal(pl.col("ts_event_ns", *_PRICES, "volume").is_null())
+    ).height
+    if unreadable:
+        raise DataError(f"{path}: {unreadable} rows with unreadable timestamps or prices")
+    return bars.select("ts_event_ns", *[pl.col(c).cast(pl.String) for c in (*_PRICES, "volume")])
+
+
+def _sniffed_bars(path: Path) -> pl.DataFrame:
+    raw = _read_strings(path)
+    missing = [c for c in (*_PRICES, "volume") if c not in raw.columns]
+    if missing:
+        raise DataError(f"{path}: missing columns {missing}")
+    try:
+        return raw.select(_time_ns(raw, path).alias("ts_event_ns"), *_PRICES, "volume")
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"{path}: unreadable timestamps: {exc}") from exc
 
 
 def instrument_for(raw: pl.DataFrame, symbol: str, fee_bps: str = "0") -> Instrument:

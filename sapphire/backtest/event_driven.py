@@ -19,8 +19,8 @@ from decimal import Decimal
 from sapphire.agents.base import Agent, AgentOutput
 from sapphire.agents.features import reference_price
 from sapphire.backtest.ledger import BacktestResult, Ledger
-from sapphire.exchange.gateway import ExecutionGateway
-from sapphire.model.events import AnyMarketEvent, Bar
+from sapphire.exchange.gateway import ExecutionGateway, ExecutionReport
+from sapphire.model.events import AnyMarketEvent, Bar, Trade
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import (
     CancelIntent,
@@ -61,26 +61,45 @@ def run_event_driven(
     last_mark_ns = -(1 << 62)
     count = 0
     bar_interval = 0
+    # The loop runs once per event, so bound methods are looked up once and the common
+    # case (no reports, no intents) costs two polls and no further calls.
+    on_market_event = gateway.on_market_event
+    poll = gateway.poll
+    on_event = agent.on_event
+    mark = ledger.mark
     for event in events:
         now = event.ts_event_ns
         count += 1
-        if isinstance(event, Bar):
-            mid = float(event.open_ticks)  # bar fills happen at this open
-        gateway.on_market_event(event)
-        _drain(agent, gateway, ledger, counters, now, mid)
-        price = reference_price(event, use_microprice=False)
-        if isinstance(event, Bar):
-            bar_interval = event.interval_ns
-            ledger.mark(now, event.close_ticks)
-            mid = float(event.close_ticks)
-            last_mark = event.close_ticks
-        elif price is not None:
-            mid = last_mark = price
-            if now - last_mark_ns >= mark_interval_ns:
-                ledger.mark(now, mid)
-                last_mark_ns = now
-        _dispatch(agent.on_event(event, now), gateway, counters, now)
-        _drain(agent, gateway, ledger, counters, now, mid)
+        kind = type(event)
+        if kind is Bar:
+            mid = float(event.open_ticks)  # type: ignore[union-attr]  # bar fills at this open
+        on_market_event(event)
+        reports = poll(now)
+        if reports:
+            _drain(agent, gateway, ledger, counters, now, mid, reports)
+        if kind is Bar:
+            bar_interval = event.interval_ns  # type: ignore[union-attr]
+            close = event.close_ticks  # type: ignore[union-attr]
+            mark(now, close)
+            mid = float(close)
+            last_mark = close
+        else:
+            if kind is Trade:
+                ticks = event.price_ticks  # type: ignore[union-attr]
+                price = float(ticks) if ticks > 0 else None
+            else:
+                price = reference_price(event, use_microprice=False)
+            if price is not None:
+                mid = last_mark = price
+                if now - last_mark_ns >= mark_interval_ns:
+                    mark(now, mid)
+                    last_mark_ns = now
+        outputs = on_event(event, now)
+        if outputs:
+            _dispatch(outputs, gateway, counters, now)
+        reports = poll(now)
+        if reports:
+            _drain(agent, gateway, ledger, counters, now, mid, reports)
         if progress is not None and count % 4096 == 0:
             progress(count)
     periods = 0.0
@@ -129,12 +148,11 @@ def _drain(
     counters: _Counters,
     now: int,
     mid: float,
+    reports: Sequence[ExecutionReport],
 ) -> None:
+    """Book ``reports`` (already polled), then keep polling while they prompt new intents."""
     # Reports can trigger new intents (a fill may prompt a requote); bounded to stay finite.
-    for _ in range(16):
-        reports = gateway.poll(now)
-        if not reports:
-            return
+    for round_ in range(16):
         for report in reports:
             if isinstance(report, OrderFilled):
                 ledger.apply(
@@ -151,3 +169,8 @@ def _drain(
             elif isinstance(report, OrderUpdate) and report.status is OrderStatus.REJECTED:
                 counters.rejected += 1
             _dispatch(agent.on_report(report, now), gateway, counters, now)
+        if round_ == 15:
+            return  # what is left stays queued in the gateway, as before
+        reports = gateway.poll(now)
+        if not reports:
+            return

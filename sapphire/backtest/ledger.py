@@ -52,6 +52,11 @@ class Ledger:
         self.equity_ts: list[int] = []
         self.equity: list[float] = []
         self.positions: list[int] = []
+        # The equity curve is float (reporting and analytics); computing it from float cash
+        # and one product per mark keeps marking cheap. Cash and final equity stay exact.
+        self._unit = instrument.tick * instrument.lot
+        self.unit_float = float(self._unit)
+        self.cash_float = float(initial_cash)
 
     def apply(
         self,
@@ -67,6 +72,7 @@ class Ledger:
         notional = self.instrument.notional_quote(price_ticks, qty_lots)
         self.cash += -notional if side is Side.BUY else notional
         self.cash -= fee_quote
+        self.cash_float = float(self.cash)
         self.position += int(side) * qty_lots
         self.fills.append(
             Fill(
@@ -87,11 +93,18 @@ class Ledger:
         if isinstance(mark_ticks, float):
             mark = Decimal(repr(mark_ticks))
             return self.cash + mark * self.position * self.instrument.tick * self.instrument.lot
-        return self.cash + self.instrument.notional_quote(mark_ticks, self.position)
+        return self.cash + (mark_ticks * self.position) * self._unit
+
+    def equity_float(self, mark_ticks: int | float) -> float:
+        """Equity for the curve: ``cash + float(mark * position) * tick * lot`` in floats
+        (the vectorized engine computes the same in bulk, bit for bit)."""
+        if not self.position:
+            return self.cash_float
+        return self.cash_float + float(mark_ticks * self.position) * self.unit_float
 
     def mark(self, ts_ns: int, mark_ticks: int | float) -> None:
         self.equity_ts.append(ts_ns)
-        self.equity.append(float(self.equity_at(mark_ticks)))
+        self.equity.append(self.equity_float(mark_ticks))
         self.positions.append(self.position)
 
     def result(self, last_mark_ticks: int | float, **counters: int | float) -> BacktestResult:
