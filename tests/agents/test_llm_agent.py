@@ -1,0 +1,234 @@
+"""LlmAgent on real Binance spot quotes: non-blocking requests, event-time timeouts, caps."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import itertools
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sapphire.agents.base import Agent, AgentConfigError
+from sapphire.agents.llm_agent import DecisionRequest, LlmAgent
+from sapphire.llm.decision import LlmDecision
+from sapphire.model.events import Quote, Side
+from sapphire.model.instrument import Instrument
+from sapphire.model.orders import OrderFilled, OrderIntent, Signal, TimeInForce
+
+BTC = Instrument(symbol="BTCUSDT", tick_size="0.01", lot_size="0.00001")
+NS = 1_000_000_000
+
+
+def _quotes(path: Path, n: int) -> list[Quote]:
+    out = []
+    with gzip.open(path, "rt") as fh:
+        for row in itertools.islice(csv.DictReader(fh), n):
+            out.append(
+                Quote(
+                    ts_event_ns=int(row["local_ts_ns"]),
+                    symbol="BTCUSDT",
+                    bid_ticks=BTC.price_to_ticks(row["bid_px"]),
+                    bid_lots=BTC.qty_to_lots(row["bid_qty"]),
+                    ask_ticks=BTC.price_to_ticks(row["ask_px"]),
+                    ask_lots=BTC.qty_to_lots(row["ask_qty"]),
+                )
+            )
+    return out
+
+
+@pytest.fixture(scope="module")
+def quotes(shared_data: Path) -> list[Quote]:
+    # 2023-04-05 session: ~7 minutes of spot bookTicker, first 4000 updates (~3 min)
+    return _quotes(shared_data / "book" / "hftbacktest_binance-spot_BTCUSDT_bbo.csv.gz", 4000)
+
+
+def _buy(size: float = 1.0, confidence: float = 0.9) -> LlmDecision:
+    return LlmDecision(action="buy", size_fraction=size, confidence=confidence, rationale="x")
+
+
+def _run_until_request(agent: LlmAgent, events: Iterator[Quote]) -> DecisionRequest:
+    for q in events:
+        assert agent.on_event(q, q.ts_event_ns) == [] or True
+        pending = agent.drain_requests()
+        if pending:
+            assert len(pending) == 1
+            return pending[0]
+    raise AssertionError("no request issued")
+
+
+def test_llm_agent_implements_the_agent_protocol() -> None:
+    assert isinstance(LlmAgent("llm-1", BTC, {}), Agent)
+
+
+def test_requests_are_issued_once_per_interval_and_one_at_a_time(quotes: list[Quote]) -> None:
+    agent = LlmAgent("llm-1", BTC, {"decision_interval_ns": 5 * NS, "decision_timeout_ns": NS})
+    requests: list[DecisionRequest] = []
+    for q in quotes:
+        agent.on_event(q, q.ts_event_ns)
+        requests.extend(agent.drain_requests())
+    span = quotes[-1].ts_event_ns - quotes[0].ts_event_ns
+    assert len(requests) >= 2
+    assert len(requests) <= span // (5 * NS) + 1
+    gaps = [b.ts_event_ns - a.ts_event_ns for a, b in itertools.pairwise(requests)]
+    assert min(gaps) >= 5 * NS
+    assert [r.request_id for r in requests] == list(range(1, len(requests) + 1))
+    # never answered: every request but possibly the last timed out, in event time
+    assert agent.stats.timeouts >= len(requests) - 1
+    first = requests[0]
+    assert first.deadline_ns == first.ts_event_ns + NS
+    assert "market BTCUSDT" in first.prompt.user and "spread_bps" in first.prompt.user
+
+
+def test_decision_is_applied_at_the_next_event_capped_by_config(quotes: list[Quote]) -> None:
+    agent = LlmAgent("llm-1", BTC, {"max_order_lots": 3, "max_position_lots": 5})
+    events = iter(quotes)
+    request = _run_until_request(agent, events)
+    assert agent.on_decision(request.request_id, _buy(size=1.0), request.ts_event_ns) is None
+    nxt = next(events)
+    out = agent.on_event(nxt, nxt.ts_event_ns)
+    intents = [o for o in out if isinstance(o, OrderIntent)]
+    assert len(intents) == 1 and any(isinstance(o, Signal) for o in out)
+    intent = intents[0]
+    assert intent.side is Side.BUY and intent.qty_lots == 3
+    assert intent.limit_ticks == nxt.ask_ticks and intent.tif is TimeInForce.IOC
+    assert intent.ts_event_ns == nxt.ts_event_ns
+    assert agent.stats.ok == 1
+
+
+def test_raw_model_text_is_parsed_and_malformed_output_holds(quotes: list[Quote]) -> None:
+    agent = LlmAgent("llm-1", BTC, {"max_order_lots": 3})
+    events = iter(quotes)
+    request = _run_until_request(agent, events)
+    agent.on_decision(request.request_id, '{"action": "buy", "size_fraction": 50', 0)
+    q = next(events)
+    assert agent.on_event(q, q.ts_event_ns) == []
+    assert agent.stats.malformed_json == 1 and agent.stats.ok == 0
+
+
+def test_timeout_in_event_time_uses_the_fallback_and_late_answers_are_dropped(
+    quotes: list[Quote],
+) -> None:
+    agent = LlmAgent(
+        "llm-1",
+        BTC,
+        {"decision_timeout_ns": NS, "fallback": "momentum", "fallback_threshold_bps": 0.0},
+    )
+    events = iter(quotes)
+    request = _run_until_request(agent, events)
+    out: list[object] = []
+    for q in events:
+        out = list(agent.on_event(q, q.ts_event_ns))
+        if q.ts_event_ns > request.deadline_ns:
+            break
+    assert agent.stats.timeouts == 1 and agent.state.fallbacks == 1
+    if any(isinstance(o, OrderIntent) for o in out):
+        assert all(o.qty_lots == 1 for o in out if isinstance(o, OrderIntent))
+    agent.on_decision(request.request_id, _buy(), 0)
+    assert agent.stats.late == 1
+    q = next(events)
+    assert not any(isinstance(o, OrderIntent) for o in agent.on_event(q, q.ts_event_ns))
+
+
+def test_position_limit_caps_buys_and_shorting_can_be_disabled() -> None:
+    agent = LlmAgent("a", BTC, {"max_order_lots": 10, "max_position_lots": 4, "allow_short": False})
+    assert agent.capped_qty(Side.BUY, 1.0) == 4
+    assert agent.capped_qty(Side.SELL, 1.0) == 0
+    assert agent.capped_qty(Side.BUY, float("nan")) == 0
+    agent.core.position_lots = 3
+    assert agent.capped_qty(Side.BUY, 1.0) == 1
+    assert agent.capped_qty(Side.SELL, 0.5) == 3
+
+
+def test_submit_callable_receives_requests_instead_of_the_queue(quotes: list[Quote]) -> None:
+    seen: list[DecisionRequest] = []
+    agent = LlmAgent("llm-1", BTC, {}, submit=seen.append)
+    for q in quotes[:50]:
+        agent.on_event(q, q.ts_event_ns)
+    assert len(seen) == 1 and agent.drain_requests() == []
+
+
+def test_snapshot_restore_continues_identically(quotes: list[Quote]) -> None:
+    cfg = {"decision_interval_ns": 2 * NS, "decision_timeout_ns": 3 * NS, "max_order_lots": 2}
+
+    def drive(agent: LlmAgent, qs: list[Quote]) -> list[object]:
+        out: list[object] = []
+        for q in qs:
+            out.extend(agent.on_event(q, q.ts_event_ns))
+            for r in agent.drain_requests():
+                if r.request_id % 2:  # answer odd requests, let even ones time out
+                    agent.on_decision(r.request_id, _buy(0.5), q.ts_event_ns)
+        return out
+
+    a = LlmAgent("llm-1", BTC, cfg)
+    drive(a, quotes[:1500])
+    blob = a.snapshot()
+    b = LlmAgent("llm-1", BTC, cfg)
+    b.restore(blob)
+    assert drive(a, quotes[1500:]) == drive(b, quotes[1500:])
+    assert a.snapshot() == b.snapshot()
+
+
+def test_bad_config_and_bad_symbol_raise_clear_errors() -> None:
+    with pytest.raises(AgentConfigError):
+        LlmAgent("a", BTC, {"max_order_lots": 0})
+    with pytest.raises(AgentConfigError):
+        LlmAgent("a", BTC, {"return_windows_s": [60, 10]})
+    with pytest.raises(AgentConfigError):
+        LlmAgent("a", Instrument(symbol="btc usdt", tick_size="0.01", lot_size="1"), {})
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["buy", "sell", "hold"]),
+            st.floats(0, 1),
+            st.floats(0, 1),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_any_decision_sequence_respects_the_position_limit(
+    decisions: list[tuple[str, float, float, bool]],
+) -> None:
+    limit = 3
+    agent = LlmAgent(
+        "p", BTC, {"max_order_lots": 2, "max_position_lots": limit, "decision_interval_ns": 1}
+    )
+    ts = 1_000 * NS
+    for i, (action, size, conf, fill) in enumerate(decisions):
+        ts += NS
+        q = Quote(
+            ts_event_ns=ts, symbol="BTCUSDT", bid_ticks=100, bid_lots=5, ask_ticks=101, ask_lots=5
+        )
+        for out in agent.on_event(q, ts):
+            if isinstance(out, OrderIntent) and fill:
+                agent.on_report(
+                    OrderFilled(
+                        ts_event_ns=ts,
+                        client_order_id=out.client_order_id,
+                        agent_id="p",
+                        symbol="BTCUSDT",
+                        side=out.side,
+                        price_ticks=out.limit_ticks or 100,
+                        qty_lots=out.qty_lots,
+                        fee_quote=Decimal(0),
+                        is_maker=False,
+                        fill_id=f"f{i}",
+                    ),
+                    ts,
+                )
+        assert abs(agent.core.position_lots + agent.pending_lots()) <= limit
+        for r in agent.drain_requests():
+            agent.on_decision(
+                r.request_id,
+                LlmDecision(action=action, size_fraction=size, confidence=conf, rationale=""),  # type: ignore[arg-type]
+                ts,
+            )
