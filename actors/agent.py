@@ -10,6 +10,7 @@ import ray
 
 from actors.checkpoint import make_store
 from actors.codec import decode_events, decode_messages, encode_messages
+from actors.llm_bridge import LlmBridge
 from actors.stepper import Stepper
 from sapphire.agents.base import Agent, AgentOutput
 
@@ -18,13 +19,21 @@ log = logging.getLogger(__name__)
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class AgentActor:
-    def __init__(self, agent_id: str, build: Any, checkpoint_location: str) -> None:
+    def __init__(
+        self, agent_id: str, build: Any, checkpoint_location: str, llm_app: str = ""
+    ) -> None:
         self.agent_id = agent_id
         self.agent: Agent = build()
+        # agents that ask an LLM (``drain_requests``/``on_decision``) get a Serve bridge
+        self._llm = (
+            LlmBridge(llm_app, timeout_s=10.0)
+            if llm_app and hasattr(self.agent, "drain_requests")
+            else None
+        )
         self.errors = 0
         self.events_seen = 0
         self.busy_s = 0.0
-        self._stepper: Stepper[bytes] = Stepper(
+        self._stepper: Stepper[tuple[bytes, list[Any]]] = Stepper(
             make_store(checkpoint_location),
             f"agent-{agent_id}",
             self._snapshot,
@@ -42,19 +51,27 @@ class AgentActor:
         agent_state, self.errors, self.events_seen = pickle.loads(data)
         self.agent.restore(agent_state)
 
-    def step(self, step: int, events: bytes, reports: bytes) -> bytes:
+    def step(self, step: int, events: bytes, reports: bytes) -> tuple[bytes, list[Any]]:
+        """Outputs of one batch, and the LLM decisions that arrived before it (for storage)."""
         return self._stepper.run(step, lambda: self._compute(events, reports))
 
-    def _compute(self, events_data: bytes, reports_data: bytes) -> bytes:
+    def _compute(self, events_data: bytes, reports_data: bytes) -> tuple[bytes, list[Any]]:
         started = time.perf_counter()
         outputs: list[AgentOutput] = []
+        events = decode_events(events_data)
+        llm_records: list[Any] = []
+        if self._llm is not None and events:
+            symbol = getattr(self.agent, "symbol", events[0].symbol)
+            llm_records = self._llm.collect(self.agent, symbol, events[0].ts_event_ns)
         for report in decode_messages(reports_data):
             outputs.extend(self._guarded(lambda r=report: self.agent.on_report(r, r.ts_event_ns)))
-        for event in decode_events(events_data):
+        for event in events:
             self.events_seen += 1
             outputs.extend(self._guarded(lambda e=event: self.agent.on_event(e, e.ts_event_ns)))
+        if self._llm is not None:
+            self._llm.submit(self.agent.drain_requests())  # type: ignore[attr-defined]
         self.busy_s += time.perf_counter() - started
-        return encode_messages(outputs)
+        return encode_messages(outputs), llm_records
 
     def _guarded(self, call: Any) -> list[AgentOutput]:
         try:
@@ -76,4 +93,5 @@ class AgentActor:
             "busy_s": self.busy_s,
             "restored": self._stepper.restored,
             "last_step": self._stepper.last_step,
+            "llm": self._llm.stats() if self._llm is not None else {},
         }

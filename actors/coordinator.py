@@ -70,6 +70,7 @@ class CoordinatorActor:
         self._inflight: Any = None
         self._resend_all = False
         self._agents_ready = False
+        self._llm_records: list[Any] = []
         self._store = make_store(checkpoint_location)
         self._stepper: AsyncStepper[dict[str, Any]] = AsyncStepper(
             self._store, "coordinator", self._snapshot, self._restore
@@ -125,6 +126,8 @@ class CoordinatorActor:
         reports = self.core.new_reports(decode_messages(reports_data))
         clock.lap("exchange_ack")
         self.rows.add_step(events, self.pending_reports, outputs, result, self.core, now_ns)
+        self.rows.add_llm(self._llm_records)
+        self._llm_records = []
         self.pending_reports = reports
         await self._persist(now_ns)
         clock.lap("storage")
@@ -175,7 +178,7 @@ class CoordinatorActor:
     async def _call_agent(self, agent_id: str, step: int, events_ref: Any, reports: bytes) -> Any:
         ref = self.agents[agent_id].step.remote(step, events_ref, reports)
         try:
-            data = await asyncio.wait_for(_await(ref), self.config.ray.agent_timeout_s)
+            data, llm_records = await asyncio.wait_for(_await(ref), self.config.ray.agent_timeout_s)
         except TimeoutError:
             # A hung agent would stall everyone: it is quarantined, the others trade on.
             self.quarantined[agent_id] = f"timed out at step {step}"
@@ -188,6 +191,7 @@ class CoordinatorActor:
             self.quarantined[agent_id] = f"failed at step {step}: {type(exc).__name__}"
             log.error("agent %s quarantined: %s", agent_id, exc)
             return []
+        self._llm_records.extend(llm_records)
         return decode_messages(data)
 
     async def _persist(self, now_ns: int) -> None:

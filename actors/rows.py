@@ -87,6 +87,10 @@ class StepRows:
             )
             self._add("pnl", lambda p=snap, **k: R.pnl_row(p, **k))
 
+    def add_llm(self, records: Sequence[Any]) -> None:
+        for record in records:
+            self._add("llm_decisions", lambda r=record, **k: R.llm_row(r, **k))
+
     def _add_ticks(self, events: Sequence[AnyMarketEvent]) -> None:
         """Ticks are the bulk of the rows: built column-wise, never as one dict per row."""
         ticks = [e for e in events if isinstance(e, Trade | Quote)]

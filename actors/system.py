@@ -98,6 +98,7 @@ def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
         config.storage.batch_rows,
         config.storage.flush_interval_s,
     )
+    llm_app = start_llm_service(config) if any(s.kind == "llm" for s in config.agents) else ""
     agents = {}
     for spec in config.agents:
         if spec.symbol not in instruments:
@@ -110,7 +111,12 @@ def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
             num_cpus=spec.num_cpus,
             resources=dict(spec.resources),
             scheduling_strategy="SPREAD",
-        ).remote(spec.id, wiring.agent_builder(spec, instruments[spec.symbol]), checkpoint_location)
+        ).remote(
+            spec.id,
+            wiring.agent_builder(spec, instruments[spec.symbol]),
+            checkpoint_location,
+            llm_app if spec.kind == "llm" else "",
+        )
     names = {kind: named(kind)["name"] for kind in ("market-data", "execution", "storage-sink")}
     agent_names = {spec.id: named(f"agent-{spec.id}")["name"] for spec in config.agents}
     coordinator = CoordinatorActor.options(**core("coordinator")).remote(
@@ -127,6 +133,19 @@ def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
         storage_root,
         checkpoint_location,
     )
+
+
+def start_llm_service(config: SystemConfig) -> str:
+    """Deploy the LLM decision app on Ray Serve (HTTP on loopback, no route: agents call it
+    through a DeploymentHandle). Returns the app name."""
+    from ray import serve
+
+    from actors.serve.llm_app import build_app
+    from actors.serve.llm_client import APP_NAME
+
+    serve.start(http_options={"host": "127.0.0.1"})
+    serve.run(build_app(dict(config.llm)), name=APP_NAME, route_prefix=None)
+    return APP_NAME
 
 
 def drive(

@@ -108,6 +108,9 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     storage: StorageConfig = StorageConfig()
     ray: RayConfig = RayConfig()
     checkpoint_dir: str = ""  # default: <storage.root>/<run_id>/checkpoints
+    # args of the Ray Serve LLM app (actors.serve.llm_app:build_app), started when an agent
+    # of kind "llm" is configured; {} = the 4-bit SmolLM2 GGUF on llama.cpp (CPU)
+    llm: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ids = [a.id for a in self.agents]
