@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import ray
 
 from actors.system import SystemHandles, finish, shutdown_system, start_system
@@ -130,16 +129,3 @@ def assert_same_outcome(expected: Outcome, got: Outcome) -> None:
         assert have.height == want.height, f"{table}: {have.height} rows stored, want {want.height}"
         assert have["seq"].n_unique() == have.height, f"{table}: duplicated rows"
         assert have.equals(want), f"{table}: stored rows differ"
-
-
-def _ensure_ray(num_cpus: int = 4) -> None:
-    if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, include_dashboard=False, namespace="sapphire-test")
-
-
-def start_local_ray() -> None:
-    _ensure_ray()
-
-
-def frame_of(outcome: Outcome, table: str) -> pl.DataFrame:
-    return outcome.rows[table]

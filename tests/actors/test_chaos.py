@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    ray.init(num_cpus=4, include_dashboard=False, namespace="sapphire-chaos")
+    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="sapphire-chaos")
     yield
     ray.shutdown()
 

@@ -40,7 +40,7 @@ def ray_live() -> Iterator[None]:
     # workers read credentials from their environment, as in production
     os.environ[f"{PREFIX}_API_KEY"] = API_KEY
     os.environ[f"{PREFIX}_API_SECRET"] = SECRET
-    ray.init(num_cpus=4, include_dashboard=False, namespace="sapphire-live")
+    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="sapphire-live")
     yield
     ray.shutdown()
 

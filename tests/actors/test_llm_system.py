@@ -21,7 +21,7 @@ pytest.importorskip("llama_cpp")
 def ray_serve() -> Iterator[None]:
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=4, include_dashboard=False, namespace="sapphire-llm")
+    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="sapphire-llm")
     yield
     from ray import serve
 

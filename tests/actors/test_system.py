@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    ray.init(num_cpus=4, include_dashboard=False, namespace="sapphire-system")
+    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="sapphire-system")
     yield
     ray.shutdown()
 

@@ -16,7 +16,7 @@ def ray_serve() -> Iterator[None]:
     started = not ray.is_initialized()
     if started:
         # Random GCS port (never Redis' 6379); no dashboard: 2 shared cores.
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(proxy_location="Disabled")
     yield
     serve.shutdown()
