@@ -17,6 +17,8 @@ _COMMAND_MODULES = (
     "sapphire.cli.run_cmd",
     "sapphire.cli.backtest_cmd",
     "sapphire.cli.query_cmd",
+    "sapphire.cli.tune_cmd",
+    "sapphire.cli.report_cmd",
 )
 
 

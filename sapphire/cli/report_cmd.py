@@ -1,0 +1,54 @@
+"""``sapphire report RUN_ID``: an HTML page (PNGs beside it) of a stored run.
+
+Reads the Parquet store (``--root``, default ``$SAPPHIRE_STORE_ROOT`` or ``runs/store``):
+equity, drawdown, positions, fills and spread captured, risk decisions, LLM decisions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from sapphire.research.run_report import RunNotFoundError, write_run_report
+from sapphire.storage.schemas import SchemaMismatchError
+
+DEFAULT_ROOT_ENV = "SAPPHIRE_STORE_ROOT"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "report", help="HTML report of a stored run", description=__doc__
+    )
+    parser.add_argument("run_id", help="run id to report on")
+    parser.add_argument(
+        "--root",
+        default=os.environ.get(DEFAULT_ROOT_ENV, "runs/store"),
+        help=f"store root (default: ${DEFAULT_ROOT_ENV} or runs/store)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: reports/<run_id>)"
+    )
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    out = args.out if args.out is not None else Path("reports") / args.run_id
+    try:
+        report = write_run_report(args.root, args.run_id, out)
+    except RunNotFoundError as exc:
+        print(f"sapphire report: {exc}", file=sys.stderr)
+        return 1
+    except (SchemaMismatchError, OSError, pl.exceptions.PolarsError) as exc:
+        print(f"sapphire report: {exc}", file=sys.stderr)
+        return 2
+    with pl.Config(tbl_rows=-1, tbl_cols=-1):
+        print(report.summary)
+    print(f"wrote {report.html}")
+    for path in report.pngs.values():
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,106 @@
+"""The tuning configuration (``sapphire tune --config FILE``), validated once.
+
+``backtest`` is a complete backtest config (the format of ``configs/backtest_*.yaml``): it
+names the agent, its base params, the instrument, the data and the execution costs. The
+search varies some of the agent's params (``space``, dotted paths into ``agent.params``);
+every trial runs that backtest on each walk-forward window.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from sapphire.backtest.config import BacktestConfig, BacktestConfigError, parse_config
+from sapphire.research.space import ParamSpec, SpaceError, parse_space
+
+Metric = Literal["pnl", "sharpe", "sortino", "total_return", "calmar"]
+
+
+class TuneConfigError(ValueError):
+    """A tune config that cannot be run; the message names the field."""
+
+
+class WalkForwardSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Lengths in seconds for tick data, in bars for OHLCV data."""
+
+    train: Annotated[float, msgspec.Meta(gt=0)]
+    test: Annotated[float, msgspec.Meta(gt=0)]
+    step: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    anchored: bool = False
+    max_folds: Annotated[int, msgspec.Meta(gt=0)] | None = None
+
+
+class ObjectiveSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    metric: Metric = "pnl"
+    # Score = metric - drawdown_penalty * max drawdown (fraction): prefers smoother curves.
+    drawdown_penalty: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    min_fills: Annotated[int, msgspec.Meta(ge=0)] = 0  # windows with fewer fills score 0
+
+
+class SearchSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    algorithm: Literal["optuna", "random"] = "optuna"
+    num_samples: Annotated[int, msgspec.Meta(gt=0)] = 16
+    max_concurrent: Annotated[int, msgspec.Meta(gt=0)] = 2
+    seed: int = 0
+
+
+class SchedulerSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    kind: Literal["asha", "none"] = "asha"
+    grace_period: Annotated[int, msgspec.Meta(gt=0)] = 1
+    reduction_factor: Annotated[float, msgspec.Meta(gt=1)] = 2.0
+
+
+class OutputSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    storage_path: str = "runs/tune"  # the experiment lives in <storage_path>/<name>
+    system_template: str | None = None  # a system YAML to put the best params into
+
+
+class TuneConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]+$")]
+    backtest: dict[str, Any]
+    space: dict[str, Any]
+    walk_forward: WalkForwardSpec
+    objective: ObjectiveSpec = ObjectiveSpec()
+    search: SearchSpec = SearchSpec()
+    scheduler: SchedulerSpec = SchedulerSpec()
+    output: OutputSpec = OutputSpec()
+    cpus_per_trial: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+
+    @property
+    def backtest_config(self) -> BacktestConfig:
+        return parse_config(self.backtest)
+
+    @property
+    def params_space(self) -> dict[str, ParamSpec]:
+        return parse_space(self.space)
+
+
+def parse_tune_config(raw: object, origin: str = "<dict>") -> TuneConfig:
+    try:
+        cfg = msgspec.convert(raw, TuneConfig, strict=False)
+        # Validate the embedded parts now, so a bad file fails before Ray starts.
+        bt = cfg.backtest_config
+        cfg.params_space  # noqa: B018
+    except msgspec.ValidationError as exc:
+        raise TuneConfigError(f"{origin}: {exc}") from None
+    except (BacktestConfigError, SpaceError) as exc:
+        raise TuneConfigError(f"{origin}: {exc}") from None
+    if bt.ticks is not None and bt.engine != "event":
+        raise TuneConfigError(f"{origin}: tick data runs on the event engine")
+    if bt.ohlcv and len(bt.ohlcv) != 1:
+        raise TuneConfigError(f"{origin}: tuning takes exactly one OHLCV file")
+    return cfg
+
+
+def load_tune_config(path: str | Path) -> TuneConfig:
+    path = Path(path)
+    try:
+        raw = msgspec.yaml.decode(path.read_bytes())
+    except OSError as exc:
+        raise TuneConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except msgspec.DecodeError as exc:
+        raise TuneConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_tune_config(raw, str(path))

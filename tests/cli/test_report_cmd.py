@@ -1,0 +1,74 @@
+"""``sapphire report RUN_ID`` on a run stored by the real actor system (bundled sample)."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import re
+from pathlib import Path
+
+import pytest
+import ray
+
+from actors.system import run_system
+from sapphire.cli import report_cmd
+from tests.actors.harness import make_config
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    report_cmd.register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+@pytest.fixture(scope="module")
+def stored_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("run")
+    config = make_config(
+        root, data={"source": "sample", "batch_events": 2000, "max_events": 20_000}
+    )
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
+    )
+    try:
+        result = run_system(config, run_id="report-run")
+    finally:
+        ray.shutdown()
+    assert result.steps > 0
+    return root / "store"
+
+
+@pytest.mark.slow
+def test_report_writes_html_with_every_figure(
+    stored_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = _parse(["report", "report-run", "--root", str(stored_run), "--out", str(tmp_path)])
+    assert args.handler(args) == 0
+    page = (tmp_path / "report-run.html").read_text(encoding="utf-8")
+    for name in ("equity", "fills", "risk", "llm"):
+        png = tmp_path / f"report-run_{name}.png"
+        assert png.is_file() and png.stat().st_size > 5_000, f"{name} figure missing or empty"
+        assert f"<h2>{name}</h2>" in page
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == 4
+    for image in images:
+        raw = base64.b64decode(image)
+        assert raw[:8] == b"\x89PNG\r\n\x1a\n" and len(raw) > 5_000
+    # The summary table names the agents that traded and the fills they made.
+    assert "<td>mm</td>" in page
+    assert "fills" in page and "risk_rejected" in page
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_unknown_run_is_a_clear_error(
+    stored_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = _parse(["report", "no-such-run", "--root", str(stored_run), "--out", str(tmp_path)])
+    assert args.handler(args) == 1
+    assert "no-such-run" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from sapphire.cli import tune_cmd
+from sapphire.data.sample import SAMPLE_DIR
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    tune_cmd.register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+def test_bad_config_exits_2_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nbacktest: {name: b}\nspace: {a: {type: uniform}}\n")
+    args = _parse(["tune", "--config", str(path)])
+    assert args.handler(args) == 2
+    assert "bad.yaml" in capsys.readouterr().err
+
+
+def test_resolver_prefixes(tmp_path: Path) -> None:
+    resolve = tune_cmd.resolver(tmp_path / "cfg.yaml")
+    assert resolve("sample:x.csv") == SAMPLE_DIR / "x.csv"
+    assert resolve("rel/x.csv") == tmp_path.resolve() / "rel" / "x.csv"
+    assert resolve("shared:ohlcv/a.csv").parts[-2:] == ("ohlcv", "a.csv")
+
+
+def test_leaderboard_prints_params_and_scores(capsys: pytest.CaptureFixture[str]) -> None:
+    board = pl.DataFrame(
+        {
+            "rank": [1, 2],
+            "trial_id": ["aaa", "bbb"],
+            "param.risk_factor": [0.5, 0.1],
+            "folds_done": [3, 1],
+            "mean_train_score": [1.0, 2.0],
+            "mean_test_score": [0.25, -1.0],
+        }
+    )
+    tune_cmd.print_board(board, 3, top=1)
+    out = capsys.readouterr().out
+    assert "risk_factor" in out and "aaa" in out and "bbb" not in out

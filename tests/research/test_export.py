@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from sapphire.backtest.config import parse_config as parse_backtest
+from sapphire.config.system import ConfigError, parse_config
+from sapphire.research.export import backtest_dict, system_dict, write_yaml
+from sapphire.research.tune_config import load_tune_config
+from tests.conftest import REPO_ROOT
+
+BEST = {"risk_factor": 0.25, "order_refresh_time": 0.7, "min_spread": 0.001}
+
+
+def test_best_params_go_into_the_demo_system_template(tmp_path: Path) -> None:
+    cfg = load_tune_config(REPO_ROOT / "configs" / "tune_avellaneda_stoikov.yaml")
+    template = msgspec.yaml.decode((REPO_ROOT / "configs" / "demo.yaml").read_bytes())
+    raw = system_dict(cfg, BEST, template)
+    system = parse_config(raw)
+    mm = next(a for a in system.agents if a.kind == "avellaneda_stoikov")
+    assert mm.params["risk_factor"] == 0.25 and mm.params["order_refresh_time"] == 0.7
+    assert mm.params["order_amount"] == 0.001  # the tuned base params, not the template's
+    assert {a.id for a in system.agents} == {"mm_as", "momentum", "meanrev"}  # others kept
+    path = write_yaml(tmp_path / "best.yaml", raw, header="tuned")
+    assert path.read_text().startswith("# tuned\n")
+    assert parse_config(msgspec.yaml.decode(path.read_bytes())) == system
+
+
+def test_best_backtest_keeps_the_data_and_swaps_params() -> None:
+    cfg = load_tune_config(REPO_ROOT / "configs" / "tune_ema_cross.yaml")
+    raw = backtest_dict(cfg, {"strategy_params.fast": 7, "strategy_params.slow": 90}, str.upper)
+    bt = parse_backtest(raw)
+    assert bt.agent.params == {"strategy_params": {"fast": 7, "slow": 90}}
+    assert bt.ohlcv == [cfg.backtest["ohlcv"][0].upper()]  # paths went through rewrite
+    assert bt.name == "tune_ema_cross-best"
+
+
+def test_a_system_the_runner_would_refuse_is_not_written() -> None:
+    cfg = load_tune_config(REPO_ROOT / "configs" / "tune_avellaneda_stoikov.yaml")
+    with pytest.raises(ConfigError):
+        system_dict(cfg, BEST, {"agents": [], "risk": {"no_such_limit": 1}})

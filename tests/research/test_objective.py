@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from actors.tune import prepare
+from sapphire.model.events import Quote
+from sapphire.research import leaderboard
+from sapphire.research.objective import evaluate
+from tests.research.helpers import as_config, resolve
+
+
+@pytest.fixture(scope="module")
+def payload(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    cfg = as_config(tmp_path_factory.mktemp("tune"))
+    return cfg, prepare(cfg, resolve)
+
+
+@pytest.mark.slow
+def test_window_snapshots_match_the_recorded_bbo(payload) -> None:  # type: ignore[no-untyped-def]
+    _, p = payload
+    assert len(p.folds) == 3
+    assert p.dataset.snapshots, "windows after the first start from a synthetic book"
+    events = p.dataset.events()
+    for start, snap in p.dataset.snapshots.items():
+        best_bid, best_ask = snap.bids[0][0], snap.asks[0][0]
+        assert best_bid < best_ask
+        assert [b for b, _ in snap.bids] == sorted((b for b, _ in snap.bids), reverse=True)
+        # The depth book and the BBO stream are separate feeds: they agree within a few ticks.
+        quote = next(e for e in reversed(events) if isinstance(e, Quote) and e.ts_event_ns < start)
+        assert abs(best_bid - quote.bid_ticks) <= 50
+        assert abs(best_ask - quote.ask_ticks) <= 50
+        window = next(w for f in p.folds for w in (f.train, f.test) if w.start == start)
+        replay = p.dataset.window_events(window)
+        assert replay[0] is snap and all(window.contains(e.ts_event_ns) for e in replay[1:])
+
+
+@pytest.mark.slow
+def test_folds_score_in_and_out_of_sample(payload) -> None:  # type: ignore[no-untyped-def]
+    cfg, p = payload
+    params = {**p.base_params, "risk_factor": 0.1}
+    scores = evaluate(p.dataset, p.backtest, params, p.folds, cfg.objective)
+    assert [s.fold for s in scores] == [0, 1, 2]
+    assert sum(s.test.fills + s.train.fills for s in scores) > 0  # the maker really trades
+    for s in scores:
+        assert s.test.valid and s.test.score == pytest.approx(s.test.pnl)
+    # Same params, same data: deterministic.
+    again = evaluate(p.dataset, p.backtest, params, p.folds, cfg.objective)
+    assert again == scores
+    # Params the agent refuses score as invalid, never crash the trial.
+    bad = evaluate(p.dataset, p.backtest, {**params, "order_amount": 1.0}, p.folds, cfg.objective)
+    assert all(not s.test.valid and s.test.score < -1e8 for s in bad)
+    assert "order_amount" in bad[0].test.error
+
+
+def test_walk_forward_selection_uses_train_scores_only() -> None:
+    folds = pl.DataFrame(
+        {
+            "trial_id": ["a", "b", "a", "b"],
+            "fold": [0, 0, 1, 1],
+            "train_score": [1.0, 2.0, 5.0, 0.0],
+            "test_score": [9.0, -1.0, 0.5, 3.0],
+        }
+    )
+    picked = leaderboard.walk_forward_selection(folds)
+    assert picked["trial_id"].to_list() == ["b", "a"]
+    assert picked["test_score"].to_list() == [-1.0, 0.5]
+    assert picked["oracle_test_score"].to_list() == [9.0, 3.0]
+    trials = pl.DataFrame(
+        {
+            "trial_id": ["a", "b", "c"],
+            "param.x": [1.0, 2.0, 3.0],
+            "folds_done": [2, 2, 1],
+            "mean_train_score": [3.0, 1.0, 9.0],
+            "mean_test_score": [4.75, 1.0, 99.0],
+        }
+    )
+    board = leaderboard.leaderboard(trials, folds_total=2)
+    # A trial stopped early (c) ranks after every complete one, however good its partial mean.
+    assert board["trial_id"].to_list() == ["a", "b", "c"]
+    assert leaderboard.best_params(board) == {"x": 1.0}
+    summary = leaderboard.selection_summary(trials, picked)
+    assert summary["walk_forward_oos_score"] == pytest.approx(-0.25)
+    assert summary["oracle_oos_score"] >= summary["walk_forward_oos_score"]
+
+
+def test_written_tables(tmp_path: Path) -> None:
+    trials = pl.DataFrame({"trial_id": ["a"], "mean_test_score": [1.0]})
+    folds = pl.DataFrame({"trial_id": ["a"], "fold": [0]})
+    paths = leaderboard.write_tables(tmp_path, trials, folds)
+    assert {p.name for p in paths} == {"trials.csv", "trials.parquet", "folds.csv", "folds.parquet"}
+    assert pl.read_parquet(tmp_path / "trials.parquet").equals(trials)

@@ -1,0 +1,123 @@
+"""Ray Tune end to end: a small walk-forward sweep on real data, and interrupt + resume."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import polars as pl
+import pytest
+import ray
+
+from actors.tune import STARTS_FILE, run_tune, trial_starts
+from sapphire.backtest.config import parse_config as parse_backtest
+from sapphire.config.system import load_config as load_system
+from tests.research.helpers import as_config, resolve
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster() -> Iterator[None]:
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
+    )
+    yield
+    ray.shutdown()
+
+
+def test_sweep_on_shared_data_beats_worst_out_of_sample(tmp_path: Path, shared_data: Path) -> None:
+    ticks = {
+        "depth": "shared:book/hftbacktest_binance-spot_BTCUSDT_depth.csv.gz",
+        "bbo": "shared:book/hftbacktest_binance-spot_BTCUSDT_bbo.csv.gz",
+        "trades": "shared:trades/hftbacktest_binance-spot_BTCUSDT_trades.csv.gz",
+        "session": "2024-08-08",
+        "seconds": 60,
+    }
+    base = as_config(tmp_path)
+    backtest = {
+        **base.backtest,
+        "ticks": ticks,
+        "agent": {
+            "kind": "avellaneda_stoikov",
+            "id": "as-1",
+            "params": {"order_amount": 0.001, "max_inventory": 0.01},
+        },
+        "instrument": {
+            "symbol": "BTCUSDT",
+            "base": "BTC",
+            "quote": "USDT",
+            "tick_size": "0.01",
+            "lot_size": "0.00001",
+            "maker_fee_bps": "0",
+            "taker_fee_bps": "1",
+        },
+    }
+    cfg = as_config(
+        tmp_path,
+        backtest=backtest,
+        walk_forward={"train": 20, "test": 10},
+        search={"algorithm": "optuna", "num_samples": 6, "max_concurrent": 2, "seed": 11},
+    )
+    out = run_tune(cfg, lambda p: resolve(p, shared_data))
+    assert out.n_folds == 3  # 60 s of data: 20 s train + 10 s test, moving by 10 s
+    assert out.trials.height == 6
+    assert out.first_result_s is not None and out.first_result_s < out.wall_s
+    # ASHA ran: every trial reported at least one fold, and the per-fold table matches.
+    assert out.trials["folds_done"].min() >= 1
+    assert out.folds.height == int(out.trials["folds_done"].sum())
+    complete = out.board.filter(pl.col("complete"))
+    assert complete.height >= 1
+    best, worst = complete["mean_test_score"].max(), out.board["mean_test_score"].min()
+    spread = out.folds.group_by("trial_id").agg(pl.col("test_fills").sum())
+    if best == worst:  # pragma: no cover - reported, not hidden
+        pytest.fail(f"every trial scored {best}: fills per trial {spread.to_dicts()}")
+    assert best > worst
+    assert out.board["rank"][0] == 1 and out.board["mean_test_score"][0] == best
+    # The walk-forward pick never beats hindsight.
+    assert out.summary["oracle_oos_score"] >= out.summary["walk_forward_oos_score"]
+    results = out.experiment_path / "results"
+    for name in ("trials.csv", "trials.parquet", "folds.parquet", "walk_forward_selection.csv"):
+        assert (results / name).stat().st_size > 0
+    tuned = parse_backtest(msgspec.yaml.decode((results / "best_backtest.yaml").read_bytes()))
+    assert tuned.agent.params["risk_factor"] == pytest.approx(out.best["risk_factor"])
+    system = load_system(results / "best_system.yaml")
+    assert system.agents[0].kind == "avellaneda_stoikov"
+    assert system.agents[0].params["order_refresh_time"] == pytest.approx(
+        out.best["order_refresh_time"]
+    )
+
+
+def test_interrupted_run_resumes_without_redoing_finished_trials(tmp_path: Path) -> None:
+    cfg = as_config(
+        tmp_path,
+        search={"algorithm": "optuna", "num_samples": 6, "max_concurrent": 1, "seed": 5},
+        scheduler={"kind": "none"},
+    )
+    first = run_tune(cfg, resolve, interrupt_after=2)
+    n_first = first.trials.height
+    assert 2 <= n_first < 6, "the interruption left trials to do"
+    finished = set(first.trials.filter(pl.col("folds_done") == 3)["trial_id"].to_list())
+    assert len(finished) >= 2
+    with pytest.raises(RuntimeError, match="resume"):
+        run_tune(cfg, resolve)  # an existing experiment is never silently overwritten
+    second = run_tune(cfg, resolve, resume=True)
+    assert second.trials.height == 6
+    assert second.trials["folds_done"].to_list() == [3] * 6  # no scheduler: all folds ran
+    starts = trial_starts(second.experiment_path / STARTS_FILE)
+    assert set(starts) == set(second.trials["trial_id"].to_list())
+    for trial_id in finished:
+        assert starts[trial_id] == 1, f"finished trial {trial_id} was started again"
+    # Each fold reported once per trial, even for the trial cut mid-way.
+    assert second.folds.height == 6 * 3
+    assert second.folds.unique(["trial_id", "fold"]).height == 6 * 3
+    kept = second.trials.filter(pl.col("trial_id").is_in(list(finished)))
+    before = first.trials.filter(pl.col("trial_id").is_in(list(finished)))
+    assert kept.sort("trial_id")["mean_test_score"].to_list() == pytest.approx(
+        before.sort("trial_id")["mean_test_score"].to_list()
+    )
