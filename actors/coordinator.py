@@ -26,7 +26,7 @@ from actors.stepper import AsyncStepper
 from sapphire.config.system import SystemConfig
 from sapphire.coordination.core import CoordinatorCore
 from sapphire.model.instrument import Instrument
-from sapphire.model.orders import OrderFilled, OrderUpdate, SubmitOrder
+from sapphire.model.orders import OrderFilled, OrderStatus, OrderUpdate, SubmitOrder
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class CoordinatorActor:
         self.counters: dict[str, int] = {"events": 0, "orders": 0, "cancels": 0, "steps": 0}
         self.latency_s: list[float] = []
         self.stage_s: dict[str, float] = {}
+        self.venue_rejections: dict[str, int] = {}
         self._sink_incarnation = ""
         self._inflight: Any = None
         self._resend_all = False
@@ -87,11 +88,14 @@ class CoordinatorActor:
             self.rows.snapshot(),
             self.quarantined,
             self.counters,
+            self.venue_rejections,
         )
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _restore(self, data: bytes) -> None:
-        core, self.pending_reports, rows, self.quarantined, self.counters = pickle.loads(data)
+        state = pickle.loads(data)
+        core, self.pending_reports, rows, self.quarantined, self.counters = state[:5]
+        self.venue_rejections = state[5]
         self.core.restore(core)
         self.rows.restore(rows)
         self._resend_all = True  # the sink may have lost what the last incarnation sent
@@ -124,6 +128,10 @@ class CoordinatorActor:
         clock.lap("risk")
         reports_data = await self.execution.step.remote(step, events_ref, commands, now_ns)
         reports = self.core.new_reports(decode_messages(reports_data))
+        for report in reports:
+            if isinstance(report, OrderUpdate) and report.status is OrderStatus.REJECTED:
+                reason = str(report.reason) if report.reason else "unknown"
+                self.venue_rejections[reason] = self.venue_rejections.get(reason, 0) + 1
         clock.lap("exchange_ack")
         self.rows.add_step(events, self.pending_reports, outputs, result, self.core, now_ns)
         self.rows.add_llm(self._llm_records)
@@ -258,6 +266,7 @@ class CoordinatorActor:
             "fills": core.fill_count,
             "orders_by_status": core.journal.counts_by_status(),
             "risk_rejections": {r.value: n for r, n in core.risk.rejections.items()},
+            "venue_rejections": dict(self.venue_rejections),
             "kill_switch": core.risk.kill_switch_on,
             "restored": self._stepper.restored,
             "quarantined": dict(self.quarantined),

@@ -48,6 +48,8 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
         totals.add_row(f"orders {status}", str(n))
     for reason, n in sorted(summary["risk_rejections"].items()):
         totals.add_row(f"risk rejected: {reason}", str(n))
+    for reason, n in sorted(summary.get("venue_rejections", {}).items()):
+        totals.add_row(f"venue rejected: {reason}", str(n))
     totals.add_row("kill switch", "TRIPPED" if summary["kill_switch"] else "off")
     for agent, why in summary["quarantined"].items():
         totals.add_row(f"quarantined {agent}", why)

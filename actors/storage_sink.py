@@ -82,6 +82,12 @@ class StorageSinkActor:
         self.sink.flush(time.time_ns())
         return self.incarnation, self._watermarks(producer_id)
 
+    async def close(self) -> None:
+        """Stop the background flusher (the driver calls this before the actor is killed)."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+
     async def stats(self) -> dict[str, Any]:
         s = self.sink.stats
         return {

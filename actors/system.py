@@ -6,6 +6,7 @@ and under ``ray job submit -- python -m actors.main`` on a cluster.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -192,6 +193,9 @@ def run_system(
 
 
 def shutdown_system(handles: SystemHandles) -> None:
+    # a sink that is already gone has nothing to stop
+    with contextlib.suppress(ray.exceptions.RayError):
+        ray.get(handles.sink.close.remote(), timeout=10)
     for actor in [
         handles.coordinator,
         handles.market_data,
