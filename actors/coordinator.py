@@ -19,6 +19,7 @@ from typing import Any
 
 import ray
 
+from actors import metrics
 from actors.checkpoint import make_store
 from actors.codec import decode_events, decode_messages, encode_messages
 from actors.rows import StepRows
@@ -67,6 +68,8 @@ class CoordinatorActor:
         self.latency_s: list[float] = []
         self.stage_s: dict[str, float] = {}
         self.venue_rejections: dict[str, int] = {}
+        self.metrics = metrics.StepMetrics()
+        self.metrics.on_limits(config.risk, [a.id for a in config.agents])
         self._sink_incarnation = ""
         self._inflight: Any = None
         self._resend_all = False
@@ -148,7 +151,7 @@ class CoordinatorActor:
             self.stage_s[stage] = self.stage_s.get(stage, 0.0) + seconds
         if len(self.latency_s) < 100_000:
             self.latency_s.append(clock.total())
-        return {
+        progress = {
             "step": step,
             "events": n_events,
             "done": done and not reports,
@@ -158,6 +161,10 @@ class CoordinatorActor:
             "orders": submits,
             "stage_s": clock.laps,
         }
+        self.metrics.on_step(progress, outputs, result.commands, reports)
+        if progress["done"] or self.metrics.summary_due():
+            self.metrics.on_summary(await self.summary())
+        return progress
 
     async def _wait_for_agents(self) -> None:
         """An agent's first call includes starting its worker process, which can take far

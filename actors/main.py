@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from actors import cost
 from actors.report import print_summary
 from actors.system import run_system
 from sapphire.config.system import ConfigError, load_config
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result = run_system(config, run_id=args.run_id)
     print_summary(result)
+    if result.cost is not None:
+        cost.print_cost(result.cost)
     return 0
 
 

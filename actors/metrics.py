@@ -13,7 +13,8 @@ call site never needs a guard. Metric objects are created lazily, once per proce
 
 Use: plain functions (``record_signals``, ``observe_latency``, ...) or the stateful publishers
 ``StepMetrics`` (in the coordinator: outputs, orders, reports, summary) and ``SinkMetrics`` (in
-the storage sink), which turn cumulative totals into counter increments.
+the storage sink), which turn cumulative totals into counter increments. Serving them on
+loopback and finding the endpoint: ``actors.metrics_export``.
 """
 
 from __future__ import annotations
@@ -391,52 +392,3 @@ class CacheMetrics:
             hits = self._totals.delta((level, "hit"), s.hits)
             misses = self._totals.delta((level, "miss"), s.misses)
             record_cache(level, int(hits), int(misses))
-
-
-# -- exporter setup -------------------------------------------------------------------------
-_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-
-
-def bind_loopback() -> None:
-    """Make a local Ray node (and so its metrics endpoint) listen on 127.0.0.1 only.
-
-    Ray resolves ``--node-ip-address=127.0.0.1`` to the host's routable address, and its
-    metrics agent binds all interfaces unless the node IP is loopback. Ray's single-host mode
-    (the one it uses on laptops) keeps the node on loopback: the env var reaches the raylet and
-    agent processes, the constant covers this (already imported) driver. Only for a
-    single-host cluster: a multi-node cluster needs routable addresses.
-    """
-    os.environ[_LOOPBACK_ENV] = "0"
-    from ray._private import ray_constants
-
-    ray_constants.ENABLE_RAY_CLUSTER = False
-
-
-def ray_init_options(config: Any) -> dict[str, Any]:
-    """``ray.init`` keyword arguments for a ``sapphire.config.ops.MetricsConfig`` when this
-    process starts a local cluster; call before ``ray.init``. Applies ``bind_loopback`` for a
-    loopback host."""
-    options: dict[str, Any] = {
-        "include_dashboard": config.include_dashboard,
-        "dashboard_host": config.dashboard_host,
-        "dashboard_port": config.dashboard_port,
-        "_system_config": {"metrics_report_interval_ms": config.report_interval_ms},
-    }
-    if config.export_port:
-        options["_metrics_export_port"] = config.export_port
-    if not config.enabled:
-        options["_system_config"]["enable_metrics_collection"] = False
-    elif config.loopback:
-        bind_loopback()
-    return options
-
-
-def scrape_targets() -> list[str]:
-    """``host:port`` of every alive node's metrics endpoint (driver side, Ray initialised)."""
-    import ray
-
-    return [
-        f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}"
-        for node in ray.nodes()
-        if node.get("Alive") and node.get("MetricsExportPort")
-    ]

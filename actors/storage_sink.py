@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 import ray
 
+from actors import metrics
 from sapphire.storage.sink import StorageSink
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class StorageSinkActor:
         )
         self._flush_interval_s = flush_interval_s
         self._flusher: asyncio.Task[None] | None = None
+        self.metrics = metrics.SinkMetrics()
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -40,6 +42,7 @@ class StorageSinkActor:
             now_ns = time.time_ns()
             if self.sink.flush_due(now_ns):
                 self.sink.flush(now_ns)
+            self.metrics.on_state(self.sink, now_ns)
 
     def _watermarks(self, producer_id: str) -> dict[str, int]:
         return {
@@ -58,6 +61,8 @@ class StorageSinkActor:
                     self.sink.submit_frame(table, rows, now_ns=wall_ns)
             elif rows:
                 self.sink.submit(table, rows, now_ns=wall_ns)
+        self.metrics.on_write(tables)
+        self.metrics.on_state(self.sink, wall_ns)
 
     async def write(
         self,
@@ -80,6 +85,7 @@ class StorageSinkActor:
     async def flush(self, producer_id: str, tables: dict[str, Any]) -> tuple[str, dict[str, int]]:
         self._submit(tables)
         self.sink.flush(time.time_ns())
+        self.metrics.on_state(self.sink, time.time_ns())
         return self.incarnation, self._watermarks(producer_id)
 
     async def close(self) -> None:

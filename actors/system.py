@@ -16,9 +16,10 @@ from typing import Any
 
 import ray
 
-from actors import wiring
+from actors import cost, metrics_export, wiring
 from actors.agent import AgentActor
 from actors.coordinator import CoordinatorActor
+from actors.cost import CostReport
 from actors.execution import ExecutionActor
 from actors.live_execution import LiveExecutionActor
 from actors.market_data import MarketDataActor
@@ -47,6 +48,7 @@ class RunResult:
     wall_s: float
     storage_root: Path
     sink_stats: dict[str, Any] = field(default_factory=dict)
+    cost: CostReport | None = None
 
 
 def default_run_id() -> str:
@@ -56,14 +58,19 @@ def default_run_id() -> str:
 def ensure_ray(config: SystemConfig) -> None:
     if ray.is_initialized():
         return
-    # Ray's local GCS picks a free port (never Redis's 6379); the dashboard stays on loopback.
+    address = config.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:  # a cluster: given in the config, or by `ray job submit` (RAY_ADDRESS)
+        ray.init(address=address, namespace=config.ray.namespace)
+        return
+    # A local cluster: Ray's GCS picks a free port (never Redis's 6379); the dashboard and the
+    # metrics endpoint stay on loopback unless the config says otherwise.
     ray.init(
-        address=config.ray.address,
+        address="local",
         namespace=config.ray.namespace,
         num_cpus=config.ray.num_cpus,
-        include_dashboard=False,
         log_to_driver=True,
         configure_logging=False,
+        **metrics_export.ray_init_options(config.metrics),
     )
 
 
@@ -188,6 +195,9 @@ def run_system(
     started = time.perf_counter()
     steps = drive(handles, on_step=on_step, step_timeout_s=config.ray.step_timeout_s)
     result = finish(handles, steps, time.perf_counter() - started)
+    result.cost = cost.measure_system(
+        handles, result.wall_s, config.cost.prices_file, config.cost.profile
+    )
     shutdown_system(handles)
     return result
 

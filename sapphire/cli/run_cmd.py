@@ -47,4 +47,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     print_summary(result)
+    if result.cost is not None:
+        from actors.cost import print_cost
+
+        print_cost(result.cost)
     return 0

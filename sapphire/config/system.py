@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from sapphire.config.ops import CostConfig, MetricsConfig
+from sapphire.config.redis import RedisConfig
 from sapphire.risk.limits import RiskLimits
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
@@ -111,6 +113,9 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # args of the Ray Serve LLM app (actors.serve.llm_app:build_app), started when an agent
     # of kind "llm" is configured; {} = the 4-bit SmolLM2 GGUF on llama.cpp (CPU)
     llm: dict[str, Any] = msgspec.field(default_factory=dict)
+    metrics: MetricsConfig = MetricsConfig()
+    cost: CostConfig = CostConfig()
+    redis: RedisConfig = RedisConfig()
 
     def __post_init__(self) -> None:
         ids = [a.id for a in self.agents]

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors import metrics
+from actors import cost, metrics, metrics_export
 from sapphire.config.ops import MetricsConfig
 from sapphire.model.events import Side
 from sapphire.model.orders import (
@@ -151,11 +151,11 @@ def test_quoted_spread_is_positive_and_grows_with_the_gap(bid: int, gap: int) ->
 
 def test_ray_init_options_default_to_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     called: list[bool] = []
-    monkeypatch.setattr(metrics, "bind_loopback", lambda: called.append(True))
-    opts = metrics.ray_init_options(MetricsConfig(export_port=9999))
+    monkeypatch.setattr(metrics_export, "bind_loopback", lambda: called.append(True))
+    opts = metrics_export.ray_init_options(MetricsConfig(export_port=9999))
     assert called == [True] and opts["_metrics_export_port"] == 9999
     assert opts["dashboard_host"] == "127.0.0.1"
-    metrics.ray_init_options(MetricsConfig(host="0.0.0.0"))
+    metrics_export.ray_init_options(MetricsConfig(host="0.0.0.0"))
     assert called == [True]
 
 
@@ -191,9 +191,9 @@ def ray_metrics() -> Iterator[list[str]]:
     saved_env = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
     saved_flag = ray_constants.ENABLE_RAY_CLUSTER
     config = MetricsConfig(export_port=_free_port(), report_interval_ms=500)
-    ray.init(num_cpus=2, namespace="metrics-test", **metrics.ray_init_options(config))
+    ray.init(num_cpus=2, namespace="metrics-test", **metrics_export.ray_init_options(config))
     try:
-        yield metrics.scrape_targets()
+        yield metrics_export.scrape_targets()
     finally:
         ray.shutdown()
         ray_constants.ENABLE_RAY_CLUSTER = saved_flag
@@ -268,14 +268,21 @@ def test_running_system_exports_its_metrics(ray_metrics: list[str], tmp_path: Pa
     events, steps = P(metrics.MARKET_EVENTS), P(metrics.LATENCY) + "_count"
     try:
         step = drive(handles, max_steps=3)
-        first = wait_for(ray_metrics, lambda s: total(s, steps, stage="step") >= 3)
-        assert total(first, steps, stage="step") >= 3
+        first = wait_for(ray_metrics, lambda s: total(s, steps, stage="step") >= 3, timeout_s=10)
+        drive(handles, start_step=step)
+        finish(handles, step, 0.0)
+
+        # the run's cost, measured from the live actors (independent of the metric calls)
+        report = cost.measure_system(handles, 10.0, REPO / "ops" / "prices.yaml", "on_prem")
+        lines = {line.name: line for line in report.lines}
+        assert {"coordinator", "market_data", "execution", "storage_sink", "driver"} <= set(lines)
+        assert {f"agent:{a.id}" for a in config.agents} <= set(lines)
+        assert all(line.cpu_s > 0 for line in report.lines) and report.used > 0
+
         for stage in metrics.STAGES:
             assert total(first, steps, stage=stage) >= 3, stage
         seen = total(first, events)
         assert seen >= 3 * config.data.batch_events
-        drive(handles, start_step=step)
-        finish(handles, step, 0.0)
         last = wait_for(ray_metrics, lambda s: total(s, events) >= 20_000)
         assert total(last, events) == 20_000 > seen
         assert total(last, P(metrics.SIGNALS)) > 0

@@ -1,0 +1,84 @@
+"""Cluster launcher configs: Ray's own preparation (what ``ray up`` does) and Ray's own schema
+(``ray/autoscaler/ray-schema.json``, with jsonschema), plus the rules Sapphire adds."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import ray.autoscaler
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = {
+    "local": REPO / "cluster.yaml",
+    "aws": REPO / "ops" / "cluster-aws.yaml",
+    "gcp": REPO / "ops" / "cluster-gcp.yaml",
+}
+SCHEMA = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+
+
+def _load(name: str) -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(CONFIGS[name].read_text())
+    return config
+
+
+def _commands(config: dict[str, Any]) -> str:
+    keys = ("head_start_ray_commands", "worker_start_ray_commands", "setup_commands")
+    return "\n".join(c for k in keys for c in config.get(k, []))
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_config_passes_rays_preparation_and_schema(name: str) -> None:
+    config = _load(name)
+    if name != "local":  # Ray's local provider takes legacy top-level keys it rewrites first
+        jsonschema.validate(config, SCHEMA)
+    prepared = prepare_config(copy.deepcopy(config))
+    jsonschema.validate(prepared, SCHEMA)
+    validate_config(prepared)  # Ray's extra rules: head type exists, min_workers <= max
+    assert prepared["provider"]["type"] == name
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_ports_auth_and_install(name: str) -> None:
+    config = _load(name)
+    commands = _commands(config)
+    assert "--port=6380" in commands and "6379" not in commands  # Redis owns 6379
+    assert ":6380" in "\n".join(config["worker_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in commands
+    assert commands.count("RAY_AUTH_MODE=token") == 2
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    assert config["idle_timeout_minutes"] > 0
+    if name != "aws":  # the AWS variant runs the images instead
+        assert "pip install -q -e ~/sapphire" in commands
+
+
+@pytest.mark.parametrize("name", ["aws", "gcp"])
+def test_cloud_variants_have_head_cpu_and_gpu_types(name: str) -> None:
+    config = _load(name)
+    types = config["available_node_types"]
+    assert set(types) == {"head", "cpu_worker", "gpu_worker"}
+    assert config["head_node_type"] == "head"
+    assert types["head"]["resources"]["CPU"] == 0
+    assert types["cpu_worker"]["min_workers"] >= 1 and "GPU" not in types["cpu_worker"]["resources"]
+    gpu = types["gpu_worker"]
+    assert gpu["resources"]["GPU"] >= 1 and gpu["min_workers"] == 0 < gpu["max_workers"]
+    assert config["max_workers"] >= sum(t.get("max_workers", 0) for t in types.values()) - 2
+
+
+def test_local_config_becomes_one_autoscaled_worker_type() -> None:
+    prepared = prepare_config(_load("local"))
+    (node_type,) = [t for t in prepared["available_node_types"].values()]
+    assert node_type["min_workers"] == 1 and node_type["max_workers"] == 3
+
+
+def test_the_schema_catches_a_typo() -> None:
+    config = _load("aws")
+    config["available_node_types"]["gpu_worker"]["max_worker"] = 2
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(config, SCHEMA)
