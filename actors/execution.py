@@ -11,13 +11,8 @@ import ray
 from actors.checkpoint import make_store
 from actors.codec import decode_events, decode_messages, encode_messages
 from actors.stepper import Stepper
-from sapphire.exchange.gateway import ExecutionGateway
+from sapphire.exchange.gateway import ExecutionGateway, apply_command
 from sapphire.model.orders import (
-    AmendOrder,
-    CancelOrder,
-    OrderStatus,
-    OrderUpdate,
-    RejectReason,
     SubmitOrder,
 )
 
@@ -50,29 +45,12 @@ class ExecutionActor:
         # Orders decided on this batch reach the venue after it: the batch is the
         # system's processing delay, on top of the gateway's own entry latency.
         for command in decode_messages(commands_data):
-            try:
-                if isinstance(command, SubmitOrder):
-                    self.orders_sent += 1
-                    self.gateway.submit(command, now_ns)
-                elif isinstance(command, CancelOrder):
-                    self.gateway.cancel(command, now_ns)
-                elif isinstance(command, AmendOrder):
-                    self.gateway.amend(command, now_ns)
-            except Exception as exc:  # a gateway error becomes a reject, never a crash
+            if isinstance(command, SubmitOrder):
+                self.orders_sent += 1
+            reject = apply_command(self.gateway, command, now_ns)
+            if reject is not None:
                 self.errors += 1
-                log.warning("gateway error on %s: %s", command.client_order_id, exc)
-                if isinstance(command, SubmitOrder):
-                    reports.append(
-                        OrderUpdate(
-                            ts_event_ns=now_ns,
-                            client_order_id=command.client_order_id,
-                            agent_id=command.agent_id,
-                            symbol=command.symbol,
-                            status=OrderStatus.REJECTED,
-                            reason=RejectReason.EXCHANGE_ERROR,
-                            message=str(exc)[:200],
-                        )
-                    )
+                reports.append(reject)
         reports.extend(self.gateway.poll(now_ns))
         return encode_messages(reports)
 

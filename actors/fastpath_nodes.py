@@ -21,14 +21,10 @@ from typing import Any
 from actors.codec import decode_events, decode_messages, encode_messages
 from sapphire.agents.base import Agent, AgentOutput
 from sapphire.coordination.core import CoordinatorCore
-from sapphire.exchange.gateway import ExecutionGateway
+from sapphire.exchange.gateway import ExecutionGateway, apply_command
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import (
-    AmendOrder,
-    CancelOrder,
-    OrderStatus,
     OrderUpdate,
-    RejectReason,
     SubmitOrder,
 )
 from sapphire.risk.limits import RiskLimits
@@ -136,27 +132,10 @@ class VenueNode:
         return encode_messages(reports), len(commands), routed[1], time.perf_counter()
 
     def _apply(self, command: Any, now_ns: int) -> OrderUpdate | None:
-        try:
-            if isinstance(command, SubmitOrder):
-                self.gateway.submit(command, now_ns)
-            elif isinstance(command, CancelOrder):
-                self.gateway.cancel(command, now_ns)
-            elif isinstance(command, AmendOrder):
-                self.gateway.amend(command, now_ns)
-        except Exception as exc:  # a gateway error becomes a reject, never a crash
+        reject = apply_command(self.gateway, command, now_ns)
+        if reject is not None:
             self.errors += 1
-            log.warning("gateway error on %s: %s", command.client_order_id, exc)
-            if isinstance(command, SubmitOrder):
-                return OrderUpdate(
-                    ts_event_ns=now_ns,
-                    client_order_id=command.client_order_id,
-                    agent_id=command.agent_id,
-                    symbol=command.symbol,
-                    status=OrderStatus.REJECTED,
-                    reason=RejectReason.EXCHANGE_ERROR,
-                    message=str(exc)[:200],
-                )
-        return None
+        return reject
 
     def record(self) -> ExecutionGateway:
         """The venue itself (a paper exchange pickles whole), for its fills and orders."""

@@ -18,8 +18,8 @@ import ray
 from actors.checkpoint import make_store
 from actors.codec import decode_messages, encode_messages
 from actors.stepper import AsyncStepper
-from sapphire.exchange.gateway import AsyncExecutionGateway
-from sapphire.model.orders import CancelOrder, OrderStatus, OrderUpdate, RejectReason, SubmitOrder
+from sapphire.exchange.gateway import AsyncExecutionGateway, venue_error_report
+from sapphire.model.orders import CancelOrder, SubmitOrder
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +59,7 @@ class LiveExecutionActor:
                 self.errors += 1
                 log.warning("venue error on %s: %s", command.client_order_id, exc)
                 if isinstance(command, SubmitOrder):
-                    reports.append(
-                        OrderUpdate(
-                            ts_event_ns=now_ns,
-                            client_order_id=command.client_order_id,
-                            agent_id=command.agent_id,
-                            symbol=command.symbol,
-                            status=OrderStatus.REJECTED,
-                            reason=RejectReason.EXCHANGE_ERROR,
-                            message=str(exc)[:200],
-                        )
-                    )
+                    reports.append(venue_error_report(command, exc, now_ns))
         try:
             reports.extend(await gateway.reconcile())
         except Exception as exc:

@@ -8,11 +8,22 @@ the execution actor adapts either to the same message flow.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from sapphire.model.events import AnyMarketEvent
-from sapphire.model.orders import AmendOrder, CancelOrder, OrderFilled, OrderUpdate, SubmitOrder
+from sapphire.model.orders import (
+    AmendOrder,
+    CancelOrder,
+    OrderFilled,
+    OrderStatus,
+    OrderUpdate,
+    RejectReason,
+    SubmitOrder,
+)
+
+log = logging.getLogger(__name__)
 
 ExecutionReport = OrderUpdate | OrderFilled
 
@@ -47,3 +58,38 @@ class AsyncExecutionGateway(Protocol):
         """After a reconnect: open orders and fills by client order id."""
 
     async def close(self) -> None: ...
+
+
+def venue_error_report(command: SubmitOrder, exc: BaseException, now_ns: int) -> OrderUpdate:
+    """A submit the venue failed on becomes a REJECTED report, so the order has a final state
+    and the journal stays consistent: a gateway error is never a crash."""
+    return OrderUpdate(
+        ts_event_ns=now_ns,
+        client_order_id=command.client_order_id,
+        agent_id=command.agent_id,
+        symbol=command.symbol,
+        status=OrderStatus.REJECTED,
+        reason=RejectReason.EXCHANGE_ERROR,
+        message=str(exc)[:200],
+    )
+
+
+def apply_command(
+    gateway: ExecutionGateway, command: SubmitOrder | CancelOrder | AmendOrder, now_ns: int
+) -> OrderUpdate | None:
+    """Send one command; returns the reject report when the gateway raised on a submit.
+    Callers count errors by the report, or by catching nothing at all."""
+    try:
+        if isinstance(command, SubmitOrder):
+            gateway.submit(command, now_ns)
+        elif isinstance(command, CancelOrder):
+            gateway.cancel(command, now_ns)
+        else:
+            gateway.amend(command, now_ns)
+    except Exception as exc:  # the venue's failure must not take the caller down
+        log.warning("gateway error on %s: %s", command.client_order_id, exc)
+        if isinstance(command, SubmitOrder):
+            return venue_error_report(command, exc, now_ns)
+        # a failed cancel or amend leaves the order as the venue has it; the next
+        # reports (or a reconcile) tell its real state
+    return None
