@@ -3,6 +3,7 @@ a DeploymentHandle, keeps trading ticks meanwhile, and every decision is stored.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,16 @@ def ray_serve() -> Iterator[None]:
     ray.shutdown()
 
 
+def _wait_for_answer(agent: object, timeout_s: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        llm = ray.get(agent.stats.remote())["llm"]  # type: ignore[attr-defined]
+        if sum(llm.values()) > 0:
+            return
+        time.sleep(0.5)
+    raise AssertionError("no answer from the LLM deployment")
+
+
 def test_llm_agent_decisions_flow_through_serve_and_are_stored(
     ray_serve: None, tmp_path: Path
 ) -> None:
@@ -53,13 +64,15 @@ def test_llm_agent_decisions_flow_through_serve_and_are_stored(
     handles = start_system(config, "llm-run")
     try:
         step = 0
-        llm_rows = 0
         while True:
             progress = ray.get(handles.coordinator.run_step.remote(step), timeout=300)
             step += 1
+            if step == 5:
+                # the replay outpaces the model: let the first answer arrive (the agent keeps
+                # its request open, its deadline is in event time), then replay on
+                _wait_for_answer(handles.agents["llm"])
             if progress["done"]:
                 break
-        # give outstanding answers a moment, then one more step delivers them
         stats = ray.get(handles.agents["llm"].stats.remote())
         result = finish(handles, step, 0.0)
         llm_rows = result.summary["rows"].get("llm_decisions", 0)
