@@ -48,7 +48,11 @@ class MarketDataActor:
                 # After a restart a replay is reopened and fast-forwarded: recorded streams
                 # are deterministic, so the same events follow. A live feed (``take``) is
                 # never fast-forwarded: it continues from now.
-                self._stream = itertools.islice(iter(self._feed), self._consumed, None)
+                if hasattr(self._feed, "skip"):
+                    self._feed.skip(self._consumed)
+                    self._stream = iter(self._feed)
+                else:
+                    self._stream = itertools.islice(iter(self._feed), self._consumed, None)
         return self._feed
 
     def get_batch(self, step: int) -> tuple[bytes, int, int, bool]:

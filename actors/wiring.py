@@ -4,6 +4,8 @@ so Ray can re-run them when it restarts an actor."""
 from __future__ import annotations
 
 import importlib
+import itertools
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -51,17 +53,42 @@ def load_instruments(data: DataConfig) -> dict[str, Instrument]:
 
 
 class ReplayFeed:
-    """The merged replay of several recorded files, with their rejection counts."""
+    """The merged replay of several recorded files, with their rejection counts.
 
-    def __init__(self, files: list[Path], instruments: dict[str, Instrument], order_by: str):
+    ``speed`` > 0 releases events at that multiple of recorded time (1.0 = as recorded, for
+    demos); 0 is as fast as possible. Events skipped on a restart are not paced.
+    """
+
+    def __init__(
+        self,
+        files: list[Path],
+        instruments: dict[str, Instrument],
+        order_by: str,
+        speed: float = 0.0,
+    ) -> None:
         self._streams = [open_stream(path, instruments) for path in files]
-        self._events = replay.merge_events(self._streams, order_by=order_by)  # type: ignore[arg-type]
+        self._merged = replay.merge(
+            [s.tagged() for s in self._streams],
+            key=order_by,  # type: ignore[arg-type]
+        )
+        self._speed = speed
+        self._events: Iterator[AnyMarketEvent] | None = None
+
+    def skip(self, n: int) -> None:
+        """Fast-forward ``n`` events (a restarted replay), before any pacing starts."""
+        for _ in itertools.islice(self._merged, n):
+            pass
 
     def __iter__(self) -> Iterator[AnyMarketEvent]:
+        if self._events is None:
+            items = self._merged
+            if self._speed > 0:
+                items = replay.pace(items, self._speed, time.sleep, time.monotonic_ns)
+            self._events = (item.event for item in items)
         return self._events
 
     def __next__(self) -> AnyMarketEvent:
-        return next(self._events)
+        return next(iter(self))
 
     def rejected(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -71,8 +98,10 @@ class ReplayFeed:
         return counts
 
 
-def _open(files: list[Path], instruments: dict[str, Instrument], order_by: str) -> ReplayFeed:
-    return ReplayFeed(files, instruments, order_by)
+def _open(
+    files: list[Path], instruments: dict[str, Instrument], order_by: str, speed: float = 0.0
+) -> ReplayFeed:
+    return ReplayFeed(files, instruments, order_by, speed)
 
 
 def _open_live(data: DataConfig, instruments: dict[str, Instrument]) -> Any:
@@ -84,7 +113,7 @@ def _open_live(data: DataConfig, instruments: dict[str, Instrument]) -> Any:
 def stream_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Callable[[], Any]:
     if data.source == "ccxt":
         return partial(_open_live, data, instruments)
-    return partial(_open, data_files(data), instruments, data.order_by)
+    return partial(_open, data_files(data), instruments, data.order_by, data.speed)
 
 
 def _build_agent(spec: AgentSpec, instrument: Instrument) -> Agent:
