@@ -20,13 +20,18 @@ log = logging.getLogger(__name__)
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class AgentActor:
     def __init__(
-        self, agent_id: str, build: Any, checkpoint_location: str, llm_app: str = ""
+        self,
+        agent_id: str,
+        build: Any,
+        checkpoint_location: str,
+        llm_app: str = "",
+        redis: Any = None,
     ) -> None:
         self.agent_id = agent_id
         self.agent: Agent = build()
         # agents that ask an LLM (``drain_requests``/``on_decision``) get a Serve bridge
         self._llm = (
-            LlmBridge(llm_app, timeout_s=10.0)
+            LlmBridge(llm_app, timeout_s=10.0, redis=redis)
             if llm_app and hasattr(self.agent, "drain_requests")
             else None
         )

@@ -12,13 +12,15 @@ import threading
 import time
 from typing import Any
 
+from sapphire.config.redis import RedisConfig
 from sapphire.storage.records import LlmDecisionRecord
 
 
 class LlmBridge:
-    def __init__(self, app_name: str, timeout_s: float) -> None:
+    def __init__(self, app_name: str, timeout_s: float, redis: RedisConfig | None = None) -> None:
         self._app_name = app_name
         self._timeout_s = timeout_s
+        self._redis = redis
         self._client: Any = None
         self._inbox: list[tuple[Any, Any, int, bool]] = []
         self._lock = threading.Lock()
@@ -34,7 +36,22 @@ class LlmBridge:
         from actors.serve.llm_client import ServeDecisionClient
 
         if self._client is None:
-            self._client = ServeDecisionClient(app_name=self._app_name, timeout_s=self._timeout_s)
+            l2 = None
+            if self._redis is not None:
+                from sapphire.storage.redis_cache import RedisCache
+
+                # decisions shared by every agent actor, and kept across their restarts; an
+                # unreachable Redis only costs the L2 tier (counted, never raised)
+                l2 = RedisCache(
+                    host=self._redis.host,
+                    port=self._redis.port,
+                    db=self._redis.db,
+                    prefix=f"sapphire:llm:{self._app_name}:",
+                    socket_timeout_s=self._redis.socket_timeout_s,
+                )
+            self._client = ServeDecisionClient(
+                app_name=self._app_name, timeout_s=self._timeout_s, redis=l2
+            )
         stats = self._client.stats
         failed_before = stats.timeouts + stats.errors + stats.malformed_json
         started = time.perf_counter_ns()

@@ -124,6 +124,7 @@ def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
             wiring.agent_builder(spec, instruments[spec.symbol]),
             checkpoint_location,
             llm_app if spec.kind == "llm" else "",
+            config.redis if spec.kind == "llm" else None,
         )
     names = {kind: named(kind)["name"] for kind in ("market-data", "execution", "storage-sink")}
     agent_names = {spec.id: named(f"agent-{spec.id}")["name"] for spec in config.agents}

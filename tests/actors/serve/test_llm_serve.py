@@ -174,3 +174,41 @@ def test_agent_requests_answered_by_the_deployment_reach_the_agent(handle, share
     s = client.stats
     # equal features give equal prompts: repeats are answered from the L1 cache
     assert s.ok + s.malformed_json + s.schema_violation + s.cache_hits == 3
+
+
+def test_identical_prompts_are_answered_once_across_clients_through_redis(handle) -> None:  # type: ignore[no-untyped-def]
+    """Two clients, as two agent actors (or one actor before and after a restart), share the
+    real Redis as L2: the second gets the first's decision without a model call."""
+    import uuid
+
+    from actors.serve.llm_client import ServeDecisionClient
+    from sapphire.llm.prompt import MarketFeatures, build_prompt
+    from sapphire.storage.redis_cache import RedisCache
+
+    prefix = f"sapphire-test:llm:{uuid.uuid4().hex}:"
+    prompt = build_prompt(
+        MarketFeatures(
+            symbol="BTCUSDT",
+            ts_event_ns=1,
+            mid=60_000.0,
+            spread_bps=0.2,
+            returns_bps=((10, 1.5), (60, -3.0)),
+            volatility_bps=4.0,
+            imbalance=0.1,
+            position_lots=0,
+            max_position_lots=5,
+            pnl_quote=0.0,
+        )
+    )
+    first = ServeDecisionClient(handle, timeout_s=60.0, redis=RedisCache(prefix=prefix))
+    second = ServeDecisionClient(handle, timeout_s=60.0, redis=RedisCache(prefix=prefix))
+    try:
+        answer = asyncio.run(first.decide(prompt))
+        assert first.stats.ok == 1 and first.stats.cache_hits == 0
+        again = asyncio.run(second.decide(prompt))
+        assert again == answer
+        assert second.stats.cache_hits == 1
+        assert second.stats.ok + second.stats.malformed_json + second.stats.timeouts == 0
+        assert second.tiers.stats["l2"].hits == 1
+    finally:
+        RedisCache(prefix=prefix).clear_prefix()
