@@ -7,8 +7,9 @@ lazily, so ``sapphire`` imports without any of them installed.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
-from typing import Annotated, Literal, Protocol, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -37,6 +38,16 @@ class TextEngine(Protocol):
 
 class EngineError(RuntimeError):
     """An engine that cannot be built (missing backend, missing model file)."""
+
+
+def import_gpu_module(name: str) -> Any:
+    """Import an optional GPU dependency, or say which extra installs it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise EngineError(
+            f"{name} is not installed: pip install 'sapphire-trading[llm-gpu]'"
+        ) from exc
 
 
 class EngineConfigError(EngineError, ValueError):

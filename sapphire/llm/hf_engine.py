@@ -6,27 +6,17 @@ the malformed-JSON count makes that visible.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from typing import Any
 
-from sapphire.llm.engines import EngineError, Generation, TransformersConfig
+from sapphire.llm.engines import Generation, TransformersConfig, import_gpu_module
 from sapphire.llm.prompt import DecisionPrompt, SamplingConfig
-
-
-def _import(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise EngineError(
-            f"{name} is not installed: pip install 'sapphire-trading[llm-gpu]'"
-        ) from exc
 
 
 class TransformersEngine:
     def __init__(self, config: TransformersConfig) -> None:
-        torch = _import("torch")
-        transformers = _import("transformers")
+        torch = import_gpu_module("torch")
+        transformers = import_gpu_module("transformers")
         self.config = config
         self.model_id = config.model_id or config.model
         self.sampling: SamplingConfig = config.sampling
@@ -38,7 +28,7 @@ class TransformersEngine:
             self._tokenizer.pad_token = self._tokenizer.eos_token
         kwargs: dict[str, Any] = {"device_map": config.device}
         if config.load_in_4bit:
-            _import("bitsandbytes")
+            import_gpu_module("bitsandbytes")
             kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
                 load_in_4bit=True,
                 bnb_4bit_quant_type="nf4",

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from typing import Any
 
 from sapphire.llm.decision import decision_json_schema
-from sapphire.llm.engines import EngineError, Generation, VllmConfig
+from sapphire.llm.engines import Generation, VllmConfig, import_gpu_module
 from sapphire.llm.prompt import DecisionPrompt, SamplingConfig
-
-
-def _import(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise EngineError(
-            f"{name} is not installed: pip install 'sapphire-trading[llm-gpu]'"
-        ) from exc
 
 
 class VllmEngine:
     """Offline ``vllm.LLM``; one ``chat`` call per batch (vLLM schedules the sequences)."""
 
     def __init__(self, config: VllmConfig) -> None:
-        vllm = _import("vllm")
-        sampling_params = _import("vllm.sampling_params")
+        vllm = import_gpu_module("vllm")
+        sampling_params = import_gpu_module("vllm.sampling_params")
         self.config = config
         self.model_id = config.model_id or config.model
         self.sampling: SamplingConfig = config.sampling
