@@ -107,6 +107,33 @@ class EventBuilder:
             yield from self._flush_pending(None)
             yield from self._flush_snapshot()
 
+    def _level_units(
+        self, line: int, sym: str, px: float, qty: float, *, zero_qty_ok: bool
+    ) -> tuple[int, int] | None:
+        """Ticks and lots of one price/quantity pair (a trade or a book level), or None with
+        the row rejected and counted under the first rule it breaks."""
+        stats = self.stats
+        grid = self._grid(sym)
+        if grid is None:
+            stats.reject(RowReject.UNKNOWN_SYMBOL, line, sym)
+            return None
+        tick, lot = grid
+        if not _finite(px, qty):
+            stats.reject(RowReject.NON_FINITE, line, f"price={px} qty={qty}")
+            return None
+        if px <= 0:
+            stats.reject(RowReject.NON_POSITIVE_PRICE, line, f"price={px}")
+            return None
+        if qty < 0 or (qty == 0 and not zero_qty_ok):
+            reason = RowReject.ZERO_QTY if qty == 0 else RowReject.NEGATIVE_QTY
+            stats.reject(reason, line, f"qty={qty}")
+            return None
+        ticks, lots = _units(px, tick), _units(qty, lot)
+        if ticks is None or lots is None:
+            stats.reject(RowReject.OFF_GRID, line, f"price={px} qty={qty}")
+            return None
+        return ticks, lots
+
     # -- trades -------------------------------------------------------------------------
     def _rows_trades(self, lines: Any, bad: list[bool], cols: list[list[Any]]) -> Iterator[Tagged]:
         stats = self.stats
@@ -115,25 +142,10 @@ class EventBuilder:
                 stats.reject(RowReject.MALFORMED, line, "missing or unparseable field")
                 continue
             ses = ses or ""
-            grid = self._grid(sym)
-            if grid is None:
-                stats.reject(RowReject.UNKNOWN_SYMBOL, line, sym)
+            units = self._level_units(line, sym, px, qty, zero_qty_ok=False)
+            if units is None:
                 continue
-            tick, lot = grid
-            if not _finite(px, qty):
-                stats.reject(RowReject.NON_FINITE, line, f"price={px} qty={qty}")
-                continue
-            if px <= 0:
-                stats.reject(RowReject.NON_POSITIVE_PRICE, line, f"price={px}")
-                continue
-            if qty <= 0:
-                reason = RowReject.ZERO_QTY if qty == 0 else RowReject.NEGATIVE_QTY
-                stats.reject(reason, line, f"qty={qty}")
-                continue
-            ticks, lots = _units(px, tick), _units(qty, lot)
-            if ticks is None or lots is None:
-                stats.reject(RowReject.OFF_GRID, line, f"price={px} qty={qty}")
-                continue
+            ticks, lots = units
             recv = recv or 0
             if not self._in_order(ses, sym, recv or ts, line):
                 continue
@@ -322,25 +334,11 @@ class EventBuilder:
                 yield from self._flush_snapshot()
             if not snap:
                 yield from self._flush_snapshot()
-            grid = self._grid(sym)
-            if grid is None:
-                stats.reject(RowReject.UNKNOWN_SYMBOL, line, sym)
+            # qty 0 deletes a level in a diff; a snapshot never lists an empty level
+            units = self._level_units(line, sym, px, qty, zero_qty_ok=not snap)
+            if units is None:
                 continue
-            tick, lot = grid
-            if not _finite(px, qty):
-                stats.reject(RowReject.NON_FINITE, line, f"price={px} qty={qty}")
-                continue
-            if px <= 0:
-                stats.reject(RowReject.NON_POSITIVE_PRICE, line, f"price={px}")
-                continue
-            if qty < 0 or (snap and qty == 0):
-                reason = RowReject.ZERO_QTY if qty == 0 else RowReject.NEGATIVE_QTY
-                stats.reject(reason, line, f"qty={qty}")
-                continue
-            ticks, lots = _units(px, tick), _units(qty, lot)
-            if ticks is None or lots is None:
-                stats.reject(RowReject.OFF_GRID, line, f"price={px} qty={qty}")
-                continue
+            ticks, lots = units
             if key != self._msg_key:
                 # First row of a new message: order and sequence are checked once per message.
                 self._msg_key = key
