@@ -260,7 +260,7 @@ class CoordinatorActor:
         agents = {}
         for (agent_id, symbol), state in sorted(core.portfolio.positions.items()):
             mark = core.risk.marks.get(symbol)
-            unreal = core.portfolio.unrealized_quote(agent_id, symbol, mark) if mark else Decimal(0)
+            unreal = core.portfolio.unrealized_quote(agent_id, symbol, mark)
             agents[f"{agent_id}/{symbol}"] = {
                 "position_lots": state.qty_lots,
                 "traded_lots": state.traded_lots,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
 from typing import Any
 
 import polars as pl
@@ -74,7 +73,7 @@ class StepRows:
             self._add("positions", lambda p=position, **k: R.position_row(p, **k))
         for (agent_id, symbol), state in sorted(core.portfolio.positions.items()):
             mark = core.risk.marks.get(symbol)
-            unreal = core.portfolio.unrealized_quote(agent_id, symbol, mark) if mark else Decimal(0)
+            unreal = core.portfolio.unrealized_quote(agent_id, symbol, mark)
             snap = PnlSnapshot(
                 ts_event_ns=now_ns,
                 agent_id=agent_id,
@@ -109,21 +108,12 @@ class StepRows:
             "kind": ["trade" if t else "quote" for t in trades],
             "ts_recv_ns": [e.ts_recv_ns for e in ticks],
         }
-        for name, attr in (
-            ("price_ticks", "price_ticks"),
-            ("qty_lots", "qty_lots"),
-            ("trade_id", "trade_id"),
-        ):
-            columns[name] = [
-                getattr(e, attr) if t else None for e, t in zip(ticks, trades, strict=True)
-            ]
-        columns["side"] = [
-            int(e.taker_side) if t else None for e, t in zip(ticks, trades, strict=True)
-        ]
+        pairs = list(zip(ticks, trades, strict=True))
+        for name in ("price_ticks", "qty_lots", "trade_id"):
+            columns[name] = [getattr(e, name) if t else None for e, t in pairs]
+        columns["side"] = [int(e.taker_side) if t else None for e, t in pairs]
         for name in ("bid_ticks", "bid_lots", "ask_ticks", "ask_lots"):
-            columns[name] = [
-                None if t else getattr(e, name) for e, t in zip(ticks, trades, strict=True)
-            ]
+            columns[name] = [None if t else getattr(e, name) for e, t in pairs]
         schema = table_schema("ticks")
         frame = pl.DataFrame(columns, schema=schema.polars_schema, strict=False).select(
             schema.names

@@ -60,9 +60,10 @@ class Portfolio:
             state.qty_lots = remaining_old
         return state
 
-    def unrealized_quote(self, agent_id: str, symbol: str, mark_ticks: float) -> Decimal:
+    def unrealized_quote(self, agent_id: str, symbol: str, mark_ticks: float | None) -> Decimal:
+        """Mark-to-market PnL of the open position; zero while there is no mark yet."""
         state = self.positions.get((agent_id, symbol))
-        if state is None or state.qty_lots == 0:
+        if state is None or state.qty_lots == 0 or mark_ticks is None:
             return _ZERO
         inst = self._instruments[symbol]
         mark = Decimal(repr(mark_ticks))
