@@ -1,4 +1,5 @@
-"""AgentActor: one pure agent, stepped in batches; errors are contained and counted."""
+"""AgentActor: the kernel's agent stage for one agent, stepped window by window; errors are
+contained and counted by the stage."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from actors.checkpoint import make_store
 from actors.codec import decode_events, decode_messages, encode_messages
 from actors.llm_bridge import LlmBridge
 from actors.stepper import Stepper
-from sapphire.agents.base import Agent, AgentOutput
+from sapphire.agents.base import Agent
+from sapphire.kernel.agents import AgentStage
+from sapphire.kernel.timing import Timing, Window
 
 log = logging.getLogger(__name__)
 
@@ -23,69 +26,53 @@ class AgentActor:
         self,
         agent_id: str,
         build: Any,
+        timing: Timing,
         checkpoint_location: str,
         llm_app: str = "",
         redis: Any = None,
     ) -> None:
         self.agent_id = agent_id
         self.agent: Agent = build()
+        self.stage = AgentStage([self.agent], timing)
         # agents that ask an LLM (``drain_requests``/``on_decision``) get a Serve bridge
         self._llm = (
             LlmBridge(llm_app, timeout_s=10.0, redis=redis)
             if llm_app and hasattr(self.agent, "drain_requests")
             else None
         )
-        self.errors = 0
-        self.events_seen = 0
         self.busy_s = 0.0
         self._stepper: Stepper[tuple[bytes, list[Any]]] = Stepper(
             make_store(checkpoint_location),
             f"agent-{agent_id}",
-            self._snapshot,
-            self._restore,
+            self.stage.snapshot,
+            self.stage.restore,
         )
 
-    def _snapshot(self) -> bytes:
-        import pickle
+    def step(
+        self, step: int, window: Window, events: bytes, reports: bytes
+    ) -> tuple[bytes, list[Any]]:
+        """Outputs of one window, and the LLM decisions that arrived before it (for storage)."""
+        return self._stepper.run(step, lambda: self._compute(window, events, reports))
 
-        return pickle.dumps((self.agent.snapshot(), self.errors, self.events_seen))
-
-    def _restore(self, data: bytes) -> None:
-        import pickle
-
-        agent_state, self.errors, self.events_seen = pickle.loads(data)
-        self.agent.restore(agent_state)
-
-    def step(self, step: int, events: bytes, reports: bytes) -> tuple[bytes, list[Any]]:
-        """Outputs of one batch, and the LLM decisions that arrived before it (for storage)."""
-        return self._stepper.run(step, lambda: self._compute(events, reports))
-
-    def _compute(self, events_data: bytes, reports_data: bytes) -> tuple[bytes, list[Any]]:
+    def _compute(
+        self, window: Window, events_data: bytes, reports_data: bytes
+    ) -> tuple[bytes, list[Any]]:
         started = time.perf_counter()
-        outputs: list[AgentOutput] = []
         events = decode_events(events_data)
         llm_records: list[Any] = []
         if self._llm is not None and events:
             symbol = getattr(self.agent, "symbol", events[0].symbol)
             llm_records = self._llm.collect(self.agent, symbol, events[0].ts_event_ns)
-        for report in decode_messages(reports_data):
-            outputs.extend(self._guarded(lambda r=report: self.agent.on_report(r, r.ts_event_ns)))
-        for event in events:
-            self.events_seen += 1
-            outputs.extend(self._guarded(lambda e=event: self.agent.on_event(e, e.ts_event_ns)))
+        reports = {self.agent_id: decode_messages(reports_data)}
+        outputs = self.stage.step(window, events, reports)[self.agent_id]
         if self._llm is not None:
             self._llm.submit(self.agent.drain_requests())  # type: ignore[attr-defined]
         self.busy_s += time.perf_counter() - started
         return encode_messages(outputs), llm_records
 
-    def _guarded(self, call: Any) -> list[AgentOutput]:
-        try:
-            return list(call())
-        except Exception:  # an agent bug must not take the actor (or the system) down
-            self.errors += 1
-            if self.errors <= 10:
-                log.exception("agent %s raised; event skipped", self.agent_id)
-            return []
+    def agent_state(self) -> bytes:
+        """The agent's own snapshot (what it learned), for tests and inspection."""
+        return self.agent.snapshot()
 
     def node_id(self) -> str:
         return str(ray.get_runtime_context().get_node_id())
@@ -93,8 +80,8 @@ class AgentActor:
     def stats(self) -> dict[str, Any]:
         return {
             "agent_id": self.agent_id,
-            "errors": self.errors,
-            "events_seen": self.events_seen,
+            "errors": self.stage.state.errors.get(self.agent_id, 0),
+            "events_seen": self.stage.state.events_seen,
             "busy_s": self.busy_s,
             "restored": self._stepper.restored,
             "last_step": self._stepper.last_step,

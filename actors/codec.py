@@ -13,6 +13,7 @@ from sapphire.model.orders import (
     AmendOrder,
     CancelIntent,
     CancelOrder,
+    OrderDenied,
     OrderFilled,
     OrderIntent,
     OrderUpdate,
@@ -30,6 +31,7 @@ TradingMessage = (
     | AmendOrder
     | OrderUpdate
     | OrderFilled
+    | OrderDenied
     | Position
 )
 

@@ -1,10 +1,12 @@
-"""CoordinatorActor: routes one batch per step through agents, risk, execution and storage.
+"""CoordinatorActor: drives the kernel's steps across actors and runs its coordinator stage.
 
-It is the system's router and its journal. A step: fetch the market batch; run every agent
-on it in parallel (with the previous step's execution reports); risk-check their intents
-(``sapphire.coordination.CoordinatorCore``); send the orders to the execution actor; persist
-every row; checkpoint. Every callee is idempotent per step (``actors.stepper``), so a restart
-of any actor, this one included, neither loses nor duplicates an order or a row.
+A step is one window of market time (``sapphire.kernel``): fetch the window; hand out the
+reports that arrive in it; run the venue (on the commands decided before the window) and
+every agent (on the window) in parallel; run the coordinator stage (risk, journal, portfolio,
+rows); keep its commands for the venue's next step; persist the rows; checkpoint. The stages
+are the ones ``sapphire backtest`` runs in one process, called in the same order, so the
+outcome is the same. Every callee is idempotent per step (``actors.stepper``), so a restart of
+any actor, this one included, neither loses nor duplicates an order or a row.
 """
 
 from __future__ import annotations
@@ -14,20 +16,21 @@ import logging
 import pickle
 import time
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 import ray
 
 from actors import metrics
 from actors.checkpoint import make_store
-from actors.codec import decode_events, decode_messages, encode_messages
-from actors.rows import StepRows
+from actors.codec import decode_events, decode_messages, encode_events, encode_messages
 from actors.stepper import AsyncStepper
 from sapphire.config.system import SystemConfig
-from sapphire.coordination.core import CoordinatorCore
+from sapphire.kernel import assembly as wiring
+from sapphire.kernel.coordinator import CoordinatorStage, StepProgress
+from sapphire.kernel.rows import StepRows
+from sapphire.kernel.runner import PRODUCER, NoEventsError, reports_by_agent
+from sapphire.kernel.timing import Window
 from sapphire.model.instrument import Instrument
-from sapphire.model.orders import OrderFilled, OrderStatus, OrderUpdate, SubmitOrder
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +57,20 @@ class CoordinatorActor:
         self.execution = ray.get_actor(actor_names["execution"], namespace=ns)
         self.sink = ray.get_actor(actor_names["storage-sink"], namespace=ns)
         self.agents = {a: ray.get_actor(n, namespace=ns) for a, n in agent_names.items()}
-        self.core = CoordinatorCore(
-            instruments,
-            config.risk,
-            Decimal(config.capital_quote),
-            {a.id: a.weight for a in config.agents},
-            config.aggregation,
+        self.timing = wiring.timing(config)
+        self.stage = CoordinatorStage(
+            wiring.build_core(config, instruments),
+            self.timing,
+            StepRows(run_id, PRODUCER, config.storage.store_ticks),
+            pnl_interval_ns=int(config.storage.pnl_interval_s * 1e9),
         )
-        self.pending_reports: list[OrderUpdate | OrderFilled] = []
-        self.rows = StepRows(run_id, "coordinator", config.storage.store_ticks)
+        self.core = self.stage.core
+        self.rows = self.stage.rows
+        self._commands: list[Any] = []
+        self._live = config.exchange.kind == "ccxt" and not config.exchange.factory
+        self._last_end = 0
         self.quarantined: dict[str, str] = {}
-        self.counters: dict[str, int] = {"events": 0, "orders": 0, "cancels": 0, "steps": 0}
+        self.faults: dict[str, int] = {}
         self.latency_s: list[float] = []
         self.stage_s: dict[str, float] = {}
         self.venue_rejections: dict[str, int] = {}
@@ -76,7 +82,10 @@ class CoordinatorActor:
         self._agents_ready = False
         self._llm_records: list[Any] = []
         self._store = make_store(checkpoint_location)
-        self._stepper: AsyncStepper[dict[str, Any]] = AsyncStepper(
+        self.window_ns = self.timing.window_ns(
+            config.data.window_ns, approximate=config.data.approximate
+        )
+        self._stepper: AsyncStepper[StepProgress] = AsyncStepper(
             self._store, "coordinator", self._snapshot, self._restore
         )
         kill = self._store.load(KILL_KEY)
@@ -86,21 +95,19 @@ class CoordinatorActor:
     # -- checkpointing --------------------------------------------------------------------
     def _snapshot(self) -> bytes:
         state = (
-            self.core.snapshot(),
-            self.pending_reports,
-            self.rows.snapshot(),
+            self.stage.snapshot(),
+            self._commands,
             self.quarantined,
-            self.counters,
-            self.venue_rejections,
+            self.faults,
+            self._last_end,
         )
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _restore(self, data: bytes) -> None:
-        state = pickle.loads(data)
-        core, self.pending_reports, rows, self.quarantined, self.counters = state[:5]
-        self.venue_rejections = state[5]
-        self.core.restore(core)
-        self.rows.restore(rows)
+        stage, self._commands, self.quarantined, self.faults, self._last_end = pickle.loads(data)
+        self.stage.restore(stage)
+        self.core = self.stage.core
+        self.rows = self.stage.rows
         self._resend_all = True  # the sink may have lost what the last incarnation sent
 
     # -- control --------------------------------------------------------------------------
@@ -115,54 +122,69 @@ class CoordinatorActor:
         self.core.reset_kill()
 
     # -- the step -------------------------------------------------------------------------
-    async def run_step(self, step: int) -> dict[str, Any]:
+    async def run_step(self, step: int) -> StepProgress:
         return await self._stepper.run_async(step, lambda: self._step(step))
 
-    async def _step(self, step: int) -> dict[str, Any]:
+    async def _step(self, step: int) -> StepProgress:
         clock = StageClock()
-        events_data, now_ns, n_events, done = await self.market_data.get_batch.remote(step)
+        batch = await self.market_data.get_window.remote(step, self.stage.pending_ns())
+        if batch is None:
+            if step == 0:
+                raise NoEventsError("the configured data produced no market events")
+            if not self._live:
+                return StepProgress(step=step, events=0, done=True, now_ns=0, fills=0)
+            # A live venue keeps answering after the data ends: drain windows let its last
+            # reports (and a reconcile) reach the journal, never lose a fill.
+            pending = self.stage.pending_ns() or self._last_end
+            end = max(self._last_end, pending, time.time_ns()) + 1
+            batch = (
+                encode_events([]),
+                Window(step=step, start_ns=self._last_end, end_ns=end, last=True),
+                0,
+            )
+        events_data, window, n_events = batch
+        self._last_end = window.end_ns
         events = decode_events(events_data)
         events_ref = ray.put(events_data)
         clock.lap("feed")
-        outputs = await self._run_agents(step, events_ref)
+        due = self.stage.take_due(window)
+        # the venue runs what was decided before this window while the agents run it
+        venue_ref = self.execution.step.remote(
+            step, window, events_ref, encode_messages(self._commands)
+        )
+        outputs = await self._run_agents(step, window, events_ref, due)
         clock.lap("signal")
-        result = self.core.step(events, self.pending_reports, outputs, now_ns)
-        commands = encode_messages(list(result.commands))
+        result = self.stage.step(window, events, due, outputs)
         clock.lap("risk")
-        reports_data = await self.execution.step.remote(step, events_ref, commands, now_ns)
-        reports = self.core.new_reports(decode_messages(reports_data))
-        for report in reports:
-            if isinstance(report, OrderUpdate) and report.status is OrderStatus.REJECTED:
-                reason = str(report.reason) if report.reason else "unknown"
-                self.venue_rejections[reason] = self.venue_rejections.get(reason, 0) + 1
+        reports = decode_messages(await venue_ref)
+        # a live venue's reports arrived now: the next window delivers them
+        self.stage.add_venue_reports(reports, window.end_ns if self._live else None)
+        self._commands = result.commands
         clock.lap("exchange_ack")
-        self.rows.add_step(events, self.pending_reports, outputs, result, self.core, now_ns)
         self.rows.add_llm(self._llm_records)
         self._llm_records = []
-        self.pending_reports = reports
-        await self._persist(now_ns)
+        await self._persist(window.end_ns)
         clock.lap("storage")
-        submits = sum(1 for c in result.commands if isinstance(c, SubmitOrder))
-        self.counters["events"] += n_events
-        self.counters["orders"] += submits
-        self.counters["cancels"] += len(result.commands) - submits
-        self.counters["steps"] += 1
         for stage, seconds in clock.laps.items():
             self.stage_s[stage] = self.stage_s.get(stage, 0.0) + seconds
         if len(self.latency_s) < 100_000:
             self.latency_s.append(clock.total())
-        progress = {
-            "step": step,
-            "events": n_events,
-            "done": done and not reports,
-            "now_ns": now_ns,
-            "fills": self.core.fill_count,
-            "kill_switch": self.core.risk.kill_switch_on,
-            "orders": submits,
-            "stage_s": clock.laps,
-        }
+        done = result.done
+        if self._live and done:
+            # live: done once the venue has nothing left to tell
+            done = self.stage.pending_ns() is None and not self._commands
+        progress = StepProgress(
+            step=step,
+            events=n_events,
+            done=done,
+            now_ns=window.end_ns,
+            fills=result.fills_total,
+            kill_switch=result.kill_switch,
+            orders=result.submits,
+            stage_s=clock.laps,
+        )
         self.metrics.on_step(progress, outputs, result.commands, reports)
-        if progress["done"] or self.metrics.summary_due():
+        if progress.done or self.metrics.summary_due():
             self.metrics.on_summary(await self.summary())
         return progress
 
@@ -179,19 +201,23 @@ class CoordinatorActor:
                 self.quarantined[agent_id] = f"did not start: {type(exc).__name__}"
         self._agents_ready = True
 
-    async def _run_agents(self, step: int, events_ref: Any) -> dict[str, Sequence[Any]]:
+    async def _run_agents(
+        self, step: int, window: Window, events_ref: Any, due: list[Any]
+    ) -> dict[str, Sequence[Any]]:
         await self._wait_for_agents()
-        by_agent: dict[str, list[Any]] = {a: [] for a in self.agents}
-        for report in self.pending_reports:
-            if report.agent_id in by_agent:
-                by_agent[report.agent_id].append(report)
+        by_agent = reports_by_agent(due, self.agents)
         live = [a for a in sorted(self.agents) if a not in self.quarantined]
-        calls = [self._call_agent(a, step, events_ref, encode_messages(by_agent[a])) for a in live]
+        calls = [
+            self._call_agent(a, step, window, events_ref, encode_messages(by_agent[a]))
+            for a in live
+        ]
         results = await asyncio.gather(*calls)
         return {a: out for a, out in zip(live, results, strict=True)}
 
-    async def _call_agent(self, agent_id: str, step: int, events_ref: Any, reports: bytes) -> Any:
-        ref = self.agents[agent_id].step.remote(step, events_ref, reports)
+    async def _call_agent(
+        self, agent_id: str, step: int, window: Window, events_ref: Any, reports: bytes
+    ) -> Any:
+        ref = self.agents[agent_id].step.remote(step, window, events_ref, reports)
         try:
             data, llm_records = await asyncio.wait_for(_await(ref), self.config.ray.agent_timeout_s)
         except TimeoutError:
@@ -238,7 +264,7 @@ class CoordinatorActor:
         incarnation, marks, accepted = await self._inflight
         self._inflight = None
         if not accepted:
-            self.counters["sink_restarts_seen"] = self.counters.get("sink_restarts_seen", 0) + 1
+            self.faults["sink_restarts_seen"] = self.faults.get("sink_restarts_seen", 0) + 1
             log.warning("storage sink restarted; re-sending %d rows", self.rows.unacked_count())
             await self._resend(now_ns)
             return
@@ -256,33 +282,20 @@ class CoordinatorActor:
         return {"unacked_rows": self.rows.unacked_count()}
 
     async def summary(self) -> dict[str, Any]:
-        core = self.core
-        agents = {}
-        for (agent_id, symbol), state in sorted(core.portfolio.positions.items()):
-            mark = core.risk.marks.get(symbol)
-            unreal = core.portfolio.unrealized_quote(agent_id, symbol, mark)
-            agents[f"{agent_id}/{symbol}"] = {
-                "position_lots": state.qty_lots,
-                "traded_lots": state.traded_lots,
-                "realized_quote": str(state.realized_pnl_quote),
-                "fees_quote": str(state.fees_quote),
-                "pnl_quote": str(state.realized_pnl_quote - state.fees_quote + unreal),
+        out = self.stage.summary()
+        out["counters"].update(self.faults)
+        out.update(
+            {
+                "window_ns": self.window_ns,
+                "approximate": self.window_ns > self.timing.lookahead_ns,
+                "restored": self._stepper.restored,
+                "quarantined": dict(self.quarantined),
+                "step_latency_s": list(self.latency_s),
+                "stage_s": {**self.stage_s, "checkpoint": self._stepper.checkpoint_s},
+                "checkpoint_bytes": self._stepper.checkpoint_bytes,
             }
-        return {
-            "counters": dict(self.counters),
-            "fills": core.fill_count,
-            "orders_by_status": core.journal.counts_by_status(),
-            "risk_rejections": {r.value: n for r, n in core.risk.rejections.items()},
-            "venue_rejections": dict(self.venue_rejections),
-            "kill_switch": core.risk.kill_switch_on,
-            "restored": self._stepper.restored,
-            "quarantined": dict(self.quarantined),
-            "agents": agents,
-            "rows": self.rows.counts(),
-            "step_latency_s": list(self.latency_s),
-            "stage_s": {**self.stage_s, "checkpoint": self._stepper.checkpoint_s},
-            "checkpoint_bytes": self._stepper.checkpoint_bytes,
-        }
+        )
+        return out
 
 
 class StageClock:

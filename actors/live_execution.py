@@ -19,6 +19,7 @@ from actors.checkpoint import make_store
 from actors.codec import decode_messages, encode_messages
 from actors.stepper import AsyncStepper
 from sapphire.exchange.gateway import AsyncExecutionGateway, venue_error_report
+from sapphire.kernel.timing import Window
 from sapphire.model.orders import CancelOrder, SubmitOrder
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,11 @@ class LiveExecutionActor:
             self.gateway = gateway
         return self.gateway
 
-    async def step(self, step: int, events: bytes, commands: bytes, now_ns: int) -> bytes:
-        return await self._stepper.run_async(step, lambda: self._compute(commands, now_ns))
+    async def step(self, step: int, window: Window, events: bytes, commands: bytes) -> bytes:
+        # a window is what arrived; reports are stamped when they came back (live time)
+        return await self._stepper.run_async(
+            step, lambda: self._compute(commands, window.end_ns - 1)
+        )
 
     async def _compute(self, commands_data: bytes, now_ns: int) -> bytes:
         gateway = await self._connected()

@@ -1,8 +1,10 @@
-"""MarketDataActor: replays recorded data (or streams live) in numbered batches."""
+"""MarketDataActor: cuts the replay (or the live stream) into the kernel's windows."""
 
 from __future__ import annotations
 
 import itertools
+import pickle
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,35 +13,46 @@ import ray
 from actors.checkpoint import make_store
 from actors.codec import encode_events
 from actors.stepper import Stepper
+from sapphire.kernel.timing import Clock, Window
+from sapphire.kernel.windows import CutterState, WindowCutter
 from sapphire.model.events import AnyMarketEvent
+
+# (events as msgpack, the window, how many events); None once the data is over
+Batch = tuple[bytes, Window, int] | None
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class MarketDataActor:
     def __init__(
         self,
-        open_stream: Callable[[], Iterator[AnyMarketEvent]],
+        open_stream: Callable[[], Any],
+        window_ns: int,
+        clock: str,
         batch_events: int,
         checkpoint_location: str,
         max_events: int | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
     ) -> None:
         self._open_stream = open_stream
+        self._window_ns = window_ns
+        self._clock = Clock(clock)
         self._batch_events = batch_events
         self._max_events = max_events
-        self._consumed = 0
-        self._last_ns = 0
-        self._stream: Iterator[AnyMarketEvent] | None = None
+        self._start_ns = start_ns
+        self._end_ns = end_ns
+        self._state = CutterState()
+        self._cutter: WindowCutter | None = None
         self._feed: Any = None
-        self._stepper: Stepper[tuple[bytes, int, int, bool]] = Stepper(
+        self._stepper: Stepper[Batch] = Stepper(
             make_store(checkpoint_location), "market-data", self._snapshot, self._restore
         )
 
     def _snapshot(self) -> bytes:
-        return f"{self._consumed},{self._last_ns}".encode()
+        return pickle.dumps(self._state)
 
     def _restore(self, data: bytes) -> None:
-        consumed, last_ns = data.decode().split(",")
-        self._consumed, self._last_ns = int(consumed), int(last_ns)
+        self._state = pickle.loads(data)
 
     def _source(self) -> Any:
         if self._feed is None:
@@ -48,37 +61,61 @@ class MarketDataActor:
                 # After a restart a replay is reopened and fast-forwarded: recorded streams
                 # are deterministic, so the same events follow. A live feed (``take``) is
                 # never fast-forwarded: it continues from now.
+                consumed = self._state.consumed
                 if hasattr(self._feed, "skip"):
-                    self._feed.skip(self._consumed)
-                    self._stream = iter(self._feed)
+                    self._feed.skip(consumed)
+                    events: Iterator[AnyMarketEvent] = iter(self._feed)
                 else:
-                    self._stream = itertools.islice(iter(self._feed), self._consumed, None)
+                    events = itertools.islice(iter(self._feed), consumed, None)
+                self._cutter = WindowCutter(
+                    events,
+                    window_ns=self._window_ns,
+                    clock=self._clock,
+                    max_window_events=self._batch_events,
+                    max_events=self._max_events,
+                    start_ns=self._start_ns,
+                    end_ns=self._end_ns,
+                    state=self._state,
+                )
         return self._feed
 
-    def get_batch(self, step: int) -> tuple[bytes, int, int, bool]:
-        return self._stepper.run(step, self._next_batch)
+    def get_window(self, step: int, pending_ns: int | None) -> Batch:
+        return self._stepper.run(step, lambda: self._next_window(step, pending_ns))
 
-    def _next_batch(self) -> tuple[bytes, int, int, bool]:
+    def _next_window(self, step: int, pending_ns: int | None) -> Batch:
+        feed = self._source()
+        if self._cutter is None:
+            return self._live_window(feed, step)
+        got = self._cutter.next_window(step, pending_ns)
+        if got is None:
+            return None
+        events, window = got
+        return encode_events(events), window, len(events)
+
+    def _live_window(self, feed: Any, step: int) -> Batch:
+        """Live: a window is what arrived since the last one (up to ``batch_events``)."""
+        st = self._state
         limit = self._batch_events
         if self._max_events is not None:
-            limit = max(0, min(limit, self._max_events - self._consumed))
-        feed = self._source()
-        live = hasattr(feed, "take")
-        if live:
-            events = feed.take(limit)
-        else:
-            assert self._stream is not None
-            events = list(itertools.islice(self._stream, limit))
-        self._consumed += len(events)
+            limit = max(0, min(limit, self._max_events - st.consumed))
+        events = feed.take(limit)
+        st.consumed += len(events)
+        start = st.last_end_ns
+        end = max(start + 1, time.time_ns())
         if events:
-            self._last_ns = max(self._last_ns, events[-1].ts_recv_ns or events[-1].ts_event_ns)
-        capped = self._max_events is not None and self._consumed >= self._max_events
-        done = capped or (not live and len(events) < self._batch_events)
-        return encode_events(events), self._last_ns, len(events), done
+            end = max(end, max(e.ts_event_ns for e in events) + 1)
+        st.last_end_ns = end
+        last = self._max_events is not None and st.consumed >= self._max_events
+        return (
+            encode_events(events),
+            Window(step=step, start_ns=start, end_ns=end, last=last),
+            len(events),
+        )
 
     def stats(self) -> dict[str, Any]:
         return {
-            "consumed": self._consumed,
+            "consumed": self._state.consumed,
+            "clamped": self._state.clamped,
             "last_step": self._stepper.last_step,
             "restored": self._stepper.restored,
             "rejected": self._feed.rejected() if hasattr(self._feed, "rejected") else {},

@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, Protocol
 
+import msgspec
+
 # Names as defined here; Prometheus sees them with Ray's ``ray_`` prefix.
 SIGNALS = "hft_signals_generated_total"
 ORDER_EXECUTIONS = "hft_order_executions_total"
@@ -322,14 +324,17 @@ class StepMetrics:
 
     def on_step(
         self,
-        progress: Mapping[str, Any],
+        progress: Any,
         outputs: Mapping[str, Sequence[Any]] | None = None,
         commands: Iterable[Any] = (),
         reports: Iterable[Any] = (),
     ) -> None:
-        """One call per step: ``progress`` is the dict ``CoordinatorActor._step`` returns
-        (``events``, ``kill_switch``, ``stage_s`` = seconds per stage); ``outputs`` the agents'
-        outputs, ``commands`` the routed commands, ``reports`` the execution reports."""
+        """One call per step: ``progress`` is the ``StepProgress`` of the step (``events``,
+        ``kill_switch``, ``stage_s`` = seconds per stage; a mapping with those keys also
+        does); ``outputs`` the agents' outputs, ``commands`` the routed commands,
+        ``reports`` the execution reports."""
+        if not isinstance(progress, Mapping):
+            progress = msgspec.structs.asdict(progress)
         stages: Mapping[str, float] = progress.get("stage_s") or {}
         for stage, seconds in stages.items():
             if stage in STAGES:

@@ -91,11 +91,18 @@ def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
     def core(kind: str) -> dict[str, Any]:
         return {**named(kind), "num_cpus": 0.25, "resources": dict(config.ray.core_resources)}
 
+    timing = wiring.timing(config)
+    window_ns = timing.window_ns(config.data.window_ns, approximate=config.data.approximate)
+    wiring.check_agents(config, instruments)
     market_data = MarketDataActor.options(**core("market-data")).remote(
         wiring.stream_opener(config.data, instruments),
+        window_ns,
+        config.data.clock,
         config.data.batch_events,
         checkpoint_location,
         config.data.max_events,
+        config.data.start_ns,
+        config.data.end_ns,
     )
     execution_cls = LiveExecutionActor if config.exchange.kind == "ccxt" else ExecutionActor
     execution = execution_cls.options(**core("execution")).remote(
@@ -109,11 +116,6 @@ def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
     llm_app = start_llm_service(config) if any(s.kind == "llm" for s in config.agents) else ""
     agents = {}
     for spec in config.agents:
-        if spec.symbol not in instruments:
-            raise wiring.WiringError(
-                f"agent {spec.id}: symbol {spec.symbol!r} not in the data's instruments "
-                f"{sorted(instruments)}"
-            )
         agents[spec.id] = AgentActor.options(
             **named(f"agent-{spec.id}"),
             num_cpus=spec.num_cpus,
@@ -122,6 +124,7 @@ def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
         ).remote(
             spec.id,
             wiring.agent_builder(spec, instruments[spec.symbol]),
+            timing,
             checkpoint_location,
             llm_app if spec.kind == "llm" else "",
             config.redis if spec.kind == "llm" else None,
@@ -172,7 +175,7 @@ def drive(
         step += 1
         if on_step is not None:
             on_step(progress)
-        if progress["done"]:
+        if progress.done:
             break
     return step
 

@@ -32,7 +32,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sapphire.backtest.config import BacktestConfig
 from sapphire.research import dataset as ds
-from sapphire.research import export, leaderboard
+from sapphire.research import export, leaderboard, system_tune
 from sapphire.research.objective import FoldScore, WindowCache, fold_report
 from sapphire.research.space import ParamSpec, apply_params
 from sapphire.research.tune_config import ObjectiveSpec, TuneConfig
@@ -88,8 +88,8 @@ def param_space(cfg: TuneConfig) -> dict[str, Any]:
 class Payload:
     """Everything a trial needs besides its params; shipped once through the object store."""
 
-    dataset: ds.Dataset
-    backtest: BacktestConfig
+    dataset: ds.Dataset | system_tune.SystemDataset
+    backtest: BacktestConfig | None
     base_params: dict[str, Any]
     folds: list[Fold]
     objective: ObjectiveSpec
@@ -98,16 +98,21 @@ class Payload:
 
 
 def prepare(cfg: TuneConfig, resolve: Callable[[str], Path]) -> Payload:
-    bt = cfg.backtest_config
-    data: ds.Dataset = (
-        ds.load_ticks(bt, resolve) if bt.ticks is not None else ds.load_bars(bt, resolve)
-    )
     wf = cfg.walk_forward
+    if cfg.system is not None:
+        try:
+            system = system_tune.load_system(cfg.system, cfg.agent)
+        except (system_tune.SystemTuneError, ValueError) as exc:
+            raise TuneError(str(exc)) from None
+        folds = ds.make_folds(
+            system, wf.train, wf.test, wf.step, anchored=wf.anchored, max_folds=wf.max_folds
+        )
+        return Payload(system, None, system.base_params, folds, cfg.objective)
+    bt = cfg.backtest_config
+    data: ds.Dataset = ds.load_bars(bt, resolve)
     folds = ds.make_folds(
         data, wf.train, wf.test, wf.step, anchored=wf.anchored, max_folds=wf.max_folds
     )
-    if isinstance(data, ds.TickDataset):
-        ds.attach_snapshots(data, folds)
     return Payload(data, bt, dict(bt.agent.params), folds, cfg.objective)
 
 
@@ -271,7 +276,7 @@ def run_tune(
     grid = tuner.fit()
     trials, folds = tables(grid, cfg)
     outcome = summarize(cfg, path, trials, folds, len(payload.folds))
-    outcome.files = write_outputs(cfg, outcome, resolve, system_template)
+    outcome.files = write_outputs(cfg, outcome, resolve, system_template, payload)
     outcome.wall_s = time.perf_counter() - started
     outcome.first_result_s = first.first
     return outcome
@@ -363,6 +368,7 @@ def write_outputs(
     outcome: TuneOutcome,
     resolve: Callable[[str], Path],
     system_template: dict[str, Any] | None,
+    payload: Payload | None = None,
 ) -> list[Path]:
     out = outcome.experiment_path / "results"
     files = leaderboard.write_tables(out, outcome.trials, outcome.folds)
@@ -370,6 +376,8 @@ def write_outputs(
     files.append(out / "walk_forward_selection.csv")
     if not outcome.best:
         return files
+    if payload is not None and isinstance(payload.dataset, system_tune.SystemDataset):
+        return files + write_system_outputs(cfg, outcome, payload.dataset, payload.folds, out)
 
     def rewrite(p: str) -> str:
         return p if p.startswith("shared:") else str(resolve(p))
@@ -387,4 +395,48 @@ def write_outputs(
             header,
         )
     )
+    return files
+
+
+def write_system_outputs(
+    cfg: TuneConfig,
+    outcome: TuneOutcome,
+    dataset: system_tune.SystemDataset,
+    folds: list[Fold],
+    out: Path,
+) -> list[Path]:
+    """The best params as system configs that run unchanged: ``best_system.yaml`` (the whole
+    data) and ``best_window.yaml`` (the best trial's last scored test window, with the PnL
+    tune measured on it in ``best_window.json``: ``sapphire run`` reproduces it exactly)."""
+    header = f"best params of tune experiment {cfg.name}: {outcome.best}"
+    files = [
+        export.write_yaml(
+            out / "best_system.yaml",
+            system_tune.system_dict(dataset.raw, dataset.agent_id, outcome.best),
+            header,
+        )
+    ]
+    best_id = str(outcome.board["trial_id"][0])
+    mine = outcome.folds.filter(pl.col("trial_id") == best_id).sort("fold")
+    if mine.is_empty():
+        return files
+    last = mine.row(-1, named=True)
+    window = next(f for f in folds if f.index == int(last["fold"])).test
+    files.append(
+        export.write_yaml(
+            out / "best_window.yaml",
+            system_tune.system_dict(dataset.raw, dataset.agent_id, outcome.best, window),
+            f"{header}\ntest window of fold {last['fold']}: tune measured PnL {last['test_pnl']}",
+        )
+    )
+    expected = {
+        "trial_id": best_id,
+        "fold": int(last["fold"]),
+        "agent": dataset.agent_id,
+        "start_ns": window.start,
+        "end_ns": window.end,
+        "test_pnl": last["test_pnl"],
+    }
+    (out / "best_window.json").write_bytes(msgspec.json.encode(expected))
+    files.append(out / "best_window.json")
     return files

@@ -22,11 +22,12 @@ import msgspec
 from sapphire.model.events import AnyMarketEvent, Side
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import (
+    AgentReport,
     CancelIntent,
+    OrderDenied,
     OrderFilled,
     OrderIntent,
     OrderType,
-    OrderUpdate,
     Signal,
     TimeInForce,
 )
@@ -41,8 +42,9 @@ class Agent(Protocol):
     def on_event(self, event: AnyMarketEvent, now_ns: int) -> Sequence[AgentOutput]:
         """React to one market event. Must be fast: no I/O, no blocking."""
 
-    def on_report(self, report: OrderUpdate | OrderFilled, now_ns: int) -> Sequence[AgentOutput]:
-        """React to an execution report for one of this agent's orders."""
+    def on_report(self, report: AgentReport, now_ns: int) -> Sequence[AgentOutput]:
+        """React to a report on one of this agent's orders: the venue's (``OrderUpdate``,
+        ``OrderFilled``) or pre-trade risk's refusal (``OrderDenied``)."""
 
     def snapshot(self) -> bytes:
         """Everything needed to continue exactly where it stopped."""
@@ -182,7 +184,7 @@ class BaseAgent(Generic[S]):
         return [self.order(ts_ns, side, abs(gap))]
 
     # -- reports --------------------------------------------------------------------------
-    def on_report(self, report: OrderUpdate | OrderFilled, now_ns: int) -> Sequence[AgentOutput]:
+    def on_report(self, report: AgentReport, now_ns: int) -> Sequence[AgentOutput]:
         if report.agent_id != self.agent_id or report.symbol != self.symbol:
             self.rejections += 1
             return []
@@ -200,6 +202,10 @@ class BaseAgent(Generic[S]):
                 if report.leaves_lots <= 0:
                     del self.core.open_orders[report.client_order_id]
             return self.on_fill(report, now_ns)
+        if isinstance(report, OrderDenied):
+            if open_order is not None:  # never sent: it is not working any more
+                del self.core.open_orders[report.client_order_id]
+            return []
         if report.status.is_final and open_order is not None:
             del self.core.open_orders[report.client_order_id]
         elif open_order is not None and report.leaves_lots > 0:

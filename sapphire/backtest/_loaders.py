@@ -8,9 +8,8 @@ round-trip decimal (what ``repr`` gives), which is the recorded string for every
 to 15 significant digits, so the exact Decimal division to ticks and lots is kept. (Rounding
 ``price / tick`` floats instead moved 5 of the BTC-PERP file's USD volumes by one lot.)
 
-The hftbacktest BBO/trade/depth readers stay here: backtests stamp these events with the
-recorder's local receive time (the agent's clock) and apply the Binance snapshot sync rule,
-whereas ``sapphire.data`` streams carry the exchange's own timestamps.
+Recorded tick data (hftbacktest BBO/trades/depth and the rest) is read by ``sapphire.data``,
+the one loader per format; :func:`session_events` only picks one session out of it.
 """
 
 from __future__ import annotations
@@ -21,9 +20,10 @@ from pathlib import Path
 
 import polars as pl
 
-from sapphire.data.registry import detect, load_frame
+from sapphire.data import replay
+from sapphire.data.registry import detect, load_frame, open_stream
 from sapphire.data.validation import DataFileError
-from sapphire.model.events import AnyMarketEvent, Bar, BookDelta, BookSnapshot, Quote, Side, Trade
+from sapphire.model.events import AnyMarketEvent, Bar
 from sapphire.model.instrument import Instrument, infer_increment
 
 
@@ -167,6 +167,31 @@ def bar_events(frame: pl.DataFrame, symbol: str) -> Iterator[Bar]:
         )
 
 
+def session_events(
+    paths: list[Path | str], inst: Instrument, session: str, limit: int | None = None
+) -> list[AnyMarketEvent]:
+    """The events of one recorded session through the product's loaders (``sapphire.data``:
+    exchange time, the venue's sync fields such as Binance's ``pu`` kept, rejects counted),
+    merged on exchange time. A session with no events is an error."""
+    streams = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise DataError(f"data file not found: {path}")
+        try:
+            streams.append(open_stream(Path(path), {inst.symbol: inst}).tagged())
+        except DataFileError as exc:
+            raise DataError(str(exc)) from exc
+    out: list[AnyMarketEvent] = []
+    for item in replay.merge(streams, key="ts_event_ns"):
+        if item.session == session:
+            out.append(item.event)
+            if limit is not None and len(out) >= limit:
+                break
+    if not out:
+        raise DataError(f"no events for session {session!r} in {[str(p) for p in paths]}")
+    return out
+
+
 def hftbacktest_events(
     bbo_path: Path | str,
     trades_path: Path | str,
@@ -174,101 +199,17 @@ def hftbacktest_events(
     session: str,
     limit: int | None = None,
 ) -> list[AnyMarketEvent]:
-    """Quotes and trades of one hftbacktest session, merged in local receive order."""
-    bbo = _read_strings(Path(bbo_path)).filter(pl.col("session") == session)
-    trades = _read_strings(Path(trades_path)).filter(pl.col("session") == session)
-    if bbo.height == 0:
-        raise DataError(f"no BBO rows for session {session!r}")
-    events: list[tuple[int, int, AnyMarketEvent]] = []
-    for row in bbo.iter_rows(named=True):
-        ts = int(row["local_ts_ns"])
-        quote = Quote(
-            ts_event_ns=ts,
-            ts_recv_ns=ts,
-            symbol=inst.symbol,
-            bid_ticks=inst.price_to_ticks(row["bid_px"]),
-            bid_lots=inst.qty_to_lots(row["bid_qty"]),
-            ask_ticks=inst.price_to_ticks(row["ask_px"]),
-            ask_lots=inst.qty_to_lots(row["ask_qty"]),
-            update_id=int(row["update_id"]),
-        )
-        events.append((ts, 0, quote))
-    for row in trades.iter_rows(named=True):
-        ts = int(row["local_ts_ns"])
-        trade = Trade(
-            ts_event_ns=ts,
-            ts_recv_ns=ts,
-            symbol=inst.symbol,
-            price_ticks=inst.price_to_ticks(row["price"]),
-            qty_lots=inst.qty_to_lots(row["qty"]),
-            taker_side=Side.SELL if row["taker_side"] == "sell" else Side.BUY,
-            trade_id=int(row["trade_id"]),
-        )
-        events.append((ts, 1, trade))
-    events.sort(key=lambda item: (item[0], item[1]))
-    out = [e for _, _, e in events]
-    return out[:limit] if limit is not None else out
+    """Quotes and trades of one hftbacktest session (see :func:`session_events`)."""
+    return session_events([bbo_path, trades_path], inst, session, limit)
 
 
 def hftbacktest_depth_events(
     depth_path: Path | str, inst: Instrument, session: str, until_ns: int | None = None
 ) -> list[AnyMarketEvent]:
-    """The session's REST snapshot as one BookSnapshot, then the diffs that follow it
-    (Binance sync rule: diffs with ``final_update_id <= lastUpdateId`` are dropped)."""
-    raw = _read_strings(Path(depth_path)).filter(pl.col("session") == session)
-    typed = raw.select(
-        pl.col("local_ts_ns").cast(pl.Int64),
-        pl.col("is_snapshot").cast(pl.Int8),
-        pl.col("final_update_id").cast(pl.Int64),
-        pl.col("first_update_id").cast(pl.Int64, strict=False).fill_null(0),
-        "side",
-        "price",
-        "qty",
-    )
-    snap = typed.filter(pl.col("is_snapshot") == 1)
-    if snap.height == 0:
-        raise DataError(f"session {session!r} has no depth snapshot")
-    last_id = int(snap["final_update_id"].max())  # type: ignore[arg-type]
-    snap_ts = int(snap["local_ts_ns"].max())  # type: ignore[arg-type]
-    bids = [
-        (inst.price_to_ticks(p), inst.qty_to_lots(q))
-        for s, p, q in snap.select("side", "price", "qty").iter_rows()
-        if s in ("bid", "buy", "b")
-    ]
-    asks = [
-        (inst.price_to_ticks(p), inst.qty_to_lots(q))
-        for s, p, q in snap.select("side", "price", "qty").iter_rows()
-        if s not in ("bid", "buy", "b")
-    ]
-    events: list[AnyMarketEvent] = [
-        BookSnapshot(
-            ts_event_ns=snap_ts,
-            ts_recv_ns=snap_ts,
-            symbol=inst.symbol,
-            bids=tuple(sorted(bids, reverse=True)),
-            asks=tuple(sorted(asks)),
-            update_id=last_id,
-        )
-    ]
-    diffs = typed.filter((pl.col("is_snapshot") == 0) & (pl.col("final_update_id") > last_id))
+    """The session's snapshot and depth diffs (see :func:`session_events`)."""
+    events = session_events([depth_path], inst, session)
     if until_ns is not None:
-        diffs = diffs.filter(pl.col("local_ts_ns") <= until_ns)
-    rows = diffs.rows()
-    for i, (ts, _, final_id, first_id, side, price, qty) in enumerate(rows):
-        last = i + 1 == len(rows) or rows[i + 1][2] != final_id
-        events.append(
-            BookDelta(
-                ts_event_ns=max(ts, snap_ts),
-                ts_recv_ns=ts,
-                symbol=inst.symbol,
-                side=Side.BUY if side in ("bid", "buy", "b") else Side.SELL,
-                price_ticks=inst.price_to_ticks(price),
-                qty_lots=inst.qty_to_lots(qty),
-                first_update_id=first_id,
-                final_update_id=final_id,
-                last_in_batch=last,
-            )
-        )
+        events = [e for e in events if e.ts_event_ns <= until_ns]
     return events
 
 

@@ -63,6 +63,12 @@ class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     output_dir: str = "reports"
 
     def __post_init__(self) -> None:
+        if self.ticks is not None:
+            raise BacktestConfigError(
+                "tick data runs as a system config on the trading kernel (the file `sapphire "
+                "run` reads: data, agents, exchange, risk), with the same risk, venue and "
+                "timing as every runner; see configs/backtest_avellaneda_stoikov.yaml"
+            )
         if not self.initial_cash.is_finite() or self.initial_cash <= 0:
             raise BacktestConfigError(f"initial_cash must be > 0, got {self.initial_cash}")
         if bool(self.ohlcv) == (self.ticks is not None):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
 from pathlib import Path
 
 import msgspec
@@ -19,8 +18,6 @@ from sapphire.backtest.event_driven import run_event_driven
 from sapphire.backtest.ledger import BacktestResult
 from sapphire.backtest.report import write_report
 from sapphire.backtest.vectorized import run_vectorized
-from sapphire.exchange.config import PaperExchangeBuilder
-from sapphire.exchange.paper import PaperExchange
 from sapphire.model.instrument import Instrument
 
 Progress = Callable[[str, int, int], None]  # (run name, done, total)
@@ -58,8 +55,6 @@ def run_config(
     """One run per OHLCV file (or one for the tick session); reports under ``output_dir``."""
     out_dir = resolve(cfg.output_dir)
     try:
-        if cfg.ticks is not None:
-            return [_run_ticks(cfg, resolve, out_dir, progress)]
         return [_run_bars(cfg, resolve(path), out_dir, progress) for path in cfg.ohlcv]
     except (AgentConfigError, StrategyError, _loaders.DataError) as exc:
         raise BacktestConfigError(str(exc)) from exc
@@ -106,50 +101,3 @@ def _run_bars(
         )
     tick(total)
     return _finish(name, result, inst, out_dir)
-
-
-def _run_ticks(
-    cfg: BacktestConfig, resolve: Callable[[str], Path], out_dir: Path, progress: Progress | None
-) -> RunOutput:
-    assert cfg.ticks is not None
-    ticks = cfg.ticks
-    inst = _instrument(cfg, None)
-    depth = _loaders.hftbacktest_depth_events(resolve(ticks.depth), inst, ticks.session)
-    start = depth[0].ts_event_ns
-    end = start + int(ticks.seconds * 1e9)
-    depth = [e for e in depth if e.ts_event_ns <= end]
-    quotes = [
-        e
-        for e in _loaders.hftbacktest_events(
-            resolve(ticks.bbo), resolve(ticks.trades), inst, ticks.session
-        )
-        if start <= e.ts_event_ns <= end
-    ]
-    events = _loaders.merge_events(depth, quotes)
-    builder = (
-        PaperExchangeBuilder()
-        .instrument(inst)
-        .constant_latency(
-            entry_ns=cfg.paper.entry_latency_ns, response_ns=cfg.paper.response_latency_ns
-        )
-    )
-    for asset, amount in cfg.paper.balances.items():
-        builder.balance(asset, amount)
-    agent = build_agent(cfg.agent.kind, cfg.agent.id, inst, dict(cfg.agent.params))
-    total = len(events)
-
-    def tick(done: int) -> None:
-        if progress is not None:
-            progress(cfg.name, done, total)
-
-    result = run_event_driven(
-        agent,
-        events,
-        PaperExchange(builder.config()),
-        inst,
-        Decimal(cfg.initial_cash),
-        mark_interval_ns=cfg.mark_interval_ns,
-        progress=tick,
-    )
-    tick(total)
-    return _finish(cfg.name, result, inst, out_dir)

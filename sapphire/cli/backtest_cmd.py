@@ -1,4 +1,9 @@
-"""``sapphire backtest --config FILE``: run a YAML backtest config and print a summary.
+"""``sapphire backtest --config FILE``: run a config in this process and print a summary.
+
+A system config (the file ``sapphire run`` reads: ``data``, ``agents``, ``exchange``, ``risk``,
+``storage``) runs on the trading kernel in one process, with the same risk, venue, timing and
+stored tables as the Ray system (``sapphire.kernel``). A bar-strategy config (``agent``,
+``instrument``, ``ohlcv``) runs the bar engines (vectorized or event-driven).
 
 Relative paths in the config resolve against the config file's folder; a path starting with
 ``shared:`` resolves against the shared recorded data (``$SAPPHIRE_SHARED_DATA``, else
@@ -25,6 +30,10 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("backtest", help="run a backtest from a YAML config")
     parser.add_argument("--config", required=True, type=Path, help="YAML backtest config")
     parser.add_argument("--output-dir", type=Path, default=None, help="override output_dir")
+    parser.add_argument(
+        "--run-id", default=None, help="system configs: the stored run's id (default: fresh)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=handle)
 
 
@@ -44,12 +53,25 @@ def _resolver(config_path: Path, output_override: Path | None) -> Any:
     return resolve
 
 
+def is_system_config(loaded: object) -> bool:
+    """A system config (the shape ``sapphire run`` reads) runs on the in-process kernel."""
+    return isinstance(loaded, dict) and ("agents" in loaded or "data" in loaded)
+
+
 def handle(args: argparse.Namespace) -> int:
     console = Console()
     try:
         loaded = yaml.safe_load(args.config.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        console.print(f"[red]backtest config error:[/red] {exc}")
+        return 2
+    if is_system_config(loaded):
+        from sapphire.cli.kernel_run import run_in_process
+
+        return run_in_process(args.config, args.run_id, not args.no_progress, console)
+    try:
         cfg = parse_config(loaded)
-    except (OSError, yaml.YAMLError, BacktestConfigError) as exc:
+    except BacktestConfigError as exc:
         console.print(f"[red]backtest config error:[/red] {exc}")
         return 2
     if args.output_dir is not None:

@@ -16,6 +16,7 @@ from sapphire.config.redis import RedisConfig
 from sapphire.risk.limits import RiskLimits
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
 
 
@@ -52,9 +53,22 @@ class DataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     live: LiveDataConfig = LiveDataConfig()
     files: tuple[str, ...] = ()
     instrument_files: tuple[str, ...] = ()
-    order_by: Literal["ts_event_ns", "ts_recv_ns"] = "ts_recv_ns"
-    batch_events: PositiveInt = 2000
-    max_events: int | None = None
+    # The run's one clock: the exchange's own time (ts_event_ns) or the recorder's receive
+    # time (ts_recv_ns). The venue, the agents and every latency use it (sapphire.kernel).
+    clock: Literal["exchange", "receive"] = "exchange"
+    # A step is a window of market time: 0 = the lookahead min(entry_ns, response_ns) of
+    # exchange.params.latency, the longest window whose outcome is exact. Longer windows
+    # are refused unless ``approximate`` is set (then the summary says so).
+    window_ns: NonNegInt = 0
+    approximate: bool = False
+    # at most this many events per window (memory and latency knob; the outcome is the same)
+    batch_events: PositiveInt = 20_000
+    max_events: PositiveInt | None = None
+    # A slice of the data on the run's clock: events before ``start_ns`` only build the
+    # venue's book (agents and risk see nothing before it); events from ``end_ns`` on are not
+    # read. ``sapphire tune`` exports its windows this way.
+    start_ns: int | None = None
+    end_ns: int | None = None
     speed: NonNegFloat = 0.0  # 0 = as fast as possible; 1.0 = recorded pace
 
 
@@ -83,6 +97,8 @@ class StorageConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     batch_rows: PositiveInt = 500
     flush_interval_s: NonNegFloat = 1.0
     store_ticks: bool = True
+    # PnL rows: one per position at every multiple of this much market time, and at the end
+    pnl_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     params: dict[str, Any] = msgspec.field(default_factory=dict)
 
 

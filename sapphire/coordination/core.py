@@ -14,11 +14,13 @@ import msgspec
 
 from sapphire.agents.base import AgentOutput
 from sapphire.coordination.journal import OrderJournal
-from sapphire.model.events import AnyMarketEvent, BookSnapshot, Quote, Trade
+from sapphire.kernel.marks import MarkBook
+from sapphire.model.events import AnyMarketEvent
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import (
     CancelIntent,
     CancelOrder,
+    OrderDenied,
     OrderFilled,
     OrderIntent,
     OrderUpdate,
@@ -37,12 +39,20 @@ Command = SubmitOrder | CancelOrder
 class StepResult(msgspec.Struct, kw_only=True):
     commands: list[Command] = msgspec.field(default_factory=list)
     decisions: list[RiskDecision] = msgspec.field(default_factory=list)
+    denials: list[OrderDenied] = msgspec.field(default_factory=list)
     signals: list[Signal] = msgspec.field(default_factory=list)
     positions: list[Position] = msgspec.field(default_factory=list)
     kill_switch_tripped: bool = False
 
 
 class CoordinatorCore:
+    """Journal, pre-trade risk, portfolio and signal aggregation, one item at a time.
+
+    The kernel's coordinator stage (``sapphire.kernel.coordinator``) calls the item methods
+    in time order (reports at their arrival, marks as events become visible, intents at
+    their decision time); :meth:`step` applies a batch of items at one instant (unit tests).
+    """
+
     def __init__(
         self,
         instruments: Mapping[str, Instrument],
@@ -57,10 +67,11 @@ class CoordinatorCore:
         self.risk = RiskEngine(
             limits, self.instruments, self.portfolio, allocate_capital(capital_quote, dict(weights))
         )
+        self.marks = MarkBook()
+        self.marks.marks = self.risk.marks  # one mark per symbol, read by risk and PnL alike
         self.aggregator = SignalAggregator(dict(weights), aggregation)
         self.fill_count = 0
         self._kill_requested = ""
-        self._quoted: set[str] = set()
 
     def new_reports(
         self, reports: Iterable[OrderUpdate | OrderFilled]
@@ -86,47 +97,36 @@ class CoordinatorCore:
     def reset_kill(self) -> None:
         self.risk.reset_kill_switch()
 
-    def step(
-        self,
-        events: Sequence[AnyMarketEvent],
-        reports: Iterable[OrderUpdate | OrderFilled],
-        outputs_by_agent: Mapping[str, Sequence[AgentOutput]],
-        now_ns: int,
-    ) -> StepResult:
-        result = StepResult()
-        self._update_marks(events)
-        touched: set[tuple[str, str]] = set()
-        for report in reports:
-            if self.journal.apply(report) and isinstance(report, OrderFilled):
-                self.portfolio.apply_fill(report)
-                self.fill_count += 1
-                touched.add((report.agent_id, report.symbol))
-        for agent_id, symbol in sorted(touched):
-            result.positions.append(self.portfolio.to_message(agent_id, symbol, now_ns))
+    # -- items, in time order ----------------------------------------------------------------
+    def on_mark(self, event: AnyMarketEvent) -> None:
+        self.marks.update(event)
 
-        self.risk.refresh(now_ns)
-        was_on = self.risk.kill_switch_on
+    def on_report(self, report: OrderUpdate | OrderFilled, now_ns: int) -> Position | None:
+        """Apply one venue report; a fill returns the agent's new position."""
+        if self.journal.apply(report) and isinstance(report, OrderFilled):
+            self.portfolio.apply_fill(report)
+            self.fill_count += 1
+            return self.portfolio.to_message(report.agent_id, report.symbol, now_ns)
+        return None
+
+    def start_step(self, now_ns: int, result: StepResult) -> None:
+        """An operator's kill request takes effect at the start of the next window."""
         if self._kill_requested:
-            self.risk.trip_kill_switch(self._kill_requested)
-            self._kill_requested = ""
-        elif self.risk.limits.kill_on_daily_loss and self.risk.firm_breached:
-            self.risk.trip_kill_switch("firm daily loss limit breached")
-        if self.risk.kill_switch_on and not was_on:
-            result.kill_switch_tripped = True
-            result.commands.extend(self._cancel_all(now_ns))
+            reason, self._kill_requested = self._kill_requested, ""
+            self._trip(reason, now_ns, result)
 
-        for agent_id in sorted(outputs_by_agent):
-            for output in outputs_by_agent[agent_id]:
-                self._route(agent_id, output, now_ns, result)
-        return result
-
-    def _route(self, agent_id: str, output: AgentOutput, now_ns: int, result: StepResult) -> None:
+    def on_output(self, agent_id: str, output: AgentOutput, result: StepResult) -> None:
+        """Route one agent output at its decision time (``output.ts_event_ns``)."""
+        now_ns = output.ts_event_ns
         if isinstance(output, Signal):
             self.aggregator.update(output)
             result.signals.append(output)
         elif isinstance(output, OrderIntent):
             if output.agent_id != agent_id:
                 output = msgspec.structs.replace(output, agent_id=agent_id)
+            self.risk.refresh(now_ns)
+            if self.risk.limits.kill_on_daily_loss and self.risk.firm_breached:
+                self._trip("firm daily loss limit breached", now_ns, result)
             open_lots = self.journal.open_lots(agent_id, output.symbol, output.side)
             decision = self.risk.check(output, open_lots, now_ns)
             result.decisions.append(decision)
@@ -134,6 +134,18 @@ class CoordinatorCore:
                 order = SubmitOrder.from_intent(output)
                 if self.journal.record_submit(order):
                     result.commands.append(order)
+            else:
+                assert decision.reason is not None
+                result.denials.append(
+                    OrderDenied(
+                        ts_event_ns=now_ns,
+                        client_order_id=decision.client_order_id,
+                        agent_id=agent_id,
+                        symbol=output.symbol,
+                        reason=decision.reason,
+                        detail=decision.detail,
+                    )
+                )
         elif isinstance(output, CancelIntent):
             entry = self.journal.entries.get(output.target_client_order_id)
             if entry is not None and entry.agent_id == agent_id and not entry.status.is_final:
@@ -145,27 +157,43 @@ class CoordinatorCore:
                     )
                 )
 
+    def _trip(self, reason: str, now_ns: int, result: StepResult) -> None:
+        was_on = self.risk.kill_switch_on
+        self.risk.trip_kill_switch(reason)
+        if not was_on:
+            result.kill_switch_tripped = True
+            result.commands.extend(self._cancel_all(now_ns))
+
+    def step(
+        self,
+        events: Sequence[AnyMarketEvent],
+        reports: Iterable[OrderUpdate | OrderFilled],
+        outputs_by_agent: Mapping[str, Sequence[AgentOutput]],
+        now_ns: int,
+    ) -> StepResult:
+        """Everything at one instant: marks, then reports, then outputs (agent id order)."""
+        result = StepResult()
+        for event in events:
+            self.on_mark(event)
+        touched: dict[tuple[str, str], None] = {}
+        for report in reports:
+            if self.on_report(report, now_ns) is not None:
+                touched[(report.agent_id, report.symbol)] = None
+        for agent_id, symbol in sorted(touched):
+            result.positions.append(self.portfolio.to_message(agent_id, symbol, now_ns))
+        self.start_step(now_ns, result)
+        for agent_id in sorted(outputs_by_agent):
+            for output in outputs_by_agent[agent_id]:
+                self.on_output(
+                    agent_id, msgspec.structs.replace(output, ts_event_ns=now_ns), result
+                )
+        return result
+
     def _cancel_all(self, now_ns: int) -> list[CancelOrder]:
         return [
             CancelOrder(ts_event_ns=now_ns, client_order_id=e.client_order_id, symbol=e.symbol)
             for e in self.journal.open_orders()
         ]
-
-    def _update_marks(self, events: Sequence[AnyMarketEvent]) -> None:
-        for event in events:
-            if isinstance(event, Quote):
-                if event.bid_ticks > 0 and event.ask_ticks > event.bid_ticks:
-                    self.risk.update_mark(event.symbol, (event.bid_ticks + event.ask_ticks) / 2)
-            elif isinstance(event, BookSnapshot):
-                if event.bids and event.asks:
-                    self.risk.update_mark(event.symbol, (event.bids[0][0] + event.asks[0][0]) / 2)
-            elif isinstance(event, Trade) and event.symbol not in self._quoted:
-                # Trades mark the price only for symbols that have no quote stream.
-                self.risk.update_mark(event.symbol, float(event.price_ticks))
-                continue
-            else:
-                continue
-            self._quoted.add(event.symbol)
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)

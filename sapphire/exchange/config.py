@@ -45,10 +45,16 @@ class QueueConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 class LatencyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Latencies in ns. ``RECORDED`` uses the latest event's feed lag (floored at ``floor_ns``)
     times ``entry_scale``/``response_scale`` for order entry and response; the constants are
-    the fallback before any recorded lag is seen."""
+    the fallback before any recorded lag is seen.
+
+    The trading kernel (``sapphire.kernel``) reads the same block as the run's timing:
+    ``feed_ns`` (an event becomes visible to agents), ``decision_ns`` (agent and risk time
+    from seeing something to the order leaving; the venue itself ignores it), ``entry_ns``
+    (to the matching engine) and ``response_ns`` (the venue's report back)."""
 
     kind: LatencyKind = LatencyKind.CONSTANT
     feed_ns: NonNegInt = 0
+    decision_ns: NonNegInt = 0
     entry_ns: NonNegInt = 0
     response_ns: NonNegInt = 0
     entry_scale: PositiveFloat = 1.0

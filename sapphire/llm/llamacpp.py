@@ -13,12 +13,13 @@ The sequential path (``parallel=False``) is llama-cpp-python's own chat completi
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,40 @@ def requantized_path(source: Path, kind: str, cache_dir: str, lc: Any) -> Path:
         raise EngineError(f"requantizing {source.name} to {kind} failed")
     os.replace(tmp, target)
     return target
+
+
+def cpu_backend_uses_amx(lc: Any) -> bool:
+    """Whether llama.cpp's CPU backend was built with, and runs on, AMX-INT8 (Xeon 4th gen+)."""
+    info = lc.llama_print_system_info()
+    text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+    return "AMX_INT8 = 1" in text
+
+
+@contextlib.contextmanager
+def _llama_model_params(**fields: Any) -> Iterator[None]:
+    """Load the models of ``Llama(...)`` constructed inside with ``fields`` of
+    ``llama_model_params`` set.
+
+    ``Llama`` starts from ``llama_model_default_params()`` and has no argument for these
+    fields, so that function is wrapped for the duration. Fields this llama.cpp build does not
+    have are left alone.
+    """
+    mod: Any = importlib.import_module("llama_cpp.llama_cpp")
+    original = mod.llama_model_default_params
+    known = {name for name, *_ in mod.llama_model_params._fields_}
+
+    def defaults() -> Any:
+        params = original()
+        for name, value in fields.items():
+            if name in known:
+                setattr(params, name, value)
+        return params
+
+    mod.llama_model_default_params = defaults
+    try:
+        yield
+    finally:
+        mod.llama_model_default_params = original
 
 
 def _common_prefix_len(rows: Sequence[Sequence[int]]) -> int:
@@ -123,17 +158,26 @@ class LlamaCppEngine:
         self.schema = decision_json_schema(config.rationale_max_chars)
         self._grammar = importlib.import_module("llama_cpp.llama_grammar").LlamaGrammar
         self._gbnf = self._grammar.from_json_schema(json.dumps(self.schema), verbose=False)
+        # On AMX-INT8 CPUs ggml puts Q4_0/Q4_1/Q8_0 weights in its AMX buffer type, and its
+        # AMX matmul (any llama_decode of more than one token) dies with SIGSEGV in
+        # ``ldtilecfg``: the tile config it builds on the stack is dropped by the compiler
+        # (GCC), so an invalid config is loaded (ggml-org/llama.cpp#20824, fix pending in
+        # #26954). Same vendored code in llama-cpp-python 0.3.30..0.3.36, so no version pin
+        # helps; keep the weights out of the extra (AMX/repack) buffer types there.
+        self.amx_disabled = cpu_backend_uses_amx(lc)
+        model_fields = {"use_extra_bufts": False} if self.amx_disabled else {}
         # The Llama object owns the model, tokenizer and the sequential path's context.
-        self._llm = lc.Llama(
-            model_path=str(path),
-            # In parallel mode this context only backs the tokenizer: keep it small.
-            n_ctx=512 if config.parallel else min(config.n_ctx, 2048),
-            n_batch=config.n_batch,
-            n_threads=config.n_threads,
-            n_threads_batch=config.n_threads,
-            seed=config.sampling.seed,
-            verbose=False,
-        )
+        with _llama_model_params(**model_fields):
+            self._llm = lc.Llama(
+                model_path=str(path),
+                # In parallel mode this context only backs the tokenizer: keep it small.
+                n_ctx=512 if config.parallel else min(config.n_ctx, 2048),
+                n_batch=config.n_batch,
+                n_threads=config.n_threads,
+                n_threads_batch=config.n_threads,
+                seed=config.sampling.seed,
+                verbose=False,
+            )
         template = self._llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise EngineError(f"{path.name} has no chat template in its metadata")

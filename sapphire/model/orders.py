@@ -65,6 +65,7 @@ class RejectReason(enum.StrEnum):
     # pre-trade risk (coordinator)
     RISK_KILL_SWITCH = "risk_kill_switch"
     RISK_MAX_POSITION = "risk_max_position"
+    RISK_ORDER_SIZE = "risk_order_size"
     RISK_MAX_NOTIONAL = "risk_max_notional"
     RISK_ORDER_RATE = "risk_order_rate"
     RISK_PRICE_BAND = "risk_price_band"
@@ -192,6 +193,24 @@ class OrderFilled(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True)
     is_maker: bool
     fill_id: str
     leaves_lots: int = 0
+
+
+class OrderDenied(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True):
+    """Pre-trade risk refused an intent: it never left the system (nautilus's OrderDenied).
+
+    Distinct from an ``OrderUpdate`` with status REJECTED, which is the venue's answer to an
+    order that was sent. ``reason`` is one of the ``RISK_*`` reasons (or UNKNOWN_SYMBOL,
+    INVALID_TICK for intents that cannot be priced)."""
+
+    ts_event_ns: int
+    client_order_id: str
+    agent_id: str
+    symbol: str
+    reason: RejectReason
+    detail: str = ""
+
+
+AgentReport = OrderUpdate | OrderFilled | OrderDenied
 
 
 class Position(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True):

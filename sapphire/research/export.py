@@ -24,8 +24,16 @@ from sapphire.research.tune_config import TuneConfig
 _DATA_KEYS = ("depth", "bbo", "trades")
 
 
+def _backtest(cfg: TuneConfig) -> dict[str, Any]:
+    """The bar-strategy backtest of the tune config (system tunes export through
+    ``sapphire.research.system_tune``)."""
+    if cfg.backtest is None:
+        raise ValueError(f"tune config {cfg.name} has no 'backtest'")
+    return cfg.backtest
+
+
 def tuned_agent_params(cfg: TuneConfig, best: dict[str, Any]) -> dict[str, Any]:
-    return apply_params(dict(cfg.backtest.get("agent", {}).get("params", {})), best)
+    return apply_params(dict(_backtest(cfg).get("agent", {}).get("params", {})), best)
 
 
 def backtest_dict(
@@ -33,7 +41,7 @@ def backtest_dict(
 ) -> dict[str, Any]:
     """The backtest config with the tuned params; data paths passed through ``rewrite``
     (relative paths must be made absolute when the file is written elsewhere)."""
-    raw = copy.deepcopy(cfg.backtest)
+    raw = copy.deepcopy(_backtest(cfg))
     raw["name"] = f"{cfg.name}-best"
     raw.setdefault("agent", {})["params"] = tuned_agent_params(cfg, best)
     if "ohlcv" in raw:
@@ -49,7 +57,7 @@ def backtest_dict(
 def system_dict(
     cfg: TuneConfig, best: dict[str, Any], template: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    agent = cfg.backtest.get("agent", {})
+    agent = _backtest(cfg).get("agent", {})
     kind = str(agent.get("kind", ""))
     params = tuned_agent_params(cfg, best)
     if template is not None:
@@ -61,7 +69,7 @@ def system_dict(
         if not matched:
             agents.append(_agent_spec(agent, kind, params, cfg))
     else:
-        paper = cfg.backtest.get("paper", {})
+        paper = _backtest(cfg).get("paper", {})
         raw = {
             "data": {"source": "sample", "batch_events": 2000},
             "agents": [_agent_spec(agent, kind, params, cfg)],
@@ -75,7 +83,7 @@ def system_dict(
 def _agent_spec(
     agent: dict[str, Any], kind: str, params: dict[str, Any], cfg: TuneConfig
 ) -> dict[str, Any]:
-    symbol = cfg.backtest.get("instrument", {}).get("symbol", "BTCUSDT")
+    symbol = _backtest(cfg).get("instrument", {}).get("symbol", "BTCUSDT")
     agent_id = str(agent.get("id", "tuned")).replace("-", "_")
     return {"id": agent_id, "kind": kind, "symbol": symbol, "params": params}
 

@@ -9,7 +9,6 @@ fold's score is its test window's (out-of-sample) score, next to its train (in-s
 from __future__ import annotations
 
 import math
-from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -17,15 +16,12 @@ import numpy as np
 
 from sapphire.agents.base import AgentConfigError
 from sapphire.agents.indicator import StrategyError, compute_signals, load_strategy
-from sapphire.agents.registry import build_agent
 from sapphire.backtest import analytics
 from sapphire.backtest.config import BacktestConfig
-from sapphire.backtest.event_driven import run_event_driven
 from sapphire.backtest.ledger import BacktestResult
 from sapphire.backtest.vectorized import run_signals
-from sapphire.exchange.config import PaperExchangeBuilder
-from sapphire.exchange.paper import PaperExchange
-from sapphire.research.dataset import BarDataset, Dataset, TickDataset
+from sapphire.research import system_tune
+from sapphire.research.dataset import BarDataset, Dataset
 from sapphire.research.tune_config import ObjectiveSpec
 from sapphire.research.walkforward import Fold, Window
 
@@ -101,27 +97,6 @@ def run_window(
     dataset: Dataset, bt: BacktestConfig, params: dict[str, Any], window: Window
 ) -> tuple[BacktestResult, int]:
     """The backtest of one window and the first position that is scored."""
-    if isinstance(dataset, TickDataset):
-        inst = dataset.instrument
-        builder = (
-            PaperExchangeBuilder()
-            .instrument(inst)
-            .constant_latency(
-                entry_ns=bt.paper.entry_latency_ns, response_ns=bt.paper.response_latency_ns
-            )
-        )
-        for asset, amount in bt.paper.balances.items():
-            builder.balance(asset, amount)
-        agent = build_agent(bt.agent.kind, bt.agent.id, inst, dict(params))
-        result = run_event_driven(
-            agent,
-            dataset.window_events(window),
-            PaperExchange(builder.config()),
-            inst,
-            Decimal(bt.initial_cash),
-            mark_interval_ns=bt.mark_interval_ns,
-        )
-        return result, window.start
     frame, lead = dataset.window_frame(window)
     strategy = load_strategy(
         bt.agent.kind.split(":", 1)[1], dict(params.get("strategy_params", {}))
@@ -138,13 +113,37 @@ def run_window(
     return result, int(frame["ts_event_ns"][lead]) if frame.height > lead else 0
 
 
+def system_score(result: system_tune.KernelWindow, spec: ObjectiveSpec) -> WindowScore:
+    metrics = system_tune.window_metrics(result)
+    score = metrics[spec.metric] - spec.drawdown_penalty * metrics["max_drawdown"]
+    if result.fills < spec.min_fills or not math.isfinite(score):
+        score = 0.0
+    return WindowScore(
+        pnl=metrics["pnl"],
+        total_return=metrics["total_return"],
+        sharpe=metrics["sharpe"],
+        sortino=metrics["sortino"],
+        max_drawdown=metrics["max_drawdown"],
+        fills=result.fills,
+        score=score,
+    )
+
+
 def score_window(
-    dataset: Dataset,
-    bt: BacktestConfig,
+    dataset: Dataset | system_tune.SystemDataset,
+    bt: BacktestConfig | None,
     params: dict[str, Any],
     window: Window,
     spec: ObjectiveSpec,
 ) -> WindowScore:
+    if isinstance(dataset, system_tune.SystemDataset):
+        # a window of the system config, run by the trading kernel (what `sapphire run` runs)
+        try:
+            kernel_result = system_tune.run_window(dataset, params, window)
+        except (AgentConfigError, StrategyError, ValueError) as exc:
+            return invalid(str(exc))
+        return system_score(kernel_result, spec)
+    assert bt is not None
     try:
         result, from_ts = run_window(dataset, bt, params, window)
     except (AgentConfigError, StrategyError, ValueError) as exc:
@@ -157,7 +156,11 @@ class WindowCache:
     fold's train window) is backtested once per trial."""
 
     def __init__(
-        self, dataset: Dataset, bt: BacktestConfig, params: dict[str, Any], spec: ObjectiveSpec
+        self,
+        dataset: Dataset | system_tune.SystemDataset,
+        bt: BacktestConfig | None,
+        params: dict[str, Any],
+        spec: ObjectiveSpec,
     ) -> None:
         self.dataset, self.bt, self.params, self.spec = dataset, bt, params, spec
         self.scores: dict[Window, WindowScore] = {}
@@ -191,8 +194,8 @@ def fold_report(done: list[FoldScore]) -> dict[str, float | int | bool]:
 
 
 def evaluate(
-    dataset: Dataset,
-    bt: BacktestConfig,
+    dataset: Dataset | system_tune.SystemDataset,
+    bt: BacktestConfig | None,
     params: dict[str, Any],
     folds: list[Fold],
     spec: ObjectiveSpec,

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from sapphire.backtest.config import BacktestConfig, BacktestConfigError, parse_config
+from sapphire.research import system_tune
 from sapphire.research.space import ParamSpec, SpaceError, parse_space
 
 Metric = Literal["pnl", "sharpe", "sortino", "total_return", "calmar"]
@@ -60,7 +61,12 @@ class OutputSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 class TuneConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]+$")]
-    backtest: dict[str, Any]
+    # Exactly one of: a system config (tick agents: every window is a run of the trading
+    # kernel, what `sapphire run` runs) with the id of the agent to tune, or a bar-strategy
+    # backtest config (OHLCV, vectorized).
+    system: dict[str, Any] | None = None
+    agent: str = ""
+    backtest: dict[str, Any] | None = None
     space: dict[str, Any]
     walk_forward: WalkForwardSpec
     objective: ObjectiveSpec = ObjectiveSpec()
@@ -71,6 +77,8 @@ class TuneConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
     @property
     def backtest_config(self) -> BacktestConfig:
+        if self.backtest is None:
+            raise TuneConfigError("this tune config has no 'backtest' (it tunes a 'system')")
         return parse_config(self.backtest)
 
     @property
@@ -81,12 +89,18 @@ class TuneConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 def parse_tune_config(raw: object, origin: str = "<dict>") -> TuneConfig:
     try:
         cfg = msgspec.convert(raw, TuneConfig, strict=False)
-        # Validate the embedded parts now, so a bad file fails before Ray starts.
-        bt = cfg.backtest_config
+        if (cfg.system is None) == (cfg.backtest is None):
+            raise TuneConfigError(f"{origin}: set exactly one of 'system' and 'backtest'")
         cfg.params_space  # noqa: B018
+        if cfg.system is not None:
+            # Validate the embedded parts now, so a bad file fails before Ray starts.
+            system_tune.parse_system(cfg.system, f"{origin}: system")
+            system_tune.tuned_agent_id(cfg.system, cfg.agent)
+            return cfg
+        bt = cfg.backtest_config
     except msgspec.ValidationError as exc:
         raise TuneConfigError(f"{origin}: {exc}") from None
-    except (BacktestConfigError, SpaceError) as exc:
+    except (BacktestConfigError, SpaceError, system_tune.SystemTuneError) as exc:
         raise TuneConfigError(f"{origin}: {exc}") from None
     if bt.ticks is not None and bt.engine != "event":
         raise TuneConfigError(f"{origin}: tick data runs on the event engine")

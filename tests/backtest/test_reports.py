@@ -10,6 +10,10 @@ import pytest
 
 from sapphire.backtest.config import BacktestConfigError, parse_config
 from sapphire.backtest.runner import run_config
+from sapphire.cli import main
+from sapphire.research.run_report import write_run_report
+from sapphire.storage.query import read_table
+from tests.conftest import REPO_ROOT
 
 INSTR = {
     "symbol": "BTCUSDT",
@@ -19,13 +23,6 @@ INSTR = {
     "lot_size": "0.00001",
     "maker_fee_bps": "0",
     "taker_fee_bps": "1",
-}
-TICKS = {
-    "depth": "book/hftbacktest_binance-spot_BTCUSDT_depth.csv.gz",
-    "bbo": "book/hftbacktest_binance-spot_BTCUSDT_bbo.csv.gz",
-    "trades": "trades/hftbacktest_binance-spot_BTCUSDT_trades.csv.gz",
-    "session": "2024-08-08",
-    "seconds": 30,
 }
 TICK_AGENTS: dict[str, dict[str, Any]] = {
     "momentum": {
@@ -50,25 +47,40 @@ def _check(out_png: str, out_html: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(TICK_AGENTS))
-def test_tick_agent_backtest_on_real_session_writes_reports(
-    kind: str, shared_data: Path, tmp_path: Path
-) -> None:
-    cfg = parse_config(
-        {
-            "name": kind,
-            "agent": {"kind": kind, "params": TICK_AGENTS[kind]},
-            "instrument": INSTR,
-            "ticks": TICKS,
-            "paper": {"balances": {"USDT": "1000000", "BTC": "10"}},
-            "output_dir": str(tmp_path),
-        }
-    )
-    [out] = run_config(cfg, lambda p: tmp_path / p if p == str(tmp_path) else shared_data / p)
-    _check(out.png, out.html)
-    assert out.summary.orders_submitted > 0
-    assert out.summary.fills > 0
+def test_tick_agent_backtest_on_real_session_writes_reports(kind: str, tmp_path: Path) -> None:
+    """A tick agent's system config through ``sapphire backtest`` (the kernel, in process),
+    then ``sapphire report`` on the stored run."""
+    raw = msgspec.yaml.decode((REPO_ROOT / "configs" / "backtest_momentum.yaml").read_bytes())
+    raw["agents"] = [
+        {"id": "a", "kind": kind, "symbol": "BTCUSDT", "params": TICK_AGENTS[kind]}
+    ]
+    raw["data"]["end_ns"] = raw["data"]["start_ns"] + 30_000_000_000
+    raw["data"]["instrument_files"] = [str(REPO_ROOT / p) for p in raw["data"]["instrument_files"]]
+    raw["storage"] = {"root": str(tmp_path / "runs")}
+    config = tmp_path / "system.yaml"
+    config.write_bytes(msgspec.yaml.encode(raw))
+    assert main(["backtest", "--config", str(config), "--run-id", kind, "--no-progress"]) == 0
+    store = tmp_path / "runs" / "store"
+    report = write_run_report(store, kind, tmp_path / "report")
+    assert report.page.read_text().count("data:image/png;base64,") >= 1
+    orders = read_table(store, "orders", kind).collect()
+    fills = read_table(store, "fills", kind).collect()
+    assert orders.height > 0
+    assert fills.height > 0
     if kind == "avellaneda_stoikov":
-        assert out.summary.maker_fills == out.summary.fills  # post-only quotes only make
+        assert fills["is_maker"].all()  # post-only quotes only make
+
+
+def test_tick_data_in_a_bar_backtest_config_points_to_the_system_config() -> None:
+    with pytest.raises(BacktestConfigError, match="system config"):
+        parse_config(
+            {
+                "name": "x",
+                "agent": {"kind": "momentum"},
+                "instrument": INSTR,
+                "ticks": {"depth": "d", "bbo": "b", "trades": "t", "session": "s"},
+            }
+        )
 
 
 @pytest.mark.parametrize(

@@ -285,14 +285,50 @@ def test_file_matches_readme(
         assert frame["ts_event_ns"].null_count() == 0
 
 
+# The second collection round (other venues), not read yet: the venue-coverage issue (#16)
+# adds a loader for each. Listed by name so that a new file still fails the test below, and a
+# file that gains a loader must leave this list.
+NOT_YET_LOADED = frozenset(
+    {
+        "cryptofeed_bitmex_ws_2021-07-22.log.gz",
+        "cryptofeed_bybit_inverse_ws_2021-04-17.log.gz",
+        "cryptofeed_bybit_linear_ws_2021-04-17.log.gz",
+        "cryptofeed_deribit_options_ws_2021-07-22.log.gz",
+        "cryptofeed_kraken-futures_inverse_ws_2021-07-22.log.gz",
+        "cryptofeed_kraken_spot_ws_book1000_2021-04-17.log.gz",
+        "cryptofeed_kraken_spot_ws_ticker_2021-04-17.log.gz",
+        "cryptofeed_okx_ws_2022-05-13.log.gz",
+        "hyperliquid-sdk_hyperliquid_DYDX_l2Book_rest_2023-07-17.json",
+        "nautilus_tardis_binance-futures_book_snapshot_5_BTCUSDT_2020-09-01.csv",
+        "nautilus_tardis_binance-futures_quotes_BTCUSDT_2020-02-22.csv.gz",
+        "nautilus_tardis_deribit_incremental_book_L2_BTC-PERPETUAL_2020-04-01.csv",
+        "nautilus_tardis_huobi-dm-swap_quotes_BTC-USD_2020-05-01.csv",
+        "cryptofeed_bitmex_instrument_active_2021-07-22.json.gz",
+        "cryptofeed_bybit_v2_public_symbols_2021-04-17.json.gz",
+        "cryptofeed_deribit_get_instruments_rest_2021-07-22.log.gz",
+        "cryptofeed_kraken-futures_instruments_2021-07-22.json.gz",
+        "cryptofeed_okx_instruments_rest_2022-05-13.log.gz",
+        "hyperliquid-sdk_hyperliquid_meta_2023-07-17.json",
+        "hyperliquid-sdk_hyperliquid_BTC_fundingHistory_2023-05-12_2023-07-17.json.gz",
+        "hyperliquid-sdk_hyperliquid_kPEPE_1h_candleSnapshot_2023-05-21.json",
+        "cryptofeed_kraken_spot_ws_trade_2021-04-17.log.gz",
+        "nautilus_tardis_binance-futures_trades_BTCUSDT_2020-02-22.csv.gz",
+        "nautilus_tardis_bitmex_trades_XBTUSD_2020-03-01.csv",
+    }
+)
+
+
 def test_every_shared_file_is_covered(shared_data: Path) -> None:
     covered = {Path(r[0]).name for r in EXPECTED} | {n for a, b, _ in RAW_PAIRS for n in (a, b)}
+    assert not covered & NOT_YET_LOADED, "a loaded file is still listed as not loaded"
+    uncovered = set()
     for path in shared_data.rglob("*"):
         if path.is_file() and path.name not in {"README.md", "SHA256SUMS"}:
             if "exchangeInfo" in path.name:
                 assert detect(path).name == "binance_exchange_info"
-            else:
-                assert path.name in covered, path
+            elif path.name not in covered:
+                uncovered.add(path.name)
+    assert uncovered == NOT_YET_LOADED
 
 
 @pytest.mark.slow

@@ -93,3 +93,29 @@ def test_requantized_q4_0_copy_is_made_once_and_answers(tmp_path) -> None:  # ty
     assert sum(parse_decision(t).ok for t in texts) >= 1
     LlamaCppEngine(cfg)
     assert made.stat().st_mtime_ns == stamp  # reused, not rewritten
+
+
+def test_model_params_override_applies_inside_and_is_restored() -> None:
+    import llama_cpp
+
+    from sapphire.llm.llamacpp import _llama_model_params
+
+    original = llama_cpp.llama_cpp.llama_model_default_params
+    default = original().use_extra_bufts
+    with _llama_model_params(use_extra_bufts=not default, not_a_field=1):
+        assert llama_cpp.llama_cpp.llama_model_default_params().use_extra_bufts is (not default)
+    assert llama_cpp.llama_cpp.llama_model_default_params is original
+
+
+def test_sequential_reference_path_prefills_multi_token_prompts() -> None:
+    # Prompt prefill is a multi-token llama_decode: on AMX-INT8 CPUs this crashed (SIGSEGV in
+    # ggml's AMX matmul) unless the weights stay out of the AMX buffer type.
+    from sapphire.llm.llamacpp import LlamaCppEngine, cpu_backend_uses_amx
+
+    eng = LlamaCppEngine(
+        LlamaCppConfig(n_threads=1, parallel=False, sampling=SamplingConfig(max_tokens=48))
+    )
+    assert eng.amx_disabled is cpu_backend_uses_amx(eng._lc)
+    (gen,) = eng.generate_batch_detailed(_prompts(1))
+    assert gen.prompt_tokens > 50 and gen.completion_tokens > 0
+    assert parse_decision(gen.text).ok, gen.text

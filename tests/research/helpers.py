@@ -8,40 +8,33 @@ from typing import Any
 from sapphire.data.sample import SAMPLE_DIR
 from sapphire.research.tune_config import TuneConfig, parse_tune_config
 
-SAMPLE_TICKS = {
-    "depth": "sample:hftbacktest_binance-usdm_BTCUSDT_depth.csv.gz",
-    "bbo": "sample:hftbacktest_binance-usdm_BTCUSDT_bbo.csv.gz",
-    "trades": "sample:hftbacktest_binance-usdm_BTCUSDT_trades.csv.gz",
-    "session": "2024-08-08",
-    "seconds": 90,
-}
-
-SAMPLE_INSTRUMENT = {
-    "symbol": "BTCUSDT",
-    "base": "BTC",
-    "quote": "USDT",
-    "tick_size": "0.1",
-    "lot_size": "0.001",
-    "maker_fee_bps": "2",
-    "taker_fee_bps": "5",
+SAMPLE_SYSTEM: dict[str, Any] = {
+    "data": {"source": "sample"},
+    "agents": [
+        {
+            "id": "as_1",
+            "kind": "avellaneda_stoikov",
+            "symbol": "BTCUSDT",
+            "params": {"order_amount": 0.002, "max_inventory": 0.02},
+        }
+    ],
+    "exchange": {
+        "kind": "paper",
+        "params": {
+            "balances": {"USDT": "1000000", "BTC": "10"},
+            "latency": {"entry_ns": 20_000_000, "response_ns": 20_000_000},
+        },
+    },
+    "capital_quote": "10000",
 }
 
 
 def as_config(storage: Path, **over: Any) -> TuneConfig:
+    """A tune of the A-S maker's system config on the bundled sample (90 s)."""
     raw: dict[str, Any] = {
         "name": "as_test",
-        "backtest": {
-            "name": "as",
-            "agent": {
-                "kind": "avellaneda_stoikov",
-                "id": "as-1",
-                "params": {"order_amount": 0.002, "max_inventory": 0.02},
-            },
-            "instrument": SAMPLE_INSTRUMENT,
-            "engine": "event",
-            "ticks": SAMPLE_TICKS,
-            "paper": {"balances": {"USDT": "1000000", "BTC": "10"}},
-        },
+        "system": SAMPLE_SYSTEM,
+        "agent": "as_1",
         "space": {
             "risk_factor": {"type": "loguniform", "low": 0.005, "high": 3.0},
             "order_refresh_time": {"type": "uniform", "low": 0.2, "high": 3.0},

@@ -7,25 +7,37 @@ import pytest
 
 from sapphire.backtest.config import parse_config as parse_backtest
 from sapphire.config.system import ConfigError, parse_config
+from sapphire.research import system_tune
 from sapphire.research.export import backtest_dict, system_dict, write_yaml
 from sapphire.research.tune_config import load_tune_config
+from sapphire.research.walkforward import Window
 from tests.conftest import REPO_ROOT
 
 BEST = {"risk_factor": 0.25, "order_refresh_time": 0.7, "min_spread": 0.001}
 
 
-def test_best_params_go_into_the_demo_system_template(tmp_path: Path) -> None:
+def test_best_params_go_into_the_tuned_system_config(tmp_path: Path) -> None:
     cfg = load_tune_config(REPO_ROOT / "configs" / "tune_avellaneda_stoikov.yaml")
-    template = msgspec.yaml.decode((REPO_ROOT / "configs" / "demo.yaml").read_bytes())
-    raw = system_dict(cfg, BEST, template)
+    assert cfg.system is not None
+    window = Window(cfg.system["data"]["start_ns"] + 10, cfg.system["data"]["start_ns"] + 99)
+    raw = system_tune.system_dict(cfg.system, cfg.agent, BEST, window)
     system = parse_config(raw)
-    mm = next(a for a in system.agents if a.kind == "avellaneda_stoikov")
+    mm = next(a for a in system.agents if a.id == cfg.agent)
     assert mm.params["risk_factor"] == 0.25 and mm.params["order_refresh_time"] == 0.7
-    assert mm.params["order_amount"] == 0.001  # the tuned base params, not the template's
-    assert {a.id for a in system.agents} == {"mm_as", "momentum", "meanrev"}  # others kept
+    assert mm.params["order_amount"] == 0.001  # the tuned base params are kept
+    assert (system.data.start_ns, system.data.end_ns) == (window.start, window.end)
+    assert cfg.system["data"]["start_ns"] != window.start, "the tune config is not modified"
     path = write_yaml(tmp_path / "best.yaml", raw, header="tuned")
     assert path.read_text().startswith("# tuned\n")
     assert parse_config(msgspec.yaml.decode(path.read_bytes())) == system
+
+
+def test_bar_best_params_go_into_the_demo_system_template() -> None:
+    cfg = load_tune_config(REPO_ROOT / "configs" / "tune_ema_cross.yaml")
+    template = msgspec.yaml.decode((REPO_ROOT / "configs" / "demo.yaml").read_bytes())
+    raw = system_dict(cfg, {"strategy_params.fast": 7}, template)
+    system = parse_config(raw)
+    assert {a.id for a in system.agents} >= {"mm_as", "momentum", "meanrev"}  # others kept
 
 
 def test_best_backtest_keeps_the_data_and_swaps_params() -> None:
@@ -38,6 +50,6 @@ def test_best_backtest_keeps_the_data_and_swaps_params() -> None:
 
 
 def test_a_system_the_runner_would_refuse_is_not_written() -> None:
-    cfg = load_tune_config(REPO_ROOT / "configs" / "tune_avellaneda_stoikov.yaml")
+    cfg = load_tune_config(REPO_ROOT / "configs" / "tune_ema_cross.yaml")
     with pytest.raises(ConfigError):
         system_dict(cfg, BEST, {"agents": [], "risk": {"no_such_limit": 1}})

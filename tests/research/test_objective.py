@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 
 from actors.tune import prepare
-from sapphire.model.events import Quote
-from sapphire.research import leaderboard
+from sapphire.config.system import parse_config
+from sapphire.kernel.runner import InProcessKernel
+from sapphire.research import leaderboard, system_tune
 from sapphire.research.objective import evaluate
 from tests.research.helpers import as_config, resolve
 
@@ -19,27 +21,9 @@ def payload(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
 
 
 @pytest.mark.slow
-def test_window_snapshots_match_the_recorded_bbo(payload) -> None:  # type: ignore[no-untyped-def]
-    _, p = payload
-    assert len(p.folds) == 3
-    assert p.dataset.snapshots, "windows after the first start from a synthetic book"
-    events = p.dataset.events()
-    for start, snap in p.dataset.snapshots.items():
-        best_bid, best_ask = snap.bids[0][0], snap.asks[0][0]
-        assert best_bid < best_ask
-        assert [b for b, _ in snap.bids] == sorted((b for b, _ in snap.bids), reverse=True)
-        # The depth book and the BBO stream are separate feeds: they agree within a few ticks.
-        quote = next(e for e in reversed(events) if isinstance(e, Quote) and e.ts_event_ns < start)
-        assert abs(best_bid - quote.bid_ticks) <= 50
-        assert abs(best_ask - quote.ask_ticks) <= 50
-        window = next(w for f in p.folds for w in (f.train, f.test) if w.start == start)
-        replay = p.dataset.window_events(window)
-        assert replay[0] is snap and all(window.contains(e.ts_event_ns) for e in replay[1:])
-
-
-@pytest.mark.slow
 def test_folds_score_in_and_out_of_sample(payload) -> None:  # type: ignore[no-untyped-def]
     cfg, p = payload
+    assert len(p.folds) == 3  # 90 s: 30 s train + 15 s test, moving by 15 s
     params = {**p.base_params, "risk_factor": 0.1}
     scores = evaluate(p.dataset, p.backtest, params, p.folds, cfg.objective)
     assert [s.fold for s in scores] == [0, 1, 2]
@@ -53,6 +37,23 @@ def test_folds_score_in_and_out_of_sample(payload) -> None:  # type: ignore[no-u
     bad = evaluate(p.dataset, p.backtest, {**params, "order_amount": 1.0}, p.folds, cfg.objective)
     assert all(not s.test.valid and s.test.score < -1e8 for s in bad)
     assert "order_amount" in bad[0].test.error
+
+
+@pytest.mark.slow
+def test_a_window_trades_only_inside_it_on_a_synced_book(payload) -> None:  # type: ignore[no-untyped-def]
+    _, p = payload
+    window = p.folds[1].test
+    result = system_tune.run_window(p.dataset, p.base_params, window)
+    raw = system_tune.system_dict(p.dataset.run_raw, p.dataset.agent_id, p.base_params, window)
+    kernel = InProcessKernel(parse_config(raw), "w", events=iter(p.dataset.events()))
+    kernel.run()
+    rows = kernel.coordinator.rows.take_new()
+    assert rows["ticks"]["ts_ns"].min() >= window.start
+    assert rows["ticks"]["ts_ns"].max() < window.end
+    venue: Any = kernel.venue.gateway
+    book = venue.book("BTCUSDT")
+    assert book.is_synced and book.gaps == 0  # the window starts on the book built before it
+    assert result.fills == kernel.summary()["fills"]
 
 
 def test_walk_forward_selection_uses_train_scores_only() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import msgspec
@@ -10,9 +11,10 @@ import polars as pl
 import pytest
 import ray
 
+from actors.system import run_system
 from actors.tune import STARTS_FILE, run_tune, trial_starts
-from sapphire.backtest.config import parse_config as parse_backtest
 from sapphire.config.system import load_config as load_system
+from tests.conftest import REPO_ROOT
 from tests.research.helpers import as_config, resolve
 
 pytestmark = pytest.mark.slow
@@ -32,40 +34,22 @@ def ray_cluster() -> Iterator[None]:
 
 
 def test_sweep_on_shared_data_beats_worst_out_of_sample(tmp_path: Path, shared_data: Path) -> None:
-    ticks = {
-        "depth": "shared:book/hftbacktest_binance-spot_BTCUSDT_depth.csv.gz",
-        "bbo": "shared:book/hftbacktest_binance-spot_BTCUSDT_bbo.csv.gz",
-        "trades": "shared:trades/hftbacktest_binance-spot_BTCUSDT_trades.csv.gz",
-        "session": "2024-08-08",
-        "seconds": 60,
-    }
-    base = as_config(tmp_path)
-    backtest = {
-        **base.backtest,
-        "ticks": ticks,
-        "agent": {
-            "kind": "avellaneda_stoikov",
-            "id": "as-1",
-            "params": {"order_amount": 0.001, "max_inventory": 0.01},
-        },
-        "instrument": {
-            "symbol": "BTCUSDT",
-            "base": "BTC",
-            "quote": "USDT",
-            "tick_size": "0.01",
-            "lot_size": "0.00001",
-            "maker_fee_bps": "0",
-            "taker_fee_bps": "1",
-        },
-    }
+    system = msgspec.yaml.decode(
+        (REPO_ROOT / "configs" / "tune_avellaneda_stoikov.yaml").read_bytes()
+    )["system"]
+    start = system["data"]["start_ns"]
+    system["data"]["end_ns"] = start + 60_000_000_000
+    system["agents"][0]["params"] = {"order_amount": 0.001, "max_inventory": 0.01}
+    system["storage"] = {"root": str(tmp_path / "runs")}
     cfg = as_config(
         tmp_path,
-        backtest=backtest,
+        system=system,
+        agent="as_1",
         walk_forward={"train": 20, "test": 10},
         search={"algorithm": "optuna", "num_samples": 6, "max_concurrent": 2, "seed": 11},
     )
     out = run_tune(cfg, lambda p: resolve(p, shared_data))
-    assert out.n_folds == 3  # 60 s of data: 20 s train + 10 s test, moving by 10 s
+    assert out.n_folds == 3  # 60 s of data (less the first event's offset): 20 s + 10 s, by 10 s
     assert out.trials.height == 6
     assert out.first_result_s is not None and out.first_result_s < out.wall_s
     # ASHA ran: every trial reported at least one fold, and the per-fold table matches.
@@ -84,13 +68,25 @@ def test_sweep_on_shared_data_beats_worst_out_of_sample(tmp_path: Path, shared_d
     results = out.experiment_path / "results"
     for name in ("trials.csv", "trials.parquet", "folds.parquet", "walk_forward_selection.csv"):
         assert (results / name).stat().st_size > 0
-    tuned = parse_backtest(msgspec.yaml.decode((results / "best_backtest.yaml").read_bytes()))
-    assert tuned.agent.params["risk_factor"] == pytest.approx(out.best["risk_factor"])
-    system = load_system(results / "best_system.yaml")
-    assert system.agents[0].kind == "avellaneda_stoikov"
-    assert system.agents[0].params["order_refresh_time"] == pytest.approx(
-        out.best["order_refresh_time"]
+    tuned = load_system(results / "best_system.yaml")
+    assert tuned.agents[0].params["risk_factor"] == pytest.approx(out.best["risk_factor"])
+    assert tuned.data.start_ns == start  # the whole tuned span
+
+    # Tune -> run: the exported window config, through `sapphire run` (Ray actors), gives the
+    # PnL tune measured on that window, exactly.
+    expected = msgspec.json.decode((results / "best_window.json").read_bytes())
+    window_config = load_system(results / "best_window.yaml")
+    assert (window_config.data.start_ns, window_config.data.end_ns) == (
+        expected["start_ns"],
+        expected["end_ns"],
     )
+    ran = run_system(window_config, run_id="tuned-window")
+    pnl = sum(
+        Decimal(row["pnl_quote"])
+        for key, row in ran.summary["agents"].items()
+        if key.startswith(f"{expected['agent']}/")
+    )
+    assert float(pnl) == expected["test_pnl"]
 
 
 def test_interrupted_run_resumes_without_redoing_finished_trials(tmp_path: Path) -> None:

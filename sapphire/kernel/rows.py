@@ -1,4 +1,4 @@
-"""Turns one coordinator step into storage rows, numbered per table for exactly-once.
+"""Turns what the coordinator stage does into storage rows, numbered per table for exactly-once.
 
 Rows stay in ``unacked`` until the sink reports them committed (its watermark per table for
 this producer), so a sink that dies with rows in its buffer gets them again.
@@ -12,11 +12,17 @@ from typing import Any
 
 import polars as pl
 
-from sapphire.coordination.core import CoordinatorCore, StepResult
 from sapphire.model.events import AnyMarketEvent, Quote, Trade
-from sapphire.model.orders import OrderFilled, OrderIntent, OrderUpdate, Signal, SubmitOrder
+from sapphire.model.orders import (
+    OrderFilled,
+    OrderIntent,
+    OrderUpdate,
+    Position,
+    Signal,
+    SubmitOrder,
+)
 from sapphire.storage import rows as R
-from sapphire.storage.records import PnlSnapshot
+from sapphire.storage.records import PnlSnapshot, RiskDecisionLike
 from sapphire.storage.schemas import table_schema
 
 Row = dict[str, Any]
@@ -30,6 +36,7 @@ class StepRows:
         self._seq: dict[str, int] = {}
         self._new: dict[str, list[Row]] = {}
         self._new_frames: dict[str, list[pl.DataFrame]] = {}
+        self._new_ticks: list[AnyMarketEvent] = []
         self._unacked: dict[str, list[pl.DataFrame]] = {}
         self._committed: dict[str, int] = {}
 
@@ -42,61 +49,50 @@ class StepRows:
         row = make(run_id=self.run_id, producer_id=self.producer_id, seq=self._next(table))
         self._new.setdefault(table, []).append(row)
 
-    def add_step(
-        self,
-        events: Sequence[AnyMarketEvent],
-        reports: Sequence[OrderUpdate | OrderFilled],
-        outputs: Mapping[str, Sequence[Any]],
-        result: StepResult,
-        core: CoordinatorCore,
-        now_ns: int,
-    ) -> None:
+    # One method per kind of row, called by the coordinator stage in its timeline order, so
+    # the rows and their seqs are the same whatever the window size.
+    def add_output(self, out: Any) -> None:
+        if isinstance(out, Signal):
+            self._add("signals", lambda s=out, **k: R.signal_row(s, **k))
+        elif isinstance(out, OrderIntent):
+            self._add("intents", lambda i=out, **k: R.intent_row(i, **k))
+
+    def add_decision(self, decision: RiskDecisionLike) -> None:
+        self._add("risk_decisions", lambda dec=decision, **k: R.risk_row(dec, **k))
+
+    def add_submit(self, command: SubmitOrder) -> None:
+        self._add("orders", lambda c=command, **k: R.submit_row(c, **k))
+
+    def add_report(self, report: OrderUpdate | OrderFilled) -> None:
+        if isinstance(report, OrderFilled):
+            self._add("fills", lambda f=report, **k: R.fill_row(f, **k))
+        else:
+            self._add("orders", lambda u=report, **k: R.update_row(u, **k))
+
+    def add_position(self, position: Position) -> None:
+        self._add("positions", lambda p=position, **k: R.position_row(p, **k))
+
+    def add_pnl(self, snapshot: PnlSnapshot) -> None:
+        self._add("pnl", lambda p=snapshot, **k: R.pnl_row(p, **k))
+
+    def add_ticks(self, events: Sequence[AnyMarketEvent]) -> None:
         if self.store_ticks:
             self._add_ticks(events)
-        for agent_id in sorted(outputs):
-            for out in outputs[agent_id]:
-                if isinstance(out, Signal):
-                    self._add("signals", lambda s=out, **k: R.signal_row(s, **k))
-                elif isinstance(out, OrderIntent):
-                    self._add("intents", lambda i=out, **k: R.intent_row(i, **k))
-        for d in result.decisions:
-            self._add("risk_decisions", lambda dec=d, **k: R.risk_row(dec, **k))
-        for cmd in result.commands:
-            if isinstance(cmd, SubmitOrder):
-                self._add("orders", lambda c=cmd, **k: R.submit_row(c, **k))
-        for report in reports:
-            if isinstance(report, OrderFilled):
-                self._add("fills", lambda f=report, **k: R.fill_row(f, **k))
-            else:
-                self._add("orders", lambda u=report, **k: R.update_row(u, **k))
-        for position in result.positions:
-            self._add("positions", lambda p=position, **k: R.position_row(p, **k))
-        for (agent_id, symbol), state in sorted(core.portfolio.positions.items()):
-            mark = core.risk.marks.get(symbol)
-            unreal = core.portfolio.unrealized_quote(agent_id, symbol, mark)
-            snap = PnlSnapshot(
-                ts_event_ns=now_ns,
-                agent_id=agent_id,
-                symbol=symbol,
-                position_lots=state.qty_lots,
-                realized_pnl_quote=state.realized_pnl_quote,
-                unrealized_pnl_quote=unreal,
-                fees_quote=state.fees_quote,
-                equity_quote=state.realized_pnl_quote - state.fees_quote + unreal,
-            )
-            self._add("pnl", lambda p=snap, **k: R.pnl_row(p, **k))
 
     def add_llm(self, records: Sequence[Any]) -> None:
         for record in records:
             self._add("llm_decisions", lambda r=record, **k: R.llm_row(r, **k))
 
     def _add_ticks(self, events: Sequence[AnyMarketEvent]) -> None:
-        """Ticks are the bulk of the rows: built column-wise, never as one dict per row."""
-        ticks = [e for e in events if isinstance(e, Trade | Quote)]
-        if not ticks:
-            return
-        first = self._seq.get("ticks", -1) + 1
-        self._seq["ticks"] = first + len(ticks) - 1
+        """Ticks are the bulk of the rows: kept as events, numbered now, and built into one
+        column-wise frame when taken (never one dict per row, nor one frame per step)."""
+        ticks = [e for e in events if type(e) is Trade or type(e) is Quote]
+        if ticks:
+            self._seq["ticks"] = self._seq.get("ticks", -1) + len(ticks)
+            self._new_ticks.extend(ticks)
+
+    def _ticks_frame(self, ticks: Sequence[AnyMarketEvent]) -> pl.DataFrame:
+        first = self._seq["ticks"] - len(ticks) + 1
         trades = [isinstance(e, Trade) for e in ticks]
         columns: dict[str, list[Any]] = {
             "ts_ns": [e.ts_event_ns for e in ticks],
@@ -111,19 +107,23 @@ class StepRows:
         pairs = list(zip(ticks, trades, strict=True))
         for name in ("price_ticks", "qty_lots", "trade_id"):
             columns[name] = [getattr(e, name) if t else None for e, t in pairs]
-        columns["side"] = [int(e.taker_side) if t else None for e, t in pairs]
+        columns["side"] = [int(e.taker_side) if isinstance(e, Trade) else None for e in ticks]
         for name in ("bid_ticks", "bid_lots", "ask_ticks", "ask_lots"):
             columns[name] = [None if t else getattr(e, name) for e, t in pairs]
         schema = table_schema("ticks")
-        frame = pl.DataFrame(columns, schema=schema.polars_schema, strict=False).select(
-            schema.names
-        )
-        self._new_frames.setdefault("ticks", []).append(frame)
+        return pl.DataFrame(columns, schema=schema.polars_schema, strict=False).select(schema.names)
+
+    def pending(self) -> int:
+        """Rows produced and not yet taken."""
+        return len(self._new_ticks) + sum(len(r) for r in self._new.values())
 
     def take_new(self) -> dict[str, pl.DataFrame]:
         """New rows as one typed frame per table; they stay unacknowledged until committed."""
         new_rows, self._new = self._new, {}
         new_frames, self._new_frames = self._new_frames, {}
+        if self._new_ticks:
+            new_frames.setdefault("ticks", []).append(self._ticks_frame(self._new_ticks))
+            self._new_ticks = []
         out: dict[str, pl.DataFrame] = {}
         for table in sorted({*new_rows, *new_frames}):
             parts = list(new_frames.get(table, []))
@@ -161,3 +161,4 @@ class StepRows:
         self._seq, self._unacked, self._committed = pickle.loads(data)
         self._new = {}
         self._new_frames = {}
+        self._new_ticks = []

@@ -1,0 +1,83 @@
+"""The end-of-run screen, shared by every runner."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_summary(
+    run_id: str,
+    summary: Mapping[str, Any],
+    steps: int,
+    wall_s: float,
+    store: Path | str,
+    console: Console | None = None,
+) -> None:
+    """The end-of-run screen of every runner (``sapphire run``, ``sapphire backtest``)."""
+    console = console or Console()
+    counters = summary["counters"]
+    console.print(
+        f"[bold]run {run_id}[/bold]: {counters['events']:,} events in {steps:,} steps, "
+        f"{wall_s:.2f} s ({counters['events'] / max(wall_s, 1e-9):,.0f} events/s)"
+    )
+    timing = summary.get("timing")
+    if timing:
+        ms = {k: v / 1e6 for k, v in timing.items()}
+        exact = "APPROXIMATE (window > lookahead)" if summary.get("approximate") else "exact"
+        console.print(
+            f"timing: feed {ms['feed_ns']:g} ms, decision {ms['decision_ns']:g} ms, "
+            f"entry {ms['entry_ns']:g} ms, response {ms['response_ns']:g} ms; "
+            f"window {summary.get('window_ns', 0) / 1e6:g} ms ({exact})"
+        )
+    table = Table(title="Agents")
+    for col in (
+        "agent/symbol",
+        "position (lots)",
+        "traded (lots)",
+        "realized",
+        "fees",
+        "PnL (quote)",
+    ):
+        table.add_column(col, justify="right")
+    for name, row in summary["agents"].items():
+        table.add_row(
+            name,
+            str(row["position_lots"]),
+            str(row["traded_lots"]),
+            row["realized_quote"],
+            row["fees_quote"],
+            row["pnl_quote"],
+        )
+    console.print(table)
+    totals = Table(title="Orders, risk and storage")
+    totals.add_column("metric")
+    totals.add_column("value", justify="right")
+    totals.add_row("orders sent", str(counters["orders"]))
+    totals.add_row("cancels sent", str(counters["cancels"]))
+    totals.add_row("fills", str(summary["fills"]))
+    for status, n in sorted(summary["orders_by_status"].items()):
+        totals.add_row(f"orders {status}", str(n))
+    for reason, n in sorted(summary["risk_rejections"].items()):
+        totals.add_row(f"risk rejected: {reason}", str(n))
+    for reason, n in sorted(summary.get("venue_rejections", {}).items()):
+        totals.add_row(f"venue rejected: {reason}", str(n))
+    totals.add_row("kill switch", "TRIPPED" if summary["kill_switch"] else "off")
+    for agent, why in summary.get("quarantined", {}).items():
+        totals.add_row(f"quarantined {agent}", why)
+    for table_name, n in summary["rows"].items():
+        totals.add_row(f"rows stored: {table_name}", f"{n:,}")
+    for reason, n in sorted(summary.get("input_rejected", {}).items()):
+        totals.add_row(f"input rejected: {reason}", f"{n:,}")
+    latencies = summary.get("step_latency_s", [])
+    if latencies:
+        totals.add_row("step latency p50 (ms)", f"{statistics.median(latencies) * 1e3:.2f}")
+    for stage, seconds in summary.get("stage_s", {}).items():
+        totals.add_row(f"time in {stage} (s)", f"{seconds:.2f}")
+    totals.add_row("store", str(store))
+    console.print(totals)

@@ -1,0 +1,145 @@
+"""The agents' stage of a kernel step: each agent sees, in time order, the market events that
+became visible in the window (``t + feed_ns``) and the reports that arrived in it.
+
+At equal times a report comes before a market event (it was in the agent's inbox first).
+Every output is stamped with its decision time ``now + decision_ns``. An agent that raises is
+contained: the call yields nothing, the error is counted, and the agent trades on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from sapphire.agents.base import Agent, AgentOutput
+from sapphire.kernel.timing import Timing, Window
+from sapphire.model.events import AnyMarketEvent
+from sapphire.model.orders import AgentReport
+
+log = logging.getLogger(__name__)
+
+
+class AgentStageState(msgspec.Struct, kw_only=True):
+    errors: dict[str, int] = msgspec.field(default_factory=dict)
+    events_seen: int = 0
+
+
+class AgentStage:
+    """One or more agents (one per Ray actor in the system, all of them in one process)."""
+
+    def __init__(self, agents: Sequence[Agent], timing: Timing) -> None:
+        self.agents: dict[str, Agent] = {a.agent_id: a for a in agents}
+        self.timing = timing
+        self.state = AgentStageState(errors={a: 0 for a in self.agents})
+        # events seen by the venue but not yet visible to agents (feed latency)
+        self._carried: list[AnyMarketEvent] = []
+
+    def step(
+        self,
+        window: Window,
+        events: Sequence[AnyMarketEvent],
+        reports: Mapping[str, Sequence[AgentReport]],
+    ) -> dict[str, list[AgentOutput]]:
+        """Outputs per agent for one window; ``reports`` arrived in the window (per agent)."""
+        if window.warmup:
+            return {agent_id: [] for agent_id in self.agents}
+        feed = self.timing.feed_ns
+        end = window.end_ns
+        pool = self._carried + list(events) if self._carried else events
+        cut = len(pool)
+        if feed:
+            # events are in time order: the visible ones are a prefix
+            limit = end - feed
+            cut = 0
+            while cut < len(pool) and pool[cut].ts_event_ns < limit:
+                cut += 1
+        visible = pool[:cut]
+        self._carried = list(pool[cut:])
+        self.state.events_seen += len(visible)
+        return {
+            agent_id: self._run_agent(agent_id, agent, visible, reports.get(agent_id, ()))
+            for agent_id, agent in self.agents.items()
+        }
+
+    def _run_agent(
+        self,
+        agent_id: str,
+        agent: Agent,
+        events: Sequence[AnyMarketEvent],
+        reports: Sequence[AgentReport],
+    ) -> list[AgentOutput]:
+        feed = self.timing.feed_ns
+        decision = self.timing.decision_ns
+        out: list[AgentOutput] = []
+        on_event = agent.on_event
+        on_report = agent.on_report
+        times = [report_time(rep, self.timing) for rep in reports]
+        r = 0
+        n_reports = len(reports)
+        for event in events:
+            now = event.ts_event_ns + feed
+            while r < n_reports and times[r] <= now:
+                self._call(agent_id, on_report, reports[r], times[r], out)
+                r += 1
+            self._call(agent_id, on_event, event, now, out)
+        while r < n_reports:
+            self._call(agent_id, on_report, reports[r], times[r], out)
+            r += 1
+        return [_stamp(o, decision) for o in out] if decision else out
+
+    def _call(
+        self,
+        agent_id: str,
+        fn: Callable[[Any, int], Sequence[AgentOutput]],
+        item: Any,
+        now: int,
+        out: list[AgentOutput],
+    ) -> None:
+        try:
+            produced = fn(item, now)
+        except Exception:  # an agent bug must not take the stage (or the system) down
+            errors = self.state.errors.get(agent_id, 0) + 1
+            self.state.errors[agent_id] = errors
+            if errors <= 10:
+                log.exception("agent %s raised; input skipped", agent_id)
+            return
+        if produced:
+            # the decision is made now, whatever time the agent wrote on it
+            out.extend(
+                o if o.ts_event_ns == now else msgspec.structs.replace(o, ts_event_ns=now)
+                for o in produced
+            )
+
+    # -- persistence ----------------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        import pickle
+
+        agents = {a: agent.snapshot() for a, agent in self.agents.items()}
+        return pickle.dumps((agents, self.state, self._carried), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, data: bytes) -> None:
+        import pickle
+
+        agents, self.state, self._carried = pickle.loads(data)
+        for agent_id, blob in agents.items():
+            self.agents[agent_id].restore(blob)
+
+
+def report_time(report: AgentReport, timing: Timing) -> int:
+    """When a report reaches the system: venue reports after the response latency; a risk
+    denial one lookahead after the decision (the earliest time every runner can deliver it
+    the same way, since agents and risk run in different processes)."""
+    from sapphire.model.orders import OrderDenied
+
+    if type(report) is OrderDenied:
+        return report.ts_event_ns + timing.lookahead_ns
+    return report.ts_event_ns + timing.response_ns
+
+
+def _stamp(output: AgentOutput, decision_ns: int) -> AgentOutput:
+    if not decision_ns:
+        return output
+    return msgspec.structs.replace(output, ts_event_ns=output.ts_event_ns + decision_ns)

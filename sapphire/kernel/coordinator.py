@@ -1,0 +1,384 @@
+"""The coordinator's stage of a kernel step: one timeline per window.
+
+In time order (ties: reports, then market events, then agent outputs): venue reports at
+their arrival update the journal and the portfolio; market events, as they become visible,
+move the marks; agent outputs, at their decision time, go through pre-trade risk and become
+commands for the venue's next step. Outputs decided after the window, and events not yet
+visible, wait for their window. Storage rows are produced in that same order, and PnL is
+snapshotted on a fixed grid of market time, so the rows do not depend on the window either.
+"""
+
+from __future__ import annotations
+
+import heapq
+import pickle
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from sapphire.agents.base import AgentOutput
+from sapphire.coordination.core import Command, CoordinatorCore, StepResult
+from sapphire.kernel.agents import report_time
+from sapphire.kernel.rows import StepRows
+from sapphire.kernel.timing import Timing, Window
+from sapphire.model.events import AnyMarketEvent
+from sapphire.model.orders import (
+    AgentReport,
+    OrderDenied,
+    OrderFilled,
+    OrderStatus,
+    OrderUpdate,
+    SubmitOrder,
+)
+from sapphire.storage.records import PnlSnapshot
+
+_NEVER = 1 << 62
+
+
+class CoordinatorStep(msgspec.Struct, kw_only=True):
+    """What one window did: the commands the venue gets next, and the step's counts."""
+
+    window: Window
+    commands: list[Command]
+    events: int
+    reports: int
+    submits: int
+    cancels: int
+    fills_total: int
+    kill_switch: bool
+    kill_switch_tripped: bool
+    done: bool
+
+
+class StepProgress(msgspec.Struct, kw_only=True):
+    """What a runner reports after each step (progress bars, metrics, drivers)."""
+
+    step: int
+    events: int
+    done: bool
+    now_ns: int
+    fills: int
+    kill_switch: bool = False
+    orders: int = 0
+    stage_s: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class Counters(msgspec.Struct, kw_only=True):
+    events: int = 0
+    orders: int = 0
+    cancels: int = 0
+    steps: int = 0
+    denied: int = 0
+    clamped: int = 0
+
+
+class CoordinatorStage:
+    def __init__(
+        self,
+        core: CoordinatorCore,
+        timing: Timing,
+        rows: StepRows,
+        *,
+        pnl_interval_ns: int = 1_000_000_000,
+    ) -> None:
+        self.core = core
+        self.timing = timing
+        self.rows = rows
+        self.pnl_interval_ns = pnl_interval_ns
+        self.counters = Counters()
+        self.venue_rejections: dict[str, int] = {}
+        self._seq = 0
+        # (arrival, seq, report): venue reports and risk denials not yet delivered
+        self._inbox: list[tuple[int, int, AgentReport]] = []
+        # (decision time, seq, agent, output): outputs decided after their window's end
+        self._outputs: list[tuple[int, int, str, AgentOutput]] = []
+        self._carried: list[AnyMarketEvent] = []  # not yet visible (feed latency)
+        self._inflight: list[int] = []  # when sent commands reach the venue
+        self._seen_fills: set[str] = set()
+        self._last_update: dict[str, tuple[OrderStatus, int]] = {}
+        self._next_pnl_ns = -_NEVER
+        self._last_pnl_ns = -_NEVER
+
+    # -- between steps --------------------------------------------------------------------
+    def pending_ns(self) -> int | None:
+        """The earliest time something is due in any stage (None: nothing in flight)."""
+        heads = [
+            self._inbox[0][0] if self._inbox else _NEVER,
+            self._outputs[0][0] if self._outputs else _NEVER,
+            self._carried[0].ts_event_ns + self.timing.feed_ns if self._carried else _NEVER,
+            self._inflight[0] if self._inflight else _NEVER,
+        ]
+        head = min(heads)
+        return None if head == _NEVER else head
+
+    def take_due(self, window: Window) -> list[AgentReport]:
+        """Reports and denials that arrive in ``window``, in arrival order (before agents run:
+        they get theirs from this list too)."""
+        due: list[AgentReport] = []
+        inbox = self._inbox
+        while inbox and inbox[0][0] < window.end_ns:
+            due.append(heapq.heappop(inbox)[2])
+        return due
+
+    def add_venue_reports(
+        self, reports: Sequence[OrderUpdate | OrderFilled], arrived_ns: int | None = None
+    ) -> None:
+        """The venue's reports of a step, delivered ``response_ns`` after it made them (a
+        simulated venue), or at ``arrived_ns`` (a live venue: they arrived when its step
+        returned, whatever its clock says). A fill reported twice (a live venue after a
+        reconnect) is delivered once."""
+        for report in reports:
+            if type(report) is OrderFilled:
+                if report.fill_id in self._seen_fills:
+                    continue
+                self._seen_fills.add(report.fill_id)
+            self._push(report, arrived_ns)
+
+    def _push(self, report: AgentReport, at_ns: int | None = None) -> None:
+        self._seq += 1
+        at = report_time(report, self.timing) if at_ns is None else at_ns
+        heapq.heappush(self._inbox, (at, self._seq, report))
+
+    # -- the step -------------------------------------------------------------------------
+    def step(
+        self,
+        window: Window,
+        events: Sequence[AnyMarketEvent],
+        due: Sequence[AgentReport],
+        outputs: Mapping[str, Sequence[AgentOutput]],
+    ) -> CoordinatorStep:
+        core = self.core
+        end = window.end_ns
+        result = StepResult()
+        if window.warmup:
+            return self._warmup_step(window, events)
+        self.rows.add_ticks(events)
+        core.start_step(window.start_ns, result)
+        for agent_id in sorted(outputs):
+            for out in outputs[agent_id]:
+                self._seq += 1
+                heapq.heappush(self._outputs, (out.ts_event_ns, self._seq, agent_id, out))
+        # (time, priority, item): reports 0 and outputs 2; market events (1) are merged in
+        # below without sorting them, since they are already in time order
+        others: list[tuple[int, int, int, Any]] = []
+        for i, report in enumerate(due):
+            others.append((report_time(report, self.timing), 0, i, report))
+        while self._outputs and self._outputs[0][0] < end:
+            d, seq, agent_id, out = heapq.heappop(self._outputs)
+            others.append((d, 2, seq, (agent_id, out)))
+        others.sort(key=lambda item: (item[0], item[1], item[2]))
+
+        feed = self.timing.feed_ns
+        pool = self._carried + list(events) if self._carried else events
+        visible_limit = end - feed
+        j = 0
+        n_others = len(others)
+        seen = 0
+        grid = self._next_pnl_ns
+        on_mark = core.on_mark
+        for event in pool:
+            t = event.ts_event_ns
+            if t >= visible_limit:
+                break
+            now = t + feed
+            if j < n_others and others[j][0] <= now:
+                while j < n_others and (
+                    others[j][0] < now or (others[j][0] == now and others[j][1] == 0)
+                ):
+                    self._process(others[j], result)
+                    j += 1
+                grid = self._next_pnl_ns
+            if now >= grid:
+                self._pnl(now)
+                grid = self._next_pnl_ns
+            on_mark(event)
+            seen += 1
+        self._carried = list(pool[seen:])
+        while j < n_others:
+            self._process(others[j], result)
+            j += 1
+        if window.last:
+            self._pnl(end - 1, final=True)
+
+        # what the venue ran in this window is done; what was decided now arrives later
+        self._inflight = [t for t in self._inflight if t >= end]
+        for command in result.commands:
+            self._inflight.append(command.ts_event_ns + self.timing.entry_ns)
+        heapq.heapify(self._inflight)
+        submits = sum(1 for c in result.commands if type(c) is SubmitOrder)
+        c = self.counters
+        c.events += len(events)
+        c.orders += submits
+        c.cancels += len(result.commands) - submits
+        c.steps += 1
+        return CoordinatorStep(
+            window=window,
+            commands=result.commands,
+            events=len(events),
+            reports=len(due),
+            submits=submits,
+            cancels=len(result.commands) - submits,
+            fills_total=core.fill_count,
+            kill_switch=core.risk.kill_switch_on,
+            kill_switch_tripped=result.kill_switch_tripped,
+            done=window.last,
+        )
+
+    def _warmup_step(self, window: Window, events: Sequence[AnyMarketEvent]) -> CoordinatorStep:
+        self.counters.steps += 1
+        return CoordinatorStep(
+            window=window,
+            commands=[],
+            events=len(events),
+            reports=0,
+            submits=0,
+            cancels=0,
+            fills_total=self.core.fill_count,
+            kill_switch=self.core.risk.kill_switch_on,
+            kill_switch_tripped=False,
+            done=window.last,
+        )
+
+    def _process(self, item: tuple[int, int, int, Any], result: StepResult) -> None:
+        t, kind, _, payload = item
+        if t >= self._next_pnl_ns:
+            self._pnl(t)
+        if kind == 0:
+            report: AgentReport = payload
+            if type(report) is OrderDenied:
+                return  # for its agent only: the decision is stored already
+            assert isinstance(report, OrderUpdate | OrderFilled)
+            if report.client_order_id not in self.core.journal.entries:
+                return  # an answer about an order that is not ours
+            if isinstance(report, OrderFilled):
+                if not self.core.journal.is_new(report):
+                    return  # a fill seen before
+            else:
+                # every state change is stored (the final FILLED after its fills, too), once
+                state = (report.status, report.filled_lots)
+                if self._last_update.get(report.client_order_id) == state:
+                    return
+                self._last_update[report.client_order_id] = state
+                if report.status is OrderStatus.REJECTED:
+                    reason = str(report.reason) if report.reason else "unknown"
+                    self.venue_rejections[reason] = self.venue_rejections.get(reason, 0) + 1
+            self.rows.add_report(report)
+            position = self.core.on_report(report, t)
+            if position is not None:
+                self.rows.add_position(position)
+            return
+        agent_id, out = payload
+        n_commands = len(result.commands)
+        n_decisions = len(result.decisions)
+        n_denials = len(result.denials)
+        self.rows.add_output(out)
+        self.core.on_output(agent_id, out, result)
+        for decision in result.decisions[n_decisions:]:
+            self.rows.add_decision(decision)
+        for command in result.commands[n_commands:]:
+            if type(command) is SubmitOrder:
+                self.rows.add_submit(command)
+        for denial in result.denials[n_denials:]:
+            self.counters.denied += 1
+            self._push(denial)
+
+    def _pnl(self, now_ns: int, *, final: bool = False) -> None:
+        """Snapshot every position's PnL at the grid point at or before ``now_ns``."""
+        interval = self.pnl_interval_ns
+        at = now_ns if final else now_ns - now_ns % interval
+        self._next_pnl_ns = now_ns - now_ns % interval + interval
+        if at <= self._last_pnl_ns:
+            return
+        self._last_pnl_ns = at
+        core = self.core
+        for (agent_id, symbol), state in sorted(core.portfolio.positions.items()):
+            mark = core.marks.get(symbol)
+            unreal = core.portfolio.unrealized_quote(agent_id, symbol, mark)
+            self.rows.add_pnl(
+                PnlSnapshot(
+                    ts_event_ns=at,
+                    agent_id=agent_id,
+                    symbol=symbol,
+                    position_lots=state.qty_lots,
+                    realized_pnl_quote=state.realized_pnl_quote,
+                    unrealized_pnl_quote=unreal,
+                    fees_quote=state.fees_quote,
+                    equity_quote=state.realized_pnl_quote - state.fees_quote + unreal,
+                )
+            )
+
+    # -- reading ----------------------------------------------------------------------------
+    def agent_rows(self) -> dict[str, dict[str, Any]]:
+        core = self.core
+        agents: dict[str, dict[str, Any]] = {}
+        for (agent_id, symbol), state in sorted(core.portfolio.positions.items()):
+            unreal = core.portfolio.unrealized_quote(agent_id, symbol, core.marks.get(symbol))
+            agents[f"{agent_id}/{symbol}"] = {
+                "position_lots": state.qty_lots,
+                "traded_lots": state.traded_lots,
+                "realized_quote": str(state.realized_pnl_quote),
+                "fees_quote": str(state.fees_quote),
+                "unrealized_quote": str(unreal),
+                "pnl_quote": str(state.realized_pnl_quote - state.fees_quote + unreal),
+            }
+        return agents
+
+    def summary(self) -> dict[str, Any]:
+        """The trading state every runner reports the same way (the runner adds its own
+        timings and fault counts)."""
+        core = self.core
+        return {
+            "counters": msgspec.structs.asdict(self.counters),
+            "fills": core.fill_count,
+            "orders_by_status": core.journal.counts_by_status(),
+            "risk_rejections": {r.value: n for r, n in sorted(core.risk.rejections.items())},
+            "venue_rejections": dict(sorted(self.venue_rejections.items())),
+            "kill_switch": core.risk.kill_switch_on,
+            "agents": self.agent_rows(),
+            "firm_pnl_quote": str(self.firm_pnl_quote()),
+            "rows": self.rows.counts(),
+            "timing": msgspec.structs.asdict(self.timing),
+        }
+
+    def firm_pnl_quote(self) -> Decimal:
+        return self.core.portfolio.total_pnl_quote(None, self.core.marks.marks)
+
+    # -- persistence ----------------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        state = (
+            self.core.snapshot(),
+            self.rows.snapshot(),
+            self.counters,
+            self.venue_rejections,
+            self._seq,
+            self._inbox,
+            self._outputs,
+            self._carried,
+            self._inflight,
+            self._seen_fills,
+            self._last_update,
+            self._next_pnl_ns,
+            self._last_pnl_ns,
+        )
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, data: bytes) -> None:
+        (
+            core,
+            rows,
+            self.counters,
+            self.venue_rejections,
+            self._seq,
+            self._inbox,
+            self._outputs,
+            self._carried,
+            self._inflight,
+            self._seen_fills,
+            self._last_update,
+            self._next_pnl_ns,
+            self._last_pnl_ns,
+        ) = pickle.loads(data)
+        self.core.restore(core)
+        self.rows.restore(rows)

@@ -1,0 +1,170 @@
+"""The kernel in one process: what ``sapphire backtest`` runs, and what every other runner
+must reproduce.
+
+A step, for the window the cutter gives next (``sapphire.kernel.timing`` says why the three
+stages need nothing from each other within a window):
+
+1. the coordinator hands out the reports that arrive in the window;
+2. the venue runs the commands decided before the window and the window's market events;
+   the agents run the window's visible events and their reports (independent of 1.'s venue);
+3. the coordinator runs its timeline (reports, marks, outputs through risk) and keeps the
+   commands for the venue's next step and the venue's reports for later windows.
+
+The Ray system (``actors/``) calls the same three stages, each in its own actor, in the same
+order; only the transport differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from sapphire.agents.base import Agent
+from sapphire.config.system import SystemConfig
+from sapphire.exchange.gateway import ExecutionGateway
+from sapphire.kernel import assembly
+from sapphire.kernel.agents import AgentStage
+from sapphire.kernel.coordinator import CoordinatorStage, CoordinatorStep
+from sapphire.kernel.rows import StepRows
+from sapphire.kernel.timing import Clock, Timing
+from sapphire.kernel.venue import Command, VenueStage
+from sapphire.kernel.windows import WindowCutter
+from sapphire.model.events import AnyMarketEvent
+from sapphire.model.instrument import Instrument
+from sapphire.model.orders import AgentReport
+from sapphire.storage.sink import StorageSink
+
+PRODUCER = "coordinator"
+TAKE_ROWS = 50_000
+
+
+class NoEventsError(ValueError):
+    """The data produced no market event at all: never a silent, empty success."""
+
+
+def reports_by_agent(
+    due: Sequence[AgentReport], agent_ids: Sequence[str] | Mapping[str, Any]
+) -> dict[str, list[AgentReport]]:
+    by_agent: dict[str, list[AgentReport]] = {a: [] for a in agent_ids}
+    for report in due:
+        bucket = by_agent.get(report.agent_id)
+        if bucket is not None:
+            bucket.append(report)
+    return by_agent
+
+
+class InProcessKernel:
+    """All three stages in this process, stepped window by window."""
+
+    def __init__(
+        self,
+        config: SystemConfig,
+        run_id: str,
+        *,
+        instruments: dict[str, Instrument] | None = None,
+        events: Iterator[AnyMarketEvent] | None = None,
+        agents: Sequence[Agent] | None = None,
+        gateway: ExecutionGateway | None = None,
+    ) -> None:
+        self.config = config
+        self.run_id = run_id
+        self.instruments = instruments or assembly.load_instruments(config.data)
+        assembly.check_agents(config, self.instruments)
+        self.timing: Timing = assembly.timing(config)
+        self.window_ns = self.timing.window_ns(
+            config.data.window_ns, approximate=config.data.approximate
+        )
+        if agents is None:
+            agents = [
+                assembly.agent_builder(spec, self.instruments[spec.symbol])()
+                for spec in config.agents
+            ]
+        if gateway is None:
+            gateway = assembly.paper_gateway_builder(config.exchange, self.instruments)()
+        self.feed: Any = None
+        if events is None:
+            self.feed = assembly.replay_opener(config.data, self.instruments)()
+            events = iter(self.feed)
+        self.cutter = WindowCutter(
+            events,
+            window_ns=self.window_ns,
+            clock=Clock(config.data.clock),
+            max_window_events=config.data.batch_events,
+            max_events=config.data.max_events,
+            start_ns=config.data.start_ns,
+            end_ns=config.data.end_ns,
+        )
+        self.agents = AgentStage(agents, self.timing)
+        self.venue = VenueStage(gateway)
+        self.coordinator = CoordinatorStage(
+            assembly.build_core(config, self.instruments),
+            self.timing,
+            StepRows(run_id, PRODUCER, config.storage.store_ticks),
+            pnl_interval_ns=int(config.storage.pnl_interval_s * 1e9),
+        )
+        self._commands: Sequence[Command] = []
+        self.steps = 0
+
+    def step(self) -> CoordinatorStep | None:
+        coordinator = self.coordinator
+        got = self.cutter.next_window(self.steps, coordinator.pending_ns())
+        if got is None:
+            if self.steps == 0:
+                raise NoEventsError("the configured data produced no market events")
+            return None
+        events, window = got
+        due = coordinator.take_due(window)
+        reports = self.venue.step(window, events, self._commands)
+        outputs = self.agents.step(window, events, reports_by_agent(due, self.agents.agents))
+        result = coordinator.step(window, events, due, outputs)
+        coordinator.add_venue_reports(reports)
+        self._commands = result.commands
+        self.steps += 1
+        return result
+
+    def run(self, on_step: Callable[[CoordinatorStep], None] | None = None) -> int:
+        while (result := self.step()) is not None:
+            if on_step is not None:
+                on_step(result)
+            if result.done:
+                break
+        return self.steps
+
+    def run_stored(
+        self,
+        sink: StorageSink,
+        on_step: Callable[[CoordinatorStep], None] | None = None,
+    ) -> int:
+        """Run to the end, handing every step's rows to ``sink`` (the same exactly-once sink
+        the Ray system's storage actor wraps); returns the rows left uncommitted (0 when
+        every row is durable)."""
+        rows = self.coordinator.rows
+
+        def store(result: CoordinatorStep) -> None:
+            if rows.pending() >= TAKE_ROWS:  # frames are built in groups, not per window
+                for table, frame in rows.take_new().items():
+                    sink.submit_frame(table, frame, now_ns=result.window.end_ns)
+            if on_step is not None:
+                on_step(result)
+
+        self.run(store)
+        for table, frame in rows.take_new().items():
+            sink.submit_frame(table, frame, now_ns=0)
+        sink.flush(0)
+        rows.acknowledge(
+            {t: marks[PRODUCER] for t, marks in sink.committed().items() if PRODUCER in marks}
+        )
+        return rows.unacked_count()
+
+    def summary(self) -> dict[str, Any]:
+        out = self.coordinator.summary()
+        out["counters"]["clamped"] = self.cutter.state.clamped
+        out["window_ns"] = self.window_ns
+        out["approximate"] = self.window_ns > self.timing.lookahead_ns
+        out["agent_errors"] = dict(self.agents.state.errors)
+        out["venue"] = msgspec.structs.asdict(self.venue.stats)
+        out["input_rejected"] = self.feed.rejected() if self.feed is not None else {}
+        out["quarantined"] = {}
+        return out

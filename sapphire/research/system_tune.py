@@ -1,0 +1,199 @@
+"""Tuning a system config: every trial window is a run of the trading kernel.
+
+The tune config names a system config (the file ``sapphire run`` and ``sapphire backtest``
+read) and one of its agents; a trial swaps that agent's params, and each walk-forward window
+is that system run on the data slice ``[start_ns, end_ns)`` (``data.start_ns``/``end_ns``: the
+book is built from the data before the slice, nobody trades on it). What a window scores is
+therefore exactly what ``sapphire run`` gives on the exported window config: same loader,
+same risk, same venue, same timing.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import polars as pl
+
+from sapphire.backtest import analytics
+from sapphire.config.system import ConfigError, SystemConfig, parse_config
+from sapphire.kernel import assembly
+from sapphire.kernel.runner import InProcessKernel
+from sapphire.kernel.timing import Clock
+from sapphire.model.events import AnyMarketEvent
+from sapphire.research.space import apply_params
+from sapphire.research.walkforward import Window
+from sapphire.risk.allocation import allocate_capital
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(list[AnyMarketEvent])
+NS_PER_YEAR = 365.25 * 24 * 3600 * 1e9
+
+
+class SystemTuneError(ValueError):
+    """A system config or agent that cannot be tuned (the message says why)."""
+
+
+@dataclass
+class SystemDataset:
+    """The system config's market data, read once by the product's loader and shipped to the
+    trials as one msgpack blob."""
+
+    raw: dict[str, Any]  # the system config as written (exported with the tuned params)
+    run_raw: dict[str, Any]  # the same with absolute data paths (trials run elsewhere)
+    agent_id: str
+    blob: bytes
+    start: int  # the tuned span on the run's clock (data.start_ns/end_ns, else all of it)
+    end: int
+    _events: list[AnyMarketEvent] | None = field(default=None, repr=False)
+
+    @property
+    def span(self) -> Window:
+        return Window(self.start, self.end)
+
+    def events(self) -> list[AnyMarketEvent]:
+        if self._events is None:
+            self._events = _DECODER.decode(self.blob)
+        return self._events
+
+    @property
+    def base_params(self) -> dict[str, Any]:
+        return dict(_agent_spec(self.raw, self.agent_id).get("params", {}))
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_events": None}
+
+
+def _agent_spec(raw: dict[str, Any], agent_id: str) -> dict[str, Any]:
+    for spec in raw.get("agents", []):
+        if spec.get("id") == agent_id:
+            return dict(spec)
+    raise SystemTuneError(f"agent {agent_id!r} is not in the system config's agents")
+
+
+def tuned_agent_id(raw: dict[str, Any], agent_id: str) -> str:
+    """The agent named in the tune config, or the system's only agent."""
+    if agent_id:
+        _agent_spec(raw, agent_id)
+        return agent_id
+    agents = raw.get("agents", [])
+    if len(agents) != 1:
+        raise SystemTuneError("the system config has several agents: name one in 'agent'")
+    return str(agents[0].get("id"))
+
+
+def system_dict(
+    raw: dict[str, Any],
+    agent_id: str,
+    params: dict[str, Any],
+    window: Window | None = None,
+) -> dict[str, Any]:
+    """The system config with ``params`` swapped into the agent's (and, for a window, the data
+    slice set): the config a trial runs, and the one ``sapphire tune`` exports."""
+    out = copy.deepcopy(raw)
+    for spec in out.get("agents", []):
+        if spec.get("id") == agent_id:
+            spec["params"] = apply_params(dict(spec.get("params", {})), params)
+    if window is not None:
+        out.setdefault("data", {})
+        out["data"] = {**out["data"], "start_ns": window.start, "end_ns": window.end}
+    return out
+
+
+def parse_system(raw: dict[str, Any], origin: str) -> SystemConfig:
+    try:
+        return parse_config(raw, origin)
+    except ConfigError as exc:
+        raise SystemTuneError(str(exc)) from None
+
+
+def load_system(raw: dict[str, Any], agent_id: str) -> SystemDataset:
+    config = parse_system(raw, "tune config 'system'")
+    agent_id = tuned_agent_id(raw, agent_id)
+    instruments = assembly.load_instruments(config.data)
+    events = list(assembly.replay_opener(config.data, instruments)())
+    if config.data.max_events is not None:
+        events = events[: config.data.max_events]
+    if not events:
+        raise SystemTuneError("the system config's data produced no market events")
+    receive = config.data.clock == Clock.RECEIVE.value
+    ts = [(e.ts_recv_ns or e.ts_event_ns) if receive else e.ts_event_ns for e in events]
+    end = ts[-1] + 1 if config.data.end_ns is None else config.data.end_ns
+    # the events up to the span's end; those before its start build the book of each window
+    events = [e for e, t in zip(events, ts, strict=True) if t < end]
+    inside = [t for t in ts if t < end and (config.data.start_ns or t) <= t]
+    if not inside:
+        raise SystemTuneError("no market events between data.start_ns and data.end_ns")
+    data = dict(raw.get("data", {}))
+    for key in ("files", "instrument_files"):
+        if key in data:
+            data[key] = [str(assembly.data_path(str(p)).resolve()) for p in data[key]]
+    run_raw = {**raw, "data": data}
+    blob = _ENCODER.encode(events)
+    return SystemDataset(raw, run_raw, agent_id, blob, inside[0], end, events)
+
+
+@dataclass
+class KernelWindow:
+    """One window's outcome for the tuned agent."""
+
+    pnl_quote: Decimal
+    equity: list[float]
+    fills: int
+    capital: Decimal
+
+
+def run_window(dataset: SystemDataset, params: dict[str, Any], window: Window) -> KernelWindow:
+    raw = system_dict(dataset.run_raw, dataset.agent_id, params, window)
+    config = parse_system(raw, "tuned system")
+    kernel = InProcessKernel(config, "tune", events=iter(dataset.events()))
+    kernel.run()
+    agent = dataset.agent_id
+    summary = kernel.summary()
+    pnl = sum(
+        (
+            Decimal(row["pnl_quote"])
+            for key, row in summary["agents"].items()
+            if key.split("/", 1)[0] == agent
+        ),
+        Decimal(0),
+    )
+    capital = allocate_capital(
+        Decimal(config.capital_quote), {a.id: a.weight for a in config.agents}
+    )[agent]
+    rows = kernel.coordinator.rows.take_new()
+    equity = [float(capital)]
+    if "pnl" in rows:
+        curve = (
+            rows["pnl"]
+            .filter(pl.col("agent_id") == agent)
+            .group_by("ts_ns", maintain_order=True)
+            .agg(pl.col("equity_quote").cast(pl.Float64).sum())
+            .sort("ts_ns")
+        )
+        equity += [float(capital) + v for v in curve["equity_quote"].to_list()]
+    fills = 0
+    if "fills" in rows:
+        fills = rows["fills"].filter(pl.col("agent_id") == agent).height
+    return KernelWindow(pnl, equity, fills, capital)
+
+
+def window_metrics(result: KernelWindow) -> dict[str, float]:
+    """PnL and the usual ratios of the agent's equity, sampled on the 1 s PnL grid."""
+    equity = result.equity
+    rets = analytics.returns(equity)
+    periods = NS_PER_YEAR / 1e9
+    dd = analytics.max_drawdown(equity)
+    pnl = float(result.pnl_quote)
+    total_return = pnl / float(result.capital) if result.capital else 0.0
+    return {
+        "pnl": pnl,
+        "total_return": total_return,
+        "sharpe": analytics.sharpe(rets, periods),
+        "sortino": analytics.sortino(rets, periods),
+        "max_drawdown": dd,
+        "calmar": total_return / dd if dd > 0 else 0.0,
+    }

@@ -1,0 +1,98 @@
+"""Agents and venues that record what the kernel did to them, importable by Ray workers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from sapphire.agents.base import AgentOutput
+from sapphire.config.system import ExchangeConfig
+from sapphire.exchange.config import PaperExchangeConfig
+from sapphire.exchange.paper import PaperExchange
+from sapphire.model import Instrument
+from sapphire.model.events import AnyMarketEvent, Quote, Side
+from sapphire.model.orders import AgentReport, OrderIntent, OrderType, TimeInForce
+
+
+class ProbeAgent:
+    """Logs (kind, ts_event_ns of the input, now) for everything it is shown, and places one
+    order of ``qty_lots`` at the first quote's bid (a MARKET order when ``market``)."""
+
+    def __init__(self, agent_id: str, instrument: Instrument, params: dict[str, Any]) -> None:
+        self.agent_id = agent_id
+        self.symbol = instrument.symbol
+        self.qty_lots = int(params.get("qty_lots", 1))
+        self.market = bool(params.get("market", False))
+        self.far_limit = int(params.get("far_limit_ticks", 0))
+        self.log: list[tuple[str, int, int]] = []
+        self.sent = False
+
+    def on_event(self, event: AnyMarketEvent, now_ns: int) -> Sequence[AgentOutput]:
+        self.log.append((type(event).__name__, event.ts_event_ns, now_ns))
+        if self.sent or not isinstance(event, Quote):
+            return []
+        self.sent = True
+        limit = None if self.market else event.bid_ticks
+        if self.market and self.far_limit:
+            limit = self.far_limit  # a far-away price on a MARKET order (risk must not use it)
+        return [
+            OrderIntent(
+                ts_event_ns=now_ns,
+                agent_id=self.agent_id,
+                seq=1,
+                symbol=self.symbol,
+                side=Side.BUY,
+                qty_lots=self.qty_lots,
+                limit_ticks=limit,
+                order_type=OrderType.MARKET if self.market else OrderType.LIMIT,
+                tif=TimeInForce.IOC if self.market else TimeInForce.GTC,
+            )
+        ]
+
+    def on_report(self, report: AgentReport, now_ns: int) -> Sequence[AgentOutput]:
+        status = getattr(report, "status", None)
+        reason = getattr(report, "reason", None)
+        self.log.append((f"{type(report).__name__}:{status}:{reason}", report.ts_event_ns, now_ns))
+        return []
+
+    def snapshot(self) -> bytes:
+        return msgspec.msgpack.encode((self.log, self.sent))
+
+    def restore(self, data: bytes) -> None:
+        log, self.sent = msgspec.msgpack.decode(data)
+        self.log = [tuple(x) for x in log]
+
+
+class BookCheckingExchange(PaperExchange):
+    """A paper venue that, after every recorded best bid/ask, compares its own book with it."""
+
+    def __init__(self, config: PaperExchangeConfig) -> None:
+        super().__init__(config)
+        self.quotes = 0
+        self.matched = 0
+        self.unsynced = 0
+        self.crossed = 0
+
+    def on_market_event(self, event: AnyMarketEvent) -> None:
+        super().on_market_event(event)
+        if type(event) is not Quote:
+            return
+        book: Any = self.book(event.symbol)
+        self.quotes += 1
+        if not book.is_synced:
+            self.unsynced += 1
+            return
+        if book.is_crossed():
+            self.crossed += 1
+        bid, ask = book.best_bid(), book.best_ask()
+        if bid and ask and (bid[0], ask[0]) == (event.bid_ticks, event.ask_ticks):
+            self.matched += 1
+
+
+def book_checking_exchange(
+    config: ExchangeConfig, instruments: dict[str, Instrument]
+) -> BookCheckingExchange:
+    raw = {"instruments": list(instruments.values()), **config.params}
+    return BookCheckingExchange(msgspec.convert(raw, PaperExchangeConfig, from_attributes=True))

@@ -1,0 +1,132 @@
+"""The same config through ``sapphire backtest`` (one process) and ``sapphire run`` (Ray
+actors: agents, coordinator, execution and sink apart) trades identically and stores
+identical tables, but for the run id."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import ray
+import yaml
+
+from actors.system import finish, shutdown_system, start_system
+from sapphire.kernel.runner import InProcessKernel
+from sapphire.storage.query import read_table
+from tests.actors.harness import TABLES, drive_to_end
+from tests.kernel.conftest import LATENCY, kernel_config
+from tests.kernel.probes import ProbeAgent
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="sapphire-parity")
+    yield
+    ray.shutdown()
+
+
+def stored(root: Path, run_id: str) -> dict[str, pl.DataFrame]:
+    return {
+        t: read_table(root / "store", t, run_id).drop("run_id", "date").collect().sort("seq")
+        for t in TABLES
+    }
+
+
+def test_backtest_and_run_trade_and_store_the_same(ray_local: None, tmp_path: Path) -> None:
+    config = kernel_config(tmp_path, data={"max_events": 15_000})
+    config_file = tmp_path / "demo.yaml"
+    import msgspec
+
+    config_file.write_text(yaml.safe_dump(msgspec.to_builtins(config)))
+    # the in-process runner, through the product's command
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sapphire.cli",
+            "backtest",
+            "--config",
+            str(config_file),
+            "--run-id",
+            "in-process",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # the Ray system
+    handles = start_system(config, "on-ray")
+    try:
+        steps = drive_to_end(handles)
+        result = finish(handles, steps, 0.0)
+        venue = pickle.loads(ray.get(handles.execution.exchange_record.remote()))
+    finally:
+        shutdown_system(handles)
+    kernel = InProcessKernel(config, "again")
+    kernel.run()
+    want: Any = kernel.venue.gateway
+    assert list(venue.fills) == list(want.fills)
+    assert [o.client_order_id for o in venue.orders()] == [o.client_order_id for o in want.orders()]
+    summary = kernel.summary()
+    assert result.summary["agents"] == summary["agents"]
+    assert result.summary["fills"] == summary["fills"] > 0
+    assert result.summary["orders_by_status"] == summary["orders_by_status"]
+    assert result.summary["risk_rejections"] == summary["risk_rejections"]
+    in_process, on_ray = stored(tmp_path, "in-process"), stored(tmp_path, "on-ray")
+    for table in TABLES:
+        assert on_ray[table].height > 0 or table == "positions", table
+        assert on_ray[table].equals(in_process[table]), f"stored {table} differ"
+
+
+@pytest.mark.parametrize(
+    ("params", "latency"),
+    [
+        ({"qty_lots": 21}, LATENCY),  # oversized: denied for its size
+        ({"qty_lots": 5}, {**LATENCY, "feed_ns": 50_000_000}),  # a slower feed
+    ],
+)
+def test_risk_and_timing_are_the_same_on_ray(
+    ray_local: None, tmp_path: Path, params: dict[str, Any], latency: dict[str, int]
+) -> None:
+    config = kernel_config(
+        tmp_path,
+        agents=[
+            {
+                "id": "probe",
+                "kind": "tests.kernel.probes:ProbeAgent",
+                "symbol": "BTCUSDT",
+                "params": params,
+            }
+        ],
+        data={"max_events": 8_000},
+        exchange={"params": {"balances": {"USDT": "100000", "BTC": "0"}, "latency": latency}},
+    )
+    kernel = InProcessKernel(config, "probe-local")
+    kernel.run()
+    local: Any = kernel.agents.agents["probe"]
+    handles = start_system(config, f"probe-{params['qty_lots']}")
+    try:
+        steps = drive_to_end(handles)
+        result = finish(handles, steps, 0.0)
+        remote = ProbeAgent("probe", kernel.instruments["BTCUSDT"], {})
+        remote.restore(ray.get(handles.agents["probe"].agent_state.remote()))
+    finally:
+        shutdown_system(handles)
+    assert remote.log == local.log  # every input, at the same time
+    assert result.summary["risk_rejections"] == kernel.summary()["risk_rejections"]
+    if params["qty_lots"] > 20:
+        assert result.summary["risk_rejections"] == {"risk_order_size": 1}
+        assert any(kind.startswith("OrderDenied") for kind, _, _ in remote.log)
+    else:
+        first = next((ts, now) for kind, ts, now in remote.log if kind == "Quote")
+        assert first[1] - first[0] == 50_000_000
