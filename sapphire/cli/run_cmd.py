@@ -38,8 +38,8 @@ def _run(args: argparse.Namespace) -> int:
     with Progress(*columns, disable=args.no_progress, transient=True) as progress:
         task = progress.add_task("replay", total=None, fills=0)
 
-        def on_step(step: dict[str, Any]) -> None:
-            progress.update(task, advance=step["events"], fills=step["fills"])
+        def on_step(step: Any) -> None:
+            progress.update(task, advance=step.events, fills=step.fills)
 
         try:
             result = run_system(config, run_id=args.run_id, on_step=on_step)

@@ -51,9 +51,7 @@ def test_tick_agent_backtest_on_real_session_writes_reports(kind: str, tmp_path:
     """A tick agent's system config through ``sapphire backtest`` (the kernel, in process),
     then ``sapphire report`` on the stored run."""
     raw = msgspec.yaml.decode((REPO_ROOT / "configs" / "backtest_momentum.yaml").read_bytes())
-    raw["agents"] = [
-        {"id": "a", "kind": kind, "symbol": "BTCUSDT", "params": TICK_AGENTS[kind]}
-    ]
+    raw["agents"] = [{"id": "a", "kind": kind, "symbol": "BTCUSDT", "params": TICK_AGENTS[kind]}]
     raw["data"]["end_ns"] = raw["data"]["start_ns"] + 30_000_000_000
     raw["data"]["instrument_files"] = [str(REPO_ROOT / p) for p in raw["data"]["instrument_files"]]
     raw["storage"] = {"root": str(tmp_path / "runs")}

@@ -1,0 +1,90 @@
+"""The one trading kernel through its two product commands, side by side on one config:
+
+    sapphire backtest --config C   (the kernel in one process)
+    sapphire run --config C        (the kernel's stages in Ray actors: agents, coordinator,
+                                    execution, storage sink)
+
+Both are run as subprocesses exactly as a user types them, on configs/demo.yaml (the three
+demo agents on the bundled 90 s sample) with the store in a temporary folder. Prints each
+command's events/s (from its own end-of-run line), the ratio, and whether the two stored
+runs are identical (every table but the run id).
+
+    .venv/bin/python benchmarks/kernel_runners.py [--config configs/demo.yaml] [--max-events N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+import polars as pl
+
+from sapphire.storage.query import read_table
+
+REPO = Path(__file__).resolve().parents[1]
+TABLES = ("ticks", "signals", "intents", "orders", "fills", "positions", "pnl", "risk_decisions")
+LINE = re.compile(r"([\d,]+) events in ([\d,]+) steps, ([\d.]+) s \(([\d,]+) events/s\)")
+
+
+def run(command: str, config: Path, run_id: str) -> tuple[int, int, float, float]:
+    argv = [sys.executable, "-m", "sapphire.cli", command, "--config", str(config)]
+    argv += ["--run-id", run_id, "--no-progress"]
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=1800)
+    total = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{command} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    flat = " ".join(done.stdout.split())
+    found = LINE.search(flat)
+    if found is None:
+        raise SystemExit(f"no summary line in the output of {command}:\n{done.stdout}")
+    events, steps = int(found[1].replace(",", "")), int(found[2].replace(",", ""))
+    return events, steps, float(found[3]), total
+
+
+def stored(store: Path, run_id: str) -> dict[str, pl.DataFrame]:
+    return {
+        t: read_table(store, t, run_id).drop("run_id", "date").collect().sort("seq") for t in TABLES
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"))
+    parser.add_argument("--max-events", type=int, default=None)
+    args = parser.parse_args()
+    raw = msgspec.yaml.decode(Path(args.config).read_bytes())
+    print(f"load average before: {os.getloadavg()}; cores: {os.cpu_count()}")
+    with tempfile.TemporaryDirectory(prefix="sapphire-runners-") as tmp:
+        raw.setdefault("storage", {})["root"] = str(Path(tmp) / "runs")
+        if args.max_events:
+            raw.setdefault("data", {})["max_events"] = args.max_events
+        config = Path(tmp) / "config.yaml"
+        config.write_bytes(msgspec.yaml.encode(raw))
+        results = {
+            "sapphire backtest": run("backtest", config, "bench-in-process"),
+            "sapphire run": run("run", config, "bench-on-ray"),
+        }
+        store = Path(tmp) / "runs" / "store"
+        local, ray = stored(store, "bench-in-process"), stored(store, "bench-on-ray")
+        same = {t: local[t].equals(ray[t]) for t in TABLES}
+        rows = {t: local[t].height for t in TABLES}
+    print(f"{'command':<20}{'events':>10}{'steps':>8}{'run s':>9}{'events/s':>12}{'wall s':>9}")
+    for name, (events, steps, wall, total) in results.items():
+        print(f"{name:<20}{events:>10,}{steps:>8,}{wall:>9.2f}{events / wall:>12,.0f}{total:>9.1f}")
+    (ev_l, _, wall_l, _), (ev_r, _, wall_r, _) = results.values()
+    print(f"Ray system / in-process events/s: {(ev_r / wall_r) / (ev_l / wall_l):.3f}x")
+    print(f"stored tables identical (rows): {same} {rows}")
+    print(f"load average after: {os.getloadavg()}")
+    return 0 if all(same.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
