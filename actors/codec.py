@@ -37,7 +37,7 @@ TradingMessage = (
 
 _encoder = msgspec.msgpack.Encoder(decimal_format="string")
 _events_decoder = msgspec.msgpack.Decoder(list[AnyMarketEvent])
-_messages_decoder = msgspec.msgpack.Decoder(list[TradingMessage])  # type: ignore[valid-type]
+_messages_decoder = msgspec.msgpack.Decoder(list[TradingMessage])
 
 
 def encode_events(events: list[AnyMarketEvent]) -> bytes:

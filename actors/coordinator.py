@@ -50,13 +50,18 @@ class CoordinatorActor:
     ) -> None:
         # Peers are looked up by name (not passed as handles), so a restarted coordinator
         # finds them again without depending on constructor arguments kept by the driver.
+        # The handles are Any: their methods are resolved at run time, and Ray 2.60 types
+        # ActorHandle.__getattr__ as Never, which would make mypy treat every statement after
+        # a remote call as unreachable (and so unchecked).
         ns = config.ray.namespace
         self.config = config
         self.run_id = run_id
-        self.market_data = ray.get_actor(actor_names["market-data"], namespace=ns)
-        self.execution = ray.get_actor(actor_names["execution"], namespace=ns)
-        self.sink = ray.get_actor(actor_names["storage-sink"], namespace=ns)
-        self.agents = {a: ray.get_actor(n, namespace=ns) for a, n in agent_names.items()}
+        self.market_data: Any = ray.get_actor(actor_names["market-data"], namespace=ns)
+        self.execution: Any = ray.get_actor(actor_names["execution"], namespace=ns)
+        self.sink: Any = ray.get_actor(actor_names["storage-sink"], namespace=ns)
+        self.agents: dict[str, Any] = {
+            a: ray.get_actor(n, namespace=ns) for a, n in agent_names.items()
+        }
         self.timing = wiring.timing(config)
         self.stage = CoordinatorStage(
             wiring.build_core(config, instruments),

@@ -126,7 +126,8 @@ def estimate(
 # -- measuring --------------------------------------------------------------------------------
 def _probe(_actor: Any) -> tuple[float, dict[str, float]]:
     """Runs inside the actor's process."""
-    assigned = ray.get_runtime_context().get_assigned_resources()
+    # get_assigned_resources is unannotated in Ray 2.60
+    assigned = ray.get_runtime_context().get_assigned_resources()  # type: ignore[no-untyped-call]
     return time.process_time(), {k: float(v) for k, v in assigned.items()}
 
 

@@ -49,7 +49,7 @@ class LiveFeed:
     async def _stream_all(self) -> None:
         import ccxt.pro as ccxtpro
 
-        from sapphire.exchange.ccxt_stream import CcxtMarketStream
+        from sapphire.adapters.ccxt_stream import CcxtMarketStream
 
         exchange = getattr(ccxtpro, self._config.exchange_id)(
             {"enableRateLimit": True, "options": dict(self._config.options)}

@@ -38,7 +38,7 @@ class LlmBridge:
         if self._client is None:
             l2 = None
             if self._redis is not None:
-                from sapphire.storage.redis_cache import RedisCache
+                from sapphire.adapters.redis_cache import RedisCache
 
                 # decisions shared by every agent actor, and kept across their restarts; an
                 # unreachable Redis only costs the L2 tier (counted, never raised)

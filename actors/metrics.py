@@ -110,10 +110,12 @@ class RayRecorder:
                 metric = ray_metrics.Counter(name, description, tag_keys=tag_keys)
             elif kind == "gauge":
                 metric = ray_metrics.Gauge(name, description, tag_keys=tag_keys)
-            else:
+            elif boundaries is not None:
                 metric = ray_metrics.Histogram(
                     name, description, boundaries=boundaries, tag_keys=tag_keys
                 )
+            else:
+                raise ValueError(f"metric {name!r}: a {kind} needs bucket boundaries")
             self._metrics[name] = metric
         return metric
 

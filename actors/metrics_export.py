@@ -49,6 +49,6 @@ def scrape_targets() -> list[str]:
 
     return [
         f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}"
-        for node in ray.nodes()
+        for node in ray.nodes()  # type: ignore[no-untyped-call]  # unannotated in Ray 2.60
         if node.get("Alive") and node.get("MetricsExportPort")
     ]

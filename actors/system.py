@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
+from ray.actor import ActorClass
 
 from actors import cost, metrics_export, wiring
 from actors.agent import AgentActor
@@ -25,6 +26,28 @@ from actors.live_execution import LiveExecutionActor
 from actors.market_data import MarketDataActor
 from actors.storage_sink import StorageSinkActor
 from sapphire.config.system import SystemConfig
+
+T = TypeVar("T")
+
+
+def actor_class(cls: type[T]) -> ActorClass[T]:
+    """The :class:`ActorClass` that ``@ray.remote`` made of ``cls``.
+
+    mypy ignores class decorators (python/mypy#3135): to it a decorated name is still the plain
+    class, without ``options``. This is the checked view of what the name really holds.
+    """
+    remote: object = cls
+    if not isinstance(remote, ActorClass):
+        raise TypeError(f"{cls!r} is not an @ray.remote actor class")
+    return remote
+
+
+_MARKET_DATA = actor_class(MarketDataActor)
+_EXECUTION = actor_class(ExecutionActor)
+_LIVE_EXECUTION = actor_class(LiveExecutionActor)
+_STORAGE_SINK = actor_class(StorageSinkActor)
+_AGENT = actor_class(AgentActor)
+_COORDINATOR = actor_class(CoordinatorActor)
 
 
 @dataclass
@@ -94,7 +117,7 @@ def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
     timing = wiring.timing(config)
     window_ns = timing.window_ns(config.data.window_ns, approximate=config.data.approximate)
     wiring.check_agents(config, instruments)
-    market_data = MarketDataActor.options(**core("market-data")).remote(
+    market_data = _MARKET_DATA.options(**core("market-data")).remote(
         wiring.stream_opener(config.data, instruments),
         window_ns,
         config.data.clock,
@@ -104,11 +127,11 @@ def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
         config.data.start_ns,
         config.data.end_ns,
     )
-    execution_cls = LiveExecutionActor if config.exchange.kind == "ccxt" else ExecutionActor
+    execution_cls = _LIVE_EXECUTION if config.exchange.kind == "ccxt" else _EXECUTION
     execution = execution_cls.options(**core("execution")).remote(
         wiring.gateway_builder(config.exchange, instruments), checkpoint_location
     )
-    sink = StorageSinkActor.options(**core("storage-sink")).remote(
+    sink = _STORAGE_SINK.options(**core("storage-sink")).remote(
         wiring.backend_builder(config.storage, run_id),
         config.storage.batch_rows,
         config.storage.flush_interval_s,
@@ -116,7 +139,7 @@ def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
     llm_app = start_llm_service(config) if any(s.kind == "llm" for s in config.agents) else ""
     agents = {}
     for spec in config.agents:
-        agents[spec.id] = AgentActor.options(
+        agents[spec.id] = _AGENT.options(
             **named(f"agent-{spec.id}"),
             num_cpus=spec.num_cpus,
             resources=dict(spec.resources),
@@ -131,7 +154,7 @@ def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
         )
     names = {kind: named(kind)["name"] for kind in ("market-data", "execution", "storage-sink")}
     agent_names = {spec.id: named(f"agent-{spec.id}")["name"] for spec in config.agents}
-    coordinator = CoordinatorActor.options(**core("coordinator")).remote(
+    coordinator = _COORDINATOR.options(**core("coordinator")).remote(
         config, run_id, instruments, names, agent_names, checkpoint_location
     )
     return SystemHandles(

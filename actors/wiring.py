@@ -11,8 +11,8 @@ from typing import Any
 
 import msgspec
 
+from sapphire.adapters.ccxt_gateway import CcxtGatewayConfig
 from sapphire.config.system import DataConfig, ExchangeConfig, StorageConfig
-from sapphire.exchange.ccxt_gateway import CcxtGatewayConfig
 from sapphire.exchange.gateway import ExecutionGateway
 from sapphire.kernel.assembly import (
     ReplayFeed,
@@ -65,7 +65,7 @@ def gateway_builder(
 
 
 def _build_ccxt(config: CcxtGatewayConfig) -> Any:
-    from sapphire.exchange.ccxt_gateway import CcxtExchange
+    from sapphire.adapters.ccxt_gateway import CcxtExchange
 
     # credentials come from the environment (or secret files) of the worker, never the config
     return CcxtExchange(config)

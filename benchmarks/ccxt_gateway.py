@@ -19,11 +19,11 @@ from pathlib import Path
 
 import msgspec
 
+from sapphire.adapters.binance_double import BinanceDouble
+from sapphire.adapters.binance_venue import BinanceVenue
+from sapphire.adapters.ccxt_credentials import ApiCredentials
+from sapphire.adapters.ccxt_gateway import CcxtExchange, CcxtGatewayConfig
 from sapphire.data.instruments import load_exchange_info
-from sapphire.exchange.binance_double import BinanceDouble
-from sapphire.exchange.binance_venue import BinanceVenue
-from sapphire.exchange.ccxt_credentials import ApiCredentials
-from sapphire.exchange.ccxt_gateway import CcxtExchange, CcxtGatewayConfig
 from sapphire.exchange.config import PaperExchangeBuilder
 from sapphire.model import BookSnapshot, CancelOrder, Side, SubmitOrder
 

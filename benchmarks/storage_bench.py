@@ -23,11 +23,11 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from sapphire.adapters.redis_cache import RedisCache  # noqa: E402
 from sapphire.storage import compression  # noqa: E402
 from sapphire.storage.cache import L1Cache  # noqa: E402
 from sapphire.storage.parquet_backend import ParquetBackend  # noqa: E402
 from sapphire.storage.query import read_table  # noqa: E402
-from sapphire.storage.redis_cache import RedisCache  # noqa: E402
 from sapphire.storage.sink import StorageSink  # noqa: E402
 from sapphire.storage.tiered import TieredCache  # noqa: E402
 from tests.storage.conftest import TRADES_CSV, ticks_from_trades  # noqa: E402
@@ -105,8 +105,8 @@ def bench_bigquery(quick: bool) -> None:
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import bigquery
 
-        from sapphire.storage.bigquery_backend import BigQueryBackend
-        from sapphire.storage.bq_emulator import start_emulator
+        from sapphire.adapters.bigquery import BigQueryBackend
+        from sapphire.adapters.bq_emulator import start_emulator
     except ImportError as exc:
         print(f"  bigquery: skipped ({exc})")
         return

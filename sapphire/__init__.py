@@ -19,6 +19,14 @@ Time
 Every timestamp is an ``int`` of nanoseconds since the Unix epoch, UTC: ``ts_event_ns`` (the
 exchange's event time) and ``ts_recv_ns`` (local receive time, where the recording has it).
 Nothing in this package reads the clock: callers pass ``now_ns``.
+
+Layers
+------
+Every subpackage is pure except two edges: :mod:`sapphire.adapters` (ccxt, Redis, BigQuery and
+the test doubles that stand in for them) and :mod:`sapphire.cli` (the command, which starts the
+Ray layer in ``actors``). The pure core imports neither edge, nor Ray or a network client, and
+nothing in ``sapphire`` imports ``actors`` but the CLI's run/tune handlers; ``lint-imports``
+(``[tool.importlinter]`` in pyproject.toml) enforces this in ``./dev test``.
 """
 
 __version__ = "0.1.0"

@@ -19,12 +19,12 @@ from typing import Any
 import msgspec
 from ray import serve
 
+from sapphire.adapters.redis_cache import RedisCache
 from sapphire.agents.llm_agent import DecisionRequest
 from sapphire.llm.client import DecisionClient
 from sapphire.llm.decision import HOLD, DecisionStats, LlmDecision, parse_decision
 from sapphire.llm.prompt import DecisionPrompt, SamplingConfig, cache_key
 from sapphire.storage.cache import L1Cache
-from sapphire.storage.redis_cache import RedisCache
 from sapphire.storage.tiered import TieredCache
 
 APP_NAME = "sapphire-llm"

@@ -2,9 +2,9 @@
 
 Unpatched ccxt talks to it once its ``urls['api']`` point here (:meth:`BinanceDouble.ccxt_urls`);
 ccxt.pro's market streams are served by :attr:`BinanceDouble.streams`.
-Orders match on the paper engine (:class:`~sapphire.exchange.binance_venue.BinanceVenue`);
+Orders match on the paper engine (:class:`~sapphire.adapters.binance_venue.BinanceVenue`);
 the market moves only when the test feeds recorded events. This module is I/O (an aiohttp
-server) and lives beside the gateway it tests, at the edge of the pure package.
+server) and lives beside the gateway it tests, in the adapters package (the I/O edge).
 
 Faults are injected per endpoint and consumed one per request, in order:
 
@@ -29,8 +29,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from sapphire.exchange.binance_venue import BinanceVenue, Json, VenueError
-from sapphire.exchange.binance_ws_double import BinanceStreamHub
+from sapphire.adapters.binance_venue import BinanceVenue, Json, VenueError
+from sapphire.adapters.binance_ws_double import BinanceStreamHub
 
 API_PREFIX = "/api/v3"
 _LATE = "Timestamp for this request is outside of the recvWindow."

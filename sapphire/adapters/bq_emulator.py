@@ -4,7 +4,7 @@
 internet; without it the process exits. Running it through this module replaces that step
 with a no-op first (GEOGRAPHY columns are then unsupported, which Sapphire never uses)::
 
-    python -m sapphire.storage.bq_emulator start --rest-port 9050 --grpc-port 9060 --project test
+    python -m sapphire.adapters.bq_emulator start --rest-port 9050 --grpc-port 9060 --project test
 
 :func:`start_emulator` does the same in a subprocess on free loopback ports and waits until
 the REST endpoint answers. The emulator is a development tool (``pip install bqemulator``);
@@ -58,7 +58,7 @@ def start_emulator(
     cmd = [
         sys.executable,
         "-m",
-        "sapphire.storage.bq_emulator",
+        "sapphire.adapters.bq_emulator",
         "start",
         "--rest-host",
         "127.0.0.1",

@@ -28,15 +28,15 @@ from typing import Any, TypeVar
 import ccxt.async_support as ccxt_async
 import msgspec
 
-from sapphire.exchange import ccxt_convert as cv
-from sapphire.exchange.ccxt_credentials import ApiCredentials
-from sapphire.exchange.ccxt_retry import Failure, RetryPolicy, Sleep, classify, retry_after_s
-from sapphire.exchange.ccxt_tracking import (
+from sapphire.adapters.ccxt_credentials import ApiCredentials
+from sapphire.adapters.ccxt_retry import Failure, RetryPolicy, Sleep, classify, retry_after_s
+from sapphire.adapters.ccxt_tracking import (
     TrackedOrder,
     cancel_refused,
     cancel_unconfirmed,
     reject_reason,
 )
+from sapphire.exchange import ccxt_convert as cv
 from sapphire.exchange.config import NonNegInt, PositiveInt
 from sapphire.exchange.gateway import ExecutionReport
 from sapphire.model.instrument import Instrument

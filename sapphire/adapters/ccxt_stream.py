@@ -15,8 +15,8 @@ from typing import Any
 
 import ccxt.pro as ccxtpro
 
+from sapphire.adapters.ccxt_gateway import CcxtExchange
 from sapphire.exchange import ccxt_convert as cv
-from sapphire.exchange.ccxt_gateway import CcxtExchange
 from sapphire.model.events import BookSnapshot, Side, Trade
 from sapphire.model.instrument import Instrument
 

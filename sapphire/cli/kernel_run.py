@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sapphire.cli.summary import print_summary
-from sapphire.config.system import ConfigError, load_config
+from sapphire.config.system import ConfigError, check_run_id, load_config
 from sapphire.kernel.assembly import WiringError
 from sapphire.kernel.coordinator import CoordinatorStep
 from sapphire.kernel.runner import InProcessKernel, NoEventsError
@@ -25,7 +25,7 @@ def default_run_id() -> str:
 def run_in_process(config_path: Path, run_id: str | None, progress: bool, console: Console) -> int:
     try:
         config = load_config(config_path)
-        run_id = run_id or config.run_id or default_run_id()
+        run_id = check_run_id(run_id or config.run_id or default_run_id())
         kernel = InProcessKernel(config, run_id)
     except (ConfigError, WiringError, WindowError) as exc:
         console.print(f"[red]error:[/red] {exc}")

@@ -70,8 +70,12 @@ def print_summary(
     totals.add_row("kill switch", "TRIPPED" if summary["kill_switch"] else "off")
     for agent, why in summary.get("quarantined", {}).items():
         totals.add_row(f"quarantined {agent}", why)
+    produced = summary.get("rows_produced", summary["rows"])
     for table_name, n in summary["rows"].items():
         totals.add_row(f"rows stored: {table_name}", f"{n:,}")
+        missing = produced.get(table_name, n) - n
+        if missing:
+            totals.add_row(f"[red]rows NOT stored: {table_name}[/red]", f"{missing:,}")
     for reason, n in sorted(summary.get("input_rejected", {}).items()):
         totals.add_row(f"input rejected: {reason}", f"{n:,}")
     latencies = summary.get("step_latency_s", [])

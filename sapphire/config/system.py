@@ -20,6 +20,19 @@ NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
 
 
+RunId = Annotated[str, msgspec.Meta(pattern=r"^(?!\.{1,2}$)[A-Za-z0-9_.-]{0,100}$")]
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it is safe as a folder name and a key; else a one-line ConfigError."""
+    try:
+        return msgspec.convert(run_id, RunId)
+    except msgspec.ValidationError:
+        raise ConfigError(
+            f"run id {run_id!r}: use 1-100 letters, digits, '.', '_' or '-' (it names folders)"
+        ) from None
+
+
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names the file and the field."""
 
@@ -116,7 +129,8 @@ class RayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    run_id: str = ""
+    # letters, digits, '.', '_', '-' (a run id names folders and keys: never a path)
+    run_id: RunId = ""
     data: DataConfig = DataConfig()
     agents: tuple[AgentSpec, ...] = ()
     risk: RiskLimits = RiskLimits()

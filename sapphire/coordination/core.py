@@ -128,7 +128,8 @@ class CoordinatorCore:
             if self.risk.limits.kill_on_daily_loss and self.risk.firm_breached:
                 self._trip("firm daily loss limit breached", now_ns, result)
             open_lots = self.journal.open_lots(agent_id, output.symbol, output.side)
-            decision = self.risk.check(output, open_lots, now_ns)
+            consensus = self.aggregator.consensus(output.symbol)
+            decision = self.risk.check(output, open_lots, now_ns, consensus)
             result.decisions.append(decision)
             if decision.accepted:
                 order = SubmitOrder.from_intent(output)

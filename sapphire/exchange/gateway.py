@@ -2,7 +2,7 @@
 
 A synchronous, clock-free protocol: the caller passes ``now_ns`` and pulls reports with
 ``poll``. The paper exchange advances its simulation from market events; a live gateway
-(``sapphire.exchange.ccxt_gateway``) implements :class:`AsyncExecutionGateway` instead, and
+(``sapphire.adapters.ccxt_gateway``) implements :class:`AsyncExecutionGateway` instead, and
 the execution actor adapts either to the same message flow.
 """
 

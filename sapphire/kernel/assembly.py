@@ -23,7 +23,8 @@ from sapphire.config.system import AgentSpec, DataConfig, ExchangeConfig, System
 from sapphire.coordination.core import CoordinatorCore
 from sapphire.data import replay, sample
 from sapphire.data.instruments import load_instrument_file
-from sapphire.data.registry import open_stream
+from sapphire.data.registry import detect, open_stream
+from sapphire.data.validation import DataFileError
 from sapphire.exchange.config import LatencyConfig, PaperExchangeConfig
 from sapphire.exchange.gateway import ExecutionGateway
 from sapphire.exchange.paper import PaperExchange
@@ -73,7 +74,10 @@ def load_instruments(data: DataConfig) -> dict[str, Instrument]:
         raise WiringError("data.instrument_files must name the instruments of data.files")
     instruments = {}
     for path in files:
-        inst = load_instrument_file(data_path(str(path)))
+        try:
+            inst = load_instrument_file(data_path(str(path)))
+        except DataFileError as exc:
+            raise WiringError(f"data.instrument_files: {exc}") from None
         instruments[inst.symbol] = inst
     return instruments
 
@@ -136,7 +140,15 @@ def open_replay(
 
 
 def replay_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Callable[[], ReplayFeed]:
-    return partial(open_replay, data_files(data), instruments, data.clock, data.speed)
+    """Checks every file here (it exists, its format is known) so that a bad path is one
+    clear error before anything starts, not a failure inside an actor."""
+    files = data_files(data)
+    for path in files:
+        try:
+            detect(path)
+        except DataFileError as exc:
+            raise WiringError(f"data.files: {exc}") from None
+    return partial(open_replay, files, instruments, data.clock, data.speed)
 
 
 def _build_agent(spec: AgentSpec, instrument: Instrument) -> Agent:

@@ -338,7 +338,9 @@ class CoordinatorStage:
             "kill_switch": core.risk.kill_switch_on,
             "agents": self.agent_rows(),
             "firm_pnl_quote": str(self.firm_pnl_quote()),
-            "rows": self.rows.counts(),
+            "consensus": {s: core.aggregator.consensus(s) for s in core.aggregator.symbols()},
+            "rows": self.rows.committed_counts(),
+            "rows_produced": self.rows.counts(),
             "timing": msgspec.structs.asdict(self.timing),
         }
 

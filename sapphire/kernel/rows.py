@@ -154,6 +154,10 @@ class StepRows:
         """Rows produced per table (seq is dense from 0)."""
         return {t: s + 1 for t, s in sorted(self._seq.items())}
 
+    def committed_counts(self) -> dict[str, int]:
+        """Rows the store has durably committed per table (what a summary may call stored)."""
+        return {t: self._committed.get(t, -1) + 1 for t in sorted(self._seq)}
+
     def snapshot(self) -> bytes:
         return pickle.dumps((self._seq, self._unacked, self._committed))
 

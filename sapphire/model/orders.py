@@ -71,6 +71,7 @@ class RejectReason(enum.StrEnum):
     RISK_PRICE_BAND = "risk_price_band"
     RISK_DAILY_LOSS = "risk_daily_loss"
     RISK_NO_MARKET = "risk_no_market"
+    RISK_CONSENSUS = "risk_consensus"
     EXCHANGE_ERROR = "exchange_error"
 
 

@@ -107,8 +107,18 @@ class RiskEngine:
         return cap
 
     # -- the check ------------------------------------------------------------------------
-    def check(self, intent: OrderIntent, open_same_side_lots: int, now_ns: int) -> RiskDecision:
+    def check(
+        self,
+        intent: OrderIntent,
+        open_same_side_lots: int,
+        now_ns: int,
+        consensus: float = 0.0,
+    ) -> RiskDecision:
+        """``consensus``: the agents' aggregated signal on the symbol, in [-1, 1]."""
         reason, detail = self._first_failure(intent, open_same_side_lots, now_ns)
+        gate = self.limits.consensus_gate
+        if reason is None and gate > 0 and consensus * int(intent.side) < -gate:
+            reason, detail = RejectReason.RISK_CONSENSUS, f"against consensus {consensus:+.2f}"
         if reason is not None:
             self.rejections[reason] = self.rejections.get(reason, 0) + 1
         else:

@@ -33,6 +33,9 @@ class RiskLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     price_band_bps: PositiveInt = 500
     max_firm_daily_loss_quote: NonNegDecimalStr = "1000000"
     kill_on_daily_loss: bool = True
+    # Signal aggregation applied: an order against the agents' weighted consensus on its
+    # symbol stronger than this (in [0, 1]) is denied; 0 = off.
+    consensus_gate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
     default_agent: AgentLimits = AgentLimits()
     agents: dict[str, AgentLimits] = msgspec.field(default_factory=dict)
 

@@ -6,8 +6,9 @@ one key only one loader runs at a time -- concurrent threads wait on the leader'
 (:meth:`TieredCache.aget`). A thread and a coroutine asking for the same key at the same
 instant may each load once; each side alone never loads twice.
 
-Redis failures never surface here: :class:`~sapphire.storage.redis_cache.RedisCache` turns
-them into misses, and the hierarchy carries on with L1 + L3.
+L2 is any :class:`L2Cache`; in production :class:`~sapphire.adapters.redis_cache.RedisCache`,
+which turns Redis failures into misses, so they never surface here and the hierarchy carries on
+with L1 + L3. This module does not import the adapter (the pure core never does).
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
 from sapphire.storage.cache import MISS, L1Cache, LevelStats
-from sapphire.storage.redis_cache import RedisCache
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,16 @@ def _default_encode(value: Any) -> bytes:
 
 def _default_decode(data: bytes) -> Any:
     return _decoder.decode(data)
+
+
+class L2Cache(Protocol):
+    """The shared level: bytes by key, failures reported as misses and dropped writes."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def set(self, key: str, value: bytes) -> object: ...
+
+    def delete(self, key: str) -> object: ...
 
 
 class _Flight:
@@ -57,7 +67,7 @@ class TieredCache:
     def __init__(
         self,
         l1: L1Cache,
-        l2: RedisCache | None = None,
+        l2: L2Cache | None = None,
         *,
         encode: Callable[[Any], bytes] = _default_encode,
         decode: Callable[[bytes], Any] = _default_decode,

@@ -6,8 +6,8 @@ import asyncio
 import threading
 from typing import Any
 
-from sapphire.exchange.binance_double import BinanceDouble
-from sapphire.exchange.binance_venue import BinanceVenue
+from sapphire.adapters.binance_double import BinanceDouble
+from sapphire.adapters.binance_venue import BinanceVenue
 from sapphire.model import Instrument, Trade
 
 API_KEY = "live-test-key-42"

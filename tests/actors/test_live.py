@@ -18,10 +18,10 @@ import ray
 
 from actors import wiring
 from actors.system import SystemHandles, drive, finish, shutdown_system, start_system
+from sapphire.adapters.binance_venue import BinanceVenue
 from sapphire.config.system import parse_config
 from sapphire.data import sample
 from sapphire.data.instruments import instrument_json, load_exchange_info
-from sapphire.exchange.binance_venue import BinanceVenue
 from sapphire.exchange.config import PaperExchangeBuilder
 from tests.actors.double_thread import API_KEY, DoubleThread
 

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from actors.live_feed import LiveFeed
+from sapphire.adapters.binance_venue import BinanceVenue
 from sapphire.config.system import LiveDataConfig
 from sapphire.data import sample
 from sapphire.data.instruments import load_exchange_info
 from sapphire.data.registry import open_stream
-from sapphire.exchange.binance_venue import BinanceVenue
 from sapphire.exchange.config import PaperExchangeBuilder
 from sapphire.model import Instrument, Trade
 from tests.actors.double_thread import DoubleThread

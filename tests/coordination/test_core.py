@@ -167,3 +167,27 @@ def test_new_reports_drops_fills_seen_before_and_repeats_within_a_batch() -> Non
         leaves_lots=0,
     )
     assert c.new_reports([late]) == []  # the order is already final
+
+
+def test_signal_consensus_is_applied_as_a_gate_when_configured() -> None:
+    def sell(agent: str, seq: int) -> OrderIntent:
+        return OrderIntent(
+            ts_event_ns=seq,
+            agent_id=agent,
+            seq=seq,
+            symbol="BTCUSDT",
+            side=Side.SELL,
+            qty_lots=5,
+            limit_ticks=600_010,
+        )
+
+    bullish = Signal(ts_event_ns=1, agent_id="a", symbol="BTCUSDT", strength=0.9)
+    gated = core(consensus_gate=0.5)
+    result = gated.step([QUOTE], [], {"a": [bullish], "b": [sell("b", 1), buy("b", 2)]}, 2)
+    by_id = {d.client_order_id: d for d in result.decisions}
+    assert by_id["b-1"].reason is RejectReason.RISK_CONSENSUS  # against a 0.9 consensus
+    assert by_id["b-2"].accepted  # with it
+    # off by default: the same outputs pass
+    free = core()
+    result = free.step([QUOTE], [], {"a": [bullish], "b": [sell("b", 1)]}, 2)
+    assert all(d.accepted for d in result.decisions)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import msgspec
 
+from sapphire.adapters.binance_double import BinanceDouble
+from sapphire.adapters.binance_venue import BinanceVenue
+from sapphire.adapters.ccxt_credentials import ApiCredentials
+from sapphire.adapters.ccxt_gateway import CcxtExchange, CcxtGatewayConfig
+from sapphire.adapters.ccxt_retry import RetryPolicy
 from sapphire.data.instruments import load_exchange_info
-from sapphire.exchange.binance_double import BinanceDouble
-from sapphire.exchange.binance_venue import BinanceVenue
-from sapphire.exchange.ccxt_credentials import ApiCredentials
-from sapphire.exchange.ccxt_gateway import CcxtExchange, CcxtGatewayConfig
-from sapphire.exchange.ccxt_retry import RetryPolicy
 from sapphire.exchange.config import PaperExchangeBuilder
 from sapphire.exchange.gateway import ExecutionReport
 from sapphire.model.events import AnyMarketEvent, Side

@@ -16,12 +16,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sapphire.adapters.ccxt_credentials import ApiCredentials, CredentialsError
+from sapphire.adapters.ccxt_gateway import CcxtExchange, CcxtGatewayConfig
+from sapphire.adapters.ccxt_retry import Failure, RetryPolicy, classify, retry_after_s
+from sapphire.adapters.ccxt_tracking import reject_reason
 from sapphire.data.instruments import instruments_from_exchange_info
 from sapphire.exchange import ccxt_convert as cv
-from sapphire.exchange.ccxt_credentials import ApiCredentials, CredentialsError
-from sapphire.exchange.ccxt_gateway import CcxtExchange, CcxtGatewayConfig
-from sapphire.exchange.ccxt_retry import Failure, RetryPolicy, classify, retry_after_s
-from sapphire.exchange.ccxt_tracking import reject_reason
 from sapphire.model import Instrument, OrderStatus, RejectReason
 
 BTC = Instrument(symbol="BTCUSDT", base="BTC", quote="USDT", tick_size="0.01", lot_size="0.00001")

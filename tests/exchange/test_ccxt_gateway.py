@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sapphire.exchange.binance_double import Fault, FaultKind
+from sapphire.adapters.binance_double import Fault, FaultKind
 from sapphire.exchange.gateway import AsyncExecutionGateway, ExecutionReport
 from sapphire.model import OrderFilled, OrderStatus, OrderUpdate, RejectReason, Side
 from sapphire.model.orders import CancelOrder, TimeInForce

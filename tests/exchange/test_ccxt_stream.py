@@ -12,9 +12,9 @@ from typing import Any
 import ccxt.pro as ccxtpro
 import pytest
 
+from sapphire.adapters.ccxt_stream import CcxtMarketStream, book_event, trade_event
 from sapphire.data.instruments import load_exchange_info
 from sapphire.exchange import ccxt_convert as cv
-from sapphire.exchange.ccxt_stream import CcxtMarketStream, book_event, trade_event
 from sapphire.model import Instrument, Side, Trade
 from tests.exchange.ccxt_env import environment
 from tests.exchange.spot_slice import SYMBOL

@@ -71,6 +71,8 @@ class BookCheckingExchange(PaperExchange):
     def __init__(self, config: PaperExchangeConfig) -> None:
         super().__init__(config)
         self.quotes = 0
+        self.comparable = 0  # quotes whose update id is the book's own last update id
+        self.comparable_matched = 0
         self.matched = 0
         self.unsynced = 0
         self.crossed = 0
@@ -87,8 +89,11 @@ class BookCheckingExchange(PaperExchange):
         if book.is_crossed():
             self.crossed += 1
         bid, ask = book.best_bid(), book.best_ask()
-        if bid and ask and (bid[0], ask[0]) == (event.bid_ticks, event.ask_ticks):
-            self.matched += 1
+        same = bool(bid and ask and (bid[0], ask[0]) == (event.bid_ticks, event.ask_ticks))
+        self.matched += same
+        if event.update_id and event.update_id == book.last_update_id:
+            self.comparable += 1
+            self.comparable_matched += same
 
 
 def book_checking_exchange(

@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import polars as pl
 import pytest
 import ray
 import yaml
 
-from actors.system import finish, shutdown_system, start_system
+from actors.system import RunResult, finish, shutdown_system, start_system
 from sapphire.kernel.runner import InProcessKernel
 from sapphire.storage.query import read_table
 from tests.actors.harness import TABLES, drive_to_end
@@ -33,6 +34,18 @@ def ray_local() -> Iterator[None]:
     ray.shutdown()
 
 
+def on_ray(config: Any, run_id: str) -> tuple[RunResult, Any]:
+    """The Ray system to the end: its result and the venue's own record."""
+    handles = start_system(config, run_id)
+    try:
+        steps = drive_to_end(handles)
+        result = finish(handles, steps, 0.0)
+        venue = pickle.loads(ray.get(handles.execution.exchange_record.remote()))
+    finally:
+        shutdown_system(handles)
+    return result, venue
+
+
 def stored(root: Path, run_id: str) -> dict[str, pl.DataFrame]:
     return {
         t: read_table(root / "store", t, run_id).drop("run_id", "date").collect().sort("seq")
@@ -43,7 +56,6 @@ def stored(root: Path, run_id: str) -> dict[str, pl.DataFrame]:
 def test_backtest_and_run_trade_and_store_the_same(ray_local: None, tmp_path: Path) -> None:
     config = kernel_config(tmp_path, data={"max_events": 15_000})
     config_file = tmp_path / "demo.yaml"
-    import msgspec
 
     config_file.write_text(yaml.safe_dump(msgspec.to_builtins(config)))
     # the in-process runner, through the product's command
@@ -64,14 +76,7 @@ def test_backtest_and_run_trade_and_store_the_same(ray_local: None, tmp_path: Pa
         timeout=600,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    # the Ray system
-    handles = start_system(config, "on-ray")
-    try:
-        steps = drive_to_end(handles)
-        result = finish(handles, steps, 0.0)
-        venue = pickle.loads(ray.get(handles.execution.exchange_record.remote()))
-    finally:
-        shutdown_system(handles)
+    result, venue = on_ray(config, "on-ray")
     kernel = InProcessKernel(config, "again")
     kernel.run()
     want: Any = kernel.venue.gateway
@@ -82,10 +87,10 @@ def test_backtest_and_run_trade_and_store_the_same(ray_local: None, tmp_path: Pa
     assert result.summary["fills"] == summary["fills"] > 0
     assert result.summary["orders_by_status"] == summary["orders_by_status"]
     assert result.summary["risk_rejections"] == summary["risk_rejections"]
-    in_process, on_ray = stored(tmp_path, "in-process"), stored(tmp_path, "on-ray")
+    in_process, ray_rows = stored(tmp_path, "in-process"), stored(tmp_path, "on-ray")
     for table in TABLES:
-        assert on_ray[table].height > 0 or table == "positions", table
-        assert on_ray[table].equals(in_process[table]), f"stored {table} differ"
+        assert ray_rows[table].height > 0 or table == "positions", table
+        assert ray_rows[table].equals(in_process[table]), f"stored {table} differ"
 
 
 @pytest.mark.parametrize(
@@ -130,3 +135,21 @@ def test_risk_and_timing_are_the_same_on_ray(
     else:
         first = next((ts, now) for kind, ts, now in remote.log if kind == "Quote")
         assert first[1] - first[0] == 50_000_000
+
+
+def test_the_venue_book_is_the_same_on_ray(ray_local: None, tmp_path: Path) -> None:
+    from tests.kernel.test_book_sync import RECORDINGS, checked_config
+
+    files, instrument, _ = RECORDINGS["sample"]
+    config = checked_config(files, instrument, max_events=20_000)
+    config = msgspec.structs.replace(
+        config, storage=msgspec.structs.replace(config.storage, root=str(tmp_path))
+    )
+    _, venue = on_ray(config, "book-on-ray")
+    kernel = InProcessKernel(config, "book-local")
+    kernel.run()
+    local: Any = kernel.venue.gateway
+    assert venue.book("BTCUSDT").is_synced
+    counts = ("quotes", "matched", "unsynced", "crossed", "comparable", "comparable_matched")
+    assert {c: getattr(venue, c) for c in counts} == {c: getattr(local, c) for c in counts}
+    assert venue.comparable_matched == venue.comparable > 0

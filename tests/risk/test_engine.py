@@ -114,3 +114,37 @@ def test_non_positive_size_and_missing_limit_are_rejected() -> None:
         order_type=OrderType.LIMIT,
     )
     assert eng.check(bad, 0, 1).reason is RejectReason.INVALID_TICK
+
+
+def test_an_oversized_order_is_refused_for_its_size() -> None:
+    decision = engine(max_order_lots=5).check(intent(1, qty=6), 0, 1)
+    assert decision.reason is RejectReason.RISK_ORDER_SIZE
+    assert "order size 6" in decision.detail
+
+
+@pytest.mark.parametrize("far_limit", [1, 10, 100_000])
+def test_a_market_order_is_valued_at_the_mark_plus_the_band_whatever_its_limit(
+    far_limit: int,
+) -> None:
+    # 0.009 BTC at 60,000 = 540 USDT; at the worst price in a 1 % band, 545.4 USDT
+    order = OrderIntent(
+        ts_event_ns=1,
+        agent_id="a",
+        seq=1,
+        symbol="BTCUSDT",
+        side=Side.SELL,
+        qty_lots=9,
+        limit_ticks=far_limit,
+        order_type=OrderType.MARKET,
+    )
+    assert engine(max_notional_quote="545").check(order, 0, 1).reason is (
+        RejectReason.RISK_MAX_NOTIONAL
+    )
+    assert engine(max_notional_quote="546").check(order, 0, 1).accepted
+
+
+def test_a_limit_below_the_mark_is_valued_at_the_mark() -> None:
+    low = intent(1, qty=9, limit=300_000)  # a buy 50 % under the market
+    assert engine(max_notional_quote="539").check(low, 0, 1).reason is (
+        RejectReason.RISK_MAX_NOTIONAL
+    )

@@ -64,7 +64,7 @@ def redis_prefix() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def bq_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     pytest.importorskip("bqemulator")
-    from sapphire.storage.bq_emulator import start_emulator
+    from sapphire.adapters.bq_emulator import start_emulator
 
     log = tmp_path_factory.mktemp("bqemu") / "emulator.log"
     with start_emulator(log_path=log) as emu:

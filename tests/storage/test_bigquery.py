@@ -16,8 +16,8 @@ from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
-from sapphire.storage.bigquery_backend import BigQueryBackend, with_backoff
-from sapphire.storage.bq_emulator import Emulator, free_port
+from sapphire.adapters.bigquery import BigQueryBackend, with_backoff
+from sapphire.adapters.bq_emulator import Emulator, free_port
 from sapphire.storage.schemas import SchemaMismatchError
 from sapphire.storage.sink import StorageSink
 from tests.storage.conftest import ticks_from_trades

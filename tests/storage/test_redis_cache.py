@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from sapphire.storage.bq_emulator import free_port
+from sapphire.adapters.bq_emulator import free_port
+from sapphire.adapters.redis_cache import RedisCache
 from sapphire.storage.cache import L1Cache
 from sapphire.storage.compression import LZ4, RAW, ZSTD, pack, unpack
-from sapphire.storage.redis_cache import RedisCache
 from sapphire.storage.tiered import TieredCache
 
 REDIS_SERVER = shutil.which("redis-server")

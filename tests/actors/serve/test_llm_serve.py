@@ -182,8 +182,8 @@ def test_identical_prompts_are_answered_once_across_clients_through_redis(handle
     import uuid
 
     from actors.serve.llm_client import ServeDecisionClient
+    from sapphire.adapters.redis_cache import RedisCache
     from sapphire.llm.prompt import MarketFeatures, build_prompt
-    from sapphire.storage.redis_cache import RedisCache
 
     prefix = f"sapphire-test:llm:{uuid.uuid4().hex}:"
     prompt = build_prompt(

@@ -1,0 +1,67 @@
+"""`sapphire backtest` on a system config: the kernel in one process, rows in the store, one
+clear line for each bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from sapphire.cli import main
+from sapphire.storage.query import read_table
+from tests.conftest import REPO_ROOT
+
+
+def write_config(tmp_path: Path, **data: Any) -> Path:
+    raw = msgspec.yaml.decode((REPO_ROOT / "configs" / "demo.yaml").read_bytes())
+    raw["data"] = {**raw["data"], "max_events": 6_000, **data}
+    raw["storage"] = {"root": str(tmp_path / "runs")}
+    path = tmp_path / "demo.yaml"
+    path.write_bytes(msgspec.yaml.encode(raw))
+    return path
+
+
+def test_a_system_config_runs_in_process_and_is_stored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    assert main(["backtest", "--config", str(config), "--run-id", "bt-1", "--no-progress"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "window 20 ms (exact)" in out
+    assert "entry 20 ms, response 20 ms" in out
+    assert "next: sapphire query bt-1" in out
+    ticks = read_table(tmp_path / "runs" / "store", "ticks", "bt-1").collect()
+    assert ticks.height > 500
+
+
+@pytest.mark.parametrize(
+    ("data", "run_id", "message"),
+    [
+        ({"window_ns": 20_000_001}, "bt-2", "longer than the lookahead"),
+        ({}, "../escape", "run id '../escape'"),
+        (
+            {
+                "files": ["/nonexistent.csv.gz"],
+                "source": "files",
+                "instrument_files": ["sample:instrument.json"],
+            },
+            "bt-3",
+            "nonexistent",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    data: dict[str, Any],
+    run_id: str,
+    message: str,
+) -> None:
+    config = write_config(tmp_path, **data)
+    code = main(["backtest", "--config", str(config), "--run-id", run_id, "--no-progress"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 2
+    assert message in out
+    assert "Traceback" not in out
