@@ -127,6 +127,11 @@ class CoordinatorActor:
         self.core.reset_kill()
 
     # -- the step -------------------------------------------------------------------------
+    async def next_step(self) -> int:
+        """The step to run next (after a restart or ``--resume``: the one after the last
+        checkpointed step)."""
+        return self._stepper.last_step + 1
+
     async def run_step(self, step: int) -> StepProgress:
         return await self._stepper.run_async(step, lambda: self._step(step))
 

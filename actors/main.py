@@ -15,16 +15,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m actors.main")
     parser.add_argument("--config", required=True)
     parser.add_argument("--run-id", default=None)
+    parser.add_argument("--resume", metavar="RUN_ID", default=None)
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = run_system(config, run_id=args.run_id)
+    try:
+        result = run_system(config, run_id=args.resume or args.run_id, resume=bool(args.resume))
+    except ValueError as exc:  # config, wiring, data and timing errors: one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print_summary(result)
     if result.cost is not None:
         cost.print_cost(result.cost)
+    if result.unacked_rows:
+        print(f"error: {result.unacked_rows} rows were never committed", file=sys.stderr)
+        return 1
     return 0
 
 

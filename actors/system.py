@@ -19,13 +19,14 @@ from ray.actor import ActorClass
 
 from actors import cost, metrics_export, wiring
 from actors.agent import AgentActor
+from actors.checkpoint import make_store
 from actors.coordinator import CoordinatorActor
 from actors.cost import CostReport
 from actors.execution import ExecutionActor
 from actors.live_execution import LiveExecutionActor
 from actors.market_data import MarketDataActor
 from actors.storage_sink import StorageSinkActor
-from sapphire.config.system import SystemConfig
+from sapphire.config.system import SystemConfig, check_run_id
 
 T = TypeVar("T")
 
@@ -72,6 +73,7 @@ class RunResult:
     storage_root: Path
     sink_stats: dict[str, Any] = field(default_factory=dict)
     cost: CostReport | None = None
+    unacked_rows: int = 0  # rows the store never committed: the run did not succeed
 
 
 def default_run_id() -> str:
@@ -97,10 +99,39 @@ def ensure_ray(config: SystemConfig) -> None:
     )
 
 
-def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
+def checkpoint_location(config: SystemConfig, run_id: str) -> str:
+    """Where a run's actors checkpoint: always scoped by the run id, so two runs never share
+    state (a directory ``<root>/<run_id>``, or Redis keys ``<prefix>:<run_id>:...``)."""
+    base = config.checkpoint_dir
+    if base.startswith("redis://"):
+        url, _, prefix = base.partition("#")
+        return f"{url}#{prefix or 'sapphire:ckpt'}:{run_id}"
+    if base:
+        return str(Path(base).resolve() / run_id)
+    return str(Path(config.storage.root).resolve() / run_id / "checkpoints")
+
+
+def has_checkpoints(location: str) -> bool:
+    if location.startswith("redis://"):
+        return make_store(location).load("coordinator") is not None
+    return (Path(location) / "coordinator.ckpt").is_file()
+
+
+def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> SystemHandles:
+    """Start the actors of run ``run_id``. A run id that already has checkpoints is refused
+    unless ``resume``: then every actor restores its last step and the run continues."""
     ns = config.ray.namespace
     storage_root = Path(config.storage.root).resolve()
-    checkpoint_location = config.checkpoint_dir or str(storage_root / run_id / "checkpoints")
+    check_run_id(run_id)
+    checkpoint_location_ = checkpoint_location(config, run_id)
+    existing = has_checkpoints(checkpoint_location_)
+    if existing and not resume:
+        raise wiring.WiringError(
+            f"run {run_id!r} already exists (checkpoints in {checkpoint_location_}): "
+            f"continue it with --resume {run_id}, or choose another run id"
+        )
+    if resume and not existing:
+        raise wiring.WiringError(f"run {run_id!r} has no checkpoints to resume from")
     instruments = wiring.load_instruments(config.data)
     opts: dict[str, Any] = {
         "namespace": ns,
@@ -122,14 +153,14 @@ def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
         window_ns,
         config.data.clock,
         config.data.batch_events,
-        checkpoint_location,
+        checkpoint_location_,
         config.data.max_events,
         config.data.start_ns,
         config.data.end_ns,
     )
     execution_cls = _LIVE_EXECUTION if config.exchange.kind == "ccxt" else _EXECUTION
     execution = execution_cls.options(**core("execution")).remote(
-        wiring.gateway_builder(config.exchange, instruments), checkpoint_location
+        wiring.gateway_builder(config.exchange, instruments), checkpoint_location_
     )
     sink = _STORAGE_SINK.options(**core("storage-sink")).remote(
         wiring.backend_builder(config.storage, run_id),
@@ -148,14 +179,14 @@ def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
             spec.id,
             wiring.agent_builder(spec, instruments[spec.symbol]),
             timing,
-            checkpoint_location,
+            checkpoint_location_,
             llm_app if spec.kind == "llm" else "",
             config.redis if spec.kind == "llm" else None,
         )
     names = {kind: named(kind)["name"] for kind in ("market-data", "execution", "storage-sink")}
     agent_names = {spec.id: named(f"agent-{spec.id}")["name"] for spec in config.agents}
     coordinator = _COORDINATOR.options(**core("coordinator")).remote(
-        config, run_id, instruments, names, agent_names, checkpoint_location
+        config, run_id, instruments, names, agent_names, checkpoint_location_
     )
     return SystemHandles(
         run_id,
@@ -166,7 +197,7 @@ def start_system(config: SystemConfig, run_id: str) -> SystemHandles:
         sink,
         agents,
         storage_root,
-        checkpoint_location,
+        checkpoint_location_,
     )
 
 
@@ -188,7 +219,7 @@ def drive(
     *,
     start_step: int = 0,
     max_steps: int | None = None,
-    on_step: Callable[[dict[str, Any]], None] | None = None,
+    on_step: Callable[[Any], None] | None = None,
     step_timeout_s: float = 120.0,
 ) -> int:
     """Run steps until the data is exhausted (or ``max_steps``); returns the next step."""
@@ -204,23 +235,30 @@ def drive(
 
 
 def finish(handles: SystemHandles, steps: int, wall_s: float) -> RunResult:
-    ray.get(handles.coordinator.finish.remote())
+    done = ray.get(handles.coordinator.finish.remote())
     summary = ray.get(handles.coordinator.summary.remote())
     sink_stats = ray.get(handles.sink.stats.remote())
-    return RunResult(handles.run_id, summary, steps, wall_s, handles.storage_root, sink_stats)
+    result = RunResult(handles.run_id, summary, steps, wall_s, handles.storage_root, sink_stats)
+    result.unacked_rows = int(done["unacked_rows"])
+    return result
 
 
 def run_system(
     config: SystemConfig,
     *,
     run_id: str | None = None,
-    on_step: Callable[[dict[str, Any]], None] | None = None,
+    on_step: Callable[[Any], None] | None = None,
+    resume: bool = False,
 ) -> RunResult:
+    """The main job; ``resume`` continues run ``run_id`` from its actors' checkpoints."""
     ensure_ray(config)
-    run_id = run_id or config.run_id or default_run_id()
-    handles = start_system(config, run_id)
+    run_id = check_run_id(run_id or config.run_id or default_run_id())
+    handles = start_system(config, run_id, resume=resume)
     started = time.perf_counter()
-    steps = drive(handles, on_step=on_step, step_timeout_s=config.ray.step_timeout_s)
+    first = int(ray.get(handles.coordinator.next_step.remote())) if resume else 0
+    steps = drive(
+        handles, start_step=first, on_step=on_step, step_timeout_s=config.ray.step_timeout_s
+    )
     result = finish(handles, steps, time.perf_counter() - started)
     result.cost = cost.measure_system(
         handles, result.wall_s, config.cost.prices_file, config.cost.profile

@@ -11,15 +11,26 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("run", help="run the multi-agent system on Ray")
     parser.add_argument("--config", required=True, help="system YAML, e.g. configs/demo.yaml")
     parser.add_argument("--run-id", default=None, help="default: from the config or fresh")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        default=None,
+        help="continue a crashed run from its checkpoints (nothing lost or duplicated)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sapphire.config.system import ConfigError, load_config
+    from sapphire.config.system import ConfigError, check_run_id, load_config
 
     try:
         config = load_config(args.config)
+        if args.resume and args.run_id and args.resume != args.run_id:
+            raise ConfigError(f"--resume {args.resume} and --run-id {args.run_id} differ")
+        run_id = args.resume or args.run_id
+        if run_id:
+            check_run_id(run_id)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -42,8 +53,8 @@ def _run(args: argparse.Namespace) -> int:
             progress.update(task, advance=step.events, fills=step.fills)
 
         try:
-            result = run_system(config, run_id=args.run_id, on_step=on_step)
-        except WiringError as exc:
+            result = run_system(config, run_id=run_id, on_step=on_step, resume=bool(args.resume))
+        except (WiringError, ValueError) as exc:  # config, data and timing errors
             print(f"error: {exc}", file=sys.stderr)
             return 2
     print_summary(result)
@@ -51,4 +62,11 @@ def _run(args: argparse.Namespace) -> int:
         from actors.cost import print_cost
 
         print_cost(result.cost)
+    if result.unacked_rows:
+        print(
+            f"error: {result.unacked_rows} rows were never committed to the store; the run "
+            f"is not complete (resume it with --resume {result.run_id})",
+            file=sys.stderr,
+        )
+        return 1
     return 0
