@@ -14,6 +14,7 @@ from typing import Any
 
 from sapphire.agents.avellaneda_stoikov import AvellanedaStoikovAgent
 from sapphire.agents.base import Agent, AgentConfigError
+from sapphire.agents.grid_maker import GridMakerAgent
 from sapphire.agents.indicator_agent import IndicatorAgent
 from sapphire.agents.mean_reversion import MeanReversionAgent
 from sapphire.agents.momentum import MomentumAgent
@@ -35,6 +36,7 @@ _KINDS: dict[str, Factory] = {
     "momentum": MomentumAgent,
     "mean_reversion": MeanReversionAgent,
     "avellaneda_stoikov": AvellanedaStoikovAgent,
+    "grid_maker": GridMakerAgent,
     "llm": _llm,
 }
 

@@ -25,7 +25,7 @@ from sapphire.model.events import BookDelta, BookSnapshot, Side, Trade
 
 class MarketBook(Protocol):
     """What matching needs of the market's book: :class:`sapphire.book.l2.L2Book`, or
-    :class:`sapphire.exchange.columnar.FastBookView` for columnar replays."""
+    array books."""
 
     def apply_delta(self, delta: BookDelta) -> object: ...
 

@@ -54,7 +54,7 @@ class PaperExchange:
     def __init__(
         self, config: PaperExchangeConfig, books: Mapping[str, MarketBook] | None = None
     ) -> None:
-        """``books`` replaces the default :class:`L2Book` per symbol (columnar replays)."""
+        """``books`` replaces the default :class:`L2Book` per symbol (array books)."""
         self.config = config
         self.instruments: dict[str, Instrument] = {i.symbol: i for i in config.instruments}
         self.account = Account(
@@ -221,13 +221,6 @@ class PaperExchange:
     def next_arrival_ns(self) -> int | None:
         """When the earliest in-flight action reaches the venue (None: nothing in flight)."""
         return self._pending[0][0] if self._pending else None
-
-    def note_market(self, symbol: str, ts_event_ns: int, last_trade_ticks: int | None) -> None:
-        """Record market progress applied in bulk outside ``on_market_event`` (columnar)."""
-        if ts_event_ns > self._clock_ns:
-            self._clock_ns = ts_event_ns
-        if last_trade_ticks is not None:
-            self._last_trade[symbol] = last_trade_ticks
 
     def mark_ticks(self, symbol: str) -> int | None:
         mid = self._engines[symbol].book.mid_ticks()

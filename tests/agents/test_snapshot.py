@@ -15,6 +15,7 @@ TICK_AGENTS = {
     "momentum": {"fast_span": 10, "slow_span": 100, "threshold_bps": 0.02, "allow_short": True},
     "mean_reversion": {"window": 80, "entry_z": 1.5, "exit_z": 0.3, "allow_short": True},
     "avellaneda_stoikov": {"order_amount": 0.001, "max_inventory": 0.01, "refit_every": 100},
+    "grid_maker": {"half_spread_ticks": 50, "order_lots": 100, "max_position_lots": 500},
 }
 
 
