@@ -30,10 +30,11 @@ class AgentActor:
         checkpoint_location: str,
         llm_app: str = "",
         redis: Any = None,
+        symbols: tuple[str, ...] = (),
     ) -> None:
         self.agent_id = agent_id
         self.agent: Agent = build()
-        self.stage = AgentStage([self.agent], timing)
+        self.stage = AgentStage([self.agent], timing, symbols)
         # agents that ask an LLM (``drain_requests``/``on_decision``) get a Serve bridge
         self._llm = (
             LlmBridge(llm_app, timeout_s=10.0, redis=redis)
@@ -81,6 +82,8 @@ class AgentActor:
         return {
             "agent_id": self.agent_id,
             "errors": self.stage.state.errors.get(self.agent_id, 0),
+            "invalid_outputs": self.stage.state.invalid.get(self.agent_id, 0),
+            "invalid_reason": self.stage.state.invalid_reason.get(self.agent_id, ""),
             "events_seen": self.stage.state.events_seen,
             "busy_s": self.busy_s,
             "restored": self._stepper.restored,

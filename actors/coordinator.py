@@ -198,6 +198,22 @@ class CoordinatorActor:
             self.metrics.on_summary(await self.summary())
         return progress
 
+    async def _invalid_outputs(self) -> dict[str, str]:
+        """Outputs each agent stage refused at the boundary (and the last reason)."""
+        out: dict[str, str] = {}
+        for agent_id in sorted(self.agents):
+            if agent_id in self.quarantined:
+                continue
+            try:
+                stats = await asyncio.wait_for(_await(self.agents[agent_id].stats.remote()), 10)
+            except (TimeoutError, ray.exceptions.RayError):
+                continue
+            if stats.get("invalid_outputs"):
+                out[agent_id] = (
+                    f"{stats['invalid_outputs']} refused, last: {stats['invalid_reason']}"
+                )
+        return out
+
     async def _wait_for_agents(self) -> None:
         """An agent's first call includes starting its worker process, which can take far
         longer than a step on a busy machine: wait for that once, before timing steps."""
@@ -294,6 +310,7 @@ class CoordinatorActor:
     async def summary(self) -> dict[str, Any]:
         out = self.stage.summary()
         out["counters"].update(self.faults)
+        out["invalid_outputs"] = await self._invalid_outputs()
         out.update(
             {
                 "window_ns": self.window_ns,

@@ -182,6 +182,7 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
             checkpoint_location_,
             llm_app if spec.kind == "llm" else "",
             config.redis if spec.kind == "llm" else None,
+            tuple(instruments),
         )
     names = {kind: named(kind)["name"] for kind in ("market-data", "execution", "storage-sink")}
     agent_names = {spec.id: named(f"agent-{spec.id}")["name"] for spec in config.agents}

@@ -68,6 +68,8 @@ def print_summary(
     for reason, n in sorted(summary.get("venue_rejections", {}).items()):
         totals.add_row(f"venue rejected: {reason}", str(n))
     totals.add_row("kill switch", "TRIPPED" if summary["kill_switch"] else "off")
+    for agent, why in summary.get("invalid_outputs", {}).items():
+        totals.add_row(f"outputs refused: {agent}", why)
     for agent, why in summary.get("quarantined", {}).items():
         totals.add_row(f"quarantined {agent}", why)
     produced = summary.get("rows_produced", summary["rows"])

@@ -9,7 +9,8 @@ contained: the call yields nothing, the error is counted, and the agent trades o
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -17,7 +18,7 @@ import msgspec
 from sapphire.agents.base import Agent, AgentOutput
 from sapphire.kernel.timing import Timing, Window
 from sapphire.model.events import AnyMarketEvent
-from sapphire.model.orders import AgentReport
+from sapphire.model.orders import AgentReport, CancelIntent, OrderIntent, Signal
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +26,48 @@ log = logging.getLogger(__name__)
 class AgentStageState(msgspec.Struct, kw_only=True):
     errors: dict[str, int] = msgspec.field(default_factory=dict)
     events_seen: int = 0
+    # outputs refused at the boundary, per agent, and the last reason (stored in summaries)
+    invalid: dict[str, int] = msgspec.field(default_factory=dict)
+    invalid_reason: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+MAX_UNITS = 1 << 53  # ticks and lots beyond this are no market's and break int64 columns
+MAX_ID = 64  # symbols and order ids longer than this are no venue's
+
+
+def invalid_output(output: object, symbols: frozenset[str]) -> str | None:
+    """Why ``output`` cannot leave an agent, or None. Whatever an agent (or a model behind
+    it) returns is checked here, so risk, the venue and the store only see sane messages."""
+    if not isinstance(output, OrderIntent | CancelIntent | Signal):
+        return f"not an agent output: {type(output).__name__}"
+    if not output.symbol or len(output.symbol) > MAX_ID:
+        return f"bad symbol {output.symbol[:MAX_ID]!r}"
+    if symbols and output.symbol not in symbols:
+        return f"unknown symbol {output.symbol!r}"
+    if not 0 <= output.seq < MAX_UNITS:
+        return f"seq {output.seq} out of range"
+    if isinstance(output, OrderIntent):
+        if not 0 < output.qty_lots < MAX_UNITS:
+            return f"qty_lots {output.qty_lots} out of range"
+        if output.limit_ticks is not None and not 0 < output.limit_ticks < MAX_UNITS:
+            return f"limit_ticks {output.limit_ticks} out of range"
+    elif isinstance(output, CancelIntent):
+        if len(output.target_client_order_id) > MAX_ID:
+            return "cancel target id too long"
+    elif not math.isfinite(output.strength):
+        return "signal strength is not finite"
+    return None
 
 
 class AgentStage:
     """One or more agents (one per Ray actor in the system, all of them in one process)."""
 
-    def __init__(self, agents: Sequence[Agent], timing: Timing) -> None:
+    def __init__(
+        self, agents: Sequence[Agent], timing: Timing, symbols: Iterable[str] = ()
+    ) -> None:
         self.agents: dict[str, Agent] = {a.agent_id: a for a in agents}
         self.timing = timing
+        self.symbols = frozenset(symbols)  # empty: any symbol (checked by risk downstream)
         self.state = AgentStageState(errors={a: 0 for a in self.agents})
         # events seen by the venue but not yet visible to agents (feed latency)
         self._carried: list[AnyMarketEvent] = []
@@ -106,12 +141,19 @@ class AgentStage:
             if errors <= 10:
                 log.exception("agent %s raised; input skipped", agent_id)
             return
-        if produced:
+        if not produced:
+            return
+        for o in produced:
+            why = invalid_output(o, self.symbols)
+            if why is not None:
+                st = self.state
+                st.invalid[agent_id] = st.invalid.get(agent_id, 0) + 1
+                st.invalid_reason[agent_id] = why
+                if st.invalid[agent_id] <= 10:
+                    log.warning("agent %s: output refused: %s", agent_id, why)
+                continue
             # the decision is made now, whatever time the agent wrote on it
-            out.extend(
-                o if o.ts_event_ns == now else msgspec.structs.replace(o, ts_event_ns=now)
-                for o in produced
-            )
+            out.append(o if o.ts_event_ns == now else msgspec.structs.replace(o, ts_event_ns=now))
 
     # -- persistence ----------------------------------------------------------------------
     def snapshot(self) -> bytes:

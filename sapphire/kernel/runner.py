@@ -96,7 +96,7 @@ class InProcessKernel:
             start_ns=config.data.start_ns,
             end_ns=config.data.end_ns,
         )
-        self.agents = AgentStage(agents, self.timing)
+        self.agents = AgentStage(agents, self.timing, self.instruments)
         self.venue = VenueStage(gateway)
         self.coordinator = CoordinatorStage(
             assembly.build_core(config, self.instruments),
@@ -164,6 +164,10 @@ class InProcessKernel:
         out["window_ns"] = self.window_ns
         out["approximate"] = self.window_ns > self.timing.lookahead_ns
         out["agent_errors"] = dict(self.agents.state.errors)
+        out["invalid_outputs"] = {
+            a: f"{n} refused, last: {self.agents.state.invalid_reason[a]}"
+            for a, n in self.agents.state.invalid.items()
+        }
         out["venue"] = msgspec.structs.asdict(self.venue.stats)
         out["input_rejected"] = self.feed.rejected() if self.feed is not None else {}
         out["quarantined"] = {}

@@ -13,7 +13,7 @@ from sapphire.exchange.config import PaperExchangeConfig
 from sapphire.exchange.paper import PaperExchange
 from sapphire.model import Instrument
 from sapphire.model.events import AnyMarketEvent, Quote, Side
-from sapphire.model.orders import AgentReport, OrderIntent, OrderType, TimeInForce
+from sapphire.model.orders import AgentReport, OrderIntent, OrderType, Signal, TimeInForce
 
 
 class ProbeAgent:
@@ -101,3 +101,33 @@ def book_checking_exchange(
 ) -> BookCheckingExchange:
     raw = {"instruments": list(instruments.values()), **config.params}
     return BookCheckingExchange(msgspec.convert(raw, PaperExchangeConfig, from_attributes=True))
+
+
+class BadOutputsAgent(ProbeAgent):
+    """Returns, on every 50th event, what a buggy strategy or a confused model might: a size
+    beyond int64, a 300-character symbol, a NaN signal, and one sane order."""
+
+    def on_event(self, event: AnyMarketEvent, now_ns: int) -> Sequence[AgentOutput]:
+        self.log.append((type(event).__name__, event.ts_event_ns, now_ns))
+        if len(self.log) % 50 or not isinstance(event, Quote):
+            return []
+        n = len(self.log)
+        base = {"ts_event_ns": now_ns, "agent_id": self.agent_id, "side": Side.BUY}
+        return [
+            OrderIntent(**base, seq=4 * n, symbol=self.symbol, qty_lots=2**63, limit_ticks=1),
+            OrderIntent(**base, seq=4 * n + 1, symbol="X" * 300, qty_lots=1, limit_ticks=1),
+            Signal(
+                ts_event_ns=now_ns,
+                agent_id=self.agent_id,
+                symbol=self.symbol,
+                strength=float("nan"),
+                seq=4 * n + 2,
+            ),
+            OrderIntent(
+                **base,
+                seq=4 * n + 3,
+                symbol=self.symbol,
+                qty_lots=1,
+                limit_ticks=event.bid_ticks - 100,
+            ),
+        ]

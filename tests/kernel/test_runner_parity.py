@@ -153,3 +153,25 @@ def test_the_venue_book_is_the_same_on_ray(ray_local: None, tmp_path: Path) -> N
     counts = ("quotes", "matched", "unsynced", "crossed", "comparable", "comparable_matched")
     assert {c: getattr(venue, c) for c in counts} == {c: getattr(local, c) for c in counts}
     assert venue.comparable_matched == venue.comparable > 0
+
+
+def test_invalid_agent_outputs_are_refused_counted_and_never_stored(
+    ray_local: None, tmp_path: Path
+) -> None:
+    config = kernel_config(
+        tmp_path,
+        agents=[{"id": "bad", "kind": "tests.kernel.probes:BadOutputsAgent", "symbol": "BTCUSDT"}],
+        data={"max_events": 6_000},
+    )
+    kernel = InProcessKernel(config, "bad-local")
+    kernel.run()
+    local = kernel.summary()
+    assert "signal strength is not finite" in local["invalid_outputs"]["bad"]
+    refused = kernel.agents.state.invalid["bad"]
+    assert refused > 0 and refused % 3 == 0  # three bad outputs each time
+    result, _ = on_ray(config, "bad-on-ray")
+    assert result.unacked_rows == 0, "every row reached the store"
+    assert result.summary["invalid_outputs"]["bad"].startswith(f"{refused} refused")
+    intents = read_table(tmp_path / "store", "intents", "bad-on-ray").collect()
+    assert intents.height == refused // 3  # only the sane order of each burst
+    assert intents["symbol"].unique().to_list() == ["BTCUSDT"]
