@@ -16,6 +16,7 @@ import logging
 import pickle
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -24,6 +25,7 @@ from actors import metrics
 from actors.checkpoint import make_store
 from actors.codec import decode_events, decode_messages, encode_events, encode_messages
 from actors.stepper import AsyncStepper
+from sapphire.adapters.kill_switch import FirmKillSwitch
 from sapphire.config.system import SystemConfig
 from sapphire.kernel import assembly as wiring
 from sapphire.kernel.coordinator import CoordinatorStage, StepProgress
@@ -96,6 +98,8 @@ class CoordinatorActor:
         kill = self._store.load(KILL_KEY)
         if kill:
             self.core.request_kill(kill.decode())
+        # the firm-wide switch in the store root: read at every start and before every step
+        self._firm = FirmKillSwitch(Path(config.storage.root).resolve())
 
     # -- checkpointing --------------------------------------------------------------------
     def _snapshot(self) -> bytes:
@@ -154,6 +158,9 @@ class CoordinatorActor:
             )
         events_data, window, n_events = batch
         self._last_end = window.end_ns
+        firm = self._firm.state()
+        if firm.tripped and not self.core.risk.kill_switch_on:
+            self.core.request_kill(f"firm kill switch: {firm.reason or 'tripped'}")
         events = decode_events(events_data)
         events_ref = ray.put(events_data)
         clock.lap("feed")

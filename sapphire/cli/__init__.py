@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "sapphire.cli.query_cmd",
     "sapphire.cli.tune_cmd",
     "sapphire.cli.report_cmd",
+    "sapphire.cli.kill_switch_cmd",
 )
 
 

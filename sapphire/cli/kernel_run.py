@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from sapphire.adapters.kill_switch import FirmKillSwitch
 from sapphire.cli.summary import print_summary
 from sapphire.config.system import ConfigError, check_run_id, load_config
 from sapphire.kernel.assembly import WiringError
@@ -18,6 +19,11 @@ from sapphire.storage.parquet_backend import ParquetBackend
 from sapphire.storage.sink import StorageSink
 
 
+def firm_reason(firm: FirmKillSwitch) -> str:
+    state = firm.state()
+    return (state.reason or "tripped") if state.tripped else ""
+
+
 def default_run_id() -> str:
     return time.strftime("backtest-%Y%m%d-%H%M%S", time.gmtime())
 
@@ -26,7 +32,8 @@ def run_in_process(config_path: Path, run_id: str | None, progress: bool, consol
     try:
         config = load_config(config_path)
         run_id = check_run_id(run_id or config.run_id or default_run_id())
-        kernel = InProcessKernel(config, run_id)
+        firm = FirmKillSwitch(Path(config.storage.root).resolve())
+        kernel = InProcessKernel(config, run_id, kill_switch=lambda: firm_reason(firm))
     except (ConfigError, WiringError, WindowError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2

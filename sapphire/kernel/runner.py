@@ -67,7 +67,10 @@ class InProcessKernel:
         events: Iterator[AnyMarketEvent] | None = None,
         agents: Sequence[Agent] | None = None,
         gateway: ExecutionGateway | None = None,
+        kill_switch: Callable[[], str] | None = None,
     ) -> None:
+        """``kill_switch``: polled before every step; a non-empty reason trips the run's
+        switch (the firm-wide switch of ``sapphire.adapters.kill_switch``)."""
         self.config = config
         self.run_id = run_id
         self.instruments = instruments or assembly.load_instruments(config.data)
@@ -105,6 +108,7 @@ class InProcessKernel:
             pnl_interval_ns=int(config.storage.pnl_interval_s * 1e9),
         )
         self._commands: Sequence[Command] = []
+        self._kill_switch = kill_switch
         self.steps = 0
 
     def step(self) -> CoordinatorStep | None:
@@ -115,6 +119,10 @@ class InProcessKernel:
                 raise NoEventsError("the configured data produced no market events")
             return None
         events, window = got
+        if self._kill_switch is not None and not coordinator.core.risk.kill_switch_on:
+            reason = self._kill_switch()
+            if reason:
+                coordinator.core.request_kill(f"firm kill switch: {reason}")
         due = coordinator.take_due(window)
         reports = self.venue.step(window, events, self._commands)
         outputs = self.agents.step(window, events, reports_by_agent(due, self.agents.agents))

@@ -27,6 +27,24 @@ def ray_local() -> Iterator[None]:
     ray.shutdown()
 
 
+def assert_halted_after_trip(outcome: Any, orders_before: set[str]) -> None:
+    """Orders decided before the switch tripped may still reach the venue (they left before
+    it); none decided after it. Checked on the venue's own record and the stored decisions."""
+    venue_orders = {o.client_order_id for o in outcome.venue.orders()}
+    assert orders_before, "the run must have traded before the trip"
+    assert orders_before <= venue_orders
+    decisions = outcome.rows["risk_decisions"].sort("seq")
+    blocked = decisions.filter(pl.col("reason") == "risk_kill_switch")
+    assert blocked.height > 0, "agents kept asking; every later intent must be refused"
+    first_block = blocked["ts_ns"].min()
+    later = decisions.filter(pl.col("ts_ns") >= first_block)
+    assert not later["accepted"].any(), "an intent was accepted after the trip"
+    accepted = set(decisions.filter(pl.col("accepted"))["client_order_id"])
+    assert venue_orders <= accepted, "the venue got an order risk never accepted"
+    assert outcome.venue.open_orders() == []
+    assert outcome.summary["kill_switch"] is True
+
+
 def test_kill_switch_stops_all_order_flow_and_cancels_resting_orders(
     ray_local: None, tmp_path: Path
 ) -> None:
@@ -39,15 +57,7 @@ def test_kill_switch_stops_all_order_flow_and_cancels_resting_orders(
             ray.get(handles.coordinator.trip_kill_switch.remote("test: operator"))
 
     outcome = run(make_config(tmp_path), "kill-switch", before_step=trip)
-    venue_orders = {o.client_order_id for o in outcome.venue.orders()}
-    assert at_trip["orders"], "the run must have traded before the trip"
-    assert venue_orders == at_trip["orders"], "an order reached the venue after the trip"
-    assert outcome.venue.open_orders() == []
-    assert outcome.summary["kill_switch"] is True
-    decisions = outcome.rows["risk_decisions"]
-    blocked = decisions.filter(pl.col("reason") == "risk_kill_switch")
-    assert blocked.height > 0, "agents kept asking; every later intent must be refused"
-    assert blocked["accepted"].not_().all()
+    assert_halted_after_trip(outcome, at_trip["orders"])
 
 
 def test_bad_agents_and_a_failing_venue_are_contained(ray_local: None, tmp_path: Path) -> None:
@@ -110,3 +120,26 @@ def test_malformed_market_data_is_rejected_and_counted_not_fatal(
     assert outcome.rows["ticks"].height > 0
     rejected = seen["stats"]["rejected"]
     assert sum(rejected.values()) >= 3, rejected
+
+
+def test_the_firm_kill_switch_binds_a_new_run_and_a_running_one(
+    ray_local: None, tmp_path: Path
+) -> None:
+    from sapphire.adapters.kill_switch import FirmKillSwitch
+
+    firm = FirmKillSwitch(tmp_path)  # the store root of make_config
+    firm.trip("risk desk: halt", "test")
+    halted = run(make_config(tmp_path), "firm-halted")
+    assert halted.venue.orders() == [], "no order may reach the venue while tripped"
+    assert halted.summary["kill_switch"] is True
+    firm.reset("resume trading", "test")
+    at_trip: dict[str, Any] = {}
+
+    def trip(handles: SystemHandles, step: int) -> None:
+        if step == 8:
+            venue = pickle.loads(ray.get(handles.execution.exchange_record.remote()))
+            at_trip["orders"] = {o.client_order_id for o in venue.orders()}
+            firm.trip("risk desk: halt again", "test")
+
+    running = run(make_config(tmp_path), "firm-running", before_step=trip)
+    assert_halted_after_trip(running, at_trip["orders"])

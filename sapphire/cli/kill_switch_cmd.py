@@ -1,0 +1,46 @@
+"""``sapphire kill-switch status|trip|reset``: the firm-wide kill switch, for operators.
+
+It lives in the store root (``storage.root`` of the configs, ``runs`` by default). Tripped,
+it stops every order of every run that uses that root, from their next step on, and of every
+run started after; only ``reset`` clears it. Every command is stored in ``kill-switch.log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import time
+from typing import Any
+
+from sapphire.adapters.kill_switch import FirmKillSwitch
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "kill-switch", help="trip, reset or show the firm-wide kill switch"
+    )
+    parser.add_argument("action", choices=["status", "trip", "reset"])
+    parser.add_argument("--root", default="runs", help="the store root (storage.root)")
+    parser.add_argument("--reason", default="", help="why (stored with the command)")
+    parser.add_argument("--by", default="", help="operator name (default: the OS user)")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    switch = FirmKillSwitch(args.root)
+    by = args.by or getpass.getuser()
+    if args.action == "trip":
+        state = switch.trip(args.reason, by)
+    elif args.action == "reset":
+        if not args.reason:
+            print("error: a reset needs --reason (it is stored with the command)", file=sys.stderr)
+            return 2
+        state = switch.reset(args.reason, by)
+    else:
+        state = switch.state()
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(state.ts_ns / 1e9))
+    word = "TRIPPED" if state.tripped else "off"
+    detail = f" since {when} by {state.by}: {state.reason}" if state.ts_ns else ""
+    print(f"firm kill switch ({args.root}): {word}{detail}")
+    return 0
