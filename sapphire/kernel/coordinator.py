@@ -37,6 +37,14 @@ from sapphire.storage.records import PnlSnapshot
 _NEVER = 1 << 62
 
 
+_CENT_MILLIONTH = Decimal("0.00000001")
+
+
+def money(value: Decimal) -> str:
+    """Cash for people: 8 decimals (a satoshi of any quote), no exponent, no 28-digit tails."""
+    return f"{value.quantize(_CENT_MILLIONTH):f}"
+
+
 class CoordinatorStep(msgspec.Struct, kw_only=True):
     """What one window did: the commands the venue gets next, and the step's counts."""
 
@@ -318,10 +326,10 @@ class CoordinatorStage:
             agents[f"{agent_id}/{symbol}"] = {
                 "position_lots": state.qty_lots,
                 "traded_lots": state.traded_lots,
-                "realized_quote": str(state.realized_pnl_quote),
-                "fees_quote": str(state.fees_quote),
-                "unrealized_quote": str(unreal),
-                "pnl_quote": str(state.realized_pnl_quote - state.fees_quote + unreal),
+                "realized_quote": money(state.realized_pnl_quote),
+                "fees_quote": money(state.fees_quote),
+                "unrealized_quote": money(unreal),
+                "pnl_quote": money(state.realized_pnl_quote - state.fees_quote + unreal),
             }
         return agents
 
@@ -337,7 +345,7 @@ class CoordinatorStage:
             "venue_rejections": dict(sorted(self.venue_rejections.items())),
             "kill_switch": core.risk.kill_switch_on,
             "agents": self.agent_rows(),
-            "firm_pnl_quote": str(self.firm_pnl_quote()),
+            "firm_pnl_quote": money(self.firm_pnl_quote()),
             "consensus": {s: core.aggregator.consensus(s) for s in core.aggregator.symbols()},
             "rows": self.rows.committed_counts(),
             "rows_produced": self.rows.counts(),
