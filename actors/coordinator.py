@@ -203,6 +203,8 @@ class CoordinatorActor:
         self.metrics.on_step(progress, outputs, result.commands, reports)
         if progress.done or self.metrics.summary_due():
             self.metrics.on_summary(await self.summary())
+            # gauges set once can age out of the exporter on a long run: re-set them
+            self.metrics.on_limits(self.config.risk, [a.id for a in self.config.agents])
         return progress
 
     async def _invalid_outputs(self) -> dict[str, str]:

@@ -52,7 +52,7 @@ def test_tick_agent_backtest_on_real_session_writes_reports(kind: str, tmp_path:
     then ``sapphire report`` on the stored run."""
     raw = msgspec.yaml.decode((REPO_ROOT / "configs" / "backtest_momentum.yaml").read_bytes())
     raw["agents"] = [{"id": "a", "kind": kind, "symbol": "BTCUSDT", "params": TICK_AGENTS[kind]}]
-    raw["data"]["end_ns"] = raw["data"]["start_ns"] + 30_000_000_000
+    raw["data"]["end_ns"] = raw["data"]["start_ns"] + 90_000_000_000
     raw["data"]["instrument_files"] = [str(REPO_ROOT / p) for p in raw["data"]["instrument_files"]]
     raw["storage"] = {"root": str(tmp_path / "runs")}
     config = tmp_path / "system.yaml"
@@ -60,7 +60,7 @@ def test_tick_agent_backtest_on_real_session_writes_reports(kind: str, tmp_path:
     assert main(["backtest", "--config", str(config), "--run-id", kind, "--no-progress"]) == 0
     store = tmp_path / "runs" / "store"
     report = write_run_report(store, kind, tmp_path / "report")
-    assert report.page.read_text().count("data:image/png;base64,") >= 1
+    assert report.html.read_text().count("data:image/png;base64,") >= 1
     orders = read_table(store, "orders", kind).collect()
     fills = read_table(store, "fills", kind).collect()
     assert orders.height > 0

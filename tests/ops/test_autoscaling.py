@@ -108,7 +108,10 @@ spec = config.agents[0]
 instrument = wiring.load_instruments(config.data)[spec.symbol]
 build = wiring.agent_builder(spec, instrument)
 report = {"head_cpus": ray.cluster_resources().get("CPU"), "workers_before": len(workers())}
-agents = [AgentActor.options(num_cpus=1).remote(f"a{i}", build, sys.argv[3]) for i in range(4)]
+timing = wiring.timing(config)
+agents = [
+    AgentActor.options(num_cpus=1).remote(f"a{i}", build, timing, sys.argv[3]) for i in range(4)
+]
 ray.get([a.stats.remote() for a in agents], timeout=120)  # every agent placed and alive
 report["after_agents"] = [n["Resources"] for n in workers()]
 
