@@ -320,6 +320,12 @@ class CoordinatorActor:
         out = self.stage.summary()
         out["counters"].update(self.faults)
         out["invalid_outputs"] = await self._invalid_outputs()
+        try:  # the data's own rejects (malformed, NaN, out-of-order rows), counted by reason
+            feed = await asyncio.wait_for(_await(self.market_data.stats.remote()), 10)
+            out["input_rejected"] = dict(feed["rejected"])
+            out["counters"]["clamped"] = int(feed["clamped"])
+        except (TimeoutError, ray.exceptions.RayError):
+            out["input_rejected"] = {"unknown (market data actor unavailable)": 1}
         out.update(
             {
                 "window_ns": self.window_ns,

@@ -134,7 +134,8 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     data: DataConfig = DataConfig()
     agents: tuple[AgentSpec, ...] = ()
     risk: RiskLimits = RiskLimits()
-    capital_quote: str = "100000"
+    # the firm's capital in the quote asset, split across agents by weight: a positive number
+    capital_quote: Annotated[str, msgspec.Meta(pattern=r"^\d+(\.\d+)?$")] = "100000"
     aggregation: Literal["weighted", "vote"] = "weighted"
     exchange: ExchangeConfig = ExchangeConfig()
     storage: StorageConfig = StorageConfig()
@@ -154,6 +155,11 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ConfigError(f"agent ids must be unique; repeated: {duplicates}")
         if self.data.source == "files" and not self.data.files:
             raise ConfigError("data.source is 'files' but data.files is empty")
+        if not float(self.capital_quote) > 0:
+            raise ConfigError(f"capital_quote must be > 0, got {self.capital_quote!r}")
+        start, end = self.data.start_ns, self.data.end_ns
+        if start is not None and end is not None and end <= start:
+            raise ConfigError(f"data.end_ns ({end}) must be after data.start_ns ({start})")
 
 
 def parse_config(raw: dict[str, Any], origin: str = "<dict>") -> SystemConfig:

@@ -120,6 +120,8 @@ def test_malformed_market_data_is_rejected_and_counted_not_fatal(
     assert outcome.rows["ticks"].height > 0
     rejected = seen["stats"]["rejected"]
     assert sum(rejected.values()) >= 3, rejected
+    # and the run's own summary says so
+    assert sum(outcome.summary["input_rejected"].values()) >= 3, outcome.summary
 
 
 def test_the_firm_kill_switch_binds_a_new_run_and_a_running_one(

@@ -65,3 +65,27 @@ def test_bad_input_is_one_line_and_exit_2(
     assert code == 2
     assert message in out
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("capital_quote", "abc", "capital_quote"),
+        ("capital_quote", "-5", "capital_quote"),
+        ("capital_quote", "0", "capital_quote must be > 0"),
+        ("data", {"source": "sample", "max_events": -100}, "max_events"),
+        ("data", {"source": "sample", "start_ns": 10, "end_ns": 5}, "end_ns"),
+        ("run_id", "a/b", "run_id"),
+    ],
+)
+def test_broken_configs_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str, value: Any, message: str
+) -> None:
+    raw = msgspec.yaml.decode((REPO_ROOT / "configs" / "demo.yaml").read_bytes())
+    raw[field] = value
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(msgspec.yaml.encode(raw))
+    assert main(["backtest", "--config", str(path), "--no-progress"]) == 2
+    out = capsys.readouterr().out
+    assert message in out and "Traceback" not in out
+    assert str(path) in " ".join(out.split())  # the error names the file
