@@ -356,39 +356,30 @@ class CoordinatorStage:
         return self.core.portfolio.total_pnl_quote(None, self.core.marks.marks)
 
     # -- persistence ----------------------------------------------------------------------
+    # Everything the timeline carries between windows (the core and the rows snapshot
+    # themselves): one list, so a new field cannot be saved and forgotten on restore.
+    _STATE = (
+        "counters",
+        "venue_rejections",
+        "_seq",
+        "_inbox",
+        "_outputs",
+        "_carried",
+        "_inflight",
+        "_seen_fills",
+        "_last_update",
+        "_next_pnl_ns",
+        "_last_pnl_ns",
+    )
+
     def snapshot(self) -> bytes:
-        state = (
-            self.core.snapshot(),
-            self.rows.snapshot(),
-            self.counters,
-            self.venue_rejections,
-            self._seq,
-            self._inbox,
-            self._outputs,
-            self._carried,
-            self._inflight,
-            self._seen_fills,
-            self._last_update,
-            self._next_pnl_ns,
-            self._last_pnl_ns,
-        )
-        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        state = {name: getattr(self, name) for name in self._STATE}
+        parts = (self.core.snapshot(), self.rows.snapshot(), state)
+        return pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, data: bytes) -> None:
-        (
-            core,
-            rows,
-            self.counters,
-            self.venue_rejections,
-            self._seq,
-            self._inbox,
-            self._outputs,
-            self._carried,
-            self._inflight,
-            self._seen_fills,
-            self._last_update,
-            self._next_pnl_ns,
-            self._last_pnl_ns,
-        ) = pickle.loads(data)
+        core, rows, state = pickle.loads(data)
+        for name in self._STATE:
+            setattr(self, name, state[name])
         self.core.restore(core)
         self.rows.restore(rows)
