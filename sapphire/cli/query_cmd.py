@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -37,6 +38,12 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not Path(args.root).is_dir():
+        print(
+            f"sapphire query: no store at {args.root} (use the 'store' path a run printed)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         if args.table is None:
             frame = run_summary(args.root, args.run_id, sorted(TABLES))
@@ -48,9 +55,15 @@ def run(args: argparse.Namespace) -> int:
             if args.limit > 0:
                 lf = lf.head(args.limit)
             frame = lf.collect()
+        summary = (
+            frame if args.table is None else run_summary(args.root, args.run_id, sorted(TABLES))
+        )
     except (SchemaMismatchError, OSError, pl.exceptions.PolarsError) as exc:
         print(f"sapphire query: {exc}", file=sys.stderr)
         return 2
+    if int(summary["rows"].sum()) == 0:
+        print(f"sapphire query: run {args.run_id!r} has no rows in {args.root}", file=sys.stderr)
+        return 1
     if args.format == "csv":
         sys.stdout.write(frame.write_csv())
     elif args.format == "json":

@@ -57,3 +57,17 @@ def test_query_unknown_table_is_a_clear_error(
 ) -> None:
     assert run_cli(["r", "--table", "trades", "--root", str(tmp_path)]) == 2
     assert "unknown table 'trades'" in capsys.readouterr().err
+
+
+def test_a_wrong_root_or_an_unknown_run_exits_non_zero(
+    tmp_path: Path, trades_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(["r", "--root", str(tmp_path / "nowhere")]) == 2
+    assert "no store at" in capsys.readouterr().err
+    sink = StorageSink(ParquetBackend(tmp_path), batch_size=10_000)
+    sink.submit_frame("ticks", ticks_from_trades(trades_path, 5, run_id="real"), now_ns=0)
+    sink.flush(0)
+    assert run_cli(["typo", "--root", str(tmp_path)]) == 1
+    assert "run 'typo' has no rows" in capsys.readouterr().err
+    assert run_cli(["typo", "--table", "fills", "--root", str(tmp_path)]) == 1
+    assert run_cli(["real", "--table", "fills", "--root", str(tmp_path)]) == 0  # just no fills
