@@ -89,9 +89,7 @@ class CoordinatorActor:
         self._agents_ready = False
         self._llm_records: list[Any] = []
         self._store = make_store(checkpoint_location)
-        self.window_ns = self.timing.window_ns(
-            config.data.window_ns, approximate=config.data.approximate
-        )
+        self.window_ns = wiring.window_ns(config)
         self._stepper: AsyncStepper[StepProgress] = AsyncStepper(
             self._store, "coordinator", self._snapshot, self._restore
         )
@@ -158,9 +156,9 @@ class CoordinatorActor:
             )
         events_data, window, n_events = batch
         self._last_end = window.end_ns
-        firm = self._firm.state()
-        if firm.tripped and not self.core.risk.kill_switch_on:
-            self.core.request_kill(f"firm kill switch: {firm.reason or 'tripped'}")
+        halt = self._firm.halt_reason()
+        if halt and not self.core.risk.kill_switch_on:
+            self.core.request_kill(halt)
         events = decode_events(events_data)
         events_ref = ray.put(events_data)
         clock.lap("feed")

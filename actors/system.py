@@ -146,7 +146,7 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
         return {**named(kind), "num_cpus": 0.25, "resources": dict(config.ray.core_resources)}
 
     timing = wiring.timing(config)
-    window_ns = timing.window_ns(config.data.window_ns, approximate=config.data.approximate)
+    window_ns = wiring.window_ns(config)
     wiring.check_agents(config, instruments)
     market_data = _MARKET_DATA.options(**core("market-data")).remote(
         wiring.stream_opener(config.data, instruments),

@@ -25,6 +25,7 @@ from sapphire.kernel.assembly import (
     paper_gateway_builder,
     replay_opener,
     timing,
+    window_ns,
 )
 from sapphire.model.instrument import Instrument
 
@@ -41,6 +42,7 @@ __all__ = [
     "load_instruments",
     "stream_opener",
     "timing",
+    "window_ns",
 ]
 
 

@@ -58,6 +58,11 @@ class FirmKillSwitch:
             self._seen = key
         return self._state
 
+    def halt_reason(self) -> str:
+        """Why no order may leave now ("" while the switch is off)."""
+        state = self.state()
+        return f"firm kill switch: {state.reason or 'tripped'}" if state.tripped else ""
+
     def trip(self, reason: str, by: str) -> KillState:
         return self._command("trip", reason or "manual", by)
 

@@ -19,11 +19,6 @@ from sapphire.storage.parquet_backend import ParquetBackend
 from sapphire.storage.sink import StorageSink
 
 
-def firm_reason(firm: FirmKillSwitch) -> str:
-    state = firm.state()
-    return (state.reason or "tripped") if state.tripped else ""
-
-
 def default_run_id() -> str:
     return time.strftime("backtest-%Y%m%d-%H%M%S", time.gmtime())
 
@@ -33,7 +28,7 @@ def run_in_process(config_path: Path, run_id: str | None, progress: bool, consol
         config = load_config(config_path)
         run_id = check_run_id(run_id or config.run_id or default_run_id())
         firm = FirmKillSwitch(Path(config.storage.root).resolve())
-        kernel = InProcessKernel(config, run_id, kill_switch=lambda: firm_reason(firm))
+        kernel = InProcessKernel(config, run_id, kill_switch=firm.halt_reason)
     except (ConfigError, WiringError, WindowError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2

@@ -16,9 +16,9 @@ from typing import Any
 import msgspec
 
 from sapphire.agents.base import Agent, AgentOutput
-from sapphire.kernel.timing import Timing, Window
+from sapphire.kernel.timing import Timing, Window, split_visible
 from sapphire.model.events import AnyMarketEvent
-from sapphire.model.orders import AgentReport, CancelIntent, OrderIntent, Signal
+from sapphire.model.orders import AgentReport, CancelIntent, OrderDenied, OrderIntent, Signal
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +81,9 @@ class AgentStage:
         """Outputs per agent for one window; ``reports`` arrived in the window (per agent)."""
         if window.warmup:
             return {agent_id: [] for agent_id in self.agents}
-        feed = self.timing.feed_ns
-        end = window.end_ns
-        pool = self._carried + list(events) if self._carried else events
-        cut = len(pool)
-        if feed:
-            # events are in time order: the visible ones are a prefix
-            limit = end - feed
-            cut = 0
-            while cut < len(pool) and pool[cut].ts_event_ns < limit:
-                cut += 1
-        visible = pool[:cut]
-        self._carried = list(pool[cut:])
+        visible, self._carried = split_visible(
+            self._carried, events, window.end_ns - self.timing.feed_ns
+        )
         self.state.events_seen += len(visible)
         return {
             agent_id: self._run_agent(agent_id, agent, visible, reports.get(agent_id, ()))
@@ -174,8 +165,6 @@ def report_time(report: AgentReport, timing: Timing) -> int:
     """When a report reaches the system: venue reports after the response latency; a risk
     denial one lookahead after the decision (the earliest time every runner can deliver it
     the same way, since agents and risk run in different processes)."""
-    from sapphire.model.orders import OrderDenied
-
     if type(report) is OrderDenied:
         return report.ts_event_ns + timing.lookahead_ns
     return report.ts_event_ns + timing.response_ns

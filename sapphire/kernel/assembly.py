@@ -200,6 +200,11 @@ def timing(config: SystemConfig) -> Timing:
     return Timing.from_latency(latency)
 
 
+def window_ns(config: SystemConfig) -> int:
+    """The run's window: ``data.window_ns`` (0 = the lookahead), checked against the timing."""
+    return timing(config).window_ns(config.data.window_ns, approximate=config.data.approximate)
+
+
 def _build_paper(config: PaperExchangeConfig) -> ExecutionGateway:
     return PaperExchange(config)
 

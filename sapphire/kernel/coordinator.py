@@ -22,7 +22,7 @@ from sapphire.agents.base import AgentOutput
 from sapphire.coordination.core import Command, CoordinatorCore, StepResult
 from sapphire.kernel.agents import report_time
 from sapphire.kernel.rows import StepRows
-from sapphire.kernel.timing import Timing, Window
+from sapphire.kernel.timing import Timing, Window, split_visible
 from sapphire.model.events import AnyMarketEvent
 from sapphire.model.orders import (
     AgentReport,
@@ -32,6 +32,7 @@ from sapphire.model.orders import (
     OrderUpdate,
     SubmitOrder,
 )
+from sapphire.risk.portfolio import PositionState
 from sapphire.storage.records import PnlSnapshot
 
 _NEVER = 1 << 62
@@ -157,11 +158,11 @@ class CoordinatorStage:
         due: Sequence[AgentReport],
         outputs: Mapping[str, Sequence[AgentOutput]],
     ) -> CoordinatorStep:
+        if window.warmup:
+            return self._warmup_step(window, events)
         core = self.core
         end = window.end_ns
         result = StepResult()
-        if window.warmup:
-            return self._warmup_step(window, events)
         self.rows.add_ticks(events)
         core.start_step(window.start_ns, result)
         for agent_id in sorted(outputs):
@@ -179,18 +180,13 @@ class CoordinatorStage:
         others.sort(key=lambda item: (item[0], item[1], item[2]))
 
         feed = self.timing.feed_ns
-        pool = self._carried + list(events) if self._carried else events
-        visible_limit = end - feed
+        visible, self._carried = split_visible(self._carried, events, end - feed)
         j = 0
         n_others = len(others)
-        seen = 0
         grid = self._next_pnl_ns
         on_mark = core.on_mark
-        for event in pool:
-            t = event.ts_event_ns
-            if t >= visible_limit:
-                break
-            now = t + feed
+        for event in visible:
+            now = event.ts_event_ns + feed
             if j < n_others and others[j][0] <= now:
                 while j < n_others and (
                     others[j][0] < now or (others[j][0] == now and others[j][1] == 0)
@@ -202,8 +198,6 @@ class CoordinatorStage:
                 self._pnl(now)
                 grid = self._next_pnl_ns
             on_mark(event)
-            seen += 1
-        self._carried = list(pool[seen:])
         while j < n_others:
             self._process(others[j], result)
             j += 1
@@ -300,10 +294,7 @@ class CoordinatorStage:
         if at <= self._last_pnl_ns:
             return
         self._last_pnl_ns = at
-        core = self.core
-        for (agent_id, symbol), state in sorted(core.portfolio.positions.items()):
-            mark = core.marks.get(symbol)
-            unreal = core.portfolio.unrealized_quote(agent_id, symbol, mark)
+        for (agent_id, symbol), state, unreal, pnl in self._positions():
             self.rows.add_pnl(
                 PnlSnapshot(
                     ts_event_ns=at,
@@ -313,25 +304,33 @@ class CoordinatorStage:
                     realized_pnl_quote=state.realized_pnl_quote,
                     unrealized_pnl_quote=unreal,
                     fees_quote=state.fees_quote,
-                    equity_quote=state.realized_pnl_quote - state.fees_quote + unreal,
+                    equity_quote=pnl,
                 )
             )
 
+    def _positions(self) -> list[tuple[tuple[str, str], PositionState, Decimal, Decimal]]:
+        """Every (agent, symbol) position with its unrealized PnL at the mark and its total
+        PnL (realized - fees + unrealized), for the PnL rows and the summary alike."""
+        core = self.core
+        out = []
+        for key, state in sorted(core.portfolio.positions.items()):
+            unreal = core.portfolio.unrealized_quote(*key, core.marks.get(key[1]))
+            out.append((key, state, unreal, state.realized_pnl_quote - state.fees_quote + unreal))
+        return out
+
     # -- reading ----------------------------------------------------------------------------
     def agent_rows(self) -> dict[str, dict[str, Any]]:
-        core = self.core
-        agents: dict[str, dict[str, Any]] = {}
-        for (agent_id, symbol), state in sorted(core.portfolio.positions.items()):
-            unreal = core.portfolio.unrealized_quote(agent_id, symbol, core.marks.get(symbol))
-            agents[f"{agent_id}/{symbol}"] = {
+        return {
+            f"{agent_id}/{symbol}": {
                 "position_lots": state.qty_lots,
                 "traded_lots": state.traded_lots,
                 "realized_quote": money(state.realized_pnl_quote),
                 "fees_quote": money(state.fees_quote),
                 "unrealized_quote": money(unreal),
-                "pnl_quote": money(state.realized_pnl_quote - state.fees_quote + unreal),
+                "pnl_quote": money(pnl),
             }
-        return agents
+            for (agent_id, symbol), state, unreal, pnl in self._positions()
+        }
 
     def summary(self) -> dict[str, Any]:
         """The trading state every runner reports the same way (the runner adds its own

@@ -76,9 +76,7 @@ class InProcessKernel:
         self.instruments = instruments or assembly.load_instruments(config.data)
         assembly.check_agents(config, self.instruments)
         self.timing: Timing = assembly.timing(config)
-        self.window_ns = self.timing.window_ns(
-            config.data.window_ns, approximate=config.data.approximate
-        )
+        self.window_ns = assembly.window_ns(config)
         if agents is None:
             agents = [
                 assembly.agent_builder(spec, self.instruments[spec.symbol])()
@@ -122,7 +120,7 @@ class InProcessKernel:
         if self._kill_switch is not None and not coordinator.core.risk.kill_switch_on:
             reason = self._kill_switch()
             if reason:
-                coordinator.core.request_kill(f"firm kill switch: {reason}")
+                coordinator.core.request_kill(reason)
         due = coordinator.take_due(window)
         reports = self.venue.step(window, events, self._commands)
         outputs = self.agents.step(window, events, reports_by_agent(due, self.agents.agents))

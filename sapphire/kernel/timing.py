@@ -24,11 +24,14 @@ should have seen; it is refused unless the run is explicitly marked approximate.
 from __future__ import annotations
 
 import enum
+from bisect import bisect_left
+from collections.abc import Sequence
 from typing import Annotated
 
 import msgspec
 
 from sapphire.exchange.config import LatencyConfig, LatencyKind
+from sapphire.model.events import AnyMarketEvent
 
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 
@@ -96,3 +99,14 @@ class Window(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     last: bool = False
     # events before the data's start: they build the venue's book, nothing else sees them
     warmup: bool = False
+
+
+def split_visible(
+    carried: Sequence[AnyMarketEvent], events: Sequence[AnyMarketEvent], before_ns: int
+) -> tuple[Sequence[AnyMarketEvent], list[AnyMarketEvent]]:
+    """The events (``carried`` from earlier windows, then this window's) that a stage sees
+    before ``before_ns`` (``window end - feed_ns``), and the rest, carried to later windows.
+    Events are in time order, so the visible ones are a prefix."""
+    pool = [*carried, *events] if carried else events
+    cut = bisect_left(pool, before_ns, key=lambda e: e.ts_event_ns)
+    return pool[:cut], list(pool[cut:])
