@@ -63,6 +63,16 @@ class SystemHandles:
     storage_root: Path
     checkpoint_location: str
 
+    def actors(self) -> list[Any]:
+        """Every actor of the run."""
+        return [
+            self.coordinator,
+            self.market_data,
+            self.execution,
+            self.sink,
+            *self.agents.values(),
+        ]
+
 
 @dataclass
 class RunResult:
@@ -272,11 +282,5 @@ def shutdown_system(handles: SystemHandles) -> None:
     # a sink that is already gone has nothing to stop
     with contextlib.suppress(ray.exceptions.RayError):
         ray.get(handles.sink.close.remote(), timeout=10)
-    for actor in [
-        handles.coordinator,
-        handles.market_data,
-        handles.execution,
-        handles.sink,
-        *handles.agents.values(),
-    ]:
+    for actor in handles.actors():
         ray.kill(actor, no_restart=True)

@@ -43,13 +43,7 @@ def test_a_crashed_run_resumes_with_nothing_lost_or_duplicated(
     handles = start_system(config, "crashed")
     drive(handles, max_steps=40)
     # the driver dies: every actor of the run goes with it, nothing is flushed or closed
-    for actor in [
-        handles.coordinator,
-        handles.market_data,
-        handles.execution,
-        handles.sink,
-        *handles.agents.values(),
-    ]:
+    for actor in handles.actors():
         ray.kill(actor, no_restart=True)
     time.sleep(1.0)
     with pytest.raises(WiringError, match="--resume crashed"):
