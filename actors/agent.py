@@ -82,8 +82,7 @@ class AgentActor:
         return {
             "agent_id": self.agent_id,
             "errors": self.stage.state.errors.get(self.agent_id, 0),
-            "invalid_outputs": self.stage.state.invalid.get(self.agent_id, 0),
-            "invalid_reason": self.stage.state.invalid_reason.get(self.agent_id, ""),
+            "refused_outputs": self.stage.refused_outputs().get(self.agent_id, ""),
             "events_seen": self.stage.state.events_seen,
             "busy_s": self.busy_s,
             "restored": self._stepper.restored,

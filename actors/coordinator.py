@@ -215,10 +215,8 @@ class CoordinatorActor:
                 stats = await asyncio.wait_for(_await(self.agents[agent_id].stats.remote()), 10)
             except (TimeoutError, ray.exceptions.RayError):
                 continue
-            if stats.get("invalid_outputs"):
-                out[agent_id] = (
-                    f"{stats['invalid_outputs']} refused, last: {stats['invalid_reason']}"
-                )
+            if stats["refused_outputs"]:
+                out[agent_id] = stats["refused_outputs"]
         return out
 
     async def _wait_for_agents(self) -> None:

@@ -146,6 +146,11 @@ class AgentStage:
             # the decision is made now, whatever time the agent wrote on it
             out.append(o if o.ts_event_ns == now else msgspec.structs.replace(o, ts_event_ns=now))
 
+    def refused_outputs(self) -> dict[str, str]:
+        """Per agent with refused outputs: how many, and the last reason (for summaries)."""
+        st = self.state
+        return {a: f"{n} refused, last: {st.invalid_reason[a]}" for a, n in st.invalid.items()}
+
     # -- persistence ----------------------------------------------------------------------
     def snapshot(self) -> bytes:
         import pickle

@@ -170,10 +170,7 @@ class InProcessKernel:
         out["window_ns"] = self.window_ns
         out["approximate"] = self.window_ns > self.timing.lookahead_ns
         out["agent_errors"] = dict(self.agents.state.errors)
-        out["invalid_outputs"] = {
-            a: f"{n} refused, last: {self.agents.state.invalid_reason[a]}"
-            for a, n in self.agents.state.invalid.items()
-        }
+        out["invalid_outputs"] = self.agents.refused_outputs()
         out["venue"] = msgspec.structs.asdict(self.venue.stats)
         out["input_rejected"] = self.feed.rejected() if self.feed is not None else {}
         out["quarantined"] = {}
