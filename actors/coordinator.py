@@ -70,6 +70,7 @@ class CoordinatorActor:
             self.timing,
             StepRows(run_id, PRODUCER, config.storage.store_ticks),
             pnl_interval_ns=int(config.storage.pnl_interval_s * 1e9),
+            agent_symbols={a.id: a.symbol for a in config.agents},
         )
         self.core = self.stage.core
         self.rows = self.stage.rows

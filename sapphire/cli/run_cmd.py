@@ -62,6 +62,9 @@ def _run(args: argparse.Namespace) -> int:
         from actors.cost import print_cost
 
         print_cost(result.cost)
+    store = result.storage_root / "store"
+    print(f"next: sapphire query {result.run_id} --root {store} --table fills")
+    print(f"      sapphire report {result.run_id} --root {store}")
     if result.unacked_rows:
         print(
             f"error: {result.unacked_rows} rows were never committed to the store; the run "

@@ -91,8 +91,11 @@ class CoordinatorStage:
         rows: StepRows,
         *,
         pnl_interval_ns: int = 1_000_000_000,
+        agent_symbols: Mapping[str, str] | None = None,
     ) -> None:
         self.core = core
+        # every configured (agent, symbol): the summary lists idle agents too
+        self.agent_symbols = dict(agent_symbols or {})
         self.timing = timing
         self.rows = rows
         self.pnl_interval_ns = pnl_interval_ns
@@ -320,7 +323,21 @@ class CoordinatorStage:
 
     # -- reading ----------------------------------------------------------------------------
     def agent_rows(self) -> dict[str, dict[str, Any]]:
-        return {
+        zero = money(Decimal(0))
+        traded = {key for key, *_ in self._positions()}
+        rows = {
+            f"{agent_id}/{symbol}": {
+                "position_lots": 0,
+                "traded_lots": 0,
+                "realized_quote": zero,
+                "fees_quote": zero,
+                "unrealized_quote": zero,
+                "pnl_quote": zero,
+            }
+            for agent_id, symbol in sorted(self.agent_symbols.items())
+            if (agent_id, symbol) not in traded
+        }
+        return rows | {
             f"{agent_id}/{symbol}": {
                 "position_lots": state.qty_lots,
                 "traded_lots": state.traded_lots,

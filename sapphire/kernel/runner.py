@@ -104,6 +104,7 @@ class InProcessKernel:
             self.timing,
             StepRows(run_id, PRODUCER, config.storage.store_ticks),
             pnl_interval_ns=int(config.storage.pnl_interval_s * 1e9),
+            agent_symbols={a.id: a.symbol for a in config.agents},
         )
         self._commands: Sequence[Command] = []
         self._kill_switch = kill_switch

@@ -51,6 +51,8 @@ def at_lookahead() -> dict[str, Any]:
     result = run(0)  # 0 = the lookahead, 20 ms
     # the slice must exercise what is compared
     assert result["fills"] >= 5
+    # every configured agent is in the summary, an idle one too
+    assert set(result["agents"]) == {"mm_as/BTCUSDT", "momentum/BTCUSDT", "meanrev/BTCUSDT"}
     assert result["rows"]["pnl"].height > 10
     assert result["rows"]["risk_decisions"].height > 20
     return result
