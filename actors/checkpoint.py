@@ -15,7 +15,9 @@ from typing import Protocol
 
 
 class CheckpointStore(Protocol):
-    def save(self, key: str, data: bytes) -> None: ...
+    def save(self, key: str, data: bytes, *, durable: bool = False) -> None:
+        """``durable``: on stable storage before returning (fsync), as a write-ahead
+        journal must be; a plain checkpoint only needs to survive the process."""
 
     def load(self, key: str) -> bytes | None: ...
 
@@ -25,12 +27,21 @@ class DirectoryCheckpointStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def save(self, key: str, data: bytes) -> None:
+    def save(self, key: str, data: bytes, *, durable: bool = False) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
             os.replace(tmp, self.root / f"{key}.ckpt")
+            if durable:
+                dir_fd = os.open(self.root, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)  # the rename itself
+                finally:
+                    os.close(dir_fd)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -49,7 +60,9 @@ class RedisCheckpointStore:
         self._client = redis.Redis.from_url(url)
         self._prefix = prefix
 
-    def save(self, key: str, data: bytes) -> None:
+    def save(self, key: str, data: bytes, *, durable: bool = False) -> None:
+        # Redis's own persistence (AOF appendfsync) decides how durable a write is; with
+        # replicas, WAIT would add replication: out of this store's scope.
         self._client.set(f"{self._prefix}:{key}", data)
 
     def load(self, key: str) -> bytes | None:

@@ -20,6 +20,7 @@ from sapphire.model.orders import (
     Position,
     Signal,
     SubmitOrder,
+    VenueAlert,
 )
 
 TradingMessage = (
@@ -33,6 +34,7 @@ TradingMessage = (
     | OrderFilled
     | OrderDenied
     | Position
+    | VenueAlert
 )
 
 _encoder = msgspec.msgpack.Encoder(decimal_format="string")

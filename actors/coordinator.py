@@ -16,7 +16,6 @@ import logging
 import pickle
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -25,7 +24,7 @@ from actors import metrics
 from actors.checkpoint import make_store
 from actors.codec import decode_events, decode_messages, encode_events, encode_messages
 from actors.stepper import AsyncStepper
-from sapphire.adapters.kill_switch import FirmKillSwitch
+from sapphire.adapters.kill_switch import system_kill_switch
 from sapphire.config.system import SystemConfig
 from sapphire.kernel import assembly as wiring
 from sapphire.kernel.coordinator import CoordinatorStage, StepProgress
@@ -33,6 +32,7 @@ from sapphire.kernel.rows import StepRows
 from sapphire.kernel.runner import PRODUCER, NoEventsError, reports_by_agent
 from sapphire.kernel.timing import Window
 from sapphire.model.instrument import Instrument
+from sapphire.model.orders import VenueAlert
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,12 @@ class CoordinatorActor:
         self._last_end = 0
         self.quarantined: dict[str, str] = {}
         self.faults: dict[str, int] = {}
+        # a live venue's start-up reconciliation, and a failure that ends the run (a refused
+        # API key): stored in the checkpoint, shown in the summary, non-zero exit
+        self.reconciliation: dict[str, int] = {}
+        self.venue_alerts: list[str] = []
+        self._alert_keys: set[str] = set()
+        self.failure = ""
         self.latency_s: list[float] = []
         self.stage_s: dict[str, float] = {}
         self.venue_rejections: dict[str, int] = {}
@@ -88,6 +94,7 @@ class CoordinatorActor:
         self._inflight: Any = None
         self._resend_all = False
         self._agents_ready = False
+        self._venue_ready = not self._live  # a live venue reconciles before the first step
         self._llm_records: list[Any] = []
         self._store = make_store(checkpoint_location)
         self.window_ns = wiring.window_ns(config)
@@ -98,7 +105,7 @@ class CoordinatorActor:
         if kill:
             self.core.request_kill(kill.decode())
         # the firm-wide switch in the store root: read at every start and before every step
-        self._firm = FirmKillSwitch(Path(config.storage.root).resolve())
+        self._firm = system_kill_switch(config)
 
     # -- checkpointing --------------------------------------------------------------------
     def _snapshot(self) -> bytes:
@@ -108,11 +115,15 @@ class CoordinatorActor:
             self.quarantined,
             self.faults,
             self._last_end,
+            (self.reconciliation, self.venue_alerts, self._alert_keys, self.failure),
         )
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _restore(self, data: bytes) -> None:
-        stage, self._commands, self.quarantined, self.faults, self._last_end = pickle.loads(data)
+        stage, self._commands, self.quarantined, self.faults, self._last_end, venue = pickle.loads(
+            data
+        )
+        self.reconciliation, self.venue_alerts, self._alert_keys, self.failure = venue
         self.stage.restore(stage)
         self.core = self.stage.core
         self.rows = self.stage.rows
@@ -128,6 +139,8 @@ class CoordinatorActor:
     async def reset_kill_switch(self) -> None:
         self._store.save(KILL_KEY, b"")
         self.core.reset_kill()
+        if self._live:
+            await self.execution.clear_halt.remote()
 
     # -- the step -------------------------------------------------------------------------
     async def next_step(self) -> int:
@@ -160,6 +173,11 @@ class CoordinatorActor:
         halt = self._firm.halt_reason()
         if halt and not self.core.risk.kill_switch_on:
             self.core.request_kill(halt)
+        if not self._venue_ready:
+            # reconciled before any agent decides: a halt or a refused key binds from here
+            found = self._take_alerts(decode_messages(await self.execution.prepare.remote()))
+            self.stage.add_venue_reports(found, window.start_ns)
+            self._venue_ready = True
         events = decode_events(events_data)
         events_ref = ray.put(events_data)
         clock.lap("feed")
@@ -172,7 +190,7 @@ class CoordinatorActor:
         clock.lap("signal")
         result = self.stage.step(window, events, due, outputs)
         clock.lap("risk")
-        reports = decode_messages(await venue_ref)
+        reports = self._take_alerts(decode_messages(await venue_ref))
         # a live venue's reports arrived now: the next window delivers them
         self.stage.add_venue_reports(reports, window.end_ns if self._live else None)
         self._commands = result.commands
@@ -185,8 +203,8 @@ class CoordinatorActor:
             self.stage_s[stage] = self.stage_s.get(stage, 0.0) + seconds
         if len(self.latency_s) < 100_000:
             self.latency_s.append(clock.total())
-        done = result.done
-        if self._live and done:
+        done = result.done or bool(self.failure)
+        if self._live and done and not self.failure:
             # live: done once the venue has nothing left to tell
             done = self.stage.pending_ns() is None and not self._commands
         progress = StepProgress(
@@ -205,6 +223,27 @@ class CoordinatorActor:
             # gauges set once can age out of the exporter on a long run: re-set them
             self.metrics.on_limits(self.config.risk, [a.id for a in self.config.agents])
         return progress
+
+    def _take_alerts(self, reports: list[Any]) -> list[Any]:
+        """Act on the venue adapter's alerts; the order reports go on to the journal."""
+        out = []
+        for report in reports:
+            if not isinstance(report, VenueAlert):
+                out.append(report)
+                continue
+            key = f"{report.kind}@{report.ts_event_ns}"
+            if key in self._alert_keys:  # the same reconciliation, delivered again
+                continue
+            self._alert_keys.add(key)
+            self.venue_alerts.append(f"{report.kind}: {report.message}"[:500])
+            for key, n in report.counts.items():
+                self.reconciliation[key] = self.reconciliation.get(key, 0) + n
+            if report.halt or report.fatal:
+                log.error("venue alert (%s): %s", report.kind, report.message)
+                self.core.request_kill(f"venue: {report.message}"[:200])
+            if report.fatal and not self.failure:
+                self.failure = report.message
+        return out
 
     async def _invalid_outputs(self) -> dict[str, str]:
         """Outputs each agent stage refused at the boundary (and the last reason)."""
@@ -329,6 +368,9 @@ class CoordinatorActor:
                 "approximate": self.window_ns > self.timing.lookahead_ns,
                 "restored": self._stepper.restored,
                 "quarantined": dict(self.quarantined),
+                "failure": self.failure,
+                "reconciliation": dict(self.reconciliation),
+                "venue_alerts": list(self.venue_alerts),
                 "step_latency_s": list(self.latency_s),
                 "stage_s": {**self.stage_s, "checkpoint": self._stepper.checkpoint_s},
                 "checkpoint_bytes": self._stepper.checkpoint_bytes,

@@ -1,47 +1,125 @@
 """LiveExecutionActor: the execution actor for a real venue through ccxt.
 
 Same step contract as :class:`actors.execution.ExecutionActor`, so the coordinator does not
-know which one it drives. The venue is the source of truth: nothing of the gateway is
-checkpointed. A restarted actor reconnects; a retried step re-sends the same client order
-ids, which the gateway resolves against the venue instead of placing them twice; and
-``reconcile`` (every step) reports fills and final states of resting orders, de-duplicated
-downstream by fill id in the coordinator's journal.
+know which one it drives. The venue is the source of truth, and what this actor sent is
+written ahead: every order is in the write-ahead journal (``order-wal``, in the run's
+checkpoint store) before it leaves, and leaves the journal once the venue reports it final.
+
+On every start (a new run, Ray restarting the actor, ``--resume`` after a crash) the gateway
+reconciles with the venue before the first command is sent: the API key is checked, the
+journal's orders are tracked again and their missed fills booked, and open orders nobody
+here sent are handled by the ``unknown_orders`` policy. What it found reaches the
+coordinator as a :class:`~sapphire.model.orders.VenueAlert` (halt -> kill switch; a refused
+key -> the run ends as failed). A retried step re-sends the same client order ids, which the
+gateway resolves against the venue instead of placing them twice; ``reconcile`` (every step)
+reports fills and final states of resting orders, de-duplicated downstream by fill id.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
+import msgspec
 import ray
 
 from actors.checkpoint import make_store
 from actors.codec import decode_messages, encode_messages
 from actors.stepper import AsyncStepper
-from sapphire.exchange.gateway import AsyncExecutionGateway, venue_error_report
+from sapphire.exchange.gateway import venue_error_report
 from sapphire.kernel.timing import Window
-from sapphire.model.orders import CancelOrder, SubmitOrder
+from sapphire.model.orders import CancelOrder, OrderStatus, SubmitOrder, VenueAlert
 
 log = logging.getLogger(__name__)
+
+WAL_KEY = "order-wal"
+
+
+class WalEntry(msgspec.Struct, frozen=True, kw_only=True):
+    order: SubmitOrder
+    written_ns: int  # wall clock: a request may still be in flight until recvWindow after
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class LiveExecutionActor:
-    def __init__(self, build_gateway: Any, checkpoint_location: str) -> None:
+    def __init__(
+        self, build_gateway: Any, checkpoint_location: str, symbols: tuple[str, ...] = ()
+    ) -> None:
         self._build_gateway = build_gateway
-        self.gateway: AsyncExecutionGateway | None = None
+        self._symbols = symbols
+        self.gateway: Any = None
         self.errors = 0
         self.orders_sent = 0
+        self.reconciliation: dict[str, int] = {}
+        self._store = make_store(checkpoint_location)
+        data = self._store.load(WAL_KEY)
+        self._wal: dict[str, WalEntry] = {
+            e.order.client_order_id: e
+            for e in (msgspec.msgpack.decode(data, type=list[WalEntry]) if data else [])
+        }
+        self._startup: list[Any] = []
+        self._failed = ""
+        # set by a reconciliation that found orders nobody here sent (policy halt): no new
+        # order leaves this incarnation until the operator resets the kill switch
+        self._halt = ""
         self._stepper: AsyncStepper[bytes] = AsyncStepper(
-            make_store(checkpoint_location), "execution", lambda: b"", lambda _: None
+            self._store, "execution", lambda: b"", lambda _: None
         )
 
-    async def _connected(self) -> AsyncExecutionGateway:
+    async def _connected(self) -> Any:
         if self.gateway is None:
             gateway = self._build_gateway()
             await gateway.connect()
+            newest = max((e.written_ns for e in self._wal.values()), default=0)
+            # reconciled before any command of this incarnation leaves
+            self._startup = list(
+                await gateway.recover(
+                    [e.order for e in self._wal.values()], self._symbols, sent_before_ns=newest
+                )
+            )
+            for alert in self._startup:
+                if isinstance(alert, VenueAlert):
+                    self.reconciliation = dict(alert.counts)
+                    self._halt = alert.message if alert.halt else ""
             self.gateway = gateway
         return self.gateway
+
+    async def prepare(self) -> bytes:
+        """Connect and reconcile now (the coordinator calls this before its first step, so
+        a halt binds before any agent decides). What the reconciliation found is also
+        returned by the next step (duplicates are dropped downstream by fill id): a
+        coordinator that dies before checkpointing loses none of it."""
+        now = time.time_ns()
+        try:
+            await self._connected()
+        except Exception as exc:
+            return encode_messages([self._start_failed(exc, now)])
+        return encode_messages(self._startup)
+
+    def clear_halt(self) -> None:
+        """The operator reset the kill switch: orders may leave again."""
+        self._halt = ""
+
+    def _start_failed(self, exc: Exception, now_ns: int) -> VenueAlert:
+        self._failed = f"venue start-up failed: {type(exc).__name__}: {str(exc)[:200]}"
+        log.error("%s", self._failed)
+        return VenueAlert(ts_event_ns=now_ns, kind="start", message=self._failed, fatal=True)
+
+    def _write_ahead(self, orders: list[SubmitOrder]) -> None:
+        if not orders:
+            return
+        now = time.time_ns()
+        for order in orders:
+            self._wal.setdefault(order.client_order_id, WalEntry(order=order, written_ns=now))
+        self._store.save(WAL_KEY, msgspec.msgpack.encode(list(self._wal.values())), durable=True)
+
+    def _prune(self) -> None:
+        done = [c for c in self._wal if _final(self.gateway.order_status(c))]
+        if done:
+            for cid in done:
+                del self._wal[cid]
+            self._store.save(WAL_KEY, msgspec.msgpack.encode(list(self._wal.values())))
 
     async def step(self, step: int, window: Window, events: bytes, commands: bytes) -> bytes:
         # a window is what arrived; reports are stamped when they came back (live time)
@@ -50,9 +128,25 @@ class LiveExecutionActor:
         )
 
     async def _compute(self, commands_data: bytes, now_ns: int) -> bytes:
-        gateway = await self._connected()
-        reports: list[Any] = []
-        for command in decode_messages(commands_data):
+        commands = decode_messages(commands_data)
+        submits = [c for c in commands if isinstance(c, SubmitOrder)]
+        try:
+            if self._failed:
+                raise RuntimeError(self._failed)
+            gateway = await self._connected()
+        except Exception as exc:  # a refused key, a venue unreachable after every retry
+            alert = self._start_failed(exc, now_ns) if not self._failed else None
+            # the commands of this step never leave: each is refused with the reason
+            refused = [venue_error_report(c, exc, now_ns) for c in submits]
+            return encode_messages([*([alert] if alert else []), *refused])
+        reports: list[Any] = self._startup
+        self._startup = []
+        if self._halt:  # decided before the halt was known: refused, never sent
+            halted = RuntimeError(f"halted by venue reconciliation: {self._halt}")
+            reports.extend(venue_error_report(c, halted, now_ns) for c in submits)
+            commands = [c for c in commands if not isinstance(c, SubmitOrder)]
+        self._write_ahead([c for c in commands if isinstance(c, SubmitOrder)])
+        for command in commands:
             try:
                 if isinstance(command, SubmitOrder):
                     self.orders_sent += 1
@@ -69,6 +163,7 @@ class LiveExecutionActor:
         except Exception as exc:
             self.errors += 1
             log.warning("reconcile failed, retried next step: %s", exc)
+        self._prune()
         return encode_messages(reports)
 
     async def stats(self) -> dict[str, Any]:
@@ -77,8 +172,15 @@ class LiveExecutionActor:
             "orders_sent": self.orders_sent,
             "last_step": self._stepper.last_step,
             "restored": self._stepper.restored,
+            "wal_orders": len(self._wal),
+            "reconciliation": dict(self.reconciliation),
+            "failed": self._failed,
         }
 
     async def close(self) -> None:
         if self.gateway is not None:
             await self.gateway.close()
+
+
+def _final(status: OrderStatus | None) -> bool:
+    return status is not None and status.is_final

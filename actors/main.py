@@ -7,7 +7,7 @@ import sys
 
 from actors import cost
 from actors.report import print_summary
-from actors.system import run_system
+from actors.system import RunFailed, run_system
 from sapphire.config.system import ConfigError, load_config
 
 
@@ -27,9 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # config, wiring, data and timing errors: one line
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print_summary(result)
     if result.cost is not None:
         cost.print_cost(result.cost)
+    if result.failure:
+        print(f"error: run {result.run_id} failed: {result.failure}", file=sys.stderr)
+        return 1
     if result.unacked_rows:
         print(f"error: {result.unacked_rows} rows were never committed", file=sys.stderr)
         return 1

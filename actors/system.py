@@ -85,6 +85,11 @@ class RunResult:
     cost: CostReport | None = None
     unacked_rows: int = 0  # rows the store never committed: the run did not succeed
 
+    @property
+    def failure(self) -> str:
+        """Why the run did not succeed ("" when it did)."""
+        return str(self.summary.get("failure", ""))
+
 
 def default_run_id() -> str:
     return time.strftime("run-%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}"
@@ -168,10 +173,17 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
         config.data.start_ns,
         config.data.end_ns,
     )
-    execution_cls = _LIVE_EXECUTION if config.exchange.kind == "ccxt" else _EXECUTION
-    execution = execution_cls.options(**core("execution")).remote(
-        wiring.gateway_builder(config.exchange, instruments), checkpoint_location_
-    )
+    build_gateway = wiring.gateway_builder(config.exchange, instruments, run_id)
+    execution: Any
+    if config.exchange.kind == "ccxt" and not config.exchange.factory:
+        symbols = tuple(sorted({a.symbol for a in config.agents}))
+        execution = _LIVE_EXECUTION.options(**core("execution")).remote(
+            build_gateway, checkpoint_location_, symbols
+        )
+    else:
+        execution = _EXECUTION.options(**core("execution")).remote(
+            build_gateway, checkpoint_location_
+        )
     sink = _STORAGE_SINK.options(**core("storage-sink")).remote(
         wiring.backend_builder(config.storage, run_id),
         config.storage.batch_rows,
@@ -254,6 +266,23 @@ def finish(handles: SystemHandles, steps: int, wall_s: float) -> RunResult:
     return result
 
 
+class RunFailed(RuntimeError):
+    """A run that stopped before its end; its checkpoints are intact (``--resume``)."""
+
+    def __init__(self, run_id: str, cause: str) -> None:
+        super().__init__(
+            f"run {run_id} stopped: {cause}; what was checkpointed is kept: fix the cause, "
+            f"then continue with --resume {run_id}"
+        )
+        self.run_id = run_id
+
+
+def _root_cause(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None) or exc  # RayTaskError carries the actor's exception
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}"[:300]
+
+
 def run_system(
     config: SystemConfig,
     *,
@@ -266,11 +295,17 @@ def run_system(
     run_id = check_run_id(run_id or config.run_id or default_run_id())
     handles = start_system(config, run_id, resume=resume)
     started = time.perf_counter()
-    first = int(ray.get(handles.coordinator.next_step.remote())) if resume else 0
-    steps = drive(
-        handles, start_step=first, on_step=on_step, step_timeout_s=config.ray.step_timeout_s
-    )
-    result = finish(handles, steps, time.perf_counter() - started)
+    try:
+        first = int(ray.get(handles.coordinator.next_step.remote())) if resume else 0
+        steps = drive(
+            handles, start_step=first, on_step=on_step, step_timeout_s=config.ray.step_timeout_s
+        )
+        result = finish(handles, steps, time.perf_counter() - started)
+    except (ray.exceptions.RayError, TimeoutError) as exc:
+        # an actor's step failed for good (a full disk, a checkpoint store gone): the run
+        # stops at its last checkpoint, from which --resume continues once the cause is fixed
+        shutdown_system(handles)
+        raise RunFailed(run_id, _root_cause(exc)) from None
     result.cost = cost.measure_system(
         handles, result.wall_s, config.cost.prices_file, config.cost.profile
     )

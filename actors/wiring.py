@@ -59,26 +59,29 @@ def stream_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Calla
 
 
 def gateway_builder(
-    exchange: ExchangeConfig, instruments: dict[str, Instrument]
+    exchange: ExchangeConfig, instruments: dict[str, Instrument], run_id: str = ""
 ) -> Callable[[], ExecutionGateway]:
     if exchange.kind == "ccxt" and not exchange.factory:
-        return live_gateway_builder(exchange)
+        return live_gateway_builder(exchange, run_id)
     return paper_gateway_builder(exchange, instruments)
 
 
-def _build_ccxt(config: CcxtGatewayConfig) -> Any:
+def _build_ccxt(config: CcxtGatewayConfig, run_id: str) -> Any:
     from sapphire.adapters.ccxt_gateway import CcxtExchange
+    from sapphire.exchange.order_ids import VenueOrderIds
 
-    # credentials come from the environment (or secret files) of the worker, never the config
-    return CcxtExchange(config)
+    # credentials come from the environment (or secret files) of the worker, never the config;
+    # client order ids carry the run's tag, so no other run's orders are ever taken for ours
+    ids = VenueOrderIds(run_id, max_len=config.client_id_max_len)
+    return CcxtExchange(config, order_ids=ids)
 
 
-def live_gateway_builder(exchange: ExchangeConfig) -> Callable[[], Any]:
+def live_gateway_builder(exchange: ExchangeConfig, run_id: str) -> Callable[[], Any]:
     try:
         config = msgspec.convert(exchange.params, CcxtGatewayConfig)
     except (msgspec.ValidationError, ValueError) as exc:
         raise WiringError(f"exchange.params (ccxt): {exc}") from None
-    return partial(_build_ccxt, config)
+    return partial(_build_ccxt, config, run_id)
 
 
 def _build_parquet(root: str, run_id: str) -> Any:

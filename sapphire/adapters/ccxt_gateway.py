@@ -11,6 +11,14 @@ as Binance ``newClientOrderId``):
 * a second ``submit`` of a known client id never places a second order: it reports the
   venue's state of the first.
 
+Ids are run-scoped at the venue (:class:`~sapphire.exchange.order_ids.VenueOrderIds`): a
+new run never collides with, nor adopts, another run's orders. A restarted gateway first
+calls :meth:`CcxtExchange.recover` with the orders journalled before they were sent: it
+checks the API key (balances), tracks the journalled orders, books the fills it missed,
+adopts venue orders only when their id is this run's AND side, size and price are the
+intent's, and handles every other open order on its symbols by the ``unknown_orders``
+policy (halt, cancel or ignore) before any new order leaves.
+
 Reports are de-duplicated per order: an ``OrderFilled`` per venue trade id, an ``OrderUpdate``
 only when status or filled quantity changed, and one final state per order, emitted only
 once all of its fills have been reported.
@@ -21,9 +29,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import ccxt.async_support as ccxt_async
 import msgspec
@@ -39,12 +48,15 @@ from sapphire.adapters.ccxt_tracking import (
 from sapphire.exchange import ccxt_convert as cv
 from sapphire.exchange.config import NonNegInt, PositiveInt
 from sapphire.exchange.gateway import ExecutionReport
+from sapphire.exchange.order_ids import VenueOrderIds, is_sapphire_id
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import (
     CancelOrder,
+    OrderFilled,
     OrderStatus,
     RejectReason,
     SubmitOrder,
+    VenueAlert,
 )
 
 log = logging.getLogger(__name__)
@@ -72,6 +84,10 @@ class CcxtGatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     options: dict[str, Any] = msgspec.field(default_factory=_default_options)
     api_urls: dict[str, Any] = msgspec.field(default_factory=dict)
     sandbox: bool = False
+    # open orders on our symbols that this run's journal does not know, found at start:
+    # halt (kill switch on, nothing sent until an operator decides), cancel them, or ignore
+    unknown_orders: Literal["halt", "cancel", "ignore"] = "halt"
+    client_id_max_len: PositiveInt = 36
 
     def __post_init__(self) -> None:
         if self.timeout_ms <= 0 or self.recv_window_ms <= 0 or self.settle_margin_ms < 0:
@@ -88,8 +104,12 @@ class CcxtExchange:
         *,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        order_ids: VenueOrderIds | None = None,
     ) -> None:
+        """``order_ids``: the run's id scheme; None sends internal ids as they are (a
+        gateway used on its own, outside a run)."""
         self.config = config
+        self.order_ids = order_ids
         if credentials is None:
             credentials = ApiCredentials.from_env(config.credentials_prefix)
         self._key_hint = credentials.api_key_hint
@@ -117,6 +137,8 @@ class CcxtExchange:
         self._symbols: dict[str, str] = {}  # sapphire symbol (venue id) -> ccxt symbol
         self._codes: dict[str, tuple[str, str]] = {}  # ccxt's (base, quote) codes
         self._orders: dict[str, TrackedOrder] = {}
+        self._by_venue_cid: dict[str, TrackedOrder] = {}
+        self.unknown_cancels = 0
         self.retries = 0
         self.resubmits = 0
 
@@ -149,11 +171,22 @@ class CcxtExchange:
         """Sapphire symbol (the venue's id) -> ccxt's unified symbol."""
         return dict(self._symbols)
 
+    def venue_client_id(self, client_order_id: str) -> str:
+        ids = self.order_ids
+        return client_order_id if ids is None else ids.venue_id(client_order_id)
+
+    def _new_tracked(self, order: SubmitOrder, *, unresolved: bool = False) -> TrackedOrder:
+        venue_cid = self.venue_client_id(order.client_order_id)
+        tracked = TrackedOrder(order, venue_cid=venue_cid, unresolved=unresolved)
+        self._orders[order.client_order_id] = tracked
+        self._by_venue_cid[venue_cid] = tracked
+        return tracked
+
     def track(self, order: SubmitOrder) -> None:
         """Adopt an order sent before a restart (from the order journal); ``reconcile``
         then finds out what became of it."""
         if order.client_order_id not in self._orders:
-            self._orders[order.client_order_id] = TrackedOrder(order, unresolved=True)
+            self._new_tracked(order, unresolved=True)
 
     def order_status(self, client_order_id: str) -> OrderStatus | None:
         tracked = self._orders.get(client_order_id)
@@ -167,8 +200,7 @@ class CcxtExchange:
             # A re-send (restart, retry upstream): report the first order, never place twice.
             await self._refresh_quietly(known, out)
             return out
-        tracked = TrackedOrder(order)
-        self._orders[order.client_order_id] = tracked
+        tracked = self._new_tracked(order)
         inst = self.instruments.get(order.symbol)
         if inst is None:
             why = f"unknown symbol {order.symbol}" if self.instruments else "not connected"
@@ -194,7 +226,7 @@ class CcxtExchange:
     ) -> None:
         order = tracked.order
         kind, side, amount, price = request
-        params = cv.order_params(order, self.config.client_id_param)
+        params = cv.order_params(order, self.config.client_id_param, tracked.venue_cid)
         symbol = self._symbols[order.symbol]
         policy = self.config.retry
         for attempt in range(1, policy.max_attempts + 1):
@@ -235,7 +267,11 @@ class CcxtExchange:
         out: list[ExecutionReport] = []
         tracked = self._orders.get(cancel.client_order_id)
         if tracked is None:
-            out.append(cancel_refused(cancel, OrderStatus.REJECTED, "", "unknown client id"))
+            # Not in this gateway's journal: finished (and pruned) before a restart, or never
+            # sent by this run. Its state is unknown here, never "rejected": nothing is
+            # reported, the journal keeps what the venue last said.
+            self.unknown_cancels += 1
+            log.warning("cancel of %s: not an open order of this gateway", cancel.client_order_id)
             return out
         if tracked.status.is_final:
             out.append(cancel_refused(cancel, tracked.status, tracked.order.agent_id, "final"))
@@ -244,7 +280,7 @@ class CcxtExchange:
         if symbol is None:
             out.append(cancel_refused(cancel, tracked.status, tracked.order.agent_id, "symbol"))
             return out
-        params = {"clientOrderId": cancel.client_order_id}
+        params = {"clientOrderId": tracked.venue_cid}
         policy = self.config.retry
         for attempt in range(1, policy.max_attempts + 1):
             try:
@@ -288,9 +324,89 @@ class CcxtExchange:
             by_cid = {o.get("clientOrderId"): o for o in opened}
             for tracked in pending:
                 if tracked.order.symbol == sapphire_symbol:
-                    await self._reconcile_one(
-                        tracked, by_cid.get(tracked.order.client_order_id), out
-                    )
+                    await self._reconcile_one(tracked, by_cid.get(tracked.venue_cid), out)
+        return out
+
+    async def recover(
+        self, journal: Iterable[SubmitOrder], symbols: Iterable[str], *, sent_before_ns: int = 0
+    ) -> list[ExecutionReport | VenueAlert]:
+        """Start-up reconciliation, before any new order: ``journal`` holds the orders this
+        run wrote ahead of sending them (``sent_before_ns``: wall time of the newest write).
+
+        Raises ccxt's AuthenticationError/PermissionDenied when the key is refused (the
+        caller ends the run), and any error the retry policy could not get past."""
+        now = time.time_ns()
+        balance = await self._call(lambda: self.exchange.fetch_balance())
+        for order in journal:
+            self.track(order)
+        out: list[ExecutionReport | VenueAlert] = []
+        reports: list[ExecutionReport] = []
+        adopted, mismatched, unknown, cancelled = 0, 0, [], 0
+        wanted = sorted({*symbols, *(t.order.symbol for t in self._orders.values())})
+        for sapphire_symbol in wanted:
+            symbol = self._symbols.get(sapphire_symbol)
+            if symbol is None:
+                continue
+            opened = await self._call(partial(self.exchange.fetch_open_orders, symbol))
+            for venue_order in opened:
+                tracked = self._by_venue_cid.get(str(venue_order.get("clientOrderId")))
+                inst = self.instruments[sapphire_symbol]
+                why = "" if tracked is None else cv.matches_intent(tracked.order, venue_order, inst)
+                if tracked is not None and not why:
+                    await self._apply(tracked, venue_order, reports)
+                    adopted += 1
+                    continue
+                if tracked is not None:
+                    mismatched += 1
+                    log.error("venue order %s differs from its intent: %s", tracked.venue_cid, why)
+                unknown.append((symbol, venue_order))
+        # A request sent just before the crash may still arrive: until its recvWindow has
+        # passed, "the venue has no such order" is not yet an answer.
+        wait_s = (sent_before_ns - now) / 1e9 + self._settle_s()
+        if any(t.unresolved for t in self._orders.values()) and sent_before_ns and wait_s > 0:
+            await self._sleep(wait_s)
+        fills_before = sum(1 for r in reports if isinstance(r, OrderFilled))
+        for tracked in list(self._orders.values()):
+            if not tracked.status.is_final and tracked.venue_cid not in {
+                str(o.get("clientOrderId")) for _, o in unknown
+            }:
+                await self._reconcile_one(tracked, None, reports)
+        missed = sum(1 for r in reports if isinstance(r, OrderFilled))
+        policy = self.config.unknown_orders
+        if unknown and policy == "cancel":
+            for symbol, venue_order in unknown:
+                try:
+                    await self.exchange.cancel_order(str(venue_order["id"]), symbol)
+                    cancelled += 1
+                except ccxt_async.OrderNotFound:
+                    cancelled += 1  # gone meanwhile
+        out.extend(reports)
+        counts = {
+            "adopted": adopted,
+            "fills_booked": missed,
+            "fills_seen_open": fills_before,
+            "unknown_orders": len(unknown),
+            "other_sapphire_runs": sum(
+                1 for _, o in unknown if is_sapphire_id(o.get("clientOrderId"))
+            ),
+            "mismatched": mismatched,
+            "unknown_cancelled": cancelled,
+            "balances": sum(1 for v in (balance.get("total") or {}).values() if v),
+        }
+        halt = bool(unknown) and policy == "halt"
+        listed = ", ".join(f"{o.get('clientOrderId') or o.get('id')}" for _, o in unknown[:5])
+        message = (
+            f"{len(unknown)} open order(s) at the venue not in this run's journal ({listed}); "
+            "policy unknown_orders=halt: trading halted (cancel them, or set "
+            "exchange.params.unknown_orders: cancel)"
+            if halt
+            else ", ".join(f"{k} {v}" for k, v in counts.items())
+        )
+        out.append(
+            VenueAlert(
+                ts_event_ns=now, kind="reconciled", message=message, halt=halt, counts=counts
+            )
+        )
         return out
 
     async def _reconcile_one(
@@ -326,6 +442,12 @@ class CcxtExchange:
         self, tracked: TrackedOrder, venue_order: cv.CcxtDict, out: list[ExecutionReport]
     ) -> None:
         inst = self.instruments[tracked.order.symbol]
+        why = cv.matches_intent(tracked.order, venue_order, inst)
+        if why:
+            # Never adopt an order that is not the one we sent, whatever its id says.
+            log.error("venue order %s is not our intent (%s): not adopted", tracked.venue_cid, why)
+            tracked.finish_rejected(out, RejectReason.EXCHANGE_ERROR, f"venue order differs: {why}")
+            return
         tracked.unresolved = False
         if venue_order.get("id") is not None:
             tracked.venue_id = str(venue_order["id"])
@@ -357,7 +479,7 @@ class CcxtExchange:
         scanning open, then recent closed orders (a closed order older than the venue's
         history window would be missed there)."""
         symbol = self._symbols[tracked.order.symbol]
-        cid = tracked.order.client_order_id
+        cid = tracked.venue_cid
         has = self.exchange.has
         if has.get("fetchOrder"):
             try:

@@ -44,7 +44,8 @@ class TrackedOrder:
     """``status``/``reported_filled`` are what the last ``OrderUpdate`` said; ``fill_lots``
     sums the ``OrderFilled`` reports, one per venue trade id in ``trade_ids``.
     ``unresolved``: a request may be at the venue but its answer was never seen;
-    ``in_flight``: a ``submit`` is still working on it (nobody else may declare it lost)."""
+    ``in_flight``: a ``submit`` is still working on it (nobody else may declare it lost);
+    ``venue_cid``: the run-scoped client id sent to the venue."""
 
     __slots__ = (
         "fill_lots",
@@ -54,11 +55,15 @@ class TrackedOrder:
         "status",
         "trade_ids",
         "unresolved",
+        "venue_cid",
         "venue_id",
     )
 
-    def __init__(self, order: SubmitOrder, *, unresolved: bool = False) -> None:
+    def __init__(
+        self, order: SubmitOrder, *, venue_cid: str = "", unresolved: bool = False
+    ) -> None:
         self.order = order
+        self.venue_cid = venue_cid or order.client_order_id  # the id the venue knows
         self.status = OrderStatus.PENDING
         self.reported_filled = 0
         self.fill_lots = 0

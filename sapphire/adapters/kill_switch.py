@@ -4,6 +4,11 @@ Every run (``sapphire run``, ``sapphire backtest``) reads it when it starts and 
 step: while it is tripped no order leaves, whatever the run id, across crashes and restarts.
 Only an explicit operator command resets it (``sapphire kill-switch reset``), and every command
 is appended to ``kill-switch.log`` beside it (who, when, why), so the history is stored too.
+
+With ``kill_switch.redis: true`` in the system config the switch is also held in Redis (one
+key and one command list, shared by every machine of the firm): a command is applied to both
+places, and a run halts while either says tripped. An unreadable file or an unreachable Redis
+counts as tripped: never trade on a doubt.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
+from sapphire.config.system import SystemConfig
 from sapphire.storage.parquet_backend import atomic_write_bytes
 
 STATE_FILE = "kill-switch.json"
@@ -34,15 +41,58 @@ class KillCommand(msgspec.Struct, frozen=True, kw_only=True):
     ts_ns: int
 
 
+REDIS_KEY = "sapphire:kill-switch"
+
+
+class RedisKillSwitch:
+    """The switch as a Redis key (``KEY``: the state) and list (``KEY:log``: every command)."""
+
+    def __init__(self, client: Any, key: str = REDIS_KEY) -> None:
+        self._client = client
+        self.key = key
+
+    def state(self) -> KillState:
+        try:
+            raw = self._client.get(self.key)
+        except Exception as exc:  # redis.RedisError, OSError: the switch cannot be read
+            return KillState(tripped=True, reason=f"redis kill switch unreadable: {exc}"[:200])
+        if raw is None:
+            return KillState()
+        try:
+            return msgspec.json.decode(raw, type=KillState)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return KillState(tripped=True, reason=f"unreadable redis key {self.key}")
+
+    def apply(self, command: KillCommand, state: KillState) -> None:
+        # one transaction: the command is in the log exactly when the state changed
+        pipe = self._client.pipeline(transaction=True)
+        pipe.rpush(f"{self.key}:log", msgspec.json.encode(command))
+        pipe.set(self.key, msgspec.json.encode(state))
+        pipe.execute()
+
+    def history(self) -> list[KillCommand]:
+        rows = self._client.lrange(f"{self.key}:log", 0, -1)
+        return [msgspec.json.decode(r, type=KillCommand) for r in rows]
+
+
 class FirmKillSwitch:
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], redis: RedisKillSwitch | None = None) -> None:
+        self.redis = redis
         self.root = Path(root)
         self._path = self.root / STATE_FILE
         self._seen: tuple[int, int] | None = None
         self._state = KillState()
 
     def state(self) -> KillState:
-        """The switch as stored now (re-read only when the file changed)."""
+        """The switch as stored now: tripped if the file or Redis says so."""
+        local = self._file_state()
+        if self.redis is None or local.tripped:
+            return local
+        remote = self.redis.state()
+        return remote if remote.tripped or remote.ts_ns > local.ts_ns else local
+
+    def _file_state(self) -> KillState:
+        """The file's state (re-read only when the file changed)."""
         try:
             stat = self._path.stat()
         except FileNotFoundError:
@@ -70,11 +120,16 @@ class FirmKillSwitch:
         return self._command("reset", reason, by)
 
     def history(self) -> list[KillCommand]:
+        """Every command, from the file log (and Redis's, merged by time)."""
         try:
             lines = (self.root / LOG_FILE).read_bytes().splitlines()
         except FileNotFoundError:
-            return []
-        return [msgspec.json.decode(line, type=KillCommand) for line in lines if line.strip()]
+            lines = []
+        out = [msgspec.json.decode(line, type=KillCommand) for line in lines if line.strip()]
+        if self.redis is not None:
+            seen = set(out)
+            out += [c for c in self.redis.history() if c not in seen]
+        return sorted(out, key=lambda c: c.ts_ns)
 
     def _command(self, action: str, reason: str, by: str) -> KillState:
         now = time.time_ns()
@@ -86,4 +141,17 @@ class FirmKillSwitch:
             os.fsync(log.fileno())
         state = KillState(tripped=action == "trip", reason=reason, by=by, ts_ns=now)
         atomic_write_bytes(self._path, msgspec.json.encode(state))
+        if self.redis is not None:
+            self.redis.apply(command, state)
         return state
+
+
+def system_kill_switch(config: SystemConfig) -> FirmKillSwitch:
+    """The firm's switch of a system config: its store root, and Redis when configured."""
+    redis = None
+    if config.kill_switch.redis:
+        import redis as redis_lib
+
+        client = redis_lib.Redis(**config.redis.client_kwargs())
+        redis = RedisKillSwitch(client, config.kill_switch.redis_key)
+    return FirmKillSwitch(Path(config.storage.root).resolve(), redis)

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sapphire.adapters.kill_switch import FirmKillSwitch
+from sapphire.adapters.kill_switch import system_kill_switch
 from sapphire.cli.summary import print_summary
 from sapphire.config.system import ConfigError, check_run_id, load_config
 from sapphire.kernel.assembly import WiringError
@@ -27,7 +27,7 @@ def run_in_process(config_path: Path, run_id: str | None, progress: bool, consol
     try:
         config = load_config(config_path)
         run_id = check_run_id(run_id or config.run_id or default_run_id())
-        firm = FirmKillSwitch(Path(config.storage.root).resolve())
+        firm = system_kill_switch(config)
         kernel = InProcessKernel(config, run_id, kill_switch=firm.halt_reason)
     except (ConfigError, WiringError, WindowError) as exc:
         console.print(f"[red]error:[/red] {exc}")

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from sapphire.adapters.kill_switch import FirmKillSwitch
+from sapphire.adapters.kill_switch import FirmKillSwitch, system_kill_switch
 
 
 def register(subparsers: Any) -> None:
@@ -22,23 +22,43 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("action", choices=["status", "trip", "reset"])
     parser.add_argument("--root", default="runs", help="the store root (storage.root)")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="a system config: its storage.root, and its Redis when kill_switch.redis is true",
+    )
     parser.add_argument("--reason", default="", help="why (stored with the command)")
     parser.add_argument("--by", default="", help="operator name (default: the OS user)")
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    switch = FirmKillSwitch(args.root)
-    by = args.by or getpass.getuser()
-    if args.action == "trip":
-        state = switch.trip(args.reason, by)
-    elif args.action == "reset":
-        if not args.reason:
-            print("error: a reset needs --reason (it is stored with the command)", file=sys.stderr)
+    if args.config:
+        from sapphire.config.system import ConfigError, load_config
+
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
-        state = switch.reset(args.reason, by)
+        switch = system_kill_switch(config)
+        args.root = str(switch.root)
     else:
-        state = switch.state()
+        switch = FirmKillSwitch(args.root)
+    by = args.by or getpass.getuser()
+    if args.action == "reset" and not args.reason:
+        print("error: a reset needs --reason (it is stored with the command)", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "trip":
+            state = switch.trip(args.reason, by)
+        elif args.action == "reset":
+            state = switch.reset(args.reason, by)
+        else:
+            state = switch.state()
+    except Exception as exc:  # the file or Redis refused the command: it did not happen
+        print(f"error: kill switch {args.action} failed: {exc}", file=sys.stderr)
+        return 1
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(state.ts_ns / 1e9))
     word = "TRIPPED" if state.tripped else "off"
     detail = f" since {when} by {state.by}: {state.reason}" if state.ts_ns else ""

@@ -37,7 +37,7 @@ def _run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from actors.report import print_summary
-    from actors.system import run_system
+    from actors.system import RunFailed, run_system
     from actors.wiring import WiringError
 
     columns = (
@@ -57,6 +57,9 @@ def _run(args: argparse.Namespace) -> int:
         except (WiringError, ValueError) as exc:  # config, data and timing errors
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except RunFailed as exc:  # stopped mid-run: nothing claimed, resumable
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     print_summary(result)
     if result.cost is not None:
         from actors.cost import print_cost
@@ -65,6 +68,9 @@ def _run(args: argparse.Namespace) -> int:
     store = result.storage_root / "store"
     print(f"next: sapphire query {result.run_id} --root {store} --table fills")
     print(f"      sapphire report {result.run_id} --root {store}")
+    if result.failure:
+        print(f"error: run {result.run_id} failed: {result.failure}", file=sys.stderr)
+        return 1
     if result.unacked_rows:
         print(
             f"error: {result.unacked_rows} rows were never committed to the store; the run "

@@ -72,6 +72,10 @@ def print_summary(
         totals.add_row(f"outputs refused: {agent}", why)
     for agent, why in summary.get("quarantined", {}).items():
         totals.add_row(f"quarantined {agent}", why)
+    for key, n in sorted(summary.get("reconciliation", {}).items()):
+        totals.add_row(f"venue reconciliation: {key}", str(n))
+    if summary.get("failure"):
+        totals.add_row("[red]FAILED[/red]", str(summary["failure"])[:200])
     produced = summary.get("rows_produced", summary["rows"])
     for table_name, n in summary["rows"].items():
         totals.add_row(f"rows stored: {table_name}", f"{n:,}")

@@ -128,6 +128,14 @@ class RayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     agent_timeout_s: NonNegFloat = 10.0
 
 
+class KillSwitchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The firm-wide kill switch lives in ``storage.root``; ``redis: true`` holds it in Redis
+    too (the ``redis`` settings), so every machine of the firm reads one switch."""
+
+    redis: bool = False
+    redis_key: Annotated[str, msgspec.Meta(min_length=1)] = "sapphire:kill-switch"
+
+
 class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     # letters, digits, '.', '_', '-' (a run id names folders and keys: never a path)
     run_id: RunId = ""
@@ -147,6 +155,7 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     metrics: MetricsConfig = MetricsConfig()
     cost: CostConfig = CostConfig()
     redis: RedisConfig = RedisConfig()
+    kill_switch: KillSwitchConfig = KillSwitchConfig()
 
     def __post_init__(self) -> None:
         ids = [a.id for a in self.agents]

@@ -114,8 +114,11 @@ def order_request(order: SubmitOrder, inst: Instrument) -> tuple[str, str, float
     return "limit", side, amount, float(inst.ticks_to_price(order.limit_ticks))
 
 
-def order_params(order: SubmitOrder, client_id_key: str) -> dict[str, Any]:
-    params: dict[str, Any] = {client_id_key: order.client_order_id}
+def order_params(
+    order: SubmitOrder, client_id_key: str, venue_client_id: str | None = None
+) -> dict[str, Any]:
+    """``venue_client_id``: the run-scoped id the venue sees (default: the internal one)."""
+    params: dict[str, Any] = {client_id_key: venue_client_id or order.client_order_id}
     if order.order_type is OrderType.LIMIT:
         if order.tif is TimeInForce.POST_ONLY:
             params["postOnly"] = True
@@ -170,3 +173,23 @@ def fee_in_other(trade: CcxtDict, inst: Instrument, codes: tuple[str, str] = (""
     fee = trade.get("fee") or {}
     known = (None, inst.quote, inst.base, *codes)
     return fee.get("cost") not in (None, 0) and fee.get("currency") not in known
+
+
+def matches_intent(order: SubmitOrder, venue_order: CcxtDict, inst: Instrument) -> str:
+    """Why a venue order under this order's client id is not the order we sent ("" when
+    it is): a gateway only adopts a venue order whose side, size and price are the intent's."""
+    side = "buy" if order.side is Side.BUY else "sell"
+    if str(venue_order.get("side", side)).lower() != side:
+        return f"side {venue_order.get('side')} != {side}"
+    amount = venue_order.get("amount")
+    try:
+        if amount is not None and lots(inst, amount) != order.qty_lots:
+            return f"amount {amount} != {inst.lots_to_qty(order.qty_lots)}"
+        price = venue_order.get("price")
+        limit = order.limit_ticks
+        limit_order = order.order_type is OrderType.LIMIT and limit is not None
+        if limit_order and price and limit is not None and ticks(inst, price) != limit:
+            return f"price {price} != {inst.ticks_to_price(limit)}"
+    except ConversionError as exc:
+        return str(exc)
+    return ""

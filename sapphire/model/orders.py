@@ -214,6 +214,20 @@ class OrderDenied(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True)
 AgentReport = OrderUpdate | OrderFilled | OrderDenied
 
 
+class VenueAlert(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True):
+    """What a live venue adapter found that the coordinator must act on, beside the order
+    reports: ``halt`` trips the kill switch (e.g. orders at the venue that no journal knows),
+    ``fatal`` ends the run as failed (e.g. the API key is refused). ``counts`` carries what a
+    reconciliation did (adopted orders, missed fills booked, unknown orders cancelled)."""
+
+    ts_event_ns: int
+    kind: str
+    message: str
+    halt: bool = False
+    fatal: bool = False
+    counts: dict[str, int] = msgspec.field(default_factory=dict)
+
+
 class Position(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True):
     """Signed position (lots, + long) with its average entry and realized PnL."""
 

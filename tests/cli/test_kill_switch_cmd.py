@@ -55,3 +55,59 @@ def test_an_unreadable_switch_counts_as_tripped(tmp_path: Path) -> None:
     (tmp_path / "kill-switch.json").write_text("{not json")
     state = FirmKillSwitch(tmp_path).state()
     assert state.tripped and "unreadable" in state.reason
+
+
+def redis_demo(tmp_path: Path, root: str, key: str, port: int = 6379) -> Path:
+    (tmp_path / root).mkdir()
+    path = demo(tmp_path / root)
+    raw = msgspec.yaml.decode(path.read_bytes())
+    raw["kill_switch"] = {"redis": True, "redis_key": key}
+    raw["redis"] = {"port": port}
+    path.write_bytes(msgspec.yaml.encode(raw))
+    return path
+
+
+def test_a_redis_held_switch_binds_runs_on_another_store_root(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uuid
+
+    import redis
+
+    key = f"sapphire:test-kill:{uuid.uuid4().hex}"
+    client = redis.Redis()
+    try:
+        # two machines of the firm: different store roots, one Redis
+        here, there = redis_demo(tmp_path, "a", key), redis_demo(tmp_path, "b", key)
+        assert main(["kill-switch", "trip", "--config", str(here), "--reason", "redis drill"]) == 0
+        assert client.exists(key) and client.llen(f"{key}:log") == 1
+        assert backtest(there, "other-root") == 0
+        root_b = tmp_path / "b" / "runs"
+        assert read_table(root_b / "store", "orders", "other-root").collect().height == 0
+        capsys.readouterr()
+        assert main(["kill-switch", "status", "--config", str(there)]) == 0
+        assert "TRIPPED" in capsys.readouterr().out
+        # the reset is an operator command, stored in Redis's log too
+        reset = ["kill-switch", "reset", "--config", str(there), "--reason", "drill over"]
+        assert main(reset) == 0
+        assert [c.action for c in FirmKillSwitch(root_b).history()] == ["reset"]
+        from sapphire.adapters.kill_switch import RedisKillSwitch
+
+        assert [c.action for c in RedisKillSwitch(client, key).history()] == ["trip", "reset"]
+        assert backtest(there, "after-reset") == 0
+        assert read_table(root_b / "store", "orders", "after-reset").collect().height > 0
+    finally:
+        client.delete(key, f"{key}:log")
+
+
+def test_an_unreachable_redis_switch_counts_as_tripped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # nothing listens on port 1: a switch that cannot be read never lets orders through
+    config = redis_demo(tmp_path, "a", "sapphire:test-kill:nobody", port=1)
+    assert backtest(config, "no-redis") == 0
+    root = tmp_path / "a" / "runs"
+    assert read_table(root / "store", "orders", "no-redis").collect().height == 0
+    capsys.readouterr()
+    assert main(["kill-switch", "trip", "--config", str(config), "--reason", "x"]) == 1
+    assert "failed" in capsys.readouterr().err

@@ -1,0 +1,154 @@
+"""Live trading across restarts (real Ray, real unpatched ccxt, the Binance double): the
+execution actor killed mid-run, a crashed run followed by a new run id, and a refused API
+key. After each, the stored journal equals the venue's own record order by order."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+
+from tests.actors.double_thread import API_KEY
+from tests.actors.live_env import (
+    PREFIX,
+    SECRET,
+    LiveRun,
+    assert_journal_is_the_venues,
+    live_config,
+    start_venue,
+    venue_position_lots,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_live() -> Iterator[None]:
+    if ray.is_initialized():
+        ray.shutdown()
+    os.environ[f"{PREFIX}_API_KEY"] = API_KEY
+    os.environ[f"{PREFIX}_API_SECRET"] = SECRET
+    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="sapphire-live-rs")
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("kill_at", [4, 9])
+def test_killing_the_live_execution_actor_loses_no_fill_and_orphans_no_order(
+    ray_live: None, shared_data: Path, tmp_path: Path, kill_at: int
+) -> None:
+    double, inst_file = start_venue(shared_data, tmp_path)
+    config = live_config(double, inst_file, tmp_path / "runs")
+    run = LiveRun.start(config, double, f"live-kill-{kill_at}")
+    try:
+
+        def kill(step: int) -> None:
+            if step == kill_at:
+                assert run.handles is not None
+                ray.kill(run.handles.execution, no_restart=False)
+
+        while not run.steps(1, on_step=kill):
+            pass
+        result = run.finish()
+        stats = ray.get(run.handles.execution.stats.remote()) if run.handles else {}
+    finally:
+        run.stop()
+        double.stop()
+    assert stats["restored"], "the execution actor was not restarted"
+    summary = result.summary
+    assert summary["counters"]["orders"] > 0 and summary["fills"] > 0
+    assert double.venue.duplicate_submits == 0, "an order was placed twice"
+    assert_journal_is_the_venues(run)
+    # positions: the coordinator's equal the venue's trades of this run's orders
+    positions = sum(a["position_lots"] for a in summary["agents"].values())
+    assert positions == venue_position_lots(run)
+    assert not summary["failure"]
+
+
+def test_a_new_run_after_a_crash_never_takes_over_the_crashed_runs_orders(
+    ray_live: None, shared_data: Path, tmp_path: Path
+) -> None:
+    double, inst_file = start_venue(shared_data, tmp_path)
+    crashed = LiveRun.start(live_config(double, inst_file, tmp_path / "a"), double, "crashed")
+    ids = crashed.venue_ids()
+
+    def resting() -> set[str]:
+        return {
+            v
+            for v, status in ((v, double.venue.final_status(v)) for v in double.venue.orders)
+            if ids.is_ours(v) and status is not None and not status.is_final
+        }
+
+    try:  # the run crashes at a moment when it has orders resting at the venue
+        while not resting() and not crashed.steps(1):
+            pass
+    finally:
+        crashed.stop()  # every actor gone, nothing cancelled: its orders rest at the venue
+    orphans = resting()
+    assert orphans, "the crashed run must leave resting orders behind"
+    try:
+        # default policy: halt. Nothing is sent while orders nobody knows rest at the venue.
+        config_b = live_config(double, inst_file, tmp_path / "b")
+        halted = LiveRun.start(config_b, double, "halted", after=crashed)
+        halted.steps(3, feed=False)  # it reconciles before the market moves on
+        held = halted.finish()
+        halted.stop()
+        assert held.summary["kill_switch"], held.summary["venue_alerts"]
+        assert held.summary["reconciliation"]["unknown_orders"] == len(orphans)
+        assert held.summary["counters"]["orders"] == 0
+        assert not [v for v in double.venue.orders if halted.venue_ids().is_ours(v)]
+        assert resting() == orphans  # a halt leaves them to the operator
+        # policy cancel: the orphans are cancelled, the new run trades under its own ids
+        fresh = LiveRun.start(
+            live_config(double, inst_file, tmp_path / "c", unknown_orders="cancel"),
+            double,
+            "fresh",
+            after=halted,
+        )
+        fresh.steps(1, feed=False)
+        while not fresh.steps(1):
+            pass
+        result = fresh.finish()
+        fresh.stop()
+    finally:
+        double.stop()
+    assert all(str(double.venue.final_status(v)) == "canceled" for v in orphans)
+    assert result.summary["reconciliation"]["unknown_cancelled"] == len(orphans)
+    assert result.summary["counters"]["orders"] > 0
+    # its stored fills are exactly the venue's trades of its own ids: none of the crashed
+    # run's trades is booked as its own, and none of its orders was adopted
+    assert_journal_is_the_venues(fresh)
+    assert result.summary["reconciliation"]["adopted"] == 0
+    assert double.venue.duplicate_submits == 0
+
+
+def test_a_refused_api_key_ends_sapphire_run_non_zero(shared_data: Path, tmp_path: Path) -> None:
+    double, inst_file = start_venue(shared_data, tmp_path)
+    try:
+        config = live_config(double, inst_file, tmp_path / "runs", max_events=3000)
+        path = tmp_path / "live.yaml"
+        import msgspec
+
+        raw = msgspec.to_builtins(config)
+        raw["ray"]["num_cpus"] = 2
+        path.write_text(yaml.safe_dump(raw))
+        env = {**os.environ, f"{PREFIX}_API_KEY": "not-the-key", f"{PREFIX}_API_SECRET": SECRET}
+        env.pop("RAY_ADDRESS", None)
+        done = subprocess.run(
+            [sys.executable, "-m", "sapphire.cli", "run", "--config", str(path), "--no-progress"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        double.stop()
+    assert done.returncode == 1, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
+    assert "failed" in done.stderr and "Authentication" in done.stderr, done.stderr[-2000:]
+    assert not double.venue.orders, "no order may leave with a refused key"
