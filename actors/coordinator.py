@@ -32,7 +32,8 @@ from sapphire.kernel.rows import StepRows
 from sapphire.kernel.runner import PRODUCER, NoEventsError, reports_by_agent
 from sapphire.kernel.timing import Window
 from sapphire.model.instrument import Instrument
-from sapphire.model.orders import VenueAlert
+from sapphire.model.orders import RejectReason, VenueAlert
+from sapphire.risk.engine import RiskDecision
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +260,24 @@ class CoordinatorActor:
                 out[agent_id] = stats["refused_outputs"]
         return out
 
+    def _quarantine(self, agent_id: str, why: str) -> None:
+        """Stop calling an agent that hangs or fails; the others trade on. The reason is
+        stored (a refused risk decision of that agent) and shown in the summary."""
+        self.quarantined[agent_id] = why
+        spec = next(a for a in self.config.agents if a.id == agent_id)
+        self.rows.add_decision(
+            RiskDecision(
+                ts_event_ns=self._last_end,
+                agent_id=agent_id,
+                symbol=spec.symbol,
+                client_order_id="",
+                accepted=False,
+                requested_lots=0,
+                reason=RejectReason.RISK_AGENT_QUARANTINED,
+                detail=why,
+            )
+        )
+
     async def _wait_for_agents(self) -> None:
         """An agent's first call includes starting its worker process, which can take far
         longer than a step on a busy machine: wait for that once, before timing steps."""
@@ -269,7 +288,7 @@ class CoordinatorActor:
             try:
                 await asyncio.wait_for(_await(self.agents[agent_id].stats.remote()), 300)
             except (TimeoutError, ray.exceptions.RayError) as exc:
-                self.quarantined[agent_id] = f"did not start: {type(exc).__name__}"
+                self._quarantine(agent_id, f"did not start: {type(exc).__name__}")
         self._agents_ready = True
 
     async def _run_agents(
@@ -293,14 +312,14 @@ class CoordinatorActor:
             data, llm_records = await asyncio.wait_for(_await(ref), self.config.ray.agent_timeout_s)
         except TimeoutError:
             # A hung agent would stall everyone: it is quarantined, the others trade on.
-            self.quarantined[agent_id] = f"timed out at step {step}"
+            self._quarantine(agent_id, f"timed out at step {step}")
             log.error(
                 "agent %s quarantined: no answer in %ss", agent_id, self.config.ray.agent_timeout_s
             )
             ray.cancel(ref, force=False)
             return []
         except ray.exceptions.RayError as exc:
-            self.quarantined[agent_id] = f"failed at step {step}: {type(exc).__name__}"
+            self._quarantine(agent_id, f"failed at step {step}: {type(exc).__name__}: {exc}"[:300])
             log.error("agent %s quarantined: %s", agent_id, exc)
             return []
         self._llm_records.extend(llm_records)

@@ -136,7 +136,7 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
     """Start the actors of run ``run_id``. A run id that already has checkpoints is refused
     unless ``resume``: then every actor restores its last step and the run continues."""
     ns = config.ray.namespace
-    storage_root = Path(config.storage.root).resolve()
+    storage_root = wiring.storage_root(config)
     check_run_id(run_id)
     checkpoint_location_ = checkpoint_location(config, run_id)
     existing = has_checkpoints(checkpoint_location_)

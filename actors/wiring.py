@@ -24,6 +24,7 @@ from sapphire.kernel.assembly import (
     load_instruments,
     paper_gateway_builder,
     replay_opener,
+    storage_root,
     timing,
     window_ns,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "gateway_builder",
     "live_gateway_builder",
     "load_instruments",
+    "storage_root",
     "stream_opener",
     "timing",
     "window_ns",

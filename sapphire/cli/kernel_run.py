@@ -6,12 +6,13 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sapphire.adapters.kill_switch import system_kill_switch
 from sapphire.cli.summary import print_summary
 from sapphire.config.system import ConfigError, check_run_id, load_config
-from sapphire.kernel.assembly import WiringError
+from sapphire.kernel.assembly import WiringError, storage_root
 from sapphire.kernel.coordinator import CoordinatorStep
 from sapphire.kernel.runner import InProcessKernel, NoEventsError
 from sapphire.kernel.timing import WindowError
@@ -27,10 +28,14 @@ def run_in_process(config_path: Path, run_id: str | None, progress: bool, consol
     try:
         config = load_config(config_path)
         run_id = check_run_id(run_id or config.run_id or default_run_id())
+        storage_root(config)
         firm = system_kill_switch(config)
         kernel = InProcessKernel(config, run_id, kill_switch=firm.halt_reason)
     except (ConfigError, WiringError, WindowError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        message = str(exc)  # every line names the config file it came from
+        if str(config_path) not in message:
+            message = f"{config_path}: {message}"
+        console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
         return 2
     if config.storage.backend != "parquet":
         console.print("[red]error:[/red] sapphire backtest stores runs as Parquet only")

@@ -58,6 +58,18 @@ def data_path(text: str) -> Path:
     return Path(text)
 
 
+def storage_root(config: SystemConfig) -> Path:
+    """``storage.root``, resolved; a path that exists and is not a folder is a config error
+    (the store, checkpoints and the firm kill switch all live under it)."""
+    root = Path(config.storage.root).resolve()
+    for path in (root, *root.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise WiringError(f"storage.root {config.storage.root!r}: {path} is not a folder")
+            break
+    return root
+
+
 def data_files(data: DataConfig) -> list[Path]:
     if data.source == "sample":
         return sample.event_files()

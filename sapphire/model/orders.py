@@ -72,6 +72,7 @@ class RejectReason(enum.StrEnum):
     RISK_DAILY_LOSS = "risk_daily_loss"
     RISK_NO_MARKET = "risk_no_market"
     RISK_CONSENSUS = "risk_consensus"
+    RISK_AGENT_QUARANTINED = "risk_agent_quarantined"  # a hung or failing agent, stopped
     EXCHANGE_ERROR = "exchange_error"
 
 

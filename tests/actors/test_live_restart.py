@@ -1,6 +1,6 @@
-"""Live trading across restarts (real Ray, real unpatched ccxt, the Binance double): the
-execution actor killed mid-run, a crashed run followed by a new run id, and a refused API
-key. After each, the stored journal equals the venue's own record order by order."""
+"""Live trading across runs (real Ray, real unpatched ccxt, the Binance double): a crashed run
+followed by a new run id, and a refused API key. Actor kills and a resumed driver are in
+test_fault_matrix. The stored journal equals the venue's own record order by order."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from tests.actors.live_env import (
     assert_journal_is_the_venues,
     live_config,
     start_venue,
-    venue_position_lots,
 )
 
 pytestmark = pytest.mark.slow
@@ -37,38 +36,6 @@ def ray_live() -> Iterator[None]:
     ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="sapphire-live-rs")
     yield
     ray.shutdown()
-
-
-@pytest.mark.parametrize("kill_at", [4, 9])
-def test_killing_the_live_execution_actor_loses_no_fill_and_orphans_no_order(
-    ray_live: None, shared_data: Path, tmp_path: Path, kill_at: int
-) -> None:
-    double, inst_file = start_venue(shared_data, tmp_path)
-    config = live_config(double, inst_file, tmp_path / "runs")
-    run = LiveRun.start(config, double, f"live-kill-{kill_at}")
-    try:
-
-        def kill(step: int) -> None:
-            if step == kill_at:
-                assert run.handles is not None
-                ray.kill(run.handles.execution, no_restart=False)
-
-        while not run.steps(1, on_step=kill):
-            pass
-        result = run.finish()
-        stats = ray.get(run.handles.execution.stats.remote()) if run.handles else {}
-    finally:
-        run.stop()
-        double.stop()
-    assert stats["restored"], "the execution actor was not restarted"
-    summary = result.summary
-    assert summary["counters"]["orders"] > 0 and summary["fills"] > 0
-    assert double.venue.duplicate_submits == 0, "an order was placed twice"
-    assert_journal_is_the_venues(run)
-    # positions: the coordinator's equal the venue's trades of this run's orders
-    positions = sum(a["position_lots"] for a in summary["agents"].values())
-    assert positions == venue_position_lots(run)
-    assert not summary["failure"]
 
 
 def test_a_new_run_after_a_crash_never_takes_over_the_crashed_runs_orders(

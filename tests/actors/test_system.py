@@ -83,6 +83,10 @@ def test_bad_agents_and_a_failing_venue_are_contained(ray_local: None, tmp_path:
     summary = outcome.summary
     assert "hanger" in summary["quarantined"]
     assert "raiser" not in summary["quarantined"]  # errors are counted, the agent lives on
+    # the quarantine is stored with its reason, as a refused decision of that agent
+    stored = outcome.rows["risk_decisions"].filter(pl.col("reason") == "risk_agent_quarantined")
+    assert stored["agent_id"].to_list() == ["hanger"]
+    assert "timed out" in stored["detail"][0]
     assert summary["fills"] > 0, "the healthy agent must keep trading"
     orders = outcome.rows["orders"]
     venue_errors = orders.filter(pl.col("reason") == "exchange_error")

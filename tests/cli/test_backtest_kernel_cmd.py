@@ -76,6 +76,8 @@ def test_bad_input_is_one_line_and_exit_2(
         ("data", {"source": "sample", "max_events": -100}, "max_events"),
         ("data", {"source": "sample", "start_ns": 10, "end_ns": 5}, "end_ns"),
         ("run_id", "a/b", "run_id"),
+        ("storage", {"root": "README.md"}, "is not a folder"),
+        ("storage", {"root": "README.md/runs"}, "is not a folder"),
     ],
 )
 def test_broken_configs_are_one_line_errors(
@@ -83,6 +85,8 @@ def test_broken_configs_are_one_line_errors(
 ) -> None:
     raw = msgspec.yaml.decode((REPO_ROOT / "configs" / "demo.yaml").read_bytes())
     raw[field] = value
+    if field == "storage":  # a path that is a file, not a folder
+        raw["storage"] = {"root": str(REPO_ROOT / value["root"])}
     path = tmp_path / "bad.yaml"
     path.write_bytes(msgspec.yaml.encode(raw))
     assert main(["backtest", "--config", str(path), "--no-progress"]) == 2
