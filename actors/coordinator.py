@@ -69,7 +69,7 @@ class CoordinatorActor:
         self.stage = CoordinatorStage(
             wiring.build_core(config, instruments),
             self.timing,
-            StepRows(run_id, PRODUCER, config.storage.store_ticks),
+            StepRows(run_id, PRODUCER, config.storage.store_ticks, instruments=instruments),
             pnl_interval_ns=int(config.storage.pnl_interval_s * 1e9),
             agent_symbols={a.id: a.symbol for a in config.agents},
         )

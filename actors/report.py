@@ -14,6 +14,6 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
         result.summary,
         result.steps,
         result.wall_s,
-        result.storage_root / "store",
+        result.store or result.storage_root / "store",
         console,
     )

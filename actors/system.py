@@ -26,6 +26,7 @@ from actors.execution import ExecutionActor
 from actors.live_execution import LiveExecutionActor
 from actors.market_data import MarketDataActor
 from actors.storage_sink import StorageSinkActor
+from sapphire.adapters.stores import store_location
 from sapphire.config.system import SystemConfig, check_run_id
 
 T = TypeVar("T")
@@ -84,6 +85,7 @@ class RunResult:
     sink_stats: dict[str, Any] = field(default_factory=dict)
     cost: CostReport | None = None
     unacked_rows: int = 0  # rows the store never committed: the run did not succeed
+    store: str = ""  # where the rows are (a Parquet folder or a BigQuery dataset)
 
     @property
     def failure(self) -> str:
@@ -301,6 +303,7 @@ def run_system(
             handles, start_step=first, on_step=on_step, step_timeout_s=config.ray.step_timeout_s
         )
         result = finish(handles, steps, time.perf_counter() - started)
+        result.store = store_location(config)
     except (ray.exceptions.RayError, TimeoutError) as exc:
         # an actor's step failed for good (a full disk, a checkpoint store gone): the run
         # stops at its last checkpoint, from which --resume continues once the cause is fixed

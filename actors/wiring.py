@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from sapphire.adapters.ccxt_gateway import CcxtGatewayConfig
-from sapphire.config.system import DataConfig, ExchangeConfig, StorageConfig
+from sapphire.adapters.stores import backend_builder
+from sapphire.config.system import DataConfig, ExchangeConfig
 from sapphire.exchange.gateway import ExecutionGateway
 from sapphire.kernel.assembly import (
     ReplayFeed,
@@ -84,16 +84,3 @@ def live_gateway_builder(exchange: ExchangeConfig, run_id: str) -> Callable[[], 
     except (msgspec.ValidationError, ValueError) as exc:
         raise WiringError(f"exchange.params (ccxt): {exc}") from None
     return partial(_build_ccxt, config, run_id)
-
-
-def _build_parquet(root: str, run_id: str) -> Any:
-    from sapphire.storage.parquet_backend import ParquetBackend
-
-    # One dataset for all runs (rows carry run_id); one manifest per run's sink.
-    return ParquetBackend(Path(root) / "store", sink_id=run_id)
-
-
-def backend_builder(storage: StorageConfig, run_id: str) -> Callable[[], Any]:
-    if storage.backend == "parquet":
-        return partial(_build_parquet, str(Path(storage.root).resolve()), run_id)
-    raise WiringError(f"storage backend {storage.backend!r} is not wired into the actor system yet")

@@ -1,28 +1,35 @@
 """Storage and cache figures: sink -> Parquet throughput and flush p99, Parquet compression,
-BigQuery emulator batch 500 vs batch 1, cache get latency per level, cache value compression.
+BigQuery emulator batch 500 vs batch 1, cache get latency per level, cache value compression,
+and the storage sink actor with several producers: group commit vs the synchronous flush.
 
 Run:  .venv/bin/python benchmarks/storage_bench.py [--quick] [--no-bq]
+      .venv/bin/python benchmarks/storage_bench.py --actor-only [--producers 4 --frame-rows 2000]
 Data: real Binance USDT-M BTCUSDT trades (shared/data), repeated to reach the row counts.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import polars as pl
+import ray
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from actors.storage_sink import StorageSinkActor  # noqa: E402
 from sapphire.adapters.redis_cache import RedisCache  # noqa: E402
 from sapphire.storage import compression  # noqa: E402
 from sapphire.storage.cache import L1Cache  # noqa: E402
@@ -72,6 +79,137 @@ def bench_sink(frame: pl.DataFrame, batch_size: int, submit_rows: int, durable: 
         f"{frame.height / dt:>12,.0f} rows/s  flushes={len(flush_ns):>5} "
         f"flush p50={pct(flush_ns, 0.5) / 1e6:7.2f} ms p99={pct(flush_ns, 0.99) / 1e6:7.2f} ms"
     )
+
+
+# ----------------------------------------------------------------------------- sink actor
+# Through the product's own path: the real StorageSinkActor on a local Ray cluster at the
+# default settings (batch_rows 500, flush_interval_s 1.0, fsync'd Parquet), fed typed frames
+# by several producer actors at once. Each producer waits for a write's reply before sending
+# the next, as the coordinator does: an async actor does not run one caller's calls in order,
+# and a later write arriving first would raise the de-duplication mark past the earlier one.
+# Throughput counts rows durably committed: the clock stops when every producer's final
+# ``flush`` (which commits everything) has returned.
+@ray.remote(num_cpus=0)
+class _Producer:
+    def __init__(self, producer_id: str, base: pl.DataFrame, rows: int, frame_rows: int) -> None:
+        self.pid = producer_id
+        reps = -(-rows // base.height)
+        whole = pl.concat([base] * reps).head(rows)
+        whole = whole.with_columns(
+            pl.lit(producer_id).alias("producer_id"),
+            pl.int_range(pl.len(), dtype=pl.Int64).alias("seq"),
+        )
+        # sliced up front so the timed loop sends, and does no frame building
+        self.frames = [whole[i : i + frame_rows] for i in range(0, rows, frame_rows)]
+
+    def ready(self) -> int:
+        return len(self.frames)
+
+    def run(self, sink: Any) -> dict[str, Any]:
+        """Send every frame, one write at a time; time each row's acknowledgement: from its
+        write being sent to the first reply whose committed watermark covers it."""
+        sent: deque[tuple[int, float]] = deque()  # (last seq of a write, when it was sent)
+        acks: list[float] = []
+
+        def settle(marks: dict[str, int]) -> None:
+            mark, now = marks.get("ticks", -1), time.perf_counter()
+            while sent and sent[0][0] <= mark:
+                acks.append(now - sent.popleft()[1])
+
+        for frame in self.frames:
+            sent.append((int(frame["seq"][-1]), time.perf_counter()))
+            settle(ray.get(sink.write.remote(self.pid, {"ticks": frame}, 0, ""))[1])
+        settle(ray.get(sink.flush.remote(self.pid, {}))[1])
+        return {"acks": acks, "unacked": len(sent)}
+
+
+def bench_sink_actor(
+    base: pl.DataFrame,
+    *,
+    group_commit: bool,
+    producers: int,
+    rows_per_producer: int,
+    frame_rows: int,
+    warm_up: bool = False,
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as root:
+        build = functools.partial(ParquetBackend, root, durable=True)
+        # the defaults of StorageConfig: batch_rows 500, flush_interval_s 1.0
+        sink = StorageSinkActor.remote(build, 500, 1.0, group_commit)  # type: ignore[attr-defined]
+        base_ref = ray.put(base)
+        prods = [
+            _Producer.remote(f"p{i}", base_ref, rows_per_producer, frame_rows)  # type: ignore[attr-defined]
+            for i in range(producers)
+        ]
+        ray.get([p.ready.remote() for p in prods] + [sink.stats.remote()])
+        load0 = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        results = ray.get([p.run.remote(sink) for p in prods])
+        dt = time.perf_counter() - t0
+        load1 = os.getloadavg()[0]
+        stats = ray.get(sink.stats.remote())
+        ray.get(sink.close.remote())
+        ray.kill(sink)
+        for p in prods:
+            ray.kill(p)
+        total = producers * rows_per_producer
+        stored = read_table(root, "ticks").select(pl.len()).collect().item()
+        assert stored == total == stats["flushed_rows"], (stored, total, stats)
+        assert all(r["unacked"] == 0 for r in results)
+    acks = [a for r in results for a in r["acks"]]
+    out = {
+        "mode": ("group commit" if group_commit else "synchronous (old)")
+        + (" warm-up" if warm_up else ""),
+        "rows_s": total / dt,
+        "commits": stats["flushes"],
+        "mean_rows": stats["commit_mean_rows"],
+        "p50_ms": stats["commit_p50_ms"],
+        "p99_ms": stats["commit_p99_ms"],
+        "max_ms": stats["commit_max_ms"],
+        "ack_p50_ms": pct(acks, 0.5) * 1e3,
+        "ack_p99_ms": pct(acks, 0.99) * 1e3,
+        "load": (load0, load1),
+        "total": total,
+        "seconds": dt,
+    }
+    print(
+        f"  sink actor {out['mode']:<25} {producers} producers x {rows_per_producer:,} rows, "
+        f"frames of {frame_rows}: {out['rows_s']:>10,.0f} rows/s durable "
+        f"({dt:.2f} s)\n"
+        f"    commits {out['commits']:>5} of {out['mean_rows']:>8,.0f} rows on average; "
+        f"commit p50 {out['p50_ms']:6.2f} ms p99 {out['p99_ms']:6.2f} ms "
+        f"max {out['max_ms']:6.1f} ms; "
+        f"write->durable ack p50 {out['ack_p50_ms']:6.1f} ms p99 {out['ack_p99_ms']:6.1f} ms; "
+        f"load {load0:.1f} -> {load1:.1f}"
+    )
+    return out
+
+
+def bench_sink_actors(args: argparse.Namespace) -> None:
+    """Both paths in the same run and cluster, group commit first, each after a warm-up."""
+    base = ticks_from_trades(SHARED / TRADES_CSV, 50_000)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", include_dashboard=False, namespace="storage-bench")
+    print(
+        f"  sink actor: durable Parquet, batch_rows 500, flush_interval_s 1.0, "
+        f"cpu={os.cpu_count()}, load {os.getloadavg()[0]:.1f}"
+    )
+    try:
+        modes = {"both": (True, False), "group": (True,), "sync": (False,)}[args.sink_mode]
+        for group_commit in modes:
+            common = {
+                "group_commit": group_commit,
+                "producers": args.producers,
+                "frame_rows": args.frame_rows,
+            }
+            bench_sink_actor(base, rows_per_producer=20 * args.frame_rows, warm_up=True, **common)
+            rows = args.actor_rows if group_commit else args.sync_rows
+            rows //= 10 if args.quick else 1
+            bench_sink_actor(base, rows_per_producer=rows // args.producers, **common)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def bench_parquet_compression(frame: pl.DataFrame) -> None:
@@ -237,7 +375,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-bq", action="store_true")
+    ap.add_argument("--actor-only", action="store_true", help="only the sink actor case")
+    ap.add_argument("--no-actor", action="store_true", help="skip the sink actor case")
+    ap.add_argument("--sink-mode", choices=("both", "group", "sync"), default="both")
+    ap.add_argument("--producers", type=int, default=4)
+    ap.add_argument("--frame-rows", type=int, default=2_000, help="rows per producer write")
+    ap.add_argument("--actor-rows", type=int, default=4_000_000, help="rows, group commit")
+    ap.add_argument("--sync-rows", type=int, default=1_000_000, help="rows, synchronous path")
     args = ap.parse_args()
+    if args.actor_only:
+        bench_sink_actors(args)
+        return
     n = 200_000 if args.quick else 2_000_000
     frame = big_ticks(n)
     print(f"storage_bench: {n:,} real BTCUSDT tick rows, cpu={os.cpu_count()}")
@@ -248,6 +396,8 @@ def main() -> None:
     bench_sink(frame, batch_size=100_000, submit_rows=10_000, durable=True)
     bench_sink(frame, batch_size=500_000, submit_rows=100_000, durable=True)
     bench_sink(frame, batch_size=500_000, submit_rows=100_000, durable=False)
+    if not args.no_actor:
+        bench_sink_actors(args)
     if not args.no_bq:
         bench_bigquery(args.quick)
     bench_cache(args.quick)

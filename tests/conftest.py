@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,3 +24,32 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared recorded data not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def bq_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    pytest.importorskip("bqemulator")
+    from sapphire.adapters.bq_emulator import start_emulator
+
+    log = tmp_path_factory.mktemp("bqemu") / "emulator.log"
+    with start_emulator(log_path=log) as emu:
+        yield emu
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A real filesystem that fills up: a tmpfs of ``@pytest.mark.tiny_fs_size("600k")``
+    (default 1500k) bytes, mounted for the test (needs root, as on the project's machines)."""
+    marker = request.node.get_closest_marker("tiny_fs_size")
+    size = marker.args[0] if marker else "1500k"
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:  # not root, or no CAP_SYS_ADMIN in this container
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

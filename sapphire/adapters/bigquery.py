@@ -10,6 +10,10 @@ reads each producer's ``MAX(seq)`` back from the tables themselves -- no separat
 can disagree with the data. Every row also carries ``insertId = table/producer/seq`` so real
 BigQuery's best-effort de-duplication drops a chunk re-sent after a timeout whose first try
 did land (the emulator ignores insertId; the prefix rule does not need it).
+
+Money columns are NUMERIC, the same DECIMAL(38, 9) as the Parquet store's (see
+:mod:`sapphire.storage.schemas`); rows travel as JSON with their decimals as fixed-point
+strings, which BigQuery parses exactly (a JSON number would go through a float).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
+import polars.selectors as cs
 import requests
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
@@ -47,7 +52,7 @@ _TRANSIENT_REASONS = frozenset({"backendError", "internalError", "timeout", "rat
 # the client's own retry would wait up to 10 minutes on a dead endpoint; ours is bounded
 _NO_LIBRARY_RETRY = Retry(predicate=lambda _exc: False)
 
-_TYPE_ALIASES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
+_TYPE_ALIASES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL", "DECIMAL": "NUMERIC"}
 
 
 class BigQueryInsertError(RuntimeError):
@@ -201,7 +206,9 @@ class BigQueryBackend:
                 continue
             if name not in self.tables:
                 raise SchemaMismatchError(f"table {name!r} is not managed by this backend")
-            ordered = frame.sort("producer_id", "seq")
+            # Decimal -> "-0.630069000": json cannot encode a Decimal, and polars writes the
+            # column's fixed scale, never an exponent BigQuery would refuse
+            ordered = frame.sort("producer_id", "seq").with_columns(cs.decimal().cast(pl.String))
             rows = ordered.to_dicts()
             for row in rows:
                 row["ts"] = _ts(row["ts_ns"])

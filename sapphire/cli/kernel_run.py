@@ -10,13 +10,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sapphire.adapters.kill_switch import system_kill_switch
+from sapphire.adapters.stores import backend_builder, next_query, store_location
 from sapphire.cli.summary import print_summary
 from sapphire.config.system import ConfigError, check_run_id, load_config
 from sapphire.kernel.assembly import WiringError, storage_root
 from sapphire.kernel.coordinator import CoordinatorStep
 from sapphire.kernel.runner import InProcessKernel, NoEventsError
 from sapphire.kernel.timing import WindowError
-from sapphire.storage.parquet_backend import ParquetBackend
 from sapphire.storage.sink import StorageSink
 
 
@@ -37,16 +37,15 @@ def run_in_process(config_path: Path, run_id: str | None, progress: bool, consol
             message = f"{config_path}: {message}"
         console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
         return 2
-    if config.storage.backend != "parquet":
-        console.print("[red]error:[/red] sapphire backtest stores runs as Parquet only")
-        return 2
-    store = Path(config.storage.root).resolve() / "store"
     # A backtest is a batch job: what matters is that every row is durable when it ends, so
     # it commits in large groups (storage.batch_rows is the streaming system's latency knob).
-    sink = StorageSink(
-        ParquetBackend(store, sink_id=run_id),
-        batch_size=max(config.storage.batch_rows, 200_000),
-    )
+    try:
+        backend = backend_builder(config.storage, run_id)()
+        sink = StorageSink(backend, batch_size=max(config.storage.batch_rows, 200_000))
+    except Exception as exc:  # the store refused to start (settings, schema, credentials, I/O)
+        console.print(f"[red]error:[/red] {escape(f'{config_path}: storage: {exc}')}")
+        return 2
+    store = store_location(config)
     columns = (
         TextColumn("[bold]backtest"),
         BarColumn(),
@@ -71,5 +70,5 @@ def run_in_process(config_path: Path, run_id: str | None, progress: bool, consol
     if unacked:
         console.print(f"[red]error:[/red] {unacked} rows were not stored: {sink.stats.last_error}")
         return 1
-    console.print(f"next: sapphire query {run_id} --root {store} --table fills")
+    console.print(f"next: {next_query(run_id, config_path, config)}")
     return 0

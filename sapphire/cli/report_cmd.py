@@ -31,6 +31,11 @@ def register(subparsers: Any) -> None:
         help=f"store root (default: ${DEFAULT_ROOT_ENV} or runs/store)",
     )
     parser.add_argument(
+        "--config",
+        default=None,
+        help="read from the store of this system config (Parquet root or BigQuery dataset)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: reports/<run_id>)"
     )
     parser.set_defaults(handler=handle)
@@ -39,7 +44,17 @@ def register(subparsers: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("reports") / args.run_id
     try:
-        report = write_run_report(args.root, args.run_id, out)
+        source: Any = args.root
+        if args.config:
+            from sapphire.adapters.stores import open_source
+            from sapphire.config.system import ConfigError, load_config
+
+            try:
+                source = open_source(load_config(args.config)).read
+            except (ConfigError, ValueError) as exc:
+                print(f"sapphire report: {exc}", file=sys.stderr)
+                return 2
+        report = write_run_report(source, args.run_id, out)
     except RunNotFoundError as exc:
         print(f"sapphire report: {exc}", file=sys.stderr)
         return 1

@@ -65,9 +65,13 @@ def _run(args: argparse.Namespace) -> int:
         from actors.cost import print_cost
 
         print_cost(result.cost)
-    store = result.storage_root / "store"
-    print(f"next: sapphire query {result.run_id} --root {store} --table fills")
-    print(f"      sapphire report {result.run_id} --root {store}")
+    from sapphire.adapters.stores import next_query
+
+    query = next_query(result.run_id, args.config, config)
+    print(f"next: {query}")
+    print(
+        f"      {query.replace('sapphire query', 'sapphire report').removesuffix(' --table fills')}"
+    )
     if result.failure:
         print(f"error: run {result.run_id} failed: {result.failure}", file=sys.stderr)
         return 1

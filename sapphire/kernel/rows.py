@@ -1,7 +1,8 @@
 """Turns what the coordinator stage does into storage rows, numbered per table for exactly-once.
 
 Rows stay in ``unacked`` until the sink reports them committed (its watermark per table for
-this producer), so a sink that dies with rows in its buffer gets them again.
+this producer), so a sink that dies with rows in its buffer gets them again. Money is rounded
+to the scale of its symbol's quote asset as each row is built (the instruments say which).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import polars as pl
 
 from sapphire.model.events import AnyMarketEvent, Quote, Trade
+from sapphire.model.instrument import Instrument
 from sapphire.model.orders import (
     OrderFilled,
     OrderIntent,
@@ -29,10 +31,20 @@ Row = dict[str, Any]
 
 
 class StepRows:
-    def __init__(self, run_id: str, producer_id: str, store_ticks: bool = True) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        producer_id: str,
+        store_ticks: bool = True,
+        *,
+        instruments: Mapping[str, Instrument],
+    ) -> None:
         self.run_id = run_id
         self.producer_id = producer_id
         self.store_ticks = store_ticks
+        # symbol -> quote asset, which fixes the scale its money is stored at; required, so
+        # a runner cannot forget it and store an ETH-quoted book at another asset's scale
+        self._quotes = {symbol: inst.quote for symbol, inst in instruments.items()}
         self._seq: dict[str, int] = {}
         self._new: dict[str, list[Row]] = {}
         self._new_frames: dict[str, list[pl.DataFrame]] = {}
@@ -65,15 +77,22 @@ class StepRows:
 
     def add_report(self, report: OrderUpdate | OrderFilled) -> None:
         if isinstance(report, OrderFilled):
-            self._add("fills", lambda f=report, **k: R.fill_row(f, **k))
+            quote = self._quote(report.symbol)
+            self._add("fills", lambda f=report, **k: R.fill_row(f, quote=quote, **k))
         else:
             self._add("orders", lambda u=report, **k: R.update_row(u, **k))
 
     def add_position(self, position: Position) -> None:
-        self._add("positions", lambda p=position, **k: R.position_row(p, **k))
+        quote = self._quote(position.symbol)
+        self._add("positions", lambda p=position, **k: R.position_row(p, quote=quote, **k))
 
     def add_pnl(self, snapshot: PnlSnapshot) -> None:
-        self._add("pnl", lambda p=snapshot, **k: R.pnl_row(p, **k))
+        quote = self._quote(snapshot.symbol)
+        self._add("pnl", lambda p=snapshot, **k: R.pnl_row(p, quote=quote, **k))
+
+    def _quote(self, symbol: str) -> str:
+        # "" (no instrument, or one that names no quote asset) rounds at the default scale
+        return self._quotes.get(symbol, "")
 
     def add_ticks(self, events: Sequence[AnyMarketEvent]) -> None:
         if self.store_ticks:

@@ -102,7 +102,7 @@ class InProcessKernel:
         self.coordinator = CoordinatorStage(
             assembly.build_core(config, self.instruments),
             self.timing,
-            StepRows(run_id, PRODUCER, config.storage.store_ticks),
+            StepRows(run_id, PRODUCER, config.storage.store_ticks, instruments=self.instruments),
             pnl_interval_ns=int(config.storage.pnl_interval_s * 1e9),
             agent_symbols={a.id: a.symbol for a in config.agents},
         )

@@ -13,7 +13,9 @@ from __future__ import annotations
 import base64
 import html
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -52,12 +54,19 @@ class RunNotFoundError(LookupError):
     """No stored rows for the run id in any table."""
 
 
-def load_run(root: str | os.PathLike[str], run_id: str) -> RunData:
-    tables = {
-        t: read_table(root, t, run_id).sort("ts_ns", "producer_id", "seq").collect() for t in TABLES
-    }
+TableReader = Callable[[str, str], pl.LazyFrame]
+"""(table, run_id) -> that run's rows: another store than a Parquet root (BigQuery)."""
+
+
+def load_run(root: str | os.PathLike[str] | TableReader, run_id: str) -> RunData:
+    if callable(root):
+        read: TableReader = root
+    else:
+        read = partial(read_table, root)
+    tables = {t: read(t, run_id).sort("ts_ns", "producer_id", "seq").collect() for t in TABLES}
     if all(df.is_empty() for df in tables.values()):
-        raise RunNotFoundError(f"run {run_id!r} has no rows in the store at {root}")
+        where = "" if callable(root) else f" at {root}"
+        raise RunNotFoundError(f"run {run_id!r} has no rows in the store{where}")
     return RunData(run_id, tables)
 
 
@@ -307,7 +316,9 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def write_run_report(root: str | os.PathLike[str], run_id: str, out_dir: Path) -> RunReport:
+def write_run_report(
+    root: str | os.PathLike[str] | TableReader, run_id: str, out_dir: Path
+) -> RunReport:
     """``<out_dir>/<run_id>.html`` with the PNGs inlined, and each PNG beside it."""
     run = load_run(root, run_id)
     out_dir.mkdir(parents=True, exist_ok=True)

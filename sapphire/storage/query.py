@@ -1,4 +1,8 @@
-"""Reading the Parquet store back: lazy scans with partition pruning, and run summaries."""
+"""Reading the Parquet store back: lazy scans with partition pruning, and run summaries.
+
+Money columns come back as ``pl.Decimal(38, 9)`` (see :mod:`sapphire.storage.schemas`): they
+sum and compare as exact decimals with no cast, and ``to_list()`` gives ``Decimal`` values.
+"""
 
 from __future__ import annotations
 
@@ -35,11 +39,6 @@ def read_table(root: str | os.PathLike[str], table: str, run_id: str | None = No
     if run_id is not None:
         lf = lf.filter(pl.col("run_id") == run_id)
     return lf
-
-
-def decimal_column(name: str, scale: int = 18) -> pl.Expr:
-    """A cash column (stored as exact strings) as a polars Decimal for aggregation."""
-    return pl.col(name).cast(pl.Decimal(38, scale)).alias(name)
 
 
 def run_summary(root: str | os.PathLike[str], run_id: str, tables: list[str]) -> pl.DataFrame:

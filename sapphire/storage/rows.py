@@ -4,6 +4,9 @@ A row is a plain ``dict`` keyed by the table's column names. Converters take the
 identity explicitly (``run_id``, ``producer_id``, ``seq``): a message's own sequence (an
 intent's ``seq``) identifies it to the exchange, while ``seq`` here numbers what one producer
 wrote, which is what exactly-once storage needs.
+
+Money is rounded here, once, to its quote asset's scale: the fill, position and PnL builders
+take the instrument's ``quote`` (the rule: :func:`sapphire.storage.schemas.round_money`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,13 @@ from sapphire.model.orders import (
     SubmitOrder,
 )
 from sapphire.storage.records import LlmDecisionRecord, PnlSnapshot, RiskDecisionLike
-from sapphire.storage.schemas import TableSchema
+from sapphire.storage.schemas import (
+    AVG_TICKS_SCALE,
+    TableSchema,
+    money_error,
+    round_money,
+    round_to_scale,
+)
 
 Row = dict[str, Any]
 
@@ -39,11 +48,6 @@ def _ident(ts_ns: int, symbol: str, agent_id: str, run_id: str, producer_id: str
         "producer_id": producer_id,
         "seq": seq,
     }
-
-
-def _cash(value: Decimal) -> str:
-    # str() of a Decimal is exact and round-trips (Decimal(str(d)) == d, same exponent).
-    return str(value)
 
 
 def trade_row(t: Trade, *, run_id: str, producer_id: str, seq: int, agent_id: str = "") -> Row:
@@ -143,7 +147,7 @@ def update_row(u: OrderUpdate, *, run_id: str, producer_id: str, seq: int) -> Ro
     return row
 
 
-def fill_row(f: OrderFilled, *, run_id: str, producer_id: str, seq: int) -> Row:
+def fill_row(f: OrderFilled, *, run_id: str, producer_id: str, seq: int, quote: str) -> Row:
     row = _ident(f.ts_event_ns, f.symbol, f.agent_id, run_id, producer_id, seq)
     row.update(
         client_order_id=f.client_order_id,
@@ -151,32 +155,32 @@ def fill_row(f: OrderFilled, *, run_id: str, producer_id: str, seq: int) -> Row:
         side=int(f.side),
         price_ticks=f.price_ticks,
         qty_lots=f.qty_lots,
-        fee_quote=_cash(f.fee_quote),
+        fee_quote=round_money(f.fee_quote, quote),
         is_maker=f.is_maker,
         leaves_lots=f.leaves_lots,
     )
     return row
 
 
-def position_row(p: Position, *, run_id: str, producer_id: str, seq: int) -> Row:
+def position_row(p: Position, *, run_id: str, producer_id: str, seq: int, quote: str) -> Row:
     row = _ident(p.ts_event_ns, p.symbol, p.agent_id, run_id, producer_id, seq)
     row.update(
         qty_lots=p.qty_lots,
-        avg_entry_ticks=_cash(p.avg_entry_ticks),
-        realized_pnl_quote=_cash(p.realized_pnl_quote),
-        fees_quote=_cash(p.fees_quote),
+        avg_entry_ticks=round_to_scale(p.avg_entry_ticks, AVG_TICKS_SCALE),
+        realized_pnl_quote=round_money(p.realized_pnl_quote, quote),
+        fees_quote=round_money(p.fees_quote, quote),
     )
     return row
 
 
-def pnl_row(p: PnlSnapshot, *, run_id: str, producer_id: str, seq: int) -> Row:
+def pnl_row(p: PnlSnapshot, *, run_id: str, producer_id: str, seq: int, quote: str) -> Row:
     row = _ident(p.ts_event_ns, p.symbol, p.agent_id, run_id, producer_id, seq)
     row.update(
         position_lots=p.position_lots,
-        realized_pnl_quote=_cash(p.realized_pnl_quote),
-        unrealized_pnl_quote=_cash(p.unrealized_pnl_quote),
-        fees_quote=_cash(p.fees_quote),
-        equity_quote=_cash(p.equity_quote),
+        realized_pnl_quote=round_money(p.realized_pnl_quote, quote),
+        unrealized_pnl_quote=round_money(p.unrealized_pnl_quote, quote),
+        fees_quote=round_money(p.fees_quote, quote),
+        equity_quote=round_money(p.equity_quote, quote),
     )
     return row
 
@@ -217,6 +221,7 @@ _PY_TYPES: dict[type[pl.DataType], tuple[type, ...]] = {
     pl.Float64: (float, int),
     pl.String: (str,),
     pl.Boolean: (bool,),
+    pl.Decimal: (Decimal,),  # exact only: a float would already have lost the cents
 }
 _INT_BOUNDS: dict[type[pl.DataType], tuple[int, int]] = {
     pl.Int64: (-(2**63), 2**63 - 1),
@@ -256,6 +261,10 @@ def row_error(schema: TableSchema, row: object) -> str | None:
             return f"column {col.name!r}: expected {col.dtype}, got bool"
         if not isinstance(value, allowed):
             return f"column {col.name!r}: expected {col.dtype}, got {type(value).__name__}"
+        if isinstance(value, Decimal):
+            why = money_error(value)
+            if why is not None:
+                return f"column {col.name!r}: {why}"
         bounds = _INT_BOUNDS.get(kind)
         if bounds is not None and isinstance(value, int) and not bounds[0] <= value <= bounds[1]:
             return f"column {col.name!r}: {value} out of range for {col.dtype}"

@@ -5,13 +5,15 @@ and late). After each: the stored journal equals the venue's own record order by
 positions equal the venue's trades, the store has no duplicate (producer_id, seq), nothing
 was placed twice, and the run reports no success it did not have.
 
-Paper mode's cells are in test_chaos (each actor), test_resume (driver), test_multinode
-(a node) and test_disk_full (the disk); ``benchmarks/fault_matrix.py`` prints the table."""
+Paper mode's cells are in test_chaos (each actor), test_resume (every actor), test_multinode
+(a node) and test_process_faults (the driver SIGKILLed, the disk);
+``benchmarks/fault_matrix.py`` prints the table."""
 
 from __future__ import annotations
 
 import os
 import random
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,4 +163,29 @@ def test_live_venue_faults(ray_live: None, shared_data: Path, tmp_path: Path, se
         run.stop()
         double.stop()
     assert injected > 0
+    check(run, double)
+
+
+@pytest.mark.tiny_fs_size("700k")
+def test_live_disk_full_then_resume(
+    ray_live: None, shared_data: Path, tmp_path: Path, tiny_fs: Path
+) -> None:
+    double, inst_file = start_venue(shared_data, tmp_path)
+    config = live_config(double, inst_file, tiny_fs / "runs", max_events=MAX_EVENTS)
+    run = LiveRun.start(config, double, "disk-full")
+    try:
+        with pytest.raises(ray.exceptions.RayError, match="No space left"):
+            while not run.steps(1):
+                pass
+        sent_before = set(double.venue.orders)
+        run.crash()  # the run stopped; its actors go, as `sapphire run` ends it
+        subprocess.run(["mount", "-o", "remount,size=200m", str(tiny_fs)], check=True)
+        run.resume()
+        while not run.steps(1):
+            pass
+        run.finish()
+    finally:
+        run.stop()
+        double.stop()
+    assert sent_before, "orders must have reached the venue before the disk filled"
     check(run, double)

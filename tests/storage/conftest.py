@@ -59,13 +59,3 @@ def redis_prefix() -> Iterator[str]:
     if keys:
         client.delete(*keys)
     client.close()
-
-
-@pytest.fixture(scope="session")
-def bq_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    pytest.importorskip("bqemulator")
-    from sapphire.adapters.bq_emulator import start_emulator
-
-    log = tmp_path_factory.mktemp("bqemu") / "emulator.log"
-    with start_emulator(log_path=log) as emu:
-        yield emu

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,10 @@ from google.cloud import bigquery
 
 from sapphire.adapters.bigquery import BigQueryBackend, with_backoff
 from sapphire.adapters.bq_emulator import Emulator, free_port
-from sapphire.storage.schemas import SchemaMismatchError
+from sapphire.adapters.stores import BigQueryParams, BigQuerySource
+from sapphire.storage.records import PnlSnapshot
+from sapphire.storage.rows import pnl_row
+from sapphire.storage.schemas import SchemaMismatchError, round_money
 from sapphire.storage.sink import StorageSink
 from tests.storage.conftest import ticks_from_trades
 
@@ -83,7 +87,7 @@ def test_existing_table_with_other_schema_is_refused(client: bigquery.Client) ->
     )
     with pytest.raises(
         SchemaMismatchError,
-        match=r"fills.*missing=.*seq.*extra=\['legacy'\].*fee_quote: expected STRING, got FLOAT64",
+        match=r"fills.*missing=.*seq.*extra=\['legacy'\].*fee_quote: expected NUMERIC, got FLOAT64",
     ):
         BigQueryBackend(client, ds, tables=["fills"]).ensure_schema()
 
@@ -209,3 +213,74 @@ def test_malformed_rows_are_rejected_before_bigquery_and_valid_ones_land(
     assert "price_ticks" in result.rejected[0].reason
     assert sink.flush(0) == 2
     assert [r[5] for r in stored(client, backend.table_id("ticks"))] == [0, 2]
+
+
+# edge values of DECIMAL(38, 9) / NUMERIC: the largest, a half-even tie, sub-unit residues
+MONEY_CASES = [
+    ("USDT", Decimal("-0.6300690000000000000000000333")),
+    ("USDT", Decimal("0.000000005")),  # tie: to the even 0
+    ("USDT", Decimal("-0.000000015")),  # tie: to the even -0.00000002
+    ("USDT", Decimal("99999999999999999999999999999.99999999")),
+    ("ETH", Decimal("-99999999999999999999999999999.999999999")),
+    ("ETH", Decimal("0.0000000015")),  # ETH keeps 9 decimals
+    ("BTC", Decimal("1E+3")),
+]
+
+
+@pytest.mark.slow
+def test_money_round_trips_exactly_as_numeric(client: bigquery.Client) -> None:
+    rows = [
+        pnl_row(
+            PnlSnapshot(
+                ts_event_ns=1_700_000_000_000_000_000 + i,
+                agent_id="a",
+                symbol=f"S{quote}",
+                position_lots=i,
+                realized_pnl_quote=value,
+                unrealized_pnl_quote=value.copy_negate(),  # exact: unary minus rounds to 28 digits
+                fees_quote=value / 7,
+                equity_quote=value,
+            ),
+            run_id="run-m",
+            producer_id="coord",
+            seq=i,
+            quote=quote,
+        )
+        for i, (quote, value) in enumerate(MONEY_CASES)
+    ]
+    backend = BigQueryBackend(client, dataset(), tables=["pnl"])
+    sink = StorageSink(backend, batch_size=500)
+    assert sink.submit("pnl", rows, now_ns=0).rejected == []
+    assert sink.flush(0) == len(rows)
+    table = client.get_table(backend.table_id("pnl"))
+    assert {f.name: f.field_type for f in table.schema}["equity_quote"] == "NUMERIC"
+
+    want = [round_money(value, quote) for quote, value in MONEY_CASES]
+    assert want[1] == 0 and want[2] == Decimal("-0.00000002") and want[5] == Decimal("2E-9")
+    sql = (
+        "SELECT realized_pnl_quote, unrealized_pnl_quote, fees_quote "
+        f"FROM `{backend.table_id('pnl')}` ORDER BY seq"
+    )
+    got = list(client.query(sql).result())
+    assert [r["realized_pnl_quote"] for r in got] == want
+    assert [r["unrealized_pnl_quote"] for r in got] == [w.copy_negate() for w in want]
+    assert [r["fees_quote"] for r in got] == [
+        round_money(value / 7, quote) for quote, value in MONEY_CASES
+    ]
+    # what `sapphire query` / `sapphire report` read: the Parquet reader's dtype and values
+    source = BigQuerySource(
+        BigQueryParams(project=client.project, dataset=backend.dataset.split(".", 1)[1]),
+        client,
+    )
+    frame = source.read("pnl", "run-m").sort("seq").collect()
+    assert frame.schema["equity_quote"] == pl.Decimal(38, 9)
+    assert frame["equity_quote"].to_list() == want
+    # NUMERIC sums exactly in the store itself (a FLOAT64 would not: 1e29 swallows the cents)
+    total_sql = (
+        f"SELECT SUM(realized_pnl_quote) AS s FROM `{backend.table_id('pnl')}` "
+        "WHERE symbol = 'SUSDT'"
+    )
+    with localcontext() as ctx:
+        ctx.prec = 38  # the default 28 digits would round the expected sum itself
+        expected_total = sum(want[:4], Decimal(0))
+    assert next(iter(client.query(total_sql).result()))["s"] == expected_total

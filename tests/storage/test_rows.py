@@ -96,7 +96,7 @@ def all_rows() -> dict[str, list[R.Row]]:
                 **IDS,
             ),
         ],
-        "fills": [R.fill_row(fill, **IDS)],
+        "fills": [R.fill_row(fill, quote="USDT", **IDS)],
         "positions": [
             R.position_row(
                 Position(
@@ -108,6 +108,7 @@ def all_rows() -> dict[str, list[R.Row]]:
                     realized_pnl_quote=d,
                     fees_quote=Decimal("0.1"),
                 ),
+                quote="USDT",
                 **IDS,
             )
         ],
@@ -123,6 +124,7 @@ def all_rows() -> dict[str, list[R.Row]]:
                     fees_quote=d,
                     equity_quote=Decimal("1000"),
                 ),
+                quote="USDT",
                 **IDS,
             )
         ],
@@ -167,16 +169,40 @@ def test_every_table_has_a_converter_whose_rows_validate() -> None:
         assert dict(out.frame.schema) == TABLES[table].polars_schema
 
 
-def test_fee_keeps_every_digit_as_string() -> None:
-    fee = all_rows()["fills"][0]["fee_quote"]
-    assert Decimal(fee) == Decimal("0.00098765432109876543210")
-    assert fee == "0.00098765432109876543210"  # same exponent, not normalised
+def test_money_is_rounded_once_to_the_quote_scale_when_the_row_is_built() -> None:
+    rows = all_rows()
+    fee = rows["fills"][0]["fee_quote"]
+    # 0.00098765|432...: 8 decimals for USDT, the exponent fixed (not normalised)
+    assert fee == Decimal("0.00098765") and fee.as_tuple().exponent == -8
+    position = rows["positions"][0]
+    assert position["avg_entry_ticks"].as_tuple().exponent == -9  # ticks: 9 decimals
+    assert position["realized_pnl_quote"].as_tuple().exponent == -8
+    # the frame holds exactly what the row held
+    frame = R.rows_to_frame(table_schema("fills"), rows["fills"]).frame
+    assert frame["fee_quote"].to_list() == [Decimal("0.00098765")]
 
 
-@given(st.decimals(allow_nan=False, allow_infinity=False, places=None))
-def test_decimal_cash_round_trips_exactly(value: Decimal) -> None:
-    s = R._cash(value)
-    assert Decimal(s) == value and Decimal(s).as_tuple() == value.as_tuple()
+@given(st.decimals(places=9, min_value=-(10**12), max_value=10**12))
+def test_a_row_keeps_a_value_already_at_the_columns_scale_exactly(value: Decimal) -> None:
+    # round_money at ETH's scale (9) is the identity on 9-decimal values: no second rounding
+    row = R.fill_row(
+        OrderFilled(
+            ts_event_ns=TS,
+            client_order_id="c",
+            agent_id="a",
+            symbol="XRPETH",
+            side=Side.BUY,
+            price_ticks=1,
+            qty_lots=1,
+            fee_quote=value,
+            is_maker=True,
+            fill_id="f",
+        ),
+        quote="ETH",
+        **IDS,
+    )
+    out = R.rows_to_frame(table_schema("fills"), [row])
+    assert out.rejected == [] and out.frame["fee_quote"].to_list() == [value]
 
 
 def test_malformed_rows_are_rejected_with_reasons_and_valid_ones_kept() -> None:
@@ -189,13 +215,25 @@ def test_malformed_rows_are_rejected_with_reasons_and_valid_ones_kept() -> None:
         {**good, "nope": 1},
         "not a row",
         {**good, "side": 300},
+        {**good, "fee_quote": 0.5},  # a float: cents already lost
+        {**good, "fee_quote": Decimal("0.0000000001")},  # not rounded when built
+        {**good, "fee_quote": Decimal("NaN")},
+        {**good, "fee_quote": Decimal("1E+29")},  # past NUMERIC's 29 integer digits
     ]
     out = R.rows_to_frame(table_schema("fills"), [good, *bad, good])
     assert out.frame.height == 2
-    assert [r.index for r in out.rejected] == [1, 2, 3, 4, 5, 6, 7]
+    assert [r.index for r in out.rejected] == list(range(1, 12))
     text = " | ".join(r.reason for r in out.rejected)
     for fragment in ("qty_lots", "is_maker", "fill_id", "required", "nope", "not a mapping", "300"):
         assert fragment in text
+    money = [r.reason for r in out.rejected[-4:]]
+    assert "got float" in money[0] and "more than 9 decimals" in money[1]
+    assert "not finite" in money[2] and "does not fit DECIMAL(38, 9)" in money[3]
+    # trailing zeros past the scale change nothing, so they are not a rounding skipped
+    assert (
+        R.row_error(table_schema("fills"), {**good, "fee_quote": Decimal("0.5000000000000")})
+        is None
+    )
 
 
 def test_unknown_table_and_frame_mismatch_name_the_problem() -> None:
