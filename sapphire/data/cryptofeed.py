@@ -1,29 +1,96 @@
 """cryptofeed recordings: websocket logs (``<recv_s>: <json>``) and REST depth logs.
 
-Websocket log line 1 is the stream URL (ignored); REST lines are ``<URL> -> <recv_s>: <json>``.
-Files mix several symbols, so instruments are inferred per symbol from the decimals seen.
+Websocket log line 1 is the stream URL; lines starting with the URL are connection and request
+lines (``<url> <-> <ts>``, ``<url> <- <ts>: <json>``) and are ignored. REST lines are
+``<URL> -> <recv_s>: <json>``. Files mix several symbols, so instruments are inferred per
+symbol from the decimals seen.
+
+The venue is detected from the content (:func:`sniff_venue`): the websocket host of line 1,
+else the shapes of the first messages, and only then the file name. Binance messages are
+parsed by :mod:`sapphire.data.binance_json`, Bybit by :mod:`sapphire.data.cryptofeed_bybit`
+and OKX by :mod:`sapphire.data.cryptofeed_okx`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from itertools import islice
 from pathlib import Path
+from typing import Any, Final
 
 import msgspec
 import polars as pl
 
 from sapphire.data.binance_json import RowBuffer
-from sapphire.data.hftbacktest_raw import LineParser, chunked
+from sapphire.data.cryptofeed_bybit import BybitHandler
+from sapphire.data.cryptofeed_okx import OkxHandler
+from sapphire.data.hftbacktest_raw import LineParser, chunked, iter_lines
 from sapphire.data.instruments import infer_frame_instrument
 from sapphire.data.schemas import FrameKind
 from sapphire.data.stream import Chunk, EventStream, Instruments
-from sapphire.data.validation import RejectStats, RowReject
+from sapphire.data.validation import DataFileError, RejectStats, RowReject
 from sapphire.model import Instrument
 
 _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 _SYMBOL = re.compile(rb"symbol=([A-Za-z0-9]+)")
 _DECODER = msgspec.json.Decoder()
+_CONTROL: Final = (b"wss://", b"ws://")  # connection-opened and request-sent lines
+
+FORMATS: Final = {"binance": "cryptofeed_log", "bybit": "cryptofeed_bybit", "okx": "cryptofeed_okx"}
+"""Registry format name per venue (Binance keeps the original name)."""
+_VENUE_NAMES: Final = {"binance": "BINANCE", "bybit": "BYBIT", "okx": "OKX"}
+_HOSTS: Final = (("binance.", "binance"), ("bybit.", "bybit"), ("okx.", "okx"), ("okex.", "okx"))
+_SNIFF_LINES: Final = 64
+
+# A venue message handler: (decoded message, recv ns, session, line number, buffer).
+Handler = Callable[[Any, int, str, int, RowBuffer], None]
+
+
+def _shape_venue(msg: Any) -> str:
+    """The venue a decoded message's shape belongs to, "" when it says nothing."""
+    if not isinstance(msg, dict):
+        return ""
+    topic = msg.get("topic")
+    if isinstance(topic, str) and topic.startswith(("orderBook", "trade.")):
+        return "bybit"
+    arg = msg.get("arg")
+    if isinstance(arg, dict) and "channel" in arg and "instId" in arg:
+        return "okx"
+    data = msg.get("data", msg)
+    if isinstance(data, dict) and ("e" in data or "lastUpdateId" in data):
+        return "binance"
+    return ""
+
+
+def sniff_venue(path: Path) -> str:
+    """ "binance", "bybit" or "okx" from line 1's host, the message shapes, then the name.
+
+    A websocket log of another venue is a DataFileError: its messages would only produce
+    malformed rows.
+    """
+    lines = [line for _, line in islice(iter_lines(path, RejectStats()), _SNIFF_LINES)]
+    if lines and lines[0].startswith(_CONTROL):
+        host = lines[0].split(b"/")[2].split(b":")[0].decode(errors="replace")
+        for marker, venue in _HOSTS:
+            if marker in f"{host}.":
+                return venue
+        raise DataFileError(f"{path}: cryptofeed log of an unsupported venue ({host})")
+    for line in lines:
+        try:
+            venue = _shape_venue(_DECODER.decode(line.partition(b": ")[2]))
+        except msgspec.DecodeError:
+            continue
+        if venue:
+            return venue
+    name = path.name.lower()
+    return next((v for v in ("bybit", "okx") if v in name), "binance")
+
+
+def is_ws_log(path: Path) -> bool:
+    """Line 1 is a websocket URL: a cryptofeed websocket log whatever its file name."""
+    first = next(iter_lines(path, RejectStats()), (0, b""))[1]
+    return first.startswith(_CONTROL)
 
 
 def _seconds_to_ns(text: bytes) -> int:
@@ -43,7 +110,7 @@ def line_parser(session: str) -> LineParser:
             url, _, line = line.partition(b" -> ")
             found = _SYMBOL.search(url)
             symbol = found[1].decode() if found else ""
-        elif number == 1 and line.startswith(b"wss://"):
+        elif line.startswith(_CONTROL):
             buffer.stats.ignored += 1
             return
         stamp, sep, body = line.partition(b": ")
@@ -63,18 +130,58 @@ def line_parser(session: str) -> LineParser:
     return parse
 
 
+def venue_line_parser(handler: Handler, session: str) -> LineParser:
+    """Split ``<recv_s>: <json>`` lines and hand the messages to a venue ``handler``."""
+
+    def parse(line: bytes, number: int, buffer: RowBuffer) -> None:
+        if line.startswith(_CONTROL):
+            buffer.stats.ignored += 1
+            return
+        stamp, sep, body = line.partition(b": ")
+        try:
+            if not sep:
+                raise ValueError("no ': ' separator")
+            recv = _seconds_to_ns(stamp)
+            if not 0 <= recv < 2**63:
+                raise ValueError(f"timestamp out of range: {stamp!r}")
+            msg = _DECODER.decode(body)
+        except (ValueError, msgspec.DecodeError) as exc:
+            if line.strip():
+                buffer.stats.reject(RowReject.MALFORMED, number, repr(exc))
+            return
+        handler(msg, recv, session, number, buffer)
+
+    return parse
+
+
+def parser_for(venue: str, session: str) -> LineParser:
+    """A fresh parser (venue parsers keep book state, so one per pass over a file)."""
+    if venue == "bybit":
+        return venue_line_parser(BybitHandler(), session)
+    if venue == "okx":
+        return venue_line_parser(OkxHandler(), session)
+    return line_parser(session)
+
+
 def load_cryptofeed_frames(path: str | Path) -> dict[FrameKind, pl.DataFrame]:
-    """Canonical frames per kind of a cryptofeed websocket or REST depth log."""
+    """Canonical frames per kind of a cryptofeed websocket or REST depth log.
+
+    A log without a single market-data row is a DataFileError, not an empty success.
+    """
     path = Path(path)
-    parse = line_parser(_session(path))
+    parse = parser_for(sniff_venue(path), _session(path))
     parts: dict[FrameKind, list[pl.DataFrame]] = {}
     for chunk in chunked(path, RejectStats(source=str(path)), parse, chunk_rows=500_000):
         for kind, frame in chunk:
             parts.setdefault(kind, []).append(frame.drop("line"))
+    if not parts:
+        raise DataFileError(f"{path}: no market-data messages in this cryptofeed log")
     return {kind: pl.concat(frames) for kind, frames in parts.items()}
 
 
-def infer_instruments(frames: Mapping[FrameKind, pl.DataFrame]) -> dict[str, Instrument]:
+def infer_instruments(
+    frames: Mapping[FrameKind, pl.DataFrame], venue: str = "UNKNOWN"
+) -> dict[str, Instrument]:
     """One instrument per symbol whose grid holds every price and quantity in ``frames``."""
     ticks: dict[str, set[str]] = {}
     lots: dict[str, set[str]] = {}
@@ -86,7 +193,7 @@ def infer_instruments(frames: Mapping[FrameKind, pl.DataFrame]) -> dict[str, Ins
     return {
         s: Instrument(
             symbol=s,
-            venue="UNKNOWN",
+            venue=venue,
             tick_size=min(ticks[s], key=float),
             lot_size=min(lots[s], key=float),
         )
@@ -97,12 +204,14 @@ def infer_instruments(frames: Mapping[FrameKind, pl.DataFrame]) -> dict[str, Ins
 def stream_cryptofeed(path: str | Path, instruments: Instruments | None = None) -> EventStream:
     """Lazy validated events; without instruments they are inferred in a first pass."""
     path = Path(path)
-    parse = line_parser(_session(path))
+    venue, session = sniff_venue(path), _session(path)
     if instruments is None:
-        instruments = infer_instruments(load_cryptofeed_frames(path))
+        instruments = infer_instruments(load_cryptofeed_frames(path), _VENUE_NAMES[venue])
     kinds = (FrameKind.TRADES, FrameKind.BBO, FrameKind.DEPTH, FrameKind.BARS)
 
     def chunks(stats: RejectStats) -> Iterator[Chunk]:
-        return chunked(path, stats, parse)
+        yield from chunked(path, stats, parser_for(venue, session))
+        if venue != "binance" and stats.rows_in == 0:
+            raise DataFileError(f"{path}: no market-data messages in this {venue} log")
 
-    return EventStream(path, "cryptofeed_log", kinds, instruments, chunks)
+    return EventStream(path, FORMATS[venue], kinds, instruments, chunks)

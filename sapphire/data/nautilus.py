@@ -1,5 +1,5 @@
-"""nautilus_trader test-data files: trades/quotes parquet, Binance depth CSV, Tardis book CSV,
-and the BTC-PERP 1-minute OHLCV CSV."""
+"""nautilus_trader test-data files: trades/quotes parquet, Binance depth CSV and the BTC-PERP
+1-minute OHLCV CSV (its Tardis CSVs are read by :mod:`sapphire.data.tardis`)."""
 
 from __future__ import annotations
 
@@ -76,34 +76,6 @@ def load_depth_csv(path: str | Path) -> pl.DataFrame:
         price=pl.col("price").cast(pl.Float64, strict=False),
         qty=pl.col("qty").cast(pl.Float64, strict=False),
     )
-    return conform(frame, FrameKind.DEPTH)
-
-
-def load_tardis_snapshots(path: str | Path) -> pl.DataFrame:
-    """Tardis ``book_snapshot_N`` CSV (µs times) -> DEPTH_SCHEMA snapshot rows, N per side."""
-    raw = _read(Path(path), parquet=False).with_row_index("_snap")
-    depth = sum(1 for c in raw.columns if c.startswith("asks[") and c.endswith(".price"))
-    parts = []
-    for side_name, side in (("bids", 1), ("asks", -1)):
-        for i in range(depth):
-            parts.append(
-                raw.select(
-                    "_snap",
-                    ts_event_ns=pl.col("timestamp").cast(pl.Int64, strict=False) * 1000,
-                    ts_recv_ns=pl.col("local_timestamp").cast(pl.Int64, strict=False) * 1000,
-                    symbol=pl.col("symbol"),
-                    session=pl.lit("2020-09-01"),
-                    is_snapshot=pl.lit(True),
-                    first_update_id=pl.lit(0),
-                    final_update_id=pl.lit(0),
-                    prev_final_update_id=pl.lit(0),
-                    side=pl.lit(side),
-                    price=pl.col(f"{side_name}[{i}].price").cast(pl.Float64, strict=False),
-                    qty=pl.col(f"{side_name}[{i}].amount").cast(pl.Float64, strict=False),
-                    _level=pl.lit(i + (0 if side == 1 else depth)),
-                )
-            )
-    frame = pl.concat(parts).sort("_snap", "_level")
     return conform(frame, FrameKind.DEPTH)
 
 

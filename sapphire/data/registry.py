@@ -8,7 +8,15 @@ from pathlib import Path
 
 import polars as pl
 
-from sapphire.data import basana, cryptofeed, hftbacktest, hftbacktest_raw, nautilus, ohlcv
+from sapphire.data import (
+    basana,
+    cryptofeed,
+    hftbacktest,
+    hftbacktest_raw,
+    nautilus,
+    ohlcv,
+    tardis,
+)
 from sapphire.data.instruments import (
     infer_frame_instrument,
     known_instrument,
@@ -47,21 +55,22 @@ def detect(path: str | Path) -> Format:
     name = path.name
     if not path.is_file():
         raise DataFileError(f"{path}: no such file")
+    # Tardis CSVs are recognised by their header, whatever the name; a "tardis" name with
+    # another header still goes to the Tardis loader, which then says what is wrong.
+    tardis_fmt = tardis.sniff(path) if ".csv" in name or "tardis" in name else None
     rules: list[tuple[bool, Format]] = [
+        (
+            tardis_fmt is not None or "tardis" in name,
+            Format(tardis_fmt or "tardis_csv", lambda p: tardis.load_tardis_frames(p)),
+        ),
         (name.startswith("hftbacktest_"), Format("hftbacktest_csv", _one(_hft_frame))),
         (
             hftbacktest_raw.parse_name(path)[0] != "" and ".csv" not in name,
             Format("hftbacktest_raw", lambda p: hftbacktest_raw.load_raw_frames(p)),
         ),
-        (
-            name.startswith("cryptofeed_") and ".log" in name,
-            Format("cryptofeed_log", lambda p: cryptofeed.load_cryptofeed_frames(p)),
-        ),
+        # The venue (Binance, Bybit, OKX) is read from the content once this rule matches.
+        (name.startswith("cryptofeed_") and ".log" in name, _CRYPTOFEED),
         ("exchangeInfo" in name, Format("binance_exchange_info", _instruments_frame)),
-        (
-            "nautilus_tardis" in name,
-            Format("tardis_book_snapshot", _one(nautilus.load_tardis_snapshots)),
-        ),
         (
             name.startswith("nautilus_") and "trades" in name and name.endswith(".parquet"),
             Format("nautilus_trades_parquet", _one(nautilus.load_trades_parquet)),
@@ -98,8 +107,18 @@ def detect(path: str | Path) -> Format:
     ]
     for matched, fmt in rules:
         if matched:
-            return fmt
+            return _cryptofeed_format(path) if fmt is _CRYPTOFEED else fmt
+    if cryptofeed.is_ws_log(path):  # a websocket log under any name
+        return _cryptofeed_format(path)
     raise DataFileError(f"{path}: unknown data format")
+
+
+_CRYPTOFEED = Format("cryptofeed_log", lambda p: cryptofeed.load_cryptofeed_frames(p))
+
+
+def _cryptofeed_format(path: Path) -> Format:
+    """cryptofeed_log (Binance), cryptofeed_bybit or cryptofeed_okx, from the log's content."""
+    return Format(cryptofeed.FORMATS[cryptofeed.sniff_venue(path)], _CRYPTOFEED.load)
 
 
 def _hft_frame(path: Path) -> pl.DataFrame:
@@ -153,7 +172,8 @@ def default_instrument(path: Path, fmt: str) -> Instrument | None:
 def stream_events(path: str | Path, instrument: Instruments | None = None) -> EventStream:
     """Lazy validated typed events of any supported file.
 
-    Large formats (hftbacktest CSV and raw logs, cryptofeed logs) are read in bounded chunks.
+    Large formats (hftbacktest CSV and raw logs, cryptofeed logs, Tardis CSVs) are read in
+    bounded chunks.
     The small fixture formats (parquet, single CSVs, JSON) are loaded whole and fed as one chunk.
     ``instrument`` is one Instrument or a mapping symbol -> Instrument (rows of symbols it
     lacks are rejected as ``unknown_symbol``). Without it the recording's known instrument is
@@ -178,8 +198,10 @@ def stream_events(path: str | Path, instrument: Instruments | None = None) -> Ev
                 main = next(iter(frames.values()))
             instrument = infer_frame_instrument(main)
         return hftbacktest_raw.stream_raw(path, instrument)
-    if fmt.name == "cryptofeed_log":
+    if fmt.name in cryptofeed.FORMATS.values():
         return cryptofeed.stream_cryptofeed(path, instrument)
+    if fmt.name.startswith("tardis_"):
+        return tardis.stream_tardis(path, instrument)
     frames = _safe_load(fmt, path)
     (kind, frame), *_ = frames.items()
     if instrument is None:

@@ -37,6 +37,7 @@ class RowReject(enum.StrEnum):
     CROSSED_BOOK = "crossed_book"  # BBO with bid >= ask
     SEQUENCE_GAP = "sequence_gap"  # depth message not contiguous with the previous one
     UNKNOWN_SYMBOL = "unknown_symbol"  # no instrument for the row's symbol
+    CHECKSUM_MISMATCH = "checksum_mismatch"  # rebuilt book disagrees with the venue's checksum
 
 
 MAX_EXAMPLES = 5

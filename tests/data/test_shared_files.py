@@ -195,6 +195,48 @@ EXPECTED: list[tuple[str, dict[FrameKind, int], str, str, str]] = [
         "event",
     ),
     (
+        "book/nautilus_tardis_binance-futures_book_snapshot_5_BTCUSDT_2020-09-01.csv",
+        {D: 100},  # 10 snapshots x 5 levels x 2 sides
+        "2020-09-01 00:00:03.696",
+        "2020-09-01 00:00:04.284",
+        "event",
+    ),
+    (
+        "book/nautilus_tardis_binance-futures_quotes_BTCUSDT_2020-02-22.csv.gz",
+        {B: 9_999},
+        "2020-02-22 00:00:01.096",
+        "2020-02-22 00:03:47.061",
+        "event",
+    ),
+    (
+        "book/nautilus_tardis_huobi-dm-swap_quotes_BTC-USD_2020-05-01.csv",
+        {B: 10},
+        "2020-05-01 00:00:01.099",
+        "2020-05-01 00:00:01.814",
+        "event",
+    ),
+    (
+        "book/nautilus_tardis_deribit_incremental_book_L2_BTC-PERPETUAL_2020-04-01.csv",
+        {D: 15},
+        "2020-04-01 00:00:00.245",
+        "2020-04-01 00:00:00.245",
+        "event",
+    ),
+    (
+        "trades/nautilus_tardis_binance-futures_trades_BTCUSDT_2020-02-22.csv.gz",
+        {T: 9_999},
+        "2020-02-22 00:00:02.111",
+        "2020-02-22 02:05:47.728",
+        "event",
+    ),
+    (
+        "trades/nautilus_tardis_bitmex_trades_XBTUSD_2020-03-01.csv",
+        {T: 10},
+        "2020-03-01 00:00:03.145",
+        "2020-03-01 00:00:03.276",
+        "event",
+    ),
+    (
         "book/basana_binance_depth_update.json",
         {D: 248},
         "2025-09-10 01:15:56.014",
@@ -227,6 +269,29 @@ EXPECTED: list[tuple[str, dict[FrameKind, int], str, str, str]] = [
         {D: 5_613},
         "2021-07-22 22:25:41",
         "2021-07-22 22:25:42",
+        "recv",
+    ),
+    # Bybit/OKX: depth rows are levels (snapshots + delete/update/insert or OKX level rows);
+    # message counts are checked in test_cryptofeed_venues.py.
+    (
+        "book/cryptofeed_bybit_linear_ws_2021-04-17.log.gz",
+        {D: 20_342, T: 101},
+        "2021-04-17 16:43:06.799",
+        "2021-04-17 16:43:36.488",
+        "recv",
+    ),
+    (
+        "book/cryptofeed_bybit_inverse_ws_2021-04-17.log.gz",
+        {D: 2_652, T: 150},
+        "2021-04-17 16:43:06.98",
+        "2021-04-17 16:43:36.500",
+        "recv",
+    ),
+    (
+        "book/cryptofeed_okx_ws_2022-05-13.log.gz",
+        {D: 8_264, T: 74, B: 28},
+        "2022-05-13 16:27:05.50",
+        "2022-05-13 16:27:16.341",
         "recv",
     ),
     (
@@ -291,18 +356,11 @@ def test_file_matches_readme(
 NOT_YET_LOADED = frozenset(
     {
         "cryptofeed_bitmex_ws_2021-07-22.log.gz",
-        "cryptofeed_bybit_inverse_ws_2021-04-17.log.gz",
-        "cryptofeed_bybit_linear_ws_2021-04-17.log.gz",
         "cryptofeed_deribit_options_ws_2021-07-22.log.gz",
         "cryptofeed_kraken-futures_inverse_ws_2021-07-22.log.gz",
         "cryptofeed_kraken_spot_ws_book1000_2021-04-17.log.gz",
         "cryptofeed_kraken_spot_ws_ticker_2021-04-17.log.gz",
-        "cryptofeed_okx_ws_2022-05-13.log.gz",
         "hyperliquid-sdk_hyperliquid_DYDX_l2Book_rest_2023-07-17.json",
-        "nautilus_tardis_binance-futures_book_snapshot_5_BTCUSDT_2020-09-01.csv",
-        "nautilus_tardis_binance-futures_quotes_BTCUSDT_2020-02-22.csv.gz",
-        "nautilus_tardis_deribit_incremental_book_L2_BTC-PERPETUAL_2020-04-01.csv",
-        "nautilus_tardis_huobi-dm-swap_quotes_BTC-USD_2020-05-01.csv",
         "cryptofeed_bitmex_instrument_active_2021-07-22.json.gz",
         "cryptofeed_bybit_v2_public_symbols_2021-04-17.json.gz",
         "cryptofeed_deribit_get_instruments_rest_2021-07-22.log.gz",
@@ -312,8 +370,6 @@ NOT_YET_LOADED = frozenset(
         "hyperliquid-sdk_hyperliquid_BTC_fundingHistory_2023-05-12_2023-07-17.json.gz",
         "hyperliquid-sdk_hyperliquid_kPEPE_1h_candleSnapshot_2023-05-21.json",
         "cryptofeed_kraken_spot_ws_trade_2021-04-17.log.gz",
-        "nautilus_tardis_binance-futures_trades_BTCUSDT_2020-02-22.csv.gz",
-        "nautilus_tardis_bitmex_trades_XBTUSD_2020-03-01.csv",
     }
 )
 

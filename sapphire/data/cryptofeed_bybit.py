@@ -1,0 +1,196 @@
+"""Bybit legacy (pre-v5) websocket messages of cryptofeed logs -> canonical rows.
+
+Topics (``wss://stream.bybit.com/realtime`` inverse, ``.../realtime_public`` linear):
+
+* ``orderBookL2_25.<SYM>`` ``type: snapshot``: ``data`` is the level list (inverse) or
+  ``{"order_book": [...]}`` (linear); each level ``{price, symbol, id, side, size}``.
+* ``type: delta``: ``data: {delete: [...], update: [...], insert: [...]}``. Levels are keyed by
+  ``id``: ``delete`` and ``update`` must name a known id, ``insert`` a new one.
+* ``trade.<SYM>``: ``data: [{symbol, price, size, side (taker), trade_time_ms, trade_id}]``.
+
+Units are the venue's, unconverted: **inverse** (BTCUSD, EOSUSD) sizes are integer numbers of
+1-USD contracts, **linear** (*USDT) sizes are in the base coin. Turning contracts into base
+quantity (size / price) is the PnL layer's job, not the loader's.
+
+Sequencing: Bybit's ``cross_seq`` grows per symbol but is not contiguous (it is the matching
+engine's counter), so the id-keyed book itself is the integrity check. A delta that names an
+unknown id, inserts an existing one, moves a level to another price or side, or arrives before
+any snapshot cannot be applied: its rows are rejected as ``sequence_gap`` and the symbol waits
+for the next snapshot (a log cannot ask for one). Accepted messages carry
+``final_update_id = cross_seq`` and ``prev_final_update_id`` = the previous accepted message's
+``cross_seq`` (0 with ``first_update_id = 0`` for the first delta after a snapshot, which
+straddles it by construction), so :class:`sapphire.book.l2.L2Book` and the stream's sequence
+check chain them like Binance futures diffs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Final
+
+from sapphire.data.binance_json import RowBuffer, _i64, _num, _text
+from sapphire.data.schemas import FrameKind
+from sapphire.data.validation import RowReject
+
+_SIDES: Final = {"Buy": 1, "Sell": -1}
+_US: Final = 1_000  # timestamp_e6 is µs
+_MS: Final = 1_000_000
+
+Level = tuple[str, int, float, float]  # id, side, price, size
+
+
+def _level(raw: Any, with_size: bool = True) -> Level:
+    if not isinstance(raw, dict):
+        raise TypeError(f"level is not an object: {raw!r}")
+    side = _SIDES[raw["side"]]
+    size = _num(raw["size"]) if with_size else 0.0
+    return str(raw["id"]), side, _num(raw["price"]), size
+
+
+def trade_id(raw: Any) -> int:
+    """Bybit trade ids are UUIDs: their top 63 bits keep duplicate detection in an Int64."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return _i64(raw)
+    return uuid.UUID(_text(raw)).int >> 65
+
+
+class BybitHandler:
+    """Stateful: one instance per pass over one file (it holds the id-keyed books)."""
+
+    def __init__(self) -> None:
+        self.books: dict[str, dict[str, tuple[int, float]]] = {}  # symbol -> id -> side, price
+        self._last_seq: dict[str, int] = {}  # cross_seq of the last applied message
+        self._prev_out: dict[str, int] = {}  # cross_seq of the last message that emitted rows
+        self._fresh: set[str] = set()  # next delta is the first after a snapshot
+
+    def __call__(self, msg: Any, recv: int, session: str, line: int, buffer: RowBuffer) -> None:
+        if not isinstance(msg, dict):
+            buffer.stats.reject(RowReject.MALFORMED, line, "message is not an object")
+            return
+        topic = msg.get("topic")
+        if not isinstance(topic, str):
+            buffer.stats.ignored += 1  # subscription acks, pongs
+            return
+        try:
+            if topic.startswith("orderBook"):
+                try:
+                    self._book(msg, topic, recv, session, line, buffer)
+                except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+                    self.books.pop(topic.rpartition(".")[2], None)  # lost message: resync
+                    raise
+            elif topic.startswith("trade."):
+                self._trades(msg, recv, session, line, buffer)
+            else:
+                buffer.stats.ignored += 1
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            buffer.stats.reject(RowReject.MALFORMED, line, f"bad field: {exc!r}")
+
+    def _trades(self, msg: Any, recv: int, session: str, line: int, buffer: RowBuffer) -> None:
+        data = msg["data"]
+        if not isinstance(data, list):
+            raise TypeError("trade data is not a list")
+        for raw in data:
+            try:
+                row = (
+                    _i64(raw["trade_time_ms"], _MS),
+                    recv,
+                    _text(raw["symbol"]),
+                    session,
+                    _num(raw["price"]),
+                    _num(raw["size"]),
+                    _SIDES[raw["side"]],
+                    trade_id(raw["trade_id"]),
+                    line,
+                )
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                buffer.stats.reject(RowReject.MALFORMED, line, f"bad trade: {exc!r}")
+                continue
+            buffer.add(FrameKind.TRADES, row)
+
+    def _book(
+        self, msg: Any, topic: str, recv: int, session: str, line: int, buffer: RowBuffer
+    ) -> None:
+        symbol = topic.rpartition(".")[2]
+        data = msg["data"]
+        kind = msg["type"]
+        if kind == "snapshot":
+            raw_levels = data["order_book"] if isinstance(data, dict) else data
+            if not isinstance(raw_levels, list):
+                raise TypeError("snapshot levels are not a list")
+            levels = [_level(r) for r in raw_levels]
+            seq, ts = _i64(msg["cross_seq"]), _i64(msg["timestamp_e6"], _US)
+            self.books[symbol] = {lid: (side, px) for lid, side, px, _ in levels}
+            self._last_seq[symbol] = self._prev_out[symbol] = seq
+            self._fresh.add(symbol)
+            for _, side, px, size in levels:
+                buffer.add(
+                    FrameKind.DEPTH,
+                    (ts, recv, symbol, session, True, 0, seq, 0, side, px, size, line),
+                )
+            return
+        if kind != "delta":
+            buffer.stats.ignored += 1
+            return
+        if not isinstance(data, dict):
+            raise TypeError("delta data is not an object")
+        deletes = [_level(r, with_size=False) for r in data.get("delete") or ()]
+        updates = [_level(r) for r in data.get("update") or ()]
+        inserts = [_level(r) for r in data.get("insert") or ()]
+        seq, ts = _i64(msg["cross_seq"]), _i64(msg["timestamp_e6"], _US)
+        rows = len(deletes) + len(updates) + len(inserts)
+        problem = self._check(symbol, seq, deletes, updates, inserts)
+        if problem:
+            if rows:
+                buffer.stats.reject(RowReject.SEQUENCE_GAP, line, f"{symbol}: {problem}", rows)
+            return
+        book = self.books[symbol]
+        self._last_seq[symbol] = seq
+        if not rows:
+            return  # nothing to emit: the next delta chains on the last message with rows
+        if symbol in self._fresh:
+            ids = (0, seq, 0)
+            self._fresh.discard(symbol)
+        else:
+            ids = (seq, seq, self._prev_out[symbol])
+        self._prev_out[symbol] = seq
+        # Deletes first: a level may move through the spread within one message and must not
+        # be seen crossed against a level this message removes.
+        for lid, side, _, _ in deletes:
+            _, px = book.pop(lid)
+            buffer.add(
+                FrameKind.DEPTH, (ts, recv, symbol, session, False, *ids, side, px, 0.0, line)
+            )
+        for lid, side, px, size in (*updates, *inserts):
+            book[lid] = (side, px)
+            buffer.add(
+                FrameKind.DEPTH, (ts, recv, symbol, session, False, *ids, side, px, size, line)
+            )
+
+    def _check(
+        self,
+        symbol: str,
+        seq: int,
+        deletes: list[Level],
+        updates: list[Level],
+        inserts: list[Level],
+    ) -> str:
+        """Why a delta cannot be applied ("" when it can); an integrity break drops the book."""
+        book = self.books.get(symbol)
+        if book is None:
+            return "delta without a snapshot (waiting for one)"
+        if seq <= self._last_seq[symbol]:
+            return f"cross_seq {seq} <= {self._last_seq[symbol]} (stale or replayed)"
+        problem = ""
+        for lid, side, px, _ in (*deletes, *updates):
+            known = book.get(lid)
+            if known is None:
+                problem = f"unknown id {lid}"
+            elif known[0] != side or (px != known[1] and px > 0):
+                problem = f"id {lid} moved from {known} to {(side, px)}"
+        if not problem:
+            gone = {lid for lid, *_ in deletes}
+            clash = [lid for lid, *_ in inserts if lid in book and lid not in gone]
+            problem = f"insert of existing id {clash[0]}" if clash else ""
+        if problem:
+            del self.books[symbol]  # resync: everything until the next snapshot is a gap
+        return problem

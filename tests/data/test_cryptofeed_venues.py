@@ -1,0 +1,365 @@
+"""cryptofeed websocket logs of Bybit (legacy linear/inverse) and OKX v5, on the real recordings.
+
+Counts and time ranges are the ones ../shared/data/README.md states for each file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tempfile
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sapphire.book.l2 import DeltaResult, L2Book
+from sapphire.cli import main
+from sapphire.data.cryptofeed import sniff_venue, venue_line_parser
+from sapphire.data.cryptofeed_okx import OkxHandler, okx_checksum
+from sapphire.data.hftbacktest_raw import chunked
+from sapphire.data.registry import detect, load_frames, stream_events
+from sapphire.data.schemas import FrameKind
+from sapphire.data.validation import DataFileError, RejectStats, RowReject
+from sapphire.model.events import BookDelta, BookSnapshot, Quote, Side, Trade
+
+LINEAR = "book/cryptofeed_bybit_linear_ws_2021-04-17.log.gz"
+INVERSE = "book/cryptofeed_bybit_inverse_ws_2021-04-17.log.gz"
+OKX = "book/cryptofeed_okx_ws_2022-05-13.log.gz"
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# file, format, README: snapshots, delta messages, trade messages, trades, first/last times
+README = [
+    (LINEAR, "cryptofeed_bybit", 8, 3_252, 66, 101, "16:43:04.976", "16:43:36.403"),
+    (INVERSE, "cryptofeed_bybit", 2, 1_016, 76, 150, "16:43:05", "16:43:36.4"),
+    (OKX, "cryptofeed_okx", 3, 287, 74, 74, "16:27:05", "16:27:16.1"),
+]
+
+
+def _utc(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%H:%M:%S.%f")
+
+
+def _lines(path: Path) -> list[str]:
+    return gzip.decompress(path.read_bytes()).decode().splitlines()
+
+
+def _write(tmp: Path, name: str, lines: list[str]) -> Path:
+    path = tmp / name
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("rel", "fmt", "snaps", "deltas", "trade_msgs", "trades", "first", "last"),
+    README,
+    ids=["bybit-linear", "bybit-inverse", "okx"],
+)
+def test_counts_and_times_match_readme(
+    shared_data: Path,
+    rel: str,
+    fmt: str,
+    snaps: int,
+    deltas: int,
+    trade_msgs: int,
+    trades: int,
+    first: str,
+    last: str,
+) -> None:
+    path = shared_data / rel
+    assert detect(path).name == fmt
+    frames = load_frames(path)
+    depth = frames[FrameKind.DEPTH]
+    messages = depth.select("symbol", "is_snapshot", "final_update_id").unique()
+    assert messages["is_snapshot"].sum() == snaps
+    assert (~messages["is_snapshot"]).sum() == deltas
+    assert frames[FrameKind.TRADES].height == trades
+    assert frames[FrameKind.TRADES]["ts_recv_ns"].n_unique() == trade_msgs
+    # README ranges of the book messages are exchange times (timestamp_e6, OKX ts)
+    assert _utc(int(depth["ts_event_ns"].min())).startswith(first)  # type: ignore[arg-type]
+    assert _utc(int(depth["ts_event_ns"].max())).startswith(last)  # type: ignore[arg-type]
+    stream = stream_events(path)
+    events = list(stream)
+    assert stream.stats.balanced() and stream.stats.rejected == 0
+    assert stream.stats.rows_out == sum(f.height for f in frames.values())
+    assert sum(isinstance(e, BookSnapshot) for e in events) == snaps
+    assert sum(isinstance(e, BookDelta) and e.last_in_batch for e in events) == deltas
+    assert sum(isinstance(e, Trade) for e in events) == trades
+
+
+def test_okx_tickers_are_quotes_in_venue_units(shared_data: Path) -> None:
+    stream = stream_events(shared_data / OKX)
+    quotes = [e for e in stream if isinstance(e, Quote)]
+    assert len(quotes) == 28  # README: 28 tickers
+    assert {q.symbol for q in quotes} == {"BTC-USD-220527", "UNI-USD-SWAP", "BTC-USDT"}
+    inst = stream.instrument
+    assert isinstance(inst, dict)
+    # Contracts stay contracts: whole numbers on the swap and the future, BTC on spot.
+    assert inst["UNI-USD-SWAP"].lot_size == inst["BTC-USD-220527"].lot_size == "1"
+    assert inst["BTC-USDT"].lot_size != "1"
+    assert {i.venue for i in inst.values()} == {"OKX"}
+
+
+def test_bybit_inverse_sizes_are_usd_contracts(shared_data: Path) -> None:
+    trades = load_frames(shared_data / INVERSE)[FrameKind.TRADES]
+    assert (trades["qty"] == trades["qty"].round(0)).all()
+    btc = trades.filter(pl.col("symbol") == "BTCUSD")
+    assert btc["price"].min() > 50_000  # type: ignore[operator]
+    linear = load_frames(shared_data / LINEAR)[FrameKind.TRADES]
+    assert not (linear["qty"] == linear["qty"].round(0)).all()  # base coin, fractional
+
+
+@pytest.mark.parametrize("rel", [LINEAR, INVERSE, OKX])
+def test_rebuilt_books_never_cross(shared_data: Path, rel: str) -> None:
+    """Rebuilt with L2Book and with a plain dict (no crossing rule): both agree and never cross
+    after any complete message; every delta chains onto the previous message."""
+    books: dict[str, L2Book] = {}
+    plain: dict[str, tuple[dict[int, int], dict[int, int]]] = {}
+    checked = 0
+    for event in stream_events(shared_data / rel):
+        if isinstance(event, BookSnapshot):
+            books[event.symbol] = L2Book(event.symbol)
+            books[event.symbol].apply_snapshot(event)
+            plain[event.symbol] = (dict(event.bids), dict(event.asks))
+        elif isinstance(event, BookDelta):
+            assert books[event.symbol].apply_delta(event) is DeltaResult.APPLIED
+            side = plain[event.symbol][0 if event.side is Side.BUY else 1]
+            if event.qty_lots:
+                side[event.price_ticks] = event.qty_lots
+            else:
+                # Bybit deletes name a held id; OKX also deletes levels beyond the 400 it sent
+                assert side.pop(event.price_ticks, None) is not None or "okx" in rel
+            if event.last_in_batch:
+                bids, asks = plain[event.symbol]
+                book = books[event.symbol]
+                assert max(bids) < min(asks)
+                assert not book.is_crossed()
+                assert book.best_bid() == (max(bids), bids[max(bids)])
+                assert book.best_ask() == (min(asks), asks[min(asks)])
+                if "bybit" in rel:  # README: 25 levels per side after every message
+                    assert len(bids) == len(asks) == 25
+                checked += 1
+    assert checked > 250
+    assert all(b.gaps == b.stale == b.rejected == 0 for b in books.values())
+
+
+def _okx_pass(path: Path) -> tuple[OkxHandler, RejectStats]:
+    handler, stats = OkxHandler(), RejectStats()
+    for _ in chunked(path, stats, venue_line_parser(handler, "s")):
+        pass
+    return handler, stats
+
+
+def test_okx_checksum_verifies_every_book_message(shared_data: Path) -> None:
+    handler, stats = _okx_pass(shared_data / OKX)
+    # README: the checksum matches for all 290 books messages (3 snapshots + 287 updates).
+    assert (handler.checksums_ok, handler.checksum_mismatches, handler.unverified) == (290, 0, 0)
+    assert stats.rejected == 0
+
+
+def test_okx_checksum_function_is_order_and_string_sensitive() -> None:
+    bids, asks = [("3366.1", "7"), ("3366", "6")], [("3366.8", "9"), ("3368", "8")]
+    value = okx_checksum(bids, asks)
+    assert -(2**31) <= value < 2**31
+    assert value != okx_checksum(asks, bids)
+    assert value != okx_checksum([("3366.10", "7"), ("3366", "6")], asks)
+
+
+def test_okx_corrupted_update_is_a_checksum_reject_then_gap(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    lines = _lines(shared_data / OKX)
+    target = next(
+        i
+        for i, line in enumerate(lines)
+        if '"action":"update"' in line and '"UNI-USD-SWAP"' in line and '"bids":[[' in line
+    )
+    stamp, _, body = lines[target].partition(": ")
+    msg = json.loads(body)
+    bid = msg["data"][0]["bids"][0]
+    bid[1] = str(int(bid[1]) + 1) if bid[1] != "0" else "1"  # a size the venue never sent
+    lines[target] = f"{stamp}: {json.dumps(msg, separators=(',', ':'))}"
+    bad = _write(tmp_path, "cryptofeed_okx_ws_2022-05-13.log.gz", lines)
+    handler, stats = _okx_pass(bad)
+    assert (
+        handler.checksum_mismatches == 1
+        and handler.checksums_ok == 290 - 1 - (_later_updates(lines, target, "UNI-USD-SWAP")[0])
+    )
+    levels = len(msg["data"][0]["bids"]) + len(msg["data"][0]["asks"])
+    assert stats.counts[RowReject.CHECKSUM_MISMATCH] == levels
+    later_msgs, later_levels = _later_updates(lines, target, "UNI-USD-SWAP")
+    assert later_msgs > 0
+    assert stats.counts.get(RowReject.SEQUENCE_GAP, 0) == later_levels
+    stream = stream_events(bad)
+    list(stream)
+    assert stream.stats.balanced() and stream.stats.counts[RowReject.CHECKSUM_MISMATCH] == levels
+
+
+def _later_updates(lines: list[str], after: int, inst: str) -> tuple[int, int]:
+    msgs = levels = 0
+    for line in lines[after + 1 :]:
+        if f'"channel":"books","instId":"{inst}"}}' in line and '"action"' in line:
+            data = json.loads(line.partition(": ")[2])["data"][0]
+            msgs += 1
+            levels += len(data["bids"]) + len(data["asks"])
+    return msgs, levels
+
+
+def test_okx_seq_ids_chain_when_present(shared_data: Path, tmp_path: Path) -> None:
+    """Later OKX versions send seqId/prevSeqId: a broken chain is a gap until a snapshot."""
+    lines = _lines(shared_data / OKX)
+    seq: dict[str, int] = defaultdict(int)
+    broken = None
+    for i, line in enumerate(lines):
+        if '"action"' not in line:
+            continue
+        stamp, _, body = line.partition(": ")
+        msg = json.loads(body)
+        inst = msg["arg"]["instId"]
+        item = msg["data"][0]
+        item["prevSeqId"] = -1 if msg["action"] == "snapshot" else seq[inst]
+        seq[inst] += 10
+        item["seqId"] = seq[inst]
+        if broken is None and inst == "BTC-USDT" and msg["action"] == "update" and seq[inst] > 50:
+            item["prevSeqId"] += 1
+            broken = i
+        lines[i] = f"{stamp}: {json.dumps(msg, separators=(',', ':'))}"
+    assert broken is not None
+    handler, stats = _okx_pass(_write(tmp_path, "cryptofeed_okx_ws.log.gz", lines))
+    assert handler.checksum_mismatches == 0
+    _, levels = _later_updates(lines, broken, "BTC-USDT")
+    body = json.loads(lines[broken].partition(": ")[2])["data"][0]
+    assert stats.counts == {RowReject.SEQUENCE_GAP: levels + len(body["bids"]) + len(body["asks"])}
+
+
+def test_bybit_unknown_id_is_a_gap_until_next_snapshot(shared_data: Path, tmp_path: Path) -> None:
+    lines = _lines(shared_data / INVERSE)
+    target = next(
+        i
+        for i, line in enumerate(lines)
+        if '"type":"delta"' in line and "orderBookL2_25.BTCUSD" in line
+    )
+    lines[target] = lines[target].replace('"id":', '"id":9', 1)  # an id the book never had
+    path = _write(tmp_path, "recording.log.gz", lines)  # neutral name: detected by content
+    assert detect(path).name == "cryptofeed_bybit"
+    stream = stream_events(path)
+    list(stream)
+    stats = stream.stats
+    assert stats.balanced() and set(stats.counts) == {RowReject.SEQUENCE_GAP}
+    assert "unknown id 9" in stats.examples[0][2]
+    later = sum(
+        1 for line in lines[target:] if '"topic":"orderBookL2_25.BTCUSD"' in line
+    )  # no later BTCUSD snapshot in this file: every later delta waits for one
+    assert later > 100
+    clean = load_frames(shared_data / INVERSE)[FrameKind.DEPTH]
+    first_bad = float(lines[target].partition(": ")[0]) * 1e9
+    expected = clean.filter(
+        (pl.col("symbol") == "BTCUSD") & (pl.col("ts_recv_ns") >= int(first_bad) - 1_000)
+    ).height
+    assert stats.counts[RowReject.SEQUENCE_GAP] == expected
+
+
+def test_venue_detected_by_content_not_name(shared_data: Path, tmp_path: Path) -> None:
+    okx = _lines(shared_data / OKX)
+    misnamed = _write(tmp_path, "cryptofeed_binance_usdm_ws_x.log.gz", okx)
+    assert detect(misnamed).name == "cryptofeed_okx"
+    no_url = [line for line in okx if not line.startswith("wss://")]  # shapes only
+    assert sniff_venue(_write(tmp_path, "cryptofeed_x.log.gz", no_url)) == "okx"
+    bybit = [line for line in _lines(shared_data / LINEAR) if not line.startswith("wss://")]
+    assert sniff_venue(_write(tmp_path, "cryptofeed_y.log.gz", bybit)) == "bybit"
+    with pytest.raises(DataFileError, match="unsupported venue"):
+        detect(shared_data / "book/cryptofeed_bitmex_ws_2021-07-22.log.gz")
+
+
+@pytest.mark.parametrize("rel", [LINEAR, OKX])
+def test_log_without_market_data_is_an_error(shared_data: Path, tmp_path: Path, rel: str) -> None:
+    head = [line for line in _lines(shared_data / rel) if '"success"' in line or "event" in line]
+    path = _write(tmp_path, Path(rel).name, _lines(shared_data / rel)[:1] + head)
+    with pytest.raises(DataFileError, match="no market-data"):
+        load_frames(path)
+    with pytest.raises(DataFileError, match="no market-data"):
+        stream_events(path)
+    inst = {"BTCUSD": stream_events(shared_data / INVERSE).instrument}
+    stream = stream_events(path, inst["BTCUSD"])
+    with pytest.raises(DataFileError, match="no market-data"):
+        list(stream)
+
+
+@pytest.mark.parametrize("rel", [LINEAR, INVERSE, OKX])
+def test_truncated_file_counts_a_reject(shared_data: Path, tmp_path: Path, rel: str) -> None:
+    raw = (shared_data / rel).read_bytes()
+    cut = tmp_path / Path(rel).name
+    cut.write_bytes(raw[: len(raw) // 2])  # gzip stream ends mid-member
+    stream = stream_events(cut)
+    events = list(stream)
+    assert events and stream.stats.balanced()
+    assert stream.stats.counts[RowReject.MALFORMED] >= 1
+    text = gzip.decompress(raw)
+    half = tmp_path / f"half_{Path(rel).name}"
+    half.write_bytes(gzip.compress(text[: len(text) // 2]))  # last JSON line cut in two
+    stream = stream_events(half)
+    list(stream)
+    assert stream.stats.balanced() and stream.stats.counts[RowReject.MALFORMED] == 1
+
+
+def _seed(rel: str, n: int) -> bytes:
+    from tests.conftest import shared_data_dir
+
+    path = shared_data_dir() / rel
+    if not path.is_file():
+        return b""
+    return b"\n".join(gzip.decompress(path.read_bytes()).split(b"\n")[:n]) + b"\n"
+
+
+SEEDS = [(Path(rel).name, _seed(rel, 40)) for rel in (LINEAR, INVERSE, OKX)]
+
+
+def _consume(name: str, payload: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(gzip.compress(payload))
+        try:
+            stream = stream_events(path)
+            list(stream)
+        except DataFileError:
+            return
+        assert stream.stats.balanced()
+
+
+@FAST
+@given(
+    st.sampled_from(SEEDS),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=12),
+)
+def test_mutated_venue_logs_never_raise(
+    seed: tuple[str, bytes], flips: list[tuple[int, int]]
+) -> None:
+    name, data = seed
+    buf = bytearray(data)
+    for pos, value in flips:
+        if buf:
+            buf[pos % len(buf)] = value
+    _consume(name, bytes(buf))
+
+
+@FAST
+@given(st.sampled_from([name for name, _ in SEEDS]), st.binary(max_size=300))
+def test_random_bytes_in_venue_logs_never_raise(name: str, payload: bytes) -> None:
+    _consume(name, payload)
+
+
+@pytest.mark.parametrize(
+    ("rel", "fmt"),
+    [(LINEAR, "cryptofeed_bybit"), (INVERSE, "cryptofeed_bybit"), (OKX, "cryptofeed_okx")],
+)
+def test_inspect_venue_logs(
+    shared_data: Path, rel: str, fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["data", "inspect", str(shared_data / rel)]) == 0
+    out = capsys.readouterr().out
+    assert f"format:  {fmt}" in out
+    assert "[depth]" in out and "[trades]" in out and "rejected" not in out
