@@ -8,7 +8,9 @@ symbol from the decimals seen.
 The venue is detected from the content (:func:`sniff_venue`): the websocket host of line 1,
 else the shapes of the first messages, and only then the file name. Binance messages are
 parsed by :mod:`sapphire.data.binance_json`, Bybit by :mod:`sapphire.data.cryptofeed_bybit`
-and OKX by :mod:`sapphire.data.cryptofeed_okx`.
+OKX by :mod:`sapphire.data.cryptofeed_okx`, Kraken spot by
+:mod:`sapphire.data.cryptofeed_kraken`, BitMEX by :mod:`sapphire.data.cryptofeed_bitmex` and
+Deribit by :mod:`sapphire.data.cryptofeed_deribit`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ import msgspec
 import polars as pl
 
 from sapphire.data.binance_json import RowBuffer
+from sapphire.data.cryptofeed_bitmex import BitmexHandler
 from sapphire.data.cryptofeed_bybit import BybitHandler
+from sapphire.data.cryptofeed_deribit import DeribitHandler
+from sapphire.data.cryptofeed_kraken import KrakenHandler
 from sapphire.data.cryptofeed_okx import OkxHandler
 from sapphire.data.hftbacktest_raw import LineParser, chunked, iter_lines
 from sapphire.data.instruments import infer_frame_instrument
@@ -37,11 +42,34 @@ _SYMBOL = re.compile(rb"symbol=([A-Za-z0-9]+)")
 _DECODER = msgspec.json.Decoder()
 _CONTROL: Final = (b"wss://", b"ws://")  # connection-opened and request-sent lines
 
-FORMATS: Final = {"binance": "cryptofeed_log", "bybit": "cryptofeed_bybit", "okx": "cryptofeed_okx"}
+FORMATS: Final = {
+    "binance": "cryptofeed_log",
+    "bybit": "cryptofeed_bybit",
+    "okx": "cryptofeed_okx",
+    "kraken": "cryptofeed_kraken",
+    "bitmex": "cryptofeed_bitmex",
+    "deribit": "cryptofeed_deribit",
+}
 """Registry format name per venue (Binance keeps the original name)."""
-_VENUE_NAMES: Final = {"binance": "BINANCE", "bybit": "BYBIT", "okx": "OKX"}
-_HOSTS: Final = (("binance.", "binance"), ("bybit.", "bybit"), ("okx.", "okx"), ("okex.", "okx"))
+_VENUE_NAMES: Final = {
+    "binance": "BINANCE",
+    "bybit": "BYBIT",
+    "okx": "OKX",
+    "kraken": "KRAKEN",
+    "bitmex": "BITMEX",
+    "deribit": "DERIBIT",
+}
+_HOSTS: Final = (
+    ("binance.", "binance"),
+    ("bybit.", "bybit"),
+    ("okx.", "okx"),
+    ("okex.", "okx"),
+    ("ws.kraken.", "kraken"),  # spot v1; futures.kraken.com is another protocol
+    ("bitmex.", "bitmex"),
+    ("deribit.", "deribit"),
+)
 _SNIFF_LINES: Final = 64
+_KRAKEN: Final = ("book", "trade", "ticker", "spread", "ohlc")
 
 # A venue message handler: (decoded message, recv ns, session, line number, buffer).
 Handler = Callable[[Any, int, str, int, RowBuffer], None]
@@ -49,11 +77,18 @@ Handler = Callable[[Any, int, str, int, RowBuffer], None]
 
 def _shape_venue(msg: Any) -> str:
     """The venue a decoded message's shape belongs to, "" when it says nothing."""
+    if isinstance(msg, list):  # Kraken v1: [channelID, payload..., channelName, pair]
+        name = msg[-2] if len(msg) >= 4 else None
+        return "kraken" if isinstance(name, str) and name.startswith(_KRAKEN) else ""
     if not isinstance(msg, dict):
         return ""
     topic = msg.get("topic")
     if isinstance(topic, str) and topic.startswith(("orderBook", "trade.")):
         return "bybit"
+    if isinstance(msg.get("table"), str) and "action" in msg:
+        return "bitmex"
+    if msg.get("jsonrpc") == "2.0" and msg.get("method") == "subscription":
+        return "deribit"
     arg = msg.get("arg")
     if isinstance(arg, dict) and "channel" in arg and "instId" in arg:
         return "okx"
@@ -64,7 +99,7 @@ def _shape_venue(msg: Any) -> str:
 
 
 def sniff_venue(path: Path) -> str:
-    """ "binance", "bybit" or "okx" from line 1's host, the message shapes, then the name.
+    """A venue of :data:`FORMATS` from line 1's host, the message shapes, then the name.
 
     A websocket log of another venue is a DataFileError: its messages would only produce
     malformed rows.
@@ -84,7 +119,9 @@ def sniff_venue(path: Path) -> str:
         if venue:
             return venue
     name = path.name.lower()
-    return next((v for v in ("bybit", "okx") if v in name), "binance")
+    return next(
+        (v for v in ("bybit", "okx", "kraken", "bitmex", "deribit") if v in name), "binance"
+    )
 
 
 def is_ws_log(path: Path) -> bool:
@@ -160,6 +197,12 @@ def parser_for(venue: str, session: str) -> LineParser:
         return venue_line_parser(BybitHandler(), session)
     if venue == "okx":
         return venue_line_parser(OkxHandler(), session)
+    if venue == "kraken":
+        return venue_line_parser(KrakenHandler(), session)
+    if venue == "bitmex":
+        return venue_line_parser(BitmexHandler(), session)
+    if venue == "deribit":
+        return venue_line_parser(DeribitHandler(), session)
     return line_parser(session)
 
 

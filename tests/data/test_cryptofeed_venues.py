@@ -271,8 +271,9 @@ def test_venue_detected_by_content_not_name(shared_data: Path, tmp_path: Path) -
     assert sniff_venue(_write(tmp_path, "cryptofeed_x.log.gz", no_url)) == "okx"
     bybit = [line for line in _lines(shared_data / LINEAR) if not line.startswith("wss://")]
     assert sniff_venue(_write(tmp_path, "cryptofeed_y.log.gz", bybit)) == "bybit"
+    huobi = ["wss://api.hbdm.com/swap-ws <-> 1626993367.388005", *no_url]  # no loader yet
     with pytest.raises(DataFileError, match="unsupported venue"):
-        detect(shared_data / "book/cryptofeed_bitmex_ws_2021-07-22.log.gz")
+        detect(_write(tmp_path, "cryptofeed_huobi_ws.log.gz", huobi))
 
 
 @pytest.mark.parametrize("rel", [LINEAR, OKX])

@@ -294,6 +294,42 @@ EXPECTED: list[tuple[str, dict[FrameKind, int], str, str, str]] = [
         "2022-05-13 16:27:16.341",
         "recv",
     ),
+    # Kraken spot v1: depth rows are levels (10 snapshots + 4,269 checksummed updates)
+    (
+        "book/cryptofeed_kraken_spot_ws_book1000_2021-04-17.log.gz",
+        {D: 11_745},
+        "2021-04-17 16:48:53",
+        "2021-04-17 16:49:23.372",
+        "recv",
+    ),
+    (
+        "book/cryptofeed_kraken_spot_ws_ticker_2021-04-17.log.gz",
+        {B: 18},
+        "2021-04-17 16:48:52.9",
+        "2021-04-17 16:49:18",
+        "recv",
+    ),
+    (
+        "trades/cryptofeed_kraken_spot_ws_trade_2021-04-17.log.gz",
+        {T: 10},
+        "2021-04-17 16:49:02",
+        "2021-04-17 16:49:18",
+        "recv",
+    ),
+    (
+        "book/cryptofeed_bitmex_ws_2021-07-22.log.gz",
+        {D: 14_333, B: 436, T: 27},
+        "2021-07-22 22:36:10.03",  # README's 22:36:07.875 is the welcome message
+        "2021-07-22 22:36:38.468",
+        "recv",
+    ),
+    (
+        "book/cryptofeed_deribit_options_ws_2021-07-22.log.gz",
+        {D: 149, B: 76},  # 13 of the 89 tickers are one-sided (ignored)
+        "2021-07-22 22:42:03.804",
+        "2021-07-22 22:42:34.165",
+        "recv",
+    ),
     (
         "book/raw_hftbacktest/spot_btcusdt_20230405.dat.gz",
         {D: 32_024, B: 8_015, T: 3_144},
@@ -355,11 +391,7 @@ def test_file_matches_readme(
 # file that gains a loader must leave this list.
 NOT_YET_LOADED = frozenset(
     {
-        "cryptofeed_bitmex_ws_2021-07-22.log.gz",
-        "cryptofeed_deribit_options_ws_2021-07-22.log.gz",
         "cryptofeed_kraken-futures_inverse_ws_2021-07-22.log.gz",
-        "cryptofeed_kraken_spot_ws_book1000_2021-04-17.log.gz",
-        "cryptofeed_kraken_spot_ws_ticker_2021-04-17.log.gz",
         "hyperliquid-sdk_hyperliquid_DYDX_l2Book_rest_2023-07-17.json",
         "cryptofeed_bitmex_instrument_active_2021-07-22.json.gz",
         "cryptofeed_bybit_v2_public_symbols_2021-04-17.json.gz",
@@ -369,7 +401,6 @@ NOT_YET_LOADED = frozenset(
         "hyperliquid-sdk_hyperliquid_meta_2023-07-17.json",
         "hyperliquid-sdk_hyperliquid_BTC_fundingHistory_2023-05-12_2023-07-17.json.gz",
         "hyperliquid-sdk_hyperliquid_kPEPE_1h_candleSnapshot_2023-05-21.json",
-        "cryptofeed_kraken_spot_ws_trade_2021-04-17.log.gz",
     }
 )
 
