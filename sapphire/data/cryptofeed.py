@@ -9,8 +9,9 @@ The venue is detected from the content (:func:`sniff_venue`): the websocket host
 else the shapes of the first messages, and only then the file name. Binance messages are
 parsed by :mod:`sapphire.data.binance_json`, Bybit by :mod:`sapphire.data.cryptofeed_bybit`
 OKX by :mod:`sapphire.data.cryptofeed_okx`, Kraken spot by
-:mod:`sapphire.data.cryptofeed_kraken`, BitMEX by :mod:`sapphire.data.cryptofeed_bitmex` and
-Deribit by :mod:`sapphire.data.cryptofeed_deribit`.
+:mod:`sapphire.data.cryptofeed_kraken`, Kraken Futures by
+:mod:`sapphire.data.cryptofeed_kraken_futures`, BitMEX by :mod:`sapphire.data.cryptofeed_bitmex`
+and Deribit by :mod:`sapphire.data.cryptofeed_deribit`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from sapphire.data.cryptofeed_bitmex import BitmexHandler
 from sapphire.data.cryptofeed_bybit import BybitHandler
 from sapphire.data.cryptofeed_deribit import DeribitHandler
 from sapphire.data.cryptofeed_kraken import KrakenHandler
+from sapphire.data.cryptofeed_kraken_futures import FEEDS as KRAKEN_FUTURES_FEEDS
+from sapphire.data.cryptofeed_kraken_futures import KrakenFuturesHandler
 from sapphire.data.cryptofeed_okx import OkxHandler
 from sapphire.data.hftbacktest_raw import LineParser, chunked, iter_lines
 from sapphire.data.instruments import infer_frame_instrument
@@ -47,6 +50,7 @@ FORMATS: Final = {
     "bybit": "cryptofeed_bybit",
     "okx": "cryptofeed_okx",
     "kraken": "cryptofeed_kraken",
+    "kraken_futures": "cryptofeed_kraken_futures",
     "bitmex": "cryptofeed_bitmex",
     "deribit": "cryptofeed_deribit",
 }
@@ -56,6 +60,7 @@ _VENUE_NAMES: Final = {
     "bybit": "BYBIT",
     "okx": "OKX",
     "kraken": "KRAKEN",
+    "kraken_futures": "KRAKEN_FUTURES",
     "bitmex": "BITMEX",
     "deribit": "DERIBIT",
 }
@@ -64,7 +69,8 @@ _HOSTS: Final = (
     ("bybit.", "bybit"),
     ("okx.", "okx"),
     ("okex.", "okx"),
-    ("ws.kraken.", "kraken"),  # spot v1; futures.kraken.com is another protocol
+    ("ws.kraken.", "kraken"),  # spot v1
+    ("futures.kraken.", "kraken_futures"),  # another protocol than spot's
     ("bitmex.", "bitmex"),
     ("deribit.", "deribit"),
 )
@@ -89,6 +95,8 @@ def _shape_venue(msg: Any) -> str:
         return "bitmex"
     if msg.get("jsonrpc") == "2.0" and msg.get("method") == "subscription":
         return "deribit"
+    if msg.get("feed") in KRAKEN_FUTURES_FEEDS and "product_id" in msg:
+        return "kraken_futures"
     arg = msg.get("arg")
     if isinstance(arg, dict) and "channel" in arg and "instId" in arg:
         return "okx"
@@ -119,9 +127,9 @@ def sniff_venue(path: Path) -> str:
         if venue:
             return venue
     name = path.name.lower()
-    return next(
-        (v for v in ("bybit", "okx", "kraken", "bitmex", "deribit") if v in name), "binance"
-    )
+    # "kraken-futures" before "kraken": the spot name is a prefix of the futures one
+    names = ("bybit", "okx", "kraken-futures", "kraken", "bitmex", "deribit")
+    return next((v.replace("-", "_") for v in names if v in name), "binance")
 
 
 def is_ws_log(path: Path) -> bool:
@@ -199,6 +207,8 @@ def parser_for(venue: str, session: str) -> LineParser:
         return venue_line_parser(OkxHandler(), session)
     if venue == "kraken":
         return venue_line_parser(KrakenHandler(), session)
+    if venue == "kraken_futures":
+        return venue_line_parser(KrakenFuturesHandler(), session)
     if venue == "bitmex":
         return venue_line_parser(BitmexHandler(), session)
     if venue == "deribit":

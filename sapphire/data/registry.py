@@ -13,6 +13,7 @@ from sapphire.data import (
     cryptofeed,
     hftbacktest,
     hftbacktest_raw,
+    hyperliquid,
     nautilus,
     ohlcv,
     tardis,
@@ -50,7 +51,7 @@ def _instruments_frame(path: Path) -> Frames:
 
 
 def detect(path: str | Path) -> Format:
-    """The format of ``path`` from its name (and, for CSVs, its header)."""
+    """The format of ``path`` from its name (and its CSV header, log content or JSON shape)."""
     path = Path(path)
     name = path.name
     if not path.is_file():
@@ -110,6 +111,10 @@ def detect(path: str | Path) -> Format:
             return _cryptofeed_format(path) if fmt is _CRYPTOFEED else fmt
     if cryptofeed.is_ws_log(path):  # a websocket log under any name
         return _cryptofeed_format(path)
+    # JSON bodies say what they are only through their shape, so they are parsed to decide.
+    shape = hyperliquid.sniff(path) if name.endswith((".json", ".json.gz")) else None
+    if shape is not None:
+        return Format(shape, _one(hyperliquid.LOADERS[shape]))
     raise DataFileError(f"{path}: unknown data format")
 
 

@@ -331,6 +331,34 @@ EXPECTED: list[tuple[str, dict[FrameKind, int], str, str, str]] = [
         "recv",
     ),
     (
+        "book/cryptofeed_kraken-futures_inverse_ws_2021-07-22.log.gz",
+        {D: 8_585, T: 1_003},  # 1,571 snapshot levels + 7,014 deltas; ticker_lite has no sizes
+        "2021-07-22 23:02:07.690",  # README's 23:02:07.583 is the info event
+        "2021-07-22 23:02:38.156",
+        "recv",
+    ),
+    (
+        "book/hyperliquid-sdk_hyperliquid_DYDX_l2Book_rest_2023-07-17.json",
+        {D: 40},  # 20 bid + 20 ask levels of one snapshot
+        "2023-07-17 21:43:23.930",
+        "2023-07-17 21:43:23.930",
+        "event",
+    ),
+    (
+        "ohlcv/hyperliquid-sdk_hyperliquid_kPEPE_1h_candleSnapshot_2023-05-21.json",
+        {BARS: 24},
+        "2023-05-21 20:00",
+        "2023-05-22 19:00",
+        "event",
+    ),
+    (
+        "ohlcv/hyperliquid-sdk_hyperliquid_BTC_fundingHistory_2023-05-12_2023-07-17.json.gz",
+        {F: 1_038},
+        "2023-05-12 00:00:00.048",
+        "2023-07-17 21:00:00.065",
+        "event",
+    ),
+    (
         "book/raw_hftbacktest/spot_btcusdt_20230405.dat.gz",
         {D: 32_024, B: 8_015, T: 3_144},
         "2023-04-05 00:00:00",
@@ -391,16 +419,12 @@ def test_file_matches_readme(
 # file that gains a loader must leave this list.
 NOT_YET_LOADED = frozenset(
     {
-        "cryptofeed_kraken-futures_inverse_ws_2021-07-22.log.gz",
-        "hyperliquid-sdk_hyperliquid_DYDX_l2Book_rest_2023-07-17.json",
         "cryptofeed_bitmex_instrument_active_2021-07-22.json.gz",
         "cryptofeed_bybit_v2_public_symbols_2021-04-17.json.gz",
         "cryptofeed_deribit_get_instruments_rest_2021-07-22.log.gz",
         "cryptofeed_kraken-futures_instruments_2021-07-22.json.gz",
         "cryptofeed_okx_instruments_rest_2022-05-13.log.gz",
         "hyperliquid-sdk_hyperliquid_meta_2023-07-17.json",
-        "hyperliquid-sdk_hyperliquid_BTC_fundingHistory_2023-05-12_2023-07-17.json.gz",
-        "hyperliquid-sdk_hyperliquid_kPEPE_1h_candleSnapshot_2023-05-21.json",
     }
 )
 
