@@ -93,7 +93,9 @@ class GroupCommitter:
         self._on_settled = on_settled
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-commit")
         self._task: asyncio.Task[int] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        # uvloop (Ray's async actors) returns handles without .when(): keep the time here
+        self._timer: asyncio.Handle | None = None
+        self._timer_when = 0.0
         self._closed = False
         self.commits = 0
 
@@ -137,10 +139,11 @@ class GroupCommitter:
         loop = asyncio.get_running_loop()
         when = loop.time() + max(0.0, delay_s)
         if self._timer is not None:
-            if self._timer.when() <= when:
+            if self._timer_when <= when:
                 return  # an earlier wake-up re-evaluates anyway
             self._timer.cancel()
         self._timer = loop.call_at(when, self._on_timer)
+        self._timer_when = when
 
     def _on_timer(self) -> None:
         self._timer = None

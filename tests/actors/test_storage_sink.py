@@ -37,9 +37,24 @@ def producer_frames(trades_path: Path, producers: int, rows: int) -> list[pl.Dat
     return [base.with_columns(pl.lit(f"p{i}").alias("producer_id")) for i in range(producers)]
 
 
-# -- the loop, on asyncio ---------------------------------------------------------------------
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run_loop(request: pytest.FixtureRequest) -> Any:
+    """Run a coroutine on the stock loop and on uvloop, the loop of Ray's async actors (its
+    timer handles differ: a bug that only uvloop showed once stopped every run's sink)."""
+    import uvloop
+
+    factory = asyncio.new_event_loop if request.param == "asyncio" else uvloop.new_event_loop
+
+    def run(coro: Any) -> Any:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(coro)
+
+    return run
+
+
+# -- the loop, on asyncio and uvloop ----------------------------------------------------------
 def test_concurrent_writers_share_commits_and_store_each_row_once(
-    tmp_path: Path, trades_path: Path
+    tmp_path: Path, trades_path: Path, run_loop: Any
 ) -> None:
     """Durable Parquet at batch 100: four producers, 25 writes of 100 rows each. A commit per
     write would be 100 commits; grouped, the writes made during a commit share the next."""
@@ -63,7 +78,7 @@ def test_concurrent_writers_share_commits_and_store_each_row_once(
         await committer.close()
         return committer, writes
 
-    committer, writes = asyncio.run(scenario())
+    committer, writes = run_loop(scenario())
     assert writes == 100
     assert 1 <= committer.commits < writes // 2, committer.commits
     assert committer.sink.committed() == {"ticks": {f"p{i}": 2_499 for i in range(4)}}
@@ -72,7 +87,7 @@ def test_concurrent_writers_share_commits_and_store_each_row_once(
 
 
 def test_time_limit_commits_a_small_batch_without_another_write(
-    tmp_path: Path, trades_path: Path
+    tmp_path: Path, trades_path: Path, run_loop: Any
 ) -> None:
     ticks = ticks_from_trades(trades_path, 10)
 
@@ -91,7 +106,7 @@ def test_time_limit_commits_a_small_batch_without_another_write(
         await committer.close()
         return before, sink.committed()
 
-    before, after = asyncio.run(scenario())
+    before, after = run_loop(scenario())
     assert before == {} and after == {"ticks": {"md-0": 9}}
 
 
@@ -227,3 +242,22 @@ def test_producers_through_the_actor_store_every_row_exactly_once(
         # a commit each time 500 rows wait: at most 500 + 200 rows per commit
         assert stats["flushes"] >= 24_000 // 700, stats
     ray.kill(sink)
+
+
+def test_re_arming_after_an_already_due_timer_works_on_every_loop(
+    tmp_path: Path, run_loop: Any
+) -> None:
+    """uvloop turns a timer that is already due into a plain handle (no ``when()``): arming
+    again before it ran must not fail (it stopped every run's sink on Ray once)."""
+
+    async def scenario() -> int:
+        sink = StorageSink(ParquetBackend(tmp_path), batch_size=500, auto_flush=False)
+        committer = GroupCommitter(sink)
+        committer._arm(0.0)  # due now
+        committer._arm(0.5)  # a later deadline while the first has not run yet
+        committer._arm(-1.0)  # and an earlier one
+        await asyncio.sleep(0.05)
+        await committer.close()
+        return committer.commits
+
+    assert run_loop(scenario()) == 0  # nothing buffered: the wake-ups find nothing to commit
