@@ -1,20 +1,25 @@
 """AgentActor: the kernel's agent stage for one agent, stepped window by window; errors are
-contained and counted by the stage."""
+contained and counted by the stage. Its instrument spec (and an LLM agent's decisions) come
+through the cache hierarchy of ``actors.cache``."""
 
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from typing import Any
 
 import ray
 
+from actors.cache import AgentCaches, InstrumentCache, counts_from_builtins, counts_to_builtins
 from actors.checkpoint import make_store
 from actors.codec import decode_events, decode_messages, encode_messages
 from actors.llm_bridge import LlmBridge
 from actors.stepper import Stepper
 from sapphire.agents.base import Agent
+from sapphire.config.redis import RedisConfig
 from sapphire.kernel.agents import AgentStage
+from sapphire.kernel.assembly import AgentBuilder
 from sapphire.kernel.timing import Timing, Window
 
 log = logging.getLogger(__name__)
@@ -29,11 +34,18 @@ class AgentActor:
         timing: Timing,
         checkpoint_location: str,
         llm_app: str = "",
-        redis: Any = None,
+        redis: RedisConfig | None = None,
         symbols: tuple[str, ...] = (),
     ) -> None:
         self.agent_id = agent_id
-        self.agent: Agent = build()
+        self.caches = AgentCaches()
+        if isinstance(build, AgentBuilder):
+            # a restart is a new process: L1 is empty and the spec comes from Redis
+            specs = InstrumentCache(redis)
+            self.caches.track("instruments", specs.tiers, specs.l2)
+            self.agent: Agent = build(specs.get(build.instrument))
+        else:  # any other zero-argument builder (tests, ad hoc drivers)
+            self.agent = build()
         self.stage = AgentStage([self.agent], timing, symbols)
         # agents that ask an LLM (``drain_requests``/``on_decision``) get a Serve bridge
         self._llm = (
@@ -45,9 +57,24 @@ class AgentActor:
         self._stepper: Stepper[tuple[bytes, list[Any]]] = Stepper(
             make_store(checkpoint_location),
             f"agent-{agent_id}",
-            self.stage.snapshot,
-            self.stage.restore,
+            self._snapshot,
+            self._restore,
         )
+        self.caches.publish()
+
+    def _snapshot(self) -> bytes:
+        # the cache counts ride along, so the run's summary counts earlier incarnations too
+        state = (self.stage.snapshot(), counts_to_builtins(self.caches.totals()))
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _restore(self, data: bytes) -> None:
+        loaded = pickle.loads(data)
+        if isinstance(loaded, tuple) and len(loaded) == 2 and isinstance(loaded[0], bytes):
+            stage, caches = loaded
+        else:  # a checkpoint from before the counts were kept: the stage's snapshot alone
+            stage, caches = data, {}
+        self.stage.restore(stage)
+        self.caches.restore(counts_from_builtins(caches))
 
     def step(
         self, step: int, window: Window, events: bytes, reports: bytes
@@ -68,6 +95,10 @@ class AgentActor:
         outputs = self.stage.step(window, events, reports)[self.agent_id]
         if self._llm is not None:
             self._llm.submit(self.agent.drain_requests())  # type: ignore[attr-defined]
+            tiers = self._llm.tiers
+            if tiers is not None and not self.caches.tracks("llm_decisions"):
+                self.caches.track("llm_decisions", tiers, self._llm.l2)
+            self.caches.publish()  # decisions arrive between steps: publish as they come
         self.busy_s += time.perf_counter() - started
         return encode_messages(outputs), llm_records
 
@@ -88,4 +119,7 @@ class AgentActor:
             "restored": self._stepper.restored,
             "last_step": self._stepper.last_step,
             "llm": self._llm.stats() if self._llm is not None else {},
+            # per cache, per level: every incarnation's counts, and this process's own
+            "cache": counts_to_builtins(self.caches.totals()),
+            "cache_incarnation": counts_to_builtins(self.caches.live()),
         }

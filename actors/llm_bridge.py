@@ -12,8 +12,11 @@ import threading
 import time
 from typing import Any
 
+from actors.cache import redis_level
+from sapphire.adapters.redis_cache import RedisCache
 from sapphire.config.redis import RedisConfig
 from sapphire.storage.records import LlmDecisionRecord
+from sapphire.storage.tiered import TieredCache
 
 
 class LlmBridge:
@@ -22,6 +25,7 @@ class LlmBridge:
         self._timeout_s = timeout_s
         self._redis = redis
         self._client: Any = None
+        self.l2: RedisCache | None = None
         self._inbox: list[tuple[Any, Any, int, bool]] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -36,21 +40,11 @@ class LlmBridge:
         from actors.serve.llm_client import ServeDecisionClient
 
         if self._client is None:
-            l2 = None
-            if self._redis is not None:
-                from sapphire.adapters.redis_cache import RedisCache
-
-                # decisions shared by every agent actor, and kept across their restarts; an
-                # unreachable Redis only costs the L2 tier (counted, never raised)
-                l2 = RedisCache(
-                    host=self._redis.host,
-                    port=self._redis.port,
-                    db=self._redis.db,
-                    prefix=f"sapphire:llm:{self._app_name}:",
-                    socket_timeout_s=self._redis.socket_timeout_s,
-                )
+            # decisions shared by every agent actor, and kept across their restarts; an
+            # unreachable Redis only costs the L2 tier (counted, never raised)
+            self.l2 = redis_level(self._redis, f"llm:{self._app_name}:")
             self._client = ServeDecisionClient(
-                app_name=self._app_name, timeout_s=self._timeout_s, redis=l2
+                app_name=self._app_name, timeout_s=self._timeout_s, redis=self.l2
             )
         stats = self._client.stats
         failed_before = stats.timeouts + stats.errors + stats.malformed_json
@@ -79,6 +73,14 @@ class LlmBridge:
                 )
             )
         return records
+
+    @property
+    def tiers(self) -> TieredCache | None:
+        """The decision cache (L1 -> Redis -> the model), once the first request made it."""
+        if self._client is None:
+            return None
+        tiers: TieredCache = self._client.tiers
+        return tiers
 
     def stats(self) -> dict[str, int]:
         if self._client is None:

@@ -19,6 +19,7 @@ from ray.actor import ActorClass
 
 from actors import cost, metrics_export, wiring
 from actors.agent import AgentActor
+from actors.cache import counts_from_builtins
 from actors.checkpoint import make_store
 from actors.coordinator import CoordinatorActor
 from actors.cost import CostReport
@@ -28,6 +29,7 @@ from actors.market_data import MarketDataActor
 from actors.storage_sink import StorageSinkActor
 from sapphire.adapters.stores import store_location
 from sapphire.config.system import SystemConfig, check_run_id
+from sapphire.storage.cache import cache_summary
 
 T = TypeVar("T")
 
@@ -205,7 +207,7 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
             timing,
             checkpoint_location_,
             llm_app if spec.kind == "llm" else "",
-            config.redis if spec.kind == "llm" else None,
+            config.redis,  # the L2 of its caches (instrument spec, LLM decisions)
             tuple(instruments),
         )
     names = {kind: named(kind)["name"] for kind in ("market-data", "execution", "storage-sink")}
@@ -259,9 +261,28 @@ def drive(
     return step
 
 
+def cache_stats(handles: SystemHandles, timeout_s: float = 10.0) -> dict[str, Any]:
+    """The summary's ``cache`` entry: hits, misses and hit ratio per level, per cache, over
+    every agent actor (each one's counts include its earlier incarnations). Agents that do not
+    answer (quarantined, gone) are named under ``unavailable`` rather than waited for."""
+    parts: list[Any] = []
+    unavailable: list[str] = []
+    refs = {agent_id: actor.stats.remote() for agent_id, actor in handles.agents.items()}
+    for agent_id, ref in sorted(refs.items()):
+        try:
+            parts.append(counts_from_builtins(ray.get(ref, timeout=timeout_s)["cache"]))
+        except (ray.exceptions.RayError, TimeoutError):
+            unavailable.append(agent_id)
+    out = cache_summary(parts)
+    if unavailable:
+        out["unavailable"] = unavailable
+    return out
+
+
 def finish(handles: SystemHandles, steps: int, wall_s: float) -> RunResult:
     done = ray.get(handles.coordinator.finish.remote())
     summary = ray.get(handles.coordinator.summary.remote())
+    summary["cache"] = cache_stats(handles)
     sink_stats = ray.get(handles.sink.stats.remote())
     result = RunResult(handles.run_id, summary, steps, wall_s, handles.storage_root, sink_stats)
     result.unacked_rows = int(done["unacked_rows"])

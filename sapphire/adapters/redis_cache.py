@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -55,7 +56,10 @@ class RedisCache:
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
+        client_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
+        """``client_kwargs`` (``RedisConfig.client_kwargs()``: AUTH, TLS) replace ``host``,
+        ``port`` and ``db``; the socket timeout and the retry policy stay this class's."""
         self.prefix = prefix
         self.ttl_s = ttl_s
         self.codec: Codec = codec
@@ -66,14 +70,13 @@ class RedisCache:
         self._backoff = backoff_initial_s
         self._down_until: float | None = None
         self.stats = RedisStats()
-        self._client = redis.Redis(
-            host=host,
-            port=port,
-            db=db,
+        kwargs = dict(client_kwargs or {"host": host, "port": port, "db": db})
+        kwargs.update(
             socket_timeout=socket_timeout_s,
             socket_connect_timeout=socket_timeout_s,
             retry=Retry(NoBackoff(), 0),
         )
+        self._client = redis.Redis(**kwargs)
 
     @property
     def available(self) -> bool:

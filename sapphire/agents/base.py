@@ -192,7 +192,9 @@ class BaseAgent(Generic[S]):
         if isinstance(report, OrderFilled):
             signed = int(report.side) * report.qty_lots
             self.core.position_lots += signed
-            notional = self.instrument.notional_quote(report.price_ticks, report.qty_lots)
+            # the settlement-asset cash a buy costs (negative for inverse contracts: see
+            # Instrument.pnl_value), so cash + position value is PnL for every kind
+            notional = self.instrument.pnl_value(report.price_ticks, report.qty_lots)
             self.core.cash_quote -= notional if report.side is Side.BUY else -notional
             self.core.cash_quote -= report.fee_quote
             self.core.fees_quote += report.fee_quote
@@ -218,7 +220,7 @@ class BaseAgent(Generic[S]):
 
     def equity_quote(self, initial_cash_quote: Decimal, mark_ticks: int) -> Decimal:
         """Cash plus the position marked at ``mark_ticks``."""
-        position_value = self.instrument.notional_quote(mark_ticks, self.core.position_lots)
+        position_value = self.instrument.pnl_value(mark_ticks, self.core.position_lots)
         return initial_cash_quote + self.core.cash_quote + position_value
 
     # -- persistence ----------------------------------------------------------------------

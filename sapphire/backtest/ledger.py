@@ -44,6 +44,14 @@ class BacktestResult(msgspec.Struct, kw_only=True):
 
 class Ledger:
     def __init__(self, instrument: Instrument, initial_cash: Decimal) -> None:
+        if instrument.inverse:
+            # its float equity curve (and the vectorized engine's, bit for bit) is linear in
+            # the price; refusing beats a curve ~price^2 off. The kernel (`sapphire backtest
+            # --config`) books inverse contracts.
+            raise ValueError(
+                f"{instrument.symbol}: the research backtester is linear-only; run inverse "
+                "contracts with `sapphire backtest --config`"
+            )
         self.instrument = instrument
         self.initial_cash = initial_cash
         self.cash = initial_cash

@@ -42,17 +42,20 @@ def print_summary(
         "traded (lots)",
         "realized",
         "fees",
-        "PnL (quote)",
+        "PnL",
     ):
         table.add_column(col, justify="right")
     for name, row in summary["agents"].items():
+        # money is in the instrument's settlement asset: say which (BTC for inverse contracts)
+        unit = f" {row['unit']}" if row.get("unit") else ""
+        at_mark = f" ({row['pnl_at_mark']})" if row.get("pnl_at_mark") else ""
         table.add_row(
             name,
             str(row["position_lots"]),
             str(row["traded_lots"]),
-            row["realized_quote"],
-            row["fees_quote"],
-            row["pnl_quote"],
+            row["realized_quote"] + unit,
+            row["fees_quote"] + unit,
+            row["pnl_quote"] + unit + at_mark,
         )
     console.print(table)
     totals = Table(title="Orders, risk and storage")
@@ -91,3 +94,29 @@ def print_summary(
         totals.add_row(f"time in {stage} (s)", f"{seconds:.2f}")
     totals.add_row("store", str(store))
     console.print(totals)
+    print_cache(summary.get("cache", {}), console)
+
+
+def print_cache(cache: Mapping[str, Any], console: Console) -> None:
+    """Per cache (instrument specs, LLM decisions): lookups, and who answered them."""
+    reports = {name: r for name, r in cache.items() if isinstance(r, Mapping)}
+    if not reports:
+        return
+    table = Table(title="Cache: L1 (in process) -> L2 (Redis) -> L3 (source)")
+    for col in ("cache", "lookups", "L1 hit/miss", "L2 hit/miss", "L2 errors", "L3 loads"):
+        table.add_column(col, justify="right")
+    table.add_column("hit rate", justify="right")
+    for name, r in reports.items():
+        l1, l2, l3 = r["l1"], r["l2"], r["l3"]
+        table.add_row(
+            name,
+            f"{r['lookups']:,}",
+            f"{l1['hits']:,}/{l1['misses']:,} ({l1['hit_ratio']:.0%})",
+            f"{l2['hits']:,}/{l2['misses']:,} ({l2['hit_ratio']:.0%})",
+            f"{l2['errors']:,}",
+            f"{l3['loads']:,}" + (f" ({l3['errors']:,} failed)" if l3["errors"] else ""),
+            f"{r['combined_hit_ratio']:.1%}",
+        )
+    console.print(table)
+    if cache.get("unavailable"):
+        console.print(f"cache counts missing for agents: {', '.join(cache['unavailable'])}")

@@ -32,6 +32,9 @@ class RedisConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     key_file: str = ""
     check_hostname: bool = True
     socket_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 0.05
+    # where the cache hierarchy's L2 keys live (instrument specs, LLM decisions); a run's
+    # tests and benchmarks give their own, so they can delete exactly their keys
+    cache_prefix: Annotated[str, msgspec.Meta(min_length=1)] = "sapphire:cache:"
 
     def __post_init__(self) -> None:
         if bool(self.cert_file) != bool(self.key_file):

@@ -4,6 +4,9 @@ Spot: a fill moves base and quote balances; the fee is charged in the quote asse
 charges the received asset unless BNB pays; quote keeps every cash figure in one currency).
 Linear perpetual: a fill moves only the position; realized PnL, fees and funding settle in the
 quote balance, and open positions and orders tie up ``notional / leverage`` of initial margin.
+Inverse perpetual: the same, in the settlement coin (``Instrument.settle_asset``, e.g. BTC):
+notional, margin, fees and funding are ``contracts x size / price`` coin, the average entry is
+the harmonic mean, and PnL is ``contracts x size x (1/entry - 1/exit)`` (Instrument's rule).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 
 from sapphire.model.events import Side
-from sapphire.model.instrument import Instrument, InstrumentKind
+from sapphire.model.instrument import Instrument
 from sapphire.model.orders import Position
 
 _ZERO = Decimal(0)
@@ -57,7 +60,7 @@ class Account:
         free = self.balance(asset) - self.locked(asset)
         for symbol, pos in self._positions.items():
             inst = self._instruments[symbol]
-            if inst.kind is InstrumentKind.PERPETUAL and inst.quote == asset and pos.qty_lots:
+            if inst.derivative and inst.settle_asset == asset and pos.qty_lots:
                 free -= self.position_margin(symbol)
         return free
 
@@ -67,7 +70,9 @@ class Account:
     def position_margin(self, symbol: str) -> Decimal:
         inst = self._instruments[symbol]
         pos = self._positions[symbol]
-        notional = abs(pos.qty_lots) * pos.avg_entry_ticks * inst.tick * inst.lot
+        if pos.qty_lots == 0 and inst.inverse:
+            return _ZERO  # no division by the zero entry of a flat position
+        notional = inst.position_value(pos.avg_entry_ticks, abs(pos.qty_lots))
         return notional / self._leverage
 
     def order_lock(
@@ -76,8 +81,8 @@ class Account:
         """Asset and amount an order of ``qty_lots`` at ``price_ticks`` must reserve."""
         notional = inst.notional_quote(price_ticks, qty_lots)
         fee = inst.fee_quote(price_ticks, qty_lots, maker=False).copy_abs()
-        if inst.kind is InstrumentKind.PERPETUAL:
-            return inst.quote, notional / self._leverage + fee
+        if inst.derivative:
+            return inst.settle_asset, notional / self._leverage + fee
         if side is Side.BUY:
             return inst.quote, notional + fee
         return inst.base, inst.lots_to_qty(qty_lots)
@@ -98,15 +103,26 @@ class Account:
         signed = int(side) * qty_lots
         if pos.qty_lots == 0 or (pos.qty_lots > 0) == (signed > 0):
             total = abs(pos.qty_lots) + qty_lots
-            pos.avg_entry_ticks = (
-                abs(pos.qty_lots) * pos.avg_entry_ticks + qty_lots * price_ticks
-            ) / total
+            if inst.inverse:
+                # average in 1/price (the harmonic mean): the only entry at which PnL stays
+                # contracts x size x (1/entry - 1/exit) after adding to a position
+                held = _ZERO
+                if pos.qty_lots:
+                    held = abs(pos.qty_lots) * inst.price_units_dec(pos.avg_entry_ticks)
+                units = (held + qty_lots * inst.price_units_dec(price_ticks)) / total
+                pos.avg_entry_ticks = inst.units_to_ticks_dec(units)
+            else:
+                pos.avg_entry_ticks = (
+                    abs(pos.qty_lots) * pos.avg_entry_ticks + qty_lots * price_ticks
+                ) / total
             pos.qty_lots += signed
         else:
             closing = min(qty_lots, abs(pos.qty_lots))
             direction = 1 if pos.qty_lots > 0 else -1
-            realized = (
-                (price_ticks - pos.avg_entry_ticks) * closing * direction * inst.tick * inst.lot
+            realized = inst.money(
+                (inst.price_units_dec(price_ticks) - inst.price_units_dec(pos.avg_entry_ticks))
+                * closing
+                * direction
             )
             pos.qty_lots += signed
             if pos.qty_lots == 0:
@@ -115,8 +131,8 @@ class Account:
                 pos.avg_entry_ticks = Decimal(price_ticks)  # flipped: the rest opened here
         pos.realized_quote += realized
         pos.fees_quote += fee
-        if inst.kind is InstrumentKind.PERPETUAL:
-            self._add(inst.quote, realized - fee)
+        if inst.derivative:
+            self._add(inst.settle_asset, realized - fee)
         else:
             self._add(inst.quote, -int(side) * inst.notional_quote(price_ticks, qty_lots) - fee)
             self._add(inst.base, int(side) * inst.lots_to_qty(qty_lots))
@@ -125,18 +141,24 @@ class Account:
     def apply_funding(self, inst: Instrument, rate: Decimal, mark_ticks: int) -> Decimal:
         """Longs pay shorts when ``rate`` > 0: payment = -position notional at mark x rate."""
         pos = self._positions[inst.symbol]
-        if inst.kind is not InstrumentKind.PERPETUAL or pos.qty_lots == 0:
+        if not inst.derivative or pos.qty_lots == 0:
             return _ZERO
+        # inverse: notional in coin; a long still pays when the rate is positive
         payment = -inst.notional_quote(mark_ticks, pos.qty_lots) * rate
         pos.funding_quote += payment
-        self._add(inst.quote, payment)
+        self._add(inst.settle_asset, payment)
         return payment
 
     # -- reporting --------------------------------------------------------------------------
     def unrealized_quote(self, symbol: str, mark_ticks: int) -> Decimal:
         inst = self._instruments[symbol]
         pos = self._positions[symbol]
-        return (mark_ticks - pos.avg_entry_ticks) * pos.qty_lots * inst.tick * inst.lot
+        if pos.qty_lots == 0 and inst.inverse:
+            return _ZERO
+        return inst.money(
+            (inst.price_units_dec(mark_ticks) - inst.price_units_dec(pos.avg_entry_ticks))
+            * pos.qty_lots
+        )
 
     def position(self, symbol: str, ts_ns: int, agent_id: str = "") -> Position:
         pos = self._positions[symbol]

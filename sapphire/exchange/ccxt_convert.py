@@ -59,6 +59,13 @@ def instrument_from_market(market: CcxtDict, venue: str = "BINANCE") -> Instrume
     kind = InstrumentKind.PERPETUAL if market.get("swap") else InstrumentKind.SPOT
     if not market.get("spot") and kind is InstrumentKind.SPOT:
         raise ConversionError(f"{market.get('symbol')}: only spot and swap markets are supported")
+    if market.get("inverse"):
+        # the live fee and fill conversions here are linear (fees in quote or base x price);
+        # an inverse swap booked through them would be ~price^2 off, so it is refused until
+        # they settle in the coin (paper and backtests book inverse contracts)
+        raise ConversionError(
+            f"{market.get('symbol')}: inverse swaps are not supported on the ccxt path"
+        )
     return Instrument(
         symbol=str(market["id"]),
         venue=venue,

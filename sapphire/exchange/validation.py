@@ -35,7 +35,8 @@ class Verdict(msgspec.Struct, kw_only=True):
 def lock_asset(inst: Instrument, side: Side) -> str:
     if inst.kind is InstrumentKind.SPOT and side is Side.SELL:
         return inst.base
-    return inst.quote
+    # derivatives lock margin in their settlement asset (the coin for inverse contracts)
+    return inst.settle_asset
 
 
 def check_filters(

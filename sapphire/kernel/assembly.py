@@ -167,12 +167,30 @@ def _build_agent(spec: AgentSpec, instrument: Instrument) -> Agent:
     return build_agent(spec.kind, spec.id, instrument, dict(spec.params))
 
 
-def agent_builder(spec: AgentSpec, instrument: Instrument) -> Callable[[], Agent]:
+class AgentBuilder(msgspec.Struct, frozen=True):
+    """Builds one agent: ``builder()`` on the instrument the driver loaded, or
+    ``builder(spec)`` on a copy of it read elsewhere (the Ray agent actor reads it through its
+    cache hierarchy, with this one as the source). Picklable, so Ray re-runs it on a restart."""
+
+    spec: AgentSpec
+    instrument: Instrument
+
+    def __call__(self, instrument: Instrument | None = None) -> Agent:
+        if instrument is not None and instrument != self.instrument:
+            # a cache must never change what an agent decides: only an equal spec is accepted
+            raise WiringError(
+                f"agent {self.spec.id}: instrument {instrument.symbol!r} differs from the one "
+                "the run loaded"
+            )
+        return _build_agent(self.spec, self.instrument if instrument is None else instrument)
+
+
+def agent_builder(spec: AgentSpec, instrument: Instrument) -> AgentBuilder:
     try:
         _build_agent(spec, instrument)  # fail fast on a bad config, before any actor starts
     except AgentConfigError as exc:
         raise WiringError(f"agent {spec.id}: {exc}") from None
-    return partial(_build_agent, spec, instrument)
+    return AgentBuilder(spec, instrument)
 
 
 def check_agents(config: SystemConfig, instruments: dict[str, Instrument]) -> None:

@@ -39,6 +39,7 @@ _NEVER = 1 << 62
 
 
 _CENT_MILLIONTH = Decimal("0.00000001")
+_CENT = Decimal("0.01")
 
 
 def money(value: Decimal) -> str:
@@ -323,6 +324,8 @@ class CoordinatorStage:
 
     # -- reading ----------------------------------------------------------------------------
     def agent_rows(self) -> dict[str, dict[str, Any]]:
+        """Per agent and symbol; money is in ``unit``, the instrument's settlement asset (the
+        coin of an inverse contract, whose rows also carry the PnL's quote value at the mark)."""
         zero = money(Decimal(0))
         traded = {key for key, *_ in self._positions()}
         rows = {
@@ -333,6 +336,7 @@ class CoordinatorStage:
                 "fees_quote": zero,
                 "unrealized_quote": zero,
                 "pnl_quote": zero,
+                **self._units(symbol, Decimal(0)),
             }
             for agent_id, symbol in sorted(self.agent_symbols.items())
             if (agent_id, symbol) not in traded
@@ -345,9 +349,22 @@ class CoordinatorStage:
                 "fees_quote": money(state.fees_quote),
                 "unrealized_quote": money(unreal),
                 "pnl_quote": money(pnl),
+                **self._units(symbol, pnl),
             }
             for (agent_id, symbol), state, unreal, pnl in self._positions()
         }
+
+    def _units(self, symbol: str, pnl: Decimal) -> dict[str, str]:
+        inst = self.core.instruments.get(symbol)
+        if inst is None:
+            return {}
+        out = {"unit": inst.settle_asset}
+        mark = self.core.marks.get(symbol)
+        if inst.inverse and mark is not None:
+            # for people: the coin PnL's worth in the quote (USD) at the mark, to the cent
+            value = inst.quote_value(pnl, Decimal(repr(mark))).quantize(_CENT)
+            out["pnl_at_mark"] = f"{value:f} {inst.quote}"
+        return out
 
     def summary(self) -> dict[str, Any]:
         """The trading state every runner reports the same way (the runner adds its own

@@ -44,7 +44,8 @@ class StepRows:
         self.store_ticks = store_ticks
         # symbol -> quote asset, which fixes the scale its money is stored at; required, so
         # a runner cannot forget it and store an ETH-quoted book at another asset's scale
-        self._quotes = {symbol: inst.quote for symbol, inst in instruments.items()}
+        # (money is in the settlement asset: the coin of an inverse contract)
+        self._quotes = {symbol: inst.settle_asset for symbol, inst in instruments.items()}
         self._seq: dict[str, int] = {}
         self._new: dict[str, list[Row]] = {}
         self._new_frames: dict[str, list[pl.DataFrame]] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
 
 import msgspec
 
@@ -11,6 +12,10 @@ import msgspec
 class InstrumentKind(enum.StrEnum):
     SPOT = "spot"
     PERPETUAL = "perpetual"  # linear (USDT-margined) perpetual swap
+    # Inverse (coin-margined) perpetual: quantity in contracts worth ``contract_size`` quote
+    # each (Binance COIN-M, BitMEX XBTUSD, Bybit BTCUSD, Deribit, Kraken Futures); margin,
+    # PnL and fees are in the base coin.
+    INVERSE_PERPETUAL = "inverse_perpetual"
 
 
 class Rounding(enum.StrEnum):
@@ -38,6 +43,14 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     ``tick_size``, ``lot_size`` and ``min_notional`` are decimal strings exactly as the
     exchange publishes them ("0.01", "0.00001"), so no precision is lost in configs.
     Fees are in basis points of notional; negative maker fees are rebates.
+
+    Money: every cash figure an instrument produces (``notional_quote``, ``fee_quote``,
+    ``pnl_value``, ``money``) is in its **settlement asset** (``settle_asset``). For spot and
+    linear perpetuals that is the quote asset, so "quote" in money names keeps its meaning.
+    For an inverse perpetual it is the coin (``base``, e.g. BTC for BTCUSD): ``lot_size``
+    counts contracts, each worth ``contract_size`` of the quote (USD), so ``n`` lots at price
+    ``p`` are worth ``n x lot x contract_size / p`` coin, and a long closed realizes
+    ``contracts x contract_size x (1/entry - 1/exit)`` coin.
     """
 
     symbol: str
@@ -52,9 +65,14 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     min_notional: str = "0"
     maker_fee_bps: str = "1"
     taker_fee_bps: str = "1"
+    # inverse only: quote units per contract ("100" USD on Binance COIN-M BTCUSD_PERP, "1"
+    # on BitMEX XBTUSD and Bybit BTCUSD); linear instruments ignore it.
+    contract_size: str = "1"
+    # the asset money settles in; "" = the rule (quote for linear, base for inverse)
+    settle: str = ""
 
     def __post_init__(self) -> None:
-        for field in ("tick_size", "lot_size"):
+        for field in ("tick_size", "lot_size", "contract_size"):
             value = Decimal(getattr(self, field))
             if not value.is_finite() or value <= 0:
                 raise InstrumentError(f"{self.symbol}: {field} must be > 0, got {value}")
@@ -62,6 +80,26 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             value = Decimal(getattr(self, field))
             if not value.is_finite() or value < 0:
                 raise InstrumentError(f"{self.symbol}: {field} must be >= 0, got {value}")
+
+        if self.kind is InstrumentKind.INVERSE_PERPETUAL and not (self.settle or self.base):
+            raise InstrumentError(f"{self.symbol}: an inverse instrument needs base or settle")
+
+    # -- kind and settlement ------------------------------------------------------------------
+    @property
+    def inverse(self) -> bool:
+        return self.kind is InstrumentKind.INVERSE_PERPETUAL
+
+    @property
+    def derivative(self) -> bool:
+        """A position-only contract: a fill moves no base/quote, only margin and PnL."""
+        return self.kind is not InstrumentKind.SPOT
+
+    @property
+    def settle_asset(self) -> str:
+        """The asset of every cash figure of this instrument (PnL, fees, margin, caps)."""
+        if self.settle:
+            return self.settle
+        return self.base if self.inverse else self.quote
 
     # -- cached decimals (msgspec structs are frozen; compute on demand, they are cheap) --
     @property
@@ -71,6 +109,10 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     @property
     def lot(self) -> Decimal:
         return Decimal(self.lot_size)
+
+    @property
+    def contract(self) -> Decimal:
+        return Decimal(self.contract_size)
 
     @property
     def tick_float(self) -> float:
@@ -105,8 +147,70 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         return qty_lots * self.lot
 
     def notional_quote(self, price_ticks: int, qty_lots: int) -> Decimal:
-        """Exact cash value of ``qty_lots`` at ``price_ticks`` in the quote asset."""
+        """Cash value of ``qty_lots`` at ``price_ticks`` in the settlement asset: exact for
+        linear; for inverse ``contracts x size / price`` (28 significant digits)."""
+        if self.inverse:
+            return (qty_lots * self.lot * self.contract) / (price_ticks * self.tick)
         return (price_ticks * qty_lots) * (self.tick * self.lot)
+
+    def position_value(self, price_ticks: Decimal | int, qty_lots: int) -> Decimal:
+        """Like ``notional_quote`` at a fractional price (an average entry, a mid)."""
+        if self.inverse:
+            return (qty_lots * self.lot * self.contract) / (price_ticks * self.tick)
+        return qty_lots * price_ticks * self.tick * self.lot
+
+    def pnl_value(self, price_ticks: int, qty_lots: int) -> Decimal:
+        """Signed value whose change is PnL in the settlement asset: buying ``qty_lots`` at
+        ``price_ticks`` costs this much cash, holding them is worth it at the mark.
+
+        Linear: the notional. Inverse: minus the notional, because a long of ``n`` contracts
+        owes fewer coins as the price rises: PnL = value(exit) - value(entry) =
+        ``n x size x (1/entry - 1/exit)``.
+        """
+        if self.inverse:
+            return -self.notional_quote(price_ticks, qty_lots)
+        return self.notional_quote(price_ticks, qty_lots)
+
+    # -- PnL in "price units": linear ticks, inverse -1/ticks ---------------------------------
+    # PnL is linear in the price for linear contracts and in -1/price for inverse ones. Books
+    # that average entries (portfolio, venue account) average in these units, so one formula
+    # serves both: PnL = (units(exit) - units(entry)) x signed lots, scaled by ``money``. The
+    # average entry price of an inverse position is therefore the harmonic mean.
+    def price_units(self, price_ticks: int) -> Fraction:
+        """Exact units of an integer tick price (for Fraction books)."""
+        if self.inverse:
+            return Fraction(-1, price_ticks)
+        return Fraction(price_ticks)
+
+    def price_units_dec(self, price_ticks: Decimal | int) -> Decimal:
+        """Units of a (possibly fractional) tick price, as a Decimal."""
+        if self.inverse:
+            return Decimal(-1) / price_ticks
+        return price_ticks if isinstance(price_ticks, Decimal) else Decimal(price_ticks)
+
+    def units_to_ticks(self, units: Fraction) -> Fraction:
+        """The tick price of ``price_units`` (inverse: the harmonic mean of averaged units)."""
+        if self.inverse:
+            return -1 / units
+        return units
+
+    def units_to_ticks_dec(self, units: Decimal) -> Decimal:
+        if self.inverse:
+            return Decimal(-1) / units
+        return units
+
+    def money(self, unit_lots: Decimal) -> Decimal:
+        """Settlement-asset cash of ``unit_lots`` (price units x lots)."""
+        if self.inverse:
+            return unit_lots * self.lot * self.contract / self.tick
+        return unit_lots * self.tick * self.lot
+
+    def quote_value(self, amount: Decimal, price_ticks: Decimal | int) -> Decimal:
+        """``amount`` of the settlement asset in the quote asset at ``price_ticks``: the coin
+        PnL of an inverse contract times the price; linear amounts already are quote."""
+        if self.inverse:
+            return amount * price_ticks * self.tick
+        return amount
 
     def fee_quote(self, price_ticks: int, qty_lots: int, *, maker: bool) -> Decimal:
         bps = Decimal(self.maker_fee_bps if maker else self.taker_fee_bps)

@@ -106,6 +106,13 @@ class RiskEngine:
             self._cap_ticklots[key] = cap
         return cap
 
+    def _coin_cap(self, agent_id: str) -> Decimal:
+        """The notional cap of an inverse instrument, in its settlement coin: the same
+        ``max_notional_quote`` (and allocation) figure, read in the settlement asset."""
+        cap = Decimal(self.limits.for_agent(agent_id).max_notional_quote)
+        allocated = self._allocation.get(agent_id)
+        return cap if allocated is None else min(cap, allocated)
+
     # -- the check ------------------------------------------------------------------------
     def check(
         self,
@@ -172,11 +179,24 @@ class RiskEngine:
             price = worst_mark
         else:
             price = max(intent.limit_ticks, math.ceil(mid))
-        notional_ticklots = abs(price * projected)
-        cap = self._cap(intent.agent_id, inst)
-        if notional_ticklots > cap and abs(projected) > abs(position):
-            notional = inst.notional_quote(price, abs(projected))
-            return RejectReason.RISK_MAX_NOTIONAL, f"projected notional {notional} > cap"
+        if inst.inverse:
+            # Inverse: the cap is in the settlement coin, like the PnL, fees and loss limits
+            # it sits beside (one unit for all of an agent's money). A contract's coin value
+            # grows as the price falls, so the worse price is the lower one.
+            worst_low = math.floor(mid * (1 - self.limits.price_band_bps / 10_000))
+            if intent.order_type is OrderType.MARKET or intent.limit_ticks is None:
+                low = max(worst_low, 1)
+            else:
+                low = max(min(intent.limit_ticks, math.floor(mid)), 1)
+            notional = inst.notional_quote(low, abs(projected))
+            if notional > self._coin_cap(intent.agent_id) and abs(projected) > abs(position):
+                return RejectReason.RISK_MAX_NOTIONAL, f"projected notional {notional} > cap"
+        else:
+            notional_ticklots = abs(price * projected)
+            cap = self._cap(intent.agent_id, inst)
+            if notional_ticklots > cap and abs(projected) > abs(position):
+                notional = inst.notional_quote(price, abs(projected))
+                return RejectReason.RISK_MAX_NOTIONAL, f"projected notional {notional} > cap"
         if intent.agent_id in self._loss_breached:
             return RejectReason.RISK_DAILY_LOSS, "agent daily loss limit breached"
         if self.firm_breached:

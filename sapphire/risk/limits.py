@@ -13,7 +13,15 @@ NonNegDecimalStr = Annotated[str, msgspec.Meta(pattern=r"^\d+(\.\d+)?$")]
 
 class AgentLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Per-agent, per-symbol caps. ``max_position_lots`` bounds |position + open orders|;
-    ``max_notional_quote`` bounds |position| x price plus the order's notional."""
+    ``max_notional_quote`` bounds |position| x price plus the order's notional.
+
+    Money limits are in each instrument's settlement asset (``Instrument.settle_asset``):
+    the quote for spot and linear contracts, the coin for inverse ones, where the notional
+    is contracts x size / price, valued at the lower of the order's price and the mark
+    (an inverse contract is worth more coin the lower the price). Why not convert at the
+    mark: PnL, fees and the daily-loss limits of an inverse contract are coin too, and a
+    cap in another unit would tighten or loosen with the price.
+    """
 
     max_position_lots: NonNegInt = 1_000_000
     max_notional_quote: NonNegDecimalStr = "1000000"

@@ -1,4 +1,9 @@
-"""Positions and PnL per (agent, symbol), folded from fills. Exact: lots and Decimal cash."""
+"""Positions and PnL per (agent, symbol), folded from fills. Exact: lots and Decimal cash.
+
+Cash is in each instrument's settlement asset (the quote for linear, the coin for inverse):
+entries are averaged in the instrument's price units (ticks, or -1/ticks for inverse), so
+the same fold gives linear PnL and inverse PnL ``contracts x size x (1/entry - 1/exit)``.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +20,19 @@ _ZERO = Decimal(0)
 
 class PositionState(msgspec.Struct, kw_only=True):
     qty_lots: int = 0
-    # Total cost in tick-lots, as a Fraction so partial closes keep the average entry exact.
+    # Total cost in price-unit lots (tick-lots for linear; -lots/ticks for inverse), as a
+    # Fraction so partial closes keep the average entry exact.
     cost_ticklots: Fraction = Fraction(0)
     realized_pnl_quote: Decimal = _ZERO
     fees_quote: Decimal = _ZERO
     traded_lots: int = 0
 
-    def avg_entry_ticks(self) -> Decimal:
+    def avg_entry_ticks(self, inst: Instrument | None = None) -> Decimal:
+        """Average entry price in ticks (inverse: the harmonic mean, in ``inst``'s units)."""
         if self.qty_lots == 0:
             return _ZERO
-        return _to_decimal(self.cost_ticklots / self.qty_lots)
+        units = self.cost_ticklots / self.qty_lots
+        return _to_decimal(units if inst is None else inst.units_to_ticks(units))
 
 
 class Portfolio:
@@ -42,19 +50,20 @@ class Portfolio:
         state.traded_lots += fill.qty_lots
         if state.qty_lots == 0 or (state.qty_lots > 0) == (signed > 0):
             state.qty_lots += signed
-            state.cost_ticklots += signed * fill.price_ticks
+            state.cost_ticklots += signed * inst.price_units(fill.price_ticks)
             return state
         # Reducing (and possibly flipping): realize PnL on the closed part at the average entry.
         closing = min(abs(signed), abs(state.qty_lots))
         direction = 1 if state.qty_lots > 0 else -1
         avg_cost_per_lot = state.cost_ticklots / state.qty_lots
-        pnl_ticklots = (fill.price_ticks - avg_cost_per_lot) * closing * direction
-        state.realized_pnl_quote += _to_decimal(pnl_ticklots) * inst.tick * inst.lot
+        exit_units = inst.price_units(fill.price_ticks)
+        pnl_ticklots = (exit_units - avg_cost_per_lot) * closing * direction
+        state.realized_pnl_quote += inst.money(_to_decimal(pnl_ticklots))
         remaining_old = state.qty_lots - direction * closing
         if remaining_old == 0:
             flipped = signed + direction * closing
             state.qty_lots = flipped
-            state.cost_ticklots = Fraction(flipped * fill.price_ticks)
+            state.cost_ticklots = flipped * exit_units
         else:
             state.cost_ticklots = avg_cost_per_lot * remaining_old
             state.qty_lots = remaining_old
@@ -66,8 +75,8 @@ class Portfolio:
         if state is None or state.qty_lots == 0 or mark_ticks is None:
             return _ZERO
         inst = self._instruments[symbol]
-        mark = Decimal(repr(mark_ticks))
-        return (mark * state.qty_lots - _to_decimal(state.cost_ticklots)) * inst.tick * inst.lot
+        mark = inst.price_units_dec(Decimal(repr(mark_ticks)))
+        return inst.money(mark * state.qty_lots - _to_decimal(state.cost_ticklots))
 
     def position_lots(self, agent_id: str, symbol: str) -> int:
         state = self.positions.get((agent_id, symbol))
@@ -94,7 +103,7 @@ class Portfolio:
             agent_id=agent_id,
             symbol=symbol,
             qty_lots=state.qty_lots,
-            avg_entry_ticks=state.avg_entry_ticks(),
+            avg_entry_ticks=state.avg_entry_ticks(self._instruments.get(symbol)),
             realized_pnl_quote=state.realized_pnl_quote,
             fees_quote=state.fees_quote,
         )

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
+
+import msgspec
 
 Clock = Callable[[], int]
 """Returns monotonic integer nanoseconds."""
@@ -65,6 +67,79 @@ class LevelStats:
             "p50_ns": self.percentile_ns(0.5),
             "p99_ns": self.percentile_ns(0.99),
         }
+
+
+LEVELS: Final = ("l1", "l2", "l3")
+
+
+class LevelCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """The cumulative counts of one level, without latencies: what a run summary adds up
+    across processes and across an actor's restarts (latency windows do not add up).
+
+    ``TieredCache`` counts every lookup at L1, an L2 lookup only after an L1 miss, a load
+    from the source as an L3 *hit* and a failed load as an L3 error.
+    """
+
+    hits: int = 0
+    misses: int = 0
+    errors: int = 0
+
+    def __add__(self, other: LevelCounts) -> LevelCounts:
+        return LevelCounts(
+            hits=self.hits + other.hits,
+            misses=self.misses + other.misses,
+            errors=self.errors + other.errors,
+        )
+
+
+def counts_of(stats: Mapping[str, LevelStats]) -> dict[str, LevelCounts]:
+    return {
+        level: LevelCounts(hits=s.hits, misses=s.misses, errors=s.errors)
+        for level, s in stats.items()
+    }
+
+
+def add_counts(*parts: Mapping[str, LevelCounts]) -> dict[str, LevelCounts]:
+    out = {level: LevelCounts() for level in LEVELS}
+    for part in parts:
+        for level, counts in part.items():
+            out[level] = out.get(level, LevelCounts()) + counts
+    return out
+
+
+def _ratio(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
+
+
+def hit_report(counts: Mapping[str, LevelCounts]) -> dict[str, Any]:
+    """Hits, misses and hit ratio per level, and the combined hit ratio: the share of lookups
+    answered without the source (from L1, from L2, or from a concurrent lookup's load).
+    A failed load is a lookup the cache did not answer, so it counts against the ratio."""
+    c = add_counts(counts)
+    l1, l2, l3 = c["l1"], c["l2"], c["l3"]
+    lookups = l1.hits + l1.misses
+    return {
+        "lookups": lookups,
+        "l1": {**msgspec.structs.asdict(l1), "hit_ratio": _ratio(l1.hits, l1.hits + l1.misses)},
+        "l2": {**msgspec.structs.asdict(l2), "hit_ratio": _ratio(l2.hits, l2.hits + l2.misses)},
+        "l3": {"loads": l3.hits, "errors": l3.errors},
+        "combined_hit_ratio": _ratio(lookups - l3.hits - l3.errors, lookups),
+    }
+
+
+def cache_summary(parts: Iterable[Mapping[str, Mapping[str, LevelCounts]]]) -> dict[str, Any]:
+    """The run summary's ``cache`` entry: one :func:`hit_report` per named cache (e.g.
+    ``instruments``, ``llm_decisions``), summed over every part (one per process), plus
+    ``all``, the sum over the caches. Caches nobody looked up are left out."""
+    by_name: dict[str, list[Mapping[str, LevelCounts]]] = {}
+    for part in parts:
+        for name, counts in part.items():
+            by_name.setdefault(name, []).append(counts)
+    totals = {name: add_counts(*counts) for name, counts in sorted(by_name.items())}
+    out = {name: hit_report(t) for name, t in totals.items() if t["l1"].hits + t["l1"].misses}
+    if out:
+        out["all"] = hit_report(add_counts(*(totals[name] for name in out)))
+    return out
 
 
 class L1Cache:

@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sapphire.storage.cache import MISS, L1Cache
+from sapphire.storage.cache import (
+    MISS,
+    L1Cache,
+    LevelCounts,
+    add_counts,
+    cache_summary,
+    counts_of,
+    hit_report,
+)
 from sapphire.storage.tiered import TieredCache
 
 S = 1_000_000_000
@@ -164,3 +172,52 @@ def test_l1_concurrent_readers_and_writers_stay_bounded() -> None:
     for t in threads:
         t.join()
     assert errors == [] and len(l1) <= 16
+
+
+def test_hit_report_counts_each_lookup_once_and_what_the_source_answered() -> None:
+    tiers = TieredCache(L1Cache(clock=ManualClock()), _DictL2())
+    other_process = TieredCache(L1Cache(clock=ManualClock()), tiers.l2)
+    for _ in range(3):
+        tiers.get("spec", lambda k: "v")  # L3 once, then L1
+    other_process.get("spec", lambda k: "never")  # L1 miss, L2 hit
+    with pytest.raises(KeyError):
+        tiers.get("gone", _raise_key_error)  # a failed load answers nothing
+    report = hit_report(add_counts(counts_of(tiers.stats), counts_of(other_process.stats)))
+    assert report["lookups"] == 5
+    assert report["l1"] == {"hits": 2, "misses": 3, "errors": 0, "hit_ratio": 2 / 5}
+    assert report["l2"] == {"hits": 1, "misses": 2, "errors": 0, "hit_ratio": 1 / 3}
+    assert report["l3"] == {"loads": 1, "errors": 1}
+    assert report["combined_hit_ratio"] == 3 / 5  # 2 from L1 + 1 from L2, of 5
+
+
+def test_cache_summary_sums_processes_per_cache_and_drops_unused_caches() -> None:
+    one = {"instruments": {"l1": LevelCounts(misses=1), "l3": LevelCounts(hits=1)}}
+    two = {
+        "instruments": {"l1": LevelCounts(misses=1), "l2": LevelCounts(hits=1)},
+        "llm_decisions": {"l1": LevelCounts()},  # made, never asked
+    }
+    out = cache_summary([one, two])
+    assert set(out) == {"instruments", "all"}
+    assert out["instruments"]["lookups"] == 2 and out["instruments"]["l3"]["loads"] == 1
+    assert out["instruments"]["combined_hit_ratio"] == 0.5
+    assert out["all"] == out["instruments"]
+    assert cache_summary([]) == {}
+
+
+class _DictL2:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    def set(self, key: str, value: bytes) -> object:
+        self.data[key] = value
+        return True
+
+    def delete(self, key: str) -> object:
+        return self.data.pop(key, None)
+
+
+def _raise_key_error(key: str) -> str:
+    raise KeyError(key)

@@ -1,0 +1,56 @@
+"""The end-of-run screen's cache table: per cache, who answered the lookups (L1, Redis, the
+source) and the combined hit rate; runners without a cache (``sapphire backtest``) print none."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+
+from sapphire.cli.summary import print_summary
+from sapphire.storage.cache import LevelCounts, cache_summary
+
+
+def _summary(**extra: Any) -> dict[str, Any]:
+    return {
+        "counters": {"events": 1000, "orders": 3, "cancels": 1},
+        "agents": {},
+        "fills": 2,
+        "orders_by_status": {},
+        "risk_rejections": {},
+        "kill_switch": False,
+        "rows": {},
+        **extra,
+    }
+
+
+def _screen(summary: dict[str, Any]) -> str:
+    console = Console(record=True, width=160)
+    print_summary("run-1", summary, 10, 1.0, "store", console)
+    return console.export_text()
+
+
+def test_cache_table_shows_each_level_and_the_combined_rate() -> None:
+    agents = [
+        {
+            "instruments": {
+                "l1": LevelCounts(misses=1),
+                "l2": LevelCounts(misses=1, errors=1),
+                "l3": LevelCounts(hits=1),
+            }
+        },
+        {"instruments": {"l1": LevelCounts(misses=1), "l2": LevelCounts(hits=1)}},
+        {"instruments": {"l1": LevelCounts(misses=1), "l2": LevelCounts(hits=1)}},
+        {"instruments": {"l1": LevelCounts(misses=1), "l2": LevelCounts(hits=1)}},
+    ]
+    screen = _screen(_summary(cache={**cache_summary(agents), "unavailable": ["mm"]}))
+    assert "Cache: L1 (in process) -> L2 (Redis) -> L3 (source)" in screen
+    row = next(line for line in screen.splitlines() if "instruments" in line)
+    for cell in ("0/4 (0%)", "3/1 (75%)", "75.0%"):
+        assert cell in row
+    assert "cache counts missing for agents: mm" in screen
+
+
+def test_no_cache_no_table() -> None:
+    screen = _screen(_summary())
+    assert "Cache" not in screen and "hit rate" not in screen
