@@ -41,25 +41,6 @@ def read_table(root: str | os.PathLike[str], table: str, run_id: str | None = No
     return lf
 
 
-def run_summary(root: str | os.PathLike[str], run_id: str, tables: list[str]) -> pl.DataFrame:
-    """Row count, symbols and time span of ``run_id`` in each of ``tables``."""
-    parts = []
-    for table in tables:
-        agg = (
-            read_table(root, table, run_id)
-            .select(
-                pl.lit(table).alias("table"),
-                pl.len().alias("rows"),
-                pl.col("symbol").n_unique().alias("symbols"),
-                pl.col("ts_ns").min().alias("first_ts_ns"),
-                pl.col("ts_ns").max().alias("last_ts_ns"),
-            )
-            .collect()
-        )
-        parts.append(agg)
-    return pl.concat(parts) if parts else pl.DataFrame()
-
-
 def list_runs(root: str | os.PathLike[str], table: str) -> list[str]:
     runs = read_table(root, table).select(pl.col("run_id").unique().sort()).collect()
     return [str(r) for r in runs["run_id"].to_list()]

@@ -11,22 +11,18 @@ Paper mode's cells are in test_chaos (each actor), test_resume (every actor), te
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import ray
 
 from sapphire.adapters.binance_double import Fault, FaultKind
-from tests.actors.double_thread import API_KEY, DoubleThread
+from tests.actors.double_thread import DoubleThread
 from tests.actors.harness import victim_handle
 from tests.actors.live_env import (
-    PREFIX,
-    SECRET,
     LiveRun,
     assert_journal_is_the_venues,
     live_config,
@@ -39,17 +35,6 @@ pytestmark = pytest.mark.slow
 SEEDS = (11, 23)
 MAX_EVENTS = 12_000
 VICTIMS = ("coordinator", "market_data", "execution", "sink", "agent:mm")
-
-
-@pytest.fixture(scope="module")
-def ray_live() -> Iterator[None]:
-    if ray.is_initialized():
-        ray.shutdown()
-    os.environ[f"{PREFIX}_API_KEY"] = API_KEY
-    os.environ[f"{PREFIX}_API_SECRET"] = SECRET
-    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="sapphire-faults")
-    yield
-    ray.shutdown()
 
 
 def check(run: LiveRun, double: DoubleThread) -> None:

@@ -5,9 +5,7 @@ and nothing is placed twice."""
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,10 +14,8 @@ import ray
 from actors.system import drive, finish, shutdown_system, start_system
 from sapphire.config.system import parse_config
 from sapphire.data import sample
-from tests.actors.double_thread import API_KEY
 from tests.actors.live_env import (
     PREFIX,
-    SECRET,
     LiveRun,
     assert_journal_is_the_venues,
     live_config,
@@ -29,18 +25,6 @@ from tests.actors.live_env import (
 pytestmark = pytest.mark.slow
 
 MAX_EVENTS = 20_000
-
-
-@pytest.fixture(scope="module")
-def ray_live() -> Iterator[None]:
-    if ray.is_initialized():
-        ray.shutdown()
-    # workers read credentials from their environment, as in production
-    os.environ[f"{PREFIX}_API_KEY"] = API_KEY
-    os.environ[f"{PREFIX}_API_SECRET"] = SECRET
-    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="sapphire-live")
-    yield
-    ray.shutdown()
 
 
 def test_the_system_trades_live_through_ccxt_with_one_final_state_per_order(

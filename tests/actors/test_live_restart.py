@@ -7,14 +7,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import ray
 import yaml
 
-from tests.actors.double_thread import API_KEY
 from tests.actors.live_env import (
     PREFIX,
     SECRET,
@@ -25,17 +22,6 @@ from tests.actors.live_env import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def ray_live() -> Iterator[None]:
-    if ray.is_initialized():
-        ray.shutdown()
-    os.environ[f"{PREFIX}_API_KEY"] = API_KEY
-    os.environ[f"{PREFIX}_API_SECRET"] = SECRET
-    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="sapphire-live-rs")
-    yield
-    ray.shutdown()
 
 
 def test_a_new_run_after_a_crash_never_takes_over_the_crashed_runs_orders(
