@@ -33,7 +33,7 @@ MODULES = [
 # (test name pattern) -> (fault, mode); a "seed" or "victim" group refines the cell
 CELLS = [
     (
-        r"test_killing_an_actor_mid_step\S*\[(?P<victim>[^\]-]+(?::\w+)?)(?:-(?P<seed>\d+))?\]",
+        r"test_killing_an_actor_mid_step\S*\[(?P<victim>[^\]]+?)-(?P<seed>\d+)\]",
         "kill {victim} mid-step",
         "paper",
     ),

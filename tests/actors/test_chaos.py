@@ -3,6 +3,7 @@ fills, positions and stored rows of a run with no fault (0 lost, 0 duplicated)."
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,12 +32,21 @@ def baseline(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> Outco
     return outcome
 
 
+@pytest.mark.parametrize("seed", [11, 23])
 @pytest.mark.parametrize(
     "victim", ["coordinator", "market_data", "execution", "sink", "agent:mm", "agent:mom"]
 )
 def test_killing_an_actor_mid_step_loses_and_duplicates_nothing(
-    baseline: Outcome, victim: str, tmp_path: Path
+    baseline: Outcome, victim: str, seed: int, tmp_path: Path
 ) -> None:
-    outcome = run(make_config(tmp_path), f"chaos-{victim.replace(':', '-')}", chaos=(victim, 9))
+    # the seed picks the step and how far into it the kill lands
+    rng = random.Random(seed)
+    step, delay_s = rng.randint(3, 20), rng.uniform(0.0, 0.05)
+    outcome = run(
+        make_config(tmp_path),
+        f"chaos-{victim.replace(':', '-')}-{seed}",
+        chaos=(victim, step),
+        kill_delay_s=delay_s,
+    )
     assert outcome.victim_restarted, f"{victim} was not restarted by Ray"
     assert_same_outcome(baseline, outcome)
