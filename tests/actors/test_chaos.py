@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import ray
 
+from sapphire.config.system import SystemConfig
 from tests.actors.harness import Outcome, assert_same_outcome, make_config, run
 
 pytestmark = pytest.mark.slow
@@ -22,10 +23,15 @@ def ray_local() -> Iterator[None]:
     ray.shutdown()
 
 
+def chaos_config(root: Path) -> SystemConfig:
+    # two thirds of the harness replay: every kill step (3-20) is early, the rest runs it out
+    return make_config(root, data={"source": "sample", "batch_events": 1000, "max_events": 16_000})
+
+
 @pytest.fixture(scope="module")
 def baseline(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> Outcome:
     root = tmp_path_factory.mktemp("baseline")
-    outcome = run(make_config(root), "baseline")
+    outcome = run(chaos_config(root), "baseline")
     # the replay must exercise what the chaos runs compare
     assert outcome.summary["fills"] > 5
     assert outcome.rows["ticks"].height > 1000
@@ -43,7 +49,7 @@ def test_killing_an_actor_mid_step_loses_and_duplicates_nothing(
     rng = random.Random(seed)
     step, delay_s = rng.randint(3, 20), rng.uniform(0.0, 0.05)
     outcome = run(
-        make_config(tmp_path),
+        chaos_config(tmp_path),
         f"chaos-{victim.replace(':', '-')}-{seed}",
         chaos=(victim, step),
         kill_delay_s=delay_s,

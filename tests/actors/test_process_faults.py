@@ -24,9 +24,9 @@ from tests.conftest import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 
-def config(tmp_path: Path, root: Path) -> Path:
+def config(tmp_path: Path, root: Path, max_events: int = 40_000) -> Path:
     raw = msgspec.yaml.decode((REPO_ROOT / "configs" / "demo.yaml").read_bytes())
-    raw["data"] = {**raw["data"], "max_events": 40_000}
+    raw["data"] = {**raw["data"], "max_events": max_events}
     raw["storage"] = {**raw["storage"], "root": str(root)}
     raw["ray"] = {"num_cpus": 2}
     path = tmp_path / f"{root.parent.name}-{root.name}.yaml"
@@ -40,9 +40,12 @@ def sapphire(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
-def assert_equals_unfaulted(tmp_path: Path, root: Path, run_id: str) -> None:
+def assert_equals_unfaulted(
+    tmp_path: Path, root: Path, run_id: str, max_events: int = 40_000
+) -> None:
     roomy = tmp_path / "unfaulted"
-    baseline = sapphire("backtest", "--config", str(config(tmp_path, roomy)), "--run-id", run_id)
+    path = config(tmp_path, roomy, max_events)
+    baseline = sapphire("backtest", "--config", str(path), "--run-id", run_id)
     assert baseline.returncode == 0, baseline.stderr[-1500:]
     want, got = stored(roomy, run_id), stored(root, run_id)
     assert want["fills"].height > 0
@@ -61,7 +64,7 @@ def checkpointed_step(path: Path) -> int:
 
 def test_a_sigkilled_driver_resumes_to_exactly_the_unfaulted_run(tmp_path: Path) -> None:
     root = tmp_path / "runs"
-    path = config(tmp_path, root)
+    path = config(tmp_path, root, max_events=20_000)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     cmd = [sys.executable, "-m", "sapphire.cli", "run", "--config", str(path)]
     # its own session: the SIGKILL reaches the driver and every process it started
@@ -75,8 +78,8 @@ def test_a_sigkilled_driver_resumes_to_exactly_the_unfaulted_run(tmp_path: Path)
     ckpt = root / "sk" / "checkpoints" / "coordinator.ckpt"
     deadline = time.monotonic() + 300
     try:
-        while checkpointed_step(ckpt) < 300 and proc.poll() is None:
-            assert time.monotonic() < deadline, "the run never reached step 300"
+        while checkpointed_step(ckpt) < 150 and proc.poll() is None:
+            assert time.monotonic() < deadline, "the run never reached step 150"
             time.sleep(0.2)
         assert proc.poll() is None, "the run ended before it could be killed"
     finally:
@@ -88,7 +91,7 @@ def test_a_sigkilled_driver_resumes_to_exactly_the_unfaulted_run(tmp_path: Path)
     resumed = sapphire("run", "--config", str(path), "--resume", "sk")
     assert resumed.returncode == 0, resumed.stderr[-1500:]
     assert checkpointed_step(ckpt) > killed_at
-    assert_equals_unfaulted(tmp_path, root, "sk")
+    assert_equals_unfaulted(tmp_path, root, "sk", max_events=20_000)
 
 
 def stored(root: Path, run_id: str) -> dict[str, pl.DataFrame]:
