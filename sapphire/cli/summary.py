@@ -36,18 +36,23 @@ def print_summary(
             f"window {summary.get('window_ns', 0) / 1e6:g} ms ({exact})"
         )
     table = Table(title="Agents")
+    # money is in each instrument's settlement asset (BTC for inverse contracts): one unit
+    # for every agent goes in the headers, so an 80-column screen never cuts a figure
+    units = {row.get("unit", "") for row in summary["agents"].values()}
+    shared = f" ({units.pop()})" if len(units) == 1 and "" not in units else ""
     for col in (
         "agent/symbol",
         "position (lots)",
         "traded (lots)",
-        "realized",
-        "fees",
-        "PnL",
+        f"realized{shared}",
+        f"fees{shared}",
+        f"PnL{shared}",
     ):
-        table.add_column(col, justify="right")
+        # figures never cut: the name and header columns fold onto a second line instead
+        money = col.startswith(("realized", "fees", "PnL"))
+        table.add_column(col, justify="right", no_wrap=money, overflow="fold")
     for name, row in summary["agents"].items():
-        # money is in the instrument's settlement asset: say which (BTC for inverse contracts)
-        unit = f" {row['unit']}" if row.get("unit") else ""
+        unit = f" {row['unit']}" if row.get("unit") and not shared else ""
         at_mark = f" ({row['pnl_at_mark']})" if row.get("pnl_at_mark") else ""
         table.add_row(
             name,
