@@ -77,10 +77,17 @@ class AgentActor:
         self.caches.restore(counts_from_builtins(caches))
 
     def step(
-        self, step: int, window: Window, events: bytes, reports: bytes
+        self, step: int, window: Window, events: bytes, reports: bytes, barrier: bool = True
     ) -> tuple[bytes, list[Any]]:
         """Outputs of one window, and the LLM decisions that arrived before it (for storage)."""
-        return self._stepper.run(step, lambda: self._compute(window, events, reports))
+        return self._stepper.run(
+            step, lambda: self._compute(window, events, reports), barrier=barrier
+        )
+
+    def rewind(self, step: int) -> int:
+        """Back to barrier ``step`` (see ``actors.stepper``); returns the step it is at."""
+        self._stepper.rewind(step)
+        return self._stepper.last_step
 
     def _compute(
         self, window: Window, events_data: bytes, reports_data: bytes
@@ -118,6 +125,7 @@ class AgentActor:
             "busy_s": self.busy_s,
             "restored": self._stepper.restored,
             "last_step": self._stepper.last_step,
+            "checkpoint_s": self._stepper.checkpoint_s,
             "llm": self._llm.stats() if self._llm is not None else {},
             # per cache, per level: every incarnation's counts, and this process's own
             "cache": counts_to_builtins(self.caches.totals()),

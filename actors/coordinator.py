@@ -12,6 +12,7 @@ any actor, this one included, neither loses nor duplicates an order or a row.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import pickle
 import time
@@ -23,14 +24,22 @@ import ray
 from actors import metrics
 from actors.checkpoint import make_store
 from actors.codec import decode_events, decode_messages, encode_events, encode_messages
-from actors.stepper import AsyncStepper
-from sapphire.adapters.kill_switch import system_kill_switch
+from actors.stepper import AsyncStepper, StepBehind
+from sapphire.adapters.kill_switch import run_kill_switch, system_kill_switch
 from sapphire.config.system import SystemConfig
+from sapphire.console.snapshot import (
+    ConsoleSnapshot,
+    EquityCurve,
+    KillSwitchView,
+    build_snapshot,
+    run_mode,
+)
 from sapphire.kernel import assembly as wiring
 from sapphire.kernel.coordinator import CoordinatorStage, StepProgress
 from sapphire.kernel.rows import StepRows
 from sapphire.kernel.runner import PRODUCER, NoEventsError, reports_by_agent
-from sapphire.kernel.timing import Window
+from sapphire.kernel.timing import Clock, Window
+from sapphire.kernel.windows import CutterState, WindowCutter
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import RejectReason, VenueAlert
 from sapphire.risk.engine import RiskDecision
@@ -99,14 +108,31 @@ class CoordinatorActor:
         self._llm_records: list[Any] = []
         self._store = make_store(checkpoint_location)
         self.window_ns = wiring.window_ns(config)
+        # A replay is cut into windows here, where ``pending_ns`` is known, from events the
+        # market-data actor serves a chunk ahead: no round trip per window for the feed. A
+        # live feed is cut by the market-data actor (what arrived since the last window).
+        self._replay = config.data.source != "ccxt"
+        self._cut = CutterState()
+        self._feed: ChunkFeed | None = None
+        self._cutter: WindowCutter | None = None
         self._stepper: AsyncStepper[StepProgress] = AsyncStepper(
             self._store, "coordinator", self._snapshot, self._restore
         )
+        # restored (a restart, --resume): the peers may be past this actor's barrier
+        self._needs_sync = self._stepper.restored
+        self._barrier_at = time.perf_counter()
         kill = self._store.load(KILL_KEY)
         if kill:
             self.core.request_kill(kill.decode())
         # the firm-wide switch in the store root: read at every start and before every step
         self._firm = system_kill_switch(config)
+        self._run_switch = run_kill_switch(config, run_id)  # `sapphire stop RUN_ID`
+        # for the live console (actors.console): a kill asked for but not yet in force, the
+        # last step's progress, and a thinned firm-PnL curve (display only, not checkpointed:
+        # a restarted coordinator draws on from its restart; the pnl table is the record)
+        self._kill_request = kill.decode() if kill else ""
+        self._progress: StepProgress | None = None
+        self.equity = EquityCurve()
 
     # -- checkpointing --------------------------------------------------------------------
     def _snapshot(self) -> bytes:
@@ -117,14 +143,17 @@ class CoordinatorActor:
             self.faults,
             self._last_end,
             (self.reconciliation, self.venue_alerts, self._alert_keys, self.failure),
+            self._cut,
         )
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _restore(self, data: bytes) -> None:
-        stage, self._commands, self.quarantined, self.faults, self._last_end, venue = pickle.loads(
-            data
+        stage, self._commands, self.quarantined, self.faults, self._last_end, venue, cut = (
+            pickle.loads(data)
         )
         self.reconciliation, self.venue_alerts, self._alert_keys, self.failure = venue
+        self._cut = cut
+        self._feed = None  # reopened at the restored position by the next step
         self.stage.restore(stage)
         self.core = self.stage.core
         self.rows = self.stage.rows
@@ -136,10 +165,12 @@ class CoordinatorActor:
         orders. Persisted first, so a restart cannot forget it."""
         self._store.save(KILL_KEY, reason.encode())
         self.core.request_kill(reason)
+        self._kill_request = reason or "manual"
 
     async def reset_kill_switch(self) -> None:
         self._store.save(KILL_KEY, b"")
         self.core.reset_kill()
+        self._kill_request = ""
         if self._live:
             await self.execution.clear_halt.remote()
 
@@ -150,11 +181,144 @@ class CoordinatorActor:
         return self._stepper.last_step + 1
 
     async def run_step(self, step: int) -> StepProgress:
-        return await self._stepper.run_async(step, lambda: self._step(step))
+        """One step (drivers and tests that step one window at a time)."""
+        return (await self.run_steps(step, 1, 0.0))[-1]
 
-    async def _step(self, step: int) -> StepProgress:
+    async def run_steps(self, first: int, count: int, budget_s: float) -> list[StepProgress]:
+        """Steps ``first`` .. ``first + count - 1``, fewer once ``budget_s`` of wall time is
+        spent or the data ends. A coordinator restored at an older barrier than ``first``
+        (Ray restarted it and retried this call) first rewinds the other actors to that
+        barrier and replays the steps in between; progress comes back for the steps run for
+        this call, never for a step twice."""
+        started = time.perf_counter()
+        if self._needs_sync:
+            await self._sync_peers()
+        last = self._stepper.last_step
+        cached: StepProgress | None = self._stepper.last_output
+        if cached is not None and last >= first and (cached.done or last >= first + count - 1):
+            return [cached]  # a retry of steps this actor already did
+        out: list[StepProgress] = []
+        rewinds = 0
+        step = last + 1
+        while True:
+            try:
+                progress = await self._one(step)
+            except Exception as exc:
+                if not _is_behind(exc) or rewinds >= 3:
+                    raise
+                # a peer restarted at an older barrier: everyone back to the committed one
+                rewinds += 1
+                await self._rewind_all()
+                step = self._stepper.last_step + 1
+                continue
+            if step >= first:
+                out.append(progress)
+            step += 1
+            if progress.done or (
+                out and (step >= first + count or time.perf_counter() - started >= budget_s)
+            ):
+                return out
+
+    async def _one(self, step: int) -> StepProgress:
+        barrier = self._barrier_due(step)
+        progress: StepProgress = await self._stepper.run_async(
+            step, lambda: self._step(step, barrier), barrier=barrier
+        )
+        if barrier:
+            self._barrier_at = time.perf_counter()
+        elif progress.done:
+            # the end is checkpointed too: a restart or --resume after it finds the run done
+            self._stepper.commit()
+        return progress
+
+    def _barrier_due(self, step: int) -> bool:
+        """Checkpoint this step? Always live (a venue order cannot be replayed) and at the
+        first step; otherwise once ``ray.checkpoint_interval_s`` has passed."""
+        interval = self.config.ray.checkpoint_interval_s
+        if self._live or interval <= 0 or step == 0:
+            return True
+        return time.perf_counter() - self._barrier_at >= interval
+
+    def _peers(self) -> list[tuple[str, Any]]:
+        """The actors stepped with this one (a replay's market data only serves chunks)."""
+        agents = [(f"agent {a}", h) for a, h in sorted(self.agents.items())]
+        feed = [] if self._replay else [("market data", self.market_data)]
+        return [*feed, ("execution", self.execution), *agents]
+
+    async def _rewind_peers(self, barrier: int) -> None:
+        """Every peer back to ``barrier``. An agent that cannot (hung, gone) is quarantined
+        as it would be on its step; market data and the venue must, or the run stops."""
+        names = self._peers()
+        refs = [handle.rewind.remote(barrier) for _, handle in names]
+        timeout = max(self.config.ray.agent_timeout_s, 1.0)
+        for (name, _), ref in zip(names, refs, strict=True):
+            if not name.startswith("agent "):
+                await ref
+                continue
+            agent_id = name.removeprefix("agent ")
+            try:
+                await asyncio.wait_for(_await(ref), timeout)
+            except (TimeoutError, ray.exceptions.RayError) as exc:
+                if agent_id not in self.quarantined:
+                    self._quarantine(agent_id, f"could not rewind: {type(exc).__name__}")
+        self.faults["rewinds"] = self.faults.get("rewinds", 0) + 1
+        log.warning("replaying from barrier step %d", barrier)
+
+    async def _rewind_all(self) -> None:
+        """This actor and every peer back to this actor's last committed barrier."""
+        barrier = self._stepper.last_barrier
+        faults = dict(self.faults)
+        self._stepper.rewind(barrier)
+        self.faults = {**self.faults, **faults}  # counts of what happened are not rewound
+        self._reapply_kill()
+        await self._rewind_peers(barrier)
+
+    async def _sync_peers(self) -> None:
+        """After a restart or ``--resume``: peers may be past this actor's barrier. A replay
+        rewinds them to it; live peers are at most one step ahead (every live step is a
+        barrier) and give that step's stored answer again."""
+        self._needs_sync = False
+        done = self._stepper.last_output
+        if not self._live and not (done is not None and done.done):
+            await self._rewind_peers(self._stepper.last_step)
+
+    def _reapply_kill(self) -> None:
+        kill = self._store.load(KILL_KEY)
+        if kill:
+            self.core.request_kill(kill.decode())
+
+    async def _replay_window(self, step: int) -> tuple[list[Any], Window] | None:
+        data = self.config.data
+        if self._feed is None:
+            chunk = max(data.batch_events, 8192)
+            self._feed = ChunkFeed(self.market_data, self._cut.consumed, chunk)
+            self._cutter = WindowCutter(
+                self._feed,
+                window_ns=self.window_ns,
+                clock=Clock(data.clock),
+                max_window_events=data.batch_events,
+                max_events=data.max_events,
+                start_ns=data.start_ns,
+                end_ns=data.end_ns,
+                state=self._cut,
+            )
+        assert self._cutter is not None
+        # a window takes at most ``batch_events`` events, and the cutter peeks one more
+        await self._feed.ensure(data.batch_events + 2)
+        return self._cutter.next_window(step, self.stage.pending_ns())
+
+    async def _step(self, step: int, barrier: bool = True) -> StepProgress:
         clock = StageClock()
-        batch = await self.market_data.get_window.remote(step, self.stage.pending_ns())
+        events: list[Any] | None = None
+        if self._replay:
+            got = await self._replay_window(step)
+            if got is None:
+                batch = None
+            else:
+                events, window_ = got
+                batch = (encode_events(events), window_, len(events))
+        else:
+            batch = await self.market_data.get_window.remote(step, self.stage.pending_ns(), barrier)
         if batch is None:
             if step == 0:
                 raise NoEventsError("the configured data produced no market events")
@@ -171,7 +335,7 @@ class CoordinatorActor:
             )
         events_data, window, n_events = batch
         self._last_end = window.end_ns
-        halt = self._firm.halt_reason()
+        halt = self._firm.halt_reason() or self._run_switch.halt_reason()
         if halt and not self.core.risk.kill_switch_on:
             self.core.request_kill(halt)
         if not self._venue_ready:
@@ -179,15 +343,18 @@ class CoordinatorActor:
             found = self._take_alerts(decode_messages(await self.execution.prepare.remote()))
             self.stage.add_venue_reports(found, window.start_ns)
             self._venue_ready = True
-        events = decode_events(events_data)
-        events_ref = ray.put(events_data)
+        if events is None:
+            events = decode_events(events_data)
+        # passed by value: a window's events are a few kB, below Ray's inline limit (larger
+        # ones Ray puts in the object store itself); a put would cost a store round trip
+        events_ref = events_data
         clock.lap("feed")
         due = self.stage.take_due(window)
         # the venue runs what was decided before this window while the agents run it
         venue_ref = self.execution.step.remote(
-            step, window, events_ref, encode_messages(self._commands)
+            step, window, events_ref, encode_messages(self._commands), barrier
         )
-        outputs = await self._run_agents(step, window, events_ref, due)
+        outputs = await self._run_agents(step, window, events_ref, due, barrier)
         clock.lap("signal")
         result = self.stage.step(window, events, due, outputs)
         clock.lap("risk")
@@ -198,7 +365,8 @@ class CoordinatorActor:
         clock.lap("exchange_ack")
         self.rows.add_llm(self._llm_records)
         self._llm_records = []
-        await self._persist(window.end_ns)
+        if barrier:  # rows between barriers are replayed, not lost, if a step fails
+            await self._persist(window.end_ns)
         clock.lap("storage")
         for stage, seconds in clock.laps.items():
             self.stage_s[stage] = self.stage_s.get(stage, 0.0) + seconds
@@ -219,6 +387,9 @@ class CoordinatorActor:
             stage_s=clock.laps,
         )
         self.metrics.on_step(progress, outputs, result.commands, reports)
+        if not window.warmup:
+            self.equity.add(window.end_ns, self.stage.firm_pnl_quote())
+        self._progress = progress
         if progress.done or self.metrics.summary_due():
             self.metrics.on_summary(await self.summary())
             # gauges set once can age out of the exporter on a long run: re-set them
@@ -292,22 +463,28 @@ class CoordinatorActor:
         self._agents_ready = True
 
     async def _run_agents(
-        self, step: int, window: Window, events_ref: Any, due: list[Any]
+        self, step: int, window: Window, events_ref: Any, due: list[Any], barrier: bool
     ) -> dict[str, Sequence[Any]]:
         await self._wait_for_agents()
         by_agent = reports_by_agent(due, self.agents)
         live = [a for a in sorted(self.agents) if a not in self.quarantined]
         calls = [
-            self._call_agent(a, step, window, events_ref, encode_messages(by_agent[a]))
+            self._call_agent(a, step, window, events_ref, encode_messages(by_agent[a]), barrier)
             for a in live
         ]
         results = await asyncio.gather(*calls)
         return {a: out for a, out in zip(live, results, strict=True)}
 
     async def _call_agent(
-        self, agent_id: str, step: int, window: Window, events_ref: Any, reports: bytes
+        self,
+        agent_id: str,
+        step: int,
+        window: Window,
+        events_ref: Any,
+        reports: bytes,
+        barrier: bool,
     ) -> Any:
-        ref = self.agents[agent_id].step.remote(step, window, events_ref, reports)
+        ref = self.agents[agent_id].step.remote(step, window, events_ref, reports, barrier)
         try:
             data, llm_records = await asyncio.wait_for(_await(ref), self.config.ray.agent_timeout_s)
         except TimeoutError:
@@ -319,6 +496,8 @@ class CoordinatorActor:
             ray.cancel(ref, force=False)
             return []
         except ray.exceptions.RayError as exc:
+            if _is_behind(exc):  # restarted at an older barrier: a rewind, not a fault
+                raise
             self._quarantine(agent_id, f"failed at step {step}: {type(exc).__name__}: {exc}"[:300])
             log.error("agent %s quarantined: %s", agent_id, exc)
             return []
@@ -363,6 +542,7 @@ class CoordinatorActor:
 
     async def finish(self) -> dict[str, Any]:
         """Flush the sink until every row of this run is committed."""
+        self.rows.take_new()  # rows of the steps after the last barrier join the unacked
         await self._settle_inflight(0)
         if self._resend_all:
             self._resend_all = False
@@ -378,7 +558,8 @@ class CoordinatorActor:
         try:  # the data's own rejects (malformed, NaN, out-of-order rows), counted by reason
             feed = await asyncio.wait_for(_await(self.market_data.stats.remote()), 10)
             out["input_rejected"] = dict(feed["rejected"])
-            out["counters"]["clamped"] = int(feed["clamped"])
+            clamped = self._cut.clamped if self._replay else feed["clamped"]
+            out["counters"]["clamped"] = int(clamped)
         except (TimeoutError, ray.exceptions.RayError):
             out["input_rejected"] = {"unknown (market data actor unavailable)": 1}
         out.update(
@@ -396,6 +577,93 @@ class CoordinatorActor:
             }
         )
         return out
+
+    # -- the live console (actors.console) ---------------------------------------------------
+    async def console_snapshot(self) -> ConsoleSnapshot:
+        """The console's figures, read from this actor's own state. Nothing in here awaits,
+        so it is one consistent moment between two stages of a step."""
+        progress = self._progress
+        exchange, data = self.config.exchange, self.config.data
+        return build_snapshot(
+            self.stage,
+            run_id=self.run_id,
+            mode=run_mode(exchange.kind, data.source, bool(exchange.factory)),
+            step=progress.step if progress else -1,
+            market_ns=progress.now_ns if progress else 0,
+            done=progress.done if progress else False,
+            capital_quote=self.config.capital_quote,
+            equity=self.equity,
+            kill_switch=self._kill_view(),
+            quarantined=self.quarantined,
+            failure=self.failure,
+        )
+
+    async def console_kill_switch(self, action: str, reason: str, by: str) -> KillSwitchView:
+        """The console's button, on the same switches as ``sapphire kill-switch``: the firm's
+        (stored with who and why, binding every run on this store root until reset) and this
+        run's own, so this run halts from its next step even if the firm's store fails."""
+        if action == "trip":
+            await self.trip_kill_switch(f"console: {reason or 'manual'}")
+            self._firm.trip(reason or "manual", by)
+        elif action == "reset":
+            # the firm's first: a run reset under a still-tripped firm switch re-trips
+            self._firm.reset(reason, by)
+            await self.reset_kill_switch()
+        else:
+            raise ValueError(f"kill switch action {action!r}: use trip or reset")
+        return self._kill_view()
+
+    def _kill_view(self) -> KillSwitchView:
+        risk = self.core.risk
+        firm = self._firm.state()
+        return KillSwitchView(
+            run_tripped=risk.kill_switch_on,
+            run_reason=risk.kill_reason,
+            requested="" if risk.kill_switch_on else self._kill_request,
+            firm_tripped=firm.tripped,
+            firm_reason=firm.reason,
+            firm_by=firm.by,
+            firm_ts_ns=firm.ts_ns,
+        )
+
+
+class ChunkFeed:
+    """A replay's events, fetched from the market-data actor a chunk ahead of the cutter.
+
+    ``ensure`` (awaited before each window) keeps enough events buffered that the cutter,
+    which iterates synchronously, never runs dry before the stream's real end; the next chunk
+    is already on its way while this one is cut. Chunks are asked for by offset, so a restored
+    coordinator (or a restarted market-data actor) reads on from exactly where it was.
+    """
+
+    def __init__(self, market_data: Any, offset: int, chunk: int) -> None:
+        self._actor = market_data
+        self._offset = offset
+        self._chunk = chunk
+        self._buffer: collections.deque[Any] = collections.deque()
+        self._next: Any = None
+        self._ended = False
+
+    async def ensure(self, n: int) -> None:
+        while len(self._buffer) < n and not self._ended:
+            if self._next is None:
+                self._next = self._actor.get_events.remote(self._offset, self._chunk)
+            data, count = await self._next
+            self._next = None
+            self._offset += count
+            self._buffer.extend(decode_events(data))
+            if count < self._chunk:
+                self._ended = True
+            else:
+                self._next = self._actor.get_events.remote(self._offset, self._chunk)
+
+    def __iter__(self) -> ChunkFeed:
+        return self
+
+    def __next__(self) -> Any:
+        if not self._buffer:
+            raise StopIteration
+        return self._buffer.popleft()
 
 
 class StageClock:
@@ -416,3 +684,9 @@ class StageClock:
 
 async def _await(ref: Any) -> Any:
     return await ref
+
+
+def _is_behind(exc: BaseException) -> bool:
+    """A peer's call failed because Ray restarted it at an older barrier (``StepBehind``)."""
+    cause = getattr(exc, "cause", None)
+    return isinstance(exc, StepBehind) or isinstance(cause, StepBehind)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -171,7 +171,31 @@ def system_actors(handles: Any) -> dict[str, Any]:
         "storage_sink": handles.sink,
     }
     actors.update({f"agent:{agent_id}": h for agent_id, h in handles.agents.items()})
+    actors.update(serve_replicas())
     return actors
+
+
+def serve_replicas(app_prefix: str = "sapphire-llm") -> dict[str, Any]:
+    """The live Serve replicas of the LLM app(s) (``llm:<replica>``): the model's CPU/GPU time
+    belongs to the run that asked it. Empty when no such app runs."""
+    out: dict[str, Any] = {}
+    try:
+        named = ray.util.list_named_actors(all_namespaces=True)
+    except Exception as exc:  # never fail a run's report over its cost lines
+        log.warning("cost: Serve replicas not listed: %s", exc)
+        return out
+    for entry in named:
+        name = str(entry.get("name", ""))
+        # Ray Serve names replica actors SERVE_REPLICA::<app>#<deployment>#<id>
+        if not name.startswith(f"SERVE_REPLICA::{app_prefix}"):
+            continue
+        try:
+            out[f"llm:{name.rsplit('#', 1)[-1]}"] = ray.get_actor(
+                name, namespace=entry["namespace"]
+            )
+        except ValueError:  # gone between listing and lookup
+            continue
+    return out
 
 
 def measure_system(
@@ -179,11 +203,19 @@ def measure_system(
     wall_s: float,
     prices_file: str | Path = "ops/prices.yaml",
     profile: str = "on_prem",
+    skip: Iterable[str] = (),
 ) -> CostReport:
-    """The run's cost report: call after ``finish`` and before ``shutdown_system``."""
+    """The run's cost report: call after ``finish`` and before ``shutdown_system``. Actors
+    named in ``skip`` (quarantined agents: hung, a probe would wait out its timeout) are left
+    out."""
     currency, prices = load_prices(_resolve(prices_file), profile)
-    uses = [*measure_actors(system_actors(handles), wall_s), measure_driver(wall_s)]
+    actors = {k: v for k, v in system_actors(handles).items() if k not in set(skip)}
+    uses = [*measure_actors(actors, wall_s), measure_driver(wall_s)]
     return estimate(uses, prices, currency=currency, profile=profile, wall_s=wall_s)
+
+
+def resolve_prices_file(path: str | Path) -> Path:
+    return _resolve(path)
 
 
 def _resolve(path: str | Path) -> Path:

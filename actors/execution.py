@@ -32,13 +32,21 @@ class ExecutionActor:
     def _restore(self, data: bytes) -> None:
         self.stage.gateway, self.stage.stats = pickle.loads(data)
 
-    def step(self, step: int, window: Window, events: bytes, commands: bytes) -> bytes:
+    def step(
+        self, step: int, window: Window, events: bytes, commands: bytes, barrier: bool = True
+    ) -> bytes:
         return self._stepper.run(
             step,
             lambda: encode_messages(
                 self.stage.step(window, decode_events(events), decode_messages(commands))
             ),
+            barrier=barrier,
         )
+
+    def rewind(self, step: int) -> int:
+        """Back to barrier ``step`` (see ``actors.stepper``); returns the step it is at."""
+        self._stepper.rewind(step)
+        return self._stepper.last_step
 
     def exchange_record(self) -> bytes:
         """The venue's own record (paper exchange), for tests and the run summary."""
@@ -46,6 +54,7 @@ class ExecutionActor:
 
     def stats(self) -> dict[str, Any]:
         return {
+            "checkpoint_s": self._stepper.checkpoint_s,
             "errors": self.stage.stats.errors,
             "orders_sent": self.stage.stats.orders_sent,
             "last_step": self._stepper.last_step,

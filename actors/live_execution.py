@@ -121,11 +121,18 @@ class LiveExecutionActor:
                 del self._wal[cid]
             self._store.save(WAL_KEY, msgspec.msgpack.encode(list(self._wal.values())))
 
-    async def step(self, step: int, window: Window, events: bytes, commands: bytes) -> bytes:
-        # a window is what arrived; reports are stamped when they came back (live time)
+    async def step(
+        self, step: int, window: Window, events: bytes, commands: bytes, barrier: bool = True
+    ) -> bytes:
+        # a window is what arrived; reports are stamped when they came back (live time). A
+        # live run makes every step a barrier: what left for the venue cannot be replayed.
         return await self._stepper.run_async(
-            step, lambda: self._compute(commands, window.end_ns - 1)
+            step, lambda: self._compute(commands, window.end_ns - 1), barrier=barrier
         )
+
+    async def rewind(self, step: int) -> int:
+        self._stepper.rewind(step)
+        return self._stepper.last_step
 
     async def _compute(self, commands_data: bytes, now_ns: int) -> bytes:
         commands = decode_messages(commands_data)

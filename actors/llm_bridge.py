@@ -3,15 +3,20 @@
 Requests go out on a background event loop; answers wait in an inbox until the agent actor's
 next step hands them to the agent (``on_decision``), which acts on them at later events. The
 coordinator's risk checks bind whatever the model says.
+
+Every decision becomes one stored row with its metering (tokens, queue wait, batch size,
+latency, cache hit, CPU/GPU seconds and their cost) and, when the model's answer was not
+used, the reason and the fallback rule that decided instead; the same figures go to
+Prometheus (``actors.metrics``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from typing import Any
 
+from actors import metrics
 from actors.cache import redis_level
 from sapphire.adapters.redis_cache import RedisCache
 from sapphire.config.redis import RedisConfig
@@ -26,11 +31,12 @@ class LlmBridge:
         self._redis = redis
         self._client: Any = None
         self.l2: RedisCache | None = None
-        self._inbox: list[tuple[Any, Any, int, bool]] = []
+        self._inbox: list[tuple[Any, Any]] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="llm", daemon=True)
         self._thread.start()
+        self._flags = {"before_cutoff": 0, "refused": 0, "fallbacks": 0, "stored": 0}
 
     def submit(self, requests: list[Any]) -> None:
         for request in requests:
@@ -46,33 +52,92 @@ class LlmBridge:
             self._client = ServeDecisionClient(
                 app_name=self._app_name, timeout_s=self._timeout_s, redis=self.l2
             )
-        stats = self._client.stats
-        failed_before = stats.timeouts + stats.errors + stats.malformed_json
-        started = time.perf_counter_ns()
-        decision = await self._client.decide(request.prompt)
-        valid = stats.timeouts + stats.errors + stats.malformed_json == failed_before
+        answer = await self._client.decide_detailed(request.prompt, request.ts_event_ns)
         with self._lock:
-            self._inbox.append((request, decision, time.perf_counter_ns() - started, valid))
+            self._inbox.append((request, answer))
 
     def collect(self, agent: Any, symbol: str, now_ns: int) -> list[LlmDecisionRecord]:
-        """Hand arrived answers to the agent; the records of every answer, for storage."""
+        """Hand arrived answers to the agent; the records of every decision, for storage:
+        the model's answers (used, invalid or late) and the agent's own fallbacks (event-time
+        timeouts, requests refused for future data)."""
         with self._lock:
             arrived, self._inbox = self._inbox, []
+        fallback_rule = str(getattr(getattr(agent, "config", None), "fallback", ""))
         records = []
-        for request, decision, latency_ns, valid in arrived:
-            agent.on_decision(request.request_id, decision, now_ns)
+        for request, answer in arrived:
+            acted = agent.on_decision(request.request_id, answer.decision, now_ns, answer.error)
+            error = answer.error
+            fallback = ""
+            decision = answer.decision
+            if acted is None:
+                error = error or "late: answered after the request's event-time deadline"
+            elif error:
+                fallback, decision = fallback_rule, acted
             records.append(
-                LlmDecisionRecord.of(
-                    decision,
+                LlmDecisionRecord(
                     ts_event_ns=request.ts_event_ns,
                     agent_id=request.agent_id,
                     symbol=symbol,
-                    model=self._app_name,
-                    valid=valid,
-                    latency_ns=latency_ns,
+                    model=answer.model or self._app_name,
+                    action=decision.action,
+                    size_fraction=decision.size_fraction,
+                    confidence=decision.confidence,
+                    rationale=decision.rationale,
+                    valid=not error,
+                    latency_ns=answer.latency_ns,
+                    error=error,
+                    fallback=fallback,
+                    before_cutoff=answer.before_cutoff,
+                    prompt_tokens=answer.prompt_tokens,
+                    completion_tokens=answer.completion_tokens,
+                    queue_wait_ns=answer.queue_wait_ns,
+                    batch_size=answer.batch_size,
+                    cache_hit=answer.cache_hit,
+                    cpu_s=answer.cpu_s,
+                    gpu_s=answer.gpu_s,
+                    cost=answer.cost,
+                    cost_currency=answer.cost_currency,
                 )
             )
+        for outcome in getattr(agent, "drain_outcomes", list)():
+            records.append(
+                LlmDecisionRecord(
+                    ts_event_ns=outcome.ts_event_ns,
+                    agent_id=getattr(agent, "agent_id", ""),
+                    symbol=symbol,
+                    model=self._app_name,
+                    action=outcome.decision.action,
+                    size_fraction=outcome.decision.size_fraction,
+                    confidence=outcome.decision.confidence,
+                    rationale=outcome.decision.rationale,
+                    valid=False,
+                    latency_ns=0,
+                    error=outcome.error,
+                    fallback=outcome.fallback,
+                )
+            )
+        for record in records:
+            self._count(record)
         return records
+
+    def _count(self, r: LlmDecisionRecord) -> None:
+        flags = self._flags
+        flags["stored"] += 1
+        flags["before_cutoff"] += int(r.before_cutoff)
+        flags["refused"] += int(r.error.startswith(("point_in_time", "lookahead")))
+        flags["fallbacks"] += int(bool(r.fallback))
+        metrics.record_llm_decision(
+            outcome=_outcome(r),
+            latency_s=r.latency_ns / 1e9,
+            queue_wait_s=r.queue_wait_ns / 1e9,
+            batch_size=r.batch_size,
+            prompt_tokens=r.prompt_tokens,
+            completion_tokens=r.completion_tokens,
+            cache_hit=r.cache_hit,
+            cost=r.cost,
+            cost_currency=r.cost_currency,
+            before_cutoff=r.before_cutoff,
+        )
 
     @property
     def tiers(self) -> TieredCache | None:
@@ -82,15 +147,55 @@ class LlmBridge:
         tiers: TieredCache = self._client.tiers
         return tiers
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
+        """Counts of the client (model calls) and of the stored decisions, plus the model's
+        knowledge cutoff and the point-in-time mode it runs under (for the run summary)."""
+        out: dict[str, Any] = dict(self._flags)
         if self._client is None:
-            return {}
+            return out
         s = self._client.stats
-        return {
-            "ok": s.ok,
-            "malformed_json": s.malformed_json,
-            "schema_violation": s.schema_violation,
-            "timeouts": s.timeouts,
-            "errors": s.errors,
-            "cache_hits": s.cache_hits,
-        }
+        out.update(
+            ok=s.ok,
+            malformed_json=s.malformed_json,
+            schema_violation=s.schema_violation,
+            timeouts=s.timeouts,
+            errors=s.errors,
+            cache_hits=s.cache_hits,
+        )
+        ident = self._client._identity
+        if ident is not None:
+            out["knowledge_cutoff"] = ident.knowledge_cutoff
+            out["point_in_time"] = ident.point_in_time
+        return out
+
+
+def _outcome(r: LlmDecisionRecord) -> str:
+    """The ``outcome`` label: ok, cache_hit, or the failure kind (timeout, malformed_json,
+    schema_violation, error, point_in_time, lookahead, late)."""
+    if r.valid:
+        return "cache_hit" if r.cache_hit else "ok"
+    return r.error.split(":", 1)[0] or "error"
+
+
+def print_llm_summary(llm: dict[str, Any], console: Any = None) -> None:
+    """One line per LLM agent under the run summary; a run whose decisions predate the
+    model's knowledge cutoff says so (the model may know what happened next)."""
+    if not llm:
+        return
+    from rich.console import Console
+
+    console = console or Console()
+    for agent_id, s in sorted(llm.items()):
+        console.print(
+            f"llm {agent_id}: {s.get('stored', 0)} decisions stored, {s.get('ok', 0)} answered, "
+            f"{s.get('cache_hits', 0)} cached, {s.get('fallbacks', 0)} by the fallback, "
+            f"{s.get('refused', 0)} refused, {s.get('timeouts', 0)} timed out"
+        )
+        flagged = int(s.get("before_cutoff", 0))
+        if flagged:
+            console.print(
+                f"[bold yellow]POINT-IN-TIME[/bold yellow] llm {agent_id}: {flagged} decisions "
+                f"about events before the model's knowledge cutoff "
+                f"{s.get('knowledge_cutoff', '?')} (llm.point_in_time="
+                f"{s.get('point_in_time', '?')}); the model may know what came next"
+            )

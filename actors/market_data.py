@@ -44,6 +44,8 @@ class MarketDataActor:
         self._state = CutterState()
         self._cutter: WindowCutter | None = None
         self._feed: Any = None
+        self._raw: Iterator[AnyMarketEvent] | None = None  # a replay served by offset
+        self._raw_at = 0
         self._stepper: Stepper[Batch] = Stepper(
             make_store(checkpoint_location), "market-data", self._snapshot, self._restore
         )
@@ -79,8 +81,31 @@ class MarketDataActor:
                 )
         return self._feed
 
-    def get_window(self, step: int, pending_ns: int | None) -> Batch:
-        return self._stepper.run(step, lambda: self._next_window(step, pending_ns))
+    def get_events(self, offset: int, count: int) -> tuple[bytes, int]:
+        """A replay's events ``offset`` .. ``offset + count - 1`` as recorded (the coordinator
+        cuts them into windows on the run's clock). Any offset can be asked for again (a
+        rewound coordinator): the recording is reopened and fast-forwarded, deterministically."""
+        if self._raw is None or self._raw_at != offset:
+            self._feed = self._open_stream()
+            if hasattr(self._feed, "skip"):
+                self._feed.skip(offset)
+                self._raw = iter(self._feed)
+            else:
+                self._raw = itertools.islice(iter(self._feed), offset, None)
+        events = list(itertools.islice(self._raw, count))
+        self._raw_at = offset + len(events)
+        return encode_events(events), len(events)
+
+    def get_window(self, step: int, pending_ns: int | None, barrier: bool = True) -> Batch:
+        return self._stepper.run(step, lambda: self._next_window(step, pending_ns), barrier=barrier)
+
+    def rewind(self, step: int) -> int:
+        """Back to barrier ``step``: the replay reopens and fast-forwards to that position."""
+        self._stepper.rewind(step)
+        if self._cutter is not None:  # a live feed (no cutter) just continues
+            self._feed = None
+            self._cutter = None
+        return self._stepper.last_step
 
     def _next_window(self, step: int, pending_ns: int | None) -> Batch:
         feed = self._source()
@@ -117,6 +142,7 @@ class MarketDataActor:
             "consumed": self._state.consumed,
             "clamped": self._state.clamped,
             "last_step": self._stepper.last_step,
+            "checkpoint_s": self._stepper.checkpoint_s,
             "restored": self._stepper.restored,
             "rejected": self._feed.rejected() if hasattr(self._feed, "rejected") else {},
         }

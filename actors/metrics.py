@@ -47,6 +47,11 @@ SINK_FLUSH_ERRORS = "hft_sink_flush_errors_total"
 LLM_LATENCY = "hft_llm_latency_seconds"
 LLM_BATCH = "hft_llm_batch_size"
 LLM_TIMEOUTS = "hft_llm_timeouts_total"
+LLM_DECISIONS = "hft_llm_decisions_total"
+LLM_TOKENS = "hft_llm_tokens_total"
+LLM_QUEUE_WAIT = "hft_llm_queue_wait_seconds"
+LLM_COST = "hft_llm_cost_total"
+LLM_BEFORE_CUTOFF = "hft_llm_before_cutoff_total"
 
 PROMETHEUS_PREFIX = "ray_"
 STAGES = ("feed", "signal", "risk", "exchange_ack", "storage", "step")
@@ -81,6 +86,26 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
     LLM_LATENCY: ("histogram", "LLM batch latency (s)", (), LLM_LATENCY_BOUNDARIES),
     LLM_BATCH: ("histogram", "LLM batch size (requests)", (), [float(b) for b in BATCH_BOUNDARIES]),
     LLM_TIMEOUTS: ("counter", "LLM requests that timed out", (), None),
+    LLM_DECISIONS: (
+        "counter",
+        "LLM decisions by outcome (ok, cache_hit, timeout, malformed_json, lookahead, ...)",
+        ("outcome",),
+        None,
+    ),
+    LLM_TOKENS: ("counter", "LLM tokens by kind (prompt, completion)", ("kind",), None),
+    LLM_QUEUE_WAIT: (
+        "histogram",
+        "Time a request waited in the replica for its batch (s)",
+        (),
+        LLM_LATENCY_BOUNDARIES,
+    ),
+    LLM_COST: ("counter", "LLM CPU/GPU time at the run's price table", ("currency",), None),
+    LLM_BEFORE_CUTOFF: (
+        "counter",
+        "LLM decisions about events before the model's knowledge cutoff",
+        (),
+        None,
+    ),
 }
 
 
@@ -231,6 +256,35 @@ def observe_llm(latency_s: float, batch_size: int) -> None:
 
 def record_llm_timeout(n: int = 1) -> None:
     _rec(LLM_TIMEOUTS, n)
+
+
+def record_llm_decision(
+    *,
+    outcome: str,
+    latency_s: float,
+    queue_wait_s: float,
+    batch_size: int,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cache_hit: bool,
+    cost: Decimal,
+    cost_currency: str,
+    before_cutoff: bool,
+) -> None:
+    """One stored LLM decision. Latency, batch and queue wait are observed only for answers
+    that came from the model (a cache hit or a refusal has none to observe)."""
+    _rec(LLM_DECISIONS, 1, outcome=outcome)
+    if batch_size > 0 and not cache_hit:
+        observe_llm(latency_s, batch_size)
+        _rec(LLM_QUEUE_WAIT, queue_wait_s)
+    _rec(LLM_TOKENS, prompt_tokens, kind="prompt")
+    _rec(LLM_TOKENS, completion_tokens, kind="completion")
+    if cost > 0:
+        _rec(LLM_COST, float(cost), currency=cost_currency or "unknown")
+    if outcome == "timeout":
+        record_llm_timeout()
+    if before_cutoff:
+        _rec(LLM_BEFORE_CUTOFF, 1)
 
 
 # -- derived values -------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from actors.llm_bridge import print_llm_summary
 from actors.system import RunResult
 from sapphire.cli import summary
 
@@ -17,3 +18,4 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
         result.store or result.storage_root / "store",
         console,
     )
+    print_llm_summary(result.summary.get("llm", {}), console)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,6 +65,7 @@ class SystemHandles:
     agents: dict[str, Any]
     storage_root: Path
     checkpoint_location: str
+    console: Any = None  # the run's live web console (actors.console), when enabled
 
     def actors(self) -> list[Any]:
         """Every actor of the run."""
@@ -203,7 +204,7 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
             scheduling_strategy="SPREAD",
         ).remote(
             spec.id,
-            wiring.agent_builder(spec, instruments[spec.symbol]),
+            wiring.agent_builder(spec, instruments[spec.symbol], instruments),
             timing,
             checkpoint_location_,
             llm_app if spec.kind == "llm" else "",
@@ -233,12 +234,47 @@ def start_llm_service(config: SystemConfig) -> str:
     through a DeploymentHandle). Returns the app name."""
     from ray import serve
 
-    from actors.serve.llm_app import build_app
+    from actors.serve.llm_app import build_sized_app
     from actors.serve.llm_client import APP_NAME
 
+    # sized before anything deploys: a replica that cannot fit is a one-line error, not a hang
+    app = build_sized_app(
+        dict(config.llm),
+        # the agents and the coordinator are placed after the app (0.25: core actors' share)
+        reserve_cpus=sum(spec.num_cpus for spec in config.agents) + 0.25,
+        prices_file=config.cost.prices_file,
+        price_profile=config.cost.profile,
+    )
     serve.start(http_options={"host": "127.0.0.1"})
-    serve.run(build_app(dict(config.llm)), name=APP_NAME, route_prefix=None)
+    serve.run(app, name=APP_NAME, route_prefix=None)
     return APP_NAME
+
+
+def start_console(
+    config: SystemConfig, handles: SystemHandles, on_url: Callable[[str], None] | None = None
+) -> Any:
+    """Serve the run's live web console (``console.enabled``) and announce its URL once,
+    token included: ``on_url`` (default: printed)."""
+    if not config.console.enabled:
+        return None
+    from actors.console import ConsoleServer, console_token, ray_dashboard_url
+
+    parquet = config.storage.backend == "parquet"
+    server = ConsoleServer(
+        handles.coordinator,
+        config.console,
+        token=console_token(),
+        dashboard_url=ray_dashboard_url(),
+        store_root=handles.storage_root / "store" if parquet else None,
+        reports_dir=handles.storage_root / "reports",
+    )
+    url = server.start()
+    handles.console = server
+    if on_url is None:
+        print(f"console: {url}", flush=True)
+    else:
+        on_url(url)
+    return server
 
 
 def drive(
@@ -248,32 +284,60 @@ def drive(
     max_steps: int | None = None,
     on_step: Callable[[Any], None] | None = None,
     step_timeout_s: float = 120.0,
+    batch_s: float = 0.25,
+    batch_steps: int = 4096,
 ) -> int:
-    """Run steps until the data is exhausted (or ``max_steps``); returns the next step."""
+    """Run steps until the data is exhausted (or ``max_steps``); returns the next step. The
+    coordinator runs up to ``batch_s`` of steps per call, so the driver's round trip is paid
+    per batch; ``on_step`` still sees every step's progress, in order."""
     step = start_step
     while max_steps is None or step < start_step + max_steps:
-        progress = ray.get(handles.coordinator.run_step.remote(step), timeout=step_timeout_s)
-        step += 1
-        if on_step is not None:
-            on_step(progress)
-        if progress.done:
+        left = batch_steps if max_steps is None else start_step + max_steps - step
+        count = min(batch_steps, left)
+        batch = ray.get(
+            handles.coordinator.run_steps.remote(step, count, batch_s),
+            timeout=step_timeout_s + batch_s,
+        )
+        for progress in batch:
+            if on_step is not None:
+                on_step(progress)
+        last = batch[-1]
+        step = last.step + 1
+        if last.done:
             break
     return step
 
 
-def cache_stats(handles: SystemHandles, timeout_s: float = 10.0) -> dict[str, Any]:
+def agent_stats(
+    handles: SystemHandles, skip: Iterable[str] = (), timeout_s: float = 10.0
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Each agent actor's ``stats``, asked of all at once; quarantined agents (``skip``: hung,
+    so a call would only wait out its timeout) and those that do not answer are named
+    instead."""
+    skipped = set(skip)
+    refs = {a: h.stats.remote() for a, h in handles.agents.items() if a not in skipped}
+    stats: dict[str, dict[str, Any]] = {}
+    unavailable = sorted(skipped & set(handles.agents))
+    deadline = time.monotonic() + timeout_s
+    for agent_id, ref in sorted(refs.items()):
+        try:
+            stats[agent_id] = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+        except (ray.exceptions.RayError, TimeoutError):
+            unavailable.append(agent_id)
+    return stats, sorted(unavailable)
+
+
+def llm_summary(stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The summary's ``llm`` entry: per LLM agent, its decision counts and point-in-time flags
+    (``actors.llm_bridge.LlmBridge.stats``); empty when no agent asks a model."""
+    return {a: s["llm"] for a, s in sorted(stats.items()) if s.get("llm")}
+
+
+def cache_stats(stats: dict[str, dict[str, Any]], unavailable: list[str]) -> dict[str, Any]:
     """The summary's ``cache`` entry: hits, misses and hit ratio per level, per cache, over
     every agent actor (each one's counts include its earlier incarnations). Agents that do not
     answer (quarantined, gone) are named under ``unavailable`` rather than waited for."""
-    parts: list[Any] = []
-    unavailable: list[str] = []
-    refs = {agent_id: actor.stats.remote() for agent_id, actor in handles.agents.items()}
-    for agent_id, ref in sorted(refs.items()):
-        try:
-            parts.append(counts_from_builtins(ray.get(ref, timeout=timeout_s)["cache"]))
-        except (ray.exceptions.RayError, TimeoutError):
-            unavailable.append(agent_id)
-    out = cache_summary(parts)
+    out = cache_summary([counts_from_builtins(s["cache"]) for _, s in sorted(stats.items())])
     if unavailable:
         out["unavailable"] = unavailable
     return out
@@ -282,7 +346,9 @@ def cache_stats(handles: SystemHandles, timeout_s: float = 10.0) -> dict[str, An
 def finish(handles: SystemHandles, steps: int, wall_s: float) -> RunResult:
     done = ray.get(handles.coordinator.finish.remote())
     summary = ray.get(handles.coordinator.summary.remote())
-    summary["cache"] = cache_stats(handles)
+    stats, unavailable = agent_stats(handles, skip=summary.get("quarantined", {}))
+    summary["cache"] = cache_stats(stats, unavailable)
+    summary["llm"] = llm_summary(stats)
     sink_stats = ray.get(handles.sink.stats.remote())
     result = RunResult(handles.run_id, summary, steps, wall_s, handles.storage_root, sink_stats)
     result.unacked_rows = int(done["unacked_rows"])
@@ -312,16 +378,27 @@ def run_system(
     run_id: str | None = None,
     on_step: Callable[[Any], None] | None = None,
     resume: bool = False,
+    on_console: Callable[[str], None] | None = None,
 ) -> RunResult:
-    """The main job; ``resume`` continues run ``run_id`` from its actors' checkpoints."""
+    """The main job; ``resume`` continues run ``run_id`` from its actors' checkpoints;
+    ``on_console`` gets the live console's URL (default: printed)."""
     ensure_ray(config)
     run_id = check_run_id(run_id or config.run_id or default_run_id())
     handles = start_system(config, run_id, resume=resume)
+    try:
+        start_console(config, handles, on_console)
+    except Exception:  # a console that cannot listen (a port in use): the run does not start
+        shutdown_system(handles)
+        raise
     started = time.perf_counter()
     try:
         first = int(ray.get(handles.coordinator.next_step.remote())) if resume else 0
         steps = drive(
-            handles, start_step=first, on_step=on_step, step_timeout_s=config.ray.step_timeout_s
+            handles,
+            start_step=first,
+            on_step=on_step,
+            step_timeout_s=config.ray.step_timeout_s,
+            batch_s=config.ray.drive_batch_s,
         )
         result = finish(handles, steps, time.perf_counter() - started)
         result.store = store_location(config)
@@ -330,14 +407,18 @@ def run_system(
         # stops at its last checkpoint, from which --resume continues once the cause is fixed
         shutdown_system(handles)
         raise RunFailed(run_id, _root_cause(exc)) from None
+    hung = [f"agent:{a}" for a in result.summary.get("quarantined", {})]
     result.cost = cost.measure_system(
-        handles, result.wall_s, config.cost.prices_file, config.cost.profile
+        handles, result.wall_s, config.cost.prices_file, config.cost.profile, skip=hung
     )
     shutdown_system(handles)
     return result
 
 
 def shutdown_system(handles: SystemHandles) -> None:
+    if handles.console is not None:
+        handles.console.stop()
+        handles.console = None
     # a sink that is already gone has nothing to stop
     with contextlib.suppress(ray.exceptions.RayError):
         ray.get(handles.sink.close.remote(), timeout=10)

@@ -388,6 +388,9 @@ def write_outputs(
             out / "best_backtest.yaml", export.backtest_dict(cfg, outcome.best, rewrite), header
         )
     )
+    if system_template is None and cfg.backtest_config.ohlcv:
+        # the tuned bar strategy on the tuned bars, not the default system's sample ticks
+        return files + export.write_bar_system(cfg, outcome.best, resolve, out, header)
     files.append(
         export.write_yaml(
             out / "best_system.yaml",

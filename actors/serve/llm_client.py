@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -23,12 +24,45 @@ from sapphire.adapters.redis_cache import RedisCache
 from sapphire.agents.llm_agent import DecisionRequest
 from sapphire.llm.client import DecisionClient
 from sapphire.llm.decision import HOLD, DecisionStats, LlmDecision, parse_decision
+from sapphire.llm.pit import CLEAR, CutoffVerdict, check_cutoff
 from sapphire.llm.prompt import DecisionPrompt, SamplingConfig, cache_key
 from sapphire.storage.cache import L1Cache
 from sapphire.storage.tiered import TieredCache
 
 APP_NAME = "sapphire-llm"
 DEPLOYMENT_NAME = "LlmDecisionDeployment"
+
+
+class Answer(msgspec.Struct, kw_only=True):
+    """One decision and everything a risk desk asks about it: whether the model's answer is
+    usable (``error`` says why not), whether it predates the model's knowledge cutoff, and
+    what it cost (zero tokens and cost on a cache hit)."""
+
+    decision: LlmDecision
+    error: str = ""
+    model: str = ""
+    before_cutoff: bool = False
+    cache_hit: bool = False
+    latency_ns: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    queue_wait_ns: int = 0
+    batch_size: int = 0
+    cpu_s: float = 0.0
+    gpu_s: float = 0.0
+    cost: Decimal = Decimal(0)
+    cost_currency: str = ""
+
+    @property
+    def valid(self) -> bool:
+        return not self.error
+
+
+class _Identity(msgspec.Struct, frozen=True, kw_only=True):
+    model: str
+    sampling: SamplingConfig
+    knowledge_cutoff: str = ""
+    point_in_time: str = "warn"
 
 
 class ServeDecisionClient:
@@ -50,57 +84,87 @@ class ServeDecisionClient:
         )
         self.tiers = TieredCache(self.cache, redis, encode=_encode, decode=_decode)
         self.stats = DecisionStats()
-        self._identity: tuple[str, SamplingConfig] | None = None
+        self._identity: _Identity | None = None
 
-    async def _model_identity(self) -> tuple[str, SamplingConfig]:
+    async def _model_identity(self) -> _Identity:
         if self._identity is None:
             info = await self._handle.describe.remote()
-            self._identity = (str(info["model"]), msgspec.convert(info["sampling"], SamplingConfig))
+            self._identity = msgspec.convert(
+                {k: info[k] for k in _Identity.__struct_fields__ if k in info}, _Identity
+            )
         return self._identity
 
     async def decide(self, prompt: DecisionPrompt) -> LlmDecision:
+        return (await self.decide_detailed(prompt)).decision
+
+    async def decide_detailed(
+        self, prompt: DecisionPrompt, ts_event_ns: int | None = None
+    ) -> Answer:
+        """The decision for ``prompt`` with its metering. ``ts_event_ns`` (the event it is
+        about) is checked against the model's knowledge cutoff: flagged, or under
+        ``point_in_time: strict`` refused without asking the model."""
+        started = time.perf_counter_ns()
         try:
-            model, sampling = await asyncio.wait_for(self._model_identity(), self.timeout_s)
-        except Exception:
+            ident = await asyncio.wait_for(self._model_identity(), self.timeout_s)
+        except Exception as exc:
             self.stats.errors += 1
-            return HOLD
-        key = cache_key(model, prompt, sampling)
-        asked = False
+            return Answer(decision=HOLD, error=f"error: model not reachable ({type(exc).__name__})")
+        verdict: CutoffVerdict = CLEAR
+        if ts_event_ns is not None:
+            verdict = check_cutoff(ts_event_ns, ident.knowledge_cutoff, ident.point_in_time)
+        if verdict.refused:
+            self.stats.refused += 1
+            return Answer(
+                decision=HOLD, error=verdict.reason, model=ident.model, before_cutoff=True
+            )
+        key = cache_key(ident.model, prompt, ident.sampling)
+        fresh: list[Answer] = []
 
         async def load(_: str) -> LlmDecision:
-            nonlocal asked
-            asked = True
-            return await self._ask(prompt)
+            answer = await self._ask(prompt, ident.model)
+            fresh.append(answer)
+            if answer.error:
+                raise _NotCached(answer)
+            return answer.decision
 
         try:
             decision: LlmDecision = await self.tiers.aget(key, load)
         except _NotCached as failed:
-            return failed.decision
-        if not asked:  # from L1, from Redis, or shared with an identical call in flight
-            self.stats.cache_hits += 1
-        return decision
+            answer = failed.answer
+        else:
+            if fresh:
+                answer = fresh[0]
+            else:  # from L1, from Redis, or shared with an identical call in flight
+                self.stats.cache_hits += 1
+                answer = Answer(decision=decision, model=ident.model, cache_hit=True)
+        answer.before_cutoff = verdict.flagged
+        answer.latency_ns = time.perf_counter_ns() - started
+        return answer
 
-    async def _ask(self, prompt: DecisionPrompt) -> LlmDecision:
-        """One model call. Failures raise ``_NotCached`` (with HOLD or the parsed fallback),
-        so the tiers store only valid decisions."""
+    async def _ask(self, prompt: DecisionPrompt, model: str) -> Answer:
+        """One model call; its failures come back as an :class:`Answer` with ``error`` (the
+        caller keeps them out of the cache, so a transient failure is retried next time)."""
         response = self._handle.remote(msgspec.to_builtins(prompt))
         try:
             reply = await asyncio.wait_for(response, self.timeout_s)
         except TimeoutError:
             response.cancel()
             self.stats.timeouts += 1
-            raise _NotCached(HOLD) from None
-        except Exception:
+            error = f"timeout: no answer from the model within {self.timeout_s:g} s"
+            return Answer(decision=HOLD, error=error, model=model)
+        except Exception as exc:
             self.stats.errors += 1
-            raise _NotCached(HOLD) from None
-        if not isinstance(reply, dict) or reply.get("error"):
+            return Answer(decision=HOLD, error=f"error: {type(exc).__name__}: {exc}"[:300])
+        if not isinstance(reply, dict):
             self.stats.errors += 1
-            raise _NotCached(HOLD)
+            return Answer(decision=HOLD, error="error: reply is not a mapping", model=model)
+        meter = _metering(reply, model)
+        if reply.get("error"):
+            self.stats.errors += 1
+            return Answer(decision=HOLD, error=f"error: {reply['error']}"[:300], **meter)
         result = parse_decision(reply.get("text"))
         self.stats.record(result)
-        if not result.ok:
-            raise _NotCached(result.decision)
-        return result.decision
+        return Answer(decision=result.decision, error=result.error[:300], **meter)
 
     async def decide_many(self, prompts: Sequence[DecisionPrompt]) -> list[LlmDecision]:
         """Concurrent requests: the deployment batches them."""
@@ -108,9 +172,23 @@ class ServeDecisionClient:
 
 
 class _NotCached(Exception):
-    def __init__(self, decision: LlmDecision) -> None:
+    def __init__(self, answer: Answer) -> None:
         super().__init__("not cacheable")
-        self.decision = decision
+        self.answer = answer
+
+
+def _metering(reply: dict[str, Any], model: str) -> dict[str, Any]:
+    return {
+        "model": str(reply.get("model") or model),
+        "prompt_tokens": int(reply.get("prompt_tokens", 0)),
+        "completion_tokens": int(reply.get("completion_tokens", 0)),
+        "queue_wait_ns": int(reply.get("queue_wait_ns", 0)),
+        "batch_size": int(reply.get("batch_size", 0)),
+        "cpu_s": float(reply.get("cpu_s", 0.0)),
+        "gpu_s": float(reply.get("gpu_s", 0.0)),
+        "cost": Decimal(str(reply.get("cost", "0"))),
+        "cost_currency": str(reply.get("cost_currency", "")),
+    }
 
 
 def _encode(decision: LlmDecision) -> bytes:

@@ -329,7 +329,7 @@ class BinanceVenue:
         assert view is not None
         inst = order.instrument
         price = Decimal(0) if view.limit_ticks is None else inst.ticks_to_price(view.limit_ticks)
-        quote = view.avg_fill_ticks * view.filled_lots * inst.tick * inst.lot
+        quote = inst.position_value(view.avg_fill_ticks, view.filled_lots)
         tif = {"post_only": "GTC", "ioc": "IOC", "fok": "FOK"}.get(view.tif.value, "GTC")
         return {
             "symbol": inst.symbol,

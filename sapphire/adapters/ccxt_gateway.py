@@ -30,7 +30,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, Literal, TypeVar
 
@@ -105,11 +105,15 @@ class CcxtExchange:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         order_ids: VenueOrderIds | None = None,
+        system_instruments: Mapping[str, Instrument] | None = None,
     ) -> None:
         """``order_ids``: the run's id scheme; None sends internal ids as they are (a
-        gateway used on its own, outside a run)."""
+        gateway used on its own, outside a run). ``system_instruments``: the run's own
+        instruments, whose integer quantity unit the gateway must share (see
+        :func:`~sapphire.exchange.ccxt_convert.live_units`)."""
         self.config = config
         self.order_ids = order_ids
+        self._system_instruments = dict(system_instruments or {})
         if credentials is None:
             credentials = ApiCredentials.from_env(config.credentials_prefix)
         self._key_hint = credentials.api_key_hint
@@ -154,7 +158,12 @@ class CcxtExchange:
         markets = await self._call(lambda: self.exchange.load_markets())
         for market in markets.values():
             try:
-                inst = cv.instrument_from_market(market, self.config.venue)
+                venue_inst = cv.instrument_from_market(market, self.config.venue)
+                cv.check_live_tradeable(venue_inst)
+                own = self._system_instruments.get(venue_inst.symbol)
+                inst = cv.live_units(venue_inst, own)
+            except cv.GridMismatch:
+                raise  # trading a symbol on another grid than the run's would misstate sizes
             except (cv.ConversionError, ValueError, KeyError) as exc:
                 log.debug("skipping market %s: %s", market.get("symbol"), exc)
                 continue

@@ -155,3 +155,23 @@ def system_kill_switch(config: SystemConfig) -> FirmKillSwitch:
         client = redis_lib.Redis(**config.redis.client_kwargs())
         redis = RedisKillSwitch(client, config.kill_switch.redis_key)
     return FirmKillSwitch(Path(config.storage.root).resolve(), redis)
+
+
+class RunKillSwitch(FirmKillSwitch):
+    """One run's own switch (``sapphire stop RUN_ID``), in ``<storage.root>/<run_id>/``: read
+    before every step of that run only, kept across restarts and ``--resume`` until reset."""
+
+    def halt_reason(self) -> str:
+        state = self.state()
+        return f"run stopped: {state.reason or 'stop'}" if state.tripped else ""
+
+
+def run_kill_switch(config: SystemConfig, run_id: str) -> RunKillSwitch:
+    """Run ``run_id``'s switch of a system config (in Redis too when the firm's is)."""
+    redis = None
+    if config.kill_switch.redis:
+        import redis as redis_lib
+
+        client = redis_lib.Redis(**config.redis.client_kwargs())
+        redis = RedisKillSwitch(client, f"{config.kill_switch.redis_key}:run:{run_id}")
+    return RunKillSwitch(Path(config.storage.root).resolve() / run_id, redis)

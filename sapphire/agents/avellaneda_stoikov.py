@@ -89,8 +89,9 @@ class AvellanedaStoikovAgent(BaseAgent[AvellanedaStoikovState]):
             AvellanedaStoikovState(kappa=cfg.kappa, intensity_a=cfg.intensity_a),
         )
         self.config = cfg
-        self.order_lots = instrument.qty_to_lots(cfg.order_amount, Rounding.DOWN)
-        self.max_lots = instrument.qty_to_lots(cfg.max_inventory, Rounding.DOWN)
+        # order sizes on the order step, not the (possibly finer) book size grid
+        self.order_lots = instrument.order_qty_to_lots(cfg.order_amount, Rounding.DOWN)
+        self.max_lots = instrument.order_qty_to_lots(cfg.max_inventory, Rounding.DOWN)
         if self.order_lots <= 0:
             raise AgentConfigError(
                 f"order_amount {cfg.order_amount} is below one lot ({instrument.lot_size})"

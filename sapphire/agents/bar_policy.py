@@ -67,12 +67,16 @@ def next_state(
 def entry_lots(
     stake: StakeConfig, equity_quote: Decimal, close_ticks: int, inst: Instrument
 ) -> int:
-    """Lots to enter with at the signal bar's close (0 when equity cannot buy one lot)."""
+    """Lots to enter with at the signal bar's close (0 when equity cannot buy one order step).
+
+    Always whole order steps: ``stake_lots`` counts order steps (``lot_size``), which are
+    ``lots_per_step`` integer lots where the book's size grid is finer (``size_increment``)."""
+    step = inst.lots_per_step
     if stake.stake_lots is not None:
-        return stake.stake_lots
+        return stake.stake_lots * step
     assert stake.stake_fraction is not None
-    per_lot = inst.notional_quote(close_ticks, 1)
-    if per_lot <= 0 or equity_quote <= 0:
+    per_step = inst.notional_quote(close_ticks, step)
+    if per_step <= 0 or equity_quote <= 0:
         return 0
     budget = equity_quote * Decimal(repr(stake.stake_fraction))
-    return int((budget / per_lot).to_integral_value(ROUND_FLOOR))
+    return int((budget / per_step).to_integral_value(ROUND_FLOOR)) * step

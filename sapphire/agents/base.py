@@ -178,6 +178,10 @@ class BaseAgent(Generic[S]):
     def trade_towards(self, ts_ns: int, target_lots: int) -> list[AgentOutput]:
         """Market order for the gap between ``target_lots`` and position plus pending."""
         gap = target_lots - self.core.position_lots - self.pending_lots()
+        # orders are whole order steps (the book's size grid may be finer): trade the steps
+        # of the gap, towards zero
+        step = self.instrument.lots_per_step
+        gap = (abs(gap) // step * step) * (1 if gap > 0 else -1)
         if gap == 0:
             return []
         side = Side.BUY if gap > 0 else Side.SELL

@@ -65,9 +65,10 @@ class GridMakerAgent(BaseAgent[GridMakerState]):
             Side.SELL: -((-(two_mid + 2 * cfg.half_spread_ticks)) // 2),
         }
         position = self.core.position_lots
+        step = self.instrument.lots_per_step  # configured lots count order steps
         wanted = {
-            Side.BUY: position < cfg.max_position_lots,
-            Side.SELL: position > -cfg.max_position_lots,
+            Side.BUY: position < cfg.max_position_lots * step,
+            Side.SELL: position > -cfg.max_position_lots * step,
         }
         out: list[AgentOutput] = []
         working = {Side.BUY: False, Side.SELL: False}
@@ -84,7 +85,7 @@ class GridMakerAgent(BaseAgent[GridMakerState]):
                     self.order(
                         now_ns,
                         side,
-                        cfg.order_lots,
+                        cfg.order_lots * step,
                         limit_ticks=prices[side],
                         tif=TimeInForce.POST_ONLY,
                     )

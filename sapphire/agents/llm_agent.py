@@ -6,8 +6,15 @@ the actor layer to :meth:`LlmAgent.drain_requests`, or given to an injected non-
 ``submit`` callable). The answer comes back through :meth:`LlmAgent.on_decision` and is
 acted on at the *next* event, never retroactively. A request still unanswered when event
 time passes its deadline is counted as a timeout and the deterministic fallback (hold, or a
-one-lot momentum rule) decides instead; a late answer is counted and dropped. Sizes are
+one-lot momentum rule) decides instead; a late answer is counted and dropped. A failed
+answer (no model output, an invalid one, a refusal) also hands the decision to the fallback,
+and every such outcome is queued with its reason (:meth:`LlmAgent.drain_outcomes`) for
+storage, so a stored row always says whether the model or the fallback decided. Sizes are
 capped by this agent's own limits; the coordinator's risk checks bind on top.
+
+Point in time: every prompt feature carries the time its newest input was known; a request
+whose features include one known after the decision time (an out-of-order feed) is refused
+before it reaches a model, counted in ``stats.refused`` and stored with its reason.
 
 Pipeline per event: 1 market features, 2 apply an arrived decision, 3 expire a late request,
 4 maybe issue a new request.
@@ -25,6 +32,7 @@ import msgspec
 
 from sapphire.agents.base import AgentConfigError, AgentOutput, BaseAgent, decode_config
 from sapphire.llm.decision import DecisionStats, LlmDecision, ParseResult, parse_decision
+from sapphire.llm.pit import LookaheadError
 from sapphire.llm.prompt import (
     DecisionPrompt,
     MarketFeatures,
@@ -70,6 +78,16 @@ class DecisionRequest(msgspec.Struct, frozen=True, kw_only=True):
     prompt: DecisionPrompt
 
 
+class LlmOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """A decision the model did not make, for storage: what the fallback decided and why."""
+
+    request_id: int
+    ts_event_ns: int
+    decision: LlmDecision
+    fallback: str
+    error: str
+
+
 class LlmAgentState(msgspec.Struct, kw_only=True):
     mids: list[tuple[int, float]] = msgspec.field(default_factory=list)
     """(ts_event_ns, mid in ticks), one sample per ``sample_interval_ns``."""
@@ -77,12 +95,16 @@ class LlmAgentState(msgspec.Struct, kw_only=True):
     ask_ticks: int = 0
     bid_lots: int = 0
     ask_lots: int = 0
+    book_ts_ns: int = 0
+    """Event time of the book the features read (their as-of time)."""
     last_price: float = 0.0
     request_seq: int = 0
     last_request_ns: int | None = None
     outstanding: DecisionRequest | None = None
-    arrived: list[LlmDecision] = msgspec.field(default_factory=list)
+    arrived: list[tuple[LlmDecision, str]] = msgspec.field(default_factory=list)
+    """(decision, source): ``llm`` or ``fallback``, acted on at the next event."""
     queued: list[DecisionRequest] = msgspec.field(default_factory=list)
+    outcomes: list[LlmOutcome] = msgspec.field(default_factory=list)
     stats: DecisionStats = msgspec.field(default_factory=DecisionStats)
     fallbacks: int = 0
 
@@ -113,27 +135,55 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         out, self.state.queued = self.state.queued, []
         return out
 
+    def drain_outcomes(self) -> list[LlmOutcome]:
+        """Decisions made without the model since the last call (timeouts, refusals)."""
+        out, self.state.outcomes = self.state.outcomes, []
+        return out
+
     def on_decision(
-        self, request_id: int, answer: LlmDecision | ParseResult | str, now_ns: int
-    ) -> None:
+        self,
+        request_id: int,
+        answer: LlmDecision | ParseResult | str,
+        now_ns: int,
+        error: str = "",
+    ) -> LlmDecision | None:
         """Record an answer; it is acted on at the next market event.
 
         ``answer`` may be raw model text (parsed and counted here), a parse result, or an
-        already validated decision. Answers to expired or unknown requests count as late.
+        already validated decision. A non-empty ``error`` (the answer never came from the
+        model: a timeout, a transport failure, a refusal) or an invalid parse hands the
+        decision to the fallback. Returns the decision that will be acted on (the fallback's
+        on failure), or None for an answer to an expired or unknown request (counted late).
         """
         st = self.state
         if isinstance(answer, str):
             answer = parse_decision(answer)
         if st.outstanding is None or st.outstanding.request_id != request_id:
             st.stats.late += 1
-            return
+            return None
         st.outstanding = None
-        if isinstance(answer, ParseResult):
+        if not error and isinstance(answer, ParseResult):
             st.stats.record(answer)
+            if not answer.ok:
+                error = answer.error
             answer = answer.decision
-        else:
+        elif not error:
             st.stats.ok += 1
-        st.arrived.append(answer)
+        if error:
+            kind = error.split(":", 1)[0]
+            if kind == "timeout":
+                st.stats.timeouts += 1
+            elif kind == "point_in_time":
+                st.stats.refused += 1
+            elif kind not in ("malformed_json", "schema_violation"):
+                st.stats.errors += 1
+            fallback = self._fallback_decision(now_ns)
+            st.fallbacks += 1
+            st.arrived.append((fallback, "fallback"))
+            return fallback
+        assert isinstance(answer, LlmDecision)
+        st.arrived.append((answer, "llm"))
+        return answer
 
     # -- the tick path ----------------------------------------------------------------------
     def on_event(self, event: AnyMarketEvent, now_ns: int) -> Sequence[AgentOutput]:
@@ -145,15 +195,18 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         st = self.state
         out: list[AgentOutput] = []
         # 2. answers that arrived since the previous event
-        for decision in st.arrived:
-            out.extend(self._act(ts, decision, "llm"))
+        for decision, source in st.arrived:
+            out.extend(self._act(ts, decision, source))
         st.arrived.clear()
         # 3. a request past its deadline: count it and let the fallback decide
         if st.outstanding is not None and ts > st.outstanding.deadline_ns:
-            st.outstanding = None
+            expired, st.outstanding = st.outstanding, None
             st.stats.timeouts += 1
-            st.fallbacks += 1
-            out.extend(self._act(ts, self._fallback_decision(ts), "fallback"))
+            reason = (
+                f"timeout: no answer within decision_timeout_ns="
+                f"{self.config.decision_timeout_ns} of event time"
+            )
+            out.extend(self._fall_back(ts, expired.request_id, reason))
         # 4. a new request, at most one in flight
         due = (
             st.last_request_ns is None
@@ -171,11 +224,13 @@ class LlmAgent(BaseAgent[LlmAgentState]):
                 return False
             st.bid_ticks, st.ask_ticks = event.bid_ticks, event.ask_ticks
             st.bid_lots, st.ask_lots = event.bid_lots, event.ask_lots
+            st.book_ts_ns = event.ts_event_ns
             mid = 0.5 * (event.bid_ticks + event.ask_ticks)
         elif isinstance(event, BookSnapshot):
             if not event.bids or not event.asks or event.asks[0][0] < event.bids[0][0]:
                 return False
             (st.bid_ticks, st.bid_lots), (st.ask_ticks, st.ask_lots) = event.bids[0], event.asks[0]
+            st.book_ts_ns = event.ts_event_ns
             mid = 0.5 * (st.bid_ticks + st.ask_ticks)
         elif isinstance(event, Trade):
             if event.price_ticks <= 0:
@@ -222,6 +277,18 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         mid_ticks = self._mid_ticks()
         size = st.bid_lots + st.ask_lots
         pnl = self.equity_quote(Decimal(0), round(mid_ticks))
+        # Every feature reads the current book; returns and volatility also the newest mid
+        # sample. Their as-of times are what the point-in-time check compares with ``ts``.
+        book = st.book_ts_ns
+        sampled = max(book, st.mids[-1][0]) if st.mids else book
+        as_of = (
+            ("mid", book),
+            ("spread_bps", book),
+            ("imbalance", book),
+            ("pnl_quote", book),
+            ("returns_bps", sampled),
+            ("volatility_bps", sampled),
+        )
         return MarketFeatures(
             symbol=self.symbol,
             ts_event_ns=ts,
@@ -233,27 +300,56 @@ class LlmAgent(BaseAgent[LlmAgentState]):
             position_lots=self.core.position_lots,
             max_position_lots=self.config.max_position_lots,
             pnl_quote=float(pnl),
+            as_of_ns=as_of,
         )
 
     # -- 4. requests --------------------------------------------------------------------------
     def _issue(self, ts: int) -> None:
         st = self.state
         st.request_seq += 1
+        st.last_request_ns = ts
+        try:
+            prompt = build_prompt(self.features(ts))
+        except LookaheadError as exc:
+            # future data in the prompt: never ask; the fallback decides and it is stored
+            st.stats.refused += 1
+            st.arrived.extend((d, "fallback") for d in self._refuse(ts, st.request_seq, str(exc)))
+            return
         request = DecisionRequest(
             agent_id=self.agent_id,
             request_id=st.request_seq,
             ts_event_ns=ts,
             deadline_ns=ts + self.config.decision_timeout_ns,
-            prompt=build_prompt(self.features(ts)),
+            prompt=prompt,
         )
         st.outstanding = request
-        st.last_request_ns = ts
         if self._submit is not None:
             self._submit(request)
         else:
             st.queued.append(request)
 
     # -- decisions to intents -------------------------------------------------------------
+    def _refuse(self, ts: int, request_id: int, reason: str) -> list[LlmDecision]:
+        """The fallback's decision for a request the model did not answer, queued for storage."""
+        decision = self._fallback_decision(ts)
+        self.state.fallbacks += 1
+        self.state.outcomes.append(
+            LlmOutcome(
+                request_id=request_id,
+                ts_event_ns=ts,
+                decision=decision,
+                fallback=self.config.fallback,
+                error=reason,
+            )
+        )
+        return [decision]
+
+    def _fall_back(self, ts: int, request_id: int, reason: str) -> list[AgentOutput]:
+        out: list[AgentOutput] = []
+        for decision in self._refuse(ts, request_id, reason):
+            out.extend(self._act(ts, decision, "fallback"))
+        return out
+
     def _fallback_decision(self, ts: int) -> LlmDecision:
         if self.config.fallback == "hold":
             return LlmDecision(action="hold", size_fraction=0.0, confidence=0.0, rationale="")
@@ -285,14 +381,16 @@ class LlmAgent(BaseAgent[LlmAgentState]):
     def capped_qty(self, side: Side, size_fraction: float) -> int:
         """Lots for ``size_fraction`` of the max order, within the position limit."""
         fraction = min(max(size_fraction, 0.0), 1.0) if math.isfinite(size_fraction) else 0.0
-        qty = math.floor(fraction * self.config.max_order_lots)
+        # the configured lots count order steps; integer lots may be a finer size grid
+        step = self.instrument.lots_per_step
+        qty = math.floor(fraction * self.config.max_order_lots) * step
         exposure = self.core.position_lots + self.pending_lots()
-        limit = self.config.max_position_lots
+        limit = self.config.max_position_lots * step
         if side is Side.BUY:
             room = limit - exposure
         else:
             room = limit + exposure if self.config.allow_short else max(exposure, 0)
-        return max(0, min(qty, room))
+        return max(0, min(qty, room) // step * step)
 
 
 def build_llm_agent(agent_id: str, instrument: Instrument, params: dict[str, Any]) -> LlmAgent:

@@ -58,6 +58,8 @@ class MeanReversionAgent(BaseAgent[MeanReversionState]):
     ) -> None:
         super().__init__(agent_id, instrument, MeanReversionState())
         self.config: MeanReversionConfig = decode_config(MeanReversionConfig, config)
+        # order_lots counts order steps; integer lots may be a finer size grid
+        self._order_lots = self.config.order_lots * instrument.lots_per_step
 
     def on_event(self, event: AnyMarketEvent, now_ns: int) -> Sequence[AgentOutput]:
         if event.symbol != self.symbol:
@@ -91,12 +93,12 @@ class MeanReversionAgent(BaseAgent[MeanReversionState]):
         elif abs(z) <= cfg.exit_z:
             regime = 0
         if regime == st.regime and (
-            self.core.open_orders or self.core.position_lots == regime * cfg.order_lots
+            self.core.open_orders or self.core.position_lots == regime * self._order_lots
         ):
             return ()
         out: list[AgentOutput] = []
         if regime != st.regime:
             st.regime = regime
             out.append(self.signal(event.ts_event_ns, -z / cfg.entry_z, "zscore"))
-        out.extend(self.trade_towards(event.ts_event_ns, regime * cfg.order_lots))
+        out.extend(self.trade_towards(event.ts_event_ns, regime * self._order_lots))
         return out

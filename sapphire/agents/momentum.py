@@ -50,6 +50,8 @@ class MomentumAgent(BaseAgent[MomentumState]):
     ) -> None:
         super().__init__(agent_id, instrument, MomentumState())
         self.config: MomentumConfig = decode_config(MomentumConfig, config)
+        # order_lots counts order steps; integer lots may be a finer size grid
+        self._order_lots = self.config.order_lots * instrument.lots_per_step
         self._a_fast = 2.0 / (self.config.fast_span + 1)
         self._a_slow = 2.0 / (self.config.slow_span + 1)
         self._thr = self.config.threshold_bps * 1e-4
@@ -81,12 +83,12 @@ class MomentumAgent(BaseAgent[MomentumState]):
         if regime != st.regime:
             st.regime = regime
             out.append(self.signal(event.ts_event_ns, rel / max(self._thr, 1e-12) / 4, "ema_cross"))
-        out.extend(self.trade_towards(event.ts_event_ns, regime * self.config.order_lots))
+        out.extend(self.trade_towards(event.ts_event_ns, regime * self._order_lots))
         return out
 
     def _needs_rebalance(self) -> bool:
         # After a reject/expiry the position may lag the regime; retry only when idle.
         return (
             not self.core.open_orders
-            and self.core.position_lots != self.state.regime * self.config.order_lots
+            and self.core.position_lots != self.state.regime * self._order_lots
         )

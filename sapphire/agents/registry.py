@@ -1,6 +1,7 @@
 """Build agents by kind name, from plain config dicts (YAML, JSON, the CLI).
 
-Kinds: ``momentum``, ``mean_reversion``, ``avellaneda_stoikov``, ``indicator:<Name>`` (a
+Kinds: ``momentum``, ``mean_reversion``, ``avellaneda_stoikov``, ``basis`` (two legs: it
+gets the run's instruments), ``indicator:<Name>`` (a
 built-in strategy class name or ``package.module:Class``), and ``llm`` once
 ``sapphire.agents.llm`` provides ``build_llm_agent(agent_id, instrument, params)``.
 Other kinds can be added with :func:`register_kind`, or named as ``package.module:Factory``.
@@ -9,11 +10,12 @@ Other kinds can be added with :func:`register_kind`, or named as ``package.modul
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sapphire.agents.avellaneda_stoikov import AvellanedaStoikovAgent
 from sapphire.agents.base import Agent, AgentConfigError
+from sapphire.agents.basis import BasisAgent
 from sapphire.agents.grid_maker import GridMakerAgent
 from sapphire.agents.indicator_agent import IndicatorAgent
 from sapphire.agents.mean_reversion import MeanReversionAgent
@@ -21,6 +23,9 @@ from sapphire.agents.momentum import MomentumAgent
 from sapphire.model.instrument import Instrument
 
 Factory = Callable[[str, Instrument, dict[str, Any]], Agent]
+# kinds that trade more than their own symbol also get the run's instruments by symbol
+LegsFactory = Callable[[str, Instrument, dict[str, Any], Mapping[str, Instrument]], Agent]
+_MULTI_LEG: dict[str, LegsFactory] = {"basis": BasisAgent}
 
 
 def _llm(agent_id: str, instrument: Instrument, params: dict[str, Any]) -> Agent:
@@ -42,13 +47,13 @@ _KINDS: dict[str, Factory] = {
 
 
 def register_kind(kind: str, factory: Factory) -> None:
-    if kind in _KINDS or kind.startswith("indicator"):
+    if kind in _KINDS or kind in _MULTI_LEG or kind.startswith("indicator"):
         raise AgentConfigError(f"agent kind {kind!r} is already registered")
     _KINDS[kind] = factory
 
 
 def kinds() -> list[str]:
-    return [*sorted(_KINDS), "indicator:<Strategy>"]
+    return [*sorted([*_KINDS, *_MULTI_LEG]), "indicator:<Strategy>"]
 
 
 def _import_factory(path: str) -> Factory:
@@ -62,9 +67,16 @@ def _import_factory(path: str) -> Factory:
 
 
 def build_agent(
-    kind: str, agent_id: str, instrument: Instrument, params: dict[str, object]
+    kind: str,
+    agent_id: str,
+    instrument: Instrument,
+    params: dict[str, object],
+    legs: Mapping[str, Instrument] | None = None,
 ) -> Agent:
-    """One agent of ``kind``; raises :class:`AgentConfigError` with the reason on bad input."""
+    """One agent of ``kind``; raises :class:`AgentConfigError` with the reason on bad input.
+    ``legs``: the run's instruments by symbol, for kinds that trade several (``basis``)."""
+    if kind in _MULTI_LEG:
+        return _MULTI_LEG[kind](agent_id, instrument, dict(params), legs or {})
     if kind.startswith("indicator:"):
         strategy = kind.split(":", 1)[1]
         if not strategy:

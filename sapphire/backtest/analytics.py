@@ -7,6 +7,10 @@ Conventions (stated once):
   downside deviation sqrt(mean(min(r, 0)^2)) instead of the std. Risk-free rate 0. Years
   are 365.25 days (crypto trades every day). ``periods_per_year`` is the bar rate for bar
   backtests and the mean marking rate for event backtests.
+* Annualised ratios are only reported where the equity curve spans at least
+  ``MIN_RATIO_SPAN_NS`` (one day) with ``MIN_RATIO_RETURNS`` returns: a two-minute window
+  scaled to a year reads in the thousands and says nothing. Otherwise they are ``None``
+  and ``ratio_note`` gives the reason (reports print "n/a" with it).
 * Max drawdown is the largest peak-to-trough fall of equity, as a positive fraction.
 * Turnover is traded notional / mean equity. Hit rate is the share of round trips (a
   position returning to flat or flipping) with positive PnL net of fees.
@@ -26,13 +30,18 @@ import numpy.typing as npt
 from sapphire.backtest.ledger import BacktestResult
 from sapphire.model.instrument import Instrument
 
+# Below these an annualised Sharpe/Sortino is noise scaled by sqrt(periods per year).
+MIN_RATIO_SPAN_NS = 86_400 * 10**9
+MIN_RATIO_RETURNS = 30
+NS_PER_YEAR = 365.25 * 86_400 * 1e9
+
 
 class Summary(msgspec.Struct, frozen=True, kw_only=True):
     initial_equity: float
     final_equity: float
     total_return: float
-    sharpe: float
-    sortino: float
+    sharpe: float | None  # None: the window is too short to annualise (ratio_note says why)
+    sortino: float | None
     max_drawdown: float
     fills: int
     round_trips: int
@@ -48,6 +57,32 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     orders_submitted: int
     orders_rejected: int
     events: int
+    span_ns: int = 0  # first to last equity mark
+    ratio_note: str = ""
+
+
+def ratio_note(equity_ts: list[int], n_returns: int) -> str:
+    """Why annualised ratios of this curve are not meaningful ("" when they are)."""
+    n = len(equity_ts)
+    # first to last mark plus one mean period: a day of 1-minute bars covers a day
+    span = (equity_ts[-1] - equity_ts[0]) * n // (n - 1) if n >= 2 else 0
+    if span >= MIN_RATIO_SPAN_NS and n_returns >= MIN_RATIO_RETURNS:
+        return ""
+    return (
+        f"n/a: {format_span(span)} of equity, {n_returns} returns "
+        f"(annualising needs >= {format_span(MIN_RATIO_SPAN_NS)} and {MIN_RATIO_RETURNS})"
+    )
+
+
+def format_span(ns: int) -> str:
+    s = ns / 1e9
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    if s < 86_400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86_400:.1f} days"
 
 
 def returns(equity: list[float]) -> npt.NDArray[np.float64]:
@@ -119,12 +154,13 @@ def summarize(result: BacktestResult, inst: Instrument) -> Summary:
     maker = [f for f in result.fills if f.is_maker and f.ref_ticks > 0]
     captured = [int(f.side) * (f.ref_ticks - f.price_ticks) / f.ref_ticks * 1e4 for f in maker]
     inv = np.asarray(result.position, dtype=np.float64)
+    note = ratio_note(result.equity_ts, int(r.size))
     return Summary(
         initial_equity=initial,
         final_equity=final,
         total_return=final / initial - 1.0 if initial else 0.0,
-        sharpe=sharpe(r, result.periods_per_year),
-        sortino=sortino(r, result.periods_per_year),
+        sharpe=None if note else sharpe(r, result.periods_per_year),
+        sortino=None if note else sortino(r, result.periods_per_year),
         max_drawdown=max_drawdown(result.equity),
         fills=len(result.fills),
         round_trips=len(trips),
@@ -142,4 +178,6 @@ def summarize(result: BacktestResult, inst: Instrument) -> Summary:
         orders_submitted=result.orders_submitted,
         orders_rejected=result.orders_rejected,
         events=result.events,
+        span_ns=result.equity_ts[-1] - result.equity_ts[0] if result.equity_ts else 0,
+        ratio_note=note,
     )

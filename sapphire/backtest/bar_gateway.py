@@ -10,8 +10,9 @@ it, at the better of the open and the limit; one that does not is cancelled (day
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 
@@ -51,6 +52,30 @@ class BarCosts(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     def fee_quote(self, inst: Instrument, price_ticks: int, qty_lots: int) -> Decimal:
         return inst.notional_quote(price_ticks, qty_lots) * self.fee_bps / _BPS
+
+
+class BarVenueParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``exchange.params`` of a system config whose venue is :func:`bar_venue`. ``latency`` is
+    the run's timing (the kernel reads it); the bar venue itself fills at the next bar."""
+
+    fee_bps: Decimal = Decimal(10)
+    slippage_bps: Decimal = Decimal(0)
+    latency: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+def bar_venue(exchange: Any, instruments: Mapping[str, Instrument]) -> BarGateway:
+    """A system config's venue for bar strategies (``exchange.factory:
+    "sapphire.backtest.bar_gateway:bar_venue"``): the paper exchange matches against a book,
+    which OHLCV data does not have, so orders fill at the next bar's open as in
+    ``sapphire backtest`` of a bar config, with the same costs."""
+    try:
+        params = msgspec.convert(dict(exchange.params), BarVenueParams, strict=False)
+        costs = BarCosts(fee_bps=params.fee_bps, slippage_bps=params.slippage_bps)
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise ValueError(f"exchange.params (bar venue): {exc}") from None
+    if len(instruments) != 1:
+        raise ValueError(f"the bar venue trades one instrument, got {sorted(instruments)}")
+    return BarGateway(next(iter(instruments.values())), costs)
 
 
 class BarGateway:

@@ -62,7 +62,8 @@ class Ledger:
         self.positions: list[int] = []
         # The equity curve is float (reporting and analytics); computing it from float cash
         # and one product per mark keeps marking cheap. Cash and final equity stay exact.
-        self._unit = instrument.tick * instrument.lot
+        # Money of one tick x one lot by the instrument's money rule (x contract_size).
+        self._unit = instrument.value_per_ticklot()
         self.unit_float = float(self._unit)
         self.cash_float = float(initial_cash)
 
@@ -99,12 +100,13 @@ class Ledger:
         if self.position == 0:
             return self.cash
         if isinstance(mark_ticks, float):
-            mark = Decimal(repr(mark_ticks))
-            return self.cash + mark * self.position * self.instrument.tick * self.instrument.lot
-        return self.cash + (mark_ticks * self.position) * self._unit
+            return self.cash + self.instrument.position_value(
+                Decimal(repr(mark_ticks)), self.position
+            )
+        return self.cash + self.instrument.position_value(mark_ticks, self.position)
 
     def equity_float(self, mark_ticks: int | float) -> float:
-        """Equity for the curve: ``cash + float(mark * position) * tick * lot`` in floats
+        """Equity for the curve: ``cash + float(mark * position) * value_per_ticklot`` in floats
         (the vectorized engine computes the same in bulk, bit for bit)."""
         if not self.position:
             return self.cash_float

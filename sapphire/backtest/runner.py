@@ -6,9 +6,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
+import polars as pl
 
 from sapphire.agents.base import AgentConfigError
-from sapphire.agents.indicator import StrategyError, load_strategy
+from sapphire.agents.indicator import (
+    IndicatorStrategy,
+    StrategyError,
+    compute_signals,
+    load_strategy,
+)
+from sapphire.agents.indicator_agent import IndicatorAgent
 from sapphire.agents.registry import build_agent
 from sapphire.backtest import _loaders
 from sapphire.backtest.analytics import Summary, summarize
@@ -60,9 +67,16 @@ def run_config(
         raise BacktestConfigError(str(exc)) from exc
 
 
-def _finish(name: str, result: BacktestResult, inst: Instrument, out_dir: Path) -> RunOutput:
+def _finish(
+    name: str,
+    result: BacktestResult,
+    inst: Instrument,
+    out_dir: Path,
+    agent: str,
+    bars: pl.DataFrame | None,
+) -> RunOutput:
     summary = summarize(result, inst)
-    png, page = write_report(result, summary, out_dir, name, inst)
+    png, page = write_report(result, summary, out_dir, name, inst, agent, bars)
     return RunOutput(name=name, result=result, summary=summary, png=str(png), html=str(page))
 
 
@@ -81,6 +95,7 @@ def _run_bars(
         if progress is not None:
             progress(name, done, total)
 
+    strategy: IndicatorStrategy | None = None
     if cfg.engine == "vectorized":
         strategy = load_strategy(
             cfg.agent.kind.split(":", 1)[1], dict(cfg.agent.params.get("strategy_params", {}))
@@ -91,6 +106,8 @@ def _run_bars(
         if cfg.agent.kind.startswith("indicator:"):
             params.setdefault("stake", msgspec.to_builtins(cfg.stake))
         agent = build_agent(cfg.agent.kind, cfg.agent.id, inst, params)
+        if isinstance(agent, IndicatorAgent):
+            strategy = agent.strategy
         result = run_event_driven(
             agent,
             _loaders.bar_events(frame, inst.symbol),
@@ -100,4 +117,6 @@ def _run_bars(
             progress=tick,
         )
     tick(total)
-    return _finish(name, result, inst, out_dir)
+    # the report's price chart: candles with the strategy's indicators and signal columns
+    bars = compute_signals(strategy, frame) if strategy is not None else frame
+    return _finish(name, result, inst, out_dir, cfg.agent.id or cfg.agent.kind, bars)

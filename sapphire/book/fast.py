@@ -15,7 +15,8 @@ quantity at or through the best opposite price removes those opposite levels). S
 is not done here: :func:`sapphire.book.sync.sync_plan` picks and orders the rows to apply.
 
 Arrays use ``side`` = +1 bid / -1 ask (``Side`` values), ``price_ticks`` and ``qty_lots`` as
-int64. Empty best levels are reported as price ``-1``, quantity ``0``.
+int64 (lots are the instrument's size increment, the book's size grid; see ``L2Book``).
+Empty best levels are reported as price ``-1``, quantity ``0``.
 """
 
 from __future__ import annotations

@@ -64,7 +64,13 @@ class _State(msgspec.Struct, frozen=True):
 
 
 class L2Book:
-    """Price-level book for one symbol; prices in ticks, quantities in lots."""
+    """Price-level book for one symbol; prices in ticks, quantities in lots.
+
+    A "lot" here is the instrument's integer quantity unit (``Instrument.lot``): its size
+    increment, which is finer than the order lot step where the venue reports finer sizes
+    (Binance spot levels of 4690.343896 BTC under a 0.00001 step). The book stores every
+    recorded size exactly; only orders are held to the lot step.
+    """
 
     def __init__(self, symbol: str, *, max_pending: int = 200_000) -> None:
         self.symbol = symbol

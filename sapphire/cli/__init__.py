@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -20,6 +21,9 @@ _COMMAND_MODULES = (
     "sapphire.cli.tune_cmd",
     "sapphire.cli.report_cmd",
     "sapphire.cli.kill_switch_cmd",
+    "sapphire.cli.stop_cmd",
+    "sapphire.cli.new_agent_cmd",
+    "sapphire.cli.config_reference",
 )
 
 
@@ -37,7 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _import_from_cwd() -> None:
+    """Agents named ``module:Class`` in a config import from the working directory, as
+    ``python -m`` would, without PYTHONPATH. Last on the path, so a stray ``ray.py`` there
+    never hides an installed package."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _import_from_cwd()
     parser = build_parser()
     args = parser.parse_args(argv)
     result: int = args.handler(args)

@@ -63,7 +63,7 @@ def handle(args: argparse.Namespace) -> int:
     try:
         loaded = yaml.safe_load(args.config.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        console.print(f"[red]backtest config error:[/red] {exc}")
+        console.print(f"[red]backtest config error:[/red] {exc}", soft_wrap=True)
         return 2
     if is_system_config(loaded):
         from sapphire.cli.kernel_run import run_in_process
@@ -72,7 +72,7 @@ def handle(args: argparse.Namespace) -> int:
     try:
         cfg = parse_config(loaded)
     except BacktestConfigError as exc:
-        console.print(f"[red]backtest config error:[/red] {exc}")
+        console.print(f"[red]backtest config error:[/red] {exc}", soft_wrap=True)
         return 2
     if args.output_dir is not None:
         cfg = parse_config({**loaded, "output_dir": "__output__"})
@@ -90,10 +90,12 @@ def handle(args: argparse.Namespace) -> int:
         try:
             outputs = run_config(cfg, resolve, progress)
         except BacktestConfigError as exc:
-            console.print(f"[red]backtest failed:[/red] {exc}")
+            console.print(f"[red]backtest failed:[/red] {exc}", soft_wrap=True)
             return 2
     console.print(_table(outputs))
     for out in outputs:
+        if out.summary.ratio_note:
+            console.print(f"{out.name}: sharpe {out.summary.ratio_note}")
         console.print(f"report: {out.html}")
     return 0
 
@@ -107,7 +109,7 @@ def _table(outputs: list[RunOutput]) -> Table:
         table.add_row(
             out.name,
             f"{s.total_return * 100:.3f}",
-            f"{s.sharpe:.2f}",
+            "n/a" if s.sharpe is None else f"{s.sharpe:.2f}",
             f"{s.max_drawdown * 100:.2f}",
             str(s.fills),
             f"{s.hit_rate * 100:.1f}",

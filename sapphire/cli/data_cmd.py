@@ -7,32 +7,53 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from sapphire.data.instruments import load_exchange_info, load_instrument_file
+from sapphire.data.instruments import load_instrument_file
 from sapphire.data.registry import detect, load_frames, stream_events
 from sapphire.data.validation import DataFileError
+from sapphire.data.venue_instruments import MetadataFormat
+
+METADATA_FORMATS = frozenset(f.value for f in MetadataFormat)
 
 
 def _utc(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds")
 
 
-def _inspect_instruments(path: str) -> int:
-    instruments = load_exchange_info(path)
-    kinds = sorted({i.kind.value for i in instruments.values()})
+def _inspect_instruments(path: str, fmt: str) -> int:
+    """A venue metadata file: its instruments per kind, as replay and live would load them."""
+    # ccxt parses most venues' markets; the CLI is where an adapter may be imported
+    from sapphire.adapters.venue_instruments import load_venue_instruments
+
+    loaded = load_venue_instruments(path)
+    instruments = loaded.instruments
+    per_kind: dict[str, int] = {}
+    for inst in instruments.values():
+        per_kind[inst.kind.value] = per_kind.get(inst.kind.value, 0) + 1
     print(f"file:    {path}")
-    print("format:  binance_exchange_info")
-    print(f"instruments: {len(instruments)} ({', '.join(kinds)})")
+    print(f"format:  {fmt}")
+    print(f"venue:   {loaded.venue}")
+    print(f"instruments: {len(instruments)} ({', '.join(sorted(per_kind))})")
+    for kind, count in sorted(per_kind.items()):
+        print(f"  {kind}: {count}")
+    for reason, count in sorted(loaded.skipped.items()):
+        print(f"skipped {reason}: {count}")
     for symbol in sorted(instruments)[:5]:
         i = instruments[symbol]
-        print(f"  {symbol}: tick={i.tick_size} lot={i.lot_size} min_notional={i.min_notional}")
+        grid = f"tick={i.tick_size} lot={i.lot_size}"
+        if i.size_increment:
+            grid += f" size_increment={i.size_increment}"
+        print(
+            f"  {symbol} ({i.unified or '-'}): {grid} contract={i.contract_size} "
+            f"settle={i.settle_asset} min_notional={i.min_notional}"
+        )
     return 0
 
 
 def inspect(args: argparse.Namespace) -> int:
     try:
         fmt = detect(args.file)
-        if fmt.name == "binance_exchange_info":
-            return _inspect_instruments(args.file)
+        if fmt.name in METADATA_FORMATS:
+            return _inspect_instruments(args.file, fmt.name)
         instrument = load_instrument_file(args.instrument_file) if args.instrument_file else None
         frames = load_frames(args.file)
         stream = stream_events(args.file, instrument)

@@ -7,13 +7,15 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
-from sapphire.adapters.kill_switch import system_kill_switch
-from sapphire.adapters.stores import backend_builder, next_query, store_location
-from sapphire.cli.summary import print_summary
+from sapphire.adapters.kill_switch import run_kill_switch, system_kill_switch
+from sapphire.adapters.stores import backend_builder, store_location
+from sapphire.cli.progress import bar_columns, estimate_events, startup_line
+from sapphire.cli.query_cmd import write_instruments
+from sapphire.cli.summary import print_next, print_summary
 from sapphire.config.system import ConfigError, check_run_id, load_config
-from sapphire.kernel.assembly import WiringError, storage_root
+from sapphire.kernel.assembly import WiringError, data_files, storage_root
 from sapphire.kernel.coordinator import CoordinatorStep
 from sapphire.kernel.runner import InProcessKernel, NoEventsError
 from sapphire.kernel.timing import WindowError
@@ -30,12 +32,17 @@ def run_in_process(config_path: Path, run_id: str | None, progress: bool, consol
         run_id = check_run_id(run_id or config.run_id or default_run_id())
         storage_root(config)
         firm = system_kill_switch(config)
-        kernel = InProcessKernel(config, run_id, kill_switch=firm.halt_reason)
+        run_switch = run_kill_switch(config, run_id)  # `sapphire stop RUN_ID`
+
+        def halt_reason() -> str:
+            return firm.halt_reason() or run_switch.halt_reason()
+
+        kernel = InProcessKernel(config, run_id, kill_switch=halt_reason)
     except (ConfigError, WiringError, WindowError) as exc:
         message = str(exc)  # every line names the config file it came from
         if str(config_path) not in message:
             message = f"{config_path}: {message}"
-        console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
         return 2
     # A backtest is a batch job: what matters is that every row is durable when it ends, so
     # it commits in large groups (storage.batch_rows is the streaming system's latency knob).
@@ -43,18 +50,27 @@ def run_in_process(config_path: Path, run_id: str | None, progress: bool, consol
         backend = backend_builder(config.storage, run_id)()
         sink = StorageSink(backend, batch_size=max(config.storage.batch_rows, 200_000))
     except Exception as exc:  # the store refused to start (settings, schema, credentials, I/O)
-        console.print(f"[red]error:[/red] {escape(f'{config_path}: storage: {exc}')}")
+        console.print(
+            f"[red]error:[/red] {escape(f'{config_path}: storage: {exc}')}", soft_wrap=True
+        )
         return 2
     store = store_location(config)
-    columns = (
-        TextColumn("[bold]backtest"),
-        BarColumn(),
-        TextColumn("{task.completed:,.0f} events · {task.fields[fills]} fills"),
-        TimeElapsedColumn(),
+    if config.storage.backend == "parquet":  # prices and sizes for `sapphire query`
+        try:
+            write_instruments(storage_root(config) / run_id, kernel.instruments)
+        except OSError as exc:  # the run can still be stored; query then shows ticks
+            console.print(f"warning: instruments not recorded for query: {escape(str(exc))}")
+    files = data_files(config.data)
+    total = estimate_events(files, config.data.max_events) if progress else None
+    console.print(
+        escape(startup_line("backtest", run_id, config, store, files, total)),
+        highlight=False,
+        soft_wrap=True,
     )
     started = time.perf_counter()
+    columns = bar_columns("backtest", total)
     with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
-        task = bar.add_task("backtest", total=config.data.max_events, fills=0)
+        task = bar.add_task("backtest", total=total, fills=0)
 
         def on_step(step: CoordinatorStep) -> None:
             bar.update(task, advance=step.events, fills=step.fills_total)
@@ -62,13 +78,16 @@ def run_in_process(config_path: Path, run_id: str | None, progress: bool, consol
         try:
             unacked = kernel.run_stored(sink, on_step)
         except NoEventsError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
             return 2
     wall_s = time.perf_counter() - started
     summary = kernel.summary()
     print_summary(run_id, summary, kernel.steps, wall_s, store, console)
     if unacked:
-        console.print(f"[red]error:[/red] {unacked} rows were not stored: {sink.stats.last_error}")
+        console.print(
+            f"[red]error:[/red] {unacked} rows were not stored: {sink.stats.last_error}",
+            soft_wrap=True,
+        )
         return 1
-    console.print(f"next: {next_query(run_id, config_path, config)}")
+    print_next(run_id, config_path, config, console)
     return 0

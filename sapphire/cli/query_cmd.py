@@ -1,26 +1,108 @@
-"""``sapphire query RUN_ID --table fills``: print a run's stored rows from the Parquet store."""
+"""``sapphire query RUN_ID --table fills``: print a run's stored rows, readable by default.
+
+Without ``--table``: rows, symbols and time span per table. With it: prices and sizes in the
+instrument's units (not ticks and lots), money at its asset's scale, UTC times, and the
+columns that matter for that table (``--columns all`` or a list for others; ``--raw`` for
+the stored columns as they are). ``--format csv|json`` writes the stored columns, exact,
+for programs. An unknown run exits 1; an unknown store, table or column 2.
+
+Prices need the run's instruments: recorded beside the store by ``sapphire run`` and
+``sapphire backtest``, or read from ``--config``; without them the rows stay in ticks and
+lots (and a line on stderr says so).
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import polars as pl
 
-from sapphire.storage.schemas import TABLES
+from sapphire.model.instrument import Instrument
+from sapphire.storage.schemas import TABLES, quote_scale
 
 if TYPE_CHECKING:
     from sapphire.adapters.stores import StoreSource
 
 DEFAULT_ROOT_ENV = "SAPPHIRE_STORE_ROOT"
+INSTRUMENTS_FILE = "instruments.json"
+
+# the readable view's columns per table (``--columns all``: every readable column)
+DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "fills": (
+        "time", "agent_id", "symbol", "side", "price", "qty", "fee_quote", "is_maker",
+        "internal", "client_order_id",
+    ),
+    "orders": (
+        "time", "agent_id", "event", "side", "qty", "limit", "status", "filled", "reason",
+        "client_order_id",
+    ),
+    "intents": (
+        "time", "agent_id", "symbol", "side", "qty", "limit", "order_type", "tif",
+        "client_order_id",
+    ),
+    "positions": ("time", "agent_id", "symbol", "qty", "avg_entry", "realized_pnl_quote",
+                  "fees_quote"),
+    "pnl": ("time", "agent_id", "symbol", "position", "realized_pnl_quote",
+            "unrealized_pnl_quote", "fees_quote", "equity_quote"),
+    "risk_decisions": ("time", "agent_id", "symbol", "accepted", "requested", "reason",
+                       "detail", "client_order_id"),
+    "signals": ("time", "agent_id", "symbol", "strength", "reason"),
+    "ticks": ("time", "symbol", "kind", "price", "qty", "side", "bid", "bid_qty", "ask",
+              "ask_qty"),
+    "llm_decisions": ("time", "agent_id", "symbol", "model", "action", "size_fraction",
+                      "confidence", "valid", "fallback", "rationale"),
+}  # fmt: skip
+
+# stored integer columns -> readable name (prices from ticks, sizes from lots)
+_PRICES = {
+    "price_ticks": "price",
+    "limit_ticks": "limit",
+    "bid_ticks": "bid",
+    "ask_ticks": "ask",
+    "avg_entry_ticks": "avg_entry",
+}
+_SIZES = {
+    "qty_lots": "qty",
+    "filled_lots": "filled",
+    "leaves_lots": "leaves",
+    "bid_lots": "bid_qty",
+    "ask_lots": "ask_qty",
+    "position_lots": "position",
+    "requested_lots": "requested",
+}
+_HIDDEN = ("run_id", "producer_id", "seq", "date")
+# text columns that hold figures (aligned right, never folded)
+_NUMERIC_TEXT = frozenset(
+    {
+        *_PRICES.values(),
+        *_SIZES.values(),
+        "time",
+        "recv_time",
+        "fee_quote",
+        "realized_pnl_quote",
+        "unrealized_pnl_quote",
+        "fees_quote",
+        "equity_quote",
+        "cost",
+    }
+)
+
+
+class QueryError(ValueError):
+    """A query that cannot be answered (unknown run, table or column): one line, exit 2."""
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "query", help="show a run's stored rows (Parquet store)", description=__doc__
+        "query",
+        help="show a run's stored rows (readable: prices, sizes, UTC times)",
+        description=__doc__,
     )
     parser.add_argument("run_id", help="run id to select")
     parser.add_argument(
@@ -31,7 +113,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--root",
         default=os.environ.get(DEFAULT_ROOT_ENV, "runs/store"),
-        help=f"store root (default: ${DEFAULT_ROOT_ENV} or ./store)",
+        help=f"Parquet store (default: ${DEFAULT_ROOT_ENV} or runs/store; a run prints its own)",
     )
     parser.add_argument(
         "--config",
@@ -39,23 +121,61 @@ def register(subparsers: Any) -> None:
         help="read from the store of this system config (Parquet root or BigQuery dataset)",
     )
     parser.add_argument("--symbol", default=None, help="only this symbol")
+    parser.add_argument("--agent", default=None, help="only this agent")
+    parser.add_argument(
+        "--columns", default=None, help="comma-separated columns, or 'all' (default: the main ones)"
+    )
+    parser.add_argument(
+        "--raw", action="store_true", help="the stored columns as they are (ticks, lots, ns)"
+    )
     parser.add_argument("--limit", type=int, default=50, help="rows to print (0: all)")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
     parser.set_defaults(handler=run)
 
 
-def _source(args: argparse.Namespace) -> StoreSource:
-    """The store to read: ``--config``'s (Parquet or BigQuery), else the Parquet ``--root``."""
+def _source(args: argparse.Namespace) -> tuple[StoreSource, dict[str, Instrument]]:
+    """The store to read (``--config``'s, else the Parquet ``--root``) and the instruments."""
     from sapphire.adapters.stores import ParquetSource, open_source
     from sapphire.config.system import load_config
 
     if args.config:
-        return open_source(load_config(args.config))
-    if not Path(args.root).is_dir():
+        from sapphire.kernel.assembly import load_instruments
+
+        config = load_config(args.config)
+        try:
+            instruments = load_instruments(config.data)
+        except Exception:  # prices then stay in ticks; the rows are still worth showing
+            instruments = {}
+        return open_source(config), instruments
+    root = Path(args.root)
+    if not root.is_dir():
         raise FileNotFoundError(
-            f"no store at {args.root} (use the 'store' path a run printed, or --config)"
+            f"no store at {root.resolve()} (use the --root a run printed, or --config FILE)"
         )
-    return ParquetSource(args.root)
+    return ParquetSource(root.resolve()), read_instruments(root.resolve().parent / args.run_id)
+
+
+def write_instruments(run_dir: Path, instruments: dict[str, Instrument]) -> None:
+    """Record a run's instruments beside its store, so ``query`` shows prices and sizes."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / INSTRUMENTS_FILE).write_bytes(msgspec.json.encode(list(instruments.values())))
+
+
+def read_instruments(run_dir: Path) -> dict[str, Instrument]:
+    try:
+        data = (run_dir / INSTRUMENTS_FILE).read_bytes()
+        return {i.symbol: i for i in msgspec.json.decode(data, type=list[Instrument])}
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        return {}
+
+
+def known_runs(source: StoreSource) -> list[str]:
+    """Run ids with rows in the store (from the Parquet manifests: no table scan)."""
+    root = getattr(source, "root", None)
+    if root is None:
+        return []
+    names = sorted(p.name for p in (Path(root) / "_sapphire").glob("manifest-*.json"))
+    return [n.removeprefix("manifest-").removesuffix(".json") for n in names]
 
 
 def summarize(source: StoreSource, run_id: str) -> pl.DataFrame:
@@ -75,35 +195,175 @@ def summarize(source: StoreSource, run_id: str) -> pl.DataFrame:
     return pl.concat(parts)
 
 
+def _utc(column: str) -> pl.Expr:
+    return pl.from_epoch(pl.col(column), time_unit="ns").dt.strftime("%Y-%m-%d %H:%M:%S%.3f")
+
+
+def _scaled(frame: pl.DataFrame, column: str, unit: dict[str, Decimal]) -> pl.Series:
+    """``column`` (integer ticks or lots, or decimal ticks) times each row's symbol's unit,
+    as exact decimal text (display only: never floats for prices)."""
+    out: list[str | None] = []
+    for symbol, value in zip(frame["symbol"], frame[column], strict=True):
+        step = unit.get(symbol)
+        if value is None or step is None:
+            out.append(None if value is None else str(value))
+            continue
+        scaled = Decimal(value) * step  # an integer keeps the step's decimals: 2.510, 61800.0
+        out.append(f"{scaled if isinstance(value, int) else scaled.normalize():f}")
+    return pl.Series(column, out, dtype=pl.String)
+
+
+def readable(
+    frame: pl.DataFrame, table: str, instruments: dict[str, Instrument]
+) -> tuple[pl.DataFrame, list[str]]:
+    """The rows for people, and the names of the columns it can show."""
+    ticks = {s: i.tick for s, i in instruments.items()}
+    lots = {s: i.lot for s, i in instruments.items()}
+    scales = {s: quote_scale(i.settle_asset) for s, i in instruments.items()}
+    names: dict[str, str] = {}
+    columns: list[pl.Series] = []
+    for name in frame.columns:
+        if name in _HIDDEN:
+            continue
+        series = frame[name]
+        if name == "ts_ns":
+            series = frame.select(_utc(name).alias("time")).to_series()
+        elif name == "ts_recv_ns":
+            series = frame.select(_utc(name).alias("recv_time")).to_series()
+        elif name == "side" and series.dtype.is_integer():
+            series = series.replace_strict(
+                {1: "BUY", -1: "SELL"}, default=None, return_dtype=pl.String
+            )
+        elif name in _PRICES and instruments:
+            series = _scaled(frame, name, ticks).alias(_PRICES[name])
+        elif name in _SIZES and instruments:
+            series = _scaled(frame, name, lots).alias(_SIZES[name])
+        elif isinstance(series.dtype, pl.Decimal):
+            series = pl.Series(
+                name,
+                [
+                    None
+                    if v is None
+                    else f"{v.quantize(Decimal(1).scaleb(-scales.get(sym, quote_scale('')))):f}"
+                    for sym, v in zip(frame["symbol"], series, strict=True)
+                ],
+                dtype=pl.String,
+            )
+        names[series.name] = name
+        columns.append(series)
+    return pl.DataFrame(columns), list(names)
+
+
+def _choose(frame: pl.DataFrame, table: str, columns: str | None) -> pl.DataFrame:
+    if columns == "all":
+        return frame
+    if columns:
+        wanted = [c.strip() for c in columns.split(",") if c.strip()]
+    else:  # the main columns; in ticks and lots when the instruments are unknown
+        stored = {new: old for old, new in (_PRICES | _SIZES).items()}
+        wanted = [
+            c if c in frame.columns else stored.get(c, c)
+            for c in DEFAULT_COLUMNS.get(table, tuple(frame.columns))
+        ]
+        wanted = [c for c in wanted if c in frame.columns]
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        have = ", ".join(frame.columns)
+        raise QueryError(f"table {table!r} has no column {', '.join(missing)}; it has: {have}")
+    return frame.select(wanted)
+
+
 def run(args: argparse.Namespace) -> int:
+    note = ""
+    # csv and json are for programs: the stored columns, exact; the table is for people
+    people = args.format == "table" and not args.raw
     try:
-        source = _source(args)
+        if args.table is not None and args.table not in TABLES:
+            raise QueryError(f"unknown table {args.table!r}; tables: {', '.join(sorted(TABLES))}")
+        source, instruments = _source(args)
         summary = summarize(source, args.run_id)
+        if int(summary["rows"].sum()) == 0:
+            runs = known_runs(source)
+            hint = f"; runs there: {', '.join(runs[-5:])}" if runs else "; it holds no runs"
+            print(
+                f"sapphire query: run {args.run_id!r} has no rows in {source.location}{hint}",
+                file=sys.stderr,
+            )
+            return 1
         if args.table is None:
-            frame = summary
+            frame = summary.with_columns(
+                pl.when(pl.col("rows") > 0).then(_utc("first_ts_ns")).alias("first (UTC)"),
+                pl.when(pl.col("rows") > 0).then(_utc("last_ts_ns")).alias("last (UTC)"),
+            ).drop("first_ts_ns", "last_ts_ns")
+            if not people:
+                frame = summary
         else:
             lf = source.read(args.table, args.run_id)
             if args.symbol is not None:
                 lf = lf.filter(pl.col("symbol") == args.symbol)
+            if args.agent is not None:
+                lf = lf.filter(pl.col("agent_id") == args.agent)
             lf = lf.sort("ts_ns", "producer_id", "seq")
             if args.limit > 0:
                 lf = lf.head(args.limit)
             frame = lf.collect()
-    except FileNotFoundError as exc:
+            if people:
+                if not instruments:
+                    note = "prices in ticks and sizes in lots (no instruments: pass --config)"
+                frame, _ = readable(frame, args.table, instruments)
+            if people or args.columns:
+                frame = _choose(frame, args.table, args.columns)
+    except (FileNotFoundError, QueryError) as exc:
         print(f"sapphire query: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a bad config, schema, store or connection: one line, never a trace
         print(f"sapphire query: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    where = source.location
-    if int(summary["rows"].sum()) == 0:
-        print(f"sapphire query: run {args.run_id!r} has no rows in {where}", file=sys.stderr)
-        return 1
     if args.format == "csv":
         sys.stdout.write(frame.write_csv())
     elif args.format == "json":
         sys.stdout.write(frame.write_json() + "\n")
     else:
-        with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=40):
-            print(frame)
+        if note:
+            print(note, file=sys.stderr)
+        title = f"run {args.run_id}: " + (args.table or "rows per table")
+        print_table(frame, title)
     return 0
+
+
+def print_table(frame: pl.DataFrame, title: str, console: Any = None) -> None:
+    """Rows for people: one date shown once in the title when every row shares it, figures
+    never cut (they fold to a second line only where text must)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(soft_wrap=False)
+    time_cols = [
+        c for c in ("time", "recv_time", "first (UTC)", "last (UTC)") if c in frame.columns
+    ]
+    dates = {v[:10] for c in time_cols for v in frame[c].to_list() if isinstance(v, str)}
+    if len(dates) == 1 and "time" in time_cols:
+        title += f" ({dates.pop()}, UTC)"
+        frame = frame.with_columns(pl.col(c).str.slice(11) for c in time_cols)
+    elif time_cols:
+        title += " (UTC)"
+    table = Table(title=title, title_justify="left")
+    for name in frame.columns:
+        text = frame[name].dtype == pl.String and name not in _NUMERIC_TEXT
+        widest = max([len(name), *(len(str(v)) for v in frame[name].head(200))])
+        table.add_column(
+            name,
+            justify="left" if text else "right",
+            no_wrap=not text or name in time_cols,
+            overflow="fold",
+            # text folds, but never below a readable width (ids, statuses, symbols)
+            min_width=min(widest, 16) if text else None,
+        )
+    for row in frame.iter_rows():
+        table.add_row(*("" if v is None else str(v) for v in row))
+    from rich.measure import Measurement
+
+    need = Measurement.get(console, console.options.update_width(1000), table).maximum
+    if need > console.width:  # wider than the terminal: let it scroll, never crop a figure
+        console = Console(width=need, soft_wrap=False)
+    console.print(table)

@@ -1,7 +1,9 @@
-"""``sapphire report RUN_ID``: an HTML page (PNGs beside it) of a stored run.
+"""``sapphire report RUN_ID``: an interactive HTML page (PNGs beside it) of a stored run.
 
 Reads the Parquet store (``--root``, default ``$SAPPHIRE_STORE_ROOT`` or ``runs/store``):
-equity, drawdown, positions, fills and spread captured, risk decisions, LLM decisions.
+a stats header, the mid with every agent's fills, per-agent and firm PnL and drawdown, the
+trade list, risk decisions, LLM decisions. ``--config`` (the run's system config) reads its
+store and gives prices in quote units (its instruments) and returns on its capital.
 """
 
 from __future__ import annotations
@@ -45,16 +47,25 @@ def handle(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("reports") / args.run_id
     try:
         source: Any = args.root
+        instruments = None
+        capital = None
         if args.config:
             from sapphire.adapters.stores import open_source
             from sapphire.config.system import ConfigError, load_config
+            from sapphire.kernel.assembly import WiringError, load_instruments
 
             try:
-                source = open_source(load_config(args.config)).read
+                config = load_config(args.config)
+                source = open_source(config).read
             except (ConfigError, ValueError) as exc:
                 print(f"sapphire report: {exc}", file=sys.stderr)
                 return 2
-        report = write_run_report(source, args.run_id, out)
+            capital = float(config.capital_quote)
+            try:
+                instruments = load_instruments(config.data)
+            except WiringError as exc:  # a live config may name none: prices stay in ticks
+                print(f"sapphire report: prices in ticks: {exc}", file=sys.stderr)
+        report = write_run_report(source, args.run_id, out, instruments, capital)
     except RunNotFoundError as exc:
         print(f"sapphire report: {exc}", file=sys.stderr)
         return 1

@@ -21,6 +21,17 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=_run)
 
 
+def _dashboard_url() -> str:
+    """The Ray dashboard's URL ("" when this cluster serves none: metrics.include_dashboard)."""
+    try:
+        from ray._private import worker as ray_worker
+
+        url = str(ray_worker.get_dashboard_url() or "")  # type: ignore[no-untyped-call]
+    except Exception:  # no cluster, or a Ray without the helper: nothing to print
+        return ""
+    return url if not url or url.startswith("http") else f"http://{url}"
+
+
 def _run(args: argparse.Namespace) -> int:
     from sapphire.config.system import ConfigError, check_run_id, load_config
 
@@ -34,26 +45,45 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress
 
     from actors.report import print_summary
     from actors.system import RunFailed, run_system
     from actors.wiring import WiringError
+    from sapphire.adapters.stores import store_location
+    from sapphire.cli.progress import bar_columns, estimate_events, startup_line
+    from sapphire.kernel.assembly import data_files
 
-    columns = (
-        TextColumn("[bold]replay"),
-        BarColumn(),
-        TextColumn("{task.completed:,.0f} events · {task.fields[fills]} fills"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, disable=args.no_progress, transient=True) as progress:
-        task = progress.add_task("replay", total=None, fills=0)
+    files = data_files(config.data)
+    total = None if args.no_progress else estimate_events(files, config.data.max_events)
+    line = startup_line("run", run_id or "(new id)", config, store_location(config), files, total)
+    print(f"{line}; starting Ray...", flush=True)
+    announced: list[str] = []
+    with Progress(
+        *bar_columns("replay", total), disable=args.no_progress, transient=True
+    ) as progress:
+        task = progress.add_task("replay", total=total, fills=0)
 
         def on_step(step: Any) -> None:
+            if not announced:  # Ray is up once a step ran: its dashboard, when it serves one
+                announced.append(_dashboard_url())
+                if announced[0]:
+                    progress.console.print(
+                        f"ray dashboard: {announced[0]}", soft_wrap=True, markup=False
+                    )
             progress.update(task, advance=step.events, fills=step.fills)
 
+        def on_console(url: str) -> None:  # once, whole: a wrapped URL cannot be copied
+            progress.console.print(f"console: {url}", soft_wrap=True, markup=False)
+
         try:
-            result = run_system(config, run_id=run_id, on_step=on_step, resume=bool(args.resume))
+            result = run_system(
+                config,
+                run_id=run_id,
+                on_step=on_step,
+                resume=bool(args.resume),
+                on_console=on_console,
+            )
         except (WiringError, ValueError) as exc:  # config, data and timing errors
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -65,13 +95,20 @@ def _run(args: argparse.Namespace) -> int:
         from actors.cost import print_cost
 
         print_cost(result.cost)
-    from sapphire.adapters.stores import next_query
+    from rich.console import Console
 
-    query = next_query(result.run_id, args.config, config)
-    print(f"next: {query}")
-    print(
-        f"      {query.replace('sapphire query', 'sapphire report').removesuffix(' --table fills')}"
-    )
+    from sapphire.cli.summary import print_next
+
+    if config.storage.backend == "parquet":  # prices and sizes for `sapphire query`
+        from sapphire.cli.query_cmd import write_instruments
+        from sapphire.kernel.assembly import load_instruments
+
+        try:
+            write_instruments(result.storage_root / result.run_id, load_instruments(config.data))
+        except (OSError, ValueError) as exc:  # the rows are stored; query shows ticks then
+            print(f"warning: instruments not recorded for query: {exc}", file=sys.stderr)
+
+    print_next(result.run_id, args.config, config, Console())
     if result.failure:
         print(f"error: run {result.run_id} failed: {result.failure}", file=sys.stderr)
         return 1

@@ -2,13 +2,59 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import statistics
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
+
+from sapphire.storage.schemas import quote_scale
+
+# what each rejection means, and the setting behind it (sapphire.model.orders.RejectReason)
+REJECTION_HELP: dict[str, str] = {
+    "invalid_tick": "price not on the instrument's tick",
+    "invalid_lot": "size not a whole number of lots",
+    "min_qty": "below the venue's minimum size",
+    "max_qty": "above the venue's maximum size",
+    "min_notional": "price x size below the venue's minimum notional",
+    "insufficient_balance": "the account lacked the balance or margin (exchange.params.balances)",
+    "post_only_would_take": "a post-only order would have crossed the book and taken",
+    "fok_not_fillable": "fill-or-kill order the book could not fill whole",
+    "no_liquidity": "market order with no opposite book",
+    "self_trade": "would have traded with a resting order of the same account "
+    "(exchange.params.self_trade; coordinator.crossing: internal crosses agents in the firm)",
+    "duplicate_client_order_id": "a client order id already used",
+    "unknown_order": "cancel or amend of an order the venue does not know",
+    "unknown_symbol": "a symbol the venue does not list",
+    "risk_kill_switch": "the kill switch was on (sapphire stop / kill-switch, daily loss)",
+    "risk_max_position": "position + open orders over risk max_position_lots",
+    "risk_order_size": "order over risk max_order_lots",
+    "risk_max_notional": "exposure over risk max_notional_quote",
+    "risk_order_rate": "over risk max_orders_per_second",
+    "risk_price_band": "limit price further than risk.price_band_bps from mid",
+    "risk_daily_loss": "agent or firm daily loss limit reached",
+    "risk_no_market": "no market price yet for the symbol",
+    "risk_consensus": "against the agents' consensus (risk.consensus_gate)",
+    "risk_agent_quarantined": "the agent hung or failed and was stopped",
+    "exchange_error": "the venue answered with an error",
+}
+
+
+def _why(reason: str) -> str:
+    why = REJECTION_HELP.get(reason)
+    return f" - {why}" if why else ""
+
+
+def money_text(value: Decimal, unit: str) -> str:
+    """Cash for people, at the stored scale of its asset (8 decimals for USDT and BTC)."""
+    return f"{value.quantize(Decimal(1).scaleb(-quote_scale(unit))):f}"
 
 
 def print_summary(
@@ -35,46 +81,75 @@ def print_summary(
             f"entry {ms['entry_ns']:g} ms, response {ms['response_ns']:g} ms; "
             f"window {summary.get('window_ns', 0) / 1e6:g} ms ({exact})"
         )
-    table = Table(title="Agents")
+    # no inner rules: the same figures in less width
+    table = Table(title="Agents (position and traded in lots)", box=box.SIMPLE_HEAD)
     # money is in each instrument's settlement asset (BTC for inverse contracts): one unit
-    # for every agent goes in the headers, so an 80-column screen never cuts a figure
+    # for every agent goes in the headers (narrower columns), and a screen too narrow for the
+    # table gets it whole (print_uncut): a figure is never cut
     units = {row.get("unit", "") for row in summary["agents"].values()}
-    shared = f" ({units.pop()})" if len(units) == 1 and "" not in units else ""
+    shared = f" ({next(iter(units))})" if len(units) == 1 and "" not in units else ""
     for col in (
         "agent/symbol",
-        "position (lots)",
-        "traded (lots)",
+        "position",
+        "traded",
         f"realized{shared}",
+        f"unrealized{shared}",
         f"fees{shared}",
         f"PnL{shared}",
     ):
         # figures never cut: the name and header columns fold onto a second line instead
-        money = col.startswith(("realized", "fees", "PnL"))
-        table.add_column(col, justify="right", no_wrap=money, overflow="fold")
+        money = col.startswith(("realized", "unrealized", "fees", "PnL"))
+        # the name folds at the '/' on a narrow screen, never to a column of single letters
+        table.add_column(
+            col,
+            justify="right",
+            no_wrap=money,
+            overflow="fold",
+            min_width=None if money else min(len(col), 9),
+        )
+    totals_by_unit: dict[str, list[Decimal]] = {}
     for name, row in summary["agents"].items():
-        unit = f" {row['unit']}" if row.get("unit") and not shared else ""
+        unit_name = row.get("unit", "")
+        unit = f" {unit_name}" if unit_name and not shared else ""
         at_mark = f" ({row['pnl_at_mark']})" if row.get("pnl_at_mark") else ""
+        figures = [
+            Decimal(row[key])
+            for key in ("realized_quote", "unrealized_quote", "fees_quote", "pnl_quote")
+        ]
+        sums = totals_by_unit.setdefault(unit_name, [Decimal(0)] * 4)
+        totals_by_unit[unit_name] = [a + b for a, b in zip(sums, figures, strict=True)]
         table.add_row(
             name,
             str(row["position_lots"]),
             str(row["traded_lots"]),
-            row["realized_quote"] + unit,
-            row["fees_quote"] + unit,
-            row["pnl_quote"] + unit + at_mark,
+            *(money_text(v, unit_name) + unit for v in figures[:3]),
+            money_text(figures[3], unit_name) + unit + at_mark,
         )
-    console.print(table)
+    table.add_section()
+    # per settlement asset: coin and quote amounts are never added together
+    for unit_name, sums in sorted(totals_by_unit.items()):
+        unit = f" {unit_name}" if unit_name and not shared else ""
+        table.add_row(
+            "[bold]firm total[/bold]",
+            "",
+            "",
+            *(f"[bold]{money_text(v, unit_name)}{unit}[/bold]" for v in sums),
+        )
+    print_uncut(table, console)
     totals = Table(title="Orders, risk and storage")
-    totals.add_column("metric")
-    totals.add_column("value", justify="right")
+    totals.add_column("metric", overflow="fold")
+    totals.add_column("value", justify="right", overflow="fold")
     totals.add_row("orders sent", str(counters["orders"]))
     totals.add_row("cancels sent", str(counters["cancels"]))
     totals.add_row("fills", str(summary["fills"]))
     for status, n in sorted(summary["orders_by_status"].items()):
         totals.add_row(f"orders {status}", str(n))
     for reason, n in sorted(summary["risk_rejections"].items()):
-        totals.add_row(f"risk rejected: {reason}", str(n))
+        totals.add_row(f"risk rejected: {reason}{_why(reason)}", str(n))
     for reason, n in sorted(summary.get("venue_rejections", {}).items()):
-        totals.add_row(f"venue rejected: {reason}", str(n))
+        totals.add_row(f"venue rejected: {reason}{_why(reason)}", str(n))
+    for key, value in summary.get("crossing", {}).items():
+        totals.add_row(f"crossing: {key}", str(value))
     totals.add_row("kill switch", "TRIPPED" if summary["kill_switch"] else "off")
     for agent, why in summary.get("invalid_outputs", {}).items():
         totals.add_row(f"outputs refused: {agent}", why)
@@ -97,9 +172,47 @@ def print_summary(
         totals.add_row("step latency p50 (ms)", f"{statistics.median(latencies) * 1e3:.2f}")
     for stage, seconds in summary.get("stage_s", {}).items():
         totals.add_row(f"time in {stage} (s)", f"{seconds:.2f}")
-    totals.add_row("store", str(store))
     console.print(totals)
+    # a line of its own, never cut: the path is pasted into the next commands
+    console.print(f"store: {store}", soft_wrap=True, markup=False, highlight=False)
     print_cache(summary.get("cache", {}), console)
+
+
+def print_uncut(table: Table, console: Console) -> None:
+    """A table of figures too wide for the screen is printed whole (the terminal wraps its
+    lines) rather than squeezed: a figure is never cut or elided."""
+    need = Measurement.get(console, console.options.update_width(1000), table).maximum
+    if need <= console.width:
+        console.print(table)
+        return
+    width = console.width
+    console.width = need  # print(width=...) cannot exceed the console's own width
+    try:
+        console.print(table, crop=False)
+    finally:
+        console.width = width
+
+
+def next_commands(run_id: str, config_path: str | os.PathLike[str], config: Any) -> list[str]:
+    """The commands that read a finished run back, wherever it is stored (copy-paste ready)."""
+    from sapphire.adapters.stores import store_location
+
+    if config.storage.backend == "bigquery":
+        where = f"--config {shlex.quote(str(config_path))}"
+    else:
+        where = f"--root {shlex.quote(store_location(config))}"
+    return [
+        f"sapphire query {run_id} {where} --table fills",
+        f"sapphire report {run_id} {where}",
+    ]
+
+
+def print_next(
+    run_id: str, config_path: str | os.PathLike[str], config: Any, console: Console
+) -> None:
+    # whole lines (soft_wrap): a command cut at the terminal's edge cannot be pasted
+    for i, command in enumerate(next_commands(run_id, config_path, config)):
+        console.print(f"{'next:' if i == 0 else '     '} {command}", soft_wrap=True, markup=False)
 
 
 def print_cache(cache: Mapping[str, Any], console: Console) -> None:

@@ -58,11 +58,30 @@ class LiveDataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     max_wait_s: NonNegFloat = 1.0
 
 
+class VenueSource(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One venue's recordings in a cross-venue replay (``data.source: venues``).
+
+    Its symbols become ``<venue>:<symbol>`` (``BYBIT:BTCUSD``), in the events, the
+    instruments, the agents' ``symbol`` and the store, so two venues' ``BTCUSDT`` never
+    collide. ``format``, when set, must be the format the files are detected as (a guard
+    against naming the wrong file).
+    """
+
+    venue: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
+    files: Annotated[tuple[str, ...], msgspec.Meta(min_length=1)]
+    instrument_files: Annotated[tuple[str, ...], msgspec.Meta(min_length=1)]
+    format: str = ""
+
+
 class DataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Where market events come from. ``source: sample`` is the bundled BTCUSDT slice;
-    ``ccxt`` streams live (``live``), with instruments from ``instrument_files``."""
+    ``ccxt`` streams live (``live``), with instruments from ``instrument_files``;
+    ``venues`` merges several venues' recordings (``venues``) on ``clock``."""
 
-    source: Literal["sample", "files", "ccxt"] = "sample"
+    source: Literal["sample", "files", "ccxt", "venues"] = "sample"
+    # source: venues: one entry per venue, merged into one replay on ``clock`` (ties: source
+    # order, then each file's own order)
+    venues: tuple[VenueSource, ...] = ()
     live: LiveDataConfig = LiveDataConfig()
     files: tuple[str, ...] = ()
     instrument_files: tuple[str, ...] = ()
@@ -126,6 +145,12 @@ class RayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     # e.g. {"core": 1} to keep them on nodes that advertise it.
     core_resources: dict[str, float] = msgspec.field(default_factory=dict)
     agent_timeout_s: NonNegFloat = 10.0
+    # Actors checkpoint at barriers this far apart in wall time (0: every step); a crash
+    # replays at most this much from the last barrier. A live venue checkpoints every step.
+    checkpoint_interval_s: NonNegFloat = 1.0
+    # Steps the coordinator runs per call from the driver, up to this much wall time: the
+    # driver's round trip is paid per batch, not per window (progress arrives per batch).
+    drive_batch_s: NonNegFloat = 0.25
 
 
 class KillSwitchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -134,6 +159,34 @@ class KillSwitchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 
     redis: bool = False
     redis_key: Annotated[str, msgspec.Meta(min_length=1)] = "sapphire:kill-switch"
+
+
+class ConsoleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The live web console a run serves (``sapphire run`` prints its URL once, token and
+    all). Loopback by default: serving it beyond the machine is a deployment's explicit
+    choice. ``port: 0`` picks a free port; the token is fresh per run unless the
+    ``SAPPHIRE_CONSOLE_TOKEN`` environment variable gives one."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    # how often the page asks for fresh figures
+    poll_ms: Annotated[int, msgspec.Meta(ge=100, le=60_000)] = 1000
+
+
+class CoordinatorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What the coordinator does when one agent's order would trade against another agent's
+    resting order of the same account (``sapphire.coordination.crossing``):
+
+    * ``venue``: send it; the venue's self-trade prevention (``exchange.params.self_trade``)
+      rejects or cancels one side, as an exchange does for one account;
+    * ``internal``: cross the two inside the firm at the resting order's price, with no venue
+      and no fee; what is left of the incoming order goes on to the venue.
+    """
+
+    # venue by default: internal crossing reduces the resting order at the venue (an amend),
+    # which only the paper exchange takes; and a default must not change existing runs
+    crossing: Literal["venue", "internal"] = "venue"
 
 
 class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -156,6 +209,8 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     cost: CostConfig = CostConfig()
     redis: RedisConfig = RedisConfig()
     kill_switch: KillSwitchConfig = KillSwitchConfig()
+    console: ConsoleConfig = ConsoleConfig()
+    coordinator: CoordinatorConfig = CoordinatorConfig()
 
     def __post_init__(self) -> None:
         ids = [a.id for a in self.agents]
@@ -164,8 +219,26 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ConfigError(f"agent ids must be unique; repeated: {duplicates}")
         if self.data.source == "files" and not self.data.files:
             raise ConfigError("data.source is 'files' but data.files is empty")
+        if self.data.source == "venues":
+            names = [v.venue for v in self.data.venues]
+            if not names:
+                raise ConfigError("data.source is 'venues' but data.venues is empty")
+            if len(set(names)) != len(names):
+                raise ConfigError(f"data.venues: each venue once, got {names}")
+            if self.data.files or self.data.instrument_files:
+                raise ConfigError(
+                    "data.files and data.instrument_files are unused with source 'venues': "
+                    "each entry of data.venues names its own"
+                )
+        elif self.data.venues:
+            raise ConfigError(f"data.venues needs data.source: venues, not {self.data.source!r}")
         if not float(self.capital_quote) > 0:
             raise ConfigError(f"capital_quote must be > 0, got {self.capital_quote!r}")
+        if self.coordinator.crossing == "internal" and self.exchange.kind != "paper":
+            raise ConfigError(
+                "coordinator.crossing: 'internal' needs the paper exchange (it amends the "
+                f"resting order there); exchange.kind is {self.exchange.kind!r}"
+            )
         start, end = self.data.start_ns, self.data.end_ns
         if start is not None and end is not None and end <= start:
             raise ConfigError(f"data.end_ns ({end}) must be after data.start_ns ({start})")

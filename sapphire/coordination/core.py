@@ -13,11 +13,13 @@ from decimal import Decimal
 import msgspec
 
 from sapphire.agents.base import AgentOutput
+from sapphire.coordination.crossing import CrossBook
 from sapphire.coordination.journal import OrderJournal
 from sapphire.kernel.marks import MarkBook
 from sapphire.model.events import AnyMarketEvent
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import (
+    AmendOrder,
     CancelIntent,
     CancelOrder,
     OrderDenied,
@@ -33,11 +35,13 @@ from sapphire.risk.engine import RiskDecision, RiskEngine
 from sapphire.risk.limits import RiskLimits
 from sapphire.risk.portfolio import Portfolio
 
-Command = SubmitOrder | CancelOrder
+Command = SubmitOrder | CancelOrder | AmendOrder
 
 
 class StepResult(msgspec.Struct, kw_only=True):
     commands: list[Command] = msgspec.field(default_factory=list)
+    # every order risk accepted, whole (the venue may get less of it: internal crossing)
+    orders: list[SubmitOrder] = msgspec.field(default_factory=list)
     decisions: list[RiskDecision] = msgspec.field(default_factory=list)
     denials: list[OrderDenied] = msgspec.field(default_factory=list)
     signals: list[Signal] = msgspec.field(default_factory=list)
@@ -60,7 +64,12 @@ class CoordinatorCore:
         capital_quote: Decimal,
         weights: Mapping[str, float],
         aggregation: str = "weighted",
+        *,
+        crossing: str = "venue",
+        entry_ns: int = 0,
     ) -> None:
+        """``crossing``: ``internal`` crosses opposing agents' orders in the firm
+        (``sapphire.coordination.crossing``), booked ``entry_ns`` after the decision."""
         self.instruments = dict(instruments)
         self.portfolio = Portfolio(self.instruments)
         self.journal = OrderJournal()
@@ -72,6 +81,8 @@ class CoordinatorCore:
         self.aggregator = SignalAggregator(dict(weights), aggregation)
         self.fill_count = 0
         self._kill_requested = ""
+        self.crossing = crossing
+        self.crosses = CrossBook(entry_ns)
 
     def new_reports(
         self, reports: Iterable[OrderUpdate | OrderFilled]
@@ -104,6 +115,11 @@ class CoordinatorCore:
     def on_report(self, report: OrderUpdate | OrderFilled, now_ns: int) -> Position | None:
         """Apply one venue report; a fill returns the agent's new position."""
         if self.journal.apply(report) and isinstance(report, OrderFilled):
+            if self.crossing == "internal":
+                entry = self.journal.entries[report.client_order_id]
+                over = entry.filled_lots - entry.qty_lots
+                if over > 0:  # what the venue's confirmation of every cross rules out
+                    self.crosses.stats.overfill_lots += min(over, report.qty_lots)
             self.portfolio.apply_fill(report)
             self.fill_count += 1
             return self.portfolio.to_message(report.agent_id, report.symbol, now_ns)
@@ -134,7 +150,8 @@ class CoordinatorCore:
             if decision.accepted:
                 order = SubmitOrder.from_intent(output)
                 if self.journal.record_submit(order):
-                    result.commands.append(order)
+                    result.orders.append(order)
+                    self._route(order, result)
             else:
                 assert decision.reason is not None
                 result.denials.append(
@@ -150,6 +167,7 @@ class CoordinatorCore:
         elif isinstance(output, CancelIntent):
             entry = self.journal.entries.get(output.target_client_order_id)
             if entry is not None and entry.agent_id == agent_id and not entry.status.is_final:
+                entry.cancel_sent = True
                 result.commands.append(
                     CancelOrder(
                         ts_event_ns=now_ns,
@@ -157,6 +175,26 @@ class CoordinatorCore:
                         symbol=entry.symbol,
                     )
                 )
+
+    def _route(self, order: SubmitOrder, result: StepResult) -> None:
+        """Send ``order`` to the venue, or first cross what it can inside the firm."""
+        if self.crossing != "internal":
+            result.commands.append(order)
+            return
+        incoming = self.journal.entries[order.client_order_id]
+        inst = self.instruments.get(order.symbol)
+        result.commands.extend(
+            self.crosses.route(order, incoming, self.journal.open_orders(), inst)
+        )
+
+    def resolve_cross(
+        self, report: OrderUpdate
+    ) -> tuple[list[OrderUpdate | OrderFilled], OrderUpdate | None]:
+        """A venue report, as it comes back from the venue (before it is delivered): the
+        crosses it confirms, and what of it is delivered (None: nothing)."""
+        if self.crossing != "internal":
+            return [], report
+        return self.crosses.resolve(report, self.instruments.get(report.symbol))
 
     def _trip(self, reason: str, now_ns: int, result: StepResult) -> None:
         was_on = self.risk.kill_switch_on
@@ -191,10 +229,17 @@ class CoordinatorCore:
         return result
 
     def _cancel_all(self, now_ns: int) -> list[CancelOrder]:
-        return [
-            CancelOrder(ts_event_ns=now_ns, client_order_id=e.client_order_id, symbol=e.symbol)
-            for e in self.journal.open_orders()
-        ]
+        out = []
+        for e in self.journal.open_orders():
+            # an order crossed whole in the firm is not at the venue (or is being canceled)
+            if e.available_lots > 0:
+                e.cancel_sent = True
+                out.append(
+                    CancelOrder(
+                        ts_event_ns=now_ns, client_order_id=e.client_order_id, symbol=e.symbol
+                    )
+                )
+        return out
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)

@@ -9,7 +9,14 @@ from __future__ import annotations
 import msgspec
 
 from sapphire.model.events import Side
-from sapphire.model.orders import OrderFilled, OrderStatus, OrderUpdate, SubmitOrder
+from sapphire.model.orders import (
+    OrderFilled,
+    OrderStatus,
+    OrderType,
+    OrderUpdate,
+    SubmitOrder,
+    TimeInForce,
+)
 
 
 class JournalEntry(msgspec.Struct, kw_only=True):
@@ -22,6 +29,19 @@ class JournalEntry(msgspec.Struct, kw_only=True):
     filled_lots: int = 0
     status: OrderStatus = OrderStatus.PENDING
     submitted_ns: int = 0
+    order_type: OrderType = OrderType.LIMIT
+    tif: TimeInForce = TimeInForce.GTC
+    # a cancel is on its way: the order is the agent's no more (never crossed internally)
+    cancel_sent: bool = False
+    # lots of this order crossed inside the firm and not yet applied as fills
+    reserved_lots: int = 0
+    # the quantity the venue has of it (internal crossing sends less, or amends it down)
+    venue_lots: int = 0
+
+    @property
+    def available_lots(self) -> int:
+        """What is left to trade once the internal crosses under way have been applied."""
+        return max(self.leaves_lots - self.reserved_lots, 0)
 
     @property
     def leaves_lots(self) -> int:
@@ -32,6 +52,8 @@ class OrderJournal:
     def __init__(self) -> None:
         self.entries: dict[str, JournalEntry] = {}
         self._seen_fills: set[str] = set()
+        # the orders not yet final, in submission order (crossing and cancel-all scan only these)
+        self._open: dict[str, None] = {}
         # (agent, symbol, side) -> leaves of open orders, kept incrementally for risk checks
         self._open_lots: dict[tuple[str, str, Side], int] = {}
 
@@ -47,7 +69,11 @@ class OrderJournal:
             qty_lots=order.qty_lots,
             limit_ticks=order.limit_ticks,
             submitted_ns=order.ts_event_ns,
+            order_type=order.order_type,
+            tif=order.tif,
+            venue_lots=order.qty_lots,
         )
+        self._open[order.client_order_id] = None
         key = (order.agent_id, order.symbol, order.side)
         self._open_lots[key] = self._open_lots.get(key, 0) + order.qty_lots
         return True
@@ -72,6 +98,8 @@ class OrderJournal:
             if report.fill_id in self._seen_fills:
                 return False
             self._seen_fills.add(report.fill_id)
+            if report.internal:
+                entry.reserved_lots = max(entry.reserved_lots - report.qty_lots, 0)
             entry.filled_lots += report.qty_lots
             if entry.filled_lots >= entry.qty_lots:
                 entry.status = OrderStatus.FILLED
@@ -84,16 +112,19 @@ class OrderJournal:
                 entry.status = report.status
         key = (entry.agent_id, entry.symbol, entry.side)
         self._open_lots[key] = self._open_lots.get(key, 0) - (before - entry.leaves_lots)
+        if entry.status.is_final:
+            self._open.pop(entry.client_order_id, None)
         return True
 
     def open_lots(self, agent_id: str, symbol: str, side: Side) -> int:
         return self._open_lots.get((agent_id, symbol, side), 0)
 
     def open_orders(self, agent_id: str | None = None) -> list[JournalEntry]:
+        entries = self.entries
         return [
-            e
-            for e in self.entries.values()
-            if not e.status.is_final and (agent_id is None or e.agent_id == agent_id)
+            entries[cid]
+            for cid in self._open
+            if agent_id is None or entries[cid].agent_id == agent_id
         ]
 
     def counts_by_status(self) -> dict[str, int]:

@@ -11,7 +11,8 @@ parsed by :mod:`sapphire.data.binance_json`, Bybit by :mod:`sapphire.data.crypto
 OKX by :mod:`sapphire.data.cryptofeed_okx`, Kraken spot by
 :mod:`sapphire.data.cryptofeed_kraken`, Kraken Futures by
 :mod:`sapphire.data.cryptofeed_kraken_futures`, BitMEX by :mod:`sapphire.data.cryptofeed_bitmex`
-and Deribit by :mod:`sapphire.data.cryptofeed_deribit`.
+Deribit by :mod:`sapphire.data.cryptofeed_deribit` and Coinbase Exchange by
+:mod:`sapphire.data.coinbase`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, Final
 import msgspec
 import polars as pl
 
+from sapphire.data import coinbase
 from sapphire.data.binance_json import RowBuffer
 from sapphire.data.cryptofeed_bitmex import BitmexHandler
 from sapphire.data.cryptofeed_bybit import BybitHandler
@@ -44,6 +46,8 @@ _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 _SYMBOL = re.compile(rb"symbol=([A-Za-z0-9]+)")
 _DECODER = msgspec.json.Decoder()
 _CONTROL: Final = (b"wss://", b"ws://")  # connection-opened and request-sent lines
+_BOM: Final = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark some tools write before line 1
+_HEADER: Final = b"configuration: "  # cryptofeed's settings, written before the first line
 
 FORMATS: Final = {
     "binance": "cryptofeed_log",
@@ -53,6 +57,7 @@ FORMATS: Final = {
     "kraken_futures": "cryptofeed_kraken_futures",
     "bitmex": "cryptofeed_bitmex",
     "deribit": "cryptofeed_deribit",
+    "coinbase": "cryptofeed_coinbase",
 }
 """Registry format name per venue (Binance keeps the original name)."""
 _VENUE_NAMES: Final = {
@@ -63,6 +68,7 @@ _VENUE_NAMES: Final = {
     "kraken_futures": "KRAKEN_FUTURES",
     "bitmex": "BITMEX",
     "deribit": "DERIBIT",
+    "coinbase": "COINBASE",
 }
 _HOSTS: Final = (
     ("binance.", "binance"),
@@ -73,6 +79,8 @@ _HOSTS: Final = (
     ("futures.kraken.", "kraken_futures"),  # another protocol than spot's
     ("bitmex.", "bitmex"),
     ("deribit.", "deribit"),
+    ("coinbase.", "coinbase"),  # ws-feed.exchange.coinbase.com, ws-feed.pro.coinbase.com
+    ("gdax.", "coinbase"),  # the feed's name before Coinbase Pro
 )
 _SNIFF_LINES: Final = 64
 _KRAKEN: Final = ("book", "trade", "ticker", "spread", "ohlc")
@@ -100,6 +108,8 @@ def _shape_venue(msg: Any) -> str:
     arg = msg.get("arg")
     if isinstance(arg, dict) and "channel" in arg and "instId" in arg:
         return "okx"
+    if coinbase.is_message(msg):
+        return "coinbase"
     data = msg.get("data", msg)
     if isinstance(data, dict) and ("e" in data or "lastUpdateId" in data):
         return "binance"
@@ -113,8 +123,9 @@ def sniff_venue(path: Path) -> str:
     malformed rows.
     """
     lines = [line for _, line in islice(iter_lines(path, RejectStats()), _SNIFF_LINES)]
-    if lines and lines[0].startswith(_CONTROL):
-        host = lines[0].split(b"/")[2].split(b":")[0].decode(errors="replace")
+    url = _url_line(lines)
+    if url:
+        host = url.split(b"/")[2].split(b":")[0].decode(errors="replace")
         for marker, venue in _HOSTS:
             if marker in f"{host}.":
                 return venue
@@ -128,14 +139,21 @@ def sniff_venue(path: Path) -> str:
             return venue
     name = path.name.lower()
     # "kraken-futures" before "kraken": the spot name is a prefix of the futures one
-    names = ("bybit", "okx", "kraken-futures", "kraken", "bitmex", "deribit")
+    names = ("bybit", "okx", "kraken-futures", "kraken", "bitmex", "deribit", "coinbase")
     return next((v.replace("-", "_") for v in names if v in name), "binance")
+
+
+def _url_line(lines: list[bytes]) -> bytes:
+    """Line 1 (after a settings header) when it is the stream URL, else b""."""
+    head = [line.removeprefix(_BOM) for line in lines[:2]]
+    if head and head[0].startswith(_HEADER):
+        head = head[1:]
+    return head[0] if head and head[0].startswith(_CONTROL) else b""
 
 
 def is_ws_log(path: Path) -> bool:
     """Line 1 is a websocket URL: a cryptofeed websocket log whatever its file name."""
-    first = next(iter_lines(path, RejectStats()), (0, b""))[1]
-    return first.startswith(_CONTROL)
+    return bool(_url_line([line for _, line in islice(iter_lines(path, RejectStats()), 2)]))
 
 
 def _seconds_to_ns(text: bytes) -> int:
@@ -148,6 +166,22 @@ def _session(path: Path) -> str:
     return match[1] if match else ""
 
 
+def _received(line: bytes, number: int, buffer: RowBuffer) -> tuple[int, Any] | None:
+    """``<recv_s>: <json>`` -> (recv ns, decoded message); None (counted) when it is not one."""
+    stamp, sep, body = line.partition(b": ")
+    try:
+        if not sep:
+            raise ValueError("no ': ' separator")
+        recv = _seconds_to_ns(stamp)
+        if not 0 <= recv < 2**63:
+            raise ValueError(f"timestamp out of range: {stamp!r}")
+        return recv, _DECODER.decode(body)
+    except (ValueError, msgspec.DecodeError) as exc:
+        if line.strip():
+            buffer.stats.reject(RowReject.MALFORMED, number, repr(exc))
+        return None
+
+
 def line_parser(session: str) -> LineParser:
     def parse(line: bytes, number: int, buffer: RowBuffer) -> None:
         symbol = ""
@@ -155,54 +189,53 @@ def line_parser(session: str) -> LineParser:
             url, _, line = line.partition(b" -> ")
             found = _SYMBOL.search(url)
             symbol = found[1].decode() if found else ""
-        elif line.startswith(_CONTROL):
+        elif _is_control(line):
             buffer.stats.ignored += 1
             return
-        stamp, sep, body = line.partition(b": ")
-        try:
-            if not sep:
-                raise ValueError("no ': ' separator")
-            recv = _seconds_to_ns(stamp)
-            if not 0 <= recv < 2**63:
-                raise ValueError(f"timestamp out of range: {stamp!r}")
-            msg = _DECODER.decode(body)
-        except (ValueError, msgspec.DecodeError) as exc:
-            if line.strip():
-                buffer.stats.reject(RowReject.MALFORMED, number, repr(exc))
-            return
-        buffer.message(msg, recv, session, symbol, number)
+        received = _received(line, number, buffer)
+        if received is not None:
+            buffer.message(received[1], received[0], session, symbol, number)
 
     return parse
+
+
+def _is_control(line: bytes) -> bool:
+    """Connection, request and REST lines (a URL stands where the receive time would) and
+    cryptofeed's settings header.
+
+    Not only at the very start: a byte-order mark or stray bytes before ``wss://`` must not
+    turn the whole ``<url> <- <ts>`` prefix into a malformed timestamp.
+    """
+    return line.startswith((*_CONTROL, _HEADER)) or b"://" in line.partition(b": ")[0]
 
 
 def venue_line_parser(handler: Handler, session: str) -> LineParser:
     """Split ``<recv_s>: <json>`` lines and hand the messages to a venue ``handler``."""
 
     def parse(line: bytes, number: int, buffer: RowBuffer) -> None:
-        if line.startswith(_CONTROL):
+        if _is_control(line):
             buffer.stats.ignored += 1
             return
-        stamp, sep, body = line.partition(b": ")
-        try:
-            if not sep:
-                raise ValueError("no ': ' separator")
-            recv = _seconds_to_ns(stamp)
-            if not 0 <= recv < 2**63:
-                raise ValueError(f"timestamp out of range: {stamp!r}")
-            msg = _DECODER.decode(body)
-        except (ValueError, msgspec.DecodeError) as exc:
-            if line.strip():
-                buffer.stats.reject(RowReject.MALFORMED, number, repr(exc))
-            return
-        handler(msg, recv, session, number, buffer)
+        received = _received(line, number, buffer)
+        if received is not None:
+            handler(received[1], received[0], session, number, buffer)
 
     return parse
 
 
-def parser_for(venue: str, session: str) -> LineParser:
-    """A fresh parser (venue parsers keep book state, so one per pass over a file)."""
+def _size_steps(instruments: Instruments | None) -> dict[str, float]:
+    if instruments is None:
+        return {}
+    if isinstance(instruments, Instrument):
+        return {instruments.symbol: instruments.lot_float}
+    return {symbol: inst.lot_float for symbol, inst in instruments.items()}
+
+
+def parser_for(venue: str, session: str, instruments: Instruments | None = None) -> LineParser:
+    """A fresh parser (venue parsers keep book state, so one per pass over a file).
+    ``instruments``: the grids the rows are for, where a venue's loader snaps float noise."""
     if venue == "bybit":
-        return venue_line_parser(BybitHandler(), session)
+        return venue_line_parser(BybitHandler(_size_steps(instruments)), session)
     if venue == "okx":
         return venue_line_parser(OkxHandler(), session)
     if venue == "kraken":
@@ -213,6 +246,8 @@ def parser_for(venue: str, session: str) -> LineParser:
         return venue_line_parser(BitmexHandler(), session)
     if venue == "deribit":
         return venue_line_parser(DeribitHandler(), session)
+    if venue == "coinbase":
+        return venue_line_parser(coinbase.CoinbaseHandler(), session)
     return line_parser(session)
 
 
@@ -263,7 +298,7 @@ def stream_cryptofeed(path: str | Path, instruments: Instruments | None = None) 
     kinds = (FrameKind.TRADES, FrameKind.BBO, FrameKind.DEPTH, FrameKind.BARS)
 
     def chunks(stats: RejectStats) -> Iterator[Chunk]:
-        yield from chunked(path, stats, parser_for(venue, session))
+        yield from chunked(path, stats, parser_for(venue, session, instruments))
         if venue != "binance" and stats.rows_in == 0:
             raise DataFileError(f"{path}: no market-data messages in this {venue} log")
 

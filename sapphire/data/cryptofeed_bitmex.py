@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from sapphire.data.binance_json import RowBuffer, _i64, _num, _text
 from sapphire.data.cryptofeed_bybit import trade_id
+from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Chain, Row, add_rows
 from sapphire.data.schemas import FrameKind
 from sapphire.data.validation import RowReject
 
@@ -54,8 +55,7 @@ class BitmexHandler:
 
     def __init__(self) -> None:
         self.books: dict[str, dict[Key, float]] = {}  # symbol -> (id, side) -> price
-        self._prev_out: dict[str, int] = {}
-        self._fresh: set[str] = set()
+        self._chain = Chain()
 
     def __call__(self, msg: Any, recv: int, session: str, line: int, buffer: RowBuffer) -> None:
         if not isinstance(msg, dict):
@@ -77,47 +77,41 @@ class BitmexHandler:
                 self._quotes(data, recv, session, line, buffer)
             else:
                 buffer.stats.ignored += 1
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        except FIELD_ERRORS as exc:
             buffer.stats.reject(RowReject.MALFORMED, line, f"bad field: {exc!r}")
 
     def _trades(
         self, data: list[Any], recv: int, session: str, line: int, buffer: RowBuffer
     ) -> None:
-        for raw in data:
-            try:
-                row = (
-                    iso_ns(raw["timestamp"]),
-                    recv,
-                    _text(raw["symbol"]),
-                    session,
-                    _num(raw["price"]),
-                    _num(raw["size"]),
-                    _SIDES[raw["side"]],
-                    trade_id(raw["trdMatchID"]),
-                    line,
-                )
-            except (KeyError, TypeError, ValueError, IndexError) as exc:
-                buffer.stats.reject(RowReject.MALFORMED, line, f"bad trade: {exc!r}")
-                continue
-            buffer.add(FrameKind.TRADES, row)
+        def row(raw: Any) -> Row:
+            return (
+                iso_ns(raw["timestamp"]),
+                recv,
+                _text(raw["symbol"]),
+                session,
+                _num(raw["price"]),
+                _num(raw["size"]),
+                _SIDES[raw["side"]],
+                trade_id(raw["trdMatchID"]),
+                line,
+            )
+
+        add_rows(buffer, FrameKind.TRADES, line, data, row, "trade")
 
     def _quotes(
         self, data: list[Any], recv: int, session: str, line: int, buffer: RowBuffer
     ) -> None:
-        for raw in data:
-            try:
-                px = (
-                    _num(raw["bidPrice"]),
-                    _num(raw["bidSize"]),
-                    _num(raw["askPrice"]),
-                    _num(raw["askSize"]),
-                )
-                row = (iso_ns(raw["timestamp"]), recv, _text(raw["symbol"]), session, 0, *px, line)
-            except (KeyError, TypeError, ValueError, IndexError) as exc:
-                # an empty side is sent as null: no best bid/offer to report
-                buffer.stats.reject(RowReject.MALFORMED, line, f"bad quote: {exc!r}")
-                continue
-            buffer.add(FrameKind.BBO, row)
+        def row(raw: Any) -> Row:
+            px = (
+                _num(raw["bidPrice"]),
+                _num(raw["bidSize"]),
+                _num(raw["askPrice"]),
+                _num(raw["askSize"]),
+            )
+            return (iso_ns(raw["timestamp"]), recv, _text(raw["symbol"]), session, 0, *px, line)
+
+        # an empty side is sent as null: no best bid/offer to report, a bad quote
+        add_rows(buffer, FrameKind.BBO, line, data, row, "quote")
 
     def _book(
         self,
@@ -144,7 +138,7 @@ class BitmexHandler:
         for symbol, rows in groups.items():
             try:
                 self._symbol(symbol, str(action), rows, recv, session, line, buffer)
-            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            except FIELD_ERRORS as exc:
                 self.books.pop(symbol, None)  # a lost message: the book is unknown now
                 detail = f"{symbol}: bad book row: {exc!r}"
                 buffer.stats.reject(RowReject.MALFORMED, line, detail, max(len(rows), 1))
@@ -165,8 +159,7 @@ class BitmexHandler:
                 (k, _num(r["price"]), _num(r["size"])) for k, r in zip(keys, rows, strict=True)
             ]
             self.books[symbol] = {k: px for k, px, _ in levels}
-            self._fresh.add(symbol)
-            self._prev_out[symbol] = line
+            self._chain.start(symbol, line)
             for (_, side), px, size in levels:
                 buffer.add(
                     FrameKind.DEPTH,
@@ -196,12 +189,7 @@ class BitmexHandler:
             levels = [(k, book[k], _num(r["size"])) for k, r in zip(keys, rows, strict=True)]
         else:
             levels = [(k, book[k], 0.0) for k in keys]
-        if symbol in self._fresh:
-            ids = (0, line, 0)
-            self._fresh.discard(symbol)
-        else:
-            ids = (line, line, self._prev_out[symbol])
-        self._prev_out[symbol] = line
+        ids = self._chain.ids(symbol, line)
         for key, px, size in levels:
             if action == "delete":
                 del book[key]

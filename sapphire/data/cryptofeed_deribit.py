@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from sapphire.data.binance_json import RowBuffer, _i64, _num, _text
+from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Row, add_rows
 from sapphire.data.schemas import FrameKind
 from sapphire.data.validation import RowReject
 
@@ -73,7 +74,7 @@ class DeribitHandler:
             if channel.startswith("book."):
                 try:
                     self._book(data, recv, session, line, buffer)
-                except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+                except FIELD_ERRORS:
                     name = channel.split(".")[1] if channel.count(".") >= 2 else ""
                     self.books.pop(name, None)  # a lost message: the book is unknown now
                     raise
@@ -83,31 +84,29 @@ class DeribitHandler:
                 self._ticker(data, recv, session, line, buffer)
             else:
                 buffer.stats.ignored += 1
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        except FIELD_ERRORS as exc:
             buffer.stats.reject(RowReject.MALFORMED, line, f"bad field: {exc!r}")
 
     def _trades(self, data: Any, recv: int, session: str, line: int, buffer: RowBuffer) -> None:
         if not isinstance(data, list):
             raise TypeError("trade data is not a list")
-        for raw in data:
-            try:
-                tid = _text(raw["trade_id"])
-                row = (
-                    _i64(raw["timestamp"], _MS),
-                    recv,
-                    _text(raw["instrument_name"]),
-                    session,
-                    _num(raw["price"]),
-                    _num(raw["amount"]),
-                    _SIDES[raw["direction"]],
-                    # "ETH-12345678" on some books: the numeric tail is the id
-                    _i64(tid.rpartition("-")[2]),
-                    line,
-                )
-            except (KeyError, TypeError, ValueError, IndexError) as exc:
-                buffer.stats.reject(RowReject.MALFORMED, line, f"bad trade: {exc!r}")
-                continue
-            buffer.add(FrameKind.TRADES, row)
+
+        def row(raw: Any) -> Row:
+            tid = _text(raw["trade_id"])
+            return (
+                _i64(raw["timestamp"], _MS),
+                recv,
+                _text(raw["instrument_name"]),
+                session,
+                _num(raw["price"]),
+                _num(raw["amount"]),
+                _SIDES[raw["direction"]],
+                # "ETH-12345678" on some books: the numeric tail is the id
+                _i64(tid.rpartition("-")[2]),
+                line,
+            )
+
+        add_rows(buffer, FrameKind.TRADES, line, data, row, "trade")
 
     def _ticker(self, data: Any, recv: int, session: str, line: int, buffer: RowBuffer) -> None:
         if not isinstance(data, dict):

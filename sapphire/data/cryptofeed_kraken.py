@@ -39,6 +39,7 @@ from bisect import bisect_left, insort
 from typing import Any, Final
 
 from sapphire.data.binance_json import RowBuffer, _num, _text
+from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Row, add_rows
 from sapphire.data.schemas import FrameKind
 from sapphire.data.validation import RowReject
 
@@ -144,7 +145,7 @@ class KrakenHandler:
             if channel.startswith("book"):
                 try:
                     self._book(channel, pair, payloads, recv, session, line, buffer)
-                except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+                except FIELD_ERRORS:
                     self.books.pop(pair, None)  # a lost message: the book is unknown now
                     raise
             elif channel == "trade":
@@ -153,7 +154,7 @@ class KrakenHandler:
                 self._ticker(pair, payloads, recv, session, line, buffer)
             else:
                 buffer.stats.ignored += 1  # spread, ohlc: no canonical kind here
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        except FIELD_ERRORS as exc:
             buffer.stats.reject(RowReject.MALFORMED, line, f"bad field: {exc!r}")
 
     def _trades(
@@ -161,14 +162,12 @@ class KrakenHandler:
     ) -> None:
         if len(payloads) != 1 or not isinstance(payloads[0], list):
             raise TypeError("trade payload is not a list")
-        for raw in payloads[0]:
-            try:
-                px, qty = _num(_text(raw[0])), _num(_text(raw[1]))
-                row = (seconds_ns(raw[2]), recv, pair, session, px, qty, _SIDES[raw[3]], 0, line)
-            except (KeyError, TypeError, ValueError, IndexError) as exc:
-                buffer.stats.reject(RowReject.MALFORMED, line, f"bad trade: {exc!r}")
-                continue
-            buffer.add(FrameKind.TRADES, row)
+
+        def row(raw: Any) -> Row:
+            px, qty = _num(_text(raw[0])), _num(_text(raw[1]))
+            return (seconds_ns(raw[2]), recv, pair, session, px, qty, _SIDES[raw[3]], 0, line)
+
+        add_rows(buffer, FrameKind.TRADES, line, payloads[0], row, "trade")
 
     def _ticker(
         self, pair: str, payloads: list[Any], recv: int, session: str, line: int, buffer: RowBuffer

@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from sapphire.data.binance_json import RowBuffer, _i64, _num, _text
+from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Row, parse_rows
 from sapphire.data.schemas import FrameKind
 from sapphire.data.validation import RowReject
 
@@ -81,7 +82,7 @@ class KrakenFuturesHandler:
             elif feed == "book":
                 try:
                     self._delta(product, msg, recv, session, line, buffer)
-                except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+                except FIELD_ERRORS:
                     self.books.pop(product, None)  # a lost update: the book is unknown now
                     raise
             elif feed == "ticker_lite":
@@ -90,7 +91,7 @@ class KrakenFuturesHandler:
             else:
                 raw = msg["trades"] if feed == "trade_snapshot" else [msg]
                 self._trades(product, raw, recv, session, line, buffer)
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        except FIELD_ERRORS as exc:
             buffer.stats.reject(RowReject.MALFORMED, line, f"bad field: {exc!r}")
 
     def _snapshot(
@@ -137,27 +138,24 @@ class KrakenFuturesHandler:
     ) -> None:
         if not isinstance(raw, list):
             raise TypeError("trades are not a list")
-        rows = []
-        for trade in raw:
-            try:
-                row = (
-                    _i64(trade["time"], _MS),
-                    recv,
-                    _text(trade.get("product_id", product)),
-                    session,
-                    _num(trade["price"]),
-                    _num(trade["qty"]),
-                    _SIDES[trade["side"]],
-                    _i64(trade["seq"]),
-                    line,
-                )
-            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-                buffer.stats.reject(RowReject.MALFORMED, line, f"bad trade: {exc!r}")
-                continue
-            rows.append(row)
+
+        def row(trade: Any) -> Row:
+            return (
+                _i64(trade["time"], _MS),
+                recv,
+                _text(trade.get("product_id", product)),
+                session,
+                _num(trade["price"]),
+                _num(trade["qty"]),
+                _SIDES[trade["side"]],
+                _i64(trade["seq"]),
+                line,
+            )
+
+        rows = parse_rows(buffer, line, raw, row, "trade")
         # The snapshot lists the newest trade first; consumers expect time order.
-        for row in sorted(rows, key=lambda r: (r[0], r[7])):
-            buffer.add(FrameKind.TRADES, row)
+        for parsed in sorted(rows, key=lambda r: (r[0], r[7])):
+            buffer.add(FrameKind.TRADES, parsed)
 
     def _ticker(self, product: str, msg: Any, line: int) -> None:
         bid, ask = _num(msg["bid"]), _num(msg["ask"])

@@ -26,9 +26,11 @@ messages chain by ``seqId`` or else by their line number in the log, as in
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from typing import Any, Final
 
 from sapphire.data.binance_json import RowBuffer, _i64, _num, _text
+from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Chain, Row, add_rows
 from sapphire.data.schemas import FrameKind
 from sapphire.data.validation import RowReject
 
@@ -82,8 +84,7 @@ class OkxHandler:
         self.checksum_mismatches = 0
         self.unverified = 0  # books messages without a checksum field
         self._seq: dict[str, int] = {}  # seqId (or line) of the last applied message
-        self._prev_out: dict[str, int] = {}
-        self._fresh: set[str] = set()
+        self._chain = Chain()
 
     def __call__(self, msg: Any, recv: int, session: str, line: int, buffer: RowBuffer) -> None:
         if not isinstance(msg, dict):
@@ -103,23 +104,26 @@ class OkxHandler:
                 try:
                     for item in data:
                         self._book(inst, msg["action"], item, recv, session, line, buffer)
-                except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+                except FIELD_ERRORS:
                     self.books.pop(inst, None)  # a lost message: the book is unknown now
                     raise
             elif channel == "trades":
-                for item in data:
-                    self._trade(item, recv, session, line, buffer)
+                add_rows(
+                    buffer, FrameKind.TRADES, line, data, self._trade(recv, session, line), "trade"
+                )
             elif channel == "tickers":
-                for item in data:
-                    self._ticker(item, recv, session, line, buffer)
+                add_rows(
+                    buffer, FrameKind.BBO, line, data, self._ticker(recv, session, line), "ticker"
+                )
             else:
                 buffer.stats.ignored += 1
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        except FIELD_ERRORS as exc:
             buffer.stats.reject(RowReject.MALFORMED, line, f"bad field: {exc!r}")
 
-    def _trade(self, raw: Any, recv: int, session: str, line: int, buffer: RowBuffer) -> None:
-        try:
-            row = (
+    @staticmethod
+    def _trade(recv: int, session: str, line: int) -> Callable[[Any], Row]:
+        def row(raw: Any) -> Row:
+            return (
                 _i64(raw["ts"], _MS),
                 recv,
                 _text(raw["instId"]),
@@ -130,19 +134,16 @@ class OkxHandler:
                 _i64(raw["tradeId"]),
                 line,
             )
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            buffer.stats.reject(RowReject.MALFORMED, line, f"bad trade: {exc!r}")
-            return
-        buffer.add(FrameKind.TRADES, row)
 
-    def _ticker(self, raw: Any, recv: int, session: str, line: int, buffer: RowBuffer) -> None:
-        try:
+        return row
+
+    @staticmethod
+    def _ticker(recv: int, session: str, line: int) -> Callable[[Any], Row]:
+        def row(raw: Any) -> Row:
             px = (_num(raw["bidPx"]), _num(raw["bidSz"]), _num(raw["askPx"]), _num(raw["askSz"]))
-            row = (_i64(raw["ts"], _MS), recv, _text(raw["instId"]), session, 0, *px, line)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            buffer.stats.reject(RowReject.MALFORMED, line, f"bad ticker: {exc!r}")
-            return
-        buffer.add(FrameKind.BBO, row)
+            return (_i64(raw["ts"], _MS), recv, _text(raw["instId"]), session, 0, *px, line)
+
+        return row
 
     def _book(
         self,
@@ -165,7 +166,6 @@ class OkxHandler:
         snapshot = action == "snapshot"
         if snapshot:
             self.books[inst] = ({}, {})
-            self._fresh.add(inst)
         elif action != "update":
             raise ValueError(f"unknown action {action!r}")
         elif inst not in self.books:
@@ -197,16 +197,11 @@ class OkxHandler:
                 return
             self.checksums_ok += 1
         self._seq[inst] = seq
+        if snapshot:
+            self._chain.start(inst, seq)
         if not rows:
             return
-        if snapshot:
-            ids = (0, seq, 0)
-        elif inst in self._fresh:
-            ids = (0, seq, 0)
-            self._fresh.discard(inst)
-        else:
-            ids = (seq, seq, self._prev_out[inst])
-        self._prev_out[inst] = seq
+        ids = (0, seq, 0) if snapshot else self._chain.ids(inst, seq)
         for side, _, _, price, size in levels:
             buffer.add(
                 FrameKind.DEPTH,

@@ -40,6 +40,9 @@ KNOWN_INSTRUMENTS: Final[dict[tuple[str, str], Instrument]] = {
         quote="USDT",
         tick_size="0.01",
         lot_size="0.00001",
+        # Binance spot sizes carry the base asset's 8 decimals: far levels aggregate orders
+        # of older, finer steps (4690.343896 BTC at 12000 in the 2023 recording)
+        size_increment="0.00000001",
         min_qty="0.00001",
         max_qty="9000",
         min_notional="10",

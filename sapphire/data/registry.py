@@ -10,6 +10,7 @@ import polars as pl
 
 from sapphire.data import (
     basana,
+    coinbase,
     cryptofeed,
     hftbacktest,
     hftbacktest_raw,
@@ -17,6 +18,7 @@ from sapphire.data import (
     nautilus,
     ohlcv,
     tardis,
+    venue_instruments,
 )
 from sapphire.data.instruments import (
     infer_frame_instrument,
@@ -50,6 +52,13 @@ def _instruments_frame(path: Path) -> Frames:
     raise DataFileError(f"{path}: exchangeInfo with {count} instruments, not market data")
 
 
+def _metadata_frame(path: Path) -> Frames:
+    meta = venue_instruments.read_metadata(path)
+    raise DataFileError(
+        f"{path}: {meta.venue} instrument metadata ({len(meta.markets)} markets), not market data"
+    )
+
+
 def detect(path: str | Path) -> Format:
     """The format of ``path`` from its name (and its CSV header, log content or JSON shape)."""
     path = Path(path)
@@ -59,6 +68,13 @@ def detect(path: str | Path) -> Format:
     # Tardis CSVs are recognised by their header, whatever the name; a "tardis" name with
     # another header still goes to the Tardis loader, which then says what is wrong.
     tardis_fmt = tardis.sniff(path) if ".csv" in name or "tardis" in name else None
+    # Venue instrument metadata (exchangeInfo, instrument lists, Hyperliquid meta) before the
+    # cryptofeed rule: OKX and Deribit instrument lists are cryptofeed HTTP logs.
+    metadata = venue_instruments.sniff_metadata(path)
+    if metadata is not None:
+        if metadata is venue_instruments.MetadataFormat.BINANCE_EXCHANGE_INFO:
+            return Format(metadata.value, _instruments_frame)
+        return Format(metadata.value, _metadata_frame)
     rules: list[tuple[bool, Format]] = [
         (
             tardis_fmt is not None or "tardis" in name,
@@ -115,6 +131,9 @@ def detect(path: str | Path) -> Format:
     shape = hyperliquid.sniff(path) if name.endswith((".json", ".json.gz")) else None
     if shape is not None:
         return Format(shape, _one(hyperliquid.LOADERS[shape]))
+    # Bare Coinbase Exchange messages, one per line, under any name.
+    if coinbase.sniff(path):
+        return Format(coinbase.FORMAT, lambda p: coinbase.load_coinbase_frames(p))
     raise DataFileError(f"{path}: unknown data format")
 
 
@@ -205,6 +224,8 @@ def stream_events(path: str | Path, instrument: Instruments | None = None) -> Ev
         return hftbacktest_raw.stream_raw(path, instrument)
     if fmt.name in cryptofeed.FORMATS.values():
         return cryptofeed.stream_cryptofeed(path, instrument)
+    if fmt.name == coinbase.FORMAT:
+        return coinbase.stream_coinbase(path, instrument)
     if fmt.name.startswith("tardis_"):
         return tardis.stream_tardis(path, instrument)
     frames = _safe_load(fmt, path)

@@ -4,14 +4,17 @@ Merging is a heapq k-way merge on an explicit key (``ts_event_ns`` or ``ts_recv_
 stable ties (stream index, then position in its stream). The key is made monotone per
 stream (``max`` with the stream's previous key) because a REST snapshot can carry an
 exchange time older than the diff received before it; it is replayed where it was received.
-Streams are consumed lazily, so memory holds one pending event per stream.
+Streams are consumed lazily, so memory holds one pending event per stream. Several venues'
+streams merge the same way, once :func:`qualified` has made their symbols distinct.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Literal, NamedTuple
+
+import msgspec
 
 from sapphire.data.convert import Tagged
 from sapphire.data.stream import EventStream
@@ -72,6 +75,17 @@ def merge(
             heapq.heappush(heap, (nxt.key_ns, source, counter, nxt))
             counter += 1
         heads = waiting
+
+
+def qualified(stream: Iterable[Tagged], symbols: Mapping[str, str]) -> Iterator[Tagged]:
+    """``stream`` with each event's venue symbol replaced by its run symbol (``symbols``:
+    venue symbol -> run symbol, e.g. ``BTCUSD`` -> ``BYBIT:BTCUSD``), so that several venues'
+    streams can be merged without two venues' instruments colliding. Symbols not in
+    ``symbols`` pass unchanged (the loader already rejected those without an instrument)."""
+    replace = msgspec.structs.replace
+    for session, event in stream:
+        run_symbol = symbols.get(event.symbol)
+        yield session, event if run_symbol is None else replace(event, symbol=run_symbol)
 
 
 def merge_events(

@@ -56,6 +56,9 @@ class RejectStats:
     rows_out: int = 0
     events_out: int = 0
     ignored: int = 0  # source messages of kinds with no event (markPrice, open klines)
+    # delivered rows whose size a loader moved onto the instrument's size grid from float
+    # noise (Bybit linear sizes are float32 sums: 12.849999 for 12.85)
+    snapped: int = 0
     counts: dict[RowReject, int] = field(default_factory=dict)
     examples: list[tuple[int, RowReject, str]] = field(default_factory=list)
 
@@ -81,4 +84,6 @@ class RejectStats:
         parts = [f"rows_in={self.rows_in}", f"rows_out={self.rows_out}"]
         parts.append(f"events_out={self.events_out}")
         parts.extend(f"{reason.value}={n}" for reason, n in sorted(self.counts.items()))
+        if self.snapped:
+            parts.append(f"snapped={self.snapped}")
         return " ".join(parts)

@@ -2,7 +2,7 @@
 
 ccxt hands out floats; every one of them becomes a ``Decimal`` through ``repr`` (the shortest
 string that round-trips) before the instrument turns it into ticks or lots, so ``61601.01``
-is exactly 6160101 ticks. Where a market carries Binance's own filter strings, those win.
+is exactly 6160101 ticks.
 """
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
+from sapphire.data.venue_instruments import instrument_from_market as venue_instrument
 from sapphire.model.events import Side
-from sapphire.model.instrument import Instrument, InstrumentKind, Rounding
+from sapphire.model.instrument import Instrument, InstrumentError, InstrumentKind, Rounding
 from sapphire.model.orders import OrderStatus, OrderType, SubmitOrder, TimeInForce
 
 CcxtDict = Mapping[str, Any]
@@ -33,54 +36,69 @@ def decimal_text(value: object) -> str:
     return text
 
 
-def _bps(fraction: object, default: str) -> str:
-    if fraction is None:
-        return default
-    return decimal_text(Decimal(decimal_text(fraction)) * 10_000)
-
-
 def instrument_from_market(market: CcxtDict, venue: str = "BINANCE") -> Instrument:
     """A ccxt market (``load_markets`` value) as an :class:`Instrument`.
 
-    Tick and lot come from Binance's PRICE_FILTER/LOT_SIZE strings when ``info`` has them,
-    else from ccxt's ``precision`` (which must be in TICK_SIZE mode: a step, not a digit
-    count). Fees are ccxt's fractions turned into basis points.
+    The very conversion replay uses on recorded venue metadata
+    (:func:`sapphire.data.venue_instruments.instrument_from_market`), so a live instrument
+    equals the replayed one field for field: order and size grids (``size_increment``),
+    contract size, settlement asset, kind, unified symbol, expiry, fees (ccxt's fractions
+    as basis points). ccxt's ``precision`` must be in TICK_SIZE mode (a step, not a digit
+    count), as it is for Binance. Which of these instruments the live gateway may trade is
+    :func:`check_live_tradeable`'s call.
     """
-    info = market.get("info") or {}
-    filters = {f.get("filterType"): f for f in info.get("filters", []) if isinstance(f, dict)}
-    precision = market.get("precision") or {}
-    limits = market.get("limits") or {}
-    price_f, lot_f = filters.get("PRICE_FILTER"), filters.get("LOT_SIZE")
-    tick = decimal_text(price_f["tickSize"] if price_f else precision.get("price"))
-    lot = decimal_text(lot_f["stepSize"] if lot_f else precision.get("amount"))
-    notional_f = filters.get("NOTIONAL") or filters.get("MIN_NOTIONAL") or {}
-    min_notional = notional_f.get("minNotional", (limits.get("cost") or {}).get("min"))
-    amount = limits.get("amount") or {}
-    kind = InstrumentKind.PERPETUAL if market.get("swap") else InstrumentKind.SPOT
-    if not market.get("spot") and kind is InstrumentKind.SPOT:
-        raise ConversionError(f"{market.get('symbol')}: only spot and swap markets are supported")
-    if market.get("inverse"):
-        # the live fee and fill conversions here are linear (fees in quote or base x price);
-        # an inverse swap booked through them would be ~price^2 off, so it is refused until
-        # they settle in the coin (paper and backtests book inverse contracts)
+    try:
+        inst = venue_instrument(market, venue)
+    except (InstrumentError, KeyError) as exc:
+        raise ConversionError(f"{market.get('symbol')}: {exc}") from exc
+    if inst is None:
+        raise ConversionError(f"{market.get('symbol')}: not a tradeable market")
+    return inst
+
+
+def check_live_tradeable(inst: Instrument) -> None:
+    """Raise :class:`ConversionError` for an instrument the live path cannot book.
+
+    The live fee and fill conversions here are linear (fees in quote, or base x price); an
+    inverse contract booked through them would be ~price^2 off, so it is refused until they
+    settle in the coin (paper and backtests book inverse contracts). Dated futures and
+    options need expiry handling the gateway does not have.
+    """
+    if inst.inverse:
         raise ConversionError(
-            f"{market.get('symbol')}: inverse swaps are not supported on the ccxt path"
+            f"{inst.unified or inst.symbol}: inverse contracts are not supported on the ccxt path"
         )
-    return Instrument(
-        symbol=str(market["id"]),
-        venue=venue,
-        kind=kind,
-        # The venue's asset names (ccxt renames a few, e.g. YOYO -> YOYOW, in base/quote).
-        base=str(market.get("baseId") or market.get("base", "")),
-        quote=str(market.get("quoteId") or market.get("quote", "")),
-        tick_size=tick,
-        lot_size=lot,
-        min_qty=decimal_text(lot_f["minQty"] if lot_f else amount.get("min")),
-        max_qty=decimal_text(lot_f["maxQty"] if lot_f else amount.get("max")),
-        min_notional=decimal_text(min_notional),
-        maker_fee_bps=_bps(market.get("maker"), "10"),
-        taker_fee_bps=_bps(market.get("taker"), "10"),
-    )
+    if inst.kind not in (InstrumentKind.SPOT, InstrumentKind.PERPETUAL):
+        raise ConversionError(
+            f"{inst.unified or inst.symbol}: only spot and perpetual swaps are supported "
+            f"on the ccxt path, not {inst.kind.value}"
+        )
+
+
+class GridMismatch(ConversionError):
+    """The venue's grids disagree with the run's instrument for the same symbol."""
+
+
+def live_units(venue: Instrument, system: Instrument | None) -> Instrument:
+    """The venue's instrument in the run's integer quantity unit.
+
+    ``SubmitOrder.qty_lots`` and fills count the run's ``lot``, so the gateway converting them
+    to venue amounts must count the same unit: with ``size_increment`` on one side only,
+    every order would be ``lots_per_step`` times off. Orders and fills are on the order step,
+    so the gateway needs no finer grid: without the run's instrument it counts order steps,
+    as instruments made from exchange filters (instrument files) do; with it, it takes the
+    run's size grid after checking tick and order step agree (:class:`GridMismatch` names
+    the field otherwise).
+    """
+    if system is None:
+        return msgspec.structs.replace(venue, size_increment="")
+    for field in ("tick_size", "lot_size"):
+        ours, theirs = getattr(system, field), getattr(venue, field)
+        if Decimal(ours) != Decimal(theirs):
+            raise GridMismatch(
+                f"{venue.symbol}: {field} {theirs} at the venue != {ours} in the run's instrument"
+            )
+    return msgspec.structs.replace(venue, size_increment=system.size_increment)
 
 
 def ticks(inst: Instrument, value: object) -> int:

@@ -45,6 +45,13 @@ def check_filters(
     """Exchange filters; ``ref_ticks`` prices a market order's notional."""
     if qty_lots <= 0:
         return RejectReason.INVALID_LOT, f"quantity must be a positive number of lots: {qty_lots}"
+    if not inst.on_lot_step(qty_lots):
+        # the book may hold sizes on a finer grid (size_increment); orders may not
+        return (
+            RejectReason.INVALID_LOT,
+            f"quantity {inst.lots_to_qty(qty_lots)} is not a multiple of the lot step "
+            f"{inst.lot_size}",
+        )
     if order_type is OrderType.LIMIT and (limit_ticks is None or limit_ticks <= 0):
         return (
             RejectReason.INVALID_TICK,

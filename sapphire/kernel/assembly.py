@@ -9,11 +9,11 @@ import importlib
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -22,6 +22,7 @@ from sapphire.agents.registry import build_agent
 from sapphire.config.system import AgentSpec, DataConfig, ExchangeConfig, SystemConfig
 from sapphire.coordination.core import CoordinatorCore
 from sapphire.data import replay, sample
+from sapphire.data.convert import Tagged
 from sapphire.data.instruments import load_instrument_file
 from sapphire.data.registry import detect, open_stream
 from sapphire.data.validation import DataFileError
@@ -75,10 +76,39 @@ def data_files(data: DataConfig) -> list[Path]:
         return sample.event_files()
     if data.source == "ccxt":
         return []
+    if data.source == "venues":
+        return [data_path(f) for v in data.venues for f in v.files]
     return [data_path(f) for f in data.files]
 
 
+class VenueFeed(NamedTuple):
+    """One venue's files of a cross-venue replay and its instruments by the venue's own
+    symbol; each instrument's ``symbol`` is already the run's (``VENUE:SYMBOL``)."""
+
+    venue: str
+    files: tuple[Path, ...]
+    instruments: dict[str, Instrument]
+
+
+def venue_feeds(data: DataConfig) -> list[VenueFeed]:
+    feeds = []
+    for i, source in enumerate(data.venues):
+        by_venue_symbol: dict[str, Instrument] = {}
+        for path in source.instrument_files:
+            try:
+                inst = load_instrument_file(data_path(path))
+            except DataFileError as exc:
+                raise WiringError(f"data.venues[{i}].instrument_files: {exc}") from None
+            run_symbol = f"{source.venue}:{inst.symbol}"
+            by_venue_symbol[inst.symbol] = msgspec.structs.replace(inst, symbol=run_symbol)
+        files = tuple(data_path(f) for f in source.files)
+        feeds.append(VenueFeed(source.venue, files, by_venue_symbol))
+    return feeds
+
+
 def load_instruments(data: DataConfig) -> dict[str, Instrument]:
+    if data.source == "venues":
+        return {i.symbol: i for feed in venue_feeds(data) for i in feed.instruments.values()}
     files = list(data.instrument_files)
     if data.source == "sample" and not files:
         files = [str(sample.instrument_file())]
@@ -112,12 +142,18 @@ class ReplayFeed:
         instruments: dict[str, Instrument],
         clock: str = Clock.EXCHANGE,
         speed: float = 0.0,
+        venues: tuple[VenueFeed, ...] = (),
     ) -> None:
         self._streams = [open_stream(path, instruments) for path in files]
-        self._merged = replay.merge(
-            [s.tagged() for s in self._streams],
-            key=replay_key(clock),  # type: ignore[arg-type]
-        )
+        tagged: list[Iterator[Tagged]] = [s.tagged() for s in self._streams]
+        # venues: each file is read with its venue's own symbols, then renamed to the run's
+        for feed in venues:
+            renames = {sym: inst.symbol for sym, inst in feed.instruments.items()}
+            for path in feed.files:
+                stream = open_stream(path, feed.instruments)
+                self._streams.append(stream)
+                tagged.append(replay.qualified(stream.tagged(), renames))
+        self._merged = replay.merge(tagged, key=replay_key(clock))  # type: ignore[arg-type]
         self._speed = speed
         self._events: Iterator[AnyMarketEvent] | None = None
 
@@ -146,14 +182,31 @@ class ReplayFeed:
 
 
 def open_replay(
-    files: list[Path], instruments: dict[str, Instrument], clock: str, speed: float = 0.0
+    files: list[Path],
+    instruments: dict[str, Instrument],
+    clock: str,
+    speed: float = 0.0,
+    venues: tuple[VenueFeed, ...] = (),
 ) -> ReplayFeed:
-    return ReplayFeed(files, instruments, clock, speed)
+    return ReplayFeed(files, instruments, clock, speed, venues)
 
 
 def replay_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Callable[[], ReplayFeed]:
     """Checks every file here (it exists, its format is known) so that a bad path is one
     clear error before anything starts, not a failure inside an actor."""
+    if data.source == "venues":
+        feeds = tuple(venue_feeds(data))
+        for i, (source, feed) in enumerate(zip(data.venues, feeds, strict=True)):
+            for path in feed.files:
+                try:
+                    fmt = detect(path).name
+                except DataFileError as exc:
+                    raise WiringError(f"data.venues[{i}].files: {exc}") from None
+                if source.format and fmt != source.format:
+                    raise WiringError(
+                        f"data.venues[{i}].files: {path} is {fmt}, not {source.format!r}"
+                    )
+        return partial(open_replay, [], instruments, data.clock, data.speed, feeds)
     files = data_files(data)
     for path in files:
         try:
@@ -163,17 +216,22 @@ def replay_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Calla
     return partial(open_replay, files, instruments, data.clock, data.speed)
 
 
-def _build_agent(spec: AgentSpec, instrument: Instrument) -> Agent:
-    return build_agent(spec.kind, spec.id, instrument, dict(spec.params))
+def _build_agent(
+    spec: AgentSpec, instrument: Instrument, legs: Mapping[str, Instrument] | None = None
+) -> Agent:
+    return build_agent(spec.kind, spec.id, instrument, dict(spec.params), legs)
 
 
 class AgentBuilder(msgspec.Struct, frozen=True):
     """Builds one agent: ``builder()`` on the instrument the driver loaded, or
     ``builder(spec)`` on a copy of it read elsewhere (the Ray agent actor reads it through its
-    cache hierarchy, with this one as the source). Picklable, so Ray re-runs it on a restart."""
+    cache hierarchy, with this one as the source). Picklable, so Ray re-runs it on a restart.
+    ``legs``: the run's instruments, for agents that trade more than their own symbol (a
+    basis agent's hedge leg)."""
 
     spec: AgentSpec
     instrument: Instrument
+    legs: dict[str, Instrument] = msgspec.field(default_factory=dict)
 
     def __call__(self, instrument: Instrument | None = None) -> Agent:
         if instrument is not None and instrument != self.instrument:
@@ -182,15 +240,20 @@ class AgentBuilder(msgspec.Struct, frozen=True):
                 f"agent {self.spec.id}: instrument {instrument.symbol!r} differs from the one "
                 "the run loaded"
             )
-        return _build_agent(self.spec, self.instrument if instrument is None else instrument)
+        return _build_agent(
+            self.spec, self.instrument if instrument is None else instrument, self.legs
+        )
 
 
-def agent_builder(spec: AgentSpec, instrument: Instrument) -> AgentBuilder:
+def agent_builder(
+    spec: AgentSpec, instrument: Instrument, instruments: Mapping[str, Instrument] | None = None
+) -> AgentBuilder:
+    legs = dict(instruments or {})
     try:
-        _build_agent(spec, instrument)  # fail fast on a bad config, before any actor starts
+        _build_agent(spec, instrument, legs)  # fail fast on a bad config, before any actor
     except AgentConfigError as exc:
         raise WiringError(f"agent {spec.id}: {exc}") from None
-    return AgentBuilder(spec, instrument)
+    return AgentBuilder(spec, instrument, legs)
 
 
 def check_agents(config: SystemConfig, instruments: dict[str, Instrument]) -> None:
@@ -262,4 +325,7 @@ def build_core(config: SystemConfig, instruments: dict[str, Instrument]) -> Coor
         Decimal(config.capital_quote),
         {a.id: a.weight for a in config.agents},
         config.aggregation,
+        crossing=config.coordinator.crossing,
+        # crosses are booked when the order would have reached the venue
+        entry_ns=timing(config).entry_ns if config.coordinator.crossing == "internal" else 0,
     )

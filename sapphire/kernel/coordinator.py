@@ -6,6 +6,12 @@ move the marks; agent outputs, at their decision time, go through pre-trade risk
 commands for the venue's next step. Outputs decided after the window, and events not yet
 visible, wait for their window. Storage rows are produced in that same order, and PnL is
 snapshotted on a fixed grid of market time, so the rows do not depend on the window either.
+
+Internal crossing (``coordinator.crossing: internal``, ``sapphire.coordination.crossing``):
+risk's accepted order may cross other agents' resting orders; the venue's answers to the
+cancels and amends that take the crossed lots off the venue are read as they come back (in
+the venue's order, before any window delivers them) and become the cross's fills, delivered
+at the same time as those answers.
 """
 
 from __future__ import annotations
@@ -147,6 +153,15 @@ class CoordinatorStage:
                 if report.fill_id in self._seen_fills:
                     continue
                 self._seen_fills.add(report.fill_id)
+            elif type(report) is OrderUpdate:
+                # the venue's answer to an internal cross's cancel or amend books the cross
+                # (here, in the venue's order: the same for every window and runner)
+                made, delivered = self.core.resolve_cross(report)
+                for internal in made:
+                    self._push(internal, arrived_ns)
+                if delivered is not None:
+                    self._push(delivered, arrived_ns)
+                continue
             self._push(report, arrived_ns)
 
     def _push(self, report: AgentReport, at_ns: int | None = None) -> None:
@@ -276,16 +291,15 @@ class CoordinatorStage:
                 self.rows.add_position(position)
             return
         agent_id, out = payload
-        n_commands = len(result.commands)
+        n_orders = len(result.orders)
         n_decisions = len(result.decisions)
         n_denials = len(result.denials)
         self.rows.add_output(out)
         self.core.on_output(agent_id, out, result)
         for decision in result.decisions[n_decisions:]:
             self.rows.add_decision(decision)
-        for command in result.commands[n_commands:]:
-            if type(command) is SubmitOrder:
-                self.rows.add_submit(command)
+        for order in result.orders[n_orders:]:
+            self.rows.add_submit(order)  # the whole order, whatever part the venue gets
         for denial in result.denials[n_denials:]:
             self.counters.denied += 1
             self._push(denial)
@@ -376,6 +390,7 @@ class CoordinatorStage:
             "orders_by_status": core.journal.counts_by_status(),
             "risk_rejections": {r.value: n for r, n in sorted(core.risk.rejections.items())},
             "venue_rejections": dict(sorted(self.venue_rejections.items())),
+            "crossing": self.crossing_summary(),
             "kill_switch": core.risk.kill_switch_on,
             "agents": self.agent_rows(),
             "firm_pnl_quote": money(self.firm_pnl_quote()),
@@ -384,6 +399,39 @@ class CoordinatorStage:
             "rows_produced": self.rows.counts(),
             "timing": msgspec.structs.asdict(self.timing),
         }
+
+    def crossing_summary(self) -> dict[str, str | int]:
+        """Opposing agents of the account: how many orders were crossed in the firm, what
+        that saved, and what the venue's self-trade rejections that remain mean."""
+        core = self.core
+        st = core.crosses.stats
+        out: dict[str, str | int] = {"policy": core.crossing}
+        if core.crossing == "internal":
+            out |= {
+                "crosses": st.crosses,
+                "crossed_lots": st.crossed_lots,
+                "crossed_notional_quote": money(st.crossed_notional_quote),
+                "fees_saved_quote": money(
+                    st.taker_fees_avoided_quote + st.maker_fees_avoided_quote
+                ),
+                "taker_fees_saved_quote": money(st.taker_fees_avoided_quote),
+                "maker_fees_saved_quote": money(st.maker_fees_avoided_quote),
+                "resting_canceled": st.resting_canceled,
+                "resting_amended": st.resting_amended,
+                "failed_lots": st.failed_lots,
+                "overfill_lots": st.overfill_lots,
+            }
+        if self.venue_rejections.get("self_trade"):
+            out["self_trade_rejections"] = (
+                "the venue refused orders that met a resting order of the same account: "
+                + (
+                    "an agent's own, or one the coordinator could not cross (a cancel or "
+                    "fill under way, a remainder the venue would refuse)"
+                    if core.crossing == "internal"
+                    else "set coordinator.crossing: internal to cross other agents' in the firm"
+                )
+            )
+        return out
 
     def firm_pnl_quote(self) -> Decimal:
         return self.core.portfolio.total_pnl_quote(None, self.core.marks.marks)

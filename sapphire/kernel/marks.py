@@ -1,7 +1,9 @@
 """The one mark-price rule: what a position is worth, for risk, PnL and reports alike.
 
 A symbol is marked at the mid of its best bid and ask (quotes, or a snapshot's top levels);
-a symbol that has no quote stream is marked at its last trade. Bars mark at their close.
+a symbol that has no quote stream is marked at its last trade. Bars mark at their close:
+a bar strategy's symbol has nothing else, and without a mark pre-trade risk denies every
+order (``risk_no_market``).
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ class InProcessKernel:
         self.window_ns = assembly.window_ns(config)
         if agents is None:
             agents = [
-                assembly.agent_builder(spec, self.instruments[spec.symbol])()
+                assembly.agent_builder(spec, self.instruments[spec.symbol], self.instruments)()
                 for spec in config.agents
             ]
         if gateway is None:

@@ -67,6 +67,9 @@ class DecisionStats(msgspec.Struct, kw_only=True):
     errors: int = 0
     """Transport or engine failures (the request got no model output)."""
     cache_hits: int = 0
+    refused: int = 0
+    """Requests never sent to the model: a feature from after the decision time, or an event
+    before the model's knowledge cutoff under ``point_in_time: strict``."""
 
     def record(self, result: ParseResult) -> None:
         if result.ok:

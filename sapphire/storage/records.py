@@ -53,8 +53,12 @@ class LlmDecisionLike(Protocol):
 
 
 class LlmDecisionRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """One LLM call as stored. ``valid`` is False when the answer failed to parse (the
-    decision is then the HOLD fallback) and ``error`` names why."""
+    """One LLM decision as stored. ``valid`` is False when the model's answer was not used
+    (timeout, transport error, invalid output, refusal): ``error`` names why and
+    ``fallback`` the agent's rule that decided instead (the stored action is the fallback's).
+    ``before_cutoff``: the event predates the model's knowledge cutoff. The metering fields
+    come from the serving replica; ``cost`` is ``cpu_s``/``gpu_s`` at the run's price table
+    (``cost_currency``); a cache hit costs nothing."""
 
     ts_event_ns: int
     agent_id: str
@@ -68,6 +72,17 @@ class LlmDecisionRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     latency_ns: int
     error: str = ""
     prompt_hash: str = ""
+    fallback: str = ""
+    before_cutoff: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    queue_wait_ns: int = 0
+    batch_size: int = 0
+    cache_hit: bool = False
+    cpu_s: float = 0.0
+    gpu_s: float = 0.0
+    cost: Decimal = Decimal(0)
+    cost_currency: str = ""
 
     @classmethod
     def of(

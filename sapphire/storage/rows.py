@@ -158,6 +158,7 @@ def fill_row(f: OrderFilled, *, run_id: str, producer_id: str, seq: int, quote: 
         fee_quote=round_money(f.fee_quote, quote),
         is_maker=f.is_maker,
         leaves_lots=f.leaves_lots,
+        internal=f.internal,
     )
     return row
 
@@ -209,6 +210,17 @@ def llm_row(d: LlmDecisionRecord, *, run_id: str, producer_id: str, seq: int) ->
         error=d.error,
         latency_ns=d.latency_ns,
         prompt_hash=d.prompt_hash,
+        fallback=d.fallback,
+        before_cutoff=d.before_cutoff,
+        prompt_tokens=d.prompt_tokens,
+        completion_tokens=d.completion_tokens,
+        queue_wait_ns=d.queue_wait_ns,
+        batch_size=d.batch_size,
+        cache_hit=d.cache_hit,
+        cpu_s=float(d.cpu_s),
+        gpu_s=float(d.gpu_s),
+        cost=d.cost,
+        cost_currency=d.cost_currency,
     )
     return row
 

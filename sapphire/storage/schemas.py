@@ -238,6 +238,8 @@ FILLS = _table(
     Column("fee_quote", _MONEY, "NUMERIC"),
     Column("is_maker", _BOOL, "BOOL"),
     Column("leaves_lots", _I64, "INT64"),
+    # crossed inside the firm (no venue, no fee); last, so older readers' columns keep places
+    Column("internal", _BOOL, "BOOL"),
 )
 
 POSITIONS = _table(
@@ -277,6 +279,19 @@ LLM_DECISIONS = _table(
     Column("error", _STR, "STRING"),
     Column("latency_ns", _I64, "INT64"),
     Column("prompt_hash", _STR, "STRING"),
+    # why the model's answer was not used, and what decided instead (see LlmDecisionRecord)
+    Column("fallback", _STR, "STRING"),
+    Column("before_cutoff", _BOOL, "BOOL"),
+    # metering: from the serving replica, priced at the run's price table
+    Column("prompt_tokens", _I64, "INT64"),
+    Column("completion_tokens", _I64, "INT64"),
+    Column("queue_wait_ns", _I64, "INT64"),
+    Column("batch_size", _I64, "INT64"),
+    Column("cache_hit", _BOOL, "BOOL"),
+    Column("cpu_s", _F64, "FLOAT64"),
+    Column("gpu_s", _F64, "FLOAT64"),
+    Column("cost", _MONEY, "NUMERIC"),
+    Column("cost_currency", _STR, "STRING"),
 )
 
 TABLES: dict[str, TableSchema] = {

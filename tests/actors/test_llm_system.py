@@ -1,8 +1,13 @@
-"""An LLM agent inside the running system: it asks the real 4-bit model on Ray Serve through
-a DeploymentHandle, keeps trading ticks meanwhile, and every decision is stored."""
+"""LLM agents inside the running system, on a 2-CPU cluster: the decision replica is sized to
+what is free, the real 4-bit model answers through Serve while ticks go on, and every
+decision is stored with its metering, its point-in-time flag and, when the model's answer was
+not used, the reason and the fallback that decided. The same figures reach Prometheus and
+the run's cost table. One run checks all of it (the suite's time budget)."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,76 +15,161 @@ from pathlib import Path
 import pytest
 import ray
 
+from actors import cost, metrics, metrics_export
 from actors.system import finish, shutdown_system, start_system
+from sapphire.config.ops import MetricsConfig
 from sapphire.storage.query import read_table
 from tests.actors.harness import make_config
+from tests.actors.metrics_scrape import total, wait_for
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("llama_cpp")
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
 @pytest.fixture(scope="module")
-def ray_serve() -> Iterator[None]:
+def ray_two_cpus() -> Iterator[list[str]]:
+    from ray._private import ray_constants
+
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="sapphire-llm")
-    yield
-    from ray import serve
+    saved_env = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    saved_flag = ray_constants.ENABLE_RAY_CLUSTER
+    options = metrics_export.ray_init_options(
+        MetricsConfig(export_port=_free_port(), report_interval_ms=500)
+    )
+    ray.init(address="local", num_cpus=2, namespace="sapphire-llm", **options)
+    try:
+        yield metrics_export.scrape_targets()
+    finally:
+        from ray import serve
 
-    serve.shutdown()
-    ray.shutdown()
+        serve.shutdown()
+        ray.shutdown()
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+        else:
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = saved_env
 
 
-def _wait_for_answer(agent: object, timeout_s: float = 180.0) -> None:
+def _wait_for_answer(agent: object, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         llm = ray.get(agent.stats.remote())["llm"]  # type: ignore[attr-defined]
-        if sum(llm.values()) > 0:
+        if llm.get("ok", 0) + llm.get("cache_hits", 0) > 0:
             return
         time.sleep(0.5)
     raise AssertionError("no answer from the LLM deployment")
 
 
-def test_llm_agent_decisions_flow_through_serve_and_are_stored(
-    ray_serve: None, tmp_path: Path
+def test_llm_decisions_are_sized_metered_flagged_and_stored(
+    ray_two_cpus: list[str], tmp_path: Path
 ) -> None:
+    llm_agent = {
+        "kind": "llm",
+        "symbol": "BTCUSDT",
+        "num_cpus": 0.1,
+        "params": {"decision_interval_ns": 5_000_000_000, "max_order_lots": 2},
+    }
     config = make_config(
         tmp_path,
-        data={"source": "sample", "batch_events": 2000, "max_events": 60_000},
+        data={"source": "sample", "batch_events": 2000, "max_events": 6_000},
         agents=[
+            # waits for its first answer (120 s of event time): a real, metered decision
             {
+                **llm_agent,
                 "id": "llm",
-                "kind": "llm",
-                "symbol": "BTCUSDT",
-                "params": {
-                    "decision_interval_ns": 5_000_000_000,
-                    "decision_timeout_ns": 120_000_000_000,
-                    "max_order_lots": 2,
-                },
+                "params": {**llm_agent["params"]} | {"decision_timeout_ns": 120_000_000_000},
+            },
+            # 1 ns of event time: every answer is late, the fallback decides, and says so
+            {
+                **llm_agent,
+                "id": "llm_fast",
+                "params": {**llm_agent["params"]}
+                # its own prompts (max_position_lots is in them), not the other's cache hits
+                | {"decision_timeout_ns": 1, "fallback": "momentum", "max_position_lots": 4},
             },
         ],
-        llm={"engine": {"kind": "llamacpp", "n_threads": 1, "max_parallel": 4}},
+        llm={
+            "engine": {
+                "kind": "llamacpp",
+                "n_threads": 1,
+                "max_parallel": 4,
+                "sampling": {"max_tokens": 64},
+            }
+        },
         ray={"agent_timeout_s": 60.0},
     )
     handles = start_system(config, "llm-run")
     try:
+        # sized to the 2-CPU cluster: what was free less the agents and the coordinator
+        from ray import serve
+
+        dep = serve.status().applications["sapphire-llm"].deployments["LlmDecisionDeployment"]
+        assert dep.status == "HEALTHY"
+        # 2 - 0.75 (core actors) = 1.25 free at build, less 0.45 still to place: 0.8 CPU,
+        # under the engine's 1-thread wish; before, it asked for 1 and could hang
+        (replica,) = cost.measure_actors(cost.serve_replicas(), 1.0)
+        assert replica.cpus == pytest.approx(0.8)
         step = 0
         while True:
             progress = ray.get(handles.coordinator.run_step.remote(step), timeout=300)
             step += 1
-            if step == 5:
-                # the replay outpaces the model: let the first answer arrive (the agent keeps
-                # its request open, its deadline is in event time), then replay on
+            if step == 3:  # the replay outpaces the model: let the first answer arrive
                 _wait_for_answer(handles.agents["llm"])
             if progress.done:
                 break
-        stats = ray.get(handles.agents["llm"].stats.remote())
+        time.sleep(1.0)  # let late answers of llm_fast come back to be stored
         result = finish(handles, step, 0.0)
-        llm_rows = result.summary["rows"].get("llm_decisions", 0)
+        report = cost.measure_system(handles, 10.0)
     finally:
         shutdown_system(handles)
-    assert stats["llm"]["ok"] + stats["llm"]["cache_hits"] > 0, stats
-    assert llm_rows > 0
-    stored = read_table(tmp_path / "store", "llm_decisions", "llm-run").collect()
-    assert stored.height == llm_rows
-    assert set(stored["action"]) <= {"buy", "sell", "hold"}
+
+    # the run summary flags decisions about events before the model's cutoff (2023 data)
+    summary = result.summary["llm"]["llm"]
+    assert summary["knowledge_cutoff"] == "2024-11-01" and summary["point_in_time"] == "warn"
+    assert summary["before_cutoff"] > 0
+
+    rows = read_table(tmp_path / "store", "llm_decisions", "llm-run").collect()
+    assert rows.height == result.summary["rows"]["llm_decisions"]
+    answered = rows.filter((rows["agent_id"] == "llm") & rows["valid"] & ~rows["cache_hit"]).row(
+        0, named=True
+    )
+    assert answered["error"] == "" and answered["fallback"] == ""
+    assert answered["model"] == "SmolLM2-135M-Instruct-Q4_1" and answered["before_cutoff"]
+    assert answered["prompt_tokens"] > 50 and answered["completion_tokens"] > 5
+    assert answered["batch_size"] >= 1 and answered["queue_wait_ns"] >= 0
+    assert answered["latency_ns"] > 0 and answered["cpu_s"] > 0
+    assert answered["cost"] > 0 and answered["cost_currency"] == "USD"
+    # no answer in time: stored with the reason, and the fallback that decided is explicit
+    fast = rows.filter(rows["agent_id"] == "llm_fast")
+    timeouts = fast.filter(fast["error"].str.starts_with("timeout: no answer within"))
+    assert timeouts.height > 0 and set(timeouts["fallback"]) == {"momentum"}
+    assert not any(timeouts["valid"])
+
+    # the replica's CPU time is a line of the run's cost table
+    assert any(line.name.startswith("llm:") and line.cpu_s > 0 for line in report.lines)
+
+    def exported(name: str) -> str:
+        return metrics.exported_name(name)
+
+    samples = wait_for(
+        ray_two_cpus,
+        lambda s: (
+            total(s, exported(metrics.LLM_DECISIONS), outcome="ok") >= 1
+            and total(s, exported(metrics.LLM_DECISIONS), outcome="timeout") >= 1
+        ),
+    )
+    assert total(samples, exported(metrics.LLM_TOKENS), kind="prompt") > 50
+    assert total(samples, exported(metrics.LLM_TOKENS), kind="completion") > 5
+    assert total(samples, exported(metrics.LLM_QUEUE_WAIT) + "_count") >= 1
+    assert total(samples, exported(metrics.LLM_BATCH) + "_count") >= 1
+    assert total(samples, exported(metrics.LLM_COST), currency="USD") > 0
+    assert total(samples, exported(metrics.LLM_BEFORE_CUTOFF)) >= 1

@@ -88,7 +88,8 @@ def test_decision_is_applied_at_the_next_event_capped_by_config(quotes: list[Quo
     agent = LlmAgent("llm-1", BTC, {"max_order_lots": 3, "max_position_lots": 5})
     events = iter(quotes)
     request = _run_until_request(agent, events)
-    assert agent.on_decision(request.request_id, _buy(size=1.0), request.ts_event_ns) is None
+    acted = agent.on_decision(request.request_id, _buy(size=1.0), request.ts_event_ns)
+    assert acted == _buy(size=1.0)  # the model's own decision: no fallback
     nxt = next(events)
     out = agent.on_event(nxt, nxt.ts_event_ns)
     intents = [o for o in out if isinstance(o, OrderIntent)]
@@ -104,10 +105,12 @@ def test_raw_model_text_is_parsed_and_malformed_output_holds(quotes: list[Quote]
     agent = LlmAgent("llm-1", BTC, {"max_order_lots": 3})
     events = iter(quotes)
     request = _run_until_request(agent, events)
-    agent.on_decision(request.request_id, '{"action": "buy", "size_fraction": 50', 0)
+    acted = agent.on_decision(request.request_id, '{"action": "buy", "size_fraction": 50', 0)
+    assert acted is not None and acted.action == "hold"  # the "hold" fallback decides
     q = next(events)
     assert agent.on_event(q, q.ts_event_ns) == []
     assert agent.stats.malformed_json == 1 and agent.stats.ok == 0
+    assert agent.state.fallbacks == 1
 
 
 def test_timeout_in_event_time_uses_the_fallback_and_late_answers_are_dropped(
@@ -126,6 +129,9 @@ def test_timeout_in_event_time_uses_the_fallback_and_late_answers_are_dropped(
         if q.ts_event_ns > request.deadline_ns:
             break
     assert agent.stats.timeouts == 1 and agent.state.fallbacks == 1
+    (outcome,) = agent.drain_outcomes()  # stored with its reason and the rule that decided
+    assert outcome.request_id == request.request_id and outcome.fallback == "momentum"
+    assert outcome.error.startswith("timeout: no answer within decision_timeout_ns=")
     if any(isinstance(o, OrderIntent) for o in out):
         assert all(o.qty_lots == 1 for o in out if isinstance(o, OrderIntent))
     agent.on_decision(request.request_id, _buy(), 0)
@@ -232,3 +238,61 @@ def test_any_decision_sequence_respects_the_position_limit(
                 LlmDecision(action=action, size_fraction=size, confidence=conf, rationale=""),  # type: ignore[arg-type]
                 ts,
             )
+
+
+def test_a_feature_from_after_the_decision_time_is_refused(quotes: list[Quote]) -> None:
+    """An out-of-order feed: a book update stamped 7 s on arrives before a trade stamped 6 s
+    on. At the trade a decision is due, but the book its features read was known only after
+    the trade's time: the request is refused, counted and queued for storage, never sent."""
+    from sapphire.model.events import Trade
+
+    agent = LlmAgent("llm-1", BTC, {"decision_timeout_ns": 60 * NS, "fallback": "hold"})
+    first, ahead = quotes[0], quotes[1]
+    t0 = first.ts_event_ns
+    agent.on_event(first, t0)
+    (request,) = agent.drain_requests()
+    future = Quote(
+        ts_event_ns=t0 + 7 * NS,
+        symbol="BTCUSDT",
+        bid_ticks=ahead.bid_ticks,
+        bid_lots=ahead.bid_lots,
+        ask_ticks=ahead.ask_ticks,
+        ask_lots=ahead.ask_lots,
+    )
+    agent.on_event(future, future.ts_event_ns)  # a request is still in flight: none issued
+    agent.on_decision(request.request_id, LlmDecision(**_HOLD), t0 + 7 * NS)
+    trade = Trade(
+        ts_event_ns=t0 + 6 * NS,
+        symbol="BTCUSDT",
+        price_ticks=ahead.bid_ticks,
+        qty_lots=1,
+        taker_side=Side.BUY,
+    )
+    agent.on_event(trade, trade.ts_event_ns)
+    assert agent.drain_requests() == []
+    assert agent.stats.refused == 1 and agent.state.fallbacks == 1
+    (outcome,) = agent.drain_outcomes()
+    assert outcome.ts_event_ns == trade.ts_event_ns and outcome.fallback == "hold"
+    assert outcome.error.startswith("lookahead: mid as of ")
+    assert "after the decision time" in outcome.error
+
+
+_HOLD = {"action": "hold", "size_fraction": 0.0, "confidence": 0.0, "rationale": ""}
+
+
+def test_a_refused_or_failed_answer_hands_the_decision_to_the_fallback(
+    quotes: list[Quote],
+) -> None:
+    """What the bridge passes under ``point_in_time: strict`` (or on a transport error): no
+    model output, a reason; the fallback's decision is returned for the stored row."""
+    agent = LlmAgent("llm-1", BTC, {"fallback": "momentum", "fallback_threshold_bps": 0.0})
+    events = iter(quotes)
+    request = _run_until_request(agent, events)
+    reason = "point_in_time: event at 2023-04-05T00:00:00.000000Z is before the model's cutoff"
+    acted = agent.on_decision(request.request_id, _buy(), request.ts_event_ns, reason)
+    assert acted is not None and acted.confidence == 1.0  # the momentum rule, not the model
+    assert acted.action in ("buy", "sell", "hold") and acted.size_fraction == 1.0
+    assert agent.stats.refused == 1 and agent.stats.ok == 0 and agent.state.fallbacks == 1
+    request = _run_until_request(agent, events)
+    agent.on_decision(request.request_id, _buy(), request.ts_event_ns, "error: unreachable")
+    assert agent.stats.errors == 1 and agent.state.fallbacks == 2

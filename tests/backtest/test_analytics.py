@@ -73,3 +73,29 @@ def test_max_drawdown_is_a_fraction_between_zero_and_one(equity: list[float]) ->
     assert 0.0 <= dd < 1.0
     if equity == sorted(equity):
         assert dd == 0.0
+
+
+def _curve(n: int, step_ns: int) -> BacktestResult:
+    equity = [1000.0 + (i % 7) - 3 * (i % 3) for i in range(n)]
+    return BacktestResult(
+        symbol="T",
+        initial_cash=Decimal(1000),
+        final_equity=Decimal(str(equity[-1])),
+        fills=[],
+        equity_ts=[i * step_ns for i in range(n)],
+        equity=equity,
+        position=[0] * n,
+        periods_per_year=365.25 * 86_400e9 / step_ns,
+    )
+
+
+def test_ratios_of_a_short_window_are_na_with_the_reason() -> None:
+    """Two minutes annualised read in the thousands: not reported, and the reason given."""
+    short = analytics.summarize(_curve(120, 10**9), INST)
+    assert short.sharpe is None and short.sortino is None
+    assert short.ratio_note.startswith("n/a: 2 min of equity")
+    curve = _curve(1440, 60 * 10**9)  # a day of 1-minute marks
+    day = analytics.summarize(curve, INST)
+    assert day.ratio_note == ""
+    r = analytics.returns(curve.equity)
+    assert day.sharpe == pytest.approx(analytics.sharpe(r, 365.25 * 1440))

@@ -41,7 +41,9 @@ def _check(out_png: str, out_html: str) -> None:
     png, page = Path(out_png), Path(out_html)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = page.read_text()
-    assert "sharpe" in text and "data:image/png;base64," in text
+    # interactive and self-contained: plotly.js inlined, nothing fetched
+    assert "<script src=" not in text and text.count("Plotly.newPlot(") >= 2
+    assert "Sharpe" in text and "<h2>trades (" in text
     assert msgspec.json.decode(png.with_suffix(".json").read_bytes())["events"] > 0
 
 
@@ -60,7 +62,7 @@ def test_tick_agent_backtest_on_real_session_writes_reports(kind: str, tmp_path:
     assert main(["backtest", "--config", str(config), "--run-id", kind, "--no-progress"]) == 0
     store = tmp_path / "runs" / "store"
     report = write_run_report(store, kind, tmp_path / "report")
-    assert report.html.read_text().count("data:image/png;base64,") >= 1
+    assert "Plotly.newPlot(" in report.html.read_text()
     orders = read_table(store, "orders", kind).collect()
     fills = read_table(store, "fills", kind).collect()
     assert orders.height > 0
@@ -103,6 +105,11 @@ def test_bar_strategy_backtest_on_real_bars_writes_reports(
     [out] = run_config(cfg, lambda p: Path(p) if p == str(tmp_path) else shared_data / p)
     _check(out.png, out.html)
     assert out.summary.events == 900
+    # 900 one-minute bars are 15 hours: no annualised ratio, and the page says why
+    assert out.summary.sharpe is None and out.summary.ratio_note.startswith("n/a")
+    page = Path(out.html).read_text()
+    assert "Candlestick" in page or "candlestick" in page
+    assert "signal: enter long" in page  # the strategy's entries over the candles
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,9 @@ from sapphire.model.events import BookDelta, BookSnapshot, Side
 USDM = "book/hftbacktest_binance-usdm_BTCUSDT_depth.csv.gz"
 SPOT = "book/hftbacktest_binance-spot_BTCUSDT_depth.csv.gz"
 USDM_TICK, USDM_LOT = 0.1, 0.001
-SPOT_TICK, SPOT_LOT = 0.01, 0.00001
+# Spot sizes on the book's grid (Binance's 8-decimal size precision, sapphire.data's known
+# instrument), not the 0.00001 order step: far levels hold sizes such as 4690.343896.
+SPOT_TICK, SPOT_LOT = 0.01, 0.00000001
 
 _IDS = ("first_update_id", "final_update_id", "prev_final_update_id")
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
-import re
 from pathlib import Path
 
 import pytest
@@ -52,16 +50,34 @@ def test_report_writes_html_with_every_figure(
     for name in ("equity", "fills", "risk", "llm"):
         png = tmp_path / f"report-run_{name}.png"
         assert png.is_file() and png.stat().st_size > 5_000, f"{name} figure missing or empty"
-        assert f"<h2>{name}</h2>" in page
-    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
-    assert len(images) == 4
-    for image in images:
-        raw = base64.b64decode(image)
-        assert raw[:8] == b"\x89PNG\r\n\x1a\n" and len(raw) > 5_000
-    # The summary table names the agents that traded and the fills they made.
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Interactive and self-contained: plotly.js inlined once, no script fetched from anywhere.
+    assert "<script src=" not in page
+    assert page.count("Plotly.newPlot(") >= 3  # price and fills, equity, risk
+    for section in ("price and fills", "equity and drawdown", "trades (", "risk decisions"):
+        assert f"<h2>{section}" in page
+    # The stats header: this run spans seconds, so its Sharpe is n/a with the reason.
+    assert "Sharpe (firm)" in page and "n/a: " in page
+    # Without the config the page says its prices are ticks.
+    assert "prices in ticks" in page
+    # The agents table and the trade list name the agents that traded.
     assert "<td>mm</td>" in page
     assert "fills" in page and "risk_rejected" in page
     assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_report_with_the_config_prices_in_quote_units(stored_run: Path, tmp_path: Path) -> None:
+    """The run's config gives the instruments: fills and the mid in USDT, not ticks."""
+    from sapphire.data.instruments import load_instrument_file
+    from sapphire.data.sample import instrument_file
+    from sapphire.research.run_report import write_run_report
+
+    inst = load_instrument_file(instrument_file())
+    report = write_run_report(stored_run, "report-run", tmp_path, {inst.symbol: inst}, 10_000.0)
+    page = report.html.read_text(encoding="utf-8")
+    assert "prices in ticks" not in page and f"price ({inst.quote})" in page
+    assert "firm return" in page
 
 
 @pytest.mark.slow

@@ -5,32 +5,24 @@ Counts and time ranges are the ones ../shared/data/README.md states for each fil
 
 from __future__ import annotations
 
-import gzip
 import json
-import tempfile
 from collections import defaultdict
-from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from sapphire.book.l2 import DeltaResult, L2Book
-from sapphire.cli import main
-from sapphire.data.cryptofeed import sniff_venue, venue_line_parser
+from sapphire.data.cryptofeed import sniff_venue
 from sapphire.data.cryptofeed_okx import OkxHandler, okx_checksum
-from sapphire.data.hftbacktest_raw import chunked
 from sapphire.data.registry import detect, load_frames, stream_events
 from sapphire.data.schemas import FrameKind
 from sapphire.data.validation import DataFileError, RejectStats, RowReject
-from sapphire.model.events import BookDelta, BookSnapshot, Quote, Side, Trade
+from sapphire.model.events import BookDelta, BookSnapshot, Quote, Trade
+from tests.data import venue_checks as vc
 
 LINEAR = "book/cryptofeed_bybit_linear_ws_2021-04-17.log.gz"
 INVERSE = "book/cryptofeed_bybit_inverse_ws_2021-04-17.log.gz"
 OKX = "book/cryptofeed_okx_ws_2022-05-13.log.gz"
-FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # file, format, README: snapshots, delta messages, trade messages, trades, first/last times
 README = [
@@ -38,20 +30,6 @@ README = [
     (INVERSE, "cryptofeed_bybit", 2, 1_016, 76, 150, "16:43:05", "16:43:36.4"),
     (OKX, "cryptofeed_okx", 3, 287, 74, 74, "16:27:05", "16:27:16.1"),
 ]
-
-
-def _utc(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%H:%M:%S.%f")
-
-
-def _lines(path: Path) -> list[str]:
-    return gzip.decompress(path.read_bytes()).decode().splitlines()
-
-
-def _write(tmp: Path, name: str, lines: list[str]) -> Path:
-    path = tmp / name
-    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
-    return path
 
 
 @pytest.mark.parametrize(
@@ -80,8 +58,8 @@ def test_counts_and_times_match_readme(
     assert frames[FrameKind.TRADES].height == trades
     assert frames[FrameKind.TRADES]["ts_recv_ns"].n_unique() == trade_msgs
     # README ranges of the book messages are exchange times (timestamp_e6, OKX ts)
-    assert _utc(int(depth["ts_event_ns"].min())).startswith(first)  # type: ignore[arg-type]
-    assert _utc(int(depth["ts_event_ns"].max())).startswith(last)  # type: ignore[arg-type]
+    assert vc.utc(int(depth["ts_event_ns"].min())).startswith(first)  # type: ignore[arg-type]
+    assert vc.utc(int(depth["ts_event_ns"].max())).startswith(last)  # type: ignore[arg-type]
     stream = stream_events(path)
     events = list(stream)
     assert stream.stats.balanced() and stream.stats.rejected == 0
@@ -116,42 +94,25 @@ def test_bybit_inverse_sizes_are_usd_contracts(shared_data: Path) -> None:
 @pytest.mark.parametrize("rel", [LINEAR, INVERSE, OKX])
 def test_rebuilt_books_never_cross(shared_data: Path, rel: str) -> None:
     """Rebuilt with L2Book and with a plain dict (no crossing rule): both agree and never cross
-    after any complete message; every delta chains onto the previous message."""
-    books: dict[str, L2Book] = {}
-    plain: dict[str, tuple[dict[int, int], dict[int, int]]] = {}
-    checked = 0
-    for event in stream_events(shared_data / rel):
-        if isinstance(event, BookSnapshot):
-            books[event.symbol] = L2Book(event.symbol)
-            books[event.symbol].apply_snapshot(event)
-            plain[event.symbol] = (dict(event.bids), dict(event.asks))
-        elif isinstance(event, BookDelta):
-            assert books[event.symbol].apply_delta(event) is DeltaResult.APPLIED
-            side = plain[event.symbol][0 if event.side is Side.BUY else 1]
-            if event.qty_lots:
-                side[event.price_ticks] = event.qty_lots
-            else:
-                # Bybit deletes name a held id; OKX also deletes levels beyond the 400 it sent
-                assert side.pop(event.price_ticks, None) is not None or "okx" in rel
-            if event.last_in_batch:
-                bids, asks = plain[event.symbol]
-                book = books[event.symbol]
-                assert max(bids) < min(asks)
-                assert not book.is_crossed()
-                assert book.best_bid() == (max(bids), bids[max(bids)])
-                assert book.best_ask() == (min(asks), asks[min(asks)])
-                if "bybit" in rel:  # README: 25 levels per side after every message
-                    assert len(bids) == len(asks) == 25
-                checked += 1
+    after any complete message; every delta chains onto the previous message. Bybit deletes
+    name a held id; OKX also deletes levels beyond the 400 it sent."""
+
+    def bybit_depth(_: str, plain: vc.Plain, __: object) -> None:
+        bids, asks = plain
+        assert len(bids) == len(asks) == 25  # README: 25 levels per side after every message
+
+    checked = vc.check_rebuilt_books(
+        stream_events(shared_data / rel),
+        two_sided=True,
+        absent_deletes="okx" in rel,
+        after_message=bybit_depth if "bybit" in rel else None,
+    )
     assert checked > 250
-    assert all(b.gaps == b.stale == b.rejected == 0 for b in books.values())
 
 
 def _okx_pass(path: Path) -> tuple[OkxHandler, RejectStats]:
-    handler, stats = OkxHandler(), RejectStats()
-    for _ in chunked(path, stats, venue_line_parser(handler, "s")):
-        pass
-    return handler, stats
+    handler = OkxHandler()
+    return handler, vc.handler_pass(handler, path)
 
 
 def test_okx_checksum_verifies_every_book_message(shared_data: Path) -> None:
@@ -172,7 +133,7 @@ def test_okx_checksum_function_is_order_and_string_sensitive() -> None:
 def test_okx_corrupted_update_is_a_checksum_reject_then_gap(
     shared_data: Path, tmp_path: Path
 ) -> None:
-    lines = _lines(shared_data / OKX)
+    lines = vc.log_lines(shared_data / OKX)
     target = next(
         i
         for i, line in enumerate(lines)
@@ -183,7 +144,7 @@ def test_okx_corrupted_update_is_a_checksum_reject_then_gap(
     bid = msg["data"][0]["bids"][0]
     bid[1] = str(int(bid[1]) + 1) if bid[1] != "0" else "1"  # a size the venue never sent
     lines[target] = f"{stamp}: {json.dumps(msg, separators=(',', ':'))}"
-    bad = _write(tmp_path, "cryptofeed_okx_ws_2022-05-13.log.gz", lines)
+    bad = vc.write_log(tmp_path, "cryptofeed_okx_ws_2022-05-13.log.gz", lines)
     handler, stats = _okx_pass(bad)
     assert (
         handler.checksum_mismatches == 1
@@ -211,7 +172,7 @@ def _later_updates(lines: list[str], after: int, inst: str) -> tuple[int, int]:
 
 def test_okx_seq_ids_chain_when_present(shared_data: Path, tmp_path: Path) -> None:
     """Later OKX versions send seqId/prevSeqId: a broken chain is a gap until a snapshot."""
-    lines = _lines(shared_data / OKX)
+    lines = vc.log_lines(shared_data / OKX)
     seq: dict[str, int] = defaultdict(int)
     broken = None
     for i, line in enumerate(lines):
@@ -229,7 +190,7 @@ def test_okx_seq_ids_chain_when_present(shared_data: Path, tmp_path: Path) -> No
             broken = i
         lines[i] = f"{stamp}: {json.dumps(msg, separators=(',', ':'))}"
     assert broken is not None
-    handler, stats = _okx_pass(_write(tmp_path, "cryptofeed_okx_ws.log.gz", lines))
+    handler, stats = _okx_pass(vc.write_log(tmp_path, "cryptofeed_okx_ws.log.gz", lines))
     assert handler.checksum_mismatches == 0
     _, levels = _later_updates(lines, broken, "BTC-USDT")
     body = json.loads(lines[broken].partition(": ")[2])["data"][0]
@@ -237,14 +198,14 @@ def test_okx_seq_ids_chain_when_present(shared_data: Path, tmp_path: Path) -> No
 
 
 def test_bybit_unknown_id_is_a_gap_until_next_snapshot(shared_data: Path, tmp_path: Path) -> None:
-    lines = _lines(shared_data / INVERSE)
+    lines = vc.log_lines(shared_data / INVERSE)
     target = next(
         i
         for i, line in enumerate(lines)
         if '"type":"delta"' in line and "orderBookL2_25.BTCUSD" in line
     )
     lines[target] = lines[target].replace('"id":', '"id":9', 1)  # an id the book never had
-    path = _write(tmp_path, "recording.log.gz", lines)  # neutral name: detected by content
+    path = vc.write_log(tmp_path, "recording.log.gz", lines)  # neutral name: detected by content
     assert detect(path).name == "cryptofeed_bybit"
     stream = stream_events(path)
     list(stream)
@@ -264,26 +225,25 @@ def test_bybit_unknown_id_is_a_gap_until_next_snapshot(shared_data: Path, tmp_pa
 
 
 def test_venue_detected_by_content_not_name(shared_data: Path, tmp_path: Path) -> None:
-    okx = _lines(shared_data / OKX)
-    misnamed = _write(tmp_path, "cryptofeed_binance_usdm_ws_x.log.gz", okx)
+    okx = vc.log_lines(shared_data / OKX)
+    misnamed = vc.write_log(tmp_path, "cryptofeed_binance_usdm_ws_x.log.gz", okx)
     assert detect(misnamed).name == "cryptofeed_okx"
     no_url = [line for line in okx if not line.startswith("wss://")]  # shapes only
-    assert sniff_venue(_write(tmp_path, "cryptofeed_x.log.gz", no_url)) == "okx"
-    bybit = [line for line in _lines(shared_data / LINEAR) if not line.startswith("wss://")]
-    assert sniff_venue(_write(tmp_path, "cryptofeed_y.log.gz", bybit)) == "bybit"
+    assert sniff_venue(vc.write_log(tmp_path, "cryptofeed_x.log.gz", no_url)) == "okx"
+    bybit = [line for line in vc.log_lines(shared_data / LINEAR) if not line.startswith("wss://")]
+    assert sniff_venue(vc.write_log(tmp_path, "cryptofeed_y.log.gz", bybit)) == "bybit"
     huobi = ["wss://api.hbdm.com/swap-ws <-> 1626993367.388005", *no_url]  # no loader yet
     with pytest.raises(DataFileError, match="unsupported venue"):
-        detect(_write(tmp_path, "cryptofeed_huobi_ws.log.gz", huobi))
+        detect(vc.write_log(tmp_path, "cryptofeed_huobi_ws.log.gz", huobi))
 
 
 @pytest.mark.parametrize("rel", [LINEAR, OKX])
 def test_log_without_market_data_is_an_error(shared_data: Path, tmp_path: Path, rel: str) -> None:
-    head = [line for line in _lines(shared_data / rel) if '"success"' in line or "event" in line]
-    path = _write(tmp_path, Path(rel).name, _lines(shared_data / rel)[:1] + head)
-    with pytest.raises(DataFileError, match="no market-data"):
-        load_frames(path)
-    with pytest.raises(DataFileError, match="no market-data"):
-        stream_events(path)
+    head = [
+        line for line in vc.log_lines(shared_data / rel) if '"success"' in line or "event" in line
+    ]
+    path = vc.write_log(tmp_path, Path(rel).name, vc.log_lines(shared_data / rel)[:1] + head)
+    vc.check_no_market_data(path)
     inst = {"BTCUSD": stream_events(shared_data / INVERSE).instrument}
     stream = stream_events(path, inst["BTCUSD"])
     with pytest.raises(DataFileError, match="no market-data"):
@@ -292,65 +252,17 @@ def test_log_without_market_data_is_an_error(shared_data: Path, tmp_path: Path, 
 
 @pytest.mark.parametrize("rel", [LINEAR, INVERSE, OKX])
 def test_truncated_file_counts_a_reject(shared_data: Path, tmp_path: Path, rel: str) -> None:
-    raw = (shared_data / rel).read_bytes()
-    cut = tmp_path / Path(rel).name
-    cut.write_bytes(raw[: len(raw) // 2])  # gzip stream ends mid-member
-    stream = stream_events(cut)
-    events = list(stream)
-    assert events and stream.stats.balanced()
-    assert stream.stats.counts[RowReject.MALFORMED] >= 1
-    text = gzip.decompress(raw)
-    half = tmp_path / f"half_{Path(rel).name}"
-    half.write_bytes(gzip.compress(text[: len(text) // 2]))  # last JSON line cut in two
-    stream = stream_events(half)
-    list(stream)
-    assert stream.stats.balanced() and stream.stats.counts[RowReject.MALFORMED] == 1
+    vc.check_truncations(shared_data / rel, tmp_path, 1 / 2, last_line_cut=0)
 
 
-def _seed(rel: str, n: int) -> bytes:
-    from tests.conftest import shared_data_dir
-
-    path = shared_data_dir() / rel
-    if not path.is_file():
-        return b""
-    return b"\n".join(gzip.decompress(path.read_bytes()).split(b"\n")[:n]) + b"\n"
+SEEDS = [
+    (Path(rel).name, vc.seed_lines(rel, lambda lines: lines[:40])) for rel in (LINEAR, INVERSE, OKX)
+]
 
 
-SEEDS = [(Path(rel).name, _seed(rel, 40)) for rel in (LINEAR, INVERSE, OKX)]
-
-
-def _consume(name: str, payload: bytes) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
-        path.write_bytes(gzip.compress(payload))
-        try:
-            stream = stream_events(path)
-            list(stream)
-        except DataFileError:
-            return
-        assert stream.stats.balanced()
-
-
-@FAST
-@given(
-    st.sampled_from(SEEDS),
-    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=12),
+test_mutated_venue_logs_never_raise, test_random_bytes_in_venue_logs_never_raise = vc.fuzz_tests(
+    SEEDS
 )
-def test_mutated_venue_logs_never_raise(
-    seed: tuple[str, bytes], flips: list[tuple[int, int]]
-) -> None:
-    name, data = seed
-    buf = bytearray(data)
-    for pos, value in flips:
-        if buf:
-            buf[pos % len(buf)] = value
-    _consume(name, bytes(buf))
-
-
-@FAST
-@given(st.sampled_from([name for name, _ in SEEDS]), st.binary(max_size=300))
-def test_random_bytes_in_venue_logs_never_raise(name: str, payload: bytes) -> None:
-    _consume(name, payload)
 
 
 @pytest.mark.parametrize(
@@ -360,7 +272,4 @@ def test_random_bytes_in_venue_logs_never_raise(name: str, payload: bytes) -> No
 def test_inspect_venue_logs(
     shared_data: Path, rel: str, fmt: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["data", "inspect", str(shared_data / rel)]) == 0
-    out = capsys.readouterr().out
-    assert f"format:  {fmt}" in out
-    assert "[depth]" in out and "[trades]" in out and "rejected" not in out
+    vc.check_inspect(shared_data / rel, fmt, ("depth", "trades"), capsys)

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import tempfile
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from sapphire.book.l2 import L2Book
@@ -22,11 +21,11 @@ from sapphire.data.registry import detect, load_frames, stream_events
 from sapphire.data.schemas import FrameKind
 from sapphire.data.validation import DataFileError, RowReject
 from sapphire.model.events import Bar, BookSnapshot, FundingRate
+from tests.data import venue_checks as vc
 
 BOOK = "book/hyperliquid-sdk_hyperliquid_DYDX_l2Book_rest_2023-07-17.json"
 CANDLES = "ohlcv/hyperliquid-sdk_hyperliquid_kPEPE_1h_candleSnapshot_2023-05-21.json"
 FUNDING = "ohlcv/hyperliquid-sdk_hyperliquid_BTC_fundingHistory_2023-05-12_2023-07-17.json.gz"
-FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HOUR_NS = 3_600 * 10**9
 
 
@@ -149,18 +148,6 @@ def test_empty_or_truncated_bodies_are_errors(shared_data: Path, tmp_path: Path)
         load_frames(no_levels)
 
 
-def _consume(payload: bytes, name: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
-        path.write_bytes(payload)
-        try:
-            stream = stream_events(path)
-            list(stream)
-        except DataFileError:
-            return
-        assert stream.stats.balanced()
-
-
 def _seed(rel: str) -> bytes:
     from tests.conftest import shared_data_dir
 
@@ -171,24 +158,20 @@ def _seed(rel: str) -> bytes:
 SEEDS = [_seed(BOOK), _seed(CANDLES)]
 
 
-@FAST
+@vc.FAST
 @given(
     st.sampled_from([0, 1]),
     st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=12),
 )
 def test_mutated_hyperliquid_bodies_never_raise(which: int, flips: list[tuple[int, int]]) -> None:
-    buf = bytearray(SEEDS[which])
-    for pos, value in flips:
-        if buf:
-            buf[pos % len(buf)] = value
-    _consume(bytes(buf), "x.json")
+    vc.consume("x.json", vc.flip_bytes(SEEDS[which], flips), gz=False)
 
 
-@FAST
+@vc.FAST
 @given(st.binary(max_size=300))
 def test_random_bytes_in_hyperliquid_json_never_raise(payload: bytes) -> None:
-    _consume(payload, "x.json")
-    _consume(gzip.compress(payload), "x.json.gz")
+    vc.consume("x.json", payload, gz=False)
+    vc.consume("x.json.gz", payload)
 
 
 @pytest.mark.parametrize(

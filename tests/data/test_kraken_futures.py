@@ -5,43 +5,20 @@ Counts and time ranges are the ones ../shared/data/README.md states for the file
 
 from __future__ import annotations
 
-import gzip
 import json
-import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from sapphire.book.l2 import DeltaResult, L2Book
-from sapphire.cli import main
-from sapphire.data.cryptofeed import sniff_venue, venue_line_parser
 from sapphire.data.cryptofeed_kraken_futures import KrakenFuturesHandler
-from sapphire.data.hftbacktest_raw import chunked
 from sapphire.data.registry import detect, load_frames, stream_events
 from sapphire.data.schemas import FrameKind
 from sapphire.data.validation import DataFileError, RejectStats, RowReject
-from sapphire.model.events import BookDelta, BookSnapshot, Side, Trade
+from sapphire.model.events import BookDelta, BookSnapshot, Trade
+from tests.data import venue_checks as vc
 
 KF = "book/cryptofeed_kraken-futures_inverse_ws_2021-07-22.log.gz"
-FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def _utc(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%H:%M:%S.%f")
-
-
-def _lines(path: Path) -> list[str]:
-    return gzip.decompress(path.read_bytes()).decode().splitlines()
-
-
-def _write(tmp: Path, name: str, lines: list[str]) -> Path:
-    path = tmp / name
-    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
-    return path
 
 
 def _messages(lines: list[str]) -> list[dict[str, Any]]:
@@ -49,16 +26,14 @@ def _messages(lines: list[str]) -> list[dict[str, Any]]:
 
 
 def _handler_pass(path: Path) -> tuple[KrakenFuturesHandler, RejectStats]:
-    handler, stats = KrakenFuturesHandler(), RejectStats()
-    for _ in chunked(path, stats, venue_line_parser(handler, "s")):
-        pass
-    return handler, stats
+    handler = KrakenFuturesHandler()
+    return handler, vc.handler_pass(handler, path)
 
 
 def test_counts_and_times_match_readme(shared_data: Path) -> None:
     path = shared_data / KF
     assert detect(path).name == "cryptofeed_kraken_futures"
-    msgs = _messages(_lines(path))
+    msgs = _messages(vc.log_lines(path))
     feeds = [m.get("feed") for m in msgs if "event" not in m]
     # README: 4 control, 10 snapshots, 7,014 deltas, 107 ticker_lite, 10 trade_snapshot
     # (1,000 trades), 3 trades, 31 events
@@ -87,8 +62,8 @@ def test_counts_and_times_match_readme(shared_data: Path) -> None:
     assert handler.absent_deletes == 0
     recv = [*depth["ts_recv_ns"], *trades["ts_recv_ns"]]
     # README's 23:02:07.583 is the info event; the first market data arrives at .690
-    assert _utc(min(recv)).startswith("23:02:07.690")
-    assert _utc(max(recv)).startswith("23:02:38.156")
+    assert vc.utc(min(recv)).startswith("23:02:07.690")
+    assert vc.utc(max(recv)).startswith("23:02:38.156")
     stream = stream_events(path)
     events = list(stream)
     assert stream.stats.balanced() and stream.stats.rejected == 0
@@ -105,49 +80,30 @@ def test_ticker_lite_matches_the_rebuilt_book(shared_data: Path) -> None:
 
 
 def test_ticker_check_sees_a_wrong_book(shared_data: Path, tmp_path: Path) -> None:
-    lines = _lines(shared_data / KF)
+    lines = vc.log_lines(shared_data / KF)
     target = next(i for i, line in enumerate(lines) if '"feed":"ticker_lite","product_id"' in line)
     msg = json.loads(lines[target].partition(": ")[2])
     msg["bid"] = msg["bid"] - 1000
     lines[target] = lines[target].partition(": ")[0] + ": " + json.dumps(msg)
-    handler, _ = _handler_pass(_write(tmp_path, "x.log.gz", lines))
+    handler, _ = _handler_pass(vc.write_log(tmp_path, "x.log.gz", lines))
     assert (handler.ticker_matches, handler.ticker_mismatches) == (106, 1)
     assert handler.mismatch_lines == [target + 1]
 
 
 def test_rebuilt_books_never_cross_and_updates_chain(shared_data: Path) -> None:
-    books: dict[str, L2Book] = {}
-    plain: dict[str, tuple[dict[int, int], dict[int, int]]] = {}
-    checked = 0
-    for event in stream_events(shared_data / KF):
-        if isinstance(event, BookSnapshot):
-            books[event.symbol] = L2Book(event.symbol)
-            books[event.symbol].apply_snapshot(event)
-            plain[event.symbol] = (dict(event.bids), dict(event.asks))
-        elif isinstance(event, BookDelta):
-            assert event.last_in_batch  # one level per Kraken Futures book message
-            assert books[event.symbol].apply_delta(event) is DeltaResult.APPLIED
-            side = plain[event.symbol][0 if event.side is Side.BUY else 1]
-            if event.qty_lots:
-                side[event.price_ticks] = event.qty_lots
-            else:
-                side.pop(event.price_ticks, None)
-            bids, asks = plain[event.symbol]
-            assert not books[event.symbol].is_crossed()
-            if bids and asks:
-                assert max(bids) < min(asks)
-            checked += 1
-    assert checked == 7_014
-    assert all(b.gaps == b.stale == b.rejected == 0 for b in books.values())
+    events = list(stream_events(shared_data / KF))
+    # one level per Kraken Futures book message: every delta is a complete message
+    assert all(e.last_in_batch for e in events if isinstance(e, BookDelta))
+    assert vc.check_rebuilt_books(events, absent_deletes=True) == 7_014
 
 
 def test_seq_gap_is_counted(shared_data: Path, tmp_path: Path) -> None:
-    lines = _lines(shared_data / KF)
+    lines = vc.log_lines(shared_data / KF)
     target = next(i for i, line in enumerate(lines) if '"feed":"book","product_id"' in line)
     msg = json.loads(lines[target].partition(": ")[2])
     product, seq = msg["product_id"], msg["seq"]
     del lines[target]  # a lost update: the next one of the product skips a seq
-    path = _write(tmp_path, "recording.log.gz", lines)  # neutral name: detected by content
+    path = vc.write_log(tmp_path, "recording.log.gz", lines)  # neutral name: detected by content
     stream = stream_events(path)
     list(stream)
     stats = stream.stats
@@ -163,78 +119,41 @@ def test_seq_gap_is_counted(shared_data: Path, tmp_path: Path) -> None:
 
 
 def test_venue_detected_by_content(shared_data: Path, tmp_path: Path) -> None:
-    lines = _lines(shared_data / KF)
-    fmt = detect(_write(tmp_path, "cryptofeed_kraken_x.log.gz", lines)).name
-    assert fmt == "cryptofeed_kraken_futures"
-    no_url = [line for line in lines if not line.startswith("wss://")]
-    assert sniff_venue(_write(tmp_path, "cryptofeed_x.log.gz", no_url)) == "kraken_futures"
+    lines = vc.log_lines(shared_data / KF)
+    misnamed = "cryptofeed_kraken_x.log.gz"
+    vc.check_detected_by_content(
+        lines, tmp_path, misnamed, "cryptofeed_kraken_futures", "kraken_futures"
+    )
 
 
 def test_log_without_market_data_is_an_error(shared_data: Path, tmp_path: Path) -> None:
-    lines = _lines(shared_data / KF)
-    path = _write(tmp_path, Path(KF).name, lines[:10])  # control lines and events only
-    with pytest.raises(DataFileError, match="no market-data"):
-        load_frames(path)
+    lines = vc.log_lines(shared_data / KF)
+    path = vc.write_log(tmp_path, Path(KF).name, lines[:10])  # control lines and events only
+    vc.check_no_market_data(path, stream=False)
     with pytest.raises(DataFileError, match="no market-data"):
         list(stream_events(path, {}))
 
 
 def test_truncated_file_counts_a_reject(shared_data: Path, tmp_path: Path) -> None:
-    raw = (shared_data / KF).read_bytes()
-    cut = tmp_path / Path(KF).name
-    cut.write_bytes(raw[: len(raw) * 3 // 4])
-    stream = stream_events(cut)
-    assert list(stream) and stream.stats.balanced()
-    assert stream.stats.counts[RowReject.MALFORMED] >= 1
+    vc.check_truncations(shared_data / KF, tmp_path, 3 / 4, last_line_cut=None)
 
 
-def _seed() -> bytes:
-    from tests.conftest import shared_data_dir
-
-    path = shared_data_dir() / KF
-    if not path.is_file():
-        return b""
-    lines = gzip.decompress(path.read_bytes()).split(b"\n")
+def _xrp(lines: list[bytes]) -> list[bytes]:
     keep = [line for line in lines if b'"feed":"book_snapshot","product_id":"PI_XRPUSD"' in line]
     keep += [
         line for line in lines if b'"product_id":"PI_XRPUSD"' in line and b"book_s" not in line
     ]
-    return b"\n".join(lines[:5] + keep[:25]) + b"\n"
+    return lines[:5] + keep[:25]
 
 
-SEED = _seed()
+SEED = vc.seed_lines(KF, _xrp)
 
 
-def _consume(payload: bytes) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(KF).name
-        path.write_bytes(gzip.compress(payload))
-        try:
-            stream = stream_events(path)
-            list(stream)
-        except DataFileError:
-            return
-        assert stream.stats.balanced()
-
-
-@FAST
-@given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=12))
-def test_mutated_kraken_futures_logs_never_raise(flips: list[tuple[int, int]]) -> None:
-    buf = bytearray(SEED)
-    for pos, value in flips:
-        if buf:
-            buf[pos % len(buf)] = value
-    _consume(bytes(buf))
-
-
-@FAST
-@given(st.binary(max_size=300))
-def test_random_bytes_in_kraken_futures_logs_never_raise(payload: bytes) -> None:
-    _consume(payload)
+(
+    test_mutated_kraken_futures_logs_never_raise,
+    test_random_bytes_in_kraken_futures_logs_never_raise,
+) = vc.fuzz_tests([(Path(KF).name, SEED)])
 
 
 def test_inspect_kraken_futures_log(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["data", "inspect", str(shared_data / KF)]) == 0
-    out = capsys.readouterr().out
-    assert "format:  cryptofeed_kraken_futures" in out
-    assert "[depth]" in out and "[trades]" in out and "rejected" not in out
+    vc.check_inspect(shared_data / KF, "cryptofeed_kraken_futures", ("depth", "trades"), capsys)

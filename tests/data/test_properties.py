@@ -15,6 +15,7 @@ from sapphire.data.replay import Replayed, by_session, merge, pace
 from sapphire.data.sample import sample_instrument, sample_paths
 from sapphire.data.validation import DataFileError
 from sapphire.model.events import Side, Trade
+from tests.data import venue_checks as vc
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -136,14 +137,6 @@ RAW_LINE = (
 )
 
 
-def _mutate(data: bytes, flips: list[tuple[int, int]]) -> bytes:
-    buf = bytearray(data)
-    for pos, value in flips:
-        if buf:
-            buf[pos % len(buf)] = value
-    return bytes(buf)
-
-
 def _consume(name: str, payload: bytes, infer: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
@@ -166,7 +159,7 @@ def _consume(name: str, payload: bytes, infer: bool = False) -> None:
 def test_mutated_bytes_never_raise(
     name: str, seed: bytes, flips: list[tuple[int, int]], infer: bool
 ) -> None:
-    _consume(name, _mutate(seed, flips), infer)
+    _consume(name, vc.flip_bytes(seed, flips), infer)
 
 
 @FAST

@@ -11,9 +11,8 @@ import pytest
 from sapphire.data.instruments import load_exchange_info
 from sapphire.data.registry import detect, load_frames, stream_events
 from sapphire.data.schemas import SCHEMAS, FrameKind
-from sapphire.data.validation import RowReject
 from sapphire.model import InstrumentKind
-from sapphire.model.events import BookSnapshot
+from sapphire.model.events import BookDelta, BookSnapshot
 
 D, T, B, BARS, F = (
     FrameKind.DEPTH,
@@ -414,23 +413,36 @@ def test_file_matches_readme(
         assert frame["ts_event_ns"].null_count() == 0
 
 
-# The second collection round (other venues), not read yet: the venue-coverage issue (#16)
-# adds a loader for each. Listed by name so that a new file still fails the test below, and a
-# file that gains a loader must leave this list.
-NOT_YET_LOADED = frozenset(
-    {
-        "cryptofeed_bitmex_instrument_active_2021-07-22.json.gz",
-        "cryptofeed_bybit_v2_public_symbols_2021-04-17.json.gz",
-        "cryptofeed_deribit_get_instruments_rest_2021-07-22.log.gz",
-        "cryptofeed_kraken-futures_instruments_2021-07-22.json.gz",
-        "cryptofeed_okx_instruments_rest_2022-05-13.log.gz",
-        "hyperliquid-sdk_hyperliquid_meta_2023-07-17.json",
-    }
-)
+# Venue instrument metadata (issue #16), loaded by sapphire.adapters.venue_instruments:
+# file -> (venue, instruments loaded, payloads skipped). Counts from the data README: OKX
+# 513 + 166 + 104 + 346 + 350 (each request logged 5 times), Deribit 398 + 426 + 177 + 16,
+# Kraken Futures 17 futures_inverse + 10 index entries, BitMEX 34, Bybit 15, Hyperliquid 28.
+INSTRUMENT_FILES: dict[str, tuple[str, int, int]] = {
+    "cryptofeed_bitmex_instrument_active_2021-07-22.json.gz": ("BITMEX", 34, 0),
+    "cryptofeed_bybit_v2_public_symbols_2021-04-17.json.gz": ("BYBIT", 15, 0),
+    "cryptofeed_deribit_get_instruments_rest_2021-07-22.log.gz": ("DERIBIT", 1_017, 0),
+    "cryptofeed_kraken-futures_instruments_2021-07-22.json.gz": ("KRAKEN_FUTURES", 17, 10),
+    "cryptofeed_okx_instruments_rest_2022-05-13.log.gz": ("OKX", 1_479, 0),
+    "hyperliquid-sdk_hyperliquid_meta_2023-07-17.json": ("HYPERLIQUID", 28, 0),
+}
+# Files with no loader yet; listed by name so that a new file still fails the test below, and
+# a file that gains a loader must leave this list.
+NOT_YET_LOADED: frozenset[str] = frozenset()
+
+
+@pytest.mark.parametrize(("name", "expected"), sorted(INSTRUMENT_FILES.items()))
+def test_instrument_file_loads(
+    shared_data: Path, name: str, expected: tuple[str, int, int]
+) -> None:
+    from sapphire.adapters.venue_instruments import load_venue_instruments
+
+    loaded = load_venue_instruments(shared_data / "exchange" / name)
+    assert (loaded.venue, len(loaded.instruments), sum(loaded.skipped.values())) == expected
 
 
 def test_every_shared_file_is_covered(shared_data: Path) -> None:
     covered = {Path(r[0]).name for r in EXPECTED} | {n for a, b, _ in RAW_PAIRS for n in (a, b)}
+    covered |= set(INSTRUMENT_FILES)
     assert not covered & NOT_YET_LOADED, "a loaded file is still listed as not loaded"
     uncovered = set()
     for path in shared_data.rglob("*"):
@@ -509,11 +521,15 @@ def test_usdm_depth_streams_clean_with_three_snapshots(shared_data: Path) -> Non
     assert stats.events_out == 1_173_062 - 3 * 2000 + 3
 
 
-def test_spot_depth_reports_its_off_grid_levels(shared_data: Path) -> None:
-    """Real quirk: 8 far-from-market spot levels carry 6-decimal quantities (lot 0.00001)."""
+def test_spot_depth_applies_sizes_finer_than_the_lot_step(shared_data: Path) -> None:
+    """Real quirk: 22 far-from-market spot levels carry 6-decimal quantities (lot 0.00001).
+    The book's size grid is Binance's 8-decimal size precision, so all are applied exactly
+    (on the lot grid 8 were dropped as off_grid and 14 rounded: tests/book/test_size_grid.py)."""
     stream = stream_events(shared_data / "book/hftbacktest_binance-spot_BTCUSDT_depth.csv.gz")
-    assert sum(1 for _ in stream) == 330_128
-    assert stream.stats.counts == {RowReject.OFF_GRID: 8}
+    fine = [e for e in stream if isinstance(e, BookDelta) and e.qty_lots % 1000]
+    assert stream.stats.events_out == 330_136
+    assert stream.stats.counts == {}
+    assert len(fine) == 22
 
 
 def test_inspect_exchange_info(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:

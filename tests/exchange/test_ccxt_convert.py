@@ -53,8 +53,14 @@ def test_instrument_from_market_with_real_exchange_info_matches_binance_filters(
             ref.max_qty,
             ref.min_notional,
         ), market["id"]
-        assert (got.base, got.quote) == (ref.base, ref.quote)
+        # ccxt's unified asset codes, the ones its balances and fees name (YOYO is YOYOW)
+        assert (got.base, got.quote) == (market["base"], market["quote"])
+        assert (market["baseId"], market["quoteId"]) == (ref.base, ref.quote)
         assert got.taker_fee_bps == "10"  # ccxt's default 0.1 % taker fee
+        # the book's size grid is the base asset's precision where it is finer than LOT_SIZE
+        base_step = Decimal(cv.decimal_text(market["precision"]["base"]))
+        finer = base_step < Decimal(ref.lot_size)
+        assert got.size_increment == (cv.decimal_text(base_step) if finer else ""), market["id"]
 
 
 def test_instrument_from_market_without_filters_uses_ccxt_precision(
@@ -69,6 +75,72 @@ def test_instrument_from_market_without_filters_uses_ccxt_precision(
         assert Decimal(got.tick_size) == Decimal(ref.tick_size), market["id"]
         assert Decimal(got.lot_size) == Decimal(ref.lot_size), market["id"]
         assert Decimal(got.min_notional) == Decimal(ref.min_notional), market["id"]
+
+
+EXCHANGE_INFOS = (
+    "cryptofeed_binance_spot_exchangeInfo_2021-10-12.json.gz",
+    "cryptofeed_binance_usdm_exchangeInfo_2021-07-22.json.gz",
+    "cryptofeed_binance_coinm_exchangeInfo_2021-07-22.json.gz",
+)
+
+
+def test_live_instruments_equal_the_replayed_ones(shared_data: Path) -> None:
+    """Binance spot, USDT-M and COIN-M metadata through ccxt's ``load_markets`` (its
+    ``fetch_markets`` answering the recorded exchangeInfo, as the live venue would) and the
+    live converter give the very Instruments the replay loader makes of the same file: grids,
+    contract sizes, settlement, kinds, unified symbols, expiries, fees."""
+    from sapphire.adapters.venue_instruments import load_venue_instruments
+
+    compared: dict[str, int] = {}
+    for name in EXCHANGE_INFOS:
+        path = shared_data / "exchange" / name
+        replay = load_venue_instruments(path)
+        with gzip.open(path, "rt") as handle:
+            info = json.load(handle)
+        exchange = ccxt.binance({"options": {"fetchMarkets": {"types": [_TYPES[replay.venue]]}}})
+        exchange.options["crossMarginPairsData"] = []
+        exchange.options["isolatedMarginPairsData"] = []
+        endpoint = _ENDPOINTS[replay.venue]
+        setattr(exchange, endpoint, lambda params=None, body=info: body)
+        live: dict[str, Instrument] = {}
+        for market in exchange.load_markets().values():
+            inst = cv.instrument_from_market(market, replay.venue)
+            live[inst.symbol] = inst
+        assert live == replay.instruments
+        compared[replay.venue] = len(live)
+        coinm = live.get("BTCUSD_PERP")
+        if coinm is not None:  # the live gateway still refuses to book inverse contracts
+            assert (coinm.contract_size, coinm.settle_asset) == ("100", "BTC")
+            with pytest.raises(cv.ConversionError, match="inverse"):
+                cv.check_live_tradeable(coinm)
+    assert compared == {"BINANCE": 1_695, "BINANCE_USDM": 122, "BINANCE_COINM": 36}
+    spot = load_venue_instruments(shared_data / "exchange" / EXCHANGE_INFOS[0]).instruments
+    eth = spot["ETHUSDT"]
+    assert (eth.lot_size, eth.size_increment, eth.lots_per_step) == ("0.0001", "0.00000001", 10_000)
+    cv.check_live_tradeable(eth)
+
+
+def test_the_gateway_counts_the_runs_quantity_unit() -> None:
+    """A run's instrument file without ``size_increment`` counts order steps; the venue's
+    instrument has the finer size grid: the gateway must count the run's unit, or an order
+    of 100 lots (0.001 BTC) would leave as 0.000001 BTC."""
+    venue = msgspec.structs.replace(BTC, size_increment="0.00000001")
+    assert venue.lots_per_step == 1_000
+    bare = cv.live_units(venue, None)
+    assert bare.lots_to_qty(100) == Decimal("0.001")
+    assert cv.live_units(venue, BTC) == bare
+    assert cv.live_units(venue, venue).lots_to_qty(100_000) == Decimal("0.001")
+    coarse = msgspec.structs.replace(BTC, lot_size="0.0001")
+    with pytest.raises(cv.GridMismatch, match=r"BTCUSDT: lot_size 0\.00001 at the venue"):
+        cv.live_units(venue, coarse)
+
+
+_TYPES = {"BINANCE": "spot", "BINANCE_USDM": "linear", "BINANCE_COINM": "inverse"}
+_ENDPOINTS = {
+    "BINANCE": "publicGetExchangeInfo",
+    "BINANCE_USDM": "fapiPublicGetExchangeInfo",
+    "BINANCE_COINM": "dapiPublicGetExchangeInfo",
+}
 
 
 @given(st.integers(min_value=1, max_value=10**9), st.integers(min_value=1, max_value=10**11))

@@ -88,7 +88,9 @@ def test_prob_queue_keeps_later_orders_behind_earlier_ones() -> None:
 
 
 @pytest.mark.parametrize(
-    "prob", [power_prob(1.0), power_prob(3.0), log_prob, power3_prob(3.0)], ids=str
+    "prob",
+    [power_prob(1.0), power_prob(3.0), log_prob, power3_prob(3.0)],
+    ids=["power1", "power3", "log", "power3_prob3"],  # stable ids: xdist workers must agree
 )
 def test_probabilities_are_in_unit_interval_and_favour_the_bigger_side(prob: object) -> None:
     assert callable(prob)

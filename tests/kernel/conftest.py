@@ -53,6 +53,8 @@ def kernel_config(root: Path | str = "runs", **overrides: Any) -> SystemConfig:
             "params": {"balances": {"USDT": "100000", "BTC": "0"}, "latency": LATENCY},
         },
         "storage": {"root": str(root)},
+        # as the demo: opposing agents cross in the firm (parity and window tests cover it)
+        "coordinator": {"crossing": "internal"},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(raw.get(key), dict):

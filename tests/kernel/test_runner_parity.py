@@ -87,6 +87,9 @@ def test_backtest_and_run_trade_and_store_the_same(ray_local: None, tmp_path: Pa
     assert result.summary["fills"] == summary["fills"] > 0
     assert result.summary["orders_by_status"] == summary["orders_by_status"]
     assert result.summary["risk_rejections"] == summary["risk_rejections"]
+    # opposing agents crossed in the firm, the same on Ray
+    assert result.summary["crossing"] == summary["crossing"]
+    assert summary["crossing"]["crosses"] > 0
     in_process, ray_rows = stored(tmp_path, "in-process"), stored(tmp_path, "on-ray")
     for table in TABLES:
         assert ray_rows[table].height > 0 or table == "positions", table

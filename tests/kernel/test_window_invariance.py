@@ -27,6 +27,7 @@ def outcome(kernel: InProcessKernel) -> dict[str, Any]:
         "agents": summary["agents"],
         "fills": summary["fills"],
         "risk": summary["risk_rejections"],
+        "crossing": summary["crossing"],
         "rows": rows,
     }
 
@@ -39,7 +40,7 @@ def run(window_ns: int, batch_events: int = 20_000, **data: Any) -> dict[str, An
 
 
 def assert_same(want: dict[str, Any], got: dict[str, Any]) -> None:
-    for key in ("venue_fills", "venue_orders", "journal", "agents", "fills", "risk"):
+    for key in ("venue_fills", "venue_orders", "journal", "agents", "fills", "risk", "crossing"):
         assert got[key] == want[key], key
     assert sorted(got["rows"]) == sorted(want["rows"])
     for table, frame in want["rows"].items():
@@ -55,6 +56,7 @@ def at_lookahead() -> dict[str, Any]:
     assert set(result["agents"]) == {"mm_as/BTCUSDT", "momentum/BTCUSDT", "meanrev/BTCUSDT"}
     assert result["rows"]["pnl"].height > 10
     assert result["rows"]["risk_decisions"].height > 20
+    assert result["crossing"]["crosses"] >= 5  # internal crossing is exercised too
     return result
 
 
@@ -114,5 +116,13 @@ def test_the_orders_table_ends_every_order_as_the_venue_does() -> None:
     venue: Any = kernel.venue.gateway
     finals = [o for o in venue.orders() if o.status.is_final]
     assert any(o.status.value == "filled" for o in finals)
+    # but an order crossed whole in the firm (internal crossing), which the venue canceled
+    crossed = set(
+        orders.filter(pl.col("message").str.starts_with("crossed internally"))["client_order_id"]
+    )
+    assert crossed
     for order in finals:
+        if order.client_order_id in crossed:
+            assert last[order.client_order_id] == "filled", order.client_order_id
+            continue
         assert last[order.client_order_id] == order.status.value, order.client_order_id

@@ -236,11 +236,19 @@ def test_inverse_orders_lock_coin_margin() -> None:
 
 
 def test_the_ccxt_path_refuses_inverse_swaps_rather_than_book_them_linear() -> None:
-    from sapphire.exchange.ccxt_convert import ConversionError, instrument_from_market
+    from sapphire.exchange.ccxt_convert import (
+        ConversionError,
+        check_live_tradeable,
+        instrument_from_market,
+    )
 
     market = {"id": "BTCUSD", "symbol": "BTC/USD:BTC", "swap": True, "inverse": True,
+              "base": "BTC", "quote": "USD", "settle": "BTC",
               "precision": {"price": 0.5, "amount": 1}}  # fmt: skip
+    inverse = instrument_from_market(market)  # the same Instrument replay makes
+    assert inverse.kind is InstrumentKind.INVERSE_PERPETUAL
     with pytest.raises(ConversionError, match="inverse"):
-        instrument_from_market(market)
-    linear = instrument_from_market(market | {"inverse": False, "linear": True})
+        check_live_tradeable(inverse)
+    linear = instrument_from_market(market | {"inverse": False, "linear": True, "settle": "USD"})
     assert linear.kind is InstrumentKind.PERPETUAL
+    check_live_tradeable(linear)

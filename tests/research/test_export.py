@@ -53,3 +53,28 @@ def test_a_system_the_runner_would_refuse_is_not_written() -> None:
     cfg = load_tune_config(REPO_ROOT / "configs" / "tune_ema_cross.yaml")
     with pytest.raises(ConfigError):
         system_dict(cfg, BEST, {"agents": [], "risk": {"no_such_limit": 1}})
+
+
+def test_bar_tune_exports_a_system_on_its_own_bars(tmp_path: Path, shared_data: Path) -> None:
+    """Without a template, the tuned bar strategy's system config runs on the tuned OHLCV
+    file (symbol and grid from the file), with the bar venue and the backtest's costs: not
+    on the bundled tick sample, whose symbol differs."""
+    from sapphire.kernel.assembly import load_instruments
+    from sapphire.research.export import BAR_LATENCY, BAR_VENUE, write_bar_system
+
+    cfg = load_tune_config(REPO_ROOT / "configs" / "tune_ema_cross.yaml")
+    files = write_bar_system(
+        cfg,
+        {"strategy_params.fast": 7},
+        lambda p: shared_data / p.removeprefix("shared:"),
+        tmp_path,
+    )
+    system = parse_config(msgspec.yaml.decode(files[-1].read_bytes()))
+    [agent] = system.agents
+    instruments = load_instruments(system.data)
+    assert list(instruments) == [agent.symbol] == ["BTC-PERP"]
+    assert agent.params["strategy_params"] == {"fast": 7, "slow": 26}
+    assert agent.params["stake"] == cfg.backtest["stake"]
+    assert system.exchange.factory == BAR_VENUE
+    assert system.exchange.params == {**cfg.backtest["costs"], "latency": BAR_LATENCY}
+    assert system.data.files == tuple(cfg.backtest["ohlcv"])

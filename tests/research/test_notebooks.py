@@ -1,7 +1,9 @@
-"""The research notebooks: committed without outputs, and each runs headless to the end."""
+"""The research notebooks: committed with their outputs (every figure inline, so a reader
+sees the plots without running anything), and each runs headless to the end."""
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from pathlib import Path
@@ -25,14 +27,38 @@ def test_every_notebook_is_listed() -> None:
     assert [p.stem for p in NOTEBOOKS] == sorted(FIGURES)
 
 
+def images(book: nbformat.NotebookNode) -> list[bytes]:
+    """The PNGs a notebook's outputs display inline."""
+    return [
+        base64.b64decode(o["data"]["image/png"])
+        for c in book.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "data" in o and "image/png" in o["data"]
+    ]
+
+
+def errors(book: nbformat.NotebookNode) -> list[object]:
+    return [
+        o
+        for c in book.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "error"
+    ]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_committed_without_outputs(path: Path) -> None:
+def test_saved_outputs_show_every_figure(path: Path) -> None:
+    """The committed notebook is a finished run: each figure it draws is in its saved
+    outputs as an inline image, and no cell failed."""
     book = nbformat.read(path, as_version=4)
     nbformat.validate(book)
-    for cell in book.cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == [], f"{path.name}: a code cell has outputs"
-            assert cell.execution_count is None, f"{path.name}: a code cell has a count"
+    shown = images(book)
+    assert len(shown) >= max(1, len(FIGURES[path.stem])), f"{path.name}: {len(shown)} images"
+    for png in shown:
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2_000
+    assert not errors(book), f"{path.name}: a saved output is an error"
     assert "widgets" not in book.metadata
 
 
@@ -45,7 +71,8 @@ def test_runs_headless_and_draws(
 
     monkeypatch.setenv("SAPPHIRE_NB_OUT", str(tmp_path))
     monkeypatch.setenv("SAPPHIRE_SHARED_DATA", str(shared_data_dir()))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    # the kernel's own backend (inline): figures land in the outputs, as in Jupyter
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     book = nbformat.read(path, as_version=4)
     client = NotebookClient(
         book,
@@ -60,12 +87,6 @@ def test_runs_headless_and_draws(
         png = tmp_path / f"{name}.png"
         assert png.is_file() and png.stat().st_size > 2_000, f"{name}.png missing or empty"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    errors = [
-        o
-        for c in book.cells
-        if c.cell_type == "code"
-        for o in c.outputs
-        if o.output_type == "error"
-    ]
-    assert not errors
+    assert not errors(book)
+    assert len(images(book)) >= len(FIGURES[path.stem]), "figures not shown inline"
     print(f"{path.name}: {elapsed:.1f} s")

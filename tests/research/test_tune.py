@@ -13,7 +13,12 @@ import ray
 
 from actors.system import run_system
 from actors.tune import STARTS_FILE, run_tune, trial_starts
+from sapphire.backtest.config import parse_config as parse_backtest
+from sapphire.backtest.runner import run_config
+from sapphire.cli import main
 from sapphire.config.system import load_config as load_system
+from sapphire.research.tune_config import parse_tune_config
+from sapphire.storage.query import read_table
 from tests.conftest import REPO_ROOT
 from tests.research.helpers import as_config, resolve
 
@@ -117,3 +122,51 @@ def test_interrupted_run_resumes_without_redoing_finished_trials(tmp_path: Path)
     assert kept.sort("trial_id")["mean_test_score"].to_list() == pytest.approx(
         before.sort("trial_id")["mean_test_score"].to_list()
     )
+
+
+def test_bar_strategy_tune_writes_a_system_config_that_trades(
+    tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tune an EMA crossover on real bars, then `sapphire backtest` the best_system.yaml it
+    wrote: the kernel loads the bars, risk marks at them, the bar venue fills the orders."""
+    cfg = parse_tune_config(
+        {
+            "name": "ema_bars",
+            "backtest": {
+                "name": "ema",
+                "agent": {"kind": "indicator:EmaCross", "id": "ema-1", "params": {}},
+                "instrument": {"symbol": "BTCUSD"},
+                "ohlcv": ["shared:ohlcv/basana_bitstamp_BTC-USD_1m_2020-01-01.csv"],
+                "costs": {"fee_bps": 5, "slippage_bps": 1},
+                "stake": {"stake_fraction": 0.5, "initial_cash": 10000},
+                "max_bars": 600,
+            },
+            "space": {"strategy_params.fast": {"type": "int", "low": 3, "high": 10}},
+            "walk_forward": {"train": 120, "test": 80},
+            "search": {"algorithm": "random", "num_samples": 1, "max_concurrent": 1, "seed": 1},
+            "scheduler": {"kind": "none"},
+            "output": {"storage_path": str(tmp_path / "tune")},
+        }
+    )
+    out = run_tune(cfg, lambda p: resolve(p, shared_data))
+    results = out.experiment_path / "results"
+    tuned = load_system(results / "best_system.yaml")
+    [agent] = tuned.agents
+    assert agent.params["strategy_params"]["fast"] == out.best["strategy_params.fast"]
+    assert agent.symbol == "BTCUSD" and tuned.data.max_events == 600
+    monkeypatch.setenv("SAPPHIRE_SHARED_DATA", str(shared_data))
+    monkeypatch.chdir(tmp_path)  # the exported storage root is relative ("runs")
+    args = ["backtest", "--config", str(results / "best_system.yaml"), "--run-id", "tuned"]
+    assert main([*args, "--no-progress"]) == 0
+    store = tmp_path / "runs" / "store"
+    risk = read_table(store, "risk_decisions", "tuned").collect()
+    fills = read_table(store, "fills", "tuned").collect()
+    assert risk.height > 0 and risk["accepted"].all(), risk["reason"].unique().to_list()
+    assert fills.height > 0 and fills.height == risk.height
+    # ... and trades what the bar engine trades on the exported backtest: same fills
+    bt = parse_backtest(msgspec.yaml.decode((results / "best_backtest.yaml").read_bytes()))
+    [engine] = run_config(bt, lambda p: resolve(p, shared_data))
+    assert [f.ts_event_ns for f in engine.result.fills] == fills.sort("ts_ns")["ts_ns"].to_list()
+    assert [f.price_ticks for f in engine.result.fills] == fills.sort("ts_ns")[
+        "price_ticks"
+    ].to_list()

@@ -41,9 +41,10 @@ def handle(ray_serve: None):  # type: ignore[no-untyped-def]
 
     from actors.serve.llm_app import build_app
 
-    h = serve.run(
-        build_app({"engine": ENGINE, "batch_wait_timeout_s": 0.05}), name=APP, route_prefix=None
-    )
+    # strict: a request about an event before the model's cutoff is refused (calls that
+    # name no event time, as most tests here, are not checked)
+    args = {"engine": ENGINE, "batch_wait_timeout_s": 0.05, "point_in_time": "strict"}
+    h = serve.run(build_app(args), name=APP, route_prefix=None)
     yield h
     serve.delete(APP)
 
@@ -80,6 +81,27 @@ def test_client_validates_counts_and_caches(handle) -> None:  # type: ignore[no-
     assert all(d.action in ("buy", "sell", "hold") for d in first)
     assert s.cache_hits == s.ok  # valid answers are served from L1 the second time
     assert [d for d in again] == first
+
+
+def test_a_real_decision_is_metered_and_one_before_the_cutoff_refused(handle) -> None:  # type: ignore[no-untyped-def]
+    from actors.serve.llm_client import ServeDecisionClient
+
+    client = ServeDecisionClient(handle, timeout_s=60.0)
+    prompt = _prompts(1, offset=700)[0]
+    april_2023, june_2026 = 1_680_652_800 * 10**9, 1_780_000_000 * 10**9
+    refused = asyncio.run(client.decide_detailed(prompt, april_2023))
+    assert refused.error.startswith("point_in_time: event at 2023-04-05")
+    assert "cutoff 2024-11-01 (llm.point_in_time=strict)" in refused.error
+    assert refused.before_cutoff and refused.decision == HOLD
+    assert client.stats.refused == 1 and client.stats.ok + client.stats.errors == 0  # not asked
+    answer = asyncio.run(client.decide_detailed(prompt, june_2026))
+    assert answer.valid and not answer.before_cutoff and not answer.cache_hit
+    assert answer.prompt_tokens > 50 and answer.completion_tokens > 5
+    assert answer.batch_size >= 1 and answer.queue_wait_ns >= 0
+    assert answer.cpu_s > 0 and answer.latency_ns > 0
+    assert answer.cost > 0 and answer.cost_currency == "USD"  # ops/prices.yaml, on_prem
+    again = asyncio.run(client.decide_detailed(prompt, june_2026))
+    assert again.cache_hit and again.cost == 0 and again.decision == answer.decision
 
 
 def test_client_timeout_returns_hold_and_counts(handle) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,103 @@
+"""``sapphire stop RUN_ID``: halt one run from its next step (``--all``: every run on the store).
+
+A stopped run sends no new order and cancels its resting ones; it keeps recording market
+data and reports until it ends or is ended (Ctrl-C, ``ray job stop``), so every fill still
+reaches the store. The request is a file in the run's folder of the store root
+(``<storage.root>/<run_id>/kill-switch.json``, and a Redis key when ``kill_switch.redis`` is
+set), which ``sapphire run`` and ``sapphire backtest`` read before every step: it binds across
+crashes and ``--resume``; ``sapphire stop RUN_ID --reset --reason ...`` clears the request (a
+run it already halted stays halted). ``--all`` trips the firm-wide switch (``sapphire
+kill-switch trip``): every run on that store root halts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sapphire.adapters.kill_switch import (
+    FirmKillSwitch,
+    RunKillSwitch,
+    run_kill_switch,
+    system_kill_switch,
+)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "stop", help="halt a run (no new orders, resting ones cancelled)", description=__doc__
+    )
+    parser.add_argument("run_id", nargs="?", default=None, help="the run to stop")
+    parser.add_argument(
+        "--all", action="store_true", help="every run on the store root (the firm kill switch)"
+    )
+    parser.add_argument("--config", default=None, help="the run's system config (its store)")
+    parser.add_argument("--root", default="runs", help="the store root (storage.root)")
+    parser.add_argument("--reason", default="", help="why (stored with the command)")
+    parser.add_argument("--by", default="", help="operator name (default: the OS user)")
+    parser.add_argument(
+        "--reset",
+        action="store_true",
+        help="clear a stop request (needs --reason); a run it halted stays halted",
+    )
+    parser.set_defaults(handler=handle)
+
+
+def _switch(args: argparse.Namespace) -> FirmKillSwitch:
+    if args.config:
+        from sapphire.config.system import load_config
+
+        config = load_config(args.config)
+        if args.all:
+            return system_kill_switch(config)
+        return run_kill_switch(config, args.run_id)
+    if args.all:
+        return FirmKillSwitch(args.root)
+    return RunKillSwitch(Path(args.root).resolve() / args.run_id)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from sapphire.config.system import ConfigError, check_run_id
+
+    if bool(args.run_id) == bool(args.all):
+        print("sapphire stop: give a RUN_ID, or --all for every run", file=sys.stderr)
+        return 2
+    if args.reset and not args.reason:
+        print("sapphire stop: --reset needs --reason (it is stored)", file=sys.stderr)
+        return 2
+    try:
+        if args.run_id:
+            check_run_id(args.run_id)
+        switch = _switch(args)
+    except ConfigError as exc:
+        print(f"sapphire stop: {exc}", file=sys.stderr)
+        return 2
+    by = args.by or getpass.getuser()
+    known_root = switch.root.parent.is_dir() if not args.all else True
+    what = "every run on this store (firm kill switch)" if args.all else f"run {args.run_id}"
+    try:
+        if args.reset:
+            state = switch.reset(args.reason, by)
+        else:
+            state = switch.trip(args.reason or "sapphire stop", by)
+    except Exception as exc:  # the file or Redis refused: nothing was stopped, say so
+        print(f"sapphire stop: {what}: failed, NOT stopped: {exc}", file=sys.stderr)
+        return 1
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(state.ts_ns / 1e9))
+    if args.reset:
+        print(f"{what}: stop lifted at {when} by {by} ({state.reason})")
+        print("  the request is cleared; a run it already halted stays halted")
+        return 0
+    print(f"{what}: STOPPED at {when} by {by} ({state.reason})")
+    print(
+        "  from its next step no new order leaves and resting orders are cancelled; it keeps "
+        "recording until it ends (Ctrl-C or `ray job stop` ends it now)"
+    )
+    print(f"  switch: {switch.root / 'kill-switch.json'}")
+    if not known_root:
+        print(f"  note: no store root at {switch.root.parent}; is --root/--config the run's?")
+    return 0

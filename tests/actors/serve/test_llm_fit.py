@@ -1,0 +1,38 @@
+"""The decision replica is sized to the cluster it finds, or refused in one line."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors.serve.llm_app import ServeFitError, fit_replica, parse_app_args
+from sapphire.llm.engines import LlamaCppConfig, VllmConfig
+
+
+def test_the_cpu_request_is_the_engine_wish_capped_by_what_is_free() -> None:
+    two = LlamaCppConfig(n_threads=2)
+    # the case of issue 17.5: 2 cores, 1.25 free, agents still to place
+    assert fit_replica(two, None, 1, 0.65, 1.25, 0.0) == {"num_cpus": 0.6}
+    assert fit_replica(two, None, 1, 0.0, 8.0, 0.0) == {"num_cpus": 2.0}
+    assert fit_replica(two, None, 2, 0.0, 3.0, 0.0) == {"num_cpus": 1.5}
+    assert fit_replica(two, None, 1, 0.0, None, 0.0) == {"num_cpus": 2.0}  # outside Ray
+
+
+def test_a_replica_that_cannot_fit_is_one_line_error_naming_the_figures() -> None:
+    with pytest.raises(ServeFitError) as info:
+        fit_replica(LlamaCppConfig(), None, 1, 1.25, 1.25, 0.0)
+    text = str(info.value)
+    assert "\n" not in text and "needs at least 0.5 CPU" in text
+    assert "1.25 CPU free, 1.25 of them for actors still to start" in text
+    with pytest.raises(ServeFitError, match="num_cpus 2 = 2 CPU do not fit"):
+        fit_replica(LlamaCppConfig(), {"num_cpus": 2}, 1, 0.0, 1.25, 0.0)
+    with pytest.raises(ServeFitError, match="needs 1 GPU per replica"):
+        fit_replica(VllmConfig(), None, 1, 0.0, 16.0, 0.0)
+
+
+def test_llm_args_are_checked_field_by_field() -> None:
+    parsed, engine = parse_app_args({"point_in_time": "strict", "engine": {"n_threads": 1}})
+    assert parsed.point_in_time == "strict" and isinstance(engine, LlamaCppConfig)
+    with pytest.raises(ServeFitError, match=r"^llm: .*point_in_time"):
+        parse_app_args({"point_in_time": "sometimes"})
+    with pytest.raises(ServeFitError, match="max_batchsize"):
+        parse_app_args({"max_batchsize": 8})

@@ -1,0 +1,63 @@
+"""`sapphire new-agent NAME`: a tick agent and a bar strategy that run as written, from the
+working directory, through the installed `sapphire` command (no PYTHONPATH)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sapphire.cli import main
+
+SAPPHIRE = Path(sys.executable).with_name("sapphire")
+
+
+def test_tick_template_runs_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not SAPPHIRE.is_file():
+        pytest.skip(f"no console script at {SAPPHIRE}")
+    monkeypatch.chdir(tmp_path)
+    assert main(["new-agent", "flow_demo"]) == 0
+    assert "next: sapphire backtest --config flow_demo.yaml" in capsys.readouterr().out
+    assert main(["new-agent", "flow_demo"]) == 1  # never overwrites without --force
+    assert main(["new-agent", "Bad-Name"]) == 2 and main(["new-agent", "json"]) == 2
+    config = tmp_path / "flow_demo.yaml"
+    # a shorter replay for the test; the template as written runs the whole sample
+    source = "  source: sample\n"
+    config.write_text(config.read_text().replace(source, f"{source}  max_events: 8000\n"))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "COLUMNS")}
+    env["COLUMNS"] = "120"
+    done = subprocess.run(
+        [str(SAPPHIRE), "backtest", "--config", "flow_demo.yaml", "--no-progress"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = next(line for line in done.stdout.splitlines() if "flow_demo/BTCUSDT" in line)
+    traded = int(row.split()[2])
+    assert traded > 0, f"the template agent never traded: {row}"
+
+
+def test_bar_template_runs_bar_by_bar(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    shared_data: Path,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SAPPHIRE_SHARED_DATA", str(shared_data))
+    assert main(["new-agent", "bar_demo", "--bar"]) == 0
+    capsys.readouterr()
+    assert main(["backtest", "--config", "bar_demo.yaml", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "bar_demo" in line and "│" in line)
+    fills = int(re.split(r"\s*│\s*", row.strip("│ "))[4])
+    assert fills > 0, row

@@ -1,0 +1,86 @@
+"""`sapphire stop RUN_ID`: one run halts from its next step (no new order, resting ones
+cancelled), other runs on the same store go on; the stop holds until an explicit reset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import polars as pl
+import pytest
+
+from sapphire.adapters.kill_switch import RunKillSwitch
+from sapphire.cli import kernel_run, main
+from sapphire.kernel.coordinator import CoordinatorStep
+from sapphire.model.orders import OrderStatus
+from sapphire.storage.query import read_table
+from tests.conftest import REPO_ROOT
+
+
+def demo(tmp_path: Path, **data: object) -> Path:
+    raw = msgspec.yaml.decode((REPO_ROOT / "configs" / "demo.yaml").read_bytes())
+    raw["data"] = {**raw["data"], "max_events": 6_000, **data}
+    raw["storage"] = {"root": str(tmp_path / "runs")}
+    path = tmp_path / "demo.yaml"
+    path.write_bytes(msgspec.yaml.encode(raw))
+    return path
+
+
+def backtest(config: Path, run_id: str) -> int:
+    return main(["backtest", "--config", str(config), "--run-id", run_id, "--no-progress"])
+
+
+def test_a_stopped_run_sends_nothing_and_other_runs_trade(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, store = demo(tmp_path), tmp_path / "runs" / "store"
+    assert main(["stop", "halted", "--config", str(config), "--reason", "drill"]) == 0
+    assert "run halted: STOPPED" in capsys.readouterr().out
+    assert backtest(config, "halted") == 0
+    screen = " ".join(capsys.readouterr().out.split())
+    assert "TRIPPED" in screen and "risk rejected: risk_kill_switch - the kill switch" in screen
+    assert read_table(store, "orders", "halted").collect().height == 0
+    decisions = read_table(store, "risk_decisions", "halted").collect()
+    assert decisions.height > 0 and set(decisions["reason"]) == {"risk_kill_switch"}
+    # the stop names one run: another on the same store trades
+    assert backtest(config, "free") == 0
+    assert read_table(store, "orders", "free").collect().height > 0
+    # lifting it needs a reason, and both commands are kept
+    assert main(["stop", "halted", "--config", str(config), "--reset"]) == 2
+    assert main(["stop", "halted", "--config", str(config), "--reset", "--reason", "ok"]) == 0
+    history = RunKillSwitch(tmp_path / "runs" / "halted").history()
+    assert [(c.action, c.reason) for c in history] == [("trip", "drill"), ("reset", "ok")]
+    assert main(["stop"]) == 2 and main(["stop", "../x"]) == 2
+
+
+def test_stop_halts_a_run_that_is_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the operator's command arrives while the run steps: right after its first fills
+    # (deterministic, where a wall-clock wait would race the replay on a busy machine)
+    config, root = demo(tmp_path, max_events=12_000), tmp_path / "runs"
+    sent: list[int] = []
+
+    class Watched(kernel_run.InProcessKernel):
+        def step(self) -> CoordinatorStep | None:
+            result = super().step()
+            if result is not None and result.fills_total > 0 and not sent:
+                sent.append(self.steps)
+                assert main(["stop", "busy", "--root", str(root), "--reason", "mid-run"]) == 0
+            return result
+
+    monkeypatch.setattr(kernel_run, "InProcessKernel", Watched)
+    assert backtest(config, "busy") == 0
+    assert "TRIPPED" in capsys.readouterr().out
+    decisions = read_table(root / "store", "risk_decisions", "busy").collect().sort("ts_ns", "seq")
+    stopped = decisions.filter(decisions["reason"] == "risk_kill_switch")
+    assert decisions["accepted"].any(), "it traded before the stop"
+    assert stopped.height > 0, "it was stopped while running"
+    after = decisions.filter(decisions["ts_ns"] >= stopped["ts_ns"].min())
+    assert not after["accepted"].any(), "an order was accepted after the stop"
+    # and it cancelled what rested: no order of the run is left open at the venue
+    orders = read_table(root / "store", "orders", "busy").collect()
+    last = orders.sort("ts_ns", "seq").group_by("client_order_id").agg(pl.col("status").last())
+    assert "canceled" in set(last["status"])
+    open_statuses = [s.value for s in OrderStatus if not s.is_final]
+    assert last.filter(pl.col("status").is_in(open_statuses)).height == 0

@@ -1,0 +1,67 @@
+"""The guides and the README name only commands and options that exist, and the example
+testnet config is a valid live config (system config, ccxt params, instruments)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from sapphire.adapters.ccxt_gateway import CcxtGatewayConfig
+from sapphire.cli import build_parser
+from sapphire.config.system import load_config
+from sapphire.kernel.assembly import load_instruments
+from tests.conftest import REPO_ROOT
+
+DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+CODE = re.compile(r"```[a-z]*\n(.*?)```|`([^`\n]+)`", re.S)
+COMMAND = re.compile(r"\bsapphire ([a-z][a-z-]*)((?:[ \t]+[^\s`#]+)*)")
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def commands_in(text: str) -> list[tuple[str, list[str]]]:
+    out = []
+    for block, span in CODE.findall(text):
+        for line in (block or span).splitlines():
+            for verb, rest in COMMAND.findall(line):
+                out.append((verb, [t.split("=")[0] for t in rest.split() if t.startswith("--")]))
+    return out
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_command_and_option_named_exists(doc: Path) -> None:
+    known = subcommands()
+    found = commands_in(doc.read_text(encoding="utf-8"))
+    for verb, options in found:
+        assert verb in known, f"{doc.name}: `sapphire {verb}` is not a command"
+        for option in options:
+            assert option in known[verb]._option_string_actions, (
+                f"{doc.name}: `sapphire {verb}` has no option {option}"
+            )
+    if doc.parent.name == "docs" and doc.name != "config-reference.md":
+        assert found, f"{doc.name} shows no command"
+
+
+def test_the_check_sees_commands_in_code_only() -> None:
+    text = "run sapphire now\n```bash\nsapphire query R --root x  # c\n```\n`sapphire stop R --all`"
+    assert commands_in(text) == [("query", ["--root"]), ("stop", ["--all"])]
+
+
+def test_the_testnet_example_is_a_valid_live_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO_ROOT)  # its paths are relative to the repository root
+    config = load_config(REPO_ROOT / "configs" / "live_testnet.yaml")
+    assert config.data.source == "ccxt" and config.exchange.kind == "ccxt"
+    params = msgspec.convert(config.exchange.params, CcxtGatewayConfig)
+    assert params.sandbox, "the example must never point at a real account"
+    urls = msgspec.json.encode(config.data.live.api_urls).decode()
+    assert "testnet" in urls and "api.binance.com" not in urls
+    instruments = load_instruments(config.data)
+    assert {a.symbol for a in config.agents} <= set(instruments)

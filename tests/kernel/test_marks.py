@@ -1,0 +1,41 @@
+"""The one mark-price rule (sapphire.kernel.marks): quotes, else trades, else bar closes."""
+
+from __future__ import annotations
+
+from sapphire.kernel.marks import MarkBook
+from sapphire.model.events import Bar, Quote, Side, Trade
+
+
+def bar(close: int, symbol: str = "BTCUSD") -> Bar:
+    return Bar(
+        ts_event_ns=0,
+        symbol=symbol,
+        interval_ns=60_000_000_000,
+        open_ticks=close - 5,
+        high_ticks=close + 5,
+        low_ticks=close - 10,
+        close_ticks=close,
+        volume_lots=7,
+    )
+
+
+def test_a_bar_only_symbol_is_marked_at_each_close() -> None:
+    """Bar strategies have no quotes: risk needs the close as the mark (else every order is
+    denied risk_no_market)."""
+    marks = MarkBook()
+    assert marks.get("BTCUSD") is None
+    marks.update(bar(700_000))
+    assert marks.get("BTCUSD") == 700_000.0
+    marks.update(bar(700_123))
+    assert marks.get("BTCUSD") == 700_123.0
+
+
+def test_quotes_outrank_trades_and_bars() -> None:
+    marks = MarkBook()
+    marks.update(Trade(ts_event_ns=0, symbol="X", price_ticks=99, qty_lots=1, taker_side=Side.BUY))
+    assert marks.get("X") == 99.0
+    q = Quote(ts_event_ns=1, symbol="X", bid_ticks=100, bid_lots=1, ask_ticks=102, ask_lots=1)
+    marks.update(q)
+    marks.update(bar(90, "X"))
+    marks.update(Trade(ts_event_ns=2, symbol="X", price_ticks=50, qty_lots=1, taker_side=Side.SELL))
+    assert marks.get("X") == 101.0  # the mid, whatever trades or bars say
