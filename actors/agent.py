@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import pickle
 import time
+import uuid
 from typing import Any
 
 import ray
@@ -54,6 +55,7 @@ class AgentActor:
             else None
         )
         self.busy_s = 0.0
+        self._incarnation = uuid.uuid4().hex  # this process (a rewind restores within it)
         self._stepper: Stepper[tuple[bytes, list[Any]]] = Stepper(
             make_store(checkpoint_location),
             f"agent-{agent_id}",
@@ -63,13 +65,23 @@ class AgentActor:
         self.caches.publish()
 
     def _snapshot(self) -> bytes:
-        # the cache counts ride along, so the run's summary counts earlier incarnations too
-        state = (self.stage.snapshot(), counts_to_builtins(self.caches.totals()))
+        # the cache counts ride along, so the run's summary counts earlier incarnations too;
+        # the earlier ones apart from this process's, which a rewind in this same process
+        # must not count twice (its live counters keep running)
+        state = (
+            self.stage.snapshot(),
+            counts_to_builtins(self.caches.totals()),
+            counts_to_builtins(self.caches.base),
+            self._incarnation,
+        )
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _restore(self, data: bytes) -> None:
         loaded = pickle.loads(data)
-        if isinstance(loaded, tuple) and len(loaded) == 2 and isinstance(loaded[0], bytes):
+        if isinstance(loaded, tuple) and len(loaded) == 4 and isinstance(loaded[0], bytes):
+            stage, totals, base, incarnation = loaded
+            caches = base if incarnation == self._incarnation else totals
+        elif isinstance(loaded, tuple) and len(loaded) == 2 and isinstance(loaded[0], bytes):
             stage, caches = loaded
         else:  # a checkpoint from before the counts were kept: the stage's snapshot alone
             stage, caches = data, {}

@@ -137,6 +137,11 @@ class AgentCaches:
         names = sorted(self._base.keys() | live.keys())
         return {n: add_counts(self._base.get(n, {}), live.get(n, {})) for n in names}
 
+    @property
+    def base(self) -> CacheCounts:
+        """The earlier incarnations' counts (as restored)."""
+        return self._base
+
     def restore(self, base: CacheCounts) -> None:
         self._base = base
 

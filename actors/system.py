@@ -242,6 +242,7 @@ def start_llm_service(config: SystemConfig) -> str:
         dict(config.llm),
         # the agents and the coordinator are placed after the app (0.25: core actors' share)
         reserve_cpus=sum(spec.num_cpus for spec in config.agents) + 0.25,
+        placed_cpus=3 * 0.25,  # market data, execution and the sink, created just before
         prices_file=config.cost.prices_file,
         price_profile=config.cost.profile,
     )

@@ -122,13 +122,18 @@ def fit_replica(
     return options
 
 
-def _free_resources() -> tuple[float | None, float]:
+def _free_resources(placed_cpus: float = 0.0) -> tuple[float | None, float]:
+    """CPUs and GPUs free now. Ray's available resources lag the actors just created (they
+    are placed asynchronously), so what the caller has already asked for (``placed_cpus``)
+    is taken from the cluster's total too, and the smaller figure wins."""
     import ray
 
     if not ray.is_initialized():
         return None, 0.0
     free = ray.available_resources()  # type: ignore[no-untyped-call]  # unannotated in Ray
-    return float(free.get("CPU", 0.0)), float(free.get("GPU", 0.0))
+    total = ray.cluster_resources()  # type: ignore[no-untyped-call]  # unannotated in Ray
+    cpus = min(float(free.get("CPU", 0.0)), float(total.get("CPU", 0.0)) - placed_cpus)
+    return cpus, float(free.get("GPU", 0.0))
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
@@ -141,12 +146,14 @@ def build_sized_app(
     args: dict[str, Any] | None = None,
     *,
     reserve_cpus: float = 0.0,
+    placed_cpus: float = 0.0,
     prices_file: str = "ops/prices.yaml",
     price_profile: str = "on_prem",
 ) -> Application:
     """The decision app for ``args`` (see :class:`LlmAppArgs`), sized to the cluster now.
 
     ``reserve_cpus``: CPUs the caller still has to place after this app (its agent actors).
+    ``placed_cpus``: CPUs of the actors it has just created (Ray may not count them yet).
     ``prices_file``/``price_profile``: the run's price table, which prices each decision.
     """
     parsed, config = parse_app_args(args)  # fail at build time, not in the replica
@@ -155,7 +162,7 @@ def build_sized_app(
     replicas = 1
     if auto is not None:
         replicas = int(auto.get("initial_replicas") or auto.get("min_replicas") or 1)
-    free_cpus, free_gpus = _free_resources()
+    free_cpus, free_gpus = _free_resources(placed_cpus)
     actor_options = fit_replica(
         config, parsed.ray_actor_options, replicas, reserve_cpus, free_cpus, free_gpus
     )

@@ -5,6 +5,7 @@ what it did, to compare order by order with the venue's."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -171,8 +172,14 @@ class LiveRun:
     def finish(self) -> RunResult:
         assert self.handles is not None
         # drain: the last orders are sent, answered and reconciled until the venue has
-        # nothing left to tell (bounded: the double gets no more market data)
-        self.step = drive(self.handles, start_step=self.step, max_steps=10)
+        # nothing left to tell (bounded: the double gets no more market data). Bounded by
+        # steps *and* by at least a second of wall time: a live window is what arrived
+        # since the last one, and batched steps follow each other in milliseconds.
+        started = time.monotonic()
+        for n in range(1, 201):
+            self.step = drive(self.handles, start_step=self.step, max_steps=1)
+            if n >= 10 and time.monotonic() - started >= 1.0:
+                break
         result = finish(self.handles, self.step, 0.0)
         self.results.append(result)
         return result

@@ -77,6 +77,12 @@ def ray_head(
         f"--temp-dir={temp_dir}",
         "--disable-usage-stats",
         "--block",
+        # the agents' ports are fixed by default (52365...): another Ray on this machine (a
+        # parallel test worker) would keep them from starting ("No available agent")
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
         *extra_args,
     ]
     log = open(Path(temp_dir) / "ray-start.log", "w")  # noqa: SIM115 - closed in finally
