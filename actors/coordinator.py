@@ -227,7 +227,9 @@ class CoordinatorActor:
         if barrier:
             self._barrier_at = time.perf_counter()
         elif progress.done:
-            # the end is checkpointed too: a restart or --resume after it finds the run done
+            # the end is checkpointed too: a restart or --resume after it finds the run done.
+            # Its rows join the unacked ones first: a checkpoint holds those, not new ones.
+            self.rows.take_new()
             self._stepper.commit()
         return progress
 

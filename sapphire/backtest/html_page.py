@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import polars as pl
 from plotly.colors import qualitative
+
+from sapphire.storage.schemas import quote_scale
 
 # Above this many points a line is drawn with WebGL: a day of quotes stays responsive.
 WEBGL_POINTS = 5_000
@@ -44,6 +47,25 @@ def line(x: Any, y: Any, **kwargs: Any) -> go.Scatter | go.Scattergl:
     return cls(x=x, y=y, mode="lines", **kwargs)
 
 
+def markers(
+    x: Any,
+    y: Any,
+    *,
+    name: str,
+    symbol: str,
+    colour: str,
+    size: int = 10,
+    outline: bool = True,
+    opacity: float = 1.0,
+    **kwargs: Any,
+) -> go.Scatter:
+    """Points on a price chart (fills, signals): one marker style for every report."""
+    marker: dict[str, Any] = {"symbol": symbol, "size": size, "color": colour, "opacity": opacity}
+    if outline:
+        marker["line"] = {"width": 1, "color": "black"}
+    return go.Scatter(x=x, y=y, mode="markers", name=name, marker=marker, **kwargs)
+
+
 def times(ts_ns: npt.NDArray[np.int64] | Sequence[int]) -> npt.NDArray[np.datetime64]:
     """Nanosecond timestamps as datetimes (plotly's date axis, UTC)."""
     return np.asarray(ts_ns, dtype=np.int64).astype("datetime64[ns]")
@@ -56,9 +78,27 @@ def drawdown(equity: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return equity - np.maximum.accumulate(equity)
 
 
-def fmt_money(value: float, unit: str = "") -> str:
-    text = f"{value:,.2f}" if abs(value) >= 1 else f"{value:,.6g}"
-    return f"{text} {unit}".strip()
+def money_scale(unit: str) -> int:
+    """Fractional digits of money in ``unit``: its asset's stored scale (``quote_scale``);
+    a mixed unit ("USDT/ETH") keeps the finest, so no asset's figures lose digits."""
+    return max(quote_scale(u) for u in unit.split("/"))
+
+
+def money_text(value: Decimal, unit: str) -> str:
+    """Cash for people as the end-of-run screen prints it: the settlement asset's stored
+    scale, no exponent, no float noise."""
+    return f"{value.quantize(Decimal(1).scaleb(-money_scale(unit))):f}"
+
+
+def fmt_money(value: Decimal, unit: str = "") -> str:
+    return f"{money_text(value, unit)} {unit}".strip()
+
+
+def money_column(values: Sequence[Decimal], unit: str) -> pl.Series:
+    """Decimal cash as a table column at ``unit``'s scale (what the stored tables hold)."""
+    scale = money_scale(unit)
+    step = Decimal(1).scaleb(-scale)
+    return pl.Series([v.quantize(step) for v in values], dtype=pl.Decimal(38, scale))
 
 
 def fmt_pct(value: float) -> str:
@@ -113,6 +153,8 @@ def table_html(frame: pl.DataFrame, limit: int = MAX_TRADE_ROWS) -> str:
 def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:,.8g}"
+    if isinstance(value, Decimal):  # str() writes a quantized zero as "0E-8"
+        return f"{value:f}"
     return "" if value is None else str(value)
 
 

@@ -5,6 +5,7 @@ Sharpe/Sortino read n/a, with the reason, where the window is too short to annua
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from sapphire.backtest.html_page import (
     fmt_pct,
     fmt_ratio,
     line,
+    markers,
+    money_column,
     page,
     style,
     table_html,
@@ -71,19 +74,28 @@ _MARKS = {
 }
 
 
-def stats(summary: Summary, unit: str) -> list[Stat]:
-    """The formatted header: money in the settlement unit, ratios n/a with the reason."""
+def money_unit(inst: Instrument) -> str:
+    return inst.settle_asset or "quote"
+
+
+def fees_paid(result: BacktestResult) -> Decimal:
+    return sum((f.fee_quote for f in result.fills), Decimal(0))
+
+
+def stats(summary: Summary, result: BacktestResult, unit: str) -> list[Stat]:
+    """The formatted header: money from the ledger's Decimals at the settlement asset's
+    scale (``unit``), ratios n/a with the reason."""
     note = summary.ratio_note
     return [
         Stat("return", fmt_pct(summary.total_return)),
-        Stat("final equity", fmt_money(summary.final_equity, unit)),
-        Stat("PnL", fmt_money(summary.final_equity - summary.initial_equity, unit)),
+        Stat("final equity", fmt_money(result.final_equity, unit)),
+        Stat("PnL", fmt_money(result.final_equity - result.initial_cash, unit)),
         Stat("max drawdown", f"{summary.max_drawdown * 100:.2f} %"),
         Stat("Sharpe", fmt_ratio(summary.sharpe), note),
         Stat("Sortino", fmt_ratio(summary.sortino), note),
         Stat("fills", f"{summary.fills:,}"),
         Stat("round trips", f"{summary.round_trips:,}", f"hit rate {summary.hit_rate:.0%}"),
-        Stat("fees", fmt_money(summary.fees, unit)),
+        Stat("fees", fmt_money(fees_paid(result), unit)),
         Stat("turnover", f"{summary.turnover:.2f}x"),
         Stat("span", format_span(summary.span_ns), f"{summary.events:,} events"),
     ]
@@ -152,36 +164,39 @@ def price_figure(
                 continue
             # a signal on a bar's close: drawn at the close, the order fills at the next open
             fig.add_trace(
-                go.Scatter(
-                    x=times(hit["ts_event_ns"].to_numpy()),
-                    y=hit["close"].to_numpy(),
-                    mode="markers",
+                markers(
+                    times(hit["ts_event_ns"].to_numpy()),
+                    hit["close"].to_numpy(),
                     name=f"signal: {label}",
-                    marker={"symbol": symbol, "size": 8, "color": colour, "opacity": 0.5},
+                    symbol=symbol,
+                    colour=colour,
+                    size=8,
+                    outline=False,
+                    opacity=0.5,
                 ),
                 1,
                 1,
             )
-    fills = fills_frame(result, inst)
+    money = money_unit(inst)
+    fills = fills_frame(result, inst).with_columns(
+        pl.Series("fee_text", [fmt_money(f.fee_quote, money) for f in result.fills], pl.String)
+    )
     for side, symbol in (("buy", "triangle-up"), ("sell", "triangle-down")):
         part = fills.filter(pl.col("side") == side)
         if part.is_empty():
             continue
         fig.add_trace(
-            go.Scatter(
-                x=times(part["ts_event_ns"].to_numpy()),
-                y=part["price"].to_numpy(),
-                mode="markers",
+            markers(
+                times(part["ts_event_ns"].to_numpy()),
+                part["price"].to_numpy(),
                 name=f"{agent} {side}",
-                marker={
-                    "symbol": symbol,
-                    "size": 11,
-                    "color": agent_colour(0),
-                    "line": {"width": 1, "color": "black"},
-                },
-                customdata=np.stack([part["qty"].to_numpy(), part["fee_quote"].to_numpy()], 1),
-                hovertemplate=f"{side} %{{customdata[0]}} @ %{{y}} {unit}"
-                f"<br>fee %{{customdata[1]:.6g}}<extra>{agent}</extra>",
+                symbol=symbol,
+                colour=agent_colour(0),
+                size=11,
+                customdata=part["qty"].to_numpy(),
+                text=part["fee_text"].to_list(),
+                hovertemplate=f"{side} %{{customdata}} @ %{{y}} {unit}"
+                f"<br>fee %{{text}}<extra>{agent}</extra>",
             ),
             1,
             1,
@@ -215,14 +230,28 @@ def equity_figure(result: BacktestResult, unit: str, agent: str, lot: float) -> 
 
 
 def trade_list(result: BacktestResult, inst: Instrument) -> pl.DataFrame:
-    return fills_frame(result, inst).select(
+    """The fills as a trader reads them: prices on the tick grid, quantities on the lot
+    grid, the fee at the settlement asset's scale (Decimals, no float digits)."""
+    fills = result.fills
+    return pl.DataFrame(
+        [
+            pl.Series("ts_event_ns", [f.ts_event_ns for f in fills], pl.Int64),
+            pl.Series("side", [f.side.name.lower() for f in fills], pl.String),
+            pl.Series(
+                "price", [f"{inst.ticks_to_price(f.price_ticks):f}" for f in fills], pl.String
+            ),
+            pl.Series("qty", [f"{inst.lots_to_qty(f.qty_lots):f}" for f in fills], pl.String),
+            money_column([f.fee_quote for f in fills], money_unit(inst)).alias("fee"),
+            pl.Series("is_maker", [f.is_maker for f in fills], pl.Boolean),
+            pl.Series(
+                "position_after",
+                [f"{inst.lots_to_qty(f.position_after):f}" for f in fills],
+                pl.String,
+            ),
+        ]
+    ).select(
         pl.from_epoch("ts_event_ns", time_unit="ns").dt.strftime("%Y-%m-%d %H:%M:%S").alias("time"),
-        "side",
-        "price",
-        "qty",
-        "fee_quote",
-        "is_maker",
-        "position_after",
+        pl.exclude("ts_event_ns"),
     )
 
 
@@ -237,7 +266,7 @@ def write_html(
 ) -> Path:
     """The interactive page (plotly.js inlined): stats header, price with indicators, signals
     and fills, equity/drawdown/position, the trade list."""
-    unit = inst.settle_asset or inst.quote or "quote"
+    unit = money_unit(inst)
     trades = trade_list(result, inst)
     sections: list[tuple[str, go.Figure | str]] = [
         ("price, signals and fills", price_figure(result, inst, agent, bars)),
@@ -248,7 +277,7 @@ def write_html(
         ),
     ]
     notes = [f"{agent} on {inst.symbol}: tick {inst.tick_size}, lot {inst.lot_size}"]
-    page_html = page(title, stats(summary, unit), sections, notes)
+    page_html = page(title, stats(summary, result, unit), sections, notes)
     path.write_text(page_html, encoding="utf-8")
     return path
 
@@ -268,7 +297,10 @@ def write_report(
     and signal columns) for the price chart."""
     out_dir.mkdir(parents=True, exist_ok=True)
     png = write_png(result, out_dir / f"{name}.png", name, inst.lot_float)
-    fills_frame(result, inst).write_csv(out_dir / f"{name}_trades.csv")
+    fees = money_column([f.fee_quote for f in result.fills], money_unit(inst))
+    fills_frame(result, inst).with_columns(fees.alias("fee_quote")).write_csv(
+        out_dir / f"{name}_trades.csv"
+    )
     equity_frame(result).write_csv(out_dir / f"{name}_equity.csv")
     page_path = write_html(result, summary, out_dir / f"{name}.html", name, inst, agent, bars)
     (out_dir / f"{name}.json").write_bytes(msgspec.json.encode(summary))

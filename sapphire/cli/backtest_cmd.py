@@ -23,6 +23,8 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 from rich.table import Table
 
 from sapphire.backtest.config import BacktestConfigError, parse_config
+from sapphire.backtest.html_page import money_text
+from sapphire.backtest.report import fees_paid
 from sapphire.backtest.runner import RunOutput, run_config
 
 
@@ -92,27 +94,36 @@ def handle(args: argparse.Namespace) -> int:
         except BacktestConfigError as exc:
             console.print(f"[red]backtest failed:[/red] {exc}", soft_wrap=True)
             return 2
-    console.print(_table(outputs))
-    for out in outputs:
+    console.print(_table(outputs, cfg.instrument.quote))
+    for i, out in enumerate(outputs, 1):
+        console.print(f"#{i} {out.name}", soft_wrap=True)
         if out.summary.ratio_note:
-            console.print(f"{out.name}: sharpe {out.summary.ratio_note}")
-        console.print(f"report: {out.html}")
+            console.print(f"   sharpe {out.summary.ratio_note}", soft_wrap=True)
+        console.print(f"   report: {out.html}", soft_wrap=True)
     return 0
 
 
-def _table(outputs: list[RunOutput]) -> Table:
-    table = Table(title="backtest summary")
-    for col in ("run", "return %", "sharpe", "max dd %", "fills", "hit %", "fees"):
-        table.add_column(col)
-    for out in outputs:
-        s = out.summary
+def _table(outputs: list[RunOutput], quote: str) -> Table:
+    """One row per run (``#n``: the run's name and report are printed under the table, so
+    the figures fit an 80-column terminal). PnL and fees are the ledger's Decimals at the
+    quote asset's stored scale, as the end-of-run screen prints them (bar instruments are
+    linear: they settle in their quote)."""
+    table = Table(title="backtest summary", box=None, header_style="bold underline")
+    unit = f" ({quote})" if quote else ""
+    table.add_column("run", no_wrap=True)
+    for col in ("return %", "sharpe", "max dd %", "fills", "hit %", f"PnL{unit}", f"fees{unit}"):
+        # a figure cut with an ellipsis reads as another number: figures never wrap or crop
+        table.add_column(col, no_wrap=True, justify="right")
+    for i, out in enumerate(outputs, 1):
+        s, r = out.summary, out.result
         table.add_row(
-            out.name,
+            f"#{i}",
             f"{s.total_return * 100:.3f}",
             "n/a" if s.sharpe is None else f"{s.sharpe:.2f}",
             f"{s.max_drawdown * 100:.2f}",
             str(s.fills),
             f"{s.hit_rate * 100:.1f}",
-            f"{s.fees:.4f}",
+            money_text(r.final_equity - r.initial_cash, quote),
+            money_text(fees_paid(r), quote),
         )
     return table

@@ -72,7 +72,14 @@ def handle(args: argparse.Namespace) -> int:
     except (SchemaMismatchError, OSError, pl.exceptions.PolarsError) as exc:
         print(f"sapphire report: {exc}", file=sys.stderr)
         return 2
-    with pl.Config(tbl_rows=-1, tbl_cols=-1):
+    # one line per agent, however wide: a figure wrapped over two lines reads as two numbers
+    with pl.Config(
+        tbl_rows=-1,
+        tbl_cols=-1,
+        tbl_width_chars=65_535,  # its maximum (u16)
+        tbl_hide_column_data_types=True,
+        tbl_hide_dataframe_shape=True,
+    ):
         print(report.summary)
     print(f"wrote {report.html}")
     for path in report.pngs.values():

@@ -135,6 +135,22 @@ def print_summary(
             "",
             *(f"[bold]{money_text(v, unit_name)}{unit}[/bold]" for v in sums),
         )
+    firm = summary.get("firm_pnl")
+    if firm and len(totals_by_unit) > 1:
+        # the one firm figure (the one its loss limit binds on): each asset at its mark
+        rates = ", ".join(f"{a} at {r}" for a, r in firm["rates"].items())
+        why = f"partial: no price yet for {', '.join(firm['missing'])}" if firm["partial"] else ""
+        note = "; ".join(x for x in (rates, why) if x)
+        table.add_row(
+            # not "firm total": those rows stay one per asset, never added together
+            f"[bold]firm PnL in {firm['asset']}[/bold]" + (f" ({note})" if note else ""),
+            "",
+            "",
+            "",
+            "",
+            "",
+            f"[bold]{money_text(Decimal(firm['total']), firm['asset'])} {firm['asset']}[/bold]",
+        )
     print_uncut(table, console)
     totals = Table(title="Orders, risk and storage")
     totals.add_column("metric", overflow="fold")

@@ -74,7 +74,7 @@ class ConsoleSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     done: bool
     failure: str
     capital_quote: str
-    firm_pnl_quote: str
+    firm_pnl_quote: str  # in firm_pnl_asset, each settlement asset converted at its mark
     fills: int
     orders: int
     open_orders: int
@@ -85,6 +85,9 @@ class ConsoleSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     totals: list[UnitTotals]
     kill_switch: KillSwitchView
     equity: list[EquityPoint]
+    firm_pnl_asset: str = ""  # the firm's reporting currency (the asset of capital_quote)
+    # settlement assets left out of firm_pnl_quote: no conversion mark yet (empty: complete)
+    firm_pnl_missing: list[str] = msgspec.field(default_factory=list)
 
 
 class EquityCurve:
@@ -180,6 +183,8 @@ def build_snapshot(
         totals=unit_totals(rows),
         kill_switch=kill_switch,
         equity=equity.view(),
+        firm_pnl_asset=str(summary.get("firm_pnl", {}).get("asset", "")),
+        firm_pnl_missing=list(summary.get("firm_pnl", {}).get("missing", [])),
     )
 
 

@@ -31,7 +31,7 @@ from sapphire.model.orders import (
     SubmitOrder,
 )
 from sapphire.risk.allocation import SignalAggregator, allocate_capital
-from sapphire.risk.engine import RiskDecision, RiskEngine
+from sapphire.risk.engine import NS_PER_DAY, RiskDecision, RiskEngine
 from sapphire.risk.limits import RiskLimits
 from sapphire.risk.portfolio import Portfolio
 
@@ -146,24 +146,7 @@ class CoordinatorCore:
             open_lots = self.journal.open_lots(agent_id, output.symbol, output.side)
             consensus = self.aggregator.consensus(output.symbol)
             decision = self.risk.check(output, open_lots, now_ns, consensus)
-            result.decisions.append(decision)
-            if decision.accepted:
-                order = SubmitOrder.from_intent(output)
-                if self.journal.record_submit(order):
-                    result.orders.append(order)
-                    self._route(order, result)
-            else:
-                assert decision.reason is not None
-                result.denials.append(
-                    OrderDenied(
-                        ts_event_ns=now_ns,
-                        client_order_id=decision.client_order_id,
-                        agent_id=agent_id,
-                        symbol=output.symbol,
-                        reason=decision.reason,
-                        detail=decision.detail,
-                    )
-                )
+            self._apply_decision(output, decision, result)
         elif isinstance(output, CancelIntent):
             entry = self.journal.entries.get(output.target_client_order_id)
             if entry is not None and entry.agent_id == agent_id and not entry.status.is_final:
@@ -175,6 +158,62 @@ class CoordinatorCore:
                         symbol=entry.symbol,
                     )
                 )
+
+    def on_intents(self, items: Sequence[tuple[str, OrderIntent]], result: StepResult) -> None:
+        """``on_output`` for a run of (agent id, intent) with nothing else between them (no
+        mark, report or other output), in time order: the same decisions, orders and
+        denials, with the risk checks done for the run at once (``RiskEngine.check_batch``).
+        A run it does not model exactly goes through ``on_output`` one intent at a time."""
+        if not items:
+            return
+        intents = [
+            i if i.agent_id == a else msgspec.structs.replace(i, agent_id=a) for a, i in items
+        ]
+        first_ns = intents[0].ts_event_ns
+        day = first_ns // NS_PER_DAY
+        entries = self.journal.entries
+        ids = [i.client_order_id for i in intents]
+        decisions = None
+        # the per-intent path refreshes daily PnL at each intent: one refresh stands for all
+        # only within one day; a replayed client order id is not recorded, so it adds no
+        # open lots: both go the per-intent way
+        if (
+            intents[-1].ts_event_ns // NS_PER_DAY == day
+            and len(set(ids)) == len(ids)
+            and not any(cid in entries for cid in ids)
+        ):
+            self.risk.refresh(first_ns)
+            decisions = self.risk.check_batch(
+                intents, self.journal.open_lots, self.aggregator.consensus
+            )
+        if decisions is None:
+            for agent_id, intent in items:
+                self.on_output(agent_id, intent, result)
+            return
+        for intent, decision in zip(intents, decisions, strict=True):
+            self._apply_decision(intent, decision, result)
+
+    def _apply_decision(
+        self, intent: OrderIntent, decision: RiskDecision, result: StepResult
+    ) -> None:
+        result.decisions.append(decision)
+        if decision.accepted:
+            order = SubmitOrder.from_intent(intent)
+            if self.journal.record_submit(order):
+                result.orders.append(order)
+                self._route(order, result)
+        else:
+            assert decision.reason is not None
+            result.denials.append(
+                OrderDenied(
+                    ts_event_ns=decision.ts_event_ns,
+                    client_order_id=decision.client_order_id,
+                    agent_id=intent.agent_id,
+                    symbol=intent.symbol,
+                    reason=decision.reason,
+                    detail=decision.detail,
+                )
+            )
 
     def _route(self, order: SubmitOrder, result: StepResult) -> None:
         """Send ``order`` to the venue, or first cross what it can inside the firm."""

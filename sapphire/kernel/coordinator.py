@@ -34,11 +34,12 @@ from sapphire.model.orders import (
     AgentReport,
     OrderDenied,
     OrderFilled,
+    OrderIntent,
     OrderStatus,
     OrderUpdate,
     SubmitOrder,
 )
-from sapphire.risk.portfolio import PositionState
+from sapphire.risk.portfolio import FirmPnl, PositionState
 from sapphire.storage.records import PnlSnapshot
 
 _NEVER = 1 << 62
@@ -210,16 +211,14 @@ class CoordinatorStage:
                 while j < n_others and (
                     others[j][0] < now or (others[j][0] == now and others[j][1] == 0)
                 ):
-                    self._process(others[j], result)
-                    j += 1
+                    j = self._process_next(others, j, now, result)
                 grid = self._next_pnl_ns
             if now >= grid:
                 self._pnl(now)
                 grid = self._next_pnl_ns
             on_mark(event)
         while j < n_others:
-            self._process(others[j], result)
-            j += 1
+            j = self._process_next(others, j, _NEVER, result)
         if window.last:
             self._pnl(end - 1, final=True)
 
@@ -261,6 +260,45 @@ class CoordinatorStage:
             kill_switch_tripped=False,
             done=window.last,
         )
+
+    def _process_next(
+        self, others: list[tuple[int, int, int, Any]], j: int, before: int, result: StepResult
+    ) -> int:
+        """Process ``others[j]``, or the run of order intents it starts (decided before
+        ``before`` and before the next PnL grid point, with nothing else between them) at
+        once through the batch risk check; the index of the next item to process."""
+        t, kind, _, payload = others[j]
+        if kind != 2 or type(payload[1]) is not OrderIntent:
+            self._process(others[j], result)
+            return j + 1
+        if t >= self._next_pnl_ns:
+            self._pnl(t)
+        limit = min(before, self._next_pnl_ns)
+        k = j + 1
+        n = len(others)
+        while k < n and others[k][1] == 2 and others[k][0] < limit:
+            if type(others[k][3][1]) is not OrderIntent:
+                break
+            k += 1
+        if k == j + 1:
+            self._process(others[j], result)
+            return k
+        items = [others[i][3] for i in range(j, k)]
+        n_orders = len(result.orders)
+        n_decisions = len(result.decisions)
+        n_denials = len(result.denials)
+        rows = self.rows
+        for _, out in items:
+            rows.add_output(out)
+        self.core.on_intents(items, result)
+        for decision in result.decisions[n_decisions:]:
+            rows.add_decision(decision)
+        for order in result.orders[n_orders:]:
+            rows.add_submit(order)
+        for denial in result.denials[n_denials:]:
+            self.counters.denied += 1
+            self._push(denial)
+        return k
 
     def _process(self, item: tuple[int, int, int, Any], result: StepResult) -> None:
         t, kind, _, payload = item
@@ -384,6 +422,7 @@ class CoordinatorStage:
         """The trading state every runner reports the same way (the runner adds its own
         timings and fault counts)."""
         core = self.core
+        firm = self.firm_summary()
         return {
             "counters": msgspec.structs.asdict(self.counters),
             "fills": core.fill_count,
@@ -393,7 +432,8 @@ class CoordinatorStage:
             "crossing": self.crossing_summary(),
             "kill_switch": core.risk.kill_switch_on,
             "agents": self.agent_rows(),
-            "firm_pnl_quote": money(self.firm_pnl_quote()),
+            "firm_pnl_quote": firm["total"],
+            "firm_pnl": firm,
             "consensus": {s: core.aggregator.consensus(s) for s in core.aggregator.symbols()},
             "rows": self.rows.committed_counts(),
             "rows_produced": self.rows.counts(),
@@ -433,8 +473,28 @@ class CoordinatorStage:
             )
         return out
 
+    def firm_pnl(self) -> FirmPnl:
+        """The firm's PnL per settlement asset and as one figure in its reporting currency,
+        each asset converted at its current mark (``FirmPnl``)."""
+        return self.core.portfolio.firm_pnl(self.core.marks.marks)
+
     def firm_pnl_quote(self) -> Decimal:
-        return self.core.portfolio.total_pnl_quote(None, self.core.marks.marks)
+        """The firm's one PnL figure, in its reporting currency (partial while a settlement
+        asset has no conversion mark: see :meth:`firm_summary`)."""
+        return self.firm_pnl().total
+
+    def firm_summary(self) -> dict[str, Any]:
+        firm = self.firm_pnl()
+        out: dict[str, Any] = {
+            "asset": firm.asset,
+            "total": money(firm.total),
+            "by_asset": {a: money(v) for a, v in sorted(firm.by_asset.items())},
+            "rates": {a: f"{v:f}" for a, v in sorted(firm.rates.items())},
+            "partial": firm.partial,
+        }
+        if firm.partial:
+            out["missing"] = list(firm.missing)
+        return out
 
     # -- persistence ----------------------------------------------------------------------
     # Everything the timeline carries between windows (the core and the rows snapshot

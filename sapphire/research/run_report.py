@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 
@@ -41,6 +42,9 @@ from sapphire.backtest.html_page import (
     fmt_pct,
     fmt_ratio,
     line,
+    markers,
+    money_column,
+    money_scale,
     page,
     style,
     table_html,
@@ -157,17 +161,25 @@ def spread_captured(run: RunData) -> pl.DataFrame:
     )
 
 
-def summary(run: RunData) -> pl.DataFrame:
-    """One row per agent: fills, maker share, final equity, max drawdown, rejections."""
+def summary(run: RunData, money: str = "quote") -> pl.DataFrame:
+    """One row per agent: fills, maker share, final equity, max drawdown, rejections.
+    Equity and drawdown are the stored Decimals at ``money``'s scale (the settlement
+    asset's, as the end-of-run screen prints them), not floats."""
     agents = sorted(
         {a for t in ("pnl", "fills", "risk_decisions") for a in run[t]["agent_id"].to_list() if a}
     )
     eq = equity_frame(run)
+    cash = firm_equity(run)
     cap = spread_captured(run)
     risk = run["risk_decisions"]
     rows = []
+    equity: list[Decimal] = []
+    drawdowns: list[Decimal] = []
     for agent in agents:
         e = eq.filter(pl.col("agent_id") == agent)
+        m = cash.filter(pl.col("agent_id") == agent)
+        equity.append(m["equity"][-1] if m.height else Decimal(0))
+        drawdowns.append(m["drawdown"].min() if m.height else Decimal(0))  # type: ignore[arg-type]
         f = run["fills"].filter(pl.col("agent_id") == agent)
         c = cap.filter((pl.col("agent_id") == agent) & pl.col("is_maker"))
         r = risk.filter(pl.col("agent_id") == agent)
@@ -176,18 +188,18 @@ def summary(run: RunData) -> pl.DataFrame:
                 "agent_id": agent,
                 "fills": f.height,
                 "maker_fills": int(f["is_maker"].sum()) if f.height else 0,
-                "final_equity": _num(e["equity"][-1]) if e.height else 0.0,
-                "max_drawdown": _num(e["drawdown"].min()) if e.height else 0.0,
                 "final_position_lots": int(e["position_lots"][-1]) if e.height else 0,
                 "spread_captured_bps": _num(c["captured_bps"].mean()) if c.height else 0.0,
                 "risk_checked": r.height,
                 "risk_rejected": int((~r["accepted"]).sum()) if r.height else 0,
             }
         )
+    if not rows:
+        return pl.DataFrame({"agent_id": []}, schema={"agent_id": pl.String})
     return (
         pl.DataFrame(rows)
-        if rows
-        else pl.DataFrame({"agent_id": []}, schema={"agent_id": pl.String})
+        .insert_column(3, money_column(equity, money).alias("final_equity"))
+        .insert_column(4, money_column(drawdowns, money).alias("max_drawdown"))
     )
 
 
@@ -280,13 +292,9 @@ def fig_fills(run: RunData) -> Figure:
     return fig
 
 
-def fig_risk(run: RunData) -> Figure:
-    fig, ax = subplots(figsize=(10, 4))
-    risk = run["risk_decisions"]
-    if risk.is_empty():
-        _empty(ax, "no risk decisions stored")
-        return fig
-    counts = (
+def risk_outcomes(risk: pl.DataFrame) -> pl.DataFrame:
+    """Risk decisions counted per agent and outcome ("accepted" or the refusal's reason)."""
+    return (
         risk.with_columns(
             pl.when(pl.col("accepted"))
             .then(pl.lit("accepted"))
@@ -297,6 +305,15 @@ def fig_risk(run: RunData) -> Figure:
         .len()
         .sort("agent_id", "outcome")
     )
+
+
+def fig_risk(run: RunData) -> Figure:
+    fig, ax = subplots(figsize=(10, 4))
+    risk = run["risk_decisions"]
+    if risk.is_empty():
+        _empty(ax, "no risk decisions stored")
+        return fig
+    counts = risk_outcomes(risk)
     labels = [f"{a}\n{o}" for a, o in zip(counts["agent_id"], counts["outcome"], strict=True)]
     colours = ["tab:green" if o == "accepted" else "tab:red" for o in counts["outcome"]]
     ax.bar(range(counts.height), counts["len"].to_numpy(), color=colours)
@@ -350,7 +367,7 @@ def write_run_report(
     pngs = {
         name: _save(make(run), out_dir / f"{run_id}_{name}.png") for name, make in FIGURES.items()
     }
-    table = summary(run)
+    table = summary(run, Units(dict(instruments or {})).money(run_symbols(run)))
     notes = [f"{t}: {run[t].height} rows" for t in TABLES]
     page_path = out_dir / f"{run_id}.html"
     html_text = interactive_page(run, table, dict(instruments or {}), capital_quote, notes)
@@ -400,18 +417,26 @@ class Units:
 def firm_equity(run: RunData) -> pl.DataFrame:
     """Per agent and for the firm (``agent_id`` "firm"): time, PnL (quote, from 0) and
     drawdown. PnL rows come per position on a shared time grid, so the firm's PnL at a time
-    is the sum over agents' latest rows."""
-    eq = equity_frame(run)
-    if eq.is_empty():
-        return eq.select("agent_id", "time", "equity", "drawdown")
-    per_agent = eq.group_by("agent_id", "time", maintain_order=True).agg(pl.col("equity").sum())
-    wide = (
-        per_agent.pivot(on="agent_id", index="time", values="equity")
-        .sort("time")
-        .fill_null(strategy="forward")
-        .fill_null(0.0)
+    is the sum over agents' latest rows. Money stays the stored Decimal: sums and the
+    header's figures carry no float digits (plots cast)."""
+    pnl = run["pnl"]
+    if pnl.is_empty():
+        return pl.DataFrame(
+            schema={
+                "agent_id": pl.String,
+                "time": pl.Datetime("ns"),
+                "equity": pnl.schema["equity_quote"],
+                "drawdown": pnl.schema["equity_quote"],
+            }
+        )
+    per_agent = (
+        pnl.select("agent_id", _time(), pl.col("equity_quote").alias("equity"))
+        .group_by("agent_id", "time", maintain_order=True)
+        .agg(pl.col("equity").sum())
     )
+    wide = per_agent.pivot(on="agent_id", index="time", values="equity").sort("time")
     agents = [c for c in wide.columns if c != "time"]
+    wide = wide.with_columns(pl.col(agents).fill_null(strategy="forward").fill_null(0))
     firm = wide.select("time", pl.sum_horizontal(agents).alias("equity")).with_columns(
         pl.lit("firm").alias("agent_id")
     )
@@ -471,18 +496,13 @@ def price_figure(run: RunData, units: Units) -> go.Figure:
             if sided.is_empty():
                 continue
             fig.add_trace(
-                go.Scatter(
-                    x=times(sided["ts_ns"].to_numpy()),
-                    y=sided["price"].to_numpy(),
-                    mode="markers",
+                markers(
+                    times(sided["ts_ns"].to_numpy()),
+                    sided["price"].to_numpy(),
                     name=f"{agent} {word}",
                     legendgroup=agent,
-                    marker={
-                        "symbol": symbol,
-                        "size": 10,
-                        "color": agent_colour(i),
-                        "line": {"width": 1, "color": "black"},
-                    },
+                    symbol=symbol,
+                    colour=agent_colour(i),
                     customdata=sided["qty"].to_numpy(),
                     hovertemplate=f"{word} %{{customdata:.8g}} @ %{{y:.8g}} {label}"
                     f"<extra>{agent}</extra>",
@@ -509,7 +529,7 @@ def equity_figure(run: RunData, money: str) -> go.Figure:
         fig.add_trace(
             line(
                 t,
-                part["equity"].to_numpy(),
+                part["equity"].cast(pl.Float64).to_numpy(),
                 name=agent,
                 legendgroup=agent,
                 line={"color": colour, "width": width},
@@ -520,7 +540,7 @@ def equity_figure(run: RunData, money: str) -> go.Figure:
         fig.add_trace(
             line(
                 t,
-                part["drawdown"].to_numpy(),
+                part["drawdown"].cast(pl.Float64).to_numpy(),
                 name=f"{agent} drawdown",
                 legendgroup=agent,
                 showlegend=False,
@@ -539,17 +559,7 @@ def risk_figure(run: RunData) -> go.Figure:
     risk = run["risk_decisions"]
     if risk.is_empty():
         return empty(fig, "no risk decisions stored")
-    counts = (
-        risk.with_columns(
-            pl.when(pl.col("accepted"))
-            .then(pl.lit("accepted"))
-            .otherwise(pl.col("reason").fill_null("rejected"))
-            .alias("outcome")
-        )
-        .group_by("agent_id", "outcome")
-        .len()
-        .sort("agent_id", "outcome")
-    )
+    counts = risk_outcomes(risk)
     for outcome in sorted(set(counts["outcome"].to_list())):
         part = counts.filter(pl.col("outcome") == outcome)
         fig.add_trace(
@@ -597,7 +607,10 @@ def trade_list(run: RunData, units: Units) -> pl.DataFrame:
         pl.when(pl.col("side") > 0).then(pl.lit("buy")).otherwise(pl.lit("sell")).alias("side"),
         units.price(fills, "price_ticks").alias("price"),
         units.qty(fills, "qty_lots").alias("qty"),
-        pl.col("fee_quote").cast(pl.Float64).alias("fee"),
+        # at the settlement asset's scale, as stored (Decimal, never a float's digits)
+        pl.col("fee_quote")
+        .cast(pl.Decimal(38, money_scale(units.money(run_symbols(run)))))
+        .alias("fee"),
         "is_maker",
         "internal",
         "client_order_id",
@@ -609,8 +622,8 @@ def header(
 ) -> list[Stat]:
     eq = firm_equity(run)
     firm = eq.filter(pl.col("agent_id") == "firm")
-    pnl = float(firm["equity"][-1]) if firm.height else 0.0
-    dd = float(firm["drawdown"].min() or 0.0) if firm.height else 0.0  # type: ignore[arg-type]
+    pnl: Decimal = firm["equity"][-1] if firm.height else Decimal(0)
+    dd: Decimal = firm["drawdown"].min() if firm.height else Decimal(0)  # type: ignore[assignment]
     ts = firm["time"].cast(pl.Int64).to_list() if firm.height else []
     risk = run["risk_decisions"]
     rejected = int((~risk["accepted"]).sum()) if risk.height else 0
@@ -619,7 +632,8 @@ def header(
     if not note and capital_quote is None:
         note = "n/a: returns need the capital (pass --config)"
     if not note and capital_quote is not None:
-        rets = analytics.returns([capital_quote + v for v in firm["equity"].to_list()])
+        curve = firm["equity"].cast(pl.Float64).to_list()
+        rets = analytics.returns([capital_quote + v for v in curve])
         periods = len(ts) / ((ts[-1] - ts[0]) / analytics.NS_PER_YEAR)
         sharpe = analytics.sharpe(rets, periods)
         sortino = analytics.sortino(rets, periods)
@@ -633,8 +647,16 @@ def header(
         Stat("span", analytics.format_span(ts[-1] - ts[0]) if len(ts) > 1 else "0 s"),
     ]
     if capital_quote:
-        stats.insert(1, Stat("firm return", fmt_pct(pnl / capital_quote)))
+        stats.insert(1, Stat("firm return", fmt_pct(float(pnl) / capital_quote)))
     return stats
+
+
+def run_symbols(run: RunData) -> list[str]:
+    return sorted(
+        set(run["ticks"]["symbol"].to_list())
+        | set(run["fills"]["symbol"].to_list())
+        | set(run["pnl"]["symbol"].to_list())
+    )
 
 
 def interactive_page(
@@ -645,11 +667,7 @@ def interactive_page(
     notes: list[str],
 ) -> str:
     units = Units(instruments)
-    symbols = sorted(
-        set(run["ticks"]["symbol"].to_list())
-        | set(run["fills"]["symbol"].to_list())
-        | set(run["pnl"]["symbol"].to_list())
-    )
+    symbols = run_symbols(run)
     money = units.money(symbols)
     trades = trade_list(run, units)
     sections: list[tuple[str, go.Figure | str]] = [

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 
 import msgspec
 
+from sapphire.model.events import Side
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import OrderIntent, OrderType, RejectReason
-from sapphire.risk.limits import RiskLimits
-from sapphire.risk.portfolio import Portfolio
+from sapphire.risk.limits import AgentLimits, RiskLimits
+from sapphire.risk.portfolio import FirmPnl, Portfolio
 
 NS_PER_SECOND = 1_000_000_000
 NS_PER_DAY = 86_400 * NS_PER_SECOND
@@ -48,6 +50,7 @@ class RiskEngine:
         self._recent_orders: dict[str, deque[int]] = {}
         self._day = -1
         self._pnl_at_day_start: dict[str | None, Decimal] = {}
+        self._firm_at_day_start: dict[str, Decimal] = {}  # per settlement asset
         self.marks: dict[str, float] = {}
         self.kill_switch_on = False
         self.kill_reason = ""
@@ -79,13 +82,14 @@ class RiskEngine:
                 agent: self._portfolio.total_pnl_quote(agent, self.marks)
                 for agent in [None, *self._agents()]
             }
+            self._firm_at_day_start = self._portfolio.pnl_by_asset(None, self.marks)
         self._loss_breached = set()
         for agent in self._agents():
             limit = Decimal(self.limits.for_agent(agent).max_daily_loss_quote)
             if -self.daily_pnl_quote(agent) > limit:
                 self._loss_breached.add(agent)
         limit = Decimal(self.limits.max_firm_daily_loss_quote)
-        self.firm_breached = -self.daily_pnl_quote(None) > limit
+        self.firm_breached = -self.firm_daily_pnl().total > limit
 
     def _agents(self) -> list[str]:
         return sorted({agent for agent, _ in self._portfolio.positions})
@@ -93,6 +97,17 @@ class RiskEngine:
     def daily_pnl_quote(self, agent_id: str | None) -> Decimal:
         total = self._portfolio.total_pnl_quote(agent_id, self.marks)
         return total - self._pnl_at_day_start.get(agent_id, Decimal(0))
+
+    def firm_daily_pnl(self) -> FirmPnl:
+        """The firm's PnL since the day started, per settlement asset and in the firm's
+        currency: each asset's day change converted at the current mark, so a coin loss counts
+        at today's price. An asset with no conversion mark yet is left out (``missing``): it
+        cannot be read against a limit in another currency, and adding coins as if they were
+        USDT would be off by the price; its agents' own limits, in that asset, still bind."""
+        start = self._firm_at_day_start
+        now = self._portfolio.pnl_by_asset(None, self.marks)
+        daily = {asset: pnl - start.get(asset, Decimal(0)) for asset, pnl in now.items()}
+        return self._portfolio.convert(daily, self.marks)
 
     def _cap(self, agent_id: str, inst: Instrument) -> int:
         key = (agent_id, inst.symbol)
@@ -205,3 +220,185 @@ class RiskEngine:
                 self.trip_kill_switch("firm daily loss limit breached")
             return RejectReason.RISK_DAILY_LOSS, "firm daily loss limit breached"
         return None, ""
+
+    # -- the batch check ------------------------------------------------------------------
+    def check_batch(
+        self,
+        intents: Sequence[OrderIntent],
+        open_lots: Callable[[str, str, Side], int],
+        consensus: Callable[[str], float],
+    ) -> list[RiskDecision] | None:
+        """:meth:`check` over a run of intents with nothing else between them (no mark,
+        fill or signal), each at its own ``ts_event_ns``, as if every accepted intent's lots
+        joined its side's open orders before the next one is checked (what recording its
+        submit does). Same decisions, reasons, details and counters as ``check`` one by one.
+
+        One pass in plain ints: what only depends on the symbol and the agent (the mark, the
+        price band, the worst mark, limits, position, cap) is worked out once per run, not
+        per intent; the cumulative checks (order rate, open lots, position, notional) carry
+        their state from one intent to the next. ``None``: a run this path does not model
+        (an inverse instrument, a firm loss that trips the kill switch at each intent); the
+        caller then uses ``check`` per intent.
+        """
+        if not intents:
+            return []
+        if self.firm_breached and self.limits.kill_on_daily_loss:
+            return None  # the core trips (or re-trips, renaming the reason) per intent
+        instruments = self._instruments
+        for sym in {i.symbol for i in intents}:
+            inst = instruments.get(sym)
+            if inst is not None and inst.inverse:
+                return None
+        if self.kill_switch_on:
+            return self._deny_all(intents, RejectReason.RISK_KILL_SWITCH, self.kill_reason)
+        return self._batch_pass(intents, open_lots, consensus)
+
+    def _deny_all(
+        self, intents: Sequence[OrderIntent], reason: RejectReason, detail: str
+    ) -> list[RiskDecision]:
+        self.rejections[reason] = self.rejections.get(reason, 0) + len(intents)
+        return [
+            RiskDecision(
+                ts_event_ns=i.ts_event_ns,
+                agent_id=i.agent_id,
+                symbol=i.symbol,
+                client_order_id=i.client_order_id,
+                accepted=False,
+                requested_lots=i.qty_lots,
+                reason=reason,
+                detail=detail,
+            )
+            for i in intents
+        ]
+
+    def _batch_pass(
+        self,
+        intents: Sequence[OrderIntent],
+        open_lots: Callable[[str, str, Side], int],
+        consensus: Callable[[str], float],
+    ) -> list[RiskDecision]:
+        limits = self.limits
+        bps = limits.price_band_bps
+        gate = limits.consensus_gate
+        marks = self.marks
+        instruments = self._instruments
+        recent = self._recent_orders
+        rejections = self.rejections
+        position_lots = self._portfolio.position_lots
+        loss_breached = self._loss_breached
+        firm_breached = self.firm_breached
+        limit_type = OrderType.LIMIT
+        # per symbol: (mid, band, worst mark, ceil(mid)), the same float arithmetic as check
+        per_symbol: dict[str, tuple[float, float, int, int]] = {}
+        # per agent: limits, order-rate window; per (agent, symbol): (position, cap)
+        per_agent: dict[str, AgentLimits] = {}
+        windows: dict[str, deque[int]] = {}
+        per_book: dict[tuple[str, str], tuple[int, int]] = {}
+        pending_lots: dict[tuple[str, str, Side], int] = {}
+        consensus_of: dict[str, float] = {}
+        out: list[RiskDecision] = []
+        append = out.append
+        for intent in intents:
+            now_ns = intent.ts_event_ns
+            agent_id = intent.agent_id
+            symbol = intent.symbol
+            qty = intent.qty_lots
+            reason: RejectReason | None = None
+            detail = ""
+            agent = per_agent.get(agent_id)
+            if agent is None:
+                agent = per_agent[agent_id] = limits.for_agent(agent_id)
+            sym = per_symbol.get(symbol)
+            if sym is None and symbol in marks:
+                mid = marks[symbol]
+                sym = per_symbol[symbol] = (
+                    mid,
+                    mid * bps / 10_000,
+                    math.ceil(mid * (1 + bps / 10_000)),
+                    math.ceil(mid),
+                )
+            lim = intent.limit_ticks
+            side = int(intent.side)
+            if symbol not in instruments:
+                reason, detail = RejectReason.UNKNOWN_SYMBOL, symbol
+            elif qty <= 0 or qty > agent.max_order_lots:
+                reason, detail = RejectReason.RISK_ORDER_SIZE, f"order size {qty} lots"
+            elif sym is None:
+                reason, detail = RejectReason.RISK_NO_MARKET, "no mid price yet"
+            elif intent.order_type is limit_type and (lim is None or lim <= 0):
+                reason = RejectReason.INVALID_TICK
+                detail = "limit order without a positive price"
+            elif intent.order_type is limit_type and (lim - sym[0]) * side > sym[1]:  # type: ignore[operator]
+                reason = RejectReason.RISK_PRICE_BAND
+                off = (lim - sym[0]) * side  # type: ignore[operator]
+                detail = f"{off:.1f} ticks through mid > {sym[1]:.1f}"
+            else:
+                window = windows.get(agent_id)
+                if window is None:
+                    window = recent.get(agent_id)
+                    if window is None:
+                        window = recent[agent_id] = deque()
+                    windows[agent_id] = window
+                cutoff = now_ns - NS_PER_SECOND
+                while window and window[0] <= cutoff:
+                    window.popleft()
+                key = (agent_id, symbol, intent.side)
+                pending = pending_lots.get(key)
+                if pending is None:
+                    pending = pending_lots[key] = open_lots(agent_id, symbol, intent.side)
+                if len(window) >= agent.max_orders_per_second:
+                    reason = RejectReason.RISK_ORDER_RATE
+                    detail = f"{len(window)} orders in the last second"
+                else:
+                    book = per_book.get((agent_id, symbol))
+                    if book is None:
+                        book = per_book[(agent_id, symbol)] = (
+                            position_lots(agent_id, symbol),
+                            self._cap(agent_id, instruments[symbol]),
+                        )
+                    position, cap = book
+                    projected = position + side * (pending + qty)
+                    growing = abs(projected) > abs(position)
+                    if growing and abs(projected) > agent.max_position_lots:
+                        reason = RejectReason.RISK_MAX_POSITION
+                        detail = f"projected {projected} lots"
+                    else:
+                        if intent.order_type is not limit_type or lim is None:
+                            price = sym[2]
+                        else:
+                            price = lim if lim > sym[3] else sym[3]
+                        if growing and abs(price * projected) > cap:
+                            reason = RejectReason.RISK_MAX_NOTIONAL
+                            notional = instruments[symbol].notional_quote(price, abs(projected))
+                            detail = f"projected notional {notional} > cap"
+                        elif agent_id in loss_breached:
+                            reason = RejectReason.RISK_DAILY_LOSS
+                            detail = "agent daily loss limit breached"
+                        elif firm_breached:
+                            reason = RejectReason.RISK_DAILY_LOSS
+                            detail = "firm daily loss limit breached"
+                        elif gate > 0:
+                            c = consensus_of.get(symbol)
+                            if c is None:
+                                c = consensus_of[symbol] = consensus(symbol)
+                            if c * side < -gate:
+                                reason = RejectReason.RISK_CONSENSUS
+                                detail = f"against consensus {c:+.2f}"
+                if reason is None:
+                    window.append(now_ns)
+                    pending_lots[key] = pending + qty
+            if reason is not None:
+                rejections[reason] = rejections.get(reason, 0) + 1
+            append(
+                RiskDecision(
+                    ts_event_ns=now_ns,
+                    agent_id=agent_id,
+                    symbol=symbol,
+                    client_order_id=intent.client_order_id,
+                    accepted=reason is None,
+                    requested_lots=qty,
+                    reason=reason,
+                    detail=detail,
+                )
+            )
+        return out

@@ -12,10 +12,112 @@ from fractions import Fraction
 
 import msgspec
 
-from sapphire.model.instrument import Instrument
+from sapphire.model.instrument import Instrument, InstrumentKind
 from sapphire.model.orders import OrderFilled, Position
 
 _ZERO = Decimal(0)
+# Dollar assets read at par with each other when converting a coin to the firm's currency:
+# an inverse BTCUSD contract's price (USD per BTC) is the only BTC price a COIN-M run may
+# have, and the stablecoin/USD basis (a few bps) is far below what a firm loss limit means.
+_DOLLARS = frozenset({"USD", "USDT", "USDC"})
+# A conversion price comes from the instrument that tracks the spot price most closely: an
+# option's mark is a premium, never a price of its underlying.
+_PRICE_KINDS = {
+    InstrumentKind.SPOT: 0,
+    InstrumentKind.PERPETUAL: 1,
+    InstrumentKind.INVERSE_PERPETUAL: 1,
+    InstrumentKind.FUTURE: 2,
+    InstrumentKind.INVERSE_FUTURE: 2,
+}
+
+
+class FirmPnl(msgspec.Struct, frozen=True, kw_only=True):
+    """The firm's PnL: exact per settlement asset, and one figure in the firm's currency.
+
+    ``total`` adds each asset's PnL converted at its current mark (``rates``: the asset's
+    price in ``asset``); assets in ``missing`` had no conversion mark yet and are left out
+    of ``total`` (never added as if they were ``asset``), so ``partial`` says it is short.
+    """
+
+    asset: str
+    total: Decimal
+    by_asset: dict[str, Decimal]
+    rates: dict[str, Decimal]
+    missing: tuple[str, ...] = ()
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.missing)
+
+
+def reporting_asset(instruments: dict[str, Instrument]) -> str:
+    """The firm's currency, the asset ``capital_quote`` is in: the settlement asset when
+    there is one; else a settlement asset that is also a quote (USDT beside BTC-settled
+    inverse contracts); else the quote most instruments share (USD for COIN-M only)."""
+    settles = sorted({i.settle_asset for i in instruments.values()})
+    if len(settles) <= 1:
+        return settles[0] if settles else ""
+    quotes = [i.quote for i in instruments.values() if i.quote]
+    quoted = [a for a in settles if a in quotes]
+    if quoted:
+        return quoted[0]
+    if not quotes:
+        return settles[0]
+    return min(sorted(set(quotes)), key=lambda q: -quotes.count(q))
+
+
+def _same_money(a: str, b: str) -> bool:
+    return a == b or (a in _DOLLARS and b in _DOLLARS)
+
+
+def conversion_rate(
+    asset: str, into: str, instruments: dict[str, Instrument], marks: dict[str, float]
+) -> Decimal | None:
+    """The price of one ``asset`` in ``into`` at the current mark (the one mark rule,
+    ``sapphire.kernel.marks``), from an instrument of the run that prices one in the other;
+    None while no such instrument has a mark."""
+    if _same_money(asset, into):
+        return Decimal(1)
+    best: tuple[int, str, Decimal] | None = None
+    for inst in instruments.values():
+        rank = _PRICE_KINDS.get(inst.kind)
+        mark = marks.get(inst.symbol)
+        if rank is None or mark is None or mark <= 0:
+            continue
+        price = Decimal(repr(mark)) * inst.tick
+        if inst.base == asset and _same_money(inst.quote, into):
+            rate = price
+        elif _same_money(inst.quote, asset) and inst.base == into:
+            rate = 1 / price
+        else:
+            continue
+        if best is None or (rank, inst.symbol) < best[:2]:
+            best = (rank, inst.symbol, rate)
+    return None if best is None else best[2]
+
+
+def convert(
+    by_asset: dict[str, Decimal],
+    into: str,
+    instruments: dict[str, Instrument],
+    marks: dict[str, float],
+) -> FirmPnl:
+    """Per-asset amounts as one figure in ``into`` (see :class:`FirmPnl`)."""
+    total = _ZERO
+    rates: dict[str, Decimal] = {}
+    missing = []
+    for asset, amount in sorted(by_asset.items()):
+        if asset == into:
+            total += amount  # no rate: a single-asset run's figure stays exact
+            continue
+        rate = conversion_rate(asset, into, instruments, marks)
+        if rate is None:
+            if amount:
+                missing.append(asset)
+            continue
+        rates[asset] = rate
+        total += amount * rate
+    return FirmPnl(asset=into, total=total, by_asset=by_asset, rates=rates, missing=tuple(missing))
 
 
 class PositionState(msgspec.Struct, kw_only=True):
@@ -95,6 +197,32 @@ class Portfolio:
             if symbol in marks:
                 total += self.unrealized_quote(agent, symbol, marks[symbol])
         return total
+
+    def pnl_by_asset(self, agent_id: str | None, marks: dict[str, float]) -> dict[str, Decimal]:
+        """:meth:`total_pnl_quote` per settlement asset: coin and quote are never added."""
+        totals: dict[str, Decimal] = {}
+        for (agent, symbol), state in self.positions.items():
+            if agent_id is not None and agent != agent_id:
+                continue
+            asset = self._instruments[symbol].settle_asset
+            # summed as total_pnl_quote sums, so a one-asset firm's figure is the same Decimal
+            total = totals.get(asset, _ZERO)
+            total += state.realized_pnl_quote - state.fees_quote
+            if symbol in marks:
+                total += self.unrealized_quote(agent, symbol, marks[symbol])
+            totals[asset] = total
+        return totals
+
+    @property
+    def reporting_asset(self) -> str:
+        return reporting_asset(self._instruments)
+
+    def firm_pnl(self, marks: dict[str, float]) -> FirmPnl:
+        """The firm's PnL per settlement asset and converted into its reporting currency."""
+        return self.convert(self.pnl_by_asset(None, marks), marks)
+
+    def convert(self, by_asset: dict[str, Decimal], marks: dict[str, float]) -> FirmPnl:
+        return convert(by_asset, self.reporting_asset, self._instruments, marks)
 
     def to_message(self, agent_id: str, symbol: str, now_ns: int) -> Position:
         state = self.positions.get((agent_id, symbol), PositionState())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,6 +107,9 @@ def test_llm_decisions_are_sized_metered_flagged_and_stored(
             }
         },
         ray={"agent_timeout_s": 60.0},
+        # a fresh L2 prefix: Redis outlives test runs, and a decision cached by an earlier
+        # run would answer this one's prompts without the model
+        redis={"cache_prefix": f"test:llm-system:{uuid.uuid4().hex[:12]}:"},
     )
     handles = start_system(config, "llm-run")
     try:

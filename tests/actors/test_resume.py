@@ -35,13 +35,16 @@ def stored(root: Path, run_id: str) -> dict[str, pl.DataFrame]:
     }
 
 
+@pytest.mark.parametrize("crash_after", [40, None], ids=["mid-run", "after-the-last-step"])
 def test_a_crashed_run_resumes_with_nothing_lost_or_duplicated(
-    ray_local: None, tmp_path: Path
+    ray_local: None, tmp_path: Path, crash_after: int | None
 ) -> None:
+    # mid-run: between two barriers (replayed from the last); after the last step: before
+    # the driver flushed the sink (the end's checkpoint holds the rows still to store)
     config = make_config(tmp_path)
     baseline = run_system(config, run_id="unfaulted")
     handles = start_system(config, "crashed")
-    drive(handles, max_steps=40)
+    drive(handles, max_steps=crash_after)
     # the driver dies: every actor of the run goes with it, nothing is flushed or closed
     for actor in handles.actors():
         ray.kill(actor, no_restart=True)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,15 @@ def test_backtest_command_runs_example_config_and_prints_summary(
     monkeypatch.setenv("SAPPHIRE_SHARED_DATA", str(shared_data))
     config = REPO / "configs" / "backtest_rsi_bollinger_event.yaml"
     assert _run(["backtest", "--config", str(config), "--output-dir", str(tmp_path)]) == 0
-    assert "backtest summary" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "backtest summary" in out
+    # the run's row: PnL and fees at the quote's 8 decimals, uncut in 80 columns, no float
+    # noise (the fees' Decimal sum, not a float printed at some width)
+    [row] = [line.split() for line in out.splitlines() if line.strip().startswith("#1 ")][:1]
+    assert len(row) == 8, row
+    pnl, fees = row[-2:]
+    assert re.fullmatch(r"-?\d+\.\d{8}", pnl) and re.fullmatch(r"\d+\.\d{8}", fees), row
+    assert Decimal(fees) > 0 and "report: " in out
     assert (tmp_path / "rsi_bollinger-basana_bitstamp_BTC-USD_1m_2020-01-01.png").is_file()
 
 

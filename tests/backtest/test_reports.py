@@ -2,18 +2,44 @@
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import polars as pl
 import pytest
 
 from sapphire.backtest.config import BacktestConfigError, parse_config
+from sapphire.backtest.html_page import fmt_money, money_text
 from sapphire.backtest.runner import run_config
 from sapphire.cli import main
 from sapphire.research.run_report import write_run_report
 from sapphire.storage.query import read_table
 from tests.conftest import REPO_ROOT
+
+_STAT = re.compile(r"<div class='l'>([^<]*)</div><div class='v'>([^<]*)</div>")
+
+
+def _money_stats(page: str, labels: tuple[str, ...]) -> dict[str, str]:
+    """The header's money figures, each checked to carry exactly the quote's 8 decimals."""
+    shown = {label: value for label, value in _STAT.findall(page) if label in labels}
+    assert set(shown) == set(labels), shown
+    for label, value in shown.items():
+        assert re.fullmatch(r"-?\d+\.\d{8} \w+", value), f"{label}: {value!r}"
+    return shown
+
+
+def test_money_is_shown_at_the_settlement_assets_stored_scale() -> None:
+    """The one money rule of the screen and the stored tables: the asset's scale
+    (quote_scale), half-even, no exponent, no float digits."""
+    assert fmt_money(Decimal("-12.41288700000000000000000333"), "USDT") == "-12.41288700 USDT"
+    assert fmt_money(Decimal("0E-28"), "BTC") == "0.00000000 BTC"
+    assert fmt_money(Decimal("1.0000000005"), "ETH") == "1.000000000 ETH"  # a gwei
+    assert fmt_money(Decimal("0.000000025"), "") == "0.00000002"  # half-even, default scale
+    assert fmt_money(Decimal("5"), "USDT/ETH") == "5.000000000 USDT/ETH"  # the finer scale
+
 
 INSTR = {
     "symbol": "BTCUSDT",
@@ -61,8 +87,21 @@ def test_tick_agent_backtest_on_real_session_writes_reports(kind: str, tmp_path:
     config.write_bytes(msgspec.yaml.encode(raw))
     assert main(["backtest", "--config", str(config), "--run-id", kind, "--no-progress"]) == 0
     store = tmp_path / "runs" / "store"
-    report = write_run_report(store, kind, tmp_path / "report")
-    assert "Plotly.newPlot(" in report.html.read_text()
+    from sapphire.config.system import load_config
+    from sapphire.kernel.assembly import load_instruments
+
+    instruments = load_instruments(load_config(config).data)
+    report = write_run_report(store, kind, tmp_path / "report", instruments, 10_000.0)
+    page = report.html.read_text()
+    assert "Plotly.newPlot(" in page
+    # money in USDT at its stored scale: the agents table, the header and the trade list
+    pnl = read_table(store, "pnl", kind).sort("ts_ns", "producer_id", "seq").collect()
+    assert report.summary["final_equity"].to_list() == [pnl["equity_quote"][-1]]
+    assert report.summary.schema["final_equity"] == pl.Decimal(38, 8)
+    shown = _money_stats(page, ("firm PnL", "firm max drawdown"))
+    assert shown["firm PnL"] == fmt_money(pnl["equity_quote"][-1], "USDT")
+    fees = re.findall(r"<td>(-?[0-9.]+)</td><td>(?:True|False)</td><td>(?:True|False)</td>", page)
+    assert fees and all(re.fullmatch(r"\d+\.\d{8}", f) for f in fees), fees[:5]
     orders = read_table(store, "orders", kind).collect()
     fills = read_table(store, "fills", kind).collect()
     assert orders.height > 0
@@ -108,6 +147,15 @@ def test_bar_strategy_backtest_on_real_bars_writes_reports(
     # 900 one-minute bars are 15 hours: no annualised ratio, and the page says why
     assert out.summary.sharpe is None and out.summary.ratio_note.startswith("n/a")
     page = Path(out.html).read_text()
+    # money from the ledger's Decimals at the quote's scale (8: the config names no quote)
+    fees = sum((f.fee_quote for f in out.result.fills), Decimal(0))
+    shown = _money_stats(page, ("final equity", "PnL", "fees"))
+    assert shown["fees"] == fmt_money(fees, "quote") and fees > 0
+    assert shown["final equity"] == fmt_money(out.result.final_equity, "quote")
+    trades = Path(out.html).with_name(Path(out.html).stem + "_trades.csv").read_text()
+    csv_fees = [line.split(",")[4] for line in trades.splitlines()[1:]]
+    assert all(re.fullmatch(r"\d+\.\d{8}", f) for f in csv_fees), csv_fees[:5]
+    assert csv_fees == [money_text(f.fee_quote, "quote") for f in out.result.fills]
     assert "Candlestick" in page or "candlestick" in page
     assert "signal: enter long" in page  # the strategy's entries over the candles
 

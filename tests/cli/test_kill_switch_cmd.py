@@ -11,20 +11,7 @@ import pytest
 from sapphire.adapters.kill_switch import FirmKillSwitch
 from sapphire.cli import main
 from sapphire.storage.query import read_table
-from tests.conftest import REPO_ROOT
-
-
-def demo(tmp_path: Path) -> Path:
-    raw = msgspec.yaml.decode((REPO_ROOT / "configs" / "demo.yaml").read_bytes())
-    raw["data"] = {**raw["data"], "max_events": 6_000}
-    raw["storage"] = {"root": str(tmp_path / "runs")}
-    path = tmp_path / "demo.yaml"
-    path.write_bytes(msgspec.yaml.encode(raw))
-    return path
-
-
-def backtest(config: Path, run_id: str) -> int:
-    return main(["backtest", "--config", str(config), "--run-id", run_id, "--no-progress"])
+from tests.cli.demo_runs import backtest, demo
 
 
 def test_tripped_switch_stops_every_new_run_until_an_explicit_reset(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,13 @@ def test_report_writes_html_with_every_figure(
     # The agents table and the trade list name the agents that traded.
     assert "<td>mm</td>" in page
     assert "fills" in page and "risk_rejected" in page
-    assert "wrote" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "wrote" in out
+    # the agents table on the terminal: one line per agent, equity and drawdown as stored
+    # (Decimals at the quote's 8 decimals), never a float's digits or a figure cut in two
+    [mm] = [line for line in out.splitlines() if line.startswith("│ mm ")]
+    money = re.findall(r"-?\d+\.\d+", mm)
+    assert money and all(re.fullmatch(r"-?\d+\.\d{8}", m) for m in money[:2]), mm
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import msgspec
 import polars as pl
 import pytest
 
@@ -14,20 +13,7 @@ from sapphire.cli import kernel_run, main
 from sapphire.kernel.coordinator import CoordinatorStep
 from sapphire.model.orders import OrderStatus
 from sapphire.storage.query import read_table
-from tests.conftest import REPO_ROOT
-
-
-def demo(tmp_path: Path, **data: object) -> Path:
-    raw = msgspec.yaml.decode((REPO_ROOT / "configs" / "demo.yaml").read_bytes())
-    raw["data"] = {**raw["data"], "max_events": 6_000, **data}
-    raw["storage"] = {"root": str(tmp_path / "runs")}
-    path = tmp_path / "demo.yaml"
-    path.write_bytes(msgspec.yaml.encode(raw))
-    return path
-
-
-def backtest(config: Path, run_id: str) -> int:
-    return main(["backtest", "--config", str(config), "--run-id", run_id, "--no-progress"])
+from tests.cli.demo_runs import backtest, demo
 
 
 def test_a_stopped_run_sends_nothing_and_other_runs_trade(

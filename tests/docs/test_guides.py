@@ -65,3 +65,16 @@ def test_the_testnet_example_is_a_valid_live_config(monkeypatch: pytest.MonkeyPa
     assert "testnet" in urls and "api.binance.com" not in urls
     instruments = load_instruments(config.data)
     assert {a.symbol for a in config.agents} <= set(instruments)
+
+
+def test_the_llm_demo_is_the_demo_plus_one_llm_agent() -> None:
+    """The README's claim about ``./dev llm``: configs/demo_llm.yaml runs the three demo agents
+    (same kinds, symbols and parameters) plus one LLM agent, sized for 2 cores."""
+    demo = load_config(REPO_ROOT / "configs" / "demo.yaml")
+    llm = load_config(REPO_ROOT / "configs" / "demo_llm.yaml")
+    same = {(a.id, a.kind, a.symbol, msgspec.json.encode(a.params)) for a in demo.agents}
+    others = [a for a in llm.agents if a.kind != "llm"]
+    assert {(a.id, a.kind, a.symbol, msgspec.json.encode(a.params)) for a in others} == same
+    assert [a.kind for a in llm.agents].count("llm") == 1
+    assert not any(a.kind == "llm" for a in demo.agents)  # ./dev demo needs no LLM extra
+    assert llm.llm["engine"]["n_threads"] == 1  # one decode thread: the other core replays
