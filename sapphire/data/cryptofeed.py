@@ -43,7 +43,7 @@ from sapphire.data.validation import DataFileError, RejectStats, RowReject
 from sapphire.model import Instrument
 
 _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})")
-_SYMBOL = re.compile(rb"symbol=([A-Za-z0-9]+)")
+_SYMBOL = re.compile(rb"symbol=([A-Za-z0-9_]+)")  # COIN-M: BTCUSD_PERP
 _DECODER = msgspec.json.Decoder()
 _CONTROL: Final = (b"wss://", b"ws://")  # connection-opened and request-sent lines
 _BOM: Final = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark some tools write before line 1

@@ -29,8 +29,11 @@ from sapphire.data.stream import (
 )
 from sapphire.data.validation import DataFileError, RejectStats
 
+# The market has no underscore, the symbol may (COIN-M BTCUSD_PERP, BTCUSD_240927): a
+# market pattern that took underscores read "binance-coinm_BTCUSD" + symbol "PERP".
 _NAME = re.compile(
-    r"hftbacktest_(?P<market>[\w-]+?)_(?P<symbol>[A-Z0-9]+)_(?P<kind>trades|depth|bbo)"
+    r"hftbacktest_(?P<market>[a-z0-9-]+)_(?P<symbol>[A-Z0-9]+(?:_[A-Z0-9]+)*)_"
+    r"(?P<kind>trades|depth|bbo)"
 )
 _MS: Final = 1_000_000
 

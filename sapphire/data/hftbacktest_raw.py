@@ -23,20 +23,59 @@ from sapphire.data.validation import RejectStats, RowReject
 from sapphire.model import Instrument
 
 CHUNK_ROWS: Final = 50_000
-_NAME = re.compile(r"(?P<market>spot|usdm|coinm)_(?P<symbol>[a-z0-9]+)_(?P<date>\d{8})")
+# COIN-M symbols hold an underscore (btcusd_perp, btcusd_240927); ``cm_``/``um_`` are the
+# short market names of Binance's own archive layout.
+_NAME = re.compile(
+    r"(?P<market>spot|usdm|coinm|um|cm)_(?P<symbol>[a-z0-9]+(?:_[a-z0-9]+)?)_(?P<date>\d{8})"
+)
+# A bare ``btcusd_perp_20240808.gz``: only an underscore symbol says "COIN-M" without a market.
+_BARE_NAME = re.compile(r"^(?P<symbol>[a-z0-9]+_[a-z0-9]+)_(?P<date>\d{8})(?:\.dat)?(?:\.gz)?$")
+_STREAM = re.compile(rb'"stream"\s*:\s*"(?P<symbol>[a-z0-9_]+)@')
+_SNIFF_LINES: Final = 64
 _NS_THRESHOLD: Final = 10**17  # below: µs (2023 files), above: ns
-_MARKETS: Final = {"spot": "binance-spot", "usdm": "binance-usdm", "coinm": "binance-coinm"}
+_MARKETS: Final = {
+    "spot": "binance-spot",
+    "usdm": "binance-usdm",
+    "um": "binance-usdm",
+    "coinm": "binance-coinm",
+    "cm": "binance-coinm",
+}
 
 LineParser = Callable[[bytes, int, RowBuffer], None]
 
 
 def parse_name(path: str | Path) -> tuple[str, str, str]:
-    """``(market, SYMBOL, session)`` from ``usdm_btcusdt_20240808.gz``."""
-    match = _NAME.search(Path(path).name)
-    if match is None:
-        return "", "", ""
+    """``(market, SYMBOL, session)`` from ``usdm_btcusdt_20240808.gz``, ``cm_btcusd_perp_...``
+    or a bare COIN-M ``btcusd_perp_20240808.gz``."""
+    name = Path(path).name
+    match = _NAME.search(name)
+    if match is not None:
+        market = _MARKETS[match["market"]]
+    else:
+        match = _BARE_NAME.match(name)
+        if match is None:
+            return "", "", ""
+        market = "binance-coinm"
     day = match["date"]
-    return _MARKETS[match["market"]], match["symbol"].upper(), f"{day[:4]}-{day[4:6]}-{day[6:]}"
+    return market, match["symbol"].upper(), f"{day[:4]}-{day[4:6]}-{day[6:]}"
+
+
+def content_symbol(path: Path) -> str:
+    """The symbol of the first combined-stream line (``btcusd_perp@depth@0ms`` -> BTCUSD_PERP),
+    "" when the first lines name none: the REST snapshot line carries no symbol."""
+    stats = RejectStats()
+    for number, line in iter_lines(path, stats):
+        match = _STREAM.search(line)
+        if match is not None:
+            return match["symbol"].decode().upper()
+        if number >= _SNIFF_LINES:
+            break
+    return ""
+
+
+def _symbol(path: Path, named: str) -> str:
+    """The content's symbol wins: a name can be shortened or renamed, the stream cannot."""
+    return content_symbol(path) or named
 
 
 def iter_lines(path: Path, stats: RejectStats) -> Iterator[tuple[int, bytes]]:
@@ -90,6 +129,7 @@ def stream_raw(path: str | Path, instrument: Instruments) -> EventStream:
     """Lazy validated events (Trade, Quote, BookDelta, BookSnapshot) of a raw recording."""
     path = Path(path)
     _, symbol, session = parse_name(path)
+    symbol = _symbol(path, symbol)
     if not symbol:  # the REST snapshot line names no symbol
         symbols = [instrument.symbol] if isinstance(instrument, Instrument) else [*instrument]
         symbol = symbols[0] if len(symbols) == 1 else ""
@@ -104,7 +144,7 @@ def load_raw_frames(path: str | Path) -> dict[FrameKind, pl.DataFrame]:
     """All canonical frames of a raw recording (no validation; bad lines are skipped)."""
     path = Path(path)
     _, symbol, session = parse_name(path)
-    parse = raw_line_parser(symbol, session)
+    parse = raw_line_parser(_symbol(path, symbol), session)
     parts: dict[FrameKind, list[pl.DataFrame]] = {}
     for chunk in chunked(path, RejectStats(source=str(path)), parse, chunk_rows=500_000):
         for kind, frame in chunk:

@@ -10,6 +10,7 @@ import polars as pl
 
 from sapphire.data import (
     basana,
+    bybit_archive,
     coinbase,
     cryptofeed,
     hftbacktest,
@@ -75,6 +76,11 @@ def detect(path: str | Path) -> Format:
         if metadata is venue_instruments.MetadataFormat.BINANCE_EXCHANGE_INFO:
             return Format(metadata.value, _instruments_frame)
         return Format(metadata.value, _metadata_frame)
+    # Bybit public archives, by content whatever the name (order book JSON lines, trade CSV).
+    if ".csv" not in name and bybit_archive.sniff_book(path):
+        return Format(bybit_archive.BOOK_FORMAT, lambda p: bybit_archive.load_book_frames(p))
+    if ".csv" in name and tardis_fmt is None and bybit_archive.sniff_trades(path):
+        return Format(bybit_archive.TRADES_FORMAT, _one(bybit_archive.load_trades_frame))
     rules: list[tuple[bool, Format]] = [
         (
             tardis_fmt is not None or "tardis" in name,
@@ -226,6 +232,10 @@ def stream_events(path: str | Path, instrument: Instruments | None = None) -> Ev
         return cryptofeed.stream_cryptofeed(path, instrument)
     if fmt.name == coinbase.FORMAT:
         return coinbase.stream_coinbase(path, instrument)
+    if fmt.name == bybit_archive.BOOK_FORMAT:
+        return bybit_archive.stream_book(path, instrument)
+    if fmt.name == bybit_archive.TRADES_FORMAT:
+        return bybit_archive.stream_trades(path, instrument)
     if fmt.name.startswith("tardis_"):
         return tardis.stream_tardis(path, instrument)
     frames = _safe_load(fmt, path)

@@ -118,6 +118,7 @@ class CoordinatorStage:
         self._inflight: list[int] = []  # when sent commands reach the venue
         self._seen_fills: set[str] = set()
         self._last_update: dict[str, tuple[OrderStatus, int]] = {}
+        self.stale_reports = 0  # venue order states older than one already known (dropped)
         self._next_pnl_ns = -_NEVER
         self._last_pnl_ns = -_NEVER
 
@@ -317,7 +318,14 @@ class CoordinatorStage:
             else:
                 # every state change is stored (the final FILLED after its fills, too), once
                 state = (report.status, report.filled_lots)
-                if self._last_update.get(report.client_order_id) == state:
+                last = self._last_update.get(report.client_order_id)
+                if last == state:
+                    return
+                if last is not None and (last[0].is_final or report.filled_lots < last[1]):
+                    # a stale answer arriving late (a live venue after a gateway restart can
+                    # re-tell an older state): an order never goes back from final, nor from
+                    # what it has filled
+                    self.stale_reports += 1
                     return
                 self._last_update[report.client_order_id] = state
                 if report.status is OrderStatus.REJECTED:
@@ -429,6 +437,7 @@ class CoordinatorStage:
             "orders_by_status": core.journal.counts_by_status(),
             "risk_rejections": {r.value: n for r, n in sorted(core.risk.rejections.items())},
             "venue_rejections": dict(sorted(self.venue_rejections.items())),
+            "stale_venue_reports": self.stale_reports,
             "crossing": self.crossing_summary(),
             "kill_switch": core.risk.kill_switch_on,
             "agents": self.agent_rows(),
@@ -509,6 +518,7 @@ class CoordinatorStage:
         "_inflight",
         "_seen_fills",
         "_last_update",
+        "stale_reports",
         "_next_pnl_ns",
         "_last_pnl_ns",
     )
@@ -521,6 +531,6 @@ class CoordinatorStage:
     def restore(self, data: bytes) -> None:
         core, rows, state = pickle.loads(data)
         for name in self._STATE:
-            setattr(self, name, state[name])
+            setattr(self, name, state.get(name, getattr(self, name)))
         self.core.restore(core)
         self.rows.restore(rows)
