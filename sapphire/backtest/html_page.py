@@ -21,7 +21,7 @@ import plotly.io as pio
 import polars as pl
 from plotly.colors import qualitative
 
-from sapphire.storage.schemas import quote_scale
+from sapphire.storage.schemas import quote_scale, round_to_scale
 
 # Above this many points a line is drawn with WebGL: a day of quotes stays responsive.
 WEBGL_POINTS = 5_000
@@ -87,7 +87,9 @@ def money_scale(unit: str) -> int:
 def money_text(value: Decimal, unit: str) -> str:
     """Cash for people as the end-of-run screen prints it: the settlement asset's stored
     scale, no exponent, no float noise."""
-    return f"{value.quantize(Decimal(1).scaleb(-money_scale(unit))):f}"
+    # the stored tables' rule (half-even at the scale), never the ambient decimal context,
+    # which a library may have changed
+    return f"{round_to_scale(value, money_scale(unit)):f}"
 
 
 def fmt_money(value: Decimal, unit: str = "") -> str:
@@ -97,8 +99,7 @@ def fmt_money(value: Decimal, unit: str = "") -> str:
 def money_column(values: Sequence[Decimal], unit: str) -> pl.Series:
     """Decimal cash as a table column at ``unit``'s scale (what the stored tables hold)."""
     scale = money_scale(unit)
-    step = Decimal(1).scaleb(-scale)
-    return pl.Series([v.quantize(step) for v in values], dtype=pl.Decimal(38, scale))
+    return pl.Series([round_to_scale(v, scale) for v in values], dtype=pl.Decimal(38, scale))
 
 
 def fmt_pct(value: float) -> str:

@@ -24,7 +24,7 @@ import msgspec
 import polars as pl
 
 from sapphire.model.instrument import Instrument
-from sapphire.storage.schemas import TABLES, quote_scale
+from sapphire.storage.schemas import TABLES, quote_scale, round_to_scale
 
 if TYPE_CHECKING:
     from sapphire.adapters.stores import StoreSource
@@ -244,7 +244,7 @@ def readable(
                 [
                     None
                     if v is None
-                    else f"{v.quantize(Decimal(1).scaleb(-scales.get(sym, quote_scale('')))):f}"
+                    else f"{round_to_scale(v, scales.get(sym, quote_scale(''))):f}"
                     for sym, v in zip(frame["symbol"], series, strict=True)
                 ],
                 dtype=pl.String,

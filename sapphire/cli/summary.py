@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from sapphire.storage.schemas import quote_scale
+from sapphire.storage.schemas import quote_scale, round_to_scale
 
 # what each rejection means, and the setting behind it (sapphire.model.orders.RejectReason)
 REJECTION_HELP: dict[str, str] = {
@@ -54,7 +54,7 @@ def _why(reason: str) -> str:
 
 def money_text(value: Decimal, unit: str) -> str:
     """Cash for people, at the stored scale of its asset (8 decimals for USDT and BTC)."""
-    return f"{value.quantize(Decimal(1).scaleb(-quote_scale(unit))):f}"
+    return f"{round_to_scale(value, quote_scale(unit)):f}"  # the stored tables' rounding
 
 
 def print_summary(

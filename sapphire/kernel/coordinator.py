@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 import pickle
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import msgspec
@@ -51,7 +51,8 @@ _CENT = Decimal("0.01")
 
 def money(value: Decimal) -> str:
     """Cash for people: 8 decimals (a satoshi of any quote), no exponent, no 28-digit tails."""
-    return f"{value.quantize(_CENT_MILLIONTH):f}"
+    # half-even as the stored tables round (never the ambient context a library may change)
+    return f"{value.quantize(_CENT_MILLIONTH, rounding=ROUND_HALF_EVEN):f}"
 
 
 class CoordinatorStep(msgspec.Struct, kw_only=True):
