@@ -347,16 +347,19 @@ class CoordinatorActor:
             self._venue_ready = True
         if events is None:
             events = decode_events(events_data)
-        # passed by value: a window's events are a few kB, below Ray's inline limit (larger
-        # ones Ray puts in the object store itself); a put would cost a store round trip
-        events_ref = events_data
         clock.lap("feed")
         due = self.stage.take_due(window)
         # the venue runs what was decided before this window while the agents run it
         venue_ref = self.execution.step.remote(
-            step, window, events_ref, encode_messages(self._commands), barrier
+            # a window's events go by value: a few kB, below Ray's inline limit (larger ones
+            # Ray puts in the object store itself); a put would cost a store round trip
+            step,
+            window,
+            events_data,
+            encode_messages(self._commands),
+            barrier,
         )
-        outputs = await self._run_agents(step, window, events_ref, due, barrier)
+        outputs = await self._run_agents(step, window, events_data, due, barrier)
         clock.lap("signal")
         result = self.stage.step(window, events, due, outputs)
         clock.lap("risk")
@@ -465,13 +468,13 @@ class CoordinatorActor:
         self._agents_ready = True
 
     async def _run_agents(
-        self, step: int, window: Window, events_ref: Any, due: list[Any], barrier: bool
+        self, step: int, window: Window, events_data: bytes, due: list[Any], barrier: bool
     ) -> dict[str, Sequence[Any]]:
         await self._wait_for_agents()
         by_agent = reports_by_agent(due, self.agents)
         live = [a for a in sorted(self.agents) if a not in self.quarantined]
         calls = [
-            self._call_agent(a, step, window, events_ref, encode_messages(by_agent[a]), barrier)
+            self._call_agent(a, step, window, events_data, encode_messages(by_agent[a]), barrier)
             for a in live
         ]
         results = await asyncio.gather(*calls)
@@ -482,11 +485,11 @@ class CoordinatorActor:
         agent_id: str,
         step: int,
         window: Window,
-        events_ref: Any,
+        events_data: bytes,
         reports: bytes,
         barrier: bool,
     ) -> Any:
-        ref = self.agents[agent_id].step.remote(step, window, events_ref, reports, barrier)
+        ref = self.agents[agent_id].step.remote(step, window, events_data, reports, barrier)
         try:
             data, llm_records = await asyncio.wait_for(_await(ref), self.config.ray.agent_timeout_s)
         except TimeoutError:

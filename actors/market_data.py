@@ -1,4 +1,4 @@
-"""MarketDataActor: cuts the replay (or the live stream) into the kernel's windows."""
+"""MarketDataActor: serves a replay by offset, or cuts a live stream into the kernel's windows."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import ray
 from actors.checkpoint import make_store
 from actors.codec import encode_events
 from actors.stepper import Stepper
-from sapphire.kernel.timing import Clock, Window
-from sapphire.kernel.windows import CutterState, WindowCutter
+from sapphire.kernel.timing import Window
+from sapphire.kernel.windows import CutterState
 from sapphire.model.events import AnyMarketEvent
 
 # (events as msgpack, the window, how many events); None once the data is over
@@ -23,26 +23,22 @@ Batch = tuple[bytes, Window, int] | None
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class MarketDataActor:
+    """Two roles. A replay: it serves the recording by event offset (``get_events``) and the
+    coordinator cuts the windows, where ``pending_ns`` is known. A live feed: it cuts each
+    window itself (``get_window``: what arrived since the last one), stepped and checkpointed
+    like every peer of the coordinator."""
+
     def __init__(
         self,
         open_stream: Callable[[], Any],
-        window_ns: int,
-        clock: str,
         batch_events: int,
         checkpoint_location: str,
         max_events: int | None = None,
-        start_ns: int | None = None,
-        end_ns: int | None = None,
     ) -> None:
         self._open_stream = open_stream
-        self._window_ns = window_ns
-        self._clock = Clock(clock)
         self._batch_events = batch_events
         self._max_events = max_events
-        self._start_ns = start_ns
-        self._end_ns = end_ns
         self._state = CutterState()
-        self._cutter: WindowCutter | None = None
         self._feed: Any = None
         self._raw: Iterator[AnyMarketEvent] | None = None  # a replay served by offset
         self._raw_at = 0
@@ -55,31 +51,6 @@ class MarketDataActor:
 
     def _restore(self, data: bytes) -> None:
         self._state = pickle.loads(data)
-
-    def _source(self) -> Any:
-        if self._feed is None:
-            self._feed = self._open_stream()
-            if not hasattr(self._feed, "take"):
-                # After a restart a replay is reopened and fast-forwarded: recorded streams
-                # are deterministic, so the same events follow. A live feed (``take``) is
-                # never fast-forwarded: it continues from now.
-                consumed = self._state.consumed
-                if hasattr(self._feed, "skip"):
-                    self._feed.skip(consumed)
-                    events: Iterator[AnyMarketEvent] = iter(self._feed)
-                else:
-                    events = itertools.islice(iter(self._feed), consumed, None)
-                self._cutter = WindowCutter(
-                    events,
-                    window_ns=self._window_ns,
-                    clock=self._clock,
-                    max_window_events=self._batch_events,
-                    max_events=self._max_events,
-                    start_ns=self._start_ns,
-                    end_ns=self._end_ns,
-                    state=self._state,
-                )
-        return self._feed
 
     def get_events(self, offset: int, count: int) -> tuple[bytes, int]:
         """A replay's events ``offset`` .. ``offset + count - 1`` as recorded (the coordinator
@@ -97,25 +68,18 @@ class MarketDataActor:
         return encode_events(events), len(events)
 
     def get_window(self, step: int, pending_ns: int | None, barrier: bool = True) -> Batch:
-        return self._stepper.run(step, lambda: self._next_window(step, pending_ns), barrier=barrier)
+        """A live window (``pending_ns`` does not move live time: it is for the signature
+        the coordinator's peers share)."""
+        if self._feed is None:
+            # never fast-forwarded after a restart: a live feed continues from now
+            self._feed = self._open_stream()
+        feed = self._feed
+        return self._stepper.run(step, lambda: self._live_window(feed, step), barrier=barrier)
 
     def rewind(self, step: int) -> int:
-        """Back to barrier ``step``: the replay reopens and fast-forwards to that position."""
+        """Back to barrier ``step`` (a live feed itself just continues)."""
         self._stepper.rewind(step)
-        if self._cutter is not None:  # a live feed (no cutter) just continues
-            self._feed = None
-            self._cutter = None
         return self._stepper.last_step
-
-    def _next_window(self, step: int, pending_ns: int | None) -> Batch:
-        feed = self._source()
-        if self._cutter is None:
-            return self._live_window(feed, step)
-        got = self._cutter.next_window(step, pending_ns)
-        if got is None:
-            return None
-        events, window = got
-        return encode_events(events), window, len(events)
 
     def _live_window(self, feed: Any, step: int) -> Batch:
         """Live: a window is what arrived since the last one (up to ``batch_events``)."""

@@ -166,17 +166,13 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
         return {**named(kind), "num_cpus": 0.25, "resources": dict(config.ray.core_resources)}
 
     timing = wiring.timing(config)
-    window_ns = wiring.window_ns(config)
+    wiring.window_ns(config)  # an inexact window is refused before any actor starts
     wiring.check_agents(config, instruments)
     market_data = _MARKET_DATA.options(**core("market-data")).remote(
         wiring.stream_opener(config.data, instruments),
-        window_ns,
-        config.data.clock,
         config.data.batch_events,
         checkpoint_location_,
         config.data.max_events,
-        config.data.start_ns,
-        config.data.end_ns,
     )
     build_gateway = wiring.gateway_builder(config.exchange, instruments, run_id)
     execution: Any

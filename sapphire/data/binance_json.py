@@ -37,6 +37,19 @@ def _num(value: Any) -> float:
     return float(value)
 
 
+def price_levels(raw: Any, side: int) -> list[tuple[int, float, float]]:
+    """``[[price, size, ...], ...]`` (Bybit, Coinbase book messages) as ``(side, price, size)``;
+    anything else is a TypeError naming the bad level (one malformed row to the caller)."""
+    if not isinstance(raw, list):
+        raise TypeError("levels are not a list")
+    out = []
+    for level in raw:
+        if not isinstance(level, list) or len(level) < 2:
+            raise TypeError(f"level is not [price, size, ...]: {level!r}")
+        out.append((side, _num(level[0]), _num(level[1])))
+    return out
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"not a string: {value!r}")

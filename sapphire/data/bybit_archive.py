@@ -28,7 +28,6 @@ linear sizes in the base coin, inverse (BTCUSD) sizes in 1-USD contracts.
 
 from __future__ import annotations
 
-import re
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -39,8 +38,8 @@ from typing import Any, Final
 import msgspec
 import polars as pl
 
-from sapphire.data.binance_json import RowBuffer, _i64, _num, _text
-from sapphire.data.cryptofeed import infer_instruments
+from sapphire.data.binance_json import RowBuffer, _i64, _text, price_levels
+from sapphire.data.cryptofeed import _session, infer_instruments  # the date in the name
 from sapphire.data.cryptofeed_bybit import trade_id
 from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Chain
 from sapphire.data.hftbacktest_raw import CHUNK_ROWS, iter_lines
@@ -53,7 +52,6 @@ TRADES_FORMAT: Final = "bybit_trades_csv"
 TRADE_COLUMNS: Final = ("timestamp", "symbol", "side", "size", "price", "tickDirection")
 _MS: Final = 1_000_000
 _DECODER = msgspec.json.Decoder()
-_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 _SNIFF_LINES: Final = 8
 _SAMPLE_ROWS: Final = 200_000
 
@@ -79,11 +77,6 @@ def _lines(path: Path, stats: RejectStats) -> Iterator[tuple[int, bytes]]:
         stats.reject(RowReject.MALFORMED, number + 1, f"unreadable data: {exc}")
 
 
-def _session(path: Path) -> str:
-    match = _DATE.search(path.name)
-    return match[1] if match else ""
-
-
 # -- order book ------------------------------------------------------------------------------
 def is_book_message(msg: Any) -> bool:
     return (
@@ -106,17 +99,6 @@ def sniff_book(path: Path) -> bool:
     except DataFileError:
         return False
     return False
-
-
-def _levels(raw: Any, side: int) -> list[tuple[int, float, float]]:
-    if not isinstance(raw, list):
-        raise TypeError("levels are not a list")
-    out = []
-    for level in raw:
-        if not isinstance(level, list) or len(level) < 2:
-            raise TypeError(f"level is not [price, size]: {level!r}")
-        out.append((side, _num(level[0]), _num(level[1])))
-    return out
 
 
 class BookParser:
@@ -171,7 +153,7 @@ class BookParser:
 
     def _snapshot(self, symbol: str, msg: Any, line: int, buffer: RowBuffer) -> None:
         data = msg["data"]
-        levels = [*_levels(data["b"], 1), *_levels(data["a"], -1)]
+        levels = [*price_levels(data["b"], 1), *price_levels(data["a"], -1)]
         u = _i64(data["u"])
         ts, recv = self._times(msg)
         if u == 1 and symbol in self.books:
@@ -190,7 +172,7 @@ class BookParser:
 
     def _delta(self, symbol: str, msg: Any, line: int, buffer: RowBuffer) -> None:
         data = msg["data"]
-        changes = [*_levels(data["b"], 1), *_levels(data["a"], -1)]
+        changes = [*price_levels(data["b"], 1), *price_levels(data["a"], -1)]
         u = _i64(data["u"])
         ts, recv = self._times(msg)
         book = self.books.get(symbol)

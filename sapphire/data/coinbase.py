@@ -48,7 +48,7 @@ from typing import Any, Final
 import msgspec
 import polars as pl
 
-from sapphire.data.binance_json import RowBuffer, _i64, _num, _text
+from sapphire.data.binance_json import RowBuffer, _i64, _num, _text, price_levels
 from sapphire.data.cryptofeed_bitmex import iso_ns
 from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Chain
 from sapphire.data.hftbacktest_raw import chunked, iter_lines
@@ -81,17 +81,6 @@ def time_ns(value: Any) -> int:
     text = _text(value)
     zoned = text.endswith(("Z", "z")) or "+" in text[10:] or "-" in text[10:]
     return iso_ns(text if zoned else f"{text}+00:00")
-
-
-def _levels(raw: Any, side: int) -> list[tuple[int, float, float]]:
-    if not isinstance(raw, list):
-        raise TypeError("levels are not a list")
-    out = []
-    for level in raw:
-        if not isinstance(level, list) or len(level) < 2:
-            raise TypeError(f"level is not [price, size, ...]: {level!r}")
-        out.append((side, _num(level[0]), _num(level[1])))
-    return out
 
 
 def _changes(raw: Any) -> list[tuple[int, float, float]]:
@@ -224,7 +213,7 @@ class CoinbaseHandler:
     def _snapshot(
         self, product: str, msg: Any, recv: int, session: str, line: int, buffer: RowBuffer
     ) -> None:
-        levels = [*_levels(msg["bids"], 1), *_levels(msg["asks"], -1)]
+        levels = [*price_levels(msg["bids"], 1), *price_levels(msg["asks"], -1)]
         ts = time_ns(msg["time"]) if "time" in msg else recv
         self.books[product] = (
             {px: size for side, px, size in levels if side == 1 and size},
