@@ -552,7 +552,11 @@ class CoordinatorActor:
         if self._resend_all:
             self._resend_all = False
             await self._resend(0)
-        _, marks = await self.sink.flush.remote("coordinator", self.rows.unacked())
+        incarnation, marks = await self.sink.flush.remote("coordinator", self.rows.unacked())
+        if self._sink_incarnation and incarnation != self._sink_incarnation:
+            # a sink restarted since the last barrier's write: the flush re-sent every
+            # unacked row (it drops what it has), and the restart is counted like any other
+            self.faults["sink_restarts_seen"] = self.faults.get("sink_restarts_seen", 0) + 1
         self.rows.acknowledge(marks)
         return {"unacked_rows": self.rows.unacked_count()}
 

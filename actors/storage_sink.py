@@ -284,6 +284,9 @@ class StorageSinkActor:
         s = self.sink.stats
         return {
             "incarnation": self.incarnation,
+            # Ray restarted this actor (a producer may never notice: a write in flight at the
+            # kill is retried on the new incarnation and accepted there)
+            "restarted": ray.get_runtime_context().was_current_actor_reconstructed,
             "accepted": s.accepted,
             "duplicates": s.duplicates,
             "rejected": s.rejected,

@@ -123,7 +123,7 @@ def victim_restarted(handles: SystemHandles, victim: str, summary: dict[str, Any
     if victim == "coordinator":
         return bool(summary["restored"])
     if victim == "sink":
-        return summary["counters"].get("sink_restarts_seen", 0) > 0
+        return bool(ray.get(handles.sink.stats.remote())["restarted"])
     return bool(ray.get(victim_handle(handles, victim).stats.remote())["restored"])
 
 
