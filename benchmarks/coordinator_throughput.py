@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--producers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     per_producer = args.messages // args.producers
     results: dict[str, list[float]] = {"risk": [], "route": [], "naive": []}
     for _ in range(args.repeats):

@@ -123,7 +123,7 @@ def serve_modes(prompts: list[DecisionPrompt], args: argparse.Namespace) -> dict
 
     from actors.serve.llm_app import build_app
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(proxy_location="Disabled")
     engine = {
         "kind": "llamacpp",

@@ -73,7 +73,7 @@ def local_ray() -> Iterator[None]:
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, namespace="cost-test")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="cost-test")
     yield
     ray.shutdown()
 

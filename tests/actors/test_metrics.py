@@ -191,7 +191,12 @@ def ray_metrics() -> Iterator[list[str]]:
     saved_env = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
     saved_flag = ray_constants.ENABLE_RAY_CLUSTER
     config = MetricsConfig(export_port=_free_port(), report_interval_ms=500)
-    ray.init(num_cpus=2, namespace="metrics-test", **metrics_export.ray_init_options(config))
+    ray.init(
+        address="local",
+        num_cpus=2,
+        namespace="metrics-test",
+        **metrics_export.ray_init_options(config),
+    )
     try:
         yield metrics_export.scrape_targets()
     finally:
