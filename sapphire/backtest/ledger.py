@@ -156,3 +156,7 @@ def equity_frame(result: BacktestResult) -> pl.DataFrame:
         },
         schema={"ts_event_ns": pl.Int64, "equity": pl.Float64, "position_lots": pl.Int64},
     )
+
+
+def fees_paid(result: BacktestResult) -> Decimal:
+    return sum((f.fee_quote for f in result.fills), Decimal(0))

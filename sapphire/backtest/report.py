@@ -5,7 +5,6 @@ Sharpe/Sortino read n/a, with the reason, where the window is too short to annua
 
 from __future__ import annotations
 
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from sapphire.backtest.html_page import (
     table_html,
     times,
 )
-from sapphire.backtest.ledger import BacktestResult, equity_frame, fills_frame
+from sapphire.backtest.ledger import BacktestResult, equity_frame, fees_paid, fills_frame
 from sapphire.model.instrument import Instrument
 
 
@@ -76,10 +75,6 @@ _MARKS = {
 
 def money_unit(inst: Instrument) -> str:
     return inst.settle_asset or "quote"
-
-
-def fees_paid(result: BacktestResult) -> Decimal:
-    return sum((f.fee_quote for f in result.fills), Decimal(0))
 
 
 def stats(summary: Summary, result: BacktestResult, unit: str) -> list[Stat]:

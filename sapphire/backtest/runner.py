@@ -23,7 +23,6 @@ from sapphire.backtest.bar_gateway import BarGateway
 from sapphire.backtest.config import BacktestConfig, BacktestConfigError
 from sapphire.backtest.event_driven import run_event_driven
 from sapphire.backtest.ledger import BacktestResult
-from sapphire.backtest.report import write_report
 from sapphire.backtest.vectorized import run_vectorized
 from sapphire.model.instrument import Instrument
 
@@ -76,6 +75,8 @@ def _finish(
     bars: pl.DataFrame | None,
 ) -> RunOutput:
     summary = summarize(result, inst)
+    from sapphire.backtest.report import write_report  # plotting libraries: a second to import
+
     png, page = write_report(result, summary, out_dir, name, inst, agent, bars)
     return RunOutput(name=name, result=result, summary=summary, png=str(png), html=str(page))
 

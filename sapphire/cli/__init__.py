@@ -12,32 +12,32 @@ import os
 import sys
 from collections.abc import Sequence
 
-# module name -> it defines ``register(subparsers)``
-_COMMAND_MODULES = (
-    "sapphire.cli.data_cmd",
-    "sapphire.cli.run_cmd",
-    "sapphire.cli.backtest_cmd",
-    "sapphire.cli.query_cmd",
-    "sapphire.cli.tune_cmd",
-    "sapphire.cli.report_cmd",
-    "sapphire.cli.kill_switch_cmd",
-    "sapphire.cli.stop_cmd",
-    "sapphire.cli.new_agent_cmd",
-    "sapphire.cli.config_reference",
-)
+# command -> the module that defines it (with ``register(subparsers)``)
+_COMMAND_MODULES = {
+    "data": "sapphire.cli.data_cmd",
+    "run": "sapphire.cli.run_cmd",
+    "backtest": "sapphire.cli.backtest_cmd",
+    "query": "sapphire.cli.query_cmd",
+    "tune": "sapphire.cli.tune_cmd",
+    "report": "sapphire.cli.report_cmd",
+    "kill-switch": "sapphire.cli.kill_switch_cmd",
+    "stop": "sapphire.cli.stop_cmd",
+    "new-agent": "sapphire.cli.new_agent_cmd",
+    "config-reference": "sapphire.cli.config_reference",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI, or, for a known ``command``, just that command: a backtest need not
+    import the report's plotting libraries first (about a second of a short run)."""
     parser = argparse.ArgumentParser(prog="sapphire", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # command not built yet
-        module.register(subparsers)
+    if command in _COMMAND_MODULES:
+        modules = [_COMMAND_MODULES[command]]
+    else:  # help, or a mistyped command: argparse lists every command
+        modules = list(_COMMAND_MODULES.values())
+    for name in modules:
+        importlib.import_module(name).register(subparsers)
     return parser
 
 
@@ -52,8 +52,9 @@ def _import_from_cwd() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _import_from_cwd()
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_list[0] if args_list else None)
+    args = parser.parse_args(args_list)
     result: int = args.handler(args)
     return result
 

@@ -23,8 +23,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 from rich.table import Table
 
 from sapphire.backtest.config import BacktestConfigError, parse_config
-from sapphire.backtest.html_page import money_text
-from sapphire.backtest.report import fees_paid
+from sapphire.backtest.ledger import fees_paid
 from sapphire.backtest.runner import RunOutput, run_config
 
 
@@ -108,6 +107,8 @@ def _table(outputs: list[RunOutput], quote: str) -> Table:
     the figures fit an 80-column terminal). PnL and fees are the ledger's Decimals at the
     quote asset's stored scale, as the end-of-run screen prints them (bar instruments are
     linear: they settle in their quote)."""
+    from sapphire.backtest.html_page import money_text  # plotly: only bar runs need it
+
     table = Table(title="backtest summary", box=None, header_style="bold underline")
     unit = f" ({quote})" if quote else ""
     table.add_column("run", no_wrap=True)

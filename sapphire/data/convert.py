@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import msgspec
+import numpy as np
 import polars as pl
 
 from sapphire.data.schemas import SCHEMAS, FrameKind
@@ -49,6 +51,22 @@ def _finite(*values: float) -> bool:
     return all(math.isfinite(v) for v in values)
 
 
+_SAFE_UNITS = float(1 << 62)
+
+
+def _units_vector(values: np.ndarray, unit: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_units` over a column: ``(on_grid, units)``. The same IEEE operations in the same
+    order (divide, round half to even, the same tolerance), so a row marked on the grid gets
+    exactly the units the row-by-row rule gives; every other row (off the grid, non-finite,
+    null, unknown symbol, beyond int64) is left to that rule, which also says why."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        scaled = values / unit
+        rounded = np.rint(scaled)
+        ok = np.abs(scaled - rounded) <= 1e-6 + 1e-9 * np.abs(scaled)
+        ok &= np.abs(rounded) < _SAFE_UNITS
+    return ok, np.where(ok, rounded, 0.0).astype(np.int64)
+
+
 class EventBuilder:
     """Validate canonical rows of one ``kind`` and build events on ``instrument``'s grid."""
 
@@ -69,7 +87,7 @@ class EventBuilder:
         self._gap_key: tuple[object, ...] | None = None
         self._msg_key: tuple[object, ...] | None = None
         self._trade_ids: dict[tuple[str, str], tuple[set[int], deque[int]]] = {}
-        self._pending: tuple[tuple[object, ...], str, dict[str, Any]] | None = None
+        self._pending: tuple[tuple[object, ...], str, BookDelta] | None = None
         self._snap: dict[str, Any] | None = None
         self._row = 0
 
@@ -98,8 +116,42 @@ class EventBuilder:
         lines = chunk["line"].to_list() if "line" in chunk.columns else range(first, first + n)
         bad = chunk["_bad"].to_list() if "_bad" in chunk.columns else [False] * n
         cols = [chunk[c].to_list() for c in SCHEMAS[self.kind]]
+        if self.kind in (FrameKind.DEPTH, FrameKind.TRADES):
+            cols.extend(self._checked_units(chunk))
         handler = getattr(self, f"_rows_{self.kind.value}")
         yield from handler(lines, bad, cols)
+
+    def _grid_columns(self, chunk: pl.DataFrame) -> tuple[np.ndarray | float, np.ndarray | float]:
+        """Tick and lot size per row (NaN where the symbol has no instrument)."""
+        if self._one is not None:
+            return self._one.tick_float, self._one.lot_float
+        symbols = chunk["symbol"]
+        ticks = {sym: grid[0] for sym, grid in self._grids.items()}
+        lots = {sym: grid[1] for sym, grid in self._grids.items()}
+        nan = float("nan")
+        return (
+            symbols.replace_strict(ticks, default=nan, return_dtype=pl.Float64).to_numpy(),
+            symbols.replace_strict(lots, default=nan, return_dtype=pl.Float64).to_numpy(),
+        )
+
+    def _checked_units(self, chunk: pl.DataFrame) -> list[list[Any]]:
+        """Per row of a trades or depth chunk: whether price and quantity pass every rule of
+        :meth:`_level_units` (checked a column at a time), with the ticks and lots. Rows not
+        marked go through :meth:`_level_units` itself, so rejections are counted as before."""
+        tick, lot = self._grid_columns(chunk)
+        px = chunk["price"].cast(pl.Float64).to_numpy()
+        qty = chunk["qty"].cast(pl.Float64).to_numpy()
+        px_ok, ticks = _units_vector(px, tick)
+        qty_ok, lots = _units_vector(qty, lot)
+        with np.errstate(invalid="ignore"):
+            if self.kind is FrameKind.DEPTH:
+                # a diff may delete a level (qty 0); a snapshot never lists an empty one
+                snap = chunk["is_snapshot"].fill_null(True).to_numpy()
+                qty_valid = (qty > 0) | ((qty == 0) & ~snap)
+            else:
+                qty_valid = qty > 0
+            ok = px_ok & qty_ok & (px > 0) & qty_valid & np.isfinite(px) & np.isfinite(qty)
+        return [ok.tolist(), ticks.tolist(), lots.tolist()]
 
     def finish(self) -> Iterator[Tagged]:
         """Flush what was held back at the end of the source."""
@@ -137,15 +189,17 @@ class EventBuilder:
     # -- trades -------------------------------------------------------------------------
     def _rows_trades(self, lines: Any, bad: list[bool], cols: list[list[Any]]) -> Iterator[Tagged]:
         stats = self.stats
-        for line, b, ts, recv, sym, ses, px, qty, side, tid in zip(lines, bad, *cols, strict=True):
+        rows = zip(lines, bad, *cols, strict=True)
+        for line, b, ts, recv, sym, ses, px, qty, side, tid, ok, ticks, lots in rows:
             if b or ts is None or px is None or qty is None or side not in (1, -1) or sym is None:
                 stats.reject(RowReject.MALFORMED, line, "missing or unparseable field")
                 continue
             ses = ses or ""
-            units = self._level_units(line, sym, px, qty, zero_qty_ok=False)
-            if units is None:
-                continue
-            ticks, lots = units
+            if not ok:
+                units = self._level_units(line, sym, px, qty, zero_qty_ok=False)
+                if units is None:
+                    continue
+                ticks, lots = units
             recv = recv or 0
             if not self._in_order(ses, sym, recv or ts, line):
                 continue
@@ -285,10 +339,11 @@ class EventBuilder:
     # -- depth --------------------------------------------------------------------------
     def _flush_pending(self, next_key: tuple[object, ...] | None) -> Iterator[Tagged]:
         if self._pending is not None:
-            key, session, fields = self._pending
+            key, session, delta = self._pending
             self._pending = None
             self.stats.deliver()
-            yield session, BookDelta(last_in_batch=key != next_key, **fields)
+            last = key != next_key
+            yield session, delta if last else msgspec.structs.replace(delta, last_in_batch=False)
 
     def _flush_snapshot(self) -> Iterator[Tagged]:
         snap, self._snap = self._snap, None
@@ -320,8 +375,26 @@ class EventBuilder:
 
     def _rows_depth(self, lines: Any, bad: list[bool], cols: list[list[Any]]) -> Iterator[Tagged]:
         stats = self.stats
+        replace = msgspec.structs.replace
         rows = zip(lines, bad, *cols, strict=True)
-        for line, b, ts, recv, sym, ses, snap, first, final, prev, side, px, qty in rows:
+        for (
+            line,
+            b,
+            ts,
+            recv,
+            sym,
+            ses,
+            snap,
+            first,
+            final,
+            prev,
+            side,
+            px,
+            qty,
+            ok,
+            ticks,
+            lots,
+        ) in rows:
             if b or ts is None or sym is None or px is None or qty is None or snap is None:
                 stats.reject(RowReject.MALFORMED, line, "missing or unparseable field")
                 continue
@@ -330,15 +403,14 @@ class EventBuilder:
                 continue
             ses, recv, first, final, prev = ses or "", recv or 0, first or 0, final or 0, prev or 0
             key = (ses, sym, snap, recv, ts, first, final)
-            if snap and self._snap is not None and self._snap["key"] != key:
-                yield from self._flush_snapshot()
-            if not snap:
-                yield from self._flush_snapshot()
-            # qty 0 deletes a level in a diff; a snapshot never lists an empty level
-            units = self._level_units(line, sym, px, qty, zero_qty_ok=not snap)
-            if units is None:
-                continue
-            ticks, lots = units
+            if self._snap is not None and (not snap or self._snap["key"] != key):
+                yield from self._flush_snapshot()  # a diff, or another snapshot, ends it
+            if not ok:
+                # qty 0 deletes a level in a diff; a snapshot never lists an empty level
+                units = self._level_units(line, sym, px, qty, zero_qty_ok=not snap)
+                if units is None:
+                    continue
+                ticks, lots = units
             if key != self._msg_key:
                 # First row of a new message: order and sequence are checked once per message.
                 self._msg_key = key
@@ -372,19 +444,26 @@ class EventBuilder:
                 book = self._snap["bids"] if side == 1 else self._snap["asks"]
                 book[ticks] = lots
                 continue
-            yield from self._flush_pending(key)
+            pending = self._pending
+            if pending is not None:  # the previous level: last of its message unless key matches
+                stats.deliver()
+                delta = pending[2]
+                yield (
+                    pending[1],
+                    delta if pending[0] != key else replace(delta, last_in_batch=False),
+                )
             self._pending = (
                 key,
                 ses,
-                {
-                    "ts_event_ns": ts,
-                    "ts_recv_ns": recv,
-                    "symbol": sym,
-                    "side": _BID if side == 1 else _ASK,
-                    "price_ticks": ticks,
-                    "qty_lots": lots,
-                    "first_update_id": first,
-                    "final_update_id": final,
-                    "prev_final_update_id": prev,
-                },
+                BookDelta(
+                    ts_event_ns=ts,
+                    ts_recv_ns=recv,
+                    symbol=sym,
+                    side=_BID if side == 1 else _ASK,
+                    price_ticks=ticks,
+                    qty_lots=lots,
+                    first_update_id=first,
+                    final_update_id=final,
+                    prev_final_update_id=prev,
+                ),
             )

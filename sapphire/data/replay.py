@@ -66,14 +66,22 @@ def merge(
         while heap:
             _, source, _, item = heapq.heappop(heap)
             yield item
-            nxt = next(iters[source], None)
-            if nxt is None:
-                continue
-            if nxt.session != session:
-                waiting.append((nxt, iters[source]))
-                continue
-            heapq.heappush(heap, (nxt.key_ns, source, counter, nxt))
-            counter += 1
+            it = iters[source]
+            # The source runs on alone while its next event sorts before every other head
+            # (same order as pushing it back and popping again, without the heap per event:
+            # recorders write runs, e.g. the levels of one depth message).
+            bound_key, bound_source = (heap[0][0], heap[0][1]) if heap else (1 << 63, 0)
+            for nxt in it:
+                if nxt.session != session:
+                    waiting.append((nxt, it))
+                    break
+                key_ns = nxt.key_ns
+                if key_ns < bound_key or (key_ns == bound_key and source < bound_source):
+                    yield nxt
+                    continue
+                heapq.heappush(heap, (key_ns, source, counter, nxt))
+                counter += 1
+                break
         heads = waiting
 
 

@@ -65,6 +65,9 @@ def test_replay_is_ordered_and_complete(streams: list[list[list[int]]]) -> None:
     for a, b in itertools.pairwise(out):  # stable: source index breaks ties
         if a.key_ns == b.key_ns:
             assert a.source <= b.source
+    for source in range(len(inputs)):  # each stream keeps its own order
+        ids = [o.event.trade_id for o in out if o.source == source]  # type: ignore[union-attr]
+        assert ids == [ev.trade_id for _, ev in inputs[source]]
 
 
 def test_replay_real_streams_by_recv_time() -> None:
