@@ -32,10 +32,12 @@ class Replayed(NamedTuple):
 
 def _keyed(stream: Iterable[Tagged], key: OrderKey, source: int) -> Iterator[Replayed]:
     last = -(2**63)
+    make = tuple.__new__  # a NamedTuple's own constructor is a Python call, twice the cost
     for session, event in stream:
         value = getattr(event, key) or event.ts_event_ns
-        last = max(last, value)
-        yield Replayed(last, session, source, event)
+        if value > last:
+            last = value
+        yield make(Replayed, (last, session, source, event))
 
 
 def merge(

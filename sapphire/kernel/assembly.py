@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -128,6 +129,9 @@ def replay_key(clock: str) -> str:
     return "ts_event_ns" if clock == Clock.EXCHANGE else "ts_recv_ns"
 
 
+_EVENT = itemgetter(3)  # the event of a replay.Replayed
+
+
 class ReplayFeed:
     """The merged replay of several recorded files, ordered on the run's clock, with their
     rejection counts.
@@ -167,7 +171,7 @@ class ReplayFeed:
             items = self._merged
             if self._speed > 0:
                 items = replay.pace(items, self._speed, time.sleep, time.monotonic_ns)
-            self._events = (item.event for item in items)
+            self._events = map(_EVENT, items)  # Replayed.event, without a Python frame
         return self._events
 
     def __next__(self) -> AnyMarketEvent:
