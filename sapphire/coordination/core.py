@@ -34,6 +34,7 @@ from sapphire.risk.allocation import SignalAggregator, allocate_capital
 from sapphire.risk.engine import NS_PER_DAY, RiskDecision, RiskEngine
 from sapphire.risk.limits import RiskLimits
 from sapphire.risk.portfolio import Portfolio
+from sapphire.risk.regime import RegimeMonitor
 
 Command = SubmitOrder | CancelOrder | AmendOrder
 
@@ -83,6 +84,9 @@ class CoordinatorCore:
         self._kill_requested = ""
         self.crossing = crossing
         self.crosses = CrossBook(entry_ns)
+        # risk modes read from the marks' own events, so they change at the same event in
+        # every runner and window (``risk.regime``; None: the configured limits throughout)
+        self.regime = RegimeMonitor(limits.regime) if limits.regime.enabled else None
 
     def new_reports(
         self, reports: Iterable[OrderUpdate | OrderFilled]
@@ -111,6 +115,10 @@ class CoordinatorCore:
     # -- items, in time order ----------------------------------------------------------------
     def on_mark(self, event: AnyMarketEvent) -> None:
         self.marks.update(event)
+        if self.regime is not None:
+            scaled = self.regime.on_event(event)
+            if scaled is not None:
+                self.risk.set_limit_scale(*scaled)
 
     def on_report(self, report: OrderUpdate | OrderFilled, now_ns: int) -> Position | None:
         """Apply one venue report; a fill returns the agent's new position."""

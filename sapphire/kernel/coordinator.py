@@ -448,7 +448,7 @@ class CoordinatorStage:
             "rows": self.rows.committed_counts(),
             "rows_produced": self.rows.counts(),
             "timing": msgspec.structs.asdict(self.timing),
-        }
+        } | ({"regime": core.regime.summary()} if core.regime is not None else {})
 
     def crossing_summary(self) -> dict[str, str | int]:
         """Opposing agents of the account: how many orders were crossed in the firm, what

@@ -141,7 +141,8 @@ class _ChainSampler:
 class LlamaCppEngine:
     """A GGUF model in llama.cpp; ``generate_batch`` decodes up to ``max_parallel`` together."""
 
-    def __init__(self, config: LlamaCppConfig) -> None:
+    def __init__(self, config: LlamaCppConfig, schema: dict[str, Any] | None = None) -> None:
+        """``schema``: the JSON schema the grammar enforces (default: the trading decision's)."""
         lc = _import_llama_cpp()
         self._lc = lc
         self._internals = importlib.import_module("llama_cpp._internals")
@@ -155,7 +156,7 @@ class LlamaCppEngine:
         self.model_id = config.model_id + (f"+{config.requantize}" if config.requantize else "")
         self.sampling: SamplingConfig = config.sampling
         self.model_path = path
-        self.schema = decision_json_schema(config.rationale_max_chars)
+        self.schema = schema or decision_json_schema(config.rationale_max_chars)
         self._grammar = importlib.import_module("llama_cpp.llama_grammar").LlamaGrammar
         self._gbnf = self._grammar.from_json_schema(json.dumps(self.schema), verbose=False)
         # On AMX-INT8 CPUs ggml puts Q4_0/Q4_1/Q8_0 weights in its AMX buffer type, and its

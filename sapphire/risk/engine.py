@@ -19,6 +19,7 @@ from sapphire.model.instrument import Instrument
 from sapphire.model.orders import OrderIntent, OrderType, RejectReason
 from sapphire.risk.limits import AgentLimits, RiskLimits
 from sapphire.risk.portfolio import FirmPnl, Portfolio
+from sapphire.risk.regime import clamp_scale, scale_money, scaled_limits
 
 NS_PER_SECOND = 1_000_000_000
 NS_PER_DAY = 86_400 * NS_PER_SECOND
@@ -59,10 +60,41 @@ class RiskEngine:
         self.firm_breached = False
         # per (agent, symbol): the notional cap in tick x lot units, so the hot check is integer
         self._cap_ticklots: dict[tuple[str, str], int] = {}
+        # per symbol: the risk mode's limit scale in [0, 1) (absent: the configured limits)
+        self.limit_scales: dict[str, float] = {}
+        self._scaled: dict[tuple[str, str], AgentLimits] = {}
 
     # -- state fed by the coordinator ---------------------------------------------------
     def update_mark(self, symbol: str, mid_ticks: float) -> None:
         self.marks[symbol] = mid_ticks
+
+    def set_limit_scale(self, symbol: str, scale: float) -> None:
+        """Scale every agent's max position, notional and order size on ``symbol`` by
+        ``scale`` (``risk.regime``); clamped to [0, 1], so the configured limits stay the
+        ceiling. 1 restores them."""
+        s = clamp_scale(scale)
+        if self.limit_scales.get(symbol, 1.0) == s:
+            return
+        if s >= 1.0:
+            del self.limit_scales[symbol]
+        else:
+            self.limit_scales[symbol] = s
+        for cache in (self._scaled, self._cap_ticklots):
+            for key in [k for k in cache if k[1] == symbol]:
+                del cache[key]
+
+    def agent_limits(self, agent_id: str, symbol: str) -> AgentLimits:
+        """``agent_id``'s limits on ``symbol`` under the symbol's current limit scale."""
+        if not self.limit_scales:
+            return self.limits.for_agent(agent_id)
+        scale = self.limit_scales.get(symbol)
+        if scale is None:
+            return self.limits.for_agent(agent_id)
+        key = (agent_id, symbol)
+        limits = self._scaled.get(key)
+        if limits is None:
+            limits = self._scaled[key] = scaled_limits(self.limits.for_agent(agent_id), scale)
+        return limits
 
     def trip_kill_switch(self, reason: str) -> None:
         self.kill_switch_on = True
@@ -117,17 +149,23 @@ class RiskEngine:
             allocated = self._allocation.get(agent_id)
             if allocated is not None:
                 quote_cap = min(quote_cap, allocated)
+            scale = self.limit_scales.get(inst.symbol)
+            if scale is not None:
+                # the binding cap is scaled, whether the limit or the agent's capital share
+                quote_cap = scale_money(quote_cap, scale)
             # the instrument's money rule, so contract_size counts (OKX 0.01-BTC contracts)
             cap = int(quote_cap / inst.value_per_ticklot())
             self._cap_ticklots[key] = cap
         return cap
 
-    def _coin_cap(self, agent_id: str) -> Decimal:
+    def _coin_cap(self, agent_id: str, symbol: str) -> Decimal:
         """The notional cap of an inverse instrument, in its settlement coin: the same
         ``max_notional_quote`` (and allocation) figure, read in the settlement asset."""
         cap = Decimal(self.limits.for_agent(agent_id).max_notional_quote)
         allocated = self._allocation.get(agent_id)
-        return cap if allocated is None else min(cap, allocated)
+        cap = cap if allocated is None else min(cap, allocated)
+        scale = self.limit_scales.get(symbol)
+        return cap if scale is None else scale_money(cap, scale)
 
     # -- the check ------------------------------------------------------------------------
     def check(
@@ -162,7 +200,7 @@ class RiskEngine:
     ) -> tuple[RejectReason | None, str]:
         if self.kill_switch_on:
             return RejectReason.RISK_KILL_SWITCH, self.kill_reason
-        agent = self.limits.for_agent(intent.agent_id)
+        agent = self.agent_limits(intent.agent_id, intent.symbol)
         inst = self._instruments.get(intent.symbol)
         if inst is None:
             return RejectReason.UNKNOWN_SYMBOL, intent.symbol
@@ -205,7 +243,8 @@ class RiskEngine:
             else:
                 low = max(min(intent.limit_ticks, math.floor(mid)), 1)
             notional = inst.notional_quote(low, abs(projected))
-            if notional > self._coin_cap(intent.agent_id) and abs(projected) > abs(position):
+            coin_cap = self._coin_cap(intent.agent_id, intent.symbol)
+            if notional > coin_cap and abs(projected) > abs(position):
                 return RejectReason.RISK_MAX_NOTIONAL, f"projected notional {notional} > cap"
         else:
             notional_ticklots = abs(price * projected)
@@ -290,8 +329,10 @@ class RiskEngine:
         limit_type = OrderType.LIMIT
         # per symbol: (mid, band, worst mark, ceil(mid)), the same float arithmetic as check
         per_symbol: dict[str, tuple[float, float, int, int]] = {}
-        # per agent: limits, order-rate window; per (agent, symbol): (position, cap)
-        per_agent: dict[str, AgentLimits] = {}
+        # per (agent, symbol): limits (scaled by the symbol's risk mode), position, cap; per
+        # agent: order-rate window
+        per_agent: dict[tuple[str, str], AgentLimits] = {}
+        agent_limits = self.agent_limits
         windows: dict[str, deque[int]] = {}
         per_book: dict[tuple[str, str], tuple[int, int]] = {}
         pending_lots: dict[tuple[str, str, Side], int] = {}
@@ -305,9 +346,10 @@ class RiskEngine:
             qty = intent.qty_lots
             reason: RejectReason | None = None
             detail = ""
-            agent = per_agent.get(agent_id)
+            book_key = (agent_id, symbol)
+            agent = per_agent.get(book_key)
             if agent is None:
-                agent = per_agent[agent_id] = limits.for_agent(agent_id)
+                agent = per_agent[book_key] = agent_limits(agent_id, symbol)
             sym = per_symbol.get(symbol)
             if sym is None and symbol in marks:
                 mid = marks[symbol]
@@ -350,9 +392,9 @@ class RiskEngine:
                     reason = RejectReason.RISK_ORDER_RATE
                     detail = f"{len(window)} orders in the last second"
                 else:
-                    book = per_book.get((agent_id, symbol))
+                    book = per_book.get(book_key)
                     if book is None:
-                        book = per_book[(agent_id, symbol)] = (
+                        book = per_book[book_key] = (
                             position_lots(agent_id, symbol),
                             self._cap(agent_id, instruments[symbol]),
                         )

@@ -6,6 +6,8 @@ from typing import Annotated
 
 import msgspec
 
+from sapphire.risk.regime import RegimeConfig
+
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 NonNegDecimalStr = Annotated[str, msgspec.Meta(pattern=r"^\d+(\.\d+)?$")]
@@ -46,6 +48,8 @@ class RiskLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     consensus_gate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
     default_agent: AgentLimits = AgentLimits()
     agents: dict[str, AgentLimits] = msgspec.field(default_factory=dict)
+    # risk modes that scale max position / notional / order size down (never up); off = none
+    regime: RegimeConfig = RegimeConfig()
 
     def for_agent(self, agent_id: str) -> AgentLimits:
         return self.agents.get(agent_id, self.default_agent)

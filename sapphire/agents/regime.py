@@ -1,0 +1,217 @@
+"""An LLM in the risk desk's seat: it names the market's risk mode, and the coordinator scales
+every other agent's limits down by it (``risk.regime``, ``sapphire.risk.regime``).
+
+The model only ever picks one of three words: its answer is grammar-constrained to the JSON
+schema ``{"regime": "calm" | "normal" | "stressed"}``, parsed against that schema again, and
+anything else (no output, malformed JSON, a value outside the enum, an engine failure, a
+feature known after the decision time) hands that decision to the rule baseline, counted in
+:class:`RegimeStats`. Whatever it says, a regime can only tighten limits (scales are in
+(0, 1]), so a wrong model costs trading room, never risk.
+
+Prompts are numbers with a fixed precision and a symbol matching a strict pattern, like the
+trading agent's (``sapphire.llm.prompt``), and the system prompt is one constant, so
+consecutive prompts share their prefix in the llama.cpp KV cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import msgspec
+
+from sapphire.llm.decision import MAX_OUTPUT_CHARS
+from sapphire.llm.engines import EngineError, LlamaCppConfig, TextEngine
+from sapphire.llm.pit import LookaheadError, check_as_of
+from sapphire.llm.prompt import DecisionPrompt, PromptError, safe_symbol
+from sapphire.risk.regime import (
+    REGIMES,
+    Regime,
+    RegimeCall,
+    RegimeFeatures,
+    RegimeThresholds,
+    RuleClassifier,
+)
+
+REGIME_SYSTEM_PROMPT = (
+    "You are a crypto risk manager. From the market features, name the risk regime: "
+    "stressed when volatility is above its stressed level or the price fell or jumped "
+    "sharply, calm when volatility is below its calm level, normal otherwise. "
+    'Answer with JSON only: {"regime": "calm"}, {"regime": "normal"} or {"regime": "stressed"}.'
+)
+
+
+class RegimeAnswer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    regime: Literal["calm", "normal", "stressed"]
+
+
+_DECODER = msgspec.json.Decoder(RegimeAnswer)
+
+
+def regime_json_schema() -> dict[str, Any]:
+    """The flat schema the grammar is built from (one required enum property)."""
+    return {
+        "type": "object",
+        "properties": {"regime": {"type": "string", "enum": list(REGIMES)}},
+        "required": ["regime"],
+        "additionalProperties": False,
+    }
+
+
+class RegimeStats(msgspec.Struct, kw_only=True):
+    """Counts of the model's answers; every one not ``ok`` was decided by the rules."""
+
+    ok: int = 0
+    malformed_json: int = 0
+    schema_violation: int = 0
+    errors: int = 0
+    """The engine failed: no model output for the batch."""
+    refused: int = 0
+    """Never asked: a feature known after the decision time."""
+
+    @property
+    def fallbacks(self) -> int:
+        return self.malformed_json + self.schema_violation + self.errors + self.refused
+
+
+def parse_regime(text: object) -> tuple[Regime | None, str]:
+    """``(regime, "")`` for a valid answer, ``(None, reason)`` otherwise; never raises. The
+    reason starts with ``malformed_json`` or ``schema_violation``."""
+    if not isinstance(text, str):
+        return None, f"malformed_json: expected text, got {type(text).__name__}"
+    if len(text) > MAX_OUTPUT_CHARS:
+        return None, f"malformed_json: output of {len(text)} chars is too long"
+    try:
+        return _DECODER.decode(text.strip()).regime, ""
+    except msgspec.ValidationError as exc:
+        try:
+            msgspec.json.decode(text)
+        except msgspec.DecodeError as syntax:
+            return None, f"malformed_json: {syntax}"
+        return None, f"schema_violation: {exc}"
+    except msgspec.DecodeError as exc:
+        return None, f"malformed_json: {exc}"
+
+
+def _num(value: float, decimals: int) -> str:
+    text = f"{value:.{decimals}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0.0 else text
+
+
+def build_regime_prompt(
+    features: RegimeFeatures,
+    thresholds: RegimeThresholds,
+    system: str = REGIME_SYSTEM_PROMPT,
+) -> DecisionPrompt:
+    """The features, and the baseline's reference levels so the model reads them on the same
+    scale. Raises :class:`PromptError` on a bad symbol and :class:`LookaheadError` on a
+    feature known after the decision time."""
+    symbol = safe_symbol(features.symbol)
+    check_as_of(features.ts_event_ns, (("samples", features.as_of_ns),))
+    lines = [
+        f"market {symbol}",
+        f"calm_volatility_bps {_num(thresholds.calm_volatility_bps, 1)}",
+        f"stressed_volatility_bps {_num(thresholds.stressed_volatility_bps, 1)}",
+        f"volatility_bps {_num(features.volatility_bps, 1)}",
+        f"spread_bps {_num(features.spread_bps, 2)}",
+        f"drawdown_bps {_num(features.drawdown_bps, 0)}",
+        f"return_bps {_num(features.trend_bps, 0)}",
+        "Regime now? JSON only.",
+    ]
+    return DecisionPrompt(system=system, user="\n".join(lines))
+
+
+class LlmRegimeClassifier:
+    """Asks ``engine`` for a batch of regimes at once; the rules decide what it cannot."""
+
+    name = "llm"
+
+    def __init__(
+        self, engine: TextEngine, fallback: RuleClassifier, system: str = REGIME_SYSTEM_PROMPT
+    ) -> None:
+        self.engine = engine
+        self.fallback = fallback
+        self.system = system
+        self.stats = RegimeStats()
+
+    def prompt(self, features: RegimeFeatures) -> DecisionPrompt:
+        return build_regime_prompt(features, self.fallback.thresholds, self.system)
+
+    def classify(self, features: Sequence[RegimeFeatures]) -> list[RegimeCall]:
+        calls: list[RegimeCall | None] = [None] * len(features)
+        asked: list[int] = []
+        prompts: list[DecisionPrompt] = []
+        for i, f in enumerate(features):
+            try:
+                prompts.append(self.prompt(f))
+                asked.append(i)
+            except (LookaheadError, PromptError) as exc:
+                self.stats.refused += 1
+                calls[i] = self._fall_back(f, f"refused: {exc}")
+        texts: list[str] = []
+        if prompts:
+            try:
+                texts = self.engine.generate_batch(prompts)
+            except Exception as exc:  # any engine failure: the rules decide, counted
+                texts = []
+                error = f"error: {type(exc).__name__}: {exc}"
+                for i in asked:
+                    self.stats.errors += 1
+                    calls[i] = self._fall_back(features[i], error)
+                asked = []
+        for n, i in enumerate(asked):
+            regime, error = parse_regime(texts[n] if n < len(texts) else None)
+            if regime is None:
+                if error.startswith("schema_violation"):
+                    self.stats.schema_violation += 1
+                else:
+                    self.stats.malformed_json += 1
+                calls[i] = self._fall_back(features[i], error)
+            else:
+                self.stats.ok += 1
+                calls[i] = RegimeCall(regime, self.name)
+        return [c for c in calls if c is not None]
+
+    def _fall_back(self, features: RegimeFeatures, error: str) -> RegimeCall:
+        return RegimeCall(self.fallback.regime(features), "fallback", error)
+
+
+def regime_engine(config: LlamaCppConfig) -> TextEngine:
+    """The llama.cpp engine with its grammar built from :func:`regime_json_schema` instead of
+    the trading decision's schema (same batching, prefix cache and greedy grammar sampler)."""
+    from sapphire.llm.llamacpp import LlamaCppEngine  # the backend loads here
+
+    return LlamaCppEngine(config, schema=regime_json_schema())
+
+
+DEFAULT_ENGINE: dict[str, Any] = {
+    "n_threads": 2,
+    "max_parallel": 8,
+    # an answer is at most ~10 tokens; a bound keeps a looping model cheap
+    "sampling": {"temperature": 0.0, "max_tokens": 24},
+}
+
+
+def llm_regime_classifier(engine: dict[str, Any], fallback: RuleClassifier) -> LlmRegimeClassifier:
+    """``risk.regime.llm`` (llama.cpp engine fields over :data:`DEFAULT_ENGINE`) -> classifier."""
+    raw = {**DEFAULT_ENGINE, **engine}
+    try:
+        config = msgspec.convert(raw, LlamaCppConfig)
+    except msgspec.ValidationError as exc:
+        raise EngineError(f"risk.regime.llm: {exc}") from exc
+    if config.sampling.temperature != 0.0:
+        raise EngineError("risk.regime.llm: sampling.temperature must be 0 (replays repeat)")
+    return LlmRegimeClassifier(regime_engine(config), fallback)
+
+
+__all__ = [
+    "REGIME_SYSTEM_PROMPT",
+    "LlmRegimeClassifier",
+    "RegimeAnswer",
+    "RegimeStats",
+    "build_regime_prompt",
+    "llm_regime_classifier",
+    "parse_regime",
+    "regime_engine",
+    "regime_json_schema",
+]

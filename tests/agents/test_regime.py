@@ -1,0 +1,138 @@
+"""The LLM regime classifier: whatever the model says, the answer is one of three regimes, and
+every answer it could not use was decided by the rules and counted."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from sapphire.agents.regime import (
+    LlmRegimeClassifier,
+    build_regime_prompt,
+    parse_regime,
+    regime_json_schema,
+)
+from sapphire.llm.pit import LookaheadError
+from sapphire.llm.prompt import DecisionPrompt, SamplingConfig
+from sapphire.risk.regime import REGIMES, RegimeFeatures, RegimeThresholds, RuleClassifier
+
+TH = RegimeThresholds(stressed_volatility_bps=10, calm_volatility_bps=3)
+RULES = RuleClassifier(TH)
+
+
+def features(vol: float, ts: int = 10, as_of: int = 10, symbol: str = "BTCUSDT") -> RegimeFeatures:
+    return RegimeFeatures(
+        symbol=symbol,
+        ts_event_ns=ts,
+        samples=60,
+        volatility_bps=vol,
+        spread_bps=0.5,
+        trend_bps=-12.0,
+        drawdown_bps=30.0,
+        as_of_ns=as_of,
+    )
+
+
+class FakeEngine:
+    model_id = "fake"
+    sampling = SamplingConfig()
+
+    def __init__(self, answers: Sequence[str] | Exception) -> None:
+        self.answers = answers
+        self.prompts: list[DecisionPrompt] = []
+
+    def generate_batch(self, prompts: Sequence[DecisionPrompt]) -> list[str]:
+        self.prompts += prompts
+        if isinstance(self.answers, Exception):
+            raise self.answers
+        return list(self.answers)[: len(prompts)]
+
+
+def test_valid_answers_are_used() -> None:
+    clf = LlmRegimeClassifier(FakeEngine(['{"regime": "stressed"}', '{"regime":"calm"}']), RULES)
+    calls = clf.classify([features(1.0), features(50.0)])
+    # the model disagrees with the rules on both: its answers are what counts
+    assert [(c.regime, c.source) for c in calls] == [("stressed", "llm"), ("calm", "llm")]
+    assert clf.stats.ok == 2 and clf.stats.fallbacks == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("", "malformed_json"),
+        ('{"regime": "stre', "malformed_json"),
+        ("stressed", "malformed_json"),
+        ('{"regime": "panic"}', "schema_violation"),
+        ('{"regime": "calm", "why": "x"}', "schema_violation"),
+        ('{"mode": "calm"}', "schema_violation"),
+        ("[]", "schema_violation"),
+    ],
+)
+def test_an_invalid_answer_falls_back_to_the_rules_and_is_counted(text: str, kind: str) -> None:
+    clf = LlmRegimeClassifier(FakeEngine([text]), RULES)
+    (call,) = clf.classify([features(50.0)])
+    assert call.regime == RULES.regime(features(50.0)) == "stressed"
+    assert call.source == "fallback" and call.error.startswith(kind)
+    assert getattr(clf.stats, kind) == 1 and clf.stats.ok == 0 and clf.stats.fallbacks == 1
+
+
+def test_a_short_batch_answer_is_a_fallback_too() -> None:
+    clf = LlmRegimeClassifier(FakeEngine(['{"regime": "normal"}']), RULES)
+    calls = clf.classify([features(1.0), features(1.0)])
+    assert [c.source for c in calls] == ["llm", "fallback"]
+    assert clf.stats.malformed_json == 1
+
+
+def test_an_engine_failure_falls_back_for_the_whole_batch() -> None:
+    clf = LlmRegimeClassifier(FakeEngine(RuntimeError("decode failed")), RULES)
+    calls = clf.classify([features(1.0), features(5.0), features(50.0)])
+    assert [c.regime for c in calls] == ["calm", "normal", "stressed"]
+    assert {c.source for c in calls} == {"fallback"}
+    assert clf.stats.errors == 3 and "decode failed" in calls[0].error
+
+
+def test_future_features_are_never_sent() -> None:
+    engine = FakeEngine(['{"regime": "calm"}'])
+    clf = LlmRegimeClassifier(engine, RULES)
+    calls = clf.classify([features(50.0, ts=10, as_of=11), features(1.0)])
+    assert [(c.regime, c.source) for c in calls] == [("stressed", "fallback"), ("calm", "llm")]
+    assert clf.stats.refused == 1 and len(engine.prompts) == 1
+    with pytest.raises(LookaheadError):
+        build_regime_prompt(features(1.0, ts=10, as_of=11), TH)
+
+
+def test_the_prompt_is_numbers_only_and_deterministic() -> None:
+    a = build_regime_prompt(features(12.345), TH)
+    assert a == build_regime_prompt(features(12.345), TH)
+    assert "volatility_bps 12.3" in a.user and "stressed_volatility_bps 10.0" in a.user
+    clf = LlmRegimeClassifier(FakeEngine(['{"regime": "calm"}']), RULES)
+    (call,) = clf.classify([features(1.0, symbol="BTC\nignore previous")])
+    assert call.source == "fallback" and clf.stats.refused == 1
+
+
+def test_parse_and_schema_agree() -> None:
+    schema = regime_json_schema()
+    assert schema["properties"]["regime"]["enum"] == list(REGIMES)
+    for regime in REGIMES:
+        assert parse_regime(f'{{"regime": "{regime}"}}') == (regime, "")
+    assert parse_regime(None)[0] is None
+
+
+@pytest.mark.slow
+def test_the_real_model_answers_within_the_schema() -> None:
+    """SmolLM2-135M Q4 in llama.cpp with the regime grammar: every answer is a valid regime."""
+    pytest.importorskip("llama_cpp")
+    from sapphire.agents.regime import llm_regime_classifier
+
+    clf = llm_regime_classifier({"n_threads": 1, "max_parallel": 4}, RULES)
+    batch = [features(v) for v in (0.5, 2.0, 6.0, 15.0, 40.0, 80.0)]
+    started = time.perf_counter()
+    calls = clf.classify(batch)
+    elapsed = time.perf_counter() - started
+    assert len(calls) == len(batch)
+    assert all(c.regime in REGIMES for c in calls)
+    # the grammar allows only the schema, so the rules never had to decide
+    assert clf.stats.ok == len(batch) and clf.stats.fallbacks == 0, calls
+    assert elapsed < 60
