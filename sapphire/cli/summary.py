@@ -167,6 +167,17 @@ def print_summary(
     for key, value in summary.get("crossing", {}).items():
         totals.add_row(f"crossing: {key}", str(value))
     totals.add_row("kill switch", "TRIPPED" if summary["kill_switch"] else "off")
+    regime = summary.get("regime")
+    if regime:  # risk modes: how often each was in force, and where each symbol ended
+        by = ", ".join(f"{k} {v}" for k, v in sorted(regime["by_regime"].items()))
+        totals.add_row(f"risk modes ({regime['classifier']}): evaluations", by or "none")
+        totals.add_row("risk modes: changes", str(regime["changes"]))
+        for symbol, mode in regime["current"].items():
+            totals.add_row(f"risk mode at the end: {symbol}", str(mode))
+        llm = regime.get("llm")
+        if llm:
+            failed = {k: v for k, v in llm.items() if k != "ok" and v}
+            totals.add_row("risk modes: model fell back", str(failed or "never"))
     for agent, why in summary.get("invalid_outputs", {}).items():
         totals.add_row(f"outputs refused: {agent}", why)
     for agent, why in summary.get("quarantined", {}).items():

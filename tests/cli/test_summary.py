@@ -54,3 +54,20 @@ def test_cache_table_shows_each_level_and_the_combined_rate() -> None:
 def test_no_cache_no_table() -> None:
     screen = _screen(_summary())
     assert "Cache" not in screen and "hit rate" not in screen
+
+
+def test_risk_modes_are_shown_when_on_and_absent_when_off() -> None:
+    regime = {
+        "classifier": "llm",
+        "evaluations": {"llm": 3, "fallback": 1},
+        "by_regime": {"calm": 1, "normal": 2, "stressed": 1},
+        "changes": 2,
+        "current": {"BTCUSDT": "stressed"},
+        "llm": {"ok": 3, "malformed_json": 1, "schema_violation": 0, "errors": 0, "refused": 0},
+    }
+    screen = _screen(_summary(regime=regime))
+    assert "calm 1, normal 2, stressed 1" in screen
+    row = next(line for line in screen.splitlines() if "risk mode at the end: BTCUSDT" in line)
+    assert "stressed" in row
+    assert "malformed_json" in next(ln for ln in screen.splitlines() if "fell back" in ln)
+    assert "risk mode" not in _screen(_summary())
