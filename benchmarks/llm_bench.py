@@ -235,6 +235,15 @@ def main() -> None:
         un, ba = results[f"{q} unbatched"], results[f"{q} batched({args.batch})"]
         ratio = ba["decisions_per_s"] / un["decisions_per_s"]
         print(f"{q}: batched/unbatched throughput {ratio:.2f}x")
+    # structured output: the grammar's share of the decode loop (both modes of an engine)
+    for q, eng in (("Q4_1", engine), ("Q4_0+flash-attn", fast)):
+        t = eng.timings
+        per = 1e6 / max(1, t.tokens)
+        print(
+            f"{q}: grammar sampling {t.sample_s * per:.0f} us/token vs forward passes "
+            f"{t.decode_s * per:.0f} us/token over {t.tokens:,} tokens: structured-output "
+            f"overhead <= {t.overhead:.1%} of decode time (goal < 10 %)"
+        )
     if args.serve:
         s1, sb = results["serve max_batch_size=1"], results[f"serve max_batch_size={args.batch}"]
         ratio = sb["decisions_per_s"] / s1["decisions_per_s"]

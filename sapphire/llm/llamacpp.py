@@ -19,9 +19,12 @@ import importlib.util
 import json
 import os
 import tempfile
+import time  # measuring only: where decoding spends its time, never a decision input
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from sapphire.llm.decision import decision_json_schema
 from sapphire.llm.engines import EngineError, Generation, LlamaCppConfig
@@ -138,6 +141,22 @@ class _ChainSampler:
         self._chain.close()
 
 
+class DecodeTimings(msgspec.Struct, kw_only=True):
+    """Where the batched decode loop spends its time (after the prefill): the model's
+    forward passes, and sampling under the grammar (argmax, the grammar's check of it, the
+    full-vocabulary mask when the argmax is refused, accepting the token). ``sample_s`` over
+    ``decode_s`` bounds the structured-output overhead from above: plain greedy decoding
+    would still pay the argmax."""
+
+    decode_s: float = 0.0
+    sample_s: float = 0.0
+    tokens: int = 0
+
+    @property
+    def overhead(self) -> float:
+        return self.sample_s / self.decode_s if self.decode_s else 0.0
+
+
 class LlamaCppEngine:
     """A GGUF model in llama.cpp; ``generate_batch`` decodes up to ``max_parallel`` together."""
 
@@ -190,6 +209,7 @@ class LlamaCppEngine:
         )
         self._vocab = model.vocab
         self._ctx: Any = None
+        self.timings = DecodeTimings()
         self._prefix_tokens: list[int] = []
         self._prefix_seq = 0
         self._max_parallel = 1
@@ -402,9 +422,15 @@ class LlamaCppEngine:
                 lc_batch.seq_id[i][0] = seq
                 lc_batch.logits[i] = True
                 positions[seq] += 1
+            t0 = time.perf_counter()
             ctx.decode(self._batch)
+            t1 = time.perf_counter()
             for i, seq in enumerate(active):
                 pending[seq] = samplers[seq].sample(ctx.ctx, i)
+            timings = self.timings
+            timings.decode_s += t1 - t0
+            timings.sample_s += time.perf_counter() - t1
+            timings.tokens += len(active)
         for sampler in samplers:
             sampler.close()
         return [

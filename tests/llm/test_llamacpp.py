@@ -41,8 +41,13 @@ def engine():  # type: ignore[no-untyped-def]
 
 
 def test_batched_generation_gives_schema_valid_json(engine) -> None:  # type: ignore[no-untyped-def]
+    before = engine.timings.tokens
     gens = engine.generate_batch_detailed(_prompts(4))
     assert len(gens) == 4
+    # the decode loop accounts for every token after each row's first (sampled at prefill)
+    decoded = sum(g.completion_tokens for g in gens) - len(gens)
+    assert engine.timings.tokens - before >= decoded > 0
+    assert engine.timings.decode_s > 0 and engine.timings.sample_s > 0
     results = [parse_decision(g.text) for g in gens]
     # the grammar allows only the schema; only a max_tokens cut could break it
     assert sum(r.ok for r in results) >= 3, [g.text for g in gens]
