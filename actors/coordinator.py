@@ -24,6 +24,7 @@ import ray
 from actors import metrics
 from actors.checkpoint import make_store
 from actors.codec import decode_events, decode_messages, encode_events, encode_messages
+from actors.fanout import CompiledFanout
 from actors.stepper import AsyncStepper, StepBehind
 from sapphire.adapters.kill_switch import run_kill_switch, system_kill_switch
 from sapphire.config.system import SystemConfig
@@ -45,6 +46,8 @@ from sapphire.model.orders import RejectReason, VenueAlert
 from sapphire.risk.engine import RiskDecision
 
 log = logging.getLogger(__name__)
+# compiled-graph failures after which a run keeps to plain calls
+MAX_GRAPH_FALLBACKS = 5
 
 KILL_KEY = "kill-switch"
 
@@ -106,6 +109,11 @@ class CoordinatorActor:
         self._agents_ready = False
         self._venue_ready = not self._live  # a live venue reconciles before the first step
         self._llm_records: list[Any] = []
+        # ``ray.transport: compiled``: the window's round to the venue and the agents as a
+        # compiled graph (replays; a live venue keeps plain calls). Not checkpointed: a
+        # restarted coordinator compiles a new one.
+        self._graph: CompiledFanout | None = None
+        self._use_graph = config.ray.transport == "compiled" and config.exchange.kind != "ccxt"
         self._store = make_store(checkpoint_location)
         self.window_ns = wiring.window_ns(config)
         # A replay is cut into windows here, where ``pending_ns`` is known, from events the
@@ -120,6 +128,11 @@ class CoordinatorActor:
         )
         # restored (a restart, --resume): the peers may be past this actor's barrier
         self._needs_sync = self._stepper.restored
+        if self._stepper.restored:
+            # The venue and the agents may still serve the graph of the process this one
+            # replaces (a dead driver's graph cannot be torn down from here, and an actor
+            # joins one graph at a time): plain calls from here on.
+            self._use_graph = False
         self._barrier_at = time.perf_counter()
         kill = self._store.load(KILL_KEY)
         if kill:
@@ -349,21 +362,28 @@ class CoordinatorActor:
             events = decode_events(events_data)
         clock.lap("feed")
         due = self.stage.take_due(window)
-        # the venue runs what was decided before this window while the agents run it
-        venue_ref = self.execution.step.remote(
-            # a window's events go by value: a few kB, below Ray's inline limit (larger ones
-            # Ray puts in the object store itself); a put would cost a store round trip
-            step,
-            window,
-            events_data,
-            encode_messages(self._commands),
-            barrier,
-        )
-        outputs = await self._run_agents(step, window, events_data, due, barrier)
+        venue_ref: Any = None
+        compiled = await self._compiled_round(step, window, events_data, due, barrier)
+        if compiled is not None:
+            venue_data, outputs = compiled
+        else:
+            # the venue runs what was decided before this window while the agents run it
+            venue_ref = self.execution.step.remote(
+                # a window's events go by value: a few kB, below Ray's inline limit (larger
+                # ones Ray puts in the object store itself); a put would cost a round trip
+                step,
+                window,
+                events_data,
+                encode_messages(self._commands),
+                barrier,
+            )
+            outputs = await self._run_agents(step, window, events_data, due, barrier)
         clock.lap("signal")
         result = self.stage.step(window, events, due, outputs)
         clock.lap("risk")
-        reports = self._take_alerts(decode_messages(await venue_ref))
+        if venue_ref is not None:
+            venue_data = await venue_ref
+        reports = self._take_alerts(decode_messages(venue_data))
         # a live venue's reports arrived now: the next window delivers them
         self.stage.add_venue_reports(reports, window.end_ns if self._live else None)
         self._commands = result.commands
@@ -467,6 +487,66 @@ class CoordinatorActor:
                 self._quarantine(agent_id, f"did not start: {type(exc).__name__}")
         self._agents_ready = True
 
+    async def _compiled_round(
+        self, step: int, window: Window, events_data: bytes, due: list[Any], barrier: bool
+    ) -> tuple[bytes, dict[str, Sequence[Any]]] | None:
+        """The window's round through the compiled graph: the venue's reports and each
+        agent's outputs; None when the plain calls must run it (the calls transport, or the
+        graph failed: it is dropped, and this step runs again as calls, which restart, rewind
+        and quarantine as usual; a peer that finished the step answers it from its store)."""
+        if not self._use_graph:
+            return None
+        await self._wait_for_agents()
+        live = [a for a in sorted(self.agents) if a not in self.quarantined]
+        if self._graph is not None and self._graph.agent_ids != live:
+            await self._drop_graph()
+        try:
+            if self._graph is None:
+                self._graph = CompiledFanout.build(self.execution, self.agents, live)
+            by_agent = reports_by_agent(due, self.agents)
+            venue_data, answers = await self._graph.run(
+                step,
+                window,
+                events_data,
+                encode_messages(self._commands),
+                barrier,
+                [encode_messages(by_agent[a]) for a in live],
+                self.config.ray.agent_timeout_s,
+            )
+        except Exception as exc:
+            self.faults["graph_fallbacks"] = self.faults.get("graph_fallbacks", 0) + 1
+            log.warning("compiled round failed at step %d (%r): plain calls", step, exc)
+            if isinstance(exc, TimeoutError):
+                # A graph answers all at once, so who hung is asked: an agent that has not
+                # finished the step is quarantined now, as calls would do, and never asked
+                # again (a second call could run its step beside the hung one).
+                await self._quarantine_unfinished(step, live)
+            await self._drop_graph()
+            if self.faults["graph_fallbacks"] >= MAX_GRAPH_FALLBACKS:
+                self._use_graph = False  # something keeps failing: calls for the rest
+            return None
+        outputs: dict[str, Sequence[Any]] = {}
+        for agent_id, (data, llm_records) in zip(live, answers, strict=True):
+            self._llm_records.extend(llm_records)
+            outputs[agent_id] = decode_messages(data)
+        return venue_data, outputs
+
+    async def _quarantine_unfinished(self, step: int, agent_ids: list[str]) -> None:
+        for agent_id in agent_ids:
+            try:
+                stats = await asyncio.wait_for(_await(self.agents[agent_id].stats.remote()), 5.0)
+                finished = stats["last_step"] >= step
+            except (TimeoutError, ray.exceptions.RayError):
+                finished = False
+            if not finished and agent_id not in self.quarantined:
+                self._quarantine(agent_id, f"timed out at step {step}")
+                log.error("agent %s quarantined: no answer in the compiled round", agent_id)
+
+    async def _drop_graph(self) -> None:
+        graph, self._graph = self._graph, None
+        if graph is not None and not await graph.close(max(self.config.ray.agent_timeout_s, 1.0)):
+            self._use_graph = False  # an actor may still serve it: calls for the rest
+
     async def _run_agents(
         self, step: int, window: Window, events_data: bytes, due: list[Any], barrier: bool
     ) -> dict[str, Sequence[Any]]:
@@ -547,6 +627,7 @@ class CoordinatorActor:
 
     async def finish(self) -> dict[str, Any]:
         """Flush the sink until every row of this run is committed."""
+        await self._drop_graph()  # the agents and the venue answer plain calls from here
         self.rows.take_new()  # rows of the steps after the last barrier join the unacked
         await self._settle_inflight(0)
         if self._resend_all:

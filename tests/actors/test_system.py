@@ -60,7 +60,10 @@ def test_kill_switch_stops_all_order_flow_and_cancels_resting_orders(
     assert_halted_after_trip(outcome, at_trip["orders"])
 
 
-def test_bad_agents_and_a_failing_venue_are_contained(ray_local: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["calls", "compiled"])
+def test_bad_agents_and_a_failing_venue_are_contained(
+    ray_local: None, tmp_path: Path, transport: str
+) -> None:
     config = make_config(
         tmp_path,
         agents=[
@@ -77,9 +80,9 @@ def test_bad_agents_and_a_failing_venue_are_contained(ray_local: None, tmp_path:
             "factory": "tests.actors.faulty:flaky_exchange",
             "params": {"balances": {"USDT": "100000", "BTC": "0"}},
         },
-        ray={"agent_timeout_s": 3.0},
+        ray={"agent_timeout_s": 3.0, "transport": transport},
     )
-    outcome = run(config, "bad-input")
+    outcome = run(config, f"bad-input-{transport}")
     summary = outcome.summary
     assert "hanger" in summary["quarantined"]
     assert "raiser" not in summary["quarantined"]  # errors are counted, the agent lives on

@@ -1,0 +1,74 @@
+"""A window's parallel round (the venue and every agent) as one Ray Compiled Graph.
+
+The coordinator sends the same step to the execution actor and to each agent actor every
+window; as plain actor calls that round costs about 2 ms on 2 cores (four calls), where a
+compiled graph moves the same arguments through shared-memory channels in about 0.15 ms
+(``ray.transport: compiled``). The leaves run their ordinary ``step`` methods, so barriers,
+checkpoints and the exactly-once step rule are the same as with calls.
+
+Failures are not handled here: any error (an actor that died, a hung agent, a channel
+error) makes the coordinator drop the graph and run that same step again as plain calls,
+which restart, rewind and quarantine as they always do. A leaf that finished the step in
+the graph answers it again from its stored output, so nothing runs twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from sapphire.kernel.timing import Window
+
+log = logging.getLogger(__name__)
+
+
+class CompiledFanout:
+    """The compiled round over the execution actor and ``agent_ids`` (in that order)."""
+
+    def __init__(self, graph: Any, agent_ids: list[str]) -> None:
+        self._graph = graph
+        self.agent_ids = agent_ids
+
+    @classmethod
+    def build(cls, execution: Any, agents: dict[str, Any], agent_ids: list[str]) -> CompiledFanout:
+        from ray.dag import InputNode, MultiOutputNode
+
+        with InputNode() as inp:
+            # inputs: step, window, events, commands, barrier, then one report batch per agent
+            step, window, events, commands, barrier = (inp[i] for i in range(5))
+            outputs = [execution.step.bind(step, window, events, commands, barrier)]
+            outputs += [
+                agents[agent_id].step.bind(step, window, events, inp[5 + i], barrier)
+                for i, agent_id in enumerate(agent_ids)
+            ]
+            dag = MultiOutputNode(outputs)
+        return cls(dag.experimental_compile(enable_asyncio=True), agent_ids)
+
+    async def run(
+        self,
+        step: int,
+        window: Window,
+        events: bytes,
+        commands: bytes,
+        barrier: bool,
+        reports: Sequence[bytes],
+        timeout_s: float,
+    ) -> tuple[bytes, list[tuple[bytes, list[Any]]]]:
+        """The venue's reports and each agent's ``(outputs, llm records)``, in ``agent_ids``
+        order; raises on any failure (TimeoutError past ``timeout_s``)."""
+        futures = await self._graph.execute_async(step, window, events, commands, barrier, *reports)
+        results = await asyncio.wait_for(asyncio.gather(*futures), timeout_s)
+        return results[0], list(results[1:])
+
+    async def close(self, timeout_s: float = 30.0) -> bool:
+        """Tear the graph down so the actors take another graph again; a teardown that
+        hangs on a hung actor is left behind, never waited for forever. False: not clean
+        (an actor may still serve this graph, so no other graph should be compiled)."""
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self._graph.teardown), timeout_s)
+        except Exception as exc:  # hung, or failed
+            log.warning("compiled graph teardown: %s: %s", type(exc).__name__, exc)
+            return False
+        return True
