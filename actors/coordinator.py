@@ -26,6 +26,7 @@ from actors.checkpoint import make_store
 from actors.codec import decode_events, decode_messages, encode_events, encode_messages
 from actors.fanout import CompiledFanout
 from actors.stepper import AsyncStepper, StepBehind
+from actors.storage_sink import pack_tables
 from sapphire.adapters.kill_switch import run_kill_switch, system_kill_switch
 from sapphire.config.system import SystemConfig
 from sapphire.console.snapshot import (
@@ -603,12 +604,14 @@ class CoordinatorActor:
             await self._resend(now_ns)
         else:
             self._inflight = self.sink.write.remote(
-                "coordinator", fresh, now_ns, self._sink_incarnation
+                "coordinator", pack_tables(fresh), now_ns, self._sink_incarnation
             )
 
     async def _resend(self, now_ns: int) -> None:
         unacked = self.rows.unacked()
-        incarnation, marks, _ = await self.sink.write.remote("coordinator", unacked, now_ns, "")
+        incarnation, marks, _ = await self.sink.write.remote(
+            "coordinator", pack_tables(unacked), now_ns, ""
+        )
         self._sink_incarnation = incarnation
         self.rows.acknowledge(marks)
 
@@ -633,7 +636,9 @@ class CoordinatorActor:
         if self._resend_all:
             self._resend_all = False
             await self._resend(0)
-        incarnation, marks = await self.sink.flush.remote("coordinator", self.rows.unacked())
+        incarnation, marks = await self.sink.flush.remote(
+            "coordinator", pack_tables(self.rows.unacked())
+        )
         if self._sink_incarnation and incarnation != self._sink_incarnation:
             # a sink restarted since the last barrier's write: the flush re-sent every
             # unacked row (it drops what it has), and the restart is counted like any other

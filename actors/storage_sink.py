@@ -10,11 +10,22 @@ runs on a worker thread, and whatever any producer wrote while it ran goes into 
 once ``batch_rows`` rows or ``flush_interval_s`` make it due. So a commit's fixed cost (the
 fsyncs, the manifest) is paid once per group rather than once per ``batch_rows``, and the
 event loop keeps taking writes while the disk works.
+
+A group takes the oldest writes up to a row cap, so a commit's duration stays bounded
+however many rows piled up during the one before. The cap follows the commits' measured
+time per row, aiming at ``target_commit_s`` a commit, between ``min_group_rows`` and
+``max_group_rows``: on an idle host groups are large (the fixed cost of the fsyncs is
+spread thin), on a loaded one, where the commit thread gets a fraction of a core, they
+shrink so the flush p99 stays near the target. While a commit runs with four groups'
+worth of rows already waiting, a write waits for it before buffering more,
+so producers that outpace the disk are slowed down instead of growing the buffer (and
+every row's time to durability) without limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 import uuid
@@ -33,6 +44,38 @@ log = logging.getLogger(__name__)
 
 # a failed commit is retried after the time limit, and not sooner than this
 _MIN_RETRY_S = 0.1
+# A commit costs ~1.3 ms of CPU plus 0.2-0.5 us a tick row (pyarrow zstd, fsyncs), and takes
+# 2-4x that in wall time on a loaded 2-core host: the group cap aims at 20 ms a commit, so
+# the p99 stays within issue 19's 50 ms, and keeps groups within these bounds.
+DEFAULT_MAX_GROUP_ROWS = 65_536
+DEFAULT_MIN_GROUP_ROWS = 8_192
+DEFAULT_TARGET_COMMIT_S = 0.020
+# commits smaller than this say more about the fixed cost than about the cost of a row
+_MIN_SAMPLE_ROWS = 4_096
+# waiting rows (in groups) past which a write waits for the commit in flight
+_BACKLOG_GROUPS = 4
+# Ray passes a call's argument of up to 100 KiB inside the call, a larger one through the
+# object store; frames whose in-memory size passes this are packed (pickled, a polars frame
+# takes up to ~3x its estimated size: string views, null columns)
+_PACK_MIN_BYTES = 32 * 1024
+
+
+def pack_tables(tables: Mapping[str, pl.DataFrame]) -> dict[str, pl.DataFrame | bytes]:
+    """A write's frames as a producer should send them: as they are when small, else each
+    as an lz4-compressed Arrow IPC stream, which :meth:`StorageSinkActor.write` accepts.
+
+    Why: a 2,000-row ``ticks`` frame pickles to 325 kB, over Ray's inline limit, so each
+    write went through the object store (create, seal, fetch, release: about 1 ms of CPU in
+    the caller, the raylet and the sink); packed it is 44 kB and travels inside the call,
+    for ~0.13 ms to pack and ~0.14 ms to unpack (``benchmarks/storage_bench.py --packed``)."""
+    if sum(f.estimated_size() for f in tables.values()) < _PACK_MIN_BYTES:
+        return dict(tables)
+    out: dict[str, pl.DataFrame | bytes] = {}
+    for table, frame in tables.items():
+        buf = io.BytesIO()
+        frame.write_ipc_stream(buf, compression="lz4")
+        out[table] = buf.getvalue()
+    return out
 
 
 class TimedBackend:
@@ -41,33 +84,40 @@ class TimedBackend:
 
     def __init__(self, backend: SinkBackend) -> None:
         self.backend = backend
-        # (seconds, rows) of recent commits; appended on the commit thread, read on the loop
-        self.recent: deque[tuple[float, int]] = deque(maxlen=10_000)
+        # (seconds, rows, CPU seconds of the committing thread) of recent commits; appended
+        # on the commit thread, read on the loop. Wall time well above CPU time says the
+        # commit waited for a core (a loaded host), not for its own work.
+        self.recent: deque[tuple[float, int, float]] = deque(maxlen=10_000)
 
     def recover(self) -> CommitState:
         return self.backend.recover()
 
     def commit(self, flush_id: int, frames: Mapping[str, pl.DataFrame], state: CommitState) -> None:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.thread_time()
         self.backend.commit(flush_id, frames, state)
-        self.recent.append((time.perf_counter() - t0, sum(f.height for f in frames.values())))
+        rows = sum(f.height for f in frames.values())
+        self.recent.append((time.perf_counter() - t0, rows, time.thread_time() - cpu0))
 
     def summary(self) -> dict[str, float]:
         """Commit time p50 / p99 / max (ms) and rows per commit over the recent commits."""
-        took = sorted(t for t, _ in list(self.recent))
+        recent = list(self.recent)
+        took = sorted(t for t, _, _ in recent)
         if not took:
             return {}
 
         def pct(q: float) -> float:
             return took[min(len(took) - 1, int(q * len(took)))] * 1e3
 
-        rows = [n for _, n in list(self.recent)]
+        rows = sum(n for _, n, _ in recent)
         return {
             "commit_p50_ms": pct(0.5),
             "commit_p99_ms": pct(0.99),
             "commit_max_ms": took[-1] * 1e3,
-            "commit_mean_rows": sum(rows) / len(rows),
+            "commit_mean_rows": rows / len(recent),
             "commits_timed": len(took),
+            # pyarrow encodes on the calling thread: this is nearly all of a commit's CPU
+            "commit_cpu_us_per_row": sum(c for _, _, c in recent) / max(rows, 1) * 1e6,
+            "commit_wall_us_per_row": sum(took) / max(rows, 1) * 1e6,
         }
 
 
@@ -87,8 +137,16 @@ class GroupCommitter:
         *,
         clock: Callable[[], int] = time.time_ns,
         on_settled: Callable[[], None] | None = None,
+        max_group_rows: int | None = DEFAULT_MAX_GROUP_ROWS,
+        min_group_rows: int = DEFAULT_MIN_GROUP_ROWS,
+        target_commit_s: float = DEFAULT_TARGET_COMMIT_S,
     ) -> None:
         self.sink = sink
+        self.max_group_rows = max_group_rows
+        self.min_group_rows = min(min_group_rows, max_group_rows or min_group_rows)
+        self.target_commit_s = target_commit_s
+        # moving average of a commit's wall seconds per row (None: none measured yet)
+        self.row_s: float | None = None
         self._clock = clock
         self._on_settled = on_settled
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-commit")
@@ -103,6 +161,16 @@ class GroupCommitter:
     def committing(self) -> bool:
         return self._task is not None
 
+    @property
+    def group_rows(self) -> int | None:
+        """The row cap of the next group (None: uncapped)."""
+        if self.max_group_rows is None:
+            return None
+        if self.row_s is None:
+            return self.max_group_rows
+        fit = int(self.target_commit_s / self.row_s)
+        return max(self.min_group_rows, min(self.max_group_rows, fit))
+
     def kick(self) -> None:
         """Start a commit if none is in flight and one is due; else wait for the time limit."""
         if self._task is not None or self._closed:
@@ -115,14 +183,41 @@ class GroupCommitter:
         if due_ns is not None:
             self._arm((due_ns - now_ns) / 1e9)
 
+    async def room(self) -> None:
+        """Wait while a commit runs and ``_BACKLOG_GROUPS`` groups' worth of rows already
+        wait behind it (so a row waits about that many commits to be durable, whatever the
+        load). Only while one runs: after a failed commit nothing is in flight until the
+        retry delay, and writes are buffered as before rather than held."""
+        while (
+            (task := self._task) is not None
+            and (cap := self.group_rows) is not None
+            and self.sink.waiting >= _BACKLOG_GROUPS * cap
+        ):
+            await asyncio.wait([task])
+
     async def flush(self) -> int:
         """Commit everything written so far: wait for the commit in flight (and any the end
-        of it starts), then commit what still waits now, whatever the thresholds and the
-        retry delay say. Returns the rows this call's own commit wrote (0 if it failed)."""
-        while self._task is not None:
-            await asyncio.shield(self._task)
-        task = self._start(self._clock())
-        return await asyncio.shield(task) if task is not None else 0
+        of it starts), then commit what still waits, whatever the thresholds and the retry
+        delay say, in capped groups (a final flush must not make the one long commit the
+        cap exists to prevent) until every row accepted before this call is committed, or
+        until one of this call's commits fails. Returns the rows this call's own commits
+        wrote (0 if the first failed)."""
+        # groups take the oldest rows first and a failed one goes back in front, so the rows
+        # accepted before now are committed once this many rows have been
+        target = self.sink.stats.accepted
+        written = 0
+        while True:
+            while self._task is not None:
+                await asyncio.shield(self._task)
+            if self.sink.stats.flushed_rows >= target:
+                return written
+            task = self._start(self._clock())
+            if task is None:
+                return written
+            rows = await asyncio.shield(task)
+            if not rows:
+                return written
+            written += rows
 
     async def close(self) -> None:
         """Stop starting commits; wait for the one in flight so no thread writes after."""
@@ -150,30 +245,40 @@ class GroupCommitter:
         self.kick()
 
     def _start(self, now_ns: int) -> asyncio.Task[int] | None:
-        batch = self.sink.begin_flush(now_ns)
+        batch = self.sink.begin_flush(now_ns, max_rows=self.group_rows)
         if batch is None:
             return None
         task = asyncio.get_running_loop().create_task(self._commit(batch))
         self._task = task
         return task
 
-    def _commit_blocking(self, batch: FlushBatch) -> Exception | None:
+    def _commit_blocking(self, batch: FlushBatch) -> tuple[Exception | None, float]:
+        t0 = time.perf_counter()
         try:
             self.sink.commit(batch)
         except Exception as exc:  # settled on the loop: the rows go back to the buffer
-            return exc
-        return None
+            return exc, time.perf_counter() - t0
+        return None, time.perf_counter() - t0
+
+    def _observe(self, seconds: float, rows: int) -> None:
+        if rows < _MIN_SAMPLE_ROWS:
+            return
+        sample = seconds / rows
+        # a quarter weight: a few slow commits shrink the cap, one outlier does not halve it
+        self.row_s = sample if self.row_s is None else 0.75 * self.row_s + 0.25 * sample
 
     async def _commit(self, batch: FlushBatch) -> int:
         loop = asyncio.get_running_loop()
         try:
-            error = await loop.run_in_executor(self._executor, self._commit_blocking, batch)
+            error, took = await loop.run_in_executor(self._executor, self._commit_blocking, batch)
         except BaseException as exc:  # cancelled or the executor is gone: keep the rows
             abandoned = RuntimeError(f"commit abandoned: {exc!r}")
             self.sink.end_flush(batch, abandoned, now_ns=self._clock())
             self._task = None
             raise
         written = self.sink.end_flush(batch, error, now_ns=self._clock())
+        if error is None:
+            self._observe(took, written)
         self.commits += 1
         self._task = None
         if self._on_settled is not None:
@@ -190,10 +295,13 @@ class StorageSinkActor:
         batch_rows: int,
         flush_interval_s: float,
         group_commit: bool = True,
+        max_group_rows: int | None = DEFAULT_MAX_GROUP_ROWS,
     ) -> None:
         """``group_commit=False`` is the earlier behaviour, kept to measure against
         (``benchmarks/storage_bench.py``): each write that fills ``batch_rows`` commits
-        synchronously on the event loop, and a poller flushes on the time limit."""
+        synchronously on the event loop, and a poller flushes on the time limit.
+        ``max_group_rows`` bounds the adaptive cap of a group commit (None: no cap, no
+        backpressure)."""
         self.incarnation = uuid.uuid4().hex
         self.backend = TimedBackend(build_backend())
         self.sink = StorageSink(
@@ -207,7 +315,9 @@ class StorageSinkActor:
         self._flusher: asyncio.Task[None] | None = None
         self.metrics = metrics.SinkMetrics()
         self._committer = (
-            GroupCommitter(self.sink, on_settled=self._publish_state) if group_commit else None
+            GroupCommitter(self.sink, on_settled=self._publish_state, max_group_rows=max_group_rows)
+            if group_commit
+            else None
         )
 
     def _publish_state(self) -> None:
@@ -222,16 +332,18 @@ class StorageSinkActor:
             self.metrics.on_state(self.sink, now_ns)
 
     def _watermarks(self, producer_id: str) -> dict[str, int]:
-        return {
-            table: marks[producer_id]
-            for table, marks in self.sink.committed().items()
-            if producer_id in marks
-        }
+        return self.sink.committed_of(producer_id)
 
     def _submit(self, tables: dict[str, Any]) -> None:
-        """Typed frames take the fast path; lists of row dicts are validated row by row,
-        so one malformed row is rejected and counted while the valid ones are kept."""
+        """Typed frames take the fast path (packed ones, :func:`pack_tables`, are unpacked
+        first); lists of row dicts are validated row by row, so one malformed row is
+        rejected and counted while the valid ones are kept."""
         wall_ns = time.time_ns()
+        if any(isinstance(rows, bytes) for rows in tables.values()):
+            tables = {
+                table: pl.read_ipc_stream(io.BytesIO(rows)) if isinstance(rows, bytes) else rows
+                for table, rows in tables.items()
+            }
         for table, rows in tables.items():
             if isinstance(rows, pl.DataFrame):
                 if rows.height:
@@ -255,6 +367,8 @@ class StorageSinkActor:
         are committed ones only: rows of this write show up in a later reply."""
         if expected_incarnation and expected_incarnation != self.incarnation:
             return self.incarnation, self._watermarks(producer_id), False
+        if self._committer is not None:
+            await self._committer.room()
         self._submit(tables)
         if self._committer is not None:
             self._committer.kick()
@@ -296,5 +410,6 @@ class StorageSinkActor:
             "flushes": s.flushes,
             "flushed_rows": s.flushed_rows,
             "group_commit": self._committer is not None,
+            "group_rows_cap": self._committer.group_rows if self._committer else None,
             **self.backend.summary(),
         }

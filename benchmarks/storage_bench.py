@@ -4,6 +4,7 @@ and the storage sink actor with several producers: group commit vs the synchrono
 
 Run:  .venv/bin/python benchmarks/storage_bench.py [--quick] [--no-bq]
       .venv/bin/python benchmarks/storage_bench.py --actor-only [--producers 4 --frame-rows 2000]
+                                                   [--packed]
 Data: real Binance USDT-M BTCUSDT trades (shared/data), repeated to reach the row counts.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import pickle
 import statistics
 import sys
 import tempfile
@@ -24,12 +26,13 @@ from typing import Any
 
 import msgspec
 import polars as pl
+import psutil  # type: ignore[import-untyped]
 import ray
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from actors.storage_sink import StorageSinkActor  # noqa: E402
+from actors.storage_sink import StorageSinkActor, pack_tables  # noqa: E402
 from sapphire.adapters.redis_cache import RedisCache  # noqa: E402
 from sapphire.storage import compression  # noqa: E402
 from sapphire.storage.cache import L1Cache  # noqa: E402
@@ -81,6 +84,43 @@ def bench_sink(frame: pl.DataFrame, batch_size: int, submit_rows: int, durable: 
     )
 
 
+def bench_sink_core(base: pl.DataFrame, producers: int, frame_rows: int, group_rows: int) -> None:
+    """The sink core in one process, no Ray: frames as the actor receives them (4 producers'
+    writes interleaved, each unpickled), de-duplicated and committed (durable Parquet) in
+    groups of about ``group_rows``. CPU time per row of the whole thing and per write of
+    the submit alone: what the actor's event loop and commit thread spend, without the
+    scheduling noise of a shared host."""
+    writes: list[pl.DataFrame] = []
+    per_producer = []
+    for p in range(producers):
+        whole = pl.concat([base] * 4).with_columns(
+            pl.lit(f"p{p}").alias("producer_id"),
+            pl.int_range(pl.len(), dtype=pl.Int64).alias("seq"),
+        )
+        per_producer.append([whole[i : i + frame_rows] for i in range(0, whole.height, frame_rows)])
+    for batch in zip(*per_producer, strict=True):
+        writes.extend(pickle.loads(pickle.dumps(f)) for f in batch)
+    every = max(1, group_rows // frame_rows)
+    with tempfile.TemporaryDirectory() as root:
+        sink = StorageSink(ParquetBackend(root), batch_size=10**12, auto_flush=False)
+        cpu0, t0, submit = time.process_time(), time.perf_counter(), 0.0
+        for i, frame in enumerate(writes):
+            s0 = time.process_time()
+            sink.submit_frame("ticks", frame, now_ns=0)
+            submit += time.process_time() - s0
+            if (i + 1) % every == 0:
+                sink.flush(0)
+        sink.flush(0)
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+        rows = sum(f.height for f in writes)
+        assert read_table(root, "ticks").select(pl.len()).collect().item() == rows
+    print(
+        f"  sink core: {len(writes)} writes of {frame_rows} rows, commits of {every * frame_rows}: "
+        f"CPU {cpu / rows * 1e6:.3f} us a row (submit {submit / len(writes) * 1e6:.0f} us a "
+        f"write), wall {wall / rows * 1e6:.3f} us a row, load {os.getloadavg()[0]:.1f}"
+    )
+
+
 # ----------------------------------------------------------------------------- sink actor
 # Through the product's own path: the real StorageSinkActor on a local Ray cluster at the
 # default settings (batch_rows 500, flush_interval_s 1.0, fsync'd Parquet), fed typed frames
@@ -105,9 +145,10 @@ class _Producer:
     def ready(self) -> int:
         return len(self.frames)
 
-    def run(self, sink: Any) -> dict[str, Any]:
+    def run(self, sink: Any, packed: bool) -> dict[str, Any]:
         """Send every frame, one write at a time; time each row's acknowledgement: from its
-        write being sent to the first reply whose committed watermark covers it."""
+        write being sent to the first reply whose committed watermark covers it. ``packed``:
+        each write's frames go through ``pack_tables`` as it is sent."""
         sent: deque[tuple[int, float]] = deque()  # (last seq of a write, when it was sent)
         acks: list[float] = []
 
@@ -118,9 +159,42 @@ class _Producer:
 
         for frame in self.frames:
             sent.append((int(frame["seq"][-1]), time.perf_counter()))
-            settle(ray.get(sink.write.remote(self.pid, {"ticks": frame}, 0, ""))[1])
+            tables = pack_tables({"ticks": frame}) if packed else {"ticks": frame}
+            settle(ray.get(sink.write.remote(self.pid, tables, 0, ""))[1])
         settle(ray.get(sink.flush.remote(self.pid, {}))[1])
         return {"acks": acks, "unacked": len(sent)}
+
+
+def _cpu_by_role() -> dict[int, tuple[str, float]]:
+    """CPU seconds so far of this process and every process it started (the local Ray
+    cluster: GCS, raylet, workers), each with its role in the benchmark."""
+    out: dict[int, tuple[str, float]] = {}
+    me = psutil.Process()
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            cmd = " ".join(proc.cmdline())
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        if proc.pid == me.pid:
+            role = "driver"
+        elif "StorageSinkActor" in cmd:
+            role = "sink"
+        elif "_Producer" in cmd:
+            role = "producers"
+        else:
+            role = "ray"  # GCS, raylet, idle workers, agents
+        out[proc.pid] = (role, times.user + times.system)
+    return out
+
+
+def _cpu_delta(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    spent: dict[str, float] = {}
+    for pid, (role, cpu) in after.items():
+        spent[role] = spent.get(role, 0.0) + cpu - before.get(pid, (role, 0.0))[1]
+    return spent
 
 
 def bench_sink_actor(
@@ -130,6 +204,7 @@ def bench_sink_actor(
     producers: int,
     rows_per_producer: int,
     frame_rows: int,
+    packed: bool = False,
     warm_up: bool = False,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as root:
@@ -143,9 +218,11 @@ def bench_sink_actor(
         ]
         ray.get([p.ready.remote() for p in prods] + [sink.stats.remote()])
         load0 = os.getloadavg()[0]
+        cpu0 = _cpu_by_role()
         t0 = time.perf_counter()
-        results = ray.get([p.run.remote(sink) for p in prods])
+        results = ray.get([p.run.remote(sink, packed) for p in prods])
         dt = time.perf_counter() - t0
+        cpu = _cpu_delta(cpu0, _cpu_by_role())
         load1 = os.getloadavg()[0]
         stats = ray.get(sink.stats.remote())
         ray.get(sink.close.remote())
@@ -159,6 +236,7 @@ def bench_sink_actor(
     acks = [a for r in results for a in r["acks"]]
     out = {
         "mode": ("group commit" if group_commit else "synchronous (old)")
+        + (" packed" if packed else "")
         + (" warm-up" if warm_up else ""),
         "rows_s": total / dt,
         "commits": stats["flushes"],
@@ -166,12 +244,16 @@ def bench_sink_actor(
         "p50_ms": stats["commit_p50_ms"],
         "p99_ms": stats["commit_p99_ms"],
         "max_ms": stats["commit_max_ms"],
+        "commit_cpu_us": stats.get("commit_cpu_us_per_row", float("nan")),
+        "commit_wall_us": stats.get("commit_wall_us_per_row", float("nan")),
         "ack_p50_ms": pct(acks, 0.5) * 1e3,
         "ack_p99_ms": pct(acks, 0.99) * 1e3,
         "load": (load0, load1),
         "total": total,
         "seconds": dt,
+        "cpu": cpu,
     }
+    per_m = {role: spent / total * 1e6 for role, spent in sorted(cpu.items())}
     print(
         f"  sink actor {out['mode']:<25} {producers} producers x {rows_per_producer:,} rows, "
         f"frames of {frame_rows}: {out['rows_s']:>10,.0f} rows/s durable "
@@ -180,13 +262,20 @@ def bench_sink_actor(
         f"commit p50 {out['p50_ms']:6.2f} ms p99 {out['p99_ms']:6.2f} ms "
         f"max {out['max_ms']:6.1f} ms; "
         f"write->durable ack p50 {out['ack_p50_ms']:6.1f} ms p99 {out['ack_p99_ms']:6.1f} ms; "
-        f"load {load0:.1f} -> {load1:.1f}"
+        f"load {load0:.1f} -> {load1:.1f}\n"
+        f"    CPU s per 1M rows: "
+        + ", ".join(f"{role} {v:.2f}" for role, v in per_m.items())
+        + f"; total {sum(per_m.values()):.2f} ({sum(cpu.values()) / dt:.2f} cores busy); "
+        f"commit thread {out['commit_cpu_us']:.2f} us CPU / {out['commit_wall_us']:.2f} us "
+        "wall a row"
     )
     return out
 
 
 def bench_sink_actors(args: argparse.Namespace) -> None:
-    """Both paths in the same run and cluster, group commit first, each after a warm-up."""
+    """Both paths in the same run and cluster, group commit first, each after a warm-up;
+    with ``--packed``, group commit again with the producers packing their frames
+    (``pack_tables``), which the coordinator does not do yet."""
     base = ticks_from_trades(SHARED / TRADES_CSV, 50_000)
     started = not ray.is_initialized()
     if started:
@@ -197,9 +286,13 @@ def bench_sink_actors(args: argparse.Namespace) -> None:
     )
     try:
         modes = {"both": (True, False), "group": (True,), "sync": (False,)}[args.sink_mode]
-        for group_commit in modes:
+        runs = [(g, False) for g in modes]
+        if args.packed:
+            runs.insert(1 if True in modes else 0, (True, True))
+        for group_commit, packed in runs:
             common = {
                 "group_commit": group_commit,
+                "packed": packed,
                 "producers": args.producers,
                 "frame_rows": args.frame_rows,
             }
@@ -377,12 +470,19 @@ def main() -> None:
     ap.add_argument("--no-bq", action="store_true")
     ap.add_argument("--actor-only", action="store_true", help="only the sink actor case")
     ap.add_argument("--no-actor", action="store_true", help="skip the sink actor case")
+    ap.add_argument("--core-only", action="store_true", help="only the in-process sink core")
     ap.add_argument("--sink-mode", choices=("both", "group", "sync"), default="both")
+    ap.add_argument("--packed", action="store_true", help="also group commit, packed frames")
     ap.add_argument("--producers", type=int, default=4)
     ap.add_argument("--frame-rows", type=int, default=2_000, help="rows per producer write")
     ap.add_argument("--actor-rows", type=int, default=4_000_000, help="rows, group commit")
     ap.add_argument("--sync-rows", type=int, default=1_000_000, help="rows, synchronous path")
     args = ap.parse_args()
+    if args.core_only:
+        base = ticks_from_trades(SHARED / TRADES_CSV, 50_000)
+        for _ in range(2):  # the first pass also warms up
+            bench_sink_core(base, args.producers, args.frame_rows, group_rows=16_000)
+        return
     if args.actor_only:
         bench_sink_actors(args)
         return

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 import ray
 
-from actors.storage_sink import GroupCommitter, StorageSinkActor
+from actors.storage_sink import GroupCommitter, StorageSinkActor, pack_tables
 from sapphire.storage.parquet_backend import ParquetBackend
 from sapphire.storage.query import read_table
 from sapphire.storage.sink import StorageSink
@@ -175,6 +175,85 @@ def test_failed_commit_is_retried_after_the_delay_and_loses_nothing(
     assert stored(tmp_path)["seq"].to_list() == list(range(200))
 
 
+def test_groups_are_capped_and_writes_wait_behind_a_full_backlog(
+    tmp_path: Path, trades_path: Path, run_loop: Any
+) -> None:
+    """With ``max_group_rows`` 100, a commit takes at most the oldest writes up to 100 rows;
+    while one is stuck on the disk and 400 rows wait behind it, ``room()`` holds the next
+    write back until it ends; ``flush`` commits everything in capped groups."""
+    ticks = ticks_from_trades(trades_path, 1_000)
+    backend = FlakyBackend(tmp_path)
+    backend.gate = threading.Event()
+
+    async def scenario() -> tuple[list[int], bool, bool, int, dict[str, dict[str, int]]]:
+        sink = StorageSink(backend, batch_size=50, auto_flush=False)
+        committer = GroupCommitter(sink, max_group_rows=100)
+        sink.submit_frame("ticks", ticks[:50], now_ns=time.time_ns())
+        committer.kick()  # due: commits these 50 and waits on the gate
+        for lo in range(50, 450, 50):  # 400 rows pile up behind it
+            await committer.room()
+            sink.submit_frame("ticks", ticks[lo : lo + 50], now_ns=time.time_ns())
+        waiter = asyncio.ensure_future(committer.room())
+        await asyncio.sleep(0.05)
+        held = not waiter.done()
+        backend.gate.set()
+        await asyncio.wait_for(waiter, 30)
+        released = sink.waiting < 400
+        for lo in range(450, 1_000, 50):
+            await committer.room()
+            sink.submit_frame("ticks", ticks[lo : lo + 50], now_ns=time.time_ns())
+        await committer.flush()
+        await committer.close()
+        return (
+            [f.height for f in backend.committed_frames],
+            held,
+            released,
+            sink.buffered,
+            (sink.committed()),
+        )
+
+    sizes, held, released, buffered, marks = run_loop(scenario())
+    assert held and released
+    assert sizes[0] == 50 and max(sizes) <= 100 and sum(sizes) == 1_000, sizes
+    assert buffered == 0 and marks == {"ticks": {"md-0": 999}}
+    assert stored(tmp_path)["seq"].to_list() == list(range(1_000))
+
+
+class _SlowDisk(FlakyBackend):
+    """Commits take 5 us a row: a disk (or a share of a CPU) slower than the target allows."""
+
+    def commit(self, flush_id: int, frames: Any, state: Any) -> None:
+        time.sleep(5e-6 * sum(f.height for f in frames.values()))
+        super().commit(flush_id, frames, state)
+
+
+def test_group_cap_follows_the_measured_commit_time(
+    tmp_path: Path, trades_path: Path, run_loop: Any
+) -> None:
+    """Nothing measured yet, a group may take ``max_group_rows``; once a commit has shown 5 us
+    a row, groups shrink to what fits ``target_commit_s`` (20 ms: under 4,000 rows, so a
+    group is at most that plus the one write that crosses it)."""
+    ticks = ticks_from_trades(trades_path, 24_000)
+    backend = _SlowDisk(tmp_path)
+
+    async def scenario() -> tuple[list[int], int | None]:
+        sink = StorageSink(backend, batch_size=500, auto_flush=False)
+        committer = GroupCommitter(
+            sink, max_group_rows=16_000, min_group_rows=1_000, target_commit_s=0.02
+        )
+        for lo in range(0, 24_000, 500):
+            sink.submit_frame("ticks", ticks[lo : lo + 500], now_ns=time.time_ns())
+        await committer.flush()
+        await committer.close()
+        return [f.height for f in backend.committed_frames], committer.group_rows
+
+    sizes, cap = run_loop(scenario())
+    assert sizes[0] == 16_000 and sum(sizes) == 24_000, sizes
+    assert cap is not None and 1_000 <= cap < 4_000
+    assert all(1_000 <= n <= 4_500 for n in sizes[1:-1]) and len(sizes) >= 3, sizes
+    assert stored(tmp_path)["seq"].to_list() == list(range(24_000))
+
+
 # -- the real actor on a local Ray cluster --------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
@@ -242,6 +321,28 @@ def test_producers_through_the_actor_store_every_row_exactly_once(
         # a commit each time 500 rows wait: at most 500 + 200 rows per commit
         assert stats["flushes"] >= 24_000 // 700, stats
     ray.kill(sink)
+
+
+def test_packed_frames_are_stored_as_the_frames_themselves(
+    ray_local: None, tmp_path: Path, trades_path: Path
+) -> None:
+    """A producer's large frames go as lz4 Arrow IPC bytes (small enough for Ray to pass
+    inside the call), small ones as they are; the sink stores the same rows either way,
+    replays de-duplicated as for frames."""
+    ticks = ticks_from_trades(trades_path, 6_000)
+    packed = pack_tables({"ticks": ticks[:2_000]})
+    assert isinstance(packed["ticks"], bytes) and len(packed["ticks"]) < 100 * 1024
+    assert isinstance(pack_tables({"ticks": ticks[:50]})["ticks"], pl.DataFrame)
+    sink = StorageSinkActor.remote(functools.partial(ParquetBackend, str(tmp_path)), 500, 1.0)
+    for lo in (0, 1_500, 3_500):  # replays: 1,000 rows of the second write, 500 of the third
+        ray.get(sink.write.remote("md-0", pack_tables({"ticks": ticks[lo : lo + 2_500]}), 0, ""))
+    ray.get(sink.write.remote("md-0", pack_tables({"ticks": ticks[5_990:]}), 0, ""))  # 10, small
+    _, marks = ray.get(sink.flush.remote("md-0", {}))
+    stats = ray.get(sink.stats.remote())
+    ray.get(sink.close.remote())
+    ray.kill(sink)
+    assert marks == {"ticks": 5_999} and stats["duplicates"] == 1_510
+    assert stored(tmp_path).equals(ticks)
 
 
 def test_re_arming_after_an_already_due_timer_works_on_every_loop(

@@ -148,6 +148,46 @@ def test_rows_written_during_a_commit_are_coalesced_into_the_next(
     assert got.height == 2050
 
 
+def test_capped_batch_takes_the_oldest_writes_whole_and_claims_only_them(
+    tmp_path: Path, trades_path: Path
+) -> None:
+    """``max_rows`` takes writes in arrival order, across tables and producers, until the cap
+    is reached (never part of a write); the marks are those writes' tops, the rest waits in
+    order, and a failed capped batch goes back in front of it."""
+    a, b = two_producers(trades_path, 900)
+    backend = FlakyBackend(tmp_path)
+    sink = StorageSink(backend, batch_size=10, auto_flush=False, retry_delay_ns=0)
+    sink.submit_frame("ticks", a[:300], now_ns=1)
+    sink.submit_frame("ticks", b[:200], now_ns=2)
+    sink.submit_frame("ticks", a[300:600], now_ns=3)
+    sink.submit_frame("ticks", b[200:900], now_ns=4)
+    first = sink.begin_flush(now_ns=5, max_rows=450)  # 300 < 450 <= 300 + 200: two writes
+    assert first is not None and first.rows == 500 and first.oldest_ns == 1
+    assert first.state.watermarks == {"ticks": {"md-0": 299, "md-1": 199}}
+    assert first.frames["ticks"].equals(pl.concat([a[:300], b[:200]]))
+    assert (sink.waiting, sink.buffered, sink.oldest_buffered_ns) == (1_000, 1_500, 1)
+    backend.fail = True
+    with pytest.raises(OSError):
+        sink.commit(first)
+    sink.end_flush(first, OSError("No space left on device"), now_ns=6)
+    backend.fail = False
+    retry = sink.begin_flush(now_ns=7, max_rows=1)  # the failed batch is one write per table
+    assert retry is not None and retry.frames["ticks"].equals(first.frames["ticks"])
+    assert retry.state.watermarks == first.state.watermarks and retry.oldest_ns == 1
+    sink.commit(retry)
+    sink.end_flush(retry, now_ns=8)
+    assert sink.committed() == {"ticks": {"md-0": 299, "md-1": 199}}
+    assert sink.oldest_buffered_ns == 3  # the oldest write still waiting
+    second = sink.begin_flush(now_ns=9, max_rows=1)
+    assert second is not None and second.rows == 300
+    assert second.state.watermarks == {"ticks": {"md-0": 599, "md-1": 199}}
+    sink.commit(second)
+    sink.end_flush(second, now_ns=10)
+    assert sink.flush(11) == 700
+    assert sink.committed() == {"ticks": {"md-0": 599, "md-1": 899}}
+    assert stored(tmp_path).equals(pl.concat([a[:600], b[:900]]))
+
+
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -155,7 +195,7 @@ def test_rows_written_during_a_commit_are_coalesced_into_the_next(
     ops=st.lists(
         st.one_of(
             st.tuples(st.just("write"), st.integers(0, 2), st.integers(1, 30), st.booleans()),
-            st.tuples(st.just("begin"), st.just(0), st.just(0), st.just(False)),
+            st.tuples(st.just("begin"), st.integers(0, 60), st.just(0), st.just(False)),
             st.tuples(st.just("end"), st.just(0), st.just(0), st.booleans()),
         ),
         min_size=1,
@@ -169,10 +209,10 @@ def test_property_reported_marks_never_run_ahead_of_the_store(
     ops: list[tuple[str, int, int, bool]],
     batch_size: int,
 ) -> None:
-    """Any interleaving of writes (with replays), begin_flush and end_flush (ok or failed):
-    ``committed()`` always equals the highest seq per producer in what the backend really
-    committed, that holds no duplicate, and a final flush stores every sent row exactly once
-    in each producer's order."""
+    """Any interleaving of writes (with replays), begin_flush (whole or capped at a random
+    row count) and end_flush (ok or failed): ``committed()`` always equals the highest seq
+    per producer in what the backend really committed, that holds no duplicate, and a final
+    flush stores every sent row exactly once in each producer's order."""
     base = ticks_from_trades(trades_path, 400)
     frames = [base.with_columns(pl.lit(f"p{i}").alias("producer_id")) for i in range(3)]
     backend = FlakyBackend(tmp_path_factory.mktemp("gc"))
@@ -187,7 +227,7 @@ def test_property_reported_marks_never_run_ahead_of_the_store(
             cursor[producer] = max(c, hi)
             sink.submit_frame("ticks", frames[producer][lo:hi], now_ns=clock)
         elif op == "begin" and sink.in_flight is None:
-            sink.begin_flush(now_ns=clock)
+            sink.begin_flush(now_ns=clock, max_rows=producer or None)  # 0: no cap
         elif op == "end" and (batch := sink.in_flight) is not None:
             backend.fail = flag
             try:
