@@ -131,6 +131,7 @@ class AgentActor:
     def stats(self) -> dict[str, Any]:
         return {
             "agent_id": self.agent_id,
+            "incarnation": self._incarnation,  # a new one: Ray restarted this actor
             "errors": self.stage.state.errors.get(self.agent_id, 0),
             "refused_outputs": self.stage.refused_outputs().get(self.agent_id, ""),
             "events_seen": self.stage.state.events_seen,

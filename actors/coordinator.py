@@ -114,6 +114,7 @@ class CoordinatorActor:
         # compiled graph (replays; a live venue keeps plain calls). Not checkpointed: a
         # restarted coordinator compiles a new one.
         self._graph: CompiledFanout | None = None
+        self._incarnations: dict[str, str] = {}  # each agent's process when it was compiled
         self._use_graph = config.ray.transport == "compiled" and config.exchange.kind != "ccxt"
         self._store = make_store(checkpoint_location)
         self.window_ns = wiring.window_ns(config)
@@ -503,6 +504,7 @@ class CoordinatorActor:
             await self._drop_graph()
         try:
             if self._graph is None:
+                self._incarnations = await self._incarnations_of(live)
                 self._graph = CompiledFanout.build(self.execution, self.agents, live)
             by_agent = reports_by_agent(due, self.agents)
             venue_data, answers = await self._graph.run(
@@ -513,6 +515,7 @@ class CoordinatorActor:
                 barrier,
                 [encode_messages(by_agent[a]) for a in live],
                 self.config.ray.agent_timeout_s,
+                lambda: self._restarted_leaf(live),
             )
         except Exception as exc:
             self.faults["graph_fallbacks"] = self.faults.get("graph_fallbacks", 0) + 1
@@ -532,11 +535,29 @@ class CoordinatorActor:
             outputs[agent_id] = decode_messages(data)
         return venue_data, outputs
 
+    async def _restarted_leaf(self, agent_ids: list[str]) -> str:
+        """Which peer of the graph Ray restarted since it was compiled ("" for none)."""
+        try:
+            now = await asyncio.wait_for(self._incarnations_of(agent_ids), 1.0)
+        except (TimeoutError, ray.exceptions.RayError):
+            return ""  # busy or being restarted: asked again in a second
+        changed = [k for k, v in now.items() if v != self._incarnations.get(k)]
+        return changed[0] if changed else ""
+
+    async def _incarnations_of(self, agent_ids: list[str]) -> dict[str, str]:
+        """Each peer's process (``agent <id>``, and the venue as ``execution``)."""
+        handles = {"execution": self.execution, **{f"agent {a}": self.agents[a] for a in agent_ids}}
+        stats = await asyncio.gather(*(_await(h.stats.remote()) for h in handles.values()))
+        return {k: s["incarnation"] for k, s in zip(handles, stats, strict=True)}
+
     async def _quarantine_unfinished(self, step: int, agent_ids: list[str]) -> None:
         for agent_id in agent_ids:
             try:
                 stats = await asyncio.wait_for(_await(self.agents[agent_id].stats.remote()), 5.0)
-                finished = stats["last_step"] >= step
+                # a restarted agent is not hung: the calls rewind it, as after any restart
+                finished = stats["last_step"] >= step or (
+                    stats["incarnation"] != self._incarnations.get(f"agent {agent_id}")
+                )
             except (TimeoutError, ray.exceptions.RayError):
                 finished = False
             if not finished and agent_id not in self.quarantined:

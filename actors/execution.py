@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import uuid
 from typing import Any
 
 import ray
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 class ExecutionActor:
     def __init__(self, build_gateway: Any, checkpoint_location: str) -> None:
         self.stage = VenueStage(build_gateway())
+        self._incarnation = uuid.uuid4().hex  # this process: a new one after a restart
         self._stepper: Stepper[bytes] = Stepper(
             make_store(checkpoint_location), "execution", self._snapshot, self._restore
         )
@@ -54,6 +56,7 @@ class ExecutionActor:
 
     def stats(self) -> dict[str, Any]:
         return {
+            "incarnation": self._incarnation,
             "checkpoint_s": self._stepper.checkpoint_s,
             "errors": self.stage.stats.errors,
             "orders_sent": self.stage.stats.orders_sent,

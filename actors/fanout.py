@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from sapphire.kernel.timing import Window
@@ -55,12 +55,30 @@ class CompiledFanout:
         barrier: bool,
         reports: Sequence[bytes],
         timeout_s: float,
+        restarted: Callable[[], Awaitable[str]],
     ) -> tuple[bytes, list[tuple[bytes, list[Any]]]]:
         """The venue's reports and each agent's ``(outputs, llm records)``, in ``agent_ids``
-        order; raises on any failure (TimeoutError past ``timeout_s``)."""
+        order; raises on any failure (TimeoutError past ``timeout_s``). A round that takes
+        over a second asks ``restarted`` each second (which leaf Ray restarted, or ""): the
+        graph does not always see a leaf's death, and waiting out the timeout would take a
+        restarted agent for a hung one."""
         futures = await self._graph.execute_async(step, window, events, commands, barrier, *reports)
-        results = await asyncio.wait_for(asyncio.gather(*futures), timeout_s)
-        return results[0], list(results[1:])
+        gathered = asyncio.ensure_future(asyncio.gather(*futures))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            left = deadline - loop.time()
+            done, _ = await asyncio.wait({gathered}, timeout=min(1.0, max(left, 0.0)))
+            if done:
+                results = gathered.result()
+                return results[0], list(results[1:])
+            if left <= 1.0:
+                gathered.cancel()
+                raise TimeoutError(f"no answer in {timeout_s} s")
+            who = await restarted()
+            if who:
+                gathered.cancel()
+                raise RuntimeError(f"{who} restarted during the round")
 
     async def close(self, timeout_s: float = 30.0) -> bool:
         """Tear the graph down so the actors take another graph again; a teardown that

@@ -151,10 +151,10 @@ class RayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     # Steps the coordinator runs per call from the driver, up to this much wall time: the
     # driver's round trip is paid per batch, not per window (progress arrives per batch).
     drive_batch_s: NonNegFloat = 0.25
-    # How the coordinator reaches the venue and the agents each window: plain actor calls,
-    # or one Ray Compiled Graph (shared-memory channels; a failure falls back to calls for
-    # that step). A live venue always uses calls.
-    transport: Literal["calls", "compiled"] = "calls"
+    # How the coordinator reaches the venue and the agents each window: one Ray Compiled
+    # Graph (shared-memory channels, ~10x cheaper a round than calls on 2 cores; a failure
+    # reruns that step as plain calls), or plain actor calls. A live venue always uses calls.
+    transport: Literal["calls", "compiled"] = "compiled"
 
 
 class KillSwitchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

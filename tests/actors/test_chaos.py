@@ -1,5 +1,7 @@
 """Kill each actor kind mid-step on a fixed replay: the run completes with exactly the
-fills, positions and stored rows of a run with no fault (0 lost, 0 duplicated)."""
+fills, positions and stored rows of a run with no fault (0 lost, 0 duplicated). The runs use
+the default transport (the compiled graph, whose failures fall back to plain calls); plain
+calls give the same outcome."""
 
 from __future__ import annotations
 
@@ -58,33 +60,12 @@ def test_killing_an_actor_mid_step_loses_and_duplicates_nothing(
     assert_same_outcome(baseline, outcome)
 
 
-def compiled_config(root: Path) -> SystemConfig:
-    return make_config(
-        root,
+def test_plain_calls_trade_exactly_as_the_compiled_graph(baseline: Outcome, tmp_path: Path) -> None:
+    # the baseline and the kills above run the default transport, the compiled graph
+    assert baseline.summary["counters"].get("graph_fallbacks", 0) == 0
+    calls = make_config(
+        tmp_path,
         data={"source": "sample", "batch_events": 1000, "max_events": 16_000},
-        ray={"agent_timeout_s": 20.0, "transport": "compiled"},
+        ray={"agent_timeout_s": 20.0, "transport": "calls"},
     )
-
-
-def test_the_compiled_transport_trades_exactly_as_plain_calls(
-    baseline: Outcome, tmp_path: Path
-) -> None:
-    outcome = run(compiled_config(tmp_path), "compiled")
-    assert outcome.summary["counters"].get("graph_fallbacks", 0) == 0  # the graph ran it
-    assert_same_outcome(baseline, outcome)
-
-
-@pytest.mark.parametrize("victim", ["coordinator", "execution", "agent:mm"])
-def test_a_kill_under_the_compiled_transport_loses_and_duplicates_nothing(
-    baseline: Outcome, victim: str, tmp_path: Path
-) -> None:
-    outcome = run(
-        compiled_config(tmp_path),
-        f"compiled-chaos-{victim.replace(':', '-')}",
-        chaos=(victim, 7),
-        kill_delay_s=0.01,
-    )
-    assert outcome.victim_restarted, f"{victim} was not restarted by Ray"
-    if victim != "coordinator":  # a leaf's death breaks the graph: that step ran as calls
-        assert outcome.summary["counters"].get("graph_fallbacks", 0) >= 1
-    assert_same_outcome(baseline, outcome)
+    assert_same_outcome(baseline, run(calls, "calls"))
