@@ -29,6 +29,7 @@ import io
 import logging
 import time
 import uuid
+import warnings
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,14 @@ _BACKLOG_GROUPS = 4
 # object store; frames whose in-memory size passes this are packed (pickled, a polars frame
 # takes up to ~3x its estimated size: string views, null columns)
 _PACK_MIN_BYTES = 32 * 1024
+
+
+def _reconstructed() -> bool:
+    """Whether Ray restarted this actor. Ray 2.60's own property reads a deprecated one
+    inside and warns on every call (into every test's log): the warning is Ray's, muted."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
 
 def pack_tables(tables: Mapping[str, pl.DataFrame]) -> dict[str, pl.DataFrame | bytes]:
@@ -400,7 +409,7 @@ class StorageSinkActor:
             "incarnation": self.incarnation,
             # Ray restarted this actor (a producer may never notice: a write in flight at the
             # kill is retried on the new incarnation and accepted there)
-            "restarted": ray.get_runtime_context().was_current_actor_reconstructed,
+            "restarted": _reconstructed(),
             "accepted": s.accepted,
             "duplicates": s.duplicates,
             "rejected": s.rejected,
