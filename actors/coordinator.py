@@ -115,6 +115,10 @@ class CoordinatorActor:
         # restarted coordinator compiles a new one.
         self._graph: CompiledFanout | None = None
         self._incarnations: dict[str, str] = {}  # each agent's process when it was compiled
+        # events and wall time after this process's first step, for the steady pace
+        self._steady_from: float | None = None
+        self._steady_events = 0
+        self._steady_s = 0.0
         self._use_graph = config.ray.transport == "compiled" and config.exchange.kind != "ccxt"
         self._store = make_store(checkpoint_location)
         self.window_ns = wiring.window_ns(config)
@@ -239,6 +243,13 @@ class CoordinatorActor:
         progress: StepProgress = await self._stepper.run_async(
             step, lambda: self._step(step, barrier), barrier=barrier
         )
+        # after the first step (the actors' start, the graph's compile): the run's pace
+        now = time.perf_counter()
+        if self._steady_from is None:
+            self._steady_from = now
+        else:
+            self._steady_events += progress.events
+            self._steady_s = now - self._steady_from
         if barrier:
             self._barrier_at = time.perf_counter()
         elif progress.done:
@@ -690,6 +701,7 @@ class CoordinatorActor:
                 "step_latency_s": list(self.latency_s),
                 "stage_s": {**self.stage_s, "checkpoint": self._stepper.checkpoint_s},
                 "checkpoint_bytes": self._stepper.checkpoint_bytes,
+                "steady": {"events": self._steady_events, "s": self._steady_s},
             }
         )
         return out

@@ -35,6 +35,8 @@ class CompiledFanout:
     def build(cls, execution: Any, agents: dict[str, Any], agent_ids: list[str]) -> CompiledFanout:
         from ray.dag import InputNode, MultiOutputNode
 
+        # Ray logs each teardown's steps at INFO into the run's console: its warnings stay
+        logging.getLogger("ray.dag.compiled_dag_node").setLevel(logging.WARNING)
         with InputNode() as inp:
             # inputs: step, window, events, commands, barrier, then one report batch per agent
             step, window, events, commands, barrier = (inp[i] for i in range(5))

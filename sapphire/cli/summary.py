@@ -72,6 +72,13 @@ def print_summary(
         f"[bold]run {run_id}[/bold]: {counters['events']:,} events in {steps:,} steps, "
         f"{wall_s:.2f} s ({counters['events'] / max(wall_s, 1e-9):,.0f} events/s)"
     )
+    steady = summary.get("steady")
+    if steady and steady["s"] > 0:
+        # the Ray system's pace once its actors are up (start-up: processes, the graph)
+        console.print(
+            f"after start-up: {steady['events']:,} events in {steady['s']:.2f} s "
+            f"({steady['events'] / steady['s']:,.0f} events/s)"
+        )
     timing = summary.get("timing")
     if timing:
         ms = {k: v / 1e6 for k, v in timing.items()}
