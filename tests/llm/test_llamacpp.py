@@ -124,3 +124,23 @@ def test_sequential_reference_path_prefills_multi_token_prompts() -> None:
     (gen,) = eng.generate_batch_detailed(_prompts(1))
     assert gen.prompt_tokens > 50 and gen.completion_tokens > 0
     assert parse_decision(gen.text).ok, gen.text
+
+
+def test_top_candidates_pick_what_the_full_grammar_mask_picks(engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sapphire.llm import grammar_sampler
+
+    prompts = _prompts(4)
+    engine.generate_batch(prompts)  # the same cached prefix before each of the two runs
+    checks = []
+    real = grammar_sampler.GreedyGrammarSampler._best_of_top
+
+    def counted(self, logits):  # type: ignore[no-untyped-def]
+        found = real(self, logits)
+        checks.append(found)
+        return found
+
+    monkeypatch.setattr(grammar_sampler.GreedyGrammarSampler, "_best_of_top", counted)
+    with_top = engine.generate_batch(prompts)
+    assert any(found is not None for found in checks)  # the shortcut did decide tokens
+    monkeypatch.setattr(grammar_sampler.GreedyGrammarSampler, "_best_of_top", lambda s, lg: None)
+    assert engine.generate_batch(prompts) == with_top
