@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-TOP_K = 32  # next-best candidates checked in one call before the full-vocabulary mask
+TOP_K = 512  # next-best candidates checked in one call before the full-vocabulary mask
+_TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
 
 
 class GreedyGrammarSampler:
@@ -36,9 +37,11 @@ class GreedyGrammarSampler:
             selected=-1,
             sorted=False,
         )
-        self._top_data = (lc.llama_token_data * TOP_K)()
+        # llama_token_data as numpy fields (the layout llama_cpp's own arrays use): filled
+        # and read a column at a time
+        self._top_np = np.zeros(TOP_K, dtype=_TOKEN_DATA)
         self._top = lc.llama_token_data_array(
-            data=ctypes.cast(self._top_data, lc.llama_token_data_p),
+            data=self._top_np.ctypes.data_as(lc.llama_token_data_p),
             size=TOP_K,
             selected=-1,
             sorted=False,
@@ -76,15 +79,15 @@ class GreedyGrammarSampler:
         values = logits[top]
         order = np.lexsort((top, -values))  # logit descending, then id ascending
         top, values = top[order], values[order]
-        data = self._top_data
-        for i in range(TOP_K):
-            data[i].id, data[i].logit, data[i].p = int(top[i]), float(values[i]), 0.0
+        data = self._top_np
+        data["id"], data["logit"], data["p"] = top, values, 0.0
         self._top.size, self._top.selected, self._top.sorted = TOP_K, -1, False
         self._lc.llama_sampler_apply(self._grammar, ctypes.byref(self._top))
-        for i in range(TOP_K):
-            if not math.isinf(data[i].logit):
-                return None if values[i] == values[-1] else int(top[i])
-        return None
+        allowed = np.flatnonzero(~np.isinf(data["logit"]))
+        if not allowed.size:
+            return None
+        i = int(allowed[0])
+        return None if values[i] == values[-1] else int(top[i])
 
     def close(self) -> None:
         if self._grammar:
