@@ -146,6 +146,10 @@ class LiveExecutionActor:
             # the commands of this step never leave: each is refused with the reason
             refused = [venue_error_report(c, exc, now_ns) for c in submits]
             return encode_messages([*([alert] if alert else []), *refused])
+        # Orders final by the last committed step leave the journal now, never within the
+        # step that finished them: a crash after that step's pruning but before its checkpoint
+        # replays it with the order gone from the journal, and would send it again.
+        self._prune()
         reports: list[Any] = self._startup
         self._startup = []
         if self._halt:  # decided before the halt was known: refused, never sent
@@ -170,7 +174,6 @@ class LiveExecutionActor:
         except Exception as exc:
             self.errors += 1
             log.warning("reconcile failed, retried next step: %s", exc)
-        self._prune()
         return encode_messages(reports)
 
     async def stats(self) -> dict[str, Any]:
