@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import msgspec
 import polars as pl
 
 from sapphire.data.schemas import SCHEMAS, FrameKind
@@ -19,6 +20,7 @@ _INTERVALS: Final[dict[str, int]] = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w
 
 
 _I64_MAX: Final = 2**63 - 1
+_LINE_DECODER: Final = msgspec.json.Decoder()
 
 
 def _i64(value: Any, scale: int = 1) -> int:
@@ -86,6 +88,17 @@ class RowBuffer:
         self.rows = {}
         self.count = 0
         return parts
+
+    def json_line(self, line: bytes, number: int) -> tuple[bool, Any]:
+        """``(True, message)`` for a line of one JSON message; ``(False, None)`` for a blank
+        line (skipped) or one that does not decode (rejected as malformed, counted here)."""
+        if not line.strip():
+            return False, None
+        try:
+            return True, _LINE_DECODER.decode(line)
+        except msgspec.DecodeError as exc:
+            self.stats.reject(RowReject.MALFORMED, number, repr(exc))
+            return False, None
 
     # -- message handlers ---------------------------------------------------------------
     def message(self, msg: Any, recv: int, session: str, symbol: str, line: int) -> None:

@@ -114,12 +114,8 @@ class BookParser:
         self._chain = Chain()
 
     def __call__(self, line: bytes, number: int, buffer: RowBuffer) -> None:
-        if not line.strip():
-            return
-        try:
-            msg = _DECODER.decode(line)
-        except msgspec.DecodeError as exc:
-            buffer.stats.reject(RowReject.MALFORMED, number, repr(exc))
+        decoded, msg = buffer.json_line(line, number)
+        if not decoded:
             return
         if not is_book_message(msg):
             if isinstance(msg, dict) and ("success" in msg or "op" in msg):

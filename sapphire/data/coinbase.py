@@ -261,12 +261,8 @@ class BareLineParser:
         self._waiting: list[tuple[Any, int]] = []  # untimed messages before any timed one
 
     def __call__(self, line: bytes, number: int, buffer: RowBuffer) -> None:
-        if not line.strip():
-            return
-        try:
-            msg = _DECODER.decode(line)
-        except msgspec.DecodeError as exc:
-            buffer.stats.reject(RowReject.MALFORMED, number, repr(exc))
+        decoded, msg = buffer.json_line(line, number)
+        if not decoded:
             return
         try:
             stamp = time_ns(msg["time"]) if isinstance(msg, dict) and "time" in msg else None
