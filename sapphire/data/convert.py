@@ -156,7 +156,7 @@ class EventBuilder:
     def finish(self) -> Iterator[Tagged]:
         """Flush what was held back at the end of the source."""
         if self.kind is FrameKind.DEPTH:
-            yield from self._flush_pending(None)
+            yield from self._flush_pending()
             yield from self._flush_snapshot()
 
     def _level_units(
@@ -337,13 +337,14 @@ class EventBuilder:
             yield ses, FundingRate(ts_event_ns=ts, ts_recv_ns=recv or 0, symbol=sym, rate=text)
 
     # -- depth --------------------------------------------------------------------------
-    def _flush_pending(self, next_key: tuple[object, ...] | None) -> Iterator[Tagged]:
+    def _flush_pending(self) -> Iterator[Tagged]:
+        """The held level, as the last of its message (a snapshot or the end follows it;
+        the depth loop hands on the levels a message continues past)."""
         if self._pending is not None:
-            key, session, delta = self._pending
+            _, session, delta = self._pending
             self._pending = None
             self.stats.deliver()
-            last = key != next_key
-            yield session, delta if last else msgspec.structs.replace(delta, last_in_batch=False)
+            yield session, delta
 
     def _flush_snapshot(self) -> Iterator[Tagged]:
         snap, self._snap = self._snap, None
@@ -428,7 +429,7 @@ class EventBuilder:
                 continue
             if snap:
                 if self._snap is None:
-                    yield from self._flush_pending(None)
+                    yield from self._flush_pending()
                     self._snap = {
                         "key": key,
                         "levels": 0,
