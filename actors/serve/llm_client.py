@@ -58,6 +58,11 @@ class Answer(msgspec.Struct, kw_only=True):
         return not self.error
 
 
+# a leaseholder's call ends (answered or timed out) within timeout_s; the slack covers storing
+# the answer before the lease is released
+_LEASE_SLACK_S = 0.5
+
+
 class _Identity(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     sampling: SamplingConfig
@@ -82,7 +87,12 @@ class ServeDecisionClient:
         self.cache = cache or L1Cache(
             clock=time.monotonic_ns, max_entries=4096, ttl_ns=int(cache_ttl_s * 1e9)
         )
-        self.tiers = TieredCache(self.cache, redis, encode=_encode, decode=_decode)
+        # agents asking the same question at the same instant (same features, same model)
+        # make one model call: the first takes a lease in Redis for as long as a call may
+        # take, the others wait for its answer in L2
+        self.tiers = TieredCache(
+            self.cache, redis, encode=_encode, decode=_decode, lease_s=timeout_s + _LEASE_SLACK_S
+        )
         self.stats = DecisionStats()
         self._identity: _Identity | None = None
 

@@ -28,6 +28,8 @@ from sapphire.storage.compression import DEFAULT_THRESHOLD, Codec, CompressionEr
 log = logging.getLogger(__name__)
 
 DEFAULT_L2_TTL_S = 300
+# lease keys sit beside the values they guard: ``<prefix>lock:<key>``
+_LOCK = "lock:"
 
 
 @dataclass(slots=True)
@@ -150,6 +152,38 @@ class RedisCache:
             return False
         self._ok()
         return True
+
+    def claim(self, key: str, ttl_ms: int) -> bool:
+        """Take the lease to load ``key`` (``SET NX PX`` on a lock key beside it), so that of
+        the processes missing the same key at once only one loads it. True: this caller
+        loads. Redis down or failing also answers True: without a shared level every
+        process loads for itself, as before."""
+        if not self._may_call():
+            return True
+        try:
+            taken = self._client.set(self.prefix + _LOCK + key, b"1", nx=True, px=ttl_ms)
+        except (redis.RedisError, OSError) as exc:
+            self._failed("claim", exc)
+            return True
+        self._ok()
+        return bool(taken)
+
+    def claimed(self, key: str) -> bool:
+        """Whether another process still holds the lease of ``key`` (False if Redis is down:
+        nobody can then be waited for)."""
+        if not self._may_call():
+            return False
+        try:
+            held = self._client.exists(self.prefix + _LOCK + key)
+        except (redis.RedisError, OSError) as exc:
+            self._failed("exists", exc)
+            return False
+        self._ok()
+        return bool(held)
+
+    def release(self, key: str) -> None:
+        """Give the lease of ``key`` back (its value was stored, or loading failed)."""
+        self.delete(_LOCK + key)
 
     def clear_prefix(self) -> int:
         """Delete every key under this cache's prefix (tests and resets); 0 if Redis is down."""

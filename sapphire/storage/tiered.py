@@ -4,7 +4,10 @@ Reads go down the levels and fill the upper ones on the way back. Stampede prote
 one key only one loader runs at a time -- concurrent threads wait on the leader's result
 (:meth:`TieredCache.get`), concurrent coroutines await the leader's future
 (:meth:`TieredCache.aget`). A thread and a coroutine asking for the same key at the same
-instant may each load once; each side alone never loads twice.
+instant may each load once; each side alone never loads twice. Across processes, ``aget``
+with a ``lease_s`` and an L2 that grants leases (:class:`L2Leases`, Redis ``SET NX PX``) lets
+one process load a key while the others missing it wait for its value in L2: several agent
+actors asking a model the same question at the same instant make one call, not one each.
 
 L2 is any :class:`L2Cache`; in production :class:`~sapphire.adapters.redis_cache.RedisCache`,
 which turns Redis failures into misses, so they never surface here and the hierarchy carries on
@@ -18,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import msgspec
 
@@ -49,6 +52,22 @@ class L2Cache(Protocol):
     def delete(self, key: str) -> object: ...
 
 
+class L2Leases(Protocol):
+    """An L2 that can lease the loading of a key to one process at a time."""
+
+    def claim(self, key: str, ttl_ms: int) -> bool: ...
+
+    def claimed(self, key: str) -> bool: ...
+
+    def release(self, key: str) -> None: ...
+
+
+# a waiter polls L2 for the leaseholder's value at this pace: GETs are ~0.1 ms, the loads
+# worth leasing (a model call) take a second or more
+_POLL_FIRST_S = 0.005
+_POLL_MAX_S = 0.05
+
+
 class _Flight:
     __slots__ = ("done", "error", "value")
 
@@ -56,6 +75,10 @@ class _Flight:
         self.done = threading.Event()
         self.value: Any = None
         self.error: BaseException | None = None
+
+
+def _is_leasing(l2: object) -> bool:
+    return all(callable(getattr(l2, name, None)) for name in ("claim", "claimed", "release"))
 
 
 class TieredCache:
@@ -72,9 +95,17 @@ class TieredCache:
         encode: Callable[[Any], bytes] = _default_encode,
         decode: Callable[[bytes], Any] = _default_decode,
         timer: Callable[[], int] = time.perf_counter_ns,
+        lease_s: float | None = None,
     ) -> None:
+        """``lease_s``: in :meth:`aget`, how long one process may hold the loading of a key
+        while the others wait for it (None: every process loads its own misses)."""
         self.l1 = l1
         self.l2 = l2
+        self.lease_s = lease_s
+        self._leases: L2Leases | None = (
+            cast(L2Leases, l2) if lease_s is not None and _is_leasing(l2) else None
+        )
+        self.shared_waits = 0  # aget misses answered by another process's load
         self._encode = encode
         self._decode = decode
         self._timer = timer
@@ -182,15 +213,7 @@ class TieredCache:
         try:
             value = self._from_l2(key)
             if value is MISS:
-                t0 = self._timer()
-                self.loads += 1
-                try:
-                    value = await loader(key)
-                except BaseException:
-                    self.stats["l3"].errors += 1
-                    raise
-                self.stats["l3"].record(True, self._timer() - t0)
-                self._store(key, value)
+                value = await self._aload_leased(key, loader)
             fut.set_result(value)
             return value
         except BaseException as exc:
@@ -199,6 +222,71 @@ class TieredCache:
             raise
         finally:
             del self._aflights[fkey]
+
+    async def _aload(self, key: str, loader: Callable[[str], Awaitable[Any]]) -> Any:
+        t0 = self._timer()
+        self.loads += 1
+        try:
+            value = await loader(key)
+        except BaseException:
+            self.stats["l3"].errors += 1
+            raise
+        self.stats["l3"].record(True, self._timer() - t0)
+        self._store(key, value)
+        return value
+
+    async def _aload_leased(self, key: str, loader: Callable[[str], Awaitable[Any]]) -> Any:
+        """Load ``key`` after an L2 miss: as the leaseholder, or by waiting for the
+        leaseholder's value. A holder that fails releases the lease and the waiters take
+        it in turn; one that dies lets it lapse after ``lease_s``; a waiter that has waited
+        ``lease_s`` in all loads for itself."""
+        leases = self._leases
+        if leases is None or self.lease_s is None:
+            return await self._aload(key, loader)
+        ttl_ms = max(1, int(self.lease_s * 1000))
+        deadline = time.monotonic() + self.lease_s
+        waited = False
+        while True:
+            if leases.claim(key, ttl_ms):
+                try:
+                    return await self._aload(key, loader)
+                finally:
+                    leases.release(key)  # after the store: a waiter sees the value or the lease
+            if not waited:
+                waited = True
+                self.shared_waits += 1
+            pause = _POLL_FIRST_S
+            while leases.claimed(key):
+                if time.monotonic() >= deadline:
+                    return await self._aload(key, loader)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _POLL_MAX_S)
+                value = self._peek_l2(key)
+                if value is not MISS:
+                    # the lookup's L2 miss became a hit: another process loaded it for us
+                    level = self.stats["l2"]
+                    level.misses -= 1
+                    level.hits += 1
+                    self.l1.set(key, value)
+                    return value
+            value = self._peek_l2(key)  # the lease ended between two polls
+            if value is not MISS:
+                level = self.stats["l2"]
+                level.misses -= 1
+                level.hits += 1
+                self.l1.set(key, value)
+                return value
+
+    def _peek_l2(self, key: str) -> Any:
+        """L2's value of ``key`` without counting a lookup (a waiter's polls)."""
+        assert self.l2 is not None
+        raw = self.l2.get(key)
+        if raw is None:
+            return MISS
+        try:
+            return self._decode(raw)
+        except (msgspec.DecodeError, ValueError, TypeError):
+            return MISS
 
     def set(self, key: str, value: Any) -> None:
         self._store(key, value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -10,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -157,3 +159,99 @@ def test_slow_redis_times_out_quickly_and_degrades(
     blocker.join()
     time.sleep(0.06)
     assert l2.get("a") == b"1" and l2.stats.reconnects == 1
+
+
+# ---------------------------------------------------------------- leases across processes
+def _process(prefix: str, lease_s: float | None = 2.0, port: int = 6379) -> TieredCache:
+    """One agent process's hierarchy: its own L1 and Redis client, the shared prefix."""
+    l2 = RedisCache(port=port, prefix=prefix, socket_timeout_s=0.5)
+    return TieredCache(L1Cache(clock=time.monotonic_ns), l2, lease_s=lease_s)
+
+
+def _slow_loader(calls: list[str], result: str, delay_s: float = 0.2) -> Any:
+    async def load(key: str) -> str:
+        calls.append(key)
+        await asyncio.sleep(delay_s)
+        return result
+
+    return load
+
+
+def test_processes_missing_one_key_at_once_load_it_once(redis_prefix: str) -> None:
+    """Three processes ask for the same model answer at the same instant: one calls the
+    model, the two others are answered from L2 once its value is there."""
+    caches = [_process(redis_prefix) for _ in range(3)]
+    calls: list[str] = []
+
+    async def main() -> list[Any]:
+        return list(
+            await asyncio.gather(*(c.aget("q", _slow_loader(calls, "buy")) for c in caches))
+        )
+
+    assert asyncio.run(main()) == ["buy", "buy", "buy"]
+    assert calls == ["q"]
+    assert sum(c.loads for c in caches) == 1
+    assert sum(c.shared_waits for c in caches) == 2
+    # the waiters' lookups end as L2 hits, the leaseholder's as the one L2 miss
+    assert sum(c.stats["l2"].hits for c in caches) == 2
+    assert sum(c.stats["l2"].misses for c in caches) == 1
+
+
+def test_without_a_lease_every_process_loads_its_own_miss(redis_prefix: str) -> None:
+    caches = [_process(redis_prefix, lease_s=None) for _ in range(3)]
+    calls: list[str] = []
+
+    async def main() -> None:
+        await asyncio.gather(*(c.aget("q", _slow_loader(calls, "buy")) for c in caches))
+
+    asyncio.run(main())
+    assert len(calls) == 3
+
+
+def test_a_failed_leaseholder_hands_the_load_to_a_waiter(redis_prefix: str) -> None:
+    """The leaseholder's call fails (a timeout, a refused request): nothing is cached, the
+    lease is released and the waiter loads for itself instead of waiting it out."""
+    first, second = _process(redis_prefix, lease_s=30.0), _process(redis_prefix, lease_s=30.0)
+    calls: list[str] = []
+
+    async def failing(key: str) -> str:
+        calls.append("failed")
+        await asyncio.sleep(0.1)
+        raise TimeoutError("no answer")
+
+    async def main() -> Any:
+        leader = asyncio.ensure_future(first.aget("q", failing))
+        await asyncio.sleep(0.02)  # the lease is taken
+        t0 = time.monotonic()
+        value = await second.aget("q", _slow_loader(calls, "sell", 0.05))
+        with pytest.raises(TimeoutError):
+            await leader
+        return value, time.monotonic() - t0
+
+    value, waited = asyncio.run(main())
+    assert value == "sell" and calls == ["failed", "q"]
+    assert waited < 5.0  # far less than the 30 s lease
+    assert second.shared_waits == 1 and second.loads == 1
+
+
+def test_a_lapsed_lease_is_waited_for_at_most_lease_s(redis_prefix: str) -> None:
+    """A leaseholder that died holding the lease (its key set by hand here): the waiter loads
+    after the lease lapses, not forever."""
+    holder = RedisCache(prefix=redis_prefix)
+    assert holder.claim("q", 300)
+    cache = _process(redis_prefix, lease_s=5.0)
+    calls: list[str] = []
+    t0 = time.monotonic()
+    assert asyncio.run(cache.aget("q", _slow_loader(calls, "hold", 0.0))) == "hold"
+    assert calls == ["q"] and 0.2 < time.monotonic() - t0 < 3.0
+
+
+def test_unreachable_redis_grants_every_lease(tmp_path: Path) -> None:
+    caches = [_process("p:", port=free_port()) for _ in range(2)]
+    calls: list[str] = []
+
+    async def main() -> None:
+        await asyncio.gather(*(c.aget("q", _slow_loader(calls, "buy", 0.05)) for c in caches))
+
+    asyncio.run(main())
+    assert len(calls) == 2 and not any(c.shared_waits for c in caches)
