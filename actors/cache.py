@@ -48,9 +48,14 @@ CacheCounts = dict[str, dict[str, LevelCounts]]
 
 
 def redis_level(
-    config: RedisConfig | None, namespace: str, ttl_s: int = DEFAULT_L2_TTL_S
+    config: RedisConfig | None,
+    namespace: str,
+    ttl_s: int = DEFAULT_L2_TTL_S,
+    min_socket_timeout_s: float = 0.0,
 ) -> RedisCache | None:
-    """The L2 of one cache (keys under ``config.cache_prefix + namespace``), or None."""
+    """The L2 of one cache (keys under ``config.cache_prefix + namespace``), or None.
+    ``min_socket_timeout_s``: a floor under the configured timeout, for a cache whose
+    loads take seconds (waiting a little longer for Redis still saves a load)."""
     if config is None:
         return None
     try:
@@ -61,7 +66,7 @@ def redis_level(
     return RedisCache(
         prefix=config.cache_prefix + namespace,
         ttl_s=ttl_s,
-        socket_timeout_s=config.socket_timeout_s,
+        socket_timeout_s=max(config.socket_timeout_s, min_socket_timeout_s),
         client_kwargs=kwargs,
     )
 

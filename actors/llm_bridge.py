@@ -23,6 +23,12 @@ from sapphire.config.redis import RedisConfig
 from sapphire.storage.records import LlmDecisionRecord
 from sapphire.storage.tiered import TieredCache
 
+# A model call takes seconds: Redis may take far longer than the hot path's 50 ms before
+# asking the model again is the cheaper choice. Measured on 2 cores at load 7-8
+# (benchmarks/cache_hit_rate.py --only llm): with 50 ms, 8 of 15 warm lookups timed out and
+# went to the model, and a lease's waiters took a timeout for "Redis down".
+_REDIS_TIMEOUT_S = 0.5
+
 
 class LlmBridge:
     def __init__(self, app_name: str, timeout_s: float, redis: RedisConfig | None = None) -> None:
@@ -48,7 +54,9 @@ class LlmBridge:
         if self._client is None:
             # decisions shared by every agent actor, and kept across their restarts; an
             # unreachable Redis only costs the L2 tier (counted, never raised)
-            self.l2 = redis_level(self._redis, f"llm:{self._app_name}:")
+            self.l2 = redis_level(
+                self._redis, f"llm:{self._app_name}:", min_socket_timeout_s=_REDIS_TIMEOUT_S
+            )
             self._client = ServeDecisionClient(
                 app_name=self._app_name, timeout_s=self._timeout_s, redis=self.l2
             )

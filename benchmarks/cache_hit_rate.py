@@ -8,6 +8,13 @@ Workloads, both through the product's own ``run_system`` (what ``sapphire run`` 
   restart   6 agents on the same symbol; one agent actor is killed after step --kill-step
             and restarted by Ray (it must be served from Redis), cold prefix
 
+  llm       three LLM agents with one config on the same symbol (configs/demo_llm.yaml's agent,
+            the real 4-bit model through Ray Serve, at the recorded pace): their questions
+            are identical while their positions are, so the hierarchy can answer two of three
+            from L2 (a lease in Redis lets one process ask while the others wait for its
+            answer); one of them is killed after step --llm-kill-step and restarted; then the
+            same replay again (warm)
+
 Marks: per window of the demo replay, the time to compute the marks momentum and mean
 reversion both compute (``reference_price`` of every event) against a hierarchy hit of the
 same marks published under run/symbol/window end (L2: another process's read, L1: a repeat).
@@ -176,6 +183,47 @@ def restart(base: SystemConfig, root: str, prefix: str, max_events: int, kill_st
         raise SystemExit("the restarted agent actor was not served from Redis")
 
 
+LLM_AGENTS = ("llm", "llm2", "llm3")
+
+
+def llm(base: SystemConfig, root: str, prefix: str, max_events: int, kill_step: int) -> None:
+    template = next(a for a in base.agents if a.kind == "llm")
+    agents = tuple(msgspec.structs.replace(template, id=agent_id) for agent_id in LLM_AGENTS)
+    config = msgspec.structs.replace(
+        configured(base, root, prefix, max_events=max_events), agents=agents
+    )
+    victim_id = LLM_AGENTS[-1]
+    killed: dict[str, Any] = {}
+
+    def on_step(progress: Any) -> None:
+        if progress.step != kill_step or killed:
+            return
+        victim: Any = ray.get_actor(
+            f"{killed.setdefault('run', cold_id)}:agent-{victim_id}",
+            namespace=config.ray.namespace,
+        )
+        ray.kill(victim, no_restart=False)
+
+    cold_id = f"llm-cold-{os.getpid()}"
+    cold = run(config, cold_id, on_step)
+    show(f"{len(agents)} LLM agents, {victim_id} killed after step {kill_step}, cold", cold)
+    print(f"  LLM decisions: {_llm_counts(cold)}")
+    warm = run(config, f"llm-warm-{os.getpid()}")
+    show(f"{len(agents)} LLM agents, same replay again (warm)", warm)
+    print(f"  LLM decisions: {_llm_counts(warm)}")
+    if not killed:
+        raise SystemExit(f"the run ended before step {kill_step}: nothing was killed")
+
+
+def _llm_counts(result: RunResult) -> str:
+    per_agent = result.summary.get("llm") or {}
+    return "; ".join(
+        f"{agent}: " + ", ".join(f"{k} {v}" for k, v in sorted(s.items()) if isinstance(v, int))
+        for agent, s in sorted(per_agent.items())
+        if isinstance(s, dict)
+    )
+
+
 def _never_loaded(key: str) -> Any:
     raise SystemExit(f"{key}: the reader was meant to find the published marks")
 
@@ -242,7 +290,12 @@ def main() -> None:
     parser.add_argument("--max-events", type=int, default=0, help="0: the whole replay")
     parser.add_argument("--kill-step", type=int, default=40)
     parser.add_argument("--mark-windows", type=int, default=5000)
-    parser.add_argument("--only", choices=("demo", "restart", "marks"), default=None)
+    parser.add_argument("--llm-config", default=str(REPO / "configs" / "demo_llm.yaml"))
+    parser.add_argument(
+        "--llm-max-events", type=int, default=43_100, help="43,100: the first 30 s of the sample"
+    )
+    parser.add_argument("--llm-kill-step", type=int, default=600)
+    parser.add_argument("--only", choices=("demo", "restart", "llm", "marks"), default=None)
     args = parser.parse_args()
     base = load_config(args.config)
     prefix = f"bench:cache:{uuid.uuid4().hex[:8]}:"
@@ -254,6 +307,9 @@ def main() -> None:
                 demo(base, root, prefix + "demo:", args.max_events)
             if args.only in (None, "restart"):
                 restart(base, root, prefix + "multi:", args.max_events, args.kill_step)
+            if args.only in (None, "llm"):
+                llm_base = load_config(args.llm_config)
+                llm(llm_base, root, prefix + "llm:", args.llm_max_events, args.llm_kill_step)
         if args.only in (None, "marks"):
             marks(base, prefix, args.mark_windows)
     finally:

@@ -89,6 +89,13 @@ def test_llm_decisions_are_sized_metered_flagged_and_stored(
                 "id": "llm",
                 "params": {**llm_agent["params"]} | {"decision_timeout_ns": 120_000_000_000},
             },
+            # the same agent twice: its questions are llm's while their positions agree, and
+            # a lease in Redis makes the two actors share one model call for each
+            {
+                **llm_agent,
+                "id": "llm_twin",
+                "params": {**llm_agent["params"]} | {"decision_timeout_ns": 120_000_000_000},
+            },
             # 1 ns of event time: every answer is late, the fallback decides, and says so
             {
                 **llm_agent,
@@ -109,7 +116,12 @@ def test_llm_decisions_are_sized_metered_flagged_and_stored(
         ray={"agent_timeout_s": 60.0},
         # a fresh L2 prefix: Redis outlives test runs, and a decision cached by an earlier
         # run would answer this one's prompts without the model
-        redis={"cache_prefix": f"test:llm-system:{uuid.uuid4().hex[:12]}:"},
+        # (2 s socket timeout: on 2 loaded cores a 50 ms one marks Redis down mid-wait, and
+        # the twins then each ask the model, as they should without a shared level)
+        redis={
+            "cache_prefix": f"test:llm-system:{uuid.uuid4().hex[:12]}:",
+            "socket_timeout_s": 2.0,
+        },
     )
     handles = start_system(config, "llm-run")
     try:
@@ -118,10 +130,11 @@ def test_llm_decisions_are_sized_metered_flagged_and_stored(
 
         dep = serve.status().applications["sapphire-llm"].deployments["LlmDecisionDeployment"]
         assert dep.status == "HEALTHY"
-        # 2 - 0.75 (core actors) = 1.25 free at build, less 0.45 still to place: 0.8 CPU,
-        # under the engine's 1-thread wish; before, it asked for 1 and could hang
+        # 2 - 0.75 (core actors) = 1.25 free at build, less 0.55 still to place (three
+        # agents at 0.1, the coordinator's 0.25): 0.7 CPU, under the engine's 1-thread wish; before,
+        # it asked for 1 and could hang
         (replica,) = cost.measure_actors(cost.serve_replicas(), 1.0)
-        assert replica.cpus == pytest.approx(0.8)
+        assert replica.cpus == pytest.approx(0.7)
         step = 0
         while True:
             progress = ray.get(handles.coordinator.run_step.remote(step), timeout=300)
@@ -143,15 +156,22 @@ def test_llm_decisions_are_sized_metered_flagged_and_stored(
 
     rows = read_table(tmp_path / "store", "llm_decisions", "llm-run").collect()
     assert rows.height == result.summary["rows"]["llm_decisions"]
-    answered = rows.filter((rows["agent_id"] == "llm") & rows["valid"] & ~rows["cache_hit"]).row(
-        0, named=True
-    )
+    # the model's own answer went to whichever twin held the lease
+    twins = rows["agent_id"].is_in(["llm", "llm_twin"])
+    answered = rows.filter(twins & rows["valid"] & ~rows["cache_hit"]).row(0, named=True)
     assert answered["error"] == "" and answered["fallback"] == ""
     assert answered["model"] == "SmolLM2-135M-Instruct-Q4_1" and answered["before_cutoff"]
     assert answered["prompt_tokens"] > 50 and answered["completion_tokens"] > 5
     assert answered["batch_size"] >= 1 and answered["queue_wait_ns"] >= 0
     assert answered["latency_ns"] > 0 and answered["cpu_s"] > 0
     assert answered["cost"] > 0 and answered["cost_currency"] == "USD"
+    # the twins' first question (both flat, same features): one model call between them,
+    # the other actor answered from L2 while the first held the lease or after it stored
+    first_ts = rows.filter(rows["agent_id"] == "llm")["ts_ns"].min()
+    firsts = rows.filter(twins & (rows["ts_ns"] == first_ts))
+    assert sorted(firsts["agent_id"]) == ["llm", "llm_twin"]
+    assert sorted(firsts["cache_hit"]) == [False, True]
+    assert len(set(firsts["action"])) == 1 and len(set(firsts["rationale"])) == 1
     # no answer in time: stored with the reason, and the fallback that decided is explicit
     fast = rows.filter(rows["agent_id"] == "llm_fast")
     timeouts = fast.filter(fast["error"].str.starts_with("timeout: no answer within"))
