@@ -15,13 +15,38 @@ the graph answers it again from its stored output, so nothing runs twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import os
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from sapphire.kernel.timing import Window
 
 log = logging.getLogger(__name__)
+
+
+# Ray's switch for its "blocking ray.get inside async actor" warning (ray._common.constants)
+_WARN_BLOCKING_GET = "RAY_WARN_BLOCKING_GET_INSIDE_ASYNC"
+
+
+@contextlib.contextmanager
+def _ray_gets_expected() -> Iterator[None]:
+    """Compiling a graph and tearing it down wait on the leaves with Ray's own blocking gets
+    (GPU ids, teardown acks), in the async coordinator's process: the compile once at start
+    and after a recovery, before any round; the teardown on a worker thread (``close``). Ray
+    warns about the first blocking get in an async actor, which put a scary line into every
+    run's console. The switch is off only around these two, so a blocking get anywhere else
+    in the coordinator (a real bug) is still reported."""
+    saved = os.environ.get(_WARN_BLOCKING_GET)
+    os.environ[_WARN_BLOCKING_GET] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(_WARN_BLOCKING_GET, None)
+        else:
+            os.environ[_WARN_BLOCKING_GET] = saved
 
 
 class CompiledFanout:
@@ -46,7 +71,9 @@ class CompiledFanout:
                 for i, agent_id in enumerate(agent_ids)
             ]
             dag = MultiOutputNode(outputs)
-        return cls(dag.experimental_compile(enable_asyncio=True), agent_ids)
+        with _ray_gets_expected():
+            graph = dag.experimental_compile(enable_asyncio=True)
+        return cls(graph, agent_ids)
 
     async def run(
         self,
@@ -86,8 +113,13 @@ class CompiledFanout:
         """Tear the graph down so the actors take another graph again; a teardown that
         hangs on a hung actor is left behind, never waited for forever. False: not clean
         (an actor may still serve this graph, so no other graph should be compiled)."""
+
+        def teardown() -> None:
+            with _ray_gets_expected():
+                self._graph.teardown()
+
         try:
-            await asyncio.wait_for(asyncio.to_thread(self._graph.teardown), timeout_s)
+            await asyncio.wait_for(asyncio.to_thread(teardown), timeout_s)
         except Exception as exc:  # hung, or failed
             log.warning("compiled graph teardown: %s: %s", type(exc).__name__, exc)
             return False
