@@ -17,6 +17,7 @@ import msgspec
 from sapphire.model.events import Side
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import OrderIntent, OrderType, RejectReason
+from sapphire.model.orders import client_order_id as coid
 from sapphire.risk.limits import AgentLimits, RiskLimits
 from sapphire.risk.portfolio import FirmPnl, Portfolio
 from sapphire.risk.regime import clamp_scale, scale_money, scaled_limits
@@ -323,18 +324,22 @@ class RiskEngine:
         instruments = self._instruments
         recent = self._recent_orders
         rejections = self.rejections
-        position_lots = self._portfolio.position_lots
+        positions = self._portfolio.positions
+        caps = self._cap_ticklots
         loss_breached = self._loss_breached
         firm_breached = self.firm_breached
         limit_type = OrderType.LIMIT
         # per symbol: (mid, band, worst mark, ceil(mid)), the same float arithmetic as check
         per_symbol: dict[str, tuple[float, float, int, int]] = {}
-        # per (agent, symbol): limits (scaled by the symbol's risk mode), position, cap; per
-        # agent: order-rate window
+        # per (agent, symbol): limits scaled by the symbol's risk mode (unscaled ones are one
+        # dict lookup); per agent: order-rate window. Positions and caps cannot change within
+        # a run (no fill, mark or allocation between its intents): read where they live.
+        scaled = bool(self.limit_scales)
         per_agent: dict[tuple[str, str], AgentLimits] = {}
         agent_limits = self.agent_limits
+        configured = limits.agents
+        default_limits = limits.default_agent
         windows: dict[str, deque[int]] = {}
-        per_book: dict[tuple[str, str], tuple[int, int]] = {}
         pending_lots: dict[tuple[str, str, Side], int] = {}
         consensus_of: dict[str, float] = {}
         out: list[RiskDecision] = []
@@ -347,9 +352,12 @@ class RiskEngine:
             reason: RejectReason | None = None
             detail = ""
             book_key = (agent_id, symbol)
-            agent = per_agent.get(book_key)
-            if agent is None:
-                agent = per_agent[book_key] = agent_limits(agent_id, symbol)
+            if scaled:
+                agent = per_agent.get(book_key)
+                if agent is None:
+                    agent = per_agent[book_key] = agent_limits(agent_id, symbol)
+            else:
+                agent = configured.get(agent_id, default_limits)
             sym = per_symbol.get(symbol)
             if sym is None and symbol in marks:
                 mid = marks[symbol]
@@ -360,6 +368,7 @@ class RiskEngine:
                     math.ceil(mid),
                 )
             lim = intent.limit_ticks
+            is_limit = intent.order_type is limit_type
             side = int(intent.side)
             if symbol not in instruments:
                 reason, detail = RejectReason.UNKNOWN_SYMBOL, symbol
@@ -367,10 +376,10 @@ class RiskEngine:
                 reason, detail = RejectReason.RISK_ORDER_SIZE, f"order size {qty} lots"
             elif sym is None:
                 reason, detail = RejectReason.RISK_NO_MARKET, "no mid price yet"
-            elif intent.order_type is limit_type and (lim is None or lim <= 0):
+            elif is_limit and (lim is None or lim <= 0):
                 reason = RejectReason.INVALID_TICK
                 detail = "limit order without a positive price"
-            elif intent.order_type is limit_type and (lim - sym[0]) * side > sym[1]:  # type: ignore[operator]
+            elif is_limit and (lim - sym[0]) * side > sym[1]:  # type: ignore[operator]
                 reason = RejectReason.RISK_PRICE_BAND
                 off = (lim - sym[0]) * side  # type: ignore[operator]
                 detail = f"{off:.1f} ticks through mid > {sym[1]:.1f}"
@@ -392,26 +401,26 @@ class RiskEngine:
                     reason = RejectReason.RISK_ORDER_RATE
                     detail = f"{len(window)} orders in the last second"
                 else:
-                    book = per_book.get(book_key)
-                    if book is None:
-                        book = per_book[book_key] = (
-                            position_lots(agent_id, symbol),
-                            self._cap(agent_id, instruments[symbol]),
-                        )
-                    position, cap = book
+                    state = positions.get(book_key)
+                    position = 0 if state is None else state.qty_lots
+                    cap = caps.get(book_key)
+                    if cap is None:
+                        cap = self._cap(agent_id, instruments[symbol])
                     projected = position + side * (pending + qty)
-                    growing = abs(projected) > abs(position)
-                    if growing and abs(projected) > agent.max_position_lots:
+                    # abs() by hand: four builtin calls an intent were a tenth of the pass
+                    size_after = -projected if projected < 0 else projected
+                    growing = size_after > (-position if position < 0 else position)
+                    if growing and size_after > agent.max_position_lots:
                         reason = RejectReason.RISK_MAX_POSITION
                         detail = f"projected {projected} lots"
                     else:
-                        if intent.order_type is not limit_type or lim is None:
+                        if not is_limit or lim is None:
                             price = sym[2]
                         else:
                             price = lim if lim > sym[3] else sym[3]
-                        if growing and abs(price * projected) > cap:
+                        if growing and price * size_after > cap:
                             reason = RejectReason.RISK_MAX_NOTIONAL
-                            notional = instruments[symbol].notional_quote(price, abs(projected))
+                            notional = instruments[symbol].notional_quote(price, size_after)
                             detail = f"projected notional {notional} > cap"
                         elif agent_id in loss_breached:
                             reason = RejectReason.RISK_DAILY_LOSS
@@ -436,7 +445,7 @@ class RiskEngine:
                     ts_event_ns=now_ns,
                     agent_id=agent_id,
                     symbol=symbol,
-                    client_order_id=intent.client_order_id,
+                    client_order_id=coid(agent_id, intent.seq),
                     accepted=reason is None,
                     requested_lots=qty,
                     reason=reason,
