@@ -256,11 +256,10 @@ class TieredCache:
                 waited = True
                 self.shared_waits += 1
             pause = _POLL_FIRST_S
-            while leases.claimed(key):
-                if time.monotonic() >= deadline:
-                    return await self._aload(key, loader)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, _POLL_MAX_S)
+            while True:
+                # the lease before the value: a holder stores, then releases, so a lease found
+                # gone means its value (if it stored one) is already there to read
+                held = leases.claimed(key)
                 value = self._peek_l2(key)
                 if value is not MISS:
                     # the lookup's L2 miss became a hit: another process loaded it for us
@@ -269,13 +268,12 @@ class TieredCache:
                     level.hits += 1
                     self.l1.set(key, value)
                     return value
-            value = self._peek_l2(key)  # the lease ended between two polls
-            if value is not MISS:
-                level = self.stats["l2"]
-                level.misses -= 1
-                level.hits += 1
-                self.l1.set(key, value)
-                return value
+                if not held:
+                    break  # the holder failed: take the lease in turn
+                if time.monotonic() >= deadline:
+                    return await self._aload(key, loader)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _POLL_MAX_S)
 
     def _peek_l2(self, key: str) -> Any:
         """L2's value of ``key`` without counting a lookup (a waiter's polls)."""
