@@ -15,6 +15,7 @@ import ray
 from actors.cache import AgentCaches, InstrumentCache, counts_from_builtins, counts_to_builtins
 from actors.checkpoint import make_store
 from actors.codec import decode_events, decode_messages, encode_messages
+from actors.fanout import bytes_only_channels
 from actors.llm_bridge import LlmBridge
 from actors.stepper import Stepper
 from sapphire.agents.base import Agent
@@ -38,6 +39,7 @@ class AgentActor:
         redis: RedisConfig | None = None,
         symbols: tuple[str, ...] = (),
     ) -> None:
+        bytes_only_channels()  # a leaf of the coordinator's compiled graph
         self.agent_id = agent_id
         self.caches = AgentCaches()
         if isinstance(build, AgentBuilder):

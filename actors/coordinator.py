@@ -24,7 +24,7 @@ import ray
 from actors import metrics
 from actors.checkpoint import make_store
 from actors.codec import decode_events, decode_messages, encode_events, encode_messages
-from actors.fanout import CompiledFanout
+from actors.fanout import CompiledFanout, bytes_only_channels
 from actors.stepper import AsyncStepper, StepBehind
 from actors.storage_sink import pack_tables
 from sapphire.adapters.kill_switch import run_kill_switch, system_kill_switch
@@ -69,6 +69,7 @@ class CoordinatorActor:
         # The handles are Any: their methods are resolved at run time, and Ray 2.60 types
         # ActorHandle.__getattr__ as Never, which would make mypy treat every statement after
         # a remote call as unreachable (and so unchecked).
+        bytes_only_channels()  # the driver of the compiled graph
         ns = config.ray.namespace
         self.config = config
         self.run_id = run_id

@@ -12,6 +12,7 @@ import ray
 
 from actors.checkpoint import make_store
 from actors.codec import decode_events, decode_messages, encode_messages
+from actors.fanout import bytes_only_channels
 from actors.stepper import Stepper
 from sapphire.kernel.timing import Window
 from sapphire.kernel.venue import VenueStage
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class ExecutionActor:
     def __init__(self, build_gateway: Any, checkpoint_location: str) -> None:
+        bytes_only_channels()  # a leaf of the coordinator's compiled graph
         self.stage = VenueStage(build_gateway())
         self._incarnation = uuid.uuid4().hex  # this process: a new one after a restart
         self._stepper: Stepper[bytes] = Stepper(

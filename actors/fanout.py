@@ -26,6 +26,17 @@ from sapphire.kernel.timing import Window
 log = logging.getLogger(__name__)
 
 
+def bytes_only_channels() -> None:
+    """Tell Ray's channel layer that this process moves no tensors: call it in every process
+    a graph runs in. Its executor asks whether torch is available before each operation and
+    imports it to find out; where the ``llm-hf`` extra installed torch, each leaf then spent
+    seconds of CPU and ~200 MB importing it during the first round (py-spy: most of an agent
+    actor's first seconds). Our rounds carry bytes only."""
+    from ray.experimental.channel.common import ChannelContext
+
+    ChannelContext.get_current()._torch_available = False
+
+
 # Ray's switch for its "blocking ray.get inside async actor" warning (ray._common.constants)
 _WARN_BLOCKING_GET = "RAY_WARN_BLOCKING_GET_INSIDE_ASYNC"
 
