@@ -2,15 +2,23 @@
 
 Prompts come from real data: an LlmAgent replays Binance spot bookTicker updates
 (hftbacktest 2023-04-05 session) and its decision requests are collected. Each prompt is then
-answered by SmolLM2-135M (GGUF Q4_1) in llama.cpp with JSON-schema grammar:
+answered by SmolLM2-135M (GGUF Q4_1, and its Q4_0 copy) in llama.cpp with JSON-schema grammar:
 
 * unbatched: one ``generate_batch([prompt])`` at a time (latency = its own call);
-* batched:   ``generate_batch(8 prompts)`` (latency = the batch's call, all arrive together);
-* reference: llama-cpp-python's own ``create_chat_completion`` loop (the sequential path).
+* batched:   ``generate_batch(8 prompts)`` through the continuous-batching loop (8 slots);
+* reference: llama-cpp-python's own ``create_chat_completion`` loop (the sequential path);
+* ``--serve``: the same prompts through the Ray Serve deployment, ``max_batch_size`` 1 vs 8,
+  with 8 concurrent callers (each sends its next request when its answer returns, so
+  requests arrive while others decode), in alternated rounds (``--rounds``);
+  ``--serve-only`` runs just that comparison (``SAPPHIRE_LLM_REPACK=1`` in the environment
+  gives the replicas llama.cpp's repacked Q4_0 kernels on AMX CPUs, see LlamaCppEngine);
+* ``--sweep``: engine settings (threads, flash attention, prefill placement, ubatch)
+  compared in alternated rounds.
 
 Prints decisions/s, completion tokens/s, p50/p95 decision latency, the malformed-JSON and
-schema-violation rates, and model memory: GGUF file size and RSS growth (4-bit) against
-parameters x 2 bytes (16-bit). Run: ``.venv/bin/python benchmarks/llm_bench.py``
+schema-violation rates, the machine's load average, and model memory: GGUF file size and RSS
+growth (4-bit) against parameters x 2 bytes (16-bit). Run: ``.venv/bin/python
+benchmarks/llm_bench.py``
 """
 
 from __future__ import annotations
@@ -112,9 +120,18 @@ def summarize(gens: list[Generation], latencies: list[float], wall: float) -> di
     }
 
 
+def load_average() -> str:
+    """The 1-minute load average (what ``uptime`` prints first): the machine is shared."""
+    return f"{os.getloadavg()[0]:.2f}"
+
+
 def serve_modes(prompts: list[DecisionPrompt], args: argparse.Namespace) -> dict[str, Any]:
-    """The same prompts through the Ray Serve deployment, 8 concurrent callers, with
-    ``max_batch_size`` 1 (unbatched) and ``args.batch`` (batched)."""
+    """The same prompts through the Ray Serve deployment with ``max_batch_size`` 1
+    (unbatched) and ``args.batch`` (continuous batching): ``args.batch`` concurrent callers,
+    each sending its next request as soon as its answer returns, so requests arrive while
+    others decode. Both apps stay deployed and the rounds alternate which runs first, so
+    load from other processes falls on both alike; the ratio reported is the median of the
+    per-round ratios."""
     import asyncio
 
     import msgspec
@@ -130,48 +147,172 @@ def serve_modes(prompts: list[DecisionPrompt], args: argparse.Namespace) -> dict
         "n_threads": args.threads,
         "max_parallel": args.batch,
         "requantize": "q4_0",
-        "flash_attn": True,
+        "flash_attn": not args.no_flash_attn,
         "sampling": {"max_tokens": args.max_tokens},
     }
     bodies = [msgspec.to_builtins(p) for p in prompts]
+    sizes = (1, args.batch)
+    names = {size: f"serve max_batch_size={size}" for size in sizes}
+    acc: dict[int, dict[str, Any]] = {
+        size: {"gens": [], "lats": [], "wall": 0.0, "per_round": [], "batch": [], "wait": []}
+        for size in sizes
+    }
+    ratios: list[float] = []
+    loads: list[str] = [load_average()]
     out: dict[str, Any] = {}
     try:
-        for size in (1, args.batch):
-            name = f"serve max_batch_size={size}"
+        handles: dict[int, Any] = {}
+        for size in sizes:
             app = build_app(
-                {"engine": engine, "max_batch_size": size, "batch_wait_timeout_s": 0.05}
+                {
+                    "engine": engine,
+                    "max_batch_size": size,
+                    "batch_wait_timeout_s": args.batch_wait,
+                    # both replicas deployed at once on the 2-CPU cluster; neither decodes
+                    # while the other is measured
+                    "ray_actor_options": {"num_cpus": 0.5},
+                }
             )
-            handle = serve.run(app, name=f"bench-{size}", route_prefix=None)
-            handle.remote(bodies[0]).result()  # warm-up
+            handles[size] = serve.run(app, name=f"bench-{size}", route_prefix=None)
+            handles[size].remote(bodies[0]).result()  # warm-up
 
-            async def drive(h: Any = handle) -> tuple[list[dict[str, Any]], list[float]]:
-                queue = list(bodies)
-                replies: list[dict[str, Any]] = []
-                lats: list[float] = []
+        async def drive(h: Any) -> tuple[list[dict[str, Any]], list[float]]:
+            queue = list(reversed(bodies))
+            replies: list[dict[str, Any]] = []
+            lats: list[float] = []
 
-                async def caller() -> None:
-                    while queue:
-                        body = queue.pop()
-                        t = time.perf_counter()
-                        replies.append(await h.remote(body))
-                        lats.append(time.perf_counter() - t)
+            async def caller() -> None:
+                while queue:
+                    body = queue.pop()
+                    t = time.perf_counter()
+                    replies.append(await h.remote(body))
+                    lats.append(time.perf_counter() - t)
 
-                await asyncio.gather(*(caller() for _ in range(args.batch)))
-                return replies, lats
+            await asyncio.gather(*(caller() for _ in range(args.batch)))
+            return replies, lats
 
-            t0 = time.perf_counter()
-            replies, lats = asyncio.run(drive())
-            wall = time.perf_counter() - t0
-            gens = [
-                Generation(text=r["text"], completion_tokens=int(r.get("completion_tokens", 0)))
-                for r in replies
-            ]
-            out[name] = summarize(gens, lats, wall)
+        for r in range(args.rounds):
+            rate: dict[int, float] = {}
+            for size in sizes if r % 2 == 0 else tuple(reversed(sizes)):
+                t0 = time.perf_counter()
+                replies, lats = asyncio.run(drive(handles[size]))
+                wall = time.perf_counter() - t0
+                a = acc[size]
+                a["gens"] += [
+                    Generation(text=x["text"], completion_tokens=int(x.get("completion_tokens", 0)))
+                    for x in replies
+                ]
+                a["lats"] += lats
+                a["wall"] += wall
+                a["batch"] += [float(x.get("batch_size_mean", 0.0)) for x in replies]
+                a["wait"] += [int(x.get("queue_wait_ns", 0)) / 1e6 for x in replies]
+                rate[size] = len(replies) / wall
+                a["per_round"].append(rate[size])
+            ratios.append(rate[args.batch] / rate[1])
+            loads.append(load_average())
+            print(
+                f"  round {r + 1}: serve 1 {rate[1]:.2f}/s, {args.batch} "
+                f"{rate[args.batch]:.2f}/s, ratio {ratios[-1]:.2f}x (load {loads[-1]})",
+                flush=True,
+            )
+        for size in sizes:
+            a = acc[size]
+            res = summarize(a["gens"], a["lats"], a["wall"])
+            res["median_round_decisions_per_s"] = statistics.median(a["per_round"])
+            res["mean_batch"] = statistics.fmean(a["batch"])
+            res["p50_queue_wait_ms"] = pct(a["wait"], 0.5)
+            out[names[size]] = res
+        out["serve_ratios"] = ratios
+        out["serve_loads"] = loads
+        for size in sizes:
             serve.delete(f"bench-{size}")
     finally:
         serve.shutdown()
         ray.shutdown()
     return out
+
+
+SWEEP: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    # name: (LlamaCppConfig fields, LlamaCppEngine tuning arguments)
+    "t1 fa mixed": ({"n_threads": 1}, {}),
+    "t1 fa separate-prefill": ({"n_threads": 1}, {"mixed_prefill": False}),
+    "t1 fa repack": ({"n_threads": 1}, {"repack": True}),
+    "t1 no-fa": ({"n_threads": 1, "flash_attn": False}, {}),
+    "t1 ubatch128": ({"n_threads": 1}, {"n_ubatch": 128}),
+    "t2 fa mixed": ({"n_threads": 2}, {}),
+    "t1 batch-threads2": ({"n_threads": 1}, {"n_threads_batch": 2}),
+}
+
+
+def sweep(args: argparse.Namespace) -> None:
+    """Engine settings (Q4_0) compared in alternated rounds: per round and variant, the same
+    prompts one at a time (unbatched) and through the continuous-batching loop with
+    ``args.batch`` slots; medians of the per-round figures."""
+    prompts = real_prompts(args.prompts)
+    sampling = SamplingConfig(max_tokens=args.max_tokens)
+    chosen = args.sweep.split(",") if args.sweep != "all" else list(SWEEP)
+    engines = {}
+    for name in chosen:
+        fields, tuning = SWEEP[name]
+        cfg = {"max_parallel": args.batch, "requantize": "q4_0", "flash_attn": True, **fields}
+        engines[name] = LlamaCppEngine(LlamaCppConfig(sampling=sampling, **cfg), **tuning)
+        engines[name].generate_batch(prompts[:1])  # warm-up
+    rates: dict[str, dict[str, list[float]]] = {n: {"1": [], "b": []} for n in chosen}
+    loads = [load_average()]
+    for r in range(args.rounds):
+        order = chosen if r % 2 == 0 else list(reversed(chosen))
+        for name in order:
+            eng = engines[name]
+            for mode in ("1", "b") if r % 2 == 0 else ("b", "1"):
+                t = time.perf_counter()
+                if mode == "1":
+                    for p in prompts:
+                        eng.generate_batch([p])
+                else:
+                    eng.generate_batch(prompts)
+                rates[name][mode].append(len(prompts) / (time.perf_counter() - t))
+        loads.append(load_average())
+        print(f"  round {r + 1} done (load {loads[-1]})", flush=True)
+    print(f"sweep: {len(prompts)} prompts, {args.batch} slots, load {' -> '.join(loads)}")
+    for name in chosen:
+        one, bat = rates[name]["1"], rates[name]["b"]
+        ratios = [b / o for o, b in zip(one, bat, strict=True)]
+        t = engines[name].timings
+        print(
+            f"{name:26s} unbatched {statistics.median(one):6.2f}/s  batched "
+            f"{statistics.median(bat):6.2f}/s  ratio {statistics.median(ratios):.2f}x "
+            f"(rounds {', '.join(f'{x:.2f}' for x in ratios)})  grammar "
+            f"{t.overhead:.1%} of decode"
+        )
+
+
+def print_serve(results: dict[str, Any], batch: int) -> None:
+    for size in (1, batch):
+        r = results[f"serve max_batch_size={size}"]
+        print(
+            f"serve max_batch_size={size}: {r['decisions_per_s']:.2f} decisions/s overall "
+            f"(median round {r['median_round_decisions_per_s']:.2f}), {r['tokens_per_s']:.1f} "
+            f"tok/s, p50/p95 {r['p50_ms']:.0f}/{r['p95_ms']:.0f} ms, queue wait p50 "
+            f"{r['p50_queue_wait_ms']:.0f} ms, mean batch {r['mean_batch']:.2f}, malformed "
+            f"{r['malformed_rate']:.1%}, {r['mean_completion_tokens']:.1f} tok/decision"
+        )
+    ratios = results["serve_ratios"]
+    s1 = results["serve max_batch_size=1"]["median_round_decisions_per_s"]
+    sb = results[f"serve max_batch_size={batch}"]["median_round_decisions_per_s"]
+    print(
+        f"Serve batched/unbatched throughput: median of rounds {statistics.median(ratios):.2f}x "
+        f"(rounds {', '.join(f'{x:.2f}' for x in ratios)}; ratio of median rates "
+        f"{sb / s1:.2f}x); load average {' -> '.join(results['serve_loads'])}"
+    )
+
+
+def serve_only(args: argparse.Namespace) -> None:
+    prompts = real_prompts(args.prompts)
+    print(
+        f"Serve only: threads {args.threads}  prompts {len(prompts)} (real BBO)  "
+        f"callers {args.batch}  rounds {args.rounds}  flash_attn {not args.no_flash_attn}"
+    )
+    print_serve(serve_modes(prompts, args), args.batch)
 
 
 def main() -> None:
@@ -182,7 +323,20 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--no-reference", action="store_true", help="skip the sequential path")
     ap.add_argument("--serve", action="store_true", help="also through Ray Serve (1 vs batch)")
+    ap.add_argument("--serve-only", action="store_true", help="only the Serve comparison")
+    ap.add_argument("--rounds", type=int, default=3, help="alternated Serve rounds")
+    ap.add_argument("--batch-wait", type=float, default=0.02, help="Serve batch_wait_timeout_s")
+    ap.add_argument("--no-flash-attn", action="store_true")
+    ap.add_argument(
+        "--sweep", default="", help=f"engine settings to compare: all or some of {list(SWEEP)}"
+    )
     args = ap.parse_args()
+    if args.sweep:
+        sweep(args)
+        return
+    if args.serve_only:
+        serve_only(args)
+        return
 
     prompts = real_prompts(args.prompts)
     sampling = SamplingConfig(max_tokens=args.max_tokens)
@@ -221,8 +375,8 @@ def main() -> None:
         for mode in modes.values():
             mode.answer(group)
     results = {name: summarize(m.gens, m.latencies, m.wall) for name, m in modes.items()}
-    if args.serve:
-        results.update(serve_modes(prompts, args))
+    serve: dict[str, Any] = serve_modes(prompts, args) if args.serve else {}
+    results.update({k: v for k, v in serve.items() if k.startswith("serve max")})
     head = f"{'mode':36s} {'dec/s':>7s} {'tok/s':>7s} {'p50 ms':>8s} {'p95 ms':>8s}"
     print(head + f" {'malformed':>9s} {'schema':>7s} {'tok/dec':>7s}")
     for name, r in results.items():
@@ -245,9 +399,7 @@ def main() -> None:
             f"overhead <= {t.overhead:.1%} of decode time (goal < 10 %)"
         )
     if args.serve:
-        s1, sb = results["serve max_batch_size=1"], results[f"serve max_batch_size={args.batch}"]
-        ratio = sb["decisions_per_s"] / s1["decisions_per_s"]
-        print(f"Serve batched/unbatched throughput: {ratio:.2f}x")
+        print_serve(serve, args.batch)
     n_params, mib = engine.n_params, 2**20
     print(f"memory: 16-bit = {n_params:,} params x 2 B = {n_params * 2 / mib:.1f} MiB")
     for name, eng in (("Q4_1", engine), ("Q4_0", fast)):

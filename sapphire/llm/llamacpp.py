@@ -1,11 +1,16 @@
-"""llama.cpp engine (CPU, 4-bit GGUF) with true batched decoding and JSON-schema grammar.
+"""llama.cpp engine (CPU, 4-bit GGUF): continuous batching under a JSON-schema grammar.
 
 Why a hand-written decode loop: ``Llama.create_chat_completion`` runs one sequence at a time,
-so a batch of 8 costs 8 single-sequence passes. Here the sequences of a batch share one
-``llama_decode`` per generated token (one matrix-matrix product instead of eight
-matrix-vector ones, which is where a CPU gains throughput), and the system prompt, equal for
-every request, is evaluated once and copied between sequences in the KV cache. Each sequence
-keeps its own grammar sampler built from :func:`decision_json_schema`.
+so eight requests cost eight single-sequence passes. Here the engine keeps up to
+``max_parallel`` sequence slots that share one ``llama_decode`` per generated token (one
+matrix-matrix product instead of eight matrix-vector ones, which is where a CPU gains
+throughput). Batching is continuous: a request is admitted into a free slot at any token
+boundary (:meth:`LlamaCppEngine.admit`), its prompt evaluated in the same ``llama_decode``
+as the running sequences' next tokens, and a finished sequence leaves its slot at once
+(:meth:`LlamaCppEngine.step` returns it), so nobody waits for a batch's longest answer. The
+prompt prefix shared with the previous request (the system prompt at least) is not
+evaluated again: its KV cells are copied (tagged) from a sequence that caches it. Each
+sequence keeps its own grammar sampler built from :func:`decision_json_schema`.
 
 The sequential path (``parallel=False``) is llama-cpp-python's own chat completion with
 ``response_format``; it is the reference the batched path is checked against.
@@ -14,12 +19,15 @@ The sequential path (``parallel=False``) is llama-cpp-python's own chat completi
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import importlib.util
 import json
 import os
 import tempfile
+import threading
 import time  # measuring only: where decoding spends its time, never a decision input
+from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,6 +90,54 @@ def cpu_backend_uses_amx(lc: Any) -> bool:
     return "AMX_INT8 = 1" in text
 
 
+REPACKED_WEIGHTS = (
+    rb"^blk\.\d+\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn_down)\.weight$"
+)
+"""The transformer blocks' matrices: the tensors of a Q4_0 copy that llama.cpp can repack
+(norms and the embedding are not Q4_0 matrices; the repack buffer would reject them)."""
+
+
+class _BuftOverride(ctypes.Structure):
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+def _repack_overrides(lc: Any) -> Any | None:
+    """A NULL-terminated ``llama_model_tensor_buft_override`` array putting
+    :data:`REPACKED_WEIGHTS` in the CPU backend's ``CPU_REPACK`` buffer type, or None where
+    this ggml has none. Found through ggml's backend registry (llama-cpp-python binds none
+    of it)."""
+    libdir = Path(lc.__file__).parent / "lib"
+    try:
+        base = ctypes.CDLL(str(next(libdir.glob("libggml-base.*"))))
+        ggml = ctypes.CDLL(str(next(libdir.glob("libggml.*"))))
+    except (StopIteration, OSError):
+        return None
+    ggml.ggml_backend_dev_by_type.restype = ctypes.c_void_p
+    ggml.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
+    base.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
+    base.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
+    base.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
+    base.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    base.ggml_backend_buft_name.restype = ctypes.c_char_p
+    base.ggml_backend_buft_name.argtypes = [ctypes.c_void_p]
+    dev = ggml.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
+    if not dev:
+        return None
+    reg = base.ggml_backend_dev_backend_reg(dev)
+    fn = base.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_dev_get_extra_bufts")
+    if not fn:
+        return None
+    extra = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(fn)(dev)
+    i = 0
+    while extra and extra[i]:
+        if base.ggml_backend_buft_name(extra[i]) == b"CPU_REPACK":
+            return (_BuftOverride * 2)(
+                _BuftOverride(REPACKED_WEIGHTS, extra[i]), _BuftOverride(None, None)
+            )
+        i += 1
+    return None
+
+
 @contextlib.contextmanager
 def _llama_model_params(**fields: Any) -> Iterator[None]:
     """Load the models of ``Llama(...)`` constructed inside with ``fields`` of
@@ -142,26 +198,87 @@ class _ChainSampler:
 
 
 class DecodeTimings(msgspec.Struct, kw_only=True):
-    """Where the batched decode loop spends its time (after the prefill): the model's
-    forward passes, and sampling under the grammar (argmax, the grammar's check of it, the
-    full-vocabulary mask when the argmax is refused, accepting the token). ``sample_s`` over
-    ``decode_s`` bounds the structured-output overhead from above: plain greedy decoding
-    would still pay the argmax."""
+    """Where the decode loop spends its time. ``decode_s``/``sample_s``/``tokens``: the
+    forward passes that carry only running sequences' next tokens, and sampling under the
+    grammar after them (argmax, the grammar's check of it, the full-vocabulary mask when the
+    argmax is refused, accepting the token). ``sample_s`` over ``decode_s`` bounds the
+    structured-output overhead from above: plain greedy decoding would still pay the argmax.
+    ``prefill_s``: the passes that also carry prompt tokens (admitted sequences' prefill),
+    their sampling included; ``prefill_tokens``: the prompt tokens they evaluated."""
 
     decode_s: float = 0.0
     sample_s: float = 0.0
     tokens: int = 0
+    prefill_s: float = 0.0
+    prefill_tokens: int = 0
 
     @property
     def overhead(self) -> float:
         return self.sample_s / self.decode_s if self.decode_s else 0.0
 
 
+class _Sequence:
+    """One request in a decoding slot: its tokens, its grammar sampler, what it produced."""
+
+    __slots__ = (
+        "batch_sum",
+        "count",
+        "pending",
+        "pos",
+        "row",
+        "sampler",
+        "seq",
+        "steps",
+        "tag",
+        "text",
+    )
+
+    def __init__(self, seq: int, tag: object, row: list[int], pos: int, sampler: Any) -> None:
+        self.seq, self.tag, self.row, self.pos, self.sampler = seq, tag, row, pos, sampler
+        self.pending = -1  # the sampled token the next step feeds back; -1: not prefilled
+        self.text = bytearray()
+        self.count = 0
+        self.steps = 0  # forward passes this sequence took part in
+        self.batch_sum = 0  # the sequences in those passes, summed
+
+
+class Finished(msgspec.Struct, frozen=True, kw_only=True):
+    """A sequence that left its slot: its generation and how it shared the forward passes."""
+
+    tag: Any
+    generation: Generation
+    steps: int
+    mean_batch: float
+    """Mean number of sequences in the forward passes it took part in (its prefill
+    included): the batch size it was decoded at, averaged over its life."""
+
+
 class LlamaCppEngine:
     """A GGUF model in llama.cpp; ``generate_batch`` decodes up to ``max_parallel`` together."""
 
-    def __init__(self, config: LlamaCppConfig, schema: dict[str, Any] | None = None) -> None:
-        """``schema``: the JSON schema the grammar enforces (default: the trading decision's)."""
+    def __init__(
+        self,
+        config: LlamaCppConfig,
+        schema: dict[str, Any] | None = None,
+        *,
+        mixed_prefill: bool = True,
+        n_threads_batch: int | None = None,
+        n_ubatch: int | None = None,
+        repack: bool | None = None,
+    ) -> None:
+        """``schema``: the JSON schema the grammar enforces (default: the trading decision's).
+
+        Tuning knobs the benchmark compares (the shipped defaults measured best):
+        ``mixed_prefill`` evaluates admitted prompts in the same ``llama_decode`` as the
+        running sequences' next tokens (else in a call of their own); ``n_threads_batch``
+        (default ``n_threads``) runs multi-token passes; ``n_ubatch`` (default ``n_batch``)
+        is llama.cpp's physical batch. ``repack`` (default: environment variable
+        ``SAPPHIRE_LLM_REPACK=1``, which reaches Serve replicas started from that shell) puts
+        the Q4_0 copy's matrices in llama.cpp's repacked-kernel buffer on AMX CPUs, where
+        they are otherwise kept out of it: ~10 % more throughput, but its kernels differ
+        between one and several tokens per call, and greedy decisions' confidence then
+        changed with the batch composition for 2 of 8 test prompts (RESULTS.md), so it is
+        off by default."""
         lc = _import_llama_cpp()
         self._lc = lc
         self._internals = importlib.import_module("llama_cpp._internals")
@@ -185,7 +302,17 @@ class LlamaCppEngine:
         # #26954). Same vendored code in llama-cpp-python 0.3.30..0.3.36, so no version pin
         # helps; keep the weights out of the extra (AMX/repack) buffer types there.
         self.amx_disabled = cpu_backend_uses_amx(lc)
-        model_fields = {"use_extra_bufts": False} if self.amx_disabled else {}
+        model_fields: dict[str, Any] = {"use_extra_bufts": False} if self.amx_disabled else {}
+        # That also turns off llama.cpp's repacked Q4_0 matrix kernels, which evaluate a
+        # prompt ~30 % faster here; with ``repack`` our own Q4_0 copy's matrices (all Q4_0,
+        # rows a multiple of 8) go to that buffer type by name, the AMX one stays unused.
+        if repack is None:
+            repack = os.environ.get("SAPPHIRE_LLM_REPACK", "") == "1"
+        wanted = repack and self.amx_disabled and bool(config.requantize)
+        self._overrides = _repack_overrides(lc) if wanted else None
+        self.repacked = self._overrides is not None
+        if self._overrides is not None:
+            model_fields["tensor_buft_overrides"] = ctypes.addressof(self._overrides)
         # The Llama object owns the model, tokenizer and the sequential path's context.
         with _llama_model_params(**model_fields):
             self._llm = lc.Llama(
@@ -194,7 +321,7 @@ class LlamaCppEngine:
                 n_ctx=512 if config.parallel else min(config.n_ctx, 2048),
                 n_batch=config.n_batch,
                 n_threads=config.n_threads,
-                n_threads_batch=config.n_threads,
+                n_threads_batch=n_threads_batch or config.n_threads,
                 seed=config.sampling.seed,
                 verbose=False,
             )
@@ -213,16 +340,22 @@ class LlamaCppEngine:
         self._prefix_tokens: list[int] = []
         self._prefix_seq = 0
         self._max_parallel = 1
+        self.mixed_prefill = mixed_prefill
+        self._seqs: list[_Sequence] = []  # admitted, in admission order
+        self._free: list[int] = []  # free slots (llama.cpp sequence ids)
+        self._admitted = 0
+        self._lock = threading.Lock()
         if config.parallel:
             params = lc.llama_context_default_params()
             params.n_ctx = config.n_ctx
             params.n_batch = config.n_batch
-            params.n_ubatch = config.n_batch
+            params.n_ubatch = min(n_ubatch or config.n_batch, config.n_batch)
             # One extra sequence holds the cached prompt prefix (system prompt and what
-            # follows it) that later batches copy instead of evaluating again.
+            # follows it) that admitted prompts copy instead of evaluating again.
             params.n_seq_max = min(config.max_parallel + 1, lc.llama_max_parallel_sequences())
             self._prefix_seq = params.n_seq_max - 1
             self._max_parallel = self._prefix_seq
+            self._free = list(range(self._max_parallel - 1, -1, -1))  # pop() gives 0 first
             params.kv_unified = True
             # All sequences share one KV cell range, so every token's attention spans the
             # cells of the whole batch; llama.cpp's CPU flash-attention kernel skips the
@@ -233,7 +366,7 @@ class LlamaCppEngine:
                 else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
             params.n_threads = config.n_threads
-            params.n_threads_batch = config.n_threads
+            params.n_threads_batch = n_threads_batch or config.n_threads
             params.no_perf = True
             self._ctx = self._internals.LlamaContext(model=model, params=params, verbose=False)
             self._batch = self._internals.LlamaBatch(
@@ -258,15 +391,27 @@ class LlamaCppEngine:
         return [g.text for g in self.generate_batch_detailed(prompts)]
 
     def generate_batch_detailed(self, prompts: Sequence[DecisionPrompt]) -> list[Generation]:
+        """One generation per prompt, in order: through the continuous-batching loop (a
+        prompt takes the first slot that frees), or one by one on the sequential path."""
         if not prompts:
             return []
         if self._ctx is None:
             return [self._generate_one(p) for p in prompts]
-        out: list[Generation] = []
-        step = self._max_parallel
-        for start in range(0, len(prompts), step):
-            out.extend(self._generate_parallel(prompts[start : start + step]))
-        return out
+        with self._lock:
+            if self._seqs:
+                raise EngineError("the engine is decoding for another caller")
+            out: list[Generation | None] = [None] * len(prompts)
+            queue = deque(range(len(prompts)))
+            try:
+                while queue or self._seqs:
+                    while queue and self.admit(prompts[queue[0]], queue[0]):
+                        queue.popleft()
+                    for f in self.step():
+                        out[f.tag] = f.generation
+            except BaseException:
+                self.abort()
+                raise
+        return [g for g in out if g is not None]
 
     # -- sequential reference -------------------------------------------------------------
     def _generate_one(self, prompt: DecisionPrompt) -> Generation:
@@ -286,7 +431,195 @@ class LlamaCppEngine:
             completion_tokens=int(usage.get("completion_tokens", 0)),
         )
 
+    # -- continuous batching --------------------------------------------------------------
+    @property
+    def continuous(self) -> bool:
+        """Whether :meth:`admit` / :meth:`step` are available (the parallel context)."""
+        return self._ctx is not None
+
+    @property
+    def slots(self) -> int:
+        """Sequences that can decode together (``max_parallel``, capped by llama.cpp)."""
+        return self._max_parallel
+
+    @property
+    def active(self) -> int:
+        """Sequences in a slot: admitted and not finished."""
+        return len(self._seqs)
+
+    def admit(self, prompt: DecisionPrompt, tag: object) -> bool:
+        """Put ``prompt`` in a free slot; the next :meth:`step` prefills it. False when no
+        slot or not enough KV cells are free now (the caller keeps it queued); EngineError
+        when it could never fit. Its cached prompt prefix (the system prompt and whatever
+        else it shares with the prompt admitted before it) is copied in the KV cache, not
+        evaluated again.
+
+        ``admit``, ``step`` and ``cancel`` must be called from one thread at a time."""
+        if self._ctx is None:
+            raise EngineError("continuous batching needs the parallel engine (parallel=True)")
+        if not self._free:
+            return False
+        row = self._tokenize(prompt)
+        max_new = self.sampling.max_tokens
+        # Conservative: shared prefix cells counted once per sequence, as if not shared.
+        need = len(row) + max_new
+        held = max(len(self._prefix_tokens), len(row)) + sum(
+            len(s.row) + max_new for s in self._seqs
+        )
+        if held + need > self.config.n_ctx:
+            if not self._seqs:
+                raise EngineError(
+                    f"prompt may need {held + need} KV cells, n_ctx is {self.config.n_ctx}"
+                )
+            return False
+        ctx = self._ctx
+        # Leave at least one token to prefill, so the sequence gets its own logits.
+        keep = _common_prefix_len([self._prefix_tokens, row[: len(row) - 1]])
+        if keep < len(self._prefix_tokens):
+            ctx.kv_cache_seq_rm(self._prefix_seq, keep, -1)
+            del self._prefix_tokens[keep:]
+        seq = self._free.pop()
+        if keep:
+            ctx.kv_cache_seq_cp(self._prefix_seq, seq, 0, keep)
+        self._seqs.append(_Sequence(seq, tag, row, keep, self._new_sampler(self._admitted)))
+        self._admitted += 1
+        return True
+
+    def cancel(self, tag: object) -> bool:
+        """Drop the sequence admitted with ``tag`` (its caller gave up); True if it was one."""
+        for s in self._seqs:
+            if s.tag is tag:
+                self._release(s)
+                return True
+        return False
+
+    def abort(self) -> list[object]:
+        """Drop every sequence (after a failed step); returns their tags."""
+        tags = [s.tag for s in self._seqs]
+        for s in list(self._seqs):
+            self._release(s)
+        return tags
+
+    def step(self) -> list[Finished]:
+        """One token for every running sequence and the prompt suffix of every newly
+        admitted one, in one ``llama_decode`` (more when they exceed ``n_batch``); returns
+        the sequences that finished, whose slots are free again."""
+        if not self._seqs:
+            return []
+        # (sequence, tokens, first position): running sequences feed back their last token
+        work = [(s, [s.pending], s.pos) for s in self._seqs if s.pending >= 0]
+        fresh = [(s, s.row[s.pos :], s.pos) for s in self._seqs if s.pending < 0]
+        done: list[Finished] = []
+        if self.mixed_prefill or not work:
+            self._forward(work + fresh, done)
+        else:
+            self._forward(work, done)
+            self._forward(fresh, done)
+        return done
+
     # -- batched decoding -----------------------------------------------------------------
+    def _forward(self, work: list[tuple[_Sequence, list[int], int]], done: list[Finished]) -> None:
+        """Evaluate ``work`` in ``n_batch``-token calls; after each call sample every
+        sequence whose last token it held."""
+        lc_batch = self._batch.batch
+        n_batch = self.config.n_batch
+        j = 0
+        ends: list[tuple[_Sequence, int]] = []  # (sequence, batch row of its logits)
+        members: set[int] = set()
+        prefill = 0
+        for s, tokens, pos0 in work:
+            last = len(tokens) - 1
+            for i, tok in enumerate(tokens):
+                lc_batch.token[j] = tok
+                lc_batch.pos[j] = pos0 + i
+                lc_batch.n_seq_id[j] = 1
+                lc_batch.seq_id[j][0] = s.seq
+                lc_batch.logits[j] = i == last
+                if i == last:
+                    ends.append((s, j))
+                members.add(s.seq)
+                prefill += s.pending < 0
+                j += 1
+                if j == n_batch:
+                    self._call(j, ends, members, prefill, done)
+                    j, ends, members, prefill = 0, [], set(), 0
+        if j:
+            self._call(j, ends, members, prefill, done)
+
+    def _call(
+        self,
+        n_tokens: int,
+        ends: list[tuple[_Sequence, int]],
+        members: set[int],
+        prefill: int,
+        done: list[Finished],
+    ) -> None:
+        self._batch.batch.n_tokens = n_tokens
+        t0 = time.perf_counter()
+        self._ctx.decode(self._batch)
+        t1 = time.perf_counter()
+        for s in self._seqs:
+            if s.seq in members:
+                s.steps += 1
+                s.batch_sum += len(members)
+        for s, index in ends:
+            tok = s.sampler.sample(self._ctx.ctx, index)
+            if s.pending < 0:  # its prefill ended here: the prefix cache may follow it
+                s.pos = len(s.row)
+                self._extend_prefix(s)
+            else:
+                s.pos += 1
+            if self._accept(s, tok):
+                self._release(s)
+                done.append(
+                    Finished(
+                        tag=s.tag,
+                        generation=Generation(
+                            text=s.text.decode("utf-8", errors="replace"),
+                            prompt_tokens=len(s.row),
+                            completion_tokens=s.count,
+                        ),
+                        steps=s.steps,
+                        mean_batch=s.batch_sum / max(1, s.steps),
+                    )
+                )
+        timings = self.timings
+        if prefill:
+            timings.prefill_s += time.perf_counter() - t0
+            timings.prefill_tokens += prefill
+        else:
+            timings.decode_s += t1 - t0
+            timings.sample_s += time.perf_counter() - t1
+            timings.tokens += len(ends)
+
+    def _accept(self, s: _Sequence, tok: int) -> bool:
+        """Record the sampled ``tok``; True when the sequence is finished."""
+        if self._lc.llama_vocab_is_eog(self._vocab, tok):
+            return True
+        s.count += 1
+        s.text += self._llm.detokenize([tok])
+        # A complete JSON value ends the answer; whitespace after it is only padding.
+        if s.count >= self.sampling.max_tokens or (b"}" in s.text and _json_complete(s.text)):
+            return True
+        s.pending = tok
+        return False
+
+    def _extend_prefix(self, s: _Sequence) -> None:
+        """Make the cached prefix the newest prompt (less its last token) when it still is a
+        prefix of it: the copy only tags KV cells, nothing is evaluated. The next prompt
+        keeps what it shares with this one (the system prompt at least; with the slow-moving
+        features first, often most of the user message)."""
+        n, have = len(s.row) - 1, len(self._prefix_tokens)
+        if have < n and s.row[:have] == self._prefix_tokens:
+            self._ctx.kv_cache_seq_cp(s.seq, self._prefix_seq, have, n)
+            self._prefix_tokens = s.row[:n]
+
+    def _release(self, s: _Sequence) -> None:
+        self._ctx.kv_cache_seq_rm(s.seq, -1, -1)
+        s.sampler.close()
+        self._seqs.remove(s)
+        self._free.append(s.seq)
+
     def _tokenize(self, prompt: DecisionPrompt) -> list[int]:
         text = self._formatter(messages=prompt.messages()).prompt
         tokens: list[int] = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
@@ -304,140 +637,3 @@ class LlamaCppEngine:
         sampler.add_temp(s.temperature)
         sampler.add_dist(s.seed + index)
         return _ChainSampler(self._lc, sampler)
-
-    def _decode_tokens(self, tokens: Sequence[int], seq_id: int, pos0: int) -> None:
-        """Prefill ``tokens`` of one sequence in chunks of ``n_batch``; logits on the last."""
-        lc_batch = self._batch.batch
-        n_batch = self.config.n_batch
-        for start in range(0, len(tokens), n_batch):
-            chunk = tokens[start : start + n_batch]
-            lc_batch.n_tokens = len(chunk)
-            for i, tok in enumerate(chunk):
-                lc_batch.token[i] = tok
-                lc_batch.pos[i] = pos0 + start + i
-                lc_batch.n_seq_id[i] = 1
-                lc_batch.seq_id[i][0] = seq_id
-                lc_batch.logits[i] = False
-            lc_batch.logits[len(chunk) - 1] = True
-            self._ctx.decode(self._batch)
-
-    def _prefill_suffixes(
-        self, rows: Sequence[Sequence[int]], prefix: int, samplers: Sequence[Any]
-    ) -> list[int]:
-        """Evaluate every row's suffix, packing rows into shared ``llama_decode`` calls, and
-        sample each row's first token right after the call that produced its logits."""
-        first = [0] * len(rows)
-        lc_batch = self._batch.batch
-        n_batch = self.config.n_batch
-        packed: list[int] = []
-        used = 0
-
-        def flush() -> None:
-            if not packed:
-                return
-            self._ctx.decode(self._batch)
-            for seq, index in zip(packed, last_index, strict=True):
-                first[seq] = samplers[seq].sample(self._ctx.ctx, index)
-
-        last_index: list[int] = []
-        for seq, row in enumerate(rows):
-            suffix = row[prefix:]
-            if len(suffix) > n_batch:  # too long to pack: its own chunked prefill
-                self._decode_tokens(suffix, seq, prefix)
-                first[seq] = samplers[seq].sample(self._ctx.ctx, -1)
-                continue
-            if used + len(suffix) > n_batch:
-                lc_batch.n_tokens = used
-                flush()
-                packed, last_index, used = [], [], 0
-            for i, tok in enumerate(suffix):
-                j = used + i
-                lc_batch.token[j] = tok
-                lc_batch.pos[j] = prefix + i
-                lc_batch.n_seq_id[j] = 1
-                lc_batch.seq_id[j][0] = seq
-                lc_batch.logits[j] = i == len(suffix) - 1
-            used += len(suffix)
-            packed.append(seq)
-            last_index.append(used - 1)
-        lc_batch.n_tokens = used
-        flush()
-        return first
-
-    def _reuse_prefix(self, rows: Sequence[Sequence[int]]) -> int:
-        """Bring the cached prefix sequence to the rows' common prefix; return its length."""
-        # Leave at least one token per row to prefill alone, so each row has its own logits.
-        common = min(_common_prefix_len(rows), min(len(r) for r in rows) - 1)
-        target = list(rows[0][:common])
-        keep = _common_prefix_len([self._prefix_tokens, target]) if self._prefix_tokens else 0
-        if keep < len(self._prefix_tokens):
-            self._ctx.kv_cache_seq_rm(self._prefix_seq, keep, -1)
-        if common > keep:
-            self._decode_tokens(target[keep:], self._prefix_seq, keep)
-        self._prefix_tokens = target
-        return common
-
-    def _generate_parallel(self, prompts: Sequence[DecisionPrompt]) -> list[Generation]:
-        n = len(prompts)
-        rows = [self._tokenize(p) for p in prompts]
-        max_new = self.sampling.max_tokens
-        needed = max(len(r) for r in rows) + sum(len(r) + max_new for r in rows)
-        if needed > self.config.n_ctx:
-            raise EngineError(f"batch may need {needed} KV cells, n_ctx is {self.config.n_ctx}")
-        ctx = self._ctx
-        for seq in range(self._max_parallel):
-            ctx.kv_cache_seq_rm(seq, -1, -1)
-        prefix = self._reuse_prefix(rows)
-        for seq in range(n):
-            ctx.kv_cache_seq_cp(self._prefix_seq, seq, 0, prefix)
-        samplers = [self._new_sampler(i) for i in range(n)]
-        pending = self._prefill_suffixes(rows, prefix, samplers)
-        positions = [len(r) for r in rows]
-        texts = [bytearray() for _ in range(n)]
-        counts = [0] * n
-        active = list(range(n))
-        lc = self._lc
-        lc_batch = self._batch.batch
-        while active:
-            still: list[int] = []
-            for seq in active:
-                tok = pending[seq]
-                if lc.llama_vocab_is_eog(self._vocab, tok):
-                    continue
-                counts[seq] += 1
-                texts[seq] += self._llm.detokenize([tok])
-                # A complete JSON value ends the answer; whitespace after it is only padding.
-                if counts[seq] < max_new and not (
-                    b"}" in texts[seq] and _json_complete(texts[seq])
-                ):
-                    still.append(seq)
-            active = still
-            if not active:
-                break
-            lc_batch.n_tokens = len(active)
-            for i, seq in enumerate(active):
-                lc_batch.token[i] = pending[seq]
-                lc_batch.pos[i] = positions[seq]
-                lc_batch.n_seq_id[i] = 1
-                lc_batch.seq_id[i][0] = seq
-                lc_batch.logits[i] = True
-                positions[seq] += 1
-            t0 = time.perf_counter()
-            ctx.decode(self._batch)
-            t1 = time.perf_counter()
-            for i, seq in enumerate(active):
-                pending[seq] = samplers[seq].sample(ctx.ctx, i)
-            timings = self.timings
-            timings.decode_s += t1 - t0
-            timings.sample_s += time.perf_counter() - t1
-            timings.tokens += len(active)
-        for sampler in samplers:
-            sampler.close()
-        return [
-            Generation(
-                text=texts[i].decode("utf-8", errors="replace"),
-                prompt_tokens=len(rows[i]),
-                completion_tokens=counts[i],
-            )
-            for i in range(n)
-        ]
