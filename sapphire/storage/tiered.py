@@ -17,10 +17,11 @@ with L1 + L3. This module does not import the adapter (the pure core never does)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol, cast
 
 import msgspec
@@ -160,16 +161,22 @@ class TieredCache:
         value = self._from_l2(key)
         if value is not MISS:
             return value
+        with self._counted_load():
+            value = loader(key)
+        self._store(key, value)
+        return value
+
+    @contextlib.contextmanager
+    def _counted_load(self) -> Iterator[None]:
+        """One L3 load around the caller's loader call: counted, timed, failures counted."""
         t0 = self._timer()
         self.loads += 1
         try:
-            value = loader(key)
+            yield
         except BaseException:
             self.stats["l3"].errors += 1
             raise
         self.stats["l3"].record(True, self._timer() - t0)
-        self._store(key, value)
-        return value
 
     # ------------------------------------------------------------------ public
     def get(self, key: str, loader: Callable[[str], Any]) -> Any:
@@ -224,14 +231,8 @@ class TieredCache:
             del self._aflights[fkey]
 
     async def _aload(self, key: str, loader: Callable[[str], Awaitable[Any]]) -> Any:
-        t0 = self._timer()
-        self.loads += 1
-        try:
+        with self._counted_load():
             value = await loader(key)
-        except BaseException:
-            self.stats["l3"].errors += 1
-            raise
-        self.stats["l3"].record(True, self._timer() - t0)
         self._store(key, value)
         return value
 

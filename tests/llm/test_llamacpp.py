@@ -6,29 +6,11 @@ import pytest
 
 from sapphire.llm.decision import parse_decision
 from sapphire.llm.engines import LlamaCppConfig
-from sapphire.llm.prompt import MarketFeatures, SamplingConfig, build_prompt
+from sapphire.llm.prompt import SamplingConfig
+from tests.llm.prompts import sample_prompts
 
 pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.slow
-
-
-def _prompts(n: int) -> list:  # type: ignore[type-arg]
-    return [
-        build_prompt(
-            MarketFeatures(
-                symbol="BTCUSDT",
-                ts_event_ns=i,
-                mid=61600.0 + 3.5 * i,
-                spread_bps=0.2 + 0.1 * i,
-                returns_bps=((10, 2.0 * i - 5.0), (60, 4.0 - i)),
-                volatility_bps=1.5,
-                imbalance=(i - 2) / 4,
-                position_lots=i - 1,
-                max_position_lots=5,
-            )
-        )
-        for i in range(n)
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +24,7 @@ def engine():  # type: ignore[no-untyped-def]
 
 def test_batched_generation_gives_schema_valid_json(engine) -> None:  # type: ignore[no-untyped-def]
     before = engine.timings.tokens
-    gens = engine.generate_batch_detailed(_prompts(4))
+    gens = engine.generate_batch_detailed(sample_prompts(4))
     assert len(gens) == 4
     # the decode loop accounts for every token after each row's first (sampled at prefill)
     decoded = sum(g.completion_tokens for g in gens) - len(gens)
@@ -101,7 +83,7 @@ def test_continuous_batching_decides_as_batch_at_once_and_one_at_a_time(q4_0_eng
     every comparison measured (16 real prompts, 8 here), and are what this test requires;
     the texts are compared for information only."""
     engine = q4_0_engine
-    prompts = _prompts(8)
+    prompts = sample_prompts(8)
     together = engine.generate_batch(prompts)  # 4 slots: the last 4 take slots as they free
     alone = [engine.generate_batch([p])[0] for p in prompts]
     staggered = _staggered(engine, prompts, every=3)
@@ -119,7 +101,7 @@ def test_continuous_batching_decides_as_batch_at_once_and_one_at_a_time(q4_0_eng
 
 def test_a_cancelled_sequence_frees_its_slot_and_kv_cells(q4_0_engine) -> None:  # type: ignore[no-untyped-def]
     engine = q4_0_engine
-    prompts = _prompts(3)
+    prompts = sample_prompts(3)
     expected = engine.generate_batch([prompts[1]])[0]
     tag0, tag1 = object(), object()
     assert engine.admit(prompts[0], tag0) and engine.admit(prompts[1], tag1)
@@ -144,14 +126,14 @@ def test_a_cancelled_sequence_frees_its_slot_and_kv_cells(q4_0_engine) -> None: 
 
 
 def test_greedy_generation_is_repeatable_across_prefix_cache_reuse(engine) -> None:  # type: ignore[no-untyped-def]
-    prompts = _prompts(3)
+    prompts = sample_prompts(3)
     first = engine.generate_batch([prompts[2]])
     engine.generate_batch(prompts[:2])  # moves the cached prefix elsewhere
     assert engine.generate_batch([prompts[2]]) == first
 
 
 def test_more_prompts_than_max_parallel_are_split(engine) -> None:  # type: ignore[no-untyped-def]
-    texts = engine.generate_batch(_prompts(5))
+    texts = engine.generate_batch(sample_prompts(5))
     assert len(texts) == 5 and all(texts)
 
 
@@ -162,7 +144,7 @@ def test_engine_decision_client_returns_a_validated_decision(engine) -> None:  #
 
     client = EngineDecisionClient(engine)
     assert isinstance(client, DecisionClient)
-    decision = asyncio.run(client.decide(_prompts(1)[0]))
+    decision = asyncio.run(client.decide(sample_prompts(1)[0]))
     assert decision.action in ("buy", "sell", "hold")
     assert client.stats.ok + client.stats.malformed_json + client.stats.schema_violation == 1
 
@@ -184,7 +166,7 @@ def test_requantized_q4_0_copy_is_made_once_and_answers(tmp_path) -> None:  # ty
     assert first.model_id.endswith("+q4_0")
     assert not first.repacked  # opt-in: see LlamaCppEngine's repack
     assert first.weights_bytes < first.n_params * 2 / 2.5  # 4-bit, not 16-bit
-    texts = first.generate_batch(_prompts(2))
+    texts = first.generate_batch(sample_prompts(2))
     assert sum(parse_decision(t).ok for t in texts) >= 1
     LlamaCppEngine(cfg)
     assert made.stat().st_mtime_ns == stamp  # reused, not rewritten
@@ -204,7 +186,7 @@ def test_repack_opt_in_puts_the_q4_0_matrices_in_the_repack_buffer(tmp_path) -> 
     eng = LlamaCppEngine(cfg, repack=True)
     # on AMX CPUs through the named overrides; elsewhere llama.cpp repacks by itself
     assert eng.repacked is eng.amx_disabled
-    texts = eng.generate_batch(_prompts(2))
+    texts = eng.generate_batch(sample_prompts(2))
     assert all(parse_decision(t).ok for t in texts), texts
 
 
@@ -220,7 +202,7 @@ def test_model_params_override_applies_inside_and_is_restored() -> None:
     assert llama_cpp.llama_cpp.llama_model_default_params is original
 
 
-def test_sequential_reference_path_prefills_multi_token_prompts() -> None:
+def test_sequential_reference_path_prefills_multi_tokensample_prompts() -> None:
     # Prompt prefill is a multi-token llama_decode: on AMX-INT8 CPUs this crashed (SIGSEGV in
     # ggml's AMX matmul) unless the weights stay out of the AMX buffer type.
     from sapphire.llm.llamacpp import LlamaCppEngine, cpu_backend_uses_amx
@@ -229,7 +211,7 @@ def test_sequential_reference_path_prefills_multi_token_prompts() -> None:
         LlamaCppConfig(n_threads=1, parallel=False, sampling=SamplingConfig(max_tokens=48))
     )
     assert eng.amx_disabled is cpu_backend_uses_amx(eng._lc)
-    (gen,) = eng.generate_batch_detailed(_prompts(1))
+    (gen,) = eng.generate_batch_detailed(sample_prompts(1))
     assert gen.prompt_tokens > 50 and gen.completion_tokens > 0
     assert parse_decision(gen.text).ok, gen.text
 
@@ -237,7 +219,7 @@ def test_sequential_reference_path_prefills_multi_token_prompts() -> None:
 def test_top_candidates_pick_what_the_full_grammar_mask_picks(engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from sapphire.llm import grammar_sampler
 
-    prompts = _prompts(4)
+    prompts = sample_prompts(4)
     engine.generate_batch(prompts)  # the same cached prefix before each of the two runs
     checks = []
     real = grammar_sampler.GreedyGrammarSampler._best_of_top
