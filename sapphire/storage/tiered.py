@@ -139,14 +139,7 @@ class TieredCache:
         if self.l2 is None:
             return MISS
         t0 = self._timer()
-        raw = self.l2.get(key)
-        value: Any = MISS
-        if raw is not None:
-            try:
-                value = self._decode(raw)
-            except (msgspec.DecodeError, ValueError, TypeError) as exc:
-                self.stats["l2"].errors += 1
-                log.warning("cache: undecodable L2 value for %r dropped: %s", key, exc)
+        value = self._read_l2(key)
         self.stats["l2"].record(value is not MISS, self._timer() - t0)
         if value is not MISS:
             self.l1.set(key, value)
@@ -261,7 +254,7 @@ class TieredCache:
                 # the lease before the value: a holder stores, then releases, so a lease found
                 # gone means its value (if it stored one) is already there to read
                 held = leases.claimed(key)
-                value = self._peek_l2(key)
+                value = self._read_l2(key)
                 if value is not MISS:
                     # the lookup's L2 miss became a hit: another process loaded it for us
                     level = self.stats["l2"]
@@ -276,15 +269,18 @@ class TieredCache:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, _POLL_MAX_S)
 
-    def _peek_l2(self, key: str) -> Any:
-        """L2's value of ``key`` without counting a lookup (a waiter's polls)."""
+    def _read_l2(self, key: str) -> Any:
+        """L2's value of ``key``, decoded; MISS when absent or undecodable (counted as an L2
+        error and dropped). Counts no lookup: a lookup's caller does, a waiter's polls not."""
         assert self.l2 is not None
         raw = self.l2.get(key)
         if raw is None:
             return MISS
         try:
             return self._decode(raw)
-        except (msgspec.DecodeError, ValueError, TypeError):
+        except (msgspec.DecodeError, ValueError, TypeError) as exc:
+            self.stats["l2"].errors += 1
+            log.warning("cache: undecodable L2 value for %r dropped: %s", key, exc)
             return MISS
 
     def set(self, key: str, value: Any) -> None:
