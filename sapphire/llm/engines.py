@@ -40,13 +40,16 @@ class EngineError(RuntimeError):
     """An engine that cannot be built (missing backend, missing model file)."""
 
 
-def import_gpu_module(name: str) -> Any:
-    """Import an optional GPU dependency, or say which extra installs it."""
+def import_gpu_module(name: str, purpose: str = "") -> Any:
+    """Import an optional dependency of the GPU engines and the Hugging Face route (vLLM,
+    torch, transformers, ...), or say which extra installs it (``purpose``: what needs it)."""
     try:
         return importlib.import_module(name)
     except ImportError as exc:
+        why = f" ({purpose})" if purpose else ""
         raise EngineError(
-            f"{name} is not installed: pip install 'sapphire-trading[llm-gpu]'"
+            f"{name} is not installed{why}: pip install 'sapphire-trading[llm-gpu]' "
+            "(on CPU: 'sapphire-trading[llm-hf]')"
         ) from exc
 
 

@@ -62,22 +62,15 @@ class SchemaLogitsProcessor:
         return scores
 
 
-def _import(name: str) -> Any:
-    try:
-        return import_gpu_module(name)
-    except EngineError as exc:
-        raise EngineError(f"{exc} (on CPU: pip install 'sapphire-trading[llm-hf]')") from None
-
-
 class TransformersEngine:
     def __init__(self, config: TransformersConfig) -> None:
         if packaged_name(config.model) is not None:
             hub_offline()  # before transformers and bitsandbytes are imported
-        torch = _import("torch")
-        transformers = _import("transformers")
+        torch = import_gpu_module("torch")
+        transformers = import_gpu_module("transformers")
         if config.load_in_4bit:
-            _import("bitsandbytes")
-        llg = _import("llguidance") if config.structured else None
+            import_gpu_module("bitsandbytes")
+        llg = import_gpu_module("llguidance") if config.structured else None
         self.config = config
         self.sampling: SamplingConfig = config.sampling
         self._torch = torch
@@ -111,8 +104,8 @@ class TransformersEngine:
         self._grammar = ""
         self._llg: tuple[Any, Any, Any] | None = None
         if llg is not None:
-            llg_hf = _import("llguidance.hf")
-            llg_torch = _import("llguidance.torch")
+            llg_hf = import_gpu_module("llguidance.hf")
+            llg_torch = import_gpu_module("llguidance.torch")
             # JSON slices: the token-mask precomputation suited to JSON-schema grammars (newer
             # llguidance; vLLM may pin an older one).
             json_slices = getattr(llg.LLTokenizer, "json_slices", None)

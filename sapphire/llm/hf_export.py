@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
 import json
 import os
 import shutil
@@ -26,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sapphire.llm.engines import SMOLLM2_CUTOFF, EngineError
+from sapphire.llm.engines import SMOLLM2_CUTOFF, EngineError, import_gpu_module
 from sapphire.llm.llamacpp import SMOLLM2_FILE, default_gguf_path
 
 PACKAGED_PREFIX = "packaged:"
@@ -113,14 +112,7 @@ def _is_export_of(directory: Path, want: dict[str, Any]) -> bool:
     return isinstance(have, dict) and all(have.get(k) == v for k, v in want.items())
 
 
-def _import(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise EngineError(
-            f"{name} is not installed: exporting the packaged model needs torch, transformers "
-            "and gguf: pip install 'sapphire-trading[llm-hf]' (CPU) or '[llm-gpu]'"
-        ) from exc
+_EXPORT = "exporting the packaged model needs torch, transformers and gguf"
 
 
 def _write_compatible_config(directory: Path, dtype: str) -> None:
@@ -169,9 +161,9 @@ def export_gguf(gguf: Path, cache_dir: str | Path | None = None, dtype: str = "b
     if _is_export_of(target, want):
         return target
     hub_offline()
-    torch = _import("torch")
-    transformers = _import("transformers")
-    _import("gguf")  # transformers' GGUF reader; a clear error beats its own
+    torch = import_gpu_module("torch", _EXPORT)
+    transformers = import_gpu_module("transformers", _EXPORT)
+    import_gpu_module("gguf", _EXPORT)  # transformers' GGUF reader; a clear error beats its own
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{target.name}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -322,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(path, flush=True)
     if args.check > 0:
         if args.threads > 0:
-            _import("torch").set_num_threads(args.threads)
+            import_gpu_module("torch", _EXPORT).set_num_threads(args.threads)
         check(args.model, args.cache_dir, args.check, args.batch, args.device, args.four_bit)
     return 0
 
