@@ -149,17 +149,22 @@ def test_engine_decision_client_returns_a_validated_decision(engine) -> None:  #
     assert client.stats.ok + client.stats.malformed_json + client.stats.schema_violation == 1
 
 
-def test_requantized_q4_0_copy_is_made_once_and_answers(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from sapphire.llm.llamacpp import LlamaCppEngine
-
-    cfg = LlamaCppConfig(
+def _q4_0_config(tmp_path, max_tokens: int) -> LlamaCppConfig:  # type: ignore[no-untyped-def]
+    """Two slots over a Q4_0 copy made in ``tmp_path``, flash attention on."""
+    return LlamaCppConfig(
         n_threads=1,
         max_parallel=2,
         requantize="q4_0",
         flash_attn=True,
         cache_dir=str(tmp_path),
-        sampling=SamplingConfig(max_tokens=48),
+        sampling=SamplingConfig(max_tokens=max_tokens),
     )
+
+
+def test_requantized_q4_0_copy_is_made_once_and_answers(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sapphire.llm.llamacpp import LlamaCppEngine
+
+    cfg = _q4_0_config(tmp_path, max_tokens=48)
     first = LlamaCppEngine(cfg)
     (made,) = tmp_path.glob("*.q4_0.gguf")
     stamp = made.stat().st_mtime_ns
@@ -175,15 +180,7 @@ def test_requantized_q4_0_copy_is_made_once_and_answers(tmp_path) -> None:  # ty
 def test_repack_opt_in_puts_the_q4_0_matrices_in_the_repack_buffer(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from sapphire.llm.llamacpp import LlamaCppEngine
 
-    cfg = LlamaCppConfig(
-        n_threads=1,
-        max_parallel=2,
-        requantize="q4_0",
-        flash_attn=True,
-        cache_dir=str(tmp_path),
-        sampling=SamplingConfig(max_tokens=96),
-    )
-    eng = LlamaCppEngine(cfg, repack=True)
+    eng = LlamaCppEngine(_q4_0_config(tmp_path, max_tokens=96), repack=True)
     # on AMX CPUs through the named overrides; elsewhere llama.cpp repacks by itself
     assert eng.repacked is eng.amx_disabled
     texts = eng.generate_batch(sample_prompts(2))
