@@ -30,6 +30,7 @@ from sapphire.llm.engines import (
     EngineConfig,
     LlamaCppConfig,
     TransformersConfig,
+    VllmConfig,
     engine_config_from_dict,
 )
 from sapphire.llm.pit import PointInTimeMode
@@ -219,10 +220,11 @@ def openai_llm_config(args: dict[str, Any]) -> Any:
     engine_kwargs: dict[str, Any] = {"gpu_memory_utilization": 0.7, "max_model_len": 2048}
     source = args.get("model_source")
     if source is None:
-        from sapphire.llm.hf_export import export_packaged_gguf
+        from sapphire.llm.hf_export import resolve_model
 
-        source = str(export_packaged_gguf())
-        engine_kwargs["quantization"] = "bitsandbytes"
+        # the engine configs' default model, resolved as VllmEngine does (offline export)
+        source, _ = resolve_model(VllmConfig().model, "")
+        engine_kwargs["quantization"] = "bitsandbytes"  # the export holds no quantised weights
     engine_kwargs.update(args.get("engine_kwargs") or {})
     return llm.LLMConfig(
         model_loading_config={
