@@ -193,18 +193,16 @@ def llm(base: SystemConfig, root: str, prefix: str, max_events: int, kill_step: 
         configured(base, root, prefix, max_events=max_events), agents=agents
     )
     victim_id = LLM_AGENTS[-1]
-    killed: dict[str, Any] = {}
+    cold_id = f"llm-cold-{os.getpid()}"
+    killed: list[int] = []  # the step the victim was killed after
 
     def on_step(progress: Any) -> None:
         if progress.step != kill_step or killed:
             return
-        victim: Any = ray.get_actor(
-            f"{killed.setdefault('run', cold_id)}:agent-{victim_id}",
-            namespace=config.ray.namespace,
-        )
+        victim: Any = ray.get_actor(f"{cold_id}:agent-{victim_id}", namespace=config.ray.namespace)
         ray.kill(victim, no_restart=False)
+        killed.append(progress.step)
 
-    cold_id = f"llm-cold-{os.getpid()}"
     cold = run(config, cold_id, on_step)
     show(f"{len(agents)} LLM agents, {victim_id} killed after step {kill_step}, cold", cold)
     print(f"  LLM decisions: {_llm_counts(cold)}")
