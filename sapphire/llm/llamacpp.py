@@ -83,13 +83,6 @@ def requantized_path(source: Path, kind: str, cache_dir: str, lc: Any) -> Path:
     return target
 
 
-def cpu_backend_uses_amx(lc: Any) -> bool:
-    """Whether llama.cpp's CPU backend was built with, and runs on, AMX-INT8 (Xeon 4th gen+)."""
-    info = lc.llama_print_system_info()
-    text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
-    return "AMX_INT8 = 1" in text
-
-
 REPACKED_WEIGHTS = (
     rb"^blk\.\d+\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn_down)\.weight$"
 )
@@ -274,10 +267,11 @@ class LlamaCppEngine:
         (default ``n_threads``) runs multi-token passes; ``n_ubatch`` (default ``n_batch``)
         is llama.cpp's physical batch. ``repack`` (default: environment variable
         ``SAPPHIRE_LLM_REPACK=1``, which reaches Serve replicas started from that shell) puts
-        the Q4_0 copy's matrices in llama.cpp's repacked-kernel buffer on AMX CPUs, where
-        they are otherwise kept out of it: ~10 % more throughput, but its kernels differ
-        between one and several tokens per call, and greedy decisions' confidence then
-        changed with the batch composition for 2 of 8 test prompts (RESULTS.md), so it is
+        the Q4_0 copy's matrices in llama.cpp's repacked-kernel buffer, where they are
+        otherwise kept out of it on every CPU: ~10 % more throughput on one host, but its
+        kernels differ between one and several tokens per call, and greedy decisions'
+        confidence then changed with the batch composition for 2 of 8 test prompts (on an
+        AMX Xeon and on an AVX-512 EPYC alike, RESULTS.md), so it is
         off by default."""
         lc = _import_llama_cpp()
         self._lc = lc
@@ -295,20 +289,24 @@ class LlamaCppEngine:
         self.schema = schema or decision_json_schema(config.rationale_max_chars)
         self._grammar = importlib.import_module("llama_cpp.llama_grammar").LlamaGrammar
         self._gbnf = self._grammar.from_json_schema(json.dumps(self.schema), verbose=False)
-        # On AMX-INT8 CPUs ggml puts Q4_0/Q4_1/Q8_0 weights in its AMX buffer type, and its
-        # AMX matmul (any llama_decode of more than one token) dies with SIGSEGV in
-        # ``ldtilecfg``: the tile config it builds on the stack is dropped by the compiler
-        # (GCC), so an invalid config is loaded (ggml-org/llama.cpp#20824, fix pending in
-        # #26954). Same vendored code in llama-cpp-python 0.3.30..0.3.36, so no version pin
-        # helps; keep the weights out of the extra (AMX/repack) buffer types there.
-        self.amx_disabled = cpu_backend_uses_amx(lc)
-        model_fields: dict[str, Any] = {"use_extra_bufts": False} if self.amx_disabled else {}
-        # That also turns off llama.cpp's repacked Q4_0 matrix kernels, which evaluate a
-        # prompt ~30 % faster here; with ``repack`` our own Q4_0 copy's matrices (all Q4_0,
-        # rows a multiple of 8) go to that buffer type by name, the AMX one stays unused.
+        # llama.cpp's default puts Q4_0/Q4_1/Q8_0 weights in an "extra" buffer type the CPU
+        # offers: AMX tiles on Xeons, repacked (interleaved) blocks elsewhere. Both are kept
+        # off on every CPU, for two reasons:
+        # - its kernels differ between one token per call and several, so a greedy
+        #   decision's confidence changed with who shared the decode step (2 of 8 test
+        #   prompts on an AVX-512 EPYC; the default there until this was found);
+        # - the AMX matmul (any llama_decode of more than one token) dies with SIGSEGV in
+        #   ``ldtilecfg``: the tile config it builds on the stack is dropped by GCC
+        #   (ggml-org/llama.cpp#20824, fix pending in #26954; llama-cpp-python 0.3.30..0.3.36
+        #   vendor it, so no version pin helps).
+        # So every host runs the same plain kernels, and a decision does not depend on the
+        # batch it was decoded in (tests/llm/test_llamacpp.py).
+        model_fields: dict[str, Any] = {"use_extra_bufts": False}
+        # ``repack`` puts our own Q4_0 copy's matrices (all Q4_0, rows a multiple of 8) in
+        # the repack buffer type by name; the AMX one stays unused.
         if repack is None:
             repack = os.environ.get("SAPPHIRE_LLM_REPACK", "") == "1"
-        wanted = repack and self.amx_disabled and bool(config.requantize)
+        wanted = repack and bool(config.requantize)
         self._overrides = _repack_overrides(lc) if wanted else None
         self.repacked = self._overrides is not None
         if self._overrides is not None:
