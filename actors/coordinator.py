@@ -563,18 +563,35 @@ class CoordinatorActor:
         return {k: s["incarnation"] for k, s in zip(handles, stats, strict=True)}
 
     async def _quarantine_unfinished(self, step: int, agent_ids: list[str]) -> None:
-        for agent_id in agent_ids:
-            try:
-                stats = await asyncio.wait_for(_await(self.agents[agent_id].stats.remote()), 5.0)
-                # a restarted agent is not hung: the calls rewind it, as after any restart
-                finished = stats["last_step"] >= step or (
-                    stats["incarnation"] != self._incarnations.get(f"agent {agent_id}")
-                )
-            except (TimeoutError, ray.exceptions.RayError):
-                finished = False
-            if not finished and agent_id not in self.quarantined:
+        """Quarantine the agents that do not finish ``step`` after the graph's round timed
+        out. The round has one deadline for every leaf, counted from its start; on a busy
+        machine a healthy leaf may have had the CPU for only part of it (a CI run at load 8
+        quarantined all three agents of a round where one hung). So each unfinished agent
+        gets ``agent_timeout_s`` more of its own to finish before it counts as hung."""
+        loop = asyncio.get_running_loop()
+        grace_end = loop.time() + self.config.ray.agent_timeout_s
+        unfinished = list(agent_ids)
+        while True:
+            unfinished = [a for a in unfinished if not await self._finished(a, step)]
+            if not unfinished or loop.time() >= grace_end:
+                break
+            await asyncio.sleep(0.1)
+        for agent_id in unfinished:
+            if agent_id not in self.quarantined:
                 self._quarantine(agent_id, f"timed out at step {step}")
                 log.error("agent %s quarantined: no answer in the compiled round", agent_id)
+
+    async def _finished(self, agent_id: str, step: int) -> bool:
+        """Whether the agent is done with ``step``, or was restarted (then not hung: the
+        calls rewind it, as after any restart); no answer in 5 s counts as not done."""
+        try:
+            stats = await asyncio.wait_for(_await(self.agents[agent_id].stats.remote()), 5.0)
+        except (TimeoutError, ray.exceptions.RayError):
+            return False
+        return bool(
+            stats["last_step"] >= step
+            or stats["incarnation"] != self._incarnations.get(f"agent {agent_id}")
+        )
 
     async def _drop_graph(self) -> None:
         graph, self._graph = self._graph, None
