@@ -1,6 +1,7 @@
-"""AgentActor: the kernel's agent stage for one agent, stepped window by window; errors are
-contained and counted by the stage. Its instrument spec (and an LLM agent's decisions) come
-through the cache hierarchy of ``actors.cache``."""
+"""AgentActor: the kernel's agent stage for the agents it hosts (one, or those sharing an
+``AgentSpec.host``), stepped window by window; errors are contained and counted per agent by
+the stage. Instrument specs (and an LLM agent's decisions) come through the cache hierarchy
+of ``actors.cache``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import logging
 import pickle
 import time
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import ray
 
@@ -27,40 +29,60 @@ from sapphire.kernel.timing import Timing, Window
 log = logging.getLogger(__name__)
 
 
+class HostedAgent(NamedTuple):
+    """One agent of an agent actor: its id, its builder (an ``AgentBuilder``, or any
+    zero-argument builder in tests and ad hoc drivers) and, for an LLM agent, the Serve app
+    it asks (an LLM agent has an actor of its own)."""
+
+    agent_id: str
+    build: Any
+    llm_app: str = ""
+
+
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class AgentActor:
     def __init__(
         self,
-        agent_id: str,
-        build: Any,
+        agents: Sequence[HostedAgent],
         timing: Timing,
         checkpoint_location: str,
-        llm_app: str = "",
         redis: RedisConfig | None = None,
         symbols: tuple[str, ...] = (),
+        key: str = "",
     ) -> None:
         bytes_only_channels()  # a leaf of the coordinator's compiled graph
-        self.agent_id = agent_id
+        if not agents:
+            raise ValueError("an agent actor hosts at least one agent")
+        self.agent_ids = [a.agent_id for a in agents]
+        self.agent_id = self.agent_ids[0]
+        self.key = key or f"agent-{self.agent_id}"
         self.caches = AgentCaches()
-        if isinstance(build, AgentBuilder):
-            # a restart is a new process: L1 is empty and the spec comes from Redis
-            specs = InstrumentCache(redis)
-            self.caches.track("instruments", specs.tiers, specs.l2)
-            self.agent: Agent = build(specs.get(build.instrument))
-        else:  # any other zero-argument builder (tests, ad hoc drivers)
-            self.agent = build()
-        self.stage = AgentStage([self.agent], timing, symbols)
-        # agents that ask an LLM (``drain_requests``/``on_decision``) get a Serve bridge
+        specs = InstrumentCache(redis)
+        built: list[Agent] = []
+        for hosted in agents:
+            if isinstance(hosted.build, AgentBuilder):
+                # a restart is a new process: L1 is empty and the spec comes from Redis
+                if not self.caches.tracks("instruments"):
+                    self.caches.track("instruments", specs.tiers, specs.l2)
+                built.append(hosted.build(specs.get(hosted.build.instrument)))
+            else:
+                built.append(hosted.build())
+        self.agents: dict[str, Agent] = dict(zip(self.agent_ids, built, strict=True))
+        self.agent: Agent = built[0]
+        self.stage = AgentStage(built, timing, symbols)
+        # an LLM agent (``drain_requests``/``on_decision``) gets a Serve bridge; it is the
+        # only agent of its actor (the bridge's inbox is one agent's)
+        llm_app = agents[0].llm_app
         self._llm = (
             LlmBridge(llm_app, timeout_s=10.0, redis=redis)
-            if llm_app and hasattr(self.agent, "drain_requests")
+            if len(agents) == 1 and llm_app and hasattr(self.agent, "drain_requests")
             else None
         )
         self.busy_s = 0.0
         self._incarnation = uuid.uuid4().hex  # this process (a rewind restores within it)
-        self._stepper: Stepper[tuple[bytes, list[Any]]] = Stepper(
+        self._stepper: Stepper[tuple[list[bytes], list[Any]]] = Stepper(
             make_store(checkpoint_location),
-            f"agent-{agent_id}",
+            self.key,
             self._snapshot,
             self._restore,
         )
@@ -91,9 +113,15 @@ class AgentActor:
         self.caches.restore(counts_from_builtins(caches))
 
     def step(
-        self, step: int, window: Window, events: bytes, reports: bytes, barrier: bool = True
-    ) -> tuple[bytes, list[Any]]:
-        """Outputs of one window, and the LLM decisions that arrived before it (for storage)."""
+        self,
+        step: int,
+        window: Window,
+        events: bytes,
+        reports: Sequence[bytes],
+        barrier: bool = True,
+    ) -> tuple[list[bytes], list[Any]]:
+        """Each hosted agent's outputs of one window (``reports``: each one's reports, both
+        in ``agent_ids`` order), and the LLM decisions that arrived before it (storage)."""
         return self._stepper.run(
             step, lambda: self._compute(window, events, reports), barrier=barrier
         )
@@ -104,16 +132,19 @@ class AgentActor:
         return self._stepper.last_step
 
     def _compute(
-        self, window: Window, events_data: bytes, reports_data: bytes
-    ) -> tuple[bytes, list[Any]]:
+        self, window: Window, events_data: bytes, reports_data: Sequence[bytes]
+    ) -> tuple[list[bytes], list[Any]]:
         started = time.perf_counter()
         events = decode_events(events_data)
         llm_records: list[Any] = []
         if self._llm is not None and events:
             symbol = getattr(self.agent, "symbol", events[0].symbol)
             llm_records = self._llm.collect(self.agent, symbol, events[0].ts_event_ns)
-        reports = {self.agent_id: decode_messages(reports_data)}
-        outputs = self.stage.step(window, events, reports)[self.agent_id]
+        reports = {
+            agent_id: decode_messages(data)
+            for agent_id, data in zip(self.agent_ids, reports_data, strict=True)
+        }
+        outputs = self.stage.step(window, events, reports)
         if self._llm is not None:
             self._llm.submit(self.agent.drain_requests())  # type: ignore[attr-defined]
             tiers = self._llm.tiers
@@ -121,21 +152,27 @@ class AgentActor:
                 self.caches.track("llm_decisions", tiers, self._llm.l2)
             self.caches.publish()  # decisions arrive between steps: publish as they come
         self.busy_s += time.perf_counter() - started
-        return encode_messages(outputs), llm_records
+        return [encode_messages(outputs[a]) for a in self.agent_ids], llm_records
 
-    def agent_state(self) -> bytes:
-        """The agent's own snapshot (what it learned), for tests and inspection."""
-        return self.agent.snapshot()
+    def agent_state(self, agent_id: str = "") -> bytes:
+        """An agent's own snapshot (what it learned; default: the first hosted), for tests
+        and inspection."""
+        return self.agents[agent_id or self.agent_id].snapshot()
 
     def node_id(self) -> str:
         return str(ray.get_runtime_context().get_node_id())
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, agent_id: str = "") -> dict[str, Any]:
+        """One hosted agent's figures (default: the first) and its actor's: ``host`` names
+        the actor, whose figures (steps, busy time, cache counts) its agents share."""
+        agent_id = agent_id or self.agent_id
         return {
-            "agent_id": self.agent_id,
+            "agent_id": agent_id,
+            "host": self.key,
+            "agents": list(self.agent_ids),
             "incarnation": self._incarnation,  # a new one: Ray restarted this actor
-            "errors": self.stage.state.errors.get(self.agent_id, 0),
-            "refused_outputs": self.stage.refused_outputs().get(self.agent_id, ""),
+            "errors": self.stage.state.errors.get(agent_id, 0),
+            "refused_outputs": self.stage.refused_outputs().get(agent_id, ""),
             "events_seen": self.stage.state.events_seen,
             "busy_s": self.busy_s,
             "restored": self._stepper.restored,

@@ -76,8 +76,14 @@ class CoordinatorActor:
         self.market_data: Any = ray.get_actor(actor_names["market-data"], namespace=ns)
         self.execution: Any = ray.get_actor(actor_names["execution"], namespace=ns)
         self.sink: Any = ray.get_actor(actor_names["storage-sink"], namespace=ns)
-        self.agents: dict[str, Any] = {
-            a: ray.get_actor(n, namespace=ns) for a, n in agent_names.items()
+        # an agent actor may host several agents (``AgentSpec.host``): stepped, rewound,
+        # timed and quarantined as one leaf; ``agents`` maps each agent to its actor
+        self.leaves = wiring.agent_leaves(config)
+        self.leaf_of = {a: leaf for leaf, ids in self.leaves.items() for a in ids}
+        handles = {n: ray.get_actor(n, namespace=ns) for n in set(agent_names.values())}
+        self.agents: dict[str, Any] = {a: handles[n] for a, n in agent_names.items()}
+        self.leaf_handles: dict[str, Any] = {
+            leaf: self.agents[ids[0]] for leaf, ids in self.leaves.items()
         }
         self.timing = wiring.timing(config)
         self.stage = CoordinatorStage(
@@ -269,8 +275,11 @@ class CoordinatorActor:
         return time.perf_counter() - self._barrier_at >= interval
 
     def _peers(self) -> list[tuple[str, Any]]:
-        """The actors stepped with this one (a replay's market data only serves chunks)."""
-        agents = [(f"agent {a}", h) for a, h in sorted(self.agents.items())]
+        """The actors stepped with this one (a replay's market data only serves chunks); an
+        agent actor by its first agent."""
+        agents = [
+            (f"agent {self.leaves[leaf][0]}", h) for leaf, h in sorted(self.leaf_handles.items())
+        ]
         feed = [] if self._replay else [("market data", self.market_data)]
         return [*feed, ("execution", self.execution), *agents]
 
@@ -463,7 +472,9 @@ class CoordinatorActor:
             if agent_id in self.quarantined:
                 continue
             try:
-                stats = await asyncio.wait_for(_await(self.agents[agent_id].stats.remote()), 10)
+                stats = await asyncio.wait_for(
+                    _await(self.agents[agent_id].stats.remote(agent_id)), 10
+                )
             except (TimeoutError, ray.exceptions.RayError):
                 continue
             if stats["refused_outputs"]:
@@ -471,34 +482,47 @@ class CoordinatorActor:
         return out
 
     def _quarantine(self, agent_id: str, why: str) -> None:
-        """Stop calling an agent that hangs or fails; the others trade on. The reason is
-        stored (a refused risk decision of that agent) and shown in the summary."""
-        self.quarantined[agent_id] = why
-        spec = next(a for a in self.config.agents if a.id == agent_id)
-        self.rows.add_decision(
-            RiskDecision(
-                ts_event_ns=self._last_end,
-                agent_id=agent_id,
-                symbol=spec.symbol,
-                client_order_id="",
-                accepted=False,
-                requested_lots=0,
-                reason=RejectReason.RISK_AGENT_QUARANTINED,
-                detail=why,
+        """Stop calling an agent that hangs or fails, with every agent sharing its actor
+        (one process: a hung agent holds them all); the others trade on. The reason is
+        stored (a refused risk decision of each) and shown in the summary."""
+        for hosted in self.leaves[self.leaf_of[agent_id]]:
+            if hosted in self.quarantined:
+                continue
+            self.quarantined[hosted] = why
+            spec = next(a for a in self.config.agents if a.id == hosted)
+            self.rows.add_decision(
+                RiskDecision(
+                    ts_event_ns=self._last_end,
+                    agent_id=hosted,
+                    symbol=spec.symbol,
+                    client_order_id="",
+                    accepted=False,
+                    requested_lots=0,
+                    reason=RejectReason.RISK_AGENT_QUARANTINED,
+                    detail=why,
+                )
             )
-        )
+
+    def _live_leaves(self) -> list[str]:
+        """The agent actors still stepped (a quarantine takes a whole actor)."""
+        return [leaf for leaf, ids in sorted(self.leaves.items()) if ids[0] not in self.quarantined]
+
+    def _leaf_reports(self, leaf: str, by_agent: dict[str, list[Any]]) -> list[bytes]:
+        return [encode_messages(by_agent[a]) for a in self.leaves[leaf]]
+
+    def _leaf_outputs(self, leaf: str, data: Sequence[bytes]) -> dict[str, Sequence[Any]]:
+        return {a: decode_messages(d) for a, d in zip(self.leaves[leaf], data, strict=True)}
 
     async def _wait_for_agents(self) -> None:
         """An agent's first call includes starting its worker process, which can take far
         longer than a step on a busy machine: wait for that once, before timing steps."""
         if self._agents_ready:
             return
-        pending = [a for a in sorted(self.agents) if a not in self.quarantined]
-        for agent_id in pending:
+        for leaf in self._live_leaves():
             try:
-                await asyncio.wait_for(_await(self.agents[agent_id].stats.remote()), 300)
+                await asyncio.wait_for(_await(self.leaf_handles[leaf].stats.remote()), 300)
             except (TimeoutError, ray.exceptions.RayError) as exc:
-                self._quarantine(agent_id, f"did not start: {type(exc).__name__}")
+                self._quarantine(self.leaves[leaf][0], f"did not start: {type(exc).__name__}")
         self._agents_ready = True
 
     async def _compiled_round(
@@ -511,13 +535,13 @@ class CoordinatorActor:
         if not self._use_graph:
             return None
         await self._wait_for_agents()
-        live = [a for a in sorted(self.agents) if a not in self.quarantined]
-        if self._graph is not None and self._graph.agent_ids != live:
+        live = self._live_leaves()
+        if self._graph is not None and self._graph.leaves != live:
             await self._drop_graph()
         try:
             if self._graph is None:
                 self._incarnations = await self._incarnations_of(live)
-                self._graph = CompiledFanout.build(self.execution, self.agents, live)
+                self._graph = CompiledFanout.build(self.execution, self.leaf_handles, live)
             by_agent = reports_by_agent(due, self.agents)
             venue_data, answers = await self._graph.run(
                 step,
@@ -525,7 +549,7 @@ class CoordinatorActor:
                 events_data,
                 encode_messages(self._commands),
                 barrier,
-                [encode_messages(by_agent[a]) for a in live],
+                [self._leaf_reports(leaf, by_agent) for leaf in live],
                 self.config.ray.agent_timeout_s,
                 lambda: self._restarted_leaf(live),
             )
@@ -542,27 +566,30 @@ class CoordinatorActor:
                 self._use_graph = False  # something keeps failing: calls for the rest
             return None
         outputs: dict[str, Sequence[Any]] = {}
-        for agent_id, (data, llm_records) in zip(live, answers, strict=True):
+        for leaf, (data, llm_records) in zip(live, answers, strict=True):
             self._llm_records.extend(llm_records)
-            outputs[agent_id] = decode_messages(data)
+            outputs.update(self._leaf_outputs(leaf, data))
         return venue_data, outputs
 
-    async def _restarted_leaf(self, agent_ids: list[str]) -> str:
+    async def _restarted_leaf(self, leaves: list[str]) -> str:
         """Which peer of the graph Ray restarted since it was compiled ("" for none)."""
         try:
-            now = await asyncio.wait_for(self._incarnations_of(agent_ids), 1.0)
+            now = await asyncio.wait_for(self._incarnations_of(leaves), 1.0)
         except (TimeoutError, ray.exceptions.RayError):
             return ""  # busy or being restarted: asked again in a second
         changed = [k for k, v in now.items() if v != self._incarnations.get(k)]
         return changed[0] if changed else ""
 
-    async def _incarnations_of(self, agent_ids: list[str]) -> dict[str, str]:
-        """Each peer's process (``agent <id>``, and the venue as ``execution``)."""
-        handles = {"execution": self.execution, **{f"agent {a}": self.agents[a] for a in agent_ids}}
+    async def _incarnations_of(self, leaves: list[str]) -> dict[str, str]:
+        """Each peer's process (agent actors by name, and the venue as ``execution``)."""
+        handles = {
+            "execution": self.execution,
+            **{leaf: self.leaf_handles[leaf] for leaf in leaves},
+        }
         stats = await asyncio.gather(*(_await(h.stats.remote()) for h in handles.values()))
         return {k: s["incarnation"] for k, s in zip(handles, stats, strict=True)}
 
-    async def _quarantine_unfinished(self, step: int, agent_ids: list[str]) -> None:
+    async def _quarantine_unfinished(self, step: int, leaves: list[str]) -> None:
         """Quarantine the agents that do not finish ``step`` after the graph's round timed
         out. The round has one deadline for every leaf, counted from its start; on a busy
         machine a healthy leaf may have had the CPU for only part of it (a CI run at load 8
@@ -570,27 +597,25 @@ class CoordinatorActor:
         gets ``agent_timeout_s`` more of its own to finish before it counts as hung."""
         loop = asyncio.get_running_loop()
         grace_end = loop.time() + self.config.ray.agent_timeout_s
-        unfinished = list(agent_ids)
+        unfinished = list(leaves)
         while True:
-            unfinished = [a for a in unfinished if not await self._finished(a, step)]
+            unfinished = [leaf for leaf in unfinished if not await self._finished(leaf, step)]
             if not unfinished or loop.time() >= grace_end:
                 break
             await asyncio.sleep(0.1)
-        for agent_id in unfinished:
-            if agent_id not in self.quarantined:
-                self._quarantine(agent_id, f"timed out at step {step}")
-                log.error("agent %s quarantined: no answer in the compiled round", agent_id)
+        for leaf in unfinished:
+            self._quarantine(self.leaves[leaf][0], f"timed out at step {step}")
+            log.error("agent actor %s quarantined: no answer in the compiled round", leaf)
 
-    async def _finished(self, agent_id: str, step: int) -> bool:
-        """Whether the agent is done with ``step``, or was restarted (then not hung: the
-        calls rewind it, as after any restart); no answer in 5 s counts as not done."""
+    async def _finished(self, leaf: str, step: int) -> bool:
+        """Whether the agent actor is done with ``step``, or was restarted (then not hung:
+        the calls rewind it, as after any restart); no answer in 5 s counts as not done."""
         try:
-            stats = await asyncio.wait_for(_await(self.agents[agent_id].stats.remote()), 5.0)
+            stats = await asyncio.wait_for(_await(self.leaf_handles[leaf].stats.remote()), 5.0)
         except (TimeoutError, ray.exceptions.RayError):
             return False
         return bool(
-            stats["last_step"] >= step
-            or stats["incarnation"] != self._incarnations.get(f"agent {agent_id}")
+            stats["last_step"] >= step or stats["incarnation"] != self._incarnations.get(leaf)
         )
 
     async def _drop_graph(self) -> None:
@@ -603,42 +628,49 @@ class CoordinatorActor:
     ) -> dict[str, Sequence[Any]]:
         await self._wait_for_agents()
         by_agent = reports_by_agent(due, self.agents)
-        live = [a for a in sorted(self.agents) if a not in self.quarantined]
+        live = self._live_leaves()
         calls = [
-            self._call_agent(a, step, window, events_data, encode_messages(by_agent[a]), barrier)
-            for a in live
+            self._call_leaf(
+                leaf, step, window, events_data, self._leaf_reports(leaf, by_agent), barrier
+            )
+            for leaf in live
         ]
-        results = await asyncio.gather(*calls)
-        return {a: out for a, out in zip(live, results, strict=True)}
+        outputs: dict[str, Sequence[Any]] = {}
+        for part in await asyncio.gather(*calls):
+            outputs.update(part)
+        return outputs
 
-    async def _call_agent(
+    async def _call_leaf(
         self,
-        agent_id: str,
+        leaf: str,
         step: int,
         window: Window,
         events_data: bytes,
-        reports: bytes,
+        reports: list[bytes],
         barrier: bool,
-    ) -> Any:
-        ref = self.agents[agent_id].step.remote(step, window, events_data, reports, barrier)
+    ) -> dict[str, Sequence[Any]]:
+        ref = self.leaf_handles[leaf].step.remote(step, window, events_data, reports, barrier)
+        first = self.leaves[leaf][0]
         try:
             data, llm_records = await asyncio.wait_for(_await(ref), self.config.ray.agent_timeout_s)
         except TimeoutError:
             # A hung agent would stall everyone: it is quarantined, the others trade on.
-            self._quarantine(agent_id, f"timed out at step {step}")
+            self._quarantine(first, f"timed out at step {step}")
             log.error(
-                "agent %s quarantined: no answer in %ss", agent_id, self.config.ray.agent_timeout_s
+                "agent actor %s quarantined: no answer in %ss",
+                leaf,
+                self.config.ray.agent_timeout_s,
             )
             ray.cancel(ref, force=False)
-            return []
+            return {}
         except ray.exceptions.RayError as exc:
             if _is_behind(exc):  # restarted at an older barrier: a rewind, not a fault
                 raise
-            self._quarantine(agent_id, f"failed at step {step}: {type(exc).__name__}: {exc}"[:300])
-            log.error("agent %s quarantined: %s", agent_id, exc)
-            return []
+            self._quarantine(first, f"failed at step {step}: {type(exc).__name__}: {exc}"[:300])
+            log.error("agent actor %s quarantined: %s", leaf, exc)
+            return {}
         self._llm_records.extend(llm_records)
-        return decode_messages(data)
+        return self._leaf_outputs(leaf, data)
 
     async def _persist(self, now_ns: int) -> None:
         """Send this step's rows without waiting for the store: the write of step k is

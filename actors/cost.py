@@ -170,9 +170,16 @@ def system_actors(handles: Any) -> dict[str, Any]:
         "execution": handles.execution,
         "storage_sink": handles.sink,
     }
-    actors.update({f"agent:{agent_id}": h for agent_id, h in handles.agents.items()})
+    actors.update({actor_key(leaf): h for leaf, h in handles.agent_hosts.items()})
     actors.update(serve_replicas())
     return actors
+
+
+def actor_key(leaf: str) -> str:
+    """An agent actor's line in the cost table: ``agent:<id>``, or ``agents:<host>`` for
+    agents sharing a host."""
+    kind, _, name = leaf.partition("-")
+    return f"{kind}:{name}"
 
 
 def serve_replicas(app_prefix: str = "sapphire-llm") -> dict[str, Any]:

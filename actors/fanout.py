@@ -61,30 +61,32 @@ def _ray_gets_expected() -> Iterator[None]:
 
 
 class CompiledFanout:
-    """The compiled round over the execution actor and ``agent_ids`` (in that order)."""
+    """The compiled round over the execution actor and the agent actors ``leaves`` (in that
+    order)."""
 
-    def __init__(self, graph: Any, agent_ids: list[str]) -> None:
+    def __init__(self, graph: Any, leaves: list[str]) -> None:
         self._graph = graph
-        self.agent_ids = agent_ids
+        self.leaves = leaves
 
     @classmethod
-    def build(cls, execution: Any, agents: dict[str, Any], agent_ids: list[str]) -> CompiledFanout:
+    def build(cls, execution: Any, agents: dict[str, Any], leaves: list[str]) -> CompiledFanout:
         from ray.dag import InputNode, MultiOutputNode
 
         # Ray logs each teardown's steps at INFO into the run's console: its warnings stay
         logging.getLogger("ray.dag.compiled_dag_node").setLevel(logging.WARNING)
         with InputNode() as inp:
-            # inputs: step, window, events, commands, barrier, then one report batch per agent
+            # inputs: step, window, events, commands, barrier, then per agent actor the report
+            # batches of the agents it hosts
             step, window, events, commands, barrier = (inp[i] for i in range(5))
             outputs = [execution.step.bind(step, window, events, commands, barrier)]
             outputs += [
-                agents[agent_id].step.bind(step, window, events, inp[5 + i], barrier)
-                for i, agent_id in enumerate(agent_ids)
+                agents[leaf].step.bind(step, window, events, inp[5 + i], barrier)
+                for i, leaf in enumerate(leaves)
             ]
             dag = MultiOutputNode(outputs)
         with _ray_gets_expected():
             graph = dag.experimental_compile(enable_asyncio=True)
-        return cls(graph, agent_ids)
+        return cls(graph, leaves)
 
     async def run(
         self,
@@ -93,15 +95,15 @@ class CompiledFanout:
         events: bytes,
         commands: bytes,
         barrier: bool,
-        reports: Sequence[bytes],
+        reports: Sequence[list[bytes]],
         timeout_s: float,
         restarted: Callable[[], Awaitable[str]],
-    ) -> tuple[bytes, list[tuple[bytes, list[Any]]]]:
-        """The venue's reports and each agent's ``(outputs, llm records)``, in ``agent_ids``
-        order; raises on any failure (TimeoutError past ``timeout_s``). A round that takes
-        over a second asks ``restarted`` each second (which leaf Ray restarted, or ""): the
-        graph does not always see a leaf's death, and waiting out the timeout would take a
-        restarted agent for a hung one."""
+    ) -> tuple[bytes, list[tuple[list[bytes], list[Any]]]]:
+        """The venue's reports and each agent actor's ``(outputs per hosted agent, llm
+        records)``, in ``leaves`` order; raises on any failure (TimeoutError past
+        ``timeout_s``). A round that takes over a second asks ``restarted`` each second
+        (which leaf Ray restarted, or ""): the graph does not always see a leaf's death, and
+        waiting out the timeout would take a restarted agent for a hung one."""
         futures = await self._graph.execute_async(step, window, events, commands, barrier, *reports)
         gathered = asyncio.ensure_future(asyncio.gather(*futures))
         loop = asyncio.get_running_loop()

@@ -18,7 +18,7 @@ import ray
 from ray.actor import ActorClass
 
 from actors import cost, metrics_export, wiring
-from actors.agent import AgentActor
+from actors.agent import AgentActor, HostedAgent
 from actors.cache import counts_from_builtins
 from actors.checkpoint import make_store
 from actors.coordinator import CoordinatorActor
@@ -62,10 +62,11 @@ class SystemHandles:
     market_data: Any
     execution: Any
     sink: Any
-    agents: dict[str, Any]
+    agents: dict[str, Any]  # agent id -> its actor (agents sharing a host share one)
     storage_root: Path
     checkpoint_location: str
     console: Any = None  # the run's live web console (actors.console), when enabled
+    agent_hosts: dict[str, Any] = field(default_factory=dict)  # actor name -> actor
 
     def actors(self) -> list[Any]:
         """Every actor of the run."""
@@ -74,7 +75,7 @@ class SystemHandles:
             self.market_data,
             self.execution,
             self.sink,
-            *self.agents.values(),
+            *self.agent_hosts.values(),
         ]
 
 
@@ -191,24 +192,39 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
         config.storage.flush_interval_s,
     )
     llm_app = start_llm_service(config) if any(s.kind == "llm" for s in config.agents) else ""
-    agents = {}
-    for spec in config.agents:
-        agents[spec.id] = _AGENT.options(
-            **named(f"agent-{spec.id}"),
-            num_cpus=spec.num_cpus,
-            resources=dict(spec.resources),
+    agents: dict[str, Any] = {}
+    agent_names: dict[str, str] = {}
+    specs = {spec.id: spec for spec in config.agents}
+    for leaf, ids in wiring.agent_leaves(config).items():
+        hosted = [specs[a] for a in ids]
+        resources: dict[str, float] = {}
+        for spec in hosted:
+            for name, amount in spec.resources.items():
+                resources[name] = resources.get(name, 0.0) + amount
+        handle = _AGENT.options(
+            **named(leaf),
+            num_cpus=sum(spec.num_cpus for spec in hosted),
+            resources=resources,
             scheduling_strategy="SPREAD",
         ).remote(
-            spec.id,
-            wiring.agent_builder(spec, instruments[spec.symbol], instruments),
+            [
+                HostedAgent(
+                    spec.id,
+                    wiring.agent_builder(spec, instruments[spec.symbol], instruments),
+                    llm_app if spec.kind == "llm" else "",
+                )
+                for spec in hosted
+            ],
             timing,
             checkpoint_location_,
-            llm_app if spec.kind == "llm" else "",
             config.redis,  # the L2 of its caches (instrument spec, LLM decisions)
             tuple(instruments),
+            leaf,
         )
+        for agent_id in ids:
+            agents[agent_id] = handle
+            agent_names[agent_id] = named(leaf)["name"]
     names = {kind: named(kind)["name"] for kind in ("market-data", "execution", "storage-sink")}
-    agent_names = {spec.id: named(f"agent-{spec.id}")["name"] for spec in config.agents}
     coordinator = _COORDINATOR.options(**core("coordinator")).remote(
         config, run_id, instruments, names, agent_names, checkpoint_location_
     )
@@ -222,6 +238,7 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
         agents,
         storage_root,
         checkpoint_location_,
+        agent_hosts={leaf: agents[ids[0]] for leaf, ids in wiring.agent_leaves(config).items()},
     )
 
 
@@ -312,7 +329,7 @@ def agent_stats(
     so a call would only wait out its timeout) and those that do not answer are named
     instead."""
     skipped = set(skip)
-    refs = {a: h.stats.remote() for a, h in handles.agents.items() if a not in skipped}
+    refs = {a: h.stats.remote(a) for a, h in handles.agents.items() if a not in skipped}
     stats: dict[str, dict[str, Any]] = {}
     unavailable = sorted(skipped & set(handles.agents))
     deadline = time.monotonic() + timeout_s
@@ -334,7 +351,9 @@ def cache_stats(stats: dict[str, dict[str, Any]], unavailable: list[str]) -> dic
     """The summary's ``cache`` entry: hits, misses and hit ratio per level, per cache, over
     every agent actor (each one's counts include its earlier incarnations). Agents that do not
     answer (quarantined, gone) are named under ``unavailable`` rather than waited for."""
-    out = cache_summary([counts_from_builtins(s["cache"]) for _, s in sorted(stats.items())])
+    # agents sharing an actor share its caches: each actor's counts once
+    hosts = {s.get("host", a): s["cache"] for a, s in sorted(stats.items())}
+    out = cache_summary([counts_from_builtins(c) for _, c in sorted(hosts.items())])
     if unavailable:
         out["unavailable"] = unavailable
     return out
@@ -404,7 +423,8 @@ def run_system(
         # stops at its last checkpoint, from which --resume continues once the cause is fixed
         shutdown_system(handles)
         raise RunFailed(run_id, _root_cause(exc)) from None
-    hung = [f"agent:{a}" for a in result.summary.get("quarantined", {})]
+    quarantined = result.summary.get("quarantined", {})
+    hung = sorted({cost.actor_key(s.leaf) for s in config.agents if s.id in quarantined})
     result.cost = cost.measure_system(
         handles, result.wall_s, config.cost.prices_file, config.cost.profile, skip=hung
     )

@@ -10,6 +10,10 @@ command's events/s (from its own end-of-run line), the ratio, and whether the tw
 runs are identical (every table but the run id).
 
     .venv/bin/python benchmarks/kernel_runners.py [--config configs/demo.yaml] [--max-events N]
+        [--host NAME]
+
+``--host NAME`` puts every agent of the config in one agent actor (``AgentSpec.host``), as a
+user does by writing ``host: NAME`` on each agent.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"))
     parser.add_argument("--max-events", type=int, default=None)
+    parser.add_argument("--host", default="", help="every agent in this one agent actor")
     args = parser.parse_args()
     raw = msgspec.yaml.decode(Path(args.config).read_bytes())
     print(f"load average before: {os.getloadavg()}; cores: {os.cpu_count()}")
@@ -70,6 +75,8 @@ def main() -> int:
         raw.setdefault("storage", {})["root"] = str(Path(tmp) / "runs")
         if args.max_events:
             raw.setdefault("data", {})["max_events"] = args.max_events
+        for agent in raw.get("agents", []) if args.host else []:
+            agent["host"] = args.host
         config = Path(tmp) / "config.yaml"
         config.write_bytes(msgspec.yaml.encode(raw))
         results = {

@@ -112,6 +112,17 @@ class AgentSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     params: dict[str, Any] = msgspec.field(default_factory=dict)
     num_cpus: NonNegFloat = 0.25
     resources: dict[str, float] = msgspec.field(default_factory=dict)  # Ray custom resources
+    # Agents naming the same host share one actor process on Ray (its CPUs and resources are
+    # the sum of theirs); empty: an actor of its own. Why share: each actor of a compiled
+    # round waits for the next window in a busy loop, so on a small machine fewer processes
+    # step faster (RESULTS.md). The cost: a hung agent stops its host's other agents too
+    # (they are quarantined together), so keep untrusted agents in actors of their own.
+    host: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.]*$")] = ""
+
+    @property
+    def leaf(self) -> str:
+        """The Ray actor this agent runs in: its host, or an actor of its own."""
+        return f"agents-{self.host}" if self.host else f"agent-{self.id}"
 
 
 class ExchangeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

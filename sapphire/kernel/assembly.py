@@ -260,6 +260,15 @@ def agent_builder(
     return AgentBuilder(spec, instrument, legs)
 
 
+def agent_leaves(config: SystemConfig) -> dict[str, tuple[str, ...]]:
+    """The agent actors of a run: actor name (without the run id) -> the agents it hosts,
+    in config order (``AgentSpec.host``)."""
+    leaves: dict[str, list[str]] = {}
+    for spec in config.agents:
+        leaves.setdefault(spec.leaf, []).append(spec.id)
+    return {leaf: tuple(ids) for leaf, ids in leaves.items()}
+
+
 def check_agents(config: SystemConfig, instruments: dict[str, Instrument]) -> None:
     for spec in config.agents:
         if spec.symbol not in instruments:
@@ -267,6 +276,9 @@ def check_agents(config: SystemConfig, instruments: dict[str, Instrument]) -> No
                 f"agent {spec.id}: symbol {spec.symbol!r} not in the data's instruments "
                 f"{sorted(instruments)}"
             )
+        if spec.host and spec.kind == "llm":
+            # its decisions arrive between steps through a bridge of its own actor
+            raise WiringError(f"agent {spec.id}: an LLM agent cannot share a host")
 
 
 def import_object(path: str) -> Any:

@@ -84,7 +84,7 @@ def _autoscaling_config(gcs_address: str) -> dict[str, object]:
 DRIVER = r"""
 import json, sys, time
 import ray
-from actors.agent import AgentActor
+from actors.agent import AgentActor, HostedAgent
 from actors import wiring
 from sapphire.config.system import load_config
 
@@ -110,7 +110,8 @@ build = wiring.agent_builder(spec, instrument)
 report = {"head_cpus": ray.cluster_resources().get("CPU"), "workers_before": len(workers())}
 timing = wiring.timing(config)
 agents = [
-    AgentActor.options(num_cpus=1).remote(f"a{i}", build, timing, sys.argv[3]) for i in range(4)
+    AgentActor.options(num_cpus=1).remote([HostedAgent(f"a{i}", build)], timing, sys.argv[3])
+    for i in range(4)
 ]
 ray.get([a.stats.remote() for a in agents], timeout=120)  # every agent placed and alive
 report["after_agents"] = [n["Resources"] for n in workers()]
