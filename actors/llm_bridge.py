@@ -27,7 +27,7 @@ from sapphire.storage.tiered import TieredCache
 # asking the model again is the cheaper choice. Measured on 2 cores at load 7-8
 # (benchmarks/cache_hit_rate.py --only llm): with 50 ms, 8 of 15 warm lookups timed out and
 # went to the model, and a lease's waiters took a timeout for "Redis down".
-_REDIS_TIMEOUT_S = 0.5
+REDIS_TIMEOUT_S = 0.5
 
 
 class LlmBridge:
@@ -55,7 +55,7 @@ class LlmBridge:
             # decisions shared by every agent actor, and kept across their restarts; an
             # unreachable Redis only costs the L2 tier (counted, never raised)
             self.l2 = redis_level(
-                self._redis, f"llm:{self._app_name}:", min_socket_timeout_s=_REDIS_TIMEOUT_S
+                self._redis, f"llm:{self._app_name}:", min_socket_timeout_s=REDIS_TIMEOUT_S
             )
             self._client = ServeDecisionClient(
                 app_name=self._app_name, timeout_s=self._timeout_s, redis=self.l2

@@ -203,6 +203,7 @@ def test_identical_prompts_are_answered_once_across_clients_through_redis(handle
     real Redis as L2: the second gets the first's decision without a model call."""
     import uuid
 
+    from actors.llm_bridge import REDIS_TIMEOUT_S
     from actors.serve.llm_client import ServeDecisionClient
     from sapphire.adapters.redis_cache import RedisCache
     from sapphire.llm.prompt import MarketFeatures, build_prompt
@@ -222,8 +223,14 @@ def test_identical_prompts_are_answered_once_across_clients_through_redis(handle
             pnl_quote=0.0,
         )
     )
-    first = ServeDecisionClient(handle, timeout_s=60.0, redis=RedisCache(prefix=prefix))
-    second = ServeDecisionClient(handle, timeout_s=60.0, redis=RedisCache(prefix=prefix))
+
+    # the LLM bridge's Redis timeout, not the hot path's 50 ms: a CI run at load 8 timed a
+    # read out, and the second client asked the model instead
+    def l2() -> RedisCache:
+        return RedisCache(prefix=prefix, socket_timeout_s=REDIS_TIMEOUT_S)
+
+    first = ServeDecisionClient(handle, timeout_s=60.0, redis=l2())
+    second = ServeDecisionClient(handle, timeout_s=60.0, redis=l2())
     try:
         answer = asyncio.run(first.decide(prompt))
         assert first.stats.ok == 1 and first.stats.cache_hits == 0
