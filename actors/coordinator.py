@@ -749,6 +749,11 @@ class CoordinatorActor:
         self.rows.acknowledge(marks)
         return {"unacked_rows": self.rows.unacked_count()}
 
+    async def feed_stats(self) -> dict[str, int]:
+        """A replay's buffer ahead of the window cutter (tests, inspection): the most events
+        it held (this process)."""
+        return {"max_buffered": self._feed.max_buffered if self._feed is not None else 0}
+
     async def summary(self) -> dict[str, Any]:
         out = self.stage.summary()
         out["counters"].update(self.faults)
@@ -846,6 +851,7 @@ class ChunkFeed:
         self._ended = False
         self._receive = clock is Clock.RECEIVE
         self._newest = -(1 << 62)  # the latest time buffered on the run's clock
+        self.max_buffered = 0  # the most events held ahead of the cutter (inspection)
 
     async def ensure(self, n: int) -> None:
         while len(self._buffer) < n and not self._ended:
@@ -872,6 +878,7 @@ class ChunkFeed:
         self._offset += count
         events = decode_events(data)
         self._buffer.extend(events)
+        self.max_buffered = max(self.max_buffered, len(self._buffer))
         for event in events:
             self._newest = max(self._newest, self._time(event))
         if count < self._chunk:
