@@ -849,7 +849,7 @@ class ChunkFeed:
         self._buffer: collections.deque[Any] = collections.deque()
         self._next: Any = None
         self._ended = False
-        self._receive = clock is Clock.RECEIVE
+        self._clock = clock
         self._newest = -(1 << 62)  # the latest time buffered on the run's clock
         self.max_buffered = 0  # the most events held ahead of the cutter (inspection)
 
@@ -865,10 +865,7 @@ class ChunkFeed:
 
     def first_time(self) -> int | None:
         """The first buffered event's time on the run's clock (None: nothing buffered)."""
-        return self._time(self._buffer[0]) if self._buffer else None
-
-    def _time(self, event: Any) -> int:
-        return int((event.ts_recv_ns or event.ts_event_ns) if self._receive else event.ts_event_ns)
+        return self._clock.time_of(self._buffer[0]) if self._buffer else None
 
     async def _fetch(self) -> None:
         if self._next is None:
@@ -880,7 +877,7 @@ class ChunkFeed:
         self._buffer.extend(events)
         self.max_buffered = max(self.max_buffered, len(self._buffer))
         for event in events:
-            self._newest = max(self._newest, self._time(event))
+            self._newest = max(self._newest, self._clock.time_of(event))
         if count < self._chunk:
             self._ended = True
         else:

@@ -194,6 +194,7 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
     llm_app = start_llm_service(config) if any(s.kind == "llm" for s in config.agents) else ""
     agents: dict[str, Any] = {}
     agent_names: dict[str, str] = {}
+    hosts: dict[str, Any] = {}
     specs = {spec.id: spec for spec in config.agents}
     for leaf, ids in wiring.agent_leaves(config).items():
         hosted = [specs[a] for a in ids]
@@ -221,6 +222,7 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
             tuple(instruments),
             leaf,
         )
+        hosts[leaf] = handle
         for agent_id in ids:
             agents[agent_id] = handle
             agent_names[agent_id] = named(leaf)["name"]
@@ -238,7 +240,7 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
         agents,
         storage_root,
         checkpoint_location_,
-        agent_hosts={leaf: agents[ids[0]] for leaf, ids in wiring.agent_leaves(config).items()},
+        agent_hosts=hosts,
     )
 
 

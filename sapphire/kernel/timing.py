@@ -40,6 +40,13 @@ class Clock(enum.StrEnum):
     EXCHANGE = "exchange"  # ts_event_ns: the venue's own time
     RECEIVE = "receive"  # ts_recv_ns: the recorder's local receive time
 
+    def time_of(self, event: AnyMarketEvent) -> int:
+        """``event``'s time on this clock, as recorded (an unrecorded receive time, 0, falls
+        back to the event time). Before the window cutter clamps it: time never runs back."""
+        if self is Clock.RECEIVE and event.ts_recv_ns:
+            return event.ts_recv_ns
+        return event.ts_event_ns
+
 
 class WindowError(ValueError):
     """A window (or a latency set) that cannot give an exact run."""

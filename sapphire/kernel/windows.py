@@ -60,8 +60,9 @@ class WindowCutter:
         event = next(self._events, None)
         if event is None:
             return None
-        if self._clock is Clock.RECEIVE and event.ts_recv_ns:
-            event = msgspec.structs.replace(event, ts_event_ns=event.ts_recv_ns)
+        t = self._clock.time_of(event)
+        if t != event.ts_event_ns:
+            event = msgspec.structs.replace(event, ts_event_ns=t)
         if event.ts_event_ns < st.last_t_ns:
             # Recorders interleave streams whose clocks disagree by a little; one clock
             # for the whole run means time never runs backwards (counted, not hidden).

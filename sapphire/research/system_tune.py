@@ -119,8 +119,8 @@ def load_system(raw: dict[str, Any], agent_id: str) -> SystemDataset:
         events = events[: config.data.max_events]
     if not events:
         raise SystemTuneError("the system config's data produced no market events")
-    receive = config.data.clock == Clock.RECEIVE.value
-    ts = [(e.ts_recv_ns or e.ts_event_ns) if receive else e.ts_event_ns for e in events]
+    clock = Clock(config.data.clock)
+    ts = [clock.time_of(e) for e in events]
     end = ts[-1] + 1 if config.data.end_ns is None else config.data.end_ns
     # the events up to the span's end; those before its start build the book of each window
     events = [e for e, t in zip(events, ts, strict=True) if t < end]
