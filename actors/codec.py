@@ -4,6 +4,7 @@ thousands of pickled objects, decoded in one pass through msgspec tagged unions
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -42,7 +43,7 @@ _events_decoder = msgspec.msgpack.Decoder(list[AnyMarketEvent])
 _messages_decoder = msgspec.msgpack.Decoder(list[TradingMessage])
 
 
-def encode_events(events: list[AnyMarketEvent]) -> bytes:
+def encode_events(events: Sequence[AnyMarketEvent]) -> bytes:
     return _encoder.encode(events)
 
 
@@ -50,7 +51,7 @@ def decode_events(data: bytes) -> list[AnyMarketEvent]:
     return _events_decoder.decode(data)
 
 
-def encode_messages(messages: list[Any]) -> bytes:
+def encode_messages(messages: Sequence[Any]) -> bytes:
     return _encoder.encode(messages)
 
 

@@ -40,6 +40,7 @@ from sapphire.kernel import assembly as wiring
 from sapphire.kernel.coordinator import CoordinatorStage, StepProgress
 from sapphire.kernel.rows import StepRows
 from sapphire.kernel.runner import PRODUCER, NoEventsError, reports_by_agent
+from sapphire.kernel.shards import merge_reports
 from sapphire.kernel.timing import Clock, Window
 from sapphire.kernel.windows import CutterState, WindowCutter
 from sapphire.model.instrument import Instrument
@@ -76,7 +77,14 @@ class CoordinatorActor:
         self.config = config
         self.run_id = run_id
         self.market_data: Any = ray.get_actor(actor_names["market-data"], namespace=ns)
-        self.execution: Any = ray.get_actor(actor_names["execution"], namespace=ns)
+        # one venue actor per shard (``SystemConfig.shards``); ``execution`` is shard 0's,
+        # the only one without shards (and the only one a live venue may have)
+        self.shards = wiring.shards(config, instruments)
+        self.venues: list[Any] = [
+            ray.get_actor(actor_names[wiring.venue_kind(k)], namespace=ns)
+            for k in range(self.shards.count)
+        ]
+        self.execution: Any = self.venues[0]
         self.sink: Any = ray.get_actor(actor_names["storage-sink"], namespace=ns)
         # an agent actor may host several agents (``AgentSpec.host``): stepped, rewound,
         # timed and quarantined as one leaf; ``agents`` maps each agent to its actor
@@ -87,6 +95,10 @@ class CoordinatorActor:
         self.leaf_handles: dict[str, Any] = {
             leaf: self.agents[ids[0]] for leaf, ids in self.leaves.items()
         }
+        self.leaf_shard = {
+            leaf: self.shards.agent_shard[ids[0]] for leaf, ids in self.leaves.items()
+        }
+        self.agent_order = [a.id for a in config.agents]
         self.timing = wiring.timing(config)
         self.stage = CoordinatorStage(
             wiring.build_core(config, instruments),
@@ -283,7 +295,8 @@ class CoordinatorActor:
             (f"agent {self.leaves[leaf][0]}", h) for leaf, h in sorted(self.leaf_handles.items())
         ]
         feed = [] if self._replay else [("market data", self.market_data)]
-        return [*feed, ("execution", self.execution), *agents]
+        venues = [(wiring.venue_kind(k), v) for k, v in enumerate(self.venues)]
+        return [*feed, *venues, *agents]
 
     async def _rewind_peers(self, barrier: int) -> None:
         """Every peer back to ``barrier``. An agent that cannot (hung, gone) is quarantined
@@ -393,6 +406,13 @@ class CoordinatorActor:
                 0,
             )
         events_data, window, n_events = batch
+        if self.shards.count > 1:
+            # each shard's venue and agents get that shard's events (a replay: live is one
+            # shard); the coordinator stage below runs every event
+            assert events is not None
+            shard_events = [encode_events(e) for e in self.shards.events(events)]
+        else:
+            shard_events = [events_data]
         self._last_end = window.end_ns
         halt = self._firm.halt_reason() or self._run_switch.halt_reason()
         if halt and not self.core.risk.kill_switch_on:
@@ -406,28 +426,28 @@ class CoordinatorActor:
             events = decode_events(events_data)
         clock.lap("feed")
         due = self.stage.take_due(window)
-        venue_ref: Any = None
-        compiled = await self._compiled_round(step, window, events_data, due, barrier)
+        venue_refs: list[Any] = []
+        commands = [encode_messages(c) for c in self.shards.commands(self._commands)]
+        compiled = await self._compiled_round(step, window, shard_events, commands, due, barrier)
         if compiled is not None:
             venue_data, outputs = compiled
         else:
-            # the venue runs what was decided before this window while the agents run it
-            venue_ref = self.execution.step.remote(
+            # the venues run what was decided before this window while the agents run it
+            venue_refs = [
                 # a window's events go by value: a few kB, below Ray's inline limit (larger
                 # ones Ray puts in the object store itself); a put would cost a round trip
-                step,
-                window,
-                events_data,
-                encode_messages(self._commands),
-                barrier,
-            )
-            outputs = await self._run_agents(step, window, events_data, due, barrier)
+                venue.step.remote(step, window, shard_events[k], commands[k], barrier)
+                for k, venue in enumerate(self.venues)
+            ]
+            outputs = await self._run_agents(step, window, shard_events, due, barrier)
+        # every runner hands the coordinator stage the outputs in config order
+        outputs = {a: outputs[a] for a in self.agent_order if a in outputs}
         clock.lap("signal")
         result = self.stage.step(window, events, due, outputs)
         clock.lap("risk")
-        if venue_ref is not None:
-            venue_data = await venue_ref
-        reports = self._take_alerts(decode_messages(venue_data))
+        if venue_refs:
+            venue_data = list(await asyncio.gather(*venue_refs))
+        reports = self._take_alerts(merge_reports([decode_messages(d) for d in venue_data]))
         # a live venue's reports arrived now: the next window delivers them
         self.stage.add_venue_reports(reports, window.end_ns if self._live else None)
         self._commands = result.commands
@@ -547,9 +567,15 @@ class CoordinatorActor:
         self._agents_ready = True
 
     async def _compiled_round(
-        self, step: int, window: Window, events_data: bytes, due: list[Any], barrier: bool
-    ) -> tuple[bytes, dict[str, Sequence[Any]]] | None:
-        """The window's round through the compiled graph: the venue's reports and each
+        self,
+        step: int,
+        window: Window,
+        shard_events: list[bytes],
+        commands: list[bytes],
+        due: list[Any],
+        barrier: bool,
+    ) -> tuple[list[bytes], dict[str, Sequence[Any]]] | None:
+        """The window's round through the compiled graph: each venue's reports and each
         agent's outputs; None when the plain calls must run it (the calls transport, or the
         graph failed: it is dropped, and this step runs again as calls, which restart, rewind
         and quarantine as usual; a peer that finished the step answers it from its store)."""
@@ -562,13 +588,15 @@ class CoordinatorActor:
         try:
             if self._graph is None:
                 self._incarnations = await self._incarnations_of(live)
-                self._graph = CompiledFanout.build(self.execution, self.leaf_handles, live)
+                self._graph = CompiledFanout.build(
+                    self.venues, self.leaf_handles, live, self.leaf_shard
+                )
             by_agent = reports_by_agent(due, self.agents)
             venue_data, answers = await self._graph.run(
                 step,
                 window,
-                events_data,
-                encode_messages(self._commands),
+                shard_events,
+                commands,
                 barrier,
                 [self._leaf_reports(leaf, by_agent) for leaf in live],
                 self.config.ray.agent_timeout_s,
@@ -602,9 +630,9 @@ class CoordinatorActor:
         return changed[0] if changed else ""
 
     async def _incarnations_of(self, leaves: list[str]) -> dict[str, str]:
-        """Each peer's process (agent actors by name, and the venue as ``execution``)."""
+        """Each peer's process (agent actors by name, the venues as ``execution[-k]``)."""
         handles = {
-            "execution": self.execution,
+            **{wiring.venue_kind(k): v for k, v in enumerate(self.venues)},
             **{leaf: self.leaf_handles[leaf] for leaf in leaves},
         }
         stats = await asyncio.gather(*(_await(h.stats.remote()) for h in handles.values()))
@@ -645,14 +673,19 @@ class CoordinatorActor:
             self._use_graph = False  # an actor may still serve it: calls for the rest
 
     async def _run_agents(
-        self, step: int, window: Window, events_data: bytes, due: list[Any], barrier: bool
+        self, step: int, window: Window, shard_events: list[bytes], due: list[Any], barrier: bool
     ) -> dict[str, Sequence[Any]]:
         await self._wait_for_agents()
         by_agent = reports_by_agent(due, self.agents)
         live = self._live_leaves()
         calls = [
             self._call_leaf(
-                leaf, step, window, events_data, self._leaf_reports(leaf, by_agent), barrier
+                leaf,
+                step,
+                window,
+                shard_events[self.leaf_shard[leaf]],
+                self._leaf_reports(leaf, by_agent),
+                barrier,
             )
             for leaf in live
         ]

@@ -170,6 +170,8 @@ def system_actors(handles: Any) -> dict[str, Any]:
         "execution": handles.execution,
         "storage_sink": handles.sink,
     }
+    # the venues of shards after the first (``execution`` is shard 0's)
+    actors.update({f"execution_{k}": v for k, v in enumerate(handles.venues[1:], start=1)})
     actors.update({actor_key(leaf): h for leaf, h in handles.agent_hosts.items()})
     actors.update(serve_replicas())
     return actors

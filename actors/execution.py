@@ -22,12 +22,15 @@ log = logging.getLogger(__name__)
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class ExecutionActor:
-    def __init__(self, build_gateway: Any, checkpoint_location: str) -> None:
+    def __init__(
+        self, build_gateway: Any, checkpoint_location: str, key: str = "execution"
+    ) -> None:
+        """``key``: this venue's name in the run's checkpoints (one per shard)."""
         bytes_only_channels()  # a leaf of the coordinator's compiled graph
         self.stage = VenueStage(build_gateway())
         self._incarnation = uuid.uuid4().hex  # this process: a new one after a restart
         self._stepper: Stepper[bytes] = Stepper(
-            make_store(checkpoint_location), "execution", self._snapshot, self._restore
+            make_store(checkpoint_location), key, self._snapshot, self._restore
         )
 
     def _snapshot(self) -> bytes:

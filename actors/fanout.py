@@ -75,50 +75,65 @@ def _forget(reading: asyncio.Future[Any]) -> None:
 
 
 class CompiledFanout:
-    """The compiled round over the execution actor and the agent actors ``leaves`` (in that
-    order)."""
+    """The compiled round over the venue actors (one per shard) and the agent actors
+    ``leaves`` (in that order)."""
 
-    def __init__(self, graph: Any, leaves: list[str]) -> None:
+    def __init__(self, graph: Any, leaves: list[str], venues: int) -> None:
         self._graph = graph
         self.leaves = leaves
+        self.venues = venues
 
     @classmethod
-    def build(cls, execution: Any, agents: dict[str, Any], leaves: list[str]) -> CompiledFanout:
+    def build(
+        cls,
+        venues: Sequence[Any],
+        agents: dict[str, Any],
+        leaves: list[str],
+        leaf_shard: dict[str, int],
+    ) -> CompiledFanout:
         from ray.dag import InputNode, MultiOutputNode
 
         # Ray logs each teardown's steps at INFO into the run's console: its warnings stay
         logging.getLogger("ray.dag.compiled_dag_node").setLevel(logging.WARNING)
+        n = len(venues)
         with InputNode() as inp:
-            # inputs: step, window, events, commands, barrier, then per agent actor the report
-            # batches of the agents it hosts
-            step, window, events, commands, barrier = (inp[i] for i in range(5))
-            outputs = [execution.step.bind(step, window, events, commands, barrier)]
+            # inputs: step, window, barrier, each shard's events, each shard's commands, then
+            # per agent actor the report batches of the agents it hosts
+            step, window, barrier = inp[0], inp[1], inp[2]
+            events = [inp[3 + k] for k in range(n)]
+            commands = [inp[3 + n + k] for k in range(n)]
+            outputs = [
+                venue.step.bind(step, window, events[k], commands[k], barrier)
+                for k, venue in enumerate(venues)
+            ]
             outputs += [
-                agents[leaf].step.bind(step, window, events, inp[5 + i], barrier)
+                agents[leaf].step.bind(
+                    step, window, events[leaf_shard[leaf]], inp[3 + 2 * n + i], barrier
+                )
                 for i, leaf in enumerate(leaves)
             ]
             dag = MultiOutputNode(outputs)
         with _ray_gets_expected():
             graph = dag.experimental_compile()
-        return cls(graph, leaves)
+        return cls(graph, leaves, n)
 
     async def run(
         self,
         step: int,
         window: Window,
-        events: bytes,
-        commands: bytes,
+        events: Sequence[bytes],
+        commands: Sequence[bytes],
         barrier: bool,
         reports: Sequence[list[bytes]],
         timeout_s: float,
         restarted: Callable[[], Awaitable[str]],
-    ) -> tuple[bytes, list[tuple[list[bytes], list[Any]]]]:
-        """The venue's reports and each agent actor's ``(outputs per hosted agent, llm
-        records)``, in ``leaves`` order; raises on any failure (TimeoutError past
+    ) -> tuple[list[bytes], list[tuple[list[bytes], list[Any]]]]:
+        """Each venue's reports (shard order) and each agent actor's ``(outputs per hosted
+        agent, llm records)``, in ``leaves`` order; raises on any failure (TimeoutError past
         ``timeout_s``). A round that takes over a second asks ``restarted`` each second
         (which leaf Ray restarted, or ""): the graph does not always see a leaf's death, and
         waiting out the timeout would take a restarted agent for a hung one."""
-        refs = self._graph.execute(step, window, events, commands, barrier, *reports)
+        refs = self._graph.execute(step, window, barrier, *events, *commands, *reports)
 
         def read() -> list[Any]:
             # each answer within the round's timeout; a read cut by the deadline ends itself
@@ -133,7 +148,7 @@ class CompiledFanout:
             done, _ = await asyncio.wait({reading}, timeout=min(1.0, max(left, 0.0)))
             if done:
                 results = reading.result()
-                return results[0], list(results[1:])
+                return list(results[: self.venues]), list(results[self.venues :])
             if left <= 1.0:
                 _forget(reading)
                 raise TimeoutError(f"no answer in {timeout_s} s")

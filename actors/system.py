@@ -67,6 +67,7 @@ class SystemHandles:
     checkpoint_location: str
     console: Any = None  # the run's live web console (actors.console), when enabled
     agent_hosts: dict[str, Any] = field(default_factory=dict)  # actor name -> actor
+    venues: list[Any] = field(default_factory=list)  # each shard's venue (``execution`` first)
 
     def actors(self) -> list[Any]:
         """Every actor of the run."""
@@ -74,6 +75,7 @@ class SystemHandles:
             self.coordinator,
             self.market_data,
             self.execution,
+            *self.venues[1:],
             self.sink,
             *self.agent_hosts.values(),
         ]
@@ -164,7 +166,11 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
         return {**opts, "name": f"{run_id}:{kind}"}
 
     def core(kind: str) -> dict[str, Any]:
-        return {**named(kind), "num_cpus": 0.25, "resources": dict(config.ray.core_resources)}
+        return {
+            **named(kind),
+            "num_cpus": CORE_CPUS,
+            "resources": dict(config.ray.core_resources),
+        }
 
     timing = wiring.timing(config)
     wiring.window_ns(config)  # an inexact window is refused before any actor starts
@@ -175,17 +181,34 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
         checkpoint_location_,
         config.data.max_events,
     )
-    build_gateway = wiring.gateway_builder(config.exchange, instruments, run_id)
+    shards = wiring.shards(config, instruments)
+    check_cpus_fit(config, venues=shards.count)
     execution: Any
+    venues: list[Any] = []
     if config.exchange.kind == "ccxt" and not config.exchange.factory:
         symbols = tuple(sorted({a.symbol for a in config.agents}))
         execution = _LIVE_EXECUTION.options(**core("execution")).remote(
-            build_gateway, checkpoint_location_, symbols
+            wiring.gateway_builder(config.exchange, instruments, run_id),
+            checkpoint_location_,
+            symbols,
         )
+        venues = [execution]
     else:
-        execution = _EXECUTION.options(**core("execution")).remote(
-            build_gateway, checkpoint_location_
-        )
+        # a venue actor per shard, with the shard's instruments, where its resources say
+        for k, group in enumerate(shards.groups):
+            shard_instruments = (
+                instruments if shards.count == 1 else {s: instruments[s] for s in group}
+            )
+            options = core(wiring.venue_kind(k))
+            options["resources"] = {**options["resources"], **shard_resources(config, k)}
+            venues.append(
+                _EXECUTION.options(**options).remote(
+                    wiring.gateway_builder(config.exchange, shard_instruments, run_id),
+                    checkpoint_location_,
+                    wiring.venue_kind(k),  # its own checkpoint
+                )
+            )
+        execution = venues[0]
     sink = _STORAGE_SINK.options(**core("storage-sink")).remote(
         wiring.backend_builder(config.storage, run_id),
         config.storage.batch_rows,
@@ -198,7 +221,8 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
     specs = {spec.id: spec for spec in config.agents}
     for leaf, ids in wiring.agent_leaves(config).items():
         hosted = [specs[a] for a in ids]
-        resources: dict[str, float] = {}
+        shard = shards.agent_shard[ids[0]]
+        resources: dict[str, float] = dict(shard_resources(config, shard))
         for spec in hosted:
             for name, amount in spec.resources.items():
                 resources[name] = resources.get(name, 0.0) + amount
@@ -219,14 +243,16 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
             timing,
             checkpoint_location_,
             config.redis,  # the L2 of its caches (instrument spec, LLM decisions)
-            tuple(instruments),
+            # what its agents may trade: their shard's symbols
+            tuple(instruments) if shards.count == 1 else shards.groups[shard],
             leaf,
         )
         hosts[leaf] = handle
         for agent_id in ids:
             agents[agent_id] = handle
             agent_names[agent_id] = named(leaf)["name"]
-    names = {kind: named(kind)["name"] for kind in ("market-data", "execution", "storage-sink")}
+    kinds = ["market-data", "storage-sink", *(wiring.venue_kind(k) for k in range(len(venues)))]
+    names = {kind: named(kind)["name"] for kind in kinds}
     coordinator = _COORDINATOR.options(**core("coordinator")).remote(
         config, run_id, instruments, names, agent_names, checkpoint_location_
     )
@@ -241,7 +267,34 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
         storage_root,
         checkpoint_location_,
         agent_hosts=hosts,
+        venues=venues,
     )
+
+
+CORE_CPUS = 0.25  # each core actor's share: market data, the sink, the coordinator, a venue
+
+
+def check_cpus_fit(config: SystemConfig, *, venues: int) -> None:
+    """On a local cluster (no autoscaler to add a node), actors that ask for more CPUs than
+    it has would wait forever for a place, and the run would stop at its step timeout with
+    nothing said about why: refused here, before any actor starts, naming the fields."""
+    if config.ray.address or os.environ.get("RAY_ADDRESS"):
+        return  # a cluster may scale up to place them
+    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    have = float(resources.get("CPU", 0.0))
+    need = CORE_CPUS * (3 + venues) + sum(spec.num_cpus for spec in config.agents)
+    if need > have + 1e-9:
+        raise wiring.WiringError(
+            f"the run's actors ask for {need:g} CPUs and the local Ray cluster has {have:g} "
+            f"({3 + venues} core actors at {CORE_CPUS:g}, agents[].num_cpus "
+            f"{sum(spec.num_cpus for spec in config.agents):g}): lower agents[].num_cpus, "
+            "or raise ray.num_cpus (logical CPUs)"
+        )
+
+
+def shard_resources(config: SystemConfig, shard: int) -> dict[str, float]:
+    """The Ray resources shard ``shard``'s actors ask for (none without shards)."""
+    return dict(config.shards[shard].resources) if config.shards else {}
 
 
 def start_llm_service(config: SystemConfig) -> str:

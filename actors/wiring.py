@@ -25,8 +25,10 @@ from sapphire.kernel.assembly import (
     load_instruments,
     paper_gateway_builder,
     replay_opener,
+    shards,
     storage_root,
     timing,
+    venue_kind,
     window_ns,
 )
 from sapphire.model.instrument import Instrument
@@ -43,9 +45,11 @@ __all__ = [
     "gateway_builder",
     "live_gateway_builder",
     "load_instruments",
+    "shards",
     "storage_root",
     "stream_opener",
     "timing",
+    "venue_kind",
     "window_ns",
 ]
 

@@ -125,6 +125,18 @@ class AgentSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         return f"agents-{self.host}" if self.host else f"agent-{self.id}"
 
 
+class ShardSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A group of symbols traded through a venue account of its own (the paper exchange's
+    ``exchange.params``, balances included, once per shard) by the agents of those symbols.
+    Every runner trades a sharded config the same way; on Ray each shard's venue and agent
+    actors are actors of their own, placed by ``resources`` (e.g. a node's custom resource),
+    while firm-wide risk (capital, daily loss, kill switch) stays in the one coordinator."""
+
+    symbols: Annotated[tuple[str, ...], msgspec.Meta(min_length=1)]
+    # Ray custom resources each of the shard's actors asks for (its venue and agent actors)
+    resources: dict[str, float] = msgspec.field(default_factory=dict)
+
+
 class ExchangeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``factory: "package.module:callable"`` plugs in another gateway: it is called with
     this config and the instruments and returns an ``ExecutionGateway``."""
@@ -226,6 +238,9 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     kill_switch: KillSwitchConfig = KillSwitchConfig()
     console: ConsoleConfig = ConsoleConfig()
     coordinator: CoordinatorConfig = CoordinatorConfig()
+    # symbol groups, each with its own venue account and agents (an agent sees and trades
+    # its own shard's symbols only); [] = one shard of every symbol
+    shards: tuple[ShardSpec, ...] = ()
 
     def __post_init__(self) -> None:
         ids = [a.id for a in self.agents]
@@ -254,6 +269,12 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
                 "coordinator.crossing: 'internal' needs the paper exchange (it amends the "
                 f"resting order there); exchange.kind is {self.exchange.kind!r}"
             )
+        listed = [s for shard in self.shards for s in shard.symbols]
+        twice = sorted({s for s in listed if listed.count(s) > 1})
+        if twice:
+            raise ConfigError(f"shards: each symbol in one shard; repeated: {twice}")
+        if len(self.shards) > 1 and self.exchange.kind == "ccxt" and not self.exchange.factory:
+            raise ConfigError("shards: a live venue (exchange.kind: ccxt) runs as one shard")
         start, end = self.data.start_ns, self.data.end_ns
         if start is not None and end is not None and end <= start:
             raise ConfigError(f"data.end_ns ({end}) must be after data.start_ns ({start})")

@@ -30,6 +30,7 @@ from sapphire.data.validation import DataFileError
 from sapphire.exchange.config import LatencyConfig, PaperExchangeConfig
 from sapphire.exchange.gateway import ExecutionGateway
 from sapphire.exchange.paper import PaperExchange
+from sapphire.kernel.shards import ShardError, Shards, shards_of
 from sapphire.kernel.timing import Clock, Timing
 from sapphire.model.events import AnyMarketEvent
 from sapphire.model.instrument import Instrument
@@ -267,6 +268,19 @@ def agent_leaves(config: SystemConfig) -> dict[str, tuple[str, ...]]:
     for spec in config.agents:
         leaves.setdefault(spec.leaf, []).append(spec.id)
     return {leaf: tuple(ids) for leaf, ids in leaves.items()}
+
+
+def shards(config: SystemConfig, instruments: dict[str, Instrument]) -> Shards:
+    """The run's shards (``SystemConfig.shards``), checked against the data and the agents."""
+    try:
+        return shards_of(config, list(instruments))
+    except ShardError as exc:
+        raise WiringError(str(exc)) from None
+
+
+def venue_kind(shard: int) -> str:
+    """The Ray actor (name without the run id) of shard ``shard``'s venue."""
+    return "execution" if shard == 0 else f"execution-{shard}"
 
 
 def check_agents(config: SystemConfig, instruments: dict[str, Instrument]) -> None:

@@ -19,8 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import msgspec
-
 from sapphire.agents.base import Agent
 from sapphire.config.system import SystemConfig
 from sapphire.exchange.gateway import ExecutionGateway
@@ -28,6 +26,7 @@ from sapphire.kernel import assembly
 from sapphire.kernel.agents import AgentStage
 from sapphire.kernel.coordinator import CoordinatorStage, CoordinatorStep
 from sapphire.kernel.rows import StepRows
+from sapphire.kernel.shards import merge_outputs, merge_reports
 from sapphire.kernel.timing import Clock, Timing
 from sapphire.kernel.venue import Command, VenueStage
 from sapphire.kernel.windows import WindowCutter
@@ -77,13 +76,25 @@ class InProcessKernel:
         assembly.check_agents(config, self.instruments)
         self.timing: Timing = assembly.timing(config)
         self.window_ns = assembly.window_ns(config)
+        self.shards = assembly.shards(config, self.instruments)
         if agents is None:
             agents = [
                 assembly.agent_builder(spec, self.instruments[spec.symbol], self.instruments)()
                 for spec in config.agents
             ]
-        if gateway is None:
-            gateway = assembly.paper_gateway_builder(config.exchange, self.instruments)()
+        if gateway is not None and self.shards.count > 1:
+            raise assembly.WiringError("shards: a given gateway serves one shard only")
+        groups = self.shards.groups
+        gateways = (
+            [gateway or assembly.paper_gateway_builder(config.exchange, self.instruments)()]
+            if self.shards.count == 1
+            else [
+                assembly.paper_gateway_builder(
+                    config.exchange, {s: self.instruments[s] for s in group}
+                )()
+                for group in groups
+            ]
+        )
         self.feed: Any = None
         if events is None:
             self.feed = assembly.replay_opener(config.data, self.instruments)()
@@ -97,8 +108,20 @@ class InProcessKernel:
             start_ns=config.data.start_ns,
             end_ns=config.data.end_ns,
         )
-        self.agents = AgentStage(agents, self.timing, self.instruments)
-        self.venue = VenueStage(gateway)
+        # each shard's venue and agents (one of each without shards: the unsplit kernel)
+        self.agent_order = [a.agent_id for a in agents]
+        shard_of_agent = self.shards.agent_shard
+        self.agent_stages = [
+            AgentStage(
+                [a for a in agents if shard_of_agent.get(a.agent_id, 0) == k],
+                self.timing,
+                self.instruments if self.shards.count == 1 else groups[k],
+            )
+            for k in range(self.shards.count)
+        ]
+        self.venues = [VenueStage(g) for g in gateways]
+        self.venue = self.venues[0]  # shard 0's (the only one without shards)
+        self.agents = self.agent_stages[0]
         self.coordinator = CoordinatorStage(
             assembly.build_core(config, self.instruments),
             self.timing,
@@ -123,8 +146,24 @@ class InProcessKernel:
             if reason:
                 coordinator.core.request_kill(reason)
         due = coordinator.take_due(window)
-        reports = self.venue.step(window, events, self._commands)
-        outputs = self.agents.step(window, events, reports_by_agent(due, self.agents.agents))
+        shards = self.shards
+        split = shards.events(events)
+        reports = merge_reports(
+            [
+                venue.step(window, shard_events, commands)
+                for venue, shard_events, commands in zip(
+                    self.venues, split, shards.commands(self._commands), strict=True
+                )
+            ]
+        )
+        by_agent = reports_by_agent(due, self.agent_order)
+        outputs = merge_outputs(
+            [
+                stage.step(window, shard_events, by_agent)
+                for stage, shard_events in zip(self.agent_stages, split, strict=True)
+            ],
+            self.agent_order,
+        )
         result = coordinator.step(window, events, due, outputs)
         coordinator.add_venue_reports(reports)
         self._commands = result.commands
@@ -170,9 +209,16 @@ class InProcessKernel:
         out["counters"]["clamped"] = self.cutter.state.clamped
         out["window_ns"] = self.window_ns
         out["approximate"] = self.window_ns > self.timing.lookahead_ns
-        out["agent_errors"] = dict(self.agents.state.errors)
-        out["invalid_outputs"] = self.agents.refused_outputs()
-        out["venue"] = msgspec.structs.asdict(self.venue.stats)
+        out["agent_errors"] = {
+            a: n for stage in self.agent_stages for a, n in stage.state.errors.items()
+        }
+        out["invalid_outputs"] = {
+            a: why for stage in self.agent_stages for a, why in stage.refused_outputs().items()
+        }
+        out["venue"] = {
+            "orders_sent": sum(v.stats.orders_sent for v in self.venues),
+            "errors": sum(v.stats.errors for v in self.venues),
+        }
         out["input_rejected"] = self.feed.rejected() if self.feed is not None else {}
         out["quarantined"] = {}
         return out

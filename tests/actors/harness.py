@@ -58,9 +58,16 @@ def make_config(root: Path, **overrides: Any) -> SystemConfig:
 
 
 class Outcome:
-    def __init__(self, handles: SystemHandles, summary: dict[str, Any], venue: Any) -> None:
+    def __init__(
+        self,
+        handles: SystemHandles,
+        summary: dict[str, Any],
+        venue: Any,
+        venues: list[Any] | None = None,
+    ) -> None:
         self.summary = summary
         self.venue = venue
+        self.venues = venues or [venue]  # each shard's venue record (``venue`` is shard 0's)
         self.victim_restarted = False
         store = handles.storage_root / "store"
         self.rows = {
@@ -110,8 +117,8 @@ def run(
             if progress.done:
                 break
         result = finish(handles, step, 0.0)
-        venue = pickle.loads(ray.get(handles.execution.exchange_record.remote()))
-        outcome = Outcome(handles, result.summary, venue)
+        venues = [pickle.loads(ray.get(v.exchange_record.remote())) for v in handles.venues]
+        outcome = Outcome(handles, result.summary, venues[0], venues)
         if chaos is not None:
             outcome.victim_restarted = victim_restarted(handles, chaos[0], result.summary)
         return outcome
@@ -130,6 +137,8 @@ def victim_restarted(handles: SystemHandles, victim: str, summary: dict[str, Any
 def victim_handle(handles: SystemHandles, victim: str) -> Any:
     if victim.startswith("agent:"):
         return handles.agents[victim.split(":", 1)[1]]
+    if victim.startswith("venue:"):  # a shard's venue actor
+        return handles.venues[int(victim.split(":", 1)[1])]
     return {
         "coordinator": handles.coordinator,
         "market_data": handles.market_data,
@@ -140,6 +149,8 @@ def victim_handle(handles: SystemHandles, victim: str) -> Any:
 
 def assert_same_outcome(expected: Outcome, got: Outcome) -> None:
     assert got.venue_fills == expected.venue_fills, "venue fills differ"
+    for k, (want_venue, got_venue) in enumerate(zip(expected.venues, got.venues, strict=True)):
+        assert list(got_venue.fills) == list(want_venue.fills), f"shard {k}: venue fills differ"
     assert got.positions() == expected.positions()
     assert got.summary["fills"] == expected.summary["fills"]
     assert got.summary["orders_by_status"] == expected.summary["orders_by_status"]
