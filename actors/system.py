@@ -200,7 +200,8 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
                 instruments if shards.count == 1 else {s: instruments[s] for s in group}
             )
             options = core(wiring.venue_kind(k))
-            options["resources"] = {**options["resources"], **shard_resources(config, k)}
+            # a shard's resources place its venue (with its agents), not the core actors'
+            options["resources"] = shard_resources(config, k) or options["resources"]
             venues.append(
                 _EXECUTION.options(**options).remote(
                     wiring.gateway_builder(config.exchange, shard_instruments, run_id),

@@ -175,14 +175,9 @@ def main() -> None:
     p1 = probes[1]
     events, windows = p1["events"], p1["steps"]
     c_coord = p1["coordinator_s"] / events
-    c_shards = (p1["venue_s"] + p1["agents_s"]) / events  # both symbols' venue + agents
-    # per window on Ray: the round's wall ("signal") minus what its leaves compute
-    round_s = {n: statistics.median(g["stage_s"]["signal"] for g in runs[n]) for n in (1, 2)}
-    leaves = {1: 3, 2: 4}  # venues + agent actors (one agent actor per symbol in both)
-    compute = {n: (probes[n]["venue_s"] + probes[n]["agents_s"]) for n in (1, 2)}
-    transport = {n: max(0.0, round_s[n] - compute[n]) / windows for n in (1, 2)}
-    r1 = (transport[2] - transport[1]) / (leaves[2] - leaves[1])
-    r0 = transport[1] - r1 * leaves[1]
+    c_shard = (p1["venue_s"] + p1["agents_s"]) / events  # both symbols' venues + agents
+    leaves = {1: 3, 2: 4}  # venue actors + agent actors of each measured layout
+    # the coordinator's serial time per event on Ray: its stages other than the round
     serial = {
         n: statistics.median(
             sum(v for k, v in g["stage_s"].items() if k != "signal") for g in runs[n]
@@ -190,26 +185,45 @@ def main() -> None:
         / events
         for n in (1, 2)
     }
+    # the round's transport per window and leaf: its wall on Ray less what its leaves
+    # compute (in one process), over the leaves it waits on
+    per_leaf = {
+        n: max(
+            0.0,
+            statistics.median(g["stage_s"]["signal"] for g in runs[n])
+            - (probes[n]["venue_s"] + probes[n]["agents_s"]),
+        )
+        / windows
+        / leaves[n]
+        for n in (1, 2)
+    }
+    r = statistics.mean(per_leaf.values())
+    c_serial = statistics.mean(serial.values())
+
+    def predict(n: int, n_leaves: int) -> float:
+        t = events * c_serial + windows * r * n_leaves + events / n * c_shard
+        return events / t
+
     print()
-    print("model inputs (measured here):")
+    print("model: T(N) = E * c_serial + W * r * L(N) + (E / N) * c_shard; inputs measured here:")
     print(f"  E = {events:,} events, W = {windows:,} windows")
-    print(f"  c_coord = {c_coord * 1e6:.2f} us/event (coordinator stage, one process)")
     print(
-        f"  coordinator serial on Ray = {serial[1] * 1e6:.2f} / {serial[2] * 1e6:.2f} us/event "
-        "(1 / 2 shards: feed, risk, acks, storage, checkpoints)"
+        f"  c_serial = {c_serial * 1e6:.2f} us/event (coordinator on Ray, stages but the round; "
+        f"{serial[1] * 1e6:.2f} / {serial[2] * 1e6:.2f} with 1 / 2 shards; its own stage in "
+        f"one process: {c_coord * 1e6:.2f})"
     )
-    print(f"  c_shard = {c_shards * 1e6:.2f} us/event (venue + agents, both symbols)")
+    print(f"  c_shard = {c_shard * 1e6:.2f} us/event (venues + agents, both symbols, one process)")
     print(
-        f"  round transport per window = {transport[1] * 1e6:.0f} us (3 leaves), "
-        f"{transport[2] * 1e6:.0f} us (4 leaves): r0 = {r0 * 1e6:.0f} us, "
-        f"r1 = {r1 * 1e6:.0f} us per leaf"
+        f"  r = {r * 1e6:.0f} us per window and leaf ({per_leaf[1] * 1e6:.0f} with 3 leaves, "
+        f"{per_leaf[2] * 1e6:.0f} with 4)"
     )
-    print()
-    print("predicted events/s with N shards, a node each (2 leaves per shard):")
-    c_serial = serial[2]
+    print(
+        f"  the model at the measured layouts: 1 shard {predict(1, 3):,.0f} events/s "
+        f"(measured {rate[1]:,.0f}), 2 shards {predict(2, 4):,.0f} (measured {rate[2]:,.0f})"
+    )
+    print("predicted events/s with N shards of one venue and one agent actor each:")
     for n in (1, 2, 4, 8, 16):
-        t = events * c_serial + windows * (r0 + r1 * 2 * n) + events / n * c_shards
-        print(f"  N = {n:>2}: {events / t:>10,.0f} events/s")
+        print(f"  N = {n:>2}: {predict(n, 2 * n):>10,.0f} events/s")
 
 
 if __name__ == "__main__":

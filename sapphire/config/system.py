@@ -165,7 +165,8 @@ class RayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     max_task_retries: int = -1
     step_timeout_s: NonNegFloat = 60.0
     # Ray custom resources for the coordinator, market-data, execution and sink actors,
-    # e.g. {"core": 1} to keep them on nodes that advertise it.
+    # e.g. {"core": 1} to keep them on nodes that advertise it (a shard that names
+    # resources places its execution actor by those instead).
     core_resources: dict[str, float] = msgspec.field(default_factory=dict)
     agent_timeout_s: NonNegFloat = 10.0
     # Actors checkpoint at barriers this far apart in wall time (0: every step); a crash
