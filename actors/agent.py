@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from actors.checkpoint import make_store
 from actors.codec import decode_events, decode_messages, encode_messages
 from actors.fanout import bytes_only_channels
 from actors.llm_bridge import LlmBridge
+from actors.sockets import RoundServer
 from actors.stepper import Stepper
 from sapphire.agents.base import Agent
 from sapphire.config.redis import RedisConfig
@@ -87,6 +89,10 @@ class AgentActor:
             self._restore,
         )
         self.caches.publish()
+        # a round over sockets (``actors.sockets``) steps this actor from its own thread:
+        # the lock keeps it and Ray's calls (a fallback step, a rewind) one at a time
+        self._lock = threading.Lock()
+        self._round: RoundServer | None = None
 
     def _snapshot(self) -> bytes:
         # the cache counts ride along, so the run's summary counts earlier incarnations too;
@@ -122,14 +128,35 @@ class AgentActor:
     ) -> tuple[list[bytes], list[Any]]:
         """Each hosted agent's outputs of one window (``reports``: each one's reports, both
         in ``agent_ids`` order), and the LLM decisions that arrived before it (storage)."""
-        return self._stepper.run(
-            step, lambda: self._compute(window, events, reports), barrier=barrier
-        )
+        with self._lock:
+            return self._stepper.run(
+                step, lambda: self._compute(window, events, reports), barrier=barrier
+            )
 
     def rewind(self, step: int) -> int:
         """Back to barrier ``step`` (see ``actors.stepper``); returns the step it is at."""
-        self._stepper.rewind(step)
-        return self._stepper.last_step
+        with self._lock:
+            self._stepper.rewind(step)
+            return self._stepper.last_step
+
+    def serve_round(self) -> tuple[str, str]:
+        """Serve the coordinator's rounds on a socket (a new one; any old one stops): this
+        actor's node and the socket's endpoint."""
+        self.stop_round()
+        self._round = RoundServer(self._round_request, self._lock)
+        return self.node_id(), self._round.endpoint
+
+    def stop_round(self) -> None:
+        if self._round is not None:
+            self._round.stop()
+            self._round = None
+
+    def _round_request(self, request: bytes) -> bytes:
+        step, window, events, reports, barrier = pickle.loads(request)
+        answer = self._stepper.run(
+            step, lambda: self._compute(window, events, reports), barrier=barrier
+        )
+        return pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _compute(
         self, window: Window, events_data: bytes, reports_data: Sequence[bytes]

@@ -25,6 +25,7 @@ from actors import metrics
 from actors.checkpoint import make_store
 from actors.codec import decode_events, decode_messages, encode_events, encode_messages
 from actors.fanout import CompiledFanout, bytes_only_channels
+from actors.sockets import OtherNode, SocketFanout
 from actors.stepper import AsyncStepper, StepBehind
 from actors.storage_sink import pack_tables
 from sapphire.adapters.kill_switch import run_kill_switch, system_kill_switch
@@ -134,13 +135,14 @@ class CoordinatorActor:
         # ``ray.transport: compiled``: the window's round to the venue and the agents as a
         # compiled graph (replays; a live venue keeps plain calls). Not checkpointed: a
         # restarted coordinator compiles a new one.
-        self._graph: CompiledFanout | None = None
+        self._graph: CompiledFanout | SocketFanout | None = None
         self._incarnations: dict[str, str] = {}  # each agent's process when it was compiled
         # events and wall time after this process's first step, for the steady pace
         self._steady_from: float | None = None
         self._steady_events = 0
         self._steady_s = 0.0
-        self._use_graph = config.ray.transport == "compiled" and config.exchange.kind != "ccxt"
+        self._use_graph = config.ray.transport != "calls" and config.exchange.kind != "ccxt"
+        self._sockets = config.ray.transport == "sockets"
         self._store = make_store(checkpoint_location)
         self.window_ns = wiring.window_ns(config)
         # A replay is cut into windows here, where ``pending_ns`` is known, from events the
@@ -588,9 +590,7 @@ class CoordinatorActor:
         try:
             if self._graph is None:
                 self._incarnations = await self._incarnations_of(live)
-                self._graph = CompiledFanout.build(
-                    self.venues, self.leaf_handles, live, self.leaf_shard
-                )
+                self._graph = await self._build_fanout(live)
             by_agent = reports_by_agent(due, self.agents)
             venue_data, answers = await self._graph.run(
                 step,
@@ -619,6 +619,20 @@ class CoordinatorActor:
             self._llm_records.extend(llm_records)
             outputs.update(self._leaf_outputs(leaf, data))
         return venue_data, outputs
+
+    async def _build_fanout(self, live: list[str]) -> CompiledFanout | SocketFanout:
+        """The round's transport: sockets where asked and every leaf shares this node,
+        else the compiled graph."""
+        if self._sockets:
+            node = ray.get_runtime_context().get_node_id()
+            try:
+                return await SocketFanout.build(
+                    self.venues, self.leaf_handles, live, self.leaf_shard, node
+                )
+            except OtherNode as exc:
+                log.warning("sockets transport: %s; the compiled graph instead", exc)
+                self._sockets = False
+        return CompiledFanout.build(self.venues, self.leaf_handles, live, self.leaf_shard)
 
     async def _restarted_leaf(self, leaves: list[str]) -> str:
         """Which peer of the graph Ray restarted since it was compiled ("" for none)."""
@@ -811,6 +825,10 @@ class CoordinatorActor:
                 "stage_s": {**self.stage_s, "checkpoint": self._stepper.checkpoint_s},
                 "checkpoint_bytes": self._stepper.checkpoint_bytes,
                 "steady": {"events": self._steady_events, "s": self._steady_s},
+                # what carried the rounds (at the end: a failure falls back to calls)
+                "transport": (
+                    ("sockets" if self._sockets else "compiled") if self._use_graph else "calls"
+                ),
             }
         )
         return out

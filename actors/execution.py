@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import threading
 import uuid
 from typing import Any
 
@@ -13,6 +14,7 @@ import ray
 from actors.checkpoint import make_store
 from actors.codec import decode_events, decode_messages, encode_messages
 from actors.fanout import bytes_only_channels
+from actors.sockets import RoundServer
 from actors.stepper import Stepper
 from sapphire.kernel.timing import Window
 from sapphire.kernel.venue import VenueStage
@@ -32,6 +34,10 @@ class ExecutionActor:
         self._stepper: Stepper[bytes] = Stepper(
             make_store(checkpoint_location), key, self._snapshot, self._restore
         )
+        # a round over sockets (``actors.sockets``) steps this actor from its own thread:
+        # the lock keeps it and Ray's calls (a fallback step, a rewind) one at a time
+        self._lock = threading.Lock()
+        self._round: RoundServer | None = None
 
     def _snapshot(self) -> bytes:
         return pickle.dumps((self.stage.gateway, self.stage.stats))
@@ -41,6 +47,12 @@ class ExecutionActor:
 
     def step(
         self, step: int, window: Window, events: bytes, commands: bytes, barrier: bool = True
+    ) -> bytes:
+        with self._lock:
+            return self._step(step, window, events, commands, barrier)
+
+    def _step(
+        self, step: int, window: Window, events: bytes, commands: bytes, barrier: bool
     ) -> bytes:
         return self._stepper.run(
             step,
@@ -52,8 +64,26 @@ class ExecutionActor:
 
     def rewind(self, step: int) -> int:
         """Back to barrier ``step`` (see ``actors.stepper``); returns the step it is at."""
-        self._stepper.rewind(step)
-        return self._stepper.last_step
+        with self._lock:
+            self._stepper.rewind(step)
+            return self._stepper.last_step
+
+    def serve_round(self) -> tuple[str, str]:
+        """Serve the coordinator's rounds on a socket (a new one; any old one stops): this
+        actor's node and the socket's endpoint."""
+        self.stop_round()
+        self._round = RoundServer(self._round_request, self._lock)
+        return str(ray.get_runtime_context().get_node_id()), self._round.endpoint
+
+    def stop_round(self) -> None:
+        if self._round is not None:
+            self._round.stop()
+            self._round = None
+
+    def _round_request(self, request: bytes) -> bytes:
+        step, window, events, commands, barrier = pickle.loads(request)
+        answer = self._step(step, window, events, commands, barrier)
+        return pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
 
     def exchange_record(self) -> bytes:
         """The venue's own record (paper exchange), for tests and the run summary."""

@@ -10,7 +10,7 @@ command's events/s (from its own end-of-run line), the ratio, and whether the tw
 runs are identical (every table but the run id).
 
     .venv/bin/python benchmarks/kernel_runners.py [--config configs/demo.yaml] [--max-events N]
-        [--host NAME]
+        [--host NAME] [--transports sockets,compiled] [--rounds N]
 
 ``--host NAME`` puts every agent of the config in one agent actor (``AgentSpec.host``), as a
 user does by writing ``host: NAME`` on each agent.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,38 +69,69 @@ def main() -> int:
     parser.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"))
     parser.add_argument("--max-events", type=int, default=None)
     parser.add_argument("--host", default="", help="every agent in this one agent actor")
+    parser.add_argument(
+        "--transports",
+        default="",
+        help="comma-separated ray.transport values to run side by side (default: the config's)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="alternated rounds (medians)")
     args = parser.parse_args()
     raw = msgspec.yaml.decode(Path(args.config).read_bytes())
+    transports = [t for t in args.transports.split(",") if t] or [""]
     print(f"load average before: {os.getloadavg()}; cores: {os.cpu_count()}")
+    results: dict[str, list[tuple[int, int, float, float, float]]] = {}
+    identical = True
     with tempfile.TemporaryDirectory(prefix="sapphire-runners-") as tmp:
         raw.setdefault("storage", {})["root"] = str(Path(tmp) / "runs")
         if args.max_events:
             raw.setdefault("data", {})["max_events"] = args.max_events
         for agent in raw.get("agents", []) if args.host else []:
             agent["host"] = args.host
-        config = Path(tmp) / "config.yaml"
-        config.write_bytes(msgspec.yaml.encode(raw))
-        results = {
-            "sapphire backtest": run("backtest", config, "bench-in-process"),
-            "sapphire run": run("run", config, "bench-on-ray"),
-        }
+        configs: dict[str, Path] = {}
+        for transport in transports:
+            if transport:
+                raw.setdefault("ray", {})["transport"] = transport
+            configs[transport] = Path(tmp) / f"config-{transport or 'default'}.yaml"
+            configs[transport].write_bytes(msgspec.yaml.encode(raw))
         store = Path(tmp) / "runs" / "store"
-        local, ray = stored(store, "bench-in-process"), stored(store, "bench-on-ray")
-        same = {t: local[t].equals(ray[t]) for t in TABLES}
-        rows = {t: local[t].height for t in TABLES}
-    head = f"{'command':<20}{'events':>10}{'steps':>8}{'run s':>9}{'events/s':>12}"
-    print(head + f"{'after start-up':>16}{'wall s':>9}")
-    for name, (events, steps, wall, total, pace) in results.items():
+        for r in range(args.rounds):
+            results.setdefault("sapphire backtest", []).append(
+                run("backtest", configs[transports[0]], f"bench-in-process-{r}")
+            )
+            local = stored(store, f"bench-in-process-{r}")
+            for transport in transports:
+                name = f"sapphire run {transport}".rstrip()
+                run_id = f"bench-on-ray-{transport or 'default'}-{r}"
+                results.setdefault(name, []).append(run("run", configs[transport], run_id))
+                ray = stored(store, run_id)
+                same = {t: local[t].equals(ray[t]) for t in TABLES}
+                identical = identical and all(same.values())
+                rows = {t: local[t].height for t in TABLES}
+                print(f"round {r}, {name}: stored tables identical (rows): {same} {rows}")
+    head = f"{'command':<26}{'events':>10}{'steps':>8}{'run s':>9}{'events/s':>12}"
+    print(head + f"{'after start-up':>16}{'wall s':>9}   (medians of {args.rounds})")
+    medians: dict[str, tuple[float, float]] = {}
+    for name, got in results.items():
+        events, steps = got[0][0], got[0][1]
+        wall = statistics.median(g[2] for g in got)
+        total = statistics.median(g[3] for g in got)
+        pace = statistics.median(g[4] for g in got)
+        medians[name] = (events / wall, pace)
         print(
-            f"{name:<20}{events:>10,}{steps:>8,}{wall:>9.2f}{events / wall:>12,.0f}"
+            f"{name:<26}{events:>10,}{steps:>8,}{wall:>9.2f}{events / wall:>12,.0f}"
             f"{pace:>16,.0f}{total:>9.1f}"
         )
-    (ev_l, _, wall_l, _, pace_l), (ev_r, _, wall_r, _, pace_r) = results.values()
-    print(f"Ray system / in-process events/s, whole run: {(ev_r / wall_r) / (ev_l / wall_l):.3f}x")
-    print(f"Ray system / in-process events/s, after start-up: {pace_r / pace_l:.3f}x")
-    print(f"stored tables identical (rows): {same} {rows}")
+    whole_l, pace_l = medians["sapphire backtest"]
+    for name, (whole, pace) in medians.items():
+        if name == "sapphire backtest":
+            continue
+        print(
+            f"{name} / in-process events/s: whole run {whole / whole_l:.3f}x, "
+            f"after start-up {pace / pace_l:.3f}x"
+        )
+    print(f"stored tables identical in every round: {identical}")
     print(f"load average after: {os.getloadavg()}")
-    return 0 if all(same.values()) else 1
+    return 0 if identical else 1
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ exact); a tick's processing latency is its step's feed+signal+risk+exchange_ack 
 (storage and checkpoint come after the venue has the orders). The same config through the
 in-process kernel (``sapphire backtest``) gives the floor: the time per step without Ray.
 
-    .venv/bin/python benchmarks/tick_to_order_latency.py [--steps 1500]
+    .venv/bin/python benchmarks/tick_to_order_latency.py [--host NAME]
+        [--transports sockets,compiled]
 """
 
 from __future__ import annotations
@@ -95,7 +96,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--host", default="", help="every agent in this one agent actor")
+    parser.add_argument(
+        "--transports", default="", help="comma-separated ray.transport values, one run each"
+    )
     args = parser.parse_args()
+    transports = [t for t in args.transports.split(",") if t] or [""]
     base = load_config(args.config)
     print(f"load average before: {os.getloadavg()}", flush=True)
     ray.init(
@@ -107,17 +112,29 @@ def main() -> None:
     rows: list[str] = []
     with tempfile.TemporaryDirectory(prefix="sapphire-lat-") as root:
         config = config_for(base, root, args.max_events, args.host)
-        ray_lat = on_ray(config, args.warmup)
+        on_each: dict[str, list[float]] = {}
+        for transport in transports:
+            chosen = (
+                msgspec.structs.replace(
+                    config, ray=msgspec.structs.replace(config.ray, transport=transport)
+                )
+                if transport
+                else config
+            )
+            on_each[transport or chosen.ray.transport] = on_ray(chosen, args.warmup)
         local = in_process(config, args.warmup)
-    emit(rows, line("sapphire run (Ray actors)", ray_lat, "per step: feed+signal+risk+ack"))
+    for transport, ray_lat in on_each.items():
+        emit(rows, line(f"sapphire run ({transport})", ray_lat, "per step: feed+signal+risk+ack"))
     emit(rows, line("in-process kernel", local, "per step: the whole step"))
     agents = ", ".join(f"{a.id}:{a.kind}" for a in base.agents)
     hosting = f"one agent actor ({args.host})" if args.host else "an actor per agent"
     print(f"agents: {agents} in {hosting}; ray num_cpus={args.num_cpus}; cores={os.cpu_count()}")
     print(f"load average after: {os.getloadavg()}")
-    p95 = pct(ray_lat, 0.95)
-    print(f"p95 <= 1 ms goal on the recoverable path: {'MET' if p95 <= 1e-3 else 'NOT MET'}")
-    print(f"p95 ratio Ray / in-process: {p95 / pct(local, 0.95):.0f}x")
+    for transport, ray_lat in on_each.items():
+        p95 = pct(ray_lat, 0.95)
+        met = "MET" if p95 <= 1e-3 else "NOT MET"
+        print(f"{transport}: p95 <= 1 ms goal on the recoverable path: {met}")
+        print(f"{transport}: p95 ratio Ray / in-process: {p95 / pct(local, 0.95):.1f}x")
 
 
 if __name__ == "__main__":

@@ -113,10 +113,11 @@ class AgentSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     num_cpus: NonNegFloat = 0.25
     resources: dict[str, float] = msgspec.field(default_factory=dict)  # Ray custom resources
     # Agents naming the same host share one actor process on Ray (its CPUs and resources are
-    # the sum of theirs); empty: an actor of its own. Why share: each actor of a compiled
-    # round waits for the next window in a busy loop, so on a small machine fewer processes
-    # step faster (RESULTS.md). The cost: a hung agent stops its host's other agents too
-    # (they are quarantined together), so keep untrusted agents in actors of their own.
+    # the sum of theirs); empty: an actor of its own. Why share: each leaf of a round costs
+    # a wake-up and a message per window (and busy-waits a core with the compiled graph), so
+    # on a small machine fewer processes step faster (RESULTS.md). The cost: a hung agent
+    # stops its host's other agents too (they are quarantined together), so keep untrusted
+    # agents in actors of their own.
     host: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.]*$")] = ""
 
     @property
@@ -176,9 +177,11 @@ class RayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     # driver's round trip is paid per batch, not per window (progress arrives per batch).
     drive_batch_s: NonNegFloat = 0.25
     # How the coordinator reaches the venue and the agents each window: one Ray Compiled
-    # Graph (shared-memory channels, ~10x cheaper a round than calls on 2 cores; a failure
-    # reruns that step as plain calls), or plain actor calls. A live venue always uses calls.
-    transport: Literal["calls", "compiled"] = "compiled"
+    # Graph (shared-memory channels, ~10x cheaper a round than calls on 2 cores), ZeroMQ
+    # sockets (actors.sockets: a waiting leaf sleeps instead of spinning a core; leaves on
+    # the coordinator's node, else the compiled graph), or plain actor calls. A failed round
+    # reruns that step as plain calls. A live venue always uses calls.
+    transport: Literal["calls", "compiled", "sockets"] = "sockets"
 
 
 class KillSwitchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -1,7 +1,7 @@
 """Kill each actor kind mid-step on a fixed replay: the run completes with exactly the
 fills, positions and stored rows of a run with no fault (0 lost, 0 duplicated). The runs use
-the default transport (the compiled graph, whose failures fall back to plain calls); plain
-calls give the same outcome."""
+the default transport (ZeroMQ sockets, whose failures fall back to plain calls); the
+compiled graph and plain calls give the same outcome."""
 
 from __future__ import annotations
 
@@ -60,12 +60,19 @@ def test_killing_an_actor_mid_step_loses_and_duplicates_nothing(
     assert_same_outcome(baseline, outcome)
 
 
-def test_plain_calls_trade_exactly_as_the_compiled_graph(baseline: Outcome, tmp_path: Path) -> None:
-    # the baseline and the kills above run the default transport, the compiled graph
+@pytest.mark.parametrize("transport", ["calls", "compiled"])
+def test_every_transport_trades_exactly_as_the_default(
+    baseline: Outcome, transport: str, tmp_path: Path
+) -> None:
+    # the baseline and the kills above run the default transport, sockets, without fallback
+    assert baseline.summary["transport"] == "sockets"
     assert baseline.summary["counters"].get("graph_fallbacks", 0) == 0
-    calls = make_config(
+    other = make_config(
         tmp_path,
         data={"source": "sample", "batch_events": 1000, "max_events": 16_000},
-        ray={"agent_timeout_s": 20.0, "transport": "calls"},
+        ray={"agent_timeout_s": 20.0, "transport": transport},
     )
-    assert_same_outcome(baseline, run(calls, "calls"))
+    outcome = run(other, transport)
+    assert outcome.summary["transport"] == transport
+    assert outcome.summary["counters"].get("graph_fallbacks", 0) == 0
+    assert_same_outcome(baseline, outcome)

@@ -60,7 +60,7 @@ def test_kill_switch_stops_all_order_flow_and_cancels_resting_orders(
     assert_halted_after_trip(outcome, at_trip["orders"])
 
 
-@pytest.mark.parametrize("transport", ["calls", "compiled"])
+@pytest.mark.parametrize("transport", ["calls", "compiled", "sockets"])
 def test_bad_agents_and_a_failing_venue_are_contained(
     ray_local: None, tmp_path: Path, transport: str
 ) -> None:
