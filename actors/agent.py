@@ -20,7 +20,7 @@ from actors.checkpoint import make_store
 from actors.codec import decode_events, decode_messages, encode_messages
 from actors.fanout import bytes_only_channels
 from actors.llm_bridge import LlmBridge
-from actors.sockets import RoundServer
+from actors.sockets import RoundLeaf, RoundServer
 from actors.stepper import Stepper
 from sapphire.agents.base import Agent
 from sapphire.config.redis import RedisConfig
@@ -42,7 +42,7 @@ class HostedAgent(NamedTuple):
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
-class AgentActor:
+class AgentActor(RoundLeaf):
     def __init__(
         self,
         agents: Sequence[HostedAgent],
@@ -138,18 +138,6 @@ class AgentActor:
         with self._lock:
             self._stepper.rewind(step)
             return self._stepper.last_step
-
-    def serve_round(self) -> tuple[str, str]:
-        """Serve the coordinator's rounds on a socket (a new one; any old one stops): this
-        actor's node and the socket's endpoint."""
-        self.stop_round()
-        self._round = RoundServer(self._round_request, self._lock)
-        return self.node_id(), self._round.endpoint
-
-    def stop_round(self) -> None:
-        if self._round is not None:
-            self._round.stop()
-            self._round = None
 
     def _round_request(self, request: bytes) -> bytes:
         step, window, events, reports, barrier = pickle.loads(request)

@@ -14,7 +14,7 @@ import ray
 from actors.checkpoint import make_store
 from actors.codec import decode_events, decode_messages, encode_messages
 from actors.fanout import bytes_only_channels
-from actors.sockets import RoundServer
+from actors.sockets import RoundLeaf, RoundServer
 from actors.stepper import Stepper
 from sapphire.kernel.timing import Window
 from sapphire.kernel.venue import VenueStage
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
-class ExecutionActor:
+class ExecutionActor(RoundLeaf):
     def __init__(
         self, build_gateway: Any, checkpoint_location: str, key: str = "execution"
     ) -> None:
@@ -67,18 +67,6 @@ class ExecutionActor:
         with self._lock:
             self._stepper.rewind(step)
             return self._stepper.last_step
-
-    def serve_round(self) -> tuple[str, str]:
-        """Serve the coordinator's rounds on a socket (a new one; any old one stops): this
-        actor's node and the socket's endpoint."""
-        self.stop_round()
-        self._round = RoundServer(self._round_request, self._lock)
-        return str(ray.get_runtime_context().get_node_id()), self._round.endpoint
-
-    def stop_round(self) -> None:
-        if self._round is not None:
-            self._round.stop()
-            self._round = None
 
     def _round_request(self, request: bytes) -> bytes:
         step, window, events, commands, barrier = pickle.loads(request)

@@ -96,6 +96,31 @@ class RoundServer:
         self._thread.join(timeout=5.0)
 
 
+class RoundLeaf:
+    """What a leaf actor (the venue's, an agent host's) adds to serve rounds: ``_lock`` and
+    ``_round`` set in its ``__init__``, and ``_round_request`` answering one request."""
+
+    _lock: threading.Lock
+    _round: RoundServer | None
+
+    def _round_request(self, request: bytes) -> bytes:
+        raise NotImplementedError
+
+    def serve_round(self) -> tuple[str, str]:
+        """Serve the coordinator's rounds on a socket (a new one; any old one stops): this
+        actor's node and the socket's endpoint."""
+        import ray
+
+        self.stop_round()
+        self._round = RoundServer(self._round_request, self._lock)
+        return str(ray.get_runtime_context().get_node_id()), self._round.endpoint
+
+    def stop_round(self) -> None:
+        if self._round is not None:
+            self._round.stop()
+            self._round = None
+
+
 class RoundError:
     """A leaf's step failed inside a round (sent back instead of an answer)."""
 
