@@ -132,9 +132,9 @@ class CoordinatorActor:
         self._agents_ready = False
         self._venue_ready = not self._live  # a live venue reconciles before the first step
         self._llm_records: list[Any] = []
-        # ``ray.transport: compiled``: the window's round to the venue and the agents as a
-        # compiled graph (replays; a live venue keeps plain calls). Not checkpointed: a
-        # restarted coordinator compiles a new one.
+        # ``ray.transport: sockets`` or ``compiled``: the window's round to the venues and the
+        # agents over ZeroMQ sockets or as a compiled graph (replays; a live venue keeps plain
+        # calls). Not checkpointed: a restarted coordinator builds a new one.
         self._graph: CompiledFanout | SocketFanout | None = None
         self._incarnations: dict[str, str] = {}  # each agent's process when it was compiled
         # events and wall time after this process's first step, for the steady pace
@@ -577,7 +577,8 @@ class CoordinatorActor:
         due: list[Any],
         barrier: bool,
     ) -> tuple[list[bytes], dict[str, Sequence[Any]]] | None:
-        """The window's round through the compiled graph: each venue's reports and each
+        """The window's round through the sockets or the compiled graph (``_build_fanout``):
+        each venue's reports and each
         agent's outputs; None when the plain calls must run it (the calls transport, or the
         graph failed: it is dropped, and this step runs again as calls, which restart, rewind
         and quarantine as usual; a peer that finished the step answers it from its store)."""
