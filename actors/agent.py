@@ -129,9 +129,14 @@ class AgentActor(RoundLeaf):
         """Each hosted agent's outputs of one window (``reports``: each one's reports, both
         in ``agent_ids`` order), and the LLM decisions that arrived before it (storage)."""
         with self._lock:
-            return self._stepper.run(
-                step, lambda: self._compute(window, events, reports), barrier=barrier
-            )
+            return self._step(step, window, events, reports, barrier)
+
+    def _step(
+        self, step: int, window: Window, events: bytes, reports: Sequence[bytes], barrier: bool
+    ) -> tuple[list[bytes], list[Any]]:
+        return self._stepper.run(
+            step, lambda: self._compute(window, events, reports), barrier=barrier
+        )
 
     def rewind(self, step: int) -> int:
         """Back to barrier ``step`` (see ``actors.stepper``); returns the step it is at."""
@@ -141,9 +146,7 @@ class AgentActor(RoundLeaf):
 
     def _round_request(self, request: bytes) -> bytes:
         step, window, events, reports, barrier = pickle.loads(request)
-        answer = self._stepper.run(
-            step, lambda: self._compute(window, events, reports), barrier=barrier
-        )
+        answer = self._step(step, window, events, reports, barrier)
         return pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _compute(

@@ -74,6 +74,29 @@ def _forget(reading: asyncio.Future[Any]) -> None:
     reading.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
+async def await_round(
+    answered: Callable[[float], Awaitable[bool]],
+    timeout_s: float,
+    restarted: Callable[[], Awaitable[str]],
+) -> None:
+    """Wait for a round's answers (``answered(s)``: whether all are in after waiting up to
+    ``s`` more seconds) a second at a time, asking ``restarted`` between (which leaf Ray
+    restarted, or ""): a transport does not always see a leaf's death, and waiting out the
+    timeout would take a restarted agent for a hung one. Raises TimeoutError past
+    ``timeout_s``, RuntimeError naming a restarted leaf. Every round transport waits so."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        left = deadline - loop.time()
+        if await answered(min(1.0, max(left, 0.0))):
+            return
+        if left <= 1.0:
+            raise TimeoutError(f"no answer in {timeout_s} s")
+        who = await restarted()
+        if who:
+            raise RuntimeError(f"{who} restarted during the round")
+
+
 class CompiledFanout:
     """The compiled round over the venue actors (one per shard) and the agent actors
     ``leaves`` (in that order)."""
@@ -141,21 +164,18 @@ class CompiledFanout:
             return [ref.get(max(0.0, deadline - time.monotonic())) for ref in refs]
 
         reading = asyncio.ensure_future(asyncio.to_thread(read))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while True:
-            left = deadline - loop.time()
-            done, _ = await asyncio.wait({reading}, timeout=min(1.0, max(left, 0.0)))
-            if done:
-                results = reading.result()
-                return list(results[: self.venues]), list(results[self.venues :])
-            if left <= 1.0:
-                _forget(reading)
-                raise TimeoutError(f"no answer in {timeout_s} s")
-            who = await restarted()
-            if who:
-                _forget(reading)
-                raise RuntimeError(f"{who} restarted during the round")
+
+        async def answered(wait_s: float) -> bool:
+            done, _ = await asyncio.wait({reading}, timeout=wait_s)
+            return bool(done)
+
+        try:
+            await await_round(answered, timeout_s, restarted)
+        except BaseException:
+            _forget(reading)
+            raise
+        results = reading.result()
+        return list(results[: self.venues]), list(results[self.venues :])
 
     async def close(self, timeout_s: float = 30.0) -> bool:
         """Tear the graph down so the actors take another graph again; a teardown that

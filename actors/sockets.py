@@ -33,6 +33,7 @@ from typing import Any
 
 import zmq
 
+from actors.fanout import await_round
 from sapphire.kernel.timing import Window
 
 log = logging.getLogger(__name__)
@@ -211,22 +212,19 @@ class SocketFanout:
         # A round answers in about a millisecond: wait for it right here, in the event loop,
         # for up to FAST_WAIT_MS (asyncio's machinery per answer cost ~6 % of the
         # coordinator, py-spy). A slower round (a busy machine, a hung or restarted leaf)
-        # is waited for off the loop, a second at a time, asking who restarted between.
+        # is waited for off the loop, as every transport waits (``await_round``).
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        fast_end = loop.time() + FAST_WAIT_MS / 1000
+        started = loop.time()
+        fast_end = started + FAST_WAIT_MS / 1000
         missing = len(replies)
         while missing and loop.time() < fast_end:
             missing = collect(max(1, int((fast_end - loop.time()) * 1000)))
-        while missing:
-            left = deadline - loop.time()
-            if left <= 0:
-                raise TimeoutError(f"no answer in {timeout_s} s")
-            missing = await asyncio.to_thread(collect, max(1, int(min(1.0, left) * 1000)))
-            if missing:
-                who = await restarted()
-                if who:
-                    raise RuntimeError(f"{who} restarted during the round")
+        if missing:
+
+            async def answered(wait_s: float) -> bool:
+                return await asyncio.to_thread(collect, max(1, int(wait_s * 1000))) == 0
+
+            await await_round(answered, timeout_s - (loop.time() - started), restarted)
         answers = [pickle.loads(r) for r in replies if r is not None]
         failed = [a for a in answers if isinstance(a, RoundError)]
         if failed:

@@ -196,9 +196,7 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
     else:
         # a venue actor per shard, with the shard's instruments, where its resources say
         for k, group in enumerate(shards.groups):
-            shard_instruments = (
-                instruments if shards.count == 1 else {s: instruments[s] for s in group}
-            )
+            shard_instruments = {s: instruments[s] for s in group}
             options = core(wiring.venue_kind(k))
             # a shard's resources place its venue (with its agents), not the core actors'
             options["resources"] = shard_resources(config, k) or options["resources"]
@@ -215,7 +213,8 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
         config.storage.batch_rows,
         config.storage.flush_interval_s,
     )
-    llm_app = start_llm_service(config) if any(s.kind == "llm" for s in config.agents) else ""
+    llm = any(s.kind == "llm" for s in config.agents)
+    llm_app = start_llm_service(config, venues=len(venues)) if llm else ""
     agents: dict[str, Any] = {}
     agent_names: dict[str, str] = {}
     hosts: dict[str, Any] = {}
@@ -244,8 +243,7 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
             timing,
             checkpoint_location_,
             config.redis,  # the L2 of its caches (instrument spec, LLM decisions)
-            # what its agents may trade: their shard's symbols
-            tuple(instruments) if shards.count == 1 else shards.groups[shard],
+            shards.groups[shard],  # what its agents may trade: their shard's symbols
             leaf,
         )
         hosts[leaf] = handle
@@ -298,7 +296,7 @@ def shard_resources(config: SystemConfig, shard: int) -> dict[str, float]:
     return dict(config.shards[shard].resources) if config.shards else {}
 
 
-def start_llm_service(config: SystemConfig) -> str:
+def start_llm_service(config: SystemConfig, *, venues: int = 1) -> str:
     """Deploy the LLM decision app on Ray Serve (HTTP on loopback, no route: agents call it
     through a DeploymentHandle). Returns the app name."""
     from ray import serve
@@ -309,9 +307,10 @@ def start_llm_service(config: SystemConfig) -> str:
     # sized before anything deploys: a replica that cannot fit is a one-line error, not a hang
     app = build_sized_app(
         dict(config.llm),
-        # the agents and the coordinator are placed after the app (0.25: core actors' share)
-        reserve_cpus=sum(spec.num_cpus for spec in config.agents) + 0.25,
-        placed_cpus=3 * 0.25,  # market data, execution and the sink, created just before
+        # the agents and the coordinator are placed after the app
+        reserve_cpus=sum(spec.num_cpus for spec in config.agents) + CORE_CPUS,
+        # market data, the sink and the venues (one a shard), created just before
+        placed_cpus=(2 + venues) * CORE_CPUS,
         prices_file=config.cost.prices_file,
         price_profile=config.cost.profile,
     )

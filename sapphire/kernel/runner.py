@@ -84,10 +84,10 @@ class InProcessKernel:
             ]
         if gateway is not None and self.shards.count > 1:
             raise assembly.WiringError("shards: a given gateway serves one shard only")
-        groups = self.shards.groups
+        groups = self.shards.groups  # one group of every symbol without shards
         gateways = (
-            [gateway or assembly.paper_gateway_builder(config.exchange, self.instruments)()]
-            if self.shards.count == 1
+            [gateway]
+            if gateway is not None
             else [
                 assembly.paper_gateway_builder(
                     config.exchange, {s: self.instruments[s] for s in group}
@@ -115,7 +115,7 @@ class InProcessKernel:
             AgentStage(
                 [a for a in agents if shard_of_agent.get(a.agent_id, 0) == k],
                 self.timing,
-                self.instruments if self.shards.count == 1 else groups[k],
+                groups[k],
             )
             for k in range(self.shards.count)
         ]

@@ -36,10 +36,6 @@ class Shards:
         self.shard_of = {s: k for k, group in enumerate(self.groups) for s in group}
         self.agent_shard = dict(agent_shard)
 
-    def agents_of(self, shard: int) -> list[str]:
-        """The shard's agents, in config order."""
-        return [a for a, k in self.agent_shard.items() if k == shard]
-
     def events(self, events: Sequence[AnyMarketEvent]) -> list[Sequence[AnyMarketEvent]]:
         """Each shard's events, in their order (an unknown symbol's: no shard's)."""
         if self.count == 1:
