@@ -133,7 +133,7 @@ class CoordinatorActor:
         self._venue_ready = not self._live  # a live venue reconciles before the first step
         self._llm_records: list[Any] = []
         # ``ray.transport: sockets`` or ``compiled``: the window's round to the venues and the
-        # agents over ZeroMQ sockets or as a compiled graph (replays; a live venue keeps plain
+        # agents over Unix sockets or as a compiled graph (replays; a live venue keeps plain
         # calls). Not checkpointed: a restarted coordinator builds a new one.
         self._graph: CompiledFanout | SocketFanout | None = None
         self._incarnations: dict[str, str] = {}  # each agent's process when it was compiled

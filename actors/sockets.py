@@ -1,21 +1,28 @@
-"""A window's parallel round (the venues and every agent actor) over ZeroMQ sockets
+"""A window's parallel round (the venues and every agent actor) over Unix-domain sockets
 (``ray.transport: sockets``).
 
 Why not only Ray's compiled graph: its channel reads wait in a busy loop (Ray 2.60 polls
 with ``sched_yield``), so every leaf burns a core between rounds. On a small machine the
 waiting leaves take the CPU from the coordinator and from each other, and a round's
-hand-offs wait for the scheduler. A socket read blocks in the kernel (epoll): a waiting leaf
-costs nothing and wakes when its request arrives. On 2 cores the demo's Ray system steps
-1.3x (agents in one actor) to 1.5x (an actor per agent) faster than with the compiled graph,
+hand-offs wait for the scheduler. A socket read blocks in the kernel: a waiting leaf costs
+nothing and wakes when its request arrives. On 2 cores the demo's Ray system steps 1.3x
+(agents in one actor) to 1.5x (an actor per agent) faster than with the compiled graph,
 with identical stored tables (``benchmarks/RESULTS.md``).
+
+Why plain stream sockets and not ZeroMQ (the first version): a ZeroMQ message crosses two
+I/O threads on its way (the sender's and the receiver's), each a thread wake-up, so a
+request and its reply took 73-105 us between two processes on 2 cores against 7-8 us for
+the same bytes written straight to a Unix socket and read by the thread that waits for them
+(``benchmarks/RESULTS.md``). A round is one request and one reply per leaf, framed by an
+8-byte length, in lockstep; nothing here needs ZeroMQ's queues or reconnection.
 
 Ray still owns everything but the bytes of a round: the actors, their placement, restarts,
 checkpoints, and the plain calls any failure falls back to (exactly as with the compiled
 graph: the coordinator drops the sockets and runs the step again as calls; a leaf that
-finished the step answers from its stored output). The sockets are ``ipc://`` files in a
-directory only this user can open, so a leaf and its coordinator must share a node; a leaf
-elsewhere makes the round use the compiled graph instead. Requests and replies are pickled:
-only this user's processes can connect, and they could already read each other's memory.
+finished the step answers from its stored output). The sockets are files in a directory
+only this user can open, so a leaf and its coordinator must share a node; a leaf elsewhere
+makes the round use the compiled graph instead. Requests and replies are pickled: only this
+user's processes can connect, and they could already read each other's memory.
 """
 
 from __future__ import annotations
@@ -25,13 +32,14 @@ import contextlib
 import logging
 import os
 import pickle
+import select
+import socket
+import struct
 import tempfile
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-
-import zmq
 
 from actors.fanout import await_round
 from sapphire.kernel.timing import Window
@@ -40,10 +48,17 @@ log = logging.getLogger(__name__)
 
 POLL_MS = 200  # how often an idle server checks that it should still serve
 FAST_WAIT_MS = 50  # how long the coordinator waits for a round inside its event loop
+FRAME_TIMEOUT_S = 30.0  # a frame whose length has arrived: the rest comes at once
+_HEADER = struct.Struct("<Q")  # a frame: its payload's length, then the payload
+_READ = 1 << 20
 
 
 class OtherNode(RuntimeError):
-    """A leaf runs on another node than the coordinator: no ipc socket reaches it."""
+    """A leaf runs on another node than the coordinator: no Unix socket reaches it."""
+
+
+class LeafGone(ConnectionError):
+    """A leaf's socket closed in the middle of a round (its process ended)."""
 
 
 def _socket_dir() -> str:
@@ -54,15 +69,33 @@ def _socket_dir() -> str:
     return base
 
 
+def _frame(payload: bytes) -> bytes:
+    return _HEADER.pack(len(payload)) + payload
+
+
+def _read_exact(conn: socket.socket, n: int) -> bytes | None:
+    """``n`` bytes from a blocking ``conn``; None where the peer closed first."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = conn.recv_into(view[got:], n - got)
+        if k == 0:
+            return None
+        got += k
+    return bytes(buf)
+
+
 class RoundServer:
     """The leaf's side: a thread answering each request with ``handler(request)``. The
     handler runs under ``lock``, which the actor's own methods (plain calls, rewinds) take
-    too, so a round and a call never step the actor at once."""
+    too, so a round and a call never step the actor at once. One coordinator is connected
+    at a time: a new connection (a rebuilt round) replaces the old one."""
 
     def __init__(self, handler: Callable[[bytes], bytes], lock: threading.Lock) -> None:
         self._handler = handler
         self._lock = lock
-        self.endpoint = f"ipc://{_socket_dir()}/{uuid.uuid4().hex}.sock"
+        self.endpoint = os.path.join(_socket_dir(), f"{uuid.uuid4().hex}.sock")
         self._stop = threading.Event()
         self._bound = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="round-server", daemon=True)
@@ -70,27 +103,55 @@ class RoundServer:
         self._bound.wait(10.0)
 
     def _serve(self) -> None:
-        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-        sock = ctx.socket(zmq.REP)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.bind(self.endpoint)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.endpoint)
+        listener.listen(4)
         self._bound.set()
+        conn: socket.socket | None = None
+        poller = select.poll()
+        poller.register(listener, select.POLLIN)
         try:
             while not self._stop.is_set():
-                if not sock.poll(POLL_MS):
-                    continue
-                request = sock.recv()
-                try:
-                    with self._lock:
-                        reply = self._handler(request)
-                except Exception as exc:  # the coordinator falls back to calls, which say why
-                    log.exception("round request failed")
-                    reply = pickle.dumps(RoundError(f"{type(exc).__name__}: {exc}"))
-                sock.send(reply)
+                for fd, _ in poller.poll(POLL_MS):
+                    if fd == listener.fileno():
+                        if conn is not None:
+                            poller.unregister(conn)
+                            conn.close()
+                        conn, _ = listener.accept()
+                        conn.settimeout(FRAME_TIMEOUT_S)
+                        poller.register(conn, select.POLLIN)
+                        break  # the old connection's events are stale (its fd may be reused)
+                    elif conn is not None and fd == conn.fileno() and not self._answer(conn):
+                        poller.unregister(conn)
+                        conn.close()
+                        conn = None
         finally:
-            sock.close(0)
+            if conn is not None:
+                conn.close()
+            listener.close()
             with contextlib.suppress(OSError):
-                os.unlink(self.endpoint.removeprefix("ipc://"))
+                os.unlink(self.endpoint)
+
+    def _answer(self, conn: socket.socket) -> bool:
+        """Read one request, answer it; False where the connection is over."""
+        try:
+            header = _read_exact(conn, _HEADER.size)
+            request = None if header is None else _read_exact(conn, _HEADER.unpack(header)[0])
+        except OSError:
+            return False
+        if request is None:
+            return False  # the coordinator closed its side
+        try:
+            with self._lock:
+                reply = self._handler(request)
+        except Exception as exc:  # the coordinator falls back to calls, which say why
+            log.exception("round request failed")
+            reply = pickle.dumps(RoundError(f"{type(exc).__name__}: {exc}"))
+        try:
+            conn.sendall(_frame(reply))
+        except OSError:
+            return False
+        return True
 
     def stop(self) -> None:
         self._stop.set()
@@ -129,22 +190,53 @@ class RoundError:
         self.why = why
 
 
+class _Reply:
+    """One leaf's answer as it arrives: bytes read so far, the frame once whole."""
+
+    __slots__ = ("buf", "payload")
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.payload: bytes | None = None
+
+    def feed(self, sock: socket.socket) -> None:
+        """Read what ``sock`` (non-blocking) has; LeafGone where the leaf closed it."""
+        while True:
+            try:
+                chunk = sock.recv(_READ)
+            except BlockingIOError:
+                break
+            except OSError as exc:  # reset: it closed with our request unread
+                raise LeafGone(f"a leaf's round socket failed: {exc}") from exc
+            if not chunk:
+                raise LeafGone("a leaf closed its round socket")
+            self.buf += chunk
+            if len(chunk) < _READ:
+                break
+        if len(self.buf) >= _HEADER.size:
+            (n,) = _HEADER.unpack_from(self.buf)
+            if len(self.buf) >= _HEADER.size + n:
+                self.payload = bytes(self.buf[_HEADER.size : _HEADER.size + n])
+
+
 class SocketFanout:
-    """The coordinator's side: one request socket per leaf (venues first, then agent
+    """The coordinator's side: one connected socket per leaf (venues first, then agent
     actors), the same interface as ``actors.fanout.CompiledFanout``."""
 
     def __init__(
         self,
-        sockets: list[zmq.Socket[bytes]],
+        sockets: list[socket.socket],
         leaves: list[str],
         venues: int,
         leaf_shard: dict[str, int],
         handles: list[Any],
     ) -> None:
         self._sockets = sockets
-        self._poller = zmq.Poller()
+        self._by_fd = {sock.fileno(): i for i, sock in enumerate(sockets)}
+        self._poller = select.poll()
         for sock in sockets:
-            self._poller.register(sock, zmq.POLLIN)
+            sock.setblocking(False)
+            self._poller.register(sock, select.POLLIN)
         self.leaves = leaves
         self.venues = venues
         self._leaf_shard = leaf_shard
@@ -165,13 +257,14 @@ class SocketFanout:
         if elsewhere:
             await asyncio.gather(*(handles[i].stop_round.remote() for i in range(len(handles))))
             raise OtherNode(f"{len(elsewhere)} leaf actor(s) on another node")
-        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-        sockets = []
-        for _, endpoint in served:
-            sock = ctx.socket(zmq.REQ)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(endpoint)
-            sockets.append(sock)
+        sockets: list[socket.socket] = []
+        try:
+            for _, endpoint in served:
+                sockets.append(_connect(endpoint))
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            raise
         return cls(sockets, leaves, len(venues), leaf_shard, handles)
 
     async def run(
@@ -186,7 +279,7 @@ class SocketFanout:
         restarted: Callable[[], Awaitable[str]],
     ) -> tuple[list[bytes], list[tuple[list[bytes], list[Any]]]]:
         """As ``CompiledFanout.run``: each venue's reports and each agent actor's answer;
-        raises on any failure (TimeoutError past ``timeout_s``)."""
+        raises on any failure (TimeoutError past ``timeout_s``, LeafGone, OSError)."""
         n = self.venues
         requests: list[tuple[int, Window, bytes, bytes | list[bytes], bool]] = [
             (step, window, events[k], commands[k], barrier) for k in range(n)
@@ -195,26 +288,32 @@ class SocketFanout:
             (step, window, events[self._leaf_shard[leaf]], reports[i], barrier)
             for i, leaf in enumerate(self.leaves)
         ]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         for sock, request in zip(self._sockets, requests, strict=True):
-            # a request socket with its peer connected takes a request at once (else EAGAIN
-            # raises, and the step runs as calls)
-            sock.send(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL), zmq.NOBLOCK)
-        replies: list[bytes | None] = [None] * len(self._sockets)
-        index = {sock: i for i, sock in enumerate(self._sockets)}
+            data = _frame(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                # more than the socket buffer holds (a large window): the leaf reads it as
+                # it comes; the rest is written off the event loop, within the round's time
+                await asyncio.to_thread(_send_rest, sock, data[sent:], timeout_s)
+        replies = [_Reply() for _ in self._sockets]
 
         def collect(timeout_ms: int) -> int:
-            """Take the answers that arrive within ``timeout_ms``; how many are missing."""
-            for sock, _ in self._poller.poll(timeout_ms):
-                if replies[index[sock]] is None:
-                    replies[index[sock]] = sock.recv(zmq.NOBLOCK)
-            return sum(r is None for r in replies)
+            """Take what arrives within ``timeout_ms``; how many answers are missing."""
+            for fd, _ in self._poller.poll(timeout_ms):
+                reply = replies[self._by_fd[fd]]
+                if reply.payload is None:
+                    reply.feed(self._sockets[self._by_fd[fd]])
+            return sum(r.payload is None for r in replies)
 
         # A round answers in about a millisecond: wait for it right here, in the event loop,
         # for up to FAST_WAIT_MS (asyncio's machinery per answer cost ~6 % of the
         # coordinator, py-spy). A slower round (a busy machine, a hung or restarted leaf)
         # is waited for off the loop, as every transport waits (``await_round``).
-        loop = asyncio.get_running_loop()
-        started = loop.time()
         fast_end = started + FAST_WAIT_MS / 1000
         missing = len(replies)
         while missing and loop.time() < fast_end:
@@ -225,7 +324,7 @@ class SocketFanout:
                 return await asyncio.to_thread(collect, max(1, int(wait_s * 1000))) == 0
 
             await await_round(answered, timeout_s - (loop.time() - started), restarted)
-        answers = [pickle.loads(r) for r in replies if r is not None]
+        answers = [pickle.loads(r.payload) for r in replies if r.payload is not None]
         failed = [a for a in answers if isinstance(a, RoundError)]
         if failed:
             raise RuntimeError(f"a leaf's step failed in the round: {failed[0].why}")
@@ -236,8 +335,34 @@ class SocketFanout:
         is gone or hung stops with its process). Always clean: a leaf serves a new round
         whenever asked, whatever an old one left."""
         for sock in self._sockets:
-            sock.close(0)
+            sock.close()
         stops = [h.stop_round.remote() for h in self._handles]
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.gather(*stops), timeout_s)
         return True
+
+
+def _connect(endpoint: str) -> socket.socket:
+    """A socket connected to a leaf's ``endpoint`` (it listens before serve_round returns)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(endpoint)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _send_rest(sock: socket.socket, data: bytes, timeout_s: float) -> None:
+    """Write ``data`` to the non-blocking ``sock``, waiting for room up to ``timeout_s``."""
+    view = memoryview(data)
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    while view:
+        if not poller.poll(max(1, int(timeout_s * 1000))):
+            raise TimeoutError("a leaf did not read its round request")
+        try:
+            k = sock.send(view)
+        except BlockingIOError:
+            continue
+        view = view[k:]

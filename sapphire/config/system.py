@@ -177,7 +177,7 @@ class RayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     # driver's round trip is paid per batch, not per window (progress arrives per batch).
     drive_batch_s: NonNegFloat = 0.25
     # How the coordinator reaches the venue and the agents each window: one Ray Compiled
-    # Graph (shared-memory channels, ~10x cheaper a round than calls on 2 cores), ZeroMQ
+    # Graph (shared-memory channels, ~10x cheaper a round than calls on 2 cores), Unix
     # sockets (actors.sockets: a waiting leaf sleeps instead of spinning a core; leaves on
     # the coordinator's node, else the compiled graph), or plain actor calls. A failed round
     # reruns that step as plain calls. A live venue always uses calls.

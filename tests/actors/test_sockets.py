@@ -1,0 +1,120 @@
+"""The sockets round transport's own contract, without Ray: frames of any size arrive whole,
+a leaf's death or failure ends the round at once with the reason, and a rebuilt round
+(a new connection) replaces the old one on the same leaf."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from actors.sockets import LeafGone, RoundServer, SocketFanout, _connect
+from sapphire.kernel.timing import Window
+
+WINDOW = Window(step=0, start_ns=0, end_ns=10)
+
+
+async def _nobody() -> str:
+    return ""
+
+
+def _echo(request: bytes) -> bytes:
+    """Answers with the request's events and commands (each leaf's answer names its input)."""
+    _step, _window, events, commands, _barrier = pickle.loads(request)
+    return pickle.dumps((events, commands))
+
+
+def _fanout(servers: list[RoundServer], venues: int = 1) -> SocketFanout:
+    leaves = [f"leaf{i}" for i in range(len(servers) - venues)]
+    return SocketFanout(
+        [_connect(s.endpoint) for s in servers],
+        leaves,
+        venues,
+        dict.fromkeys(leaves, 0),
+        [],
+    )
+
+
+def _round(fanout: SocketFanout, events: bytes, timeout_s: float = 5.0) -> Any:
+    agents = len(fanout.leaves)
+    return asyncio.run(
+        fanout.run(0, WINDOW, [events], [b"cmds"], False, [[b"r"]] * agents, timeout_s, _nobody)
+    )
+
+
+@pytest.fixture
+def servers() -> Any:
+    made: list[RoundServer] = []
+
+    def make(handler: Callable[[bytes], bytes] = _echo) -> RoundServer:
+        server = RoundServer(handler, threading.Lock())
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+def test_a_round_larger_than_the_socket_buffers_arrives_whole(servers: Any) -> None:
+    big = bytes(range(256)) * 40_000  # 10 MB: many times a Unix socket's buffer
+    fanout = _fanout([servers(), servers()])
+    venue, agents = _round(fanout, big)
+    assert venue == [(big, b"cmds")]
+    assert agents == [(big, [b"r"])]
+    venue, agents = _round(fanout, b"small")  # the stream stays framed after a large one
+    assert venue == [(b"small", b"cmds")]
+    asyncio.run(fanout.close())
+
+
+def test_a_failing_leaf_step_ends_the_round_with_its_reason(servers: Any) -> None:
+    def fail(request: bytes) -> bytes:
+        raise ValueError("the venue refused the window")
+
+    fanout = _fanout([servers(fail), servers()])
+    with pytest.raises(RuntimeError, match="ValueError: the venue refused the window"):
+        _round(fanout, b"e")
+
+
+def test_a_leaf_that_goes_away_ends_the_round_at_once(servers: Any, tmp_path: Any) -> None:
+    path = str(tmp_path / "leaf.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def die() -> None:  # reads its request, then its process ends without an answer
+        conn, _ = listener.accept()
+        conn.recv(16)
+        time.sleep(0.2)
+        conn.close()
+
+    thread = threading.Thread(target=die)
+    thread.start()
+    leaves = ["agent"]
+    fanout = SocketFanout(
+        [_connect(servers().endpoint), _connect(path)], leaves, 1, {"agent": 0}, []
+    )
+    started = time.monotonic()
+    with pytest.raises(LeafGone):
+        _round(fanout, b"e", timeout_s=60.0)
+    # well before the round's 60 s timeout: the closed socket says so
+    assert time.monotonic() - started < 5.0
+    thread.join()
+    listener.close()
+
+
+def test_a_rebuilt_round_replaces_the_old_connection(servers: Any) -> None:
+    server = servers()
+    first = _fanout([server])
+    assert _round(first, b"one")[0] == [(b"one", b"cmds")]
+    second = _fanout([server])  # the coordinator rebuilt its round (after a failure)
+    assert _round(second, b"two")[0] == [(b"two", b"cmds")]
+    assert _round(second, b"three")[0] == [(b"three", b"cmds")]
+    asyncio.run(first.close())
+    asyncio.run(second.close())
