@@ -76,6 +76,9 @@ class AvellanedaStoikovState(msgspec.Struct, kw_only=True):
 
 
 class AvellanedaStoikovAgent(BaseAgent[AvellanedaStoikovState]):
+    # trades feed the intensity fit, quotes and snapshots the mid: nothing else is read
+    market_events = frozenset({Trade, Quote, BookSnapshot})
+
     def __init__(
         self,
         agent_id: str,

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
-from sapphire.model.events import AnyMarketEvent, Side
+from sapphire.model.events import AnyMarketEvent, MarketEvent, Side
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import (
     AgentReport,
@@ -100,6 +100,13 @@ class BaseAgent(Generic[S]):
     ``self.state`` is the subclass's mutable msgspec struct: everything it learns from the
     market lives there, so ``snapshot`` captures it and a restored agent continues exactly.
     """
+
+    market_events: ClassVar[frozenset[type[MarketEvent]] | None] = None
+    """The market event types ``on_event`` reads; None: every type. An agent that declares
+    them promises that any other event is a no-op for it (no output, no state change:
+    ``tests/agents/test_market_events.py`` checks it on real data), so the kernel's agent
+    stage does not call it for those (on a depth feed, most events are level updates that
+    only the venue's book reads)."""
 
     def __init__(self, agent_id: str, instrument: Instrument, state: S) -> None:
         if not agent_id:

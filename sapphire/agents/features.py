@@ -6,7 +6,7 @@ fair price towards the ask because it is about to be lifted (Stoikov 2018's firs
 
 from __future__ import annotations
 
-from sapphire.model.events import AnyMarketEvent, Bar, BookSnapshot, Quote, Trade
+from sapphire.model.events import AnyMarketEvent, Bar, BookSnapshot, MarketEvent, Quote, Trade
 
 
 def microprice_ticks(bid_ticks: int, bid_lots: int, ask_ticks: int, ask_lots: int) -> float:
@@ -14,6 +14,10 @@ def microprice_ticks(bid_ticks: int, bid_lots: int, ask_ticks: int, ask_lots: in
     if size <= 0:
         return 0.5 * (bid_ticks + ask_ticks)
     return (bid_ticks * ask_lots + ask_ticks * bid_lots) / size
+
+
+PRICED_EVENTS: frozenset[type[MarketEvent]] = frozenset({Quote, Trade, Bar, BookSnapshot})
+"""The event types :func:`reference_price` prices (it returns None for any other)."""
 
 
 def reference_price(event: AnyMarketEvent, use_microprice: bool = True) -> float | None:

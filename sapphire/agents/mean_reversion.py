@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import msgspec
 
 from sapphire.agents.base import AgentConfigError, AgentOutput, BaseAgent, decode_config
-from sapphire.agents.features import reference_price
+from sapphire.agents.features import PRICED_EVENTS, reference_price
 from sapphire.model.events import AnyMarketEvent
 from sapphire.model.instrument import Instrument
 
@@ -53,6 +53,9 @@ def zscore(x: float, total: float, total_sq: float, n: int, min_std: float) -> f
 
 
 class MeanReversionAgent(BaseAgent[MeanReversionState]):
+    # a price is all it reads: other events (depth levels) are no-ops for it
+    market_events = PRICED_EVENTS
+
     def __init__(
         self, agent_id: str, instrument: Instrument, config: MeanReversionConfig | dict[str, Any]
     ) -> None:

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import msgspec
 
 from sapphire.agents.base import AgentConfigError, AgentOutput, BaseAgent, decode_config
-from sapphire.agents.features import reference_price
+from sapphire.agents.features import PRICED_EVENTS, reference_price
 from sapphire.model.events import AnyMarketEvent
 from sapphire.model.instrument import Instrument
 
@@ -45,6 +45,9 @@ class MomentumState(msgspec.Struct, kw_only=True):
 
 
 class MomentumAgent(BaseAgent[MomentumState]):
+    # a price is all it reads: other events (depth levels) are no-ops for it
+    market_events = PRICED_EVENTS
+
     def __init__(
         self, agent_id: str, instrument: Instrument, config: MomentumConfig | dict[str, Any]
     ) -> None:

@@ -17,7 +17,7 @@ import msgspec
 
 from sapphire.agents.base import Agent, AgentOutput
 from sapphire.kernel.timing import Timing, Window, split_visible
-from sapphire.model.events import AnyMarketEvent
+from sapphire.model.events import AnyMarketEvent, MarketEvent
 from sapphire.model.orders import AgentReport, CancelIntent, OrderDenied, OrderIntent, Signal
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,9 @@ class AgentStage:
         self.timing = timing
         self.symbols = frozenset(symbols)  # empty: any symbol (checked by risk downstream)
         self.state = AgentStageState(errors={a: 0 for a in self.agents})
+        self._kinds: dict[str, frozenset[type[MarketEvent]] | None] = {
+            a.agent_id: getattr(a, "market_events", None) for a in agents
+        }
         # events seen by the venue but not yet visible to agents (feed latency)
         self._carried: list[AnyMarketEvent] = []
 
@@ -85,10 +88,20 @@ class AgentStage:
             self._carried, events, window.end_ns - self.timing.feed_ns
         )
         self.state.events_seen += len(visible)
-        return {
-            agent_id: self._run_agent(agent_id, agent, visible, reports.get(agent_id, ()))
-            for agent_id, agent in self.agents.items()
-        }
+        # each agent gets the event types it reads (``BaseAgent.market_events``): the others
+        # are no-ops for it, and a depth feed is mostly level updates only the venue reads
+        read: dict[frozenset[type[MarketEvent]], list[AnyMarketEvent]] = {}
+        out: dict[str, list[AgentOutput]] = {}
+        for agent_id, agent in self.agents.items():
+            kinds = self._kinds[agent_id]
+            events_of: Sequence[AnyMarketEvent] = visible
+            if kinds is not None:
+                got = read.get(kinds)
+                if got is None:
+                    got = read[kinds] = [e for e in visible if type(e) in kinds]
+                events_of = got
+            out[agent_id] = self._run_agent(agent_id, agent, events_of, reports.get(agent_id, ()))
+        return out
 
     def _run_agent(
         self,
