@@ -628,7 +628,12 @@ class CoordinatorActor:
             node = ray.get_runtime_context().get_node_id()
             try:
                 return await SocketFanout.build(
-                    self.venues, self.leaf_handles, live, self.leaf_shard, node
+                    self.venues,
+                    self.leaf_handles,
+                    live,
+                    self.leaf_shard,
+                    node,
+                    pin=self.config.ray.pin_leaves,
                 )
             except OtherNode as exc:
                 log.warning("sockets transport: %s; the compiled graph instead", exc)

@@ -10,11 +10,12 @@ nothing and wakes when its request arrives. On 2 cores the demo's Ray system ste
 with identical stored tables (``benchmarks/RESULTS.md``).
 
 Why plain stream sockets and not ZeroMQ (the first version): a ZeroMQ message crosses two
-I/O threads on its way (the sender's and the receiver's), each a thread wake-up, so a
-request and its reply took 73-105 us between two processes on 2 cores against 7-8 us for
-the same bytes written straight to a Unix socket and read by the thread that waits for them
-(``benchmarks/RESULTS.md``). A round is one request and one reply per leaf, framed by an
-8-byte length, in lockstep; nothing here needs ZeroMQ's queues or reconnection.
+I/O threads on its way (the sender's and the receiver's), each a thread wake-up on top of
+the two processes'. Here the bytes are written by the thread that has them and read by the
+thread that waits for them, framed by an 8-byte length, one request and one reply per leaf
+in lockstep; nothing needs ZeroMQ's queues or reconnection. On the same 2-core host, tick ->
+order p50/p95 went from 468-488/1,207-1,211 us to 362-391/962-1,047 us, and a bare round
+trip's mean from 150-194 to 98-119 us (``benchmarks/RESULTS.md``).
 
 Ray still owns everything but the bytes of a round: the actors, their placement, restarts,
 checkpoints, and the plain calls any failure falls back to (exactly as with the compiled
@@ -92,9 +93,12 @@ class RoundServer:
     too, so a round and a call never step the actor at once. One coordinator is connected
     at a time: a new connection (a rebuilt round) replaces the old one."""
 
-    def __init__(self, handler: Callable[[bytes], bytes], lock: threading.Lock) -> None:
+    def __init__(
+        self, handler: Callable[[bytes], bytes], lock: threading.Lock, cpu: int | None = None
+    ) -> None:
         self._handler = handler
         self._lock = lock
+        self.cpu = cpu  # the CPU the serving thread runs on (None: wherever the OS puts it)
         self.endpoint = os.path.join(_socket_dir(), f"{uuid.uuid4().hex}.sock")
         self._stop = threading.Event()
         self._bound = threading.Event()
@@ -103,6 +107,12 @@ class RoundServer:
         self._bound.wait(10.0)
 
     def _serve(self) -> None:
+        if self.cpu is not None:
+            try:  # this thread only: the actor's other threads stay where they are
+                os.sched_setaffinity(0, {self.cpu})
+            except (OSError, ValueError) as exc:  # a CPU this process may not use
+                log.warning("round server: not pinned to CPU %s: %s", self.cpu, exc)
+                self.cpu = None
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(self.endpoint)
         listener.listen(4)
@@ -168,13 +178,13 @@ class RoundLeaf:
     def _round_request(self, request: bytes) -> bytes:
         raise NotImplementedError
 
-    def serve_round(self) -> tuple[str, str]:
-        """Serve the coordinator's rounds on a socket (a new one; any old one stops): this
-        actor's node and the socket's endpoint."""
+    def serve_round(self, cpu: int | None = None) -> tuple[str, str]:
+        """Serve the coordinator's rounds on a socket (a new one; any old one stops), from a
+        thread pinned to ``cpu`` when given: this actor's node and the socket's endpoint."""
         import ray
 
         self.stop_round()
-        self._round = RoundServer(self._round_request, self._lock)
+        self._round = RoundServer(self._round_request, self._lock, cpu)
         return str(ray.get_runtime_context().get_node_id()), self._round.endpoint
 
     def stop_round(self) -> None:
@@ -250,9 +260,14 @@ class SocketFanout:
         leaves: list[str],
         leaf_shard: dict[str, int],
         node_id: str,
+        pin: bool = False,
     ) -> SocketFanout:
+        """``pin``: each leaf's round thread on a CPU of its own (``ray.pin_leaves``)."""
         handles = [*venues, *(agents[leaf] for leaf in leaves)]
-        served = await asyncio.gather(*(h.serve_round.remote() for h in handles))
+        cpus = leaf_cpus(len(handles)) if pin else [None] * len(handles)
+        served = await asyncio.gather(
+            *(h.serve_round.remote(cpu) for h, cpu in zip(handles, cpus, strict=True))
+        )
         elsewhere = [i for i, (node, _) in enumerate(served) if node != node_id]
         if elsewhere:
             await asyncio.gather(*(handles[i].stop_round.remote() for i in range(len(handles))))
@@ -340,6 +355,15 @@ class SocketFanout:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.gather(*stops), timeout_s)
         return True
+
+
+def leaf_cpus(n: int) -> list[int | None]:
+    """A CPU for each of ``n`` leaves, round robin over those this process may use (the
+    leaves share its node); None each where there is only one."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return [None] * n
+    return [allowed[i % len(allowed)] for i in range(n)]
 
 
 def _connect(endpoint: str) -> socket.socket:

@@ -118,3 +118,30 @@ def test_a_rebuilt_round_replaces_the_old_connection(servers: Any) -> None:
     assert _round(second, b"three")[0] == [(b"three", b"cmds")]
     asyncio.run(first.close())
     asyncio.run(second.close())
+
+
+def test_a_pinned_leaf_serves_from_its_cpu(servers: Any) -> None:
+    import os
+
+    from actors.sockets import leaf_cpus
+
+    allowed = sorted(os.sched_getaffinity(0))
+    cpus = leaf_cpus(3)
+    if len(allowed) < 2:
+        assert cpus == [None, None, None]
+        pytest.skip("one CPU: nothing to pin to")
+    assert cpus == [allowed[i % len(allowed)] for i in range(3)]
+
+    def where(request: bytes) -> bytes:  # the serving thread's own CPUs
+        return pickle.dumps(sorted(os.sched_getaffinity(0)))
+
+    pinned = RoundServer(where, threading.Lock(), cpu=allowed[-1])
+    free = servers(where)
+    try:
+        fanout = _fanout([pinned, free])
+        venue, agents = _round(fanout, b"e")
+        assert venue == [[allowed[-1]]]
+        assert agents == [allowed]  # unpinned: every CPU the process may use
+        assert sorted(os.sched_getaffinity(0)) == allowed  # the caller's thread unchanged
+    finally:
+        pinned.stop()
