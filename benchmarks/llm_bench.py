@@ -286,6 +286,60 @@ def sweep(args: argparse.Namespace) -> None:
         )
 
 
+def _decode_pass(engine: Any, tokens: list[int], seqs: list[int], pos: list[int]) -> float:
+    """Seconds of one ``llama_decode`` of ``tokens`` (one per sequence) in the engine's
+    own context and batch, logits for each."""
+    raw = engine._batch.batch
+    for j, (tok, seq, p) in enumerate(zip(tokens, seqs, pos, strict=True)):
+        raw.token[j], raw.pos[j], raw.n_seq_id[j] = tok, p, 1
+        raw.seq_id[j][0], raw.logits[j] = seq, 1
+    raw.n_tokens = len(tokens)
+    t = time.perf_counter()
+    engine._ctx.decode(engine._batch)
+    return time.perf_counter() - t
+
+
+def step_costs(args: argparse.Namespace) -> None:
+    """What bounds batching on this CPU: one forward pass carrying the next token of ``n``
+    sequences (n = 1..16), each sequence holding ``kv`` cached tokens (the shared prompt
+    prefix, copied as the engine copies it), with and without flash attention. The engine's
+    own context and batch (Q4_0 copy, ``--threads``); medians of 10 passes."""
+    for flash in (True, False):
+        cfg = LlamaCppConfig(
+            n_threads=args.threads,
+            requantize="q4_0",
+            flash_attn=flash,
+            max_parallel=16,
+            n_ctx=8192,
+        )
+        engine = LlamaCppEngine(cfg)
+        ctx = engine._ctx
+
+        def decode(tokens: list[int], seqs: list[int], pos: list[int], e: Any = engine) -> float:
+            return _decode_pass(e, tokens, seqs, pos)
+
+        for kv in (8, 500):
+            for seq in range(17):
+                ctx.kv_cache_seq_rm(seq, -1, -1)
+            decode([100 + i % 50 for i in range(kv)], [0] * kv, list(range(kv)))
+            for seq in range(1, 16):
+                ctx.kv_cache_seq_cp(0, seq, 0, kv)
+            nxt = [kv] * 16
+            for n in (1, 2, 4, 8, 16):
+                times = []
+                for _ in range(12):
+                    times.append(decode([200] * n, list(range(n)), nxt[:n]))
+                    for seq in range(n):
+                        nxt[seq] += 1
+                ms = statistics.median(times[2:]) * 1e3
+                print(
+                    f"flash_attn {flash!s:5}  cached tokens {kv:3}  sequences {n:2}: "
+                    f"{ms:7.2f} ms a pass, {ms / n:6.2f} ms a token",
+                    flush=True,
+                )
+    print(f"load average {load_average()}")
+
+
 def print_serve(results: dict[str, Any], batch: int) -> None:
     for size in (1, batch):
         r = results[f"serve max_batch_size={size}"]
@@ -330,7 +384,15 @@ def main() -> None:
     ap.add_argument(
         "--sweep", default="", help=f"engine settings to compare: all or some of {list(SWEEP)}"
     )
+    ap.add_argument(
+        "--step-costs",
+        action="store_true",
+        help="time one llama_decode of 1..16 sequences' next tokens at short and long contexts",
+    )
     args = ap.parse_args()
+    if args.step_costs:
+        step_costs(args)
+        return
     if args.sweep:
         sweep(args)
         return
