@@ -185,8 +185,8 @@ class RayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     # With the sockets transport: each leaf's round thread (the venues', each agent actor's)
     # is pinned to a CPU of its own on the coordinator's node, round robin over the CPUs the
     # coordinator may use. Unpinned, a request's wake-up pulls the leaves onto the sender's
-    # CPU, where they run one after the other (benchmarks/RESULTS.md: 0.55x -> 0.58x the
-    # in-process kernel on 2 cores). Off on machines whose other work must keep every CPU.
+    # CPU, where they run one after the other (benchmarks/RESULTS.md: the demo on Ray, 2
+    # cores, 68-70k -> 73-74k events/s). Off where other work must keep every CPU.
     pin_leaves: bool = True
 
 
