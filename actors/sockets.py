@@ -20,10 +20,13 @@ trip's mean from 150-194 to 98-119 us (``benchmarks/RESULTS.md``).
 Ray still owns everything but the bytes of a round: the actors, their placement, restarts,
 checkpoints, and the plain calls any failure falls back to (exactly as with the compiled
 graph: the coordinator drops the sockets and runs the step again as calls; a leaf that
-finished the step answers from its stored output). The sockets are files in a directory
-only this user can open, so a leaf and its coordinator must share a node; a leaf elsewhere
-makes the round use the compiled graph instead. Requests and replies are pickled: only this
-user's processes can connect, and they could already read each other's memory.
+finished the step answers from its stored output). A leaf and its coordinator must share a
+node (a leaf elsewhere makes the round use the compiled graph instead). On Linux the sockets
+are abstract (no file is left behind when Ray kills a process) and a leaf answers only
+connections from its own user's processes (the peer's credentials, ``SO_PEERCRED``);
+elsewhere they are files in a directory only this user can open. Requests and replies are
+pickled: only this user's processes can connect, and they could already read each other's
+memory.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import contextlib
 import logging
 import os
 import pickle
+import platform
 import select
 import socket
 import struct
@@ -52,6 +56,8 @@ FAST_WAIT_MS = 50  # how long the coordinator waits for a round inside its event
 FRAME_TIMEOUT_S = 30.0  # a frame whose length has arrived: the rest comes at once
 _HEADER = struct.Struct("<Q")  # a frame: its payload's length, then the payload
 _READ = 1 << 20
+_CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_ABSTRACT = platform.system() == "Linux"  # Linux's abstract socket namespace
 
 
 class OtherNode(RuntimeError):
@@ -68,6 +74,23 @@ def _socket_dir() -> str:
     os.makedirs(base, mode=0o700, exist_ok=True)
     os.chmod(base, 0o700)  # the socket files inherit nothing looser from an old directory
     return base
+
+
+def _endpoint() -> str:
+    """A new socket address: abstract on Linux (nothing on disk to clean up), else a file."""
+    name = f"sapphire-round-{os.getuid()}-{uuid.uuid4().hex}"
+    if _ABSTRACT:
+        return "\0" + name
+    return os.path.join(_socket_dir(), f"{name}.sock")
+
+
+def _peer_uid(conn: socket.socket) -> int | None:
+    """The connected process's user id, where the OS says (Linux ``SO_PEERCRED``)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    _pid, uid, _gid = _CREDS.unpack(conn.getsockopt(socket.SOL_SOCKET, option, _CREDS.size))
+    return int(uid)
 
 
 def _frame(payload: bytes) -> bytes:
@@ -99,7 +122,8 @@ class RoundServer:
         self._handler = handler
         self._lock = lock
         self.cpu = cpu  # the CPU the serving thread runs on (None: wherever the OS puts it)
-        self.endpoint = os.path.join(_socket_dir(), f"{uuid.uuid4().hex}.sock")
+        self.endpoint = _endpoint()
+        self._uid = os.getuid()  # whose processes may connect
         self._stop = threading.Event()
         self._bound = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="round-server", daemon=True)
@@ -124,10 +148,16 @@ class RoundServer:
             while not self._stop.is_set():
                 for fd, _ in poller.poll(POLL_MS):
                     if fd == listener.fileno():
+                        new, _ = listener.accept()
+                        uid = _peer_uid(new)
+                        if uid is not None and uid != self._uid:
+                            log.warning("round server: refused a connection from uid %d", uid)
+                            new.close()
+                            break
                         if conn is not None:
                             poller.unregister(conn)
                             conn.close()
-                        conn, _ = listener.accept()
+                        conn = new
                         conn.settimeout(FRAME_TIMEOUT_S)
                         poller.register(conn, select.POLLIN)
                         break  # the old connection's events are stale (its fd may be reused)
@@ -139,8 +169,9 @@ class RoundServer:
             if conn is not None:
                 conn.close()
             listener.close()
-            with contextlib.suppress(OSError):
-                os.unlink(self.endpoint)
+            if not self.endpoint.startswith("\0"):
+                with contextlib.suppress(OSError):
+                    os.unlink(self.endpoint)
 
     def _answer(self, conn: socket.socket) -> bool:
         """Read one request, answer it; False where the connection is over."""

@@ -5,8 +5,10 @@ a leaf's death or failure ends the round at once with the reason, and a rebuilt 
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -121,8 +123,6 @@ def test_a_rebuilt_round_replaces_the_old_connection(servers: Any) -> None:
 
 
 def test_a_pinned_leaf_serves_from_its_cpu(servers: Any) -> None:
-    import os
-
     from actors.sockets import leaf_cpus
 
     allowed = sorted(os.sched_getaffinity(0))
@@ -145,3 +145,17 @@ def test_a_pinned_leaf_serves_from_its_cpu(servers: Any) -> None:
         assert sorted(os.sched_getaffinity(0)) == allowed  # the caller's thread unchanged
     finally:
         pinned.stop()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux socket features")
+def test_leaves_leave_no_file_and_answer_only_their_own_user(servers: Any) -> None:
+    server = servers()
+    assert server.endpoint.startswith("\0")  # abstract: nothing on disk when it dies
+    assert _round(_fanout([server]), b"mine")[0] == [(b"mine", b"cmds")]
+
+    stranger = servers()
+    stranger._uid = os.getuid() + 1  # as if this test ran as another user
+    started = time.monotonic()
+    with pytest.raises(LeafGone):
+        _round(_fanout([stranger]), b"theirs", timeout_s=60.0)
+    assert time.monotonic() - started < 5.0  # refused at once, not timed out
