@@ -138,17 +138,6 @@ class AgentActor(RoundLeaf):
             step, lambda: self._compute(window, events, reports), barrier=barrier
         )
 
-    def rewind(self, step: int) -> int:
-        """Back to barrier ``step`` (see ``actors.stepper``); returns the step it is at."""
-        with self._lock:
-            self._stepper.rewind(step)
-            return self._stepper.last_step
-
-    def _round_request(self, request: bytes) -> bytes:
-        step, window, events, reports, barrier = pickle.loads(request)
-        answer = self._step(step, window, events, reports, barrier)
-        return pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-
     def _compute(
         self, window: Window, events_data: bytes, reports_data: Sequence[bytes]
     ) -> tuple[list[bytes], list[Any]]:

@@ -578,10 +578,10 @@ class CoordinatorActor:
         barrier: bool,
     ) -> tuple[list[bytes], dict[str, Sequence[Any]]] | None:
         """The window's round through the sockets or the compiled graph (``_build_fanout``):
-        each venue's reports and each
-        agent's outputs; None when the plain calls must run it (the calls transport, or the
-        graph failed: it is dropped, and this step runs again as calls, which restart, rewind
-        and quarantine as usual; a peer that finished the step answers it from its store)."""
+        each venue's reports and each agent's outputs; None when the plain calls must run it
+        (the calls transport, or the graph failed: it is dropped, and this step runs again as
+        calls, which restart, rewind and quarantine as usual; a peer that finished the step
+        answers it from its store)."""
         if not self._use_graph:
             return None
         await self._wait_for_agents()

@@ -62,17 +62,6 @@ class ExecutionActor(RoundLeaf):
             barrier=barrier,
         )
 
-    def rewind(self, step: int) -> int:
-        """Back to barrier ``step`` (see ``actors.stepper``); returns the step it is at."""
-        with self._lock:
-            self._stepper.rewind(step)
-            return self._stepper.last_step
-
-    def _round_request(self, request: bytes) -> bytes:
-        step, window, events, commands, barrier = pickle.loads(request)
-        answer = self._step(step, window, events, commands, barrier)
-        return pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-
     def exchange_record(self) -> bytes:
         """The venue's own record (paper exchange), for tests and the run summary."""
         return pickle.dumps(self.stage.gateway)

@@ -47,6 +47,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from actors.fanout import await_round
+from actors.stepper import Stepper
 from sapphire.kernel.timing import Window
 
 log = logging.getLogger(__name__)
@@ -200,14 +201,29 @@ class RoundServer:
 
 
 class RoundLeaf:
-    """What a leaf actor (the venue's, an agent host's) adds to serve rounds: ``_lock`` and
-    ``_round`` set in its ``__init__``, and ``_round_request`` answering one request."""
+    """What a leaf actor (the venue's, an agent host's) shares to serve rounds and be
+    rewound: ``_lock``, ``_round`` and ``_stepper`` set in its ``__init__``, and ``_step``
+    (one window, the caller holding ``_lock``) implemented."""
 
     _lock: threading.Lock
     _round: RoundServer | None
+    _stepper: Stepper[Any]
+
+    def _step(self, step: int, window: Window, events: bytes, data: Any, barrier: bool) -> Any:
+        """One window's step (``data``: the venue's commands, an agent host's reports)."""
+        raise NotImplementedError
+
+    def rewind(self, step: int) -> int:
+        """Back to barrier ``step`` (see ``actors.stepper``); returns the step it is at."""
+        with self._lock:
+            self._stepper.rewind(step)
+            return self._stepper.last_step
 
     def _round_request(self, request: bytes) -> bytes:
-        raise NotImplementedError
+        """A round's request, answered (the round server holds ``_lock``)."""
+        step, window, events, data, barrier = pickle.loads(request)
+        answer = self._step(step, window, events, data, barrier)
+        return pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
 
     def serve_round(self, cpu: int | None = None) -> tuple[str, str]:
         """Serve the coordinator's rounds on a socket (a new one; any old one stops), from a

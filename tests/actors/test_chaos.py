@@ -1,6 +1,6 @@
 """Kill each actor kind mid-step on a fixed replay: the run completes with exactly the
 fills, positions and stored rows of a run with no fault (0 lost, 0 duplicated). The runs use
-the default transport (ZeroMQ sockets, whose failures fall back to plain calls); the
+the default transport (Unix sockets, whose failures fall back to plain calls); the
 compiled graph and plain calls give the same outcome."""
 
 from __future__ import annotations

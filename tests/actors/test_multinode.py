@@ -67,7 +67,7 @@ def _config(root: Path) -> Any:
 
 def test_agents_spread_and_a_lost_node_costs_nothing(cluster: Cluster, tmp_path: Path) -> None:
     baseline = run(_config(tmp_path / "a"), "multinode-baseline")
-    # the default transport's ipc sockets reach no other node: the rounds took the graph
+    # the default transport's Unix sockets reach no other node: the rounds took the graph
     assert baseline.summary["transport"] == "compiled"
     placement: dict[str, set[str]] = {}
 
