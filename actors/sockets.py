@@ -358,6 +358,8 @@ class SocketFanout:
                 sent = sock.send(data)
             except BlockingIOError:
                 sent = 0
+            except (BrokenPipeError, ConnectionResetError) as exc:  # it closed already
+                raise LeafGone(f"a leaf's round socket failed: {exc}") from exc
             if sent < len(data):
                 # more than the socket buffer holds (a large window): the leaf reads it as
                 # it comes; the rest is written off the event loop, within the round's time
@@ -436,4 +438,6 @@ def _send_rest(sock: socket.socket, data: bytes, timeout_s: float) -> None:
             k = sock.send(view)
         except BlockingIOError:
             continue
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise LeafGone(f"a leaf's round socket failed: {exc}") from exc
         view = view[k:]
