@@ -166,7 +166,7 @@ def risk_batch(config: Any, runs: list[Run]) -> tuple[float, Verdicts]:
         core.on_mark(quote(items[0][1].symbol, mark, items[0][1].ts_event_ns))
         intents = [i for _, i in items]
         risk.refresh(intents[0].ts_event_ns)
-        decided = risk.check_batch(intents, journal.open_lots, aggregator.consensus)
+        decided = risk.check_batch(intents, journal.open_lots_by_key, aggregator.consensus)
         assert decided is not None
         out.extend(decided)
     return time.perf_counter() - started, verdicts(out)

@@ -192,7 +192,7 @@ class CoordinatorCore:
         ):
             self.risk.refresh(first_ns)
             decisions = self.risk.check_batch(
-                intents, self.journal.open_lots, self.aggregator.consensus
+                intents, self.journal.open_lots_by_key, self.aggregator.consensus, ids
             )
         if decisions is None:
             for agent_id, intent in items:

@@ -6,6 +6,8 @@ reverts), which is what lets a restarted coordinator replay reports without doub
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import msgspec
 
 from sapphire.model.events import Side
@@ -118,6 +120,11 @@ class OrderJournal:
 
     def open_lots(self, agent_id: str, symbol: str, side: Side) -> int:
         return self._open_lots.get((agent_id, symbol, side), 0)
+
+    @property
+    def open_lots_by_key(self) -> Mapping[tuple[str, str, Side], int]:
+        """``open_lots`` for every (agent, symbol, side) with any (read only)."""
+        return self._open_lots
 
     def open_orders(self, agent_id: str | None = None) -> list[JournalEntry]:
         entries = self.entries

@@ -120,7 +120,7 @@ def test_order_size_binds_at_the_scaled_value(batch: bool) -> None:
 
 def _batch(eng: RiskEngine):  # type: ignore[no-untyped-def]
     def decide(i: OrderIntent):  # type: ignore[no-untyped-def]
-        out = eng.check_batch([i], lambda *_: 0, lambda _: 0.0)
+        out = eng.check_batch([i], {}, lambda _: 0.0)
         assert out is not None
         return out[0]
 
