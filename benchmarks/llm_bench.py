@@ -148,6 +148,7 @@ def serve_modes(prompts: list[DecisionPrompt], args: argparse.Namespace) -> dict
         "max_parallel": args.batch,
         "requantize": "q4_0",
         "flash_attn": not args.no_flash_attn,
+        "kv_type": args.kv_type,
         "sampling": {"max_tokens": args.max_tokens},
     }
     bodies = [msgspec.to_builtins(p) for p in prompts]
@@ -238,6 +239,9 @@ SWEEP: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "t1 fa separate-prefill": ({"n_threads": 1}, {"mixed_prefill": False}),
     "t1 fa repack": ({"n_threads": 1}, {"repack": True}),
     "t1 no-fa": ({"n_threads": 1, "flash_attn": False}, {}),
+    "t1 no-fa ctx1536": ({"n_threads": 1, "flash_attn": False, "n_ctx": 1536}, {}),
+    "t1 fa ctx1536": ({"n_threads": 1, "n_ctx": 1536}, {}),
+    "t1 fa kv-q8": ({"n_threads": 1, "kv_type": "q8_0"}, {}),
     "t1 ubatch128": ({"n_threads": 1}, {"n_ubatch": 128}),
     "t2 fa mixed": ({"n_threads": 2}, {}),
     "t1 batch-threads2": ({"n_threads": 1}, {"n_threads_batch": 2}),
@@ -364,7 +368,8 @@ def serve_only(args: argparse.Namespace) -> None:
     prompts = real_prompts(args.prompts)
     print(
         f"Serve only: threads {args.threads}  prompts {len(prompts)} (real BBO)  "
-        f"callers {args.batch}  rounds {args.rounds}  flash_attn {not args.no_flash_attn}"
+        f"callers {args.batch}  rounds {args.rounds}  flash_attn {not args.no_flash_attn}  "
+        f"kv {args.kv_type}"
     )
     print_serve(serve_modes(prompts, args), args.batch)
 
@@ -381,6 +386,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternated Serve rounds")
     ap.add_argument("--batch-wait", type=float, default=0.02, help="Serve batch_wait_timeout_s")
     ap.add_argument("--no-flash-attn", action="store_true")
+    ap.add_argument(
+        "--kv-type", default="f16", choices=["f16", "q8_0"], help="KV cache type (Serve)"
+    )
     ap.add_argument(
         "--sweep", default="", help=f"engine settings to compare: all or some of {list(SWEEP)}"
     )

@@ -93,6 +93,8 @@ class LlamaCppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """Where derived models go; empty: ``$TMPDIR/sapphire-models``."""
     flash_attn: bool = False
     """Skips other sequences' KV cells in batched attention; a win with Q4_0, not Q4_1."""
+    kv_type: Literal["f16", "q8_0"] = "f16"
+    """The KV cache's element type; ``q8_0`` needs ``flash_attn``."""
     rationale_max_chars: Annotated[int, msgspec.Meta(ge=1, le=200)] = 48
     sampling: SamplingConfig = SamplingConfig()
     knowledge_cutoff: IsoDate = SMOLLM2_CUTOFF

@@ -216,6 +216,7 @@ class _Sequence:
     __slots__ = (
         "batch_sum",
         "count",
+        "floor",
         "pending",
         "pos",
         "row",
@@ -228,6 +229,7 @@ class _Sequence:
 
     def __init__(self, seq: int, tag: object, row: list[int], pos: int, sampler: Any) -> None:
         self.seq, self.tag, self.row, self.pos, self.sampler = seq, tag, row, pos, sampler
+        self.floor = pos  # its first cells the cached prefix shares (see ``admit``)
         self.pending = -1  # the sampled token the next step feeds back; -1: not prefilled
         self.text = bytearray()
         self.count = 0
@@ -363,6 +365,10 @@ class LlamaCppEngine:
                 if config.flash_attn
                 else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
+            if config.kv_type == "q8_0":
+                if not config.flash_attn:
+                    raise EngineError("kv_type q8_0 needs flash_attn: true")
+                params.type_k = params.type_v = lc.GGML_TYPE_Q8_0
             params.n_threads = config.n_threads
             params.n_threads_batch = n_threads_batch or config.n_threads
             params.no_perf = True
@@ -459,11 +465,15 @@ class LlamaCppEngine:
             return False
         row = self._tokenize(prompt)
         max_new = self.sampling.max_tokens
-        # Conservative: shared prefix cells counted once per sequence, as if not shared.
-        need = len(row) + max_new
-        held = max(len(self._prefix_tokens), len(row)) + sum(
-            len(s.row) + max_new for s in self._seqs
-        )
+        # Leave at least one token to prefill, so the sequence gets its own logits.
+        keep = _common_prefix_len([self._prefix_tokens, row[: len(row) - 1]])
+        # KV cells in use once it is admitted, counted from above: the cached prefix (cut
+        # to ``keep``), and per sequence its cells outside it (``floor``: how many of its
+        # first cells the prefix still shares) plus its whole answer. Sharing counted
+        # exactly keeps ``n_ctx`` small, and with it the cell range every token's attention
+        # spans (llama.cpp places tokens from the start of a unified cache).
+        held = keep + sum(len(s.row) - min(s.floor, keep) + max_new for s in self._seqs)
+        need = len(row) - keep + max_new
         if held + need > self.config.n_ctx:
             if not self._seqs:
                 raise EngineError(
@@ -471,11 +481,11 @@ class LlamaCppEngine:
                 )
             return False
         ctx = self._ctx
-        # Leave at least one token to prefill, so the sequence gets its own logits.
-        keep = _common_prefix_len([self._prefix_tokens, row[: len(row) - 1]])
         if keep < len(self._prefix_tokens):
             ctx.kv_cache_seq_rm(self._prefix_seq, keep, -1)
             del self._prefix_tokens[keep:]
+            for s in self._seqs:
+                s.floor = min(s.floor, keep)
         seq = self._free.pop()
         if keep:
             ctx.kv_cache_seq_cp(self._prefix_seq, seq, 0, keep)
@@ -611,6 +621,8 @@ class LlamaCppEngine:
         if have < n and s.row[:have] == self._prefix_tokens:
             self._ctx.kv_cache_seq_cp(s.seq, self._prefix_seq, have, n)
             self._prefix_tokens = s.row[:n]
+            if s.floor >= have:  # its first ``have`` cells were the prefix's: now n are
+                s.floor = n
 
     def _release(self, s: _Sequence) -> None:
         self._ctx.kv_cache_seq_rm(s.seq, -1, -1)

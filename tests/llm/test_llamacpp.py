@@ -38,7 +38,8 @@ def test_batched_generation_gives_schema_valid_json(engine) -> None:  # type: ig
 
 @pytest.fixture(scope="module")
 def q4_0_engine(tmp_path_factory):  # type: ignore[no-untyped-def]
-    """The shipped setting (serve_configs/llm_cpu.yaml): Q4_0 copy, flash attention."""
+    """The shipped setting (serve_configs/llm_cpu.yaml): Q4_0 copy, flash attention, 8-bit
+    KV cache."""
     from sapphire.llm.llamacpp import LlamaCppEngine
 
     return LlamaCppEngine(
@@ -47,6 +48,7 @@ def q4_0_engine(tmp_path_factory):  # type: ignore[no-untyped-def]
             max_parallel=4,
             requantize="q4_0",
             flash_attn=True,
+            kv_type="q8_0",
             cache_dir=str(tmp_path_factory.mktemp("models")),
             # the shipped limit: a 48-char rationale always completes within it
             sampling=SamplingConfig(max_tokens=96),
@@ -231,3 +233,35 @@ def test_top_candidates_pick_what_the_full_grammar_mask_picks(engine, monkeypatc
     assert any(found is not None for found in checks)  # the shortcut did decide tokens
     monkeypatch.setattr(grammar_sampler.GreedyGrammarSampler, "_best_of_top", lambda s, lg: None)
     assert engine.generate_batch(prompts) == with_top
+
+
+def test_kv_cells_shared_with_the_cached_prefix_are_counted_once() -> None:
+    """Admission counts the KV cells a sequence shares with the cached prompt prefix once,
+    not per sequence: a small ``n_ctx`` (which bounds the cell range every token's attention
+    walks) still holds several sequences, and the count stays an upper bound (llama.cpp
+    never runs out of cells, which would fail ``decode``)."""
+    from sapphire.llm.llamacpp import LlamaCppEngine
+
+    prompts = sample_prompts(6)
+    small = LlamaCppEngine(
+        LlamaCppConfig(
+            n_threads=1, n_ctx=512, max_parallel=4, sampling=SamplingConfig(max_tokens=48)
+        )
+    )
+    rows = [small._tokenize(p) for p in prompts]
+    # counted as if unshared, not even two sequences would fit
+    assert 2 * (len(rows[0]) + 48) + len(rows[0]) > 512
+    admitted = []
+    for i, p in enumerate(prompts):
+        if not small.admit(p, i):
+            break
+        admitted.append(i)
+        small.step()  # prefilled: the cached prefix now covers the shared part
+    assert len(admitted) >= 2
+    done = []
+    while small.active:
+        done += small.step()
+    assert sorted(f.tag for f in done) == admitted
+    assert all(parse_decision(f.generation.text).ok for f in done)
+    # and the engine goes on serving every prompt through its slots
+    assert all(parse_decision(t).ok for t in small.generate_batch(prompts))
