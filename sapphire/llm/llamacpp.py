@@ -469,9 +469,9 @@ class LlamaCppEngine:
         keep = _common_prefix_len([self._prefix_tokens, row[: len(row) - 1]])
         # KV cells in use once it is admitted, counted from above: the cached prefix (cut
         # to ``keep``), and per sequence its cells outside it (``floor``: how many of its
-        # first cells the prefix still shares) plus its whole answer. Sharing counted
-        # exactly keeps ``n_ctx`` small, and with it the cell range every token's attention
-        # spans (llama.cpp places tokens from the start of a unified cache).
+        # first cells the prefix still shares) plus its whole answer. Shared cells counted
+        # once, a small ``n_ctx`` still holds several sequences (counted once per sequence,
+        # 512 cells held one 180-token prompt).
         held = keep + sum(len(s.row) - min(s.floor, keep) + max_new for s in self._seqs)
         need = len(row) - keep + max_new
         if held + need > self.config.n_ctx:

@@ -28,7 +28,8 @@ NS_PER_DAY = 86_400 * NS_PER_SECOND
 
 class RiskDecision(msgspec.Struct, frozen=True, gc=False):
     """One intent's verdict. Positional construction is allowed for the batch pass's sake
-    (half the cost of keywords, measured); everywhere else it is built by keywords."""
+    (half the cost of keywords, measured), so the field order is part of its interface;
+    everywhere else it is built by keywords."""
 
     ts_event_ns: int
     agent_id: str
