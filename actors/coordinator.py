@@ -814,6 +814,7 @@ class CoordinatorActor:
         try:  # the data's own rejects (malformed, NaN, out-of-order rows), counted by reason
             feed = await asyncio.wait_for(_await(self.market_data.stats.remote()), 10)
             out["input_rejected"] = dict(feed["rejected"])
+            out["sessions_missing"] = list(feed.get("sessions_missing", []))
             clamped = self._cut.clamped if self._replay else feed["clamped"]
             out["counters"]["clamped"] = int(clamped)
         except (TimeoutError, ray.exceptions.RayError):

@@ -109,4 +109,7 @@ class MarketDataActor:
             "checkpoint_s": self._stepper.checkpoint_s,
             "restored": self._stepper.restored,
             "rejected": self._feed.rejected() if hasattr(self._feed, "rejected") else {},
+            "sessions_missing": (
+                self._feed.sessions_missing() if hasattr(self._feed, "sessions_missing") else []
+            ),
         }

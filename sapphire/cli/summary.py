@@ -201,6 +201,9 @@ def print_summary(
             totals.add_row(f"[red]rows NOT stored: {table_name}[/red]", f"{missing:,}")
     for reason, n in sorted(summary.get("input_rejected", {}).items()):
         totals.add_row(f"input rejected: {reason}", f"{n:,}")
+    if summary.get("sessions_missing"):
+        missing = ", ".join(summary["sessions_missing"])
+        totals.add_row("[red]data.sessions in no file[/red]", missing)
     latencies = summary.get("step_latency_s", [])
     if latencies:
         totals.add_row("step latency p50 (ms)", f"{statistics.median(latencies) * 1e3:.2f}")

@@ -101,6 +101,10 @@ class DataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # read. ``sapphire tune`` exports its windows this way.
     start_ns: int | None = None
     end_ns: int | None = None
+    # Recording sessions to replay (the files' ``session`` labels, e.g. "2024-08-08"); empty:
+    # all. Other sessions' rows are read as columns and counted, never made into events: a
+    # file packing several days costs little more than the day replayed.
+    sessions: tuple[str, ...] = ()
     speed: NonNegFloat = 0.0  # 0 = as fast as possible; 1.0 = recorded pace
 
 

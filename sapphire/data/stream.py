@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import heapq
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -54,6 +54,29 @@ class EventStream:
         self.stats = RejectStats(source=str(path))
         self._chunks = chunks
         self._used = False
+        self._sessions: frozenset[str] | None = None
+        self.sessions_seen: set[str] = set()
+        """The selected sessions met so far (with :meth:`select_sessions`)."""
+
+    def select_sessions(self, sessions: Iterable[str]) -> None:
+        """Build events only from rows of ``sessions`` (before the stream is read): a
+        file holding several recording sessions is decoded as columns, and the other
+        sessions' rows are counted (``stats.other_sessions``), never made into events."""
+        if self._used:
+            raise RuntimeError(f"{self.path}: sessions must be selected before reading")
+        self._sessions = frozenset(sessions)
+
+    def _selected(self, frame: pl.DataFrame) -> pl.DataFrame:
+        if self._sessions is None:
+            return frame
+        if "session" not in frame.columns:
+            raise DataFileError(f"{self.path}: no session column to select sessions by")
+        kept = frame.filter(pl.col("session").is_in(list(self._sessions)))
+        if kept.height < frame.height:
+            self.stats.skip_sessions(frame.height - kept.height)
+        if kept.height:
+            self.sessions_seen.update(kept.get_column("session").unique().to_list())
+        return kept
 
     def tagged(self) -> Iterator[Tagged]:
         if self._used:
@@ -66,11 +89,15 @@ class EventStream:
                 builders[kind] = EventBuilder(kind, self.instrument, self.stats)
             return builders[kind]
 
+        select = self._selected
         for parts in self._chunks(self.stats):
             if len(parts) == 1 and len(self.kinds) == 1:
-                yield from builder(parts[0][0]).feed(parts[0][1])
+                yield from builder(parts[0][0]).feed(select(parts[0][1]))
                 continue
-            outs = [[*builder(kind).feed(frame), *builder(kind).finish()] for kind, frame in parts]
+            outs = [
+                [*builder(kind).feed(select(frame)), *builder(kind).finish()]
+                for kind, frame in parts
+            ]
             yield from heapq.merge(*outs, key=_recv_key)
         for each in builders.values():
             yield from each.finish()

@@ -2,7 +2,7 @@
 
 Invariant of every stream (checked by the tests)::
 
-    stats.rows_in == stats.rows_out + stats.rejected
+    stats.rows_in == stats.rows_out + stats.rejected + stats.other_sessions
 
 ``rows_*`` count *rows* as defined in :mod:`sapphire.data.schemas` (one trade, one price level,
 one BBO, one bar, one funding rate; an unparseable source line counts as one row).
@@ -59,6 +59,8 @@ class RejectStats:
     # delivered rows whose size a loader moved onto the instrument's size grid from float
     # noise (Bybit linear sizes are float32 sums: 12.849999 for 12.85)
     snapped: int = 0
+    # rows of recording sessions the run did not select (``data.sessions``): read, not built
+    other_sessions: int = 0
     counts: dict[RowReject, int] = field(default_factory=dict)
     examples: list[tuple[int, RowReject, str]] = field(default_factory=list)
 
@@ -77,8 +79,12 @@ class RejectStats:
         self.rows_out += rows
         self.events_out += 1
 
+    def skip_sessions(self, rows: int) -> None:
+        self.rows_in += rows
+        self.other_sessions += rows
+
     def balanced(self) -> bool:
-        return self.rows_in == self.rows_out + self.rejected
+        return self.rows_in == self.rows_out + self.rejected + self.other_sessions
 
     def summary(self) -> str:
         parts = [f"rows_in={self.rows_in}", f"rows_out={self.rows_out}"]
@@ -86,4 +92,6 @@ class RejectStats:
         parts.extend(f"{reason.value}={n}" for reason, n in sorted(self.counts.items()))
         if self.snapped:
             parts.append(f"snapped={self.snapped}")
+        if self.other_sessions:
+            parts.append(f"other_sessions={self.other_sessions}")
         return " ".join(parts)

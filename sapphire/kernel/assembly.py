@@ -148,17 +148,24 @@ class ReplayFeed:
         clock: str = Clock.EXCHANGE,
         speed: float = 0.0,
         venues: tuple[VenueFeed, ...] = (),
+        sessions: tuple[str, ...] = (),
     ) -> None:
         self._streams = [open_stream(path, instruments) for path in files]
+        for stream in self._streams:
+            if sessions:
+                stream.select_sessions(sessions)
         tagged: list[Iterator[Tagged]] = [s.tagged() for s in self._streams]
         # venues: each file is read with its venue's own symbols, then renamed to the run's
         for feed in venues:
             renames = {sym: inst.symbol for sym, inst in feed.instruments.items()}
             for path in feed.files:
                 stream = open_stream(path, feed.instruments)
+                if sessions:
+                    stream.select_sessions(sessions)
                 self._streams.append(stream)
                 tagged.append(replay.qualified(stream.tagged(), renames))
         self._merged = replay.merge(tagged, key=replay_key(clock))  # type: ignore[arg-type]
+        self._sessions = sessions
         self._speed = speed
         self._events: Iterator[AnyMarketEvent] | None = None
 
@@ -185,6 +192,14 @@ class ReplayFeed:
                 counts[str(reason)] = counts.get(str(reason), 0) + n
         return counts
 
+    def sessions_missing(self) -> list[str]:
+        """Selected sessions (``data.sessions``) no file has held so far: once the replay
+        is over, a label that matched nothing (the summary shows it)."""
+        seen: set[str] = set()
+        for stream in self._streams:
+            seen |= stream.sessions_seen
+        return sorted(set(self._sessions) - seen)
+
 
 def open_replay(
     files: list[Path],
@@ -192,8 +207,9 @@ def open_replay(
     clock: str,
     speed: float = 0.0,
     venues: tuple[VenueFeed, ...] = (),
+    sessions: tuple[str, ...] = (),
 ) -> ReplayFeed:
-    return ReplayFeed(files, instruments, clock, speed, venues)
+    return ReplayFeed(files, instruments, clock, speed, venues, sessions)
 
 
 def replay_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Callable[[], ReplayFeed]:
@@ -211,14 +227,14 @@ def replay_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Calla
                     raise WiringError(
                         f"data.venues[{i}].files: {path} is {fmt}, not {source.format!r}"
                     )
-        return partial(open_replay, [], instruments, data.clock, data.speed, feeds)
+        return partial(open_replay, [], instruments, data.clock, data.speed, feeds, data.sessions)
     files = data_files(data)
     for path in files:
         try:
             detect(path)
         except DataFileError as exc:
             raise WiringError(f"data.files: {exc}") from None
-    return partial(open_replay, files, instruments, data.clock, data.speed)
+    return partial(open_replay, files, instruments, data.clock, data.speed, (), data.sessions)
 
 
 def _build_agent(

@@ -220,5 +220,8 @@ class InProcessKernel:
             "errors": sum(v.stats.errors for v in self.venues),
         }
         out["input_rejected"] = self.feed.rejected() if self.feed is not None else {}
+        out["sessions_missing"] = (
+            self.feed.sessions_missing() if hasattr(self.feed, "sessions_missing") else []
+        )
         out["quarantined"] = {}
         return out
