@@ -183,11 +183,16 @@ def csv_string_chunks(
 
 def mark_bad(raw: pl.DataFrame, typed: pl.DataFrame, columns: dict[str, str]) -> pl.DataFrame:
     """Add ``_bad``: a raw field was present but did not parse to its typed column."""
+    # Only a null typed value can be bad: a column that parsed everywhere needs no look at
+    # its raw strings (stripping them was ~7 % of a depth replay).
     checks = [
         pl.Series(raw[src].is_not_null() & (raw[src].str.strip_chars() != ""))
         & typed[dst].is_null()
         for dst, src in columns.items()
+        if typed[dst].null_count()
     ]
+    if not checks:
+        return typed.with_columns(pl.lit(False).alias("_bad"))
     bad = checks[0]
     for check in checks[1:]:
         bad = bad | check
