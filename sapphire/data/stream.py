@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gzip
 import heapq
+import queue
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import polars as pl
 import pyarrow as pa
@@ -20,6 +22,7 @@ from sapphire.model import Instrument
 from sapphire.model.events import AnyMarketEvent
 
 BLOCK_SIZE = 1 << 22  # bytes of decompressed CSV per chunk: bounded memory, few Python calls
+PREFETCH_BLOCKS = 1  # chunks a reader thread holds decoded ahead of the stream's consumer
 
 
 Instruments = Instrument | Mapping[str, Instrument]
@@ -145,40 +148,90 @@ def csv_string_chunks(
     """
     compression = "gzip" if path.name.endswith(".gz") else None
     names = csv_header(path)
+    # Decompressing and parsing run on a thread of their own, a few blocks ahead (pyarrow
+    # and polars release the GIL): on a replay they overlap the event building instead of
+    # adding to it. The thread only reads; every count goes into ``stats`` here, in order.
+    items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=PREFETCH_BLOCKS)
+    stop = threading.Event()
 
-    def skip(row: pacsv.InvalidRow) -> str:
-        number = row.number if row.number is not None else -1
-        stats.reject(RowReject.MALFORMED, number, f"{row.actual_columns} fields: {row.text}")
-        return "skip"
-
-    line = 2  # line 1 is the header
-    with pa.input_stream(str(path), compression=compression) as stream:
-        try:
-            reader = pacsv.open_csv(
-                stream,
-                read_options=pacsv.ReadOptions(block_size=block_size),
-                parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={name: pa.string() for name in names},
-                    strings_can_be_null=True,
-                    null_values=[""],  # "nan"/"NULL" stay text: NaN is non-finite, not missing
-                ),
-            )
-        except (OSError, pa.ArrowInvalid, EOFError) as exc:
-            stats.reject(RowReject.MALFORMED, line, f"unreadable data: {exc}")
-            return
-        while True:
+    def put(kind: str, value: Any) -> bool:
+        while not stop.is_set():
             try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                break
-            except (OSError, pa.ArrowInvalid, EOFError) as exc:
-                stats.reject(RowReject.MALFORMED, line, f"unreadable data: {exc}")
-                break
-            frame = pl.from_arrow(batch)
-            assert isinstance(frame, pl.DataFrame)
-            yield line, frame
-            line += frame.height
+                items.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        invalid: list[tuple[int, str]] = []
+
+        def skip(row: pacsv.InvalidRow) -> str:
+            number = row.number if row.number is not None else -1
+            invalid.append((number, f"{row.actual_columns} fields: {row.text}"))
+            return "skip"
+
+        line = 2  # line 1 is the header
+        try:
+            with pa.input_stream(str(path), compression=compression) as stream:
+                try:
+                    reader = pacsv.open_csv(
+                        stream,
+                        read_options=pacsv.ReadOptions(block_size=block_size),
+                        parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
+                        convert_options=pacsv.ConvertOptions(
+                            column_types={name: pa.string() for name in names},
+                            strings_can_be_null=True,
+                            # "nan"/"NULL" stay text: NaN is non-finite, not missing
+                            null_values=[""],
+                        ),
+                    )
+                except (OSError, pa.ArrowInvalid, EOFError) as exc:
+                    put("unreadable", (line, f"unreadable data: {exc}"))
+                    return
+                while True:
+                    try:
+                        batch = reader.read_next_batch()
+                    except StopIteration:
+                        break
+                    except (OSError, pa.ArrowInvalid, EOFError) as exc:
+                        put("malformed", invalid[:])
+                        put("unreadable", (line, f"unreadable data: {exc}"))
+                        return
+                    frame = pl.from_arrow(batch)
+                    assert isinstance(frame, pl.DataFrame)
+                    if invalid:
+                        if not put("malformed", invalid[:]):
+                            return
+                        invalid.clear()
+                    if not put("frame", (line, frame)):
+                        return
+                    line += frame.height
+                if invalid:
+                    put("malformed", invalid[:])
+        except BaseException as exc:  # reported where the stream is read
+            put("error", exc)
+        finally:
+            put("end", None)
+
+    worker = threading.Thread(target=read, name=f"csv {path.name}", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = items.get()
+            if kind == "frame":
+                yield value
+            elif kind == "malformed":
+                for number, detail in value:
+                    stats.reject(RowReject.MALFORMED, number, detail)
+            elif kind == "unreadable":
+                stats.reject(RowReject.MALFORMED, value[0], value[1])
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()  # a reader left early (the data's end_ns): the thread ends, file closed
 
 
 def mark_bad(raw: pl.DataFrame, typed: pl.DataFrame, columns: dict[str, str]) -> pl.DataFrame:
