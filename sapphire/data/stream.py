@@ -148,9 +148,9 @@ def csv_string_chunks(
     """
     compression = "gzip" if path.name.endswith(".gz") else None
     names = csv_header(path)
-    # Decompressing and parsing run on a thread of their own, a few blocks ahead (pyarrow
-    # and polars release the GIL): on a replay they overlap the event building instead of
-    # adding to it. The thread only reads; every count goes into ``stats`` here, in order.
+    # Decompressing and parsing run on a thread of their own, a block ahead (pyarrow and
+    # polars release the GIL): on a replay they overlap the event building instead of adding
+    # to it. The thread only reads; every count goes into ``stats`` here, in order.
     items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=PREFETCH_BLOCKS)
     stop = threading.Event()
 
