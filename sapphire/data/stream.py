@@ -187,7 +187,7 @@ def csv_string_chunks(
                         ),
                     )
                 except (OSError, pa.ArrowInvalid, EOFError) as exc:
-                    put("unreadable", (line, f"unreadable data: {exc}"))
+                    put("malformed", [(line, f"unreadable data: {exc}")])
                     return
                 while True:
                     try:
@@ -195,8 +195,7 @@ def csv_string_chunks(
                     except StopIteration:
                         break
                     except (OSError, pa.ArrowInvalid, EOFError) as exc:
-                        put("malformed", invalid[:])
-                        put("unreadable", (line, f"unreadable data: {exc}"))
+                        put("malformed", [*invalid, (line, f"unreadable data: {exc}")])
                         return
                     frame = pl.from_arrow(batch)
                     assert isinstance(frame, pl.DataFrame)
@@ -221,11 +220,9 @@ def csv_string_chunks(
             kind, value = items.get()
             if kind == "frame":
                 yield value
-            elif kind == "malformed":
+            elif kind == "malformed":  # (line, detail) of each row counted as malformed
                 for number, detail in value:
                     stats.reject(RowReject.MALFORMED, number, detail)
-            elif kind == "unreadable":
-                stats.reject(RowReject.MALFORMED, value[0], value[1])
             elif kind == "error":
                 raise value
             else:

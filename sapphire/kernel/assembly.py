@@ -26,6 +26,7 @@ from sapphire.data import replay, sample
 from sapphire.data.convert import Tagged
 from sapphire.data.instruments import load_instrument_file
 from sapphire.data.registry import detect, open_stream
+from sapphire.data.stream import EventStream
 from sapphire.data.validation import DataFileError
 from sapphire.exchange.config import LatencyConfig, PaperExchangeConfig
 from sapphire.exchange.gateway import ExecutionGateway
@@ -150,18 +151,20 @@ class ReplayFeed:
         venues: tuple[VenueFeed, ...] = (),
         sessions: tuple[str, ...] = (),
     ) -> None:
-        self._streams = [open_stream(path, instruments) for path in files]
-        for stream in self._streams:
+
+        def opened(path: Path, known: Mapping[str, Instrument]) -> EventStream:
+            stream = open_stream(path, known)
             if sessions:
                 stream.select_sessions(sessions)
+            return stream
+
+        self._streams = [opened(path, instruments) for path in files]
         tagged: list[Iterator[Tagged]] = [s.tagged() for s in self._streams]
         # venues: each file is read with its venue's own symbols, then renamed to the run's
         for feed in venues:
             renames = {sym: inst.symbol for sym, inst in feed.instruments.items()}
             for path in feed.files:
-                stream = open_stream(path, feed.instruments)
-                if sessions:
-                    stream.select_sessions(sessions)
+                stream = opened(path, feed.instruments)
                 self._streams.append(stream)
                 tagged.append(replay.qualified(stream.tagged(), renames))
         self._merged = replay.merge(tagged, key=replay_key(clock))  # type: ignore[arg-type]

@@ -444,21 +444,20 @@ class RiskEngine:
                                 reason = notional_r
                                 notional = instruments[symbol].notional_quote(price, size_after)
                                 detail = f"projected notional {notional} > cap"
-                        if reason is not None:
-                            pass
-                        elif agent_id in loss_breached:
-                            reason = loss_r
-                            detail = "agent daily loss limit breached"
-                        elif firm_breached:
-                            reason = loss_r
-                            detail = "firm daily loss limit breached"
-                        elif gate > 0:
-                            c = consensus_of.get(symbol)
-                            if c is None:
-                                c = consensus_of[symbol] = consensus(symbol)
-                            if c * side < -gate:
-                                reason = consensus_r
-                                detail = f"against consensus {c:+.2f}"
+                        if reason is None:
+                            if agent_id in loss_breached:
+                                reason = loss_r
+                                detail = "agent daily loss limit breached"
+                            elif firm_breached:
+                                reason = loss_r
+                                detail = "firm daily loss limit breached"
+                            elif gate > 0:
+                                c = consensus_of.get(symbol)
+                                if c is None:
+                                    c = consensus_of[symbol] = consensus(symbol)
+                                if c * side < -gate:
+                                    reason = consensus_r
+                                    detail = f"against consensus {c:+.2f}"
                 if reason is None:
                     window.append(now_ns)
                     pending_lots[key] = pending + qty
