@@ -815,6 +815,7 @@ class CoordinatorActor:
             feed = await asyncio.wait_for(_await(self.market_data.stats.remote()), 10)
             out["input_rejected"] = dict(feed["rejected"])
             out["sessions_missing"] = list(feed.get("sessions_missing", []))
+            out["replay_cache"] = dict(feed.get("replay_cache", {}))
             clamped = self._cut.clamped if self._replay else feed["clamped"]
             out["counters"]["clamped"] = int(clamped)
         except (TimeoutError, ray.exceptions.RayError):

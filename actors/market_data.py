@@ -112,4 +112,7 @@ class MarketDataActor:
             "sessions_missing": (
                 self._feed.sessions_missing() if hasattr(self._feed, "sessions_missing") else []
             ),
+            "replay_cache": (
+                self._feed.cache_stats() if hasattr(self._feed, "cache_stats") else {}
+            ),
         }

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Converted replays (data.cache) of this test session go to a directory of its own, not the
+# user's ~/.cache: every run in the session after the first of a file reads it converted.
+os.environ.setdefault("SAPPHIRE_CACHE_DIR", tempfile.mkdtemp(prefix="sapphire-test-cache-"))
 
 
 def shared_data_dir() -> Path:

@@ -204,6 +204,17 @@ def print_summary(
     if summary.get("sessions_missing"):
         missing = ", ".join(summary["sessions_missing"])
         totals.add_row("[red]data.sessions in no file[/red]", missing)
+    replay_cache = summary.get("replay_cache", {})
+    if replay_cache:
+        read = sum(replay_cache.get(k, 0) for k in ("hits", "prefixes", "misses"))
+        totals.add_row(
+            "data files read converted (data.cache)",
+            f"{replay_cache.get('hits', 0)} of {read}"
+            + (f", {replay_cache['prefixes']} in part" if replay_cache.get("prefixes") else ""),
+        )
+        for key in ("damaged", "write_errors"):
+            if replay_cache.get(key):
+                totals.add_row(f"[yellow]data.cache {key}[/yellow]", str(replay_cache[key]))
     latencies = summary.get("step_latency_s", [])
     if latencies:
         totals.add_row("step latency p50 (ms)", f"{statistics.median(latencies) * 1e3:.2f}")

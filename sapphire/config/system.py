@@ -106,6 +106,14 @@ class DataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # file packing several days costs little more than the day replayed.
     sessions: tuple[str, ...] = ()
     speed: NonNegFloat = 0.0  # 0 = as fast as possible; 1.0 = recorded pace
+    # Recorded files' checked event streams are kept converted (msgpack + lz4) after their
+    # first read, and the next run of the same file, instruments and sessions reads them
+    # back instead of the CSV: the same events and rejection counts, 5-10x faster to load.
+    # ``cache_dir`` empty: $SAPPHIRE_CACHE_DIR, else ~/.cache/sapphire/replay; oldest-used
+    # entries go once the directory passes ``cache_max_mb``.
+    cache: bool = True
+    cache_dir: str = ""
+    cache_max_mb: PositiveInt = 4096
 
 
 class AgentSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -26,6 +26,7 @@ from sapphire.data import replay, sample
 from sapphire.data.convert import Tagged
 from sapphire.data.instruments import load_instrument_file
 from sapphire.data.registry import detect, open_stream
+from sapphire.data.replay_cache import ReplayCache, Source, default_dir
 from sapphire.data.stream import EventStream
 from sapphire.data.validation import DataFileError
 from sapphire.exchange.config import LatencyConfig, PaperExchangeConfig
@@ -150,14 +151,24 @@ class ReplayFeed:
         speed: float = 0.0,
         venues: tuple[VenueFeed, ...] = (),
         sessions: tuple[str, ...] = (),
+        cache: ReplayCache | None = None,
     ) -> None:
+        """``cache``: read each file's converted stream from there where it has one, and
+        write it there where not (``sapphire.data.replay_cache``); None reads the files."""
 
-        def opened(path: Path, known: Mapping[str, Instrument]) -> EventStream:
-            stream = open_stream(path, known)
-            if sessions:
-                stream.select_sessions(sessions)
-            return stream
+        def opened(path: Path, known: Mapping[str, Instrument]) -> Source:
+            def source() -> EventStream:
+                stream = open_stream(path, known)
+                if sessions:
+                    stream.select_sessions(sessions)
+                return stream
 
+            key = None if cache is None else cache.key(path, known, sessions or None)
+            if cache is None or key is None:
+                return source()
+            return cache.stream(key, path, source)
+
+        self.cache = cache
         self._streams = [opened(path, instruments) for path in files]
         tagged: list[Iterator[Tagged]] = [s.tagged() for s in self._streams]
         # venues: each file is read with its venue's own symbols, then renamed to the run's
@@ -171,6 +182,16 @@ class ReplayFeed:
         self._sessions = sessions
         self._speed = speed
         self._events: Iterator[AnyMarketEvent] | None = None
+
+    def cache_stats(self) -> dict[str, int]:
+        """What the replay cache did for this feed's files (empty without a cache)."""
+        return {} if self.cache is None else msgspec.structs.asdict(self.cache.stats)
+
+    def close(self) -> None:
+        """The run is over: a cache keeps what the unfinished streams gave (a prefix the
+        next run reads before it opens the file)."""
+        if self.cache is not None:
+            self.cache.close()
 
     def skip(self, n: int) -> None:
         """Fast-forward ``n`` events (a restarted replay), before any pacing starts."""
@@ -211,8 +232,20 @@ def open_replay(
     speed: float = 0.0,
     venues: tuple[VenueFeed, ...] = (),
     sessions: tuple[str, ...] = (),
+    cache: tuple[str, int] | None = None,
 ) -> ReplayFeed:
-    return ReplayFeed(files, instruments, clock, speed, venues, sessions)
+    """``cache``: ``(directory, max bytes)`` of the converted-replay cache, or None."""
+    replay_cache = None if cache is None else ReplayCache(Path(cache[0]), max_bytes=cache[1])
+    return ReplayFeed(files, instruments, clock, speed, venues, sessions, replay_cache)
+
+
+def replay_cache_spec(data: DataConfig) -> tuple[str, int] | None:
+    """Where ``data.cache`` keeps converted replays (picklable: the Ray market-data actor
+    opens its own cache on its node)."""
+    if not data.cache:
+        return None
+    directory = data_path(data.cache_dir) if data.cache_dir else default_dir()
+    return str(directory), data.cache_max_mb << 20
 
 
 def replay_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Callable[[], ReplayFeed]:
@@ -230,14 +263,32 @@ def replay_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Calla
                     raise WiringError(
                         f"data.venues[{i}].files: {path} is {fmt}, not {source.format!r}"
                     )
-        return partial(open_replay, [], instruments, data.clock, data.speed, feeds, data.sessions)
+        return partial(
+            open_replay,
+            [],
+            instruments,
+            data.clock,
+            data.speed,
+            feeds,
+            data.sessions,
+            replay_cache_spec(data),
+        )
     files = data_files(data)
     for path in files:
         try:
             detect(path)
         except DataFileError as exc:
             raise WiringError(f"data.files: {exc}") from None
-    return partial(open_replay, files, instruments, data.clock, data.speed, (), data.sessions)
+    return partial(
+        open_replay,
+        files,
+        instruments,
+        data.clock,
+        data.speed,
+        (),
+        data.sessions,
+        replay_cache_spec(data),
+    )
 
 
 def _build_agent(

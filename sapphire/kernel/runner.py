@@ -176,6 +176,8 @@ class InProcessKernel:
                 on_step(result)
             if result.done:
                 break
+        if self.feed is not None:
+            self.feed.close()  # a replay cache keeps what an unfinished stream gave
         return self.steps
 
     def run_stored(
@@ -223,5 +225,6 @@ class InProcessKernel:
         out["sessions_missing"] = (
             self.feed.sessions_missing() if hasattr(self.feed, "sessions_missing") else []
         )
+        out["replay_cache"] = self.feed.cache_stats() if self.feed is not None else {}
         out["quarantined"] = {}
         return out

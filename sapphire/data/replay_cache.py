@@ -1,0 +1,465 @@
+"""Converted replays: each recorded file's checked event stream, kept once in a local cache
+and read back at msgspec speed by the next run of the same data.
+
+Why: a replay spends most of its loading time decoding CSV and building and checking one
+Python event per row (3-5 us an event); decoding the same events from msgpack takes 0.2-0.4
+us. A user runs the same files many times (parameter sweeps, walk-forward windows, reruns
+after a change of agent), and hftbacktest itself replays files converted in advance. Here the
+conversion is a side effect of the first run, not a separate step.
+
+What is cached is exactly what :meth:`EventStream.tagged` gave: the ``(session, event)``
+pairs in order, plus where the stream's rejection counts and selected sessions changed
+(``Mark``: "before pair k, the state was"). Read back, the stream gives the same pairs and
+its ``stats.counts`` / ``sessions_seen`` change at the same points, so a run stopped at any
+event reports the same rejections as the run that wrote the cache. (The row tallies of
+``sapphire data inspect`` are not carried: runs report the counts per reason.)
+
+An entry's key is the file (resolved path, size, modification time), the instruments and
+sessions it was read with, and a digest of the loaders' source code, so editing a file, its
+instrument or the loader code is never answered from an old entry. A run that stops before a
+file's end leaves a prefix; the next run reads the prefix, then opens the file itself, counts
+its way through the rows already given (the rejection counts come out as before) and goes on,
+writing a longer entry. A damaged entry (each frame carries a CRC) is read up to its last good
+frame, the same way. Entries are written to a temporary file and renamed: concurrent runs
+never see half an entry. A cache that cannot be written (full disk, read-only) costs the run
+its speed-up, never its data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib.metadata
+import itertools
+import os
+import struct
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Protocol
+
+import lz4.block
+import msgspec
+
+from sapphire.data.convert import Tagged
+from sapphire.data.validation import RejectStats, RowReject
+from sapphire.model import Instrument
+from sapphire.model.events import AnyMarketEvent
+
+CACHE_VERSION = 1
+MAGIC = b"SAPPHIRE-REPLAY\x01"
+SUFFIX = ".replay"
+FRAME_EVENTS = 16_384  # pairs per frame: one msgpack decode and one lz4 block each
+_PREFIX = struct.Struct("<IIIB")  # events, compressed bytes, crc32 of them, last frame
+STALE_TMP_S = 3600.0  # a temporary file this old was left by a run that died
+ENV_DIR = "SAPPHIRE_CACHE_DIR"
+
+
+class Mark(msgspec.Struct, array_like=True, frozen=True):
+    """The stream's reported state as it was before pair ``at`` was given (``at`` = the
+    stream's length: after its last pair, once it ended)."""
+
+    at: int
+    counts: dict[str, int]
+    seen: list[str]
+
+
+class Frame(msgspec.Struct, array_like=True):
+    events: list[AnyMarketEvent]
+    sessions: list[tuple[int, str]]  # run-length: (pairs, session label), in order
+    marks: list[Mark]
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_frame = msgspec.msgpack.Decoder(Frame).decode
+
+
+class Source(Protocol):
+    """What the replay merge reads of a file's stream: :class:`EventStream`, or
+    :class:`CachedStream` standing in for it."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def stats(self) -> RejectStats: ...
+
+    @property
+    def sessions_seen(self) -> set[str]: ...
+
+    def tagged(self) -> Iterator[Tagged]: ...
+
+
+_PARSERS = ("polars", "pyarrow", "msgspec", "numpy")
+
+
+@functools.cache
+def code_digest() -> str:
+    """The loaders' and the event model's source, and the versions of the libraries that
+    parse the files: a change to any is another key."""
+    h = hashlib.sha256()
+    for name in _PARSERS:
+        h.update(f"{name}={importlib.metadata.version(name)}".encode())
+    here = Path(__file__).resolve().parent
+    for folder in (here, here.parent / "model"):
+        for path in sorted(folder.glob("*.py")):
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def default_dir() -> Path:
+    """``$SAPPHIRE_CACHE_DIR``, else ``$XDG_CACHE_HOME/sapphire/replay`` (``~/.cache``)."""
+    env = os.environ.get(ENV_DIR)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sapphire" / "replay"
+
+
+class CacheStats(msgspec.Struct, kw_only=True):
+    """What a run's cache did, for its summary."""
+
+    hits: int = 0  # streams read whole from an entry
+    prefixes: int = 0  # streams read from an entry that ended early, then from the file
+    misses: int = 0  # streams read from the file (and written)
+    written: int = 0  # entries committed
+    damaged: int = 0  # entries with a bad frame (read up to it)
+    write_errors: int = 0  # entries that could not be written (the run went on without)
+
+
+class ReplayCache:
+    """A directory of converted streams, at most ``max_bytes`` (oldest used evicted)."""
+
+    def __init__(self, directory: Path, *, max_bytes: int = 4 << 30) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.stats = CacheStats()
+        self._open: list[_Recorder] = []
+
+    def key(
+        self,
+        path: Path,
+        instruments: Instrument | Mapping[str, Instrument],
+        sessions: Iterable[str] | None,
+    ) -> str | None:
+        """The entry's name for ``path`` read with ``instruments`` and ``sessions``; None when
+        the file cannot be looked at (the stream itself will then say why)."""
+        try:
+            st = path.stat()
+            resolved = str(path.resolve())
+        except OSError:
+            return None
+        insts = (
+            instruments
+            if isinstance(instruments, Instrument)
+            else {k: instruments[k] for k in sorted(instruments)}
+        )
+        blob = _encode(
+            [
+                CACHE_VERSION,
+                code_digest(),
+                resolved,
+                st.st_size,
+                st.st_mtime_ns,
+                msgspec.to_builtins(insts),
+                sorted(sessions) if sessions is not None else None,
+            ]
+        )
+        return hashlib.sha256(blob).hexdigest()[:40]
+
+    def stream(self, key: str, path: Path, open_source: Callable[[], Source]) -> CachedStream:
+        return CachedStream(self, key, path, open_source)
+
+    def entry(self, key: str) -> Path:
+        return self.directory / f"{key}{SUFFIX}"
+
+    def close(self) -> None:
+        """Commit what unfinished streams gave so far (a run that stopped before the data's
+        end): the next run starts from that prefix."""
+        for recorder in list(self._open):
+            recorder.commit(complete=False)
+        self._open.clear()
+
+    # -- writing --------------------------------------------------------------------------
+    def _recorder(self, key: str) -> _Recorder | None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            recorder = _Recorder(self, key)
+        except OSError:
+            self.stats.write_errors += 1
+            return None
+        self._open.append(recorder)
+        return recorder
+
+    def _committed(self, recorder: _Recorder) -> None:
+        if recorder in self._open:
+            self._open.remove(recorder)
+        self.stats.written += 1
+        self._evict()
+
+    def _evict(self) -> None:
+        """Oldest-used entries out until the directory fits ``max_bytes``; temporary files
+        of runs that died long ago out too."""
+        try:
+            now = time.time()
+            entries = []
+            for p in self.directory.iterdir():
+                st = p.stat()
+                if p.suffix == SUFFIX:
+                    entries.append((st.st_mtime, st.st_size, p))
+                elif p.name.endswith(".tmp") and now - st.st_mtime > STALE_TMP_S:
+                    p.unlink(missing_ok=True)
+            total = sum(size for _, size, _ in entries)
+            for _, size, p in sorted(entries):
+                if total <= self.max_bytes:
+                    break
+                p.unlink(missing_ok=True)
+                total -= size
+        except OSError:
+            pass  # another run may be evicting the same directory: it will finish the job
+
+
+def _state(stats: RejectStats, seen: set[str], at: int) -> Mark:
+    return Mark(at, {str(r): n for r, n in stats.counts.items()}, sorted(seen))
+
+
+class _Recorder:
+    """Writes one stream's pairs and marks, frame by frame, to a temporary file."""
+
+    def __init__(self, cache: ReplayCache, key: str) -> None:
+        self.cache = cache
+        self.final = cache.entry(key)
+        self.tmp = cache.directory / f"{key}.{os.getpid()}.{id(self):x}.tmp"
+        self._fh = open(self.tmp, "wb")  # noqa: SIM115 (closed by commit or abandon)
+        self._fh.write(MAGIC)
+        self.count = 0  # pairs written (flushed or buffered)
+        self._events: list[AnyMarketEvent] = []
+        self._labels: list[str] = []
+        self._marks: list[Mark] = []
+        self.done = False
+
+    def add(self, session: str, event: AnyMarketEvent) -> None:
+        self._events.append(event)
+        self._labels.append(session)
+        self.count += 1
+        if len(self._events) >= FRAME_EVENTS:
+            self._flush(last=False)
+
+    def mark(self, mark: Mark) -> None:
+        self._marks.append(mark)
+
+    def _flush(self, *, last: bool) -> None:
+        runs = [(len(list(g)), label) for label, g in itertools.groupby(self._labels)]
+        body = bytes(
+            lz4.block.compress(_encode(Frame(self._events, runs, self._marks)), store_size=True)
+        )
+        self._fh.write(_PREFIX.pack(len(self._events), len(body), zlib.crc32(body), last))
+        self._fh.write(body)
+        self._events, self._labels, self._marks = [], [], []
+
+    def commit(self, *, complete: bool) -> None:
+        """Publish the entry unless one at least as long is there already."""
+        if self.done:
+            return
+        self.done = True
+        try:
+            self._flush(last=complete)
+            self._fh.close()
+            if complete or self.count > _entry_length(self.final):
+                os.replace(self.tmp, self.final)
+                self.cache._committed(self)
+                return
+        except OSError:
+            self.cache.stats.write_errors += 1
+        self.abandon()
+
+    def abandon(self) -> None:
+        self.done = True
+        self._fh.close()
+        self.tmp.unlink(missing_ok=True)
+        if self in self.cache._open:
+            self.cache._open.remove(self)
+
+
+def _entry_length(path: Path) -> int:
+    """Pairs in an entry (-1: none there), from its frames' prefixes alone."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(len(MAGIC)) != MAGIC:
+                return -1
+            n = 0
+            while head := fh.read(_PREFIX.size):
+                if len(head) < _PREFIX.size:
+                    break
+                events, size, _, last = _PREFIX.unpack(head)
+                n += events
+                if last:
+                    return 1 << 62  # complete: nothing is longer
+                fh.seek(size, os.SEEK_CUR)
+            return n
+    except OSError:
+        return -1
+
+
+def _frames(path: Path, damaged: Callable[[], None]) -> Iterator[tuple[Frame, bool]]:
+    """The entry's frames in order with their ``last`` flag; stops at the first bad one."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 (closed below; the generator may be dropped)
+    except OSError:
+        return
+    try:
+        if fh.read(len(MAGIC)) != MAGIC:
+            damaged()
+            return
+        while head := fh.read(_PREFIX.size):
+            if len(head) < _PREFIX.size:
+                damaged()
+                return
+            events, size, crc, last = _PREFIX.unpack(head)
+            body = fh.read(size)
+            if len(body) < size or zlib.crc32(body) != crc:
+                damaged()
+                return
+            try:
+                frame = _decode_frame(lz4.block.decompress(body))
+            except (lz4.block.LZ4BlockError, msgspec.DecodeError, ValueError):
+                damaged()
+                return
+            if len(frame.events) != events:
+                damaged()
+                return
+            yield frame, bool(last)
+            if last:
+                return
+    except OSError:
+        damaged()
+    finally:
+        fh.close()
+
+
+class CachedStream:
+    """Stands in for a file's :class:`EventStream`: the same pairs and reported state, read
+    from the cache where an entry has them, from the file (recorded) where not."""
+
+    def __init__(
+        self, cache: ReplayCache, key: str, path: Path, open_source: Callable[[], Source]
+    ) -> None:
+        self.cache = cache
+        self.key = key
+        self.path = path
+        self._open_source = open_source
+        self._live: Source | None = None
+        self._stats = RejectStats(source=str(path))
+        self._seen: set[str] = set()
+        self._used = False
+
+    @property
+    def stats(self) -> RejectStats:
+        return self._live.stats if self._live is not None else self._stats
+
+    @property
+    def sessions_seen(self) -> set[str]:
+        return self._live.sessions_seen if self._live is not None else self._seen
+
+    def tagged(self) -> Iterator[Tagged]:
+        if self._used:
+            raise RuntimeError(f"{self.path}: an EventStream can be consumed once")
+        self._used = True
+        entry = self.cache.entry(self.key)
+        given = 0
+        if entry.is_file():
+            bad = False
+
+            def damaged() -> None:
+                nonlocal bad
+                bad = True
+
+            for frame, last in _frames(entry, damaged):
+                given += len(frame.events)
+                yield from self._replay(frame, given)
+                if last:
+                    self.cache.stats.hits += 1
+                    _touch(entry)
+                    return
+            if bad:
+                self.cache.stats.damaged += 1
+            self.cache.stats.prefixes += 1
+        else:
+            self.cache.stats.misses += 1
+        yield from self._from_source(given)
+
+    def _replay(self, frame: Frame, end: int) -> Iterator[Tagged]:
+        events = frame.events
+        start = end - len(events)
+        labels = (
+            itertools.repeat(frame.sessions[0][1], len(events))
+            if len(frame.sessions) == 1
+            else itertools.chain.from_iterable(
+                itertools.repeat(label, n) for n, label in frame.sessions
+            )
+        )
+        if not frame.marks:
+            yield from zip(labels, events, strict=True)
+            return
+        # the reported state changes before the pair a mark names
+        cut = 0
+        pairs = zip(labels, events, strict=True)
+        for mark in frame.marks:
+            upto = mark.at - start
+            yield from itertools.islice(pairs, upto - cut)
+            cut = upto
+            self._apply(mark)
+        yield from pairs
+
+    def _apply(self, mark: Mark) -> None:
+        self._stats.counts = {RowReject(r): n for r, n in mark.counts.items()}
+        self._seen.clear()
+        self._seen.update(mark.seen)
+
+    def _from_source(self, skip: int) -> Iterator[Tagged]:
+        """The file itself from its start, recorded; its first ``skip`` pairs were given
+        already (read again so that its counts are the file's own up to there)."""
+        source = self._open_source()
+        recorder = self.cache._recorder(self.key)
+        pairs = source.tagged() if recorder is None else _recorded(source, recorder)
+        if skip:
+            for _ in itertools.islice(pairs, skip):
+                pass
+        self._live = source
+        yield from pairs
+
+
+def _recorded(source: Source, recorder: _Recorder) -> Iterator[Tagged]:
+    stats, seen = source.stats, source.sessions_seen
+    counts: dict[RowReject, int] = {}
+    n_seen = 0
+    add = recorder.add
+    i = 0
+    try:
+        for session, event in source.tagged():
+            if stats.counts != counts or len(seen) != n_seen:
+                recorder.mark(_state(stats, seen, i))
+                counts, n_seen = dict(stats.counts), len(seen)
+            add(session, event)
+            i += 1
+            yield session, event
+        if stats.counts != counts or len(seen) != n_seen:
+            recorder.mark(_state(stats, seen, i))
+    except GeneratorExit:
+        # the run stopped before the file's end: what it was given is a prefix worth keeping
+        recorder.commit(complete=False)
+        raise
+    except BaseException:
+        # a failed read (a damaged file) is the run's error; a half entry is not kept
+        recorder.abandon()
+        raise
+    recorder.commit(complete=True)
+
+
+def _touch(path: Path) -> None:
+    """Used now: eviction takes the oldest-used entries first."""
+    with contextlib.suppress(OSError):
+        os.utime(path)

@@ -1,0 +1,191 @@
+"""The converted-replay cache: a stream read back from it gives the file's own pairs, with its
+rejection counts and sessions changing at the same points, whether the entry is whole, a
+prefix a stopped run left, damaged, or could not be written at all."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import yaml
+
+from sapphire.config.system import parse_config
+from sapphire.data import replay_cache
+from sapphire.data.registry import stream_events
+from sapphire.data.replay_cache import CachedStream, ReplayCache
+from sapphire.data.sample import sample_instrument, sample_paths
+from sapphire.data.stream import EventStream
+from sapphire.kernel.runner import InProcessKernel
+
+
+def corrupted_trades(tmp_path: Path) -> Path:
+    """The sample's trades with bad rows spread through: every kind of change of the
+    stream's counts lands between pairs, in several frames."""
+    lines = gzip.decompress(sample_paths().trades.read_bytes()).decode().splitlines()
+    out = [lines[0]]
+    for i, line in enumerate(lines[1:], start=1):
+        if i % 97 == 0:
+            cells = line.split(",")
+            cells[5] = "nan"  # price
+            out.append(",".join(cells))
+        if i % 301 == 0:
+            out.append("garbage,row")
+        out.append(line)
+    path = tmp_path / sample_paths().trades.name
+    path.write_bytes(gzip.compress(("\n".join(out) + "\n").encode()))
+    return path
+
+
+def opener(path: Path, sessions: list[str] | None = None) -> Any:
+    def source() -> EventStream:
+        stream = stream_events(path, sample_instrument())
+        if sessions:
+            stream.select_sessions(sessions)
+        return stream
+
+    return source
+
+
+def cached(cache: ReplayCache, path: Path, sessions: list[str] | None = None) -> CachedStream:
+    key = cache.key(path, sample_instrument(), sessions)
+    assert key is not None
+    return cache.stream(key, path, opener(path, sessions))
+
+
+def state(stream: Any) -> tuple[dict[str, int], list[str]]:
+    return {str(k): v for k, v in stream.stats.counts.items()}, sorted(stream.sessions_seen)
+
+
+def walk(stream: Any, stop: int | None = None) -> list[tuple[Any, Any]]:
+    """Each pair with the stream's reported state right after it was given, then the state
+    after the end (``stop``: the consumer gives up after that many pairs)."""
+    out = []
+    pairs = stream.tagged()
+    for pair in itertools.islice(pairs, stop):
+        out.append((pair, state(stream)))
+    if stop is None:
+        out.append((None, state(stream)))
+    pairs.close()
+    return out
+
+
+@pytest.fixture
+def small_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replay_cache, "FRAME_EVENTS", 256)
+
+
+def test_a_cached_stream_is_the_file_pair_by_pair(tmp_path: Path, small_frames: None) -> None:
+    path = corrupted_trades(tmp_path)
+    plain = walk(opener(path)())
+    counts = plain[-1][1][0]
+    assert counts["malformed"] > 10 and counts["non_finite"] > 10  # it counts
+    cache = ReplayCache(tmp_path / "cache")
+    assert walk(cached(cache, path)) == plain  # the first run: read from the file, recorded
+    assert cache.stats.misses == 1 and cache.stats.written == 1
+    assert walk(cached(cache, path)) == plain  # the next: from the entry alone
+    assert cache.stats.hits == 1
+
+
+def test_a_stopped_run_leaves_a_prefix_the_next_run_continues(
+    tmp_path: Path, small_frames: None
+) -> None:
+    path = corrupted_trades(tmp_path)
+    plain = walk(opener(path)())
+    cache = ReplayCache(tmp_path / "cache")
+    assert walk(cached(cache, path), stop=1000) == plain[:1000]
+    assert cache.stats.written == 1  # the prefix, committed when the consumer let go
+    assert walk(cached(cache, path), stop=1500) == plain[:1500]  # a longer prefix
+    assert walk(cached(cache, path)) == plain  # prefix, then the file, counted as before
+    assert cache.stats.prefixes == 2 and cache.stats.written == 3
+    assert walk(cached(cache, path)) == plain
+    assert cache.stats.hits == 1
+
+
+def test_a_damaged_entry_is_read_up_to_its_last_good_frame(
+    tmp_path: Path, small_frames: None
+) -> None:
+    path = corrupted_trades(tmp_path)
+    plain = walk(opener(path)())
+    cache = ReplayCache(tmp_path / "cache")
+    walk(cached(cache, path))
+    (entry,) = (tmp_path / "cache").glob("*.replay")
+    blob = bytearray(entry.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    entry.write_bytes(bytes(blob))
+    assert walk(cached(cache, path)) == plain
+    assert cache.stats.damaged == 1 and cache.stats.prefixes == 1
+    assert walk(cached(cache, path)) == plain  # rewritten whole by the run before
+    assert cache.stats.hits == 1
+
+
+def test_a_cache_that_cannot_be_written_costs_only_speed(tmp_path: Path) -> None:
+    path = corrupted_trades(tmp_path)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    cache = ReplayCache(blocker / "cache")
+    assert walk(cached(cache, path)) == walk(opener(path)())
+    assert cache.stats.write_errors == 1 and cache.stats.written == 0
+
+
+def test_the_key_changes_with_the_file_the_instrument_and_the_sessions(tmp_path: Path) -> None:
+    path = corrupted_trades(tmp_path)
+    cache = ReplayCache(tmp_path / "cache")
+    inst = sample_instrument()
+    key = cache.key(path, inst, None)
+    assert key is not None and key == cache.key(path, inst, None)
+    assert cache.key(path, inst, ["2024-08-08"]) != key
+    assert cache.key(path, msgspec.structs.replace(inst, taker_fee_bps="4"), None) != key
+    path.write_bytes(path.read_bytes() + gzip.compress(b""))  # same rows, another file
+    assert cache.key(path, inst, None) != key
+    assert cache.key(tmp_path / "missing.csv.gz", inst, None) is None
+
+
+def test_eviction_keeps_the_directory_under_its_cap(tmp_path: Path, small_frames: None) -> None:
+    cache = ReplayCache(tmp_path / "cache", max_bytes=1)
+    path = corrupted_trades(tmp_path)
+    walk(cached(cache, path))
+    assert list((tmp_path / "cache").glob("*.replay")) == []  # over the cap: evicted at once
+    assert cache.stats.written == 1
+
+
+def test_a_backtest_from_the_cache_trades_and_reports_as_from_the_files(tmp_path: Path) -> None:
+    """The kernel on the sample with a corrupted trades file, cold then warm: the same
+    trading, rejection counts and stored rows."""
+    paths = sample_paths()
+    raw: dict[str, Any] = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "configs" / "demo.yaml").read_text()
+    )
+    raw["data"] = {
+        "source": "files",
+        "files": [str(paths.depth), str(corrupted_trades(tmp_path)), str(paths.bbo)],
+        "instrument_files": [str(sample_paths().depth.parent / "instrument.json")],
+        "cache_dir": str(tmp_path / "cache"),
+    }
+    raw["storage"]["root"] = str(tmp_path / "store")
+
+    def run(name: str) -> tuple[Any, ...]:
+        kernel = InProcessKernel(parse_config(raw), name)
+        kernel.run()
+        summary = kernel.summary()
+        rows = {t: f.drop("run_id") for t, f in kernel.coordinator.rows.take_new().items()}
+        assert kernel.feed.cache is not None
+        return (
+            summary["fills"],
+            summary["agents"],
+            summary["input_rejected"],
+            summary["risk_rejections"],
+            rows,
+        ), msgspec.structs.asdict(kernel.feed.cache.stats)
+
+    cold, cold_stats = run("cold")
+    warm, warm_stats = run("warm")
+    assert cold_stats["misses"] == 3 and warm_stats["hits"] == 3
+    assert cold[0] > 0 and cold[2]["malformed"] > 0
+    assert cold[:4] == warm[:4]
+    assert cold[4].keys() == warm[4].keys()
+    for table in cold[4]:
+        assert cold[4][table].equals(warm[4][table]), table
