@@ -38,6 +38,8 @@ import msgspec
 
 from sapphire.model.events import BookDelta, BookSnapshot, Side
 
+_BUY = Side.BUY
+
 
 class DeltaResult(enum.StrEnum):
     APPLIED = "applied"
@@ -267,30 +269,39 @@ class L2Book:
         return delta.first_update_id == last + 1
 
     def _set(self, side: Side, price: int, qty: int) -> None:
-        if side == Side.BUY:
-            _set_level(self._bids, self._bid_px, price, qty)
-            if qty and self._ask_px and self._ask_px[0] <= price:
-                cut = bisect_right(self._ask_px, price)
-                for p in self._ask_px[:cut]:
+        # one function per level (this runs for every recorded level): the level's own
+        # update, then the crossing rule (a positive size at or through the best opposite
+        # price removes those opposite levels)
+        if side == _BUY:
+            levels, prices = self._bids, self._bid_px
+            if qty == 0:
+                if levels.pop(price, None) is not None:
+                    del prices[bisect_left(prices, price)]
+                return
+            if price not in levels:
+                prices.insert(bisect_left(prices, price), price)
+            levels[price] = qty
+            asks = self._ask_px
+            if asks and asks[0] <= price:
+                cut = bisect_right(asks, price)
+                for p in asks[:cut]:
                     del self._asks[p]
-                del self._ask_px[:cut]
-        else:
-            _set_level(self._asks, self._ask_px, price, qty)
-            if qty and self._bid_px and self._bid_px[-1] >= price:
-                cut = bisect_left(self._bid_px, price)
-                for p in self._bid_px[cut:]:
-                    del self._bids[p]
-                del self._bid_px[cut:]
-
-
-def _set_level(levels: dict[int, int], prices: list[int], price: int, qty: int) -> None:
-    if qty == 0:
-        if levels.pop(price, None) is not None:
-            del prices[bisect_left(prices, price)]
-        return
-    if price not in levels:
-        prices.insert(bisect_left(prices, price), price)
-    levels[price] = qty
+                del asks[:cut]
+            return
+        levels, prices = self._asks, self._ask_px
+        if qty == 0:
+            if levels.pop(price, None) is not None:
+                del prices[bisect_left(prices, price)]
+            return
+        if price not in levels:
+            prices.insert(bisect_left(prices, price), price)
+        levels[price] = qty
+        bids = self._bid_px
+        if bids and bids[-1] >= price:
+            cut = bisect_left(bids, price)
+            for p in bids[cut:]:
+                del self._bids[p]
+            del bids[cut:]
 
 
 def _validated(levels: tuple[tuple[int, int], ...], what: str) -> dict[int, int]:

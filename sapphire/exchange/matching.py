@@ -205,10 +205,23 @@ class MatchingEngine:
                 self._sink(order, price, lots, True, trade.ts_event_ns)
 
     def on_delta(self, delta: BookDelta) -> None:
-        if not (self._bids or self._asks):
-            self.book.apply_delta(delta)
-            return
-        self._change(delta.side, delta.price_ticks, delta.qty_lots, delta.ts_event_ns, delta)
+        bids, asks = self._bids, self._asks
+        if bids or asks:
+            # what :meth:`_change` decides first, without its calls: most levels move
+            # neither a level we rest on nor size that reaches our opposite orders
+            side, price = delta.side, delta.price_ticks
+            if (bids if side is Side.BUY else asks).get(price) or (
+                self._book_cross
+                and delta.qty_lots > 0
+                and (
+                    (bool(asks) and price >= min(asks))
+                    if side is Side.BUY
+                    else (bool(bids) and price <= max(bids))
+                )
+            ):
+                self._change(side, price, delta.qty_lots, delta.ts_event_ns, delta)
+                return
+        self.book.apply_delta(delta)
 
     def set_level(self, side: Side, price_ticks: int, qty_lots: int, now_ns: int) -> None:
         """Move the market without a recording (a venue double): same rules as a delta."""
