@@ -80,6 +80,41 @@ def inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cache(args: argparse.Namespace) -> int:
+    """The converted-replay cache (``data.cache``) of a config, or the default one."""
+    from pathlib import Path
+
+    from sapphire.data import replay_cache
+
+    directory = replay_cache.default_dir()
+    if args.config:
+        from sapphire.config.system import ConfigError, load_config
+        from sapphire.kernel.assembly import data_path
+
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if config.data.cache_dir:
+            directory = data_path(config.data.cache_dir)
+    directory = Path(directory)
+    if not directory.is_dir():
+        print(f"cache:   {directory} (empty: nothing converted yet)")
+        return 0
+    if args.clear:
+        print(f"cache:   {directory}: {replay_cache.clear(directory)} files removed")
+        return 0
+    found = replay_cache.entries(directory)
+    total = sum(e.bytes for e in found)
+    print(f"cache:   {directory}")
+    print(f"entries: {len(found)}  ({total / 2**20:.1f} MiB)")
+    for e in found:
+        state = "complete" if e.complete else "prefix"
+        print(f"  {e.events:>12,} events {e.bytes / 2**20:8.1f} MiB  {state:8}  {e.source}")
+    return 0
+
+
 def register(subparsers: Any) -> None:
     data = subparsers.add_parser("data", help="inspect recorded market-data files")
     sub = data.add_subparsers(dest="data_command", required=True)
@@ -87,3 +122,9 @@ def register(subparsers: Any) -> None:
     cmd.add_argument("file")
     cmd.add_argument("--instrument-file", default=None, help="Instrument or exchangeInfo JSON")
     cmd.set_defaults(handler=inspect)
+    cmd = sub.add_parser(
+        "cache", help="the converted-replay cache (data.cache): its entries, or --clear"
+    )
+    cmd.add_argument("--config", default=None, help="a system config naming data.cache_dir")
+    cmd.add_argument("--clear", action="store_true", help="remove every entry")
+    cmd.set_defaults(handler=cache)

@@ -38,7 +38,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import lz4.block
 import msgspec
@@ -53,6 +53,7 @@ MAGIC = b"SAPPHIRE-REPLAY\x01"
 SUFFIX = ".replay"
 FRAME_EVENTS = 16_384  # pairs per frame: one msgpack decode and one lz4 block each
 _PREFIX = struct.Struct("<IIIB")  # events, compressed bytes, crc32 of them, last frame
+_HEADER = struct.Struct("<I")  # bytes of the msgpack header (``Header``) after MAGIC
 STALE_TMP_S = 3600.0  # a temporary file this old was left by a run that died
 ENV_DIR = "SAPPHIRE_CACHE_DIR"
 
@@ -64,6 +65,12 @@ class Mark(msgspec.Struct, array_like=True, frozen=True):
     at: int
     counts: dict[str, int]
     seen: list[str]
+
+
+class Header(msgspec.Struct, frozen=True):
+    """For people (``sapphire data cache``): the file an entry was converted from."""
+
+    source: str
 
 
 class Frame(msgspec.Struct, array_like=True):
@@ -184,10 +191,10 @@ class ReplayCache:
         self._open.clear()
 
     # -- writing --------------------------------------------------------------------------
-    def _recorder(self, key: str) -> _Recorder | None:
+    def _recorder(self, key: str, source: Path) -> _Recorder | None:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            recorder = _Recorder(self, key)
+            recorder = _Recorder(self, key, source)
         except OSError:
             self.stats.write_errors += 1
             return None
@@ -229,12 +236,13 @@ def _state(stats: RejectStats, seen: set[str], at: int) -> Mark:
 class _Recorder:
     """Writes one stream's pairs and marks, frame by frame, to a temporary file."""
 
-    def __init__(self, cache: ReplayCache, key: str) -> None:
+    def __init__(self, cache: ReplayCache, key: str, source: Path) -> None:
         self.cache = cache
         self.final = cache.entry(key)
         self.tmp = cache.directory / f"{key}.{os.getpid()}.{id(self):x}.tmp"
         self._fh = open(self.tmp, "wb")  # noqa: SIM115 (closed by commit or abandon)
-        self._fh.write(MAGIC)
+        header = _encode(Header(str(source)))
+        self._fh.write(MAGIC + _HEADER.pack(len(header)) + header)
         self.count = 0  # pairs written (flushed or buffered)
         self._events: list[AnyMarketEvent] = []
         self._labels: list[str] = []
@@ -284,24 +292,74 @@ class _Recorder:
             self.cache._open.remove(self)
 
 
-def _entry_length(path: Path) -> int:
-    """Pairs in an entry (-1: none there), from its frames' prefixes alone."""
+def _scan(path: Path) -> tuple[Header | None, int, bool]:
+    """An entry's header, pairs and whether it is complete, from its frames' prefixes
+    alone (no frame is decoded); no header: not an entry."""
     try:
         with open(path, "rb") as fh:
-            if fh.read(len(MAGIC)) != MAGIC:
-                return -1
+            header = _read_header(fh)
+            if header is None:
+                return None, 0, False
             n = 0
-            while head := fh.read(_PREFIX.size):
-                if len(head) < _PREFIX.size:
-                    break
+            while len(head := fh.read(_PREFIX.size)) == _PREFIX.size:
                 events, size, _, last = _PREFIX.unpack(head)
                 n += events
                 if last:
-                    return 1 << 62  # complete: nothing is longer
+                    return header, n, True
                 fh.seek(size, os.SEEK_CUR)
-            return n
+            return header, n, False
     except OSError:
+        return None, 0, False
+
+
+def _entry_length(path: Path) -> int:
+    """Pairs in an entry (-1: none there; complete: longer than any prefix)."""
+    header, n, complete = _scan(path)
+    if header is None:
         return -1
+    return 1 << 62 if complete else n
+
+
+def _read_header(fh: BinaryIO) -> Header | None:
+    """Past MAGIC and the header; None when the file is not an entry."""
+    if fh.read(len(MAGIC)) != MAGIC:
+        return None
+    head = fh.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(head)
+    try:
+        return msgspec.msgpack.decode(fh.read(size), type=Header)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+class EntryInfo(msgspec.Struct, frozen=True):
+    path: Path
+    source: str
+    bytes: int
+    events: int
+    complete: bool
+
+
+def entries(directory: Path) -> list[EntryInfo]:
+    """The entries in ``directory``, newest used first (``sapphire data cache``)."""
+    out = []
+    paths = sorted(directory.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in paths:
+        header, n, complete = _scan(path)
+        source = header.source if header is not None else "(not an entry)"
+        out.append(EntryInfo(path, source, path.stat().st_size, n, complete))
+    return out
+
+
+def clear(directory: Path) -> int:
+    """Remove every entry and temporary file; returns how many files went."""
+    gone = 0
+    for path in [*directory.glob(f"*{SUFFIX}"), *directory.glob("*.tmp")]:
+        path.unlink(missing_ok=True)
+        gone += 1
+    return gone
 
 
 def _frames(path: Path, damaged: Callable[[], None]) -> Iterator[tuple[Frame, bool]]:
@@ -311,7 +369,7 @@ def _frames(path: Path, damaged: Callable[[], None]) -> Iterator[tuple[Frame, bo
     except OSError:
         return
     try:
-        if fh.read(len(MAGIC)) != MAGIC:
+        if _read_header(fh) is None:
             damaged()
             return
         while head := fh.read(_PREFIX.size):
@@ -423,7 +481,7 @@ class CachedStream:
         """The file itself from its start, recorded; its first ``skip`` pairs were given
         already (read again so that its counts are the file's own up to there)."""
         source = self._open_source()
-        recorder = self.cache._recorder(self.key)
+        recorder = self.cache._recorder(self.key, self.path)
         pairs = source.tagged() if recorder is None else _recorded(source, recorder)
         if skip:
             for _ in itertools.islice(pairs, skip):

@@ -189,3 +189,23 @@ def test_a_backtest_from_the_cache_trades_and_reports_as_from_the_files(tmp_path
     assert cold[4].keys() == warm[4].keys()
     for table in cold[4]:
         assert cold[4][table].equals(warm[4][table]), table
+
+
+def test_the_data_cache_command_lists_and_clears(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sapphire.cli import main
+
+    monkeypatch.setenv("SAPPHIRE_CACHE_DIR", str(tmp_path / "cache"))
+    path = corrupted_trades(tmp_path)
+    cache = ReplayCache(replay_cache.default_dir())
+    walk(cached(cache, path), stop=10)  # a prefix
+    walk(cached(cache, sample_paths().bbo))  # a whole file
+    assert main(["data", "cache"]) == 0
+    out = capsys.readouterr().out
+    assert "entries: 2" in out
+    assert "10 events" in out and "prefix" in out and str(path) in out
+    assert "complete" in out and str(sample_paths().bbo) in out
+    assert main(["data", "cache", "--clear"]) == 0
+    assert "2 files removed" in capsys.readouterr().out
+    assert list((tmp_path / "cache").iterdir()) == []
