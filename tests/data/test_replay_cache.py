@@ -12,6 +12,8 @@ from typing import Any
 import msgspec
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sapphire.config.system import parse_config
 from sapphire.data import replay_cache
@@ -209,3 +211,32 @@ def test_the_data_cache_command_lists_and_clears(
     assert main(["data", "cache", "--clear"]) == 0
     assert "2 files removed" in capsys.readouterr().out
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    frame=st.integers(min_value=1, max_value=400),
+    stops=st.lists(st.integers(min_value=0, max_value=3600), max_size=3),
+)
+def test_any_frame_size_and_any_stops_give_the_files_pairs_and_counts(
+    tmp_path_factory: pytest.TempPathFactory, frame: int, stops: list[int]
+) -> None:
+    """Runs that stop anywhere, one after another on one cache, then a whole run and a run
+    from the finished entry: each sees exactly what the file gives, state after every pair."""
+    tmp_path = tmp_path_factory.mktemp("prop")
+    path = corrupted_trades(tmp_path)
+    plain = walk(opener(path)())
+    original = replay_cache.FRAME_EVENTS
+    replay_cache.FRAME_EVENTS = frame
+    try:
+        cache = ReplayCache(tmp_path / "cache")
+        for stop in stops:
+            given_pairs = min(stop, len(plain) - 1)  # plain ends with the after-the-end state
+            assert walk(cached(cache, path), stop=stop) == plain[:given_pairs]
+        assert walk(cached(cache, path)) == plain
+        assert walk(cached(cache, path)) == plain
+        assert cache.stats.hits >= 1
+    finally:
+        replay_cache.FRAME_EVENTS = original
