@@ -234,15 +234,20 @@ def _state(stats: RejectStats, seen: set[str], at: int) -> Mark:
 
 
 class _Recorder:
-    """Writes one stream's pairs and marks, frame by frame, to a temporary file."""
+    """Writes one stream's pairs and marks, frame by frame, to a temporary file. A write that
+    fails (a full disk) ends the recording, never the stream: the run goes on uncached."""
 
     def __init__(self, cache: ReplayCache, key: str, source: Path) -> None:
         self.cache = cache
         self.final = cache.entry(key)
         self.tmp = cache.directory / f"{key}.{os.getpid()}.{id(self):x}.tmp"
         self._fh = open(self.tmp, "wb")  # noqa: SIM115 (closed by commit or abandon)
-        header = _encode(Header(str(source)))
-        self._fh.write(MAGIC + _HEADER.pack(len(header)) + header)
+        try:
+            header = _encode(Header(str(source)))
+            self._fh.write(MAGIC + _HEADER.pack(len(header)) + header)
+        except OSError:
+            self._discard()
+            raise
         self.count = 0  # pairs written (flushed or buffered)
         self._events: list[AnyMarketEvent] = []
         self._labels: list[str] = []
@@ -250,11 +255,17 @@ class _Recorder:
         self.done = False
 
     def add(self, session: str, event: AnyMarketEvent) -> None:
+        if self.done:
+            return
         self._events.append(event)
         self._labels.append(session)
         self.count += 1
         if len(self._events) >= FRAME_EVENTS:
-            self._flush(last=False)
+            try:
+                self._flush(last=False)
+            except OSError:
+                self.cache.stats.write_errors += 1
+                self.abandon()
 
     def mark(self, mark: Mark) -> None:
         self._marks.append(mark)
@@ -286,10 +297,16 @@ class _Recorder:
 
     def abandon(self) -> None:
         self.done = True
-        self._fh.close()
-        self.tmp.unlink(missing_ok=True)
+        self._events, self._labels, self._marks = [], [], []
+        self._discard()
         if self in self.cache._open:
             self.cache._open.remove(self)
+
+    def _discard(self) -> None:
+        with contextlib.suppress(OSError):  # closing flushes: a full disk fails here too
+            self._fh.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink(missing_ok=True)
 
 
 def _scan(path: Path) -> tuple[Header | None, int, bool]:

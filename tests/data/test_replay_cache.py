@@ -240,3 +240,24 @@ def test_any_frame_size_and_any_stops_give_the_files_pairs_and_counts(
         assert cache.stats.hits >= 1
     finally:
         replay_cache.FRAME_EVENTS = original
+
+
+def test_a_full_disk_mid_recording_ends_the_recording_not_the_run(
+    tmp_path: Path, small_frames: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = corrupted_trades(tmp_path)
+    plain = walk(opener(path)())
+    calls = {"n": 0}
+    flush = replay_cache._Recorder._flush
+
+    def full_disk(self: Any, *, last: bool) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:  # a few frames in
+            raise OSError(28, "No space left on device")
+        flush(self, last=last)
+
+    monkeypatch.setattr(replay_cache._Recorder, "_flush", full_disk)
+    cache = ReplayCache(tmp_path / "cache")
+    assert walk(cached(cache, path)) == plain
+    assert cache.stats.write_errors == 1 and cache.stats.written == 0
+    assert list((tmp_path / "cache").iterdir()) == []  # no entry, no temporary file left
