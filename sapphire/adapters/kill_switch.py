@@ -75,13 +75,17 @@ class RedisKillSwitch:
         return [msgspec.json.decode(r, type=KillCommand) for r in rows]
 
 
+_OFF = KillState()
+
+
 class FirmKillSwitch:
     def __init__(self, root: str | os.PathLike[str], redis: RedisKillSwitch | None = None) -> None:
         self.redis = redis
         self.root = Path(root)
         self._path = self.root / STATE_FILE
+        self._path_str = str(self._path)
         self._seen: tuple[int, int] | None = None
-        self._state = KillState()
+        self._state = _OFF
 
     def state(self) -> KillState:
         """The switch as stored now: tripped if the file or Redis says so."""
@@ -92,12 +96,17 @@ class FirmKillSwitch:
         return remote if remote.tripped or remote.ts_ns > local.ts_ns else local
 
     def _file_state(self) -> KillState:
-        """The file's state (re-read only when the file changed)."""
+        """The file's state (re-read only when the file changed). Runs before every step of
+        a run, so the common answer, no file, costs one ``access`` call (no exception, no
+        new object): a tenth of a backtest's time went to this check before."""
+        if not os.access(self._path_str, os.F_OK):
+            self._seen, self._state = None, _OFF
+            return _OFF
         try:
-            stat = self._path.stat()
-        except FileNotFoundError:
-            self._seen, self._state = None, KillState()
-            return self._state
+            stat = os.stat(self._path_str)
+        except FileNotFoundError:  # removed since the access call
+            self._seen, self._state = None, _OFF
+            return _OFF
         key = (stat.st_mtime_ns, stat.st_size)
         if key != self._seen:
             try:
