@@ -272,23 +272,8 @@ class L2Book:
         # one function per level (this runs for every recorded level): the level's own
         # update, then the crossing rule (a positive size at or through the best opposite
         # price removes those opposite levels)
-        if side == _BUY:
-            levels, prices = self._bids, self._bid_px
-            if qty == 0:
-                if levels.pop(price, None) is not None:
-                    del prices[bisect_left(prices, price)]
-                return
-            if price not in levels:
-                prices.insert(bisect_left(prices, price), price)
-            levels[price] = qty
-            asks = self._ask_px
-            if asks and asks[0] <= price:
-                cut = bisect_right(asks, price)
-                for p in asks[:cut]:
-                    del self._asks[p]
-                del asks[:cut]
-            return
-        levels, prices = self._asks, self._ask_px
+        buy = side == _BUY
+        levels, prices = (self._bids, self._bid_px) if buy else (self._asks, self._ask_px)
         if qty == 0:
             if levels.pop(price, None) is not None:
                 del prices[bisect_left(prices, price)]
@@ -296,12 +281,20 @@ class L2Book:
         if price not in levels:
             prices.insert(bisect_left(prices, price), price)
         levels[price] = qty
-        bids = self._bid_px
-        if bids and bids[-1] >= price:
-            cut = bisect_left(bids, price)
-            for p in bids[cut:]:
-                del self._bids[p]
-            del bids[cut:]
+        if buy:
+            asks = self._ask_px
+            if asks and asks[0] <= price:
+                cut = bisect_right(asks, price)
+                for p in asks[:cut]:
+                    del self._asks[p]
+                del asks[:cut]
+        else:
+            bids = self._bid_px
+            if bids and bids[-1] >= price:
+                cut = bisect_left(bids, price)
+                for p in bids[cut:]:
+                    del self._bids[p]
+                del bids[cut:]
 
 
 def _validated(levels: tuple[tuple[int, int], ...], what: str) -> dict[int, int]:

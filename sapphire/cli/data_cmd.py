@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sapphire.data.instruments import load_instrument_file
@@ -80,25 +81,27 @@ def inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache_directory(config_path: str | None) -> Path:
+    """The cache directory a system config's runs use (``data.cache_dir``), else the
+    default one; raises ConfigError for a config that does not load."""
+    from sapphire.config.system import load_config
+    from sapphire.data.replay_cache import default_dir
+    from sapphire.kernel.assembly import data_path
+
+    cache_dir = load_config(config_path).data.cache_dir if config_path else ""
+    return data_path(cache_dir) if cache_dir else default_dir()
+
+
 def cache(args: argparse.Namespace) -> int:
     """The converted-replay cache (``data.cache``) of a config, or the default one."""
-    from pathlib import Path
-
+    from sapphire.config.system import ConfigError
     from sapphire.data import replay_cache
 
-    directory = replay_cache.default_dir()
-    if args.config:
-        from sapphire.config.system import ConfigError, load_config
-        from sapphire.kernel.assembly import data_path
-
-        try:
-            config = load_config(args.config)
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        if config.data.cache_dir:
-            directory = data_path(config.data.cache_dir)
-    directory = Path(directory)
+    try:
+        directory = _cache_directory(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not directory.is_dir():
         print(f"cache:   {directory} (empty: nothing converted yet)")
         return 0
