@@ -34,6 +34,7 @@ import importlib.metadata
 import itertools
 import os
 import struct
+import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -52,9 +53,13 @@ CACHE_VERSION = 1
 MAGIC = b"SAPPHIRE-REPLAY\x01"
 SUFFIX = ".replay"
 FRAME_EVENTS = 16_384  # pairs per frame: one msgpack decode and one lz4 block each
-_PREFIX = struct.Struct("<IIIB")  # events, compressed bytes, crc32 of them, last frame
+_PREFIX = struct.Struct("<IIIB")  # events, compressed bytes, crc32, last frame
+# the CRC covers the frame's count, size and last flag as well as its bytes: a flipped flag
+# must not pass for a complete entry
 _HEADER = struct.Struct("<I")  # bytes of the msgpack header (``Header``) after MAGIC
-STALE_TMP_S = 3600.0  # a temporary file this old was left by a run that died
+# A temporary file untouched this long was left by a run that died (a live recording writes
+# a frame every 16,384 events, so even a paced replay touches it far more often).
+STALE_TMP_S = 86_400.0
 ENV_DIR = "SAPPHIRE_CACHE_DIR"
 
 
@@ -111,7 +116,7 @@ def code_digest() -> str:
         h.update(f"{name}={importlib.metadata.version(name)}".encode())
     here = Path(__file__).resolve().parent
     for folder in (here, here.parent / "model"):
-        for path in sorted(folder.glob("*.py")):
+        for path in sorted(folder.rglob("*.py")):
             h.update(path.name.encode())
             h.update(path.read_bytes())
     return h.hexdigest()
@@ -169,8 +174,14 @@ class ReplayCache:
                 CACHE_VERSION,
                 code_digest(),
                 resolved,
+                # size and times, and the inode: a file rewritten in place, or replaced by
+                # one of the same size and modification time (``cp -p``, ``rsync -a``), has
+                # another change time or inode
                 st.st_size,
                 st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_ino,
+                st.st_dev,
                 msgspec.to_builtins(insts),
                 sorted(sessions) if sessions is not None else None,
             ]
@@ -210,23 +221,29 @@ class ReplayCache:
     def _evict(self) -> None:
         """Oldest-used entries out until the directory fits ``max_bytes``; temporary files
         of runs that died long ago out too."""
+        # another run may be evicting the same directory: a file gone meanwhile is skipped
+        now = time.time()
+        entries = []
         try:
-            now = time.time()
-            entries = []
-            for p in self.directory.iterdir():
+            listing = list(self.directory.iterdir())
+        except OSError:
+            return
+        for p in listing:
+            try:
                 st = p.stat()
                 if p.suffix == SUFFIX:
                     entries.append((st.st_mtime, st.st_size, p))
                 elif p.name.endswith(".tmp") and now - st.st_mtime > STALE_TMP_S:
                     p.unlink(missing_ok=True)
-            total = sum(size for _, size, _ in entries)
-            for _, size, p in sorted(entries):
-                if total <= self.max_bytes:
-                    break
+            except OSError:
+                continue
+        total = sum(size for _, size, _ in entries)
+        for _, size, p in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            with contextlib.suppress(OSError):
                 p.unlink(missing_ok=True)
-                total -= size
-        except OSError:
-            pass  # another run may be evicting the same directory: it will finish the job
+            total -= size
 
 
 def _state(stats: RejectStats, seen: set[str], at: int) -> Mark:
@@ -240,8 +257,9 @@ class _Recorder:
     def __init__(self, cache: ReplayCache, key: str, source: Path) -> None:
         self.cache = cache
         self.final = cache.entry(key)
-        self.tmp = cache.directory / f"{key}.{os.getpid()}.{id(self):x}.tmp"
-        self._fh = open(self.tmp, "wb")  # noqa: SIM115 (closed by commit or abandon)
+        fd, name = tempfile.mkstemp(prefix=f"{key}.", suffix=".tmp", dir=cache.directory)
+        self.tmp = Path(name)
+        self._fh = os.fdopen(fd, "wb")
         try:
             header = _encode(Header(str(source)))
             self._fh.write(MAGIC + _HEADER.pack(len(header)) + header)
@@ -263,19 +281,22 @@ class _Recorder:
         if len(self._events) >= FRAME_EVENTS:
             try:
                 self._flush(last=False)
-            except OSError:
+            except Exception:  # a full disk, or anything the encoders refuse: not the run's
                 self.cache.stats.write_errors += 1
                 self.abandon()
 
     def mark(self, mark: Mark) -> None:
-        self._marks.append(mark)
+        if not self.done:
+            self._marks.append(mark)
 
     def _flush(self, *, last: bool) -> None:
         runs = [(len(list(g)), label) for label, g in itertools.groupby(self._labels)]
         body = bytes(
             lz4.block.compress(_encode(Frame(self._events, runs, self._marks)), store_size=True)
         )
-        self._fh.write(_PREFIX.pack(len(self._events), len(body), zlib.crc32(body), last))
+        n = len(self._events)
+        crc = zlib.crc32(body, zlib.crc32(_PREFIX.pack(n, len(body), 0, last)))
+        self._fh.write(_PREFIX.pack(n, len(body), crc, last))
         self._fh.write(body)
         self._events, self._labels, self._marks = [], [], []
 
@@ -291,7 +312,7 @@ class _Recorder:
                 os.replace(self.tmp, self.final)
                 self.cache._committed(self)
                 return
-        except OSError:
+        except Exception:  # as in ``add``: the entry is lost, never the run
             self.cache.stats.write_errors += 1
         self.abandon()
 
@@ -314,7 +335,7 @@ def _scan(path: Path) -> tuple[Header | None, int, bool]:
     alone (no frame is decoded); no header: not an entry."""
     try:
         with open(path, "rb") as fh:
-            header = _read_header(fh)
+            header = _read_header(fh, os.fstat(fh.fileno()).st_size)
             if header is None:
                 return None, 0, False
             n = 0
@@ -337,14 +358,16 @@ def _entry_length(path: Path) -> int:
     return 1 << 62 if complete else n
 
 
-def _read_header(fh: BinaryIO) -> Header | None:
-    """Past MAGIC and the header; None when the file is not an entry."""
+def _read_header(fh: BinaryIO, end: int) -> Header | None:
+    """Past MAGIC and the header; None when the file is not an entry (``end``: its size)."""
     if fh.read(len(MAGIC)) != MAGIC:
         return None
     head = fh.read(_HEADER.size)
     if len(head) < _HEADER.size:
         return None
     (size,) = _HEADER.unpack(head)
+    if size > end - fh.tell():
+        return None
     try:
         return msgspec.msgpack.decode(fh.read(size), type=Header)
     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -361,13 +384,16 @@ class EntryInfo(msgspec.Struct, frozen=True):
 
 def entries(directory: Path) -> list[EntryInfo]:
     """The entries in ``directory``, newest used first (``sapphire data cache``)."""
-    out = []
-    paths = sorted(directory.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in paths:
+    found = []
+    for path in directory.glob(f"*{SUFFIX}"):
+        try:
+            st = path.stat()
+        except OSError:
+            continue  # removed by another run meanwhile
         header, n, complete = _scan(path)
         source = header.source if header is not None else "(not an entry)"
-        out.append(EntryInfo(path, source, path.stat().st_size, n, complete))
-    return out
+        found.append((st.st_mtime, EntryInfo(path, source, st.st_size, n, complete)))
+    return [info for _, info in sorted(found, key=lambda f: f[0], reverse=True)]
 
 
 def clear(directory: Path) -> int:
@@ -380,13 +406,16 @@ def clear(directory: Path) -> int:
 
 
 def _frames(path: Path, damaged: Callable[[], None]) -> Iterator[tuple[Frame, bool]]:
-    """The entry's frames in order with their ``last`` flag; stops at the first bad one."""
+    """The entry's frames in order with their ``last`` flag; stops at the first bad one
+    (calling ``damaged``): a short or oversized frame, a CRC that does not match, a body
+    that does not decode. Nothing raised here reaches the run."""
     try:
         fh = open(path, "rb")  # noqa: SIM115 (closed below; the generator may be dropped)
     except OSError:
         return
     try:
-        if _read_header(fh) is None:
+        end = os.fstat(fh.fileno()).st_size
+        if _read_header(fh, end) is None:
             damaged()
             return
         while head := fh.read(_PREFIX.size):
@@ -394,13 +423,17 @@ def _frames(path: Path, damaged: Callable[[], None]) -> Iterator[tuple[Frame, bo
                 damaged()
                 return
             events, size, crc, last = _PREFIX.unpack(head)
+            if size > end - fh.tell():
+                damaged()  # a size no frame of this file can have: never read it
+                return
             body = fh.read(size)
-            if len(body) < size or zlib.crc32(body) != crc:
+            expected = zlib.crc32(body, zlib.crc32(_PREFIX.pack(events, size, 0, last)))
+            if len(body) < size or expected != crc:
                 damaged()
                 return
             try:
                 frame = _decode_frame(lz4.block.decompress(body))
-            except (lz4.block.LZ4BlockError, msgspec.DecodeError, ValueError):
+            except Exception:  # lz4, msgpack or validation errors: a bad frame
                 damaged()
                 return
             if len(frame.events) != events:
@@ -445,7 +478,7 @@ class CachedStream:
         self._used = True
         entry = self.cache.entry(self.key)
         given = 0
-        if entry.is_file():
+        if os.path.isfile(entry):  # never raises: an unreadable cache is a miss
             bad = False
 
             def damaged() -> None:
@@ -461,6 +494,9 @@ class CachedStream:
                     return
             if bad:
                 self.cache.stats.damaged += 1
+                # never read again: the recording below (from the file) replaces it
+                with contextlib.suppress(OSError):
+                    entry.unlink()
             self.cache.stats.prefixes += 1
         else:
             self.cache.stats.misses += 1

@@ -171,13 +171,15 @@ class InProcessKernel:
         return result
 
     def run(self, on_step: Callable[[CoordinatorStep], None] | None = None) -> int:
-        while (result := self.step()) is not None:
-            if on_step is not None:
-                on_step(result)
-            if result.done:
-                break
-        if self.feed is not None:
-            self.feed.close()  # a replay cache keeps what an unfinished stream gave
+        try:
+            while (result := self.step()) is not None:
+                if on_step is not None:
+                    on_step(result)
+                if result.done:
+                    break
+        finally:
+            if self.feed is not None:
+                self.feed.close()  # a replay cache keeps what an unfinished stream gave
         return self.steps
 
     def run_stored(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -261,3 +262,44 @@ def test_a_full_disk_mid_recording_ends_the_recording_not_the_run(
     assert walk(cached(cache, path)) == plain
     assert cache.stats.write_errors == 1 and cache.stats.written == 0
     assert list((tmp_path / "cache").iterdir()) == []  # no entry, no temporary file left
+
+
+@pytest.mark.parametrize("field", ["last", "size"])
+def test_a_damaged_frame_prefix_is_caught_too(
+    tmp_path: Path, small_frames: None, field: str
+) -> None:
+    """The CRC covers each frame's count, size and last flag: a first frame flagged last
+    must not pass for a whole entry, nor a size past the file's end be read."""
+    path = corrupted_trades(tmp_path)
+    plain = walk(opener(path)())
+    cache = ReplayCache(tmp_path / "cache")
+    walk(cached(cache, path))
+    (entry,) = (tmp_path / "cache").glob("*.replay")
+    blob = bytearray(entry.read_bytes())
+    (header_len,) = replay_cache._HEADER.unpack_from(blob, len(replay_cache.MAGIC))
+    first = len(replay_cache.MAGIC) + replay_cache._HEADER.size + header_len
+    if field == "last":
+        blob[first + 12] = 1
+    else:
+        blob[first + 4 : first + 8] = (0xFFFFFFF0).to_bytes(4, "little")
+    entry.write_bytes(bytes(blob))
+    assert walk(cached(cache, path)) == plain
+    assert cache.stats.damaged == 1 and cache.stats.hits == 0
+    assert walk(cached(cache, path)) == plain  # the damaged entry was replaced
+    assert cache.stats.hits == 1
+
+
+def test_the_same_size_and_time_with_other_rows_is_another_key(tmp_path: Path) -> None:
+    """A file rewritten with rows of the same length and its old modification time put
+    back (``cp -p``, ``rsync -a``): its change time differs, so the old entry is not used."""
+    path = corrupted_trades(tmp_path)
+    cache = ReplayCache(tmp_path / "cache")
+    inst = sample_instrument()
+    key = cache.key(path, inst, None)
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
+    assert cache.key(path, inst, None) != key
