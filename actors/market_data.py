@@ -67,6 +67,12 @@ class MarketDataActor:
         self._raw_at = offset + len(events)
         return encode_events(events), len(events)
 
+    def close(self) -> None:
+        """The run is over: a replay's cache keeps what the recording gave so far (the next
+        run of the same files reads that prefix converted)."""
+        if hasattr(self._feed, "cache_stats"):  # a replay (``ReplayFeed``), not a live feed
+            self._feed.close()
+
     def get_window(self, step: int, pending_ns: int | None, barrier: bool = True) -> Batch:
         """A live window (``pending_ns`` does not move live time: it is for the signature
         the coordinator's peers share)."""

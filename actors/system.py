@@ -416,6 +416,9 @@ def cache_stats(stats: dict[str, dict[str, Any]], unavailable: list[str]) -> dic
 
 def finish(handles: SystemHandles, steps: int, wall_s: float) -> RunResult:
     done = ray.get(handles.coordinator.finish.remote())
+    # best effort: a cache that misses this run's prefix only costs the next run its speed
+    with contextlib.suppress(ray.exceptions.RayError):
+        ray.get(handles.market_data.close.remote(), timeout=10)
     summary = ray.get(handles.coordinator.summary.remote())
     stats, unavailable = agent_stats(handles, skip=summary.get("quarantined", {}))
     summary["cache"] = cache_stats(stats, unavailable)

@@ -478,7 +478,17 @@ class CachedStream:
         self._used = True
         entry = self.cache.entry(self.key)
         given = 0
-        if os.path.isfile(entry):  # never raises: an unreadable cache is a miss
+        stats = self.cache.stats
+        # never raises: an unreadable cache is a miss. Counted when the stream starts (a run
+        # that stops early still says what it read from where).
+        header, _, complete = _scan(entry) if os.path.isfile(entry) else (None, 0, False)
+        if header is None:
+            stats.misses += 1
+        else:
+            if complete:
+                stats.hits += 1
+            else:
+                stats.prefixes += 1
             bad = False
 
             def damaged() -> None:
@@ -489,17 +499,16 @@ class CachedStream:
                 given += len(frame.events)
                 yield from self._replay(frame, given)
                 if last:
-                    self.cache.stats.hits += 1
                     _touch(entry)
                     return
             if bad:
-                self.cache.stats.damaged += 1
+                stats.damaged += 1
+                if complete:  # it was read in part after all
+                    stats.hits -= 1
+                    stats.prefixes += 1
                 # never read again: the recording below (from the file) replaces it
                 with contextlib.suppress(OSError):
                     entry.unlink()
-            self.cache.stats.prefixes += 1
-        else:
-            self.cache.stats.misses += 1
         yield from self._from_source(given)
 
     def _replay(self, frame: Frame, end: int) -> Iterator[Tagged]:

@@ -152,3 +152,27 @@ def test_the_firm_kill_switch_binds_a_new_run_and_a_running_one(
 
     running = run(make_config(tmp_path), "firm-running", before_step=trip)
     assert_halted_after_trip(running, at_trip["orders"])
+
+
+def test_a_run_stopped_before_the_data_end_leaves_its_prefix_in_the_replay_cache(
+    ray_local: None, tmp_path: Path
+) -> None:
+    """``sapphire run`` (``finish``) closes the market-data actor's replay: the streams it
+    read part of stay converted, and the next run reads them first, trading the same."""
+    from sapphire.data.replay_cache import entries
+
+    cache = tmp_path / "cache"
+    data = {"source": "sample", "batch_events": 1000, "max_events": 24_000}
+    first = run(make_config(tmp_path / "a", data={**data, "cache_dir": str(cache)}), "cache-1")
+    found = entries(cache)
+    assert found and all(not e.complete for e in found)  # prefixes: the data goes on
+    assert first.summary["replay_cache"]["misses"] == 3
+    second = run(make_config(tmp_path / "b", data={**data, "cache_dir": str(cache)}), "cache-2")
+    assert second.summary["replay_cache"]["prefixes"] == 3
+    assert second.summary["fills"] == first.summary["fills"] > 0
+    assert second.summary["input_rejected"] == first.summary["input_rejected"]
+    venue_fills = [
+        [(f.client_order_id, f.qty_lots, f.price_ticks) for f in o.venue.fills]
+        for o in (first, second)
+    ]
+    assert venue_fills[0] == venue_fills[1]
