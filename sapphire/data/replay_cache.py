@@ -1,11 +1,12 @@
-"""Converted replays: each recorded file's checked event stream, kept once in a local cache
-and read back at msgspec speed by the next run of the same data.
+"""Converted replays: each recorded file's checked event stream, kept once in a local cache and
+read back at msgspec speed by the next run of the same data.
 
 Why: a replay spends most of its loading time decoding CSV and building and checking one
-Python event per row (3-5 us an event); decoding the same events from msgpack takes 0.2-0.4
-us. A user runs the same files many times (parameter sweeps, walk-forward windows, reruns
-after a change of agent), and hftbacktest itself replays files converted in advance. Here the
-conversion is a side effect of the first run, not a separate step.
+Python event per row (3-4 us an event); reading the same events back from msgpack frames
+takes 0.4-0.7 us with the lz4 block (RESULTS.md). A user runs the same files many times
+(parameter sweeps, walk-forward windows, reruns after a change of agent), and hftbacktest
+itself replays files converted in advance. Here the conversion is a side effect of the first
+run, not a separate step.
 
 What is cached is exactly what :meth:`EventStream.tagged` gave: the ``(session, event)``
 pairs in order, plus where the stream's rejection counts and selected sessions changed
@@ -14,15 +15,16 @@ its ``stats.counts`` / ``sessions_seen`` change at the same points, so a run sto
 event reports the same rejections as the run that wrote the cache. (The row tallies of
 ``sapphire data inspect`` are not carried: runs report the counts per reason.)
 
-An entry's key is the file (resolved path, size, modification time), the instruments and
-sessions it was read with, and a digest of the loaders' source code, so editing a file, its
-instrument or the loader code is never answered from an old entry. A run that stops before a
-file's end leaves a prefix; the next run reads the prefix, then opens the file itself, counts
-its way through the rows already given (the rejection counts come out as before) and goes on,
-writing a longer entry. A damaged entry (each frame carries a CRC) is read up to its last good
-frame, the same way. Entries are written to a temporary file and renamed: concurrent runs
-never see half an entry. A cache that cannot be written (full disk, read-only) costs the run
-its speed-up, never its data.
+An entry's key is the file (resolved path, size, modification and change times, inode), the
+instruments and sessions it was read with, a digest of the loaders' source code and the
+parsing libraries' versions, so editing a file, its instrument or the loader code is never
+answered from an old entry. A run that stops before a file's end leaves a prefix; the next
+run reads the prefix, then opens the file itself, counts its way through the rows already
+given (the rejection counts come out as before) and goes on, writing a longer entry. A
+damaged entry (each frame carries a CRC of its count, size, last flag and bytes) is read up
+to its last good frame, the same way, and replaced. Entries are written to a temporary file
+and renamed: concurrent runs never see half an entry. A cache that cannot be written (full
+disk, read-only) costs the run its speed-up, never its data.
 """
 
 from __future__ import annotations
@@ -53,9 +55,9 @@ CACHE_VERSION = 1
 MAGIC = b"SAPPHIRE-REPLAY\x01"
 SUFFIX = ".replay"
 FRAME_EVENTS = 16_384  # pairs per frame: one msgpack decode and one lz4 block each
-_PREFIX = struct.Struct("<IIIB")  # events, compressed bytes, crc32, last frame
-# the CRC covers the frame's count, size and last flag as well as its bytes: a flipped flag
-# must not pass for a complete entry
+# A frame's prefix: events, compressed bytes, CRC, last frame. The CRC covers the count, size
+# and last flag as well as the bytes: a flipped flag must not pass for a complete entry.
+_PREFIX = struct.Struct("<IIIB")
 _HEADER = struct.Struct("<I")  # bytes of the msgpack header (``Header``) after MAGIC
 # A temporary file untouched this long was left by a run that died (a live recording writes
 # a frame every 16,384 events, so even a paced replay touches it far more often).
