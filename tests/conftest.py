@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -14,7 +16,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Converted replays (data.cache) of this test session go to a directory of its own, not the
 # user's ~/.cache: every run in the session after the first of a file reads it converted.
-os.environ.setdefault("SAPPHIRE_CACHE_DIR", tempfile.mkdtemp(prefix="sapphire-test-cache-"))
+if "SAPPHIRE_CACHE_DIR" not in os.environ:  # xdist workers inherit the controller's
+    os.environ["SAPPHIRE_CACHE_DIR"] = tempfile.mkdtemp(prefix="sapphire-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SAPPHIRE_CACHE_DIR"], ignore_errors=True)
 
 
 def shared_data_dir() -> Path:
