@@ -211,13 +211,7 @@ class MatchingEngine:
             # neither a level we rest on nor size that reaches our opposite orders
             side, price = delta.side, delta.price_ticks
             if (bids if side is Side.BUY else asks).get(price) or (
-                self._book_cross
-                and delta.qty_lots > 0
-                and (
-                    (bool(asks) and price >= min(asks))
-                    if side is Side.BUY
-                    else (bool(bids) and price <= max(bids))
-                )
+                self._book_cross and delta.qty_lots > 0 and self._reaches(side, price)
             ):
                 self._change(side, price, delta.qty_lots, delta.ts_event_ns, delta)
                 return
