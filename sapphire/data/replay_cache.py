@@ -297,8 +297,7 @@ class _Recorder:
             lz4.block.compress(_encode(Frame(self._events, runs, self._marks)), store_size=True)
         )
         n = len(self._events)
-        crc = zlib.crc32(body, zlib.crc32(_PREFIX.pack(n, len(body), 0, last)))
-        self._fh.write(_PREFIX.pack(n, len(body), crc, last))
+        self._fh.write(_PREFIX.pack(n, len(body), _frame_crc(n, last, body), last))
         self._fh.write(body)
         self._events, self._labels, self._marks = [], [], []
 
@@ -330,6 +329,11 @@ class _Recorder:
             self._fh.close()
         with contextlib.suppress(OSError):
             self.tmp.unlink(missing_ok=True)
+
+
+def _frame_crc(events: int, last: bool | int, body: bytes) -> int:
+    """A frame's CRC: its prefix (count, size, last flag; the CRC field zero) and body."""
+    return zlib.crc32(body, zlib.crc32(_PREFIX.pack(events, len(body), 0, last)))
 
 
 def _scan(path: Path) -> tuple[Header | None, int, bool]:
@@ -429,8 +433,7 @@ def _frames(path: Path, damaged: Callable[[], None]) -> Iterator[tuple[Frame, bo
                 damaged()  # a size no frame of this file can have: never read it
                 return
             body = fh.read(size)
-            expected = zlib.crc32(body, zlib.crc32(_PREFIX.pack(events, size, 0, last)))
-            if len(body) < size or expected != crc:
+            if len(body) < size or _frame_crc(events, last, body) != crc:
                 damaged()
                 return
             try:
@@ -523,9 +526,6 @@ class CachedStream:
                 itertools.repeat(label, n) for n, label in frame.sessions
             )
         )
-        if not frame.marks:
-            yield from zip(labels, events, strict=True)
-            return
         # the reported state changes before the pair a mark names
         cut = 0
         pairs = zip(labels, events, strict=True)
