@@ -44,6 +44,7 @@ from sapphire.kernel.runner import PRODUCER, NoEventsError, reports_by_agent
 from sapphire.kernel.shards import merge_reports
 from sapphire.kernel.timing import Clock, Window
 from sapphire.kernel.windows import CutterState, WindowCutter
+from sapphire.model.events import rows_in
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import RejectReason, VenueAlert
 from sapphire.risk.engine import RiskDecision
@@ -390,7 +391,7 @@ class CoordinatorActor:
                 batch = None
             else:
                 events, window_ = got
-                batch = (encode_events(events), window_, len(events))
+                batch = (encode_events(events), window_, rows_in(events))
         else:
             batch = await self.market_data.get_window.remote(step, self.stage.pending_ns(), barrier)
         if batch is None:

@@ -186,6 +186,11 @@ class RoundServer:
         try:
             with self._lock:
                 reply = self._handler(request)
+        except OSError as exc:
+            # a full disk under a checkpoint, a store gone: the run's error, said once by the
+            # coordinator (its fallback call raises it again); one line here, no traceback
+            log.error("round request failed: %s: %s", type(exc).__name__, exc)
+            reply = pickle.dumps(RoundError(f"{type(exc).__name__}: {exc}"))
         except Exception as exc:  # the coordinator falls back to calls, which say why
             log.exception("round request failed")
             reply = pickle.dumps(RoundError(f"{type(exc).__name__}: {exc}"))

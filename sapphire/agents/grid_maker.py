@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import msgspec
 
 from sapphire.agents.base import AgentOutput, BaseAgent, decode_config
-from sapphire.model.events import AnyMarketEvent, Quote, Side
+from sapphire.model.events import MARKET_EVENT_TYPES, AnyMarketEvent, Quote, Side
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import TimeInForce
 
@@ -34,6 +34,10 @@ class GridMakerState(msgspec.Struct, kw_only=True):
 
 
 class GridMakerAgent(BaseAgent[GridMakerState]):
+    # every event is its clock, read only for its time: a depth message's levels share one
+    # time, so the message as one event (BookDeltas) decides what its levels would
+    market_events = MARKET_EVENT_TYPES
+
     def __init__(
         self, agent_id: str, instrument: Instrument, config: GridMakerConfig | dict[str, Any]
     ) -> None:

@@ -36,7 +36,7 @@ from collections import deque
 
 import msgspec
 
-from sapphire.model.events import BookDelta, BookSnapshot, Side
+from sapphire.model.events import BookDelta, BookDeltas, BookSnapshot, Side
 
 _BUY = Side.BUY
 
@@ -143,6 +143,24 @@ class L2Book:
         if not delta.last_in_batch:
             self._open_msg = ids
         return DeltaResult.APPLIED
+
+    def apply_deltas(self, group: BookDeltas, start: int = 0, stop: int | None = None) -> None:
+        """Levels ``start`` .. ``stop - 1`` of one message, exactly as :meth:`apply_delta` of
+        each (``group.delta(i)``): once the message is open (its first level applied), the
+        rest are set without a delta made for each."""
+        levels = group.levels
+        end = len(levels) if stop is None else stop
+        ids = (group.first_update_id, group.final_update_id, group.prev_final_update_id)
+        closes = len(levels) - 1 if group.complete else -1  # the level with last_in_batch
+        set_ = self._set
+        for i in range(start, end):
+            side, price, qty = levels[i]
+            if self._open_msg == ids and qty >= 0 and price > 0 and (side == 1 or side == -1):
+                set_(side, price, qty)  # apply_delta's own path for a message's next level
+                if i == closes:
+                    self._open_msg = None
+            else:
+                self.apply_delta(group.delta(i))
 
     def set_level(self, side: Side, price_ticks: int, qty_lots: int) -> None:
         """Absolute set without sequencing (0 deletes); the crossing rule still applies."""
@@ -268,7 +286,7 @@ class L2Book:
             return delta.prev_final_update_id == last
         return delta.first_update_id == last + 1
 
-    def _set(self, side: Side, price: int, qty: int) -> None:
+    def _set(self, side: int, price: int, qty: int) -> None:
         # one function per level (this runs for every recorded level): the level's own
         # update, then the crossing rule (a positive size at or through the best opposite
         # price removes those opposite levels)

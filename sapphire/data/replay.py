@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Literal, NamedTuple
 
 import msgspec
 
 from sapphire.data.convert import Tagged
+from sapphire.data.replay_cache import Source
 from sapphire.data.stream import EventStream
-from sapphire.model.events import AnyMarketEvent
+from sapphire.data.validation import RejectStats
+from sapphire.model.events import AnyMarketEvent, BookDelta, group_levels
 
 OrderKey = Literal["ts_event_ns", "ts_recv_ns"]
 
@@ -96,6 +99,74 @@ def qualified(stream: Iterable[Tagged], symbols: Mapping[str, str]) -> Iterator[
     for session, event in stream:
         run_symbol = symbols.get(event.symbol)
         yield session, event if run_symbol is None else replace(event, symbol=run_symbol)
+
+
+def grouped(stream: Iterable[Tagged]) -> Iterator[Tagged]:
+    """``stream`` with the consecutive levels of each depth message as one event
+    (:func:`sapphire.model.events.group_levels`: a ``BookDeltas``, or a lone ``BookDelta``).
+    A message is the levels with one session, symbol, pair of times and update ids, up to the
+    one with ``last_in_batch``; anything else closes it (a message whose last level never
+    came is still given, as it was recorded). The pair order is kept, so a merge of grouped
+    streams gives the same levels in the same order (they share their ordering key)."""
+    held: list[BookDelta] = []
+    label = ""
+    delta_type = BookDelta
+    for session, event in stream:
+        if type(event) is delta_type:
+            d: BookDelta = event
+            if held:
+                h = held[0]
+                if (
+                    session == label
+                    and d.final_update_id == h.final_update_id
+                    and d.ts_event_ns == h.ts_event_ns
+                    and d.ts_recv_ns == h.ts_recv_ns
+                    and d.first_update_id == h.first_update_id
+                    and d.prev_final_update_id == h.prev_final_update_id
+                    and d.symbol == h.symbol
+                ):
+                    held.append(d)
+                    if d.last_in_batch:
+                        yield label, group_levels(held)
+                        held = []
+                    continue
+                yield label, group_levels(held)
+                held = []
+            if d.last_in_batch:
+                yield session, d
+            else:
+                held = [d]
+                label = session
+            continue
+        if held:
+            yield label, group_levels(held)
+            held = []
+        yield session, event
+    if held:
+        yield label, group_levels(held)
+
+
+class GroupedStream:
+    """A file's stream whose pairs are :func:`grouped` (what a replay reads and caches); its
+    reported state is the stream's own."""
+
+    def __init__(self, stream: Source) -> None:
+        self._stream = stream
+
+    @property
+    def path(self) -> Path:
+        return self._stream.path
+
+    @property
+    def stats(self) -> RejectStats:
+        return self._stream.stats
+
+    @property
+    def sessions_seen(self) -> set[str]:
+        return self._stream.sessions_seen
+
+    def tagged(self) -> Iterator[Tagged]:
+        return grouped(self._stream.tagged())
 
 
 def merge_events(

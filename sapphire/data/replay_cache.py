@@ -49,12 +49,12 @@ import msgspec
 from sapphire.data.convert import Tagged
 from sapphire.data.validation import RejectStats, RowReject
 from sapphire.model import Instrument
-from sapphire.model.events import AnyMarketEvent
+from sapphire.model.events import AnyMarketEvent, BookDeltas
 
 CACHE_VERSION = 1
 MAGIC = b"SAPPHIRE-REPLAY\x01"
 SUFFIX = ".replay"
-FRAME_EVENTS = 16_384  # pairs per frame: one msgpack decode and one lz4 block each
+FRAME_EVENTS = 16_384  # rows per frame (a BookDeltas counts its levels): one decode, one lz4 block
 # A frame's prefix: events, compressed bytes, CRC, last frame. The CRC covers the count, size
 # and last flag as well as the bytes: a flipped flag must not pass for a complete entry.
 _PREFIX = struct.Struct("<IIIB")
@@ -271,6 +271,7 @@ class _Recorder:
         self.count = 0  # pairs written (flushed or buffered)
         self._events: list[AnyMarketEvent] = []
         self._labels: list[str] = []
+        self._rows = 0  # rows buffered (a frame holds about FRAME_EVENTS)
         self._marks: list[Mark] = []
         self.done = False
 
@@ -280,7 +281,8 @@ class _Recorder:
         self._events.append(event)
         self._labels.append(session)
         self.count += 1
-        if len(self._events) >= FRAME_EVENTS:
+        self._rows += len(event.levels) if type(event) is BookDeltas else 1
+        if self._rows >= FRAME_EVENTS:
             try:
                 self._flush(last=False)
             except Exception:  # a full disk, or anything the encoders refuse: not the run's
@@ -300,6 +302,7 @@ class _Recorder:
         self._fh.write(_PREFIX.pack(n, len(body), _frame_crc(n, last, body), last))
         self._fh.write(body)
         self._events, self._labels, self._marks = [], [], []
+        self._rows = 0
 
     def commit(self, *, complete: bool) -> None:
         """Publish the entry unless one at least as long is there already."""

@@ -20,7 +20,7 @@ from typing import Protocol
 from sapphire.exchange.impact import ImpactTracker
 from sapphire.exchange.queue import QueueModel
 from sapphire.exchange.state import SimOrder
-from sapphire.model.events import BookDelta, BookSnapshot, Side, Trade
+from sapphire.model.events import BookDelta, BookDeltas, BookSnapshot, Side, Trade
 
 
 class MarketBook(Protocol):
@@ -28,6 +28,8 @@ class MarketBook(Protocol):
     array books."""
 
     def apply_delta(self, delta: BookDelta) -> object: ...
+
+    def apply_deltas(self, group: BookDeltas, start: int = 0, stop: int | None = None) -> None: ...
 
     def apply_snapshot(self, snap: BookSnapshot) -> None: ...
 
@@ -216,6 +218,39 @@ class MatchingEngine:
                 self._change(side, price, delta.qty_lots, delta.ts_event_ns, delta)
                 return
         self.book.apply_delta(delta)
+
+    def on_deltas(self, group: BookDeltas) -> None:
+        """One message's levels, each as :meth:`on_delta` would take it (the same test of
+        whether it touches our orders, :meth:`_reaches` with our best prices read once a
+        run); the runs of levels that touch none go to the book in one call."""
+        bids, asks = self._bids, self._asks
+        book = self.book
+        if not (bids or asks):
+            book.apply_deltas(group)
+            return
+        cross = self._book_cross
+        top_bid = max(bids) if bids else None  # a SELL level at or under it reaches our bids
+        low_ask = min(asks) if asks else None  # a BUY level at or over it reaches our asks
+        start = 0
+        for i, (side, price, qty) in enumerate(group.levels):
+            if side == 1:
+                touch = bids.get(price) or (
+                    cross and qty > 0 and low_ask is not None and price >= low_ask
+                )
+            else:
+                touch = asks.get(price) or (
+                    cross and qty > 0 and top_bid is not None and price <= top_bid
+                )
+            if touch:
+                if i > start:
+                    book.apply_deltas(group, start, i)
+                self._change(Side(side), price, qty, group.ts_event_ns, group.delta(i))
+                start = i + 1
+                # a fill may have taken our orders: read them again
+                top_bid = max(bids) if bids else None
+                low_ask = min(asks) if asks else None
+        if start < len(group.levels):
+            book.apply_deltas(group, start)
 
     def set_level(self, side: Side, price_ticks: int, qty_lots: int, now_ns: int) -> None:
         """Move the market without a recording (a venue double): same rules as a delta."""

@@ -31,6 +31,7 @@ from sapphire.exchange.validation import Action, check_new_order, lock_asset
 from sapphire.model.events import (
     AnyMarketEvent,
     BookDelta,
+    BookDeltas,
     BookSnapshot,
     FundingRate,
     Side,
@@ -150,11 +151,13 @@ class PaperExchange:
         elif ts > self._clock_ns:
             self._clock_ns = ts
         engine = self._engines.get(event.symbol)
-        if engine is None:
-            self.ignored_events += 1
-            return
         kind = type(event)
-        if kind is BookDelta:
+        if engine is None:
+            self.ignored_events += len(event.levels) if kind is BookDeltas else 1  # type: ignore[union-attr]
+            return
+        if kind is BookDeltas:
+            engine.on_deltas(event)  # type: ignore[arg-type]
+        elif kind is BookDelta:
             engine.on_delta(event)  # type: ignore[arg-type]
         elif kind is Trade:
             self._last_trade[event.symbol] = event.price_ticks  # type: ignore[union-attr]

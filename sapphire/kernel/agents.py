@@ -17,7 +17,14 @@ import msgspec
 
 from sapphire.agents.base import Agent, AgentOutput
 from sapphire.kernel.timing import Timing, Window, split_visible
-from sapphire.model.events import AnyMarketEvent, MarketEvent
+from sapphire.model.events import (
+    AnyMarketEvent,
+    BookDelta,
+    BookDeltas,
+    MarketEvent,
+    as_levels,
+    rows_in,
+)
 from sapphire.model.orders import AgentReport, CancelIntent, OrderDenied, OrderIntent, Signal
 
 log = logging.getLogger(__name__)
@@ -72,6 +79,12 @@ class AgentStage:
         self._kinds: dict[str, frozenset[type[MarketEvent]] | None] = {
             a.agent_id: getattr(a, "market_events", None) for a in agents
         }
+        # a depth message's levels come as one BookDeltas; an agent that reads BookDelta (or
+        # every type) without naming BookDeltas gets them one by one, as recorded
+        self._expands: dict[str, bool] = {
+            a: kinds is None or (BookDelta in kinds and BookDeltas not in kinds)
+            for a, kinds in self._kinds.items()
+        }
         # events seen by the venue but not yet visible to agents (feed latency)
         self._carried: list[AnyMarketEvent] = []
 
@@ -87,18 +100,24 @@ class AgentStage:
         visible, self._carried = split_visible(
             self._carried, events, window.end_ns - self.timing.feed_ns
         )
-        self.state.events_seen += len(visible)
+        self.state.events_seen += rows_in(visible)
         # each agent gets the event types it reads (``BaseAgent.market_events``): the others
         # are no-ops for it, and a depth feed is mostly level updates only the venue reads
-        read: dict[frozenset[type[MarketEvent]], list[AnyMarketEvent]] = {}
+        read: dict[tuple[frozenset[type[MarketEvent]], bool], list[AnyMarketEvent]] = {}
+        levels: Sequence[AnyMarketEvent] | None = None  # visible, messages as their levels
         out: dict[str, list[AgentOutput]] = {}
         for agent_id, agent in self.agents.items():
             kinds = self._kinds[agent_id]
+            expand = self._expands[agent_id]
             events_of: Sequence[AnyMarketEvent] = visible
+            if expand:
+                if levels is None:
+                    levels = as_levels(visible)
+                events_of = levels
             if kinds is not None:
-                got = read.get(kinds)
+                got = read.get((kinds, expand))
                 if got is None:
-                    got = read[kinds] = [e for e in visible if type(e) in kinds]
+                    got = read[(kinds, expand)] = [e for e in events_of if type(e) in kinds]
                 events_of = got
             out[agent_id] = self._run_agent(agent_id, agent, events_of, reports.get(agent_id, ()))
         return out

@@ -27,7 +27,6 @@ from sapphire.data.convert import Tagged
 from sapphire.data.instruments import load_instrument_file
 from sapphire.data.registry import detect, open_stream
 from sapphire.data.replay_cache import ReplayCache, Source, default_dir
-from sapphire.data.stream import EventStream
 from sapphire.data.validation import DataFileError
 from sapphire.exchange.config import LatencyConfig, PaperExchangeConfig
 from sapphire.exchange.gateway import ExecutionGateway
@@ -157,11 +156,13 @@ class ReplayFeed:
         write it there where not (``sapphire.data.replay_cache``); None reads the files."""
 
         def opened(path: Path, known: Mapping[str, Instrument]) -> Source:
-            def source() -> EventStream:
+            def source() -> Source:
                 stream = open_stream(path, known)
                 if sessions:
                     stream.select_sessions(sessions)
-                return stream
+                # each depth message's levels as one event, before the cache: a replay
+                # reads, merges and steps messages, not levels (``BookDeltas``)
+                return replay.GroupedStream(stream)
 
             key = None if cache is None else cache.key(path, known, sessions or None)
             if cache is None or key is None:

@@ -29,7 +29,7 @@ from sapphire.coordination.core import Command, CoordinatorCore, StepResult
 from sapphire.kernel.agents import report_time
 from sapphire.kernel.rows import StepRows
 from sapphire.kernel.timing import Timing, Window, split_visible
-from sapphire.model.events import AnyMarketEvent
+from sapphire.model.events import AnyMarketEvent, rows_in
 from sapphire.model.orders import (
     AgentReport,
     OrderDenied,
@@ -230,15 +230,16 @@ class CoordinatorStage:
             self._inflight.append(command.ts_event_ns + self.timing.entry_ns)
         heapq.heapify(self._inflight)
         submits = sum(1 for c in result.commands if type(c) is SubmitOrder)
+        rows = rows_in(events)
         c = self.counters
-        c.events += len(events)
+        c.events += rows
         c.orders += submits
         c.cancels += len(result.commands) - submits
         c.steps += 1
         return CoordinatorStep(
             window=window,
             commands=result.commands,
-            events=len(events),
+            events=rows,
             reports=len(due),
             submits=submits,
             cancels=len(result.commands) - submits,
@@ -253,7 +254,7 @@ class CoordinatorStage:
         return CoordinatorStep(
             window=window,
             commands=[],
-            events=len(events),
+            events=rows_in(events),
             reports=0,
             submits=0,
             cancels=0,

@@ -14,11 +14,12 @@ from collections.abc import Iterator
 import msgspec
 
 from sapphire.kernel.timing import Clock, Window
-from sapphire.model.events import AnyMarketEvent
+from sapphire.model.events import AnyMarketEvent, BookDeltas
 
 
 class CutterState(msgspec.Struct, kw_only=True):
-    consumed: int = 0
+    consumed: int = 0  # events taken from the stream (its offset: where a restart reads on)
+    rows: int = 0  # recorded rows they hold (a ``BookDeltas`` counts its levels)
     last_end_ns: int = 0
     last_t_ns: int = -(1 << 62)
     clamped: int = 0  # events whose time ran backwards on the chosen clock (moved forward)
@@ -55,11 +56,14 @@ class WindowCutter:
         if self._peeked is not None:
             return self._peeked
         st = self.state
-        if self._max_events is not None and st.consumed >= self._max_events:
+        cap = self._max_events
+        if cap is not None and st.rows >= cap:
             return None
         event = next(self._events, None)
         if event is None:
             return None
+        if cap is not None and type(event) is BookDeltas and len(event.levels) > cap - st.rows:
+            event = event.head(cap - st.rows)  # the cap counts rows: it may cut a message
         t = self._clock.time_of(event)
         if t != event.ts_event_ns:
             event = msgspec.structs.replace(event, ts_event_ns=t)
@@ -77,8 +81,10 @@ class WindowCutter:
         event = self._peeked
         assert event is not None
         self._peeked = None
-        self.state.consumed += 1
-        self.state.last_t_ns = event.ts_event_ns
+        st = self.state
+        st.consumed += 1
+        st.rows += len(event.levels) if type(event) is BookDeltas else 1
+        st.last_t_ns = event.ts_event_ns
         return event
 
     def next_window(
@@ -134,6 +140,8 @@ class WindowCutter:
         cap = self._max_window
         last_t = st.last_t_ns
         consumed = st.consumed
+        rows = st.rows
+        deltas = BookDeltas
         event = self._peeked
         assert event is not None
         try:
@@ -146,6 +154,7 @@ class WindowCutter:
                 self._peeked = None
                 batch.append(event)
                 consumed += 1
+                rows += len(event.levels) if type(event) is deltas else 1
                 last_t = ts
                 nxt = next(events, None)
                 if nxt is None:
@@ -158,6 +167,7 @@ class WindowCutter:
                 event = self._peeked = nxt
         finally:
             st.consumed = consumed
+            st.rows = rows
             st.last_t_ns = last_t
 
     def _warmup_window(self, step: int, start_ns: int) -> tuple[list[AnyMarketEvent], Window]:

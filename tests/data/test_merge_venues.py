@@ -21,7 +21,7 @@ from sapphire.data import replay
 from sapphire.data.instruments import load_instrument_file
 from sapphire.data.registry import stream_events
 from sapphire.kernel import assembly
-from sapphire.model.events import AnyMarketEvent, Trade
+from sapphire.model.events import AnyMarketEvent, Trade, as_levels
 
 ROOT = Path(__file__).resolve().parents[2]
 INVERSE = "shared:book/cryptofeed_bybit_inverse_ws_2021-04-17.log.gz"
@@ -51,7 +51,8 @@ def venues(*sources: tuple[str, str, str], clock: str = "exchange") -> DataConfi
 def replayed(data: DataConfig) -> tuple[list[AnyMarketEvent], assembly.ReplayFeed]:
     instruments = assembly.load_instruments(data)
     feed = assembly.replay_opener(data, instruments)()
-    return list(feed), feed
+    # a replay gives each depth message as one event: compared here level by level
+    return list(as_levels(list(feed))), feed
 
 
 def own_counts(path: str, instrument_file: str) -> Counter[str]:
