@@ -33,6 +33,7 @@ from __future__ import annotations
 import enum
 from bisect import bisect_left, bisect_right
 from collections import deque
+from collections.abc import Sequence
 
 import msgspec
 
@@ -147,20 +148,21 @@ class L2Book:
     def apply_deltas(self, group: BookDeltas, start: int = 0, stop: int | None = None) -> None:
         """Levels ``start`` .. ``stop - 1`` of one message, exactly as :meth:`apply_delta` of
         each (``group.delta(i)``): once the message is open (its first level applied), the
-        rest are set without a delta made for each."""
+        rest are set in one pass (:meth:`_set_levels`), without a delta made for each."""
         levels = group.levels
         end = len(levels) if stop is None else stop
         ids = (group.first_update_id, group.final_update_id, group.prev_final_update_id)
-        closes = len(levels) - 1 if group.complete else -1  # the level with last_in_batch
-        set_ = self._set
-        for i in range(start, end):
-            side, price, qty = levels[i]
-            if self._open_msg == ids and qty >= 0 and price > 0 and (side == 1 or side == -1):
-                set_(side, price, qty)  # apply_delta's own path for a message's next level
-                if i == closes:
-                    self._open_msg = None
-            else:
-                self.apply_delta(group.delta(i))
+        i = start
+        while i < end:
+            if self._open_msg == ids:
+                # apply_delta's own path for a message's next levels, up to a bad one
+                i = self._set_levels(levels, i, end)
+                if i == len(levels) and group.complete:
+                    self._open_msg = None  # its last level (last_in_batch) is in
+                if i == end:
+                    break
+            self.apply_delta(group.delta(i))  # a message's first level, or a bad one
+            i += 1
 
     def set_level(self, side: Side, price_ticks: int, qty_lots: int) -> None:
         """Absolute set without sequencing (0 deletes); the crossing rule still applies."""
@@ -287,32 +289,49 @@ class L2Book:
         return delta.first_update_id == last + 1
 
     def _set(self, side: int, price: int, qty: int) -> None:
-        # one function per level (this runs for every recorded level): the level's own
-        # update, then the crossing rule (a positive size at or through the best opposite
-        # price removes those opposite levels)
-        buy = side == _BUY
-        levels, prices = (self._bids, self._bid_px) if buy else (self._asks, self._ask_px)
-        if qty == 0:
-            if levels.pop(price, None) is not None:
-                del prices[bisect_left(prices, price)]
-            return
-        if price not in levels:
-            prices.insert(bisect_left(prices, price), price)
-        levels[price] = qty
-        if buy:
-            asks = self._ask_px
-            if asks and asks[0] <= price:
-                cut = bisect_right(asks, price)
-                for p in asks[:cut]:
-                    del self._asks[p]
-                del asks[:cut]
-        else:
-            bids = self._bid_px
-            if bids and bids[-1] >= price:
-                cut = bisect_left(bids, price)
-                for p in bids[cut:]:
-                    del self._bids[p]
-                del bids[cut:]
+        self._set_levels(((side, price, qty),), 0, 1)
+
+    def _set_levels(self, levels: Sequence[tuple[int, int, int]], start: int, stop: int) -> int:
+        """Set ``levels[start:stop]`` (``(side, price, qty)``) one after the other: each
+        level's own update, then the crossing rule (a positive size at or through the best
+        opposite price removes those opposite levels). Stops before a level that is not
+        valid (a negative size, a price not above 0, no side) and returns its index (``stop``
+        when all were set): one loop for every recorded level of a message, not a call each."""
+        bids, asks = self._bids, self._asks
+        bid_px, ask_px = self._bid_px, self._ask_px
+        for i in range(start, stop):
+            side, price, qty = levels[i]
+            if qty < 0 or price <= 0:
+                return i
+            if side == 1:
+                if qty == 0:
+                    if bids.pop(price, None) is not None:
+                        del bid_px[bisect_left(bid_px, price)]
+                    continue
+                if price not in bids:
+                    bid_px.insert(bisect_left(bid_px, price), price)
+                bids[price] = qty
+                if ask_px and ask_px[0] <= price:
+                    cut = bisect_right(ask_px, price)
+                    for p in ask_px[:cut]:
+                        del asks[p]
+                    del ask_px[:cut]
+            elif side == -1:
+                if qty == 0:
+                    if asks.pop(price, None) is not None:
+                        del ask_px[bisect_left(ask_px, price)]
+                    continue
+                if price not in asks:
+                    ask_px.insert(bisect_left(ask_px, price), price)
+                asks[price] = qty
+                if bid_px and bid_px[-1] >= price:
+                    cut = bisect_left(bid_px, price)
+                    for p in bid_px[cut:]:
+                        del bids[p]
+                    del bid_px[cut:]
+            else:
+                return i
+        return stop
 
 
 def _validated(levels: tuple[tuple[int, int], ...], what: str) -> dict[int, int]:
