@@ -245,6 +245,7 @@ SWEEP: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "t1 ubatch128": ({"n_threads": 1}, {"n_ubatch": 128}),
     "t2 fa mixed": ({"n_threads": 2}, {}),
     "t1 batch-threads2": ({"n_threads": 1}, {"n_threads_batch": 2}),
+    "t1 kv-q8 batch-threads2": ({"n_threads": 1, "kv_type": "q8_0"}, {"n_threads_batch": 2}),
 }
 
 

@@ -113,7 +113,6 @@ class StepRows:
 
     def _ticks_frame(self, ticks: Sequence[AnyMarketEvent]) -> pl.DataFrame:
         first = self._seq["ticks"] - len(ticks) + 1
-        trades = [isinstance(e, Trade) for e in ticks]
         columns: dict[str, list[Any]] = {
             "ts_ns": [e.ts_event_ns for e in ticks],
             "symbol": [e.symbol for e in ticks],
@@ -121,15 +120,19 @@ class StepRows:
             "run_id": [self.run_id] * len(ticks),
             "producer_id": [self.producer_id] * len(ticks),
             "seq": list(range(first, first + len(ticks))),
-            "kind": ["trade" if t else "quote" for t in trades],
+            "kind": ["trade" if type(e) is Trade else "quote" for e in ticks],
             "ts_recv_ns": [e.ts_recv_ns for e in ticks],
         }
-        pairs = list(zip(ticks, trades, strict=True))
-        for name in ("price_ticks", "qty_lots", "trade_id"):
-            columns[name] = [getattr(e, name) if t else None for e, t in pairs]
-        columns["side"] = [int(e.taker_side) if isinstance(e, Trade) else None for e in ticks]
-        for name in ("bid_ticks", "bid_lots", "ask_ticks", "ask_lots"):
-            columns[name] = [None if t else getattr(e, name) for e, t in pairs]
+        # attributes read directly, a column at a time (getattr by name was a tenth of the
+        # storage time of a replay)
+        columns["price_ticks"] = [e.price_ticks if type(e) is Trade else None for e in ticks]
+        columns["qty_lots"] = [e.qty_lots if type(e) is Trade else None for e in ticks]
+        columns["trade_id"] = [e.trade_id if type(e) is Trade else None for e in ticks]
+        columns["side"] = [int(e.taker_side) if type(e) is Trade else None for e in ticks]
+        columns["bid_ticks"] = [e.bid_ticks if type(e) is Quote else None for e in ticks]
+        columns["bid_lots"] = [e.bid_lots if type(e) is Quote else None for e in ticks]
+        columns["ask_ticks"] = [e.ask_ticks if type(e) is Quote else None for e in ticks]
+        columns["ask_lots"] = [e.ask_lots if type(e) is Quote else None for e in ticks]
         schema = table_schema("ticks")
         return pl.DataFrame(columns, schema=schema.polars_schema, strict=False).select(schema.names)
 
