@@ -31,7 +31,7 @@ rule, so both books agree level for level.
 from __future__ import annotations
 
 import enum
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Sequence
 
@@ -82,9 +82,11 @@ class L2Book:
         self.gaps = 0
         self.stale = 0
         self.rejected = 0
-        # Sorted ascending on both sides: best bid is the last bid, best ask the first ask.
+        # Sorted so that both bests are last (where a level list changes most, a list
+        # insert or delete moves the fewest entries): bid prices ascending, ask prices
+        # negated ascending (best ask = -_ask_neg[-1]).
         self._bid_px: list[int] = []
-        self._ask_px: list[int] = []
+        self._ask_neg: list[int] = []
         self._bids: dict[int, int] = {}
         self._asks: dict[int, int] = {}
         self._first_after_snapshot = False
@@ -104,7 +106,7 @@ class L2Book:
         if bids and asks and max(bids) >= min(asks):
             raise BookError(f"{self.symbol}: crossed snapshot {max(bids)} >= {min(asks)}")
         self._bids, self._asks = bids, asks
-        self._bid_px, self._ask_px = sorted(bids), sorted(asks)
+        self._bid_px, self._ask_neg = sorted(bids), sorted(-p for p in asks)
         self.last_update_id = snap.update_id
         self.is_synced = True
         self._first_after_snapshot = True
@@ -172,7 +174,7 @@ class L2Book:
 
     def clear(self) -> None:
         """Empty the book and forget sync state (counters are kept)."""
-        self._bids, self._asks, self._bid_px, self._ask_px = {}, {}, [], []
+        self._bids, self._asks, self._bid_px, self._ask_neg = {}, {}, [], []
         self.is_synced = False
         self.last_update_id = 0
         self._first_after_snapshot = False
@@ -187,9 +189,9 @@ class L2Book:
         return px, self._bids[px]
 
     def best_ask(self) -> tuple[int, int] | None:
-        if not self._ask_px:
+        if not self._ask_neg:
             return None
-        px = self._ask_px[0]
+        px = -self._ask_neg[-1]
         return px, self._asks[px]
 
     def qty_at(self, side: Side, price_ticks: int) -> int:
@@ -202,18 +204,18 @@ class L2Book:
         if side == Side.BUY:
             prices = self._bid_px[::-1] if n is None else self._bid_px[: -n - 1 : -1]
             return [(p, self._bids[p]) for p in prices]
-        prices = self._ask_px if n is None else self._ask_px[:n]
-        return [(p, self._asks[p]) for p in prices]
+        negs = self._ask_neg[::-1] if n is None else self._ask_neg[: -n - 1 : -1]
+        return [(-q, self._asks[-q]) for q in negs]
 
     def mid_ticks(self) -> float | None:
-        if not self._bid_px or not self._ask_px:
+        if not self._bid_px or not self._ask_neg:
             return None
-        return (self._bid_px[-1] + self._ask_px[0]) / 2
+        return (self._bid_px[-1] - self._ask_neg[-1]) / 2
 
     def spread_ticks(self) -> int | None:
-        if not self._bid_px or not self._ask_px:
+        if not self._bid_px or not self._ask_neg:
             return None
-        return self._ask_px[0] - self._bid_px[-1]
+        return -self._ask_neg[-1] - self._bid_px[-1]
 
     def microprice_ticks(self) -> float | None:
         bid, ask = self.best_bid(), self.best_ask()
@@ -229,7 +231,7 @@ class L2Book:
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        if not self._bid_px or not self._ask_px:
+        if not self._bid_px or not self._ask_neg:
             return None
         bid_vol = sum(q for _, q in self.levels(Side.BUY, n))
         ask_vol = sum(q for _, q in self.levels(Side.SELL, n))
@@ -237,7 +239,7 @@ class L2Book:
 
     def is_crossed(self) -> bool:
         """True when best bid >= best ask (crossed or locked)."""
-        return bool(self._bid_px and self._ask_px and self._bid_px[-1] >= self._ask_px[0])
+        return bool(self._bid_px and self._ask_neg and self._bid_px[-1] >= -self._ask_neg[-1])
 
     def __len__(self) -> int:
         return len(self._bids) + len(self._asks)
@@ -298,7 +300,7 @@ class L2Book:
         valid (a negative size, a price not above 0, no side) and returns its index (``stop``
         when all were set): one loop for every recorded level of a message, not a call each."""
         bids, asks = self._bids, self._asks
-        bid_px, ask_px = self._bid_px, self._ask_px
+        bid_px, ask_neg = self._bid_px, self._ask_neg
         for i in range(start, stop):
             side, price, qty = levels[i]
             if qty < 0 or price <= 0:
@@ -311,18 +313,18 @@ class L2Book:
                 if price not in bids:
                     bid_px.insert(bisect_left(bid_px, price), price)
                 bids[price] = qty
-                if ask_px and ask_px[0] <= price:
-                    cut = bisect_right(ask_px, price)
-                    for p in ask_px[:cut]:
-                        del asks[p]
-                    del ask_px[:cut]
+                if ask_neg and -ask_neg[-1] <= price:
+                    cut = bisect_left(ask_neg, -price)  # the asks at or under the bid
+                    for q in ask_neg[cut:]:
+                        del asks[-q]
+                    del ask_neg[cut:]
             elif side == -1:
                 if qty == 0:
                     if asks.pop(price, None) is not None:
-                        del ask_px[bisect_left(ask_px, price)]
+                        del ask_neg[bisect_left(ask_neg, -price)]
                     continue
                 if price not in asks:
-                    ask_px.insert(bisect_left(ask_px, price), price)
+                    ask_neg.insert(bisect_left(ask_neg, -price), -price)
                 asks[price] = qty
                 if bid_px and bid_px[-1] >= price:
                     cut = bisect_left(bid_px, price)
