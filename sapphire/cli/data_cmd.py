@@ -111,7 +111,7 @@ def cache(args: argparse.Namespace) -> int:
     found = replay_cache.entries(directory)
     total = sum(e.bytes for e in found)
     print(f"cache:   {directory}")
-    print(f"entries: {len(found)}  ({total / 2**20:.1f} MiB)")
+    print(f"entries: {len(found)}  ({total / 2**20:.1f} MiB; a depth message is one event)")
     for e in found:
         state = "complete" if e.complete else "prefix"
         print(f"  {e.events:>12,} events {e.bytes / 2**20:8.1f} MiB  {state:8}  {e.source}")

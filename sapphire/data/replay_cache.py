@@ -8,12 +8,13 @@ takes 0.4-0.7 us with the lz4 block (RESULTS.md). A user runs the same files man
 itself replays files converted in advance. Here the conversion is a side effect of the first
 run, not a separate step.
 
-What is cached is exactly what :meth:`EventStream.tagged` gave: the ``(session, event)``
-pairs in order, plus where the stream's rejection counts and selected sessions changed
-(``Mark``: "before pair k, the state was"). Read back, the stream gives the same pairs and
-its ``stats.counts`` / ``sessions_seen`` change at the same points, so a run stopped at any
-event reports the same rejections as the run that wrote the cache. (The row tallies of
-``sapphire data inspect`` are not carried: runs report the counts per reason.)
+What is cached is exactly what the replay read of the file (:meth:`EventStream.tagged`, each
+depth message's levels as one ``BookDeltas``: ``sapphire.data.replay.GroupedStream``): the
+``(session, event)`` pairs in order, plus where the stream's rejection counts and selected
+sessions changed (``Mark``: "before pair k, the state was"). Read back, the stream gives
+the same pairs and its ``stats.counts`` / ``sessions_seen`` change at the same points, so a
+run stopped at any event reports the same rejections as the run that wrote the cache. (The
+row tallies of ``sapphire data inspect`` are not carried: runs report the counts per reason.)
 
 An entry's key is the file (resolved path, size, modification and change times, inode), the
 instruments and sessions it was read with, a digest of the loaders' source code and the
