@@ -131,3 +131,17 @@ class BadOutputsAgent(ProbeAgent):
                 limit_ticks=event.bid_ticks - 100,
             ),
         ]
+
+
+def traded(kernel: Any) -> tuple[Any, ...]:
+    """What an in-process run traded (fills, orders and their states, the summary's counts):
+    equal for runs that must trade the same."""
+    venue: Any = kernel.venue.gateway
+    summary = kernel.summary()
+    return (
+        list(venue.fills),
+        [(o.client_order_id, o.status) for o in venue.orders()],
+        summary["fills"],
+        summary["orders_by_status"],
+        summary["risk_rejections"],
+    )

@@ -34,6 +34,7 @@ from sapphire.model.events import (
     as_levels,
     rows_in,
 )
+from tests.kernel.probes import traded
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "hftbacktest_mm.yaml"
 START_NS = 1_723_161_257_000_000_000
@@ -54,19 +55,6 @@ def replay(config: SystemConfig) -> list[AnyMarketEvent]:
         return [e for e in feed if e.ts_event_ns < (config.data.end_ns or 1 << 62)]
     finally:
         feed.close()
-
-
-def traded(kernel: InProcessKernel) -> tuple[Any, ...]:
-    venue: Any = kernel.venue.gateway
-    summary = kernel.summary()
-    return (
-        list(venue.fills),
-        [(o.client_order_id, o.status) for o in venue.orders()],
-        summary["fills"],
-        summary["orders_by_status"],
-        summary["risk_rejections"],
-        summary["counters"]["events"],
-    )
 
 
 def test_the_replay_holds_the_recorded_levels_in_order(tmp_path: Path) -> None:
@@ -98,6 +86,9 @@ def test_messages_trade_as_their_levels_one_by_one(tmp_path: Path) -> None:
     one_by_one.run()
     assert traded(as_groups) == traded(one_by_one)
     assert as_groups.summary()["fills"] > 0
+    # the rows counted are the levels, however they came
+    events = as_groups.summary()["counters"]["events"]
+    assert events == one_by_one.summary()["counters"]["events"] > 0
     # the product's own path (the replay feed, grouped) trades the same again
     product = InProcessKernel(config, "feed")
     product.run()

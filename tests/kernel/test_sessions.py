@@ -13,6 +13,7 @@ from sapphire.config.system import SystemConfig, parse_config
 from sapphire.data.hftbacktest import stream_hftbacktest
 from sapphire.data.sample import sample_instrument
 from sapphire.kernel.runner import InProcessKernel
+from tests.kernel.probes import traded
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "hftbacktest_mm.yaml"
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -27,18 +28,6 @@ def mm_config(tmp_path: Path, sessions: list[str]) -> SystemConfig:
     raw["data"]["sessions"] = sessions
     raw["storage"]["root"] = str(tmp_path)
     return parse_config(raw)
-
-
-def traded(kernel: InProcessKernel) -> tuple[Any, ...]:
-    venue: Any = kernel.venue.gateway
-    summary = kernel.summary()
-    return (
-        list(venue.fills),
-        [(o.client_order_id, o.status) for o in venue.orders()],
-        summary["fills"],
-        summary["orders_by_status"],
-        summary["risk_rejections"],
-    )
 
 
 def test_one_session_trades_as_the_whole_file(tmp_path: Path) -> None:
