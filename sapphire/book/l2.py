@@ -39,8 +39,6 @@ import msgspec
 
 from sapphire.model.events import BookDelta, BookDeltas, BookSnapshot, Side
 
-_BUY = Side.BUY
-
 
 class DeltaResult(enum.StrEnum):
     APPLIED = "applied"
