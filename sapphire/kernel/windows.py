@@ -22,7 +22,7 @@ class CutterState(msgspec.Struct, kw_only=True):
     rows: int = 0  # recorded rows they hold (a ``BookDeltas`` counts its levels)
     last_end_ns: int = 0
     last_t_ns: int = -(1 << 62)
-    clamped: int = 0  # events whose time ran backwards on the chosen clock (moved forward)
+    clamped: int = 0  # rows whose time ran backwards on the chosen clock (moved forward)
     exhausted: bool = False
 
 
@@ -70,7 +70,7 @@ class WindowCutter:
         if event.ts_event_ns < st.last_t_ns:
             # Recorders interleave streams whose clocks disagree by a little; one clock
             # for the whole run means time never runs backwards (counted, not hidden).
-            st.clamped += 1
+            st.clamped += len(event.levels) if type(event) is BookDeltas else 1
             event = msgspec.structs.replace(event, ts_event_ns=st.last_t_ns)
         if self._end_ns is not None and event.ts_event_ns >= self._end_ns:
             return None  # the data's end: nothing from here on is read
@@ -160,7 +160,7 @@ class WindowCutter:
                 if nxt is None:
                     return None, end
                 if nxt.ts_event_ns < last_t:
-                    st.clamped += 1  # time never runs backwards on the run's clock
+                    st.clamped += len(nxt.levels) if type(nxt) is deltas else 1  # never backwards
                     nxt = msgspec.structs.replace(nxt, ts_event_ns=last_t)
                 if data_end is not None and nxt.ts_event_ns >= data_end:
                     return None, end  # the data's end: nothing from here on is read
