@@ -145,6 +145,7 @@ def serve_modes(prompts: list[DecisionPrompt], args: argparse.Namespace) -> dict
     engine = {
         "kind": "llamacpp",
         "n_threads": args.threads,
+        "n_threads_batch": args.threads_batch,
         "max_parallel": args.batch,
         "requantize": "q4_0",
         "flash_attn": not args.no_flash_attn,
@@ -380,6 +381,9 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--threads-batch", type=int, default=0, help="Serve: n_threads_batch (0: --threads)"
+    )
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--no-reference", action="store_true", help="skip the sequential path")
     ap.add_argument("--serve", action="store_true", help="also through Ray Serve (1 vs batch)")

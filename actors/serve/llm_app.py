@@ -109,8 +109,7 @@ def fit_replica(
     options = dict(actor_options or {})
     if free_cpus is None:
         if not options:
-            threads = config.n_threads if isinstance(config, LlamaCppConfig) else 1
-            options = {"num_cpus": float(threads)}
+            options = {"num_cpus": _wanted_cpus(config)}
             if gpu:
                 options["num_gpus"] = 1
         return options
@@ -126,7 +125,7 @@ def fit_replica(
                 f"{options['num_cpus']} = {need:g} CPU do not fit: {where}"
             )
     else:
-        want = float(config.n_threads) if isinstance(config, LlamaCppConfig) else 1.0
+        want = _wanted_cpus(config)
         share = min(want, free / replicas) if replicas else want
         if share < MIN_REPLICA_CPUS:
             raise ServeFitError(
@@ -142,6 +141,14 @@ def fit_replica(
             f"(x{replicas}) but the Ray cluster has {free_gpus:g} GPU free"
         )
     return options
+
+
+def _wanted_cpus(config: EngineConfig) -> float:
+    """The CPUs a replica's engine uses at most: llama.cpp's threads (for single tokens, or
+    for calls of several where ``n_threads_batch`` says more); one for the others."""
+    if isinstance(config, LlamaCppConfig):
+        return float(max(config.n_threads, config.n_threads_batch))
+    return 1.0
 
 
 def _free_resources(placed_cpus: float = 0.0) -> tuple[float | None, float]:

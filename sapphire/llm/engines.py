@@ -83,6 +83,10 @@ class LlamaCppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     model_id: str = "SmolLM2-135M-Instruct-Q4_1"
     n_ctx: Annotated[int, msgspec.Meta(ge=256)] = 4096
     n_threads: Annotated[int, msgspec.Meta(ge=1)] = 2
+    n_threads_batch: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Threads for the calls that carry several tokens (prompts, and the batched decode
+    steps of several sequences); 0: ``n_threads``. One sequence's next token stays on
+    ``n_threads``: its step is too short to share. A replica is sized for the larger."""
     n_batch: Annotated[int, msgspec.Meta(ge=32)] = 512
     max_parallel: Annotated[int, msgspec.Meta(ge=1, le=64)] = 8
     parallel: bool = True

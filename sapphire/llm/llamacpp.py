@@ -266,15 +266,14 @@ class LlamaCppEngine:
         Tuning knobs the benchmark compares (the shipped defaults measured best):
         ``mixed_prefill`` evaluates admitted prompts in the same ``llama_decode`` as the
         running sequences' next tokens (else in a call of their own); ``n_threads_batch``
-        (default ``n_threads``) runs multi-token passes; ``n_ubatch`` (default ``n_batch``)
-        is llama.cpp's physical batch. ``repack`` (default: environment variable
-        ``SAPPHIRE_LLM_REPACK=1``, which reaches Serve replicas started from that shell) puts
-        the Q4_0 copy's matrices in llama.cpp's repacked-kernel buffer, where they are
-        otherwise kept out of it on every CPU: ~10 % more throughput on one host, but its
-        kernels differ between one and several tokens per call, and greedy decisions'
+        (default the config's, else ``n_threads``) runs multi-token passes; ``n_ubatch``
+        (default ``n_batch``) is llama.cpp's physical batch. ``repack`` (default: environment
+        variable ``SAPPHIRE_LLM_REPACK=1``, which reaches Serve replicas started from that
+        shell) puts the Q4_0 copy's matrices in llama.cpp's repacked-kernel buffer, where
+        they are otherwise kept out of it on every CPU: ~10 % more throughput on one host, but
+        its kernels differ between one and several tokens per call, and greedy decisions'
         confidence then changed with the batch composition for 2 of 8 test prompts (on an
-        AMX Xeon and on an AVX-512 EPYC alike, RESULTS.md), so it is
-        off by default."""
+        AMX Xeon and on an AVX-512 EPYC alike, RESULTS.md), so it is off by default."""
         lc = _import_llama_cpp()
         self._lc = lc
         self._internals = importlib.import_module("llama_cpp._internals")
@@ -284,6 +283,7 @@ class LlamaCppEngine:
             raise EngineError(f"GGUF model file not found: {path}")
         if config.requantize:
             path = requantized_path(path, config.requantize, config.cache_dir, lc)
+        n_threads_batch = n_threads_batch or config.n_threads_batch or config.n_threads
         self.config = config
         self.model_id = config.model_id + (f"+{config.requantize}" if config.requantize else "")
         self.sampling: SamplingConfig = config.sampling
@@ -321,7 +321,7 @@ class LlamaCppEngine:
                 n_ctx=512 if config.parallel else min(config.n_ctx, 2048),
                 n_batch=config.n_batch,
                 n_threads=config.n_threads,
-                n_threads_batch=n_threads_batch or config.n_threads,
+                n_threads_batch=n_threads_batch,
                 seed=config.sampling.seed,
                 verbose=False,
             )
@@ -370,7 +370,7 @@ class LlamaCppEngine:
                     raise EngineError("kv_type q8_0 needs flash_attn: true")
                 params.type_k = params.type_v = lc.GGML_TYPE_Q8_0
             params.n_threads = config.n_threads
-            params.n_threads_batch = n_threads_batch or config.n_threads
+            params.n_threads_batch = n_threads_batch
             params.no_perf = True
             self._ctx = self._internals.LlamaContext(model=model, params=params, verbose=False)
             self._batch = self._internals.LlamaBatch(

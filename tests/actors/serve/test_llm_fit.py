@@ -15,6 +15,12 @@ def test_the_cpu_request_is_the_engine_wish_capped_by_what_is_free() -> None:
     assert fit_replica(two, None, 1, 0.0, 8.0, 0.0) == {"num_cpus": 2.0}
     assert fit_replica(two, None, 2, 0.0, 3.0, 0.0) == {"num_cpus": 1.5}
     assert fit_replica(two, None, 1, 0.0, None, 0.0) == {"num_cpus": 2.0}  # outside Ray
+    # one thread a token, two for calls of several: sized for the larger
+    batch_two = LlamaCppConfig(n_threads=1, n_threads_batch=2)
+    assert fit_replica(batch_two, None, 1, 0.0, 8.0, 0.0) == {"num_cpus": 2.0}
+    assert fit_replica(batch_two, None, 1, 0.0, 1.5, 0.0) == {"num_cpus": 1.5}
+    assert fit_replica(batch_two, None, 1, 0.0, None, 0.0) == {"num_cpus": 2.0}
+    assert fit_replica(LlamaCppConfig(n_threads=1), None, 1, 0.0, 8.0, 0.0) == {"num_cpus": 1.0}
 
 
 def test_a_replica_that_cannot_fit_is_one_line_error_naming_the_figures() -> None:
