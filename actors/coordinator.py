@@ -44,7 +44,6 @@ from sapphire.kernel.runner import PRODUCER, NoEventsError, reports_by_agent
 from sapphire.kernel.shards import merge_reports
 from sapphire.kernel.timing import Clock, Window
 from sapphire.kernel.windows import CutterState, WindowCutter
-from sapphire.model.events import rows_in
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import RejectReason, VenueAlert
 from sapphire.risk.engine import RiskDecision
@@ -391,7 +390,7 @@ class CoordinatorActor:
                 batch = None
             else:
                 events, window_ = got
-                batch = (encode_events(events), window_, rows_in(events))
+                batch = (encode_events(events), window_, len(events))
         else:
             batch = await self.market_data.get_window.remote(step, self.stage.pending_ns(), barrier)
         if batch is None:
@@ -408,7 +407,7 @@ class CoordinatorActor:
                 Window(step=step, start_ns=self._last_end, end_ns=end, last=True),
                 0,
             )
-        events_data, window, n_events = batch
+        events_data, window, _ = batch  # the coordinator stage counts the window's rows
         if self.shards.count > 1:
             # each shard's venue and agents get that shard's events (a replay: live is one
             # shard); the coordinator stage below runs every event
@@ -470,7 +469,7 @@ class CoordinatorActor:
             done = self.stage.pending_ns() is None and not self._commands
         progress = StepProgress(
             step=step,
-            events=n_events,
+            events=result.events,
             done=done,
             now_ns=window.end_ns,
             fills=result.fills_total,
