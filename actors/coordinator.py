@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 import pickle
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import ray
@@ -37,6 +38,7 @@ from sapphire.console.snapshot import (
     build_snapshot,
     run_mode,
 )
+from sapphire.data import replay
 from sapphire.kernel import assembly as wiring
 from sapphire.kernel.coordinator import CoordinatorStage, StepProgress
 from sapphire.kernel.rows import StepRows
@@ -81,6 +83,15 @@ class CoordinatorActor:
         # one venue actor per shard (``SystemConfig.shards``); ``execution`` is shard 0's,
         # the only one without shards (and the only one a live venue may have)
         self.shards = wiring.shards(config, instruments)
+        # a replay read shard by shard: each recorded source's shard, and each shard's
+        # market-data actor (``market_data`` is shard 0's); None: one reads the merged replay
+        self._source_shard = wiring.source_shards(config, self.shards)
+        self.readers: list[Any] = [self.market_data]
+        if self._source_shard is not None:
+            self.readers = [
+                ray.get_actor(actor_names[wiring.market_data_kind(k)], namespace=ns)
+                for k in range(self.shards.count)
+            ]
         self.venues: list[Any] = [
             ray.get_actor(actor_names[wiring.venue_kind(k)], namespace=ns)
             for k in range(self.shards.count)
@@ -150,7 +161,7 @@ class CoordinatorActor:
         # live feed is cut by the market-data actor (what arrived since the last window).
         self._replay = config.data.source != "ccxt"
         self._cut = CutterState()
-        self._feed: ChunkFeed | None = None
+        self._feed: ChunkFeed | SourcesFeed | None = None
         self._cutter: WindowCutter | None = None
         self._stepper: AsyncStepper[StepProgress] = AsyncStepper(
             self._store, "coordinator", self._snapshot, self._restore
@@ -348,7 +359,18 @@ class CoordinatorActor:
         if self._feed is None:
             # paced: small chunks, each returned as soon as the recording's clock releases it
             chunk = min(data.batch_events, PACED_CHUNK) if paced else max(data.batch_events, 8192)
-            self._feed = ChunkFeed(self.market_data, self._cut.consumed, chunk, Clock(data.clock))
+            if self._source_shard is not None:  # never paced (``source_shards``)
+                self._feed = SourcesFeed(
+                    self.readers,
+                    self._source_shard,
+                    wiring.replay_key(data.clock),
+                    chunk,
+                    skip=self._cut.consumed,
+                )
+            else:
+                self._feed = ChunkFeed(
+                    self.market_data, self._cut.consumed, chunk, Clock(data.clock)
+                )
             self._cutter = WindowCutter(
                 self._feed,
                 window_ns=self.window_ns,
@@ -361,6 +383,7 @@ class CoordinatorActor:
             )
         assert self._cutter is not None
         if paced:
+            assert isinstance(self._feed, ChunkFeed)
             # A paced replay gets events as the recording's clock releases them: buffering a
             # count of them (below) lags the recorded pace by that many and then steps through
             # them at once. With ``batch_events`` (20,000 events, 15 s of the bundled sample)
@@ -812,7 +835,11 @@ class CoordinatorActor:
         out["counters"].update(self.faults)
         out["invalid_outputs"] = await self._invalid_outputs()
         try:  # the data's own rejects (malformed, NaN, out-of-order rows), counted by reason
-            feed = await asyncio.wait_for(_await(self.market_data.stats.remote()), 10)
+            feed = merge_feed_stats(
+                await asyncio.wait_for(
+                    asyncio.gather(*(_await(r.stats.remote()) for r in self.readers)), 10
+                )
+            )
             out["input_rejected"] = dict(feed["rejected"])
             out["sessions_missing"] = list(feed.get("sessions_missing", []))
             out["replay_cache"] = dict(feed.get("replay_cache", {}))
@@ -949,6 +976,118 @@ class ChunkFeed:
         if not self._buffer:
             raise StopIteration
         return self._buffer.popleft()
+
+
+class FeedRanDry(RuntimeError):
+    """A source's buffer emptied before its end inside the merge (a bug: never hidden as the
+    data's end)."""
+
+
+class SourcesFeed:
+    """A replay read shard by shard: each shard's market-data actor serves its own recorded
+    sources, each by its own offset (``get_source_events``), and they are merged here by the
+    replay's own merge (:func:`sapphire.data.replay.merge`, what one reader runs), so the
+    events come in exactly the order of one reader of every source.
+
+    ``ensure(n)`` (awaited before each window) keeps every source that is not over at least
+    ``n`` events ahead: the merge may take a whole window from one source, and a source that
+    ran dry before its end must never be taken for over (that raises instead). A restored
+    coordinator merges again from the start and drops what it had consumed (``skip``): the
+    merge's order depends on what came before, so it cannot start in the middle.
+    """
+
+    def __init__(
+        self, readers: Sequence[Any], source_shard: Sequence[int], key: str, chunk: int, skip: int
+    ) -> None:
+        self._readers = readers
+        self._shard = list(source_shard)
+        self._chunk = chunk
+        n = len(self._shard)
+        self._buffers: list[collections.deque[tuple[str, Any]]] = [
+            collections.deque() for _ in range(n)
+        ]
+        self._offsets = [0] * n
+        self._ended = [False] * n
+        self._next: list[Any] = [None] * n
+        self._skip = skip
+        merged = replay.merge([self._drain(i) for i in range(n)], key=key)  # type: ignore[arg-type]
+        self._events = map(wiring.replay_event, merged)
+        self.max_buffered = 0
+
+    def _drain(self, source: int) -> Iterator[tuple[str, Any]]:
+        buffer = self._buffers[source]
+        while True:
+            while buffer:
+                yield buffer.popleft()
+            if self._ended[source]:
+                return
+            raise FeedRanDry(f"replay source {source} ran dry before its end")
+
+    async def ensure(self, n: int) -> None:
+        while self._skip:  # restored: the consumed events again, dropped
+            drop = min(self._skip, self._chunk)
+            await self._fill(drop + 2)
+            for _ in range(drop):
+                next(self._events)
+            self._skip -= drop
+        await self._fill(n + 2)
+
+    async def _fill(self, need: int) -> None:
+        while short := [
+            i for i, b in enumerate(self._buffers) if len(b) < need and not self._ended[i]
+        ]:
+            await asyncio.gather(*(self._fetch(i) for i in short))
+        self.max_buffered = max(self.max_buffered, sum(map(len, self._buffers)))
+
+    def _request(self, source: int) -> Any:
+        reader = self._readers[self._shard[source]]
+        return reader.get_source_events.remote(source, self._offsets[source], self._chunk)
+
+    async def _fetch(self, source: int) -> None:
+        if self._next[source] is None:
+            self._next[source] = self._request(source)
+        data, runs, count = await self._next[source]
+        self._next[source] = None
+        self._offsets[source] += count
+        events = iter(decode_events(data))
+        buffer = self._buffers[source]
+        for session, n in runs:
+            buffer.extend(
+                zip(itertools.repeat(session, n), itertools.islice(events, n), strict=True)
+            )
+        if count < self._chunk:
+            self._ended[source] = True
+        else:  # the next chunk is on its way while this one is merged
+            self._next[source] = self._request(source)
+
+    def __iter__(self) -> SourcesFeed:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._events)
+
+
+def merge_feed_stats(stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Every reader's ``MarketDataActor.stats`` as one: counts added up, and the sessions
+    missing from the whole replay (those every reader misses)."""
+    if len(stats) == 1:
+        return stats[0]
+    rejected: dict[str, int] = {}
+    cache: dict[str, int] = {}
+    for s in stats:
+        for reason, n in s["rejected"].items():
+            rejected[reason] = rejected.get(reason, 0) + n
+        for name, n in s.get("replay_cache", {}).items():
+            cache[name] = cache.get(name, 0) + n
+    missing = set(stats[0].get("sessions_missing", []))
+    for s in stats[1:]:
+        missing &= set(s.get("sessions_missing", []))
+    return {
+        "rejected": rejected,
+        "replay_cache": cache,
+        "sessions_missing": sorted(missing),
+        "clamped": sum(int(s["clamped"]) for s in stats),
+    }
 
 
 class StageClock:

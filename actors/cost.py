@@ -172,6 +172,8 @@ def system_actors(handles: Any) -> dict[str, Any]:
     }
     # the venues of shards after the first (``execution`` is shard 0's)
     actors.update({f"execution_{k}": v for k, v in enumerate(handles.venues[1:], start=1)})
+    # the market data of shards after the first, where the replay is read shard by shard
+    actors.update({f"market_data_{k}": r for k, r in enumerate(handles.readers[1:], start=1)})
     actors.update({actor_key(leaf): h for leaf, h in handles.agent_hosts.items()})
     actors.update(serve_replicas())
     return actors

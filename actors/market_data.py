@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 import pickle
 import time
@@ -23,10 +24,12 @@ Batch = tuple[bytes, Window, int] | None
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class MarketDataActor:
-    """Two roles. A replay: it serves the recording by event offset (``get_events``) and the
-    coordinator cuts the windows, where ``pending_ns`` is known. A live feed: it cuts each
-    window itself (``get_window``: what arrived since the last one), stepped and checkpointed
-    like every peer of the coordinator."""
+    """Three roles. A replay: it serves the recording by event offset (``get_events``) and the
+    coordinator cuts the windows, where ``pending_ns`` is known. A shard's replay: it serves
+    its shard's recorded sources, each by its own offset (``get_source_events``), and the
+    coordinator merges every shard's. A live feed: it cuts each window itself
+    (``get_window``: what arrived since the last one), stepped and checkpointed like every
+    peer of the coordinator."""
 
     def __init__(
         self,
@@ -34,6 +37,7 @@ class MarketDataActor:
         batch_events: int,
         checkpoint_location: str,
         max_events: int | None = None,
+        name: str = "market-data",  # its checkpoint's key (a shard's reader: its own)
     ) -> None:
         self._open_stream = open_stream
         self._batch_events = batch_events
@@ -42,8 +46,10 @@ class MarketDataActor:
         self._feed: Any = None
         self._raw: Iterator[AnyMarketEvent] | None = None  # a replay served by offset
         self._raw_at = 0
+        # a shard's replay: each source's pairs being read, and how many were served
+        self._sources: dict[int, tuple[Iterator[tuple[str, AnyMarketEvent]], int]] = {}
         self._stepper: Stepper[Batch] = Stepper(
-            make_store(checkpoint_location), "market-data", self._snapshot, self._restore
+            make_store(checkpoint_location), name, self._snapshot, self._restore
         )
 
     def _snapshot(self) -> bytes:
@@ -66,6 +72,25 @@ class MarketDataActor:
         events = list(itertools.islice(self._raw, count))
         self._raw_at = offset + len(events)
         return encode_events(events), len(events)
+
+    def get_source_events(
+        self, source: int, offset: int, count: int
+    ) -> tuple[bytes, list[tuple[str, int]], int]:
+        """A shard's replay: source ``source``'s events ``offset`` .. ``offset + count - 1``
+        as recorded, with their sessions as runs of ``(session, events)``. Any offset can be
+        asked for again (a restored coordinator, a restarted reader): the source is reopened
+        and fast-forwarded, deterministically."""
+        if self._feed is None:
+            self._feed = self._open_stream()
+        pairs_of, at = self._sources.get(source, (None, -1))
+        if pairs_of is None or at != offset:
+            pairs_of = self._feed.open(source)
+            collections.deque(itertools.islice(pairs_of, offset), maxlen=0)
+        pairs = list(itertools.islice(pairs_of, count))
+        self._sources[source] = (pairs_of, offset + len(pairs))
+        sessions = itertools.groupby(p[0] for p in pairs)
+        runs = [(session, sum(1 for _ in group)) for session, group in sessions]
+        return encode_events([p[1] for p in pairs]), runs, len(pairs)
 
     def close(self) -> None:
         """The run is over: a replay's cache keeps what the recording gave so far (the next

@@ -68,12 +68,15 @@ class SystemHandles:
     console: Any = None  # the run's live web console (actors.console), when enabled
     agent_hosts: dict[str, Any] = field(default_factory=dict)  # actor name -> actor
     venues: list[Any] = field(default_factory=list)  # each shard's venue (``execution`` first)
+    # each shard's market data where the replay is read shard by shard (``market_data`` first)
+    readers: list[Any] = field(default_factory=list)
 
     def actors(self) -> list[Any]:
         """Every actor of the run."""
         return [
             self.coordinator,
             self.market_data,
+            *self.readers[1:],
             self.execution,
             *self.venues[1:],
             self.sink,
@@ -175,14 +178,34 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
     timing = wiring.timing(config)
     wiring.window_ns(config)  # an inexact window is refused before any actor starts
     wiring.check_agents(config, instruments)
-    market_data = _MARKET_DATA.options(**core("market-data")).remote(
-        wiring.stream_opener(config.data, instruments),
-        config.data.batch_events,
-        checkpoint_location_,
-        config.data.max_events,
-    )
     shards = wiring.shards(config, instruments)
-    check_cpus_fit(config, venues=shards.count)
+    source_shard = wiring.source_shards(config, shards)
+    readers: list[Any] = []
+    if source_shard is None:  # one market data reads the merged replay (or the live feed)
+        readers.append(
+            _MARKET_DATA.options(**core("market-data")).remote(
+                wiring.stream_opener(config.data, instruments),
+                config.data.batch_events,
+                checkpoint_location_,
+                config.data.max_events,
+            )
+        )
+    else:  # a market data per shard, where the shard's resources say, reading its sources
+        for k in range(shards.count):
+            options = core(wiring.market_data_kind(k))
+            options["resources"] = shard_resources(config, k) or options["resources"]
+            wanted = tuple(i for i, owner in enumerate(source_shard) if owner == k)
+            readers.append(
+                _MARKET_DATA.options(**options).remote(
+                    wiring.sources_opener(config.data, instruments, wanted),
+                    config.data.batch_events,
+                    checkpoint_location_,
+                    config.data.max_events,
+                    wiring.market_data_kind(k),
+                )
+            )
+    market_data = readers[0]
+    check_cpus_fit(config, venues=shards.count, readers=len(readers))
     execution: Any
     venues: list[Any] = []
     if config.exchange.kind == "ccxt" and not config.exchange.factory:
@@ -214,7 +237,7 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
         config.storage.flush_interval_s,
     )
     llm = any(s.kind == "llm" for s in config.agents)
-    llm_app = start_llm_service(config, venues=len(venues)) if llm else ""
+    llm_app = start_llm_service(config, venues=len(venues), readers=len(readers)) if llm else ""
     agents: dict[str, Any] = {}
     agent_names: dict[str, str] = {}
     hosts: dict[str, Any] = {}
@@ -250,7 +273,11 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
         for agent_id in ids:
             agents[agent_id] = handle
             agent_names[agent_id] = named(leaf)["name"]
-    kinds = ["market-data", "storage-sink", *(wiring.venue_kind(k) for k in range(len(venues)))]
+    kinds = [
+        "storage-sink",
+        *(wiring.market_data_kind(k) for k in range(len(readers))),
+        *(wiring.venue_kind(k) for k in range(len(venues))),
+    ]
     names = {kind: named(kind)["name"] for kind in kinds}
     coordinator = _COORDINATOR.options(**core("coordinator")).remote(
         config, run_id, instruments, names, agent_names, checkpoint_location_
@@ -267,13 +294,14 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
         checkpoint_location_,
         agent_hosts=hosts,
         venues=venues,
+        readers=readers,
     )
 
 
 CORE_CPUS = 0.25  # each core actor's share: market data, the sink, the coordinator, a venue
 
 
-def check_cpus_fit(config: SystemConfig, *, venues: int) -> None:
+def check_cpus_fit(config: SystemConfig, *, venues: int, readers: int = 1) -> None:
     """On a local cluster (no autoscaler to add a node), actors that ask for more CPUs than
     it has would wait forever for a place, and the run would stop at its step timeout with
     nothing said about why: refused here, before any actor starts, naming the fields."""
@@ -281,11 +309,12 @@ def check_cpus_fit(config: SystemConfig, *, venues: int) -> None:
         return  # a cluster may scale up to place them
     resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
     have = float(resources.get("CPU", 0.0))
-    need = CORE_CPUS * (3 + venues) + sum(spec.num_cpus for spec in config.agents)
+    core = 2 + readers + venues  # the coordinator, the sink, market data, venues
+    need = CORE_CPUS * core + sum(spec.num_cpus for spec in config.agents)
     if need > have + 1e-9:
         raise wiring.WiringError(
             f"the run's actors ask for {need:g} CPUs and the local Ray cluster has {have:g} "
-            f"({3 + venues} core actors at {CORE_CPUS:g}, agents[].num_cpus "
+            f"({core} core actors at {CORE_CPUS:g}, agents[].num_cpus "
             f"{sum(spec.num_cpus for spec in config.agents):g}): lower agents[].num_cpus, "
             "or raise ray.num_cpus (logical CPUs)"
         )
@@ -296,7 +325,7 @@ def shard_resources(config: SystemConfig, shard: int) -> dict[str, float]:
     return dict(config.shards[shard].resources) if config.shards else {}
 
 
-def start_llm_service(config: SystemConfig, *, venues: int = 1) -> str:
+def start_llm_service(config: SystemConfig, *, venues: int = 1, readers: int = 1) -> str:
     """Deploy the LLM decision app on Ray Serve (HTTP on loopback, no route: agents call it
     through a DeploymentHandle). Returns the app name."""
     from ray import serve
@@ -309,8 +338,9 @@ def start_llm_service(config: SystemConfig, *, venues: int = 1) -> str:
         dict(config.llm),
         # the agents and the coordinator are placed after the app
         reserve_cpus=sum(spec.num_cpus for spec in config.agents) + CORE_CPUS,
-        # market data, the sink and the venues (one a shard), created just before
-        placed_cpus=(2 + venues) * CORE_CPUS,
+        # market data (one a shard where read so), the sink and the venues (one a shard),
+        # created just before
+        placed_cpus=(1 + readers + venues) * CORE_CPUS,
         prices_file=config.cost.prices_file,
         price_profile=config.cost.profile,
     )
@@ -418,7 +448,7 @@ def finish(handles: SystemHandles, steps: int, wall_s: float) -> RunResult:
     done = ray.get(handles.coordinator.finish.remote())
     # best effort: a cache that misses this run's prefix only costs the next run its speed
     with contextlib.suppress(ray.exceptions.RayError):
-        ray.get(handles.market_data.close.remote(), timeout=10)
+        ray.get([r.close.remote() for r in handles.readers or [handles.market_data]], timeout=10)
     summary = ray.get(handles.coordinator.summary.remote())
     stats, unavailable = agent_stats(handles, skip=summary.get("quarantined", {}))
     summary["cache"] = cache_stats(stats, unavailable)

@@ -6,11 +6,13 @@ that predicts N nodes from measured inputs.
 
 Both runs are ``configs/demo_shards.yaml`` (Binance USDT-M and spot BTCUSDT, two agents
 each) through ``actors.system.run_system``, the function ``sapphire run`` calls, with
-``ray.address`` set to the cluster: the core actors (coordinator, market data, sink) on the
-head node, each shard's venue and agent actors on the worker node its resources name.
+``ray.address`` set to the cluster: the core actors (coordinator, sink) on the head node,
+each shard's venue and agent actors on the worker node its resources name.
 
-- 1 shard: one venue account for both symbols; its venue and both agent actors on node A.
-- 2 shards: USDT-M's venue and agents on node A, spot's on node B. Firm-wide risk (capital,
+- 1 shard: one venue account for both symbols; its venue and both agent actors on node A,
+  the market data (one reader of the merged replay) on the head node.
+- 2 shards: USDT-M's venue, agents and market data (reading USDT-M's files) on node A,
+  spot's on node B; the coordinator merges the two readers' sources. Firm-wide risk (capital,
   the firm's daily loss, the kill switch) stays in the one coordinator, exact by
   construction; ``tests/actors/test_shards.py`` checks the sharded Ray run stores exactly
   what ``sapphire backtest`` stores.
@@ -114,7 +116,8 @@ def in_process(cfg: Any) -> dict[str, Any]:
     kernel.run()
     wall = time.perf_counter() - started
     summary = kernel.summary()
-    events = kernel.cutter.state.consumed
+    # rows, as every events/s figure here counts them (a depth message counts its levels)
+    events = kernel.cutter.state.rows
     out: dict[str, Any] = {f"{k}_s": v for k, v in timed.items()}
     return {
         **out,

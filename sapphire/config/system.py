@@ -146,10 +146,14 @@ class ShardSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     ``exchange.params``, balances included, once per shard) by the agents of those symbols.
     Every runner trades a sharded config the same way; on Ray each shard's venue and agent
     actors are actors of their own, placed by ``resources`` (e.g. a node's custom resource),
-    while firm-wide risk (capital, daily loss, kill switch) stays in the one coordinator."""
+    while firm-wide risk (capital, daily loss, kill switch) stays in the one coordinator. A
+    replay of ``data.source: venues`` whose every venue is in one shard (and not paced) is
+    read there too: a market-data actor per shard reads its venues' files, and the
+    coordinator merges them into the order one reader gives."""
 
     symbols: Annotated[tuple[str, ...], msgspec.Meta(min_length=1)]
-    # Ray custom resources each of the shard's actors asks for (its venue and agent actors)
+    # Ray custom resources each of the shard's actors asks for (its venue and agent actors,
+    # and its market data where the replay is read by shard)
     resources: dict[str, float] = msgspec.field(default_factory=dict)
 
 
@@ -182,7 +186,8 @@ class RayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     step_timeout_s: NonNegFloat = 60.0
     # Ray custom resources for the coordinator, market-data, execution and sink actors,
     # e.g. {"core": 1} to keep them on nodes that advertise it (a shard that names
-    # resources places its execution actor by those instead).
+    # resources places its execution actor, and its market data where read by shard, by those
+    # instead).
     core_resources: dict[str, float] = msgspec.field(default_factory=dict)
     agent_timeout_s: NonNegFloat = 10.0
     # Actors checkpoint at barriers this far apart in wall time (0: every step); a crash

@@ -131,7 +131,56 @@ def replay_key(clock: str) -> str:
     return "ts_event_ns" if clock == Clock.EXCHANGE else "ts_recv_ns"
 
 
-_EVENT = itemgetter(3)  # the event of a replay.Replayed
+replay_event = itemgetter(3)  # the event of a replay.Replayed
+
+
+class ReplaySource(NamedTuple):
+    """One recorded input of a replay: a file, read with these instruments (by the file's own
+    symbols) and renamed to the run's symbols where ``renames`` says (a venue's files). The
+    merge orders sources by their index in :func:`replay_sources`; a shard's market data
+    reads only its own sources."""
+
+    path: Path
+    instruments: dict[str, Instrument]
+    renames: dict[str, str] | None  # venue symbol -> run symbol; None: data.files
+
+    def run_symbols(self) -> frozenset[str] | None:
+        """The run symbols this source can hold; None when only reading it tells (a file of
+        ``data.files`` may hold any of the run's instruments)."""
+        return None if self.renames is None else frozenset(self.renames.values())
+
+
+def replay_sources(
+    files: list[Path], instruments: dict[str, Instrument], venues: tuple[VenueFeed, ...] = ()
+) -> list[ReplaySource]:
+    """A replay's sources in merge order: ``data.files``, then each venue's files."""
+    out = [ReplaySource(path, instruments, None) for path in files]
+    for feed in venues:
+        renames = {sym: inst.symbol for sym, inst in feed.instruments.items()}
+        out.extend(ReplaySource(path, feed.instruments, renames) for path in feed.files)
+    return out
+
+
+def open_source(
+    source: ReplaySource, sessions: tuple[str, ...], cache: ReplayCache | None
+) -> tuple[Source, Iterator[Tagged]]:
+    """A source's stream and its ``(session, event)`` pairs on the run's symbols: read from
+    ``cache`` where it has the file converted, written there where not."""
+
+    def read() -> Source:
+        stream = open_stream(source.path, source.instruments)
+        if sessions:
+            stream.select_sessions(sessions)
+        # each depth message's levels as one event, before the cache: a replay reads,
+        # merges and steps messages, not levels (``BookDeltas``)
+        return replay.GroupedStream(stream)
+
+    key = None if cache is None else cache.key(source.path, source.instruments, sessions or None)
+    stream = read() if cache is None or key is None else cache.stream(key, source.path, read)
+    tagged = stream.tagged()
+    if source.renames is not None:
+        tagged = replay.qualified(tagged, source.renames)
+    return stream, tagged
 
 
 class ReplayFeed:
@@ -154,31 +203,11 @@ class ReplayFeed:
     ) -> None:
         """``cache``: read each file's converted stream from there where it has one, and
         write it there where not (``sapphire.data.replay_cache``); None reads the files."""
-
-        def opened(path: Path, known: Mapping[str, Instrument]) -> Source:
-            def source() -> Source:
-                stream = open_stream(path, known)
-                if sessions:
-                    stream.select_sessions(sessions)
-                # each depth message's levels as one event, before the cache: a replay
-                # reads, merges and steps messages, not levels (``BookDeltas``)
-                return replay.GroupedStream(stream)
-
-            key = None if cache is None else cache.key(path, known, sessions or None)
-            if cache is None or key is None:
-                return source()
-            return cache.stream(key, path, source)
-
         self.cache = cache
-        self._streams = [opened(path, instruments) for path in files]
-        tagged: list[Iterator[Tagged]] = [s.tagged() for s in self._streams]
-        # venues: each file is read with its venue's own symbols, then renamed to the run's
-        for feed in venues:
-            renames = {sym: inst.symbol for sym, inst in feed.instruments.items()}
-            for path in feed.files:
-                stream = opened(path, feed.instruments)
-                self._streams.append(stream)
-                tagged.append(replay.qualified(stream.tagged(), renames))
+        sources = replay_sources(files, instruments, venues)
+        opened = [open_source(s, sessions, cache) for s in sources]
+        self._streams = [stream for stream, _ in opened]
+        tagged = [pairs for _, pairs in opened]
         self._merged = replay.merge(tagged, key=replay_key(clock))  # type: ignore[arg-type]
         self._sessions = sessions
         self._speed = speed
@@ -204,7 +233,7 @@ class ReplayFeed:
             items = self._merged
             if self._speed > 0:
                 items = replay.pace(items, self._speed, time.sleep, time.monotonic_ns)
-            self._events = map(_EVENT, items)  # Replayed.event, without a Python frame
+            self._events = map(replay_event, items)  # Replayed.event, without a Python frame
         return self._events
 
     def __next__(self) -> AnyMarketEvent:
@@ -238,6 +267,92 @@ def open_replay(
     """``cache``: ``(directory, max bytes)`` of the converted-replay cache, or None."""
     replay_cache = None if cache is None else ReplayCache(Path(cache[0]), max_bytes=cache[1])
     return ReplayFeed(files, instruments, clock, speed, venues, sessions, replay_cache)
+
+
+class ReplaySources:
+    """Some of a replay's sources, each read on its own (not merged): what a shard's market
+    data serves, by source and offset, to the coordinator, which merges every shard's sources
+    with the replay's own merge (:func:`sapphire.data.replay.merge`), so the run sees the
+    events in exactly the order of one :class:`ReplayFeed` over all of them."""
+
+    def __init__(
+        self,
+        files: list[Path],
+        instruments: dict[str, Instrument],
+        venues: tuple[VenueFeed, ...],
+        sessions: tuple[str, ...],
+        cache: tuple[str, int] | None,
+        wanted: tuple[int, ...],
+    ) -> None:
+        self._all = replay_sources(files, instruments, venues)
+        self._sessions = sessions
+        self.cache = None if cache is None else ReplayCache(Path(cache[0]), max_bytes=cache[1])
+        self.wanted = wanted
+        self._streams: dict[int, Source] = {}
+
+    def open(self, source: int) -> Iterator[Tagged]:
+        """Source ``source``'s pairs from its start (again, where asked for again: a
+        rewound or restored reader fast-forwards; its counts are the last reading's)."""
+        if source not in self.wanted:
+            raise ValueError(f"source {source} is not read here (this reader has {self.wanted})")
+        stream, tagged = open_source(self._all[source], self._sessions, self.cache)
+        self._streams[source] = stream
+        return tagged
+
+    def cache_stats(self) -> dict[str, int]:
+        return {} if self.cache is None else msgspec.structs.asdict(self.cache.stats)
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+
+    def rejected(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for stream in self._streams.values():
+            for reason, n in stream.stats.counts.items():
+                counts[str(reason)] = counts.get(str(reason), 0) + n
+        return counts
+
+    def sessions_missing(self) -> list[str]:
+        """Selected sessions none of these sources has held so far (a run's missing ones are
+        those every shard's reader names)."""
+        seen: set[str] = set()
+        for stream in self._streams.values():
+            seen |= stream.sessions_seen
+        return sorted(set(self._sessions) - seen)
+
+
+def source_shards(config: SystemConfig, split: Shards) -> list[int] | None:
+    """Each replay source's shard, where each shard's market data can read its own sources:
+    a replay of several shards (not paced: one clock paces one reader) whose every source
+    holds symbols of one shard only (a venue's files; a file of ``data.files`` may hold any
+    symbol until read). None: one market data reads the merged replay."""
+    data = config.data
+    if split.count < 2 or data.source != "venues" or data.speed > 0:
+        return None
+    out: list[int] = []
+    for source in replay_sources([], {}, tuple(venue_feeds(data))):
+        symbols = source.run_symbols()
+        owners = {split.shard_of.get(s) for s in symbols or ()}
+        if len(owners) != 1 or None in owners:
+            return None
+        out.append(owners.pop())  # type: ignore[arg-type]
+    return out
+
+
+def sources_opener(
+    data: DataConfig, instruments: dict[str, Instrument], wanted: tuple[int, ...]
+) -> Callable[[], ReplaySources]:
+    """Opens the sources ``wanted`` of a replay (a shard's market data), picklable."""
+    return partial(
+        ReplaySources,
+        data_files(data) if data.source != "venues" else [],
+        instruments,
+        tuple(venue_feeds(data)) if data.source == "venues" else (),
+        data.sessions,
+        replay_cache_spec(data),
+        wanted,
+    )
 
 
 def replay_cache_spec(data: DataConfig) -> tuple[str, int] | None:
@@ -347,6 +462,12 @@ def shards(config: SystemConfig, instruments: dict[str, Instrument]) -> Shards:
         return shards_of(config, list(instruments))
     except ShardError as exc:
         raise WiringError(str(exc)) from None
+
+
+def market_data_kind(shard: int) -> str:
+    """The Ray actor (name without the run id) of shard ``shard``'s market data (a replay
+    read shard by shard, ``source_shards``; else the one ``market-data`` reads it all)."""
+    return "market-data" if shard == 0 else f"market-data-{shard}"
 
 
 def venue_kind(shard: int) -> str:

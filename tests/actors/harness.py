@@ -69,6 +69,7 @@ class Outcome:
         self.venue = venue
         self.venues = venues or [venue]  # each shard's venue record (``venue`` is shard 0's)
         self.victim_restarted = False
+        self.readers = len(handles.readers)  # market-data actors reading the replay by shard
         store = handles.storage_root / "store"
         self.rows = {
             t: read_table(store, t, handles.run_id).drop("run_id", "date").collect().sort("seq")
@@ -139,6 +140,8 @@ def victim_handle(handles: SystemHandles, victim: str) -> Any:
         return handles.agents[victim.split(":", 1)[1]]
     if victim.startswith("venue:"):  # a shard's venue actor
         return handles.venues[int(victim.split(":", 1)[1])]
+    if victim.startswith("reader:"):  # a shard's market data (a replay read shard by shard)
+        return handles.readers[int(victim.split(":", 1)[1])]
     return {
         "coordinator": handles.coordinator,
         "market_data": handles.market_data,

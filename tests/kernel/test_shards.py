@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sapphire.config.system import ConfigError, SystemConfig, parse_config
-from sapphire.kernel.assembly import WiringError
+from sapphire.kernel.assembly import WiringError, load_instruments, shards, source_shards
 from sapphire.kernel.runner import InProcessKernel
 from sapphire.kernel.shards import Shards, merge_outputs, merge_reports, shards_of
 from sapphire.model.events import Side, Trade
@@ -154,3 +154,24 @@ def test_the_firm_kill_switch_stops_every_shard(tmp_path: Path) -> None:
         Decimal(str(a["pnl_quote"])) for a in kernel.summary()["agents"].values()
     )  # both shards' agents count toward it
     assert loss > 1
+
+
+def test_each_shard_reads_its_own_venues_files_where_the_data_allows(tmp_path: Path) -> None:
+    config = shards_config(tmp_path)
+    instruments = load_instruments(config.data)
+    split = shards(config, instruments)
+    # each venue's files hold that venue's symbols only: USDM's three files are shard 0's
+    assert source_shards(config, split) == [0, 0, 0, 1, 1, 1]
+    # one reader of the merged replay where a split is not known to be exact or cannot pace
+    paced = msgspec.structs.replace(config.data, speed=1.0)
+    assert source_shards(msgspec.structs.replace(config, data=paced), split) is None
+    unsplit = msgspec.structs.replace(config, shards=())
+    assert source_shards(unsplit, shards_of(unsplit, [USDM, SPOT])) is None
+    # a venue whose symbols span two shards: its files cannot be split without reading them
+    raw = msgspec.to_builtins(config)
+    bitstamp = str(CONFIG.parent / "instruments" / "bitstamp-BTCUSD.json")
+    venue = raw["data"]["venues"][0]
+    venue["instrument_files"] = [*venue["instrument_files"], bitstamp]
+    raw["shards"] = [{"symbols": [USDM, SPOT]}, {"symbols": ["USDM:BTCUSD"]}]
+    spanning = parse_config(raw)
+    assert source_shards(spanning, shards(spanning, load_instruments(spanning.data))) is None
