@@ -830,14 +830,30 @@ class CoordinatorActor:
         it held (this process)."""
         return {"max_buffered": self._feed.max_buffered if self._feed is not None else 0}
 
+    def _consumed_by_reader(self) -> list[int | dict[int, int] | None]:
+        """What the run consumed of the replay, as each reader counts it (``stats``): events
+        of the merged replay, or of each of a shard's sources; None where unknown (live, or
+        a restored coordinator before its feed reopened: everything read so far)."""
+        if not self._replay or self._feed is None:
+            return [None] * len(self.readers)
+        if isinstance(self._feed, ChunkFeed):
+            return [self._cut.consumed]
+        taken = self._feed.log.taken(self._cut.consumed)
+        assert self._source_shard is not None
+        return [
+            {i: n for i, n in enumerate(taken) if self._source_shard[i] == k}
+            for k in range(len(self.readers))
+        ]
+
     async def summary(self) -> dict[str, Any]:
         out = self.stage.summary()
         out["counters"].update(self.faults)
         out["invalid_outputs"] = await self._invalid_outputs()
         try:  # the data's own rejects (malformed, NaN, out-of-order rows), counted by reason
+            asks = zip(self.readers, self._consumed_by_reader(), strict=True)
             feed = merge_feed_stats(
                 await asyncio.wait_for(
-                    asyncio.gather(*(_await(r.stats.remote()) for r in self.readers)), 10
+                    asyncio.gather(*(_await(r.stats.remote(a)) for r, a in asks)), 10
                 )
             )
             out["input_rejected"] = dict(feed["rejected"])
@@ -1011,7 +1027,8 @@ class SourcesFeed:
         self._next: list[Any] = [None] * n
         self._skip = skip
         merged = replay.merge([self._drain(i) for i in range(n)], key=key)  # type: ignore[arg-type]
-        self._events = map(wiring.replay_event, merged)
+        self.log = wiring.MergeLog(n)  # each event's source: what the run took of each
+        self._events = map(wiring.replay_event, self.log.track(merged))
         self.max_buffered = 0
 
     def _drain(self, source: int) -> Iterator[tuple[str, Any]]:

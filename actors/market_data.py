@@ -132,17 +132,24 @@ class MarketDataActor:
             len(events),
         )
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, consumed: int | dict[int, int] | None = None) -> dict[str, Any]:
+        """``consumed``: what the run consumed of a replay (events of the merged replay; a
+        shard's reader: events of each of its sources), for the rejections and sessions it
+        reports, as of there whatever was read ahead; None: everything read so far."""
+        feed = self._feed
+        if hasattr(feed, "report"):  # a replay (ReplayFeed, or a shard's ReplaySources)
+            rejected, missing = feed.report(consumed)
+        else:  # a live feed (never opened: nothing read yet)
+            rejected = feed.rejected() if hasattr(feed, "rejected") else {}
+            missing = []
         return {
             "consumed": self._state.consumed,
             "clamped": self._state.clamped,
             "last_step": self._stepper.last_step,
             "checkpoint_s": self._stepper.checkpoint_s,
             "restored": self._stepper.restored,
-            "rejected": self._feed.rejected() if hasattr(self._feed, "rejected") else {},
-            "sessions_missing": (
-                self._feed.sessions_missing() if hasattr(self._feed, "sessions_missing") else []
-            ),
+            "rejected": rejected,
+            "sessions_missing": missing,
             "replay_cache": (
                 self._feed.cache_stats() if hasattr(self._feed, "cache_stats") else {}
             ),

@@ -48,7 +48,7 @@ import lz4.block
 import msgspec
 
 from sapphire.data.convert import Tagged
-from sapphire.data.validation import RejectStats, RowReject
+from sapphire.data.validation import STATE_CHANGES, RejectStats, RowReject
 from sapphire.model import Instrument
 from sapphire.model.events import AnyMarketEvent, BookDeltas
 
@@ -544,6 +544,7 @@ class CachedStream:
         self._stats.counts = {RowReject(r): n for r, n in mark.counts.items()}
         self._seen.clear()
         self._seen.update(mark.seen)
+        STATE_CHANGES[0] += 1
 
     def _from_source(self, skip: int) -> Iterator[Tagged]:
         """The file itself from its start, recorded; its first ``skip`` pairs were given

@@ -17,7 +17,7 @@ import pyarrow.csv as pacsv
 
 from sapphire.data.convert import EventBuilder, Tagged
 from sapphire.data.schemas import FrameKind
-from sapphire.data.validation import DataFileError, RejectStats, RowReject
+from sapphire.data.validation import STATE_CHANGES, DataFileError, RejectStats, RowReject
 from sapphire.model import Instrument
 from sapphire.model.events import AnyMarketEvent
 
@@ -79,6 +79,7 @@ class EventStream:
             self.stats.skip_sessions(frame.height - kept.height)
         if kept.height:
             self.sessions_seen.update(kept.get_column("session").unique().to_list())
+            STATE_CHANGES[0] += 1
         return kept
 
     def tagged(self) -> Iterator[Tagged]:

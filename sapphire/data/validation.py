@@ -43,6 +43,12 @@ class RowReject(enum.StrEnum):
 MAX_EXAMPLES = 5
 
 
+# Bumped whenever any stream's reported state changes (a rejection counted, a selected
+# session met, a cached stream's state applied): a replay that tracks where each source's
+# state changed compares this one int per event instead of the state itself.
+STATE_CHANGES: list[int] = [0]
+
+
 @dataclass(slots=True)
 class RejectStats:
     """Counts per reason plus the first few examples ``(line, reason, detail)``.
@@ -71,6 +77,7 @@ class RejectStats:
     def reject(self, reason: RowReject, line: int, detail: str = "", rows: int = 1) -> None:
         self.rows_in += rows
         self.counts[reason] = self.counts.get(reason, 0) + rows
+        STATE_CHANGES[0] += 1
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append((line, reason, detail[:200]))
 

@@ -5,11 +5,13 @@ drift apart. Builders are small picklable callables, so Ray can re-run them on a
 
 from __future__ import annotations
 
+import array
+import bisect
 import importlib
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from functools import partial
 from operator import itemgetter
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import msgspec
+import numpy as np
 
 from sapphire.agents.base import Agent, AgentConfigError
 from sapphire.agents.registry import build_agent
@@ -27,7 +30,7 @@ from sapphire.data.convert import Tagged
 from sapphire.data.instruments import load_instrument_file
 from sapphire.data.registry import detect, open_stream
 from sapphire.data.replay_cache import ReplayCache, Source, default_dir
-from sapphire.data.validation import DataFileError
+from sapphire.data.validation import STATE_CHANGES, DataFileError
 from sapphire.exchange.config import LatencyConfig, PaperExchangeConfig
 from sapphire.exchange.gateway import ExecutionGateway
 from sapphire.exchange.paper import PaperExchange
@@ -183,6 +186,84 @@ def open_source(
     return stream, tagged
 
 
+class SourceReport:
+    """Where a source's reported state (rejected rows by reason, selected sessions met)
+    changed, by pair. A replay reads ahead of what a run consumes (a loader checks a frame
+    of rows at once, a Ray reader serves chunks), so the state a run reports is the one as
+    of the last pair it consumed from each source: the same in every runner, whatever each
+    read ahead."""
+
+    def __init__(self, stream: Source) -> None:
+        self.stream = stream
+        # (pair index, counts, sessions met): the state as the pair at that index was given
+        self._at: list[int] = [-1]
+        self._states: list[tuple[dict[str, int], frozenset[str]]] = [({}, frozenset())]
+        self._total: int | None = None  # the pairs the source had, once it ended
+
+    def track(self, pairs: Iterator[Tagged]) -> Iterator[Tagged]:
+        changes = STATE_CHANGES
+        seen = -1
+        i = 0
+        for pair in pairs:
+            if changes[0] != seen:  # some stream's state moved: this one's, perhaps
+                seen = changes[0]
+                self._note(i)
+            i += 1
+            yield pair
+        self._note(i)  # rows rejected after the last pair count once the source is over
+        self._total = i
+
+    def _note(self, i: int) -> None:
+        state = (
+            {str(r): n for r, n in self.stream.stats.counts.items()},
+            frozenset(self.stream.sessions_seen),
+        )
+        if state != self._states[-1]:
+            self._at.append(i)
+            self._states.append(state)
+
+    def state(self, taken: int | None) -> tuple[dict[str, int], frozenset[str]]:
+        """The state once ``taken`` pairs were consumed (None: everything read so far)."""
+        if taken is None or (self._total is not None and taken >= self._total):
+            return self._states[-1]
+        return self._states[bisect.bisect_right(self._at, taken - 1) - 1]
+
+
+def merged_report(
+    states: Iterable[tuple[dict[str, int], frozenset[str]]], selected: Iterable[str]
+) -> tuple[dict[str, int], list[str]]:
+    """Rejected rows by reason over several sources' states, and the selected sessions none
+    of them met."""
+    counts: dict[str, int] = {}
+    seen: set[str] = set()
+    for state, met in states:
+        for reason, n in state.items():
+            counts[reason] = counts.get(reason, 0) + n
+        seen |= met
+    return counts, sorted(set(selected) - seen)
+
+
+class MergeLog:
+    """The source of each merged event, in order (2 bytes an event): how many events of each
+    source the first ``n`` merged ones hold, whatever was read ahead of them."""
+
+    def __init__(self, sources: int) -> None:
+        self.sources = sources
+        self._ids = array.array("H")
+
+    def track(self, merged: Iterator[replay.Replayed]) -> Iterator[replay.Replayed]:
+        append = self._ids.append
+        for item in merged:
+            append(item[2])  # Replayed.source
+            yield item
+
+    def taken(self, n: int) -> list[int]:
+        """Events of each source among the first ``n`` merged."""
+        ids = np.frombuffer(self._ids, dtype=np.uint16)[:n] if self._ids else np.zeros(0, int)
+        counts: list[int] = np.bincount(ids, minlength=self.sources).tolist()
+        return counts
+
+
 class ReplayFeed:
     """The merged replay of several recorded files, ordered on the run's clock, with their
     rejection counts.
@@ -206,9 +287,11 @@ class ReplayFeed:
         self.cache = cache
         sources = replay_sources(files, instruments, venues)
         opened = [open_source(s, sessions, cache) for s in sources]
-        self._streams = [stream for stream, _ in opened]
-        tagged = [pairs for _, pairs in opened]
-        self._merged = replay.merge(tagged, key=replay_key(clock))  # type: ignore[arg-type]
+        self._reports = [SourceReport(stream) for stream, _ in opened]
+        tagged = [r.track(pairs) for r, (_, pairs) in zip(self._reports, opened, strict=True)]
+        self.log = MergeLog(len(sources))
+        merged = replay.merge(tagged, key=replay_key(clock))  # type: ignore[arg-type]
+        self._merged = self.log.track(merged)
         self._sessions = sessions
         self._speed = speed
         self._events: Iterator[AnyMarketEvent] | None = None
@@ -239,20 +322,13 @@ class ReplayFeed:
     def __next__(self) -> AnyMarketEvent:
         return next(iter(self))
 
-    def rejected(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for stream in self._streams:
-            for reason, n in stream.stats.counts.items():
-                counts[str(reason)] = counts.get(str(reason), 0) + n
-        return counts
-
-    def sessions_missing(self) -> list[str]:
-        """Selected sessions (``data.sessions``) no file has held so far: once the replay
-        is over, a label that matched nothing (the summary shows it)."""
-        seen: set[str] = set()
-        for stream in self._streams:
-            seen |= stream.sessions_seen
-        return sorted(set(self._sessions) - seen)
+    def report(self, consumed: int | None) -> tuple[dict[str, int], list[str]]:
+        """Rejected rows by reason in what the run consumed (its first ``consumed`` events;
+        None: everything read so far), and the selected sessions (``data.sessions``) none of
+        it held: once the replay is over, a label that matched nothing."""
+        taken = None if consumed is None else self.log.taken(consumed)
+        states = (r.state(None if taken is None else taken[i]) for i, r in enumerate(self._reports))
+        return merged_report(states, self._sessions)
 
 
 def open_replay(
@@ -288,7 +364,7 @@ class ReplaySources:
         self._sessions = sessions
         self.cache = None if cache is None else ReplayCache(Path(cache[0]), max_bytes=cache[1])
         self.wanted = wanted
-        self._streams: dict[int, Source] = {}
+        self._reports: dict[int, SourceReport] = {}
 
     def open(self, source: int) -> Iterator[Tagged]:
         """Source ``source``'s pairs from its start (again, where asked for again: a
@@ -296,8 +372,8 @@ class ReplaySources:
         if source not in self.wanted:
             raise ValueError(f"source {source} is not read here (this reader has {self.wanted})")
         stream, tagged = open_source(self._all[source], self._sessions, self.cache)
-        self._streams[source] = stream
-        return tagged
+        report = self._reports[source] = SourceReport(stream)
+        return report.track(tagged)
 
     def cache_stats(self) -> dict[str, int]:
         return {} if self.cache is None else msgspec.structs.asdict(self.cache.stats)
@@ -306,20 +382,14 @@ class ReplaySources:
         if self.cache is not None:
             self.cache.close()
 
-    def rejected(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for stream in self._streams.values():
-            for reason, n in stream.stats.counts.items():
-                counts[str(reason)] = counts.get(str(reason), 0) + n
-        return counts
-
-    def sessions_missing(self) -> list[str]:
-        """Selected sessions none of these sources has held so far (a run's missing ones are
-        those every shard's reader names)."""
-        seen: set[str] = set()
-        for stream in self._streams.values():
-            seen |= stream.sessions_seen
-        return sorted(set(self._sessions) - seen)
+    def report(self, taken: Mapping[int, int] | None) -> tuple[dict[str, int], list[str]]:
+        """Rejected rows by reason in the pairs the run consumed of each of these sources
+        (``taken``: per source; None: everything read so far), and the selected sessions
+        none of it held (a run's missing ones are those every shard's reader names)."""
+        states = (
+            r.state(None if taken is None else taken.get(i, 0)) for i, r in self._reports.items()
+        )
+        return merged_report(states, self._sessions)
 
 
 def source_shards(config: SystemConfig, split: Shards) -> list[int] | None:

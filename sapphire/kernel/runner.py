@@ -223,10 +223,13 @@ class InProcessKernel:
             "orders_sent": sum(v.stats.orders_sent for v in self.venues),
             "errors": sum(v.stats.errors for v in self.venues),
         }
-        out["input_rejected"] = self.feed.rejected() if self.feed is not None else {}
-        out["sessions_missing"] = (
-            self.feed.sessions_missing() if hasattr(self.feed, "sessions_missing") else []
+        # what the run consumed of the replay, whatever its loaders read ahead (every runner
+        # reports the same counts: ``SourceReport``)
+        rejected, missing = (
+            self.feed.report(self.cutter.state.consumed) if self.feed is not None else ({}, [])
         )
+        out["input_rejected"] = rejected
+        out["sessions_missing"] = missing
         out["replay_cache"] = self.feed.cache_stats() if self.feed is not None else {}
         out["quarantined"] = {}
         return out
