@@ -69,6 +69,7 @@ class CoordinatorActor:
         actor_names: dict[str, str],
         agent_names: dict[str, str],
         checkpoint_location: str,
+        source_shard: list[int] | None = None,
     ) -> None:
         # Peers are looked up by name (not passed as handles), so a restarted coordinator
         # finds them again without depending on constructor arguments kept by the driver.
@@ -83,9 +84,10 @@ class CoordinatorActor:
         # one venue actor per shard (``SystemConfig.shards``); ``execution`` is shard 0's,
         # the only one without shards (and the only one a live venue may have)
         self.shards = wiring.shards(config, instruments)
-        # a replay read shard by shard: each recorded source's shard, and each shard's
-        # market-data actor (``market_data`` is shard 0's); None: one reads the merged replay
-        self._source_shard = wiring.source_shards(config, self.shards)
+        # a replay read shard by shard: each recorded source's shard (``source_shards``, by
+        # the driver), and each shard's market-data actor (``market_data`` is shard 0's);
+        # None: one reads the merged replay
+        self._source_shard = source_shard
         self.readers: list[Any] = [self.market_data]
         if self._source_shard is not None:
             self.readers = [
@@ -827,8 +829,12 @@ class CoordinatorActor:
 
     async def feed_stats(self) -> dict[str, int]:
         """A replay's buffer ahead of the window cutter (tests, inspection): the most events
-        it held (this process)."""
-        return {"max_buffered": self._feed.max_buffered if self._feed is not None else 0}
+        it held, and the chunks waited for inside a window (this process)."""
+        feed = self._feed
+        return {
+            "max_buffered": feed.max_buffered if feed is not None else 0,
+            "refills": feed.refills if feed is not None else 0,
+        }
 
     def _consumed_by_reader(self) -> list[int | dict[int, int] | None]:
         """What the run consumed of the replay, as each reader counts it (``stats``): events
@@ -954,6 +960,7 @@ class ChunkFeed:
         self._clock = clock
         self._newest = -(1 << 62)  # the latest time buffered on the run's clock
         self.max_buffered = 0  # the most events held ahead of the cutter (inspection)
+        self.refills = 0  # chunks waited for inside a window (``__next__``)
 
     async def ensure(self, n: int) -> None:
         while len(self._buffer) < n and not self._ended:
@@ -969,11 +976,16 @@ class ChunkFeed:
         """The first buffered event's time on the run's clock (None: nothing buffered)."""
         return self._clock.time_of(self._buffer[0]) if self._buffer else None
 
-    async def _fetch(self) -> None:
+    def _request(self) -> Any:
         if self._next is None:
             self._next = self._actor.get_events.remote(self._offset, self._chunk)
-        data, count = await self._next
-        self._next = None
+        ref, self._next = self._next, None
+        return ref
+
+    async def _fetch(self) -> None:
+        self._receive(*await self._request())
+
+    def _receive(self, data: bytes, count: int) -> None:
         self._offset += count
         events = decode_events(data)
         self._buffer.extend(events)
@@ -989,14 +1001,15 @@ class ChunkFeed:
         return self
 
     def __next__(self) -> Any:
-        if not self._buffer:
-            raise StopIteration
+        while not self._buffer:
+            if self._ended:
+                raise StopIteration
+            # A window ran past what ``ensure`` buffered: past its event cap, the cutter
+            # keeps the events that share the last one's time (never cuts inside a
+            # timestamp). The next chunk now, waited for here: never the data's end.
+            self.refills += 1
+            self._receive(*ray.get(self._request()))
         return self._buffer.popleft()
-
-
-class FeedRanDry(RuntimeError):
-    """A source's buffer emptied before its end inside the merge (a bug: never hidden as the
-    data's end)."""
 
 
 class SourcesFeed:
@@ -1006,8 +1019,9 @@ class SourcesFeed:
     events come in exactly the order of one reader of every source.
 
     ``ensure(n)`` (awaited before each window) keeps every source that is not over at least
-    ``n`` events ahead: the merge may take a whole window from one source, and a source that
-    ran dry before its end must never be taken for over (that raises instead). A restored
+    ``n`` events ahead: the merge may take a whole window from one source. A window can run
+    past that (events sharing the time of the one at its cap): a source that runs dry before
+    its end is then refilled at once, waited for, and never taken for over. A restored
     coordinator merges again from the start and drops what it had consumed (``skip``): the
     merge's order depends on what came before, so it cannot start in the middle.
     """
@@ -1030,6 +1044,7 @@ class SourcesFeed:
         self.log = wiring.MergeLog(n)  # each event's source: what the run took of each
         self._events = map(wiring.replay_event, self.log.track(merged))
         self.max_buffered = 0
+        self.refills = 0  # chunks waited for inside a window (``_drain``)
 
     def _drain(self, source: int) -> Iterator[tuple[str, Any]]:
         buffer = self._buffers[source]
@@ -1038,7 +1053,9 @@ class SourcesFeed:
                 yield buffer.popleft()
             if self._ended[source]:
                 return
-            raise FeedRanDry(f"replay source {source} ran dry before its end")
+            # past what ``ensure`` buffered, inside a window: the next chunk now (waited for)
+            self.refills += 1
+            self._receive(source, *ray.get(self._take_request(source)))
 
     async def ensure(self, n: int) -> None:
         while self._skip:  # restored: the consumed events again, dropped
@@ -1060,11 +1077,15 @@ class SourcesFeed:
         reader = self._readers[self._shard[source]]
         return reader.get_source_events.remote(source, self._offsets[source], self._chunk)
 
-    async def _fetch(self, source: int) -> None:
-        if self._next[source] is None:
-            self._next[source] = self._request(source)
-        data, runs, count = await self._next[source]
+    def _take_request(self, source: int) -> Any:
+        ref = self._next[source]
         self._next[source] = None
+        return ref if ref is not None else self._request(source)
+
+    async def _fetch(self, source: int) -> None:
+        self._receive(source, *await self._take_request(source))
+
+    def _receive(self, source: int, data: bytes, runs: list[tuple[str, int]], count: int) -> None:
         self._offsets[source] += count
         events = iter(decode_events(data))
         buffer = self._buffers[source]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import itertools
 import pickle
 import time
@@ -46,8 +45,6 @@ class MarketDataActor:
         self._feed: Any = None
         self._raw: Iterator[AnyMarketEvent] | None = None  # a replay served by offset
         self._raw_at = 0
-        # a shard's replay: each source's pairs being read, and how many were served
-        self._sources: dict[int, tuple[Iterator[tuple[str, AnyMarketEvent]], int]] = {}
         self._stepper: Stepper[Batch] = Stepper(
             make_store(checkpoint_location), name, self._snapshot, self._restore
         )
@@ -77,17 +74,11 @@ class MarketDataActor:
         self, source: int, offset: int, count: int
     ) -> tuple[bytes, list[tuple[str, int]], int]:
         """A shard's replay: source ``source``'s events ``offset`` .. ``offset + count - 1``
-        as recorded, with their sessions as runs of ``(session, events)``. Any offset can be
-        asked for again (a restored coordinator, a restarted reader): the source is reopened
-        and fast-forwarded, deterministically."""
+        as recorded, with their sessions as runs of ``(session, events)``
+        (``ReplaySources.read``: any offset can be asked for again)."""
         if self._feed is None:
             self._feed = self._open_stream()
-        pairs_of, at = self._sources.get(source, (None, -1))
-        if pairs_of is None or at != offset:
-            pairs_of = self._feed.open(source)
-            collections.deque(itertools.islice(pairs_of, offset), maxlen=0)
-        pairs = list(itertools.islice(pairs_of, count))
-        self._sources[source] = (pairs_of, offset + len(pairs))
+        pairs = self._feed.read(source, offset, count)
         sessions = itertools.groupby(p[0] for p in pairs)
         runs = [(session, sum(1 for _ in group)) for session, group in sessions]
         return encode_events([p[1] for p in pairs]), runs, len(pairs)
@@ -136,9 +127,13 @@ class MarketDataActor:
         """``consumed``: what the run consumed of a replay (events of the merged replay; a
         shard's reader: events of each of its sources), for the rejections and sessions it
         reports, as of there whatever was read ahead; None: everything read so far."""
+        if self._feed is None and consumed is not None:  # a replay this process never read
+            self._feed = self._open_stream()
         feed = self._feed
         if hasattr(feed, "report"):  # a replay (ReplayFeed, or a shard's ReplaySources)
             rejected, missing = feed.report(consumed)
+            if hasattr(feed, "log"):  # the merged replay may have read on: where it is now
+                self._raw_at = len(feed.log)
         else:  # a live feed (never opened: nothing read yet)
             rejected = feed.rejected() if hasattr(feed, "rejected") else {}
             missing = []

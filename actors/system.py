@@ -180,6 +180,8 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
     wiring.check_agents(config, instruments)
     shards = wiring.shards(config, instruments)
     source_shard = wiring.source_shards(config, shards)
+    readers_n = 1 if source_shard is None else shards.count
+    check_cpus_fit(config, venues=shards.count, readers=readers_n)
     readers: list[Any] = []
     if source_shard is None:  # one market data reads the merged replay (or the live feed)
         readers.append(
@@ -191,6 +193,7 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
             )
         )
     else:  # a market data per shard, where the shard's resources say, reading its sources
+        wiring.replay_opener(config.data, instruments)  # each file checked here, named
         for k in range(shards.count):
             options = core(wiring.market_data_kind(k))
             options["resources"] = shard_resources(config, k) or options["resources"]
@@ -205,7 +208,6 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
                 )
             )
     market_data = readers[0]
-    check_cpus_fit(config, venues=shards.count, readers=len(readers))
     execution: Any
     venues: list[Any] = []
     if config.exchange.kind == "ccxt" and not config.exchange.factory:
@@ -280,7 +282,14 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
     ]
     names = {kind: named(kind)["name"] for kind in kinds}
     coordinator = _COORDINATOR.options(**core("coordinator")).remote(
-        config, run_id, instruments, names, agent_names, checkpoint_location_
+        # which shard reads each source: worked out here, where the data's files are
+        config,
+        run_id,
+        instruments,
+        names,
+        agent_names,
+        checkpoint_location_,
+        source_shard,
     )
     return SystemHandles(
         run_id,

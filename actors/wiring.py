@@ -49,6 +49,7 @@ __all__ = [
     "live_gateway_builder",
     "load_instruments",
     "market_data_kind",
+    "replay_opener",
     "shards",
     "source_shards",
     "sources_opener",

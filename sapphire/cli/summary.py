@@ -203,7 +203,9 @@ def print_summary(
         totals.add_row(f"input rejected: {reason}", f"{n:,}")
     if summary.get("sessions_missing"):
         missing = ", ".join(summary["sessions_missing"])
-        totals.add_row("[red]data.sessions in no file[/red]", missing)
+        totals.add_row(
+            "[red]data.sessions not replayed (in no file, or past the end)[/red]", missing
+        )
     replay_cache = summary.get("replay_cache", {})
     if replay_cache:
         read = sum(replay_cache.get(k, 0) for k in ("hits", "prefixes", "misses"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import collections
 import importlib
 import itertools
 import os
@@ -257,6 +258,9 @@ class MergeLog:
             append(item[2])  # Replayed.source
             yield item
 
+    def __len__(self) -> int:
+        return len(self._ids)
+
     def taken(self, n: int) -> list[int]:
         """Events of each source among the first ``n`` merged."""
         ids = np.frombuffer(self._ids, dtype=np.uint16)[:n] if self._ids else np.zeros(0, int)
@@ -326,6 +330,11 @@ class ReplayFeed:
         """Rejected rows by reason in what the run consumed (its first ``consumed`` events;
         None: everything read so far), and the selected sessions (``data.sessions``) none of
         it held: once the replay is over, a label that matched nothing."""
+        if consumed is not None and len(self.log) <= consumed:
+            # one event past what was consumed: the merge then went on from each source that
+            # gave its last pair, so the sources the run took whole are known to be over
+            # (their rows rejected after the last pair count), as for a reader that read ahead
+            collections.deque(itertools.islice(self._merged, consumed + 1 - len(self.log)), 0)
         taken = None if consumed is None else self.log.taken(consumed)
         states = (r.state(None if taken is None else taken[i]) for i, r in enumerate(self._reports))
         return merged_report(states, self._sessions)
@@ -365,10 +374,22 @@ class ReplaySources:
         self.cache = None if cache is None else ReplayCache(Path(cache[0]), max_bytes=cache[1])
         self.wanted = wanted
         self._reports: dict[int, SourceReport] = {}
+        # each source being read: its pairs and how many were given out so far
+        self._reading: dict[int, tuple[Iterator[Tagged], int]] = {}
 
-    def open(self, source: int) -> Iterator[Tagged]:
-        """Source ``source``'s pairs from its start (again, where asked for again: a
-        rewound or restored reader fast-forwards; its counts are the last reading's)."""
+    def read(self, source: int, offset: int, count: int) -> list[Tagged]:
+        """Source ``source``'s pairs ``offset`` .. ``offset + count - 1``. Any offset can be
+        asked for again (a restored coordinator, a restarted reader): the source is reopened
+        and fast-forwarded, deterministically."""
+        pairs, at = self._reading.get(source, (None, -1))
+        if pairs is None or at != offset:
+            pairs = self._open(source)
+            collections.deque(itertools.islice(pairs, offset), maxlen=0)
+        got = list(itertools.islice(pairs, count))
+        self._reading[source] = (pairs, offset + len(got))
+        return got
+
+    def _open(self, source: int) -> Iterator[Tagged]:
         if source not in self.wanted:
             raise ValueError(f"source {source} is not read here (this reader has {self.wanted})")
         stream, tagged = open_source(self._all[source], self._sessions, self.cache)
@@ -385,10 +406,24 @@ class ReplaySources:
     def report(self, taken: Mapping[int, int] | None) -> tuple[dict[str, int], list[str]]:
         """Rejected rows by reason in the pairs the run consumed of each of these sources
         (``taken``: per source; None: everything read so far), and the selected sessions
-        none of it held (a run's missing ones are those every shard's reader names)."""
-        states = (
-            r.state(None if taken is None else taken.get(i, 0)) for i, r in self._reports.items()
-        )
+        none of it held (a run's missing ones are those every shard's reader names).
+
+        Each source is read at least one pair past what was taken (reopened where this
+        reader restarted and no longer holds it): a source whose every pair was taken is then
+        known to be over, and the rows rejected after its last pair count, as they do where
+        one reader merges it (``ReplayFeed.report``)."""
+        if taken is None:
+            states = [r.state(None) for r in self._reports.values()]
+        else:
+            states = []
+            for source in self.wanted:
+                n = taken.get(source, 0)
+                pairs, at = self._reading.get(source, (None, -1))
+                if at == n:  # exactly what was taken was given out: one pair more
+                    self.read(source, n, 1)
+                elif pairs is None or at < n:  # this reader restarted: read it again
+                    self.read(source, 0, n + 1)
+                states.append(self._reports[source].state(n))
         return merged_report(states, self._sessions)
 
 

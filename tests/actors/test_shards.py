@@ -17,7 +17,7 @@ import pytest
 import ray
 import yaml
 
-from actors.coordinator import FeedRanDry, SourcesFeed
+from actors.coordinator import ChunkFeed, SourcesFeed, merge_feed_stats
 from actors.market_data import MarketDataActor
 from sapphire.config.system import SystemConfig, parse_config
 from sapphire.kernel.assembly import (
@@ -30,6 +30,7 @@ from sapphire.kernel.assembly import (
     sources_opener,
 )
 from sapphire.kernel.runner import InProcessKernel
+from sapphire.kernel.windows import WindowCutter
 from sapphire.storage.query import read_table
 from tests.actors.harness import TABLES, Outcome, assert_same_outcome, run
 from tests.kernel.test_shards import SPOT, USDM, shards_config
@@ -82,6 +83,7 @@ def test_a_sharded_run_on_ray_trades_and_stores_as_one_process(
     assert baseline.summary["fills"] == kernel.summary()["fills"]
     # the data's rejections and missing sessions are those of what the run consumed, not of
     # how far each reader had read ahead (one reader in one process, two chunked on Ray)
+    assert sum(baseline.summary["input_rejected"].values()) > 0
     assert baseline.summary["input_rejected"] == kernel.summary()["input_rejected"]
     assert baseline.summary["sessions_missing"] == kernel.summary()["sessions_missing"] == []
     store = root / "store"
@@ -136,6 +138,8 @@ def all_sessions_config(root: Path) -> SystemConfig:
     ]
     raw["data"].pop("start_ns")
     raw["data"].pop("end_ns")
+    # every recorded session, and one no file holds
+    raw["data"]["sessions"] = ["2023-04-04", "2023-04-05", "2024-07-18", "2024-08-08", "1999-01-01"]
     return parse_config(raw)
 
 
@@ -183,11 +187,56 @@ def test_shard_readers_merge_into_exactly_the_one_readers_order(
     first = read_all_until(feed, 500, 40_000)
     ray.kill(readers[1], no_restart=False)
     assert first + read_all(feed, 500) == want
-    # taking more than ``ensure`` asked for is an error, never the data's end
+    # a window may take more than ``ensure`` buffered (events sharing the time at its cap):
+    # the feed refills there and then, never taking a source for over
     dry = SourcesFeed(readers, owners, key, 100, skip=0)
     asyncio.run(dry.ensure(10))
-    with pytest.raises(FeedRanDry):
-        list(itertools.islice(dry, 50_000))
+    assert list(itertools.islice(dry, 50_000)) == want[:50_000]
+    assert dry.refills > 0
+    # what the data reports (rejected rows, sessions not met) is that of what was consumed,
+    # as one reader reports it, also from readers restarted after their sources were over
+    ray.kill(readers[0], no_restart=False)
+    ray.kill(readers[1], no_restart=False)
+    for consumed in (100_000, len(want)):
+        one = replay_opener(config.data, instruments)()
+        assert len(list(itertools.islice(one, consumed))) == consumed
+        expected = one.report(consumed)
+        taken = feed.log.taken(consumed)
+        asks = [{i: n for i, n in enumerate(taken) if owners[i] == k} for k in range(2)]
+        stats = ray.get([r.stats.remote(a) for r, a in zip(readers, asks, strict=True)])
+        got = merge_feed_stats(stats)
+        assert (got["rejected"], got["sessions_missing"]) == expected
+    assert sum(expected[0].values()) > 0 and expected[1] == ["1999-01-01"]
+
+
+def test_a_window_past_its_buffer_refills_the_feed_and_reads_on(
+    ray_local: None, tmp_path: Path
+) -> None:
+    """One reader of the merged replay (``ChunkFeed``): windows capped at 50 events keep the
+    events that share the time at the cap, often more than ``ensure`` buffered; the feed
+    waits for its next chunk there instead of ending the data (it used to stop the run)."""
+    config = all_sessions_config(tmp_path)
+    instruments = load_instruments(config.data)
+    reader = MarketDataActor.remote(  # type: ignore[attr-defined]
+        replay_opener(config.data, instruments), 50, str(tmp_path / "ckpt"), None
+    )
+    feed = ChunkFeed(reader, 0, 64)
+
+    def cut(events: Iterator[Any], before: Any = None) -> list[tuple[int, list[Any]]]:
+        cutter = WindowCutter(events, window_ns=10**12, max_window_events=50)
+        out = []
+        for step in range(400):
+            if before is not None:
+                asyncio.run(before(52))
+            got = cutter.next_window(step, None)
+            assert got is not None
+            out.append((got[1].end_ns, got[0]))
+        return out
+
+    windows = cut(feed, feed.ensure)
+    assert windows == cut(iter(replay_opener(config.data, instruments)()))
+    assert feed.refills > 0
+    assert max(len(events) for _, events in windows) > 52
 
 
 def read_all_until(feed: SourcesFeed, window: int, most: int) -> list[Any]:
