@@ -208,7 +208,12 @@ class CoordinatorActor:
         )
         self.reconciliation, self.venue_alerts, self._alert_keys, self.failure = venue
         self._cut = cut
-        self._feed = None  # reopened at the restored position by the next step
+        # A rewind to the last barrier (a peer failed): the feed gives again the events it
+        # gave since then, from memory. Else (a new process, or too far back) it is reopened
+        # at the restored position by the next step.
+        if self._feed is None or not self._feed.rewind_to(cut.consumed):
+            self._feed = None
+        self._cutter = None
         self.stage.restore(stage)
         self.core = self.stage.core
         self.rows = self.stage.rows
@@ -293,6 +298,8 @@ class CoordinatorActor:
             # Its rows join the unacked ones first: a checkpoint holds those, not new ones.
             self.rows.take_new()
             self._stepper.commit()
+        if (barrier or progress.done) and self._feed is not None:
+            self._feed.forget_before(self._cut.consumed)  # a rewind goes back no further
         return progress
 
     def _barrier_due(self, step: int) -> bool:
@@ -373,6 +380,7 @@ class CoordinatorActor:
                 self._feed = ChunkFeed(
                     self.market_data, self._cut.consumed, chunk, Clock(data.clock)
                 )
+        if self._cutter is None:  # a new feed, or the feed rewound to a barrier
             self._cutter = WindowCutter(
                 self._feed,
                 window_ns=self.window_ns,
@@ -829,11 +837,13 @@ class CoordinatorActor:
 
     async def feed_stats(self) -> dict[str, int]:
         """A replay's buffer ahead of the window cutter (tests, inspection): the most events
-        it held, and the chunks waited for inside a window (this process)."""
+        it held, the chunks waited for inside a window, and the rewinds it served from
+        memory (this process's feed)."""
         feed = self._feed
         return {
             "max_buffered": feed.max_buffered if feed is not None else 0,
             "refills": feed.refills if feed is not None else 0,
+            "rewinds": feed.rewinds if feed is not None else 0,
         }
 
     def _consumed_by_reader(self) -> list[int | dict[int, int] | None]:
@@ -939,7 +949,55 @@ class CoordinatorActor:
         )
 
 
-class ChunkFeed:
+class RewindableFeed:
+    """What a replay feed keeps to be rewound in memory: the events it gave since the last
+    barrier (``forget_before``). A coordinator rewound to that barrier (a peer failed) gets
+    them again from here, instead of reopening the feed and reading the replay again up to
+    there (all of it, for a merge of shard readers). Subclasses give new events in
+    ``_next_new``."""
+
+    MAX_KEPT = 1 << 20  # events kept at most; a rewind further back reopens the feed
+
+    def __init__(self, given: int) -> None:
+        self._kept: collections.deque[Any] = collections.deque()
+        self._kept_from = given  # the index (events given) of ``_kept[0]``
+        self._again: collections.deque[Any] = collections.deque()
+        self.rewinds = 0  # rewinds served from memory
+
+    def _next_new(self) -> Any:
+        raise NotImplementedError
+
+    def __iter__(self) -> RewindableFeed:
+        return self
+
+    def __next__(self) -> Any:
+        event = self._again.popleft() if self._again else self._next_new()
+        kept = self._kept
+        kept.append(event)
+        if len(kept) > self.MAX_KEPT:
+            kept.popleft()
+            self._kept_from += 1
+        return event
+
+    def forget_before(self, index: int) -> None:
+        """A barrier holds the first ``index`` events: no rewind goes back before them."""
+        kept = self._kept
+        while kept and self._kept_from < index:
+            kept.popleft()
+            self._kept_from += 1
+
+    def rewind_to(self, index: int) -> bool:
+        """Give the events from ``index`` on again; False where they are no longer kept."""
+        given = self._kept_from + len(self._kept)
+        if not self._kept_from <= index <= given:
+            return False
+        for _ in range(given - index):
+            self._again.appendleft(self._kept.pop())
+        self.rewinds += 1
+        return True
+
+
+class ChunkFeed(RewindableFeed):
     """A replay's events, fetched from the market-data actor a chunk ahead of the cutter.
 
     ``ensure`` (awaited before each window) keeps enough events buffered that the cutter,
@@ -951,6 +1009,7 @@ class ChunkFeed:
     def __init__(
         self, market_data: Any, offset: int, chunk: int, clock: Clock = Clock.EXCHANGE
     ) -> None:
+        super().__init__(offset)
         self._actor = market_data
         self._offset = offset
         self._chunk = chunk
@@ -963,7 +1022,7 @@ class ChunkFeed:
         self.refills = 0  # chunks waited for inside a window (``__next__``)
 
     async def ensure(self, n: int) -> None:
-        while len(self._buffer) < n and not self._ended:
+        while len(self._buffer) + len(self._again) < n and not self._ended:
             await self._fetch()
 
     async def ensure_past(self, t_ns: int, most: int) -> None:
@@ -974,7 +1033,8 @@ class ChunkFeed:
 
     def first_time(self) -> int | None:
         """The first buffered event's time on the run's clock (None: nothing buffered)."""
-        return self._clock.time_of(self._buffer[0]) if self._buffer else None
+        first = self._again or self._buffer
+        return self._clock.time_of(first[0]) if first else None
 
     def _request(self) -> Any:
         if self._next is None:
@@ -997,10 +1057,7 @@ class ChunkFeed:
         else:
             self._next = self._actor.get_events.remote(self._offset, self._chunk)
 
-    def __iter__(self) -> ChunkFeed:
-        return self
-
-    def __next__(self) -> Any:
+    def _next_new(self) -> Any:
         while not self._buffer:
             if self._ended:
                 raise StopIteration
@@ -1012,7 +1069,7 @@ class ChunkFeed:
         return self._buffer.popleft()
 
 
-class SourcesFeed:
+class SourcesFeed(RewindableFeed):
     """A replay read shard by shard: each shard's market-data actor serves its own recorded
     sources, each by its own offset (``get_source_events``), and they are merged here by the
     replay's own merge (:func:`sapphire.data.replay.merge`, what one reader runs), so the
@@ -1029,6 +1086,7 @@ class SourcesFeed:
     def __init__(
         self, readers: Sequence[Any], source_shard: Sequence[int], key: str, chunk: int, skip: int
     ) -> None:
+        super().__init__(0)
         self._readers = readers
         self._shard = list(source_shard)
         self._chunk = chunk
@@ -1064,6 +1122,7 @@ class SourcesFeed:
             for _ in range(drop):
                 next(self._events)
             self._skip -= drop
+            self._kept_from += drop  # given before this process: never rewound to
         await self._fill(n + 2)
 
     async def _fill(self, need: int) -> None:
@@ -1098,10 +1157,7 @@ class SourcesFeed:
         else:  # the next chunk is on its way while this one is merged
             self._next[source] = self._request(source)
 
-    def __iter__(self) -> SourcesFeed:
-        return self
-
-    def __next__(self) -> Any:
+    def _next_new(self) -> Any:
         return next(self._events)
 
 

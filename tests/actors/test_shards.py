@@ -102,13 +102,23 @@ def test_a_sharded_run_on_ray_trades_and_stores_as_one_process(
 def test_killing_a_shards_venue_mid_step_loses_and_duplicates_nothing(
     baseline: Outcome, tmp_path: Path
 ) -> None:
+    feed: dict[str, int] = {}
+
+    def watch(handles: Any, step: int) -> None:
+        if step == 60:
+            feed.update(ray.get(handles.coordinator.feed_stats.remote()))
+
     outcome = run(
         shards_config(tmp_path, ray={"agent_timeout_s": 20.0}),
         "shards-chaos",
         chaos=("venue:1", 12),
+        before_step=watch,
     )
     assert outcome.victim_restarted, "the spot shard's venue was not restarted by Ray"
     assert_same_outcome(baseline, outcome)
+    # the coordinator went back to its last barrier and got the events since then again
+    # from its feed's memory, not by merging the shard readers' sources again from the start
+    assert feed["rewinds"] >= 1, feed
 
 
 @pytest.mark.parametrize(("victim", "step"), [("reader:1", 3), ("coordinator", 40)])
