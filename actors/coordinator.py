@@ -46,6 +46,7 @@ from sapphire.kernel.runner import PRODUCER, NoEventsError, reports_by_agent
 from sapphire.kernel.shards import merge_reports
 from sapphire.kernel.timing import Clock, Window
 from sapphire.kernel.windows import CutterState, WindowCutter
+from sapphire.model.events import BookDeltas
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import RejectReason, VenueAlert
 from sapphire.risk.engine import RiskDecision
@@ -956,10 +957,13 @@ class RewindableFeed:
     there (all of it, for a merge of shard readers). Subclasses give new events in
     ``_next_new``."""
 
-    MAX_KEPT = 1 << 20  # events kept at most; a rewind further back reopens the feed
+    # rows kept at most (a depth message counts its levels: ~100 bytes each); a rewind
+    # further back reopens the feed
+    MAX_ROWS = 1 << 20
 
     def __init__(self, given: int) -> None:
         self._kept: collections.deque[Any] = collections.deque()
+        self._kept_rows = 0
         self._kept_from = given  # the index (events given) of ``_kept[0]``
         self._again: collections.deque[Any] = collections.deque()
         self.rewinds = 0  # rewinds served from memory
@@ -972,19 +976,21 @@ class RewindableFeed:
 
     def __next__(self) -> Any:
         event = self._again.popleft() if self._again else self._next_new()
-        kept = self._kept
-        kept.append(event)
-        if len(kept) > self.MAX_KEPT:
-            kept.popleft()
-            self._kept_from += 1
+        self._kept.append(event)
+        self._kept_rows += len(event.levels) if type(event) is BookDeltas else 1
+        while self._kept_rows > self.MAX_ROWS:
+            self._drop_oldest()
         return event
+
+    def _drop_oldest(self) -> None:
+        old = self._kept.popleft()
+        self._kept_rows -= len(old.levels) if type(old) is BookDeltas else 1
+        self._kept_from += 1
 
     def forget_before(self, index: int) -> None:
         """A barrier holds the first ``index`` events: no rewind goes back before them."""
-        kept = self._kept
-        while kept and self._kept_from < index:
-            kept.popleft()
-            self._kept_from += 1
+        while self._kept and self._kept_from < index:
+            self._drop_oldest()
 
     def rewind_to(self, index: int) -> bool:
         """Give the events from ``index`` on again; False where they are no longer kept."""
@@ -992,7 +998,9 @@ class RewindableFeed:
         if not self._kept_from <= index <= given:
             return False
         for _ in range(given - index):
-            self._again.appendleft(self._kept.pop())
+            event = self._kept.pop()
+            self._kept_rows -= len(event.levels) if type(event) is BookDeltas else 1
+            self._again.appendleft(event)
         self.rewinds += 1
         return True
 

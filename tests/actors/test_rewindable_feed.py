@@ -7,10 +7,11 @@ import itertools
 from typing import Any
 
 from actors.coordinator import RewindableFeed
+from sapphire.model.events import BookDeltas
 
 
 class Counting(RewindableFeed):
-    MAX_KEPT = 50
+    MAX_ROWS = 50  # an int is one row
 
     def __init__(self, given: int = 0) -> None:
         super().__init__(given)
@@ -44,3 +45,23 @@ def test_a_feed_keeps_a_bounded_number_of_events() -> None:
     assert not feed.rewind_to(0)
     assert feed.rewind_to(30)
     assert list(itertools.islice(feed, 55)) == list(range(30, 85))
+
+
+class Messages(RewindableFeed):
+    MAX_ROWS = 50
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self._ts = itertools.count(1)
+
+    def _next_new(self) -> Any:
+        levels = tuple((1, 100 + i, 1) for i in range(20))
+        return BookDeltas(ts_event_ns=next(self._ts), symbol="X", levels=levels)
+
+
+def test_a_depth_message_counts_its_levels_towards_the_bound() -> None:
+    feed = Messages()
+    given = list(itertools.islice(feed, 3))  # 60 rows: the first message is dropped
+    assert not feed.rewind_to(0)
+    assert feed.rewind_to(1)
+    assert list(itertools.islice(feed, 2)) == given[1:]
