@@ -46,7 +46,7 @@ from sapphire.kernel.runner import PRODUCER, NoEventsError, reports_by_agent
 from sapphire.kernel.shards import merge_reports
 from sapphire.kernel.timing import Clock, Window
 from sapphire.kernel.windows import CutterState, WindowCutter
-from sapphire.model.events import BookDeltas
+from sapphire.model.events import rows_of
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import RejectReason, VenueAlert
 from sapphire.risk.engine import RiskDecision
@@ -977,14 +977,14 @@ class RewindableFeed:
     def __next__(self) -> Any:
         event = self._again.popleft() if self._again else self._next_new()
         self._kept.append(event)
-        self._kept_rows += len(event.levels) if type(event) is BookDeltas else 1
+        self._kept_rows += rows_of(event)
         while self._kept_rows > self.MAX_ROWS:
             self._drop_oldest()
         return event
 
     def _drop_oldest(self) -> None:
         old = self._kept.popleft()
-        self._kept_rows -= len(old.levels) if type(old) is BookDeltas else 1
+        self._kept_rows -= rows_of(old)
         self._kept_from += 1
 
     def forget_before(self, index: int) -> None:
@@ -999,7 +999,7 @@ class RewindableFeed:
             return False
         for _ in range(given - index):
             event = self._kept.pop()
-            self._kept_rows -= len(event.levels) if type(event) is BookDeltas else 1
+            self._kept_rows -= rows_of(event)
             self._again.appendleft(event)
         self.rewinds += 1
         return True

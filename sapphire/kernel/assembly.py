@@ -268,7 +268,28 @@ class MergeLog:
         return counts
 
 
-class ReplayFeed:
+class ReplayReader:
+    """What every replay reader does with its converted-replay cache (``cache``, or None)."""
+
+    cache: ReplayCache | None
+
+    def cache_stats(self) -> dict[str, int]:
+        """What the replay cache did for this reader's files (empty without a cache)."""
+        return {} if self.cache is None else msgspec.structs.asdict(self.cache.stats)
+
+    def close(self) -> None:
+        """The run is over: a cache keeps what the unfinished streams gave (a prefix the
+        next run reads before it opens the file)."""
+        if self.cache is not None:
+            self.cache.close()
+
+
+def open_cache(spec: tuple[str, int] | None) -> ReplayCache | None:
+    """The cache of ``replay_cache_spec`` (``(directory, max bytes)``), or None."""
+    return None if spec is None else ReplayCache(Path(spec[0]), max_bytes=spec[1])
+
+
+class ReplayFeed(ReplayReader):
     """The merged replay of several recorded files, ordered on the run's clock, with their
     rejection counts.
 
@@ -300,16 +321,6 @@ class ReplayFeed:
         self._speed = speed
         self._events: Iterator[AnyMarketEvent] | None = None
 
-    def cache_stats(self) -> dict[str, int]:
-        """What the replay cache did for this feed's files (empty without a cache)."""
-        return {} if self.cache is None else msgspec.structs.asdict(self.cache.stats)
-
-    def close(self) -> None:
-        """The run is over: a cache keeps what the unfinished streams gave (a prefix the
-        next run reads before it opens the file)."""
-        if self.cache is not None:
-            self.cache.close()
-
     def skip(self, n: int) -> None:
         """Fast-forward ``n`` events (a restarted replay), before any pacing starts."""
         for _ in itertools.islice(self._merged, n):
@@ -334,7 +345,7 @@ class ReplayFeed:
             # one event past what was consumed: the merge then went on from each source that
             # gave its last pair, so the sources the run took whole are known to be over
             # (their rows rejected after the last pair count), as for a reader that read ahead
-            collections.deque(itertools.islice(self._merged, consumed + 1 - len(self.log)), 0)
+            self.skip(consumed + 1 - len(self.log))
         taken = None if consumed is None else self.log.taken(consumed)
         states = (r.state(None if taken is None else taken[i]) for i, r in enumerate(self._reports))
         return merged_report(states, self._sessions)
@@ -350,11 +361,10 @@ def open_replay(
     cache: tuple[str, int] | None = None,
 ) -> ReplayFeed:
     """``cache``: ``(directory, max bytes)`` of the converted-replay cache, or None."""
-    replay_cache = None if cache is None else ReplayCache(Path(cache[0]), max_bytes=cache[1])
-    return ReplayFeed(files, instruments, clock, speed, venues, sessions, replay_cache)
+    return ReplayFeed(files, instruments, clock, speed, venues, sessions, open_cache(cache))
 
 
-class ReplaySources:
+class ReplaySources(ReplayReader):
     """Some of a replay's sources, each read on its own (not merged): what a shard's market
     data serves, by source and offset, to the coordinator, which merges every shard's sources
     with the replay's own merge (:func:`sapphire.data.replay.merge`), so the run sees the
@@ -371,7 +381,7 @@ class ReplaySources:
     ) -> None:
         self._all = replay_sources(files, instruments, venues)
         self._sessions = sessions
-        self.cache = None if cache is None else ReplayCache(Path(cache[0]), max_bytes=cache[1])
+        self.cache = open_cache(cache)
         self.wanted = wanted
         self._reports: dict[int, SourceReport] = {}
         # each source being read: its pairs and how many were given out so far
@@ -395,13 +405,6 @@ class ReplaySources:
         stream, tagged = open_source(self._all[source], self._sessions, self.cache)
         report = self._reports[source] = SourceReport(stream)
         return report.track(tagged)
-
-    def cache_stats(self) -> dict[str, int]:
-        return {} if self.cache is None else msgspec.structs.asdict(self.cache.stats)
-
-    def close(self) -> None:
-        if self.cache is not None:
-            self.cache.close()
 
     def report(self, taken: Mapping[int, int] | None) -> tuple[dict[str, int], list[str]]:
         """Rejected rows by reason in the pairs the run consumed of each of these sources

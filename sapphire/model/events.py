@@ -166,6 +166,12 @@ MARKET_EVENT_TYPES: frozenset[type[MarketEvent]] = frozenset(
 """Every market event type (an agent reading all of them, depth messages as one event)."""
 
 
+def rows_of(event: MarketEvent) -> int:
+    """Recorded rows in one event: a :class:`BookDeltas` counts its levels (hot loops inline
+    this rule: ``rows_in``, the window cutter, the replay cache)."""
+    return len(event.levels) if type(event) is BookDeltas else 1
+
+
 def rows_in(events: Iterable[MarketEvent]) -> int:
     """Recorded rows in ``events``: a :class:`BookDeltas` counts its levels (what every
     summary, progress bar and rate counts, so grouping changes no figure)."""
