@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from sapphire.adapters.ccxt_gateway import CcxtGatewayConfig
 from sapphire.adapters.stores import backend_builder
 from sapphire.config.system import DataConfig, ExchangeConfig
 from sapphire.exchange.gateway import ExecutionGateway
@@ -35,6 +34,9 @@ from sapphire.kernel.assembly import (
     window_ns,
 )
 from sapphire.model.instrument import Instrument
+
+if TYPE_CHECKING:
+    from sapphire.adapters.ccxt_gateway import CcxtGatewayConfig
 
 __all__ = [
     "ReplayFeed",
@@ -98,6 +100,9 @@ def _build_ccxt(
 def live_gateway_builder(
     exchange: ExchangeConfig, run_id: str, instruments: dict[str, Instrument] | None = None
 ) -> Callable[[], Any]:
+    # ccxt (0.7 s of imports) only for a live venue: a replay's driver never loads it
+    from sapphire.adapters.ccxt_gateway import CcxtGatewayConfig
+
     try:
         config = msgspec.convert(exchange.params, CcxtGatewayConfig)
     except (msgspec.ValidationError, ValueError) as exc:
