@@ -4,9 +4,13 @@ fast-forward that is not paced."""
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import time
 
+from actors import wiring
 from actors.wiring import ReplayFeed
+from sapphire.config.system import ExchangeConfig
 from sapphire.data import sample
 
 
@@ -34,3 +38,18 @@ def test_skip_fast_forwards_without_pacing_and_continues_in_order() -> None:
     rest = list(itertools.islice(iter(feed), 10))
     assert time.perf_counter() - started < 5.0
     assert rest == reference[4990:]
+
+
+def test_a_replay_driver_never_imports_ccxt() -> None:
+    """ccxt is 0.7 s of imports: only a live venue's run loads it (the wiring imports its
+    config lazily), so `sapphire run` on a replay starts that much sooner."""
+    code = (
+        "import sys, actors.system, actors.report, sapphire.cli.run_cmd\n"
+        "sys.exit(1 if 'ccxt' in sys.modules else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr or "ccxt was imported"
+    gateway = wiring.live_gateway_builder(
+        ExchangeConfig(kind="ccxt", params={"exchange_id": "binance"}), "run-x"
+    )
+    assert callable(gateway)  # the live path still finds its config
