@@ -58,6 +58,7 @@ MAX_GRAPH_FALLBACKS = 5
 PACED_CHUNK = 256
 
 KILL_KEY = "kill-switch"
+_GONE = object()  # an iterator's end, where ``next`` must not raise StopIteration
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
@@ -847,14 +848,27 @@ class CoordinatorActor:
             "rewinds": feed.rewinds if feed is not None else 0,
         }
 
-    def _consumed_by_reader(self) -> list[int | dict[int, int] | None]:
+    async def _consumed_by_reader(self) -> list[int | dict[int, int] | None]:
         """What the run consumed of the replay, as each reader counts it (``stats``): events
-        of the merged replay, or of each of a shard's sources; None where unknown (live, or
-        a restored coordinator before its feed reopened: everything read so far)."""
-        if not self._replay or self._feed is None:
+        of the merged replay, or of each of a shard's sources; None for live (everything
+        read so far). A restored coordinator whose feed is not open (Ray restarted it after
+        its last step) knows the count from its checkpoint; shard by shard it merges the
+        sources again up to it, as its next step would have."""
+        if not self._replay:
             return [None] * len(self.readers)
-        if isinstance(self._feed, ChunkFeed):
+        if self._source_shard is None:
             return [self._cut.consumed]
+        if self._feed is None:
+            data = self.config.data
+            self._feed = SourcesFeed(
+                self.readers,
+                self._source_shard,
+                wiring.replay_key(data.clock),
+                max(data.batch_events, 8192),
+                skip=self._cut.consumed,
+            )
+            await self._feed.ensure(0)
+        assert isinstance(self._feed, SourcesFeed)
         taken = self._feed.log.taken(self._cut.consumed)
         assert self._source_shard is not None
         return [
@@ -867,7 +881,7 @@ class CoordinatorActor:
         out["counters"].update(self.faults)
         out["invalid_outputs"] = await self._invalid_outputs()
         try:  # the data's own rejects (malformed, NaN, out-of-order rows), counted by reason
-            asks = zip(self.readers, self._consumed_by_reader(), strict=True)
+            asks = zip(self.readers, await self._consumed_by_reader(), strict=True)
             feed = merge_feed_stats(
                 await asyncio.wait_for(
                     asyncio.gather(*(_await(r.stats.remote(a)) for r, a in asks)), 10
@@ -880,6 +894,8 @@ class CoordinatorActor:
             out["counters"]["clamped"] = int(clamped)
         except (TimeoutError, ray.exceptions.RayError):
             out["input_rejected"] = {"unknown (market data actor unavailable)": 1}
+        except wiring.WiringError as exc:  # the replay no longer matches the checkpoint
+            out["input_rejected"] = {f"unknown ({exc})"[:200]: 1}
         out.update(
             {
                 "window_ns": self.window_ns,
@@ -1111,6 +1127,7 @@ class SourcesFeed(RewindableFeed):
         self._events = map(wiring.replay_event, self.log.track(merged))
         self.max_buffered = 0
         self.refills = 0  # chunks waited for inside a window (``_drain``)
+        self._broken: BaseException | None = None  # a failed refill ended the merge
 
     def _drain(self, source: int) -> Iterator[tuple[str, Any]]:
         buffer = self._buffers[source]
@@ -1121,14 +1138,28 @@ class SourcesFeed(RewindableFeed):
                 return
             # past what ``ensure`` buffered, inside a window: the next chunk now (waited for)
             self.refills += 1
-            self._receive(source, *ray.get(self._take_request(source)))
+            try:
+                self._receive(source, *ray.get(self._take_request(source)))
+            except BaseException as exc:
+                # the merge over this generator ends with the error: remembered, so no later
+                # read takes the ended merge for the end of the data
+                self._broken = exc
+                raise
 
     async def ensure(self, n: int) -> None:
+        if self._broken is not None:
+            raise RuntimeError(f"the replay's merge failed: {self._broken!r}") from self._broken
         while self._skip:  # restored: the consumed events again, dropped
             drop = min(self._skip, self._chunk)
             await self._fill(drop + 2)
-            for _ in range(drop):
-                next(self._events)
+            if next(itertools.islice(self._events, drop - 1, None), _GONE) is _GONE:
+                # the checkpoint consumed more than the replay now holds (a --resume after
+                # data.files or data.sessions changed): one clear error, not a dead generator
+                raise wiring.WiringError(
+                    f"the replay holds fewer events than the checkpoint consumed "
+                    f"({self._kept_from + self._skip:,}): were data.files or data.sessions "
+                    "changed since the run started?"
+                )
             self._skip -= drop
             self._kept_from += drop  # given before this process: never rewound to
         await self._fill(n + 2)
@@ -1166,6 +1197,8 @@ class SourcesFeed(RewindableFeed):
             self._next[source] = self._request(source)
 
     def _next_new(self) -> Any:
+        if self._broken is not None:
+            raise RuntimeError(f"the replay's merge failed: {self._broken!r}") from self._broken
         return next(self._events)
 
 

@@ -153,6 +153,7 @@ class ReplayCache:
         self.max_bytes = max_bytes
         self.stats = CacheStats()
         self._open: list[_Recorder] = []
+        self._closed = False
 
     def key(
         self,
@@ -203,9 +204,14 @@ class ReplayCache:
         for recorder in list(self._open):
             recorder.commit(complete=False)
         self._open.clear()
+        # what is read after this (a run's report, reading one event past what it consumed)
+        # is not recorded: no later close would commit it, and its temporary file would stay
+        self._closed = True
 
     # -- writing --------------------------------------------------------------------------
     def _recorder(self, key: str, source: Path) -> _Recorder | None:
+        if self._closed:
+            return None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             recorder = _Recorder(self, key, source)

@@ -422,10 +422,10 @@ class ReplaySources(ReplayReader):
             for source in self.wanted:
                 n = taken.get(source, 0)
                 pairs, at = self._reading.get(source, (None, -1))
-                if at == n:  # exactly what was taken was given out: one pair more
+                if at == n or pairs is None or at < n:
+                    # one pair past what was taken (where this reader restarted, or gave
+                    # out less, the source is reopened and fast-forwarded to it, unkept)
                     self.read(source, n, 1)
-                elif pairs is None or at < n:  # this reader restarted: read it again
-                    self.read(source, 0, n + 1)
                 states.append(self._reports[source].state(n))
         return merged_report(states, self._sessions)
 

@@ -19,8 +19,10 @@ import yaml
 
 from actors.coordinator import ChunkFeed, SourcesFeed, merge_feed_stats
 from actors.market_data import MarketDataActor
+from actors.system import finish, shutdown_system, start_system
 from sapphire.config.system import SystemConfig, parse_config
 from sapphire.kernel.assembly import (
+    WiringError,
     load_instruments,
     market_data_kind,
     replay_key,
@@ -32,7 +34,7 @@ from sapphire.kernel.assembly import (
 from sapphire.kernel.runner import InProcessKernel
 from sapphire.kernel.windows import WindowCutter
 from sapphire.storage.query import read_table
-from tests.actors.harness import TABLES, Outcome, assert_same_outcome, run
+from tests.actors.harness import TABLES, Outcome, assert_same_outcome, drive_to_end, run
 from tests.kernel.test_shards import SPOT, USDM, shards_config
 
 pytestmark = pytest.mark.slow
@@ -137,6 +139,26 @@ def test_killing_a_shards_market_data_or_the_merging_coordinator_loses_nothing(
     assert_same_outcome(baseline, outcome)
 
 
+def test_a_coordinator_restarted_after_its_last_step_reports_what_the_run_consumed(
+    baseline: Outcome, tmp_path: Path
+) -> None:
+    """Ray restarts the coordinator after the run's last step: the retried call answers from
+    its checkpoint, so no feed is open there; the data's report is still that of what the
+    run consumed (the checkpoint's count, merged again shard by shard), not of what the
+    readers had read ahead."""
+    handles = start_system(shards_config(tmp_path, ray={"agent_timeout_s": 20.0}), "late")
+    try:
+        steps = drive_to_end(handles)
+        ray.kill(handles.coordinator, no_restart=False)
+        result = finish(handles, steps, 0.0)
+    finally:
+        shutdown_system(handles)
+    assert result.summary["restored"]
+    assert sum(result.summary["input_rejected"].values()) > 0
+    assert result.summary["input_rejected"] == baseline.summary["input_rejected"]
+    assert result.summary["sessions_missing"] == baseline.summary["sessions_missing"]
+
+
 def all_sessions_config(root: Path) -> SystemConfig:
     """Both venues' shared recordings whole: USDT-M's three sessions (2023-04-04, 2024-07-18,
     2024-08-08) and spot's two (2024-08-08, 2023-04-05), so the merge switches sessions,
@@ -192,6 +214,10 @@ def test_shard_readers_merge_into_exactly_the_one_readers_order(
     assert read_all(SourcesFeed(readers, owners, key, 777, skip=0), 500) == want
     # a restored coordinator merges again from the start and drops what it had consumed
     assert read_all(SourcesFeed(readers, owners, key, 4096, skip=123_457), 2000) == want[123_457:]
+    # a checkpoint that consumed more than the replay holds (a resume on changed data
+    # files): one clear error, not a coroutine's StopIteration
+    with pytest.raises(WiringError, match="fewer events than the checkpoint consumed"):
+        asyncio.run(SourcesFeed(readers, owners, key, 4096, skip=len(want) + 5).ensure(10))
     # a reader killed mid-read is restarted by Ray, reopens its sources where asked
     feed = SourcesFeed(readers, owners, key, 1000, skip=0)
     first = read_all_until(feed, 500, 40_000)

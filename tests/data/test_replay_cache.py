@@ -303,3 +303,18 @@ def test_the_same_size_and_time_with_other_rows_is_another_key(tmp_path: Path) -
     assert path.stat().st_size == before.st_size
     assert path.stat().st_mtime_ns == before.st_mtime_ns
     assert cache.key(path, inst, None) != key
+
+
+def test_a_stream_opened_after_the_cache_closed_reads_without_recording(
+    tmp_path: Path, small_frames: None
+) -> None:
+    """A run's report may reopen a source after the run closed its cache (to read one event
+    past what it consumed): that stream reads as usual but leaves no temporary file behind,
+    since no later close would commit it."""
+    path = corrupted_trades(tmp_path)
+    plain = walk(opener(path)())
+    cache = ReplayCache(tmp_path / "cache")
+    cache.close()
+    assert walk(cached(cache, path)) == plain
+    assert cache.stats.misses == 1 and cache.stats.written == 0
+    assert list((tmp_path / "cache").glob("*")) == []
