@@ -273,6 +273,10 @@ def test_a_window_past_its_buffer_refills_the_feed_and_reads_on(
     assert windows == cut(iter(replay_opener(config.data, instruments)()))
     assert feed.refills > 0
     assert max(len(events) for _, events in windows) > 52
+    # asked past the replay's end (a resume on changed data files): an error, not a short
+    # run that ends "done"
+    with pytest.raises(ray.exceptions.RayTaskError, match="fewer than the run consumed"):
+        ray.get(reader.get_events.remote(10**9, 10))
 
 
 def read_all_until(feed: SourcesFeed, window: int, most: int) -> list[Any]:
