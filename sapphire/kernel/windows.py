@@ -50,6 +50,10 @@ class WindowCutter:
         self._end_ns = end_ns
         self.state = state or CutterState()
         self._peeked: AnyMarketEvent | None = None
+        # the peeked event's clamped rows: counted when it is taken, not when looked at, so
+        # the count in a checkpoint is that of the events consumed (a cutter rebuilt from it
+        # looks at that event again)
+        self._peeked_clamp = 0
 
     def _pull(self) -> AnyMarketEvent | None:
         """The next event on the run's clock, or None at the end (or the ``max_events`` cap)."""
@@ -67,14 +71,16 @@ class WindowCutter:
         t = self._clock.time_of(event)
         if t != event.ts_event_ns:
             event = msgspec.structs.replace(event, ts_event_ns=t)
+        clamp = 0
         if event.ts_event_ns < st.last_t_ns:
             # Recorders interleave streams whose clocks disagree by a little; one clock
             # for the whole run means time never runs backwards (counted, not hidden).
-            st.clamped += len(event.levels) if type(event) is BookDeltas else 1
+            clamp = len(event.levels) if type(event) is BookDeltas else 1
             event = msgspec.structs.replace(event, ts_event_ns=st.last_t_ns)
         if self._end_ns is not None and event.ts_event_ns >= self._end_ns:
             return None  # the data's end: nothing from here on is read
         self._peeked = event
+        self._peeked_clamp = clamp
         return event
 
     def _take(self) -> AnyMarketEvent:
@@ -82,6 +88,8 @@ class WindowCutter:
         assert event is not None
         self._peeked = None
         st = self.state
+        st.clamped += self._peeked_clamp
+        self._peeked_clamp = 0
         st.consumed += 1
         st.rows += len(event.levels) if type(event) is BookDeltas else 1
         st.last_t_ns = event.ts_event_ns
@@ -143,6 +151,7 @@ class WindowCutter:
         rows = st.rows
         deltas = BookDeltas
         event = self._peeked
+        clamp = self._peeked_clamp  # counted as :meth:`_take` counts it
         assert event is not None
         try:
             while True:
@@ -153,6 +162,9 @@ class WindowCutter:
                     return event, ts  # a shorter window: still exact, never mid-timestamp
                 self._peeked = None
                 batch.append(event)
+                if clamp:
+                    st.clamped += clamp
+                    clamp = 0
                 consumed += 1
                 rows += len(event.levels) if type(event) is deltas else 1
                 last_t = ts
@@ -160,15 +172,17 @@ class WindowCutter:
                 if nxt is None:
                     return None, end
                 if nxt.ts_event_ns < last_t:
-                    st.clamped += len(nxt.levels) if type(nxt) is deltas else 1  # never backwards
+                    clamp = len(nxt.levels) if type(nxt) is deltas else 1  # never backwards
                     nxt = msgspec.structs.replace(nxt, ts_event_ns=last_t)
                 if data_end is not None and nxt.ts_event_ns >= data_end:
+                    clamp = 0
                     return None, end  # the data's end: nothing from here on is read
                 event = self._peeked = nxt
         finally:
             st.consumed = consumed
             st.rows = rows
             st.last_t_ns = last_t
+            self._peeked_clamp = clamp if self._peeked is not None else 0
 
     def _warmup_window(self, step: int, start_ns: int) -> tuple[list[AnyMarketEvent], Window]:
         """Events before the data's start, for the venue's book only (no order can exist

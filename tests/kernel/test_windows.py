@@ -3,7 +3,8 @@ loop: same windows, same events (clamped the same way), same state, on random st
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+import msgspec
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sapphire.kernel.windows import WindowCutter
@@ -66,3 +67,49 @@ def test_fast_cut_equals_general_cut(
     general = _General(iter(events), **kwargs)  # type: ignore[arg-type]
     assert fast._plain() and not general._plain()
     assert _cut(fast, pendings) == _cut(general, pendings)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=st.lists(st.integers(-30, 60), max_size=60),
+    window_ns=st.integers(1, 80),
+    cap=st.integers(1, 8) | st.just(1 << 62),
+    start_ns=st.none() | st.integers(900, 1_600),
+    end_ns=st.none() | st.integers(1_000, 2_500),
+    restart_at=st.integers(0, 30),
+    general=st.booleans(),
+)
+# a warm-up window cut by its cap, the next event clamped and looked at (counted twice before)
+@example([0, 0, -5, 10], 50, 2, 2_000, None, 1, False)
+@example([0, 0, -5, 10], 50, 2, 2_000, None, 1, True)
+def test_a_cutter_rebuilt_from_its_state_cuts_and_counts_as_one_that_never_stopped(
+    steps: list[int],
+    window_ns: int,
+    cap: int,
+    start_ns: int | None,
+    end_ns: int | None,
+    restart_at: int,
+    general: bool,
+) -> None:
+    """What a rewind to a barrier or a restart does: a new cutter over the stream from the
+    state's ``consumed``, with a copy of the state. The windows and the final state (the
+    clamped count too: the event looked at past a window is counted when it is taken, not
+    twice: a warm-up window cut by its cap can leave a clamped event looked at) equal those
+    of one cutter."""
+    events = _events(steps)
+    kind = _General if general else WindowCutter
+    kwargs = dict(window_ns=window_ns, max_window_events=cap, start_ns=start_ns, end_ns=end_ns)
+    whole = _cut(kind(iter(events), **kwargs), [None])  # type: ignore[arg-type]
+    first = kind(iter(events), **kwargs)  # type: ignore[arg-type]
+    out: list[object] = []
+    step = 0
+    while step < restart_at and (got := first.next_window(step, None)) is not None:
+        out.append((got[1], [(e.trade_id, e.ts_event_ns) for e in got[0]]))
+        step += 1
+    state = msgspec.structs.replace(first.state)  # the checkpoint's copy
+    again = kind(iter(events[state.consumed :]), state=state, **kwargs)  # type: ignore[arg-type]
+    while (got := again.next_window(step, None)) is not None:
+        out.append((got[1], [(e.trade_id, e.ts_event_ns) for e in got[0]]))
+        step += 1
+    out.append(again.state)
+    assert out == whole
