@@ -33,26 +33,36 @@ class _General(WindowCutter):
         return False
 
 
-def _cut(cutter: WindowCutter, pendings: list[int | None]) -> list[object]:
+def _run(
+    cutter: WindowCutter, pendings: list[int | None], step: int = 0, stop: int | None = None
+) -> tuple[list[object], int]:
+    """Windows (and their events' ids and times) from ``step``, up to ``stop``."""
     out: list[object] = []
-    step = 0
-    while (got := cutter.next_window(step, pendings[step % len(pendings)])) is not None:
+    while (stop is None or step < stop) and (
+        got := cutter.next_window(step, pendings[step % len(pendings)])
+    ) is not None:
         events, window = got
         out.append((window, [(e.trade_id, e.ts_event_ns) for e in events]))
         step += 1
-    out.append(cutter.state)
-    return out
+    return out, step
+
+
+def _cut(cutter: WindowCutter, pendings: list[int | None]) -> list[object]:
+    return [*_run(cutter, pendings)[0], cutter.state]
+
+
+# random streams and cutters: times that run backwards, windows, caps, starts and ends
+STREAMS = {
+    "steps": st.lists(st.integers(-30, 60), max_size=60),
+    "window_ns": st.integers(1, 80),
+    "cap": st.integers(1, 8) | st.just(1 << 62),
+    "start_ns": st.none() | st.integers(900, 1_600),
+    "end_ns": st.none() | st.integers(1_000, 2_500),
+}
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    steps=st.lists(st.integers(-30, 60), max_size=60),
-    window_ns=st.integers(1, 80),
-    cap=st.integers(1, 8) | st.just(1 << 62),
-    start_ns=st.none() | st.integers(900, 1_600),
-    end_ns=st.none() | st.integers(1_000, 2_500),
-    pendings=st.lists(st.none() | st.integers(0, 2_500), min_size=1, max_size=5),
-)
+@given(**STREAMS, pendings=st.lists(st.none() | st.integers(0, 2_500), min_size=1, max_size=5))
 def test_fast_cut_equals_general_cut(
     steps: list[int],
     window_ns: int,
@@ -70,15 +80,7 @@ def test_fast_cut_equals_general_cut(
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    steps=st.lists(st.integers(-30, 60), max_size=60),
-    window_ns=st.integers(1, 80),
-    cap=st.integers(1, 8) | st.just(1 << 62),
-    start_ns=st.none() | st.integers(900, 1_600),
-    end_ns=st.none() | st.integers(1_000, 2_500),
-    restart_at=st.integers(0, 30),
-    general=st.booleans(),
-)
+@given(**STREAMS, restart_at=st.integers(0, 30), general=st.booleans())
 # a warm-up window cut by its cap, the next event clamped and looked at (counted twice before)
 @example([0, 0, -5, 10], 50, 2, 2_000, None, 1, False)
 @example([0, 0, -5, 10], 50, 2, 2_000, None, 1, True)
@@ -101,15 +103,7 @@ def test_a_cutter_rebuilt_from_its_state_cuts_and_counts_as_one_that_never_stopp
     kwargs = dict(window_ns=window_ns, max_window_events=cap, start_ns=start_ns, end_ns=end_ns)
     whole = _cut(kind(iter(events), **kwargs), [None])  # type: ignore[arg-type]
     first = kind(iter(events), **kwargs)  # type: ignore[arg-type]
-    out: list[object] = []
-    step = 0
-    while step < restart_at and (got := first.next_window(step, None)) is not None:
-        out.append((got[1], [(e.trade_id, e.ts_event_ns) for e in got[0]]))
-        step += 1
+    out, step = _run(first, [None], stop=restart_at)
     state = msgspec.structs.replace(first.state)  # the checkpoint's copy
     again = kind(iter(events[state.consumed :]), state=state, **kwargs)  # type: ignore[arg-type]
-    while (got := again.next_window(step, None)) is not None:
-        out.append((got[1], [(e.trade_id, e.ts_event_ns) for e in got[0]]))
-        step += 1
-    out.append(again.state)
-    assert out == whole
+    assert [*out, *_run(again, [None], step)[0], again.state] == whole
