@@ -62,6 +62,10 @@ class _State(msgspec.Struct, frozen=True):
     gaps: int
     stale: int
     rejected: int
+    # mid-message: the message whose first levels are in (its ids), and whether the next
+    # diff must straddle the snapshot (defaults: payloads written before they were kept)
+    open_msg: tuple[int, int, int] | None = None
+    first_after_snapshot: bool = False
 
 
 class L2Book:
@@ -115,10 +119,12 @@ class L2Book:
             self.apply_delta(delta)
 
     def apply_delta(self, delta: BookDelta) -> DeltaResult:
+        ids = (delta.first_update_id, delta.final_update_id, delta.prev_final_update_id)
         if delta.qty_lots < 0 or delta.price_ticks <= 0 or delta.side not in (1, -1):
             self.rejected += 1
+            if delta.last_in_batch and self._open_msg == ids:
+                self._open_msg = None  # a bad last level still ends its message
             return DeltaResult.REJECTED
-        ids = (delta.first_update_id, delta.final_update_id, delta.prev_final_update_id)
         if self._open_msg is not None:
             if ids == self._open_msg:
                 self._set(delta.side, delta.price_ticks, delta.qty_lots)
@@ -244,7 +250,8 @@ class L2Book:
 
     # -- persistence (pure objects expose snapshot()/restore(), see architecture.md) ------
     def snapshot(self) -> bytes:
-        """Levels, sync state and counters as msgpack (held diffs are not kept)."""
+        """Levels, sync state (a message half applied too) and counters as msgpack (held
+        diffs are not kept)."""
         state = _State(
             symbol=self.symbol,
             bids=self.levels(Side.BUY),
@@ -254,6 +261,8 @@ class L2Book:
             gaps=self.gaps,
             stale=self.stale,
             rejected=self.rejected,
+            open_msg=self._open_msg,
+            first_after_snapshot=self._first_after_snapshot,
         )
         return msgspec.msgpack.encode(state)
 
@@ -274,7 +283,8 @@ class L2Book:
         )
         self.apply_snapshot(snap)
         self.is_synced = state.is_synced
-        self._first_after_snapshot = False
+        self._first_after_snapshot = state.first_after_snapshot
+        self._open_msg = state.open_msg
         self.gaps, self.stale, self.rejected = state.gaps, state.stale, state.rejected
 
     # -- internals ------------------------------------------------------------------------

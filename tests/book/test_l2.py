@@ -282,3 +282,30 @@ def test_plain_int_sides_work_and_unknown_sides_are_rejected() -> None:
     assert book.apply_delta(bad) is DeltaResult.REJECTED
     with pytest.raises(ValueError):
         book.levels(BUY, -1)
+
+
+def test_a_book_restored_mid_message_applies_the_rest_as_the_original() -> None:
+    """A checkpoint may fall inside a message (a replay's event cap cuts one): the restored
+    book knows the message is open, and that the next diff must straddle its snapshot."""
+    book = book_100()
+    copy = L2Book("X")
+    copy.restore(book.snapshot())
+    # straight after a snapshot, a spot diff that straddles it (U <= 101 <= u) is accepted
+    assert copy.apply_delta(delta(BUY, 99, 6, 95, 105)) is DeltaResult.APPLIED
+    # the message's first level (it straddles the snapshot), the checkpoint, then its rest
+    assert book.apply_delta(delta(BUY, 100, 1, 95, 105, last=False)) is DeltaResult.APPLIED
+    copy = L2Book("X")
+    copy.restore(book.snapshot())
+    rest = delta(SELL, 103, 2, 95, 105)
+    assert copy.apply_delta(rest) is book.apply_delta(rest) is DeltaResult.APPLIED
+    assert copy.levels(SELL) == book.levels(SELL) and copy.levels(BUY) == book.levels(BUY)
+
+
+def test_a_message_whose_last_level_is_bad_is_over() -> None:
+    """The last level rejected (a negative size) still ends its message: a later message
+    with the same ids is checked again (stale), not taken for the rest of it."""
+    book = book_100()
+    assert book.apply_delta(delta(BUY, 99, 6, 101, 105, last=False)) is DeltaResult.APPLIED
+    assert book.apply_delta(delta(SELL, 102, -1, 101, 105)) is DeltaResult.REJECTED
+    assert book.apply_delta(delta(BUY, 98, 1, 101, 105)) is DeltaResult.STALE
+    assert book.levels(BUY)[:2] == [(99, 6), (98, 7)]
