@@ -213,7 +213,7 @@ class MatchingEngine:
             # neither a level we rest on nor size that reaches our opposite orders
             side, price = delta.side, delta.price_ticks
             if (bids if side is Side.BUY else asks).get(price) or (
-                self._book_cross and delta.qty_lots > 0 and self._reaches(side, price)
+                delta.qty_lots > 0 and self._reaches(side, price)
             ):
                 self._change(side, price, delta.qty_lots, delta.ts_event_ns, delta)
                 return
@@ -228,19 +228,14 @@ class MatchingEngine:
         if not (bids or asks):
             book.apply_deltas(group)
             return
-        cross = self._book_cross
         top_bid = max(bids) if bids else None  # a SELL level at or under it reaches our bids
         low_ask = min(asks) if asks else None  # a BUY level at or over it reaches our asks
         start = 0
         for i, (side, price, qty) in enumerate(group.levels):
             if side == 1:
-                touch = bids.get(price) or (
-                    cross and qty > 0 and low_ask is not None and price >= low_ask
-                )
+                touch = bids.get(price) or (qty > 0 and low_ask is not None and price >= low_ask)
             else:
-                touch = asks.get(price) or (
-                    cross and qty > 0 and top_bid is not None and price <= top_bid
-                )
+                touch = asks.get(price) or (qty > 0 and top_bid is not None and price <= top_bid)
             if touch:
                 if i > start:
                     book.apply_deltas(group, start, i)
@@ -260,18 +255,35 @@ class MatchingEngine:
         self, side: Side, price: int, qty: int, ts_ns: int, delta: BookDelta | None
     ) -> None:
         own = self.resting(side).get(price)
-        crossing = self._book_cross and qty > 0 and self._reaches(side, price)
-        prev = self.book.qty_at(side, price) if (own or crossing) else 0
+        reaching = qty > 0 and self._reaches(side, price)
+        prev = self.book.qty_at(side, price) if (own or reaching) else 0
+        # the book's crossing rule removes its opposite levels at or through this price, our
+        # orders' levels among them: their queues are told what those levels held (the size
+        # ahead of us there is gone, as when a level is deleted)
+        opposite = self.resting(side.opposite)
+        wiped = (
+            [
+                (p, self.book.qty_at(side.opposite, p))
+                for p in opposite
+                if self._crossed(side, price, p)
+            ]
+            if reaching
+            else []
+        )
         if delta is None:
             self.book.set_level(side, price, qty)
         else:
             self.book.apply_delta(delta)
-        if not (own or crossing):
+        if not (own or reaching):
             return
         new = self.book.qty_at(side, price)
         if own:
             self._queue.on_depth(list(own), prev, new)
-        if crossing and new > prev:
+        for p, before in wiped:
+            after = self.book.qty_at(side.opposite, p)
+            if after != before and p in opposite:
+                self._queue.on_depth(list(opposite[p]), before, after)
+        if self._book_cross and reaching and new > prev:
             # Only size that newly appeared at or beyond our price would have traded with us;
             # size already displayed there was offered before and is not counted twice.
             self._cross(side.opposite, [(price, new - prev)], ts_ns)
@@ -295,6 +307,12 @@ class MatchingEngine:
                     self._cross(
                         side, self.fillable(side, limit, snap.ts_event_ns), snap.ts_event_ns
                     )
+
+    @staticmethod
+    def _crossed(book_side: Side, price: int, own_price: int) -> bool:
+        """Is our opposite order's level at ``own_price`` at or through a ``book_side`` level
+        at ``price`` (so the book's crossing rule removes it)?"""
+        return own_price >= price if book_side is Side.SELL else own_price <= price
 
     def _reaches(self, book_side: Side, price: int) -> bool:
         """Does recorded size on ``book_side`` at ``price`` cross one of our opposite orders?"""

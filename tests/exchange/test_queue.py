@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from sapphire.book.l2 import L2Book
 from sapphire.exchange.config import QueueConfig, QueueModelKind
+from sapphire.exchange.matching import MatchingEngine
 from sapphire.exchange.queue import (
     ConservativeQueue,
     ProbQueue,
@@ -14,7 +16,7 @@ from sapphire.exchange.queue import (
     queue_from_config,
 )
 from sapphire.exchange.state import SimOrder
-from sapphire.model.events import Side
+from sapphire.model.events import BookDelta, BookDeltas, BookSnapshot, Side, Trade
 from sapphire.model.orders import OrderType, TimeInForce
 
 
@@ -104,3 +106,68 @@ def test_queue_from_config_selects_each_kind() -> None:
     assert isinstance(queue_from_config(QueueConfig()), ConservativeQueue)
     for kind in (QueueModelKind.PROB_POWER, QueueModelKind.PROB_LOG, QueueModelKind.PROB_POWER3):
         assert isinstance(queue_from_config(QueueConfig(kind=kind)), ProbQueue)
+
+
+def _level(side: Side, price: int, qty: int, update: int) -> BookDelta:
+    return BookDelta(
+        ts_event_ns=update,
+        symbol="X",
+        side=side,
+        price_ticks=price,
+        qty_lots=qty,
+        first_update_id=update,
+        final_update_id=update,
+        prev_final_update_id=update - 1,
+    )
+
+
+@pytest.mark.parametrize("queue", [ConservativeQueue(), ProbQueue(power_prob(2.0))])
+@pytest.mark.parametrize("book_cross_fills", [False, True])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_a_level_the_books_crossing_rule_removes_moves_our_queue_as_a_delete(
+    queue: ConservativeQueue | ProbQueue, book_cross_fills: bool, grouped: bool
+) -> None:
+    """An ask recorded at our bid's price: the book drops its stale bids there (the
+    crossing rule), the 10 lots that were ahead of us among them. Our order is then at the
+    front, as if that level had been deleted, and the next trade at our price fills it
+    (it used to keep the 10 lots ahead of it, and then the new size, in both fill modes)."""
+    book = L2Book("X")
+    book.apply_snapshot(
+        BookSnapshot(ts_event_ns=0, symbol="X", bids=((100, 10),), asks=((105, 5),), update_id=1)
+    )
+    fills: list[tuple[int, int]] = []
+    engine = MatchingEngine(
+        "X",
+        book,
+        queue,
+        lambda o, p, q, m, t: fills.append((p, q)),
+        book_cross_fills=book_cross_fills,
+    )
+    order = _order("a", 50)
+    engine.rest(order)
+    assert order.ahead == 10.0
+    crossing = _level(Side.SELL, 100, 3, 2)
+    if grouped:  # the same level as a depth message's (the venue's one-pass path)
+        engine.on_deltas(
+            BookDeltas(
+                ts_event_ns=2,
+                symbol="X",
+                levels=((-1, 100, 3), (-1, 104, 1)),
+                first_update_id=2,
+                final_update_id=2,
+                prev_final_update_id=1,
+            )
+        )
+    else:
+        engine.on_delta(crossing)
+    assert book.qty_at(Side.BUY, 100) == 0 and order.ahead == 0.0
+    assert fills == ([(100, 3)] if book_cross_fills else [])
+    engine.on_delta(_level(Side.SELL, 100, 0, 3))
+    engine.on_delta(_level(Side.BUY, 100, 4, 4))  # new size, behind us
+    assert order.ahead == 0.0
+    engine.on_trade(
+        Trade(
+            ts_event_ns=5, symbol="X", price_ticks=100, qty_lots=2, taker_side=Side.SELL, trade_id=1
+        )
+    )
+    assert fills[-1] == (100, 2)
