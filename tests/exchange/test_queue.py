@@ -18,6 +18,7 @@ from sapphire.exchange.queue import (
 from sapphire.exchange.state import SimOrder
 from sapphire.model.events import BookDelta, BookDeltas, BookSnapshot, Side, Trade
 from sapphire.model.orders import OrderType, TimeInForce
+from tests.book.test_l2 import delta
 
 
 def _order(cid: str, qty: int) -> SimOrder:
@@ -109,16 +110,7 @@ def test_queue_from_config_selects_each_kind() -> None:
 
 
 def _level(side: Side, price: int, qty: int, update: int) -> BookDelta:
-    return BookDelta(
-        ts_event_ns=update,
-        symbol="X",
-        side=side,
-        price_ticks=price,
-        qty_lots=qty,
-        first_update_id=update,
-        final_update_id=update,
-        prev_final_update_id=update - 1,
-    )
+    return delta(side, price, qty, update, update, prev=update - 1)
 
 
 @pytest.mark.parametrize("queue", [ConservativeQueue(), ProbQueue(power_prob(2.0))])
