@@ -364,24 +364,28 @@ class CoordinatorActor:
         if kill:
             self.core.request_kill(kill.decode())
 
+    def _open_feed(self) -> ChunkFeed | SourcesFeed:
+        """The replay's feed from the events the run consumed (the restored cutter's count):
+        one reader's merged replay, or every shard's sources merged here."""
+        data = self.config.data
+        # paced: small chunks, each returned as soon as the recording's clock releases it
+        paced = data.speed > 0
+        chunk = min(data.batch_events, PACED_CHUNK) if paced else max(data.batch_events, 8192)
+        if self._source_shard is not None:  # never paced (``source_shards``)
+            return SourcesFeed(
+                self.readers,
+                self._source_shard,
+                wiring.replay_key(data.clock),
+                chunk,
+                skip=self._cut.consumed,
+            )
+        return ChunkFeed(self.market_data, self._cut.consumed, chunk, Clock(data.clock))
+
     async def _replay_window(self, step: int) -> tuple[list[Any], Window] | None:
         data = self.config.data
         paced = data.speed > 0
         if self._feed is None:
-            # paced: small chunks, each returned as soon as the recording's clock releases it
-            chunk = min(data.batch_events, PACED_CHUNK) if paced else max(data.batch_events, 8192)
-            if self._source_shard is not None:  # never paced (``source_shards``)
-                self._feed = SourcesFeed(
-                    self.readers,
-                    self._source_shard,
-                    wiring.replay_key(data.clock),
-                    chunk,
-                    skip=self._cut.consumed,
-                )
-            else:
-                self._feed = ChunkFeed(
-                    self.market_data, self._cut.consumed, chunk, Clock(data.clock)
-                )
+            self._feed = self._open_feed()
         if self._cutter is None:  # a new feed, or the feed rewound to a barrier
             self._cutter = WindowCutter(
                 self._feed,
@@ -859,18 +863,10 @@ class CoordinatorActor:
         if self._source_shard is None:
             return [self._cut.consumed]
         if self._feed is None:
-            data = self.config.data
-            self._feed = SourcesFeed(
-                self.readers,
-                self._source_shard,
-                wiring.replay_key(data.clock),
-                max(data.batch_events, 8192),
-                skip=self._cut.consumed,
-            )
+            self._feed = self._open_feed()
             await self._feed.ensure(0)
         assert isinstance(self._feed, SourcesFeed)
         taken = self._feed.log.taken(self._cut.consumed)
-        assert self._source_shard is not None
         return [
             {i: n for i, n in enumerate(taken) if self._source_shard[i] == k}
             for k in range(len(self.readers))
@@ -1146,20 +1142,19 @@ class SourcesFeed(RewindableFeed):
                 self._broken = exc
                 raise
 
-    async def ensure(self, n: int) -> None:
+    def _check_merge(self) -> None:
         if self._broken is not None:
             raise RuntimeError(f"the replay's merge failed: {self._broken!r}") from self._broken
+
+    async def ensure(self, n: int) -> None:
+        self._check_merge()
         while self._skip:  # restored: the consumed events again, dropped
             drop = min(self._skip, self._chunk)
             await self._fill(drop + 2)
             if next(itertools.islice(self._events, drop - 1, None), _GONE) is _GONE:
                 # the checkpoint consumed more than the replay now holds (a --resume after
                 # data.files or data.sessions changed): one clear error, not a dead generator
-                raise wiring.WiringError(
-                    f"the replay holds fewer events than the checkpoint consumed "
-                    f"({self._kept_from + self._skip:,}): were data.files or data.sessions "
-                    "changed since the run started?"
-                )
+                raise wiring.replay_changed(self._kept_from + self._skip)
             self._skip -= drop
             self._kept_from += drop  # given before this process: never rewound to
         await self._fill(n + 2)
@@ -1197,8 +1192,7 @@ class SourcesFeed(RewindableFeed):
             self._next[source] = self._request(source)
 
     def _next_new(self) -> Any:
-        if self._broken is not None:
-            raise RuntimeError(f"the replay's merge failed: {self._broken!r}") from self._broken
+        self._check_merge()
         return next(self._events)
 
 

@@ -13,7 +13,7 @@ import ray
 from actors.checkpoint import make_store
 from actors.codec import encode_events
 from actors.stepper import Stepper
-from sapphire.kernel.assembly import WiringError
+from sapphire.kernel.assembly import replay_changed
 from sapphire.kernel.timing import Window
 from sapphire.kernel.windows import CutterState
 from sapphire.model.events import AnyMarketEvent
@@ -67,11 +67,7 @@ class MarketDataActor:
                 if len(self._feed.log) < offset:
                     # the run consumed more than the replay now holds (a --resume after
                     # data.files or data.sessions changed): an error, never a short "done"
-                    raise WiringError(
-                        f"the replay holds {len(self._feed.log):,} events, fewer than the run "
-                        f"consumed ({offset:,}): were data.files or data.sessions changed "
-                        "since the run started?"
-                    )
+                    raise replay_changed(offset, len(self._feed.log))
                 self._raw = iter(self._feed)
             else:
                 self._raw = itertools.islice(iter(self._feed), offset, None)

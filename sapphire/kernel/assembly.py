@@ -53,6 +53,19 @@ class WiringError(ValueError):
     """A config that names things that do not fit together."""
 
 
+def replay_changed(consumed: int, held: int | None = None) -> WiringError:
+    """A run's checkpoint consumed more events than its replay now holds (``held``, where
+    known): a --resume after the data changed, one clear error (never a short "done")."""
+    short = (
+        f"fewer events than the checkpoint consumed ({consumed:,})"
+        if held is None
+        else f"{held:,} events, fewer than the run consumed ({consumed:,})"
+    )
+    return WiringError(
+        f"the replay holds {short}: were data.files or data.sessions changed since the run started?"
+    )
+
+
 def data_path(text: str) -> Path:
     """A data or instrument path of a config: ``shared:REL`` is the shared recorded data
     (``$SAPPHIRE_SHARED_DATA``, else ``../shared/data`` beside the repository), ``sample:REL``
@@ -421,8 +434,8 @@ class ReplaySources(ReplayReader):
             states = []
             for source in self.wanted:
                 n = taken.get(source, 0)
-                pairs, at = self._reading.get(source, (None, -1))
-                if at == n or pairs is None or at < n:
+                at = self._reading.get(source, (None, -1))[1]
+                if at <= n:  # never read here (-1), short of n, or exactly n
                     # one pair past what was taken (where this reader restarted, or gave
                     # out less, the source is reopened and fast-forwarded to it, unkept)
                     self.read(source, n, 1)

@@ -175,7 +175,6 @@ class WindowCutter:
                     clamp = len(nxt.levels) if type(nxt) is deltas else 1  # never backwards
                     nxt = msgspec.structs.replace(nxt, ts_event_ns=last_t)
                 if data_end is not None and nxt.ts_event_ns >= data_end:
-                    clamp = 0
                     return None, end  # the data's end: nothing from here on is read
                 event = self._peeked = nxt
         finally:
