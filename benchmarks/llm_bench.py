@@ -12,6 +12,10 @@ answered by SmolLM2-135M (GGUF Q4_1, and its Q4_0 copy) in llama.cpp with JSON-s
   requests arrive while others decode), in alternated rounds (``--rounds``);
   ``--serve-only`` runs just that comparison (``SAPPHIRE_LLM_REPACK=1`` in the environment
   gives the replicas llama.cpp's repacked Q4_0 kernels on AMX CPUs, see LlamaCppEngine);
+  ``--serve-only --serve-config serve_configs/llm_cpu.yaml`` takes the engine, batch size
+  and wait from the shipped Serve YAML instead of the flags (both replicas are deployed at
+  once with half a CPU each, threads as the YAML writes them: neither decodes while the
+  other is measured, so each runs as a replica granted two CPUs);
 * ``--sweep``: engine settings (threads, flash attention, prefill placement, ubatch)
   compared in alternated rounds.
 
@@ -142,7 +146,7 @@ def serve_modes(prompts: list[DecisionPrompt], args: argparse.Namespace) -> dict
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(proxy_location="Disabled")
-    engine = {
+    engine = args.engine or {
         "kind": "llamacpp",
         "n_threads": args.threads,
         "n_threads_batch": args.threads_batch,
@@ -366,13 +370,32 @@ def print_serve(results: dict[str, Any], batch: int) -> None:
     )
 
 
+def shipped_args(path: str) -> tuple[dict[str, Any], int, float]:
+    """The first application's engine args, ``max_batch_size`` and batch wait in a Serve
+    YAML (``serve_configs/llm_cpu.yaml``): the setting a user deploys."""
+    import yaml
+
+    with open(path) as fh:
+        app_args = yaml.safe_load(fh)["applications"][0]["args"]
+    return (
+        dict(app_args["engine"]),
+        int(app_args.get("max_batch_size", 8)),
+        float(app_args.get("batch_wait_timeout_s", 0.02)),
+    )
+
+
 def serve_only(args: argparse.Namespace) -> None:
     prompts = real_prompts(args.prompts)
-    print(
-        f"Serve only: threads {args.threads}  prompts {len(prompts)} (real BBO)  "
-        f"callers {args.batch}  rounds {args.rounds}  flash_attn {not args.no_flash_attn}  "
-        f"kv {args.kv_type}"
-    )
+    if args.serve_config:
+        args.engine, args.batch, args.batch_wait = shipped_args(args.serve_config)
+        print(f"Serve only: {args.serve_config} engine {args.engine}")
+        print(f"  prompts {len(prompts)} (real BBO)  callers {args.batch}  rounds {args.rounds}")
+    else:
+        print(
+            f"Serve only: threads {args.threads}  prompts {len(prompts)} (real BBO)  "
+            f"callers {args.batch}  rounds {args.rounds}  flash_attn {not args.no_flash_attn}  "
+            f"kv {args.kv_type}"
+        )
     print_serve(serve_modes(prompts, args), args.batch)
 
 
@@ -388,6 +411,12 @@ def main() -> None:
     ap.add_argument("--no-reference", action="store_true", help="skip the sequential path")
     ap.add_argument("--serve", action="store_true", help="also through Ray Serve (1 vs batch)")
     ap.add_argument("--serve-only", action="store_true", help="only the Serve comparison")
+    ap.add_argument(
+        "--serve-config",
+        default="",
+        help="--serve-only with the engine, batch size and wait of this Serve YAML "
+        "(e.g. serve_configs/llm_cpu.yaml) instead of the flags",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="alternated Serve rounds")
     ap.add_argument("--batch-wait", type=float, default=0.02, help="Serve batch_wait_timeout_s")
     ap.add_argument("--no-flash-attn", action="store_true")
@@ -403,6 +432,7 @@ def main() -> None:
         help="time one llama_decode of 1..16 sequences' next tokens at short and long contexts",
     )
     args = ap.parse_args()
+    args.engine = None
     if args.step_costs:
         step_costs(args)
         return

@@ -10,7 +10,8 @@ imported only when it is called.
 
 The replica is sized to the cluster it finds: its CPU request is what the engine wants
 (``n_threads``) capped by the CPUs Ray has free now, less what the caller still has to place
-(``reserve_cpus``: the agent actors). One that cannot fit is a one-line
+(``reserve_cpus``: the agent actors), and llama.cpp's threads are cut to the whole CPUs it
+gets (:func:`replica_plan`). One that cannot fit is a one-line
 :class:`ServeFitError` before anything is deployed, never a replica left pending while Serve
 warns every 30 s.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 from typing import Annotated, Any
 
 import msgspec
@@ -34,6 +36,8 @@ from sapphire.llm.engines import (
     engine_config_from_dict,
 )
 from sapphire.llm.pit import PointInTimeMode
+
+log = logging.getLogger(__name__)
 
 MIN_REPLICA_CPUS = 0.5
 """Below half a core the 135M model decodes a decision in seconds, past any useful timeout."""
@@ -143,6 +147,49 @@ def fit_replica(
     return options
 
 
+def fit_threads(engine: dict[str, Any], config: EngineConfig, num_cpus: float) -> dict[str, Any]:
+    """``engine`` (the app's engine args) with llama.cpp's threads cut to the whole CPUs a
+    replica was granted (at least one). Why: a replica the cluster sized down must not run
+    more threads than it has cores; llama.cpp's threads wait for each other at every op, and
+    on 2 shared cores a decision went from 0.6 s to 19 s that way (RESULTS.md, session 6).
+    So a config may ask for 2 threads for the calls of several tokens (what makes batching
+    pay, RESULTS.md) and still run on a host where the replica gets one core."""
+    if not isinstance(config, LlamaCppConfig):
+        return engine
+    cores = max(1, int(num_cpus + 1e-9))
+    out = dict(engine)
+    if config.n_threads > cores:
+        out["n_threads"] = cores
+    if config.n_threads_batch > cores:
+        out["n_threads_batch"] = cores
+    if out != engine:
+        cut = {k: out[k] for k in ("n_threads", "n_threads_batch") if out.get(k) != engine.get(k)}
+        log.info("llm: the replica was granted %g CPU: llama.cpp threads cut to %s", num_cpus, cut)
+    return out
+
+
+def replica_plan(
+    parsed: LlmAppArgs,
+    config: EngineConfig,
+    replicas: int,
+    reserve_cpus: float,
+    free_cpus: float | None,
+    free_gpus: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A replica's ``ray_actor_options`` (:func:`fit_replica`) and the engine args it runs
+    with: threads cut to the CPUs it was granted when the cluster sized it (a
+    ``ray_actor_options.num_cpus`` written in the config is the operator's choice, kept with
+    the threads as written)."""
+    options = fit_replica(
+        config, parsed.ray_actor_options, replicas, reserve_cpus, free_cpus, free_gpus
+    )
+    engine = dict(parsed.engine)
+    chosen = parsed.ray_actor_options and "num_cpus" in parsed.ray_actor_options
+    if not chosen and "num_cpus" in options:
+        engine = fit_threads(engine, config, float(options["num_cpus"]))
+    return options, engine
+
+
 def _wanted_cpus(config: EngineConfig) -> float:
     """The CPUs a replica's engine uses at most: llama.cpp's threads (for single tokens, or
     for calls of several where ``n_threads_batch`` says more); one for the others."""
@@ -192,8 +239,8 @@ def build_sized_app(
     if auto is not None:
         replicas = int(auto.get("initial_replicas") or auto.get("min_replicas") or 1)
     free_cpus, free_gpus = _free_resources(placed_cpus)
-    actor_options = fit_replica(
-        config, parsed.ray_actor_options, replicas, reserve_cpus, free_cpus, free_gpus
+    actor_options, engine = replica_plan(
+        parsed, config, replicas, reserve_cpus, free_cpus, free_gpus
     )
     # Below max_batch_size concurrent requests per replica a batch can never fill.
     options: dict[str, Any] = {
@@ -205,7 +252,7 @@ def build_sized_app(
     currency, prices = load_prices(resolve_prices_file(prices_file), price_profile)
     deployment: Any = LlmDecisionDeployment  # a serve.Deployment at run time
     app: Application = deployment.options(**options).bind(
-        engine=dict(parsed.engine),
+        engine=engine,
         max_batch_size=parsed.max_batch_size,
         batch_wait_timeout_s=parsed.batch_wait_timeout_s,
         point_in_time=parsed.point_in_time,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from actors.serve.llm_app import ServeFitError, fit_replica, parse_app_args
+from actors.serve.llm_app import (
+    ServeFitError,
+    fit_replica,
+    fit_threads,
+    parse_app_args,
+    replica_plan,
+)
 from sapphire.llm.engines import LlamaCppConfig, VllmConfig
 
 
@@ -42,3 +48,30 @@ def test_llm_args_are_checked_field_by_field() -> None:
         parse_app_args({"point_in_time": "sometimes"})
     with pytest.raises(ServeFitError, match="max_batchsize"):
         parse_app_args({"max_batchsize": 8})
+
+
+def test_threads_are_cut_to_the_cpus_the_cluster_grants_a_sized_replica() -> None:
+    """Two threads for the calls of several tokens, where the replica gets two CPUs; one
+    where the cluster has one to give (never more threads than cores: they stall)."""
+    engine = {"kind": "llamacpp", "n_threads": 1, "n_threads_batch": 2}
+    parsed, config = parse_app_args({"engine": engine})
+    options, roomy = replica_plan(parsed, config, 1, 0.0, 8.0, 0.0)
+    assert options == {"num_cpus": 2.0} and roomy == engine
+    options, tight = replica_plan(parsed, config, 1, 0.65, 2.0, 0.0)
+    assert options == {"num_cpus": 1.35}
+    assert tight == {**engine, "n_threads_batch": 1}
+    assert engine["n_threads_batch"] == 2  # the app's own args are not changed
+    # the default engine wants 2 threads for everything: both cut, never below one
+    parsed, config = parse_app_args({"engine": {}})
+    _, small = replica_plan(parsed, config, 1, 0.0, 0.75, 0.0)
+    assert small == {"n_threads": 1}
+    # outside Ray (nothing to ask) the engine's wish is the request: threads as written
+    parsed, config = parse_app_args({"engine": engine})
+    assert replica_plan(parsed, config, 1, 0.0, None, 0.0) == ({"num_cpus": 2.0}, engine)
+
+
+def test_a_num_cpus_written_in_the_config_keeps_the_threads_as_written() -> None:
+    engine = {"kind": "llamacpp", "n_threads": 1, "n_threads_batch": 2}
+    parsed, config = parse_app_args({"engine": engine, "ray_actor_options": {"num_cpus": 0.5}})
+    assert replica_plan(parsed, config, 1, 0.0, 2.0, 0.0) == ({"num_cpus": 0.5}, engine)
+    assert fit_threads(engine, VllmConfig(), 0.5) == engine  # GPU engines: no CPU threads
