@@ -86,6 +86,13 @@ class PaperExchangeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
     leverage: PositiveInt = 1
     trade_through_fills_all: bool = True
     book_cross_fills: bool = True
+    # How long (venue time) the venue remembers an order after it is final: a cancel or
+    # amend of it is answered with its status until then, and its client order id counts as
+    # used; then it is forgotten, as a real venue archives closed orders (Binance asks client
+    # order ids to be unique among open orders only). Why: keeping every order made a run's
+    # memory and each checkpoint grow with the run (a quoting market maker sends ~170,000
+    # orders a day). 0: never forget.
+    finished_order_memory_s: Annotated[float, msgspec.Meta(ge=0)] = 3600.0
 
     def __post_init__(self) -> None:
         symbols = [i.symbol for i in self.instruments]

@@ -14,6 +14,7 @@ CANCELED, EXPIRED and FILLED; ``OrderFilled`` for every execution.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
@@ -78,7 +79,12 @@ class PaperExchange:
                 trade_through_fills_all=config.trade_through_fills_all,
                 book_cross_fills=config.book_cross_fills,
             )
+        # the orders the venue remembers: open ones, and final ones for
+        # ``finished_order_memory_s`` after they ended (``_finished``: when each ended, in
+        # that order, so the old ones are dropped from the front)
         self._orders: dict[str, SimOrder] = {}
+        self._finished: deque[tuple[int, str]] = deque()
+        self._memory_ns = int(config.finished_order_memory_s * 1e9)
         self._pending: list[tuple[int, int, Action]] = []
         self._reports: list[tuple[int, int, ExecutionReport]] = []
         self._fills: list[OrderFilled] = []
@@ -108,7 +114,7 @@ class PaperExchange:
     # -- gateway ----------------------------------------------------------------------------
     def submit(self, order: SubmitOrder, now_ns: int) -> None:
         arrive = now_ns + self._latency.entry_ns(now_ns)
-        if order.client_order_id in self._orders:
+        if self._known(order.client_order_id, now_ns) is not None:
             # The original order is untouched: a re-send after a restart is recognised.
             self._report_at(
                 arrive,
@@ -123,6 +129,8 @@ class PaperExchange:
                 ),
             )
             return
+        # an id used again after the venue forgot it: the new order takes the arrival order
+        self._orders.pop(order.client_order_id, None)
         self._orders[order.client_order_id] = SimOrder(
             client_order_id=order.client_order_id,
             agent_id=order.agent_id,
@@ -174,15 +182,21 @@ class PaperExchange:
         """Run every action that has reached the venue by ``now_ns``."""
         if now_ns > self._clock_ns:
             self._clock_ns = now_ns
-        pending = self._pending
+        pending, finished, memory = self._pending, self._finished, self._memory_ns
         while pending and pending[0][0] <= now_ns:
             arrive, _, action = heapq.heappop(pending)
+            # forgotten as of the action's arrival, not later: it may name an order that
+            # ended within the memory before it arrived
+            if memory and finished and finished[0][0] + memory <= arrive:
+                self._forget(arrive)
             if type(action) is SubmitOrder:
                 self._on_submit(action, arrive)
             elif type(action) is CancelOrder:
                 self._on_cancel(action, arrive)
             else:
                 self._on_amend(action, arrive)  # type: ignore[arg-type]
+        if memory and finished and finished[0][0] + memory <= now_ns:
+            self._forget(now_ns)
 
     def poll(self, now_ns: int) -> Sequence[ExecutionReport]:
         out: list[ExecutionReport] = []
@@ -193,12 +207,42 @@ class PaperExchange:
 
     # -- queries ----------------------------------------------------------------------------
     def order_state(self, client_order_id: str) -> OrderView | None:
-        order = self._orders.get(client_order_id)
+        order = self._known(client_order_id, self._clock_ns)
         return None if order is None else order.view()
 
     def orders(self) -> list[OrderView]:
-        """Every order the venue ever received, in arrival order (its own record)."""
-        return [o.view() for o in self._orders.values()]
+        """Every order the venue remembers (all it received, but those final for longer
+        than ``finished_order_memory_s``), in arrival order: its own record."""
+        now = self._clock_ns
+        return [o.view() for o in self._orders.values() if not self._expired(o, now)]
+
+    def _expired(self, order: SimOrder, now_ns: int) -> bool:
+        """Final for longer than the venue remembers (forgotten, whether or not
+        :meth:`_forget` has dropped it yet: what the venue answers never depends on when
+        that ran)."""
+        memory = self._memory_ns
+        return bool(memory) and order.status.is_final and order.ts_update_ns + memory <= now_ns
+
+    def _known(self, client_order_id: str, now_ns: int) -> SimOrder | None:
+        order = self._orders.get(client_order_id)
+        return None if order is None or self._expired(order, now_ns) else order
+
+    def _forget(self, now_ns: int) -> None:
+        """Drop the orders final for longer than the venue remembers, and its record of
+        fills as old (each was reported when it happened; the run's store keeps them)."""
+        memory = self._memory_ns
+        finished, orders = self._finished, self._orders
+        while finished and finished[0][0] + memory <= now_ns:
+            ended, cid = finished.popleft()
+            order = orders.get(cid)
+            # the id may have been used again since: only the order that ended then goes
+            if order is not None and order.status.is_final and order.ts_update_ns == ended:
+                del orders[cid]
+        fills = self._fills
+        old = 0
+        while old < len(fills) and fills[old].ts_event_ns + memory <= now_ns:
+            old += 1
+        del fills[:old]
 
     def open_orders(self, symbol: str | None = None) -> list[OrderView]:
         return [
@@ -209,7 +253,9 @@ class PaperExchange:
 
     @property
     def fills(self) -> Sequence[OrderFilled]:
-        return tuple(self._fills)
+        """The fills of the last ``finished_order_memory_s`` (all of them while 0)."""
+        memory, now = self._memory_ns, self._clock_ns
+        return tuple(f for f in self._fills if not memory or f.ts_event_ns + memory > now)
 
     def book(self, symbol: str) -> MarketBook:
         return self._engines[symbol].book
@@ -274,7 +320,7 @@ class PaperExchange:
         engine.rest(order)
 
     def _on_cancel(self, cmd: CancelOrder, ts: int) -> None:
-        order = self._orders.get(cmd.client_order_id)
+        order = self._known(cmd.client_order_id, ts)
         if order is None or order.symbol != cmd.symbol or not order.is_open:
             self._report_at(
                 ts,
@@ -293,7 +339,7 @@ class PaperExchange:
         self._finish(order, OrderStatus.CANCELED, ts, None, "canceled")
 
     def _on_amend(self, cmd: AmendOrder, ts: int) -> None:
-        order = self._orders.get(cmd.client_order_id)
+        order = self._known(cmd.client_order_id, ts)
         inst = self.instruments.get(cmd.symbol)
         if order is None or inst is None or order.symbol != cmd.symbol or not order.is_open:
             self._report_at(
@@ -382,6 +428,7 @@ class PaperExchange:
         order.status = status
         order.reason = reason
         order.ts_update_ns = ts
+        self._finished.append((ts, order.client_order_id))
         self._update(order, ts, reason=reason, message=message)
 
     def _reject(self, order: SimOrder, ts: int, reason: RejectReason, message: str) -> None:

@@ -187,6 +187,11 @@ def restore(cls: type[PaperExchange], data: bytes) -> PaperExchange:
         o.locked, o.fees_quote = Decimal(rec.locked), Decimal(rec.fees_quote)
         o.notional_ticks_lots = rec.notional_ticks_lots
         ex._orders[o.client_order_id] = o
+    ex._finished.extend(
+        sorted(
+            (o.ts_update_ns, o.client_order_id) for o in ex._orders.values() if o.status.is_final
+        )
+    )
     resting = sorted(
         (o for o in ex._orders.values() if o.is_open and o.limit_ticks is not None),
         key=lambda o: o.rest_seq,
