@@ -244,6 +244,11 @@ class CoordinatorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     # venue by default: internal crossing reduces the resting order at the venue (an amend),
     # which only the paper exchange takes; and a default must not change existing runs
     crossing: Literal["venue", "internal"] = "venue"
+    # How long (the run's clock) the coordinator keeps an order after it is final, with its
+    # fill ids; then it is forgotten and a report about it is ignored as about an unknown
+    # order (the counts by status keep it). Why: keeping every order made the coordinator's
+    # memory and checkpoints grow with the run. 0: never forget.
+    finished_order_memory_s: Annotated[float, msgspec.Meta(ge=0)] = 3600.0
 
 
 class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -150,15 +150,13 @@ def build_snapshot(
     quarantined = quarantined or {}
     journal = stage.core.journal
     open_by: dict[tuple[str, str], list[int]] = {}
-    filled_by: dict[tuple[str, str], int] = {}
-    for entry in journal.entries.values():
+    # counted as fills come (the journal forgets old orders): every order with a fill
+    filled_by = journal.filled_orders
+    for entry in journal.open_orders():
         key = (entry.agent_id, entry.symbol)
-        if entry.filled_lots:
-            filled_by[key] = filled_by.get(key, 0) + 1
-        if not entry.status.is_final:
-            slot = open_by.setdefault(key, [0, 0])
-            slot[0] += 1
-            slot[1] += entry.leaves_lots
+        slot = open_by.setdefault(key, [0, 0])
+        slot[0] += 1
+        slot[1] += entry.leaves_lots
     rows = [
         _agent_row(key, fig, open_by, filled_by, quarantined)
         for key, fig in sorted(summary["agents"].items())

@@ -68,12 +68,14 @@ class CoordinatorCore:
         *,
         crossing: str = "venue",
         entry_ns: int = 0,
+        order_memory_ns: int = 0,
     ) -> None:
         """``crossing``: ``internal`` crosses opposing agents' orders in the firm
-        (``sapphire.coordination.crossing``), booked ``entry_ns`` after the decision."""
+        (``sapphire.coordination.crossing``), booked ``entry_ns`` after the decision;
+        ``order_memory_ns``: how long the journal keeps a final order (0: for ever)."""
         self.instruments = dict(instruments)
         self.portfolio = Portfolio(self.instruments)
-        self.journal = OrderJournal()
+        self.journal = OrderJournal(order_memory_ns)
         self.risk = RiskEngine(
             limits, self.instruments, self.portfolio, allocate_capital(capital_quote, dict(weights))
         )

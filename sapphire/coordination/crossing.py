@@ -178,6 +178,12 @@ class CrossBook:
         self._filled_here: set[str] = set()
         self._n = 0
 
+    def forget(self, client_order_id: str) -> None:
+        """An order the journal no longer keeps (final for its memory): nothing of it is
+        needed here any more (its crosses were resolved when the venue answered)."""
+        self._venue_lots.pop(client_order_id, None)
+        self._filled_here.discard(client_order_id)
+
     def route(
         self,
         order: SubmitOrder,

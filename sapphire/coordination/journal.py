@@ -1,11 +1,15 @@
-"""Order journal keyed by client order id: the coordinator's memory of every order.
+"""Order journal keyed by client order id: the coordinator's memory of its orders.
 
 Reports are applied idempotently (a fill id seen twice is ignored; a final state never
 reverts), which is what lets a restarted coordinator replay reports without double counting.
+An order final for longer than ``memory_ns`` is forgotten (:meth:`OrderJournal.forget`), with
+its fill ids: a report about it after that is one about an unknown order, ignored as before;
+the counts by status stay whole.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 
 import msgspec
@@ -51,9 +55,18 @@ class JournalEntry(msgspec.Struct, kw_only=True):
 
 
 class OrderJournal:
-    def __init__(self) -> None:
+    def __init__(self, memory_ns: int = 0) -> None:
+        """``memory_ns``: how long an order is kept after it is final (0: for ever)."""
         self.entries: dict[str, JournalEntry] = {}
         self._seen_fills: set[str] = set()
+        self._memory_ns = memory_ns
+        # when each order became final, in that order; each order's fill ids
+        self._ended: deque[tuple[int, str]] = deque()
+        self._fill_ids: dict[str, list[str]] = {}
+        # every order ever recorded, by its current status (forgotten ones included)
+        self._by_status: dict[str, int] = {}
+        # orders with any fill, by (agent, symbol) (forgotten ones included)
+        self.filled_orders: dict[tuple[str, str], int] = {}
         # the orders not yet final, in submission order (crossing and cancel-all scan only these)
         self._open: dict[str, None] = {}
         # (agent, symbol, side) -> leaves of open orders, kept incrementally for risk checks
@@ -78,6 +91,8 @@ class OrderJournal:
         self._open[order.client_order_id] = None
         key = (order.agent_id, order.symbol, order.side)
         self._open_lots[key] = self._open_lots.get(key, 0) + order.qty_lots
+        pending = OrderStatus.PENDING.value
+        self._by_status[pending] = self._by_status.get(pending, 0) + 1
         return True
 
     def is_new(self, report: OrderUpdate | OrderFilled) -> bool:
@@ -96,12 +111,18 @@ class OrderJournal:
         if entry is None:
             return False
         before = entry.leaves_lots
+        status_before = entry.status
         if isinstance(report, OrderFilled):
             if report.fill_id in self._seen_fills:
                 return False
             self._seen_fills.add(report.fill_id)
+            if self._memory_ns:
+                self._fill_ids.setdefault(entry.client_order_id, []).append(report.fill_id)
             if report.internal:
                 entry.reserved_lots = max(entry.reserved_lots - report.qty_lots, 0)
+            if not entry.filled_lots and report.qty_lots:
+                book = (entry.agent_id, entry.symbol)
+                self.filled_orders[book] = self.filled_orders.get(book, 0) + 1
             entry.filled_lots += report.qty_lots
             if entry.filled_lots >= entry.qty_lots:
                 entry.status = OrderStatus.FILLED
@@ -114,9 +135,31 @@ class OrderJournal:
                 entry.status = report.status
         key = (entry.agent_id, entry.symbol, entry.side)
         self._open_lots[key] = self._open_lots.get(key, 0) - (before - entry.leaves_lots)
-        if entry.status.is_final:
-            self._open.pop(entry.client_order_id, None)
+        if entry.status is not status_before:
+            counts = self._by_status
+            counts[status_before.value] -= 1
+            counts[entry.status.value] = counts.get(entry.status.value, 0) + 1
+        if entry.status.is_final and entry.client_order_id in self._open:
+            del self._open[entry.client_order_id]
+            if self._memory_ns:
+                self._ended.append((report.ts_event_ns, entry.client_order_id))
         return True
+
+    def forget(self, now_ns: int) -> list[tuple[str, list[str]]]:
+        """Drop the orders final for ``memory_ns`` or longer at ``now_ns``, with their fill
+        ids; returns them (client order id, fill ids) for the caller's own indexes."""
+        memory, ended = self._memory_ns, self._ended
+        out: list[tuple[str, list[str]]] = []
+        while memory and ended and ended[0][0] + memory <= now_ns:
+            _, cid = ended.popleft()
+            entry = self.entries.get(cid)
+            if entry is None or not entry.status.is_final:
+                continue
+            del self.entries[cid]
+            fills = self._fill_ids.pop(cid, [])
+            self._seen_fills.difference_update(fills)
+            out.append((cid, fills))
+        return out
 
     def open_lots(self, agent_id: str, symbol: str, side: Side) -> int:
         return self._open_lots.get((agent_id, symbol, side), 0)
@@ -135,7 +178,6 @@ class OrderJournal:
         ]
 
     def counts_by_status(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for entry in self.entries.values():
-            counts[entry.status.value] = counts.get(entry.status.value, 0) + 1
-        return counts
+        """Every order recorded, by its status (kept as they change, so forgotten orders
+        still count, and a summary costs no pass over the orders)."""
+        return {status: n for status, n in self._by_status.items() if n}

@@ -671,4 +671,5 @@ def build_core(config: SystemConfig, instruments: dict[str, Instrument]) -> Coor
         crossing=config.coordinator.crossing,
         # crosses are booked when the order would have reached the venue
         entry_ns=timing(config).entry_ns if config.coordinator.crossing == "internal" else 0,
+        order_memory_ns=int(config.coordinator.finished_order_memory_s * 1e9),
     )

@@ -185,6 +185,12 @@ class CoordinatorStage:
         core = self.core
         end = window.end_ns
         result = StepResult()
+        # orders final for longer than the journal keeps them: their last states and fill
+        # ids go too (a run's memory and checkpoints stay bounded however long it trades)
+        for cid, fill_ids in core.journal.forget(window.start_ns):
+            self._last_update.pop(cid, None)
+            self._seen_fills.difference_update(fill_ids)
+            core.crosses.forget(cid)
         self.rows.add_ticks(events)
         core.start_step(window.start_ns, result)
         for agent_id in sorted(outputs):

@@ -81,6 +81,16 @@ def _quote_and_cancel(ex: PaperExchange, cycles: int, start: int, every_ns: int)
     return now
 
 
+def _canceled_at_2s() -> PaperExchange:
+    """A venue remembering final orders for 10 s, whose order mm-1 was canceled at ~2 s."""
+    ex = _venue(memory_s=10.0)
+    _submit(ex, "mm-1", 2 * S)
+    _cancel(ex, "mm-1", 2 * S + ENTRY_NS)
+    ex.advance(3 * S)
+    ex.poll(3 * S)
+    return ex
+
+
 def test_a_long_quoting_run_keeps_the_venue_and_its_checkpoint_bounded() -> None:
     ex = _venue(memory_s=10.0)
     now = _quote_and_cancel(ex, 200, 2 * S, S // 2)  # 100 s of quoting
@@ -97,11 +107,7 @@ def test_a_long_quoting_run_keeps_the_venue_and_its_checkpoint_bounded() -> None
 
 
 def test_a_cancel_of_an_order_the_venue_forgot_is_answered_as_for_an_unknown_order() -> None:
-    ex = _venue(memory_s=10.0)
-    _submit(ex, "mm-1", 2 * S)
-    _cancel(ex, "mm-1", 2 * S + ENTRY_NS)
-    ex.advance(3 * S)
-    ex.poll(3 * S)
+    ex = _canceled_at_2s()
     # remembered: the answer carries the order's own status
     _cancel(ex, "mm-1", 5 * S)
     ex.advance(6 * S)
@@ -122,11 +128,7 @@ def test_a_cancel_of_an_order_the_venue_forgot_is_answered_as_for_an_unknown_ord
 
 
 def test_an_id_is_used_again_only_after_the_venue_forgot_it() -> None:
-    ex = _venue(memory_s=10.0)
-    _submit(ex, "mm-1", 2 * S)
-    _cancel(ex, "mm-1", 2 * S + ENTRY_NS)
-    ex.advance(3 * S)
-    ex.poll(3 * S)
+    ex = _canceled_at_2s()
     _submit(ex, "mm-1", 4 * S)  # still remembered: a duplicate
     ex.advance(5 * S)
     (dup,) = ex.poll(5 * S)
