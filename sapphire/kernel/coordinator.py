@@ -151,9 +151,16 @@ class CoordinatorStage:
         simulated venue), or at ``arrived_ns`` (a live venue: they arrived when its step
         returned, whatever its clock says). A fill reported twice (a live venue after a
         reconnect) is delivered once."""
+        entries = self.core.journal.entries
         for report in reports:
             if type(report) is OrderFilled:
                 if report.fill_id in self._seen_fills:
+                    continue
+                if report.client_order_id not in entries:
+                    # an order the journal does not hold (forgotten, final for longer than
+                    # it keeps orders): whether this fill was told before cannot be known,
+                    # and the firm does not count it, so its agent must not either
+                    self.stale_reports += 1
                     continue
                 self._seen_fills.add(report.fill_id)
             elif type(report) is OrderUpdate:

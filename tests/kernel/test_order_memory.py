@@ -10,6 +10,7 @@ import pytest
 
 from sapphire.coordination.journal import OrderJournal
 from sapphire.kernel.runner import InProcessKernel
+from sapphire.kernel.timing import Window
 from sapphire.model.events import Side
 from sapphire.model.orders import OrderFilled, OrderStatus, OrderUpdate, SubmitOrder
 from tests.kernel.conftest import LATENCY, kernel_config
@@ -68,6 +69,23 @@ def test_a_run_that_forgets_trades_and_stores_the_same_and_holds_less(
     venue_all: Any = kernel_all.venue.gateway
     venue: Any = kernel.venue.gateway
     assert len(venue.orders()) < len(venue_all.orders()) / 5
+
+
+def test_a_fill_told_again_about_a_forgotten_order_reaches_no_agent(
+    kept: tuple[InProcessKernel, dict[str, Any]],
+) -> None:
+    """A live venue may tell a fill again (a reconnect): once its order is forgotten, the
+    firm cannot know it was told before, so neither the firm nor the agent counts it."""
+    kernel_all, _ = kept
+    kernel, _ = _run(2.0)
+    venue_all: Any = kernel_all.venue.gateway
+    first = venue_all.fills[0]  # early in the run: forgotten since
+    stage = kernel.coordinator
+    assert first.client_order_id not in stage.core.journal.entries
+    before = stage.stale_reports
+    stage.add_venue_reports([first], arrived_ns=0)
+    assert stage.stale_reports == before + 1
+    assert stage.take_due(Window(step=10**6, start_ns=0, end_ns=1 << 62)) == []
 
 
 def test_forgetting_gives_the_same_run_in_every_window(
