@@ -124,7 +124,7 @@ class CoordinatorCore:
 
     def on_report(self, report: OrderUpdate | OrderFilled, now_ns: int) -> Position | None:
         """Apply one venue report; a fill returns the agent's new position."""
-        if self.journal.apply(report) and isinstance(report, OrderFilled):
+        if self.journal.apply(report, now_ns) and isinstance(report, OrderFilled):
             if self.crossing == "internal":
                 entry = self.journal.entries[report.client_order_id]
                 over = entry.filled_lots - entry.qty_lots

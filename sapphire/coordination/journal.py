@@ -105,8 +105,10 @@ class OrderJournal:
             return report.fill_id not in self._seen_fills
         return not entry.status.is_final
 
-    def apply(self, report: OrderUpdate | OrderFilled) -> bool:
-        """Apply a report; False when it was a duplicate or for an unknown order."""
+    def apply(self, report: OrderUpdate | OrderFilled, now_ns: int | None = None) -> bool:
+        """Apply a report; False when it was a duplicate or for an unknown order. ``now_ns``:
+        when it is applied on the run's clock, which :meth:`forget` counts the memory from
+        (default: the report's own time; a venue may send none, or its own clock's)."""
         entry = self.entries.get(report.client_order_id)
         if entry is None:
             return False
@@ -142,7 +144,8 @@ class OrderJournal:
         if entry.status.is_final and entry.client_order_id in self._open:
             del self._open[entry.client_order_id]
             if self._memory_ns:
-                self._ended.append((report.ts_event_ns, entry.client_order_id))
+                ended = report.ts_event_ns if now_ns is None else now_ns
+                self._ended.append((ended, entry.client_order_id))
         return True
 
     def forget(self, now_ns: int) -> list[tuple[str, list[str]]]:

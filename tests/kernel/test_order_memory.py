@@ -148,6 +148,19 @@ def test_the_journal_forgets_a_final_order_with_its_fills_and_keeps_its_counts()
     assert not journal.is_new(_fill("a-1", "f-1", 20 * S, 2))
     assert not journal.apply(_fill("a-1", "f-1", 20 * S, 2))
     assert journal.open_lots("a", "X", Side.BUY) == 2
+    # a venue that stamps no time (0): the memory counts from when the run applied it
+    journal.apply(
+        OrderUpdate(
+            ts_event_ns=0,
+            client_order_id="a-3",
+            agent_id="a",
+            symbol="X",
+            status=OrderStatus.EXPIRED,
+        ),
+        now_ns=14 * S,
+    )
+    assert journal.forget(20 * S) == [] and journal.forget(24 * S) == [("a-3", [])]
+    assert journal.counts_by_status() == {"expired": 1, "filled": 1, "canceled": 1}
     never = OrderJournal()
     never.record_submit(_order("a-1"))
     never.apply(_fill("a-1", "f-1", 1 * S, 2))
