@@ -124,20 +124,16 @@ def _fill(cid: str, fill_id: str, ts: int, lots: int) -> OrderFilled:
     )
 
 
+def _ended(cid: str, status: OrderStatus, ts: int) -> OrderUpdate:
+    return OrderUpdate(ts_event_ns=ts, client_order_id=cid, agent_id="a", symbol="X", status=status)
+
+
 def test_the_journal_forgets_a_final_order_with_its_fills_and_keeps_its_counts() -> None:
     journal = OrderJournal(memory_ns=10 * S)
     for cid in ("a-1", "a-2", "a-3"):
         assert journal.record_submit(_order(cid))
     assert journal.apply(_fill("a-1", "f-1", 1 * S, 2))  # filled at 1 s
-    journal.apply(
-        OrderUpdate(
-            ts_event_ns=3 * S,
-            client_order_id="a-2",
-            agent_id="a",
-            symbol="X",
-            status=OrderStatus.CANCELED,
-        )
-    )
+    journal.apply(_ended("a-2", OrderStatus.CANCELED, 3 * S))
     assert journal.forget(10 * S) == []  # nothing final for 10 s yet
     assert journal.forget(11 * S) == [("a-1", ["f-1"])]
     assert journal.forget(13 * S) == [("a-2", [])]
@@ -149,16 +145,7 @@ def test_the_journal_forgets_a_final_order_with_its_fills_and_keeps_its_counts()
     assert not journal.apply(_fill("a-1", "f-1", 20 * S, 2))
     assert journal.open_lots("a", "X", Side.BUY) == 2
     # a venue that stamps no time (0): the memory counts from when the run applied it
-    journal.apply(
-        OrderUpdate(
-            ts_event_ns=0,
-            client_order_id="a-3",
-            agent_id="a",
-            symbol="X",
-            status=OrderStatus.EXPIRED,
-        ),
-        now_ns=14 * S,
-    )
+    journal.apply(_ended("a-3", OrderStatus.EXPIRED, 0), now_ns=14 * S)
     assert journal.forget(20 * S) == [] and journal.forget(24 * S) == [("a-3", [])]
     assert journal.counts_by_status() == {"expired": 1, "filled": 1, "canceled": 1}
     never = OrderJournal()
