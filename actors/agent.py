@@ -39,6 +39,7 @@ class HostedAgent(NamedTuple):
     agent_id: str
     build: Any
     llm_app: str = ""
+    llm_timeout_s: float = 10.0  # a decision's wall-clock wait (``llm.request_timeout_s``)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
@@ -76,7 +77,7 @@ class AgentActor(RoundLeaf):
         # only agent of its actor (the bridge's inbox is one agent's)
         llm_app = agents[0].llm_app
         self._llm = (
-            LlmBridge(llm_app, timeout_s=10.0, redis=redis)
+            LlmBridge(llm_app, timeout_s=agents[0].llm_timeout_s, redis=redis)
             if len(agents) == 1 and llm_app and hasattr(self.agent, "drain_requests")
             else None
         )

@@ -240,6 +240,7 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
     )
     llm = any(s.kind == "llm" for s in config.agents)
     llm_app = start_llm_service(config, venues=len(venues), readers=len(readers)) if llm else ""
+    llm_timeout_s = llm_request_timeout_s(config) if llm else 10.0
     agents: dict[str, Any] = {}
     agent_names: dict[str, str] = {}
     hosts: dict[str, Any] = {}
@@ -262,6 +263,7 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
                     spec.id,
                     wiring.agent_builder(spec, instruments[spec.symbol], instruments),
                     llm_app if spec.kind == "llm" else "",
+                    llm_timeout_s,
                 )
                 for spec in hosted
             ],
@@ -332,6 +334,13 @@ def check_cpus_fit(config: SystemConfig, *, venues: int, readers: int = 1) -> No
 def shard_resources(config: SystemConfig, shard: int) -> dict[str, float]:
     """The Ray resources shard ``shard``'s actors ask for (none without shards)."""
     return dict(config.shards[shard].resources) if config.shards else {}
+
+
+def llm_request_timeout_s(config: SystemConfig) -> float:
+    """How long an LLM agent waits for one decision (``llm.request_timeout_s``)."""
+    from actors.serve.llm_app import parse_app_args
+
+    return parse_app_args(dict(config.llm))[0].request_timeout_s
 
 
 def start_llm_service(config: SystemConfig, *, venues: int = 1, readers: int = 1) -> str:

@@ -56,6 +56,10 @@ class LlmAppArgs(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     point_in_time: PointInTimeMode = "warn"
     """warn: decisions about events before the model's knowledge cutoff are flagged (run
     summary, stored rows); strict: they are refused (the agent's fallback decides); off."""
+    request_timeout_s: Annotated[float, msgspec.Meta(gt=0.0)] = 10.0
+    """How long (wall clock) an agent waits for one decision: then it is stored as a timeout
+    with its reason and the agent's fallback decides (``sapphire run``'s agents; a Serve YAML
+    deployed alone does not use it). A small replica on a loaded host needs more."""
     ray_actor_options: dict[str, Any] | None = None
     autoscaling_config: dict[str, Any] | None = None
 

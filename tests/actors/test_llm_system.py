@@ -111,7 +111,11 @@ def test_llm_decisions_are_sized_metered_flagged_and_stored(
                 "n_threads": 1,
                 "max_parallel": 4,
                 "sampling": {"max_tokens": 64},
-            }
+            },
+            # a 0.7-CPU replica on 2 cores the rest of the suite also loads: a first answer
+            # can take longer than the default 10 s, and then llm would not ask again until
+            # its next decision, which the replay paused below never reaches
+            "request_timeout_s": 60.0,
         },
         ray={"agent_timeout_s": 60.0},
         # a fresh L2 prefix: Redis outlives test runs, and a decision cached by an earlier

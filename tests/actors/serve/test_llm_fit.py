@@ -48,6 +48,9 @@ def test_llm_args_are_checked_field_by_field() -> None:
         parse_app_args({"point_in_time": "sometimes"})
     with pytest.raises(ServeFitError, match="max_batchsize"):
         parse_app_args({"max_batchsize": 8})
+    assert parse_app_args({"request_timeout_s": 30})[0].request_timeout_s == 30.0
+    with pytest.raises(ServeFitError, match="request_timeout_s"):
+        parse_app_args({"request_timeout_s": 0})
 
 
 def test_threads_are_cut_to_the_cpus_the_cluster_grants_a_sized_replica() -> None:
