@@ -34,15 +34,36 @@ def ray_bin(name: str = "ray") -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def wait_for_port(port: int, timeout_s: float) -> None:
+def wait_for_port(
+    port: int,
+    timeout_s: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    log_path: Path | None = None,
+) -> None:
+    """Until something listens on ``port``; a ``proc`` that exits first (its port taken, a
+    bad flag) fails at once, with the tail of its ``log_path``, instead of after the wait."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return
         except OSError:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(
+                    f"ray start exited ({proc.returncode}) before port {port} listened: "
+                    + _tail(log_path)
+                ) from None
             time.sleep(0.3)
-    raise TimeoutError(f"nothing listens on port {port} after {timeout_s}s")
+    raise TimeoutError(f"nothing listens on port {port} after {timeout_s}s: " + _tail(log_path))
+
+
+def _tail(log_path: Path | None, lines: int = 15) -> str:
+    if log_path is None:
+        return ""
+    try:
+        return " | ".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def _pids_using(marker: str) -> list[int]:
@@ -85,7 +106,8 @@ def ray_head(
         f"--metrics-export-port={free_port()}",
         *extra_args,
     ]
-    log = open(Path(temp_dir) / "ray-start.log", "w")  # noqa: SIM115 - closed in finally
+    log_path = Path(temp_dir) / "ray-start.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed in finally
     head = subprocess.Popen(
         args,
         env={**os.environ, **env},
@@ -94,7 +116,8 @@ def ray_head(
         start_new_session=True,
     )
     try:
-        wait_for_port(port, start_timeout_s)
+        log.flush()
+        wait_for_port(port, start_timeout_s, head, log_path)
         yield f"127.0.0.1:{port}", port
     finally:
         _stop(head, temp_dir)
