@@ -39,7 +39,8 @@ class HostedAgent(NamedTuple):
     agent_id: str
     build: Any
     llm_app: str = ""
-    llm_timeout_s: float = 10.0  # a decision's wall-clock wait (``llm.request_timeout_s``)
+    # a decision's wall-clock wait (``llm.request_timeout_s``); None: not an LLM agent
+    llm_timeout_s: float | None = None
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
@@ -75,12 +76,12 @@ class AgentActor(RoundLeaf):
         self.stage = AgentStage(built, timing, symbols)
         # an LLM agent (``drain_requests``/``on_decision``) gets a Serve bridge; it is the
         # only agent of its actor (the bridge's inbox is one agent's)
-        llm_app = agents[0].llm_app
-        self._llm = (
-            LlmBridge(llm_app, timeout_s=agents[0].llm_timeout_s, redis=redis)
-            if len(agents) == 1 and llm_app and hasattr(self.agent, "drain_requests")
-            else None
-        )
+        llm_app, llm_timeout_s = agents[0].llm_app, agents[0].llm_timeout_s
+        self._llm = None
+        if len(agents) == 1 and llm_app and hasattr(self.agent, "drain_requests"):
+            if llm_timeout_s is None:
+                raise ValueError(f"agent {self.agent_ids[0]}: an LLM app without its timeout")
+            self._llm = LlmBridge(llm_app, timeout_s=llm_timeout_s, redis=redis)
         self.busy_s = 0.0
         self._incarnation = uuid.uuid4().hex  # this process (a rewind restores within it)
         self._stepper: Stepper[tuple[list[bytes], list[Any]]] = Stepper(

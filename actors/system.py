@@ -239,8 +239,10 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
         config.storage.flush_interval_s,
     )
     llm = any(s.kind == "llm" for s in config.agents)
-    llm_app = start_llm_service(config, venues=len(venues), readers=len(readers)) if llm else ""
-    llm_timeout_s = llm_request_timeout_s(config) if llm else 10.0
+    # (app name, a decision's wall-clock wait): read once, where the app is built
+    llm_app, llm_timeout_s = (
+        start_llm_service(config, venues=len(venues), readers=len(readers)) if llm else ("", None)
+    )
     agents: dict[str, Any] = {}
     agent_names: dict[str, str] = {}
     hosts: dict[str, Any] = {}
@@ -262,8 +264,7 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
                 HostedAgent(
                     spec.id,
                     wiring.agent_builder(spec, instruments[spec.symbol], instruments),
-                    llm_app if spec.kind == "llm" else "",
-                    llm_timeout_s,
+                    *((llm_app, llm_timeout_s) if spec.kind == "llm" else ("", None)),
                 )
                 for spec in hosted
             ],
@@ -336,24 +337,22 @@ def shard_resources(config: SystemConfig, shard: int) -> dict[str, float]:
     return dict(config.shards[shard].resources) if config.shards else {}
 
 
-def llm_request_timeout_s(config: SystemConfig) -> float:
-    """How long an LLM agent waits for one decision (``llm.request_timeout_s``)."""
-    from actors.serve.llm_app import parse_app_args
-
-    return parse_app_args(dict(config.llm))[0].request_timeout_s
-
-
-def start_llm_service(config: SystemConfig, *, venues: int = 1, readers: int = 1) -> str:
+def start_llm_service(
+    config: SystemConfig, *, venues: int = 1, readers: int = 1
+) -> tuple[str, float]:
     """Deploy the LLM decision app on Ray Serve (HTTP on loopback, no route: agents call it
-    through a DeploymentHandle). Returns the app name."""
+    through a DeploymentHandle). Returns the app name and how long an LLM agent waits for one
+    decision (``llm.request_timeout_s``, as the app read it)."""
     from ray import serve
 
-    from actors.serve.llm_app import build_sized_app
+    from actors.serve.llm_app import parse_app_args, sized_app
     from actors.serve.llm_client import APP_NAME
 
+    parsed, engine = parse_app_args(dict(config.llm))
     # sized before anything deploys: a replica that cannot fit is a one-line error, not a hang
-    app = build_sized_app(
-        dict(config.llm),
+    app = sized_app(
+        parsed,
+        engine,
         # the agents and the coordinator are placed after the app
         reserve_cpus=sum(spec.num_cpus for spec in config.agents) + CORE_CPUS,
         # market data (one a shard where read so), the sink and the venues (one a shard),
@@ -364,7 +363,7 @@ def start_llm_service(config: SystemConfig, *, venues: int = 1, readers: int = 1
     )
     serve.start(http_options={"host": "127.0.0.1"})
     serve.run(app, name=APP_NAME, route_prefix=None)
-    return APP_NAME
+    return APP_NAME, parsed.request_timeout_s
 
 
 def start_console(

@@ -230,13 +230,34 @@ def build_sized_app(
     prices_file: str = "ops/prices.yaml",
     price_profile: str = "on_prem",
 ) -> Application:
-    """The decision app for ``args`` (see :class:`LlmAppArgs`), sized to the cluster now.
+    """The decision app for ``args`` (see :class:`LlmAppArgs`), sized to the cluster now
+    (:func:`sized_app`; parsed here, so a bad config fails at build time, not in a replica)."""
+    parsed, config = parse_app_args(args)
+    return sized_app(
+        parsed,
+        config,
+        reserve_cpus=reserve_cpus,
+        placed_cpus=placed_cpus,
+        prices_file=prices_file,
+        price_profile=price_profile,
+    )
+
+
+def sized_app(
+    parsed: LlmAppArgs,
+    config: EngineConfig,
+    *,
+    reserve_cpus: float = 0.0,
+    placed_cpus: float = 0.0,
+    prices_file: str = "ops/prices.yaml",
+    price_profile: str = "on_prem",
+) -> Application:
+    """The decision app for arguments already parsed (:func:`parse_app_args`).
 
     ``reserve_cpus``: CPUs the caller still has to place after this app (its agent actors).
     ``placed_cpus``: CPUs of the actors it has just created (Ray may not count them yet).
     ``prices_file``/``price_profile``: the run's price table, which prices each decision.
     """
-    parsed, config = parse_app_args(args)  # fail at build time, not in the replica
     _check_backend(config)
     auto = parsed.autoscaling_config
     replicas = 1

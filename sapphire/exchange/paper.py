@@ -182,12 +182,12 @@ class PaperExchange:
         """Run every action that has reached the venue by ``now_ns``."""
         if now_ns > self._clock_ns:
             self._clock_ns = now_ns
-        pending, finished, memory = self._pending, self._finished, self._memory_ns
+        pending, finished, aged = self._pending, self._finished, self._aged
         while pending and pending[0][0] <= now_ns:
             arrive, _, action = heapq.heappop(pending)
             # forgotten as of the action's arrival, not later: it may name an order that
             # ended within the memory before it arrived
-            if memory and finished and finished[0][0] + memory <= arrive:
+            if finished and aged(finished[0][0], arrive):
                 self._forget(arrive)
             if type(action) is SubmitOrder:
                 self._on_submit(action, arrive)
@@ -195,7 +195,7 @@ class PaperExchange:
                 self._on_cancel(action, arrive)
             else:
                 self._on_amend(action, arrive)  # type: ignore[arg-type]
-        if memory and finished and finished[0][0] + memory <= now_ns:
+        if finished and aged(finished[0][0], now_ns):
             self._forget(now_ns)
 
     def poll(self, now_ns: int) -> Sequence[ExecutionReport]:
@@ -216,12 +216,17 @@ class PaperExchange:
         now = self._clock_ns
         return [o.view() for o in self._orders.values() if not self._expired(o, now)]
 
+    def _aged(self, ts_ns: int, now_ns: int) -> bool:
+        """``ts_ns`` is older than the venue remembers (``finished_order_memory_s``; never
+        while it is 0): the one age rule for orders and fills."""
+        memory = self._memory_ns
+        return bool(memory) and ts_ns + memory <= now_ns
+
     def _expired(self, order: SimOrder, now_ns: int) -> bool:
         """Final for longer than the venue remembers (forgotten, whether or not
         :meth:`_forget` has dropped it yet: what the venue answers never depends on when
         that ran)."""
-        memory = self._memory_ns
-        return bool(memory) and order.status.is_final and order.ts_update_ns + memory <= now_ns
+        return order.status.is_final and self._aged(order.ts_update_ns, now_ns)
 
     def _known(self, client_order_id: str, now_ns: int) -> SimOrder | None:
         order = self._orders.get(client_order_id)
@@ -230,9 +235,8 @@ class PaperExchange:
     def _forget(self, now_ns: int) -> None:
         """Drop the orders final for longer than the venue remembers, and its record of
         fills as old (each was reported when it happened; the run's store keeps them)."""
-        memory = self._memory_ns
-        finished, orders = self._finished, self._orders
-        while finished and finished[0][0] + memory <= now_ns:
+        finished, orders, aged = self._finished, self._orders, self._aged
+        while finished and aged(finished[0][0], now_ns):
             ended, cid = finished.popleft()
             order = orders.get(cid)
             # the id may have been used again since: only the order that ended then goes
@@ -240,7 +244,7 @@ class PaperExchange:
                 del orders[cid]
         fills = self._fills
         old = 0
-        while old < len(fills) and fills[old].ts_event_ns + memory <= now_ns:
+        while old < len(fills) and aged(fills[old].ts_event_ns, now_ns):
             old += 1
         del fills[:old]
 
@@ -254,8 +258,8 @@ class PaperExchange:
     @property
     def fills(self) -> Sequence[OrderFilled]:
         """The fills of the last ``finished_order_memory_s`` (all of them while 0)."""
-        memory, now = self._memory_ns, self._clock_ns
-        return tuple(f for f in self._fills if not memory or f.ts_event_ns + memory > now)
+        now, aged = self._clock_ns, self._aged
+        return tuple(f for f in self._fills if not aged(f.ts_event_ns, now))
 
     def book(self, symbol: str) -> MarketBook:
         return self._engines[symbol].book
