@@ -866,7 +866,16 @@ class CoordinatorActor:
             self._feed = self._open_feed()
             await self._feed.ensure(0)
         assert isinstance(self._feed, SourcesFeed)
-        taken = self._feed.log.taken(self._cut.consumed)
+        consumed = self._cut.consumed
+        if consumed < self._feed.log.floor:
+            # trailing the merge by more than its log keeps (it keeps more than a rewind in
+            # memory can go back, so only a rewind that reopened could): merged again
+            again = self._open_feed()
+            assert isinstance(again, SourcesFeed)
+            await again.ensure(0)
+            taken = again.log.taken(consumed)
+        else:
+            taken = self._feed.log.taken(consumed)
         return [
             {i: n for i, n in enumerate(taken) if self._source_shard[i] == k}
             for k in range(len(self.readers))

@@ -205,7 +205,8 @@ class SourceReport:
     changed, by pair. A replay reads ahead of what a run consumes (a loader checks a frame
     of rows at once, a Ray reader serves chunks), so the state a run reports is the one as
     of the last pair it consumed from each source: the same in every runner, whatever each
-    read ahead."""
+    read ahead. The states before a floor no run can ask about any more are dropped
+    (:meth:`forget_before`), so a long replay keeps only the recent ones."""
 
     def __init__(self, stream: Source) -> None:
         self.stream = stream
@@ -213,6 +214,7 @@ class SourceReport:
         self._at: list[int] = [-1]
         self._states: list[tuple[dict[str, int], frozenset[str]]] = [({}, frozenset())]
         self._total: int | None = None  # the pairs the source had, once it ended
+        self._floor = 0  # no ``taken`` below this is asked any more
 
     def track(self, pairs: Iterator[Tagged]) -> Iterator[Tagged]:
         changes = STATE_CHANGES
@@ -236,10 +238,23 @@ class SourceReport:
             self._at.append(i)
             self._states.append(state)
 
+    def forget_before(self, taken: int) -> None:
+        """No run asks about fewer than ``taken`` pairs any more: keep the state as of
+        there and those after it."""
+        if taken <= self._floor:
+            return
+        self._floor = taken
+        k = bisect.bisect_right(self._at, taken - 1) - 1
+        if k > 0:
+            del self._at[:k]
+            del self._states[:k]
+
     def state(self, taken: int | None) -> tuple[dict[str, int], frozenset[str]]:
         """The state once ``taken`` pairs were consumed (None: everything read so far)."""
         if taken is None or (self._total is not None and taken >= self._total):
             return self._states[-1]
+        if taken < self._floor:
+            raise LookupError(f"state after {taken} pairs: forgotten (kept from {self._floor})")
         return self._states[bisect.bisect_right(self._at, taken - 1) - 1]
 
 
@@ -258,27 +273,72 @@ def merged_report(
 
 
 class MergeLog:
-    """The source of each merged event, in order (2 bytes an event): how many events of each
-    source the first ``n`` merged ones hold, whatever was read ahead of them."""
+    """The source of each merged event, in order: how many events of each source the first
+    ``n`` merged ones hold, whatever was read ahead of them.
 
-    def __init__(self, sources: int) -> None:
+    Bounded, whatever the replay's length: the sources of the last ``keep`` to 2 x ``keep``
+    merged events are kept (2 bytes each), those before them only as counts (``floor``). A
+    run asks about what it consumed, which trails what was merged by its read-ahead only;
+    below the floor :meth:`taken` raises ``LookupError`` (the caller merges again).
+    ``on_floor`` hears each source's count below the new floor when it moves."""
+
+    KEEP = 1 << 21  # events: ids of 2-4 Mi events, 4-8 MiB
+
+    def __init__(
+        self,
+        sources: int,
+        keep: int = KEEP,
+        on_floor: Callable[[list[int]], None] | None = None,
+    ) -> None:
+        if keep < 1:
+            raise ValueError(f"MergeLog keep must be >= 1, got {keep}")
         self.sources = sources
+        self.keep = keep
+        self.floor = 0
+        self._below = [0] * sources  # events of each source before the floor
         self._ids = array.array("H")
+        self._on_floor = on_floor
 
     def track(self, merged: Iterator[replay.Replayed]) -> Iterator[replay.Replayed]:
-        append = self._ids.append
-        for item in merged:
-            append(item[2])  # Replayed.source
-            yield item
+        ids = self._ids
+        append = ids.append  # the array stays the same object when trimmed
+        while True:
+            start = len(ids)
+            room = 2 * self.keep - start
+            for item in itertools.islice(merged, room):
+                append(item[2])  # Replayed.source
+                yield item
+            if len(ids) - start < room:
+                return
+            self._trim()
+
+    def _trim(self) -> None:
+        drop = len(self._ids) - self.keep
+        if drop <= 0:
+            return
+        head = np.frombuffer(self._ids, dtype=np.uint16, count=drop)
+        counts = np.bincount(head, minlength=self.sources).tolist()
+        del head  # the array cannot shrink while a view of it exists
+        del self._ids[:drop]
+        self._below = [a + b for a, b in zip(self._below, counts, strict=True)]
+        self.floor += drop
+        if self._on_floor is not None:
+            self._on_floor(list(self._below))
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return self.floor + len(self._ids)
 
     def taken(self, n: int) -> list[int]:
         """Events of each source among the first ``n`` merged."""
-        ids = np.frombuffer(self._ids, dtype=np.uint16)[:n] if self._ids else np.zeros(0, int)
-        counts: list[int] = np.bincount(ids, minlength=self.sources).tolist()
-        return counts
+        if n < self.floor:
+            raise LookupError(f"sources of the first {n:,} merged events: kept from {self.floor:,}")
+        n = min(n, len(self)) - self.floor
+        if n <= 0:
+            return list(self._below)
+        ids = np.frombuffer(self._ids, dtype=np.uint16, count=n)
+        counts = np.bincount(ids, minlength=self.sources).tolist()
+        del ids
+        return [a + b for a, b in zip(self._below, counts, strict=True)]
 
 
 class ReplayReader:
@@ -319,15 +379,23 @@ class ReplayFeed(ReplayReader):
         venues: tuple[VenueFeed, ...] = (),
         sessions: tuple[str, ...] = (),
         cache: ReplayCache | None = None,
+        merge_log_keep: int = MergeLog.KEEP,
     ) -> None:
         """``cache``: read each file's converted stream from there where it has one, and
-        write it there where not (``sapphire.data.replay_cache``); None reads the files."""
+        write it there where not (``sapphire.data.replay_cache``); None reads the files.
+        ``merge_log_keep``: how far (events) a run's consumption may trail the merge and
+        still be reported from memory (:class:`MergeLog`; further back, merged again)."""
         self.cache = cache
         sources = replay_sources(files, instruments, venues)
         opened = [open_source(s, sessions, cache) for s in sources]
         self._reports = [SourceReport(stream) for stream, _ in opened]
         tagged = [r.track(pairs) for r, (_, pairs) in zip(self._reports, opened, strict=True)]
-        self.log = MergeLog(len(sources))
+        self.log = MergeLog(len(sources), merge_log_keep, self._forget_before)
+        # the same replay, merged again from its start (files read, no cache: a second
+        # writer of an entry this one may still be writing), for a report further back
+        self._again = partial(
+            ReplayFeed, files, instruments, clock, 0.0, venues, sessions, None, merge_log_keep
+        )
         merged = replay.merge(tagged, key=replay_key(clock))  # type: ignore[arg-type]
         self._merged = self.log.track(merged)
         self._sessions = sessions
@@ -359,9 +427,22 @@ class ReplayFeed(ReplayReader):
             # gave its last pair, so the sources the run took whole are known to be over
             # (their rows rejected after the last pair count), as for a reader that read ahead
             self.skip(consumed + 1 - len(self.log))
+        if consumed is not None and consumed < self.log.floor:
+            # trailing the merge by more than the log keeps (a reader far ahead of a
+            # restored run): the same replay merged again up to there answers exactly
+            again = self._again()
+            try:
+                return again.report(consumed)
+            finally:
+                again.close()
         taken = None if consumed is None else self.log.taken(consumed)
         states = (r.state(None if taken is None else taken[i]) for i, r in enumerate(self._reports))
         return merged_report(states, self._sessions)
+
+    def _forget_before(self, taken: list[int]) -> None:
+        """The log's floor moved: each source's states before its share of it go too."""
+        for report, n in zip(self._reports, taken, strict=True):
+            report.forget_before(n)
 
 
 def open_replay(
