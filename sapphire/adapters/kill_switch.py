@@ -1,7 +1,8 @@
 """The firm-wide kill switch: held in the store root, outside any one run.
 
-Every run (``sapphire run``, ``sapphire backtest``) reads it when it starts and before every
-step: while it is tripped no order leaves, whatever the run id, across crashes and restarts.
+Every run (``sapphire run``, ``sapphire backtest``) reads it when it starts and between steps,
+at most every ``kill_switch.poll_ms`` of wall-clock time (before every step with 0): while it
+is tripped no order leaves, whatever the run id, across crashes and restarts.
 Only an explicit operator command resets it (``sapphire kill-switch reset``), and every command
 is appended to ``kill-switch.log`` beside it (who, when, why), so the history is stored too.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +81,27 @@ _OFF = KillState()
 
 
 class FirmKillSwitch:
-    def __init__(self, root: str | os.PathLike[str], redis: RedisKillSwitch | None = None) -> None:
+    """``poll_s``: :meth:`halt_reason` (what a run asks between steps) reads the switch at
+    most that often (wall-clock seconds; 0: at every call), answering what it last read in
+    between. :meth:`state` always reads it. ``clock``: the wall clock (monotonic seconds)."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        redis: RedisKillSwitch | None = None,
+        poll_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.redis = redis
         self.root = Path(root)
         self._path = self.root / STATE_FILE
         self._path_str = str(self._path)
         self._seen: tuple[int, int] | None = None
         self._state = _OFF
+        self._poll_s = poll_s
+        self._clock = clock
+        self._next_read = float("-inf")
+        self._halt = ""
 
     def state(self) -> KillState:
         """The switch as stored now: tripped if the file or Redis says so."""
@@ -118,9 +134,19 @@ class FirmKillSwitch:
         return self._state
 
     def halt_reason(self) -> str:
-        """Why no order may leave now ("" while the switch is off)."""
+        """Why no order may leave now ("" while the switch is off), as read at most
+        ``poll_s`` ago."""
+        if self._poll_s > 0:
+            now = self._clock()
+            if now < self._next_read:
+                return self._halt
+            self._next_read = now + self._poll_s
         state = self.state()
-        return f"firm kill switch: {state.reason or 'tripped'}" if state.tripped else ""
+        self._halt = self._reason(state) if state.tripped else ""
+        return self._halt
+
+    def _reason(self, state: KillState) -> str:
+        return f"firm kill switch: {state.reason or 'tripped'}"
 
     def trip(self, reason: str, by: str) -> KillState:
         return self._command("trip", reason or "manual", by)
@@ -152,6 +178,10 @@ class FirmKillSwitch:
         atomic_write_bytes(self._path, msgspec.json.encode(state))
         if self.redis is not None:
             self.redis.apply(command, state)
+        # what this process just wrote is what its runs answer from now (a console reset
+        # must not be undone by the trip read before it)
+        self._halt = self._reason(state) if state.tripped else ""
+        self._next_read = self._clock() + self._poll_s
         return state
 
 
@@ -163,16 +193,17 @@ def system_kill_switch(config: SystemConfig) -> FirmKillSwitch:
 
         client = redis_lib.Redis(**config.redis.client_kwargs())
         redis = RedisKillSwitch(client, config.kill_switch.redis_key)
-    return FirmKillSwitch(Path(config.storage.root).resolve(), redis)
+    return FirmKillSwitch(
+        Path(config.storage.root).resolve(), redis, config.kill_switch.poll_ms / 1000
+    )
 
 
 class RunKillSwitch(FirmKillSwitch):
     """One run's own switch (``sapphire stop RUN_ID``), in ``<storage.root>/<run_id>/``: read
     before every step of that run only, kept across restarts and ``--resume`` until reset."""
 
-    def halt_reason(self) -> str:
-        state = self.state()
-        return f"run stopped: {state.reason or 'stop'}" if state.tripped else ""
+    def _reason(self, state: KillState) -> str:
+        return f"run stopped: {state.reason or 'stop'}"
 
 
 def run_kill_switch(config: SystemConfig, run_id: str) -> RunKillSwitch:
@@ -183,4 +214,6 @@ def run_kill_switch(config: SystemConfig, run_id: str) -> RunKillSwitch:
 
         client = redis_lib.Redis(**config.redis.client_kwargs())
         redis = RedisKillSwitch(client, f"{config.kill_switch.redis_key}:run:{run_id}")
-    return RunKillSwitch(Path(config.storage.root).resolve() / run_id, redis)
+    return RunKillSwitch(
+        Path(config.storage.root).resolve() / run_id, redis, config.kill_switch.poll_ms / 1000
+    )

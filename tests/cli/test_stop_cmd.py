@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import polars as pl
 import pytest
 
@@ -45,6 +46,11 @@ def test_stop_halts_a_run_that_is_running(
     # the operator's command arrives while the run steps: right after its first fills
     # (deterministic, where a wall-clock wait would race the replay on a busy machine)
     config, root = demo(tmp_path, max_events=12_000), tmp_path / "runs"
+    # read before every step (poll_ms 0): the stop lands on the step after the command, not
+    # up to 10 ms of wall time later, when this short run's resting orders may have filled
+    raw = msgspec.yaml.decode(config.read_bytes())
+    raw["kill_switch"] = {"poll_ms": 0}
+    config.write_bytes(msgspec.yaml.encode(raw))
     sent: list[int] = []
 
     class Watched(kernel_run.InProcessKernel):
