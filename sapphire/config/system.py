@@ -217,8 +217,8 @@ class KillSwitchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     redis: bool = False
     redis_key: Annotated[str, msgspec.Meta(min_length=1)] = "sapphire:kill-switch"
     # how often (wall-clock ms) a run reads the firm's and its own switch between steps; 0:
-    # before every step. A read is a file check (~1 us) and, with redis, a round trip (~60
-    # us): before every 20 us step of a backtest that was most of its time
+    # before every step. A read is a file check (~1 us) and, with redis, a round trip (~100
+    # us): before every ~70 us step of a backtest that was most of its time
     poll_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 10
 
 
