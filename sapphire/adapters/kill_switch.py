@@ -200,7 +200,8 @@ def system_kill_switch(config: SystemConfig) -> FirmKillSwitch:
 
 class RunKillSwitch(FirmKillSwitch):
     """One run's own switch (``sapphire stop RUN_ID``), in ``<storage.root>/<run_id>/``: read
-    before every step of that run only, kept across restarts and ``--resume`` until reset."""
+    between the steps of that run only (as the firm's, every ``kill_switch.poll_ms``), kept
+    across restarts and ``--resume`` until reset."""
 
     def _reason(self, state: KillState) -> str:
         return f"run stopped: {state.reason or 'stop'}"

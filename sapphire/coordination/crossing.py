@@ -176,11 +176,18 @@ class CrossBook:
         self._venue_lots: dict[str, int] = {}
         # resting orders crossed whole: the venue has them canceled, the firm filled
         self._filled_here: set[str] = set()
+        # orders the journal forgot while a cross of theirs still waited for the venue
+        self._forgotten: set[str] = set()
         self._n = 0
 
     def forget(self, client_order_id: str) -> None:
         """An order the journal no longer keeps (final for its memory): nothing of it is
-        needed here any more (its crosses were resolved when the venue answered)."""
+        needed here any more, once its crosses are resolved. One still waiting for the
+        venue's answer (a resting order that filled at the venue while a cross's amend was
+        on its way, a memory shorter than that trip) is forgotten when the answer comes."""
+        if client_order_id in self._pending:
+            self._forgotten.add(client_order_id)
+            return
         self._venue_lots.pop(client_order_id, None)
         self._filled_here.discard(client_order_id)
 
@@ -325,6 +332,9 @@ class CrossBook:
                 if state.failed:
                     why += f"; {state.failed} lots not: the resting order traded at the venue first"
                 out.append(_final(incoming, head.at_ns, state.crossed, why))
+        if rid in self._forgotten and rid not in self._pending:
+            self._forgotten.discard(rid)
+            self.forget(rid)
         return out, None if done and head.cancel else report
 
 

@@ -453,9 +453,19 @@ def open_replay(
     venues: tuple[VenueFeed, ...] = (),
     sessions: tuple[str, ...] = (),
     cache: tuple[str, int] | None = None,
+    merge_log_keep: int = MergeLog.KEEP,
 ) -> ReplayFeed:
     """``cache``: ``(directory, max bytes)`` of the converted-replay cache, or None."""
-    return ReplayFeed(files, instruments, clock, speed, venues, sessions, open_cache(cache))
+    return ReplayFeed(
+        files, instruments, clock, speed, venues, sessions, open_cache(cache), merge_log_keep
+    )
+
+
+def merge_log_keep(data: DataConfig) -> int:
+    """How many merged events' sources a replay keeps (:class:`MergeLog`): more than a Ray
+    reader runs ahead of what the run consumed (a couple of chunks of ``batch_events``), so
+    a run's report never has to merge the replay again."""
+    return max(MergeLog.KEEP, 8 * data.batch_events)
 
 
 class ReplaySources(ReplayReader):
@@ -590,6 +600,7 @@ def replay_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Calla
             feeds,
             data.sessions,
             replay_cache_spec(data),
+            merge_log_keep(data),
         )
     files = data_files(data)
     for path in files:
@@ -606,6 +617,7 @@ def replay_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Calla
         (),
         data.sessions,
         replay_cache_spec(data),
+        merge_log_keep(data),
     )
 
 
