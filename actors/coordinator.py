@@ -216,6 +216,8 @@ class CoordinatorActor:
         if self._feed is None or not self._feed.rewind_to(cut.consumed):
             self._feed = None
         self._cutter = None
+        # decisions gathered by a step that did not finish: its replay gathers them again
+        self._llm_records = []
         self.stage.restore(stage)
         self.core = self.stage.core
         self.rows = self.stage.rows
@@ -273,8 +275,8 @@ class CoordinatorActor:
                 await self._rewind_all()
                 step = self._stepper.last_step + 1
                 continue
-            if step >= first:
-                out.append(progress)
+            if step >= first and (not out or step > out[-1].step):
+                out.append(progress)  # a step replayed after a rewind is not told twice
             step += 1
             if progress.done or (
                 out and (step >= first + count or time.perf_counter() - started >= budget_s)

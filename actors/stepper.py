@@ -66,6 +66,9 @@ class Stepper(Generic[OutputT]):
         self.checkpoint_bytes = 0
         # the step each slot holds (None: empty), so a new barrier never overwrites the newest
         self._slots: dict[str, int | None] = {}
+        # a barrier step done whose checkpoint failed (a full disk, a store gone): its retry
+        # writes it again before answering, never returns as if it were saved
+        self._unsaved: int | None = None
         newest: tuple[int, bytes, Any] | None = None
         for slot in _SLOTS:
             data = store.load(key + slot)
@@ -99,18 +102,27 @@ class Stepper(Generic[OutputT]):
         self.checkpoint_bytes = len(data)
 
     def _check(self, step: int) -> bool:
-        """True when ``step`` is a retry of the last one (its output is returned as it was)."""
+        """True when ``step`` is a retry of the last one (its output is returned as it was,
+        once its checkpoint is written where the first try's write failed)."""
         if step == self.last_step:
+            if self._unsaved == step:
+                self._save(step, self._last_output)
+                self._unsaved = None
             return True
         if step != self.last_step + 1:
             raise StepBehind(self._key, self.last_step, step)
         return False
 
     def _done(self, step: int, output: Any, barrier: bool) -> None:
+        # the step is done (its state changed once; computing it again would apply it twice)
+        # whether or not its checkpoint can be written: a failed write raises to the caller
+        # and is written again by the retry (``_check``)
         self.last_step = step
         self._last_output = output
         if barrier:
+            self._unsaved = step
             self._save(step, output)
+            self._unsaved = None
 
     def run(self, step: int, compute: Callable[[], OutputT], *, barrier: bool = True) -> OutputT:
         if self._check(step):
@@ -147,6 +159,12 @@ class Stepper(Generic[OutputT]):
                 self._restore(state)
                 self.last_step = step
                 self._last_output = output
+                self._unsaved = None
+                # a barrier past ``step`` (written, never committed) is abandoned: its slot
+                # takes the next barrier, so ``step`` stays until a newer one is written
+                for other, at in self._slots.items():
+                    if at is not None and at > step:
+                        self._slots[other] = None
                 return
         raise StepOutOfOrder(f"{self._key}: no checkpoint of barrier {step} to rewind to")
 
