@@ -228,7 +228,10 @@ class RiskEngine:
             return RejectReason.RISK_ORDER_RATE, f"{len(window)} orders in the last second"
         position = self._portfolio.position_lots(intent.agent_id, intent.symbol)
         projected = position + int(intent.side) * (open_same_side_lots + intent.qty_lots)
-        if abs(projected) > agent.max_position_lots and abs(projected) > abs(position):
+        # The caps bind an order that grows the position or turns it to the other side (a
+        # flip is a new position: long 10 over a tightened cap may sell 10, not 19)
+        binds = abs(projected) > abs(position) or projected * position < 0
+        if abs(projected) > agent.max_position_lots and binds:
             return RejectReason.RISK_MAX_POSITION, f"projected {projected} lots"
         # Valued at the worse of the order's own price and the mark: a far-away limit on a
         # MARKET order (or a limit below the market) must not shrink the notional checked;
@@ -249,12 +252,12 @@ class RiskEngine:
                 low = max(min(intent.limit_ticks, math.floor(mid)), 1)
             notional = inst.notional_quote(low, abs(projected))
             coin_cap = self._coin_cap(intent.agent_id, intent.symbol)
-            if notional > coin_cap and abs(projected) > abs(position):
+            if notional > coin_cap and binds:
                 return RejectReason.RISK_MAX_NOTIONAL, f"projected notional {notional} > cap"
         else:
             notional_ticklots = abs(price * projected)
             cap = self._cap(intent.agent_id, inst)
-            if notional_ticklots > cap and abs(projected) > abs(position):
+            if notional_ticklots > cap and binds:
                 notional = inst.notional_quote(price, abs(projected))
                 return RejectReason.RISK_MAX_NOTIONAL, f"projected notional {notional} > cap"
         if intent.agent_id in self._loss_breached:
@@ -425,14 +428,17 @@ class RiskEngine:
                     projected = position + side * (pending + qty)
                     # abs() by hand: four builtin calls an intent were a tenth of the pass
                     size_after = -projected if projected < 0 else projected
-                    growing = size_after > (-position if position < 0 else position)
+                    # as check: bound when it grows or turns the position over
+                    growing = size_after > (-position if position < 0 else position) or (
+                        projected < 0 < position or position < 0 < projected
+                    )
                     if growing and size_after > agent.max_position_lots:
                         reason = position_r
                         detail = position_detail.get(projected) or position_detail.setdefault(
                             projected, f"projected {projected} lots"
                         )
                     else:
-                        if growing:  # the notional cap binds only an order that grows
+                        if growing:  # the notional cap binds only an order that grows or flips
                             if not is_limit or lim is None:
                                 price = sym[2]
                             else:

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from sapphire.model import Instrument, OrderIntent, OrderType, RejectReason, Side
+from sapphire.model import Instrument, OrderFilled, OrderIntent, OrderType, RejectReason, Side
 from sapphire.risk.engine import NS_PER_SECOND, RiskEngine
 from sapphire.risk.limits import AgentLimits, RiskLimits
 from sapphire.risk.portfolio import Portfolio
@@ -148,3 +148,43 @@ def test_a_limit_below_the_mark_is_valued_at_the_mark() -> None:
     assert engine(max_notional_quote="539").check(low, 0, 1).reason is (
         RejectReason.RISK_MAX_NOTIONAL
     )
+
+
+def _long(eng: RiskEngine, lots: int, price: int) -> None:
+    eng._portfolio.apply_fill(
+        OrderFilled(
+            ts_event_ns=0,
+            client_order_id="fill-0",
+            agent_id="a",
+            symbol="BTCUSDT",
+            side=Side.BUY,
+            price_ticks=price,
+            qty_lots=lots,
+            fee_quote=Decimal(0),
+            is_maker=True,
+            fill_id="f0",
+        )
+    )
+
+
+def test_an_order_that_turns_the_position_over_is_held_to_the_caps() -> None:
+    # long 10 with a cap of 5 lots (tightened after it was bought): selling it all is fine,
+    # turning it into a short past the cap is not, whether the short is smaller or not
+    eng = engine(max_position_lots=5)
+    _long(eng, 10, 600_000)
+    assert eng.check(intent(1, side=Side.SELL, qty=10), 0, 1).accepted
+    assert eng.check(intent(2, side=Side.SELL, qty=14), 0, 2).accepted  # short 4
+    decision = eng.check(intent(3, side=Side.SELL, qty=19), 0, 3)  # short 9 > 5
+    assert decision.reason is RejectReason.RISK_MAX_POSITION
+    assert decision.detail == "projected -9 lots"
+
+
+def test_a_flip_is_held_to_the_notional_cap() -> None:
+    # 8 lots of 0.001 BTC at 60k = 480 USDT under a 500 cap; the price doubles: long 8 is
+    # 960 USDT. Selling 15 leaves a short of 7 (840 USDT): over the cap, refused
+    eng = engine(max_notional_quote="500")
+    _long(eng, 8, 600_000)
+    eng.update_mark("BTCUSDT", 2 * MID)
+    decision = eng.check(intent(1, side=Side.SELL, qty=15, limit=1_200_000), 0, 1)
+    assert decision.reason is RejectReason.RISK_MAX_NOTIONAL
+    assert eng.check(intent(2, side=Side.SELL, qty=12, limit=1_200_000), 0, 2).accepted
