@@ -112,7 +112,11 @@ class BigQueryBackend:
         backoff_max_s: float = 10.0,
         timeout_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
+        run_id: str | None = None,
     ) -> None:
+        """``run_id``: the run this sink writes (every run shares the dataset and its
+        producers' names, so what it already holds is read for this run only; None: every
+        row, for a dataset one producer set writes alone)."""
         if chunk_rows < 1:
             raise ValueError("chunk_rows must be >= 1")
         self.client = client
@@ -126,6 +130,7 @@ class BigQueryBackend:
         self.timeout_s = timeout_s
         self.inserted_rows = 0
         self.insert_calls = 0
+        self.run_id = run_id
 
     def table_id(self, table: str) -> str:
         return f"{self.dataset}.{table}"
@@ -182,20 +187,32 @@ class BigQueryBackend:
     def recover(self) -> CommitState:
         self.ensure_schema()
         state = CommitState()
+        # this run's rows only: another run's seqs (same producer names) are not this one's
+        where = "" if self.run_id is None else "WHERE run_id = @run_id "
+        params = [] if self.run_id is None else [("run_id", self.run_id)]
         for name in self.tables:
             sql = (
                 f"SELECT producer_id, MAX(seq) AS seq FROM `{self.table_id(name)}` "
-                "GROUP BY producer_id"
+                f"{where}GROUP BY producer_id"
             )
-            rows = self._call(functools.partial(self._query_rows, sql))
+            rows = self._call(functools.partial(self._query_rows, sql, params))
             marks = {str(r["producer_id"]): int(r["seq"]) for r in rows}
             if marks:
                 state.watermarks[name] = marks
         return state
 
-    def _query_rows(self, sql: str) -> list[Any]:
+    def _query_rows(self, sql: str, params: Sequence[tuple[str, str]] = ()) -> list[Any]:
+        from google.cloud import bigquery
+
+        config = bigquery.QueryJobConfig(
+            query_parameters=[bigquery.ScalarQueryParameter(k, "STRING", v) for k, v in params]
+        )
         job = self.client.query(
-            sql, retry=_NO_LIBRARY_RETRY, job_retry=None, timeout=self.timeout_s
+            sql,
+            job_config=config,
+            retry=_NO_LIBRARY_RETRY,
+            job_retry=None,
+            timeout=self.timeout_s,
         )
         return list(job.result(retry=_NO_LIBRARY_RETRY, job_retry=None, timeout=self.timeout_s))
 

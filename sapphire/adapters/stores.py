@@ -96,16 +96,18 @@ def _parquet_backend(root: str, run_id: str) -> SinkBackend:
     return ParquetBackend(Path(root) / "store", sink_id=run_id)
 
 
-def _bigquery_backend(params: BigQueryParams) -> SinkBackend:
+def _bigquery_backend(params: BigQueryParams, run_id: str) -> SinkBackend:
     from sapphire.adapters.bigquery import BigQueryBackend
 
-    # recover() creates the dataset and tables and checks their schema before any write
+    # recover() creates the dataset and tables and checks their schema before any write,
+    # and reads what this run (one dataset holds every run) already committed
     return BigQueryBackend(
         bigquery_client(params),
         params.dataset,
         chunk_rows=params.chunk_rows,
         timeout_s=params.timeout_s,
         max_attempts=params.max_attempts,
+        run_id=run_id,
     )
 
 
@@ -114,7 +116,7 @@ def backend_builder(storage: StorageConfig, run_id: str) -> Callable[[], SinkBac
     from functools import partial
 
     if storage.backend == "bigquery":
-        return partial(_bigquery_backend, bigquery_params(storage))
+        return partial(_bigquery_backend, bigquery_params(storage), run_id)
     return partial(_parquet_backend, str(Path(storage.root).resolve()), run_id)
 
 

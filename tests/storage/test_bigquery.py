@@ -134,6 +134,25 @@ def test_crash_mid_flush_restart_replay_equals_no_fault(
     assert stored(client, backend.table_id("ticks")) == want
 
 
+def test_a_second_run_into_the_dataset_stores_its_own_rows(
+    client: bigquery.Client, trades_path: Path
+) -> None:
+    # every run writes the same producer names into one dataset: what a sink finds already
+    # committed is its own run's, or a second run's rows would be taken for duplicates
+    ds = dataset()
+    for run_id in ("run-a", "run-b"):
+        backend = BigQueryBackend(client, ds, tables=["ticks"], chunk_rows=100, run_id=run_id)
+        sink = StorageSink(backend, batch_size=500)
+        assert sink.committed().get("ticks", {}) == {}, run_id
+        sink.submit_frame("ticks", ticks_from_trades(trades_path, 300, run_id=run_id), now_ns=0)
+        sink.flush(0)
+    again = StorageSink(BigQueryBackend(client, ds, tables=["ticks"], run_id="run-a"))
+    assert again.committed()["ticks"] == {"md-0": 299}  # a restarted run-a finds its rows
+    sql = f"SELECT run_id, COUNT(*) AS n FROM `{client.project}.{ds}.ticks` GROUP BY run_id"
+    counts = {r["run_id"]: r["n"] for r in client.query(sql).result()}
+    assert counts == {"run-a": 300, "run-b": 300}
+
+
 @pytest.mark.slow
 def test_round_trip_values_and_insert_ids(client: bigquery.Client, trades_path: Path) -> None:
     ticks = ticks_from_trades(trades_path, 120)
