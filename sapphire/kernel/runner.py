@@ -196,6 +196,9 @@ class InProcessKernel:
             if rows.pending() >= TAKE_ROWS:  # frames are built in groups, not per window
                 for table, frame in rows.take_new().items():
                     sink.submit_frame(table, frame, now_ns=result.window.end_ns)
+                # what the store has committed (its groups of batch_size rows) leaves memory
+                # now, not at the run's end: a long backtest holds one group, not every row
+                rows.acknowledge(sink.committed_of(PRODUCER))
             if on_step is not None:
                 on_step(result)
 
@@ -203,9 +206,7 @@ class InProcessKernel:
         for table, frame in rows.take_new().items():
             sink.submit_frame(table, frame, now_ns=0)
         sink.flush(0)
-        rows.acknowledge(
-            {t: marks[PRODUCER] for t, marks in sink.committed().items() if PRODUCER in marks}
-        )
+        rows.acknowledge(sink.committed_of(PRODUCER))
         return rows.unacked_count()
 
     def summary(self) -> dict[str, Any]:
