@@ -393,6 +393,9 @@ class StorageSinkActor:
         else:
             self.sink.flush(time.time_ns())
         self.metrics.on_state(self.sink, time.time_ns())
+        # the run's end (the coordinator's finish): committed rows readers cannot see yet
+        # fail it here, with the store's reason, never end as stored
+        self.sink.finish()
         return self.incarnation, self._watermarks(producer_id)
 
     async def close(self) -> None:

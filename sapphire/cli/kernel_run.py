@@ -88,6 +88,9 @@ def run_in_process(config_path: Path, run_id: str | None, progress: bool, consol
         except NoEventsError as exc:
             console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
             return 2
+        except OSError as exc:  # the store's own failure at the end (see StorageSink.finish)
+            console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+            return 1
     wall_s = time.perf_counter() - started
     summary = kernel.summary()
     print_summary(run_id, summary, kernel.steps, wall_s, store, console)

@@ -206,6 +206,7 @@ class InProcessKernel:
         for table, frame in rows.take_new().items():
             sink.submit_frame(table, frame, now_ns=0)
         sink.flush(0)
+        sink.finish()  # raises where committed rows could not be put where readers see them
         rows.acknowledge(sink.committed_of(PRODUCER))
         return rows.unacked_count()
 

@@ -150,6 +150,22 @@ class ParquetBackend:
             self._unpublished.add(flush_id)
             log.warning("parquet: flush %d committed, publishing deferred: %s", flush_id, exc)
 
+    def finish(self) -> None:
+        """The run's end: move every committed flush still staged (its move failed at its
+        commit) into the store. Raises ``OSError`` where it still cannot: those rows are
+        committed (the next start of this sink moves them) but no reader sees them yet."""
+        for committed in sorted(self._unpublished):
+            try:
+                self._publish(committed)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno,
+                    f"parquet: flush {committed} is committed but not moved into {self.root} "
+                    f"({exc.strerror or exc}); it waits in {self._staging}, moved when this "
+                    "run's sink starts again (--resume)",
+                ) from exc
+            self._unpublished.discard(committed)
+
     def _stage(self, flush_id: int, frames: Mapping[str, pl.DataFrame]) -> None:
         for leftover in self._staged(flush_id):  # an earlier failed attempt at this flush id
             leftover.unlink()

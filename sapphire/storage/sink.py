@@ -344,6 +344,14 @@ class StorageSink:
         self.stats.flushed_rows += batch.rows
         return batch.rows
 
+    def finish(self) -> None:
+        """The run's last call, after its last flush: a backend that finishes work after a
+        commit (the Parquet store's move into place, where it failed) does it now, and
+        raises where it cannot, so a run never ends as stored with rows no reader sees."""
+        finish = getattr(self._backend, "finish", None)
+        if finish is not None:
+            finish()
+
     def flush(self, now_ns: int) -> int:
         """Commit everything waiting, here and now; return the rows written (0 on a backend
         error, the rows stay buffered). Not while a batch is in flight: wait for it first."""

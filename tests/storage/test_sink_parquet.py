@@ -230,6 +230,22 @@ def test_publish_failure_after_commit_point_is_finished_later(
     assert stored(tmp_path)["seq"].to_list() == list(range(100))
 
 
+def test_a_run_ending_with_a_committed_flush_it_cannot_publish_fails(
+    tmp_path: Path, trades_path: Path
+) -> None:
+    # the run's last flush commits, then its move into place fails (the folder is blocked,
+    # as a full disk would): the run's end says so instead of ending as stored
+    ticks = ticks_from_trades(trades_path, 50)
+    (tmp_path / "ticks").write_text("blocks the table folder")
+    sink = StorageSink(ParquetBackend(tmp_path), batch_size=50)
+    assert sink.submit_frame("ticks", ticks, now_ns=0).flushed == 50
+    with pytest.raises(OSError, match="committed but not moved"):
+        sink.finish()
+    (tmp_path / "ticks").unlink()  # room again: the end's retry moves it
+    sink.finish()
+    assert stored(tmp_path)["seq"].to_list() == list(range(50))
+
+
 def test_restart_rolls_forward_a_committed_unpublished_flush(
     tmp_path: Path, trades_path: Path
 ) -> None:
