@@ -43,6 +43,14 @@ class BinanceStreamHub:
             self._subs.pop(ws, None)
         return ws
 
+    async def drop_connections(self) -> int:
+        """Close every client's websocket, as Binance does to each connection after 24 h;
+        returns how many were closed."""
+        sockets = list(self._subs)
+        for ws in sockets:
+            await ws.close()
+        return len(sockets)
+
     def subscribers(self, stream: str) -> int:
         return sum(1 for streams in self._subs.values() if stream in streams)
 

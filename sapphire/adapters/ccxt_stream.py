@@ -9,10 +9,12 @@ predate today's LOT_SIZE filter).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
+import ccxt
 import ccxt.pro as ccxtpro
 
 from sapphire.adapters.ccxt_gateway import CcxtExchange
@@ -64,6 +66,9 @@ def book_event(book: cv.CcxtDict, inst: Instrument, recv_ns: int = 0) -> BookSna
     )
 
 
+RECONNECT_MAX_S = 5.0  # the longest wait between two watches after a dropped connection
+
+
 class CcxtMarketStream:
     """Async iterators of events over a ccxt.pro exchange (markets already loaded).
 
@@ -84,6 +89,7 @@ class CcxtMarketStream:
         self._clock = recv_clock
         self.rejected = 0
         self.dropped_levels = 0
+        self.reconnects = 0  # watches retried after the connection dropped
 
     @classmethod
     def from_gateway(
@@ -107,7 +113,7 @@ class CcxtMarketStream:
         inst, ccxt_symbol = self._instruments[symbol], self._symbols[symbol]
         last_id = -1
         while True:
-            batch = await self.exchange.watch_trades(ccxt_symbol)
+            batch = await self._watch(lambda: self.exchange.watch_trades(ccxt_symbol))
             recv = self._clock()
             for raw in batch:
                 try:
@@ -124,7 +130,7 @@ class CcxtMarketStream:
     async def books(self, symbol: str, depth: int = 20) -> AsyncIterator[BookSnapshot]:
         inst, ccxt_symbol = self._instruments[symbol], self._symbols[symbol]
         while True:
-            book = await self.exchange.watch_order_book(ccxt_symbol, depth)
+            book = await self._watch(lambda: self.exchange.watch_order_book(ccxt_symbol, depth))
             top = {**book, "bids": book["bids"][:depth], "asks": book["asks"][:depth]}
             try:
                 event = book_event(top, inst, self._clock())
@@ -134,6 +140,20 @@ class CcxtMarketStream:
             self.dropped_levels += len(top["bids"]) + len(top["asks"])
             self.dropped_levels -= len(event.bids) + len(event.asks)
             yield event
+
+    async def _watch(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """One watch, again after a network error: a venue drops its websockets (Binance
+        every 24 h, any venue on a network blip) and ccxt.pro connects and subscribes anew
+        on the next watch. Backs off 0.1 s doubling to 5 s; other errors end the stream."""
+        delay = 0.1
+        while True:
+            try:
+                return await call()
+            except ccxt.NetworkError as exc:
+                self.reconnects += 1
+                log.warning("market stream dropped (%s); watching again in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, RECONNECT_MAX_S)
 
     async def close(self) -> None:
         await self.exchange.close()

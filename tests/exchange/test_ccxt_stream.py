@@ -165,3 +165,52 @@ def test_watch_trades_over_a_real_websocket_yields_recorded_trades_once(
             assert stream.rejected == 1
 
     asyncio.run(main())
+
+
+def test_a_dropped_websocket_is_watched_again_and_no_trade_is_lost(shared_data: Path) -> None:
+    # the venue closes the connection between two batches (Binance does every 24 h):
+    # ccxt.pro's watch fails with a network error, the stream watches again, ccxt.pro
+    # connects and subscribes anew, and the trades published after that arrive
+    async def main() -> None:
+        async with environment(shared_data) as env:
+            ticks = iter(range(1_000, 10**9, 1_000))
+            template = ccxtpro.binance().urls["api"]
+            stream = CcxtMarketStream.from_gateway(
+                env.gateway, lambda: next(ticks), env.double.ccxt_urls(template)
+            )
+            inst = env.gateway.instruments[SYMBOL]
+            recorded = [e for e in env.events if isinstance(e, Trade)][:30]
+            got: list[Trade] = []
+
+            async def consume() -> None:
+                async for trade in stream.trades(SYMBOL):
+                    got.append(trade)
+                    if len(got) == len(recorded):
+                        return
+
+            async def subscribed() -> None:
+                for _ in range(500):
+                    if env.double.streams.subscribers("btcusdt@trade"):
+                        return
+                    await asyncio.sleep(0.01)
+                raise AssertionError("ccxt.pro never subscribed")
+
+            task = asyncio.create_task(consume())
+            try:
+                await subscribed()
+                await env.double.streams.publish_trades(inst, recorded[:10])
+                for _ in range(200):
+                    if len(got) == 10:
+                        break
+                    await asyncio.sleep(0.01)
+                assert await env.double.streams.drop_connections() == 1
+                await subscribed()  # connected and subscribed again
+                await env.double.streams.publish_trades(inst, recorded[10:])
+                await asyncio.wait_for(task, 10)
+            finally:
+                task.cancel()
+                await stream.close()
+            assert [t.trade_id for t in got] == [t.trade_id for t in recorded]
+            assert stream.reconnects >= 1
+
+    asyncio.run(main())
