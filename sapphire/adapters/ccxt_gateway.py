@@ -385,7 +385,11 @@ class CcxtExchange:
         if unknown and policy == "cancel":
             for symbol, venue_order in unknown:
                 try:
-                    await self.exchange.cancel_order(str(venue_order["id"]), symbol)
+                    # a cancel is idempotent (a second one finds no order): retried on
+                    # transient failures (a 429, a timeout) as the reads are
+                    await self._call(
+                        partial(self.exchange.cancel_order, str(venue_order["id"]), symbol)
+                    )
                     cancelled += 1
                 except ccxt_async.OrderNotFound:
                     cancelled += 1  # gone meanwhile

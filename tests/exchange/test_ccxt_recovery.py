@@ -15,6 +15,7 @@ import ccxt.async_support as ccxt_async
 import msgspec
 import pytest
 
+from sapphire.adapters.binance_double import Fault, FaultKind
 from sapphire.adapters.ccxt_credentials import ApiCredentials
 from sapphire.adapters.ccxt_gateway import CcxtExchange
 from sapphire.exchange.gateway import ExecutionReport
@@ -129,6 +130,8 @@ def test_a_new_run_never_adopts_another_runs_orders(shared_data: Path, policy: s
             await old.submit(order(1, Side.BUY, bid - 700, 100))
             orphan = old.venue_client_id("agent-1")
         async with gateway(env, "fresh", unknown_orders=policy) as gw:
+            if policy == "cancel":  # its cancel meets a rate limit first: retried, not fatal
+                env.double.inject("DELETE", "order", Fault(kind=FaultKind.RATE_LIMIT))
             reports, alert = split(await gw.recover([], [SYMBOL]))
             assert reports == []  # nothing of the old run is booked as ours
             assert alert.counts["unknown_orders"] == 1
