@@ -27,12 +27,13 @@ once all of its fills have been reported.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import ccxt.async_support as ccxt_async
 import msgspec
@@ -88,6 +89,10 @@ class CcxtGatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     # halt (kill switch on, nothing sent until an operator decides), cancel them, or ignore
     unknown_orders: Literal["halt", "cancel", "ignore"] = "halt"
     client_id_max_len: PositiveInt = 36
+    # how long (wall-clock seconds) an order final at the venue stays tracked: a re-sent
+    # submit or a cancel within it is answered from it; the journal keeps orders as long
+    # (coordinator.finished_order_memory_s). 0: for ever
+    finished_order_memory_s: Annotated[float, msgspec.Meta(ge=0)] = 3600.0
 
     def __post_init__(self) -> None:
         if self.timeout_ms <= 0 or self.recv_window_ms <= 0 or self.settle_margin_ms < 0:
@@ -106,6 +111,7 @@ class CcxtExchange:
         rng: random.Random | None = None,
         order_ids: VenueOrderIds | None = None,
         system_instruments: Mapping[str, Instrument] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``order_ids``: the run's id scheme; None sends internal ids as they are (a
         gateway used on its own, outside a run). ``system_instruments``: the run's own
@@ -142,6 +148,12 @@ class CcxtExchange:
         self._codes: dict[str, tuple[str, str]] = {}  # ccxt's (base, quote) codes
         self._orders: dict[str, TrackedOrder] = {}
         self._by_venue_cid: dict[str, TrackedOrder] = {}
+        # the orders not known final (what ``reconcile`` asks about each step), and the
+        # final ones by when they were seen final: a long session tracks what is open and
+        # the last ``finished_order_memory_s``, not every order it ever placed
+        self._open: dict[str, TrackedOrder] = {}
+        self._finished: collections.deque[tuple[float, TrackedOrder]] = collections.deque()
+        self._clock = clock
         self.unknown_cancels = 0
         self.retries = 0
         self.resubmits = 0
@@ -189,7 +201,26 @@ class CcxtExchange:
         tracked = TrackedOrder(order, venue_cid=venue_cid, unresolved=unresolved)
         self._orders[order.client_order_id] = tracked
         self._by_venue_cid[venue_cid] = tracked
+        self._open[order.client_order_id] = tracked
         return tracked
+
+    def _sweep(self) -> None:
+        """Move the orders that became final out of the open set, and forget those final
+        for longer than ``finished_order_memory_s``."""
+        now = self._clock()
+        for cid, tracked in list(self._open.items()):
+            if tracked.status.is_final:
+                del self._open[cid]
+                self._finished.append((now, tracked))
+        memory = self.config.finished_order_memory_s
+        finished = self._finished
+        while memory and finished and finished[0][0] + memory <= now:
+            _, tracked = finished.popleft()
+            cid = tracked.order.client_order_id
+            if self._orders.get(cid) is tracked:
+                del self._orders[cid]
+            if self._by_venue_cid.get(tracked.venue_cid) is tracked:
+                del self._by_venue_cid[tracked.venue_cid]
 
     def track(self, order: SubmitOrder) -> None:
         """Adopt an order sent before a restart (from the order journal); ``reconcile``
@@ -320,7 +351,8 @@ class CcxtExchange:
     async def reconcile(self) -> Sequence[ExecutionReport]:
         """After a reconnect: every non-final order's state and fills, from the venue."""
         out: list[ExecutionReport] = []
-        pending = [t for t in self._orders.values() if not t.status.is_final]
+        self._sweep()
+        pending = list(self._open.values())
         for sapphire_symbol in sorted({t.order.symbol for t in pending}):
             symbol = self._symbols.get(sapphire_symbol)
             if symbol is None:

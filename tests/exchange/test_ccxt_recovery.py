@@ -174,3 +174,51 @@ def test_a_refused_api_key_fails_recovery(shared_data: Path) -> None:
                 await gw.recover([], [SYMBOL])
 
     run(shared_data, scenario)
+
+
+def test_a_long_session_tracks_open_orders_and_the_recent_final_ones_only(
+    shared_data: Path,
+) -> None:
+    # reconcile asks the venue about every order it tracks as open, each step: orders final
+    # for longer than finished_order_memory_s are forgotten, not scanned for the session
+    async def scenario(env: Env) -> None:
+        bid, _ = env.best()
+        now = [100.0]
+        config = msgspec.structs.replace(env.gateway.config, finished_order_memory_s=10.0)
+        gw = CcxtExchange(
+            config,
+            ApiCredentials(API_KEY, SECRET),
+            sleep=env.sleep,
+            rng=random.Random(3),
+            order_ids=VenueOrderIds("long"),
+            clock=lambda: now[0],
+        )
+        gw.exchange.urls["api"] = env.double.ccxt_urls(gw.exchange.urls["api"])
+        gw.exchange.timeout_on_exit = 0
+        try:
+            await gw.connect()
+            await gw.recover([], [SYMBOL])
+            for seq in (1, 2, 3):
+                await gw.submit(order(seq, Side.BUY, bid - 700 - seq, 100))
+            for seq in (1, 2):
+                await gw.cancel(
+                    CancelOrder(ts_event_ns=2, client_order_id=f"agent-{seq}", symbol=SYMBOL)
+                )
+            await gw.reconcile()
+            assert len(gw._open) == 1 and len(gw._orders) == 3  # 1 and 2 final, remembered
+            # a re-sent submit of a final order within the memory is answered, not placed
+            assert await gw.submit(order(1, Side.BUY, bid - 701, 100)) is not None
+            assert env.venue.duplicate_submits == 0
+            now[0] += 11.0
+            await gw.reconcile()
+            assert set(gw._orders) == {"agent-3"} and set(gw._open) == {"agent-3"}
+            assert len(gw._by_venue_cid) == 1
+            # the venue still answers for the open one
+            done = await gw.cancel(
+                CancelOrder(ts_event_ns=3, client_order_id="agent-3", symbol=SYMBOL)
+            )
+            assert [r.status for r in done if isinstance(r, OrderUpdate)] == [OrderStatus.CANCELED]
+        finally:
+            await gw.close()
+
+    run(shared_data, scenario)
