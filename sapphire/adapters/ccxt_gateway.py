@@ -50,7 +50,7 @@ from sapphire.exchange import ccxt_convert as cv
 from sapphire.exchange.config import NonNegInt, PositiveInt
 from sapphire.exchange.gateway import ExecutionReport
 from sapphire.exchange.order_ids import VenueOrderIds, is_sapphire_id
-from sapphire.model.instrument import Instrument
+from sapphire.model.instrument import Instrument, Rounding
 from sapphire.model.orders import (
     CancelOrder,
     OrderFilled,
@@ -500,7 +500,14 @@ class CcxtExchange:
         codes = self._codes[tracked.order.symbol]
         for trade in venue_order.get("trades") or ():
             tracked.add_fill(inst, trade, out, order_ts, codes)
-        filled = cv.lots(inst, venue_order.get("filled") or 0)
+        raw_filled = venue_order.get("filled") or 0
+        try:
+            filled = cv.lots(inst, raw_filled)
+        except cv.ConversionError as exc:
+            # what the venue executed, on the nearest lot, as add_fill books its trades: an
+            # off-grid amount must not stop this order's (and every later one's) reconcile
+            log.warning("order %s filled amount off the lot grid: %s", tracked.venue_cid, exc)
+            filled = inst.qty_to_lots(cv.decimal_text(raw_filled), Rounding.NEAREST)
         if filled > tracked.fill_lots and tracked.venue_id is not None:
             venue_id = tracked.venue_id
             symbol = self._symbols[tracked.order.symbol]

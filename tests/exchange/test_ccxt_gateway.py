@@ -411,3 +411,46 @@ def test_lookup_without_fetch_by_client_id_scans_open_then_closed_orders(
         check_ledger(env)
 
     run(shared_data, scenario)
+
+
+def test_an_off_grid_filled_amount_is_booked_on_the_nearest_lot_not_raised() -> None:
+    # a venue reporting a filled amount off the lot grid (a venue-side rounding) must not
+    # raise out of reconcile, where it would stop this and every later order's reconcile
+    from sapphire.adapters.ccxt_credentials import ApiCredentials
+    from sapphire.adapters.ccxt_gateway import CcxtExchange, CcxtGatewayConfig
+    from sapphire.model import Instrument
+    from tests.exchange.ccxt_env import order
+
+    class Venue:
+        async def fetch_my_trades(self, symbol: str, params: dict[str, str]) -> list[object]:
+            return []  # its trades are not out yet
+
+    async def main() -> None:
+        gw = CcxtExchange(CcxtGatewayConfig(), ApiCredentials("key", "secret"))
+        try:
+            inst = Instrument(symbol="BTCUSDT", tick_size="0.1", lot_size="0.001")
+            gw.instruments = {"BTCUSDT": inst}
+            gw._symbols = {"BTCUSDT": "BTC/USDT"}
+            gw._codes = {"BTCUSDT": ("BTC", "USDT")}
+            real, gw.exchange = gw.exchange, Venue()  # type: ignore[assignment]
+            tracked = gw._new_tracked(order(1, Side.BUY, 600_000, 5))
+            out: list[ExecutionReport] = []
+            venue_order = {
+                "id": "7",
+                "clientOrderId": tracked.venue_cid,
+                "symbol": "BTC/USDT",
+                "side": "buy",
+                "type": "limit",
+                "price": 60_000.0,
+                "amount": 0.005,
+                "filled": 0.0015,  # off the 0.001 grid
+                "status": "open",
+                "trades": [],
+            }
+            await gw._apply(tracked, venue_order, out)
+            assert tracked.venue_id == "7" and not tracked.status.is_final
+        finally:
+            gw.exchange = real
+            await gw.close()
+
+    asyncio.run(main())
