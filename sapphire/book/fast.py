@@ -269,12 +269,17 @@ class FastBook:
             return
         ref = base + ref_i
         half = size // 2
-        while half < 2 * abs(price - ref) and half < self.max_capacity // 2:
+        cols = np.flatnonzero(self._q[0] | self._q[1])
+        # wide enough for the new price (with room to spare) and for every level held: a
+        # re-centred window of the old size dropped levels well inside max_capacity
+        need = 2 * abs(price - ref)
+        if cols.shape[0]:
+            need = max(need, int(np.max(np.abs(cols + (base - ref)))) + 1)
+        while half < need and half < self.max_capacity // 2:
             half *= 2
         half = min(half, self.max_capacity // 2)
         new_base = ref - half
         q = np.zeros((2, 2 * half), dtype=np.int64)
-        cols = np.flatnonzero(self._q[0] | self._q[1])
         new_cols = cols + (base - new_base)
         keep = (new_cols >= 0) & (new_cols < 2 * half)
         self._dropped_on_move += int(np.count_nonzero(self._q[:, cols[~keep]]))

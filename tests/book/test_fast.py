@@ -109,3 +109,15 @@ def test_fast_book_equals_l2book_after_every_update(
         bid, ask = ref.best_bid(), ref.best_ask()
         assert (rec.bid_px[-1], rec.bid_qty[-1]) == (bid if bid else (NO_PRICE, 0))
         assert (rec.ask_px[-1], rec.ask_qty[-1]) == (ask if ask else (NO_PRICE, 0))
+
+
+def test_recentring_keeps_levels_inside_the_maximum_window() -> None:
+    # found by hypothesis: a bid under the window re-centred it on the ask at 2 without
+    # growing it, and dropped the ask at 514, well within max_capacity of the mid
+    ref = L2Book("X")
+    book = FastBook(capacity=2, max_capacity=1 << 16)
+    for side, price, qty in [(1, 514, 1), (1, 258, 1), (-1, 2, 1), (-1, 514, 1), (1, 1, 1)]:
+        ref.set_level(Side(side), price, qty)
+        book.update(side, price, qty)
+    assert book.levels(SELL) == ref.levels(SELL) == [(2, 1), (514, 1)]
+    assert book.dropped == 0
