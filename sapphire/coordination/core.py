@@ -107,6 +107,16 @@ class CoordinatorCore:
             fresh.append(report)
         return fresh
 
+    def check_losses(self, now_ns: int, result: StepResult) -> None:
+        """Daily PnL against the loss limits as of ``now_ns`` (the day's baseline taken at
+        the day's first check); a firm breach trips the kill switch, cancelling what rests.
+        Checked at each intent and, by the kernel's coordinator stage, at each PnL grid
+        point of event time, so a loss binds within that interval even while no agent
+        sends an order."""
+        self.risk.refresh(now_ns)
+        if self.risk.limits.kill_on_daily_loss and self.risk.firm_breached:
+            self._trip("firm daily loss limit breached", now_ns, result)
+
     def request_kill(self, reason: str) -> None:
         """Trip the switch at the start of the next step (from an operator or a monitor)."""
         self._kill_requested = reason or "manual"
@@ -150,9 +160,7 @@ class CoordinatorCore:
         elif isinstance(output, OrderIntent):
             if output.agent_id != agent_id:
                 output = msgspec.structs.replace(output, agent_id=agent_id)
-            self.risk.refresh(now_ns)
-            if self.risk.limits.kill_on_daily_loss and self.risk.firm_breached:
-                self._trip("firm daily loss limit breached", now_ns, result)
+            self.check_losses(now_ns, result)
             open_lots = self.journal.open_lots(agent_id, output.symbol, output.side)
             consensus = self.aggregator.consensus(output.symbol)
             decision = self.risk.check(output, open_lots, now_ns, consensus)

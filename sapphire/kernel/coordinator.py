@@ -229,7 +229,7 @@ class CoordinatorStage:
                     j = self._process_next(others, j, now, result)
                 grid = self._next_pnl_ns
             if now >= grid:
-                self._pnl(now)
+                self._grid(now, result)
                 grid = self._next_pnl_ns
             on_mark(event)
         while j < n_others:
@@ -319,7 +319,7 @@ class CoordinatorStage:
     def _process(self, item: tuple[int, int, int, Any], result: StepResult) -> None:
         t, kind, _, payload = item
         if t >= self._next_pnl_ns:
-            self._pnl(t)
+            self._grid(t, result)
         if kind == 0:
             report: AgentReport = payload
             if type(report) is OrderDenied:
@@ -364,6 +364,13 @@ class CoordinatorStage:
         for denial in result.denials[n_denials:]:
             self.counters.denied += 1
             self._push(denial)
+
+    def _grid(self, now_ns: int, result: StepResult) -> None:
+        """A PnL grid point of event time passed: the loss limits are checked (a firm
+        breach trips the kill switch between intents too), then every position's PnL
+        is stored."""
+        self.core.check_losses(now_ns, result)
+        self._pnl(now_ns)
 
     def _pnl(self, now_ns: int, *, final: bool = False) -> None:
         """Snapshot every position's PnL at the grid point at or before ``now_ns``."""
