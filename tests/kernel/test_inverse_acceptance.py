@@ -8,8 +8,9 @@ hand computation from the stored fills and the raw log's mark, made here without
   the price rises), so PnL = cash - n / mark - fees = contracts x (1/entry - 1/exit) when flat;
 * a fee is ``q / p x bps / 10,000`` BTC (maker -2.5 bps, taker 7.5 bps).
 
-The mark is the mid of the log's BTCUSD book snapshot: the one mark rule
-(sapphire.kernel.marks) moves it on quotes and snapshots, and this log has one snapshot.
+The mark is what the one mark rule (sapphire.kernel.marks) makes of this log, which has one
+BTCUSD book snapshot, its deltas and trades but no quote stream: the snapshot's mid, then each
+trade's price; so at the end, the last trade's.
 """
 
 from __future__ import annotations
@@ -42,20 +43,19 @@ SATOSHI = Fraction(1, 10**8)
 pytestmark = pytest.mark.skipif(not LOG.exists(), reason="shared recorded data not present")
 
 
-def snapshot_mid_usd() -> Fraction:
-    """Best bid/ask of the raw log's BTCUSD orderBookL2_25 snapshot (the only one)."""
-    mids = []
+def final_mark_usd() -> Fraction:
+    """The run's mark at its end: the price of the log's last BTCUSD trade (by the
+    exchange's trade time), which comes after the snapshot."""
+    trades = []
     with gzip.open(LOG, "rt") as handle:
-        for line in handle:
+        for n, line in enumerate(handle):
             _, _, body = line.partition(": ")
-            if '"orderBookL2_25.BTCUSD"' not in body or '"snapshot"' not in body:
+            if '"trade.BTCUSD"' not in body:
                 continue
-            levels = json.loads(body)["data"]
-            bid = max(Fraction(str(lv["price"])) for lv in levels if lv["side"] == "Buy")
-            ask = min(Fraction(str(lv["price"])) for lv in levels if lv["side"] == "Sell")
-            mids.append((bid + ask) / 2)
-    assert len(mids) == 1, mids
-    return mids[0]
+            for trade in json.loads(body).get("data") or []:  # the subscription's ack has none
+                trades.append((int(trade["trade_time_ms"]), n, Fraction(str(trade["price"]))))
+    assert trades
+    return max(trades)[2]
 
 
 def config_at(tmp_path: Path) -> SystemConfig:
@@ -90,7 +90,7 @@ def check_run(root: Path, run_id: str, summary_agents: dict[str, Any] | None) ->
     fills = read_table(store, "fills", run_id).collect()
     pnl = read_table(store, "pnl", run_id).collect().sort("ts_ns", "seq")
     assert fills.height >= 3 and set(fills["agent_id"]) == {"mm_as", "momentum", "meanrev"}
-    hand = hand_pnl(fills, snapshot_mid_usd())
+    hand = hand_pnl(fills, final_mark_usd())
     last = {r["agent_id"]: r for r in pnl.iter_rows(named=True)}
     for agent, want in hand.items():
         row = last[agent]

@@ -39,3 +39,19 @@ def test_quotes_outrank_trades_and_bars() -> None:
     marks.update(bar(90, "X"))
     marks.update(Trade(ts_event_ns=2, symbol="X", price_ticks=50, qty_lots=1, taker_side=Side.SELL))
     assert marks.get("X") == 101.0  # the mid, whatever trades or bars say
+
+
+def test_a_depth_recording_is_marked_by_its_trades_after_its_snapshot() -> None:
+    # a snapshot, then deltas (not folded here) and trades, no quote stream: the mark moves
+    # on with the trades instead of freezing at the snapshot's mid for the rest of the run
+    from sapphire.model.events import BookSnapshot
+
+    marks = MarkBook()
+    marks.update(BookSnapshot(ts_event_ns=0, symbol="X", bids=((100, 1),), asks=((102, 1),)))
+    assert marks.get("X") == 101.0
+    marks.update(Trade(ts_event_ns=1, symbol="X", price_ticks=150, qty_lots=1, taker_side=Side.BUY))
+    assert marks.get("X") == 150.0
+    # a crossed or empty-priced snapshot or a zero close is no mark
+    marks.update(BookSnapshot(ts_event_ns=2, symbol="X", bids=((200, 1),), asks=((199, 1),)))
+    marks.update(bar(0, "X"))
+    assert marks.get("X") == 150.0
