@@ -172,6 +172,9 @@ class BigQuerySource:
         except gexc.NotFound:
             rows = []
         frame = pl.DataFrame(rows, schema=schema.polars_schema, orient="row")
+        # a row is (run, producer, seq): a batch retried after an outage may have inserted
+        # its first chunks twice (BigQuery drops repeated insert ids for about a minute only)
+        frame = frame.unique(subset=["run_id", "producer_id", "seq"], maintain_order=True)
         date = pl.from_epoch(pl.col("ts_ns"), time_unit="ns").dt.date().alias("date")
         return frame.with_columns(date).lazy()
 

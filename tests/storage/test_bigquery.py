@@ -153,6 +153,24 @@ def test_a_second_run_into_the_dataset_stores_its_own_rows(
     assert counts == {"run-a": 300, "run-b": 300}
 
 
+def test_a_chunk_inserted_twice_is_read_back_once(
+    client: bigquery.Client, trades_path: Path, bq_emulator: Emulator
+) -> None:
+    # a flush retried after an outage re-inserts the chunks that had landed; insert ids
+    # deduplicate for about a minute only (the emulator not at all): the reader does
+    ds = dataset()
+    backend = BigQueryBackend(client, ds, tables=["ticks"], chunk_rows=100, run_id="run-1")
+    backend.recover()
+    ticks = ticks_from_trades(trades_path, 150)
+    rows = ticks.to_dicts()
+    for _ in range(2):
+        backend._insert_chunk("ticks", rows[:100], [f"id-{i}" for i in range(100)])
+    backend._insert_chunk("ticks", rows[100:], [f"id-{i}" for i in range(100, 150)])
+    source = BigQuerySource(BigQueryParams(project=bq_emulator.project, dataset=ds), client=client)
+    back = source.read("ticks", "run-1").collect()
+    assert back.height == 150 and back["seq"].sort().to_list() == list(range(150))
+
+
 @pytest.mark.slow
 def test_round_trip_values_and_insert_ids(client: bigquery.Client, trades_path: Path) -> None:
     ticks = ticks_from_trades(trades_path, 120)
