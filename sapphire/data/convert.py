@@ -38,9 +38,14 @@ _RECENT_TRADE_IDS = 65_536  # bounded memory for duplicate detection
 _BID, _ASK = Side.BUY, Side.SELL
 
 
+_SAFE_UNITS = float(1 << 62)
+
+
 def _units(value: float, unit: float) -> int | None:
     """Whole number of ``unit`` in ``value``, or None when off the grid."""
     scaled = value / unit
+    if not abs(scaled) < _SAFE_UNITS:  # beyond int64 (or not finite): never a price or size
+        return None
     rounded = round(scaled)
     if abs(scaled - rounded) > 1e-6 + 1e-9 * abs(scaled):
         return None
@@ -49,9 +54,6 @@ def _units(value: float, unit: float) -> int | None:
 
 def _finite(*values: float) -> bool:
     return all(math.isfinite(v) for v in values)
-
-
-_SAFE_UNITS = float(1 << 62)
 
 
 def _units_vector(values: np.ndarray, unit: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:

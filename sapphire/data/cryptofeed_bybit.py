@@ -30,6 +30,7 @@ check chain them like Binance futures diffs.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
@@ -51,6 +52,8 @@ _F32_TOLERANCE: Final = 2 * 2.0**-23  # two float32 ulps, relative (an ulp is <=
 def snap_size(size: float, step: float) -> float | None:
     """``size`` on the ``step`` grid when it is off it by float32 noise only; None when it is
     on the grid already or off it by more (those stay as they are)."""
+    if not (math.isfinite(size) and math.isfinite(step)) or step <= 0:
+        return None  # left as it is: the level's own checks reject it (non-finite)
     units = round(size / step)
     residual = abs(size - units * step)
     if residual <= 1e-9 * step or residual > _F32_TOLERANCE * abs(size):

@@ -73,8 +73,13 @@ def _typed(col: str) -> pl.Expr:
     return pl.col(col).cast(_RAW_TYPES[col], strict=False)
 
 
+_MS_MAX: Final = (2**63 - 1) // _MS  # larger ms values would overflow Int64 ns (polars wraps)
+
+
 def _ms(col: str) -> pl.Expr:
-    return _typed(col) * _MS
+    """Milliseconds as ns; null (the row is malformed, counted) where ns would not fit."""
+    ms = _typed(col)
+    return pl.when((ms >= 0) & (ms <= _MS_MAX)).then(ms * _MS)
 
 
 def _canonical(raw: pl.DataFrame, kind: FrameKind, symbol: str) -> pl.DataFrame:

@@ -273,3 +273,11 @@ def test_inspect_venue_logs(
     shared_data: Path, rel: str, fmt: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     vc.check_inspect(shared_data / rel, fmt, ("depth", "trades"), capsys)
+
+
+def test_a_non_finite_bybit_size_is_left_to_the_level_checks_not_raised() -> None:
+    # round(inf / step) raised OverflowError out of the loader: a traceback, not a count
+    from sapphire.data.cryptofeed_bybit import snap_size
+
+    assert snap_size(float("inf"), 0.001) is None
+    assert snap_size(float("nan"), 0.001) is None

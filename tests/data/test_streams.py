@@ -168,3 +168,26 @@ def test_instrument_mapping_and_merge_events() -> None:
     other = stream_events(sample_paths().trades, {"ETHUSDT": inst})
     assert list(other) == []
     assert other.stats.counts == {RowReject.UNKNOWN_SYMBOL: other.stats.rows_in}
+
+
+def test_timestamps_and_prices_beyond_int64_are_rejected_not_wrapped(tmp_path: Path) -> None:
+    # a millisecond time of 99999999999999 is 1e20 ns: polars wraps the product around, so
+    # it was delivered at a made-up time; a price of 1e300 became a 303-digit tick count
+    lines = _lines(sample_paths().trades, 20)
+    names = lines[0].split(",")
+
+    def mutate(i: int, **changes: str) -> None:
+        row = lines[i].split(",")
+        for key, value in changes.items():
+            row[names.index(key)] = value
+        lines[i] = ",".join(row)
+
+    mutate(3, trade_ts_ms="99999999999999", event_ts_ms="99999999999999")
+    mutate(5, price="1e300")
+    path = _write(tmp_path, "hftbacktest_binance-usdm_BTCUSDT_trades.csv.gz", lines)
+    stream = stream_hftbacktest(path, sample_instrument())
+    trades = list(stream)
+    stats = stream.stats
+    assert stats.balanced() and stats.rows_out == len(lines) - 1 - 2
+    assert sum(stats.counts.values()) == 2
+    assert all(0 < t.ts_event_ns < 2**62 and 0 < t.price_ticks < 2**62 for t in trades)
