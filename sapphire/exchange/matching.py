@@ -203,7 +203,10 @@ class MatchingEngine:
                 self._sink(order, level_px, lots, True, trade.ts_event_ns)
         at_level = levels.get(price)
         if at_level:
-            for order, lots in self._queue.on_trade(list(at_level), trade.qty_lots):
+            # without trade_through_fills_all, what filled our orders through the price is
+            # part of this trade: only the rest of it traded at the price
+            here = trade.qty_lots if self._trade_through_all else max(budget, 0)
+            for order, lots in self._queue.on_trade(list(at_level), here):
                 self._sink(order, price, lots, True, trade.ts_event_ns)
 
     def on_delta(self, delta: BookDelta) -> None:
@@ -294,19 +297,32 @@ class MatchingEngine:
             for side in (Side.BUY, Side.SELL)
             for price in self.resting(side)
         }
-        self.book.apply_snapshot(snap)
-        for (side, price), prev in before.items():
-            own = self.resting(side).get(price)
-            if own:
-                self._queue.on_depth(list(own), prev, self.book.qty_at(side, price))
+        # the opposite size at or through our orders as the book showed it before: only what
+        # the snapshot adds there would have traded with us (as a depth update counts it);
+        # what was shown already was offered before, and is not counted again
+        shown: dict[Side, dict[int, int]] = {}
         if self._book_cross:
             for side in (Side.BUY, Side.SELL):
                 levels = self.resting(side)
                 if levels:
                     limit = max(levels) if side is Side.BUY else min(levels)
-                    self._cross(
-                        side, self.fillable(side, limit, snap.ts_event_ns), snap.ts_event_ns
-                    )
+                    shown[side] = dict(self.fillable(side, limit, snap.ts_event_ns))
+        self.book.apply_snapshot(snap)
+        for (side, price), prev in before.items():
+            own = self.resting(side).get(price)
+            if own:
+                self._queue.on_depth(list(own), prev, self.book.qty_at(side, price))
+        for side, had in shown.items():
+            levels = self.resting(side)
+            if levels:
+                limit = max(levels) if side is Side.BUY else min(levels)
+                new = [
+                    (price, qty - had.get(price, 0))
+                    for price, qty in self.fillable(side, limit, snap.ts_event_ns)
+                    if qty > had.get(price, 0)
+                ]
+                if new:
+                    self._cross(side, new, snap.ts_event_ns)
 
     @staticmethod
     def _crossed(book_side: Side, price: int, own_price: int) -> bool:

@@ -1,0 +1,69 @@
+"""Matching rules below the paper venue: what a book snapshot and a trade may fill."""
+
+from __future__ import annotations
+
+from sapphire.book.l2 import L2Book
+from sapphire.exchange.matching import MatchingEngine
+from sapphire.exchange.queue import ConservativeQueue
+from sapphire.exchange.state import SimOrder
+from sapphire.model.events import BookSnapshot, Side, Trade
+from sapphire.model.orders import OrderType, TimeInForce
+
+
+def _engine(**options: bool) -> tuple[MatchingEngine, list[tuple[str, int, int]]]:
+    fills: list[tuple[str, int, int]] = []
+    engine: MatchingEngine
+
+    def sink(order: SimOrder, price: int, lots: int, maker: bool, ts: int) -> None:
+        fills.append((order.client_order_id, price, lots))
+        order.filled_lots += lots
+        if order.leaves_lots == 0:
+            engine.remove(order)
+
+    engine = MatchingEngine("X", L2Book("X"), ConservativeQueue(), sink, **options)
+    return engine, fills
+
+
+def _rest(engine: MatchingEngine, cid: str, side: Side, price: int, qty: int) -> SimOrder:
+    order = SimOrder(
+        client_order_id=cid,
+        agent_id="t",
+        symbol="X",
+        side=side,
+        order_type=OrderType.LIMIT,
+        tif=TimeInForce.GTC,
+        limit_ticks=price,
+        qty_lots=qty,
+        ts_ns=0,
+    )
+    engine.rest(order)
+    return order
+
+
+def _snapshot(ts: int, asks: tuple[tuple[int, int], ...]) -> BookSnapshot:
+    return BookSnapshot(ts_event_ns=ts, symbol="X", bids=((90, 5),), asks=asks, update_id=ts)
+
+
+def test_a_snapshot_fills_only_size_it_adds_at_or_through_our_order() -> None:
+    engine, fills = _engine()
+    engine.on_snapshot(_snapshot(1, ((101, 5),)))
+    order = _rest(engine, "b", Side.BUY, 100, 10)
+    engine.on_snapshot(_snapshot(2, ((100, 3), (101, 5))))  # 3 lots appear at our price
+    assert fills == [("b", 100, 3)]
+    # the same book again, twice: nothing new was offered, nothing more fills
+    engine.on_snapshot(_snapshot(3, ((100, 3), (101, 5))))
+    engine.on_snapshot(_snapshot(4, ((100, 3), (101, 5))))
+    assert order.filled_lots == 3
+    engine.on_snapshot(_snapshot(5, ((100, 5), (101, 5))))  # 2 more appear
+    assert order.filled_lots == 5
+
+
+def test_without_trade_through_fills_all_one_trade_fills_at_most_its_size() -> None:
+    engine, fills = _engine(trade_through_fills_all=False)
+    engine.on_snapshot(_snapshot(1, ((102, 5),)))
+    _rest(engine, "high", Side.BUY, 101, 5)
+    _rest(engine, "low", Side.BUY, 100, 5)
+    sell = Trade(ts_event_ns=2, symbol="X", price_ticks=100, qty_lots=5, taker_side=Side.SELL)
+    engine.on_trade(sell)
+    assert sum(lots for _, _, lots in fills) == 5  # the 101 order took it all; 100 gets 0
+    assert fills == [("high", 101, 5)]
