@@ -42,7 +42,7 @@ from sapphire.data import replay
 from sapphire.kernel import assembly as wiring
 from sapphire.kernel.coordinator import CoordinatorStage, StepProgress
 from sapphire.kernel.rows import StepRows
-from sapphire.kernel.runner import PRODUCER, NoEventsError, reports_by_agent
+from sapphire.kernel.runner import PRODUCER, NoEventsError, no_trading_events, reports_by_agent
 from sapphire.kernel.shards import merge_reports
 from sapphire.kernel.timing import Clock, Window
 from sapphire.kernel.windows import CutterState, WindowCutter
@@ -437,6 +437,8 @@ class CoordinatorActor:
         if batch is None:
             if step == 0:
                 raise NoEventsError("the configured data produced no market events")
+            if not self._live and self.stage.counters.events == 0:
+                raise NoEventsError(no_trading_events(step))  # warm-up windows only
             if not self._live:
                 return StepProgress(step=step, events=0, done=True, now_ns=0, fills=0)
             # A live venue keeps answering after the data ends: drain windows let its last
@@ -505,6 +507,8 @@ class CoordinatorActor:
         if len(self.latency_s) < 100_000:
             self.latency_s.append(clock.total())
         done = result.done or bool(self.failure)
+        if result.done and not self._live and self.stage.counters.events == 0:
+            raise NoEventsError(no_trading_events(step + 1))  # warm-up windows only
         if self._live and done and not self.failure:
             # live: done once the venue has nothing left to tell
             done = self.stage.pending_ns() is None and not self._commands

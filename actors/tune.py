@@ -275,6 +275,13 @@ def run_tune(
     first.started = time.perf_counter()
     grid = tuner.fit()
     trials, folds = tables(grid, cfg)
+    if not trials.is_empty() and (trials["status"] != "OK").all():
+        # a space naming a parameter the agent does not have, a config every trial refuses:
+        # no result, and nothing to export as the best
+        raise TuneError(
+            f"every trial failed ({trials.height}); the first: {trials['error'][0]} "
+            f"(trial logs under {path})"
+        )
     outcome = summarize(cfg, path, trials, folds, len(payload.folds))
     outcome.files = write_outputs(cfg, outcome, resolve, system_template, payload)
     outcome.wall_s = time.perf_counter() - started
@@ -299,6 +306,11 @@ def tables(grid: Any, cfg: TuneConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
         history = result.metrics_dataframe
         last = result.metrics or {}
         row: dict[str, Any] = {"trial_id": trial_id, "status": "ERROR" if result.error else "OK"}
+        row["error"] = "" if result.error is None else _last_line(result.error)
+        if not row["error"] and (result.metrics or {}).get("valid") is False:
+            # the trial ran, but the agent refused its params (every fold scored as invalid)
+            row["status"] = "INVALID"
+            row["error"] = str((result.metrics or {}).get("error", ""))[:300]
         for name in names:
             row[leaderboard.PARAM_PREFIX + name] = (result.config or {}).get(name)
         row["folds_done"] = 0 if history is None else int(history["fold"].nunique())
@@ -353,12 +365,21 @@ def trial_starts(log: Path) -> dict[str, int]:
     return counts
 
 
+def _last_line(error: BaseException) -> str:
+    """A failed trial's reason in one line (Ray wraps the trainable's own exception)."""
+    cause = getattr(error, "cause", None) or error
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"[:300]
+
+
 def summarize(
     cfg: TuneConfig, path: Path, trials: pl.DataFrame, folds: pl.DataFrame, n_folds: int
 ) -> TuneOutcome:
-    board = leaderboard.leaderboard(trials, n_folds) if not trials.is_empty() else trials
+    # a failed trial's missing scores rank nowhere (its row stays in the trials table)
+    ok = trials.filter(pl.col("status") == "OK") if not trials.is_empty() else trials
+    board = leaderboard.leaderboard(ok, n_folds) if not ok.is_empty() else ok
     selection = leaderboard.walk_forward_selection(folds)
-    summary = leaderboard.selection_summary(trials, selection) if not trials.is_empty() else {}
+    summary = leaderboard.selection_summary(ok, selection) if not ok.is_empty() else {}
     best = leaderboard.best_params(board) if not board.is_empty() else {}
     return TuneOutcome(path, trials, folds, board, selection, summary, best, n_folds=n_folds)
 

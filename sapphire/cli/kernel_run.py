@@ -54,6 +54,17 @@ def run_in_process(config_path: Path, run_id: str | None, progress: bool, consol
             f"[red]error:[/red] {escape(f'{config_path}: storage: {exc}')}", soft_wrap=True
         )
         return 2
+    stored = {t: marks for t, marks in sink.committed().items() if marks}
+    if stored:
+        # rows of this run id are in the store already: the same seqs would be taken for
+        # duplicates and dropped, and the store would mix two runs under one id
+        console.print(
+            f"[red]error:[/red] {escape(f'{config_path}: run {run_id!r} is already stored')} "
+            f"({', '.join(sorted(stored))} in {escape(store_location(config))}): choose "
+            "another --run-id",
+            soft_wrap=True,
+        )
+        return 2
     store = store_location(config)
     if config.storage.backend == "parquet":  # prices and sizes for `sapphire query`
         try:

@@ -50,13 +50,18 @@ def _run(args: argparse.Namespace) -> int:
     from actors.report import print_summary
     from actors.system import RunFailed, run_system
     from actors.wiring import WiringError
-    from sapphire.adapters.stores import store_location
+    from sapphire.adapters.stores import StoreError, store_location
     from sapphire.cli.progress import bar_columns, estimate_events, startup_line
     from sapphire.kernel.assembly import data_files
 
+    try:
+        store = store_location(config)
+    except StoreError as exc:  # storage settings that name no store (bigquery without params)
+        print(f"error: {args.config}: {exc}", file=sys.stderr)
+        return 2
     files = data_files(config.data)
     total = None if args.no_progress else estimate_events(files, config.data.max_events)
-    line = startup_line("run", run_id or "(new id)", config, store_location(config), files, total)
+    line = startup_line("run", run_id or "(new id)", config, store, files, total)
     print(f"{line}; starting Ray...", flush=True)
     announced: list[str] = []
     with Progress(

@@ -286,6 +286,10 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ConfigError(f"agent ids must be unique; repeated: {duplicates}")
+        unknown = sorted(set(self.risk.agents) - set(ids))
+        if unknown and ids:
+            # a mistyped id: its limits would bind nobody, and that agent runs on the defaults
+            raise ConfigError(f"risk.agents: no agent {unknown} in agents (their ids: {ids})")
         if self.data.source == "files" and not self.data.files:
             raise ConfigError("data.source is 'files' but data.files is empty")
         if self.data.source == "venues":

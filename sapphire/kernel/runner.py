@@ -39,6 +39,14 @@ PRODUCER = "coordinator"
 TAKE_ROWS = 50_000
 
 
+def no_trading_events(warmup_steps: int) -> str:
+    """Why a run whose data ended before its trading period began is an error, not a run."""
+    return (
+        f"the configured data has no market events in the trading period (data.start_ns, "
+        f"end_ns, sessions): it ended after {warmup_steps} warm-up window(s)"
+    )
+
+
 class NoEventsError(ValueError):
     """The data produced no market event at all: never a silent, empty success."""
 
@@ -180,6 +188,8 @@ class InProcessKernel:
         finally:
             if self.feed is not None:
                 self.feed.close()  # a replay cache keeps what an unfinished stream gave
+        if self.steps and self.coordinator.counters.events == 0:
+            raise NoEventsError(no_trading_events(self.steps))  # warm-up windows only
         return self.steps
 
     def run_stored(

@@ -176,7 +176,7 @@ class WindowCache:
         return FoldScore(fold=fold.index, train=self(fold.train), test=self(fold.test))
 
 
-def fold_report(done: list[FoldScore]) -> dict[str, float | int | bool]:
+def fold_report(done: list[FoldScore]) -> dict[str, float | int | bool | str]:
     """What a trial reports after each fold: the running means ASHA compares trials on."""
     last = done[-1]
     return {
@@ -190,6 +190,7 @@ def fold_report(done: list[FoldScore]) -> dict[str, float | int | bool]:
         "mean_test_score": float(np.mean([f.test.score for f in done])),
         "mean_test_pnl": float(np.mean([f.test.pnl for f in done])),
         "valid": last.test.valid and last.train.valid,
+        "error": last.train.error or last.test.error,  # why the params were refused ("": not)
     }
 
 

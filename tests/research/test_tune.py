@@ -170,3 +170,19 @@ def test_bar_strategy_tune_writes_a_system_config_that_trades(
     assert [f.price_ticks for f in engine.result.fills] == fills.sort("ts_ns")[
         "price_ticks"
     ].to_list()
+
+
+def test_a_tune_whose_every_trial_fails_is_an_error_not_a_best(tmp_path: Path) -> None:
+    # a space naming a parameter the agent does not have: each trial fails; the tune used
+    # to rank the failures, print a board and export one of them as the best, exit 0
+    from actors.tune import TuneError
+
+    cfg = as_config(
+        tmp_path,
+        space={"risk_facter": {"type": "uniform", "low": 0.1, "high": 0.5}},
+        search={"algorithm": "random", "num_samples": 2, "max_concurrent": 1, "seed": 1},
+        scheduler={"kind": "none"},
+    )
+    with pytest.raises(TuneError, match="every trial failed"):
+        run_tune(cfg, resolve)
+    assert not list(tmp_path.rglob("best_system.yaml"))
