@@ -145,15 +145,26 @@ class MatchingEngine:
                 break
         return filled
 
-    def own_crossing(self, side: Side, limit_ticks: int | None) -> list[SimOrder]:
-        """Our resting orders on the other side that an order on ``side`` would trade with."""
+    def own_crossing(
+        self, side: Side, limit_ticks: int | None, qty_lots: int | None = None, now_ns: int = 0
+    ) -> list[SimOrder]:
+        """Our resting orders on the other side that an order on ``side`` would trade with:
+        those within its limit (any, for a market order) and, given its ``qty_lots``, that
+        its walk reaches: the recorded size at better prices does not cover it (a market buy
+        the best ask fills whole never meets our ask far above)."""
         book = self._asks if side is Side.BUY else self._bids
         out: list[SimOrder] = []
         for price, orders in book.items():
-            if limit_ticks is None or (
-                price <= limit_ticks if side is Side.BUY else price >= limit_ticks
+            if limit_ticks is not None and (
+                price > limit_ticks if side is Side.BUY else price < limit_ticks
             ):
-                out.extend(orders)
+                continue
+            if qty_lots is not None:
+                better = price - 1 if side is Side.BUY else price + 1
+                ahead = sum(q for _, q in self.fillable(side, better, now_ns, qty_lots))
+                if ahead >= qty_lots:
+                    continue
+            out.extend(orders)
         return out
 
     def rest(self, order: SimOrder) -> None:

@@ -94,7 +94,11 @@ def check_new_order(
     if order.tif is TimeInForce.POST_ONLY and limit is not None and engine.would_take(side, limit):
         return Verdict(reason=RejectReason.POST_ONLY_WOULD_TAKE, message="would take liquidity")
     verdict = Verdict()
-    own = engine.own_crossing(side, limit)
+    # A market order meets our own opposite orders only where its walk reaches them; a limit
+    # order is held to every own order within its limit (the firm's crosses are matched in
+    # the coordinator before they get here: coordinator.crossing)
+    reach = order.qty_lots - order.filled_lots if is_market else None
+    own = engine.own_crossing(side, limit, reach, now_ns)
     if own:
         if stp in (SelfTradeMode.EXPIRE_MAKER, SelfTradeMode.EXPIRE_BOTH):
             verdict.cancel_resting = own

@@ -67,3 +67,16 @@ def test_without_trade_through_fills_all_one_trade_fills_at_most_its_size() -> N
     engine.on_trade(sell)
     assert sum(lots for _, _, lots in fills) == 5  # the 101 order took it all; 100 gets 0
     assert fills == [("high", 101, 5)]
+
+
+def test_a_taker_meets_our_own_order_only_where_its_walk_reaches_it() -> None:
+    # a market buy the best ask covers never reaches our ask far above: no self-trade (it
+    # was rejected as one whenever we rested anything on the other side)
+    engine, _ = _engine()
+    engine.on_snapshot(_snapshot(1, ((100, 10), (150, 10))))
+    ours = _rest(engine, "a", Side.SELL, 200, 5)
+    assert engine.own_crossing(Side.BUY, None, 10, 1) == []  # 100 x 10 fills it
+    assert engine.own_crossing(Side.BUY, 250, 15, 1) == []  # 100 and 150 cover 15
+    assert engine.own_crossing(Side.BUY, None, 21, 1) == [ours]  # 20 recorded, then ours
+    assert engine.own_crossing(Side.BUY, 190, 50, 1) == []  # its limit stops before ours
+    assert engine.own_crossing(Side.BUY, None) == [ours]  # no size given: any within limit

@@ -280,6 +280,25 @@ def test_self_trade_prevention(events: Sequence[AnyMarketEvent], mode: SelfTrade
     assert bool(_fills(ex, "s-2")) == (not taker_expired)
 
 
+def test_a_market_order_the_book_fills_before_our_own_quote_is_no_self_trade(
+    events: Sequence[AnyMarketEvent],
+) -> None:
+    # a market maker quoting far on the other side may still send a market order: it fills
+    # from the book and never reaches our quote (it was refused as a self-trade)
+    ex = _exchange()
+    now = _warm(ex, events)
+    ask = ex.book(SYMBOL).best_ask()
+    assert ask
+    _now(ex, _order("q-1", Side.SELL, 10, ask[0] + 500), now)
+    lots = min(ask[1], 5)  # within the best ask: the book fills it whole
+    _now(ex, _order("m-1", Side.BUY, max(lots, 2)), now)
+    taker = ex.order_state("m-1")
+    assert taker is not None and taker.reason is None, taker
+    assert {f.price_ticks for f in _fills(ex, "m-1")} <= {ask[0], ask[0] + 1}
+    resting = ex.order_state("q-1")
+    assert resting is not None and resting.status is OrderStatus.ACCEPTED
+
+
 @pytest.mark.parametrize("impact", [False, True])
 def test_market_impact_hides_volume_we_already_took(
     events: Sequence[AnyMarketEvent], impact: bool
