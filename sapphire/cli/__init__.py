@@ -55,7 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(args_list[0] if args_list else None)
     args = parser.parse_args(args_list)
-    result: int = args.handler(args)
+    try:
+        result: int = args.handler(args)
+    except OSError as exc:
+        # a path the command cannot write or read (a folder that is a file, no permission,
+        # a full disk) that no handler turned into its own message: one line, never a
+        # traceback, never exit 0
+        print(f"sapphire {args.command}: {exc}", file=sys.stderr)
+        return 1
     return result
 
 

@@ -23,7 +23,7 @@ from sapphire.config.system import ConfigError, SystemConfig, parse_config
 from sapphire.kernel import assembly
 from sapphire.kernel.runner import InProcessKernel
 from sapphire.kernel.timing import Clock
-from sapphire.model.events import AnyMarketEvent
+from sapphire.model.events import AnyMarketEvent, rows_in
 from sapphire.research.space import apply_params
 from sapphire.research.walkforward import Window
 from sapphire.risk.allocation import allocate_capital
@@ -116,7 +116,17 @@ def load_system(raw: dict[str, Any], agent_id: str) -> SystemDataset:
     instruments = assembly.load_instruments(config.data)
     events = list(assembly.replay_opener(config.data, instruments)())
     if config.data.max_events is not None:
-        events = events[: config.data.max_events]
+        # the cap counts recorded rows (a depth message its levels), as every runner's does:
+        # cut by events, the tune's folds spanned data the backtest of the same config never
+        # reaches
+        kept: list[AnyMarketEvent] = []
+        rows = 0
+        for event in events:
+            if rows >= config.data.max_events:
+                break
+            kept.append(event)
+            rows += rows_in((event,))
+        events = kept
     if not events:
         raise SystemTuneError("the system config's data produced no market events")
     clock = Clock(config.data.clock)

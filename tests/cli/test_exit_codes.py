@@ -1,6 +1,6 @@
-"""A run id names one run in the store: a second backtest under it is refused, never mixed
-into the first (its rows' seqs would be taken for duplicates and dropped, its summary would
-count the first run's rows as its own)."""
+"""A command that did not do what it was asked says so in one line and exits non-zero: a run
+id the store already holds (its rows would be dropped as duplicates and mixed into the first
+run's), data that ends before the trading period, a path it cannot write."""
 
 from __future__ import annotations
 
@@ -35,3 +35,16 @@ def test_a_backtest_whose_data_ends_before_its_trading_period_fails(
     assert backtest(config, "late") == 2
     out = " ".join(capsys.readouterr().out.split())
     assert "no market events in the trading period" in out
+
+
+def test_a_path_the_command_cannot_write_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sapphire.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["config-reference", "--out", str(blocker / "ref.md")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("sapphire config-reference:") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
