@@ -3,6 +3,8 @@ still under way at the venue."""
 
 from __future__ import annotations
 
+import msgspec
+
 from sapphire.coordination.crossing import CrossBook
 from sapphire.coordination.journal import JournalEntry
 from sapphire.model.orders import (
@@ -38,16 +40,16 @@ def _incoming() -> tuple[SubmitOrder, JournalEntry]:
         qty_lots=4,
         limit_ticks=100,
     )
-    entry = JournalEntry(
-        client_order_id="b-1",
-        agent_id="b",
-        symbol="BTCUSDT",
-        side=Side.BUY,
-        qty_lots=4,
-        limit_ticks=100,
-        submitted_ns=1_000,
-    )
-    return order, entry
+    fields = msgspec.structs.asdict(order)
+    del fields["ts_event_ns"]
+    return order, JournalEntry(**fields, submitted_ns=order.ts_event_ns)
+
+
+def _answer(**fields: object) -> OrderUpdate:
+    """The venue's answer about the resting order ``a-1``."""
+    return OrderUpdate(
+        ts_event_ns=6_000, client_order_id="a-1", agent_id="a", symbol="BTCUSDT", **fields
+    )  # type: ignore[arg-type]
 
 
 def test_an_order_forgotten_while_its_cross_is_at_the_venue_is_resolved_then_forgotten() -> None:
@@ -58,11 +60,7 @@ def test_an_order_forgotten_while_its_cross_is_at_the_venue_is_resolved_then_for
     commands = book.route(order, incoming, [_resting()], None)
     assert [type(c) for c in commands] == [AmendOrder]
     book.forget("a-1")
-    refused = OrderUpdate(
-        ts_event_ns=6_000,
-        client_order_id="a-1",
-        agent_id="a",
-        symbol="BTCUSDT",
+    refused = _answer(
         status=OrderStatus.REJECTED,
         reason=RejectReason.UNKNOWN_ORDER,
         message="amend rejected: no open order with this id",
@@ -81,15 +79,7 @@ def test_an_order_with_nothing_under_way_is_forgotten_at_once() -> None:
     book = CrossBook(entry_ns=5_000)
     order, incoming = _incoming()
     book.route(order, incoming, [_resting()], None)
-    done = OrderUpdate(
-        ts_event_ns=6_000,
-        client_order_id="a-1",
-        agent_id="a",
-        symbol="BTCUSDT",
-        status=OrderStatus.ACCEPTED,
-        leaves_lots=6,
-        message="amended",
-    )
+    done = _answer(status=OrderStatus.ACCEPTED, leaves_lots=6, message="amended")
     out, _ = book.resolve(done, None)
     assert sum(1 for r in out if not isinstance(r, OrderUpdate)) == 2  # the cross's two fills
     book.forget("a-1")

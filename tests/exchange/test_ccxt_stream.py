@@ -108,36 +108,54 @@ def test_off_grid_or_sideless_trade_is_refused() -> None:
     assert trade_event({**good, "amount": 0.2}, inst).qty_lots == 1  # never a 0-size print
 
 
+class TradeWatch:
+    """A ``CcxtMarketStream`` on the double's websocket whose trades are gathered in ``got``
+    until there are as many as the first ``n`` recorded ones (``task``)."""
+
+    def __init__(self, env: Any, n: int) -> None:
+        ticks = iter(range(1_000, 10**9, 1_000))
+        template = ccxtpro.binance().urls["api"]
+        self.env = env
+        self.stream = CcxtMarketStream.from_gateway(
+            env.gateway, lambda: next(ticks), env.double.ccxt_urls(template)
+        )
+        self.inst = env.gateway.instruments[SYMBOL]
+        self.recorded = [e for e in env.events if isinstance(e, Trade)][:n]
+        self.got: list[Trade] = []
+        self.task = asyncio.create_task(self._consume())
+
+    async def _consume(self) -> None:
+        async for trade in self.stream.trades(SYMBOL):
+            self.got.append(trade)
+            if len(self.got) == len(self.recorded):
+                return
+
+    async def subscribed(self) -> None:
+        """Until ccxt.pro has subscribed to the trades stream."""
+        for _ in range(500):
+            if self.env.double.streams.subscribers("btcusdt@trade"):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("ccxt.pro never subscribed")
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await self.stream.close()
+
+
 def test_watch_trades_over_a_real_websocket_yields_recorded_trades_once(
     shared_data: Path,
 ) -> None:
     async def main() -> None:
         async with environment(shared_data) as env:
-            ticks = iter(range(1_000, 10**9, 1_000))
-            template = ccxtpro.binance().urls["api"]
-            stream = CcxtMarketStream.from_gateway(
-                env.gateway, lambda: next(ticks), env.double.ccxt_urls(template)
-            )
-            inst = env.gateway.instruments[SYMBOL]
-            recorded = [e for e in env.events if isinstance(e, Trade)][:40]
-            got: list[Trade] = []
-
-            async def consume() -> None:
-                async for trade in stream.trades(SYMBOL):
-                    got.append(trade)
-                    if len(got) == len(recorded):
-                        return
-
-            task = asyncio.create_task(consume())
+            watch = TradeWatch(env, 40)
+            streams, inst, recorded = env.double.streams, watch.inst, watch.recorded
             try:
-                for _ in range(200):  # until ccxt.pro has subscribed
-                    if env.double.streams.subscribers("btcusdt@trade"):
-                        break
-                    await asyncio.sleep(0.01)
-                await env.double.streams.publish_trades(inst, recorded[:25])
+                await watch.subscribed()
+                await streams.publish_trades(inst, recorded[:25])
                 # A replayed batch (reconnect) and an off-grid print must not get through.
-                await env.double.streams.publish_trades(inst, recorded[20:25])
-                await env.double.streams.publish(
+                await streams.publish_trades(inst, recorded[20:25])
+                await streams.publish(
                     "btcusdt@trade",
                     {
                         "e": "trade",
@@ -151,18 +169,18 @@ def test_watch_trades_over_a_real_websocket_yields_recorded_trades_once(
                         "M": True,
                     },
                 )
-                await env.double.streams.publish_trades(inst, recorded[25:])
-                await asyncio.wait_for(task, 5)
+                await streams.publish_trades(inst, recorded[25:])
+                await asyncio.wait_for(watch.task, 5)
             finally:
-                task.cancel()
-                await stream.close()
+                await watch.close()
+            got = watch.got
             key = [(t.trade_id, t.price_ticks, t.qty_lots, t.taker_side) for t in recorded]
             assert [(t.trade_id, t.price_ticks, t.qty_lots, t.taker_side) for t in got] == key
             assert [t.ts_event_ns for t in got] == [
                 t.ts_event_ns // 1_000_000 * 1_000_000 for t in recorded
             ]
             assert all(t.ts_recv_ns > 0 for t in got)
-            assert stream.rejected == 1
+            assert watch.stream.rejected == 1
 
     asyncio.run(main())
 
@@ -173,44 +191,22 @@ def test_a_dropped_websocket_is_watched_again_and_no_trade_is_lost(shared_data: 
     # connects and subscribes anew, and the trades published after that arrive
     async def main() -> None:
         async with environment(shared_data) as env:
-            ticks = iter(range(1_000, 10**9, 1_000))
-            template = ccxtpro.binance().urls["api"]
-            stream = CcxtMarketStream.from_gateway(
-                env.gateway, lambda: next(ticks), env.double.ccxt_urls(template)
-            )
-            inst = env.gateway.instruments[SYMBOL]
-            recorded = [e for e in env.events if isinstance(e, Trade)][:30]
-            got: list[Trade] = []
-
-            async def consume() -> None:
-                async for trade in stream.trades(SYMBOL):
-                    got.append(trade)
-                    if len(got) == len(recorded):
-                        return
-
-            async def subscribed() -> None:
-                for _ in range(500):
-                    if env.double.streams.subscribers("btcusdt@trade"):
-                        return
-                    await asyncio.sleep(0.01)
-                raise AssertionError("ccxt.pro never subscribed")
-
-            task = asyncio.create_task(consume())
+            watch = TradeWatch(env, 30)
+            streams, inst, recorded = env.double.streams, watch.inst, watch.recorded
             try:
-                await subscribed()
-                await env.double.streams.publish_trades(inst, recorded[:10])
+                await watch.subscribed()
+                await streams.publish_trades(inst, recorded[:10])
                 for _ in range(200):
-                    if len(got) == 10:
+                    if len(watch.got) == 10:
                         break
                     await asyncio.sleep(0.01)
-                assert await env.double.streams.drop_connections() == 1
-                await subscribed()  # connected and subscribed again
-                await env.double.streams.publish_trades(inst, recorded[10:])
-                await asyncio.wait_for(task, 10)
+                assert await streams.drop_connections() == 1
+                await watch.subscribed()  # connected and subscribed again
+                await streams.publish_trades(inst, recorded[10:])
+                await asyncio.wait_for(watch.task, 10)
             finally:
-                task.cancel()
-                await stream.close()
-            assert [t.trade_id for t in got] == [t.trade_id for t in recorded]
-            assert stream.reconnects >= 1
+                await watch.close()
+            assert [t.trade_id for t in watch.got] == [t.trade_id for t in recorded]
+            assert watch.stream.reconnects >= 1
 
     asyncio.run(main())

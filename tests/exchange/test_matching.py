@@ -24,7 +24,8 @@ def _engine(**options: bool) -> tuple[MatchingEngine, list[tuple[str, int, int]]
     return engine, fills
 
 
-def _rest(engine: MatchingEngine, cid: str, side: Side, price: int, qty: int) -> SimOrder:
+def rest_limit(engine: MatchingEngine, cid: str, side: Side, price: int, qty: int) -> SimOrder:
+    """A GTC limit order of ours, resting at ``price`` (also used by test_matching_messages)."""
     order = SimOrder(
         client_order_id=cid,
         agent_id="t",
@@ -47,7 +48,7 @@ def _snapshot(ts: int, asks: tuple[tuple[int, int], ...]) -> BookSnapshot:
 def test_a_snapshot_fills_only_size_it_adds_at_or_through_our_order() -> None:
     engine, fills = _engine()
     engine.on_snapshot(_snapshot(1, ((101, 5),)))
-    order = _rest(engine, "b", Side.BUY, 100, 10)
+    order = rest_limit(engine, "b", Side.BUY, 100, 10)
     engine.on_snapshot(_snapshot(2, ((100, 3), (101, 5))))  # 3 lots appear at our price
     assert fills == [("b", 100, 3)]
     # the same book again, twice: nothing new was offered, nothing more fills
@@ -61,8 +62,8 @@ def test_a_snapshot_fills_only_size_it_adds_at_or_through_our_order() -> None:
 def test_without_trade_through_fills_all_one_trade_fills_at_most_its_size() -> None:
     engine, fills = _engine(trade_through_fills_all=False)
     engine.on_snapshot(_snapshot(1, ((102, 5),)))
-    _rest(engine, "high", Side.BUY, 101, 5)
-    _rest(engine, "low", Side.BUY, 100, 5)
+    rest_limit(engine, "high", Side.BUY, 101, 5)
+    rest_limit(engine, "low", Side.BUY, 100, 5)
     sell = Trade(ts_event_ns=2, symbol="X", price_ticks=100, qty_lots=5, taker_side=Side.SELL)
     engine.on_trade(sell)
     assert sum(lots for _, _, lots in fills) == 5  # the 101 order took it all; 100 gets 0
@@ -74,7 +75,7 @@ def test_a_taker_meets_our_own_order_only_where_its_walk_reaches_it() -> None:
     # was rejected as one whenever we rested anything on the other side)
     engine, _ = _engine()
     engine.on_snapshot(_snapshot(1, ((100, 10), (150, 10))))
-    ours = _rest(engine, "a", Side.SELL, 200, 5)
+    ours = rest_limit(engine, "a", Side.SELL, 200, 5)
     assert engine.own_crossing(Side.BUY, None, 10, 1) == []  # 100 x 10 fills it
     assert engine.own_crossing(Side.BUY, 250, 15, 1) == []  # 100 and 150 cover 15
     assert engine.own_crossing(Side.BUY, None, 21, 1) == [ours]  # 20 recorded, then ours

@@ -17,7 +17,7 @@ from sapphire.exchange.matching import MatchingEngine
 from sapphire.exchange.queue import ConservativeQueue, ProbQueue, QueueModel, power_prob
 from sapphire.exchange.state import SimOrder
 from sapphire.model.events import BookDeltas, BookSnapshot, Side
-from sapphire.model.orders import OrderType, TimeInForce
+from tests.exchange.test_matching import rest_limit
 
 Fill = tuple[str, int, int, bool, int]
 
@@ -64,21 +64,10 @@ def _engine(
             engine.remove(order)
 
     engine = MatchingEngine("X", book, queue, sink, book_cross_fills=book_cross)
-    placed = []
-    for i, (side, price, qty) in enumerate(orders):
-        order = SimOrder(
-            client_order_id=f"o{i}",
-            agent_id="t",
-            symbol="X",
-            side=Side(side),
-            order_type=OrderType.LIMIT,
-            tif=TimeInForce.GTC,
-            limit_ticks=price,
-            qty_lots=qty,
-            ts_ns=0,
-        )
-        engine.rest(order)
-        placed.append(order)
+    placed = [
+        rest_limit(engine, f"o{i}", Side(side), price, qty)
+        for i, (side, price, qty) in enumerate(orders)
+    ]
     return engine, placed, fills
 
 
