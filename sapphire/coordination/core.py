@@ -50,6 +50,11 @@ class StepResult(msgspec.Struct, kw_only=True):
     kill_switch_tripped: bool = False
 
 
+# how long an order may stay open after a cancel sent under the kill switch before it is
+# canceled again (1 s of event time: a venue answers in its latency, tens of ms)
+KILL_RECANCEL_NS = 1_000_000_000
+
+
 class CoordinatorCore:
     """Journal, pre-trade risk, portfolio and signal aggregation, one item at a time.
 
@@ -84,6 +89,8 @@ class CoordinatorCore:
         self.aggregator = SignalAggregator(dict(weights), aggregation)
         self.fill_count = 0
         self._kill_requested = ""
+        # orders asked to go under the kill switch, by when (``recancel``)
+        self._kill_cancel_ns: dict[str, int] = {}
         self.crossing = crossing
         self.crosses = CrossBook(entry_ns)
         # risk modes read from the marks' own events, so they change at the same event in
@@ -106,6 +113,30 @@ class CoordinatorCore:
                 fill_ids.add(report.fill_id)
             fresh.append(report)
         return fresh
+
+    def recancel(self, now_ns: int, result: StepResult) -> None:
+        """The kill switch is on and orders are still open: cancel again each one whose
+        last cancel got no final answer within ``KILL_RECANCEL_NS`` (a live venue that
+        refused it after its retries, or lost it), so nothing keeps resting under a tripped
+        switch (the kernel's coordinator stage asks at each PnL grid point of event time). A
+        paper venue answers a cancel within its latency: nothing is sent again."""
+        if not self.risk.kill_switch_on:
+            return
+        sent = self._kill_cancel_ns
+        kept: dict[str, int] = {}
+        for e in self.journal.open_orders():
+            if e.available_lots <= 0:
+                continue
+            cid = e.client_order_id
+            last = sent.get(cid)
+            if last is not None and now_ns - last < KILL_RECANCEL_NS:
+                kept[cid] = last
+                continue
+            kept[cid] = now_ns
+            result.commands.append(
+                CancelOrder(ts_event_ns=now_ns, client_order_id=cid, symbol=e.symbol)
+            )
+        self._kill_cancel_ns = kept  # the orders still open only: bounded
 
     def check_losses(self, now_ns: int, result: StepResult) -> None:
         """Daily PnL against the loss limits as of ``now_ns`` (the day's baseline taken at
@@ -287,15 +318,18 @@ class CoordinatorCore:
 
     def _cancel_all(self, now_ns: int) -> list[CancelOrder]:
         out = []
+        sent: dict[str, int] = {}
         for e in self.journal.open_orders():
             # an order crossed whole in the firm is not at the venue (or is being canceled)
             if e.available_lots > 0:
                 e.cancel_sent = True
+                sent[e.client_order_id] = now_ns
                 out.append(
                     CancelOrder(
                         ts_event_ns=now_ns, client_order_id=e.client_order_id, symbol=e.symbol
                     )
                 )
+        self._kill_cancel_ns = sent  # when each was asked to go (``recancel``)
         return out
 
     def snapshot(self) -> bytes:

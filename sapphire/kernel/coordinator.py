@@ -367,9 +367,10 @@ class CoordinatorStage:
 
     def _grid(self, now_ns: int, result: StepResult) -> None:
         """A PnL grid point of event time passed: the loss limits are checked (a firm
-        breach trips the kill switch between intents too), then every position's PnL
-        is stored."""
+        breach trips the kill switch between intents too), orders still open under a
+        tripped switch are canceled again, then every position's PnL is stored."""
         self.core.check_losses(now_ns, result)
+        self.core.recancel(now_ns, result)  # a tripped switch leaves nothing resting
         self._pnl(now_ns)
 
     def _pnl(self, now_ns: int, *, final: bool = False) -> None:

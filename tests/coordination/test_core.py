@@ -1,6 +1,8 @@
 from decimal import Decimal
 
-from sapphire.coordination.core import CoordinatorCore
+import msgspec
+
+from sapphire.coordination.core import CoordinatorCore, StepResult
 from sapphire.model import (
     CancelIntent,
     CancelOrder,
@@ -191,3 +193,34 @@ def test_signal_consensus_is_applied_as_a_gate_when_configured() -> None:
     free = core()
     result = free.step([QUOTE], [], {"a": [bullish], "b": [sell("b", 1)]}, 2)
     assert all(d.accepted for d in result.decisions)
+
+
+def test_an_order_still_open_a_second_after_the_kill_switch_cancel_is_canceled_again() -> None:
+    # a live venue that refused the cancel after its retries (or lost it): the order would
+    # rest under a tripped switch; it is asked to go again once a second has passed
+    c = core()
+    c.step([QUOTE], [], {"a": [buy("a", 1)]}, 2)
+    accepted = OrderUpdate(
+        ts_event_ns=3,
+        client_order_id="a-1",
+        agent_id="a",
+        symbol="BTCUSDT",
+        status=OrderStatus.ACCEPTED,
+        leaves_lots=5,
+    )
+    c.step([], [accepted], {}, 3)
+    c.request_kill("operator")
+    first = c.step([], [], {}, 4)
+    assert [cmd.client_order_id for cmd in first.commands] == ["a-1"]
+    soon = StepResult()
+    c.recancel(4 + 500_000_000, soon)
+    assert soon.commands == []  # its answer may still be on the way
+    later = StepResult()
+    c.recancel(4 + 1_000_000_000, later)
+    assert [type(cmd) for cmd in later.commands] == [CancelOrder]
+    # once the venue says it is canceled, nothing more
+    gone = msgspec.structs.replace(accepted, status=OrderStatus.CANCELED, leaves_lots=0)
+    c.step([], [gone], {}, 2_000_000_000)
+    quiet = StepResult()
+    c.recancel(3_000_000_000, quiet)
+    assert quiet.commands == []
