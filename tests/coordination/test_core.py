@@ -61,6 +61,18 @@ def filled(order: SubmitOrder, price: int, fill_id: str) -> OrderFilled:
     )
 
 
+def accepted(ts: int, leaves: int, cid: str = "a-1") -> OrderUpdate:
+    """The venue's ACCEPTED for agent a's order ``cid``."""
+    return OrderUpdate(
+        ts_event_ns=ts,
+        client_order_id=cid,
+        agent_id="a",
+        symbol="BTCUSDT",
+        status=OrderStatus.ACCEPTED,
+        leaves_lots=leaves,
+    )
+
+
 def test_intents_become_orders_in_agent_order_and_replays_are_dropped() -> None:
     c = core()
     result = c.step([QUOTE], [], {"b": [buy("b", 1)], "a": [buy("a", 1)]}, 2)
@@ -86,16 +98,7 @@ def test_kill_switch_cancels_resting_orders_and_blocks_new_ones_within_one_step(
     c.step([QUOTE], [], {"a": [buy("a", 1)], "b": [buy("b", 1)]}, 2)
     c.step(
         [],
-        [
-            OrderUpdate(
-                ts_event_ns=3,
-                client_order_id="a-1",
-                agent_id="a",
-                symbol="BTCUSDT",
-                status=OrderStatus.ACCEPTED,
-                leaves_lots=5,
-            )
-        ],
+        [accepted(3, 5)],
         {},
         3,
     )
@@ -160,14 +163,7 @@ def test_new_reports_drops_fills_seen_before_and_repeats_within_a_batch() -> Non
     assert c.new_reports([first, first]) == [first]
     c.step([], [first], {}, 3)
     assert c.new_reports([first]) == []  # a venue re-reporting after reconcile
-    late = OrderUpdate(
-        ts_event_ns=4,
-        client_order_id="a-1",
-        agent_id="a",
-        symbol="BTCUSDT",
-        status=OrderStatus.ACCEPTED,
-        leaves_lots=0,
-    )
+    late = accepted(4, 0)
     assert c.new_reports([late]) == []  # the order is already final
 
 
@@ -200,15 +196,8 @@ def test_an_order_still_open_a_second_after_the_kill_switch_cancel_is_canceled_a
     # rest under a tripped switch; it is asked to go again once a second has passed
     c = core()
     c.step([QUOTE], [], {"a": [buy("a", 1)]}, 2)
-    accepted = OrderUpdate(
-        ts_event_ns=3,
-        client_order_id="a-1",
-        agent_id="a",
-        symbol="BTCUSDT",
-        status=OrderStatus.ACCEPTED,
-        leaves_lots=5,
-    )
-    c.step([], [accepted], {}, 3)
+    resting = accepted(3, 5)
+    c.step([], [resting], {}, 3)
     c.request_kill("operator")
     first = c.step([], [], {}, 4)
     assert [cmd.client_order_id for cmd in first.commands] == ["a-1"]
@@ -219,7 +208,7 @@ def test_an_order_still_open_a_second_after_the_kill_switch_cancel_is_canceled_a
     c.recancel(4 + 1_000_000_000, later)
     assert [type(cmd) for cmd in later.commands] == [CancelOrder]
     # once the venue says it is canceled, nothing more
-    gone = msgspec.structs.replace(accepted, status=OrderStatus.CANCELED, leaves_lots=0)
+    gone = msgspec.structs.replace(resting, status=OrderStatus.CANCELED, leaves_lots=0)
     c.step([], [gone], {}, 2_000_000_000)
     quiet = StepResult()
     c.recancel(3_000_000_000, quiet)
