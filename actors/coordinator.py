@@ -437,8 +437,7 @@ class CoordinatorActor:
         if batch is None:
             if step == 0:
                 raise NoEventsError("the configured data produced no market events")
-            if not self._live and self.stage.counters.events == 0:
-                raise NoEventsError(no_trading_events(step))  # warm-up windows only
+            self._check_traded(step)
             if not self._live:
                 return StepProgress(step=step, events=0, done=True, now_ns=0, fills=0)
             # A live venue keeps answering after the data ends: drain windows let its last
@@ -507,8 +506,8 @@ class CoordinatorActor:
         if len(self.latency_s) < 100_000:
             self.latency_s.append(clock.total())
         done = result.done or bool(self.failure)
-        if result.done and not self._live and self.stage.counters.events == 0:
-            raise NoEventsError(no_trading_events(step + 1))  # warm-up windows only
+        if result.done:
+            self._check_traded(step + 1)
         if self._live and done and not self.failure:
             # live: done once the venue has nothing left to tell
             done = self.stage.pending_ns() is None and not self._commands
@@ -531,6 +530,12 @@ class CoordinatorActor:
             # gauges set once can age out of the exporter on a long run: re-set them
             self.metrics.on_limits(self.config.risk, [a.id for a in self.config.agents])
         return progress
+
+    def _check_traded(self, steps: int) -> None:
+        """A replay that ends after ``steps`` windows, all of them warm-up (its data ends
+        before its trading period): an error, as the in-process runner says."""
+        if not self._live and self.stage.counters.events == 0:
+            raise NoEventsError(no_trading_events(steps))
 
     def _take_alerts(self, reports: list[Any]) -> list[Any]:
         """Act on the venue adapter's alerts; the order reports go on to the journal."""

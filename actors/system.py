@@ -23,6 +23,7 @@ from actors.cache import counts_from_builtins
 from actors.checkpoint import make_store
 from actors.coordinator import CoordinatorActor
 from actors.cost import CostReport
+from actors.errors import root_cause
 from actors.execution import ExecutionActor
 from actors.live_execution import LiveExecutionActor
 from actors.market_data import MarketDataActor
@@ -487,12 +488,6 @@ class RunFailed(RuntimeError):
         self.run_id = run_id
 
 
-def _root_cause(exc: BaseException) -> str:
-    cause = getattr(exc, "cause", None) or exc  # RayTaskError carries the actor's exception
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[-1] if text else ''}"[:300]
-
-
 def run_system(
     config: SystemConfig,
     *,
@@ -527,7 +522,7 @@ def run_system(
         # an actor's step failed for good (a full disk, a checkpoint store gone): the run
         # stops at its last checkpoint, from which --resume continues once the cause is fixed
         shutdown_system(handles)
-        raise RunFailed(run_id, _root_cause(exc)) from None
+        raise RunFailed(run_id, root_cause(exc)) from None
     quarantined = result.summary.get("quarantined", {})
     hung = sorted({cost.actor_key(s.leaf) for s in config.agents if s.id in quarantined})
     result.cost = cost.measure_system(

@@ -30,6 +30,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from actors.errors import root_cause
 from sapphire.backtest.config import BacktestConfig
 from sapphire.research import dataset as ds
 from sapphire.research import export, leaderboard, system_tune
@@ -306,7 +307,7 @@ def tables(grid: Any, cfg: TuneConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
         history = result.metrics_dataframe
         last = result.metrics or {}
         row: dict[str, Any] = {"trial_id": trial_id, "status": "ERROR" if result.error else "OK"}
-        row["error"] = "" if result.error is None else _last_line(result.error)
+        row["error"] = "" if result.error is None else root_cause(result.error)
         if not row["error"] and (result.metrics or {}).get("valid") is False:
             # the trial ran, but the agent refused its params (every fold scored as invalid)
             row["status"] = "INVALID"
@@ -363,13 +364,6 @@ def trial_starts(log: Path) -> dict[str, int]:
             trial_id = line.split()[0]
             counts[trial_id] = counts.get(trial_id, 0) + 1
     return counts
-
-
-def _last_line(error: BaseException) -> str:
-    """A failed trial's reason in one line (Ray wraps the trainable's own exception)."""
-    cause = getattr(error, "cause", None) or error
-    lines = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"[:300]
 
 
 def summarize(
