@@ -160,6 +160,7 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
     if resume and not existing:
         raise wiring.WiringError(f"run {run_id!r} has no checkpoints to resume from")
     instruments = wiring.load_instruments(config.data)
+    wiring.run_folder(config, run_id)  # before the first step: `sapphire stop` finds the run
     opts: dict[str, Any] = {
         "namespace": ns,
         "max_restarts": config.ray.max_restarts,

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -63,8 +64,12 @@ def handle(args: argparse.Namespace) -> int:
     console = Console()
     try:
         loaded = yaml.safe_load(args.config.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+    except OSError as exc:
         console.print(f"[red]backtest config error:[/red] {exc}", soft_wrap=True)
+        return 2
+    except yaml.YAMLError as exc:
+        message = escape(_yaml_error(args.config, exc))
+        console.print(f"[red]backtest config error:[/red] {message}", soft_wrap=True)
         return 2
     if is_system_config(loaded):
         from sapphire.cli.kernel_run import run_in_process
@@ -73,7 +78,8 @@ def handle(args: argparse.Namespace) -> int:
     try:
         cfg = parse_config(loaded)
     except BacktestConfigError as exc:
-        console.print(f"[red]backtest config error:[/red] {exc}", soft_wrap=True)
+        message = escape(f"{args.config}: {exc}")  # one line that names the file and field
+        console.print(f"[red]backtest config error:[/red] {message}", soft_wrap=True)
         return 2
     if args.output_dir is not None:
         cfg = parse_config({**loaded, "output_dir": "__output__"})
@@ -100,6 +106,17 @@ def handle(args: argparse.Namespace) -> int:
             console.print(f"   sharpe {out.summary.ratio_note}", soft_wrap=True)
         console.print(f"   report: {out.html}", soft_wrap=True)
     return 0
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """One line: the file, where in it, and what the parser expected (PyYAML's own text is
+    several lines and names "<unicode string>", not the file)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    what = f"{context}, {problem}" if context else problem
+    return " ".join(f"{path}: not valid YAML:{where} {what}".split())
 
 
 def _table(outputs: list[RunOutput], quote: str) -> Table:

@@ -15,7 +15,7 @@ from sapphire.cli.progress import bar_columns, estimate_events, startup_line
 from sapphire.cli.query_cmd import write_instruments
 from sapphire.cli.summary import print_next, print_summary
 from sapphire.config.system import ConfigError, check_run_id, load_config
-from sapphire.kernel.assembly import WiringError, data_files, storage_root
+from sapphire.kernel.assembly import WiringError, data_files, run_folder, storage_root
 from sapphire.kernel.coordinator import CoordinatorStep
 from sapphire.kernel.runner import InProcessKernel, NoEventsError
 from sapphire.kernel.timing import WindowError
@@ -66,9 +66,14 @@ def run_in_process(config_path: Path, run_id: str | None, progress: bool, consol
         )
         return 2
     store = store_location(config)
+    try:
+        folder = run_folder(config, run_id)  # before the first step: `sapphire stop` finds it
+    except WiringError as exc:
+        console.print(f"[red]error:[/red] {escape(f'{config_path}: {exc}')}", soft_wrap=True)
+        return 2
     if config.storage.backend == "parquet":  # prices and sizes for `sapphire query`
         try:
-            write_instruments(storage_root(config) / run_id, kernel.instruments)
+            write_instruments(folder, kernel.instruments)
         except OSError as exc:  # the run can still be stored; query then shows ticks
             console.print(f"warning: instruments not recorded for query: {escape(str(exc))}")
     files = data_files(config.data)

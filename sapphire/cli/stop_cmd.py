@@ -44,6 +44,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="clear a stop request (needs --reason); a run it halted stays halted",
     )
+    parser.add_argument(
+        "--pending",
+        action="store_true",
+        help="stop a run id (with --all: a store root) before any run started there (it starts "
+        "halted); without it an id with no run on the store root is refused",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -77,7 +83,13 @@ def handle(args: argparse.Namespace) -> int:
         print(f"sapphire stop: {exc}", file=sys.stderr)
         return 2
     by = args.by or getpass.getuser()
-    known_root = switch.root.parent.is_dir() if not args.all else True
+    # a run's folder (a store root for --all) is made when a run starts
+    started = switch.root.is_dir()
+    if not started and not args.pending:
+        # a mistyped id or root must not answer STOPPED while the runs meant go on trading
+        why = f"no store root at {switch.root}" if args.all else _unknown(switch.root, args.run_id)
+        print(f"sapphire stop: {why}; nothing stopped", file=sys.stderr)
+        return 2
     what = "every run on this store (firm kill switch)" if args.all else f"run {args.run_id}"
     try:
         if args.reset:
@@ -98,6 +110,24 @@ def handle(args: argparse.Namespace) -> int:
         "recording until it ends (Ctrl-C or `ray job stop` ends it now)"
     )
     print(f"  switch: {switch.root / 'kill-switch.json'}")
-    if not known_root:
-        print(f"  note: no store root at {switch.root.parent}; is --root/--config the run's?")
+    if not started:
+        print(
+            f"  pending: no run {args.run_id} has started on {switch.root.parent}; it starts halted"
+        )
     return 0
+
+
+def _unknown(run_dir: Path, run_id: str) -> str:
+    """Why ``run_id`` is refused: no run folder (made when a run starts) on that store root,
+    and the runs that are there, so the operator sees the id or the root they meant."""
+    root = run_dir.parent
+    if not root.is_dir():
+        return f"no store root at {root} (give the run's --config, or its --root)"
+    folders = [p for p in root.iterdir() if p.is_dir() and p.name != "store"]
+    runs = [p.name for p in sorted(folders, key=lambda p: p.stat().st_mtime, reverse=True)]
+    shown = ", ".join(runs[:10]) if runs else "none"
+    more = f" (the 10 latest of {len(runs)})" if len(runs) > 10 else ""
+    return (
+        f"no run {run_id!r} on store root {root}: runs there{more}: {shown} "
+        "(--pending stops an id before its run starts)"
+    )

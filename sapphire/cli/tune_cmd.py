@@ -6,9 +6,12 @@ stops poor trials after their first folds. Results land in
 ``<output.storage_path>/<name>/results`` (CSV and Parquet, the best config as backtest and
 system YAML) and the leaderboard is printed. ``--resume`` continues an interrupted run.
 
-Paths in the config (data, ``output.storage_path``, ``output.system_template``) are relative
-to the config's folder; ``shared:...`` resolves against the shared recorded data
-(``$SAPPHIRE_SHARED_DATA`` or ``../shared/data``), ``sample:...`` against the bundled sample.
+Paths of the tune config (a bar backtest's data, ``output.storage_path``,
+``output.system_template``) are relative to the config's folder. A ``system:`` block is a
+system config, so its paths are read as ``sapphire run`` reads that config: relative to the
+working directory (the exported ``best_window.yaml`` holds them resolved). ``shared:...``
+resolves against the shared recorded data (``$SAPPHIRE_SHARED_DATA`` or ``../shared/data``),
+``sample:...`` against the bundled sample, from anywhere.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
 
 
-RunId = Annotated[str, msgspec.Meta(pattern=r"^(?!\.{1,2}$)[A-Za-z0-9_.-]{0,100}$")]
+# "store" is the Parquet store's own folder beside the runs' folders (``<storage.root>/store``)
+RunId = Annotated[str, msgspec.Meta(pattern=r"^(?!\.{1,2}$|store$)[A-Za-z0-9_.-]{0,100}$")]
 
 
 def check_run_id(run_id: str) -> str:
@@ -29,7 +30,8 @@ def check_run_id(run_id: str) -> str:
         return msgspec.convert(run_id, RunId)
     except msgspec.ValidationError:
         raise ConfigError(
-            f"run id {run_id!r}: use 1-100 letters, digits, '.', '_' or '-' (it names folders)"
+            f"run id {run_id!r}: use 1-100 letters, digits, '.', '_' or '-' (it names folders; "
+            "'store' is the store's own)"
         ) from None
 
 

@@ -91,6 +91,21 @@ def storage_root(config: SystemConfig) -> Path:
     return root
 
 
+def run_folder(config: SystemConfig, run_id: str) -> Path:
+    """``<storage.root>/<run_id>``, made when a run starts: the run's own stop request
+    (``sapphire stop RUN_ID``), its checkpoints and the instruments ``sapphire query`` reads.
+    ``sapphire stop`` knows a run by this folder, so a mistyped id is refused instead of
+    answered "STOPPED" while the run it meant goes on trading."""
+    folder = storage_root(config) / run_id
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WiringError(
+            f"storage.root {config.storage.root!r}: cannot make {folder}: {exc}"
+        ) from None
+    return folder
+
+
 def data_files(data: DataConfig) -> list[Path]:
     if data.source == "sample":
         return sample.event_files()

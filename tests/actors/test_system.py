@@ -157,6 +157,22 @@ def test_the_firm_kill_switch_binds_a_new_run_and_a_running_one(
 
     running = run(make_config(tmp_path), "firm-running", before_step=trip)
     assert_halted_after_trip(running, at_trip["orders"])
+    firm.reset("resume trading", "test")
+
+    # one run's own stop (`sapphire stop RUN_ID`) finds a Ray run from its start: the run's
+    # folder is made before its first step (the command refuses an id without one)
+    from sapphire.cli import main
+
+    def stop(handles: SystemHandles, step: int) -> None:
+        if step == 0:  # before any checkpoint made it: stoppable from the first step
+            assert (tmp_path / "one-run").is_dir()
+        if step == 8:
+            venue = pickle.loads(ray.get(handles.execution.exchange_record.remote()))
+            at_trip["orders"] = {o.client_order_id for o in venue.orders()}
+            assert main(["stop", "one-run", "--root", str(tmp_path), "--reason", "desk"]) == 0
+
+    stopped = run(make_config(tmp_path), "one-run", before_step=stop)
+    assert_halted_after_trip(stopped, at_trip["orders"])
 
 
 def test_a_run_stopped_before_the_data_end_leaves_its_prefix_in_the_replay_cache(

@@ -48,3 +48,27 @@ def test_a_path_the_command_cannot_write_is_one_line_and_exit_1(
     err = capsys.readouterr().err
     assert err.startswith("sapphire config-reference:") and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (
+            "name: x\nagent: {kind: 'indicator:EmaCross'}\nengine: vectorized\nohlcv: [a.csv]\n"
+            "stake: {stake_fraction: 2}\n",
+            "stake",
+        ),
+        ("name: x\nagent: {kind: 'indicator:EmaCross'}\nohlcv: [a.csv]\nbogus: 1\n", "bogus"),
+        ("name: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_a_broken_bar_backtest_config_is_one_line_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, field: str
+) -> None:
+    from sapphire.cli import main
+
+    config = tmp_path / "broken_bars.yaml"
+    config.write_text(text)
+    assert main(["backtest", "--config", str(config), "--no-progress"]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert str(config) in out and field in out and "Traceback" not in out

@@ -21,8 +21,10 @@ def test_a_stopped_run_sends_nothing_and_other_runs_trade(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config, store = demo(tmp_path), tmp_path / "runs" / "store"
-    assert main(["stop", "halted", "--config", str(config), "--reason", "drill"]) == 0
-    assert "run halted: STOPPED" in capsys.readouterr().out
+    # stopped before it starts: only with --pending (an id with no run is refused, below)
+    assert main(["stop", "halted", "--config", str(config), "--reason", "drill", "--pending"]) == 0
+    out = capsys.readouterr().out
+    assert "run halted: STOPPED" in out and "starts halted" in out
     assert backtest(config, "halted") == 0
     screen = " ".join(capsys.readouterr().out.split())
     assert "TRIPPED" in screen and "risk rejected: risk_kill_switch - the kill switch" in screen
@@ -76,3 +78,30 @@ def test_stop_halts_a_run_that_is_running(
     assert "canceled" in set(last["status"])
     open_statuses = [s.value for s in OrderStatus if not s.is_final]
     assert last.filter(pl.col("status").is_in(open_statuses)).height == 0
+
+
+def test_stop_refuses_a_run_id_with_no_run_and_names_the_runs_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a mistyped id answered "STOPPED" (and wrote a switch no run reads) while the run the
+    # operator meant went on trading
+    config, root = demo(tmp_path), tmp_path / "runs"
+    assert main(["stop", "ghost", "--root", str(root)]) == 2
+    assert "no store root at" in capsys.readouterr().err
+    assert backtest(config, "real-1") == 0
+    capsys.readouterr()
+    assert main(["stop", "real-l", "--config", str(config), "--reason", "typo"]) == 2
+    captured = capsys.readouterr()
+    assert "STOPPED" not in captured.out
+    err = " ".join(captured.err.split())
+    assert "no run 'real-l'" in err and "real-1" in err and "nothing stopped" in err
+    assert not (root / "real-l").exists()
+    # the run's own id is known from the moment it starts (its folder): stopped, exit 0
+    assert main(["stop", "real-1", "--config", str(config), "--reason", "drill"]) == 0
+    assert "run real-1: STOPPED" in capsys.readouterr().out
+    # --all on a store root nothing ever ran on is refused the same way
+    assert main(["stop", "--all", "--root", str(tmp_path / "elsewhere")]) == 2
+    assert not (tmp_path / "elsewhere").exists()
+    # "store" is the Parquet store's folder, never a run's
+    assert main(["stop", "store", "--root", str(root)]) == 2
+    assert backtest(config, "store") == 2
