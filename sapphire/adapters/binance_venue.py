@@ -104,7 +104,7 @@ class BinanceVenue:
         self._by_id: dict[int, str] = {}
         self._rejected: dict[str, VenueError] = {}
         self._next_order_id = 1_000_000
-        self._next_trade_id = 5_000_000
+        self._next_trade_id: dict[str, int] = {}
 
     # -- market -----------------------------------------------------------------------------
     def feed(self, events: Iterable[AnyMarketEvent]) -> None:
@@ -273,13 +273,16 @@ class BinanceVenue:
     def _record_trade(self, fill: OrderFilled) -> None:
         order = self.orders.get(fill.client_order_id)
         inst = self.paper.instruments[fill.symbol]
-        self._next_trade_id += 1
+        # Binance numbers trades per symbol: two symbols' trades share ids
+        trade_id = self._next_trade_id[fill.symbol] = (
+            self._next_trade_id.get(fill.symbol, 5_000_000) + 1
+        )
         price = inst.ticks_to_price(fill.price_ticks)
         qty = inst.lots_to_qty(fill.qty_lots)
         self.trades.append(
             {
                 "symbol": fill.symbol,
-                "id": self._next_trade_id,
+                "id": trade_id,
                 "orderId": -1 if order is None else order.order_id,
                 "orderListId": -1,
                 "price": _text(price),

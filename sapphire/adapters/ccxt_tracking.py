@@ -8,6 +8,7 @@ import ccxt.async_support as ccxt_async
 
 from sapphire.exchange import ccxt_convert as cv
 from sapphire.exchange.gateway import ExecutionReport
+from sapphire.model.events import Side
 from sapphire.model.instrument import Instrument, Rounding
 from sapphire.model.orders import (
     CancelOrder,
@@ -38,6 +39,13 @@ def reject_reason(exc: BaseException) -> RejectReason:
         if marker in text:
             return reason
     return RejectReason.EXCHANGE_ERROR
+
+
+def venue_fill_id(symbol: str, trade_id: object, side: Side) -> str:
+    """A live fill's id: the venue's trade id with the symbol and side. A venue numbers
+    trades per symbol (Binance), and a self-trade is one trade id on both of our orders,
+    while the firm's journal drops any fill id it has seen, across every order."""
+    return f"{symbol}-{trade_id}-{'buy' if side is Side.BUY else 'sell'}"
 
 
 class TrackedOrder:
@@ -108,7 +116,7 @@ class TrackedOrder:
                 qty_lots=qty,
                 fee_quote=cv.fee_quote(trade, inst, price, codes),
                 is_maker=trade.get("takerOrMaker") == "maker",
-                fill_id=str(trade_id),
+                fill_id=venue_fill_id(self.order.symbol, trade_id, self.order.side),
                 leaves_lots=max(0, self.order.qty_lots - self.fill_lots),
             )
         )

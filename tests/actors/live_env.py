@@ -25,6 +25,7 @@ from sapphire.exchange.config import PaperExchangeBuilder
 from sapphire.exchange.order_ids import VenueOrderIds
 from sapphire.model.orders import OrderStatus
 from tests.actors.double_thread import DoubleThread
+from tests.exchange.ccxt_env import trade_fill_id
 
 SECRET = "live-test-secret-never-printed"
 PREFIX = "SAPPHIRE_LIVE_TEST"
@@ -239,7 +240,9 @@ def assert_journal_is_the_venues(run: LiveRun) -> dict[str, str]:
             assert journal[by_venue[vcid]] == str(status), (vcid, journal[by_venue[vcid]], status)
         else:  # still resting at the venue: never final in the journal
             assert not OrderStatus(journal[by_venue[vcid]]).is_final, vcid
-    trade_ids = {str(t["id"]) for t in venue.trades if venue._by_id.get(t["orderId"], "") in ours}
+    trade_ids = {
+        trade_fill_id(t) for t in venue.trades if venue._by_id.get(t["orderId"], "") in ours
+    }
     stored = [r["fill_id"] for r in run.stored("fills")]
     assert len(stored) == len(set(stored)), "a fill was stored twice"
     assert set(stored) == trade_ids, (len(stored), len(trade_ids))

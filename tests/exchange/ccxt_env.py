@@ -19,6 +19,7 @@ from sapphire.adapters.binance_venue import BinanceVenue
 from sapphire.adapters.ccxt_credentials import ApiCredentials
 from sapphire.adapters.ccxt_gateway import CcxtExchange, CcxtGatewayConfig
 from sapphire.adapters.ccxt_retry import RetryPolicy
+from sapphire.adapters.ccxt_tracking import venue_fill_id
 from sapphire.data.instruments import load_exchange_info
 from sapphire.exchange.config import PaperExchangeBuilder
 from sapphire.exchange.gateway import ExecutionReport
@@ -106,6 +107,12 @@ def order(
     )
 
 
+def trade_fill_id(trade: dict[str, object]) -> str:
+    """The fill id the gateway reports for one of the double's trades."""
+    side = Side.BUY if trade["isBuyer"] else Side.SELL
+    return venue_fill_id(str(trade["symbol"]), trade["id"], side)
+
+
 @asynccontextmanager
 async def environment(data: Path, *, seconds: float = 12.0) -> AsyncIterator[Env]:
     info_path = data / EXCHANGE_INFO
@@ -166,7 +173,7 @@ def check_ledger(env: Env) -> dict[str, OrderUpdate]:
         venue_trades = (
             {}
             if placed is None
-            else {str(t["id"]): t for t in venue.trades if t["orderId"] == placed.order_id}
+            else {trade_fill_id(t): t for t in venue.trades if t["orderId"] == placed.order_id}
         )
         got = {f.fill_id: f for f in fills.get(cid, [])}
         assert set(got) == set(venue_trades), (cid, set(got), set(venue_trades))

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -454,3 +455,32 @@ def test_an_off_grid_filled_amount_is_booked_on_the_nearest_lot_not_raised() -> 
             await gw.close()
 
     asyncio.run(main())
+
+
+def test_venue_trade_ids_name_a_fill_only_with_symbol_and_side() -> None:
+    # Binance numbers trades per symbol, and a self-trade is one trade id on both of our
+    # orders: the firm's journal drops a fill id it has seen, so a bare trade id lost the
+    # second symbol's (or the other side's) fill on a live run
+    from sapphire.adapters.ccxt_tracking import TrackedOrder
+    from sapphire.coordination.journal import OrderJournal
+    from sapphire.model import Instrument
+    from tests.exchange.ccxt_env import order
+
+    btc = order(1, Side.BUY, 600_000, 5)
+    eth = msgspec.structs.replace(order(2, Side.BUY, 30_000, 5), symbol="ETHUSDT")
+    btc_sell = order(3, Side.SELL, 600_000, 5)
+    insts = {
+        "BTCUSDT": Instrument(symbol="BTCUSDT", tick_size="0.1", lot_size="0.001"),
+        "ETHUSDT": Instrument(symbol="ETHUSDT", tick_size="0.1", lot_size="0.001"),
+    }
+    journal = OrderJournal()
+    out: list[ExecutionReport] = []
+    for submitted, price in ((btc, 60_000.0), (eth, 3_000.0), (btc_sell, 60_000.0)):
+        assert journal.record_submit(submitted)
+        trade = {"id": 77, "price": price, "amount": 0.005, "timestamp": 1_000}
+        TrackedOrder(submitted).add_fill(insts[submitted.symbol], trade, out)
+    fills = [r for r in out if isinstance(r, OrderFilled)]
+    assert len({f.fill_id for f in fills}) == 3
+    assert all("77" in f.fill_id for f in fills)  # the venue's trade id stays readable
+    assert [journal.apply(f) for f in fills] == [True, True, True]
+    assert not journal.apply(fills[0])  # the same trade of the same order: a duplicate

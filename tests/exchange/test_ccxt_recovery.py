@@ -22,7 +22,7 @@ from sapphire.exchange.gateway import ExecutionReport
 from sapphire.exchange.order_ids import VenueOrderIds
 from sapphire.model import OrderFilled, OrderStatus, OrderUpdate, Side
 from sapphire.model.orders import CancelOrder, VenueAlert
-from tests.exchange.ccxt_env import API_KEY, SECRET, Env, environment, order
+from tests.exchange.ccxt_env import API_KEY, SECRET, Env, environment, order, trade_fill_id
 
 SYMBOL = "BTCUSDT"
 
@@ -65,7 +65,7 @@ def split(out: Any) -> tuple[list[ExecutionReport], VenueAlert]:
 
 def venue_fill_ids(env: Env, venue_cid: str) -> set[str]:
     placed = env.venue.orders[venue_cid]
-    return {str(t["id"]) for t in env.venue.trades if t["orderId"] == placed.order_id}
+    return {trade_fill_id(t) for t in env.venue.trades if t["orderId"] == placed.order_id}
 
 
 def test_venue_ids_are_run_scoped_and_fit_the_venue() -> None:
