@@ -82,7 +82,8 @@ class IndicatorAgent(BaseAgent[IndicatorState]):
             return ()
         st = self.state
         t = self._tick
-        st.ts.append(event.ts_event_ns)
+        date = event.open_time_ns  # a frame dates a candle by its open (the event: its close)
+        st.ts.append(date)
         values = (
             event.open_ticks * t,
             event.high_ticks * t,
@@ -95,7 +96,7 @@ class IndicatorAgent(BaseAgent[IndicatorState]):
             del st.ts[0], st.ohlcv[0]
         index = st.bars_seen
         st.bars_seen += 1
-        self._buffer_append(event.ts_event_ns, values)
+        self._buffer_append(date, values)
         if index < self.strategy.startup_candle_count:
             return ()
         row = self._last_signals(event)
@@ -165,7 +166,7 @@ class IndicatorAgent(BaseAgent[IndicatorState]):
 
     def _last_signals(self, event: Bar | None = None) -> tuple[bool, bool, bool, bool]:
         if event is not None and self._primed:
-            cached = self._primed.get(event.ts_event_ns)
+            cached = self._primed.get(event.open_time_ns)
             if cached is not None and cached[0] == event.close_ticks:
                 return cached[1]
         end = self._buf_end

@@ -156,7 +156,7 @@ def bar_events(frame: pl.DataFrame, symbol: str) -> Iterator[Bar]:
     cols = ("ts_event_ns", "interval_ns", "open_ticks", "high_ticks", "low_ticks", "close_ticks")
     for ts, interval, o, h, low, c, v in frame.select(*cols, "volume_lots").iter_rows():
         yield Bar(
-            ts_event_ns=ts,
+            ts_event_ns=ts + interval,  # the frame dates a bar by its open; known at its close
             symbol=symbol,
             interval_ns=interval,
             open_ticks=o,

@@ -56,7 +56,8 @@ class BarCosts(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 class BarVenueParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``exchange.params`` of a system config whose venue is :func:`bar_venue`. ``latency`` is
-    the run's timing (the kernel reads it); the bar venue itself fills at the next bar."""
+    the run's timing (the kernel reads it); the bar venue adds its ``entry_ns`` to an order's
+    decision time, as the paper venue does, and fills it at the next bar."""
 
     fee_bps: Decimal = Decimal(10)
     slippage_bps: Decimal = Decimal(0)
@@ -75,20 +76,25 @@ def bar_venue(exchange: Any, instruments: Mapping[str, Instrument]) -> BarGatewa
         raise ValueError(f"exchange.params (bar venue): {exc}") from None
     if len(instruments) != 1:
         raise ValueError(f"the bar venue trades one instrument, got {sorted(instruments)}")
-    return BarGateway(next(iter(instruments.values())), costs)
+    entry_ns = params.latency.get("entry_ns", 0)
+    if not isinstance(entry_ns, int) or entry_ns < 0:
+        raise ValueError(f"exchange.params.latency.entry_ns: an int >= 0, got {entry_ns!r}")
+    return BarGateway(next(iter(instruments.values())), costs, entry_ns=entry_ns)
 
 
 class BarGateway:
     """An :class:`~sapphire.exchange.gateway.ExecutionGateway` over a bar stream."""
 
-    def __init__(self, instrument: Instrument, costs: BarCosts) -> None:
+    def __init__(self, instrument: Instrument, costs: BarCosts, *, entry_ns: int = 0) -> None:
         self.instrument = instrument
         self.costs = costs
-        self._queued: list[SubmitOrder] = []
+        self.entry_ns = entry_ns  # an order decided at d reaches this venue at d + entry_ns
+        self._queued: list[tuple[SubmitOrder, int]] = []  # with the time each arrived
         self._reports: list[ExecutionReport] = []
         self._fill_no = 0
 
     def submit(self, order: SubmitOrder, now_ns: int) -> None:
+        now_ns += self.entry_ns  # the command carries its decision time
         if order.symbol != self.instrument.symbol:
             self._reject(order, now_ns, RejectReason.UNKNOWN_SYMBOL)
         elif order.qty_lots <= 0:
@@ -96,13 +102,15 @@ class BarGateway:
         elif order.order_type is OrderType.LIMIT and (order.limit_ticks or 0) <= 0:
             self._reject(order, now_ns, RejectReason.INVALID_TICK)
         else:
-            self._queued.append(order)
+            self._queued.append((order, now_ns))
             self._update(order, now_ns, OrderStatus.ACCEPTED, order.qty_lots)
 
     def cancel(self, cancel: CancelOrder, now_ns: int) -> None:
-        for order in self._queued:
+        now_ns += self.entry_ns
+        for queued in self._queued:
+            order = queued[0]
             if order.client_order_id == cancel.client_order_id:
-                self._queued.remove(order)
+                self._queued.remove(queued)
                 self._update(order, now_ns, OrderStatus.CANCELED, 0)
                 return
 
@@ -113,7 +121,7 @@ class BarGateway:
         if not isinstance(event, Bar) or event.symbol != self.instrument.symbol:
             return
         queued, self._queued = self._queued, []
-        for order in queued:
+        for order, arrived_ns in queued:
             price = self._execution_price(order, event)
             if price is None:
                 self._update(order, event.ts_event_ns, OrderStatus.CANCELED, 0)
@@ -121,7 +129,10 @@ class BarGateway:
             self._fill_no += 1
             self._reports.append(
                 OrderFilled(
-                    ts_event_ns=event.ts_event_ns,
+                    # at the bar's open, its price; never before the order arrived (a bar
+                    # comes at its close: an order decided on the previous one reaches the
+                    # venue at or after this bar's open)
+                    ts_event_ns=max(event.open_time_ns, arrived_ns),
                     client_order_id=order.client_order_id,
                     agent_id=order.agent_id,
                     symbol=order.symbol,

@@ -285,6 +285,9 @@ class EventBuilder:
                 stats.reject(RowReject.MALFORMED, line, "missing or unparseable field")
                 continue
             ses = ses or ""
+            if iv <= 0 or ts + iv >= 1 << 63:  # a bar is stamped at its close: open + interval
+                stats.reject(RowReject.MALFORMED, line, f"interval_ns={iv}")
+                continue
             grid = self._grid(sym)
             if grid is None:
                 stats.reject(RowReject.UNKNOWN_SYMBOL, line, sym)
@@ -310,7 +313,7 @@ class EventBuilder:
             yield (
                 ses,
                 Bar(
-                    ts_event_ns=ts,
+                    ts_event_ns=ts + iv,  # OHLCV files date a bar by its open: known at close
                     ts_recv_ns=recv or 0,
                     symbol=sym,
                     interval_ns=iv,

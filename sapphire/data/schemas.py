@@ -79,7 +79,7 @@ BBO_SCHEMA: Final[dict[str, pl.DataType]] = {
 
 BARS_SCHEMA: Final[dict[str, pl.DataType]] = {
     **_COMMON,
-    "interval_ns": pl.Int64(),  # ts_event_ns is the bar's open time
+    "interval_ns": pl.Int64(),  # ts_event_ns is the bar's open time (a Bar event: its close)
     "open": pl.Float64(),
     "high": pl.Float64(),
     "low": pl.Float64(),

@@ -137,8 +137,11 @@ class Quote(MarketEvent, frozen=True, kw_only=True, gc=False, tag="quote"):
 
 
 class Bar(MarketEvent, frozen=True, kw_only=True, gc=False, tag="bar"):
-    """An OHLCV candle. ``ts_event_ns`` is the bar's open time; the bar is known at
-    ``ts_event_ns + interval_ns``. Volume is in lots of the base asset."""
+    """An OHLCV candle, an event at its close: ``ts_event_ns`` is when the bar is complete
+    and known (its open time plus ``interval_ns``), so every runner applies it, marks at its
+    close and hands it to agents no earlier than that; the candle's own date (what a
+    freqtrade-style frame is indexed by) is :attr:`open_time_ns`. Volume is in lots of the
+    base asset."""
 
     interval_ns: int
     open_ticks: int
@@ -148,8 +151,8 @@ class Bar(MarketEvent, frozen=True, kw_only=True, gc=False, tag="bar"):
     volume_lots: int
 
     @property
-    def close_time_ns(self) -> int:
-        return self.ts_event_ns + self.interval_ns
+    def open_time_ns(self) -> int:
+        return self.ts_event_ns - self.interval_ns
 
 
 class FundingRate(MarketEvent, frozen=True, kw_only=True, gc=False, tag="funding"):

@@ -88,9 +88,10 @@ def system_dict(
 
 
 BAR_VENUE = "sapphire.backtest.bar_gateway:bar_venue"
-# A bar carries its open time but is complete only at its close: the feed delay (longer than
-# the response) hands the agent each fill made at a bar's open before that bar itself, as the
-# bar engines do, so the strategy never skips a bar waiting for its own fill.
+# A bar is an event at its close; the venue fills an order at the open of the bar after the
+# one it was decided on, when that bar comes: the feed delay (longer than the response) hands
+# the agent that fill before the bar itself, as the bar engines do, so the strategy never
+# skips a bar waiting for its own fill.
 BAR_LATENCY = {
     "kind": "constant",
     "feed_ns": 2_000_000,

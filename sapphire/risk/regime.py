@@ -208,8 +208,7 @@ class RegimeTracker:
             b: Bar = event  # type: ignore[assignment]
             if b.symbol in self._quoted or b.close_ticks <= 0:
                 return
-            # a bar's close is known when the bar closes, not at its open time
-            mid, known = float(b.close_ticks), b.ts_event_ns + b.interval_ns
+            mid, known = float(b.close_ticks), b.ts_event_ns  # a bar is stamped at its close
         else:
             return
         samples = self._samples.get(event.symbol)

@@ -538,3 +538,19 @@ def test_inspect_exchange_info(shared_data: Path, capsys: pytest.CaptureFixture[
     path = shared_data / "exchange/cryptofeed_binance_usdm_exchangeInfo_2021-07-22.json.gz"
     assert main(["data", "inspect", str(path)]) == 0
     assert "perpetual" in capsys.readouterr().out
+
+
+def test_a_bar_is_an_event_at_its_close(shared_data: Path) -> None:
+    # OHLCV files date a bar by its open, but its high, low and close are known only when it
+    # closes: stamped at its open, a bar marked risk and PnL, and reached agents (and every
+    # other stream merged with it), a whole interval before its close existed
+    from sapphire.model.events import Bar
+
+    path = shared_data / "ohlcv/basana_bitstamp_BTC-USD_1m_2020-01-01.csv"
+    frame = load_frames(path)[FrameKind.BARS]
+    bars = [e for e in stream_events(path) if isinstance(e, Bar)]
+    assert len(bars) == frame.height == 1_440
+    minute = 60_000_000_000
+    assert all(b.interval_ns == minute for b in bars)
+    assert [b.open_time_ns for b in bars] == frame["ts_event_ns"].to_list()
+    assert [b.ts_event_ns for b in bars] == [t + minute for t in frame["ts_event_ns"]]

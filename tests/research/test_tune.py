@@ -166,10 +166,15 @@ def test_bar_strategy_tune_writes_a_system_config_that_trades(
     # ... and trades what the bar engine trades on the exported backtest: same fills
     bt = parse_backtest(msgspec.yaml.decode((results / "best_backtest.yaml").read_bytes()))
     [engine] = run_config(bt, lambda p: resolve(p, shared_data))
-    assert [f.ts_event_ns for f in engine.result.fills] == fills.sort("ts_ns")["ts_ns"].to_list()
-    assert [f.price_ticks for f in engine.result.fills] == fills.sort("ts_ns")[
-        "price_ticks"
-    ].to_list()
+    stored = fills.sort("ts_ns")
+    assert [f.price_ticks for f in engine.result.fills] == stored["price_ticks"].to_list()
+    assert [f.qty_lots for f in engine.result.fills] == stored["qty_lots"].to_list()
+    # at the same bar's open; the kernel's order reaches the venue its latency after the
+    # bar it was decided on closed (a bar is an event at its close), and fills then
+    lat = tuned.exchange.params["latency"]
+    reach = lat.get("feed_ns", 0) + lat.get("decision_ns", 0) + lat.get("entry_ns", 0)
+    late = [k - f.ts_event_ns for f, k in zip(engine.result.fills, stored["ts_ns"], strict=True)]
+    assert reach > 0 and set(late) == {reach}
 
 
 def test_a_tune_whose_every_trial_fails_is_an_error_not_a_best(tmp_path: Path) -> None:

@@ -171,8 +171,9 @@ def test_the_scale_is_per_symbol() -> None:
 
 
 def bar(minute: int, close: int) -> Bar:
+    """The bar that opens at ``minute`` (an event at its close, a minute later)."""
     return Bar(
-        ts_event_ns=minute * 60 * NS,
+        ts_event_ns=(minute + 1) * 60 * NS,
         symbol="BTCUSDT",
         interval_ns=60 * NS,
         open_ticks=close,
