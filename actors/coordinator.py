@@ -397,6 +397,7 @@ class CoordinatorActor:
                 max_events=data.max_events,
                 start_ns=data.start_ns,
                 end_ns=data.end_ns,
+                tail_ns=self.timing.feed_ns,  # the run ends when its last event is visible
                 state=self._cut,
             )
         assert self._cutter is not None

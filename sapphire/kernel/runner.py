@@ -115,6 +115,7 @@ class InProcessKernel:
             max_events=config.data.max_events,
             start_ns=config.data.start_ns,
             end_ns=config.data.end_ns,
+            tail_ns=self.timing.feed_ns,  # the run ends when its last event is visible
         )
         # each shard's venue and agents (one of each without shards: the unsplit kernel)
         self.agent_order = [a.agent_id for a in agents]

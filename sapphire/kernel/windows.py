@@ -4,7 +4,10 @@ A window starts at the earliest thing that is due: the next market event, or ``p
 (the earliest in-flight order, undelivered report or carried intent the coordinator knows
 of), so quiet stretches cost no steps; it ends ``window_ns`` later, or earlier where
 ``max_events`` cuts it (never inside a group of events with one timestamp). The run's
-horizon is the last market event: the window that holds it is the last one.
+horizon is when its last market event becomes visible (its time plus ``tail_ns``, the feed
+latency; never past ``end_ns``): windows with no market event follow the data until then,
+so agents and marks see every recorded event (a bar system's last close included) and the
+window that reaches the horizon is the last one.
 """
 
 from __future__ import annotations
@@ -17,13 +20,21 @@ from sapphire.kernel.timing import Clock, Window
 from sapphire.model.events import AnyMarketEvent, BookDeltas
 
 
+def horizon_ns(last_t_ns: int, tail_ns: int, end_ns: int | None) -> int:
+    """The run's end (exclusive): its last event visible (its time plus ``tail_ns``), within
+    the data's ``end_ns`` (every event read is before it)."""
+    horizon = last_t_ns + 1 + tail_ns
+    return horizon if end_ns is None else min(horizon, end_ns)
+
+
 class CutterState(msgspec.Struct, kw_only=True):
     consumed: int = 0  # events taken from the stream (its offset: where a restart reads on)
     rows: int = 0  # recorded rows they hold (a ``BookDeltas`` counts its levels)
     last_end_ns: int = 0
     last_t_ns: int = -(1 << 62)
     clamped: int = 0  # rows whose time ran backwards on the chosen clock (moved forward)
-    exhausted: bool = False
+    exhausted: bool = False  # the horizon's window was cut: nothing more
+    data_done: bool = False  # the stream ended; windows go on to the horizon
 
 
 class WindowCutter:
@@ -37,6 +48,7 @@ class WindowCutter:
         max_events: int | None = None,
         start_ns: int | None = None,
         end_ns: int | None = None,
+        tail_ns: int = 0,
         state: CutterState | None = None,
     ) -> None:
         if window_ns <= 0:
@@ -48,6 +60,7 @@ class WindowCutter:
         self._max_events = max_events
         self._start_ns = start_ns
         self._end_ns = end_ns
+        self._tail_ns = tail_ns
         self.state = state or CutterState()
         self._peeked: AnyMarketEvent | None = None
         # the peeked event's clamped rows: counted when it is taken, not when looked at, so
@@ -102,10 +115,9 @@ class WindowCutter:
         st = self.state
         if st.exhausted:
             return None
-        first = self._pull()
+        first = None if st.data_done else self._pull()
         if first is None:
-            st.exhausted = True
-            return None
+            return self._tail_window(step)
         if self._start_ns is not None and first.ts_event_ns < self._start_ns:
             return self._warmup_window(step, self._start_ns)
         start = first.ts_event_ns
@@ -124,12 +136,34 @@ class WindowCutter:
                     break
                 batch.append(self._take())
                 nxt = self._pull()
-        last = nxt is None
-        if last:
-            st.exhausted = True
-            end = min(end, st.last_t_ns + 1)
+        last = False
+        if nxt is None:
+            st.data_done = True
+            horizon = self._horizon()
+            if end >= horizon:
+                end, last = horizon, True
+                st.exhausted = True
         st.last_end_ns = end
         return batch, Window(step=step, start_ns=start, end_ns=end, last=last)
+
+    def _horizon(self) -> int:
+        return horizon_ns(self.state.last_t_ns, self._tail_ns, self._end_ns)
+
+    def _tail_window(self, step: int) -> tuple[list[AnyMarketEvent], Window] | None:
+        """A window after the data's last event, up to the horizon (None: nothing was ever
+        read, or the horizon is reached)."""
+        st = self.state
+        st.data_done = True
+        horizon = self._horizon()
+        if st.consumed == 0 or st.last_end_ns >= horizon:
+            st.exhausted = True
+            return None
+        start = st.last_end_ns
+        end = min(start + self._window_ns, horizon)
+        last = end == horizon
+        st.exhausted = last
+        st.last_end_ns = end
+        return [], Window(step=step, start_ns=start, end_ns=end, last=last)
 
     def _plain(self) -> bool:
         """The common case :meth:`_fill_plain` serves: the exchange clock, no event cap."""

@@ -23,6 +23,7 @@ from sapphire.config.system import ConfigError, SystemConfig, parse_config
 from sapphire.kernel import assembly
 from sapphire.kernel.runner import InProcessKernel
 from sapphire.kernel.timing import Clock
+from sapphire.kernel.windows import horizon_ns
 from sapphire.model.events import AnyMarketEvent, rows_in
 from sapphire.research.space import apply_params
 from sapphire.research.walkforward import Window
@@ -131,7 +132,14 @@ def load_system(raw: dict[str, Any], agent_id: str) -> SystemDataset:
         raise SystemTuneError("the system config's data produced no market events")
     clock = Clock(config.data.clock)
     ts = [clock.time_of(e) for e in events]
-    end = ts[-1] + 1 if config.data.end_ns is None else config.data.end_ns
+    # the span ends where every runner's does (the cutter's horizon): when the last event
+    # read becomes visible, within data.end_ns
+    limit, last_t = config.data.end_ns, ts[0]
+    for t in ts:
+        if limit is not None and t >= limit:
+            break
+        last_t = max(last_t, t)  # the cutter never runs time backwards
+    end = horizon_ns(last_t, assembly.timing(config).feed_ns, limit)
     # the events up to the span's end; those before its start build the book of each window
     events = [e for e, t in zip(events, ts, strict=True) if t < end]
     inside = [t for t in ts if t < end and (config.data.start_ns or t) <= t]

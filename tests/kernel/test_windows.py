@@ -3,6 +3,8 @@ loop: same windows, same events (clamped the same way), same state, on random st
 
 from __future__ import annotations
 
+import itertools
+
 import msgspec
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -58,6 +60,7 @@ STREAMS = {
     "cap": st.integers(1, 8) | st.just(1 << 62),
     "start_ns": st.none() | st.integers(900, 1_600),
     "end_ns": st.none() | st.integers(1_000, 2_500),
+    "tail_ns": st.integers(0, 200) | st.just(0),
 }
 
 
@@ -69,10 +72,17 @@ def test_fast_cut_equals_general_cut(
     cap: int,
     start_ns: int | None,
     end_ns: int | None,
+    tail_ns: int,
     pendings: list[int | None],
 ) -> None:
     events = _events(steps)
-    kwargs = dict(window_ns=window_ns, max_window_events=cap, start_ns=start_ns, end_ns=end_ns)
+    kwargs = dict(
+        window_ns=window_ns,
+        max_window_events=cap,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        tail_ns=tail_ns,
+    )
     fast = WindowCutter(iter(events), **kwargs)  # type: ignore[arg-type]
     general = _General(iter(events), **kwargs)  # type: ignore[arg-type]
     assert fast._plain() and not general._plain()
@@ -82,14 +92,15 @@ def test_fast_cut_equals_general_cut(
 @settings(max_examples=300, deadline=None)
 @given(**STREAMS, restart_at=st.integers(0, 30), general=st.booleans())
 # a warm-up window cut by its cap, the next event clamped and looked at (counted twice before)
-@example([0, 0, -5, 10], 50, 2, 2_000, None, 1, False)
-@example([0, 0, -5, 10], 50, 2, 2_000, None, 1, True)
+@example([0, 0, -5, 10], 50, 2, 2_000, None, 0, 1, False)
+@example([0, 0, -5, 10], 50, 2, 2_000, None, 0, 1, True)
 def test_a_cutter_rebuilt_from_its_state_cuts_and_counts_as_one_that_never_stopped(
     steps: list[int],
     window_ns: int,
     cap: int,
     start_ns: int | None,
     end_ns: int | None,
+    tail_ns: int,
     restart_at: int,
     general: bool,
 ) -> None:
@@ -100,10 +111,52 @@ def test_a_cutter_rebuilt_from_its_state_cuts_and_counts_as_one_that_never_stopp
     of one cutter."""
     events = _events(steps)
     kind = _General if general else WindowCutter
-    kwargs = dict(window_ns=window_ns, max_window_events=cap, start_ns=start_ns, end_ns=end_ns)
+    kwargs = dict(
+        window_ns=window_ns,
+        max_window_events=cap,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        tail_ns=tail_ns,
+    )
     whole = _cut(kind(iter(events), **kwargs), [None])  # type: ignore[arg-type]
     first = kind(iter(events), **kwargs)  # type: ignore[arg-type]
     out, step = _run(first, [None], stop=restart_at)
     state = msgspec.structs.replace(first.state)  # the checkpoint's copy
     again = kind(iter(events[state.consumed :]), state=state, **kwargs)  # type: ignore[arg-type]
     assert [*out, *_run(again, [None], step)[0], again.state] == whole
+
+
+@settings(max_examples=300, deadline=None)
+@given(**STREAMS)
+def test_windows_go_on_until_the_last_event_is_visible(
+    steps: list[int],
+    window_ns: int,
+    cap: int,
+    start_ns: int | None,
+    end_ns: int | None,
+    tail_ns: int,
+) -> None:
+    """The run ends when its last event becomes visible (its time plus the feed latency,
+    within ``end_ns``): before, it ended one ns after the last event, so agents and marks
+    never saw the last ``feed_ns`` of the data (a bar system: its whole last bar). Windows
+    stay contiguous and no longer than ``window_ns``; only the last one reaches the end."""
+    events = _events(steps)
+    cutter = WindowCutter(
+        iter(events),
+        window_ns=window_ns,
+        max_window_events=cap,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        tail_ns=tail_ns,
+    )
+    windows = [w for w, _ in _run(cutter, [None])[0]]  # type: ignore[misc]
+    if not windows or windows[-1].warmup:
+        return  # no data, or all of it before the trading period
+    assert [w.last for w in windows] == [False] * (len(windows) - 1) + [True]
+    last_t = cutter.state.last_t_ns
+    horizon = last_t + 1 + tail_ns if end_ns is None else min(last_t + 1 + tail_ns, end_ns)
+    assert windows[-1].end_ns == horizon
+    trading = [w for w in windows if not w.warmup]
+    for before, after in itertools.pairwise(trading):
+        assert before.end_ns <= after.start_ns
+    assert all(w.end_ns - w.start_ns <= window_ns for w in trading)

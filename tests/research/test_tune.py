@@ -175,6 +175,14 @@ def test_bar_strategy_tune_writes_a_system_config_that_trades(
     reach = lat.get("feed_ns", 0) + lat.get("decision_ns", 0) + lat.get("entry_ns", 0)
     late = [k - f.ts_event_ns for f, k in zip(engine.result.fills, stored["ts_ns"], strict=True)]
     assert reach > 0 and set(late) == {reach}
+    # and ends with the same PnL: the kernel's run ends when its last bar is visible, so the
+    # final valuation marks at the last close, as the bar engine does (it ended a bar short)
+    pnl = read_table(store, "pnl", "tuned").collect().sort("ts_ns", "seq")
+    result = engine.result
+    engine_pnl = result.final_equity - result.initial_cash
+    # the store keeps money at 9 decimals, rounded as each amount is booked
+    assert abs(pnl["equity_quote"][-1] - engine_pnl) < Decimal("1e-7"), engine_pnl
+    # (tests/kernel/test_bars.py: the same where the run ends holding a position)
 
 
 def test_a_tune_whose_every_trial_fails_is_an_error_not_a_best(tmp_path: Path) -> None:
