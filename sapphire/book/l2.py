@@ -66,6 +66,8 @@ class _State(msgspec.Struct, frozen=True):
     # diff must straddle the snapshot (defaults: payloads written before they were kept)
     open_msg: tuple[int, int, int] | None = None
     first_after_snapshot: bool = False
+    # diffs held while not synced: replayed after the next snapshot as the original does
+    pending: list[BookDelta] = msgspec.field(default_factory=list)
 
 
 class L2Book:
@@ -250,8 +252,8 @@ class L2Book:
 
     # -- persistence (pure objects expose snapshot()/restore(), see architecture.md) ------
     def snapshot(self) -> bytes:
-        """Levels, sync state (a message half applied too) and counters as msgpack (held
-        diffs are not kept)."""
+        """Levels, sync state (a message half applied too), the diffs held for the next
+        snapshot and counters as msgpack."""
         state = _State(
             symbol=self.symbol,
             bids=self.levels(Side.BUY),
@@ -263,6 +265,7 @@ class L2Book:
             rejected=self.rejected,
             open_msg=self._open_msg,
             first_after_snapshot=self._first_after_snapshot,
+            pending=list(self._pending),
         )
         return msgspec.msgpack.encode(state)
 
@@ -286,6 +289,7 @@ class L2Book:
         self._first_after_snapshot = state.first_after_snapshot
         self._open_msg = state.open_msg
         self.gaps, self.stale, self.rejected = state.gaps, state.stale, state.rejected
+        self._pending.extend(state.pending)
 
     # -- internals ------------------------------------------------------------------------
     def _continues(self, delta: BookDelta) -> bool:

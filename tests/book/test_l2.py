@@ -229,6 +229,25 @@ def test_snapshot_bytes_restore_round_trip() -> None:
         L2Book("X").restore(b"\x00garbage")
 
 
+def test_a_book_restored_in_a_gap_replays_its_held_diffs_after_the_next_snapshot() -> None:
+    # a checkpoint taken while the book waits for a snapshot lost the diffs it held: the
+    # restored book resynced without them and traded on another book than the original
+    book = book_100()
+    book.apply_delta(delta(BUY, 99, 8, 115, 120))  # 101..114 lost: a gap
+    book.apply_delta(delta(BUY, 98, 1, 121, 130))
+    book.apply_delta(delta(SELL, 103, 2, 131, 140))
+    other = L2Book("X")
+    other.restore(book.snapshot())
+    assert not other.is_synced and other.gaps == book.gaps
+    resync = snap(125, [(99, 8), (98, 9)], [(101, 3)])
+    for b in (book, other):
+        b.apply_snapshot(resync)
+    assert other.last_update_id == book.last_update_id == 140
+    assert other.levels(BUY) == book.levels(BUY) == [(99, 8), (98, 1)]
+    assert other.levels(SELL) == book.levels(SELL) == [(101, 3), (103, 2)]
+    assert other.stale == book.stale
+
+
 # -- property: a valid sequence never leaves a crossed book -------------------------------------
 levels_st = st.lists(st.tuples(st.integers(1, 60), st.integers(1, 50)), max_size=8)
 updates_st = st.lists(
