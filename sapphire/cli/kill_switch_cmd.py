@@ -29,6 +29,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--reason", default="", help="why (stored with the command)")
     parser.add_argument("--by", default="", help="operator name (default: the OS user)")
+    parser.add_argument(
+        "--pending",
+        action="store_true",
+        help="trip it on a store root no run has used yet (without it such a root is refused)",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -46,6 +51,16 @@ def handle(args: argparse.Namespace) -> int:
     else:
         switch = FirmKillSwitch(args.root)
     by = args.by or getpass.getuser()
+    # a mistyped root must not answer TRIPPED (or "off") for a switch no run reads; a
+    # Redis-held one binds runs on other machines' roots, where this one cannot look
+    unused = not switch.root.is_dir() and switch.redis is None
+    if unused and args.action == "trip" and not args.pending:
+        print(
+            f"error: no store root at {switch.root}: no run has used it (give the runs' "
+            "--root or --config; --pending trips it before any run starts)",
+            file=sys.stderr,
+        )
+        return 2
     if args.action == "reset" and not args.reason:
         print("error: a reset needs --reason (it is stored with the command)", file=sys.stderr)
         return 2
@@ -63,4 +78,6 @@ def handle(args: argparse.Namespace) -> int:
     word = "TRIPPED" if state.tripped else "off"
     detail = f" since {when} by {state.by}: {state.reason}" if state.ts_ns else ""
     print(f"firm kill switch ({args.root}): {word}{detail}")
+    if unused:
+        print(f"  note: no store root at {switch.root}; is --root/--config the runs'?")
     return 0

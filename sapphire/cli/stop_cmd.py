@@ -83,8 +83,9 @@ def handle(args: argparse.Namespace) -> int:
         print(f"sapphire stop: {exc}", file=sys.stderr)
         return 2
     by = args.by or getpass.getuser()
-    # a run's folder (a store root for --all) is made when a run starts
-    started = switch.root.is_dir()
+    # a run's folder (a store root for --all) is made when a run starts; a Redis-held switch
+    # binds runs on other machines' roots, where this one cannot look
+    started = switch.root.is_dir() or switch.redis is not None
     if not started and not args.pending:
         # a mistyped id or root must not answer STOPPED while the runs meant go on trading
         why = f"no store root at {switch.root}" if args.all else _unknown(switch.root, args.run_id)

@@ -18,7 +18,14 @@ def test_tripped_switch_stops_every_new_run_until_an_explicit_reset(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config, root = demo(tmp_path), tmp_path / "runs"
-    assert main(["kill-switch", "trip", "--root", str(root), "--reason", "drill"]) == 0
+    # no run has used the root yet: refused (a mistyped root would be a switch no run
+    # reads), unless the operator says so
+    assert main(["kill-switch", "trip", "--root", str(root), "--reason", "drill"]) == 2
+    assert "no store root" in capsys.readouterr().err and not root.exists()
+    assert main(["kill-switch", "status", "--root", str(root)]) == 0
+    assert "note: no store root" in capsys.readouterr().out
+    args = ["kill-switch", "trip", "--root", str(root), "--reason", "drill", "--pending"]
+    assert main(args) == 0
     assert "TRIPPED" in capsys.readouterr().out
     assert backtest(config, "while-tripped") == 0
     out = " ".join(capsys.readouterr().out.split())
