@@ -12,13 +12,16 @@ the harmonic mean, and PnL is ``contracts x size x (1/entry - 1/exit)`` (Instrum
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 from sapphire.model.events import Side
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import Position
 
 _ZERO = Decimal(0)
+# Locks live on a fixed grid so that adding and releasing them is exact (28 digits hold a
+# lock total up to 1e10 at this grid): no 1E-25 rounding is left locked with no order open.
+LOCK_QUANTUM = Decimal("1e-18")
 
 
 class PositionState:
@@ -82,10 +85,12 @@ class Account:
         notional = inst.notional_quote(price_ticks, qty_lots)
         fee = inst.fee_quote(price_ticks, qty_lots, maker=False).copy_abs()
         if inst.derivative:
-            return inst.settle_asset, notional / self._leverage + fee
-        if side is Side.BUY:
-            return inst.quote, notional + fee
-        return inst.base, inst.lots_to_qty(qty_lots)
+            asset, need = inst.settle_asset, notional / self._leverage + fee
+        elif side is Side.BUY:
+            asset, need = inst.quote, notional + fee
+        else:
+            asset, need = inst.base, inst.lots_to_qty(qty_lots)
+        return asset, need.quantize(LOCK_QUANTUM, ROUND_CEILING)
 
     def lock(self, asset: str, amount: Decimal) -> None:
         self._locked[asset] = self.locked(asset) + amount

@@ -16,10 +16,10 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 
 from sapphire.book.l2 import L2Book
-from sapphire.exchange.account import Account
+from sapphire.exchange.account import LOCK_QUANTUM, Account
 from sapphire.exchange.amend import apply_amend
 from sapphire.exchange.config import LatencyKind, PaperExchangeBuilder, PaperExchangeConfig
 from sapphire.exchange.gateway import ExecutionReport
@@ -376,7 +376,9 @@ class PaperExchange:
             part = (
                 order.locked
                 if lots >= order.leaves_lots
-                else order.locked * lots / order.leaves_lots
+                else (order.locked * lots / order.leaves_lots).quantize(
+                    LOCK_QUANTUM, ROUND_FLOOR
+                )
             )
             order.locked -= part
             self.account.release(lock_asset(inst, order.side), part)

@@ -19,7 +19,7 @@ from sapphire.model.instrument import Instrument
 from sapphire.model.orders import OrderIntent, OrderType, RejectReason
 from sapphire.model.orders import client_order_id as coid
 from sapphire.risk.limits import AgentLimits, RiskLimits
-from sapphire.risk.portfolio import FirmPnl, Portfolio
+from sapphire.risk.portfolio import FirmPnl, Portfolio, conversion_rate
 from sapphire.risk.regime import clamp_scale, scale_money, scaled_limits
 
 NS_PER_SECOND = 1_000_000_000
@@ -55,7 +55,7 @@ class RiskEngine:
         self._allocation = allocation_quote or {}
         self._recent_orders: dict[str, deque[int]] = {}
         self._day = -1
-        self._pnl_at_day_start: dict[str | None, Decimal] = {}
+        self._pnl_at_day_start: dict[str, dict[str, Decimal]] = {}  # per agent, per asset
         self._firm_at_day_start: dict[str, Decimal] = {}  # per settlement asset
         self.marks: dict[str, float] = {}
         self.kill_switch_on = False
@@ -116,14 +116,15 @@ class RiskEngine:
         if day != self._day:
             self._day = day
             self._pnl_at_day_start = {
-                agent: self._portfolio.total_pnl_quote(agent, self.marks)
-                for agent in [None, *self._agents()]
+                agent: self._portfolio.pnl_by_asset(agent, self.marks)
+                for agent in self._agents()
             }
             self._firm_at_day_start = self._portfolio.pnl_by_asset(None, self.marks)
         self._loss_breached = set()
         for agent in self._agents():
             limit = Decimal(self.limits.for_agent(agent).max_daily_loss_quote)
-            if -self.daily_pnl_quote(agent) > limit:
+            # per settlement asset, as every money limit: never USDT + BTC
+            if any(-pnl > limit for pnl in self.daily_pnl_by_asset(agent).values()):
                 self._loss_breached.add(agent)
         limit = Decimal(self.limits.max_firm_daily_loss_quote)
         self.firm_breached = -self.firm_daily_pnl().total > limit
@@ -131,9 +132,10 @@ class RiskEngine:
     def _agents(self) -> list[str]:
         return sorted({agent for agent, _ in self._portfolio.positions})
 
-    def daily_pnl_quote(self, agent_id: str | None) -> Decimal:
-        total = self._portfolio.total_pnl_quote(agent_id, self.marks)
-        return total - self._pnl_at_day_start.get(agent_id, Decimal(0))
+    def daily_pnl_by_asset(self, agent_id: str) -> dict[str, Decimal]:
+        start = self._pnl_at_day_start.get(agent_id, {})
+        now = self._portfolio.pnl_by_asset(agent_id, self.marks)
+        return {asset: pnl - start.get(asset, Decimal(0)) for asset, pnl in now.items()}
 
     def firm_daily_pnl(self) -> FirmPnl:
         """The firm's PnL since the day started, per settlement asset and in the firm's
@@ -168,7 +170,12 @@ class RiskEngine:
         ``max_notional_quote`` (and allocation) figure, read in the settlement asset."""
         cap = Decimal(self.limits.for_agent(agent_id).max_notional_quote)
         allocated = self._allocation.get(agent_id)
-        cap = cap if allocated is None else min(cap, allocated)
+        if allocated is not None:
+            # the allocation is capital_quote's share, in the firm's currency: into the coin
+            coin = self._instruments[symbol].settle_asset
+            into = self._portfolio.reporting_asset
+            rate = conversion_rate(coin, into, self._instruments, self.marks)
+            cap = min(cap, allocated / rate if rate else Decimal(0))
         scale = self.limit_scales.get(symbol)
         return cap if scale is None else scale_money(cap, scale)
 

@@ -1,0 +1,97 @@
+"""Margin locks add up and release exactly: with leverage 3 (or an inverse contract) a lock is
+a 28-digit Decimal, and releasing it from a running total left ~1E-25 locked with no order open,
+which then refused an order needing the whole free balance."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sapphire.exchange.account import Account
+from sapphire.exchange.config import PaperExchangeBuilder
+from sapphire.exchange.paper import PaperExchange
+from sapphire.model.events import BookSnapshot, Side
+from sapphire.model.instrument import Instrument, InstrumentKind
+from sapphire.model.orders import CancelOrder, OrderType, RejectReason, SubmitOrder, TimeInForce
+
+INST = Instrument(
+    symbol="BTCUSDT",
+    kind=InstrumentKind.PERPETUAL,
+    base="BTC",
+    quote="USDT",
+    tick_size="0.1",
+    lot_size="0.001",
+    maker_fee_bps="-1",
+    taker_fee_bps="5",
+)
+PX = 599_990  # a buy resting under the 600,010 ask
+
+
+def _exchange(balance: Decimal) -> PaperExchange:
+    cfg = (
+        PaperExchangeBuilder()
+        .instrument(INST)
+        .balance("USDT", balance)
+        .constant_latency(entry_ns=1, response_ns=1)
+        .leverage(3)
+        .config()
+    )
+    ex = PaperExchange(cfg)
+    ex.on_market_event(
+        BookSnapshot(
+            ts_event_ns=1_000,
+            symbol="BTCUSDT",
+            bids=((599_980, 3),),
+            asks=((600_010, 3),),
+            update_id=1,
+        )
+    )
+    return ex
+
+
+def _buy(ex: PaperExchange, cid: str, lots: int, t: int) -> None:
+    ex.submit(
+        SubmitOrder(
+            ts_event_ns=t,
+            client_order_id=cid,
+            agent_id="a",
+            symbol="BTCUSDT",
+            side=Side.BUY,
+            qty_lots=lots,
+            limit_ticks=PX,
+            order_type=OrderType.LIMIT,
+            tif=TimeInForce.GTC,
+        ),
+        t,
+    )
+    ex.advance(t + 5)
+
+
+def test_no_margin_left_locked_once_every_order_ended() -> None:
+    ex = _exchange(Decimal(1_000_000))
+    _buy(ex, "c1", 100, 2_000)
+    _buy(ex, "c2", 7, 3_000)
+    for n, cid in enumerate(("c1", "c2")):
+        ex.cancel(
+            CancelOrder(ts_event_ns=4_000 + n, client_order_id=cid, symbol="BTCUSDT"), 4_000 + n
+        )
+    ex.advance(10_000)
+    assert not ex.open_orders()
+    assert ex.account.locked("USDT") == 0  # was 3E-25
+
+
+def test_the_residue_refuses_an_order_that_needs_the_whole_balance() -> None:
+    need = Account({"BTCUSDT": INST}, {}, leverage=3).order_lock(INST, Side.BUY, PX, 7)[1]
+    ex = _exchange(need)  # exactly the margin + fee of one 0.007-BTC buy
+    for n, lots in enumerate((2, 1, 4)):  # the same 7 lots as three orders...
+        _buy(ex, f"c{n}", lots, 2_000 + 100 * n)
+    for n in range(3):  # ...all canceled
+        ex.cancel(
+            CancelOrder(ts_event_ns=4_000 + n, client_order_id=f"c{n}", symbol="BTCUSDT"), 4_000 + n
+        )
+    ex.advance(10_000)
+    assert not ex.open_orders()
+    _buy(ex, "c9", 7, 20_000)
+    view = ex.order_state("c9")
+    assert view is not None
+    # was REJECTED insufficient_balance, 6E-26 locked with no order open
+    assert view.reason is not RejectReason.INSUFFICIENT_BALANCE, ex.account.locked("USDT")
