@@ -85,9 +85,10 @@ def hourly_points(path: Path) -> list[Point]:
     """Features at each hour from the past (the product's tracker), targets from the next."""
     bars = [e for e in stream_events(path) if isinstance(e, Bar)]
     tracker = RegimeTracker(lookback_ns=HOUR, sample_interval_ns=60 * NS)
-    closes = {b.ts_event_ns + b.interval_ns: float(b.close_ticks) for b in bars}
+    closes = {b.ts_event_ns: float(b.close_ticks) for b in bars}  # a bar is stamped at its close
     points: list[Point] = []
     for b in bars:
+        tracker.observe(b)  # known at t: the bar that closes then counts
         t = b.ts_event_ns
         if t % HOUR == 0:
             f = tracker.features(b.symbol, t)
@@ -95,7 +96,6 @@ def hourly_points(path: Path) -> list[Point]:
             if f is not None and f.samples >= 50 and all(c is not None for c in path_):
                 nxt = [c for c in path_ if c is not None]
                 points.append(Point(f, _vol(nxt), _drawdown(nxt)))
-        tracker.observe(b)
     return points
 
 

@@ -108,8 +108,12 @@ class BarGateway:
     def cancel(self, cancel: CancelOrder, now_ns: int) -> None:
         now_ns += self.entry_ns
         for queued in self._queued:
-            order = queued[0]
+            order, arrived_ns = queued
             if order.client_order_id == cancel.client_order_id:
+                if now_ns > arrived_ns:
+                    # too late: the order trades with the bar that was forming when it
+                    # arrived (at its open), whatever comes after within that bar
+                    return
                 self._queued.remove(queued)
                 self._update(order, now_ns, OrderStatus.CANCELED, 0)
                 return
@@ -122,6 +126,12 @@ class BarGateway:
             return
         queued, self._queued = self._queued, []
         for order, arrived_ns in queued:
+            if arrived_ns > event.ts_event_ns:
+                # it reached the venue after this bar closed: the next bar's open is its
+                # price (the bar comes in the window of its close, which may hold the
+                # order's arrival too: the outcome must not depend on the windows)
+                self._queued.append((order, arrived_ns))
+                continue
             price = self._execution_price(order, event)
             if price is None:
                 self._update(order, event.ts_event_ns, OrderStatus.CANCELED, 0)

@@ -136,7 +136,10 @@ def run_signals(
         if after != 0 and (pos == 0 or (pos > 0) != (after > 0)):
             entry = price
         state = (after > 0) - (after < 0)
-    _equity_curve(ledger, ts, closes_np, fill_bars, cash_after)
+    # each point marks a bar's close, when it is known (the event engine and the kernel mark
+    # it then too); the fills above stay at the next bar's open, as traded
+    closed = ts + signals["interval_ns"].to_numpy() if "interval_ns" in signals.columns else ts
+    _equity_curve(ledger, closed, closes_np, fill_bars, cash_after)
     periods = 0.0
     if n > 1:
         periods = NS_PER_YEAR / ((int(ts[-1]) - int(ts[0])) / (n - 1))

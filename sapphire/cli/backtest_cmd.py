@@ -64,8 +64,9 @@ def handle(args: argparse.Namespace) -> int:
     console = Console()
     try:
         loaded = yaml.safe_load(args.config.read_text(encoding="utf-8"))
-    except OSError as exc:
-        console.print(f"[red]backtest config error:[/red] {exc}", soft_wrap=True)
+    except (OSError, UnicodeDecodeError) as exc:
+        message = escape(f"{args.config}: cannot read: {exc}")
+        console.print(f"[red]backtest config error:[/red] {message}", soft_wrap=True)
         return 2
     except yaml.YAMLError as exc:
         message = escape(_yaml_error(args.config, exc))

@@ -20,8 +20,12 @@ NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
 
 
-# "store" is the Parquet store's own folder beside the runs' folders (``<storage.root>/store``)
-RunId = Annotated[str, msgspec.Meta(pattern=r"^(?!\.{1,2}$|store$)[A-Za-z0-9_.-]{0,100}$")]
+# a run's folder sits beside the Parquet store's (``<storage.root>/store``) and the firm kill
+# switch's files (``kill-switch.json``, ``.log``): none of them may be a run id
+RunId = Annotated[
+    str,
+    msgspec.Meta(pattern=r"^(?!\.{1,2}$|store$|kill-switch\.(json|log)$)[A-Za-z0-9_.-]{0,100}$"),
+]
 
 
 def check_run_id(run_id: str) -> str:
@@ -31,7 +35,7 @@ def check_run_id(run_id: str) -> str:
     except msgspec.ValidationError:
         raise ConfigError(
             f"run id {run_id!r}: use 1-100 letters, digits, '.', '_' or '-' (it names folders; "
-            "'store' is the store's own)"
+            "'store', 'kill-switch.json' and 'kill-switch.log' name the store root's own)"
         ) from None
 
 

@@ -376,9 +376,7 @@ class PaperExchange:
             part = (
                 order.locked
                 if lots >= order.leaves_lots
-                else (order.locked * lots / order.leaves_lots).quantize(
-                    LOCK_QUANTUM, ROUND_FLOOR
-                )
+                else (order.locked * lots / order.leaves_lots).quantize(LOCK_QUANTUM, ROUND_FLOOR)
             )
             order.locked -= part
             self.account.release(lock_asset(inst, order.side), part)

@@ -98,7 +98,8 @@ class Timing(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 class Window(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Step ``step`` covers ``[start_ns, end_ns)`` of the run's clock; ``last`` marks the
-    window that holds the final market event (nothing at or after ``end_ns`` is processed)."""
+    window that reaches the run's horizon, when its final market event is visible (nothing at
+    or after ``end_ns`` is processed; see :mod:`sapphire.kernel.windows`)."""
 
     step: int
     start_ns: int

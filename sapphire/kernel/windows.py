@@ -117,7 +117,7 @@ class WindowCutter:
             return None
         first = None if st.data_done else self._pull()
         if first is None:
-            return self._tail_window(step)
+            return self._tail_window(step, pending_ns)
         if self._start_ns is not None and first.ts_event_ns < self._start_ns:
             return self._warmup_window(step, self._start_ns)
         start = first.ts_event_ns
@@ -149,16 +149,20 @@ class WindowCutter:
     def _horizon(self) -> int:
         return horizon_ns(self.state.last_t_ns, self._tail_ns, self._end_ns)
 
-    def _tail_window(self, step: int) -> tuple[list[AnyMarketEvent], Window] | None:
+    def _tail_window(
+        self, step: int, pending_ns: int | None
+    ) -> tuple[list[AnyMarketEvent], Window] | None:
         """A window after the data's last event, up to the horizon (None: nothing was ever
-        read, or the horizon is reached)."""
+        read, or the horizon is reached). It starts at the earliest thing due, so a quiet
+        tail costs no steps; with nothing due, it is the one window ending at the horizon."""
         st = self.state
         st.data_done = True
         horizon = self._horizon()
         if st.consumed == 0 or st.last_end_ns >= horizon:
             st.exhausted = True
             return None
-        start = st.last_end_ns
+        due = horizon - self._window_ns if pending_ns is None else pending_ns
+        start = max(st.last_end_ns, min(due, horizon - 1))
         end = min(start + self._window_ns, horizon)
         last = end == horizon
         st.exhausted = last

@@ -116,8 +116,7 @@ class RiskEngine:
         if day != self._day:
             self._day = day
             self._pnl_at_day_start = {
-                agent: self._portfolio.pnl_by_asset(agent, self.marks)
-                for agent in self._agents()
+                agent: self._portfolio.pnl_by_asset(agent, self.marks) for agent in self._agents()
             }
             self._firm_at_day_start = self._portfolio.pnl_by_asset(None, self.marks)
         self._loss_breached = set()

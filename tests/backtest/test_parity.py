@@ -73,6 +73,7 @@ def test_vectorized_and_event_driven_give_identical_fills_and_pnl(
     assert vec.fills == evt.fills
     assert vec.final_equity == evt.final_equity
     assert vec.equity == evt.equity
+    assert vec.equity_ts == evt.equity_ts  # each point at its bar's close, in both
     assert vec.final_equity != stake_cfg.initial_cash
     # the agent's own book-keeping agrees with the engine's ledger
     assert agent.core.position_lots == evt.fills[-1].position_after

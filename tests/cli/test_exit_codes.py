@@ -72,3 +72,15 @@ def test_a_broken_bar_backtest_config_is_one_line_naming_the_file(
     assert main(["backtest", "--config", str(config), "--no-progress"]) == 2
     out = " ".join(capsys.readouterr().out.split())
     assert str(config) in out and field in out and "Traceback" not in out
+
+
+def test_a_config_that_is_not_utf8_is_one_line_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sapphire.cli import main
+
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes(b"name: caf\xe9\n")
+    assert main(["backtest", "--config", str(config), "--no-progress"]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert str(config) in out and "Traceback" not in out

@@ -105,3 +105,5 @@ def test_stop_refuses_a_run_id_with_no_run_and_names_the_runs_there(
     # "store" is the Parquet store's folder, never a run's
     assert main(["stop", "store", "--root", str(root)]) == 2
     assert backtest(config, "store") == 2
+    # nor the firm switch's file: a run folder there read as "unreadable: tripped" everywhere
+    assert backtest(config, "kill-switch.json") == 2

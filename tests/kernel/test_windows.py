@@ -90,10 +90,15 @@ def test_fast_cut_equals_general_cut(
 
 
 @settings(max_examples=300, deadline=None)
-@given(**STREAMS, restart_at=st.integers(0, 30), general=st.booleans())
+@given(
+    **STREAMS,
+    restart_at=st.integers(0, 30),
+    general=st.booleans(),
+    pendings=st.lists(st.none() | st.integers(0, 2_700), min_size=1, max_size=5),
+)
 # a warm-up window cut by its cap, the next event clamped and looked at (counted twice before)
-@example([0, 0, -5, 10], 50, 2, 2_000, None, 0, 1, False)
-@example([0, 0, -5, 10], 50, 2, 2_000, None, 0, 1, True)
+@example([0, 0, -5, 10], 50, 2, 2_000, None, 0, 1, False, [None])
+@example([0, 0, -5, 10], 50, 2, 2_000, None, 0, 1, True, [None])
 def test_a_cutter_rebuilt_from_its_state_cuts_and_counts_as_one_that_never_stopped(
     steps: list[int],
     window_ns: int,
@@ -103,6 +108,7 @@ def test_a_cutter_rebuilt_from_its_state_cuts_and_counts_as_one_that_never_stopp
     tail_ns: int,
     restart_at: int,
     general: bool,
+    pendings: list[int | None],
 ) -> None:
     """What a rewind to a barrier or a restart does: a new cutter over the stream from the
     state's ``consumed``, with a copy of the state. The windows and the final state (the
@@ -118,16 +124,16 @@ def test_a_cutter_rebuilt_from_its_state_cuts_and_counts_as_one_that_never_stopp
         end_ns=end_ns,
         tail_ns=tail_ns,
     )
-    whole = _cut(kind(iter(events), **kwargs), [None])  # type: ignore[arg-type]
+    whole = _cut(kind(iter(events), **kwargs), pendings)  # type: ignore[arg-type]
     first = kind(iter(events), **kwargs)  # type: ignore[arg-type]
-    out, step = _run(first, [None], stop=restart_at)
+    out, step = _run(first, pendings, stop=restart_at)
     state = msgspec.structs.replace(first.state)  # the checkpoint's copy
     again = kind(iter(events[state.consumed :]), state=state, **kwargs)  # type: ignore[arg-type]
-    assert [*out, *_run(again, [None], step)[0], again.state] == whole
+    assert [*out, *_run(again, pendings, step)[0], again.state] == whole
 
 
 @settings(max_examples=300, deadline=None)
-@given(**STREAMS)
+@given(**STREAMS, pendings=st.lists(st.none() | st.integers(0, 2_700), min_size=1, max_size=5))
 def test_windows_go_on_until_the_last_event_is_visible(
     steps: list[int],
     window_ns: int,
@@ -135,11 +141,13 @@ def test_windows_go_on_until_the_last_event_is_visible(
     start_ns: int | None,
     end_ns: int | None,
     tail_ns: int,
+    pendings: list[int | None],
 ) -> None:
     """The run ends when its last event becomes visible (its time plus the feed latency,
     within ``end_ns``): before, it ended one ns after the last event, so agents and marks
     never saw the last ``feed_ns`` of the data (a bar system: its whole last bar). Windows
-    stay contiguous and no longer than ``window_ns``; only the last one reaches the end."""
+    never overlap and are no longer than ``window_ns``; only the last one reaches the end,
+    and a quiet tail costs at most one window past what is due."""
     events = _events(steps)
     cutter = WindowCutter(
         iter(events),
@@ -149,7 +157,7 @@ def test_windows_go_on_until_the_last_event_is_visible(
         end_ns=end_ns,
         tail_ns=tail_ns,
     )
-    windows = [w for w, _ in _run(cutter, [None])[0]]  # type: ignore[misc]
+    windows = [w for w, _ in _run(cutter, pendings)[0]]  # type: ignore[misc]
     if not windows or windows[-1].warmup:
         return  # no data, or all of it before the trading period
     assert [w.last for w in windows] == [False] * (len(windows) - 1) + [True]
@@ -160,3 +168,6 @@ def test_windows_go_on_until_the_last_event_is_visible(
     for before, after in itertools.pairwise(trading):
         assert before.end_ns <= after.start_ns
     assert all(w.end_ns - w.start_ns <= window_ns for w in trading)
+    after = [w for w in trading if w.start_ns > last_t]
+    if all(p is None for p in pendings):
+        assert len(after) <= 1  # nothing due in the tail: one window reaches the horizon
