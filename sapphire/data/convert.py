@@ -446,8 +446,11 @@ class EventBuilder:
                         "symbol": sym,
                         "update_id": final,
                     }
-                self._snap["levels"] += 1
                 book = self._snap["bids"] if side == 1 else self._snap["asks"]
+                if ticks in book:  # one level per price: a repeat is no second level
+                    stats.reject(RowReject.MALFORMED, line, f"snapshot repeats price {px}")
+                    continue
+                self._snap["levels"] += 1
                 book[ticks] = lots
                 continue
             pending = self._pending

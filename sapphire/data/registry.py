@@ -238,6 +238,10 @@ def stream_events(path: str | Path, instrument: Instruments | None = None) -> Ev
         return bybit_archive.stream_trades(path, instrument)
     if fmt.name.startswith("tardis_"):
         return tardis.stream_tardis(path, instrument)
+    if fmt.name == "basana_depth_json":
+        if instrument is None:
+            instrument = infer_frame_instrument(basana.load_depth_json(path))
+        return basana.stream_depth_json(path, instrument)
     frames = _safe_load(fmt, path)
     (kind, frame), *_ = frames.items()
     if instrument is None:

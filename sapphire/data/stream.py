@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import heapq
+import io
 import queue
 import threading
 import zlib
@@ -138,6 +139,42 @@ def csv_header(path: Path) -> list[str]:
     return names
 
 
+class _CompleteLines(io.RawIOBase):
+    """A decompressed stream handed on in whole lines: where the compressed data is cut or
+    corrupt it ends cleanly after the last complete line (the error kept in ``error``), so
+    the CSV reader parses every row before the damage instead of failing its whole block."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._buf = bytearray()
+        self._live = True
+        self.error: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        size = size if size is not None and size > 0 else 1 << 22
+        while self._live and len(self._buf) < size:
+            try:
+                # read1: what one read of the file decompresses, never lost with a later error
+                data = self._raw.read1(size)
+            except (OSError, EOFError, zlib.error) as exc:
+                self.error, self._live = exc, False
+                del self._buf[self._buf.rfind(b"\n") + 1 :]  # a cut line is no row
+                break
+            if not data:
+                self._live = False
+                break
+            self._buf += data
+        take = size
+        if self._live:  # more to come: whole lines only (a longer line goes on in pieces)
+            take = self._buf.rfind(b"\n", 0, size) + 1 or size
+        out = bytes(self._buf[:take])
+        del self._buf[:take]
+        return out
+
+
 def csv_string_chunks(
     path: Path, stats: RejectStats, block_size: int = BLOCK_SIZE
 ) -> Iterator[tuple[int, pl.DataFrame]]:
@@ -147,7 +184,6 @@ def csv_string_chunks(
     cannot be decoded at all (corrupt gzip, invalid UTF-8) ends the stream with one
     malformed row, because a CSV reader cannot resynchronise after it.
     """
-    compression = "gzip" if path.name.endswith(".gz") else None
     names = csv_header(path)
     # Decompressing and parsing run on a thread of their own, a block ahead (pyarrow and
     # polars release the GIL): on a replay they overlap the event building instead of adding
@@ -166,23 +202,50 @@ def csv_string_chunks(
 
     def read() -> None:
         invalid: list[tuple[int, str]] = []
+        skipped: set[int] = set()  # lines that are no row of a batch: invalid or blank
 
         def skip(row: pacsv.InvalidRow) -> str:
             number = row.number if row.number is not None else -1
+            skipped.add(number)
             invalid.append((number, f"{row.actual_columns} fields: {row.text}"))
             return "skip"
 
+        def runs(first: int, frame: pl.DataFrame) -> Iterator[tuple[int, pl.DataFrame]]:
+            """The batch's rows as runs of consecutive source lines. Blank lines are kept
+            by the parser as all-null rows (so every row keeps its line) and dropped here."""
+            blank = frame.select(pl.all_horizontal(pl.all().is_null())).to_series()
+            if not skipped and not blank.any():
+                yield first, frame
+                return
+            numbers, number = [], first
+            for _ in range(frame.height):
+                while number in skipped:
+                    number += 1
+                numbers.append(number)
+                number += 1
+            skipped.clear()
+            start = None
+            for i, empty in enumerate([*blank.to_list(), True]):
+                if start is not None and (empty or numbers[i] != numbers[start] + i - start):
+                    yield numbers[start], frame.slice(start, i - start)
+                    start = None
+                if start is None and not empty:
+                    start = i
+
         line = 2  # line 1 is the header
         try:
-            with pa.input_stream(str(path), compression=compression) as stream:
+            with open_binary(path) as stream:
+                source = _CompleteLines(stream)
                 try:
                     reader = pacsv.open_csv(
-                        stream,
+                        source,
                         # no readahead: an invalid row is reported while its own block is
                         # parsed, so each count lands before the rows it sits among (with
                         # readahead the next block's went in early, as timing fell)
                         read_options=pacsv.ReadOptions(block_size=block_size, use_threads=False),
-                        parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
+                        parse_options=pacsv.ParseOptions(
+                            invalid_row_handler=skip, ignore_empty_lines=False
+                        ),
                         convert_options=pacsv.ConvertOptions(
                             column_types={name: pa.string() for name in names},
                             strings_can_be_null=True,
@@ -207,11 +270,18 @@ def csv_string_chunks(
                         if not put("malformed", invalid[:]):
                             return
                         invalid.clear()
-                    if not put("frame", (line, frame)):
-                        return
-                    line += frame.height
-                if invalid:
-                    put("malformed", invalid[:])
+                    end = line + frame.height + len(skipped)
+                    for first, part in runs(line, frame):
+                        if not put("frame", (first, part)):
+                            return
+                    line = end
+                tail = [*invalid]
+                if source.error is not None:
+                    tail.append(
+                        (line, f"{path}: cut or corrupt after line {line - 1}: {source.error}")
+                    )
+                if tail:
+                    put("malformed", tail)
         except BaseException as exc:  # reported where the stream is read
             put("error", exc)
         finally:
@@ -233,6 +303,7 @@ def csv_string_chunks(
                 return
     finally:
         stop.set()  # a reader left early (the data's end_ns): the thread ends, file closed
+        worker.join()  # no reader thread (nor arrow reader it owns) outlives the stream
 
 
 def mark_bad(raw: pl.DataFrame, typed: pl.DataFrame, columns: dict[str, str]) -> pl.DataFrame:
