@@ -17,6 +17,7 @@ A live venue cannot be rewound, so a live run makes every step a barrier (the se
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 import time
 from collections.abc import Callable
@@ -170,14 +171,34 @@ class Stepper(Generic[OutputT]):
 
 
 class AsyncStepper(Stepper[OutputT]):
-    """The same contract for async actors; concurrent calls for one step share one result."""
+    """The same contract for async actors; concurrent calls for one step share one result.
+
+    An async actor takes a retried call while the first is still awaiting (a live venue's
+    answer): computed twice, the first call's output (fills the venue sent once) went to a
+    caller nobody waited for. A call for the step in flight awaits that computation."""
+
+    _in_flight: tuple[int, asyncio.Future[Any]] | None = None
 
     async def run_async(
         self, step: int, compute: Callable[[], Any], *, barrier: bool = True
     ) -> OutputT:
+        running = self._in_flight
+        if running is not None and running[0] == step:
+            shared: OutputT = await asyncio.shield(running[1])
+            return shared
         if self._check(step):
             result: OutputT = self._last_output
             return result
-        output: OutputT = await compute()
-        self._done(step, output, barrier)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._in_flight = (step, future)
+        try:
+            output: OutputT = await compute()
+            self._done(step, output, barrier)
+        except BaseException as exc:
+            future.set_exception(exc)  # the calls sharing it fail too, and retry later
+            future.exception()  # retrieved: no "never retrieved" warning when none shared it
+            raise
+        finally:
+            self._in_flight = None
+        future.set_result(output)
         return output

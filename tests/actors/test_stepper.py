@@ -88,3 +88,44 @@ def test_after_a_rewind_the_committed_barrier_survives_the_next_one(tmp_path: Pa
     assert _stepper(DirectoryCheckpointStore(tmp_path), restarted).last_step == 4
     with pytest.raises(StepOutOfOrder):
         stepper.rewind(5)
+
+
+def test_a_retry_of_a_step_in_flight_shares_its_result(tmp_path: Path) -> None:
+    # an async actor (the live venue) takes a retried call while the first is still at the
+    # venue: both computed the step, and the first call's reports (fills the venue had just
+    # sent, which the gateway never reports again) went to a caller nobody was waiting for
+    import asyncio
+
+    from actors.stepper import AsyncStepper
+
+    state = Counter()
+    stepper: AsyncStepper[str] = AsyncStepper(
+        DirectoryCheckpointStore(tmp_path), "leaf", state.snapshot, state.restore
+    )
+    release = asyncio.Event()
+
+    async def compute() -> str:
+        state.applied.append(len(state.applied))
+        await release.wait()  # at the venue
+        return f"reports-{len(state.applied)}"
+
+    async def main() -> list[str]:
+        first = asyncio.ensure_future(stepper.run_async(0, compute))
+        await asyncio.sleep(0)
+        retry = asyncio.ensure_future(stepper.run_async(0, compute))
+        await asyncio.sleep(0)
+        release.set()
+        return list(await asyncio.gather(first, retry))
+
+    assert asyncio.run(main()) == ["reports-1", "reports-1"]
+    assert state.applied == [0] and stepper.last_step == 0
+
+    async def failing() -> str:
+        raise RuntimeError("venue down")
+
+    async def both_fail() -> list[object]:
+        calls = [stepper.run_async(1, failing), stepper.run_async(1, failing)]
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    assert [type(r) for r in asyncio.run(both_fail())] == [RuntimeError, RuntimeError]
+    assert stepper.last_step == 0  # not done: the next retry computes it
