@@ -185,6 +185,16 @@ class FirmKillSwitch:
         return state
 
 
+def root_used(root: Path) -> bool:
+    """Whether a run has used the store root ``root``: it holds more than the firm switch's
+    own files (an operator's trip or reset alone makes the folder, and must not make a
+    mistyped root look like the runs')."""
+    try:
+        return any(p.name not in (STATE_FILE, LOG_FILE) for p in root.iterdir())
+    except OSError:
+        return False
+
+
 def system_kill_switch(config: SystemConfig) -> FirmKillSwitch:
     """The firm's switch of a system config: its store root, and Redis when configured."""
     redis = None

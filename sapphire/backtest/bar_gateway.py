@@ -90,6 +90,9 @@ class BarGateway:
         self.costs = costs
         self.entry_ns = entry_ns  # an order decided at d reaches this venue at d + entry_ns
         self._queued: list[tuple[SubmitOrder, int]] = []  # with the time each arrived
+        # cancels that reached the venue after their order: they bind only where the bar that
+        # fills the order opened after them (a gap in the bars)
+        self._cancel_at: dict[str, int] = {}
         self._reports: list[ExecutionReport] = []
         self._fill_no = 0
 
@@ -111,8 +114,9 @@ class BarGateway:
             order, arrived_ns = queued
             if order.client_order_id == cancel.client_order_id:
                 if now_ns > arrived_ns:
-                    # too late: the order trades with the bar that was forming when it
-                    # arrived (at its open), whatever comes after within that bar
+                    # the order trades at the open of the bar that fills it: too late if that
+                    # bar opened before this cancel arrived, decided when the bar comes
+                    self._cancel_at.setdefault(order.client_order_id, now_ns)
                     return
                 self._queued.remove(queued)
                 self._update(order, now_ns, OrderStatus.CANCELED, 0)
@@ -131,6 +135,10 @@ class BarGateway:
                 # price (the bar comes in the window of its close, which may hold the
                 # order's arrival too: the outcome must not depend on the windows)
                 self._queued.append((order, arrived_ns))
+                continue
+            canceled_ns = self._cancel_at.pop(order.client_order_id, None)
+            if canceled_ns is not None and canceled_ns <= max(event.open_time_ns, arrived_ns):
+                self._update(order, canceled_ns, OrderStatus.CANCELED, 0)  # before the bar
                 continue
             price = self._execution_price(order, event)
             if price is None:

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from sapphire.adapters.kill_switch import FirmKillSwitch, system_kill_switch
+from sapphire.adapters.kill_switch import FirmKillSwitch, root_used, system_kill_switch
 
 
 def register(subparsers: Any) -> None:
@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--pending",
         action="store_true",
-        help="trip it on a store root no run has used yet (without it such a root is refused)",
+        help="trip or reset it on a store root no run has used yet (without it, refused)",
     )
     parser.set_defaults(handler=handle)
 
@@ -53,11 +53,11 @@ def handle(args: argparse.Namespace) -> int:
     by = args.by or getpass.getuser()
     # a mistyped root must not answer TRIPPED (or "off") for a switch no run reads; a
     # Redis-held one binds runs on other machines' roots, where this one cannot look
-    unused = not switch.root.is_dir() and switch.redis is None
-    if unused and args.action == "trip" and not args.pending:
+    unused = not root_used(switch.root) and switch.redis is None
+    if unused and args.action != "status" and not args.pending:
         print(
-            f"error: no store root at {switch.root}: no run has used it (give the runs' "
-            "--root or --config; --pending trips it before any run starts)",
+            f"error: no run has used the store root {switch.root} (give the runs' --root or "
+            f"--config; --pending {args.action}s it before any run starts)",
             file=sys.stderr,
         )
         return 2
@@ -79,5 +79,5 @@ def handle(args: argparse.Namespace) -> int:
     detail = f" since {when} by {state.by}: {state.reason}" if state.ts_ns else ""
     print(f"firm kill switch ({args.root}): {word}{detail}")
     if unused:
-        print(f"  note: no store root at {switch.root}; is --root/--config the runs'?")
+        print(f"  note: no run has used {switch.root}; is --root/--config the runs'?")
     return 0

@@ -22,6 +22,7 @@ from typing import Any
 from sapphire.adapters.kill_switch import (
     FirmKillSwitch,
     RunKillSwitch,
+    root_used,
     run_kill_switch,
     system_kill_switch,
 )
@@ -85,10 +86,15 @@ def handle(args: argparse.Namespace) -> int:
     by = args.by or getpass.getuser()
     # a run's folder (a store root for --all) is made when a run starts; a Redis-held switch
     # binds runs on other machines' roots, where this one cannot look
-    started = switch.root.is_dir() or switch.redis is not None
+    used = root_used(switch.root) if args.all else switch.root.is_dir()
+    started = used or switch.redis is not None
     if not started and not args.pending:
         # a mistyped id or root must not answer STOPPED while the runs meant go on trading
-        why = f"no store root at {switch.root}" if args.all else _unknown(switch.root, args.run_id)
+        why = (
+            f"no run has used the store root {switch.root}"
+            if args.all
+            else _unknown(switch.root, args.run_id)
+        )
         print(f"sapphire stop: {why}; nothing stopped", file=sys.stderr)
         return 2
     what = "every run on this store (firm kill switch)" if args.all else f"run {args.run_id}"

@@ -149,6 +149,12 @@ class _CompleteLines(io.RawIOBase):
         self._buf = bytearray()
         self._live = True
         self.error: BaseException | None = None
+        # the file lines that are empty (line 1 is the header), found as they are handed on:
+        # the parser keeps them as all-null rows, as it does a row of empty fields, which is
+        # a malformed row to count, not a blank line to drop
+        self.blank: set[int] = set()
+        self._line = 1  # the line the next byte handed on belongs to
+        self._after_newline = False  # the last byte handed on ended a line
 
     def readable(self) -> bool:
         return True
@@ -172,7 +178,22 @@ class _CompleteLines(io.RawIOBase):
             take = self._buf.rfind(b"\n", 0, size) + 1 or size
         out = bytes(self._buf[:take])
         del self._buf[:take]
+        self._note_blank_lines(out)
         return out
+
+    def _note_blank_lines(self, out: bytes) -> None:
+        if not out:
+            return
+        # an empty line is a newline right after another (rare: found with find, not per line)
+        if self._after_newline and (out[:1] == b"\n" or out[:2] == b"\r\n"):
+            self.blank.add(self._line)
+        for pattern in (b"\n\n", b"\n\r\n"):
+            at = out.find(pattern)
+            while at >= 0:
+                self.blank.add(self._line + out.count(b"\n", 0, at + 1))
+                at = out.find(pattern, at + 1)
+        self._line += out.count(b"\n")
+        self._after_newline = out[-1:] == b"\n"
 
 
 def csv_string_chunks(
@@ -210,27 +231,42 @@ def csv_string_chunks(
             invalid.append((number, f"{row.actual_columns} fields: {row.text}"))
             return "skip"
 
-        def runs(first: int, frame: pl.DataFrame) -> Iterator[tuple[int, pl.DataFrame]]:
-            """The batch's rows as runs of consecutive source lines. Blank lines are kept
-            by the parser as all-null rows (so every row keeps its line) and dropped here."""
-            blank = frame.select(pl.all_horizontal(pl.all().is_null())).to_series()
-            if not skipped and not blank.any():
-                yield first, frame
-                return
-            numbers, number = [], first
-            for _ in range(frame.height):
-                while number in skipped:
+        def runs(
+            first: int, frame: pl.DataFrame, blank: set[int], out: list[tuple[int, pl.DataFrame]]
+        ) -> int:
+            """The batch's rows as runs of consecutive file lines, in ``out``, and the line
+            after its last. Invalid lines (``skipped``) hold no row; empty lines (``blank``)
+            are all-null rows, dropped here. The parser reads a block ahead, so either set
+            may already hold later batches' lines: only those this batch reaches are used."""
+            height = frame.height
+            end = first + height
+            if not any(first <= n < end for n in skipped) and not any(
+                first <= n < end for n in blank
+            ):
+                out.append((first, frame))  # the common case: every row on its own line
+                number = end
+            else:
+                numbers, number = [], first
+                for _ in range(height):
+                    while number in skipped:
+                        skipped.discard(number)
+                        number += 1
+                    numbers.append(number)
                     number += 1
-                numbers.append(number)
+                start = None
+                for i in range(height + 1):
+                    empty = i == height or numbers[i] in blank
+                    if i < height and empty:
+                        blank.discard(numbers[i])
+                    if start is not None and (empty or numbers[i] != numbers[start] + i - start):
+                        out.append((numbers[start], frame.slice(start, i - start)))
+                        start = None
+                    if start is None and not empty:
+                        start = i
+            while number in skipped:  # invalid lines right after the batch's last row
+                skipped.discard(number)
                 number += 1
-            skipped.clear()
-            start = None
-            for i, empty in enumerate([*blank.to_list(), True]):
-                if start is not None and (empty or numbers[i] != numbers[start] + i - start):
-                    yield numbers[start], frame.slice(start, i - start)
-                    start = None
-                if start is None and not empty:
-                    start = i
+            return number
 
         line = 2  # line 1 is the header
         try:
@@ -266,15 +302,26 @@ def csv_string_chunks(
                         return
                     frame = pl.from_arrow(batch)
                     assert isinstance(frame, pl.DataFrame)
-                    if invalid:
-                        if not put("malformed", invalid[:]):
+                    parts: list[tuple[int, pl.DataFrame]] = []
+                    line = runs(line, frame, source.blank, parts)
+                    # each invalid line is counted just before the rows after it: the parser
+                    # may have met the next block's already (when it did depends on timing),
+                    # and a count landing early differs from run to run in what a replay
+                    # stopped at an event reports
+                    mine = sorted(r for r in invalid if r[0] < line)
+                    invalid[:] = [r for r in invalid if r[0] >= line]
+                    at = 0
+                    for part in parts:
+                        upto = at
+                        while upto < len(mine) and mine[upto][0] < part[0]:
+                            upto += 1
+                        if upto > at and not put("malformed", mine[at:upto]):
                             return
-                        invalid.clear()
-                    end = line + frame.height + len(skipped)
-                    for first, part in runs(line, frame):
-                        if not put("frame", (first, part)):
+                        at = upto
+                        if not put("frame", part):
                             return
-                    line = end
+                    if at < len(mine) and not put("malformed", mine[at:]):
+                        return
                 tail = [*invalid]
                 if source.error is not None:
                     tail.append(

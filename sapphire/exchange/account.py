@@ -12,16 +12,18 @@ the harmonic mean, and PnL is ``contracts x size x (1/entry - 1/exit)`` (Instrum
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, Context, Decimal
 
 from sapphire.model.events import Side
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import Position
 
 _ZERO = Decimal(0)
-# Locks live on a fixed grid so that adding and releasing them is exact (28 digits hold a
-# lock total up to 1e10 at this grid): no 1E-25 rounding is left locked with no order open.
+# Locks live on a fixed grid, added and released in a context wide enough to keep them exact
+# (60 digits: totals up to 1e42 at this grid; the default 28 could not even hold 2e10 PEPE on
+# it), so no 1E-25 rounding is left locked with no order open.
 LOCK_QUANTUM = Decimal("1e-18")
+LOCK_CONTEXT = Context(prec=60)
 
 
 class PositionState:
@@ -90,13 +92,13 @@ class Account:
             asset, need = inst.quote, notional + fee
         else:
             asset, need = inst.base, inst.lots_to_qty(qty_lots)
-        return asset, need.quantize(LOCK_QUANTUM, ROUND_CEILING)
+        return asset, need.quantize(LOCK_QUANTUM, ROUND_CEILING, context=LOCK_CONTEXT)
 
     def lock(self, asset: str, amount: Decimal) -> None:
-        self._locked[asset] = self.locked(asset) + amount
+        self._locked[asset] = LOCK_CONTEXT.add(self.locked(asset), amount)
 
     def release(self, asset: str, amount: Decimal) -> None:
-        self._locked[asset] = self.locked(asset) - amount
+        self._locked[asset] = LOCK_CONTEXT.subtract(self.locked(asset), amount)
 
     # -- fills and funding ------------------------------------------------------------------
     def apply_fill(

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from decimal import ROUND_FLOOR, Decimal
 
 from sapphire.book.l2 import L2Book
-from sapphire.exchange.account import LOCK_QUANTUM, Account
+from sapphire.exchange.account import LOCK_CONTEXT, LOCK_QUANTUM, Account
 from sapphire.exchange.amend import apply_amend
 from sapphire.exchange.config import LatencyKind, PaperExchangeBuilder, PaperExchangeConfig
 from sapphire.exchange.gateway import ExecutionReport
@@ -373,12 +373,15 @@ class PaperExchange:
         inst = self.instruments[order.symbol]
         fee = inst.fee_quote(price, lots, maker=maker)
         if order.locked:
+            ctx = LOCK_CONTEXT
             part = (
                 order.locked
                 if lots >= order.leaves_lots
-                else (order.locked * lots / order.leaves_lots).quantize(LOCK_QUANTUM, ROUND_FLOOR)
+                else ctx.divide(ctx.multiply(order.locked, lots), order.leaves_lots).quantize(
+                    LOCK_QUANTUM, ROUND_FLOOR, context=ctx
+                )
             )
-            order.locked -= part
+            order.locked = ctx.subtract(order.locked, part)
             self.account.release(lock_asset(inst, order.side), part)
         order.filled_lots += lots
         order.notional_ticks_lots += price * lots

@@ -45,9 +45,11 @@ class FoldScore(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def window_metrics(result: BacktestResult, from_ts: int, spec: ObjectiveSpec) -> WindowScore:
-    """Metrics of the equity curve from ``from_ts`` on (the window's own span)."""
+    """Metrics of the equity curve of the bars from ``from_ts`` (the open of the window's
+    first bar) on: each point is stamped at its bar's close, so the window's first is the
+    first after ``from_ts``, and the one at it (the bar before's close) opens the window."""
     ts = np.asarray(result.equity_ts, dtype=np.int64)
-    first = int(np.searchsorted(ts, from_ts)) if ts.size else 0
+    first = int(np.searchsorted(ts, from_ts, side="right")) if ts.size else 0
     # The mark just before the window is its opening equity (when there is one).
     equity = result.equity[max(first - 1, 0) :] or [float(result.initial_cash)]
     start_eq = equity[0]

@@ -19,7 +19,7 @@ from sapphire.model.instrument import Instrument
 from sapphire.model.orders import OrderIntent, OrderType, RejectReason
 from sapphire.model.orders import client_order_id as coid
 from sapphire.risk.limits import AgentLimits, RiskLimits
-from sapphire.risk.portfolio import FirmPnl, Portfolio, conversion_rate
+from sapphire.risk.portfolio import FirmPnl, Portfolio, conversion_rate, same_money
 from sapphire.risk.regime import clamp_scale, scale_money, scaled_limits
 
 NS_PER_SECOND = 1_000_000_000
@@ -147,36 +147,47 @@ class RiskEngine:
         daily = {asset: pnl - start.get(asset, Decimal(0)) for asset, pnl in now.items()}
         return self._portfolio.convert(daily, self.marks)
 
-    def _cap(self, agent_id: str, inst: Instrument) -> int:
-        key = (agent_id, inst.symbol)
-        cap = self._cap_ticklots.get(key)
-        if cap is None:
-            quote_cap = Decimal(self.limits.for_agent(agent_id).max_notional_quote)
-            allocated = self._allocation.get(agent_id)
-            if allocated is not None:
-                quote_cap = min(quote_cap, allocated)
-            scale = self.limit_scales.get(inst.symbol)
-            if scale is not None:
-                # the binding cap is scaled, whether the limit or the agent's capital share
-                quote_cap = scale_money(quote_cap, scale)
-            # the instrument's money rule, so contract_size counts (OKX 0.01-BTC contracts)
-            cap = int(quote_cap / inst.value_per_ticklot())
-            self._cap_ticklots[key] = cap
-        return cap
+    def _settles_apart(self, inst: Instrument) -> bool:
+        """Whether ``inst`` settles in another asset than the firm's currency (a coin-
+        margined contract in a USDT firm): its capital share is then valued at a mark."""
+        return not same_money(inst.settle_asset, self._portfolio.reporting_asset)
 
-    def _coin_cap(self, agent_id: str, symbol: str) -> Decimal:
-        """The notional cap of an inverse instrument, in its settlement coin: the same
-        ``max_notional_quote`` (and allocation) figure, read in the settlement asset."""
+    def _money_cap(self, agent_id: str, inst: Instrument) -> Decimal | None:
+        """The agent's notional cap on ``inst``, in its settlement asset: the
+        ``max_notional_quote`` figure (read in that asset, as every money limit), and its
+        share of ``capital_quote``, which is in the firm's currency: converted at the mark
+        where the instrument settles in another asset (None while no mark prices one in the
+        other)."""
         cap = Decimal(self.limits.for_agent(agent_id).max_notional_quote)
         allocated = self._allocation.get(agent_id)
         if allocated is not None:
-            # the allocation is capital_quote's share, in the firm's currency: into the coin
-            coin = self._instruments[symbol].settle_asset
-            into = self._portfolio.reporting_asset
-            rate = conversion_rate(coin, into, self._instruments, self.marks)
-            cap = min(cap, allocated / rate if rate else Decimal(0))
-        scale = self.limit_scales.get(symbol)
+            if self._settles_apart(inst):
+                into = self._portfolio.reporting_asset
+                rate = conversion_rate(inst.settle_asset, into, self._instruments, self.marks)
+                if rate is None or rate <= 0:
+                    return None
+                allocated = allocated / rate
+            cap = min(cap, allocated)
+        scale = self.limit_scales.get(inst.symbol)
+        # the binding cap is scaled, whether the limit or the agent's capital share
         return cap if scale is None else scale_money(cap, scale)
+
+    def _cap(self, agent_id: str, inst: Instrument) -> int:
+        """:meth:`_money_cap` of a linear instrument in ticks x lots (-1: no mark to value
+        the capital share); kept while it cannot change (no conversion at a mark)."""
+        key = (agent_id, inst.symbol)
+        cap = self._cap_ticklots.get(key)
+        if cap is None:
+            money = self._money_cap(agent_id, inst)
+            # the instrument's money rule, so contract_size counts (OKX 0.01-BTC contracts)
+            cap = -1 if money is None else int(money / inst.value_per_ticklot())
+            if agent_id not in self._allocation or not self._settles_apart(inst):
+                self._cap_ticklots[key] = cap
+        return cap
+
+    def _no_rate(self, inst: Instrument) -> str:
+        into = self._portfolio.reporting_asset
+        return f"no {inst.settle_asset} price in {into} to value the capital allocation"
 
     # -- the check ------------------------------------------------------------------------
     def check(
@@ -257,13 +268,17 @@ class RiskEngine:
             else:
                 low = max(min(intent.limit_ticks, math.floor(mid)), 1)
             notional = inst.notional_quote(low, abs(projected))
-            coin_cap = self._coin_cap(intent.agent_id, intent.symbol)
-            if notional > coin_cap and binds:
+            coin_cap = self._money_cap(intent.agent_id, inst)
+            if coin_cap is None and binds:
+                return RejectReason.RISK_NO_MARKET, self._no_rate(inst)
+            if coin_cap is not None and notional > coin_cap and binds:
                 return RejectReason.RISK_MAX_NOTIONAL, f"projected notional {notional} > cap"
         else:
             notional_ticklots = abs(price * projected)
             cap = self._cap(intent.agent_id, inst)
-            if notional_ticklots > cap and binds:
+            if cap < 0 and binds:
+                return RejectReason.RISK_NO_MARKET, self._no_rate(inst)
+            if cap >= 0 and notional_ticklots > cap and binds:
                 notional = inst.notional_quote(price, abs(projected))
                 return RejectReason.RISK_MAX_NOTIONAL, f"projected notional {notional} > cap"
         if intent.agent_id in self._loss_breached:
@@ -291,7 +306,8 @@ class RiskEngine:
         price band, the worst mark, limits, position, cap) is worked out once per run, not
         per intent; the cumulative checks (order rate, open lots, position, notional) carry
         their state from one intent to the next. ``None``: a run this path does not model
-        (an inverse instrument, a firm loss that trips the kill switch at each intent); the
+        (an instrument settled in another asset than the firm's currency, a firm loss that
+        trips the kill switch at each intent); the
         caller then uses ``check`` per intent. ``open_lots``: the firm's open lots by
         (agent, symbol, side), as the order journal keeps them (absent: none);
         ``client_order_ids``: the intents' ids where the caller has them already.
@@ -303,8 +319,8 @@ class RiskEngine:
         instruments = self._instruments
         for sym in {i.symbol for i in intents}:
             inst = instruments.get(sym)
-            if inst is not None and inst.inverse:
-                return None
+            if inst is not None and (inst.inverse or self._settles_apart(inst)):
+                return None  # a cap in a coin, valued at a mark: checked per intent
         if self.kill_switch_on:
             return self._deny_all(intents, RejectReason.RISK_KILL_SWITCH, self.kill_reason)
         ids = client_order_ids or [coid(i.agent_id, i.seq) for i in intents]

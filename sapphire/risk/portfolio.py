@@ -66,7 +66,7 @@ def reporting_asset(instruments: dict[str, Instrument]) -> str:
     return min(sorted(set(quotes)), key=lambda q: -quotes.count(q))
 
 
-def _same_money(a: str, b: str) -> bool:
+def same_money(a: str, b: str) -> bool:
     return a == b or (a in _DOLLARS and b in _DOLLARS)
 
 
@@ -76,7 +76,7 @@ def conversion_rate(
     """The price of one ``asset`` in ``into`` at the current mark (the one mark rule,
     ``sapphire.kernel.marks``), from an instrument of the run that prices one in the other;
     None while no such instrument has a mark."""
-    if _same_money(asset, into):
+    if same_money(asset, into):
         return Decimal(1)
     best: tuple[int, str, Decimal] | None = None
     for inst in instruments.values():
@@ -85,9 +85,9 @@ def conversion_rate(
         if rank is None or mark is None or mark <= 0:
             continue
         price = Decimal(repr(mark)) * inst.tick
-        if inst.base == asset and _same_money(inst.quote, into):
+        if inst.base == asset and same_money(inst.quote, into):
             rate = price
-        elif _same_money(inst.quote, asset) and inst.base == into:
+        elif same_money(inst.quote, asset) and inst.base == into:
             rate = 1 / price
         else:
             continue

@@ -86,3 +86,17 @@ def test_a_cancel_after_the_order_arrived_is_too_late() -> None:
     quick.on_market_event(bar(C2, 200))
     [update] = [r for r in quick.poll(C2) if not isinstance(r, OrderFilled)][-1:]
     assert update.status is OrderStatus.CANCELED
+
+
+def test_a_cancel_before_the_next_bar_opens_binds_across_a_gap() -> None:
+    # no bar for an hour after bar 1: a cancel 10 minutes on reaches the venue before the bar
+    # that would fill the order opens, so the order never trades
+    gateway = BarGateway(INST, BarCosts(fee_bps=Decimal(0)), entry_ns=MS)
+    gateway.on_market_event(bar(C1, 100))
+    gateway.submit(market("b", C1 + MS), C1 + MS)
+    cancel_at = C1 + 10 * MIN
+    gateway.cancel(CancelOrder(ts_event_ns=cancel_at, client_order_id="b", symbol="X"), cancel_at)
+    gateway.on_market_event(bar(C1 + 61 * MIN, 300))
+    reports = list(gateway.poll(C1 + 61 * MIN))
+    assert fills(reports) == []
+    assert reports[-1].status is OrderStatus.CANCELED and reports[-1].ts_event_ns == cancel_at + MS

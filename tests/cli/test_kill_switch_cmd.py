@@ -21,9 +21,12 @@ def test_tripped_switch_stops_every_new_run_until_an_explicit_reset(
     # no run has used the root yet: refused (a mistyped root would be a switch no run
     # reads), unless the operator says so
     assert main(["kill-switch", "trip", "--root", str(root), "--reason", "drill"]) == 2
-    assert "no store root" in capsys.readouterr().err and not root.exists()
+    assert "no run has used" in capsys.readouterr().err and not root.exists()
     assert main(["kill-switch", "status", "--root", str(root)]) == 0
-    assert "note: no store root" in capsys.readouterr().out
+    assert "note: no run has used" in capsys.readouterr().out
+    # a reset there is refused too: it made the folder, and a mistyped trip then passed
+    assert main(["kill-switch", "reset", "--root", str(root), "--reason", "x"]) == 2
+    assert not root.exists()
     args = ["kill-switch", "trip", "--root", str(root), "--reason", "drill", "--pending"]
     assert main(args) == 0
     assert "TRIPPED" in capsys.readouterr().out
@@ -105,3 +108,15 @@ def test_an_unreachable_redis_switch_counts_as_tripped(
     capsys.readouterr()
     assert main(["kill-switch", "trip", "--config", str(config), "--reason", "x"]) == 1
     assert "failed" in capsys.readouterr().err
+
+
+def test_a_root_holding_only_the_switchs_own_files_is_still_unused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "runz"
+    trip = ["kill-switch", "trip", "--root", str(typo), "--reason", "drill"]
+    assert main([*trip, "--pending"]) == 0  # the operator meant it: the folder now exists
+    assert main(["kill-switch", "reset", "--root", str(typo), "--reason", "x", "--pending"]) == 0
+    capsys.readouterr()
+    assert main(trip) == 2  # still no run there: a second, mistyped trip is refused
+    assert "no run has used" in capsys.readouterr().err

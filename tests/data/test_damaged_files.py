@@ -99,3 +99,33 @@ def test_snapshot_repeated_price(tmp_path: Path) -> None:
     levels = len(snap.bids) + len(snap.asks)
     assert stream.stats.rows_out == levels  # was rows_out 3, levels 2
     assert stream.stats.counts.get(RowReject.MALFORMED) == 1  # was no reject at all
+
+
+def test_lines_keep_their_numbers_across_blocks(tmp_path: Path) -> None:
+    # the parser reads a block ahead: the invalid lines of the next block were taken for this
+    # one's, and every later row was numbered a line off
+    from sapphire.data.stream import csv_string_chunks
+    from sapphire.data.validation import RejectStats
+
+    lines = [f"{i},{i},{i}" if i % 7 else "bad" for i in range(40)] + ["", "", "z,z,z"]
+    path = tmp_path / "blocks.csv.gz"
+    path.write_bytes(gzip.compress(("\n".join(["a,b,c", *lines]) + "\n").encode()))
+    stats = RejectStats(source=str(path))
+    rows = [
+        (first + k, row[0])
+        for first, frame in csv_string_chunks(path, stats, block_size=64)
+        for k, row in enumerate(frame.rows())
+    ]
+    # file line n + 2 holds lines[n] (line 1 is the header)
+    expected = [(n + 2, text.split(",")[0]) for n, text in enumerate(lines) if "," in text]
+    assert rows == expected
+    assert [line for line, _, _ in stats.examples] == [2, 9, 16, 23, 30]
+    assert stats.counts == {RowReject.MALFORMED: 6}
+
+
+def test_a_row_of_empty_fields_is_counted_not_dropped_as_a_blank_line(tmp_path: Path) -> None:
+    stream = stream_events(
+        _trades_file(tmp_path, [GOOD.format(i=1), ",,,,,,,,", "", BAD_PRICE]), SPOT
+    )
+    assert len(list(stream)) == 1
+    assert [line for line, _, _ in stream.stats.examples] == [3, 5]  # the blank line 4: no row

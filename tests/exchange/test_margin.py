@@ -95,3 +95,50 @@ def test_the_residue_refuses_an_order_that_needs_the_whole_balance() -> None:
     assert view is not None
     # was REJECTED insufficient_balance, 6E-26 locked with no order open
     assert view.reason is not RejectReason.INSUFFICIENT_BALANCE, ex.account.locked("USDT")
+
+
+def test_a_lock_of_billions_of_units_is_booked_and_released() -> None:
+    # a spot sell of 2e10 PEPE (~$200k) locks 2e10 base units: on the 1e-18 grid that needs
+    # more than the default 28 digits, and the venue raised InvalidOperation
+    pepe = Instrument(
+        symbol="PEPEUSDT",
+        kind=InstrumentKind.SPOT,
+        base="PEPE",
+        quote="USDT",
+        tick_size="0.00000001",
+        lot_size="1",
+    )
+    cfg = (
+        PaperExchangeBuilder()
+        .instrument(pepe)
+        .balance("PEPE", Decimal("3e10"))
+        .constant_latency(entry_ns=1, response_ns=1)
+        .config()
+    )
+    ex = PaperExchange(cfg)
+    ex.on_market_event(
+        BookSnapshot(
+            ts_event_ns=1_000,
+            symbol="PEPEUSDT",
+            bids=((1_000, 10**11),),
+            asks=((1_001, 10**11),),
+            update_id=1,
+        )
+    )
+    sell = SubmitOrder(
+        ts_event_ns=2_000,
+        client_order_id="s1",
+        agent_id="a",
+        symbol="PEPEUSDT",
+        side=Side.SELL,
+        qty_lots=20_000_000_000,
+        limit_ticks=1_002,
+        order_type=OrderType.LIMIT,
+        tif=TimeInForce.GTC,
+    )
+    ex.submit(sell, 2_000)
+    ex.advance(3_000)
+    assert ex.account.locked("PEPE") == Decimal("2e10")
+    ex.cancel(CancelOrder(ts_event_ns=4_000, client_order_id="s1", symbol="PEPEUSDT"), 4_000)
+    ex.advance(5_000)
+    assert ex.account.locked("PEPE") == 0

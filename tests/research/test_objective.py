@@ -93,3 +93,30 @@ def test_written_tables(tmp_path: Path) -> None:
     paths = leaderboard.write_tables(tmp_path, trials, folds)
     assert {p.name for p in paths} == {"trials.csv", "trials.parquet", "folds.csv", "folds.parquet"}
     assert pl.read_parquet(tmp_path / "trials.parquet").equals(trials)
+
+
+def test_a_window_is_scored_from_the_close_before_its_first_bar() -> None:
+    # equity points are stamped at their bar's close: searched at the first bar's open time,
+    # the scored curve started a bar early and added a flat return to its Sharpe
+    from decimal import Decimal
+
+    from sapphire.agents.bar_policy import StakeConfig
+    from sapphire.agents.indicator import compute_signals, load_strategy
+    from sapphire.backtest import analytics
+    from sapphire.backtest.bar_gateway import BarCosts
+    from sapphire.backtest.vectorized import run_signals
+    from sapphire.research.objective import window_metrics
+    from sapphire.research.tune_config import ObjectiveSpec
+    from tests.agents.streams import ohlcv
+
+    inst, frame = ohlcv("basana_bitstamp_BTC-USD_1m_2020-01-01.csv", None)
+    lead, start, length = 30, 300, 200
+    window = frame.slice(start - lead, length + lead)
+    strategy = load_strategy("EmaCross", {"fast": 5, "slow": 13})
+    stake = StakeConfig(stake_lots=2_000_000, initial_cash=Decimal(10_000))
+    result = run_signals(compute_signals(strategy, window), inst, BarCosts(), stake, startup=lead)
+    scored = window_metrics(result, int(window["ts_event_ns"][lead]), ObjectiveSpec())
+    own = result.equity[lead - 1 :]  # the close before the window, then its own bars
+    assert len(own) == length + 1
+    assert scored.sharpe == analytics.sharpe(analytics.returns(own), result.periods_per_year)
+    assert scored.pnl == own[-1] - own[0]

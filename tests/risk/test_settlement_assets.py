@@ -92,3 +92,34 @@ def test_agent_daily_loss_keeps_its_assets_apart() -> None:
     # the 0.011 BTC gain, counted as 0.011 USDT, hides it -> the order is accepted today
     d = eng.check(order(LIN.symbol, 1, 36_000, seq=3, ts=DAY + 2_000), 0, DAY + 2_000)
     assert d.reason is RejectReason.RISK_DAILY_LOSS, d
+
+
+def test_allocation_caps_a_coin_settled_linear_contract_at_its_value() -> None:
+    # a BTC-settled option (premium quoted and paid in BTC) in a USDT firm: the 1,000 USDT
+    # share was read as 1,000 BTC, so 0.5 BTC of premium (30,000 USDT) passed
+    from sapphire.model.instrument import InstrumentKind, OptionType
+
+    option = Instrument(
+        symbol="BTC-29MAR24-60000-C",
+        kind=InstrumentKind.OPTION,
+        base="BTC",
+        quote="USD",
+        settle="BTC",
+        tick_size="0.0005",
+        lot_size="0.1",
+        strike="60000",
+        option_type=OptionType.CALL,
+        expiry_ns=1 << 62,
+    )
+    insts = {**BOTH, option.symbol: option}
+    core = CoordinatorCore(insts, RiskLimits(price_band_bps=100), Decimal("1000"), {"a": 1.0})
+    assert core.portfolio.reporting_asset == "USDT"
+    core.risk.update_mark(option.symbol, 100.0)  # 0.05 BTC a contract
+    # no BTC price in USDT yet: the share cannot be valued, and says so
+    early = core.risk.check(order(option.symbol, 100, 100), 0, 1)
+    assert early.reason is RejectReason.RISK_NO_MARKET and "BTC price in USDT" in early.detail
+    core.risk.update_mark(INV.symbol, 120_000.0)  # BTC 60,000
+    big = core.risk.check(order(option.symbol, 100, 100, seq=2, ts=2), 0, 2)
+    assert big.reason is RejectReason.RISK_MAX_NOTIONAL  # 0.5 BTC > 1,000 USDT
+    small = core.risk.check(order(option.symbol, 2, 100, seq=3, ts=3), 0, 3)
+    assert small.accepted  # 0.01 BTC = 600 USDT: within the share
