@@ -28,7 +28,7 @@ from actors.execution import ExecutionActor
 from actors.live_execution import LiveExecutionActor
 from actors.market_data import MarketDataActor
 from actors.storage_sink import StorageSinkActor
-from sapphire.adapters.stores import store_location
+from sapphire.adapters.stores import store_location, stored_tables
 from sapphire.config.system import SystemConfig, check_run_id
 from sapphire.storage.cache import cache_summary
 
@@ -159,6 +159,13 @@ def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> 
         )
     if resume and not existing:
         raise wiring.WiringError(f"run {run_id!r} has no checkpoints to resume from")
+    if not resume:
+        stored = stored_tables(config.storage, run_id)
+        if stored:  # a backtest's, or a run whose checkpoints are gone
+            raise wiring.WiringError(
+                f"run {run_id!r} is already stored ({', '.join(stored)} in "
+                f"{store_location(config)}): choose another run id"
+            )
     instruments = wiring.load_instruments(config.data)
     wiring.run_folder(config, run_id)  # before the first step: `sapphire stop` finds the run
     opts: dict[str, Any] = {

@@ -120,6 +120,14 @@ def backend_builder(storage: StorageConfig, run_id: str) -> Callable[[], SinkBac
     return partial(_parquet_backend, str(Path(storage.root).resolve()), run_id)
 
 
+def stored_tables(storage: StorageConfig, run_id: str) -> list[str]:
+    """The tables that hold rows of run ``run_id`` already. A run id names one run: a second
+    run under it would have its rows dropped as the first's duplicates (same producers and
+    seqs) and mixed into that run's."""
+    marks = backend_builder(storage, run_id)().recover().watermarks
+    return sorted(table for table, by_producer in marks.items() if by_producer)
+
+
 # ---------------------------------------------------------------------------- reading back
 class StoreSource(Protocol):
     """A stored run's tables, as ``sapphire query`` and ``sapphire report`` read them."""

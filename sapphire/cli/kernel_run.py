@@ -15,6 +15,7 @@ from sapphire.cli.progress import bar_columns, estimate_events, startup_line
 from sapphire.cli.query_cmd import write_instruments
 from sapphire.cli.summary import print_next, print_summary
 from sapphire.config.system import ConfigError, check_run_id, load_config
+from sapphire.data.validation import DataFileError
 from sapphire.kernel.assembly import WiringError, data_files, run_folder, storage_root
 from sapphire.kernel.coordinator import CoordinatorStep
 from sapphire.kernel.runner import InProcessKernel, NoEventsError
@@ -103,6 +104,9 @@ def run_in_process(config_path: Path, run_id: str | None, progress: bool, consol
             unacked = kernel.run_stored(sink, on_step)
         except NoEventsError as exc:
             console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+            return 2
+        except DataFileError as exc:  # a data file no row can be read from (it names itself)
+            console.print(f"[red]error:[/red] {escape(f'{config_path}: {exc}')}", soft_wrap=True)
             return 2
         except OSError as exc:  # the store's own failure at the end (see StorageSink.finish)
             console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)

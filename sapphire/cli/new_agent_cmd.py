@@ -118,13 +118,13 @@ def render(name: str, bar: bool) -> tuple[str, str]:
 def _taken(name: str, where: Path) -> bool:
     """A module of that name importable from elsewhere would be imported instead of ours (the
     working directory comes last on ``sys.path``)."""
-    if name in sys.builtin_module_names:
-        return True
+    if name in sys.builtin_module_names or name in sys.stdlib_module_names:
+        return True  # the standard library (os, abc, io are frozen: their origin is no path)
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         return False
-    if spec is None or spec.origin is None:
+    if spec is None or spec.origin is None or spec.origin in ("frozen", "built-in"):
         return spec is not None
     return Path(spec.origin).resolve().parent != where.resolve()
 

@@ -43,6 +43,17 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=handle)
 
 
+def _runs_hint(args: argparse.Namespace) -> str:
+    """The runs a Parquet store holds, as `sapphire query` lists them."""
+    if args.config:
+        return ""
+    from sapphire.adapters.stores import ParquetSource
+    from sapphire.cli.query_cmd import known_runs
+
+    runs = known_runs(ParquetSource(Path(args.root).resolve()))
+    return f"; runs there: {', '.join(runs[-5:])}" if runs else "; it holds no runs"
+
+
 def handle(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("reports") / args.run_id
     try:
@@ -65,9 +76,18 @@ def handle(args: argparse.Namespace) -> int:
                 instruments = load_instruments(config.data)
             except WiringError as exc:  # a live config may name none: prices stay in ticks
                 print(f"sapphire report: prices in ticks: {exc}", file=sys.stderr)
+        else:
+            root = Path(args.root)
+            if not root.is_dir():  # as `sapphire query`: a missing store is no run's
+                print(
+                    f"sapphire report: no store at {root.resolve()} (use the --root a run "
+                    "printed, or --config FILE)",
+                    file=sys.stderr,
+                )
+                return 2
         report = write_run_report(source, args.run_id, out, instruments, capital)
     except RunNotFoundError as exc:
-        print(f"sapphire report: {exc}", file=sys.stderr)
+        print(f"sapphire report: {exc}{_runs_hint(args)}", file=sys.stderr)
         return 1
     except (SchemaMismatchError, OSError, pl.exceptions.PolarsError) as exc:
         print(f"sapphire report: {exc}", file=sys.stderr)

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 import polars as pl
 
+from sapphire.data.validation import DataFileError
 from sapphire.research.leaderboard import PARAM_PREFIX
 from sapphire.research.tune_config import TuneConfigError, load_tune_config
 
@@ -34,12 +35,28 @@ def register(subparsers: Any) -> None:
         "tune", help="walk-forward parameter search on Ray Tune", description=__doc__
     )
     parser.add_argument("--config", required=True, type=Path, help="tune config YAML")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    parser.add_argument("--fresh", action="store_true", help="delete a previous run first")
-    parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray cluster")
-    parser.add_argument("--samples", type=int, default=None, help="override search.num_samples")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    again.add_argument("--fresh", action="store_true", help="delete a previous run first")
+    parser.add_argument(
+        "--num-cpus", type=_positive, default=2, help="CPUs of the local Ray cluster"
+    )
+    parser.add_argument(
+        "--samples", type=_positive, default=None, help="override search.num_samples"
+    )
     parser.add_argument("--top", type=int, default=10, help="leaderboard rows to print")
     parser.set_defaults(handler=handle)
+
+
+def _positive(text: str) -> int:
+    """A count of at least 1 (0 CPUs hung Ray; 0 samples ran nothing and exited 0)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def resolver(config_path: Path) -> Any:
@@ -90,7 +107,7 @@ def handle(args: argparse.Namespace) -> int:
             storage_base=args.config.resolve().parent,
             system_template=template,
         )
-    except (TuneError, ValueError, OSError) as exc:
+    except (TuneError, ValueError, OSError, DataFileError) as exc:
         print(f"sapphire tune: {exc}", file=sys.stderr)
         return 2
     print_board(outcome.board, outcome.n_folds, args.top)

@@ -298,6 +298,11 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ConfigError(f"risk.agents: no agent {unknown} in agents (their ids: {ids})")
         if self.data.source == "files" and not self.data.files:
             raise ConfigError("data.source is 'files' but data.files is empty")
+        for field in ("files", "instrument_files"):
+            listed_files = getattr(self.data, field)
+            again = sorted({f for f in listed_files if listed_files.count(f) > 1})
+            if again:  # a file listed twice was replayed twice: every row of it doubled
+                raise ConfigError(f"data.{field}: each file once; repeated: {again}")
         if self.data.source == "venues":
             names = [v.venue for v in self.data.venues]
             if not names:

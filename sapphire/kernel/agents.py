@@ -36,6 +36,8 @@ class AgentStageState(msgspec.Struct, kw_only=True):
     # outputs refused at the boundary, per agent, and the last reason (stored in summaries)
     invalid: dict[str, int] = msgspec.field(default_factory=dict)
     invalid_reason: dict[str, str] = msgspec.field(default_factory=dict)
+    # per agent, the seq of its last output let through: seqs only grow (they name orders)
+    last_seq: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 MAX_UNITS = 1 << 53  # ticks and lots beyond this are no market's and break int64 columns
@@ -47,13 +49,18 @@ def invalid_output(output: object, symbols: frozenset[str]) -> str | None:
     it) returns is checked here, so risk, the venue and the store only see sane messages."""
     if not isinstance(output, OrderIntent | CancelIntent | Signal):
         return f"not an agent output: {type(output).__name__}"
-    if not output.symbol or len(output.symbol) > MAX_ID:
-        return f"bad symbol {output.symbol[:MAX_ID]!r}"
+    # a struct checks no types when built: an agent may hand over anything in a field
+    if type(output.symbol) is not str or not output.symbol or len(output.symbol) > MAX_ID:
+        return f"bad symbol {str(output.symbol)[:MAX_ID]!r}"
     if symbols and output.symbol not in symbols:
         return f"unknown symbol {output.symbol!r}"
-    if not 0 <= output.seq < MAX_UNITS:
-        return f"seq {output.seq} out of range"
+    if type(output.seq) is not int or not 0 <= output.seq < MAX_UNITS:
+        return f"seq {output.seq!r} is not an int in range"
     if isinstance(output, OrderIntent):
+        if type(output.qty_lots) is not int:
+            return f"qty_lots {output.qty_lots!r} is not a whole number of lots"
+        if output.limit_ticks is not None and type(output.limit_ticks) is not int:
+            return f"limit_ticks {output.limit_ticks!r} is not a whole number of ticks"
         if not 0 < output.qty_lots < MAX_UNITS:
             return f"qty_lots {output.qty_lots} out of range"
         if output.limit_ticks is not None and not 0 < output.limit_ticks < MAX_UNITS:
@@ -167,7 +174,7 @@ class AgentStage:
         if not produced:
             return
         for o in produced:
-            why = invalid_output(o, self.symbols)
+            why = invalid_output(o, self.symbols) or self._not_its_own(agent_id, o)
             if why is not None:
                 st = self.state
                 st.invalid[agent_id] = st.invalid.get(agent_id, 0) + 1
@@ -177,6 +184,18 @@ class AgentStage:
                 continue
             # the decision is made now, whatever time the agent wrote on it
             out.append(o if o.ts_event_ns == now else msgspec.structs.replace(o, ts_event_ns=now))
+
+    def _not_its_own(self, agent_id: str, output: AgentOutput) -> str | None:
+        """Why a valid output cannot leave as ``agent_id``'s: written in another agent's name
+        (its intent was stored as that agent's, its order as this one's), or a seq not past
+        its last (a repeated output was stored and accepted twice, sent once)."""
+        if output.agent_id != agent_id:
+            return f"agent_id {str(output.agent_id)[:MAX_ID]!r} is not {agent_id!r}"
+        last = self.state.last_seq.get(agent_id, -1)
+        if output.seq <= last:
+            return f"seq {output.seq} repeats or goes back (last {last})"
+        self.state.last_seq[agent_id] = output.seq
+        return None
 
     def refused_outputs(self) -> dict[str, str]:
         """Per agent with refused outputs: how many, and the last reason (for summaries)."""

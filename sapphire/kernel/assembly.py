@@ -673,6 +673,8 @@ def agent_builder(
         _build_agent(spec, instrument, legs)  # fail fast on a bad config, before any actor
     except AgentConfigError as exc:
         raise WiringError(f"agent {spec.id}: {exc}") from None
+    except Exception as exc:  # a user's agent class that fails to build: one line, not a trace
+        raise WiringError(f"agent {spec.id}: {type(exc).__name__}: {exc}") from None
     return AgentBuilder(spec, instrument, legs)
 
 

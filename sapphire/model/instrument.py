@@ -47,6 +47,9 @@ _DECIMAL_ROUNDING = {
 }
 
 
+_FULL_BPS = 10_000  # a fee of the whole notional
+
+
 class InstrumentError(ValueError):
     """An instrument definition or a conversion that breaks its rules."""
 
@@ -110,14 +113,32 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # default tier, as ccxt and venue metadata give it); "" = not recorded
     fee_tier: str = ""
 
+    def _decimal(self, field: str) -> Decimal:
+        """A field's decimal text, finite, or a one-line error naming it ("abc" raised
+        decimal.InvalidOperation, and a NaN fee passed until the first fill)."""
+        text = getattr(self, field)
+        try:
+            value = Decimal(text)
+        except (ArithmeticError, TypeError, ValueError):
+            raise InstrumentError(f"{self.symbol}: {field} {text!r} is not a number") from None
+        if not value.is_finite():
+            raise InstrumentError(f"{self.symbol}: {field} must be finite, got {text!r}")
+        return value
+
     def __post_init__(self) -> None:
         for field in ("tick_size", "lot_size", "contract_size", "size_increment"):
-            text = getattr(self, field)
-            if field == "size_increment" and not text:
+            if field == "size_increment" and not getattr(self, field):
                 continue
-            value = Decimal(text)
-            if not value.is_finite() or value <= 0:
+            value = self._decimal(field)
+            if value <= 0:
                 raise InstrumentError(f"{self.symbol}: {field} must be > 0, got {value}")
+        for field in ("maker_fee_bps", "taker_fee_bps"):
+            # a rebate is a negative fee; a fee beyond the whole notional is a typo
+            if not -_FULL_BPS < self._decimal(field) < _FULL_BPS:
+                raise InstrumentError(
+                    f"{self.symbol}: {field} must be within +-{_FULL_BPS} bps (the notional), "
+                    f"got {getattr(self, field)}"
+                )
         if self.size_increment:
             steps = Decimal(self.lot_size) / Decimal(self.size_increment)
             if steps != steps.to_integral_value():
@@ -128,11 +149,11 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         if self.kind is InstrumentKind.OPTION:
             if self.option_type is None or self.expiry_ns <= 0:
                 raise InstrumentError(f"{self.symbol}: an option needs option_type and expiry_ns")
-            if not self.strike or Decimal(self.strike) <= 0:
+            if not self.strike or self._decimal("strike") <= 0:
                 raise InstrumentError(f"{self.symbol}: an option needs a strike > 0")
         for field in ("min_qty", "max_qty", "min_notional"):
-            value = Decimal(getattr(self, field))
-            if not value.is_finite() or value < 0:
+            value = self._decimal(field)
+            if value < 0:
                 raise InstrumentError(f"{self.symbol}: {field} must be >= 0, got {value}")
 
         if self.kind in _INVERSE_KINDS and not (self.settle or self.base):

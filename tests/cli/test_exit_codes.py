@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from sapphire.storage.query import read_table
@@ -84,3 +85,74 @@ def test_a_config_that_is_not_utf8_is_one_line_naming_the_file(
     assert main(["backtest", "--config", str(config), "--no-progress"]) == 2
     out = " ".join(capsys.readouterr().out.split())
     assert str(config) in out and "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_a_ray_run_under_a_stored_run_id_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `sapphire run` checked only for checkpoints: under a backtest's id it ran, its rows
+    # were dropped as the backtest's duplicates, and it exited 0
+    from sapphire.cli import main
+
+    config = demo(tmp_path)
+    assert backtest(config, "taken") == 0
+    fills = read_table(tmp_path / "runs" / "store", "fills", "taken").collect().height
+    capsys.readouterr()
+    assert main(["run", "--config", str(config), "--run-id", "taken", "--no-progress"]) == 2
+    screen = capsys.readouterr()
+    out = " ".join((screen.out + screen.err).split())
+    assert "run 'taken' is already stored" in out and "choose another run id" in out
+    assert read_table(tmp_path / "runs" / "store", "fills", "taken").collect().height == fills
+
+
+def test_a_data_file_with_no_row_to_read_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an empty CSV in data.files: the replay's DataFileError came out as a traceback, exit 1
+    from sapphire.data import sample
+
+    empty = tmp_path / "hftbacktest_binance-usdm_BTCUSDT_trades.csv"
+    empty.write_text("")
+    files = [str(p) for p in sample.event_files() if "trades" not in p.name] + [str(empty)]
+    instruments = [str(sample.instrument_file())]
+    config = demo(tmp_path, source="files", files=files, instrument_files=instruments)
+    assert backtest(config, "empty") == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert str(empty) in out and "no CSV header" in out and "Traceback" not in out
+
+
+class _Broken:
+    """An agent class whose constructor fails (a user's bug)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("division by zero in my agent")
+
+
+def test_an_agent_that_fails_to_build_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = msgspec.yaml.decode(demo(tmp_path).read_bytes())
+    raw["agents"] = [
+        {"id": "mine", "kind": "tests.cli.test_exit_codes:_Broken", "symbol": "BTCUSDT"}
+    ]
+    config = tmp_path / "broken_agent.yaml"
+    config.write_bytes(msgspec.yaml.encode(raw))
+    assert backtest(config, "broken") == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "agent mine: ZeroDivisionError: division by zero in my agent" in out
+    assert "Traceback" not in out
+
+
+def test_a_data_file_listed_twice_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # it was replayed twice: its trades doubled, and the run traded on them
+    from sapphire.data import sample
+
+    files = [str(p) for p in sample.event_files()]
+    instruments = [str(sample.instrument_file())]
+    config = demo(tmp_path, source="files", files=[*files, files[0]], instrument_files=instruments)
+    assert backtest(config, "twice") == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "data.files: each file once; repeated:" in out and str(config) in out

@@ -25,6 +25,9 @@ def test_tick_template_runs_from_the_working_directory(
     assert "next: sapphire backtest --config flow_demo.yaml" in capsys.readouterr().out
     assert main(["new-agent", "flow_demo"]) == 1  # never overwrites without --force
     assert main(["new-agent", "Bad-Name"]) == 2 and main(["new-agent", "json"]) == 2
+    # frozen standard modules (their origin is no path) were taken for the folder's own
+    assert [main(["new-agent", n]) for n in ("os", "abc", "io")] == [2, 2, 2]
+    assert not (tmp_path / "os.py").exists()
     config = tmp_path / "flow_demo.yaml"
     # a shorter replay for the test; the template as written runs the whole sample
     source = "  source: sample\n"

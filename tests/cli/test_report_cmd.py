@@ -95,3 +95,19 @@ def test_unknown_run_is_a_clear_error(
     assert args.handler(args) == 1
     assert "no-such-run" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_report_exits_as_query_does_on_a_missing_store_or_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a missing store exited 1 (the README: 2, as `sapphire query`), and an unknown run id
+    # did not name the runs the store holds
+    from sapphire.cli import main
+    from tests.cli.demo_runs import backtest, demo
+
+    assert main(["report", "any", "--root", str(tmp_path / "nowhere")]) == 2
+    assert "no store at" in capsys.readouterr().err
+    assert backtest(demo(tmp_path), "held") == 0
+    capsys.readouterr()
+    assert main(["report", "helt", "--root", str(tmp_path / "runs" / "store")]) == 1
+    assert "runs there: held" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import pytest
 
 from sapphire.cli import tune_cmd
 from sapphire.data.sample import SAMPLE_DIR
+from tests.conftest import REPO_ROOT
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -47,3 +48,23 @@ def test_leaderboard_prints_params_and_scores(capsys: pytest.CaptureFixture[str]
     tune_cmd.print_board(board, 3, top=1)
     out = capsys.readouterr().out
     assert "risk_factor" in out and "aaa" in out and "bbb" not in out
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (["--samples", "0"], "--samples: must be at least 1"),
+        (["--num-cpus", "0"], "--num-cpus: must be at least 1"),
+        (["--resume", "--fresh"], "not allowed with argument"),
+    ],
+)
+def test_tune_options_that_cannot_run_are_refused_before_ray_starts(
+    args: list[str], why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --samples 0 ran nothing and exited 0; --num-cpus 0 hung Ray; --fresh beat --resume
+    from sapphire.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--config", str(REPO_ROOT / "configs" / "tune_ema_cross.yaml"), *args])
+    assert exit_info.value.code == 2
+    assert why in capsys.readouterr().err

@@ -105,31 +105,33 @@ def book_checking_exchange(
 
 class BadOutputsAgent(ProbeAgent):
     """Returns, on every 50th event, what a buggy strategy or a confused model might: a size
-    beyond int64, a 300-character symbol, a NaN signal, and one sane order."""
+    beyond int64, a 300-character symbol, a NaN signal, a fractional size, an order in
+    another agent's name, and one sane order, returned twice (six refused, one let through)."""
 
     def on_event(self, event: AnyMarketEvent, now_ns: int) -> Sequence[AgentOutput]:
         self.log.append((type(event).__name__, event.ts_event_ns, now_ns))
         if len(self.log) % 50 or not isinstance(event, Quote):
             return []
-        n = len(self.log)
+        n = 8 * len(self.log)
         base = {"ts_event_ns": now_ns, "agent_id": self.agent_id, "side": Side.BUY}
+        sane = OrderIntent(
+            **base, seq=n + 5, symbol=self.symbol, qty_lots=1, limit_ticks=event.bid_ticks - 100
+        )
+        other = {**base, "agent_id": "someone-else"}
         return [
-            OrderIntent(**base, seq=4 * n, symbol=self.symbol, qty_lots=2**63, limit_ticks=1),
-            OrderIntent(**base, seq=4 * n + 1, symbol="X" * 300, qty_lots=1, limit_ticks=1),
+            OrderIntent(**base, seq=n, symbol=self.symbol, qty_lots=2**63, limit_ticks=1),
+            OrderIntent(**base, seq=n + 1, symbol="X" * 300, qty_lots=1, limit_ticks=1),
             Signal(
                 ts_event_ns=now_ns,
                 agent_id=self.agent_id,
                 symbol=self.symbol,
                 strength=float("nan"),
-                seq=4 * n + 2,
+                seq=n + 2,
             ),
-            OrderIntent(
-                **base,
-                seq=4 * n + 3,
-                symbol=self.symbol,
-                qty_lots=1,
-                limit_ticks=event.bid_ticks - 100,
-            ),
+            OrderIntent(**base, seq=n + 3, symbol=self.symbol, qty_lots=1.5, limit_ticks=1),  # type: ignore[arg-type]
+            OrderIntent(**other, seq=n + 4, symbol=self.symbol, qty_lots=1, limit_ticks=1),
+            sane,
+            sane,
         ]
 
 
