@@ -26,6 +26,7 @@ from rich.table import Table
 from sapphire.backtest.config import BacktestConfigError, parse_config
 from sapphire.backtest.ledger import fees_paid
 from sapphire.backtest.runner import RunOutput, run_config
+from sapphire.config.yaml_text import describe, load_yaml
 
 
 def register(subparsers: Any) -> None:
@@ -63,7 +64,7 @@ def is_system_config(loaded: object) -> bool:
 def handle(args: argparse.Namespace) -> int:
     console = Console()
     try:
-        loaded = yaml.safe_load(args.config.read_text(encoding="utf-8"))
+        loaded = load_yaml(args.config.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         message = escape(f"{args.config}: cannot read: {exc}")
         console.print(f"[red]backtest config error:[/red] {message}", soft_wrap=True)
@@ -110,14 +111,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
-    """One line: the file, where in it, and what the parser expected (PyYAML's own text is
-    several lines and names "<unicode string>", not the file)."""
-    mark = getattr(exc, "problem_mark", None)
-    where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
-    problem = getattr(exc, "problem", None) or str(exc)
-    context = getattr(exc, "context", None)
-    what = f"{context}, {problem}" if context else problem
-    return " ".join(f"{path}: not valid YAML:{where} {what}".split())
+    return f"{path}: not valid YAML: {describe(exc)}"
 
 
 def _table(outputs: list[RunOutput], quote: str) -> Table:

@@ -24,7 +24,9 @@ from typing import Any
 
 import msgspec
 import polars as pl
+import yaml
 
+from sapphire.config.yaml_text import describe, load_yaml
 from sapphire.data.validation import DataFileError
 from sapphire.research.leaderboard import PARAM_PREFIX
 from sapphire.research.tune_config import TuneConfigError, load_tune_config
@@ -91,9 +93,13 @@ def handle(args: argparse.Namespace) -> int:
     template = None
     if cfg.output.system_template:
         try:
-            template = msgspec.yaml.decode(resolve(cfg.output.system_template).read_bytes())
-        except (OSError, msgspec.DecodeError) as exc:
+            template = load_yaml(resolve(cfg.output.system_template).read_bytes())
+        except OSError as exc:
             print(f"sapphire tune: system_template: {exc}", file=sys.stderr)
+            return 2
+        except yaml.YAMLError as exc:
+            where = cfg.output.system_template
+            print(f"sapphire tune: system_template {where}: {describe(exc)}", file=sys.stderr)
             return 2
     from actors.tune import TuneError, run_tune  # Ray only when the command runs
 

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
+import yaml
 
 from sapphire.config.ops import CostConfig, MetricsConfig
 from sapphire.config.redis import RedisConfig
+from sapphire.config.yaml_text import describe, load_yaml
 from sapphire.risk.limits import RiskLimits
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
@@ -350,9 +352,9 @@ def load_config(path: str | Path) -> SystemConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
     try:
-        raw = msgspec.yaml.decode(text)
-    except msgspec.DecodeError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raw = load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {describe(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
     return parse_config(raw, str(path))

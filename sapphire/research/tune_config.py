@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
+import yaml
 
 from sapphire.backtest.config import BacktestConfig, BacktestConfigError, parse_config
+from sapphire.config.yaml_text import describe, load_yaml
 from sapphire.research import system_tune
 from sapphire.research.space import ParamSpec, SpaceError, parse_space
 
@@ -112,9 +114,9 @@ def parse_tune_config(raw: object, origin: str = "<dict>") -> TuneConfig:
 def load_tune_config(path: str | Path) -> TuneConfig:
     path = Path(path)
     try:
-        raw = msgspec.yaml.decode(path.read_bytes())
+        raw = load_yaml(path.read_bytes())
     except OSError as exc:
         raise TuneConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    except msgspec.DecodeError as exc:
-        raise TuneConfigError(f"{path}: not valid YAML: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise TuneConfigError(f"{path}: not valid YAML: {describe(exc)}") from None
     return parse_tune_config(raw, str(path))

@@ -156,3 +156,22 @@ def test_a_data_file_listed_twice_is_refused(
     assert backtest(config, "twice") == 2
     out = " ".join(capsys.readouterr().out.split())
     assert "data.files: each file once; repeated:" in out and str(config) in out
+
+
+@pytest.mark.parametrize("command", ["backtest", "tune"])
+def test_a_key_given_twice_in_a_config_is_one_line_naming_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    # YAML's safe loader keeps the last: `agents: []` further down ran with no agent, exit 0
+    from sapphire.cli import main
+
+    text = demo(tmp_path).read_text()
+    config = tmp_path / "twice.yaml"
+    config.write_text(text + "agents: []\n")
+    if command == "backtest":
+        assert main(["backtest", "--config", str(config), "--no-progress"]) == 2
+    else:
+        assert main(["tune", "--config", str(config)]) == 2
+    screen = capsys.readouterr()
+    said = " ".join((screen.out + screen.err).split())
+    assert str(config) in said and "key 'agents' given twice" in said
