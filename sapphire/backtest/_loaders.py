@@ -69,11 +69,52 @@ def read_ohlcv(path: Path | str) -> pl.DataFrame:
     except DataFileError:
         known = False
     frame = _registry_bars(path) if known else _sniffed_bars(path)
+    _check_bars(frame, path)
     frame = frame.sort("ts_event_ns").unique("ts_event_ns", keep="first", maintain_order=True)
     if frame.height < 2:
         raise DataError(f"{path}: fewer than two bars")
     interval = int(frame["ts_event_ns"].diff().drop_nulls().mode().min())  # type: ignore[arg-type]
     return frame.with_columns(pl.lit(interval, pl.Int64).alias("interval_ns"))
+
+
+def _check_bars(frame: pl.DataFrame, path: Path) -> None:
+    """Bars a backtest cannot trade on are the file's error, named with the first of them:
+    a price that is no positive finite number, a close or open outside the bar's range, a
+    negative volume, one time given twice with other values. (A close of -1 was traded on,
+    and a repeated time kept its first bar silently.)"""
+    try:
+        num = frame.select(
+            "ts_event_ns", *[pl.col(c).cast(pl.Float64) for c in (*_PRICES, "volume")]
+        )
+    except pl.exceptions.PolarsError:
+        return  # not numbers at all: tick_frame says so
+    o, h, lo, c, v = (pl.col(name) for name in (*_PRICES, "volume"))
+    finite = pl.all_horizontal([x.is_finite() for x in (o, h, lo, c, v)])
+    checks = {
+        "a price or volume that is not a finite number": ~finite,
+        "a non-positive price": finite & (pl.min_horizontal(o, h, lo, c) <= 0),
+        "an open or close outside the bar's low-high range": finite
+        & ((lo > pl.min_horizontal(o, c)) | (h < pl.max_horizontal(o, c))),
+        "a negative volume": finite & (v < 0),
+    }
+    for what, bad in checks.items():
+        found = num.filter(bad)
+        if found.height:
+            first = _utc(int(found["ts_event_ns"][0]))
+            raise DataError(f"{path}: {found.height} bars with {what}, the first at {first}")
+    distinct = frame.unique(keep="first").group_by("ts_event_ns").len().filter(pl.col("len") > 1)
+    if distinct.height:
+        first = _utc(int(distinct["ts_event_ns"].min()))  # type: ignore[arg-type]
+        raise DataError(
+            f"{path}: {distinct.height} bar times given twice with other values, the first "
+            f"at {first}"
+        )
+
+
+def _utc(ts_ns: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _registry_bars(path: Path) -> pl.DataFrame:

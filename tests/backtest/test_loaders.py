@@ -55,3 +55,34 @@ def test_unreadable_rows_in_a_known_format_are_a_clear_error(tmp_path: Path) -> 
         _loaders.read_ohlcv(path)
     with pytest.raises(_loaders.DataError, match="not found"):
         _loaders.read_ohlcv(tmp_path / "missing.csv")
+
+
+@pytest.mark.parametrize(
+    ("row", "why"),
+    [
+        ("2020-01-01 00:02:00,100,101,99,-1,1", "a non-positive price"),
+        ("2020-01-01 00:02:00,100,101,99,105,1", "an open or close outside the bar's low-high"),
+        ("2020-01-01 00:02:00,100,101,99,100,-3", "a negative volume"),
+        ("2020-01-01 00:02:00,100,NaN,99,100,1", "not a finite number"),
+        ("2020-01-01 00:01:00,100,102,99,101,1", "bar times given twice with other values"),
+    ],
+)
+def test_a_bar_no_backtest_can_trade_on_is_the_files_error(
+    tmp_path: Path, row: str, why: str
+) -> None:
+    # a close of -1 was traded on (201 such bars changed the PnL), a repeated time kept its
+    # first bar silently; now the file is refused naming the first bad bar
+    from sapphire.backtest._loaders import DataError, read_ohlcv
+
+    lines = [
+        "datetime,open,high,low,close,volume",
+        "2020-01-01 00:00:00,100,101,99,100,1",
+        "2020-01-01 00:01:00,100,101,99,100,1",
+        row,
+        "2020-01-01 00:03:00,100,101,99,100,1",
+    ]
+    path = tmp_path / "bars.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=why) as info:
+        read_ohlcv(path)
+    assert str(path) in str(info.value) and "2020-01-01 00:0" in str(info.value)
