@@ -169,6 +169,22 @@ def read_instruments(run_dir: Path) -> dict[str, Instrument]:
         return {}
 
 
+def damage_note(args: argparse.Namespace) -> str:
+    """Which files of a Parquet store are broken, when reading it failed (polars names none)."""
+    root = getattr(args, "root", None)
+    if getattr(args, "config", None) or root is None or not Path(root).is_dir():
+        return ""
+    from sapphire.storage.query import damaged_files
+
+    bad = damaged_files(root)
+    if not bad:
+        return ""
+    shown = ", ".join(str(p) for p in bad[:3]) + (
+        f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+    )
+    return f"; damaged store files (move them aside, or restore them): {shown}"
+
+
 def known_runs(source: StoreSource) -> list[str]:
     """Run ids with rows in the store (from the Parquet manifests: no table scan)."""
     root = getattr(source, "root", None)
@@ -317,7 +333,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"sapphire query: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a bad config, schema, store or connection: one line, never a trace
-        print(f"sapphire query: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"sapphire query: {type(exc).__name__}: {exc}{damage_note(args)}", file=sys.stderr)
         return 2
     if args.format == "csv":
         sys.stdout.write(frame.write_csv())

@@ -90,7 +90,9 @@ def handle(args: argparse.Namespace) -> int:
         print(f"sapphire report: {exc}{_runs_hint(args)}", file=sys.stderr)
         return 1
     except (SchemaMismatchError, OSError, pl.exceptions.PolarsError) as exc:
-        print(f"sapphire report: {exc}", file=sys.stderr)
+        from sapphire.cli.query_cmd import damage_note
+
+        print(f"sapphire report: {exc}{damage_note(args)}", file=sys.stderr)
         return 2
     # one line per agent, however wide: a figure wrapped over two lines reads as two numbers
     with pl.Config(

@@ -46,3 +46,18 @@ def read_table(root: str | os.PathLike[str], table: str, run_id: str | None = No
 def list_runs(root: str | os.PathLike[str], table: str) -> list[str]:
     runs = read_table(root, table).select(pl.col("run_id").unique().sort()).collect()
     return [str(r) for r in runs["run_id"].to_list()]
+
+
+def damaged_files(root: str | os.PathLike[str]) -> list[Path]:
+    """The Parquet files under a store root that cannot be read (cut short, overwritten): a
+    scan of the store fails on one of them for every run and table, and says which only as
+    "File out of specification"."""
+    import pyarrow.parquet as pq
+
+    bad: list[Path] = []
+    for path in sorted(Path(root).rglob("*.parquet")):
+        try:
+            pq.read_metadata(path)
+        except Exception:  # whatever pyarrow raises for a broken file
+            bad.append(path)
+    return bad

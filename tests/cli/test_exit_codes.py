@@ -175,3 +175,22 @@ def test_a_key_given_twice_in_a_config_is_one_line_naming_its_line(
     screen = capsys.readouterr()
     said = " ".join((screen.out + screen.err).split())
     assert str(config) in said and "key 'agents' given twice" in said
+
+
+def test_a_damaged_store_file_is_named_by_query_and_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # one file cut short broke every run and table of the store with "File out of
+    # specification", naming none
+    from sapphire.cli import main
+
+    assert backtest(demo(tmp_path), "cut") == 0
+    store = tmp_path / "runs" / "store"
+    broken = sorted((store / "fills").rglob("*.parquet"))[0]
+    broken.write_bytes(broken.read_bytes()[:100])
+    capsys.readouterr()
+    assert main(["query", "cut", "--root", str(store), "--table", "orders"]) == 2
+    assert str(broken) in capsys.readouterr().err
+    out = tmp_path / "report"
+    assert main(["report", "cut", "--root", str(store), "--out", str(out)]) == 2
+    assert str(broken) in capsys.readouterr().err
