@@ -559,9 +559,11 @@ class CoordinatorActor:
                 self.failure = report.message
         return out
 
-    async def _invalid_outputs(self) -> dict[str, str]:
-        """Outputs each agent stage refused at the boundary (and the last reason)."""
+    async def _agent_boundary(self) -> tuple[dict[str, str], dict[str, int]]:
+        """Outputs each agent stage refused at the boundary (and the last reason), and the
+        inputs each agent raised on (skipped), as the in-process summary has them."""
         out: dict[str, str] = {}
+        errors: dict[str, int] = {}
         for agent_id in sorted(self.agents):
             if agent_id in self.quarantined:
                 continue
@@ -573,7 +575,9 @@ class CoordinatorActor:
                 continue
             if stats["refused_outputs"]:
                 out[agent_id] = stats["refused_outputs"]
-        return out
+            if stats["errors"]:
+                errors[agent_id] = stats["errors"]
+        return out, errors
 
     def _quarantine(self, agent_id: str, why: str) -> None:
         """Stop calling an agent that hangs or fails, with every agent sharing its actor
@@ -896,7 +900,7 @@ class CoordinatorActor:
     async def summary(self) -> dict[str, Any]:
         out = self.stage.summary()
         out["counters"].update(self.faults)
-        out["invalid_outputs"] = await self._invalid_outputs()
+        out["invalid_outputs"], out["agent_errors"] = await self._agent_boundary()
         try:  # the data's own rejects (malformed, NaN, out-of-order rows), counted by reason
             asks = zip(self.readers, await self._consumed_by_reader(), strict=True)
             feed = merge_feed_stats(

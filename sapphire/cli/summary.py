@@ -187,6 +187,9 @@ def print_summary(
             totals.add_row("risk modes: model fell back", str(failed or "never"))
     for agent, why in summary.get("invalid_outputs", {}).items():
         totals.add_row(f"outputs refused: {agent}", why)
+    for agent, n in summary.get("agent_errors", {}).items():
+        if n:  # the agent raised on these inputs; each was skipped (its log has the trace)
+            totals.add_row(f"agent errors: {agent}", f"{n} inputs raised, skipped")
     for agent, why in summary.get("quarantined", {}).items():
         totals.add_row(f"quarantined {agent}", why)
     for key, n in sorted(summary.get("reconciliation", {}).items()):

@@ -87,6 +87,7 @@ def test_bad_agents_and_a_failing_venue_are_contained(
     summary = outcome.summary
     assert "hanger" in summary["quarantined"]
     assert "raiser" not in summary["quarantined"]  # errors are counted, the agent lives on
+    assert summary["agent_errors"]["raiser"] > 0  # and shown: the summary had no count
     # the quarantine is stored with its reason, as a refused decision of that agent
     stored = outcome.rows["risk_decisions"].filter(pl.col("reason") == "risk_agent_quarantined")
     assert stored["agent_id"].to_list() == ["hanger"]

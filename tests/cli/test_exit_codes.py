@@ -194,3 +194,18 @@ def test_a_damaged_store_file_is_named_by_query_and_report(
     out = tmp_path / "report"
     assert main(["report", "cut", "--root", str(store), "--out", str(out)]) == 2
     assert str(broken) in capsys.readouterr().err
+
+
+def test_the_inputs_an_agent_raised_on_are_counted_on_the_screen(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # each was skipped and logged, but the end-of-run screen counted none
+    raw = msgspec.yaml.decode(demo(tmp_path).read_bytes())
+    raw["agents"] = [
+        {"id": "raiser", "kind": "tests.actors.faulty:RaisingAgent", "symbol": "BTCUSDT"}
+    ]
+    config = tmp_path / "raising.yaml"
+    config.write_bytes(msgspec.yaml.encode(raw))
+    assert backtest(config, "raising") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "agent errors: raiser" in out and "inputs raised, skipped" in out
