@@ -56,9 +56,15 @@ def _resolver(config_path: Path, output_override: Path | None) -> Any:
     return resolve
 
 
+# keys only a system config has (a bar backtest config has none of them)
+_SYSTEM_KEYS = frozenset(
+    {"agents", "data", "exchange", "risk", "storage", "ray", "coordinator", "kill_switch", "llm"}
+)
+
+
 def is_system_config(loaded: object) -> bool:
     """A system config (the shape ``sapphire run`` reads) runs on the in-process kernel."""
-    return isinstance(loaded, dict) and ("agents" in loaded or "data" in loaded)
+    return isinstance(loaded, dict) and not _SYSTEM_KEYS.isdisjoint(loaded)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -76,7 +82,22 @@ def handle(args: argparse.Namespace) -> int:
     if is_system_config(loaded):
         from sapphire.cli.kernel_run import run_in_process
 
+        if args.output_dir is not None:  # an option that does nothing must not look obeyed
+            console.print(
+                "[red]error:[/red] --output-dir is for bar configs; a system config stores "
+                "its run under storage.root",
+                soft_wrap=True,
+            )
+            return 2
+
         return run_in_process(args.config, args.run_id, not args.no_progress, console)
+    if args.run_id is not None:
+        console.print(
+            "[red]error:[/red] --run-id is for system configs (a stored run); a bar config "
+            "writes its report under output_dir",
+            soft_wrap=True,
+        )
+        return 2
     try:
         cfg = parse_config(loaded)
     except BacktestConfigError as exc:
@@ -88,7 +109,11 @@ def handle(args: argparse.Namespace) -> int:
     resolve = _resolver(args.config, args.output_dir)
     tasks: dict[str, TaskID] = {}
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=args.no_progress,
     ) as bar:
 
         def progress(name: str, done: int, total: int) -> None:

@@ -128,7 +128,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--raw", action="store_true", help="the stored columns as they are (ticks, lots, ns)"
     )
-    parser.add_argument("--limit", type=int, default=50, help="rows to print (0: all)")
+    parser.add_argument("--limit", type=_count, default=50, help="rows to print (0: all)")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
     parser.set_defaults(handler=run)
 
@@ -167,6 +167,16 @@ def read_instruments(run_dir: Path) -> dict[str, Instrument]:
         return {i.symbol: i for i in msgspec.json.decode(data, type=list[Instrument])}
     except (OSError, msgspec.DecodeError, msgspec.ValidationError):
         return {}
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:  # -1 printed every row, as 0 does
+        raise argparse.ArgumentTypeError(f"must be 0 (all) or more, got {value}")
+    return value
 
 
 def damage_note(args: argparse.Namespace) -> str:

@@ -188,7 +188,7 @@ class StorageConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 class RayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     address: str | None = None  # None: start a local cluster
     namespace: str = "sapphire"
-    num_cpus: int | None = None
+    num_cpus: Annotated[int, msgspec.Meta(ge=1)] | None = None
     max_restarts: int = -1
     max_task_retries: int = -1
     step_timeout_s: NonNegFloat = 60.0

@@ -768,6 +768,13 @@ def paper_gateway_builder(
         config = msgspec.convert(raw, PaperExchangeConfig, from_attributes=True)
     except (msgspec.ValidationError, ValueError) as exc:
         raise WiringError(f"exchange.params: {exc}") from None
+    assets = {a for i in instruments.values() for a in (i.base, i.quote, i.settle_asset) if a}
+    strays = sorted(set(config.balances) - assets)
+    if strays and assets:  # a mistyped asset (USTD): every order then refused for balance
+        raise WiringError(
+            f"exchange.params.balances: {', '.join(strays)} is no asset of the run's "
+            f"instruments ({', '.join(sorted(assets))})"
+        )
     return partial(_build_paper, config)
 
 

@@ -209,3 +209,31 @@ def test_the_inputs_an_agent_raised_on_are_counted_on_the_screen(
     assert backtest(config, "raising") == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "agent errors: raiser" in out and "inputs raised, skipped" in out
+
+
+def test_options_and_settings_that_would_do_nothing_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sapphire.cli import main
+
+    config = demo(tmp_path)
+    # --output-dir does nothing for a system config (it looked obeyed)
+    args = ["backtest", "--config", str(config), "--no-progress", "--output-dir", str(tmp_path)]
+    assert main(args) == 2
+    # a mistyped balance asset: every order was refused for an empty balance, exit 0
+    raw = msgspec.yaml.decode(config.read_bytes())
+    raw["exchange"]["params"]["balances"] = {"USTD": "100000", "BTC": "0"}
+    typo = tmp_path / "typo.yaml"
+    typo.write_bytes(msgspec.yaml.encode(raw))
+    capsys.readouterr()
+    assert backtest(typo, "typo") == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "exchange.params.balances: USTD is no asset" in out
+    # a config holding only system keys is read as one (it was "unknown field storage")
+    only = tmp_path / "only_storage.yaml"
+    only.write_text(f"storage: {{root: {tmp_path / 'runs'}}}\n")
+    main(["backtest", "--config", str(only), "--no-progress", "--run-id", "only"])
+    assert "unknown field `storage`" not in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit) as exit_info:  # -1 printed every row, as 0 does
+        main(["query", "x", "--root", str(tmp_path), "--limit", "-1"])
+    assert exit_info.value.code == 2
