@@ -755,13 +755,28 @@ def _build_paper(config: PaperExchangeConfig) -> ExecutionGateway:
     return PaperExchange(config)
 
 
+def _build_factory(
+    path: str, exchange: ExchangeConfig, instruments: dict[str, Instrument]
+) -> ExecutionGateway:
+    """A venue from ``exchange.factory``: a factory that refuses its arguments (another
+    signature, bad params) is one line naming it, not a traceback."""
+    try:
+        gateway: ExecutionGateway = import_object(path)(exchange, instruments)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise WiringError(f"exchange.factory {path}: {type(exc).__name__}: {exc}") from None
+    return gateway
+
+
 def paper_gateway_builder(
     exchange: ExchangeConfig, instruments: dict[str, Instrument]
 ) -> Callable[[], ExecutionGateway]:
     if exchange.factory:
-        factory = import_object(exchange.factory)
+        import_object(exchange.factory)  # a path that names nothing fails here, at wiring
         return partial(
-            factory, msgspec.structs.replace(exchange, params=venue_params(exchange)), instruments
+            _build_factory,
+            exchange.factory,
+            msgspec.structs.replace(exchange, params=venue_params(exchange)),
+            instruments,
         )
     raw: dict[str, Any] = {"instruments": list(instruments.values()), **venue_params(exchange)}
     try:

@@ -237,3 +237,15 @@ def test_options_and_settings_that_would_do_nothing_are_refused(
     with pytest.raises(SystemExit) as exit_info:  # -1 printed every row, as 0 does
         main(["query", "x", "--root", str(tmp_path), "--limit", "-1"])
     assert exit_info.value.code == 2
+
+
+def test_a_venue_factory_that_refuses_its_arguments_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = msgspec.yaml.decode(demo(tmp_path).read_bytes())
+    raw["exchange"]["factory"] = "os:getcwd"  # takes no arguments: a traceback before
+    config = tmp_path / "factory.yaml"
+    config.write_bytes(msgspec.yaml.encode(raw))
+    assert backtest(config, "factory") == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "exchange.factory os:getcwd: TypeError" in out and "Traceback" not in out
