@@ -107,13 +107,15 @@ def default_run_id() -> str:
     return time.strftime("run-%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}"
 
 
-def ensure_ray(config: SystemConfig) -> None:
+def ensure_ray(config: SystemConfig) -> bool:
+    """Connect to Ray, starting a local cluster where none is given; True when this call
+    initialised Ray (False: it was already)."""
     if ray.is_initialized():
-        return
+        return False
     address = config.ray.address or os.environ.get("RAY_ADDRESS")
     if address:  # a cluster: given in the config, or by `ray job submit` (RAY_ADDRESS)
         ray.init(address=address, namespace=config.ray.namespace)
-        return
+        return True
     # A local cluster: Ray's GCS picks a free port (never Redis's 6379); the dashboard and the
     # metrics endpoint stay on loopback unless the config says otherwise.
     ray.init(
@@ -124,6 +126,7 @@ def ensure_ray(config: SystemConfig) -> None:
         configure_logging=False,
         **metrics_export.ray_init_options(config.metrics),
     )
+    return True
 
 
 def checkpoint_location(config: SystemConfig, run_id: str) -> str:
@@ -144,28 +147,36 @@ def has_checkpoints(location: str) -> bool:
     return (Path(location) / "coordinator.ckpt").is_file()
 
 
-def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> SystemHandles:
-    """Start the actors of run ``run_id``. A run id that already has checkpoints is refused
-    unless ``resume``: then every actor restores its last step and the run continues."""
-    ns = config.ray.namespace
-    storage_root = wiring.storage_root(config)
+def check_run_start(config: SystemConfig, run_id: str, *, resume: bool) -> None:
+    """A run id names one run: a new run's must have no checkpoints and no stored rows (a
+    backtest's, or a run whose checkpoints are gone: its rows would be dropped as that run's
+    duplicates); a resumed run's must have checkpoints. Checked before Ray starts."""
     check_run_id(run_id)
-    checkpoint_location_ = checkpoint_location(config, run_id)
-    existing = has_checkpoints(checkpoint_location_)
+    location = checkpoint_location(config, run_id)
+    existing = has_checkpoints(location)
     if existing and not resume:
         raise wiring.WiringError(
-            f"run {run_id!r} already exists (checkpoints in {checkpoint_location_}): "
+            f"run {run_id!r} already exists (checkpoints in {location}): "
             f"continue it with --resume {run_id}, or choose another run id"
         )
     if resume and not existing:
         raise wiring.WiringError(f"run {run_id!r} has no checkpoints to resume from")
     if not resume:
         stored = stored_tables(config.storage, run_id)
-        if stored:  # a backtest's, or a run whose checkpoints are gone
+        if stored:
             raise wiring.WiringError(
                 f"run {run_id!r} is already stored ({', '.join(stored)} in "
                 f"{store_location(config)}): choose another run id"
             )
+
+
+def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> SystemHandles:
+    """Start the actors of run ``run_id``. A run id that already has checkpoints is refused
+    unless ``resume``: then every actor restores its last step and the run continues."""
+    ns = config.ray.namespace
+    storage_root = wiring.storage_root(config)
+    check_run_start(config, run_id, resume=resume)
+    checkpoint_location_ = checkpoint_location(config, run_id)
     instruments = wiring.load_instruments(config.data)
     wiring.run_folder(config, run_id)  # before the first step: `sapphire stop` finds the run
     opts: dict[str, Any] = {
@@ -506,9 +517,15 @@ def run_system(
 ) -> RunResult:
     """The main job; ``resume`` continues run ``run_id`` from its actors' checkpoints;
     ``on_console`` gets the live console's URL (default: printed)."""
-    ensure_ray(config)
     run_id = check_run_id(run_id or config.run_id or default_run_id())
-    handles = start_system(config, run_id, resume=resume)
+    check_run_start(config, run_id, resume=resume)  # a refusal needs no Ray
+    started_ray = ensure_ray(config)
+    try:
+        handles = start_system(config, run_id, resume=resume)
+    except BaseException:
+        if started_ray:  # end only what this call started
+            ray.shutdown()
+        raise
     try:
         start_console(config, handles, on_console)
     except Exception:  # a console that cannot listen (a port in use): the run does not start

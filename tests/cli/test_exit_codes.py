@@ -87,7 +87,6 @@ def test_a_config_that_is_not_utf8_is_one_line_naming_the_file(
     assert str(config) in out and "Traceback" not in out
 
 
-@pytest.mark.slow
 def test_a_ray_run_under_a_stored_run_id_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -104,6 +103,9 @@ def test_a_ray_run_under_a_stored_run_id_is_refused(
     out = " ".join((screen.out + screen.err).split())
     assert "run 'taken' is already stored" in out and "choose another run id" in out
     assert read_table(tmp_path / "runs" / "store", "fills", "taken").collect().height == fills
+    import ray
+
+    assert not ray.is_initialized()  # refused before Ray starts: none is left behind
 
 
 def test_a_data_file_with_no_row_to_read_is_one_line_naming_it(
