@@ -293,6 +293,9 @@ def register(subparsers: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     text = render()
+    if args.check and args.out is None:  # it printed the reference and exited 0: no check
+        print("sapphire config-reference: --check needs --out FILE to compare", file=sys.stderr)
+        return 2
     if args.out is None:
         sys.stdout.write(text)
         return 0

@@ -65,7 +65,8 @@ def detect(path: str | Path) -> Format:
     path = Path(path)
     name = path.name
     if not path.is_file():
-        raise DataFileError(f"{path}: no such file")
+        what = "a folder, not a data file" if path.is_dir() else "no such file"
+        raise DataFileError(f"{path}: {what}")
     # Tardis CSVs are recognised by their header, whatever the name; a "tardis" name with
     # another header still goes to the Tardis loader, which then says what is wrong.
     tardis_fmt = tardis.sniff(path) if ".csv" in name or "tardis" in name else None

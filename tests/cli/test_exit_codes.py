@@ -251,3 +251,19 @@ def test_a_venue_factory_that_refuses_its_arguments_is_one_line_naming_it(
     assert backtest(config, "factory") == 2
     out = " ".join(capsys.readouterr().out.split())
     assert "exchange.factory os:getcwd: TypeError" in out and "Traceback" not in out
+
+
+def test_small_things_a_user_reads_say_what_is_true(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sapphire.cli import main
+    from sapphire.data import sample
+
+    # a folder in data.files was "no such file"
+    instruments = [str(sample.instrument_file())]
+    config = demo(tmp_path, source="files", files=[str(tmp_path)], instrument_files=instruments)
+    assert backtest(config, "folder") == 2
+    assert "a folder, not a data file" in " ".join(capsys.readouterr().out.split())
+    # --check without --out printed the reference and exited 0
+    assert main(["config-reference", "--check"]) == 2
+    assert "--check needs --out" in capsys.readouterr().err
