@@ -118,9 +118,11 @@ def handle(args: argparse.Namespace) -> int:
     )
     print(f"  switch: {switch.root / 'kill-switch.json'}")
     if not started:
-        print(
-            f"  pending: no run {args.run_id} has started on {switch.root.parent}; it starts halted"
-        )
+        if args.all:
+            print(f"  pending: no run has used {switch.root} yet; runs started there start halted")
+        else:
+            where = switch.root.parent
+            print(f"  pending: no run {args.run_id} has started on {where}; it starts halted")
     return 0
 
 

@@ -102,6 +102,9 @@ def test_stop_refuses_a_run_id_with_no_run_and_names_the_runs_there(
     # --all on a store root nothing ever ran on is refused the same way
     assert main(["stop", "--all", "--root", str(tmp_path / "elsewhere")]) == 2
     assert not (tmp_path / "elsewhere").exists()
+    capsys.readouterr()
+    assert main(["stop", "--all", "--root", str(tmp_path / "elsewhere"), "--pending"]) == 0
+    assert "no run has used" in capsys.readouterr().out  # it said "no run None"
     # "store" is the Parquet store's folder, never a run's
     assert main(["stop", "store", "--root", str(root)]) == 2
     assert backtest(config, "store") == 2
