@@ -170,12 +170,16 @@ def check_run_start(config: SystemConfig, run_id: str, *, resume: bool) -> None:
             )
 
 
-def start_system(config: SystemConfig, run_id: str, *, resume: bool = False) -> SystemHandles:
+def start_system(
+    config: SystemConfig, run_id: str, *, resume: bool = False, checked: bool = False
+) -> SystemHandles:
     """Start the actors of run ``run_id``. A run id that already has checkpoints is refused
-    unless ``resume``: then every actor restores its last step and the run continues."""
+    unless ``resume``: then every actor restores its last step and the run continues.
+    ``checked``: the caller ran :func:`check_run_start` already (the store is not read twice)."""
     ns = config.ray.namespace
     storage_root = wiring.storage_root(config)
-    check_run_start(config, run_id, resume=resume)
+    if not checked:
+        check_run_start(config, run_id, resume=resume)
     checkpoint_location_ = checkpoint_location(config, run_id)
     instruments = wiring.load_instruments(config.data)
     wiring.run_folder(config, run_id)  # before the first step: `sapphire stop` finds the run
@@ -521,7 +525,7 @@ def run_system(
     check_run_start(config, run_id, resume=resume)  # a refusal needs no Ray
     started_ray = ensure_ray(config)
     try:
-        handles = start_system(config, run_id, resume=resume)
+        handles = start_system(config, run_id, resume=resume, checked=True)
     except BaseException:
         if started_ray:  # end only what this call started
             ray.shutdown()
