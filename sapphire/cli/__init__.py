@@ -10,7 +10,7 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 # command -> the module that defines it (with ``register(subparsers)``)
 _COMMAND_MODULES = {
@@ -25,6 +25,22 @@ _COMMAND_MODULES = {
     "new-agent": "sapphire.cli.new_agent_cmd",
     "config-reference": "sapphire.cli.config_reference",
 }
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum`` (a count below it ran
+    nothing and exited 0, hung Ray, or meant "all")."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import polars as pl
 
+from sapphire.cli import at_least
 from sapphire.model.instrument import Instrument
 from sapphire.storage.schemas import TABLES, quote_scale, round_to_scale
 
@@ -128,7 +129,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--raw", action="store_true", help="the stored columns as they are (ticks, lots, ns)"
     )
-    parser.add_argument("--limit", type=_count, default=50, help="rows to print (0: all)")
+    # -1 printed every row, as 0 does
+    parser.add_argument("--limit", type=at_least(0), default=50, help="rows to print (0: all)")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
     parser.set_defaults(handler=run)
 
@@ -169,16 +171,6 @@ def read_instruments(run_dir: Path) -> dict[str, Instrument]:
         return {}
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:  # -1 printed every row, as 0 does
-        raise argparse.ArgumentTypeError(f"must be 0 (all) or more, got {value}")
-    return value
-
-
 def damage_note(args: argparse.Namespace) -> str:
     """Which files of a Parquet store are broken, when reading it failed (polars names none)."""
     root = getattr(args, "root", None)
@@ -193,6 +185,12 @@ def damage_note(args: argparse.Namespace) -> str:
         f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
     )
     return f"; damaged store files (move them aside, or restore them): {shown}"
+
+
+def runs_hint(source: StoreSource) -> str:
+    """The runs a store holds (the latest five), for a run id it has no rows of."""
+    runs = known_runs(source)
+    return f"; runs there: {', '.join(runs[-5:])}" if runs else "; it holds no runs"
 
 
 def known_runs(source: StoreSource) -> list[str]:
@@ -309,10 +307,9 @@ def run(args: argparse.Namespace) -> int:
         source, instruments = _source(args)
         summary = summarize(source, args.run_id)
         if int(summary["rows"].sum()) == 0:
-            runs = known_runs(source)
-            hint = f"; runs there: {', '.join(runs[-5:])}" if runs else "; it holds no runs"
             print(
-                f"sapphire query: run {args.run_id!r} has no rows in {source.location}{hint}",
+                f"sapphire query: run {args.run_id!r} has no rows in "
+                f"{source.location}{runs_hint(source)}",
                 file=sys.stderr,
             )
             return 1

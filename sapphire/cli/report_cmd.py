@@ -48,10 +48,9 @@ def _runs_hint(args: argparse.Namespace) -> str:
     if args.config:
         return ""
     from sapphire.adapters.stores import ParquetSource
-    from sapphire.cli.query_cmd import known_runs
+    from sapphire.cli.query_cmd import runs_hint
 
-    runs = known_runs(ParquetSource(Path(args.root).resolve()))
-    return f"; runs there: {', '.join(runs[-5:])}" if runs else "; it holds no runs"
+    return runs_hint(ParquetSource(Path(args.root).resolve()))
 
 
 def handle(args: argparse.Namespace) -> int:

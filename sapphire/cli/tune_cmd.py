@@ -26,6 +26,7 @@ import msgspec
 import polars as pl
 import yaml
 
+from sapphire.cli import at_least
 from sapphire.config.yaml_text import describe, load_yaml
 from sapphire.data.validation import DataFileError
 from sapphire.research.leaderboard import PARAM_PREFIX
@@ -41,24 +42,13 @@ def register(subparsers: Any) -> None:
     again.add_argument("--resume", action="store_true", help="continue an interrupted run")
     again.add_argument("--fresh", action="store_true", help="delete a previous run first")
     parser.add_argument(
-        "--num-cpus", type=_positive, default=2, help="CPUs of the local Ray cluster"
+        "--num-cpus", type=at_least(1), default=2, help="CPUs of the local Ray cluster"
     )
     parser.add_argument(
-        "--samples", type=_positive, default=None, help="override search.num_samples"
+        "--samples", type=at_least(1), default=None, help="override search.num_samples"
     )
     parser.add_argument("--top", type=int, default=10, help="leaderboard rows to print")
     parser.set_defaults(handler=handle)
-
-
-def _positive(text: str) -> int:
-    """A count of at least 1 (0 CPUs hung Ray; 0 samples ran nothing and exited 0)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def resolver(config_path: Path) -> Any:
