@@ -222,12 +222,10 @@ def csv_string_chunks(
         return False
 
     def read() -> None:
-        invalid: list[tuple[int, str]] = []
-        skipped: set[int] = set()  # lines that are no row of a batch: invalid or blank
+        invalid: list[tuple[int, str]] = []  # lines counted as malformed, not yet handed on
 
         def skip(row: pacsv.InvalidRow) -> str:
             number = row.number if row.number is not None else -1
-            skipped.add(number)
             invalid.append((number, f"{row.actual_columns} fields: {row.text}"))
             return "skip"
 
@@ -235,9 +233,11 @@ def csv_string_chunks(
             first: int, frame: pl.DataFrame, blank: set[int], out: list[tuple[int, pl.DataFrame]]
         ) -> int:
             """The batch's rows as runs of consecutive file lines, in ``out``, and the line
-            after its last. Invalid lines (``skipped``) hold no row; empty lines (``blank``)
-            are all-null rows, dropped here. The parser reads a block ahead, so either set
-            may already hold later batches' lines: only those this batch reaches are used."""
+            after its last. Invalid lines (those of ``invalid``) hold no row; empty lines
+            (``blank``) are all-null rows, dropped here. The parser reads a block ahead, so
+            either may already hold later batches' lines: only those this batch reaches are
+            used."""
+            skipped = {n for n, _ in invalid}
             height = frame.height
             end = first + height
             if not any(first <= n < end for n in skipped) and not any(
@@ -249,7 +249,6 @@ def csv_string_chunks(
                 numbers, number = [], first
                 for _ in range(height):
                     while number in skipped:
-                        skipped.discard(number)
                         number += 1
                     numbers.append(number)
                     number += 1
@@ -264,7 +263,6 @@ def csv_string_chunks(
                     if start is None and not empty:
                         start = i
             while number in skipped:  # invalid lines right after the batch's last row
-                skipped.discard(number)
                 number += 1
             return number
 
