@@ -35,6 +35,7 @@ LATENCY = "hft_latency_seconds"
 SPREAD_BPS = "market_making_spread_bps"
 POSITION = "hft_position_lots"
 PNL = "hft_pnl_quote"
+FIRM_PNL = "hft_firm_pnl_quote"
 LOSS_LIMIT = "hft_daily_loss_limit_quote"
 RISK_REJECTIONS = "hft_risk_rejections_total"
 KILL_SWITCH = "hft_kill_switch_state"
@@ -73,7 +74,18 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
     LATENCY: ("histogram", "Latency by pipeline stage", ("stage",), LATENCY_BOUNDARIES),
     SPREAD_BPS: ("gauge", "Market maker's quoted spread (bps of mid)", ("agent", "symbol"), None),
     POSITION: ("gauge", "Net position in lots", ("agent", "symbol"), None),
-    PNL: ("gauge", "Realised - fees + unrealised PnL (quote asset)", ("agent", "symbol"), None),
+    PNL: (
+        "gauge",
+        "Realised - fees + unrealised PnL in the instrument's settlement asset (label asset)",
+        ("agent", "symbol", "asset"),
+        None,
+    ),
+    FIRM_PNL: (
+        "gauge",
+        "The firm's PnL in its own currency, every asset converted (what its loss limit binds)",
+        (),
+        None,
+    ),
     LOSS_LIMIT: ("gauge", "Daily loss limit (quote); agent=firm: firm-wide", ("agent",), None),
     RISK_REJECTIONS: ("counter", "Pre-trade and venue rejections", ("reason",), None),
     KILL_SWITCH: ("gauge", "1 while the kill switch is tripped", (), None),
@@ -210,9 +222,14 @@ def set_position(agent: str, symbol: str, lots: int) -> None:
     _rec(POSITION, lots, agent=agent, symbol=symbol)
 
 
-def set_pnl(agent: str, symbol: str, pnl_quote: Decimal | float | str) -> None:
-    # Decimal is the money type; a float is fine at the observability edge only.
-    _rec(PNL, float(Decimal(str(pnl_quote))), agent=agent, symbol=symbol)
+def set_pnl(agent: str, symbol: str, pnl_quote: Decimal | float | str, asset: str) -> None:
+    # Decimal is the money type; a float is fine at the observability edge only. The asset
+    # label keeps a coin PnL (inverse, coin-settled) from being added to a USDT one.
+    _rec(PNL, float(Decimal(str(pnl_quote))), agent=agent, symbol=symbol, asset=asset)
+
+
+def set_firm_pnl(pnl_quote: Decimal | float | str) -> None:
+    _rec(FIRM_PNL, float(Decimal(str(pnl_quote))))
 
 
 def set_loss_limit(agent: str, limit_quote: Decimal | float | str) -> None:
@@ -415,7 +432,9 @@ class StepMetrics:
         for key, row in summary.get("agents", {}).items():
             agent_id, _, symbol = key.partition("/")
             set_position(agent_id, symbol, int(row["position_lots"]))
-            set_pnl(agent_id, symbol, row["pnl_quote"])
+            set_pnl(agent_id, symbol, row["pnl_quote"], str(row.get("unit", "")))
+        if "firm_pnl_quote" in summary:
+            set_firm_pnl(summary["firm_pnl_quote"])
         for reason, total in summary.get("risk_rejections", {}).items():
             record_risk_rejection(reason, int(self._totals.delta(("risk", reason), total)))
         set_kill_switch(bool(summary.get("kill_switch", False)))

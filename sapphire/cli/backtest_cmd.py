@@ -23,9 +23,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from sapphire.backtest.config import BacktestConfigError, parse_config
+from sapphire.backtest.config import BacktestConfig, BacktestConfigError, parse_config
 from sapphire.backtest.ledger import fees_paid
 from sapphire.backtest.runner import RunOutput, run_config
+from sapphire.config.system import SystemConfig
 from sapphire.config.yaml_text import describe, load_yaml
 
 
@@ -56,9 +57,10 @@ def _resolver(config_path: Path, output_override: Path | None) -> Any:
     return resolve
 
 
-# keys only a system config has (a bar backtest config has none of them)
-_SYSTEM_KEYS = frozenset(
-    {"agents", "data", "exchange", "risk", "storage", "ray", "coordinator", "kill_switch", "llm"}
+# keys only a system config has, read from the two config structs so a field added to
+# SystemConfig is recognised here too (the two share no field)
+_SYSTEM_KEYS = frozenset(SystemConfig.__struct_fields__) - frozenset(
+    BacktestConfig.__struct_fields__
 )
 
 

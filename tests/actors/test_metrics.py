@@ -121,15 +121,25 @@ def test_step_metrics_translate_outputs_orders_and_reports(rec: MemoryRecorder) 
 
 def test_summary_totals_become_increments_and_survive_a_restart(rec: MemoryRecorder) -> None:
     sm = metrics.StepMetrics()
-    row = {"position_lots": -4, "pnl_quote": "-12.5"}
-    sm.on_summary({"agents": {"mm/BTCUSDT": row}, "risk_rejections": {"risk_max_position": 3}})
+    row = {"position_lots": -4, "pnl_quote": "-12.5", "unit": "USDT"}
+    coin = {"position_lots": 1, "pnl_quote": "-0.002", "unit": "BTC"}
+    sm.on_summary(
+        {
+            "agents": {"mm/BTCUSDT": row, "mm/BTCUSD_PERP": coin},
+            "risk_rejections": {"risk_max_position": 3},
+            "firm_pnl_quote": "-190.5",
+        }
+    )
     sm.on_summary({"agents": {}, "risk_rejections": {"risk_max_position": 5}, "kill_switch": True})
     assert rec.sum(metrics.RISK_REJECTIONS, reason="risk_max_position") == 5
     # the coordinator restarted from zero: its new total counts afresh, never negative
     sm.on_summary({"risk_rejections": {"risk_max_position": 1}})
     assert rec.sum(metrics.RISK_REJECTIONS, reason="risk_max_position") == 6
     assert rec.last(metrics.POSITION, agent="mm", symbol="BTCUSDT") == -4
-    assert rec.last(metrics.PNL, agent="mm") == -12.5
+    # each PnL carries its settlement asset: a BTC loss is never read as USDT
+    assert rec.last(metrics.PNL, agent="mm", symbol="BTCUSDT", asset="USDT") == -12.5
+    assert rec.last(metrics.PNL, agent="mm", symbol="BTCUSD_PERP", asset="BTC") == -0.002
+    assert rec.last(metrics.FIRM_PNL) == -190.5  # converted, what the firm's limit binds
     assert [v for n, v, _ in rec.calls if n == metrics.KILL_SWITCH] == [0.0, 1.0, 0.0]
 
 
@@ -294,6 +304,8 @@ def test_running_system_exports_its_metrics(ray_metrics: list[str], tmp_path: Pa
         assert total(last, P(metrics.ORDER_EXECUTIONS), status="submitted") > 0
         assert total(last, P(metrics.SINK_ROWS)) > 0
         assert P(metrics.POSITION) in last and P(metrics.PNL) in last
+        assert {series.get("asset") for series, _ in last[P(metrics.PNL)]} == {"USDT"}
+        assert P(metrics.FIRM_PNL) in last
         assert total(last, P(metrics.LOSS_LIMIT), agent=metrics.FIRM) == 2000
         assert total(last, P(metrics.KILL_SWITCH)) == 0
         assert total(last, P(metrics.SPREAD_BPS), agent="mm_as") > 0

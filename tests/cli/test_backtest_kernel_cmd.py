@@ -93,3 +93,16 @@ def test_broken_configs_are_one_line_errors(
     out = " ".join(capsys.readouterr().out.split())  # the console wraps at its width
     assert message in out and "Traceback" not in out
     assert str(path) in out  # the error names the file
+
+
+@pytest.mark.parametrize("key", ["shards", "metrics", "capital_quote", "checkpoint_dir"])
+def test_any_system_only_key_makes_a_system_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str
+) -> None:
+    # a file naming only keys the old hand list lacked was read as a bar config and told
+    # "unknown field" about a field the system config has, instead of what is wrong with it
+    path = tmp_path / "partial.yaml"
+    path.write_text(f"{key}: [1, 2]\n", encoding="utf-8")
+    assert main(["backtest", "--config", str(path), "--no-progress"]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"$.{key}" in out and "unknown field" not in out and "backtest config" not in out
