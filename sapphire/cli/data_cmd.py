@@ -102,6 +102,10 @@ def cache(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if directory.exists() and not directory.is_dir():
+        # runs cannot convert into it either (their summary counts data.cache write_errors)
+        print(f"error: {directory} (data.cache_dir) is not a folder", file=sys.stderr)
+        return 2
     if not directory.is_dir():
         print(f"cache:   {directory} (empty: nothing converted yet)")
         return 0

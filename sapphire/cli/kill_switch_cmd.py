@@ -77,6 +77,8 @@ def handle(args: argparse.Namespace) -> int:
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(state.ts_ns / 1e9))
     word = "TRIPPED" if state.tripped else "off"
     detail = f" since {when} by {state.by}: {state.reason}" if state.ts_ns else ""
+    if not state.ts_ns and state.reason:  # no command wrote it: an unreadable file or key
+        detail = f": {state.reason}"
     print(f"firm kill switch ({args.root}): {word}{detail}")
     if unused:
         print(f"  note: no run has used {switch.root}; is --root/--config the runs'?")

@@ -48,10 +48,16 @@ def test_tripped_switch_stops_every_new_run_until_an_explicit_reset(
     assert read_table(root / "store", "orders", "after-reset").collect().height > 0
 
 
-def test_an_unreadable_switch_counts_as_tripped(tmp_path: Path) -> None:
+def test_an_unreadable_switch_counts_as_tripped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "kill-switch.json").write_text("{not json")
     state = FirmKillSwitch(tmp_path).state()
     assert state.tripped and "unreadable" in state.reason
+    # the operator's status says why, not a bare TRIPPED nobody wrote
+    assert main(["kill-switch", "status", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "TRIPPED: unreadable" in out and "kill-switch.json" in out
 
 
 def redis_demo(tmp_path: Path, root: str, key: str, port: int = 6379) -> Path:

@@ -212,6 +212,12 @@ def test_the_data_cache_command_lists_and_clears(
     assert main(["data", "cache", "--clear"]) == 0
     assert "2 files removed" in capsys.readouterr().out
     assert list((tmp_path / "cache").iterdir()) == []
+    # a cache dir that is a file is no empty cache: runs count their writes there as errors
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("SAPPHIRE_CACHE_DIR", str(tmp_path / "afile"))
+    assert main(["data", "cache"]) == 2
+    err = capsys.readouterr().err
+    assert "afile" in err and "not a folder" in err
 
 
 @settings(
