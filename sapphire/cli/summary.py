@@ -173,6 +173,10 @@ def print_summary(
         totals.add_row(f"venue rejected: {reason}{_why(reason)}", str(n))
     for key, value in summary.get("crossing", {}).items():
         totals.add_row(f"crossing: {key}", str(value))
+    for kind, n in summary.get("in_flight", {}).items():
+        # the venue made them within its response latency of the end: no position holds them
+        why = " (not in positions or PnL)" if kind == "fills" else ""
+        totals.add_row(f"{kind} in flight at the end{why}", str(n))
     totals.add_row("kill switch", "TRIPPED" if summary["kill_switch"] else "off")
     regime = summary.get("regime")
     if regime:  # risk modes: how often each was in force, and where each symbol ended

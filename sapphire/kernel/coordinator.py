@@ -461,6 +461,7 @@ class CoordinatorStage:
             "risk_rejections": {r.value: n for r, n in sorted(core.risk.rejections.items())},
             "venue_rejections": dict(sorted(self.venue_rejections.items())),
             "stale_venue_reports": self.stale_reports,
+            "in_flight": self.in_flight(),
             "crossing": self.crossing_summary(),
             "kill_switch": core.risk.kill_switch_on,
             "agents": self.agent_rows(),
@@ -471,6 +472,16 @@ class CoordinatorStage:
             "rows_produced": self.rows.counts(),
             "timing": msgspec.structs.asdict(self.timing),
         } | ({"regime": core.regime.summary()} if core.regime is not None else {})
+
+    def in_flight(self) -> dict[str, int]:
+        """Reports made but not yet delivered (the venue's fills and order states, risk's
+        denials), by kind: at a run's end, what the venue did in its last response latency
+        that the firm's positions and PnL do not hold yet."""
+        kinds: dict[str, int] = {}
+        for _, _, report in self._inbox:
+            kind = "fills" if type(report) is OrderFilled else "order updates"
+            kinds[kind] = kinds.get(kind, 0) + 1
+        return dict(sorted(kinds.items()))
 
     def crossing_summary(self) -> dict[str, str | int]:
         """Opposing agents of the account: how many orders were crossed in the firm, what
