@@ -93,6 +93,9 @@ class BarGateway:
         # cancels that reached the venue after their order: they bind only where the bar that
         # fills the order opened after them (a gap in the bars)
         self._cancel_at: dict[str, int] = {}
+        # each finished order's agent, status and filled lots: a cancel that comes after it
+        # is answered with that state, as the paper venue answers (one entry an order)
+        self._final: dict[str, tuple[str, OrderStatus, int]] = {}
         self._reports: list[ExecutionReport] = []
         self._fill_no = 0
 
@@ -121,6 +124,13 @@ class BarGateway:
                 self._queued.remove(queued)
                 self._update(order, now_ns, OrderStatus.CANCELED, 0)
                 return
+        # no order waits under this id: its cancel is answered, never left unanswered
+        agent_id, status, filled = self._final.get(
+            cancel.client_order_id, ("", OrderStatus.REJECTED, 0)
+        )
+        self._cancel_rejected(
+            cancel.client_order_id, agent_id, cancel.symbol, now_ns, status, filled
+        )
 
     def amend(self, amend: AmendOrder, now_ns: int) -> None:
         return None  # orders live one bar; amending is cancel + submit
@@ -144,6 +154,11 @@ class BarGateway:
             if price is None:
                 self._update(order, event.ts_event_ns, OrderStatus.CANCELED, 0)
                 continue
+            self._final[order.client_order_id] = (
+                order.agent_id,
+                OrderStatus.FILLED,
+                order.qty_lots,
+            )
             self._fill_no += 1
             self._reports.append(
                 OrderFilled(
@@ -162,6 +177,15 @@ class BarGateway:
                     fill_id=f"bar-{self._fill_no}",
                 )
             )
+            if canceled_ns is not None:  # it arrived after the bar that filled the order opened
+                self._cancel_rejected(
+                    order.client_order_id,
+                    order.agent_id,
+                    order.symbol,
+                    canceled_ns,
+                    OrderStatus.FILLED,
+                    order.qty_lots,
+                )
 
     def poll(self, now_ns: int) -> Sequence[ExecutionReport]:
         reports, self._reports = self._reports, []
@@ -177,6 +201,7 @@ class BarGateway:
         return None
 
     def _reject(self, order: SubmitOrder, now_ns: int, reason: RejectReason) -> None:
+        self._final[order.client_order_id] = (order.agent_id, OrderStatus.REJECTED, 0)
         self._reports.append(
             OrderUpdate(
                 ts_event_ns=now_ns,
@@ -188,7 +213,31 @@ class BarGateway:
             )
         )
 
+    def _cancel_rejected(
+        self,
+        client_order_id: str,
+        agent_id: str,
+        symbol: str,
+        now_ns: int,
+        status: OrderStatus,
+        filled_lots: int,
+    ) -> None:
+        self._reports.append(
+            OrderUpdate(
+                ts_event_ns=now_ns,
+                client_order_id=client_order_id,
+                agent_id=agent_id,
+                symbol=symbol,
+                status=status,
+                filled_lots=filled_lots,
+                reason=RejectReason.UNKNOWN_ORDER,
+                message="cancel rejected: no open order with this id",
+            )
+        )
+
     def _update(self, order: SubmitOrder, now_ns: int, status: OrderStatus, leaves: int) -> None:
+        if status is not OrderStatus.ACCEPTED:
+            self._final[order.client_order_id] = (order.agent_id, status, 0)
         self._reports.append(
             OrderUpdate(
                 ts_event_ns=now_ns,

@@ -10,7 +10,15 @@ from sapphire.kernel.timing import Window
 from sapphire.kernel.venue import VenueStage
 from sapphire.model.events import Bar, Side
 from sapphire.model.instrument import Instrument
-from sapphire.model.orders import CancelOrder, OrderFilled, OrderStatus, OrderType, SubmitOrder
+from sapphire.model.orders import (
+    CancelOrder,
+    OrderFilled,
+    OrderStatus,
+    OrderType,
+    OrderUpdate,
+    RejectReason,
+    SubmitOrder,
+)
 
 INST = Instrument(symbol="X", tick_size="1", lot_size="1")
 MIN, MS = 60_000_000_000, 1_000_000
@@ -100,3 +108,26 @@ def test_a_cancel_before_the_next_bar_opens_binds_across_a_gap() -> None:
     reports = list(gateway.poll(C1 + 61 * MIN))
     assert fills(reports) == []
     assert reports[-1].status is OrderStatus.CANCELED and reports[-1].ts_event_ns == cancel_at + MS
+
+
+def test_every_cancel_is_answered_too_late_ones_and_unknown_ids_included() -> None:
+    # a cancel the bar's fill beat, and one for an order the venue finished or never had,
+    # get the paper venue's answer (the order's state, unknown_order) instead of silence
+    gateway = BarGateway(INST, BarCosts(fee_bps=Decimal(0)), entry_ns=MS)
+    gateway.submit(market("b", C1 + 2 * MS), C1 + 2 * MS)
+    late = C1 + 30_000 * MS
+    gateway.cancel(CancelOrder(ts_event_ns=late, client_order_id="b", symbol="X"), late)
+    gateway.on_market_event(bar(C2, 200))
+    reports = list(gateway.poll(C2))
+    assert fills(reports) == [(200, C1 + 3 * MS)]
+    answer = reports[-1]
+    assert isinstance(answer, OrderUpdate) and answer.reason is RejectReason.UNKNOWN_ORDER
+    assert (answer.status, answer.filled_lots, answer.agent_id) == (OrderStatus.FILLED, 1, "g")
+    assert answer.ts_event_ns == late + MS  # when the cancel arrived, after the fill
+    again = C2 + MS
+    gateway.cancel(CancelOrder(ts_event_ns=again, client_order_id="b", symbol="X"), again)
+    gateway.cancel(CancelOrder(ts_event_ns=again, client_order_id="zz", symbol="X"), again)
+    filled, unknown = gateway.poll(again)
+    assert isinstance(filled, OrderUpdate) and filled.status is OrderStatus.FILLED
+    assert isinstance(unknown, OrderUpdate) and unknown.status is OrderStatus.REJECTED
+    assert unknown.reason is RejectReason.UNKNOWN_ORDER and unknown.agent_id == ""
