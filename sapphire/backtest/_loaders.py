@@ -25,6 +25,7 @@ from sapphire.data.registry import detect, load_frame, open_stream
 from sapphire.data.validation import DataFileError
 from sapphire.model.events import AnyMarketEvent, Bar
 from sapphire.model.instrument import Instrument, infer_increment
+from sapphire.model.times import utc_text
 
 
 class DataError(ValueError):
@@ -100,21 +101,15 @@ def _check_bars(frame: pl.DataFrame, path: Path) -> None:
     for what, bad in checks.items():
         found = num.filter(bad)
         if found.height:
-            first = _utc(int(found["ts_event_ns"][0]))
+            first = utc_text(int(found["ts_event_ns"][0]))
             raise DataError(f"{path}: {found.height} bars with {what}, the first at {first}")
     distinct = frame.unique(keep="first").group_by("ts_event_ns").len().filter(pl.col("len") > 1)
     if distinct.height:
-        first = _utc(int(distinct["ts_event_ns"].min()))  # type: ignore[arg-type]
+        first = utc_text(int(distinct["ts_event_ns"].min()))  # type: ignore[arg-type]
         raise DataError(
             f"{path}: {distinct.height} bar times given twice with other values, the first "
             f"at {first}"
         )
-
-
-def _utc(ts_ns: int) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _registry_bars(path: Path) -> pl.DataFrame:

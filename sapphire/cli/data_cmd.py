@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,9 @@ from sapphire.data.instruments import load_instrument_file
 from sapphire.data.registry import detect, load_frames, stream_events
 from sapphire.data.validation import DataFileError
 from sapphire.data.venue_instruments import MetadataFormat
+from sapphire.model.times import utc_text
 
 METADATA_FORMATS = frozenset(f.value for f in MetadataFormat)
-
-
-def _utc(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds")
 
 
 def _inspect_instruments(path: str, fmt: str) -> int:
@@ -69,7 +65,7 @@ def inspect(args: argparse.Namespace) -> int:
         print("  schema: " + ", ".join(f"{k}:{v}" for k, v in frame.schema.items()))
         if frame.height:
             ts: Any = frame["ts_event_ns"]
-            print(f"  time:   {_utc(int(ts.min()))} -> {_utc(int(ts.max()))}")
+            print(f"  time:   {utc_text(int(ts.min()), 3)} -> {utc_text(int(ts.max()), 3)}")
             print(f"  symbols: {sorted(frame['symbol'].unique().to_list())}")
             print(f"  sessions: {sorted(frame['session'].unique().to_list())}")
     stats = stream.stats

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-import time
 from typing import Any
 
 from sapphire.adapters.kill_switch import FirmKillSwitch, root_used, system_kill_switch
+from sapphire.model.times import utc_text
 
 
 def register(subparsers: Any) -> None:
@@ -74,7 +74,7 @@ def handle(args: argparse.Namespace) -> int:
     except Exception as exc:  # the file or Redis refused the command: it did not happen
         print(f"error: kill switch {args.action} failed: {exc}", file=sys.stderr)
         return 1
-    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(state.ts_ns / 1e9))
+    when = utc_text(state.ts_ns)
     word = "TRIPPED" if state.tripped else "off"
     detail = f" since {when} by {state.by}: {state.reason}" if state.ts_ns else ""
     if not state.ts_ns and state.reason:  # no command wrote it: an unreadable file or key

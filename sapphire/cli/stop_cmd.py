@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from sapphire.adapters.kill_switch import (
     run_kill_switch,
     system_kill_switch,
 )
+from sapphire.model.times import utc_text
 
 
 def register(subparsers: Any) -> None:
@@ -106,7 +106,7 @@ def handle(args: argparse.Namespace) -> int:
     except Exception as exc:  # the file or Redis refused: nothing was stopped, say so
         print(f"sapphire stop: {what}: failed, NOT stopped: {exc}", file=sys.stderr)
         return 1
-    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(state.ts_ns / 1e9))
+    when = utc_text(state.ts_ns)
     if args.reset:
         print(f"{what}: stop lifted at {when} by {by} ({state.reason})")
         print("  the request is cleared; a run it already halted stays halted")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import gzip
 import json
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,16 +20,13 @@ from sapphire.data.registry import detect, load_frames, stream_events
 from sapphire.data.schemas import FrameKind
 from sapphire.data.validation import DataFileError, RowReject
 from sapphire.model.events import Bar, BookSnapshot, FundingRate
+from sapphire.model.times import utc_text
 from tests.data import venue_checks as vc
 
 BOOK = "book/hyperliquid-sdk_hyperliquid_DYDX_l2Book_rest_2023-07-17.json"
 CANDLES = "ohlcv/hyperliquid-sdk_hyperliquid_kPEPE_1h_candleSnapshot_2023-05-21.json"
 FUNDING = "ohlcv/hyperliquid-sdk_hyperliquid_BTC_fundingHistory_2023-05-12_2023-07-17.json.gz"
 HOUR_NS = 3_600 * 10**9
-
-
-def _utc(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _body(path: Path) -> object:
@@ -44,7 +40,7 @@ def test_l2book_is_one_uncrossed_snapshot(shared_data: Path) -> None:
     depth = load_frames(path)[FrameKind.DEPTH]
     assert depth.height == 40 and depth["is_snapshot"].all()
     assert {s: n for s, n in Counter(depth["side"].to_list()).items()} == {1: 20, -1: 20}
-    assert _utc(int(depth["ts_event_ns"].min())).startswith("2023-07-17 21:43:23.930")  # type: ignore[arg-type]
+    assert utc_text(int(depth["ts_event_ns"].min()), 6).startswith("2023-07-17 21:43:23.930")  # type: ignore[arg-type]
     stream = stream_events(path)
     events = list(stream)
     assert stream.stats.balanced() and stream.stats.rejected == 0
@@ -68,8 +64,8 @@ def test_candles_match_readme(shared_data: Path) -> None:
     assert detect(path).name == "hyperliquid_candles"
     bars = load_frames(path)[FrameKind.BARS]
     assert bars.height == 24 and bars["symbol"].unique().to_list() == ["kPEPE"]
-    assert _utc(int(bars["ts_event_ns"].min())).startswith("2023-05-21 20:00")  # type: ignore[arg-type]
-    assert _utc(int(bars["ts_event_ns"].max())).startswith("2023-05-22 19:00")  # type: ignore[arg-type]
+    assert utc_text(int(bars["ts_event_ns"].min()), 6).startswith("2023-05-21 20:00")  # type: ignore[arg-type]
+    assert utc_text(int(bars["ts_event_ns"].max()), 6).startswith("2023-05-22 19:00")  # type: ignore[arg-type]
     assert bars["interval_ns"].unique().to_list() == [HOUR_NS]
     assert bars["ts_event_ns"].diff().drop_nulls().unique().to_list() == [HOUR_NS]
     stream = stream_events(path)
@@ -88,8 +84,8 @@ def test_funding_matches_readme(shared_data: Path) -> None:
     funding = load_frames(path)[FrameKind.FUNDING]
     assert funding.height == 1_038
     ts = funding["ts_event_ns"]
-    assert _utc(int(ts.min())).startswith("2023-05-12 00:00:00.048")  # type: ignore[arg-type]
-    assert _utc(int(ts.max())).startswith("2023-07-17 21:00:00.065")  # type: ignore[arg-type]
+    assert utc_text(int(ts.min()), 6).startswith("2023-05-12 00:00:00.048")  # type: ignore[arg-type]
+    assert utc_text(int(ts.max()), 6).startswith("2023-07-17 21:00:00.065")  # type: ignore[arg-type]
     # README: 955 gaps of 1 h, 79 of 8 h, 3 irregular (to the nearest minute: the funding
     # times jitter by up to about 5 s)
     gaps = Counter(round(g / 60e9) for g in ts.diff().drop_nulls().to_list())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -13,6 +12,7 @@ from sapphire.data.registry import detect, load_frames, stream_events
 from sapphire.data.schemas import SCHEMAS, FrameKind
 from sapphire.model import InstrumentKind
 from sapphire.model.events import BookDelta, BookSnapshot
+from sapphire.model.times import utc_text
 
 D, T, B, BARS, F = (
     FrameKind.DEPTH,
@@ -383,10 +383,6 @@ RAW_PAIRS = [
 ]
 
 
-def _utc(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
 def _params() -> list[object]:
     return [
         pytest.param(
@@ -406,8 +402,8 @@ def test_file_matches_readme(
     assert {k: f.height for k, f in frames.items()} == rows
     column = "ts_recv_ns" if clock == "recv" else "ts_event_ns"
     times = pl.concat([f.select(column) for f in frames.values()])[column]
-    assert _utc(int(times.min())).startswith(first)  # type: ignore[arg-type]
-    assert _utc(int(times.max())).startswith(last)  # type: ignore[arg-type]
+    assert utc_text(int(times.min()), 6).startswith(first)  # type: ignore[arg-type]
+    assert utc_text(int(times.max()), 6).startswith(last)  # type: ignore[arg-type]
     for kind, frame in frames.items():
         assert frame.schema == pl.Schema(SCHEMAS[kind])
         assert frame["ts_event_ns"].null_count() == 0
