@@ -16,6 +16,8 @@ Faults are injected per endpoint and consumed one per request, in order:
 * ``SLOW_RESPONSE``: executed at once, the answer is sent ``delay_s`` later.
 * ``LOST_RESPONSE``: executed, then the connection is dropped without an answer.
 * ``GATEWAY_TIMEOUT``: executed, then 504 (a proxy lost the backend's answer).
+* ``CUT_RESPONSE``: executed, then 200 and the start of the answer, and the connection drops
+  (aiohttp's ClientPayloadError, which ccxt raises as a bare ExchangeError).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class FaultKind(enum.StrEnum):
     SLOW_RESPONSE = "slow_response"
     LOST_RESPONSE = "lost_response"
     GATEWAY_TIMEOUT = "gateway_timeout"
+    CUT_RESPONSE = "cut_response"
 
 
 _BEFORE = frozenset({FaultKind.RATE_LIMIT, FaultKind.SERVER_ERROR, FaultKind.UNAVAILABLE})
@@ -238,7 +241,16 @@ class BinanceDouble:
             return web.json_response(body, status=status)
         if fault.kind is FaultKind.GATEWAY_TIMEOUT:
             return web.Response(text="Gateway Time-out", status=504)
-        # LOST_RESPONSE: the order is in the book; the client never hears about it.
+        if fault.kind is FaultKind.CUT_RESPONSE:
+            text = msgspec.json.encode(body)
+            response = web.StreamResponse(
+                status=status,
+                headers={"Content-Type": "application/json", "Content-Length": str(len(text))},
+            )
+            await response.prepare(request)
+            await response.write(text[: len(text) // 2])
+        # LOST_RESPONSE (and the cut one's end): the order is in the book; the client never
+        # hears about it.
         if request.transport is not None:
             request.transport.close()
         raise asyncio.CancelledError

@@ -16,6 +16,7 @@ import enum
 import random
 from collections.abc import Awaitable, Callable, Mapping
 
+import aiohttp
 import ccxt.async_support as ccxt
 import msgspec
 
@@ -33,6 +34,11 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, ccxt.DDoSProtection | ccxt.RateLimitExceeded | ccxt.InvalidNonce):
         return Failure.THROTTLED
     if isinstance(exc, ccxt.NetworkError):
+        return Failure.AMBIGUOUS
+    if type(exc) is ccxt.ExchangeError and isinstance(exc.__cause__, aiohttp.ClientError):
+        # the transport failed before any answer was read (a response cut off mid-body:
+        # aiohttp's ClientPayloadError, which ccxt wraps as a bare ExchangeError): the
+        # request may have been executed, so it is no answer at all
         return Failure.AMBIGUOUS
     if isinstance(exc, ccxt.ExchangeError):
         return Failure.FINAL

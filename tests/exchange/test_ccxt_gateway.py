@@ -61,6 +61,8 @@ FAULTS = {
     "slow_response": (Fault(kind=FaultKind.SLOW_RESPONSE, delay_s=0.15), True),
     "lost_response": (Fault(kind=FaultKind.LOST_RESPONSE), True),
     "gateway_timeout": (Fault(kind=FaultKind.GATEWAY_TIMEOUT), True),
+    # ccxt raises a bare ExchangeError here: still no answer, never a rejection
+    "cut_response": (Fault(kind=FaultKind.CUT_RESPONSE), True),
 }
 
 
