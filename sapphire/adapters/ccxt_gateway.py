@@ -61,6 +61,10 @@ from sapphire.model.orders import (
 )
 
 log = logging.getLogger(__name__)
+# an order's trades are read in pages of Binance's largest (1000); the cap bounds one order's
+# reads (a million trades), beyond which its state waits for the next reconcile
+_TRADE_PAGE = 1000
+_MAX_TRADE_PAGES = 1000
 T = TypeVar("T")
 
 
@@ -512,9 +516,7 @@ class CcxtExchange:
             venue_id = tracked.venue_id
             symbol = self._symbols[tracked.order.symbol]
             try:
-                trades = await self._call(
-                    lambda: self.exchange.fetch_my_trades(symbol, params={"orderId": venue_id})
-                )
+                trades = await self._order_trades(symbol, venue_id)
             except ccxt_async.BaseError as exc:
                 # The final state waits for these fills; reconcile() fetches them again.
                 log.warning("trades of %s unavailable: %s", tracked.order.client_order_id, exc)
@@ -523,6 +525,30 @@ class CcxtExchange:
                 if str(trade.get("order")) == venue_id:
                     tracked.add_fill(inst, trade, out, order_ts, codes)
         tracked.update(inst, venue_order, filled, out)
+
+    async def _order_trades(self, symbol: str, venue_id: str) -> list[cv.CcxtDict]:
+        """Every trade of one order. Binance answers at most ``limit`` trades a call (500
+        when none is given), oldest first: an order that took more liquidity than that
+        needs the next page (``fromId``: trades from that id on), else its later fills are
+        never booked and it never reaches its final state."""
+        trades: list[cv.CcxtDict] = []
+        params = {"orderId": venue_id}
+        for _ in range(_MAX_TRADE_PAGES):
+            asked = dict(params)
+
+            async def fetch(asked: dict[str, str] = asked) -> list[cv.CcxtDict]:
+                got: list[cv.CcxtDict] = await self.exchange.fetch_my_trades(
+                    symbol, limit=_TRADE_PAGE, params=asked
+                )
+                return got
+
+            page = await self._call(fetch)
+            trades.extend(page)
+            ids = [int(t["id"]) for t in page if str(t.get("id") or "").isdigit()]
+            if len(page) < _TRADE_PAGE or not ids:
+                break
+            params["fromId"] = str(max(ids) + 1)
+        return trades
 
     async def _lookup(self, tracked: TrackedOrder) -> cv.CcxtDict | None:
         """The venue's order with this client id, or None when the venue does not know it.

@@ -425,7 +425,9 @@ def test_an_off_grid_filled_amount_is_booked_on_the_nearest_lot_not_raised() -> 
     from tests.exchange.ccxt_env import order
 
     class Venue:
-        async def fetch_my_trades(self, symbol: str, params: dict[str, str]) -> list[object]:
+        async def fetch_my_trades(
+            self, symbol: str, limit: int, params: dict[str, str]
+        ) -> list[object]:
             return []  # its trades are not out yet
 
     async def main() -> None:
@@ -486,3 +488,27 @@ def test_venue_trade_ids_name_a_fill_only_with_symbol_and_side() -> None:
     assert all("77" in f.fill_id for f in fills)  # the venue's trade id stays readable
     assert [journal.apply(f) for f in fills] == [True, True, True]
     assert not journal.apply(fills[0])  # the same trade of the same order: a duplicate
+
+
+def test_an_order_with_more_trades_than_a_page_books_every_fill(
+    shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Binance answers an order's trades a page at a time (500 without a limit): a sweep of
+    # 700 one-lot levels, its answer lost, was booked as 500 fills and never FILLED
+    from sapphire.adapters import ccxt_gateway
+
+    monkeypatch.setattr(ccxt_gateway, "_TRADE_PAGE", 250, raising=False)  # three pages
+
+    async def scenario(env: Env) -> None:
+        _, ask = env.best()
+        for i in range(700):
+            env.venue.set_level("BTCUSDT", Side.SELL, ask - 700 + i, 1)
+        env.double.inject("POST", "order", Fault(kind=FaultKind.LOST_RESPONSE))
+        reports = list(await env.submit(order(1, Side.BUY, None, 700)))
+        fills = [r for r in reports if isinstance(r, OrderFilled)]
+        assert len({f.fill_id for f in fills}) == 700 and sum(f.qty_lots for f in fills) == 700
+        assert updates(reports)[-1].status is OrderStatus.FILLED
+        assert env.double.count("GET", "myTrades") == 3
+        assert final(env, 1).status is OrderStatus.FILLED
+
+    run(shared_data, scenario)
