@@ -38,7 +38,7 @@ WAL_KEY = "order-wal"
 
 class WalEntry(msgspec.Struct, frozen=True, kw_only=True):
     order: SubmitOrder
-    written_ns: int  # wall clock: a request may still be in flight until recvWindow after
+    written_ns: int  # wall clock of the journal write (its sends may come later: retries)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
@@ -71,11 +71,15 @@ class LiveExecutionActor:
         if self.gateway is None:
             gateway = self._build_gateway()
             await gateway.connect()
-            newest = max((e.written_ns for e in self._wal.values()), default=0)
+            # a journalled order's last send may be much later than its entry (retries,
+            # Retry-After waits, the step's other orders): the one bound on when the previous
+            # incarnation last sent anything is now, when it is gone; an order can still
+            # reach the venue until its recvWindow after that
+            sent_before = time.time_ns() if self._wal else 0
             # reconciled before any command of this incarnation leaves
             self._startup = list(
                 await gateway.recover(
-                    [e.order for e in self._wal.values()], self._symbols, sent_before_ns=newest
+                    [e.order for e in self._wal.values()], self._symbols, sent_before_ns=sent_before
                 )
             )
             for alert in self._startup:
