@@ -283,6 +283,7 @@ class CcxtExchange:
                 if failure is Failure.FINAL and "Duplicate order" not in str(exc):
                     tracked.finish_rejected(out, reject_reason(exc), _short(exc))
                     return
+                wait = self._retry_after()
                 if failure is not Failure.THROTTLED:
                     # Executed or not? Wait out the recvWindow, then ask by client id.
                     await self._sleep(self._settle_s())
@@ -295,12 +296,23 @@ class CcxtExchange:
                     if found is not None:
                         await self._apply(tracked, found, out)
                         return
+                if policy.too_long(wait):
+                    # not executed (refused, or not found after its recvWindow), and the
+                    # venue wants no request for longer than a step may wait: this order was
+                    # decided on a market that will be gone by then
+                    tracked.finish_rejected(
+                        out,
+                        RejectReason.EXCHANGE_ERROR,
+                        f"venue asks to wait {wait:.0f} s (Retry-After) > retry.max_wait_s "
+                        f"{policy.max_wait_s:g}; not placed: {_short(exc)}",
+                    )
+                    return
                 if attempt == policy.max_attempts:
                     break
                 self.retries += 1
                 if failure is not Failure.THROTTLED:
                     self.resubmits += 1
-                await self._sleep(policy.delay(attempt, self._rng, self._retry_after()))
+                await self._sleep(policy.delay(attempt, self._rng, wait))
                 continue
             await self._apply(tracked, placed, out)
             return
@@ -338,7 +350,8 @@ class CcxtExchange:
                     )
                 return out
             except ccxt_async.BaseError as exc:
-                if classify(exc) is Failure.FINAL or attempt == policy.max_attempts:
+                final = classify(exc) is Failure.FINAL or policy.too_long(self._retry_after())
+                if final or attempt == policy.max_attempts:
                     await self._refresh_quietly(tracked, out)
                     if not tracked.status.is_final:
                         msg = f"cancel not confirmed: {_short(exc)}"
@@ -590,10 +603,13 @@ class CcxtExchange:
             try:
                 return await fn()
             except ccxt_async.BaseError as exc:
+                wait = self._retry_after()
                 if classify(exc) is Failure.FINAL or attempt == policy.max_attempts:
                     raise
+                if policy.too_long(wait):
+                    raise  # the caller's step must not stall on a venue's long ban
                 self.retries += 1
-                await self._sleep(policy.delay(attempt, self._rng, self._retry_after()))
+                await self._sleep(policy.delay(attempt, self._rng, wait))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _retry_after(self) -> float | None:

@@ -55,10 +55,19 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     max_attempts: int = 6
     base_s: float = 0.25
     cap_s: float = 20.0
+    # a venue's Retry-After longer than this (a 418 ban, an hour's 429) is no wait but a
+    # refusal: the step returns, and an order decided now never leaves hours later
+    max_wait_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.base_s <= 0 or self.cap_s < self.base_s:
             raise ValueError(f"invalid retry policy: {self}")
+        if not self.max_wait_s >= 0:
+            raise ValueError(f"invalid retry policy: max_wait_s must be >= 0: {self}")
+
+    def too_long(self, retry_after_s: float | None) -> bool:
+        """The venue asks for a longer wait than a step may take."""
+        return retry_after_s is not None and retry_after_s > self.max_wait_s
 
     def delay(self, retry: int, rng: random.Random, retry_after_s: float | None = None) -> float:
         span = min(self.cap_s, self.base_s * 2 ** max(0, retry - 1))

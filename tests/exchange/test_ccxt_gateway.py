@@ -512,3 +512,29 @@ def test_an_order_with_more_trades_than_a_page_books_every_fill(
         assert final(env, 1).status is OrderStatus.FILLED
 
     run(shared_data, scenario)
+
+
+def test_a_venue_ban_refuses_the_order_instead_of_stalling_the_step(shared_data: Path) -> None:
+    # three 429s asking for two hours each: the step slept six hours, then sent an order
+    # decided on a market six hours gone, while no cancel (not even the kill switch's) left
+    async def scenario(env: Env) -> None:
+        bid, ask = env.best()
+        ban = Fault(kind=FaultKind.RATE_LIMIT, retry_after_s=7200)
+        env.double.inject("POST", "order", ban)
+        reports = await env.submit(order(1, Side.BUY, bid - 500, 300))
+        [refused] = updates(reports)
+        assert refused.status is OrderStatus.REJECTED and "Retry-After" in refused.message
+        assert env.double.count("POST", "order") == 1 and sum(env.sleep.calls) < 30
+        assert final(env, 1).status is OrderStatus.REJECTED  # the venue never had it
+        # a cancel under a ban is not confirmed, at once
+        await env.submit(order(2, Side.SELL, ask + 1000, 100))
+        env.double.inject("DELETE", "order", ban, times=3)
+        unconfirmed = updates(await env.run(env.gateway.cancel(cancel(2))))
+        assert unconfirmed and "not confirmed" in unconfirmed[-1].message
+        assert env.double.count("DELETE", "order") == 1 and sum(env.sleep.calls) < 30
+        # it still rests: the cancel never reached the venue, and the agent is told so
+        assert (
+            env.venue.final_status(env.gateway.venue_client_id("agent-2")) is OrderStatus.ACCEPTED
+        )
+
+    run(shared_data, scenario)
