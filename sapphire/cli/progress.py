@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -58,7 +59,9 @@ def estimate_events(files: list[Path], max_events: int | None) -> int | None:
         if sum(p.stat().st_size for p in files) > _COUNT_LIMIT_BYTES:
             return max_events
         counts = [_rows(p) for p in files]
-    except OSError:
+    except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error):
+        # a cut or damaged file: the bar shows no total, and the run itself says what the
+        # file holds (its rows up to the cut, the cut counted as malformed)
         return max_events
     if any(n is None for n in counts):
         return max_events
