@@ -409,8 +409,6 @@ class EventBuilder:
                 continue
             ses, recv, first, final, prev = ses or "", recv or 0, first or 0, final or 0, prev or 0
             key = (ses, sym, snap, recv, ts, first, final)
-            if self._snap is not None and (not snap or self._snap["key"] != key):
-                yield from self._flush_snapshot()  # a diff, or another snapshot, ends it
             if not ok:
                 # qty 0 deletes a level in a diff; a snapshot never lists an empty level
                 units = self._level_units(line, sym, px, qty, zero_qty_ok=not snap)
@@ -432,6 +430,11 @@ class EventBuilder:
                 reason = RowReject.SEQUENCE_GAP if not snap else RowReject.OUT_OF_ORDER
                 stats.reject(reason, line, "rest of a rejected message")
                 continue
+            if self._snap is not None and (not snap or self._snap["key"] != key):
+                # a diff, or another snapshot, ends it; only a row that passed every check
+                # does: a rejected one among its levels must not cut it in two (the second
+                # part, a snapshot of its own, would replace the book with half of it)
+                yield from self._flush_snapshot()
             if snap:
                 if self._snap is None:
                     yield from self._flush_pending()

@@ -86,8 +86,18 @@ def _canonical(raw: pl.DataFrame, kind: FrameKind, symbol: str) -> pl.DataFrame:
     recv = _typed("local_ts_ns")
     base = {"ts_recv_ns": recv.fill_null(0), "symbol": pl.lit(symbol), "session": _typed("session")}
     if kind is FrameKind.TRADES:
-        taker = pl.col("taker_side").cast(pl.Utf8).str.strip_chars().str.to_lowercase()
-        maker = _typed("is_buyer_maker")
+        # either column says the aggressor (a file may carry one of them)
+        null = pl.lit(None, dtype=pl.Utf8)
+        taker = (
+            (pl.col("taker_side").cast(pl.Utf8) if "taker_side" in raw.columns else null)
+            .str.strip_chars()
+            .str.to_lowercase()
+        )
+        maker = (
+            _typed("is_buyer_maker")
+            if "is_buyer_maker" in raw.columns
+            else pl.lit(None, dtype=_RAW_TYPES["is_buyer_maker"])
+        )
         frame = raw.select(
             ts_event_ns=_ms("trade_ts_ms"),
             **base,
@@ -150,6 +160,37 @@ _SOURCES: Final[dict[FrameKind, dict[str, str]]] = {
 }
 
 
+# raw columns the canonical frame fills where they are empty (ids 0, the event time from the
+# receive time): a field present but unparseable there is a malformed row, not an empty one
+_FILLED: Final[dict[FrameKind, tuple[str, ...]]] = {
+    FrameKind.TRADES: ("local_ts_ns", "trade_id", "is_buyer_maker"),
+    FrameKind.DEPTH: (
+        "local_ts_ns",
+        "event_ts_ms",
+        "is_snapshot",
+        "first_update_id",
+        "final_update_id",
+        "prev_final_update_id",
+    ),
+    FrameKind.BBO: ("local_ts_ns", "event_ts_ms", "update_id"),
+}
+
+
+def _unparsed(raw: pl.DataFrame, kind: FrameKind) -> pl.Series | None:
+    """Rows where a column of ``_FILLED`` holds text that does not parse (None: none)."""
+    bad: pl.Series | None = None
+    for col in _FILLED[kind]:
+        if col not in raw.columns:
+            continue
+        parsed = raw.select((_ms(col) if col.endswith("_ms") else _typed(col)).alias(col))[col]
+        text = raw[col]
+        if parsed.null_count() == text.null_count():
+            continue  # every field parsed (the common case: no look at the strings)
+        check = text.is_not_null() & (text.str.strip_chars() != "") & parsed.is_null()
+        bad = check if bad is None else bad | check
+    return bad
+
+
 _REQUIRED: Final[dict[FrameKind, tuple[str, ...]]] = {
     FrameKind.TRADES: ("session", "local_ts_ns", "trade_ts_ms", "trade_id", "price", "qty"),
     FrameKind.DEPTH: (
@@ -208,14 +249,20 @@ def stream_hftbacktest(path: str | Path, instrument: Instruments) -> EventStream
     """Lazy validated events of an hftbacktest CSV (Trade, Quote, or BookDelta/BookSnapshot)."""
     path = Path(path)
     _, symbol, kind = parse_name(path)
-    missing = set(_REQUIRED[kind]) - set(csv_header(path))
+    header = set(csv_header(path))
+    missing = set(_REQUIRED[kind]) - header
     if missing:
         raise DataFileError(f"{path}: missing columns {sorted(missing)}")
+    if kind is FrameKind.TRADES and not header & {"taker_side", "is_buyer_maker"}:
+        raise DataFileError(f"{path}: missing column taker_side (or is_buyer_maker)")
 
     def chunks(stats: RejectStats) -> Iterator[Chunk]:
         for line, raw in csv_string_chunks(path, stats):
             typed = _canonical(raw, kind, symbol)
             typed = mark_bad(raw, typed, _SOURCES[kind])
+            unparsed = _unparsed(raw, kind)
+            if unparsed is not None:
+                typed = typed.with_columns(typed["_bad"] | unparsed)
             yield [(kind, typed.with_columns(pl.int_range(line, line + raw.height).alias("line")))]
 
     return EventStream(path, "hftbacktest_csv", (kind,), instrument, chunks)

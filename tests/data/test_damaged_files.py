@@ -8,8 +8,10 @@ import json
 import zlib
 from pathlib import Path
 
+import pytest
+
 from sapphire.data.registry import stream_events
-from sapphire.data.validation import RowReject
+from sapphire.data.validation import DataFileError, RowReject
 from sapphire.model import Instrument
 from sapphire.model.events import BookSnapshot
 
@@ -129,3 +131,74 @@ def test_a_row_of_empty_fields_is_counted_not_dropped_as_a_blank_line(tmp_path: 
     )
     assert len(list(stream)) == 1
     assert [line for line, _, _ in stream.stats.examples] == [3, 5]  # the blank line 4: no row
+
+
+DEPTH_H = (
+    "session,local_ts_ns,event_ts_ms,txn_ts_ms,is_snapshot,first_update_id,"
+    "final_update_id,prev_final_update_id,side,price,qty"
+)
+
+
+def _snapshot_with(tmp_path: Path, field: str, value: str) -> Path:
+    """A 4-level snapshot whose third level has ``field`` set to ``value``."""
+    row = {
+        "session": "s",
+        "local_ts_ns": "1723161253000000000",
+        "event_ts_ms": "1723161253000",
+        "txn_ts_ms": "",
+        "is_snapshot": "1",
+        "first_update_id": "0",
+        "final_update_id": "100",
+        "prev_final_update_id": "0",
+    }
+    levels = [("bid", "61602.01"), ("bid", "61602.00"), ("ask", "61602.02"), ("ask", "61602.03")]
+    lines = [DEPTH_H]
+    for i, (side, price) in enumerate(levels):
+        fields = dict(row, side=side, price=price, qty="1.0")
+        if i == 2:
+            fields[field] = value
+        lines.append(",".join(fields[c] for c in DEPTH_H.split(",")))
+    path = tmp_path / f"{field}/hftbacktest_binance-spot_BTCUSDT_depth.csv.gz"
+    path.parent.mkdir()
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    return path
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["event_ts_ms", "local_ts_ns", "final_update_id", "first_update_id", "prev_final_update_id"],
+)
+def test_an_unparseable_field_is_a_counted_row_and_keeps_the_snapshot_whole(
+    tmp_path: Path, field: str
+) -> None:
+    # the loader filled such fields (an id 0, the event time from the receive time) before
+    # checking them: the row was delivered as another message, which cut the snapshot in
+    # two and the second part, a snapshot of its own, replaced the book with one side
+    stream = stream_events(_snapshot_with(tmp_path, field, "abc"), SPOT)
+    events = list(stream)
+    assert stream.stats.counts == {RowReject.MALFORMED: 1}
+    (snap,) = events
+    assert isinstance(snap, BookSnapshot) and (len(snap.bids), len(snap.asks)) == (2, 1)
+
+
+def test_a_rejected_row_inside_a_snapshot_does_not_cut_it(tmp_path: Path) -> None:
+    # a parseable but earlier receive time: out of order, rejected; the snapshot stays one
+    stream = stream_events(_snapshot_with(tmp_path, "local_ts_ns", "1723161252000000000"), SPOT)
+    events = list(stream)
+    assert stream.stats.counts == {RowReject.OUT_OF_ORDER: 1}
+    (snap,) = events
+    assert isinstance(snap, BookSnapshot) and (len(snap.bids), len(snap.asks)) == (2, 1)
+
+
+def test_trades_need_one_aggressor_column_not_both(tmp_path: Path) -> None:
+    head = "session,local_ts_ns,event_ts_ms,trade_ts_ms,trade_id,price,qty"
+    row = "s,1723161253000000000,1723161253000,1723161253000,7,61602.01,0.5"
+    for extra, value in (("taker_side", "buy"), ("is_buyer_maker", "1")):
+        path = tmp_path / extra / "hftbacktest_binance-spot_BTCUSDT_trades.csv"
+        path.parent.mkdir()
+        path.write_text(f"{head},{extra}\n{row},{value}\n")
+        assert len(list(stream_events(path, SPOT))) == 1
+    bare = tmp_path / "hftbacktest_binance-spot_BTCUSDT_trades.csv"
+    bare.write_text(f"{head}\n{row}\n")
+    with pytest.raises(DataFileError, match="taker_side"):
+        list(stream_events(bare, SPOT))
