@@ -42,7 +42,13 @@ from sapphire.data import replay
 from sapphire.kernel import assembly as wiring
 from sapphire.kernel.coordinator import CoordinatorStage, StepProgress
 from sapphire.kernel.rows import StepRows
-from sapphire.kernel.runner import PRODUCER, NoEventsError, no_trading_events, reports_by_agent
+from sapphire.kernel.runner import (
+    PRODUCER,
+    NoEventsError,
+    no_events,
+    no_trading_events,
+    reports_by_agent,
+)
 from sapphire.kernel.shards import merge_reports
 from sapphire.kernel.timing import Clock, Window
 from sapphire.kernel.windows import CutterState, WindowCutter
@@ -437,7 +443,12 @@ class CoordinatorActor:
             batch = await self.market_data.get_window.remote(step, self.stage.pending_ns(), barrier)
         if batch is None:
             if step == 0:
-                raise NoEventsError("the configured data produced no market events")
+                try:
+                    feed = await self._feed_stats()
+                except (TimeoutError, ray.exceptions.RayError, wiring.WiringError):
+                    feed = {"rejected": {"unknown (market data actor unavailable)": 1}}
+                rejected, missing = feed["rejected"], feed.get("sessions_missing", [])
+                raise NoEventsError(no_events(rejected, missing))
             self._check_traded(step)
             if not self._live:
                 return StepProgress(step=step, events=0, done=True, now_ns=0, fills=0)
@@ -897,17 +908,21 @@ class CoordinatorActor:
             for k in range(len(self.readers))
         ]
 
+    async def _feed_stats(self) -> dict[str, Any]:
+        """The market data readers' counts of what the run consumed, merged."""
+        asks = zip(self.readers, await self._consumed_by_reader(), strict=True)
+        return merge_feed_stats(
+            await asyncio.wait_for(
+                asyncio.gather(*(_await(r.stats.remote(a)) for r, a in asks)), 10
+            )
+        )
+
     async def summary(self) -> dict[str, Any]:
         out = self.stage.summary()
         out["counters"].update(self.faults)
         out["invalid_outputs"], out["agent_errors"] = await self._agent_boundary()
         try:  # the data's own rejects (malformed, NaN, out-of-order rows), counted by reason
-            asks = zip(self.readers, await self._consumed_by_reader(), strict=True)
-            feed = merge_feed_stats(
-                await asyncio.wait_for(
-                    asyncio.gather(*(_await(r.stats.remote(a)) for r, a in asks)), 10
-                )
-            )
+            feed = await self._feed_stats()
             out["input_rejected"] = dict(feed["rejected"])
             out["sessions_missing"] = list(feed.get("sessions_missing", []))
             out["replay_cache"] = dict(feed.get("replay_cache", {}))

@@ -65,7 +65,11 @@ def inspect(args: argparse.Namespace) -> int:
         print("  schema: " + ", ".join(f"{k}:{v}" for k, v in frame.schema.items()))
         if frame.height:
             ts: Any = frame["ts_event_ns"]
-            print(f"  time:   {utc_text(int(ts.min()), 3)} -> {utc_text(int(ts.max()), 3)}")
+            first, last = ts.min(), ts.max()
+            if first is None:  # no row's time parsed (the events line counts the rejects)
+                print("  time:   none readable")
+            else:
+                print(f"  time:   {utc_text(int(first), 3)} -> {utc_text(int(last), 3)}")
             print(f"  symbols: {sorted(frame['symbol'].unique().to_list())}")
             print(f"  sessions: {sorted(frame['session'].unique().to_list())}")
     stats = stream.stats

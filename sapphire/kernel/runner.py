@@ -51,6 +51,18 @@ class NoEventsError(ValueError):
     """The data produced no market event at all: never a silent, empty success."""
 
 
+def no_events(rejected: Mapping[str, int], sessions_missing: Sequence[str]) -> str:
+    """Why the data gave no event: the rows rejected by reason and the selected sessions no
+    file held (an instrument naming another symbol rejects every row as unknown_symbol)."""
+    why = ", ".join(f"{reason} {n:,}" for reason, n in sorted(rejected.items()) if n)
+    detail = [f"rows rejected: {why}"] if why else []
+    if sessions_missing:
+        detail.append(f"data.sessions found in no file: {list(sessions_missing)}")
+    if not detail:
+        detail.append("no row was rejected: the files hold none")
+    return "the configured data produced no market events (" + "; ".join(detail) + ")"
+
+
 def reports_by_agent(
     due: Sequence[AgentReport], agent_ids: Sequence[str] | Mapping[str, Any]
 ) -> dict[str, list[AgentReport]]:
@@ -147,7 +159,8 @@ class InProcessKernel:
         got = self.cutter.next_window(self.steps, coordinator.pending_ns())
         if got is None:
             if self.steps == 0:
-                raise NoEventsError("the configured data produced no market events")
+                rejected, missing = self.feed.report(None) if self.feed is not None else ({}, [])
+                raise NoEventsError(no_events(rejected, missing))
             return None
         events, window = got
         if self._kill_switch is not None and not coordinator.core.risk.kill_switch_on:

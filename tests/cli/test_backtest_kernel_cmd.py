@@ -3,6 +3,7 @@ clear line for each bad input."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import msgspec
 import pytest
 
 from sapphire.cli import main
+from sapphire.data.sample import sample_paths
 from sapphire.storage.query import read_table
 from tests.conftest import REPO_ROOT
 
@@ -106,3 +108,24 @@ def test_any_system_only_key_makes_a_system_config(
     assert main(["backtest", "--config", str(path), "--no-progress"]) == 2
     out = " ".join(capsys.readouterr().out.split())
     assert f"$.{key}" in out and "unknown field" not in out and "backtest config" not in out
+
+
+def test_no_events_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # "the configured data produced no market events" named no cause: a session label no
+    # file holds, an instrument of another symbol (every row unknown_symbol), a header only
+    config = write_config(tmp_path, sessions=["2099-01-01"])
+    assert main(["backtest", "--config", str(config), "--no-progress"]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "no market events" in out and "data.sessions found in no file: ['2099-01-01']" in out
+    header_only = tmp_path / "hftbacktest_binance-usdm_BTCUSDT_trades.csv"
+    with gzip.open(sample_paths().trades, "rt") as whole:
+        header_only.write_text(whole.readline())
+    config = write_config(
+        tmp_path,
+        source="files",
+        files=[str(header_only)],
+        instrument_files=[str(sample_paths().instrument)],
+    )
+    assert main(["backtest", "--config", str(config), "--no-progress"]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "no market events (no row was rejected: the files hold none)" in out

@@ -47,3 +47,16 @@ def test_inspect_unknown_format_exits_2(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("hello")
     assert main(["data", "inspect", str(path)]) == 2
+
+
+def test_inspect_a_file_whose_times_never_parse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # every row's time unreadable (columns in another order than the header): it said
+    # nothing but a TypeError traceback
+    path = tmp_path / "hftbacktest_binance-spot_BTCUSDT_trades.csv"
+    head = "session,local_ts_ns,event_ts_ms,trade_ts_ms,trade_id,price,qty,is_buyer_maker"
+    path.write_text(f"{head}\ns,x,y,z,7,61602.01,0.5,1\ns,x,y,z,8,61602.01,0.5,0\n")
+    assert main(["data", "inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "time:   none readable" in out and "rejected malformed: 2" in out
