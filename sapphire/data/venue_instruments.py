@@ -223,7 +223,9 @@ def instrument_from_market(market: Mapping[str, Any], venue: str) -> Instrument 
     symbol = str(market["id"])
     lot = precision.get("amount")
     size_increment = ""
-    contract = dec_text(market.get("contractSize") or 1)
+    # no contractSize (spot) is one unit; a zero one is a broken listing the Instrument refuses
+    size = market.get("contractSize")
+    contract = dec_text(1 if size is None else size)
     if venue == "BINANCE" and kind is InstrumentKind.SPOT:
         # Binance spot depth and trade sizes carry the base asset's precision (8 decimals):
         # levels aggregate orders placed under older, finer LOT_SIZE steps.

@@ -310,3 +310,23 @@ def test_metadata_files_are_detected_and_inspected(
     assert detect(shared_data / "book" / "cryptofeed_okx_ws_2022-05-13.log.gz").name != (
         "okx_instruments"
     )
+
+
+def test_a_zero_contract_size_is_refused_not_read_as_one() -> None:
+    # `contractSize or 1` turned a listing's broken 0 into a 1-unit contract
+    from sapphire.data.venue_instruments import instrument_from_market
+    from sapphire.model.instrument import InstrumentError
+
+    market = {
+        "id": "FI_XBTUSD_210730",
+        "base": "BTC",
+        "quote": "USD",
+        "settle": "BTC",
+        "future": True,
+        "inverse": True,
+        "precision": {"price": 0.5, "amount": 1},
+        "contractSize": 1,
+    }
+    assert instrument_from_market(market, "KRAKEN_FUTURES") is not None
+    with pytest.raises(InstrumentError):
+        instrument_from_market({**market, "contractSize": 0}, "KRAKEN_FUTURES")
