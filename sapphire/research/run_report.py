@@ -118,9 +118,7 @@ def equity_frame(run: RunData) -> pl.DataFrame:
             pl.col("equity_quote").cast(pl.Float64).alias("equity"),
             "position_lots",
         )
-        .with_columns(
-            (pl.col("equity") - pl.col("equity").cum_max().over("agent_id")).alias("drawdown")
-        )
+        .with_columns(_drawdown(pl.lit(0.0)))
         .select("agent_id", "time", "equity", "drawdown", "position_lots")
     )
 
@@ -443,9 +441,15 @@ def firm_equity(run: RunData) -> pl.DataFrame:
     both = pl.concat(
         [per_agent.select("agent_id", "time", "equity"), firm.select("agent_id", "time", "equity")]
     )
-    return both.with_columns(
-        (pl.col("equity") - pl.col("equity").cum_max().over("agent_id")).alias("drawdown")
-    )
+    return both.with_columns(_drawdown(pl.lit(0).cast(both.schema["equity"])))
+
+
+def _drawdown(zero: pl.Expr) -> pl.Expr:
+    """Each agent's ``equity`` less its peak so far. The peak starts at the run's start, PnL
+    ``zero``: a first row already below it (a first fee, a first losing mark) is drawdown
+    too (it started at the first stored row, which hid that much of the worst loss)."""
+    peak = pl.col("equity").cum_max().over("agent_id")
+    return (pl.col("equity") - pl.when(peak > zero).then(peak).otherwise(zero)).alias("drawdown")
 
 
 def price_figure(run: RunData, units: Units) -> go.Figure:
