@@ -162,6 +162,8 @@ class KernelWindow:
     equity: list[float]
     fills: int
     capital: Decimal
+    # the PnL rows' spacing (storage.pnl_interval_s): the ratios' periods per year
+    interval_ns: int = 1_000_000_000
 
 
 def run_window(dataset: SystemDataset, params: dict[str, Any], window: Window) -> KernelWindow:
@@ -196,14 +198,16 @@ def run_window(dataset: SystemDataset, params: dict[str, Any], window: Window) -
     fills = 0
     if "fills" in rows:
         fills = rows["fills"].filter(pl.col("agent_id") == agent).height
-    return KernelWindow(pnl, equity, fills, capital)
+    return KernelWindow(pnl, equity, fills, capital, int(config.storage.pnl_interval_s * 1e9))
 
 
 def window_metrics(result: KernelWindow) -> dict[str, float]:
-    """PnL and the usual ratios of the agent's equity, sampled on the 1 s PnL grid."""
+    """PnL and the usual ratios of the agent's equity, sampled on the run's PnL grid
+    (``storage.pnl_interval_s``; annualised as if that were one second, a 5 s grid gave a
+    Sharpe 3.3x the same trades' on a 1 s one)."""
     equity = result.equity
     rets = analytics.returns(equity)
-    periods = NS_PER_YEAR / 1e9
+    periods = NS_PER_YEAR / result.interval_ns
     dd = analytics.max_drawdown(equity)
     pnl = float(result.pnl_quote)
     total_return = pnl / float(result.capital) if result.capital else 0.0

@@ -22,3 +22,18 @@ def test_a_capped_replay_spans_the_same_data_in_tune_and_backtest(tmp_path: Path
     kernel = InProcessKernel(parse_config(raw), "cap")
     kernel.run()
     assert dataset.end == kernel.cutter.state.last_end_ns
+
+
+def test_ratios_are_annualised_on_the_runs_pnl_grid() -> None:
+    # one curve, read as 1 s rows and as 5 s rows: a 5 s grid has a fifth of the periods a
+    # year, so its Sharpe is sqrt(5) smaller (it was annualised as 1 s rows either way)
+    from decimal import Decimal
+
+    from sapphire.research.system_tune import KernelWindow, window_metrics
+
+    curve = [1000.0, 1001.0, 1000.5, 1002.0, 1001.0, 1003.0]
+    one = window_metrics(KernelWindow(Decimal(3), curve, 4, Decimal(1000), 1_000_000_000))
+    five = window_metrics(KernelWindow(Decimal(3), curve, 4, Decimal(1000), 5_000_000_000))
+    assert one["sharpe"] > 0
+    assert abs(one["sharpe"] / five["sharpe"] - 5**0.5) < 1e-9
+    assert abs(one["sortino"] / five["sortino"] - 5**0.5) < 1e-9
