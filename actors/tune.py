@@ -39,7 +39,9 @@ from sapphire.research.space import ParamSpec, apply_params
 from sapphire.research.tune_config import ObjectiveSpec, TuneConfig
 from sapphire.research.walkforward import Fold
 
-METRIC = "mean_test_score"
+# what the search maximises and ASHA stops on: the train (in-sample) mean; the test mean is
+# only reported, so it stays out of sample
+METRIC = "mean_train_score"
 STARTS_FILE = "starts.log"
 
 
@@ -204,6 +206,36 @@ def ensure_ray(num_cpus: int = 2) -> None:
         )
 
 
+CONFIG_FILE = "tune_config.json"
+
+
+def _config_record(cfg: TuneConfig) -> dict[str, Any]:
+    """What an experiment's results depend on (``max_concurrent`` only paces it)."""
+    record: dict[str, Any] = msgspec.to_builtins(cfg)
+    record.get("search", {}).pop("max_concurrent", None)
+    return record
+
+
+def check_same_config(path: Path, cfg: TuneConfig) -> None:
+    """A resumed experiment must run the config it started with: its finished trials were
+    scored on those folds, data and costs, and the best config is exported from the new
+    one. Raises :class:`TuneError` naming the fields that changed."""
+    try:
+        started = msgspec.json.decode((path / CONFIG_FILE).read_bytes())
+    except FileNotFoundError:
+        return  # an experiment from before this record: nothing to compare
+    except (OSError, msgspec.DecodeError) as exc:
+        raise TuneError(f"{path / CONFIG_FILE}: unreadable ({exc}); --fresh starts over") from exc
+    now = _config_record(cfg)
+    changed = sorted(k for k in set(started) | set(now) if started.get(k) != now.get(k))
+    if changed:
+        raise TuneError(
+            f"experiment {path} started with another config (changed: {', '.join(changed)}; "
+            "--samples counts as search): resume it with the config it started with, or "
+            "--fresh to start over"
+        )
+
+
 def experiment_path(cfg: TuneConfig, base: Path | None = None) -> Path:
     root = Path(cfg.output.storage_path)
     if base is not None and not root.is_absolute():
@@ -234,8 +266,19 @@ def run_tune(
             f"experiment {path} exists: pass resume=True (--resume) to continue it or "
             "fresh=True (--fresh) to start over"
         )
+    if not ray.is_initialized() and cfg.cpus_per_trial > num_cpus:
+        # the local cluster this command makes could never place such a trial: Ray waits
+        # for the resources forever, printing a warning a minute
+        raise TuneError(
+            f"cpus_per_trial {cfg.cpus_per_trial:g} > the {num_cpus} CPUs of the local cluster "
+            "(--num-cpus): no trial could ever start"
+        )
+    if resume and restorable:
+        check_same_config(path, cfg)
     payload = prepare(cfg, resolve)
     path.mkdir(parents=True, exist_ok=True)
+    if not restorable:
+        (path / CONFIG_FILE).write_bytes(msgspec.json.encode(_config_record(cfg)))
     payload.start_log = path / STARTS_FILE
     if max_concurrent is not None:
         cfg = _with_concurrency(cfg, max_concurrent)
@@ -316,7 +359,7 @@ def tables(grid: Any, cfg: TuneConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
             row[leaderboard.PARAM_PREFIX + name] = (result.config or {}).get(name)
         row["folds_done"] = 0 if history is None else int(history["fold"].nunique())
         row["mean_train_score"] = last.get("mean_train_score")
-        row["mean_test_score"] = last.get(METRIC)
+        row["mean_test_score"] = last.get("mean_test_score")
         row["mean_test_pnl"] = last.get("mean_test_pnl")
         row["starts"] = starts.get(trial_id, 0)
         trial_rows.append(row)
@@ -373,7 +416,7 @@ def summarize(
     ok = trials.filter(pl.col("status") == "OK") if not trials.is_empty() else trials
     board = leaderboard.leaderboard(ok, n_folds) if not ok.is_empty() else ok
     selection = leaderboard.walk_forward_selection(folds)
-    summary = leaderboard.selection_summary(ok, selection) if not ok.is_empty() else {}
+    summary = leaderboard.selection_summary(ok, selection, n_folds) if not ok.is_empty() else {}
     best = leaderboard.best_params(board) if not board.is_empty() else {}
     return TuneOutcome(path, trials, folds, board, selection, summary, best, n_folds=n_folds)
 

@@ -117,7 +117,10 @@ def handle(args: argparse.Namespace) -> int:
 def print_board(board: pl.DataFrame, n_folds: int, top: int) -> None:
     from rich.table import Table
 
-    table = Table(title=f"leaderboard (out-of-sample mean over {n_folds} folds)")
+    table = Table(
+        title=f"leaderboard (ranked by the in-sample mean over {n_folds} folds; test: out of "
+        "sample)"
+    )
     if board.is_empty():
         _console().print("no trials finished")
         return

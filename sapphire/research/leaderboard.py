@@ -6,6 +6,10 @@ searched parameter, the last reported ``mean_test_score``/``mean_train_score`` a
 ``test_score``. A trial that ASHA stopped early has fewer folds: the leaderboard ranks
 trials that completed every fold first, because a mean over fewer folds is not comparable.
 
+Trials are searched and ranked by their *train* (in-sample) mean: the test windows are
+never what picks a trial, or its test mean would be in-sample too. The exported best
+config is the leaderboard's first row.
+
 The walk-forward check answers "would tuning have helped out of sample": for every fold it
 picks the trial with the best *train* score and records that trial's *test* score, so the
 selection never sees the data it is judged on. Its mean next to the best in-sample mean
@@ -23,11 +27,12 @@ PARAM_PREFIX = "param."
 
 
 def leaderboard(trials: pl.DataFrame, folds_total: int, top: int | None = None) -> pl.DataFrame:
-    """Trials best first: complete ones by mean test score, then partial ones."""
+    """Trials best first: complete ones by mean train score, then partial ones (the test
+    scores are shown beside, out of sample: ranking by them would make them in-sample)."""
     if trials.is_empty():
         return trials
     ranked = trials.with_columns((pl.col("folds_done") >= folds_total).alias("complete")).sort(
-        ["complete", "mean_test_score"], descending=[True, True], nulls_last=True
+        ["complete", "mean_train_score"], descending=[True, True], nulls_last=True
     )
     ranked = ranked.with_row_index("rank", offset=1)
     return ranked.head(top) if top is not None else ranked
@@ -78,9 +83,15 @@ def _num(value: object) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
-def selection_summary(trials: pl.DataFrame, selection: pl.DataFrame) -> dict[str, float]:
-    """In-sample edge of the best trial vs what the walk-forward choice kept out of sample."""
-    complete = trials.filter(pl.col("mean_train_score").is_not_null())
+def selection_summary(
+    trials: pl.DataFrame, selection: pl.DataFrame, folds_total: int
+) -> dict[str, float]:
+    """In-sample edge of the best trial vs what the walk-forward choice kept out of sample,
+    over the trials that ran every fold (a mean over the folds ASHA let a trial run is not
+    comparable: its best could be one lucky fold)."""
+    complete = trials.filter(
+        pl.col("mean_train_score").is_not_null() & (pl.col("folds_done") >= folds_total)
+    )
     return {
         "best_mean_train_score": _num(complete["mean_train_score"].max()),
         "best_mean_test_score": _num(complete["mean_test_score"].max()),

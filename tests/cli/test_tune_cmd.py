@@ -5,6 +5,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 
 from sapphire.cli import tune_cmd
 from sapphire.data.sample import SAMPLE_DIR
@@ -68,3 +69,21 @@ def test_tune_options_that_cannot_run_are_refused_before_ray_starts(
         main(["tune", "--config", str(REPO_ROOT / "configs" / "tune_ema_cross.yaml"), *args])
     assert exit_info.value.code == 2
     assert why in capsys.readouterr().err
+
+
+def test_a_trial_larger_than_the_local_cluster_is_refused_before_ray_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # cpus_per_trial 4 on a 2-CPU cluster: Ray waited forever, warning once a minute
+    import ray
+
+    from sapphire.cli import main
+
+    raw = yaml.safe_load((REPO_ROOT / "configs" / "tune_ema_cross.yaml").read_text())
+    raw["cpus_per_trial"] = 4
+    raw["output"] = {**raw.get("output", {}), "storage_path": str(tmp_path)}
+    config = tmp_path / "tune.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["tune", "--config", str(config), "--num-cpus", "2"]) == 2
+    assert "cpus_per_trial 4 > the 2 CPUs" in capsys.readouterr().err
+    assert not ray.is_initialized()

@@ -75,14 +75,17 @@ def test_walk_forward_selection_uses_train_scores_only() -> None:
             "param.x": [1.0, 2.0, 3.0],
             "folds_done": [2, 2, 1],
             "mean_train_score": [3.0, 1.0, 9.0],
-            "mean_test_score": [4.75, 1.0, 99.0],
+            "mean_test_score": [1.0, 4.75, 99.0],
         }
     )
     board = leaderboard.leaderboard(trials, folds_total=2)
-    # A trial stopped early (c) ranks after every complete one, however good its partial mean.
+    # Ranked by the train mean (b's better test mean picks nothing: that would make it
+    # in-sample); a trial stopped early (c) ranks after every complete one.
     assert board["trial_id"].to_list() == ["a", "b", "c"]
     assert leaderboard.best_params(board) == {"x": 1.0}
-    summary = leaderboard.selection_summary(trials, picked)
+    summary = leaderboard.selection_summary(trials, picked, folds_total=2)
+    # the partial trial's one-fold means are no best
+    assert summary["best_mean_train_score"] == 3.0 and summary["best_mean_test_score"] == 4.75
     assert summary["walk_forward_oos_score"] == pytest.approx(-0.25)
     assert summary["oracle_oos_score"] >= summary["walk_forward_oos_score"]
 
