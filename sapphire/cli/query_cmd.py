@@ -299,6 +299,7 @@ def _choose(frame: pl.DataFrame, table: str, columns: str | None) -> pl.DataFram
 
 def run(args: argparse.Namespace) -> int:
     note = ""
+    cut = ""
     # csv and json are for programs: the stored columns, exact; the table is for people
     people = args.format == "table" and not args.raw
     try:
@@ -328,8 +329,12 @@ def run(args: argparse.Namespace) -> int:
                 lf = lf.filter(pl.col("agent_id") == args.agent)
             lf = lf.sort("ts_ns", "producer_id", "seq")
             if args.limit > 0:
-                lf = lf.head(args.limit)
+                lf = lf.head(args.limit + 1)  # one more: was anything left out?
             frame = lf.collect()
+            if args.limit > 0 and frame.height > args.limit:
+                frame = frame.head(args.limit)
+                # said on stderr in every format: csv/json on stdout stay the rows alone
+                cut = f"the first {args.limit} rows only; --limit 0 prints all"
             if people:
                 if not instruments:
                     note = "prices in ticks and sizes in lots (no instruments: pass --config)"
@@ -342,6 +347,8 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # a bad config, schema, store or connection: one line, never a trace
         print(f"sapphire query: {type(exc).__name__}: {exc}{damage_note(args)}", file=sys.stderr)
         return 2
+    if cut:
+        print(f"sapphire query: {cut}", file=sys.stderr)
     if args.format == "csv":
         sys.stdout.write(frame.write_csv())
     elif args.format == "json":

@@ -47,6 +47,14 @@ def test_query_prints_one_runs_rows(
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 31 and lines[0].startswith("ts_ns,symbol,agent_id,run_id")
     assert all(",run-a," in line for line in lines[1:])
+    # a limit that leaves rows out says so, on stderr: stdout stays the rows alone
+    argv = ["run-a", "--table", "ticks", "--root", str(tmp_path), "--format", "csv"]
+    assert run_cli([*argv, "--limit", "10"]) == 0
+    got = capsys.readouterr()
+    assert len(got.out.strip().splitlines()) == 11
+    assert "the first 10 rows only; --limit 0 prints all" in got.err
+    assert run_cli([*argv, "--limit", "30"]) == 0  # all of them: nothing to say
+    assert capsys.readouterr().err == ""
     assert run_cli(["run-b", "--root", str(tmp_path), "--format", "json"]) == 0
     out = capsys.readouterr().out
     assert '"table":"ticks","rows":20' in out and '"table":"fills","rows":0' in out
