@@ -27,8 +27,10 @@ class InstrumentSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     lot_size: str | None = None
     base: str = ""
     quote: str = ""
-    maker_fee_bps: str = "0"
-    taker_fee_bps: str = "0"
+    # a bar backtest's fees are costs.fee_bps (its venue charges those); set here they were
+    # ignored without a word, so they are refused (None: not set)
+    maker_fee_bps: str | None = None
+    taker_fee_bps: str | None = None
 
 
 class TickData(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -57,7 +59,8 @@ class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     costs: BarCosts = BarCosts()
     stake: StakeConfig = StakeConfig(stake_lots=1)
     paper: PaperSpec = PaperSpec()
-    initial_cash: Decimal = Decimal(10_000)
+    # cash of an agent that is no indicator strategy (those take stake.initial_cash)
+    initial_cash: Decimal | None = None
     mark_interval_ns: Annotated[int, msgspec.Meta(ge=0)] = 1_000_000_000
     max_bars: Annotated[int, msgspec.Meta(gt=0)] | None = None
     output_dir: str = "reports"
@@ -69,8 +72,20 @@ class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                 "run` reads: data, agents, exchange, risk), with the same risk, venue and "
                 "timing as every runner; see configs/backtest_avellaneda_stoikov.yaml"
             )
-        if not self.initial_cash.is_finite() or self.initial_cash <= 0:
-            raise BacktestConfigError(f"initial_cash must be > 0, got {self.initial_cash}")
+        cash = self.initial_cash
+        if cash is not None and (not cash.is_finite() or cash <= 0):
+            raise BacktestConfigError(f"initial_cash must be > 0, got {cash}")
+        if cash is not None and self.agent.kind.startswith("indicator:"):
+            raise BacktestConfigError(
+                "initial_cash: an indicator strategy's cash is stake.initial_cash (this one "
+                "was ignored)"
+            )
+        spec = self.instrument
+        if spec.maker_fee_bps is not None or spec.taker_fee_bps is not None:
+            raise BacktestConfigError(
+                "instrument.maker_fee_bps/taker_fee_bps: a bar backtest's fees are "
+                "costs.fee_bps (these were ignored)"
+            )
         if bool(self.ohlcv) == (self.ticks is not None):
             raise BacktestConfigError("set exactly one data source: 'ohlcv' (files) or 'ticks'")
         is_bar = self.agent.kind.startswith("indicator:")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 import msgspec
@@ -50,8 +51,6 @@ def _instrument(cfg: BacktestConfig, raw: object | None) -> Instrument:
         quote=spec.quote,
         tick_size=tick,
         lot_size=lot,
-        maker_fee_bps=spec.maker_fee_bps,
-        taker_fee_bps=spec.taker_fee_bps,
     )
 
 
@@ -114,7 +113,9 @@ def _run_bars(
             _loaders.bar_events(frame, inst.symbol),
             BarGateway(inst, cfg.costs),
             inst,
-            cfg.stake.initial_cash if cfg.agent.kind.startswith("indicator:") else cfg.initial_cash,
+            cfg.stake.initial_cash
+            if cfg.agent.kind.startswith("indicator:")
+            else cfg.initial_cash or Decimal(10_000),
             progress=tick,
         )
     tick(total)

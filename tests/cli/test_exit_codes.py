@@ -61,6 +61,17 @@ def test_a_path_the_command_cannot_write_is_one_line_and_exit_1(
         ),
         ("name: x\nagent: {kind: 'indicator:EmaCross'}\nohlcv: [a.csv]\nbogus: 1\n", "bogus"),
         ("name: [unclosed\n", "not valid YAML"),
+        # fields a bar backtest ignored without a word: refused, saying which one binds
+        (
+            "name: x\nagent: {kind: 'indicator:EmaCross'}\ninstrument: {symbol: X}\n"
+            "ohlcv: [a.csv]\ninitial_cash: 50000\n",
+            "stake.initial_cash",
+        ),
+        (
+            "name: x\nagent: {kind: 'indicator:EmaCross'}\n"
+            "instrument: {symbol: X, taker_fee_bps: '50'}\nohlcv: [a.csv]\n",
+            "costs.fee_bps",
+        ),
     ],
 )
 def test_a_broken_bar_backtest_config_is_one_line_naming_the_file(
