@@ -62,6 +62,27 @@ def _check(name: str, spec: ParamSpec) -> None:
         raise SpaceError(f"space.{name}: {spec.type} needs low > 0, got {spec.low}")
     if spec.step is not None and spec.step <= 0:
         raise SpaceError(f"space.{name}: step must be > 0, got {spec.step}")
+    bounds = {"low": spec.low, "high": spec.high, "step": spec.step}
+    if spec.type in ("int", "logint"):
+        # int(3.2)..int(3.8) sampled 3, outside the range asked for
+        fractional = [k for k, v in bounds.items() if v is not None and v != int(v)]
+        if fractional:
+            raise SpaceError(f"space.{name}: {spec.type} needs whole numbers; {fractional} are not")
+    if spec.step is not None:
+        # the searchers' grid is the step's multiples (Ray's q*): Optuna counted low + k*step
+        # and the random search the multiples, two grids for one space
+        off = [k for k in ("low", "high") if not _multiple(bounds[k], spec.step)]
+        if off:
+            raise SpaceError(
+                f"space.{name}: {' and '.join(off)} must be multiples of step {spec.step:g} "
+                f"(the values are the step's multiples from low to high), got {spec.low:g}, "
+                f"{spec.high:g}"
+            )
+
+
+def _multiple(value: float | None, step: float) -> bool:
+    ratio = (value or 0.0) / step
+    return abs(ratio - round(ratio)) <= 1e-9 * max(1.0, abs(ratio))
 
 
 def apply_params(base: dict[str, Any], sampled: dict[str, Any]) -> dict[str, Any]:

@@ -31,12 +31,29 @@ def test_parse_and_grid() -> None:
         ({"type": "choice"}, "non-empty"),
         ({"type": "uniform", "low": 1}, "'low' and 'high'"),
         ({"type": "normal", "low": 0, "high": 1}, "space.x"),
+        # no whole number in [3.2, 3.8]: every trial got 3, outside the range
+        ({"type": "int", "low": 3.2, "high": 3.8}, "whole numbers"),
+        # Optuna sampled 23, 33, 43 and the random search 30, 40: one grid, the multiples
+        ({"type": "int", "low": 23, "high": 43, "step": 10}, "multiples of step 10"),
+        ({"type": "int", "low": 21, "high": 24, "step": 5}, "low and high must be multiples"),
+        ({"type": "uniform", "low": 0.1, "high": 1.05, "step": 0.1}, "high must be multiples"),
     ],
 )
 def test_bad_entries_name_the_parameter(entry: dict[str, object], message: str) -> None:
     with pytest.raises(SpaceError, match=r"space\.x") as info:
         parse_space({"x": entry})
     assert message in str(info.value)
+
+
+def test_steps_on_the_grid_are_accepted() -> None:
+    space = parse_space(
+        {
+            "a": {"type": "int", "low": 20, "high": 40, "step": 10},
+            "b": {"type": "uniform", "low": 0.1, "high": 0.7, "step": 0.1},
+            "c": {"type": "int", "low": 3.0, "high": 9.0},
+        }
+    )
+    assert space["a"].step == 10 and space["b"].high == 0.7
 
 
 @given(st.dictionaries(st.sampled_from(["a", "b.c", "b.d", "e.f.g"]), st.integers(), min_size=1))
