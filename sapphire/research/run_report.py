@@ -135,7 +135,7 @@ def spread_captured(run: RunData) -> pl.DataFrame:
     fills = run["fills"].sort("ts_ns")
     mid = mids(run)
     if fills.is_empty() or mid.is_empty():
-        return fills.select("ts_ns", "agent_id", "is_maker").with_columns(
+        return fills.select("ts_ns", "agent_id", "symbol", "is_maker").with_columns(
             pl.lit(None, pl.Float64).alias("mid_ticks"),
             pl.lit(None, pl.Float64).alias("captured_bps"),
         )
@@ -145,6 +145,7 @@ def spread_captured(run: RunData) -> pl.DataFrame:
     return joined.select(
         "ts_ns",
         "agent_id",
+        "symbol",
         "is_maker",
         "side",
         "price_ticks",
@@ -159,43 +160,59 @@ def spread_captured(run: RunData) -> pl.DataFrame:
     )
 
 
-def summary(run: RunData, money: str = "quote") -> pl.DataFrame:
+def summary(
+    run: RunData, money: str = "quote", assets: Mapping[str, str] | None = None
+) -> pl.DataFrame:
     """One row per agent: fills, maker share, final equity, max drawdown, rejections.
     Equity and drawdown are the stored Decimals at ``money``'s scale (the settlement
-    asset's, as the end-of-run screen prints them), not floats."""
+    asset's, as the end-of-run screen prints them), not floats. An agent trading in several
+    settlement assets (``assets``: symbol -> asset) has a row per asset, never a sum of
+    them; a row of several symbols has no single final position (left empty)."""
     agents = sorted(
         {a for t in ("pnl", "fills", "risk_decisions") for a in run[t]["agent_id"].to_list() if a}
     )
-    eq = equity_frame(run)
-    cash = firm_equity(run)
+    split = _asset_keys(run, assets)
+    keys = sorted({(a, k, s) for a, s, k in split}) if split else []
+    cash = firm_equity(run, assets)
     cap = spread_captured(run)
     risk = run["risk_decisions"]
+    pnl = run["pnl"]
     rows = []
     equity: list[Decimal] = []
     drawdowns: list[Decimal] = []
     for agent in agents:
-        e = eq.filter(pl.col("agent_id") == agent)
-        m = cash.filter(pl.col("agent_id") == agent)
-        equity.append(m["equity"][-1] if m.height else Decimal(0))
-        drawdowns.append(m["drawdown"].min() if m.height else Decimal(0))  # type: ignore[arg-type]
-        f = run["fills"].filter(pl.col("agent_id") == agent)
-        c = cap.filter((pl.col("agent_id") == agent) & pl.col("is_maker"))
-        r = risk.filter(pl.col("agent_id") == agent)
-        rows.append(
-            {
-                "agent_id": agent,
-                "fills": f.height,
-                "maker_fills": int(f["is_maker"].sum()) if f.height else 0,
-                "final_position_lots": int(e["position_lots"][-1]) if e.height else 0,
-                "spread_captured_bps": _num(c["captured_bps"].mean()) if c.height else 0.0,
-                "risk_checked": r.height,
-                "risk_rejected": int((~r["accepted"]).sum()) if r.height else 0,
-            }
-        )
+        own: list[tuple[str, str | None]] = [(k, s) for a, k, s in keys if a == agent]
+        own = own or [(agent, None)]
+        for key in sorted({k for k, _ in own}):
+            symbols = sorted({s for k, s in own if k == key and s is not None})
+            m = cash.filter(pl.col("agent_id") == key)
+            equity.append(m["equity"][-1] if m.height else Decimal(0))
+            drawdowns.append(m["drawdown"].min() if m.height else Decimal(0))  # type: ignore[arg-type]
+            mine = pl.col("agent_id") == agent
+            if symbols:
+                mine = mine & pl.col("symbol").is_in(symbols)
+            f = run["fills"].filter(mine)
+            c = cap.filter(mine & pl.col("is_maker"))
+            r = risk.filter(pl.col("agent_id") == agent)
+            p = pnl.filter(mine).sort("ts_ns")
+            held = set(p["symbol"].to_list())
+            rows.append(
+                {
+                    "agent_id": key,
+                    "fills": f.height,
+                    "maker_fills": int(f["is_maker"].sum()) if f.height else 0,
+                    "final_position_lots": (
+                        int(p["position_lots"][-1]) if len(held) == 1 else None if held else 0
+                    ),
+                    "spread_captured_bps": _num(c["captured_bps"].mean()) if c.height else 0.0,
+                    "risk_checked": r.height,
+                    "risk_rejected": int((~r["accepted"]).sum()) if r.height else 0,
+                }
+            )
     if not rows:
         return pl.DataFrame({"agent_id": []}, schema={"agent_id": pl.String})
     return (
-        pl.DataFrame(rows)
+        pl.DataFrame(rows, schema_overrides={"final_position_lots": pl.Int64})
         .insert_column(3, money_column(equity, money).alias("final_equity"))
         .insert_column(4, money_column(drawdowns, money).alias("max_drawdown"))
     )
@@ -365,7 +382,8 @@ def write_run_report(
     pngs = {
         name: _save(make(run), out_dir / f"{run_id}_{name}.png") for name, make in FIGURES.items()
     }
-    table = summary(run, Units(dict(instruments or {})).money(run_symbols(run)))
+    units = Units(dict(instruments or {}))
+    table = summary(run, units.money(run_symbols(run)), units.assets())
     notes = [f"{t}: {run[t].height} rows" for t in TABLES]
     page_path = out_dir / f"{run_id}.html"
     html_text = interactive_page(run, table, dict(instruments or {}), capital_quote, notes)
@@ -405,6 +423,10 @@ class Units:
         quotes = sorted({self.instruments[s].quote or "quote" for s in symbols})
         return "/".join(quotes)
 
+    def assets(self) -> dict[str, str]:
+        """Each known symbol's settlement asset (what its PnL is counted in)."""
+        return {s: inst.settle_asset for s, inst in self.instruments.items()}
+
     def money(self, symbols: list[str]) -> str:
         units = sorted(
             {self.instruments[s].settle_asset or "quote" for s in symbols if s in self.instruments}
@@ -412,12 +434,53 @@ class Units:
         return "/".join(units) if units else "quote"
 
 
-def firm_equity(run: RunData) -> pl.DataFrame:
+def _asset_keys(
+    run: RunData, assets: Mapping[str, str] | None
+) -> list[tuple[str, str, str]] | None:
+    """``(agent, symbol, series key)`` per stored position where the run's PnL is in more
+    than one settlement asset (None: one asset, or unknown instruments): an agent's series
+    is ``agent (ASSET)`` where its own symbols settle in several assets."""
+    if not assets:
+        return None
+    pairs = run["pnl"].select("agent_id", "symbol").unique().rows()
+    if len({assets.get(s, "") for _, s in pairs}) < 2:
+        return None
+    by_agent: dict[str, set[str]] = {}
+    for agent, symbol in pairs:
+        by_agent.setdefault(agent, set()).add(assets.get(symbol, ""))
+    return [(a, s, f"{a} ({assets.get(s, '?')})" if len(by_agent[a]) > 1 else a) for a, s in pairs]
+
+
+def firm_keys(frame: pl.DataFrame) -> list[str]:
+    """The firm's series in ``firm_equity``'s frame: "firm", or "firm (ASSET)" per asset."""
+    return sorted(k for k in set(frame["agent_id"].to_list()) if k.startswith("firm"))
+
+
+def firm_equity(run: RunData, assets: Mapping[str, str] | None = None) -> pl.DataFrame:
     """Per agent and for the firm (``agent_id`` "firm"): time, PnL (quote, from 0) and
     drawdown. PnL rows come per position on a shared time grid, so the firm's PnL at a time
     is the sum over agents' latest rows. Money stays the stored Decimal: sums and the
-    header's figures carry no float digits (plots cast)."""
+    header's figures carry no float digits (plots cast).
+
+    Where the run's PnL is in several settlement assets (``assets``: symbol -> asset, from
+    the instruments), nothing of two assets is added: the firm is "firm (ASSET)" per asset
+    and an agent trading in several is "agent (ASSET)" per asset."""
     pnl = run["pnl"]
+    split = _asset_keys(run, assets)
+    if split and assets:
+        keys = pl.DataFrame(split, schema=["agent_id", "symbol", "key"], orient="row").lazy()
+        pnl = (
+            pnl.lazy()
+            .join(keys, on=["agent_id", "symbol"], how="left")
+            .with_columns(
+                pl.col("key").alias("agent_id"),
+                pl.col("symbol").replace_strict(dict(assets), default="?").alias("_asset"),
+            )
+            .drop("key")
+            .collect()
+        )
+    else:
+        pnl = pnl.with_columns(pl.lit("").alias("_asset"))
     if pnl.is_empty():
         return pl.DataFrame(
             schema={
@@ -428,18 +491,27 @@ def firm_equity(run: RunData) -> pl.DataFrame:
             }
         )
     per_agent = (
-        pnl.select("agent_id", _time(), pl.col("equity_quote").alias("equity"))
-        .group_by("agent_id", "time", maintain_order=True)
+        pnl.select("agent_id", "_asset", _time(), pl.col("equity_quote").alias("equity"))
+        .group_by("agent_id", "_asset", "time", maintain_order=True)
         .agg(pl.col("equity").sum())
     )
-    wide = per_agent.pivot(on="agent_id", index="time", values="equity").sort("time")
-    agents = [c for c in wide.columns if c != "time"]
-    wide = wide.with_columns(pl.col(agents).fill_null(strategy="forward").fill_null(0))
-    firm = wide.select("time", pl.sum_horizontal(agents).alias("equity")).with_columns(
-        pl.lit("firm").alias("agent_id")
-    )
+    firms = []
+    for asset in sorted(set(per_agent["_asset"].to_list())):
+        part = per_agent.filter(pl.col("_asset") == asset)
+        wide = part.pivot(on="agent_id", index="time", values="equity").sort("time")
+        agents = [c for c in wide.columns if c != "time"]
+        wide = wide.with_columns(pl.col(agents).fill_null(strategy="forward").fill_null(0))
+        name = f"firm ({asset})" if asset else "firm"
+        firms.append(
+            wide.select("time", pl.sum_horizontal(agents).alias("equity")).with_columns(
+                pl.lit(name).alias("agent_id")
+            )
+        )
     both = pl.concat(
-        [per_agent.select("agent_id", "time", "equity"), firm.select("agent_id", "time", "equity")]
+        [
+            per_agent.select("agent_id", "time", "equity"),
+            *(f.select("agent_id", "time", "equity") for f in firms),
+        ]
     )
     return both.with_columns(_drawdown(pl.lit(0).cast(both.schema["equity"])))
 
@@ -518,17 +590,18 @@ def price_figure(run: RunData, units: Units) -> go.Figure:
     return fig
 
 
-def equity_figure(run: RunData, money: str) -> go.Figure:
-    eq = firm_equity(run)
+def equity_figure(run: RunData, money: str, assets: Mapping[str, str] | None = None) -> go.Figure:
+    eq = firm_equity(run, assets)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06)
     style(fig, 560)
     if eq.is_empty():
         return empty(fig, "no PnL rows stored")
-    names = sorted(a for a in set(eq["agent_id"].to_list()) if a != "firm")
-    for i, agent in enumerate([*names, "firm"]):
+    firms = firm_keys(eq)
+    names = sorted(a for a in set(eq["agent_id"].to_list()) if a not in firms)
+    for i, agent in enumerate([*names, *firms]):
         part = eq.filter(pl.col("agent_id") == agent)
         colour = "black" if agent == "firm" else agent_colour(i)
-        width = 2.5 if agent == "firm" else 1.2
+        width = 2.5 if agent in firms else 1.2
         t = times(part["time"].cast(pl.Int64).to_numpy())
         fig.add_trace(
             line(
@@ -622,9 +695,16 @@ def trade_list(run: RunData, units: Units) -> pl.DataFrame:
 
 
 def header(
-    run: RunData, table: pl.DataFrame, money: str, capital_quote: float | None
+    run: RunData,
+    table: pl.DataFrame,
+    money: str,
+    capital_quote: float | None,
+    assets: Mapping[str, str] | None = None,
 ) -> list[Stat]:
-    eq = firm_equity(run)
+    eq = firm_equity(run, assets)
+    firms = firm_keys(eq)
+    if len(firms) > 1:
+        return _header_by_asset(run, eq, firms)
     firm = eq.filter(pl.col("agent_id") == "firm")
     pnl: Decimal = firm["equity"][-1] if firm.height else Decimal(0)
     dd: Decimal = firm["drawdown"].min() if firm.height else Decimal(0)  # type: ignore[assignment]
@@ -655,6 +735,32 @@ def header(
     return stats
 
 
+def _header_by_asset(run: RunData, eq: pl.DataFrame, firms: list[str]) -> list[Stat]:
+    """The firm's PnL and drawdown per settlement asset; no return or ratio, which would
+    need the assets added at a conversion rate the stored rows do not hold."""
+    stats = []
+    times: list[int] = []
+    for key in firms:
+        firm = eq.filter(pl.col("agent_id") == key)
+        asset = key.removeprefix("firm (").removesuffix(")")
+        pnl: Decimal = firm["equity"][-1] if firm.height else Decimal(0)
+        dd: Decimal = firm["drawdown"].min() if firm.height else Decimal(0)  # type: ignore[assignment]
+        stats.append(Stat(f"firm PnL ({asset})", fmt_money(pnl, asset)))
+        stats.append(Stat(f"firm max drawdown ({asset})", fmt_money(dd, asset)))
+        times += firm["time"].cast(pl.Int64).to_list()
+    why = "n/a: the PnL is in several settlement assets (" + ", ".join(firms) + ")"
+    risk = run["risk_decisions"]
+    rejected = int((~risk["accepted"]).sum()) if risk.height else 0
+    span = max(times) - min(times) if len(times) > 1 else 0
+    return [
+        *stats,
+        Stat("Sharpe (firm)", fmt_ratio(None), why),
+        Stat("fills", f"{run['fills'].height:,}"),
+        Stat("risk rejected", f"{rejected:,}", f"of {risk.height:,} checked"),
+        Stat("span", analytics.format_span(span) if span else "0 s"),
+    ]
+
+
 def run_symbols(run: RunData) -> list[str]:
     return sorted(
         set(run["ticks"]["symbol"].to_list())
@@ -677,7 +783,7 @@ def interactive_page(
     sections: list[tuple[str, go.Figure | str]] = [
         ("agents", table_html(table) if table.height else "<p class='note'>no agents</p>"),
         ("price and fills", price_figure(run, units)),
-        ("equity and drawdown (per agent and firm)", equity_figure(run, money)),
+        ("equity and drawdown (per agent and firm)", equity_figure(run, money, units.assets())),
         (
             f"trades ({trades.height})",
             table_html(trades) if trades.height else "<p class='note'>no fills</p>",
@@ -692,7 +798,10 @@ def interactive_page(
             *notes,
         ]
     return page(
-        f"Sapphire run {run.run_id}", header(run, table, money, capital_quote), sections, notes
+        f"Sapphire run {run.run_id}",
+        header(run, table, money, capital_quote, units.assets()),
+        sections,
+        notes,
     )
 
 
