@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import threading
 import time
 from collections import deque
@@ -34,6 +35,10 @@ class LiveFeed:
         self.conflated = 0
         self.received = 0
         self.errors = 0
+        self.reconnects = 0
+        # why the feed stopped for good (a refused key, a symbol the venue does not list):
+        # no reconnect can help; "" while it streams or reconnects
+        self.failed = ""
         self._loop = asyncio.new_event_loop()
         # created before the loop runs in its thread, so ``close`` can always cancel it
         self._main = self._loop.create_task(self._stream_all())
@@ -47,28 +52,52 @@ class LiveFeed:
             self._loop.run_until_complete(self._main)
 
     async def _stream_all(self) -> None:
+        """Stream until closed, reconnecting after any transient failure (a 503 while the
+        markets load, a dropped websocket) with the venue calls' backoff; a failure no
+        reconnect can help (a refused key, an unlisted symbol) stops it and says why."""
         import ccxt.pro as ccxtpro
 
+        from sapphire.adapters.ccxt_retry import RetryPolicy
+
+        policy, rng, failures = RetryPolicy(), random.Random(), 0
+        while True:
+            exchange = getattr(ccxtpro, self._config.exchange_id)(
+                {"enableRateLimit": True, "options": dict(self._config.options)}
+            )
+            if self._config.api_urls:
+                exchange.urls["api"] = {**exchange.urls["api"], **self._config.api_urls}
+            received = self.received
+            try:
+                await self._stream(exchange)
+                return  # every stream ended: the venue closed them for good
+            except (ccxtpro.AuthenticationError, ccxtpro.PermissionDenied, _Unlisted) as exc:
+                self.errors += 1
+                self.failed = f"{type(exc).__name__}: {exc}"[:300]
+                log.error("live feed stopped: %s", self.failed)
+                return
+            except Exception as exc:
+                self.errors += 1
+                self.reconnects += 1
+                # a feed that streamed since its last start begins its backoff again
+                failures = 1 if self.received > received else failures + 1
+                log.warning("live feed failed (%s); reconnecting", str(exc)[:200])
+            finally:
+                await exchange.close()
+            await asyncio.sleep(policy.delay(min(failures, policy.max_attempts), rng))
+
+    async def _stream(self, exchange: Any) -> None:
         from sapphire.adapters.ccxt_stream import CcxtMarketStream
 
-        exchange = getattr(ccxtpro, self._config.exchange_id)(
-            {"enableRateLimit": True, "options": dict(self._config.options)}
-        )
-        if self._config.api_urls:
-            exchange.urls["api"] = {**exchange.urls["api"], **self._config.api_urls}
-        try:
-            await exchange.load_markets()
-            symbols = {s: exchange.markets_by_id[s][0]["symbol"] for s in self._instruments}
-            stream = CcxtMarketStream(exchange, self._instruments, symbols, time.time_ns)
-            tasks = [self._pump(stream.trades(s)) for s in self._instruments]
-            if self._config.books:
-                tasks += [self._pump(stream.books(s, self._config.book_depth)) for s in symbols]
-            await asyncio.gather(*tasks)
-        except Exception:
-            self.errors += 1
-            log.exception("live feed stopped")
-        finally:
-            await exchange.close()
+        await exchange.load_markets()
+        unlisted = sorted(s for s in self._instruments if s not in exchange.markets_by_id)
+        if unlisted:
+            raise _Unlisted(f"{exchange.id} lists no {unlisted}")
+        symbols = {s: exchange.markets_by_id[s][0]["symbol"] for s in self._instruments}
+        stream = CcxtMarketStream(exchange, self._instruments, symbols, time.time_ns)
+        tasks = [self._pump(stream.trades(s)) for s in self._instruments]
+        if self._config.books:
+            tasks += [self._pump(stream.books(s, self._config.book_depth)) for s in symbols]
+        await asyncio.gather(*tasks)
 
     async def _pump(self, events: Any) -> None:
         async for event in events:
@@ -96,4 +125,13 @@ class LiveFeed:
             self._thread.join(timeout_s)
 
     def rejected(self) -> dict[str, int]:
-        return {"conflated": self.conflated, "stream_errors": self.errors}
+        out = {"conflated": self.conflated, "stream_errors": self.errors}
+        if self.reconnects:
+            out["stream_reconnects"] = self.reconnects
+        if self.failed:  # the reason is in the log; the summary counts that it happened
+            out["stream_stopped"] = 1
+        return out
+
+
+class _Unlisted(LookupError):
+    """A configured symbol the venue does not list: no reconnect makes it appear."""

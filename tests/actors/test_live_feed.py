@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from actors.live_feed import LiveFeed
@@ -80,3 +81,28 @@ def test_a_slow_consumer_gets_the_newest_ticks_and_a_conflation_count(
     assert [t.trade_id for t in got] == [t.trade_id for t in trades[80:100]]
     assert feed.conflated == 80
     feed.close()
+
+
+def test_a_failure_at_start_is_retried_and_an_unlisted_symbol_stops_it_saying_why(
+    venue_and_trades: tuple[DoubleThread, Instrument, list[Trade]],
+) -> None:
+    # one 503 while the markets load ended the feed for good: the run stepped on empty
+    # windows while its orders rested at the venue
+    from sapphire.adapters.binance_double import Fault, FaultKind
+
+    double, inst, trades = venue_and_trades
+    double.double.inject("GET", "exchangeInfo", Fault(kind=FaultKind.UNAVAILABLE))
+    feed = LiveFeed(_live_config(double, 10_000), {inst.symbol: inst})
+    _wait(lambda: double.subscribers("btcusdt@trade") > 0)
+    double.publish_trades(inst, trades[:50])
+    got: list[Any] = []
+    _wait(lambda: bool(got.extend(feed.take(1000))) or len(got) >= 50)
+    assert [t.trade_id for t in got] == [t.trade_id for t in trades[:50]]
+    assert feed.rejected() == {"conflated": 0, "stream_errors": 1, "stream_reconnects": 1}
+    feed.close()
+    other = msgspec.structs.replace(inst, symbol="NOPEUSDT")
+    dead = LiveFeed(_live_config(double, 10_000), {other.symbol: other})
+    _wait(lambda: bool(dead.failed))
+    assert "NOPEUSDT" in dead.failed and dead.rejected()["stream_stopped"] == 1
+    assert dead.reconnects == 0  # no reconnect makes a symbol appear
+    dead.close()
