@@ -81,8 +81,8 @@ def read_ohlcv(path: Path | str) -> pl.DataFrame:
 def _check_bars(frame: pl.DataFrame, path: Path) -> None:
     """Bars a backtest cannot trade on are the file's error, named with the first of them:
     a price that is no positive finite number, a close or open outside the bar's range, a
-    negative volume, one time given twice with other values. (A close of -1 was traded on,
-    and a repeated time kept its first bar silently.)"""
+    negative volume, a bar earlier than the one before it, one time given twice with other
+    values. (A close of -1 was traded on, and a repeated time kept its first bar silently.)"""
     try:
         num = frame.select(
             "ts_event_ns", *[pl.col(c).cast(pl.Float64) for c in (*_PRICES, "volume")]
@@ -103,6 +103,14 @@ def _check_bars(frame: pl.DataFrame, path: Path) -> None:
         if found.height:
             first = utc_text(int(found["ts_event_ns"][0]))
             raise DataError(f"{path}: {found.height} bars with {what}, the first at {first}")
+    back = frame.filter(pl.col("ts_event_ns").diff() < 0)
+    if back.height:
+        # sorted silently, a file whose rows were shuffled ran as if it were whole
+        first = utc_text(int(back["ts_event_ns"][0]))
+        raise DataError(
+            f"{path}: {back.height} bars earlier than the bar before them (a bar file is in "
+            f"time order), the first at {first}"
+        )
     distinct = frame.unique(keep="first").group_by("ts_event_ns").len().filter(pl.col("len") > 1)
     if distinct.height:
         first = utc_text(int(distinct["ts_event_ns"].min()))  # type: ignore[arg-type]

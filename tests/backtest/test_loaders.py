@@ -65,6 +65,8 @@ def test_unreadable_rows_in_a_known_format_are_a_clear_error(tmp_path: Path) -> 
         ("2020-01-01 00:02:00,100,101,99,100,-3", "a negative volume"),
         ("2020-01-01 00:02:00,100,NaN,99,100,1", "not a finite number"),
         ("2020-01-01 00:01:00,100,102,99,101,1", "bar times given twice with other values"),
+        # sorted silently: a file with shuffled rows ran as if it were whole
+        ("2020-01-01 00:00:30,100,101,99,100,1", "1 bars earlier than the bar before them"),
     ],
 )
 def test_a_bar_no_backtest_can_trade_on_is_the_files_error(
