@@ -30,6 +30,7 @@ from actors.market_data import MarketDataActor
 from actors.storage_sink import StorageSinkActor
 from sapphire.adapters.stores import store_location, stored_tables
 from sapphire.config.system import SystemConfig, check_run_id
+from sapphire.kernel.runner import NoEventsError
 from sapphire.storage.cache import cache_summary
 
 T = TypeVar("T")
@@ -501,9 +502,15 @@ def finish(handles: SystemHandles, steps: int, wall_s: float) -> RunResult:
 
 
 class RunFailed(RuntimeError):
-    """A run that stopped before its end; its checkpoints are intact (``--resume``)."""
+    """A run that stopped before its end; its checkpoints are intact (``--resume``), unless
+    the data itself gave it nothing to run (``resumable`` False: a resume would find the
+    same)."""
 
-    def __init__(self, run_id: str, cause: str) -> None:
+    def __init__(self, run_id: str, cause: str, *, resumable: bool = True) -> None:
+        self.resumable = resumable
+        if not resumable:
+            super().__init__(f"run {run_id} stopped: {cause}")
+            return
         super().__init__(
             f"run {run_id} stopped: {cause}; what was checkpointed is kept: fix the cause, "
             f"then continue with --resume {run_id}"
@@ -551,7 +558,9 @@ def run_system(
         # an actor's step failed for good (a full disk, a checkpoint store gone): the run
         # stops at its last checkpoint, from which --resume continues once the cause is fixed
         shutdown_system(handles)
-        raise RunFailed(run_id, root_cause(exc)) from None
+        # no market event at all: the data config's error, nothing a resume could continue
+        resumable = not isinstance(getattr(exc, "cause", None), NoEventsError)
+        raise RunFailed(run_id, root_cause(exc), resumable=resumable) from None
     quarantined = result.summary.get("quarantined", {})
     hung = sorted({cost.actor_key(s.leaf) for s in config.agents if s.id in quarantined})
     result.cost = cost.measure_system(

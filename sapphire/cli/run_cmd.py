@@ -94,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
             return 2
         except RunFailed as exc:  # stopped mid-run: nothing claimed, resumable
             print(f"error: {exc}", file=sys.stderr)
-            return 1
+            return 1 if exc.resumable else 2  # 2: the config's data, as sapphire backtest
     print_summary(result)
     if result.cost is not None:
         from actors.cost import print_cost

@@ -119,6 +119,22 @@ def test_a_ray_run_under_a_stored_run_id_is_refused(
     assert not ray.is_initialized()  # refused before Ray starts: none is left behind
 
 
+@pytest.mark.slow
+def test_a_ray_run_with_no_market_event_says_why_and_offers_no_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # it said "no market events" and "continue with --resume", which finds the same data
+    from sapphire.cli import main
+
+    config = demo(tmp_path, sessions=["2099-01-01"])
+    assert main(["run", "--config", str(config), "--no-progress"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "data.sessions found in no file: ['2099-01-01']" in err and "--resume" not in err
+    import ray
+
+    assert not ray.is_initialized()
+
+
 def test_a_data_file_with_no_row_to_read_is_one_line_naming_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
