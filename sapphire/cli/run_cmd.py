@@ -18,7 +18,7 @@ def register(subparsers: Any) -> None:
         help="continue a crashed run from its checkpoints (nothing lost or duplicated)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(handler=_run)
+    parser.set_defaults(handler=_handle)
 
 
 def _dashboard_url() -> str:
@@ -30,6 +30,19 @@ def _dashboard_url() -> str:
     except Exception:  # no cluster, or a Ray without the helper: nothing to print
         return ""
     return url if not url or url.startswith("http") else f"http://{url}"
+
+
+def _handle(args: argparse.Namespace) -> int:
+    """``_run``, ending the Ray it started: a caller in this process (a test, a notebook)
+    is never left with a cluster it did not ask for, after a failure as after a run."""
+    import ray
+
+    up = ray.is_initialized()
+    try:
+        return _run(args)
+    finally:
+        if not up and ray.is_initialized():
+            ray.shutdown()
 
 
 def _run(args: argparse.Namespace) -> int:
