@@ -153,6 +153,8 @@ def check_run_start(config: SystemConfig, run_id: str, *, resume: bool) -> None:
     backtest's, or a run whose checkpoints are gone: its rows would be dropped as that run's
     duplicates); a resumed run's must have checkpoints. Checked before Ray starts."""
     check_run_id(run_id)
+    # before anything reads the store: its recovery must not touch a live run's files
+    wiring.claim_run(config, run_id)
     location = checkpoint_location(config, run_id)
     existing = has_checkpoints(location)
     if existing and not resume:
@@ -530,6 +532,19 @@ def run_system(
     ``on_console`` gets the live console's URL (default: printed)."""
     run_id = check_run_id(run_id or config.run_id or default_run_id())
     check_run_start(config, run_id, resume=resume)  # a refusal needs no Ray
+    try:
+        return _run_started(config, run_id, on_step, resume, on_console)
+    finally:  # the run id is free again (for --resume), whatever happened
+        (wiring.storage_root(config) / run_id / wiring.CLAIM_FILE).unlink(missing_ok=True)
+
+
+def _run_started(
+    config: SystemConfig,
+    run_id: str,
+    on_step: Callable[[Any], None] | None,
+    resume: bool,
+    on_console: Callable[[str], None] | None,
+) -> RunResult:
     started_ray = ensure_ray(config)
     try:
         handles = start_system(config, run_id, resume=resume, checked=True)

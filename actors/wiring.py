@@ -14,12 +14,14 @@ from sapphire.adapters.stores import backend_builder
 from sapphire.config.system import DataConfig, ExchangeConfig
 from sapphire.exchange.gateway import ExecutionGateway
 from sapphire.kernel.assembly import (
+    CLAIM_FILE,
     ReplayFeed,
     WiringError,
     agent_builder,
     agent_leaves,
     build_core,
     check_agents,
+    claim_run,
     data_files,
     load_instruments,
     market_data_kind,
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from sapphire.adapters.ccxt_gateway import CcxtGatewayConfig
 
 __all__ = [
+    "CLAIM_FILE",
     "ReplayFeed",
     "WiringError",
     "agent_builder",
@@ -47,6 +50,7 @@ __all__ = [
     "backend_builder",
     "build_core",
     "check_agents",
+    "claim_run",
     "data_files",
     "gateway_builder",
     "live_gateway_builder",

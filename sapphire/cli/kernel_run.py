@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -14,9 +15,15 @@ from sapphire.adapters.stores import backend_builder, store_location
 from sapphire.cli.progress import bar_columns, estimate_events, startup_line
 from sapphire.cli.query_cmd import write_instruments
 from sapphire.cli.summary import print_next, print_summary
-from sapphire.config.system import ConfigError, check_run_id, load_config
+from sapphire.config.system import ConfigError, SystemConfig, check_run_id, load_config
 from sapphire.data.validation import DataFileError
-from sapphire.kernel.assembly import WiringError, data_files, run_folder, storage_root
+from sapphire.kernel.assembly import (
+    WiringError,
+    claim_run,
+    data_files,
+    run_folder,
+    storage_root,
+)
 from sapphire.kernel.coordinator import CoordinatorStep
 from sapphire.kernel.runner import InProcessKernel, NoEventsError
 from sapphire.kernel.timing import WindowError
@@ -24,7 +31,8 @@ from sapphire.storage.sink import StorageSink
 
 
 def default_run_id() -> str:
-    return time.strftime("backtest-%Y%m%d-%H%M%S", time.gmtime())
+    # the pid too: two backtests started in one second must not share an id
+    return time.strftime("backtest-%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}"
 
 
 def run_in_process(config_path: Path, run_id: str | None, progress: bool, console: Console) -> int:
@@ -45,6 +53,25 @@ def run_in_process(config_path: Path, run_id: str | None, progress: bool, consol
             message = f"{config_path}: {message}"
         console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
         return 2
+    try:  # before the store is opened: its recovery must not touch a live run's files
+        claim = claim_run(config, run_id)
+    except WiringError as exc:
+        console.print(f"[red]error:[/red] {escape(f'{config_path}: {exc}')}", soft_wrap=True)
+        return 2
+    try:
+        return _run_claimed(config_path, config, run_id, kernel, progress, console)
+    finally:
+        claim.unlink(missing_ok=True)
+
+
+def _run_claimed(
+    config_path: Path,
+    config: SystemConfig,
+    run_id: str,
+    kernel: InProcessKernel,
+    progress: bool,
+    console: Console,
+) -> int:
     # A backtest is a batch job: what matters is that every row is durable when it ends, so
     # it commits in large groups (storage.batch_rows is the streaming system's latency knob).
     try:

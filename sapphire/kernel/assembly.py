@@ -106,6 +106,55 @@ def run_folder(config: SystemConfig, run_id: str) -> Path:
     return folder
 
 
+CLAIM_FILE = "claimed"
+
+
+def claim_run(config: SystemConfig, run_id: str) -> Path:
+    """Claim run id ``run_id`` for this process before its store is opened: a marker made
+    exclusively in the run's folder, naming the host and process. Two runs started under
+    one id (two backtests in one second took the same default id) wrote the same store
+    files, the second's replacing the first's rows, and the second's store recovery deleted
+    the first's staged files. A claim whose process is gone (a crash) is taken over: whether
+    that run left rows or checkpoints is the store's and the checkpoints' check."""
+    folder = run_folder(config, run_id)
+    marker = folder / CLAIM_FILE
+    me = f"{os.uname().nodename} {os.getpid()}"
+    for _ in range(2):
+        try:
+            with open(marker, "x", encoding="utf-8") as handle:
+                handle.write(me)
+            return marker
+        except FileExistsError:
+            try:
+                owner = marker.read_text(encoding="utf-8").strip()
+            except OSError:
+                owner = ""
+            if owner == me or not _claim_alive(owner):
+                marker.unlink(missing_ok=True)  # this process's, or a crashed run's
+                continue
+            raise WiringError(
+                f"run {run_id!r} is running now (started by {owner}, {marker}): choose "
+                "another run id"
+            ) from None
+        except OSError as exc:
+            raise WiringError(f"run {run_id!r}: cannot claim {marker}: {exc}") from None
+    raise WiringError(f"run {run_id!r}: {marker} keeps coming back: another run took the id")
+
+
+def _claim_alive(owner: str) -> bool:
+    """Whether the process a claim names still runs (one on another host: assumed so)."""
+    host, _, pid = owner.rpartition(" ")
+    if host != os.uname().nodename or not pid.isdigit():
+        return bool(owner)
+    try:
+        os.kill(int(pid), 0)  # signal 0: a check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
+
+
 def data_files(data: DataConfig) -> list[Path]:
     if data.source == "sample":
         return sample.event_files()

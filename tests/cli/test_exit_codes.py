@@ -294,3 +294,33 @@ def test_small_things_a_user_reads_say_what_is_true(
     # --check without --out printed the reference and exited 0
     assert main(["config-reference", "--check"]) == 2
     assert "--check needs --out" in capsys.readouterr().err
+
+
+def test_a_run_id_another_live_process_holds_is_refused_before_the_store_opens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # two backtests started in one second took one default id: the second's rows replaced
+    # the first's, and its store recovery deleted the first's staged files
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from sapphire.kernel.assembly import CLAIM_FILE
+
+    config = demo(tmp_path)
+    marker = tmp_path / "runs" / "busy" / CLAIM_FILE
+    marker.parent.mkdir(parents=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        marker.write_text(f"{socket.gethostname()} {other.pid}")
+        assert os.uname().nodename == socket.gethostname()
+        assert backtest(config, "busy") == 2
+        out = " ".join(capsys.readouterr().out.split())
+        assert "run 'busy' is running now" in out and str(other.pid) in out
+        assert not (tmp_path / "runs" / "store").exists()  # the store was never opened
+    finally:
+        other.kill()
+        other.wait()
+    assert backtest(config, "busy") == 0  # its process is gone: a crashed run's claim
+    assert not marker.exists()  # released at the end
