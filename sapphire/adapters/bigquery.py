@@ -131,6 +131,9 @@ class BigQueryBackend:
         self.inserted_rows = 0
         self.insert_calls = 0
         self.run_id = run_id
+        # a commit raised since the last one that succeeded: part of its rows may be in
+        # the tables, so the next commit first reads what is stored and sends the rest
+        self._unsure = False
 
     def table_id(self, table: str) -> str:
         return f"{self.dataset}.{table}"
@@ -187,19 +190,30 @@ class BigQueryBackend:
     def recover(self) -> CommitState:
         self.ensure_schema()
         state = CommitState()
-        # this run's rows only: another run's seqs (same producer names) are not this one's
-        where = "" if self.run_id is None else "WHERE run_id = @run_id "
-        params = [] if self.run_id is None else [("run_id", self.run_id)]
         for name in self.tables:
-            sql = (
-                f"SELECT producer_id, MAX(seq) AS seq FROM `{self.table_id(name)}` "
-                f"{where}GROUP BY producer_id"
-            )
-            rows = self._call(functools.partial(self._query_rows, sql, params))
-            marks = {str(r["producer_id"]): int(r["seq"]) for r in rows}
+            marks = self._stored_marks(name)
             if marks:
                 state.watermarks[name] = marks
         return state
+
+    def _stored_marks(self, name: str) -> dict[str, int]:
+        """Per producer, the last seq of the stored run of seqs from 0 (a producer's seqs are
+        dense from 0). Streaming inserts are no transaction: a chunk whose row 1 was refused
+        while rows 2-4 landed holds no prefix, and ``MAX(seq)`` (4) took row 1 for stored,
+        so its re-send was dropped as a duplicate and lost. Rows past a gap are sent again
+        (readers take each seq once)."""
+        # this run's rows only: another run's seqs (same producer names) are not this one's
+        where = "" if self.run_id is None else "WHERE run_id = @run_id "
+        params = [] if self.run_id is None else [("run_id", self.run_id)]
+        sql = (
+            "SELECT producer_id, MIN(seq) AS first, "
+            "MIN(IF(nxt IS NULL OR nxt > seq + 1, seq, NULL)) AS seq FROM ("
+            "SELECT producer_id, seq, LEAD(seq) OVER (PARTITION BY producer_id ORDER BY seq) "
+            f"AS nxt FROM (SELECT DISTINCT producer_id, seq FROM `{self.table_id(name)}` "
+            f"{where})) GROUP BY producer_id"
+        )
+        rows = self._call(functools.partial(self._query_rows, sql, params))
+        return {str(r["producer_id"]): int(r["seq"]) for r in rows if int(r["first"]) == 0}
 
     def _query_rows(self, sql: str, params: Sequence[tuple[str, str]] = ()) -> list[Any]:
         from google.cloud import bigquery
@@ -218,11 +232,21 @@ class BigQueryBackend:
 
     def commit(self, flush_id: int, frames: Mapping[str, pl.DataFrame], state: CommitState) -> None:
         del flush_id, state  # the rows themselves are the commit record
+        unsure, self._unsure = self._unsure, True  # until this commit has returned
         for name, frame in frames.items():
             if frame.height == 0:
                 continue
             if name not in self.tables:
                 raise SchemaMismatchError(f"table {name!r} is not managed by this backend")
+            if unsure:  # a retried batch: what the failed commit stored is not sent twice
+                marks = self._stored_marks(name)
+                if marks:
+                    stored = pl.col("seq") <= pl.col("producer_id").replace_strict(
+                        marks, default=-1, return_dtype=pl.Int64
+                    )
+                    frame = frame.filter(~stored)
+                if frame.height == 0:
+                    continue
             # Decimal -> "-0.630069000": json cannot encode a Decimal, and polars writes the
             # column's fixed scale, never an exponent BigQuery would refuse
             ordered = frame.sort("producer_id", "seq").with_columns(cs.decimal().cast(pl.String))
@@ -233,10 +257,13 @@ class BigQueryBackend:
                 chunk = rows[start : start + self.chunk_rows]
                 ids = [f"{name}/{r['producer_id']}/{r['seq']}" for r in chunk]
                 self._insert_chunk(name, chunk, ids)
+        self._unsure = False
 
     def _insert_chunk(self, name: str, rows: list[dict[str, Any]], ids: list[str]) -> None:
         pending_rows, pending_ids = rows, ids
-        while pending_rows:
+        for attempt in range(1, self._max_attempts + 1):
+            if attempt > 1:
+                self._sleep(self._backoff_initial_s)
             errors = self._call(
                 functools.partial(
                     self.client.insert_rows_json,
@@ -260,7 +287,12 @@ class BigQueryBackend:
             keep = sorted(failed)
             pending_rows = [pending_rows[i] for i in keep]
             pending_ids = [pending_ids[i] for i in keep]
-            self._sleep(self._backoff_initial_s)
+        # still refused: the commit fails (the sink keeps the rows and retries the flush)
+        # instead of retrying for ever while the run's last flush never returns
+        raise BigQueryInsertError(
+            f"{self.table_id(name)}: {len(pending_rows)} rows still refused after "
+            f"{self._max_attempts} attempts"
+        )
 
     def _call(self, call: Callable[[], Any]) -> Any:
         return with_backoff(

@@ -321,3 +321,84 @@ def test_money_round_trips_exactly_as_numeric(client: bigquery.Client) -> None:
         ctx.prec = 38  # the default 28 digits would round the expected sum itself
         expected_total = sum(want[:4], Decimal(0))
     assert next(iter(client.query(total_sql).result()))["s"] == expected_total
+
+
+def test_a_partial_insert_and_a_crash_lose_no_row(
+    client: bigquery.Client, trades_path: Path
+) -> None:
+    # rows 0, 2-4 of a chunk landed, row 1 was refused (backendError) and the process died
+    # before its re-send: recovery took MAX(seq) = 4 for stored, so the producer's re-send
+    # of row 1 was dropped as a duplicate and lost for good
+    ds = dataset()
+    backend = BigQueryBackend(client, ds, tables=["ticks"], run_id="run-1")
+    backend.recover()
+    rows = ticks_from_trades(trades_path, 5, run_id="run-1").to_dicts()
+    client.insert_rows_json(
+        backend.table_id("ticks"),
+        [r for i, r in enumerate(rows) if i != 1],
+        row_ids=[f"ticks/md-0/{i}" for i in (0, 2, 3, 4)],
+    )
+    again = StorageSink(BigQueryBackend(client, ds, tables=["ticks"], run_id="run-1"))
+    assert again.committed()["ticks"] == {"md-0": 0}  # the stored run of seqs from 0
+    again.submit_frame("ticks", ticks_from_trades(trades_path, 5, run_id="run-1"), now_ns=0)
+    assert again.flush(0) == 4
+    seqs = [
+        r["seq"] for r in client.query(f"SELECT seq FROM `{backend.table_id('ticks')}`").result()
+    ]
+    assert set(seqs) == {0, 1, 2, 3, 4}
+
+
+def test_a_retried_flush_sends_only_what_the_failed_one_did_not_store(
+    client: bigquery.Client, trades_path: Path
+) -> None:
+    # the flush's second chunk failed; the sink's retry re-inserted the first chunk's rows,
+    # which insert ids deduplicate for a minute only: SQL over the table counted money twice
+    ds = dataset()
+    backend = BigQueryBackend(client, ds, tables=["ticks"], chunk_rows=50, run_id="run-1")
+    sink = StorageSink(backend, batch_size=10_000)
+    sink.submit_frame("ticks", ticks_from_trades(trades_path, 50, run_id="run-1"), now_ns=0)
+    sink.submit_frame(
+        "ticks",
+        ticks_from_trades(trades_path, 30, run_id="run-1").with_columns(
+            pl.lit("md-1").alias("producer_id")
+        ),
+        now_ns=0,
+    )
+    real = backend._insert_chunk
+    failures = iter([True])
+
+    def second_producer_fails(name: str, rows: list[dict[str, Any]], ids: list[str]) -> None:
+        if rows[0]["producer_id"] == "md-1" and next(failures, False):
+            raise ConnectionError("network blip")
+        real(name, rows, ids)
+
+    backend._insert_chunk = second_producer_fails  # type: ignore[method-assign]
+    assert sink.flush(0) == 0 and sink.stats.flush_errors == 1
+    assert sink.flush(10**10) == 80
+    sql = f"SELECT producer_id, COUNT(*) AS n FROM `{backend.table_id('ticks')}` GROUP BY 1"
+    assert {r["producer_id"]: r["n"] for r in client.query(sql).result()} == {
+        "md-0": 50,
+        "md-1": 30,
+    }
+
+
+def test_rows_refused_again_and_again_fail_the_commit_instead_of_hanging() -> None:
+    # a row BigQuery keeps refusing with a transient reason was retried for ever: the run's
+    # last flush never returned
+    from sapphire.adapters.bigquery import BigQueryInsertError
+
+    class Refusing:
+        project = "p"
+
+        def insert_rows_json(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+            return [{"index": 0, "errors": [{"reason": "backendError"}]}]
+
+    backend = BigQueryBackend(
+        Refusing(),  # type: ignore[arg-type]
+        "ds",
+        tables=["fills"],
+        max_attempts=3,
+        sleep=lambda s: None,
+    )
+    with pytest.raises(BigQueryInsertError, match="still refused after 3 attempts"):
+        backend._insert_chunk("fills", [{"x": 1}], ["id"])
