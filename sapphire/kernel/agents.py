@@ -22,10 +22,19 @@ from sapphire.model.events import (
     BookDelta,
     BookDeltas,
     MarketEvent,
+    Side,
     as_levels,
     rows_in,
 )
-from sapphire.model.orders import AgentReport, CancelIntent, OrderDenied, OrderIntent, Signal
+from sapphire.model.orders import (
+    AgentReport,
+    CancelIntent,
+    OrderDenied,
+    OrderIntent,
+    OrderType,
+    Signal,
+    TimeInForce,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +66,13 @@ def invalid_output(output: object, symbols: frozenset[str]) -> str | None:
     if type(output.seq) is not int or not 0 <= output.seq < MAX_UNITS:
         return f"seq {output.seq!r} is not an int in range"
     if isinstance(output, OrderIntent):
+        # enums by identity, as risk and the venue test them: a side of 0 or 1, an order
+        # type "limit" passed the price band and position checks and then crashed the venue
+        for name, kind in (("side", Side), ("order_type", OrderType), ("tif", TimeInForce)):
+            if type(getattr(output, name)) is not kind:
+                return f"{name} {getattr(output, name)!r} is not a {kind.__name__}"
+        if type(output.reduce_only) is not bool:
+            return f"reduce_only {output.reduce_only!r} is not a bool"
         if type(output.qty_lots) is not int:
             return f"qty_lots {output.qty_lots!r} is not a whole number of lots"
         if output.limit_ticks is not None and type(output.limit_ticks) is not int:
