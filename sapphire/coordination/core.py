@@ -144,8 +144,13 @@ class CoordinatorCore:
         Checked at each intent and, by the kernel's coordinator stage, at each PnL grid
         point of event time, so a loss binds within that interval even while no agent
         sends an order."""
-        self.risk.refresh(now_ns)
-        if self.risk.limits.kill_on_daily_loss and self.risk.firm_breached:
+        risk = self.risk
+        risk.refresh(now_ns)
+        if risk.firm_breached_at_day_end:
+            risk.firm_breached_at_day_end = False
+            if risk.limits.kill_on_daily_loss and not risk.kill_switch_on:
+                self._trip("firm daily loss limit breached (by the day's end)", now_ns, result)
+        if risk.limits.kill_on_daily_loss and risk.firm_breached:
             self._trip("firm daily loss limit breached", now_ns, result)
 
     def request_kill(self, reason: str) -> None:

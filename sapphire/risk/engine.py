@@ -42,6 +42,10 @@ class RiskDecision(msgspec.Struct, frozen=True, gc=False):
 
 
 class RiskEngine:
+    # set by ``refresh`` when the day that ended had breached the firm's loss limit (a class
+    # default too: an engine restored from an older checkpoint has no such attribute)
+    firm_breached_at_day_end = False
+
     def __init__(
         self,
         limits: RiskLimits,
@@ -114,6 +118,12 @@ class RiskEngine:
         moved), instead of once per intent: PnL cannot change between two intents."""
         day = now_ns // NS_PER_DAY
         if day != self._day:
+            if self._day >= 0:
+                # the day that ends is judged on its last PnL before its start is replaced:
+                # a loss booked since the last check (up to a step) counted against neither
+                # day, and the kill switch it would have tripped never did
+                limit = Decimal(self.limits.max_firm_daily_loss_quote)
+                self.firm_breached_at_day_end = -self.firm_daily_pnl().total > limit
             self._day = day
             self._pnl_at_day_start = {
                 agent: self._portfolio.pnl_by_asset(agent, self.marks) for agent in self._agents()

@@ -213,3 +213,46 @@ def test_an_order_still_open_a_second_after_the_kill_switch_cancel_is_canceled_a
     quiet = StepResult()
     c.recancel(3_000_000_000, quiet)
     assert quiet.commands == []
+
+
+def test_a_loss_in_the_days_last_check_interval_still_trips_the_kill_switch() -> None:
+    # the day's start was replaced before its last PnL was judged: a loss booked after the
+    # last check before midnight counted against neither day, and never tripped the switch
+    from sapphire.coordination.core import CoordinatorCore, StepResult
+    from sapphire.model import OrderFilled
+    from sapphire.model.events import Quote
+    from sapphire.risk.engine import NS_PER_DAY
+    from sapphire.risk.limits import AgentLimits, RiskLimits
+
+    btc = Instrument(symbol="BTCUSDT", tick_size="0.1", lot_size="0.001")
+    limits = RiskLimits(
+        max_firm_daily_loss_quote="10",
+        kill_on_daily_loss=True,
+        default_agent=AgentLimits(max_daily_loss_quote="5"),
+    )
+    midnight = 20_000 * NS_PER_DAY
+
+    def quote(ts: int, bid: int) -> Quote:
+        return Quote(
+            ts_event_ns=ts, symbol="BTCUSDT", bid_ticks=bid, ask_ticks=bid + 2, bid_lots=1,
+            ask_lots=1,
+        )  # fmt: skip
+
+    def run(last_check_ns: int) -> CoordinatorCore:
+        core = CoordinatorCore({"BTCUSDT": btc}, limits, Decimal("100000"), {"a": 1.0})
+        core.on_mark(quote(midnight - 10 * 10**9, 600_000))
+        core.check_losses(midnight - 10 * 10**9, StepResult())
+        core.portfolio.apply_fill(
+            OrderFilled(
+                ts_event_ns=midnight - 500_000_000, client_order_id="a-1", agent_id="a",
+                symbol="BTCUSDT", side=Side.BUY, price_ticks=600_001, qty_lots=1000,
+                fee_quote=Decimal(0), is_maker=False, fill_id="f1", leaves_lots=0,
+            )
+        )  # fmt: skip
+        core.on_mark(quote(midnight - 400_000_000, 599_000))  # 1 BTC down 100 USDT
+        core.check_losses(last_check_ns, StepResult())
+        return core
+
+    assert run(midnight - 1).risk.kill_switch_on  # checked before midnight: tripped
+    after = run(midnight)  # the next check is already the new day's first
+    assert after.risk.kill_switch_on and "day's end" in after.risk.kill_reason
