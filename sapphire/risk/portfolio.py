@@ -53,14 +53,17 @@ class FirmPnl(msgspec.Struct, frozen=True, kw_only=True):
 def reporting_asset(instruments: dict[str, Instrument]) -> str:
     """The firm's currency, the asset ``capital_quote`` is in: the settlement asset when
     there is one; else a settlement asset that is also a quote (USDT beside BTC-settled
-    inverse contracts); else the quote most instruments share (USD for COIN-M only)."""
-    settles = sorted({i.settle_asset for i in instruments.values()})
+    inverse contracts), a dollar first, then the one most instruments settle in (BTCUSDT
+    beside ETHBTC is a USDT firm: the first in the alphabet made it a BTC one, its capital
+    and loss limit read in BTC); else the quote most instruments share (USD for COIN-M)."""
+    settled = [i.settle_asset for i in instruments.values()]
+    settles = sorted(set(settled))
     if len(settles) <= 1:
         return settles[0] if settles else ""
     quotes = [i.quote for i in instruments.values() if i.quote]
     quoted = [a for a in settles if a in quotes]
     if quoted:
-        return quoted[0]
+        return min(quoted, key=lambda a: (a not in _DOLLARS, -settled.count(a), a))
     if not quotes:
         return settles[0]
     return min(sorted(set(quotes)), key=lambda q: -quotes.count(q))

@@ -91,6 +91,12 @@ def test_reporting_asset_and_rates() -> None:
     assert reporting_asset({LIN.symbol: LIN}) == "USDT"
     assert reporting_asset({INV.symbol: INV}) == "BTC"  # a COIN-M run stays in its coin
     assert reporting_asset(BOTH) == "USDT"
+    # a BTC-quoted spot pair beside BTCUSDT: still a USDT firm (the alphabet made it BTC, so
+    # capital_quote and the firm's loss limit were read in BTC)
+    ethbtc = Instrument(symbol="ETHBTC", base="ETH", quote="BTC", tick_size="0.00001",
+                        lot_size="0.001")  # fmt: skip
+    assert reporting_asset({LIN.symbol: LIN, "ETHBTC": ethbtc}) == "USDT"
+    assert reporting_asset({"ETHBTC": ethbtc, LIN.symbol: LIN}) == "USDT"
     eth_inv = Instrument(
         symbol="ETHUSD",
         kind=InstrumentKind.INVERSE_PERPETUAL,
