@@ -276,8 +276,9 @@ class CoordinatorCore:
             return
         incoming = self.journal.entries[order.client_order_id]
         inst = self.instruments.get(order.symbol)
+        bound = self.risk.market_bound(order.symbol, order.side)
         result.commands.extend(
-            self.crosses.route(order, incoming, self.journal.open_orders(), inst)
+            self.crosses.route(order, incoming, self.journal.open_orders(), inst, bound)
         )
 
     def resolve_cross(

@@ -87,13 +87,18 @@ def can_cross(order: SubmitOrder) -> bool:
     return order.tif not in _NO_CROSS_TIFS
 
 
-def _crosses(order: SubmitOrder, resting: JournalEntry) -> bool:
+def _crosses(order: SubmitOrder, resting: JournalEntry, market_bound: int | None) -> bool:
     limit = resting.limit_ticks
     if limit is None:
         return False
-    if order.order_type is OrderType.MARKET or order.limit_ticks is None:
-        return True
-    return limit <= order.limit_ticks if order.side is Side.BUY else limit >= order.limit_ticks
+    bound = order.limit_ticks
+    if order.order_type is OrderType.MARKET or bound is None:
+        # a market order crosses no further than the price band from the mark (what risk
+        # took as its worst price): a resting sell 5.6 % above a fallen mid was filled
+        if market_bound is None:
+            return False  # no mark: the venue's book prices it
+        bound = market_bound
+    return limit <= bound if order.side is Side.BUY else limit >= bound
 
 
 def _venue_ok(inst: Instrument | None, price_ticks: int, lots: int) -> bool:
@@ -106,9 +111,13 @@ def _venue_ok(inst: Instrument | None, price_ticks: int, lots: int) -> bool:
 
 
 def match(
-    order: SubmitOrder, open_orders: Iterable[JournalEntry], inst: Instrument | None
+    order: SubmitOrder,
+    open_orders: Iterable[JournalEntry],
+    inst: Instrument | None,
+    market_bound: int | None = None,
 ) -> list[Cross]:
-    """The crosses of ``order`` against the account's open orders, best price first."""
+    """The crosses of ``order`` against the account's open orders, best price first;
+    ``market_bound``: the worst price a market order may cross at (None: it crosses none)."""
     if not can_cross(order):
         return []
     candidates: list[tuple[int, int, int, JournalEntry]] = []
@@ -123,7 +132,7 @@ def match(
             or entry.tif not in _RESTING_TIFS
             or entry.cancel_sent
             or entry.available_lots <= 0
-            or not _crosses(order, entry)
+            or not _crosses(order, entry, market_bound)
         ):
             continue
         assert entry.limit_ticks is not None
@@ -197,10 +206,11 @@ class CrossBook:
         incoming: JournalEntry,
         open_orders: Iterable[JournalEntry],
         inst: Instrument | None,
+        market_bound: int | None = None,
     ) -> list[SubmitOrder | CancelOrder | AmendOrder]:
         """The commands for the venue: the order (or what is left of it after crossing),
         preceded by the cancels and amends that take the crossed lots off resting orders."""
-        crosses = match(order, open_orders, inst)
+        crosses = match(order, open_orders, inst, market_bound)
         if not crosses:
             return [order]
         now = order.ts_event_ns

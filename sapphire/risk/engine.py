@@ -105,6 +105,16 @@ class RiskEngine:
             limits = self._scaled[key] = scaled_limits(self.limits.for_agent(agent_id), scale)
         return limits
 
+    def market_bound(self, symbol: str, side: Side) -> int | None:
+        """The worst price a market order on ``symbol`` is taken to fill at: the mark plus
+        the price band for a buy, minus it for a sell (what the notional check values it
+        at); None without a mark."""
+        mid = self.marks.get(symbol)
+        if mid is None:
+            return None
+        band = 1 + self.limits.price_band_bps / 10_000 * int(side)
+        return math.ceil(mid * band) if side is Side.BUY else math.floor(mid * band)
+
     def trip_kill_switch(self, reason: str) -> None:
         self.kill_switch_on = True
         self.kill_reason = reason

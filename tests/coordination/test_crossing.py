@@ -84,3 +84,20 @@ def test_an_order_with_nothing_under_way_is_forgotten_at_once() -> None:
     assert sum(1 for r in out if not isinstance(r, OrderUpdate)) == 2  # the cross's two fills
     book.forget("a-1")
     assert "a-1" not in book._venue_lots and not book._forgotten
+
+
+def test_a_market_order_crosses_no_further_than_the_price_band() -> None:
+    # a resting sell at 100 while the mark fell: a market buy crossed it at any price
+    from sapphire.coordination.crossing import match
+    from sapphire.model.orders import OrderType, TimeInForce
+
+    order, _ = _incoming()
+    market = msgspec.structs.replace(
+        order, limit_ticks=None, order_type=OrderType.MARKET, tif=TimeInForce.IOC
+    )
+    resting = [_resting()]
+    assert [c.price_ticks for c in match(market, resting, None, market_bound=100)] == [100]
+    assert match(market, resting, None, market_bound=99) == []  # beyond the band: the venue
+    assert match(market, resting, None) == []  # no mark: the venue's book prices it
+    # a limit order's own price bounds it, whatever the mark
+    assert len(match(order, resting, None)) == 1
