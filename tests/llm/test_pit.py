@@ -23,6 +23,11 @@ def test_every_engine_config_carries_a_cutoff_and_a_bad_date_is_refused() -> Non
         assert engine_config_from_dict({"kind": kind}).knowledge_cutoff
     with pytest.raises(EngineConfigError, match="knowledge_cutoff"):
         engine_config_from_dict({"kind": "llamacpp", "knowledge_cutoff": "Nov 2024"})
+    # the right shape but no day of the calendar: accepted, then every decision failed in
+    # the model client and was stored as a timeout
+    for kind in ("llamacpp", "vllm", "transformers"):
+        with pytest.raises(EngineConfigError, match="no calendar date"):
+            engine_config_from_dict({"kind": kind, "knowledge_cutoff": "2024-13-45"})
 
 
 def test_an_event_before_the_cutoff_is_flagged_and_refused_under_strict() -> None:
