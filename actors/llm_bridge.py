@@ -43,6 +43,7 @@ class LlmBridge:
         self._thread = threading.Thread(target=self._loop.run_forever, name="llm", daemon=True)
         self._thread.start()
         self._flags = {"before_cutoff": 0, "refused": 0, "fallbacks": 0, "stored": 0}
+        self._raised = 0  # requests the client raised on (their records carry the error)
 
     def submit(self, requests: list[Any]) -> None:
         for request in requests:
@@ -60,7 +61,15 @@ class LlmBridge:
             self._client = ServeDecisionClient(
                 app_name=self._app_name, timeout_s=self._timeout_s, redis=self.l2
             )
-        answer = await self._client.decide_detailed(request.prompt, request.ts_event_ns)
+        try:
+            answer = await self._client.decide_detailed(request.prompt, request.ts_event_ns)
+        except Exception as exc:  # anything the client raised is this decision's error: a
+            # request whose task died was stored as a timeout, its cause lost
+            from actors.serve.llm_client import Answer
+            from sapphire.llm.decision import HOLD
+
+            answer = Answer(decision=HOLD, error=f"error: {type(exc).__name__}: {exc}"[:300])
+            self._raised += 1
         with self._lock:
             self._inbox.append((request, answer))
 
@@ -167,7 +176,7 @@ class LlmBridge:
             malformed_json=s.malformed_json,
             schema_violation=s.schema_violation,
             timeouts=s.timeouts,
-            errors=s.errors,
+            errors=s.errors + self._raised,
             cache_hits=s.cache_hits,
         )
         ident = self._client._identity
