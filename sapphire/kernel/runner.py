@@ -102,6 +102,14 @@ class InProcessKernel:
                 assembly.agent_builder(spec, self.instruments[spec.symbol], self.instruments)()
                 for spec in config.agents
             ]
+        asking = [a.agent_id for a in agents if hasattr(a, "drain_requests")]
+        if asking:
+            # its requests go out through the Ray agent actor's bridge to Ray Serve; in one
+            # process nothing sends them: it ran on its fallback, stored no decision, exit 0
+            raise assembly.WiringError(
+                f"agents {asking} ask a language model served by Ray Serve, which one process "
+                "does not run: `sapphire run` runs this config"
+            )
         if gateway is not None and self.shards.count > 1:
             raise assembly.WiringError("shards: a given gateway serves one shard only")
         groups = self.shards.groups  # one group of every symbol without shards

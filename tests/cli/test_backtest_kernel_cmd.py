@@ -129,3 +129,17 @@ def test_no_events_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["backtest", "--config", str(config), "--no-progress"]) == 2
     out = " ".join(capsys.readouterr().out.split())
     assert "no market events (no row was rejected: the files hold none)" in out
+
+
+def test_an_llm_agent_config_is_refused_in_one_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # its requests go through the Ray agent actor's bridge to Serve: in one process nothing
+    # sent them, it ran on its fallback, stored no decision and exited 0
+    raw = msgspec.yaml.decode((REPO_ROOT / "configs" / "demo_llm.yaml").read_bytes())
+    raw["storage"] = {"root": str(tmp_path / "runs")}
+    path = tmp_path / "llm.yaml"
+    path.write_bytes(msgspec.yaml.encode(raw))
+    assert main(["backtest", "--config", str(path), "--no-progress"]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "ask a language model served by Ray Serve" in out and "sapphire run" in out
