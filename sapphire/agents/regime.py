@@ -16,6 +16,7 @@ consecutive prompts share their prefix in the llama.cpp KV cache.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
@@ -192,8 +193,10 @@ DEFAULT_ENGINE: dict[str, Any] = {
 }
 
 
-def llm_regime_classifier(engine: dict[str, Any], fallback: RuleClassifier) -> LlmRegimeClassifier:
-    """``risk.regime.llm`` (llama.cpp engine fields over :data:`DEFAULT_ENGINE`) -> classifier."""
+def regime_engine_config(engine: dict[str, Any]) -> LlamaCppConfig:
+    """``risk.regime.llm`` (llama.cpp engine fields over :data:`DEFAULT_ENGINE`), checked
+    without loading the model: a run checks it before its first step (the model loads at
+    the first evaluation, where a bad field was a traceback mid-run)."""
     raw = {**DEFAULT_ENGINE, **engine}
     try:
         config = msgspec.convert(raw, LlamaCppConfig)
@@ -201,7 +204,14 @@ def llm_regime_classifier(engine: dict[str, Any], fallback: RuleClassifier) -> L
         raise EngineError(f"risk.regime.llm: {exc}") from exc
     if config.sampling.temperature != 0.0:
         raise EngineError("risk.regime.llm: sampling.temperature must be 0 (replays repeat)")
-    return LlmRegimeClassifier(regime_engine(config), fallback)
+    if config.model_path and not Path(config.model_path).expanduser().is_file():
+        raise EngineError(f"risk.regime.llm.model_path: no file {config.model_path}")
+    return config
+
+
+def llm_regime_classifier(engine: dict[str, Any], fallback: RuleClassifier) -> LlmRegimeClassifier:
+    """``risk.regime.llm`` (llama.cpp engine fields over :data:`DEFAULT_ENGINE`) -> classifier."""
+    return LlmRegimeClassifier(regime_engine(regime_engine_config(engine)), fallback)
 
 
 __all__ = [

@@ -765,6 +765,15 @@ def check_agents(config: SystemConfig, instruments: dict[str, Instrument]) -> No
         if spec.host and spec.kind == "llm":
             # its decisions arrive between steps through a bridge of its own actor
             raise WiringError(f"agent {spec.id}: an LLM agent cannot share a host")
+    regime = config.risk.regime
+    if regime.enabled and regime.classifier == "llm":
+        from sapphire.agents.regime import regime_engine_config
+        from sapphire.llm.engines import EngineError
+
+        try:
+            regime_engine_config(regime.llm)  # its model loads at the first evaluation
+        except EngineError as exc:
+            raise WiringError(str(exc)) from None
 
 
 def import_object(path: str) -> Any:

@@ -79,3 +79,22 @@ def test_the_llm_classifier_drives_the_scale_in_a_kernel_run() -> None:
     assert asked > 0 and sum(stats.values()) == asked
     assert stats["ok"] == regime["evaluations"].get("llm", 0) > 0
     assert sum(regime["by_regime"].values()) == sum(regime["evaluations"].values())
+
+
+@pytest.mark.parametrize(
+    ("llm", "why"),
+    [
+        ({"bogus": 1}, "unknown field `bogus`"),
+        ({"sampling": {"temperature": 0.5}}, "temperature must be 0"),
+        ({"model_path": "/nonexistent.gguf"}, "no file /nonexistent.gguf"),
+    ],
+)
+def test_a_bad_regime_model_config_is_refused_before_the_run(
+    llm: dict[str, Any], why: str
+) -> None:
+    # the model loads at the first evaluation: these were a traceback mid-run, exit 1
+    from sapphire.kernel.assembly import WiringError
+
+    config = kernel_config(risk={"regime": {**REGIME, "classifier": "llm", "llm": llm}})
+    with pytest.raises(WiringError, match=why):
+        InProcessKernel(config, "bad-regime")
