@@ -383,7 +383,9 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         fraction = min(max(size_fraction, 0.0), 1.0) if math.isfinite(size_fraction) else 0.0
         # the configured lots count order steps; integer lots may be a finer size grid
         step = self.instrument.lots_per_step
-        qty = math.floor(fraction * self.config.max_order_lots) * step
+        # a hair over the product before flooring: 1/49 x 49 is 0.999..., which floored the
+        # fallback's one order step to none (49, 98, 103, ... lots never traded)
+        qty = math.floor(fraction * self.config.max_order_lots + 1e-9) * step
         exposure = self.core.position_lots + self.pending_lots()
         limit = self.config.max_position_lots * step
         if side is Side.BUY:

@@ -296,3 +296,11 @@ def test_a_refused_or_failed_answer_hands_the_decision_to_the_fallback(
     request = _run_until_request(agent, events)
     agent.on_decision(request.request_id, _buy(), request.ts_event_ns, "error: unreachable")
     assert agent.stats.errors == 1 and agent.state.fallbacks == 2
+
+
+@pytest.mark.parametrize("max_order_lots", [1, 48, 49, 98, 103, 107, 161, 187, 196, 197, 200])
+def test_one_order_step_of_any_max_is_one_step(max_order_lots: int) -> None:
+    # the fallback asks for 1/max of the max order: floor(1/49 x 49) was 0, no order
+    agent = LlmAgent("a", BTC, {"max_order_lots": max_order_lots, "max_position_lots": 1000})
+    assert agent.capped_qty(Side.BUY, 1 / max_order_lots) == BTC.lots_per_step
+    assert agent.capped_qty(Side.BUY, 1.0) == max_order_lots * BTC.lots_per_step
