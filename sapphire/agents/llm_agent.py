@@ -158,7 +158,13 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         st = self.state
         if isinstance(answer, str):
             answer = parse_decision(answer)
-        if st.outstanding is None or st.outstanding.request_id != request_id:
+        if (
+            st.outstanding is None
+            or st.outstanding.request_id != request_id
+            # past its deadline in event time, though no event has expired it yet (answers
+            # are handed over before the step's events): late, as one after the expiry is
+            or now_ns > st.outstanding.deadline_ns
+        ):
             st.stats.late += 1
             return None
         st.outstanding = None
@@ -206,7 +212,7 @@ class LlmAgent(BaseAgent[LlmAgentState]):
                 f"timeout: no answer within decision_timeout_ns="
                 f"{self.config.decision_timeout_ns} of event time"
             )
-            out.extend(self._fall_back(ts, expired.request_id, reason))
+            out.extend(self._fall_back(ts, expired.request_id, reason, expired.ts_event_ns))
         # 4. a new request, at most one in flight
         due = (
             st.last_request_ns is None
@@ -329,14 +335,18 @@ class LlmAgent(BaseAgent[LlmAgentState]):
             st.queued.append(request)
 
     # -- decisions to intents -------------------------------------------------------------
-    def _refuse(self, ts: int, request_id: int, reason: str) -> list[LlmDecision]:
-        """The fallback's decision for a request the model did not answer, queued for storage."""
+    def _refuse(
+        self, ts: int, request_id: int, reason: str, asked_ns: int | None = None
+    ) -> list[LlmDecision]:
+        """The fallback's decision for a request the model did not answer, queued for storage
+        under the time it was asked about (``asked_ns``; default ``ts``): its row is that
+        request's, flagged against the model's cutoff as the request was."""
         decision = self._fallback_decision(ts)
         self.state.fallbacks += 1
         self.state.outcomes.append(
             LlmOutcome(
                 request_id=request_id,
-                ts_event_ns=ts,
+                ts_event_ns=ts if asked_ns is None else asked_ns,
                 decision=decision,
                 fallback=self.config.fallback,
                 error=reason,
@@ -344,9 +354,11 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         )
         return [decision]
 
-    def _fall_back(self, ts: int, request_id: int, reason: str) -> list[AgentOutput]:
+    def _fall_back(
+        self, ts: int, request_id: int, reason: str, asked_ns: int | None = None
+    ) -> list[AgentOutput]:
         out: list[AgentOutput] = []
-        for decision in self._refuse(ts, request_id, reason):
+        for decision in self._refuse(ts, request_id, reason, asked_ns):
             out.extend(self._act(ts, decision, "fallback"))
         return out
 

@@ -304,3 +304,23 @@ def test_one_order_step_of_any_max_is_one_step(max_order_lots: int) -> None:
     agent = LlmAgent("a", BTC, {"max_order_lots": max_order_lots, "max_position_lots": 1000})
     assert agent.capped_qty(Side.BUY, 1 / max_order_lots) == BTC.lots_per_step
     assert agent.capped_qty(Side.BUY, 1.0) == max_order_lots * BTC.lots_per_step
+
+
+def test_an_answer_handed_over_after_its_deadline_is_late_and_the_timeout_row_is_the_requests(
+    quotes: list[Quote],
+) -> None:
+    # answers are handed over before a step's events: one arriving after the deadline, when
+    # no event had expired the request yet, was used as valid; its timeout row was stamped
+    # when the timeout was noticed, not at the request (its cutoff flag read the wrong time)
+    agent = LlmAgent("llm-1", BTC, {"decision_timeout_ns": NS, "fallback": "hold"})
+    events = iter(quotes)
+    request = _run_until_request(agent, events)
+    later = next(q for q in events if q.ts_event_ns > request.deadline_ns)
+    assert agent.on_decision(request.request_id, _buy(), later.ts_event_ns) is None
+    assert agent.stats.late == 1 and agent.stats.ok == 0
+    out = agent.on_event(later, later.ts_event_ns)
+    assert not any(isinstance(o, OrderIntent) for o in out)  # the model's buy is not used
+    assert agent.stats.timeouts == 1
+    (outcome,) = agent.drain_outcomes()
+    assert outcome.request_id == request.request_id
+    assert outcome.ts_event_ns == request.ts_event_ns  # the request's time
