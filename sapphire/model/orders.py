@@ -73,6 +73,7 @@ class RejectReason(enum.StrEnum):
     RISK_NO_MARKET = "risk_no_market"
     RISK_CONSENSUS = "risk_consensus"
     RISK_AGENT_QUARANTINED = "risk_agent_quarantined"  # a hung or failing agent, stopped
+    RISK_REDUCE_ONLY = "risk_reduce_only"  # a reduce-only order that would grow or flip
     EXCHANGE_ERROR = "exchange_error"
 
 

@@ -268,6 +268,10 @@ class RiskEngine:
         # The caps bind an order that grows the position or turns it to the other side (a
         # flip is a new position: long 10 over a tightened cap may sell 10, not 19)
         binds = abs(projected) > abs(position) or projected * position < 0
+        if intent.reduce_only and binds:
+            # it may only shrink the position (its open orders on that side included): the
+            # flag was carried to the store and never read
+            return RejectReason.RISK_REDUCE_ONLY, f"position {position} would become {projected}"
         if abs(projected) > agent.max_position_lots and binds:
             return RejectReason.RISK_MAX_POSITION, f"projected {projected} lots"
         # Valued at the worse of the order's own price and the mark: a far-away limit on a
@@ -474,7 +478,10 @@ class RiskEngine:
                     growing = size_after > (-position if position < 0 else position) or (
                         projected < 0 < position or position < 0 < projected
                     )
-                    if growing and size_after > agent.max_position_lots:
+                    if growing and intent.reduce_only:
+                        reason = RejectReason.RISK_REDUCE_ONLY
+                        detail = f"position {position} would become {projected}"
+                    elif growing and size_after > agent.max_position_lots:
                         reason = position_r
                         detail = position_detail.get(projected) or position_detail.setdefault(
                             projected, f"projected {projected} lots"

@@ -77,6 +77,7 @@ def expand_run(seed: int, length: int) -> list[tuple[Any, ...]]:
                 off,
                 rng.choice(GAPS) if rng.random() < 0.5 else 1,
                 rng.randint(0, 10_000) if rng.random() < 0.97 else rng.randint(0, 3),
+                rng.random() < 0.1,  # reduce-only: refused where it would grow or flip
             )
         )
     return out
@@ -167,7 +168,7 @@ def replay(limits: RiskLimits, steps: list[Any], batched: bool) -> tuple[Any, ..
                 core.reset_kill()
         else:
             items = []
-            for agent, symbol, side, lots, otype, off, gap, seq in step[1]:
+            for agent, symbol, side, lots, otype, off, gap, seq, reduce in step[1]:
                 t += gap
                 base = core.marks.get(symbol) or MID
                 intent = OrderIntent(
@@ -179,6 +180,7 @@ def replay(limits: RiskLimits, steps: list[Any], batched: bool) -> tuple[Any, ..
                     qty_lots=lots,
                     limit_ticks=None if off is None else int(base) + off,
                     order_type=otype,
+                    reduce_only=reduce,
                 )
                 items.append((agent, intent))
             if batched:
@@ -221,8 +223,11 @@ def test_batch_counts_a_mix_of_verdicts() -> None:
         (
             "run",
             [
-                ("a", "BTCUSDT", Side.BUY, q, OrderType.LIMIT, off, 1, s)
-                for s, (q, off) in enumerate([(5, 0), (9, 0), (2, 5_000), (4, 0), (3, 0), (1, 0)])
+                # the last a second later (past the order rate), reduce-only while long
+                ("a", "BTCUSDT", Side.BUY, q, OrderType.LIMIT, off, 1 + (s == 6) * 10**9, s, s == 6)
+                for s, (q, off) in enumerate(
+                    [(5, 0), (9, 0), (2, 5_000), (4, 0), (3, 0), (1, 0), (1, 0)]
+                )
             ],
         )
     ]
@@ -234,4 +239,5 @@ def test_batch_counts_a_mix_of_verdicts() -> None:
         "ok",
         "risk_max_position",
         "ok",
+        "risk_reduce_only",
     ]

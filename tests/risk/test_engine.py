@@ -188,3 +188,45 @@ def test_a_flip_is_held_to_the_notional_cap() -> None:
     decision = eng.check(intent(1, side=Side.SELL, qty=15, limit=1_200_000), 0, 1)
     assert decision.reason is RejectReason.RISK_MAX_NOTIONAL
     assert eng.check(intent(2, side=Side.SELL, qty=12, limit=1_200_000), 0, 2).accepted
+
+
+def test_a_reduce_only_order_may_only_shrink_the_position() -> None:
+    # the flag went to the store and nothing read it: a reduce-only buy opened a position
+    from sapphire.coordination.core import CoordinatorCore, StepResult
+    from sapphire.model import OrderFilled
+    from sapphire.model.events import Quote
+    from sapphire.model.orders import OrderIntent, RejectReason
+
+    btc = Instrument(symbol="BTCUSDT", tick_size="0.1", lot_size="0.001")
+    core = CoordinatorCore({"BTCUSDT": btc}, RiskLimits(), Decimal("100000"), {"a": 1.0})
+    core.on_mark(
+        Quote(
+            ts_event_ns=1,
+            symbol="BTCUSDT",
+            bid_ticks=600_000,
+            ask_ticks=600_002,
+            bid_lots=1,
+            ask_lots=1,
+        )
+    )
+
+    def decide(side: Side, lots: int, seq: int) -> RejectReason | None:
+        result = StepResult()
+        intent = OrderIntent(
+            ts_event_ns=2 + seq, agent_id="a", seq=seq, symbol="BTCUSDT", side=side,
+            qty_lots=lots, limit_ticks=600_001, reduce_only=True,
+        )  # fmt: skip
+        core.on_output("a", intent, result)
+        return result.decisions[-1].reason
+
+    assert decide(Side.BUY, 1, 1) is RejectReason.RISK_REDUCE_ONLY  # flat: nothing to reduce
+    core.portfolio.apply_fill(
+        OrderFilled(
+            ts_event_ns=3, client_order_id="x-1", agent_id="a", symbol="BTCUSDT",
+            side=Side.BUY, price_ticks=600_001, qty_lots=5, fee_quote=Decimal(0),
+            is_maker=False, fill_id="f1", leaves_lots=0,
+        )
+    )  # fmt: skip
+    assert decide(Side.BUY, 1, 2) is RejectReason.RISK_REDUCE_ONLY  # long: a buy grows it
+    assert decide(Side.SELL, 6, 3) is RejectReason.RISK_REDUCE_ONLY  # flips it
+    assert decide(Side.SELL, 5, 4) is None  # closes it
