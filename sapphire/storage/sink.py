@@ -220,8 +220,12 @@ class StorageSink:
         if frame.columns != names or frame.dtypes != dtypes:
             schema.check_frame(frame)
             frame = frame.select(schema.names).cast(schema.polars_schema)  # type: ignore[arg-type]
-        if frame.height and frame["seq"].null_count() + frame["producer_id"].null_count():
-            raise SchemaMismatchError(f"table {table!r}: producer_id and seq must not be null")
+        if frame.height:
+            # every required column (a null fee_quote was stored, a null symbol read back as
+            # the text "None" from its partition folder); null_count is the column's metadata
+            nulls = sorted(c for c in _required(table) if frame[c].null_count())
+            if nulls:
+                raise SchemaMismatchError(f"table {table!r}: nulls in required columns {nulls}")
         incoming = frame.height
         fresh, tops = self._drop_seen(table, frame)
         result = SubmitResult(accepted=fresh.height, duplicates=incoming - fresh.height)
@@ -366,6 +370,18 @@ class StorageSink:
 
 
 _LAYOUTS: dict[str, tuple[list[str], list[pl.DataType]]] = {}
+
+
+_REQUIRED: dict[str, tuple[str, ...]] = {}
+
+
+def _required(table: str) -> tuple[str, ...]:
+    """``table``'s columns that may hold no null (seq and producer_id among them)."""
+    required = _REQUIRED.get(table)
+    if required is None:
+        schema = table_schema(table)
+        required = _REQUIRED[table] = tuple(c.name for c in schema.columns if not c.nullable)
+    return required
 
 
 def _layout(table: str) -> tuple[list[str], list[pl.DataType]]:

@@ -100,6 +100,17 @@ def test_schema_mismatch_raises_and_keeps_buffer(tmp_path: Path, trades_path: Pa
         )
     with pytest.raises(SchemaMismatchError, match=r"missing=.*seq"):
         sink.submit_frame("ticks", ticks.drop("seq"), now_ns=0)
+    # a required column all null (its type Null) or partly null: the frame is refused (a null
+    # symbol was stored and read back as the text "None" from its partition folder)
+    later = ticks.with_columns(pl.col("seq") + 100)
+    for broken in (
+        later.with_columns(pl.lit(None).alias("symbol")),
+        later.with_columns(
+            pl.when(pl.col("seq") == 103).then(None).otherwise(pl.col("kind")).alias("kind")
+        ),
+    ):
+        with pytest.raises(SchemaMismatchError, match=r"nulls in required columns"):
+            sink.submit_frame("ticks", broken, now_ns=0)
     assert sink.buffered == 10
     sink.flush(0)
     assert stored(tmp_path).height == 10
@@ -302,6 +313,7 @@ def test_property_dedup_matches_a_row_by_row_model(
                     {"producer_id": [p for p, _ in rows], "seq": [s for _, s in rows]}
                 ).with_columns(
                     pl.lit(0, pl.Int64).alias("ts_ns"),
+                    pl.lit(0, pl.Int64).alias("ts_recv_ns"),
                     pl.lit("BTCUSDT").alias("symbol"),
                     pl.lit("").alias("agent_id"),
                     pl.lit("r").alias("run_id"),
