@@ -7,7 +7,7 @@ import logging
 import ccxt.async_support as ccxt_async
 
 from sapphire.exchange import ccxt_convert as cv
-from sapphire.exchange.gateway import ExecutionReport
+from sapphire.exchange.gateway import ExecutionReport, cancel_rejected
 from sapphire.model.events import Side
 from sapphire.model.instrument import Instrument, Rounding
 from sapphire.model.orders import (
@@ -180,15 +180,7 @@ class TrackedOrder:
 
 def cancel_refused(cancel: CancelOrder, status: OrderStatus, agent: str, why: str) -> OrderUpdate:
     """A refused cancel, shaped like the paper exchange's: the order's current status."""
-    return OrderUpdate(
-        ts_event_ns=cancel.ts_event_ns,
-        client_order_id=cancel.client_order_id,
-        agent_id=agent,
-        symbol=cancel.symbol,
-        status=status,
-        reason=RejectReason.UNKNOWN_ORDER,
-        message=f"cancel rejected: no open order with this id ({why})",
-    )
+    return cancel_rejected(cancel.ts_event_ns, cancel, agent, status, why=why)
 
 
 def cancel_unconfirmed(cancel: CancelOrder, tracked: TrackedOrder, message: str) -> OrderUpdate:

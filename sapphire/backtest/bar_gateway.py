@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from sapphire.exchange.gateway import ExecutionReport
+from sapphire.exchange.gateway import ExecutionReport, cancel_rejected
 from sapphire.model.events import AnyMarketEvent, Bar, Side
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import (
@@ -128,9 +128,7 @@ class BarGateway:
         agent_id, status, filled = self._final.get(
             cancel.client_order_id, ("", OrderStatus.REJECTED, 0)
         )
-        self._cancel_rejected(
-            cancel.client_order_id, agent_id, cancel.symbol, now_ns, status, filled
-        )
+        self._reports.append(cancel_rejected(now_ns, cancel, agent_id, status, filled))
 
     def amend(self, amend: AmendOrder, now_ns: int) -> None:
         return None  # orders live one bar; amending is cancel + submit
@@ -178,13 +176,15 @@ class BarGateway:
                 )
             )
             if canceled_ns is not None:  # it arrived after the bar that filled the order opened
-                self._cancel_rejected(
-                    order.client_order_id,
-                    order.agent_id,
-                    order.symbol,
-                    canceled_ns,
-                    OrderStatus.FILLED,
-                    order.qty_lots,
+                late = CancelOrder(
+                    ts_event_ns=canceled_ns,
+                    client_order_id=order.client_order_id,
+                    symbol=order.symbol,
+                )
+                self._reports.append(
+                    cancel_rejected(
+                        canceled_ns, late, order.agent_id, OrderStatus.FILLED, order.qty_lots
+                    )
                 )
 
     def poll(self, now_ns: int) -> Sequence[ExecutionReport]:
@@ -210,28 +210,6 @@ class BarGateway:
                 symbol=order.symbol,
                 status=OrderStatus.REJECTED,
                 reason=reason,
-            )
-        )
-
-    def _cancel_rejected(
-        self,
-        client_order_id: str,
-        agent_id: str,
-        symbol: str,
-        now_ns: int,
-        status: OrderStatus,
-        filled_lots: int,
-    ) -> None:
-        self._reports.append(
-            OrderUpdate(
-                ts_event_ns=now_ns,
-                client_order_id=client_order_id,
-                agent_id=agent_id,
-                symbol=symbol,
-                status=status,
-                filled_lots=filled_lots,
-                reason=RejectReason.UNKNOWN_ORDER,
-                message="cancel rejected: no open order with this id",
             )
         )
 

@@ -162,25 +162,19 @@ _SOURCES: Final[dict[FrameKind, dict[str, str]]] = {
 
 # raw columns the canonical frame fills where they are empty (ids 0, the event time from the
 # receive time): a field present but unparseable there is a malformed row, not an empty one
-_FILLED: Final[dict[FrameKind, tuple[str, ...]]] = {
-    FrameKind.TRADES: ("local_ts_ns", "trade_id", "is_buyer_maker"),
-    FrameKind.DEPTH: (
-        "local_ts_ns",
-        "event_ts_ms",
-        "is_snapshot",
-        "first_update_id",
-        "final_update_id",
-        "prev_final_update_id",
-    ),
-    FrameKind.BBO: ("local_ts_ns", "event_ts_ms", "update_id"),
-}
+_FILLED: Final = frozenset(
+    {
+        *("local_ts_ns", "event_ts_ms", "is_snapshot", "is_buyer_maker"),
+        *("trade_id", "update_id", "first_update_id", "final_update_id", "prev_final_update_id"),
+    }
+)
 
 
-def _unparsed(raw: pl.DataFrame, kind: FrameKind) -> pl.Series | None:
+def _unparsed(raw: pl.DataFrame) -> pl.Series | None:
     """Rows where a column of ``_FILLED`` holds text that does not parse (None: none)."""
     bad: pl.Series | None = None
-    for col in _FILLED[kind]:
-        if col not in raw.columns:
+    for col in raw.columns:
+        if col not in _FILLED:
             continue
         parsed = raw.select((_ms(col) if col.endswith("_ms") else _typed(col)).alias(col))[col]
         text = raw[col]
@@ -260,7 +254,7 @@ def stream_hftbacktest(path: str | Path, instrument: Instruments) -> EventStream
         for line, raw in csv_string_chunks(path, stats):
             typed = _canonical(raw, kind, symbol)
             typed = mark_bad(raw, typed, _SOURCES[kind])
-            unparsed = _unparsed(raw, kind)
+            unparsed = _unparsed(raw)
             if unparsed is not None:
                 typed = typed.with_columns(typed["_bad"] | unparsed)
             yield [(kind, typed.with_columns(pl.int_range(line, line + raw.height).alias("line")))]

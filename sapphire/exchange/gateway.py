@@ -74,6 +74,28 @@ def venue_error_report(command: SubmitOrder, exc: BaseException, now_ns: int) ->
     )
 
 
+def cancel_rejected(
+    ts_ns: int,
+    cancel: CancelOrder,
+    agent_id: str,
+    status: OrderStatus,
+    filled_lots: int = 0,
+    why: str = "",
+) -> OrderUpdate:
+    """Every venue's answer to a cancel that finds no open order under its id: the order's
+    state where the venue knows it (REJECTED where it does not), ``unknown_order``."""
+    return OrderUpdate(
+        ts_event_ns=ts_ns,
+        client_order_id=cancel.client_order_id,
+        agent_id=agent_id,
+        symbol=cancel.symbol,
+        status=status,
+        filled_lots=filled_lots,
+        reason=RejectReason.UNKNOWN_ORDER,
+        message="cancel rejected: no open order with this id" + (f" ({why})" if why else ""),
+    )
+
+
 def apply_command(
     gateway: ExecutionGateway, command: SubmitOrder | CancelOrder | AmendOrder, now_ns: int
 ) -> OrderUpdate | None:

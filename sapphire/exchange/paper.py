@@ -22,7 +22,7 @@ from sapphire.book.l2 import L2Book
 from sapphire.exchange.account import LOCK_CONTEXT, LOCK_QUANTUM, Account
 from sapphire.exchange.amend import apply_amend
 from sapphire.exchange.config import LatencyKind, PaperExchangeBuilder, PaperExchangeConfig
-from sapphire.exchange.gateway import ExecutionReport
+from sapphire.exchange.gateway import ExecutionReport, cancel_rejected
 from sapphire.exchange.impact import ImpactTracker
 from sapphire.exchange.latency import latency_from_config
 from sapphire.exchange.matching import MarketBook, MatchingEngine
@@ -326,19 +326,11 @@ class PaperExchange:
     def _on_cancel(self, cmd: CancelOrder, ts: int) -> None:
         order = self._known(cmd.client_order_id, ts)
         if order is None or order.symbol != cmd.symbol or not order.is_open:
-            self._report_at(
-                ts,
-                OrderUpdate(
-                    ts_event_ns=ts,
-                    client_order_id=cmd.client_order_id,
-                    agent_id="" if order is None else order.agent_id,
-                    symbol=cmd.symbol,
-                    status=OrderStatus.REJECTED if order is None else order.status,
-                    filled_lots=0 if order is None else order.filled_lots,
-                    reason=RejectReason.UNKNOWN_ORDER,
-                    message="cancel rejected: no open order with this id",
-                ),
-            )
+            if order is None:
+                answer = cancel_rejected(ts, cmd, "", OrderStatus.REJECTED)
+            else:
+                answer = cancel_rejected(ts, cmd, order.agent_id, order.status, order.filled_lots)
+            self._report_at(ts, answer)
             return
         self._finish(order, OrderStatus.CANCELED, ts, None, "canceled")
 

