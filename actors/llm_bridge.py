@@ -42,7 +42,18 @@ class LlmBridge:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="llm", daemon=True)
         self._thread.start()
-        self._flags = {"before_cutoff": 0, "refused": 0, "fallbacks": 0, "stored": 0}
+        # counted from the stored rows, so the summary says what the table holds: a request
+        # the agent timed out in event time is one "timeout" row (its answer, if it came,
+        # one "late" row more); the client's own counts missed those timeouts
+        self._flags = {
+            "before_cutoff": 0,
+            "refused": 0,
+            "fallbacks": 0,
+            "stored": 0,
+            "in_time": 0,
+            "timeouts": 0,
+            "late": 0,
+        }
         self._raised = 0  # requests the client raised on (their records carry the error)
 
     def submit(self, requests: list[Any]) -> None:
@@ -143,6 +154,9 @@ class LlmBridge:
         flags["before_cutoff"] += int(r.before_cutoff)
         flags["refused"] += int(r.error.startswith(("point_in_time", "lookahead")))
         flags["fallbacks"] += int(bool(r.fallback))
+        flags["in_time"] += int(r.valid)
+        flags["timeouts"] += int(r.error.startswith("timeout"))
+        flags["late"] += int(r.error.startswith("late"))
         metrics.record_llm_decision(
             outcome=_outcome(r),
             latency_s=r.latency_ns / 1e9,
@@ -172,10 +186,9 @@ class LlmBridge:
             return out
         s = self._client.stats
         out.update(
-            ok=s.ok,
+            ok=s.ok,  # answers the model gave (in time or not)
             malformed_json=s.malformed_json,
             schema_violation=s.schema_violation,
-            timeouts=s.timeouts,
             errors=s.errors + self._raised,
             cache_hits=s.cache_hits,
         )
@@ -204,9 +217,11 @@ def print_llm_summary(llm: dict[str, Any], console: Any = None) -> None:
     console = console or Console()
     for agent_id, s in sorted(llm.items()):
         console.print(
-            f"llm {agent_id}: {s.get('stored', 0)} decisions stored, {s.get('ok', 0)} answered, "
+            f"llm {agent_id}: {s.get('stored', 0)} decision rows stored, {s.get('ok', 0)} "
+            f"answered by the model ({s.get('in_time', 0)} used in time), "
             f"{s.get('cache_hits', 0)} cached, {s.get('fallbacks', 0)} by the fallback, "
-            f"{s.get('refused', 0)} refused, {s.get('timeouts', 0)} timed out"
+            f"{s.get('refused', 0)} refused, {s.get('timeouts', 0)} timed out, "
+            f"{s.get('late', 0)} late answers"
         )
         flagged = int(s.get("before_cutoff", 0))
         if flagged:

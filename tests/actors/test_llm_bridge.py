@@ -54,3 +54,28 @@ def _no_redis(monkeypatch: pytest.MonkeyPatch) -> None:
     import actors.llm_bridge as bridge_module
 
     monkeypatch.setattr(bridge_module, "redis_level", lambda *a, **k: None)
+
+
+def test_the_summary_counts_what_the_stored_rows_say() -> None:
+    # a request the agent timed out in event time is one "timeout" row, and its answer, if
+    # it came, a "late" row: the summary printed "0 timed out" (the client's count) for it
+    from sapphire.storage.records import LlmDecisionRecord
+
+    bridge = LlmBridge("sapphire-llm", timeout_s=1.0)
+
+    def row(valid: bool, error: str = "", fallback: str = "") -> LlmDecisionRecord:
+        return LlmDecisionRecord(
+            ts_event_ns=T0, agent_id="llm", symbol="BTCUSDT", model="m", action="hold",
+            size_fraction=0.0, confidence=0.0, rationale="", valid=valid, latency_ns=0,
+            error=error, fallback=fallback,
+        )  # fmt: skip
+
+    for r in (
+        row(True),
+        row(False, "timeout: no answer within decision_timeout_ns=1 of event time", "hold"),
+        row(False, "late: answered after the request's event-time deadline"),
+    ):
+        bridge._count(r)
+    stats = bridge.stats()
+    assert (stats["stored"], stats["in_time"], stats["timeouts"], stats["late"]) == (3, 1, 1, 1)
+    assert stats["fallbacks"] == 1
