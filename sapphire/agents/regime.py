@@ -23,7 +23,7 @@ import msgspec
 
 from sapphire.llm.decision import MAX_OUTPUT_CHARS
 from sapphire.llm.engines import EngineError, LlamaCppConfig, TextEngine
-from sapphire.llm.pit import LookaheadError, check_as_of
+from sapphire.llm.pit import LookaheadError, check_as_of, check_cutoff
 from sapphire.llm.prompt import DecisionPrompt, PromptError, safe_symbol
 from sapphire.risk.regime import (
     REGIMES,
@@ -69,6 +69,9 @@ class RegimeStats(msgspec.Struct, kw_only=True):
     """The engine failed: no model output for the batch."""
     refused: int = 0
     """Never asked: a feature known after the decision time."""
+    before_cutoff: int = 0
+    """Asked about a time before the model's knowledge cutoff: it may know what came next
+    (flagged, as an LLM agent's decisions are; the answers are still used)."""
 
     @property
     def fallbacks(self) -> int:
@@ -128,12 +131,17 @@ class LlmRegimeClassifier:
     name = "llm"
 
     def __init__(
-        self, engine: TextEngine, fallback: RuleClassifier, system: str = REGIME_SYSTEM_PROMPT
+        self,
+        engine: TextEngine,
+        fallback: RuleClassifier,
+        system: str = REGIME_SYSTEM_PROMPT,
+        knowledge_cutoff: str = "",
     ) -> None:
         self.engine = engine
         self.fallback = fallback
         self.system = system
         self.stats = RegimeStats()
+        self.knowledge_cutoff = knowledge_cutoff
 
     def prompt(self, features: RegimeFeatures) -> DecisionPrompt:
         return build_regime_prompt(features, self.fallback.thresholds, self.system)
@@ -146,6 +154,8 @@ class LlmRegimeClassifier:
             try:
                 prompts.append(self.prompt(f))
                 asked.append(i)
+                verdict = check_cutoff(f.ts_event_ns, self.knowledge_cutoff, "warn")
+                self.stats.before_cutoff += int(verdict.flagged)
             except (LookaheadError, PromptError) as exc:
                 self.stats.refused += 1
                 calls[i] = self._fall_back(f, f"refused: {exc}")
@@ -211,7 +221,10 @@ def regime_engine_config(engine: dict[str, Any]) -> LlamaCppConfig:
 
 def llm_regime_classifier(engine: dict[str, Any], fallback: RuleClassifier) -> LlmRegimeClassifier:
     """``risk.regime.llm`` (llama.cpp engine fields over :data:`DEFAULT_ENGINE`) -> classifier."""
-    return LlmRegimeClassifier(regime_engine(regime_engine_config(engine)), fallback)
+    config = regime_engine_config(engine)
+    return LlmRegimeClassifier(
+        regime_engine(config), fallback, knowledge_cutoff=config.knowledge_cutoff
+    )
 
 
 __all__ = [

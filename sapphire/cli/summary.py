@@ -187,8 +187,15 @@ def print_summary(
             totals.add_row(f"risk mode at the end: {symbol}", str(mode))
         llm = regime.get("llm")
         if llm:
-            failed = {k: v for k, v in llm.items() if k != "ok" and v}
+            failed = {k: v for k, v in llm.items() if k not in ("ok", "before_cutoff") and v}
             totals.add_row("risk modes: model fell back", str(failed or "never"))
+            if llm.get("before_cutoff"):
+                # as an LLM agent's decisions: the model may know what came next
+                totals.add_row(
+                    "[bold yellow]POINT-IN-TIME[/bold yellow] risk modes: asked about events "
+                    "before the model's knowledge cutoff",
+                    str(llm["before_cutoff"]),
+                )
     for agent, why in summary.get("invalid_outputs", {}).items():
         totals.add_row(f"outputs refused: {agent}", why)
     for agent, n in summary.get("agent_errors", {}).items():

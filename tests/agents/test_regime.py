@@ -136,3 +136,19 @@ def test_the_real_model_answers_within_the_schema() -> None:
     # the grammar allows only the schema, so the rules never had to decide
     assert clf.stats.ok == len(batch) and clf.stats.fallbacks == 0, calls
     assert elapsed < 60
+
+
+def test_asking_about_events_before_the_models_cutoff_is_flagged() -> None:
+    # the regime model's cutoff was never read: a replay of its training period passed
+    # without a word, where an LLM agent's decisions are flagged
+    day = 86_400 * 10**9
+    cutoff_day = 20_028  # 2024-11-01
+    clf = LlmRegimeClassifier(
+        FakeEngine(['{"regime": "calm"}'] * 2), RULES, knowledge_cutoff="2024-11-01"
+    )
+    before, after = cutoff_day * day, (cutoff_day + 2) * day
+    calls = clf.classify(
+        [features(1.0, ts=before, as_of=before), features(1.0, ts=after, as_of=after)]
+    )
+    assert [c.source for c in calls] == ["llm", "llm"]  # flagged, still used
+    assert clf.stats.before_cutoff == 1 and clf.stats.fallbacks == 0

@@ -63,9 +63,20 @@ def test_risk_modes_are_shown_when_on_and_absent_when_off() -> None:
         "by_regime": {"calm": 1, "normal": 2, "stressed": 1},
         "changes": 2,
         "current": {"BTCUSDT": "stressed"},
-        "llm": {"ok": 3, "malformed_json": 1, "schema_violation": 0, "errors": 0, "refused": 0},
+        "llm": {
+            "ok": 3,
+            "malformed_json": 1,
+            "schema_violation": 0,
+            "errors": 0,
+            "refused": 0,
+            "before_cutoff": 4,
+        },
     }
     screen = _screen(_summary(regime=regime))
+    # asked about events before the model's cutoff: flagged, and no fallback
+    flag = next(ln for ln in screen.splitlines() if "POINT-IN-TIME" in ln)
+    assert "knowledge cutoff" in flag and "4" in flag
+    assert "before_cutoff" not in next(ln for ln in screen.splitlines() if "fell back" in ln)
     assert "calm 1, normal 2, stressed 1" in screen
     row = next(line for line in screen.splitlines() if "risk mode at the end: BTCUSDT" in line)
     assert "stressed" in row
