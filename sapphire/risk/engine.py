@@ -338,7 +338,8 @@ class RiskEngine:
         """
         if not intents:
             return []
-        if self.firm_breached and self.limits.kill_on_daily_loss:
+        kill = self.limits.kill_on_daily_loss
+        if kill and (self.firm_breached or self.firm_breached_at_day_end):
             return None  # the core trips (or re-trips, renaming the reason) per intent
         instruments = self._instruments
         for sym in {i.symbol for i in intents}:

@@ -8,7 +8,7 @@ import random
 from decimal import Decimal
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import sapphire.risk.engine as engine
@@ -209,6 +209,39 @@ def replay(limits: RiskLimits, steps: list[Any], batched: bool) -> tuple[Any, ..
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(limits=limits_st, steps=st.lists(step_st, min_size=3, max_size=14))
+# a firm loss breached as a day ended (runs whose gaps cross midnight): the per-intent path
+# tripped the kill switch at the new day's first intent, the batch path did not (CI found it)
+@example(
+    limits=RiskLimits(
+        price_band_bps=1,
+        max_firm_daily_loss_quote="0",
+        kill_on_daily_loss=True,
+        default_agent=AgentLimits(
+            max_position_lots=40,
+            max_notional_quote="3000",
+            max_order_lots=0,
+            max_orders_per_second=1,
+            max_daily_loss_quote="0",
+        ),
+        agents={"c": AgentLimits(max_position_lots=80, max_orders_per_second=4)},
+    ),
+    steps=[
+        ("run", expand_run(28560, 13)),
+        ("run", expand_run(56700070, 66)),
+        ("mark", "BTCUSDT", 13),
+        ("kill", False),
+        ("fill", 49, 172),
+        ("run", expand_run(1577, 76)),
+        ("kill", False),
+        ("mark", "BTCUSDT", -815),
+        ("fill", 5, -2011),
+        ("run", expand_run(28560, 13)),
+        ("fill", 14, 18381),
+        ("run", expand_run(2646, 7)),
+        ("run", expand_run(12031, 29)),
+        ("kill", False),
+    ],
+)
 def test_batch_decides_as_per_intent(limits: RiskLimits, steps: list[Any]) -> None:
     assert replay(limits, steps, batched=True) == replay(limits, steps, batched=False)
 
