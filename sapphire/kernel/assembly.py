@@ -134,7 +134,7 @@ def claim_run(config: SystemConfig, run_id: str) -> Path:
                 continue
             raise WiringError(
                 f"run {run_id!r} is running now (started by {owner}, {marker}): choose "
-                "another run id"
+                "another run id (if that process is gone, on another host, remove the file)"
             ) from None
         except OSError as exc:
             raise WiringError(f"run {run_id!r}: cannot claim {marker}: {exc}") from None
