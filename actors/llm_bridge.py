@@ -150,15 +150,16 @@ class LlmBridge:
 
     def _count(self, r: LlmDecisionRecord) -> None:
         flags = self._flags
+        outcome = _outcome(r)
         flags["stored"] += 1
         flags["before_cutoff"] += int(r.before_cutoff)
-        flags["refused"] += int(r.error.startswith(("point_in_time", "lookahead")))
+        flags["refused"] += int(outcome in ("point_in_time", "lookahead"))
         flags["fallbacks"] += int(bool(r.fallback))
         flags["in_time"] += int(r.valid)
-        flags["timeouts"] += int(r.error.startswith("timeout"))
-        flags["late"] += int(r.error.startswith("late"))
+        flags["timeouts"] += int(outcome == "timeout")
+        flags["late"] += int(outcome == "late")
         metrics.record_llm_decision(
-            outcome=_outcome(r),
+            outcome=outcome,
             latency_s=r.latency_ns / 1e9,
             queue_wait_s=r.queue_wait_ns / 1e9,
             batch_size=r.batch_size,

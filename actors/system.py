@@ -148,13 +148,14 @@ def has_checkpoints(location: str) -> bool:
     return (Path(location) / "coordinator.ckpt").is_file()
 
 
-def check_run_start(config: SystemConfig, run_id: str, *, resume: bool) -> None:
+def check_run_start(config: SystemConfig, run_id: str, *, resume: bool) -> Path:
     """A run id names one run: a new run's must have no checkpoints and no stored rows (a
     backtest's, or a run whose checkpoints are gone: its rows would be dropped as that run's
-    duplicates); a resumed run's must have checkpoints. Checked before Ray starts."""
+    duplicates); a resumed run's must have checkpoints. Checked before Ray starts; returns
+    this process's claim on the id (``wiring.claim_run``)."""
     check_run_id(run_id)
     # before anything reads the store: its recovery must not touch a live run's files
-    wiring.claim_run(config, run_id)
+    claim = wiring.claim_run(config, run_id)
     location = checkpoint_location(config, run_id)
     existing = has_checkpoints(location)
     if existing and not resume:
@@ -171,6 +172,7 @@ def check_run_start(config: SystemConfig, run_id: str, *, resume: bool) -> None:
                 f"run {run_id!r} is already stored ({', '.join(stored)} in "
                 f"{store_location(config)}): choose another run id"
             )
+    return claim
 
 
 def start_system(
@@ -531,11 +533,11 @@ def run_system(
     """The main job; ``resume`` continues run ``run_id`` from its actors' checkpoints;
     ``on_console`` gets the live console's URL (default: printed)."""
     run_id = check_run_id(run_id or config.run_id or default_run_id())
-    check_run_start(config, run_id, resume=resume)  # a refusal needs no Ray
+    claim = check_run_start(config, run_id, resume=resume)  # a refusal needs no Ray
     try:
         return _run_started(config, run_id, on_step, resume, on_console)
     finally:  # the run id is free again (for --resume), whatever happened
-        (wiring.storage_root(config) / run_id / wiring.CLAIM_FILE).unlink(missing_ok=True)
+        claim.unlink(missing_ok=True)
 
 
 def _run_started(

@@ -14,7 +14,6 @@ from sapphire.adapters.stores import backend_builder
 from sapphire.config.system import DataConfig, ExchangeConfig
 from sapphire.exchange.gateway import ExecutionGateway
 from sapphire.kernel.assembly import (
-    CLAIM_FILE,
     ReplayFeed,
     WiringError,
     agent_builder,
@@ -42,7 +41,6 @@ if TYPE_CHECKING:
     from sapphire.adapters.ccxt_gateway import CcxtGatewayConfig
 
 __all__ = [
-    "CLAIM_FILE",
     "ReplayFeed",
     "WiringError",
     "agent_builder",

@@ -350,7 +350,8 @@ class CcxtExchange:
                     )
                 return out
             except ccxt_async.BaseError as exc:
-                final = classify(exc) is Failure.FINAL or policy.too_long(self._retry_after())
+                wait = self._retry_after()
+                final = classify(exc) is Failure.FINAL or policy.too_long(wait)
                 if final or attempt == policy.max_attempts:
                     await self._refresh_quietly(tracked, out)
                     if not tracked.status.is_final:
@@ -359,7 +360,7 @@ class CcxtExchange:
                     return out
                 # Resending a cancel is safe: a repeat of a done cancel is OrderNotFound.
                 self.retries += 1
-                await self._sleep(policy.delay(attempt, self._rng, self._retry_after()))
+                await self._sleep(policy.delay(attempt, self._rng, wait))
                 continue
             await self._apply(tracked, done, out)
             return out
@@ -547,15 +548,10 @@ class CcxtExchange:
         trades: list[cv.CcxtDict] = []
         params = {"orderId": venue_id}
         for _ in range(_MAX_TRADE_PAGES):
-            asked = dict(params)
-
-            async def fetch(asked: dict[str, str] = asked) -> list[cv.CcxtDict]:
-                got: list[cv.CcxtDict] = await self.exchange.fetch_my_trades(
-                    symbol, limit=_TRADE_PAGE, params=asked
-                )
-                return got
-
-            page = await self._call(fetch)
+            fetch = partial(
+                self.exchange.fetch_my_trades, symbol, limit=_TRADE_PAGE, params=dict(params)
+            )
+            page: list[cv.CcxtDict] = await self._call(fetch)
             trades.extend(page)
             ids = [int(t["id"]) for t in page if str(t.get("id") or "").isdigit()]
             if len(page) < _TRADE_PAGE or not ids:

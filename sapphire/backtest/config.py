@@ -65,6 +65,14 @@ class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     max_bars: Annotated[int, msgspec.Meta(gt=0)] | None = None
     output_dir: str = "reports"
 
+    @property
+    def starting_cash(self) -> Decimal:
+        """The agent's cash at the start: an indicator strategy's stake, else
+        ``initial_cash`` (10,000 where not set)."""
+        if self.agent.kind.startswith("indicator:"):
+            return self.stake.initial_cash
+        return Decimal(10_000) if self.initial_cash is None else self.initial_cash
+
     def __post_init__(self) -> None:
         if self.ticks is not None:
             raise BacktestConfigError(
@@ -73,9 +81,10 @@ class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                 "timing as every runner; see configs/backtest_avellaneda_stoikov.yaml"
             )
         cash = self.initial_cash
+        is_bar = self.agent.kind.startswith("indicator:")
         if cash is not None and (not cash.is_finite() or cash <= 0):
             raise BacktestConfigError(f"initial_cash must be > 0, got {cash}")
-        if cash is not None and self.agent.kind.startswith("indicator:"):
+        if cash is not None and is_bar:
             raise BacktestConfigError(
                 "initial_cash: an indicator strategy's cash is stake.initial_cash (this one "
                 "was ignored)"
@@ -88,7 +97,6 @@ class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             )
         if bool(self.ohlcv) == (self.ticks is not None):
             raise BacktestConfigError("set exactly one data source: 'ohlcv' (files) or 'ticks'")
-        is_bar = self.agent.kind.startswith("indicator:")
         if self.engine == "vectorized" and not (is_bar and self.ohlcv):
             raise BacktestConfigError(
                 "engine 'vectorized' runs bar strategies (kind 'indicator:...') on 'ohlcv' data"

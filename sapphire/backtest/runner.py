@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
 from pathlib import Path
 
 import msgspec
@@ -113,9 +112,7 @@ def _run_bars(
             _loaders.bar_events(frame, inst.symbol),
             BarGateway(inst, cfg.costs),
             inst,
-            cfg.stake.initial_cash
-            if cfg.agent.kind.startswith("indicator:")
-            else cfg.initial_cash or Decimal(10_000),
+            cfg.starting_cash,
             progress=tick,
         )
     tick(total)

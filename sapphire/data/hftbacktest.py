@@ -170,19 +170,12 @@ _FILLED: Final = frozenset(
 )
 
 
-def _unparsed(raw: pl.DataFrame) -> pl.Series | None:
-    """Rows where a column of ``_FILLED`` holds text that does not parse (None: none)."""
-    bad: pl.Series | None = None
-    for col in raw.columns:
-        if col not in _FILLED:
-            continue
-        parsed = raw.select((_ms(col) if col.endswith("_ms") else _typed(col)).alias(col))[col]
-        text = raw[col]
-        if parsed.null_count() == text.null_count():
-            continue  # every field parsed (the common case: no look at the strings)
-        check = text.is_not_null() & (text.str.strip_chars() != "") & parsed.is_null()
-        bad = check if bad is None else bad | check
-    return bad
+def _unparsed(raw: pl.DataFrame) -> pl.Series:
+    """Rows where a column of ``_FILLED`` holds text that does not parse: ``mark_bad`` over
+    those columns parsed unfilled (the canonical frame has filled them)."""
+    cols = [c for c in raw.columns if c in _FILLED]
+    parsed = raw.select((_ms(c) if c.endswith("_ms") else _typed(c)).alias(c) for c in cols)
+    return mark_bad(raw, parsed, {c: c for c in cols})["_bad"]
 
 
 _REQUIRED: Final[dict[FrameKind, tuple[str, ...]]] = {
@@ -254,9 +247,7 @@ def stream_hftbacktest(path: str | Path, instrument: Instruments) -> EventStream
         for line, raw in csv_string_chunks(path, stats):
             typed = _canonical(raw, kind, symbol)
             typed = mark_bad(raw, typed, _SOURCES[kind])
-            unparsed = _unparsed(raw)
-            if unparsed is not None:
-                typed = typed.with_columns(typed["_bad"] | unparsed)
+            typed = typed.with_columns(typed["_bad"] | _unparsed(raw))
             yield [(kind, typed.with_columns(pl.int_range(line, line + raw.height).alias("line")))]
 
     return EventStream(path, "hftbacktest_csv", (kind,), instrument, chunks)

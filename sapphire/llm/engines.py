@@ -7,13 +7,13 @@ lazily, so ``sapphire`` imports without any of them installed.
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from sapphire.llm.pit import cutoff_ns
 from sapphire.llm.prompt import DecisionPrompt, SamplingConfig
 
 
@@ -59,15 +59,6 @@ class EngineConfigError(EngineError, ValueError):
 
 
 IsoDate = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
-
-
-def _check_cutoff(value: str) -> None:
-    """A calendar date, not just its shape: "2024-13-45" passed the pattern, and every
-    decision then failed inside the model client and was stored as a timeout."""
-    try:
-        dt.date.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"knowledge_cutoff {value!r} is no calendar date (YYYY-MM-DD)") from None
 
 
 # Knowledge cutoffs (``YYYY-MM-DD``, UTC). No training-data cutoff is documented where we can
@@ -116,7 +107,9 @@ class LlamaCppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """The model's training-data cutoff; set it with ``model_path`` for any other model."""
 
     def __post_init__(self) -> None:
-        _check_cutoff(self.knowledge_cutoff)
+        # a calendar date, not just its shape: "2024-13-45" passed the pattern, and every
+        # decision then failed in the model client and was stored as a timeout
+        cutoff_ns(self.knowledge_cutoff)
 
 
 class VllmConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -146,7 +139,7 @@ class VllmConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """The model's training-data cutoff; set it with ``model`` for any other model."""
 
     def __post_init__(self) -> None:
-        _check_cutoff(self.knowledge_cutoff)
+        cutoff_ns(self.knowledge_cutoff)  # a calendar date, as LlamaCppConfig's
 
 
 class TransformersConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -173,7 +166,7 @@ class TransformersConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     """The model's training-data cutoff; set it with ``model`` for any other model."""
 
     def __post_init__(self) -> None:
-        _check_cutoff(self.knowledge_cutoff)
+        cutoff_ns(self.knowledge_cutoff)  # a calendar date, as LlamaCppConfig's
 
 
 EngineConfig = LlamaCppConfig | VllmConfig | TransformersConfig

@@ -32,7 +32,9 @@ def cutoff_ns(date: str) -> int:
     try:
         day = dt.date.fromisoformat(date)
     except ValueError:
-        raise PointInTimeError(f"knowledge_cutoff {date!r} is not a YYYY-MM-DD date") from None
+        raise PointInTimeError(
+            f"knowledge_cutoff {date!r} is no calendar date (YYYY-MM-DD)"
+        ) from None
     end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
     return int(end.timestamp()) * 1_000_000_000
 

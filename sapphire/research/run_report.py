@@ -709,8 +709,6 @@ def header(
     pnl: Decimal = firm["equity"][-1] if firm.height else Decimal(0)
     dd: Decimal = firm["drawdown"].min() if firm.height else Decimal(0)  # type: ignore[assignment]
     ts = firm["time"].cast(pl.Int64).to_list() if firm.height else []
-    risk = run["risk_decisions"]
-    rejected = int((~risk["accepted"]).sum()) if risk.height else 0
     note = analytics.ratio_note(ts, max(len(ts) - 1, 0))
     sharpe = sortino = None
     if not note and capital_quote is None:
@@ -726,9 +724,7 @@ def header(
         Stat("firm max drawdown", fmt_money(dd, money)),
         Stat("Sharpe (firm)", fmt_ratio(sharpe), note),
         Stat("Sortino (firm)", fmt_ratio(sortino), note),
-        Stat("fills", f"{run['fills'].height:,}"),
-        Stat("risk rejected", f"{rejected:,}", f"of {risk.height:,} checked"),
-        Stat("span", analytics.format_span(ts[-1] - ts[0]) if len(ts) > 1 else "0 s"),
+        *_run_stats(run, ts),
     ]
     if capital_quote:
         stats.insert(1, Stat("firm return", fmt_pct(float(pnl) / capital_quote)))
@@ -749,15 +745,17 @@ def _header_by_asset(run: RunData, eq: pl.DataFrame, firms: list[str]) -> list[S
         stats.append(Stat(f"firm max drawdown ({asset})", fmt_money(dd, asset)))
         times += firm["time"].cast(pl.Int64).to_list()
     why = "n/a: the PnL is in several settlement assets (" + ", ".join(firms) + ")"
+    return [*stats, Stat("Sharpe (firm)", fmt_ratio(None), why), *_run_stats(run, sorted(times))]
+
+
+def _run_stats(run: RunData, ts: list[int]) -> list[Stat]:
+    """Fills, risk rejections and the span of the firm's PnL times ``ts`` (in order)."""
     risk = run["risk_decisions"]
     rejected = int((~risk["accepted"]).sum()) if risk.height else 0
-    span = max(times) - min(times) if len(times) > 1 else 0
     return [
-        *stats,
-        Stat("Sharpe (firm)", fmt_ratio(None), why),
         Stat("fills", f"{run['fills'].height:,}"),
         Stat("risk rejected", f"{rejected:,}", f"of {risk.height:,} checked"),
-        Stat("span", analytics.format_span(span) if span else "0 s"),
+        Stat("span", analytics.format_span(ts[-1] - ts[0]) if len(ts) > 1 else "0 s"),
     ]
 
 
