@@ -90,8 +90,10 @@ class CcxtGatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     api_urls: dict[str, Any] = msgspec.field(default_factory=dict)
     sandbox: bool = False
     # open orders on our symbols that this run's journal does not know, found at start:
-    # halt (kill switch on, nothing sent until an operator decides), cancel them, or ignore
-    unknown_orders: Literal["halt", "cancel", "ignore"] = "halt"
+    # halt (kill switch on, nothing sent until an operator decides), cancel them, or ignore.
+    # `cancel` leaves the orders of other Sapphire runs (their tag is not ours) open: one may
+    # be alive, trading the same account; `cancel_all` cancels those too (a crashed run's)
+    unknown_orders: Literal["halt", "cancel", "cancel_all", "ignore"] = "halt"
     client_id_max_len: PositiveInt = 36
     # how long (wall-clock seconds) an order final at the venue stays tracked: a re-sent
     # submit or a cancel within it is answered from it; the journal keeps orders as long
@@ -432,28 +434,41 @@ class CcxtExchange:
                 await self._reconcile_one(tracked, None, reports)
         missed = sum(1 for r in reports if isinstance(r, OrderFilled))
         policy = self.config.unknown_orders
-        if unknown and policy == "cancel":
-            for symbol, venue_order in unknown:
-                try:
-                    # a cancel is idempotent (a second one finds no order): retried on
-                    # transient failures (a 429, a timeout) as the reads are
-                    await self._call(
-                        partial(self.exchange.cancel_order, str(venue_order["id"]), symbol)
-                    )
-                    cancelled += 1
-                except ccxt_async.OrderNotFound:
-                    cancelled += 1  # gone meanwhile
+        ours = self.order_ids.is_ours if self.order_ids is not None else (lambda _: False)
+        other_runs = [
+            (sym, o)
+            for sym, o in unknown
+            if is_sapphire_id(o.get("clientOrderId")) and not ours(o.get("clientOrderId"))
+        ]
+        to_cancel = unknown if policy == "cancel_all" else []
+        if policy == "cancel":
+            to_cancel = [(sym, o) for sym, o in unknown if (sym, o) not in other_runs]
+            if other_runs:
+                log.warning(
+                    "%d open order(s) of other Sapphire runs left open (unknown_orders=cancel "
+                    "cancels only orders no Sapphire run sent; cancel_all cancels them too)",
+                    len(other_runs),
+                )
+        for symbol, venue_order in to_cancel:
+            try:
+                # a cancel is idempotent (a second one finds no order): retried on
+                # transient failures (a 429, a timeout) as the reads are
+                await self._call(
+                    partial(self.exchange.cancel_order, str(venue_order["id"]), symbol)
+                )
+                cancelled += 1
+            except ccxt_async.OrderNotFound:
+                cancelled += 1  # gone meanwhile
         out.extend(reports)
         counts = {
             "adopted": adopted,
             "fills_booked": missed,
             "fills_seen_open": fills_before,
             "unknown_orders": len(unknown),
-            "other_sapphire_runs": sum(
-                1 for _, o in unknown if is_sapphire_id(o.get("clientOrderId"))
-            ),
+            "other_sapphire_runs": len(other_runs),
             "mismatched": mismatched,
             "unknown_cancelled": cancelled,
+            "other_runs_left_open": len(other_runs) if policy == "cancel" else 0,
             "balances": sum(1 for v in (balance.get("total") or {}).values() if v),
         }
         halt = bool(unknown) and policy == "halt"

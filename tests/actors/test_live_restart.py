@@ -57,9 +57,10 @@ def test_a_new_run_after_a_crash_never_takes_over_the_crashed_runs_orders(
         assert held.summary["counters"]["orders"] == 0
         assert not [v for v in double.venue.orders if halted.venue_ids().is_ours(v)]
         assert resting() == orphans  # a halt leaves them to the operator
-        # policy cancel: the orphans are cancelled, the new run trades under its own ids
+        # policy cancel_all: the crashed run's orphans are cancelled (`cancel` would leave
+        # another Sapphire run's orders open), the new run trades under its own ids
         fresh = LiveRun.start(
-            live_config(double, inst_file, tmp_path / "c", unknown_orders="cancel"),
+            live_config(double, inst_file, tmp_path / "c", unknown_orders="cancel_all"),
             double,
             "fresh",
             after=halted,

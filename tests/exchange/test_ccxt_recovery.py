@@ -121,7 +121,7 @@ def test_a_restarted_gateway_books_the_fills_it_missed_and_cancels_for_real(
     run(shared_data, scenario)
 
 
-@pytest.mark.parametrize("policy", ["halt", "cancel", "ignore"])
+@pytest.mark.parametrize("policy", ["halt", "cancel", "cancel_all", "ignore"])
 def test_a_new_run_never_adopts_another_runs_orders(shared_data: Path, policy: str) -> None:
     async def scenario(env: Env) -> None:
         bid, _ = env.best()
@@ -129,16 +129,34 @@ def test_a_new_run_never_adopts_another_runs_orders(shared_data: Path, policy: s
             await old.recover([], [SYMBOL])
             await old.submit(order(1, Side.BUY, bid - 700, 100))
             orphan = old.venue_client_id("agent-1")
+            # an order a person (or another tool) placed by hand on the same account
+            inst = old.instruments[SYMBOL]
+            await old.exchange.create_order(
+                old._symbols[SYMBOL],
+                "limit",
+                "buy",
+                float(inst.lots_to_qty(100)),
+                float(inst.ticks_to_price(bid - 900)),
+                {"newClientOrderId": "by-hand-1"},
+            )
         async with gateway(env, "fresh", unknown_orders=policy) as gw:
-            if policy == "cancel":  # its cancel meets a rate limit first: retried, not fatal
+            if policy.startswith("cancel"):  # a cancel meets a rate limit first: retried
                 env.double.inject("DELETE", "order", Fault(kind=FaultKind.RATE_LIMIT))
             reports, alert = split(await gw.recover([], [SYMBOL]))
             assert reports == []  # nothing of the old run is booked as ours
-            assert alert.counts["unknown_orders"] == 1
+            assert alert.counts["unknown_orders"] == 2
             assert alert.counts["other_sapphire_runs"] == 1
             assert alert.halt is (policy == "halt")
-            expected = OrderStatus.CANCELED if policy == "cancel" else OrderStatus.ACCEPTED
+            # `cancel` never cancels another Sapphire run's order (that run may be alive,
+            # trading the same account); `cancel_all` does; both cancel the one by hand
+            expected = OrderStatus.CANCELED if policy == "cancel_all" else OrderStatus.ACCEPTED
             assert env.venue.final_status(orphan) is expected
+            by_hand = OrderStatus.CANCELED if policy.startswith("cancel") else OrderStatus.ACCEPTED
+            assert env.venue.final_status("by-hand-1") is by_hand
+            assert alert.counts["unknown_cancelled"] == {"cancel": 1, "cancel_all": 2}.get(
+                policy, 0
+            )
+            assert alert.counts["other_runs_left_open"] == (policy == "cancel")
             # the same internal id is a new order of this run, placed for real
             placed = await gw.submit(order(1, Side.BUY, bid - 800, 100))
             assert [r.status for r in placed if isinstance(r, OrderUpdate)] == [
