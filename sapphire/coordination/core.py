@@ -16,7 +16,7 @@ from sapphire.agents.base import AgentOutput
 from sapphire.coordination.crossing import CrossBook
 from sapphire.coordination.journal import OrderJournal
 from sapphire.kernel.marks import MarkBook
-from sapphire.model.events import AnyMarketEvent
+from sapphire.model.events import AnyMarketEvent, FundingRate
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import (
     AmendOrder,
@@ -162,6 +162,10 @@ class CoordinatorCore:
 
     # -- items, in time order ----------------------------------------------------------------
     def on_mark(self, event: AnyMarketEvent) -> None:
+        if type(event) is FundingRate:
+            # settles on the positions as the venue's account does, so a loss limit sees it
+            rate = Decimal(event.rate)
+            self.portfolio.apply_funding(event.symbol, rate, self.marks.get(event.symbol))
         self.marks.update(event)
         if self.regime is not None:
             scaled = self.regime.on_event(event)

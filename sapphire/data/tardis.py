@@ -26,8 +26,10 @@ Semantics kept from Tardis:
 * Tardis has no update ids. Snapshot rows carry the source line of their first row in
   ``first_update_id`` so that two snapshots with equal timestamps never merge; every other id
   is 0, so :class:`~sapphire.book.l2.L2Book` users apply deltas with ``set_level``.
-* ``derivative_ticker``: only ``funding_rate`` has an event; rows without one are ignored
-  (counted in ``RejectStats.ignored``), and so are mark/index price and open interest.
+* ``derivative_ticker``: only funding has an event, one per *settled* funding period (at
+  its ``funding_timestamp``, with the last ``funding_rate`` announced for it), never one per
+  ticker update; rows that settle nothing are ignored (counted in ``RejectStats.ignored``),
+  and so are mark/index price and open interest.
 * Non-numeric trade ids (BitMEX UUIDs) become ``trade_id`` 0, so no duplicate check.
 * ``liquidations`` files have the same header as ``trades`` (``side`` is the liquidated
   side there, not the taker): a path naming ``liquidations`` is refused, not misread.
@@ -46,7 +48,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -231,16 +233,64 @@ def _quotes(raw: pl.DataFrame, session: str) -> pl.DataFrame:
     return conform(frame, FrameKind.BBO).with_columns(bad.to_series().alias("_bad"))
 
 
-def _funding(raw: pl.DataFrame, session: str) -> pl.DataFrame:
-    frame = raw.select(
-        ts_event_ns=_us_to_ns("timestamp"),
-        ts_recv_ns=_us_to_ns("local_timestamp"),
+@dataclass(slots=True)
+class _Funding:
+    """derivative_ticker state carried across chunks, per symbol: the funding period the
+    last good row announced (``funding_timestamp``, ns) and its latest rate."""
+
+    period: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+
+def _funding(raw: pl.DataFrame, session: str, lines: pl.Series, state: _Funding) -> pl.DataFrame:
+    """Funding *settlements* from ticker rows. A row's ``funding_rate`` is the rate of the
+    period ending at its ``funding_timestamp``, re-sent with every ticker update (each second
+    or so): a FUNDING event is what a position pays, so one is made per period, at its end,
+    with the last rate announced before it, when a row shows the next period has begun
+    (its ``funding_timestamp`` moved on). Every other good row is a ticker update
+    (``ignored``); a period still open when the file ends has not settled: no event."""
+    fts = _us_to_ns("funding_timestamp")
+    t = raw.select(
+        ts=_us_to_ns("timestamp"),
+        recv=_us_to_ns("local_timestamp"),
         symbol=_text("symbol"),
-        session=pl.lit(session),
         rate=_float("funding_rate"),
-        _bad=_bad({**_time_bad(), "funding_rate": _float("funding_rate")}),
-    )
-    return conform(frame, FrameKind.FUNDING).with_columns(frame["_bad"])
+        fts=fts,
+        bad=_bad({**_time_bad(), "funding_rate": _float("funding_rate"), "funding_timestamp": fts}),
+    ).with_columns(line=lines)
+    keep: list[bool] = []
+    settled: list[tuple[int | None, float | None]] = []
+    period = state.period
+    for ts, symbol, rate, end, bad in zip(
+        t["ts"].to_list(),
+        t["symbol"].to_list(),
+        t["rate"].to_list(),
+        t["fts"].to_list(),
+        t["bad"].to_list(),
+        strict=True,
+    ):
+        if bad or ts is None or rate is None or end is None:
+            keep.append(True)  # the builder rejects it and says why
+            settled.append((ts, rate))
+            continue
+        last = period.get(symbol)
+        period[symbol] = (end, rate) if last is None or end >= last[0] else last
+        if last is not None and end > last[0]:
+            keep.append(True)
+            settled.append(last)
+        else:
+            keep.append(False)
+            settled.append((None, None))
+    frame = t.select(
+        ts_event_ns=pl.Series([s[0] for s in settled], dtype=pl.Int64),
+        ts_recv_ns="recv",
+        symbol="symbol",
+        session=pl.lit(session),
+        rate=pl.Series([s[1] for s in settled], dtype=pl.Float64),
+        _bad="bad",
+        line="line",
+        _keep=pl.Series(keep, dtype=pl.Boolean),
+    ).filter(pl.col("_keep"))
+    return conform(frame, FrameKind.FUNDING).with_columns(frame["_bad"], frame["line"])
 
 
 def _incremental(raw: pl.DataFrame, session: str, first: int, runs: _Runs) -> pl.DataFrame:
@@ -338,8 +388,11 @@ def _chunks(
 ) -> Iterator[Chunk]:
     session = _session(path)
     runs = _Runs()
+    funding = _Funding()
     depth = snapshot_depth(names)
     required = set(COMMON) | set(_COLUMNS.get(kind, ()))
+    if kind is TardisType.DERIVATIVE_TICKER:
+        required.add("funding_timestamp")  # when a period settles (see _funding)
     for first, raw in csv_string_chunks(path, stats, block_size):
         missing = required - set(raw.columns)
         if missing:
@@ -354,7 +407,8 @@ def _chunks(
             keep = keep.fill_null(False)
             stats.ignored += int((~keep).sum())
             lines = pl.int_range(first, first + raw.height, dtype=pl.Int64, eager=True)
-            frame = _funding(raw, session).with_columns(line=lines).filter(keep)
+            frame = _funding(raw.filter(keep), session, lines.filter(keep), funding)
+            stats.ignored += int(keep.sum()) - frame.height
             yield [(FrameKind.FUNDING, frame)]
             continue
         elif kind is TardisType.INCREMENTAL_BOOK_L2:

@@ -392,6 +392,7 @@ class CoordinatorStage:
                     unrealized_pnl_quote=unreal,
                     fees_quote=state.fees_quote,
                     equity_quote=pnl,
+                    funding_quote=state.funding_quote,
                 )
             )
 
@@ -402,7 +403,7 @@ class CoordinatorStage:
         out = []
         for key, state in sorted(core.portfolio.positions.items()):
             unreal = core.portfolio.unrealized_quote(*key, core.marks.get(key[1]))
-            out.append((key, state, unreal, state.realized_pnl_quote - state.fees_quote + unreal))
+            out.append((key, state, unreal, state.booked_quote + unreal))
         return out
 
     # -- reading ----------------------------------------------------------------------------
@@ -417,6 +418,7 @@ class CoordinatorStage:
                 "traded_lots": 0,
                 "realized_quote": zero,
                 "fees_quote": zero,
+                "funding_quote": zero,
                 "unrealized_quote": zero,
                 "pnl_quote": zero,
                 **self._units(symbol, Decimal(0)),
@@ -430,6 +432,7 @@ class CoordinatorStage:
                 "traded_lots": state.traded_lots,
                 "realized_quote": money(state.realized_pnl_quote),
                 "fees_quote": money(state.fees_quote),
+                "funding_quote": money(state.funding_quote),
                 "unrealized_quote": money(unreal),
                 "pnl_quote": money(pnl),
                 **self._units(symbol, pnl),

@@ -131,6 +131,13 @@ class PositionState(msgspec.Struct, kw_only=True):
     realized_pnl_quote: Decimal = _ZERO
     fees_quote: Decimal = _ZERO
     traded_lots: int = 0
+    # a perpetual's funding, received (+) or paid (-), as the venue's account books it
+    funding_quote: Decimal = _ZERO
+
+    @property
+    def booked_quote(self) -> Decimal:
+        """PnL booked so far, before the open position's mark: realized - fees + funding."""
+        return self.realized_pnl_quote - self.fees_quote + self.funding_quote
 
     def avg_entry_ticks(self, inst: Instrument | None = None) -> Decimal:
         """Average entry price in ticks (inverse: the harmonic mean, in ``inst``'s units)."""
@@ -174,6 +181,23 @@ class Portfolio:
             state.qty_lots = remaining_old
         return state
 
+    def apply_funding(self, symbol: str, rate: Decimal, mark_ticks: float | None) -> int:
+        """A perpetual's funding settles on every open position of ``symbol``: longs pay
+        shorts when ``rate`` > 0, ``position notional at the mark x rate`` (the rule of the
+        venue's account, :meth:`sapphire.exchange.account.Account.apply_funding`, per agent:
+        the agents' payments add up to the account's). Returns the positions it settled;
+        none without a mark (the venue skips it then too)."""
+        inst = self._instruments.get(symbol)
+        if inst is None or not inst.derivative or mark_ticks is None:
+            return 0
+        mark = Decimal(repr(mark_ticks))
+        settled = 0
+        for (_, sym), state in self.positions.items():
+            if sym == symbol and state.qty_lots:
+                state.funding_quote -= inst.position_value(mark, state.qty_lots) * rate
+                settled += 1
+        return settled
+
     def unrealized_quote(self, agent_id: str, symbol: str, mark_ticks: float | None) -> Decimal:
         """Mark-to-market PnL of the open position; zero while there is no mark yet."""
         state = self.positions.get((agent_id, symbol))
@@ -196,7 +220,7 @@ class Portfolio:
         for (agent, symbol), state in self.positions.items():
             if agent_id is not None and agent != agent_id:
                 continue
-            total += state.realized_pnl_quote - state.fees_quote
+            total += state.booked_quote
             if symbol in marks:
                 total += self.unrealized_quote(agent, symbol, marks[symbol])
         return total
@@ -210,7 +234,7 @@ class Portfolio:
             asset = self._instruments[symbol].settle_asset
             # summed as total_pnl_quote sums, so a one-asset firm's figure is the same Decimal
             total = totals.get(asset, _ZERO)
-            total += state.realized_pnl_quote - state.fees_quote
+            total += state.booked_quote
             if symbol in marks:
                 total += self.unrealized_quote(agent, symbol, marks[symbol])
             totals[asset] = total

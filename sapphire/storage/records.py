@@ -125,3 +125,4 @@ class PnlSnapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     unrealized_pnl_quote: Decimal
     fees_quote: Decimal
     equity_quote: Decimal
+    funding_quote: Decimal = Decimal(0)  # received (+) or paid (-); in equity_quote

@@ -182,6 +182,7 @@ def pnl_row(p: PnlSnapshot, *, run_id: str, producer_id: str, seq: int, quote: s
         unrealized_pnl_quote=round_money(p.unrealized_pnl_quote, quote),
         fees_quote=round_money(p.fees_quote, quote),
         equity_quote=round_money(p.equity_quote, quote),
+        funding_quote=round_money(p.funding_quote, quote),
     )
     return row
 

@@ -257,6 +257,8 @@ PNL = _table(
     Column("unrealized_pnl_quote", _MONEY, "NUMERIC"),
     Column("fees_quote", _MONEY, "NUMERIC"),
     Column("equity_quote", _MONEY, "NUMERIC"),
+    # a perpetual's funding (in equity_quote); last, so older readers' columns keep places
+    Column("funding_quote", _MONEY, "NUMERIC"),
 )
 
 RISK_DECISIONS = _table(

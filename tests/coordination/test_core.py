@@ -256,3 +256,43 @@ def test_a_loss_in_the_days_last_check_interval_still_trips_the_kill_switch() ->
     assert run(midnight - 1).risk.kill_switch_on  # checked before midnight: tripped
     after = run(midnight)  # the next check is already the new day's first
     assert after.risk.kill_switch_on and "day's end" in after.risk.kill_reason
+
+
+def test_funding_settles_on_every_agents_position_as_the_venues_account_books_it() -> None:
+    """A perpetual's funding is PnL: each agent pays (long, rate > 0) or receives (short)
+    its position's notional at the mark x rate, summing to what the venue's account books
+    for the firm's net position; a firm daily loss limit sees it and trips the switch."""
+    from sapphire.exchange.account import Account
+    from sapphire.model.events import FundingRate
+    from sapphire.model.instrument import InstrumentKind
+
+    perp = Instrument(
+        symbol="BTCUSDT", kind=InstrumentKind.PERPETUAL, tick_size="0.1", lot_size="0.001"
+    )
+    c = CoordinatorCore(
+        {"BTCUSDT": perp},
+        RiskLimits(max_firm_daily_loss_quote=Decimal("50"), kill_on_daily_loss=True),
+        Decimal("1000000"),
+        {"a": 1.0, "b": 1.0},
+    )
+    long_ = c.step([QUOTE], [], {"a": [buy("a", 1, qty=5)]}, 2).commands[0]
+    sell = msgspec.structs.replace(buy("b", 1, qty=2), side=Side.SELL, limit_ticks=600_010)
+    short = c.step([], [], {"b": [sell]}, 3).commands[0]
+    assert isinstance(long_, SubmitOrder) and isinstance(short, SubmitOrder)
+    c.step([], [filled(long_, 599_990, "x1"), filled(short, 600_010, "x2")], {}, 4)
+    before = {a: c.portfolio.total_pnl_quote(a, c.marks.marks) for a in "ab"}
+    funding = FundingRate(ts_event_ns=10, symbol="BTCUSDT", rate="0.01")
+    c.step([funding], [], {}, 10)
+    paid = {a: c.portfolio.total_pnl_quote(a, c.marks.marks) - before[a] for a in "ab"}
+    # mark 600,000 ticks = 60,000 USDT; 5 lots = 0.005 BTC: 300 USDT x 1 %
+    assert paid == {"a": Decimal("-3"), "b": Decimal("1.2")}
+    venue = Account({"BTCUSDT": perp}, {"USDT": Decimal("1000000")})
+    venue.apply_fill(perp, Side.BUY, 599_990, 5, Decimal(0))
+    venue.apply_fill(perp, Side.SELL, 600_010, 2, Decimal(0))
+    assert venue.apply_funding(perp, Decimal("0.01"), 600_000) == paid["a"] + paid["b"]
+    assert not c.risk.kill_switch_on
+    # a rate that costs the firm more than its daily limit: the next check trips it
+    c.step([FundingRate(ts_event_ns=11, symbol="BTCUSDT", rate="0.5")], [], {}, 11)
+    result = StepResult()
+    c.check_losses(12, result)
+    assert c.risk.kill_switch_on and result.kill_switch_tripped

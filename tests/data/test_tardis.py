@@ -263,18 +263,29 @@ def test_quotes_and_snapshot_rejects(tmp_path: Path) -> None:
     assert stream.stats.rows_in == 7 and stream.stats.balanced()
 
 
-def test_derivative_ticker_funding(tmp_path: Path) -> None:
+def test_derivative_ticker_funding_is_one_event_per_settled_period(tmp_path: Path) -> None:
+    """A ticker row re-sends the open period's rate every second or so: a position pays it
+    once, when the period ends (``funding_timestamp``), at the last rate announced."""
     header = "funding_timestamp,funding_rate,predicted_funding_rate,open_interest,last_price"
     rows = [
         "x,BTCUSDT,1,2,9,0.0001,0.0002,5,100",
-        "x,BTCUSDT,3,4,9,,,5,100",
-        "x,BTCUSDT,5,6,9,x,,5,1",
+        "x,BTCUSDT,3,4,9,,,5,100",  # no rate: a mark/OI update
+        "x,BTCUSDT,5,6,9,x,,5,1",  # malformed
+        "x,BTCUSDT,7,8,9,0.0002,,5,1",  # the period's rate moved
+        "x,BTCUSDT,10,11,17,0.0003,,5,1",  # the next period began: the one ending at 9 settled
+        "x,BTCUSDT,12,13,17,0.0004,,5,1",
+        "x,BTCUSDT,14,15,q,0.0004,,5,1",  # malformed funding_timestamp
     ]
     stream = stream_events(_write(tmp_path, "d.csv", header, rows))
     assert stream.format == "tardis_derivative_ticker"
-    events = list(stream)
-    assert [e.rate for e in events if isinstance(e, FundingRate)] == ["0.0001"]
-    assert stream.stats.ignored == 1 and stream.stats.counts == {RowReject.MALFORMED: 1}
+    events = [e for e in stream if isinstance(e, FundingRate)]
+    assert [(e.ts_event_ns, e.rate) for e in events] == [(9_000, "0.0002")]
+    assert events[0].ts_recv_ns == 11_000  # when it became known
+    assert stream.stats.counts == {RowReject.MALFORMED: 2}
+    assert stream.stats.ignored == 4 and stream.stats.balanced()
+    without = _write(tmp_path, "e.csv", "funding_rate,last_price", ["x,BTCUSDT,1,2,0.1,3"])
+    with pytest.raises(DataFileError, match="funding_timestamp"):
+        list(stream_events(without))
 
 
 def test_detected_by_content_not_name(shared_data: Path, tmp_path: Path) -> None:
