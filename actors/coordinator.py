@@ -383,6 +383,7 @@ class CoordinatorActor:
             return SourcesFeed(
                 self.readers,
                 self._source_shard,
+                wiring.merge_groups(data),
                 wiring.replay_key(data.clock),
                 chunk,
                 skip=self._cut.consumed,
@@ -1144,7 +1145,13 @@ class SourcesFeed(RewindableFeed):
     """
 
     def __init__(
-        self, readers: Sequence[Any], source_shard: Sequence[int], key: str, chunk: int, skip: int
+        self,
+        readers: Sequence[Any],
+        source_shard: Sequence[int],
+        groups: Sequence[int],
+        key: str,
+        chunk: int,
+        skip: int,
     ) -> None:
         super().__init__(0)
         self._readers = readers
@@ -1158,7 +1165,8 @@ class SourcesFeed(RewindableFeed):
         self._ended = [False] * n
         self._next: list[Any] = [None] * n
         self._skip = skip
-        merged = replay.merge([self._drain(i) for i in range(n)], key=key)  # type: ignore[arg-type]
+        drains = [self._drain(i) for i in range(n)]
+        merged = replay.merge(drains, key=key, groups=groups)  # type: ignore[arg-type]
         self.log = wiring.MergeLog(n)  # each event's source: what the run took of each
         self._events = map(wiring.replay_event, self.log.track(merged))
         self.max_buffered = 0

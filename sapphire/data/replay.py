@@ -11,7 +11,7 @@ streams merge the same way, once :func:`qualified` has made their symbols distin
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -44,13 +44,42 @@ def _keyed(stream: Iterable[Tagged], key: OrderKey, source: int) -> Iterator[Rep
 
 
 def merge(
-    streams: Iterable[Iterable[Tagged] | EventStream], key: OrderKey = "ts_event_ns"
+    streams: Iterable[Iterable[Tagged] | EventStream],
+    key: OrderKey = "ts_event_ns",
+    groups: Sequence[int] | None = None,
 ) -> Iterator[Replayed]:
     """All events of ``streams`` (``(session, event)`` iterables, e.g. ``EventStream.tagged()``)
     ordered by ``key`` within each session; sessions are replayed one after another, the one
-    whose next event is earliest first, and never interleaved."""
+    whose next event is earliest first, and never interleaved.
+
+    ``groups`` (one id per stream; None: all one group): sessions are sequential only within
+    a group, the files of one venue, whose sessions are days of the same books (a day's file
+    may run a few seconds past midnight into the next day's: its tail must not mix with the
+    next session's book). Different groups, different venues with their own session labels
+    and their own symbols, interleave on ``key`` whatever their labels say."""
+    listed = list(streams)
+    ids = [0] * len(listed) if groups is None else list(groups)
+    if len(ids) != len(listed):
+        raise ValueError(f"{len(ids)} group ids for {len(listed)} streams")
+    by_group: dict[int, list[int]] = {}
+    for source, group in enumerate(ids):
+        by_group.setdefault(group, []).append(source)
+    parts = [_by_session([(i, listed[i]) for i in members], key) for members in by_group.values()]
+    if len(parts) == 1:
+        return parts[0]
+    return heapq.merge(*parts, key=_merge_key)
+
+
+def _merge_key(item: Replayed) -> tuple[int, int]:
+    return item.key_ns, item.source
+
+
+def _by_session(
+    streams: Sequence[tuple[int, Iterable[Tagged] | EventStream]], key: OrderKey
+) -> Iterator[Replayed]:
+    """:func:`merge` of one group: ``(source index, stream)`` pairs, sessions one by one."""
     heads: list[tuple[Replayed, Iterator[Replayed]]] = []
-    for source, stream in enumerate(streams):
+    for source, stream in streams:
         it = _keyed(stream.tagged() if isinstance(stream, EventStream) else stream, key, source)
         first = next(it, None)
         if first is not None:

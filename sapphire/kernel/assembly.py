@@ -224,6 +224,9 @@ class ReplaySource(NamedTuple):
     path: Path
     instruments: dict[str, Instrument]
     renames: dict[str, str] | None  # venue symbol -> run symbol; None: data.files
+    # the merge's group (``sapphire.data.replay.merge``): 0 for data.files, then one per
+    # venue; sessions are sequential within a group, groups interleave on the clock
+    group: int = 0
 
     def run_symbols(self) -> frozenset[str] | None:
         """The run symbols this source can hold; None when only reading it tells (a file of
@@ -236,10 +239,16 @@ def replay_sources(
 ) -> list[ReplaySource]:
     """A replay's sources in merge order: ``data.files``, then each venue's files."""
     out = [ReplaySource(path, instruments, None) for path in files]
-    for feed in venues:
+    for group, feed in enumerate(venues, start=1):
         renames = {sym: inst.symbol for sym, inst in feed.instruments.items()}
-        out.extend(ReplaySource(path, feed.instruments, renames) for path in feed.files)
+        out.extend(ReplaySource(path, feed.instruments, renames, group) for path in feed.files)
     return out
+
+
+def merge_groups(data: DataConfig) -> list[int]:
+    """Each replay source's merge group (:attr:`ReplaySource.group`), in merge order."""
+    files = data_files(data) if data.source != "venues" else []
+    return [s.group for s in replay_sources(files, {}, tuple(venue_feeds(data)))]
 
 
 def open_source(
@@ -460,7 +469,8 @@ class ReplayFeed(ReplayReader):
         self._again = partial(
             ReplayFeed, files, instruments, clock, 0.0, venues, sessions, None, merge_log_keep
         )
-        merged = replay.merge(tagged, key=replay_key(clock))  # type: ignore[arg-type]
+        groups = [s.group for s in sources]
+        merged = replay.merge(tagged, key=replay_key(clock), groups=groups)  # type: ignore[arg-type]
         self._merged = self.log.track(merged)
         self._sessions = sessions
         self._speed = speed

@@ -25,6 +25,7 @@ from sapphire.kernel.assembly import (
     WiringError,
     load_instruments,
     market_data_kind,
+    merge_groups,
     replay_key,
     replay_opener,
     shards,
@@ -210,22 +211,26 @@ def test_shard_readers_merge_into_exactly_the_one_readers_order(
         for k in range(2)
     ]
     key = replay_key(config.data.clock)
+    groups = merge_groups(config.data)
     # small chunks: every source is refetched many times, sessions cross chunk ends
-    assert read_all(SourcesFeed(readers, owners, key, 777, skip=0), 500) == want
+    assert read_all(SourcesFeed(readers, owners, groups, key, 777, skip=0), 500) == want
     # a restored coordinator merges again from the start and drops what it had consumed
-    assert read_all(SourcesFeed(readers, owners, key, 4096, skip=123_457), 2000) == want[123_457:]
+    assert (
+        read_all(SourcesFeed(readers, owners, groups, key, 4096, skip=123_457), 2000)
+        == want[123_457:]
+    )
     # a checkpoint that consumed more than the replay holds (a resume on changed data
     # files): one clear error, not a coroutine's StopIteration
     with pytest.raises(WiringError, match="fewer events than the checkpoint consumed"):
-        asyncio.run(SourcesFeed(readers, owners, key, 4096, skip=len(want) + 5).ensure(10))
+        asyncio.run(SourcesFeed(readers, owners, groups, key, 4096, skip=len(want) + 5).ensure(10))
     # a reader killed mid-read is restarted by Ray, reopens its sources where asked
-    feed = SourcesFeed(readers, owners, key, 1000, skip=0)
+    feed = SourcesFeed(readers, owners, groups, key, 1000, skip=0)
     first = read_all_until(feed, 500, 40_000)
     ray.kill(readers[1], no_restart=False)
     assert first + read_all(feed, 500) == want
     # a window may take more than ``ensure`` buffered (events sharing the time at its cap):
     # the feed refills there and then, never taking a source for over
-    dry = SourcesFeed(readers, owners, key, 100, skip=0)
+    dry = SourcesFeed(readers, owners, groups, key, 100, skip=0)
     asyncio.run(dry.ensure(10))
     assert list(itertools.islice(dry, 50_000)) == want[:50_000]
     assert dry.refills > 0

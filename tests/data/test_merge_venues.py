@@ -179,6 +179,36 @@ def test_hand_built_ties_order_by_clock_then_source_then_sequence() -> None:
     ]
 
 
+def test_venues_interleave_on_the_clock_whatever_their_session_labels() -> None:
+    """A venue's session labels (days, from its file names) order that venue's files; two
+    venues recorded at the same moment under different labels (one file named by the day it
+    started, 23:58, the other by the next) still interleave on the clock. Within one venue
+    sessions stay one after another: a day's tail never mixes with the next day's book."""
+
+    def t(ts: int, tid: int, session: str) -> tuple[str, Trade]:
+        return session, Trade(
+            ts_event_ns=ts, symbol="X", price_ticks=1, qty_lots=1, taker_side=1, trade_id=tid
+        )  # type: ignore[arg-type]
+
+    usdm = [t(10, 1, "04-04"), t(30, 2, "04-04"), t(50, 3, "04-04")]
+    spot = [t(20, 11, "04-05"), t(40, 12, "04-05")]
+    next_day = [t(45, 21, "04-05"), t(60, 22, "04-05")]  # usdm's next file: starts before 50
+
+    def merged(groups: list[int] | None) -> list[int]:
+        streams = [
+            replay.qualified(iter(usdm), {"X": "A:X"}),
+            replay.qualified(iter(spot), {"X": "B:X"}),
+            replay.qualified(iter(next_day), {"X": "A:X"}),
+        ]
+        return [i.event.trade_id for i in replay.merge(streams, groups=groups)]  # type: ignore[union-attr]
+
+    assert merged([1, 2, 1]) == [1, 11, 2, 12, 3, 21, 22]
+    # one group (data.files): sessions one after another, as before
+    assert merged(None) == [1, 2, 3, 11, 12, 21, 22]
+    with pytest.raises(ValueError, match="group ids"):
+        merged([1, 2])
+
+
 def one_venue(**fields: Any) -> DataConfig:
     source = {"venue": "A", "files": [INVERSE], "instrument_files": [BTCUSD], **fields}
     return parse_config({"data": {"source": "venues", "venues": [source]}}).data
