@@ -471,9 +471,10 @@ class CoordinatorActor:
         else:
             shard_events = [events_data]
         self._last_end = window.end_ns
-        halt = self._firm.halt_reason() or self._run_switch.halt_reason()
-        if halt and not self.core.risk.kill_switch_on:
-            self.core.request_kill(halt)
+        if not self.core.risk.kill_switch_on:  # tripped already: nothing to read (as in process)
+            halt = self._firm.halt_reason() or self._run_switch.halt_reason()
+            if halt:
+                self.core.request_kill(halt)
         if not self._venue_ready:
             # reconciled before any agent decides: a halt or a refused key binds from here
             found = self._take_alerts(decode_messages(await self.execution.prepare.remote()))

@@ -8,8 +8,10 @@ is appended to ``kill-switch.log`` beside it (who, when, why), so the history is
 
 With ``kill_switch.redis: true`` in the system config the switch is also held in Redis (one
 key and one command list, shared by every machine of the firm): a command is applied to both
-places, and a run halts while either says tripped. An unreadable file or an unreachable Redis
-counts as tripped: never trade on a doubt.
+places, and the newest command of the two wins (a reset on one machine clears a trip made on
+another, whose own file still says tripped). An unreadable file or an unreachable Redis
+counts as tripped: never trade on a doubt. The Redis client makes one attempt per read (no
+retries with backoff: a run asks between steps, and a switch it cannot read halts it).
 """
 
 from __future__ import annotations
@@ -104,12 +106,18 @@ class FirmKillSwitch:
         self._halt = ""
 
     def state(self) -> KillState:
-        """The switch as stored now: tripped if the file or Redis says so."""
+        """The switch as stored now. With Redis: the newer command of the file and Redis
+        (tripped on a tie), and tripped when either cannot be read (a state no command wrote,
+        ``ts_ns`` 0, that says tripped)."""
         local = self._file_state()
-        if self.redis is None or local.tripped:
+        if self.redis is None or (local.tripped and not local.ts_ns):
             return local
         remote = self.redis.state()
-        return remote if remote.tripped or remote.ts_ns > local.ts_ns else local
+        if remote.tripped and not remote.ts_ns:
+            return remote
+        if remote.ts_ns == local.ts_ns:
+            return local if local.tripped else remote
+        return remote if remote.ts_ns > local.ts_ns else local
 
     def _file_state(self) -> KillState:
         """The file's state (re-read only when the file changed). Runs before every step of
@@ -177,7 +185,10 @@ class FirmKillSwitch:
         state = KillState(tripped=action == "trip", reason=reason, by=by, ts_ns=now)
         atomic_write_bytes(self._path, msgspec.json.encode(state))
         if self.redis is not None:
-            self.redis.apply(command, state)
+            try:
+                self.redis.apply(command, state)
+            except Exception as exc:
+                raise HalfApplied(self._path, exc) from exc
         # what this process just wrote is what its runs answer from now (a console reset
         # must not be undone by the trip read before it)
         self._halt = self._reason(state) if state.tripped else ""
@@ -185,24 +196,51 @@ class FirmKillSwitch:
         return state
 
 
+class HalfApplied(Exception):
+    """A command reached the switch's file but not Redis: runs reading this store root obey
+    it, runs on other machines' roots (reading Redis) do not."""
+
+    def __init__(self, path: Path, cause: BaseException) -> None:
+        super().__init__(f"written to {path}, but NOT to Redis ({cause})"[:300])
+        self.path = path
+
+
+# what a run leaves in its folder under the store root (sapphire.kernel.assembly): its
+# instruments, and its claim while it runs
+_RUN_FILES = ("instruments.json", "claimed")
+
+
 def root_used(root: Path) -> bool:
-    """Whether a run has used the store root ``root``: it holds more than the firm switch's
-    own files (an operator's trip or reset alone makes the folder, and must not make a
-    mistyped root look like the runs')."""
+    """Whether runs have used the store root ``root`` (``storage.root``): it holds a run's
+    folder or the Parquet store. The switch's own files do not count (an operator's trip
+    makes the folder), nor does any other folder: the store folder itself, a run's folder or
+    the current directory would take a trip that no run reads."""
     try:
-        return any(p.name not in (STATE_FILE, LOG_FILE) for p in root.iterdir())
+        for entry in root.iterdir():
+            if entry.name == "store" and entry.is_dir():
+                return True
+            if entry.is_dir() and any((entry / name).exists() for name in _RUN_FILES):
+                return True
     except OSError:
         return False
+    return False
+
+
+def _redis_client(config: SystemConfig) -> Any:
+    import redis as redis_lib
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # one attempt: the client's default retries with backoff turned one read of an
+    # unreachable Redis into seconds, between every step of a run
+    return redis_lib.Redis(**config.redis.client_kwargs(), retry=Retry(NoBackoff(), 0))
 
 
 def system_kill_switch(config: SystemConfig) -> FirmKillSwitch:
     """The firm's switch of a system config: its store root, and Redis when configured."""
     redis = None
     if config.kill_switch.redis:
-        import redis as redis_lib
-
-        client = redis_lib.Redis(**config.redis.client_kwargs())
-        redis = RedisKillSwitch(client, config.kill_switch.redis_key)
+        redis = RedisKillSwitch(_redis_client(config), config.kill_switch.redis_key)
     return FirmKillSwitch(
         Path(config.storage.root).resolve(), redis, config.kill_switch.poll_ms / 1000
     )
@@ -221,10 +259,8 @@ def run_kill_switch(config: SystemConfig, run_id: str) -> RunKillSwitch:
     """Run ``run_id``'s switch of a system config (in Redis too when the firm's is)."""
     redis = None
     if config.kill_switch.redis:
-        import redis as redis_lib
-
-        client = redis_lib.Redis(**config.redis.client_kwargs())
-        redis = RedisKillSwitch(client, f"{config.kill_switch.redis_key}:run:{run_id}")
+        key = f"{config.kill_switch.redis_key}:run:{run_id}"
+        redis = RedisKillSwitch(_redis_client(config), key)
     return RunKillSwitch(
         Path(config.storage.root).resolve() / run_id, redis, config.kill_switch.poll_ms / 1000
     )

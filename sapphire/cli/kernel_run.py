@@ -15,6 +15,7 @@ from sapphire.adapters.stores import backend_builder, store_location
 from sapphire.cli.progress import bar_columns, estimate_events, startup_line
 from sapphire.cli.query_cmd import write_instruments
 from sapphire.cli.summary import print_next, print_summary
+from sapphire.config.secrets import SecretError
 from sapphire.config.system import ConfigError, SystemConfig, check_run_id, load_config
 from sapphire.data.validation import DataFileError
 from sapphire.kernel.assembly import (
@@ -47,7 +48,7 @@ def run_in_process(config_path: Path, run_id: str | None, progress: bool, consol
             return firm.halt_reason() or run_switch.halt_reason()
 
         kernel = InProcessKernel(config, run_id, kill_switch=halt_reason)
-    except (ConfigError, WiringError, WindowError) as exc:
+    except (ConfigError, SecretError, WiringError, WindowError) as exc:
         message = str(exc)  # every line names the config file it came from
         if str(config_path) not in message:
             message = f"{config_path}: {message}"

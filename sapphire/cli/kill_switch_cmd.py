@@ -12,7 +12,13 @@ import getpass
 import sys
 from typing import Any
 
-from sapphire.adapters.kill_switch import FirmKillSwitch, root_used, system_kill_switch
+from sapphire.adapters.kill_switch import (
+    FirmKillSwitch,
+    HalfApplied,
+    root_used,
+    system_kill_switch,
+)
+from sapphire.config.secrets import SecretError
 from sapphire.model.times import utc_text
 
 
@@ -43,10 +49,10 @@ def handle(args: argparse.Namespace) -> int:
 
         try:
             config = load_config(args.config)
-        except ConfigError as exc:
+            switch = system_kill_switch(config)
+        except (ConfigError, SecretError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        switch = system_kill_switch(config)
         args.root = str(switch.root)
     else:
         switch = FirmKillSwitch(args.root)
@@ -71,7 +77,14 @@ def handle(args: argparse.Namespace) -> int:
             state = switch.reset(args.reason, by)
         else:
             state = switch.state()
-    except Exception as exc:  # the file or Redis refused the command: it did not happen
+    except HalfApplied as exc:  # this root's runs obey it, other machines' do not
+        print(
+            f"error: kill switch {args.action} only half done: {exc}; runs on {switch.root} "
+            f"obey it, runs reading Redis elsewhere do not: run the command again",
+            file=sys.stderr,
+        )
+        return 1
+    except Exception as exc:  # the file refused the command: it did not happen
         print(f"error: kill switch {args.action} failed: {exc}", file=sys.stderr)
         return 1
     when = utc_text(state.ts_ns)

@@ -46,6 +46,7 @@ def _handle(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sapphire.config.secrets import SecretError
     from sapphire.config.system import ConfigError, check_run_id, load_config
 
     try:
@@ -55,7 +56,9 @@ def _run(args: argparse.Namespace) -> int:
         run_id = args.resume or args.run_id
         if run_id:
             check_run_id(run_id)
-    except ConfigError as exc:
+        if config.kill_switch.redis:  # its password, before Ray starts and an actor needs it
+            config.redis.client_kwargs()
+    except (ConfigError, SecretError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from rich.progress import Progress

@@ -20,11 +20,13 @@ from typing import Any
 
 from sapphire.adapters.kill_switch import (
     FirmKillSwitch,
+    HalfApplied,
     RunKillSwitch,
     root_used,
     run_kill_switch,
     system_kill_switch,
 )
+from sapphire.kernel.assembly import run_is_live
 from sapphire.model.times import utc_text
 
 
@@ -68,6 +70,7 @@ def _switch(args: argparse.Namespace) -> FirmKillSwitch:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from sapphire.config.secrets import SecretError
     from sapphire.config.system import ConfigError, check_run_id
 
     if bool(args.run_id) == bool(args.all):
@@ -80,7 +83,7 @@ def handle(args: argparse.Namespace) -> int:
         if args.run_id:
             check_run_id(args.run_id)
         switch = _switch(args)
-    except ConfigError as exc:
+    except (ConfigError, SecretError) as exc:
         print(f"sapphire stop: {exc}", file=sys.stderr)
         return 2
     by = args.by or getpass.getuser()
@@ -103,7 +106,14 @@ def handle(args: argparse.Namespace) -> int:
             state = switch.reset(args.reason, by)
         else:
             state = switch.trip(args.reason or "sapphire stop", by)
-    except Exception as exc:  # the file or Redis refused: nothing was stopped, say so
+    except HalfApplied as exc:
+        print(
+            f"sapphire stop: {what}: only half done: {exc}; runs on this machine's store root "
+            "obey it, the same run id on other machines does not: run the command again",
+            file=sys.stderr,
+        )
+        return 1
+    except Exception as exc:  # the file refused: nothing was stopped, say so
         print(f"sapphire stop: {what}: failed, NOT stopped: {exc}", file=sys.stderr)
         return 1
     when = utc_text(state.ts_ns)
@@ -112,10 +122,17 @@ def handle(args: argparse.Namespace) -> int:
         print("  the request is cleared; a run it already halted stays halted")
         return 0
     print(f"{what}: STOPPED at {when} by {by} ({state.reason})")
-    print(
-        "  from its next step no new order leaves and resting orders are cancelled; it keeps "
-        "recording until it ends (Ctrl-C or `ray job stop` ends it now)"
-    )
+    if not args.all and started and not run_is_live(switch.root):
+        # the run's claim (made at its start, released at its end) is not there
+        print(
+            f"  run {args.run_id} is not running on this machine now (finished, or running "
+            "on another): the stop binds its --resume, and a run of that id elsewhere"
+        )
+    else:
+        print(
+            "  from its next step no new order leaves and resting orders are cancelled; it "
+            "keeps recording until it ends (Ctrl-C or `ray job stop` ends it now)"
+        )
     print(f"  switch: {switch.root / 'kill-switch.json'}")
     if not started:
         if args.all:
@@ -132,7 +149,12 @@ def _unknown(run_dir: Path, run_id: str) -> str:
     root = run_dir.parent
     if not root.is_dir():
         return f"no store root at {root} (give the run's --config, or its --root)"
-    folders = [p for p in root.iterdir() if p.is_dir() and p.name != "store"]
+    if not root_used(root):
+        return (
+            f"no run has used {root} as its store root (storage.root: the folder holding "
+            "store/, not store/ itself; or give the run's --config)"
+        )
+    folders = [p for p in root.iterdir() if p.is_dir() and (p / "instruments.json").exists()]
     runs = [p.name for p in sorted(folders, key=lambda p: p.stat().st_mtime, reverse=True)]
     shown = ", ".join(runs[:10]) if runs else "none"
     more = f" (the 10 latest of {len(runs)})" if len(runs) > 10 else ""

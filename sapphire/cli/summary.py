@@ -215,6 +215,12 @@ def print_summary(
             totals.add_row(f"[red]rows NOT stored: {table_name}[/red]", f"{missing:,}")
     for reason, n in sorted(summary.get("input_rejected", {}).items()):
         totals.add_row(f"input rejected: {reason}", f"{n:,}")
+    if counters.get("clamped"):
+        # replayed at the latest time already seen on the run's clock, not dropped
+        totals.add_row(
+            "[yellow]rows restamped: time ran backwards on the run's clock[/yellow]",
+            f"{counters['clamped']:,}",
+        )
     if summary.get("sessions_missing"):
         missing = ", ".join(summary["sessions_missing"])
         totals.add_row(
@@ -237,6 +243,9 @@ def print_summary(
     for stage, seconds in summary.get("stage_s", {}).items():
         totals.add_row(f"time in {stage} (s)", f"{seconds:.2f}")
     console.print(totals)
+    if summary["kill_switch"] and summary.get("kill_reason"):  # below: a long reason
+        why = str(summary["kill_reason"])[:300]
+        console.print(f"kill switch TRIPPED: {why}", soft_wrap=True, markup=False, highlight=False)
     # a line of its own, never cut: the path is pasted into the next commands
     console.print(f"store: {store}", soft_wrap=True, markup=False, highlight=False)
     print_cache(summary.get("cache", {}), console)

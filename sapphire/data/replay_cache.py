@@ -166,6 +166,9 @@ class ReplayCache:
         try:
             st = path.stat()
             resolved = str(path.resolve())
+            # the path as given too: a loader reads the session label and the format from
+            # the name (and a folder named ``liquidations``), which a symlink may change
+            given = str(path.absolute())
         except OSError:
             return None
         insts = (
@@ -178,6 +181,7 @@ class ReplayCache:
                 CACHE_VERSION,
                 code_digest(),
                 resolved,
+                given,
                 # size and times, and the inode: a file rewritten in place, or replaced by
                 # one of the same size and modification time (``cp -p``, ``rsync -a``), has
                 # another change time or inode

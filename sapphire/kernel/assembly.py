@@ -129,7 +129,7 @@ def claim_run(config: SystemConfig, run_id: str) -> Path:
                 owner = marker.read_text(encoding="utf-8").strip()
             except OSError:
                 owner = ""
-            if owner == me or not _claim_alive(owner):
+            if owner == me or not claim_alive(owner):
                 marker.unlink(missing_ok=True)  # this process's, or a crashed run's
                 continue
             raise WiringError(
@@ -141,7 +141,17 @@ def claim_run(config: SystemConfig, run_id: str) -> Path:
     raise WiringError(f"run {run_id!r}: {marker} keeps coming back: another run took the id")
 
 
-def _claim_alive(owner: str) -> bool:
+def run_is_live(folder: Path) -> bool:
+    """Whether the run of ``folder`` (``run_folder``) holds its claim now: started and not
+    ended (one claimed on another host: assumed so)."""
+    try:
+        owner = (folder / CLAIM_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return False
+    return claim_alive(owner)
+
+
+def claim_alive(owner: str) -> bool:
     """Whether the process a claim names still runs (one on another host: assumed so)."""
     host, _, pid = owner.rpartition(" ")
     if host != os.uname().nodename or not pid.isdigit():

@@ -467,6 +467,7 @@ class CoordinatorStage:
             "in_flight": self.in_flight(),
             "crossing": self.crossing_summary(),
             "kill_switch": core.risk.kill_switch_on,
+            "kill_reason": core.risk.kill_reason if core.risk.kill_switch_on else "",
             "agents": self.agent_rows(),
             "firm_pnl_quote": firm["total"],
             "firm_pnl": firm,

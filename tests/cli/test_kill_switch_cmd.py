@@ -99,6 +99,19 @@ def test_a_redis_held_switch_binds_runs_on_another_store_root(
         assert [c.action for c in RedisKillSwitch(client, key).history()] == ["trip", "reset"]
         assert backtest(there, "after-reset") == 0
         assert read_table(root_b / "store", "orders", "after-reset").collect().height > 0
+        # tripped on one machine (its file and Redis), reset on the other (its file and
+        # Redis): the newest command wins everywhere, the first machine's file says what it
+        # may, and its runs trade again
+        root_a = tmp_path / "a" / "runs"
+        assert main(["kill-switch", "trip", "--config", str(there), "--reason", "on b"]) == 0
+        assert main(["kill-switch", "reset", "--config", str(here), "--reason", "on a"]) == 0
+        assert FirmKillSwitch(root_b).state().tripped  # b's own file, read alone
+        capsys.readouterr()
+        assert main(["kill-switch", "status", "--config", str(there)]) == 0
+        assert "off since" in capsys.readouterr().out
+        assert backtest(there, "reset-elsewhere") == 0
+        assert read_table(root_b / "store", "orders", "reset-elsewhere").collect().height > 0
+        assert FirmKillSwitch(root_a).state().tripped is False
     finally:
         client.delete(key, f"{key}:log")
 
@@ -107,13 +120,44 @@ def test_an_unreachable_redis_switch_counts_as_tripped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # nothing listens on port 1: a switch that cannot be read never lets orders through
+    import time
+
     config = redis_demo(tmp_path, "a", "sapphire:test-kill:nobody", port=1)
+    raw = msgspec.yaml.decode(config.read_bytes())
+    raw["kill_switch"]["poll_ms"] = 0  # a read before every step
+    config.write_bytes(msgspec.yaml.encode(raw))
+    started = time.monotonic()
     assert backtest(config, "no-redis") == 0
+    # one attempt a read, no retries with backoff (4 s a read before, between steps)
+    assert time.monotonic() - started < 30
     root = tmp_path / "a" / "runs"
     assert read_table(root / "store", "orders", "no-redis").collect().height == 0
-    capsys.readouterr()
+    screen = " ".join(capsys.readouterr().out.split())
+    assert "kill switch TRIPPED: firm kill switch: redis kill switch unreadable" in screen
+    # the file took the trip, Redis did not: said so, not "it did not happen"
     assert main(["kill-switch", "trip", "--config", str(config), "--reason", "x"]) == 1
-    assert "failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "only half done" in err and "NOT to Redis" in err
+    assert FirmKillSwitch(root).state().tripped
+
+
+def test_a_missing_redis_password_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SAPPHIRE_TEST_NO_SUCH_SECRET", raising=False)
+    config = redis_demo(tmp_path, "a", "sapphire:test-kill:secret")
+    raw = msgspec.yaml.decode(config.read_bytes())
+    raw["redis"]["password_env"] = "SAPPHIRE_TEST_NO_SUCH_SECRET"
+    config.write_bytes(msgspec.yaml.encode(raw))
+    for argv in (
+        ["kill-switch", "status", "--config", str(config)],
+        ["stop", "some-run", "--config", str(config)],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "SAPPHIRE_TEST_NO_SUCH_SECRET" in err and "Traceback" not in err
+    assert backtest(config, "no-secret") == 2
+    assert "SAPPHIRE_TEST_NO_SUCH_SECRET" in capsys.readouterr().out
 
 
 def test_a_root_holding_only_the_switchs_own_files_is_still_unused(

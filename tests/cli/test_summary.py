@@ -82,3 +82,15 @@ def test_risk_modes_are_shown_when_on_and_absent_when_off() -> None:
     assert "stressed" in row
     assert "malformed_json" in next(ln for ln in screen.splitlines() if "fell back" in ln)
     assert "risk mode" not in _screen(_summary())
+
+
+def test_restamped_rows_and_the_kill_switchs_reason_are_shown() -> None:
+    counters = {"events": 1000, "orders": 3, "cancels": 1, "clamped": 118}
+    screen = _screen(
+        _summary(counters=counters, kill_switch=True, kill_reason="run stopped: drill")
+    )
+    assert "rows restamped: time ran backwards on the run's clock" in screen
+    assert "118" in screen
+    assert "kill switch TRIPPED: run stopped: drill" in screen
+    quiet = _screen(_summary())
+    assert "restamped" not in quiet and "TRIPPED" not in quiet

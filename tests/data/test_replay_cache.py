@@ -145,6 +145,11 @@ def test_the_key_changes_with_the_file_the_instrument_and_the_sessions(tmp_path:
     path.write_bytes(path.read_bytes() + gzip.compress(b""))  # same rows, another file
     assert cache.key(path, inst, None) != key
     assert cache.key(tmp_path / "missing.csv.gz", inst, None) is None
+    # a link under another name (a loader reads the session label from the name): its own
+    # entry, never the target's events under the target's labels
+    alias = tmp_path / "alias_2024-08-09.csv.gz"
+    alias.symlink_to(path)
+    assert cache.key(alias, inst, None) not in (None, cache.key(path, inst, None))
 
 
 def test_eviction_keeps_the_directory_under_its_cap(tmp_path: Path, small_frames: None) -> None:
