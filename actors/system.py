@@ -256,7 +256,7 @@ def start_system(
             options["resources"] = shard_resources(config, k) or options["resources"]
             venues.append(
                 _EXECUTION.options(**options).remote(
-                    wiring.gateway_builder(config.exchange, shard_instruments, run_id),
+                    wiring.gateway_builder(config.exchange, shard_instruments, run_id, instruments),
                     checkpoint_location_,
                     wiring.venue_kind(k),  # its own checkpoint
                 )
@@ -292,7 +292,9 @@ def start_system(
             [
                 HostedAgent(
                     spec.id,
-                    wiring.agent_builder(spec, instruments[spec.symbol], instruments),
+                    wiring.agent_builder(
+                        spec, instruments[spec.symbol], shards.legs(spec.id, instruments)
+                    ),
                     *((llm_app, llm_timeout_s) if spec.kind == "llm" else ("", None)),
                 )
                 for spec in hosted

@@ -473,7 +473,7 @@ def write_system_outputs(
     files = [
         export.write_yaml(
             out / "best_system.yaml",
-            system_tune.system_dict(dataset.raw, dataset.agent_id, outcome.best),
+            system_tune.system_dict(dataset.run_raw, dataset.agent_id, outcome.best),
             header,
         )
     ]
@@ -486,7 +486,7 @@ def write_system_outputs(
     files.append(
         export.write_yaml(
             out / "best_window.yaml",
-            system_tune.system_dict(dataset.raw, dataset.agent_id, outcome.best, window),
+            system_tune.system_dict(dataset.run_raw, dataset.agent_id, outcome.best, window),
             f"{header}\ntest window of fold {last['fold']}: tune measured PnL {last['test_pnl']}",
         )
     )

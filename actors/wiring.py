@@ -82,11 +82,15 @@ def stream_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Calla
 
 
 def gateway_builder(
-    exchange: ExchangeConfig, instruments: dict[str, Instrument], run_id: str = ""
+    exchange: ExchangeConfig,
+    instruments: dict[str, Instrument],
+    run_id: str = "",
+    run_instruments: dict[str, Instrument] | None = None,
 ) -> Callable[[], ExecutionGateway]:
+    """``instruments``: the venue's (a shard's); ``run_instruments``: the whole run's."""
     if exchange.kind == "ccxt" and not exchange.factory:
         return live_gateway_builder(exchange, run_id, instruments)
-    return paper_gateway_builder(exchange, instruments)
+    return paper_gateway_builder(exchange, instruments, run_instruments)
 
 
 def _build_ccxt(

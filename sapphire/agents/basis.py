@@ -102,8 +102,8 @@ class BasisAgent(BaseAgent[BasisState]):
         hedge = (legs or {}).get(self.config.hedge_symbol)
         if hedge is None:
             raise AgentConfigError(
-                f"hedge_symbol {self.config.hedge_symbol!r} is not among the run's instruments "
-                f"{sorted(legs or {})}"
+                f"hedge_symbol {self.config.hedge_symbol!r} is not among the instruments this "
+                f"agent can trade {sorted(legs or {})} (the run's; with shards, its shard's)"
             )
         if hedge.symbol == instrument.symbol:
             raise AgentConfigError(f"hedge_symbol must differ from the agent's {self.symbol!r}")

@@ -66,6 +66,10 @@ def _import_factory(path: str) -> Factory:
     return factory
 
 
+# ``indicator:Strategy`` names a bar strategy, never a module ``indicator``'s factory
+INDICATOR_PREFIX = "indicator:"
+
+
 def build_agent(
     kind: str,
     agent_id: str,
@@ -77,7 +81,7 @@ def build_agent(
     ``legs``: the run's instruments by symbol, for kinds that trade several (``basis``)."""
     if kind in _MULTI_LEG:
         return _MULTI_LEG[kind](agent_id, instrument, dict(params), legs or {})
-    if kind.startswith("indicator:"):
+    if kind.startswith(INDICATOR_PREFIX):
         strategy = kind.split(":", 1)[1]
         if not strategy:
             raise AgentConfigError("indicator kind needs a strategy: 'indicator:EmaCross'")

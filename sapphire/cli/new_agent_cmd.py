@@ -138,6 +138,15 @@ def handle(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from sapphire.agents.registry import INDICATOR_PREFIX
+
+    if f"{name}:" == INDICATOR_PREFIX:
+        print(
+            f"sapphire new-agent: {name!r} is reserved: kind '{name}:...' names a built-in bar "
+            "strategy; pick another",
+            file=sys.stderr,
+        )
+        return 2
     if _taken(name, args.dir):
         print(
             f"sapphire new-agent: {name!r} is an installed module's name; pick another",

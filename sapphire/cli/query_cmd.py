@@ -198,8 +198,15 @@ def known_runs(source: StoreSource) -> list[str]:
     root = getattr(source, "root", None)
     if root is None:
         return []
-    names = sorted(p.name for p in (Path(root) / "_sapphire").glob("manifest-*.json"))
-    return [n.removeprefix("manifest-").removesuffix(".json") for n in names]
+    # oldest first by the manifest's last write: "the latest five" are the runs last written,
+    # not the last in the alphabet (backtest-... sorts before run-...)
+    manifests = []
+    for path in (Path(root) / "_sapphire").glob("manifest-*.json"):
+        try:
+            manifests.append((path.stat().st_mtime_ns, path.name))
+        except OSError:
+            continue
+    return [n.removeprefix("manifest-").removesuffix(".json") for _, n in sorted(manifests)]
 
 
 def summarize(source: StoreSource, run_id: str) -> pl.DataFrame:

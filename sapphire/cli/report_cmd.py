@@ -54,6 +54,8 @@ def _runs_hint(args: argparse.Namespace) -> str:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from sapphire.cli.query_cmd import read_instruments
+
     out = args.out if args.out is not None else Path("reports") / args.run_id
     try:
         source: Any = args.root
@@ -62,7 +64,7 @@ def handle(args: argparse.Namespace) -> int:
         if args.config:
             from sapphire.adapters.stores import open_source
             from sapphire.config.system import ConfigError, load_config
-            from sapphire.kernel.assembly import WiringError, load_instruments
+            from sapphire.kernel.assembly import WiringError, load_instruments, storage_root
 
             try:
                 config = load_config(args.config)
@@ -71,10 +73,14 @@ def handle(args: argparse.Namespace) -> int:
                 print(f"sapphire report: {exc}", file=sys.stderr)
                 return 2
             capital = float(config.capital_quote)
-            try:
-                instruments = load_instruments(config.data)
-            except WiringError as exc:  # a live config may name none: prices stay in ticks
-                print(f"sapphire report: prices in ticks: {exc}", file=sys.stderr)
+            # the instruments the run traded, as it recorded them (the config's files may
+            # have changed, or be relative to another working directory)
+            instruments = read_instruments(storage_root(config) / args.run_id) or None
+            if instruments is None:
+                try:
+                    instruments = load_instruments(config.data)
+                except WiringError as exc:  # a live config may name none: prices in ticks
+                    print(f"sapphire report: prices in ticks: {exc}", file=sys.stderr)
         else:
             root = Path(args.root)
             if not root.is_dir():  # as `sapphire query`: a missing store is no run's
@@ -84,6 +90,9 @@ def handle(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
+            # every run records its instruments beside its store (sapphire query reads them
+            # too): without them money of several settlement assets would be one "quote"
+            instruments = read_instruments(root.resolve().parent / args.run_id) or None
         report = write_run_report(source, args.run_id, out, instruments, capital)
     except RunNotFoundError as exc:
         print(f"sapphire report: {exc}{_runs_hint(args)}", file=sys.stderr)

@@ -214,6 +214,10 @@ def print_summary(
         if missing:
             totals.add_row(f"[red]rows NOT stored: {table_name}[/red]", f"{missing:,}")
     for reason, n in sorted(summary.get("input_rejected", {}).items()):
+        if reason == "truncated":  # not a bad row: the rest of a file was never read
+            label = "[red]input rejected: truncated (a file ends cut or corrupt: rest unread)[/red]"
+            totals.add_row(label, f"{n:,} file(s)")
+            continue
         totals.add_row(f"input rejected: {reason}", f"{n:,}")
     if counters.get("clamped"):
         # replayed at the latest time already seen on the run's clock, not dropped

@@ -74,7 +74,7 @@ def _lines(path: Path, stats: RejectStats) -> Iterator[tuple[int, bytes]]:
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
         if number == 0:
             raise DataFileError(f"{path}: not a readable zip archive: {exc}") from exc
-        stats.reject(RowReject.MALFORMED, number + 1, f"unreadable data: {exc}")
+        stats.reject(RowReject.TRUNCATED, number + 1, f"unreadable data: {exc}")
 
 
 # -- order book ------------------------------------------------------------------------------

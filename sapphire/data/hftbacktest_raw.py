@@ -87,7 +87,7 @@ def iter_lines(path: Path, stats: RejectStats) -> Iterator[tuple[int, bytes]]:
             for number, line in enumerate(handle, start=1):
                 yield number, line
     except (OSError, EOFError, zlib.error) as exc:
-        stats.reject(RowReject.MALFORMED, number + 1, f"unreadable data: {exc}")
+        stats.reject(RowReject.TRUNCATED, number + 1, f"unreadable data: {exc}")
 
 
 def chunked(

@@ -288,7 +288,7 @@ def csv_string_chunks(
                         ),
                     )
                 except (OSError, pa.ArrowInvalid, EOFError) as exc:
-                    put("malformed", [(line, f"unreadable data: {exc}")])
+                    put("truncated", [(line, f"unreadable data: {exc}")])
                     return
                 while True:
                     try:
@@ -296,7 +296,9 @@ def csv_string_chunks(
                     except StopIteration:
                         break
                     except (OSError, pa.ArrowInvalid, EOFError) as exc:
-                        put("malformed", [*invalid, (line, f"unreadable data: {exc}")])
+                        if invalid:
+                            put("malformed", invalid)
+                        put("truncated", [(line, f"unreadable data: {exc}")])
                         return
                     frame = pl.from_arrow(batch)
                     assert isinstance(frame, pl.DataFrame)
@@ -320,13 +322,11 @@ def csv_string_chunks(
                             return
                     if at < len(mine) and not put("malformed", mine[at:]):
                         return
-                tail = [*invalid]
+                if invalid:
+                    put("malformed", invalid)
                 if source.error is not None:
-                    tail.append(
-                        (line, f"{path}: cut or corrupt after line {line - 1}: {source.error}")
-                    )
-                if tail:
-                    put("malformed", tail)
+                    cut = f"{path}: cut or corrupt after line {line - 1}: {source.error}"
+                    put("truncated", [(line, cut)])
         except BaseException as exc:  # reported where the stream is read
             put("error", exc)
         finally:
@@ -342,6 +342,9 @@ def csv_string_chunks(
             elif kind == "malformed":  # (line, detail) of each row counted as malformed
                 for number, detail in value:
                     stats.reject(RowReject.MALFORMED, number, detail)
+            elif kind == "truncated":  # the file's readable part ends here
+                for number, detail in value:
+                    stats.reject(RowReject.TRUNCATED, number, detail)
             elif kind == "error":
                 raise value
             else:

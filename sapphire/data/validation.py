@@ -38,6 +38,9 @@ class RowReject(enum.StrEnum):
     SEQUENCE_GAP = "sequence_gap"  # depth message not contiguous with the previous one
     UNKNOWN_SYMBOL = "unknown_symbol"  # no instrument for the row's symbol
     CHECKSUM_MISMATCH = "checksum_mismatch"  # rebuilt book disagrees with the venue's checksum
+    # the file ends in a cut or corrupt block (a gzip stream cut short): one row counted, and
+    # the rest of the file, if any, never read (a summary shows it apart from a bad row)
+    TRUNCATED = "truncated"
 
 
 MAX_EXAMPLES = 5

@@ -846,8 +846,12 @@ def _build_factory(
 
 
 def paper_gateway_builder(
-    exchange: ExchangeConfig, instruments: dict[str, Instrument]
+    exchange: ExchangeConfig,
+    instruments: dict[str, Instrument],
+    run_instruments: Mapping[str, Instrument] | None = None,
 ) -> Callable[[], ExecutionGateway]:
+    """The paper venue of ``instruments`` (a shard's); ``run_instruments``: the whole run's,
+    whose assets ``balances`` may name (one balances table serves every shard's venue)."""
     if exchange.factory:
         import_object(exchange.factory)  # a path that names nothing fails here, at wiring
         return partial(
@@ -861,7 +865,8 @@ def paper_gateway_builder(
         config = msgspec.convert(raw, PaperExchangeConfig, from_attributes=True)
     except (msgspec.ValidationError, ValueError) as exc:
         raise WiringError(f"exchange.params: {exc}") from None
-    assets = {a for i in instruments.values() for a in (i.base, i.quote, i.settle_asset) if a}
+    every = (run_instruments or instruments).values()
+    assets = {a for i in every for a in (i.base, i.quote, i.settle_asset) if a}
     strays = sorted(set(config.balances) - assets)
     if strays and assets:  # a mistyped asset (USTD): every order then refused for balance
         raise WiringError(

@@ -99,7 +99,11 @@ class InProcessKernel:
         self.shards = assembly.shards(config, self.instruments)
         if agents is None:
             agents = [
-                assembly.agent_builder(spec, self.instruments[spec.symbol], self.instruments)()
+                assembly.agent_builder(
+                    spec,
+                    self.instruments[spec.symbol],
+                    self.shards.legs(spec.id, self.instruments),
+                )()
                 for spec in config.agents
             ]
         asking = [a.agent_id for a in agents if hasattr(a, "drain_requests")]
@@ -118,7 +122,7 @@ class InProcessKernel:
             if gateway is not None
             else [
                 assembly.paper_gateway_builder(
-                    config.exchange, {s: self.instruments[s] for s in group}
+                    config.exchange, {s: self.instruments[s] for s in group}, self.instruments
                 )()
                 for group in groups
             ]

@@ -36,6 +36,12 @@ class Shards:
         self.shard_of = {s: k for k, group in enumerate(self.groups) for s in group}
         self.agent_shard = dict(agent_shard)
 
+    def legs(self, agent_id: str, instruments: Mapping[str, T]) -> dict[str, T]:
+        """The instruments agent ``agent_id`` may trade: its shard's (a hedge leg in
+        another shard would never see a quote, and its agent would never trade)."""
+        group = self.groups[self.agent_shard[agent_id]] if self.count > 1 else instruments
+        return {s: instruments[s] for s in group if s in instruments}
+
     def events(self, events: Sequence[AnyMarketEvent]) -> list[Sequence[AnyMarketEvent]]:
         """Each shard's events, in their order (an unknown symbol's: no shard's)."""
         if self.count == 1:

@@ -202,7 +202,7 @@ def test_params_are_typed_and_checked() -> None:
     assert "basis" in kinds()
     with pytest.raises(AgentConfigError, match="exit_bps"):
         agent(exit_bps=3.0)
-    with pytest.raises(AgentConfigError, match="not among the run's instruments"):
+    with pytest.raises(AgentConfigError, match="not among the instruments this agent can trade"):
         agent(hedge_symbol="LIN:BTCUSDT")
     with pytest.raises(AgentConfigError, match="must differ"):
         agent(hedge_symbol=BTC.symbol)

@@ -28,6 +28,9 @@ def test_tick_template_runs_from_the_working_directory(
     # frozen standard modules (their origin is no path) were taken for the folder's own
     assert [main(["new-agent", n]) for n in ("os", "abc", "io")] == [2, 2, 2]
     assert not (tmp_path / "os.py").exists()
+    # a kind "indicator:..." is a built-in bar strategy: that module would never be used
+    assert main(["new-agent", "indicator"]) == 2
+    assert not (tmp_path / "indicator.py").exists()
     config = tmp_path / "flow_demo.yaml"
     # a shorter replay for the test; the template as written runs the whole sample
     source = "  source: sample\n"

@@ -6,6 +6,7 @@ stored fills without Instrument."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 from decimal import Decimal
 from fractions import Fraction
@@ -16,6 +17,7 @@ import pytest
 import yaml
 from rich.console import Console
 
+from sapphire.cli import main
 from sapphire.cli.kernel_run import run_in_process
 from sapphire.config.system import load_config
 from sapphire.kernel.assembly import data_path
@@ -85,3 +87,12 @@ def test_cross_venue_demo_trades_both_legs_with_money_per_settlement_asset(
         )
     assert abs(Decimal(last[INV]["fees_quote"])) < Decimal("0.0001")  # BTC
     assert Decimal(last[LIN]["fees_quote"]) == Decimal(hedge["fee_quote"])  # USDT
+
+    # `sapphire report` with only the --root the end screen names (no config): the run's
+    # recorded instruments keep BTC and USDT apart (they were added into one "quote" figure)
+    report = io.StringIO()
+    with contextlib.redirect_stdout(report):
+        argv = ["report", "cross", "--root", str(tmp_path / "runs" / "store")]
+        assert main([*argv, "--out", str(tmp_path / "report")]) == 0
+    lines = report.getvalue()
+    assert "basis (BTC)" in lines and "basis (USDT)" in lines, lines

@@ -104,6 +104,30 @@ def test_layouts_that_cannot_run_are_refused_naming_the_field(tmp_path: Path) ->
         InProcessKernel(msgspec.structs.replace(config, shards=config.shards[1:]), "x")
 
 
+def test_shards_of_different_assets_share_one_balances_table_and_legs_stay_in_a_shard(
+    tmp_path: Path,
+) -> None:
+    """The cross-venue demo split by venue: the inverse BTCUSD shard settles in BTC, the
+    ETHUSDT one in USDT, and the run's one balances table names both (each shard's venue
+    was checked against its own assets alone: no balances passed, every order then failed).
+    Its basis agent hedges in the other shard, where it would never see a quote: refused."""
+    cross = Path(__file__).parents[2] / "configs" / "demo_cross_venue.yaml"
+    raw: dict[str, Any] = yaml.safe_load(cross.read_text())
+    raw["storage"]["root"] = str(tmp_path)
+    raw["shards"] = [{"symbols": ["BYBIT-INV:BTCUSD"]}, {"symbols": ["BYBIT-USDT:ETHUSDT"]}]
+    with pytest.raises(WiringError, match="hedge_symbol 'BYBIT-USDT:ETHUSDT' is not among"):
+        InProcessKernel(parse_config(raw), "x")
+    basis = raw["agents"][0]
+    raw["agents"] = [
+        {"id": "mm_inv", "kind": "momentum", "symbol": basis["symbol"]},
+        {"id": "mm_eth", "kind": "momentum", "symbol": "BYBIT-USDT:ETHUSDT"},
+    ]
+    InProcessKernel(parse_config(raw), "y")  # BTC and USDT balances: both the run's
+    raw["exchange"]["params"]["balances"] = {"BTC": "1", "USTD": "5"}
+    with pytest.raises(WiringError, match="USTD is no asset of the run's"):
+        InProcessKernel(parse_config(raw), "z")
+
+
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory: pytest.TempPathFactory) -> InProcessKernel:
     kernel = InProcessKernel(shards_config(tmp_path_factory.mktemp("shards")), "sharded")

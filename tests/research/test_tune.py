@@ -77,6 +77,9 @@ def test_sweep_on_shared_data_beats_worst_out_of_sample(tmp_path: Path, shared_d
     tuned = load_system(results / "best_system.yaml")
     assert tuned.agents[0].params["risk_factor"] == pytest.approx(out.best["risk_factor"])
     assert tuned.data.start_ns == start  # the whole tuned span
+    # its files resolved: it runs from any working directory, as tune_cmd says
+    exported = [*tuned.data.files, *tuned.data.instrument_files]
+    assert exported and all(Path(f).is_absolute() for f in exported), exported
 
     # Tune -> run: the exported window config, through `sapphire run` (Ray actors), gives the
     # PnL tune measured on that window, exactly.

@@ -79,3 +79,22 @@ def test_a_wrong_root_or_an_unknown_run_exits_non_zero(
     assert "run 'typo' has no rows" in capsys.readouterr().err
     assert run_cli(["typo", "--table", "fills", "--root", str(tmp_path)]) == 1
     assert run_cli(["real", "--table", "fills", "--root", str(tmp_path)]) == 0  # just no fills
+
+
+def test_the_runs_hint_names_the_runs_written_last(tmp_path: Path) -> None:
+    """An unknown run id is answered with the latest runs: by when they were written, not
+    by name (``run-...`` sorts after every ``backtest-...`` in the alphabet)."""
+    import os
+
+    from sapphire.adapters.stores import ParquetSource
+    from sapphire.cli.query_cmd import runs_hint
+
+    folder = tmp_path / "_sapphire"
+    folder.mkdir()
+    names = ["run-1", "backtest-1", "backtest-2", "backtest-3", "backtest-4", "backtest-5"]
+    for i, name in enumerate(names):
+        path = folder / f"manifest-{name}.json"
+        path.write_text("{}")
+        os.utime(path, ns=(i * 10**9, i * 10**9))
+    hint = runs_hint(ParquetSource(tmp_path))
+    assert hint == "; runs there: backtest-1, backtest-2, backtest-3, backtest-4, backtest-5"
