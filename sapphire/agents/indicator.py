@@ -37,7 +37,9 @@ class IndicatorStrategy:
     """Base of bar strategies. Only ``populate_*`` need overriding."""
 
     timeframe: ClassVar[str] = "5m"
-    startup_candle_count: ClassVar[int] = 0
+    # bars every indicator needs to settle; a strategy whose settling depends on its params
+    # sets it per instance (EmaCross: its slow span)
+    startup_candle_count: int = 0
     stoploss: ClassVar[float] = -1.0
     can_short: ClassVar[bool] = False
     Params: ClassVar[type[msgspec.Struct]] = NoParams

@@ -37,6 +37,13 @@ RSI_LS = "sapphire.agents.strategies.rsi_bollinger:RsiBollingerLongShort"
             {"fast": 5, "slow": 13},
             {"stake_lots": 2_000_000, "initial_cash": "10000"},
         ),
+        (  # a slow EMA (tune_ema_cross.yaml searches slow up to 200): it settles later
+            "nautilus_btc-perp_1m_2021-12-31_2022-02-01.csv.gz",
+            6000,
+            "EmaCross",
+            {"fast": 19, "slow": 150},
+            {"stake_fraction": 0.5, "initial_cash": "10000"},
+        ),
         (
             "basana_bitstamp_BTC-USD_1m_2020-01-01.csv",
             None,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+import math
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 import polars as pl
@@ -22,10 +23,18 @@ class EmaCrossParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
 class EmaCross(IndicatorStrategy):
     timeframe = "5m"
-    # EMA memory decays as (1 - 2/(slow+1))^n: 400 bars leave < 1e-12 of the seed for slow <= 26.
+    # EMA memory decays as (1 - 2/(slow+1))^n: 400 bars leave < 1e-12 of the seed for slow <= 26
+    # (the freqtrade parity config); a slower EMA needs more (see __init__)
     startup_candle_count = 400
     stoploss = -0.10
     Params: ClassVar[type[msgspec.Struct]] = EmaCrossParams
+
+    def __init__(self, params: dict[str, Any] | msgspec.Struct | None = None) -> None:
+        super().__init__(params)
+        # until the seed weighs < 1e-12 the vectorized and bar-by-bar engines, whose EMAs
+        # start at different bars, may disagree on a cross: slow 200 needs 2,763 bars
+        decay = math.log(1 - 2 / (self.params.slow + 1))
+        self.startup_candle_count = max(400, math.ceil(math.log(1e-12) / decay))
 
     def populate_indicators(self, df: pl.DataFrame) -> pl.DataFrame:
         return df.with_columns(
