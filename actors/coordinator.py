@@ -985,7 +985,10 @@ class CoordinatorActor:
         elif action == "reset":
             # the firm's first: a run reset under a still-tripped firm switch re-trips
             self._firm.reset(reason, by)
-            await self.reset_kill_switch()
+            # a `sapphire stop` of this run stands until its own reset: resetting the run
+            # now would report it trading while its next step halts it again
+            if not self._run_switch.state().tripped:
+                await self.reset_kill_switch()
         else:
             raise ValueError(f"kill switch action {action!r}: use trip or reset")
         return self._kill_view()
@@ -993,6 +996,7 @@ class CoordinatorActor:
     def _kill_view(self) -> KillSwitchView:
         risk = self.core.risk
         firm = self._firm.state()
+        stop = self._run_switch.state()
         return KillSwitchView(
             run_tripped=risk.kill_switch_on,
             run_reason=risk.kill_reason,
@@ -1001,6 +1005,7 @@ class CoordinatorActor:
             firm_reason=firm.reason,
             firm_by=firm.by,
             firm_ts_ns=firm.ts_ns,
+            stop_reason=(stop.reason or "stopped") if stop.tripped else "",
         )
 
 

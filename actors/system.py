@@ -7,6 +7,7 @@ and under ``ray job submit -- python -m actors.main`` on a cluster.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +33,8 @@ from sapphire.adapters.stores import store_location, stored_tables
 from sapphire.config.system import SystemConfig, check_run_id
 from sapphire.kernel.runner import NoEventsError
 from sapphire.storage.cache import cache_summary
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -535,6 +538,9 @@ def run_system(
     """The main job; ``resume`` continues run ``run_id`` from its actors' checkpoints;
     ``on_console`` gets the live console's URL (default: printed)."""
     run_id = check_run_id(run_id or config.run_id or default_run_id())
+    # the cost table's prices, read at the end: a mistyped profile is refused now, not
+    # after the whole run (which then lost its summary)
+    cost.load_prices(cost.resolve_prices_file(config.cost.prices_file), config.cost.profile)
     claim = check_run_start(config, run_id, resume=resume)  # a refusal needs no Ray
     try:
         return _run_started(config, run_id, on_step, resume, on_console)
@@ -582,9 +588,12 @@ def _run_started(
         raise RunFailed(run_id, root_cause(exc), resumable=resumable) from None
     quarantined = result.summary.get("quarantined", {})
     hung = sorted({cost.actor_key(s.leaf) for s in config.agents if s.id in quarantined})
-    result.cost = cost.measure_system(
-        handles, result.wall_s, config.cost.prices_file, config.cost.profile, skip=hung
-    )
+    try:
+        result.cost = cost.measure_system(
+            handles, result.wall_s, config.cost.prices_file, config.cost.profile, skip=hung
+        )
+    except cost.CostError as exc:  # the table changed during the run: the run stands
+        log.warning("no cost table: %s", exc)
     shutdown_system(handles)
     return result
 

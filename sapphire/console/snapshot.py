@@ -59,6 +59,9 @@ class KillSwitchView(msgspec.Struct, frozen=True, kw_only=True):
     firm_reason: str = ""
     firm_by: str = ""
     firm_ts_ns: int = 0
+    # this run's own stop request (``sapphire stop RUN_ID``): a console reset does not lift
+    # it (its operator command does), and while it stands the run halts again
+    stop_reason: str = ""
 
 
 class EquityPoint(msgspec.Struct, frozen=True, array_like=True):

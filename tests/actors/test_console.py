@@ -22,7 +22,7 @@ import pytest
 import ray
 
 from actors.system import SystemHandles, shutdown_system, start_console, start_system
-from sapphire.adapters.kill_switch import FirmKillSwitch
+from sapphire.adapters.kill_switch import FirmKillSwitch, RunKillSwitch
 from tests.actors.harness import make_config
 
 pytestmark = pytest.mark.slow
@@ -208,6 +208,17 @@ def test_console_shows_the_coordinators_state_and_its_button_halts_order_flow(
         assert not FirmKillSwitch(tmp_path).state().tripped
         _drive(handles, step, 1000)
         assert _venue_orders(handles) > at_trip, "order flow resumed after the reset"
+
+        # `sapphire stop` of this run: a console reset does not lift it (its own command
+        # does), and the page says so instead of showing OFF until the next step halts it
+        RunKillSwitch(tmp_path / "console").trip("stop drill", "operator")
+        wait.until(lambda d: "sapphire stop: stop drill" in text(By.ID, "kill-detail").text)
+        assert text(By.ID, "kill-state").text == "TRIPPED"
+        text(By.ID, "kill-reason").send_keys("console reset")
+        text(By.ID, "kill-reset").click()
+        time.sleep(0.5)
+        assert text(By.ID, "kill-state").text == "TRIPPED"
+        assert "sapphire stop: stop drill" in text(By.ID, "kill-detail").text
 
         # the link to the stored runs: this one is there (its rows are in the store)
         text(By.ID, "runs-link").click()

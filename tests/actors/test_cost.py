@@ -109,3 +109,21 @@ def test_measuring_real_actors(local_ray: None) -> None:
     out = io.StringIO()
     cost.print_cost(report, Console(file=out, width=120))
     assert "busy" in out.getvalue() and "total" in out.getvalue()
+
+
+def test_a_mistyped_price_profile_is_refused_before_the_run(tmp_path: Path) -> None:
+    """Read at the run's end, a bad profile ended a finished run with no summary: now
+    `sapphire run` refuses it before Ray starts (exit 2, one line, nothing claimed)."""
+    import msgspec
+
+    from sapphire.cli import main
+    from tests.cli.demo_runs import demo
+
+    config = demo(tmp_path)
+    raw = msgspec.yaml.decode(config.read_bytes())
+    raw["cost"] = {"profile": "awz"}
+    config.write_bytes(msgspec.yaml.encode(raw))
+    started = time.monotonic()
+    assert main(["run", "--config", str(config), "--run-id", "typo", "--no-progress"]) == 2
+    assert time.monotonic() - started < 20  # no Ray started
+    assert not (tmp_path / "runs" / "typo" / "claimed").exists()
