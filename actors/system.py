@@ -382,7 +382,7 @@ def start_llm_service(
     from actors.serve.llm_app import parse_app_args, sized_app
     from actors.serve.llm_client import APP_NAME
 
-    parsed, engine = parse_app_args(dict(config.llm))
+    parsed, engine = parse_app_args(config.llm)
     # sized before anything deploys: a replica that cannot fit is a one-line error, not a hang
     app = sized_app(
         parsed,

@@ -21,21 +21,19 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-from typing import Annotated, Any
+from typing import Any
 
-import msgspec
 from ray.serve import Application
 
 from actors.cost import load_prices, resolve_prices_file
 from actors.serve.llm_deployment import LlmDecisionDeployment
+from sapphire.llm.app_args import LlmAppArgs, parse_llm_args
 from sapphire.llm.engines import (
     EngineConfig,
     LlamaCppConfig,
     TransformersConfig,
     VllmConfig,
-    engine_config_from_dict,
 )
-from sapphire.llm.pit import PointInTimeMode
 
 log = logging.getLogger(__name__)
 
@@ -47,29 +45,13 @@ class ServeFitError(ValueError):
     """The LLM app cannot be deployed here (resources, missing backend, bad args)."""
 
 
-class LlmAppArgs(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The ``llm:`` section of a system config, and the ``args`` of a Serve YAML."""
-
-    engine: dict[str, Any] = msgspec.field(default_factory=dict)
-    max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
-    batch_wait_timeout_s: Annotated[float, msgspec.Meta(ge=0.0)] = 0.02
-    point_in_time: PointInTimeMode = "warn"
-    """warn: decisions about events before the model's knowledge cutoff are flagged (run
-    summary, stored rows); strict: they are refused (the agent's fallback decides); off."""
-    request_timeout_s: Annotated[float, msgspec.Meta(gt=0.0)] = 10.0
-    """How long (wall clock) an agent waits for one decision: then it is stored as a timeout
-    with its reason and the agent's fallback decides (``sapphire run``'s agents; a Serve YAML
-    deployed alone does not use it). A small replica on a loaded host needs more."""
-    ray_actor_options: dict[str, Any] | None = None
-    autoscaling_config: dict[str, Any] | None = None
-
-
-def parse_app_args(args: dict[str, Any] | None) -> tuple[LlmAppArgs, EngineConfig]:
+def parse_app_args(
+    args: LlmAppArgs | dict[str, Any] | None,
+) -> tuple[LlmAppArgs, EngineConfig]:
     try:
-        parsed = msgspec.convert(dict(args or {}), LlmAppArgs)
-        return parsed, engine_config_from_dict(dict(parsed.engine))
-    except (msgspec.ValidationError, ValueError) as exc:
-        raise ServeFitError(f"llm: {exc}") from None
+        return parse_llm_args(args)
+    except ValueError as exc:
+        raise ServeFitError(str(exc)) from None
 
 
 def needs_gpu(config: EngineConfig) -> bool:

@@ -15,6 +15,7 @@ import yaml
 from sapphire.config.ops import CostConfig, MetricsConfig
 from sapphire.config.redis import RedisConfig
 from sapphire.config.yaml_text import describe, load_yaml
+from sapphire.llm.app_args import LlmAppArgs
 from sapphire.risk.limits import RiskLimits
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
@@ -276,9 +277,9 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     storage: StorageConfig = StorageConfig()
     ray: RayConfig = RayConfig()
     checkpoint_dir: str = ""  # default: <storage.root>/<run_id>/checkpoints
-    # args of the Ray Serve LLM app (actors.serve.llm_app:build_app), started when an agent
-    # of kind "llm" is configured; {} = the 4-bit SmolLM2 GGUF on llama.cpp (CPU)
-    llm: dict[str, Any] = msgspec.field(default_factory=dict)
+    # the Ray Serve LLM app (actors.serve.llm_app:build_app), started when an agent of kind
+    # "llm" is configured; the defaults: the 4-bit SmolLM2 GGUF on llama.cpp (CPU)
+    llm: LlmAppArgs = LlmAppArgs()
     metrics: MetricsConfig = MetricsConfig()
     cost: CostConfig = CostConfig()
     redis: RedisConfig = RedisConfig()

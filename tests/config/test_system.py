@@ -16,3 +16,14 @@ def test_limits_for_an_agent_the_config_does_not_run_are_refused() -> None:
         parse_config(raw, "demo.yaml")
     raw["risk"] = {"agents": {"mm": {"max_position_lots": 1}}}
     assert parse_config(raw, "demo.yaml").risk.agents["mm"].max_position_lots == 1
+
+
+def test_the_llm_section_is_checked_when_the_config_loads() -> None:
+    """A typo in ``llm:`` was caught only after Ray started (or never, with no LLM agent)."""
+    with pytest.raises(ConfigError, match=r"unknown field `max_batch_sise` - at `\$.llm`"):
+        parse_config({"llm": {"max_batch_sise": 3}})
+    with pytest.raises(ConfigError, match="unknown engine kind 'vlm'"):
+        parse_config({"llm": {"engine": {"kind": "vlm"}}})
+    with pytest.raises(ConfigError, match="n_thread"):
+        parse_config({"llm": {"engine": {"kind": "llamacpp", "n_thread": 2}}})
+    assert parse_config({"llm": {"max_batch_size": 3}}).llm.max_batch_size == 3
