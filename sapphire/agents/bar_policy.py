@@ -67,13 +67,19 @@ def next_state(
 def entry_lots(
     stake: StakeConfig, equity_quote: Decimal, close_ticks: int, inst: Instrument
 ) -> int:
-    """Lots to enter with at the signal bar's close (0 when equity cannot buy one order step).
+    """Lots to enter with at the signal bar's close (0 when equity cannot buy one order step,
+    or the fixed ``stake_lots`` at that close).
 
     Always whole order steps: ``stake_lots`` counts order steps (``lot_size``), which are
     ``lots_per_step`` integer lots where the book's size grid is finer (``size_increment``)."""
     step = inst.lots_per_step
     if stake.stake_lots is not None:
-        return stake.stake_lots * step
+        # a fixed stake the equity cannot pay is no trade (freqtrade refuses a stake over
+        # the wallet): it traded on, into negative equity, as hidden leverage
+        lots = stake.stake_lots * step
+        if equity_quote <= 0 or inst.notional_quote(close_ticks, lots) > equity_quote:
+            return 0
+        return lots
     assert stake.stake_fraction is not None
     per_step = inst.notional_quote(close_ticks, step)
     if per_step <= 0 or equity_quote <= 0:

@@ -90,8 +90,10 @@ def returns(equity: list[float]) -> npt.NDArray[np.float64]:
     if eq.size < 2:
         return np.zeros(0)
     prev = eq[:-1]
+    # over |previous equity|: below zero (a ruined account) a further loss stays a negative
+    # return (dividing by the negative equity turned every loss into a gain)
     with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(prev != 0, np.diff(eq) / prev, 0.0)
+        r = np.where(prev != 0, np.diff(eq) / np.abs(prev), 0.0)
     return np.nan_to_num(r)
 
 

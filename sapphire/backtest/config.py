@@ -89,6 +89,13 @@ class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                 "initial_cash: an indicator strategy's cash is stake.initial_cash (this one "
                 "was ignored)"
             )
+        if is_bar and "stake" in self.agent.params:
+            # the vectorized engine sized by the top-level stake, the event engine by this
+            # one, and its initial_cash could exceed the ledger's: hidden leverage
+            raise BacktestConfigError(
+                "agent.params.stake: a bar backtest's stake is the top-level 'stake' (one "
+                "stake for both engines and the ledger)"
+            )
         spec = self.instrument
         if spec.maker_fee_bps is not None or spec.taker_fee_bps is not None:
             raise BacktestConfigError(

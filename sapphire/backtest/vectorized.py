@@ -141,7 +141,12 @@ def run_signals(
     closed = ts + signals["interval_ns"].to_numpy() if "interval_ns" in signals.columns else ts
     _equity_curve(ledger, closed, closes_np, fill_bars, cash_after)
     periods = 0.0
-    if n > 1:
+    interval = int(signals["interval_ns"][-1]) if n and "interval_ns" in signals.columns else 0
+    if interval > 0:
+        # the bar rate, as the event engine (missing candles do not stretch a bar: the
+        # mean spacing did, and the two engines gave the same trades different Sharpes)
+        periods = NS_PER_YEAR / interval
+    elif n > 1:
         periods = NS_PER_YEAR / ((int(ts[-1]) - int(ts[0])) / (n - 1))
     return ledger.result(
         int(closes_np[-1]) if n else 0,

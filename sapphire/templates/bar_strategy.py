@@ -14,7 +14,7 @@ settled within ``startup_candle_count`` bars.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 import polars as pl
@@ -29,9 +29,14 @@ class TemplateBarParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
 
 class TemplateBarStrategy(IndicatorStrategy):
     timeframe = "5m"
-    startup_candle_count = 20  # a rolling mean of `window` bars has settled after `window`
     stoploss = -0.05
     Params: ClassVar[type[msgspec.Struct]] = TemplateBarParams
+
+    def __init__(self, params: dict[str, Any] | msgspec.Struct | None = None) -> None:
+        super().__init__(params)
+        # a rolling mean of `window` bars has settled after `window` bars: set from the
+        # params, so a tuned window never outgrows the bars the agent keeps
+        self.startup_candle_count = self.params.window
 
     def populate_indicators(self, df: pl.DataFrame) -> pl.DataFrame:
         return df.with_columns(pl.col("close").rolling_mean(self.params.window).alias("mean"))

@@ -99,3 +99,20 @@ def test_ratios_of_a_short_window_are_na_with_the_reason() -> None:
     assert day.ratio_note == ""
     r = analytics.returns(curve.equity)
     assert day.sharpe == pytest.approx(analytics.sharpe(r, 365.25 * 1440))
+
+
+def test_losses_below_zero_equity_stay_losses() -> None:
+    """A ruined account's further losses are negative returns (dividing by the negative
+    equity made them gains: a run at -377 % scored Sharpe +7.5)."""
+    r = analytics.returns([100.0, 50.0, -50.0, -100.0, -150.0])
+    assert list(r) == [-0.5, -2.0, -1.0, -0.5]
+    assert analytics.sharpe(r, 365.0) < 0
+
+
+def test_a_fixed_stake_the_equity_cannot_pay_is_no_trade() -> None:
+    from sapphire.agents.bar_policy import StakeConfig, entry_lots
+
+    stake = StakeConfig(stake_lots=10, initial_cash=Decimal(1000))
+    assert entry_lots(stake, Decimal(1000), 100, INST) == 10  # 1,000 of notional: paid
+    assert entry_lots(stake, Decimal(999), 100, INST) == 0  # short of it: no trade
+    assert entry_lots(stake, Decimal(-5), 1, INST) == 0  # ruined

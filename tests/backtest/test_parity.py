@@ -44,6 +44,20 @@ RSI_LS = "sapphire.agents.strategies.rsi_bollinger:RsiBollingerLongShort"
             {"fast": 19, "slow": 150},
             {"stake_fraction": 0.5, "initial_cash": "10000"},
         ),
+        (  # `sapphire new-agent --bar`'s template, its window tuned past its old 20 bars
+            "basana_bitstamp_BTC-USD_1m_2020-01-01.csv",
+            None,
+            "sapphire.templates.bar_strategy:TemplateBarStrategy",
+            {"window": 30, "margin": 0.0005},
+            {"stake_fraction": 0.5, "initial_cash": "10000"},
+        ),
+        (  # 1,091 missing candles
+            "freqtrade_binance_XRP-ETH_1m_2019-10.csv.gz",
+            5000,
+            "EmaCross",
+            {"fast": 5, "slow": 13},
+            {"stake_fraction": 0.5, "initial_cash": "10"},
+        ),
         (
             "basana_bitstamp_BTC-USD_1m_2020-01-01.csv",
             None,
@@ -79,6 +93,8 @@ def test_vectorized_and_event_driven_give_identical_fills_and_pnl(
     assert len(vec.fills) >= 6, "the slice must trade"
     assert vec.fills == evt.fills
     assert vec.final_equity == evt.final_equity
+    # annualised at the bar rate by both (a file with missing candles gave two Sharpes)
+    assert vec.periods_per_year == evt.periods_per_year > 0
     assert vec.equity == evt.equity
     assert vec.equity_ts == evt.equity_ts  # each point at its bar's close, in both
     assert vec.final_equity != stake_cfg.initial_cash

@@ -168,6 +168,10 @@ def test_bar_strategy_backtest_on_real_bars_writes_reports(
         ({"costs": {"fee_bps": -1}}, "fee_bps"),
         ({"stake": {"stake_lots": 0}}, "stake_lots"),
         ({"enigne": "event"}, "unknown field"),
+        (  # one engine sized by it, the other by the top-level stake
+            {"agent": {"kind": "indicator:EmaCross", "params": {"stake": {"stake_lots": 1}}}},
+            "agent.params.stake",
+        ),
     ],
 )
 def test_bad_configs_are_rejected_with_the_field_named(patch: dict[str, Any], message: str) -> None:
