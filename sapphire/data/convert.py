@@ -360,6 +360,15 @@ class EventBuilder:
         session: str = snap.pop("session")
         bids: dict[int, int] = snap.pop("bids")
         asks: dict[int, int] = snap.pop("asks")
+        line: int = snap.pop("line")
+        live_bids = [p for p, q in bids.items() if q > 0]
+        live_asks = [p for p, q in asks.items() if q > 0]
+        if live_bids and live_asks and max(live_bids) >= min(live_asks):
+            # a book no venue shows (a recorder's glitch): no book can take it, and a venue
+            # fed it stopped the run; the whole snapshot is refused, counted
+            detail = f"snapshot crossed: bid {max(live_bids)} >= ask {min(live_asks)} ticks"
+            self.stats.reject(RowReject.CROSSED_BOOK, line, detail, rows=levels)
+            return
         self.stats.deliver(rows=levels)
         yield (
             session,
@@ -448,6 +457,7 @@ class EventBuilder:
                         "ts_recv_ns": recv,
                         "symbol": sym,
                         "update_id": final,
+                        "line": line,
                     }
                 book = self._snap["bids"] if side == 1 else self._snap["asks"]
                 if ticks in book:  # one level per price: a repeat is no second level

@@ -81,11 +81,14 @@ class Account:
         return notional / self._leverage
 
     def order_lock(
-        self, inst: Instrument, side: Side, price_ticks: int, qty_lots: int
+        self, inst: Instrument, side: Side, price_ticks: int, qty_lots: int, reducing: int = 0
     ) -> tuple[str, Decimal]:
-        """Asset and amount an order of ``qty_lots`` at ``price_ticks`` must reserve."""
-        notional = inst.notional_quote(price_ticks, qty_lots)
-        fee = inst.fee_quote(price_ticks, qty_lots, maker=False).copy_abs()
+        """Asset and amount an order of ``qty_lots`` at ``price_ticks`` must reserve;
+        ``reducing``: lots of a derivative order that close the position: nothing to
+        reserve (the margin they free pays their fee)."""
+        opening = qty_lots - reducing
+        notional = inst.notional_quote(price_ticks, opening)
+        fee = inst.fee_quote(price_ticks, opening, maker=False).copy_abs()
         if inst.derivative:
             asset, need = inst.settle_asset, notional / self._leverage + fee
         elif side is Side.BUY:
@@ -145,13 +148,13 @@ class Account:
             self._add(inst.base, int(side) * inst.lots_to_qty(qty_lots))
         return realized
 
-    def apply_funding(self, inst: Instrument, rate: Decimal, mark_ticks: int) -> Decimal:
+    def apply_funding(self, inst: Instrument, rate: Decimal, mark_ticks: int | Decimal) -> Decimal:
         """Longs pay shorts when ``rate`` > 0: payment = -position notional at mark x rate."""
         pos = self._positions[inst.symbol]
         if not inst.derivative or pos.qty_lots == 0:
             return _ZERO
         # inverse: notional in coin; a long still pays when the rate is positive
-        payment = -inst.notional_quote(mark_ticks, pos.qty_lots) * rate
+        payment = -inst.position_value(mark_ticks, pos.qty_lots) * rate
         pos.funding_quote += payment
         self._add(inst.settle_asset, payment)
         return payment

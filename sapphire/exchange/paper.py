@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from decimal import ROUND_FLOOR, Decimal
 
-from sapphire.book.l2 import L2Book
+from sapphire.book.l2 import BookError, L2Book
 from sapphire.exchange.account import LOCK_CONTEXT, LOCK_QUANTUM, Account
 from sapphire.exchange.amend import apply_amend
 from sapphire.exchange.config import LatencyKind, PaperExchangeBuilder, PaperExchangeConfig
@@ -44,6 +44,7 @@ from sapphire.model.orders import (
     CancelOrder,
     OrderFilled,
     OrderStatus,
+    OrderType,
     OrderUpdate,
     RejectReason,
     SubmitOrder,
@@ -171,7 +172,10 @@ class PaperExchange:
             self._last_trade[event.symbol] = event.price_ticks  # type: ignore[union-attr]
             engine.on_trade(event)  # type: ignore[arg-type]
         elif kind is BookSnapshot:
-            engine.on_snapshot(event)  # type: ignore[arg-type]
+            try:
+                engine.on_snapshot(event)  # type: ignore[arg-type]
+            except BookError:  # crossed or negative: the book stays as it was, counted
+                self.ignored_events += 1
         elif kind is FundingRate:
             self._on_funding(event)  # type: ignore[arg-type]
         else:
@@ -313,11 +317,14 @@ class PaperExchange:
 
     def _match_or_rest(self, order: SimOrder, engine: MatchingEngine, ts: int) -> None:
         limit = order.limit_ticks
-        if limit is None or engine.would_take(order.side, limit):
+        # a market order never rests, whatever limit it carries (a protection price: it
+        # takes up to there; its remainder rested as a maker order before)
+        market = order.order_type is OrderType.MARKET
+        if market or limit is None or engine.would_take(order.side, limit):
             engine.take(order, order.leaves_lots, ts)
         if order.status.is_final:
             return
-        if limit is None or order.tif.value in ("ioc", "fok"):
+        if market or limit is None or order.tif.value in ("ioc", "fok"):
             reason = RejectReason.NO_LIQUIDITY if order.filled_lots == 0 else None
             self._finish(order, OrderStatus.EXPIRED, ts, reason, "unfilled remainder expired")
             return
@@ -402,7 +409,10 @@ class PaperExchange:
             order.status = OrderStatus.PARTIALLY_FILLED
 
     def _on_funding(self, event: FundingRate) -> None:
-        mark = self.mark_ticks(event.symbol)
+        # the exact mid (x.5 ticks where the spread is odd): int() cut it, a bias against
+        # every long's and for every short's funding
+        mid = self._engines[event.symbol].book.mid_ticks()
+        mark = Decimal(repr(mid)) if mid is not None else self._last_trade.get(event.symbol)
         if mark is None:
             self.ignored_events += 1
             return

@@ -94,9 +94,29 @@ def check_new_order(
     if order.tif is TimeInForce.POST_ONLY and limit is not None and engine.would_take(side, limit):
         return Verdict(reason=RejectReason.POST_ONLY_WOULD_TAKE, message="would take liquidity")
     verdict = Verdict()
-    # A market order meets our own opposite orders only where its walk reaches them; a limit
-    # order is held to every own order within its limit (the firm's crosses are matched in
-    # the coordinator before they get here: coordinator.crossing)
+    if order.tif is TimeInForce.FOK and sum(q for _, q in supply) < order.qty_lots:
+        verdict.reason = RejectReason.FOK_NOT_FILLABLE
+        verdict.message = "not fully fillable now"
+        verdict.expire = True
+        return verdict
+    price = _lock_price(inst, side, limit, supply, order.qty_lots, engine)
+    # a derivative order that reduces the position needs no new margin for that part
+    reducing = 0
+    if inst.derivative:
+        held = account.position_state(inst.symbol).qty_lots
+        if held and (held > 0) != (side is Side.BUY):
+            pending = sum(o.leaves_lots for os in engine.resting(side).values() for o in os)
+            reducing = max(0, min(order.qty_lots, abs(held) - pending))
+    asset, need = account.order_lock(inst, side, price, order.qty_lots, reducing)
+    if account.available(asset) < need:
+        verdict.reason = RejectReason.INSUFFICIENT_BALANCE
+        verdict.message = f"needs {need} {asset}, available {account.available(asset)}"
+        return verdict
+    # Self-trade prevention last: an order refused anyway (not fillable, no balance) trades
+    # with nothing, and must not cancel our resting one on its way out. A market order meets
+    # our own opposite orders only where its walk reaches them; a limit order is held to
+    # every own order within its limit (the firm's crosses are matched in the coordinator
+    # before they get here: coordinator.crossing)
     reach = order.qty_lots - order.filled_lots if is_market else None
     own = engine.own_crossing(side, limit, reach, now_ns)
     if own:
@@ -106,20 +126,34 @@ def check_new_order(
             verdict.reason = RejectReason.SELF_TRADE
             verdict.message = "would trade with our own resting order"
             return verdict
-    if order.tif is TimeInForce.FOK and sum(q for _, q in supply) < order.qty_lots:
-        verdict.reason = RejectReason.FOK_NOT_FILLABLE
-        verdict.message = "not fully fillable now"
-        verdict.expire = True
-        return verdict
-    # Market orders reserve at the worst price their walk reaches.
-    price = limit if limit is not None else _walk_worst(supply, order.qty_lots)
-    asset, need = account.order_lock(inst, side, price, order.qty_lots)
-    if account.available(asset) < need:
-        verdict.reason = RejectReason.INSUFFICIENT_BALANCE
-        verdict.message = f"needs {need} {asset}, available {account.available(asset)}"
-        return verdict
     verdict.lock = need
     return verdict
+
+
+def _lock_price(
+    inst: Instrument,
+    side: Side,
+    limit: int | None,
+    supply: list[tuple[int, int]],
+    qty_lots: int,
+    engine: MatchingEngine,
+) -> int:
+    """The price an order's lock is valued at: of the prices it may fill at, the one with
+    the largest value. A spot buy's cash and a linear buy's notional grow with the price:
+    its limit, or the worst level a market order's walk reaches. A linear perpetual's
+    *sell* fills at or above its limit, from the best bid down: valued at its limit it
+    reserved a margin thousands of times too small (a sell limited at one tick). An
+    inverse contract is worth more coin at a lower price: a buy from the best ask up."""
+    from_touch = inst.derivative and ((side is Side.SELL) != inst.inverse)
+    if not from_touch:
+        return limit if limit is not None else _walk_worst(supply, qty_lots)
+    # linear sell, inverse buy: the touch when it trades now, else its limit
+    if limit is None:
+        return supply[0][0]
+    best = engine.book.best_bid() if side is Side.SELL else engine.book.best_ask()
+    if best is None:
+        return limit
+    return max(limit, best[0]) if side is Side.SELL else min(limit, best[0])
 
 
 def _walk_worst(supply: list[tuple[int, int]], qty_lots: int) -> int:

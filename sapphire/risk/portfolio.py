@@ -185,8 +185,10 @@ class Portfolio:
         """A perpetual's funding settles on every open position of ``symbol``: longs pay
         shorts when ``rate`` > 0, ``position notional at the mark x rate`` (the rule of the
         venue's account, :meth:`sapphire.exchange.account.Account.apply_funding`, per agent:
-        the agents' payments add up to the account's). Returns the positions it settled;
-        none without a mark (the venue skips it then too)."""
+        the agents' payments add up to the account's at the same mark; the venue marks at
+        its book's mid, the firm at the one mark rule's (sapphire.kernel.marks), and a fill
+        the firm has not heard of yet at the settlement is the venue's alone). Returns the
+        positions it settled; none without a mark (the venue skips it then too)."""
         inst = self._instruments.get(symbol)
         if inst is None or not inst.derivative or mark_ticks is None:
             return 0

@@ -253,14 +253,18 @@ def test_quotes_and_snapshot_rejects(tmp_path: Path) -> None:
         [
             "x,BTCUSDT,1,2,101,1,100,2,102,3,,",  # thin bid side: 3 levels, no reject
             "x,BTCUSDT,3,4,101,1,100,-2,102,3,99,1",  # one negative level
+            "x,BTCUSDT,5,6,101,1,101.5,2,102,3,99,1",  # crossed: no book takes it
         ],
     )
     stream = stream_events(snaps, INST)
     books = [e for e in stream if isinstance(e, BookSnapshot)]
+    assert len(books) == 2
     assert books[0].bids == ((200, 2),) and books[0].asks == ((202, 1), (204, 3))
     assert books[1].bids == ((198, 1),)
-    assert stream.stats.counts == {RowReject.NEGATIVE_QTY: 1}
-    assert stream.stats.rows_in == 7 and stream.stats.balanced()
+    # the crossed one whole (its 4 levels), counted; a venue fed it stopped the run
+    assert stream.stats.counts == {RowReject.NEGATIVE_QTY: 1, RowReject.CROSSED_BOOK: 4}
+    assert stream.stats.balanced()
+    assert stream.stats.rows_in == 11 and stream.stats.balanced()
 
 
 def test_derivative_ticker_funding_is_one_event_per_settled_period(tmp_path: Path) -> None:

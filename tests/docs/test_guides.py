@@ -77,4 +77,4 @@ def test_the_llm_demo_is_the_demo_plus_one_llm_agent() -> None:
     assert {(a.id, a.kind, a.symbol, msgspec.json.encode(a.params)) for a in others} == same
     assert [a.kind for a in llm.agents].count("llm") == 1
     assert not any(a.kind == "llm" for a in demo.agents)  # ./dev demo needs no LLM extra
-    assert llm.llm["engine"]["n_threads"] == 1  # one decode thread: the other core replays
+    assert llm.llm.engine["n_threads"] == 1  # one decode thread: the other core replays

@@ -142,3 +142,113 @@ def test_a_lock_of_billions_of_units_is_booked_and_released() -> None:
     ex.cancel(CancelOrder(ts_event_ns=4_000, client_order_id="s1", symbol="PEPEUSDT"), 4_000)
     ex.advance(5_000)
     assert ex.account.locked("PEPE") == 0
+
+
+def _order(
+    ex: PaperExchange,
+    cid: str,
+    side: Side,
+    lots: int,
+    t: int,
+    limit: int | None,
+    *,
+    kind: OrderType = OrderType.LIMIT,
+    tif: TimeInForce = TimeInForce.GTC,
+) -> None:
+    order = SubmitOrder(
+        ts_event_ns=t,
+        client_order_id=cid,
+        agent_id="a",
+        symbol="BTCUSDT",
+        side=side,
+        qty_lots=lots,
+        limit_ticks=limit,
+        order_type=kind,
+        tif=tif,
+    )
+    ex.submit(order, t)
+    ex.advance(t + 5)
+
+
+def _status(ex: PaperExchange, cid: str) -> tuple[str, RejectReason | None]:
+    view = ex.order_state(cid)
+    assert view is not None
+    return str(view.status), view.reason
+
+
+def test_a_sell_is_margined_at_the_prices_it_can_fill_at_not_its_limit() -> None:
+    """A linear perpetual's sell limited at one tick fills from the best bid down: its
+    margin at the limit was ~0, and 100 USDT opened 180 USDT of notional at leverage 3
+    (here: 0.003 BTC at 59,998 needs ~60 USDT; 50 are not enough)."""
+    ex = _exchange(Decimal(50))
+    _order(ex, "s1", Side.SELL, 3, 2_000, 1, tif=TimeInForce.IOC)
+    assert _status(ex, "s1") == ("rejected", RejectReason.INSUFFICIENT_BALANCE)
+    _order(ex, "s2", Side.SELL, 3, 3_000, None, kind=OrderType.MARKET, tif=TimeInForce.IOC)
+    assert _status(ex, "s2") == ("rejected", RejectReason.INSUFFICIENT_BALANCE)
+    assert ex.account.position_state("BTCUSDT").qty_lots == 0
+
+
+def test_closing_a_position_needs_no_new_margin() -> None:
+    """All of the balance in a position's margin: the order closing it was refused for
+    margin (a reducing order locked a full new margin), and the position stayed open."""
+    need = Account({"BTCUSDT": INST}, {}, leverage=3).order_lock(INST, Side.BUY, 600_010, 3)[1]
+    ex = _exchange(need)
+    _order(ex, "b1", Side.BUY, 3, 2_000, 600_010, tif=TimeInForce.IOC)
+    assert ex.account.position_state("BTCUSDT").qty_lots == 3
+    _order(ex, "s1", Side.SELL, 3, 3_000, 599_980, tif=TimeInForce.IOC)
+    assert _status(ex, "s1")[0] == "filled"
+    assert ex.account.position_state("BTCUSDT").qty_lots == 0
+
+
+def test_a_market_order_never_rests_whatever_limit_it_carries() -> None:
+    ex = _exchange(Decimal(1_000_000))
+    # 3 lots offered at 600,010; a market buy of 5 protected at 600,010: 3 fill, 2 expire
+    _order(ex, "m1", Side.BUY, 5, 2_000, 600_010, kind=OrderType.MARKET, tif=TimeInForce.GTC)
+    assert _status(ex, "m1")[0] == "expired"
+    assert not ex.open_orders()
+    assert ex.account.position_state("BTCUSDT").qty_lots == 3
+
+
+def test_self_trade_prevention_cancels_nothing_for_an_order_refused_anyway() -> None:
+    from sapphire.exchange.config import SelfTradeMode
+
+    cfg = (
+        PaperExchangeBuilder()
+        .instrument(INST)
+        .balance("USDT", Decimal(1_000_000))
+        .constant_latency(entry_ns=1, response_ns=1)
+        .leverage(3)
+        .self_trade(SelfTradeMode.EXPIRE_MAKER)
+        .config()
+    )
+    ex = PaperExchange(cfg)
+    ex.on_market_event(
+        BookSnapshot(
+            ts_event_ns=1_000,
+            symbol="BTCUSDT",
+            bids=((599_980, 3),),
+            asks=((600_020, 3),),
+            update_id=1,
+        )
+    )
+    _order(ex, "ask", Side.SELL, 1, 2_000, 600_010)  # ours, resting under the book's ask
+    # a FOK buy of 50 cannot fill: expired, and our resting ask stays
+    _order(ex, "fok", Side.BUY, 50, 3_000, 600_020, tif=TimeInForce.FOK)
+    assert _status(ex, "fok") == ("expired", RejectReason.FOK_NOT_FILLABLE)
+    assert _status(ex, "ask")[0] == "accepted"
+
+
+def test_a_crossed_snapshot_leaves_the_book_as_it_was() -> None:
+    ex = _exchange(Decimal(1_000_000))
+    before = ex.ignored_events
+    ex.on_market_event(
+        BookSnapshot(
+            ts_event_ns=2_000,
+            symbol="BTCUSDT",
+            bids=((600_020, 1),),
+            asks=((600_010, 1),),
+            update_id=2,
+        )
+    )  # raised out of the venue, ending the run
+    assert ex.ignored_events == before + 1
+    assert ex.book("BTCUSDT").best_bid() == (599_980, 3)

@@ -46,9 +46,8 @@ def test_a_bar_system_ends_with_the_bar_engines_fills_and_pnl(
             "output_dir": str(tmp_path / "reports"),
         }
     )
-    bars = msgspec.structs.replace(
-        bars, agent=msgspec.structs.replace(bars.agent, params=dict(agent["params"]))
-    )
+    params = {k: v for k, v in agent["params"].items() if k != "stake"}  # the top-level one
+    bars = msgspec.structs.replace(bars, agent=msgspec.structs.replace(bars.agent, params=params))
     [engine] = run_config(bars, lambda p: Path(p))
     result = engine.result
     assert [f.price_ticks for f in result.fills] == fills["price_ticks"].to_list()
