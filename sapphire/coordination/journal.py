@@ -20,6 +20,7 @@ from sapphire.model.orders import (
     OrderStatus,
     OrderType,
     OrderUpdate,
+    RejectReason,
     SubmitOrder,
     TimeInForce,
 )
@@ -132,6 +133,10 @@ class OrderJournal:
                 entry.status = OrderStatus.PARTIALLY_FILLED
         else:
             if entry.status.is_final:
+                return False
+            if report.reason is RejectReason.DUPLICATE_CLIENT_ORDER_ID:
+                # the venue refused a second submit of this id and kept the first: no state
+                # of the order (taken for its rejection, a live order left every open list)
                 return False
             if report.status is not OrderStatus.ACCEPTED or entry.status is OrderStatus.PENDING:
                 entry.status = report.status

@@ -92,6 +92,13 @@ class InProcessKernel:
         switch (the firm-wide switch of ``sapphire.adapters.kill_switch``)."""
         self.config = config
         self.run_id = run_id
+        live = config.exchange.kind == "ccxt" and not config.exchange.factory
+        if gateway is None and (live or config.data.source == "ccxt"):
+            # said as what it is, not as the paper venue refusing a ccxt field
+            raise assembly.WiringError(
+                "a live config (exchange.kind: ccxt or data.source: ccxt) trades through "
+                "`sapphire run`; `sapphire backtest` replays recorded data on the paper venue"
+            )
         self.instruments = instruments or assembly.load_instruments(config.data)
         assembly.check_agents(config, self.instruments)
         self.timing: Timing = assembly.timing(config)

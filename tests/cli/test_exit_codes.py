@@ -324,3 +324,19 @@ def test_a_run_id_another_live_process_holds_is_refused_before_the_store_opens(
         other.wait()
     assert backtest(config, "busy") == 0  # its process is gone: a crashed run's claim
     assert not marker.exists()  # released at the end
+
+
+def test_a_live_config_under_sapphire_backtest_says_to_run_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said the paper venue refused `exchange_id` (a valid ccxt field)."""
+    from sapphire.cli import main
+    from tests.conftest import REPO_ROOT
+
+    raw = msgspec.yaml.decode((REPO_ROOT / "configs" / "live_testnet.yaml").read_bytes())
+    raw["storage"]["root"] = str(tmp_path / "runs")
+    config = tmp_path / "live.yaml"
+    config.write_bytes(msgspec.yaml.encode(raw))
+    assert main(["backtest", "--config", str(config), "--no-progress"]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "trades through `sapphire run`" in out and "exchange_id" not in out

@@ -296,3 +296,24 @@ def test_funding_settles_on_every_agents_position_as_the_venues_account_books_it
     result = StepResult()
     c.check_losses(12, result)
     assert c.risk.kill_switch_on and result.kill_switch_tripped
+
+
+def test_a_duplicate_submit_refused_by_the_venue_leaves_the_order_open() -> None:
+    """A re-sent submit is refused with the first order's id (the venue keeps the first):
+    taken for that order's rejection, a live order left the open lists (a kill switch's
+    cancel-all missed it, and it filled later)."""
+    c = core()
+    order = c.step([QUOTE], [], {"a": [buy("a", 1)]}, 2).commands[0]
+    assert isinstance(order, SubmitOrder)
+    c.step([], [accepted(3, order.qty_lots)], {}, 3)
+    duplicate = OrderUpdate(
+        ts_event_ns=4,
+        client_order_id=order.client_order_id,
+        agent_id="a",
+        symbol="BTCUSDT",
+        status=OrderStatus.REJECTED,
+        reason=RejectReason.DUPLICATE_CLIENT_ORDER_ID,
+    )
+    c.step([], [duplicate], {}, 4)
+    assert [e.client_order_id for e in c.journal.open_orders()] == [order.client_order_id]
+    assert c.journal.entries[order.client_order_id].status is OrderStatus.ACCEPTED
