@@ -7,6 +7,7 @@ sum and compare as exact decimals with no cast, and ``to_list()`` gives ``Decima
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import polars as pl
@@ -14,6 +15,9 @@ import polars as pl
 from sapphire.storage.schemas import table_schema
 
 _HIVE = {"date": pl.Date(), "symbol": pl.String()}
+
+
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9._-]+$")  # no glob character in the file pattern
 
 
 def read_table(root: str | os.PathLike[str], table: str, run_id: str | None = None) -> pl.LazyFrame:
@@ -24,14 +28,20 @@ def read_table(root: str | os.PathLike[str], table: str, run_id: str | None = No
     """
     schema = table_schema(table)
     base = Path(root) / table
-    if not base.is_dir() or next(base.rglob("*.parquet"), None) is None:
+    # a run's files carry its id (``part-<run id>-<flush>``: its sink's): read only those
+    # where there are any, so a damaged file of another run does not fail this one's read
+    files = "*.parquet"
+    own = f"part-{run_id}-*.parquet"
+    if run_id is not None and _PLAIN_ID.match(run_id) and next(base.rglob(own), None):
+        files = own
+    if not base.is_dir() or next(base.rglob(files), None) is None:
         empty = pl.DataFrame(schema=schema.polars_schema).with_columns(
             pl.lit(None, dtype=pl.Date).alias("date")
         )
         lf = empty.lazy()
     else:
         lf = pl.scan_parquet(
-            str(base / "**" / "*.parquet"),
+            str(base / "**" / files),
             hive_partitioning=True,
             hive_schema=_HIVE,
             schema={**schema.polars_schema},
