@@ -15,15 +15,16 @@ consecutive prompts share their prefix in the llama.cpp KV cache.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
 
 from sapphire.llm.decision import MAX_OUTPUT_CHARS
-from sapphire.llm.engines import EngineError, LlamaCppConfig, TextEngine
-from sapphire.llm.pit import LookaheadError, check_as_of, check_cutoff
+from sapphire.llm.engines import EngineError, Generation, LlamaCppConfig, TextEngine
+from sapphire.llm.pit import LookaheadError, PointInTimeMode, check_as_of, check_cutoff
 from sapphire.llm.prompt import DecisionPrompt, PromptError, safe_symbol
 from sapphire.risk.regime import (
     REGIMES,
@@ -33,6 +34,10 @@ from sapphire.risk.regime import (
     RegimeThresholds,
     RuleClassifier,
 )
+from sapphire.storage.records import LlmDecisionRecord
+
+# who the stored decisions name (``llm_decisions.agent_id``): the coordinator's risk desk
+REGIME_AGENT_ID = "risk.regime"
 
 REGIME_SYSTEM_PROMPT = (
     "You are a crypto risk manager. From the market features, name the risk regime: "
@@ -68,7 +73,8 @@ class RegimeStats(msgspec.Struct, kw_only=True):
     errors: int = 0
     """The engine failed: no model output for the batch."""
     refused: int = 0
-    """Never asked: a feature known after the decision time."""
+    """Never asked: a feature known after the decision time, or (``point_in_time:
+    strict``) an event before the model's knowledge cutoff."""
     before_cutoff: int = 0
     """Asked about a time before the model's knowledge cutoff: it may know what came next
     (flagged, as an LLM agent's decisions are; the answers are still used)."""
@@ -136,42 +142,62 @@ class LlmRegimeClassifier:
         fallback: RuleClassifier,
         system: str = REGIME_SYSTEM_PROMPT,
         knowledge_cutoff: str = "",
+        point_in_time: PointInTimeMode = "warn",
+        clock: Callable[[], int] | None = None,
     ) -> None:
+        """``point_in_time``: warn flags a decision about an event before the model's
+        cutoff, strict refuses to ask (the rules decide), off neither. ``clock``: a wall
+        clock in ns, for each stored decision's latency (None: 0, a pure replay)."""
         self.engine = engine
         self.fallback = fallback
         self.system = system
         self.stats = RegimeStats()
         self.knowledge_cutoff = knowledge_cutoff
+        self.point_in_time = point_in_time
+        self._clock = clock
+        # every decision, as an LLM agent's are stored (``llm_decisions``): taken by the
+        # coordinator after each step (:meth:`take_records`)
+        self.records: list[LlmDecisionRecord] = []
 
     def prompt(self, features: RegimeFeatures) -> DecisionPrompt:
         return build_regime_prompt(features, self.fallback.thresholds, self.system)
 
     def classify(self, features: Sequence[RegimeFeatures]) -> list[RegimeCall]:
         calls: list[RegimeCall | None] = [None] * len(features)
+        flagged = [False] * len(features)
         asked: list[int] = []
         prompts: list[DecisionPrompt] = []
         for i, f in enumerate(features):
             try:
-                prompts.append(self.prompt(f))
-                asked.append(i)
-                verdict = check_cutoff(f.ts_event_ns, self.knowledge_cutoff, "warn")
-                self.stats.before_cutoff += int(verdict.flagged)
+                prompt = self.prompt(f)
             except (LookaheadError, PromptError) as exc:
                 self.stats.refused += 1
                 calls[i] = self._fall_back(f, f"refused: {exc}")
-        texts: list[str] = []
+                continue
+            verdict = check_cutoff(f.ts_event_ns, self.knowledge_cutoff, self.point_in_time)
+            flagged[i] = verdict.flagged
+            self.stats.before_cutoff += int(verdict.flagged)
+            if verdict.refused:  # strict: never asked about what it may have read
+                self.stats.refused += 1
+                calls[i] = self._fall_back(f, f"refused: {verdict.reason}")
+                continue
+            prompts.append(prompt)
+            asked.append(i)
+        outputs: list[Generation] = []
+        started = self._clock() if self._clock is not None else 0
         if prompts:
             try:
-                texts = self.engine.generate_batch(prompts)
+                outputs = self._generate(prompts)
             except Exception as exc:  # any engine failure: the rules decide, counted
-                texts = []
                 error = f"error: {type(exc).__name__}: {exc}"
                 for i in asked:
                     self.stats.errors += 1
                     calls[i] = self._fall_back(features[i], error)
                 asked = []
+        latency = (self._clock() - started) // max(len(prompts), 1) if self._clock else 0
         for n, i in enumerate(asked):
-            regime, error = parse_regime(texts[n] if n < len(texts) else None)
+            text = outputs[n].text if n < len(outputs) else None
+            regime, error = parse_regime(text)
             if regime is None:
                 if error.startswith("schema_violation"):
                     self.stats.schema_violation += 1
@@ -181,7 +207,42 @@ class LlmRegimeClassifier:
             else:
                 self.stats.ok += 1
                 calls[i] = RegimeCall(regime, self.name)
-        return [c for c in calls if c is not None]
+        done = [c for c in calls if c is not None]
+        slot = {i: n for n, i in enumerate(asked)}  # the model's answer of each asked
+        for i, (f, call) in enumerate(zip(features, done, strict=True)):
+            at = slot.get(i)
+            output = outputs[at] if at is not None and at < len(outputs) else None
+            self.records.append(
+                LlmDecisionRecord(
+                    ts_event_ns=f.ts_event_ns,
+                    agent_id=REGIME_AGENT_ID,
+                    symbol=f.symbol,
+                    model=self.engine.model_id,
+                    action=call.regime,
+                    size_fraction=0.0,
+                    confidence=0.0,
+                    rationale="",
+                    valid=call.source == self.name,
+                    latency_ns=latency if at is not None else 0,
+                    error=call.error,
+                    fallback="rules" if call.source != self.name else "",
+                    before_cutoff=flagged[i],
+                    prompt_tokens=output.prompt_tokens if output is not None else 0,
+                    completion_tokens=output.completion_tokens if output is not None else 0,
+                    batch_size=len(prompts) if at is not None else 0,
+                )
+            )
+        return done
+
+    def _generate(self, prompts: list[DecisionPrompt]) -> list[Generation]:
+        detailed = getattr(self.engine, "generate_batch_detailed", None)
+        if detailed is not None:
+            return list(detailed(prompts))
+        return [Generation(text=t) for t in self.engine.generate_batch(prompts)]
+
+    def take_records(self) -> list[LlmDecisionRecord]:
+        out, self.records = self.records, []
+        return out
 
     def _fall_back(self, features: RegimeFeatures, error: str) -> RegimeCall:
         return RegimeCall(self.fallback.regime(features), "fallback", error)
@@ -219,11 +280,18 @@ def regime_engine_config(engine: dict[str, Any]) -> LlamaCppConfig:
     return config
 
 
-def llm_regime_classifier(engine: dict[str, Any], fallback: RuleClassifier) -> LlmRegimeClassifier:
-    """``risk.regime.llm`` (llama.cpp engine fields over :data:`DEFAULT_ENGINE`) -> classifier."""
+def llm_regime_classifier(
+    engine: dict[str, Any], fallback: RuleClassifier, point_in_time: PointInTimeMode = "warn"
+) -> LlmRegimeClassifier:
+    """``risk.regime.llm`` (llama.cpp engine fields over :data:`DEFAULT_ENGINE`) -> classifier,
+    its decisions' latency on the wall clock (the model runs here, at the I/O edge)."""
     config = regime_engine_config(engine)
     return LlmRegimeClassifier(
-        regime_engine(config), fallback, knowledge_cutoff=config.knowledge_cutoff
+        regime_engine(config),
+        fallback,
+        knowledge_cutoff=config.knowledge_cutoff,
+        point_in_time=point_in_time,
+        clock=time.perf_counter_ns,
     )
 
 

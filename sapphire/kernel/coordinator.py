@@ -234,6 +234,8 @@ class CoordinatorStage:
             on_mark(event)
         while j < n_others:
             j = self._process_next(others, j, _NEVER, result)
+        if core.regime is not None:  # the risk desk's model decisions, stored as agents' are
+            self.rows.add_llm(core.regime.take_records())
         if window.last:
             self._pnl(end - 1, final=True)
 

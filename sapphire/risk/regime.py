@@ -98,6 +98,9 @@ class RegimeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     scales: RegimeScales = RegimeScales()
     # llama.cpp engine fields for classifier llm ({}: SmolLM2-135M Q4, 2 threads, greedy)
     llm: dict[str, Any] = msgspec.field(default_factory=dict)
+    # classifier llm, an event before the model's knowledge cutoff: warn (flagged in the
+    # summary and the stored decision), strict (never asked: the rules decide), off
+    point_in_time: Literal["off", "warn", "strict"] = "warn"
 
 
 # -- scaling ------------------------------------------------------------------------------------
@@ -303,7 +306,7 @@ def build_classifier(config: RegimeConfig) -> RegimeClassifier:
     # imported here: the LLM classifier loads a model backend
     from sapphire.agents.regime import llm_regime_classifier
 
-    return llm_regime_classifier(config.llm, rules)
+    return llm_regime_classifier(config.llm, rules, config.point_in_time)
 
 
 # -- the coordinator's monitor --------------------------------------------------------------------
@@ -350,6 +353,12 @@ class RegimeMonitor:
             self.changes += 1
         self.current[symbol] = call.regime
         return symbol, self.config.scales.of(call.regime)
+
+    def take_records(self) -> list[Any]:
+        """The classifier's decisions since the last call (an LLM's, to be stored as an
+        LLM agent's are; none for the rules)."""
+        take = getattr(self._classifier, "take_records", None)
+        return take() if take is not None else []
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -152,3 +152,43 @@ def test_asking_about_events_before_the_models_cutoff_is_flagged() -> None:
     )
     assert [c.source for c in calls] == ["llm", "llm"]  # flagged, still used
     assert clf.stats.before_cutoff == 1 and clf.stats.fallbacks == 0
+
+
+def test_every_decision_is_stored_with_its_metering_and_strict_refuses_before_the_cutoff() -> None:
+    """The risk desk's model decisions were counted only: now each is an ``llm_decisions``
+    row as an LLM agent's (who, what, valid or the fallback and why, cutoff flag, tokens,
+    batch, latency); ``point_in_time: strict`` never asks about its training period."""
+    from sapphire.agents.regime import REGIME_AGENT_ID
+
+    day = 86_400 * 10**9
+    before, after = 20_028 * day, 20_030 * day  # around 2024-11-01
+    ticks = iter(range(0, 10**12, 1_000_000))
+    clf = LlmRegimeClassifier(
+        FakeEngine(['{"regime": "stressed"}', "nonsense"]),
+        RULES,
+        knowledge_cutoff="2024-11-01",
+        point_in_time="strict",
+        clock=lambda: next(ticks),
+    )
+    calls = clf.classify(
+        [
+            features(1.0, ts=before, as_of=before),
+            features(1.0, ts=after, as_of=after),
+            features(50.0, ts=after, as_of=after, symbol="ETHUSDT"),
+        ]
+    )
+    assert [c.source for c in calls] == ["fallback", "llm", "fallback"]
+    assert clf.stats.refused == 1 and clf.stats.before_cutoff == 1
+    rows = clf.take_records()
+    assert clf.take_records() == []  # taken once
+    assert [(r.agent_id, r.symbol, r.action, r.valid) for r in rows] == [
+        (REGIME_AGENT_ID, "BTCUSDT", "calm", False),
+        (REGIME_AGENT_ID, "BTCUSDT", "stressed", True),
+        (REGIME_AGENT_ID, "ETHUSDT", "stressed", False),
+    ]
+    refused, used, bad = rows
+    assert refused.before_cutoff and "before the model's knowledge cutoff" in refused.error
+    assert refused.fallback == "rules" and refused.batch_size == 0 and refused.latency_ns == 0
+    assert used.batch_size == 2 and used.latency_ns == 500_000 and not used.error
+    assert bad.error.startswith("malformed_json") and bad.fallback == "rules"
+    assert {r.model for r in rows} == {"fake"}

@@ -71,7 +71,7 @@ def test_the_llm_classifier_drives_the_scale_in_a_kernel_run() -> None:
     """``classifier: llm`` in the coordinator: SmolLM2-135M Q4 decides the regime at every
     evaluation (greedy, grammar-constrained), the rules only where its answer is unusable."""
     pytest.importorskip("llama_cpp")
-    _, summary = run({**REGIME, "classifier": "llm", "llm": {"n_threads": 1}})
+    out, summary = run({**REGIME, "classifier": "llm", "llm": {"n_threads": 1}})
     regime = summary["regime"]
     stats = regime["llm"]
     asked = regime["evaluations"].get("llm", 0) + regime["evaluations"].get("fallback", 0)
@@ -82,6 +82,10 @@ def test_the_llm_classifier_drives_the_scale_in_a_kernel_run() -> None:
     assert stats["before_cutoff"] == asked
     assert stats["ok"] == regime["evaluations"].get("llm", 0) > 0
     assert sum(regime["by_regime"].values()) == sum(regime["evaluations"].values())
+    # every model decision stored as an LLM agent's (llm_decisions), with its metering
+    stored = out["rows"]["llm_decisions"]
+    assert stored.height == asked and set(stored["agent_id"]) == {"risk.regime"}
+    assert stored["before_cutoff"].all() and (stored["prompt_tokens"] > 0).any()
 
 
 @pytest.mark.parametrize(
