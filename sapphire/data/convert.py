@@ -69,6 +69,11 @@ def _units_vector(values: np.ndarray, unit: np.ndarray | float) -> tuple[np.ndar
     return ok, np.where(ok, rounded, 0.0).astype(np.int64)
 
 
+# a row this far past the one before it, with the row after it back in line, is one corrupt
+# timestamp (EventBuilder._time_jumps); an hour is no gap any recorder leaves *and* returns from
+TIME_JUMP_NS = 3_600_000_000_000
+
+
 class EventBuilder:
     """Validate canonical rows of one ``kind`` and build events on ``instrument``'s grid."""
 
@@ -115,13 +120,69 @@ class EventBuilder:
             return
         first = self._row
         self._row += n
-        lines = chunk["line"].to_list() if "line" in chunk.columns else range(first, first + n)
+        lines: Any = chunk["line"].to_list() if "line" in chunk.columns else range(first, first + n)
+        if self.kind is not FrameKind.DEPTH:
+            jumps = self._time_jumps(chunk)
+            if jumps is not None:
+                lines = [line for line, j in zip(lines, jumps, strict=True) if not j]
+                chunk = chunk.filter(~pl.Series(jumps))
+                n = chunk.height
+                if n == 0:
+                    return
         bad = chunk["_bad"].to_list() if "_bad" in chunk.columns else [False] * n
         cols = [chunk[c].to_list() for c in SCHEMAS[self.kind]]
         if self.kind in (FrameKind.DEPTH, FrameKind.TRADES):
             cols.extend(self._checked_units(chunk))
         handler = getattr(self, f"_rows_{self.kind.value}")
         yield from handler(lines, bad, cols)
+
+    def _time_jumps(self, chunk: pl.DataFrame) -> np.ndarray | None:
+        """Rows whose time jumps more than :data:`TIME_JUMP_NS` past the row before them
+        (same session and symbol) while the row after them comes back to where the one
+        before was: one corrupt timestamp (a far-future year), counted ``out_of_order`` and
+        dropped here. Taken as the run's time it made every good row after it "out of order"
+        (all of the file's rest rejected). A row with no next row in this chunk is left to
+        the order check (a jump at a chunk's very end is not seen)."""
+        t = pl.col("ts_event_ns")
+        if self.kind in (FrameKind.TRADES, FrameKind.BBO):  # the order check's own time
+            t = pl.when(pl.col("ts_recv_ns") > 0).then(pl.col("ts_recv_ns")).otherwise(t)
+        keys = ["session", "symbol"]
+        frame = chunk.select(pl.col(keys).fill_null(""), t.alias("t"))
+        frame = frame.with_columns(
+            pl.col("t").shift(1).over(keys).alias("prev"),
+            pl.col("t").shift(-1).over(keys).alias("next"),
+        )
+        firsts = frame["prev"].is_null() & frame["t"].is_not_null()
+        if firsts.any() and self._last_ts:  # a key's first row here: the chunk before's last
+            last = self._last_ts
+            carried = [
+                last.get((ses, sym)) if first else None
+                for ses, sym, first in zip(
+                    frame["session"].to_list(),
+                    frame["symbol"].to_list(),
+                    firsts.to_list(),
+                    strict=True,
+                )
+            ]
+            frame = frame.with_columns(
+                pl.coalesce(pl.col("prev"), pl.Series(carried, dtype=pl.Int64)).alias("prev")
+            )
+        jumps = (
+            (pl.col("t") - pl.col("prev") > TIME_JUMP_NS)
+            & (pl.col("next") < pl.col("t"))
+            & (pl.col("next") >= pl.col("prev"))
+        ).fill_null(False)
+        flags = frame.select(jumps.alias("j"))["j"]
+        if not flags.any():
+            return None
+        lines = chunk["line"].to_list() if "line" in chunk.columns else None
+        first = self._row - chunk.height
+        for i in flags.arg_true().to_list():
+            line = lines[i] if lines is not None else first + i
+            ahead = (frame["t"][i] - frame["prev"][i]) / 1e9
+            detail = f"time jumps {ahead:,.0f} s ahead; the rows around it agree"
+            self.stats.reject(RowReject.OUT_OF_ORDER, line, detail)
+        return flags.to_numpy()
 
     def _grid_columns(self, chunk: pl.DataFrame) -> tuple[np.ndarray | float, np.ndarray | float]:
         """Tick and lot size per row (NaN where the symbol has no instrument)."""

@@ -203,3 +203,26 @@ def test_trades_need_one_aggressor_column_not_both(tmp_path: Path) -> None:
     bare.write_text(f"{head}\n{row}\n")
     with pytest.raises(DataFileError, match="taker_side"):
         list(stream_events(bare, SPOT))
+
+
+def test_one_far_future_timestamp_costs_one_row_not_the_rest_of_the_file(
+    tmp_path: Path,
+) -> None:
+    """A corrupt timestamp (years ahead) became the file's time: every good row after it was
+    "out of order", the whole rest of the file rejected. Now that row alone is."""
+    base = 1_723_100_000_000_000_000
+
+    def row(i: int, local_ns: int) -> str:
+        return f"s,{local_ns},{local_ns // 10**6},{local_ns // 10**6},{i},61602.01,0.001,0,buy"
+
+    rows = [row(i, base + i * 10**6) for i in range(1, 7)]
+    rows.insert(3, row(99, base + 10**17))  # three years ahead
+    stream = stream_events(_trades_file(tmp_path, rows), SPOT)
+    events = list(stream)
+    assert [e.trade_id for e in events] == [1, 2, 3, 4, 5, 6]  # type: ignore[union-attr]
+    assert stream.stats.counts == {RowReject.OUT_OF_ORDER: 1}
+    assert stream.stats.examples[0][0] == 5 and "ahead" in stream.stats.examples[0][2]
+    # a real gap (a day with no trades) is no jump: the rows after it do not come back
+    gap = [row(1, base), row(2, base + 86_400 * 10**9), row(3, base + 86_401 * 10**9)]
+    stream = stream_events(_trades_file(tmp_path, gap), SPOT)
+    assert len(list(stream)) == 3 and not stream.stats.counts
