@@ -364,6 +364,18 @@ def check_cpus_fit(config: SystemConfig, *, venues: int, readers: int = 1) -> No
             f"{sum(spec.num_cpus for spec in config.agents):g}): lower agents[].num_cpus, "
             "or raise ray.num_cpus (logical CPUs)"
         )
+    # a custom resource no node has: its actor waited out the step timeout, nothing said
+    asked = [("ray.core_resources", config.ray.core_resources)]
+    asked += [(f"agents[{a.id}].resources", a.resources) for a in config.agents]
+    asked += [(f"shards[{k}].resources", s.resources) for k, s in enumerate(config.shards)]
+    for where, wanted in asked:
+        for name, amount in wanted.items():
+            if amount > float(resources.get(name, 0.0)) + 1e-9:
+                raise wiring.WiringError(
+                    f"{where}: {name} {amount:g} asked, the local Ray cluster has "
+                    f"{float(resources.get(name, 0.0)):g} (start its nodes with "
+                    f"--resources, or drop it)"
+                )
 
 
 def shard_resources(config: SystemConfig, shard: int) -> dict[str, float]:

@@ -150,6 +150,9 @@ class AgentSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         return f"agents-{self.host}" if self.host else f"agent-{self.id}"
 
 
+_RAY_BUILTIN_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
+
+
 class ShardSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A group of symbols traded through a venue account of its own (the paper exchange's
     ``exchange.params``, balances included, once per shard) by the agents of those symbols.
@@ -332,6 +335,18 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ConfigError(f"shards: each symbol in one shard; repeated: {twice}")
         if len(self.shards) > 1 and self.exchange.kind == "ccxt" and not self.exchange.factory:
             raise ConfigError("shards: a live venue (exchange.kind: ccxt) runs as one shard")
+        asked = [("ray.core_resources", self.ray.core_resources)]
+        asked += [(f"agents[{a.id}].resources", a.resources) for a in self.agents]
+        asked += [(f"shards[{k}].resources", s.resources) for k, s in enumerate(self.shards)]
+        for field, wanted in asked:
+            for name, amount in wanted.items():
+                if name in _RAY_BUILTIN_RESOURCES:  # Ray's own: refused only once Ray ran
+                    raise ConfigError(
+                        f"{field}: {name!r} is Ray's own resource (agents: num_cpus); custom "
+                        "resources only here"
+                    )
+                if not amount > 0:
+                    raise ConfigError(f"{field}: {name} must be > 0, got {amount}")
         start, end = self.data.start_ns, self.data.end_ns
         if start is not None and end is not None and end <= start:
             raise ConfigError(f"data.end_ns ({end}) must be after data.start_ns ({start})")

@@ -58,6 +58,21 @@ def baseline(ray_local: None, root: Path) -> Outcome:
     return run(shards_config(root, ray={"agent_timeout_s": 20.0}), "shards-base")
 
 
+def test_a_resource_no_node_has_is_refused_before_any_actor_starts(
+    ray_local: None, root: Path
+) -> None:
+    """Its actors waited out the step timeout, then the run stopped with Ray's GetTimeoutError
+    and a --resume that would wait the same: now one line naming the field, at once."""
+    config = shards_config(root)
+    shards = [
+        msgspec.structs.replace(s, resources={"no-such-node": 1.0}) if k == 1 else s
+        for k, s in enumerate(config.shards)
+    ]
+    bad = msgspec.structs.replace(config, shards=tuple(shards))
+    with pytest.raises(WiringError, match=r"shards\[1\].resources: no-such-node 1 asked"):
+        start_system(bad, "no-node")
+
+
 def test_a_sharded_run_on_ray_trades_and_stores_as_one_process(
     baseline: Outcome, root: Path
 ) -> None:

@@ -99,6 +99,12 @@ def test_layouts_that_cannot_run_are_refused_naming_the_field(tmp_path: Path) ->
         parse_config(
             {**msgspec.to_builtins(config), "exchange": live, "coordinator": {"crossing": "venue"}}
         )
+    # Ray's own resources, or none at all: refused when the config loads (Ray said it, not
+    # naming the field, once it ran)
+    for resources, why in (({"CPU": 1}, "Ray's own resource"), ({"x": -1}, "must be > 0")):
+        shards = [{"symbols": [USDM], "resources": resources}, {"symbols": [SPOT]}]
+        with pytest.raises(ConfigError, match=f"shards\\[0\\].resources: .*{why}"):
+            parse_config({**msgspec.to_builtins(config), "shards": shards})
     # the in-process runner says the same as a one-line wiring error
     with pytest.raises(WiringError, match="missing"):
         InProcessKernel(msgspec.structs.replace(config, shards=config.shards[1:]), "x")
