@@ -105,7 +105,8 @@ class DataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # at most this many events per window (memory and latency knob; the outcome is the same;
     # a depth message's levels are one event here)
     batch_events: PositiveInt = 20_000
-    # stop after this many recorded rows (a depth message counts its levels)
+    # stop after this many recorded rows (a depth message counts its levels; a book snapshot,
+    # one instant of the whole book, counts one)
     max_events: PositiveInt | None = None
     # A slice of the data on the run's clock: events before ``start_ns`` only build the
     # venue's book (agents and risk see nothing before it); events from ``end_ns`` on are not

@@ -170,8 +170,10 @@ MARKET_EVENT_TYPES: frozenset[type[MarketEvent]] = frozenset(
 
 
 def rows_of(event: MarketEvent) -> int:
-    """Recorded rows in one event: a :class:`BookDeltas` counts its levels (hot loops inline
-    this rule: ``rows_in``, the window cutter, the replay cache)."""
+    """Recorded rows in one event: a :class:`BookDeltas` counts its levels, anything else one
+    (a :class:`BookSnapshot` too: one instant of the book, where a loader's ``RejectStats``
+    counts its levels as rows). Hot loops inline this rule: ``rows_in``, the window cutter,
+    the replay cache."""
     return len(event.levels) if type(event) is BookDeltas else 1
 
 
