@@ -51,9 +51,12 @@ def inspect(args: argparse.Namespace) -> int:
         fmt = detect(args.file)
         if fmt.name in METADATA_FORMATS:
             return _inspect_instruments(args.file, fmt.name)
-        instrument = load_instrument_file(args.instrument_file) if args.instrument_file else None
+        # by its symbol, as a run's data.instrument_files: a file of several symbols has
+        # the others' rows counted unknown_symbol, not read on this one's grid
+        given = load_instrument_file(args.instrument_file) if args.instrument_file else None
+        instruments = {given.symbol: given} if given is not None else None
         frames = load_frames(args.file)
-        stream = stream_events(args.file, instrument)
+        stream = stream_events(args.file, instruments)
         events = sum(1 for _ in stream)
     except DataFileError as exc:
         print(f"error: {exc}", file=sys.stderr)

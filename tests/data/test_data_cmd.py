@@ -60,3 +60,19 @@ def test_inspect_a_file_whose_times_never_parse(
     assert main(["data", "inspect", str(path)]) == 0
     out = capsys.readouterr().out
     assert "time:   none readable" in out and "rejected malformed: 2" in out
+
+
+def test_an_instrument_file_is_one_symbols_not_every_symbols(
+    shared_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cryptofeed log holds many symbols: --instrument-file names one of them, and the
+    others' rows are counted unknown_symbol (they were read on its tick and lot grid)."""
+    from tests.conftest import REPO_ROOT
+
+    log = shared_data / "book" / "cryptofeed_bybit_linear_ws_2021-04-17.log.gz"
+    inst = REPO_ROOT / "configs" / "instruments" / "bybit-linear-ETHUSDT.json"
+    if not inst.exists():
+        pytest.skip("no ETHUSDT instrument file")
+    assert main(["data", "inspect", str(log), "--instrument-file", str(inst)]) == 0
+    out = capsys.readouterr().out
+    assert "rejected unknown_symbol" in out
