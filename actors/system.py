@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import ray
 from ray.actor import ActorClass
 
@@ -159,23 +160,92 @@ def check_run_start(config: SystemConfig, run_id: str, *, resume: bool) -> Path:
     check_run_id(run_id)
     # before anything reads the store: its recovery must not touch a live run's files
     claim = wiring.claim_run(config, run_id)
-    location = checkpoint_location(config, run_id)
-    existing = has_checkpoints(location)
-    if existing and not resume:
-        raise wiring.WiringError(
-            f"run {run_id!r} already exists (checkpoints in {location}): "
-            f"continue it with --resume {run_id}, or choose another run id"
-        )
-    if resume and not existing:
-        raise wiring.WiringError(f"run {run_id!r} has no checkpoints to resume from")
-    if not resume:
-        stored = stored_tables(config.storage, run_id)
-        if stored:
+    try:
+        location = checkpoint_location(config, run_id)
+        existing = has_checkpoints(location)
+        if existing and not resume:
             raise wiring.WiringError(
-                f"run {run_id!r} is already stored ({', '.join(stored)} in "
-                f"{store_location(config)}): choose another run id"
+                f"run {run_id!r} already exists (checkpoints in {location}): "
+                f"continue it with --resume {run_id}, or choose another run id"
             )
+        if resume and not existing:
+            raise wiring.WiringError(f"run {run_id!r} has no checkpoints to resume from")
+        recorded = wiring.run_folder(config, run_id) / RUN_CONFIG_FILE
+        if not resume:
+            stored = stored_tables(config.storage, run_id)
+            if stored:
+                raise wiring.WiringError(
+                    f"run {run_id!r} is already stored ({', '.join(stored)} in "
+                    f"{store_location(config)}): choose another run id"
+                )
+            recorded.write_bytes(msgspec.json.encode(trading_config(config)))
+        else:
+            check_same_config(config, run_id, recorded)
+    except BaseException:
+        release_claim(claim)  # a refused start holds no id (a reused pid made it "running")
+        raise
     return claim
+
+
+# what a run trades by, recorded at its start: a --resume with another one would store two
+# configs' rows under one run id (and an agent dropped from it would vanish from the store)
+RUN_CONFIG_FILE = "run-config.json"
+_TRADING = (
+    "data",
+    "agents",
+    "risk",
+    "capital_quote",
+    "aggregation",
+    "exchange",
+    "coordinator",
+    "shards",
+    "storage",
+    "checkpoint_dir",
+    "llm",
+)
+# knobs that change no outcome (pace, memory, the converted-replay cache)
+_DATA_KNOBS = ("speed", "batch_events", "cache", "cache_dir", "cache_max_mb")
+
+
+def trading_config(config: SystemConfig) -> dict[str, Any]:
+    raw = msgspec.to_builtins(config)
+    out = {k: raw.get(k) for k in _TRADING}
+    out["data"] = {k: v for k, v in out["data"].items() if k not in _DATA_KNOBS}
+    return out
+
+
+def check_same_config(config: SystemConfig, run_id: str, recorded: Path) -> None:
+    try:
+        then = msgspec.json.decode(recorded.read_bytes())
+    except FileNotFoundError:
+        return  # a run started before configs were recorded: nothing to compare
+    except (OSError, msgspec.DecodeError) as exc:
+        raise wiring.WiringError(f"run {run_id!r}: {recorded} unreadable: {exc}") from None
+    now = msgspec.json.decode(msgspec.json.encode(trading_config(config)))
+    changed = []
+    for section in _TRADING:
+        a, b = then.get(section), now.get(section)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys = sorted(k for k in {*a, *b} if a.get(k) != b.get(k))
+            changed += [f"{section}.{k}" for k in keys]
+        else:
+            changed.append(section)
+    if changed:
+        raise wiring.WiringError(
+            f"run {run_id!r} was started with another config ({', '.join(changed[:8])} "
+            f"differ from {recorded}): resume it with its own config, or start a new run id"
+        )
+
+
+def release_claim(claim: Path) -> None:
+    """The run id is free again; a folder that cannot be written (gone read-only) keeps
+    the marker, whose process is then gone: the next start takes it over."""
+    try:
+        claim.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("run claim %s left in place: %s", claim, exc)
 
 
 def start_system(
@@ -507,8 +577,12 @@ def cache_stats(stats: dict[str, dict[str, Any]], unavailable: list[str]) -> dic
     return out
 
 
-def finish(handles: SystemHandles, steps: int, wall_s: float) -> RunResult:
-    done = ray.get(handles.coordinator.finish.remote())
+def finish(
+    handles: SystemHandles, steps: int, wall_s: float, timeout_s: float | None = None
+) -> RunResult:
+    """``timeout_s``: how long the last flush may take (None: no bound). A store that hangs
+    at the end then fails the run, resumable, instead of holding the command for ever."""
+    done = ray.get(handles.coordinator.finish.remote(), timeout=timeout_s)
     # best effort: a cache that misses this run's prefix only costs the next run its speed
     with contextlib.suppress(ray.exceptions.RayError):
         ray.get([r.close.remote() for r in handles.readers or [handles.market_data]], timeout=10)
@@ -557,7 +631,7 @@ def run_system(
     try:
         return _run_started(config, run_id, on_step, resume, on_console)
     finally:  # the run id is free again (for --resume), whatever happened
-        claim.unlink(missing_ok=True)
+        release_claim(claim)
 
 
 def _run_started(
@@ -589,7 +663,9 @@ def _run_started(
             step_timeout_s=config.ray.step_timeout_s,
             batch_s=config.ray.drive_batch_s,
         )
-        result = finish(handles, steps, time.perf_counter() - started)
+        # the last flush bounded as steps are (a few steps' worth: it commits the rest)
+        bound = config.ray.step_timeout_s * 4 or None
+        result = finish(handles, steps, time.perf_counter() - started, bound)
         result.store = store_location(config)
     except (ray.exceptions.RayError, TimeoutError) as exc:
         # an actor's step failed for good (a full disk, a checkpoint store gone): the run

@@ -53,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         if args.resume and args.run_id and args.resume != args.run_id:
             raise ConfigError(f"--resume {args.resume} and --run-id {args.run_id} differ")
-        run_id = args.resume or args.run_id
+        run_id = args.resume or args.run_id or config.run_id
         if run_id:
             check_run_id(run_id)
         if config.kill_switch.redis:  # its password, before Ray starts and an actor needs it
@@ -64,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from actors.report import print_summary
-    from actors.system import RunFailed, run_system
+    from actors.system import RunFailed, default_run_id, run_system
     from actors.wiring import WiringError
     from sapphire.adapters.stores import StoreError, store_location
     from sapphire.cli.progress import bar_columns, estimate_events, startup_line
@@ -75,9 +75,10 @@ def _run(args: argparse.Namespace) -> int:
     except StoreError as exc:  # storage settings that name no store (bigquery without params)
         print(f"error: {args.config}: {exc}", file=sys.stderr)
         return 2
+    run_id = run_id or default_run_id()  # named now: an interrupted run's hint names it
     files = data_files(config.data)
     total = None if args.no_progress else estimate_events(files, config.data.max_events)
-    line = startup_line("run", run_id or "(new id)", config, store, files, total)
+    line = startup_line("run", run_id, config, store, files, total)
     print(f"{line}; starting Ray...", flush=True)
     announced: list[str] = []
     with Progress(
@@ -111,6 +112,13 @@ def _run(args: argparse.Namespace) -> int:
         except RunFailed as exc:  # stopped mid-run: nothing claimed, resumable
             print(f"error: {exc}", file=sys.stderr)
             return 1 if exc.resumable else 2  # 2: the config's data, as sapphire backtest
+        except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback; its checkpoints stand
+            print(
+                f"\ninterrupted: run {run_id} stopped at its last checkpoint; continue it "
+                f"with --resume {run_id}",
+                file=sys.stderr,
+            )
+            return 130
     print_summary(result)
     if result.cost is not None:
         from actors.cost import print_cost

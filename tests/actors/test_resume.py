@@ -72,3 +72,38 @@ def test_resume_of_an_unknown_run_and_a_bad_run_id_are_one_line_errors(
     path.write_text("data: {source: sample}\n")
     assert main(["run", "--config", str(path), "--run-id", "../../escape"]) == 2
     assert "run id '../../escape'" in capsys.readouterr().err
+
+
+def test_ctrl_c_is_one_line_naming_the_resume_and_exits_130(tmp_path: Path) -> None:
+    """It was a KeyboardInterrupt traceback through Ray's get, with no word of the resume."""
+    import signal
+    import subprocess
+    import sys
+
+    import msgspec
+
+    raw = msgspec.to_builtins(make_config(tmp_path))
+    raw["data"]["speed"] = 1.0  # the recorded pace: the run is still going when interrupted
+    config = tmp_path / "paced.yaml"
+    config.write_bytes(msgspec.yaml.encode(raw))
+    command = [sys.executable, "-m", "sapphire.cli", "run", "--config", str(config)]
+    proc = subprocess.Popen(
+        [*command, "--run-id", "ctrl-c", "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the console's URL: the actors are up and stepping
+            if line.startswith("console:"):
+                break
+        time.sleep(3.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted: run ctrl-c" in err and "--resume ctrl-c" in err
+    assert "Traceback" not in err

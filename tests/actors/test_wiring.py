@@ -7,6 +7,7 @@ import itertools
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from actors import wiring
 from actors.wiring import ReplayFeed
@@ -53,3 +54,39 @@ def test_a_replay_driver_never_imports_ccxt() -> None:
         ExchangeConfig(kind="ccxt", params={"exchange_id": "binance"}), "run-x"
     )
     assert callable(gateway)  # the live path still finds its config
+
+
+def test_a_resume_with_another_config_is_refused_and_a_refused_start_holds_no_claim(
+    tmp_path: Path,
+) -> None:
+    """A --resume took whatever config it was given: two configs' rows under one run id,
+    an agent dropped from it gone from the store, exit 0. And every refused start left its
+    claim behind (a later process with that pid made the id look "running")."""
+    import msgspec
+    import pytest
+
+    from actors.system import check_run_start, release_claim
+    from actors.wiring import WiringError
+    from tests.actors.harness import make_config
+
+    config = make_config(tmp_path)
+    with pytest.raises(WiringError, match="no checkpoints"):
+        check_run_start(config, "never-ran", resume=True)
+    assert not (tmp_path / "never-ran" / "claimed").exists()
+    release_claim(check_run_start(config, "r1", resume=False))
+    assert (tmp_path / "r1" / "run-config.json").is_file()
+    (tmp_path / "r1" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "r1" / "checkpoints" / "coordinator.ckpt").write_bytes(b"x")  # it ran
+    fewer = msgspec.structs.replace(config, agents=config.agents[1:])
+    with pytest.raises(WiringError, match=r"another config \(agents differ"):
+        check_run_start(fewer, "r1", resume=True)
+    assert not (tmp_path / "r1" / "claimed").exists()
+    faster = msgspec.structs.replace(
+        config, data=msgspec.structs.replace(config.data, speed=1.0, batch_events=77)
+    )
+    release_claim(check_run_start(faster, "r1", resume=True))  # pace and memory knobs: fine
+    risky = msgspec.structs.replace(
+        config, risk=msgspec.structs.replace(config.risk, price_band_bps=1)
+    )
+    with pytest.raises(WiringError, match=r"risk\.price_band_bps differ"):
+        check_run_start(risky, "r1", resume=True)
