@@ -7,7 +7,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from sapphire.exchange.account import Account
-from sapphire.exchange.config import PaperExchangeBuilder
+from sapphire.exchange.config import PaperExchangeBuilder, SelfTradeMode
 from sapphire.exchange.paper import PaperExchange
 from sapphire.model.events import BookSnapshot, Side
 from sapphire.model.instrument import Instrument, InstrumentKind
@@ -26,22 +26,25 @@ INST = Instrument(
 PX = 599_990  # a buy resting under the 600,010 ask
 
 
-def _exchange(balance: Decimal) -> PaperExchange:
-    cfg = (
+def _exchange(
+    balance: Decimal, ask: int = 600_010, stp: SelfTradeMode | None = None
+) -> PaperExchange:
+    builder = (
         PaperExchangeBuilder()
         .instrument(INST)
         .balance("USDT", balance)
         .constant_latency(entry_ns=1, response_ns=1)
         .leverage(3)
-        .config()
     )
-    ex = PaperExchange(cfg)
+    if stp is not None:
+        builder = builder.self_trade(stp)
+    ex = PaperExchange(builder.config())
     ex.on_market_event(
         BookSnapshot(
             ts_event_ns=1_000,
             symbol="BTCUSDT",
             bids=((599_980, 3),),
-            asks=((600_010, 3),),
+            asks=((ask, 3),),
             update_id=1,
         )
     )
@@ -210,27 +213,7 @@ def test_a_market_order_never_rests_whatever_limit_it_carries() -> None:
 
 
 def test_self_trade_prevention_cancels_nothing_for_an_order_refused_anyway() -> None:
-    from sapphire.exchange.config import SelfTradeMode
-
-    cfg = (
-        PaperExchangeBuilder()
-        .instrument(INST)
-        .balance("USDT", Decimal(1_000_000))
-        .constant_latency(entry_ns=1, response_ns=1)
-        .leverage(3)
-        .self_trade(SelfTradeMode.EXPIRE_MAKER)
-        .config()
-    )
-    ex = PaperExchange(cfg)
-    ex.on_market_event(
-        BookSnapshot(
-            ts_event_ns=1_000,
-            symbol="BTCUSDT",
-            bids=((599_980, 3),),
-            asks=((600_020, 3),),
-            update_id=1,
-        )
-    )
+    ex = _exchange(Decimal(1_000_000), ask=600_020, stp=SelfTradeMode.EXPIRE_MAKER)
     _order(ex, "ask", Side.SELL, 1, 2_000, 600_010)  # ours, resting under the book's ask
     # a FOK buy of 50 cannot fill: expired, and our resting ask stays
     _order(ex, "fok", Side.BUY, 50, 3_000, 600_020, tif=TimeInForce.FOK)
