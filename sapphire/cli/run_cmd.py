@@ -137,7 +137,8 @@ def _run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:  # the rows are stored; query shows ticks then
             print(f"warning: instruments not recorded for query: {exc}", file=sys.stderr)
 
-    print_next(result.run_id, args.config, config, Console())
+    if not result.failure and not result.unacked_rows:  # else the next step is the resume
+        print_next(result.run_id, args.config, config, Console())
     if result.failure:
         print(f"error: run {result.run_id} failed: {result.failure}", file=sys.stderr)
         return 1
