@@ -90,6 +90,10 @@ class PaperExchange:
         self._reports: list[tuple[int, int, ExecutionReport]] = []
         self._fills: list[OrderFilled] = []
         self._seq = 0
+        # one connection delivers in order, whatever each message's own latency (a recorded
+        # latency that drops let a cancel overtake its submit, and a fill its ACCEPTED)
+        self._last_arrive = 0
+        self._last_deliver = 0
         self._fill_seq = 0
         self._clock_ns = 0
         self._last_trade: dict[str, int] = {}
@@ -463,9 +467,13 @@ class PaperExchange:
 
     def _push(self, arrive_ns: int, action: Action) -> None:
         self._seq += 1
+        if self._observes:  # a constant latency keeps its order by itself
+            arrive_ns = self._last_arrive = max(arrive_ns, self._last_arrive)
         heapq.heappush(self._pending, (arrive_ns, self._seq, action))
 
     def _report_at(self, ts_ns: int, report: ExecutionReport) -> None:
         self._seq += 1
         deliver = ts_ns + self._latency.response_ns(ts_ns)
+        if self._observes:
+            deliver = self._last_deliver = max(deliver, self._last_deliver)
         heapq.heappush(self._reports, (deliver, self._seq, report))

@@ -210,6 +210,10 @@ def restore(cls: type[PaperExchange], data: bytes) -> PaperExchange:
     heapq.heapify(ex._pending)
     ex._reports = [*state.updates, *state.fill_reports]
     heapq.heapify(ex._reports)
+    # the in-order bounds (PaperExchange._push, _report_at) bind only while something is in
+    # flight: the latest time still queued is the whole of them
+    ex._last_arrive = max((t for t, _, _ in ex._pending), default=0)
+    ex._last_deliver = max((t for t, _, _ in ex._reports), default=0)
     ex._fills = list(state.fills)
     acct = ex.account
     acct._balances = {a: Decimal(v) for a, v in state.balances.items()}

@@ -235,3 +235,59 @@ def test_a_crossed_snapshot_leaves_the_book_as_it_was() -> None:
     )  # raised out of the venue, ending the run
     assert ex.ignored_events == before + 1
     assert ex.book("BTCUSDT").best_bid() == (599_980, 3)
+
+
+def test_with_a_recorded_latency_a_cancel_never_overtakes_its_submit() -> None:
+    """One connection delivers in order: the lag fell from 20 ms to 1 ms between a submit
+    and its cancel, and the cancel arrived first (rejected: the order was still unknown),
+    then the order was accepted and rested for ever."""
+    from sapphire.model.events import Trade
+
+    cfg = (
+        PaperExchangeBuilder()
+        .instrument(INST)
+        .balance("USDT", Decimal(1_000_000))
+        .recorded_latency()
+        .leverage(3)
+        .config()
+    )
+    ex = PaperExchange(cfg)
+    snap = BookSnapshot(
+        ts_event_ns=1_000_000,
+        ts_recv_ns=21_000_000,  # 20 ms behind the venue
+        symbol="BTCUSDT",
+        bids=((599_980, 3),),
+        asks=((600_010, 3),),
+        update_id=1,
+    )
+    ex.on_market_event(snap)
+    ex.submit(
+        SubmitOrder(
+            ts_event_ns=2_000_000,
+            client_order_id="b1",
+            agent_id="a",
+            symbol="BTCUSDT",
+            side=Side.BUY,
+            qty_lots=1,
+            limit_ticks=PX,
+            order_type=OrderType.LIMIT,
+            tif=TimeInForce.GTC,
+        ),
+        2_000_000,
+    )
+    ex.on_market_event(  # now 1 ms behind
+        Trade(
+            ts_event_ns=2_500_000,
+            ts_recv_ns=3_500_000,
+            symbol="BTCUSDT",
+            price_ticks=600_010,
+            qty_lots=1,
+            taker_side=Side.BUY,
+        )
+    )
+    ex.cancel(CancelOrder(ts_event_ns=3_000_000, client_order_id="b1", symbol="BTCUSDT"), 3_000_000)
+    ex.advance(100_000_000)
+    assert _status(ex, "b1")[0] == "canceled"
+    reports = ex.poll(10**9)
+    assert [r.ts_event_ns for r in reports] == sorted(r.ts_event_ns for r in reports)
+    assert not ex.open_orders()
