@@ -35,6 +35,30 @@ class RunOutput(msgspec.Struct, kw_only=True):
     summary: Summary
     png: str
     html: str
+    note: str = ""  # something the reader of the figures should know (printed under them)
+
+
+_UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3_600 * 10**9, "d": 86_400 * 10**9}
+
+
+def timeframe_note(strategy: IndicatorStrategy | None, frame: pl.DataFrame) -> str:
+    """Where the strategy's ``timeframe`` is not the bars': its indicator periods count the
+    bars given (freqtrade would resample or refuse), which a reader must know."""
+    if strategy is None or "interval_ns" not in frame.columns or frame.is_empty():
+        return ""
+    tf = str(strategy.timeframe)
+    unit = _UNIT_NS.get(tf[-1:])
+    if unit is None or not tf[:-1].isdigit():
+        return ""
+    bars = int(frame["interval_ns"].median() or 0)  # type: ignore[arg-type]
+    if not bars or int(tf[:-1]) * unit == bars:
+        return ""
+    seconds = bars // 10**9
+    shown = f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
+    return (
+        f"strategy timeframe {tf}, bars of {shown}: its indicator periods count these bars "
+        "(not resampled)"
+    )
 
 
 def _instrument(cfg: BacktestConfig, raw: object | None) -> Instrument:
@@ -118,4 +142,6 @@ def _run_bars(
     tick(total)
     # the report's price chart: candles with the strategy's indicators and signal columns
     bars = compute_signals(strategy, frame) if strategy is not None else frame
-    return _finish(name, result, inst, out_dir, cfg.agent.id or cfg.agent.kind, bars)
+    out = _finish(name, result, inst, out_dir, cfg.agent.id or cfg.agent.kind, bars)
+    out.note = timeframe_note(strategy, frame)
+    return out

@@ -133,6 +133,8 @@ def handle(args: argparse.Namespace) -> int:
         console.print(f"#{i} {out.name}", soft_wrap=True)
         if out.summary.ratio_note:
             console.print(f"   sharpe {out.summary.ratio_note}", soft_wrap=True)
+        if out.note:
+            console.print(f"   [yellow]note:[/yellow] {out.note}", soft_wrap=True)
         console.print(f"   report: {out.html}", soft_wrap=True)
     return 0
 

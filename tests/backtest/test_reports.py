@@ -197,3 +197,19 @@ def test_loader_with_garbage_values_raises_data_error(tmp_path: Path) -> None:
     stamps.write_text("datetime,open,high,low,close,volume\nyesterday,1,1,1,1,1\nnow,1,1,1,1,1\n")
     with pytest.raises(_loaders.DataError, match="timestamps"):
         _loaders.read_ohlcv(stamps)
+
+
+def test_a_strategy_timeframe_other_than_the_bars_is_noted() -> None:
+    """EmaCross is a 5m strategy; on 1m bars its periods count minutes (freqtrade would
+    resample or refuse): said under the figures, not silently."""
+    import polars as pl
+
+    from sapphire.agents.indicator import load_strategy
+    from sapphire.backtest.runner import timeframe_note
+
+    strategy = load_strategy("EmaCross", {})
+    minute = pl.DataFrame({"interval_ns": [60 * 10**9] * 3})
+    assert "timeframe 5m, bars of 1m" in timeframe_note(strategy, minute)
+    five = pl.DataFrame({"interval_ns": [300 * 10**9] * 3})
+    assert timeframe_note(strategy, five) == ""
+    assert timeframe_note(None, minute) == ""
