@@ -11,7 +11,7 @@ the harmonic mean, and PnL is ``contracts x size x (1/entry - 1/exit)`` (Instrum
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import ROUND_CEILING, Context, Decimal
 
 from sapphire.model.events import Side
@@ -44,9 +44,13 @@ class Account:
         balances: Mapping[str, Decimal],
         *,
         leverage: int = 1,
+        mark: Callable[[str], int | None] | None = None,
     ) -> None:
+        """``mark``: a symbol's mark price in ticks (None: none yet), by which an open
+        derivative position's unrealized loss is taken from what backs new orders."""
         if leverage < 1:
             raise ValueError("leverage must be >= 1")
+        self._mark = mark
         self._instruments = dict(instruments)
         self._balances: dict[str, Decimal] = {a: Decimal(v) for a, v in balances.items()}
         self._locked: dict[str, Decimal] = {}
@@ -61,12 +65,17 @@ class Account:
         return self._locked.get(asset, _ZERO)
 
     def available(self, asset: str) -> Decimal:
-        """Free to back new orders: balance less order locks less perpetual position margin."""
+        """Free to back new orders: balance less order locks less perpetual position margin,
+        less an open position's unrealized loss at the mark (a position deep under water
+        left every new order as backed as before; a gain backs nothing until realized)."""
         free = self.balance(asset) - self.locked(asset)
         for symbol, pos in self._positions.items():
             inst = self._instruments[symbol]
             if inst.derivative and inst.settle_asset == asset and pos.qty_lots:
                 free -= self.position_margin(symbol)
+                mark = self._mark(symbol) if self._mark is not None else None
+                if mark is not None:
+                    free += min(self.unrealized_quote(symbol, mark), _ZERO)
         return free
 
     def balances(self) -> dict[str, Decimal]:

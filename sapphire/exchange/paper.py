@@ -64,6 +64,7 @@ class PaperExchange:
             self.instruments,
             {a: Decimal(v) for a, v in config.balances.items()},
             leverage=config.leverage,
+            mark=self.mark_ticks,
         )
         self._latency = latency_from_config(config.latency)
         self._observes = config.latency.kind is not LatencyKind.CONSTANT

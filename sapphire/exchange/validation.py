@@ -108,7 +108,9 @@ def check_new_order(
             pending = sum(o.leaves_lots for os in engine.resting(side).values() for o in os)
             reducing = max(0, min(order.qty_lots, abs(held) - pending))
     asset, need = account.order_lock(inst, side, price, order.qty_lots, reducing)
-    if account.available(asset) < need:
+    # an order that only closes needs nothing (however far under water the account is:
+    # closing is how it gets out)
+    if need > 0 and account.available(asset) < need:
         verdict.reason = RejectReason.INSUFFICIENT_BALANCE
         verdict.message = f"needs {need} {asset}, available {account.available(asset)}"
         return verdict

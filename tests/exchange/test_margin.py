@@ -291,3 +291,38 @@ def test_with_a_recorded_latency_a_cancel_never_overtakes_its_submit() -> None:
     reports = ex.poll(10**9)
     assert [r.ts_event_ns for r in reports] == sorted(r.ts_event_ns for r in reports)
     assert not ex.open_orders()
+
+
+def test_an_unrealized_loss_backs_no_new_order() -> None:
+    """A position under water left every new order as backed as before it: the loss at the
+    mark is taken from what is available (a gain backs nothing until realized)."""
+    need = Account({"BTCUSDT": INST}, {}, leverage=3).order_lock(INST, Side.BUY, 600_010, 3)[1]
+    ex = _exchange(need * 2)  # room for the position and the same again
+    _order(ex, "b1", Side.BUY, 3, 2_000, 600_010, tif=TimeInForce.IOC)
+
+    def loss() -> Decimal:
+        return -ex.account.unrealized_quote("BTCUSDT", ex.mark_ticks("BTCUSDT") or 0)
+
+    before, lost_before = ex.account.available("USDT"), loss()
+    ex.on_market_event(  # the market falls 10 %
+        BookSnapshot(
+            ts_event_ns=3_000,
+            symbol="BTCUSDT",
+            bids=((539_980, 3),),
+            asks=((540_010, 3),),
+            update_id=2,
+        )
+    )
+    assert loss() - lost_before > Decimal(17)  # 0.003 BTC x ~6,000 USDT
+    assert ex.account.available("USDT") == before - (loss() - lost_before)
+    # a gain backs nothing new
+    ex.on_market_event(
+        BookSnapshot(
+            ts_event_ns=4_000,
+            symbol="BTCUSDT",
+            bids=((659_980, 3),),
+            asks=((660_010, 3),),
+            update_id=3,
+        )
+    )
+    assert ex.account.available("USDT") == before + lost_before
