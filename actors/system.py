@@ -435,10 +435,7 @@ def check_cpus_fit(config: SystemConfig, *, venues: int, readers: int = 1) -> No
             "or raise ray.num_cpus (logical CPUs)"
         )
     # a custom resource no node has: its actor waited out the step timeout, nothing said
-    asked = [("ray.core_resources", config.ray.core_resources)]
-    asked += [(f"agents[{a.id}].resources", a.resources) for a in config.agents]
-    asked += [(f"shards[{k}].resources", s.resources) for k, s in enumerate(config.shards)]
-    for where, wanted in asked:
+    for where, wanted in config.custom_resources():
         for name, amount in wanted.items():
             if amount > float(resources.get(name, 0.0)) + 1e-9:
                 raise wiring.WiringError(

@@ -435,20 +435,18 @@ class CcxtExchange:
         missed = sum(1 for r in reports if isinstance(r, OrderFilled))
         policy = self.config.unknown_orders
         ours = self.order_ids.is_ours if self.order_ids is not None else (lambda _: False)
-        other_runs = [
-            (sym, o)
-            for sym, o in unknown
-            if is_sapphire_id(o.get("clientOrderId")) and not ours(o.get("clientOrderId"))
-        ]
-        to_cancel = unknown if policy == "cancel_all" else []
-        if policy == "cancel":
-            to_cancel = [(sym, o) for sym, o in unknown if (sym, o) not in other_runs]
-            if other_runs:
-                log.warning(
-                    "%d open order(s) of other Sapphire runs left open (unknown_orders=cancel "
-                    "cancels only orders no Sapphire run sent; cancel_all cancels them too)",
-                    len(other_runs),
-                )
+        other_runs: list[tuple[str, cv.CcxtDict]] = []
+        no_runs: list[tuple[str, cv.CcxtDict]] = []  # by hand, or by another tool
+        for sym, o in unknown:
+            cid = o.get("clientOrderId")
+            (other_runs if is_sapphire_id(cid) and not ours(cid) else no_runs).append((sym, o))
+        to_cancel = {"cancel": no_runs, "cancel_all": unknown}.get(policy, [])
+        if policy == "cancel" and other_runs:
+            log.warning(
+                "%d open order(s) of other Sapphire runs left open (unknown_orders=cancel "
+                "cancels only orders no Sapphire run sent; cancel_all cancels them too)",
+                len(other_runs),
+            )
         for symbol, venue_order in to_cancel:
             try:
                 # a cancel is idempotent (a second one finds no order): retried on

@@ -210,6 +210,11 @@ class HalfApplied(Exception):
 _RUN_FILES = ("instruments.json", "claimed")
 
 
+def is_run_folder(folder: Path) -> bool:
+    """A run's folder under a store root: it holds what a run leaves there."""
+    return folder.is_dir() and any((folder / name).exists() for name in _RUN_FILES)
+
+
 def root_used(root: Path) -> bool:
     """Whether runs have used the store root ``root`` (``storage.root``): it holds a run's
     folder or the Parquet store. The switch's own files do not count (an operator's trip
@@ -219,7 +224,7 @@ def root_used(root: Path) -> bool:
         for entry in root.iterdir():
             if entry.name == "store" and entry.is_dir():
                 return True
-            if entry.is_dir() and any((entry / name).exists() for name in _RUN_FILES):
+            if is_run_folder(entry):
                 return True
     except OSError:
         return False

@@ -24,6 +24,7 @@ from sapphire.backtest.config import BacktestConfig, BacktestConfigError
 from sapphire.backtest.event_driven import run_event_driven
 from sapphire.backtest.ledger import BacktestResult
 from sapphire.backtest.vectorized import run_vectorized
+from sapphire.data.binance_json import interval_ns
 from sapphire.model.instrument import Instrument
 
 Progress = Callable[[str, int, int], None]  # (run name, done, total)
@@ -38,20 +39,18 @@ class RunOutput(msgspec.Struct, kw_only=True):
     note: str = ""  # something the reader of the figures should know (printed under them)
 
 
-_UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3_600 * 10**9, "d": 86_400 * 10**9}
-
-
 def timeframe_note(strategy: IndicatorStrategy | None, frame: pl.DataFrame) -> str:
     """Where the strategy's ``timeframe`` is not the bars': its indicator periods count the
     bars given (freqtrade would resample or refuse), which a reader must know."""
     if strategy is None or "interval_ns" not in frame.columns or frame.is_empty():
         return ""
     tf = str(strategy.timeframe)
-    unit = _UNIT_NS.get(tf[-1:])
-    if unit is None or not tf[:-1].isdigit():
+    try:
+        wanted = interval_ns(tf)
+    except (KeyError, ValueError):  # no interval notation: nothing to compare
         return ""
     bars = int(frame["interval_ns"].median() or 0)  # type: ignore[arg-type]
-    if not bars or int(tf[:-1]) * unit == bars:
+    if not bars or wanted == bars:
         return ""
     seconds = bars // 10**9
     shown = f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"

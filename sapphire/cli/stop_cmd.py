@@ -22,6 +22,7 @@ from sapphire.adapters.kill_switch import (
     FirmKillSwitch,
     HalfApplied,
     RunKillSwitch,
+    is_run_folder,
     root_used,
     run_kill_switch,
     system_kill_switch,
@@ -154,7 +155,7 @@ def _unknown(run_dir: Path, run_id: str) -> str:
             f"no run has used {root} as its store root (storage.root: the folder holding "
             "store/, not store/ itself; or give the run's --config)"
         )
-    folders = [p for p in root.iterdir() if p.is_dir() and (p / "instruments.json").exists()]
+    folders = [p for p in root.iterdir() if is_run_folder(p)]
     runs = [p.name for p in sorted(folders, key=lambda p: p.stat().st_mtime, reverse=True)]
     shown = ", ".join(runs[:10]) if runs else "none"
     more = f" (the 10 latest of {len(runs)})" if len(runs) > 10 else ""

@@ -336,10 +336,7 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ConfigError(f"shards: each symbol in one shard; repeated: {twice}")
         if len(self.shards) > 1 and self.exchange.kind == "ccxt" and not self.exchange.factory:
             raise ConfigError("shards: a live venue (exchange.kind: ccxt) runs as one shard")
-        asked = [("ray.core_resources", self.ray.core_resources)]
-        asked += [(f"agents[{a.id}].resources", a.resources) for a in self.agents]
-        asked += [(f"shards[{k}].resources", s.resources) for k, s in enumerate(self.shards)]
-        for field, wanted in asked:
+        for field, wanted in self.custom_resources():
             for name, amount in wanted.items():
                 if name in _RAY_BUILTIN_RESOURCES:  # Ray's own: refused only once Ray ran
                     raise ConfigError(
@@ -351,6 +348,13 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         start, end = self.data.start_ns, self.data.end_ns
         if start is not None and end is not None and end <= start:
             raise ConfigError(f"data.end_ns ({end}) must be after data.start_ns ({start})")
+
+    def custom_resources(self) -> list[tuple[str, dict[str, float]]]:
+        """Every Ray custom resource table the config asks for, with its field's name."""
+        asked = [("ray.core_resources", dict(self.ray.core_resources))]
+        asked += [(f"agents[{a.id}].resources", dict(a.resources)) for a in self.agents]
+        asked += [(f"shards[{k}].resources", dict(s.resources)) for k, s in enumerate(self.shards)]
+        return asked
 
 
 def parse_config(raw: dict[str, Any], origin: str = "<dict>") -> SystemConfig:

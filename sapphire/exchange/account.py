@@ -163,7 +163,7 @@ class Account:
         if not inst.derivative or pos.qty_lots == 0:
             return _ZERO
         # inverse: notional in coin; a long still pays when the rate is positive
-        payment = -inst.position_value(mark_ticks, pos.qty_lots) * rate
+        payment = inst.funding_quote(rate, mark_ticks, pos.qty_lots)
         pos.funding_quote += payment
         self._add(inst.settle_asset, payment)
         return payment

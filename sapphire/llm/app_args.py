@@ -37,8 +37,8 @@ def parse_llm_args(
 ) -> tuple[LlmAppArgs, EngineConfig]:
     """The app's args and its engine's config; ValueError ``llm: ...`` names what is wrong."""
     try:
-        parsed = msgspec.convert(
-            args if isinstance(args, LlmAppArgs) else dict(args or {}), LlmAppArgs
+        parsed = (
+            args if isinstance(args, LlmAppArgs) else msgspec.convert(dict(args or {}), LlmAppArgs)
         )
         return parsed, engine_config_from_dict(dict(parsed.engine))
     except (msgspec.ValidationError, ValueError) as exc:

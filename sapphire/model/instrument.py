@@ -257,6 +257,11 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         linear; for inverse ``contracts x size / price`` (28 significant digits)."""
         return self.position_value(price_ticks, qty_lots)
 
+    def funding_quote(self, rate: Decimal, mark_ticks: Decimal | int, qty_lots: int) -> Decimal:
+        """A perpetual's funding on a signed position at the mark: longs pay shorts when
+        ``rate`` > 0 (-notional x rate; inverse: the notional in coin, a long still pays)."""
+        return -self.position_value(mark_ticks, qty_lots) * rate
+
     def position_value(self, price_ticks: Decimal | int, qty_lots: int) -> Decimal:
         """The money rule: every notional, cap and cash figure of this instrument comes from
         here (``notional_quote`` at integer ticks; ``value_per_ticklot`` for tick x lot

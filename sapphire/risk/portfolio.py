@@ -196,7 +196,7 @@ class Portfolio:
         settled = 0
         for (_, sym), state in self.positions.items():
             if sym == symbol and state.qty_lots:
-                state.funding_quote -= inst.position_value(mark, state.qty_lots) * rate
+                state.funding_quote += inst.funding_quote(rate, mark, state.qty_lots)
                 settled += 1
         return settled
 
