@@ -10,6 +10,7 @@ import ray
 
 from tests.actors.double_thread import API_KEY
 from tests.actors.live_env import PREFIX, SECRET
+from tests.ray_local import init_local
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +22,6 @@ def ray_live(request: pytest.FixtureRequest) -> Iterator[None]:
     os.environ[f"{PREFIX}_API_KEY"] = API_KEY
     os.environ[f"{PREFIX}_API_SECRET"] = SECRET
     namespace = f"sapphire-{request.module.__name__.rsplit('.', 1)[-1]}"
-    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace=namespace)
+    init_local(num_cpus=4, include_dashboard=False, namespace=namespace)
     yield
     ray.shutdown()

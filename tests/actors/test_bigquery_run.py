@@ -17,6 +17,7 @@ import ray
 from sapphire.adapters.stores import BigQuerySource, bigquery_params
 from sapphire.cli import main
 from tests.actors.harness import TABLES, make_config, run
+from tests.ray_local import init_local
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.slow
 def ray_local() -> Iterator[None]:
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="sapphire-bq")
+    init_local(num_cpus=4, include_dashboard=False, namespace="sapphire-bq")
     yield
     ray.shutdown()
 

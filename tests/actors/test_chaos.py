@@ -14,13 +14,14 @@ import ray
 
 from sapphire.config.system import SystemConfig
 from tests.actors.harness import Outcome, assert_same_outcome, make_config, run
+from tests.ray_local import init_local
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="sapphire-chaos")
+    init_local(num_cpus=4, include_dashboard=False, namespace="sapphire-chaos")
     yield
     ray.shutdown()
 

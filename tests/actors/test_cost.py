@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors import cost
+from tests.ray_local import init_local
 
 REPO = Path(__file__).resolve().parents[2]
 PRICES = REPO / "ops" / "prices.yaml"
@@ -73,7 +74,7 @@ def local_ray() -> Iterator[None]:
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="cost-test")
+    init_local(num_cpus=2, include_dashboard=False, namespace="cost-test")
     yield
     ray.shutdown()
 

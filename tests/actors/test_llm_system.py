@@ -22,6 +22,7 @@ from sapphire.config.ops import MetricsConfig
 from sapphire.storage.query import read_table
 from tests.actors.harness import make_config
 from tests.actors.metrics_scrape import total, wait_for
+from tests.ray_local import init_local
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("llama_cpp")
@@ -45,7 +46,7 @@ def ray_two_cpus() -> Iterator[list[str]]:
     options = metrics_export.ray_init_options(
         MetricsConfig(export_port=_free_port(), report_interval_ms=500)
     )
-    ray.init(address="local", num_cpus=2, namespace="sapphire-llm", **options)
+    init_local(num_cpus=2, namespace="sapphire-llm", **options)
     try:
         yield metrics_export.scrape_targets()
     finally:

@@ -27,6 +27,7 @@ from sapphire.model.orders import (
     SubmitOrder,
 )
 from tests.actors.metrics_scrape import total, wait_for
+from tests.ray_local import init_local
 
 REPO = Path(__file__).resolve().parents[2]
 P = metrics.exported_name
@@ -201,8 +202,7 @@ def ray_metrics() -> Iterator[list[str]]:
     saved_env = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
     saved_flag = ray_constants.ENABLE_RAY_CLUSTER
     config = MetricsConfig(export_port=_free_port(), report_interval_ms=500)
-    ray.init(
-        address="local",
+    init_local(
         num_cpus=2,
         namespace="metrics-test",
         **metrics_export.ray_init_options(config),

@@ -17,13 +17,14 @@ from actors.wiring import WiringError
 from sapphire.cli import main
 from sapphire.storage.query import read_table
 from tests.actors.harness import TABLES, make_config
+from tests.ray_local import init_local
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="sapphire-resume")
+    init_local(num_cpus=4, include_dashboard=False, namespace="sapphire-resume")
     yield
     ray.shutdown()
 

@@ -37,13 +37,14 @@ from sapphire.kernel.windows import WindowCutter
 from sapphire.storage.query import read_table
 from tests.actors.harness import TABLES, Outcome, assert_same_outcome, drive_to_end, run
 from tests.kernel.test_shards import SPOT, USDM, shards_config
+from tests.ray_local import init_local
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="sapphire-shards")
+    init_local(num_cpus=4, include_dashboard=False, namespace="sapphire-shards")
     yield
     ray.shutdown()
 

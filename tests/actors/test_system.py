@@ -17,13 +17,14 @@ from sapphire.data import sample
 from sapphire.kernel.runner import InProcessKernel
 from sapphire.model.orders import OrderStatus
 from tests.actors.harness import make_config, run
+from tests.ray_local import init_local
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="sapphire-system")
+    init_local(num_cpus=4, include_dashboard=False, namespace="sapphire-system")
     yield
     ray.shutdown()
 

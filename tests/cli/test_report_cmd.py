@@ -12,6 +12,7 @@ import ray
 from actors.system import run_system
 from sapphire.cli import report_cmd
 from tests.actors.harness import make_config
+from tests.ray_local import init_local
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -26,8 +27,7 @@ def stored_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = make_config(
         root, data={"source": "sample", "batch_events": 2000, "max_events": 20_000}
     )
-    ray.init(
-        address="local",
+    init_local(
         num_cpus=2,
         include_dashboard=False,
         configure_logging=False,

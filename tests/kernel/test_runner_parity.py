@@ -23,13 +23,14 @@ from sapphire.storage.query import read_table
 from tests.actors.harness import TABLES, drive_to_end
 from tests.kernel.conftest import LATENCY, kernel_config
 from tests.kernel.probes import ProbeAgent
+from tests.ray_local import init_local
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="sapphire-parity")
+    init_local(num_cpus=4, include_dashboard=False, namespace="sapphire-parity")
     yield
     ray.shutdown()
 

