@@ -49,6 +49,11 @@ class AvellanedaStoikovConfig(
     refit_every: Annotated[int, msgspec.Meta(gt=0)] = 100
 
     def __post_init__(self) -> None:
+        if self.trading_intensity_buffer_size < self.refit_every:
+            raise AgentConfigError(
+                f"trading_intensity_buffer_size ({self.trading_intensity_buffer_size}) must "
+                f"be >= refit_every ({self.refit_every}): the intensity fit would never run"
+            )
         if self.order_amount > self.max_inventory:
             raise AgentConfigError(
                 f"order_amount ({self.order_amount}) must be <= max_inventory "
@@ -130,8 +135,12 @@ class AvellanedaStoikovAgent(BaseAgent[AvellanedaStoikovState]):
         # 2. volatility: EWMA of the mid's variance rate.
         if st.last_mid_ns and ts > st.last_mid_ns:
             dt = (ts - st.last_mid_ns) * 1e-9
+            # The first sample is weighed against ``initial_sigma``, not taken whole: one
+            # tick moved in a microsecond would otherwise set sigma to ~1000 ticks/sqrt(s)
+            # (and an unchanged mid to 0), a quote far off the book for a half-life.
+            prior = st.variance if st.vol_ready else self.config.initial_sigma**2
             st.variance = as_model.ewma_variance(
-                st.variance, st.mid - st.last_mid, dt, self.config.volatility_halflife, st.vol_ready
+                prior, st.mid - st.last_mid, dt, self.config.volatility_halflife, True
             )
             st.vol_ready = True
         if ts > st.last_mid_ns:
@@ -173,11 +182,18 @@ class AvellanedaStoikovAgent(BaseAgent[AvellanedaStoikovState]):
         ask = max(math.ceil(ask_f), st.best_bid + 1)
         if bid >= ask:
             bid, ask = st.best_bid, st.best_ask
-        # 7. inventory limits: stop adding to a full side.
+        # 7. inventory limits: stop adding to a full side. Every order still working on a
+        # side counts, those being cancelled too: a stale bid whose cancel is in flight can
+        # fill beside its replacement, and both filling must stay within max_inventory.
         pos = self.core.position_lots
+        working = {Side.BUY: 0, Side.SELL: 0}
+        for order in self.core.open_orders.values():
+            working[order.side] += order.leaves_lots
         want: dict[Side, int | None] = {
-            Side.BUY: bid if pos + self.order_lots <= self.max_lots else None,
-            Side.SELL: ask if pos - self.order_lots >= -self.max_lots else None,
+            Side.BUY: bid if pos + working[Side.BUY] + self.order_lots <= self.max_lots else None,
+            Side.SELL: (
+                ask if pos - working[Side.SELL] - self.order_lots >= -self.max_lots else None
+            ),
         }
         # 8. execute: keep quotes within tolerance, cancel stale ones, post the rest.
         out: list[AgentOutput] = []

@@ -13,6 +13,7 @@ and the agent's own mutable model state).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
@@ -27,6 +28,7 @@ from sapphire.model.orders import (
     OrderDenied,
     OrderFilled,
     OrderIntent,
+    OrderStatus,
     OrderType,
     Signal,
     TimeInForce,
@@ -79,6 +81,15 @@ class CoreState(msgspec.Struct, kw_only=True):
     fees_quote: Decimal = Decimal(0)
     open_orders: dict[str, OpenOrder] = msgspec.field(default_factory=dict)
     fills: int = 0
+    # Refused orders in a row (risk's denial, the venue's reject) and the event time before
+    # which ``trade_towards`` sends nothing (see ``BaseAgent.backing_off``).
+    refusals: int = 0
+    retry_at_ns: int = 0
+
+
+RETRY_FIRST_NS = 1_000_000_000
+"""An agent's wait after its first refused order; each refusal in a row doubles it."""
+RETRY_MAX_NS = 60_000_000_000
 
 
 S = TypeVar("S", bound=msgspec.Struct)
@@ -89,9 +100,16 @@ def decode_config(config_type: type[Any], params: dict[str, object] | msgspec.St
     if isinstance(params, config_type):
         return params
     try:
-        return msgspec.convert(params, config_type, strict=False)
+        config = msgspec.convert(params, config_type, strict=False)
     except msgspec.ValidationError as exc:
         raise AgentConfigError(f"{config_type.__name__}: {exc}") from exc
+    # msgspec's bounds let infinity through (``gt=0`` holds for inf) and ``.nan`` / ``.inf``
+    # are valid YAML: an agent would take them to its first quote (int(nan) raises there).
+    for name in config_type.__struct_fields__:
+        value = getattr(config, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise AgentConfigError(f"{config_type.__name__}: {name} must be finite, got {value}")
+    return config
 
 
 class BaseAgent(Generic[S]):
@@ -182,8 +200,24 @@ class BaseAgent(Generic[S]):
         """Signed quantity still working in open orders (+ buys)."""
         return sum(int(o.side) * o.leaves_lots for o in self.core.open_orders.values())
 
+    def backing_off(self, ts_ns: int) -> bool:
+        """True while an agent waits after a refused order. Why: an agent that re-sends at
+        every event what risk just denied (a tripped kill switch, a full position) or the
+        venue rejected (below its minimum notional) floods the coordinator with one refused
+        intent per event for as long as the cause lasts; it now retries after 1 s, 2 s, 4 s
+        ... at most a minute apart, and at once again after a fill or an accepted order."""
+        return ts_ns < self.core.retry_at_ns
+
+    def _refused(self, ts_ns: int) -> None:
+        core = self.core
+        core.refusals += 1
+        core.retry_at_ns = ts_ns + min(RETRY_FIRST_NS << min(core.refusals - 1, 6), RETRY_MAX_NS)
+
     def trade_towards(self, ts_ns: int, target_lots: int) -> list[AgentOutput]:
-        """Market order for the gap between ``target_lots`` and position plus pending."""
+        """Market order for the gap between ``target_lots`` and position plus pending
+        (nothing while :meth:`backing_off`)."""
+        if ts_ns < self.core.retry_at_ns:
+            return []
         gap = target_lots - self.core.position_lots - self.pending_lots()
         # orders are whole order steps (the book's size grid may be finer): trade the steps
         # of the gap, towards zero
@@ -210,6 +244,7 @@ class BaseAgent(Generic[S]):
             self.core.cash_quote -= report.fee_quote
             self.core.fees_quote += report.fee_quote
             self.core.fills += 1
+            self.core.refusals = 0
             if open_order is not None:
                 open_order.leaves_lots = report.leaves_lots
                 if report.leaves_lots <= 0:
@@ -218,11 +253,24 @@ class BaseAgent(Generic[S]):
         if isinstance(report, OrderDenied):
             if open_order is not None:  # never sent: it is not working any more
                 del self.core.open_orders[report.client_order_id]
+                self._refused(report.ts_event_ns)
             return []
-        if report.status.is_final and open_order is not None:
+        if open_order is None:
+            return []
+        if report.status is OrderStatus.REJECTED and not open_order.cancel_sent:
+            self._refused(report.ts_event_ns)  # the venue refused the order itself
+        elif report.status is OrderStatus.ACCEPTED and report.reason is None:
+            self.core.refusals = 0
+        if report.status.is_final:
             del self.core.open_orders[report.client_order_id]
-        elif open_order is not None and report.leaves_lots > 0:
+            return []
+        if report.leaves_lots > 0:
             open_order.leaves_lots = report.leaves_lots
+        if report.reason is not None and open_order.cancel_sent:
+            # The venue refused or never confirmed our cancel and the order still works
+            # (ccxt's cancel_refused / cancel_unconfirmed): it is not on its way out, so the
+            # agent's next requote must cancel it again rather than skip it for good.
+            open_order.cancel_sent = False
         return []
 
     def on_fill(self, fill: OrderFilled, now_ns: int) -> Sequence[AgentOutput]:

@@ -197,7 +197,7 @@ class BasisAgent(BaseAgent[BasisState]):
                 return [self.cancel(ts, order.client_order_id)]
             return []
         gap = target - position
-        if gap == 0:
+        if gap == 0 or self.backing_off(ts):
             return []
         side = Side.BUY if gap > 0 else Side.SELL
         if self.config.aggressive:

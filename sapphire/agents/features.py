@@ -38,6 +38,8 @@ def reference_price(event: AnyMarketEvent, use_microprice: bool = True) -> float
         if not event.bids or not event.asks:
             return None
         (bid, bid_lots), (ask, ask_lots) = event.bids[0], event.asks[0]
+        if bid <= 0 or ask < bid:  # the rule for quotes: a crossed or zero book has no price
+            return None
         if use_microprice:
             return microprice_ticks(bid, bid_lots, ask, ask_lots)
         return 0.5 * (bid + ask)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from sapphire.agents.base import AgentOutput, BaseAgent, decode_config
+from sapphire.agents.base import AgentConfigError, AgentOutput, BaseAgent, decode_config
 from sapphire.model.events import MARKET_EVENT_TYPES, AnyMarketEvent, Quote, Side
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import TimeInForce
@@ -24,7 +24,14 @@ class GridMakerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     half_spread_ticks: Annotated[int, msgspec.Meta(ge=0)] = 20
     order_lots: Annotated[int, msgspec.Meta(gt=0)] = 10
     max_position_lots: Annotated[int, msgspec.Meta(gt=0)] = 50
-    step_s: Annotated[float, msgspec.Meta(gt=0)] = 0.1
+    step_s: Annotated[float, msgspec.Meta(ge=1e-9)] = 0.1  # a nanosecond at least
+
+    def __post_init__(self) -> None:
+        if self.order_lots > self.max_position_lots:
+            raise AgentConfigError(
+                f"order_lots ({self.order_lots}) must be <= max_position_lots "
+                f"({self.max_position_lots}): one order would pass the position limit"
+            )
 
 
 class GridMakerState(msgspec.Struct, kw_only=True):

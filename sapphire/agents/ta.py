@@ -2,7 +2,7 @@
 
 TA-Lib is the reference implementation freqtrade strategies use, so indicator values match
 what strategy authors expect. Each wrapper takes a polars Series and returns a Float64 Series
-of the same length (leading values NaN until the indicator is defined).
+of the same length (leading values null until the indicator is defined).
 """
 
 from __future__ import annotations
@@ -19,7 +19,11 @@ def _arr(series: pl.Series) -> npt.NDArray[np.float64]:
 
 
 def _out(name: str, values: npt.NDArray[np.float64]) -> pl.Series:
-    return pl.Series(name, values, dtype=pl.Float64)
+    # TA-Lib marks bars before an indicator is defined NaN. polars orders NaN above every
+    # number (``close < nan`` is true), pandas compares it false: as nulls, a comparison
+    # with an undefined indicator is null and the signal columns read it as 0, as
+    # freqtrade's pandas frames do.
+    return pl.Series(name, values, dtype=pl.Float64, nan_to_null=True)
 
 
 def ema(close: pl.Series, period: int) -> pl.Series:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import math
+from decimal import Decimal
+
 import pytest
 
 from sapphire.agents import as_model
@@ -103,3 +106,69 @@ def test_on_real_stream_estimates_intensity_and_volatility() -> None:
     quotes = [o for o in out if isinstance(o, OrderIntent)]
     assert quotes and all(o.tif is TimeInForce.POST_ONLY for o in quotes)
     assert all((o.limit_ticks or 0) > 0 for o in quotes)
+
+
+def test_first_volatility_sample_is_weighed_against_initial_sigma() -> None:
+    # one tick in a microsecond is a variance rate of 1e6 ticks^2/s: taken whole, sigma was
+    # ~1000 ticks/sqrt(s) for a half-life and the quotes sat hundreds of ticks off the book
+    agent = AvellanedaStoikovAgent("mm", BTCUSDT, {**PARAMS, "volatility_halflife": 30.0})
+    agent.on_event(quote(SEC, 10_000, 10_010), SEC)
+    agent.on_event(quote(SEC + 1_000, 10_001, 10_011), SEC + 1_000)
+    assert agent.state.vol_ready
+    assert 2.0 <= agent.sigma() < 4.0  # the prior, nudged by one tiny-weight sample
+    still = AvellanedaStoikovAgent("mm", BTCUSDT, PARAMS)
+    still.on_event(quote(SEC, 10_000, 10_010), SEC)
+    still.on_event(quote(2 * SEC, 10_000, 10_010), 2 * SEC)  # an unchanged mid is not sigma 0
+    assert still.sigma() == pytest.approx(2.0 * math.sqrt(0.5 ** (1 / 30.0)), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"risk_factor": math.inf}, "risk_factor must be finite"),
+        ({"kappa": math.nan}, "kappa"),
+        ({"trading_intensity_buffer_size": 50, "refit_every": 100}, "never run"),
+    ],
+)
+def test_nonsense_parameters_are_refused_with_their_field(
+    params: dict[str, float], field: str
+) -> None:
+    with pytest.raises(AgentConfigError, match=field):
+        AvellanedaStoikovAgent("mm", BTCUSDT, {**PARAMS, **params})
+
+
+def test_orders_being_cancelled_count_against_max_inventory() -> None:
+    # max two orders long: one filled, one bid working. A requote cancels the stale bid; its
+    # replacement waits for the cancel, else both could fill (three orders long).
+    agent = AvellanedaStoikovAgent(
+        "mm", BTCUSDT, {**PARAMS, "order_amount": 0.001, "max_inventory": 0.002}
+    )
+    first = agent.on_event(quote(SEC, 10_000, 10_010), SEC)
+    bid = next(o for o in first if isinstance(o, OrderIntent) and o.side is Side.BUY)
+    agent.on_report(_filled(bid), SEC)
+    second = agent.on_event(quote(2 * SEC, 10_100, 10_110), 2 * SEC)
+    bids = [o for o in second if isinstance(o, OrderIntent) and o.side is Side.BUY]
+    assert len(bids) == 1  # position 1 + a new bid 1 <= 2
+    third = agent.on_event(quote(3 * SEC, 10_200, 10_210), 3 * SEC)
+    assert [o.target_client_order_id for o in third if isinstance(o, CancelIntent)].count(
+        bids[0].client_order_id
+    ) == 1
+    assert not [o for o in third if isinstance(o, OrderIntent) and o.side is Side.BUY]
+    for fill in (bids[0],):
+        agent.on_report(_filled(fill), 3 * SEC)
+    assert agent.core.position_lots <= agent.max_lots
+
+
+def _filled(intent: OrderIntent) -> OrderFilled:
+    return OrderFilled(
+        ts_event_ns=intent.ts_event_ns,
+        client_order_id=intent.client_order_id,
+        agent_id=intent.agent_id,
+        symbol=intent.symbol,
+        side=intent.side,
+        price_ticks=intent.limit_ticks or 0,
+        qty_lots=intent.qty_lots,
+        fee_quote=Decimal(0),
+        is_maker=True,
+        fill_id=f"f-{intent.client_order_id}",
+    )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from sapphire.agents.base import AgentConfigError
 from sapphire.agents.grid_maker import GridMakerAgent
 from sapphire.model import CancelIntent, OrderIntent, Side, TimeInForce
 from sapphire.model.events import Quote
@@ -35,3 +38,16 @@ def test_quotes_both_sides_on_the_grid_and_replaces_moved_quotes() -> None:
     # at most two new quotes per 100 ms grid step
     span_s = (orders[-1].ts_event_ns - orders[0].ts_event_ns) / 1e9
     assert len(orders) <= 2 * (span_s / 0.1 + 2)
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"step_s": 1e-10}, "step_s"),  # int(step_s * 1e9) == 0: a modulo by zero at event 1
+        ({"order_lots": 100, "max_position_lots": 1}, "one order would pass"),
+        ({"step_s": float("inf")}, "step_s must be finite"),
+    ],
+)
+def test_nonsense_grid_parameters_are_refused(params: dict[str, float], match: str) -> None:
+    with pytest.raises(AgentConfigError, match=match):
+        GridMakerAgent("g", BTCUSDT, params)

@@ -47,7 +47,13 @@ def test_broken_strategy_and_bad_names_raise_strategy_error() -> None:
 
 @pytest.mark.parametrize(
     ("name", "params"),
-    [("EmaCross", {"fast": 12, "slow": 26}), ("RsiBollingerLongShort", {})],
+    [
+        ("EmaCross", {"fast": 12, "slow": 26}),
+        ("RsiBollingerLongShort", {}),
+        # a band longer than the default warm-up: the window must hold it (it held 501 bars
+        # and a null band, which polars compared as above every close)
+        ("RsiBollingerLongShort", {"bb_period": 800, "rsi_buy": 45, "rsi_sell": 55}),
+    ],
 )
 def test_bar_by_bar_window_signals_equal_whole_frame_signals(
     name: str, params: dict[str, Any]

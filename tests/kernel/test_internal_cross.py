@@ -81,7 +81,7 @@ def test_demo_crosses_in_the_firm_instead_of_self_trade_rejections(
     inst: Instrument = kernel.instruments["BTCUSDT"]
 
     # the problem: the venue's self-trade prevention refuses our agents' opposing orders
-    assert venue_only["venue_rejections"].get("self_trade", 0) > 100
+    assert venue_only["venue_rejections"].get("self_trade", 0) >= 10
     assert not venue_fills["internal"].any()
     # the policy: none left, crossed in the firm instead
     assert "self_trade" not in summary["venue_rejections"]

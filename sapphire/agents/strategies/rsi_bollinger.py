@@ -3,7 +3,8 @@ when RSI is overbought. Shorts the mirror image when ``can_short`` is set by a s
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+import math
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 import polars as pl
@@ -26,10 +27,19 @@ class RsiBollingerParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
 
 class RsiBollinger(IndicatorStrategy):
     timeframe = "1m"
-    # Wilder's RSI smoothing decays as (13/14)^n: 500 bars leave < 1e-15 of its seed.
+    # Wilder's RSI smoothing decays as (13/14)^n: 500 bars leave < 1e-15 of its seed; a
+    # longer RSI or band needs more (see __init__)
     startup_candle_count = 500
     stoploss = -0.05
     Params: ClassVar[type[msgspec.Struct]] = RsiBollingerParams
+
+    def __init__(self, params: dict[str, Any] | msgspec.Struct | None = None) -> None:
+        super().__init__(params)
+        # the bands are defined from bar bb_period; the RSI's seed weighs (1 - 1/n)^bars
+        rsi_decay = math.log(1 - 1 / self.params.rsi_period)
+        self.startup_candle_count = max(
+            500, self.params.bb_period, math.ceil(math.log(1e-15) / rsi_decay)
+        )
 
     def populate_indicators(self, df: pl.DataFrame) -> pl.DataFrame:
         upper, middle, lower = ta.bbands(df["close"], self.params.bb_period, self.params.bb_dev)
