@@ -357,6 +357,8 @@ def tables(grid: Any, cfg: TuneConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
             row["error"] = str((result.metrics or {}).get("error", ""))[:300]
         for name in names:
             row[leaderboard.PARAM_PREFIX + name] = (result.config or {}).get(name)
+        if history is not None and "fold" not in history.columns:
+            history = None  # failed before its first report: no fold scored
         row["folds_done"] = 0 if history is None else int(history["fold"].nunique())
         row["mean_train_score"] = last.get("mean_train_score")
         row["mean_test_score"] = last.get("mean_test_score")
@@ -414,9 +416,17 @@ def summarize(
 ) -> TuneOutcome:
     # a failed trial's missing scores rank nowhere (its row stays in the trials table)
     ok = trials.filter(pl.col("status") == "OK") if not trials.is_empty() else trials
+    ok = leaderboard.with_holdout(ok, folds, n_folds)
     board = leaderboard.leaderboard(ok, n_folds) if not ok.is_empty() else ok
-    selection = leaderboard.walk_forward_selection(folds)
-    summary = leaderboard.selection_summary(ok, selection, n_folds) if not ok.is_empty() else {}
+    # a trial that crashed or that the agent refused is no candidate, whatever it scored
+    # before (its folds stay in the folds table)
+    ok_ids = ok["trial_id"] if not ok.is_empty() else pl.Series([], dtype=pl.String)
+    selection = leaderboard.walk_forward_selection(
+        folds.filter(pl.col("trial_id").is_in(ok_ids.to_list()))
+    )
+    summary = (
+        leaderboard.selection_summary(board, selection, n_folds) if not board.is_empty() else {}
+    )
     best = leaderboard.best_params(board) if not board.is_empty() else {}
     return TuneOutcome(path, trials, folds, board, selection, summary, best, n_folds=n_folds)
 

@@ -111,6 +111,17 @@ def sortino(r: npt.NDArray[np.float64], periods_per_year: float) -> float:
     return 0.0 if downside == 0 else float(r.mean()) / downside * math.sqrt(periods_per_year)
 
 
+CALMAR_DRAWDOWN_FLOOR = 1e-6
+"""The drawdown a Calmar ratio divides by at least (a millionth of the peak)."""
+
+
+def calmar(total_return: float, max_drawdown: float) -> float:
+    """A window's return over its maximum drawdown (both fractions; not annualised: tune
+    windows are minutes to days). A gain with no drawdown divides by the floor, so it ranks
+    above every gain that dipped instead of tying with not trading (it scored 0)."""
+    return total_return / max(max_drawdown, CALMAR_DRAWDOWN_FLOOR)
+
+
 def max_drawdown(equity: list[float]) -> float:
     eq = np.asarray(equity, dtype=np.float64)
     if eq.size == 0:

@@ -108,9 +108,25 @@ def handle(args: argparse.Namespace) -> int:
         return 2
     print_board(outcome.board, outcome.n_folds, args.top)
     for key, value in outcome.summary.items():
-        print(f"{key:>24}: {value:.6g}")
+        print(f"{key:>30}: {value:.6g}")
+    if cfg.search.algorithm == "optuna" and outcome.summary:
+        print(
+            "note: Optuna proposed trials from their train mean over every fold, windows that "
+            "hold the earlier folds' test windows; best_trial_holdout_score (the last test "
+            "window) is the figure no search saw"
+        )
     for path in outcome.files:
         print(f"wrote {path}")
+    failed = outcome.trials.filter(pl.col("status") == "ERROR") if outcome.trials.height else None
+    if failed is not None and failed.height:
+        # the results above are the other trials': a sweep with crashed trials is no success
+        print(
+            f"sapphire tune: {failed.height} of {outcome.trials.height} trials failed; the "
+            f"first ({failed['trial_id'][0]}): {failed['error'][0]} (trial logs under "
+            f"{outcome.experiment_path})",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -118,18 +134,28 @@ def print_board(board: pl.DataFrame, n_folds: int, top: int) -> None:
     from rich.table import Table
 
     table = Table(
-        title=f"leaderboard (ranked by the in-sample mean over {n_folds} folds; test: out of "
-        "sample)"
+        title=f"leaderboard (ranked by the train mean over {n_folds} folds; each fold's test "
+        "is out of sample for that fold; holdout: the last test window, after every train "
+        "window)"
     )
     if board.is_empty():
         _console().print("no trials finished")
         return
     params = [c for c in board.columns if c.startswith(PARAM_PREFIX)]
-    cols = ["rank", "trial_id", *params, "folds_done", "mean_train_score", "mean_test_score"]
+    cols = [
+        "rank",
+        "trial_id",
+        *params,
+        "folds_done",
+        "mean_train_score",
+        "mean_test_score",
+        "holdout_test_score",
+    ]
     headers = {
         "folds_done": "folds",
-        "mean_train_score": "train (IS)",
-        "mean_test_score": "test (OOS)",
+        "mean_train_score": "train",
+        "mean_test_score": "test",
+        "holdout_test_score": "holdout",
     }
     for col in cols:
         # The last part of a dotted param path keeps the table narrow (strategy_params.fast).

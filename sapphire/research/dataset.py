@@ -37,10 +37,16 @@ class BarDataset:
     def span(self) -> Window:
         return Window(self.warmup, self.frame.height)
 
-    def window_frame(self, window: Window) -> tuple[pl.DataFrame, int]:
-        """The bars of ``window`` preceded by up to ``warmup`` bars; and how many precede."""
-        lead = min(self.warmup, window.start)
-        return self.frame.slice(window.start - lead, window.length + lead), lead
+    def window_frame(self, window: Window, warmup: int | None = None) -> tuple[pl.DataFrame, int]:
+        """The bars of ``window`` preceded by up to ``warmup`` bars (default: the base
+        params' warm-up); and the index of the first bar scored. A trial whose params need a
+        longer warm-up than the data's first windows hold (slow 200 needs 2,764 bars where
+        the base slow 26 needs 400) is scored from its own warm-up's end, the bar where
+        ``sapphire backtest`` with those params starts to trade, not on unsettled EMAs."""
+        warmup = self.warmup if warmup is None else warmup
+        lead = min(warmup, window.start)
+        frame = self.frame.slice(window.start - lead, window.length + lead)
+        return frame, min(lead + max(0, warmup - window.start), frame.height)
 
 
 Dataset = BarDataset

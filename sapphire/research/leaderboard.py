@@ -6,14 +6,19 @@ searched parameter, the last reported ``mean_test_score``/``mean_train_score`` a
 ``test_score``. A trial that ASHA stopped early has fewer folds: the leaderboard ranks
 trials that completed every fold first, because a mean over fewer folds is not comparable.
 
-Trials are searched and ranked by their *train* (in-sample) mean: the test windows are
-never what picks a trial, or its test mean would be in-sample too. The exported best
-config is the leaderboard's first row.
+Trials are searched and ranked by their *train* mean over every fold. A fold's test window
+is out of sample for that fold only: with rolling folds it lies inside the next fold's train
+window, so the mean over all folds that ranks (and, with Optuna, proposes) trials has seen
+every test window but the last. Only the last fold's test window comes after every train
+window: ``holdout_test_score``, each trial's score there, is the one figure of the ranked
+trials that no search or ranking saw. The exported best config is the leaderboard's first
+row.
 
 The walk-forward check answers "would tuning have helped out of sample": for every fold it
-picks the trial with the best *train* score and records that trial's *test* score, so the
-selection never sees the data it is judged on. Its mean next to the best in-sample mean
-shows how much of the in-sample edge survives.
+picks the trial with the best *train* score on that fold and records that trial's *test*
+score. The pick sees no later window; the candidates it picks among do when Optuna proposed
+them (its sampler reads the all-fold mean): with the random search, or ASHA (its rungs read
+the folds in order), they do not.
 """
 
 from __future__ import annotations
@@ -26,9 +31,22 @@ import polars as pl
 PARAM_PREFIX = "param."
 
 
+def with_holdout(trials: pl.DataFrame, folds: pl.DataFrame, folds_total: int) -> pl.DataFrame:
+    """``trials`` with ``holdout_test_score``: the trial's test score on the last fold (null
+    for a trial that did not reach it)."""
+    if trials.is_empty():
+        return trials
+    last = folds.filter(pl.col("fold") == folds_total - 1).select(
+        "trial_id", pl.col("test_score").alias("holdout_test_score")
+    )
+    return trials.drop("holdout_test_score", strict=False).join(
+        last, on="trial_id", how="left", maintain_order="left"
+    )
+
+
 def leaderboard(trials: pl.DataFrame, folds_total: int, top: int | None = None) -> pl.DataFrame:
     """Trials best first: complete ones by mean train score, then partial ones (the test
-    scores are shown beside, out of sample: ranking by them would make them in-sample)."""
+    scores are shown beside; ranking by them would make them in-sample)."""
     if trials.is_empty():
         return trials
     ranked = trials.with_columns((pl.col("folds_done") >= folds_total).alias("complete")).sort(
@@ -84,17 +102,28 @@ def _num(value: object) -> float:
 
 
 def selection_summary(
-    trials: pl.DataFrame, selection: pl.DataFrame, folds_total: int
+    board: pl.DataFrame, selection: pl.DataFrame, folds_total: int
 ) -> dict[str, float]:
-    """In-sample edge of the best trial vs what the walk-forward choice kept out of sample,
-    over the trials that ran every fold (a mean over the folds ASHA let a trial run is not
-    comparable: its best could be one lucky fold)."""
-    complete = trials.filter(
+    """The best trial's in-sample edge against what survives out of sample, over the trials
+    that ran every fold (a mean over the folds ASHA let a trial run is not comparable: its
+    best could be one lucky fold). ``board``: the leaderboard, best first.
+
+    - ``best_trial_holdout_score``: the leaderboard's first trial on the last test window,
+      which nothing that ranked or proposed it saw;
+    - ``hindsight_best_mean_test_score``: the best test mean of any trial, picked by its
+      test scores (an upper bound, not a result);
+    - ``walk_forward_oos_score`` / ``oracle_oos_score``: the per-fold pick's test mean and
+      the best any trial reached per fold (see the module's note on Optuna)."""
+    complete = board.filter(
         pl.col("mean_train_score").is_not_null() & (pl.col("folds_done") >= folds_total)
     )
+    holdout = complete["holdout_test_score"] if "holdout_test_score" in complete.columns else None
     return {
         "best_mean_train_score": _num(complete["mean_train_score"].max()),
-        "best_mean_test_score": _num(complete["mean_test_score"].max()),
+        "best_trial_holdout_score": _num(holdout[0])
+        if holdout is not None and len(holdout)
+        else 0.0,
+        "hindsight_best_mean_test_score": _num(complete["mean_test_score"].max()),
         "median_mean_test_score": _num(complete["mean_test_score"].median()),
         "walk_forward_oos_score": _num(selection["test_score"].mean()),
         "oracle_oos_score": _num(selection["oracle_test_score"].mean()),

@@ -65,7 +65,7 @@ def window_metrics(result: BacktestResult, from_ts: int, spec: ObjectiveSpec) ->
         "sortino": analytics.sortino(rets, ppy),
         "max_drawdown": dd,
     }
-    metrics["calmar"] = metrics["total_return"] / dd if dd > 0 else 0.0
+    metrics["calmar"] = analytics.calmar(metrics["total_return"], dd)
     score = metrics[spec.metric] - spec.drawdown_penalty * dd
     if fills < spec.min_fills or not math.isfinite(score):
         score = 0.0
@@ -99,10 +99,10 @@ def run_window(
     dataset: Dataset, bt: BacktestConfig, params: dict[str, Any], window: Window
 ) -> tuple[BacktestResult, int]:
     """The backtest of one window and the first position that is scored."""
-    frame, lead = dataset.window_frame(window)
     strategy = load_strategy(
         bt.agent.kind.split(":", 1)[1], dict(params.get("strategy_params", {}))
     )
+    frame, lead = dataset.window_frame(window, strategy.startup_candle_count)
     result = run_signals(
         compute_signals(strategy, frame),
         dataset.instrument,
@@ -112,7 +112,10 @@ def run_window(
         stoploss=strategy.stoploss,
         can_short=strategy.can_short,
     )
-    return result, int(frame["ts_event_ns"][lead]) if frame.height > lead else 0
+    if frame.height > lead:
+        return result, int(frame["ts_event_ns"][lead])
+    # the whole window is the trial's warm-up: nothing in it is scored
+    return result, int(frame["ts_event_ns"][-1]) + 1 if frame.height else 0
 
 
 def system_score(result: system_tune.KernelWindow, spec: ObjectiveSpec) -> WindowScore:

@@ -60,6 +60,10 @@ def _check(name: str, spec: ParamSpec) -> None:
         raise SpaceError(f"space.{name}: need finite low < high, got {spec.low}, {spec.high}")
     if spec.type in ("loguniform", "logint") and spec.low <= 0:
         raise SpaceError(f"space.{name}: {spec.type} needs low > 0, got {spec.low}")
+    if spec.type == "logint" and spec.step is not None:
+        # Ray's log-integer sampler takes no step and Optuna refuses a step on a log scale:
+        # the values came out off the step's grid
+        raise SpaceError(f"space.{name}: logint takes no step (use int with a step)")
     if spec.step is not None and spec.step <= 0:
         raise SpaceError(f"space.{name}: step must be > 0, got {spec.step}")
     bounds = {"low": spec.low, "high": spec.high, "step": spec.step}

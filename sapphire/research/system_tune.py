@@ -217,5 +217,5 @@ def window_metrics(result: KernelWindow) -> dict[str, float]:
         "sharpe": analytics.sharpe(rets, periods),
         "sortino": analytics.sortino(rets, periods),
         "max_drawdown": dd,
-        "calmar": total_return / dd if dd > 0 else 0.0,
+        "calmar": analytics.calmar(total_return, dd),
     }

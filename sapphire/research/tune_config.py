@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import yaml
 
+from sapphire.agents.indicator import StrategyError, load_strategy
 from sapphire.backtest.config import BacktestConfig, BacktestConfigError, parse_config
 from sapphire.config.yaml_text import describe, load_yaml
 from sapphire.research import system_tune
@@ -108,7 +109,34 @@ def parse_tune_config(raw: object, origin: str = "<dict>") -> TuneConfig:
         raise TuneConfigError(f"{origin}: tick data runs on the event engine")
     if bt.ohlcv and len(bt.ohlcv) != 1:
         raise TuneConfigError(f"{origin}: tuning takes exactly one OHLCV file")
+    if bt.ohlcv:
+        _check_bar_space(cfg, bt, origin)
     return cfg
+
+
+def _check_bar_space(cfg: TuneConfig, bt: BacktestConfig, origin: str) -> None:
+    """A bar tune scores an indicator strategy on its bars and reads nothing of the agent's
+    params but ``strategy_params``: a path elsewhere (``stake.stake_fraction``, a typo such
+    as ``fast``) varied nothing, every trial scored the same, and the sweep said nothing."""
+    kind, _, name = bt.agent.kind.partition(":")
+    if kind != "indicator" or not name:
+        raise TuneConfigError(
+            f"{origin}: backtest.agent.kind: a bar tune runs an indicator strategy "
+            f"('indicator:<Strategy>'), got {bt.agent.kind!r}"
+        )
+    try:
+        strategy = load_strategy(name, dict(bt.agent.params.get("strategy_params", {})))
+    except (StrategyError, ValueError) as exc:
+        raise TuneConfigError(f"{origin}: backtest.agent: {exc}") from None
+    fields = set(type(strategy.params).__struct_fields__)
+    for path in cfg.params_space:
+        head, _, field = path.partition(".")
+        if head != "strategy_params" or field not in fields:
+            raise TuneConfigError(
+                f"{origin}: space.{path}: a bar tune varies the strategy's parameters only "
+                f"(strategy_params.<one of {', '.join(sorted(fields))}>): nothing reads "
+                f"{path!r}"
+            )
 
 
 def load_tune_config(path: str | Path) -> TuneConfig:

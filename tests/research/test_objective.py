@@ -78,14 +78,18 @@ def test_walk_forward_selection_uses_train_scores_only() -> None:
             "mean_test_score": [1.0, 4.75, 99.0],
         }
     )
-    board = leaderboard.leaderboard(trials, folds_total=2)
+    board = leaderboard.leaderboard(leaderboard.with_holdout(trials, folds, 2), folds_total=2)
     # Ranked by the train mean (b's better test mean picks nothing: that would make it
     # in-sample); a trial stopped early (c) ranks after every complete one.
     assert board["trial_id"].to_list() == ["a", "b", "c"]
     assert leaderboard.best_params(board) == {"x": 1.0}
-    summary = leaderboard.selection_summary(trials, picked, folds_total=2)
+    # the last fold's test window is the one no ranking saw: a's score there
+    assert board["holdout_test_score"].to_list() == [0.5, 3.0, None]
+    summary = leaderboard.selection_summary(board, picked, folds_total=2)
     # the partial trial's one-fold means are no best
-    assert summary["best_mean_train_score"] == 3.0 and summary["best_mean_test_score"] == 4.75
+    assert summary["best_mean_train_score"] == 3.0
+    assert summary["hindsight_best_mean_test_score"] == 4.75
+    assert summary["best_trial_holdout_score"] == 0.5
     assert summary["walk_forward_oos_score"] == pytest.approx(-0.25)
     assert summary["oracle_oos_score"] >= summary["walk_forward_oos_score"]
 
@@ -123,3 +127,14 @@ def test_a_window_is_scored_from_the_close_before_its_first_bar() -> None:
     assert len(own) == length + 1
     assert scored.sharpe == analytics.sharpe(analytics.returns(own), result.periods_per_year)
     assert scored.pnl == own[-1] - own[0]
+
+
+def test_calmar_ranks_a_gain_without_drawdown_first() -> None:
+    from sapphire.backtest import analytics
+
+    steady, dipped, flat = (
+        analytics.calmar(0.03, 0.0),
+        analytics.calmar(0.015, 0.005),
+        analytics.calmar(0.0, 0.0),
+    )
+    assert steady > dipped > flat == 0.0  # the steady gain tied with never trading

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from sapphire.research.space import SpaceError, apply_params, grid_values, parse_space
-from sapphire.research.tune_config import TuneConfigError, load_tune_config
+from sapphire.research.tune_config import TuneConfigError, load_tune_config, parse_tune_config
 from tests.conftest import REPO_ROOT
 
 
@@ -37,6 +40,8 @@ def test_parse_and_grid() -> None:
         ({"type": "int", "low": 23, "high": 43, "step": 10}, "multiples of step 10"),
         ({"type": "int", "low": 21, "high": 24, "step": 5}, "low and high must be multiples"),
         ({"type": "uniform", "low": 0.1, "high": 1.05, "step": 0.1}, "high must be multiples"),
+        # Ray's log-integer sampler has no step: 103, 170, 121 came out of a step of 20
+        ({"type": "logint", "low": 20, "high": 400, "step": 20}, "logint takes no step"),
     ],
 )
 def test_bad_entries_name_the_parameter(entry: dict[str, object], message: str) -> None:
@@ -81,3 +86,25 @@ def test_bad_config_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyp
     path.write_text("name: x\nbacktest: {}\nspace: {}\nwalk_forward: {train: 1, test: 1}\n")
     with pytest.raises(TuneConfigError, match=r"t\.yaml"):
         load_tune_config(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # every trial scored the same: the bar objective reads only strategy_params
+        ({"space": {"stake.stake_fraction": {"type": "uniform", "low": 0.1, "high": 1}}}, "stake"),
+        ({"space": {"fast": {"type": "int", "low": 3, "high": 9}}}, "space.fast"),
+        ({"space": {"strategy_params.fats": {"type": "int", "low": 3, "high": 9}}}, "fats"),
+        # a momentum agent on bars passed the check, then tune crashed with an IndexError
+        ({"kind": "momentum"}, "indicator strategy"),
+    ],
+)
+def test_a_bar_tune_space_nothing_reads_is_refused(change: dict[str, Any], message: str) -> None:
+    raw = msgspec.yaml.decode((REPO_ROOT / "configs" / "tune_ema_cross.yaml").read_bytes())
+    if "kind" in change:
+        raw["backtest"]["agent"]["kind"] = change["kind"]
+        raw["backtest"]["agent"]["params"] = {}
+        raw["backtest"]["engine"] = "event"  # the event engine runs any agent on bars
+    raw.update({k: v for k, v in change.items() if k != "kind"})
+    with pytest.raises(TuneConfigError, match=message):
+        parse_tune_config(raw, "t.yaml")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import polars as pl
@@ -227,3 +228,80 @@ def test_a_resume_with_another_config_is_refused(tmp_path: Path) -> None:
     raw["backtest"]["costs"]["fee_bps"] = 50
     with pytest.raises(TuneError, match="changed: backtest, walk_forward"):
         check_same_config(tmp_path, parse_tune_config(raw))
+
+
+def _bar_tune(tmp_path: Path, **over: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "name": "bars",
+        "backtest": {
+            "name": "ema",
+            "agent": {
+                "kind": "indicator:tests.research.flaky_strategy:FlakyEmaCross",
+                "id": "ema-1",
+                "params": {"strategy_params": {"fast": 3, "slow": 26}},
+            },
+            "instrument": {"symbol": "BTCUSD"},
+            "ohlcv": ["shared:ohlcv/basana_bitstamp_BTC-USD_1m_2020-01-01.csv"],
+            "costs": {"fee_bps": 5, "slippage_bps": 1},
+            "stake": {"stake_fraction": 0.5, "initial_cash": 10000},
+            "max_bars": 1000,
+        },
+        "space": {"strategy_params.fast": {"type": "choice", "values": [3, 4, 9, 10]}},
+        "walk_forward": {"train": 200, "test": 100},
+        "search": {"algorithm": "random", "num_samples": 4, "max_concurrent": 2, "seed": 1},
+        "scheduler": {"kind": "none"},
+        "output": {"storage_path": str(tmp_path / "tune")},
+    }
+    raw.update(over)
+    return raw
+
+
+def test_a_trial_that_crashes_is_reported_and_the_others_written(
+    tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    # two of four trials raise before their first report: the sweep ended with a
+    # KeyError traceback and no results (and --resume again), or, crashing later, exit 0
+    import yaml
+
+    monkeypatch.setenv("SAPPHIRE_SHARED_DATA", str(shared_data))
+    config = tmp_path / "tune.yaml"
+    config.write_text(yaml.safe_dump(_bar_tune(tmp_path)))
+    assert main(["tune", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "trials failed" in err and "IndexError" in err, err
+    results = next((tmp_path / "tune").glob("bars/results"))
+    trials = pl.read_csv(results / "trials.csv")
+    pairs = list(zip(trials["param.strategy_params.fast"], trials["status"], strict=True))
+    assert all(status == ("ERROR" if fast > 6 else "OK") for fast, status in pairs), pairs
+    assert {status for _, status in pairs} == {"OK", "ERROR"}, pairs
+    picks = pl.read_csv(results / "walk_forward_selection.csv")
+    ok = set(trials.filter(pl.col("status") == "OK")["trial_id"])
+    assert picks.height > 0 and set(picks["trial_id"]) <= ok  # a crashed trial is no pick
+    assert (results / "best_backtest.yaml").exists()
+    assert main(["tune", "--config", str(config), "--resume"]) == 1  # no traceback either
+
+
+def test_a_bar_tune_warms_each_trial_up_as_the_backtest_does(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    # the base slow 26 warms up 400 bars; a trial with slow 120 needs 2,000+: it traded on
+    # unsettled EMAs from bar 400, where `sapphire backtest` with its params waits
+    from sapphire.research import dataset as ds
+    from sapphire.research.objective import run_window
+
+    raw = _bar_tune(tmp_path)
+    raw["backtest"]["agent"]["kind"] = "indicator:EmaCross"
+    raw["backtest"]["max_bars"] = None
+    cfg = parse_tune_config(raw)
+    bt = cfg.backtest_config
+    data = ds.load_bars(bt, lambda p: resolve(p, shared_data))
+    assert data.warmup == 400
+    window = ds.Window(400, data.frame.height)
+    params = {"strategy_params": {"fast": 12, "slow": 120}}
+    result, scored_from = run_window(data, bt, params, window)
+    full = msgspec.structs.replace(
+        bt, agent=msgspec.structs.replace(bt.agent, params=params), max_bars=None
+    )
+    [whole] = run_config(full, lambda p: resolve(p, shared_data))
+    assert [f.price_ticks for f in result.fills] == [f.price_ticks for f in whole.result.fills]
+    assert scored_from > int(data.frame["ts_event_ns"][400])
