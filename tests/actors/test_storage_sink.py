@@ -363,3 +363,20 @@ def test_re_arming_after_an_already_due_timer_works_on_every_loop(
         return committer.commits
 
     assert run_loop(scenario()) == 0  # nothing buffered: the wake-ups find nothing to commit
+
+
+def test_the_timed_backend_ends_a_run_as_its_backend_does(
+    tmp_path: Path, trades_path: Path
+) -> None:
+    # the actor wraps its backend to time commits; the wrapper hid the backend's finish, so
+    # `sapphire run` ended 0 with its last flush committed but never moved into the store
+    from actors.storage_sink import TimedBackend
+
+    (tmp_path / "ticks").write_text("blocks the table folder")
+    sink = StorageSink(TimedBackend(ParquetBackend(tmp_path)), batch_size=50)
+    assert sink.submit_frame("ticks", ticks_from_trades(trades_path, 50), now_ns=0).flushed == 50
+    with pytest.raises(OSError, match="committed but not moved"):
+        sink.finish()
+    (tmp_path / "ticks").unlink()
+    sink.finish()  # the way is clear: the staged flush is moved, the rows are readable
+    assert stored(tmp_path)["seq"].to_list() == list(range(50))
