@@ -50,7 +50,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 _TRANSIENT_REASONS = frozenset({"backendError", "internalError", "timeout", "rateLimitExceeded"})
 # the client's own retry would wait up to 10 minutes on a dead endpoint; ours is bounded
-_NO_LIBRARY_RETRY = Retry(predicate=lambda _exc: False)
+NO_LIBRARY_RETRY = Retry(predicate=lambda _exc: False)
 
 _TYPE_ALIASES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL", "DECIMAL": "NUMERIC"}
 
@@ -146,7 +146,7 @@ class BigQueryBackend:
                 self.client.create_dataset,
                 self.dataset,
                 exists_ok=True,
-                retry=_NO_LIBRARY_RETRY,
+                retry=NO_LIBRARY_RETRY,
                 timeout=self.timeout_s,
             )
         )
@@ -162,7 +162,7 @@ class BigQueryBackend:
                     self.client.create_table,
                     table,
                     exists_ok=True,
-                    retry=_NO_LIBRARY_RETRY,
+                    retry=NO_LIBRARY_RETRY,
                     timeout=self.timeout_s,
                 )
             )
@@ -224,11 +224,11 @@ class BigQueryBackend:
         job = self.client.query(
             sql,
             job_config=config,
-            retry=_NO_LIBRARY_RETRY,
+            retry=NO_LIBRARY_RETRY,
             job_retry=None,
             timeout=self.timeout_s,
         )
-        return list(job.result(retry=_NO_LIBRARY_RETRY, job_retry=None, timeout=self.timeout_s))
+        return list(job.result(retry=NO_LIBRARY_RETRY, job_retry=None, timeout=self.timeout_s))
 
     def commit(self, flush_id: int, frames: Mapping[str, pl.DataFrame], state: CommitState) -> None:
         del flush_id, state  # the rows themselves are the commit record
@@ -270,7 +270,7 @@ class BigQueryBackend:
                     self.table_id(name),
                     pending_rows,
                     row_ids=pending_ids,
-                    retry=_NO_LIBRARY_RETRY,
+                    retry=NO_LIBRARY_RETRY,
                     timeout=self.timeout_s,
                 )
             )

@@ -21,7 +21,7 @@ import polars as pl
 
 from sapphire.config.secrets import SecretError, load_secret
 from sapphire.config.system import StorageConfig, SystemConfig
-from sapphire.storage.query import read_table
+from sapphire.storage.query import check_complete, read_table
 from sapphire.storage.schemas import table_schema
 from sapphire.storage.sink import SinkBackend
 
@@ -147,7 +147,10 @@ class ParquetSource:
         return str(self.root)
 
     def read(self, table: str, run_id: str | None = None) -> pl.LazyFrame:
-        return read_table(self.root, table, run_id)
+        frame = read_table(self.root, table, run_id)
+        if run_id is not None:  # a read of a run is all its committed rows, or an error
+            check_complete(self.root, table, run_id, frame.select(pl.len()).collect().item())
+        return frame
 
 
 class BigQuerySource:
@@ -166,6 +169,8 @@ class BigQuerySource:
         from google.api_core import exceptions as gexc
         from google.cloud import bigquery
 
+        from sapphire.adapters.bigquery import NO_LIBRARY_RETRY, with_backoff
+
         schema = table_schema(table)
         table_id = f"{self.params.project}.{self.params.dataset}.{table}"
         sql = f"SELECT {', '.join(schema.names)} FROM `{table_id}`"
@@ -174,9 +179,25 @@ class BigQuerySource:
             sql += " WHERE run_id = @run_id"
             params.append(bigquery.ScalarQueryParameter("run_id", "STRING", run_id))
         config = bigquery.QueryJobConfig(query_parameters=params)
+
+        def run() -> list[dict[str, Any]]:
+            # the library's own retries (600 s a call) are off, as for writes: the backend's
+            # bounded backoff retries what is transient, then the read fails in one line
+            job = self.client.query(
+                sql,
+                job_config=config,
+                timeout=self.params.timeout_s,
+                retry=NO_LIBRARY_RETRY,
+                job_retry=None,
+            )
+            result = job.result(timeout=self.params.timeout_s, retry=NO_LIBRARY_RETRY)
+            return [dict(r.items()) for r in result]
+
         try:
-            job = self.client.query(sql, job_config=config, timeout=self.params.timeout_s)
-            rows = [dict(r.items()) for r in job.result(timeout=self.params.timeout_s)]
+            rows = with_backoff(
+                run,
+                max_attempts=self.params.max_attempts,
+            )
         except gexc.NotFound:
             rows = []
         frame = pl.DataFrame(rows, schema=schema.polars_schema, orient="row")

@@ -148,7 +148,13 @@ def _source(args: argparse.Namespace) -> tuple[StoreSource, dict[str, Instrument
             instruments = load_instruments(config.data)
         except Exception:  # prices then stay in ticks; the rows are still worth showing
             instruments = {}
-        return open_source(config), instruments
+        source = open_source(config)
+        root = getattr(source, "root", None)
+        if root is not None and not Path(root).is_dir():  # as with --root: no store, exit 2
+            raise FileNotFoundError(
+                f"no store at {root} (the config's storage.root; has a run been stored there?)"
+            )
+        return source, instruments
     root = Path(args.root)
     if not root.is_dir():
         raise FileNotFoundError(
@@ -190,14 +196,17 @@ def damage_note(args: argparse.Namespace) -> str:
 def runs_hint(source: StoreSource) -> str:
     """The runs a store holds (the latest five), for a run id it has no rows of."""
     runs = known_runs(source)
+    if runs is None:  # a BigQuery dataset keeps no manifests: it may hold runs all the same
+        return ""
     return f"; runs there: {', '.join(runs[-5:])}" if runs else "; it holds no runs"
 
 
-def known_runs(source: StoreSource) -> list[str]:
-    """Run ids with rows in the store (from the Parquet manifests: no table scan)."""
+def known_runs(source: StoreSource) -> list[str] | None:
+    """Run ids with rows in the store (from the Parquet manifests: no table scan); None
+    where the store keeps none (BigQuery)."""
     root = getattr(source, "root", None)
     if root is None:
-        return []
+        return None
     # oldest first by the manifest's last write: "the latest five" are the runs last written,
     # not the last in the alphabet (backtest-... sorts before run-...)
     manifests = []

@@ -102,6 +102,9 @@ def handle(args: argparse.Namespace) -> int:
 
         print(f"sapphire report: {exc}{damage_note(args)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # the store's client (BigQuery's BadRequest...): one line, no trace
+        print(f"sapphire report: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     # one line per agent, however wide: a figure wrapped over two lines reads as two numbers
     with pl.Config(
         tbl_rows=-1,

@@ -6,6 +6,7 @@ sum and compare as exact decimals with no cast, and ``to_list()`` gives ``Decima
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -18,6 +19,33 @@ _HIVE = {"date": pl.Date(), "symbol": pl.String()}
 
 
 _PLAIN_ID = re.compile(r"^[A-Za-z0-9._-]+$")  # no glob character in the file pattern
+_FLUSH_DIGITS = "[0-9]" * 12  # ParquetBackend names a flush's files with 12 digits
+
+
+class IncompleteRunError(OSError):
+    """A run's table reads fewer rows than its sink committed: files of it are missing."""
+
+
+def run_manifest(root: str | os.PathLike[str], run_id: str) -> Path:
+    """The commit record of the sink named for ``run_id`` (see ``ParquetBackend``)."""
+    return Path(root) / "_sapphire" / f"manifest-{run_id}.json"
+
+
+def check_complete(root: str | os.PathLike[str], table: str, run_id: str, rows: int) -> None:
+    """Raise :class:`IncompleteRunError` when ``rows`` (what a read of ``table`` found for
+    the run) is fewer than the run's sink committed. Each producer numbers its rows of a
+    table from 0 with no gap and the manifest keeps the highest committed, so a table holds
+    ``mark + 1`` rows a producer; a deleted or lost file read as fewer rows, exit 0."""
+    try:
+        marks = json.loads(run_manifest(root, run_id).read_bytes())["watermarks"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no record of this run's sink (or an unreadable one): nothing to compare
+    committed = sum(int(mark) + 1 for mark in (marks.get(table) or {}).values())
+    if rows < committed:
+        raise IncompleteRunError(
+            f"{Path(root) / table}: {rows:,} of the {committed:,} rows run {run_id} "
+            "committed are readable: files of this run are missing or moved"
+        )
 
 
 def read_table(root: str | os.PathLike[str], table: str, run_id: str | None = None) -> pl.LazyFrame:
@@ -28,12 +56,16 @@ def read_table(root: str | os.PathLike[str], table: str, run_id: str | None = No
     """
     schema = table_schema(table)
     base = Path(root) / table
-    # a run's files carry its id (``part-<run id>-<flush>``: its sink's): read only those
-    # where there are any, so a damaged file of another run does not fail this one's read
+    # A run's files carry its id (``part-<run id>-<12-digit flush>``: its sink's): read only
+    # those, so a damaged file of another run does not fail this one's read. Anchored on the
+    # flush number: run ``demo``'s pattern matched run ``demo-2``'s files. A run with its own
+    # manifest has no rows elsewhere; without one (a sink not named for its run) every file
+    # is scanned and filtered by run id.
     files = "*.parquet"
-    own = f"part-{run_id}-*.parquet"
-    if run_id is not None and _PLAIN_ID.match(run_id) and next(base.rglob(own), None):
-        files = own
+    if run_id is not None and _PLAIN_ID.match(run_id):
+        own = f"part-{run_id}-{_FLUSH_DIGITS}.parquet"
+        if next(base.rglob(own), None) is not None or run_manifest(root, run_id).exists():
+            files = own
     if not base.is_dir() or next(base.rglob(files), None) is None:
         empty = pl.DataFrame(schema=schema.polars_schema).with_columns(
             pl.lit(None, dtype=pl.Date).alias("date")

@@ -218,6 +218,19 @@ def test_unreachable_bigquery_fails_recovery_after_bounded_retries() -> None:
     assert sleeps == [0.2, 0.4]
 
 
+def test_reading_an_unreachable_bigquery_fails_after_bounded_retries() -> None:
+    # `sapphire query` / `report --config` read with the library's own retry: 600 s a call,
+    # nine tables, and timeout_s / max_attempts ignored (over 11 minutes, no output)
+    import time
+
+    dead = make_client(f"http://127.0.0.1:{free_port()}")
+    params = BigQueryParams(project="test", dataset="ds", max_attempts=2, timeout_s=2.0)
+    started = time.monotonic()
+    with pytest.raises(requests.ConnectionError):
+        BigQuerySource(params, client=dead).read("fills", "some-run").collect()
+    assert time.monotonic() - started < 30
+
+
 @pytest.mark.slow
 def test_outage_during_flush_keeps_rows_until_bigquery_returns(
     client: bigquery.Client, trades_path: Path

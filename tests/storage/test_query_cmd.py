@@ -98,3 +98,44 @@ def test_the_runs_hint_names_the_runs_written_last(tmp_path: Path) -> None:
         os.utime(path, ns=(i * 10**9, i * 10**9))
     hint = runs_hint(ParquetSource(tmp_path))
     assert hint == "; runs there: backtest-1, backtest-2, backtest-3, backtest-4, backtest-5"
+
+
+def _store_run(root: Path, trades_path: Path, run_id: str, rows: int) -> None:
+    """Rows of ``run_id`` stored as a run stores them: its sink named for it."""
+    sink = StorageSink(ParquetBackend(root, sink_id=run_id), batch_size=10_000)
+    sink.submit_frame("ticks", ticks_from_trades(trades_path, rows, run_id=run_id), now_ns=0)
+    sink.flush(0)
+
+
+def test_another_runs_damaged_file_does_not_fail_this_runs_read(
+    tmp_path: Path, trades_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # run 'demo''s file pattern matched run 'demo-2''s files; and a table with no file of
+    # this run was read from every run's files, a damaged one among them
+    _store_run(tmp_path, trades_path, "demo", 30)
+    _store_run(tmp_path, trades_path, "demo-2", 20)
+    for part in tmp_path.glob("ticks/**/part-demo-2-*.parquet"):
+        part.write_bytes(b"cut short")
+    argv = ["demo", "--table", "ticks", "--root", str(tmp_path), "--format", "csv"]
+    assert run_cli([*argv, "--limit", "0"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 31
+    assert run_cli(["demo", "--root", str(tmp_path), "--format", "json"]) == 0  # all tables
+    # a run with no ticks of its own (its sink's manifest says so): its ticks are empty,
+    # not a scan of every run's files that fails on the damaged one
+    (tmp_path / "_sapphire" / "manifest-quiet.json").write_text('{"flush_id": 0, "watermarks": {}}')
+    capsys.readouterr()
+    assert run_cli(["quiet", "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "run 'quiet' has no rows" in err and "specification" not in err, err
+
+
+def test_a_run_missing_a_committed_file_is_an_error_not_fewer_rows(
+    tmp_path: Path, trades_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _store_run(tmp_path, trades_path, "lost", 30)
+    for part in tmp_path.glob("ticks/**/part-lost-*.parquet"):
+        part.unlink()  # a file deleted, a restore that missed one: the manifest says 30
+    assert run_cli(["lost", "--table", "ticks", "--root", str(tmp_path), "--format", "csv"]) == 2
+    err = capsys.readouterr().err
+    assert "0 of the 30 rows run lost committed are readable" in err, err
+    assert err.count("\n") == 1
