@@ -182,6 +182,7 @@ class AgentActor(RoundLeaf):
             "incarnation": self._incarnation,  # a new one: Ray restarted this actor
             "errors": self.stage.state.errors.get(agent_id, 0),
             "refused_outputs": self.stage.refused_outputs().get(agent_id, ""),
+            "unheard": self.stage.unheard().get(agent_id, ""),
             "events_seen": self.stage.state.events_seen,
             "busy_s": self.busy_s,
             "restored": self._stepper.restored,

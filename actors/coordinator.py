@@ -572,11 +572,13 @@ class CoordinatorActor:
                 self.failure = report.message
         return out
 
-    async def _agent_boundary(self) -> tuple[dict[str, str], dict[str, int]]:
-        """Outputs each agent stage refused at the boundary (and the last reason), and the
-        inputs each agent raised on (skipped), as the in-process summary has them."""
+    async def _agent_boundary(self) -> tuple[dict[str, str], dict[str, int], dict[str, str]]:
+        """Outputs each agent stage refused at the boundary (and the last reason), the
+        inputs each agent raised on (skipped), and the agents given no event they read, as
+        the in-process summary has them."""
         out: dict[str, str] = {}
         errors: dict[str, int] = {}
+        unheard: dict[str, str] = {}
         for agent_id in sorted(self.agents):
             if agent_id in self.quarantined:
                 continue
@@ -590,7 +592,9 @@ class CoordinatorActor:
                 out[agent_id] = stats["refused_outputs"]
             if stats["errors"]:
                 errors[agent_id] = stats["errors"]
-        return out, errors
+            if stats.get("unheard"):
+                unheard[agent_id] = stats["unheard"]
+        return out, errors, unheard
 
     def _quarantine(self, agent_id: str, why: str) -> None:
         """Stop calling an agent that hangs or fails, with every agent sharing its actor
@@ -922,7 +926,7 @@ class CoordinatorActor:
     async def summary(self) -> dict[str, Any]:
         out = self.stage.summary()
         out["counters"].update(self.faults)
-        out["invalid_outputs"], out["agent_errors"] = await self._agent_boundary()
+        out["invalid_outputs"], out["agent_errors"], out["unheard"] = await self._agent_boundary()
         try:  # the data's own rejects (malformed, NaN, out-of-order rows), counted by reason
             feed = await self._feed_stats()
             out["input_rejected"] = dict(feed["rejected"])

@@ -198,6 +198,9 @@ def print_summary(
                 )
     for agent, why in summary.get("invalid_outputs", {}).items():
         totals.add_row(f"outputs refused: {agent}", why)
+    for agent, why in summary.get("unheard", {}).items():
+        # it never acted: not a quiet market, the data lacks what it reads
+        totals.add_row(f"[bold yellow]agent read nothing: {agent}[/bold yellow]", why)
     for agent, n in summary.get("agent_errors", {}).items():
         if n:  # the agent raised on these inputs; each was skipped (its log has the trace)
             totals.add_row(f"agent errors: {agent}", f"{n} inputs raised, skipped")

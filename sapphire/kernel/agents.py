@@ -47,6 +47,8 @@ class AgentStageState(msgspec.Struct, kw_only=True):
     invalid_reason: dict[str, str] = msgspec.field(default_factory=dict)
     # per agent, the seq of its last output let through: seqs only grow (they name orders)
     last_seq: dict[str, int] = msgspec.field(default_factory=dict)
+    # per agent, the market events it was given (those of the types it reads)
+    read: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 MAX_UNITS = 1 << 53  # ticks and lots beyond this are no market's and break int64 columns
@@ -142,6 +144,8 @@ class AgentStage:
                 if got is None:
                     got = read[(kinds, expand)] = [e for e in events_of if type(e) in kinds]
                 events_of = got
+            if events_of:
+                self.state.read[agent_id] = self.state.read.get(agent_id, 0) + len(events_of)
             out[agent_id] = self._run_agent(agent_id, agent, events_of, reports.get(agent_id, ()))
         return out
 
@@ -212,6 +216,20 @@ class AgentStage:
             return f"seq {output.seq} repeats or goes back (last {last})"
         self.state.last_seq[agent_id] = output.seq
         return None
+
+    def unheard(self) -> dict[str, str]:
+        """Agents given none of the run's market events: the data holds none of the types
+        they read (an A-S maker on a depth-only feed reads trades, quotes and snapshots), so
+        they never acted. Said in the summary: the run looked like a quiet market."""
+        st = self.state
+        if not st.events_seen:
+            return {}
+        out = {}
+        for agent_id, kinds in self._kinds.items():
+            if kinds is not None and not st.read.get(agent_id):
+                names = ", ".join(sorted(k.__name__ for k in kinds))
+                out[agent_id] = f"none of the run's {st.events_seen:,} events is a {names}"
+        return out
 
     def refused_outputs(self) -> dict[str, str]:
         """Per agent with refused outputs: how many, and the last reason (for summaries)."""

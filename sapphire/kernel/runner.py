@@ -264,6 +264,9 @@ class InProcessKernel:
         out["invalid_outputs"] = {
             a: why for stage in self.agent_stages for a, why in stage.refused_outputs().items()
         }
+        out["unheard"] = {
+            a: why for stage in self.agent_stages for a, why in stage.unheard().items()
+        }
         out["venue"] = {
             "orders_sent": sum(v.stats.orders_sent for v in self.venues),
             "errors": sum(v.stats.errors for v in self.venues),
