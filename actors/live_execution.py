@@ -36,6 +36,31 @@ log = logging.getLogger(__name__)
 WAL_KEY = "order-wal"
 
 
+START_RETRY_FIRST_S = 1.0
+START_RETRY_MAX_S = 60.0
+
+
+class _Waiting(RuntimeError):
+    """The venue refused the start a moment ago: the next try is not due yet."""
+
+
+def _transient(exc: BaseException) -> bool:
+    """A start-up failure worth trying again: throttled or no answer (not a refusal)."""
+    from sapphire.adapters.ccxt_retry import Failure, classify
+
+    return classify(exc) is not Failure.FINAL
+
+
+async def _close_quietly(gateway: Any) -> None:
+    close = getattr(gateway, "close", None)
+    if close is None:
+        return
+    try:
+        await close()
+    except Exception:  # closing what failed to start: nothing more to do
+        log.debug("closing a gateway that failed to start", exc_info=True)
+
+
 class WalEntry(msgspec.Struct, frozen=True, kw_only=True):
     order: SubmitOrder
     written_ns: int  # wall clock of the journal write (its sends may come later: retries)
@@ -60,6 +85,11 @@ class LiveExecutionActor:
         }
         self._startup: list[Any] = []
         self._failed = ""
+        # a start-up the venue refused for a while (429, 5xx, unreachable): why, how many
+        # tries so far, and when (monotonic) the next may be made
+        self._unavailable = ""
+        self._start_tries = 0
+        self._retry_at = 0.0
         # set by a reconciliation that found orders nobody here sent (policy halt): no new
         # order leaves this incarnation until the operator resets the kill switch
         self._halt = ""
@@ -70,23 +100,32 @@ class LiveExecutionActor:
     async def _connected(self) -> Any:
         if self.gateway is None:
             gateway = self._build_gateway()
-            await gateway.connect()
-            # a journalled order's last send may be much later than its entry (retries,
-            # Retry-After waits, the step's other orders): the one bound on when the previous
-            # incarnation last sent anything is now, when it is gone; an order can still
-            # reach the venue until its recvWindow after that
-            sent_before = time.time_ns() if self._wal else 0
-            # reconciled before any command of this incarnation leaves
-            self._startup = list(
-                await gateway.recover(
-                    [e.order for e in self._wal.values()], self._symbols, sent_before_ns=sent_before
-                )
+            try:
+                return await self._start(gateway)
+            except BaseException:
+                await _close_quietly(gateway)  # a half-started client's connections
+                raise
+        return self.gateway
+
+    async def _start(self, gateway: Any) -> Any:
+        """Connect and reconcile; the gateway is this actor's once both succeeded."""
+        await gateway.connect()
+        # a journalled order's last send may be much later than its entry (retries,
+        # Retry-After waits, the step's other orders): the one bound on when the previous
+        # incarnation last sent anything is now, when it is gone; an order can still
+        # reach the venue until its recvWindow after that
+        sent_before = time.time_ns() if self._wal else 0
+        # reconciled before any command of this incarnation leaves
+        self._startup = list(
+            await gateway.recover(
+                [e.order for e in self._wal.values()], self._symbols, sent_before_ns=sent_before
             )
-            for alert in self._startup:
-                if isinstance(alert, VenueAlert):
-                    self.reconciliation = dict(alert.counts)
-                    self._halt = alert.message if alert.halt else ""
-            self.gateway = gateway
+        )
+        for alert in self._startup:
+            if isinstance(alert, VenueAlert):
+                self.reconciliation = dict(alert.counts)
+                self._halt = alert.message if alert.halt else ""
+        self.gateway = gateway
         return self.gateway
 
     async def prepare(self) -> bytes:
@@ -106,7 +145,18 @@ class LiveExecutionActor:
         self._halt = ""
 
     def _start_failed(self, exc: Exception, now_ns: int) -> VenueAlert:
-        self._failed = f"venue start-up failed: {type(exc).__name__}: {str(exc)[:200]}"
+        why = f"venue start-up failed: {type(exc).__name__}: {str(exc)[:200]}"
+        if _transient(exc):
+            # a 429, a 5xx, a timeout: the venue is there, not now. One such answer ended
+            # the run for good; the start is tried again after 1, 2, 4 ... 60 s, and no
+            # order leaves meanwhile (each is refused with the reason, as when halted)
+            self._start_tries += 1
+            wait = min(START_RETRY_MAX_S, START_RETRY_FIRST_S * 2 ** (self._start_tries - 1))
+            self._retry_at = time.monotonic() + wait
+            self._unavailable = f"{why} (try {self._start_tries}; again in {wait:g} s)"
+            log.warning("%s", self._unavailable)
+            return VenueAlert(ts_event_ns=now_ns, kind="start", message=self._unavailable)
+        self._failed = why  # a refused key, a permission, a market that is not there
         log.error("%s", self._failed)
         return VenueAlert(ts_event_ns=now_ns, kind="start", message=self._failed, fatal=True)
 
@@ -144,9 +194,12 @@ class LiveExecutionActor:
         try:
             if self._failed:
                 raise RuntimeError(self._failed)
+            if self.gateway is None and time.monotonic() < self._retry_at:
+                raise _Waiting(self._unavailable)
             gateway = await self._connected()
         except Exception as exc:  # a refused key, a venue unreachable after every retry
-            alert = self._start_failed(exc, now_ns) if not self._failed else None
+            fresh = not self._failed and not isinstance(exc, _Waiting)
+            alert = self._start_failed(exc, now_ns) if fresh else None
             # the commands of this step never leave: each is refused with the reason
             refused = [venue_error_report(c, exc, now_ns) for c in submits]
             return encode_messages([*([alert] if alert else []), *refused])

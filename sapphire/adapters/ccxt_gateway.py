@@ -252,6 +252,16 @@ class CcxtExchange:
             why = f"unknown symbol {order.symbol}" if self.instruments else "not connected"
             tracked.finish_rejected(out, RejectReason.UNKNOWN_SYMBOL, why)
             return out
+        if not inst.on_lot_step(order.qty_lots):
+            # ccxt cuts an amount to the market's step and the venue accepts the smaller
+            # order: reported rejected (not our intent), it lived on at the venue untracked
+            tracked.finish_rejected(
+                out,
+                RejectReason.INVALID_LOT,
+                f"quantity {inst.lots_to_qty(order.qty_lots)} is not a multiple of the lot "
+                f"step {inst.lot_size}",
+            )
+            return out
         try:
             request = cv.order_request(order, inst)
         except cv.ConversionError as exc:

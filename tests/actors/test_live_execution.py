@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
 from actors.checkpoint import DirectoryCheckpointStore
 from actors.live_execution import WAL_KEY, LiveExecutionActor, WalEntry
@@ -60,3 +61,55 @@ def test_a_restart_waits_out_sends_made_after_the_journal_entry(tmp_path: Path) 
     fresh = Gateway()
     asyncio.run(Actor(lambda: fresh, str(tmp_path / "empty"), ("BTCUSDT",)).prepare())
     assert fresh.sent_before == [0]
+
+
+def test_a_venue_throttling_the_start_is_tried_again_not_given_up(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one 429 on the first account read ended the live run for good: every later step
+    # refused every order with "venue start-up failed", the venue healthy again
+    import random
+
+    from actors import live_execution
+    from actors.codec import decode_messages, encode_messages
+    from sapphire.adapters.binance_double import Fault, FaultKind
+    from sapphire.adapters.ccxt_credentials import ApiCredentials
+    from sapphire.adapters.ccxt_gateway import CcxtExchange
+    from sapphire.kernel.timing import Window
+    from sapphire.model.orders import OrderUpdate, VenueAlert
+    from tests.exchange.ccxt_env import API_KEY, SECRET, environment, order
+
+    monkeypatch.setattr(live_execution, "START_RETRY_FIRST_S", 0.0)  # the next step may retry
+
+    async def scenario() -> None:
+        async with environment(shared_data) as env:
+
+            def build() -> CcxtExchange:
+                gw = CcxtExchange(
+                    env.gateway.config,
+                    ApiCredentials(API_KEY, SECRET),
+                    sleep=env.sleep,
+                    rng=random.Random(1),
+                )
+                gw.exchange.urls["api"] = env.double.ccxt_urls(gw.exchange.urls["api"])
+                gw.exchange.timeout_on_exit = 0
+                return gw
+
+            env.double.inject("GET", "account", Fault(kind=FaultKind.RATE_LIMIT, retry_after_s=60))
+            actor = Actor(build, str(tmp_path), ("BTCUSDT",))
+            [alert] = decode_messages(await actor.prepare())
+            assert isinstance(alert, VenueAlert) and not alert.fatal, alert
+            assert "try 1" in alert.message
+            bid, _ = env.best()
+            window = Window(step=0, start_ns=0, end_ns=1)
+            placed = decode_messages(
+                await actor.step(
+                    0, window, b"", encode_messages([order(1, Side.BUY, bid - 500, 100)])
+                )
+            )
+            accepted = [r for r in placed if isinstance(r, OrderUpdate)]
+            assert accepted and accepted[-1].reason is None, placed
+            assert len(env.venue.orders) == 1
+            await actor.gateway.close()
+
+    asyncio.run(scenario())

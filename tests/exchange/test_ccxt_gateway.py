@@ -538,3 +538,21 @@ def test_a_venue_ban_refuses_the_order_instead_of_stalling_the_step(shared_data:
         )
 
     run(shared_data, scenario)
+
+
+def test_a_quantity_off_the_lot_step_is_refused_before_the_venue(shared_data: Path) -> None:
+    # the run's instrument may size the book on a finer grid than orders (size_increment):
+    # ccxt cut 0.010003 BTC to 0.01, the venue accepted it, and the gateway, seeing another
+    # amount than its intent's, reported it rejected and never tracked its fills
+    async def scenario(env: Env) -> None:
+        inst = env.gateway.instruments["BTCUSDT"]
+        finer = msgspec.structs.replace(inst, size_increment="0.00000001")
+        env.gateway.instruments["BTCUSDT"] = finer
+        bid, _ = env.best()
+        off_step = finer.lots_per_step * 1_000 + 300  # 0.010003 BTC
+        [update] = updates(await env.submit(order(1, Side.BUY, bid - 500, off_step)))
+        assert (update.status, update.reason) == (OrderStatus.REJECTED, RejectReason.INVALID_LOT)
+        assert "not a multiple of the lot step" in update.message
+        assert env.venue.orders == {}  # nothing placed
+
+    run(shared_data, scenario)
