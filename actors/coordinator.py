@@ -170,6 +170,8 @@ class CoordinatorActor:
         # market-data actor serves a chunk ahead: no round trip per window for the feed. A
         # live feed is cut by the market-data actor (what arrived since the last window).
         self._replay = config.data.source != "ccxt"
+        self._feed_checked = 0.0  # when (monotonic) the live feed's health was last asked
+        self._feed_tripped = False
         self._cut = CutterState()
         self._feed: ChunkFeed | SourcesFeed | None = None
         self._cutter: WindowCutter | None = None
@@ -442,6 +444,7 @@ class CoordinatorActor:
                 batch = (encode_events(events), window_, len(events))
         else:
             batch = await self.market_data.get_window.remote(step, self.stage.pending_ns(), barrier)
+            await self._watch_feed()
         if batch is None:
             if step == 0:
                 try:
@@ -571,6 +574,24 @@ class CoordinatorActor:
             if report.fatal and not self.failure:
                 self.failure = report.message
         return out
+
+    async def _watch_feed(self) -> None:
+        """Live: once a second, ask the market data actor whether its feed can be traded on;
+        a stopped feed or a silent symbol trips the kill switch (every order cancelled), as a
+        venue's halt does: the agents would go on deciding on the last book."""
+        now = time.monotonic()
+        if self._feed_tripped or now < self._feed_checked + 1.0:
+            return
+        self._feed_checked = now
+        try:
+            why = await asyncio.wait_for(_await(self.market_data.feed_health.remote()), 10)
+        except (TimeoutError, ray.exceptions.RayError):
+            return  # the actor's own failure is handled where its windows are read
+        if why:
+            self._feed_tripped = True
+            log.error("%s: tripping the kill switch", why)
+            self.venue_alerts.append(f"feed: {why}"[:500])
+            self.core.request_kill(why[:200])
 
     async def _agent_boundary(self) -> tuple[dict[str, str], dict[str, int], dict[str, str]]:
         """Outputs each agent stage refused at the boundary (and the last reason), the

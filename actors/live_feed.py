@@ -39,6 +39,9 @@ class LiveFeed:
         # why the feed stopped for good (a refused key, a symbol the venue does not list):
         # no reconnect can help; "" while it streams or reconnects
         self.failed = ""
+        # per symbol, when (monotonic) its last event arrived; the start counts as one
+        started = time.monotonic()
+        self._last_event = dict.fromkeys(self._instruments, started)
         self._loop = asyncio.new_event_loop()
         # created before the loop runs in its thread, so ``close`` can always cancel it
         self._main = self._loop.create_task(self._stream_all())
@@ -107,6 +110,7 @@ class LiveFeed:
                     self.conflated += 1
                 self._buffer.append(event)
                 self.received += 1
+                self._last_event[event.symbol] = time.monotonic()
                 self._arrived.notify()
 
     # -- the actor side ----------------------------------------------------------------------
@@ -117,6 +121,17 @@ class LiveFeed:
                 self._arrived.wait(self._config.max_wait_s)
             n = min(limit, len(self._buffer))
             return [self._buffer.popleft() for _ in range(n)]
+
+    def silent(self, now: float | None = None) -> dict[str, float]:
+        """Symbols with no event for more than ``max_silence_s`` (0: never), and for how
+        long (s). A connected socket that goes quiet gave empty windows and nothing else."""
+        limit = self._config.max_silence_s
+        if limit <= 0:
+            return {}
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            ages = {s: now - t for s, t in self._last_event.items()}
+        return {s: age for s, age in sorted(ages.items()) if age > limit}
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the streams and close the venue connection."""

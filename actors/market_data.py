@@ -128,6 +128,20 @@ class MarketDataActor:
             len(events),
         )
 
+    def feed_health(self) -> str:
+        """Why the live feed cannot be traded on ("" while it streams): stopped for good,
+        or a symbol silent past ``data.live.max_silence_s``."""
+        feed = self._feed
+        if feed is None or not hasattr(feed, "silent"):
+            return ""
+        if feed.failed:
+            return f"market data stopped: {feed.failed}"
+        silent = feed.silent()
+        if silent:
+            worst = ", ".join(f"{s} {age:.0f} s" for s, age in silent.items())
+            return f"market data silent: no event for {worst}"
+        return ""
+
     def stats(self, consumed: int | dict[int, int] | None = None) -> dict[str, Any]:
         """``consumed``: what the run consumed of a replay (events of the merged replay; a
         shard's reader: events of each of its sources), for the rejections and sessions it

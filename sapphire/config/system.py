@@ -65,6 +65,10 @@ class LiveDataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     book_depth: PositiveInt = 20
     queue_size: PositiveInt = 100_000
     max_wait_s: NonNegFloat = 1.0
+    # A symbol with no event for this long (wall time), or a feed stopped for good, trips
+    # the firm's kill switch (its orders are cancelled): the agents would otherwise trade
+    # on the last book while the venue moves. 0 = never.
+    max_silence_s: NonNegFloat = 60.0
 
 
 class VenueSource(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

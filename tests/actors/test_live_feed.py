@@ -106,3 +106,31 @@ def test_a_failure_at_start_is_retried_and_an_unlisted_symbol_stops_it_saying_wh
     assert "NOPEUSDT" in dead.failed and dead.rejected()["stream_stopped"] == 1
     assert dead.reconnects == 0  # no reconnect makes a symbol appear
     dead.close()
+
+
+def test_a_silent_symbol_is_named_once_past_its_limit(
+    venue_and_trades: tuple[DoubleThread, Instrument, list[Trade]], tmp_path: Path
+) -> None:
+    # a connected socket that went quiet gave empty windows and nothing else: the agents
+    # traded on the last book for as long as it lasted
+    from actors.market_data import MarketDataActor
+
+    double, inst, trades = venue_and_trades
+    config = msgspec.structs.replace(_live_config(double, 10_000), max_silence_s=0.5)
+    feed = LiveFeed(config, {inst.symbol: inst})
+    _wait(lambda: double.subscribers("btcusdt@trade") > 0)
+    double.publish_trades(inst, trades[:5])
+    _wait(lambda: feed.received >= 5)
+    assert feed.silent() == {}
+    _wait(lambda: bool(feed.silent()), timeout_s=5)
+    assert list(feed.silent()) == [inst.symbol]
+    actor: Any = MarketDataActor.__ray_metadata__.modified_class(lambda: feed, 100, str(tmp_path))
+    actor._feed = feed
+    assert actor.feed_health().startswith("market data silent: no event for BTCUSDT")
+    double.publish_trades(inst, trades[5:10])  # it speaks again
+    _wait(lambda: feed.received >= 10)
+    assert feed.silent() == {} and actor.feed_health() == ""
+    off = LiveFeed(msgspec.structs.replace(config, max_silence_s=0), {inst.symbol: inst})
+    assert off.silent(now=time.monotonic() + 3600) == {}  # 0: never
+    off.close()
+    feed.close()
