@@ -163,6 +163,7 @@ class CcxtExchange:
         self.unknown_cancels = 0
         self.retries = 0
         self.resubmits = 0
+        self._quiet_until = 0.0  # monotonic: the end of a ban the venue announced (``_heed``)
 
     def __repr__(self) -> str:
         return (
@@ -286,6 +287,10 @@ class CcxtExchange:
         symbol = self._symbols[order.symbol]
         policy = self.config.retry
         for attempt in range(1, policy.max_attempts + 1):
+            quiet = self._quiet_left()
+            if quiet and attempt == 1:  # nothing sent yet: refused here, never placed
+                tracked.finish_rejected(out, RejectReason.EXCHANGE_ERROR, _silence(quiet))
+                return
             try:
                 placed = await self.exchange.create_order(
                     symbol, kind, side, amount, price, dict(params)
@@ -295,7 +300,7 @@ class CcxtExchange:
                 if failure is Failure.FINAL and "Duplicate order" not in str(exc):
                     tracked.finish_rejected(out, reject_reason(exc), _short(exc))
                     return
-                wait = self._retry_after()
+                wait = self._heed(self._retry_after())
                 if failure is not Failure.THROTTLED:
                     # Executed or not? Wait out the recvWindow, then ask by client id.
                     await self._sleep(self._settle_s())
@@ -348,6 +353,10 @@ class CcxtExchange:
         if symbol is None:
             out.append(cancel_refused(cancel, tracked.status, tracked.order.agent_id, "symbol"))
             return out
+        quiet = self._quiet_left()
+        if quiet:  # a cancel sent into a ban is refused too, and lengthens it
+            out.append(cancel_unconfirmed(cancel, tracked, f"cancel not sent: {_silence(quiet)}"))
+            return out
         params = {"clientOrderId": tracked.venue_cid}
         policy = self.config.retry
         for attempt in range(1, policy.max_attempts + 1):
@@ -362,7 +371,7 @@ class CcxtExchange:
                     )
                 return out
             except ccxt_async.BaseError as exc:
-                wait = self._retry_after()
+                wait = self._heed(self._retry_after())
                 final = classify(exc) is Failure.FINAL or policy.too_long(wait)
                 if final or attempt == policy.max_attempts:
                     await self._refresh_quietly(tracked, out)
@@ -619,10 +628,13 @@ class CcxtExchange:
         """An idempotent request (a read, load_markets) with backoff on transient failures."""
         policy = self.config.retry
         for attempt in range(1, policy.max_attempts + 1):
+            quiet = self._quiet_left()
+            if quiet:
+                raise ccxt_async.DDoSProtection(_silence(quiet))
             try:
                 return await fn()
             except ccxt_async.BaseError as exc:
-                wait = self._retry_after()
+                wait = self._heed(self._retry_after())
                 if classify(exc) is Failure.FINAL or attempt == policy.max_attempts:
                     raise
                 if policy.too_long(wait):
@@ -634,9 +646,26 @@ class CcxtExchange:
     def _retry_after(self) -> float | None:
         return retry_after_s(getattr(self.exchange, "last_response_headers", None))
 
+    def _heed(self, wait: float | None) -> float | None:
+        """A Retry-After longer than a step may wait is a ban (Binance's 429 then 418, two
+        minutes up to three days): no request of any kind before it ends. Every one sent
+        meanwhile (each step's reconcile, lookups, orders) lengthened it."""
+        if self.config.retry.too_long(wait):
+            assert wait is not None
+            self._quiet_until = max(self._quiet_until, time.monotonic() + wait)
+        return wait
+
+    def _quiet_left(self) -> float:
+        """Seconds of the venue's ban still to wait (0: none)."""
+        return max(0.0, self._quiet_until - time.monotonic())
+
     def _settle_s(self) -> float:
         return (self.config.recv_window_ms + self.config.settle_margin_ms) / 1000
 
 
 def _short(exc: BaseException) -> str:
     return str(exc)[:300]
+
+
+def _silence(left_s: float) -> str:
+    return f"the venue asked for silence (Retry-After): {left_s:.0f} s left; no request sent"

@@ -526,8 +526,19 @@ def test_a_venue_ban_refuses_the_order_instead_of_stalling_the_step(shared_data:
         assert refused.status is OrderStatus.REJECTED and "Retry-After" in refused.message
         assert env.double.count("POST", "order") == 1 and sum(env.sleep.calls) < 30
         assert final(env, 1).status is OrderStatus.REJECTED  # the venue never had it
-        # a cancel under a ban is not confirmed, at once
+        # the ban holds: the next order is refused without a request
+        [quiet] = updates(await env.submit(order(2, Side.SELL, ask + 1000, 100)))
+        assert quiet.status is OrderStatus.REJECTED and "no request sent" in quiet.message
+        assert env.double.count("POST", "order") == 1 and sum(env.sleep.calls) < 30
+
+    run(shared_data, scenario)
+
+
+def test_a_cancel_under_a_ban_is_not_confirmed_at_once(shared_data: Path) -> None:
+    async def scenario(env: Env) -> None:
+        _, ask = env.best()
         await env.submit(order(2, Side.SELL, ask + 1000, 100))
+        ban = Fault(kind=FaultKind.RATE_LIMIT, retry_after_s=7200)
         env.double.inject("DELETE", "order", ban, times=3)
         unconfirmed = updates(await env.run(env.gateway.cancel(cancel(2))))
         assert unconfirmed and "not confirmed" in unconfirmed[-1].message
@@ -554,5 +565,32 @@ def test_a_quantity_off_the_lot_step_is_refused_before_the_venue(shared_data: Pa
         assert (update.status, update.reason) == (OrderStatus.REJECTED, RejectReason.INVALID_LOT)
         assert "not a multiple of the lot step" in update.message
         assert env.venue.orders == {}  # nothing placed
+
+    run(shared_data, scenario)
+
+
+def test_a_venue_ban_silences_every_request_until_it_ends(shared_data: Path) -> None:
+    # a Retry-After longer than a step may wait gave up that one call; every step after it
+    # went on sending reconciles, lookups and orders into the ban (Binance lengthens it,
+    # 429 then 418, up to three days)
+    async def scenario(env: Env) -> None:
+        bid, _ = env.best()
+        [placed] = updates(await env.submit(order(1, Side.BUY, bid - 5000, 100)))
+        assert placed.status is OrderStatus.ACCEPTED
+        ban = Fault(kind=FaultKind.RATE_LIMIT, retry_after_s=120)
+        for method, endpoint in [("GET", "openOrders"), ("POST", "order"), ("DELETE", "order")]:
+            env.double.inject(method, endpoint, ban, times=100)
+        before = len(env.double.requests)
+        [refused] = updates(await env.submit(order(2, Side.BUY, bid - 6000, 100)))
+        assert refused.status is OrderStatus.REJECTED and "Retry-After" in refused.message
+        sent = len(env.double.requests) - before
+        assert sent >= 1  # the request that was answered with the ban
+        for step in range(5):  # five more steps inside the two minutes
+            await env.run(env.gateway.reconcile())
+            [late] = updates(await env.submit(order(10 + step, Side.BUY, bid - 7000, 100)))
+            assert late.status is OrderStatus.REJECTED and "no request sent" in late.message
+            [kept] = updates(await env.gateway.cancel(cancel(1)))
+            assert kept.status is OrderStatus.ACCEPTED and "cancel not sent" in kept.message
+        assert len(env.double.requests) - before == sent  # nothing more reached the venue
 
     run(shared_data, scenario)
