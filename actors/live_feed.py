@@ -60,7 +60,7 @@ class LiveFeed:
         reconnect can help (a refused key, an unlisted symbol) stops it and says why."""
         import ccxt.pro as ccxtpro
 
-        from sapphire.adapters.ccxt_retry import RetryPolicy
+        from sapphire.adapters.ccxt_retry import RetryPolicy, retry_after_s
 
         policy, rng, failures = RetryPolicy(), random.Random(), 0
         while True:
@@ -70,6 +70,7 @@ class LiveFeed:
             if self._config.api_urls:
                 exchange.urls["api"] = {**exchange.urls["api"], **self._config.api_urls}
             received = self.received
+            asked: float | None = None
             try:
                 await self._stream(exchange)
                 return  # every stream ended: the venue closed them for good
@@ -83,10 +84,14 @@ class LiveFeed:
                 self.reconnects += 1
                 # a feed that streamed since its last start begins its backoff again
                 failures = 1 if self.received > received else failures + 1
+                # the venue's Retry-After (a 429 on the markets): reconnecting sooner counts
+                # towards the ban of the IP the orders leave from too
+                asked = retry_after_s(getattr(exchange, "last_response_headers", None))
                 log.warning("live feed failed (%s); reconnecting", str(exc)[:200])
             finally:
                 await exchange.close()
-            await asyncio.sleep(policy.delay(min(failures, policy.max_attempts), rng))
+            wait = policy.delay(min(failures, policy.max_attempts), rng)
+            await asyncio.sleep(max(wait, asked or 0.0))
 
     async def _stream(self, exchange: Any) -> None:
         from sapphire.adapters.ccxt_stream import CcxtMarketStream

@@ -134,3 +134,20 @@ def test_a_silent_symbol_is_named_once_past_its_limit(
     assert off.silent(now=time.monotonic() + 3600) == {}  # 0: never
     off.close()
     feed.close()
+
+
+def test_a_throttled_feed_waits_the_venues_retry_after_before_reconnecting(
+    venue_and_trades: tuple[DoubleThread, Instrument, list[Trade]],
+) -> None:
+    # a 429 on the markets was retried at the feed's own backoff (six requests in 8 s for a
+    # Retry-After of 120 s): from the IP the orders leave from, towards the same ban
+    from sapphire.adapters.binance_double import Fault, FaultKind
+
+    double, inst, _ = venue_and_trades
+    double.double.inject("GET", "exchangeInfo", Fault(kind=FaultKind.RATE_LIMIT, retry_after_s=3))
+    started = time.monotonic()
+    feed = LiveFeed(_live_config(double, 10_000), {inst.symbol: inst})
+    _wait(lambda: double.subscribers("btcusdt@trade") > 0)
+    assert time.monotonic() - started >= 3.0
+    assert double.double.count("GET", "exchangeInfo") == 2  # the refused one, then one more
+    feed.close()
