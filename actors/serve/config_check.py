@@ -12,6 +12,8 @@ from typing import Any
 from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import DeploymentSchema, RayActorOptionsSchema, ServeDeploySchema
 
+_LLM_APP = "actors.serve.llm_app:build_app"  # the Serve app whose args are an LlmAppArgs
+
 
 class ServeConfigError(ValueError):
     """A Serve config that would deploy something other than what it says."""
@@ -30,6 +32,15 @@ def validate_serve_config(data: dict[str, Any]) -> ServeDeploySchema:
     except ValueError as exc:
         raise ServeConfigError(str(exc)) from exc
     for app in data.get("applications", []):
+        if app.get("import_path") == _LLM_APP:
+            # the app's own args: a typo or an engine the replica cannot build surfaced
+            # only at deploy, in the replica's log
+            from sapphire.llm.app_args import parse_llm_args
+
+            try:
+                parse_llm_args(app.get("args"))
+            except ValueError as exc:
+                raise ServeConfigError(f"{app.get('name')}.args: {exc}") from exc
         for dep in app.get("deployments", []):
             where = f"{app.get('name')}/{dep.get('name')}"
             _unknown(dep, DeploymentSchema.model_fields, where)

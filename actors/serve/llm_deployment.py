@@ -105,9 +105,26 @@ class _WholeBatches:
         self._batch = []
         return tags
 
-    def step(self) -> list[tuple[object, Generation, float]]:
-        batch, self._batch = self._batch, []
-        gens = self._engine.generate_batch_detailed([p for p, _ in batch])
+    def step(self) -> list[tuple[object, Generation | Exception, float]]:
+        # the batch stays until the engine answered: cleared first, a failure left every
+        # request of it unanswered (its caller waited out its timeout, stored as one)
+        batch = self._batch
+        try:
+            gens = self._engine.generate_batch_detailed([p for p, _ in batch])
+        except Exception:
+            if len(batch) == 1:
+                raise  # the scheduler answers it with the engine's error
+            # one prompt that cannot fit took the batch's valid requests down with it: each
+            # alone, so only those that fail are answered with their error
+            self._batch = []
+            alone: list[tuple[object, Generation | Exception, float]] = []
+            for prompt, tag in batch:
+                try:
+                    alone.append((tag, self._engine.generate_batch_detailed([prompt])[0], 1.0))
+                except Exception as exc:
+                    alone.append((tag, exc, 1.0))
+            return alone
+        self._batch = []
         return [(t, g, float(len(batch))) for (_, t), g in zip(batch, gens, strict=True)]
 
 
@@ -239,9 +256,12 @@ class DecodeScheduler:
             for tag, gen, mean_batch in finished:
                 if isinstance(tag, _Job) and id(tag) in self._running:
                     del self._running[id(tag)]
-                    self._answer(tag, gen, "", mean_batch)
+                    if isinstance(gen, Exception):
+                        self._answer(tag, None, f"engine error: {type(gen).__name__}: {gen}")
+                    else:
+                        self._answer(tag, gen, "", mean_batch)
 
-    def _step(self) -> list[tuple[object, Generation, float]]:
+    def _step(self) -> list[tuple[object, Generation | Exception, float]]:
         slots = self._slots
         if isinstance(slots, _WholeBatches):
             return slots.step()

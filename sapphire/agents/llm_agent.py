@@ -42,7 +42,7 @@ from sapphire.llm.prompt import (
 )
 from sapphire.model.events import AnyMarketEvent, BookSnapshot, Quote, Side, Trade
 from sapphire.model.instrument import Instrument
-from sapphire.model.orders import TimeInForce
+from sapphire.model.orders import OrderFilled, TimeInForce
 
 _NS = 1_000_000_000
 
@@ -97,12 +97,16 @@ class LlmAgentState(msgspec.Struct, kw_only=True):
     ask_lots: int = 0
     book_ts_ns: int = 0
     """Event time of the book the features read (their as-of time)."""
+    fill_ts_ns: int = 0
+    """Event time of the newest fill: the position and PnL are known as of it."""
     last_price: float = 0.0
     request_seq: int = 0
     last_request_ns: int | None = None
     outstanding: DecisionRequest | None = None
     arrived: list[tuple[LlmDecision, str]] = msgspec.field(default_factory=list)
     """(decision, source): ``llm`` or ``fallback``, acted on at the next event."""
+    arrived_by_ns: list[int] = msgspec.field(default_factory=list)
+    """The deadline (event time) of the request each ``arrived`` entry answers; 0: none."""
     queued: list[DecisionRequest] = msgspec.field(default_factory=list)
     outcomes: list[LlmOutcome] = msgspec.field(default_factory=list)
     stats: DecisionStats = msgspec.field(default_factory=DecisionStats)
@@ -167,7 +171,7 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         ):
             st.stats.late += 1
             return None
-        st.outstanding = None
+        deadline, st.outstanding = st.outstanding.deadline_ns, None
         if not error and isinstance(answer, ParseResult):
             st.stats.record(answer)
             if not answer.ok:
@@ -185,11 +189,18 @@ class LlmAgent(BaseAgent[LlmAgentState]):
                 st.stats.errors += 1
             fallback = self._fallback_decision(now_ns)
             st.fallbacks += 1
-            st.arrived.append((fallback, "fallback"))
+            self._arrive(fallback, "fallback", deadline)
             return fallback
         assert isinstance(answer, LlmDecision)
-        st.arrived.append((answer, "llm"))
+        self._arrive(answer, "llm", deadline)
         return answer
+
+    def _arrive(self, decision: LlmDecision, source: str, deadline_ns: int) -> None:
+        st = self.state
+        # entries of a snapshot from before the deadlines were kept have none (0)
+        st.arrived_by_ns.extend([0] * (len(st.arrived) - len(st.arrived_by_ns)))
+        st.arrived.append((decision, source))
+        st.arrived_by_ns.append(deadline_ns)
 
     # -- the tick path ----------------------------------------------------------------------
     def on_event(self, event: AnyMarketEvent, now_ns: int) -> Sequence[AgentOutput]:
@@ -200,10 +211,17 @@ class LlmAgent(BaseAgent[LlmAgentState]):
             return ()
         st = self.state
         out: list[AgentOutput] = []
-        # 2. answers that arrived since the previous event
-        for decision, source in st.arrived:
+        # 2. answers that arrived since the previous event, while their request's deadline
+        # holds: one answered in time waited for the symbol's next event, however late (a
+        # gap in the feed), and traded a decision made for a book long gone
+        deadlines = st.arrived_by_ns + [0] * (len(st.arrived) - len(st.arrived_by_ns))
+        for (decision, source), deadline in zip(st.arrived, deadlines, strict=True):
+            if deadline and ts > deadline:
+                st.stats.stale += 1
+                continue
             out.extend(self._act(ts, decision, source))
         st.arrived.clear()
+        st.arrived_by_ns.clear()
         # 3. a request past its deadline: count it and let the fallback decide
         if st.outstanding is not None and ts > st.outstanding.deadline_ns:
             expired, st.outstanding = st.outstanding, None
@@ -287,11 +305,14 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         # sample. Their as-of times are what the point-in-time check compares with ``ts``.
         book = st.book_ts_ns
         sampled = max(book, st.mids[-1][0]) if st.mids else book
+        # the position and PnL read every fill so far: a fill stamped after the decision
+        # time (a report ahead of the market's clock) is the future in the prompt
         as_of = (
             ("mid", book),
             ("spread_bps", book),
             ("imbalance", book),
-            ("pnl_quote", book),
+            ("position_lots", st.fill_ts_ns),
+            ("pnl_quote", max(book, st.fill_ts_ns)),
             ("returns_bps", sampled),
             ("volatility_bps", sampled),
         )
@@ -309,6 +330,10 @@ class LlmAgent(BaseAgent[LlmAgentState]):
             as_of_ns=as_of,
         )
 
+    def on_fill(self, fill: OrderFilled, now_ns: int) -> Sequence[AgentOutput]:
+        self.state.fill_ts_ns = max(self.state.fill_ts_ns, fill.ts_event_ns)
+        return ()
+
     # -- 4. requests --------------------------------------------------------------------------
     def _issue(self, ts: int) -> None:
         st = self.state
@@ -319,7 +344,8 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         except LookaheadError as exc:
             # future data in the prompt: never ask; the fallback decides and it is stored
             st.stats.refused += 1
-            st.arrived.extend((d, "fallback") for d in self._refuse(ts, st.request_seq, str(exc)))
+            for d in self._refuse(ts, st.request_seq, str(exc)):
+                self._arrive(d, "fallback", 0)  # decided now, on the book of now
             return
         request = DecisionRequest(
             agent_id=self.agent_id,
@@ -398,12 +424,22 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         # a hair over the product before flooring: 1/49 x 49 is 0.999..., which floored the
         # fallback's one order step to none (49, 98, 103, ... lots never traded)
         qty = math.floor(fraction * self.config.max_order_lots + 1e-9) * step
-        exposure = self.core.position_lots + self.pending_lots()
+        # each side's working orders count against that side's room only: netted, a resting
+        # sell made room for buys past the cap (both could fill), and a resting buy room for
+        # sells below zero with shorting off (the buy may never fill)
+        buys = sells = 0
+        for o in self.core.open_orders.values():
+            if o.side is Side.BUY:
+                buys += o.leaves_lots
+            else:
+                sells += o.leaves_lots
+        position = self.core.position_lots
         limit = self.config.max_position_lots * step
         if side is Side.BUY:
-            room = limit - exposure
+            room = limit - (position + buys)
         else:
-            room = limit + exposure if self.config.allow_short else max(exposure, 0)
+            low = position - sells
+            room = limit + low if self.config.allow_short else max(low, 0)
         return max(0, min(qty, room) // step * step)
 
 

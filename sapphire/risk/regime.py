@@ -20,6 +20,7 @@ event in time order, so a regime change lands at the same event in every runner 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -29,6 +30,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Protocol
 import msgspec
 
 from sapphire.model.events import AnyMarketEvent, Bar, BookSnapshot, Quote, Trade
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # limits imports this module for its config
     from sapphire.risk.limits import AgentLimits
@@ -306,7 +309,31 @@ def build_classifier(config: RegimeConfig) -> RegimeClassifier:
     # imported here: the LLM classifier loads a model backend
     from sapphire.agents.regime import llm_regime_classifier
 
-    return llm_regime_classifier(config.llm, rules, config.point_in_time)
+    try:
+        return llm_regime_classifier(config.llm, rules, config.point_in_time)
+    except Exception as exc:  # a model that will not load, minutes into a run
+        # it was built at the first evaluation, inside the coordinator's step, and raised
+        # there: the run failed. The rules decide now, every call a counted fallback.
+        return UnloadedClassifier(rules, f"error: model failed to load: {exc}"[:300])
+
+
+class UnloadedClassifier:
+    """Stands in for an LLM classifier whose model did not load: the rules' regime, each
+    call a fallback with the reason, counted as an engine error in the LLM stats."""
+
+    name = "llm"
+
+    def __init__(self, rules: RuleClassifier, reason: str) -> None:
+        from sapphire.llm.decision import DecisionStats
+
+        self.rules = rules
+        self.reason = reason
+        self.stats = DecisionStats()
+        log.error("risk.regime.llm: %s; the rules classify instead", reason)
+
+    def classify(self, features: Sequence[RegimeFeatures]) -> list[RegimeCall]:
+        self.stats.errors += len(features)
+        return [RegimeCall(self.rules.regime(f), "fallback", self.reason) for f in features]
 
 
 # -- the coordinator's monitor --------------------------------------------------------------------

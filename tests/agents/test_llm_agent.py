@@ -324,3 +324,63 @@ def test_an_answer_handed_over_after_its_deadline_is_late_and_the_timeout_row_is
     (outcome,) = agent.drain_outcomes()
     assert outcome.request_id == request.request_id
     assert outcome.ts_event_ns == request.ts_event_ns  # the request's time
+
+
+def _quote_at(ts: int, bid: int = 10_000, ask: int = 10_001) -> Quote:
+    return Quote(
+        ts_event_ns=ts, symbol="BTCUSDT", bid_ticks=bid, bid_lots=5, ask_ticks=ask, ask_lots=5
+    )
+
+
+def test_an_answer_in_time_is_not_traded_after_its_deadline() -> None:
+    # answered 1 s into a 2 s deadline, but the symbol's next event came 600 s later: the
+    # decision, made for a book long gone, was traded then
+    agent = LlmAgent("a", BTC, {"max_order_lots": 1, "decision_timeout_ns": 2 * NS})
+    request = _run_until_request(agent, iter([_quote_at(NS)]))
+    assert agent.on_decision(request.request_id, _buy(), NS + NS // 2) is not None
+    late = agent.on_event(_quote_at(601 * NS, 20_000, 20_001), 601 * NS)
+    assert not [o for o in late if isinstance(o, OrderIntent)]
+    assert agent.stats.stale == 1
+    # in time, it trades
+    again = LlmAgent("b", BTC, {"max_order_lots": 1, "decision_timeout_ns": 2 * NS})
+    request = _run_until_request(again, iter([_quote_at(NS)]))
+    again.on_decision(request.request_id, _buy(), NS + NS // 2)
+    on_time = again.on_event(_quote_at(2 * NS), 2 * NS)
+    assert [o.side for o in on_time if isinstance(o, OrderIntent)] == [Side.BUY]
+
+
+def test_working_orders_count_against_their_own_sides_room() -> None:
+    agent = LlmAgent("a", BTC, {"max_order_lots": 5, "max_position_lots": 5, "allow_short": False})
+    step = BTC.lots_per_step
+    agent.core.position_lots = 5 * step
+    agent.order(NS, Side.SELL, 5 * step, limit_ticks=10_100)  # resting, may never fill
+    # the sell freed no room for buys: at the cap already (it was 5, then a position of 10)
+    assert agent.capped_qty(Side.BUY, 1.0) == 0
+    flat = LlmAgent("b", BTC, {"max_order_lots": 5, "max_position_lots": 5, "allow_short": False})
+    flat.order(NS, Side.BUY, 5 * step, limit_ticks=9_900)  # a resting buy is no long position
+    assert flat.capped_qty(Side.SELL, 1.0) == 0  # it sold 5 short with shorting off
+
+
+def test_a_fill_stamped_after_the_decision_time_keeps_the_request_from_the_model() -> None:
+    # the position and PnL in the prompt read a fill 12 s ahead of the event deciding at +11 s
+    agent = LlmAgent("a", BTC, {"max_order_lots": 3, "max_position_lots": 5})
+    agent.on_event(_quote_at(NS), NS)
+    agent.drain_requests()
+    ahead = OrderFilled(
+        ts_event_ns=12 * NS,
+        client_order_id="a-x",
+        agent_id="a",
+        symbol="BTCUSDT",
+        side=Side.BUY,
+        price_ticks=10_000,
+        qty_lots=3,
+        fee_quote=Decimal(0),
+        is_maker=False,
+        fill_id="f1",
+    )
+    agent.on_report(ahead, 12 * NS)
+    agent.on_event(_quote_at(11 * NS), 11 * NS)
+    assert agent.drain_requests() == []  # never asked
+    assert agent.stats.refused == 1
+    refused = [o for o in agent.drain_outcomes() if "position_lots" in o.error]
+    assert [o.ts_event_ns for o in refused] == [11 * NS], refused

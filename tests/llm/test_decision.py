@@ -179,3 +179,26 @@ def test_every_valid_decision_round_trips(decision: LlmDecision) -> None:
 def test_truncated_json_with_an_invalid_value_counts_as_malformed() -> None:
     result = parse_decision('{"action": "buy", "size_fraction": 50')
     assert result.kind is ParseErrorKind.MALFORMED_JSON and result.decision == HOLD
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        # JSON keeps the last of a repeated key: a hold became a full-size buy
+        (
+            '{"action":"hold","size_fraction":0,"confidence":0.9,"rationale":"x",'
+            '"action":"buy","size_fraction":1}',
+            "given twice",
+        ),
+        # what followed the closing fence was dropped, whatever it said
+        (
+            '```json\n{"action":"buy","size_fraction":1,"confidence":0.9,"rationale":"x"}\n```'
+            " no wait, sell",
+            "after the closing code fence",
+        ),
+    ],
+)
+def test_an_answer_that_says_two_things_holds(text: str, why: str) -> None:
+    result = parse_decision(text)
+    assert not result.ok and result.decision.action == "hold"
+    assert why in result.error

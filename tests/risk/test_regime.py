@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -324,3 +325,22 @@ def test_the_monitor_survives_a_snapshot_without_its_classifier() -> None:
     a = monitor.on_event(quote(35, 600_000))
     b = restored.on_event(quote(35, 600_000))
     assert a == b is not None and a[1] == 0.5
+
+
+def test_a_model_that_will_not_load_leaves_the_rules_deciding(tmp_path: Path) -> None:
+    # the model loads at the first evaluation, inside the coordinator's step: a file that
+    # passed the start-up check but is no model raised there, and the run failed
+    pytest.importorskip("llama_cpp")
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a model")
+    config = msgspec.structs.replace(
+        REGIME,
+        classifier="llm",
+        llm={"model_path": str(broken), "model_id": "broken", "knowledge_cutoff": "2024-01-01"},
+    )
+    monitor = RegimeMonitor(config)
+    scaled = [monitor.on_event(quote(sec, 600_000 + (3000 if sec % 2 else 0))) for sec in range(30)]
+    assert any(s is not None for s in scaled)  # the rules' regimes scale the limits
+    summary = monitor.summary()
+    assert summary["evaluations"].get("fallback", 0) > 0 and "llm" not in summary["evaluations"]
+    assert summary["llm"]["errors"] == summary["evaluations"]["fallback"]

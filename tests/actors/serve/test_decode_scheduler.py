@@ -215,3 +215,37 @@ def test_an_engine_without_continuous_batching_gets_whole_batches() -> None:
     assert sorted(engine.calls, reverse=True) == [4, 2]
     assert [r["text"] for r in replies] == [f"1 {i}" for i in range(6)]
     assert sorted(r["batch_size"] for r in replies) == [2, 2, 4, 4, 4, 4]
+
+
+class _WholeEngine:
+    """vLLM / transformers / llama.cpp without ``parallel``: one call per batch; a prompt
+    named ``bad`` fails whatever batch it is in."""
+
+    model_id = "whole"
+    sampling = SamplingConfig()
+
+    def generate_batch_detailed(self, prompts: list[DecisionPrompt]) -> list[Generation]:
+        if any(p.user == "bad" for p in prompts):
+            raise RuntimeError("prompt may need 4000 KV cells, n_ctx is 512")
+        return [Generation(text=p.user, prompt_tokens=3, completion_tokens=5) for p in prompts]
+
+
+def test_a_failing_batch_answers_every_request_and_only_the_bad_one_fails() -> None:
+    # the batch was cleared before the engine ran: a failure answered nobody (each caller
+    # waited out its timeout, stored as one) and left the jobs to share later steps' costs
+    async def main() -> list[dict[str, Any]]:
+        sched = DecodeScheduler(_WholeEngine(), max_batch_size=4, batch_wait_timeout_s=0.2)
+        users = ["a", "bad", "c"]
+        tasks = [
+            asyncio.ensure_future(sched.submit(DecisionPrompt(system="s", user=u), 0))
+            for u in users
+        ]
+        replies = list(await asyncio.wait_for(asyncio.gather(*tasks), timeout=5))
+        assert not sched._running  # nothing left behind to share a later step's costs
+        sched.close()
+        return replies
+
+    replies = asyncio.run(main())
+    assert [r["text"] for r in replies] == ["a", "", "c"]
+    assert replies[1]["error"].startswith("engine error: RuntimeError: prompt may need")
+    assert replies[0]["error"] == replies[2]["error"] == ""

@@ -57,6 +57,21 @@ def test_serve_config_with_a_typo_or_bad_value_is_rejected(key: str, value: obje
         validate_serve_config(data)
 
 
+@pytest.mark.parametrize(
+    ("engine", "message"),
+    [({"n_ctxx": 4096}, "n_ctxx"), ({"kv_type": "q8_0", "flash_attn": False}, "flash_attn")],
+)
+def test_the_apps_args_are_checked_with_the_document(
+    engine: dict[str, object], message: str
+) -> None:
+    # a typo in the app's args, or an engine no replica can build, passed the check and
+    # surfaced at deploy, in the replica's log
+    data = yaml.safe_load((CONFIGS / "llm_cpu.yaml").read_text())
+    data["applications"][0]["args"]["engine"].update(engine)
+    with pytest.raises(ServeConfigError, match=message):
+        validate_serve_config(data)
+
+
 def test_build_app_accepts_the_yaml_args_without_a_cluster() -> None:
     from actors.serve.llm_app import build_app
 
