@@ -158,7 +158,9 @@ def round_trip_pnls(result: BacktestResult, inst: Instrument) -> list[Decimal]:
 
 
 def summarize(result: BacktestResult, inst: Instrument) -> Summary:
-    r = returns(result.equity)
+    start = min(result.scored_from, max(len(result.equity) - 1, 0))
+    scored, scored_ts = result.equity[start:], result.equity_ts[start:]
+    r = returns(scored)
     initial = float(result.initial_cash)
     final = float(result.final_equity)
     traded = sum(float(inst.notional_quote(f.price_ticks, f.qty_lots)) for f in result.fills)
@@ -167,7 +169,7 @@ def summarize(result: BacktestResult, inst: Instrument) -> Summary:
     maker = [f for f in result.fills if f.is_maker and f.ref_ticks > 0]
     captured = [int(f.side) * (f.ref_ticks - f.price_ticks) / f.ref_ticks * 1e4 for f in maker]
     inv = np.asarray(result.position, dtype=np.float64)
-    note = ratio_note(result.equity_ts, int(r.size))
+    note = ratio_note(scored_ts, int(r.size))
     return Summary(
         initial_equity=initial,
         final_equity=final,

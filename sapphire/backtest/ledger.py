@@ -40,6 +40,10 @@ class BacktestResult(msgspec.Struct, kw_only=True):
     signals: int = 0
     events: int = 0
     periods_per_year: float = 0.0
+    # the equity point the ratios start from: a bar strategy's last warm-up close (its
+    # flat warm-up bars diluted the Sharpe by ~sqrt(traded/total), and tune, which scores
+    # from there, ranked the same trades with another Sharpe)
+    scored_from: int = 0
 
 
 class Ledger:

@@ -139,6 +139,10 @@ def _run_bars(
             progress=tick,
         )
     tick(total)
+    if strategy is not None and strategy.startup_candle_count > 0:
+        # both engines mark every bar; the ratios start at the last warm-up close, where
+        # tune's windows start too
+        result.scored_from = strategy.startup_candle_count - 1
     # the report's price chart: candles with the strategy's indicators and signal columns
     bars = compute_signals(strategy, frame) if strategy is not None else frame
     out = _finish(name, result, inst, out_dir, cfg.agent.id or cfg.agent.kind, bars)

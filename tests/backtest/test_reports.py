@@ -213,3 +213,34 @@ def test_a_strategy_timeframe_other_than_the_bars_is_noted() -> None:
     five = pl.DataFrame({"interval_ns": [300 * 10**9] * 3})
     assert timeframe_note(strategy, five) == ""
     assert timeframe_note(None, minute) == ""
+
+
+@pytest.mark.parametrize("engine", ["vectorized", "event"])
+def test_the_ratios_start_after_the_strategys_warm_up(
+    engine: str, shared_data: Path, tmp_path: Path
+) -> None:
+    # every bar is marked, the warm-up's flat ones too: they diluted the Sharpe, and tune,
+    # which scores from the warm-up's end, gave the same trades another one
+    from sapphire.backtest import analytics
+
+    cfg = parse_config(
+        {
+            "name": "bars",
+            "agent": {"kind": "indicator:EmaCross", "params": {}},
+            "instrument": {"symbol": "BTCUSD"},
+            "engine": engine,
+            "ohlcv": ["ohlcv/nautilus_btc-perp_1m_2021-12-31_2022-02-01.csv.gz"],
+            "stake": {"stake_fraction": 0.5, "initial_cash": "10000"},
+            "max_bars": 5000,
+            "output_dir": str(tmp_path),
+        }
+    )
+    [out] = run_config(cfg, lambda p: Path(p) if p == str(tmp_path) else shared_data / p)
+    result = out.result
+    start = 400 - 1  # EmaCross 12/26 warms up 400 bars; its last warm-up close opens
+    assert result.scored_from == start and result.fills
+    ppy = result.periods_per_year
+    expected = analytics.sharpe(analytics.returns(result.equity[start:]), ppy)
+    assert out.summary.sharpe == pytest.approx(expected)
+    diluted = analytics.sharpe(analytics.returns(result.equity), ppy)
+    assert out.summary.sharpe != pytest.approx(diluted)
