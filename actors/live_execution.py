@@ -90,6 +90,7 @@ class LiveExecutionActor:
         self._unavailable = ""
         self._start_tries = 0
         self._retry_at = 0.0
+        self._banned_s = 0.0  # the ban the last failed start's client saw (Retry-After)
         # set by a reconciliation that found orders nobody here sent (policy halt): no new
         # order leaves this incarnation until the operator resets the kill switch
         self._halt = ""
@@ -103,6 +104,9 @@ class LiveExecutionActor:
             try:
                 return await self._start(gateway)
             except BaseException:
+                # a ban the venue announced outlives this client: the next start waits it out
+                quiet = getattr(gateway, "quiet_left", None)
+                self._banned_s = float(quiet()) if callable(quiet) else 0.0
                 await _close_quietly(gateway)  # a half-started client's connections
                 raise
         return self.gateway
@@ -152,6 +156,7 @@ class LiveExecutionActor:
             # order leaves meanwhile (each is refused with the reason, as when halted)
             self._start_tries += 1
             wait = min(START_RETRY_MAX_S, START_RETRY_FIRST_S * 2 ** (self._start_tries - 1))
+            wait = max(wait, self._banned_s)  # never a request into the venue's ban
             self._retry_at = time.monotonic() + wait
             self._unavailable = f"{why} (try {self._start_tries}; again in {wait:g} s)"
             log.warning("%s", self._unavailable)

@@ -300,7 +300,7 @@ class CcxtExchange:
                 if failure is Failure.FINAL and "Duplicate order" not in str(exc):
                     tracked.finish_rejected(out, reject_reason(exc), _short(exc))
                     return
-                wait = self._heed(self._retry_after())
+                wait = self._heed(self._retry_after(exc))
                 if failure is not Failure.THROTTLED:
                     # Executed or not? Wait out the recvWindow, then ask by client id.
                     await self._sleep(self._settle_s())
@@ -371,7 +371,7 @@ class CcxtExchange:
                     )
                 return out
             except ccxt_async.BaseError as exc:
-                wait = self._heed(self._retry_after())
+                wait = self._heed(self._retry_after(exc))
                 final = classify(exc) is Failure.FINAL or policy.too_long(wait)
                 if final or attempt == policy.max_attempts:
                     await self._refresh_quietly(tracked, out)
@@ -634,7 +634,7 @@ class CcxtExchange:
             try:
                 return await fn()
             except ccxt_async.BaseError as exc:
-                wait = self._heed(self._retry_after())
+                wait = self._heed(self._retry_after(exc))
                 if classify(exc) is Failure.FINAL or attempt == policy.max_attempts:
                     raise
                 if policy.too_long(wait):
@@ -643,8 +643,18 @@ class CcxtExchange:
                 await self._sleep(policy.delay(attempt, self._rng, wait))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _retry_after(self) -> float | None:
+    def _retry_after(self, exc: BaseException) -> float | None:
+        """The venue's Retry-After for ``exc``: only a throttling answer carries one. ccxt
+        keeps the last response's headers, so a timeout (no response) read the ban's own
+        429 again, after the ban, and started it anew."""
+        if not isinstance(exc, ccxt_async.DDoSProtection | ccxt_async.RateLimitExceeded):
+            return None
         return retry_after_s(getattr(self.exchange, "last_response_headers", None))
+
+    def quiet_left(self) -> float:
+        """Seconds of a venue's ban still to wait (0: none), for whoever builds the next
+        gateway (a start-up tried again must not knock during the ban either)."""
+        return self._quiet_left()
 
     def _heed(self, wait: float | None) -> float | None:
         """A Retry-After longer than a step may wait is a ban (Binance's 429 then 418, two

@@ -147,10 +147,14 @@ class ParquetSource:
         return str(self.root)
 
     def read(self, table: str, run_id: str | None = None) -> pl.LazyFrame:
-        frame = read_table(self.root, table, run_id)
         if run_id is not None:  # a read of a run is all its committed rows, or an error
-            check_complete(self.root, table, run_id, frame.select(pl.len()).collect().item())
-        return frame
+
+            def count() -> int:  # a fresh scan each time: files a flush just moved count
+                rows: int = read_table(self.root, table, run_id).select(pl.len()).collect().item()
+                return rows
+
+            check_complete(self.root, table, run_id, count)
+        return read_table(self.root, table, run_id)
 
 
 class BigQuerySource:

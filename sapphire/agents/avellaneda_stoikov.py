@@ -182,24 +182,22 @@ class AvellanedaStoikovAgent(BaseAgent[AvellanedaStoikovState]):
         ask = max(math.ceil(ask_f), st.best_bid + 1)
         if bid >= ask:
             bid, ask = st.best_bid, st.best_ask
-        # 7. inventory limits: stop adding to a full side. Every order still working on a
-        # side counts, those being cancelled too: a stale bid whose cancel is in flight can
-        # fill beside its replacement, and both filling must stay within max_inventory.
+        # 7. inventory limits: stop adding to a full side.
         pos = self.core.position_lots
-        working = {Side.BUY: 0, Side.SELL: 0}
-        for order in self.core.open_orders.values():
-            working[order.side] += order.leaves_lots
         want: dict[Side, int | None] = {
-            Side.BUY: bid if pos + working[Side.BUY] + self.order_lots <= self.max_lots else None,
-            Side.SELL: (
-                ask if pos - working[Side.SELL] - self.order_lots >= -self.max_lots else None
-            ),
+            Side.BUY: bid if pos + self.order_lots <= self.max_lots else None,
+            Side.SELL: ask if pos - self.order_lots >= -self.max_lots else None,
         }
-        # 8. execute: keep quotes within tolerance, cancel stale ones, post the rest.
+        # 8. execute: keep quotes within tolerance, cancel stale ones, post the rest. Orders
+        # being cancelled (before or now) may still fill: a new quote on their side is posted
+        # only if they and it filling together stays within max_inventory, else it waits for
+        # the cancel's report (a kept quote is no new exposure: it stays).
         out: list[AgentOutput] = []
         tol = self.config.order_refresh_tolerance_pct / 100.0
+        leaving = {Side.BUY: 0, Side.SELL: 0}
         for order in list(self.core.open_orders.values()):
             if order.cancel_sent:
+                leaving[order.side] += order.leaves_lots
                 continue
             price = want.get(order.side)
             if (
@@ -210,6 +208,11 @@ class AvellanedaStoikovAgent(BaseAgent[AvellanedaStoikovState]):
                 want[order.side] = None
                 continue
             out.append(self.cancel(ts, order.client_order_id))
+            leaving[order.side] += order.leaves_lots
+        if pos + leaving[Side.BUY] + self.order_lots > self.max_lots:
+            want[Side.BUY] = None
+        if pos - leaving[Side.SELL] - self.order_lots < -self.max_lots:
+            want[Side.SELL] = None
         for side, price in want.items():
             if price is not None and price > 0:
                 out.append(

@@ -244,7 +244,7 @@ class BaseAgent(Generic[S]):
             self.core.cash_quote -= report.fee_quote
             self.core.fees_quote += report.fee_quote
             self.core.fills += 1
-            self.core.refusals = 0
+            self.core.refusals = self.core.retry_at_ns = 0
             if open_order is not None:
                 open_order.leaves_lots = report.leaves_lots
                 if report.leaves_lots <= 0:
@@ -260,7 +260,7 @@ class BaseAgent(Generic[S]):
         if report.status is OrderStatus.REJECTED and not open_order.cancel_sent:
             self._refused(report.ts_event_ns)  # the venue refused the order itself
         elif report.status is OrderStatus.ACCEPTED and report.reason is None:
-            self.core.refusals = 0
+            self.core.refusals = self.core.retry_at_ns = 0
         if report.status.is_final:
             del self.core.open_orders[report.client_order_id]
             return []

@@ -97,8 +97,9 @@ class LlmAgentState(msgspec.Struct, kw_only=True):
     ask_lots: int = 0
     book_ts_ns: int = 0
     """Event time of the book the features read (their as-of time)."""
-    fill_ts_ns: int = 0
-    """Event time of the newest fill: the position and PnL are known as of it."""
+    fill_seen_ns: int = 0
+    """When (the agent's clock, ``now_ns``) the newest fill reached it: the position and
+    PnL are known as of then."""
     last_price: float = 0.0
     request_seq: int = 0
     last_request_ns: int | None = None
@@ -237,7 +238,7 @@ class LlmAgent(BaseAgent[LlmAgentState]):
             or ts - st.last_request_ns >= self.config.decision_interval_ns
         )
         if st.outstanding is None and due and self._has_book():
-            self._issue(ts)
+            self._issue(ts, now_ns)
         return out
 
     # -- 1. features ------------------------------------------------------------------------
@@ -296,7 +297,9 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         mean = sum(rets) / len(rets)
         return math.sqrt(sum((r - mean) ** 2 for r in rets) / (len(rets) - 1))
 
-    def features(self, ts: int) -> MarketFeatures:
+    def features(self, ts: int, now_ns: int | None = None) -> MarketFeatures:
+        """The prompt's features for a decision on the event at ``ts`` (exchange time),
+        which reached the agent at ``now_ns`` (its clock; default ``ts``)."""
         st = self.state
         mid_ticks = self._mid_ticks()
         size = st.bid_lots + st.ask_lots
@@ -305,14 +308,20 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         # sample. Their as-of times are what the point-in-time check compares with ``ts``.
         book = st.book_ts_ns
         sampled = max(book, st.mids[-1][0]) if st.mids else book
-        # the position and PnL read every fill so far: a fill stamped after the decision
-        # time (a report ahead of the market's clock) is the future in the prompt
+        # The position and PnL read every fill so far, known when it reached the agent. On
+        # the event's clock that is its arrival less the event's own delay: a fill that
+        # reached the agent after the deciding event did (a runtime handing a report ahead
+        # of an earlier event) is the future in the prompt. Its exchange stamp is no test:
+        # a fill stamped after the event's time may arrive before the event (a response
+        # latency shorter than the feed's), known to the agent when it decides.
+        delay = (now_ns - ts) if now_ns is not None else 0
+        fills = st.fill_seen_ns - delay if st.fill_seen_ns else 0
         as_of = (
             ("mid", book),
             ("spread_bps", book),
             ("imbalance", book),
-            ("position_lots", st.fill_ts_ns),
-            ("pnl_quote", max(book, st.fill_ts_ns)),
+            ("position_lots", fills),
+            ("pnl_quote", max(book, fills)),
             ("returns_bps", sampled),
             ("volatility_bps", sampled),
         )
@@ -331,16 +340,16 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         )
 
     def on_fill(self, fill: OrderFilled, now_ns: int) -> Sequence[AgentOutput]:
-        self.state.fill_ts_ns = max(self.state.fill_ts_ns, fill.ts_event_ns)
+        self.state.fill_seen_ns = max(self.state.fill_seen_ns, now_ns)
         return ()
 
     # -- 4. requests --------------------------------------------------------------------------
-    def _issue(self, ts: int) -> None:
+    def _issue(self, ts: int, now_ns: int | None = None) -> None:
         st = self.state
         st.request_seq += 1
         st.last_request_ns = ts
         try:
-            prompt = build_prompt(self.features(ts))
+            prompt = build_prompt(self.features(ts, now_ns))
         except LookaheadError as exc:
             # future data in the prompt: never ask; the fallback decides and it is stored
             st.stats.refused += 1

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -31,21 +33,50 @@ def run_manifest(root: str | os.PathLike[str], run_id: str) -> Path:
     return Path(root) / "_sapphire" / f"manifest-{run_id}.json"
 
 
-def check_complete(root: str | os.PathLike[str], table: str, run_id: str, rows: int) -> None:
-    """Raise :class:`IncompleteRunError` when ``rows`` (what a read of ``table`` found for
-    the run) is fewer than the run's sink committed. Each producer numbers its rows of a
-    table from 0 with no gap and the manifest keeps the highest committed, so a table holds
-    ``mark + 1`` rows a producer; a deleted or lost file read as fewer rows, exit 0."""
+def check_complete(
+    root: str | os.PathLike[str], table: str, run_id: str, count: Callable[[], int]
+) -> None:
+    """Raise :class:`IncompleteRunError` when ``count()`` (the rows a read of ``table``
+    finds for the run) is fewer than the run's sink committed. Each producer numbers its
+    rows of a table from 0 with no gap and the manifest keeps the highest committed, so a
+    table holds ``mark + 1`` rows a producer; a deleted or lost file read as fewer rows.
+
+    A run still writing commits a flush (its manifest) a moment before the flush's files
+    are moved into place: a read in between is asked again a few times before it is an
+    error; a run that stopped in between has them waiting in its staging folder."""
+    rows = 0
+    for attempt in range(_RECHECKS):
+        committed = _committed(root, table, run_id)
+        if committed is None:
+            return  # no record of this run's sink (or an unreadable one): nothing to compare
+        rows = count()
+        if rows >= committed:
+            return
+        if attempt + 1 < _RECHECKS:
+            time.sleep(_RECHECK_S)
+    staging = Path(root) / "_sapphire" / f"staging-{run_id}"
+    if next(staging.glob(f"*#{table}#*"), None) is not None:
+        raise IncompleteRunError(
+            f"{Path(root) / table}: {rows:,} of the {committed:,} rows run {run_id} committed "
+            f"are in place; the rest wait in {staging} (the run stopped while storing them: "
+            "its --resume moves them)"
+        )
+    raise IncompleteRunError(
+        f"{Path(root) / table}: {rows:,} of the {committed:,} rows run {run_id} "
+        "committed are readable: files of this run are missing or moved"
+    )
+
+
+_RECHECKS = 5
+_RECHECK_S = 0.05
+
+
+def _committed(root: str | os.PathLike[str], table: str, run_id: str) -> int | None:
     try:
         marks = json.loads(run_manifest(root, run_id).read_bytes())["watermarks"]
     except (OSError, ValueError, KeyError, TypeError):
-        return  # no record of this run's sink (or an unreadable one): nothing to compare
-    committed = sum(int(mark) + 1 for mark in (marks.get(table) or {}).values())
-    if rows < committed:
-        raise IncompleteRunError(
-            f"{Path(root) / table}: {rows:,} of the {committed:,} rows run {run_id} "
-            "committed are readable: files of this run are missing or moved"
-        )
+        return None
+    return sum(int(mark) + 1 for mark in (marks.get(table) or {}).values())
 
 
 def read_table(root: str | os.PathLike[str], table: str, run_id: str | None = None) -> pl.LazyFrame:

@@ -172,3 +172,14 @@ def _filled(intent: OrderIntent) -> OrderFilled:
         is_maker=True,
         fill_id=f"f-{intent.client_order_id}",
     )
+
+
+def test_a_quote_within_the_limit_is_kept_not_cancelled_and_reposted() -> None:
+    # counting a kept quote as new exposure cancelled it at every refresh and posted it
+    # again once the cancel came back (order_amount == max_inventory: from flat)
+    agent = AvellanedaStoikovAgent(
+        "mm", BTCUSDT, {**PARAMS, "order_amount": 0.001, "max_inventory": 0.001}
+    )
+    outs = [agent.on_event(quote(i * SEC, 10_000, 10_010), i * SEC) for i in range(1, 6)]
+    assert [type(o).__name__ for o in outs[0]] == ["OrderIntent", "OrderIntent"]
+    assert all(out == [] for out in outs[1:])  # the same book: both quotes stay

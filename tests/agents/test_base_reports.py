@@ -123,3 +123,25 @@ def test_a_venue_reject_backs_off_mean_reversion_too_and_a_fill_resets_it() -> N
     )
     agent.on_report(fill, last)
     assert agent.core.refusals == 0
+
+
+def test_a_fill_lifts_the_wait_at_once() -> None:
+    agent = MomentumAgent("m", BTCUSDT, {"fast_span": 2, "slow_span": 5, "threshold_bps": 0.1})
+    intent = agent.order(SEC, Side.BUY, 1)
+    agent.on_report(_denied(intent, SEC), SEC)
+    assert agent.backing_off(SEC + SEC // 5)
+    other = agent.order(SEC, Side.BUY, 1)
+    fill = OrderFilled(
+        ts_event_ns=SEC + SEC // 10,
+        client_order_id=other.client_order_id,
+        agent_id="m",
+        symbol="BTCUSDT",
+        side=Side.BUY,
+        price_ticks=6_000_000,
+        qty_lots=1,
+        fee_quote=Decimal(0),
+        is_maker=False,
+        fill_id="f",
+    )
+    agent.on_report(fill, SEC + SEC // 10)
+    assert not agent.backing_off(SEC + SEC // 5)  # the docstring's promise: at once again

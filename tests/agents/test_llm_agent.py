@@ -361,8 +361,9 @@ def test_working_orders_count_against_their_own_sides_room() -> None:
     assert flat.capped_qty(Side.SELL, 1.0) == 0  # it sold 5 short with shorting off
 
 
-def test_a_fill_stamped_after_the_decision_time_keeps_the_request_from_the_model() -> None:
-    # the position and PnL in the prompt read a fill 12 s ahead of the event deciding at +11 s
+def test_a_fill_that_reached_the_agent_after_the_deciding_event_keeps_the_model_out() -> None:
+    # the position and PnL in the prompt read a fill that reached the agent at +12 s, for
+    # a decision on an event that reached it at +11 s (a runtime out of order)
     agent = LlmAgent("a", BTC, {"max_order_lots": 3, "max_position_lots": 5})
     agent.on_event(_quote_at(NS), NS)
     agent.drain_requests()
@@ -384,3 +385,27 @@ def test_a_fill_stamped_after_the_decision_time_keeps_the_request_from_the_model
     assert agent.stats.refused == 1
     refused = [o for o in agent.drain_outcomes() if "position_lots" in o.error]
     assert [o.ts_event_ns for o in refused] == [11 * NS], refused
+
+
+def test_a_fill_stamped_after_the_event_but_known_before_the_decision_is_no_lookahead() -> None:
+    # a response latency shorter than the feed's: the fill is stamped after the event's
+    # exchange time, yet it reached the agent before the event did; the agent knows it
+    agent = LlmAgent("a", BTC, {"max_order_lots": 3, "max_position_lots": 5})
+    feed = 2 * NS
+    agent.on_event(_quote_at(NS), NS + feed)
+    agent.drain_requests()
+    fill = OrderFilled(
+        ts_event_ns=11 * NS + NS // 2,
+        client_order_id="a-x",
+        agent_id="a",
+        symbol="BTCUSDT",
+        side=Side.BUY,
+        price_ticks=10_000,
+        qty_lots=3,
+        fee_quote=Decimal(0),
+        is_maker=False,
+        fill_id="f1",
+    )
+    agent.on_report(fill, 12 * NS)  # arrived at 12 s, the event below at 11 + 2 = 13 s
+    agent.on_event(_quote_at(11 * NS), 11 * NS + feed)
+    assert len(agent.drain_requests()) == 1

@@ -594,3 +594,21 @@ def test_a_venue_ban_silences_every_request_until_it_ends(shared_data: Path) -> 
         assert len(env.double.requests) - before == sent  # nothing more reached the venue
 
     run(shared_data, scenario)
+
+
+def test_a_timeout_after_a_ban_does_not_start_it_again(shared_data: Path) -> None:
+    # ccxt keeps the last response's headers: a timeout (no response) read the ban's own
+    # Retry-After again and started the ban anew, the order left with no report
+    async def scenario(env: Env) -> None:
+        bid, _ = env.best()
+        ban = Fault(kind=FaultKind.RATE_LIMIT, retry_after_s=120)
+        env.double.inject("POST", "order", ban)
+        await env.submit(order(1, Side.BUY, bid - 5000, 100))
+        assert env.gateway.quiet_left() > 100
+        env.gateway._quiet_until = 0.0  # two minutes later: the ban is over
+        env.double.inject("POST", "order", Fault(kind=FaultKind.LOST_RESPONSE))
+        [placed] = updates(await env.submit(order(2, Side.BUY, bid - 6000, 100)))
+        assert placed.status is OrderStatus.ACCEPTED  # found by its client id, as before
+        assert env.gateway.quiet_left() == 0
+
+    run(shared_data, scenario)

@@ -139,3 +139,20 @@ def test_a_run_missing_a_committed_file_is_an_error_not_fewer_rows(
     err = capsys.readouterr().err
     assert "0 of the 30 rows run lost committed are readable" in err, err
     assert err.count("\n") == 1
+
+
+def test_rows_committed_but_still_staged_say_where_they_wait(
+    tmp_path: Path, trades_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the manifest is the commit point; the flush's files move into place after it. A run
+    # that stopped in between is not "missing files": its --resume moves them
+    (tmp_path / "ticks").write_text("blocks the table folder")
+    sink = StorageSink(ParquetBackend(tmp_path, sink_id="stopped"), batch_size=10_000)
+    frame = ticks_from_trades(trades_path, 30, run_id="stopped")
+    sink.submit_frame("ticks", frame, now_ns=0)
+    sink.flush(0)  # committed; the move into place failed
+    (tmp_path / "ticks").unlink()
+    argv = ["stopped", "--table", "ticks", "--root", str(tmp_path), "--format", "csv"]
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert "0 of the 30 rows run stopped committed are in place; the rest wait in" in err, err
