@@ -446,9 +446,11 @@ class SinkMetrics:
     def __init__(self) -> None:
         self._totals = _Deltas()
 
-    def on_write(self, tables: Mapping[str, Sequence[Any]]) -> None:
-        for table, rows in tables.items():
-            record_sink_rows(table, len(rows))
+    def on_write(self, accepted: Mapping[str, int]) -> None:
+        """Rows the sink accepted, per table (repeats of stored rows are not counted)."""
+        for table, n in accepted.items():
+            if n:
+                record_sink_rows(table, n)
 
     def on_state(self, sink: Any, now_ns: int) -> None:
         """``sink`` is a ``sapphire.storage.sink.StorageSink``; lag is the age of its oldest

@@ -3,7 +3,12 @@ single-host run unless the config says otherwise. The metrics themselves: ``acto
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import json
 import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -52,3 +57,31 @@ def scrape_targets() -> list[str]:
         for node in ray.nodes()  # type: ignore[no-untyped-call]  # unannotated in Ray 2.60
         if node.get("Alive") and node.get("MetricsExportPort")
     ]
+
+
+def targets_file() -> Path:
+    """This process's Prometheus file-based discovery list (``ops/prometheus/prometheus.yml``
+    reads every ``prom-targets-*.json`` there)."""
+    return Path(tempfile.gettempdir()) / "sapphire" / f"prom-targets-{os.getpid()}.json"
+
+
+def write_scrape_targets(path: Path | None = None) -> Path | None:
+    """Write the cluster's metrics endpoints as a Prometheus ``file_sd`` list; removed when
+    this process exits. Why: Ray writes its own discovery file only from its dashboard,
+    which a local run starts without (``metrics.include_dashboard: false``), so the shipped
+    Prometheus found no target and every panel stayed empty. None when there are none."""
+    targets = scrape_targets()
+    if not targets:
+        return None
+    path = targets_file() if path is None else path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps([{"targets": targets, "labels": {"job": "ray"}}]))
+    tmp.replace(path)  # Prometheus never reads half a file
+    atexit.register(_remove, path)
+    return path
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()

