@@ -243,6 +243,9 @@ class CoordinatorActor:
         self._store.save(KILL_KEY, b"")
         self.core.reset_kill()
         self._kill_request = ""
+        # a feed still dead trips it again at its next check (the watch stopped for good
+        # after its first trip: a reset then traded on the frozen book)
+        self._feed_tripped = False
         if self._live:
             await self.execution.clear_halt.remote()
 
