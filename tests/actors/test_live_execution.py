@@ -68,37 +68,21 @@ def test_a_venue_throttling_the_start_is_tried_again_not_given_up(
 ) -> None:
     # a venue unavailable at the first account read ended the live run for good: every
     # later step refused every order with "venue start-up failed", the venue healthy again
-    import random
-
     from actors import live_execution
     from actors.codec import decode_messages, encode_messages
     from sapphire.adapters.binance_double import Fault, FaultKind
-    from sapphire.adapters.ccxt_credentials import ApiCredentials
-    from sapphire.adapters.ccxt_gateway import CcxtExchange
     from sapphire.kernel.timing import Window
     from sapphire.model.orders import OrderUpdate, VenueAlert
-    from tests.exchange.ccxt_env import API_KEY, SECRET, environment, order
+    from tests.exchange.ccxt_env import environment, order
 
     monkeypatch.setattr(live_execution, "START_RETRY_FIRST_S", 0.0)  # the next step may retry
 
     async def scenario() -> None:
         async with environment(shared_data) as env:
-
-            def build() -> CcxtExchange:
-                gw = CcxtExchange(
-                    env.gateway.config,
-                    ApiCredentials(API_KEY, SECRET),
-                    sleep=env.sleep,
-                    rng=random.Random(1),
-                )
-                gw.exchange.urls["api"] = env.double.ccxt_urls(gw.exchange.urls["api"])
-                gw.exchange.timeout_on_exit = 0
-                return gw
-
             # unavailable through every one of the client's own retries, then healthy
             attempts = env.gateway.config.retry.max_attempts
             env.double.inject("GET", "account", Fault(kind=FaultKind.UNAVAILABLE), times=attempts)
-            actor = Actor(build, str(tmp_path), ("BTCUSDT",))
+            actor = Actor(lambda: _client_of(env), str(tmp_path), ("BTCUSDT",))
             [alert] = decode_messages(await actor.prepare())
             assert isinstance(alert, VenueAlert) and not alert.fatal, alert
             assert "try 1" in alert.message
@@ -122,36 +106,20 @@ def test_a_start_under_a_venue_ban_waits_the_ban_out(
 ) -> None:
     # each try built a new client and forgot the ban: a request every 1, 2, 4 ... 60 s
     # into a 418, each one lengthening it
-    import random
-
     from actors import live_execution
     from actors.codec import decode_messages, encode_messages
     from sapphire.adapters.binance_double import Fault, FaultKind
-    from sapphire.adapters.ccxt_credentials import ApiCredentials
-    from sapphire.adapters.ccxt_gateway import CcxtExchange
     from sapphire.kernel.timing import Window
     from sapphire.model.orders import OrderUpdate, VenueAlert
-    from tests.exchange.ccxt_env import API_KEY, SECRET, environment, order
+    from tests.exchange.ccxt_env import environment, order
 
     monkeypatch.setattr(live_execution, "START_RETRY_FIRST_S", 0.0)
 
     async def scenario() -> None:
         async with environment(shared_data) as env:
-
-            def build() -> CcxtExchange:
-                gw = CcxtExchange(
-                    env.gateway.config,
-                    ApiCredentials(API_KEY, SECRET),
-                    sleep=env.sleep,
-                    rng=random.Random(1),
-                )
-                gw.exchange.urls["api"] = env.double.ccxt_urls(gw.exchange.urls["api"])
-                gw.exchange.timeout_on_exit = 0
-                return gw
-
             ban = Fault(kind=FaultKind.RATE_LIMIT, retry_after_s=600)
             env.double.inject("GET", "account", ban, times=100)
-            actor = Actor(build, str(tmp_path), ("BTCUSDT",))
+            actor = Actor(lambda: _client_of(env), str(tmp_path), ("BTCUSDT",))
             [alert] = decode_messages(await actor.prepare())
             assert isinstance(alert, VenueAlert) and not alert.fatal
             assert "again in 600 s" in alert.message, alert.message
@@ -165,3 +133,19 @@ def test_a_start_under_a_venue_ban_waits_the_ban_out(
             assert env.double.count("GET", "account") == sent  # nothing into the ban
 
     asyncio.run(scenario())
+
+
+def _client_of(env: Any) -> Any:
+    """A new gateway to the environment's Binance double, as a restarted actor builds one."""
+    import random
+
+    from sapphire.adapters.ccxt_credentials import ApiCredentials
+    from sapphire.adapters.ccxt_gateway import CcxtExchange
+    from tests.exchange.ccxt_env import API_KEY, SECRET
+
+    gw = CcxtExchange(
+        env.gateway.config, ApiCredentials(API_KEY, SECRET), sleep=env.sleep, rng=random.Random(1)
+    )
+    gw.exchange.urls["api"] = env.double.ccxt_urls(gw.exchange.urls["api"])
+    gw.exchange.timeout_on_exit = 0
+    return gw

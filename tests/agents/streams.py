@@ -10,7 +10,7 @@ from pathlib import Path
 from sapphire.agents.base import AgentOutput
 from sapphire.backtest import _loaders
 from sapphire.model import Instrument, OrderFilled, OrderIntent, OrderStatus, OrderType, OrderUpdate
-from sapphire.model.events import AnyMarketEvent, Bar
+from sapphire.model.events import AnyMarketEvent, Bar, Side
 from tests.conftest import shared_data_dir
 
 BTCUSDT = Instrument(
@@ -100,3 +100,26 @@ def drive(agent: object, events: Sequence[AnyMarketEvent]) -> list[AgentOutput]:
                 )
             out.extend(agent.on_report(report, event.ts_event_ns))  # type: ignore[attr-defined]
     return out
+
+
+def filled(
+    agent_id: str,
+    client_order_id: str,
+    ts_ns: int,
+    price_ticks: int,
+    qty_lots: int,
+    side: Side = Side.BUY,
+) -> OrderFilled:
+    """A taker fill of one of ``agent_id``'s orders, no fee, as a venue reports it."""
+    return OrderFilled(
+        ts_event_ns=ts_ns,
+        client_order_id=client_order_id,
+        agent_id=agent_id,
+        symbol="BTCUSDT",
+        side=side,
+        price_ticks=price_ticks,
+        qty_lots=qty_lots,
+        fee_quote=Decimal(0),
+        is_maker=False,
+        fill_id=f"f-{client_order_id}-{ts_ns}",
+    )

@@ -4,7 +4,6 @@ leaves the order to be cancelled again, and a refused order is retried only afte
 from __future__ import annotations
 
 import itertools
-from decimal import Decimal
 
 from sapphire.agents.avellaneda_stoikov import AvellanedaStoikovAgent
 from sapphire.agents.base import RETRY_FIRST_NS, RETRY_MAX_NS
@@ -13,12 +12,11 @@ from sapphire.agents.momentum import MomentumAgent
 from sapphire.model import CancelIntent, OrderIntent, Quote, Side
 from sapphire.model.orders import (
     OrderDenied,
-    OrderFilled,
     OrderStatus,
     OrderUpdate,
     RejectReason,
 )
-from tests.agents.streams import BTCUSDT
+from tests.agents.streams import BTCUSDT, filled
 
 SEC = 1_000_000_000
 
@@ -109,18 +107,7 @@ def test_a_venue_reject_backs_off_mean_reversion_too_and_a_fill_resets_it() -> N
     assert agent.core.refusals == len(sent)
     last = agent.core.retry_at_ns
     assert last - sent[-1] == min(RETRY_FIRST_NS << (len(sent) - 1), RETRY_MAX_NS)
-    fill = OrderFilled(
-        ts_event_ns=last,
-        client_order_id="r-x",
-        agent_id="r",
-        symbol="BTCUSDT",
-        side=Side.BUY,
-        price_ticks=5_990_000,
-        qty_lots=1,
-        fee_quote=Decimal(0),
-        is_maker=False,
-        fill_id="f1",
-    )
+    fill = filled("r", "r-x", last, 5_990_000, 1)
     agent.on_report(fill, last)
     assert agent.core.refusals == 0
 
@@ -131,17 +118,6 @@ def test_a_fill_lifts_the_wait_at_once() -> None:
     agent.on_report(_denied(intent, SEC), SEC)
     assert agent.backing_off(SEC + SEC // 5)
     other = agent.order(SEC, Side.BUY, 1)
-    fill = OrderFilled(
-        ts_event_ns=SEC + SEC // 10,
-        client_order_id=other.client_order_id,
-        agent_id="m",
-        symbol="BTCUSDT",
-        side=Side.BUY,
-        price_ticks=6_000_000,
-        qty_lots=1,
-        fee_quote=Decimal(0),
-        is_maker=False,
-        fill_id="f",
-    )
+    fill = filled("m", other.client_order_id, SEC + SEC // 10, 6_000_000, 1)
     agent.on_report(fill, SEC + SEC // 10)
     assert not agent.backing_off(SEC + SEC // 5)  # the docstring's promise: at once again

@@ -19,6 +19,7 @@ from sapphire.llm.decision import LlmDecision
 from sapphire.model.events import Quote, Side
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import OrderFilled, OrderIntent, Signal, TimeInForce
+from tests.agents.streams import filled
 
 BTC = Instrument(symbol="BTCUSDT", tick_size="0.01", lot_size="0.00001")
 NS = 1_000_000_000
@@ -367,18 +368,7 @@ def test_a_fill_that_reached_the_agent_after_the_deciding_event_keeps_the_model_
     agent = LlmAgent("a", BTC, {"max_order_lots": 3, "max_position_lots": 5})
     agent.on_event(_quote_at(NS), NS)
     agent.drain_requests()
-    ahead = OrderFilled(
-        ts_event_ns=12 * NS,
-        client_order_id="a-x",
-        agent_id="a",
-        symbol="BTCUSDT",
-        side=Side.BUY,
-        price_ticks=10_000,
-        qty_lots=3,
-        fee_quote=Decimal(0),
-        is_maker=False,
-        fill_id="f1",
-    )
+    ahead = filled("a", "a-x", 12 * NS, 10_000, 3)
     agent.on_report(ahead, 12 * NS)
     agent.on_event(_quote_at(11 * NS), 11 * NS)
     assert agent.drain_requests() == []  # never asked
@@ -394,18 +384,7 @@ def test_a_fill_stamped_after_the_event_but_known_before_the_decision_is_no_look
     feed = 2 * NS
     agent.on_event(_quote_at(NS), NS + feed)
     agent.drain_requests()
-    fill = OrderFilled(
-        ts_event_ns=11 * NS + NS // 2,
-        client_order_id="a-x",
-        agent_id="a",
-        symbol="BTCUSDT",
-        side=Side.BUY,
-        price_ticks=10_000,
-        qty_lots=3,
-        fee_quote=Decimal(0),
-        is_maker=False,
-        fill_id="f1",
-    )
+    fill = filled("a", "a-x", 11 * NS + NS // 2, 10_000, 3)
     agent.on_report(fill, 12 * NS)  # arrived at 12 s, the event below at 11 + 2 = 13 s
     agent.on_event(_quote_at(11 * NS), 11 * NS + feed)
     assert len(agent.drain_requests()) == 1
