@@ -36,6 +36,8 @@ SPREAD_BPS = "market_making_spread_bps"
 POSITION = "hft_position_lots"
 PNL = "hft_pnl_quote"
 FIRM_PNL = "hft_firm_pnl_quote"
+DAILY_PNL = "hft_daily_pnl_quote"
+FIRM_DAILY_PNL = "hft_firm_daily_pnl_quote"
 LOSS_LIMIT = "hft_daily_loss_limit_quote"
 RISK_REJECTIONS = "hft_risk_rejections_total"
 KILL_SWITCH = "hft_kill_switch_state"
@@ -83,6 +85,19 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
     FIRM_PNL: (
         "gauge",
         "The firm's PnL in its own currency, every asset converted (what its loss limit binds)",
+        (),
+        None,
+    ),
+    DAILY_PNL: (
+        "gauge",
+        "An agent's PnL since the risk engine's UTC day started, per settlement asset (what "
+        "its daily loss limit reads)",
+        ("agent", "asset"),
+        None,
+    ),
+    FIRM_DAILY_PNL: (
+        "gauge",
+        "The firm's PnL since the UTC day started, in its currency (its daily limit reads it)",
         (),
         None,
     ),
@@ -230,6 +245,14 @@ def set_pnl(agent: str, symbol: str, pnl_quote: Decimal | float | str, asset: st
 
 def set_firm_pnl(pnl_quote: Decimal | float | str) -> None:
     _rec(FIRM_PNL, float(Decimal(str(pnl_quote))))
+
+
+def set_daily_pnl(agent: str, asset: str, pnl: Decimal | float | str) -> None:
+    _rec(DAILY_PNL, float(Decimal(str(pnl))), agent=agent, asset=asset)
+
+
+def set_firm_daily_pnl(pnl: Decimal | float | str) -> None:
+    _rec(FIRM_DAILY_PNL, float(Decimal(str(pnl))))
 
 
 def set_loss_limit(agent: str, limit_quote: Decimal | float | str) -> None:
@@ -435,6 +458,12 @@ class StepMetrics:
             set_pnl(agent_id, symbol, row["pnl_quote"], str(row.get("unit", "")))
         if "firm_pnl_quote" in summary:
             set_firm_pnl(summary["firm_pnl_quote"])
+        daily = summary.get("daily_pnl", {})
+        for agent_id, by_asset in daily.get("agents", {}).items():
+            for asset, pnl in by_asset.items():
+                set_daily_pnl(agent_id, asset, pnl)
+        if "firm" in daily:
+            set_firm_daily_pnl(daily["firm"])
         for reason, total in summary.get("risk_rejections", {}).items():
             record_risk_rejection(reason, int(self._totals.delta(("risk", reason), total)))
         set_kill_switch(bool(summary.get("kill_switch", False)))

@@ -477,6 +477,7 @@ class CoordinatorStage:
             "agents": self.agent_rows(),
             "firm_pnl_quote": firm["total"],
             "firm_pnl": firm,
+            "daily_pnl": self.daily_pnl(),
             "consensus": {s: core.aggregator.consensus(s) for s in core.aggregator.symbols()},
             "rows": self.rows.committed_counts(),
             "rows_produced": self.rows.counts(),
@@ -535,6 +536,20 @@ class CoordinatorStage:
         """The firm's one PnL figure, in its reporting currency (partial while a settlement
         asset has no conversion mark: see :meth:`firm_summary`)."""
         return self.firm_pnl().total
+
+    def daily_pnl(self) -> dict[str, Any]:
+        """The PnL the daily loss limits read: each agent's per settlement asset and the
+        firm's in its currency, since the risk engine's UTC day started (the run's PnL is
+        since the run started: a loss alert on it kept firing the day after)."""
+        risk = self.core.risk
+        agents = sorted({key.partition("/")[0] for key in self.agent_rows()})
+        return {
+            "agents": {
+                a: {asset: money(v) for asset, v in sorted(risk.daily_pnl_by_asset(a).items())}
+                for a in agents
+            },
+            "firm": money(risk.firm_daily_pnl().total),
+        }
 
     def firm_summary(self) -> dict[str, Any]:
         firm = self.firm_pnl()

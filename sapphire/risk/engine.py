@@ -305,12 +305,16 @@ class RiskEngine:
             if cap >= 0 and notional_ticklots > cap and binds:
                 notional = inst.notional_quote(price, abs(projected))
                 return RejectReason.RISK_MAX_NOTIONAL, f"projected notional {notional} > cap"
-        if intent.agent_id in self._loss_breached:
+        # Over a daily loss limit, an order that only shrinks the position still goes (as
+        # the caps above): refused, the agent sat on its losing position while the market
+        # went on against it
+        if intent.agent_id in self._loss_breached and binds:
             return RejectReason.RISK_DAILY_LOSS, "agent daily loss limit breached"
         if self.firm_breached:
             if self.limits.kill_on_daily_loss:
                 self.trip_kill_switch("firm daily loss limit breached")
-            return RejectReason.RISK_DAILY_LOSS, "firm daily loss limit breached"
+            if binds:
+                return RejectReason.RISK_DAILY_LOSS, "firm daily loss limit breached"
         return None, ""
 
     # -- the batch check ------------------------------------------------------------------
@@ -501,10 +505,10 @@ class RiskEngine:
                                 notional = instruments[symbol].notional_quote(price, size_after)
                                 detail = f"projected notional {notional} > cap"
                         if reason is None:
-                            if agent_id in loss_breached:
+                            if growing and agent_id in loss_breached:
                                 reason = loss_r
                                 detail = "agent daily loss limit breached"
-                            elif firm_breached:
+                            elif growing and firm_breached:
                                 reason = loss_r
                                 detail = "firm daily loss limit breached"
                             elif gate > 0:

@@ -129,6 +129,7 @@ def test_summary_totals_become_increments_and_survive_a_restart(rec: MemoryRecor
             "agents": {"mm/BTCUSDT": row, "mm/BTCUSD_PERP": coin},
             "risk_rejections": {"risk_max_position": 3},
             "firm_pnl_quote": "-190.5",
+            "daily_pnl": {"agents": {"mm": {"USDT": "-2.5", "BTC": "0.001"}}, "firm": "-30"},
         }
     )
     sm.on_summary({"agents": {}, "risk_rejections": {"risk_max_position": 5}, "kill_switch": True})
@@ -141,6 +142,10 @@ def test_summary_totals_become_increments_and_survive_a_restart(rec: MemoryRecor
     assert rec.last(metrics.PNL, agent="mm", symbol="BTCUSDT", asset="USDT") == -12.5
     assert rec.last(metrics.PNL, agent="mm", symbol="BTCUSD_PERP", asset="BTC") == -0.002
     assert rec.last(metrics.FIRM_PNL) == -190.5  # converted, what the firm's limit binds
+    # the day's, which the daily limits read (the run's PnL kept a loss alert on a day after)
+    assert rec.last(metrics.DAILY_PNL, agent="mm", asset="USDT") == -2.5
+    assert rec.last(metrics.DAILY_PNL, agent="mm", asset="BTC") == 0.001
+    assert rec.last(metrics.FIRM_DAILY_PNL) == -30
     assert [v for n, v, _ in rec.calls if n == metrics.KILL_SWITCH] == [0.0, 1.0, 0.0]
 
 
@@ -325,7 +330,9 @@ def test_running_system_exports_its_metrics(ray_metrics: list[str], tmp_path: Pa
         assert total(last, P(metrics.SINK_ROWS)) > 0
         assert P(metrics.POSITION) in last and P(metrics.PNL) in last
         assert {series.get("asset") for series, _ in last[P(metrics.PNL)]} == {"USDT"}
-        assert P(metrics.FIRM_PNL) in last
+        assert P(metrics.FIRM_PNL) in last and P(metrics.FIRM_DAILY_PNL) in last
+        daily = {series.get("agent") for series, _ in last[P(metrics.DAILY_PNL)]}
+        assert "mm_as" in daily and daily <= {a.id for a in config.agents}
         assert total(last, P(metrics.LOSS_LIMIT), agent=metrics.FIRM) == 2000
         assert total(last, P(metrics.KILL_SWITCH)) == 0
         assert total(last, P(metrics.SPREAD_BPS), agent="mm_as") > 0

@@ -317,3 +317,29 @@ def test_a_duplicate_submit_refused_by_the_venue_leaves_the_order_open() -> None
     c.step([], [duplicate], {}, 4)
     assert [e.client_order_id for e in c.journal.open_orders()] == [order.client_order_id]
     assert c.journal.entries[order.client_order_id].status is OrderStatus.ACCEPTED
+
+
+def test_an_agent_over_its_daily_loss_may_still_close() -> None:
+    # the loss check refused every order, a reduce-only close too: the agent sat on its
+    # losing position while the market went on against it
+    from sapphire.risk.limits import AgentLimits
+
+    c = core(default_agent=AgentLimits(max_daily_loss_quote="1"))
+    order = c.step([QUOTE], [], {"a": [buy("a", 1, qty=1000)]}, 2).commands[0]
+    assert isinstance(order, SubmitOrder)
+    c.step([], [filled(order, 599_990, "x")], {}, 3)
+    crash = Quote(
+        ts_event_ns=4,
+        symbol="BTCUSDT",
+        bid_ticks=590_000,
+        bid_lots=1,
+        ask_ticks=590_010,
+        ask_lots=1,
+    )
+    more = c.step([crash], [], {"a": [buy("a", 2, qty=10)]}, 4)
+    assert [d.reason for d in more.decisions] == [RejectReason.RISK_DAILY_LOSS]
+    close = msgspec.structs.replace(
+        buy("a", 3, qty=1000), side=Side.SELL, limit_ticks=590_000, reduce_only=True
+    )
+    out = c.step([], [], {"a": [close]}, 5)
+    assert [d.accepted for d in out.decisions] == [True]
