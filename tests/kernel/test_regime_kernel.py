@@ -93,7 +93,12 @@ def test_the_llm_classifier_drives_the_scale_in_a_kernel_run() -> None:
     [
         ({"bogus": 1}, "unknown field `bogus`"),
         ({"sampling": {"temperature": 0.5}}, "temperature must be 0"),
-        ({"model_path": "/nonexistent.gguf"}, "no file /nonexistent.gguf"),
+        (
+            {"model_path": "/nonexistent.gguf", "model_id": "x", "knowledge_cutoff": "2024-01-01"},
+            "no file /nonexistent.gguf",
+        ),
+        # another model keeps no packaged cutoff: its later events were not flagged
+        ({"model_path": "/other.gguf"}, "knowledge_cutoff .* is required with model_path"),
     ],
 )
 def test_a_bad_regime_model_config_is_refused_before_the_run(llm: dict[str, Any], why: str) -> None:
