@@ -102,7 +102,16 @@ def wait(pred, timeout):
         time.sleep(0.5)
     return False
 
-ray.init(address=sys.argv[1], log_to_driver=False)
+# the head may not have registered its node when the driver first asks (Ray: "No node info
+# found matching attributes"; seen on a loaded 2-core CI): ask again, a few times
+for attempt in range(6):
+    try:
+        ray.init(address=sys.argv[1], log_to_driver=False)
+        break
+    except ConnectionError:
+        if attempt == 5:
+            raise
+        time.sleep(2.0)
 config = load_config(sys.argv[2])
 spec = config.agents[0]
 instrument = wiring.load_instruments(config.data)[spec.symbol]
