@@ -287,7 +287,7 @@ class CcxtExchange:
         symbol = self._symbols[order.symbol]
         policy = self.config.retry
         for attempt in range(1, policy.max_attempts + 1):
-            quiet = self._quiet_left()
+            quiet = self.quiet_left()
             if quiet and attempt == 1:  # nothing sent yet: refused here, never placed
                 tracked.finish_rejected(out, RejectReason.EXCHANGE_ERROR, _silence(quiet))
                 return
@@ -353,7 +353,7 @@ class CcxtExchange:
         if symbol is None:
             out.append(cancel_refused(cancel, tracked.status, tracked.order.agent_id, "symbol"))
             return out
-        quiet = self._quiet_left()
+        quiet = self.quiet_left()
         if quiet:  # a cancel sent into a ban is refused too, and lengthens it
             out.append(cancel_unconfirmed(cancel, tracked, f"cancel not sent: {_silence(quiet)}"))
             return out
@@ -628,7 +628,7 @@ class CcxtExchange:
         """An idempotent request (a read, load_markets) with backoff on transient failures."""
         policy = self.config.retry
         for attempt in range(1, policy.max_attempts + 1):
-            quiet = self._quiet_left()
+            quiet = self.quiet_left()
             if quiet:
                 raise ccxt_async.DDoSProtection(_silence(quiet))
             try:
@@ -651,11 +651,6 @@ class CcxtExchange:
             return None
         return retry_after_s(getattr(self.exchange, "last_response_headers", None))
 
-    def quiet_left(self) -> float:
-        """Seconds of a venue's ban still to wait (0: none), for whoever builds the next
-        gateway (a start-up tried again must not knock during the ban either)."""
-        return self._quiet_left()
-
     def _heed(self, wait: float | None) -> float | None:
         """A Retry-After longer than a step may wait is a ban (Binance's 429 then 418, two
         minutes up to three days): no request of any kind before it ends. Every one sent
@@ -665,8 +660,9 @@ class CcxtExchange:
             self._quiet_until = max(self._quiet_until, time.monotonic() + wait)
         return wait
 
-    def _quiet_left(self) -> float:
-        """Seconds of the venue's ban still to wait (0: none)."""
+    def quiet_left(self) -> float:
+        """Seconds of the venue's ban still to wait (0: none); also read by whoever builds
+        the next gateway (a start-up tried again must not knock during the ban either)."""
         return max(0.0, self._quiet_until - time.monotonic())
 
     def _settle_s(self) -> float:

@@ -216,7 +216,7 @@ class BaseAgent(Generic[S]):
     def trade_towards(self, ts_ns: int, target_lots: int) -> list[AgentOutput]:
         """Market order for the gap between ``target_lots`` and position plus pending
         (nothing while :meth:`backing_off`)."""
-        if ts_ns < self.core.retry_at_ns:
+        if self.backing_off(ts_ns):
             return []
         gap = target_lots - self.core.position_lots - self.pending_lots()
         # orders are whole order steps (the book's size grid may be finer): trade the steps

@@ -112,20 +112,18 @@ def test_kill_switch_cancels_resting_orders_and_blocks_new_ones_within_one_step(
     assert result.decisions[0].reason is RejectReason.RISK_KILL_SWITCH
 
 
+# the market 1.7 % down from QUOTE: a 1,000-lot buy at 599,990 loses over any small limit
+CRASH = Quote(
+    ts_event_ns=4, symbol="BTCUSDT", bid_ticks=590_000, bid_lots=1, ask_ticks=590_010, ask_lots=1
+)
+
+
 def test_firm_daily_loss_trips_the_switch() -> None:
     c = core(max_firm_daily_loss_quote="1")
     order = c.step([QUOTE], [], {"a": [buy("a", 1, qty=1000)]}, 2).commands[0]
     assert isinstance(order, SubmitOrder)
     c.step([], [filled(order, 599_990, "x")], {}, 3)
-    crash = Quote(
-        ts_event_ns=4,
-        symbol="BTCUSDT",
-        bid_ticks=590_000,
-        bid_lots=1,
-        ask_ticks=590_010,
-        ask_lots=1,
-    )
-    result = c.step([crash], [], {"b": [buy("b", 2)]}, 4)
+    result = c.step([CRASH], [], {"b": [buy("b", 2)]}, 4)
     assert result.kill_switch_tripped
     assert c.risk.kill_switch_on
 
@@ -328,15 +326,7 @@ def test_an_agent_over_its_daily_loss_may_still_close() -> None:
     order = c.step([QUOTE], [], {"a": [buy("a", 1, qty=1000)]}, 2).commands[0]
     assert isinstance(order, SubmitOrder)
     c.step([], [filled(order, 599_990, "x")], {}, 3)
-    crash = Quote(
-        ts_event_ns=4,
-        symbol="BTCUSDT",
-        bid_ticks=590_000,
-        bid_lots=1,
-        ask_ticks=590_010,
-        ask_lots=1,
-    )
-    more = c.step([crash], [], {"a": [buy("a", 2, qty=10)]}, 4)
+    more = c.step([CRASH], [], {"a": [buy("a", 2, qty=10)]}, 4)
     assert [d.reason for d in more.decisions] == [RejectReason.RISK_DAILY_LOSS]
     close = msgspec.structs.replace(
         buy("a", 3, qty=1000), side=Side.SELL, limit_ticks=590_000, reduce_only=True
