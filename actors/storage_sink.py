@@ -55,6 +55,11 @@ DEFAULT_TARGET_COMMIT_S = 0.020
 _MIN_SAMPLE_ROWS = 4_096
 # waiting rows (in groups) past which a write waits for the commit in flight
 _BACKLOG_GROUPS = 4
+# How often a group-committing sink re-sets its lag and buffered-rows gauges between writes
+# and commits. Why: they were set only then, so while a commit hung (a stalled store) the
+# lag stood still, and Ray's exporter drops a gauge not set for ~30 s: the sink-lag alert
+# could not fire when it mattered most.
+STATE_EVERY_S = 5.0
 # Ray passes a call's argument of up to 100 KiB inside the call, a larger one through the
 # object store; frames whose in-memory size passes this are packed (pickled, a polars frame
 # takes up to ~3x its estimated size: string views, null columns)
@@ -331,6 +336,7 @@ class StorageSinkActor:
         )
         self._flush_interval_s = flush_interval_s
         self._flusher: asyncio.Task[None] | None = None
+        self._publisher: asyncio.Task[None] | None = None
         self.metrics = metrics.SinkMetrics()
         self._committer = (
             GroupCommitter(self.sink, on_settled=self._publish_state, max_group_rows=max_group_rows)
@@ -340,6 +346,11 @@ class StorageSinkActor:
 
     def _publish_state(self) -> None:
         self.metrics.on_state(self.sink, time.time_ns())
+
+    async def _publish_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(STATE_EVERY_S)
+            self._publish_state()
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -394,6 +405,9 @@ class StorageSinkActor:
         self._submit(tables)
         if self._committer is not None:
             self._committer.kick()
+            if self._publisher is None:
+                loop = asyncio.get_running_loop()
+                self._publisher = loop.create_task(self._publish_periodically())
         elif self._flusher is None and self._flush_interval_s > 0:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
         return self.incarnation, self._watermarks(producer_id), True

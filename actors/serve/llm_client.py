@@ -3,7 +3,7 @@
 It implements :class:`sapphire.llm.client.DecisionClient`: every path ends in a validated
 :class:`LlmDecision`, and every failure (timeout, transport error, bad output) in ``HOLD``
 plus one count in :attr:`stats`. Only successfully parsed decisions are cached, under
-``cache_key(model, prompt, sampling)``, so a transient failure is retried next time. The
+``cache_key(model, prompt, sampling, engine)``, so a transient failure is retried next time. The
 cache is the tiered one (L1 in process, then Redis when one is given, then the model):
 identical prompts from several agent actors, or from an actor after a restart, are answered
 once, and concurrent identical prompts share one model call.
@@ -68,6 +68,7 @@ class _Identity(msgspec.Struct, frozen=True, kw_only=True):
     sampling: SamplingConfig
     knowledge_cutoff: str = ""
     point_in_time: str = "warn"
+    engine: str = ""
 
 
 class ServeDecisionClient:
@@ -127,7 +128,7 @@ class ServeDecisionClient:
             return Answer(
                 decision=HOLD, error=verdict.reason, model=ident.model, before_cutoff=True
             )
-        key = cache_key(ident.model, prompt, ident.sampling)
+        key = cache_key(ident.model, prompt, ident.sampling, ident.engine)
         fresh: list[Answer] = []
 
         async def load(_: str) -> LlmDecision:

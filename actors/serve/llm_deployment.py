@@ -30,7 +30,13 @@ from ray import serve
 from starlette.requests import Request
 
 from actors.cost import HOUR, Prices
-from sapphire.llm.engines import Generation, TextEngine, create_engine, engine_config_from_dict
+from sapphire.llm.engines import (
+    Generation,
+    TextEngine,
+    create_engine,
+    engine_config_from_dict,
+    engine_fingerprint,
+)
 from sapphire.llm.prompt import DecisionPrompt
 
 MAX_PROMPT_CHARS = 4000
@@ -308,6 +314,7 @@ class LlmDecisionDeployment:
         config = engine_config_from_dict(dict(engine or {}))
         self._engine = create_engine(config)
         self._cutoff = config.knowledge_cutoff
+        self._fingerprint = engine_fingerprint(config)
         self._point_in_time = point_in_time
         prices = dict(prices or {})
         self._currency = str(prices.pop("currency", ""))
@@ -351,6 +358,7 @@ class LlmDecisionDeployment:
         return {
             "model": self._engine.model_id,
             "sampling": msgspec.to_builtins(self._engine.sampling),
+            "engine": self._fingerprint,
             "decode_steps": self._scheduler.steps,
             "max_batch_size": self._scheduler.cap,
             "knowledge_cutoff": self._cutoff,

@@ -12,7 +12,7 @@ key file named by the environment variable ``credentials_env`` (or a secret file
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -137,6 +137,26 @@ class StoreSource(Protocol):
 
     def read(self, table: str, run_id: str | None = None) -> pl.LazyFrame: ...
 
+    def summary(self, table: str, run_id: str) -> pl.DataFrame:
+        """One row: ``rows``, ``symbols``, ``first_ts_ns``, ``last_ts_ns`` of the run."""
+        ...
+
+    def first_rows(
+        self, table: str, run_id: str, equals: Mapping[str, str], limit: int
+    ) -> pl.DataFrame:
+        """The run's rows whose columns equal ``equals``, in time order (``ts_ns``, then
+        producer and sequence), the first ``limit`` of them (0: all)."""
+        ...
+
+
+SUMMARY_SCHEMA = {
+    "rows": pl.Int64,
+    "symbols": pl.Int64,
+    "first_ts_ns": pl.Int64,
+    "last_ts_ns": pl.Int64,
+}
+ROW_ORDER = ("ts_ns", "producer_id", "seq")
+
 
 class ParquetSource:
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -156,6 +176,28 @@ class ParquetSource:
             check_complete(self.root, table, run_id, count)
         return read_table(self.root, table, run_id)
 
+    def summary(self, table: str, run_id: str) -> pl.DataFrame:
+        return (
+            self.read(table, run_id)
+            .select(
+                pl.len().alias("rows"),
+                pl.col("symbol").n_unique().alias("symbols"),
+                pl.col("ts_ns").min().alias("first_ts_ns"),
+                pl.col("ts_ns").max().alias("last_ts_ns"),
+            )
+            .collect()
+            .cast(SUMMARY_SCHEMA)  # type: ignore[arg-type]
+        )
+
+    def first_rows(
+        self, table: str, run_id: str, equals: Mapping[str, str], limit: int
+    ) -> pl.DataFrame:
+        lf = self.read(table, run_id)
+        for column, value in equals.items():
+            lf = lf.filter(pl.col(column) == value)
+        lf = lf.sort(*ROW_ORDER)
+        return (lf.head(limit) if limit > 0 else lf).collect()
+
 
 class BigQuerySource:
     """Reads a run back with one query per table; the frame has the Parquet reader's schema
@@ -169,19 +211,40 @@ class BigQuerySource:
     def location(self) -> str:
         return f"bigquery:{self.params.project}.{self.params.dataset}"  # as store_location
 
-    def read(self, table: str, run_id: str | None = None) -> pl.LazyFrame:
+    def _table_id(self, table: str) -> str:
+        return f"{self.params.project}.{self.params.dataset}.{table}"
+
+    def _rows_sql(
+        self, table: str, columns: str, run_id: str | None, equals: Mapping[str, str]
+    ) -> tuple[str, list[Any]]:
+        """``columns`` of a table's rows, each (run, producer, seq) once: a batch retried
+        after an outage may have inserted its first chunks twice (BigQuery drops repeated
+        insert ids for about a minute only), and counting or limiting in the query must
+        not see the repeats."""
+        from google.cloud import bigquery
+
+        where = ["TRUE"]
+        params: list[Any] = []
+        for i, (column, value) in enumerate({"run_id": run_id, **equals}.items()):
+            if value is None:
+                continue
+            if column not in table_schema(table).names:
+                raise ValueError(f"table {table!r} has no column {column!r}")
+            where.append(f"{column} = @p{i}")
+            params.append(bigquery.ScalarQueryParameter(f"p{i}", "STRING", value))
+        sql = (
+            f"SELECT {columns} FROM `{self._table_id(table)}` WHERE {' AND '.join(where)} "
+            "QUALIFY ROW_NUMBER() OVER (PARTITION BY run_id, producer_id, seq ORDER BY ts_ns) = 1"
+        )
+        return sql, params
+
+    def _query(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+        """The rows of one query (none where the table does not exist)."""
         from google.api_core import exceptions as gexc
         from google.cloud import bigquery
 
         from sapphire.adapters.bigquery import NO_LIBRARY_RETRY, with_backoff
 
-        schema = table_schema(table)
-        table_id = f"{self.params.project}.{self.params.dataset}.{table}"
-        sql = f"SELECT {', '.join(schema.names)} FROM `{table_id}`"
-        params = []
-        if run_id is not None:
-            sql += " WHERE run_id = @run_id"
-            params.append(bigquery.ScalarQueryParameter("run_id", "STRING", run_id))
         config = bigquery.QueryJobConfig(query_parameters=params)
 
         def run() -> list[dict[str, Any]]:
@@ -198,18 +261,40 @@ class BigQuerySource:
             return [dict(r.items()) for r in result]
 
         try:
-            rows = with_backoff(
-                run,
-                max_attempts=self.params.max_attempts,
-            )
+            rows: list[dict[str, Any]] = with_backoff(run, max_attempts=self.params.max_attempts)
         except gexc.NotFound:
-            rows = []
-        frame = pl.DataFrame(rows, schema=schema.polars_schema, orient="row")
-        # a row is (run, producer, seq): a batch retried after an outage may have inserted
-        # its first chunks twice (BigQuery drops repeated insert ids for about a minute only)
-        frame = frame.unique(subset=["run_id", "producer_id", "seq"], maintain_order=True)
+            return []
+        return rows
+
+    def _frame(self, table: str, rows: list[dict[str, Any]]) -> pl.LazyFrame:
+        frame = pl.DataFrame(rows, schema=table_schema(table).polars_schema, orient="row")
         date = pl.from_epoch(pl.col("ts_ns"), time_unit="ns").dt.date().alias("date")
         return frame.with_columns(date).lazy()
+
+    def read(self, table: str, run_id: str | None = None) -> pl.LazyFrame:
+        columns = ", ".join(table_schema(table).names)
+        return self._frame(table, self._query(*self._rows_sql(table, columns, run_id, {})))
+
+    def summary(self, table: str, run_id: str) -> pl.DataFrame:
+        """Counted in the query: the run's rows never leave BigQuery for a summary."""
+        inner, params = self._rows_sql(table, "symbol, ts_ns", run_id, {})
+        sql = (
+            "SELECT COUNT(*) AS rows, COUNT(DISTINCT symbol) AS symbols, "
+            f"MIN(ts_ns) AS first_ts_ns, MAX(ts_ns) AS last_ts_ns FROM ({inner})"
+        )
+        found = self._query(sql, params) or [{"rows": 0, "symbols": 0}]
+        return pl.DataFrame(found, schema=SUMMARY_SCHEMA, orient="row")
+
+    def first_rows(
+        self, table: str, run_id: str, equals: Mapping[str, str], limit: int
+    ) -> pl.DataFrame:
+        """Filtered, ordered and cut in the query: ``--limit 5`` reads 5 rows."""
+        columns = ", ".join(table_schema(table).names)
+        sql, params = self._rows_sql(table, columns, run_id, equals)
+        sql += f" ORDER BY {', '.join(ROW_ORDER)}"
+        if limit > 0:
+            sql += f" LIMIT {int(limit)}"
+        return self._frame(table, self._query(sql, params)).collect()
 
 
 def next_query(run_id: str, config_path: str | os.PathLike[str], config: SystemConfig) -> str:

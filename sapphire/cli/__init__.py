@@ -43,6 +43,13 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def one_line(exc: BaseException) -> str:
+    """An error's first line: a store's client may say more on the lines after it
+    (BigQuery: "Location: US", "Job ID: ..."), and a command's error is one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole CLI, or, for a known ``command``, just that command: a backtest need not
     import the report's plotting libraries first (about a second of a short run)."""

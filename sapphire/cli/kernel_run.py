@@ -12,6 +12,7 @@ from rich.progress import Progress
 
 from sapphire.adapters.kill_switch import run_kill_switch, system_kill_switch
 from sapphire.adapters.stores import backend_builder, store_location
+from sapphire.cli import one_line
 from sapphire.cli.progress import bar_columns, estimate_events, startup_line
 from sapphire.cli.query_cmd import write_instruments
 from sapphire.cli.summary import print_next, print_summary
@@ -79,9 +80,8 @@ def _run_claimed(
         backend = backend_builder(config.storage, run_id)()
         sink = StorageSink(backend, batch_size=max(config.storage.batch_rows, 200_000))
     except Exception as exc:  # the store refused to start (settings, schema, credentials, I/O)
-        console.print(
-            f"[red]error:[/red] {escape(f'{config_path}: storage: {exc}')}", soft_wrap=True
-        )
+        why = f"{config_path}: storage: {one_line(exc)}"
+        console.print(f"[red]error:[/red] {escape(why)}", soft_wrap=True)
         return 2
     stored = {t: marks for t, marks in sink.committed().items() if marks}
     if stored:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import polars as pl
 
-from sapphire.cli import at_least
+from sapphire.cli import at_least, one_line
 from sapphire.model.instrument import Instrument
 from sapphire.storage.schemas import TABLES, quote_scale, round_to_scale
 
@@ -219,17 +219,10 @@ def known_runs(source: StoreSource) -> list[str] | None:
 
 
 def summarize(source: StoreSource, run_id: str) -> pl.DataFrame:
-    """Row count, symbols and time span of ``run_id`` in each table of ``source``."""
+    """Row count, symbols and time span of ``run_id`` in each table of ``source`` (counted
+    where the rows are: a BigQuery summary downloads no rows)."""
     parts = [
-        source.read(table, run_id)
-        .select(
-            pl.lit(table).alias("table"),
-            pl.len().alias("rows"),
-            pl.col("symbol").n_unique().alias("symbols"),
-            pl.col("ts_ns").min().alias("first_ts_ns"),
-            pl.col("ts_ns").max().alias("last_ts_ns"),
-        )
-        .collect()
+        source.summary(table, run_id).select(pl.lit(table).alias("table"), pl.all())
         for table in sorted(TABLES)
     ]
     return pl.concat(parts)
@@ -338,15 +331,14 @@ def run(args: argparse.Namespace) -> int:
             if not people:
                 frame = summary
         else:
-            lf = source.read(args.table, args.run_id)
-            if args.symbol is not None:
-                lf = lf.filter(pl.col("symbol") == args.symbol)
-            if args.agent is not None:
-                lf = lf.filter(pl.col("agent_id") == args.agent)
-            lf = lf.sort("ts_ns", "producer_id", "seq")
-            if args.limit > 0:
-                lf = lf.head(args.limit + 1)  # one more: was anything left out?
-            frame = lf.collect()
+            equals = {"symbol": args.symbol, "agent_id": args.agent}
+            frame = source.first_rows(
+                args.table,
+                args.run_id,
+                {k: v for k, v in equals.items() if v is not None},
+                # one more: was anything left out?
+                args.limit + 1 if args.limit > 0 else 0,
+            )
             if args.limit > 0 and frame.height > args.limit:
                 frame = frame.head(args.limit)
                 # said on stderr in every format: csv/json on stdout stay the rows alone
@@ -358,10 +350,13 @@ def run(args: argparse.Namespace) -> int:
             if people or args.columns:
                 frame = _choose(frame, args.table, args.columns)
     except (FileNotFoundError, QueryError) as exc:
-        print(f"sapphire query: {exc}", file=sys.stderr)
+        print(f"sapphire query: {one_line(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # a bad config, schema, store or connection: one line, never a trace
-        print(f"sapphire query: {type(exc).__name__}: {exc}{damage_note(args)}", file=sys.stderr)
+        print(
+            f"sapphire query: {type(exc).__name__}: {one_line(exc)}{damage_note(args)}",
+            file=sys.stderr,
+        )
         return 2
     if cut:
         print(f"sapphire query: {cut}", file=sys.stderr)

@@ -16,6 +16,7 @@ from typing import Any
 
 import polars as pl
 
+from sapphire.cli import one_line
 from sapphire.research.run_report import RunNotFoundError, write_run_report
 from sapphire.storage.schemas import SchemaMismatchError
 
@@ -100,10 +101,10 @@ def handle(args: argparse.Namespace) -> int:
     except (SchemaMismatchError, OSError, pl.exceptions.PolarsError) as exc:
         from sapphire.cli.query_cmd import damage_note
 
-        print(f"sapphire report: {exc}{damage_note(args)}", file=sys.stderr)
+        print(f"sapphire report: {one_line(exc)}{damage_note(args)}", file=sys.stderr)
         return 2
     except Exception as exc:  # the store's client (BigQuery's BadRequest...): one line, no trace
-        print(f"sapphire report: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"sapphire report: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
         return 2
     # one line per agent, however wide: a figure wrapped over two lines reads as two numbers
     with pl.Config(

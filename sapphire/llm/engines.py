@@ -7,6 +7,7 @@ lazily, so ``sapphire`` imports without any of them installed.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
@@ -198,6 +199,23 @@ class TransformersConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
 
 
 EngineConfig = LlamaCppConfig | VllmConfig | TransformersConfig
+
+
+# Settings that say where an engine runs or how fast, not what it answers: a replica sized
+# to other CPUs, or a model exported to another folder, shares its cached decisions.
+_PLACEMENT_FIELDS = frozenset(
+    {"cache_dir", "n_threads", "n_threads_batch", "gpu_memory_utilization", "knowledge_cutoff"}
+)
+
+
+def engine_fingerprint(config: EngineConfig) -> str:
+    """A digest of every engine setting that can change a decision's text: the model, its
+    quantisation, the schema's rationale length, the attention and KV-cache types, batching,
+    sampling. The decision cache keys on it, so a redeployed engine with another
+    ``rationale_max_chars`` or ``kv_type`` never answers from the previous engine's cache."""
+    fields = {k: v for k, v in msgspec.to_builtins(config).items() if k not in _PLACEMENT_FIELDS}
+    blob = msgspec.json.encode(fields, order="sorted")
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def engine_config_from_dict(data: dict[str, object]) -> EngineConfig:

@@ -109,10 +109,14 @@ def build_prompt(features: MarketFeatures, system: str = SYSTEM_PROMPT) -> Decis
     return DecisionPrompt(system=system, user="\n".join(lines))
 
 
-def cache_key(model: str, prompt: DecisionPrompt, sampling: SamplingConfig) -> str:
-    """Stable hex digest of everything that determines a (greedy) generation."""
+def cache_key(
+    model: str, prompt: DecisionPrompt, sampling: SamplingConfig, engine: str = ""
+) -> str:
+    """Stable hex digest of everything that determines a (greedy) generation; ``engine`` is
+    the engine's settings (:func:`sapphire.llm.engines.engine_fingerprint`)."""
     payload: dict[str, Any] = {
         "model": model,
+        "engine": engine,
         "system": prompt.system,
         "user": prompt.user,
         "sampling": msgspec.to_builtins(sampling),

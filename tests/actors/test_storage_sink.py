@@ -142,6 +142,41 @@ def test_flush_waits_for_the_commit_in_flight_then_commits_the_rest(
     assert stored(tmp_path)["seq"].to_list() == list(range(300))
 
 
+def test_a_hung_commit_keeps_the_lag_gauge_rising(
+    tmp_path: Path, trades_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a group commit hangs (a stalled store) the sink's lag gauge is set again and
+    again, rising: it was set only at writes and commit ends, so it stood still and Ray's
+    exporter dropped it, and the sink-lag alert could not fire."""
+    import actors.storage_sink as sink_module
+    from actors import metrics
+    from tests.actors.test_metrics import MemoryRecorder
+
+    monkeypatch.setattr(sink_module, "STATE_EVERY_S", 0.05)
+    backend = FlakyBackend(tmp_path)
+    backend.gate = threading.Event()
+    actor: Any = StorageSinkActor.__ray_metadata__.modified_class(lambda: backend, 100, 0.01)
+    ticks = ticks_from_trades(trades_path, 100)
+    recorder = MemoryRecorder()
+    previous = metrics.set_recorder(recorder)
+
+    async def scenario() -> None:
+        await actor.write("md-0", {"ticks": ticks}, 0)  # a full batch: its commit hangs
+        await asyncio.sleep(0.5)
+        backend.gate.set()
+        await actor.flush("md-0", {})
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        metrics.set_recorder(previous)
+    lags = [v for name, v, _ in recorder.calls if name == metrics.SINK_LAG]
+    rising = [v for v in lags if v > 0]
+    assert len(rising) >= 5, lags  # set every 50 ms while the commit hung
+    assert rising == sorted(rising) and rising[-1] >= 0.3, lags
+    assert lags[-1] == 0.0  # committed at last
+
+
 def test_failed_commit_is_retried_after_the_delay_and_loses_nothing(
     tmp_path: Path, trades_path: Path
 ) -> None:

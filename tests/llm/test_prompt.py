@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sapphire.llm.engines import LlamaCppConfig, TransformersConfig, engine_fingerprint
 from sapphire.llm.prompt import (
     MarketFeatures,
     PromptError,
@@ -68,7 +69,22 @@ def test_cache_key_depends_on_model_prompt_and_sampling_only() -> None:
     assert base != cache_key("m", prompt, SamplingConfig(max_tokens=65))
     other = MarketFeatures(**{**_as_dict(FEATURES), "imbalance": 0.5})
     assert base != cache_key("m", build_prompt(other), SamplingConfig())
+    assert base != cache_key("m", prompt, SamplingConfig(), "another engine")
     assert re.fullmatch(r"[0-9a-f]{64}", base)
+
+
+def test_engine_fingerprint_changes_with_what_changes_an_answer_only() -> None:
+    base = engine_fingerprint(LlamaCppConfig())
+    # the schema's rationale length, the attention and KV types change a decision's text
+    assert base != engine_fingerprint(LlamaCppConfig(rationale_max_chars=20))
+    assert base != engine_fingerprint(LlamaCppConfig(flash_attn=True))
+    assert base != engine_fingerprint(LlamaCppConfig(flash_attn=True, kv_type="q8_0"))
+    assert base != engine_fingerprint(LlamaCppConfig(requantize="q4_0"))
+    # where it runs and how many threads it has do not: replicas sized apart share a cache
+    assert base == engine_fingerprint(LlamaCppConfig(n_threads=1, cache_dir="/elsewhere"))
+    assert engine_fingerprint(TransformersConfig(dtype="float32")) != engine_fingerprint(
+        TransformersConfig()
+    )
 
 
 @given(

@@ -171,6 +171,45 @@ def test_a_chunk_inserted_twice_is_read_back_once(
     assert back.height == 150 and back["seq"].sort().to_list() == list(range(150))
 
 
+def test_a_summary_and_a_limited_query_download_only_what_they_show(
+    client: bigquery.Client, trades_path: Path, bq_emulator: Emulator
+) -> None:
+    """``sapphire query``'s summary counts in BigQuery and ``--limit`` cuts there: the whole
+    run was downloaded for both (24,665 rows for ``--limit 5`` on the demo). Repeated
+    chunks count once in either."""
+    ds = dataset()
+    backend = BigQueryBackend(client, ds, tables=["ticks"], chunk_rows=100, run_id="run-1")
+    backend.recover()
+    rows = ticks_from_trades(trades_path, 150).to_dicts()
+    for _ in range(2):  # a chunk inserted twice
+        backend._insert_chunk("ticks", rows[:100], [f"id-{i}" for i in range(100)])
+    backend._insert_chunk("ticks", rows[100:], [f"id-{i}" for i in range(100, 150)])
+    source = BigQuerySource(BigQueryParams(project=bq_emulator.project, dataset=ds), client=client)
+    fetched: list[int] = []
+    query = source._query
+
+    def counted(sql: str, params: list[Any]) -> list[dict[str, Any]]:
+        got = query(sql, params)
+        fetched.append(len(got))
+        return got
+
+    source._query = counted  # type: ignore[method-assign]
+    summary = source.summary("ticks", "run-1").row(0, named=True)
+    expected = ticks_from_trades(trades_path, 150)
+    assert summary == {
+        "rows": 150,
+        "symbols": 1,
+        "first_ts_ns": expected["ts_ns"].min(),
+        "last_ts_ns": expected["ts_ns"].max(),
+    }
+    first = source.first_rows("ticks", "run-1", {"symbol": str(expected["symbol"][0])}, 6)
+    assert fetched == [1, 6]
+    ordered = expected.sort("ts_ns", "producer_id", "seq").head(6)
+    assert first["seq"].to_list() == ordered["seq"].to_list()
+    assert source.first_rows("ticks", "run-1", {"symbol": "NOSUCH"}, 6).height == 0
+    assert source.summary("fills", "run-1")["rows"].item() == 0
+
+
 @pytest.mark.slow
 def test_round_trip_values_and_insert_ids(client: bigquery.Client, trades_path: Path) -> None:
     ticks = ticks_from_trades(trades_path, 120)

@@ -156,3 +156,21 @@ def test_rows_committed_but_still_staged_say_where_they_wait(
     assert run_cli(argv) == 2
     err = capsys.readouterr().err
     assert "0 of the 30 rows run stopped committed are in place; the rest wait in" in err, err
+
+
+def test_a_store_error_of_several_lines_is_said_in_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """BigQuery's errors carry "Location" and "Job ID" lines after the message: the
+    command's error stays one line (it printed five)."""
+
+    class Refusing:
+        location = "bigquery:p.d"
+
+        def summary(self, table: str, run_id: str) -> object:
+            raise RuntimeError("400 Syntax error at [1:8]\n\nLocation: US\nJob ID: abc-123\n")
+
+    monkeypatch.setattr(query_cmd, "_source", lambda args: (Refusing(), {}))
+    assert run_cli(["run-a", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["sapphire query: RuntimeError: 400 Syntax error at [1:8]"]

@@ -60,7 +60,12 @@ def test_real_generation_through_serve_is_batched_and_valid(handle) -> None:  # 
     assert len(replies) == 8 and all(r["error"] == "" for r in replies)
     assert max(int(r["batch_size"]) for r in replies) >= 2  # @serve.batch formed batches
     assert all(int(r["completion_tokens"]) > 0 for r in replies)
-    assert handle.describe.remote().result()["model"] == "SmolLM2-135M-Instruct-Q4_1"
+    described = handle.describe.remote().result()
+    assert described["model"] == "SmolLM2-135M-Instruct-Q4_1"
+    # the client's cache key carries every engine setting that changes an answer
+    from sapphire.llm.engines import engine_config_from_dict, engine_fingerprint
+
+    assert described["engine"] == engine_fingerprint(engine_config_from_dict(dict(ENGINE)))
 
 
 def test_client_validates_counts_and_caches(handle) -> None:  # type: ignore[no-untyped-def]
