@@ -51,6 +51,7 @@ from sapphire.kernel.runner import (
 )
 from sapphire.kernel.shards import merge_reports
 from sapphire.kernel.timing import Clock, Window
+from sapphire.kernel.venue import merge_book_health
 from sapphire.kernel.windows import CutterState, WindowCutter
 from sapphire.model.events import rows_of
 from sapphire.model.instrument import Instrument
@@ -964,6 +965,13 @@ class CoordinatorActor:
             out["input_rejected"] = {"unknown (market data actor unavailable)": 1}
         except wiring.WiringError as exc:  # the replay no longer matches the checkpoint
             out["input_rejected"] = {f"unknown ({exc})"[:200]: 1}
+        try:  # the venues' books: diffs found missing, stale snapshots (simulated venues)
+            venues = await asyncio.wait_for(
+                asyncio.gather(*(_await(v.stats.remote()) for v in self.venues)), 10
+            )
+            out["venue_books"] = merge_book_health(s.get("books", {}) for s in venues)
+        except (TimeoutError, ray.exceptions.RayError):
+            out["venue_books"] = {}
         out.update(
             {
                 "window_ns": self.window_ns,

@@ -72,6 +72,7 @@ class ExecutionActor(RoundLeaf):
             "checkpoint_s": self._stepper.checkpoint_s,
             "errors": self.stage.stats.errors,
             "orders_sent": self.stage.stats.orders_sent,
+            "books": self.stage.book_health(),
             "last_step": self._stepper.last_step,
             "restored": self._stepper.restored,
         }

@@ -14,7 +14,13 @@ Sequencing (Binance's diff-depth sync rule)
   arrives, because the diffs received while a REST snapshot is in flight are exactly the ones
   that bridge it (the recordings hold such diffs *before* their snapshot line).
 
-Feeds without update ids (all ids 0) cannot be sequenced: use ``set_level`` for them.
+Feeds without update ids (all ids 0: Tardis) cannot be sequenced: their levels are applied
+as they come (as ``set_level``), and such a book counts as synced. Every Tardis
+``incremental_book_L2`` diff was dropped as stale here, so a venue replaying one kept the
+day's opening snapshot all day.
+A snapshot older than a synced book (its ``update_id`` at or below ``last_update_id``: a
+late REST answer) is dropped and counted in ``stale_snapshots``: it replaced the live book,
+whose next diff was then a gap, and the book stayed frozen until another snapshot.
 One exchange message becomes several :class:`BookDelta` sharing ``U``/``u``/``pu``; the last
 one has ``last_in_batch=True``. Sequence checks run once per message: the remaining levels of
 an accepted message are applied without re-checking.
@@ -38,6 +44,8 @@ from collections.abc import Sequence
 import msgspec
 
 from sapphire.model.events import BookDelta, BookDeltas, BookSnapshot, Side
+
+_UNSEQUENCED = (0, 0, 0)
 
 
 class DeltaResult(enum.StrEnum):
@@ -68,6 +76,7 @@ class _State(msgspec.Struct, frozen=True):
     first_after_snapshot: bool = False
     # diffs held while not synced: replayed after the next snapshot as the original does
     pending: list[BookDelta] = msgspec.field(default_factory=list)
+    stale_snapshots: int = 0
 
 
 class L2Book:
@@ -86,6 +95,7 @@ class L2Book:
         self.gaps = 0
         self.stale = 0
         self.rejected = 0
+        self.stale_snapshots = 0
         # Sorted so that both bests are last (where a level list changes most, a list
         # insert or delete moves the fewest entries): bid prices ascending, ask prices
         # negated ascending (best ask = -_ask_neg[-1]).
@@ -105,6 +115,9 @@ class L2Book:
         Raises :class:`BookError` (book unchanged) for a non-positive price, a negative
         quantity or a crossed snapshot. Zero-quantity levels are ignored.
         """
+        if self.is_synced and 0 < snap.update_id <= self.last_update_id:
+            self.stale_snapshots += 1  # the book is newer: kept (see the module's doc)
+            return
         bids = _validated(snap.bids, "bid")
         asks = _validated(snap.asks, "ask")
         if bids and asks and max(bids) >= min(asks):
@@ -127,6 +140,12 @@ class L2Book:
             if delta.last_in_batch and self._open_msg == ids:
                 self._open_msg = None  # a bad last level still ends its message
             return DeltaResult.REJECTED
+        if ids == _UNSEQUENCED:
+            # a feed without update ids: each level is absolute and nothing can be checked
+            self.is_synced = True
+            self._set(delta.side, delta.price_ticks, delta.qty_lots)
+            self._open_msg = None if delta.last_in_batch else ids
+            return DeltaResult.APPLIED
         if self._open_msg is not None:
             if ids == self._open_msg:
                 self._set(delta.side, delta.price_ticks, delta.qty_lots)
@@ -173,9 +192,11 @@ class L2Book:
             i += 1
 
     def set_level(self, side: Side, price_ticks: int, qty_lots: int) -> None:
-        """Absolute set without sequencing (0 deletes); the crossing rule still applies."""
+        """Absolute set without sequencing (0 deletes); the crossing rule still applies. A
+        book moved this way (a venue double, an unsequenced feed) counts as synced."""
         if qty_lots < 0 or price_ticks <= 0 or side not in (1, -1):
             raise BookError(f"{self.symbol}: bad level {side} {price_ticks} x {qty_lots}")
+        self.is_synced = True
         self._set(side, price_ticks, qty_lots)
 
     def clear(self) -> None:
@@ -266,6 +287,7 @@ class L2Book:
             open_msg=self._open_msg,
             first_after_snapshot=self._first_after_snapshot,
             pending=list(self._pending),
+            stale_snapshots=self.stale_snapshots,
         )
         return msgspec.msgpack.encode(state)
 
@@ -289,6 +311,7 @@ class L2Book:
         self._first_after_snapshot = state.first_after_snapshot
         self._open_msg = state.open_msg
         self.gaps, self.stale, self.rejected = state.gaps, state.stale, state.rejected
+        self.stale_snapshots = state.stale_snapshots
         self._pending.extend(state.pending)
 
     # -- internals ------------------------------------------------------------------------

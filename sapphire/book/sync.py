@@ -6,7 +6,8 @@ with the same ``(is_snapshot, U, u, pu)``. Diffs that arrive while the book is n
 are held (at most ``max_pending`` messages, oldest dropped first) and replayed through the
 rule right after the next snapshot, so the resulting row order is what a live consumer that
 buffers during its REST snapshot request would apply. Missing ids (spot ``pu``, snapshot
-``U``) must be passed as 0.
+``U``) must be passed as 0; a diff with all three ids 0 is a feed without ids, applied as it
+comes, and a snapshot older than the synced book is dropped (both as ``L2Book`` does).
 """
 
 from __future__ import annotations
@@ -58,6 +59,16 @@ def _plan(
     last = 0
     for m in range(n_msgs):
         s, e = starts[m], starts[m + 1]
+        if is_snap[s] and synced and 0 < final[s] <= last:
+            continue  # older than the synced book: dropped, as L2Book.apply_snapshot does
+        if not is_snap[s] and first[s] == 0 and final[s] == 0 and prev[s] == 0:
+            # no update ids (Tardis): applied as they come, the book synced (L2Book)
+            for k in range(s, e):
+                order[n_out] = k
+                n_out += 1
+            msg_end[n_out - 1] = True
+            synced = True
+            continue
         if is_snap[s]:
             for k in range(s, e):
                 order[n_out] = k

@@ -222,6 +222,22 @@ def print_summary(
             totals.add_row(label, f"{n:,} file(s)")
             continue
         totals.add_row(f"input rejected: {reason}", f"{n:,}")
+    books = summary.get("venue_books", {})
+    if books.get("sequence_gaps"):
+        # a lost diff: the venue offered no liquidity from it until a snapshot resynced it
+        totals.add_row(
+            "[yellow]venue book: diffs missing (no liquidity until the next snapshot)[/yellow]",
+            f"{books['sequence_gaps']:,}",
+        )
+    if books.get("stale_snapshots"):
+        totals.add_row(
+            "venue book: snapshots older than the book, dropped", str(books["stale_snapshots"])
+        )
+    if books.get("out_of_sync_at_end"):
+        totals.add_row(
+            "[red]venue book: out of sync at the end (no snapshot came)[/red]",
+            f"{books['out_of_sync_at_end']} symbol(s)",
+        )
     if counters.get("clamped"):
         # replayed at the latest time already seen on the run's clock, not dropped
         totals.add_row(

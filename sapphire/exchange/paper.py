@@ -284,6 +284,19 @@ class PaperExchange:
         """When the earliest in-flight action reaches the venue (None: nothing in flight)."""
         return self._pending[0][0] if self._pending else None
 
+    def book_health(self) -> dict[str, int]:
+        """What the run summary says of the venue's books: diffs found missing (the book
+        offered no liquidity from each until a snapshot resynced it), snapshots older than
+        the book and dropped, and books still out of sync at the end."""
+        books = [e.book for e in self._engines.values()]
+        return {
+            "sequence_gaps": sum(getattr(b, "gaps", 0) for b in books),
+            "stale_snapshots": sum(getattr(b, "stale_snapshots", 0) for b in books),
+            "out_of_sync_at_end": sum(
+                1 for b in books if getattr(b, "gaps", 0) and not b.is_synced
+            ),
+        }
+
     def mark_ticks(self, symbol: str) -> int | None:
         mid = self._engines[symbol].book.mid_ticks()
         if mid is not None:

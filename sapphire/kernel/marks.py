@@ -7,21 +7,41 @@ not folded here, so a mark held at it would freeze for the rest of the run). Bar
 their close:
 a bar strategy's symbol has nothing else, and without a mark pre-trade risk denies every
 order (``risk_no_market``).
+
+A quoted symbol's mark is its quote mid while its quotes are live: a trade, a snapshot or a
+bar marks it only once its last quote is ``QUOTE_STALE_NS`` older (the quote stream stopped,
+the market did not). Why: a recording whose quote file ended 46 s before its trades and depth
+held every PnL row of those 46 s at the last quote; and a late snapshot's mid replaced a live
+quote's.
 """
 
 from __future__ import annotations
 
 from sapphire.model.events import AnyMarketEvent, Bar, BookSnapshot, Quote, Trade
 
+QUOTE_STALE_NS = 5_000_000_000
+
 
 class MarkBook:
     """Latest mark per symbol, folded event by event."""
 
-    __slots__ = ("marks", "quoted")
+    __slots__ = ("marks", "quoted", "quoted_at")
 
     def __init__(self) -> None:
         self.marks: dict[str, float] = {}
         self.quoted: set[str] = set()
+        self.quoted_at: dict[str, int] = {}  # the last quote's event time, per symbol
+
+    def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
+        # a checkpoint written before ``quoted_at`` existed restores without it
+        self.quoted_at = {}
+        for name, value in state[1].items():
+            setattr(self, name, value)
+
+    def _quote_live(self, symbol: str, ts_ns: int) -> bool:
+        if symbol not in self.quoted:
+            return False
+        return ts_ns - self.quoted_at.get(symbol, ts_ns) < QUOTE_STALE_NS
 
     def update(self, event: AnyMarketEvent) -> None:
         kind = type(event)
@@ -30,17 +50,23 @@ class MarkBook:
             if q.bid_ticks > 0 and q.ask_ticks > q.bid_ticks:
                 self.marks[q.symbol] = (q.bid_ticks + q.ask_ticks) / 2
                 self.quoted.add(q.symbol)
+                self.quoted_at[q.symbol] = q.ts_event_ns
         elif kind is Trade:
             t: Trade = event  # type: ignore[assignment]
-            if t.symbol not in self.quoted and t.price_ticks > 0:
+            if t.price_ticks > 0 and not self._quote_live(t.symbol, t.ts_event_ns):
                 self.marks[t.symbol] = float(t.price_ticks)
         elif kind is BookSnapshot:
             s: BookSnapshot = event  # type: ignore[assignment]
-            if s.bids and s.asks and s.asks[0][0] > s.bids[0][0] > 0:
+            if (
+                s.bids
+                and s.asks
+                and s.asks[0][0] > s.bids[0][0] > 0
+                and not self._quote_live(s.symbol, s.ts_event_ns)
+            ):
                 self.marks[s.symbol] = (s.bids[0][0] + s.asks[0][0]) / 2
         elif kind is Bar:
             b: Bar = event  # type: ignore[assignment]
-            if b.symbol not in self.quoted and b.close_ticks > 0:
+            if b.close_ticks > 0 and not self._quote_live(b.symbol, b.ts_event_ns):
                 self.marks[b.symbol] = float(b.close_ticks)
 
     def get(self, symbol: str) -> float | None:

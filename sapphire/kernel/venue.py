@@ -8,7 +8,7 @@ so an order reaches the matching engine at the same market time whatever the win
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
@@ -28,10 +28,24 @@ class VenueStats(msgspec.Struct, kw_only=True):
     errors: int = 0
 
 
+def merge_book_health(parts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Several venues' (shards') book counts as one."""
+    out: dict[str, int] = {}
+    for part in parts:
+        for key, n in part.items():
+            out[key] = out.get(key, 0) + int(n)
+    return out
+
+
 class VenueStage:
     def __init__(self, gateway: ExecutionGateway) -> None:
         self.gateway = gateway
         self.stats = VenueStats()
+
+    def book_health(self) -> dict[str, int]:
+        """The venue's book counts (a simulated venue; none for a live one)."""
+        health = getattr(self.gateway, "book_health", None)
+        return dict(health()) if health is not None else {}
 
     def step(
         self, window: Window, events: Sequence[AnyMarketEvent], commands: Sequence[Command]

@@ -328,3 +328,37 @@ def test_a_message_whose_last_level_is_bad_is_over() -> None:
     assert book.apply_delta(delta(SELL, 102, -1, 101, 105)) is DeltaResult.REJECTED
     assert book.apply_delta(delta(BUY, 98, 1, 101, 105)) is DeltaResult.STALE
     assert book.levels(BUY)[:2] == [(99, 6), (98, 7)]
+
+
+def test_a_snapshot_older_than_the_synced_book_is_dropped_and_counted() -> None:
+    """A late REST answer (update id 90) after the book moved on to 110: it replaced the
+    live book, the next diff was then a gap, and the book stayed frozen."""
+    book = book_100()
+    assert book.apply_delta(delta(BUY, 99, 6, 101, 110)) is DeltaResult.APPLIED
+    book.apply_snapshot(snap(90, [(95, 1)], [(96, 1)]))
+    assert book.stale_snapshots == 1 and book.is_synced and book.last_update_id == 110
+    assert book.best_bid() == (99, 6) and book.best_ask() == (101, 3)
+    assert book.apply_delta(delta(SELL, 101, 0, 111, 120)) is DeltaResult.APPLIED
+    assert book.best_ask() == (102, 4) and book.gaps == 0
+    # a newer one still replaces it, and the count survives a restore
+    book.apply_snapshot(snap(130, [(99, 1)], [(100, 1)]))
+    assert book.levels(BUY) == [(99, 1)] and book.last_update_id == 130
+    again = L2Book("X")
+    again.restore(book.snapshot())
+    assert again.stale_snapshots == 1
+
+
+def test_levels_of_a_feed_without_update_ids_are_applied_as_they_come() -> None:
+    """Tardis diffs carry no ids (all 0): every one was dropped as stale after the day's
+    snapshot, so a venue replaying them kept the opening book all day."""
+    book = L2Book("X")
+    book.apply_snapshot(snap(0, [(99, 5)], [(101, 3)]))
+    assert book.apply_delta(delta(SELL, 100, 2, 0, 0, last=False)) is DeltaResult.APPLIED
+    assert book.apply_delta(delta(BUY, 99, 0, 0, 0)) is DeltaResult.APPLIED
+    assert book.apply_delta(delta(BUY, 98, 4, 0, 0)) is DeltaResult.APPLIED
+    assert book.levels(BUY) == [(98, 4)] and book.levels(SELL) == [(100, 2), (101, 3)]
+    assert book.is_synced and book.stale == 0 and book.gaps == 0
+    # without a snapshot first, the levels are the book
+    fresh = L2Book("X")
+    assert fresh.apply_delta(delta(BUY, 98, 4, 0, 0)) is DeltaResult.APPLIED
+    assert fresh.is_synced and fresh.best_bid() == (98, 4)

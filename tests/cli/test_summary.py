@@ -97,3 +97,13 @@ def test_restamped_rows_and_the_kill_switchs_reason_are_shown() -> None:
     assert "1 file(s)" in cut and "input rejected: malformed" in cut
     quiet = _screen(_summary())
     assert "restamped" not in quiet and "TRIPPED" not in quiet
+
+
+def test_a_venue_book_out_of_sync_is_said() -> None:
+    books = {"sequence_gaps": 2, "stale_snapshots": 1, "out_of_sync_at_end": 1}
+    screen = _screen(_summary(venue_books=books))
+    assert "venue book: diffs missing (no liquidity until the next snapshot)" in screen
+    assert "venue book: snapshots older than the book, dropped" in screen
+    assert "venue book: out of sync at the end (no snapshot came)" in screen
+    quiet = _screen(_summary(venue_books={"sequence_gaps": 0, "stale_snapshots": 0}))
+    assert "venue book" not in quiet

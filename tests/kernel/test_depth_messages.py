@@ -222,3 +222,32 @@ def test_grouping_gives_back_every_pair(rows: list[Any]) -> None:
         if type(e) is BookDeltas:
             assert len(e.levels) > 1
             assert all(not d.last_in_batch for d in e.deltas()[:-1])
+
+
+def test_a_lost_depth_message_leaves_the_venue_no_liquidity_and_is_reported(
+    tmp_path: Path,
+) -> None:
+    """One depth message missing from a recording: the venue's book, no longer synced, held
+    every later diff and kept the prices of before the loss, and takers filled at them for
+    the rest of the session (up to $34 better than the real touch), with nothing in the
+    summary. Now nothing is taken from it, and the summary says so."""
+    config = mm_config(tmp_path, seconds=60)
+    events = replay(config)
+    groups = [i for i, e in enumerate(events) if isinstance(e, BookDeltas)]
+    lost = groups[len(groups) // 2]
+    lost_ns = events[lost].ts_event_ns
+    kernel = InProcessKernel(config, "gap", events=iter(events[:lost] + events[lost + 1 :]))
+    kernel.run()
+    venue: Any = kernel.venue.gateway
+    assert not venue.book("BTCUSDT").is_synced  # no snapshot came after the loss
+    summary = kernel.summary()
+    assert summary["venue_books"] == {
+        "sequence_gaps": 1,
+        "stale_snapshots": 0,
+        "out_of_sync_at_end": 1,
+    }
+    after = [f for f in venue.fills if f.ts_event_ns > lost_ns]
+    assert all(f.is_maker for f in after)  # the frozen book gave no taker a price
+    whole = InProcessKernel(config, "whole", events=iter(events))
+    whole.run()
+    assert whole.summary()["venue_books"]["sequence_gaps"] == 0

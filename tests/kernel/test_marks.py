@@ -55,3 +55,38 @@ def test_a_depth_recording_is_marked_by_its_trades_after_its_snapshot() -> None:
     marks.update(BookSnapshot(ts_event_ns=2, symbol="X", bids=((200, 1),), asks=((199, 1),)))
     marks.update(bar(0, "X"))
     assert marks.get("X") == 150.0
+
+
+def test_a_stopped_quote_stream_hands_the_mark_to_trades_and_snapshots() -> None:
+    """A recording whose quotes ended 46 s before its trades kept every PnL row of those
+    46 s at the last quote; a late snapshot's mid replaced a live quote's."""
+    from sapphire.kernel.marks import QUOTE_STALE_NS
+    from sapphire.model.events import BookSnapshot
+
+    marks = MarkBook()
+    marks.update(
+        Quote(ts_event_ns=0, symbol="X", bid_ticks=100, bid_lots=1, ask_ticks=102, ask_lots=1)
+    )
+    live = QUOTE_STALE_NS - 1
+    marks.update(
+        Trade(ts_event_ns=live, symbol="X", price_ticks=90, qty_lots=1, taker_side=Side.SELL)
+    )
+    snap = BookSnapshot(ts_event_ns=live, symbol="X", bids=((80, 1),), asks=((82, 1),))
+    marks.update(snap)
+    assert marks.get("X") == 101.0  # the quotes are live: they mark
+    stale = QUOTE_STALE_NS
+    marks.update(
+        Trade(ts_event_ns=stale, symbol="X", price_ticks=90, qty_lots=1, taker_side=Side.SELL)
+    )
+    assert marks.get("X") == 90.0
+    later = BookSnapshot(ts_event_ns=stale + 1, symbol="X", bids=((80, 1),), asks=((82, 1),))
+    marks.update(later)
+    assert marks.get("X") == 81.0
+    # the quotes come back: they mark again
+    marks.update(
+        Quote(ts_event_ns=stale + 2, symbol="X", bid_ticks=84, bid_lots=1, ask_ticks=86, ask_lots=1)
+    )
+    marks.update(
+        Trade(ts_event_ns=stale + 3, symbol="X", price_ticks=99, qty_lots=1, taker_side=Side.BUY)
+    )
+    assert marks.get("X") == 85.0
