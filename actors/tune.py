@@ -258,9 +258,10 @@ def run_tune(
     """Run (or continue) the experiment; write its tables and the best configs."""
     started = time.perf_counter()
     path = experiment_path(cfg, storage_base)
-    if fresh and path.exists():
-        shutil.rmtree(path)
-    restorable = tune.Tuner.can_restore(str(path))
+    # --fresh: the previous experiment is deleted only below, once the new config and data
+    # are checked; until then it counts as absent (a misspelled data file with --fresh wiped
+    # the old results and then failed)
+    restorable = not fresh and tune.Tuner.can_restore(str(path))
     if restorable and not resume:
         raise TuneError(
             f"experiment {path} exists: pass resume=True (--resume) to continue it or "
@@ -276,6 +277,8 @@ def run_tune(
     if resume and restorable:
         check_same_config(path, cfg)
     payload = prepare(cfg, resolve)
+    if fresh and path.exists():  # the new run can start: now the old one goes
+        shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     if not restorable:
         (path / CONFIG_FILE).write_bytes(msgspec.json.encode(_config_record(cfg)))

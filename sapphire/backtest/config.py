@@ -97,6 +97,10 @@ class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                 "stake for both engines and the ledger)"
             )
         spec = self.instrument
+        for field in ("tick_size", "lot_size"):
+            # checked here, not first by Instrument() in the runner: its error named neither
+            # the file nor the field, and came out as a traceback
+            _check_step(field, getattr(spec, field))
         if spec.maker_fee_bps is not None or spec.taker_fee_bps is not None:
             raise BacktestConfigError(
                 "instrument.maker_fee_bps/taker_fee_bps: a bar backtest's fees are "
@@ -114,6 +118,20 @@ class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             self.instrument.tick_size is None or self.instrument.lot_size is None
         ):
             raise BacktestConfigError("'ticks' data needs instrument.tick_size and lot_size")
+
+
+def _check_step(field: str, text: str | None) -> None:
+    """``instrument.<field>``, where set: a finite decimal > 0 (a price or size grid step)."""
+    if text is None:  # inferred from the OHLCV file
+        return
+    try:
+        value = Decimal(text)
+    except ArithmeticError:  # "abc", "": decimal.InvalidOperation
+        value = Decimal("NaN")
+    if not value.is_finite() or value <= 0:
+        raise BacktestConfigError(
+            f"instrument.{field} must be a decimal number > 0 (the grid step), got {text!r}"
+        )
 
 
 def parse_config(data: object) -> BacktestConfig:

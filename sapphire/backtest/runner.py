@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from sapphire.backtest.event_driven import run_event_driven
 from sapphire.backtest.ledger import BacktestResult
 from sapphire.backtest.vectorized import run_vectorized
 from sapphire.data.binance_json import interval_ns
-from sapphire.model.instrument import Instrument
+from sapphire.model.instrument import Instrument, InstrumentError
 
 Progress = Callable[[str, int, int], None]  # (run name, done, total)
 
@@ -83,8 +84,52 @@ def run_config(
     out_dir = resolve(cfg.output_dir)
     try:
         return [_run_bars(cfg, resolve(path), out_dir, progress) for path in cfg.ohlcv]
-    except (AgentConfigError, StrategyError, _loaders.DataError) as exc:
+    except (AgentConfigError, StrategyError) as exc:
+        raise BacktestConfigError(_name_field(_agent_field(exc), str(exc))) from exc
+    except InstrumentError as exc:  # a grid inferred from the file (the config's is checked)
+        raise BacktestConfigError(f"instrument: {exc}") from exc
+    except _loaders.DataError as exc:
         raise BacktestConfigError(str(exc)) from exc
+
+
+# msgspec's "<why> - at `$.fast`": the path inside the value it converted
+_AT_PATH = re.compile(r"^(?P<why>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
+# a strategy's params that failed to convert ("EmaCross params: ..."), not its name
+_STRATEGY_PARAMS = re.compile(r"^\w+ params: ")
+_KIND_ERRORS = ("unknown agent kind", "cannot import agent kind", "indicator kind needs")
+
+
+def _agent_field(exc: Exception) -> str:
+    """The config field an agent or strategy error is about: its kind (which class) or
+    its params (the strategy's own, under ``strategy_params``)."""
+    strategy = exc if isinstance(exc, StrategyError) else exc.__cause__
+    if isinstance(strategy, StrategyError):
+        if _STRATEGY_PARAMS.match(str(strategy)):
+            return "agent.params.strategy_params"
+        return "agent.kind"  # unknown strategy, not importable, not a strategy class
+    if str(exc).startswith(_KIND_ERRORS):
+        return "agent.kind"
+    return "agent.params"
+
+
+def _name_field(field: str, message: str) -> str:
+    """``field.sub: why`` from msgspec's ``why - at `$.sub```: the config's full path
+    (the user edits ``agent.params.strategy_params.fast``, not ``$.fast``)."""
+    found = _AT_PATH.match(message)
+    if found is None:
+        return f"{field}: {message}"
+    return f"{field}{found['path']}: {found['why']}"
+
+
+def no_trading_bars(bars: int, strategy: IndicatorStrategy, max_bars: int | None) -> str:
+    """Why bars that end inside the strategy's warm-up are an error, not a 0 % run (as the
+    kernel refuses data that ends in its warm-up windows)."""
+    cut = f" (max_bars: {max_bars})" if max_bars is not None else ""
+    return (
+        f"no bars in the trading period: the data{cut} ended after {bars} warm-up bar(s); "
+        f"{type(strategy).__name__} needs startup_candle_count={strategy.startup_candle_count} "
+        "bars before its first signal counts"
+    )
 
 
 def _finish(
@@ -100,6 +145,13 @@ def _finish(
 
     png, page = write_report(result, summary, out_dir, name, inst, agent, bars)
     return RunOutput(name=name, result=result, summary=summary, png=str(png), html=str(page))
+
+
+def _check_warmup(strategy: IndicatorStrategy, path: Path, bars: int, max_bars: int | None) -> None:
+    # its first startup_candle_count bars only settle the indicators and the scores start at
+    # the last of them: with no bar after it, the run printed a 0.000 % result and exit 0
+    if bars <= strategy.startup_candle_count:
+        raise _loaders.DataError(f"{path}: {no_trading_bars(bars, strategy, max_bars)}")
 
 
 def _run_bars(
@@ -122,6 +174,7 @@ def _run_bars(
         strategy = load_strategy(
             cfg.agent.kind.split(":", 1)[1], dict(cfg.agent.params.get("strategy_params", {}))
         )
+        _check_warmup(strategy, path, total, cfg.max_bars)
         result = run_vectorized(strategy, frame, inst, cfg.costs, cfg.stake, progress=tick)
     else:
         params = dict(cfg.agent.params)
@@ -130,6 +183,7 @@ def _run_bars(
         agent = build_agent(cfg.agent.kind, cfg.agent.id, inst, params)
         if isinstance(agent, IndicatorAgent):
             strategy = agent.strategy
+            _check_warmup(strategy, path, total, cfg.max_bars)
         result = run_event_driven(
             agent,
             _loaders.bar_events(frame, inst.symbol),

@@ -35,7 +35,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--config", required=True, type=Path, help="YAML backtest config")
     parser.add_argument("--output-dir", type=Path, default=None, help="override output_dir")
     parser.add_argument(
-        "--run-id", default=None, help="system configs: the stored run's id (default: fresh)"
+        "--run-id",
+        default=None,
+        help="system configs: the stored run's id (default: the config's run_id, else fresh)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=handle)
@@ -126,7 +128,9 @@ def handle(args: argparse.Namespace) -> int:
         try:
             outputs = run_config(cfg, resolve, progress)
         except BacktestConfigError as exc:
-            console.print(f"[red]backtest failed:[/red] {exc}", soft_wrap=True)
+            # the config's agent, data or warm-up: one line naming the file, as parse errors
+            message = escape(f"{args.config}: {exc}")
+            console.print(f"[red]backtest failed:[/red] {message}", soft_wrap=True)
             return 2
     console.print(_table(outputs, cfg.instrument.quote))
     for i, out in enumerate(outputs, 1):

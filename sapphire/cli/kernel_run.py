@@ -49,7 +49,10 @@ def run_in_process(config_path: Path, run_id: str | None, progress: bool, consol
             return firm.halt_reason() or run_switch.halt_reason()
 
         kernel = InProcessKernel(config, run_id, kill_switch=halt_reason)
-    except (ConfigError, SecretError, WiringError, WindowError) as exc:
+    except (ConfigError, SecretError, WiringError, WindowError, DataFileError) as exc:
+        # DataFileError: with data.cache off the kernel reads each file's header as it is
+        # built, so an unreadable file (an empty gzip, a non-gzip .gz) fails here, not in
+        # the replay
         message = str(exc)  # every line names the config file it came from
         if str(config_path) not in message:
             message = f"{config_path}: {message}"

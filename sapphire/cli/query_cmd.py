@@ -339,6 +339,17 @@ def run(args: argparse.Namespace) -> int:
                 # one more: was anything left out?
                 args.limit + 1 if args.limit > 0 else 0,
             )
+            given = {f"--{k}": v for k, v in (("symbol", args.symbol), ("agent", args.agent))}
+            filters = " ".join(f"{k} {v}" for k, v in given.items() if v is not None)
+            if filters and frame.height == 0:
+                # an empty table and exit 0 read as "that agent never traded", when the
+                # filter (a mistyped id) matched nothing
+                print(
+                    f"sapphire query: no rows of table {args.table!r} in run {args.run_id!r} "
+                    f"match {filters}",
+                    file=sys.stderr,
+                )
+                return 1
             if args.limit > 0 and frame.height > args.limit:
                 frame = frame.head(args.limit)
                 # said on stderr in every format: csv/json on stdout stay the rows alone

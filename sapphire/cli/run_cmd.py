@@ -45,21 +45,42 @@ def _handle(args: argparse.Namespace) -> int:
             ray.shutdown()
 
 
+def _named(config_path: str, exc: BaseException) -> str:
+    """The error's line naming the config file it came from (as ``sapphire backtest``)."""
+    message = str(exc)
+    return message if str(config_path) in message else f"{config_path}: {message}"
+
+
+def _check_agents(config: Any) -> None:
+    """What ``sapphire backtest`` checks as it builds its kernel: the data's instruments and
+    every agent (kind, params, symbol), before Ray starts: a mistyped kind was found only
+    after Ray was up. Raises the kernel's ``WiringError``."""
+    from sapphire.kernel.assembly import agent_builder, check_agents, load_instruments
+
+    instruments = load_instruments(config.data)
+    check_agents(config, instruments)
+    for spec in config.agents:  # built and dropped: the actors build their own
+        agent_builder(spec, instruments[spec.symbol], instruments)
+
+
 def _run(args: argparse.Namespace) -> int:
     from sapphire.config.secrets import SecretError
     from sapphire.config.system import ConfigError, check_run_id, load_config
+    from sapphire.kernel.assembly import WiringError as KernelWiringError
 
+    if args.resume and args.run_id and args.resume != args.run_id:  # options, not the file
+        print(f"error: --resume {args.resume} and --run-id {args.run_id} differ", file=sys.stderr)
+        return 2
     try:
         config = load_config(args.config)
-        if args.resume and args.run_id and args.resume != args.run_id:
-            raise ConfigError(f"--resume {args.resume} and --run-id {args.run_id} differ")
         run_id = args.resume or args.run_id or config.run_id
         if run_id:
             check_run_id(run_id)
         if config.kill_switch.redis:  # its password, before Ray starts and an actor needs it
             config.redis.client_kwargs()
-    except (ConfigError, SecretError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _check_agents(config)
+    except (ConfigError, SecretError, KernelWiringError) as exc:
+        print(f"error: {_named(args.config, exc)}", file=sys.stderr)
         return 2
     from rich.progress import Progress
 
@@ -107,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
                 on_console=on_console,
             )
         except (WiringError, ValueError) as exc:  # config, data and timing errors
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {_named(args.config, exc)}", file=sys.stderr)
             return 2
         except RunFailed as exc:  # stopped mid-run: nothing claimed, resumable
             print(f"error: {exc}", file=sys.stderr)

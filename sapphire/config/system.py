@@ -309,6 +309,13 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ConfigError(f"risk.agents: no agent {unknown} in agents (their ids: {ids})")
         if self.data.source == "files" and not self.data.files:
             raise ConfigError("data.source is 'files' but data.files is empty")
+        if self.data.files and self.data.source in ("sample", "ccxt"):
+            # only source 'files' replays them: the bundled sample (or the live feed) ran
+            # instead, without a word, and the user read its results as their files'
+            raise ConfigError(
+                f"data.files is unused with data.source {self.data.source!r}: set data.source: "
+                "files to replay them, or remove data.files"
+            )
         for field in ("files", "instrument_files"):
             listed_files = getattr(self.data, field)
             again = sorted({f for f in listed_files if listed_files.count(f) > 1})

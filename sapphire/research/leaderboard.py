@@ -23,6 +23,7 @@ the folds in order), they do not.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,8 @@ def selection_summary(
     best could be one lucky fold). ``board``: the leaderboard, best first.
 
     - ``best_trial_holdout_score``: the leaderboard's first trial on the last test window,
-      which nothing that ranked or proposed it saw;
+      which nothing that ranked or proposed it saw (NaN where ``board`` has no
+      ``holdout_test_score``: see :func:`with_holdout`);
     - ``hindsight_best_mean_test_score``: the best test mean of any trial, picked by its
       test scores (an upper bound, not a result);
     - ``walk_forward_oos_score`` / ``oracle_oos_score``: the per-fold pick's test mean and
@@ -117,12 +119,15 @@ def selection_summary(
     complete = board.filter(
         pl.col("mean_train_score").is_not_null() & (pl.col("folds_done") >= folds_total)
     )
-    holdout = complete["holdout_test_score"] if "holdout_test_score" in complete.columns else None
+    # NaN where not computed (a table without ``with_holdout``'s column, no complete
+    # trial): a 0.0 read as the best trial breaking even on the holdout
+    holdout = math.nan
+    if "holdout_test_score" in complete.columns and complete.height:
+        first = complete["holdout_test_score"][0]
+        holdout = float(first) if isinstance(first, int | float) else math.nan
     return {
         "best_mean_train_score": _num(complete["mean_train_score"].max()),
-        "best_trial_holdout_score": _num(holdout[0])
-        if holdout is not None and len(holdout)
-        else 0.0,
+        "best_trial_holdout_score": holdout,
         "hindsight_best_mean_test_score": _num(complete["mean_test_score"].max()),
         "median_mean_test_score": _num(complete["mean_test_score"].median()),
         "walk_forward_oos_score": _num(selection["test_score"].mean()),

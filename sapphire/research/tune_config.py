@@ -97,7 +97,10 @@ def parse_tune_config(raw: object, origin: str = "<dict>") -> TuneConfig:
         cfg.params_space  # noqa: B018
         if cfg.system is not None:
             # Validate the embedded parts now, so a bad file fails before Ray starts.
-            system_tune.parse_system(cfg.system, f"{origin}: system")
+            try:
+                system_tune.parse_system(cfg.system, f"{origin}: system")
+            except system_tune.SystemTuneError as exc:
+                raise TuneConfigError(str(exc)) from None  # it names the file already
             system_tune.tuned_agent_id(cfg.system, cfg.agent)
             return cfg
         bt = cfg.backtest_config
