@@ -50,7 +50,7 @@ DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
     "positions": ("time", "agent_id", "symbol", "qty", "avg_entry", "realized_pnl_quote",
                   "fees_quote"),
     "pnl": ("time", "agent_id", "symbol", "position", "realized_pnl_quote",
-            "unrealized_pnl_quote", "fees_quote", "equity_quote"),
+            "unrealized_pnl_quote", "fees_quote", "funding_quote", "equity_quote"),
     "risk_decisions": ("time", "agent_id", "symbol", "accepted", "requested", "reason",
                        "detail", "client_order_id"),
     "signals": ("time", "agent_id", "symbol", "strength", "reason"),

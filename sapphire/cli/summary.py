@@ -95,17 +95,21 @@ def print_summary(
     # table gets it whole (print_uncut): a figure is never cut
     units = {row.get("unit", "") for row in summary["agents"].values()}
     shared = f" ({next(iter(units))})" if len(units) == 1 and "" not in units else ""
-    for col in (
-        "agent/symbol",
-        "position",
-        "traded",
-        f"realized{shared}",
-        f"unrealized{shared}",
-        f"fees{shared}",
-        f"PnL{shared}",
-    ):
+    # funding (perpetuals): in the PnL, so shown where any was paid or received, else the
+    # columns did not add up to the PnL beside them
+    keys = ["realized_quote", "unrealized_quote", "fees_quote", "pnl_quote"]
+    if any(Decimal(row.get("funding_quote", "0")) for row in summary["agents"].values()):
+        keys.insert(3, "funding_quote")
+    headers = {
+        "realized_quote": "realized",
+        "unrealized_quote": "unrealized",
+        "fees_quote": "fees",
+        "funding_quote": "funding",
+        "pnl_quote": "PnL",
+    }
+    for col in ("agent/symbol", "position", "traded", *(headers[k] + shared for k in keys)):
         # figures never cut: the name and header columns fold onto a second line instead
-        money = col.startswith(("realized", "unrealized", "fees", "PnL"))
+        money = col.startswith(("realized", "unrealized", "fees", "funding", "PnL"))
         # the name folds at the '/' on a narrow screen, never to a column of single letters
         table.add_column(
             col,
@@ -119,18 +123,15 @@ def print_summary(
         unit_name = row.get("unit", "")
         unit = f" {unit_name}" if unit_name and not shared else ""
         at_mark = f" ({row['pnl_at_mark']})" if row.get("pnl_at_mark") else ""
-        figures = [
-            Decimal(row[key])
-            for key in ("realized_quote", "unrealized_quote", "fees_quote", "pnl_quote")
-        ]
-        sums = totals_by_unit.setdefault(unit_name, [Decimal(0)] * 4)
+        figures = [Decimal(row.get(key, "0")) for key in keys]
+        sums = totals_by_unit.setdefault(unit_name, [Decimal(0)] * len(keys))
         totals_by_unit[unit_name] = [a + b for a, b in zip(sums, figures, strict=True)]
         table.add_row(
             name,
             str(row["position_lots"]),
             str(row["traded_lots"]),
-            *(money_text(v, unit_name) + unit for v in figures[:3]),
-            money_text(figures[3], unit_name) + unit + at_mark,
+            *(money_text(v, unit_name) + unit for v in figures[:-1]),
+            money_text(figures[-1], unit_name) + unit + at_mark,
         )
     table.add_section()
     # per settlement asset: coin and quote amounts are never added together
@@ -151,11 +152,7 @@ def print_summary(
         table.add_row(
             # not "firm total": those rows stay one per asset, never added together
             f"[bold]firm PnL in {firm['asset']}[/bold]" + (f" ({note})" if note else ""),
-            "",
-            "",
-            "",
-            "",
-            "",
+            *[""] * (len(keys) + 1),
             f"[bold]{money_text(Decimal(firm['total']), firm['asset'])} {firm['asset']}[/bold]",
         )
     print_uncut(table, console)
@@ -222,6 +219,12 @@ def print_summary(
             totals.add_row(label, f"{n:,} file(s)")
             continue
         totals.add_row(f"input rejected: {reason}", f"{n:,}")
+    if summary.get("funding_stale_marks"):
+        # the funding file ran on after the prices ended: those payments are not booked
+        totals.add_row(
+            "[yellow]funding not settled: no price for a day before it[/yellow]",
+            str(summary["funding_stale_marks"]),
+        )
     books = summary.get("venue_books", {})
     if books.get("sequence_gaps"):
         # a lost diff: the venue offered no liquidity from it until a snapshot resynced it

@@ -15,7 +15,7 @@ import msgspec
 from sapphire.agents.base import AgentOutput
 from sapphire.coordination.crossing import CrossBook
 from sapphire.coordination.journal import OrderJournal
-from sapphire.kernel.marks import MarkBook
+from sapphire.kernel.marks import FUNDING_MARK_MAX_AGE_NS, MarkBook
 from sapphire.model.events import AnyMarketEvent, FundingRate
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import (
@@ -62,6 +62,10 @@ class CoordinatorCore:
     in time order (reports at their arrival, marks as events become visible, intents at
     their decision time); :meth:`step` applies a batch of items at one instant (unit tests).
     """
+
+    # funding settlements skipped for a mark over FUNDING_MARK_MAX_AGE_NS old (a class
+    # default too: a core restored from an older checkpoint has no such attribute)
+    funding_stale_marks = 0
 
     def __init__(
         self,
@@ -163,9 +167,13 @@ class CoordinatorCore:
     # -- items, in time order ----------------------------------------------------------------
     def on_mark(self, event: AnyMarketEvent) -> None:
         if type(event) is FundingRate:
-            # settles on the positions as the venue's account does, so a loss limit sees it
+            # settles on the positions as the venue's account does, so a loss limit sees it;
+            # not at a mark a day old (the prices ended, the funding file did not): counted
             rate = Decimal(event.rate)
-            self.portfolio.apply_funding(event.symbol, rate, self.marks.get(event.symbol))
+            mark = self.marks.fresh(event.symbol, event.ts_event_ns, FUNDING_MARK_MAX_AGE_NS)
+            if mark is None and self.marks.get(event.symbol) is not None:
+                self.funding_stale_marks += 1
+            self.portfolio.apply_funding(event.symbol, rate, mark)
         self.marks.update(event)
         if self.regime is not None:
             scaled = self.regime.on_event(event)

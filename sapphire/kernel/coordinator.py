@@ -470,6 +470,7 @@ class CoordinatorStage:
             "risk_rejections": {r.value: n for r, n in sorted(core.risk.rejections.items())},
             "venue_rejections": dict(sorted(self.venue_rejections.items())),
             "stale_venue_reports": self.stale_reports,
+            "funding_stale_marks": core.funding_stale_marks,
             "in_flight": self.in_flight(),
             "crossing": self.crossing_summary(),
             "kill_switch": core.risk.kill_switch_on,

@@ -20,21 +20,25 @@ from __future__ import annotations
 from sapphire.model.events import AnyMarketEvent, Bar, BookSnapshot, Quote, Trade
 
 QUOTE_STALE_NS = 5_000_000_000
+# A mark older than this prices no funding settlement: a funding file that runs on after the
+# prices end settled 79 payments (26 days) at the last bar's close.
+FUNDING_MARK_MAX_AGE_NS = 86_400_000_000_000
 
 
 class MarkBook:
     """Latest mark per symbol, folded event by event."""
 
-    __slots__ = ("marks", "quoted", "quoted_at")
+    __slots__ = ("marked_at", "marks", "quoted", "quoted_at")
 
     def __init__(self) -> None:
         self.marks: dict[str, float] = {}
         self.quoted: set[str] = set()
         self.quoted_at: dict[str, int] = {}  # the last quote's event time, per symbol
+        self.marked_at: dict[str, int] = {}  # the event time of each symbol's mark
 
     def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
-        # a checkpoint written before ``quoted_at`` existed restores without it
-        self.quoted_at = {}
+        # a checkpoint written before these existed restores without them
+        self.quoted_at, self.marked_at = {}, {}
         for name, value in state[1].items():
             setattr(self, name, value)
 
@@ -50,11 +54,12 @@ class MarkBook:
             if q.bid_ticks > 0 and q.ask_ticks > q.bid_ticks:
                 self.marks[q.symbol] = (q.bid_ticks + q.ask_ticks) / 2
                 self.quoted.add(q.symbol)
-                self.quoted_at[q.symbol] = q.ts_event_ns
+                self.quoted_at[q.symbol] = self.marked_at[q.symbol] = q.ts_event_ns
         elif kind is Trade:
             t: Trade = event  # type: ignore[assignment]
             if t.price_ticks > 0 and not self._quote_live(t.symbol, t.ts_event_ns):
                 self.marks[t.symbol] = float(t.price_ticks)
+                self.marked_at[t.symbol] = t.ts_event_ns
         elif kind is BookSnapshot:
             s: BookSnapshot = event  # type: ignore[assignment]
             if (
@@ -64,10 +69,19 @@ class MarkBook:
                 and not self._quote_live(s.symbol, s.ts_event_ns)
             ):
                 self.marks[s.symbol] = (s.bids[0][0] + s.asks[0][0]) / 2
+                self.marked_at[s.symbol] = s.ts_event_ns
         elif kind is Bar:
             b: Bar = event  # type: ignore[assignment]
             if b.close_ticks > 0 and not self._quote_live(b.symbol, b.ts_event_ns):
                 self.marks[b.symbol] = float(b.close_ticks)
+                self.marked_at[b.symbol] = b.ts_event_ns
 
     def get(self, symbol: str) -> float | None:
+        return self.marks.get(symbol)
+
+    def fresh(self, symbol: str, now_ns: int, max_age_ns: int) -> float | None:
+        """The mark, unless it was set more than ``max_age_ns`` before ``now_ns``."""
+        at = self.marked_at.get(symbol)
+        if at is not None and now_ns - at > max_age_ns:
+            return None
         return self.marks.get(symbol)

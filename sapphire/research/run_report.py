@@ -193,7 +193,7 @@ def summary(
                 mine = mine & pl.col("symbol").is_in(symbols)
             f = run["fills"].filter(mine)
             c = cap.filter(mine & pl.col("is_maker"))
-            r = risk.filter(pl.col("agent_id") == agent)
+            r = risk.filter(mine)  # this row's symbols' checks (each asset's row had all)
             p = pnl.filter(mine).sort("ts_ns")
             held = set(p["symbol"].to_list())
             rows.append(
@@ -204,7 +204,9 @@ def summary(
                     "final_position_lots": (
                         int(p["position_lots"][-1]) if len(held) == 1 else None if held else 0
                     ),
-                    "spread_captured_bps": _num(c["captured_bps"].mean()) if c.height else 0.0,
+                    # null (n/a) without a maker fill measured against a mid: a run that
+                    # stored no quotes has none, and 0.0 read as "captured nothing"
+                    "spread_captured_bps": _mean_or_none(c["captured_bps"]),
                     "risk_checked": r.height,
                     "risk_rejected": int((~r["accepted"]).sum()) if r.height else 0,
                 }
@@ -212,15 +214,18 @@ def summary(
     if not rows:
         return pl.DataFrame({"agent_id": []}, schema={"agent_id": pl.String})
     return (
-        pl.DataFrame(rows, schema_overrides={"final_position_lots": pl.Int64})
+        pl.DataFrame(
+            rows,
+            schema_overrides={"final_position_lots": pl.Int64, "spread_captured_bps": pl.Float64},
+        )
         .insert_column(3, money_column(equity, money).alias("final_equity"))
         .insert_column(4, money_column(drawdowns, money).alias("max_drawdown"))
     )
 
 
-def _num(value: object) -> float:
-    """A polars scalar (``None`` for an empty or all-null column) as a float."""
-    return float(value) if isinstance(value, int | float) else 0.0
+def _mean_or_none(values: pl.Series) -> float | None:
+    mean = values.mean() if values.len() else None
+    return float(mean) if isinstance(mean, int | float) else None
 
 
 def _empty(ax: Axes, text: str) -> None:

@@ -107,3 +107,24 @@ def test_a_venue_book_out_of_sync_is_said() -> None:
     assert "venue book: out of sync at the end (no snapshot came)" in screen
     quiet = _screen(_summary(venue_books={"sequence_gaps": 0, "stale_snapshots": 0}))
     assert "venue book" not in quiet
+
+
+def test_funding_has_a_column_where_any_was_paid_so_the_columns_add_up() -> None:
+    row = {
+        "position_lots": 5,
+        "traded_lots": 5,
+        "realized_quote": "-268.56866",
+        "unrealized_quote": "-18.91312",
+        "fees_quote": "275.98194930",
+        "funding_quote": "-34.77968975",
+        "pnl_quote": "-598.24341905",
+        "unit": "USDT",
+    }
+    screen = _screen(_summary(agents={"a/XRPUSDT": row}))
+    header = next(line for line in screen.splitlines() if "realized" in line)
+    assert "funding" in header
+    line = next(line for line in screen.splitlines() if line.strip().startswith("a/XRPUSDT"))
+    assert "-34.77968975" in line
+    # none paid: no column
+    flat = _screen(_summary(agents={"a/XRPUSDT": row | {"funding_quote": "0"}}))
+    assert "funding" not in flat

@@ -296,6 +296,31 @@ def test_funding_settles_on_every_agents_position_as_the_venues_account_books_it
     assert c.risk.kill_switch_on and result.kill_switch_tripped
 
 
+def test_funding_is_not_settled_at_a_mark_a_day_old() -> None:
+    """A funding file that runs on after the prices end settled every payment at the last
+    price (79 of them over 26 days on a bar run): a mark over a day old settles none, and
+    the summary counts them."""
+    from sapphire.kernel.marks import FUNDING_MARK_MAX_AGE_NS
+    from sapphire.model.events import FundingRate
+    from sapphire.model.instrument import InstrumentKind
+
+    perp = Instrument(
+        symbol="BTCUSDT", kind=InstrumentKind.PERPETUAL, tick_size="0.1", lot_size="0.001"
+    )
+    c = CoordinatorCore({"BTCUSDT": perp}, RiskLimits(), Decimal("1000000"), {"a": 1.0})
+    order = c.step([QUOTE], [], {"a": [buy("a", 1, qty=5)]}, 2).commands[0]
+    assert isinstance(order, SubmitOrder)
+    c.step([], [filled(order, 599_990, "x1")], {}, 4)
+    quoted = QUOTE.ts_event_ns
+    c.step([FundingRate(ts_event_ns=quoted + FUNDING_MARK_MAX_AGE_NS, symbol="BTCUSDT", rate="0.01")], [], {}, 5)  # fmt: skip
+    settled = c.portfolio.positions[("a", "BTCUSDT")].funding_quote
+    assert settled == Decimal("-3") and c.funding_stale_marks == 0  # a day old: still priced
+    late = quoted + FUNDING_MARK_MAX_AGE_NS + 1
+    c.step([FundingRate(ts_event_ns=late, symbol="BTCUSDT", rate="0.01")], [], {}, 6)
+    assert c.portfolio.positions[("a", "BTCUSDT")].funding_quote == settled
+    assert c.funding_stale_marks == 1
+
+
 def test_a_duplicate_submit_refused_by_the_venue_leaves_the_order_open() -> None:
     """A re-sent submit is refused with the first order's id (the venue keeps the first):
     taken for that order's rejection, a live order left the open lists (a kill switch's

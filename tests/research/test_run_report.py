@@ -71,3 +71,36 @@ def test_two_settlement_assets_are_never_added() -> None:
     assert "several settlement assets" in stats["Sharpe (firm)"].note
     # one asset (or no instruments): the firm as before
     assert set(firm_equity(run)["agent_id"].to_list()) == {"mm", "firm"}
+
+
+def test_each_assets_row_counts_its_own_risk_checks_and_no_mid_is_no_spread() -> None:
+    # a basis agent's two rows each showed all 6 of its checks (12 in the table); and with
+    # no quotes stored, its maker fill's spread captured read 0.0 instead of n/a
+    schema = table_schema("risk_decisions").polars_schema
+    risk = pl.DataFrame(
+        [
+            {name: None for name in schema}
+            | {"agent_id": "mm", "symbol": symbol, "accepted": True, "ts_ns": i}
+            for i, symbol in enumerate(["BTCUSD_PERP"] * 5 + ["BTCUSDT"])
+        ],
+        schema=schema,
+    )
+    fills_schema = table_schema("fills").polars_schema
+    fill = {name: None for name in fills_schema} | {
+        "agent_id": "mm",
+        "symbol": "BTCUSD_PERP",
+        "ts_ns": 1,
+        "is_maker": True,
+        "side": 1,
+        "price_ticks": 100,
+        "qty_lots": 1,
+    }
+    fills = pl.DataFrame([fill], schema=fills_schema)
+    ticks = pl.DataFrame(schema=table_schema("ticks").polars_schema)
+    pnl = pl.concat([_pnl(["0", "-0.1"], "BTCUSDT", 1), _pnl(["0", "0.0001"], "BTCUSD_PERP", -5)])
+    run = RunData("r", {"pnl": pnl, "risk_decisions": risk, "fills": fills, "ticks": ticks})
+    table = summary(run, "BTC/USDT", {"BTCUSDT": "USDT", "BTCUSD_PERP": "BTC"})
+    rows = {r["agent_id"]: r for r in table.to_dicts()}
+    assert rows["mm (USDT)"]["risk_checked"] == 1 and rows["mm (BTC)"]["risk_checked"] == 5
+    assert rows["mm (BTC)"]["maker_fills"] == 1
+    assert rows["mm (BTC)"]["spread_captured_bps"] is None

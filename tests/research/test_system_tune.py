@@ -37,3 +37,19 @@ def test_ratios_are_annualised_on_the_runs_pnl_grid() -> None:
     assert one["sharpe"] > 0
     assert abs(one["sharpe"] / five["sharpe"] - 5**0.5) < 1e-9
     assert abs(one["sortino"] / five["sortino"] - 5**0.5) < 1e-9
+
+
+def test_a_bar_systems_ratios_are_annualised_at_its_bar_interval(tmp_path: Path) -> None:
+    """A bar system writes one PnL row a bar: its window was annualised as if the rows were
+    pnl_interval_s (1 s) apart, a 1 m bar run's Sharpe sqrt(60) too large."""
+    from sapphire.research.walkforward import Window
+
+    raw = msgspec.yaml.decode((REPO_ROOT / "configs" / "run_ema_cross_bars.yaml").read_bytes())
+    raw["storage"] = {"root": str(tmp_path)}
+    agent = raw["agents"][0]["id"]
+    dataset = system_tune.load_system(raw, agent)
+    window = system_tune.run_window(
+        dataset, dataset.base_params, Window(dataset.start, dataset.end)
+    )
+    assert window.interval_ns == 60_000_000_000  # one row a 1 m bar
+    assert len(window.equity) > 100
