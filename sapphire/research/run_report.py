@@ -98,28 +98,35 @@ def _time(col: str = "ts_ns") -> pl.Expr:
     return pl.from_epoch(pl.col(col), time_unit="ns").alias("time")
 
 
-def equity_frame(run: RunData) -> pl.DataFrame:
-    """Per agent: time, equity (quote), drawdown (quote, <= 0), position (lots)."""
+def equity_frame(run: RunData, assets: Mapping[str, str] | None = None) -> pl.DataFrame:
+    """Per agent: time, equity (quote), drawdown (quote, <= 0), as floats for plots: one
+    series per agent, or per agent and settlement asset (``assets``, as
+    :func:`firm_equity` keys them), its symbols' PnL summed at each time (an agent's rows
+    of two symbols, or of USDT and BTC, made one zig-zagging line)."""
+    frame = firm_equity(run, assets)
+    firms = set(firm_keys(frame)) if not frame.is_empty() else set()
+    return frame.filter(~pl.col("agent_id").is_in(sorted(firms))).select(
+        "agent_id",
+        "time",
+        pl.col("equity").cast(pl.Float64),
+        pl.col("drawdown").cast(pl.Float64),
+    )
+
+
+def position_frame(run: RunData) -> pl.DataFrame:
+    """Per agent and symbol: time, position (lots); named ``agent symbol`` where an agent
+    holds several (lots of two instruments are not one position)."""
     pnl = run["pnl"]
-    if pnl.is_empty():
-        return pl.DataFrame(
-            schema={
-                "agent_id": pl.String,
-                "time": pl.Datetime("ns"),
-                "equity": pl.Float64,
-                "drawdown": pl.Float64,
-                "position_lots": pl.Int64,
-            }
-        )
-    return (
-        pnl.select(
-            "agent_id",
-            _time(),
-            pl.col("equity_quote").cast(pl.Float64).alias("equity"),
-            "position_lots",
-        )
-        .with_columns(_drawdown(pl.lit(0.0)))
-        .select("agent_id", "time", "equity", "drawdown", "position_lots")
+    several = {
+        a for a, n in pnl.group_by("agent_id").agg(pl.col("symbol").n_unique()).rows() if n > 1
+    }
+    return pnl.select(
+        pl.when(pl.col("agent_id").is_in(sorted(several)))
+        .then(pl.concat_str("agent_id", pl.lit(" "), "symbol"))
+        .otherwise(pl.col("agent_id"))
+        .alias("agent_id"),
+        _time(),
+        "position_lots",
     )
 
 
@@ -250,18 +257,19 @@ def _per_agent(ax: Axes, frame: pl.DataFrame, col: str, ylabel: str, step: bool 
     ax.grid(alpha=0.3)
 
 
-def fig_equity(run: RunData) -> Figure:
-    eq = equity_frame(run)
+def fig_equity(run: RunData, units: Units) -> Figure:
+    eq = equity_frame(run, units.assets())
     fig, axes = subplots(3, 1, figsize=(10, 8), sharex=not eq.is_empty())
-    _per_agent(axes[0], eq, "equity", "equity (quote)")
+    money = units.money(run_symbols(run))
+    _per_agent(axes[0], eq, "equity", f"equity ({money})")
     axes[0].set_title(f"{run.run_id}: equity, drawdown, position")
-    _per_agent(axes[1], eq, "drawdown", "drawdown (quote)")
-    _per_agent(axes[2], eq, "position_lots", "position (lots)", step=True)
+    _per_agent(axes[1], eq, "drawdown", f"drawdown ({money})")
+    _per_agent(axes[2], position_frame(run), "position_lots", "position (lots)", step=True)
     fig.tight_layout()
     return fig
 
 
-def fig_fills(run: RunData) -> Figure:
+def fig_fills(run: RunData, units: Units) -> Figure:
     fig, axes = subplots(2, 1, figsize=(10, 7))
     mid = mids(run).with_columns(_time())
     cap = spread_captured(run).with_columns(_time())
@@ -269,13 +277,15 @@ def fig_fills(run: RunData) -> Figure:
     if mid.is_empty() and cap.is_empty():
         _empty(ax, "no quotes or fills stored")
     else:
-        if not mid.is_empty():
+        symbols = sorted(set(mid["symbol"].to_list()))
+        for sym in symbols:  # a line per symbol: one line jumped between two markets' ticks
+            part = mid.filter(pl.col("symbol") == sym)
             ax.plot(
-                mid["time"].to_numpy(),
-                mid["mid_ticks"].to_numpy(),
+                part["time"].to_numpy(),
+                part["mid_ticks"].to_numpy(),
                 lw=0.7,
-                color="grey",
-                label="mid",
+                color="grey" if len(symbols) == 1 else None,
+                label="mid" if len(symbols) == 1 else f"{sym} mid",
             )
         for side, marker, colour in ((1, "^", "tab:green"), (-1, "v", "tab:red")):
             part = cap.filter(pl.col("side") == side) if "side" in cap.columns else cap.clear()
@@ -327,7 +337,7 @@ def risk_outcomes(risk: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def fig_risk(run: RunData) -> Figure:
+def fig_risk(run: RunData, _units: Units) -> Figure:
     fig, ax = subplots(figsize=(10, 4))
     risk = run["risk_decisions"]
     if risk.is_empty():
@@ -345,7 +355,7 @@ def fig_risk(run: RunData) -> Figure:
     return fig
 
 
-def fig_llm(run: RunData) -> Figure:
+def fig_llm(run: RunData, _units: Units) -> Figure:
     fig, axes = subplots(1, 2, figsize=(10, 4))
     llm = run["llm_decisions"]
     if llm.is_empty():
@@ -384,10 +394,11 @@ def write_run_report(
     ``capital_quote`` (the config's) turns PnL into returns for the firm's Sharpe/Sortino."""
     run = load_run(root, run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pngs = {
-        name: _save(make(run), out_dir / f"{run_id}_{name}.png") for name, make in FIGURES.items()
-    }
     units = Units(dict(instruments or {}))
+    pngs = {
+        name: _save(make(run, units), out_dir / f"{run_id}_{name}.png")
+        for name, make in FIGURES.items()
+    }
     table = summary(run, units.money(run_symbols(run)), units.assets())
     notes = [f"{t}: {run[t].height} rows" for t in TABLES]
     page_path = out_dir / f"{run_id}.html"

@@ -104,3 +104,27 @@ def test_each_assets_row_counts_its_own_risk_checks_and_no_mid_is_no_spread() ->
     assert rows["mm (USDT)"]["risk_checked"] == 1 and rows["mm (BTC)"]["risk_checked"] == 5
     assert rows["mm (BTC)"]["maker_fills"] == 1
     assert rows["mm (BTC)"]["spread_captured_bps"] is None
+
+
+def test_the_equity_plot_has_a_line_per_agent_and_asset_and_a_position_per_symbol() -> None:
+    # the PNG's line zig-zagged between an agent's BTC PnL and its USDT PnL at every grid
+    # point (one series of both), and its position between -500 and 21 lots
+    from sapphire.research.run_report import position_frame
+
+    pnl = pl.concat(
+        [
+            _pnl(["-0.1", "-0.44597962"], "BTCUSDT", 21),
+            _pnl(["0", "0.00000193"], "BTCUSD_PERP", -500),
+        ]
+    )
+    run = RunData("r", {"pnl": pnl})
+    eq = equity_frame(run, {"BTCUSDT": "USDT", "BTCUSD_PERP": "BTC"})
+    lines = {
+        k: eq.filter(pl.col("agent_id") == k)["equity"].to_list() for k in ("mm (USDT)", "mm (BTC)")
+    }
+    assert lines == {"mm (USDT)": [-0.1, -0.44597962], "mm (BTC)": [0.0, 0.00000193]}
+    assert set(eq["agent_id"].to_list()) == {"mm (USDT)", "mm (BTC)"}  # no firm line here
+    positions = position_frame(run)
+    assert set(positions["agent_id"].to_list()) == {"mm BTCUSDT", "mm BTCUSD_PERP"}
+    # one symbol: the agent's own name
+    assert set(position_frame(_run(["1", "2"]))["agent_id"].to_list()) == {"mm"}
