@@ -14,6 +14,7 @@ the one loader per format; :func:`session_events` only picks one session out of 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +23,7 @@ import polars as pl
 
 from sapphire.data import replay
 from sapphire.data.registry import detect, load_frame, open_stream
+from sapphire.data.schemas import scaled_ns
 from sapphire.data.validation import DataFileError
 from sapphire.model.events import AnyMarketEvent, Bar
 from sapphire.model.instrument import Instrument, infer_increment
@@ -46,7 +48,8 @@ def _read_strings(path: Path) -> pl.DataFrame:
 
 def _time_ns(raw: pl.DataFrame, path: Path) -> pl.Expr:
     if "timestamp_ms" in raw.columns:
-        return pl.col("timestamp_ms").cast(pl.Float64).cast(pl.Int64) * 1_000_000
+        # null past Int64 ns (a time in µs or ns): polars' ``*`` wraps silently
+        return scaled_ns(pl.col("timestamp_ms").cast(pl.Float64).cast(pl.Int64), 1_000_000)
     for name in ("datetime", "timestamp"):
         if name in raw.columns:
             return (
@@ -75,7 +78,14 @@ def read_ohlcv(path: Path | str) -> pl.DataFrame:
     if frame.height < 2:
         raise DataError(f"{path}: fewer than two bars")
     interval = int(frame["ts_event_ns"].diff().drop_nulls().mode().min())  # type: ignore[arg-type]
-    return frame.with_columns(pl.lit(interval, pl.Int64).alias("interval_ns"))
+    # the file, for tick_frame's errors (it is handed this frame, or its head, not the path)
+    return frame.with_columns(
+        pl.lit(interval, pl.Int64).alias("interval_ns"), pl.lit(str(path)).alias(SOURCE)
+    )
+
+
+SOURCE = "_source"
+"""The column of :func:`read_ohlcv`'s frame naming its file."""
 
 
 def _check_bars(frame: pl.DataFrame, path: Path) -> None:
@@ -139,15 +149,21 @@ def _sniffed_bars(path: Path) -> pl.DataFrame:
     if missing:
         raise DataError(f"{path}: missing columns {missing}")
     try:
-        return raw.select(_time_ns(raw, path).alias("ts_event_ns"), *_PRICES, "volume")
+        frame = raw.select(_time_ns(raw, path).alias("ts_event_ns"), *_PRICES, "volume")
     except pl.exceptions.PolarsError as exc:
         raise DataError(f"{path}: unreadable timestamps: {exc}") from exc
+    unreadable = frame["ts_event_ns"].null_count()
+    if unreadable:
+        raise DataError(f"{path}: {unreadable} rows with unreadable timestamps (out of range)")
+    return frame
 
 
 def instrument_for(raw: pl.DataFrame, symbol: str, fee_bps: str = "0") -> Instrument:
-    """An instrument whose tick and lot represent every price and volume of ``raw``."""
-    prices = pl.concat([raw[c] for c in _PRICES]).head(20_000).to_list()
-    volumes = raw["volume"].head(20_000).to_list()
+    """An instrument whose tick and lot represent every price and volume of ``raw``: all of
+    them, each distinct value once (the first 20,000 of open+high+low+close were the opens
+    alone, and a finer close further on was rounded to their tick)."""
+    prices = pl.concat([raw[c] for c in _PRICES]).drop_nulls().unique().to_list()
+    volumes = raw["volume"].drop_nulls().unique().to_list()
     return Instrument(
         symbol=symbol,
         tick_size=_capped(infer_increment(prices)),
@@ -185,6 +201,7 @@ def tick_frame(raw: pl.DataFrame, inst: Instrument) -> pl.DataFrame:
         )
     except pl.exceptions.PolarsError as exc:
         raise DataError(f"non-numeric or out-of-range OHLCV values: {exc}") from exc
+    _check_tick(raw, inst)
     bad = frame.filter(
         (pl.col("low_ticks") <= 0) | (pl.col("high_ticks") < pl.col("low_ticks"))
     ).height
@@ -193,6 +210,37 @@ def tick_frame(raw: pl.DataFrame, inst: Instrument) -> pl.DataFrame:
     return frame.with_columns(
         *[(pl.col(f"{c}_ticks").cast(pl.Float64) * tick).alias(c) for c in _PRICES],
         (pl.col("volume_lots").cast(pl.Float64) * lot).alias("volume"),
+    )
+
+
+# a price this close to a whole number of ticks (relative) is on the grid: a float's noise
+# (0.09946999000000001 at 1e-8), not a price the tick cannot show
+_TICK_TOLERANCE = 4 * sys.float_info.epsilon
+
+
+def _check_tick(raw: pl.DataFrame, inst: Instrument) -> None:
+    """Prices that are no whole number of ``inst``'s tick are the file's error, named with
+    the first of them: rounded to the tick, a backtest traded prices the data never had
+    (a tick of 0.3 on 0.1-tick data moved every price silently)."""
+    tick = pl.lit(inst.tick_size).cast(pl.Decimal(38, 18))
+    checks = []
+    for col in _PRICES:
+        q = pl.col(col).cast(pl.Decimal(38, 18)) / tick
+        off = (q - q.round(0)).abs().cast(pl.Float64)
+        checks.append((off > q.abs().cast(pl.Float64) * _TICK_TOLERANCE).alias(col))
+    flags = raw.select(checks)
+    bad = flags.select(pl.any_horizontal(pl.all()).alias("bad"))["bad"]
+    count = int(bad.sum())
+    if not count:
+        return
+    first = int(bad.arg_true()[0])
+    col = next(c for c in _PRICES if flags[c][first])
+    source = raw[SOURCE][0] if SOURCE in raw.columns else "the data"
+    when = utc_text(int(raw["ts_event_ns"][first]))
+    raise DataError(
+        f"{source}: {count} bars with prices that are no whole number of the tick_size "
+        f"{inst.tick_size} (the first: {col} {raw[col][first]} at {when}); a backtest "
+        "would trade rounded prices the data never had"
     )
 
 

@@ -46,6 +46,14 @@ def _inspect_instruments(path: str, fmt: str) -> int:
     return 0
 
 
+def _labels(column: Any) -> str:
+    """The distinct labels of a column, sorted; rows with none (an empty symbol, a blank
+    line) are counted after them, not sorted among strings (a traceback)."""
+    text = str(sorted(column.drop_nulls().unique().to_list()))
+    missing = column.null_count()
+    return f"{text} (+{missing} rows with none)" if missing else text
+
+
 def inspect(args: argparse.Namespace) -> int:
     try:
         fmt = detect(args.file)
@@ -73,8 +81,8 @@ def inspect(args: argparse.Namespace) -> int:
                 print("  time:   none readable")
             else:
                 print(f"  time:   {utc_text(int(first), 3)} -> {utc_text(int(last), 3)}")
-            print(f"  symbols: {sorted(frame['symbol'].unique().to_list())}")
-            print(f"  sessions: {sorted(frame['session'].unique().to_list())}")
+            print(f"  symbols: {_labels(frame['symbol'])}")
+            print(f"  sessions: {_labels(frame['session'])}")
     stats = stream.stats
     print(f"events:  {events}  ({stats.summary()})")
     for reason, count in sorted(stats.counts.items()):

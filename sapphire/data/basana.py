@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 
 from sapphire.data.binance_json import RowBuffer
-from sapphire.data.schemas import FrameKind
+from sapphire.data.schemas import SCHEMAS, FrameKind
 from sapphire.data.stream import Chunk, EventStream, Instruments
 from sapphire.data.validation import DataFileError, RejectStats
 
@@ -23,12 +23,16 @@ def _message(path: Path) -> Any:
 
 
 def _depth(path: Path, msg: Any, stats: RejectStats) -> pl.DataFrame:
-    """The message's DEPTH rows (with ``line``); levels that do not parse count in ``stats``."""
+    """The message's DEPTH rows (with ``line``); a message with a level that does not parse
+    is refused whole, its levels counted in ``stats`` (no rows then)."""
     buffer = RowBuffer(stats)
+    rejected = stats.rejected
     buffer.message(msg, 0, "", "", 1)
     for kind, frame in buffer.take():
         if kind is FrameKind.DEPTH:
             return frame
+    if stats.rejected > rejected:
+        return pl.DataFrame(schema={**SCHEMAS[FrameKind.DEPTH], "line": pl.Int64()})
     raise DataFileError(f"{path}: no depth levels in the message")
 
 

@@ -59,8 +59,15 @@ def _text(value: Any) -> str:
 
 
 def interval_ns(text: str) -> int:
-    """ "1m" -> 60e9 ns (Binance/freqtrade interval notation)."""
-    return _i64(text[:-1]) * _INTERVALS[text[-1]] * 1_000_000_000
+    """ "1m" -> 60e9 ns (Binance/freqtrade interval notation); an interval beyond Int64 ns
+    is a ValueError (one bad kline, not a chunk no frame can hold)."""
+    value = _i64(text[:-1]) * _INTERVALS[text[-1]] * 1_000_000_000
+    if value > _I64_MAX:
+        raise ValueError(f"interval out of range: {text!r}")
+    return value
+
+
+_UNLOADABLE: Final = (pl.exceptions.PolarsError, OverflowError, TypeError, ValueError)
 
 
 class RowBuffer:
@@ -81,13 +88,25 @@ class RowBuffer:
             schema = {**SCHEMAS[kind], "line": pl.Int64()}
             try:
                 parts.append((kind, pl.DataFrame(rows, schema=schema, orient="row")))
-            except (pl.exceptions.PolarsError, OverflowError, TypeError, ValueError) as exc:
-                # Per-field checks should make this unreachable; never lose the row count.
-                for row in rows:
-                    self.stats.reject(RowReject.MALFORMED, row[-1], f"unloadable row: {exc!r}")
+            except _UNLOADABLE:
+                # Per-field checks should make this unreachable; never lose the row count,
+                # and never the good rows beside a bad one: only the rows that do not load
+                # on their own are rejected (found row by row, on this rare path only).
+                good = [row for row in rows if self._loads(row, schema)]
+                if good:
+                    parts.append((kind, pl.DataFrame(good, schema=schema, orient="row")))
         self.rows = {}
         self.count = 0
         return parts
+
+    def _loads(self, row: tuple[Any, ...], schema: dict[str, pl.DataType]) -> bool:
+        """Whether one row makes a frame; a row that does not is rejected, counted."""
+        try:
+            pl.DataFrame([row], schema=schema, orient="row")
+        except _UNLOADABLE as exc:
+            self.stats.reject(RowReject.MALFORMED, row[-1], f"unloadable row: {exc!r}")
+            return False
+        return True
 
     def json_line(self, line: bytes, number: int) -> tuple[bool, Any]:
         """``(True, message)`` for a line of one JSON message; ``(False, None)`` for a blank
@@ -153,17 +172,31 @@ class RowBuffer:
             ts = _i64(data["E"], _MS)
             ids = (_i64(data["U"]), _i64(data["u"]), _i64(data.get("pu", 0)))
             sides = (("b", 1), ("a", -1))
+        # A message is one book state: with one side (or one level) corrupt, the rest is no
+        # book to build (half a snapshot replaced the whole book), so every level is checked
+        # before any is kept and a bad one refuses the whole message, each level counted.
+        rows: list[tuple[Any, ...]] = []
+        problems: list[str] = []
+        levels_in = 0
         for key, side in sides:
-            levels = data[key]
+            levels = data.get(key)
             if not isinstance(levels, list):
-                raise TypeError(f"{key} is not a list")
+                problems.append(f"{key} is not a list: {levels!r:.60}")
+                levels_in += 1
+                continue
+            levels_in += len(levels)
             for level in levels:
                 try:
                     price, qty = _num(level[0]), _num(level[1])
                 except (TypeError, ValueError, IndexError, KeyError):
-                    self.stats.reject(RowReject.MALFORMED, line, f"bad level {level!r}")
+                    problems.append(f"bad level {level!r:.60}")
                     continue
-                self.add(
-                    FrameKind.DEPTH,
-                    (ts, recv, symbol, session, snapshot, *ids, side, price, qty, line),
-                )
+                rows.append((ts, recv, symbol, session, snapshot, *ids, side, price, qty, line))
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            detail = f"depth message refused whole: {problems[0]}{more}"
+            self.stats.reject(RowReject.MALFORMED, line, detail, rows=levels_in)
+            return
+        if rows:
+            self.rows.setdefault(FrameKind.DEPTH, []).extend(rows)
+            self.count += len(rows)

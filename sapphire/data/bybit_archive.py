@@ -273,7 +273,9 @@ def _seconds_ns(col: str) -> pl.Expr:
     whole = text.str.extract(r"^(\d+)(?:\.\d*)?$", 1).cast(pl.Int64, strict=False)
     frac = text.str.extract(r"^\d+\.(\d{1,9})\d*$", 1).fill_null("")
     nanos = frac.str.pad_end(9, "0").cast(pl.Int64, strict=False)
-    return whole * 1_000_000_000 + nanos
+    # null past Int64 ns (a time in ms or µs, not seconds): polars' ``*`` wraps silently
+    fits = whole <= (2**63 - 1 - 999_999_999) // 1_000_000_000
+    return pl.when(fits).then(whole * 1_000_000_000 + nanos)
 
 
 def _trade_ids(values: pl.Series) -> pl.Series:

@@ -11,6 +11,7 @@ until complete.
 from __future__ import annotations
 
 import math
+import sys
 from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -39,6 +40,11 @@ _BID, _ASK = Side.BUY, Side.SELL
 
 
 _SAFE_UNITS = float(1 << 62)
+# How far ``value / unit`` may lie from a whole number and still be on the grid: the error of
+# parsing value and unit and of the division (each half an ulp, relative), with room to
+# spare. A tolerance of 1e-9 * units let an off-grid size through once it was 5e8 units
+# (qty 7.123456785 at a 1e-8 step); float noise is relative to the number, never that large.
+_GRID_TOLERANCE = 4 * sys.float_info.epsilon
 
 
 def _units(value: float, unit: float) -> int | None:
@@ -47,7 +53,7 @@ def _units(value: float, unit: float) -> int | None:
     if not abs(scaled) < _SAFE_UNITS:  # beyond int64 (or not finite): never a price or size
         return None
     rounded = round(scaled)
-    if abs(scaled - rounded) > 1e-6 + 1e-9 * abs(scaled):
+    if abs(scaled - rounded) > _GRID_TOLERANCE * max(abs(scaled), 1.0):
         return None
     return int(rounded)
 
@@ -64,7 +70,7 @@ def _units_vector(values: np.ndarray, unit: np.ndarray | float) -> tuple[np.ndar
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         scaled = values / unit
         rounded = np.rint(scaled)
-        ok = np.abs(scaled - rounded) <= 1e-6 + 1e-9 * np.abs(scaled)
+        ok = np.abs(scaled - rounded) <= _GRID_TOLERANCE * np.maximum(np.abs(scaled), 1.0)
         ok &= np.abs(rounded) < _SAFE_UNITS
     return ok, np.where(ok, rounded, 0.0).astype(np.int64)
 
@@ -97,6 +103,7 @@ class EventBuilder:
         self._pending: tuple[tuple[object, ...], str, BookDelta] | None = None
         self._snap: dict[str, Any] | None = None
         self._row = 0
+        self._last_session: str | None = None  # the session of the previous chunk's last row
 
     # -- shared checks ------------------------------------------------------------------
     def _grid(self, symbol: str) -> tuple[float, float] | None:
@@ -120,6 +127,16 @@ class EventBuilder:
             return
         first = self._row
         self._row += n
+        foreign = self._foreign_sessions(chunk)
+        if foreign is not None:
+            if "line" not in chunk.columns:
+                chunk = chunk.with_columns(
+                    pl.int_range(first, first + n, dtype=pl.Int64).alias("line")
+                )
+            chunk = chunk.filter(~pl.Series(foreign))
+            n = chunk.height
+            if n == 0:
+                return
         lines: Any = chunk["line"].to_list() if "line" in chunk.columns else range(first, first + n)
         if self.kind is not FrameKind.DEPTH:
             jumps = self._time_jumps(chunk)
@@ -135,6 +152,37 @@ class EventBuilder:
             cols.extend(self._checked_units(chunk))
         handler = getattr(self, f"_rows_{self.kind.value}")
         yield from handler(lines, bad, cols)
+
+    def _foreign_sessions(self, chunk: pl.DataFrame) -> np.ndarray | None:
+        """Rows of a session met inside another session's run, the other resuming right
+        after them (A..A B..B A..A): rows of another recording spliced into this one,
+        counted ``out_of_order`` and dropped here. A file holds each session as one run (a
+        session is one continuous recording), and the order check, kept per session, let
+        such rows through as the first of their own session, traded amid the other's. A run
+        at a chunk's very end is not seen (no row after it yet)."""
+        sessions = chunk["session"].fill_null("")
+        before = self._last_session
+        self._last_session = sessions[-1]
+        head = sessions[0]
+        if (before is None or before == head) and bool((sessions == head).all()):
+            return None  # the usual chunk: one session, the one before it
+        runs = sessions.rle().struct.unnest()
+        lengths, labels = runs["len"].to_list(), runs["value"].to_list()
+        flags = np.zeros(chunk.height, dtype=bool)
+        lines = chunk["line"].to_list() if "line" in chunk.columns else None
+        start = 0
+        for i, (length, label) in enumerate(zip(lengths, labels, strict=True)):
+            prev = labels[i - 1] if i else before
+            # a row with no session is a damaged row, judged by the row rules, not a splice
+            spliced = i + 1 < len(labels) and label and prev and prev == labels[i + 1] != label
+            if spliced:
+                flags[start : start + length] = True
+                detail = f"a row of session {label!r} inside session {prev!r}"
+                for k in range(start, start + length):
+                    line = lines[k] if lines is not None else self._row - chunk.height + k
+                    self.stats.reject(RowReject.OUT_OF_ORDER, line, detail)
+            start += length
+        return flags if flags.any() else None
 
     def _time_jumps(self, chunk: pl.DataFrame) -> np.ndarray | None:
         """Rows whose time jumps more than :data:`TIME_JUMP_NS` past the row before them
@@ -216,11 +264,14 @@ class EventBuilder:
             ok = px_ok & qty_ok & (px > 0) & qty_valid & np.isfinite(px) & np.isfinite(qty)
         return [ok.tolist(), ticks.tolist(), lots.tolist()]
 
-    def finish(self) -> Iterator[Tagged]:
-        """Flush what was held back at the end of the source."""
+    def finish(self, cut: bool = False) -> Iterator[Tagged]:
+        """Flush what was held back at the end of the source. ``cut``: the source ended
+        where its data was cut, so the message held may have lost levels after it: a diff is
+        given as incomplete (``last_in_batch`` False), a snapshot (which would replace the
+        whole book with part of one) is rejected, counted ``truncated``."""
         if self.kind is FrameKind.DEPTH:
-            yield from self._flush_pending()
-            yield from self._flush_snapshot()
+            yield from self._flush_pending(cut)
+            yield from self._flush_snapshot(cut)
 
     def _level_units(
         self, line: int, sym: str, px: float, qty: float, *, zero_qty_ok: bool
@@ -363,6 +414,11 @@ class EventBuilder:
             if v < 0:
                 stats.reject(RowReject.NEGATIVE_QTY, line, f"volume={v}")
                 continue
+            if lo > min(o, c) or h < max(o, c):
+                # no market trades such a bar (the bar engine's _check_bars refuses it too)
+                detail = f"open/close outside low-high: o={o} h={h} l={lo} c={c}"
+                stats.reject(RowReject.MALFORMED, line, detail)
+                continue
             units = [_units(x, tick) for x in (o, h, lo, c)] + [_units(v, lot)]
             if None in units:
                 stats.reject(RowReject.OFF_GRID, line, f"{o} {h} {lo} {c} {v}")
@@ -403,16 +459,19 @@ class EventBuilder:
             yield ses, FundingRate(ts_event_ns=ts, ts_recv_ns=recv or 0, symbol=sym, rate=text)
 
     # -- depth --------------------------------------------------------------------------
-    def _flush_pending(self) -> Iterator[Tagged]:
+    def _flush_pending(self, cut: bool = False) -> Iterator[Tagged]:
         """The held level, as the last of its message (a snapshot or the end follows it;
-        the depth loop hands on the levels a message continues past)."""
+        the depth loop hands on the levels a message continues past); at a ``cut`` end its
+        message is not known to be whole."""
         if self._pending is not None:
             _, session, delta = self._pending
             self._pending = None
             self.stats.deliver()
+            if cut:
+                delta = msgspec.structs.replace(delta, last_in_batch=False)
             yield session, delta
 
-    def _flush_snapshot(self) -> Iterator[Tagged]:
+    def _flush_snapshot(self, cut: bool = False) -> Iterator[Tagged]:
         snap, self._snap = self._snap, None
         if snap is None:
             return
@@ -422,6 +481,11 @@ class EventBuilder:
         bids: dict[int, int] = snap.pop("bids")
         asks: dict[int, int] = snap.pop("asks")
         line: int = snap.pop("line")
+        end: int = snap.pop("end")
+        if cut and end != line:  # a snapshot of one line (Tardis top-N) is whole
+            detail = "snapshot at the cut end of the file: its other levels may be lost"
+            self.stats.reject(RowReject.TRUNCATED, line, detail, rows=levels)
+            return
         live_bids = [p for p, q in bids.items() if q > 0]
         live_asks = [p for p, q in asks.items() if q > 0]
         if live_bids and live_asks and max(live_bids) >= min(live_asks):
@@ -519,12 +583,14 @@ class EventBuilder:
                         "symbol": sym,
                         "update_id": final,
                         "line": line,
+                        "end": line,
                     }
                 book = self._snap["bids"] if side == 1 else self._snap["asks"]
                 if ticks in book:  # one level per price: a repeat is no second level
                     stats.reject(RowReject.MALFORMED, line, f"snapshot repeats price {px}")
                     continue
                 self._snap["levels"] += 1
+                self._snap["end"] = line
                 book[ticks] = lots
                 continue
             pending = self._pending

@@ -26,6 +26,7 @@ from sapphire.data.stream import (
     csv_header,
     csv_string_chunks,
     mark_bad,
+    require_rows,
 )
 from sapphire.data.validation import DataFileError, RejectStats
 
@@ -178,6 +179,23 @@ def _unparsed(raw: pl.DataFrame) -> pl.Series:
     return mark_bad(raw, parsed, {c: c for c in cols})["_bad"]
 
 
+def _aggressor_bad(raw: pl.DataFrame) -> pl.Series:
+    """Trade rows whose aggressor columns say nothing sure: a ``taker_side`` text that is
+    neither buy nor sell (a stray ``"buy``), or one the ``is_buyer_maker`` flag contradicts.
+    The other column must not silently stand in for a damaged one."""
+    checks = []
+    taker = None
+    if "taker_side" in raw.columns:
+        taker = pl.col("taker_side").str.strip_chars().str.to_lowercase()
+        checks.append((taker != "") & ~taker.is_in(["buy", "sell"]))
+    if taker is not None and "is_buyer_maker" in raw.columns:
+        maker = _typed("is_buyer_maker")
+        checks.append(((taker == "buy") & (maker == 1)) | ((taker == "sell") & (maker == 0)))
+    if not checks:
+        return pl.Series("_bad", [False] * raw.height, dtype=pl.Boolean)
+    return raw.select(pl.any_horizontal(checks).fill_null(False).alias("_bad")).to_series()
+
+
 _REQUIRED: Final[dict[FrameKind, tuple[str, ...]]] = {
     FrameKind.TRADES: ("session", "local_ts_ns", "trade_ts_ms", "trade_id", "price", "qty"),
     FrameKind.DEPTH: (
@@ -203,9 +221,12 @@ def _read(path: Path, expected: FrameKind) -> pl.DataFrame:
     _, symbol, kind = parse_name(path)
     if kind is not expected:
         raise DataFileError(f"{path}: holds {kind.value}, not {expected.value}")
+    names = csv_header(path)
+    require_rows(path)
     try:
         raw = pl.read_csv(
             path,
+            new_columns=names,  # stripped, as the stream reads them ("session, price")
             schema_overrides={k: v for k, v in _RAW_TYPES.items() if k != "side"},
             ignore_errors=True,
         )
@@ -242,12 +263,16 @@ def stream_hftbacktest(path: str | Path, instrument: Instruments) -> EventStream
         raise DataFileError(f"{path}: missing columns {sorted(missing)}")
     if kind is FrameKind.TRADES and not header & {"taker_side", "is_buyer_maker"}:
         raise DataFileError(f"{path}: missing column taker_side (or is_buyer_maker)")
+    require_rows(path)
 
     def chunks(stats: RejectStats) -> Iterator[Chunk]:
         for line, raw in csv_string_chunks(path, stats):
             typed = _canonical(raw, kind, symbol)
             typed = mark_bad(raw, typed, _SOURCES[kind])
-            typed = typed.with_columns(typed["_bad"] | _unparsed(raw))
+            bad = typed["_bad"] | _unparsed(raw)
+            if kind is FrameKind.TRADES:
+                bad = bad | _aggressor_bad(raw)
+            typed = typed.with_columns(bad)
             yield [(kind, typed.with_columns(pl.int_range(line, line + raw.height).alias("line")))]
 
     return EventStream(path, "hftbacktest_csv", (kind,), instrument, chunks)

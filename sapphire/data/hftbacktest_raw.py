@@ -18,7 +18,7 @@ import polars as pl
 
 from sapphire.data.binance_json import RowBuffer
 from sapphire.data.schemas import FrameKind
-from sapphire.data.stream import Chunk, EventStream, Instruments, open_binary
+from sapphire.data.stream import Chunk, EventStream, Instruments, open_binary, require_rows
 from sapphire.data.validation import RejectStats, RowReject
 from sapphire.model import Instrument
 
@@ -128,6 +128,7 @@ def raw_line_parser(symbol: str, session: str) -> LineParser:
 def stream_raw(path: str | Path, instrument: Instruments) -> EventStream:
     """Lazy validated events (Trade, Quote, BookDelta, BookSnapshot) of a raw recording."""
     path = Path(path)
+    require_rows(path, header=False)
     _, symbol, session = parse_name(path)
     symbol = _symbol(path, symbol)
     if not symbol:  # the REST snapshot line names no symbol
@@ -143,6 +144,7 @@ def stream_raw(path: str | Path, instrument: Instruments) -> EventStream:
 def load_raw_frames(path: str | Path) -> dict[FrameKind, pl.DataFrame]:
     """All canonical frames of a raw recording (no validation; bad lines are skipped)."""
     path = Path(path)
+    require_rows(path, header=False)
     _, symbol, session = parse_name(path)
     parse = raw_line_parser(_symbol(path, symbol), session)
     parts: dict[FrameKind, list[pl.DataFrame]] = {}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from sapphire.data.schemas import FrameKind, conform
+from sapphire.data.schemas import FrameKind, conform, scaled_ns
 from sapphire.data.validation import DataFileError
 
 _NS = pl.Int64
@@ -64,7 +64,7 @@ def load_depth_csv(path: str | Path) -> pl.DataFrame:
     side = pl.col("side").str.to_lowercase()
     pu = pl.col("pu").cast(pl.Int64, strict=False)
     frame = raw.select(
-        ts_event_ns=pl.col("timestamp").cast(pl.Int64, strict=False) * 1_000_000,
+        ts_event_ns=scaled_ns(pl.col("timestamp").cast(pl.Int64, strict=False), 1_000_000),
         ts_recv_ns=pl.lit(0),
         symbol=pl.col("symbol"),
         session=pl.lit("2022-11-01"),

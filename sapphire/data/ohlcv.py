@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from sapphire.data.binance_json import interval_ns
-from sapphire.data.schemas import FrameKind, conform
+from sapphire.data.schemas import FrameKind, conform, scaled_ns
 from sapphire.data.validation import DataFileError
 
 _FT_NAME = re.compile(
@@ -41,19 +41,25 @@ def _f(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.Float64, strict=False)
 
 
+def _ms(col: str) -> pl.Expr:
+    """Milliseconds as ns; null (the row malformed, counted) where that is no Int64 ns."""
+    return scaled_ns(pl.col(col).cast(pl.Int64, strict=False), 1_000_000)
+
+
 def load_freqtrade_ohlcv(path: str | Path) -> pl.DataFrame:
     """``timestamp_ms,open,high,low,close,volume`` -> BARS_SCHEMA (symbol/interval from name)."""
     path = Path(path)
     symbol, interval = _name(path, _FT_NAME)
     frame = _read_csv(path).select(
-        ts_event_ns=pl.col("timestamp_ms").cast(pl.Int64, strict=False) * 1_000_000,
+        ts_event_ns=_ms("timestamp_ms"),
         ts_recv_ns=pl.lit(0),
         symbol=pl.lit(symbol),
         session=pl.lit(""),
         interval_ns=pl.lit(interval),
         **{c: _f(c) for c in ("open", "high", "low", "close")},
-        # Mark-price candles leave volume empty: no volume, not a broken row.
-        volume=pl.when(pl.col("volume").is_null()).then(0.0).otherwise(_f("volume")),
+        # Mark-price candles leave volume empty, every one: no volume, not a broken row. One
+        # empty volume among filled ones is a broken row (null: malformed, counted), not 0.
+        volume=pl.when(pl.col("volume").is_null().all()).then(0.0).otherwise(_f("volume")),
     )
     return conform(frame, FrameKind.BARS)
 
@@ -63,7 +69,7 @@ def load_freqtrade_funding(path: str | Path) -> pl.DataFrame:
     path = Path(path)
     symbol, _ = _name(path, _FT_NAME)
     frame = _read_csv(path).select(
-        ts_event_ns=pl.col("timestamp_ms").cast(pl.Int64, strict=False) * 1_000_000,
+        ts_event_ns=_ms("timestamp_ms"),
         ts_recv_ns=pl.lit(0),
         symbol=pl.lit(symbol),
         session=pl.lit(""),
@@ -80,7 +86,7 @@ def load_freqtrade_trades(path: str | Path, symbol: str | None = None) -> pl.Dat
         symbol = f"{match[1]}{match[2]}" if match else "UNKNOWN"
     side = pl.col("side").str.to_lowercase()
     frame = _read_csv(path).select(
-        ts_event_ns=pl.col("timestamp").cast(pl.Int64, strict=False) * 1_000_000,
+        ts_event_ns=_ms("timestamp"),
         ts_recv_ns=pl.lit(0),
         symbol=pl.lit(symbol),
         session=pl.lit(""),

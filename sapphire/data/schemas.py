@@ -112,6 +112,16 @@ TICK_COLUMNS: Final[dict[FrameKind, tuple[tuple[str, ...], tuple[str, ...]]]] = 
 }
 
 
+_I64_MAX: Final = 2**63 - 1
+
+
+def scaled_ns(value: pl.Expr, ns_per_unit: int) -> pl.Expr:
+    """An Int64 count of a time unit (ms: ``1_000_000``) as ns; null where the ns would not
+    fit Int64 or the count is negative (a timestamp in the wrong unit: polars' ``*`` wraps,
+    and a wrapped time was admitted as a valid one). The row is then malformed, counted."""
+    return pl.when((value >= 0) & (value <= _I64_MAX // ns_per_unit)).then(value * ns_per_unit)
+
+
 def conform(frame: pl.DataFrame, kind: FrameKind) -> pl.DataFrame:
     """Select and cast ``frame`` to the canonical schema of ``kind`` (columns in order)."""
     schema = SCHEMAS[kind]

@@ -104,8 +104,11 @@ class EventStream:
                 for kind, frame in parts
             ]
             yield from heapq.merge(*outs, key=_recv_key)
+        # a file whose end was cut (a corrupt gzip tail, a last line with no end of line):
+        # the message held at its end may have lost levels, so it is not given as complete
+        cut = RowReject.TRUNCATED in self.stats.counts
         for each in builders.values():
-            yield from each.finish()
+            yield from each.finish(cut=cut)
 
     def __iter__(self) -> Iterator[AnyMarketEvent]:
         for _, event in self.tagged():
@@ -127,7 +130,9 @@ def open_binary(path: Path) -> BinaryIO:
 
 
 def csv_header(path: Path) -> list[str]:
-    """Column names of a (gzipped) CSV; an unreadable header is a DataFileError."""
+    """Column names of a (gzipped) CSV, stripped of spaces (the CSV reader is given these
+    names, so ``session, price`` reads as ``price``); an unreadable header is a
+    DataFileError."""
     try:
         with open_binary(path) as probe:
             header = probe.readline().decode("utf-8")
@@ -137,6 +142,31 @@ def csv_header(path: Path) -> list[str]:
     if len(names) < 2:
         raise DataFileError(f"{path}: no CSV header")
     return names
+
+
+def has_rows(path: Path, header: bool) -> bool:
+    """Whether anything but white space follows the header line (``header``) or starts the
+    file. A file that cannot be read says True: the reader then counts what is wrong."""
+    try:
+        with open_binary(path) as probe:
+            if header:
+                probe.readline()
+            while True:
+                data = probe.read(1 << 16)
+                if not data:
+                    return False
+                if data.strip():
+                    return True
+    except (OSError, EOFError, zlib.error):
+        return True
+
+
+def require_rows(path: Path, header: bool = True) -> None:
+    """A data file with no row at all is the file's error (one line naming it), not a run
+    that silently reads nothing from it."""
+    if not has_rows(path, header):
+        where = "nothing after the CSV header" if header else "empty file"
+        raise DataFileError(f"{path}: no rows ({where})")
 
 
 class _CompleteLines(io.RawIOBase):
@@ -155,9 +185,23 @@ class _CompleteLines(io.RawIOBase):
         self.blank: set[int] = set()
         self._line = 1  # the line the next byte handed on belongs to
         self._after_newline = False  # the last byte handed on ended a line
+        # a last line with no end of line, held back: a file cut inside a row at a clean
+        # end of file ("13.887" cut to "13.88") is no row to read as a valid one
+        self.unterminated: bytes | None = None
+        # lines holding bytes that are no UTF-8, each handed on as a one-field line (an
+        # invalid row to the CSV reader: counted as malformed on its line, the rows around it
+        # read); what was wrong, by line number. Invalid UTF-8 failed the reader's whole
+        # block, and the file's rest with it.
+        self.undecodable: dict[int, str] = {}
 
     def readable(self) -> bool:
         return True
+
+    @property
+    def last_line(self) -> int:
+        """The number of the line the next byte handed on belongs to (at the end: the
+        unterminated line held back)."""
+        return self._line
 
     def read(self, size: int | None = -1) -> bytes:
         size = size if size is not None and size > 0 else 1 << 22
@@ -171,6 +215,10 @@ class _CompleteLines(io.RawIOBase):
                 break
             if not data:
                 self._live = False
+                tail = self._buf.rfind(b"\n") + 1
+                if self._buf[tail:].strip():
+                    self.unterminated = bytes(self._buf[tail:])
+                    del self._buf[tail:]
                 break
             self._buf += data
         take = size
@@ -178,8 +226,33 @@ class _CompleteLines(io.RawIOBase):
             take = self._buf.rfind(b"\n", 0, size) + 1 or size
         out = bytes(self._buf[:take])
         del self._buf[:take]
+        if not out.isascii():  # the common case costs one scan for a high bit
+            out = self._blank_undecodable(out)
         self._note_blank_lines(out)
         return out
+
+    def _blank_undecodable(self, out: bytes) -> bytes:
+        """``out`` with each line that is no UTF-8 replaced by a one-field line."""
+        pieces: list[bytes] = []
+        at = 0
+        while True:
+            try:
+                out[at:].decode("utf-8")
+                break
+            except UnicodeDecodeError as exc:
+                bad = at + exc.start
+            begin = out.rfind(b"\n", 0, bad) + 1
+            end = out.find(b"\n", bad)
+            if end < 0:  # a piece of a line longer than a read: its end comes later
+                break
+            number = self._line + out.count(b"\n", 0, begin)
+            text = out[begin:end][:80].decode("utf-8", "replace")
+            self.undecodable[number] = f"invalid UTF-8: {text}"
+            pieces.append(out[at:begin] + b"\x00")
+            at = end
+        if not pieces:
+            return out
+        return b"".join(pieces) + out[at:]
 
     def _note_blank_lines(self, out: bytes) -> None:
         if not out:
@@ -201,11 +274,16 @@ def csv_string_chunks(
 ) -> Iterator[tuple[int, pl.DataFrame]]:
     """Read a (gzipped) CSV lazily as all-string polars chunks with their first line number.
 
-    Rows with a wrong number of fields are counted as malformed in ``stats``. A block that
-    cannot be decoded at all (corrupt gzip, invalid UTF-8) ends the stream with one
-    malformed row, because a CSV reader cannot resynchronise after it.
+    Rows with a wrong number of fields, or with bytes that are no UTF-8, are counted as
+    malformed in ``stats`` (the rows around them are read). The formats read here never
+    quote a field, so a stray ``"`` is a character of its field, not the start of a quoted
+    field that swallows the rest of the file. A corrupt gzip block ends the stream with one
+    truncated row, because a CSV reader cannot resynchronise after it; so does a last line
+    with no end of line (a file cut inside a row).
     """
     names = csv_header(path)
+    if not has_rows(path, header=True):
+        return  # no reader opened on a header alone (pyarrow's could abort at exit)
     # Decompressing and parsing run on a thread of their own, a block ahead (pyarrow and
     # polars release the GIL): on a replay they overlap the event building instead of adding
     # to it. The thread only reads; every count goes into ``stats`` here, in order.
@@ -226,7 +304,8 @@ def csv_string_chunks(
 
         def skip(row: pacsv.InvalidRow) -> str:
             number = row.number if row.number is not None else -1
-            invalid.append((number, f"{row.actual_columns} fields: {row.text}"))
+            why = source.undecodable.pop(number, None)  # a line _CompleteLines blanked out
+            invalid.append((number, why or f"{row.actual_columns} fields: {row.text}"))
             return "skip"
 
         def runs(
@@ -276,9 +355,19 @@ def csv_string_chunks(
                         # no readahead: an invalid row is reported while its own block is
                         # parsed, so each count lands before the rows it sits among (with
                         # readahead the next block's went in early, as timing fell)
-                        read_options=pacsv.ReadOptions(block_size=block_size, use_threads=False),
+                        read_options=pacsv.ReadOptions(
+                            block_size=block_size,
+                            use_threads=False,
+                            # the header's names as the loaders see them (stripped)
+                            column_names=names,
+                            skip_rows=1,
+                        ),
                         parse_options=pacsv.ParseOptions(
-                            invalid_row_handler=skip, ignore_empty_lines=False
+                            invalid_row_handler=skip,
+                            ignore_empty_lines=False,
+                            # no format read here quotes: a stray '"' is a bad field, not
+                            # a quoted one running on to the end of the file
+                            quote_char=False,
                         ),
                         convert_options=pacsv.ConvertOptions(
                             column_types={name: pa.string() for name in names},
@@ -327,6 +416,10 @@ def csv_string_chunks(
                 if source.error is not None:
                     cut = f"{path}: cut or corrupt after line {line - 1}: {source.error}"
                     put("truncated", [(line, cut)])
+                elif source.unterminated is not None:
+                    text = source.unterminated[:80].decode("utf-8", "replace")
+                    cut = f"{path}: last line has no end of line (cut inside a row?): {text}"
+                    put("truncated", [(source.last_line, cut)])
         except BaseException as exc:  # reported where the stream is read
             put("error", exc)
         finally:

@@ -64,6 +64,7 @@ from sapphire.data.stream import (
     csv_header,
     csv_string_chunks,
     open_binary,
+    require_rows,
 )
 from sapphire.data.validation import DataFileError, RejectStats
 from sapphire.model import Instrument, InstrumentError
@@ -153,6 +154,7 @@ def read_type(path: Path) -> tuple[TardisType, list[str]]:
         raise DataFileError(f"{path}: not a supported Tardis CSV (header {names[:8]})")
     if kind is TardisType.TRADES and "liquidations" in str(path):
         raise DataFileError(f"{path}: Tardis liquidations are not supported (not taker trades)")
+    require_rows(path)
     return kind, names
 
 

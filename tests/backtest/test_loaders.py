@@ -88,3 +88,52 @@ def test_a_bar_no_backtest_can_trade_on_is_the_files_error(
     with pytest.raises(DataError, match=why) as info:
         read_ohlcv(path)
     assert str(path) in str(info.value) and "2020-01-01 00:0" in str(info.value)
+
+
+def _minute_bars(path: Path, rows: int, close: dict[int, str]) -> Path:
+    lines = ["datetime,open,high,low,close,volume"]
+    for i in range(rows):
+        stamp = f"2020-01-{1 + i // 1440:02d} {i % 1440 // 60:02d}:{i % 60:02d}:00"
+        lines.append(f"{stamp},100.00,101.00,99.00,{close.get(i, '100.00')},1")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_the_inferred_tick_covers_every_price_not_the_first_opens(tmp_path: Path) -> None:
+    # the tick came from the first 20,000 of open+high+low+close: the opens, highs and lows
+    # of 6,000 bars and a third of the closes; a finer close further on was rounded to it
+    path = _minute_bars(tmp_path / "bars.csv", 6_000, {5_990: "100.125"})
+    raw = _loaders.read_ohlcv(path)
+    inst = _loaders.instrument_for(raw, "X")
+    assert inst.tick_size == "0.001"  # was 0.01
+    frame = _loaders.tick_frame(raw, inst)
+    assert frame["close"][5_990] == 100.125  # was 100.12
+
+
+def test_a_tick_that_does_not_divide_the_prices_is_the_files_error(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    # an instrument tick of 0.3 on 0.01-tick data: every price was rounded to it silently
+    from sapphire.model.instrument import Instrument
+
+    path = shared_data / "ohlcv" / "basana_bitstamp_BTC-USD_1m_2020-01-01.csv"
+    raw = _loaders.read_ohlcv(path)
+    coarse = Instrument(symbol="X", tick_size="0.3", lot_size="0.00000001")
+    with pytest.raises(_loaders.DataError, match=r"no whole number of the tick_size 0\.3") as info:
+        _loaders.tick_frame(raw.head(100), coarse)  # the head a max_bars run trades
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message and "2020-01-01 00:0" in message
+    # float noise on the grid is no error: 0.09946999000000001 at 1e-8
+    fine = _minute_bars(tmp_path / "noise.csv", 3, {1: "100.09946999000000001"})
+    raw = _loaders.read_ohlcv(fine)
+    inst = Instrument(symbol="X", tick_size="0.00000001", lot_size="1")
+    assert _loaders.tick_frame(raw, inst)["close_ticks"][1] == 10_009_946_999
+
+
+def test_a_millisecond_time_past_int64_ns_is_the_files_error(tmp_path: Path) -> None:
+    path = tmp_path / "bars.csv"
+    rows = [f"{1577836800000 + 60_000 * i},100,101,99,100,1" for i in range(4)]
+    rows.append(f"{(1577836800000 + 240_000) * 1000},100,101,99,100,1")  # µs, not ms
+    path.write_text("\n".join(["timestamp_ms,open,high,low,close,volume", *rows]) + "\n")
+    with pytest.raises(_loaders.DataError, match="1 rows with unreadable timestamps"):
+        _loaders.read_ohlcv(path)

@@ -128,7 +128,8 @@ def test_no_events_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     )
     assert main(["backtest", "--config", str(config), "--no-progress"]) == 2
     out = " ".join(capsys.readouterr().out.split())
-    assert "no market events (no row was rejected: the files hold none)" in out
+    # a file with no rows is that file's error, named (it read as "no market events")
+    assert f"{header_only}: no rows (nothing after the CSV header)" in out
 
 
 def test_an_llm_agent_config_is_refused_in_one_process(

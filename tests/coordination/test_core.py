@@ -312,7 +312,10 @@ def test_funding_is_not_settled_at_a_mark_a_day_old() -> None:
     assert isinstance(order, SubmitOrder)
     c.step([], [filled(order, 599_990, "x1")], {}, 4)
     quoted = QUOTE.ts_event_ns
-    c.step([FundingRate(ts_event_ns=quoted + FUNDING_MARK_MAX_AGE_NS, symbol="BTCUSDT", rate="0.01")], [], {}, 5)  # fmt: skip
+    day_old = FundingRate(
+        ts_event_ns=quoted + FUNDING_MARK_MAX_AGE_NS, symbol="BTCUSDT", rate="0.01"
+    )
+    c.step([day_old], [], {}, 5)
     settled = c.portfolio.positions[("a", "BTCUSDT")].funding_quote
     assert settled == Decimal("-3") and c.funding_stale_marks == 0  # a day old: still priced
     late = quoted + FUNDING_MARK_MAX_AGE_NS + 1

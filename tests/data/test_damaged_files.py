@@ -72,15 +72,19 @@ def test_line_after_blank_line(tmp_path: Path) -> None:
     assert [line for line, _, _ in stream.stats.examples] == [4]  # was [3]
 
 
-# basana levels that do not parse vanish from the stream's stats
+# basana levels that do not parse vanish from the stream's stats; and since a depth message
+# is one book state, a bad level refuses the whole message (every level counted), never a
+# diff applied with holes in it
 def test_basana_bad_levels_are_counted(tmp_path: Path, shared_data: Path) -> None:
     msg = json.loads((shared_data / "book" / "basana_binance_depth_update.json").read_text())
+    levels = len(msg["b"]) + len(msg["a"])
     msg["b"] = [["abc", "1.0"], ["no-size"], *msg["b"]]
     path = tmp_path / "basana_binance_depth_update.json"
     path.write_text(json.dumps(msg))
     stream = stream_events(path)
-    list(stream)
-    assert stream.stats.counts.get(RowReject.MALFORMED) == 2  # was None: 2 levels vanished
+    assert list(stream) == []
+    assert stream.stats.counts == {RowReject.MALFORMED: levels + 2}  # was None, then 2
+    assert stream.stats.balanced()
 
 
 # a snapshot listing one price twice: last size wins silently, both rows "delivered"
