@@ -180,10 +180,20 @@ class BigQueryBackend:
             for n in set(want) & set(got)
             if want[n] != got[n]
         )
+        # a column Sapphire may leave empty must not be REQUIRED there (every row with it
+        # empty would be refused at the first flush, not here), and a NUMERIC declared with
+        # its own precision or scale rounds or refuses the money Sapphire stores
+        nullable = {f.name for f in bq_schema(TABLES[name]) if f.mode == "NULLABLE"}
+        for f in fields:
+            if f.name in nullable and (f.mode or "NULLABLE") != "NULLABLE":
+                wrong.append(f"{f.name}: expected NULLABLE, got {f.mode}")
+            if f.name in want and want[f.name] == "NUMERIC" and (f.precision or f.scale):
+                wrong.append(f"{f.name}: expected NUMERIC, got NUMERIC({f.precision}, {f.scale})")
         if missing or extra or wrong:
             raise SchemaMismatchError(
                 f"BigQuery table {self.table_id(name)} does not match Sapphire's {name!r} schema "
-                f"(missing={missing}, extra={extra}, wrong types={wrong}); migrate or drop it"
+                f"(missing={missing}, extra={extra}, wrong types or modes={wrong}); "
+                "migrate or drop it"
             )
 
     # ------------------------------------------------------------------ SinkBackend

@@ -92,6 +92,36 @@ def test_existing_table_with_other_schema_is_refused(client: bigquery.Client) ->
         BigQueryBackend(client, ds, tables=["fills"]).ensure_schema()
 
 
+def test_a_table_with_a_required_column_or_its_own_numeric_scale_is_refused(
+    client: bigquery.Client,
+) -> None:
+    """Names and types matched, so a table with every column REQUIRED (or money as
+    NUMERIC(10, 2)) passed the check, and the first flush with an empty column failed. (The
+    fields as BigQuery describes such a table: the emulator keeps neither.)"""
+    from sapphire.adapters.bigquery import bq_schema
+    from sapphire.storage.schemas import TABLES
+
+    backend = BigQueryBackend(client, dataset(), tables=[])
+    required = [
+        bigquery.SchemaField(f.name, f.field_type, mode="REQUIRED")
+        for f in bq_schema(TABLES["ticks"])
+    ]
+    with pytest.raises(SchemaMismatchError, match="price_ticks: expected NULLABLE, got REQUIRED"):
+        backend.check_schema("ticks", required)
+    cents = [
+        bigquery.SchemaField(f.name, f.field_type, mode=f.mode, precision=10, scale=2)
+        if f.field_type == "NUMERIC"
+        else f
+        for f in bq_schema(TABLES["fills"])
+    ]
+    with pytest.raises(
+        SchemaMismatchError, match=r"fee_quote: expected NUMERIC, got NUMERIC\(10, 2\)"
+    ):
+        backend.check_schema("fills", cents)
+    for name in ("ticks", "fills"):  # what Sapphire creates passes
+        backend.check_schema(name, bq_schema(TABLES[name]))
+
+
 @pytest.mark.slow
 def test_crash_mid_flush_restart_replay_equals_no_fault(
     client: bigquery.Client, trades_path: Path
