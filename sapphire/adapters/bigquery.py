@@ -97,6 +97,9 @@ def _ts(ts_ns: int) -> str:
     return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns // 1000:06d}Z"
 
 
+_ROW_KEY = ["producer_id", "seq"]
+
+
 class BigQueryBackend:
     """:class:`~sapphire.storage.sink.SinkBackend` streaming into ``project.dataset``."""
 
@@ -225,11 +228,35 @@ class BigQueryBackend:
         rows = self._call(functools.partial(self._query_rows, sql, params))
         return {str(r["producer_id"]): int(r["seq"]) for r in rows if int(r["first"]) == 0}
 
-    def _query_rows(self, sql: str, params: Sequence[tuple[str, str]] = ()) -> list[Any]:
+    def _stored_seqs(self, name: str, frame: pl.DataFrame) -> pl.DataFrame:
+        """``(producer_id, seq)`` of ``frame``'s rows already in the table: every one, not a
+        prefix. Streaming inserts are no transaction: a failed chunk may have stored rows past
+        its first refused one, and sending them again left them twice in the raw table for
+        any reader but Sapphire's own (after insertId's minute of deduplication)."""
+        params: list[tuple[str, str | int]] = [
+            ("lo", int(frame["seq"].min())),  # type: ignore[arg-type]
+            ("hi", int(frame["seq"].max())),  # type: ignore[arg-type]
+        ]
+        where = "seq BETWEEN @lo AND @hi"
+        if self.run_id is not None:
+            where += " AND run_id = @run_id"
+            params.append(("run_id", self.run_id))
+        sql = f"SELECT DISTINCT producer_id, seq FROM `{self.table_id(name)}` WHERE {where}"
+        rows = self._call(functools.partial(self._query_rows, sql, params))
+        return pl.DataFrame(
+            [(str(r["producer_id"]), int(r["seq"])) for r in rows],
+            schema={"producer_id": frame.schema["producer_id"], "seq": frame.schema["seq"]},
+            orient="row",
+        )
+
+    def _query_rows(self, sql: str, params: Sequence[tuple[str, str | int]] = ()) -> list[Any]:
         from google.cloud import bigquery
 
         config = bigquery.QueryJobConfig(
-            query_parameters=[bigquery.ScalarQueryParameter(k, "STRING", v) for k, v in params]
+            query_parameters=[
+                bigquery.ScalarQueryParameter(k, "INT64" if isinstance(v, int) else "STRING", v)
+                for k, v in params
+            ]
         )
         job = self.client.query(
             sql,
@@ -249,12 +276,7 @@ class BigQueryBackend:
             if name not in self.tables:
                 raise SchemaMismatchError(f"table {name!r} is not managed by this backend")
             if unsure:  # a retried batch: what the failed commit stored is not sent twice
-                marks = self._stored_marks(name)
-                if marks:
-                    stored = pl.col("seq") <= pl.col("producer_id").replace_strict(
-                        marks, default=-1, return_dtype=pl.Int64
-                    )
-                    frame = frame.filter(~stored)
+                frame = frame.join(self._stored_seqs(name, frame), on=_ROW_KEY, how="anti")
                 if frame.height == 0:
                     continue
             # Decimal -> "-0.630069000": json cannot encode a Decimal, and polars writes the

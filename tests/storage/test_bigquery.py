@@ -464,6 +464,31 @@ def test_a_retried_flush_sends_only_what_the_failed_one_did_not_store(
     }
 
 
+def test_a_retried_flush_skips_rows_stored_past_a_refused_one(
+    client: bigquery.Client, trades_path: Path
+) -> None:
+    """A chunk whose odd rows were refused while its even ones landed holds no prefix: the
+    retry sent every row after the first refused one again (54 raw rows for 50)."""
+    ds = dataset()
+    backend = BigQueryBackend(client, ds, tables=["ticks"], chunk_rows=50, run_id="run-1")
+    sink = StorageSink(backend, batch_size=10_000)
+    sink.submit_frame("ticks", ticks_from_trades(trades_path, 50, run_id="run-1"), now_ns=0)
+    real = backend._insert_chunk
+    failures = iter([True])
+
+    def odd_rows_refused(name: str, rows: list[dict[str, Any]], ids: list[str]) -> None:
+        if next(failures, False):
+            real(name, rows[::2], ids[::2])  # the even rows landed, then the call failed
+            raise ConnectionError("network blip")
+        real(name, rows, ids)
+
+    backend._insert_chunk = odd_rows_refused  # type: ignore[method-assign]
+    assert sink.flush(0) == 0 and sink.stats.flush_errors == 1
+    assert sink.flush(10**10) == 50
+    sql = f"SELECT COUNT(*) AS n, COUNT(DISTINCT seq) AS d FROM `{backend.table_id('ticks')}`"
+    assert [(r["n"], r["d"]) for r in client.query(sql).result()] == [(50, 50)]
+
+
 def test_rows_refused_again_and_again_fail_the_commit_instead_of_hanging() -> None:
     # a row BigQuery keeps refusing with a transient reason was retried for ever: the run's
     # last flush never returned
