@@ -16,7 +16,7 @@ from sapphire.agents.base import AgentOutput
 from sapphire.coordination.crossing import CrossBook
 from sapphire.coordination.journal import OrderJournal
 from sapphire.kernel.marks import FUNDING_MARK_MAX_AGE_NS, MarkBook
-from sapphire.model.events import AnyMarketEvent, FundingRate
+from sapphire.model.events import AnyMarketEvent, FundingRate, Side
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import (
     AmendOrder,
@@ -288,7 +288,13 @@ class CoordinatorCore:
             return
         incoming = self.journal.entries[order.client_order_id]
         inst = self.instruments.get(order.symbol)
-        bound = self.risk.market_bound(order.symbol, order.side)
+        # never through the market: a cross no worse for the incoming order than the touch
+        # (a buy crossed a sell resting 30 USDT above the best ask, at that sell's price),
+        # nor than the price band for a market order
+        bound = self.marks.cross_bound(order.symbol, int(order.side))
+        band = self.risk.market_bound(order.symbol, order.side)
+        if bound is not None and band is not None:
+            bound = min(bound, band) if order.side is Side.BUY else max(bound, band)
         result.commands.extend(
             self.crosses.route(order, incoming, self.journal.open_orders(), inst, bound)
         )

@@ -8,12 +8,20 @@ leaves), and books the trade at ``d + entry_ns``, the time the order would have 
 venue:
 
 * matching is price-time: the incoming order takes the best-priced resting orders first,
-  the earlier-submitted first at one price, and trades at the resting order's price;
+  the earlier-submitted first at one price, and trades at the resting order's price, never
+  through the market: only resting orders at or inside the touch the coordinator last saw
+  (a buy no higher than the best ask; the mark where no touch is known) cross, so neither
+  agent trades worse than the venue would have let it;
 * a resting order gives at most what is left of it (``JournalEntry.available_lots``: its
   leaves less the crosses already under way), and its quantity at the venue is reduced by
   what was crossed (a cancel when nothing is left, else an amend), arriving at the venue at
   the same time the incoming order would have;
-* what is left of the incoming order goes on to the venue (same client order id);
+* what is left of the incoming order goes on to the venue (same client order id), unless
+  the venue would refuse it (below its minimum quantity or notional: a 1-lot remainder was
+  rejected there, and the order with it): then it is not sent, and the order ends with its
+  crossed lots, saying why; the venue's reports of an order crossed in part are told in the
+  firm's terms (its filled lots include the crossed ones; filled at the venue while lots of
+  it could not be crossed, it ends canceled, saying so);
 * both fills are reported as the venue's are (``OrderFilled``, ``internal=True``, no fee).
 
 A cross is booked only once the venue has confirmed that it took the crossed lots off the
@@ -87,17 +95,20 @@ def can_cross(order: SubmitOrder) -> bool:
     return order.tif not in _NO_CROSS_TIFS
 
 
-def _crosses(order: SubmitOrder, resting: JournalEntry, market_bound: int | None) -> bool:
+def _crosses(order: SubmitOrder, resting: JournalEntry, bound: int | None) -> bool:
+    """``bound``: the worst price a cross may have for ``order`` (the touch, within a market
+    order's price band): a cross through the market (a resting sell above the best ask, a
+    market buy of a sell resting 5.6 % above a fallen mid) cost the firm what the venue
+    would have given. None (no price known, which risk lets no order through with): a limit
+    order's own limit bounds it, and a market order is the venue's book's to price."""
+    own = None if order.order_type is OrderType.MARKET else order.limit_ticks
+    if bound is None:
+        bound = own
+    elif own is not None:
+        bound = min(bound, own) if order.side is Side.BUY else max(bound, own)
     limit = resting.limit_ticks
-    if limit is None:
+    if limit is None or bound is None:
         return False
-    bound = order.limit_ticks
-    if order.order_type is OrderType.MARKET or bound is None:
-        # a market order crosses no further than the price band from the mark (what risk
-        # took as its worst price): a resting sell 5.6 % above a fallen mid was filled
-        if market_bound is None:
-            return False  # no mark: the venue's book prices it
-        bound = market_bound
     return limit <= bound if order.side is Side.BUY else limit >= bound
 
 
@@ -117,7 +128,7 @@ def match(
     market_bound: int | None = None,
 ) -> list[Cross]:
     """The crosses of ``order`` against the account's open orders, best price first;
-    ``market_bound``: the worst price a market order may cross at (None: it crosses none)."""
+    ``market_bound``: the worst price any cross may have (the touch; None: none crosses)."""
     if not can_cross(order):
         return []
     candidates: list[tuple[int, int, int, JournalEntry]] = []
@@ -171,6 +182,7 @@ class _Incoming(msgspec.Struct, kw_only=True):
     crossed: int = 0
     failed: int = 0
     at_venue: bool = False  # part of it went on to the venue
+    unsent: int = 0  # a remainder the venue would refuse: not sent
 
 
 class CrossBook:
@@ -187,6 +199,12 @@ class CrossBook:
         self._filled_here: set[str] = set()
         # orders the journal forgot while a cross of theirs still waited for the venue
         self._forgotten: set[str] = set()
+        # per order that took part in a cross: its quantity in the firm, the lots crossed
+        # and (incoming) those that could not be: the venue's reports of it, which count
+        # its venue lots only, are told in these terms (``firm_view``)
+        self._firm_qty: dict[str, int] = {}
+        self._crossed: dict[str, int] = {}
+        self._failed: dict[str, int] = {}
         self._n = 0
 
     def forget(self, client_order_id: str) -> None:
@@ -199,6 +217,8 @@ class CrossBook:
             return
         self._venue_lots.pop(client_order_id, None)
         self._filled_here.discard(client_order_id)
+        for kept in (self._firm_qty, self._crossed, self._failed):
+            kept.pop(client_order_id, None)
 
     def route(
         self,
@@ -218,9 +238,11 @@ class CrossBook:
         state = _Incoming(qty_lots=order.qty_lots, pending=len(crosses))
         self._incoming[order.client_order_id] = state
         crossed = 0
+        self._firm_qty.setdefault(order.client_order_id, order.qty_lots)
         for cross in crosses:
             resting, lots = cross.resting, cross.qty_lots
             cid = resting.client_order_id
+            self._firm_qty.setdefault(cid, resting.qty_lots)
             crossed += lots
             whole = resting.available_lots == lots
             incoming.reserved_lots += lots
@@ -250,6 +272,10 @@ class CrossBook:
                 )
             self._pending.setdefault(cid, []).append(pending)
         rest = order.qty_lots - crossed
+        price = order.limit_ticks if order.limit_ticks is not None else crosses[-1].price_ticks
+        if rest and not _venue_ok(inst, price, rest):
+            state.unsent, rest = rest, 0
+            incoming.reserved_lots += state.unsent  # nothing of it to cancel at the venue
         incoming.venue_lots = rest
         if rest:
             state.at_venue = True
@@ -268,7 +294,7 @@ class CrossBook:
             if cid in self._filled_here and report.reason is RejectReason.UNKNOWN_ORDER:
                 # an agent's cancel of an order filled here: refused, the order is filled
                 return [], msgspec.structs.replace(report, status=OrderStatus.FILLED)
-            return [], report
+            return [], self.firm_view(report)
         head = queue[0]
         refused = report.reason is not None and (
             report.reason is RejectReason.UNKNOWN_ORDER or report.message.startswith("amend")
@@ -278,7 +304,7 @@ class CrossBook:
         else:
             done = report.reason is None and report.message == "amended"
         if not (done or refused):
-            return [], report
+            return [], self.firm_view(report)
         queue.pop(0)
         if not queue:
             del self._pending[report.client_order_id]
@@ -297,6 +323,20 @@ class CrossBook:
         state.failed += head.lots - lots
         st = self.stats
         st.failed_lots += head.lots - lots
+        if head.lots > lots:
+            # the lots held for the cross are given back: held for ever, the resting order
+            # had none available, and the kill switch's cancel-all passed it by (it filled
+            # after the kill)
+            given_back = head.lots - lots
+            incoming.reserved_lots = max(incoming.reserved_lots - given_back, 0)
+            resting.reserved_lots = max(resting.reserved_lots - given_back, 0)
+            if not done and not head.cancel:
+                resting.venue_lots += head.lots  # the amend was refused: the venue kept it
+            iid = incoming.client_order_id
+            self._failed[iid] = self._failed.get(iid, 0) + given_back
+        if lots > 0:
+            for crossed_cid in (incoming.client_order_id, rid):
+                self._crossed[crossed_cid] = self._crossed.get(crossed_cid, 0) + lots
         out: list[OrderFilled | OrderUpdate] = []
         if lots > 0:
             state.crossed += lots
@@ -341,11 +381,38 @@ class CrossBook:
                 why = "crossed internally"
                 if state.failed:
                     why += f"; {state.failed} lots not: the resting order traded at the venue first"
+                if state.unsent:
+                    why += f"; {state.unsent} lots not sent: below the venue's minimum"
                 out.append(_final(incoming, head.at_ns, state.crossed, why))
         if rid in self._forgotten and rid not in self._pending:
             self._forgotten.discard(rid)
             self.forget(rid)
-        return out, None if done and head.cancel else report
+        return out, None if done and head.cancel else self.firm_view(report)
+
+    def firm_view(self, report: OrderUpdate) -> OrderUpdate:
+        """A venue report of an order crossed in part, in the firm's terms: its filled lots
+        count the crossed ones and its leaves the firm's quantity (the stored rows said
+        "canceled, 0 filled" of an order 4 lots of which were crossed, "accepted, 6 left" of
+        a 10-lot order); filled at the venue while lots of it could not be crossed, it is
+        canceled with what was filled (it read FILLED with 4 of 16 lots)."""
+        cid = report.client_order_id
+        crossed, failed = self._crossed.get(cid, 0), self._failed.get(cid, 0)
+        if not (crossed or failed) or cid not in self._firm_qty:
+            return report
+        qty = self._firm_qty[cid]
+        filled = report.filled_lots + crossed
+        status, message = report.status, report.message
+        if status.is_final:
+            leaves = 0
+            if status is OrderStatus.FILLED and filled < qty:
+                status = OrderStatus.CANCELED
+                note = f"{qty - filled} lots not: the resting order traded at the venue first"
+                message = f"{message}; {note}" if message else note
+        else:
+            leaves = max(qty - filled - failed, 0)
+        return msgspec.structs.replace(
+            report, status=status, filled_lots=filled, leaves_lots=leaves, message=message
+        )
 
 
 def _final(entry: JournalEntry, at_ns: int, filled_lots: int, message: str) -> OrderUpdate:

@@ -17,6 +17,8 @@ quote's.
 
 from __future__ import annotations
 
+import math
+
 from sapphire.model.events import AnyMarketEvent, Bar, BookSnapshot, Quote, Trade
 
 QUOTE_STALE_NS = 5_000_000_000
@@ -28,17 +30,20 @@ FUNDING_MARK_MAX_AGE_NS = 86_400_000_000_000
 class MarkBook:
     """Latest mark per symbol, folded event by event."""
 
-    __slots__ = ("marked_at", "marks", "quoted", "quoted_at")
+    __slots__ = ("marked_at", "marks", "quoted", "quoted_at", "touch")
 
     def __init__(self) -> None:
         self.marks: dict[str, float] = {}
         self.quoted: set[str] = set()
         self.quoted_at: dict[str, int] = {}  # the last quote's event time, per symbol
         self.marked_at: dict[str, int] = {}  # the event time of each symbol's mark
+        # the best bid and ask the mark came from (quotes, a snapshot's top): the price an
+        # internal cross may not be worse than
+        self.touch: dict[str, tuple[int, int]] = {}
 
     def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
         # a checkpoint written before these existed restores without them
-        self.quoted_at, self.marked_at = {}, {}
+        self.quoted_at, self.marked_at, self.touch = {}, {}, {}
         for name, value in state[1].items():
             setattr(self, name, value)
 
@@ -55,11 +60,13 @@ class MarkBook:
                 self.marks[q.symbol] = (q.bid_ticks + q.ask_ticks) / 2
                 self.quoted.add(q.symbol)
                 self.quoted_at[q.symbol] = self.marked_at[q.symbol] = q.ts_event_ns
+                self.touch[q.symbol] = (q.bid_ticks, q.ask_ticks)
         elif kind is Trade:
             t: Trade = event  # type: ignore[assignment]
             if t.price_ticks > 0 and not self._quote_live(t.symbol, t.ts_event_ns):
                 self.marks[t.symbol] = float(t.price_ticks)
                 self.marked_at[t.symbol] = t.ts_event_ns
+                self.touch.pop(t.symbol, None)  # a trade marks it now: no touch known
         elif kind is BookSnapshot:
             s: BookSnapshot = event  # type: ignore[assignment]
             if (
@@ -70,14 +77,28 @@ class MarkBook:
             ):
                 self.marks[s.symbol] = (s.bids[0][0] + s.asks[0][0]) / 2
                 self.marked_at[s.symbol] = s.ts_event_ns
+                self.touch[s.symbol] = (s.bids[0][0], s.asks[0][0])
         elif kind is Bar:
             b: Bar = event  # type: ignore[assignment]
             if b.close_ticks > 0 and not self._quote_live(b.symbol, b.ts_event_ns):
                 self.marks[b.symbol] = float(b.close_ticks)
                 self.marked_at[b.symbol] = b.ts_event_ns
+                self.touch.pop(b.symbol, None)
 
     def get(self, symbol: str) -> float | None:
         return self.marks.get(symbol)
+
+    def cross_bound(self, symbol: str, side: int) -> int | None:
+        """The worst price an order on ``side`` may trade at inside the firm: the touch (a
+        buy no higher than the best ask, a sell no lower than the best bid), else the mark
+        (no touch known: a trade or a bar marks the symbol); None without either."""
+        touch = self.touch.get(symbol)
+        if touch is not None:
+            return touch[1] if side > 0 else touch[0]
+        mark = self.marks.get(symbol)
+        if mark is None:
+            return None
+        return math.floor(mark) if side > 0 else math.ceil(mark)
 
     def fresh(self, symbol: str, now_ns: int, max_age_ns: int) -> float | None:
         """The mark, unless it was set more than ``max_age_ns`` before ``now_ns``."""

@@ -101,3 +101,90 @@ def test_a_market_order_crosses_no_further_than_the_price_band() -> None:
     assert match(market, resting, None) == []  # no mark: the venue's book prices it
     # a limit order's own price bounds it, whatever the mark
     assert len(match(order, resting, None)) == 1
+
+
+def test_a_cross_is_never_through_the_touch() -> None:
+    # a sell resting at 100 while the best ask is 98: a buy limit at 101 crossed it at 100,
+    # 2 ticks worse than the venue would have filled it; at or inside the touch it crosses
+    from sapphire.coordination.crossing import match
+
+    order, _ = _incoming()
+    order = msgspec.structs.replace(order, limit_ticks=101)
+    resting = [_resting()]
+    assert match(order, resting, None, market_bound=98) == []
+    assert [c.price_ticks for c in match(order, resting, None, market_bound=100)] == [100]
+    # the core bounds every cross by the touch it last saw
+    from sapphire.kernel.marks import MarkBook
+    from sapphire.model.events import Quote
+
+    marks = MarkBook()
+    marks.update(
+        Quote(ts_event_ns=0, symbol="X", bid_ticks=97, bid_lots=1, ask_ticks=98, ask_lots=1)
+    )
+    assert marks.cross_bound("X", 1) == 98 and marks.cross_bound("X", -1) == 97
+    assert marks.cross_bound("Y", 1) is None
+
+
+def test_a_refused_cross_gives_its_lots_back_to_both_orders() -> None:
+    """The venue refused the cross's amend (the resting order had traded past it): the lots
+    held for it stayed held, the resting order had none available, and the kill switch's
+    cancel-all passed it by (it filled 5 more lots after the kill)."""
+    book = CrossBook(entry_ns=5_000)
+    order, incoming = _incoming()
+    resting = _resting()
+    book.route(order, incoming, [resting], None)
+    assert resting.reserved_lots == 4 and resting.venue_lots == 6
+    refused = _answer(
+        status=OrderStatus.PARTIALLY_FILLED,
+        reason=RejectReason.EXCHANGE_ERROR,
+        message="amend rejected: below the filled quantity",
+        filled_lots=8,
+        leaves_lots=2,
+    )
+    book.resolve(refused, None)
+    assert resting.reserved_lots == 0 and incoming.reserved_lots == 0
+    assert resting.venue_lots == 10  # the venue kept its quantity
+    assert resting.available_lots > 0 or resting.leaves_lots == 0
+
+
+def test_a_venue_report_of_an_order_crossed_in_part_counts_its_crossed_lots() -> None:
+    # b-1 buys 16: 4 cross a-1's sell, 12 go to the venue; the venue's FILLED of its 12
+    # said "filled 12" of an order of 16, and stored rows said so
+    book = CrossBook(entry_ns=5_000)
+    order, incoming = _incoming()
+    order = msgspec.structs.replace(order, qty_lots=16)
+    incoming = msgspec.structs.replace(incoming, qty_lots=16)
+    resting = msgspec.structs.replace(_resting(), qty_lots=4, venue_lots=4)
+    commands = book.route(order, incoming, [resting], None)
+    assert [type(c).__name__ for c in commands] == ["CancelOrder", "SubmitOrder"]
+    book.resolve(_answer(status=OrderStatus.CANCELED), None)  # the cross is booked
+    venue_filled = OrderUpdate(
+        ts_event_ns=7_000,
+        client_order_id="b-1",
+        agent_id="b",
+        symbol="BTCUSDT",
+        status=OrderStatus.FILLED,
+        filled_lots=12,
+        leaves_lots=0,
+    )
+    _, told = book.resolve(venue_filled, None)
+    assert told is not None and told.status is OrderStatus.FILLED and told.filled_lots == 16
+
+
+def test_a_remainder_the_venue_would_refuse_is_not_sent() -> None:
+    # a sell of 5 lots (309 USDT) crossing 4: its 1-lot remainder (62 USDT) was rejected by
+    # the venue's 100 USDT minimum, and the order with it, after 4 lots had crossed
+    from sapphire.model.instrument import Instrument
+
+    inst = Instrument(symbol="BTCUSDT", tick_size="0.1", lot_size="0.001", min_notional="100")
+    book = CrossBook(entry_ns=5_000)
+    order, incoming = _incoming()
+    order = msgspec.structs.replace(order, qty_lots=5, limit_ticks=618_000)
+    incoming = msgspec.structs.replace(incoming, qty_lots=5, limit_ticks=618_000)
+    resting = msgspec.structs.replace(_resting(), qty_lots=4, venue_lots=4, limit_ticks=618_000)
+    commands = book.route(order, incoming, [resting], inst)
+    assert [type(c).__name__ for c in commands] == ["CancelOrder"]  # nothing to the venue
+    out, _ = book.resolve(_answer(status=OrderStatus.CANCELED), inst)
+    final = [r for r in out if isinstance(r, OrderUpdate) and r.client_order_id == "b-1"]
+    assert final and final[0].status is OrderStatus.CANCELED and final[0].filled_lots == 4
+    assert "1 lots not sent: below the venue's minimum" in final[0].message

@@ -39,7 +39,7 @@ from sapphire.config.system import ConfigError, SystemConfig, load_config, parse
 from sapphire.kernel.runner import InProcessKernel
 from sapphire.model import Instrument
 from sapphire.model.events import AnyMarketEvent, Quote, Side
-from sapphire.model.orders import AgentReport, OrderIntent, OrderStatus
+from sapphire.model.orders import AgentReport, OrderIntent, OrderStatus, OrderUpdate
 from sapphire.storage.schemas import table_schema
 from tests.kernel.conftest import kernel_config
 
@@ -57,7 +57,11 @@ def run(config: SystemConfig) -> tuple[InProcessKernel, dict[str, Any], pl.DataF
     kernel.run()
     rows = kernel.coordinator.rows.take_new()
     fills = rows.get("fills", pl.DataFrame(schema=table_schema("fills").polars_schema))
+    STORED_ORDERS[id(kernel)] = rows.get("orders", pl.DataFrame())
     return kernel, kernel.summary(), fills
+
+
+STORED_ORDERS: dict[int, pl.DataFrame] = {}
 
 
 def signed(frame: pl.DataFrame) -> int:
@@ -86,7 +90,9 @@ def test_demo_crosses_in_the_firm_instead_of_self_trade_rejections(
     # the policy: none left, crossed in the firm instead
     assert "self_trade" not in summary["venue_rejections"]
     crossing = summary["crossing"]
-    assert crossing["policy"] == "internal" and crossing["crosses"] > 50
+    # (119 crosses before they were kept inside the touch: 78 of those were a market order
+    # crossing a quote away from the market, worse than the venue's price for it)
+    assert crossing["policy"] == "internal" and crossing["crosses"] >= 10
 
     internal = fills.filter(pl.col("internal"))
     venue = fills.filter(~pl.col("internal"))
@@ -143,6 +149,22 @@ def test_demo_crosses_in_the_firm_instead_of_self_trade_rejections(
     )
     assert Decimal(crossing["fees_saved_quote"]) == (notional * sum(rate) / 10_000).quantize(tick)
     assert Decimal(crossing["fees_saved_quote"]) > 0
+
+    # every order's last stored state counts its fills, the crossed ones too (an order 4
+    # lots of which crossed was stored "canceled, 0 filled"; 5 such orders in the demo)
+    orders = STORED_ORDERS[id(kernel)]
+    last = (
+        orders.filter(pl.col("event") == "update")
+        .sort("seq")
+        .group_by("client_order_id")
+        .agg(pl.col("filled_lots").last())
+    )
+    filled = fills.group_by("client_order_id").agg(pl.col("qty_lots").sum().alias("fill_sum"))
+    joined = last.join(filled, on="client_order_id", how="left").with_columns(
+        pl.col("fill_sum").fill_null(0)
+    )
+    assert joined.height > 100
+    assert joined.filter(pl.col("filled_lots") != pl.col("fill_sum")).is_empty()
 
     # the journal never holds an order filled past its size (no venue fill on top of a cross)
     journal = kernel.coordinator.core.journal
@@ -209,13 +231,13 @@ def scripted(crossing: str) -> SystemConfig:
     return kernel_config(
         data={"max_events": 6_000},
         agents=[
-            # two bids 10 and 5 USDT under the market: they rest
-            agent("early", [1, "buy", 5, -100]),
-            agent("better", [3, "buy", 2, -50]),
-            # a sell through both: crosses the better price first, although it came later
+            # two bids at the best bid (618000), one after the other: they rest
+            agent("early", [150, "buy", 6, 0]),
+            agent("better", [160, "buy", 2, 0]),
+            # a sell through them while the bid is still theirs: crosses the earlier first
             agent("seller", [200, "sell", 4, -100]),
             # a sell of more than is left of them: crosses the rest, the remainder to the venue
-            agent("dumper", [400, "sell", 5, -600]),
+            agent("dumper", [250, "sell", 6, -100]),
         ],
         coordinator={"crossing": crossing},
     )
@@ -229,32 +251,32 @@ def test_crossing_is_price_time_at_the_resting_price_and_the_venue_gets_the_rest
         for a in ("early", "better", "seller", "dumper")
     }
     early, better = bids["early"].limit_ticks, bids["better"].limit_ticks
-    assert early is not None and better is not None and better > early
+    assert early is not None and early == better  # one price: time decides
     internal = fills.filter(pl.col("internal")).sort("seq")
     got = [
         (r["agent_id"], r["side"], r["price_ticks"], r["qty_lots"], r["is_maker"], r["leaves_lots"])
         for r in internal.iter_rows(named=True)
     ]
     assert got == [
-        # the seller: 2 lots at the better bid, then 2 of the early one's 5 (3 left)
-        ("seller", -1, better, 2, False, 2),
-        ("better", 1, better, 2, True, 0),
-        ("seller", -1, early, 2, False, 0),
-        ("early", 1, early, 2, True, 3),
-        # the dumper: the early bid's last 3 lots; its other 2 go to the venue
-        ("dumper", -1, early, 3, False, 2),
-        ("early", 1, early, 3, True, 0),
+        # the seller: 4 of the early bid's 6 (2 left), none of the later one's
+        ("seller", -1, early, 4, False, 0),
+        ("early", 1, early, 4, True, 2),
+        # the dumper: the early bid's last 2 lots, then the later bid's 2; 2 go to the venue
+        ("dumper", -1, early, 2, False, 4),
+        ("early", 1, early, 2, True, 0),
+        ("dumper", -1, early, 2, False, 2),
+        ("better", 1, early, 2, True, 0),
     ]
     assert (internal["fee_quote"] == 0).all()
     assert summary["crossing"]["crosses"] == 3
-    assert summary["crossing"]["resting_amended"] == 1  # the early bid, 5 -> 3 lots
+    assert summary["crossing"]["resting_amended"] == 1  # the early bid, 6 -> 2 lots
     assert summary["crossing"]["resting_canceled"] == 2
 
     # the venue's record: the early bid amended down then canceled, the seller never sent,
     # the dumper's remainder of 2 lots sold to the market (a taker fee)
     gateway: Any = kernel.venue.gateway
     orders = {o.client_order_id: o for o in gateway.orders()}
-    assert orders["early-1"].qty_lots == 3 and orders["early-1"].status is OrderStatus.CANCELED
+    assert orders["early-1"].qty_lots == 2 and orders["early-1"].status is OrderStatus.CANCELED
     assert orders["better-1"].status is OrderStatus.CANCELED
     assert "seller-1" not in orders
     assert orders["dumper-1"].qty_lots == 2
@@ -265,18 +287,21 @@ def test_crossing_is_price_time_at_the_resting_price_and_the_venue_gets_the_rest
     # agents get their crosses as fills, and a final FILLED for the orders filled in the firm
     positions = {a: r["position_lots"] for a, r in summary["agents"].items()}
     assert positions == {
-        "early/BTCUSDT": 5,
+        "early/BTCUSDT": 6,
         "better/BTCUSDT": 2,
         "seller/BTCUSDT": -4,
-        "dumper/BTCUSDT": -5,
+        "dumper/BTCUSDT": -6,
     }
     seller = agents["seller"].reports
-    assert [type(r).__name__ for r in seller] == ["OrderFilled", "OrderFilled", "OrderUpdate"]
+    assert [type(r).__name__ for r in seller] == ["OrderFilled", "OrderUpdate"]
     assert seller[-1].status is OrderStatus.FILLED
     # the venue's CANCELED of a bid crossed whole is not its fate: never delivered
     assert not any(
         getattr(r, "status", None) is OrderStatus.CANCELED for r in agents["better"].reports
     )
+    # the dumper's venue reports count its crossed lots (the firm's order is 6 lots)
+    dumper = [r for r in agents["dumper"].reports if isinstance(r, OrderUpdate)]
+    assert dumper[-1].status is OrderStatus.FILLED and dumper[-1].filled_lots == 6
     statuses = summary["orders_by_status"]
     assert statuses == {"filled": 4}
     assert "self_trade" not in summary["venue_rejections"]

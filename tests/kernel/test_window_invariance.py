@@ -33,7 +33,9 @@ def outcome(kernel: InProcessKernel) -> dict[str, Any]:
 
 
 def run(window_ns: int, batch_events: int = 20_000, **data: Any) -> dict[str, Any]:
-    config = kernel_config(data={"window_ns": window_ns, "batch_events": batch_events, **data})
+    # 60,000 rows: enough for five internal crosses (they stay inside the touch)
+    data = {"window_ns": window_ns, "batch_events": batch_events, "max_events": 60_000, **data}
+    config = kernel_config(data=data)
     kernel = InProcessKernel(config, "inv")
     kernel.run()
     return outcome(kernel)
