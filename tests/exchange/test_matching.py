@@ -24,19 +24,25 @@ def _engine(**options: bool) -> tuple[MatchingEngine, list[tuple[str, int, int]]
     return engine, fills
 
 
-def rest_limit(engine: MatchingEngine, cid: str, side: Side, price: int, qty: int) -> SimOrder:
-    """A GTC limit order of ours, resting at ``price`` (also used by test_matching_messages)."""
-    order = SimOrder(
+def limit_order(
+    cid: str, side: Side, price: int, qty: int, tif: TimeInForce = TimeInForce.GTC
+) -> SimOrder:
+    return SimOrder(
         client_order_id=cid,
         agent_id="t",
         symbol="X",
         side=side,
         order_type=OrderType.LIMIT,
-        tif=TimeInForce.GTC,
+        tif=tif,
         limit_ticks=price,
         qty_lots=qty,
         ts_ns=0,
     )
+
+
+def rest_limit(engine: MatchingEngine, cid: str, side: Side, price: int, qty: int) -> SimOrder:
+    """A GTC limit order of ours, resting at ``price`` (also used by test_matching_messages)."""
+    order = limit_order(cid, side, price, qty)
     engine.rest(order)
     return order
 
@@ -84,17 +90,7 @@ def test_a_taker_meets_our_own_order_only_where_its_walk_reaches_it() -> None:
 
 
 def _taker(cid: str, side: Side, limit: int, qty: int) -> SimOrder:
-    return SimOrder(
-        client_order_id=cid,
-        agent_id="t",
-        symbol="X",
-        side=side,
-        order_type=OrderType.LIMIT,
-        tif=TimeInForce.IOC,
-        limit_ticks=limit,
-        qty_lots=qty,
-        ts_ns=0,
-    )
+    return limit_order(cid, side, limit, qty, TimeInForce.IOC)
 
 
 def test_a_book_out_of_sync_offers_nothing_until_a_snapshot_resyncs_it() -> None:
