@@ -412,6 +412,10 @@ class StepMetrics:
                 continue
             status = _label(report.status)
             side, _ = self._sides.get(report.client_order_id, ("unknown", report.symbol))
+            if status == "filled" and report.message.startswith("crossed internally"):
+                # the firm's own final of an order crossed whole: never sent to the venue,
+                # so not one of the fill rate's orders (it read 1 filled of 0 submitted)
+                status = "filled_internally"
             record_order(report.agent_id, report.symbol, side, status)
             if status == "rejected" and report.reason is not None:
                 record_risk_rejection(_label(report.reason))

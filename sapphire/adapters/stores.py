@@ -279,7 +279,8 @@ class BigQuerySource:
         """Counted in the query: the run's rows never leave BigQuery for a summary."""
         inner, params = self._rows_sql(table, "symbol, ts_ns", run_id, {})
         sql = (
-            "SELECT COUNT(*) AS rows, COUNT(DISTINCT symbol) AS symbols, "
+            # `rows` is a reserved word in GoogleSQL: quoted
+            "SELECT COUNT(*) AS `rows`, COUNT(DISTINCT symbol) AS symbols, "
             f"MIN(ts_ns) AS first_ts_ns, MAX(ts_ns) AS last_ts_ns FROM ({inner})"
         )
         found = self._query(sql, params) or [{"rows": 0, "symbols": 0}]

@@ -88,6 +88,9 @@ class L2Book:
     recorded size exactly; only orders are held to the lot step.
     """
 
+    # a book pickled before it was counted (a venue actor's checkpoint) restores without it
+    stale_snapshots = 0
+
     def __init__(self, symbol: str, *, max_pending: int = 200_000) -> None:
         self.symbol = symbol
         self.is_synced = False

@@ -207,6 +207,11 @@ class CrossBook:
         self._failed: dict[str, int] = {}
         self._n = 0
 
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # a checkpoint written before these were kept restores without them
+        self._firm_qty, self._crossed, self._failed = {}, {}, {}
+        self.__dict__.update(state)
+
     def forget(self, client_order_id: str) -> None:
         """An order the journal no longer keeps (final for its memory): nothing of it is
         needed here any more, once its crosses are resolved. One still waiting for the
@@ -324,11 +329,13 @@ class CrossBook:
         st = self.stats
         st.failed_lots += head.lots - lots
         if head.lots > lots:
-            # the lots held for the cross are given back: held for ever, the resting order
-            # had none available, and the kill switch's cancel-all passed it by (it filled
+            # the lots held for the cross are given back to the resting order: held for ever,
+            # it had none available, and the kill switch's cancel-all passed it by (it filled
             # after the kill)
             given_back = head.lots - lots
-            incoming.reserved_lots = max(incoming.reserved_lots - given_back, 0)
+            # the resting order's only: the incoming order's lots that did not cross never
+            # went to the venue either (given back, a later order crossed them as if they
+            # rested there)
             resting.reserved_lots = max(resting.reserved_lots - given_back, 0)
             if not done and not head.cancel:
                 resting.venue_lots += head.lots  # the amend was refused: the venue kept it

@@ -144,8 +144,11 @@ def instrument_json(instrument: Instrument) -> bytes:
 
 
 def _short(value: float) -> str:
-    # 12 significant digits drop float noise such as 0.09946999000000001 from converted files.
-    return format(value, ".12g") if "e" not in format(value, ".12g") else format(value, ".12f")
+    # 15 significant digits (what a double always holds) drop float noise such as
+    # 0.09946999000000001 from converted files; 12 cut real digits (a volume of
+    # 289169.9847625 gave a 1e-6 lot, and the grid check refused 4 of the BTC-PERP bars)
+    text = format(value, ".15g")
+    return text if "e" not in text else format(value, ".15f")
 
 
 def infer_instrument(symbol: str, prices: Iterable[float], qtys: Iterable[float]) -> Instrument:

@@ -232,27 +232,24 @@ class _CompleteLines(io.RawIOBase):
         return out
 
     def _blank_undecodable(self, out: bytes) -> bytes:
-        """``out`` with each line that is no UTF-8 replaced by a one-field line."""
-        pieces: list[bytes] = []
-        at = 0
-        while True:
+        """``out`` with each line that is no UTF-8 replaced by a one-field line: one pass over
+        its lines (decoding the rest of the block again at each bad line took minutes for a
+        block of Latin-1 rows). A piece of a line longer than a read, after the last newline,
+        is left as it is: its end comes later."""
+        lines = out.split(b"\n")
+        changed = False
+        for i in range(len(lines) - 1):
+            line = lines[i]
+            if line.isascii():
+                continue
             try:
-                out[at:].decode("utf-8")
-                break
-            except UnicodeDecodeError as exc:
-                bad = at + exc.start
-            begin = out.rfind(b"\n", 0, bad) + 1
-            end = out.find(b"\n", bad)
-            if end < 0:  # a piece of a line longer than a read: its end comes later
-                break
-            number = self._line + out.count(b"\n", 0, begin)
-            text = out[begin:end][:80].decode("utf-8", "replace")
-            self.undecodable[number] = f"invalid UTF-8: {text}"
-            pieces.append(out[at:begin] + b"\x00")
-            at = end
-        if not pieces:
-            return out
-        return b"".join(pieces) + out[at:]
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                text = line[:80].decode("utf-8", "replace")
+                self.undecodable[self._line + i] = f"invalid UTF-8: {text}"
+                lines[i] = b"\x00"
+                changed = True
+        return b"\n".join(lines) if changed else out
 
     def _note_blank_lines(self, out: bytes) -> None:
         if not out:

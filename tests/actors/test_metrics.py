@@ -118,6 +118,18 @@ def test_step_metrics_translate_outputs_orders_and_reports(rec: MemoryRecorder) 
     assert rec.sum(metrics.ORDER_EXECUTIONS, side="sell", status="fill") == 1
     assert rec.sum(metrics.ORDER_EXECUTIONS, side="unknown", status="rejected") == 1
     assert rec.sum(metrics.RISK_REJECTIONS, reason="min_notional") == 1
+    # an order crossed whole inside the firm was never sent: not one of the fill rate's
+    # filled orders (it read 1 filled of 0 submitted)
+    sm.on_reports(
+        [
+            OrderUpdate(
+                ts_event_ns=5, client_order_id="mm-7", agent_id="mm", symbol="BTCUSDT",
+                status=OrderStatus.FILLED, filled_lots=2, message="crossed internally",
+            )
+        ]
+    )  # fmt: skip
+    assert rec.sum(metrics.ORDER_EXECUTIONS, status="filled") == 0
+    assert rec.sum(metrics.ORDER_EXECUTIONS, status="filled_internally") == 1
 
 
 def test_summary_totals_become_increments_and_survive_a_restart(rec: MemoryRecorder) -> None:

@@ -346,6 +346,15 @@ def test_a_snapshot_older_than_the_synced_book_is_dropped_and_counted() -> None:
     again = L2Book("X")
     again.restore(book.snapshot())
     assert again.stale_snapshots == 1
+    # a book pickled before it was counted (a venue actor's checkpoint) still takes one
+    import pickle
+
+    old = L2Book("X")
+    old.apply_snapshot(snap(100, [(99, 1)], [(101, 1)]))
+    del old.__dict__["stale_snapshots"]
+    restored = pickle.loads(pickle.dumps(old))
+    restored.apply_snapshot(snap(90, [(95, 1)], [(96, 1)]))
+    assert restored.stale_snapshots == 1
 
 
 def test_levels_of_a_feed_without_update_ids_are_applied_as_they_come() -> None:

@@ -125,10 +125,11 @@ def test_a_cross_is_never_through_the_touch() -> None:
     assert marks.cross_bound("Y", 1) is None
 
 
-def test_a_refused_cross_gives_its_lots_back_to_both_orders() -> None:
+def test_a_refused_cross_gives_its_lots_back_to_the_resting_order() -> None:
     """The venue refused the cross's amend (the resting order had traded past it): the lots
     held for it stayed held, the resting order had none available, and the kill switch's
-    cancel-all passed it by (it filled 5 more lots after the kill)."""
+    cancel-all passed it by (it filled 5 more lots after the kill). The incoming order's
+    lots that did not cross never went to the venue: they stay unavailable."""
     book = CrossBook(entry_ns=5_000)
     order, incoming = _incoming()
     resting = _resting()
@@ -142,9 +143,19 @@ def test_a_refused_cross_gives_its_lots_back_to_both_orders() -> None:
         leaves_lots=2,
     )
     book.resolve(refused, None)
-    assert resting.reserved_lots == 0 and incoming.reserved_lots == 0
-    assert resting.venue_lots == 10  # the venue kept its quantity
-    assert resting.available_lots > 0 or resting.leaves_lots == 0
+    assert resting.reserved_lots == 0 and resting.venue_lots == 10  # the venue kept it
+    assert incoming.reserved_lots == 4 and incoming.available_lots == 0
+
+
+def test_a_cross_book_from_a_checkpoint_before_the_firm_view_restores() -> None:
+    import pickle
+
+    book = CrossBook(entry_ns=5_000)
+    for name in ("_firm_qty", "_crossed", "_failed"):  # as a checkpoint of last session's
+        delattr(book, name)
+    again = pickle.loads(pickle.dumps(book))
+    again.forget("a-1")  # raised AttributeError
+    assert again.firm_view(_answer(status=OrderStatus.ACCEPTED)).status is OrderStatus.ACCEPTED
 
 
 def test_a_venue_report_of_an_order_crossed_in_part_counts_its_crossed_lots() -> None:
