@@ -18,7 +18,7 @@ from typing import Final
 
 import polars as pl
 
-from sapphire.data.schemas import FrameKind, conform
+from sapphire.data.schemas import FrameKind, conform, scaled_ns
 from sapphire.data.stream import (
     Chunk,
     EventStream,
@@ -74,13 +74,9 @@ def _typed(col: str) -> pl.Expr:
     return pl.col(col).cast(_RAW_TYPES[col], strict=False)
 
 
-_MS_MAX: Final = (2**63 - 1) // _MS  # larger ms values would overflow Int64 ns (polars wraps)
-
-
 def _ms(col: str) -> pl.Expr:
     """Milliseconds as ns; null (the row is malformed, counted) where ns would not fit."""
-    ms = _typed(col)
-    return pl.when((ms >= 0) & (ms <= _MS_MAX)).then(ms * _MS)
+    return scaled_ns(_typed(col), _MS)
 
 
 def _canonical(raw: pl.DataFrame, kind: FrameKind, symbol: str) -> pl.DataFrame:

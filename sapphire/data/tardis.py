@@ -55,7 +55,7 @@ from typing import Final
 import polars as pl
 
 from sapphire.data.instruments import infer_frame_instrument
-from sapphire.data.schemas import SCHEMAS, FrameKind, conform
+from sapphire.data.schemas import SCHEMAS, FrameKind, conform, scaled_ns
 from sapphire.data.stream import (
     BLOCK_SIZE,
     Chunk,
@@ -70,7 +70,6 @@ from sapphire.data.validation import DataFileError, RejectStats
 from sapphire.model import Instrument, InstrumentError
 
 COMMON: Final = ("exchange", "symbol", "timestamp", "local_timestamp")
-_US_MAX: Final = (2**63 - 1) // 1000  # larger µs values would overflow Int64 ns
 _DATE: Final = re.compile(r"(\d{4}-\d{2}-\d{2})")
 _LEVEL: Final = re.compile(r"asks\[(\d+)\]\.price")
 _INFER_ROWS: Final = 200_000  # rows read up front to infer instruments when none is given
@@ -169,8 +168,7 @@ def _text(col: str) -> pl.Expr:
 
 
 def _us_to_ns(col: str) -> pl.Expr:
-    us = _text(col).cast(pl.Int64, strict=False)
-    return pl.when((us >= 0) & (us <= _US_MAX)).then(us * 1000)
+    return scaled_ns(_text(col).cast(pl.Int64, strict=False), 1000)
 
 
 def _float(col: str) -> pl.Expr:
