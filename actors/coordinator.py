@@ -49,9 +49,8 @@ from sapphire.kernel.runner import (
     no_trading_events,
     reports_by_agent,
 )
-from sapphire.kernel.shards import merge_reports
+from sapphire.kernel.shards import merge_counts, merge_reports
 from sapphire.kernel.timing import Clock, Window
-from sapphire.kernel.venue import merge_book_health
 from sapphire.kernel.windows import CutterState, WindowCutter
 from sapphire.model.events import rows_of
 from sapphire.model.instrument import Instrument
@@ -969,7 +968,7 @@ class CoordinatorActor:
             venues = await asyncio.wait_for(
                 asyncio.gather(*(_await(v.stats.remote()) for v in self.venues)), 10
             )
-            out["venue_books"] = merge_book_health(s.get("books", {}) for s in venues)
+            out["venue_books"] = merge_counts(s.get("books", {}) for s in venues)
         except (TimeoutError, ray.exceptions.RayError):
             out["venue_books"] = {}
         out.update(
@@ -1293,19 +1292,12 @@ def merge_feed_stats(stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
     missing from the whole replay (those every reader misses)."""
     if len(stats) == 1:
         return stats[0]
-    rejected: dict[str, int] = {}
-    cache: dict[str, int] = {}
-    for s in stats:
-        for reason, n in s["rejected"].items():
-            rejected[reason] = rejected.get(reason, 0) + n
-        for name, n in s.get("replay_cache", {}).items():
-            cache[name] = cache.get(name, 0) + n
     missing = set(stats[0].get("sessions_missing", []))
     for s in stats[1:]:
         missing &= set(s.get("sessions_missing", []))
     return {
-        "rejected": rejected,
-        "replay_cache": cache,
+        "rejected": merge_counts(s["rejected"] for s in stats),
+        "replay_cache": merge_counts(s.get("replay_cache", {}) for s in stats),
         "sessions_missing": sorted(missing),
         "clamped": sum(int(s["clamped"]) for s in stats),
     }

@@ -26,9 +26,9 @@ from sapphire.kernel import assembly
 from sapphire.kernel.agents import AgentStage
 from sapphire.kernel.coordinator import CoordinatorStage, CoordinatorStep
 from sapphire.kernel.rows import StepRows
-from sapphire.kernel.shards import merge_outputs, merge_reports
+from sapphire.kernel.shards import merge_counts, merge_outputs, merge_reports
 from sapphire.kernel.timing import Clock, Timing
-from sapphire.kernel.venue import Command, VenueStage, merge_book_health
+from sapphire.kernel.venue import Command, VenueStage
 from sapphire.kernel.windows import WindowCutter
 from sapphire.model.events import AnyMarketEvent
 from sapphire.model.instrument import Instrument
@@ -271,7 +271,7 @@ class InProcessKernel:
             "orders_sent": sum(v.stats.orders_sent for v in self.venues),
             "errors": sum(v.stats.errors for v in self.venues),
         }
-        out["venue_books"] = merge_book_health(v.book_health() for v in self.venues)
+        out["venue_books"] = merge_counts(v.book_health() for v in self.venues)
         # what the run consumed of the replay, whatever its loaders read ahead (every runner
         # reports the same counts: ``SourceReport``)
         rejected, missing = (

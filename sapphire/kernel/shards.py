@@ -13,7 +13,7 @@ One shard (the default) is the unsplit kernel: events and commands pass through 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from sapphire.config.system import SystemConfig
@@ -64,6 +64,15 @@ class Shards:
         for command in commands:
             out[get(command.symbol, 0)].append(command)
         return list(out)
+
+
+def merge_counts(parts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Several shards' (or readers') counts by name as one, each name's added up."""
+    out: dict[str, int] = {}
+    for part in parts:
+        for key, n in part.items():
+            out[key] = out.get(key, 0) + int(n)
+    return out
 
 
 def merge_reports(per_shard: Sequence[Sequence[T]]) -> list[T]:

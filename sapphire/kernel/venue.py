@@ -8,7 +8,7 @@ so an order reaches the matching engine at the same market time whatever the win
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 
 import msgspec
 
@@ -26,15 +26,6 @@ _ALL = 1 << 62
 class VenueStats(msgspec.Struct, kw_only=True):
     orders_sent: int = 0
     errors: int = 0
-
-
-def merge_book_health(parts: Iterable[Mapping[str, int]]) -> dict[str, int]:
-    """Several venues' (shards') book counts as one."""
-    out: dict[str, int] = {}
-    for part in parts:
-        for key, n in part.items():
-            out[key] = out.get(key, 0) + int(n)
-    return out
 
 
 class VenueStage:
