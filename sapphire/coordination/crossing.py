@@ -325,27 +325,25 @@ class CrossBook:
             self._venue_lots[rid] = head.new_qty_lots
         state = self._incoming[incoming.client_order_id]
         state.pending -= 1
-        state.failed += head.lots - lots
+        failed = head.lots - lots
+        state.failed += failed
         st = self.stats
-        st.failed_lots += head.lots - lots
-        if head.lots > lots:
-            # the lots held for the cross are given back to the resting order: held for ever,
-            # it had none available, and the kill switch's cancel-all passed it by (it filled
-            # after the kill)
-            given_back = head.lots - lots
-            # the resting order's only: the incoming order's lots that did not cross never
-            # went to the venue either (given back, a later order crossed them as if they
-            # rested there)
-            resting.reserved_lots = max(resting.reserved_lots - given_back, 0)
+        st.failed_lots += failed
+        if failed:
+            # the lots held for the cross go back to the resting order (held for ever, it had
+            # none available, and the kill switch's cancel-all passed it by: it filled after
+            # the kill); not to the incoming order, whose lots that did not cross never went
+            # to the venue either (given back, a later order crossed them as if they rested
+            # there)
+            resting.reserved_lots = max(resting.reserved_lots - failed, 0)
             if not done and not head.cancel:
                 resting.venue_lots += head.lots  # the amend was refused: the venue kept it
             iid = incoming.client_order_id
-            self._failed[iid] = self._failed.get(iid, 0) + given_back
+            self._failed[iid] = self._failed.get(iid, 0) + failed
+        out: list[OrderFilled | OrderUpdate] = []
         if lots > 0:
             for crossed_cid in (incoming.client_order_id, rid):
                 self._crossed[crossed_cid] = self._crossed.get(crossed_cid, 0) + lots
-        out: list[OrderFilled | OrderUpdate] = []
-        if lots > 0:
             state.crossed += lots
             st.crosses += 1
             st.crossed_lots += lots

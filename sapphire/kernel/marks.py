@@ -18,6 +18,7 @@ quote's.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 from sapphire.model.events import AnyMarketEvent, Bar, BookSnapshot, Quote, Trade
 
@@ -25,32 +26,36 @@ QUOTE_STALE_NS = 5_000_000_000
 # A mark older than this prices no funding settlement: a funding file that runs on after the
 # prices end settled 79 payments (26 days) at the last bar's close.
 FUNDING_MARK_MAX_AGE_NS = 86_400_000_000_000
+_UNTIMED = 1 << 62  # a quote time later than any event: live until the next quote
 
 
 class MarkBook:
     """Latest mark per symbol, folded event by event."""
 
-    __slots__ = ("marked_at", "marks", "quoted", "quoted_at", "touch")
+    __slots__ = ("marked_at", "marks", "quoted_at", "touch")
 
     def __init__(self) -> None:
         self.marks: dict[str, float] = {}
-        self.quoted: set[str] = set()
-        self.quoted_at: dict[str, int] = {}  # the last quote's event time, per symbol
+        self.quoted_at: dict[str, int] = {}  # the last quote's event time, per quoted symbol
         self.marked_at: dict[str, int] = {}  # the event time of each symbol's mark
         # the best bid and ask the mark came from (quotes, a snapshot's top): the price an
         # internal cross may not be worse than
         self.touch: dict[str, tuple[int, int]] = {}
 
     def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
-        # a checkpoint written before these existed restores without them
+        # a checkpoint written before these existed restores without them; its quoted
+        # symbols (a set, untimed) stay quoted until their next quote times them
         self.quoted_at, self.marked_at, self.touch = {}, {}, {}
-        for name, value in state[1].items():
+        fields = dict(state[1])
+        untimed: Iterable[str] = fields.pop("quoted", ())  # type: ignore[assignment]
+        for name, value in fields.items():
             setattr(self, name, value)
+        for symbol in untimed:
+            self.quoted_at.setdefault(symbol, _UNTIMED)
 
     def _quote_live(self, symbol: str, ts_ns: int) -> bool:
-        if symbol not in self.quoted:
-            return False
-        return ts_ns - self.quoted_at.get(symbol, ts_ns) < QUOTE_STALE_NS
+        at = self.quoted_at.get(symbol)
+        return at is not None and ts_ns - at < QUOTE_STALE_NS
 
     def update(self, event: AnyMarketEvent) -> None:
         kind = type(event)
@@ -58,7 +63,6 @@ class MarkBook:
             q: Quote = event  # type: ignore[assignment]
             if q.bid_ticks > 0 and q.ask_ticks > q.bid_ticks:
                 self.marks[q.symbol] = (q.bid_ticks + q.ask_ticks) / 2
-                self.quoted.add(q.symbol)
                 self.quoted_at[q.symbol] = self.marked_at[q.symbol] = q.ts_event_ns
                 self.touch[q.symbol] = (q.bid_ticks, q.ask_ticks)
         elif kind is Trade:

@@ -90,3 +90,25 @@ def test_a_stopped_quote_stream_hands_the_mark_to_trades_and_snapshots() -> None
         Trade(ts_event_ns=stale + 3, symbol="X", price_ticks=99, qty_lots=1, taker_side=Side.BUY)
     )
     assert marks.get("X") == 85.0
+
+
+def test_a_mark_book_of_an_older_checkpoint_keeps_its_quoted_symbols_quoted() -> None:
+    """Checkpoints written before quotes were timed hold a set of quoted symbols: those stay
+    marked by quotes only until their next quote times them."""
+    from sapphire.kernel.marks import QUOTE_STALE_NS
+
+    old = MarkBook.__new__(MarkBook)
+    old.__setstate__((None, {"marks": {"X": 101.0}, "quoted": {"X"}}))
+    later = 10 * QUOTE_STALE_NS
+    old.update(
+        Trade(ts_event_ns=later, symbol="X", price_ticks=90, qty_lots=1, taker_side=Side.SELL)
+    )
+    assert old.get("X") == 101.0
+    old.update(
+        Quote(ts_event_ns=later, symbol="X", bid_ticks=84, bid_lots=1, ask_ticks=86, ask_lots=1)
+    )
+    stale = later + QUOTE_STALE_NS
+    old.update(
+        Trade(ts_event_ns=stale, symbol="X", price_ticks=90, qty_lots=1, taker_side=Side.SELL)
+    )
+    assert old.get("X") == 90.0
