@@ -21,6 +21,7 @@ from sapphire.data.schemas import FrameKind
 from sapphire.data.validation import STATE_CHANGES, DataFileError, RejectStats, RowReject
 from sapphire.model import Instrument
 from sapphire.model.events import AnyMarketEvent
+from sapphire.model.times import utc_text
 
 BLOCK_SIZE = 1 << 22  # bytes of decompressed CSV per chunk: bounded memory, few Python calls
 PREFETCH_BLOCKS = 1  # chunks a reader thread holds decoded ahead of the stream's consumer
@@ -31,6 +32,12 @@ Instruments = Instrument | Mapping[str, Instrument]
 
 Chunk = list[tuple[FrameKind, pl.DataFrame]]
 """One read step: canonical frames per kind, rows in source order within each frame."""
+
+# No crypto market existed before Bitcoin's first block (2009-01-03). A file whose first time
+# is earlier holds its times in another unit than its format's (seconds read as milliseconds
+# land in January 1970): every event would be decades off and a run would mark, fund and
+# stamp fills in 1970 without a word, so the file is refused, naming the time it read.
+FIRST_MARKET_NS = 1_230_940_800 * 1_000_000_000
 
 
 class EventStream:
@@ -59,6 +66,7 @@ class EventStream:
         self._chunks = chunks
         self._used = False
         self._sessions: frozenset[str] | None = None
+        self._dated = False  # the first timed row checked against FIRST_MARKET_NS
         self.sessions_seen: set[str] = set()
         """The selected sessions met so far (with :meth:`select_sessions`)."""
 
@@ -70,7 +78,21 @@ class EventStream:
             raise RuntimeError(f"{self.path}: sessions must be selected before reading")
         self._sessions = frozenset(sessions)
 
+    def _check_epoch(self, frame: pl.DataFrame) -> None:
+        times = frame.get_column("ts_event_ns").drop_nulls() if frame.height else None
+        if times is None or not times.len():
+            return
+        self._dated = True
+        first = int(times[0])
+        if first < FIRST_MARKET_NS:
+            raise DataFileError(
+                f"{self.path}: first event time {utc_text(first, 3)} is before any crypto "
+                f"market (2009): its time column is in another unit than {self.format}'s"
+            )
+
     def _selected(self, frame: pl.DataFrame) -> pl.DataFrame:
+        if not self._dated:
+            self._check_epoch(frame)
         if self._sessions is None:
             return frame
         if "session" not in frame.columns:

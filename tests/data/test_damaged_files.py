@@ -54,8 +54,9 @@ def _trades_file(tmp_path: Path, lines: list[str]) -> Path:
     return path
 
 
-GOOD = "s,1,1,1,{i},61602.01,0.001,0,buy"
-BAD_PRICE = "s,9,9,9,9,abc,0.001,0,buy"
+# 2024-08-08 in ms and ns: a file whose first time is before 2009 is refused (wrong unit)
+GOOD = "s,1723075200001000000,1723075200001,1723075200001,{i},61602.01,0.001,0,buy"
+BAD_PRICE = "s,1723075200009000000,1723075200009,1723075200009,9,abc,0.001,0,buy"
 
 
 def test_line_after_invalid_row(tmp_path: Path) -> None:

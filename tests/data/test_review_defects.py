@@ -26,6 +26,8 @@ SPOT = Instrument(symbol="BTCUSDT", venue="BINANCE", tick_size="0.01", lot_size=
 TRADES_H = (
     "session,local_ts_ns,event_ts_ms,trade_ts_ms,trade_id,price,qty,is_buyer_maker,taker_side"
 )
+T_MS = 1_723_075_200_001  # 2024-08-08: a file's first time before 2009 is refused (wrong unit)
+T_NS = T_MS * 1_000_000
 
 
 def _sample_lines(path: Path) -> list[bytes]:
@@ -206,9 +208,9 @@ def test_an_off_grid_size_is_off_grid_however_large() -> None:
 def test_an_off_grid_trade_size_is_counted(tmp_path: Path) -> None:
     inst = Instrument(symbol="BTCUSDT", venue="BINANCE", tick_size="0.01", lot_size="0.00000001")
     rows = [
-        "s,1,1,1,1,61602.01,7.12345678,0,buy",
-        "s,1,1,1,2,61602.01,7.123456785,0,buy",
-        "s,1,1,1,3,61602.01,0.123456785,0,buy",
+        f"s,{T_NS},{T_MS},{T_MS},1,61602.01,7.12345678,0,buy",
+        f"s,{T_NS},{T_MS},{T_MS},2,61602.01,7.123456785,0,buy",
+        f"s,{T_NS},{T_MS},{T_MS},3,61602.01,0.123456785,0,buy",
     ]
     path = tmp_path / "hftbacktest_binance-spot_BTCUSDT_trades.csv"
     path.write_text("\n".join([TRADES_H, *rows]) + "\n")
@@ -348,7 +350,7 @@ def test_a_last_line_cut_inside_is_truncated_not_a_row(tmp_path: Path) -> None:
     # qty last (columns go by name): "0.125" cut to "0.12" at a clean end of file was read
     # as a valid trade of the wrong size
     head = "session,local_ts_ns,event_ts_ms,trade_ts_ms,trade_id,price,taker_side,qty"
-    rows = [f"s,1,1,1,{i},61602.01,buy,0.125" for i in range(1, 301)]
+    rows = [f"s,{T_NS},{T_MS},{T_MS},{i},61602.01,buy,0.125" for i in range(1, 301)]
     path = tmp_path / "hftbacktest_binance-spot_BTCUSDT_trades.csv"
     path.write_text("\n".join([head, *rows])[:-1])
     events, stats = _read(path, SPOT)
@@ -441,3 +443,27 @@ def test_the_builder_still_takes_one_session_per_file() -> None:
     inst = Instrument(symbol="X", tick_size="1", lot_size="1")
     builder = EventBuilder(FrameKind.TRADES, inst, stats)
     assert len(list(builder.feed(frame))) == 4 and stats.counts == {}
+
+
+# -- times in another unit than the format's ----------------------------------------------
+def test_a_file_in_seconds_where_milliseconds_are_expected_is_refused(
+    tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # freqtrade candles are in ms; the same file written in seconds read as 1970-01-18 and
+    # a run would have marked, funded and stamped fills in 1970 without a word
+    lines = gzip.decompress(
+        (shared_data / "ohlcv" / "freqtrade_UNITTEST-BTC_1m_2017-11.csv.gz").read_bytes()
+    ).splitlines()
+    body = [lines[0]] + [
+        b",".join([str(int(r.split(b",")[0]) // 1000).encode(), *r.split(b",")[1:]])
+        for r in lines[1:]
+    ]
+    path = tmp_path / "freqtrade_UNITTEST-BTC_1m_2017-11.csv"
+    path.write_bytes(b"\n".join(body) + b"\n")
+    with pytest.raises(DataFileError, match=r"1970-01-18 11:23:56\.520 UTC is before any crypto"):
+        list(stream_events(path))
+    assert main(["data", "inspect", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and "freqtrade_ohlcv" in err
+    # the file as recorded (ms) reads whole
+    assert sum(1 for _ in stream_events(shared_data / "ohlcv" / f"{path.name}.gz")) == 13_681

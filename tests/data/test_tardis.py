@@ -51,9 +51,25 @@ HEAD = "exchange,symbol,timestamp,local_timestamp"
 INST = Instrument(symbol="BTCUSDT", venue="TEST", tick_size="0.5", lot_size="1")
 
 
-def _write(tmp: Path, name: str, header: str, rows: list[str]) -> Path:
+# The rows below are written in microseconds from this instant (2020-09-13): a file whose first
+# time is before any crypto market is refused as a time column in the wrong unit.
+T0_US = 1_600_000_000_000_000
+T0_NS = T0_US * 1000
+
+
+def _dated(row: str, fields: tuple[int, ...]) -> str:
+    parts = row.split(",")
+    for i in fields:
+        if i < len(parts) and parts[i].isdigit():
+            parts[i] = str(T0_US + int(parts[i]))
+    return ",".join(parts)
+
+
+def _write(
+    tmp: Path, name: str, header: str, rows: list[str], times: tuple[int, ...] = (2, 3)
+) -> Path:
     path = tmp / name
-    text = "\n".join([f"{HEAD},{header}", *rows]) + "\n"
+    text = "\n".join([f"{HEAD},{header}", *(_dated(r, times) for r in rows)]) + "\n"
     path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
     return path
 
@@ -191,7 +207,7 @@ def test_incremental_l2_snapshot_runs_replace_the_book(tmp_path: Path, block_siz
     snaps = [e for e in events if isinstance(e, BookSnapshot)]
     assert len(snaps) == 2
     assert snaps[0].bids == ((200, 5), (199, 3)) and snaps[0].asks == ((202, 4), (204, 6))
-    assert (snaps[0].ts_event_ns, snaps[0].ts_recv_ns) == (1_000_000, 1_100_000)
+    assert (snaps[0].ts_event_ns, snaps[0].ts_recv_ns) == (T0_NS + 1_000_000, T0_NS + 1_100_000)
     bids, asks, checks = _check_book(events)
     assert checks == 5  # 2 snapshots + 3 delta messages
     assert (bids, asks) == ({180: 1}, {182: 1, 184: 8})
@@ -281,11 +297,11 @@ def test_derivative_ticker_funding_is_one_event_per_settled_period(tmp_path: Pat
         "x,BTCUSDT,12,13,17,0.0004,,5,1",
         "x,BTCUSDT,14,15,q,0.0004,,5,1",  # malformed funding_timestamp
     ]
-    stream = stream_events(_write(tmp_path, "d.csv", header, rows))
+    stream = stream_events(_write(tmp_path, "d.csv", header, rows, times=(2, 3, 4)))
     assert stream.format == "tardis_derivative_ticker"
     events = [e for e in stream if isinstance(e, FundingRate)]
-    assert [(e.ts_event_ns, e.rate) for e in events] == [(9_000, "0.0002")]
-    assert events[0].ts_recv_ns == 11_000  # when it became known
+    assert [(e.ts_event_ns, e.rate) for e in events] == [(T0_NS + 9_000, "0.0002")]
+    assert events[0].ts_recv_ns == T0_NS + 11_000  # when it became known
     assert stream.stats.counts == {RowReject.MALFORMED: 2}
     assert stream.stats.ignored == 4 and stream.stats.balanced()
     without = _write(tmp_path, "e.csv", "funding_rate,last_price", ["x,BTCUSDT,1,2,0.1,3"])
