@@ -162,6 +162,10 @@ class CoordinatorCore:
         self._kill_requested = reason or "manual"
 
     def reset_kill(self) -> None:
+        # a trip requested but not yet applied (no step since) goes with it: the operator's
+        # reset came later, and left pending it tripped the run at the next step with the
+        # console showing OFF
+        self._kill_requested = ""
         self.risk.reset_kill_switch()
 
     # -- items, in time order ----------------------------------------------------------------

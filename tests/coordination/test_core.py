@@ -112,6 +112,18 @@ def test_kill_switch_cancels_resting_orders_and_blocks_new_ones_within_one_step(
     assert result.decisions[0].reason is RejectReason.RISK_KILL_SWITCH
 
 
+def test_a_reset_after_a_trip_not_yet_applied_clears_it() -> None:
+    # the console's Trip then Reset before the next step: the run stays live (the pending
+    # trip tripped the run at the next step while the console showed OFF)
+    c = core()
+    c.step([QUOTE], [], {}, 2)
+    c.request_kill("operator")
+    c.reset_kill()
+    result = c.step([], [], {"a": [buy("a", 1)]}, 3)
+    assert not result.kill_switch_tripped and not c.risk.kill_switch_on
+    assert [type(cmd) for cmd in result.commands] == [SubmitOrder]
+
+
 # the market 1.7 % down from QUOTE: a 1,000-lot buy at 599,990 loses over any small limit
 CRASH = Quote(
     ts_event_ns=4, symbol="BTCUSDT", bid_ticks=590_000, bid_lots=1, ask_ticks=590_010, ask_lots=1
