@@ -142,6 +142,11 @@ class CoordinatorActor:
         self.venue_alerts: list[str] = []
         self._alert_keys: set[str] = set()
         self.failure = ""
+        # the last start-up try the venue refused for now (a 429, a 5xx, unreachable), until
+        # a start-up reconciliation says it was reached: a live run that ended with it set
+        # never reached its venue, every order refused, and failed (it had printed a normal
+        # summary and exited 0)
+        self._unreached = ""
         self.latency_s: list[float] = []
         self.stage_s: dict[str, float] = {}
         self.venue_rejections: dict[str, int] = {}
@@ -207,7 +212,13 @@ class CoordinatorActor:
             self.quarantined,
             self.faults,
             self._last_end,
-            (self.reconciliation, self.venue_alerts, self._alert_keys, self.failure),
+            (
+                self.reconciliation,
+                self.venue_alerts,
+                self._alert_keys,
+                self.failure,
+                self._unreached,
+            ),
             self._cut,
         )
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
@@ -216,7 +227,8 @@ class CoordinatorActor:
         stage, self._commands, self.quarantined, self.faults, self._last_end, venue, cut = (
             pickle.loads(data)
         )
-        self.reconciliation, self.venue_alerts, self._alert_keys, self.failure = venue
+        self.reconciliation, self.venue_alerts, self._alert_keys, self.failure, *rest = venue
+        self._unreached = rest[0] if rest else ""  # a checkpoint written before it was kept
         self._cut = cut
         # A rewind to the last barrier (a peer failed): the feed gives again the events it
         # gave since then, from memory. Else (a new process, or too far back) it is reopened
@@ -571,6 +583,10 @@ class CoordinatorActor:
                 continue
             self._alert_keys.add(key)
             self.venue_alerts.append(f"{report.kind}: {report.message}"[:500])
+            if report.kind == "start" and not report.fatal:
+                self._unreached = report.message
+            elif report.kind == "reconciled":
+                self._unreached = ""
             for key, n in report.counts.items():
                 self.reconciliation[key] = self.reconciliation.get(key, 0) + n
             if report.halt or report.fatal:
@@ -977,7 +993,8 @@ class CoordinatorActor:
                 "approximate": self.window_ns > self.timing.lookahead_ns,
                 "restored": self._stepper.restored,
                 "quarantined": dict(self.quarantined),
-                "failure": self.failure,
+                "failure": self.failure
+                or (f"the venue was never reached: {self._unreached}" if self._unreached else ""),
                 "reconciliation": dict(self.reconciliation),
                 "venue_alerts": list(self.venue_alerts),
                 "step_latency_s": list(self.latency_s),

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 import ray
 
@@ -114,3 +116,34 @@ def test_live_market_data_reaches_agents_and_the_store_once(
 
     ticks = read_table(tmp_path / "runs" / "store", "ticks", "live-data").collect().sort("seq")
     assert ticks["trade_id"].to_list() == [t.trade_id for t in trades]
+
+
+def test_a_run_whose_venue_was_never_reached_fails(
+    ray_live: None, shared_data: Path, tmp_path: Path
+) -> None:
+    # the venue unreachable from start to end: every order was refused "venue start-up
+    # failed", and the run printed a normal summary and exited 0
+    import socket
+
+    double, inst_file = start_venue(shared_data, tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    config = live_config(double, inst_file, tmp_path / "runs", max_events=3_000)
+
+    def closed(url: Any) -> Any:
+        if isinstance(url, str):
+            return f"http://127.0.0.1:{port}/" + url.partition("://")[2].partition("/")[2]
+        return {k: closed(v) for k, v in url.items()}
+
+    raw = msgspec.to_builtins(config)
+    raw["exchange"]["params"]["api_urls"] = closed(raw["exchange"]["params"]["api_urls"])
+    handles = start_system(parse_config(raw), "unreached")
+    try:
+        step = drive(handles, max_steps=200)
+        result = finish(handles, step, 0.0)
+    finally:
+        shutdown_system(handles)
+        double.stop()
+    assert result.failure.startswith("the venue was never reached: venue start-up failed")
+    assert result.summary["fills"] == 0
