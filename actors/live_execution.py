@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -69,10 +70,16 @@ class WalEntry(msgspec.Struct, frozen=True, kw_only=True):
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class LiveExecutionActor:
     def __init__(
-        self, build_gateway: Any, checkpoint_location: str, symbols: tuple[str, ...] = ()
+        self,
+        build_gateway: Any,
+        checkpoint_location: str,
+        symbols: tuple[str, ...] = (),
+        capital_quote: str = "",
     ) -> None:
         self._build_gateway = build_gateway
         self._symbols = symbols
+        # checked against the account's free balance at start (the gateway's start_balances)
+        self._capital = Decimal(capital_quote) if capital_quote else None
         self.gateway: Any = None
         self.errors = 0
         self.orders_sent = 0
@@ -122,7 +129,10 @@ class LiveExecutionActor:
         # reconciled before any command of this incarnation leaves
         self._startup = list(
             await gateway.recover(
-                [e.order for e in self._wal.values()], self._symbols, sent_before_ns=sent_before
+                [e.order for e in self._wal.values()],
+                self._symbols,
+                sent_before_ns=sent_before,
+                capital_quote=self._capital,
             )
         )
         for alert in self._startup:

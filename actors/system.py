@@ -281,7 +281,9 @@ def start_system(
 
     timing = wiring.timing(config)
     wiring.window_ns(config)  # an inexact window is refused before any actor starts
-    wiring.check_agents(config, instruments)
+    # the agents that ask a language model, by what they are (whatever their kind is named):
+    # they get the Serve app and a bridge
+    asking = wiring.check_agents(config, instruments)
     shards = wiring.shards(config, instruments)
     source_shard = wiring.source_shards(config, shards)
     readers_n = 1 if source_shard is None else shards.count
@@ -320,6 +322,7 @@ def start_system(
             wiring.gateway_builder(config.exchange, instruments, run_id),
             checkpoint_location_,
             symbols,
+            config.capital_quote,
         )
         venues = [execution]
     else:
@@ -342,7 +345,7 @@ def start_system(
         config.storage.batch_rows,
         config.storage.flush_interval_s,
     )
-    llm = any(s.kind == "llm" for s in config.agents)
+    llm = bool(asking)
     # (app name, a decision's wall-clock wait): read once, where the app is built
     llm_app, llm_timeout_s = (
         start_llm_service(config, venues=len(venues), readers=len(readers)) if llm else ("", None)
@@ -370,7 +373,7 @@ def start_system(
                     wiring.agent_builder(
                         spec, instruments[spec.symbol], shards.legs(spec.id, instruments)
                     ),
-                    *((llm_app, llm_timeout_s) if spec.kind == "llm" else ("", None)),
+                    *((llm_app, llm_timeout_s) if spec.id in asking else ("", None)),
                 )
                 for spec in hosted
             ],

@@ -32,6 +32,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
 from functools import partial
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -94,6 +95,11 @@ class CcxtGatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     # `cancel` leaves the orders of other Sapphire runs (their tag is not ours) open: one may
     # be alive, trading the same account; `cancel_all` cancels those too (a crashed run's)
     unknown_orders: Literal["halt", "cancel", "cancel_all", "ignore"] = "halt"
+    # the account's balances against the run, at start: free settlement asset below the
+    # run's capital_quote (every order beyond it meets "insufficient balance"), or spot base
+    # assets held that a fresh run starts without (the agents trade as if flat): warn (an
+    # alert in the summary), halt (kill switch on until an operator resets it), or ignore
+    start_balances: Literal["warn", "halt", "ignore"] = "warn"
     client_id_max_len: PositiveInt = 36
     # how long (wall-clock seconds) an order final at the venue stays tracked: a re-sent
     # submit or a cancel within it is answered from it; the journal keeps orders as long
@@ -103,6 +109,13 @@ class CcxtGatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     def __post_init__(self) -> None:
         if self.timeout_ms <= 0 or self.recv_window_ms <= 0 or self.settle_margin_ms < 0:
             raise ValueError("timeout_ms and recv_window_ms must be > 0, settle_margin_ms >= 0")
+
+
+def _decimal(amount: object) -> Decimal:
+    """A ccxt balance (a float, a string or None) as the Decimal it prints as: 100000.0 is
+    100000, never 1E+5."""
+    value = Decimal(str(amount or 0)).normalize()
+    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value
 
 
 class CcxtExchange:
@@ -408,15 +421,23 @@ class CcxtExchange:
         return out
 
     async def recover(
-        self, journal: Iterable[SubmitOrder], symbols: Iterable[str], *, sent_before_ns: int = 0
+        self,
+        journal: Iterable[SubmitOrder],
+        symbols: Iterable[str],
+        *,
+        sent_before_ns: int = 0,
+        capital_quote: Decimal | None = None,
     ) -> list[ExecutionReport | VenueAlert]:
         """Start-up reconciliation, before any new order: ``journal`` holds the orders this
         run wrote ahead of sending them (``sent_before_ns``: wall time of the newest write).
+        ``capital_quote``: the run's capital, checked against the account's free balance
+        (``start_balances``).
 
         Raises ccxt's AuthenticationError/PermissionDenied when the key is refused (the
         caller ends the run), and any error the retry policy could not get past."""
         now = time.time_ns()
         balance = await self._call(lambda: self.exchange.fetch_balance())
+        journal = list(journal)
         for order in journal:
             self.track(order)
         out: list[ExecutionReport | VenueAlert] = []
@@ -488,14 +509,33 @@ class CcxtExchange:
             "other_runs_left_open": len(other_runs) if policy == "cancel" else 0,
             "balances": sum(1 for v in (balance.get("total") or {}).values() if v),
         }
-        halt = bool(unknown) and policy == "halt"
+        short, held = self._balance_findings(balance, wanted, capital_quote, fresh=not journal)
+        counts["capital_short"] = len(short)
+        counts["untracked_holdings"] = len(held)
+        found = [*short, *held]
+        halt_orders = bool(unknown) and policy == "halt"
+        halt = halt_orders or (bool(found) and self.config.start_balances == "halt")
         listed = ", ".join(f"{o.get('clientOrderId') or o.get('id')}" for _, o in unknown[:5])
-        message = (
-            f"{len(unknown)} open order(s) at the venue not in this run's journal ({listed}); "
-            "policy unknown_orders=halt: trading halted (cancel them, or set "
-            "exchange.params.unknown_orders: cancel)"
-            if halt
-            else ", ".join(f"{k} {v}" for k, v in counts.items())
+        if found:
+            log.warning("start-up balances: %s", "; ".join(found))
+        message = "; ".join(
+            [
+                *(
+                    [
+                        f"{len(unknown)} open order(s) at the venue not in this run's journal "
+                        f"({listed}); policy unknown_orders=halt: trading halted (cancel them, "
+                        "or set exchange.params.unknown_orders: cancel)"
+                    ]
+                    if halt_orders
+                    else [", ".join(f"{k} {v}" for k, v in counts.items())]
+                ),
+                *found,
+                *(
+                    ["policy start_balances=halt: trading halted"]
+                    if found and self.config.start_balances == "halt"
+                    else []
+                ),
+            ]
         )
         out.append(
             VenueAlert(
@@ -503,6 +543,41 @@ class CcxtExchange:
             )
         )
         return out
+
+    def _balance_findings(
+        self,
+        balance: cv.CcxtDict,
+        symbols: Iterable[str],
+        capital_quote: Decimal | None,
+        *,
+        fresh: bool,
+    ) -> tuple[list[str], list[str]]:
+        """What the account's balances say against the run (``start_balances``): the
+        settlement assets whose free amount is below ``capital_quote``, and, for a fresh run
+        (nothing journalled), the spot base assets the account holds that the run's
+        positions start without. Derivative positions are not read here."""
+        if self.config.start_balances == "ignore":
+            return [], []
+        free = balance.get("free") or {}
+        total = balance.get("total") or {}
+        instruments = [self.instruments[s] for s in symbols if s in self.instruments]
+        short: list[str] = []
+        settle = sorted({i.settle_asset for i in instruments if i.settle_asset})
+        if capital_quote is not None and len(settle) == 1:  # one asset the capital is in
+            have = _decimal(free.get(settle[0]))
+            if have < capital_quote:
+                short.append(
+                    f"free {settle[0]} {have:f} is below the run's capital_quote "
+                    f"{capital_quote.normalize():f}"
+                )
+        held: list[str] = []
+        if fresh:
+            bases = sorted({i.base for i in instruments if not i.derivative and i.base})
+            for asset in bases:
+                amount = _decimal(total.get(asset))
+                if amount:
+                    held.append(f"the account holds {amount:f} {asset} this run starts without")
+        return short, held
 
     async def _reconcile_one(
         self, tracked: TrackedOrder, found: cv.CcxtDict | None, out: list[ExecutionReport]

@@ -28,7 +28,12 @@ class Gateway:
         return None
 
     async def recover(
-        self, journal: Iterable[SubmitOrder], symbols: Iterable[str], *, sent_before_ns: int
+        self,
+        journal: Iterable[SubmitOrder],
+        symbols: Iterable[str],
+        *,
+        sent_before_ns: int,
+        capital_quote: object = None,
     ) -> list[object]:
         self.sent_before.append(sent_before_ns)
         return []

@@ -8,6 +8,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,17 @@ SYMBOL = "BTCUSDT"
 
 @asynccontextmanager
 async def gateway(
-    env: Env, run_id: str, *, unknown_orders: str = "halt", api_key: str = API_KEY
+    env: Env,
+    run_id: str,
+    *,
+    unknown_orders: str = "halt",
+    api_key: str = API_KEY,
+    start_balances: str = "warn",
 ) -> AsyncIterator[CcxtExchange]:
     """Another process's gateway on the same venue (same settings as ``env.gateway``)."""
-    config = msgspec.structs.replace(env.gateway.config, unknown_orders=unknown_orders)
+    config = msgspec.structs.replace(
+        env.gateway.config, unknown_orders=unknown_orders, start_balances=start_balances
+    )
     gw = CcxtExchange(
         config,
         ApiCredentials(api_key, SECRET),
@@ -181,6 +189,31 @@ def test_a_venue_order_that_differs_from_its_intent_is_not_adopted(shared_data: 
             assert alert.counts["mismatched"] == 1 and alert.counts["adopted"] == 0
             assert alert.halt  # an order at the venue that is not ours as sent
             assert not [r for r in reports if isinstance(r, OrderFilled)]
+
+    run(shared_data, scenario)
+
+
+@pytest.mark.parametrize("policy", ["warn", "halt"])
+def test_start_balances_that_cannot_fund_the_run_are_reported(
+    shared_data: Path, policy: str
+) -> None:
+    # the account (100,000 USDT free, 1 BTC) against a run of 1,000,000 USDT starting flat:
+    # the balance was read only to count its assets, and the run traded as if funded and flat
+    async def scenario(env: Env) -> None:
+        async with gateway(env, "run-a", start_balances=policy) as gw:
+            _, alert = split(await gw.recover([], [SYMBOL], capital_quote=Decimal("1000000")))
+            assert alert.counts["capital_short"] == 1 and alert.counts["untracked_holdings"] == 1
+            assert "free USDT 100000" in alert.message and "capital_quote 1000000" in alert.message
+            assert "holds 1 BTC" in alert.message
+            assert alert.halt is (policy == "halt")
+            # funded, and a restart (a journal): nothing to say
+            bid, _ = env.best()
+            sent = order(1, Side.BUY, bid - 700, 100)
+            await gw.submit(sent)
+        async with gateway(env, "run-a", start_balances=policy) as gw:
+            _, alert = split(await gw.recover([sent], [SYMBOL], capital_quote=Decimal("1000")))
+            assert alert.counts["capital_short"] == alert.counts["untracked_holdings"] == 0
+            assert not alert.halt
 
     run(shared_data, scenario)
 
