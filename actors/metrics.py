@@ -145,12 +145,34 @@ class Recorder(Protocol):
     def record(self, name: str, value: float, tags: Mapping[str, str]) -> None: ...
 
 
+RUN_TAG = "run_id"
+
+
+def _run_of_process() -> str:
+    """The run this process's actor belongs to: run actors are named ``<run_id>:<kind>``
+    (``actors.system``). "" in a driver, a Serve replica (shared by the runs of a cluster)
+    or an unnamed actor."""
+    import ray
+
+    try:
+        name = ray.get_runtime_context().get_actor_name() or ""
+    except Exception:  # not in a worker, or a context without actors
+        return ""
+    if "::" in name:  # SERVE_REPLICA::app#deployment#id and Ray's own actors
+        return ""
+    run, sep, _ = name.partition(":")
+    return run if sep else ""
+
+
 class RayRecorder:
-    """Creates each ``ray.util.metrics`` object on first use in this process."""
+    """Creates each ``ray.util.metrics`` object on first use in this process. Every series
+    carries ``run_id``: two runs on one cluster (a paper run beside a live one) were one
+    series per agent name, their positions and PnL summed or overwriting each other."""
 
     def __init__(self) -> None:
         self._metrics: dict[str, Any] = {}
         self._pid = os.getpid()
+        self._run: str | None = None  # read once per process, on the first record
 
     def _metric(self, name: str) -> Any:
         metric = self._metrics.get(name)
@@ -158,6 +180,7 @@ class RayRecorder:
             from ray.util import metrics as ray_metrics
 
             kind, description, tag_keys, boundaries = DEFINITIONS[name]
+            tag_keys = (*tag_keys, RUN_TAG)
             if kind == "counter":
                 metric = ray_metrics.Counter(name, description, tag_keys=tag_keys)
             elif kind == "gauge":
@@ -179,15 +202,19 @@ class RayRecorder:
         if os.getpid() != self._pid:  # a forked child must not reuse the parent's objects
             self._metrics.clear()
             self._pid = os.getpid()
+            self._run = None
+        if self._run is None:
+            self._run = _run_of_process()
         metric = self._metric(name)
         kind = DEFINITIONS[name][0]
+        tagged = {**tags, RUN_TAG: self._run}
         if kind == "counter":
             if value > 0:
-                metric.inc(value, tags=dict(tags))
+                metric.inc(value, tags=tagged)
         elif kind == "gauge":
-            metric.set(value, tags=dict(tags))
+            metric.set(value, tags=tagged)
         else:
-            metric.observe(value, tags=dict(tags))
+            metric.observe(value, tags=tagged)
 
 
 _recorder: Recorder = RayRecorder()

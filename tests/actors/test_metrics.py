@@ -271,6 +271,8 @@ def test_module_records_inside_an_actor_and_prometheus_sees_it(ray_metrics: list
     assert total(samples, P(metrics.LATENCY) + "_bucket", stage="signal", le="0.005") == 3
     assert total(samples, P(metrics.SPREAD_BPS), agent="mm") == pytest.approx(2.0)
     assert total(samples, P(metrics.KILL_SWITCH)) == 1
+    # an actor that is no run's (unnamed) records with an empty run label
+    assert {series.get("run_id") for series, _ in samples[signals]} == {""}
     # Ray 2.60's histogram _sum is built from bucket midpoints: check buckets, not the sum
     assert total(samples, P(metrics.LLM_BATCH) + "_count") == 1
     assert total(samples, P(metrics.LLM_BATCH) + "_bucket", le="4.0") == 0
@@ -348,6 +350,11 @@ def test_running_system_exports_its_metrics(ray_metrics: list[str], tmp_path: Pa
         assert total(last, P(metrics.LOSS_LIMIT), agent=metrics.FIRM) == 2000
         assert total(last, P(metrics.KILL_SWITCH)) == 0
         assert total(last, P(metrics.SPREAD_BPS), agent="mm_as") > 0
+        # every series of a run's actors names the run (two runs on a cluster were one
+        # series per agent): the coordinator's and the sink's
+        for name in (metrics.FIRM_PNL, metrics.POSITION, metrics.SINK_ROWS):
+            runs = {series.get("run_id") for series, _ in last[P(name)]}
+            assert runs == {"metrics-run"}, (name, runs)
     finally:
         shutdown_system(handles)
 
