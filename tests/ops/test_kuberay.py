@@ -1,19 +1,25 @@
 """KubeRay manifests, validated offline the way KubeRay's own CI does (kubeconform over the CRDs'
 openAPIV3Schema, strict): the vendored CRDs (kuberay/crds/, Apache-2.0) as JSON schema with
 unknown fields forbidden, and serveConfigV2 parsed by Ray Serve's own ServeDeploySchema.
-The manifests are rendered by scripts/render_kuberay.py (re-run it when serve_configs/ change)."""
+The manifests are rendered by scripts/render_kuberay.py (re-run it when serve_configs/ change),
+and the config their jobs run (configs/kubernetes.yaml) is loaded by Sapphire's own loader."""
 
 from __future__ import annotations
 
 import copy
+import importlib.util
+import shlex
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
+
+from sapphire.config.system import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 KUBERAY = REPO / "kuberay"
@@ -83,7 +89,14 @@ def test_cluster_layout_ports_and_security(name: str) -> None:
     spec = _cluster_spec(_load(name))
     head = spec["headGroupSpec"]
     assert head["rayStartParams"]["num-cpus"] == "0"
-    assert head["rayStartParams"]["port"] == "6380"  # never Redis's 6379
+    # KubeRay starts the autoscaler sidecar without --gcs-address: it looks for the GCS on the
+    # pod's 6379 (kuberay#1644), so a `port` here leaves the cluster unable to scale. Redis is
+    # the sapphire-redis Service, never a process in the head pod: nothing else is on 6379.
+    assert "port" not in head["rayStartParams"]
+    head_ports = {
+        p["name"]: p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert head_ports["gcs-server"] == 6379
     assert spec["enableInTreeAutoscaling"] is True and spec["authOptions"]["mode"] == "token"
     groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
     assert groups["cpu-workers"]["minReplicas"] >= 1
@@ -93,13 +106,19 @@ def test_cluster_layout_ports_and_security(name: str) -> None:
             assert container["securityContext"]["runAsNonRoot"] is True
             image = container["image"]
             assert ":" in image and not image.endswith(":latest")
+            env = {e["name"]: e for e in container["env"]}
+            # nothing reads REDIS_HOST (the host is configs/kubernetes.yaml's redis.host); the
+            # password is read from the variable that config's redis.password_env names
+            assert "REDIS_HOST" not in env
+            secret = env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+            assert secret == {"name": "sapphire-redis", "key": "password"}
+            # the LLM app's builder leaves what is not up yet to the autoscaler (llm_app.py)
+            assert env["SAPPHIRE_CLUSTER_AUTOSCALES"]["value"] == "1"
     if "gpu-workers" in groups:
         gpu = groups["gpu-workers"]
         limits = gpu["template"]["spec"]["containers"][0]["resources"]["limits"]
         assert str(limits["nvidia.com/gpu"]) == gpu["rayStartParams"]["num-gpus"] == "1"
         assert gpu["minReplicas"] == 0 < gpu["maxReplicas"]
-    body = [line for line in (KUBERAY / name).read_text().splitlines() if "#" not in line]
-    assert not [line for line in body if "6379" in line]
 
 
 @pytest.mark.parametrize("name", sorted(SERVE_SOURCES))
@@ -122,11 +141,68 @@ def test_gpu_service_has_gpu_workers_for_its_gpu_replicas() -> None:
     assert max(gpus) >= 1 and "gpu-workers" in groups
 
 
+@pytest.mark.parametrize("name", sorted(SERVE_SOURCES))
+def test_services_set_the_initializing_timeout_not_the_deprecated_thresholds(name: str) -> None:
+    # serviceUnhealthySecondThreshold / deploymentUnhealthySecondThreshold are still in the
+    # CRD schema (so it passes them) but KubeRay reads neither (kuberay#1685)
+    doc = _load(name)
+    deprecated = {"serviceUnhealthySecondThreshold", "deploymentUnhealthySecondThreshold"}
+    assert not deprecated & set(doc["spec"])
+    assert doc["metadata"]["annotations"]["ray.io/initializing-timeout"] == "15m"
+
+
 def test_rayjob_runs_the_main_job() -> None:
     spec = _load("rayjob.yaml")["spec"]
-    assert spec["entrypoint"].endswith("python -m actors.main --config configs/demo.yaml")
+    entrypoint = spec["entrypoint"]
+    # KubeRay pastes the entrypoint unquoted into the submitter's shell line
+    # (`ray job submit ... -- <entrypoint> ; ...`): an operator outside quotes ends the
+    # submit there and runs the rest in the submitter pod (`cd /app && python ...` did)
+    lexer = shlex.shlex(entrypoint, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    words = list(lexer)
+    assert not {"&&", "||", ";", "|", "&"} & set(words), words
+    # `ray job submit` re-joins those words with shlex.join: the head runs this very line
+    assert words == [
+        "bash",
+        "-c",
+        "cd /app && python -m actors.main --config configs/kubernetes.yaml",
+    ]
+    assert shlex.split(shlex.join(words)) == words
+    assert (REPO / "configs" / "kubernetes.yaml").is_file()
     assert spec["shutdownAfterJobFinishes"] is True
     yaml.safe_load(spec["runtimeEnvYAML"])
+
+
+def test_the_kubernetes_config_reaches_the_redis_service_with_the_secrets_password() -> None:
+    config = load_config(REPO / "configs" / "kubernetes.yaml")  # the product's own loader
+    kwargs = config.redis.client_kwargs(environ={"REDIS_PASSWORD": "from-the-secret"})
+    assert kwargs["host"] == "sapphire-redis" and kwargs["port"] == 6379
+    assert kwargs["password"] == "from-the-secret"
+    # apart from Redis it is the demo, so the RayJob runs what `sapphire run` runs locally
+    k8s = yaml.safe_load((REPO / "configs" / "kubernetes.yaml").read_text())
+    demo = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    assert k8s.pop("redis") == {"host": "sapphire-redis", "password_env": "REDIS_PASSWORD"}
+    assert k8s == demo
+
+
+def _render_script() -> ModuleType:
+    path = REPO / "scripts" / "render_kuberay.py"
+    spec = importlib.util.spec_from_file_location("render_kuberay", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rendering_reproduces_the_committed_manifests() -> None:
+    # a hand edit, or a serve_configs/ change not re-rendered, fails here; rendering twice
+    # gives the same text (re-running the script changes nothing)
+    render = _render_script().render
+    rendered = render()
+    assert sorted(rendered) == sorted(MANIFESTS)
+    for name, text in rendered.items():
+        assert (KUBERAY / name).read_text() == text, f"{name}: run scripts/render_kuberay.py"
+    assert render() == rendered
 
 
 @pytest.mark.parametrize(

