@@ -92,11 +92,22 @@ def instruments_from_exchange_info(
             continue
         notional = filters.get("MIN_NOTIONAL") or filters.get("NOTIONAL") or {}
         min_notional = notional.get("minNotional", notional.get("notional", "0"))
+        kind = InstrumentKind.PERPETUAL if contract else InstrumentKind.SPOT
+        # COIN-M (dapi): contracts of ``contractSize`` USD, margined and settled in the base
+        # coin (``marginAsset`` BTC for BTCUSD_PERP). Loaded as a linear USD perpetual, a
+        # contract was worth one BTC: notional, PnL, fees and margin 40,000x off at 40,000.
+        coin_margined = bool(contract) and "contractSize" in entry
+        coin_margined &= entry.get("marginAsset", "") == entry.get("baseAsset", "")
+        extra: dict[str, str] = {}
+        if coin_margined:
+            kind = InstrumentKind.INVERSE_PERPETUAL
+            extra = {"contract_size": _decimal_text(str(entry["contractSize"]))}
         try:
             result[entry["symbol"]] = Instrument(
                 symbol=entry["symbol"],
                 venue=venue,
-                kind=InstrumentKind.PERPETUAL if contract else InstrumentKind.SPOT,
+                kind=kind,
+                **extra,
                 base=entry.get("baseAsset", ""),
                 quote=entry.get("quoteAsset", ""),
                 tick_size=_decimal_text(str(price["tickSize"])),

@@ -238,9 +238,12 @@ def instrument_from_market(market: Mapping[str, Any], venue: str) -> Instrument 
         contract = dec_text(
             Decimal(dec_text(info.get("ctVal"))) * Decimal(dec_text(info.get("ctMult") or 1))
         )
-    elif venue == "DERIBIT" and market.get("inverse") and kind is not InstrumentKind.OPTION:
+    elif venue == "DERIBIT" and kind is not InstrumentKind.OPTION:
         # Deribit sizes inverse futures in USD (BTC-PERPETUAL amounts are multiples of the
-        # 10-USD contract), so one unit of quantity is worth 1 USD.
+        # 10-USD contract) and linear ones in the base coin (SOL_USDC-PERPETUAL in SOL), so
+        # one unit of quantity is worth 1 USD or 1 coin. ccxt's contractSize of a linear one
+        # is its minimum trade (0.1 SOL, 0.001 BTC): notional, fees and margin were 10-1000x
+        # too small.
         contract = "1"
     elif venue == "KRAKEN_FUTURES":
         # 2021 instruments carry no contractValueTradePrecision: whole contracts only. The

@@ -3,6 +3,7 @@ and against the venues' own recorded market data."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -109,6 +110,27 @@ def test_binance(venues: dict[str, VenueInstruments]) -> None:
     assert coinm["ETHUSD_PERP"].contract_size == "10"
 
 
+def test_a_coin_margined_exchange_info_loads_inverse(shared_data: Path, tmp_path: Path) -> None:
+    # Binance's own COIN-M exchangeInfo (the instrument_files path, not ccxt's): BTCUSD_PERP
+    # was a linear USD perpetual worth one BTC a contract, 10 contracts at 40,000 a 400,000
+    # USD notional instead of 0.025 BTC
+    from sapphire.data.instruments import load_exchange_info, load_instrument_file
+
+    path = shared_data / "exchange" / FILES["coinm"]
+    perp = load_exchange_info(path)["BTCUSD_PERP"]
+    assert (perp.kind, perp.contract_size, perp.settle_asset) == (K.INVERSE_PERPETUAL, "100", "BTC")
+    ten = perp.qty_to_lots("10")
+    assert perp.notional_quote(perp.price_to_ticks("40000"), ten) == Decimal("0.025")
+    body = json.loads(gzip.decompress(path.read_bytes()))
+    body["symbols"] = [s for s in body["symbols"] if s["symbol"] == "BTCUSD_PERP"]
+    one = tmp_path / "btcusd_perp.json"
+    one.write_text(json.dumps(body))
+    assert load_instrument_file(one).kind is K.INVERSE_PERPETUAL
+    # USD-M keeps its linear perpetuals (no contractSize, margined in USDT)
+    usdm = load_exchange_info(shared_data / "exchange" / FILES["usdm"])["BTCUSDT"]
+    assert (usdm.kind, usdm.settle_asset) == (K.PERPETUAL, "USDT")
+
+
 def test_bybit(venues: dict[str, VenueInstruments]) -> None:
     bybit = venues["bybit"].instruments
     assert (bybit["BTCUSD"].kind, bybit["BTCUSD"].unified, _grid(bybit["BTCUSD"])) == (
@@ -198,6 +220,14 @@ def test_deribit_options_are_priced_for_marking(venues: dict[str, VenueInstrumen
     sol = deribit["SOL-10JUN22-28-P"]  # 2022 payload with settlement_currency
     assert (sol.settle_asset, sol.lot_size) == ("SOL", "1")
     assert deribit["UNI_USDC-PERPETUAL"].unified == "UNI/USDC:USDC"
+    # linear ones are sized in the coin (1 SOL is 1 unit): ccxt's contractSize is the
+    # minimum trade (0.1 SOL), which made 1 SOL at 50 USDC a 5 USDC notional
+    sol_perp = deribit["SOL_USDC-PERPETUAL"]
+    one_sol = sol_perp.qty_to_lots("1")
+    assert sol_perp.notional_quote(sol_perp.price_to_ticks("50"), one_sol) == Decimal(50)
+    btc_usdc = deribit["BTC_USDC-PERPETUAL"]
+    tenth = btc_usdc.qty_to_lots("0.1")
+    assert btc_usdc.notional_quote(btc_usdc.price_to_ticks("30000"), tenth) == 3000
 
 
 def test_kraken_futures_and_hyperliquid(venues: dict[str, VenueInstruments]) -> None:
