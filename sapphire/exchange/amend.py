@@ -5,7 +5,7 @@ from __future__ import annotations
 from sapphire.exchange.account import Account
 from sapphire.exchange.matching import MatchingEngine
 from sapphire.exchange.state import SimOrder
-from sapphire.exchange.validation import check_filters, lock_asset
+from sapphire.exchange.validation import amend_lock, check_filters
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import AmendOrder, RejectReason, TimeInForce
 
@@ -33,9 +33,8 @@ def apply_amend(
         return RejectReason.POST_ONLY_WOULD_TAKE, "amend rejected: would take liquidity", False
     if engine.own_crossing(order.side, new_price):
         return RejectReason.SELF_TRADE, "amend rejected: would trade with our own order", False
-    asset = lock_asset(inst, order.side)
-    _, need = account.order_lock(inst, order.side, new_price, new_qty - order.filled_lots)
-    if account.available(asset) + order.locked < need:
+    asset, need = amend_lock(order, inst, engine, account, new_price, new_qty - order.filled_lots)
+    if need > 0 and account.available(asset) + order.locked < need:
         return RejectReason.INSUFFICIENT_BALANCE, f"amend rejected: needs {need} {asset}", False
     account.release(asset, order.locked)
     account.lock(asset, need)

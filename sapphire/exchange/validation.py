@@ -100,13 +100,7 @@ def check_new_order(
         verdict.expire = True
         return verdict
     price = _lock_price(inst, side, limit, supply, order.qty_lots, engine)
-    # a derivative order that reduces the position needs no new margin for that part
-    reducing = 0
-    if inst.derivative:
-        held = account.position_state(inst.symbol).qty_lots
-        if held and (held > 0) != (side is Side.BUY):
-            pending = sum(o.leaves_lots for os in engine.resting(side).values() for o in os)
-            reducing = max(0, min(order.qty_lots, abs(held) - pending))
+    reducing = _reducing(inst, side, order.qty_lots, engine, account)
     asset, need = account.order_lock(inst, side, price, order.qty_lots, reducing)
     # an order that only closes needs nothing (however far under water the account is:
     # closing is how it gets out)
@@ -130,6 +124,46 @@ def check_new_order(
             return verdict
     verdict.lock = need
     return verdict
+
+
+def _reducing(
+    inst: Instrument,
+    side: Side,
+    qty_lots: int,
+    engine: MatchingEngine,
+    account: Account,
+    amended: SimOrder | None = None,
+) -> int:
+    """Lots of a derivative order that reduce the position: they need no new margin. The
+    position is what is left once this side's other resting orders (``amended`` excluded:
+    it is the order being replaced) have closed their part."""
+    if not inst.derivative:
+        return 0
+    held = account.position_state(inst.symbol).qty_lots
+    if not held or (held > 0) == (side is Side.BUY):
+        return 0
+    pending = sum(
+        o.leaves_lots for os in engine.resting(side).values() for o in os if o is not amended
+    )
+    return max(0, min(qty_lots, abs(held) - pending))
+
+
+def amend_lock(
+    order: SimOrder,
+    inst: Instrument,
+    engine: MatchingEngine,
+    account: Account,
+    new_price: int,
+    leaves_lots: int,
+) -> tuple[str, Decimal]:
+    """What a resting order amended to ``new_price`` with ``leaves_lots`` left must reserve:
+    valued as a new order's lock is (:func:`_lock_price`: an amend that crosses fills at the
+    touch, and a linear sell or inverse buy is worth most there), less the part that reduces
+    the position. At its new limit alone, an inverse buy amended through the ask reserved a
+    fraction of the margin its fill then took."""
+    price = _lock_price(inst, order.side, new_price, [], leaves_lots, engine)
+    reducing = _reducing(inst, order.side, leaves_lots, engine, account, amended=order)
+    return account.order_lock(inst, order.side, price, leaves_lots, reducing)
 
 
 def _lock_price(

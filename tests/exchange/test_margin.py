@@ -11,7 +11,14 @@ from sapphire.exchange.config import PaperExchangeBuilder, SelfTradeMode
 from sapphire.exchange.paper import PaperExchange
 from sapphire.model.events import BookSnapshot, Side
 from sapphire.model.instrument import Instrument, InstrumentKind
-from sapphire.model.orders import CancelOrder, OrderType, RejectReason, SubmitOrder, TimeInForce
+from sapphire.model.orders import (
+    AmendOrder,
+    CancelOrder,
+    OrderType,
+    RejectReason,
+    SubmitOrder,
+    TimeInForce,
+)
 
 INST = Instrument(
     symbol="BTCUSDT",
@@ -189,6 +196,37 @@ def test_a_sell_is_margined_at_the_prices_it_can_fill_at_not_its_limit() -> None
     _order(ex, "s2", Side.SELL, 3, 3_000, None, kind=OrderType.MARKET, tif=TimeInForce.IOC)
     assert _status(ex, "s2") == ("rejected", RejectReason.INSUFFICIENT_BALANCE)
     assert ex.account.position_state("BTCUSDT").qty_lots == 0
+
+
+def test_an_amend_through_the_touch_is_margined_as_a_new_order() -> None:
+    """A resting sell amended to one tick and three lots fills from the best bid down, as
+    the direct sell above does: it reserved margin at its new limit (~0) and opened 0.003
+    BTC at 59,998 on 50 USDT at leverage 3. It is refused as the direct one is."""
+    ex = _exchange(Decimal(50))
+    _order(ex, "s1", Side.SELL, 1, 2_000, 700_000)
+    assert _status(ex, "s1") == ("accepted", None)
+    ex.amend(
+        AmendOrder(
+            ts_event_ns=3_000,
+            client_order_id="s1",
+            symbol="BTCUSDT",
+            new_limit_ticks=1,
+            new_qty_lots=3,
+        ),
+        3_000,
+    )
+    ex.advance(3_005)
+    assert ex.account.position_state("BTCUSDT").qty_lots == 0
+    view = ex.order_state("s1")
+    assert view is not None and view.limit_ticks == 700_000 and view.leaves_lots == 1
+    # an amend that fits is still taken: the same three lots resting far above the bid
+    ex.amend(
+        AmendOrder(ts_event_ns=4_000, client_order_id="s1", symbol="BTCUSDT", new_qty_lots=2),
+        4_000,
+    )
+    ex.advance(4_005)
+    view = ex.order_state("s1")
+    assert view is not None and view.leaves_lots == 2
 
 
 def test_closing_a_position_needs_no_new_margin() -> None:
