@@ -74,15 +74,22 @@ class Cross(msgspec.Struct, frozen=True, kw_only=True):
     qty_lots: int
 
 
+class CrossedMoney(msgspec.Struct, kw_only=True):
+    """The crosses' money in one settlement asset."""
+
+    notional: Decimal = Decimal(0)
+    # what the venue would have charged for the same trade between two of its clients
+    taker_fees_avoided: Decimal = Decimal(0)
+    maker_fees_avoided: Decimal = Decimal(0)
+
+
 class CrossingStats(msgspec.Struct, kw_only=True):
-    """The summary's account of internal crossing (money in the settlement asset)."""
+    """The summary's account of internal crossing."""
 
     crosses: int = 0
     crossed_lots: int = 0
-    crossed_notional_quote: Decimal = Decimal(0)
-    # what the venue would have charged for the same trade between two of its clients
-    taker_fees_avoided_quote: Decimal = Decimal(0)
-    maker_fees_avoided_quote: Decimal = Decimal(0)
+    # by settlement asset: an inverse leg's BTC and a linear leg's USDT were one sum
+    money: dict[str, CrossedMoney] = msgspec.field(default_factory=dict)
     resting_canceled: int = 0
     resting_amended: int = 0
     # lots the venue had traded before the cross reached it: not crossed
@@ -352,9 +359,10 @@ class CrossBook:
             else:
                 st.resting_amended += 1
             if inst is not None:
-                st.crossed_notional_quote += inst.notional_quote(head.price_ticks, lots)
-                st.taker_fees_avoided_quote += inst.fee_quote(head.price_ticks, lots, maker=False)
-                st.maker_fees_avoided_quote += inst.fee_quote(head.price_ticks, lots, maker=True)
+                m = st.money.setdefault(inst.settle_asset, CrossedMoney())
+                m.notional += inst.notional_quote(head.price_ticks, lots)
+                m.taker_fees_avoided += inst.fee_quote(head.price_ticks, lots, maker=False)
+                m.maker_fees_avoided += inst.fee_quote(head.price_ticks, lots, maker=True)
             self._n += 1
             left = state.qty_lots - state.crossed - state.failed
             resting_left = 0 if head.cancel else report.leaves_lots

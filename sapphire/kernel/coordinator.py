@@ -502,15 +502,18 @@ class CoordinatorStage:
         st = core.crosses.stats
         out: dict[str, str | int] = {"policy": core.crossing}
         if core.crossing == "internal":
+            out |= {"crosses": st.crosses, "crossed_lots": st.crossed_lots}
+            # money per settlement asset, never summed across them; one asset (the usual
+            # case) keeps the plain names, several name theirs ("... BTC")
+            for asset, m in sorted(st.money.items()):
+                unit = "" if len(st.money) == 1 else f" {asset}"
+                out |= {
+                    f"crossed_notional_quote{unit}": money(m.notional),
+                    f"fees_saved_quote{unit}": money(m.taker_fees_avoided + m.maker_fees_avoided),
+                    f"taker_fees_saved_quote{unit}": money(m.taker_fees_avoided),
+                    f"maker_fees_saved_quote{unit}": money(m.maker_fees_avoided),
+                }
             out |= {
-                "crosses": st.crosses,
-                "crossed_lots": st.crossed_lots,
-                "crossed_notional_quote": money(st.crossed_notional_quote),
-                "fees_saved_quote": money(
-                    st.taker_fees_avoided_quote + st.maker_fees_avoided_quote
-                ),
-                "taker_fees_saved_quote": money(st.taker_fees_avoided_quote),
-                "maker_fees_saved_quote": money(st.maker_fees_avoided_quote),
                 "resting_canceled": st.resting_canceled,
                 "resting_amended": st.resting_amended,
                 "failed_lots": st.failed_lots,

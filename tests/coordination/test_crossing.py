@@ -3,17 +3,22 @@ still under way at the venue."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import msgspec
 
 from sapphire.coordination.crossing import CrossBook
 from sapphire.coordination.journal import JournalEntry
+from sapphire.model.instrument import Instrument, InstrumentKind
 from sapphire.model.orders import (
     AmendOrder,
     OrderStatus,
+    OrderType,
     OrderUpdate,
     RejectReason,
     Side,
     SubmitOrder,
+    TimeInForce,
 )
 
 
@@ -199,3 +204,75 @@ def test_a_remainder_the_venue_would_refuse_is_not_sent() -> None:
     final = [r for r in out if isinstance(r, OrderUpdate) and r.client_order_id == "b-1"]
     assert final and final[0].status is OrderStatus.CANCELED and final[0].filled_lots == 4
     assert "1 lots not sent: below the venue's minimum" in final[0].message
+
+
+def test_crossed_money_is_kept_per_settlement_asset() -> None:
+    # an inverse leg's BTC and a linear leg's USDT were added into one "quote" figure
+    inv = Instrument(
+        symbol="BTCUSD",
+        kind=InstrumentKind.INVERSE_PERPETUAL,
+        base="BTC",
+        quote="USD",
+        tick_size="0.5",
+        lot_size="1",
+        maker_fee_bps="-2.5",
+        taker_fee_bps="7.5",
+    )
+    lin = Instrument(
+        symbol="ETHUSDT",
+        kind=InstrumentKind.PERPETUAL,
+        base="ETH",
+        quote="USDT",
+        tick_size="0.05",
+        lot_size="0.01",
+        maker_fee_bps="-2.5",
+        taker_fee_bps="7.5",
+    )
+    book = CrossBook(0)
+    for n, (inst, px, lots) in enumerate([(inv, 120_000, 1000), (lin, 40_000, 100)], 1):
+        resting = JournalEntry(
+            client_order_id=f"r{n}",
+            agent_id="A",
+            symbol=inst.symbol,
+            side=Side.SELL,
+            qty_lots=lots,
+            limit_ticks=px,
+            status=OrderStatus.ACCEPTED,
+            venue_lots=lots,
+        )
+        incoming = JournalEntry(
+            client_order_id=f"i{n}",
+            agent_id="B",
+            symbol=inst.symbol,
+            side=Side.BUY,
+            qty_lots=lots,
+            limit_ticks=px,
+            status=OrderStatus.PENDING,
+        )
+        order = SubmitOrder(
+            ts_event_ns=n,
+            client_order_id=f"i{n}",
+            agent_id="B",
+            symbol=inst.symbol,
+            side=Side.BUY,
+            qty_lots=lots,
+            limit_ticks=px,
+            order_type=OrderType.LIMIT,
+            tif=TimeInForce.GTC,
+        )
+        book.route(order, incoming, [resting], inst, None)
+        canceled = OrderUpdate(
+            ts_event_ns=n,
+            client_order_id=f"r{n}",
+            agent_id="A",
+            symbol=inst.symbol,
+            status=OrderStatus.CANCELED,
+            filled_lots=0,
+            leaves_lots=0,
+        )
+        book.resolve(canceled, inst)
+    money = book.stats.money
+    assert book.stats.crosses == 2 and sorted(money) == ["BTC", "USDT"]
+    assert money["BTC"].notional == Decimal(1000) / 60_000  # 1,000 USD contracts at 60,000
+    assert money["USDT"].notional == 2000  # 1 ETH at 2,000
+    assert money["USDT"].taker_fees_avoided == Decimal("1.5")
