@@ -226,6 +226,14 @@ def print_summary(
             str(summary["funding_stale_marks"]),
         )
     books = summary.get("venue_books", {})
+    if books.get("balances_below_zero"):
+        # the paper venue books a loss past the margin as a negative balance: a real one
+        # would have liquidated the position near its margin, the loss capped there
+        totals.add_row(
+            "[red]venue account: balance below zero (no liquidation here; a venue would "
+            "have closed the position near its margin)[/red]",
+            f"{books['balances_below_zero']} asset(s)",
+        )
     if books.get("sequence_gaps"):
         # a lost diff: the venue offered no liquidity from it until a snapshot resynced it
         totals.add_row(

@@ -38,6 +38,11 @@ class PositionState:
 
 
 class Account:
+    # the settlement assets whose balance went below zero (a loss past the margin: no
+    # liquidation here, where a venue would have closed the position near its margin); a
+    # class default, so an account pickled before it was kept restores with none
+    below_zero: frozenset[str] = frozenset()
+
     def __init__(
         self,
         instruments: Mapping[str, Instrument],
@@ -195,4 +200,6 @@ class Account:
         return self._positions[symbol]
 
     def _add(self, asset: str, amount: Decimal) -> None:
-        self._balances[asset] = self.balance(asset) + amount
+        balance = self._balances[asset] = self.balance(asset) + amount
+        if balance < 0 and asset not in self.below_zero:
+            self.below_zero = self.below_zero | {asset}

@@ -290,6 +290,9 @@ class PaperExchange:
         the book and dropped, and books still out of sync at the end."""
         books = [e.book for e in self._engines.values()]
         return {
+            # and its account: assets whose balance went below zero (a loss past the
+            # margin, which a venue would have liquidated near the margin; this one does not)
+            "balances_below_zero": len(self.account.below_zero),
             "sequence_gaps": sum(getattr(b, "gaps", 0) for b in books),
             "stale_snapshots": sum(getattr(b, "stale_snapshots", 0) for b in books),
             "out_of_sync_at_end": sum(

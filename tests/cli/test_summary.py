@@ -109,6 +109,13 @@ def test_a_venue_book_out_of_sync_is_said() -> None:
     assert "venue book" not in quiet
 
 
+def test_a_venue_balance_below_zero_is_said() -> None:
+    screen = _screen(_summary(venue_books={"balances_below_zero": 1}))
+    assert "venue account: balance below zero (no liquidation here" in screen
+    assert "1 asset(s)" in screen
+    assert "venue account" not in _screen(_summary(venue_books={"balances_below_zero": 0}))
+
+
 def test_funding_has_a_column_where_any_was_paid_so_the_columns_add_up() -> None:
     row = {
         "position_lots": 5,

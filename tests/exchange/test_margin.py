@@ -364,3 +364,51 @@ def test_an_unrealized_loss_backs_no_new_order() -> None:
         )
     )
     assert ex.account.available("USDT") == before + lost_before
+
+
+def test_a_loss_past_the_margin_is_reported_not_hidden() -> None:
+    """XBTUSD at leverage 100 on 0.01 BTC: 1,000 contracts bought at 10,000 and sold at
+    5,000 lose ~0.1 BTC. There is no liquidation here (a venue would have closed near the
+    margin), and the negative balance showed nowhere but in later refusals."""
+    xbt = Instrument(
+        symbol="XBTUSD",
+        kind=InstrumentKind.INVERSE_PERPETUAL,
+        base="BTC",
+        quote="USD",
+        tick_size="0.5",
+        lot_size="100",
+        maker_fee_bps="-2.5",
+        taker_fee_bps="7.5",
+    )
+    ex = PaperExchange(
+        PaperExchangeBuilder().instrument(xbt).balance("BTC", "0.01").leverage(100).config()
+    )
+    t = 0
+
+    def market(side: Side, lots: int, cid: str, bid: int, ask: int) -> None:
+        nonlocal t
+        for level_side, price in ((Side.BUY, bid), (Side.SELL, ask)):
+            t += 1_000_000
+            ex.set_level("XBTUSD", level_side, price, 1000, t)
+        t += 1_000_000
+        order = SubmitOrder(
+            ts_event_ns=t,
+            client_order_id=cid,
+            agent_id="a",
+            symbol="XBTUSD",
+            side=side,
+            qty_lots=lots,
+            order_type=OrderType.MARKET,
+            tif=TimeInForce.IOC,
+        )
+        ex.submit(order, t)
+        ex.advance(t)
+
+    market(Side.BUY, 10, "o1", 19_999, 20_000)
+    assert ex.book_health()["balances_below_zero"] == 0
+    for side, price in ((Side.BUY, 19_999), (Side.SELL, 20_000)):
+        t += 1_000_000
+        ex.set_level("XBTUSD", side, price, 0, t)
+    market(Side.SELL, 10, "o2", 9_999, 10_000)
+    assert ex.account.balance("BTC") < 0
+    assert ex.book_health()["balances_below_zero"] == 1

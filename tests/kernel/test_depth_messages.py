@@ -242,6 +242,7 @@ def test_a_lost_depth_message_leaves_the_venue_no_liquidity_and_is_reported(
     assert not venue.book("BTCUSDT").is_synced  # no snapshot came after the loss
     summary = kernel.summary()
     assert summary["venue_books"] == {
+        "balances_below_zero": 0,
         "sequence_gaps": 1,
         "stale_snapshots": 0,
         "out_of_sync_at_end": 1,
