@@ -98,16 +98,16 @@ def instruments_from_exchange_info(
         # contract was worth one BTC: notional, PnL, fees and margin 40,000x off at 40,000.
         coin_margined = bool(contract) and "contractSize" in entry
         coin_margined &= entry.get("marginAsset", "") == entry.get("baseAsset", "")
-        extra: dict[str, str] = {}
+        contract_size = "1"
         if coin_margined:
             kind = InstrumentKind.INVERSE_PERPETUAL
-            extra = {"contract_size": _decimal_text(str(entry["contractSize"]))}
+            contract_size = _decimal_text(str(entry["contractSize"]))
         try:
             result[entry["symbol"]] = Instrument(
                 symbol=entry["symbol"],
                 venue=venue,
                 kind=kind,
-                **extra,
+                contract_size=contract_size,
                 base=entry.get("baseAsset", ""),
                 quote=entry.get("quoteAsset", ""),
                 tick_size=_decimal_text(str(price["tickSize"])),
