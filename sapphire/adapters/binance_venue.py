@@ -93,9 +93,19 @@ class VenueOrder:
 class BinanceVenue:
     """Binance spot order entry on a paper engine; every method returns Binance JSON."""
 
-    def __init__(self, config: PaperExchangeConfig, exchange_info: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        config: PaperExchangeConfig,
+        exchange_info: Mapping[str, Any],
+        *,
+        base_commission: bool = False,
+    ) -> None:
+        """``base_commission``: a buy's commission is charged in the coin bought, as Binance
+        does for an account that does not pay fees in BNB (the account receives the amount
+        less it); else every commission is in the quote asset."""
         self.paper = PaperExchange(config)
         self.exchange_info = dict(exchange_info)
+        self.base_commission = base_commission
         self.now_ns = 0
         self.orders: dict[str, VenueOrder] = {}
         self.trades: list[Json] = []
@@ -279,6 +289,14 @@ class BinanceVenue:
         )
         price = inst.ticks_to_price(fill.price_ticks)
         qty = inst.lots_to_qty(fill.qty_lots)
+        commission, asset = fill.fee_quote, inst.quote
+        if self.base_commission and fill.side is Side.BUY and fill.fee_quote > 0:
+            # the fee in the coin bought, at Binance's 8 decimals; the paper account booked
+            # it in quote: moved to the coin, as the venue's balances would hold it
+            commission = (fill.fee_quote / price).quantize(Decimal("1e-8"))
+            asset = inst.base
+            self.paper.account.adjust(inst.quote, fill.fee_quote)
+            self.paper.account.adjust(inst.base, -commission)
         self.trades.append(
             {
                 "symbol": fill.symbol,
@@ -288,8 +306,8 @@ class BinanceVenue:
                 "price": _text(price),
                 "qty": _text(qty),
                 "quoteQty": _text(price * qty),
-                "commission": _text(fill.fee_quote),
-                "commissionAsset": inst.quote,
+                "commission": _text(commission),
+                "commissionAsset": asset,
                 "time": fill.ts_event_ns // 1_000_000,
                 "isBuyer": fill.side is Side.BUY,
                 "isMaker": fill.is_maker,

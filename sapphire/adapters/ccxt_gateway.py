@@ -42,6 +42,7 @@ import msgspec
 from sapphire.adapters.ccxt_credentials import ApiCredentials
 from sapphire.adapters.ccxt_retry import Failure, RetryPolicy, Sleep, classify, retry_after_s
 from sapphire.adapters.ccxt_tracking import (
+    FeeDust,
     TrackedOrder,
     cancel_refused,
     cancel_unconfirmed,
@@ -163,6 +164,7 @@ class CcxtExchange:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self.instruments: dict[str, Instrument] = {}
+        self._fee_dust = FeeDust()  # coin fees finer than a lot, until they make one
         self._symbols: dict[str, str] = {}  # sapphire symbol (venue id) -> ccxt symbol
         self._codes: dict[str, tuple[str, str]] = {}  # ccxt's (base, quote) codes
         self._orders: dict[str, TrackedOrder] = {}
@@ -624,7 +626,7 @@ class CcxtExchange:
         order_ts = cv.ts_ns(venue_order.get("lastUpdateTimestamp") or venue_order.get("timestamp"))
         codes = self._codes[tracked.order.symbol]
         for trade in venue_order.get("trades") or ():
-            tracked.add_fill(inst, trade, out, order_ts, codes)
+            tracked.add_fill(inst, trade, out, order_ts, codes, self._fee_dust)
         raw_filled = venue_order.get("filled") or 0
         try:
             filled = cv.lots(inst, raw_filled)
@@ -644,7 +646,7 @@ class CcxtExchange:
                 trades = []
             for trade in trades:
                 if str(trade.get("order")) == venue_id:
-                    tracked.add_fill(inst, trade, out, order_ts, codes)
+                    tracked.add_fill(inst, trade, out, order_ts, codes, self._fee_dust)
         tracked.update(inst, venue_order, filled, out)
 
     async def _order_trades(self, symbol: str, venue_id: str) -> list[cv.CcxtDict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 
 import ccxt.async_support as ccxt_async
 
@@ -48,6 +49,27 @@ def venue_fill_id(symbol: str, trade_id: object, side: Side) -> str:
     return f"{symbol}-{trade_id}-{'buy' if side is Side.BUY else 'sell'}"
 
 
+class FeeDust:
+    """Coin fees (``OrderFilled.fee_lots``) carried per agent and symbol until they make a
+    whole lot. Binance charges a 0.001 BTC buy 0.000001 BTC, a tenth of BTCUSDT's 0.00001
+    lot: rounded per fill it was 0 every time, and a thousand such buys left the run 100
+    lots above the account. Carried, the run's position stays within a lot of the coin the
+    account holds (a restarted gateway starts a new carry)."""
+
+    def __init__(self) -> None:
+        self._carry: dict[tuple[str, str], Decimal] = {}
+
+    def take(self, inst: Instrument, agent_id: str, coin: Decimal) -> int:
+        """Whole lots of the fees so far (``coin`` added) not yet booked; the rest carried."""
+        if not coin:
+            return 0
+        key = (agent_id, inst.symbol)
+        carried = self._carry.get(key, Decimal(0)) + coin
+        lots = int(carried / inst.lot)  # whole lots, towards zero: never more than charged
+        self._carry[key] = carried - lots * inst.lot
+        return lots
+
+
 class TrackedOrder:
     """``status``/``reported_filled`` are what the last ``OrderUpdate`` said; ``fill_lots``
     sums the ``OrderFilled`` reports, one per venue trade id in ``trade_ids``.
@@ -87,9 +109,11 @@ class TrackedOrder:
         out: list[ExecutionReport],
         fallback_ts_ns: int = 0,
         codes: tuple[str, str] = ("", ""),
+        dust: FeeDust | None = None,
     ) -> None:
         """Report a venue trade once. ``fallback_ts_ns``: the order's time, for fills that
-        come without their own (Binance's order response); ``codes``: ccxt's (base, quote)."""
+        come without their own (Binance's order response); ``codes``: ccxt's (base, quote);
+        ``dust``: the gateway's carry of coin fees finer than a lot."""
         trade_id = trade.get("id")
         if trade_id is None or str(trade_id) in self.trade_ids:
             return
@@ -118,6 +142,9 @@ class TrackedOrder:
                 is_maker=trade.get("takerOrMaker") == "maker",
                 fill_id=venue_fill_id(self.order.symbol, trade_id, self.order.side),
                 leaves_lots=max(0, self.order.qty_lots - self.fill_lots),
+                fee_lots=(dust or FeeDust()).take(
+                    inst, self.order.agent_id, cv.fee_coin(trade, inst, codes)
+                ),
             )
         )
 

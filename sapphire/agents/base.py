@@ -236,12 +236,15 @@ class BaseAgent(Generic[S]):
         open_order = self.core.open_orders.get(report.client_order_id)
         if isinstance(report, OrderFilled):
             signed = int(report.side) * report.qty_lots
-            self.core.position_lots += signed
+            # a fee the venue kept in lots of the coin (Binance spot buys) is paid in them,
+            # not in cash: its value is in fee_quote, counted once
+            self.core.position_lots += signed - report.fee_lots
             # the settlement-asset cash a buy costs (negative for inverse contracts: see
             # Instrument.pnl_value), so cash + position value is PnL for every kind
             notional = self.instrument.pnl_value(report.price_ticks, report.qty_lots)
             self.core.cash_quote -= notional if report.side is Side.BUY else -notional
-            self.core.cash_quote -= report.fee_quote
+            if not report.fee_lots:
+                self.core.cash_quote -= report.fee_quote
             self.core.fees_quote += report.fee_quote
             self.core.fills += 1
             self.core.refusals = self.core.retry_at_ns = 0

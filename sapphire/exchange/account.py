@@ -199,6 +199,11 @@ class Account:
     def position_state(self, symbol: str) -> PositionState:
         return self._positions[symbol]
 
+    def adjust(self, asset: str, amount: Decimal) -> None:
+        """A venue's own booking outside a fill (a venue double moving a fee to the coin
+        it charges it in)."""
+        self._add(asset, amount)
+
     def _add(self, asset: str, amount: Decimal) -> None:
         balance = self._balances[asset] = self.balance(asset) + amount
         if balance < 0 and asset not in self.below_zero:

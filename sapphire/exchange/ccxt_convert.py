@@ -194,6 +194,21 @@ def fee_quote(
     return Decimal(0)
 
 
+def fee_coin(trade: CcxtDict, inst: Instrument, codes: tuple[str, str] = ("", "")) -> Decimal:
+    """The amount of a spot trade's coin the venue kept as its fee (Binance charges a buy's
+    commission in the coin bought, unless paid in BNB): the account holds the trade's
+    amount less it. 0 for a fee in quote or a third asset, and for derivatives (their fees
+    are cash)."""
+    fee = trade.get("fee") or {}
+    cost = fee.get("cost")
+    currency = fee.get("currency")
+    if inst.derivative or cost in (None, 0) or currency not in (inst.base, codes[0]):
+        return Decimal(0)
+    if currency in (inst.quote, codes[1]):  # a market whose codes name one asset
+        return Decimal(0)
+    return Decimal(decimal_text(cost))
+
+
 def fee_in_other(trade: CcxtDict, inst: Instrument, codes: tuple[str, str] = ("", "")) -> bool:
     fee = trade.get("fee") or {}
     known = (None, inst.quote, inst.base, *codes)

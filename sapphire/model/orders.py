@@ -199,6 +199,11 @@ class OrderFilled(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True)
     # crossed by the coordinator against another agent's order of the same account: it never
     # reached the venue and pays no venue fee (sapphire.coordination.crossing)
     internal: bool = False
+    # lots of the traded asset the venue kept as its fee (Binance spot charges a buy's
+    # commission in the coin bought): the position moves by the fill less these, and
+    # ``fee_quote`` values them at the fill price. Booked as the whole qty, every such buy
+    # left the run holding more than the account (a later sell of it was refused)
+    fee_lots: int = 0
 
 
 class OrderDenied(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True):

@@ -157,18 +157,26 @@ class Portfolio:
     def apply_fill(self, fill: OrderFilled) -> PositionState:
         inst = self._instruments[fill.symbol]
         state = self.positions.setdefault((fill.agent_id, fill.symbol), PositionState())
-        signed = int(fill.side) * fill.qty_lots
         state.fees_quote += fill.fee_quote
         state.traded_lots += fill.qty_lots
+        self._move(inst, state, int(fill.side) * fill.qty_lots, fill.price_ticks)
+        if fill.fee_lots:
+            # the lots the venue kept as its fee leave the position as a sale at the fill
+            # price would (their value is the fee in fee_quote, so PnL is the account's)
+            self._move(inst, state, -fill.fee_lots, fill.price_ticks)
+        return state
+
+    @staticmethod
+    def _move(inst: Instrument, state: PositionState, signed: int, price_ticks: int) -> None:
         if state.qty_lots == 0 or (state.qty_lots > 0) == (signed > 0):
             state.qty_lots += signed
-            state.cost_ticklots += signed * inst.price_units(fill.price_ticks)
-            return state
+            state.cost_ticklots += signed * inst.price_units(price_ticks)
+            return
         # Reducing (and possibly flipping): realize PnL on the closed part at the average entry.
         closing = min(abs(signed), abs(state.qty_lots))
         direction = 1 if state.qty_lots > 0 else -1
         avg_cost_per_lot = state.cost_ticklots / state.qty_lots
-        exit_units = inst.price_units(fill.price_ticks)
+        exit_units = inst.price_units(price_ticks)
         pnl_ticklots = (exit_units - avg_cost_per_lot) * closing * direction
         state.realized_pnl_quote += inst.money(_to_decimal(pnl_ticklots))
         remaining_old = state.qty_lots - direction * closing
@@ -179,7 +187,6 @@ class Portfolio:
         else:
             state.cost_ticklots = avg_cost_per_lot * remaining_old
             state.qty_lots = remaining_old
-        return state
 
     def apply_funding(self, symbol: str, rate: Decimal, mark_ticks: float | None) -> int:
         """A perpetual's funding settles on every open position of ``symbol``: longs pay

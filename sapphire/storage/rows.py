@@ -159,6 +159,7 @@ def fill_row(f: OrderFilled, *, run_id: str, producer_id: str, seq: int, quote: 
         is_maker=f.is_maker,
         leaves_lots=f.leaves_lots,
         internal=f.internal,
+        fee_lots=f.fee_lots,
     )
     return row
 

@@ -240,6 +240,8 @@ FILLS = _table(
     Column("leaves_lots", _I64, "INT64"),
     # crossed inside the firm (no venue, no fee); last, so older readers' columns keep places
     Column("internal", _BOOL, "BOOL"),
+    # lots of the traded coin the venue kept as the fee (OrderFilled.fee_lots)
+    Column("fee_lots", _I64, "INT64"),
 )
 
 POSITIONS = _table(

@@ -4,6 +4,7 @@ leaves the order to be cancelled again, and a refused order is retried only afte
 from __future__ import annotations
 
 import itertools
+from decimal import Decimal
 
 from sapphire.agents.avellaneda_stoikov import AvellanedaStoikovAgent
 from sapphire.agents.base import RETRY_FIRST_NS, RETRY_MAX_NS
@@ -121,3 +122,21 @@ def test_a_fill_lifts_the_wait_at_once() -> None:
     fill = filled("m", other.client_order_id, SEC + SEC // 10, 6_000_000, 1)
     agent.on_report(fill, SEC + SEC // 10)
     assert not agent.backing_off(SEC + SEC // 5)  # the docstring's promise: at once again
+
+
+def test_a_fee_kept_in_the_coin_leaves_the_agents_position_not_its_cash() -> None:
+    # the agent's own book-keeping follows the account: the coin it received, the quote it
+    # paid; the fee's value (fee_quote) is counted once, in its fees
+    import msgspec
+
+    agent = MomentumAgent("m", BTCUSDT, {"fast_span": 2, "slow_span": 5, "threshold_bps": 0.1})
+    intent = agent.order(SEC, Side.BUY, 1000)
+    plain = filled("m", intent.client_order_id, SEC, 6_000_000, 1000)
+    fee = BTCUSDT.notional_quote(6_000_000, 1)
+    kept = msgspec.structs.replace(plain, fee_lots=1, fee_quote=fee)
+    agent.on_report(kept, SEC)
+    assert agent.core.position_lots == 999
+    assert agent.core.cash_quote == -BTCUSDT.notional_quote(6_000_000, 1000)
+    assert agent.core.fees_quote == fee
+    # equity at the fill price: the fee's value lost, once
+    assert agent.equity_quote(Decimal(0), 6_000_000) == -fee

@@ -114,7 +114,9 @@ def trade_fill_id(trade: dict[str, object]) -> str:
 
 
 @asynccontextmanager
-async def environment(data: Path, *, seconds: float = 12.0) -> AsyncIterator[Env]:
+async def environment(
+    data: Path, *, seconds: float = 12.0, base_commission: bool = False
+) -> AsyncIterator[Env]:
     info_path = data / EXCHANGE_INFO
     inst = msgspec.structs.replace(
         load_exchange_info(info_path)["BTCUSDT"], maker_fee_bps="10", taker_fee_bps="10"
@@ -127,7 +129,7 @@ async def environment(data: Path, *, seconds: float = 12.0) -> AsyncIterator[Env
         .config()
     )
     events = load_spot_events(data, seconds)
-    venue = BinanceVenue(config, json.loads(info_path.read_text()))
+    venue = BinanceVenue(config, json.loads(info_path.read_text()), base_commission=base_commission)
     venue.feed(events[:1])  # the snapshot: a market to trade against
     sleep = RecordingSleep()
     async with BinanceDouble(venue, api_key=API_KEY) as double:

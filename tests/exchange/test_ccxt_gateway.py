@@ -612,3 +612,34 @@ def test_a_timeout_after_a_ban_does_not_start_it_again(shared_data: Path) -> Non
         assert env.gateway.quiet_left() == 0
 
     run(shared_data, scenario)
+
+
+def test_a_buy_charged_in_the_coin_books_the_coin_the_account_received(
+    shared_data: Path,
+) -> None:
+    # Binance spot without BNB fees charges a buy's commission in the coin bought: the fill
+    # was booked as its whole amount, the position above what the account held, and a
+    # later sell of all of it was refused for insufficient balance
+    from sapphire.risk.portfolio import Portfolio
+
+    async def main() -> None:
+        async with environment(shared_data, base_commission=True) as env:
+            inst = env.gateway.instruments["BTCUSDT"]
+            held = env.venue.paper.account.balance("BTC")
+            reports: list[ExecutionReport] = []
+            # 0.01 BTC pays 0.00001 BTC, one lot; 0.001 BTC a tenth of one, carried
+            for seq, lots in enumerate([1000, 100, 100, 1000, 100, 100, 100, 100, 100], 1):
+                reports += await env.submit(order(seq, Side.BUY, None, lots))
+            reports += await env.gateway.reconcile()
+            fills = [r for r in reports if isinstance(r, OrderFilled)]
+            assert len(fills) == 9 and sum(f.fee_lots for f in fills) == 2
+            received = env.venue.paper.account.balance("BTC") - held
+            booked = sum(f.qty_lots - f.fee_lots for f in fills)
+            # within a lot of the coin received (the carry: 0.000007 BTC of fees not booked)
+            assert Decimal(0) <= inst.lots_to_qty(booked) - received < inst.lot
+            portfolio = Portfolio({"BTCUSDT": inst})
+            for f in fills:
+                portfolio.apply_fill(f)
+            assert portfolio.position_lots(fills[0].agent_id, "BTCUSDT") == booked
+
+    asyncio.run(main())

@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -65,3 +66,39 @@ def test_flat_book_pnl_equals_cash_flow(trades: list[tuple[Side, int, int]]) -> 
     got = pf.total_pnl_quote("a", {"BTCUSDT": float(mark)})
     assert abs(got - expected) < Decimal("1e-9")
     assert pf.position_lots("a", "BTCUSDT") == qty
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([Side.BUY, Side.SELL]),
+            st.integers(1, 50),
+            st.integers(1, 9),
+            st.integers(0, 2),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_fees_kept_in_the_coin_leave_the_position_and_the_pnl_is_the_accounts(
+    trades: list[tuple[Side, int, int, int]],
+) -> None:
+    """A buy whose fee the venue kept in lots of the coin (Binance spot): the position is
+    the coin the account holds, and PnL at any mark is the account's cash and coin marked
+    to market, the fee counted once (fee_quote, its value at the fill price)."""
+    pf = Portfolio({"BTCUSDT": BTC})
+    cash_ticklots = 0
+    coin = 0
+    for n, (side, price, lots, fee_lots) in enumerate(trades):
+        kept = fee_lots if side is Side.BUY else 0
+        value = BTC.notional_quote(price, kept)
+        pf.apply_fill(
+            msgspec.structs.replace(fill(side, price, lots, n), fee_lots=kept, fee_quote=value)
+        )
+        cash_ticklots -= int(side) * price * lots
+        coin += int(side) * lots - kept
+    mark = 25
+    expected = (cash_ticklots + coin * mark) * BTC.tick * BTC.lot
+    got = pf.total_pnl_quote("a", {"BTCUSDT": float(mark)})
+    assert abs(got - expected) < Decimal("1e-9")
+    assert pf.position_lots("a", "BTCUSDT") == coin
