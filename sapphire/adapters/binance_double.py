@@ -18,12 +18,18 @@ Faults are injected per endpoint and consumed one per request, in order:
 * ``GATEWAY_TIMEOUT``: executed, then 504 (a proxy lost the backend's answer).
 * ``CUT_RESPONSE``: executed, then 200 and the start of the answer, and the connection drops
   (aiohttp's ClientPayloadError, which ccxt raises as a bare ExchangeError).
+
+``clock_offset_ms`` (not None) gives the double a wall clock of its own, the host's plus the
+offset, and Binance's timestamp rule on signed requests: one stamped more than 1 s ahead of
+the server's clock, or older than its ``recvWindow``, is refused (-1021), and ``/time``
+answers that clock. A host clock off by more than a second is then every order refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -74,8 +80,15 @@ class RequestLog(msgspec.Struct, frozen=True, kw_only=True):
 class BinanceDouble:
     """``async with BinanceDouble(venue) as double:`` serves on a free port of 127.0.0.1."""
 
-    def __init__(self, venue: BinanceVenue, *, api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        venue: BinanceVenue,
+        *,
+        api_key: str | None = None,
+        clock_offset_ms: int | None = None,
+    ) -> None:
         self.venue = venue
+        self.clock_offset_ms = clock_offset_ms
         self.requests: list[RequestLog] = []
         self.streams = BinanceStreamHub()
         self._api_key = api_key
@@ -84,7 +97,7 @@ class BinanceDouble:
         self.port = 0
         self._routes: dict[tuple[str, str], Handler] = {
             ("GET", "ping"): lambda p: {},
-            ("GET", "time"): lambda p: {"serverTime": venue.now_ns // 1_000_000},
+            ("GET", "time"): lambda p: {"serverTime": self._server_ms()},
             ("GET", "exchangeInfo"): lambda p: venue.exchange_info,
             ("POST", "order"): venue.new_order,
             ("GET", "order"): venue.query_order,
@@ -147,6 +160,24 @@ class BinanceDouble:
         queue = self._faults.setdefault((method.upper(), endpoint), deque())
         queue.extend([fault] * times)
 
+    def _server_ms(self) -> int:
+        """The venue's clock: its own wall clock when it has one, else the market's."""
+        if self.clock_offset_ms is None:
+            return self.venue.now_ns // 1_000_000
+        return int(time.time() * 1000) + self.clock_offset_ms
+
+    def _stamp_refused(self, endpoint: str, params: Mapping[str, str]) -> bool:
+        """Binance's rule: ``timestamp < serverTime + 1000`` and ``serverTime - timestamp
+        <= recvWindow``, on signed requests, where the double keeps a clock of its own."""
+        if self.clock_offset_ms is None or endpoint not in _SIGNED:
+            return False
+        try:
+            stamp = int(params.get("timestamp", ""))
+        except ValueError:
+            return True
+        now = self._server_ms()
+        return stamp >= now + 1000 or now - stamp > int(params.get("recvWindow", "5000"))
+
     def pending_faults(self) -> int:
         return sum(len(q) for q in self._faults.values())
 
@@ -184,6 +215,9 @@ class BinanceDouble:
             return web.json_response({"code": -1, "msg": f"no route {method} {path}"}, status=404)
         if fault is not None and fault.kind in _BEFORE:
             return self._before(fault, log)
+        if self._stamp_refused(endpoint, params):
+            log(400)
+            return _error(VenueError(400, -1021, _LATE))
         if fault is not None and fault.kind is FaultKind.STALL:
             await asyncio.sleep(fault.delay_s)
             window_ms = int(params.get("recvWindow", "5000"))

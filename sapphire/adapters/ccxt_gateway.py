@@ -165,6 +165,7 @@ class CcxtExchange:
         self._rng = rng or random.Random()
         self.instruments: dict[str, Instrument] = {}
         self._fee_dust = FeeDust()  # coin fees finer than a lot, until they make one
+        self.clock_resyncs = 0  # the venue refused a timestamp and its clock was read again
         self._symbols: dict[str, str] = {}  # sapphire symbol (venue id) -> ccxt symbol
         self._codes: dict[str, tuple[str, str]] = {}  # ccxt's (base, quote) codes
         self._orders: dict[str, TrackedOrder] = {}
@@ -344,6 +345,7 @@ class CcxtExchange:
                 self.retries += 1
                 if failure is not Failure.THROTTLED:
                     self.resubmits += 1
+                await self._resync_clock(exc)
                 await self._sleep(policy.delay(attempt, self._rng, wait))
                 continue
             await self._apply(tracked, placed, out)
@@ -396,6 +398,7 @@ class CcxtExchange:
                     return out
                 # Resending a cancel is safe: a repeat of a done cancel is OrderNotFound.
                 self.retries += 1
+                await self._resync_clock(exc)
                 await self._sleep(policy.delay(attempt, self._rng, wait))
                 continue
             await self._apply(tracked, done, out)
@@ -717,8 +720,28 @@ class CcxtExchange:
                 if policy.too_long(wait):
                     raise  # the caller's step must not stall on a venue's long ban
                 self.retries += 1
+                await self._resync_clock(exc)
                 await self._sleep(policy.delay(attempt, self._rng, wait))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _resync_clock(self, exc: BaseException) -> None:
+        """A request refused for its timestamp (Binance -1021, ccxt's InvalidNonce): the
+        host's clock is off the venue's by more than a second, and every signed request
+        would be refused the same way, retried or not. The client's offset to the venue's
+        clock (``/time``) is measured again before the retry; it signs with it from then."""
+        if not isinstance(exc, ccxt_async.InvalidNonce):
+            return
+        sync = getattr(self.exchange, "load_time_difference", None)
+        if sync is None:
+            return
+        try:
+            await sync()
+        except ccxt_async.BaseError as sync_exc:
+            log.warning("venue clock: %s; resync failed: %s", _short(exc), _short(sync_exc))
+            return
+        self.clock_resyncs += 1
+        offset = self.exchange.options.get("timeDifference", 0)
+        log.warning("venue clock: %s; host clock now corrected by %s ms", _short(exc), offset)
 
     def _retry_after(self, exc: BaseException) -> float | None:
         """The venue's Retry-After for ``exc``: only a throttling answer carries one. ccxt

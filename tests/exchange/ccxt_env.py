@@ -115,7 +115,11 @@ def trade_fill_id(trade: dict[str, object]) -> str:
 
 @asynccontextmanager
 async def environment(
-    data: Path, *, seconds: float = 12.0, base_commission: bool = False
+    data: Path,
+    *,
+    seconds: float = 12.0,
+    base_commission: bool = False,
+    clock_offset_ms: int | None = None,
 ) -> AsyncIterator[Env]:
     info_path = data / EXCHANGE_INFO
     inst = msgspec.structs.replace(
@@ -132,7 +136,7 @@ async def environment(
     venue = BinanceVenue(config, json.loads(info_path.read_text()), base_commission=base_commission)
     venue.feed(events[:1])  # the snapshot: a market to trade against
     sleep = RecordingSleep()
-    async with BinanceDouble(venue, api_key=API_KEY) as double:
+    async with BinanceDouble(venue, api_key=API_KEY, clock_offset_ms=clock_offset_ms) as double:
         gw_config = CcxtGatewayConfig(
             timeout_ms=TIMEOUT_MS,
             recv_window_ms=RECV_WINDOW_MS,

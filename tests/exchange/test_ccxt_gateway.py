@@ -643,3 +643,21 @@ def test_a_buy_charged_in_the_coin_books_the_coin_the_account_received(
             assert portfolio.position_lots(fills[0].agent_id, "BTCUSDT") == booked
 
     asyncio.run(main())
+
+
+def test_a_host_clock_off_the_venues_is_corrected_not_refused_for_ever(
+    shared_data: Path,
+) -> None:
+    # the host's clock 5 s ahead of Binance's: every signed request was refused -1021
+    # ("outside of the recvWindow"), retried with the same clock and refused again
+    async def main() -> None:
+        async with environment(shared_data, clock_offset_ms=-5_000) as env:
+            await env.gateway.recover([], ["BTCUSDT"])
+            bid, _ = env.best()
+            placed = await env.submit(order(1, Side.BUY, bid - 500, 100))
+            assert [u.status for u in updates(placed)] == [OrderStatus.ACCEPTED]
+            assert env.gateway.clock_resyncs == 1
+            refused = [r for r in env.double.requests if r.status == 400]
+            assert len(refused) == 1 and refused[0].path == "account"
+
+    asyncio.run(main())
