@@ -25,7 +25,7 @@ from actors.stepper import Stepper
 from sapphire.agents.base import Agent
 from sapphire.config.redis import RedisConfig
 from sapphire.kernel.agents import AgentStage
-from sapphire.kernel.assembly import AgentBuilder
+from sapphire.kernel.assembly import AgentBuilder, asks_model
 from sapphire.kernel.timing import Timing, Window
 
 log = logging.getLogger(__name__)
@@ -74,11 +74,18 @@ class AgentActor(RoundLeaf):
         self.agents: dict[str, Agent] = dict(zip(self.agent_ids, built, strict=True))
         self.agent: Agent = built[0]
         self.stage = AgentStage(built, timing, symbols)
-        # an LLM agent (``drain_requests``/``on_decision``) gets a Serve bridge; it is the
-        # only agent of its actor (the bridge's inbox is one agent's)
+        # an LLM agent (``asks_model``) gets a Serve bridge; it is the only agent of its
+        # actor (the bridge's inbox is one agent's). One that came without an app would run
+        # on its fallback alone, its requests never sent: refused, as the in-process runner
+        # refuses it
+        asking = [a for a, agent in zip(self.agent_ids, built, strict=True) if asks_model(agent)]
         llm_app, llm_timeout_s = agents[0].llm_app, agents[0].llm_timeout_s
         self._llm = None
-        if len(agents) == 1 and llm_app and hasattr(self.agent, "drain_requests"):
+        if asking:
+            if len(agents) > 1:
+                raise ValueError(f"agents {asking}: an LLM agent cannot share a host")
+            if not llm_app:
+                raise ValueError(f"agent {asking[0]} asks a language model, but no Serve app")
             if llm_timeout_s is None:
                 raise ValueError(f"agent {self.agent_ids[0]}: an LLM app without its timeout")
             self._llm = LlmBridge(llm_app, timeout_s=llm_timeout_s, redis=redis)
@@ -155,6 +162,11 @@ class AgentActor(RoundLeaf):
         }
         outputs = self.stage.step(window, events, reports)
         if self._llm is not None:
+            # what the agent decided in this step (a model answer used or dropped, its
+            # fallbacks) is stored with this step: asked for at the next step only, a
+            # run's last step's decisions were never stored
+            symbol = getattr(self.agent, "symbol", events[0].symbol if events else "")
+            llm_records += self._llm.take_outcomes(self.agent, symbol)
             self._llm.submit(self.agent.drain_requests())  # type: ignore[attr-defined]
             tiers = self._llm.tiers
             if tiers is not None and not self.caches.tracks("llm_decisions"):

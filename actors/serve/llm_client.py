@@ -33,14 +33,17 @@ APP_NAME = "sapphire-llm"
 DEPLOYMENT_NAME = "LlmDecisionDeployment"
 
 
-class Answer(msgspec.Struct, kw_only=True):
+class Answer(msgspec.Struct, frozen=True, kw_only=True):
     """One decision and everything a risk desk asks about it: whether the model's answer is
-    usable (``error`` says why not), whether it predates the model's knowledge cutoff, and
-    what it cost (zero tokens and cost on a cache hit)."""
+    usable (``error`` says why not), whether it predates the model's knowledge cutoff, what
+    it cost (zero tokens and cost on a cache hit, and for a call that shared an identical
+    call's failed answer) and the prompt's cache key (``prompt_hash``). Frozen: one model
+    call's answer may reach several callers, each changing its own copy."""
 
     decision: LlmDecision
     error: str = ""
     model: str = ""
+    prompt_hash: str = ""
     before_cutoff: bool = False
     cache_hit: bool = False
     latency_ns: int = 0
@@ -123,12 +126,16 @@ class ServeDecisionClient:
         verdict: CutoffVerdict = CLEAR
         if ts_event_ns is not None:
             verdict = check_cutoff(ts_event_ns, ident.knowledge_cutoff, ident.point_in_time)
+        key = prompt_key(ident, prompt)
         if verdict.refused:
             self.stats.refused += 1
             return Answer(
-                decision=HOLD, error=verdict.reason, model=ident.model, before_cutoff=True
+                decision=HOLD,
+                error=verdict.reason,
+                model=ident.model,
+                before_cutoff=True,
+                prompt_hash=key,
             )
-        key = cache_key(ident.model, prompt, ident.sampling, ident.engine)
         fresh: list[Answer] = []
 
         async def load(_: str) -> LlmDecision:
@@ -141,16 +148,21 @@ class ServeDecisionClient:
         try:
             decision: LlmDecision = await self.tiers.aget(key, load)
         except _NotCached as failed:
-            answer = failed.answer
+            # this call's own model call failed, or an identical call in flight whose failure
+            # it waited on: that call's tokens and cost are its own row's, stored once
+            answer = failed.answer if fresh else _shared(failed.answer)
         else:
             if fresh:
                 answer = fresh[0]
             else:  # from L1, from Redis, or shared with an identical call in flight
                 self.stats.cache_hits += 1
                 answer = Answer(decision=decision, model=ident.model, cache_hit=True)
-        answer.before_cutoff = verdict.flagged
-        answer.latency_ns = time.perf_counter_ns() - started
-        return answer
+        return msgspec.structs.replace(
+            answer,
+            before_cutoff=verdict.flagged,
+            latency_ns=time.perf_counter_ns() - started,
+            prompt_hash=key,
+        )
 
     async def _ask(self, prompt: DecisionPrompt, model: str) -> Answer:
         """One model call; its failures come back as an :class:`Answer` with ``error`` (the
@@ -180,6 +192,30 @@ class ServeDecisionClient:
     async def decide_many(self, prompts: Sequence[DecisionPrompt]) -> list[LlmDecision]:
         """Concurrent requests: the deployment batches them."""
         return list(await asyncio.gather(*(self.decide(p) for p in prompts)))
+
+
+def prompt_key(ident: _Identity | None, prompt: DecisionPrompt) -> str:
+    """The cache key of ``prompt`` for the model ``ident`` names (what a stored decision
+    names as its ``prompt_hash``); "" before the model's identity is known (None)."""
+    if ident is None:
+        return ""
+    return cache_key(ident.model, prompt, ident.sampling, ident.engine)
+
+
+def _shared(answer: Answer) -> Answer:
+    """Another call's failed answer, as a call that waited on it stores it: the error and
+    the model, without the model call's metering (its leader's row carries that, once)."""
+    return msgspec.structs.replace(
+        answer,
+        prompt_tokens=0,
+        completion_tokens=0,
+        queue_wait_ns=0,
+        batch_size=0,
+        cpu_s=0.0,
+        gpu_s=0.0,
+        cost=Decimal(0),
+        cost_currency="",
+    )
 
 
 class _NotCached(Exception):

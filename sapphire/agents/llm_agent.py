@@ -79,13 +79,18 @@ class DecisionRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class LlmOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """A decision the model did not make, for storage: what the fallback decided and why."""
+    """A decision's fate, for storage: one the model did not make (what the fallback decided
+    and why), or a model answer that carried a ``note`` once the agent acted on it (``error``
+    empty) or dropped it (``error`` says why)."""
 
     request_id: int
     ts_event_ns: int
     decision: LlmDecision
     fallback: str
     error: str
+    note: bytes = b""
+    """The caller's own record of the answer (:meth:`LlmAgent.on_decision`), handed back
+    untouched: the caller stores it only now that the agent used or dropped the answer."""
 
 
 class LlmAgentState(msgspec.Struct, kw_only=True):
@@ -108,6 +113,9 @@ class LlmAgentState(msgspec.Struct, kw_only=True):
     """(decision, source): ``llm`` or ``fallback``, acted on at the next event."""
     arrived_by_ns: list[int] = msgspec.field(default_factory=list)
     """The deadline (event time) of the request each ``arrived`` entry answers; 0: none."""
+    arrived_fates: list[LlmOutcome | None] = msgspec.field(default_factory=list)
+    """For each ``arrived`` entry, the outcome to report once it is acted on or dropped (a
+    model answer handed in with a ``note``); None: nothing to report."""
     queued: list[DecisionRequest] = msgspec.field(default_factory=list)
     outcomes: list[LlmOutcome] = msgspec.field(default_factory=list)
     stats: DecisionStats = msgspec.field(default_factory=DecisionStats)
@@ -141,7 +149,8 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         return out
 
     def drain_outcomes(self) -> list[LlmOutcome]:
-        """Decisions made without the model since the last call (timeouts, refusals)."""
+        """Decisions made without the model since the last call (timeouts, refusals), and
+        the fates of model answers handed in with a ``note`` (acted on, or dropped stale)."""
         out, self.state.outcomes = self.state.outcomes, []
         return out
 
@@ -151,6 +160,7 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         answer: LlmDecision | ParseResult | str,
         now_ns: int,
         error: str = "",
+        note: bytes = b"",
     ) -> LlmDecision | None:
         """Record an answer; it is acted on at the next market event.
 
@@ -159,6 +169,13 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         model: a timeout, a transport failure, a refusal) or an invalid parse hands the
         decision to the fallback. Returns the decision that will be acted on (the fallback's
         on failure), or None for an answer to an expired or unknown request (counted late).
+
+        ``note``: the caller's record of a model answer it stores only once the answer's
+        fate is known. An answer taken in time may still be dropped at the next event (the
+        symbol's next event came after the deadline): stored at hand-over, its row said the
+        model traded when nothing did. The note comes back in :meth:`drain_outcomes` when
+        the answer is acted on or dropped; it rides in this agent's state, so a checkpoint
+        carries it and a replay reports it again, once.
         """
         st = self.state
         if isinstance(answer, str):
@@ -172,6 +189,7 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         ):
             st.stats.late += 1
             return None
+        asked_ns = st.outstanding.ts_event_ns
         deadline, st.outstanding = st.outstanding.deadline_ns, None
         if not error and isinstance(answer, ParseResult):
             st.stats.record(answer)
@@ -193,15 +211,33 @@ class LlmAgent(BaseAgent[LlmAgentState]):
             self._arrive(fallback, "fallback", deadline)
             return fallback
         assert isinstance(answer, LlmDecision)
-        self._arrive(answer, "llm", deadline)
+        fate = None
+        if note:
+            fate = LlmOutcome(
+                request_id=request_id,
+                ts_event_ns=asked_ns,
+                decision=answer,
+                fallback="",
+                error="",
+                note=note,
+            )
+        self._arrive(answer, "llm", deadline, fate)
         return answer
 
-    def _arrive(self, decision: LlmDecision, source: str, deadline_ns: int) -> None:
+    def _arrive(
+        self,
+        decision: LlmDecision,
+        source: str,
+        deadline_ns: int,
+        fate: LlmOutcome | None = None,
+    ) -> None:
         st = self.state
-        # entries of a snapshot from before the deadlines were kept have none (0)
+        # entries of a snapshot from before the deadlines (or fates) were kept have none
         st.arrived_by_ns.extend([0] * (len(st.arrived) - len(st.arrived_by_ns)))
+        st.arrived_fates.extend([None] * (len(st.arrived) - len(st.arrived_fates)))
         st.arrived.append((decision, source))
         st.arrived_by_ns.append(deadline_ns)
+        st.arrived_fates.append(fate)
 
     # -- the tick path ----------------------------------------------------------------------
     def on_event(self, event: AnyMarketEvent, now_ns: int) -> Sequence[AgentOutput]:
@@ -215,14 +251,29 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         # 2. answers that arrived since the previous event, while their request's deadline
         # holds: one answered in time waited for the symbol's next event, however late (a
         # gap in the feed), and traded a decision made for a book long gone
-        deadlines = st.arrived_by_ns + [0] * (len(st.arrived) - len(st.arrived_by_ns))
-        for (decision, source), deadline in zip(st.arrived, deadlines, strict=True):
+        n = len(st.arrived)
+        deadlines = st.arrived_by_ns + [0] * (n - len(st.arrived_by_ns))
+        fates = st.arrived_fates + [None] * (n - len(st.arrived_fates))
+        for (decision, source), deadline, fate in zip(st.arrived, deadlines, fates, strict=True):
             if deadline and ts > deadline:
                 st.stats.stale += 1
-                continue
-            out.extend(self._act(ts, decision, source))
+                if fate is not None:
+                    # the answer came in time but nothing traded on it: its stored row must
+                    # say so, not that the model decided
+                    fate = msgspec.structs.replace(
+                        fate,
+                        error=(
+                            f"stale: answered in time, but the symbol's next event "
+                            f"({ts}) came after the request's deadline ({deadline})"
+                        ),
+                    )
+            else:
+                out.extend(self._act(ts, decision, source))
+            if fate is not None:
+                st.outcomes.append(fate)
         st.arrived.clear()
         st.arrived_by_ns.clear()
+        st.arrived_fates.clear()
         # 3. a request past its deadline: count it and let the fallback decide
         if st.outstanding is not None and ts > st.outstanding.deadline_ns:
             expired, st.outstanding = st.outstanding, None

@@ -734,17 +734,31 @@ class AgentBuilder(msgspec.Struct, frozen=True):
         )
 
 
-def agent_builder(
-    spec: AgentSpec, instrument: Instrument, instruments: Mapping[str, Instrument] | None = None
-) -> AgentBuilder:
-    legs = dict(instruments or {})
+def _checked_build(
+    spec: AgentSpec, instrument: Instrument, legs: Mapping[str, Instrument]
+) -> Agent:
     try:
-        _build_agent(spec, instrument, legs)  # fail fast on a bad config, before any actor
+        return _build_agent(spec, instrument, legs)
     except AgentConfigError as exc:
         raise WiringError(f"agent {spec.id}: {exc}") from None
     except Exception as exc:  # a user's agent class that fails to build: one line, not a trace
         raise WiringError(f"agent {spec.id}: {type(exc).__name__}: {exc}") from None
+
+
+def agent_builder(
+    spec: AgentSpec, instrument: Instrument, instruments: Mapping[str, Instrument] | None = None
+) -> AgentBuilder:
+    legs = dict(instruments or {})
+    _checked_build(spec, instrument, legs)  # fail fast on a bad config, before any actor
     return AgentBuilder(spec, instrument, legs)
+
+
+def asks_model(agent: object) -> bool:
+    """Whether ``agent`` asks a language model: it queues decision requests for its runner
+    to send (``drain_requests``). Read from what the agent is, never from its kind's name:
+    an LLM agent named by its factory path (``sapphire.agents.llm:build_llm_agent``) ran on
+    Ray with no model behind it, every decision a silent fallback. Every runner asks this."""
+    return callable(getattr(agent, "drain_requests", None))
 
 
 def agent_leaves(config: SystemConfig) -> dict[str, tuple[str, ...]]:
@@ -775,16 +789,22 @@ def venue_kind(shard: int) -> str:
     return "execution" if shard == 0 else f"execution-{shard}"
 
 
-def check_agents(config: SystemConfig, instruments: dict[str, Instrument]) -> None:
+def check_agents(config: SystemConfig, instruments: dict[str, Instrument]) -> frozenset[str]:
+    """Checks the agents against the data (each built once, and dropped); returns the ids of
+    those that ask a language model (:func:`asks_model`), whatever their kind is named."""
+    asking: set[str] = set()
     for spec in config.agents:
         if spec.symbol not in instruments:
             raise WiringError(
                 f"agent {spec.id}: symbol {spec.symbol!r} not in the data's instruments "
                 f"{sorted(instruments)}"
             )
-        if spec.host and spec.kind == "llm":
+        if not asks_model(_checked_build(spec, instruments[spec.symbol], instruments)):
+            continue
+        if spec.host:
             # its decisions arrive between steps through a bridge of its own actor
             raise WiringError(f"agent {spec.id}: an LLM agent cannot share a host")
+        asking.add(spec.id)
     regime = config.risk.regime
     if regime.enabled and regime.classifier == "llm":
         from sapphire.agents.regime import regime_engine_config
@@ -794,6 +814,7 @@ def check_agents(config: SystemConfig, instruments: dict[str, Instrument]) -> No
             regime_engine_config(regime.llm)  # its model loads at the first evaluation
         except EngineError as exc:
             raise WiringError(str(exc)) from None
+    return frozenset(asking)
 
 
 def import_object(path: str) -> Any:

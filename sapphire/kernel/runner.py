@@ -113,7 +113,7 @@ class InProcessKernel:
                 )()
                 for spec in config.agents
             ]
-        asking = [a.agent_id for a in agents if hasattr(a, "drain_requests")]
+        asking = [a.agent_id for a in agents if assembly.asks_model(a)]
         if asking:
             # its requests go out through the Ray agent actor's bridge to Ray Serve; in one
             # process nothing sends them: it ran on its fallback, stored no decision, exit 0

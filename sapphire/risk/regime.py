@@ -19,6 +19,7 @@ event in time order, so a regime change lands at the same event in every runner 
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import math
@@ -319,16 +320,18 @@ def build_classifier(config: RegimeConfig) -> RegimeClassifier:
 
 class UnloadedClassifier:
     """Stands in for an LLM classifier whose model did not load: the rules' regime, each
-    call a fallback with the reason, counted as an engine error in the LLM stats."""
+    call a fallback with the reason, counted as an engine error in the LLM stats (the LLM
+    classifier's own counts: one rebuilt after a restore carries a snapshot's on, its
+    ``before_cutoff`` among them)."""
 
     name = "llm"
 
     def __init__(self, rules: RuleClassifier, reason: str) -> None:
-        from sapphire.llm.decision import DecisionStats
+        from sapphire.agents.regime import RegimeStats  # imports this module
 
         self.rules = rules
         self.reason = reason
-        self.stats = DecisionStats()
+        self.stats = RegimeStats()
         log.error("risk.regime.llm: %s; the rules classify instead", reason)
 
     def classify(self, features: Sequence[RegimeFeatures]) -> list[RegimeCall]:
@@ -343,7 +346,9 @@ class RegimeMonitor:
     """Folds market events in time order and, every ``evaluate_every_s`` of event time per
     symbol, classifies that symbol; :meth:`on_event` returns the new limit scale when one is
     due. The classifier (a model, for ``llm``) is not part of the snapshot: it is rebuilt
-    from the config on first use after a restore."""
+    from the config on first use after a restore. Its counts are (``stats``): the summary's
+    LLM figures, the point-in-time warning's ``before_cutoff`` among them, restarted at zero
+    on every restore, and a resumed run's summary could skip that warning."""
 
     def __init__(self, config: RegimeConfig, classifier: RegimeClassifier | None = None) -> None:
         self.config = config
@@ -356,12 +361,25 @@ class RegimeMonitor:
         self.by_regime: dict[str, int] = dict.fromkeys(REGIMES, 0)
         self.changes = 0
         self._classifier = classifier
+        self._saved_stats: Any = None
+        """A restored snapshot's classifier counts, until a classifier is rebuilt to carry
+        them on."""
 
     @property
     def classifier(self) -> RegimeClassifier:
         if self._classifier is None:
-            self._classifier = build_classifier(self.config)
+            classifier = build_classifier(self.config)
+            _carry_stats(self._saved_stats, classifier)
+            self._saved_stats = None
+            self._classifier = classifier
         return self._classifier
+
+    def _stats(self) -> Any:
+        """The classifier's counts: the live classifier's, or the snapshot's before one is
+        rebuilt (None: a classifier that counts nothing, the rules)."""
+        if self._classifier is None:
+            return self._saved_stats
+        return getattr(self._classifier, "stats", None)
 
     def on_event(self, event: AnyMarketEvent) -> tuple[str, float] | None:
         self.tracker.observe(event)
@@ -395,7 +413,7 @@ class RegimeMonitor:
             "changes": self.changes,
             "current": dict(sorted(self.current.items())),
         }
-        stats = getattr(self._classifier, "stats", None)
+        stats = self._stats()
         if stats is not None:
             out["llm"] = msgspec.structs.asdict(stats)
         return out
@@ -403,7 +421,23 @@ class RegimeMonitor:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_classifier"] = None
+        stats = self._stats()
+        # a copy: the live classifier keeps counting after the snapshot is taken
+        state["_saved_stats"] = None if stats is None else copy.copy(stats)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_saved_stats", None)  # a snapshot from before the counts were kept
         self.__dict__.update(state)
+
+
+def _carry_stats(saved: Any, classifier: RegimeClassifier) -> None:
+    """Add a snapshot's counts to a rebuilt classifier's, field by field: the rebuilt one
+    may count in another struct (a model that no longer loads counts in ``DecisionStats``)."""
+    stats = getattr(classifier, "stats", None)
+    if saved is None or stats is None:
+        return
+    for name in saved.__struct_fields__:
+        before = getattr(saved, name)
+        if isinstance(before, int) and isinstance(getattr(stats, name, None), int):
+            setattr(stats, name, getattr(stats, name) + before)

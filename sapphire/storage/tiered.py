@@ -199,7 +199,11 @@ class TieredCache:
             flight.done.set()
 
     async def aget(self, key: str, loader: Callable[[str], Awaitable[Any]]) -> Any:
-        """Async :meth:`get`: concurrent coroutines share one ``await loader(key)``."""
+        """Async :meth:`get`: concurrent coroutines share one ``await loader(key)``.
+
+        A waiter gets the leader's very value, or its very exception, not a copy: a caller
+        that derives something per call from it (the LLM client's metered answer) copies
+        before it changes anything, or every waiter's result changes with it."""
         value = self._from_l1(key)
         if value is not MISS:
             return value

@@ -388,3 +388,33 @@ def test_a_fill_stamped_after_the_event_but_known_before_the_decision_is_no_look
     agent.on_report(fill, 12 * NS)  # arrived at 12 s, the event below at 11 + 2 = 13 s
     agent.on_event(_quote_at(11 * NS), 11 * NS + feed)
     assert len(agent.drain_requests()) == 1
+
+
+def test_a_noted_answer_is_reported_once_acted_on_or_dropped_stale() -> None:
+    # the actor layer stored a model answer's row when it handed it over: one dropped at the
+    # next event (past its deadline) was stored as the model's decision, nothing traded
+    agent = LlmAgent("a", BTC, {"max_order_lots": 1, "decision_timeout_ns": 2 * NS})
+    request = _run_until_request(agent, iter([_quote_at(NS)]))
+    agent.on_decision(request.request_id, _buy(), NS + NS // 2, note=b"row-1")
+    assert agent.drain_outcomes() == []  # its fate is open
+    agent.on_event(_quote_at(601 * NS, 20_000, 20_001), 601 * NS)
+    (stale,) = agent.drain_outcomes()
+    assert stale.note == b"row-1" and stale.error.startswith("stale: ")
+    assert stale.request_id == request.request_id and stale.ts_event_ns == request.ts_event_ns
+    assert stale.fallback == "" and stale.decision == _buy()
+    # acted on in time: reported with no error, once
+    again = LlmAgent("b", BTC, {"max_order_lots": 1, "decision_timeout_ns": 2 * NS})
+    request = _run_until_request(again, iter([_quote_at(NS)]))
+    again.on_decision(request.request_id, _buy(), NS + NS // 2, note=b"row-2")
+    on_time = again.on_event(_quote_at(2 * NS), 2 * NS)
+    assert [o.side for o in on_time if isinstance(o, OrderIntent)] == [Side.BUY]
+    (used,) = again.drain_outcomes()
+    assert used.note == b"row-2" and used.error == ""
+    again.on_event(_quote_at(3 * NS), 3 * NS)
+    assert again.drain_outcomes() == []
+    # without a note (its caller stored the row itself) nothing is reported
+    plain = LlmAgent("c", BTC, {"max_order_lots": 1, "decision_timeout_ns": 2 * NS})
+    request = _run_until_request(plain, iter([_quote_at(NS)]))
+    plain.on_decision(request.request_id, _buy(), NS + NS // 2)
+    plain.on_event(_quote_at(601 * NS), 601 * NS)
+    assert plain.drain_outcomes() == []

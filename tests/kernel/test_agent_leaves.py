@@ -39,3 +39,24 @@ def test_bad_host_names_and_shared_llm_agents_are_refused() -> None:
     cfg = config([agent("a", "x", kind="llm")])
     with pytest.raises(WiringError, match="agent a: an LLM agent cannot share a host"):
         check_agents(cfg, load_instruments(cfg.data))
+
+
+@pytest.mark.parametrize("kind", ["llm", "sapphire.agents.llm:build_llm_agent"])
+def test_an_llm_agent_is_found_by_what_it_is_not_by_its_kinds_name(kind: str) -> None:
+    # named by its factory path, an LLM agent was not found: on Ray it got no Serve app and
+    # no bridge (every decision a silent fallback), and it could share a host
+    cfg = config([agent("a", kind=kind), agent("b")])
+    assert check_agents(cfg, load_instruments(cfg.data)) == {"a"}
+    shared = config([agent("a", "x", kind=kind)])
+    with pytest.raises(WiringError, match="agent a: an LLM agent cannot share a host"):
+        check_agents(shared, load_instruments(shared.data))
+
+
+def test_asks_model_is_the_drain_requests_capability() -> None:
+    from sapphire.agents.llm_agent import LlmAgent
+    from sapphire.agents.momentum import MomentumAgent
+    from sapphire.kernel.assembly import asks_model
+
+    inst = load_instruments(config([]).data)["BTCUSDT"]
+    assert asks_model(LlmAgent("a", inst, {}))
+    assert not asks_model(MomentumAgent("m", inst, {}))

@@ -344,3 +344,51 @@ def test_a_model_that_will_not_load_leaves_the_rules_deciding(tmp_path: Path) ->
     summary = monitor.summary()
     assert summary["evaluations"].get("fallback", 0) > 0 and "llm" not in summary["evaluations"]
     assert summary["llm"]["errors"] == summary["evaluations"]["fallback"]
+
+
+class _StressedEngine:
+    """A model that calls every market stressed (a deterministic engine for the classifier)."""
+
+    model_id = "scripted"
+
+    def generate_batch(self, prompts: list[object]) -> list[str]:
+        return ['{"regime": "stressed"}'] * len(prompts)
+
+
+def test_the_llm_classifiers_counts_survive_a_snapshot(tmp_path: Path) -> None:
+    # the classifier is dropped from the snapshot and its counts went with it: a resumed
+    # run's summary had no LLM figures, and no point-in-time warning for the decisions
+    # about events before the model's knowledge cutoff
+    import pickle
+
+    from sapphire.agents.regime import LlmRegimeClassifier
+
+    broken = tmp_path / "broken.gguf"  # the model rebuilt after the restore will not load
+    broken.write_bytes(b"not a model")
+    config = msgspec.structs.replace(
+        REGIME,
+        classifier="llm",
+        llm={"model_path": str(broken), "model_id": "broken", "knowledge_cutoff": "2024-01-01"},
+    )
+    classifier = LlmRegimeClassifier(
+        _StressedEngine(), RuleClassifier(REGIME.thresholds), knowledge_cutoff="2024-01-01"
+    )
+    monitor = RegimeMonitor(config, classifier)
+    for sec in range(30):  # 1970: every event is before the cutoff, flagged
+        monitor.on_event(quote(sec, 600_000 + (3000 if sec % 2 else 0)))
+    before = monitor.summary()["llm"]
+    assert before["ok"] > 0 and before["before_cutoff"] == before["ok"]
+    restored = pickle.loads(pickle.dumps(monitor))
+    assert restored.summary()["llm"] == before
+    # a snapshot of the restored monitor, before any classifier was rebuilt, keeps them too
+    assert pickle.loads(pickle.dumps(restored)).summary()["llm"] == before
+    # the classifier rebuilt at the next evaluation carries them on, and counts its own
+    for sec in range(30, 45):
+        restored.on_event(quote(sec, 600_000))
+    after = restored.summary()["llm"]
+    assert after["ok"] == before["ok"] and after["before_cutoff"] == before["before_cutoff"]
+    assert after["errors"] > 0  # the rebuilt model's failures, counted on top
+    # the live monitor kept counting on its own: the snapshot took a copy
+    monitor.on_event(quote(35, 600_000))
+    assert monitor.summary()["llm"]["ok"] == before["ok"] + 1
+    assert restored.summary()["llm"]["ok"] == before["ok"]
