@@ -169,7 +169,38 @@ class BigQueryBackend:
                     timeout=self.timeout_s,
                 )
             )
-            self.check_schema(name, list(created.schema))
+            self.check_schema(name, list(self._appended(name, created).schema))
+
+    def _appended(self, name: str, table: bigquery.Table) -> bigquery.Table:
+        """A table an earlier Sapphire created, which lacks only columns added since at the
+        end of the schema (``fills.fee_lots``), gets them, NULLABLE: its older rows read
+        them as null, as a Parquet store's older files do. Anything else (a column missing
+        in the middle, one of another type, one Sapphire does not know) is left to
+        :meth:`check_schema` to refuse: upgrading Sapphire refused every existing dataset
+        with "migrate or drop it"."""
+        want = bq_schema(TABLES[name])
+        have = [f.name for f in table.schema]
+        if not have or have != [f.name for f in want[: len(have)]] or len(have) == len(want):
+            return table
+        added = [
+            bigquery.SchemaField(f.name, f.field_type, mode="NULLABLE") for f in want[len(have) :]
+        ]
+        table.schema = [*table.schema, *added]
+        updated = self._call(
+            functools.partial(
+                self.client.update_table,
+                table,
+                ["schema"],
+                retry=NO_LIBRARY_RETRY,
+                timeout=self.timeout_s,
+            )
+        )
+        log.warning(
+            "BigQuery table %s: added the column(s) %s (NULLABLE: its older rows read null)",
+            self.table_id(name),
+            ", ".join(f.name for f in added),
+        )
+        return updated
 
     def check_schema(self, name: str, fields: Sequence[bigquery.SchemaField]) -> None:
         want = {

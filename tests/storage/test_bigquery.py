@@ -92,6 +92,33 @@ def test_existing_table_with_other_schema_is_refused(client: bigquery.Client) ->
         BigQueryBackend(client, ds, tables=["fills"]).ensure_schema()
 
 
+@pytest.mark.slow
+def test_a_table_of_an_earlier_sapphire_gets_the_columns_added_since(
+    client: bigquery.Client,
+) -> None:
+    # fills as Sapphire created it before fee_lots: every existing dataset was refused
+    # ("migrate or drop it") by the version that added a column
+    from sapphire.adapters.bigquery import bq_schema
+    from sapphire.storage.schemas import TABLES
+
+    ds = dataset()
+    client.create_dataset(f"{client.project}.{ds}")
+    before = [f for f in bq_schema(TABLES["fills"]) if f.name != "fee_lots"]
+    client.create_table(bigquery.Table(f"{client.project}.{ds}.fills", schema=before))
+    backend = BigQueryBackend(client, ds, tables=["fills"])
+    backend.ensure_schema()
+    fields = {f.name: f for f in client.get_table(backend.table_id("fills")).schema}
+    assert fields["fee_lots"].field_type in ("INT64", "INTEGER")
+    backend.ensure_schema()  # and then it is Sapphire's table as it stands
+    # a column missing elsewhere than at the end is no earlier Sapphire's table: refused
+    ds2 = dataset()
+    client.create_dataset(f"{client.project}.{ds2}")
+    gap = [f for f in bq_schema(TABLES["fills"]) if f.name != "fee_quote"]
+    client.create_table(bigquery.Table(f"{client.project}.{ds2}.fills", schema=gap))
+    with pytest.raises(SchemaMismatchError, match=r"missing=\['fee_quote'\]"):
+        BigQueryBackend(client, ds2, tables=["fills"]).ensure_schema()
+
+
 def test_a_table_with_a_required_column_or_its_own_numeric_scale_is_refused(
     client: bigquery.Client,
 ) -> None:
