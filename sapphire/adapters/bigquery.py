@@ -186,7 +186,7 @@ class BigQueryBackend:
             bigquery.SchemaField(f.name, f.field_type, mode="NULLABLE") for f in want[len(have) :]
         ]
         table.schema = [*table.schema, *added]
-        updated = self._call(
+        updated: bigquery.Table = self._call(
             functools.partial(
                 self.client.update_table,
                 table,
