@@ -16,6 +16,7 @@ retries with backoff: a run asks between steps, and a switch it cannot read halt
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from collections.abc import Callable
@@ -175,20 +176,24 @@ class FirmKillSwitch:
         return sorted(out, key=lambda c: c.ts_ns)
 
     def _command(self, action: str, reason: str, by: str) -> KillState:
-        now = time.time_ns()
-        command = KillCommand(action=action, reason=reason, by=by, ts_ns=now)
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / LOG_FILE, "ab") as log:  # the command first: it is the record
-            log.write(msgspec.json.encode(command) + b"\n")
+        # one command at a time on this root (an operator's trip, a console reset, `sapphire
+        # stop`): the log's order is then the state's, and a command that says it was
+        # applied is the state that stands until the next one
+        with open(self.root / LOG_FILE, "ab") as log:
+            fcntl.flock(log.fileno(), fcntl.LOCK_EX)
+            now = time.time_ns()
+            command = KillCommand(action=action, reason=reason, by=by, ts_ns=now)
+            log.write(msgspec.json.encode(command) + b"\n")  # the command first: the record
             log.flush()
             os.fsync(log.fileno())
-        state = KillState(tripped=action == "trip", reason=reason, by=by, ts_ns=now)
-        atomic_write_bytes(self._path, msgspec.json.encode(state))
-        if self.redis is not None:
-            try:
-                self.redis.apply(command, state)
-            except Exception as exc:
-                raise HalfApplied(self._path, exc) from exc
+            state = KillState(tripped=action == "trip", reason=reason, by=by, ts_ns=now)
+            atomic_write_bytes(self._path, msgspec.json.encode(state))
+            if self.redis is not None:  # in the same order as the file, on this root
+                try:
+                    self.redis.apply(command, state)
+                except Exception as exc:
+                    raise HalfApplied(self._path, exc) from exc
         # what this process just wrote is what its runs answer from now (a console reset
         # must not be undone by the trip read before it)
         self._halt = self._reason(state) if state.tripped else ""

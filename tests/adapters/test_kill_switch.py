@@ -4,7 +4,9 @@ binds at once, and an operator's read (``state``) is always fresh."""
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -60,3 +62,46 @@ def test_the_config_sets_the_interval(tmp_path: Path) -> None:
     raw = {"storage": {"root": str(tmp_path)}, "kill_switch": {"poll_ms": 250}}
     config = msgspec.convert(raw, SystemConfig)
     assert system_kill_switch(config)._poll_s == 0.25
+
+
+def _commands(root: str, action: str, rounds: int, start: Any, done: Any, out: Any) -> None:
+    switch = FirmKillSwitch(Path(root))
+    for k in range(rounds):
+        start.wait()
+        try:
+            getattr(switch, action)("race", "op")
+            out.put((k, action, ""))
+        except Exception as exc:
+            out.put((k, action, repr(exc)))
+        done.wait()
+
+
+def test_commands_at_the_same_moment_each_apply_and_the_last_logged_stands(
+    tmp_path: Path,
+) -> None:
+    # a trip and a reset at once (an operator and the console): both wrote through one
+    # temporary file, and a command said "applied" while the file held the other's state,
+    # or failed with FileNotFoundError, or a torn mix of both landed
+    ctx = multiprocessing.get_context("fork")
+    rounds = 60
+    start, done, out = ctx.Barrier(3), ctx.Barrier(3), ctx.Queue()
+    procs = [
+        ctx.Process(target=_commands, args=(str(tmp_path), a, rounds, start, done, out))
+        for a in ("trip", "reset")
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for _ in range(rounds):
+            start.wait(timeout=30)
+            answers = [out.get(timeout=30), out.get(timeout=30)]
+            assert all(not error for _, _, error in answers), answers
+            switch = FirmKillSwitch(tmp_path)
+            last = switch.history()[-1]
+            assert switch.state().tripped is (last.action == "trip")
+            done.wait(timeout=30)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+    assert len(FirmKillSwitch(tmp_path).history()) == 2 * rounds
+    assert not list(tmp_path.glob(".*.tmp"))  # no writer's temporary left behind
