@@ -11,6 +11,7 @@ import collections
 import importlib
 import itertools
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
@@ -121,8 +122,7 @@ def claim_run(config: SystemConfig, run_id: str) -> Path:
     me = f"{os.uname().nodename} {os.getpid()}"
     for _ in range(2):
         try:
-            with open(marker, "x", encoding="utf-8") as handle:
-                handle.write(me)
+            _create_with(marker, me)
             return marker
         except FileExistsError:
             try:
@@ -130,7 +130,10 @@ def claim_run(config: SystemConfig, run_id: str) -> Path:
             except OSError:
                 owner = ""
             if owner == me or not claim_alive(owner):
-                marker.unlink(missing_ok=True)  # this process's, or a crashed run's
+                # this process's, or a crashed run's: moved aside, never unlinked by name
+                # (two starters taking a dead claim over at once: the second's unlink took
+                # the first's fresh marker, and both ran)
+                _take_over(marker, owner)
                 continue
             raise WiringError(
                 f"run {run_id!r} is running now (started by {owner}, {marker}): choose "
@@ -139,6 +142,40 @@ def claim_run(config: SystemConfig, run_id: str) -> Path:
         except OSError as exc:
             raise WiringError(f"run {run_id!r}: cannot claim {marker}: {exc}") from None
     raise WiringError(f"run {run_id!r}: {marker} keeps coming back: another run took the id")
+
+
+def _create_with(path: Path, content: str) -> None:
+    """Create ``path`` holding ``content`` in one step (FileExistsError if it exists): the
+    content is written to a file of this process's own, then linked to ``path``, which
+    either fails or makes it whole. Created empty then written, a competitor reading it in
+    between saw no owner, took it for a crashed run's and took the id over."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+        os.link(name, path)
+    finally:
+        os.unlink(name)
+
+
+def _take_over(marker: Path, owner: str) -> None:
+    """Remove a dead claim if it is still the one read (``owner``): renamed to a name of
+    this process's own first, then checked; a live claim made meanwhile is put back."""
+    aside = marker.with_name(f".{marker.name}.{os.getpid()}.old")
+    try:
+        os.rename(marker, aside)
+    except FileNotFoundError:
+        return  # another starter took it first: the next try meets its claim
+    try:
+        taken = aside.read_text(encoding="utf-8").strip()
+    except OSError:
+        taken = owner
+    if taken != owner:  # a new claim replaced the dead one between the read and the rename
+        try:
+            os.link(aside, marker)
+        except FileExistsError:
+            pass
+    aside.unlink(missing_ok=True)
 
 
 def run_is_live(folder: Path) -> bool:
