@@ -21,6 +21,10 @@ class CheckpointStore(Protocol):
 
     def load(self, key: str) -> bytes | None: ...
 
+    def create(self, key: str, data: bytes) -> bytes | None:
+        """Write ``key`` only if it does not exist (one writer wins, whole); returns None
+        when this call wrote it, else the value that was there."""
+
 
 class DirectoryCheckpointStore:
     def __init__(self, root: str | Path) -> None:
@@ -52,6 +56,18 @@ class DirectoryCheckpointStore:
         except FileNotFoundError:
             return None
 
+    def create(self, key: str, data: bytes) -> bytes | None:
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.link(tmp, self.root / f"{key}.ckpt")  # fails if it exists; else it is whole
+            return None
+        except FileExistsError:
+            return self.load(key)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
 
 class RedisCheckpointStore:
     def __init__(self, url: str, prefix: str) -> None:
@@ -68,6 +84,11 @@ class RedisCheckpointStore:
     def load(self, key: str) -> bytes | None:
         value = self._client.get(f"{self._prefix}:{key}")
         return value if isinstance(value, bytes) else None
+
+    def create(self, key: str, data: bytes) -> bytes | None:
+        if self._client.set(f"{self._prefix}:{key}", data, nx=True):
+            return None
+        return self.load(key)
 
 
 def make_store(location: str) -> CheckpointStore:

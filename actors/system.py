@@ -172,6 +172,8 @@ def check_run_start(config: SystemConfig, run_id: str, *, resume: bool) -> Path:
             )
         if resume and not existing:
             raise wiring.WiringError(f"run {run_id!r} has no checkpoints to resume from")
+        if config.checkpoint_dir:
+            check_checkpoint_owner(config, run_id, location, resume=resume)
         recorded = wiring.run_folder(config, run_id) / RUN_CONFIG_FILE
         if not resume:
             stored = stored_tables(config.storage, run_id)
@@ -187,6 +189,28 @@ def check_run_start(config: SystemConfig, run_id: str, *, resume: bool) -> Path:
         release_claim(claim)  # a refused start holds no id (a reused pid made it "running")
         raise
     return claim
+
+
+OWNER_KEY = "owner"
+
+
+def check_checkpoint_owner(
+    config: SystemConfig, run_id: str, location: str, *, resume: bool
+) -> None:
+    """An explicit ``checkpoint_dir`` (a folder or Redis) may be shared by several store
+    roots, and is scoped by the run id alone: the location records the store root of the
+    run it holds, made once (one of two starters wins). Runs of one id on two roots shared
+    one set of checkpoints: one crashed, and ``--resume`` on a root where the run never ran
+    stored the other run's results and exited 0."""
+    root = str(Path(config.storage.root).resolve())
+    store = make_store(location)
+    held = store.load(OWNER_KEY) if resume else store.create(OWNER_KEY, root.encode())
+    if held is not None and held.decode() != root:
+        raise wiring.WiringError(
+            f"run {run_id!r}: the checkpoints in {location} are those of the run on storage.root "
+            f"{held.decode()}, not {root}: "
+            + ("resume it with that root" if resume else "choose another run id")
+        )
 
 
 # what a run trades by, recorded at its start: a --resume with another one would store two
