@@ -7,7 +7,7 @@ import sys
 
 from actors import cost
 from actors.report import print_summary
-from actors.system import RunFailed, run_system
+from actors.system import RayStartFailed, RunFailed, run_system
 from sapphire.config.system import ConfigError, load_config
 
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # config, wiring, data and timing errors: one line
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except RunFailed as exc:
+    except (RunFailed, RayStartFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print_summary(result)

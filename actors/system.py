@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -112,15 +113,51 @@ def default_run_id() -> str:
     return time.strftime("run-%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}"
 
 
+class RayStartFailed(RuntimeError):
+    """Ray did not start, or its cluster could not be reached: nothing of the run began."""
+
+
 def ensure_ray(config: SystemConfig) -> bool:
     """Connect to Ray, starting a local cluster where none is given; True when this call
-    initialised Ray (False: it was already)."""
+    initialised Ray (False: it was already). A start that fails is one line
+    (:class:`RayStartFailed`): a busy host's "node timed out during startup" was 30 lines
+    of Ray's traceback."""
     if ray.is_initialized():
         return False
+    try:
+        _init_ray(config)
+    except Exception as exc:
+        if ray.is_initialized():  # half started: what it started goes
+            ray.shutdown()
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise RayStartFailed(f"Ray did not start: {type(exc).__name__}: {first}") from exc
+    return True
+
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _reachable(address: str) -> None:
+    """A cluster address's GCS answers a TCP connect within CONNECT_TIMEOUT_S: Ray itself
+    retries an unreachable one for ever, a warning every few seconds and no error."""
+    host_port = address.split("://", 1)[-1]
+    if host_port in ("auto", "local") or ":" not in host_port:
+        return  # Ray finds those itself
+    host, _, port = host_port.rpartition(":")
+    if not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ConnectionError(f"cluster {address} unreachable ({exc})") from None
+
+
+def _init_ray(config: SystemConfig) -> None:
     address = config.ray.address or os.environ.get("RAY_ADDRESS")
     if address:  # a cluster: given in the config, or by `ray job submit` (RAY_ADDRESS)
+        _reachable(address)
         ray.init(address=address, namespace=config.ray.namespace)
-        return True
+        return
     # A local cluster: Ray's GCS picks a free port (never Redis's 6379); the dashboard and the
     # metrics endpoint stay on loopback unless the config says otherwise.
     ray.init(
@@ -133,7 +170,6 @@ def ensure_ray(config: SystemConfig) -> bool:
     )
     if config.metrics.enabled and not config.metrics.include_dashboard:
         metrics_export.write_scrape_targets()  # Ray's own list needs its dashboard
-    return True
 
 
 def checkpoint_location(config: SystemConfig, run_id: str) -> str:

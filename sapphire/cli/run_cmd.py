@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from actors.report import print_summary
-    from actors.system import RunFailed, default_run_id, run_system
+    from actors.system import RayStartFailed, RunFailed, default_run_id, run_system
     from actors.wiring import WiringError
     from sapphire.adapters.stores import StoreError, store_location
     from sapphire.cli.progress import bar_columns, estimate_events, startup_line
@@ -133,6 +133,9 @@ def _run(args: argparse.Namespace) -> int:
         except RunFailed as exc:  # stopped mid-run: nothing claimed, resumable
             print(f"error: {exc}", file=sys.stderr)
             return 1 if exc.resumable else 2  # 2: the config's data, as sapphire backtest
+        except RayStartFailed as exc:  # nothing of the run began: run it again
+            print(f"error: run {run_id}: {exc}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback; its checkpoints stand
             print(
                 f"\ninterrupted: run {run_id} stopped at its last checkpoint; continue it "

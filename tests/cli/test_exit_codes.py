@@ -345,3 +345,26 @@ def test_a_live_config_under_sapphire_backtest_says_to_run_it(
     assert main(["backtest", "--config", str(config), "--no-progress"]) == 2
     out = " ".join(capsys.readouterr().out.split())
     assert "trades through `sapphire run`" in out and "exchange_id" not in out
+
+
+def test_a_cluster_that_cannot_be_reached_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ray retries an unreachable cluster address for ever (a warning every few seconds);
+    # a start that failed on a busy host was 30 lines of Ray's traceback
+    import socket
+
+    from sapphire.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    config = demo(tmp_path)
+    raw = msgspec.yaml.decode(config.read_bytes())
+    raw["ray"] = {"address": f"127.0.0.1:{port}"}
+    config.write_bytes(msgspec.yaml.encode(raw))
+    assert main(["run", "--config", str(config), "--run-id", "nocluster", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Ray did not start" in err[0] and f"127.0.0.1:{port}" in err[0]
+    assert main(["run", "--config", str(config), "--run-id", "nocluster", "--no-progress"]) == 1
+    assert "is running now" not in capsys.readouterr().err  # the id's claim was released
