@@ -8,10 +8,10 @@ atomic: a crash mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Protocol
+
+from sapphire.storage.parquet_backend import atomic_write_bytes, create_exclusive
 
 
 class CheckpointStore(Protocol):
@@ -32,23 +32,7 @@ class DirectoryCheckpointStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def save(self, key: str, data: bytes, *, durable: bool = False) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                if durable:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            os.replace(tmp, self.root / f"{key}.ckpt")
-            if durable:
-                dir_fd = os.open(self.root, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)  # the rename itself
-                finally:
-                    os.close(dir_fd)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(self.root / f"{key}.ckpt", data, durable=durable)
 
     def load(self, key: str) -> bytes | None:
         try:
@@ -57,16 +41,7 @@ class DirectoryCheckpointStore:
             return None
 
     def create(self, key: str, data: bytes) -> bytes | None:
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.link(tmp, self.root / f"{key}.ckpt")  # fails if it exists; else it is whole
-            return None
-        except FileExistsError:
-            return self.load(key)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        return None if create_exclusive(self.root / f"{key}.ckpt", data) else self.load(key)
 
 
 class RedisCheckpointStore:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import array
 import bisect
 import collections
+import contextlib
 import importlib
 import itertools
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
@@ -40,6 +40,7 @@ from sapphire.kernel.shards import ShardError, Shards, shards_of
 from sapphire.kernel.timing import Clock, Timing
 from sapphire.model.events import AnyMarketEvent
 from sapphire.model.instrument import Instrument
+from sapphire.storage.parquet_backend import create_exclusive
 
 # What a paper venue assumes when the config names no latency: 1 ms to the matching engine
 # and 1 ms back (a co-located client), so the lookahead is 1 ms. Printed with every summary.
@@ -122,7 +123,8 @@ def claim_run(config: SystemConfig, run_id: str) -> Path:
     me = f"{os.uname().nodename} {os.getpid()}"
     for _ in range(2):
         try:
-            _create_with(marker, me)
+            if not create_exclusive(marker, me.encode()):
+                raise FileExistsError(marker)
             return marker
         except FileExistsError:
             try:
@@ -144,20 +146,6 @@ def claim_run(config: SystemConfig, run_id: str) -> Path:
     raise WiringError(f"run {run_id!r}: {marker} keeps coming back: another run took the id")
 
 
-def _create_with(path: Path, content: str) -> None:
-    """Create ``path`` holding ``content`` in one step (FileExistsError if it exists): the
-    content is written to a file of this process's own, then linked to ``path``, which
-    either fails or makes it whole. Created empty then written, a competitor reading it in
-    between saw no owner, took it for a crashed run's and took the id over."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-        os.link(name, path)
-    finally:
-        os.unlink(name)
-
-
 def _take_over(marker: Path, owner: str) -> None:
     """Remove a dead claim if it is still the one read (``owner``): renamed to a name of
     this process's own first, then checked; a live claim made meanwhile is put back."""
@@ -171,10 +159,8 @@ def _take_over(marker: Path, owner: str) -> None:
     except OSError:
         taken = owner
     if taken != owner:  # a new claim replaced the dead one between the read and the rename
-        try:
+        with contextlib.suppress(FileExistsError):
             os.link(aside, marker)
-        except FileExistsError:
-            pass
     aside.unlink(missing_ok=True)
 
 

@@ -87,6 +87,23 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
         _fsync_dir(path.parent)
 
 
+def create_exclusive(path: Path, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` in one step, only if it does not exist (False then):
+    written to a file of this process's own, then linked, which fails or makes it whole. A
+    file created empty and then written is seen empty by a competitor in between."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.link(name, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(name)
+
+
 def partition_dir(table: str, day: str, symbol: str) -> str:
     # percent-encoding keeps "BTC/USDT:USDT" one path segment; polars decodes it on scan
     return f"{table}/date={day}/symbol={quote(symbol, safe='')}"
