@@ -236,15 +236,20 @@ class BaseAgent(Generic[S]):
         open_order = self.core.open_orders.get(report.client_order_id)
         if isinstance(report, OrderFilled):
             signed = int(report.side) * report.qty_lots
-            # a fee the venue kept in lots of the coin (Binance spot buys) is paid in them,
-            # not in cash: its value is in fee_quote, counted once
-            self.core.position_lots += signed - report.fee_lots
+            self.core.position_lots += signed
             # the settlement-asset cash a buy costs (negative for inverse contracts: see
             # Instrument.pnl_value), so cash + position value is PnL for every kind
             notional = self.instrument.pnl_value(report.price_ticks, report.qty_lots)
             self.core.cash_quote -= notional if report.side is Side.BUY else -notional
-            if not report.fee_lots:
-                self.core.cash_quote -= report.fee_quote
+            self.core.cash_quote -= report.fee_quote
+            if report.fee_lots:
+                # lots of the coin the venue kept for its fees (Binance spot buys; fees finer
+                # than a lot carried until they make one): they leave as a sale at the fill
+                # price, as the portfolio books them, so their value is paid once (fee_quote)
+                self.core.position_lots -= report.fee_lots
+                self.core.cash_quote += self.instrument.pnl_value(
+                    report.price_ticks, report.fee_lots
+                )
             self.core.fees_quote += report.fee_quote
             self.core.fills += 1
             self.core.refusals = self.core.retry_at_ns = 0

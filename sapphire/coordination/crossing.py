@@ -90,6 +90,11 @@ class CrossingStats(msgspec.Struct, kw_only=True):
     crossed_lots: int = 0
     # by settlement asset: an inverse leg's BTC and a linear leg's USDT were one sum
     money: dict[str, CrossedMoney] = msgspec.field(default_factory=dict)
+    # the one-sum fields of checkpoints written before ``money``: a pickled struct restores
+    # only with every field it had (read into ``money`` by ``CrossBook.__setstate__``)
+    crossed_notional_quote: Decimal = Decimal(0)
+    taker_fees_avoided_quote: Decimal = Decimal(0)
+    maker_fees_avoided_quote: Decimal = Decimal(0)
     resting_canceled: int = 0
     resting_amended: int = 0
     # lots the venue had traded before the cross reached it: not crossed
@@ -218,6 +223,15 @@ class CrossBook:
         # a checkpoint written before these were kept restores without them
         self._firm_qty, self._crossed, self._failed = {}, {}, {}
         self.__dict__.update(state)
+        st = self.stats
+        if st.crossed_notional_quote or st.taker_fees_avoided_quote or st.maker_fees_avoided_quote:
+            # money summed before it was kept per asset: its asset is not known any more
+            old = st.money.setdefault("", CrossedMoney())
+            old.notional += st.crossed_notional_quote
+            old.taker_fees_avoided += st.taker_fees_avoided_quote
+            old.maker_fees_avoided += st.maker_fees_avoided_quote
+            st.crossed_notional_quote = st.taker_fees_avoided_quote = Decimal(0)
+            st.maker_fees_avoided_quote = Decimal(0)
 
     def forget(self, client_order_id: str) -> None:
         """An order the journal no longer keeps (final for its memory): nothing of it is

@@ -140,3 +140,26 @@ def test_a_fee_kept_in_the_coin_leaves_the_agents_position_not_its_cash() -> Non
     assert agent.core.fees_quote == fee
     # equity at the fill price: the fee's value lost, once
     assert agent.equity_quote(Decimal(0), 6_000_000) == -fee
+
+
+def test_coin_fees_carried_under_a_lot_are_paid_once() -> None:
+    # ten buys each charged a tenth of a lot in the coin: nine carry it (fee_lots 0, the
+    # fee's value in fee_quote), the tenth books the lot; the lot's value was taken a
+    # second time from the agent's cash, and its equity fell by twice the fees
+    import msgspec
+
+    from sapphire.risk.portfolio import Portfolio
+
+    agent = MomentumAgent("m", BTCUSDT, {"fast_span": 2, "slow_span": 5, "threshold_bps": 0.1})
+    portfolio = Portfolio({"BTCUSDT": BTCUSDT})
+    lot_value = BTCUSDT.notional_quote(6_000_000, 1)
+    for k in range(10):
+        intent = agent.order(SEC, Side.BUY, 100)
+        plain = filled("m", intent.client_order_id, SEC, 6_000_000, 100)
+        fill = msgspec.structs.replace(plain, fee_quote=lot_value / 10, fee_lots=1 if k == 9 else 0)
+        agent.on_report(fill, SEC)
+        portfolio.apply_fill(fill)
+    assert agent.core.position_lots == 999
+    equity = agent.equity_quote(Decimal(0), 6_000_000)
+    assert equity == -lot_value  # one lot's value, paid once
+    assert portfolio.total_pnl_quote("m", {"BTCUSDT": 6_000_000.0}) == equity

@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import msgspec
+import pytest
 
 from sapphire.coordination.crossing import CrossBook
 from sapphire.coordination.journal import JournalEntry
@@ -276,3 +277,40 @@ def test_crossed_money_is_kept_per_settlement_asset() -> None:
     assert money["BTC"].notional == Decimal(1000) / 60_000  # 1,000 USD contracts at 60,000
     assert money["USDT"].notional == 2000  # 1 ETH at 2,000
     assert money["USDT"].taker_fees_avoided == Decimal("1.5")
+
+
+class _OldCrossingStats(msgspec.Struct, kw_only=True):
+    """CrossingStats as checkpoints before session 22 pickled it (one sum for all assets)."""
+
+    crosses: int = 0
+    crossed_lots: int = 0
+    crossed_notional_quote: Decimal = Decimal(0)
+    taker_fees_avoided_quote: Decimal = Decimal(0)
+    maker_fees_avoided_quote: Decimal = Decimal(0)
+    resting_canceled: int = 0
+    resting_amended: int = 0
+    failed_lots: int = 0
+    overfill_lots: int = 0
+
+
+def test_a_checkpoint_of_the_one_sum_stats_still_restores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # every coordinator checkpoint pickles its cross book: renaming the stats' fields made
+    # a --resume of any run checkpointed before fail with "Unexpected keyword argument"
+    import pickle
+
+    from sapphire.coordination import crossing
+
+    _OldCrossingStats.__module__ = crossing.__name__
+    _OldCrossingStats.__qualname__ = "CrossingStats"
+    book = CrossBook(0)
+    new = crossing.CrossingStats
+    monkeypatch.setattr(crossing, "CrossingStats", _OldCrossingStats)
+    book.stats = _OldCrossingStats(crosses=2, crossed_notional_quote=Decimal("12.5"))  # type: ignore[assignment]
+    data = pickle.dumps(book)
+    monkeypatch.setattr(crossing, "CrossingStats", new)
+    restored = pickle.loads(data)
+    assert restored.stats.crosses == 2
+    assert restored.stats.money[""].notional == Decimal("12.5")
+    assert restored.stats.crossed_notional_quote == 0
