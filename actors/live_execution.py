@@ -133,6 +133,9 @@ class LiveExecutionActor:
                 self._symbols,
                 sent_before_ns=sent_before,
                 capital_quote=self._capital,
+                # its first start: no checkpointed step (a restart, a --resume) and nothing
+                # journalled (a journal holds only orders still open)
+                fresh=not self._stepper.restored and not self._wal,
             )
         )
         for alert in self._startup:

@@ -432,11 +432,13 @@ class CcxtExchange:
         *,
         sent_before_ns: int = 0,
         capital_quote: Decimal | None = None,
+        fresh: bool = True,
     ) -> list[ExecutionReport | VenueAlert]:
         """Start-up reconciliation, before any new order: ``journal`` holds the orders this
         run wrote ahead of sending them (``sent_before_ns``: wall time of the newest write).
         ``capital_quote``: the run's capital, checked against the account's free balance
-        (``start_balances``).
+        (``start_balances``) where the run is ``fresh`` (its first start: a restarted or
+        resumed run has spent its capital on what it holds).
 
         Raises ccxt's AuthenticationError/PermissionDenied when the key is refused (the
         caller ends the run), and any error the retry policy could not get past."""
@@ -514,7 +516,7 @@ class CcxtExchange:
             "other_runs_left_open": len(other_runs) if policy == "cancel" else 0,
             "balances": sum(1 for v in (balance.get("total") or {}).values() if v),
         }
-        short, held = self._balance_findings(balance, wanted, capital_quote, fresh=not journal)
+        short, held = self._balance_findings(balance, wanted, capital_quote, fresh=fresh)
         counts["capital_short"] = len(short)
         counts["untracked_holdings"] = len(held)
         found = [*short, *held]
@@ -557,11 +559,12 @@ class CcxtExchange:
         *,
         fresh: bool,
     ) -> tuple[list[str], list[str]]:
-        """What the account's balances say against the run (``start_balances``): the
-        settlement assets whose free amount is below ``capital_quote``, and, for a fresh run
-        (nothing journalled), the spot base assets the account holds that the run's
-        positions start without. Derivative positions are not read here."""
-        if self.config.start_balances == "ignore":
+        """What the account's balances say against a fresh run (``start_balances``): the
+        settlement assets whose free amount is below ``capital_quote``, and the spot base
+        assets the account holds (an order step or more) that the run's positions start
+        without. Nothing for a restarted or resumed run. Derivative positions are not read
+        here."""
+        if self.config.start_balances == "ignore" or not fresh:
             return [], []
         free = balance.get("free") or {}
         total = balance.get("total") or {}
@@ -576,12 +579,11 @@ class CcxtExchange:
                     f"{capital_quote.normalize():f}"
                 )
         held: list[str] = []
-        if fresh:
-            bases = sorted({i.base for i in instruments if not i.derivative and i.base})
-            for asset in bases:
-                amount = _decimal(total.get(asset))
-                if amount:
-                    held.append(f"the account holds {amount:f} {asset} this run starts without")
+        steps = {i.base: Decimal(i.lot_size) for i in instruments if not i.derivative and i.base}
+        for asset, step in sorted(steps.items()):
+            amount = _decimal(total.get(asset))
+            if amount >= step:  # dust below an order step (fees' leftovers) trades nothing
+                held.append(f"the account holds {amount:f} {asset} this run starts without")
         return short, held
 
     async def _reconcile_one(

@@ -34,6 +34,7 @@ class Gateway:
         *,
         sent_before_ns: int,
         capital_quote: object = None,
+        fresh: bool = True,
     ) -> list[object]:
         self.sent_before.append(sent_before_ns)
         return []
