@@ -146,6 +146,7 @@ def _reachable(address: str) -> None:
     host, _, port = host_port.rpartition(":")
     if not port.isdigit():
         return
+    host = host.removeprefix("[").removesuffix("]")  # an IPv6 address: [::1]:6380
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:

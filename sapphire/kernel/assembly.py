@@ -8,7 +8,7 @@ from __future__ import annotations
 import array
 import bisect
 import collections
-import contextlib
+import fcntl
 import importlib
 import itertools
 import os
@@ -40,7 +40,7 @@ from sapphire.kernel.shards import ShardError, Shards, shards_of
 from sapphire.kernel.timing import Clock, Timing
 from sapphire.model.events import AnyMarketEvent
 from sapphire.model.instrument import Instrument
-from sapphire.storage.parquet_backend import create_exclusive
+from sapphire.storage.parquet_backend import atomic_write_bytes
 
 # What a paper venue assumes when the config names no latency: 1 ms to the matching engine
 # and 1 ms back (a co-located client), so the lookahead is 1 ms. Printed with every summary.
@@ -109,59 +109,43 @@ def run_folder(config: SystemConfig, run_id: str) -> Path:
 
 
 CLAIM_FILE = "claimed"
+CLAIM_LOCK = ".claim.lock"  # held while a starter reads and writes the claim
 
 
 def claim_run(config: SystemConfig, run_id: str) -> Path:
-    """Claim run id ``run_id`` for this process before its store is opened: a marker made
-    exclusively in the run's folder, naming the host and process. Two runs started under
-    one id (two backtests in one second took the same default id) wrote the same store
-    files, the second's replacing the first's rows, and the second's store recovery deleted
-    the first's staged files. A claim whose process is gone (a crash) is taken over: whether
-    that run left rows or checkpoints is the store's and the checkpoints' check."""
+    """Claim run id ``run_id`` for this process before its store is opened: a marker in the
+    run's folder naming the host and process. Two runs started under one id (two backtests
+    in one second took the same default id) wrote the same store files, the second's
+    replacing the first's rows, and the second's store recovery deleted the first's staged
+    files. A claim whose process is gone (a crash) is taken over: whether that run left rows
+    or checkpoints is the store's and the checkpoints' check.
+
+    Starters of one id take turns under a lock on the run folder (``flock``): the marker is
+    read, judged and written by one of them at a time. Without it, one read a marker still
+    empty and took it for a crashed run's, and two taking a dead claim over at once both
+    ran. A marker that cannot be read (another user's) is taken for a live run's."""
     folder = run_folder(config, run_id)
     marker = folder / CLAIM_FILE
     me = f"{os.uname().nodename} {os.getpid()}"
-    for _ in range(2):
-        try:
-            if not create_exclusive(marker, me.encode()):
-                raise FileExistsError(marker)
-            return marker
-        except FileExistsError:
+    try:
+        with open(folder / CLAIM_LOCK, "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
                 owner = marker.read_text(encoding="utf-8").strip()
-            except OSError:
+            except FileNotFoundError:
                 owner = ""
-            if owner == me or not claim_alive(owner):
-                # this process's, or a crashed run's: moved aside, never unlinked by name
-                # (two starters taking a dead claim over at once: the second's unlink took
-                # the first's fresh marker, and both ran)
-                _take_over(marker, owner)
-                continue
-            raise WiringError(
-                f"run {run_id!r} is running now (started by {owner}, {marker}): choose "
-                "another run id (if that process is gone, on another host, remove the file)"
-            ) from None
-        except OSError as exc:
-            raise WiringError(f"run {run_id!r}: cannot claim {marker}: {exc}") from None
-    raise WiringError(f"run {run_id!r}: {marker} keeps coming back: another run took the id")
-
-
-def _take_over(marker: Path, owner: str) -> None:
-    """Remove a dead claim if it is still the one read (``owner``): renamed to a name of
-    this process's own first, then checked; a live claim made meanwhile is put back."""
-    aside = marker.with_name(f".{marker.name}.{os.getpid()}.old")
-    try:
-        os.rename(marker, aside)
-    except FileNotFoundError:
-        return  # another starter took it first: the next try meets its claim
-    try:
-        taken = aside.read_text(encoding="utf-8").strip()
-    except OSError:
-        taken = owner
-    if taken != owner:  # a new claim replaced the dead one between the read and the rename
-        with contextlib.suppress(FileExistsError):
-            os.link(aside, marker)
-    aside.unlink(missing_ok=True)
+            except OSError as exc:
+                owner = f"an owner this process cannot read ({exc.strerror})"
+            if owner and owner != me and claim_alive(owner):
+                raise WiringError(
+                    f"run {run_id!r} is running now (started by {owner}, {marker}): choose "
+                    "another run id (if that process is gone, on another host, remove the "
+                    "file)"
+                )
+            atomic_write_bytes(marker, me.encode())  # free, this process's, or a dead run's
+            return marker
+    except OSError as exc:
+        raise WiringError(f"run {run_id!r}: cannot claim {marker}: {exc}") from None
 
 
 def run_is_live(folder: Path) -> bool:

@@ -65,6 +65,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# files made through a temporary get the mode a plain open() gives (mkstemp makes them
+# 0600: another user sharing the store root could not read a run's claim or the kill switch)
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Write ``data`` so readers see the old file or the new one, never a torn one. Each
     writer has a temporary file of its own: with one fixed name, two writers at once (two
@@ -74,6 +85,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(name)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             if durable:
@@ -94,6 +106,7 @@ def create_exclusive(path: Path, data: bytes) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.link(name, path)

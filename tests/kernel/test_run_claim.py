@@ -51,3 +51,12 @@ def test_of_starters_at_one_moment_one_claims_the_id(tmp_path: Path, dead_claim:
             p.join(timeout=30)
         answers = sorted(out.get(timeout=5) for _ in range(starters))
         assert answers == ["claimed"] + ["refused"] * (starters - 1), (trial, answers)
+
+
+def test_a_claim_is_readable_as_a_plain_file_is(tmp_path: Path) -> None:
+    # made through a temporary file, the claim was 0600: another user sharing the store
+    # root could not read it, took it for a crashed run's and took the live run's id over
+    mask = os.umask(0)
+    os.umask(mask)
+    marker = claim_run(parse_config({"storage": {"root": str(tmp_path)}}), "modes")
+    assert marker.stat().st_mode & 0o777 == 0o666 & ~mask
