@@ -153,8 +153,8 @@ class AgentActor(RoundLeaf):
         started = time.perf_counter()
         events = decode_events(events_data)
         llm_records: list[Any] = []
+        symbol = getattr(self.agent, "symbol", events[0].symbol if events else "")
         if self._llm is not None and events:
-            symbol = getattr(self.agent, "symbol", events[0].symbol)
             llm_records = self._llm.collect(self.agent, symbol, events[0].ts_event_ns)
         reports = {
             agent_id: decode_messages(data)
@@ -165,7 +165,6 @@ class AgentActor(RoundLeaf):
             # what the agent decided in this step (a model answer used or dropped, its
             # fallbacks) is stored with this step: asked for at the next step only, a
             # run's last step's decisions were never stored
-            symbol = getattr(self.agent, "symbol", events[0].symbol if events else "")
             llm_records += self._llm.take_outcomes(self.agent, symbol)
             self._llm.submit(self.agent.drain_requests())  # type: ignore[attr-defined]
             tiers = self._llm.tiers

@@ -21,6 +21,7 @@ import msgspec
 from actors import metrics
 from actors.cache import redis_level
 from sapphire.adapters.redis_cache import RedisCache
+from sapphire.cli import one_line
 from sapphire.config.redis import RedisConfig
 from sapphire.llm.prompt import DecisionPrompt
 from sapphire.storage.records import LlmDecisionRecord
@@ -280,8 +281,7 @@ class LlmBridge:
 def _error_line(exc: BaseException) -> str:
     """``error: <type>: <first line>`` of what a client raised (Serve's messages run to
     several lines), at most 300 characters as the client's own errors."""
-    lines = str(exc).strip().splitlines()
-    return f"error: {type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+    return f"error: {type(exc).__name__}: {one_line(exc)}"[:300]
 
 
 def _outcome(r: LlmDecisionRecord) -> str:

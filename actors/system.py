@@ -32,6 +32,7 @@ from actors.live_execution import LiveExecutionActor
 from actors.market_data import MarketDataActor
 from actors.storage_sink import StorageSinkActor
 from sapphire.adapters.stores import store_location, stored_tables
+from sapphire.cli import one_line
 from sapphire.config.system import SystemConfig, check_run_id
 from sapphire.kernel.runner import NoEventsError
 from sapphire.storage.cache import cache_summary
@@ -129,7 +130,7 @@ def ensure_ray(config: SystemConfig) -> bool:
     except Exception as exc:
         if ray.is_initialized():  # half started: what it started goes
             ray.shutdown()
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        first = one_line(exc)[:300]
         raise RayStartFailed(f"Ray did not start: {type(exc).__name__}: {first}") from exc
     return True
 

@@ -112,13 +112,6 @@ class CcxtGatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
             raise ValueError("timeout_ms and recv_window_ms must be > 0, settle_margin_ms >= 0")
 
 
-def _decimal(amount: object) -> Decimal:
-    """A ccxt balance (a float, a string or None) as the Decimal it prints as: 100000.0 is
-    100000, never 1E+5."""
-    value = Decimal(str(amount or 0)).normalize()
-    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value
-
-
 class CcxtExchange:
     """Implements :class:`sapphire.exchange.gateway.AsyncExecutionGateway` over ccxt."""
 
@@ -525,25 +518,17 @@ class CcxtExchange:
         listed = ", ".join(f"{o.get('clientOrderId') or o.get('id')}" for _, o in unknown[:5])
         if found:
             log.warning("start-up balances: %s", "; ".join(found))
-        message = "; ".join(
-            [
-                *(
-                    [
-                        f"{len(unknown)} open order(s) at the venue not in this run's journal "
-                        f"({listed}); policy unknown_orders=halt: trading halted (cancel them, "
-                        "or set exchange.params.unknown_orders: cancel)"
-                    ]
-                    if halt_orders
-                    else [", ".join(f"{k} {v}" for k, v in counts.items())]
-                ),
-                *found,
-                *(
-                    ["policy start_balances=halt: trading halted"]
-                    if found and self.config.start_balances == "halt"
-                    else []
-                ),
-            ]
-        )
+        parts = [
+            f"{len(unknown)} open order(s) at the venue not in this run's journal ({listed}); "
+            "policy unknown_orders=halt: trading halted (cancel them, or set "
+            "exchange.params.unknown_orders: cancel)"
+            if halt_orders
+            else ", ".join(f"{k} {v}" for k, v in counts.items()),
+            *found,
+        ]
+        if found and self.config.start_balances == "halt":
+            parts.append("policy start_balances=halt: trading halted")
+        message = "; ".join(parts)
         out.append(
             VenueAlert(
                 ts_event_ns=now, kind="reconciled", message=message, halt=halt, counts=counts
@@ -572,7 +557,7 @@ class CcxtExchange:
         short: list[str] = []
         settle = sorted({i.settle_asset for i in instruments if i.settle_asset})
         if capital_quote is not None and len(settle) == 1:  # one asset the capital is in
-            have = _decimal(free.get(settle[0]))
+            have = Decimal(cv.decimal_text(free.get(settle[0])))
             if have < capital_quote:
                 short.append(
                     f"free {settle[0]} {have:f} is below the run's capital_quote "
@@ -581,7 +566,7 @@ class CcxtExchange:
         held: list[str] = []
         steps = {i.base: Decimal(i.lot_size) for i in instruments if not i.derivative and i.base}
         for asset, step in sorted(steps.items()):
-            amount = _decimal(total.get(asset))
+            amount = Decimal(cv.decimal_text(total.get(asset)))
             if amount >= step:  # dust below an order step (fees' leftovers) trades nothing
                 held.append(f"the account holds {amount:f} {asset} this run starts without")
         return short, held
