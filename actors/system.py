@@ -433,7 +433,10 @@ def start_system(
                 HostedAgent(
                     spec.id,
                     wiring.agent_builder(
-                        spec, instruments[spec.symbol], shards.legs(spec.id, instruments)
+                        spec,
+                        instruments[spec.symbol],
+                        shards.legs(spec.id, instruments),
+                        checked=True,  # by check_agents above, on these legs
                     ),
                     *((llm_app, llm_timeout_s) if spec.id in asking else ("", None)),
                 )

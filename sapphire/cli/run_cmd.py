@@ -55,12 +55,10 @@ def _check_agents(config: Any) -> None:
     """What ``sapphire backtest`` checks as it builds its kernel: the data's instruments and
     every agent (kind, params, symbol), before Ray starts: a mistyped kind was found only
     after Ray was up. Raises the kernel's ``WiringError``."""
-    from sapphire.kernel.assembly import agent_builder, check_agents, load_instruments
+    from sapphire.kernel.assembly import check_agents, load_instruments
 
-    instruments = load_instruments(config.data)
-    check_agents(config, instruments)
-    for spec in config.agents:  # built and dropped: the actors build their own
-        agent_builder(spec, instruments[spec.symbol], instruments)
+    # each agent built once and dropped: the actors build their own
+    check_agents(config, load_instruments(config.data))
 
 
 def _run(args: argparse.Namespace) -> int:

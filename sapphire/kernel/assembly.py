@@ -753,10 +753,17 @@ def _checked_build(
 
 
 def agent_builder(
-    spec: AgentSpec, instrument: Instrument, instruments: Mapping[str, Instrument] | None = None
+    spec: AgentSpec,
+    instrument: Instrument,
+    instruments: Mapping[str, Instrument] | None = None,
+    *,
+    checked: bool = False,
 ) -> AgentBuilder:
+    """``checked``: :func:`check_agents` built this agent on these legs already (an
+    agent's build can be costly, a user's class or a model client: once at start-up)."""
     legs = dict(instruments or {})
-    _checked_build(spec, instrument, legs)  # fail fast on a bad config, before any actor
+    if not checked:
+        _checked_build(spec, instrument, legs)  # fail fast on a bad config, before any actor
     return AgentBuilder(spec, instrument, legs)
 
 
@@ -797,8 +804,10 @@ def venue_kind(shard: int) -> str:
 
 
 def check_agents(config: SystemConfig, instruments: dict[str, Instrument]) -> frozenset[str]:
-    """Checks the agents against the data (each built once, and dropped); returns the ids of
-    those that ask a language model (:func:`asks_model`), whatever their kind is named."""
+    """Checks the agents against the data (each built once on the legs of its shard, as
+    its runner builds it, and dropped: the runner's ``agent_builder(..., checked=True)``
+    does not build it again); returns the ids of those that ask a language model
+    (:func:`asks_model`), whatever their kind is named."""
     asking: set[str] = set()
     for spec in config.agents:
         if spec.symbol not in instruments:
@@ -806,7 +815,10 @@ def check_agents(config: SystemConfig, instruments: dict[str, Instrument]) -> fr
                 f"agent {spec.id}: symbol {spec.symbol!r} not in the data's instruments "
                 f"{sorted(instruments)}"
             )
-        if not asks_model(_checked_build(spec, instruments[spec.symbol], instruments)):
+    run_shards = shards(config, instruments)
+    for spec in config.agents:
+        legs = run_shards.legs(spec.id, instruments)
+        if not asks_model(_checked_build(spec, instruments[spec.symbol], legs)):
             continue
         if spec.host:
             # its decisions arrive between steps through a bridge of its own actor

@@ -26,6 +26,7 @@ import msgspec
 
 from sapphire.agents.base import AgentOutput
 from sapphire.coordination.core import Command, CoordinatorCore, StepResult
+from sapphire.coordination.crossing import CrossedMoney
 from sapphire.kernel.agents import report_time
 from sapphire.kernel.rows import StepRows
 from sapphire.kernel.timing import Timing, Window, split_visible
@@ -504,9 +505,10 @@ class CoordinatorStage:
         if core.crossing == "internal":
             out |= {"crosses": st.crosses, "crossed_lots": st.crossed_lots}
             # money per settlement asset, never summed across them; one asset (the usual
-            # case) keeps the plain names, several name theirs ("... BTC")
-            for asset, m in sorted(st.money.items()):
-                unit = "" if len(st.money) == 1 else f" {asset}"
+            # case) keeps the plain names, several name theirs ("... BTC"); none crossed:
+            # the plain names at zero (rows absent read as "not measured")
+            for asset, m in sorted(st.money.items()) or [("", CrossedMoney())]:
+                unit = "" if len(st.money) <= 1 else f" {asset}"
                 out |= {
                     f"crossed_notional_quote{unit}": money(m.notional),
                     f"fees_saved_quote{unit}": money(m.taker_fees_avoided + m.maker_fees_avoided),

@@ -110,6 +110,7 @@ class InProcessKernel:
                     spec,
                     self.instruments[spec.symbol],
                     self.shards.legs(spec.id, self.instruments),
+                    checked=True,
                 )()
                 for spec in config.agents
             ]

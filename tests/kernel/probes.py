@@ -147,3 +147,14 @@ def traded(kernel: Any) -> tuple[Any, ...]:
         summary["orders_by_status"],
         summary["risk_rejections"],
     )
+
+
+BUILDS: list[str] = []  # one agent id per construction of a CountedAgent, in this process
+
+
+class CountedAgent(ProbeAgent):
+    """A probe that records each time it is built (a user's agent may be costly to build)."""
+
+    def __init__(self, agent_id: str, instrument: Instrument, params: dict[str, Any]) -> None:
+        BUILDS.append(agent_id)
+        super().__init__(agent_id, instrument, params)

@@ -318,3 +318,15 @@ def test_internal_crossing_needs_the_paper_venue() -> None:
     raw["coordinator"] = {"crossing": "internal"}
     with pytest.raises(ConfigError, match=r"coordinator\.crossing"):
         parse_config(raw)
+
+
+def test_a_run_without_crosses_shows_the_crossing_rows_at_zero() -> None:
+    """No cross yet: the summary says 0 crossed and 0 saved (absent rows read as "not
+    measured" to a trader comparing two runs)."""
+    raw = msgspec.to_builtins(demo("internal"))
+    raw["data"]["max_events"] = 50
+    _, summary, _ = run(parse_config(raw))
+    crossing = summary["crossing"]
+    assert crossing["crosses"] == 0
+    for key in ("crossed_notional_quote", "fees_saved_quote", "taker_fees_saved_quote"):
+        assert Decimal(crossing[key]) == 0, key
