@@ -42,6 +42,7 @@ from sapphire.model.orders import (
 )
 from sapphire.risk.portfolio import FirmPnl, PositionState
 from sapphire.storage.records import PnlSnapshot
+from sapphire.storage.schemas import round_money
 
 _NEVER = 1 << 62
 
@@ -50,8 +51,13 @@ _CENT_MILLIONTH = Decimal("0.00000001")
 _CENT = Decimal("0.01")
 
 
-def money(value: Decimal) -> str:
-    """Cash for people: 8 decimals (a satoshi of any quote), no exponent, no 28-digit tails."""
+def money(value: Decimal, asset: str = "") -> str:
+    """Cash for people, no exponent, no 28-digit tails: at the stored scale of ``asset``
+    (``quote_scale``: 8 decimals for USDT and BTC, 9 for ETH), as the tables and the report
+    show it; 8 decimals where no asset is named. ETH rounded to 8 here and printed to 9 read
+    -0.003470670 where its stored row says -0.003470666."""
+    if asset:
+        return f"{round_money(value, asset):f}"
     # half-even as the stored tables round (never the ambient context a library may change)
     return f"{value.quantize(_CENT_MILLIONTH, rounding=ROUND_HALF_EVEN):f}"
 
@@ -433,15 +439,16 @@ class CoordinatorStage:
             for agent_id, symbol in sorted(self.agent_symbols.items())
             if (agent_id, symbol) not in traded
         }
+        settle = {s: i.settle_asset for s, i in self.core.instruments.items()}
         return rows | {
             f"{agent_id}/{symbol}": {
                 "position_lots": state.qty_lots,
                 "traded_lots": state.traded_lots,
-                "realized_quote": money(state.realized_pnl_quote),
-                "fees_quote": money(state.fees_quote),
-                "funding_quote": money(state.funding_quote),
-                "unrealized_quote": money(unreal),
-                "pnl_quote": money(pnl),
+                "realized_quote": money(state.realized_pnl_quote, settle.get(symbol, "")),
+                "fees_quote": money(state.fees_quote, settle.get(symbol, "")),
+                "funding_quote": money(state.funding_quote, settle.get(symbol, "")),
+                "unrealized_quote": money(unreal, settle.get(symbol, "")),
+                "pnl_quote": money(pnl, settle.get(symbol, "")),
                 **self._units(symbol, pnl),
             }
             for (agent_id, symbol), state, unreal, pnl in self._positions()
@@ -510,10 +517,12 @@ class CoordinatorStage:
             for asset, m in sorted(st.money.items()) or [("", CrossedMoney())]:
                 unit = "" if len(st.money) <= 1 else f" {asset}"
                 out |= {
-                    f"crossed_notional_quote{unit}": money(m.notional),
-                    f"fees_saved_quote{unit}": money(m.taker_fees_avoided + m.maker_fees_avoided),
-                    f"taker_fees_saved_quote{unit}": money(m.taker_fees_avoided),
-                    f"maker_fees_saved_quote{unit}": money(m.maker_fees_avoided),
+                    f"crossed_notional_quote{unit}": money(m.notional, asset),
+                    f"fees_saved_quote{unit}": money(
+                        m.taker_fees_avoided + m.maker_fees_avoided, asset
+                    ),
+                    f"taker_fees_saved_quote{unit}": money(m.taker_fees_avoided, asset),
+                    f"maker_fees_saved_quote{unit}": money(m.maker_fees_avoided, asset),
                 }
             out |= {
                 "resting_canceled": st.resting_canceled,
@@ -551,18 +560,21 @@ class CoordinatorStage:
         agents = sorted({key.partition("/")[0] for key in self.agent_rows()})
         return {
             "agents": {
-                a: {asset: money(v) for asset, v in sorted(risk.daily_pnl_by_asset(a).items())}
+                a: {
+                    asset: money(v, asset)
+                    for asset, v in sorted(risk.daily_pnl_by_asset(a).items())
+                }
                 for a in agents
             },
-            "firm": money(risk.firm_daily_pnl().total),
+            "firm": money(risk.firm_daily_pnl().total, self.core.portfolio.reporting_asset),
         }
 
     def firm_summary(self) -> dict[str, Any]:
         firm = self.firm_pnl()
         out: dict[str, Any] = {
             "asset": firm.asset,
-            "total": money(firm.total),
-            "by_asset": {a: money(v) for a, v in sorted(firm.by_asset.items())},
+            "total": money(firm.total, firm.asset),
+            "by_asset": {a: money(v, a) for a, v in sorted(firm.by_asset.items())},
             "rates": {a: f"{v:f}" for a, v in sorted(firm.rates.items())},
             "partial": firm.partial,
         }

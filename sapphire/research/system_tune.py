@@ -173,15 +173,19 @@ def run_window(dataset: SystemDataset, params: dict[str, Any], window: Window) -
     kernel = InProcessKernel(config, "tune", events=iter(dataset.events()))
     kernel.run()
     agent = dataset.agent_id
-    summary = kernel.summary()
-    pnl = sum(
-        (
-            Decimal(row["pnl_quote"])
-            for key, row in summary["agents"].items()
-            if key.split("/", 1)[0] == agent
-        ),
-        Decimal(0),
-    )
+    # the agent's PnL in the firm's currency, the one its capital is in: a leg settled in
+    # another asset (a basis agent's inverse BTC leg beside a USDT one) converted at its
+    # mark, as the run's "firm PnL" is; added as it was, 0.000002 BTC read as USDT
+    core = kernel.coordinator.core
+    marks = core.marks.marks
+    portfolio = core.portfolio
+    firm = portfolio.convert(portfolio.pnl_by_asset(agent, marks), marks)
+    if firm.missing:
+        raise ConfigError(
+            f"agent {agent}: its PnL in {', '.join(firm.missing)} has no price in "
+            f"{firm.asset} in this window's data, so it cannot be scored against its capital"
+        )
+    pnl = firm.total
     capital = allocate_capital(
         Decimal(config.capital_quote), {a.id: a.weight for a in config.agents}
     )[agent]
@@ -189,11 +193,26 @@ def run_window(dataset: SystemDataset, params: dict[str, Any], window: Window) -
     equity = [float(capital)]
     interval_ns = int(config.storage.pnl_interval_s * 1e9)
     if "pnl" in rows:
+        # each row in its leg's settlement asset, converted as above (the rows carry no
+        # mark: a leg in another asset is converted at the window's last rate, its Sharpe
+        # exact only in the firm's own currency)
+        settle = {s: i.settle_asset for s, i in kernel.instruments.items()}
+        rate = {a: float(r) for a, r in firm.rates.items()} | {firm.asset: 1.0}
         curve = (
             rows["pnl"]
             .filter(pl.col("agent_id") == agent)
+            .with_columns(
+                (
+                    pl.col("equity_quote").cast(pl.Float64)
+                    * pl.col("symbol").replace_strict(
+                        {s: rate.get(a, 1.0) for s, a in settle.items()},
+                        default=1.0,
+                        return_dtype=pl.Float64,
+                    )
+                ).alias("equity_quote")
+            )
             .group_by("ts_ns", maintain_order=True)
-            .agg(pl.col("equity_quote").cast(pl.Float64).sum())
+            .agg(pl.col("equity_quote").sum())
             .sort("ts_ns")
         )
         equity += [float(capital) + v for v in curve["equity_quote"].to_list()]

@@ -233,3 +233,72 @@ def test_cross_venue_summary_prints_one_firm_figure_in_usdt(tmp_path: Path) -> N
     # the printed per-asset figures are rounded to 8 decimals: a BTC rounding of 5e-9 BTC
     # is worth about 0.0003 USDT at this price
     assert abs(got - (per_asset["BTC"] * price + per_asset["USDT"])) < Decimal("0.001")
+
+
+KRAKEN_ETH = (
+    '{"symbol":"PI_ETHUSD","venue":"KRAKENF","kind":"inverse_perpetual","base":"ETH",'
+    '"quote":"USD","tick_size":"0.05","lot_size":"1","min_qty":"1","max_qty":"0",'
+    '"min_notional":"0","maker_fee_bps":"2","taker_fee_bps":"5","contract_size":"1",'
+    '"settle":"ETH"}'
+)
+
+
+@pytest.mark.skipif(
+    not data_path("shared:book/cryptofeed_kraken-futures_inverse_ws_2021-07-22.log.gz").exists(),
+    reason="shared recorded data not present",
+)
+def test_the_screen_shows_eth_money_at_its_stored_scale(tmp_path: Path) -> None:
+    """ETH is stored to 9 decimals: the screen rounded it to 8 and printed 9 digits, so
+    -0.003470666 in the tables read -0.003470670 on the screen."""
+    from sapphire.config.system import parse_config
+    from sapphire.kernel.runner import InProcessKernel
+    from sapphire.storage.schemas import quote_scale, round_money
+
+    (tmp_path / "eth.json").write_text(KRAKEN_ETH)
+    config = parse_config(
+        {
+            "data": {
+                "source": "files",
+                "files": ["shared:book/cryptofeed_kraken-futures_inverse_ws_2021-07-22.log.gz"],
+                "instrument_files": [str(tmp_path / "eth.json")],
+            },
+            "agents": [
+                {
+                    "id": "mom",
+                    "kind": "momentum",
+                    "symbol": "PI_ETHUSD",
+                    "params": {
+                        "order_lots": 3000,
+                        "allow_short": True,
+                        "fast_span": 3,
+                        "slow_span": 10,
+                        "threshold_bps": 0.05,
+                    },
+                }
+            ],
+            "capital_quote": "100000000",
+            "risk": {
+                "price_band_bps": 100,
+                "default_agent": {
+                    "max_position_lots": 100000,
+                    "max_notional_quote": "100",
+                    "max_order_lots": 20000,
+                    "max_orders_per_second": 50,
+                },
+            },
+            "exchange": {"kind": "paper", "params": {"balances": {"ETH": "100", "USD": "0"}}},
+            "storage": {"root": str(tmp_path / "runs")},
+        }
+    )
+    kernel = InProcessKernel(config, "eth-scale")
+    kernel.run()
+    (row,) = kernel.summary()["agents"].values()
+    assert row["unit"] == "ETH" and quote_scale("ETH") == 9
+    core = kernel.coordinator.core
+    state = core.portfolio.positions[("mom", "PI_ETHUSD")]
+    assert state.traded_lots > 0
+    exact = {"realized_quote": state.realized_pnl_quote, "fees_quote": state.fees_quote}
+    for key, value in exact.items():
+        assert row[key] == f"{round_money(value, 'ETH'):f}", key
+        assert len(row[key].partition(".")[2]) == 9, key
+    assert any(row[k][-1] != "0" for k in exact)  # a ninth digit, not an 8-dp figure padded

@@ -53,3 +53,45 @@ def test_a_bar_systems_ratios_are_annualised_at_its_bar_interval(tmp_path: Path)
     )
     assert window.interval_ns == 60_000_000_000  # one row a 1 m bar
     assert len(window.equity) > 100
+
+
+def test_an_agent_with_legs_in_two_assets_is_scored_in_the_firms_currency(
+    tmp_path: Path,
+) -> None:
+    """The cross-venue basis agent's inverse leg settles in BTC, its hedge in USDT: its
+    score is the firm's figure (BTC at its mark plus USDT), never 0.000002 BTC read as
+    USDT."""
+    from decimal import Decimal
+
+    from sapphire.kernel.assembly import data_path
+
+    if not data_path("shared:book/cryptofeed_bybit_inverse_ws_2021-04-17.log.gz").exists():
+        import pytest
+
+        pytest.skip("shared recorded data not present")
+    raw = msgspec.yaml.decode((REPO_ROOT / "configs" / "demo_cross_venue.yaml").read_bytes())
+    raw["storage"] = {"root": str(tmp_path)}
+    for venue in raw["data"]["venues"]:
+        venue["instrument_files"] = [str(REPO_ROOT / f) for f in venue["instrument_files"]]
+    dataset = system_tune.load_system(raw, "basis")
+    window = system_tune.run_window(dataset, {}, dataset.span)
+
+    kernel = InProcessKernel(parse_config(raw), "basis-check")
+    kernel.run()
+    settle = {s: i.settle_asset for s, i in kernel.instruments.items()}
+    by_asset: dict[str, Decimal] = {}
+    for key, row in kernel.summary()["agents"].items():
+        agent, _, symbol = key.partition("/")
+        if agent == "basis":
+            asset = settle[symbol]
+            by_asset[asset] = by_asset.get(asset, Decimal(0)) + Decimal(row["pnl_quote"])
+    assert set(by_asset) == {"BTC", "USDT"}
+    assert by_asset["BTC"] != 0
+    btc_price = kernel.coordinator.firm_pnl().rates["BTC"]
+    assert 50_000 < btc_price < 70_000
+    # the summary's rows are rounded to 8 decimals: 5e-9 BTC is ~0.0003 USDT here
+    want = by_asset["BTC"] * btc_price + by_asset["USDT"]
+    assert abs(window.pnl_quote - want) < Decimal("0.001")
+    assert abs(window.pnl_quote - sum(by_asset.values())) > Decimal("0.01")
+    # the curve ends at the same figure (its last point: capital plus the converted equity)
+    assert abs(window.equity[-1] - float(window.capital + window.pnl_quote)) < 0.01
