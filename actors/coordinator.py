@@ -482,9 +482,10 @@ class CoordinatorActor:
             )
         events_data, window, _ = batch  # the coordinator stage counts the window's rows
         if self.shards.count > 1:
-            # each shard's venue and agents get that shard's events (a replay: live is one
-            # shard); the coordinator stage below runs every event
-            assert events is not None
+            # each shard's venue and agents get that shard's events; the coordinator stage
+            # below runs every event (a live feed's window comes encoded: read here once)
+            if events is None:
+                events = decode_events(events_data)
             shard_events = [encode_events(e) for e in self.shards.events(events)]
         else:
             shard_events = [events_data]

@@ -147,3 +147,78 @@ def test_a_run_whose_venue_was_never_reached_fails(
         double.stop()
     assert result.failure.startswith("the venue was never reached: venue start-up failed")
     assert result.summary["fills"] == 0
+
+
+def test_a_live_feed_feeds_each_shard_its_own_symbols(
+    ray_live: None, shared_data: Path, tmp_path: Path
+) -> None:
+    """A live feed with the paper venue, sharded by symbol: each shard's venue and agents get
+    their symbols' events (the coordinator failed its first step on an assertion that a
+    live run is one shard, and a resume failed the same way)."""
+    import json
+
+    import ccxt.pro
+
+    from sapphire.adapters.binance_venue import BinanceVenue
+    from sapphire.data.instruments import instrument_json, load_exchange_info
+    from sapphire.data.registry import open_stream
+    from sapphire.exchange.config import PaperExchangeBuilder
+    from sapphire.model import Trade
+    from tests.actors.double_thread import DoubleThread
+    from tests.actors.live_env import INFO
+
+    # the double lists BTCUSDT and an ETHUSDT made from it (its exchangeInfo entry renamed)
+    info = json.loads((shared_data / INFO).read_text())
+    (btc_entry,) = [s for s in info["symbols"] if s["symbol"] == "BTCUSDT"]
+    info["symbols"] = [btc_entry, {**btc_entry, "symbol": "ETHUSDT", "baseAsset": "ETH"}]
+    info_path = tmp_path / "info.json"
+    info_path.write_text(json.dumps(info))
+    listed = load_exchange_info(info_path)
+    inst_file, eth_file = tmp_path / "btcusdt.json", tmp_path / "ethusdt.json"
+    inst_file.write_bytes(instrument_json(listed["BTCUSDT"]))
+    eth_file.write_bytes(instrument_json(listed["ETHUSDT"]))
+    builder = PaperExchangeBuilder().instrument(listed["BTCUSDT"]).instrument(listed["ETHUSDT"])
+    for asset, amount in (("USDT", "100000"), ("BTC", "1"), ("ETH", "1")):
+        builder = builder.balance(asset, amount)
+    double = DoubleThread(BinanceVenue(builder.config(), info))
+    inst = listed["BTCUSDT"]
+    trades = [e for e in open_stream(sample.sample_paths().trades, inst) if isinstance(e, Trade)]
+    trades = trades[:100]
+    urls = double.double.ccxt_urls(ccxt.pro.binance().urls["api"])
+    config = parse_config(
+        {
+            "data": {
+                "source": "ccxt",
+                "instrument_files": [str(inst_file), str(eth_file)],
+                "live": {"api_urls": urls, "max_wait_s": 0.5},
+                "batch_events": 50,
+                "max_events": len(trades),
+            },
+            "agents": [
+                {"id": "mom_btc", "kind": "momentum", "symbol": "BTCUSDT"},
+                {"id": "mom_eth", "kind": "momentum", "symbol": "ETHUSDT"},
+            ],
+            "exchange": {
+                "kind": "paper",
+                "params": {"balances": {"USDT": "100000", "BTC": "1", "ETH": "1"}},
+            },
+            "storage": {"root": str(tmp_path / "runs"), "flush_interval_s": 0.2},
+            "shards": [{"symbols": ["BTCUSDT"]}, {"symbols": ["ETHUSDT"]}],
+        }
+    )
+    handles = start_system(config, "live-shards")
+    try:
+        step = drive(handles, max_steps=1)  # connects the feed (nothing published yet)
+        deadline = 100
+        while double.subscribers("btcusdt@trade") == 0 and deadline:
+            time.sleep(0.1)
+            deadline -= 1
+        double.publish_trades(inst, trades)
+        step = drive(handles, start_step=step, max_steps=40)
+        result = finish(handles, step, 0.0)
+        seen = {a: ray.get(h.stats.remote(a))["events_seen"] for a, h in handles.agents.items()}
+    finally:
+        shutdown_system(handles)
+        double.stop()
+    assert result.summary["counters"]["events"] == len(trades)
+    assert seen == {"mom_btc": len(trades), "mom_eth": 0}, seen
