@@ -16,6 +16,18 @@ from sapphire.model.instrument import Instrument, InstrumentKind
 from sapphire.model.orders import OrderFilled, Position
 
 _ZERO = Decimal(0)
+# The grid a position's cost is kept on (price units x lots): 1e-30 of a tick-lot, far below
+# what any money figure shows (28 significant digits, 8-9 decimals stored). An exact
+# Fraction grew without bound while a position never went flat: each partial close scaled
+# it by remaining/qty and each inverse fill added a 1/price, so by 100k fills its
+# denominator had 26,735 bits and a fill or a mark cost milliseconds.
+_COST_GRID = 10**30
+
+
+def _on_grid(cost: Fraction) -> Fraction:
+    if _COST_GRID % cost.denominator == 0:
+        return cost  # already on it (every linear add: whole tick-lots)
+    return Fraction(round(cost * _COST_GRID), _COST_GRID)
 # Dollar assets read at par with each other when converting a coin to the firm's currency:
 # an inverse BTCUSD contract's price (USD per BTC) is the only BTC price a COIN-M run may
 # have, and the stablecoin/USD basis (a few bps) is far below what a firm loss limit means.
@@ -126,7 +138,8 @@ def convert(
 class PositionState(msgspec.Struct, kw_only=True):
     qty_lots: int = 0
     # Total cost in price-unit lots (tick-lots for linear; -lots/ticks for inverse), as a
-    # Fraction so partial closes keep the average entry exact.
+    # Fraction on a 1e-30 grid (``_COST_GRID``): partial closes keep the average entry as
+    # exact as any figure shows it, at a bounded cost.
     cost_ticklots: Fraction = Fraction(0)
     realized_pnl_quote: Decimal = _ZERO
     fees_quote: Decimal = _ZERO
@@ -170,23 +183,30 @@ class Portfolio:
     def _move(inst: Instrument, state: PositionState, signed: int, price_ticks: int) -> None:
         if state.qty_lots == 0 or (state.qty_lots > 0) == (signed > 0):
             state.qty_lots += signed
-            state.cost_ticklots += signed * inst.price_units(price_ticks)
+            state.cost_ticklots = _on_grid(
+                state.cost_ticklots + signed * inst.price_units(price_ticks)
+            )
             return
         # Reducing (and possibly flipping): realize PnL on the closed part at the average entry.
         closing = min(abs(signed), abs(state.qty_lots))
         direction = 1 if state.qty_lots > 0 else -1
-        avg_cost_per_lot = state.cost_ticklots / state.qty_lots
         exit_units = inst.price_units(price_ticks)
-        pnl_ticklots = (exit_units - avg_cost_per_lot) * closing * direction
-        state.realized_pnl_quote += inst.money(_to_decimal(pnl_ticklots))
         remaining_old = state.qty_lots - direction * closing
         if remaining_old == 0:
+            pnl_ticklots = exit_units * state.qty_lots - state.cost_ticklots
             flipped = signed + direction * closing
             state.qty_lots = flipped
-            state.cost_ticklots = flipped * exit_units
+            state.cost_ticklots = _on_grid(flipped * exit_units)
         else:
-            state.cost_ticklots = avg_cost_per_lot * remaining_old
+            # the cost the closed lots release is what the kept lots' cost (on the grid)
+            # leaves: the grid's rounding is realized with them, never lost from the PnL
+            kept = _on_grid(state.cost_ticklots * remaining_old / state.qty_lots)
+            pnl_ticklots = exit_units * (state.qty_lots - remaining_old) - (
+                state.cost_ticklots - kept
+            )
+            state.cost_ticklots = kept
             state.qty_lots = remaining_old
+        state.realized_pnl_quote += inst.money(_to_decimal(pnl_ticklots))
 
     def apply_funding(self, symbol: str, rate: Decimal, mark_ticks: float | None) -> int:
         """A perpetual's funding settles on every open position of ``symbol``: longs pay

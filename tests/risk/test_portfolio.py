@@ -1,10 +1,11 @@
 from decimal import Decimal
 
 import msgspec
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sapphire.model import Instrument, OrderFilled, Side
+from sapphire.model.instrument import InstrumentKind
 from sapphire.risk.portfolio import Portfolio
 
 BTC = Instrument(symbol="BTCUSDT", tick_size="0.1", lot_size="0.001", maker_fee_bps="0")
@@ -102,3 +103,68 @@ def test_fees_kept_in_the_coin_leave_the_position_and_the_pnl_is_the_accounts(
     got = pf.total_pnl_quote("a", {"BTCUSDT": float(mark)})
     assert abs(got - expected) < Decimal("1e-9")
     assert pf.position_lots("a", "BTCUSDT") == coin
+
+
+INVERSE = Instrument(
+    symbol="BTCUSD_PERP",
+    venue="BINANCE_COINM",
+    kind=InstrumentKind.INVERSE_PERPETUAL,
+    base="BTC",
+    quote="USD",
+    tick_size="0.5",
+    lot_size="1",
+    contract_size="100",
+    maker_fee_bps="0",
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([1, -1]), st.integers(1, 7), st.integers(-3, 3)),
+        min_size=50,
+        max_size=400,
+    ),
+    st.booleans(),
+)
+def test_a_position_never_flat_keeps_a_bounded_cost_and_its_exact_pnl(
+    moves: list[tuple[int, int, int]], inverse: bool
+) -> None:
+    """A maker holding inventory through many partial closes: the position's cost stays on
+    its grid (an exact Fraction grew without bound: a fill or a mark cost milliseconds
+    after 100k fills), and realized plus unrealized PnL is what exact arithmetic gives, to
+    far below any figure's last digit."""
+    from fractions import Fraction
+
+    from sapphire.risk import portfolio as pf_module
+
+    inst = INVERSE if inverse else BTC
+    pf = Portfolio({inst.symbol: inst})
+    qty, cost, realized = 0, Fraction(0), Fraction(0)
+    price = 120_000 if inverse else 600_000
+    for n, (side, lots, step) in enumerate(moves):
+        price += step
+        # a long inventory of 20-40 lots, never flat: only partial closes and adds
+        side = 1 if qty < 20 else (-1 if qty > 40 else side)
+        pf.apply_fill(msgspec.structs.replace(fill(Side(side), price, lots, n), symbol=inst.symbol))
+        units = inst.price_units(price)
+        if qty == 0 or (qty > 0) == (side > 0):
+            cost += side * lots * units
+        else:
+            avg = cost / qty
+            realized += (units - avg) * lots
+            cost = avg * (qty - lots)
+        qty += side * lots
+    state = pf.positions[("a", inst.symbol)]
+    assert state.qty_lots == qty
+    assert pf_module._COST_GRID % state.cost_ticklots.denominator == 0
+
+    def dec(x: Fraction) -> Decimal:
+        return Decimal(x.numerator) / Decimal(x.denominator)
+
+    mark = float(price)
+    exact = inst.money(dec(realized)) + inst.money(
+        inst.price_units_dec(Decimal(repr(mark))) * qty - dec(cost)
+    )
+    got = pf.total_pnl_quote("a", {inst.symbol: mark})
+    assert abs(got - exact) < Decimal("1e-18")
