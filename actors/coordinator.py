@@ -147,7 +147,10 @@ class CoordinatorActor:
         # never reached its venue, every order refused, and failed (it had printed a normal
         # summary and exited 0)
         self._unreached = ""
-        self.latency_s: list[float] = []
+        self._start_retries: set[str] = set()  # the start-up retry alert shown (the latest)
+        # the last 100k steps' latencies: a long live run's p50 follows the run (the first
+        # 100k were kept, start-up included, and the figure stopped moving)
+        self.latency_s: collections.deque[float] = collections.deque(maxlen=100_000)
         self.stage_s: dict[str, float] = {}
         self.venue_rejections: dict[str, int] = {}
         self.metrics = metrics.StepMetrics()
@@ -218,6 +221,7 @@ class CoordinatorActor:
                 self._alert_keys,
                 self.failure,
                 self._unreached,
+                self._start_retries,
             ),
             self._cut,
         )
@@ -228,7 +232,9 @@ class CoordinatorActor:
             pickle.loads(data)
         )
         self.reconciliation, self.venue_alerts, self._alert_keys, self.failure, *rest = venue
-        self._unreached = rest[0] if rest else ""  # a checkpoint written before it was kept
+        # checkpoints written before these were kept
+        self._unreached = rest[0] if rest else ""
+        self._start_retries = rest[1] if len(rest) > 1 else set()
         self._cut = cut
         # A rewind to the last barrier (a peer failed): the feed gives again the events it
         # gave since then, from memory. Else (a new process, or too far back) it is reopened
@@ -536,8 +542,7 @@ class CoordinatorActor:
         clock.lap("storage")
         for stage, seconds in clock.laps.items():
             self.stage_s[stage] = self.stage_s.get(stage, 0.0) + seconds
-        if len(self.latency_s) < 100_000:
-            self.latency_s.append(clock.total())
+        self.latency_s.append(clock.total())
         done = result.done or bool(self.failure)
         if result.done:
             self._check_traded(step + 1)
@@ -579,14 +584,23 @@ class CoordinatorActor:
             if not isinstance(report, VenueAlert):
                 out.append(report)
                 continue
+            if report.kind == "start" and not report.fatal and not report.halt:
+                # a start-up retry's alert (one a minute at most, for as long as the venue
+                # cannot be reached): the latest stands for them all. Each was kept, with a
+                # key, and pickled into every checkpoint: 2,880 after two days' outage
+                retry = f"start: {report.message}"[:500]
+                self.venue_alerts[:] = [
+                    a for a in self.venue_alerts if a not in self._start_retries
+                ] + [retry]
+                self._start_retries = {retry}
+                self._unreached = report.message
+                continue
             key = f"{report.kind}@{report.ts_event_ns}"
             if key in self._alert_keys:  # the same reconciliation, delivered again
                 continue
             self._alert_keys.add(key)
             self.venue_alerts.append(f"{report.kind}: {report.message}"[:500])
-            if report.kind == "start" and not report.fatal:
-                self._unreached = report.message
-            elif report.kind == "reconciled":
+            if report.kind == "reconciled":
                 self._unreached = ""
             for key, n in report.counts.items():
                 self.reconciliation[key] = self.reconciliation.get(key, 0) + n
