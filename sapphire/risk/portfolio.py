@@ -28,6 +28,8 @@ def _on_grid(cost: Fraction) -> Fraction:
     if _COST_GRID % cost.denominator == 0:
         return cost  # already on it (every linear add: whole tick-lots)
     return Fraction(round(cost * _COST_GRID), _COST_GRID)
+
+
 # Dollar assets read at par with each other when converting a coin to the firm's currency:
 # an inverse BTCUSD contract's price (USD per BTC) is the only BTC price a COIN-M run may
 # have, and the stablecoin/USD basis (a few bps) is far below what a firm loss limit means.
