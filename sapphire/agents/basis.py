@@ -153,6 +153,12 @@ class BasisAgent(BaseAgent[BasisState]):
     def _apply(self, event: AnyMarketEvent, bids: dict[int, int], asks: dict[int, int]) -> bool:
         """Update one leg's book; True when the book is complete (end of a message)."""
         if isinstance(event, BookDelta):
+            if event.is_break:
+                # the feed lost this leg's book until its next snapshot: what the agent
+                # held is no longer the market (the marker is no level to delete)
+                bids.clear()
+                asks.clear()
+                return False
             side = bids if event.side is Side.BUY else asks
             if event.qty_lots > 0:
                 side[event.price_ticks] = event.qty_lots

@@ -13,6 +13,13 @@ resends one with ``u == 1`` after a restart of its service, which is a reset lik
 (``out_of_order``), a delta before any snapshot cannot be applied (``sequence_gap``). The docs
 call ``u`` only "generally" contiguous, so a jump is counted in ``u_jumps``, not rejected.
 Accepted messages are chained on ``u`` with :class:`~sapphire.data.cryptofeed_rows.Chain`.
+A snapshot or delta with a bad field is lost: the symbol's book is dropped and its deltas are
+``sequence_gap`` until the next snapshot. Where the book was synced, one break marker row is
+emitted in the lost message's place (:data:`sapphire.data.schemas.BREAK_PREV`, a delete at a
+level the book held), so the venue's book counts a gap and offers no liquidity until that
+snapshot instead of staying synced on stale levels. (After a service restart ``u`` starts again
+at 1: a marker held across it is not stale at the ``u == 1`` snapshot, and keeps the venue's
+book out of sync until the snapshot after.)
 
 Trades (``BTCUSDT2024-08-08.csv.gz`` from ``public.bybit.com/trading``): header
 ``timestamp,symbol,side,size,price,tickDirection,trdMatchID,grossValue,homeNotional,
@@ -41,7 +48,7 @@ import polars as pl
 from sapphire.data.binance_json import RowBuffer, _i64, _text, price_levels
 from sapphire.data.cryptofeed import _session, infer_instruments  # the date in the name
 from sapphire.data.cryptofeed_bybit import trade_id
-from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Chain
+from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Chain, add_break, held_level
 from sapphire.data.hftbacktest_raw import CHUNK_ROWS, iter_lines
 from sapphire.data.schemas import FrameKind
 from sapphire.data.stream import Chunk, EventStream, Instruments, csv_header, csv_string_chunks
@@ -112,6 +119,7 @@ class BookParser:
         self.restarts = 0  # u == 1 snapshots after the first one of a symbol
         self.absent_deletes = 0  # size 0 for a price the book does not hold (harmless)
         self._chain = Chain()
+        self._times_of: dict[str, tuple[int, int]] = {}  # of the symbol's last good message
 
     def __call__(self, line: bytes, number: int, buffer: RowBuffer) -> None:
         decoded, msg = buffer.json_line(line, number)
@@ -136,7 +144,7 @@ class BookParser:
                     self._delta(symbol, msg, number, buffer)
             except FIELD_ERRORS:
                 # A lost snapshot or delta: the book is unknown until the next snapshot.
-                self.books.pop(symbol, None)
+                self._drop(symbol, msg, number, buffer)
                 raise
         except FIELD_ERRORS as exc:
             rows = sum(len(v) for k in ("b", "a") if isinstance(v := data.get(k), list))
@@ -147,11 +155,22 @@ class BookParser:
         recv = _i64(msg["ts"], _MS)
         return (_i64(msg["cts"], _MS) if msg.get("cts") is not None else recv), recv
 
+    def _drop(self, symbol: str, msg: Any, line: int, buffer: RowBuffer) -> None:
+        """Forget the symbol's book until its next snapshot; tell the venue (a marker row)."""
+        book = self.books.pop(symbol, None)
+        try:
+            times = self._times(msg)
+        except FIELD_ERRORS:
+            times = self._times_of.get(symbol, (0, 0))  # a bad time: the last good one
+        level = held_level(book)
+        add_break(buffer, self._chain, symbol, level, times, self.session, line)
+
     def _snapshot(self, symbol: str, msg: Any, line: int, buffer: RowBuffer) -> None:
         data = msg["data"]
         levels = [*price_levels(data["b"], 1), *price_levels(data["a"], -1)]
         u = _i64(data["u"])
         ts, recv = self._times(msg)
+        self._times_of[symbol] = (ts, recv)
         if u == 1 and symbol in self.books:
             self.restarts += 1
         self.books[symbol] = (
@@ -171,6 +190,7 @@ class BookParser:
         changes = [*price_levels(data["b"], 1), *price_levels(data["a"], -1)]
         u = _i64(data["u"])
         ts, recv = self._times(msg)
+        self._times_of[symbol] = (ts, recv)
         book = self.books.get(symbol)
         if book is None:
             if changes:

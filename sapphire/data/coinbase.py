@@ -31,7 +31,12 @@ sent ("BTC-USD").
 
 Integrity: ``level2`` carries no sequence number (delivery is guaranteed), so the book is
 chained by line number as in :mod:`sapphire.data.cryptofeed_bitmex`; an ``l2update`` before
-its product's ``snapshot`` is a ``sequence_gap``. ``match`` and ``ticker`` carry the product's
+its product's ``snapshot`` is a ``sequence_gap``. An ``l2update`` with a bad field is lost:
+the product's book is dropped, its updates are ``sequence_gap`` until the next snapshot, and
+one break marker row is emitted in the lost update's place
+(:data:`sapphire.data.schemas.BREAK_PREV`, a delete at a level the book held) so that the
+venue's book counts a gap and offers no liquidity until then, instead of staying synced on
+stale levels. ``match`` and ``ticker`` carry the product's
 ``sequence``: one below the last accepted one of its channel arrived late (Coinbase warns
 that websocket messages can arrive out of order) and is rejected as ``out_of_order``; a match
 with the same sequence again (subscribed through both ``matches`` and ``full``) is a
@@ -50,7 +55,7 @@ import polars as pl
 
 from sapphire.data.binance_json import RowBuffer, _i64, _num, _text, price_levels
 from sapphire.data.cryptofeed_bitmex import iso_ns
-from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Chain
+from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Chain, add_break, held_level
 from sapphire.data.hftbacktest_raw import chunked, iter_lines
 from sapphire.data.schemas import FrameKind
 from sapphire.data.stream import Chunk, EventStream, Instruments
@@ -132,7 +137,9 @@ class CoinbaseHandler:
                 try:
                     self._update(product, msg, recv, session, line, buffer)
                 except FIELD_ERRORS:
-                    self.books.pop(product, None)  # a lost update: the book is unknown now
+                    # a lost update: the book is unknown now; tell the venue (a marker row)
+                    level = held_level(self.books.pop(product, None))
+                    add_break(buffer, self._chain, product, level, (recv, recv), session, line)
                     raise
             elif kind == "ticker":
                 self._ticker(product, msg, recv, session, line, buffer)

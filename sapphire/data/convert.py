@@ -20,7 +20,7 @@ import msgspec
 import numpy as np
 import polars as pl
 
-from sapphire.data.schemas import SCHEMAS, FrameKind
+from sapphire.data.schemas import BREAK_PREV, SCHEMAS, FrameKind
 from sapphire.data.validation import RejectStats, RowReject
 from sapphire.model import Instrument
 from sapphire.model.events import (
@@ -513,6 +513,44 @@ class EventBuilder:
         # Futures chain on pu == previous u; spot on U == previous u + 1.
         return prev == last if prev else first <= last + 1
 
+    def _break(
+        self, key: tuple[Any, ...], side: int, px: float, ticks: int | None
+    ) -> Iterator[Tagged]:
+        """A loader's break marker (:data:`~sapphire.data.schemas.BREAK_PREV`), handed on as
+        one whole message. Why not through the row checks: it is no source row (so it is in
+        no row count), and the sequence check here would reject it as the gap it is, when it
+        is there precisely so that the venue's book sees that gap; the loader sends nothing
+        else of the symbol until its next snapshot, so dropped here the venue's book stayed
+        synced on stale levels. Only its ids matter (no book applies it): a price that is
+        not a valid one on the grid stands as 1 tick, and its time is kept in order."""
+        ses, sym, _, recv, ts, first, final = key
+        grid = self._grid(sym)
+        if grid is None:
+            return  # no instrument: no venue book of the symbol to tell
+        if ticks is None:  # a price its book held that no row passed: any will do
+            ticks = _units(px, grid[0]) if _finite(px) else None
+        last = self._last_ts.get((ses, sym))
+        if last is not None and (recv or ts) < last:
+            recv, ts = (last, ts) if recv else (recv, last)
+        if self._snap is not None:
+            yield from self._flush_snapshot()
+        yield from self._flush_pending()
+        self._msg_key, self._gap_key = key, None
+        self.stats.breaks += 1
+        self.stats.deliver(rows=0)
+        marker = BookDelta(
+            ts_event_ns=ts,
+            ts_recv_ns=recv,
+            symbol=sym,
+            side=_BID if side == 1 else _ASK,
+            price_ticks=max(ticks or 1, 1),
+            qty_lots=0,
+            first_update_id=first,
+            final_update_id=final,
+            prev_final_update_id=BREAK_PREV,
+        )
+        yield ses, marker
+
     def _rows_depth(self, lines: Any, bad: list[bool], cols: list[list[Any]]) -> Iterator[Tagged]:
         stats = self.stats
         replace = msgspec.structs.replace
@@ -543,6 +581,9 @@ class EventBuilder:
                 continue
             ses, recv, first, final, prev = ses or "", recv or 0, first or 0, final or 0, prev or 0
             key = (ses, sym, snap, recv, ts, first, final)
+            if prev == BREAK_PREV and not snap:
+                yield from self._break(key, side, px, ticks if ok else None)
+                continue
             if not ok:
                 # qty 0 deletes a level in a diff; a snapshot never lists an empty level
                 units = self._level_units(line, sym, px, qty, zero_qty_ok=not snap)

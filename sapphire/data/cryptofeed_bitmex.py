@@ -21,7 +21,11 @@ Integrity: ``orderBookL2`` has no sequence number, so the keyed book is the chec
 :mod:`sapphire.data.cryptofeed_bybit`: an ``update``/``delete`` of an unknown key, an
 ``insert`` of a held one, or any message before the symbol's ``partial`` cannot be applied.
 Its rows are rejected as ``sequence_gap`` and the symbol waits for the next ``partial``.
-Accepted messages chain by line number (one message per symbol and line).
+Accepted messages chain by line number (one message per symbol and line). Where such a break
+(or a book row with a bad field) drops a synced book, one break marker row is emitted in its
+place (:data:`sapphire.data.schemas.BREAK_PREV`, a delete at a level the book held): the
+venue's book counts a gap there and offers no liquidity until the next ``partial``, instead
+of staying synced on the levels of before the break.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any, Final
 
 from sapphire.data.binance_json import RowBuffer, _i64, _num, _text
 from sapphire.data.cryptofeed_bybit import trade_id
-from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Chain, Row, add_rows
+from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Chain, Row, add_break, add_rows
 from sapphire.data.schemas import FrameKind
 from sapphire.data.validation import RowReject
 
@@ -139,9 +143,15 @@ class BitmexHandler:
             try:
                 self._symbol(symbol, str(action), rows, recv, session, line, buffer)
             except FIELD_ERRORS as exc:
-                self.books.pop(symbol, None)  # a lost message: the book is unknown now
+                self._drop(symbol, recv, session, line, buffer)  # a lost message: resync
                 detail = f"{symbol}: bad book row: {exc!r}"
                 buffer.stats.reject(RowReject.MALFORMED, line, detail, max(len(rows), 1))
+
+    def _drop(self, symbol: str, recv: int, session: str, line: int, buffer: RowBuffer) -> None:
+        """Forget the symbol's book until its next partial; tell the venue (a marker row)."""
+        book = self.books.pop(symbol, None)
+        level = next(((side, px) for (_, side), px in book.items()), None) if book else None
+        add_break(buffer, self._chain, symbol, level, (recv, recv), session, line)
 
     def _symbol(
         self,
@@ -177,7 +187,8 @@ class BitmexHandler:
             unknown = [k for k in keys if k not in book]
             problem = f"{action} of unknown id {unknown[0][0]}" if unknown else ""
         if problem:
-            self.books.pop(symbol, None)  # resync: everything until the next partial is a gap
+            # resync: everything until the next partial is a gap
+            self._drop(symbol, recv, session, line, buffer)
             buffer.stats.reject(RowReject.SEQUENCE_GAP, line, f"{symbol}: {problem}", len(rows))
             return
         assert book is not None

@@ -25,7 +25,11 @@ for the next snapshot (a log cannot ask for one). Accepted messages carry
 ``final_update_id = cross_seq`` and ``prev_final_update_id`` = the previous accepted message's
 ``cross_seq`` (0 with ``first_update_id = 0`` for the first delta after a snapshot, which
 straddles it by construction), so :class:`sapphire.book.l2.L2Book` and the stream's sequence
-check chain them like Binance futures diffs.
+check chain them like Binance futures diffs. Where such a break (or a message with a bad
+field) drops a synced book, one break marker row is emitted in its place
+(:data:`sapphire.data.schemas.BREAK_PREV`, a delete at a level the book held): the venue's
+book counts a gap there and offers no liquidity until the next snapshot, instead of staying
+synced on the levels of before the break.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from sapphire.data.binance_json import RowBuffer, _i64, _num, _text
-from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Chain, Row, add_rows
+from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Chain, Row, add_break, add_rows
 from sapphire.data.schemas import FrameKind
 from sapphire.data.validation import RowReject
 
@@ -100,7 +104,8 @@ class BybitHandler:
                 try:
                     self._book(msg, topic, recv, session, line, buffer)
                 except FIELD_ERRORS:
-                    self.books.pop(topic.rpartition(".")[2], None)  # lost message: resync
+                    symbol = topic.rpartition(".")[2]  # lost message: resync
+                    self._drop(symbol, (recv, recv), session, line, buffer)
                     raise
             elif topic.startswith("trade."):
                 self._trades(msg, recv, session, line, buffer)
@@ -161,7 +166,9 @@ class BybitHandler:
         inserts = [self._snapped(symbol, _level(r), buffer) for r in data.get("insert") or ()]
         seq, ts = _i64(msg["cross_seq"]), _i64(msg["timestamp_e6"], _US)
         rows = len(deletes) + len(updates) + len(inserts)
-        problem = self._check(symbol, seq, deletes, updates, inserts)
+        problem, broken = self._check(symbol, seq, deletes, updates, inserts)
+        if broken:  # resync: everything until the next snapshot is a gap
+            self._drop(symbol, (ts, recv), session, line, buffer)
         if problem:
             if rows:
                 buffer.stats.reject(RowReject.SEQUENCE_GAP, line, f"{symbol}: {problem}", rows)
@@ -196,6 +203,14 @@ class BybitHandler:
         lid, side, px, size = level
         return lid, side, px, self._size(symbol, size, buffer)
 
+    def _drop(
+        self, symbol: str, times: tuple[int, int], session: str, line: int, buffer: RowBuffer
+    ) -> None:
+        """Forget the symbol's book until its next snapshot; tell the venue (a marker row)."""
+        book = self.books.pop(symbol, None)
+        level = next(iter(book.values()), None) if book else None
+        add_break(buffer, self._chain, symbol, level, times, session, line)
+
     def _check(
         self,
         symbol: str,
@@ -203,13 +218,14 @@ class BybitHandler:
         deletes: list[Level],
         updates: list[Level],
         inserts: list[Level],
-    ) -> str:
-        """Why a delta cannot be applied ("" when it can); an integrity break drops the book."""
+    ) -> tuple[str, bool]:
+        """Why a delta cannot be applied ("" when it can), and whether that is an integrity
+        break (the book must be dropped) rather than a delta to skip."""
         book = self.books.get(symbol)
         if book is None:
-            return "delta without a snapshot (waiting for one)"
+            return "delta without a snapshot (waiting for one)", False
         if seq <= self._last_seq[symbol]:
-            return f"cross_seq {seq} <= {self._last_seq[symbol]} (stale or replayed)"
+            return f"cross_seq {seq} <= {self._last_seq[symbol]} (stale or replayed)", False
         problem = ""
         for lid, side, px, _ in (*deletes, *updates):
             known = book.get(lid)
@@ -221,6 +237,4 @@ class BybitHandler:
             gone = {lid for lid, *_ in deletes}
             clash = [lid for lid, *_ in inserts if lid in book and lid not in gone]
             problem = f"insert of existing id {clash[0]}" if clash else ""
-        if problem:
-            del self.books[symbol]  # resync: everything until the next snapshot is a gap
-        return problem
+        return problem, bool(problem)

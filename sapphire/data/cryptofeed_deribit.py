@@ -21,9 +21,14 @@ quote USD and size in **USD** (multiples of the 10-USD contract). Symbols are De
 Integrity: every change must have ``prev_change_id`` equal to the instrument's last
 ``change_id`` and may only ``change``/``delete`` a held price (``new`` a free one). Otherwise
 its rows are rejected as ``sequence_gap`` and the instrument waits for the next snapshot.
-Accepted messages carry ``final_update_id = change_id`` and ``prev_final_update_id`` = the last
-accepted message with rows, so :class:`sapphire.book.l2.L2Book` chains them like Binance
-futures diffs.
+Accepted messages are chained on ``change_id`` with
+:class:`~sapphire.data.cryptofeed_rows.Chain` (``final_update_id = change_id``,
+``prev_final_update_id`` = the last accepted message with rows; the first after a snapshot
+``(0, change_id, 0)``), so :class:`sapphire.book.l2.L2Book` chains them like Binance futures
+diffs. Where such a break (or a message with a bad field) drops a synced book, one break
+marker row is emitted in its place (:data:`sapphire.data.schemas.BREAK_PREV`, a delete at a
+price the book held): the venue's book counts a gap there and offers no liquidity until the
+next snapshot, instead of staying synced on the levels of before the break.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from sapphire.data.binance_json import RowBuffer, _i64, _num, _text
-from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Row, add_rows
+from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Chain, Row, add_break, add_rows, held_level
 from sapphire.data.schemas import FrameKind
 from sapphire.data.validation import RowReject
 
@@ -59,7 +64,7 @@ class DeribitHandler:
         self.books: dict[str, tuple[set[float], set[float]]] = {}  # absent: unsynced
         self.one_sided = 0
         self._change: dict[str, int] = {}  # change_id of the last applied message
-        self._prev_out: dict[str, int] = {}  # change_id of the last message with rows
+        self._chain = Chain()  # on change_id
 
     def __call__(self, msg: Any, recv: int, session: str, line: int, buffer: RowBuffer) -> None:
         if not isinstance(msg, dict):
@@ -76,7 +81,8 @@ class DeribitHandler:
                     self._book(data, recv, session, line, buffer)
                 except FIELD_ERRORS:
                     name = channel.split(".")[1] if channel.count(".") >= 2 else ""
-                    self.books.pop(name, None)  # a lost message: the book is unknown now
+                    # a lost message: the book is unknown now
+                    self._drop(name, (recv, recv), session, line, buffer)
                     raise
             elif channel.startswith("trades."):
                 self._trades(data, recv, session, line, buffer)
@@ -136,7 +142,8 @@ class DeribitHandler:
             bids = {px for side, _, px, size in levels if side == 1 and size}
             asks = {px for side, _, px, size in levels if side == -1 and size}
             self.books[name] = (bids, asks)
-            self._change[name] = self._prev_out[name] = change
+            self._change[name] = change
+            self._chain.start(name, change)
             for side, _, px, size in levels:
                 buffer.add(
                     FrameKind.DEPTH,
@@ -147,7 +154,8 @@ class DeribitHandler:
             raise ValueError(f"unknown book type {kind!r}")
         problem = self._check(name, _i64(data["prev_change_id"]), levels)
         if problem:
-            self.books.pop(name, None)  # resync: everything until the next snapshot is a gap
+            # resync: everything until the next snapshot is a gap
+            self._drop(name, (ts, recv), session, line, buffer)
             if levels:
                 buffer.stats.reject(RowReject.SEQUENCE_GAP, line, f"{name}: {problem}", len(levels))
             return
@@ -155,8 +163,7 @@ class DeribitHandler:
         self._change[name] = change
         if not levels:
             return
-        ids = (change, change, self._prev_out[name])
-        self._prev_out[name] = change
+        ids = self._chain.ids(name, change)
         for side, action, px, size in levels:
             held = bids if side == 1 else asks
             if action == "delete":
@@ -167,6 +174,14 @@ class DeribitHandler:
             buffer.add(
                 FrameKind.DEPTH, (ts, recv, name, session, False, *ids, side, px, size, line)
             )
+
+    def _drop(
+        self, name: str, times: tuple[int, int], session: str, line: int, buffer: RowBuffer
+    ) -> None:
+        """Forget the instrument's book until its next snapshot; tell the venue (a marker)."""
+        book = self.books.pop(name, None)
+        level = held_level(book)
+        add_break(buffer, self._chain, name, level, times, session, line)
 
     def _check(self, name: str, prev: int, levels: list[Level]) -> str:
         """Why a change cannot be applied ("" when it can)."""

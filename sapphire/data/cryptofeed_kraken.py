@@ -29,7 +29,11 @@ rejects that message as ``checksum_mismatch`` and every later update of the pair
 ``sequence_gap`` until the next snapshot. Kraken keeps at most ``depth`` levels per side and
 silently forgets the ones pushed beyond it; the loader does the same and emits them as
 deletes (qty 0) in the same message, so a consumer's book equals the verified one. Accepted
-messages chain by line number, as in :mod:`sapphire.data.cryptofeed_okx`.
+messages chain by line number, as in :mod:`sapphire.data.cryptofeed_okx`. Where a mismatch (or
+a book message with a bad field) drops a synced book, one break marker row is emitted in its
+place (:data:`sapphire.data.schemas.BREAK_PREV`, a delete at a level the book held): the
+venue's book counts a gap there and offers no liquidity until the next snapshot, instead of
+staying synced on the levels of before the break.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from bisect import bisect_left, insort
 from typing import Any, Final
 
 from sapphire.data.binance_json import RowBuffer, _num, _text
-from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Row, add_rows
+from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Chain, Row, add_break, add_rows, held_level
 from sapphire.data.schemas import FrameKind
 from sapphire.data.validation import RowReject
 
@@ -129,8 +133,7 @@ class KrakenHandler:
         self.unverified = 0  # updates without a "c" field
         self.trimmed = 0  # levels forgotten beyond the subscribed depth
         self.mismatch_lines: list[int] = []
-        self._prev_out: dict[str, int] = {}
-        self._fresh: set[str] = set()
+        self._chain = Chain()  # on line numbers
 
     def __call__(self, msg: Any, recv: int, session: str, line: int, buffer: RowBuffer) -> None:
         if isinstance(msg, dict):
@@ -146,7 +149,8 @@ class KrakenHandler:
                 try:
                     self._book(channel, pair, payloads, recv, session, line, buffer)
                 except FIELD_ERRORS:
-                    self.books.pop(pair, None)  # a lost message: the book is unknown now
+                    # a lost message: the book is unknown now
+                    self._drop(pair, (recv, recv), session, line, buffer)
                     raise
             elif channel == "trade":
                 self._trades(pair, payloads, recv, session, line, buffer)
@@ -179,6 +183,14 @@ class KrakenHandler:
         px = (_num(_text(bid[0])), _num(_text(bid[2])), _num(_text(ask[0])), _num(_text(ask[2])))
         buffer.add(FrameKind.BBO, (recv, recv, pair, session, 0, *px, line))
 
+    def _drop(
+        self, pair: str, times: tuple[int, int], session: str, line: int, buffer: RowBuffer
+    ) -> None:
+        """Forget the pair's book until its next snapshot; tell the venue (a marker row)."""
+        book = self.books.pop(pair, None)
+        level = held_level(None if book is None else (book[0].keys, book[1].keys))
+        add_break(buffer, self._chain, pair, level, times, session, line)
+
     def _book(
         self,
         channel: str,
@@ -207,7 +219,6 @@ class KrakenHandler:
         ts = max(level[5] for level in levels)
         if snapshot:
             self.books[pair] = (_Side(descending=True), _Side(descending=False))
-            self._fresh.add(pair)
         elif pair not in self.books:
             detail = f"{pair}: update without a synced book (waiting for a snapshot)"
             buffer.stats.reject(RowReject.SEQUENCE_GAP, line, detail, len(levels))
@@ -225,18 +236,17 @@ class KrakenHandler:
             if got != expected:
                 self.checksum_mismatches += 1
                 self.mismatch_lines.append(line)
-                del self.books[pair]
+                self._drop(pair, (ts, recv), session, line, buffer)
                 detail = f"{pair}: checksum {got} != {expected}"
                 buffer.stats.reject(RowReject.CHECKSUM_MISMATCH, line, detail, len(levels))
                 return
             self.checksums_ok += 1
         self.trimmed += len(gone)
-        if snapshot or pair in self._fresh:
+        if snapshot:
+            self._chain.start(pair, line)
             ids = (0, line, 0)
-            self._fresh.discard(pair)
         else:
-            ids = (line, line, self._prev_out[pair])
-        self._prev_out[pair] = line
+            ids = self._chain.ids(pair, line)
         dropped = set(gone) if snapshot else set()  # a snapshot deeper than the channel
         for side, _, _, price, size, _ in levels:
             if (side, price) not in dropped:

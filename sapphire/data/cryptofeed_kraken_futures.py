@@ -23,9 +23,14 @@ prices, ``qty`` = number of 1-USD contracts), and stay in contracts here. Symbol
 Integrity: a product's ``book`` messages carry ``seq`` = previous ``seq`` + 1, starting after
 the snapshot's ``seq``. A message that breaks the chain (or arrives before any snapshot) is
 rejected as ``sequence_gap`` and the product waits for the next snapshot: a log cannot ask
-for one, so the rest of its updates are gaps too. Accepted messages carry
-``first_update_id = final_update_id = seq`` and ``prev_final_update_id`` = the previous seq,
-so :class:`sapphire.book.l2.L2Book` chains them like Binance futures diffs.
+for one, so the rest of its updates are gaps too. Accepted messages are chained on ``seq``
+with :class:`~sapphire.data.cryptofeed_rows.Chain`: ``first_update_id = final_update_id =
+seq`` and ``prev_final_update_id`` = the previous seq (the first after a snapshot ``(0, seq,
+0)``), so :class:`sapphire.book.l2.L2Book` chains them like Binance futures diffs. Where such
+a break (or an update with a bad field) drops a synced book, one break marker row is emitted
+in its place (:data:`sapphire.data.schemas.BREAK_PREV`, a delete at a level the book held):
+the venue's book counts a gap there and offers no liquidity until the next snapshot, instead
+of staying synced on the levels of before the break.
 """
 
 from __future__ import annotations
@@ -33,7 +38,14 @@ from __future__ import annotations
 from typing import Any, Final
 
 from sapphire.data.binance_json import RowBuffer, _i64, _num, _text
-from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Row, parse_rows
+from sapphire.data.cryptofeed_rows import (
+    FIELD_ERRORS,
+    Chain,
+    Row,
+    add_break,
+    held_level,
+    parse_rows,
+)
 from sapphire.data.schemas import FrameKind
 from sapphire.data.validation import RowReject
 
@@ -66,6 +78,7 @@ class KrakenFuturesHandler:
         self.ticker_unchecked = 0
         self.mismatch_lines: list[int] = []
         self._seq: dict[str, int] = {}  # seq of the last applied book message
+        self._chain = Chain()  # on seq
 
     def __call__(self, msg: Any, recv: int, session: str, line: int, buffer: RowBuffer) -> None:
         if not isinstance(msg, dict):
@@ -83,7 +96,8 @@ class KrakenFuturesHandler:
                 try:
                     self._delta(product, msg, recv, session, line, buffer)
                 except FIELD_ERRORS:
-                    self.books.pop(product, None)  # a lost update: the book is unknown now
+                    # a lost update: the book is unknown now
+                    self._drop(product, (recv, recv), session, line, buffer)
                     raise
             elif feed == "ticker_lite":
                 self._ticker(product, msg, line)
@@ -104,6 +118,7 @@ class KrakenFuturesHandler:
             {px: qty for side, px, qty in levels if side == -1 and qty},
         )
         self._seq[product] = seq
+        self._chain.start(product, seq)
         for side, px, qty in levels:
             buffer.add(
                 FrameKind.DEPTH, (ts, recv, product, session, True, 0, seq, 0, side, px, qty, line)
@@ -121,7 +136,8 @@ class KrakenFuturesHandler:
             return
         last = self._seq[product]
         if seq != last + 1:
-            del self.books[product]  # resync: everything until the next snapshot is a gap
+            # resync: everything until the next snapshot is a gap
+            self._drop(product, (ts, recv), session, line, buffer)
             buffer.stats.reject(RowReject.SEQUENCE_GAP, line, f"{product}: seq {seq} != {last + 1}")
             return
         self._seq[product] = seq
@@ -130,8 +146,16 @@ class KrakenFuturesHandler:
             held[px] = qty
         elif held.pop(px, None) is None:
             self.absent_deletes += 1
-        row = (ts, recv, product, session, False, seq, seq, last, side, px, qty, line)
-        buffer.add(FrameKind.DEPTH, row)
+        ids = self._chain.ids(product, seq)
+        buffer.add(FrameKind.DEPTH, (ts, recv, product, session, False, *ids, side, px, qty, line))
+
+    def _drop(
+        self, product: str, times: tuple[int, int], session: str, line: int, buffer: RowBuffer
+    ) -> None:
+        """Forget the product's book until its next snapshot; tell the venue (a marker row)."""
+        book = self.books.pop(product, None)
+        level = held_level(book)
+        add_break(buffer, self._chain, product, level, times, session, line)
 
     def _trades(
         self, product: str, raw: Any, recv: int, session: str, line: int, buffer: RowBuffer

@@ -20,7 +20,11 @@ message as ``checksum_mismatch`` and every later update of the instrument as ``s
 until the next snapshot. Where ``seqId``/``prevSeqId`` are present (later OKX versions) an
 update whose ``prevSeqId`` is not the last ``seqId`` is a ``sequence_gap`` too. Accepted
 messages chain by ``seqId`` or else by their line number in the log, as in
-:mod:`sapphire.data.cryptofeed_bybit`.
+:mod:`sapphire.data.cryptofeed_bybit`. Where a mismatch, a broken ``seqId`` chain or a message
+with a bad field drops a synced book, one break marker row is emitted in its place
+(:data:`sapphire.data.schemas.BREAK_PREV`, a delete at a level the book held): the venue's
+book counts a gap there and offers no liquidity until the next snapshot, instead of staying
+synced on the levels of before the break.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from sapphire.data.binance_json import RowBuffer, _i64, _num, _text
-from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Chain, Row, add_rows
+from sapphire.data.cryptofeed_rows import FIELD_ERRORS, Chain, Row, add_break, add_rows, held_level
 from sapphire.data.schemas import FrameKind
 from sapphire.data.validation import RowReject
 
@@ -105,7 +109,8 @@ class OkxHandler:
                     for item in data:
                         self._book(inst, msg["action"], item, recv, session, line, buffer)
                 except FIELD_ERRORS:
-                    self.books.pop(inst, None)  # a lost message: the book is unknown now
+                    # a lost message: the book is unknown now
+                    self._drop(inst, (recv, recv), session, line, buffer)
                     raise
             elif channel == "trades":
                 add_rows(
@@ -145,6 +150,14 @@ class OkxHandler:
 
         return row
 
+    def _drop(
+        self, inst: str, times: tuple[int, int], session: str, line: int, buffer: RowBuffer
+    ) -> None:
+        """Forget the instrument's book until its next snapshot; tell the venue (a marker)."""
+        book = self.books.pop(inst, None)
+        level = held_level(book)
+        add_break(buffer, self._chain, inst, level, times, session, line)
+
     def _book(
         self,
         inst: str,
@@ -174,7 +187,7 @@ class OkxHandler:
                 buffer.stats.reject(RowReject.SEQUENCE_GAP, line, detail, rows)
             return
         elif "prevSeqId" in item and _i64(item["prevSeqId"]) != self._seq[inst]:
-            del self.books[inst]
+            self._drop(inst, (ts, recv), session, line, buffer)
             detail = f"{inst}: prevSeqId {item['prevSeqId']} != {self._seq[inst]}"
             buffer.stats.reject(RowReject.SEQUENCE_GAP, line, detail, max(rows, 1))
             return
@@ -191,7 +204,7 @@ class OkxHandler:
             got = okx_checksum(_best(bids, True), _best(asks, False))
             if got != expected:
                 self.checksum_mismatches += 1
-                del self.books[inst]
+                self._drop(inst, (ts, recv), session, line, buffer)
                 detail = f"{inst}: checksum {got} != {expected}"
                 buffer.stats.reject(RowReject.CHECKSUM_MISMATCH, line, detail, max(rows, 1))
                 return

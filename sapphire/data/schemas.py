@@ -30,6 +30,8 @@ from typing import Final
 
 import polars as pl
 
+from sapphire.model.events import BREAK_PREV as _BREAK_PREV
+
 
 class FrameKind(enum.StrEnum):
     TRADES = "trades"
@@ -66,6 +68,21 @@ DEPTH_SCHEMA: Final[dict[str, pl.DataType]] = {
     "qty": pl.Float64(),  # absolute quantity at the level; 0 deletes it
 }
 """One row per price level. Rows of one exchange message share ts and update ids."""
+
+BREAK_PREV: Final = _BREAK_PREV
+"""``prev_final_update_id`` of a depth **break marker** (the smallest Int64: no venue's id).
+
+A loader that keeps its own book of a symbol (keyed levels, a checksum, a sequence number)
+and finds it broken (an unknown level id, a checksum mismatch, a missing ``seq``, a lost
+message) rejects that symbol's depth rows until the next snapshot. Where the symbol was
+chained, it emits one marker row there: ``qty`` 0 at a price its dropped book held, ids
+``(p + 2, p + 1, BREAK_PREV)`` with ``p`` the last id it chained (see
+:meth:`sapphire.data.cryptofeed_rows.Chain.broken`). No book applies it: it breaks the
+update-id chain, so a sequencing book (:class:`sapphire.book.l2.L2Book`,
+:func:`sapphire.book.sync.sync_plan`) goes out of sync there, and it is stale against the next
+snapshot. It is no source row: :class:`sapphire.data.convert.EventBuilder` hands it on without
+the row checks and counts it in ``RejectStats.breaks``, not in ``rows_in``/``rows_out``. A
+consumer that applies depth rows without sequencing must skip it."""
 
 BBO_SCHEMA: Final[dict[str, pl.DataType]] = {
     **_COMMON,

@@ -9,7 +9,9 @@ one BBO, one bar, one funding rate; an unparseable source line counts as one row
 Source messages Sapphire has no event for (Binance ``markPrice``, klines not yet closed,
 header lines) are not rows; they are counted in ``ignored``.
 ``events_out`` counts typed events and can be smaller than ``rows_out`` because all levels of
-one snapshot become a single :class:`~sapphire.model.events.BookSnapshot`.
+one snapshot become a single :class:`~sapphire.model.events.BookSnapshot`. A depth *break
+marker* (:data:`sapphire.data.schemas.BREAK_PREV`) is an event of no source row: it counts in
+``events_out`` and ``breaks`` only.
 
 Bad rows never raise out of a stream; only a file that cannot be opened or is not a known
 format raises :class:`DataFileError`.
@@ -68,6 +70,8 @@ class RejectStats:
     # delivered rows whose size a loader moved onto the instrument's size grid from float
     # noise (Bybit linear sizes are float32 sums: 12.849999 for 12.85)
     snapped: int = 0
+    # books a loader found broken and told the venue of with a marker event (no source row)
+    breaks: int = 0
     # rows of recording sessions the run did not select (``data.sessions``): read, not built
     other_sessions: int = 0
     counts: dict[RowReject, int] = field(default_factory=dict)
@@ -102,6 +106,8 @@ class RejectStats:
         parts.extend(f"{reason.value}={n}" for reason, n in sorted(self.counts.items()))
         if self.snapped:
             parts.append(f"snapped={self.snapped}")
+        if self.breaks:
+            parts.append(f"breaks={self.breaks}")
         if self.other_sessions:
             parts.append(f"other_sessions={self.other_sessions}")
         return " ".join(parts)

@@ -36,6 +36,14 @@ class Trade(MarketEvent, frozen=True, kw_only=True, gc=False, tag="trade"):
     trade_id: int = 0
 
 
+BREAK_PREV = -(2**63)
+"""``prev_final_update_id`` of a depth **break marker**: a loader found its own book of the
+symbol broken and sends nothing more of it until the next snapshot (see
+:data:`sapphire.data.schemas.BREAK_PREV`). A sequencing book goes out of sync at it; a
+consumer that keeps a book without sequencing must take it as "this book is unknown until
+the next snapshot", never apply it as a level."""
+
+
 class BookDelta(MarketEvent, frozen=True, kw_only=True, gc=False, tag="delta"):
     """One price level set to an absolute quantity (0 deletes the level).
 
@@ -51,6 +59,11 @@ class BookDelta(MarketEvent, frozen=True, kw_only=True, gc=False, tag="delta"):
     final_update_id: int = 0
     prev_final_update_id: int = 0
     last_in_batch: bool = True
+
+    @property
+    def is_break(self) -> bool:
+        """A loader's break marker (:data:`BREAK_PREV`), not a level of the book."""
+        return self.prev_final_update_id == BREAK_PREV
 
 
 class BookDeltas(MarketEvent, frozen=True, kw_only=True, gc=False, tag="deltas"):

@@ -212,3 +212,29 @@ def test_params_are_typed_and_checked() -> None:
         agent(hedge="x")
     with pytest.raises(AgentConfigError, match="hedge_symbol"):
         build_agent("basis", "b", BTC, {}, LEGS)
+
+
+def test_a_feed_break_empties_that_legs_book_until_its_next_snapshot() -> None:
+    """A loader that lost a leg's book sends one break marker and nothing more of it until
+    the next snapshot: the agent's copy of that leg is no longer the market (the marker
+    deleted one real level as if it were a level, and the rest stayed quoted from)."""
+    from sapphire.model.events import BREAK_PREV
+
+    a = agent()
+    ts = warm(a)
+    marker = BookDelta(
+        ts_event_ns=ts,
+        symbol=BTC.symbol,
+        side=Side.BUY,
+        price_ticks=120_000,
+        qty_lots=0,
+        first_update_id=12,
+        final_update_id=11,
+        prev_final_update_id=BREAK_PREV,
+    )
+    assert marker.is_break
+    assert a.on_event(marker, ts) == ()
+    assert a.state.quote_bids == {} and a.state.quote_asks == {}
+    assert a.state.hedge_bids  # the other leg's feed did not break
+    a.on_event(book(BTC.symbol, 120_000, 120_001, ts + 1), ts + 1)
+    assert a.state.quote_bids == {120_000: 10_000, 119_999: 10}

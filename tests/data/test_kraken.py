@@ -14,7 +14,7 @@ import pytest
 from sapphire.book.l2 import L2Book
 from sapphire.data.cryptofeed_kraken import KrakenHandler, kraken_checksum
 from sapphire.data.registry import detect, load_frames, stream_events
-from sapphire.data.schemas import FrameKind
+from sapphire.data.schemas import BREAK_PREV, FrameKind
 from sapphire.data.validation import RejectStats, RowReject
 from sapphire.model.events import BookDelta, BookSnapshot, Quote, Side, Trade
 from tests.data import venue_checks as vc
@@ -113,12 +113,24 @@ def test_corrupted_update_is_a_checksum_reject_then_gap(shared_data: Path, tmp_p
     stream = stream_events(bad)
     events = list(stream)
     assert stream.format == "cryptofeed_kraken" and stream.stats.balanced()
-    assert not any(
-        isinstance(e, BookDelta)
+    later = [
+        e
+        for e in events
+        if isinstance(e, BookDelta)
         and e.symbol == "XMR/USD"
         and e.ts_recv_ns >= float(stamp) * 1e9 - 1_000
-        for e in events
-    )
+    ]
+    # nothing of the pair from the mismatch on but one break marker (no source row), which
+    # takes a venue's book out of sync there: no later XMR/USD snapshot in this file
+    assert [e.prev_final_update_id for e in later] == [BREAK_PREV]
+    assert stream.stats.breaks == 1 and stream.stats.rows_in == 11_745
+    book = L2Book("XMR/USD")
+    for e in events:
+        if isinstance(e, BookSnapshot) and e.symbol == "XMR/USD":
+            book.apply_snapshot(e)
+        elif isinstance(e, BookDelta) and e.symbol == "XMR/USD":
+            book.apply_delta(e)
+    assert not book.is_synced and book.gaps == 1
 
 
 def test_shallow_channel_trims_and_emits_deletes(shared_data: Path, tmp_path: Path) -> None:
