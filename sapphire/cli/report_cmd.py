@@ -62,6 +62,7 @@ def handle(args: argparse.Namespace) -> int:
         source: Any = args.root
         instruments = None
         capital = None
+        agents = None
         if args.config:
             from sapphire.adapters.stores import open_source
             from sapphire.config.system import ConfigError, load_config
@@ -74,6 +75,8 @@ def handle(args: argparse.Namespace) -> int:
                 print(f"sapphire report: {exc}", file=sys.stderr)
                 return 2
             capital = float(config.capital_quote)
+            # every configured agent, the idle ones too (the run's summary lists them)
+            agents = {a.id: a.symbol for a in config.agents}
             # the instruments the run traded, as it recorded them (the config's files may
             # have changed, or be relative to another working directory)
             instruments = read_instruments(storage_root(config) / args.run_id) or None
@@ -94,7 +97,7 @@ def handle(args: argparse.Namespace) -> int:
             # every run records its instruments beside its store (sapphire query reads them
             # too): without them money of several settlement assets would be one "quote"
             instruments = read_instruments(root.resolve().parent / args.run_id) or None
-        report = write_run_report(source, args.run_id, out, instruments, capital)
+        report = write_run_report(source, args.run_id, out, instruments, capital, agents)
     except RunNotFoundError as exc:
         print(f"sapphire report: {exc}{_runs_hint(args)}", file=sys.stderr)
         return 1

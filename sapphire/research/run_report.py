@@ -21,10 +21,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import plotly.graph_objects as go
 import polars as pl
@@ -45,13 +47,16 @@ from sapphire.backtest.html_page import (
     markers,
     money_column,
     money_scale,
+    money_text,
     page,
     style,
     table_html,
     times,
 )
 from sapphire.backtest.report import subplots
+from sapphire.kernel.marks import FUNDING_MARK_MAX_AGE_NS, QUOTE_STALE_NS
 from sapphire.model.instrument import Instrument
+from sapphire.risk.portfolio import conversion_rate, reporting_asset, same_money
 from sapphire.storage.query import read_table
 
 TABLES = ("pnl", "fills", "positions", "risk_decisions", "llm_decisions", "ticks", "orders")
@@ -168,18 +173,29 @@ def spread_captured(run: RunData) -> pl.DataFrame:
 
 
 def summary(
-    run: RunData, money: str = "quote", assets: Mapping[str, str] | None = None
+    run: RunData,
+    money: str = "quote",
+    assets: Mapping[str, str] | None = None,
+    agents: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
     """One row per agent: fills, maker share, final equity, max drawdown, rejections.
     Equity and drawdown are the stored Decimals at ``money``'s scale (the settlement
     asset's, as the end-of-run screen prints them), not floats. An agent trading in several
     settlement assets (``assets``: symbol -> asset) has a row per asset, never a sum of
-    them; a row of several symbols has no single final position (left empty)."""
-    agents = sorted(
-        {a for t in ("pnl", "fills", "risk_decisions") for a in run[t]["agent_id"].to_list() if a}
-    )
+    them; a row of several symbols has no single final position (left empty).
+
+    ``agents`` (the run's configured agents, id -> symbol) lists the agents that never
+    traded too, with zeros, as the end-of-run screen does: the stored tables name only those
+    that wrote a row. Where the run's money is in several settlement assets, each row names
+    its ``asset`` and its money is text at that asset's own scale: a Decimal column has one
+    scale, and BTC's 8 digits read at ETH's 9 with no unit beside them."""
+    configured = dict(agents or {})
+    found = {a for t in ("pnl", "fills", "risk_decisions") for a in run[t]["agent_id"].to_list()}
+    names = sorted({a for a in found | set(configured) if a})
     split = _asset_keys(run, assets)
     keys = sorted({(a, k, s) for a, s, k in split}) if split else []
+    several = len(money_assets(run, assets, configured)) > 1
+    held_assets = _agent_assets(run, assets, configured)
     cash = firm_equity(run, assets)
     cap = spread_captured(run)
     risk = run["risk_decisions"]
@@ -187,9 +203,13 @@ def summary(
     rows = []
     equity: list[Decimal] = []
     drawdowns: list[Decimal] = []
-    for agent in agents:
+    units: list[str] = []
+    for agent in names:
         own: list[tuple[str, str | None]] = [(k, s) for a, k, s in keys if a == agent]
-        own = own or [(agent, None)]
+        if not own:  # no PnL row: named as the plot names the others, with its asset
+            mine_assets = sorted(held_assets.get(agent, set()))
+            single = split is not None and len(mine_assets) == 1
+            own = [(f"{agent} ({mine_assets[0]})" if single else agent, None)]
         for key in sorted({k for k, _ in own}):
             symbols = sorted({s for k, s in own if k == key and s is not None})
             m = cash.filter(pl.col("agent_id") == key)
@@ -198,6 +218,12 @@ def summary(
             mine = pl.col("agent_id") == agent
             if symbols:
                 mine = mine & pl.col("symbol").is_in(symbols)
+            own_assets = (
+                {(assets or {}).get(s, "?") for s in symbols}
+                if symbols
+                else held_assets.get(agent, set())
+            )
+            units.append("/".join(sorted(own_assets)) or "?")
             f = run["fills"].filter(mine)
             c = cap.filter(mine & pl.col("is_maker"))
             r = risk.filter(mine)  # this row's symbols' checks (each asset's row had all)
@@ -220,14 +246,70 @@ def summary(
             )
     if not rows:
         return pl.DataFrame({"agent_id": []}, schema={"agent_id": pl.String})
-    return (
-        pl.DataFrame(
-            rows,
-            schema_overrides={"final_position_lots": pl.Int64, "spread_captured_bps": pl.Float64},
-        )
-        .insert_column(3, money_column(equity, money).alias("final_equity"))
-        .insert_column(4, money_column(drawdowns, money).alias("max_drawdown"))
+    table = pl.DataFrame(
+        rows,
+        schema_overrides={"final_position_lots": pl.Int64, "spread_captured_bps": pl.Float64},
     )
+    if several:
+        return (
+            table.insert_column(3, pl.Series("asset", units, pl.String))
+            .insert_column(4, _money_text_column("final_equity", equity, units))
+            .insert_column(5, _money_text_column("max_drawdown", drawdowns, units))
+        )
+    return table.insert_column(3, money_column(equity, money).alias("final_equity")).insert_column(
+        4, money_column(drawdowns, money).alias("max_drawdown")
+    )
+
+
+def _money_text_column(name: str, values: list[Decimal], units: list[str]) -> pl.Series:
+    """Each row's money at its own asset's stored scale, as the end-of-run screen prints it."""
+    return pl.Series(
+        name, [money_text(v, u) for v, u in zip(values, units, strict=True)], pl.String
+    )
+
+
+def money_symbols(run: RunData) -> list[str]:
+    """The symbols the run's money is counted in: those with PnL or fill rows (a symbol
+    only quoted, a USDT market beside a traded BTC-settled one, holds none of it)."""
+    symbols = set(run["pnl"]["symbol"].to_list()) | set(run["fills"]["symbol"].to_list())
+    return sorted(symbols) if symbols else run_symbols(run)
+
+
+def money_assets(
+    run: RunData, assets: Mapping[str, str] | None, agents: Mapping[str, str] | None = None
+) -> list[str]:
+    """The settlement assets of the run's money: its PnL and fills' symbols', and the
+    configured agents' (an idle agent's zeros are in its own asset), as far as the
+    instruments know them; [] without instruments."""
+    if not assets:
+        return []
+    symbols = set(run["pnl"]["symbol"].to_list()) | set(run["fills"]["symbol"].to_list())
+    symbols |= set((agents or {}).values())
+    return sorted({assets[s] for s in symbols if s in assets})
+
+
+def money_label(run: RunData, units: Units) -> str:
+    """The unit of a figure's money: the run's one settlement asset, or where there are
+    several, that each series is in its own (its name says which: ``_asset_keys``; the
+    axis said "BTC/ETH" of lines each in one of them)."""
+    if len(money_assets(run, units.assets())) > 1:
+        return "series' own asset"
+    return units.money(money_symbols(run))
+
+
+def _agent_assets(
+    run: RunData, assets: Mapping[str, str] | None, agents: Mapping[str, str]
+) -> dict[str, set[str]]:
+    """Each agent's settlement assets, from every symbol it wrote a row of or is configured
+    on (an idle agent's row is in its configured symbol's asset)."""
+    pairs: set[tuple[str, str]] = set(agents.items())
+    for t in ("pnl", "fills", "risk_decisions"):
+        pairs |= set(run[t].select("agent_id", "symbol").unique().rows())
+    out: dict[str, set[str]] = {}
+    for agent, symbol in pairs:
+        if agent and assets:
+            out.setdefault(agent, set()).add(assets.get(symbol, "?"))
+    return out
 
 
 def _mean_or_none(values: pl.Series) -> float | None:
@@ -239,6 +321,13 @@ def _empty(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def _legend(ax: Axes) -> None:
+    """A legend of what the axes drew with a label; none when nothing was (a run whose
+    fills' symbols have no stored mid: matplotlib warned of a legend with no artists)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize=8)
 
 
 def _per_agent(ax: Axes, frame: pl.DataFrame, col: str, ylabel: str, step: bool = False) -> None:
@@ -253,14 +342,14 @@ def _per_agent(ax: Axes, frame: pl.DataFrame, col: str, ylabel: str, step: bool 
         else:
             ax.plot(x, y, label=agent, lw=1.0, marker="." if part.height < 50 else None)
     ax.set_ylabel(ylabel)
-    ax.legend(loc="best", fontsize=8)
+    _legend(ax)
     ax.grid(alpha=0.3)
 
 
 def fig_equity(run: RunData, units: Units) -> Figure:
     eq = equity_frame(run, units.assets())
     fig, axes = subplots(3, 1, figsize=(10, 8), sharex=not eq.is_empty())
-    money = units.money(run_symbols(run))
+    money = money_label(run, units)
     _per_agent(axes[0], eq, "equity", f"equity ({money})")
     axes[0].set_title(f"{run.run_id}: equity, drawdown, position")
     _per_agent(axes[1], eq, "drawdown", f"drawdown ({money})")
@@ -300,7 +389,7 @@ def fig_fills(run: RunData, units: Units) -> Figure:
                     zorder=3,
                 )
         ax.set_ylabel("price (ticks)")
-        ax.legend(loc="best", fontsize=8)
+        _legend(ax)
         ax.set_title("fills over the mid")
     ax = axes[1]
     maker = cap.filter(pl.col("is_maker") & pl.col("captured_bps").is_not_null())
@@ -316,7 +405,7 @@ def fig_fills(run: RunData, units: Units) -> Figure:
                 label=agent,
             )
         ax.set_ylabel("cumulative spread captured (bps)")
-        ax.legend(loc="best", fontsize=8)
+        _legend(ax)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -386,25 +475,46 @@ def write_run_report(
     out_dir: Path,
     instruments: Mapping[str, Instrument] | None = None,
     capital_quote: float | None = None,
+    agents: Mapping[str, str] | None = None,
 ) -> RunReport:
     """``<out_dir>/<run_id>.html`` (interactive, plotly.js inlined) and a PNG per figure.
 
     ``instruments`` (the run's, from its system config) put prices in quote units and
     quantities in base units; without them prices stay in ticks and the page says so.
-    ``capital_quote`` (the config's) turns PnL into returns for the firm's Sharpe/Sortino."""
+    ``capital_quote`` (the config's) turns PnL into returns for the firm's Sharpe/Sortino.
+    ``agents`` (the config's, id -> symbol) lists the agents that never traded too; without
+    them, those of the run's recorded config (a Parquet root's ``<run_id>/run-config.json``,
+    which ``sapphire run`` writes), else only the agents the stored rows name."""
     run = load_run(root, run_id)
+    if agents is None and not callable(root):
+        agents = recorded_agents(Path(root).resolve().parent / run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     units = Units(dict(instruments or {}))
     pngs = {
         name: _save(make(run, units), out_dir / f"{run_id}_{name}.png")
         for name, make in FIGURES.items()
     }
-    table = summary(run, units.money(run_symbols(run)), units.assets())
+    table = summary(run, units.money(money_symbols(run)), units.assets(), agents)
     notes = [f"{t}: {run[t].height} rows" for t in TABLES]
     page_path = out_dir / f"{run_id}.html"
     html_text = interactive_page(run, table, dict(instruments or {}), capital_quote, notes)
     page_path.write_text(html_text, encoding="utf-8")
     return RunReport(page_path, pngs, table, notes)
+
+
+RUN_CONFIG_FILE = "run-config.json"
+"""The trading config a run records in its folder at its start (``actors.system``)."""
+
+
+def recorded_agents(run_dir: Path) -> dict[str, str] | None:
+    """The agents (id -> symbol) of the config a run recorded, None where it recorded none
+    (a backtest) or it cannot be read: the report then lists the agents its rows name."""
+    try:
+        raw = msgspec.json.decode((run_dir / RUN_CONFIG_FILE).read_bytes())
+        specs = raw.get("agents") or []
+        return {str(a["id"]): str(a.get("symbol", "")) for a in specs}
+    except (OSError, msgspec.DecodeError, AttributeError, KeyError, TypeError):
+        return None
 
 
 # -- the interactive page -------------------------------------------------------------------
@@ -454,17 +564,16 @@ def _asset_keys(
     run: RunData, assets: Mapping[str, str] | None
 ) -> list[tuple[str, str, str]] | None:
     """``(agent, symbol, series key)`` per stored position where the run's PnL is in more
-    than one settlement asset (None: one asset, or unknown instruments): an agent's series
-    is ``agent (ASSET)`` where its own symbols settle in several assets."""
+    than one settlement asset (None: one asset, or unknown instruments): every agent's
+    series is ``agent (ASSET)``, one per asset where its own symbols settle in several. Why
+    every agent's, not only those of several assets: the plot's axis and the agents table
+    hold BTC and ETH series side by side, and a bare name gave no unit to read them in."""
     if not assets:
         return None
     pairs = run["pnl"].select("agent_id", "symbol").unique().rows()
     if len({assets.get(s, "") for _, s in pairs}) < 2:
         return None
-    by_agent: dict[str, set[str]] = {}
-    for agent, symbol in pairs:
-        by_agent.setdefault(agent, set()).add(assets.get(symbol, ""))
-    return [(a, s, f"{a} ({assets.get(s, '?')})" if len(by_agent[a]) > 1 else a) for a, s in pairs]
+    return [(a, s, f"{a} ({assets.get(s, '?')})") for a, s in pairs]
 
 
 def firm_keys(frame: pl.DataFrame) -> list[str]:
@@ -480,7 +589,7 @@ def firm_equity(run: RunData, assets: Mapping[str, str] | None = None) -> pl.Dat
 
     Where the run's PnL is in several settlement assets (``assets``: symbol -> asset, from
     the instruments), nothing of two assets is added: the firm is "firm (ASSET)" per asset
-    and an agent trading in several is "agent (ASSET)" per asset."""
+    and every agent "agent (ASSET)", one per asset where it trades in several."""
     pnl = run["pnl"]
     split = _asset_keys(run, assets)
     if split and assets:
@@ -690,20 +799,39 @@ def llm_figure(run: RunData) -> go.Figure | str:
 
 
 def trade_list(run: RunData, units: Units) -> pl.DataFrame:
+    """Every fill in time order. Times carry the date where the fills span more than one
+    UTC day (a five-day run's 01:45 came after its 23:50, with nothing to say so); the fee
+    is at its settlement asset's stored scale, and where the fills settle in several assets
+    each row names its ``asset`` and its fee is text at that asset's own scale (a Decimal
+    column of one scale showed BTC fees at ETH's 9 digits, with no unit)."""
     fills = run["fills"]
     if fills.is_empty():
         return fills
-    return fills.sort("ts_ns").select(
-        pl.from_epoch("ts_ns", time_unit="ns").dt.strftime("%H:%M:%S%.3f").alias("time"),
+    fills = fills.sort("ts_ns")
+    days = fills.select(pl.from_epoch("ts_ns", time_unit="ns").dt.date().n_unique()).item()
+    when = "%Y-%m-%d %H:%M:%S%.3f" if days > 1 else "%H:%M:%S%.3f"
+    assets = units.assets()
+    found = sorted({assets.get(s, "?") for s in fills["symbol"].unique()}) if assets else []
+    fee: list[pl.Expr]
+    if len(found) > 1:
+        asset = pl.col("symbol").replace_strict(dict(assets), default="?", return_dtype=pl.String)
+        text = pl.lit(None, pl.String)
+        for a in found:  # each asset's fees at its own scale, as stored (never a float's digits)
+            scaled = pl.col("fee_quote").cast(pl.Decimal(38, money_scale(a))).cast(pl.String)
+            text = pl.when(asset == a).then(scaled).otherwise(text)
+        fee = [asset.alias("asset"), text.alias("fee")]
+    else:
+        # at the settlement asset's scale, as stored (Decimal, never a float's digits)
+        scale = money_scale(units.money(sorted(set(fills["symbol"].to_list()))))
+        fee = [pl.col("fee_quote").cast(pl.Decimal(38, scale)).alias("fee")]
+    return fills.select(
+        pl.from_epoch("ts_ns", time_unit="ns").dt.strftime(when).alias("time"),
         "agent_id",
         "symbol",
         pl.when(pl.col("side") > 0).then(pl.lit("buy")).otherwise(pl.lit("sell")).alias("side"),
         units.price(fills, "price_ticks").alias("price"),
         units.qty(fills, "qty_lots").alias("qty"),
-        # at the settlement asset's scale, as stored (Decimal, never a float's digits)
-        pl.col("fee_quote")
-        .cast(pl.Decimal(38, money_scale(units.money(run_symbols(run)))))
-        .alias("fee"),
+        *fee,
         "is_maker",
         "internal",
         "client_order_id",
@@ -716,38 +844,198 @@ def header(
     money: str,
     capital_quote: float | None,
     assets: Mapping[str, str] | None = None,
+    instruments: Mapping[str, Instrument] | None = None,
 ) -> list[Stat]:
+    """The firm's PnL and drawdown in ``money`` (the asset its PnL rows are in), its return
+    and ratios on ``capital_quote``, which is in the firm's currency (``reporting_asset`` of
+    ``instruments``): PnL in another asset is converted at the last stored mark, or the
+    return and ratios are n/a. Span and ratios end at the last fresh mark (``stale_pnl``)."""
     eq = firm_equity(run, assets)
     firms = firm_keys(eq)
+    stale = stale_pnl(run)
     if len(firms) > 1:
-        return _header_by_asset(run, eq, firms)
+        return _header_by_asset(run, eq, firms, stale)
     firm = eq.filter(pl.col("agent_id") == "firm")
     pnl: Decimal = firm["equity"][-1] if firm.height else Decimal(0)
     dd: Decimal = firm["drawdown"].min() if firm.height else Decimal(0)  # type: ignore[assignment]
-    ts = firm["time"].cast(pl.Int64).to_list() if firm.height else []
+    live = _live(firm, stale)
+    ts = live["time"].cast(pl.Int64).to_list() if live.height else []
     note = analytics.ratio_note(ts, max(len(ts) - 1, 0))
+    rate, into, why = _capital_rate(run, money, instruments)
+    converted = rate is not None and rate != 1
     sharpe = sortino = None
     if not note and capital_quote is None:
         note = "n/a: returns need the capital (pass --config)"
-    if not note and capital_quote is not None:
-        curve = firm["equity"].cast(pl.Float64).to_list()
-        rets = analytics.returns([capital_quote + v for v in curve])
+    if not note and rate is None:
+        note = why
+    if not note and capital_quote is not None and rate is not None:
+        # a PnL in another asset than the capital's at one rate, the last mark's (the rows
+        # carry no mark): exact in the firm's own currency, as system tune scores it
+        curve = live["equity"].cast(pl.Float64).to_list()
+        rets = analytics.returns([capital_quote + float(rate) * v for v in curve])
         periods = len(ts) / ((ts[-1] - ts[0]) / analytics.NS_PER_YEAR)
         sharpe = analytics.sharpe(rets, periods)
         sortino = analytics.sortino(rets, periods)
+    ratios = (note or (why if converted else ""), _ratio_end_note(stale))
+    ratio_why = "; ".join(n for n in ratios if n)
     stats = [
         Stat("firm PnL", fmt_money(pnl, money)),
         Stat("firm max drawdown", fmt_money(dd, money)),
-        Stat("Sharpe (firm)", fmt_ratio(sharpe), note),
-        Stat("Sortino (firm)", fmt_ratio(sortino), note),
-        *_run_stats(run, ts),
+        Stat("Sharpe (firm)", fmt_ratio(sharpe), ratio_why),
+        Stat("Sortino (firm)", fmt_ratio(sortino), ratio_why),
+        *_run_stats(run, ts, stale),
     ]
-    if capital_quote:
-        stats.insert(1, Stat("firm return", fmt_pct(float(pnl) / capital_quote)))
+    if rate is not None and converted:
+        stats.insert(1, Stat(f"firm PnL ({into})", fmt_money(pnl * rate, into), why))
+    if capital_quote and rate is None:
+        stats.insert(1, Stat("firm return", fmt_ratio(None), why))
+    elif capital_quote and rate is not None:
+        stats.insert(1, Stat("firm return", fmt_pct(float(pnl * rate) / capital_quote)))
     return stats
 
 
-def _header_by_asset(run: RunData, eq: pl.DataFrame, firms: list[str]) -> list[Stat]:
+def _capital_rate(
+    run: RunData, money: str, instruments: Mapping[str, Instrument] | None
+) -> tuple[Decimal | None, str, str]:
+    """(rate, asset, why): the price of one ``money`` (the PnL's asset) in the asset the
+    capital is in (the firm's currency, ``reporting_asset``), 1 where they are one; None
+    where no stored price converts them. Why: a run that traded only its BTC-settled
+    contract beside a USDT one divided its BTC PnL by its USDT capital (-5.84e-08 % for a
+    loss of 0.35 USDT) and called the figure "BTC/USDT"."""
+    known = dict(instruments or {})
+    into = reporting_asset(known) if known else ""
+    if not into or "/" in money or money == "quote" or same_money(money, into):
+        return Decimal(1), into or money, ""
+    marks = last_marks(run)
+    rate = conversion_rate(money, into, known, marks)
+    if rate is None:
+        return (
+            None,
+            into,
+            (
+                f"n/a: the PnL is in {money} and the capital in {into}, and no stored price "
+                f"converts one into the other"
+            ),
+        )
+    return rate, into, f"{money} at {float(rate):.8g} {into}, the last stored mark"
+
+
+def last_marks(run: RunData) -> dict[str, float]:
+    """Each stored symbol's last mark (ticks), by the one mark rule as far as the ticks
+    table holds it (``sapphire.kernel.marks``): the last quote's mid while it was live at
+    the last trade, else the last trade. Book snapshots and bars are not stored: a run of
+    those has no mark here."""
+    ticks = run["ticks"]
+    quotes = (
+        ticks.filter(
+            (pl.col("kind") == "quote")
+            & (pl.col("bid_ticks") > 0)
+            & (pl.col("ask_ticks") > pl.col("bid_ticks"))
+        )
+        .group_by("symbol")
+        .agg(
+            pl.col("ts_ns").last().alias("quoted"),
+            ((pl.col("bid_ticks") + pl.col("ask_ticks")) / 2).last().alias("mid"),
+        )
+    )
+    trades = (
+        ticks.filter((pl.col("kind") == "trade") & (pl.col("price_ticks") > 0))
+        .group_by("symbol")
+        .agg(pl.col("ts_ns").last().alias("traded"), pl.col("price_ticks").last().alias("px"))
+    )
+    marks: dict[str, float] = {}
+    for sym, quoted, mid, traded, px in (
+        quotes.join(trades, on="symbol", how="full", coalesce=True)
+        .select("symbol", "quoted", "mid", "traded", "px")
+        .rows()
+    ):
+        live = quoted is not None and (traded is None or traded - quoted < QUOTE_STALE_NS)
+        marks[sym] = float(mid) if live else float(px)
+    return marks
+
+
+@dataclass(frozen=True)
+class Stale:
+    """PnL rows past the last fresh mark (``stale_pnl``)."""
+
+    after_ns: int  # rows later than this are left out of the span and ratios
+    last_price_ns: int  # the last stored sign of a live price
+    rows: int  # PnL rows left out
+    last_ns: int  # the last of them
+
+
+def stale_pnl(run: RunData) -> Stale | None:
+    """The PnL rows written at a frozen mark, None where there are none. The kernel writes
+    PnL rows on any event, funding included, so a funding file that runs on after the
+    prices end added weeks of rows at the last price (26 days after a 5-day run: the span
+    read 31.4 days and the Sharpe -2.95 against -7.09 for the same data cut at the last
+    bar). A row is stale where the firm holds a position and no price is in the store
+    within ``FUNDING_MARK_MAX_AGE_NS`` before it, the age past which the kernel settles no
+    funding at a mark: no stored tick or fill, and no PnL row of a position whose mark
+    moved (the sign of a price where bars and books are not stored). A flat firm's rows
+    hang on no mark, and are kept."""
+    pnl = run["pnl"]
+    if pnl.is_empty():
+        return None
+    ticks = run["ticks"].filter(
+        pl.col("price_ticks").is_not_null() | pl.col("bid_ticks").is_not_null()
+    )
+    key = ("agent_id", "symbol")
+    moved = pnl.filter(
+        (pl.col("position_lots") == pl.col("position_lots").shift().over(key))
+        & (pl.col("position_lots") != 0)
+        & (pl.col("unrealized_pnl_quote") != pl.col("unrealized_pnl_quote").shift().over(key))
+    )
+    seen = [
+        t
+        for t in (ticks["ts_ns"].max(), run["fills"]["ts_ns"].max(), moved["ts_ns"].max())
+        if isinstance(t, int)
+    ]
+    if not seen:
+        return None  # nothing in the store times a price: no row can be judged stale
+    last = max(seen)
+    held = pnl.group_by(key).agg(pl.col("position_lots").last())
+    if not (held["position_lots"] != 0).any():
+        return None
+    after = last + FUNDING_MARK_MAX_AGE_NS
+    late = pnl.filter(pl.col("ts_ns") > after)
+    if late.is_empty():
+        return None
+    return Stale(after, last, late.height, int(late["ts_ns"].max()))  # type: ignore[arg-type]
+
+
+def _live(frame: pl.DataFrame, stale: Stale | None) -> pl.DataFrame:
+    """``frame``'s rows up to the last fresh mark."""
+    if stale is None:
+        return frame
+    return frame.filter(pl.col("time").cast(pl.Int64) <= stale.after_ns)
+
+
+def _utc(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _stale_note(stale: Stale | None) -> str:
+    if stale is None:
+        return ""
+    return (
+        f"{stale.rows:,} PnL rows after {_utc(stale.after_ns)} "
+        f"({analytics.format_span(stale.last_ns - stale.after_ns)} of them) left out of the "
+        f"span and ratios: their mark was frozen, no tick, fill or mark move stored for over "
+        f"{analytics.format_span(FUNDING_MARK_MAX_AGE_NS)} before them (the last at "
+        f"{_utc(stale.last_price_ns)})"
+    )
+
+
+def _ratio_end_note(stale: Stale | None) -> str:
+    if stale is None:
+        return ""
+    return f"to {_utc(stale.after_ns)}, the last fresh mark ({stale.rows:,} rows left out: span)"
+
+
+def _header_by_asset(
+    run: RunData, eq: pl.DataFrame, firms: list[str], stale: Stale | None = None
+) -> list[Stat]:
     """The firm's PnL and drawdown per settlement asset; no return or ratio, which would
     need the assets added at a conversion rate the stored rows do not hold."""
     stats = []
@@ -759,19 +1047,25 @@ def _header_by_asset(run: RunData, eq: pl.DataFrame, firms: list[str]) -> list[S
         dd: Decimal = firm["drawdown"].min() if firm.height else Decimal(0)  # type: ignore[assignment]
         stats.append(Stat(f"firm PnL ({asset})", fmt_money(pnl, asset)))
         stats.append(Stat(f"firm max drawdown ({asset})", fmt_money(dd, asset)))
-        times += firm["time"].cast(pl.Int64).to_list()
+        times += _live(firm, stale)["time"].cast(pl.Int64).to_list()
     why = "n/a: the PnL is in several settlement assets (" + ", ".join(firms) + ")"
-    return [*stats, Stat("Sharpe (firm)", fmt_ratio(None), why), *_run_stats(run, sorted(times))]
+    return [
+        *stats,
+        Stat("Sharpe (firm)", fmt_ratio(None), why),
+        *_run_stats(run, sorted(times), stale),
+    ]
 
 
-def _run_stats(run: RunData, ts: list[int]) -> list[Stat]:
-    """Fills, risk rejections and the span of the firm's PnL times ``ts`` (in order)."""
+def _run_stats(run: RunData, ts: list[int], stale: Stale | None = None) -> list[Stat]:
+    """Fills, risk rejections and the span of the firm's PnL times ``ts`` (in order), with
+    the rows left out of it (``stale``) and why."""
     risk = run["risk_decisions"]
     rejected = int((~risk["accepted"]).sum()) if risk.height else 0
+    span = analytics.format_span(ts[-1] - ts[0]) if len(ts) > 1 else "0 s"
     return [
         Stat("fills", f"{run['fills'].height:,}"),
         Stat("risk rejected", f"{rejected:,}", f"of {risk.height:,} checked"),
-        Stat("span", analytics.format_span(ts[-1] - ts[0]) if len(ts) > 1 else "0 s"),
+        Stat("span", span, _stale_note(stale)),
     ]
 
 
@@ -792,12 +1086,17 @@ def interactive_page(
 ) -> str:
     units = Units(instruments)
     symbols = run_symbols(run)
-    money = units.money(symbols)
+    # the asset of the symbols with money rows, not of every stored one: a quoted USDT
+    # market beside a traded BTC-settled contract made the BTC PnL "BTC/USDT"
+    money = units.money(money_symbols(run))
     trades = trade_list(run, units)
     sections: list[tuple[str, go.Figure | str]] = [
         ("agents", table_html(table) if table.height else "<p class='note'>no agents</p>"),
         ("price and fills", price_figure(run, units)),
-        ("equity and drawdown (per agent and firm)", equity_figure(run, money, units.assets())),
+        (
+            "equity and drawdown (per agent and firm)",
+            equity_figure(run, money_label(run, units), units.assets()),
+        ),
         (
             f"trades ({trades.height})",
             table_html(trades) if trades.height else "<p class='note'>no fills</p>",
@@ -813,7 +1112,7 @@ def interactive_page(
         ]
     return page(
         f"Sapphire run {run.run_id}",
-        header(run, table, money, capital_quote, units.assets()),
+        header(run, table, money, capital_quote, units.assets(), instruments),
         sections,
         notes,
     )

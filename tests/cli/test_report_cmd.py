@@ -111,3 +111,31 @@ def test_report_exits_as_query_does_on_a_missing_store_or_run(
     capsys.readouterr()
     assert main(["report", "helt", "--root", str(tmp_path / "runs" / "store")]) == 1
     assert "runs there: held" in capsys.readouterr().err
+
+
+def test_report_with_the_config_lists_its_idle_agents(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An agent that never traded is in the report given the run's config, with zeros, as
+    the run's own summary lists it (the report named only the agents its rows named)."""
+    import msgspec
+
+    from sapphire.cli import main
+    from sapphire.config.system import load_config
+
+    raw = msgspec.to_builtins(load_config(Path(__file__).parents[2] / "configs" / "demo.yaml"))
+    raw["data"]["max_events"] = 3_000
+    raw["storage"]["root"] = str(tmp_path / "runs")
+    idle = {"id": "idle", "kind": "momentum", "symbol": "BTCUSDT"}
+    idle["params"] = {"threshold_bps": 10_000.0}  # never trades
+    raw["agents"] = [*raw["agents"], idle]
+    config = tmp_path / "idle.yaml"
+    config.write_bytes(msgspec.yaml.encode(raw))
+    assert main(["backtest", "--config", str(config), "--run-id", "idle", "--no-progress"]) == 0
+    capsys.readouterr()
+    out_dir = tmp_path / "out"
+    args = _parse(["report", "idle", "--config", str(config), "--out", str(out_dir)])
+    assert args.handler(args) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("│ idle ")]
+    assert len(rows) == 1, rows
+    assert "<td>idle</td>" in (out_dir / "idle.html").read_text(encoding="utf-8")

@@ -63,7 +63,9 @@ def test_two_settlement_assets_are_never_added() -> None:
     rows = {r["agent_id"]: r for r in table.to_dicts()}
     assert rows["mm (USDT)"]["final_position_lots"] == 21
     assert rows["mm (BTC)"]["final_position_lots"] == -500
-    assert rows["mm (BTC)"]["final_equity"] == Decimal("0.00000193")
+    # each row in its own asset, at that asset's scale (text: a Decimal column has one)
+    assert rows["mm (BTC)"]["asset"] == "BTC" and rows["mm (USDT)"]["asset"] == "USDT"
+    assert Decimal(rows["mm (BTC)"]["final_equity"]) == Decimal("0.00000193")
     stats = {s.label: s for s in header(run, table, "BTC/USDT", 100_000.0, assets)}
     assert stats["firm PnL (USDT)"].value.startswith("-0.44597962")
     assert stats["firm PnL (BTC)"].value.startswith("0.00000193")
