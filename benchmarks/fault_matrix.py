@@ -60,6 +60,10 @@ CELLS = [
 
 
 def main() -> int:
+    import argparse
+
+    # --help (or any option) says what this runs before it starts Ray clusters for minutes
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         xml_path = Path(tmp) / "junit.xml"
         cmd = [

@@ -284,8 +284,13 @@ def render():
 
 
 def main(argv):
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a file differs")
+    args = parser.parse_args(argv)  # --help, or an unknown option, before anything renders
     rendered = render()
-    if "--check" in argv:
+    if args.check:
         stale = [n for n, t in rendered.items() if (R / "kuberay" / n).read_text() != t]
         print("stale: " + ", ".join(stale) if stale else "ok")
         return 1 if stale else 0

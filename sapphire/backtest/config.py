@@ -22,7 +22,9 @@ class AgentSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 class InstrumentSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    symbol: str
+    # "": each OHLCV file's own symbol, from its name (one symbol for several files labelled
+    # Bitstamp BTC/USD bars "ETHBTC" in their report)
+    symbol: str = ""
     tick_size: str | None = None  # None: inferred from the OHLCV file
     lot_size: str | None = None
     base: str = ""
@@ -118,6 +120,8 @@ class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             self.instrument.tick_size is None or self.instrument.lot_size is None
         ):
             raise BacktestConfigError("'ticks' data needs instrument.tick_size and lot_size")
+        if self.ticks is not None and not self.instrument.symbol:
+            raise BacktestConfigError("'ticks' data needs instrument.symbol")
 
 
 def _check_step(field: str, text: str | None) -> None:

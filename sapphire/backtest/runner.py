@@ -26,6 +26,7 @@ from sapphire.backtest.event_driven import run_event_driven
 from sapphire.backtest.ledger import BacktestResult
 from sapphire.backtest.vectorized import run_vectorized
 from sapphire.data.binance_json import interval_ns
+from sapphire.data.ohlcv import file_symbol
 from sapphire.model.instrument import Instrument, InstrumentError
 
 Progress = Callable[[str, int, int], None]  # (run name, done, total)
@@ -61,15 +62,23 @@ def timeframe_note(strategy: IndicatorStrategy | None, frame: pl.DataFrame) -> s
     )
 
 
-def _instrument(cfg: BacktestConfig, raw: object | None) -> Instrument:
+def _instrument(cfg: BacktestConfig, raw: object | None, path: Path | None = None) -> Instrument:
     spec = cfg.instrument
+    symbol = spec.symbol
+    if not symbol:
+        symbol = (file_symbol(path) if path is not None else None) or ""
+        if not symbol:
+            raise BacktestConfigError(
+                f"instrument.symbol: {path} does not name its symbol (a freqtrade_ or basana_ "
+                "file name does): set it"
+            )
     if spec.tick_size is None or spec.lot_size is None:
-        inferred = _loaders.instrument_for(raw, spec.symbol)  # type: ignore[arg-type]
+        inferred = _loaders.instrument_for(raw, symbol)  # type: ignore[arg-type]
         tick, lot = spec.tick_size or inferred.tick_size, spec.lot_size or inferred.lot_size
     else:
         tick, lot = spec.tick_size, spec.lot_size
     return Instrument(
-        symbol=spec.symbol,
+        symbol=symbol,
         base=spec.base,
         quote=spec.quote,
         tick_size=tick,
@@ -160,7 +169,7 @@ def _run_bars(
     raw = _loaders.read_ohlcv(path)
     if cfg.max_bars is not None:
         raw = raw.head(cfg.max_bars)
-    inst = _instrument(cfg, raw)
+    inst = _instrument(cfg, raw, path)
     frame = _loaders.tick_frame(raw, inst)
     name = f"{cfg.name}-{path.name.split('.')[0]}"
     total = frame.height

@@ -37,6 +37,16 @@ def _name(path: Path, pattern: re.Pattern[str]) -> tuple[str, int]:
     return _symbol(match["pair"]), interval_ns(match["iv"])
 
 
+def file_symbol(path: str | Path) -> str | None:
+    """The symbol a freqtrade or basana OHLCV file's name gives ("BTCUSD" for
+    ``basana_bitstamp_BTC-USD_1m_...``); None for any other name."""
+    for pattern in (_FT_NAME, _BASANA_NAME):
+        match = pattern.search(Path(path).name)
+        if match is not None:
+            return _symbol(match["pair"])
+    return None
+
+
 def _f(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.Float64, strict=False)
 

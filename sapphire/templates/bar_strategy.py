@@ -28,7 +28,9 @@ class TemplateBarParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
 
 
 class TemplateBarStrategy(IndicatorStrategy):
-    timeframe = "5m"
+    # the bars its generated config runs on (a day of Bitstamp 1-minute bars): a strategy
+    # written for other bars counts its periods in these (not resampled), and says so
+    timeframe = "1m"
     stoploss = -0.05
     Params: ClassVar[type[msgspec.Struct]] = TemplateBarParams
 

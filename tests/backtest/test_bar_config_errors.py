@@ -121,3 +121,36 @@ def test_backtest_help_says_the_configs_run_id_is_the_default(
         main(["backtest", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "default: the config's run_id, else fresh" in out
+
+
+def test_without_a_symbol_each_file_is_its_own_symbol(tmp_path: Path) -> None:
+    """One configured symbol labelled every file with it (Bitstamp BTC/USD bars reported as
+    "ETHBTC"); without one, each file's name gives its symbol, and a file whose name does
+    not is one line naming the field."""
+    from sapphire.backtest.config import parse_config
+    from sapphire.backtest.runner import run_config
+    from sapphire.kernel.assembly import data_path
+
+    ohlcv = [
+        "shared:ohlcv/freqtrade_ETH-BTC_5m_2018-01.csv.gz",
+        "shared:ohlcv/basana_bitstamp_BTC-USD_1m_2020-01-01.csv",
+    ]
+    path = _bar_config(tmp_path, instrument={"symbol": ""}, ohlcv=ohlcv, max_bars=600)
+    cfg = parse_config(yaml.safe_load(path.read_text()))
+    outputs = run_config(cfg, lambda p: data_path(p) if p.startswith("shared:") else Path(p))
+    assert [o.result.symbol for o in outputs] == ["ETHBTC", "BTCUSD"]
+    assert "BTCUSD: tick" in Path(outputs[1].html).read_text(encoding="utf-8")
+
+
+def test_a_file_that_does_not_name_its_symbol_needs_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sapphire.kernel.assembly import data_path
+
+    bars = tmp_path / "bars.csv"
+    bars.write_bytes(
+        data_path("shared:ohlcv/basana_bitstamp_BTC-USD_1m_2020-01-01.csv").read_bytes()
+    )
+    config = _bar_config(tmp_path, instrument={"symbol": ""}, ohlcv=[str(bars)], max_bars=600)
+    assert main(["backtest", "--config", str(config), "--no-progress"]) == 2
+    assert "instrument.symbol:" in _one_line_error(config, capsys)
