@@ -174,6 +174,15 @@ class AgentActor(RoundLeaf):
         self.busy_s += time.perf_counter() - started
         return [encode_messages(outputs[a]) for a in self.agent_ids], llm_records
 
+    def end_llm(self) -> list[Any]:
+        """The run's last LLM rows: its decisions unresolved at the end
+        (:meth:`LlmBridge.end_records`); none for an agent that asks no model."""
+        with self._lock:
+            if self._llm is None:
+                return []
+            symbol = getattr(self.agent, "symbol", "")
+            return self._llm.end_records(self.agent, symbol)
+
     def agent_state(self, agent_id: str = "") -> bytes:
         """An agent's own snapshot (what it learned; default: the first hosted), for tests
         and inspection."""

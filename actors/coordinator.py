@@ -148,6 +148,7 @@ class CoordinatorActor:
         # summary and exited 0)
         self._unreached = ""
         self._start_retries: set[str] = set()  # the start-up retry alert shown (the latest)
+        self._llm_ended = False  # the LLM agents' end-of-run rows were added (finish)
         # the last 100k steps' latencies: a long live run's p50 follows the run (the first
         # 100k were kept, start-up included, and the figure stopped moving)
         self.latency_s: collections.deque[float] = collections.deque(maxlen=100_000)
@@ -916,6 +917,9 @@ class CoordinatorActor:
     async def finish(self) -> dict[str, Any]:
         """Flush the sink until every row of this run is committed."""
         await self._drop_graph()  # the agents and the venue answer plain calls from here
+        if not self._llm_ended:  # once per process: a retried finish adds no second copy
+            self._llm_ended = True
+            self.rows.add_llm(await self._end_llm())
         self.rows.take_new()  # rows of the steps after the last barrier join the unacked
         await self._settle_inflight(0)
         if self._resend_all:
@@ -930,6 +934,21 @@ class CoordinatorActor:
             self.faults["sink_restarts_seen"] = self.faults.get("sink_restarts_seen", 0) + 1
         self.rows.acknowledge(marks)
         return {"unacked_rows": self.rows.unacked_count()}
+
+    async def _end_llm(self) -> list[Any]:
+        """Each LLM agent's decisions unresolved at the run's end (an answer never acted
+        on, a request unanswered), stored as the run's last rows: they were in no table."""
+        records: list[Any] = []
+        for leaf, ids in sorted(self.leaves.items()):
+            if any(a in self.quarantined for a in ids):
+                continue
+            try:
+                records += await asyncio.wait_for(
+                    _await(self.leaf_handles[leaf].end_llm.remote()), 10
+                )
+            except (TimeoutError, ray.exceptions.RayError) as exc:
+                log.warning("agent %s: its last LLM rows are not stored: %s", leaf, exc)
+        return records
 
     async def feed_stats(self) -> dict[str, int]:
         """A replay's buffer ahead of the window cutter (tests, inspection): the most events

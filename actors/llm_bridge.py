@@ -62,8 +62,10 @@ class LlmBridge:
             "timeouts": 0,
             "late": 0,
             "stale": 0,
+            "unused": 0,
         }
         self._raised = 0  # requests the client raised on (their records carry the error)
+        self._ended = False  # the run's end rows were counted (end_records)
 
     def submit(self, requests: list[Any]) -> None:
         with self._lock:
@@ -189,32 +191,45 @@ class LlmBridge:
         a model answer it acted on or dropped, its own fallbacks. Asked after each step
         too: the ones of a run's last step were never stored (counted by the caller's
         ``collect``, or by :meth:`take_outcomes`)."""
-        records: list[LlmDecisionRecord] = []
-        for outcome in getattr(agent, "drain_outcomes", list)():
-            if outcome.note:
-                row = msgspec.msgpack.decode(outcome.note, type=LlmDecisionRecord)
-                if outcome.error:
-                    # dropped: nothing traded on it, and no fallback decided instead
-                    row = msgspec.structs.replace(row, valid=False, error=outcome.error)
-                records.append(row)
-                continue
-            records.append(
-                LlmDecisionRecord(
-                    ts_event_ns=outcome.ts_event_ns,
-                    agent_id=getattr(agent, "agent_id", ""),
-                    symbol=symbol,
-                    model=self._app_name,
-                    action=outcome.decision.action,
-                    size_fraction=outcome.decision.size_fraction,
-                    confidence=outcome.decision.confidence,
-                    rationale=outcome.decision.rationale,
-                    valid=False,
-                    latency_ns=0,
-                    error=outcome.error,
-                    fallback=outcome.fallback,
-                    prompt_hash=self._prompt_hash(outcome.request_id),
-                )
-            )
+        outcomes: list[Any] = getattr(agent, "drain_outcomes", list)()
+        return [self._record(agent, symbol, outcome) for outcome in outcomes]
+
+    def _record(self, agent: Any, symbol: str, outcome: Any) -> LlmDecisionRecord:
+        if outcome.note:
+            row = msgspec.msgpack.decode(outcome.note, type=LlmDecisionRecord)
+            if outcome.error:
+                # dropped: nothing traded on it, and no fallback decided instead
+                row = msgspec.structs.replace(row, valid=False, error=outcome.error)
+            return row
+        return LlmDecisionRecord(
+            ts_event_ns=outcome.ts_event_ns,
+            agent_id=getattr(agent, "agent_id", ""),
+            symbol=symbol,
+            model=self._app_name,
+            action=outcome.decision.action,
+            size_fraction=outcome.decision.size_fraction,
+            confidence=outcome.decision.confidence,
+            rationale=outcome.decision.rationale,
+            valid=False,
+            latency_ns=0,
+            error=outcome.error,
+            fallback=outcome.fallback,
+            prompt_hash=self._prompt_hash(outcome.request_id),
+        )
+
+    def end_records(self, agent: Any, symbol: str) -> list[LlmDecisionRecord]:
+        """The run's last rows: its decisions still unresolved at the end (an answer taken
+        in time and never acted on, a request unanswered: :meth:`LlmAgent.unresolved`),
+        each with why it was not used; counted once however often this is asked (a retried
+        end gets the same rows, stored once by the coordinator)."""
+        records = [
+            self._record(agent, symbol, outcome)
+            for outcome in getattr(agent, "unresolved", list)()
+        ]
+        if not self._ended:
+            self._ended = True
+            for record in records:
+                self._count(record)
         return records
 
     def take_outcomes(self, agent: Any, symbol: str) -> list[LlmDecisionRecord]:
@@ -235,6 +250,7 @@ class LlmBridge:
         flags["timeouts"] += int(outcome == "timeout")
         flags["late"] += int(outcome == "late")
         flags["stale"] += int(outcome == "stale")
+        flags["unused"] += int(outcome == "unused")
         metrics.record_llm_decision(
             outcome=outcome,
             latency_s=r.latency_ns / 1e9,
@@ -286,7 +302,7 @@ def _error_line(exc: BaseException) -> str:
 
 def _outcome(r: LlmDecisionRecord) -> str:
     """The ``outcome`` label: ok, cache_hit, or the failure kind (timeout, malformed_json,
-    schema_violation, error, point_in_time, lookahead, late, stale)."""
+    schema_violation, error, point_in_time, lookahead, late, stale, unused)."""
     if r.valid:
         return "cache_hit" if r.cache_hit else "ok"
     return r.error.split(":", 1)[0] or "error"
@@ -307,7 +323,7 @@ def print_llm_summary(llm: dict[str, Any], console: Any = None) -> None:
             f"{s.get('cache_hits', 0)} cached, {s.get('fallbacks', 0)} by the fallback, "
             f"{s.get('refused', 0)} refused, {s.get('timeouts', 0)} timed out, "
             f"{s.get('late', 0)} late answers, {s.get('stale', 0)} stale (answered in time, "
-            "no event before the deadline)"
+            f"no event before the deadline), {s.get('unused', 0)} unresolved at the end"
         )
         flagged = int(s.get("before_cutoff", 0))
         if flagged:

@@ -31,7 +31,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from sapphire.agents.base import AgentConfigError, AgentOutput, BaseAgent, decode_config
-from sapphire.llm.decision import DecisionStats, LlmDecision, ParseResult, parse_decision
+from sapphire.llm.decision import (
+    HOLD,
+    DecisionStats,
+    LlmDecision,
+    ParseResult,
+    parse_decision,
+)
 from sapphire.llm.pit import LookaheadError
 from sapphire.llm.prompt import (
     DecisionPrompt,
@@ -152,6 +158,34 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         """Decisions made without the model since the last call (timeouts, refusals), and
         the fates of model answers handed in with a ``note`` (acted on, or dropped stale)."""
         out, self.state.outcomes = self.state.outcomes, []
+        return out
+
+    def unresolved(self) -> list[LlmOutcome]:
+        """The decisions a run ends with unresolved, for its last rows: model answers taken
+        in time that nothing acted on (no event of the symbol came before the end), and a
+        request with no answer handed over. Stored nowhere else, they were missing from
+        ``llm_decisions``. Leaves the state as it is: asked again (a retried end), it says
+        the same."""
+        st = self.state
+        out = [
+            msgspec.structs.replace(
+                fate,
+                error="unused: answered in time, but the run ended before the symbol's "
+                "next event",
+            )
+            for fate in st.arrived_fates
+            if fate is not None
+        ]
+        if st.outstanding is not None:
+            out.append(
+                LlmOutcome(
+                    request_id=st.outstanding.request_id,
+                    ts_event_ns=st.outstanding.ts_event_ns,
+                    decision=HOLD,
+                    fallback="",
+                    error="unused: the run ended with the request unanswered",
+                )
+            )
         return out
 
     def on_decision(

@@ -310,3 +310,32 @@ def test_an_llm_agent_named_by_its_factory_path_gets_its_bridge_on_ray(
     for e in errors:
         assert e.startswith(("error: RayServeException", "timeout: ", "late: ")), e
         assert not e.startswith("late: ") or "(error: RayServeException" in e, e
+
+
+def test_a_run_that_ends_first_stores_its_unresolved_decisions() -> None:
+    """An answer taken in time that no event acted on before the run's end, and a request
+    still in flight there, were in no table: the run's last rows say what became of them,
+    once however often the end is asked."""
+    bridge = _scripted_bridge(ScriptedHandle(reply()))
+    agent = LlmAgent("llm", INST, {"decision_timeout_ns": 2 * NS, "max_order_lots": 2})
+    request = _asked(bridge, agent)
+    _wait_for_answers(bridge)
+    assert bridge.collect(agent, "BTCUSDT", T0 + NS) == []  # handed over; the run ends
+    (row,) = bridge.end_records(agent, "BTCUSDT")
+    assert not row.valid and row.error.startswith("unused: answered in time")
+    assert row.action == "buy" and row.prompt_tokens == 120  # the model's call, metered
+    assert row.ts_event_ns == request.ts_event_ns and row.prompt_hash == _key(request)
+    assert bridge.end_records(agent, "BTCUSDT") == [row]  # asked again: the same row
+    stats = bridge.stats()
+    assert (stats["stored"], stats["unused"], stats["in_time"]) == (1, 1, 0)
+
+    # a request the run ended on, no answer handed over
+    asking = LlmAgent("llm2", INST, {"decision_timeout_ns": 2 * NS})
+    asking.on_event(_quote(T0), T0)
+    (pending,) = asking.drain_requests()
+    other = LlmBridge("sapphire-llm", timeout_s=1.0)
+    other._prompts[pending.request_id] = pending.prompt
+    (row,) = other.end_records(asking, "BTCUSDT")
+    assert row.error == "unused: the run ended with the request unanswered"
+    assert row.action == "hold" and not row.valid and row.fallback == ""
+    assert row.ts_event_ns == pending.ts_event_ns and row.agent_id == "llm2"
