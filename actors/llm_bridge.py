@@ -223,8 +223,7 @@ class LlmBridge:
         each with why it was not used; counted once however often this is asked (a retried
         end gets the same rows, stored once by the coordinator)."""
         records = [
-            self._record(agent, symbol, outcome)
-            for outcome in getattr(agent, "unresolved", list)()
+            self._record(agent, symbol, outcome) for outcome in getattr(agent, "unresolved", list)()
         ]
         if not self._ended:
             self._ended = True

@@ -170,8 +170,7 @@ class LlmAgent(BaseAgent[LlmAgentState]):
         out = [
             msgspec.structs.replace(
                 fate,
-                error="unused: answered in time, but the run ended before the symbol's "
-                "next event",
+                error="unused: answered in time, but the run ended before the symbol's next event",
             )
             for fate in st.arrived_fates
             if fate is not None
