@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import difflib
 import logging
 import random
 import time
@@ -70,6 +71,27 @@ _MAX_TRADE_PAGES = 1000
 T = TypeVar("T")
 
 
+class UnknownExchangeError(ValueError):
+    """An exchange id ccxt does not have; the message names the config field."""
+
+
+def check_exchange_id(
+    exchange_id: str,
+    field: str,
+    known: Iterable[str] | None = None,
+    listing: str = "ccxt.exchanges",
+) -> None:
+    """Refuses an ``exchange_id`` that is none of ``known`` (default: ccxt's exchanges, which
+    ``listing`` names), naming ``field`` and the nearest id: a typo (``binanse``) was an
+    AttributeError traceback from the venue actor, after Ray had started."""
+    ids = sorted(ccxt_async.exchanges if known is None else known)
+    if exchange_id in ids:
+        return
+    near = difflib.get_close_matches(exchange_id, ids, n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else f"; the ids are in {listing}"
+    raise UnknownExchangeError(f"{field}: unknown ccxt exchange {exchange_id!r}{hint}")
+
+
 def _default_options() -> dict[str, Any]:
     # Spot only: no futures/margin/sapi endpoints at load_markets time.
     return {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}
@@ -110,6 +132,9 @@ class CcxtGatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     def __post_init__(self) -> None:
         if self.timeout_ms <= 0 or self.recv_window_ms <= 0 or self.settle_margin_ms < 0:
             raise ValueError("timeout_ms and recv_window_ms must be > 0, settle_margin_ms >= 0")
+        # here as well as before Ray starts (sapphire run): a gateway built by other code
+        # is refused as a config, never by getattr on the ccxt module
+        check_exchange_id(self.exchange_id, "exchange_id")
 
 
 class CcxtExchange:

@@ -17,12 +17,23 @@ from typing import Any
 import ccxt
 import ccxt.pro as ccxtpro
 
-from sapphire.adapters.ccxt_gateway import CcxtExchange
+from sapphire.adapters.ccxt_gateway import CcxtExchange, UnknownExchangeError, check_exchange_id
 from sapphire.exchange import ccxt_convert as cv
 from sapphire.model.events import BookSnapshot, Side, Trade
 from sapphire.model.instrument import Instrument
 
 log = logging.getLogger(__name__)
+
+
+def check_stream_exchange_id(exchange_id: str, field: str) -> None:
+    """Refuses a live feed's ``exchange_id`` that ccxt.pro cannot stream, naming ``field``:
+    it was an AttributeError in the market-data actor, after Ray had started. A REST-only
+    ccxt exchange is told apart from a typo."""
+    if exchange_id in ccxt.exchanges and exchange_id not in ccxtpro.exchanges:
+        raise UnknownExchangeError(
+            f"{field}: ccxt exchange {exchange_id!r} has no websocket streams (ccxt.pro)"
+        )
+    check_exchange_id(exchange_id, field, ccxtpro.exchanges, "ccxt.pro.exchanges")
 
 
 def trade_event(trade: cv.CcxtDict, inst: Instrument, recv_ns: int = 0) -> Trade:

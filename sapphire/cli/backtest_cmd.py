@@ -23,10 +23,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from sapphire.backtest.config import BacktestConfig, BacktestConfigError, parse_config
+from sapphire.backtest.config import BacktestConfigError, parse_config
 from sapphire.backtest.ledger import fees_paid
 from sapphire.backtest.runner import RunOutput, run_config
-from sapphire.config.system import SystemConfig
+from sapphire.config.kind import config_kind, wrong_kind
 from sapphire.config.yaml_text import describe, load_yaml
 
 
@@ -59,16 +59,9 @@ def _resolver(config_path: Path, output_override: Path | None) -> Any:
     return resolve
 
 
-# keys only a system config has, read from the two config structs so a field added to
-# SystemConfig is recognised here too (the two share no field)
-_SYSTEM_KEYS = frozenset(SystemConfig.__struct_fields__) - frozenset(
-    BacktestConfig.__struct_fields__
-)
-
-
 def is_system_config(loaded: object) -> bool:
     """A system config (the shape ``sapphire run`` reads) runs on the in-process kernel."""
-    return isinstance(loaded, dict) and not _SYSTEM_KEYS.isdisjoint(loaded)
+    return config_kind(loaded) == "system"
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -82,6 +75,10 @@ def handle(args: argparse.Namespace) -> int:
     except yaml.YAMLError as exc:
         message = escape(_yaml_error(args.config, exc))
         console.print(f"[red]backtest config error:[/red] {message}", soft_wrap=True)
+        return 2
+    misfiled = wrong_kind(loaded, str(args.config), "system", "bar-backtest")
+    if misfiled:  # a tune config: its `agent` (an id) was refused as "expected 'object'"
+        console.print(f"[red]backtest config error:[/red] {escape(misfiled)}", soft_wrap=True)
         return 2
     if is_system_config(loaded):
         from sapphire.cli.kernel_run import run_in_process

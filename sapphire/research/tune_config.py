@@ -8,6 +8,7 @@ every trial runs that backtest on each walk-forward window.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,7 +17,11 @@ import yaml
 
 from sapphire.agents.indicator import StrategyError, load_strategy
 from sapphire.backtest.config import BacktestConfig, BacktestConfigError, parse_config
+from sapphire.config.kind import wrong_kind
+from sapphire.config.system import SystemConfig
 from sapphire.config.yaml_text import describe, load_yaml
+from sapphire.kernel import assembly
+from sapphire.kernel.assembly import WiringError
 from sapphire.research import system_tune
 from sapphire.research.space import ParamSpec, SpaceError, parse_space
 
@@ -90,6 +95,9 @@ class TuneConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 
 def parse_tune_config(raw: object, origin: str = "<dict>") -> TuneConfig:
+    misfiled = wrong_kind(raw, origin, "tune")
+    if misfiled:  # a system config was refused about its first key ("unknown field 'run_id'")
+        raise TuneConfigError(misfiled)
     try:
         cfg = msgspec.convert(raw, TuneConfig, strict=False)
         if (cfg.system is None) == (cfg.backtest is None):
@@ -98,10 +106,11 @@ def parse_tune_config(raw: object, origin: str = "<dict>") -> TuneConfig:
         if cfg.system is not None:
             # Validate the embedded parts now, so a bad file fails before Ray starts.
             try:
-                system_tune.parse_system(cfg.system, f"{origin}: system")
+                system = system_tune.parse_system(cfg.system, f"{origin}: system")
             except system_tune.SystemTuneError as exc:
                 raise TuneConfigError(str(exc)) from None  # it names the file already
-            system_tune.tuned_agent_id(cfg.system, cfg.agent)
+            agent_id = system_tune.tuned_agent_id(cfg.system, cfg.agent)
+            _check_system_space(cfg, cfg.system, system, agent_id, origin)
             return cfg
         bt = cfg.backtest_config
     except msgspec.ValidationError as exc:
@@ -140,6 +149,51 @@ def _check_bar_space(cfg: TuneConfig, bt: BacktestConfig, origin: str) -> None:
                 f"(strategy_params.<one of {', '.join(sorted(fields))}>): nothing reads "
                 f"{path!r}"
             )
+
+
+def _check_system_space(
+    cfg: TuneConfig, raw: dict[str, Any], system: SystemConfig, agent_id: str, origin: str
+) -> None:
+    """A tick tune's trials build the agent with their sampled params: a path the agent does
+    not take (``risk_factr``) failed every trial, found only once Ray Tune had run them all.
+    The agent is built here with each path set to a value of its range (each value of a
+    choice), before Ray starts; the base config's agents first, so that a bad base is not
+    blamed on the space."""
+    try:
+        instruments = assembly.load_instruments(system.data)
+    except WiringError:
+        return  # loading the tune's data says so, naming the file, before Ray starts too
+    try:
+        assembly.check_agents(system, instruments)
+    except WiringError as exc:
+        raise TuneConfigError(f"{origin}: system: {exc}") from None
+    for path, spec in cfg.params_space.items():
+        for value in _probes(spec):
+            try:
+                variant = system_tune.system_dict(raw, agent_id, {path: value})
+                # the params are the agent's, never the system's fields: this parse passes
+                assembly.check_agents(system_tune.parse_system(variant, "system"), instruments)
+            except (WiringError, SpaceError, system_tune.SystemTuneError) as exc:
+                # a choice's value is the mistake as often as its path: name it
+                where = f"space.{path}" + (f" value {value!r}" if spec.type == "choice" else "")
+                raise TuneConfigError(f"{origin}: {where}: {exc}") from None
+
+
+def _probes(spec: ParamSpec) -> list[Any]:
+    """Values a trial may be given for ``spec``: every choice, else the range's middle (on a
+    log scale for the log kinds; whole and on the step's grid where the searchers are)."""
+    if spec.type == "choice":
+        return list(spec.values or [])
+    assert spec.low is not None and spec.high is not None  # parse_space checked
+    if spec.type in ("loguniform", "logint"):
+        middle = math.sqrt(spec.low * spec.high)
+    else:
+        middle = (spec.low + spec.high) / 2
+    if spec.step is not None:
+        middle = min(max(round(middle / spec.step) * spec.step, spec.low), spec.high)
+    if spec.type in ("int", "logint"):
+        return [round(middle)]
+    return [middle]
 
 
 def load_tune_config(path: str | Path) -> TuneConfig:

@@ -12,7 +12,33 @@ import msgspec
 
 
 class SplitError(ValueError):
-    """Window lengths that do not fit the data span."""
+    """Window lengths that do not fit the data span. ``span`` and ``needed`` (train + test)
+    are in the caller's unit, when the data is too short: :meth:`in_units` says it in the
+    config's (seconds for tick data, not the nanoseconds the folds are cut in)."""
+
+    def __init__(self, message: str, *, span: int | None = None, needed: int | None = None) -> None:
+        super().__init__(message)
+        self.span = span
+        self.needed = needed
+
+    def in_units(self, per_unit: float, unit: str) -> str:
+        """The error in the config's unit: ``per_unit`` positions make one ``unit``
+        (1e9 for seconds of nanosecond data)."""
+        if self.span is None or self.needed is None:
+            return str(self)
+        needed, span = self.needed / per_unit, self.span / per_unit
+        for decimals in (0, 1, 3, 9):  # as few as tell the two apart (never "900 < 900")
+            if round(needed, decimals) != round(span, decimals):
+                break
+
+        def text(value: float) -> str:
+            shown = f"{value:.{decimals}f}"
+            return shown.rstrip("0").rstrip(".") if "." in shown else shown
+
+        return (
+            f"walk_forward: train + test = {text(needed)} {unit}, but the data spans "
+            f"{text(span)} {unit}"
+        )
 
 
 class Window(msgspec.Struct, frozen=True):
@@ -53,7 +79,9 @@ def walk_forward_splits(
         raise SplitError(f"train, test and step must be > 0, got {train}, {test}, {step}")
     if end - start < train + test:
         raise SplitError(
-            f"span {end - start} is shorter than one train + test window ({train} + {test})"
+            f"walk_forward: train + test = {train + test}, but the data spans {end - start}",
+            span=end - start,
+            needed=train + test,
         )
     folds: list[Fold] = []
     offset = start

@@ -87,3 +87,52 @@ def test_a_trial_larger_than_the_local_cluster_is_refused_before_ray_starts(
     assert main(["tune", "--config", str(config), "--num-cpus", "2"]) == 2
     assert "cpus_per_trial 4 > the 2 CPUs" in capsys.readouterr().err
     assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [
+        ("system", r"walk_forward: train \+ test = 900 s, but the data spans \d+(\.\d+)? s"),
+        ("bars", r"walk_forward: train \+ test = 900000 bars, but the data spans \d+ bars"),
+    ],
+)
+def test_data_shorter_than_one_fold_is_said_in_the_configs_unit(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    kind: str,
+    said: str,
+) -> None:
+    # "span 184991000001 is shorter than one train + test window (600000000000 +
+    # 300000000000)": nanoseconds for lengths written in seconds, and no field named
+    import re
+
+    import ray
+
+    from sapphire.cli import main
+    from tests.research.helpers import SAMPLE_SYSTEM
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Ray was started for a tune that cannot run")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    if kind == "system":
+        raw = {
+            "name": "short",
+            "system": SAMPLE_SYSTEM,
+            "agent": "as_1",
+            "space": {"risk_factor": {"type": "uniform", "low": 0.1, "high": 1.0}},
+            "walk_forward": {"train": 600, "test": 300},
+        }
+    else:
+        request.getfixturevalue("shared_data")  # its bars are the shared recordings
+        raw = yaml.safe_load((REPO_ROOT / "configs" / "tune_ema_cross.yaml").read_text())
+        raw["walk_forward"] = {"train": 600_000, "test": 300_000}
+    raw["output"] = {"storage_path": str(tmp_path / "tune")}
+    config = tmp_path / "tune.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["tune", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(f"sapphire tune: {re.escape(str(config))}: {said}\n", err), err
+    assert not ray.is_initialized()

@@ -52,5 +52,24 @@ def test_rolling_tiles_test_windows() -> None:
 def test_bad_lengths_are_rejected() -> None:
     with pytest.raises(SplitError, match="must be > 0"):
         walk_forward_splits(0, 10, 0, 5)
-    with pytest.raises(SplitError, match="shorter"):
+    with pytest.raises(
+        SplitError, match=r"^walk_forward: train \+ test = 13, but the data spans 10$"
+    ):
         walk_forward_splits(0, 10, 8, 5)
+
+
+def test_too_short_data_is_said_in_the_configs_unit() -> None:
+    # "span 184991000001 is shorter than one train + test window (600000000000 +
+    # 300000000000)": nanoseconds, for a config written in seconds, and no field named
+    with pytest.raises(SplitError) as info:
+        walk_forward_splits(0, 184_991_000_001, 600_000_000_000, 300_000_000_000)
+    assert info.value.in_units(1e9, "s") == (
+        "walk_forward: train + test = 900 s, but the data spans 185 s"
+    )
+    # as few decimals as tell the two apart: never "900 s, but the data spans 900 s"
+    with pytest.raises(SplitError) as info:
+        walk_forward_splits(0, 899_960_000_000, 600_000_000_000, 300_000_000_000)
+    assert info.value.in_units(1e9, "s") == (
+        "walk_forward: train + test = 900 s, but the data spans 899.96 s"
+    )
+    assert SplitError("x").in_units(1e9, "s") == "x"  # no lengths: the message as it was
