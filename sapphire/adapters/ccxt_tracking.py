@@ -18,6 +18,7 @@ from sapphire.model.orders import (
     OrderUpdate,
     RejectReason,
     SubmitOrder,
+    TimeInForce,
 )
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ class TrackedOrder:
         trade_id = trade.get("id")
         if trade_id is None or str(trade_id) in self.trade_ids:
             return
+        self._enter(out)  # the paper venue reports an order's entry before its fills
         try:
             price = cv.ticks(inst, trade["price"])
             qty = cv.lots(inst, trade["amount"])
@@ -166,22 +168,53 @@ class TrackedOrder:
         shown = min(filled, self.fill_lots)
         if shown < self.reported_filled:
             return  # an older snapshot (answers can cross): never report backwards
-        if not status.is_final:
-            status = OrderStatus.PARTIALLY_FILLED if shown > 0 else OrderStatus.ACCEPTED
-        if status is self.status and shown == self.reported_filled:
-            return
+        ts = cv.ts_ns(venue_order.get("lastUpdateTimestamp") or venue_order.get("timestamp"))
+        ts = ts or self.order.ts_event_ns
+        # The reports an agent gets are the paper venue's, whatever the runner (agents act
+        # on them: an ACCEPTED resets their refusal wait): an order's entry once (ACCEPTED),
+        # its progress as fills only (no PARTIALLY_FILLED update), and an IOC, FOK or market
+        # order that ends unfilled with the paper venue's reason. Live sent fills with no
+        # entry before them, partial states paper never sends, and expiries with no reason.
+        reason, message = None, ""
+        if status is OrderStatus.EXPIRED and self.order.tif is TimeInForce.FOK and not shown:
+            reason, message = RejectReason.FOK_NOT_FILLABLE, "not fully fillable now"
+        elif status is not OrderStatus.REJECTED:
+            self._enter(out, ts)
+            if not status.is_final:
+                return  # entered: the rest of its progress comes as fills
+            if status is OrderStatus.EXPIRED:
+                reason = None if shown else RejectReason.NO_LIQUIDITY
+                message = "unfilled remainder expired"
         self.status = status
         self.reported_filled = shown
-        ts = cv.ts_ns(venue_order.get("lastUpdateTimestamp") or venue_order.get("timestamp"))
         out.append(
             OrderUpdate(
-                ts_event_ns=ts or self.order.ts_event_ns,
+                ts_event_ns=ts,
                 client_order_id=self.order.client_order_id,
                 agent_id=self.order.agent_id,
                 symbol=self.order.symbol,
                 status=status,
                 filled_lots=shown,
-                leaves_lots=0 if status.is_final else self.order.qty_lots - shown,
+                leaves_lots=0,
+                reason=reason,
+                message=message,
+            )
+        )
+
+    def _enter(self, out: list[ExecutionReport], ts_ns: int = 0) -> None:
+        """The order's ACCEPTED, once, before anything else of it (as the paper venue)."""
+        if self.status is not OrderStatus.PENDING:
+            return
+        self.status = OrderStatus.ACCEPTED
+        out.append(
+            OrderUpdate(
+                ts_event_ns=ts_ns or self.order.ts_event_ns,
+                client_order_id=self.order.client_order_id,
+                agent_id=self.order.agent_id,
+                symbol=self.order.symbol,
+                status=OrderStatus.ACCEPTED,
+                filled_lots=0,
+                leaves_lots=self.order.qty_lots,
             )
         )
 

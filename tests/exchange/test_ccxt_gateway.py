@@ -379,8 +379,10 @@ def test_market_ioc_and_fok_orders_end_filled_or_expired(shared_data: Path) -> N
             ("LIMIT", "FOK"),
         ]
         assert sent[2]["price"] == "61837.64" and sent[2]["quantity"] == "1.54748"
+        # as the paper venue reports it: entered, then its fills, then the expiry
         assert [(u.status, u.filled_lots) for u in updates(ioc)] == [
-            (OrderStatus.EXPIRED, ask_lots)
+            (OrderStatus.ACCEPTED, 0),
+            (OrderStatus.EXPIRED, ask_lots),
         ]
         finals = check_ledger(env)
         assert [finals[f"agent-{i}"].status for i in range(1, 5)] == [
@@ -403,8 +405,8 @@ def test_lookup_without_fetch_by_client_id_scans_open_then_closed_orders(
         env.double.inject("POST", "order", Fault(kind=FaultKind.LOST_RESPONSE))
         price = bid - 500 if resting else ask
         reports = await env.submit(order(1, Side.BUY, price, 100))
-        expected = OrderStatus.ACCEPTED if resting else OrderStatus.FILLED
-        assert [u.status for u in updates(reports)] == [expected]
+        expected = [OrderStatus.ACCEPTED] + ([] if resting else [OrderStatus.FILLED])
+        assert [u.status for u in updates(reports)] == expected
         assert env.double.count("POST", "order") == 1
         scanned = {r.path for r in env.double.requests if r.method == "GET"}
         assert "order" not in scanned
@@ -661,3 +663,29 @@ def test_a_host_clock_off_the_venues_is_corrected_not_refused_for_ever(
             assert len(refused) == 1 and refused[0].path == "account"
 
     asyncio.run(main())
+
+
+def test_an_order_reports_to_its_agent_as_the_paper_venue_reports_it(shared_data: Path) -> None:
+    """The same orders through the live gateway and the paper venue give an agent the same
+    report sequence (it acts on them: an ACCEPTED resets its refusal wait): entered once,
+    progress as fills only, an unfilled IOC or FOK with the paper venue's reason."""
+
+    async def scenario(env: Env) -> None:
+        bid, _ = env.best()
+        ioc = await env.submit(order(1, Side.BUY, bid - 100, 100, tif=TimeInForce.IOC))
+        assert [(u.status, u.reason) for u in updates(ioc)] == [
+            (OrderStatus.ACCEPTED, None),
+            (OrderStatus.EXPIRED, RejectReason.NO_LIQUIDITY),
+        ]
+        fok = await env.submit(order(2, Side.BUY, bid - 100, 100, tif=TimeInForce.FOK))
+        assert [(u.status, u.reason) for u in updates(fok)] == [
+            (OrderStatus.EXPIRED, RejectReason.FOK_NOT_FILLABLE)
+        ]
+        taken = await env.submit(order(3, Side.BUY, None, 100))  # a market order
+        kinds = [type(r).__name__ for r in taken]
+        assert kinds[0] == "OrderUpdate" and kinds[-1] == "OrderUpdate" and "OrderFilled" in kinds
+        statuses = [u.status for u in updates(taken)]
+        assert statuses[0] is OrderStatus.ACCEPTED and statuses[-1].is_final
+        assert len(statuses) == 2  # entered, ended: no partial state between
+
+    run(shared_data, scenario)
