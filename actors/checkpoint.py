@@ -45,10 +45,18 @@ class DirectoryCheckpointStore:
 
 
 class RedisCheckpointStore:
-    def __init__(self, url: str, prefix: str) -> None:
+    """``password_env``: the variable (or ``NAME_FILE``) holding the server's password, read
+    here; a password written in the URL was recorded in run-config.json and shown in errors
+    (the config refuses it)."""
+
+    def __init__(self, url: str, prefix: str, password_env: str = "") -> None:
         import redis
 
-        self._client = redis.Redis.from_url(url)
+        from sapphire.config.secrets import load_secret
+
+        secret = load_secret(password_env) if password_env else None
+        auth = {"password": secret.reveal()} if secret is not None else {}
+        self._client = redis.Redis.from_url(url, **auth)
         self._prefix = prefix
 
     def save(self, key: str, data: bytes, *, durable: bool = False) -> None:
@@ -67,7 +75,10 @@ class RedisCheckpointStore:
 
 
 def make_store(location: str) -> CheckpointStore:
-    if location.startswith("redis://"):
-        url, _, prefix = location.partition("#")
-        return RedisCheckpointStore(url, prefix or "sapphire:ckpt")
+    """``location``: a folder, or ``redis[s]://host:port/db#prefix[!PASSWORD_ENV]`` (as
+    ``actors.system.checkpoint_location`` writes it)."""
+    if location.startswith(("redis://", "rediss://")):
+        url, _, rest = location.partition("#")
+        prefix, _, password_env = rest.partition("!")
+        return RedisCheckpointStore(url, prefix or "sapphire:ckpt", password_env)
     return DirectoryCheckpointStore(location)

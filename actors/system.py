@@ -178,16 +178,18 @@ def checkpoint_location(config: SystemConfig, run_id: str) -> str:
     """Where a run's actors checkpoint: always scoped by the run id, so two runs never share
     state (a directory ``<root>/<run_id>``, or Redis keys ``<prefix>:<run_id>:...``)."""
     base = config.checkpoint_dir
-    if base.startswith("redis://"):
+    if base.startswith(("redis://", "rediss://")):
         url, _, prefix = base.partition("#")
-        return f"{url}#{prefix or 'sapphire:ckpt'}:{run_id}"
+        # the password's variable by name (its value is read by each store, never passed)
+        secret = f"!{config.redis.password_env}" if config.redis.password_env else ""
+        return f"{url}#{prefix or 'sapphire:ckpt'}:{run_id}{secret}"
     if base:
         return str(Path(base).resolve() / run_id)
     return str(Path(config.storage.root).resolve() / run_id / "checkpoints")
 
 
 def has_checkpoints(location: str) -> bool:
-    if location.startswith("redis://"):
+    if location.startswith(("redis://", "rediss://")):
         return make_store(location).load("coordinator") is not None
     return (Path(location) / "coordinator.ckpt").is_file()
 

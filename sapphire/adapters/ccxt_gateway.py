@@ -49,6 +49,7 @@ from sapphire.adapters.ccxt_tracking import (
     cancel_unconfirmed,
     reject_reason,
 )
+from sapphire.config.secrets import check_env_name
 from sapphire.exchange import ccxt_convert as cv
 from sapphire.exchange.config import NonNegInt, PositiveInt
 from sapphire.exchange.gateway import ExecutionReport
@@ -130,6 +131,7 @@ class CcxtGatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     finished_order_memory_s: Annotated[float, msgspec.Meta(ge=0)] = 3600.0
 
     def __post_init__(self) -> None:
+        check_env_name("credentials_prefix", self.credentials_prefix)
         if self.timeout_ms <= 0 or self.recv_window_ms <= 0 or self.settle_margin_ms < 0:
             raise ValueError("timeout_ms and recv_window_ms must be > 0, settle_margin_ms >= 0")
         # here as well as before Ray starts (sapphire run): a gateway built by other code

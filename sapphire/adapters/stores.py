@@ -11,6 +11,7 @@ key file named by the environment variable ``credentials_env`` (or a secret file
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 import polars as pl
 
-from sapphire.config.secrets import SecretError, load_secret
+from sapphire.config.secrets import SecretError, check_env_name, load_secret
 from sapphire.config.system import StorageConfig, SystemConfig
 from sapphire.storage.query import check_complete, read_table
 from sapphire.storage.schemas import table_schema
@@ -48,6 +49,10 @@ class BigQueryParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     max_attempts: int = 6
 
     def __post_init__(self) -> None:
+        try:
+            check_env_name("storage.params.credentials_env", self.credentials_env)
+        except SecretError as exc:
+            raise StoreError(str(exc)) from None
         if not self.project or not self.dataset:
             raise StoreError("storage.params: project and dataset are required for bigquery")
         if self.chunk_rows < 1 or self.timeout_s <= 0 or self.max_attempts < 1:
@@ -72,21 +77,45 @@ def bigquery_client(params: BigQueryParams) -> bigquery.Client:
 
         kwargs["credentials"] = AnonymousCredentials()  # type: ignore[no-untyped-call]
     elif params.credentials_env:
-        from google.oauth2 import service_account
-
         try:
             secret = load_secret(params.credentials_env, secrets_dir=params.secrets_dir or None)
         except SecretError as exc:
             raise StoreError(f"storage.params.credentials_env: {exc}") from None
         assert secret is not None  # required=True
-        # the variable holds a key file's path (GOOGLE_APPLICATION_CREDENTIALS style)
-        key_file = secret.reveal()
-        if not Path(key_file).is_file():
-            name = params.credentials_env
-            raise StoreError(f"storage.params.credentials_env: {name} names no key file")
-        load_key = service_account.Credentials.from_service_account_file
-        kwargs["credentials"] = load_key(key_file)  # type: ignore[no-untyped-call]
+        kwargs["credentials"] = _service_account(params.credentials_env, secret.reveal())
     return bigquery.Client(**kwargs)
+
+
+def _service_account(name: str, value: str) -> Any:
+    """Credentials from the secret ``name``: a key file's path (``NAME``, as
+    GOOGLE_APPLICATION_CREDENTIALS) or the key itself (the JSON, as ``NAME_FILE``, a
+    secrets_dir file or CI variables give it). No error says the value: read as a path,
+    a key's JSON raised "File name too long: '<the private key>'", printed by every command."""
+    from google.oauth2 import service_account
+
+    where = f"storage.params.credentials_env: {name}"
+    creds = service_account.Credentials
+    if value.lstrip().startswith("{"):
+        try:
+            info = json.loads(value)
+            return creds.from_service_account_info(info)  # type: ignore[no-untyped-call]
+        except (ValueError, KeyError, TypeError) as exc:
+            # the library's messages name fields, never values; its type is enough here
+            raise StoreError(
+                f"{where} holds no usable service account key ({type(exc).__name__})"
+            ) from None
+    try:
+        is_file = Path(value).is_file()
+    except (OSError, ValueError):  # too long, or a NUL: no path
+        is_file = False
+    if not is_file:
+        raise StoreError(f"{where} names no key file (and holds no key's JSON)")
+    try:
+        return creds.from_service_account_file(value)  # type: ignore[no-untyped-call]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(
+            f"{where}: its key file is no usable service account key ({type(exc).__name__})"
+        ) from None
 
 
 def _parquet_backend(root: str, run_id: str) -> SinkBackend:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from sapphire.config.secrets import Secret, load_secret
+from sapphire.config.secrets import Secret, SecretError, check_env_name, load_secret
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 
@@ -37,6 +37,10 @@ class RedisConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     cache_prefix: Annotated[str, msgspec.Meta(min_length=1)] = "sapphire:cache:"
 
     def __post_init__(self) -> None:
+        try:
+            check_env_name("redis.password_env", self.password_env)
+        except SecretError as exc:
+            raise RedisConfigError(str(exc)) from None
         if bool(self.cert_file) != bool(self.key_file):
             raise RedisConfigError("redis: cert_file and key_file go together")
         if (self.ca_file or self.cert_file) and not self.tls:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,51 @@ REDACTED = "**********"
 
 class SecretError(ValueError):
     """A secret that is missing or unreadable; the message never contains a secret."""
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# names an exchange key, a password or a token goes by: never a config value
+SECRET_NAMES = frozenset(
+    {
+        "apikey",
+        "api_key",
+        "secret",
+        "secret_key",
+        "password",
+        "passphrase",
+        "private_key",
+        "privatekey",
+        "token",
+        "access_token",
+        "uid",
+    }
+)
+
+
+def check_env_name(field: str, value: str) -> None:
+    """``value`` of a config ``field`` that names where a secret lives (an environment
+    variable, or a prefix of several) must be such a name. A secret typed there instead was
+    echoed by every "not set: define <it>" error, in the CLI and in every Ray worker's log;
+    this error never says the value."""
+    if value and not _ENV_NAME.fullmatch(value):
+        raise SecretError(
+            f"{field}: not an environment variable name (letters, digits, _; the value is not "
+            "shown): a config names where a secret is, the secret goes in that variable"
+        )
+
+
+def check_no_secret_keys(field: str, params: Mapping[str, Any]) -> None:
+    """Refuse a secret written into a config's free-form ``params`` (an ``apiKey`` pasted
+    into ``exchange.params``): it was recorded in the run folder's run-config.json before
+    the venue's own check refused the field. Only the name is said."""
+    for key, value in params.items():
+        if str(key).lower() in SECRET_NAMES:
+            raise SecretError(
+                f"{field}.{key}: secrets never go in a config file; put them in the "
+                "environment (exchange.params.credentials_prefix names the variables)"
+            )
+        if isinstance(value, Mapping):
+            check_no_secret_keys(f"{field}.{key}", value)
 
 
 class Secret:

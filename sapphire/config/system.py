@@ -15,6 +15,7 @@ import yaml
 from sapphire.config.kind import wrong_kind
 from sapphire.config.ops import CostConfig, MetricsConfig
 from sapphire.config.redis import RedisConfig
+from sapphire.config.secrets import SecretError, check_no_secret_keys
 from sapphire.config.yaml_text import describe, load_yaml
 from sapphire.llm.app_args import LlmAppArgs
 from sapphire.risk.limits import RiskLimits
@@ -301,6 +302,24 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     shards: tuple[ShardSpec, ...] = ()
 
     def __post_init__(self) -> None:
+        free_form = (
+            ("exchange.params", self.exchange.params),
+            ("storage.params", self.storage.params),
+        )
+        for field, params in free_form:
+            try:
+                check_no_secret_keys(field, params)
+            except SecretError as exc:
+                raise ConfigError(str(exc)) from None
+        if self.checkpoint_dir.startswith(("redis://", "rediss://")):
+            userinfo = self.checkpoint_dir.partition("://")[2].partition("/")[0]
+            if ":" in userinfo.rpartition("@")[0]:
+                # recorded in run-config.json, shown in errors, passed to every actor: the
+                # store reads the password where redis.password_env says, as the caches do
+                raise ConfigError(
+                    "checkpoint_dir: no password in the URL (it is recorded and shown); set "
+                    "redis.password_env, which the checkpoint store reads"
+                )
         ids = [a.id for a in self.agents]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
