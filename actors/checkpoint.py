@@ -52,10 +52,11 @@ class RedisCheckpointStore:
     def __init__(self, url: str, prefix: str, password_env: str = "") -> None:
         import redis
 
-        from sapphire.config.secrets import load_secret
+        from sapphire.config.secrets import load_secret, redact_in_logs
 
         secret = load_secret(password_env) if password_env else None
         auth = {"password": secret.reveal()} if secret is not None else {}
+        redact_in_logs(auth.values())
         self._client = redis.Redis.from_url(url, **auth)
         self._prefix = prefix
 

@@ -49,7 +49,7 @@ from sapphire.adapters.ccxt_tracking import (
     cancel_unconfirmed,
     reject_reason,
 )
-from sapphire.config.secrets import check_env_name
+from sapphire.config.secrets import check_env_name, redact_in_logs
 from sapphire.exchange import ccxt_convert as cv
 from sapphire.exchange.config import NonNegInt, PositiveInt
 from sapphire.exchange.gateway import ExecutionReport
@@ -162,6 +162,9 @@ class CcxtExchange:
         self._system_instruments = dict(system_instruments or {})
         if credentials is None:
             credentials = ApiCredentials.from_env(config.credentials_prefix)
+        # whatever this process logs from here masks the key and secret (ccxt's errors
+        # and debug lines quote requests)
+        redact_in_logs(credentials.ccxt_config().values())
         self._key_hint = credentials.api_key_hint
         options = {**config.options, "recvWindow": config.recv_window_ms}
         params: dict[str, Any] = {

@@ -9,7 +9,13 @@ from typing import Annotated, Any
 
 import msgspec
 
-from sapphire.config.secrets import Secret, SecretError, check_env_name, load_secret
+from sapphire.config.secrets import (
+    Secret,
+    SecretError,
+    check_env_name,
+    load_secret,
+    redact_in_logs,
+)
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 
@@ -68,6 +74,7 @@ class RedisConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         }
         password = self.password(environ)
         if password is not None:
+            redact_in_logs([password.reveal()])  # a client's error may quote its settings
             kwargs["password"] = password.reveal()
             if self.username:
                 kwargs["username"] = self.username

@@ -196,6 +196,29 @@ def _required(name: str, opts: dict[str, Any]) -> Secret:
     return secret
 
 
+def redact_in_logs(values: Iterable[str]) -> None:
+    """Mask these raw secret values in everything this process logs from now on: a
+    :class:`RedactingFilter` on each of the root logger's handlers (where every logger's
+    records are written; Ray's worker log included). Called where a process loads a secret
+    it hands to a client (a venue's keys, a Redis password): a library's error or debug
+    line that quotes it is masked. Repeated calls add to the masked values."""
+    new = [Secret(v) for v in values if v]
+    if not new:
+        return
+    _REDACTED_VALUES.extend(new)
+    masking = RedactingFilter(_REDACTED_VALUES)
+    handlers: list[logging.Handler | None] = [*logging.getLogger().handlers]
+    for handler in handlers or [logging.lastResort]:
+        if handler is None:
+            continue
+        for old in [f for f in handler.filters if isinstance(f, RedactingFilter)]:
+            handler.removeFilter(old)
+        handler.addFilter(masking)
+
+
+_REDACTED_VALUES: list[Secret] = []
+
+
 class RedactingFilter(logging.Filter):
     """Masks the given secrets' raw values in every record it sees (message and arguments).
     Attach it to the handlers that write (a filter on a logger misses its children)."""

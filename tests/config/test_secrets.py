@@ -104,3 +104,31 @@ def test_log_records_are_masked_in_messages_args_and_tracebacks() -> None:
     assert KEY not in out and SECRET not in out
     assert out.count(REDACTED) == 4
     assert "no secret here: 3 orders" in out and "RuntimeError" in out
+
+
+def test_a_loaded_secret_is_masked_in_what_the_process_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A secret a process hands to a client is masked in every record its handlers write
+    from then on (a library's error quoting it): the module said so, and nothing
+    installed the filter."""
+    import logging
+
+    from sapphire.config.secrets import REDACTED, redact_in_logs
+
+    root = logging.getLogger()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root.addHandler(handler)
+    try:
+        redact_in_logs(["sekrit-CANARY-1"])
+        logging.getLogger("some.library").warning("auth failed for %s", "sekrit-CANARY-1")
+        try:
+            raise ValueError("bad password sekrit-CANARY-1")
+        except ValueError:
+            logging.getLogger("other").exception("connect")
+    finally:
+        root.removeHandler(handler)
+    text = stream.getvalue()
+    assert "sekrit-CANARY-1" not in text
+    assert "auth failed for " + REDACTED in text and "bad password " + REDACTED in text
