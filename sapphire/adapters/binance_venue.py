@@ -47,11 +47,15 @@ _TIF = {"GTC": TimeInForce.GTC, "IOC": TimeInForce.IOC, "FOK": TimeInForce.FOK}
 _REJECT_MESSAGES = {
     RejectReason.INSUFFICIENT_BALANCE: "Account has insufficient balance for requested action.",
     RejectReason.POST_ONLY_WOULD_TAKE: "Order would immediately match and take.",
-    RejectReason.MIN_NOTIONAL: "Filter failure: NOTIONAL",
-    RejectReason.MIN_QTY: "Filter failure: LOT_SIZE",
-    RejectReason.MAX_QTY: "Filter failure: LOT_SIZE",
-    RejectReason.INVALID_LOT: "Filter failure: LOT_SIZE",
-    RejectReason.INVALID_TICK: "Filter failure: PRICE_FILTER",
+}
+# the paper venue's filter reasons: the Binance filters each may be (the symbol's
+# exchangeInfo says which it has: MIN_NOTIONAL on older symbols, NOTIONAL on newer ones)
+_FILTER_REASONS: dict[RejectReason, tuple[str, ...]] = {
+    RejectReason.MIN_NOTIONAL: ("NOTIONAL", "MIN_NOTIONAL"),
+    RejectReason.MIN_QTY: ("LOT_SIZE",),
+    RejectReason.MAX_QTY: ("LOT_SIZE",),
+    RejectReason.INVALID_LOT: ("LOT_SIZE",),
+    RejectReason.INVALID_TICK: ("PRICE_FILTER",),
 }
 
 
@@ -165,7 +169,13 @@ class BinanceVenue:
         assert view is not None
         if view.status is OrderStatus.REJECTED:
             reason = view.reason or RejectReason.EXCHANGE_ERROR
-            error = VenueError(400, -2010, _REJECT_MESSAGES.get(reason, str(reason)))
+            if reason in _FILTER_REASONS:
+                # Binance refuses a filter failure with -1013 and names the symbol's own
+                # filter (-2010 is for refusals by the matching engine: balance, post-only)
+                name = self._filter_name(inst.symbol, _FILTER_REASONS[reason])
+                error = VenueError(400, -1013, f"Filter failure: {name}")
+            else:
+                error = VenueError(400, -2010, _REJECT_MESSAGES.get(reason, str(reason)))
             self._rejected[cid] = error
             raise error
         order = VenueOrder(
@@ -191,7 +201,14 @@ class BinanceVenue:
         return body
 
     def cancel_order(self, params: Mapping[str, str]) -> Json:
-        order = self._find(params)
+        try:
+            order = self._find(params)
+        except VenueError as exc:
+            # a cancel of an order the venue does not know: Binance's -2011 (a query's is
+            # -2013 "Order does not exist.")
+            if exc.code == -2013:
+                raise VenueError(400, -2011, "Unknown order sent.") from None
+            raise
         view = self.paper.order_state(order.client_order_id)
         if view is None or view.status.is_final:
             raise VenueError(400, -2011, "Unknown order sent.")
@@ -315,6 +332,14 @@ class BinanceVenue:
             }
         )
 
+    def _filter_name(self, symbol: str, names: tuple[str, ...]) -> str:
+        """Of ``names``, the filter the symbol's exchangeInfo lists (the first without one)."""
+        for entry in self.exchange_info.get("symbols", []):
+            if entry.get("symbol") == symbol:
+                listed = {f.get("filterType") for f in entry.get("filters", [])}
+                return next((n for n in names if n in listed), names[0])
+        return names[0]
+
     def _instrument(self, params: Mapping[str, str]) -> Instrument:
         symbol = params.get("symbol", "")
         inst = self.paper.instruments.get(symbol)
@@ -361,7 +386,7 @@ class BinanceVenue:
             "origQty": _text(inst.lots_to_qty(view.qty_lots)),
             "executedQty": _text(inst.lots_to_qty(view.filled_lots)),
             "cummulativeQuoteQty": _text(quote),
-            "status": _STATUS[view.status],
+            "status": _status(view.status, view.reason),
             "timeInForce": tif,
             "type": order.raw_type,
             "side": "BUY" if view.side is Side.BUY else "SELL",
@@ -372,8 +397,17 @@ class BinanceVenue:
             "isWorking": not view.status.is_final,
             "workingTime": order.time_ms,
             "origQuoteOrderQty": "0",
-            "selfTradePreventionMode": "NONE",
+            # the mode the paper engine applies in matching (``exchange.params.self_trade``)
+            "selfTradePreventionMode": self.paper.config.self_trade.value.upper(),
         }
+
+
+def _status(status: OrderStatus, reason: RejectReason | None) -> str:
+    """Binance's status: an order self-trade prevention ended in matching is
+    EXPIRED_IN_MATCH (ccxt reads it as "expired"), apart from a plain EXPIRED."""
+    if status is OrderStatus.EXPIRED and reason is RejectReason.SELF_TRADE:
+        return "EXPIRED_IN_MATCH"
+    return _STATUS[status]
 
 
 def _exact_units(text: str | None, unit: Decimal, filter_name: str) -> int:

@@ -30,10 +30,12 @@ class LatencyKind(enum.StrEnum):
 
 
 class SelfTradeMode(enum.StrEnum):
-    """Binance's STP names: which side of a would-be self-trade is expired."""
+    """Binance's STP names: which side of a would-be self-trade is expired, in matching, where
+    the taker's walk reaches our resting order (``MatchingEngine.take``); the expired order
+    ends EXPIRED, reason SELF_TRADE (Binance: EXPIRED_IN_MATCH)."""
 
-    EXPIRE_TAKER = "expire_taker"  # reject the incoming order
-    EXPIRE_MAKER = "expire_maker"  # cancel our crossing resting orders, then match the incoming one
+    EXPIRE_TAKER = "expire_taker"  # the incoming order's remainder expires; ours rests on
+    EXPIRE_MAKER = "expire_maker"  # our resting orders met expire; the incoming one goes on
     EXPIRE_BOTH = "expire_both"
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from sapphire.exchange.config import SelfTradeMode
 from sapphire.exchange.impact import ImpactTracker
 from sapphire.exchange.queue import QueueModel
 from sapphire.exchange.state import SimOrder
@@ -52,6 +53,9 @@ class MarketBook(Protocol):
 FillSink = Callable[[SimOrder, int, int, bool, int], None]
 """``(order, price_ticks, qty_lots, is_maker, ts_ns)``."""
 
+ExpireSink = Callable[[SimOrder, int], None]
+"""``(order, ts_ns)``: self-trade prevention expired ``order`` (the venue ends it)."""
+
 NO_LOW = 1 << 62
 
 
@@ -66,7 +70,12 @@ class MatchingEngine:
         impact: ImpactTracker | None = None,
         trade_through_fills_all: bool = True,
         book_cross_fills: bool = True,
+        self_trade: SelfTradeMode = SelfTradeMode.EXPIRE_TAKER,
+        expire: ExpireSink | None = None,
     ) -> None:
+        """``expire`` ends an order self-trade prevention expired; without it a taker's walk
+        does not see our resting orders (an engine alone, as in tests, has no venue to end
+        them)."""
         self.symbol = symbol
         self.book = book
         self._queue = queue
@@ -74,6 +83,8 @@ class MatchingEngine:
         self._impact = impact
         self._trade_through_all = trade_through_fills_all
         self._book_cross = book_cross_fills
+        self._stp = self_trade
+        self._expire = expire
         # Our resting orders: price -> FIFO list.
         self._bids: dict[int, list[SimOrder]] = {}
         self._asks: dict[int, list[SimOrder]] = {}
@@ -141,19 +152,82 @@ class MatchingEngine:
             return False
         return best[0] <= limit_ticks if side is Side.BUY else best[0] >= limit_ticks
 
+    def crosses_own(self, side: Side, limit_ticks: int) -> bool:
+        """Is one of our opposite resting orders within ``limit_ticks``? Such an order is a
+        taker even where the recorded book is not (it meets ours: self-trade prevention, or
+        a post-only refused)."""
+        levels = self._asks if side is Side.BUY else self._bids
+        if not levels:
+            return False
+        return min(levels) <= limit_ticks if side is Side.BUY else max(levels) >= limit_ticks
+
     def take(self, order: SimOrder, max_lots: int, now_ns: int) -> int:
-        """Fill ``order`` as taker up to ``max_lots``; returns lots filled."""
-        opposite = order.side.opposite
+        """Fill ``order`` as taker up to ``max_lots``; returns lots filled.
+
+        Self-trade prevention is applied here, where the walk meets one of our resting
+        orders, as Binance does in its matching: a taker that never reaches our order (the
+        market's better prices fill it first) trades normally. Decided before matching, it
+        refused a buy the market's ask below our own ask would have filled whole. Our order
+        is met after the recorded size at better prices and, at its own price, after the
+        size its queue estimate (``ahead``) puts in front of it."""
+        own = self._own_levels(order.side, order.limit_ticks) if self._expire else []
+        buy = order.side is Side.BUY
         filled = 0
         for price, avail in self.fillable(order.side, order.limit_ticks, now_ns, max_lots):
+            # our orders at a better price than this level are met before it
+            while own and (own[0][0] < price if buy else own[0][0] > price):
+                if self._self_trade(order, own.pop(0)[1], now_ns):
+                    return filled
+            if own and own[0][0] == price:
+                ahead = min(avail, int(own[0][1][0].ahead), max_lots - filled)
+                if ahead > 0:
+                    filled += self._take_level(order, price, ahead, now_ns)
+                    avail -= ahead
+                if filled >= max_lots or self._self_trade(order, own.pop(0)[1], now_ns):
+                    return filled
             lots = min(avail, max_lots - filled)
-            if self._impact is not None:
-                self._impact.consume(opposite, price, lots, now_ns)
-            filled += lots
-            self._sink(order, price, lots, False, now_ns)
+            if lots > 0:
+                filled += self._take_level(order, price, lots, now_ns)
             if filled >= max_lots:
+                return filled
+        # the recorded supply within the limit is spent and lots are left: the walk goes on
+        # to our orders beyond it, still within the limit
+        while own and filled < max_lots:
+            if self._self_trade(order, own.pop(0)[1], now_ns):
                 break
         return filled
+
+    def _take_level(self, order: SimOrder, price: int, lots: int, now_ns: int) -> int:
+        if self._impact is not None:
+            self._impact.consume(order.side.opposite, price, lots, now_ns)
+        self._sink(order, price, lots, False, now_ns)
+        return lots
+
+    def _own_levels(self, side: Side, limit_ticks: int | None) -> list[tuple[int, list[SimOrder]]]:
+        """Our resting orders a taker on ``side`` may meet within its limit, best price
+        first, each level's orders copied in FIFO order (expiring them edits the levels)."""
+        levels = self._asks if side is Side.BUY else self._bids
+        buy = side is Side.BUY
+        return [
+            (p, list(levels[p]))
+            for p in sorted(levels, reverse=not buy)
+            if limit_ticks is None or (p <= limit_ticks if buy else p >= limit_ticks)
+        ]
+
+    def _self_trade(self, taker: SimOrder, makers: list[SimOrder], now_ns: int) -> bool:
+        """The taker met our own ``makers``: expire the side(s) the mode names (Binance STP:
+        EXPIRE_MAKER expires the resting orders and the taker goes on, EXPIRE_TAKER expires
+        the taker's remainder, EXPIRE_BOTH both). True: the taker is ended."""
+        expire = self._expire
+        assert expire is not None
+        mode = self._stp
+        if mode is not SelfTradeMode.EXPIRE_TAKER:
+            for maker in makers:
+                expire(maker, now_ns)
+        if mode is SelfTradeMode.EXPIRE_MAKER:
+            return False
+        expire(taker, now_ns)
+        return True
 
     def own_crossing(
         self, side: Side, limit_ticks: int | None, qty_lots: int | None = None, now_ns: int = 0

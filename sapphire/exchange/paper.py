@@ -20,7 +20,7 @@ from decimal import ROUND_FLOOR, Decimal
 
 from sapphire.book.l2 import BookError, L2Book
 from sapphire.exchange.account import LOCK_CONTEXT, LOCK_QUANTUM, Account
-from sapphire.exchange.amend import apply_amend
+from sapphire.exchange.amend import AmendResult, apply_amend
 from sapphire.exchange.config import LatencyKind, PaperExchangeBuilder, PaperExchangeConfig
 from sapphire.exchange.gateway import ExecutionReport, cancel_rejected
 from sapphire.exchange.impact import ImpactTracker
@@ -49,6 +49,7 @@ from sapphire.model.orders import (
     RejectReason,
     SubmitOrder,
 )
+from sapphire.storage.schemas import round_money
 
 
 class PaperExchange:
@@ -80,6 +81,8 @@ class PaperExchange:
                 impact=impact,
                 trade_through_fills_all=config.trade_through_fills_all,
                 book_cross_fills=config.book_cross_fills,
+                self_trade=config.self_trade,
+                expire=self._expire_self_trade,
             )
         # the orders the venue remembers: open ones, and final ones for
         # ``finished_order_memory_s`` after they ended (``_finished``: when each ended, in
@@ -321,9 +324,7 @@ class PaperExchange:
         if inst is None or engine is None:
             self._reject(order, ts, RejectReason.UNKNOWN_SYMBOL, f"unknown symbol {cmd.symbol}")
             return
-        verdict = check_new_order(order, inst, engine, self.account, self.config.self_trade, ts)
-        for resting in verdict.cancel_resting:
-            self._finish(resting, OrderStatus.CANCELED, ts, RejectReason.SELF_TRADE, "self-trade")
+        verdict = check_new_order(order, inst, engine, self.account, ts)
         if verdict.reason is not None:
             status = OrderStatus.EXPIRED if verdict.expire else OrderStatus.REJECTED
             self._finish(order, status, ts, verdict.reason, verdict.message)
@@ -341,7 +342,12 @@ class PaperExchange:
         # a market order never rests, whatever limit it carries (a protection price: it
         # takes up to there; its remainder rested as a maker order before)
         market = order.order_type is OrderType.MARKET
-        if market or limit is None or engine.would_take(order.side, limit):
+        if (
+            market
+            or limit is None
+            or engine.would_take(order.side, limit)
+            or engine.crosses_own(order.side, limit)  # meets ours: self-trade prevention
+        ):
             engine.take(order, order.leaves_lots, ts)
         if order.status.is_final:
             return
@@ -380,18 +386,25 @@ class PaperExchange:
             )
             return
         engine = self._engines[cmd.symbol]
-        reason, message, requeue = apply_amend(order, cmd, inst, engine, self.account)
+        reason, message, result = apply_amend(order, cmd, inst, engine, self.account)
+        if result is AmendResult.CANCEL:
+            self._finish(order, OrderStatus.CANCELED, ts, reason, message)
+            return
         if reason is not None:
             self._update(order, ts, reason=reason, message=message)
             return
         order.ts_update_ns = ts
         self._update(order, ts, message="amended")
-        if requeue:
+        if result is AmendResult.REQUEUE:
             self._match_or_rest(order, engine, ts)
 
     def _on_fill(self, order: SimOrder, price: int, lots: int, maker: bool, ts: int) -> None:
         inst = self.instruments[order.symbol]
-        fee = inst.fee_quote(price, lots, maker=maker)
+        # the fee as the venue charges it and our store keeps it: at its settlement asset's
+        # stored scale (Binance's 8 decimals for USDT and BTC), once, here, for the account
+        # and the OrderFilled both (the account was debited 0.0102001717, the fill store and
+        # the double's commission said 0.01020017: account, portfolio and fills disagreed)
+        fee = round_money(inst.fee_quote(price, lots, maker=maker), inst.settle_asset)
         if order.locked:
             ctx = LOCK_CONTEXT
             part = (
@@ -428,6 +441,12 @@ class PaperExchange:
             self._finish(order, OrderStatus.FILLED, ts, None, "")
         else:
             order.status = OrderStatus.PARTIALLY_FILLED
+
+    def _expire_self_trade(self, order: SimOrder, ts: int) -> None:
+        """Self-trade prevention ended ``order`` in matching (either side): EXPIRED, as
+        Binance ends it (EXPIRED_IN_MATCH), with what it filled before kept."""
+        mode = self.config.self_trade.value
+        self._finish(order, OrderStatus.EXPIRED, ts, RejectReason.SELF_TRADE, f"self-trade: {mode}")
 
     def _on_funding(self, event: FundingRate) -> None:
         # the exact mid (x.5 ticks where the spread is odd): int() cut it, a bias against

@@ -1,4 +1,5 @@
-"""Pre-match checks of a new order: filters, post-only, self-trade, FOK, balance."""
+"""Pre-match checks of a new order: filters, post-only, FOK, balance (self-trade
+prevention is applied in matching: ``MatchingEngine.take``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from decimal import Decimal
 import msgspec
 
 from sapphire.exchange.account import Account
-from sapphire.exchange.config import SelfTradeMode
 from sapphire.exchange.matching import MatchingEngine
 from sapphire.exchange.state import SimOrder
 from sapphire.model.events import Side
@@ -29,7 +29,6 @@ class Verdict(msgspec.Struct, kw_only=True):
     message: str = ""
     expire: bool = False  # EXPIRED (FOK not fillable) rather than REJECTED
     lock: Decimal = Decimal(0)
-    cancel_resting: list[SimOrder] = msgspec.field(default_factory=list)
 
 
 def lock_asset(inst: Instrument, side: Side) -> str:
@@ -73,7 +72,6 @@ def check_new_order(
     inst: Instrument,
     engine: MatchingEngine,
     account: Account,
-    stp: SelfTradeMode,
     now_ns: int,
 ) -> Verdict:
     side, limit = order.side, order.limit_ticks
@@ -91,7 +89,13 @@ def check_new_order(
     bad = check_filters(inst, order.order_type, limit, order.qty_lots, ref)
     if bad is not None:
         return Verdict(reason=bad[0], message=bad[1])
-    if order.tif is TimeInForce.POST_ONLY and limit is not None and engine.would_take(side, limit):
+    # a post-only order that would meet our own opposite order would match too (Binance's
+    # LIMIT_MAKER is refused whatever it would match)
+    if (
+        order.tif is TimeInForce.POST_ONLY
+        and limit is not None
+        and (engine.would_take(side, limit) or engine.crosses_own(side, limit))
+    ):
         return Verdict(reason=RejectReason.POST_ONLY_WOULD_TAKE, message="would take liquidity")
     verdict = Verdict()
     if order.tif is TimeInForce.FOK and sum(q for _, q in supply) < order.qty_lots:
@@ -108,20 +112,9 @@ def check_new_order(
         verdict.reason = RejectReason.INSUFFICIENT_BALANCE
         verdict.message = f"needs {need} {asset}, available {account.available(asset)}"
         return verdict
-    # Self-trade prevention last: an order refused anyway (not fillable, no balance) trades
-    # with nothing, and must not cancel our resting one on its way out. A market order meets
-    # our own opposite orders only where its walk reaches them; a limit order is held to
-    # every own order within its limit (the firm's crosses are matched in the coordinator
-    # before they get here: coordinator.crossing)
-    reach = order.qty_lots - order.filled_lots if is_market else None
-    own = engine.own_crossing(side, limit, reach, now_ns)
-    if own:
-        if stp in (SelfTradeMode.EXPIRE_MAKER, SelfTradeMode.EXPIRE_BOTH):
-            verdict.cancel_resting = own
-        if stp in (SelfTradeMode.EXPIRE_TAKER, SelfTradeMode.EXPIRE_BOTH):
-            verdict.reason = RejectReason.SELF_TRADE
-            verdict.message = "would trade with our own resting order"
-            return verdict
+    # Self-trade prevention is not decided here: it applies in matching, where the walk
+    # actually meets one of our resting orders (MatchingEngine.take), as Binance applies it
+    # (an order within reach of our own ask may be filled by the market before it)
     verdict.lock = need
     return verdict
 

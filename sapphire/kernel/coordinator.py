@@ -38,6 +38,7 @@ from sapphire.model.orders import (
     OrderIntent,
     OrderStatus,
     OrderUpdate,
+    RejectReason,
     SubmitOrder,
 )
 from sapphire.risk.portfolio import FirmPnl, PositionState
@@ -356,7 +357,13 @@ class CoordinatorStage:
                     self.stale_reports += 1
                     return
                 self._last_update[report.client_order_id] = state
-                if report.status is OrderStatus.REJECTED:
+                # a refusal, and a self-trade expiry (the venue's prevention ends one side
+                # of a match between two of the account's orders: no longer refused up
+                # front, but it is still the venue declining a trade)
+                if report.status is OrderStatus.REJECTED or (
+                    report.status is OrderStatus.EXPIRED
+                    and report.reason is RejectReason.SELF_TRADE
+                ):
                     reason = str(report.reason) if report.reason else "unknown"
                     self.venue_rejections[reason] = self.venue_rejections.get(reason, 0) + 1
             self.rows.add_report(report)
@@ -532,7 +539,8 @@ class CoordinatorStage:
             }
         if self.venue_rejections.get("self_trade"):
             out["self_trade_rejections"] = (
-                "the venue refused orders that met a resting order of the same account: "
+                "the venue's self-trade prevention expired orders that met a resting order of "
+                "the same account: "
                 + (
                     "an agent's own, or one the coordinator could not cross (a cancel or "
                     "fill under way, a remainder the venue would refuse)"

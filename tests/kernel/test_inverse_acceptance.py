@@ -75,12 +75,13 @@ def hand_pnl(fills: pl.DataFrame, mark_usd: Fraction) -> dict[str, dict[str, Fra
         price = row["price_ticks"] * TICK
         coins = Fraction(row["qty_lots"]) / price  # 1 USD per contract
         agent["cash"] += row["side"] * coins
-        agent["fees"] += coins * BPS[row["is_maker"]] / 10_000
         agent["n"] += row["side"] * row["qty_lots"]
-        # each stored fee is the exact fee rounded to BTC's 8 decimals
+        # each fee is the exact fee rounded to BTC's 8 decimals, and that is what the venue
+        # charged (as Binance reports and debits a commission): the PnL counts it so
         assert abs(Fraction(row["fee_quote"]) - coins * BPS[row["is_maker"]] / 10_000) <= (
             SATOSHI / 2
         )
+        agent["fees"] += Fraction(row["fee_quote"])
     for agent in out.values():
         agent["pnl"] = agent["cash"] - Fraction(agent["n"]) / mark_usd - agent["fees"]
     return out
