@@ -259,7 +259,8 @@ class CoordinatorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     resting order of the same account (``sapphire.coordination.crossing``):
 
     * ``venue``: send it; the venue's self-trade prevention (``exchange.params.self_trade``)
-      rejects or cancels one side, as an exchange does for one account;
+      expires one side where a match reaches the account's own resting order (after
+      better prices and the market's queue ahead of it), as Binance does for one account;
     * ``internal``: cross the two inside the firm at the resting order's price, with no venue
       and no fee, where that price is at or inside the touch (never worse for the incoming
       order than the venue's); what is left of the incoming order goes on to the venue.
