@@ -6,6 +6,7 @@ sum and compare as exact decimals with no cast, and ``to_list()`` gives ``Decima
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -43,7 +44,8 @@ def check_complete(
 
     A run still writing commits a flush (its manifest) a moment before the flush's files
     are moved into place: a read in between is asked again a few times before it is an
-    error; a run that stopped in between has them waiting in its staging folder."""
+    error; a run that stopped in between has them waiting in its staging folder (or, stopped
+    inside a merge of its files, in a hidden file beside them)."""
     rows = 0
     for attempt in range(_RECHECKS):
         committed = _committed(root, table, run_id)
@@ -55,11 +57,17 @@ def check_complete(
         if attempt + 1 < _RECHECKS:
             time.sleep(_RECHECK_S)
     staging = Path(root) / "_sapphire" / f"staging-{run_id}"
-    if next(staging.glob(f"*#{table}#*"), None) is not None:
+    # or a merge of the run's files stopped between removing them and showing the merged
+    # file (ParquetBackend names it so that no read lists it)
+    merging = Path(root) / table
+    waiting = next(staging.glob(f"*#{table}#*"), None) or next(
+        merging.rglob(f".part-{glob.escape(run_id)}-*.parquet.merging"), None
+    )
+    if waiting is not None:
         raise IncompleteRunError(
             f"{Path(root) / table}: {rows:,} of the {committed:,} rows run {run_id} committed "
-            f"are in place; the rest wait in {staging} (the run stopped while storing them: "
-            "its --resume moves them)"
+            f"are in place; the rest wait in {waiting.parent} (the run stopped while storing "
+            "them: its --resume moves them)"
         )
     raise IncompleteRunError(
         f"{Path(root) / table}: {rows:,} of the {committed:,} rows run {run_id} "
