@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 import pickle
 from collections.abc import Mapping, Sequence
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -48,19 +48,15 @@ from sapphire.storage.schemas import round_money
 _NEVER = 1 << 62
 
 
-_CENT_MILLIONTH = Decimal("0.00000001")
 _CENT = Decimal("0.01")
 
 
 def money(value: Decimal, asset: str = "") -> str:
-    """Cash for people, no exponent, no 28-digit tails: at the stored scale of ``asset``
-    (``quote_scale``: 8 decimals for USDT and BTC, 9 for ETH), as the tables and the report
-    show it; 8 decimals where no asset is named. ETH rounded to 8 here and printed to 9 read
-    -0.003470670 where its stored row says -0.003470666."""
-    if asset:
-        return f"{round_money(value, asset):f}"
-    # half-even as the stored tables round (never the ambient context a library may change)
-    return f"{value.quantize(_CENT_MILLIONTH, rounding=ROUND_HALF_EVEN):f}"
+    """Cash for people, no exponent, no 28-digit tails: rounded as the stored tables round
+    it (``round_money``: half-even at the scale of ``asset``, 8 decimals for USDT and BTC, 9
+    for ETH; 8 where no asset is named), as the tables and the report show it. ETH rounded to
+    8 here and printed to 9 read -0.003470670 where its stored row says -0.003470666."""
+    return f"{round_money(value, asset):f}"
 
 
 class CoordinatorStep(msgspec.Struct, kw_only=True):
@@ -430,35 +426,41 @@ class CoordinatorStage:
     def agent_rows(self) -> dict[str, dict[str, Any]]:
         """Per agent and symbol; money is in ``unit``, the instrument's settlement asset (the
         coin of an inverse contract, whose rows also carry the PnL's quote value at the mark)."""
-        zero = money(Decimal(0))
         traded = {key for key, *_ in self._positions()}
         rows = {
-            f"{agent_id}/{symbol}": {
-                "position_lots": 0,
-                "traded_lots": 0,
-                "realized_quote": zero,
-                "fees_quote": zero,
-                "funding_quote": zero,
-                "unrealized_quote": zero,
-                "pnl_quote": zero,
-                **self._units(symbol, Decimal(0)),
-            }
+            f"{agent_id}/{symbol}": self._row(symbol, 0, 0, PositionState(), Decimal(0))
             for agent_id, symbol in sorted(self.agent_symbols.items())
             if (agent_id, symbol) not in traded
         }
-        settle = {s: i.settle_asset for s, i in self.core.instruments.items()}
         return rows | {
-            f"{agent_id}/{symbol}": {
-                "position_lots": state.qty_lots,
-                "traded_lots": state.traded_lots,
-                "realized_quote": money(state.realized_pnl_quote, settle.get(symbol, "")),
-                "fees_quote": money(state.fees_quote, settle.get(symbol, "")),
-                "funding_quote": money(state.funding_quote, settle.get(symbol, "")),
-                "unrealized_quote": money(unreal, settle.get(symbol, "")),
-                "pnl_quote": money(pnl, settle.get(symbol, "")),
-                **self._units(symbol, pnl),
-            }
+            f"{agent_id}/{symbol}": self._row(
+                symbol, state.qty_lots, state.traded_lots, state, unreal, pnl
+            )
             for (agent_id, symbol), state, unreal, pnl in self._positions()
+        }
+
+    def _row(
+        self,
+        symbol: str,
+        position_lots: int,
+        traded_lots: int,
+        state: PositionState,
+        unreal: Decimal,
+        pnl: Decimal = Decimal(0),
+    ) -> dict[str, Any]:
+        """One agent row, its money at the stored scale of the symbol's settlement asset
+        (an idle agent's zeros too)."""
+        inst = self.core.instruments.get(symbol)
+        asset = inst.settle_asset if inst is not None else ""
+        return {
+            "position_lots": position_lots,
+            "traded_lots": traded_lots,
+            "realized_quote": money(state.realized_pnl_quote, asset),
+            "fees_quote": money(state.fees_quote, asset),
+            "funding_quote": money(state.funding_quote, asset),
+            "unrealized_quote": money(unreal, asset),
+            "pnl_quote": money(pnl, asset),
+            **self._units(symbol, pnl),
         }
 
     def _units(self, symbol: str, pnl: Decimal) -> dict[str, str]:

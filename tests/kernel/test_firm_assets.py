@@ -274,7 +274,13 @@ def test_the_screen_shows_eth_money_at_its_stored_scale(tmp_path: Path) -> None:
                         "slow_span": 10,
                         "threshold_bps": 0.05,
                     },
-                }
+                },
+                {  # never trades: its zeros are ETH's too
+                    "id": "idle",
+                    "kind": "momentum",
+                    "symbol": "PI_ETHUSD",
+                    "params": {"threshold_bps": 10_000.0},
+                },
             ],
             "capital_quote": "100000000",
             "risk": {
@@ -292,8 +298,10 @@ def test_the_screen_shows_eth_money_at_its_stored_scale(tmp_path: Path) -> None:
     )
     kernel = InProcessKernel(config, "eth-scale")
     kernel.run()
-    (row,) = kernel.summary()["agents"].values()
+    rows = kernel.summary()["agents"]
+    row, idle = rows["mom/PI_ETHUSD"], rows["idle/PI_ETHUSD"]
     assert row["unit"] == "ETH" and quote_scale("ETH") == 9
+    assert idle["traded_lots"] == 0 and idle["pnl_quote"] == idle["fees_quote"] == "0.000000000"
     core = kernel.coordinator.core
     state = core.portfolio.positions[("mom", "PI_ETHUSD")]
     assert state.traded_lots > 0
