@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 import yaml
@@ -312,15 +313,14 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
                 check_no_secret_keys(field, params)
             except SecretError as exc:
                 raise ConfigError(str(exc)) from None
-        if self.checkpoint_dir.startswith(("redis://", "rediss://")):
-            userinfo = self.checkpoint_dir.partition("://")[2].partition("/")[0]
-            if ":" in userinfo.rpartition("@")[0]:
-                # recorded in run-config.json, shown in errors, passed to every actor: the
-                # store reads the password where redis.password_env says, as the caches do
-                raise ConfigError(
-                    "checkpoint_dir: no password in the URL (it is recorded and shown); set "
-                    "redis.password_env, which the checkpoint store reads"
-                )
+        redis_url = self.checkpoint_dir.startswith(("redis://", "rediss://"))
+        if redis_url and urlsplit(self.checkpoint_dir).password is not None:
+            # recorded in run-config.json, shown in errors, passed to every actor: the
+            # store reads the password where redis.password_env says, as the caches do
+            raise ConfigError(
+                "checkpoint_dir: no password in the URL (it is recorded and shown); set "
+                "redis.password_env, which the checkpoint store reads"
+            )
         ids = [a.id for a in self.agents]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
