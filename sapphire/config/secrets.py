@@ -201,12 +201,13 @@ def redact_in_logs(values: Iterable[str]) -> None:
     :class:`RedactingFilter` on each of the root logger's handlers (where every logger's
     records are written; Ray's worker log included). Called where a process loads a secret
     it hands to a client (a venue's keys, a Redis password): a library's error or debug
-    line that quotes it is masked. Repeated calls add to the masked values."""
-    new = [Secret(v) for v in values if v]
+    line that quotes it is masked. Repeated calls add to the masked values; a value masked
+    already changes nothing (a client's settings are read at every connection)."""
+    new = {v for v in values if v} - _REDACTED_VALUES
     if not new:
         return
-    _REDACTED_VALUES.extend(new)
-    masking = RedactingFilter(_REDACTED_VALUES)
+    _REDACTED_VALUES.update(new)
+    masking = RedactingFilter(Secret(v) for v in _REDACTED_VALUES)
     handlers: list[logging.Handler | None] = [*logging.getLogger().handlers]
     for handler in handlers or [logging.lastResort]:
         if handler is None:
@@ -216,7 +217,7 @@ def redact_in_logs(values: Iterable[str]) -> None:
         handler.addFilter(masking)
 
 
-_REDACTED_VALUES: list[Secret] = []
+_REDACTED_VALUES: set[str] = set()  # this process's masked values (never logged, never pickled)
 
 
 class RedactingFilter(logging.Filter):
