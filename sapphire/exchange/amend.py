@@ -42,7 +42,7 @@ def apply_amend(
     if new_qty <= order.filled_lots:
         message = "amend canceled the order: new quantity <= filled quantity"
         return RejectReason.INVALID_LOT, message, AmendResult.CANCEL
-    takes = engine.would_take(order.side, new_price) or engine.crosses_own(order.side, new_price)
+    takes = engine.would_match(order.side, new_price)
     if order.tif is TimeInForce.POST_ONLY and takes:
         message = "amend canceled the order: post-only would take liquidity"
         return RejectReason.POST_ONLY_WOULD_TAKE, message, AmendResult.CANCEL

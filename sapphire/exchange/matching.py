@@ -152,6 +152,12 @@ class MatchingEngine:
             return False
         return best[0] <= limit_ticks if side is Side.BUY else best[0] >= limit_ticks
 
+    def would_match(self, side: Side, limit_ticks: int) -> bool:
+        """Would an order on ``side`` at ``limit_ticks`` trade on arrival: the recorded book
+        within its limit, or one of our own opposite orders (met by self-trade prevention);
+        a post-only order is refused for either."""
+        return self.would_take(side, limit_ticks) or self.crosses_own(side, limit_ticks)
+
     def crosses_own(self, side: Side, limit_ticks: int) -> bool:
         """Is one of our opposite resting orders within ``limit_ticks``? Such an order is a
         taker even where the recorded book is not (it meets ours: self-trade prevention, or
@@ -228,28 +234,6 @@ class MatchingEngine:
             return False
         expire(taker, now_ns)
         return True
-
-    def own_crossing(
-        self, side: Side, limit_ticks: int | None, qty_lots: int | None = None, now_ns: int = 0
-    ) -> list[SimOrder]:
-        """Our resting orders on the other side that an order on ``side`` would trade with:
-        those within its limit (any, for a market order) and, given its ``qty_lots``, that
-        its walk reaches: the recorded size at better prices does not cover it (a market buy
-        the best ask fills whole never meets our ask far above)."""
-        book = self._asks if side is Side.BUY else self._bids
-        out: list[SimOrder] = []
-        for price, orders in book.items():
-            if limit_ticks is not None and (
-                price > limit_ticks if side is Side.BUY else price < limit_ticks
-            ):
-                continue
-            if qty_lots is not None:
-                better = price - 1 if side is Side.BUY else price + 1
-                ahead = sum(q for _, q in self.fillable(side, better, now_ns, qty_lots))
-                if ahead >= qty_lots:
-                    continue
-            out.extend(orders)
-        return out
 
     def rest(self, order: SimOrder) -> None:
         assert order.limit_ticks is not None

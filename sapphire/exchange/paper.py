@@ -342,12 +342,7 @@ class PaperExchange:
         # a market order never rests, whatever limit it carries (a protection price: it
         # takes up to there; its remainder rested as a maker order before)
         market = order.order_type is OrderType.MARKET
-        if (
-            market
-            or limit is None
-            or engine.would_take(order.side, limit)
-            or engine.crosses_own(order.side, limit)  # meets ours: self-trade prevention
-        ):
+        if market or limit is None or engine.would_match(order.side, limit):
             engine.take(order, order.leaves_lots, ts)
         if order.status.is_final:
             return

@@ -91,11 +91,7 @@ def check_new_order(
         return Verdict(reason=bad[0], message=bad[1])
     # a post-only order that would meet our own opposite order would match too (Binance's
     # LIMIT_MAKER is refused whatever it would match)
-    if (
-        order.tif is TimeInForce.POST_ONLY
-        and limit is not None
-        and (engine.would_take(side, limit) or engine.crosses_own(side, limit))
-    ):
+    if order.tif is TimeInForce.POST_ONLY and limit is not None and engine.would_match(side, limit):
         return Verdict(reason=RejectReason.POST_ONLY_WOULD_TAKE, message="would take liquidity")
     verdict = Verdict()
     if order.tif is TimeInForce.FOK and sum(q for _, q in supply) < order.qty_lots:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sapphire.book.l2 import L2Book
+from sapphire.exchange.config import SelfTradeMode
 from sapphire.exchange.matching import MatchingEngine
 from sapphire.exchange.queue import ConservativeQueue
 from sapphire.exchange.state import SimOrder
@@ -76,17 +79,53 @@ def test_without_trade_through_fills_all_one_trade_fills_at_most_its_size() -> N
     assert fills == [("high", 101, 5)]
 
 
-def test_a_taker_meets_our_own_order_only_where_its_walk_reaches_it() -> None:
+@pytest.mark.parametrize(
+    ("limit", "lots", "meets_ours"),
+    [
+        (None, 10, False),  # 100 x 10 fills it
+        (250, 15, False),  # 100 and 150 cover 15
+        (None, 21, True),  # 20 recorded, then ours
+        (190, 50, False),  # its limit stops before ours
+    ],
+)
+def test_a_taker_meets_our_own_order_only_where_its_walk_reaches_it(
+    limit: int | None, lots: int, meets_ours: bool
+) -> None:
     # a market buy the best ask covers never reaches our ask far above: no self-trade (it
     # was rejected as one whenever we rested anything on the other side)
-    engine, _ = _engine()
+    expired: list[str] = []
+    fills: list[tuple[str, int, int]] = []
+
+    def sink(order: SimOrder, price: int, qty: int, maker: bool, ts: int) -> None:
+        fills.append((order.client_order_id, price, qty))
+        order.filled_lots += qty
+
+    engine = MatchingEngine(
+        "X",
+        L2Book("X"),
+        ConservativeQueue(),
+        sink,
+        self_trade=SelfTradeMode.EXPIRE_MAKER,  # ours expires, the taker walks on
+        expire=lambda order, ts: expired.append(order.client_order_id),
+    )
     engine.on_snapshot(_snapshot(1, ((100, 10), (150, 10))))
-    ours = rest_limit(engine, "a", Side.SELL, 200, 5)
-    assert engine.own_crossing(Side.BUY, None, 10, 1) == []  # 100 x 10 fills it
-    assert engine.own_crossing(Side.BUY, 250, 15, 1) == []  # 100 and 150 cover 15
-    assert engine.own_crossing(Side.BUY, None, 21, 1) == [ours]  # 20 recorded, then ours
-    assert engine.own_crossing(Side.BUY, 190, 50, 1) == []  # its limit stops before ours
-    assert engine.own_crossing(Side.BUY, None) == [ours]  # no size given: any within limit
+    rest_limit(engine, "ours", Side.SELL, 200, 5)
+    taker = SimOrder(
+        client_order_id="t",
+        agent_id="t",
+        symbol="X",
+        side=Side.BUY,
+        order_type=OrderType.MARKET if limit is None else OrderType.LIMIT,
+        tif=TimeInForce.IOC,
+        limit_ticks=limit,
+        qty_lots=lots,
+        ts_ns=0,
+    )
+    engine.take(taker, lots, 2)
+    assert expired == (["ours"] if meets_ours else [])
+    assert all(cid == "t" for cid, *_ in fills) and sum(q for *_, q in fills) == min(lots, 20)
+    # no size given: any of ours within the limit is one it can meet
+    assert engine.crosses_own(Side.BUY, 250) and not engine.crosses_own(Side.BUY, 190)
 
 
 def _taker(cid: str, side: Side, limit: int, qty: int) -> SimOrder:
