@@ -54,7 +54,8 @@ from sapphire.backtest.html_page import (
     times,
 )
 from sapphire.backtest.report import subplots
-from sapphire.kernel.marks import FUNDING_MARK_MAX_AGE_NS, QUOTE_STALE_NS
+from sapphire.kernel.marks import FUNDING_MARK_MAX_AGE_NS, MarkBook
+from sapphire.model.events import Quote, Side, Trade
 from sapphire.model.instrument import Instrument
 from sapphire.risk.portfolio import conversion_rate, reporting_asset, same_money
 from sapphire.storage.query import read_table
@@ -921,37 +922,50 @@ def _capital_rate(
 
 
 def last_marks(run: RunData) -> dict[str, float]:
-    """Each stored symbol's last mark (ticks), by the one mark rule as far as the ticks
-    table holds it (``sapphire.kernel.marks``): the last quote's mid while it was live at
-    the last trade, else the last trade. Book snapshots and bars are not stored: a run of
-    those has no mark here."""
+    """Each stored symbol's last mark (ticks), by the one mark rule (``MarkBook``) folded
+    over the last stored quote and trade of each symbol: the quote's mid while it was live
+    at the last trade, else the last trade. Book snapshots and bars are not stored: a run
+    of those has no mark here."""
     ticks = run["ticks"]
-    quotes = (
+    last_quotes = (
         ticks.filter(
             (pl.col("kind") == "quote")
             & (pl.col("bid_ticks") > 0)
             & (pl.col("ask_ticks") > pl.col("bid_ticks"))
         )
         .group_by("symbol")
-        .agg(
-            pl.col("ts_ns").last().alias("quoted"),
-            ((pl.col("bid_ticks") + pl.col("ask_ticks")) / 2).last().alias("mid"),
-        )
+        .last()
     )
-    trades = (
+    last_trades = (
         ticks.filter((pl.col("kind") == "trade") & (pl.col("price_ticks") > 0))
         .group_by("symbol")
-        .agg(pl.col("ts_ns").last().alias("traded"), pl.col("price_ticks").last().alias("px"))
+        .last()
     )
-    marks: dict[str, float] = {}
-    for sym, quoted, mid, traded, px in (
-        quotes.join(trades, on="symbol", how="full", coalesce=True)
-        .select("symbol", "quoted", "mid", "traded", "px")
-        .rows()
-    ):
-        live = quoted is not None and (traded is None or traded - quoted < QUOTE_STALE_NS)
-        marks[sym] = float(mid) if live else float(px)
-    return marks
+    events: list[Quote | Trade] = [
+        Quote(
+            ts_event_ns=r["ts_ns"],
+            symbol=r["symbol"],
+            bid_ticks=r["bid_ticks"],
+            bid_lots=0,
+            ask_ticks=r["ask_ticks"],
+            ask_lots=0,
+        )
+        for r in last_quotes.iter_rows(named=True)
+    ]
+    events += [
+        Trade(
+            ts_event_ns=r["ts_ns"],
+            symbol=r["symbol"],
+            price_ticks=r["price_ticks"],
+            qty_lots=0,
+            taker_side=Side.BUY,
+        )
+        for r in last_trades.iter_rows(named=True)
+    ]
+    book = MarkBook()
+    for event in sorted(events, key=lambda e: e.ts_event_ns):
+        book.update(event)
+    return dict(book.marks)
 
 
 @dataclass(frozen=True)
