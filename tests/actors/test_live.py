@@ -60,6 +60,18 @@ def test_the_system_trades_live_through_ccxt_with_one_final_state_per_order(
     assert all(run.venue_ids().is_ours(cid) for cid in venue.orders)
 
 
+def _publish_and_run(handles: Any, double: Any, inst: Any, trades: list[Any]) -> Any:
+    """Connect the run's feed to the double, publish ``trades`` there, run to the end."""
+    step = drive(handles, max_steps=1)  # connects the feed (nothing published yet)
+    deadline = 100
+    while double.subscribers("btcusdt@trade") == 0 and deadline:
+        time.sleep(0.1)
+        deadline -= 1
+    double.publish_trades(inst, trades)
+    step = drive(handles, start_step=step, max_steps=40)
+    return finish(handles, step, 0.0)
+
+
 def test_live_market_data_reaches_agents_and_the_store_once(
     ray_live: None, shared_data: Path, tmp_path: Path
 ) -> None:
@@ -99,14 +111,7 @@ def test_live_market_data_reaches_agents_and_the_store_once(
     )
     handles = start_system(config, "live-data")
     try:
-        step = drive(handles, max_steps=1)  # connects the feed (nothing published yet)
-        deadline = 100
-        while double.subscribers("btcusdt@trade") == 0 and deadline:
-            time.sleep(0.1)
-            deadline -= 1
-        double.publish_trades(inst, trades)
-        step = drive(handles, start_step=step, max_steps=40)
-        result = finish(handles, step, 0.0)
+        result = _publish_and_run(handles, double, inst, trades)
         feed_stats = ray.get(handles.market_data.stats.remote())
     finally:
         shutdown_system(handles)
@@ -208,14 +213,7 @@ def test_a_live_feed_feeds_each_shard_its_own_symbols(
     )
     handles = start_system(config, "live-shards")
     try:
-        step = drive(handles, max_steps=1)  # connects the feed (nothing published yet)
-        deadline = 100
-        while double.subscribers("btcusdt@trade") == 0 and deadline:
-            time.sleep(0.1)
-            deadline -= 1
-        double.publish_trades(inst, trades)
-        step = drive(handles, start_step=step, max_steps=40)
-        result = finish(handles, step, 0.0)
+        result = _publish_and_run(handles, double, inst, trades)
         seen = {a: ray.get(h.stats.remote(a))["events_seen"] for a, h in handles.agents.items()}
     finally:
         shutdown_system(handles)
