@@ -69,6 +69,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sapphire.storage.query import FLUSH_DIGITS, merging_name, part_name
 from sapphire.storage.sink import CommitState
 
 Compression = Literal["zstd", "lz4", "snappy", "uncompressed"]
@@ -227,7 +228,7 @@ class ParquetBackend:
         self._staging = self._meta / f"staging-{sink_id}"
         self._known_dirs: set[Path] = set()
         self._unpublished: set[int] = set()
-        self._own = re.compile(rf"part-{re.escape(sink_id)}-([0-9]{{12}})\.parquet")
+        self._own = re.compile(rf"part-{re.escape(sink_id)}-([0-9]{{{FLUSH_DIGITS}}})\.parquet")
         # partition folder -> this sink's files there as committed, oldest first (read from
         # the folder when first needed, then kept up to date by each commit)
         self._pieces: dict[str, list[_Piece]] = {}
@@ -236,7 +237,7 @@ class ParquetBackend:
         self._plan: _Plan | None = None  # of the flush staged last, until it commits
 
     def _file_name(self, flush_id: int) -> str:
-        return f"part-{self.sink_id}-{flush_id:012d}.parquet"
+        return part_name(self.sink_id, flush_id)
 
     # ------------------------------------------------------------------ recovery
     def _load_manifest(self) -> dict[str, Any]:
@@ -531,7 +532,7 @@ class ParquetBackend:
             if rel.rsplit("/", 1)[0] in retire:
                 # a merged file goes into its folder under a name no reader lists first: the
                 # move that can fail (a full disk) fails before anything is removed
-                os.replace(staged, final.with_name(_hidden(merged)))
+                os.replace(staged, final.with_name(merging_name(merged)))
             else:
                 os.replace(staged, final)
         for folder, names in retire.items():
@@ -550,7 +551,7 @@ class ParquetBackend:
         then one rename shows it, so no listing ever holds a row twice (one in between
         misses their rows; module doc). Finishes a swap a crash stopped anywhere."""
         where = self.root / folder
-        hidden = where / _hidden(merged)
+        hidden = where / merging_name(merged)
         if hidden.exists():
             for name in names:
                 if name != merged:
@@ -562,11 +563,6 @@ class ParquetBackend:
                     (where / name).unlink(missing_ok=True)
         else:  # its rows are nowhere else: keep them
             log.warning("parquet: merged %s/%s is missing; its sources kept", folder, merged)
-
-
-def _hidden(name: str) -> str:
-    # no reader lists it: read_table's patterns and every glob of "*.parquet" miss it
-    return f".{name}.merging"
 
 
 def _arrow(frame: pl.DataFrame) -> pa.Table:

@@ -22,7 +22,23 @@ _HIVE = {"date": pl.Date(), "symbol": pl.String()}
 
 
 _PLAIN_ID = re.compile(r"^[A-Za-z0-9._-]+$")  # no glob character in the file pattern
-_FLUSH_DIGITS = "[0-9]" * 12  # ParquetBackend names a flush's files with 12 digits
+# The embedded store's file names, one rule for its writer (ParquetBackend) and its readers:
+# a flush's file ``part-<sink>-<12-digit flush>.parquet``; a merge's, until its sources are
+# gone, the same name hidden (``.<name>.merging``: no read's pattern lists it)
+FLUSH_DIGITS = 12
+
+
+def part_name(sink_id: str, flush_id: int) -> str:
+    return f"part-{sink_id}-{flush_id:0{FLUSH_DIGITS}d}.parquet"
+
+
+def part_pattern(sink_id: str) -> str:
+    """A glob of ``sink_id``'s flush files (``sink_id`` as a glob: escape it if need be)."""
+    return f"part-{sink_id}-{'[0-9]' * FLUSH_DIGITS}.parquet"
+
+
+def merging_name(name: str) -> str:
+    return f".{name}.merging"
 
 
 class IncompleteRunError(OSError):
@@ -61,7 +77,7 @@ def check_complete(
     # file (ParquetBackend names it so that no read lists it)
     merging = Path(root) / table
     waiting = next(staging.glob(f"*#{table}#*"), None) or next(
-        merging.rglob(f".part-{glob.escape(run_id)}-*.parquet.merging"), None
+        merging.rglob(merging_name(part_pattern(glob.escape(run_id)))), None
     )
     if waiting is not None:
         raise IncompleteRunError(
@@ -102,7 +118,7 @@ def read_table(root: str | os.PathLike[str], table: str, run_id: str | None = No
     # is scanned and filtered by run id.
     files = "*.parquet"
     if run_id is not None and _PLAIN_ID.match(run_id):
-        own = f"part-{run_id}-{_FLUSH_DIGITS}.parquet"
+        own = part_pattern(run_id)
         if next(base.rglob(own), None) is not None or run_manifest(root, run_id).exists():
             files = own
     if not base.is_dir() or next(base.rglob(files), None) is None:
