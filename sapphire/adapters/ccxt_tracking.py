@@ -24,6 +24,12 @@ from sapphire.model.orders import (
 log = logging.getLogger(__name__)
 
 
+def _raw_status(venue_order: cv.CcxtDict) -> str:
+    """The venue's own status word under ccxt's unified one ("" where it sent none)."""
+    info = venue_order.get("info")
+    return str(info.get("status") or "") if isinstance(info, dict) else ""
+
+
 def reject_reason(exc: BaseException) -> RejectReason:
     """Sapphire's reason for a definite refusal by the venue."""
     text = str(exc)
@@ -176,7 +182,14 @@ class TrackedOrder:
         # order that ends unfilled with the paper venue's reason. Live sent fills with no
         # entry before them, partial states paper never sends, and expiries with no reason.
         reason, message = None, ""
-        if status is OrderStatus.EXPIRED and self.order.tif is TimeInForce.FOK and not shown:
+        # Binance ends an order that self-trade prevention met EXPIRED_IN_MATCH, which ccxt
+        # unifies to "expired" like any IOC remainder: only the raw status tells the agent
+        # (and the stored row) that its own resting order, not the market, ended it
+        in_match = _raw_status(venue_order) == "EXPIRED_IN_MATCH"
+        if status is OrderStatus.EXPIRED and in_match:
+            self._enter(out, ts)
+            reason, message = RejectReason.SELF_TRADE, "self-trade prevention (venue)"
+        elif status is OrderStatus.EXPIRED and self.order.tif is TimeInForce.FOK and not shown:
             reason, message = RejectReason.FOK_NOT_FILLABLE, "not fully fillable now"
         elif status is not OrderStatus.REJECTED:
             self._enter(out, ts)

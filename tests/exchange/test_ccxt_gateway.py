@@ -689,3 +689,26 @@ def test_an_order_reports_to_its_agent_as_the_paper_venue_reports_it(shared_data
         assert len(statuses) == 2  # entered, ended: no partial state between
 
     run(shared_data, scenario)
+
+
+def test_a_self_trade_reaches_the_agent_with_the_paper_venues_reason(shared_data: Path) -> None:
+    """A buy that walks into our own resting sell: Binance (the double) ends it
+    EXPIRED_IN_MATCH, which ccxt unifies to "expired" like any IOC remainder. The agent must
+    be told, as the paper venue tells it, that self-trade prevention ended it, not the
+    market's depth (reason SELF_TRADE, after the fills the market gave it)."""
+
+    async def scenario(env: Env) -> None:
+        (ask, ask_lots), _ = env.venue.paper.book("BTCUSDT").levels(Side.SELL, 2)
+        await env.submit(order(1, Side.SELL, ask, 20))  # ours, queued behind the market's
+        taker = await env.submit(order(2, Side.BUY, ask, ask_lots + 10))
+        ups = updates(taker)
+        assert [(u.status, u.reason) for u in ups] == [
+            (OrderStatus.ACCEPTED, None),
+            (OrderStatus.EXPIRED, RejectReason.SELF_TRADE),
+        ]
+        # the market's size ahead of ours traded first; ours stopped the rest
+        assert ups[-1].filled_lots == ask_lots
+        assert sum(r.qty_lots for r in taker if isinstance(r, OrderFilled)) == ask_lots
+        assert check_ledger(env)["agent-2"].reason is RejectReason.SELF_TRADE
+
+    run(shared_data, scenario)
