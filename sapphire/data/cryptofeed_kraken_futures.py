@@ -6,9 +6,10 @@ Feeds (``wss://futures.kraken.com/ws/v1``); every message is a JSON object with 
 * ``book_snapshot``: ``{"timestamp": ms, "seq", "bids": [{"price", "qty"}], "asks": [...]}``.
 * ``book``: one level per message, ``{"side": "buy"/"sell", "seq", "price", "qty",
   "timestamp": ms}``; ``qty`` is the absolute size at ``price``, 0 deletes it.
-* ``trade_snapshot`` (the last trades before subscribing, newest first) and ``trade``:
-  ``{"uid", "side" (taker), "type": "fill", "seq", "time": ms, "qty", "price"}``. Trades are
-  emitted oldest first with ``trade_id = seq`` (``uid`` is a UUID; ``seq`` is per product).
+* ``trade``: ``{"uid", "side" (taker), "type": "fill", "seq", "time": ms, "qty", "price"}``,
+  emitted with ``trade_id = seq`` (``uid`` is a UUID; ``seq`` is per product).
+  ``trade_snapshot`` (the last 100 trades before subscribing) is history, not the recorded
+  window's prints: counted as ignored, no events.
 * ``ticker_lite``: ``bid``/``ask`` prices only, no sizes and no exchange time, so it cannot
   be a canonical BBO row: it is counted as ignored, and used instead to check the rebuilt
   book: at each ticker the handler compares the ticker's bid/ask with the best bid/ask of the
@@ -102,9 +103,13 @@ class KrakenFuturesHandler:
             elif feed == "ticker_lite":
                 self._ticker(product, msg, line)
                 buffer.stats.ignored += 1
+            elif feed == "trade_snapshot":
+                # the last 100 trades *before* the subscription: history, not prints of the
+                # recorded window. As trades they arrived at once, out of time order, were
+                # restamped to the receive time and fed agents, marks and the venue's matching
+                buffer.stats.ignored += 1
             else:
-                raw = msg["trades"] if feed == "trade_snapshot" else [msg]
-                self._trades(product, raw, recv, session, line, buffer)
+                self._trades(product, [msg], recv, session, line, buffer)
         except FIELD_ERRORS as exc:
             buffer.stats.reject(RowReject.MALFORMED, line, f"bad field: {exc!r}")
 

@@ -20,7 +20,8 @@ Semantics kept from Tardis:
 * ``incremental_book_L2``: a run of consecutive ``is_snapshot=true`` rows is one full book
   that replaces the previous one (a new run after non-snapshot rows means "clear the book");
   all its rows get the run's first timestamps so they become one :class:`BookSnapshot`.
-  ``amount`` 0 on a non-snapshot row deletes the level.
+  ``amount`` 0 on a non-snapshot row deletes the level. Updates before a symbol's first
+  snapshot are skipped, as Tardis says, and counted (``before_snapshot``).
 * ``book_snapshot_N``: each row is one top-N snapshot, one DEPTH row per level present;
   absent levels (empty fields when the book is thinner than N) are not rows.
 * Tardis has no update ids. Snapshot rows carry the source line of their first row in
@@ -29,7 +30,8 @@ Semantics kept from Tardis:
 * ``derivative_ticker``: only funding has an event, one per *settled* funding period (at
   its ``funding_timestamp``, with the last ``funding_rate`` announced for it), never one per
   ticker update; rows that settle nothing are ignored (counted in ``RejectStats.ignored``),
-  and so are mark/index price and open interest.
+  and so are mark/index price and open interest. A rate with no ``funding_timestamp``
+  (Deribit: continuous funding) is counted (``no_settlement_time``) and never charged.
 * Non-numeric trade ids (BitMEX UUIDs) become ``trade_id`` 0, so no duplicate check.
 * ``liquidations`` files have the same header as ``trades`` (``side`` is the liquidated
   side there, not the taker): a path naming ``liquidations`` is refused, not misread.
@@ -66,7 +68,7 @@ from sapphire.data.stream import (
     open_binary,
     require_rows,
 )
-from sapphire.data.validation import DataFileError, RejectStats
+from sapphire.data.validation import DataFileError, RejectStats, RowReject
 from sapphire.model import Instrument, InstrumentError
 
 COMMON: Final = ("exchange", "symbol", "timestamp", "local_timestamp")
@@ -193,6 +195,8 @@ class _Runs:
     run: int = 0  # line of the open run's first row
     ts: int | None = None
     recv: int | None = None
+    # symbols whose first snapshot has been read: their updates before it are skipped
+    synced: set[str] = field(default_factory=set)
 
 
 def _trades(raw: pl.DataFrame, session: str) -> pl.DataFrame:
@@ -241,13 +245,20 @@ class _Funding:
     period: dict[str, tuple[int, float]] = field(default_factory=dict)
 
 
-def _funding(raw: pl.DataFrame, session: str, lines: pl.Series, state: _Funding) -> pl.DataFrame:
+def _funding(
+    raw: pl.DataFrame, session: str, lines: pl.Series, state: _Funding, stats: RejectStats
+) -> pl.DataFrame:
     """Funding *settlements* from ticker rows. A row's ``funding_rate`` is the rate of the
     period ending at its ``funding_timestamp``, re-sent with every ticker update (each second
     or so): a FUNDING event is what a position pays, so one is made per period, at its end,
     with the last rate announced before it, when a row shows the next period has begun
     (its ``funding_timestamp`` moved on). Every other good row is a ticker update
-    (``ignored``); a period still open when the file ends has not settled: no event."""
+    (``ignored``); a period still open when the file ends has not settled: no event.
+
+    A rate with no ``funding_timestamp`` (every Deribit row: its funding accrues continuously
+    and Tardis maps only ``current_funding``) settles nothing this model knows: each such row
+    is counted (``no_settlement_time``), never charged. Made a payment at each row, it
+    charged a position the rate ~86,400 times a day."""
     fts = _us_to_ns("funding_timestamp")
     t = raw.select(
         ts=_us_to_ns("timestamp"),
@@ -260,14 +271,24 @@ def _funding(raw: pl.DataFrame, session: str, lines: pl.Series, state: _Funding)
     keep: list[bool] = []
     settled: list[tuple[int | None, float | None]] = []
     period = state.period
-    for ts, symbol, rate, end, bad in zip(
+    for ts, symbol, rate, end, bad, line in zip(
         t["ts"].to_list(),
         t["symbol"].to_list(),
         t["rate"].to_list(),
         t["fts"].to_list(),
         t["bad"].to_list(),
+        t["line"].to_list(),
         strict=True,
     ):
+        if end is None and not bad and ts is not None and rate is not None:
+            stats.reject(
+                RowReject.NO_SETTLEMENT_TIME,
+                line,
+                "funding rate without funding_timestamp (continuous funding): not charged",
+            )
+            keep.append(False)
+            settled.append((None, None))
+            continue
         if bad or ts is None or rate is None or end is None:
             keep.append(True)  # the builder rejects it and says why
             settled.append((ts, rate))
@@ -342,7 +363,32 @@ def _incremental(raw: pl.DataFrame, session: str, first: int, runs: _Runs) -> pl
         _bad=_bad({**_time_bad(), "price": _float("price"), "amount": _float("amount")}),
         line="_line",
     )
-    return conform(frame, FrameKind.DEPTH).with_columns(frame["_bad"], frame["line"])
+    # Tardis: "skip updates until the first snapshot" (a file cut from a day, a symbol
+    # first seen mid-file): a book built from updates alone is partial and may cross
+    symbol = frame["symbol"]
+    snap_row = frame["is_snapshot"].fill_null(False)
+    seen = (
+        frame.select(
+            pre=pl.col("is_snapshot").fill_null(False).cast(pl.Int64).cum_sum().over("symbol")
+        )["pre"]
+        > 0
+    ) | symbol.is_in(list(runs.synced))
+    runs.synced.update(s for s in symbol.filter(snap_row).unique().to_list() if s is not None)
+    out = conform(frame, FrameKind.DEPTH).with_columns(frame["_bad"], frame["line"])
+    return out.with_columns(seen.alias("_synced"))
+
+
+def _synced_only(frame: pl.DataFrame, stats: RejectStats) -> pl.DataFrame:
+    """``frame`` without its rows before their symbol's first snapshot, counted."""
+    early = frame.filter(~pl.col("_synced"))
+    if early.height:
+        stats.reject(
+            RowReject.BEFORE_SNAPSHOT,
+            int(early["line"][0]),
+            "book update before the first snapshot of its symbol (skipped, as Tardis says)",
+            rows=early.height,
+        )
+    return frame.filter(pl.col("_synced")).drop("_synced")
 
 
 def _snapshots(raw: pl.DataFrame, session: str, first: int, depth: int) -> pl.DataFrame:
@@ -407,12 +453,14 @@ def _chunks(
             keep = keep.fill_null(False)
             stats.ignored += int((~keep).sum())
             lines = pl.int_range(first, first + raw.height, dtype=pl.Int64, eager=True)
-            frame = _funding(raw.filter(keep), session, lines.filter(keep), funding)
-            stats.ignored += int(keep.sum()) - frame.height
+            counted = stats.counts.get(RowReject.NO_SETTLEMENT_TIME, 0)
+            frame = _funding(raw.filter(keep), session, lines.filter(keep), funding, stats)
+            counted = stats.counts.get(RowReject.NO_SETTLEMENT_TIME, 0) - counted
+            stats.ignored += int(keep.sum()) - frame.height - counted
             yield [(FrameKind.FUNDING, frame)]
             continue
         elif kind is TardisType.INCREMENTAL_BOOK_L2:
-            yield [(FrameKind.DEPTH, _incremental(raw, session, first, runs))]
+            yield [(FrameKind.DEPTH, _synced_only(_incremental(raw, session, first, runs), stats))]
             continue
         else:
             frame = _snapshots(raw, session, first, depth)

@@ -43,6 +43,13 @@ class RowReject(enum.StrEnum):
     # the file ends in a cut or corrupt block (a gzip stream cut short): one row counted, and
     # the rest of the file, if any, never read (a summary shows it apart from a bad row)
     TRUNCATED = "truncated"
+    # a book update before the file's first snapshot of its symbol (Tardis: "skip until the
+    # first is_snapshot row"): applied to an empty book it made a partial, crossed book the
+    # venue called synced
+    BEFORE_SNAPSHOT = "before_snapshot"
+    # a funding rate with no settlement time (Deribit's continuous funding in a Tardis
+    # derivative_ticker): not a payment; charged at every ticker row it was ~86,400 a day
+    NO_SETTLEMENT_TIME = "no_settlement_time"
 
 
 MAX_EXAMPLES = 5

@@ -331,7 +331,9 @@ EXPECTED: list[tuple[str, dict[FrameKind, int], str, str, str]] = [
     ),
     (
         "book/cryptofeed_kraken-futures_inverse_ws_2021-07-22.log.gz",
-        {D: 8_585, T: 1_003},  # 1,571 snapshot levels + 7,014 deltas; ticker_lite has no sizes
+        # 1,571 snapshot levels + 7,014 deltas; ticker_lite has no sizes; 3 live trades (the
+        # README's 1,000 trade_snapshot trades are history before the subscription)
+        {D: 8_585, T: 3},
         "2021-07-22 23:02:07.690",  # README's 23:02:07.583 is the info event
         "2021-07-22 23:02:38.156",
         "recv",

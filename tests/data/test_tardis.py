@@ -215,6 +215,27 @@ def test_incremental_l2_snapshot_runs_replace_the_book(tmp_path: Path, block_siz
     assert [d.last_in_batch for d in deltas] == [False, True, True, True]
 
 
+@pytest.mark.parametrize("block_size", [80, 1 << 22])
+def test_incremental_l2_updates_before_the_first_snapshot_are_skipped_and_counted(
+    tmp_path: Path, block_size: int
+) -> None:
+    """Tardis: skip updates until the first snapshot. Applied, a file cut mid-day gave the
+    venue a partial book (here crossed: bid 103 over ask 101) that it took as synced."""
+    early = [
+        "deribit,BTCUSDT,500,600,false,bid,103,1",
+        "deribit,BTCUSDT,700,800,false,ask,98,2",
+        "deribit,BTCUSDT,900,950,false,bid,103,0",
+    ]
+    path = _write(tmp_path, "l2.csv", "is_snapshot,side,price,amount", early + INCREMENTAL)
+    stream = stream_tardis(path, INST, block_size=block_size)
+    events = list(stream)
+    assert stream.stats.counts == {RowReject.BEFORE_SNAPSHOT: len(early)}
+    assert stream.stats.balanced() and stream.stats.rows_in == len(early) + len(INCREMENTAL)
+    # the book is the one the rows from the snapshot on make, as without the early rows
+    assert _check_book(events)[:2] == ({180: 1}, {182: 1, 184: 8})
+    assert isinstance(events[0], BookSnapshot)
+
+
 def test_incremental_l2_shared_file_book(shared_data: Path) -> None:
     path = (
         shared_data
@@ -307,6 +328,22 @@ def test_derivative_ticker_funding_is_one_event_per_settled_period(tmp_path: Pat
     without = _write(tmp_path, "e.csv", "funding_rate,last_price", ["x,BTCUSDT,1,2,0.1,3"])
     with pytest.raises(DataFileError, match="funding_timestamp"):
         list(stream_events(without))
+
+
+def test_a_funding_rate_without_a_settlement_time_is_counted_never_charged(
+    tmp_path: Path,
+) -> None:
+    """Deribit's funding accrues continuously: Tardis's rows carry ``current_funding`` and no
+    ``funding_timestamp``. Each row became a payment (a position paid the rate at every
+    ticker update, ~86,400 times a day); now each is counted as settling nothing."""
+    header = "funding_timestamp,funding_rate,last_price"
+    rows = [f"deribit,BTC-PERPETUAL,{t},{t + 1},,0.0001,30000" for t in range(0, 5_000, 1_000)]
+    rows.append("deribit,BTC-PERPETUAL,6000,6001,,,30000")  # no rate: a price update
+    stream = stream_events(_write(tmp_path, "d.csv", header, rows, times=(2, 3)))
+    assert not [e for e in stream if isinstance(e, FundingRate)]
+    assert stream.stats.counts == {RowReject.NO_SETTLEMENT_TIME: 5}
+    assert stream.stats.ignored == 1 and stream.stats.balanced()
+    assert "no_settlement_time=5" in stream.stats.summary()
 
 
 def test_detected_by_content_not_name(shared_data: Path, tmp_path: Path) -> None:

@@ -243,6 +243,32 @@ KRAKEN_ETH = (
 )
 
 
+def _eth_trades(tmp: Path) -> Path:
+    """The recording's PI_ETHUSD trades are one print; its trade_snapshot holds the 100
+    before the subscription (history, not replayed). Re-sent one every 0.25 s from the
+    recording's start as live ``trade`` messages, in a log of their own, they give the
+    momentum agent prices to trade on (the loader's own path, the venue's own book)."""
+    import gzip
+    import json
+
+    path = data_path("shared:book/cryptofeed_kraken-futures_inverse_ws_2021-07-22.log.gz")
+    with gzip.open(path, "rt") as fh:
+        url = next(fh)  # the stream's URL line, by which the log is known
+        for line in fh:
+            head, _, body = line.partition(": ")
+            msg = json.loads(body) if body.startswith("{") else {}
+            if msg.get("feed") == "trade_snapshot" and msg.get("product_id") == "PI_ETHUSD":
+                start, history = float(head), msg["trades"][::-1]  # sent newest first
+                break
+    out = tmp / "kf_eth_trades_2021-07-22.log"  # the day: one session with the book
+    lines = [url.rstrip("\n")]
+    for i, trade in enumerate(history):
+        at = start + 0.25 * i
+        lines.append(f"{at:.6f}: " + json.dumps({**trade, "time": int(at * 1000)}))
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
 @pytest.mark.skipif(
     not data_path("shared:book/cryptofeed_kraken-futures_inverse_ws_2021-07-22.log.gz").exists(),
     reason="shared recorded data not present",
@@ -259,7 +285,10 @@ def test_the_screen_shows_eth_money_at_its_stored_scale(tmp_path: Path) -> None:
         {
             "data": {
                 "source": "files",
-                "files": ["shared:book/cryptofeed_kraken-futures_inverse_ws_2021-07-22.log.gz"],
+                "files": [
+                    "shared:book/cryptofeed_kraken-futures_inverse_ws_2021-07-22.log.gz",
+                    str(_eth_trades(tmp_path)),
+                ],
                 "instrument_files": [str(tmp_path / "eth.json")],
             },
             "agents": [
