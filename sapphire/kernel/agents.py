@@ -185,25 +185,46 @@ class AgentStage:
     ) -> None:
         try:
             produced = fn(item, now)
+            if not produced:
+                return
+            if type(produced) is not list and type(produced) is not tuple:
+                # iterated here, inside the try: a generator that raises is an agent error
+                produced = self._listed(agent_id, produced)
         except Exception:  # an agent bug must not take the stage (or the system) down
             errors = self.state.errors.get(agent_id, 0) + 1
             self.state.errors[agent_id] = errors
             if errors <= 10:
                 log.exception("agent %s raised; input skipped", agent_id)
             return
-        if not produced:
-            return
         for o in produced:
             why = invalid_output(o, self.symbols) or self._not_its_own(agent_id, o)
             if why is not None:
-                st = self.state
-                st.invalid[agent_id] = st.invalid.get(agent_id, 0) + 1
-                st.invalid_reason[agent_id] = why
-                if st.invalid[agent_id] <= 10:
-                    log.warning("agent %s: output refused: %s", agent_id, why)
+                self._refuse(agent_id, why)
                 continue
             # the decision is made now, whatever time the agent wrote on it
             out.append(o if o.ts_event_ns == now else msgspec.structs.replace(o, ts_event_ns=now))
+
+    def _listed(self, agent_id: str, produced: object) -> list[AgentOutput]:
+        """An agent's return that is not a list or tuple: any other iterable of outputs is
+        taken whole; one output alone (the commonest slip: ``return intent``), a string or
+        a mapping is refused, counted as one refused output. Iterated as it was, a bare
+        intent raised outside the agent's guard and ended ``sapphire backtest`` with a
+        traceback and nothing stored, while ``sapphire run`` retried and quarantined it."""
+        if isinstance(produced, msgspec.Struct | str | bytes | Mapping) or not isinstance(
+            produced, Iterable
+        ):
+            self._refuse(
+                agent_id, f"returned a {type(produced).__name__}, not a sequence of outputs"
+            )
+            return []
+        return list(produced)
+
+    def _refuse(self, agent_id: str, why: str) -> None:
+        st = self.state
+        st.invalid[agent_id] = st.invalid.get(agent_id, 0) + 1
+        st.invalid_reason[agent_id] = why
+        if st.invalid[agent_id] <= 10:
+            log.warning("agent %s: output refused: %s", agent_id, why)
 
     def _not_its_own(self, agent_id: str, output: AgentOutput) -> str | None:
         """Why a valid output cannot leave as ``agent_id``'s: written in another agent's name

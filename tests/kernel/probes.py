@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -133,6 +133,43 @@ class BadOutputsAgent(ProbeAgent):
             sane,
             sane,
         ]
+
+
+class ShapelessOutputsAgent(ProbeAgent):
+    """Returns, on every 50th quote, in turn: one intent alone (``return intent``, the
+    commonest slip), a generator of one sane intent, a generator that raises after its
+    first, an int, a dict. Each sane intent has its own seq; ``returned``: each shape's
+    index, as returned."""
+
+    def __init__(self, agent_id: str, instrument: Instrument, params: dict[str, Any]) -> None:
+        super().__init__(agent_id, instrument, params)
+        self.returned: list[int] = []
+
+    def on_event(self, event: AnyMarketEvent, now_ns: int) -> Sequence[AgentOutput]:
+        self.log.append((type(event).__name__, event.ts_event_ns, now_ns))
+        if len(self.log) % 50 or not isinstance(event, Quote):
+            return []
+        turn = len(self.log) // 50
+        sane = OrderIntent(
+            ts_event_ns=now_ns,
+            agent_id=self.agent_id,
+            side=Side.BUY,
+            seq=turn,
+            symbol=self.symbol,
+            qty_lots=1,
+            limit_ticks=event.bid_ticks - 100,
+        )
+
+        def one() -> Iterator[AgentOutput]:
+            yield sane
+
+        def broken() -> Iterator[AgentOutput]:
+            yield sane
+            raise RuntimeError("a strategy bug mid-generator")
+
+        shapes: list[object] = [sane, one(), broken(), 7, {"side": "buy"}]
+        self.returned.append(turn % 5)
+        return shapes[turn % 5]  # type: ignore[return-value]
 
 
 def traded(kernel: Any) -> tuple[Any, ...]:

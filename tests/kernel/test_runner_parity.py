@@ -182,6 +182,37 @@ def test_invalid_agent_outputs_are_refused_counted_and_never_stored(
     assert intents["symbol"].unique().to_list() == ["BTCUSDT"]
 
 
+def test_outputs_that_are_no_sequence_are_refused_the_same_in_both_runners(
+    ray_local: None, tmp_path: Path
+) -> None:
+    """``return intent`` (no list) ended ``sapphire backtest`` with a traceback and nothing
+    stored, while ``sapphire run`` retried the step and quarantined the agent: now one
+    refused output in both; a generator's outputs are taken, one that raises is the
+    agent's error (its input skipped), as a raise in the call is."""
+    config = kernel_config(
+        tmp_path,
+        agents=[
+            {"id": "odd", "kind": "tests.kernel.probes:ShapelessOutputsAgent", "symbol": "BTCUSDT"}
+        ],
+        data={"max_events": 6_000},
+    )
+    kernel = InProcessKernel(config, "odd-local")
+    kernel.run()
+    st = kernel.agents.state
+    returned: list[int] = kernel.agents.agents["odd"].returned  # type: ignore[attr-defined]
+    bare, gen, broken, number, mapping = (returned.count(k) for k in range(5))
+    assert min(bare, gen, broken, number, mapping) > 0
+    assert st.invalid["odd"] == bare + number + mapping
+    assert st.errors["odd"] == broken
+    local = kernel.summary()
+    assert "not a sequence of outputs" in local["invalid_outputs"]["odd"]
+    result, _ = on_ray(config, "odd-on-ray")
+    assert result.summary["invalid_outputs"]["odd"] == local["invalid_outputs"]["odd"]
+    assert result.summary["agent_errors"] == local["agent_errors"]
+    intents = read_table(tmp_path / "store", "intents", "odd-on-ray").collect()
+    assert intents.height == gen  # the one generator's intent each time it came
+
+
 def test_a_paced_replay_trades_the_same_and_keeps_event_time_near_the_pace(
     ray_local: None, tmp_path: Path
 ) -> None:
