@@ -46,6 +46,43 @@ def _inspect_instruments(path: str, fmt: str) -> int:
     return 0
 
 
+def instruments(args: argparse.Namespace) -> int:
+    """``sapphire data instruments FILE --symbol S --out DIR``: one Instrument JSON per
+    symbol from a venue metadata file, each the file a run's ``data.instrument_files`` names
+    (the venue's grids, fees and contract terms, as live trading loads them through ccxt)."""
+    from sapphire.adapters.venue_instruments import load_venue_instruments
+    from sapphire.data.instruments import instrument_json
+
+    try:
+        loaded = load_venue_instruments(args.file)
+    except DataFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    found = loaded.instruments
+    by_name = {**{i.unified: i for i in found.values() if i.unified}, **found}
+    missing = [s for s in args.symbol if s not in by_name]
+    if missing:
+        some = ", ".join(sorted(found)[:8])
+        print(
+            f"error: {args.file}: no instrument {', '.join(missing)} among its {len(found)} "
+            f"({some}{' ...' if len(found) > 8 else ''})",
+            file=sys.stderr,
+        )
+        return 2
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in args.symbol:
+            inst = by_name[name]
+            target = out / f"{inst.symbol.replace('/', '-').replace(':', '-')}.json"
+            target.write_bytes(instrument_json(inst))
+            print(f"{target}: {inst.symbol} ({loaded.venue}, {inst.kind.value})")
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _labels(column: Any) -> str:
     """The distinct labels of a column, sorted; rows with none (an empty symbol, a blank
     line) are counted after them, not sorted among strings (a traceback)."""
@@ -140,6 +177,16 @@ def register(subparsers: Any) -> None:
     cmd.add_argument("file")
     cmd.add_argument("--instrument-file", default=None, help="Instrument or exchangeInfo JSON")
     cmd.set_defaults(handler=inspect)
+    cmd = sub.add_parser(
+        "instruments",
+        help="write Instrument JSON files (data.instrument_files) from a venue metadata file",
+    )
+    cmd.add_argument("file", help="a venue metadata file (see sapphire data inspect)")
+    cmd.add_argument(
+        "--symbol", action="append", required=True, help="venue or ccxt symbol; repeatable"
+    )
+    cmd.add_argument("--out", required=True, help="folder for the <symbol>.json files")
+    cmd.set_defaults(handler=instruments)
     cmd = sub.add_parser(
         "cache", help="the converted-replay cache (data.cache): its entries, or --clear"
     )

@@ -15,10 +15,10 @@ from sapphire.adapters.stores import backend_builder, store_location
 from sapphire.cli import one_line
 from sapphire.cli.progress import bar_columns, estimate_events, startup_line
 from sapphire.cli.query_cmd import write_instruments
-from sapphire.cli.summary import print_next, print_summary
+from sapphire.cli.summary import damaged_input, print_next, print_summary
 from sapphire.config.secrets import SecretError
 from sapphire.config.system import ConfigError, SystemConfig, check_run_id, load_config
-from sapphire.data.validation import DataFileError
+from sapphire.data.validation import DataFileError, damaged_files
 from sapphire.kernel.assembly import (
     WiringError,
     claim_run,
@@ -151,5 +151,9 @@ def _run_claimed(
             soft_wrap=True,
         )
         return 1
+    damaged = damaged_files(summary.get("input_rejected", {}))
+    if damaged:
+        console.print(f"[red]error:[/red] {escape(damaged_input(run_id, damaged))}", soft_wrap=True)
+        return 3
     print_next(run_id, config_path, config, console)
     return 0

@@ -235,7 +235,8 @@ def _run(args: argparse.Namespace) -> int:
         print_cost(result.cost)
     from rich.console import Console
 
-    from sapphire.cli.summary import print_next
+    from sapphire.cli.summary import damaged_input, print_next
+    from sapphire.data.validation import damaged_files
 
     if config.storage.backend == "parquet":  # prices and sizes for `sapphire query`
         from sapphire.cli.query_cmd import write_instruments
@@ -246,7 +247,8 @@ def _run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:  # the rows are stored; query shows ticks then
             print(f"warning: instruments not recorded for query: {exc}", file=sys.stderr)
 
-    if not result.failure and not result.unacked_rows:  # else the next step is the resume
+    damaged = damaged_files(result.summary.get("input_rejected", {}))
+    if not result.failure and not result.unacked_rows and not damaged:  # else: what to mend
         print_next(result.run_id, args.config, config, Console())
     if result.failure:
         print(f"error: run {result.run_id} failed: {result.failure}", file=sys.stderr)
@@ -258,4 +260,7 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if damaged:
+        print(f"error: {damaged_input(result.run_id, damaged)}", file=sys.stderr)
+        return 3
     return 0

@@ -12,9 +12,11 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
+from sapphire.data.validation import DAMAGED
 from sapphire.storage.schemas import quote_scale, round_to_scale
 
 # what each rejection means, and the setting behind it (sapphire.model.orders.RejectReason)
@@ -214,11 +216,12 @@ def print_summary(
         if missing:
             totals.add_row(f"[red]rows NOT stored: {table_name}[/red]", f"{missing:,}")
     for reason, n in sorted(summary.get("input_rejected", {}).items()):
-        if reason == "truncated":  # not a bad row: the rest of a file was never read
-            label = "[red]input rejected: truncated (a file ends cut or corrupt: rest unread)[/red]"
-            totals.add_row(label, f"{n:,} file(s)")
+        if reason.startswith(DAMAGED):  # not a bad row: a file the run could not read whole
+            name = escape(reason.removeprefix(DAMAGED))
+            label = f"[red]input DAMAGED: {name} (cut or corrupt: read up to the damage)[/red]"
+            totals.add_row(label, "see sapphire data inspect")
             continue
-        totals.add_row(f"input rejected: {reason}", f"{n:,}")
+        totals.add_row(f"input rejected: {escape(reason)}", f"{n:,}")
     if summary.get("funding_stale_marks"):
         # the funding file ran on after the prices ended: those payments are not booked
         totals.add_row(
@@ -345,3 +348,13 @@ def print_cache(cache: Mapping[str, Any], console: Console) -> None:
     console.print(table)
     if cache.get("unavailable"):
         console.print(f"cache counts missing for agents: {', '.join(cache['unavailable'])}")
+
+
+def damaged_input(run_id: str, files: list[str]) -> str:
+    """The one line a run on a cut or corrupt input file ends with (exit 3): it traded on
+    the rows before the damage only, and a corrupt block's rows may be wrong, so the
+    command that made it must not exit as a success."""
+    return (
+        f"input damaged: {', '.join(files)} (cut or corrupt): run {run_id} used the rows "
+        "before the damage only; `sapphire data inspect <file>` says where it is"
+    )

@@ -147,7 +147,25 @@ def load_instrument_file(path: str | Path) -> Instrument:
     try:
         return msgspec.convert(data, Instrument)
     except (msgspec.ValidationError, ValueError) as exc:
+        venue = _venue_metadata(path)
+        if venue:
+            # a whole venue's markets (Hyperliquid meta, BitMEX instrument/active ...): the
+            # run needs one instrument per file, which the CLI writes from it
+            raise DataFileError(
+                f"{path}: a {venue} metadata file, not one instrument: write the ones you "
+                f"trade with `sapphire data instruments {path} --symbol SYMBOL --out DIR`"
+            ) from None
         raise DataFileError(f"{path}: not an Instrument: {exc}") from exc
+
+
+def _venue_metadata(path: Path) -> str:
+    """The venue of a metadata file of many instruments, "" for any other file."""
+    from sapphire.data.venue_instruments import read_metadata  # it imports this module's kin
+
+    try:
+        return read_metadata(path).venue
+    except DataFileError:
+        return ""
 
 
 def instrument_json(instrument: Instrument) -> bytes:

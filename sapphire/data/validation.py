@@ -20,7 +20,10 @@ format raises :class:`DataFileError`.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
 
 
 class DataFileError(Exception):
@@ -53,6 +56,20 @@ class RowReject(enum.StrEnum):
 
 
 MAX_EXAMPLES = 5
+
+DAMAGED: Final = f"{RowReject.TRUNCATED}: "
+"""The prefix of a run report's key naming a damaged file (``"truncated: trades.csv.gz"``)."""
+
+
+def damage_key(reason: RowReject, path: Path) -> str:
+    """A source's run-report key for ``reason``: a file cut or corrupt is named (the summary
+    says which, and the run's command fails on it); every other reason is counted as is."""
+    return f"{DAMAGED}{path.name}" if reason is RowReject.TRUNCATED else str(reason)
+
+
+def damaged_files(rejected: Mapping[str, int]) -> list[str]:
+    """The files a run's ``input_rejected`` names as cut or corrupt."""
+    return sorted(k.removeprefix(DAMAGED) for k in rejected if k.startswith(DAMAGED))
 
 
 # Bumped whenever any stream's reported state changes (a rejection counted, a selected

@@ -32,7 +32,7 @@ from sapphire.data.convert import Tagged
 from sapphire.data.instruments import load_instrument_file
 from sapphire.data.registry import detect, open_stream
 from sapphire.data.replay_cache import ReplayCache, Source, default_dir
-from sapphire.data.validation import STATE_CHANGES, DataFileError
+from sapphire.data.validation import STATE_CHANGES, DataFileError, damage_key
 from sapphire.exchange.config import LatencyConfig, PaperExchangeConfig
 from sapphire.exchange.gateway import ExecutionGateway
 from sapphire.exchange.paper import PaperExchange
@@ -321,7 +321,7 @@ class SourceReport:
 
     def _note(self, i: int) -> None:
         state = (
-            {str(r): n for r, n in self.stream.stats.counts.items()},
+            {damage_key(r, self.stream.path): n for r, n in self.stream.stats.counts.items()},
             frozenset(self.stream.sessions_seen),
         )
         if state != self._states[-1]:

@@ -368,3 +368,48 @@ def test_a_cluster_that_cannot_be_reached_is_one_line_and_exit_1(
     assert len(err) == 1 and "Ray did not start" in err[0] and f"127.0.0.1:{port}" in err[0]
     assert main(["run", "--config", str(config), "--run-id", "nocluster", "--no-progress"]) == 1
     assert "is running now" not in capsys.readouterr().err  # the id's claim was released
+
+
+def _damaged_sample(tmp_path: Path, how: str) -> Path:
+    """The demo's data with its trades file damaged: ``cut`` (the gzip's last third gone, as
+    a recorder killed mid-write leaves it) or ``flip`` (one bit of its stream changed)."""
+    from sapphire.data.sample import sample_paths
+
+    paths = sample_paths()
+    raw = paths.trades.read_bytes()
+    if how == "cut":
+        raw = raw[: len(raw) * 2 // 3]
+    else:
+        at = len(raw) // 2
+        raw = raw[:at] + bytes([raw[at] ^ 0x10]) + raw[at + 1 :]
+    trades = tmp_path / paths.trades.name
+    trades.write_bytes(raw)
+    return demo(
+        tmp_path,
+        source="files",
+        files=[str(paths.depth), str(trades), str(paths.bbo)],
+        instrument_files=[str(paths.instrument)],
+        max_events=None,
+    )
+
+
+@pytest.mark.parametrize("how", ["cut", "flip"])
+def test_a_run_on_a_damaged_file_names_it_and_does_not_exit_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    """A cut or corrupt gzip: the run trades on what was readable (stored, for a look), but
+    the command exits 3 naming the file: it exited 0 with "truncated 1 file(s)", trading on
+    a third less of the trades, or on rows a corrupt block had changed."""
+    from sapphire.data.sample import sample_paths
+
+    config = _damaged_sample(tmp_path, how)
+    assert backtest(config, f"damaged-{how}") == 3
+    out = capsys.readouterr().out
+    error = [line for line in out.splitlines() if line.startswith("error:")]
+    assert error == [
+        f"error: input damaged: {sample_paths().trades.name} (cut or corrupt): run "
+        f"damaged-{how} used the rows before the damage only; `sapphire data inspect <file>` "
+        "says where it is"
+    ]
+    assert "input DAMAGED" in out  # the summary's row, red
+    assert read_table(tmp_path / "runs" / "store", "ticks", f"damaged-{how}").collect().height

@@ -92,9 +92,9 @@ def test_restamped_rows_and_the_kill_switchs_reason_are_shown() -> None:
     assert "rows restamped: time ran backwards on the run's clock" in screen
     assert "118" in screen
     assert "kill switch TRIPPED: run stopped: drill" in screen
-    cut = _screen(_summary(input_rejected={"truncated": 1, "malformed": 3}))
-    assert "truncated (a file ends cut or corrupt: rest unread)" in cut
-    assert "1 file(s)" in cut and "input rejected: malformed" in cut
+    cut = _screen(_summary(input_rejected={"truncated: t.csv.gz": 1, "malformed": 3}))
+    assert "input DAMAGED: t.csv.gz (cut or corrupt: read up to the damage)" in cut
+    assert "input rejected: malformed" in cut
     quiet = _screen(_summary())
     assert "restamped" not in quiet and "TRIPPED" not in quiet
 

@@ -76,3 +76,45 @@ def test_an_instrument_file_is_one_symbols_not_every_symbols(
     assert main(["data", "inspect", str(log), "--instrument-file", str(inst)]) == 0
     out = capsys.readouterr().out
     assert "rejected unknown_symbol" in out
+
+
+@pytest.mark.parametrize(
+    ("meta", "symbols"),
+    [
+        ("exchange/hyperliquid-sdk_hyperliquid_meta_2023-07-17.json", ["BTC", "ETH/USDC:USDC"]),
+        ("exchange/cryptofeed_bitmex_instrument_active_2021-07-22.json.gz", ["XBTUSD"]),
+    ],
+)
+def test_a_venue_metadata_file_gives_the_instrument_files_a_run_names(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    shared_data: Path,
+    meta: str,
+    symbols: list[str],
+) -> None:
+    """A metadata file of a venue's markets is refused as one instrument with the command
+    that writes them (it read "unknown field `universe`" or "Expected `object`"); the
+    written files are the venue's instruments as live trading loads them."""
+    from sapphire.adapters.venue_instruments import load_venue_instruments
+    from sapphire.data.instruments import load_instrument_file
+    from sapphire.data.validation import DataFileError
+
+    path = shared_data / meta
+    with pytest.raises(DataFileError, match="sapphire data instruments") as refused:
+        load_instrument_file(path)
+    assert len(str(refused.value).splitlines()) == 1
+    out = tmp_path / "inst"
+    argv = ["data", "instruments", str(path), "--out", str(out)]
+    assert main([*argv, *(a for s in symbols for a in ("--symbol", s))]) == 0
+    venue = load_venue_instruments(path).instruments
+    by_unified = {i.unified: i for i in venue.values()}
+    written = sorted(out.glob("*.json"))
+    assert len(written) == len(symbols)
+    loaded = {load_instrument_file(f).symbol: load_instrument_file(f) for f in written}
+    for s in symbols:
+        want = venue.get(s) or by_unified[s]
+        assert loaded[want.symbol] == want
+    capsys.readouterr()
+    assert main([*argv, "--symbol", "NOPE"]) == 2
+    err = capsys.readouterr().err
+    assert "no instrument NOPE" in err and len(err.strip().splitlines()) == 1

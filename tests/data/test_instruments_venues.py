@@ -251,7 +251,8 @@ AGREE = [
     ("bybit", "book/cryptofeed_bybit_linear_ws_2021-04-17.log.gz", 20_051),
     ("deribit", "book/cryptofeed_deribit_options_ws_2021-07-22.log.gz", 126),
     ("deribit", "book/nautilus_tardis_deribit_incremental_book_L2_BTC-PERPETUAL_2020-04-01.csv", 1),
-    ("kraken", "book/cryptofeed_kraken-futures_inverse_ws_2021-07-22.log.gz", 8_027),
+    # 10 snapshots + 7,014 deltas + 3 trades (the trade_snapshot history is not replayed)
+    ("kraken", "book/cryptofeed_kraken-futures_inverse_ws_2021-07-22.log.gz", 7_027),
     ("okx", "book/cryptofeed_okx_ws_2022-05-13.log.gz", 7_193),
     ("hyperliquid", "book/hyperliquid-sdk_hyperliquid_DYDX_l2Book_rest_2023-07-17.json", 1),
 ]

@@ -27,24 +27,36 @@ def subcommands() -> dict[str, argparse.ArgumentParser]:
     return dict(action.choices)
 
 
-def commands_in(text: str) -> list[tuple[str, list[str]]]:
+def commands_in(text: str) -> list[tuple[str, list[str], list[str]]]:
+    """(verb, its words, its options) of each command shown."""
     out = []
     for block, span in CODE.findall(text):
         for line in (block or span).splitlines():
             for verb, rest in COMMAND.findall(line):
-                out.append((verb, [t.split("=")[0] for t in rest.split() if t.startswith("--")]))
+                words = rest.split()
+                out.append((verb, words, [t.split("=")[0] for t in words if t.startswith("--")]))
     return out
+
+
+def _parser_of(parser: argparse.ArgumentParser, words: list[str]) -> argparse.ArgumentParser:
+    """The sub-command's own parser where the verb has sub-commands (``data inspect``):
+    its options are not the verb's."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if subs and words and words[0] in subs[0].choices:
+        return _parser_of(subs[0].choices[words[0]], words[1:])
+    return parser
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_every_command_and_option_named_exists(doc: Path) -> None:
     known = subcommands()
     found = commands_in(doc.read_text(encoding="utf-8"))
-    for verb, options in found:
+    for verb, words, options in found:
         assert verb in known, f"{doc.name}: `sapphire {verb}` is not a command"
+        parser = _parser_of(known[verb], words)
         for option in options:
-            assert option in known[verb]._option_string_actions, (
-                f"{doc.name}: `sapphire {verb}` has no option {option}"
+            assert option in parser._option_string_actions, (
+                f"{doc.name}: `{parser.prog}` has no option {option}"
             )
     if doc.parent.name == "docs" and doc.name != "config-reference.md":
         assert found, f"{doc.name} shows no command"
@@ -52,7 +64,18 @@ def test_every_command_and_option_named_exists(doc: Path) -> None:
 
 def test_the_check_sees_commands_in_code_only() -> None:
     text = "run sapphire now\n```bash\nsapphire query R --root x  # c\n```\n`sapphire stop R --all`"
-    assert commands_in(text) == [("query", ["--root"]), ("stop", ["--all"])]
+    assert [(verb, options) for verb, _, options in commands_in(text)] == [
+        ("query", ["--root"]),
+        ("stop", ["--all"]),
+    ]
+
+
+def test_a_sub_commands_options_are_checked_against_its_own_parser() -> None:
+    """``sapphire data instruments META --symbol S``: --symbol is the sub-command's, not
+    ``data``'s (the check read only the verb's parser and refused every sub-command option)."""
+    data = subcommands()["data"]
+    assert "--symbol" in _parser_of(data, ["instruments", "META"])._option_string_actions
+    assert "--symbol" not in _parser_of(data, ["inspect", "F"])._option_string_actions
 
 
 def test_the_testnet_example_is_a_valid_live_config(monkeypatch: pytest.MonkeyPatch) -> None:
