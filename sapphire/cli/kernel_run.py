@@ -111,7 +111,7 @@ def _run_claimed(
     files = data_files(config.data)
     total = estimate_events(files, config.data.max_events) if progress else None
     console.print(
-        escape(startup_line("backtest", run_id, config, store, files, total)),
+        escape(startup_line("backtest", run_id, config, store, files, total, kernel.instruments)),
         highlight=False,
         soft_wrap=True,
     )

@@ -6,7 +6,7 @@ import bz2
 import gzip
 import lzma
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -20,6 +20,8 @@ from rich.progress import (
 )
 
 from sapphire.config.system import SystemConfig
+from sapphire.model.instrument import Instrument
+from sapphire.risk.portfolio import reporting_asset
 
 # Counting lines reads every byte (decompressed, never parsed): quick for recordings up to a
 # few hundred MB, so bigger data starts at once and shows a bar without a total instead.
@@ -88,8 +90,12 @@ def startup_line(
     store: str,
     files: list[Path],
     total: int | None,
+    instruments: Mapping[str, Instrument] | None = None,
 ) -> str:
-    """One line before the bar: what runs, on what, where it is stored."""
+    """One line before the bar: what runs, on what, where it is stored, and the asset its
+    capital and money limits are read in. That asset is the firm's currency, chosen from
+    the instruments' settlement assets: an added USDC-settled perp beside BTC-settled ones
+    turned "capital_quote: 1" from 1 BTC into 1 USDC, and nothing said so."""
     agents = ", ".join(f"{a.id} ({a.kind} {a.symbol})" for a in config.agents) or "no agents"
     source: str = config.data.source
     if files:
@@ -99,4 +105,11 @@ def startup_line(
     venue = config.exchange.kind + (
         f" ({config.exchange.factory})" if config.exchange.factory else ""
     )
-    return f"{runner} {run_id}: {agents}; data {source}; venue {venue}; store {store}"
+    capital = ""
+    if instruments:
+        currency = reporting_asset(dict(instruments))
+        settles = sorted({i.settle_asset for i in instruments.values()})
+        capital = f"; capital {config.capital_quote} {currency}"
+        if len(settles) > 1:
+            capital += f" (the firm's currency; settled in {', '.join(settles)})"
+    return f"{runner} {run_id}: {agents}; data {source}; venue {venue}{capital}; store {store}"

@@ -174,7 +174,8 @@ def _run(args: argparse.Namespace) -> int:
     from actors.wiring import WiringError
     from sapphire.adapters.stores import StoreError, store_location
     from sapphire.cli.progress import bar_columns, estimate_events, startup_line
-    from sapphire.kernel.assembly import data_files
+    from sapphire.data.validation import DataFileError
+    from sapphire.kernel.assembly import data_files, load_instruments
 
     try:
         store = store_location(config)
@@ -184,7 +185,11 @@ def _run(args: argparse.Namespace) -> int:
     run_id = run_id or default_run_id()  # named now: an interrupted run's hint names it
     files = data_files(config.data)
     total = None if args.no_progress else estimate_events(files, config.data.max_events)
-    line = startup_line("run", run_id, config, store, files, total)
+    try:
+        instruments = load_instruments(config.data)
+    except (WiringError, DataFileError):  # said where the run loads them, naming the file
+        instruments = {}
+    line = startup_line("run", run_id, config, store, files, total, instruments)
     print(f"{line}; starting Ray...", flush=True)
     announced: list[str] = []
     with Progress(
