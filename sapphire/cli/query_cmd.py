@@ -199,7 +199,11 @@ def runs_hint(source: StoreSource) -> str:
     runs = known_runs(source)
     if runs is None:  # a BigQuery dataset keeps no manifests: it may hold runs all the same
         return ""
-    return f"; runs there: {', '.join(runs[-5:])}" if runs else "; it holds no runs"
+    if not runs:
+        return "; it holds no runs"
+    # the count too: "runs there: a, b, c, d, e" read as the whole store where it held 25
+    more = f" (the 5 latest of {len(runs)})" if len(runs) > 5 else ""
+    return f"; runs there{more}: {', '.join(runs[-5:])}"
 
 
 def known_runs(source: StoreSource) -> list[str] | None:

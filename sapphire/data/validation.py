@@ -27,7 +27,16 @@ from typing import Final
 
 
 class DataFileError(Exception):
-    """A data file is missing, unreadable, or not in a format Sapphire knows."""
+    """A data file is missing, unreadable, or not in a format Sapphire knows.
+
+    Its text is one line, as every command's error is: a parser's message may run on over
+    several (polars: 'Did you mean "trade_ms"?' on a line of its own, kept, joined), and
+    its hints that name its own API ("Consider setting 'truncate_ragged_lines=True'"),
+    which no user of a command can set, are dropped."""
+
+    def __init__(self, message: object = "") -> None:
+        lines = [line.strip() for line in str(message).splitlines()]
+        super().__init__(" ".join(x for x in lines if x and not x.startswith("Consider ")))
 
 
 class RowReject(enum.StrEnum):

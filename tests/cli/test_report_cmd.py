@@ -111,6 +111,11 @@ def test_report_exits_as_query_does_on_a_missing_store_or_run(
     capsys.readouterr()
     assert main(["report", "helt", "--root", str(tmp_path / "runs" / "store")]) == 1
     assert "runs there: held" in capsys.readouterr().err
+    for i in range(5):  # more runs than the hint shows: it says how many there are
+        assert backtest(demo(tmp_path), f"more{i}") == 0
+    capsys.readouterr()
+    assert main(["report", "helt", "--root", str(tmp_path / "runs" / "store")]) == 1
+    assert "runs there (the 5 latest of 6):" in capsys.readouterr().err
 
 
 def test_report_with_the_config_lists_its_idle_agents(

@@ -231,3 +231,28 @@ def test_one_far_future_timestamp_costs_one_row_not_the_rest_of_the_file(
     gap = [row(1, base), row(2, base + 86_400 * 10**9), row(3, base + 86_401 * 10**9)]
     stream = stream_events(_trades_file(tmp_path, gap), SPOT)
     assert len(list(stream)) == 3 and not stream.stats.counts
+
+
+def test_a_data_file_error_is_one_line_without_the_parsers_own_hints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Renamed columns: polars says 'Did you mean "trade_ms"?' on a line of its own; a
+    command's error is one line (kept, joined), and a hint naming polars' own API
+    ("Consider setting 'truncate_ragged_lines=True'") is no help to a command's user."""
+    import gzip
+
+    from sapphire.cli import main
+    from sapphire.data.sample import sample_paths
+    from sapphire.data.validation import DataFileError
+
+    text = gzip.decompress(sample_paths().trades.read_bytes()).decode()
+    head, _, body = text.partition("\n")
+    path = tmp_path / sample_paths().trades.name.removesuffix(".gz")
+    short = "session,local_ts,event_ms,trade_ms,id,px,size,ibm,side"  # a user's own names
+    assert len(head.split(",")) == len(short.split(","))
+    path.write_text(short + "\n" + body)
+    assert main(["data", "inspect", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and 'Did you mean "trade_ms"?' in err
+    joined = DataFileError("f.csv: cannot read CSV: bad\n\nConsider setting 'x=True'.\n")
+    assert str(joined) == "f.csv: cannot read CSV: bad"
