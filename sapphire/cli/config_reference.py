@@ -107,12 +107,26 @@ def _sections() -> list[Section]:
     agent_sections = [
         section for kind, cls in agents for section in _tree(cls, f"agents[].params (kind: {kind})")
     ]
+    from sapphire.research.tune_config import TuneConfig
+
+    # the tune file (`sapphire tune --config`): its own top level, apart from the system's
+    tune = [
+        Section(
+            "tune file: " + s.path if s.path != "(top level)" else "tune file (top level)",
+            s.struct,
+            "`sapphire tune --config`; its paths are relative to the tune file's folder"
+            if s.path == "(top level)"
+            else "",
+        )
+        for s in _tree(TuneConfig, "")
+    ]
     return [
         *_tree(SystemConfig, ""),
         *paper,
         *ccxt,
         Section("storage.params (backend: bigquery)", BigQueryParams),
         *agent_sections,
+        *tune,
     ]
 
 
@@ -271,6 +285,9 @@ def render() -> str:
         "(`_ns`) or seconds (`_s`). Relative paths (`data.files`, `data.instrument_files`,",
         "`storage.root`) are relative to the working directory; `shared:REL` names the shared",
         "recorded data (`$SAPPHIRE_SHARED_DATA`) and `sample:REL` the bundled sample.",
+        "The tune file (`sapphire tune --config`, the last sections) is another file: its",
+        "paths (`output.storage_path`, `output.system_template`, a bar backtest's data) are",
+        "relative to its own folder; its `system:` block is a system config as above.",
         "Regenerate with `sapphire config-reference --out docs/config-reference.md`.",
         "",
     ]

@@ -35,11 +35,11 @@ class TuneConfigError(ValueError):
 class WalkForwardSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Lengths in seconds for tick data, in bars for OHLCV data."""
 
-    train: Annotated[float, msgspec.Meta(gt=0)]
-    test: Annotated[float, msgspec.Meta(gt=0)]
-    step: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    anchored: bool = False
-    max_folds: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    train: Annotated[float, msgspec.Meta(gt=0)]  # each fold's in-sample span, searched
+    test: Annotated[float, msgspec.Meta(gt=0)]  # the out-of-sample span after it, scored
+    step: Annotated[float, msgspec.Meta(gt=0)] | None = None  # between folds; null: test
+    anchored: bool = False  # every fold trains from the data's start (expanding window)
+    max_folds: Annotated[int, msgspec.Meta(gt=0)] | None = None  # the first n; null: all
 
 
 class ObjectiveSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -50,16 +50,16 @@ class ObjectiveSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 
 class SearchSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    algorithm: Literal["optuna", "random"] = "optuna"
-    num_samples: Annotated[int, msgspec.Meta(gt=0)] = 16
-    max_concurrent: Annotated[int, msgspec.Meta(gt=0)] = 2
-    seed: int = 0
+    algorithm: Literal["optuna", "random"] = "optuna"  # Optuna TPE, or random sampling
+    num_samples: Annotated[int, msgspec.Meta(gt=0)] = 16  # trials (parameter sets)
+    max_concurrent: Annotated[int, msgspec.Meta(gt=0)] = 2  # trials at once on the cluster
+    seed: int = 0  # the searcher's seed: the same file samples the same trials
 
 
 class SchedulerSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    kind: Literal["asha", "none"] = "asha"
-    grace_period: Annotated[int, msgspec.Meta(gt=0)] = 1
-    reduction_factor: Annotated[float, msgspec.Meta(gt=1)] = 2.0
+    kind: Literal["asha", "none"] = "asha"  # ASHA stops trials that lag their rung's best
+    grace_period: Annotated[int, msgspec.Meta(gt=0)] = 1  # folds before ASHA may stop a trial
+    reduction_factor: Annotated[float, msgspec.Meta(gt=1)] = 2.0  # ASHA keeps 1/this a rung
 
 
 class OutputSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -68,20 +68,21 @@ class OutputSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 
 class TuneConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]+$")]
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]+$")]  # the experiment's folder
     # Exactly one of: a system config (tick agents: every window is a run of the trading
     # kernel, what `sapphire run` runs) with the id of the agent to tune, or a bar-strategy
     # backtest config (OHLCV, vectorized).
     system: dict[str, Any] | None = None
-    agent: str = ""
-    backtest: dict[str, Any] | None = None
+    agent: str = ""  # the system's agent to tune ("": its only agent)
+    backtest: dict[str, Any] | None = None  # a bar backtest config (its data: OHLCV)
+    # param path -> {type: uniform|loguniform|int|logint|choice, low, high, step, values}
     space: dict[str, Any]
     walk_forward: WalkForwardSpec
     objective: ObjectiveSpec = ObjectiveSpec()
     search: SearchSpec = SearchSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
     output: OutputSpec = OutputSpec()
-    cpus_per_trial: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    cpus_per_trial: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # Ray resources of a trial
 
     @property
     def backtest_config(self) -> BacktestConfig:
