@@ -23,6 +23,11 @@ Faults are injected per endpoint and consumed one per request, in order:
 offset, and Binance's timestamp rule on signed requests: one stamped more than 1 s ahead of
 the server's clock, or older than its ``recvWindow``, is refused (-1021), and ``/time``
 answers that clock. A host clock off by more than a second is then every order refused.
+
+Exchange filters: ``exchangeInfo`` serves the venue's body (a recorded one, or
+:func:`exchange_info`, which publishes exactly the filters the paper venue enforces for its
+instruments), and an order a filter refuses is answered as Binance answers it: -1013
+"Filter failure: <the symbol's filter>".
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ import asyncio
 import enum
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -39,6 +45,7 @@ from aiohttp import web
 
 from sapphire.adapters.binance_venue import BinanceVenue, Json, VenueError
 from sapphire.adapters.binance_ws_double import BinanceStreamHub
+from sapphire.model.instrument import Instrument, InstrumentKind, PriceBandReference
 
 API_PREFIX = "/api/v3"
 _LATE = "Timestamp for this request is outside of the recvWindow."
@@ -292,3 +299,95 @@ class BinanceDouble:
 
 def _error(exc: VenueError) -> web.StreamResponse:
     return web.json_response(exc.body(), status=exc.status)
+
+
+def exchange_info(instruments: Iterable[Instrument], server_ms: int = 0) -> Json:
+    """A Binance spot ``exchangeInfo`` body publishing, for each spot instrument, the filters
+    the paper venue enforces for it (what ccxt's ``load_markets`` reads back into the same
+    limits): PRICE_FILTER, LOT_SIZE, NOTIONAL, and where set MARKET_LOT_SIZE,
+    PERCENT_PRICE_BY_SIDE and MAX_NUM_ORDERS. Raises ValueError for what Binance spot cannot
+    publish (a derivative, a band around the mark)."""
+    return {
+        "timezone": "UTC",
+        "serverTime": server_ms,
+        "rateLimits": [],
+        "exchangeFilters": [],
+        "symbols": [_symbol_info(inst) for inst in instruments],
+    }
+
+
+def _symbol_info(inst: Instrument) -> Json:
+    if inst.kind is not InstrumentKind.SPOT:
+        raise ValueError(f"{inst.symbol}: the Binance double is spot; {inst.kind.value} is not")
+    filters: list[Json] = [
+        {
+            "filterType": "PRICE_FILTER",
+            "minPrice": _eight(inst.min_price),
+            "maxPrice": _eight(inst.max_price),
+            "tickSize": _eight(inst.tick_size),
+        },
+        {
+            "filterType": "LOT_SIZE",
+            "minQty": _eight(inst.min_qty),
+            "maxQty": _eight(inst.max_qty),
+            "stepSize": _eight(inst.lot_size),
+        },
+        {
+            "filterType": "NOTIONAL",
+            "minNotional": _eight(inst.min_notional),
+            "applyMinToMarket": True,
+            "maxNotional": "9000000.00000000",
+            "applyMaxToMarket": False,
+            "avgPriceMins": 5,
+        },
+    ]
+    if Decimal(inst.market_min_qty) or Decimal(inst.market_max_qty):
+        filters.append(
+            {
+                "filterType": "MARKET_LOT_SIZE",
+                "minQty": _eight(inst.market_min_qty),
+                "maxQty": _eight(inst.market_max_qty),
+                "stepSize": "0.00000000",
+            }
+        )
+    if inst.has_price_band:
+        if inst.price_band_reference is not PriceBandReference.AVERAGE:
+            raise ValueError(f"{inst.symbol}: Binance spot draws its price band around the average")
+        filters.append(
+            {
+                "filterType": "PERCENT_PRICE_BY_SIDE",
+                "bidMultiplierUp": inst.bid_multiplier_up,
+                "bidMultiplierDown": inst.bid_multiplier_down,
+                "askMultiplierUp": inst.ask_multiplier_up,
+                "askMultiplierDown": inst.ask_multiplier_down,
+                "avgPriceMins": inst.avg_price_mins,
+            }
+        )
+    if inst.max_num_orders:
+        filters.append({"filterType": "MAX_NUM_ORDERS", "maxNumOrders": inst.max_num_orders})
+    return {
+        "symbol": inst.symbol,
+        "status": "TRADING",
+        "baseAsset": inst.base,
+        "baseAssetPrecision": 8,
+        "quoteAsset": inst.quote,
+        "quotePrecision": 8,
+        "quoteAssetPrecision": 8,
+        "baseCommissionPrecision": 8,
+        "quoteCommissionPrecision": 8,
+        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET"],
+        "icebergAllowed": False,
+        "ocoAllowed": False,
+        "quoteOrderQtyMarketAllowed": False,
+        "allowTrailingStop": False,
+        "cancelReplaceAllowed": False,
+        "isSpotTradingAllowed": True,
+        "isMarginTradingAllowed": False,
+        "filters": filters,
+        "permissions": ["SPOT"],
+    }
+
+
+def _eight(text: str) -> str:
+    """Binance prints its filters with eight decimals ("0.01000000")."""
+    return f"{Decimal(text):.8f}"

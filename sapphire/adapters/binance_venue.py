@@ -56,6 +56,12 @@ _FILTER_REASONS: dict[RejectReason, tuple[str, ...]] = {
     RejectReason.MAX_QTY: ("LOT_SIZE",),
     RejectReason.INVALID_LOT: ("LOT_SIZE",),
     RejectReason.INVALID_TICK: ("PRICE_FILTER",),
+    RejectReason.PRICE_FILTER: ("PRICE_FILTER",),
+    # the symbol's exchangeInfo says which it has: PERCENT_PRICE_BY_SIDE on today's spot
+    # symbols, PERCENT_PRICE on older ones
+    RejectReason.PERCENT_PRICE: ("PERCENT_PRICE_BY_SIDE", "PERCENT_PRICE"),
+    RejectReason.MARKET_LOT_SIZE: ("MARKET_LOT_SIZE",),
+    RejectReason.MAX_NUM_ORDERS: ("MAX_NUM_ORDERS",),
 }
 
 

@@ -39,10 +39,16 @@ def reject_reason(exc: BaseException) -> RejectReason:
         return RejectReason.POST_ONLY_WOULD_TAKE
     if isinstance(exc, ccxt_async.BadSymbol):
         return RejectReason.UNKNOWN_SYMBOL
+    # Binance's -1013 "Filter failure: <filter>". MARKET_LOT_SIZE before LOT_SIZE, which it
+    # contains; PRICE_FILTER is the price range here (the gateway sends prices on the tick
+    # grid: ticks are integers); PERCENT_PRICE also matches PERCENT_PRICE_BY_SIDE
     for marker, reason in (
         ("NOTIONAL", RejectReason.MIN_NOTIONAL),
+        ("MARKET_LOT_SIZE", RejectReason.MARKET_LOT_SIZE),
         ("LOT_SIZE", RejectReason.INVALID_LOT),
-        ("PRICE_FILTER", RejectReason.INVALID_TICK),
+        ("PRICE_FILTER", RejectReason.PRICE_FILTER),
+        ("PERCENT_PRICE", RejectReason.PERCENT_PRICE),
+        ("MAX_NUM_ORDERS", RejectReason.MAX_NUM_ORDERS),
     ):
         if marker in text:
             return reason

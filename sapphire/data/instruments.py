@@ -13,6 +13,7 @@ import polars as pl
 
 from sapphire.data.schemas import TICK_COLUMNS, kind_of
 from sapphire.data.validation import DataFileError
+from sapphire.data.venue_instruments import binance_filters, read_metadata
 from sapphire.model import Instrument, InstrumentKind, infer_increment
 
 # The recordings in shared/data are from 2023-2024: by then Binance USDT-M BTCUSDT traded on a
@@ -103,6 +104,9 @@ def instruments_from_exchange_info(
             kind = InstrumentKind.INVERSE_PERPETUAL
             contract_size = _decimal_text(str(entry["contractSize"]))
         try:
+            # the venue's other filters (price range, market lot size, percent-price band,
+            # order cap), read as live trading reads them: what the paper venue enforces
+            limits = binance_filters(entry.get("filters"), derivative=bool(contract))
             result[entry["symbol"]] = Instrument(
                 symbol=entry["symbol"],
                 venue=venue,
@@ -115,6 +119,7 @@ def instruments_from_exchange_info(
                 min_qty=_decimal_text(str(lot.get("minQty", "0"))),
                 max_qty=_decimal_text(str(lot.get("maxQty", "0"))),
                 min_notional=_decimal_text(str(min_notional)),
+                **msgspec.structs.asdict(limits),
             )
         except (ValueError, KeyError, TypeError):
             continue  # e.g. a zero tickSize on a halted symbol
@@ -160,8 +165,6 @@ def load_instrument_file(path: str | Path) -> Instrument:
 
 def _venue_metadata(path: Path) -> str:
     """The venue of a metadata file of many instruments, "" for any other file."""
-    from sapphire.data.venue_instruments import read_metadata  # it imports this module's kin
-
     try:
         return read_metadata(path).venue
     except DataFileError:

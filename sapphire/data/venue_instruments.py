@@ -15,6 +15,12 @@ Assets (``base``, ``quote``, ``settle``) are ccxt's unified codes (BTC, not XBT/
 Grids: ``lot_size`` is the order step (ccxt ``precision.amount``); ``size_increment`` is the
 grid of the sizes the venue reports, finer only where the venue says so (Binance spot sizes
 carry the base asset's precision, 8 decimals, while orders step by LOT_SIZE).
+
+Filters beyond the grids (:class:`FilterFields`): a limit price's range (ccxt
+``limits.price``: Binance PRICE_FILTER, Bybit and BitMEX price limits, Deribit's tick) and a
+market order's quantity range (``limits.market``: Binance MARKET_LOT_SIZE) wherever ccxt or the
+venue gives them; Binance's percent-price band and open-order cap from its own ``filters``
+(ccxt does not unify them).
 """
 
 from __future__ import annotations
@@ -31,7 +37,13 @@ from typing import Any
 import msgspec
 
 from sapphire.data.validation import DataFileError
-from sapphire.model.instrument import Instrument, InstrumentError, InstrumentKind, OptionType
+from sapphire.model.instrument import (
+    Instrument,
+    InstrumentError,
+    InstrumentKind,
+    OptionType,
+    PriceBandReference,
+)
 
 Payload = dict[str, Any]
 
@@ -209,6 +221,109 @@ def _kind(market: Mapping[str, Any]) -> InstrumentKind | None:
     return None  # indices and other non-tradeable entries
 
 
+class FilterFields(msgspec.Struct, frozen=True, kw_only=True):
+    """The exchange filters beyond the grids, as the :class:`Instrument` fields of the same
+    names; every default is the Instrument's "no limit"."""
+
+    min_price: str = "0"
+    max_price: str = "0"
+    market_min_qty: str = "0"
+    market_max_qty: str = "0"
+    bid_multiplier_up: str = "0"
+    bid_multiplier_down: str = "0"
+    ask_multiplier_up: str = "0"
+    ask_multiplier_down: str = "0"
+    price_band_reference: PriceBandReference = PriceBandReference.AVERAGE
+    avg_price_mins: int = 0
+    max_num_orders: int = 0
+
+
+def _count(value: object) -> int:
+    """A venue's whole number ("5", 200), 0 for none; a fraction or a negative one is an
+    error naming it (the Instrument refuses a negative one too)."""
+    if value is None or value == "":
+        return 0
+    number = Decimal(dec_text(value))
+    if number != number.to_integral_value():
+        raise InstrumentError(f"not a whole number: {value!r}")
+    return int(number)
+
+
+def binance_filters(
+    filters: object, *, derivative: bool, base: FilterFields | None = None
+) -> FilterFields:
+    """``base`` completed with a Binance symbol's ``filters`` (exchangeInfo): PRICE_FILTER
+    and MARKET_LOT_SIZE bounds, PERCENT_PRICE_BY_SIDE / PERCENT_PRICE, MAX_NUM_ORDERS.
+
+    PERCENT_PRICE means two things: on spot a two-sided band around the average trade
+    price of ``avgPriceMins`` (PERCENT_PRICE_BY_SIDE is its per-side successor); on USD-M
+    and COIN-M futures "BUY: price <= markPrice x multiplierUp, SELL: price >= markPrice x
+    multiplierDown", a buy with no floor and a sell with no ceiling (``derivative``)."""
+    out = base or FilterFields()
+    if not isinstance(filters, list):
+        return out
+    by_type = {f.get("filterType"): f for f in filters if isinstance(f, dict)}
+    fields: dict[str, object] = {}
+    price = by_type.get("PRICE_FILTER")
+    if price is not None:
+        fields.update(min_price=dec_text(price.get("minPrice")))
+        fields.update(max_price=dec_text(price.get("maxPrice")))
+    market = by_type.get("MARKET_LOT_SIZE")
+    if market is not None:
+        fields.update(market_min_qty=dec_text(market.get("minQty")))
+        fields.update(market_max_qty=dec_text(market.get("maxQty")))
+    by_side = by_type.get("PERCENT_PRICE_BY_SIDE")
+    percent = by_type.get("PERCENT_PRICE")
+    if by_side is not None:
+        fields.update(
+            bid_multiplier_up=dec_text(by_side.get("bidMultiplierUp")),
+            bid_multiplier_down=dec_text(by_side.get("bidMultiplierDown")),
+            ask_multiplier_up=dec_text(by_side.get("askMultiplierUp")),
+            ask_multiplier_down=dec_text(by_side.get("askMultiplierDown")),
+            price_band_reference=PriceBandReference.AVERAGE,
+            avg_price_mins=_count(by_side.get("avgPriceMins")),
+        )
+    elif percent is not None and derivative:
+        fields.update(
+            bid_multiplier_up=dec_text(percent.get("multiplierUp")),
+            ask_multiplier_down=dec_text(percent.get("multiplierDown")),
+            price_band_reference=PriceBandReference.MARK,
+        )
+    elif percent is not None:
+        up, down = dec_text(percent.get("multiplierUp")), dec_text(percent.get("multiplierDown"))
+        fields.update(
+            bid_multiplier_up=up,
+            bid_multiplier_down=down,
+            ask_multiplier_up=up,
+            ask_multiplier_down=down,
+            price_band_reference=PriceBandReference.AVERAGE,
+            avg_price_mins=_count(percent.get("avgPriceMins")),
+        )
+    orders = by_type.get("MAX_NUM_ORDERS")
+    if orders is not None:
+        # spot names the cap maxNumOrders, futures limit
+        fields.update(max_num_orders=_count(orders.get("maxNumOrders", orders.get("limit"))))
+    return msgspec.structs.replace(out, **fields)
+
+
+def market_filters(market: Mapping[str, Any], kind: InstrumentKind) -> FilterFields:
+    """The filters of a ccxt unified market: ``limits.price`` and ``limits.market`` where
+    ccxt gives them (any venue), then Binance's own ``info.filters`` where present."""
+    limits: Mapping[str, Any] = market.get("limits") or {}
+    price: Mapping[str, Any] = limits.get("price") or {}
+    orders: Mapping[str, Any] = limits.get("market") or {}
+    base = FilterFields(
+        min_price=dec_text(price.get("min")),
+        max_price=dec_text(price.get("max")),
+        market_min_qty=dec_text(orders.get("min")),
+        market_max_qty=dec_text(orders.get("max")),
+    )
+    info: Mapping[str, Any] = market.get("info") or {}
+    return binance_filters(
+        info.get("filters"), derivative=kind is not InstrumentKind.SPOT, base=base
+    )
+
+
 def instrument_from_market(market: Mapping[str, Any], venue: str) -> Instrument | None:
     """A ccxt unified market (TICK_SIZE precision) as an Instrument; None for a market with
     no tradeable kind (an index). Raises :class:`InstrumentError` for invalid grids."""
@@ -253,8 +368,11 @@ def instrument_from_market(market: Mapping[str, Any], venue: str) -> Instrument 
     elif venue == "HYPERLIQUID":
         # ccxt ids Hyperliquid perps by asset index; the feeds name the coin ("DYDX")
         symbol = str(market.get("baseName") or info.get("name") or symbol)
+    # Hyperliquid's price rule is 5 significant figures within its decimals grid
+    sig_figs = 5 if venue == "HYPERLIQUID" else 0
     expiry = market.get("expiry")
     option_type = market.get("optionType")
+    filters = market_filters(market, kind)
     return Instrument(
         symbol=symbol,
         venue=venue,
@@ -276,6 +394,8 @@ def instrument_from_market(market: Mapping[str, Any], venue: str) -> Instrument 
         expiry_ns=0 if expiry in (None, _NO_EXPIRY_MS) else _ms_to_ns(expiry),
         strike=dec_text(market["strike"]) if market.get("strike") is not None else "",
         option_type=OptionType(option_type) if option_type in ("call", "put") else None,
+        price_sig_figs=sig_figs,
+        **msgspec.structs.asdict(filters),
     )
 
 
@@ -351,6 +471,8 @@ def bitmex_instrument(raw: Payload) -> Instrument | None:
         lot_size=dec_text(raw.get("lotSize")),
         min_qty=dec_text(raw.get("lotSize")),
         max_qty=dec_text(raw.get("maxOrderQty")),
+        # BitMEX refuses an order priced above the instrument's maxPrice
+        max_price=dec_text(raw.get("maxPrice")),
         maker_fee_bps=_bps(raw.get("makerFee")),
         taker_fee_bps=_bps(raw.get("takerFee")),
         fee_tier="base",
@@ -401,6 +523,8 @@ def bybit_v2_instrument(raw: Payload) -> Instrument:
         lot_size=dec_text(lot.get("qty_step")),
         min_qty=dec_text(lot.get("min_trading_qty")),
         max_qty=dec_text(lot.get("max_trading_qty")),
+        min_price=dec_text(price.get("min_price")),
+        max_price=dec_text(price.get("max_price")),
         maker_fee_bps=_bps(raw.get("maker_fee")),
         taker_fee_bps=_bps(raw.get("taker_fee")),
         fee_tier="base",

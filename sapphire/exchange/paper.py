@@ -17,6 +17,7 @@ import heapq
 from collections import deque
 from collections.abc import Mapping, Sequence
 from decimal import ROUND_FLOOR, Decimal
+from fractions import Fraction
 
 from sapphire.book.l2 import BookError, L2Book
 from sapphire.exchange.account import LOCK_CONTEXT, LOCK_QUANTUM, Account
@@ -28,7 +29,13 @@ from sapphire.exchange.latency import latency_from_config
 from sapphire.exchange.matching import MarketBook, MatchingEngine
 from sapphire.exchange.queue import queue_from_config
 from sapphire.exchange.state import OrderView, SimOrder
-from sapphire.exchange.validation import Action, check_new_order, lock_asset
+from sapphire.exchange.validation import (
+    Action,
+    TradeAverage,
+    check_new_order,
+    check_percent_price,
+    lock_asset,
+)
 from sapphire.model.events import (
     AnyMarketEvent,
     BookDelta,
@@ -38,7 +45,7 @@ from sapphire.model.events import (
     Side,
     Trade,
 )
-from sapphire.model.instrument import Instrument
+from sapphire.model.instrument import Instrument, PriceBandReference
 from sapphire.model.orders import (
     AmendOrder,
     CancelOrder,
@@ -101,6 +108,14 @@ class PaperExchange:
         self._fill_seq = 0
         self._clock_ns = 0
         self._last_trade: dict[str, int] = {}
+        # the average trade price of each symbol whose percent-price band is drawn around it
+        # (Binance spot); a band around the mark (futures) reads the book instead
+        self._banded = frozenset(i.symbol for i in config.instruments if i.has_price_band)
+        self._averages: dict[str, TradeAverage] = {
+            i.symbol: TradeAverage(i.avg_price_mins)
+            for i in config.instruments
+            if i.symbol in self._banded and i.price_band_reference is PriceBandReference.AVERAGE
+        }
         self.ignored_events = 0
 
     @classmethod
@@ -178,6 +193,9 @@ class PaperExchange:
             engine.on_delta(event)  # type: ignore[arg-type]
         elif kind is Trade:
             self._last_trade[event.symbol] = event.price_ticks  # type: ignore[union-attr]
+            average = self._averages.get(event.symbol)
+            if average is not None:
+                average.add(ts, event.price_ticks, event.qty_lots)  # type: ignore[union-attr]
             engine.on_trade(event)  # type: ignore[arg-type]
         elif kind is BookSnapshot:
             try:
@@ -303,6 +321,33 @@ class PaperExchange:
             ),
         }
 
+    def band_reference(self, symbol: str, now_ns: int) -> Fraction | None:
+        """The reference a percent-price band is drawn around now, in exact ticks (None:
+        the instrument has no band, or the venue has seen no price yet).
+
+        AVERAGE (Binance spot): the recorded trades' volume-weighted average over
+        ``avg_price_mins`` (:class:`TradeAverage`), the last trade where the window holds
+        none; before the first trade, the book's mid, where those trades would print (a
+        depth-only recording never trades, and its orders would otherwise meet no band).
+        MARK (Binance futures): the mid, the venue's mark (:meth:`mark_ticks`) unrounded,
+        since a recording carries no mark price stream; without a two-sided book, the last
+        trade."""
+        if symbol not in self._banded:
+            return None
+        last = self._last_trade.get(symbol)
+        average = self._averages.get(symbol)
+        if average is not None:
+            value = average.price(now_ns)
+            if value is not None:
+                return value
+            if last is not None:  # a restored venue keeps the last trade, not the window
+                return Fraction(last)
+        book = self._engines[symbol].book
+        bid, ask = book.best_bid(), book.best_ask()
+        if bid is not None and ask is not None:
+            return Fraction(bid[0] + ask[0], 2)
+        return None if last is None else Fraction(last)
+
     def mark_ticks(self, symbol: str) -> int | None:
         mid = self._engines[symbol].book.mid_ticks()
         if mid is not None:
@@ -324,7 +369,15 @@ class PaperExchange:
         if inst is None or engine is None:
             self._reject(order, ts, RejectReason.UNKNOWN_SYMBOL, f"unknown symbol {cmd.symbol}")
             return
-        verdict = check_new_order(order, inst, engine, self.account, ts)
+        verdict = check_new_order(
+            order,
+            inst,
+            engine,
+            self.account,
+            ts,
+            reference_ticks=self.band_reference(cmd.symbol, ts),
+            self_trade=self.config.self_trade,
+        )
         if verdict.reason is not None:
             status = OrderStatus.EXPIRED if verdict.expire else OrderStatus.REJECTED
             self._finish(order, status, ts, verdict.reason, verdict.message)
@@ -381,6 +434,16 @@ class PaperExchange:
             )
             return
         engine = self._engines[cmd.symbol]
+        new_price = cmd.new_limit_ticks
+        if new_price is not None and new_price != order.limit_ticks:
+            # the band moves with the market: a new price is measured against it now, as a
+            # new order's is; a price the order already holds was measured when it came
+            bad = check_percent_price(
+                inst, order.side, new_price, self.band_reference(cmd.symbol, ts)
+            )
+            if bad is not None:
+                self._update(order, ts, reason=bad[0], message="amend rejected: " + bad[1])
+                return
         reason, message, result = apply_amend(order, cmd, inst, engine, self.account)
         if result is AmendResult.CANCEL:
             self._finish(order, OrderStatus.CANCELED, ts, reason, message)

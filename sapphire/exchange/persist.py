@@ -89,6 +89,11 @@ class _State(msgspec.Struct):
     fill_seq: int
     clock_ns: int
     ignored_events: int
+    # each percent-price band's trade window (``TradeAverage``): its last trade and the
+    # (ts, price x qty, qty) of the trades in it. Without it a restored venue drew the band
+    # around the last trade until the window filled again: other refusals than a run that
+    # never stopped. A snapshot from before it restores with none
+    averages: dict[str, tuple[int | None, list[tuple[int, int, int]]]] = {}
 
 
 def snapshot(ex: PaperExchange) -> bytes:
@@ -160,6 +165,7 @@ def snapshot(ex: PaperExchange) -> bytes:
         fill_seq=ex._fill_seq,
         clock_ns=ex._clock_ns,
         ignored_events=ex.ignored_events,
+        averages={sym: avg.state() for sym, avg in ex._averages.items()},
     )
     return msgspec.msgpack.encode(state)
 
@@ -231,4 +237,8 @@ def restore(cls: type[PaperExchange], data: bytes) -> PaperExchange:
         ex._latency._lag = state.latency_lag
     ex._seq, ex._fill_seq, ex._clock_ns = state.seq, state.fill_seq, state.clock_ns
     ex.ignored_events = state.ignored_events
+    for symbol, (last, trades) in state.averages.items():
+        average = ex._averages.get(symbol)
+        if average is not None:
+            average.restore(last, trades)
     return ex

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 
@@ -26,10 +27,44 @@ class InstrumentKind(enum.StrEnum):
 
 _INVERSE_KINDS = frozenset({InstrumentKind.INVERSE_PERPETUAL, InstrumentKind.INVERSE_FUTURE})
 
+_MULTIPLIERS = (
+    "bid_multiplier_up",
+    "bid_multiplier_down",
+    "ask_multiplier_up",
+    "ask_multiplier_down",
+)
+_NON_NEGATIVE = (
+    "min_qty",
+    "max_qty",
+    "min_notional",
+    "min_price",
+    "max_price",
+    "market_min_qty",
+    "market_max_qty",
+    *_MULTIPLIERS,
+)
+# (low, high) pairs whose high end, when set (> 0), must not be under the low end
+_RANGES = (
+    ("min_price", "max_price"),
+    ("market_min_qty", "market_max_qty"),
+    ("bid_multiplier_down", "bid_multiplier_up"),
+    ("ask_multiplier_down", "ask_multiplier_up"),
+)
+
 
 class OptionType(enum.StrEnum):
     CALL = "call"
     PUT = "put"
+
+
+class PriceBandReference(enum.StrEnum):
+    """The price a percent-price band (``bid_multiplier_up`` ...) is taken around."""
+
+    # Binance spot PERCENT_PRICE / PERCENT_PRICE_BY_SIDE: the volume-weighted average price
+    # of the trades of the last ``avg_price_mins`` minutes (0: the last trade)
+    AVERAGE = "average"
+    # Binance USD-M / COIN-M futures PERCENT_PRICE: the mark price
+    MARK = "mark"
 
 
 class Rounding(enum.StrEnum):
@@ -112,6 +147,31 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # the fee schedule tier the maker/taker fees are from ("base": the venue's public
     # default tier, as ccxt and venue metadata give it); "" = not recorded
     fee_tier: str = ""
+    # -- exchange filters beyond the grids; every default is "no limit" --------------------
+    # PRICE_FILTER: the range of a limit price ("0" = no bound on that end)
+    min_price: str = "0"
+    max_price: str = "0"
+    # MARKET_LOT_SIZE: the quantity range of a market order, on top of min_qty/max_qty
+    # ("0" = no bound; Binance spot BTCUSDT caps a market order at 328.37710865 BTC while a
+    # limit one may hold 9000)
+    market_min_qty: str = "0"
+    market_max_qty: str = "0"
+    # Percent price band around ``price_band_reference``: a buy's limit price within
+    # [bid_multiplier_down, bid_multiplier_up] x the reference, a sell's within the ask
+    # pair; "0" turns that bound off (Binance futures PERCENT_PRICE bounds a buy from above
+    # and a sell from below only; spot PERCENT_PRICE is the same pair on both sides)
+    bid_multiplier_up: str = "0"
+    bid_multiplier_down: str = "0"
+    ask_multiplier_up: str = "0"
+    ask_multiplier_down: str = "0"
+    price_band_reference: PriceBandReference = PriceBandReference.AVERAGE
+    avg_price_mins: int = 0  # the AVERAGE reference's window; 0 = the last trade
+    # MAX_NUM_ORDERS: open orders per symbol (0 = unlimited)
+    max_num_orders: int = 0
+    # Hyperliquid: a price has at most this many significant figures (5), whole prices
+    # always allowed, on top of the tick grid (0 = no such rule). At 30,000 USD its grid's
+    # 0.1 tick admits 30123.4, which the venue refuses: the real step there is 1 USD
+    price_sig_figs: int = 0
 
     def _decimal(self, field: str) -> Decimal:
         """A field's decimal text, finite, or a one-line error naming it ("abc" raised
@@ -151,10 +211,20 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
                 raise InstrumentError(f"{self.symbol}: an option needs option_type and expiry_ns")
             if not self.strike or self._decimal("strike") <= 0:
                 raise InstrumentError(f"{self.symbol}: an option needs a strike > 0")
-        for field in ("min_qty", "max_qty", "min_notional"):
+        for field in _NON_NEGATIVE:
             value = self._decimal(field)
             if value < 0:
                 raise InstrumentError(f"{self.symbol}: {field} must be >= 0, got {value}")
+        # a range whose low end is above its high end lets no order through: a typo
+        for low, high in _RANGES:
+            if self._decimal(high) > 0 and self._decimal(low) > self._decimal(high):
+                raise InstrumentError(
+                    f"{self.symbol}: {low} {getattr(self, low)} > {high} {getattr(self, high)}"
+                )
+        for field in ("avg_price_mins", "max_num_orders", "price_sig_figs"):
+            count = getattr(self, field)
+            if count < 0:
+                raise InstrumentError(f"{self.symbol}: {field} must be >= 0, got {count}")
 
         if self.kind in _INVERSE_KINDS and not (self.settle or self.base):
             raise InstrumentError(f"{self.symbol}: an inverse instrument needs base or settle")
@@ -236,6 +306,55 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     def max_qty_lots(self) -> int:
         """0 means unlimited."""
         return self.qty_to_lots(Decimal(self.max_qty), Rounding.DOWN)
+
+    # -- exchange filters in ticks and lots (0 = no bound) ----------------------------------
+    @property
+    def min_price_ticks(self) -> int:
+        """The lowest tick price PRICE_FILTER lets through (``price >= minPrice``)."""
+        return self.price_to_ticks(Decimal(self.min_price), Rounding.UP)
+
+    @property
+    def max_price_ticks(self) -> int:
+        """The highest tick price PRICE_FILTER lets through; 0 means none."""
+        return self.price_to_ticks(Decimal(self.max_price), Rounding.DOWN)
+
+    @property
+    def market_min_qty_lots(self) -> int:
+        return self.qty_to_lots(Decimal(self.market_min_qty), Rounding.UP)
+
+    @property
+    def market_max_qty_lots(self) -> int:
+        """0 means unlimited."""
+        return self.qty_to_lots(Decimal(self.market_max_qty), Rounding.DOWN)
+
+    def sig_figs_ok(self, price_ticks: int) -> bool:
+        """Does the price keep to ``price_sig_figs`` (always, where there is no such rule;
+        a whole price always passes, as Hyperliquid documents)?"""
+        if not self.price_sig_figs:
+            return True
+        price = self.ticks_to_price(price_ticks)
+        if price == price.to_integral_value():
+            return True
+        return len(price.normalize().as_tuple().digits) <= self.price_sig_figs
+
+    @property
+    def has_price_band(self) -> bool:
+        return any(Decimal(getattr(self, f)) > 0 for f in _MULTIPLIERS)
+
+    def price_band_ticks(self, buy: bool, reference_ticks: Fraction) -> tuple[int, int | None]:
+        """``(lowest, highest)`` limit tick price the percent-price band lets through around
+        ``reference_ticks`` (exact: a trade-weighted average is a fraction of ticks); the
+        highest is None where no upper bound is set, the lowest 0 where no lower one is."""
+        up, down = (
+            (self.bid_multiplier_up, self.bid_multiplier_down)
+            if buy
+            else (self.ask_multiplier_up, self.ask_multiplier_down)
+        )
+        # ``price <= reference x up`` on a tick grid: the floor; ``>= reference x down``: the
+        # ceiling (Fraction keeps both exact, a Decimal product could round across a tick)
+        high = math.floor(reference_ticks * Fraction(up)) if Decimal(up) > 0 else None
+        low = math.ceil(reference_ticks * Fraction(down)) if Decimal(down) > 0 else 0
+        return low, high
 
     # -- conversions --------------------------------------------------------------------
     def price_to_ticks(

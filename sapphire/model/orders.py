@@ -54,6 +54,10 @@ class RejectReason(enum.StrEnum):
     MIN_QTY = "min_qty"
     MAX_QTY = "max_qty"
     MIN_NOTIONAL = "min_notional"
+    PRICE_FILTER = "price_filter"  # a limit price outside [min_price, max_price]
+    PERCENT_PRICE = "percent_price"  # a limit price outside the band around the reference
+    MARKET_LOT_SIZE = "market_lot_size"  # a market order's quantity outside its own range
+    MAX_NUM_ORDERS = "max_num_orders"  # the symbol already has the most open orders allowed
     INSUFFICIENT_BALANCE = "insufficient_balance"
     POST_ONLY_WOULD_TAKE = "post_only_would_take"
     FOK_NOT_FILLABLE = "fok_not_fillable"

@@ -20,7 +20,9 @@ from sapphire.adapters.ccxt_credentials import ApiCredentials
 from sapphire.adapters.ccxt_gateway import CcxtExchange, CcxtGatewayConfig
 from sapphire.adapters.ccxt_retry import RetryPolicy
 from sapphire.adapters.ccxt_tracking import venue_fill_id
+from sapphire.adapters.venue_instruments import load_venue_instruments
 from sapphire.data.instruments import load_exchange_info
+from sapphire.data.venue_instruments import FilterFields
 from sapphire.exchange.config import PaperExchangeBuilder
 from sapphire.exchange.gateway import ExecutionReport
 from sapphire.model.events import AnyMarketEvent, Side
@@ -122,8 +124,12 @@ async def environment(
     clock_offset_ms: int | None = None,
 ) -> AsyncIterator[Env]:
     info_path = data / EXCHANGE_INFO
+    # the filters the double publishes (PRICE_FILTER bounds, MARKET_LOT_SIZE, the percent
+    # price band, MAX_NUM_ORDERS), enforced by its paper venue: read as ccxt reads them
+    published = load_venue_instruments(info_path).instruments["BTCUSDT"]
+    filters = {name: getattr(published, name) for name in FilterFields.__struct_fields__}
     inst = msgspec.structs.replace(
-        load_exchange_info(info_path)["BTCUSDT"], maker_fee_bps="10", taker_fee_bps="10"
+        load_exchange_info(info_path)["BTCUSDT"], maker_fee_bps="10", taker_fee_bps="10", **filters
     )
     config = (
         PaperExchangeBuilder()
