@@ -102,7 +102,11 @@ def inspect(args: argparse.Namespace) -> int:
         instruments = {given.symbol: given} if given is not None else None
         frames = load_frames(args.file)
         stream = stream_events(args.file, instruments)
-        events = sum(1 for _ in stream)
+        sessions: set[str] = set()
+        events = 0
+        for session, _ in stream.tagged():
+            sessions.add(session)
+            events += 1
     except DataFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -119,8 +123,10 @@ def inspect(args: argparse.Namespace) -> int:
             else:
                 print(f"  time:   {utc_text(int(first), 3)} -> {utc_text(int(last), 3)}")
             print(f"  symbols: {_labels(frame['symbol'])}")
-            print(f"  sessions: {_labels(frame['session'])}")
     stats = stream.stats
+    # the sessions of the rows that passed the checks: a malformed line's text in the
+    # session column is no session ("sessions: ['2024-08-08', 'garbage line']")
+    print(f"sessions: {sorted(sessions)}")
     print(f"events:  {events}  ({stats.summary()})")
     for reason, count in sorted(stats.counts.items()):
         print(f"rejected {reason.value}: {count}")
