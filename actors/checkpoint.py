@@ -9,9 +9,12 @@ atomic: a crash mid-write leaves the previous checkpoint intact.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sapphire.storage.parquet_backend import atomic_write_bytes, create_exclusive
+
+if TYPE_CHECKING:
+    from sapphire.config.redis import RedisConfig
 
 
 class CheckpointStore(Protocol):
@@ -45,16 +48,21 @@ class DirectoryCheckpointStore:
 
 
 class RedisCheckpointStore:
-    """``password_env``: the variable (or ``NAME_FILE``) holding the server's password, read
-    here; a password written in the URL was recorded in run-config.json and shown in errors
-    (the config refuses it)."""
+    """``password_env`` and ``secrets_dir``: where the server's password is (``redis.
+    password_env`` and ``redis.secrets_dir``), read here by the rule every client of the
+    configured Redis follows (:func:`sapphire.config.redis.redis_password`); a password
+    written in the URL was recorded in run-config.json and shown in errors (the config
+    refuses it)."""
 
-    def __init__(self, url: str, prefix: str, password_env: str = "") -> None:
+    def __init__(
+        self, url: str, prefix: str, password_env: str = "", secrets_dir: str = ""
+    ) -> None:
         import redis
 
-        from sapphire.config.secrets import load_secret, redact_in_logs
+        from sapphire.config.redis import redis_password
+        from sapphire.config.secrets import redact_in_logs
 
-        secret = load_secret(password_env) if password_env else None
+        secret = redis_password(password_env, secrets_dir)
         auth = {"password": secret.reveal()} if secret is not None else {}
         redact_in_logs(auth.values())
         self._client = redis.Redis.from_url(url, **auth)
@@ -75,11 +83,26 @@ class RedisCheckpointStore:
         return self.load(key)
 
 
+def redis_location(url: str, prefix: str, config: RedisConfig) -> str:
+    """The location of Redis checkpoints under key ``prefix`` at ``url``, as
+    :func:`make_store` reads it: ``url#prefix[!PASSWORD_ENV[!SECRETS_DIR]]``. Where the
+    password is travels (the variable's name, the secrets folder resolved here, where the
+    config's relative paths mean something), never the password: each store reads it."""
+    location = f"{url}#{prefix}"
+    if config.password_env:
+        location += f"!{config.password_env}"
+        if config.secrets_dir:
+            location += f"!{Path(config.secrets_dir).resolve()}"
+    return location
+
+
 def make_store(location: str) -> CheckpointStore:
-    """``location``: a folder, or ``redis[s]://host:port/db#prefix[!PASSWORD_ENV]`` (as
-    ``actors.system.checkpoint_location`` writes it)."""
+    """``location``: a folder, or ``redis[s]://host:port/db#prefix[!PASSWORD_ENV[!SECRETS_DIR]]``
+    (:func:`redis_location`, as ``actors.system.checkpoint_location`` writes it)."""
     if location.startswith(("redis://", "rediss://")):
         url, _, rest = location.partition("#")
-        prefix, _, password_env = rest.partition("!")
-        return RedisCheckpointStore(url, prefix or "sapphire:ckpt", password_env)
+        prefix, _, auth = rest.partition("!")
+        # a variable's name holds no "!": what follows the next one is the folder, whole
+        password_env, _, secrets_dir = auth.partition("!")
+        return RedisCheckpointStore(url, prefix or "sapphire:ckpt", password_env, secrets_dir)
     return DirectoryCheckpointStore(location)

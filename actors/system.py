@@ -23,7 +23,7 @@ from ray.actor import ActorClass
 from actors import cost, metrics_export, wiring
 from actors.agent import AgentActor, HostedAgent
 from actors.cache import counts_from_builtins
-from actors.checkpoint import make_store
+from actors.checkpoint import make_store, redis_location
 from actors.coordinator import CoordinatorActor
 from actors.cost import CostReport
 from actors.errors import root_cause
@@ -180,9 +180,9 @@ def checkpoint_location(config: SystemConfig, run_id: str) -> str:
     base = config.checkpoint_dir
     if base.startswith(("redis://", "rediss://")):
         url, _, prefix = base.partition("#")
-        # the password's variable by name (its value is read by each store, never passed)
-        secret = f"!{config.redis.password_env}" if config.redis.password_env else ""
-        return f"{url}#{prefix or 'sapphire:ckpt'}:{run_id}{secret}"
+        # where the password is (its variable, the secrets folder), never its value: each
+        # store reads it by the one rule the cache and the kill switch read it by
+        return redis_location(url, f"{prefix or 'sapphire:ckpt'}:{run_id}", config.redis)
     if base:
         return str(Path(base).resolve() / run_id)
     return str(Path(config.storage.root).resolve() / run_id / "checkpoints")

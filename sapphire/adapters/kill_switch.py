@@ -7,16 +7,19 @@ Only an explicit operator command resets it (``sapphire kill-switch reset``), an
 is appended to ``kill-switch.log`` beside it (who, when, why), so the history is stored too.
 
 With ``kill_switch.redis: true`` in the system config the switch is also held in Redis (one
-key and one command list, shared by every machine of the firm): a command is applied to both
-places, and the newest command of the two wins (a reset on one machine clears a trip made on
-another, whose own file still says tripped). An unreadable file or an unreachable Redis
-counts as tripped: never trade on a doubt. The Redis client makes one attempt per read (no
-retries with backoff: a run asks between steps, and a switch it cannot read halts it).
+key and one command list, shared by every machine of the firm; a run's own switch, ``sapphire
+stop``'s, under a key of its store root and id: :func:`run_switch_key`): a command is
+applied to both places, and the newest command of the two wins (a reset on one machine clears
+a trip made on another, whose own file still says tripped). An unreadable file or an
+unreachable Redis counts as tripped: never trade on a doubt. The Redis client makes one
+attempt per read (no retries with backoff: a run asks between steps, and a switch it cannot
+read halts it).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -265,12 +268,22 @@ class RunKillSwitch(FirmKillSwitch):
         return f"run stopped: {state.reason or 'stop'}"
 
 
+def run_switch_key(redis_key: str, store_root: str | os.PathLike[str], run_id: str) -> str:
+    """The Redis key of run ``run_id``'s switch on the store root ``store_root``: scoped by
+    the root as the run's file is (``<root>/<run_id>/``). A run id names a run on one store
+    root only: keyed by the id alone, two runs of one id on two roots (two users' stores, a
+    test and a real run) shared a switch, and stopping one halted the other. The root is
+    resolved, then digested: the key has one length and names no one's folders."""
+    root = os.fsencode(Path(store_root).resolve())
+    return f"{redis_key}:run:{hashlib.blake2b(root, digest_size=8).hexdigest()}:{run_id}"
+
+
 def run_kill_switch(config: SystemConfig, run_id: str) -> RunKillSwitch:
-    """Run ``run_id``'s switch of a system config (in Redis too when the firm's is)."""
+    """Run ``run_id``'s switch of a system config (in Redis too when the firm's is, at
+    :func:`run_switch_key`): what a run reads between steps and ``sapphire stop`` writes."""
+    root = Path(config.storage.root).resolve()
     redis = None
     if config.kill_switch.redis:
-        key = f"{config.kill_switch.redis_key}:run:{run_id}"
+        key = run_switch_key(config.kill_switch.redis_key, root, run_id)
         redis = RedisKillSwitch(_redis_client(config), key)
-    return RunKillSwitch(
-        Path(config.storage.root).resolve() / run_id, redis, config.kill_switch.poll_ms / 1000
-    )
+    return RunKillSwitch(root / run_id, redis, config.kill_switch.poll_ms / 1000)

@@ -22,7 +22,7 @@ import polars as pl
 
 from sapphire.config.secrets import SecretError, check_env_name, load_secret
 from sapphire.config.system import StorageConfig, SystemConfig
-from sapphire.storage.query import check_complete, read_table
+from sapphire.storage.query import read_table
 from sapphire.storage.schemas import table_schema
 from sapphire.storage.sink import SinkBackend
 
@@ -196,13 +196,8 @@ class ParquetSource:
         return str(self.root)
 
     def read(self, table: str, run_id: str | None = None) -> pl.LazyFrame:
-        if run_id is not None:  # a read of a run is all its committed rows, or an error
-
-            def count() -> int:  # a fresh scan each time: files a flush just moved count
-                rows: int = read_table(self.root, table, run_id).select(pl.len()).collect().item()
-                return rows
-
-            check_complete(self.root, table, run_id, count)
+        # a read of a run is all its committed rows, or an error, when it is collected
+        # (read_table: counted against the files read, which a merge may move meanwhile)
         return read_table(self.root, table, run_id)
 
     def summary(self, table: str, run_id: str) -> pl.DataFrame:

@@ -3,11 +3,11 @@
 A stopped run sends no new order and cancels its resting ones; it keeps recording market
 data and reports until it ends or is ended (Ctrl-C, ``ray job stop``), so every fill still
 reaches the store. The request is a file in the run's folder of the store root
-(``<storage.root>/<run_id>/kill-switch.json``, and a Redis key when ``kill_switch.redis`` is
-set), which ``sapphire run`` and ``sapphire backtest`` read before every step: it binds across
-crashes and ``--resume``; ``sapphire stop RUN_ID --reset --reason ...`` clears the request (a
-run it already halted stays halted). ``--all`` trips the firm-wide switch (``sapphire
-kill-switch trip``): every run on that store root halts.
+(``<storage.root>/<run_id>/kill-switch.json``, and a Redis key of that store root and run
+id when ``kill_switch.redis`` is set), which ``sapphire run`` and ``sapphire backtest`` read
+before every step: it binds across crashes and ``--resume``; ``sapphire stop RUN_ID --reset
+--reason ...`` clears the request (a run it already halted stays halted). ``--all`` trips
+the firm-wide switch (``sapphire kill-switch trip``): every run on that store root halts.
 """
 
 from __future__ import annotations
@@ -135,6 +135,8 @@ def handle(args: argparse.Namespace) -> int:
             "keeps recording until it ends (Ctrl-C or `ray job stop` ends it now)"
         )
     print(f"  switch: {switch.root / 'kill-switch.json'}")
+    if switch.redis is not None:  # the key the run reads (run_kill_switch: the same for both)
+        print(f"  redis key: {switch.redis.key}")
     if not started:
         if args.all:
             print(f"  pending: no run has used {switch.root} yet; runs started there start halted")

@@ -24,6 +24,35 @@ class RedisConfigError(ValueError):
     """Redis settings that do not fit together."""
 
 
+def redis_password(
+    password_env: str, secrets_dir: str = "", *, environ: Mapping[str, str] | None = None
+) -> Secret | None:
+    """The Redis password named by ``redis.password_env`` (None without one): the variable,
+    the file its ``NAME_FILE`` names, or a file of that name in ``redis.secrets_dir``. The one
+    rule for every client of the configured Redis -- the caches and the kill switch through
+    :meth:`RedisConfig.client_kwargs`, the checkpoint store (``actors.checkpoint``) from its
+    location -- so a password one of them finds, each finds (the checkpoint store read the
+    variable alone: a password kept in a secrets folder reached the caches and not it).
+
+    Missing: :class:`SecretError`, one line naming the field to fix, never the value."""
+    if not password_env:
+        return None
+    try:
+        return load_secret(
+            password_env, environ=environ, secrets_dir=secrets_dir or None, required=True
+        )
+    except SecretError as exc:
+        if secrets_dir and not Path(secrets_dir).is_dir():
+            raise SecretError(
+                f"redis.secrets_dir: {secrets_dir} is not a directory (looked there for a "
+                f"file {password_env}, the password redis.password_env names): {exc}"
+            ) from None
+        where = (
+            f", nor a file {password_env} in redis.secrets_dir {secrets_dir}" if secrets_dir else ""
+        )
+        raise SecretError(f"redis.password_env: {exc}{where}") from None
+
+
 class RedisConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: Port = 6379
@@ -53,14 +82,7 @@ class RedisConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise RedisConfigError("redis: certificate files given but tls is false")
 
     def password(self, environ: Mapping[str, str] | None = None) -> Secret | None:
-        if not self.password_env:
-            return None
-        return load_secret(
-            self.password_env,
-            environ=environ,
-            secrets_dir=self.secrets_dir or None,
-            required=True,
-        )
+        return redis_password(self.password_env, self.secrets_dir, environ=environ)
 
     def client_kwargs(self, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Keyword arguments for ``redis.Redis(**kwargs)``. The password is revealed here, at

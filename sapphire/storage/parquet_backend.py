@@ -29,18 +29,19 @@ manifest leaves the old files untouched (the staged merge is deleted); after it,
 visible rows are exactly the committed ones, each once. :meth:`ParquetBackend._plan_merge`
 says when a partition is merged.
 
-Readers list files (``read_table`` globs them): no order of k unlinks and a rename makes
-them one step for a reader. The sources are removed *before* the merged file appears, never
-after, so a listing never holds a row twice (which no reader could tell from two real
-rows); one taken inside the gap (k unlinks then one rename: 11-14 ms for 63 files on a
-loaded 2-vCPU VM's ext4, once every ``compact_at`` flushes of a partition) misses those
-rows, as one misses a committed flush not yet moved -- what ``query.check_complete``
-re-asks for. A process dying inside the gap leaves those rows in the hidden merged file
-(``check_complete`` says so) until its sink starts again (``--resume``) and shows it. A
-move that fails (a full disk) fails before anything is removed: the flush waits in staging
-as any other. A scan that listed a file a merge then removes, before opening it, fails
-("No such file"): merged partitions read in milliseconds, so that is rare, and asking
-again reads the merge.
+Readers list files (``query.read_table``): no order of k unlinks and a rename makes them one
+step for a reader. The sources are removed *before* the merged file appears, never after,
+so a listing never holds a row twice (which no reader could tell from two real rows): a
+reader opens its files after listing all of them, and one that listed both a source and
+the merged file finds the source gone. One that listed a file a merge then removes, before
+opening it, fails ("No such file") and lists again. One taken inside the gap (k unlinks
+then one rename: 11-14 ms for 63 files on a loaded 2-vCPU VM's ext4, once every
+``compact_at`` flushes of a partition) misses those rows, as one misses a committed flush
+not yet moved: a read of a run counts its rows against the manifest and reads again
+(``read_table``), a read of every run lists again while a hidden merging file shows. A
+process dying inside the gap leaves those rows in the hidden merged file (a read of the run
+says so) until its sink starts again (``--resume``) and shows it. A move that fails (a full
+disk) fails before anything is removed: the flush waits in staging as any other.
 
 Files are encoded by pyarrow's Parquet writer, with settings chosen by measurement (ad hoc,
 30 k real tick rows in 2,000-row chunks, one thread): dictionary pages for string columns

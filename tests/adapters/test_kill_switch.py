@@ -9,8 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
-from sapphire.adapters.kill_switch import FirmKillSwitch, RunKillSwitch, system_kill_switch
+from sapphire.adapters.kill_switch import (
+    FirmKillSwitch,
+    RunKillSwitch,
+    run_kill_switch,
+    run_switch_key,
+    system_kill_switch,
+)
 from sapphire.config.system import SystemConfig
 
 
@@ -105,3 +112,58 @@ def test_commands_at_the_same_moment_each_apply_and_the_last_logged_stands(
             p.join(timeout=30)
     assert len(FirmKillSwitch(tmp_path).history()) == 2 * rounds
     assert not list(tmp_path.glob(".*.tmp"))  # no writer's temporary left behind
+
+
+def _redis_config(root: Path, key: str) -> SystemConfig:
+    raw = {"storage": {"root": str(root)}, "kill_switch": {"redis": True, "redis_key": key}}
+    return msgspec.convert(raw, SystemConfig)
+
+
+def test_a_run_switch_key_is_its_store_root_and_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no Redis is reached: a client connects at its first command
+    a, b = _redis_config(tmp_path / "a", "k"), _redis_config(tmp_path / "b", "k")
+    key_a = run_switch_key("k", tmp_path / "a", "twin")
+    assert run_kill_switch(a, "twin").redis.key == key_a  # type: ignore[union-attr]
+    assert run_kill_switch(b, "twin").redis.key != key_a  # type: ignore[union-attr]
+    assert run_kill_switch(a, "other").redis.key != key_a  # type: ignore[union-attr]
+    # the root as the file-held switch resolves it: other spellings of one folder, one key
+    monkeypatch.chdir(tmp_path)
+    assert run_switch_key("k", "a", "twin") == key_a
+    assert run_switch_key("k", tmp_path / "b" / ".." / "a", "twin") == key_a
+    assert key_a.startswith("k:run:") and key_a.endswith(":twin")
+    assert str(tmp_path) not in key_a  # a digest: the key names no one's folders
+    # the firm's switch is one for every root, as it is meant to be
+    assert system_kill_switch(a).redis.key == system_kill_switch(b).redis.key == "k"  # type: ignore[union-attr]
+
+
+def test_a_stop_on_one_store_root_leaves_the_same_run_id_on_another_trading(
+    tmp_path: Path,
+) -> None:
+    """Two store roots, one Redis, one run id on each: a stop of one (file and Redis key)
+    binds it only; a reset then frees it."""
+    import uuid
+
+    import redis
+
+    key = f"sapphire:test-kill:{uuid.uuid4().hex}"
+    client = redis.Redis(socket_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    try:
+        a, b = _redis_config(tmp_path / "a", key), _redis_config(tmp_path / "b", key)
+        stopped, other = run_kill_switch(a, "twin"), run_kill_switch(b, "twin")
+        stopped.trip("drill", "ops")
+        assert stopped.halt_reason() == "run stopped: drill"
+        assert other.halt_reason() == ""
+        assert client.exists(run_switch_key(key, tmp_path / "a", "twin"))
+        # Redis alone (b's file says nothing either way): the same answer
+        assert other.redis is not None and not other.redis.state().tripped
+        stopped.reset("drill over", "ops")
+        assert run_kill_switch(a, "twin").halt_reason() == ""
+    finally:
+        for name in client.scan_iter(match=f"{key}*"):
+            client.delete(name)

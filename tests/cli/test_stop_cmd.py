@@ -9,8 +9,9 @@ import msgspec
 import polars as pl
 import pytest
 
-from sapphire.adapters.kill_switch import RunKillSwitch
+from sapphire.adapters.kill_switch import RunKillSwitch, run_kill_switch, system_kill_switch
 from sapphire.cli import kernel_run, main
+from sapphire.config.system import load_config
 from sapphire.kernel.coordinator import CoordinatorStep
 from sapphire.model.orders import OrderStatus
 from sapphire.storage.query import read_table
@@ -110,3 +111,46 @@ def test_stop_refuses_a_run_id_with_no_run_and_names_the_runs_there(
     assert backtest(config, "store") == 2
     # nor the firm switch's file: a run folder there read as "unreadable: tripped" everywhere
     assert backtest(config, "kill-switch.json") == 2
+
+
+def test_a_stop_binds_its_run_id_on_its_store_root_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two store roots sharing a Redis-held switch, one run id on each (two users' stores):
+    `sapphire stop` of one halts that run, and the other trades. The key the command wrote is
+    the one the run reads (run_kill_switch, the kernel's), and the firm's key is shared."""
+    import uuid
+
+    import redis
+
+    client = redis.Redis(socket_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    key = f"sapphire:test-kill:{uuid.uuid4().hex}"
+    configs = {}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        path = demo(tmp_path / name)
+        raw = msgspec.yaml.decode(path.read_bytes())
+        raw["kill_switch"] = {"redis": True, "redis_key": key}
+        path.write_bytes(msgspec.yaml.encode(raw))
+        configs[name] = path
+    try:
+        stop = ["stop", "twin", "--config", str(configs["a"]), "--reason", "a only"]
+        assert main([*stop, "--pending"]) == 0
+        written = capsys.readouterr().out.split("redis key: ")[1].split()[0]
+        loaded = {n: load_config(p) for n, p in configs.items()}
+        read = run_kill_switch(loaded["a"], "twin").redis
+        assert read is not None and read.key == written and client.exists(written)
+        assert system_kill_switch(loaded["a"]).redis.key == key  # type: ignore[union-attr]
+        assert backtest(configs["b"], "twin") == 0
+        store_b = tmp_path / "b" / "runs" / "store"
+        assert read_table(store_b, "orders", "twin").collect().height > 0
+        assert backtest(configs["a"], "twin") == 0
+        store_a = tmp_path / "a" / "runs" / "store"
+        assert read_table(store_a, "orders", "twin").collect().height == 0
+    finally:
+        for name in client.scan_iter(match=f"{key}*"):
+            client.delete(name)

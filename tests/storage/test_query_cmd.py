@@ -97,7 +97,10 @@ def test_the_runs_hint_names_the_runs_written_last(tmp_path: Path) -> None:
         path.write_text("{}")
         os.utime(path, ns=(i * 10**9, i * 10**9))
     hint = runs_hint(ParquetSource(tmp_path))
-    assert hint == "; runs there: backtest-1, backtest-2, backtest-3, backtest-4, backtest-5"
+    assert hint == (
+        "; runs there (the 5 latest of 6): backtest-1, backtest-2, backtest-3, backtest-4, "
+        "backtest-5"
+    )
 
 
 def _store_run(root: Path, trades_path: Path, run_id: str, rows: int) -> None:
