@@ -35,6 +35,9 @@ class AgentRow(msgspec.Struct, frozen=True, kw_only=True):
     fees: str
     pnl: str
     pnl_at_mark: str = ""  # an inverse contract's coin PnL valued in its quote
+    # funding received (+) or paid (-): part of pnl, so realized + unrealized - fees +
+    # funding = pnl (without it a perp's columns did not add up to its PnL)
+    funding: str = "0"
     quarantined: str = ""
 
 
@@ -47,6 +50,7 @@ class UnitTotals(msgspec.Struct, frozen=True, kw_only=True):
     unrealized: str
     fees: str
     pnl: str
+    funding: str = "0"
 
 
 class KillSwitchView(msgspec.Struct, frozen=True, kw_only=True):
@@ -212,6 +216,7 @@ def _agent_row(
         unrealized=fig["unrealized_quote"],
         fees=fig["fees_quote"],
         pnl=fig["pnl_quote"],
+        funding=str(fig.get("funding_quote", "0")),
         pnl_at_mark=str(fig.get("pnl_at_mark", "")),
         quarantined=quarantined.get(agent_id, ""),
     )
@@ -222,8 +227,8 @@ def unit_totals(rows: list[AgentRow]) -> list[UnitTotals]:
     sums: dict[str, list[Decimal]] = {}
     open_orders: dict[str, int] = {}
     for row in rows:
-        s = sums.setdefault(row.unit, [Decimal(0)] * 4)
-        for i, value in enumerate((row.realized, row.unrealized, row.fees, row.pnl)):
+        s = sums.setdefault(row.unit, [Decimal(0)] * 5)
+        for i, value in enumerate((row.realized, row.unrealized, row.fees, row.pnl, row.funding)):
             s[i] += Decimal(value)
         open_orders[row.unit] = open_orders.get(row.unit, 0) + row.open_orders
     return [
@@ -234,6 +239,7 @@ def unit_totals(rows: list[AgentRow]) -> list[UnitTotals]:
             unrealized=money(s[1]),
             fees=money(s[2]),
             pnl=money(s[3]),
+            funding=money(s[4]),
         )
         for unit, s in sorted(sums.items())
     ]

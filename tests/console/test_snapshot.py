@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from sapphire.console.snapshot import AgentRow, EquityCurve, EquityPoint, run_mode, unit_totals
@@ -73,3 +74,44 @@ def test_run_mode() -> None:
     assert run_mode("paper", "ccxt") == "paper"
     assert run_mode("ccxt", "ccxt") == "live"
     assert run_mode("ccxt", "sample", custom_venue=True) == "replay"
+
+
+def test_a_perps_funding_is_a_column_and_the_columns_add_up_to_its_pnl() -> None:
+    """Funding is part of an agent's PnL: the console showed realised, unrealised and fees
+    only, so a perp's row did not add up to its PnL (the run summary had the funding)."""
+    from sapphire.console.snapshot import KillSwitchView, build_snapshot
+    from sapphire.coordination.core import CoordinatorCore
+    from sapphire.kernel.coordinator import CoordinatorStage
+    from sapphire.kernel.rows import StepRows
+    from sapphire.kernel.timing import Timing
+    from sapphire.model import Instrument, Side
+    from sapphire.model.events import FundingRate
+    from sapphire.model.instrument import InstrumentKind
+    from sapphire.model.orders import SubmitOrder
+    from sapphire.risk.limits import RiskLimits
+    from tests.coordination.test_core import QUOTE, buy, filled
+
+    perp = Instrument(
+        symbol="BTCUSDT", kind=InstrumentKind.PERPETUAL, tick_size="0.1", lot_size="0.001"
+    )
+    core = CoordinatorCore(
+        {"BTCUSDT": perp}, RiskLimits(), Decimal("1000000"), {"a": 1.0, "b": 1.0}
+    )
+    long_ = core.step([QUOTE], [], {"a": [buy("a", 1, qty=5)]}, 2).commands[0]
+    sell = msgspec.structs.replace(buy("b", 1, qty=2), side=Side.SELL, limit_ticks=600_010)
+    short = core.step([], [], {"b": [sell]}, 3).commands[0]
+    assert isinstance(long_, SubmitOrder) and isinstance(short, SubmitOrder)
+    core.step([], [filled(long_, 599_990, "x1"), filled(short, 600_010, "x2")], {}, 4)
+    core.step([FundingRate(ts_event_ns=10, symbol="BTCUSDT", rate="0.01")], [], {}, 10)
+    stage = CoordinatorStage(core, Timing(), StepRows("r", "p", instruments={"BTCUSDT": perp}))
+    switch = KillSwitchView(run_tripped=False)
+    snap = build_snapshot(
+        stage, run_id="r", mode="replay", step=1, market_ns=10, done=True,
+        capital_quote="1000000", equity=EquityCurve(), kill_switch=switch,
+    )  # fmt: skip
+    rows = {r.agent_id: r for r in snap.agents}
+    assert rows["a"].funding == "-3.00000000" and rows["b"].funding == "1.20000000"
+    for row in [*snap.agents, *snap.totals]:
+        parts = Decimal(row.realized) + Decimal(row.unrealized) - Decimal(row.fees)
+        assert parts + Decimal(row.funding) == Decimal(row.pnl), row
+    assert snap.totals[0].funding == "-1.80000000"
