@@ -101,3 +101,31 @@ def test_the_llm_demo_is_the_demo_plus_one_llm_agent() -> None:
     assert [a.kind for a in llm.agents].count("llm") == 1
     assert not any(a.kind == "llm" for a in demo.agents)  # ./dev demo needs no LLM extra
     assert llm.llm.engine["n_threads"] == 1  # one decode thread: the other core replays
+
+
+def test_the_guides_tune_file_tunes_the_agent_new_agent_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/first-agent.md's tune file, beside the agent `sapphire new-agent flow_chaser`
+    writes: it parses, every space path is one of the agent's params (checked by building
+    the agent, as `sapphire tune` does before Ray starts), and a misspelt one is refused."""
+    import re
+
+    import yaml
+
+    from sapphire.cli import main
+    from sapphire.research.tune_config import TuneConfigError, parse_tune_config
+
+    text = (REPO_ROOT / "docs" / "first-agent.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "walk_forward" in b)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["new-agent", "flow_chaser"]) == 0
+    raw = yaml.safe_load(block)
+    config = parse_tune_config(raw, "first-agent.md")
+    assert set(config.params_space) == {"alpha", "threshold"}
+    written = yaml.safe_load((tmp_path / "flow_chaser.yaml").read_text())
+    assert raw["system"]["agents"] == written["agents"]  # the agent as new-agent wrote it
+    raw["space"]["treshold"] = raw["space"].pop("threshold")
+    with pytest.raises(TuneConfigError, match="treshold"):
+        parse_tune_config(raw, "first-agent.md")
