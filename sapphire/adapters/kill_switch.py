@@ -269,12 +269,17 @@ class RunKillSwitch(FirmKillSwitch):
 
 
 def run_switch_key(redis_key: str, store_root: str | os.PathLike[str], run_id: str) -> str:
-    """The Redis key of run ``run_id``'s switch on the store root ``store_root``: scoped by
-    the root as the run's file is (``<root>/<run_id>/``). A run id names a run on one store
-    root only: keyed by the id alone, two runs of one id on two roots (two users' stores, a
-    test and a real run) shared a switch, and stopping one halted the other. The root is
-    resolved, then digested: the key has one length and names no one's folders."""
-    root = os.fsencode(Path(store_root).resolve())
+    """The Redis key of run ``run_id``'s switch on the store root ``store_root``, as the
+    config writes it (``storage.root``), lexically normalised (``./runs`` is ``runs``).
+
+    Scoped by the root: keyed by the id alone, two runs of one id on two roots (two users'
+    stores, a test and a real run) shared a switch, and stopping one halted the other. As
+    written, not resolved: the switch in Redis is how ``sapphire stop`` reaches a run on
+    another machine, whose actors resolve a relative root (the default ``runs``) in their
+    own folder, or mount a shared store elsewhere; resolved on each side, the two keys
+    differed and a stop said STOPPED to a run that never read it. Digested: the key has
+    one length and names no one's folders."""
+    root = os.fsencode(os.path.normpath(os.fspath(store_root)))
     return f"{redis_key}:run:{hashlib.blake2b(root, digest_size=8).hexdigest()}:{run_id}"
 
 
@@ -284,6 +289,6 @@ def run_kill_switch(config: SystemConfig, run_id: str) -> RunKillSwitch:
     root = Path(config.storage.root).resolve()
     redis = None
     if config.kill_switch.redis:
-        key = run_switch_key(config.kill_switch.redis_key, root, run_id)
+        key = run_switch_key(config.kill_switch.redis_key, config.storage.root, run_id)
         redis = RedisKillSwitch(_redis_client(config), key)
     return RunKillSwitch(root / run_id, redis, config.kill_switch.poll_ms / 1000)

@@ -128,10 +128,15 @@ def test_a_run_switch_key_is_its_store_root_and_id(
     assert run_kill_switch(a, "twin").redis.key == key_a  # type: ignore[union-attr]
     assert run_kill_switch(b, "twin").redis.key != key_a  # type: ignore[union-attr]
     assert run_kill_switch(a, "other").redis.key != key_a  # type: ignore[union-attr]
-    # the root as the file-held switch resolves it: other spellings of one folder, one key
-    monkeypatch.chdir(tmp_path)
-    assert run_switch_key("k", "a", "twin") == key_a
+    # the root as the config writes it, normalised, never resolved: a run's actors on
+    # another machine (or in another folder) read the key `sapphire stop` writes here
     assert run_switch_key("k", tmp_path / "b" / ".." / "a", "twin") == key_a
+    assert run_switch_key("k", "./runs", "twin") == run_switch_key("k", "runs", "twin")
+    monkeypatch.chdir(tmp_path)
+    here = run_switch_key("k", "runs", "twin")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert run_switch_key("k", "runs", "twin") == here  # the same config, another folder
     assert key_a.startswith("k:run:") and key_a.endswith(":twin")
     assert str(tmp_path) not in key_a  # a digest: the key names no one's folders
     # the firm's switch is one for every root, as it is meant to be
