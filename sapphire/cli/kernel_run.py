@@ -105,7 +105,10 @@ def _run_claimed(
         return 2
     if config.storage.backend == "parquet":  # prices and sizes for `sapphire query`
         try:
-            write_instruments(folder, kernel.instruments)
+            # with the firm's currency the caps were read in: the report reads the capital
+            # in it, whatever the config's instruments are by then
+            currency = kernel.coordinator.core.portfolio.reporting_asset
+            write_instruments(folder, kernel.instruments, currency)
         except OSError as exc:  # the run can still be stored; query then shows ticks
             console.print(f"warning: instruments not recorded for query: {escape(str(exc))}")
     files = data_files(config.data)

@@ -95,7 +95,8 @@ def startup_line(
     """One line before the bar: what runs, on what, where it is stored, and the asset its
     capital and money limits are read in. That asset is the firm's currency, chosen from
     the instruments' settlement assets: an added USDC-settled perp beside BTC-settled ones
-    turned "capital_quote: 1" from 1 BTC into 1 USDC, and nothing said so."""
+    turned "capital_quote: 1" from 1 BTC into 1 USDC, and nothing said so; the config's
+    ``currency`` names it, and the line says which of the two chose it."""
     agents = ", ".join(f"{a.id} ({a.kind} {a.symbol})" for a in config.agents) or "no agents"
     source: str = config.data.source
     if files:
@@ -107,9 +108,14 @@ def startup_line(
     )
     capital = ""
     if instruments:
-        currency = reporting_asset(dict(instruments))
+        currency = reporting_asset(instruments, config.currency)
         settles = sorted({i.settle_asset for i in instruments.values()})
         capital = f"; capital {config.capital_quote} {currency}"
         if len(settles) > 1:
-            capital += f" (the firm's currency; settled in {', '.join(settles)})"
+            chosen = (
+                "as currency names it"
+                if config.currency
+                else "chosen from the instruments: set currency to name it"
+            )
+            capital += f" (the firm's currency, {chosen}; settled in {', '.join(settles)})"
     return f"{runner} {run_id}: {agents}; data {source}; venue {venue}{capital}; store {store}"

@@ -164,18 +164,43 @@ def _source(args: argparse.Namespace) -> tuple[StoreSource, dict[str, Instrument
     return ParquetSource(root.resolve()), read_instruments(root.resolve().parent / args.run_id)
 
 
-def write_instruments(run_dir: Path, instruments: dict[str, Instrument]) -> None:
-    """Record a run's instruments beside its store, so ``query`` shows prices and sizes."""
+# Unknown fields are ignored, not refused: a record written by a later version (a field
+# added) still gives this one its instruments, where a refusal left its prices in ticks.
+class RunInstruments(msgspec.Struct, frozen=True, kw_only=True):
+    """What a run records beside its store (``instruments.json``): its instruments, and the
+    firm's currency its capital and firm limits were read in (config ``currency``, else the
+    rule's answer on these instruments). Recorded because the report reads the capital in
+    it, and the rule's answer moves with the config's instruments, which may change after
+    the run. Runs recorded before it wrote the bare list: read with ``currency`` "" (the
+    rule, as they ran)."""
+
+    instruments: list[Instrument] = []
+    currency: str = ""
+
+    def by_symbol(self) -> dict[str, Instrument]:
+        return {i.symbol: i for i in self.instruments}
+
+
+def write_instruments(run_dir: Path, instruments: dict[str, Instrument], currency: str) -> None:
+    """Record a run's instruments and its firm's currency beside its store, so ``query``
+    shows prices and sizes and ``report`` reads the capital in the run's own currency."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / INSTRUMENTS_FILE).write_bytes(msgspec.json.encode(list(instruments.values())))
+    record = RunInstruments(instruments=list(instruments.values()), currency=currency)
+    (run_dir / INSTRUMENTS_FILE).write_bytes(msgspec.json.encode(record))
+
+
+def read_run_instruments(run_dir: Path) -> RunInstruments:
+    """The run's record (empty where none can be read: prices then stay in ticks)."""
+    try:
+        data = (run_dir / INSTRUMENTS_FILE).read_bytes()
+        record = msgspec.json.decode(data, type=RunInstruments | list[Instrument])
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        return RunInstruments()
+    return record if isinstance(record, RunInstruments) else RunInstruments(instruments=record)
 
 
 def read_instruments(run_dir: Path) -> dict[str, Instrument]:
-    try:
-        data = (run_dir / INSTRUMENTS_FILE).read_bytes()
-        return {i.symbol: i for i in msgspec.json.decode(data, type=list[Instrument])}
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
-        return {}
+    return read_run_instruments(run_dir).by_symbol()
 
 
 def damage_note(args: argparse.Namespace) -> str:

@@ -55,13 +55,16 @@ def _runs_hint(args: argparse.Namespace) -> str:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from sapphire.cli.query_cmd import read_instruments
+    from sapphire.cli.query_cmd import read_run_instruments
 
     out = args.out if args.out is not None else Path("reports") / args.run_id
     try:
         source: Any = args.root
         instruments = None
         capital = None
+        # the firm's currency the capital is in: the one the run recorded, else the
+        # config's ("": the rule on the instruments, as runs recorded before it ran)
+        currency = ""
         agents = None
         if args.config:
             from sapphire.adapters.stores import open_source
@@ -79,8 +82,11 @@ def handle(args: argparse.Namespace) -> int:
             agents = {a.id: a.symbol for a in config.agents}
             # the instruments the run traded, as it recorded them (the config's files may
             # have changed, or be relative to another working directory)
-            instruments = read_instruments(storage_root(config) / args.run_id) or None
+            recorded = read_run_instruments(storage_root(config) / args.run_id)
+            instruments = recorded.by_symbol() or None
+            currency = recorded.currency
             if instruments is None:
+                currency = config.currency
                 try:
                     instruments = load_instruments(config.data)
                 except WiringError as exc:  # a live config may name none: prices in ticks
@@ -96,8 +102,12 @@ def handle(args: argparse.Namespace) -> int:
                 return 2
             # every run records its instruments beside its store (sapphire query reads them
             # too): without them money of several settlement assets would be one "quote"
-            instruments = read_instruments(root.resolve().parent / args.run_id) or None
-        report = write_run_report(source, args.run_id, out, instruments, capital, agents)
+            recorded = read_run_instruments(root.resolve().parent / args.run_id)
+            instruments = recorded.by_symbol() or None
+            currency = recorded.currency
+        report = write_run_report(
+            source, args.run_id, out, instruments, capital, agents, currency=currency
+        )
     except RunNotFoundError as exc:
         print(f"sapphire report: {exc}{_runs_hint(args)}", file=sys.stderr)
         return 1

@@ -245,10 +245,13 @@ def _run(args: argparse.Namespace) -> int:
 
     if config.storage.backend == "parquet":  # prices and sizes for `sapphire query`
         from sapphire.cli.query_cmd import write_instruments
-        from sapphire.kernel.assembly import load_instruments
+        from sapphire.kernel.assembly import firm_currency, load_instruments
 
         try:
-            write_instruments(result.storage_root / result.run_id, load_instruments(config.data))
+            run_instruments = load_instruments(config.data)
+            # the currency the coordinator read its caps in (``build_core``'s), for the report
+            currency = firm_currency(config, run_instruments)
+            write_instruments(result.storage_root / result.run_id, run_instruments, currency)
         except (OSError, ValueError) as exc:  # the rows are stored; query shows ticks then
             print(f"warning: instruments not recorded for query: {exc}", file=sys.stderr)
 

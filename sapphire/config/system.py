@@ -283,8 +283,15 @@ class SystemConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     data: DataConfig = DataConfig()
     agents: tuple[AgentSpec, ...] = ()
     risk: RiskLimits = RiskLimits()
-    # the firm's capital in the quote asset, split across agents by weight: a positive number
+    # the firm's capital in the firm's currency (currency), split across agents by weight:
+    # a positive number
     capital_quote: Annotated[str, msgspec.Meta(pattern=r"^\d+(\.\d+)?$")] = "100000"
+    # the firm's currency, which capital_quote and risk.max_firm_daily_loss_quote are read
+    # in: an asset the instruments settle in or quote (USD, USDT, USDC count as one). "":
+    # chosen from the instruments (their one settlement asset; else a settled quote,
+    # dollars first), which one added instrument moves (a USDC perp beside XBTUSD turned
+    # capital_quote 1 from 1 BTC into 1 USDC)
+    currency: str = ""
     aggregation: Literal["weighted", "vote"] = "weighted"
     exchange: ExchangeConfig = ExchangeConfig()
     storage: StorageConfig = StorageConfig()

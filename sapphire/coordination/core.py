@@ -78,12 +78,14 @@ class CoordinatorCore:
         crossing: str = "venue",
         entry_ns: int = 0,
         order_memory_ns: int = 0,
+        currency: str = "",
     ) -> None:
         """``crossing``: ``internal`` crosses opposing agents' orders in the firm
         (``sapphire.coordination.crossing``), booked ``entry_ns`` after the decision;
-        ``order_memory_ns``: how long the journal keeps a final order (0: for ever)."""
+        ``order_memory_ns``: how long the journal keeps a final order (0: for ever);
+        ``currency``: the firm's (``config.currency``; "" chooses it by the instruments)."""
         self.instruments = dict(instruments)
-        self.portfolio = Portfolio(self.instruments)
+        self.portfolio = Portfolio(self.instruments, currency)
         self.journal = OrderJournal(order_memory_ns)
         self.risk = RiskEngine(
             limits, self.instruments, self.portfolio, allocate_capital(capital_quote, dict(weights))

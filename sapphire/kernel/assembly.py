@@ -40,6 +40,7 @@ from sapphire.kernel.shards import ShardError, Shards, shards_of
 from sapphire.kernel.timing import Clock, Timing
 from sapphire.model.events import AnyMarketEvent
 from sapphire.model.instrument import Instrument
+from sapphire.risk.portfolio import currency_choices, reporting_asset
 from sapphire.storage.parquet_backend import atomic_write_bytes
 
 # What a paper venue assumes when the config names no latency: 1 ms to the matching engine
@@ -807,7 +808,10 @@ def check_agents(config: SystemConfig, instruments: dict[str, Instrument]) -> fr
     """Checks the agents against the data (each built once on the legs of its shard, as
     its runner builds it, and dropped: the runner's ``agent_builder(..., checked=True)``
     does not build it again); returns the ids of those that ask a language model
-    (:func:`asks_model`), whatever their kind is named."""
+    (:func:`asks_model`), whatever their kind is named. The firm's ``currency`` is checked
+    against the data's instruments here too (:func:`firm_currency`): every runner checks
+    its config here before anything runs."""
+    firm_currency(config, instruments)
     asking: set[str] = set()
     for spec in config.agents:
         if spec.symbol not in instruments:
@@ -916,8 +920,23 @@ def paper_gateway_builder(
     return partial(_build_paper, config)
 
 
+def firm_currency(config: SystemConfig, instruments: Mapping[str, Instrument]) -> str:
+    """The firm's currency of a run of ``config`` on ``instruments``: the config's
+    ``currency`` where set, else the rule's (``reporting_asset``). A ``currency`` that is
+    no asset the instruments settle in or quote (a typo, BTX) is refused: no price of the
+    run converts into it, so no capital share could be valued and every order would be
+    refused at the first check, after the run had started."""
+    choices = currency_choices(instruments)
+    if config.currency and config.currency not in choices:
+        raise WiringError(
+            f"currency: {config.currency!r} is no asset the instruments settle in or quote; "
+            f'one of: {", ".join(choices) or "(no instruments)"}, or "" to choose by them'
+        )
+    return reporting_asset(instruments, config.currency)
+
+
 def build_core(config: SystemConfig, instruments: dict[str, Instrument]) -> CoordinatorCore:
-    return CoordinatorCore(
+    core = CoordinatorCore(
         instruments,
         config.risk,
         Decimal(config.capital_quote),
@@ -927,4 +946,6 @@ def build_core(config: SystemConfig, instruments: dict[str, Instrument]) -> Coor
         # crosses are booked when the order would have reached the venue
         entry_ns=timing(config).entry_ns if config.coordinator.crossing == "internal" else 0,
         order_memory_ns=int(config.coordinator.finished_order_memory_s * 1e9),
+        currency=firm_currency(config, instruments),
     )
+    return core

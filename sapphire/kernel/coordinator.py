@@ -619,5 +619,9 @@ class CoordinatorStage:
         core, rows, state = pickle.loads(data)
         for name in self._STATE:
             setattr(self, name, state.get(name, getattr(self, name)))
+        # the firm's currency is the config's (``assembly.build_core``), as the run records
+        # it for its report: a checkpoint written before the field has none to restore
+        currency = self.core.portfolio.currency
         self.core.restore(core)
+        self.core.portfolio.currency = currency
         self.rows.restore(rows)

@@ -477,6 +477,8 @@ def write_run_report(
     instruments: Mapping[str, Instrument] | None = None,
     capital_quote: float | None = None,
     agents: Mapping[str, str] | None = None,
+    *,
+    currency: str = "",
 ) -> RunReport:
     """``<out_dir>/<run_id>.html`` (interactive, plotly.js inlined) and a PNG per figure.
 
@@ -485,7 +487,9 @@ def write_run_report(
     ``capital_quote`` (the config's) turns PnL into returns for the firm's Sharpe/Sortino.
     ``agents`` (the config's, id -> symbol) lists the agents that never traded too; without
     them, those of the run's recorded config (a Parquet root's ``<run_id>/run-config.json``,
-    which ``sapphire run`` writes), else only the agents the stored rows name."""
+    which ``sapphire run`` writes), else only the agents the stored rows name. ``currency``:
+    the firm's currency ``capital_quote`` is in, as the run recorded it ("": the rule on
+    ``instruments``, as a run recorded before the field ran)."""
     run = load_run(root, run_id)
     if agents is None and not callable(root):
         agents = recorded_agents(Path(root).resolve().parent / run_id)
@@ -498,7 +502,9 @@ def write_run_report(
     table = summary(run, units.money(money_symbols(run)), units.assets(), agents)
     notes = [f"{t}: {run[t].height} rows" for t in TABLES]
     page_path = out_dir / f"{run_id}.html"
-    html_text = interactive_page(run, table, dict(instruments or {}), capital_quote, notes)
+    html_text = interactive_page(
+        run, table, dict(instruments or {}), capital_quote, notes, currency=currency
+    )
     page_path.write_text(html_text, encoding="utf-8")
     return RunReport(page_path, pngs, table, notes)
 
@@ -846,11 +852,14 @@ def header(
     capital_quote: float | None,
     assets: Mapping[str, str] | None = None,
     instruments: Mapping[str, Instrument] | None = None,
+    *,
+    currency: str = "",
 ) -> list[Stat]:
     """The firm's PnL and drawdown in ``money`` (the asset its PnL rows are in), its return
-    and ratios on ``capital_quote``, which is in the firm's currency (``reporting_asset`` of
-    ``instruments``): PnL in another asset is converted at the last stored mark, or the
-    return and ratios are n/a. Span and ratios end at the last fresh mark (``stale_pnl``)."""
+    and ratios on ``capital_quote``, which is in the firm's currency (``currency``, the
+    run's recorded one, else ``reporting_asset`` of ``instruments``): PnL in another asset
+    is converted at the last stored mark, or the return and ratios are n/a. Span and
+    ratios end at the last fresh mark (``stale_pnl``)."""
     eq = firm_equity(run, assets)
     firms = firm_keys(eq)
     stale = stale_pnl(run)
@@ -862,7 +871,7 @@ def header(
     live = _live(firm, stale)
     ts = live["time"].cast(pl.Int64).to_list() if live.height else []
     note = analytics.ratio_note(ts, max(len(ts) - 1, 0))
-    rate, into, why = _capital_rate(run, money, instruments)
+    rate, into, why = _capital_rate(run, money, instruments, currency)
     converted = rate is not None and rate != 1
     sharpe = sortino = None
     if not note and capital_quote is None:
@@ -896,15 +905,16 @@ def header(
 
 
 def _capital_rate(
-    run: RunData, money: str, instruments: Mapping[str, Instrument] | None
+    run: RunData, money: str, instruments: Mapping[str, Instrument] | None, currency: str = ""
 ) -> tuple[Decimal | None, str, str]:
     """(rate, asset, why): the price of one ``money`` (the PnL's asset) in the asset the
-    capital is in (the firm's currency, ``reporting_asset``), 1 where they are one; None
-    where no stored price converts them. Why: a run that traded only its BTC-settled
-    contract beside a USDT one divided its BTC PnL by its USDT capital (-5.84e-08 % for a
-    loss of 0.35 USDT) and called the figure "BTC/USDT"."""
+    capital is in (the firm's currency: ``currency`` as the run recorded it, else the rule's
+    ``reporting_asset``), 1 where they are one; None where no stored price converts them.
+    Why: a run that traded only its BTC-settled contract beside a USDT one divided its BTC
+    PnL by its USDT capital (-5.84e-08 % for a loss of 0.35 USDT) and called the figure
+    "BTC/USDT"."""
     known = dict(instruments or {})
-    into = reporting_asset(known) if known else ""
+    into = reporting_asset(known, currency)
     if not into or "/" in money or money == "quote" or same_money(money, into):
         return Decimal(1), into or money, ""
     marks = last_marks(run)
@@ -1097,6 +1107,8 @@ def interactive_page(
     instruments: dict[str, Instrument],
     capital_quote: float | None,
     notes: list[str],
+    *,
+    currency: str = "",
 ) -> str:
     units = Units(instruments)
     symbols = run_symbols(run)
@@ -1126,7 +1138,7 @@ def interactive_page(
         ]
     return page(
         f"Sapphire run {run.run_id}",
-        header(run, table, money, capital_quote, units.assets(), instruments),
+        header(run, table, money, capital_quote, units.assets(), instruments, currency=currency),
         sections,
         notes,
     )

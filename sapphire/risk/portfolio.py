@@ -7,6 +7,7 @@ the same fold gives linear PnL and inverse PnL ``contracts x size x (1/entry - 1
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from fractions import Fraction
 
@@ -64,12 +65,18 @@ class FirmPnl(msgspec.Struct, frozen=True, kw_only=True):
         return bool(self.missing)
 
 
-def reporting_asset(instruments: dict[str, Instrument]) -> str:
-    """The firm's currency, the asset ``capital_quote`` is in: the settlement asset when
-    there is one; else a settlement asset that is also a quote (USDT beside BTC-settled
-    inverse contracts), a dollar first, then the one most instruments settle in (BTCUSDT
-    beside ETHBTC is a USDT firm: the first in the alphabet made it a BTC one, its capital
-    and loss limit read in BTC); else the quote most instruments share (USD for COIN-M)."""
+def reporting_asset(instruments: Mapping[str, Instrument], currency: str = "") -> str:
+    """The firm's currency, the asset ``capital_quote`` and every money limit are read in:
+    ``currency`` (the config's, checked by :func:`currency_choices`) where set, else a rule
+    on the instruments: the settlement asset when there is one; else a settlement asset
+    that is also a quote (USDT beside BTC-settled inverse contracts), a dollar first, then
+    the one most instruments settle in (BTCUSDT beside ETHBTC is a USDT firm: the first in
+    the alphabet made it a BTC one, its capital and loss limit read in BTC); else the quote
+    most instruments share (USD for COIN-M). The override exists because the rule moves
+    with the instruments: one USDC-settled perp added beside BitMEX XBTUSD turned a
+    ``capital_quote`` of 1 BTC into 1 USDC, and every order was refused over its cap."""
+    if currency:
+        return currency
     settled = [i.settle_asset for i in instruments.values()]
     settles = sorted(set(settled))
     if len(settles) <= 1:
@@ -85,6 +92,17 @@ def reporting_asset(instruments: dict[str, Instrument]) -> str:
 
 def same_money(a: str, b: str) -> bool:
     return a == b or (a in _DOLLARS and b in _DOLLARS)
+
+
+def currency_choices(instruments: Mapping[str, Instrument]) -> list[str]:
+    """The assets a firm of ``instruments`` may name as its currency (config ``currency``):
+    each asset they settle in or quote, and the dollars beside any dollar (read at par,
+    ``same_money``): the money its accounts are kept in or its prices are read in. Not a
+    base only (ETH of ETHUSDT): that is what the run trades, not what it counts in."""
+    assets = {a for i in instruments.values() for a in (i.settle_asset, i.quote) if a}
+    if assets & _DOLLARS:
+        assets |= _DOLLARS
+    return sorted(assets)
 
 
 def conversion_rate(
@@ -165,8 +183,13 @@ class PositionState(msgspec.Struct, kw_only=True):
 class Portfolio:
     """Folds fills into positions; marks to a price for unrealized PnL."""
 
-    def __init__(self, instruments: dict[str, Instrument]) -> None:
+    # the config's ``currency`` ("" = the rule of :func:`reporting_asset`); a class default
+    # too: a portfolio restored from a checkpoint written before the field has none
+    currency = ""
+
+    def __init__(self, instruments: dict[str, Instrument], currency: str = "") -> None:
         self._instruments = instruments
+        self.currency = currency
         self.positions: dict[tuple[str, str], PositionState] = {}
 
     def apply_fill(self, fill: OrderFilled) -> PositionState:
@@ -273,7 +296,7 @@ class Portfolio:
 
     @property
     def reporting_asset(self) -> str:
-        return reporting_asset(self._instruments)
+        return reporting_asset(self._instruments, self.currency)
 
     def firm_pnl(self, marks: dict[str, float]) -> FirmPnl:
         """The firm's PnL per settlement asset and converted into its reporting currency."""

@@ -50,4 +50,7 @@ def test_the_startup_line_says_what_the_capital_is_in() -> None:
         lot_size="0.00001",
     )
     both = startup_line("backtest", "r", config, "s", [], None, {"XBTUSD": xbt, "BTC": hl})
-    assert "capital 1 USDC (the firm's currency; settled in USDC, XBT)" in both
+    assert (
+        "capital 1 USDC (the firm's currency, chosen from the instruments: set currency to "
+        "name it; settled in USDC, XBT)"
+    ) in both
