@@ -411,6 +411,7 @@ class CoordinatorActor:
                 wiring.replay_key(data.clock),
                 chunk,
                 skip=self._cut.consumed,
+                gaps=wiring.session_gaps(data),
             )
         return ChunkFeed(self.market_data, self._cut.consumed, chunk, Clock(data.clock))
 
@@ -1246,6 +1247,7 @@ class SourcesFeed(RewindableFeed):
         key: str,
         chunk: int,
         skip: int,
+        gaps: replay.SessionGaps = replay.ANY_GAP,
     ) -> None:
         super().__init__(0)
         self._readers = readers
@@ -1260,7 +1262,7 @@ class SourcesFeed(RewindableFeed):
         self._next: list[Any] = [None] * n
         self._skip = skip
         drains = [self._drain(i) for i in range(n)]
-        merged = replay.merge(drains, key=key, groups=groups)  # type: ignore[arg-type]
+        merged = replay.merge(drains, key, groups, gaps)  # type: ignore[arg-type]
         self.log = wiring.MergeLog(n)  # each event's source: what the run took of each
         self._events = map(wiring.replay_event, self.log.track(merged))
         self.max_buffered = 0

@@ -124,6 +124,11 @@ class DataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # all. Other sessions' rows are read as columns and counted, never made into events: a
     # file packing several days costs little more than the day replayed.
     sessions: tuple[str, ...] = ()
+    # Sessions replayed back to back further apart than this are refused: one run over a
+    # day of 2023 and one of 2024 carried its positions, marks and agents' state across 15
+    # months (a position marked at 28,140 then at 63,944: +1,413 USDT of gap as PnL).
+    # Consecutive days of a recorder are seconds apart; 0 = any gap (a memory benchmark).
+    max_session_gap_s: NonNegFloat = 3600.0
     speed: NonNegFloat = 0.0  # 0 = as fast as possible; 1.0 = recorded pace
     # Recorded files' checked event streams are kept converted (msgpack + lz4) after their
     # first read, and the next run of the same file, instruments and sessions reads them

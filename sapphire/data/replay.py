@@ -20,7 +20,7 @@ import msgspec
 from sapphire.data.convert import Tagged
 from sapphire.data.replay_cache import Source
 from sapphire.data.stream import EventStream
-from sapphire.data.validation import RejectStats
+from sapphire.data.validation import DataFileError, RejectStats
 from sapphire.model.events import AnyMarketEvent, BookDelta, group_levels
 
 OrderKey = Literal["ts_event_ns", "ts_recv_ns"]
@@ -31,6 +31,19 @@ class Replayed(NamedTuple):
     session: str
     source: int  # index of the input stream
     event: AnyMarketEvent
+
+
+class SessionGaps(NamedTuple):
+    """The longest gap allowed between sessions replayed back to back (``max_ns``, 0: any)
+    where the run trades on both sides of it: from ``start_ns``, before ``end_ns`` (the
+    run's window on its clock; sessions before it only build the venue's book)."""
+
+    max_ns: int = 0
+    start_ns: int = -(2**63)
+    end_ns: int = 2**63
+
+
+ANY_GAP = SessionGaps()  # no limit: sessions replay back to back whatever their distance
 
 
 def _keyed(stream: Iterable[Tagged], key: OrderKey, source: int) -> Iterator[Replayed]:
@@ -47,6 +60,7 @@ def merge(
     streams: Iterable[Iterable[Tagged] | EventStream],
     key: OrderKey = "ts_event_ns",
     groups: Sequence[int] | None = None,
+    gaps: SessionGaps = ANY_GAP,
 ) -> Iterator[Replayed]:
     """All events of ``streams`` (``(session, event)`` iterables, e.g. ``EventStream.tagged()``)
     ordered by ``key`` within each session; sessions are replayed one after another, the one
@@ -64,7 +78,9 @@ def merge(
     by_group: dict[int, list[int]] = {}
     for source, group in enumerate(ids):
         by_group.setdefault(group, []).append(source)
-    parts = [_by_session([(i, listed[i]) for i in members], key) for members in by_group.values()]
+    parts = [
+        _by_session([(i, listed[i]) for i in members], key, gaps) for members in by_group.values()
+    ]
     if len(parts) == 1:
         return parts[0]
     return heapq.merge(*parts, key=_merge_key)
@@ -74,18 +90,57 @@ def _merge_key(item: Replayed) -> tuple[int, int]:
     return item.key_ns, item.source
 
 
+class SessionGapError(DataFileError):
+    """Two recording sessions replayed back to back are further apart than the run allows
+    (``data.max_session_gap_s``): one run over both would carry its positions, marks and
+    agents' state across the gap as if no time had passed."""
+
+    def __init__(self, before: str, after: str, gap_ns: int, limit_ns: int) -> None:
+        super().__init__(
+            f"data: session {after!r} starts {_span(gap_ns)} after session {before!r} ends "
+            f"(data.max_session_gap_s: {limit_ns / 1e9:g}): one run over both would carry "
+            "its positions, marks and agents' state across that gap; select the sessions "
+            "with data.sessions and run them apart, or set data.max_session_gap_s: 0 to "
+            "replay them as one"
+        )
+        self.before, self.after, self.gap_ns = before, after, gap_ns
+
+
+def _span(ns: int) -> str:
+    seconds = ns / 1e9
+    for unit, size in (("days", 86_400), ("hours", 3_600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
 def _by_session(
-    streams: Sequence[tuple[int, Iterable[Tagged] | EventStream]], key: OrderKey
+    streams: Sequence[tuple[int, Iterable[Tagged] | EventStream]],
+    key: OrderKey,
+    gaps: SessionGaps = ANY_GAP,
 ) -> Iterator[Replayed]:
-    """:func:`merge` of one group: ``(source index, stream)`` pairs, sessions one by one."""
+    """:func:`merge` of one group: ``(source index, stream)`` pairs, sessions one by one;
+    a session starting more than ``gaps.max_ns`` after the previous one's last event, the
+    run trading in both, raises :class:`SessionGapError`."""
     heads: list[tuple[Replayed, Iterator[Replayed]]] = []
     for source, stream in streams:
         it = _keyed(stream.tagged() if isinstance(stream, EventStream) else stream, key, source)
         first = next(it, None)
         if first is not None:
             heads.append((first, it))
+    before: tuple[str, int] | None = None  # the previous session and its last event's time
     while heads:
-        session = min(heads, key=lambda h: (h[0].key_ns, h[0].source))[0].session
+        opening = min(heads, key=lambda h: (h[0].key_ns, h[0].source))[0]
+        session = opening.session
+        if (
+            before is not None
+            and gaps.max_ns
+            and opening.key_ns - before[1] > gaps.max_ns
+            and before[1] >= gaps.start_ns  # the run traded in the earlier session
+            and opening.key_ns < gaps.end_ns  # and will in this one
+        ):
+            raise SessionGapError(before[0], session, opening.key_ns - before[1], gaps.max_ns)
+        tail = opening.key_ns
         heap: list[tuple[int, int, int, Replayed]] = []
         waiting: list[tuple[Replayed, Iterator[Replayed]]] = []
         iters: dict[int, Iterator[Replayed]] = {}
@@ -98,7 +153,7 @@ def _by_session(
         heapq.heapify(heap)
         counter = 1
         while heap:
-            _, source, _, item = heapq.heappop(heap)
+            tail, source, _, item = heapq.heappop(heap)
             yield item
             it = iters[source]
             # The source runs on alone while its next event sorts before every other head
@@ -111,11 +166,13 @@ def _by_session(
                     break
                 key_ns = nxt.key_ns
                 if key_ns < bound_key or (key_ns == bound_key and source < bound_source):
+                    tail = key_ns
                     yield nxt
                     continue
                 heapq.heappush(heap, (key_ns, source, counter, nxt))
                 counter += 1
                 break
+        before = (session, tail)
         heads = waiting
 
 

@@ -471,9 +471,12 @@ class ReplayFeed(ReplayReader):
         sessions: tuple[str, ...] = (),
         cache: ReplayCache | None = None,
         merge_log_keep: int = MergeLog.KEEP,
+        gaps: replay.SessionGaps = replay.ANY_GAP,
     ) -> None:
-        """``cache``: read each file's converted stream from there where it has one, and
-        write it there where not (``sapphire.data.replay_cache``); None reads the files.
+        """``gaps``: the longest gap allowed between sessions replayed back to back
+        (``data.max_session_gap_s``, :func:`session_gaps`). ``cache``: read each file's
+        converted stream from there where it has one, and write it there where not
+        (``sapphire.data.replay_cache``); None reads the files.
         ``merge_log_keep``: how far (events) a run's consumption may trail the merge and
         still be reported from memory (:class:`MergeLog`; further back, merged again)."""
         self.cache = cache
@@ -485,10 +488,19 @@ class ReplayFeed(ReplayReader):
         # the same replay, merged again from its start (files read, no cache: a second
         # writer of an entry this one may still be writing), for a report further back
         self._again = partial(
-            ReplayFeed, files, instruments, clock, 0.0, venues, sessions, None, merge_log_keep
+            ReplayFeed,
+            files,
+            instruments,
+            clock,
+            0.0,
+            venues,
+            sessions,
+            None,
+            merge_log_keep,
+            gaps,
         )
         groups = [s.group for s in sources]
-        merged = replay.merge(tagged, key=replay_key(clock), groups=groups)  # type: ignore[arg-type]
+        merged = replay.merge(tagged, replay_key(clock), groups, gaps)  # type: ignore[arg-type]
         self._merged = self.log.track(merged)
         self._sessions = sessions
         self._speed = speed
@@ -546,10 +558,28 @@ def open_replay(
     sessions: tuple[str, ...] = (),
     cache: tuple[str, int] | None = None,
     merge_log_keep: int = MergeLog.KEEP,
+    gaps: replay.SessionGaps = replay.ANY_GAP,
 ) -> ReplayFeed:
     """``cache``: ``(directory, max bytes)`` of the converted-replay cache, or None."""
     return ReplayFeed(
-        files, instruments, clock, speed, venues, sessions, open_cache(cache), merge_log_keep
+        files,
+        instruments,
+        clock,
+        speed,
+        venues,
+        sessions,
+        open_cache(cache),
+        merge_log_keep,
+        gaps,
+    )
+
+
+def session_gaps(data: DataConfig) -> replay.SessionGaps:
+    """``data.max_session_gap_s`` for the replay's merge, over the run's trading window."""
+    return replay.SessionGaps(
+        int(data.max_session_gap_s * 1e9),
+        -(2**63) if data.start_ns is None else data.start_ns,
+        2**63 if data.end_ns is None else data.end_ns,
     )
 
 
@@ -693,6 +723,7 @@ def replay_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Calla
             data.sessions,
             replay_cache_spec(data),
             merge_log_keep(data),
+            session_gaps(data),
         )
     files = data_files(data)
     for path in files:
@@ -710,6 +741,7 @@ def replay_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Calla
         data.sessions,
         replay_cache_spec(data),
         merge_log_keep(data),
+        session_gaps(data),
     )
 
 

@@ -390,6 +390,9 @@ def _damaged_sample(tmp_path: Path, how: str) -> Path:
         files=[str(paths.depth), str(trades), str(paths.bbo)],
         instrument_files=[str(paths.instrument)],
         max_events=None,
+        # a flipped bit can turn a row's session label into garbage: the damage is the
+        # subject here, not the sessions it invents
+        max_session_gap_s=0,
     )
 
 
@@ -413,3 +416,27 @@ def test_a_run_on_a_damaged_file_names_it_and_does_not_exit_0(
     ]
     assert "input DAMAGED" in out  # the summary's row, red
     assert read_table(tmp_path / "runs" / "store", "ticks", f"damaged-{how}").collect().height
+
+
+def test_a_backtest_over_sessions_months_apart_is_refused_at_the_gap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], shared_data: Path
+) -> None:
+    """The hftbacktest maker over 2023-04-04 and 2024-07-18 carried its position from the
+    first session into the second (marked at 28,140 then 63,944: +1,413 USDT as PnL) and
+    exited 0. Now the command stops at the gap, one line naming both sessions, exit 2."""
+    import yaml
+
+    from sapphire.cli import main
+    from tests.conftest import REPO_ROOT
+
+    raw = yaml.safe_load((REPO_ROOT / "configs" / "hftbacktest_mm.yaml").read_text())
+    raw["data"].pop("start_ns", None)
+    raw["data"].pop("end_ns", None)
+    raw["data"]["sessions"] = ["2023-04-04", "2024-07-18"]
+    raw["storage"] = {"root": str(tmp_path / "runs")}
+    path = tmp_path / "two_sessions.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["backtest", "--config", str(path), "--run-id", "gap", "--no-progress"]) == 2
+    error = [line for line in capsys.readouterr().out.splitlines() if line.startswith("error:")]
+    assert len(error) == 1
+    assert "session '2024-07-18' starts 471.0 days after session '2023-04-04' ends" in error[0]

@@ -209,6 +209,48 @@ def test_venues_interleave_on_the_clock_whatever_their_session_labels() -> None:
         merged([1, 2])
 
 
+def test_sessions_further_apart_than_allowed_are_refused_where_the_run_trades_both() -> None:
+    """A day of 2023 and one of 2024 back to back: a run over both carried its positions,
+    marks and agents' state across 15 months (the hftbacktest maker's +1,413 USDT of gap
+    as PnL). Consecutive days (a file running past midnight into the next) are fine; so is
+    a gap before the run's start (those sessions only build the venue's book), and one
+    allowed by ``data.max_session_gap_s: 0``."""
+    hour = 3_600 * 10**9
+
+    def t(ts: int, session: str) -> tuple[str, Trade]:
+        return session, Trade(
+            ts_event_ns=ts, symbol="X", price_ticks=1, qty_lots=1, taker_side=1, trade_id=ts
+        )  # type: ignore[arg-type]
+
+    day1 = [t(0, "d1"), t(10 * hour, "d1")]
+    day2 = [t(10 * hour + 5, "d2"), t(20 * hour, "d2")]  # a recorder's next file
+    later = [t(500 * hour, "d3"), t(501 * hour, "d3")]
+
+    def run(gaps: replay.SessionGaps) -> list[int]:
+        streams = [iter(day1), iter(day2), iter(later)]
+        return [i.key_ns for i in replay.merge(streams, gaps=gaps)]
+
+    with pytest.raises(replay.SessionGapError) as gap:
+        run(replay.SessionGaps(hour))
+    assert (gap.value.before, gap.value.after, gap.value.gap_ns) == ("d2", "d3", 480 * hour)
+    assert str(gap.value).startswith("data: session 'd3' starts 20.0 days after session 'd2'")
+    assert len(str(gap.value).splitlines()) == 1
+    everything = sorted(ts for _, e in (*day1, *day2, *later) for ts in [e.ts_event_ns])
+    assert run(replay.SessionGaps(0)) == everything  # allowed
+    assert run(replay.SessionGaps(hour, start_ns=499 * hour)) == everything  # warm-up only
+    assert run(replay.SessionGaps(hour, end_ns=400 * hour)) == everything  # never traded
+    assert run(replay.SessionGaps(480 * hour)) == everything  # within the limit
+
+
+def test_the_run_config_sets_the_gap_over_its_trading_window() -> None:
+    data = parse_config(
+        {"data": {"source": "sample", "start_ns": 5, "end_ns": 9, "max_session_gap_s": 2}}
+    ).data
+    assert assembly.session_gaps(data) == replay.SessionGaps(2 * 10**9, 5, 9)
+    default = parse_config({"data": {"source": "sample"}}).data
+    assert assembly.session_gaps(default).max_ns == 3_600 * 10**9
+
+
 def one_venue(**fields: Any) -> DataConfig:
     source = {"venue": "A", "files": [INVERSE], "instrument_files": [BTCUSD], **fields}
     return parse_config({"data": {"source": "venues", "venues": [source]}}).data
