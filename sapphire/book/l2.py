@@ -194,6 +194,12 @@ class L2Book:
             self.apply_delta(group.delta(i))  # a message's first level, or a bad one
             i += 1
 
+    @property
+    def waiting_for_snapshot(self) -> bool:
+        """Diffs came and no snapshot ever synced the book: it offered no liquidity at all
+        (a recording with no snapshot, a session started mid-stream)."""
+        return not self.is_synced and not self.gaps and bool(self._pending)
+
     def set_level(self, side: Side, price_ticks: int, qty_lots: int) -> None:
         """Absolute set without sequencing (0 deletes); the crossing rule still applies. A
         book moved this way (a venue double, an unsequenced feed) counts as synced."""

@@ -247,6 +247,12 @@ def print_summary(
         totals.add_row(
             "venue book: snapshots older than the book, dropped", str(books["stale_snapshots"])
         )
+    if books.get("never_synced"):
+        totals.add_row(
+            "[red]venue book: never synced (diffs, and no snapshot ever came: no liquidity)"
+            "[/red]",
+            f"{books['never_synced']} symbol(s)",
+        )
     if books.get("out_of_sync_at_end"):
         totals.add_row(
             "[red]venue book: out of sync at the end (no snapshot came)[/red]",

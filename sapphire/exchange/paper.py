@@ -308,7 +308,8 @@ class PaperExchange:
     def book_health(self) -> dict[str, int]:
         """What the run summary says of the venue's books: diffs found missing (the book
         offered no liquidity from each until a snapshot resynced it), snapshots older than
-        the book and dropped, and books still out of sync at the end."""
+        the book and dropped, books still out of sync at the end, and books no snapshot ever
+        synced."""
         books = [e.book for e in self._engines.values()]
         return {
             # and its account: assets whose balance went below zero (a loss past the
@@ -319,6 +320,8 @@ class PaperExchange:
             "out_of_sync_at_end": sum(
                 1 for b in books if getattr(b, "gaps", 0) and not b.is_synced
             ),
+            # diffs and never a snapshot: 2,316 of 2,317 orders expired with no reason shown
+            "never_synced": sum(1 for b in books if getattr(b, "waiting_for_snapshot", False)),
         }
 
     def band_reference(self, symbol: str, now_ns: int) -> Fraction | None:
