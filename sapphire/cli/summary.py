@@ -249,8 +249,7 @@ def print_summary(
         )
     if books.get("never_synced"):
         totals.add_row(
-            "[red]venue book: never synced (diffs, and no snapshot ever came: no liquidity)"
-            "[/red]",
+            "[red]venue book: never synced (diffs, and no snapshot ever came: no liquidity)[/red]",
             f"{books['never_synced']} symbol(s)",
         )
     if books.get("out_of_sync_at_end"):
