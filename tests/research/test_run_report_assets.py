@@ -150,10 +150,12 @@ def _walk(n: int, seed: int, step: str) -> list[Decimal]:
 
 
 def _sharpe(equity: list[float], ts: list[int]) -> float:
-    """Annualised as the report documents it: n marks over the span, in years."""
+    """Annualised at the mean marking rate (``sapphire.backtest.analytics``): n marks hold
+    n - 1 returns over the span, in years (n of them over-stated the ratio by
+    sqrt(n / (n - 1)))."""
     eq = np.asarray(equity)
     r = np.diff(eq) / np.abs(eq[:-1])
-    periods = len(ts) / ((ts[-1] - ts[0]) / NS_YEAR)
+    periods = (len(ts) - 1) / ((ts[-1] - ts[0]) / NS_YEAR)
     return float(r.mean() / r.std(ddof=1) * math.sqrt(periods))
 
 
