@@ -49,6 +49,11 @@ def reject_reason(exc: BaseException) -> RejectReason:
         ("PRICE_FILTER", RejectReason.PRICE_FILTER),
         ("PERCENT_PRICE", RejectReason.PERCENT_PRICE),
         ("MAX_NUM_ORDERS", RejectReason.MAX_NUM_ORDERS),
+        # USD-M / COIN-M futures say them otherwise: -4016 / -4017 for the band around the
+        # mark, -2025 for the open-order cap (the paper venue's reasons for the same orders)
+        ("Limit price can't be higher", RejectReason.PERCENT_PRICE),
+        ("Limit price can't be lower", RejectReason.PERCENT_PRICE),
+        ("Reach max open order limit", RejectReason.MAX_NUM_ORDERS),
     ):
         if marker in text:
             return reason

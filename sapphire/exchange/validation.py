@@ -189,7 +189,15 @@ class TradeAverage:
     def add(self, ts_ns: int, price_ticks: int, qty_lots: int) -> None:
         self._last = price_ticks
         if self._window_ns and qty_lots > 0:
-            self._trades.append((ts_ns, price_ticks * qty_lots, qty_lots))
+            trades = self._trades
+            if trades and trades[-1][0] == ts_ns:
+                # prints of one instant leave the window together: one entry holds their
+                # sums (the average is the same; a checkpoint of a busy window was one tuple
+                # a print, tens of thousands)
+                _, value, qty = trades.pop()
+                trades.append((ts_ns, value + price_ticks * qty_lots, qty + qty_lots))
+            else:
+                trades.append((ts_ns, price_ticks * qty_lots, qty_lots))
             self._value += price_ticks * qty_lots
             self._qty += qty_lots
             self._drop(ts_ns)

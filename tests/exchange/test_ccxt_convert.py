@@ -209,6 +209,24 @@ def test_reject_reasons() -> None:
     assert reject_reason(ccxt.InvalidOrder("Filter failure: NOTIONAL")) is RejectReason.MIN_NOTIONAL
     assert reject_reason(ccxt.InvalidOrder("LOT_SIZE")) is RejectReason.INVALID_LOT
     assert reject_reason(ccxt.ExchangeError("?")) is RejectReason.EXCHANGE_ERROR
+    # the same refusals as the paper venue's: spot's filter names and the futures' own words
+    spot = {
+        "MARKET_LOT_SIZE": RejectReason.MARKET_LOT_SIZE,  # not LOT_SIZE, which it contains
+        "PRICE_FILTER": RejectReason.PRICE_FILTER,
+        "PERCENT_PRICE_BY_SIDE": RejectReason.PERCENT_PRICE,
+        "MAX_NUM_ORDERS": RejectReason.MAX_NUM_ORDERS,
+    }
+    for name, reason in spot.items():
+        body = f'binance {{"code":-1013,"msg":"Filter failure: {name}"}}'
+        assert reject_reason(ccxt.InvalidOrder(body)) is reason, name
+    band = RejectReason.PERCENT_PRICE
+    futures = {
+        '{"code":-4016,"msg":"Limit price can\'t be higher than 70123.4."}': band,
+        '{"code":-4017,"msg":"Limit price can\'t be lower than 50123.4."}': band,
+        '{"code":-2025,"msg":"Reach max open order limit."}': RejectReason.MAX_NUM_ORDERS,
+    }
+    for body, reason in futures.items():
+        assert reject_reason(ccxt.InvalidOrder(f"binanceusdm {body}")) is reason, body
 
 
 @given(

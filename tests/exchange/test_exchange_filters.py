@@ -308,6 +308,21 @@ def test_a_restored_venue_draws_the_band_around_the_same_window() -> None:
     assert again.band_reference("BTCUSDT", later) == ex.band_reference("BTCUSDT", later)
 
 
+def test_prints_of_one_instant_are_one_entry_of_the_window() -> None:
+    """A checkpoint holds the window's entries: a busy second's prints at one time stamp
+    are kept as one (their sums), and the average is what one entry a print gives."""
+    average = TradeAverage(5)
+    prints = [(T0, 6_000_000, 3), (T0, 6_000_100, 1), (T0, 6_000_200, 4), (T0 + 1, 6_000_000, 2)]
+    for ts, price, lots in prints:
+        average.add(ts, price, lots)
+    last, entries = average.state()
+    assert last == 6_000_000 and len(entries) == 2
+    value = sum(p * q for _, p, q in prints)
+    assert average.price(T0 + 2) == Fraction(value, sum(q for _, _, q in prints))
+    # and leaves the window as one: the four prints' instant, then the last alone
+    assert average.price(T0 + 5 * MINUTE + 1) == 6_000_000
+
+
 def test_a_quiet_window_keeps_the_last_trade_and_no_trade_yet_uses_the_mid() -> None:
     average = TradeAverage(5)
     assert average.price(T0) is None
