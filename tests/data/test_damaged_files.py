@@ -256,3 +256,46 @@ def test_a_data_file_error_is_one_line_without_the_parsers_own_hints(
     assert len(err.strip().splitlines()) == 1 and 'Did you mean "trade_ms"?' in err
     joined = DataFileError("f.csv: cannot read CSV: bad\n\nConsider setting 'x=True'.\n")
     assert str(joined) == "f.csv: cannot read CSV: bad"
+
+
+def test_diffs_stamped_early_by_the_recorders_clock_keep_their_chain(tmp_path: Path) -> None:
+    """The recorder's clock stepped back 0.5 s under three depth messages whose exchange
+    times and update ids run on: they were dropped as out of order, the chain broke there,
+    and the venue's book stayed out of sync until the next snapshot (5,628 orders expired).
+    They are kept; a message that does not carry the chain on is still refused."""
+    from sapphire.data.registry import stream_events
+    from sapphire.data.sample import sample_instrument, sample_paths
+    from sapphire.data.validation import RejectStats, RowReject
+    from sapphire.model.events import BookDelta
+
+    text = gzip.decompress(sample_paths().depth.read_bytes()).decode().splitlines()
+    head, rows = text[0], [r.split(",") for r in text[1:20_000]]
+    finals = list(dict.fromkeys(r[6] for r in rows if r[4] == "0"))
+    mid = len(finals) // 2
+    early = set(finals[mid : mid + 3])  # three diffs, each a whole message
+    for r in rows:
+        if r[6] in early:
+            r[1] = str(int(r[1]) - 500_000_000)
+
+    def stream(name: str, lines: list[list[str]]) -> tuple[list[object], RejectStats]:
+        path = tmp_path / name / sample_paths().depth.name
+        path.parent.mkdir()
+        path.write_bytes(gzip.compress(("\n".join([head, *map(",".join, lines)]) + "\n").encode()))
+        events = stream_events(path, {"BTCUSDT": sample_instrument()})
+        return list(events), events.stats
+
+    kept, stats = stream("early", rows)
+    assert stats.counts == {}, stats.counts  # no out_of_order, no sequence_gap
+    clean, _ = stream("clean", [r.split(",") for r in text[1:20_000]])
+    ids = lambda evs: [e.final_update_id for e in evs if isinstance(e, BookDelta)]  # noqa: E731
+    assert ids(kept) == ids(clean)
+    # a message early by the clock that does not carry the chain on is still refused
+    broken = [list(r) for r in rows]
+    for r in broken:
+        if r[6] == finals[mid + 10]:
+            r[1], r[7] = str(int(r[1]) - 500_000_000), "1"  # and its pu names no message
+    _, stats = stream("broken", broken)
+    assert stats.counts.get(RowReject.OUT_OF_ORDER) == 1
+    assert [line for line, why, _ in stats.examples if why is RowReject.OUT_OF_ORDER] == [
+        next(i for i, r in enumerate(broken, start=2) if r[6] == finals[mid + 10])
+    ]

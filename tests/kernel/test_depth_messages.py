@@ -246,6 +246,7 @@ def test_a_lost_depth_message_leaves_the_venue_no_liquidity_and_is_reported(
         "sequence_gaps": 1,
         "stale_snapshots": 0,
         "out_of_sync_at_end": 1,
+        "never_synced": 0,  # it was synced until the loss
     }
     after = [f for f in venue.fills if f.ts_event_ns > lost_ns]
     assert all(f.is_maker for f in after)  # the frozen book gave no taker a price
