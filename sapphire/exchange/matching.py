@@ -14,7 +14,7 @@ Fills are handed to ``FillSink``; the engine never touches money.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from sapphire.exchange.config import SelfTradeMode
@@ -176,32 +176,58 @@ class MatchingEngine:
         refused a buy the market's ask below our own ask would have filled whole. Our order
         is met after the recorded size at better prices and, at its own price, after the
         size its queue estimate (``ahead``) puts in front of it."""
-        own = self._own_levels(order.side, order.limit_ticks) if self._expire else []
-        buy = order.side is Side.BUY
         filled = 0
-        for price, avail in self.fillable(order.side, order.limit_ticks, now_ns, max_lots):
-            # our orders at a better price than this level are met before it
-            while own and (own[0][0] < price if buy else own[0][0] > price):
-                if self._self_trade(order, own.pop(0)[1], now_ns):
+        supply = self.fillable(order.side, order.limit_ticks, now_ns, max_lots)
+        own = self._expire is not None
+        for price, lots, makers in self._walk(order.side, order.limit_ticks, supply, own):
+            if makers is not None:
+                if self._self_trade(order, makers, now_ns):
                     return filled
-            if own and own[0][0] == price:
-                ahead = min(avail, int(own[0][1][0].ahead), max_lots - filled)
-                if ahead > 0:
-                    filled += self._take_level(order, price, ahead, now_ns)
-                    avail -= ahead
-                if filled >= max_lots or self._self_trade(order, own.pop(0)[1], now_ns):
-                    return filled
-            lots = min(avail, max_lots - filled)
+                continue
+            lots = min(lots, max_lots - filled)
             if lots > 0:
                 filled += self._take_level(order, price, lots, now_ns)
             if filled >= max_lots:
                 return filled
-        # the recorded supply within the limit is spent and lots are left: the walk goes on
-        # to our orders beyond it, still within the limit
-        while own and filled < max_lots:
-            if self._self_trade(order, own.pop(0)[1], now_ns):
-                break
         return filled
+
+    def reach(self, side: Side, limit_ticks: int | None, supply: list[tuple[int, int]]) -> int:
+        """Lots a taker on ``side`` takes of ``supply`` (:meth:`fillable`) before its walk
+        meets one of our own orders (where self-trade prevention may end it): the walk
+        :meth:`take` makes, so a fill-or-kill's check and its match never disagree."""
+        reached = 0
+        for _, lots, makers in self._walk(side, limit_ticks, supply, True):
+            if makers is not None:
+                return reached
+            reached += lots
+        return reached
+
+    def _walk(
+        self, side: Side, limit_ticks: int | None, supply: list[tuple[int, int]], own: bool
+    ) -> Iterator[tuple[int, int, list[SimOrder] | None]]:
+        """A taker's walk, in the order matching meets it: ``(price, lots, None)`` to take
+        of the recorded supply, ``(price, 0, makers)`` where it meets our own resting orders
+        (``own``: where self-trade prevention can see them). Our orders at a better price
+        than a level are met before it; at their own price, after the size their queue
+        estimate (``ahead``) puts in front of them; beyond the supply, still within the
+        limit, after all of it."""
+        mine = self._own_levels(side, limit_ticks) if own else []
+        buy = side is Side.BUY
+        for price, avail in supply:
+            while mine and (mine[0][0] < price if buy else mine[0][0] > price):
+                level = mine.pop(0)
+                yield level[0], 0, level[1]
+            if mine and mine[0][0] == price:
+                ahead = min(avail, int(mine[0][1][0].ahead))
+                if ahead > 0:
+                    yield price, ahead, None
+                    avail -= ahead
+                level = mine.pop(0)
+                yield level[0], 0, level[1]
+            if avail > 0:
+                yield price, avail, None
+        for level_price, makers in mine:
+            yield level_price, 0, makers
 
     def _take_level(self, order: SimOrder, price: int, lots: int, now_ns: int) -> int:
         if self._impact is not None:

@@ -312,30 +312,15 @@ def _fok_reach(
     engine: MatchingEngine,
     self_trade: SelfTradeMode | None,
 ) -> int:
-    """Lots a fill-or-kill order can take before self-trade prevention ends it. Under
-    EXPIRE_TAKER and EXPIRE_BOTH the walk (``MatchingEngine.take``) stops at the first of
-    our opposite orders within the limit: what lies before it, and at its price the size
-    its queue estimate puts ahead of it. Counted over the whole book, a FOK that reached our
-    order filled part and then expired: a fill-or-kill is all or nothing, and Binance
-    decides whether it fills whole before it matches. EXPIRE_MAKER expires our orders and
-    the walk goes on: the whole supply counts."""
-    total = sum(q for _, q in supply)
+    """Lots a fill-or-kill order can take before self-trade prevention ends it: under
+    EXPIRE_TAKER and EXPIRE_BOTH the walk stops at the first of our opposite orders it
+    meets (``MatchingEngine.reach``, the walk ``take`` makes). Counted over the whole book,
+    a FOK that reached our order filled part and then expired: a fill-or-kill is all or
+    nothing, and Binance decides whether it fills whole before it matches. EXPIRE_MAKER
+    expires our orders and the walk goes on: the whole supply counts."""
     if self_trade is None or self_trade is SelfTradeMode.EXPIRE_MAKER:
-        return total
-    buy = side is Side.BUY
-    own = engine.resting(side.opposite)
-    within = [p for p in own if limit is None or (p <= limit if buy else p >= limit)]
-    if not within:
-        return total
-    first = min(within) if buy else max(within)
-    reach = 0
-    for price, avail in supply:
-        if price == first:
-            return reach + min(avail, int(own[first][0].ahead))
-        if (price > first) if buy else (price < first):
-            return reach
-        reach += avail
-    return reach
+        return sum(q for _, q in supply)
+    return engine.reach(side, limit, supply)
 
 
 def _reducing(
