@@ -345,17 +345,22 @@ class PaperExchange:
                 return value
             if last is not None:  # a restored venue keeps the last trade, not the window
                 return Fraction(last)
+        return self._mark(symbol)
+
+    def _mark(self, symbol: str) -> Fraction | None:
+        """The venue's mark, exact: the book's mid (x.5 ticks where the spread is odd),
+        else the last trade, else None. One rule for the account's margin, funding and the
+        futures band; each reads it at the precision it needs."""
         book = self._engines[symbol].book
         bid, ask = book.best_bid(), book.best_ask()
         if bid is not None and ask is not None:
             return Fraction(bid[0] + ask[0], 2)
+        last = self._last_trade.get(symbol)
         return None if last is None else Fraction(last)
 
     def mark_ticks(self, symbol: str) -> int | None:
-        mid = self._engines[symbol].book.mid_ticks()
-        if mid is not None:
-            return int(mid)
-        return self._last_trade.get(symbol)
+        mark = self._mark(symbol)
+        return None if mark is None else int(mark)
 
     def set_level(
         self, symbol: str, side: Side, price_ticks: int, qty_lots: int, now_ns: int
@@ -510,14 +515,14 @@ class PaperExchange:
         self._finish(order, OrderStatus.EXPIRED, ts, RejectReason.SELF_TRADE, f"self-trade: {mode}")
 
     def _on_funding(self, event: FundingRate) -> None:
-        # the exact mid (x.5 ticks where the spread is odd): int() cut it, a bias against
+        # the exact mark (x.5 ticks where the spread is odd): int() cut it, a bias against
         # every long's and for every short's funding
-        mid = self._engines[event.symbol].book.mid_ticks()
-        mark = Decimal(repr(mid)) if mid is not None else self._last_trade.get(event.symbol)
+        mark = self._mark(event.symbol)
         if mark is None:
             self.ignored_events += 1
             return
-        self.account.apply_funding(self.instruments[event.symbol], Decimal(event.rate), mark)
+        exact = Decimal(mark.numerator) / Decimal(mark.denominator)  # a half at most: exact
+        self.account.apply_funding(self.instruments[event.symbol], Decimal(event.rate), exact)
 
     # -- helpers ----------------------------------------------------------------------------
     def _finish(
