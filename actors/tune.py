@@ -454,11 +454,10 @@ def write_outputs(
         return p if p.startswith("shared:") else str(resolve(p))
 
     header = f"best params of tune experiment {cfg.name}: {outcome.best}"
-    files.append(
-        export.write_yaml(
-            out / "best_backtest.yaml", export.backtest_dict(cfg, outcome.best, rewrite), header
-        )
-    )
+    bars = payload.dataset if payload is not None else None
+    traded = bars.instrument if isinstance(bars, ds.BarDataset) else None
+    best = export.backtest_dict(cfg, outcome.best, rewrite, traded)
+    files.append(export.write_yaml(out / "best_backtest.yaml", best, header))
     if system_template is None and cfg.backtest_config.ohlcv:
         # the tuned bar strategy on the tuned bars, not the default system's sample ticks
         return files + export.write_bar_system(cfg, outcome.best, resolve, out, header)

@@ -44,13 +44,23 @@ def tuned_agent_params(cfg: TuneConfig, best: dict[str, Any]) -> dict[str, Any]:
 
 
 def backtest_dict(
-    cfg: TuneConfig, best: dict[str, Any], rewrite: Callable[[str], str] = str
+    cfg: TuneConfig,
+    best: dict[str, Any],
+    rewrite: Callable[[str], str] = str,
+    instrument: Instrument | None = None,
 ) -> dict[str, Any]:
     """The backtest config with the tuned params; data paths passed through ``rewrite``
-    (relative paths must be made absolute when the file is written elsewhere)."""
+    (relative paths must be made absolute when the file is written elsewhere).
+    ``instrument``: the one the tune traded on, whose grid is written where the config
+    left it to be inferred: inferred again from a slice of the file (a fold's window cut
+    out to check its score), the lot came out 10,000 times coarser and the score moved."""
     raw = copy.deepcopy(_backtest(cfg))
     raw["name"] = f"{cfg.name}-best"
     raw.setdefault("agent", {})["params"] = tuned_agent_params(cfg, best)
+    if instrument is not None:
+        grid = raw.setdefault("instrument", {})
+        grid.setdefault("tick_size", instrument.tick_size)
+        grid.setdefault("lot_size", instrument.lot_size)
     if "ohlcv" in raw:
         raw["ohlcv"] = [rewrite(p) for p in raw["ohlcv"]]
     if isinstance(raw.get("ticks"), dict):

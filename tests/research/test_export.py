@@ -49,6 +49,28 @@ def test_best_backtest_keeps_the_data_and_swaps_params() -> None:
     assert bt.name == "tune_ema_cross-best"
 
 
+def test_best_backtest_pins_the_grid_the_tune_traded_on(shared_data: Path) -> None:
+    """The tune inferred its instrument's grid from the whole OHLCV file; the exported
+    config left it to be inferred again, and a fold's window cut out of the file (to check
+    its score) inferred a lot 10,000 times coarser: another score. A grid the config sets
+    is kept as set."""
+    from sapphire.kernel.assembly import data_path
+    from sapphire.research import dataset
+
+    cfg = load_tune_config(REPO_ROOT / "configs" / "tune_ema_cross.yaml")
+    bt = cfg.backtest_config
+    bars = dataset.load_bars(bt, data_path)
+    assert bt.instrument.tick_size is None, "the config leaves the grid to inference"
+    raw = backtest_dict(cfg, {"strategy_params.fast": 7}, instrument=bars.instrument)
+    pinned = parse_backtest(raw).instrument
+    assert (pinned.tick_size, pinned.lot_size) == (
+        bars.instrument.tick_size,
+        bars.instrument.lot_size,
+    )
+    unpinned = backtest_dict(cfg, {"strategy_params.fast": 7}).get("instrument", {})
+    assert "tick_size" not in unpinned  # without the tune's instrument, left as it was
+
+
 def test_a_system_the_runner_would_refuse_is_not_written() -> None:
     cfg = load_tune_config(REPO_ROOT / "configs" / "tune_ema_cross.yaml")
     with pytest.raises(ConfigError):
