@@ -58,14 +58,36 @@ def _check_agents(config: Any) -> None:
     of a known format), every agent (kind, params, symbol), and, where an agent or the regime
     classifier asks a local model, that its engine is installed. Raises the kernel's
     ``WiringError``."""
-    from sapphire.kernel.assembly import check_agents, load_instruments, replay_opener
+    from sapphire.kernel.assembly import check_agents, load_instruments
 
     instruments = load_instruments(config.data)
     if config.data.source != "ccxt":  # a live feed has no files
-        replay_opener(config.data, instruments)  # opens nothing: checks each file's format
+        _check_replay(config, instruments)
     # each agent built once and dropped: the actors build their own
     asking = check_agents(config, instruments)
     _check_llm_extra(config, asking)
+
+
+def _check_replay(config: Any, instruments: Any) -> None:
+    """Each file's format, then the replay's first event: a file whose header no loader
+    reads (a renamed column) failed in the market-data actor once Ray was up (exit 1, where
+    ``sapphire backtest`` says it before the run, exit 2). Read without the replay cache:
+    a check leaves no converted prefix behind."""
+    import msgspec
+
+    from sapphire.data.validation import DataFileError
+    from sapphire.kernel.assembly import WiringError, replay_opener
+
+    data = msgspec.structs.replace(config.data, cache=False)
+    opener = replay_opener(data, instruments)  # raises for a file of no known format
+    try:
+        feed = opener()  # reads each file's header
+        try:
+            next(feed, None)  # and its first rows
+        finally:
+            feed.close()
+    except DataFileError as exc:
+        raise WiringError(f"data: {exc}") from None
 
 
 def _check_llm_extra(config: Any, asking: frozenset[str]) -> None:

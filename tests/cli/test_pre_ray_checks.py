@@ -168,6 +168,32 @@ def test_a_missing_data_file_is_one_line_before_ray(
     assert err == f"error: {config}: data.files: {missing}: no such file\n"
 
 
+def test_a_data_file_no_loader_reads_is_one_line_before_ray(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Renamed columns: `sapphire backtest` said so before the run (exit 2); `sapphire
+    run` failed in the market-data actor once Ray was up (exit 1)."""
+    import gzip
+
+    from sapphire.data import sample
+
+    trades = next(p for p in sample.event_files() if "trades" in p.name)
+    text = gzip.decompress(trades.read_bytes()).decode()
+    head, _, body = text.partition("\n")
+    renamed = tmp_path / trades.name
+    renamed.write_bytes(
+        gzip.compress((head.replace("trade_ts_ms", "trade_ms") + "\n" + body).encode())
+    )
+    files = [str(p) for p in sample.event_files() if "trades" not in p.name] + [str(renamed)]
+    config = demo(
+        tmp_path, source="files", files=files, instrument_files=[str(sample.instrument_file())]
+    )
+    code, err, took = _run(config, capsys)
+    assert code == 2 and took < 10
+    assert err.startswith(f"error: {config}: data: {renamed}: ") and "trade_ts_ms" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def _llm_demo(tmp_path: Path) -> Path:
     raw: dict[str, Any] = msgspec.yaml.decode((CONFIGS / "demo_llm.yaml").read_bytes())
     raw["storage"] = {"root": str(tmp_path / "runs")}
