@@ -13,6 +13,7 @@ import ray
 from actors.checkpoint import make_store
 from actors.codec import encode_events
 from actors.stepper import Stepper
+from sapphire.data.replay import SessionGapError
 from sapphire.kernel.assembly import replay_changed
 from sapphire.kernel.timing import Window
 from sapphire.kernel.windows import CutterState
@@ -46,6 +47,9 @@ class MarketDataActor:
         self._feed: Any = None
         self._raw: Iterator[AnyMarketEvent] | None = None  # a replay served by offset
         self._raw_at = 0
+        # the replay's session gap (``SessionGapError``) and the offset of the event after
+        # which it stands: raised when the run asks past it, not with the chunk it ends
+        self._gap: tuple[int, SessionGapError] | None = None
         self._stepper: Stepper[Batch] = Stepper(
             make_store(checkpoint_location), name, self._snapshot, self._restore
         )
@@ -60,6 +64,8 @@ class MarketDataActor:
         """A replay's events ``offset`` .. ``offset + count - 1`` as recorded (the coordinator
         cuts them into windows on the run's clock). Any offset can be asked for again (a
         rewound coordinator): the recording is reopened and fast-forwarded, deterministically."""
+        if self._gap is not None and offset >= self._gap[0]:
+            raise self._gap[1]
         if self._raw is None or self._raw_at != offset:
             self._feed = self._open_stream()
             if hasattr(self._feed, "skip"):
@@ -71,7 +77,17 @@ class MarketDataActor:
                 self._raw = iter(self._feed)
             else:
                 self._raw = itertools.islice(iter(self._feed), offset, None)
-        events = list(itertools.islice(self._raw, count))
+        events: list[AnyMarketEvent] = []
+        try:
+            for event in itertools.islice(self._raw, count):
+                events.append(event)
+        except SessionGapError as gap:
+            # the events before the gap go out, as one process's replay gives them one by
+            # one: raised with the whole chunk, a run on Ray stopped up to a chunk earlier
+            # than `sapphire backtest`, and failed where a cap inside that chunk let it end
+            if not events:
+                raise
+            self._gap = (offset + len(events), gap)
         self._raw_at = offset + len(events)
         return encode_events(events), len(events)
 

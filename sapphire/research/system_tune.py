@@ -116,19 +116,22 @@ def load_system(raw: dict[str, Any], agent_id: str) -> SystemDataset:
     config = parse_system(raw, "tune config 'system'")
     agent_id = tuned_agent_id(raw, agent_id)
     instruments = assembly.load_instruments(config.data)
-    events = list(assembly.replay_opener(config.data, instruments)())
-    if config.data.max_events is not None:
+    replayed = assembly.replay_opener(config.data, instruments)()
+    if config.data.max_events is None:
+        events = list(replayed)
+    else:
         # the cap counts recorded rows (a depth message its levels), as every runner's does:
         # cut by events, the tune's folds spanned data the backtest of the same config never
-        # reaches
-        kept: list[AnyMarketEvent] = []
+        # reaches. Read no further than it: read whole first, a session gap after the cap
+        # (data.max_session_gap_s) refused a config `sapphire backtest` runs
+        events = []
         rows = 0
-        for event in events:
-            if rows >= config.data.max_events:
+        while rows < config.data.max_events:
+            event = next(replayed, None)
+            if event is None:
                 break
-            kept.append(event)
+            events.append(event)
             rows += rows_in((event,))
-        events = kept
     if not events:
         raise SystemTuneError("the system config's data produced no market events")
     clock = Clock(config.data.clock)

@@ -144,8 +144,10 @@ def read_table(root: str | os.PathLike[str], table: str, run_id: str | None = No
     was ever in). Else the read is taken again a few times before it is an error. A listing
     never holds a row twice: a merged file is shown after its sources are removed, and each
     file is opened after the whole listing, so one holding both fails on the source -- a
-    merge's move of a listed file fails the scan (``No such file``), and the read lists
-    again.
+    merge's removal of a listed file before it is opened (``No such file``) makes the read
+    list again. Once opened, the files stay open for the read (their rows readable whatever
+    a merge removes meanwhile), and the read streams; a read of more files than the
+    process may hold open reads them by path, whole, and again if a merge removed one.
 
     A read of every run (or of a run without a manifest) has nothing to count against: one
     that listed a folder with a merge's hidden file beside it lists again, a few times,
@@ -158,20 +160,34 @@ def read_table(root: str | os.PathLike[str], table: str, run_id: str | None = No
     def source(
         columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, _batch: int | None
     ) -> Iterator[pl.DataFrame]:
-        # the files stay open while the read streams: a merge's removal of one (it is
-        # unlinked, not overwritten) leaves its rows readable to the end of this read
-        with ExitStack() as pins:
-            files, marks = _pin(Path(root), table, run_id, pins)
-            lf = _scan(files, table, run_id, marks)
-            if predicate is not None:
-                lf = lf.filter(predicate)
-            if columns is not None:
-                lf = lf.select(columns)
-            if n_rows is not None:
-                lf = lf.head(n_rows)
-            # in batches, as a scan of the files streamed them: one frame of the whole read
-            # held every row of a 10 M-row query in memory (0.7 GB where the scan took 0.15)
-            yield from lf.collect_batches()
+        for attempt in range(_RECHECKS):
+            # the files stay open while the read streams: a merge's removal of one (it is
+            # unlinked, not overwritten) leaves its rows readable to the end of this read
+            with ExitStack() as pins:
+                files, marks = _pin(Path(root), table, run_id, pins)
+                lf = _scan(files, table, run_id, marks)
+                if predicate is not None:
+                    lf = lf.filter(predicate)
+                if columns is not None:
+                    lf = lf.select(columns)
+                if n_rows is not None:
+                    lf = lf.head(n_rows)
+                if all(fd is not None for _, fd in files):
+                    # in batches, as a scan of the files streamed them: one frame of the
+                    # whole read held every row of a 10 M-row query (0.7 GB, not 0.15)
+                    yield from lf.collect_batches()
+                    return
+                # by path (more files than descriptors to spare, or no /proc/self/fd): a
+                # merge may remove one mid-read, so read whole, and again if it did
+                try:
+                    frame = lf.collect()
+                except FileNotFoundError:
+                    if attempt + 1 == _RECHECKS:
+                        raise
+                    time.sleep(_RECHECK_S)
+                    continue
+            yield frame
+            return
 
     return register_io_source(source, schema=out, explain_name=f"sapphire {table}")
 
@@ -192,7 +208,8 @@ def _files(root: Path, table: str, run_id: str | None) -> str:
     return _EVERY
 
 
-Pinned = list[tuple[Path, int]]  # each listed file and a descriptor open on it
+# each listed file and a descriptor open on it (None: read by its path, see _can_hold)
+Pinned = list[tuple[Path, int | None]]
 
 
 def _pin(
@@ -217,8 +234,9 @@ def _pin(
             time.sleep(_RECHECK_S)
         listing = list_parts(base, files)
         pins = ExitStack()
+        held = _can_hold(len(listing.files))
         try:
-            pinned = [(Path(f), _open(f, pins)) for f in listing.files]
+            pinned = [(Path(f), _open(f, pins) if held else None) for f in listing.files]
         except FileNotFoundError:  # a merge removed it after the listing: list again
             pins.close()
             if attempt + 1 == _RECHECKS:
@@ -231,16 +249,22 @@ def _pin(
             keep.enter_context(pins)  # the last listing: a merge stopped by a crash stays
             return pinned, None
         assert run_id is not None  # a manifest's marks are a run's
-        rows = sum(_footer_rows(path, fd) for path, fd in pinned)
-        # read after: each row listed was committed by then (its file was shown after its
-        # commit), so as many rows as that manifest commits are each of them
-        if rows >= _total(committed_marks(root, table, run_id) or start):
-            keep.enter_context(pins)
-            return pinned, None  # the run as it stood then
-        # fewer: a flush committed meanwhile not in place yet, or a merge's gap (or a file
-        # missing): the rows committed before the listing, if all are there
-        under = _scan(pinned, table, None, start, ("producer_id", "seq"))
-        rows = int(under.select(pl.len()).collect().item())
+        try:
+            rows = sum(_footer_rows(path, fd) for path, fd in pinned)
+            # read after: each row listed was committed by then (its file was shown after
+            # its commit), so as many rows as that manifest commits are each of them
+            if rows >= _total(committed_marks(root, table, run_id) or start):
+                keep.enter_context(pins)
+                return pinned, None  # the run as it stood then
+            # fewer: a flush committed meanwhile not in place yet, or a merge's gap (or a
+            # file missing): the rows committed before the listing, if all are there
+            under = _scan(pinned, table, None, start, ("producer_id", "seq"))
+            rows = int(under.select(pl.len()).collect().item())
+        except FileNotFoundError:  # read by path, and a merge removed one: list again
+            pins.close()
+            if attempt + 1 == _RECHECKS:
+                raise
+            continue
         if rows >= _total(start):
             keep.enter_context(pins)
             return pinned, start
@@ -253,9 +277,9 @@ class DamagedFileError(OSError):
     """A store file that is no readable Parquet file (cut short, overwritten)."""
 
 
-def _footer_rows(path: Path, fd: int) -> int:
+def _footer_rows(path: Path, fd: int | None) -> int:
     try:
-        return int(pq.read_metadata(_fd_path(fd)).num_rows)
+        return int(pq.read_metadata(_source(path, fd)).num_rows)
     except OSError:
         raise
     except Exception as exc:  # pyarrow's ArrowInvalid for a file cut short: name the file
@@ -268,9 +292,37 @@ def _open(path: str, pins: ExitStack) -> int:
     return fd
 
 
-def _fd_path(fd: int) -> str:
-    """A path that opens the file ``fd`` is open on, unlinked or not (Linux, then BSD/macOS)."""
-    return f"/proc/self/fd/{fd}" if os.path.isdir("/proc/self/fd") else f"/dev/fd/{fd}"
+_FD_DIR = next((d for d in ("/proc/self/fd", "/dev/fd") if os.path.isdir(d)), "")
+"""Where a path opens a descriptor's file, unlinked or not (Linux, BSD/macOS; "": none)."""
+
+
+def _source(path: Path, fd: int | None) -> str:
+    """What a scan opens: the held descriptor's file, else the file by its path."""
+    return str(path) if fd is None else f"{_FD_DIR}/{fd}"
+
+
+def _can_hold(files: int) -> bool:
+    """May a read hold ``files`` descriptors at once? Up to half the process's limit,
+    raised towards its hard limit where that is needed: held all at once, a read of a
+    store of 300 files failed "Too many open files" under a limit of 256. Where no path
+    reaches a descriptor's file (Windows), never: the files are read by path."""
+    if not _FD_DIR:
+        return False
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - no such module where there is no /dev/fd
+        return False
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if files <= soft // 2:
+        return True
+    want = 2 * files + 256
+    if hard != resource.RLIM_INFINITY and want > hard:
+        return False
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError):
+        return False
+    return True
 
 
 def _total(marks: Marks) -> int:
@@ -290,7 +342,7 @@ def _scan(
     parts = []
     for path, fd in files:
         lf = pl.scan_parquet(
-            _fd_path(fd),
+            _source(path, fd),
             schema={**schema},
             # a column added since a file was written (fills.internal) reads as null there
             missing_columns="insert",

@@ -56,3 +56,38 @@ def test_a_runs_read_comes_in_batches_with_its_partition_columns(tmp_path: Path)
     # the partition folders' columns, as a hive scan gave them (the symbol url-decoded)
     assert whole["symbol"].unique().to_list() == ["BTC/USDT"]
     assert whole["date"].unique().to_list() == [datetime.date(2024, 8, 9)]
+
+
+def test_a_read_of_more_files_than_descriptors_to_spare_reads_them_all(tmp_path: Path) -> None:
+    """Held open all at once, a store of 300 files failed "Too many open files" under a
+    limit of 256 (a read of every run opens every file of the table). Such a read raises
+    the soft limit where the hard one allows it, else reads the files by path."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "pnl" / "date=2024-08-09" / "symbol=BTCUSDT"
+    folder.mkdir(parents=True)
+    schema = table_schema("pnl").polars_schema
+    row = {c: pl.Series([None], dtype=t) for c, t in schema.items() if c != "symbol"}
+    for f in range(300):
+        frame = pl.DataFrame(row).with_columns(
+            seq=pl.lit(f, dtype=schema["seq"]), run_id=pl.lit(f"r{f % 3}")
+        )
+        frame.write_parquet(folder / f"part-r{f % 3}-{f:012d}.parquet")
+    script = (
+        "import resource, sys\n"
+        "from sapphire.storage import query\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "low = sys.argv[2] == 'low'\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256 if low else hard))\n"
+        "print(query.read_table(sys.argv[1], 'pnl').collect().height)\n"
+    )
+    for hard in ("low", "keep"):  # by path (no room), then a raised soft limit
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path), hard],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-500:]
+        assert done.stdout.strip() == "300"
