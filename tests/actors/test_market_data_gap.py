@@ -32,7 +32,7 @@ def test_the_events_before_a_gap_are_served_and_the_gap_raised_past_them(tmp_pat
     )
     blob, n = actor.get_events(0, 8)
     assert n == 5 and [e.trade_id for e in decode_events(blob)] == [0, 1, 2, 3, 4]
-    with pytest.raises(SessionGapError, match="471.0 days"):
+    with pytest.raises(SessionGapError, match=r"471\.0 days"):
         actor.get_events(5, 8)
     # asked again for what it served (a rewound coordinator): the same events
     assert actor.get_events(2, 3)[1] == 3
