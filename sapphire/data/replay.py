@@ -104,6 +104,12 @@ class SessionGapError(DataFileError):
             "replay them as one"
         )
         self.before, self.after, self.gap_ns = before, after, gap_ns
+        self._limit_ns = limit_ns
+
+    def __reduce__(self) -> tuple[type[SessionGapError], tuple[str, str, int, int]]:
+        # across processes (a Ray actor's error) it is built again from its fields: from
+        # its message alone it could not be, and Ray said "Failed to deserialize exception"
+        return type(self), (self.before, self.after, self.gap_ns, self._limit_ns)
 
 
 def _span(ns: int) -> str:

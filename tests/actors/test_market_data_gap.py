@@ -36,3 +36,14 @@ def test_the_events_before_a_gap_are_served_and_the_gap_raised_past_them(tmp_pat
         actor.get_events(5, 8)
     # asked again for what it served (a rewound coordinator): the same events
     assert actor.get_events(2, 3)[1] == 3
+
+
+def test_the_gap_crosses_processes_whole() -> None:
+    """Raised in the market-data actor, it reaches the driver: built again from its
+    fields (from its message alone it could not be: "Failed to deserialize exception")."""
+    import pickle
+
+    gap = SessionGapError("2023-04-05", "2024-07-18", 471 * 86_400 * 10**9, 3_600 * 10**9)
+    again = pickle.loads(pickle.dumps(gap))
+    assert type(again) is SessionGapError and str(again) == str(gap)
+    assert (again.before, again.after, again.gap_ns) == (gap.before, gap.after, gap.gap_ns)

@@ -192,6 +192,8 @@ def all_sessions_config(root: Path) -> SystemConfig:
     raw["data"].pop("end_ns")
     # every recorded session, and one no file holds
     raw["data"]["sessions"] = ["2023-04-04", "2023-04-05", "2024-07-18", "2024-08-08", "1999-01-01"]
+    # months apart: the merge's order is the subject here, not one run trading across them
+    raw["data"]["max_session_gap_s"] = 0
     return parse_config(raw)
 
 
