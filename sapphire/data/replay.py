@@ -83,7 +83,27 @@ def merge(
     ]
     if len(parts) == 1:
         return parts[0]
-    return heapq.merge(*parts, key=_merge_key)
+    merged = heapq.merge(*parts, key=_merge_key)
+    return _across_venues(merged, gaps) if gaps.max_ns else merged
+
+
+def _across_venues(merged: Iterator[Replayed], gaps: SessionGaps) -> Iterator[Replayed]:
+    """The groups' merge, checked for a gap where it moves from one venue's session to
+    another's: each group checks its own sessions, and venue A's 2023 day beside venue B's
+    2024 one merged back to back unchecked (one run over both, 15 months apart)."""
+    before: Replayed | None = None
+    for item in merged:
+        if (
+            before is not None
+            and item.session != before.session
+            and item.key_ns - before.key_ns > gaps.max_ns
+            and before.key_ns >= gaps.start_ns
+            and item.key_ns < gaps.end_ns
+        ):
+            gap = item.key_ns - before.key_ns
+            raise SessionGapError(before.session, item.session, gap, gaps.max_ns)
+        before = item
+        yield item
 
 
 def _merge_key(item: Replayed) -> tuple[int, int]:

@@ -242,6 +242,28 @@ def test_sessions_further_apart_than_allowed_are_refused_where_the_run_trades_bo
     assert run(replay.SessionGaps(480 * hour)) == everything  # within the limit
 
 
+def test_two_venues_recorded_months_apart_are_refused_at_the_gap() -> None:
+    """Each venue's files are checked among themselves; venue A's 2023 day and venue B's
+    2024 one merged back to back passed unchecked."""
+    hour = 3_600 * 10**9
+
+    def t(ts: int, session: str) -> tuple[str, Trade]:
+        return session, Trade(
+            ts_event_ns=ts, symbol="X", price_ticks=1, qty_lots=1, taker_side=1, trade_id=ts
+        )  # type: ignore[arg-type]
+
+    a = [t(0, "2023-04-05"), t(hour, "2023-04-05")]
+    b = [t(471 * 24 * hour, "2024-07-18"), t(471 * 24 * hour + 5, "2024-07-18")]
+    streams = [replay.qualified(iter(a), {"X": "A:X"}), replay.qualified(iter(b), {"X": "B:X"})]
+    with pytest.raises(replay.SessionGapError, match=r"'2024-07-18' starts 471\.0 days after"):
+        list(replay.merge(streams, groups=[1, 2], gaps=replay.SessionGaps(hour)))
+    # side by side in time, two venues' own labels interleave as before
+    c = [t(hour // 2, "2023-04-06")]
+    streams = [replay.qualified(iter(a), {"X": "A:X"}), replay.qualified(iter(c), {"X": "C:X"})]
+    merged = replay.merge(streams, groups=[1, 2], gaps=replay.SessionGaps(hour))
+    assert [i.key_ns for i in merged] == [0, hour // 2, hour]
+
+
 def test_the_run_config_sets_the_gap_over_its_trading_window() -> None:
     data = parse_config(
         {"data": {"source": "sample", "start_ns": 5, "end_ns": 9, "max_session_gap_s": 2}}
