@@ -97,6 +97,16 @@ class MatchingEngine:
     def has_resting(self) -> bool:
         return bool(self._bids or self._asks)
 
+    def resting_count(self) -> int:
+        """Our orders resting on the symbol (what MAX_NUM_ORDERS counts)."""
+        return sum(len(level) for levels in (self._bids, self._asks) for level in levels.values())
+
+    @property
+    def self_trade(self) -> SelfTradeMode | None:
+        """The self-trade prevention mode the walk applies (None: it sees none of our
+        resting orders: an engine with no venue to expire them)."""
+        return self._stp if self._expire is not None else None
+
     def level_bounds(self) -> tuple[int, int, int, int]:
         """``(min_bid, max_bid, min_ask, max_ask)`` of our resting orders; an empty side gives
         bounds no price can fall between (``NO_LOW``, -1)."""
@@ -192,9 +202,13 @@ class MatchingEngine:
         return filled
 
     def reach(self, side: Side, limit_ticks: int | None, supply: list[tuple[int, int]]) -> int:
-        """Lots a taker on ``side`` takes of ``supply`` (:meth:`fillable`) before its walk
-        meets one of our own orders (where self-trade prevention may end it): the walk
-        :meth:`take` makes, so a fill-or-kill's check and its match never disagree."""
+        """Lots a taker on ``side`` takes of ``supply`` (:meth:`fillable`) before self-trade
+        prevention ends it: under EXPIRE_TAKER and EXPIRE_BOTH, where its walk meets one of
+        our own orders (the walk :meth:`take` makes, so a fill-or-kill's check and its match
+        never disagree); under EXPIRE_MAKER, or where the walk sees none of ours, all of
+        it."""
+        if self.self_trade in (None, SelfTradeMode.EXPIRE_MAKER):
+            return sum(lots for _, lots in supply)
         reached = 0
         for _, lots, makers in self._walk(side, limit_ticks, supply, True):
             if makers is not None:

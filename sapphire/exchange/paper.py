@@ -384,7 +384,6 @@ class PaperExchange:
             self.account,
             ts,
             reference_ticks=self.band_reference(cmd.symbol, ts),
-            self_trade=self.config.self_trade,
         )
         if verdict.reason is not None:
             status = OrderStatus.EXPIRED if verdict.expire else OrderStatus.REJECTED

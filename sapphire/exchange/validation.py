@@ -16,7 +16,6 @@ from fractions import Fraction
 import msgspec
 
 from sapphire.exchange.account import Account
-from sapphire.exchange.config import SelfTradeMode
 from sapphire.exchange.matching import MatchingEngine
 from sapphire.exchange.state import SimOrder
 from sapphire.model.events import Side
@@ -158,11 +157,6 @@ def _price_text(inst: Instrument, ticks: Fraction) -> Decimal:
     return exact.quantize(inst.tick / 100)
 
 
-def open_orders(engine: MatchingEngine) -> int:
-    """Our orders resting on the symbol (MAX_NUM_ORDERS counts them)."""
-    return sum(len(level) for s in (Side.BUY, Side.SELL) for level in engine.resting(s).values())
-
-
 _NS_PER_MINUTE = 60 * 1_000_000_000
 
 
@@ -236,11 +230,8 @@ def check_new_order(
     now_ns: int,
     *,
     reference_ticks: Fraction | None = None,
-    self_trade: SelfTradeMode | None = None,
 ) -> Verdict:
-    """``reference_ticks``: the percent-price reference now (None: none yet);
-    ``self_trade``: the venue's prevention mode (None: an engine that does not see our
-    resting orders, as ``MatchingEngine`` without an expire sink)."""
+    """``reference_ticks``: the percent-price reference now (None: none yet)."""
     side, limit = order.side, order.limit_ticks
     is_market = order.order_type is OrderType.MARKET
     if is_market and order.tif is TimeInForce.POST_ONLY:
@@ -259,7 +250,7 @@ def check_new_order(
     if bad is None and inst.max_num_orders:
         # Binance evaluates its filters on the incoming order before matching, whatever
         # its type: at the limit, even an order that would not rest is refused
-        count = open_orders(engine)
+        count = engine.resting_count()
         if count >= inst.max_num_orders:
             bad = (
                 RejectReason.MAX_NUM_ORDERS,
@@ -273,22 +264,23 @@ def check_new_order(
     if order.tif is TimeInForce.POST_ONLY and limit is not None and engine.would_match(side, limit):
         return Verdict(reason=RejectReason.POST_ONLY_WOULD_TAKE, message="would take liquidity")
     verdict = Verdict()
-    if order.tif is TimeInForce.FOK:
-        reach = _fok_reach(side, limit, supply, engine, self_trade)
-        if reach < order.qty_lots:
-            verdict.expire = True
-            if sum(q for _, q in supply) >= order.qty_lots:
-                # the market holds enough: our own order is what stands in the way
-                assert self_trade is not None
-                verdict.reason = RejectReason.SELF_TRADE
-                verdict.message = (
-                    f"self-trade: {self_trade.value}: fill-or-kill not fully fillable "
-                    "before our own order"
-                )
-            else:
-                verdict.reason = RejectReason.FOK_NOT_FILLABLE
-                verdict.message = "not fully fillable now"
-            return verdict
+    # Counted over the whole book, a FOK that reached our own order filled part and then
+    # expired: a fill-or-kill is all or nothing, and Binance decides whether it fills whole
+    # before it matches
+    if order.tif is TimeInForce.FOK and engine.reach(side, limit, supply) < order.qty_lots:
+        verdict.expire = True
+        if sum(q for _, q in supply) >= order.qty_lots:
+            # the market holds enough: our own order is what stands in the way
+            mode = engine.self_trade
+            assert mode is not None
+            verdict.reason = RejectReason.SELF_TRADE
+            verdict.message = (
+                f"self-trade: {mode.value}: fill-or-kill not fully fillable before our own order"
+            )
+        else:
+            verdict.reason = RejectReason.FOK_NOT_FILLABLE
+            verdict.message = "not fully fillable now"
+        return verdict
     price = _lock_price(inst, side, limit, supply, order.qty_lots, engine)
     reducing = _reducing(inst, side, order.qty_lots, engine, account)
     asset, need = account.order_lock(inst, side, price, order.qty_lots, reducing)
@@ -303,24 +295,6 @@ def check_new_order(
     # (an order within reach of our own ask may be filled by the market before it)
     verdict.lock = need
     return verdict
-
-
-def _fok_reach(
-    side: Side,
-    limit: int | None,
-    supply: list[tuple[int, int]],
-    engine: MatchingEngine,
-    self_trade: SelfTradeMode | None,
-) -> int:
-    """Lots a fill-or-kill order can take before self-trade prevention ends it: under
-    EXPIRE_TAKER and EXPIRE_BOTH the walk stops at the first of our opposite orders it
-    meets (``MatchingEngine.reach``, the walk ``take`` makes). Counted over the whole book,
-    a FOK that reached our order filled part and then expired: a fill-or-kill is all or
-    nothing, and Binance decides whether it fills whole before it matches. EXPIRE_MAKER
-    expires our orders and the walk goes on: the whole supply counts."""
-    if self_trade is None or self_trade is SelfTradeMode.EXPIRE_MAKER:
-        return sum(q for _, q in supply)
-    return engine.reach(side, limit, supply)
 
 
 def _reducing(
