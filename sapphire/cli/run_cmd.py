@@ -52,12 +52,13 @@ def _named(config_path: str, exc: BaseException) -> str:
     return message if str(config_path) in message else f"{config_path}: {message}"
 
 
-def _check_agents(config: Any) -> None:
+def _check_agents(config: Any) -> dict[str, Any]:
     """What ``sapphire backtest`` checks as it builds its kernel, before Ray starts (each was
     found only once Ray was up, 10-50 s in): the data's instruments and files (each exists,
     of a known format), every agent (kind, params, symbol), and, where an agent or the regime
     classifier asks a local model, that its engine is installed. Raises the kernel's
-    ``WiringError``."""
+    ``WiringError``; returns the instruments (the startup line and the run's record read
+    them: loaded once)."""
     from sapphire.kernel.assembly import check_agents, load_instruments
 
     instruments = load_instruments(config.data)
@@ -66,6 +67,7 @@ def _check_agents(config: Any) -> None:
     # each agent built once and dropped: the actors build their own
     asking = check_agents(config, instruments)
     _check_llm_extra(config, asking)
+    return instruments
 
 
 def _check_replay(config: Any, instruments: Any) -> None:
@@ -185,7 +187,7 @@ def _run(args: argparse.Namespace) -> int:
         if config.kill_switch.redis:  # its password, before Ray starts and an actor needs it
             config.redis.client_kwargs()
         _check_live(config)
-        _check_agents(config)
+        instruments = _check_agents(config)
     except (ConfigError, SecretError, KernelWiringError) as exc:
         print(f"error: {_named(args.config, exc)}", file=sys.stderr)
         return 2
@@ -196,8 +198,7 @@ def _run(args: argparse.Namespace) -> int:
     from actors.wiring import WiringError
     from sapphire.adapters.stores import StoreError, store_location
     from sapphire.cli.progress import bar_columns, estimate_events, startup_line
-    from sapphire.data.validation import DataFileError
-    from sapphire.kernel.assembly import data_files, load_instruments
+    from sapphire.kernel.assembly import data_files
 
     try:
         store = store_location(config)
@@ -207,10 +208,6 @@ def _run(args: argparse.Namespace) -> int:
     run_id = run_id or default_run_id()  # named now: an interrupted run's hint names it
     files = data_files(config.data)
     total = None if args.no_progress else estimate_events(files, config.data.max_events)
-    try:
-        instruments = load_instruments(config.data)
-    except (WiringError, DataFileError):  # said where the run loads them, naming the file
-        instruments = {}
     line = startup_line("run", run_id, config, store, files, total, instruments)
     print(f"{line}; starting Ray...", flush=True)
     announced: list[str] = []
@@ -267,13 +264,12 @@ def _run(args: argparse.Namespace) -> int:
 
     if config.storage.backend == "parquet":  # prices and sizes for `sapphire query`
         from sapphire.cli.query_cmd import write_instruments
-        from sapphire.kernel.assembly import firm_currency, load_instruments
+        from sapphire.kernel.assembly import firm_currency
 
         try:
-            run_instruments = load_instruments(config.data)
             # the currency the coordinator read its caps in (``build_core``'s), for the report
-            currency = firm_currency(config, run_instruments)
-            write_instruments(result.storage_root / result.run_id, run_instruments, currency)
+            currency = firm_currency(config, instruments)
+            write_instruments(result.storage_root / result.run_id, instruments, currency)
         except (OSError, ValueError) as exc:  # the rows are stored; query shows ticks then
             print(f"warning: instruments not recorded for query: {exc}", file=sys.stderr)
 
