@@ -42,6 +42,19 @@ class SessionGaps(NamedTuple):
     start_ns: int = -(2**63)
     end_ns: int = 2**63
 
+    def check(self, before: str, before_ns: int, after: str, after_ns: int) -> None:
+        """Raise :class:`SessionGapError` where session ``after`` (its first event at
+        ``after_ns``) starts further after ``before`` (its last at ``before_ns``) than
+        allowed, the run trading in both: within a venue's files and between venues."""
+        gap = after_ns - before_ns
+        if (
+            self.max_ns
+            and gap > self.max_ns
+            and before_ns >= self.start_ns  # the run traded in the earlier session
+            and after_ns < self.end_ns  # and will in this one
+        ):
+            raise SessionGapError(before, after, gap, self.max_ns)
+
 
 ANY_GAP = SessionGaps()  # no limit: sessions replay back to back whatever their distance
 
@@ -93,15 +106,8 @@ def _across_venues(merged: Iterator[Replayed], gaps: SessionGaps) -> Iterator[Re
     2024 one merged back to back unchecked (one run over both, 15 months apart)."""
     before: Replayed | None = None
     for item in merged:
-        if (
-            before is not None
-            and item.session != before.session
-            and item.key_ns - before.key_ns > gaps.max_ns
-            and before.key_ns >= gaps.start_ns
-            and item.key_ns < gaps.end_ns
-        ):
-            gap = item.key_ns - before.key_ns
-            raise SessionGapError(before.session, item.session, gap, gaps.max_ns)
+        if before is not None and item.session != before.session:
+            gaps.check(before.session, before.key_ns, item.session, item.key_ns)
         before = item
         yield item
 
@@ -158,14 +164,8 @@ def _by_session(
     while heads:
         opening = min(heads, key=lambda h: (h[0].key_ns, h[0].source))[0]
         session = opening.session
-        if (
-            before is not None
-            and gaps.max_ns
-            and opening.key_ns - before[1] > gaps.max_ns
-            and before[1] >= gaps.start_ns  # the run traded in the earlier session
-            and opening.key_ns < gaps.end_ns  # and will in this one
-        ):
-            raise SessionGapError(before[0], session, opening.key_ns - before[1], gaps.max_ns)
+        if before is not None:
+            gaps.check(before[0], before[1], session, opening.key_ns)
         tail = opening.key_ns
         heap: list[tuple[int, int, int, Replayed]] = []
         waiting: list[tuple[Replayed, Iterator[Replayed]]] = []
