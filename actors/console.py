@@ -286,6 +286,19 @@ def stored_runs(store_root: Path) -> list[str]:
 
 
 def _report(store_root: Path, run_id: str, reports_dir: Path) -> str:
+    """The page ``sapphire report RUN_ID --root STORE`` writes: the instruments and the firm's
+    currency the run recorded beside the store, read as that command reads them (without
+    them a run whose config named its currency was reported in the rule's, and its prices
+    in ticks)."""
+    from sapphire.cli.query_cmd import read_run_instruments
     from sapphire.research.run_report import write_run_report
 
-    return write_run_report(store_root, run_id, reports_dir).html.read_text("utf-8")
+    recorded = read_run_instruments(store_root.resolve().parent / run_id)
+    report = write_run_report(
+        store_root,
+        run_id,
+        reports_dir,
+        recorded.by_symbol() or None,
+        currency=recorded.currency,
+    )
+    return report.html.read_text("utf-8")

@@ -29,10 +29,11 @@ def redis_password(
 ) -> Secret | None:
     """The Redis password named by ``redis.password_env`` (None without one): the variable,
     the file its ``NAME_FILE`` names, or a file of that name in ``redis.secrets_dir``. The one
-    rule for every client of the configured Redis -- the caches and the kill switch through
-    :meth:`RedisConfig.client_kwargs`, the checkpoint store (``actors.checkpoint``) from its
-    location -- so a password one of them finds, each finds (the checkpoint store read the
-    variable alone: a password kept in a secrets folder reached the caches and not it).
+    rule for every client of the configured Redis -- the caches, the kill switch and the
+    checkpoint store (``actors.checkpoint``, from the settings its location carries), all
+    built by :meth:`RedisConfig.client_kwargs` -- so a password one of them finds, each finds
+    (the checkpoint store read the variable alone: a password kept in a secrets folder
+    reached the caches and not it).
 
     Missing: :class:`SecretError`, one line naming the field to fix, never the value."""
     if not password_env:
