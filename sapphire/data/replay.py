@@ -6,11 +6,19 @@ stream (``max`` with the stream's previous key) because a REST snapshot can carr
 exchange time older than the diff received before it; it is replayed where it was received.
 Streams are consumed lazily, so memory holds one pending event per stream. Several venues'
 streams merge the same way, once :func:`qualified` has made their symbols distinct.
+
+Events with no exchange time (Binance spot bookTicker rows and REST snapshots, some venues'
+book and ticker channels: their loaders set ``ts_event_ns`` to the receive time) are put on
+the exchange's clock before they are merged on it (:class:`RecorderClock`): a recorder whose
+clock lags the exchange's (1.27 s on the 2024-08-08 spot recording) would otherwise replay
+them that much before the trades and diffs received with them, a lookahead any agent reading
+quotes could trade on.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -59,11 +67,73 @@ class SessionGaps(NamedTuple):
 ANY_GAP = SessionGaps()  # no limit: sessions replay back to back whatever their distance
 
 
-def _keyed(stream: Iterable[Tagged], key: OrderKey, source: int) -> Iterator[Replayed]:
+class RecorderClock:
+    """How far a recorder's clock lags the exchange's, per session of one venue's files, so
+    an event stamped only with its receive time (``ts_event_ns == ts_recv_ns``) replays on
+    the exchange's clock no earlier than the exchange could have sent it.
+
+    The lag is read from the first :attr:`SAMPLE` events of each of the session's streams
+    when the session opens: the largest ``ts_event_ns - ts_recv_ns`` seen (the recorder
+    received the event that long *before* the exchange stamped it: only its clock can say
+    that), 0 where no event does. A receive-stamped event then replays at ``ts_recv_ns +
+    lag``: a message received at ``r`` left the exchange at or before ``r + lag`` on its
+    clock, since no message of the session arrived faster than the fastest sampled one. A
+    recorder ahead of the exchange (every latency positive) leaves the event at ``r``: late
+    by its network latency, never early. The same events give the same lag in every runner
+    and after a restart (the merge starts over), whatever the run's windows."""
+
+    SAMPLE = 1_000
+
+    __slots__ = ("lag_ns", "lagging")
+
+    def __init__(self, lagging: dict[str, int] | None = None) -> None:
+        self.lag_ns: dict[str, int] = {}  # session -> ns, once the session has opened
+        # where the sessions with a lag are told (the run's summary); two venues' files
+        # sharing a session label: the larger
+        self.lagging = lagging
+
+    def learn(self, session: str, events: Iterable[AnyMarketEvent]) -> None:
+        lag = 0
+        for event in events:
+            recv = event.ts_recv_ns
+            if recv and event.ts_event_ns - recv > lag:
+                lag = event.ts_event_ns - recv
+        self.lag_ns[session] = lag
+        if lag and self.lagging is not None:
+            self.lagging[session] = max(lag, self.lagging.get(session, 0))
+
+
+def _keyed(
+    stream: Iterable[Tagged], key: OrderKey, source: int, clock: RecorderClock | None = None
+) -> Iterator[Replayed]:
+    """``stream``'s pairs keyed on ``key``, made monotone; with ``clock`` (the exchange's
+    clock), receive-stamped events restamped by their session's lag, or keyed on their
+    receive time until the session opens (:func:`_by_session` restamps them then)."""
     last = -(2**63)
     make = tuple.__new__  # a NamedTuple's own constructor is a Python call, twice the cost
+    if clock is None:
+        for session, event in stream:
+            value = getattr(event, key) or event.ts_event_ns
+            if value > last:
+                last = value
+            yield make(Replayed, (last, session, source, event))
+        return
+    lags = clock.lag_ns
+    replace = msgspec.structs.replace
     for session, event in stream:
-        value = getattr(event, key) or event.ts_event_ns
+        value = event.ts_event_ns
+        if value == event.ts_recv_ns and value:
+            lag = lags.get(session)
+            if lag is None:  # the session is not open yet: its lag is not known
+                yield make(Replayed, (value if value > last else last, session, source, event))
+                # resumed: the session opened and replayed this event restamped by its lag
+                value += lags[session]
+                if value > last:
+                    last = value
+                continue
+            if lag:
+                event = replace(event, ts_event_ns=value + lag)
+            value += lag
         if value > last:
             last = value
         yield make(Replayed, (last, session, source, event))
@@ -74,6 +144,7 @@ def merge(
     key: OrderKey = "ts_event_ns",
     groups: Sequence[int] | None = None,
     gaps: SessionGaps = ANY_GAP,
+    lags: dict[str, int] | None = None,
 ) -> Iterator[Replayed]:
     """All events of ``streams`` (``(session, event)`` iterables, e.g. ``EventStream.tagged()``)
     ordered by ``key`` within each session; sessions are replayed one after another, the one
@@ -83,7 +154,11 @@ def merge(
     a group, the files of one venue, whose sessions are days of the same books (a day's file
     may run a few seconds past midnight into the next day's: its tail must not mix with the
     next session's book). Different groups, different venues with their own session labels
-    and their own symbols, interleave on ``key`` whatever their labels say."""
+    and their own symbols, interleave on ``key`` whatever their labels say.
+
+    ``lags`` (merged on the exchange's clock): filled, as sessions open, with each session
+    whose recorder's clock lagged the exchange's and by how much (ns), the time added to
+    its receive-stamped events (:class:`RecorderClock`)."""
     listed = list(streams)
     ids = [0] * len(listed) if groups is None else list(groups)
     if len(ids) != len(listed):
@@ -92,7 +167,8 @@ def merge(
     for source, group in enumerate(ids):
         by_group.setdefault(group, []).append(source)
     parts = [
-        _by_session([(i, listed[i]) for i in members], key, gaps) for members in by_group.values()
+        _by_session([(i, listed[i]) for i in members], key, gaps, lags)
+        for members in by_group.values()
     ]
     if len(parts) == 1:
         return parts[0]
@@ -150,19 +226,27 @@ def _by_session(
     streams: Sequence[tuple[int, Iterable[Tagged] | EventStream]],
     key: OrderKey,
     gaps: SessionGaps = ANY_GAP,
+    lags: dict[str, int] | None = None,
 ) -> Iterator[Replayed]:
     """:func:`merge` of one group: ``(source index, stream)`` pairs, sessions one by one;
     a session starting more than ``gaps.max_ns`` after the previous one's last event, the
     run trading in both, raises :class:`SessionGapError`."""
+    clock = RecorderClock(lags) if key == "ts_event_ns" else None
     heads: list[tuple[Replayed, Iterator[Replayed]]] = []
     for source, stream in streams:
-        it = _keyed(stream.tagged() if isinstance(stream, EventStream) else stream, key, source)
+        tagged = stream.tagged() if isinstance(stream, EventStream) else stream
+        it = _keyed(tagged, key, source, clock)
         first = next(it, None)
         if first is not None:
             heads.append((first, it))
     before: tuple[str, int] | None = None  # the previous session and its last event's time
     while heads:
-        opening = min(heads, key=lambda h: (h[0].key_ns, h[0].source))[0]
+        while True:
+            opening = min(heads, key=lambda h: (h[0].key_ns, h[0].source))[0]
+            if clock is None or opening.session in clock.lag_ns:
+                break
+            # its lag first: restamped, its heads may sort after another session's start
+            heads = _on_exchange_clock(heads, opening.session, clock)
         session = opening.session
         if before is not None:
             gaps.check(before[0], before[1], session, opening.key_ns)
@@ -200,6 +284,51 @@ def _by_session(
                 break
         before = (session, tail)
         heads = waiting
+
+
+def _on_exchange_clock(
+    heads: list[tuple[Replayed, Iterator[Replayed]]], session: str, clock: RecorderClock
+) -> list[tuple[Replayed, Iterator[Replayed]]]:
+    """``heads`` with ``session`` opened on the exchange's clock: its lag learnt from the
+    first events of each of its streams (read ahead and kept, in order, before the rest of
+    the stream), and its receive-stamped heads restamped by it. Read-ahead stops at a
+    stream's first receive-stamped event: its keying waits for the lag."""
+    sample: list[AnyMarketEvent] = []
+    ahead: list[tuple[Replayed, list[Replayed], Iterator[Replayed]]] = []
+    for head, it in heads:
+        kept: list[Replayed] = []
+        if head.session == session and not _receive_stamped(head.event):
+            sample.append(head.event)
+            for item in itertools.islice(it, RecorderClock.SAMPLE - 1):
+                kept.append(item)
+                if item.session != session or _receive_stamped(item.event):
+                    break
+                sample.append(item.event)
+        ahead.append((head, kept, it))
+    clock.learn(session, sample)
+    lag = clock.lag_ns[session]
+    out: list[tuple[Replayed, Iterator[Replayed]]] = []
+    for head, kept, it in ahead:
+        if kept and kept[-1].session == session and _receive_stamped(kept[-1].event):
+            kept[-1] = _restamped(kept[-1], lag)
+        if head.session == session and _receive_stamped(head.event):
+            head = _restamped(head, lag)
+        out.append((head, itertools.chain(kept, it) if kept else it))
+    return out
+
+
+def _receive_stamped(event: AnyMarketEvent) -> bool:
+    return event.ts_event_ns == event.ts_recv_ns != 0
+
+
+def _restamped(item: Replayed, lag: int) -> Replayed:
+    """A receive-stamped ``item`` keyed before its session's lag was known, on the
+    exchange's clock now (the key stays monotone, as :func:`_keyed` made it)."""
+    if not lag:
+        return item
+    t = item.event.ts_event_ns + lag
+    event = msgspec.structs.replace(item.event, ts_event_ns=t)
+    return Replayed(max(item.key_ns, t), item.session, item.source, event)
 
 
 def qualified(stream: Iterable[Tagged], symbols: Mapping[str, str]) -> Iterator[Tagged]:

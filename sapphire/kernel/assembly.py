@@ -500,7 +500,10 @@ class ReplayFeed(ReplayReader):
             gaps,
         )
         groups = [s.group for s in sources]
-        merged = replay.merge(tagged, replay_key(clock), groups, gaps)  # type: ignore[arg-type]
+        # the sessions whose receive-stamped events were put on the exchange's clock, with
+        # the recorder's lag: what the run's summary says of them
+        self.lags: dict[str, int] = {}
+        merged = replay.merge(tagged, replay_key(clock), groups, gaps, self.lags)  # type: ignore[arg-type]
         self._merged = self.log.track(merged)
         self._sessions = sessions
         self._speed = speed
