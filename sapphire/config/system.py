@@ -95,8 +95,8 @@ class DataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     ``venues`` merges several venues' recordings (``venues``) on ``clock``."""
 
     source: Literal["sample", "files", "ccxt", "venues"] = "sample"
-    # source: venues: one entry per venue, merged into one replay on ``clock`` (ties: source
-    # order, then each file's own order)
+    # source: venues: one entry per venue, merged into one replay on ``clock`` (ties: the
+    # order received, then the order of the entries; each file keeps its own order)
     venues: tuple[VenueSource, ...] = ()
     live: LiveDataConfig = LiveDataConfig()
     files: tuple[str, ...] = ()

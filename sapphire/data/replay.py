@@ -1,7 +1,11 @@
 """Time-ordered replay of several event streams, one recording session at a time.
 
-Merging is a heapq k-way merge on an explicit key (``ts_event_ns`` or ``ts_recv_ns``) with
-stable ties (stream index, then position in its stream). The key is made monotone per
+Merging is a heapq k-way merge on an explicit key (``ts_event_ns`` or ``ts_recv_ns``); events
+of different streams at the same time come in the order they were received (``ts_recv_ns``),
+then by stream index, so the order of ``data.files`` changes nothing where the recorder told
+the order (on a millisecond exchange clock a trade and a diff often share a time: in the
+order of the files, reordering them changed the hftbacktest comparison's fills); one
+stream's events keep their order. The key is made monotone per
 stream (``max`` with the stream's previous key) because a REST snapshot can carry an
 exchange time older than the diff received before it; it is replayed where it was received.
 Streams are consumed lazily, so memory holds one pending event per stream. Several venues'
@@ -188,8 +192,8 @@ def _across_venues(merged: Iterator[Replayed], gaps: SessionGaps) -> Iterator[Re
         yield item
 
 
-def _merge_key(item: Replayed) -> tuple[int, int]:
-    return item.key_ns, item.source
+def _merge_key(item: Replayed) -> tuple[int, int, int]:
+    return item.key_ns, item.event.ts_recv_ns, item.source
 
 
 class SessionGapError(DataFileError):
@@ -242,7 +246,7 @@ def _by_session(
     before: tuple[str, int] | None = None  # the previous session and its last event's time
     while heads:
         while True:
-            opening = min(heads, key=lambda h: (h[0].key_ns, h[0].source))[0]
+            opening = min(heads, key=lambda h: _merge_key(h[0]))[0]
             if clock is None or opening.session in clock.lag_ns:
                 break
             # its lag first: restamped, its heads may sort after another session's start
@@ -251,36 +255,37 @@ def _by_session(
         if before is not None:
             gaps.check(before[0], before[1], session, opening.key_ns)
         tail = opening.key_ns
-        heap: list[tuple[int, int, int, Replayed]] = []
+        heap: list[tuple[int, int, int, Replayed]] = []  # key, received, source
         waiting: list[tuple[Replayed, Iterator[Replayed]]] = []
         iters: dict[int, Iterator[Replayed]] = {}
         for head, it in heads:
             if head.session == session:
-                heap.append((head.key_ns, head.source, 0, head))
+                heap.append((head.key_ns, head.event.ts_recv_ns, head.source, head))
                 iters[head.source] = it
             else:
                 waiting.append((head, it))
         heapq.heapify(heap)
-        counter = 1
         while heap:
-            tail, source, _, item = heapq.heappop(heap)
+            tail, _, source, item = heapq.heappop(heap)
             yield item
             it = iters[source]
             # The source runs on alone while its next event sorts before every other head
             # (same order as pushing it back and popping again, without the heap per event:
             # recorders write runs, e.g. the levels of one depth message).
-            bound_key, bound_source = (heap[0][0], heap[0][1]) if heap else (1 << 63, 0)
+            bound_key, bound_recv, bound_source, _ = heap[0] if heap else (1 << 63, 0, 0, None)
             for nxt in it:
                 if nxt.session != session:
                     waiting.append((nxt, it))
                     break
                 key_ns = nxt.key_ns
-                if key_ns < bound_key or (key_ns == bound_key and source < bound_source):
+                if key_ns < bound_key or (
+                    key_ns == bound_key
+                    and (nxt.event.ts_recv_ns, source) < (bound_recv, bound_source)
+                ):
                     tail = key_ns
                     yield nxt
                     continue
-                heapq.heappush(heap, (key_ns, source, counter, nxt))
-                counter += 1
+                heapq.heappush(heap, (key_ns, nxt.event.ts_recv_ns, source, nxt))
                 break
         before = (session, tail)
         heads = waiting
