@@ -57,11 +57,14 @@ class SessionGaps(NamedTuple):
     def check(self, before: str, before_ns: int, after: str, after_ns: int) -> None:
         """Raise :class:`SessionGapError` where session ``after`` (its first event at
         ``after_ns``) starts further after ``before`` (its last at ``before_ns``) than
-        allowed, the run trading in both: within a venue's files and between venues."""
+        allowed, the run trading in both: within a venue's files and between venues. Or
+        as far *before* it: a file listing a session earlier in time after a later one
+        (its rows after the later session's) would replay it after that session, every
+        event clamped to the later session's last time and its book over the later one's."""
         gap = after_ns - before_ns
         if (
             self.max_ns
-            and gap > self.max_ns
+            and abs(gap) > self.max_ns
             and before_ns >= self.start_ns  # the run traded in the earlier session
             and after_ns < self.end_ns  # and will in this one
         ):
@@ -202,13 +205,22 @@ class SessionGapError(DataFileError):
     agents' state across the gap as if no time had passed."""
 
     def __init__(self, before: str, after: str, gap_ns: int, limit_ns: int) -> None:
-        super().__init__(
-            f"data: session {after!r} starts {_span(gap_ns)} after session {before!r} ends "
-            f"(data.max_session_gap_s: {limit_ns / 1e9:g}): one run over both would carry "
-            "its positions, marks and agents' state across that gap; select the sessions "
-            "with data.sessions and run them apart, or set data.max_session_gap_s: 0 to "
-            "replay them as one"
-        )
+        if gap_ns < 0:
+            message = (
+                f"data: session {after!r} starts {_span(-gap_ns)} before session {before!r} "
+                f"ends, and is replayed after it (data.max_session_gap_s: {limit_ns / 1e9:g}):"
+                " a file lists it after a later session; select the sessions with "
+                "data.sessions and run them apart"
+            )
+        else:
+            message = (
+                f"data: session {after!r} starts {_span(gap_ns)} after session {before!r} "
+                f"ends (data.max_session_gap_s: {limit_ns / 1e9:g}): one run over both would "
+                "carry its positions, marks and agents' state across that gap; select the "
+                "sessions with data.sessions and run them apart, or set "
+                "data.max_session_gap_s: 0 to replay them as one"
+            )
+        super().__init__(message)
         self.before, self.after, self.gap_ns = before, after, gap_ns
         self._limit_ns = limit_ns
 
@@ -253,7 +265,10 @@ def _by_session(
             heads = _on_exchange_clock(heads, opening.session, clock)
         session = opening.session
         if before is not None:
-            gaps.check(before[0], before[1], session, opening.key_ns)
+            # the opening event's own time: its key, kept monotone per stream, hides a file
+            # going back in time to an earlier session
+            at = getattr(opening.event, key) or opening.event.ts_event_ns
+            gaps.check(before[0], before[1], session, at)
         tail = opening.key_ns
         heap: list[tuple[int, int, int, Replayed]] = []  # key, received, source
         waiting: list[tuple[Replayed, Iterator[Replayed]]] = []

@@ -247,6 +247,29 @@ def test_sessions_further_apart_than_allowed_are_refused_where_the_run_trades_bo
     assert run(replay.SessionGaps(480 * hour)) == everything  # within the limit
 
 
+def test_a_file_listing_an_earlier_session_after_a_later_one_is_refused() -> None:
+    """One file: day 2 then day 1 (its rows after day 2's). The merge replays a stream in
+    its order, so day 1 would come after day 2, every event clamped to day 2's last time and
+    day 1's book laid over day 2's: refused, as a gap of the same size forward is. A few
+    minutes of overlap (a day's file running past midnight into the next) stay allowed."""
+    hour = 3_600 * 10**9
+
+    def t(ts: int, session: str) -> tuple[str, Trade]:
+        return session, Trade(
+            ts_event_ns=ts, symbol="X", price_ticks=1, qty_lots=1, taker_side=1, trade_id=ts
+        )  # type: ignore[arg-type]
+
+    one_file = [t(24 * hour, "d2"), t(30 * hour, "d2"), t(0, "d1"), t(6 * hour, "d1")]
+    with pytest.raises(replay.SessionGapError) as gap:
+        list(replay.merge([iter(one_file)], gaps=replay.SessionGaps(hour)))
+    assert (gap.value.before, gap.value.after, gap.value.gap_ns) == ("d2", "d1", -30 * hour)
+    assert str(gap.value).startswith("data: session 'd1' starts 1.2 days before session 'd2'")
+    assert len(str(gap.value).splitlines()) == 1
+    overlap = [t(0, "d1"), t(24 * hour + 300 * 10**9, "d1"), t(24 * hour, "d2")]
+    keys = [i.key_ns for i in replay.merge([iter(overlap)], gaps=replay.SessionGaps(hour))]
+    assert len(keys) == 3
+
+
 def test_two_venues_recorded_months_apart_are_refused_at_the_gap() -> None:
     """Each venue's files are checked among themselves; venue A's 2023 day and venue B's
     2024 one merged back to back passed unchecked."""
