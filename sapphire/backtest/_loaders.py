@@ -22,7 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from sapphire.data import replay
-from sapphire.data.registry import detect, load_frame, open_stream
+from sapphire.data.registry import detect, has_recorder_clock, load_frame, open_stream
 from sapphire.data.schemas import scaled_ns
 from sapphire.data.validation import DataFileError
 from sapphire.model.events import AnyMarketEvent, Bar
@@ -273,8 +273,9 @@ def session_events(
             streams.append(open_stream(Path(path), {inst.symbol: inst}).tagged())
         except DataFileError as exc:
             raise DataError(str(exc)) from exc
+    fixed = [i for i, path in enumerate(paths) if not has_recorder_clock(path)]
     out: list[AnyMarketEvent] = []
-    for item in replay.merge(streams, key="ts_event_ns"):
+    for item in replay.merge(streams, key="ts_event_ns", fixed=fixed):
         if item.session == session:
             out.append(item.event)
             if limit is not None and len(out) >= limit:

@@ -200,6 +200,20 @@ def default_instrument(path: Path, fmt: str) -> Instrument | None:
     return None
 
 
+# The formats whose ``ts_recv_ns`` is the venue's own time, not a recorder's: a Bybit public
+# archive (its push time) and a bare Coinbase file (the last exchange time seen). Merged on
+# the exchange's clock, their rows with both times equal have an exchange time and are never
+# moved by a recorder's lag (``sapphire.data.replay.RecorderClock``).
+_VENUE_RECEIVE_TIME = frozenset(
+    {bybit_archive.BOOK_FORMAT, bybit_archive.TRADES_FORMAT, coinbase.FORMAT}
+)
+
+
+def has_recorder_clock(path: str | Path) -> bool:
+    """Whether ``path``'s receive times come from a recorder's own clock."""
+    return detect(path).name not in _VENUE_RECEIVE_TIME
+
+
 def stream_events(path: str | Path, instrument: Instruments | None = None) -> EventStream:
     """Lazy validated typed events of any supported file.
 

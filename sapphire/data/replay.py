@@ -87,24 +87,39 @@ class RecorderClock:
     clock, since no message of the session arrived faster than the fastest sampled one. A
     recorder ahead of the exchange (every latency positive) leaves the event at ``r``: late
     by its network latency, never early. The same events give the same lag in every runner
-    and after a restart (the merge starts over), whatever the run's windows."""
+    and after a restart (the merge starts over), whatever the run's windows.
+
+    A stream's read-ahead stops at its first receive-stamped event (its key waits for the
+    lag): a file carrying quotes among its trades and diffs (a raw feed, a cryptofeed log)
+    gives only the events before its first quote, a smaller sample whose fastest message
+    may be a few milliseconds slower than the session's fastest."""
 
     SAMPLE = 1_000
+    # A sample further above the session's median than this is a damaged time, not a clock
+    # (a recorder's clock does not jump a minute between two messages): left out, so one bad
+    # row cannot move every quote of the session.
+    OUTLIER_NS = 60 * 10**9
 
-    __slots__ = ("lag_ns", "lagging")
+    __slots__ = ("fixed", "lag_ns", "lagging")
 
-    def __init__(self, lagging: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, lagging: dict[str, int] | None = None, fixed: frozenset[int] = frozenset()
+    ) -> None:
         self.lag_ns: dict[str, int] = {}  # session -> ns, once the session has opened
         # where the sessions with a lag are told (the run's summary); two venues' files
         # sharing a session label: the larger
         self.lagging = lagging
+        # the sources whose receive time is the venue's own (a Bybit archive's push time, a
+        # bare Coinbase file's last exchange time): an event there with both times equal
+        # has an exchange time, and is never restamped
+        self.fixed = fixed
 
     def learn(self, session: str, events: Iterable[AnyMarketEvent]) -> None:
+        ahead = sorted(e.ts_event_ns - e.ts_recv_ns for e in events if e.ts_recv_ns)
         lag = 0
-        for event in events:
-            recv = event.ts_recv_ns
-            if recv and event.ts_event_ns - recv > lag:
-                lag = event.ts_event_ns - recv
+        if ahead:
+            median = ahead[len(ahead) // 2]
+            lag = max(0, max(a for a in ahead if a <= median + self.OUTLIER_NS))
         self.lag_ns[session] = lag
         if lag and self.lagging is not None:
             self.lagging[session] = max(lag, self.lagging.get(session, 0))
@@ -152,6 +167,7 @@ def merge(
     groups: Sequence[int] | None = None,
     gaps: SessionGaps = ANY_GAP,
     lags: dict[str, int] | None = None,
+    fixed: Iterable[int] = (),
 ) -> Iterator[Replayed]:
     """All events of ``streams`` (``(session, event)`` iterables, e.g. ``EventStream.tagged()``)
     ordered by ``key`` within each session; sessions are replayed one after another, the one
@@ -165,7 +181,9 @@ def merge(
 
     ``lags`` (merged on the exchange's clock): filled, as sessions open, with each session
     whose recorder's clock lagged the exchange's and by how much (ns), the time added to
-    its receive-stamped events (:class:`RecorderClock`)."""
+    its receive-stamped events (:class:`RecorderClock`). ``fixed``: the indexes of the
+    streams whose receive time is the venue's own, not a recorder's
+    (:func:`sapphire.data.registry.has_recorder_clock`): never restamped."""
     listed = list(streams)
     ids = [0] * len(listed) if groups is None else list(groups)
     if len(ids) != len(listed):
@@ -174,7 +192,7 @@ def merge(
     for source, group in enumerate(ids):
         by_group.setdefault(group, []).append(source)
     parts = [
-        _by_session([(i, listed[i]) for i in members], key, gaps, lags)
+        _by_session([(i, listed[i]) for i in members], key, gaps, lags, frozenset(fixed))
         for members in by_group.values()
     ]
     if len(parts) == 1:
@@ -243,15 +261,17 @@ def _by_session(
     key: OrderKey,
     gaps: SessionGaps = ANY_GAP,
     lags: dict[str, int] | None = None,
+    fixed: frozenset[int] = frozenset(),
 ) -> Iterator[Replayed]:
     """:func:`merge` of one group: ``(source index, stream)`` pairs, sessions one by one;
     a session starting more than ``gaps.max_ns`` after the previous one's last event, the
-    run trading in both, raises :class:`SessionGapError`."""
-    clock = RecorderClock(lags) if key == "ts_event_ns" else None
+    run trading in both, raises :class:`SessionGapError`. ``fixed``: the sources whose
+    receive time is no recorder's (:attr:`RecorderClock.fixed`)."""
+    clock = RecorderClock(lags, fixed) if key == "ts_event_ns" else None
     heads: list[tuple[Replayed, Iterator[Replayed]]] = []
     for source, stream in streams:
         tagged = stream.tagged() if isinstance(stream, EventStream) else stream
-        it = _keyed(tagged, key, source, clock)
+        it = _keyed(tagged, key, source, None if source in fixed else clock)
         first = next(it, None)
         if first is not None:
             heads.append((first, it))
@@ -317,11 +337,11 @@ def _on_exchange_clock(
     ahead: list[tuple[Replayed, list[Replayed], Iterator[Replayed]]] = []
     for head, it in heads:
         kept: list[Replayed] = []
-        if head.session == session and not _receive_stamped(head.event):
+        if head.session == session and not _waits(head, clock):
             sample.append(head.event)
             for item in itertools.islice(it, RecorderClock.SAMPLE - 1):
                 kept.append(item)
-                if item.session != session or _receive_stamped(item.event):
+                if item.session != session or _waits(item, clock):
                     break
                 sample.append(item.event)
         ahead.append((head, kept, it))
@@ -329,16 +349,37 @@ def _on_exchange_clock(
     lag = clock.lag_ns[session]
     out: list[tuple[Replayed, Iterator[Replayed]]] = []
     for head, kept, it in ahead:
-        if kept and kept[-1].session == session and _receive_stamped(kept[-1].event):
-            kept[-1] = _restamped(kept[-1], lag)
-        if head.session == session and _receive_stamped(head.event):
+        if head.session == session and _waits(head, clock):
             head = _restamped(head, lag)
-        out.append((head, itertools.chain(kept, it) if kept else it))
+        if not kept:
+            out.append((head, it))
+        elif not _waits(kept[-1], clock):
+            out.append((head, itertools.chain(kept, it)))
+        elif kept[-1].session == session:
+            kept[-1] = _restamped(kept[-1], lag)
+            out.append((head, itertools.chain(kept, it)))
+        else:  # waits for a session not open yet, which may open before it is read
+            out.append((head, _then_restamped(kept, it, clock)))
     return out
 
 
-def _receive_stamped(event: AnyMarketEvent) -> bool:
-    return event.ts_event_ns == event.ts_recv_ns != 0
+def _waits(item: Replayed, clock: RecorderClock) -> bool:
+    """``item`` has no exchange time yet: keyed before its session's lag was known."""
+    event = item.event
+    return event.ts_event_ns == event.ts_recv_ns != 0 and item.source not in clock.fixed
+
+
+def _then_restamped(
+    kept: list[Replayed], it: Iterator[Replayed], clock: RecorderClock
+) -> Iterator[Replayed]:
+    """``kept`` then ``it``, ``kept``'s last item (receive-stamped, of a session not yet
+    open when it was read ahead) restamped if its session has opened by the time it is
+    read: it may open before, its heads restamped then, this one not among them."""
+    yield from kept[:-1]
+    last = kept[-1]
+    lag = clock.lag_ns.get(last.session)
+    yield last if lag is None else _restamped(last, lag)
+    yield from it
 
 
 def _restamped(item: Replayed, lag: int) -> Replayed:

@@ -30,7 +30,7 @@ from sapphire.coordination.core import CoordinatorCore
 from sapphire.data import replay, sample
 from sapphire.data.convert import Tagged
 from sapphire.data.instruments import load_instrument_file
-from sapphire.data.registry import detect, open_stream
+from sapphire.data.registry import detect, has_recorder_clock, open_stream
 from sapphire.data.replay_cache import ReplayCache, Source, default_dir
 from sapphire.data.validation import STATE_CHANGES, DataFileError, damage_key
 from sapphire.exchange.config import LatencyConfig, PaperExchangeConfig
@@ -261,6 +261,12 @@ def replay_sources(
         renames = {sym: inst.symbol for sym, inst in feed.instruments.items()}
         out.extend(ReplaySource(path, feed.instruments, renames, group) for path in feed.files)
     return out
+
+
+def venue_receive_times(sources: list[ReplaySource]) -> list[int]:
+    """The sources (indexes) whose receive times are the venue's own, no recorder's: their
+    events keep their times on the exchange's clock (``replay.merge``'s ``fixed``)."""
+    return [i for i, s in enumerate(sources) if not has_recorder_clock(s.path)]
 
 
 def merge_groups(data: DataConfig) -> list[int]:
@@ -503,7 +509,14 @@ class ReplayFeed(ReplayReader):
         # the sessions whose receive-stamped events were put on the exchange's clock, with
         # the recorder's lag: what the run's summary says of them
         self.lags: dict[str, int] = {}
-        merged = replay.merge(tagged, replay_key(clock), groups, gaps, self.lags)  # type: ignore[arg-type]
+        merged = replay.merge(
+            tagged,
+            replay_key(clock),  # type: ignore[arg-type]
+            groups,
+            gaps,
+            self.lags,
+            venue_receive_times(sources),
+        )
         self._merged = self.log.track(merged)
         self._sessions = sessions
         self._speed = speed

@@ -8,14 +8,17 @@ were received with it: an agent reading quotes saw the market's future.
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sapphire.config.system import parse_config
 from sapphire.data import replay
 from sapphire.data.hftbacktest import stream_hftbacktest
 from sapphire.data.instruments import load_instrument_file
+from sapphire.kernel import assembly
 from sapphire.model.events import AnyMarketEvent, Quote, Side, Trade
 
 MS = 1_000_000
@@ -157,3 +160,67 @@ def test_the_spot_recording_of_2024_08_08_lagged_binance_by_1_27_s(shared_data: 
     assert all(it.event.ts_event_ns == it.event.ts_recv_ns + lags["2024-08-08"] for it in late)
     early = [it for it in quotes if it.session == "2023-04-05"]
     assert early and all(it.event.ts_event_ns == it.event.ts_recv_ns for it in early)
+
+
+def test_a_quote_read_ahead_for_a_later_session_is_restamped_when_that_session_opens() -> None:
+    """Session "b" opens and its first 1,000 events are read ahead: one stream's read stops
+    at a receive-stamped quote of session "c". Restamped, b's quote sorts after c's start,
+    so "c" opens first: the quote read ahead, in no head then, is restamped when it is
+    read (it replayed one lag early before)."""
+    s0 = [("b", _trade(2_000, 1_000)), ("c", _quote(3_000, update_id=7))]
+    s1 = [("b", _quote(500, update_id=1))]
+    s2 = [("c", _trade(1_200, 200))]
+    items, lags = _merged([s0, s1, s2])
+    assert lags == {"b": 1_000 * MS - RECV_NS, "c": 1_000 * MS - RECV_NS}
+    quotes = {it.event.update_id: it.event for it in items if isinstance(it.event, Quote)}
+    assert quotes[1].ts_event_ns == 1_500 * MS
+    assert quotes[7].ts_event_ns == 4_000 * MS
+
+
+def test_a_venue_s_own_receive_time_is_never_moved_by_another_recorder_s_lag(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """A Bybit archive has no receive time: its trades carry the trade time in both fields.
+    Merged in one run with the lagging spot recording (the same session label), they keep
+    their time; they replayed 1.27 s late before."""
+    t0 = 1_723_161_600 - 240  # 2024-08-08 23:56:00, inside the spot session
+    header = "timestamp,symbol,side,size,price,tickDirection,trdMatchID,grossValue,"
+    header += "homeNotional,foreignNotional"
+    rows = [
+        header,
+        f"{t0}.25,BTCUSD,Buy,100,61000.5,PlusTick,8a1f4f7e-7b8c-5d3e-9f0a-1b2c3d4e5f60,1,1,1",
+        f"{t0 + 1}.5,BTCUSD,Sell,100,61000.0,MinusTick,0b2c3d4e-5f60-5a1f-8e7b-6c5d4e3f2a10,1,1,1",
+    ]
+    bybit = tmp_path / "BTCUSD2024-08-08.csv.gz"
+    bybit.write_bytes(gzip.compress(("\n".join(rows) + "\n").encode()))
+    data = parse_config(
+        {
+            "data": {
+                "source": "files",
+                "files": [
+                    str(shared_data / "trades/hftbacktest_binance-spot_BTCUSDT_trades.csv.gz"),
+                    str(shared_data / SPOT),
+                    str(bybit),
+                ],
+                "instrument_files": [
+                    str(REPO / "configs/instruments/binance-spot-BTCUSDT.json"),
+                    str(REPO / "configs/instruments/bybit-inverse-BTCUSD.json"),
+                ],
+                "sessions": ["2024-08-08"],
+                "cache": False,
+            }
+        }
+    ).data
+    feed = assembly.replay_opener(data, assembly.load_instruments(data))()
+    got = [e.ts_event_ns for e in feed if isinstance(e, Trade) and e.symbol == "BTCUSD"]
+    assert feed.lags["2024-08-08"] > 1_270 * MS  # the spot recorder's lag was learnt
+    assert got == [t0 * 10**9 + 250_000_000, (t0 + 1) * 10**9 + 500_000_000]
+
+
+def test_one_damaged_exchange_time_does_not_move_every_quote() -> None:
+    day_ms = 86_400_000
+    trades = [("s", _trade(10_000 + i, 8_731 + i)) for i in range(0, 50, 10)]
+    trades.append(("s", _trade(10_060 + day_ms, 8_791)))  # a time a day off: damaged
+    quotes = [("s", _quote(8_731 + i)) for i in range(0, 50, 10)]
+    _, lags = _merged([trades, quotes])
+    assert lags == {"s": 1_269 * MS - RECV_NS}
