@@ -35,6 +35,7 @@ REJECTION_HELP: dict[str, str] = {
     "duplicate_client_order_id": "a client order id already used",
     "unknown_order": "cancel or amend of an order the venue does not know",
     "unknown_symbol": "a symbol the venue does not list",
+    "liquidation": "canceled by the venue's liquidation (exchange.params.liquidation)",
     "risk_kill_switch": "the kill switch was on (sapphire stop / kill-switch, daily loss)",
     "risk_max_position": "position + open orders over risk max_position_lots",
     "risk_order_size": "order over risk max_order_lots",
@@ -229,12 +230,20 @@ def print_summary(
             str(summary["funding_stale_marks"]),
         )
     books = summary.get("venue_books", {})
-    if books.get("balances_below_zero"):
-        # the paper venue books a loss past the margin as a negative balance: a real one
-        # would have liquidated the position near its margin, the loss capped there
+    if books.get("liquidations"):
+        # the paper venue closed positions at their maintenance margin, as a venue would:
+        # the fills are the venue's (client order ids autoclose-...), not an agent's orders
         totals.add_row(
-            "[red]venue account: balance below zero (no liquidation here; a venue would "
-            "have closed the position near its margin)[/red]",
+            "[red]venue liquidations: positions closed at the maintenance margin "
+            "(exchange.params.liquidation)[/red]",
+            f"{books['liquidations']} position(s)",
+        )
+    if books.get("balances_below_zero"):
+        # a loss past the margin: the mark gapped past bankruptcy before the liquidation
+        # closed the position (or liquidation is off), and the venue booked the rest
+        totals.add_row(
+            "[red]venue account: balance below zero (the price gapped past bankruptcy "
+            "before the liquidation, or exchange.params.liquidation is off)[/red]",
             f"{books['balances_below_zero']} asset(s)",
         )
     if books.get("sequence_gaps"):

@@ -189,7 +189,7 @@ class CoordinatorCore:
     def on_report(self, report: OrderUpdate | OrderFilled, now_ns: int) -> Position | None:
         """Apply one venue report; a fill returns the agent's new position."""
         if self.journal.apply(report, now_ns) and isinstance(report, OrderFilled):
-            if self.crossing == "internal":
+            if self.crossing == "internal" and not report.liquidation:
                 entry = self.journal.entries[report.client_order_id]
                 over = entry.filled_lots - entry.qty_lots
                 if over > 0:  # what the venue's confirmation of every cross rules out

@@ -101,7 +101,12 @@ class OrderJournal:
         reconnect reports fills again, and agents must not count them twice."""
         entry = self.entries.get(report.client_order_id)
         if entry is None:
-            return False
+            # the venue's own close of a position it liquidated: an order no agent sent
+            return (
+                isinstance(report, OrderFilled)
+                and report.liquidation
+                and (report.fill_id not in self._seen_fills)
+            )
         if isinstance(report, OrderFilled):
             return report.fill_id not in self._seen_fills
         return not entry.status.is_final
@@ -112,7 +117,12 @@ class OrderJournal:
         (default: the report's own time; a venue may send none, or its own clock's)."""
         entry = self.entries.get(report.client_order_id)
         if entry is None:
-            return False
+            # a liquidation's fill (no order of ours): its fill id only, so it counts once
+            if not self.is_new(report):
+                return False
+            assert isinstance(report, OrderFilled)
+            self._seen_fills.add(report.fill_id)
+            return True
         before = entry.leaves_lots
         status_before = entry.status
         if isinstance(report, OrderFilled):

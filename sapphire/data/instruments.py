@@ -13,7 +13,7 @@ import polars as pl
 
 from sapphire.data.schemas import TICK_COLUMNS, kind_of
 from sapphire.data.validation import DataFileError
-from sapphire.data.venue_instruments import binance_filters, read_metadata
+from sapphire.data.venue_instruments import binance_filters, margin_fields, read_metadata
 from sapphire.model import Instrument, InstrumentKind, infer_increment
 
 # The recordings in shared/data are from 2023-2024: by then Binance USDT-M BTCUSDT traded on a
@@ -120,6 +120,7 @@ def instruments_from_exchange_info(
                 max_qty=_decimal_text(str(lot.get("maxQty", "0"))),
                 min_notional=_decimal_text(str(min_notional)),
                 **msgspec.structs.asdict(limits),
+                **msgspec.structs.asdict(margin_fields(entry, venue)),  # liquidationFee
             )
         except (ValueError, KeyError, TypeError):
             continue  # e.g. a zero tickSize on a halted symbol

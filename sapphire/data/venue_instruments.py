@@ -324,6 +324,34 @@ def market_filters(market: Mapping[str, Any], kind: InstrumentKind) -> FilterFie
     )
 
 
+class MarginFields(msgspec.Struct, frozen=True, kw_only=True):
+    """The :class:`Instrument` margin fields of the same names; "" = the venue states none
+    (the paper venue's configured default applies)."""
+
+    maint_margin_rate: str = ""
+    liquidation_fee_rate: str = ""
+
+
+def margin_fields(info: Mapping[str, Any], venue: str) -> MarginFields:
+    """The maintenance margin rate and liquidation fee rate a venue's own market payload
+    states. Binance: ``liquidationFee`` (its ``maintMarginPercent`` is documented "ignore":
+    2.5 on every symbol); Kraken Futures: the first of ``marginLevels``
+    (``retailMarginLevels`` bind retail clients only); Hyperliquid: half the initial margin
+    at ``maxLeverage``, its documented rule."""
+    if venue.startswith("BINANCE") and info.get("liquidationFee") is not None:
+        return MarginFields(liquidation_fee_rate=dec_text(info["liquidationFee"]))
+    if venue == "KRAKEN_FUTURES":
+        levels = info.get("marginLevels")
+        if isinstance(levels, list) and levels and isinstance(levels[0], dict):
+            rate = levels[0].get("maintenanceMargin")
+            if rate is not None:
+                return MarginFields(maint_margin_rate=dec_text(rate))
+    if venue == "HYPERLIQUID" and info.get("maxLeverage"):
+        rate = 1 / (2 * Decimal(dec_text(info["maxLeverage"])))
+        return MarginFields(maint_margin_rate=dec_text(rate))
+    return MarginFields()
+
+
 def instrument_from_market(market: Mapping[str, Any], venue: str) -> Instrument | None:
     """A ccxt unified market (TICK_SIZE precision) as an Instrument; None for a market with
     no tradeable kind (an index). Raises :class:`InstrumentError` for invalid grids."""
@@ -373,6 +401,7 @@ def instrument_from_market(market: Mapping[str, Any], venue: str) -> Instrument 
     expiry = market.get("expiry")
     option_type = market.get("optionType")
     filters = market_filters(market, kind)
+    margin = margin_fields(info, venue)
     return Instrument(
         symbol=symbol,
         venue=venue,
@@ -396,6 +425,7 @@ def instrument_from_market(market: Mapping[str, Any], venue: str) -> Instrument 
         option_type=OptionType(option_type) if option_type in ("call", "put") else None,
         price_sig_figs=sig_figs,
         **msgspec.structs.asdict(filters),
+        **msgspec.structs.asdict(margin),
     )
 
 
@@ -473,6 +503,8 @@ def bitmex_instrument(raw: Payload) -> Instrument | None:
         max_qty=dec_text(raw.get("maxOrderQty")),
         # BitMEX refuses an order priced above the instrument's maxPrice
         max_price=dec_text(raw.get("maxPrice")),
+        # the first risk limit's (a position past ``riskLimit`` needs ``riskStep`` more)
+        maint_margin_rate=dec_text(raw["maintMargin"]) if raw.get("maintMargin") else "",
         maker_fee_bps=_bps(raw.get("makerFee")),
         taker_fee_bps=_bps(raw.get("takerFee")),
         fee_tier="base",

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from decimal import ROUND_CEILING, Context, Decimal
+from fractions import Fraction
+
+import msgspec
 
 from sapphire.model.events import Side
 from sapphire.model.instrument import Instrument
@@ -37,9 +40,32 @@ class PositionState:
         self.funding_quote = _ZERO  # received (+) or paid (-)
 
 
+def _margined(instruments: Mapping[str, Instrument]) -> dict[str, list[str]]:
+    """The liquidatable symbols of each settlement asset, in instrument order."""
+    out: dict[str, list[str]] = {}
+    for symbol, inst in instruments.items():
+        if inst.liquidatable:
+            out.setdefault(inst.settle_asset, []).append(symbol)
+    return out
+
+
+class MarginState(msgspec.Struct, frozen=True, kw_only=True):
+    """An account's margin in one settlement asset at exact marks: ``equity`` (the balance
+    plus the positions' unrealized PnL) against ``maintenance`` (their notional at the mark
+    x the maintenance rate). Fractions, so the test is exact and the same in every runner."""
+
+    equity: Fraction
+    maintenance: Fraction
+
+    @property
+    def due(self) -> bool:
+        """Liquidated: the equity fell to or below the maintenance margin."""
+        return self.equity <= self.maintenance
+
+
 class Account:
-    # the settlement assets whose balance went below zero (a loss past the margin: no
-    # liquidation here, where a venue would have closed the position near its margin); a
+    # the settlement assets whose balance went below zero: a loss past the margin, where
+    # the price gapped past bankruptcy before the venue's liquidation (or it was off); a
     # class default, so an account pickled before it was kept restores with none
     below_zero: frozenset[str] = frozenset()
 
@@ -61,6 +87,18 @@ class Account:
         self._locked: dict[str, Decimal] = {}
         self._leverage = Decimal(leverage)
         self._positions: dict[str, PositionState] = {s: PositionState() for s in instruments}
+        # the perpetuals and futures of each settlement asset: what a liquidation tests
+        self._margined = _margined(self._instruments)
+        # assets whose balance moved since the venue last tested their margin; all of them
+        # at first, so a venue restored from a snapshot tests what it restored
+        self.changed: set[str] = set(self._margined)
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """An account pickled before the margin test kept its assets gets them now."""
+        self.__dict__.update(state)
+        if "changed" not in state:
+            self._margined = _margined(self._instruments)
+            self.changed = set(self._margined)
 
     # -- balances ---------------------------------------------------------------------------
     def balance(self, asset: str) -> Decimal:
@@ -173,6 +211,54 @@ class Account:
         self._add(inst.settle_asset, payment)
         return payment
 
+    # -- maintenance margin -----------------------------------------------------------------
+    def margin_positions(self, asset: str) -> list[str]:
+        """The open perpetual and futures positions settled in ``asset`` (instrument order)."""
+        positions = self._positions
+        return [s for s in self._margined.get(asset, ()) if positions[s].qty_lots]
+
+    def margin(
+        self, asset: str, marks: Mapping[str, Fraction], rates: Mapping[str, Fraction]
+    ) -> MarginState:
+        """The margin of ``asset`` with each open position at its exact mark (``marks``)
+        and maintenance rate (``rates``): cross margin, the whole balance backs them all."""
+        equity = Fraction(self.balance(asset))
+        maintenance = Fraction(0)
+        for symbol in self.margin_positions(asset):
+            inst, pos = self._instruments[symbol], self._positions[symbol]
+            units = inst.price_units(marks[symbol])
+            entry = inst.price_units(Fraction(pos.avg_entry_ticks))
+            equity += inst.money_exact((units - entry) * pos.qty_lots)
+            maintenance += abs(inst.money_exact(units * pos.qty_lots)) * rates[symbol]
+        return MarginState(equity=equity, maintenance=maintenance)
+
+    def liquidation_bounds(
+        self, symbol: str, rate: Fraction
+    ) -> tuple[Fraction | None, Fraction | None]:
+        """The marks (exact ticks) at which the position in ``symbol``, the only one in its
+        settlement asset, reaches its maintenance margin: it is liquidated at a mark <= the
+        first or >= the second (None: no such mark; a second of 0: at every mark).
+
+        Equity - maintenance is ``a x units(mark) + b`` in the instrument's price units
+        (linear: the price; inverse: -1/price, both rising with the price), so it crosses
+        zero once: at ``units = -b / a``."""
+        inst, pos = self._instruments[symbol], self._positions[symbol]
+        qty = pos.qty_lots
+        k = inst.money_exact(Fraction(1))
+        # |notional| = k x |qty| x units for linear (units > 0), -k x |qty| x units inverse
+        sign = -1 if inst.inverse else 1
+        a = k * (qty - sign * rate * abs(qty))
+        b = Fraction(self.balance(inst.settle_asset)) - k * qty * inst.price_units(
+            Fraction(pos.avg_entry_ticks)
+        )
+        units = -b / a
+        if inst.inverse and units >= 0:  # every mark's units (< 0) lie below it
+            return (None, Fraction(0)) if a > 0 else (None, None)
+        if not inst.inverse and units <= 0:  # every mark (> 0) lies above it
+            return (None, None) if a > 0 else (None, Fraction(0))
+        mark = inst.units_to_ticks(units)
+        return (mark, None) if a > 0 else (None, mark)
+
     # -- reporting --------------------------------------------------------------------------
     def unrealized_quote(self, symbol: str, mark_ticks: int) -> Decimal:
         inst = self._instruments[symbol]
@@ -205,6 +291,7 @@ class Account:
         self._add(asset, amount)
 
     def _add(self, asset: str, amount: Decimal) -> None:
+        self.changed.add(asset)
         balance = self._balances[asset] = self.balance(asset) + amount
         if balance < 0 and asset not in self.below_zero:
             self.below_zero = self.below_zero | {asset}

@@ -72,9 +72,44 @@ class ImpactConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     recovery_ns: PositiveInt = 1_000_000_000
 
 
+class LiquidationConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The venue liquidates as Binance USDT-M and Bybit do (cross margin per settlement
+    asset): when an account's margin balance in an asset (its balance + the unrealized PnL
+    of its perpetual and futures positions settled in it, at the venue's mark) falls to or
+    below their maintenance margin (notional at the mark x the maintenance rate), its open
+    orders on those contracts are canceled and every such position is closed at the mark,
+    rounded a tick against the account, with the clearance fee (notional closed x fee
+    rate) capped at what the balance has left: it goes below zero only where the price
+    gapped past bankruptcy (``balances_below_zero``). Spot and options are never liquidated.
+
+    Each instrument's own rates (``maint_margin_rate``, ``liquidation_fee_rate``: from
+    the venue's metadata where it states them) come first; these are the defaults for the
+    others. ``maint_margin_rate``: Binance USDT-M BTCUSDT's first leverage bracket, 0.4 %
+    (its maintMarginRatio up to 50,000 USDT notional). ``fee_rate``: Binance USDT-M BTCUSDT's
+    ``liquidationFee`` in the recorded exchangeInfo of 2021-07-22, 1.2 %."""
+
+    # false: no liquidation; a loss past the margin takes the balance below zero
+    enabled: bool = True
+    # fraction of the notional at the mark, for instruments whose metadata states none
+    maint_margin_rate: str = "0.004"
+    # fraction of the notional closed, for instruments whose metadata states none
+    fee_rate: str = "0.012"
+
+    def __post_init__(self) -> None:
+        for field in ("maint_margin_rate", "fee_rate"):
+            text = getattr(self, field)
+            try:
+                value = Decimal(text)
+            except InvalidOperation as exc:
+                raise ValueError(f"liquidation.{field} is not a decimal: {text!r}") from exc
+            if not value.is_finite() or not 0 <= value < 1:
+                raise ValueError(f"liquidation.{field} must be a fraction in [0, 1): {text!r}")
+
+
 class PaperExchangeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``balances`` are decimal strings per asset (money rule). ``leverage`` applies to
-    perpetuals (initial margin = notional / leverage). ``trade_through_fills_all``: a recorded
+    perpetuals (initial margin = notional / leverage); ``liquidation`` closes them at their
+    maintenance margin. ``trade_through_fills_all``: a recorded
     trade strictly beyond our resting price fills the whole order (the market traded through
     us); ``book_cross_fills``: a recorded level at or beyond our resting price fills us up to
     that level's displayed size (it would have traded with us)."""
@@ -86,6 +121,7 @@ class PaperExchangeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
     impact: ImpactConfig = ImpactConfig()
     self_trade: SelfTradeMode = SelfTradeMode.EXPIRE_TAKER
     leverage: PositiveInt = 1
+    liquidation: LiquidationConfig = LiquidationConfig()
     trade_through_fills_all: bool = True
     book_cross_fills: bool = True
     # How long (venue time) the venue remembers an order after it is final: a cancel or
@@ -112,6 +148,16 @@ class PaperExchangeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
         for inst in self.instruments:
             if not inst.base or not inst.quote:
                 raise ValueError(f"{inst.symbol}: instrument needs base and quote assets")
+            if not (self.liquidation.enabled and inst.liquidatable):
+                continue
+            rate = Decimal(inst.maint_margin_rate or self.liquidation.maint_margin_rate)
+            if rate * self.leverage >= 1:
+                # a venue caps leverage well under this (Binance: initial margin twice the
+                # maintenance); here every position would be liquidated as it opened
+                raise ValueError(
+                    f"{inst.symbol}: leverage {self.leverage} leaves an initial margin "
+                    f"(1/{self.leverage}) no larger than its maintenance margin {rate}"
+                )
 
 
 class PaperExchangeBuilder:
@@ -129,6 +175,7 @@ class PaperExchangeBuilder:
         self._impact = ImpactConfig()
         self._stp = SelfTradeMode.EXPIRE_TAKER
         self._leverage = 1
+        self._liquidation = LiquidationConfig()
         self._trade_through = True
         self._book_cross = True
 
@@ -195,6 +242,10 @@ class PaperExchangeBuilder:
         self._leverage = leverage
         return self
 
+    def liquidation(self, liquidation: LiquidationConfig) -> PaperExchangeBuilder:
+        self._liquidation = liquidation
+        return self
+
     def fill_rules(
         self, *, trade_through_fills_all: bool, book_cross_fills: bool
     ) -> PaperExchangeBuilder:
@@ -211,6 +262,7 @@ class PaperExchangeBuilder:
             impact=self._impact,
             self_trade=self._stp,
             leverage=self._leverage,
+            liquidation=self._liquidation,
             trade_through_fills_all=self._trade_through,
             book_cross_fills=self._book_cross,
         )

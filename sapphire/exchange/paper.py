@@ -9,11 +9,21 @@ ties are broken by arrival order, so the same input gives the same output.
 
 Reports: ``OrderUpdate`` for ACCEPTED (also after an amend, message "amended"), REJECTED,
 CANCELED, EXPIRED and FILLED; ``OrderFilled`` for every execution.
+
+Liquidation (``config.liquidation``): after every market event, action and funding, each
+settlement asset whose balance moved, or whose position's mark reached its liquidation
+price, is tested (:meth:`Account.margin`, at the exact mark of :meth:`_mark`); one whose
+equity is at or below its maintenance margin has its orders on those contracts canceled
+(reason LIQUIDATION) and its positions closed at the mark by ``OrderFilled`` reports with
+``liquidation`` set, one per agent whose fills built the position (client order id
+``autoclose-SYMBOL-N``, as Binance names its own). The same input liquidates at the same
+event in every runner: nothing but the venue's events and actions moves it.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from decimal import ROUND_FLOOR, Decimal
@@ -55,12 +65,20 @@ from sapphire.model.orders import (
     OrderUpdate,
     RejectReason,
     SubmitOrder,
+    TimeInForce,
 )
-from sapphire.storage.schemas import round_money
+from sapphire.storage.schemas import quote_scale, round_money
+
+# a liquidation bound no mark reaches (2 x mark, in ticks)
+_NO_BOUND = 1 << 62
 
 
 class PaperExchange:
     """Implements :class:`sapphire.exchange.gateway.ExecutionGateway`."""
+
+    # class defaults: a venue pickled before liquidation existed goes on without it
+    liquidations = 0
+    _liquidating = False
 
     def __init__(
         self, config: PaperExchangeConfig, books: Mapping[str, MarketBook] | None = None
@@ -117,23 +135,54 @@ class PaperExchange:
             if i.symbol in self._banded and i.price_band_reference is PriceBandReference.AVERAGE
         }
         self.ignored_events = 0
+        # liquidation: each perpetual's and future's settlement asset, its maintenance and
+        # clearance fee rates (the instrument's own, else the config's default), the
+        # bounds of 2 x mark outside which a position's asset is tested again (symbol ->
+        # (low, high, asset): tested at <= low or >= high), and the lots each agent's fills
+        # built in each symbol (whose fills a liquidation's close is reported to)
+        liq = config.liquidation
+        self._margin_asset = {
+            i.symbol: i.settle_asset for i in config.instruments if i.liquidatable
+        }
+        self._liquidating = liq.enabled and bool(self._margin_asset)
+        self._maint_rates = {
+            i.symbol: Fraction(i.maint_margin_rate or liq.maint_margin_rate)
+            for i in config.instruments
+            if i.liquidatable
+        }
+        self._fee_rates = {
+            i.symbol: Decimal(i.liquidation_fee_rate or liq.fee_rate)
+            for i in config.instruments
+            if i.liquidatable
+        }
+        self._watch: dict[str, tuple[int, int, str]] = {}
+        self._agent_lots: dict[tuple[str, str], int] = {}
+        self.liquidations = 0  # positions the venue closed
 
     @classmethod
     def builder(cls) -> PaperExchangeBuilder:
         return PaperExchangeBuilder()
 
     def snapshot(self) -> bytes:
-        """Full state as bytes (default ``L2Book`` books only); see :meth:`restore`."""
-        from sapphire.exchange import persist  # persist reads this class's state
+        """Full state as bytes; see :meth:`restore`. The venue actor's checkpoint is this
+        pickle too: one snapshot of the venue, so a field added to it (the liquidations'
+        attribution, an account below zero) is never left out of one of two formats."""
+        import pickle
 
-        return persist.snapshot(self)
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
     def restore(cls, data: bytes) -> PaperExchange:
         """A new exchange in exactly the state ``snapshot`` captured."""
-        from sapphire.exchange import persist
+        import pickle
 
-        return persist.restore(cls, data)
+        try:
+            venue = pickle.loads(data)
+        except Exception as exc:  # pickle raises whatever the bytes make it meet
+            raise ValueError(f"cannot restore a paper exchange: {exc!r}") from None
+        if not isinstance(venue, cls):
+            raise ValueError(f"cannot restore a paper exchange from a {type(venue).__name__}")
+        return venue
 
     # -- gateway ----------------------------------------------------------------------------
     def submit(self, order: SubmitOrder, now_ns: int) -> None:
@@ -207,6 +256,8 @@ class PaperExchange:
         else:
             # Quotes and bars do not move a depth-driven book.
             self.ignored_events += 1
+        if self._liquidating:
+            self._check_margin(event.symbol, ts)
 
     def advance(self, now_ns: int) -> None:
         """Run every action that has reached the venue by ``now_ns``."""
@@ -225,6 +276,8 @@ class PaperExchange:
                 self._on_cancel(action, arrive)
             else:
                 self._on_amend(action, arrive)  # type: ignore[arg-type]
+            if self._liquidating and self.account.changed:
+                self._test_changed(arrive)  # an order that filled moved the margin
         if finished and aged(finished[0][0], now_ns):
             self._forget(now_ns)
 
@@ -313,8 +366,10 @@ class PaperExchange:
         books = [e.book for e in self._engines.values()]
         return {
             # and its account: assets whose balance went below zero (a loss past the
-            # margin, which a venue would have liquidated near the margin; this one does not)
+            # margin: the price gapped past bankruptcy before the liquidation, or
+            # liquidation is off), and the positions the venue liquidated
             "balances_below_zero": len(self.account.below_zero),
+            "liquidations": self.liquidations,
             "sequence_gaps": sum(getattr(b, "gaps", 0) for b in books),
             "stale_snapshots": sum(getattr(b, "stale_snapshots", 0) for b in books),
             "out_of_sync_at_end": sum(
@@ -351,12 +406,18 @@ class PaperExchange:
         """The venue's mark, exact: the book's mid (x.5 ticks where the spread is odd),
         else the last trade, else None. One rule for the account's margin, funding and the
         futures band; each reads it at the precision it needs."""
+        two = self._two_marks(symbol)
+        return None if two is None else Fraction(two, 2)
+
+    def _two_marks(self, symbol: str) -> int | None:
+        """Twice :meth:`_mark`, a whole number of ticks: the rule itself, in integers, so
+        the liquidation bounds are tested at every event without a fraction."""
         book = self._engines[symbol].book
         bid, ask = book.best_bid(), book.best_ask()
         if bid is not None and ask is not None:
-            return Fraction(bid[0] + ask[0], 2)
+            return bid[0] + ask[0]
         last = self._last_trade.get(symbol)
-        return None if last is None else Fraction(last)
+        return None if last is None else 2 * last
 
     def mark_ticks(self, symbol: str) -> int | None:
         mark = self._mark(symbol)
@@ -368,6 +429,8 @@ class PaperExchange:
         """Move a market by hand (venue doubles, tests); our resting orders react as to a delta."""
         self.advance(now_ns)
         self._engines[symbol].set_level(side, price_ticks, qty_lots, now_ns)
+        if self._liquidating:
+            self._check_margin(symbol, now_ns)
 
     # -- venue side -------------------------------------------------------------------------
     def _on_submit(self, cmd: SubmitOrder, ts: int) -> None:
@@ -486,6 +549,9 @@ class PaperExchange:
         order.fees_quote += fee
         order.ts_update_ns = ts
         self.account.apply_fill(inst, order.side, price, lots, fee)
+        if self._liquidating and order.symbol in self._margin_asset:
+            key = (order.symbol, order.agent_id)
+            self._agent_lots[key] = self._agent_lots.get(key, 0) + int(order.side) * lots
         self._fill_seq += 1
         fill = OrderFilled(
             ts_event_ns=ts,
@@ -522,6 +588,157 @@ class PaperExchange:
             return
         exact = Decimal(mark.numerator) / Decimal(mark.denominator)  # a half at most: exact
         self.account.apply_funding(self.instruments[event.symbol], Decimal(event.rate), exact)
+
+    # -- liquidation ------------------------------------------------------------------------
+    def _check_margin(self, symbol: str, ts: int) -> None:
+        """After an event on ``symbol``: test the assets whose balance moved, then the
+        position in ``symbol`` if its mark left the bounds it was last tested within."""
+        if self.account.changed:
+            self._test_changed(ts)
+        watch = self._watch.get(symbol)
+        if watch is None:
+            return
+        two = self._two_marks(symbol)
+        if two is not None and not watch[0] < two < watch[1]:
+            self._test_margin(watch[2], ts)
+
+    def _test_changed(self, ts: int) -> None:
+        changed = self.account.changed
+        assets = sorted(changed.intersection(self._margin_asset.values()))
+        changed.clear()
+        for asset in assets:
+            self._test_margin(asset, ts)
+
+    def _test_margin(self, asset: str, ts: int) -> None:
+        """Liquidate ``asset``'s positions if its margin is due, else set the bounds of the
+        marks within which it is not tested again: a lone position's exact liquidation
+        price; beside others, any move of its mark (theirs move its price)."""
+        watch = self._watch
+        for symbol, settle in self._margin_asset.items():
+            if settle == asset:
+                watch.pop(symbol, None)
+        symbols = self.account.margin_positions(asset)
+        if not symbols:
+            return
+        marks: dict[str, Fraction] = {}
+        for symbol in symbols:
+            two = self._two_marks(symbol)
+            if two is not None:
+                marks[symbol] = Fraction(two, 2)
+        if len(marks) < len(symbols):
+            # a position with no price (its book emptied, nothing traded): its equity is
+            # unknown, so the asset is tested again at the next event on any of them
+            for symbol in symbols:
+                watch[symbol] = (_NO_BOUND, _NO_BOUND, asset)
+            return
+        if self.account.margin(asset, marks, self._maint_rates).due:
+            self._liquidate(asset, symbols, marks, ts)
+            return
+        if len(symbols) == 1:
+            symbol = symbols[0]
+            low, high = self.account.liquidation_bounds(symbol, self._maint_rates[symbol])
+            watch[symbol] = (
+                -1 if low is None else math.floor(2 * low),
+                _NO_BOUND if high is None else math.ceil(2 * high),
+                asset,
+            )
+            return
+        for symbol in symbols:
+            two = int(2 * marks[symbol])
+            watch[symbol] = (two - 1, two + 1, asset)
+
+    def _liquidate(
+        self, asset: str, symbols: list[str], marks: Mapping[str, Fraction], ts: int
+    ) -> None:
+        """Cancel the account's open orders on ``asset``'s contracts (they lock its margin),
+        then close each position at its mark, a tick against the account (a long sells at
+        the floor, a short buys at the ceiling), gains first so the balance passes no lower
+        than where it ends. The clearance fee, notional x fee rate, takes at most what the
+        balance has left after the closes: below zero only past bankruptcy."""
+        for order in list(self._orders.values()):
+            if order.is_open and self._margin_asset.get(order.symbol) == asset:
+                self._finish(
+                    order, OrderStatus.CANCELED, ts, RejectReason.LIQUIDATION, "liquidation"
+                )
+        acct = self.account
+        closes: list[tuple[Decimal, str, int]] = []
+        for symbol in symbols:
+            mark = marks[symbol]
+            long = acct.position_state(symbol).qty_lots > 0
+            price = max(math.floor(mark), 1) if long else math.ceil(mark)
+            closes.append((acct.unrealized_quote(symbol, price), symbol, price))
+        closes.sort(key=lambda c: -c[0])  # stable: ties keep the instrument order
+        left = acct.balance(asset) + sum(c[0] for c in closes)
+        unit = Decimal(1).scaleb(-quote_scale(asset))
+        budget = max(left, Decimal(0)).quantize(unit, ROUND_FLOOR)
+        for _, symbol, price in closes:
+            inst = self.instruments[symbol]
+            lots = abs(acct.position_state(symbol).qty_lots)
+            fee = round_money(inst.notional_quote(price, lots) * self._fee_rates[symbol], asset)
+            fee = min(fee, budget)
+            budget -= fee
+            self._close(inst, price, fee, unit, ts)
+
+    def _close(self, inst: Instrument, price: int, fee: Decimal, unit: Decimal, ts: int) -> None:
+        """Close the position in ``inst`` at ``price``: one fill per agent whose fills built
+        it, so each agent's position follows (the rest, if a restore lost whose it was, is
+        the venue's: agent ""). The fee falls on the lots that close the account's position,
+        pro rata; an agent on the other side only nets against them."""
+        symbol = inst.symbol
+        qty = self.account.position_state(symbol).qty_lots
+        held = {a: n for (s, a), n in self._agent_lots.items() if s == symbol and n}
+        rest = qty - sum(held.values())
+        if rest:
+            held[""] = held.get("", 0) + rest
+        # the agents on the account's side first: their fills close it
+        closing = [(a, n) for a, n in held.items() if n and (n > 0) == (qty > 0)]
+        netting = [(a, n) for a, n in held.items() if n and (n > 0) != (qty > 0)]
+        closing_lots = sum(abs(n) for _, n in closing)
+        fees: dict[str, Decimal] = {}
+        shared = Decimal(0)
+        for agent, n in closing[:-1]:
+            fees[agent] = (fee * abs(n) / closing_lots).quantize(unit, ROUND_FLOOR)
+            shared += fees[agent]
+        fees[closing[-1][0]] = fee - shared
+        self.liquidations += 1
+        cid = f"autoclose-{symbol}-{self.liquidations}"
+        order = SimOrder(
+            client_order_id=cid,
+            agent_id="",
+            symbol=symbol,
+            side=Side.SELL if qty > 0 else Side.BUY,
+            order_type=OrderType.MARKET,
+            tif=TimeInForce.IOC,
+            limit_ticks=None,
+            qty_lots=abs(qty),
+            ts_ns=ts,
+        )
+        order.filled_lots, order.status = abs(qty), OrderStatus.FILLED
+        order.notional_ticks_lots, order.fees_quote = price * abs(qty), fee
+        self._orders.pop(cid, None)
+        self._orders[cid] = order
+        self._finished.append((ts, cid))
+        for agent, n in [*closing, *netting]:
+            side = Side.SELL if n > 0 else Side.BUY
+            agent_fee = fees.get(agent, Decimal(0))
+            self.account.apply_fill(inst, side, price, abs(n), agent_fee)
+            self._agent_lots.pop((symbol, agent), None)
+            self._fill_seq += 1
+            fill = OrderFilled(
+                ts_event_ns=ts,
+                client_order_id=cid,
+                agent_id=agent,
+                symbol=symbol,
+                side=side,
+                price_ticks=price,
+                qty_lots=abs(n),
+                fee_quote=agent_fee,
+                is_maker=False,
+                fill_id=f"{symbol}-{self._fill_seq}",
+                liquidation=True,
+            )
+            self._fills.append(fill)
+            self._report_at(ts, fill)
 
     # -- helpers ----------------------------------------------------------------------------
     def _finish(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from sapphire.exchange.config import QueueConfig, QueueModelKind
 from sapphire.exchange.state import SimOrder
@@ -90,13 +91,17 @@ class ProbQueue(QueueModel):
             floor = order.ahead
 
 
-def power_prob(power: float) -> Callable[[float, float], float]:
-    def prob(front: float, back: float) -> float:
-        fb, ff = back**power, front**power
+# The probability rules are small frozen classes, not closures: the venue is pickled whole
+# into every checkpoint of a run (the venue actor's), and a closure cannot be pickled (a run
+# with ``queue: prob_power`` failed at its first checkpoint).
+@dataclass(frozen=True, slots=True)
+class PowerProb:
+    power: float
+
+    def __call__(self, front: float, back: float) -> float:
+        fb, ff = back**self.power, front**self.power
         total = fb + ff
         return 1.0 if total == 0.0 else fb / total
-
-    return prob
 
 
 def log_prob(front: float, back: float) -> float:
@@ -105,19 +110,20 @@ def log_prob(front: float, back: float) -> float:
     return 1.0 if total == 0.0 else fb / total
 
 
-def power3_prob(power: float) -> Callable[[float, float], float]:
-    def prob(front: float, back: float) -> float:
-        total = front + back
-        return 1.0 if total == 0.0 else 1.0 - (front / total) ** power
+@dataclass(frozen=True, slots=True)
+class Power3Prob:
+    power: float
 
-    return prob
+    def __call__(self, front: float, back: float) -> float:
+        total = front + back
+        return 1.0 if total == 0.0 else 1.0 - (front / total) ** self.power
 
 
 def queue_from_config(config: QueueConfig) -> QueueModel:
     if config.kind is QueueModelKind.CONSERVATIVE:
         return ConservativeQueue()
     if config.kind is QueueModelKind.PROB_POWER:
-        return ProbQueue(power_prob(config.power))
+        return ProbQueue(PowerProb(config.power))
     if config.kind is QueueModelKind.PROB_LOG:
         return ProbQueue(log_prob)
-    return ProbQueue(power3_prob(config.power))
+    return ProbQueue(Power3Prob(config.power))

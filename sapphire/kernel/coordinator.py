@@ -162,7 +162,7 @@ class CoordinatorStage:
             if type(report) is OrderFilled:
                 if report.fill_id in self._seen_fills:
                     continue
-                if report.client_order_id not in entries:
+                if report.client_order_id not in entries and not report.liquidation:
                     # an order the journal does not hold (forgotten, final for longer than
                     # it keeps orders): whether this fill was told before cannot be known,
                     # and the firm does not count it, so its agent must not either
@@ -335,8 +335,9 @@ class CoordinatorStage:
             if type(report) is OrderDenied:
                 return  # for its agent only: the decision is stored already
             assert isinstance(report, OrderUpdate | OrderFilled)
-            if report.client_order_id not in self.core.journal.entries:
-                return  # an answer about an order that is not ours
+            liquidation = type(report) is OrderFilled and report.liquidation
+            if report.client_order_id not in self.core.journal.entries and not liquidation:
+                return  # an answer about an order that is not ours (but the venue's close)
             if isinstance(report, OrderFilled):
                 if not self.core.journal.is_new(report):
                     return  # a fill seen before

@@ -26,6 +26,14 @@ class InstrumentKind(enum.StrEnum):
 
 
 _INVERSE_KINDS = frozenset({InstrumentKind.INVERSE_PERPETUAL, InstrumentKind.INVERSE_FUTURE})
+_MARGIN_KINDS = frozenset(
+    {
+        InstrumentKind.PERPETUAL,
+        InstrumentKind.INVERSE_PERPETUAL,
+        InstrumentKind.FUTURE,
+        InstrumentKind.INVERSE_FUTURE,
+    }
+)
 
 _MULTIPLIERS = (
     "bid_multiplier_up",
@@ -172,6 +180,18 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # always allowed, on top of the tick grid (0 = no such rule). At 30,000 USD its grid's
     # 0.1 tick admits 30123.4, which the venue refuses: the real step there is 1 USD
     price_sig_figs: int = 0
+    # -- margin of perpetuals and futures; "" = the venue's metadata gives none, and the
+    # paper venue's default applies (``exchange.params.liquidation``) -------------------------
+    # Maintenance margin, a fraction of the position's notional at the mark: BitMEX
+    # ``maintMargin``, Kraken Futures ``marginLevels[0].maintenanceMargin``, Hyperliquid half
+    # the initial margin at ``maxLeverage``. The first tier of a tiered schedule only (a
+    # position past it needs more at the venue). Binance's ``maintMarginPercent`` is not
+    # read: its API documents it "ignore" (2.5 on every symbol); its brackets are another
+    # endpoint, which no recording holds
+    maint_margin_rate: str = ""
+    # The liquidation clearance fee, a fraction of the notional closed (Binance futures
+    # ``liquidationFee``)
+    liquidation_fee_rate: str = ""
 
     def _decimal(self, field: str) -> Decimal:
         """A field's decimal text, finite, or a one-line error naming it ("abc" raised
@@ -226,6 +246,14 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             if count < 0:
                 raise InstrumentError(f"{self.symbol}: {field} must be >= 0, got {count}")
 
+        for field in ("maint_margin_rate", "liquidation_fee_rate"):
+            # a fraction of the notional: 1 or more would take the whole position
+            if getattr(self, field) and not 0 <= self._decimal(field) < 1:
+                raise InstrumentError(
+                    f"{self.symbol}: {field} must be a fraction in [0, 1), "
+                    f"got {getattr(self, field)}"
+                )
+
         if self.kind in _INVERSE_KINDS and not (self.settle or self.base):
             raise InstrumentError(f"{self.symbol}: an inverse instrument needs base or settle")
 
@@ -238,6 +266,12 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     def derivative(self) -> bool:
         """A position-only contract: a fill moves no base/quote, only margin and PnL."""
         return self.kind is not InstrumentKind.SPOT
+
+    @property
+    def liquidatable(self) -> bool:
+        """Held on margin that a venue liquidates at a maintenance rate of the notional:
+        perpetuals and dated futures (an option's margin is no such rate; spot has none)."""
+        return self.kind in _MARGIN_KINDS
 
     @property
     def settle_asset(self) -> str:
@@ -414,10 +448,10 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # that average entries (portfolio, venue account) average in these units, so one formula
     # serves both: PnL = (units(exit) - units(entry)) x signed lots, scaled by ``money``. The
     # average entry price of an inverse position is therefore the harmonic mean.
-    def price_units(self, price_ticks: int) -> Fraction:
-        """Exact units of an integer tick price (for Fraction books)."""
+    def price_units(self, price_ticks: int | Fraction) -> Fraction:
+        """Exact units of a tick price (for Fraction books; a mark may be x.5 ticks)."""
         if self.inverse:
-            return Fraction(-1, price_ticks)
+            return -1 / Fraction(price_ticks)
         return Fraction(price_ticks)
 
     def price_units_dec(self, price_ticks: Decimal | int) -> Decimal:
@@ -442,6 +476,12 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         if self.inverse:
             return unit_lots * self.lot * self.contract / self.tick
         return unit_lots * self._linear_unit()
+
+    def money_exact(self, unit_lots: Fraction) -> Fraction:
+        """:meth:`money` without rounding (margin tests at an exact mark)."""
+        if self.inverse:
+            return unit_lots * Fraction(self.lot) * Fraction(self.contract) / Fraction(self.tick)
+        return unit_lots * Fraction(self._linear_unit())
 
     def quote_value(self, amount: Decimal, price_ticks: Decimal | int) -> Decimal:
         """``amount`` of the settlement asset in the quote asset at ``price_ticks``: the coin

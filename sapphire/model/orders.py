@@ -66,6 +66,8 @@ class RejectReason(enum.StrEnum):
     DUPLICATE_CLIENT_ORDER_ID = "duplicate_client_order_id"
     UNKNOWN_ORDER = "unknown_order"
     UNKNOWN_SYMBOL = "unknown_symbol"
+    # canceled by the venue: it liquidated the account's positions in the order's asset
+    LIQUIDATION = "liquidation"
     # pre-trade risk (coordinator)
     RISK_KILL_SWITCH = "risk_kill_switch"
     RISK_MAX_POSITION = "risk_max_position"
@@ -208,6 +210,10 @@ class OrderFilled(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True)
     # ``fee_quote`` values them at the fill price. Booked as the whole qty, every such buy
     # left the run holding more than the account (a later sell of it was refused)
     fee_lots: int = 0
+    # the venue's own close of the position at its maintenance margin (a forced liquidation,
+    # Binance's "autoclose-" orders): an order no agent sent, taker, at the mark, its fee the
+    # clearance fee
+    liquidation: bool = False
 
 
 class OrderDenied(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag=True):

@@ -160,6 +160,7 @@ def fill_row(f: OrderFilled, *, run_id: str, producer_id: str, seq: int, quote: 
         leaves_lots=f.leaves_lots,
         internal=f.internal,
         fee_lots=f.fee_lots,
+        liquidation=f.liquidation,
     )
     return row
 

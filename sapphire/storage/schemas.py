@@ -242,6 +242,8 @@ FILLS = _table(
     Column("internal", _BOOL, "BOOL"),
     # lots of the traded coin the venue kept as the fee (OrderFilled.fee_lots)
     Column("fee_lots", _I64, "INT64"),
+    # the venue's close of a position it liquidated (OrderFilled.liquidation)
+    Column("liquidation", _BOOL, "BOOL"),
 )
 
 POSITIONS = _table(

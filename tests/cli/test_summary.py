@@ -111,9 +111,17 @@ def test_a_venue_book_out_of_sync_is_said() -> None:
 
 def test_a_venue_balance_below_zero_is_said() -> None:
     screen = _screen(_summary(venue_books={"balances_below_zero": 1}))
-    assert "venue account: balance below zero (no liquidation here" in screen
+    assert "venue account: balance below zero (the price gapped past bankruptcy" in screen
     assert "1 asset(s)" in screen
     assert "venue account" not in _screen(_summary(venue_books={"balances_below_zero": 0}))
+
+
+def test_venue_liquidations_are_said() -> None:
+    screen = _screen(_summary(venue_books={"liquidations": 2, "balances_below_zero": 0}))
+    assert "venue liquidations: positions closed at the maintenance margin" in screen
+    assert "2 position(s)" in screen
+    assert "venue account" not in screen
+    assert "venue liquidations" not in _screen(_summary(venue_books={"liquidations": 0}))
 
 
 def test_funding_has_a_column_where_any_was_paid_so_the_columns_add_up() -> None:

@@ -367,9 +367,10 @@ def test_an_unrealized_loss_backs_no_new_order() -> None:
 
 
 def test_a_loss_past_the_margin_is_reported_not_hidden() -> None:
-    """XBTUSD at leverage 100 on 0.01 BTC: 1,000 contracts bought at 10,000 and sold at
-    5,000 lose ~0.1 BTC. There is no liquidation here (a venue would have closed near the
-    margin), and the negative balance showed nowhere but in later refusals."""
+    """XBTUSD at leverage 100 on 0.01 BTC: 1,000 contracts bought at 10,000 USD, and the
+    book gone until it comes back at 5,000: the venue liquidates at that first mark, far
+    past bankruptcy, which loses ~0.1 BTC, more than the balance. That is counted (the
+    negative balance showed nowhere but in later refusals)."""
     xbt = Instrument(
         symbol="XBTUSD",
         kind=InstrumentKind.INVERSE_PERPETUAL,
@@ -412,3 +413,6 @@ def test_a_loss_past_the_margin_is_reported_not_hidden() -> None:
     market(Side.SELL, 10, "o2", 9_999, 10_000)
     assert ex.account.balance("BTC") < 0
     assert ex.book_health()["balances_below_zero"] == 1
+    assert ex.book_health()["liquidations"] == 1
+    (close,) = [f for f in ex.fills if f.liquidation]
+    assert (close.side, close.qty_lots, close.price_ticks) == (Side.SELL, 10, 9_999)

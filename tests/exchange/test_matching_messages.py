@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from sapphire.book.l2 import L2Book
 from sapphire.exchange.matching import MatchingEngine
-from sapphire.exchange.queue import ConservativeQueue, ProbQueue, QueueModel, power_prob
+from sapphire.exchange.queue import ConservativeQueue, PowerProb, ProbQueue, QueueModel
 from sapphire.exchange.state import SimOrder
 from sapphire.model.events import BookDeltas, BookSnapshot, Side
 from tests.exchange.test_matching import rest_limit
@@ -98,7 +98,7 @@ def test_a_message_trades_as_its_levels_one_by_one(
     prob: bool,
 ) -> None:
     def queue() -> QueueModel:
-        return ProbQueue(power_prob(2.0)) if prob else ConservativeQueue()
+        return ProbQueue(PowerProb(2.0)) if prob else ConservativeQueue()
 
     grouped, g_orders, g_fills = _engine(queue(), book_cross, orders)
     single, s_orders, s_fills = _engine(queue(), book_cross, orders)

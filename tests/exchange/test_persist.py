@@ -84,3 +84,19 @@ def test_restore_rejects_garbage() -> None:
     with pytest.raises(ValueError, match="cannot restore"):
         PaperExchange.restore(b"not msgpack")
     assert RejectReason.DUPLICATE_CLIENT_ORDER_ID  # the id check the restore relies on
+
+
+@pytest.mark.parametrize("kind", ["conservative", "prob_power", "prob_log", "prob_power3"])
+def test_every_queue_model_survives_a_checkpoint(kind: str) -> None:
+    """The venue actor's checkpoint pickles the venue whole: a queue rule built as a closure
+    could not be, and a run with ``queue: prob_power`` failed at its first checkpoint."""
+    b = PaperExchangeBuilder().instrument(INST).balance("USDT", "1000")  # type: ignore[arg-type]
+    b = {
+        "conservative": b,
+        "prob_power": b.power_prob_queue(2.0),
+        "prob_log": b.log_prob_queue(),
+        "prob_power3": b.power3_prob_queue(3.0),
+    }[kind]
+    ex = PaperExchange(b.config())
+    twin = PaperExchange.restore(ex.snapshot())
+    assert twin.snapshot() == ex.snapshot()

@@ -9,10 +9,10 @@ from sapphire.exchange.config import QueueConfig, QueueModelKind
 from sapphire.exchange.matching import MatchingEngine
 from sapphire.exchange.queue import (
     ConservativeQueue,
+    Power3Prob,
+    PowerProb,
     ProbQueue,
     log_prob,
-    power3_prob,
-    power_prob,
     queue_from_config,
 )
 from sapphire.exchange.state import SimOrder
@@ -68,7 +68,7 @@ def test_conservative_cancel_moves_us_only_when_level_shrinks_below_ahead() -> N
 
 
 def test_prob_queue_moves_us_forward_on_cancels_but_not_for_traded_volume_twice() -> None:
-    q = ProbQueue(power_prob(2.0))
+    q = ProbQueue(PowerProb(2.0))
     a = _order("a", 1)
     q.on_place(a, 10, None)
     q.on_depth([a], 10, 20)  # 10 joined behind us
@@ -92,7 +92,7 @@ def test_prob_queue_keeps_later_orders_behind_earlier_ones() -> None:
 
 @pytest.mark.parametrize(
     "prob",
-    [power_prob(1.0), power_prob(3.0), log_prob, power3_prob(3.0)],
+    [PowerProb(1.0), PowerProb(3.0), log_prob, Power3Prob(3.0)],
     ids=["power1", "power3", "log", "power3_prob3"],  # stable ids: xdist workers must agree
 )
 def test_probabilities_are_in_unit_interval_and_favour_the_bigger_side(prob: object) -> None:
@@ -113,7 +113,7 @@ def _level(side: Side, price: int, qty: int, update: int) -> BookDelta:
     return delta(side, price, qty, update, update, prev=update - 1)
 
 
-@pytest.mark.parametrize("queue", [ConservativeQueue(), ProbQueue(power_prob(2.0))])
+@pytest.mark.parametrize("queue", [ConservativeQueue(), ProbQueue(PowerProb(2.0))])
 @pytest.mark.parametrize("book_cross_fills", [False, True])
 @pytest.mark.parametrize("grouped", [False, True])
 def test_a_level_the_books_crossing_rule_removes_moves_our_queue_as_a_delete(

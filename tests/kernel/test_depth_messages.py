@@ -243,6 +243,7 @@ def test_a_lost_depth_message_leaves_the_venue_no_liquidity_and_is_reported(
     summary = kernel.summary()
     assert summary["venue_books"] == {
         "balances_below_zero": 0,
+        "liquidations": 0,
         "sequence_gaps": 1,
         "stale_snapshots": 0,
         "out_of_sync_at_end": 1,
