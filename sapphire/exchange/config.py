@@ -52,7 +52,11 @@ class LatencyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     The trading kernel (``sapphire.kernel``) reads the same block as the run's timing:
     ``feed_ns`` (an event becomes visible to agents), ``decision_ns`` (agent and risk time
     from seeing something to the order leaving; the venue itself ignores it), ``entry_ns``
-    (to the matching engine) and ``response_ns`` (the venue's report back)."""
+    (to the matching engine) and ``response_ns`` (the venue's report back). In a system
+    config, ``entry_ns`` and ``response_ns`` left out are 1 ms each (a co-located client;
+    the lookahead is their minimum), whether the block is left out or only some of its
+    fields; the kernel refuses 0 for either (no window would be exact). The 0 defaults
+    below are a venue's built alone (``PaperExchangeBuilder``), acting at once."""
 
     kind: LatencyKind = LatencyKind.CONSTANT
     feed_ns: NonNegInt = 0

@@ -897,9 +897,15 @@ def import_object(path: str) -> Any:
 
 
 def venue_params(exchange: ExchangeConfig) -> dict[str, Any]:
-    """The paper venue's modelling assumptions, with the default latency where none is set."""
+    """The paper venue's modelling assumptions, with the default latency where none is set:
+    a latency block that leaves out ``entry_ns`` or ``response_ns`` gets the default's too
+    (it got 0, which the kernel refuses: a block naming only ``feed_ns`` failed)."""
     params = dict(exchange.params)
-    params.setdefault("latency", dict(DEFAULT_LATENCY))
+    latency = params.get("latency")
+    if latency is None:
+        params["latency"] = dict(DEFAULT_LATENCY)
+    elif isinstance(latency, dict):
+        params["latency"] = {**DEFAULT_LATENCY, **latency}
     return params
 
 

@@ -93,3 +93,20 @@ def test_a_far_limit_on_a_market_order_does_not_shrink_its_notional() -> None:
     kernel = InProcessKernel(config, "far")
     kernel.run()
     assert kernel.summary()["risk_rejections"] == {"risk_max_notional": 1}
+
+
+def test_a_latency_block_naming_only_some_fields_gets_the_defaults_for_the_rest() -> None:
+    """Entry and response default to 1 ms whether the block is left out or only part of it
+    is written (a block naming only ``feed_ns`` gave them 0, which no window can use)."""
+    from sapphire.config.system import ExchangeConfig
+    from sapphire.kernel import assembly
+
+    partial = ExchangeConfig(kind="paper", params={"latency": {"feed_ns": 5_000_000}})
+    latency = assembly.venue_params(partial)["latency"]
+    assert latency["feed_ns"] == 5_000_000
+    assert latency["entry_ns"] == latency["response_ns"] == 1_000_000
+    config = kernel_config(exchange={"params": {"latency": {"feed_ns": 5_000_000}}})
+    timing = assembly.timing(config)
+    assert (timing.feed_ns, timing.entry_ns, timing.response_ns) == (5_000_000, 10**6, 10**6)
+    explicit = ExchangeConfig(kind="paper", params={"latency": {"entry_ns": 0}})
+    assert assembly.venue_params(explicit)["latency"]["entry_ns"] == 0  # refused by the kernel
