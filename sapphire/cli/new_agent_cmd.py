@@ -158,11 +158,13 @@ def handle(args: argparse.Namespace) -> int:
     config_path = args.dir / f"{name}.yaml"
     existing = [str(p) for p in (module_path, config_path) if p.exists()]
     if existing and not args.force:
+        # a refused argument, as the other refusals (2): 1 is a command that failed
+        verb = "exists" if len(existing) == 1 else "exist"
         print(
-            f"sapphire new-agent: {', '.join(existing)} exists (--force overwrites)",
+            f"sapphire new-agent: {', '.join(existing)} {verb} (--force overwrites)",
             file=sys.stderr,
         )
-        return 1
+        return 2
     args.dir.mkdir(parents=True, exist_ok=True)
     module_path.write_text(source, encoding="utf-8")
     config_path.write_text(config, encoding="utf-8")

@@ -115,7 +115,12 @@ def parse_system(raw: dict[str, Any], origin: str) -> SystemConfig:
 def load_system(raw: dict[str, Any], agent_id: str) -> SystemDataset:
     config = parse_system(raw, "tune config 'system'")
     agent_id = tuned_agent_id(raw, agent_id)
-    instruments = assembly.load_instruments(config.data)
+    try:
+        instruments = assembly.load_instruments(config.data)
+    except assembly.WiringError as exc:
+        # the field is the tune config's ``system.data...``: said as ``data...`` alone, a
+        # reader looked for it at the top of the tune file
+        raise SystemTuneError(f"system.{exc}") from None
     replayed = assembly.replay_opener(config.data, instruments)()
     if config.data.max_events is None:
         events = list(replayed)

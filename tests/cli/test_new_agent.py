@@ -23,7 +23,7 @@ def test_tick_template_runs_from_the_working_directory(
     monkeypatch.chdir(tmp_path)
     assert main(["new-agent", "flow_demo"]) == 0
     assert "next: sapphire backtest --config flow_demo.yaml" in capsys.readouterr().out
-    assert main(["new-agent", "flow_demo"]) == 1  # never overwrites without --force
+    assert main(["new-agent", "flow_demo"]) == 2  # never overwrites without --force
     assert main(["new-agent", "Bad-Name"]) == 2 and main(["new-agent", "json"]) == 2
     # frozen standard modules (their origin is no path) were taken for the folder's own
     assert [main(["new-agent", n]) for n in ("os", "abc", "io")] == [2, 2, 2]

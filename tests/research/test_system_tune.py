@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from sapphire.config.system import parse_config
 from sapphire.kernel.runner import InProcessKernel
@@ -95,3 +96,12 @@ def test_an_agent_with_legs_in_two_assets_is_scored_in_the_firms_currency(
     assert abs(window.pnl_quote - sum(by_asset.values())) > Decimal("0.01")
     # the curve ends at the same figure (its last point: capital plus the converted equity)
     assert abs(window.equity[-1] - float(window.capital + window.pnl_quote)) < 0.01
+
+
+def test_a_bad_file_in_the_system_block_is_named_where_the_tune_file_has_it(
+    tmp_path: Path,
+) -> None:
+    raw = msgspec.yaml.decode((REPO_ROOT / "configs" / "demo.yaml").read_bytes())
+    raw["data"] = {"source": "files", "files": ["sample:x.csv"], "instrument_files": ["nope"]}
+    with pytest.raises(system_tune.SystemTuneError, match=r"^system\.data\.instrument_files: "):
+        system_tune.load_system(raw, "mm_as")
