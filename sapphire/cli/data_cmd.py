@@ -78,7 +78,7 @@ def instruments(args: argparse.Namespace) -> int:
             target.write_bytes(instrument_json(inst))
             print(f"{target}: {inst.symbol} ({loaded.venue}, {inst.kind.value})")
     except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: --out {out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -181,7 +181,12 @@ def register(subparsers: Any) -> None:
     sub = data.add_subparsers(dest="data_command", required=True)
     cmd = sub.add_parser("inspect", help="format, schema, rows, time range and rejections")
     cmd.add_argument("file")
-    cmd.add_argument("--instrument-file", default=None, help="Instrument or exchangeInfo JSON")
+    cmd.add_argument(
+        "--instrument-file",
+        default=None,
+        help="Instrument JSON (or a one-symbol exchangeInfo); `sapphire data instruments` "
+        "writes one from a venue metadata file",
+    )
     cmd.set_defaults(handler=inspect)
     cmd = sub.add_parser(
         "instruments",

@@ -144,24 +144,33 @@ def load_exchange_info(path: str | Path, venue: str | None = None) -> dict[str, 
 def load_instrument_file(path: str | Path) -> Instrument:
     """One instrument from a JSON file: a serialized ``Instrument`` or a 1-symbol exchangeInfo."""
     path = Path(path)
-    data = _read_json(path)
+    try:
+        data = _read_json(path)
+    except DataFileError:
+        _refuse_metadata(path)  # an OKX or Deribit list is a cryptofeed log, not JSON
+        raise
     if isinstance(data, dict) and "symbols" in data:
         found = instruments_from_exchange_info(data)
         if len(found) != 1:
+            _refuse_metadata(path)
             raise DataFileError(f"{path}: expected one symbol, found {len(found)}")
         return next(iter(found.values()))
     try:
         return msgspec.convert(data, Instrument)
     except (msgspec.ValidationError, ValueError) as exc:
-        venue = _venue_metadata(path)
-        if venue:
-            # a whole venue's markets (Hyperliquid meta, BitMEX instrument/active ...): the
-            # run needs one instrument per file, which the CLI writes from it
-            raise DataFileError(
-                f"{path}: a {venue} metadata file, not one instrument: write the ones you "
-                f"trade with `sapphire data instruments {path} --symbol SYMBOL --out DIR`"
-            ) from None
+        _refuse_metadata(path)
         raise DataFileError(f"{path}: not an Instrument: {exc}") from exc
+
+
+def _refuse_metadata(path: Path) -> None:
+    """A whole venue's markets (an exchangeInfo, Hyperliquid meta, an OKX instrument list):
+    the run needs one instrument per file, which the CLI writes from it."""
+    venue = _venue_metadata(path)
+    if venue:
+        raise DataFileError(
+            f"{path}: {venue} instrument metadata, not one instrument: write the ones you "
+            f"trade with `sapphire data instruments {path} --symbol SYMBOL --out DIR`"
+        ) from None
 
 
 def _venue_metadata(path: Path) -> str:

@@ -15,6 +15,7 @@ import pytest
 from sapphire.adapters.venue_instruments import VenueInstruments, load_venue_instruments
 from sapphire.cli import main
 from sapphire.data.cryptofeed_bybit import snap_size
+from sapphire.data.instruments import load_instrument_file
 from sapphire.data.registry import detect, load_frames, stream_events
 from sapphire.data.validation import DataFileError
 from sapphire.data.venue_instruments import instrument_from_market, read_metadata
@@ -361,3 +362,17 @@ def test_a_zero_contract_size_is_refused_not_read_as_one() -> None:
     assert instrument_from_market(market, "KRAKEN_FUTURES") is not None
     with pytest.raises(InstrumentError):
         instrument_from_market({**market, "contractSize": 0}, "KRAKEN_FUTURES")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "exchange/cryptofeed_binance_spot_exchangeInfo_2021-10-12.json.gz",  # 1,695 symbols
+        "exchange/cryptofeed_okx_instruments_rest_2022-05-13.log.gz",  # a log, not JSON
+    ],
+)
+def test_a_venue_s_metadata_as_an_instrument_file_points_to_the_command_that_reads_it(
+    shared_data: Path, name: str
+) -> None:
+    with pytest.raises(DataFileError, match=r"instrument metadata, not one instrument: .*"):
+        load_instrument_file(shared_data / name)
