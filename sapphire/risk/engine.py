@@ -11,6 +11,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
+from typing import NamedTuple
 
 import msgspec
 
@@ -41,7 +42,37 @@ class RiskDecision(msgspec.Struct, frozen=True, gc=False):
     detail: str = ""
 
 
+class _AgentView(NamedTuple):
+    """What the batch pass reads of one agent on one symbol: its limits in plain ints and
+    its order-rate window, in one lookup an intent instead of three (limits, cap, window):
+    at a thousand agents each was a probe of a table out of cache."""
+
+    max_order_lots: int
+    max_position_lots: int
+    max_orders_per_second: int
+    cap_ticklots: int  # RiskEngine._cap
+    window: deque[int]  # RiskEngine._recent_orders[agent], the same deque
+
+
+class _SymbolView(NamedTuple):
+    """What the batch pass reads of one symbol, fixed for a run (no mark between its
+    intents). ``inst`` None: unknown symbol; ``mid`` None: no mark yet."""
+
+    inst: Instrument | None
+    mid: float | None
+    band: float  # the price band, in ticks
+    worst_mark: int  # a market order's price: the mark plus the band, up
+    ceil_mid: int
+    agents: dict[str, _AgentView]  # kept across runs (RiskEngine._agent_views)
+    # by agent: the lots accepted earlier in the run, to buy and to sell
+    bought: dict[str, int]
+    sold: dict[str, int]
+
+
 class RiskEngine:
+    # per symbol, per agent: its ``_AgentView``, dropped with the symbol's limit scale and
+    # never pickled (a class default: a restored engine builds them again)
+    _agent_views: dict[str, dict[str, _AgentView]] | None = None
     # set by ``refresh`` when the day that ended had breached the firm's loss limit (a class
     # default too: an engine restored from an older checkpoint has no such attribute)
     firm_breached_at_day_end = False
@@ -57,6 +88,7 @@ class RiskEngine:
         self._instruments = instruments
         self._portfolio = portfolio
         self._allocation = allocation_quote or {}
+        # per agent; a window is never rebound, as the batch pass's views hold it
         self._recent_orders: dict[str, deque[int]] = {}
         self._day = -1
         self._pnl_at_day_start: dict[str, dict[str, Decimal]] = {}  # per agent, per asset
@@ -72,6 +104,13 @@ class RiskEngine:
         # per symbol: the risk mode's limit scale in [0, 1) (absent: the configured limits)
         self.limit_scales: dict[str, float] = {}
         self._scaled: dict[tuple[str, str], AgentLimits] = {}
+
+    def __getstate__(self) -> dict[str, object]:
+        # the batch pass's views are derived (a restored engine builds them again around the
+        # windows it restored), and checkpoints name no private class of this module
+        state = self.__dict__.copy()
+        state.pop("_agent_views", None)
+        return state
 
     # -- state fed by the coordinator ---------------------------------------------------
     def update_mark(self, symbol: str, mid_ticks: float) -> None:
@@ -91,6 +130,8 @@ class RiskEngine:
         for cache in (self._scaled, self._cap_ticklots):
             for key in [k for k in cache if k[1] == symbol]:
                 del cache[key]
+        if self._agent_views is not None:
+            self._agent_views.pop(symbol, None)
 
     def agent_limits(self, agent_id: str, symbol: str) -> AgentLimits:
         """``agent_id``'s limits on ``symbol`` under the symbol's current limit scale."""
@@ -330,9 +371,10 @@ class RiskEngine:
         joined its side's open orders before the next one is checked (what recording its
         submit does). Same decisions, reasons, details and counters as ``check`` one by one.
 
-        One pass in plain ints: what only depends on the symbol and the agent (the mark, the
-        price band, the worst mark, limits, position, cap) is worked out once per run, not
-        per intent; the cumulative checks (order rate, open lots, position, notional) carry
+        One pass in plain ints: what only depends on the symbol (the mark, the price band, the
+        worst mark) is worked out once per run, what only depends on the agent and the symbol
+        (limits, cap, order-rate window) once until the symbol's limit scale changes, not per
+        intent; the cumulative checks (order rate, open lots, position, notional) carry
         their state from one intent to the next. ``None``: a run this path does not model
         (an instrument settled in another asset than the firm's currency, a firm loss that
         trips the kill switch at each intent); the
@@ -346,14 +388,16 @@ class RiskEngine:
         if kill and (self.firm_breached or self.firm_breached_at_day_end):
             return None  # the core trips (or re-trips, renaming the reason) per intent
         instruments = self._instruments
+        views: dict[str, _SymbolView] = {}
         for sym in {i.symbol for i in intents}:
             inst = instruments.get(sym)
             if inst is not None and (inst.inverse or self._settles_apart(inst)):
                 return None  # a cap in a coin, valued at a mark: checked per intent
+            views[sym] = self._symbol_view(sym, inst)
         if self.kill_switch_on:
             return self._deny_all(intents, RejectReason.RISK_KILL_SWITCH, self.kill_reason)
         ids = client_order_ids or [coid(i.agent_id, i.seq) for i in intents]
-        return self._batch_pass(intents, ids, open_lots, consensus)
+        return self._batch_pass(intents, ids, views, open_lots, consensus)
 
     def _deny_all(
         self, intents: Sequence[OrderIntent], reason: RejectReason, detail: str
@@ -377,34 +421,20 @@ class RiskEngine:
         self,
         intents: Sequence[OrderIntent],
         ids: Sequence[str],
+        views: dict[str, _SymbolView],
         open_lots: Mapping[tuple[str, str, Side], int],
         consensus: Callable[[str], float],
     ) -> list[RiskDecision]:
-        limits = self.limits
-        bps = limits.price_band_bps
-        gate = limits.consensus_gate
-        marks = self.marks
-        instruments = self._instruments
-        recent = self._recent_orders
+        gate = self.limits.consensus_gate
         rejections = self.rejections
+        # Portfolio.position_lots's lookup, without its call an intent: positions cannot
+        # change within a run (no fill between its intents)
         positions = self._portfolio.positions
-        caps = self._cap_ticklots
+        positions_get = positions.get
         loss_breached = self._loss_breached
         firm_breached = self.firm_breached
+        agent_view = self._agent_view
         limit_type = OrderType.LIMIT
-        # per symbol: (mid, band, worst mark, ceil(mid)), the same float arithmetic as check
-        per_symbol: dict[str, tuple[float, float, int, int]] = {}
-        # per (agent, symbol): limits scaled by the symbol's risk mode (unscaled ones come
-        # straight from the config); per agent: order-rate window. Positions and caps cannot
-        # change within a run (no fill, mark or allocation between its intents): read where
-        # they live, as Portfolio.position_lots and _cap's own cache do, without the two
-        # calls an intent (~12 % of this pass, measured)
-        scaled = bool(self.limit_scales)
-        per_agent: dict[tuple[str, str], AgentLimits] = {}
-        agent_limits = self.agent_limits
-        # RiskLimits.for_agent's lookup, without its call an intent
-        agents_get = limits.agents.get
-        default_limits = limits.default_agent
         buy = Side.BUY
         open_get = open_lots.get
         # enum members read through the class cost a lookup each: bound once a run
@@ -413,98 +443,91 @@ class RiskEngine:
         position_r, notional_r = RejectReason.RISK_MAX_POSITION, RejectReason.RISK_MAX_NOTIONAL
         loss_r, consensus_r = RejectReason.RISK_DAILY_LOSS, RejectReason.RISK_CONSENSUS
         position_detail: dict[int, str] = {}  # projected lots -> its detail, made once a run
-        pending_lots: dict[tuple[str, str, Side], int] = {}
         consensus_of: dict[str, float] = {}
+        # the checks after the caps, skipped at once while none can refuse (the usual case)
+        last_checks = bool(loss_breached) or firm_breached or gate > 0
         out: list[RiskDecision] = []
         append = out.append
+        # the view of the symbol in hand, in locals, reloaded only when the symbol changes
+        # (a run is mostly of one symbol): a lookup or two an intent less
+        at_symbol = intents[0].symbol
+        inst, mid, band, worst_mark, ceil_mid, agents, bought, sold = views[at_symbol]
         for intent, cid in zip(intents, ids, strict=True):
             now_ns = intent.ts_event_ns
             agent_id = intent.agent_id
             symbol = intent.symbol
             qty = intent.qty_lots
+            if symbol != at_symbol:
+                at_symbol = symbol
+                inst, mid, band, worst_mark, ceil_mid, agents, bought, sold = views[symbol]
             reason: RejectReason | None = None
             detail = ""
-            book_key = (agent_id, symbol)
-            if scaled:
-                agent = per_agent.get(book_key)
-                if agent is None:
-                    agent = per_agent[book_key] = agent_limits(agent_id, symbol)
-            else:
-                agent = agents_get(agent_id, default_limits)
-            sym = per_symbol.get(symbol)
-            if sym is None and symbol in marks:
-                mid = marks[symbol]
-                sym = per_symbol[symbol] = (
-                    mid,
-                    mid * bps / 10_000,
-                    math.ceil(mid * (1 + bps / 10_000)),
-                    math.ceil(mid),
-                )
-            lim = intent.limit_ticks
-            is_limit = intent.order_type is limit_type
-            side_of = intent.side
-            side = 1 if side_of is buy else -1
-            if symbol not in instruments:
+            if inst is None:
                 reason, detail = RejectReason.UNKNOWN_SYMBOL, symbol
-            elif qty <= 0 or qty > agent.max_order_lots:
-                reason, detail = size_r, f"order size {qty} lots"
-            elif sym is None:
-                reason, detail = no_market_r, "no mid price yet"
-            elif is_limit and (lim is None or lim <= 0):
-                reason = RejectReason.INVALID_TICK
-                detail = "limit order without a positive price"
-            elif is_limit and (lim - sym[0]) * side > sym[1]:  # type: ignore[operator]
-                reason = band_r
-                off = (lim - sym[0]) * side  # type: ignore[operator]
-                detail = f"{off:.1f} ticks through mid > {sym[1]:.1f}"
             else:
-                window = recent.get(agent_id)
-                if window is None:
-                    window = recent[agent_id] = deque()
-                cutoff = now_ns - NS_PER_SECOND
-                while window and window[0] <= cutoff:
-                    window.popleft()
-                key = (agent_id, symbol, side_of)
-                # lots accepted earlier in this run, else the journal's (stored only when
-                # an intent is accepted: most of a crowded run is rejected)
-                pending = pending_lots.get(key)
-                if pending is None:
-                    pending = open_get(key, 0)
-                if len(window) >= agent.max_orders_per_second:
-                    reason = rate_r
-                    detail = f"{len(window)} orders in the last second"
+                agent = agents.get(agent_id)
+                if agent is None:
+                    agent = agents[agent_id] = agent_view(agent_id, inst)
+                max_order, max_position, max_rate, cap, window = agent
+                lim = intent.limit_ticks
+                is_limit = intent.order_type is limit_type
+                side_of = intent.side
+                if side_of is buy:
+                    side, accepted_lots = 1, bought
                 else:
-                    state = positions.get(book_key)
-                    position = 0 if state is None else state.qty_lots
-                    projected = position + side * (pending + qty)
-                    # abs() by hand: four builtin calls an intent were a tenth of the pass
-                    size_after = -projected if projected < 0 else projected
-                    # as check: bound when it grows or turns the position over
-                    growing = size_after > (-position if position < 0 else position) or (
-                        projected < 0 < position or position < 0 < projected
-                    )
-                    if growing and intent.reduce_only:
-                        reason = RejectReason.RISK_REDUCE_ONLY
-                        detail = f"position {position} would become {projected}"
-                    elif growing and size_after > agent.max_position_lots:
-                        reason = position_r
-                        detail = position_detail.get(projected) or position_detail.setdefault(
-                            projected, f"projected {projected} lots"
-                        )
+                    side, accepted_lots = -1, sold
+                if qty <= 0 or qty > max_order:
+                    reason, detail = size_r, f"order size {qty} lots"
+                elif mid is None:
+                    reason, detail = no_market_r, "no mid price yet"
+                elif is_limit and (lim is None or lim <= 0):
+                    reason = RejectReason.INVALID_TICK
+                    detail = "limit order without a positive price"
+                elif is_limit and (lim - mid) * side > band:  # type: ignore[operator]
+                    reason = band_r
+                    off = (lim - mid) * side  # type: ignore[operator]
+                    detail = f"{off:.1f} ticks through mid > {band:.1f}"
+                else:
+                    while window and window[0] <= now_ns - NS_PER_SECOND:
+                        window.popleft()
+                    # lots accepted earlier in this run, else the journal's (the journal's
+                    # key, a tuple, is built only for an agent's first order on the side)
+                    pending = accepted_lots.get(agent_id)
+                    if pending is None:
+                        # no tuple to build while the firm has no open order at all
+                        pending = open_get((agent_id, symbol, side_of), 0) if open_lots else 0
+                    if len(window) >= max_rate:
+                        reason = rate_r
+                        detail = f"{len(window)} orders in the last second"
                     else:
-                        if growing:  # the notional cap binds only an order that grows or flips
+                        # no tuple to build while the firm holds no position at all
+                        state = positions_get((agent_id, symbol)) if positions else None
+                        position = 0 if state is None else state.qty_lots
+                        projected = position + side * (pending + qty)
+                        # abs() by hand: four builtin calls an intent were a tenth of the pass
+                        size_after = -projected if projected < 0 else projected
+                        # as check: bound when it grows or turns the position over
+                        growing = size_after > (-position if position < 0 else position) or (
+                            projected < 0 < position or position < 0 < projected
+                        )
+                        if growing and intent.reduce_only:
+                            reason = RejectReason.RISK_REDUCE_ONLY
+                            detail = f"position {position} would become {projected}"
+                        elif growing and size_after > max_position:
+                            reason = position_r
+                            detail = position_detail.get(projected) or position_detail.setdefault(
+                                projected, f"projected {projected} lots"
+                            )
+                        elif growing:  # the notional cap binds only an order that grows or flips
                             if not is_limit or lim is None:
-                                price = sym[2]
+                                price = worst_mark
                             else:
-                                price = lim if lim > sym[3] else sym[3]
-                            cap = caps.get(book_key)
-                            if cap is None:
-                                cap = self._cap(agent_id, instruments[symbol])
+                                price = lim if lim > ceil_mid else ceil_mid
                             if price * size_after > cap:
                                 reason = notional_r
-                                notional = instruments[symbol].notional_quote(price, size_after)
+                                notional = inst.notional_quote(price, size_after)
                                 detail = f"projected notional {notional} > cap"
-                        if reason is None:
+                        if last_checks and reason is None:
                             if growing and agent_id in loss_breached:
                                 reason = loss_r
                                 detail = "agent daily loss limit breached"
@@ -518,12 +541,46 @@ class RiskEngine:
                                 if c * side < -gate:
                                     reason = consensus_r
                                     detail = f"against consensus {c:+.2f}"
-                if reason is None:
-                    window.append(now_ns)
-                    pending_lots[key] = pending + qty
-            if reason is not None:
-                rejections[reason] = rejections.get(reason, 0) + 1
+                    if reason is None:
+                        window.append(now_ns)
+                        accepted_lots[agent_id] = pending + qty
+                        append(RiskDecision(now_ns, agent_id, symbol, cid, True, qty))
+                        continue
+            rejections[reason] = rejections.get(reason, 0) + 1
             # by position, in field order: ts_event_ns, agent_id, symbol, client_order_id,
             # accepted, requested_lots, reason, detail
-            append(RiskDecision(now_ns, agent_id, symbol, cid, reason is None, qty, reason, detail))
+            append(RiskDecision(now_ns, agent_id, symbol, cid, False, qty, reason, detail))
         return out
+
+    def _agent_view(self, agent_id: str, inst: Instrument) -> _AgentView:
+        limits = self.agent_limits(agent_id, inst.symbol)
+        return _AgentView(
+            limits.max_order_lots,
+            limits.max_position_lots,
+            limits.max_orders_per_second,
+            self._cap(agent_id, inst),
+            self._recent_orders.setdefault(agent_id, deque()),
+        )
+
+    def _symbol_view(self, symbol: str, inst: Instrument | None) -> _SymbolView:
+        if inst is None:
+            return _SymbolView(None, None, 0.0, 0, 0, {}, {}, {})
+        by_symbol = self._agent_views
+        if by_symbol is None:
+            by_symbol = self._agent_views = {}
+        agents = by_symbol.setdefault(symbol, {})
+        mid = self.marks.get(symbol)
+        if mid is None:
+            return _SymbolView(inst, None, 0.0, 0, 0, agents, {}, {})
+        bps = self.limits.price_band_bps
+        # the same float arithmetic as check: decisions at a band's edge stay equal
+        return _SymbolView(
+            inst,
+            mid,
+            mid * bps / 10_000,
+            math.ceil(mid * (1 + bps / 10_000)),
+            math.ceil(mid),
+            agents,
+            {},
+            {},
+        )

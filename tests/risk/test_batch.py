@@ -4,6 +4,7 @@ coordinators, one intent at a time (``on_output``) vs one run at a time (``on_in
 
 from __future__ import annotations
 
+import pickle
 import random
 from decimal import Decimal
 from typing import Any
@@ -274,3 +275,38 @@ def test_batch_counts_a_mix_of_verdicts() -> None:
         "ok",
         "risk_reduce_only",
     ]
+
+
+def test_a_restored_engine_counts_the_order_rate_it_restored() -> None:
+    """The batch pass keeps per-agent views that hold the order-rate windows: they stay out
+    of a checkpoint, and a restored engine builds them around the windows it restored (not
+    the original's, nor empty ones)."""
+    limits = RiskLimits(default_agent=AgentLimits(max_orders_per_second=2))
+    core = make_core(limits)
+    risk = core.risk
+    risk.update_mark("BTCUSDT", MID)
+
+    def reasons(eng: engine.RiskEngine, seqs: list[int]) -> list[str | None]:
+        intents = [
+            OrderIntent(
+                ts_event_ns=10,
+                agent_id="a",
+                seq=s,
+                symbol="BTCUSDT",
+                side=Side.BUY,
+                qty_lots=1,
+                limit_ticks=MID,
+            )
+            for s in seqs
+        ]
+        out = eng.check_batch(intents, {}, lambda _: 0.0)
+        assert out is not None
+        return [d.reason.value if d.reason else None for d in out]
+
+    assert reasons(risk, [1]) == [None]
+    data = pickle.dumps(risk)
+    assert b"_AgentView" not in data and b"_SymbolView" not in data
+    restored = pickle.loads(data)
+    assert reasons(restored, [2, 3]) == [None, "risk_order_rate"]
+    # the original's window is its own: one order in it, room for one more
+    assert reasons(risk, [2, 3]) == [None, "risk_order_rate"]
