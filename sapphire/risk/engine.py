@@ -73,6 +73,8 @@ class RiskEngine:
     # per symbol, per agent: its ``_AgentView``, dropped with the symbol's limit scale and
     # never pickled (a class default: a restored engine builds them again)
     _agent_views: dict[str, dict[str, _AgentView]] | None = None
+    # per symbol: its instrument's lots_per_step (a class default: built when first read)
+    _steps: dict[str, int] | None = None
     # set by ``refresh`` when the day that ended had breached the firm's loss limit (a class
     # default too: an engine restored from an older checkpoint has no such attribute)
     firm_breached_at_day_end = False
@@ -134,17 +136,41 @@ class RiskEngine:
             self._agent_views.pop(symbol, None)
 
     def agent_limits(self, agent_id: str, symbol: str) -> AgentLimits:
-        """``agent_id``'s limits on ``symbol`` under the symbol's current limit scale."""
-        if not self.limit_scales:
-            return self.limits.for_agent(agent_id)
-        scale = self.limit_scales.get(symbol)
-        if scale is None:
+        """``agent_id``'s limits on ``symbol`` under the symbol's current limit scale, their
+        lots in ``symbol``'s quantity grid: a config counts them in order steps
+        (``lot_size``), as agents count ``order_lots``, and an intent's quantity counts the
+        finer grid of every size (``size_increment``), ``lots_per_step`` to a step. Read in
+        the grid, a limit of 20 lots was 0.0002 of a step on a spot instrument written from
+        an exchangeInfo (1,000 units a step): every order was refused for its size."""
+        step = self._step(symbol)
+        scale = self.limit_scales.get(symbol) if self.limit_scales else None
+        if scale is None and step == 1:
             return self.limits.for_agent(agent_id)
         key = (agent_id, symbol)
         limits = self._scaled.get(key)
         if limits is None:
-            limits = self._scaled[key] = scaled_limits(self.limits.for_agent(agent_id), scale)
+            limits = self.limits.for_agent(agent_id)
+            if scale is not None:
+                limits = scaled_limits(limits, scale)
+            if step != 1:
+                limits = msgspec.structs.replace(
+                    limits,
+                    max_order_lots=limits.max_order_lots * step,
+                    max_position_lots=limits.max_position_lots * step,
+                )
+            self._scaled[key] = limits
         return limits
+
+    def _step(self, symbol: str) -> int:
+        """``symbol``'s ``lots_per_step`` (1 unknown), kept: the property divides Decimals."""
+        steps = self._steps
+        if steps is None:
+            steps = self._steps = {}
+        step = steps.get(symbol)
+        if step is None:
+            inst = self._instruments.get(symbol)
+            step = steps[symbol] = 1 if inst is None else inst.lots_per_step
+        return step
 
     def market_bound(self, symbol: str, side: Side) -> int | None:
         """The worst price a market order on ``symbol`` is taken to fill at: the mark plus

@@ -17,6 +17,9 @@ class AgentLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """Per-agent, per-symbol caps. ``max_position_lots`` bounds |position + open orders|;
     ``max_notional_quote`` bounds |position| x price plus the order's notional.
 
+    Lots are order steps (the instrument's ``lot_size``), as agents' ``order_lots`` are,
+    whatever finer grid the venue reports sizes on (``size_increment``).
+
     Money limits are in each instrument's settlement asset (``Instrument.settle_asset``):
     the quote for spot and linear contracts, the coin for inverse ones, where the notional
     is contracts x size / price, valued at the lower of the order's price and the mark

@@ -230,3 +230,37 @@ def test_a_reduce_only_order_may_only_shrink_the_position() -> None:
     assert decide(Side.BUY, 1, 2) is RejectReason.RISK_REDUCE_ONLY  # long: a buy grows it
     assert decide(Side.SELL, 6, 3) is RejectReason.RISK_REDUCE_ONLY  # flips it
     assert decide(Side.SELL, 5, 4) is None  # closes it
+
+
+# a spot instrument as `sapphire data instruments` writes it from an exchangeInfo: orders in
+# steps of 0.00001 BTC, every size on a grid 1,000 times finer
+FINE = Instrument(
+    symbol="BTCUSDT", tick_size="0.1", lot_size="0.00001", size_increment="0.00000001"
+)
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_lot_limits_count_order_steps_as_agents_do(batch: bool) -> None:
+    """``max_order_lots: 20`` is 20 order steps, as an agent's ``order_lots: 10`` is 10: an
+    intent's quantity is on the finer grid (10 steps = 10,000 units). Read in the grid, the
+    limit refused every order on such an instrument."""
+    limits = RiskLimits(
+        price_band_bps=100,
+        default_agent=AgentLimits(
+            max_order_lots=20, max_position_lots=50, max_notional_quote="100000"
+        ),
+    )
+    eng = RiskEngine(limits, {"BTCUSDT": FINE}, Portfolio({"BTCUSDT": FINE}))
+    eng.update_mark("BTCUSDT", MID)
+    step = FINE.lots_per_step
+    assert step == 1_000
+    intents = [intent(1, qty=10 * step), intent(2, qty=21 * step), intent(3, qty=20 * step)]
+    if batch:
+        got = eng.check_batch(intents, {}, lambda _s: 0.0)
+        assert got is not None
+        reasons = [d.reason for d in got]
+    else:
+        reasons = [eng.check(i, 0, i.ts_event_ns).reason for i in intents]
+    # 10 steps pass; 21 is over the order size; 20 more would take the position past 50
+    # with the first one's 10 open: 30 <= 50 passes
+    assert reasons == [None, RejectReason.RISK_ORDER_SIZE, None]
