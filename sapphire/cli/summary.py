@@ -43,7 +43,10 @@ REJECTION_HELP: dict[str, str] = {
     "risk_order_rate": "over risk max_orders_per_second",
     "risk_price_band": "limit price further than risk.price_band_bps from mid",
     "risk_daily_loss": "agent or firm daily loss limit reached",
-    "risk_no_market": "no market price yet for the symbol",
+    # also the price that converts a settlement asset into the firm's currency (the
+    # capital share is valued in it): the start refuses a run where no instrument gives one
+    "risk_no_market": "no market price yet for the symbol, or for the instrument that "
+    "converts its settlement asset into the firm's currency",
     "risk_consensus": "against the agents' consensus (risk.consensus_gate)",
     "risk_agent_quarantined": "the agent hung or failed and was stopped",
     "exchange_error": "the venue answered with an error",

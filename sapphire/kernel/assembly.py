@@ -40,7 +40,7 @@ from sapphire.kernel.shards import ShardError, Shards, shards_of
 from sapphire.kernel.timing import Clock, Timing
 from sapphire.model.events import AnyMarketEvent
 from sapphire.model.instrument import Instrument
-from sapphire.risk.portfolio import currency_choices, reporting_asset
+from sapphire.risk.portfolio import currency_choices, reporting_asset, unvalued
 from sapphire.storage.parquet_backend import atomic_write_bytes
 
 # What a paper venue assumes when the config names no latency: 1 ms to the matching engine
@@ -979,14 +979,39 @@ def firm_currency(config: SystemConfig, instruments: Mapping[str, Instrument]) -
     ``currency`` where set, else the rule's (``reporting_asset``). A ``currency`` that is
     no asset the instruments settle in or quote (a typo, BTX) is refused: no price of the
     run converts into it, so no capital share could be valued and every order would be
-    refused at the first check, after the run had started."""
+    refused at the first check, after the run had started. So is a currency (named or
+    chosen) that some settlement asset has no price in (``unvalued``: the valuation's own
+    rule): BTC- and ETH-settled options quoted in USD ran, and risk refused every order."""
     choices = currency_choices(instruments)
     if config.currency and config.currency not in choices:
         raise WiringError(
             f"currency: {config.currency!r} is no asset the instruments settle in or quote; "
             f'one of: {", ".join(choices) or "(no instruments)"}, or "" to choose by them'
         )
-    return reporting_asset(instruments, config.currency)
+    currency = reporting_asset(instruments, config.currency)
+    missing = unvalued(currency, instruments)
+    if not missing:
+        return currency
+    names = ", ".join(missing)
+    # an option's price is a premium, never a price of the asset it settles in
+    why = f"no spot, perpetual or future of the run prices {names} in {currency}"
+    valued = [c for c in choices if not unvalued(c, instruments)]
+    fix = (
+        f"one that values every settlement asset: {', '.join(valued)}"
+        if valued
+        else "no asset of the instruments values every settlement asset: run the instruments "
+        f"of each settlement asset apart, or add one that prices {names} in {currency}"
+    )
+    if config.currency:
+        chosen = reporting_asset(instruments)
+        if chosen in valued:  # the rule finds one whenever one exists
+            fix += f' ("" chooses {chosen})'
+        raise WiringError(f"currency: {config.currency!r} cannot value {names}: {why}; {fix}")
+    settles = ", ".join(sorted({i.settle_asset for i in instruments.values()}))
+    raise WiringError(
+        f"currency: not set; chosen from the instruments (settled in {settles}) it is "
+        f"{currency}, which cannot value {names}: {why}; {fix}"
+    )
 
 
 def build_core(config: SystemConfig, instruments: dict[str, Instrument]) -> CoordinatorCore:

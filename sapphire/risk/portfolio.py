@@ -74,20 +74,41 @@ def reporting_asset(instruments: Mapping[str, Instrument], currency: str = "") -
     the alphabet made it a BTC one, its capital and loss limit read in BTC); else the quote
     most instruments share (USD for COIN-M). The override exists because the rule moves
     with the instruments: one USDC-settled perp added beside BitMEX XBTUSD turned a
-    ``capital_quote`` of 1 BTC into 1 USDC, and every order was refused over its cap."""
+    ``capital_quote`` of 1 BTC into 1 USDC, and every order was refused over its cap.
+
+    Where that pick cannot value every settlement asset (:func:`unvalued`), the next asset
+    of the instruments that can is taken: BTC-settled options quoted in USD with no BTC/USD
+    instrument made a USD firm whose capital no price of the run converted into BTC, and
+    risk refused every order. Where none can, the pick stands (``firm_currency`` refuses
+    such a run before it starts)."""
     if currency:
         return currency
     settled = [i.settle_asset for i in instruments.values()]
     settles = sorted(set(settled))
     if len(settles) <= 1:
-        return settles[0] if settles else ""
+        return settles[0] if settles else ""  # every cash figure is in it: nothing to value
     quotes = [i.quote for i in instruments.values() if i.quote]
     quoted = [a for a in settles if a in quotes]
     if quoted:
-        return min(quoted, key=lambda a: (a not in _DOLLARS, -settled.count(a), a))
-    if not quotes:
-        return settles[0]
-    return min(sorted(set(quotes)), key=lambda q: -quotes.count(q))
+        pick = min(quoted, key=lambda a: (a not in _DOLLARS, -settled.count(a), a))
+    elif not quotes:
+        pick = settles[0]
+    else:
+        pick = min(sorted(set(quotes)), key=lambda q: -quotes.count(q))
+    # the pick first, then its rule's own order: settled before quoted only, dollars first;
+    # a dollar beside a dollar too (a USDT base prices a coin in USDT, not in USD)
+    ranked = sorted(
+        currency_choices(instruments),
+        key=lambda a: (
+            a != pick,
+            a not in settles,
+            a not in _DOLLARS,
+            -settled.count(a),
+            -quotes.count(a),
+            a,
+        ),
+    )
+    return next((a for a in ranked if not unvalued(a, instruments)), pick)
 
 
 def same_money(a: str, b: str) -> bool:
@@ -105,12 +126,41 @@ def currency_choices(instruments: Mapping[str, Instrument]) -> list[str]:
     return sorted(assets)
 
 
+def _prices(inst: Instrument, asset: str, into: str) -> int:
+    """The one conversion rule: 1 where ``inst`` prices one ``asset`` in ``into`` (its base
+    is ``asset``, its quote ``into``'s money), -1 where it prices one ``into`` in ``asset``
+    (the rate is 1 / its price), 0 where it is no price of one in the other (an option's
+    premium, a pair of other assets). One instrument, never a chain: a rate through a third
+    asset would multiply two marks of different times."""
+    if inst.kind not in _PRICE_KINDS:
+        return 0
+    if inst.base == asset and same_money(inst.quote, into):
+        return 1
+    if same_money(inst.quote, asset) and inst.base == into:
+        return -1
+    return 0
+
+
+def unvalued(into: str, instruments: Mapping[str, Instrument]) -> list[str]:
+    """The settlement assets of ``instruments`` that no instrument of theirs converts into
+    ``into`` (:func:`conversion_rate`'s rule, before any mark): a firm whose currency is
+    ``into`` could never value an agent's capital share in them, nor add their PnL to its
+    own, so risk would refuse every order on their instruments."""
+    settles = sorted({i.settle_asset for i in instruments.values()})
+    return [
+        asset
+        for asset in settles
+        if not same_money(asset, into)
+        and not any(_prices(inst, asset, into) for inst in instruments.values())
+    ]
+
+
 def conversion_rate(
     asset: str, into: str, instruments: dict[str, Instrument], marks: dict[str, float]
 ) -> Decimal | None:
     """The price of one ``asset`` in ``into`` at the current mark (the one mark rule,
-    ``sapphire.kernel.marks``), from an instrument of the run that prices one in the other;
-    None while no such instrument has a mark."""
+    ``sapphire.kernel.marks``), from an instrument of the run that prices one in the other
+    (:func:`_prices`); None while no such instrument has a mark."""
     if same_money(asset, into):
         return Decimal(1)
     best: tuple[int, str, Decimal] | None = None
@@ -119,13 +169,11 @@ def conversion_rate(
         mark = marks.get(inst.symbol)
         if rank is None or mark is None or mark <= 0:
             continue
-        price = Decimal(repr(mark)) * inst.tick
-        if inst.base == asset and same_money(inst.quote, into):
-            rate = price
-        elif same_money(inst.quote, asset) and inst.base == into:
-            rate = 1 / price
-        else:
+        way = _prices(inst, asset, into)
+        if not way:
             continue
+        price = Decimal(repr(mark)) * inst.tick
+        rate = price if way > 0 else 1 / price
         if best is None or (rank, inst.symbol) < best[:2]:
             best = (rank, inst.symbol, rate)
     return None if best is None else best[2]
@@ -294,9 +342,20 @@ class Portfolio:
             totals[asset] = total
         return totals
 
+    # (currency, the asset it resolves to): the rule reads every instrument, and risk asks
+    # for the firm's currency an order; keyed by the currency, so a portfolio restored
+    # without the field still resolves by the rule
+    _reporting: tuple[str, str] | None = None
+
     @property
     def reporting_asset(self) -> str:
-        return reporting_asset(self._instruments, self.currency)
+        known = self._reporting
+        if known is None or known[0] != self.currency:
+            known = self._reporting = (
+                self.currency,
+                reporting_asset(self._instruments, self.currency),
+            )
+        return known[1]
 
     def firm_pnl(self, marks: dict[str, float]) -> FirmPnl:
         """The firm's PnL per settlement asset and converted into its reporting currency."""
