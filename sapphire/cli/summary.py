@@ -29,7 +29,9 @@ REJECTION_HELP: dict[str, str] = {
     "insufficient_balance": "the account lacked the balance or margin (exchange.params.balances)",
     "post_only_would_take": "a post-only order would have crossed the book and taken",
     "fok_not_fillable": "fill-or-kill order the book could not fill whole",
-    "no_liquidity": "market order with no opposite book",
+    # the venue's book: its depth, or its quotes where a symbol has none
+    "no_liquidity": "market or IOC order with no opposite book within its limit "
+    "(exchange.params.book_from_quotes)",
     "self_trade": "would have traded with a resting order of the same account "
     "(exchange.params.self_trade; coordinator.crossing: internal crosses agents in the firm)",
     "duplicate_client_order_id": "a client order id already used",
@@ -51,6 +53,10 @@ REJECTION_HELP: dict[str, str] = {
     "risk_agent_quarantined": "the agent hung or failed and was stopped",
     "exchange_error": "the venue answered with an error",
 }
+
+
+# an order the venue expired with no reason: a market or IOC order's rest once it had filled
+_REMAINDER = " - unfilled rest of a market or IOC order after what the book offered"
 
 
 def _why(reason: str) -> str:
@@ -174,6 +180,12 @@ def print_summary(
         totals.add_row(f"risk rejected: {reason}{_why(reason)}", str(n))
     for reason, n in sorted(summary.get("venue_rejections", {}).items()):
         totals.add_row(f"venue rejected: {reason}{_why(reason)}", str(n))
+    # why the venue expired orders (its own count: the reports' counts above are refusals)
+    for key, n in sorted(summary.get("venue_books", {}).items()):
+        if key.startswith("expired: ") and n:
+            reason = key.removeprefix("expired: ")
+            why = _REMAINDER if reason == "remainder" else _why(reason)
+            totals.add_row(f"venue expired: {reason}{why}", str(n))
     for key, value in summary.get("crossing", {}).items():
         totals.add_row(f"crossing: {key}", str(value))
     for kind, n in summary.get("in_flight", {}).items():

@@ -39,6 +39,13 @@ class SelfTradeMode(enum.StrEnum):
     EXPIRE_BOTH = "expire_both"
 
 
+class QuoteBookMode(enum.StrEnum):
+    """Whether the venue builds a symbol's book from its quotes (best bid and offer)."""
+
+    AUTO = "auto"  # quote-driven until the symbol's first depth event, then depth-driven
+    OFF = "off"  # quotes never move the book: a symbol without depth offers no liquidity
+
+
 class QueueConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     kind: QueueModelKind = QueueModelKind.CONSERVATIVE
     power: PositiveFloat = 2.0
@@ -128,6 +135,15 @@ class PaperExchangeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
     liquidation: LiquidationConfig = LiquidationConfig()
     trade_through_fills_all: bool = True
     book_cross_fills: bool = True
+    # Where a symbol's book comes from when its data has quotes (book ticker, BBO) but no
+    # depth. auto: each quote sets the book to its one level a side (a zero size or a
+    # missing side empties that side), so orders match against the quoted sizes, until the
+    # symbol's first depth event (snapshot or diff); from then on the book is the depth
+    # book and quotes are ignored, never both. off: quotes never move the book. Why:
+    # ignoring quotes left a quotes-and-trades recording (Tardis quotes, a nautilus
+    # parquet, hftbacktest BBO) with no book at all, and every market order expired
+    # no_liquidity. Levels behind the quote are unknown to such a book (it shows none).
+    book_from_quotes: QuoteBookMode = QuoteBookMode.AUTO
     # How long (venue time) the venue remembers an order after it is final: a cancel or
     # amend of it is answered with its status until then, and its client order id counts as
     # used; then it is forgotten, as a real venue archives closed orders (Binance asks client
@@ -182,6 +198,7 @@ class PaperExchangeBuilder:
         self._liquidation = LiquidationConfig()
         self._trade_through = True
         self._book_cross = True
+        self._quote_book = QuoteBookMode.AUTO
 
     def instrument(self, instrument: Instrument) -> PaperExchangeBuilder:
         self._instruments.append(instrument)
@@ -257,6 +274,10 @@ class PaperExchangeBuilder:
         self._book_cross = book_cross_fills
         return self
 
+    def book_from_quotes(self, mode: QuoteBookMode) -> PaperExchangeBuilder:
+        self._quote_book = mode
+        return self
+
     def config(self) -> PaperExchangeConfig:
         return PaperExchangeConfig(
             instruments=tuple(self._instruments),
@@ -269,4 +290,5 @@ class PaperExchangeBuilder:
             liquidation=self._liquidation,
             trade_through_fills_all=self._trade_through,
             book_cross_fills=self._book_cross,
+            book_from_quotes=self._quote_book,
         )

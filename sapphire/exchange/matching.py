@@ -1,6 +1,7 @@
 """Matching of our orders against one symbol's recorded market.
 
-The recorded book is the market; our orders are not in it. Takers walk the recorded levels
+The recorded book is the market (its depth; for a symbol with none, its quotes:
+:meth:`MatchingEngine.on_quote`); our orders are not in it. Takers walk the recorded levels
 (less what we already took, when market impact is on). Resting (maker) orders fill when:
 
 * a recorded trade prints at our price, after the queue model's ``ahead`` is traded through;
@@ -21,7 +22,7 @@ from sapphire.exchange.config import SelfTradeMode
 from sapphire.exchange.impact import ImpactTracker
 from sapphire.exchange.queue import QueueModel
 from sapphire.exchange.state import SimOrder
-from sapphire.model.events import BookDelta, BookDeltas, BookSnapshot, Side, Trade
+from sapphire.model.events import BookDelta, BookDeltas, BookSnapshot, Quote, Side, Trade
 
 
 class MarketBook(Protocol):
@@ -48,6 +49,8 @@ class MarketBook(Protocol):
     def levels(self, side: Side, n: int | None = None) -> list[tuple[int, int]]: ...
 
     def mid_ticks(self) -> float | None: ...
+
+    def clear(self) -> None: ...
 
 
 FillSink = Callable[[SimOrder, int, int, bool, int], None]
@@ -442,6 +445,25 @@ class MatchingEngine:
                 ]
                 if new:
                     self._cross(side, new, snap.ts_event_ns)
+
+    def on_quote(self, quote: Quote) -> None:
+        """The book as one quote shows it: its best bid and offer as the whole book, one
+        level a side (a zero size or a missing side: none), taken as a snapshot of the top,
+        so our orders meet it by the snapshot's rules (queues told of their level's size,
+        size newly at or through our price crossing us). Levels behind the quote are
+        unknown: the book shows none. Raises :class:`sapphire.book.l2.BookError` for a
+        crossed quote (the book unchanged)."""
+        bid = ((quote.bid_ticks, quote.bid_lots),) if quote.bid_ticks and quote.bid_lots else ()
+        ask = ((quote.ask_ticks, quote.ask_lots),) if quote.ask_ticks and quote.ask_lots else ()
+        self.on_snapshot(
+            BookSnapshot(
+                ts_event_ns=quote.ts_event_ns,
+                ts_recv_ns=quote.ts_recv_ns,
+                symbol=quote.symbol,
+                bids=bid,
+                asks=ask,
+            )
+        )
 
     @staticmethod
     def _crossed(book_side: Side, price: int, own_price: int) -> bool:

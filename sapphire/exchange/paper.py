@@ -18,6 +18,13 @@ equity is at or below its maintenance margin has its orders on those contracts c
 ``liquidation`` set, one per agent whose fills built the position (client order id
 ``autoclose-SYMBOL-N``, as Binance names its own). The same input liquidates at the same
 event in every runner: nothing but the venue's events and actions moves it.
+
+The book (``config.book_from_quotes``): a symbol's depth (snapshots and diffs) builds it;
+a symbol whose data has no depth gets it from its quotes, one level a side
+(:meth:`MatchingEngine.on_quote`). A symbol is quote-driven until its first depth event
+and depth-driven from then on (quotes ignored, the quote's levels dropped): one rule read
+off the venue's own events, so every runner decides it at the same event, and the book is
+never built from both.
 """
 
 from __future__ import annotations
@@ -28,11 +35,17 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from decimal import ROUND_FLOOR, Decimal
 from fractions import Fraction
+from types import MappingProxyType
 
 from sapphire.book.l2 import BookError, L2Book
 from sapphire.exchange.account import LOCK_CONTEXT, LOCK_QUANTUM, Account
 from sapphire.exchange.amend import AmendResult, apply_amend
-from sapphire.exchange.config import LatencyKind, PaperExchangeBuilder, PaperExchangeConfig
+from sapphire.exchange.config import (
+    LatencyKind,
+    PaperExchangeBuilder,
+    PaperExchangeConfig,
+    QuoteBookMode,
+)
 from sapphire.exchange.gateway import ExecutionReport, cancel_rejected
 from sapphire.exchange.impact import ImpactTracker
 from sapphire.exchange.latency import latency_from_config
@@ -52,6 +65,7 @@ from sapphire.model.events import (
     BookDeltas,
     BookSnapshot,
     FundingRate,
+    Quote,
     Side,
     Trade,
 )
@@ -79,6 +93,11 @@ class PaperExchange:
     # class defaults: a venue pickled before liquidation existed goes on without it
     liquidations = 0
     _liquidating = False
+    # a venue pickled before quotes built books: its books are depth-driven, as they were
+    _by_quotes: frozenset[str] = frozenset()
+    _quote_built: frozenset[str] = frozenset()
+    # and with no expiries counted (replaced, never changed in place: a class default)
+    _expiries: Mapping[str, int] = MappingProxyType({})
 
     def __init__(
         self, config: PaperExchangeConfig, books: Mapping[str, MarketBook] | None = None
@@ -135,6 +154,15 @@ class PaperExchange:
             if i.symbol in self._banded and i.price_band_reference is PriceBandReference.AVERAGE
         }
         self.ignored_events = 0
+        # the symbols whose book quotes may still build (no depth event yet), and those
+        # whose book a quote has built (their first diff starts from an empty book)
+        auto = config.book_from_quotes is QuoteBookMode.AUTO
+        self._by_quotes = frozenset(self.instruments) if auto else frozenset()
+        self._quote_built = frozenset()
+        # orders the venue expired, by reason ("" where a market or IOC order filled part
+        # and its remainder expired): the summary says why (the runners' reports count
+        # only refusals); self-trade expiries are counted with the refusals already
+        self._expiries = {}
         # liquidation: each perpetual's and future's settlement asset, its maintenance and
         # clearance fee rates (the instrument's own, else the config's default), the
         # bounds of 2 x mark outside which a position's asset is tested again (symbol ->
@@ -237,8 +265,12 @@ class PaperExchange:
             self.ignored_events += len(event.levels) if kind is BookDeltas else 1  # type: ignore[union-attr]
             return
         if kind is BookDeltas:
+            if self._by_quotes:
+                self._depth_arrives(event.symbol, engine, snapshot=False)
             engine.on_deltas(event)  # type: ignore[arg-type]
         elif kind is BookDelta:
+            if self._by_quotes:
+                self._depth_arrives(event.symbol, engine, snapshot=False)
             engine.on_delta(event)  # type: ignore[arg-type]
         elif kind is Trade:
             self._last_trade[event.symbol] = event.price_ticks  # type: ignore[union-attr]
@@ -247,17 +279,41 @@ class PaperExchange:
                 average.add(ts, event.price_ticks, event.qty_lots)  # type: ignore[union-attr]
             engine.on_trade(event)  # type: ignore[arg-type]
         elif kind is BookSnapshot:
+            if self._by_quotes:
+                self._depth_arrives(event.symbol, engine, snapshot=True)
             try:
                 engine.on_snapshot(event)  # type: ignore[arg-type]
             except BookError:  # crossed or negative: the book stays as it was, counted
                 self.ignored_events += 1
         elif kind is FundingRate:
             self._on_funding(event)  # type: ignore[arg-type]
+        elif kind is Quote and event.symbol in self._by_quotes:
+            try:
+                engine.on_quote(event)  # type: ignore[arg-type]
+            except BookError:  # crossed: the book stays as it was, counted
+                self.ignored_events += 1
+            else:
+                if event.symbol not in self._quote_built:
+                    self._quote_built = self._quote_built | {event.symbol}
         else:
-            # Quotes and bars do not move a depth-driven book.
+            # Bars move no book, nor do quotes a depth-driven one (book_from_quotes).
             self.ignored_events += 1
         if self._liquidating:
             self._check_margin(event.symbol, ts)
+
+    def _depth_arrives(self, symbol: str, engine: MatchingEngine, *, snapshot: bool) -> None:
+        """The first depth event of ``symbol``: its book is depth-driven from now on. The
+        quote's levels go before a diff (it moves the depth book, which starts empty and,
+        sequenced, waits for its snapshot, as it would with no quotes before it); a
+        snapshot replaces them itself, and the size the quote showed our orders is not
+        offered to them again."""
+        if symbol not in self._by_quotes:
+            return
+        self._by_quotes = self._by_quotes - {symbol}
+        if symbol in self._quote_built:
+            self._quote_built = self._quote_built - {symbol}
+            if not snapshot:
+                engine.book.clear()
 
     def advance(self, now_ns: int) -> None:
         """Run every action that has reached the venue by ``now_ns``."""
@@ -362,7 +418,9 @@ class PaperExchange:
         """What the run summary says of the venue's books: diffs found missing (the book
         offered no liquidity from each until a snapshot resynced it), snapshots older than
         the book and dropped, books still out of sync at the end, and books no snapshot ever
-        synced."""
+        synced; and the orders the venue expired, by reason (``expired: no_liquidity``,
+        ``expired: remainder``: a market or IOC order's rest after part of it filled), those
+        that happened only."""
         books = [e.book for e in self._engines.values()]
         return {
             # and its account: assets whose balance went below zero (a loss past the
@@ -377,7 +435,7 @@ class PaperExchange:
             ),
             # diffs and never a snapshot: 2,316 of 2,317 orders expired with no reason shown
             "never_synced": sum(1 for b in books if getattr(b, "waiting_for_snapshot", False)),
-        }
+        } | {f"expired: {reason or 'remainder'}": n for reason, n in self._expiries.items()}
 
     def band_reference(self, symbol: str, now_ns: int) -> Fraction | None:
         """The reference a percent-price band is drawn around now, in exact ticks (None:
@@ -759,6 +817,9 @@ class PaperExchange:
         order.status = status
         order.reason = reason
         order.ts_update_ns = ts
+        if status is OrderStatus.EXPIRED and reason is not RejectReason.SELF_TRADE:
+            key = "" if reason is None else reason.value
+            self._expiries = {**self._expiries, key: self._expiries.get(key, 0) + 1}
         self._finished.append((ts, order.client_order_id))
         self._update(order, ts, reason=reason, message=message)
 
