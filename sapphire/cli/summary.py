@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
+from sapphire.data.derived_quotes import DERIVED, derived_counts
 from sapphire.data.validation import DAMAGED
 from sapphire.storage.schemas import quote_scale, round_to_scale
 
@@ -231,7 +232,13 @@ def print_summary(
         missing = produced.get(table_name, n) - n
         if missing:
             totals.add_row(f"[red]rows NOT stored: {table_name}[/red]", f"{missing:,}")
+    derived = derived_counts(summary.get("input_rejected", {}))
+    if derived:  # the touch of symbols recorded with depth and no quote stream
+        by_symbol = ", ".join(f"{escape(s)} {n:,}" for s, n in sorted(derived.items()))
+        totals.add_row("quotes derived from depth (data.derived_quotes)", by_symbol)
     for reason, n in sorted(summary.get("input_rejected", {}).items()):
+        if reason.startswith(DERIVED):
+            continue
         if reason.startswith(DAMAGED):  # not a bad row: a file the run could not read whole
             name = escape(reason.removeprefix(DAMAGED))
             label = f"[red]input DAMAGED: {name} (cut or corrupt: read up to the damage)[/red]"

@@ -130,6 +130,12 @@ class DataConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # Consecutive days of a recorder are seconds apart; 0 = any gap (a memory benchmark).
     max_session_gap_s: NonNegFloat = 3600.0
     speed: NonNegFloat = 0.0  # 0 = as fast as possible; 1.0 = recorded pace
+    # Most venues' recordings carry depth and no book-ticker channel, and agents that price
+    # off the touch read quotes: they never traded on them. ``auto``: a symbol no file of
+    # the run quotes gets a quote from its recorded book (the venue's book and sync rule)
+    # whenever its best bid or ask moves, at the depth message's time, only while the book
+    # is in sync; the summary counts them. ``off``: the recorded events only.
+    derived_quotes: Literal["auto", "off"] = "auto"
     # Recorded files' checked event streams are kept converted (msgpack + lz4) after their
     # first read, and the next run of the same file, instruments and sessions reads them
     # back instead of the CSV: the same events and rejection counts, ~4.5x faster to load

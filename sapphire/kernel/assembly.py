@@ -29,6 +29,7 @@ from sapphire.config.system import AgentSpec, DataConfig, ExchangeConfig, System
 from sapphire.coordination.core import CoordinatorCore
 from sapphire.data import replay, sample
 from sapphire.data.convert import Tagged
+from sapphire.data.derived_quotes import DerivedQuotes, quoted_symbols
 from sapphire.data.instruments import load_instrument_file
 from sapphire.data.registry import detect, has_recorder_clock, open_stream
 from sapphire.data.replay_cache import ReplayCache, Source, default_dir
@@ -275,11 +276,24 @@ def merge_groups(data: DataConfig) -> list[int]:
     return [s.group for s in replay_sources(files, {}, tuple(venue_feeds(data)))]
 
 
+def merge_fixed(data: DataConfig) -> list[int]:
+    """The replay sources whose receive times are the venue's own (:func:`venue_receive_
+    times`), for a merge of the sources read apart (the shards' coordinator)."""
+    files = data_files(data) if data.source != "venues" else []
+    return venue_receive_times(replay_sources(files, {}, tuple(venue_feeds(data))))
+
+
 def open_source(
-    source: ReplaySource, sessions: tuple[str, ...], cache: ReplayCache | None
-) -> tuple[Source, Iterator[Tagged]]:
+    source: ReplaySource,
+    sessions: tuple[str, ...],
+    cache: ReplayCache | None,
+    derive: frozenset[str] = frozenset(),
+) -> tuple[Source, Iterator[Tagged], DerivedQuotes | None]:
     """A source's stream and its ``(session, event)`` pairs on the run's symbols: read from
-    ``cache`` where it has the file converted, written there where not."""
+    ``cache`` where it has the file converted, written there where not. ``derive``: the run
+    symbols whose quotes are derived from their depth (:func:`derived_symbols`), right after
+    each depth event here, whoever reads this source (and the :class:`DerivedQuotes` that
+    counts them; None where this source can hold none of them)."""
 
     def read() -> Source:
         stream = open_stream(source.path, source.instruments)
@@ -294,7 +308,14 @@ def open_source(
     tagged = stream.tagged()
     if source.renames is not None:
         tagged = replay.qualified(tagged, source.renames)
-    return stream, tagged
+    symbols = source.run_symbols()
+    derived = None
+    if derive and (symbols is None or derive & symbols):
+        # after the cache (its entries are the file's own events, whatever the run derives)
+        # and on the run's symbols
+        derived = DerivedQuotes(derive if symbols is None else derive & symbols)
+        tagged = derived.tagged(tagged)
+    return stream, tagged, derived
 
 
 class SourceReport:
@@ -305,8 +326,11 @@ class SourceReport:
     read ahead. The states before a floor no run can ask about any more are dropped
     (:meth:`forget_before`), so a long replay keeps only the recent ones."""
 
-    def __init__(self, stream: Source) -> None:
+    def __init__(self, stream: Source, derived: DerivedQuotes | None = None) -> None:
         self.stream = stream
+        # the source's derived quotes, reported beside its rejections but counted apart:
+        # a quote comes every few pairs, and a state below is kept per change
+        self.derived = derived
         # (pair index, counts, sessions met): the state as the pair at that index was given
         self._at: list[int] = [-1]
         self._states: list[tuple[dict[str, int], frozenset[str]]] = [({}, frozenset())]
@@ -345,14 +369,20 @@ class SourceReport:
         if k > 0:
             del self._at[:k]
             del self._states[:k]
+        if self.derived is not None:
+            self.derived.forget_before(taken)
 
     def state(self, taken: int | None) -> tuple[dict[str, int], frozenset[str]]:
         """The state once ``taken`` pairs were consumed (None: everything read so far)."""
         if taken is None or (self._total is not None and taken >= self._total):
-            return self._states[-1]
-        if taken < self._floor:
+            state = self._states[-1]
+        elif taken < self._floor:
             raise LookupError(f"state after {taken} pairs: forgotten (kept from {self._floor})")
-        return self._states[bisect.bisect_right(self._at, taken - 1) - 1]
+        else:
+            state = self._states[bisect.bisect_right(self._at, taken - 1) - 1]
+        if self.derived is None:
+            return state
+        return state[0] | self.derived.counts(taken), state[1]
 
 
 def merged_report(
@@ -478,8 +508,10 @@ class ReplayFeed(ReplayReader):
         cache: ReplayCache | None = None,
         merge_log_keep: int = MergeLog.KEEP,
         gaps: replay.SessionGaps = replay.ANY_GAP,
+        derive: frozenset[str] = frozenset(),
     ) -> None:
-        """``gaps``: the longest gap allowed between sessions replayed back to back
+        """``derive``: the symbols whose quotes are derived from depth (``open_source``).
+        ``gaps``: the longest gap allowed between sessions replayed back to back
         (``data.max_session_gap_s``, :func:`session_gaps`). ``cache``: read each file's
         converted stream from there where it has one, and write it there where not
         (``sapphire.data.replay_cache``); None reads the files.
@@ -487,9 +519,9 @@ class ReplayFeed(ReplayReader):
         still be reported from memory (:class:`MergeLog`; further back, merged again)."""
         self.cache = cache
         sources = replay_sources(files, instruments, venues)
-        opened = [open_source(s, sessions, cache) for s in sources]
-        self._reports = [SourceReport(stream) for stream, _ in opened]
-        tagged = [r.track(pairs) for r, (_, pairs) in zip(self._reports, opened, strict=True)]
+        opened = [open_source(s, sessions, cache, derive) for s in sources]
+        self._reports = [SourceReport(stream, derived) for stream, _, derived in opened]
+        tagged = [r.track(o[1]) for r, o in zip(self._reports, opened, strict=True)]
         self.log = MergeLog(len(sources), merge_log_keep, self._forget_before)
         # the same replay, merged again from its start (files read, no cache: a second
         # writer of an entry this one may still be writing), for a report further back
@@ -504,6 +536,7 @@ class ReplayFeed(ReplayReader):
             None,
             merge_log_keep,
             gaps,
+            derive,
         )
         groups = [s.group for s in sources]
         # the sessions whose receive-stamped events were put on the exchange's clock, with
@@ -575,6 +608,7 @@ def open_replay(
     cache: tuple[str, int] | None = None,
     merge_log_keep: int = MergeLog.KEEP,
     gaps: replay.SessionGaps = replay.ANY_GAP,
+    derive: frozenset[str] = frozenset(),
 ) -> ReplayFeed:
     """``cache``: ``(directory, max bytes)`` of the converted-replay cache, or None."""
     return ReplayFeed(
@@ -587,6 +621,7 @@ def open_replay(
         open_cache(cache),
         merge_log_keep,
         gaps,
+        derive,
     )
 
 
@@ -620,9 +655,11 @@ class ReplaySources(ReplayReader):
         sessions: tuple[str, ...],
         cache: tuple[str, int] | None,
         wanted: tuple[int, ...],
+        derive: frozenset[str] = frozenset(),
     ) -> None:
         self._all = replay_sources(files, instruments, venues)
         self._sessions = sessions
+        self._derive = derive
         self.cache = open_cache(cache)
         self.wanted = wanted
         self._reports: dict[int, SourceReport] = {}
@@ -644,8 +681,10 @@ class ReplaySources(ReplayReader):
     def _open(self, source: int) -> Iterator[Tagged]:
         if source not in self.wanted:
             raise ValueError(f"source {source} is not read here (this reader has {self.wanted})")
-        stream, tagged = open_source(self._all[source], self._sessions, self.cache)
-        report = self._reports[source] = SourceReport(stream)
+        stream, tagged, derived = open_source(
+            self._all[source], self._sessions, self.cache, self._derive
+        )
+        report = self._reports[source] = SourceReport(stream, derived)
         return report.track(tagged)
 
     def report(self, taken: Mapping[int, int] | None) -> tuple[dict[str, int], list[str]]:
@@ -702,7 +741,30 @@ def sources_opener(
         data.sessions,
         replay_cache_spec(data),
         wanted,
+        derived_symbols(data, instruments),
     )
+
+
+def derived_symbols(data: DataConfig, instruments: dict[str, Instrument]) -> frozenset[str]:
+    """The run symbols whose quotes are derived from their depth (``data.derived_quotes``):
+    under ``auto``, those no file of the run holds quotes of (each file that can hold them
+    read from its start, ``quoted_symbols``). Decided here, once, by whoever wires the run:
+    every reader of its sources (a Ray market data, a restored one) derives the same."""
+    if data.derived_quotes == "off" or data.source == "ccxt":
+        return frozenset()
+    files = data_files(data) if data.source != "venues" else []
+    venues = tuple(venue_feeds(data)) if data.source == "venues" else ()
+    left = set(instruments)
+    for source in replay_sources(files, instruments, venues):
+        renames = source.renames or {s: s for s in source.instruments}
+        wanted = [s for s, run in renames.items() if run in left]
+        if not wanted:
+            continue
+        quoted = quoted_symbols(source.path, source.instruments, data.sessions, wanted)
+        left -= {renames[s] for s in quoted}
+        if not left:
+            break
+    return frozenset(left)
 
 
 def replay_cache_spec(data: DataConfig) -> tuple[str, int] | None:
@@ -740,6 +802,7 @@ def replay_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Calla
             replay_cache_spec(data),
             merge_log_keep(data),
             session_gaps(data),
+            derived_symbols(data, instruments),
         )
     files = data_files(data)
     for path in files:
@@ -758,6 +821,7 @@ def replay_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Calla
         replay_cache_spec(data),
         merge_log_keep(data),
         session_gaps(data),
+        derived_symbols(data, instruments),
     )
 
 

@@ -39,6 +39,8 @@ def venues(*sources: tuple[str, str, str], clock: str = "exchange") -> DataConfi
         "data": {
             "source": "venues",
             "clock": clock,
+            # the recorded events themselves are the subject (no quotes derived from depth)
+            "derived_quotes": "off",
             "venues": [
                 {"venue": v, "files": [f], "instrument_files": [i], "format": "cryptofeed_bybit"}
                 for v, f, i in sources

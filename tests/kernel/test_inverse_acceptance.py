@@ -62,6 +62,8 @@ def final_mark_usd() -> Fraction:
 def config_at(tmp_path: Path) -> SystemConfig:
     raw = msgspec.to_builtins(load_config(CONFIG))
     raw["storage"]["root"] = str(tmp_path / "runs")
+    # the hand mark below is the log's own (snapshot mid, then trades): no derived quotes
+    raw["data"]["derived_quotes"] = "off"
     raw["data"]["instrument_files"] = [str(ROOT / f) for f in raw["data"]["instrument_files"]]
     path = tmp_path / "inverse.yaml"
     path.write_text(yaml.safe_dump(raw))

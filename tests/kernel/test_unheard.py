@@ -17,9 +17,15 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "backtest_avellaneda_stoikov.yaml"
 
 
-@pytest.mark.parametrize("feeds", [("depth",), ("depth", "bbo")])
+@pytest.mark.parametrize(
+    ("feeds", "derived"), [(("depth",), "off"), (("depth",), "auto"), (("depth", "bbo"), "auto")]
+)
 def test_an_agent_that_reads_nothing_of_the_data_is_named(
-    tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch, feeds: tuple[str, ...]
+    tmp_path: Path,
+    shared_data: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    feeds: tuple[str, ...],
+    derived: str,
 ) -> None:
     monkeypatch.chdir(REPO)  # the config's instrument file is relative to the repository
     raw: dict[str, Any] = yaml.safe_load(CONFIG.read_text())
@@ -28,11 +34,12 @@ def test_an_agent_that_reads_nothing_of_the_data_is_named(
         for feed in feeds
     ]
     raw["data"]["end_ns"] = raw["data"]["start_ns"] + 10_000_000_000
+    raw["data"]["derived_quotes"] = derived  # auto: depth alone gives quotes of its top
     raw["storage"] = {"root": str(tmp_path)}
     kernel = InProcessKernel(parse_config(raw), "unheard")
     kernel.run()
     summary = kernel.summary()
-    if feeds == ("depth",):
+    if derived == "off":
         assert list(summary["unheard"]) == ["as_1"]
         assert "is a BookSnapshot, Quote, Trade" in summary["unheard"]["as_1"]
     else:
