@@ -108,7 +108,7 @@ def _run_claimed(
             # with the firm's currency the caps were read in: the report reads the capital
             # in it, whatever the config's instruments are by then
             currency = kernel.coordinator.core.portfolio.reporting_asset
-            write_instruments(folder, kernel.instruments, currency)
+            write_instruments(folder, kernel.instruments, currency, config)
         except OSError as exc:  # the run can still be stored; query then shows ticks
             console.print(f"warning: instruments not recorded for query: {escape(str(exc))}")
     files = data_files(config.data)

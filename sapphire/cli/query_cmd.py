@@ -24,7 +24,7 @@ import msgspec
 import polars as pl
 
 from sapphire.cli import at_least, one_line
-from sapphire.config.system import ConfigError
+from sapphire.config.system import ConfigError, SystemConfig
 from sapphire.model.instrument import Instrument
 from sapphire.storage.schemas import TABLES, quote_scale, round_to_scale
 
@@ -176,16 +176,32 @@ class RunInstruments(msgspec.Struct, frozen=True, kw_only=True):
 
     instruments: list[Instrument] = []
     currency: str = ""
+    # the run's agents (id -> symbol) and its capital (``capital_quote``): ``report --root``
+    # lists every agent, the idle ones too, as the run's summary did, and reads its capital
+    # (without them it left out agents that never sent an order)
+    agents: dict[str, str] = {}
+    capital: str = ""
 
     def by_symbol(self) -> dict[str, Instrument]:
         return {i.symbol: i for i in self.instruments}
 
 
-def write_instruments(run_dir: Path, instruments: dict[str, Instrument], currency: str) -> None:
+def write_instruments(
+    run_dir: Path,
+    instruments: dict[str, Instrument],
+    currency: str,
+    config: SystemConfig | None = None,
+) -> None:
     """Record a run's instruments and its firm's currency beside its store, so ``query``
-    shows prices and sizes and ``report`` reads the capital in the run's own currency."""
+    shows prices and sizes and ``report`` reads the capital in the run's own currency; with
+    ``config``, its agents and capital too."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    record = RunInstruments(instruments=list(instruments.values()), currency=currency)
+    record = RunInstruments(
+        instruments=list(instruments.values()),
+        currency=currency,
+        agents={} if config is None else {a.id: a.symbol for a in config.agents},
+        capital="" if config is None else str(config.capital_quote),
+    )
     (run_dir / INSTRUMENTS_FILE).write_bytes(msgspec.json.encode(record))
 
 

@@ -105,6 +105,9 @@ def handle(args: argparse.Namespace) -> int:
             recorded = read_run_instruments(root.resolve().parent / args.run_id)
             instruments = recorded.by_symbol() or None
             currency = recorded.currency
+            # every agent the run had, the idle ones too, and its capital, as --config gives
+            agents = recorded.agents or None
+            capital = float(recorded.capital) if recorded.capital else None
         report = write_run_report(
             source, args.run_id, out, instruments, capital, agents, currency=currency
         )

@@ -269,7 +269,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             # the currency the coordinator read its caps in (``build_core``'s), for the report
             currency = firm_currency(config, instruments)
-            write_instruments(result.storage_root / result.run_id, instruments, currency)
+            write_instruments(result.storage_root / result.run_id, instruments, currency, config)
         except (OSError, ValueError) as exc:  # the rows are stored; query shows ticks then
             print(f"warning: instruments not recorded for query: {exc}", file=sys.stderr)
 

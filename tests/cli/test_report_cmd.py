@@ -118,7 +118,7 @@ def test_report_exits_as_query_does_on_a_missing_store_or_run(
     assert "runs there (the 5 latest of 6):" in capsys.readouterr().err
 
 
-def test_report_with_the_config_lists_its_idle_agents(
+def test_report_lists_idle_agents_with_the_config_or_the_store_alone(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An agent that never traded is in the report given the run's config, with zeros, as
@@ -144,3 +144,10 @@ def test_report_with_the_config_lists_its_idle_agents(
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("│ idle ")]
     assert len(rows) == 1, rows
     assert "<td>idle</td>" in (out_dir / "idle.html").read_text(encoding="utf-8")
+    # the store alone gives the same agents and capital: the run recorded them beside it
+    store = tmp_path / "runs" / "store"
+    args = _parse(["report", "idle", "--root", str(store), "--out", str(tmp_path / "bare")])
+    assert args.handler(args) == 0
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.startswith("│ idle ")] == rows
+    assert "<td>idle</td>" in (tmp_path / "bare" / "idle.html").read_text(encoding="utf-8")
