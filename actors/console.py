@@ -299,6 +299,8 @@ def _report(store_root: Path, run_id: str, reports_dir: Path) -> str:
         run_id,
         reports_dir,
         recorded.by_symbol() or None,
+        float(recorded.capital) if recorded.capital else None,
+        recorded.agents or None,  # the idle agents too
         currency=recorded.currency,
     )
     return report.html.read_text("utf-8")
