@@ -412,6 +412,7 @@ class CoordinatorActor:
                 chunk,
                 skip=self._cut.consumed,
                 gaps=wiring.session_gaps(data),
+                fixed=wiring.merge_fixed(data),
             )
         return ChunkFeed(self.market_data, self._cut.consumed, chunk, Clock(data.clock))
 
@@ -1248,7 +1249,10 @@ class SourcesFeed(RewindableFeed):
         chunk: int,
         skip: int,
         gaps: replay.SessionGaps = replay.ANY_GAP,
+        fixed: Sequence[int] = (),
     ) -> None:
+        """``fixed``: the sources whose receive times are the venue's own (the in-process
+        replay's rule, ``assembly.venue_receive_times``)."""
         super().__init__(0)
         self._readers = readers
         self._shard = list(source_shard)
@@ -1262,7 +1266,7 @@ class SourcesFeed(RewindableFeed):
         self._next: list[Any] = [None] * n
         self._skip = skip
         drains = [self._drain(i) for i in range(n)]
-        merged = replay.merge(drains, key, groups, gaps)  # type: ignore[arg-type]
+        merged = replay.merge(drains, key, groups, gaps, fixed=fixed)  # type: ignore[arg-type]
         self.log = wiring.MergeLog(n)  # each event's source: what the run took of each
         self._events = map(wiring.replay_event, self.log.track(merged))
         self.max_buffered = 0
