@@ -103,12 +103,15 @@ def test_a_table_of_an_earlier_sapphire_gets_the_columns_added_since(
 
     ds = dataset()
     client.create_dataset(f"{client.project}.{ds}")
-    before = [f for f in bq_schema(TABLES["fills"]) if f.name != "fee_lots"]
+    schema = bq_schema(TABLES["fills"])
+    # the columns of fills before fee_lots (and liquidation, added after it)
+    before = schema[: [f.name for f in schema].index("fee_lots")]
     client.create_table(bigquery.Table(f"{client.project}.{ds}.fills", schema=before))
     backend = BigQueryBackend(client, ds, tables=["fills"])
     backend.ensure_schema()
     fields = {f.name: f for f in client.get_table(backend.table_id("fills")).schema}
     assert fields["fee_lots"].field_type in ("INT64", "INTEGER")
+    assert fields["liquidation"].field_type in ("BOOL", "BOOLEAN")
     backend.ensure_schema()  # and then it is Sapphire's table as it stands
     # a column missing elsewhere than at the end is no earlier Sapphire's table: refused
     ds2 = dataset()
