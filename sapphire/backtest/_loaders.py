@@ -1,12 +1,14 @@
 """Readers that turn recorded files into the backtests' integer-tick frames and typed events.
 
-OHLCV: files ``sapphire.data`` recognises (freqtrade, basana, nautilus bar CSVs) are read by
-its loaders; any other CSV with ``timestamp_ms``/``datetime``/``timestamp`` and OHLCV columns
-by the column sniffing below. Either way prices reach :func:`tick_frame` as decimal strings:
-``sapphire.data`` parses to Float64, and polars writes a float back as its shortest
-round-trip decimal (what ``repr`` gives), which is the recorded string for every value of up
-to 15 significant digits, so the exact Decimal division to ticks and lots is kept. (Rounding
-``price / tick`` floats instead moved 5 of the BTC-PERP file's USD volumes by one lot.)
+OHLCV: files ``sapphire.data`` recognises (freqtrade, basana, nautilus bar CSVs, Hyperliquid
+candle snapshots, cryptofeed candles) are read by its loaders, and a file of theirs holding no
+bars (funding rates, trades) is named as such; any other CSV with
+``timestamp_ms``/``datetime``/``timestamp`` and OHLCV columns by the column sniffing below.
+Either way prices reach :func:`tick_frame` as decimal strings: ``sapphire.data`` parses to
+Float64, and polars writes a float back as its shortest round-trip decimal (what ``repr``
+gives), which is the recorded string for every value of up to 15 significant digits, so the
+exact Decimal division to ticks and lots is kept. (Rounding ``price / tick`` floats instead
+moved 5 of the BTC-PERP file's USD volumes by one lot.)
 
 Recorded tick data (hftbacktest BBO/trades/depth and the rest) is read by ``sapphire.data``,
 the one loader per format; :func:`session_events` only picks one session out of it.
@@ -22,8 +24,8 @@ from pathlib import Path
 import polars as pl
 
 from sapphire.data import replay
-from sapphire.data.registry import detect, has_recorder_clock, load_frame, open_stream
-from sapphire.data.schemas import scaled_ns
+from sapphire.data.registry import detect, has_recorder_clock, load_frames, open_stream
+from sapphire.data.schemas import FrameKind, scaled_ns
 from sapphire.data.validation import DataFileError
 from sapphire.model.events import AnyMarketEvent, Bar
 from sapphire.model.instrument import Instrument, infer_increment
@@ -60,19 +62,16 @@ def _time_ns(raw: pl.DataFrame, path: Path) -> pl.Expr:
     raise DataError(f"{path}: no timestamp_ms/datetime/timestamp column in {raw.columns}")
 
 
-_BAR_FORMATS = frozenset({"freqtrade_ohlcv", "basana_ohlcv", "nautilus_bars_csv"})
-
-
 def read_ohlcv(path: Path | str) -> pl.DataFrame:
     """``ts_event_ns, interval_ns`` (Int64) and the OHLCV columns as decimal strings."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     try:
-        known = detect(path).name in _BAR_FORMATS
+        fmt: str | None = detect(path).name
     except DataFileError:
-        known = False
-    frame = _registry_bars(path) if known else _sniffed_bars(path)
+        fmt = None  # no format of ``sapphire.data``: a CSV whose columns say what they are
+    frame = _sniffed_bars(path) if fmt is None else _registry_bars(path, fmt)
     _check_bars(frame, path)
     frame = frame.sort("ts_event_ns").unique("ts_event_ns", keep="first", maintain_order=True)
     if frame.height < 2:
@@ -86,6 +85,17 @@ def read_ohlcv(path: Path | str) -> pl.DataFrame:
 
 SOURCE = "_source"
 """The column of :func:`read_ohlcv`'s frame naming its file."""
+SYMBOL = "symbol"
+"""The column of :func:`read_ohlcv`'s frame with the symbol its file's rows name (a
+Hyperliquid candleSnapshot says ``kPEPE`` in each row, not in its name); "" where none."""
+
+
+def frame_symbol(frame: pl.DataFrame) -> str:
+    """The one symbol the rows of :func:`read_ohlcv`'s frame name; "" for none or several."""
+    if SYMBOL not in frame.columns:
+        return ""
+    symbols = frame[SYMBOL].drop_nulls().unique().to_list()
+    return str(symbols[0]) if len(symbols) == 1 else ""
 
 
 def _check_bars(frame: pl.DataFrame, path: Path) -> None:
@@ -130,17 +140,30 @@ def _check_bars(frame: pl.DataFrame, path: Path) -> None:
         )
 
 
-def _registry_bars(path: Path) -> pl.DataFrame:
+def _registry_bars(path: Path, fmt: str) -> pl.DataFrame:
+    """The bars of a file ``sapphire.data`` reads. A file of another kind (a funding-rate
+    file, trades, depth) is named as such: a freqtrade funding file, read as candles, failed
+    on "91 bars with a non-positive price" (its rate is in ``open``, the rest 0)."""
     try:
-        bars = load_frame(path)
+        frames = load_frames(path)
     except DataFileError as exc:
         raise DataError(str(exc)) from exc
+    bars = frames.get(FrameKind.BARS)
+    if bars is None:
+        held = ", ".join(sorted(kind.value for kind in frames)) or "no rows"
+        raise DataError(
+            f"{path}: a {fmt} file ({held}), not OHLCV bars: a bar backtest reads candles "
+            "(freqtrade, basana, nautilus, Hyperliquid candleSnapshot, cryptofeed candles, or "
+            "a CSV with a time and open/high/low/close/volume columns)"
+        )
     unreadable = bars.filter(
         pl.any_horizontal(pl.col("ts_event_ns", *_PRICES, "volume").is_null())
     ).height
     if unreadable:
         raise DataError(f"{path}: {unreadable} rows with unreadable timestamps or prices")
-    return bars.select("ts_event_ns", *[pl.col(c).cast(pl.String) for c in (*_PRICES, "volume")])
+    return bars.select(
+        "ts_event_ns", *[pl.col(c).cast(pl.String) for c in (*_PRICES, "volume")], SYMBOL
+    )
 
 
 def _sniffed_bars(path: Path) -> pl.DataFrame:

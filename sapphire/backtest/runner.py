@@ -67,10 +67,12 @@ def _instrument(cfg: BacktestConfig, raw: object | None, path: Path | None = Non
     symbol = spec.symbol
     if not symbol:
         symbol = (file_symbol(path) if path is not None else None) or ""
+        if not symbol and isinstance(raw, pl.DataFrame):
+            symbol = _loaders.frame_symbol(raw)  # rows that name it (Hyperliquid candles)
         if not symbol:
             raise BacktestConfigError(
                 f"instrument.symbol: {path} does not name its symbol (a freqtrade_ or basana_ "
-                "file name does): set it"
+                "file name, or a file whose rows carry one, does): set it"
             )
     if spec.tick_size is None or spec.lot_size is None:
         inferred = _loaders.instrument_for(raw, symbol)  # type: ignore[arg-type]

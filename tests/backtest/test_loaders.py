@@ -137,3 +137,26 @@ def test_a_millisecond_time_past_int64_ns_is_the_files_error(tmp_path: Path) -> 
     path.write_text("\n".join(["timestamp_ms,open,high,low,close,volume", *rows]) + "\n")
     with pytest.raises(_loaders.DataError, match="1 rows with unreadable timestamps"):
         _loaders.read_ohlcv(path)
+
+
+def test_hyperliquid_candles_are_bars_with_the_symbol_their_rows_name(shared_data: Path) -> None:
+    # README: 24 hourly kPEPE candles, 2023-05-21 20:00 -> 2023-05-22 19:00 (bar open)
+    path = (
+        shared_data
+        / "ohlcv"
+        / "hyperliquid-sdk_hyperliquid_kPEPE_1h_candleSnapshot_2023-05-21.json"
+    )
+    raw = _loaders.read_ohlcv(path)
+    assert raw.height == 24
+    assert raw["interval_ns"][0] == 3_600_000_000_000
+    assert _loaders.frame_symbol(raw) == "kPEPE"
+    assert _ticks(path).height == 24  # type: ignore[attr-defined]
+
+
+def test_a_funding_rate_file_is_named_as_such_not_read_as_candles(shared_data: Path) -> None:
+    # its rate is in ``open`` and the rest 0: read as candles it failed on "non-positive price"
+    path = shared_data / "ohlcv" / "freqtrade_binance_XRP-USDT-USDT_8h-funding_rate_2021-11.csv.gz"
+    with pytest.raises(
+        _loaders.DataError, match=r"a freqtrade_funding file \(funding\), not OHLCV"
+    ):
+        _loaders.read_ohlcv(path)
