@@ -45,6 +45,16 @@ def bytes_only_channels() -> None:
     ChannelContext.get_current()._torch_available = False
 
 
+# The venues' reports of a round, awaited after the agents' answers: the coordinator's
+# stage needs only the agents' outputs, and the venues' reports reach the system from the
+# next window on (``sapphire.kernel.timing``), so the venues run beside the stage too.
+VenueAnswers = Callable[[], Awaitable[list[bytes]]]
+
+
+def no_work() -> None:
+    """What a round runs while it is out when the caller has nothing to do then."""
+
+
 # Ray's switch for its "blocking ray.get inside async actor" warning (ray._common.constants)
 _WARN_BLOCKING_GET = "RAY_WARN_BLOCKING_GET_INSIDE_ASYNC"
 
@@ -140,7 +150,7 @@ class CompiledFanout:
             graph = dag.experimental_compile()
         return cls(graph, leaves, n)
 
-    async def run(
+    async def start(
         self,
         step: int,
         window: Window,
@@ -150,13 +160,17 @@ class CompiledFanout:
         reports: Sequence[list[bytes]],
         timeout_s: float,
         restarted: Callable[[], Awaitable[str]],
-    ) -> tuple[list[bytes], list[tuple[list[bytes], list[Any]]]]:
-        """Each venue's reports (shard order) and each agent actor's ``(outputs per hosted
-        agent, llm records)``, in ``leaves`` order; raises on any failure (TimeoutError past
-        ``timeout_s``). A round that takes over a second asks ``restarted`` each second
-        (which leaf Ray restarted, or ""): the graph does not always see a leaf's death, and
-        waiting out the timeout would take a restarted agent for a hung one."""
+        busy: Callable[[], None] = no_work,
+    ) -> tuple[VenueAnswers, list[tuple[list[bytes], list[Any]]]]:
+        """Each agent actor's ``(outputs per hosted agent, llm records)``, in ``leaves``
+        order, and each venue's reports (shard order) to await; raises on any failure
+        (TimeoutError past ``timeout_s``). ``busy`` runs once the round is out. A round that
+        takes over a second asks ``restarted`` each second (which leaf Ray restarted, or
+        ""): the graph does not always see a leaf's death, and waiting out the timeout would
+        take a restarted agent for a hung one. A graph answers all at once: the venues'
+        reports are in when the agents' are."""
         refs = self._graph.execute(step, window, barrier, *events, *commands, *reports)
+        busy()
 
         def read() -> list[Any]:
             # each answer within the round's timeout; a read cut by the deadline ends itself
@@ -175,7 +189,11 @@ class CompiledFanout:
             _forget(reading)
             raise
         results = reading.result()
-        return list(results[: self.venues]), list(results[self.venues :])
+
+        async def venues() -> list[bytes]:
+            return list(results[: self.venues])
+
+        return venues, list(results[self.venues :])
 
     async def close(self, timeout_s: float = 30.0) -> bool:
         """Tear the graph down so the actors take another graph again; a teardown that

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from actors.sockets import LeafGone, RoundServer, SocketFanout, _connect
+from actors.sockets import LeafGone, RoundServer, SocketFanout, _connect, decode_request
 from sapphire.kernel.timing import Window
 
 WINDOW = Window(step=0, start_ns=0, end_ns=10)
@@ -28,7 +28,7 @@ async def _nobody() -> str:
 
 def _echo(request: bytes) -> bytes:
     """Answers with the request's events and commands (each leaf's answer names its input)."""
-    _step, _window, events, commands, _barrier = pickle.loads(request)
+    _step, _window, events, commands, _barrier = decode_request(request)
     return pickle.dumps((events, commands))
 
 
@@ -159,3 +159,32 @@ def test_leaves_leave_no_file_and_answer_only_their_own_user(servers: Any) -> No
     with pytest.raises(LeafGone):
         _round(_fanout([stranger]), b"theirs", timeout_s=60.0)
     assert time.monotonic() - started < 5.0  # refused at once, not timed out
+
+
+def test_the_agents_answers_come_back_before_the_venues(servers: Any) -> None:
+    """``start`` returns once the agents have answered: the coordinator runs its stage
+    while the venue still works, and reads the venue's reports after it."""
+    venue_may_answer = threading.Event()
+    busy_ran = threading.Event()
+
+    def venue(request: bytes) -> bytes:
+        assert venue_may_answer.wait(10)
+        return _echo(request)
+
+    def agent(request: bytes) -> bytes:
+        # the coordinator's own work runs while the round is out, before any answer is read
+        return pickle.dumps((busy_ran.wait(10), decode_request(request)[3]))
+
+    fanout = _fanout([servers(venue), servers(agent)])
+
+    async def round_() -> tuple[Any, Any]:
+        venues, agents = await fanout.start(
+            0, WINDOW, [b"e"], [b"cmds"], False, [[b"r"]], 10.0, _nobody, busy=busy_ran.set
+        )
+        venue_may_answer.set()  # the venue has not answered: it was waiting for this
+        return await venues(), agents
+
+    venue_answer, agents = asyncio.run(round_())
+    assert agents == [(True, [b"r"])]
+    assert venue_answer == [(b"e", b"cmds")]
+    asyncio.run(fanout.close())
