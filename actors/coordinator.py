@@ -493,7 +493,8 @@ class CoordinatorActor:
                 except (TimeoutError, ray.exceptions.RayError, wiring.WiringError):
                     feed = {"rejected": {"unknown (market data actor unavailable)": 1}}
                 rejected, missing = feed["rejected"], feed.get("sessions_missing", [])
-                raise NoEventsError(no_events(rejected, missing))
+                after = self._cutter.after_end_ns if self._cutter is not None else None
+                raise NoEventsError(no_events(rejected, missing, after, self.config.data.end_ns))
             self._check_traded(step)
             if not self._live:
                 return StepProgress(step=step, events=0, done=True, now_ns=0, fills=0)

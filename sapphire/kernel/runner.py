@@ -33,6 +33,7 @@ from sapphire.kernel.windows import WindowCutter
 from sapphire.model.events import AnyMarketEvent
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import AgentReport
+from sapphire.model.times import utc_text
 from sapphire.storage.sink import StorageSink
 
 PRODUCER = "coordinator"
@@ -51,13 +52,24 @@ class NoEventsError(ValueError):
     """The data produced no market event at all: never a silent, empty success."""
 
 
-def no_events(rejected: Mapping[str, int], sessions_missing: Sequence[str]) -> str:
-    """Why the data gave no event: the rows rejected by reason and the selected sessions no
-    file held (an instrument naming another symbol rejects every row as unknown_symbol)."""
+def no_events(
+    rejected: Mapping[str, int],
+    sessions_missing: Sequence[str],
+    after_end_ns: int | None = None,
+    end_ns: int | None = None,
+) -> str:
+    """Why the data gave no event: the rows rejected by reason, the selected sessions no
+    file held (an instrument naming another symbol rejects every row as unknown_symbol), and
+    a ``data.end_ns`` at or before the first event (``after_end_ns``: the cutter's)."""
     why = ", ".join(f"{reason} {n:,}" for reason, n in sorted(rejected.items()) if n)
     detail = [f"rows rejected: {why}"] if why else []
     if sessions_missing:
         detail.append(f"data.sessions found in no file: {list(sessions_missing)}")
+    if after_end_ns is not None and end_ns is not None:
+        detail.append(
+            f"data.end_ns {utc_text(end_ns)} is at or before the data's first event "
+            f"({utc_text(after_end_ns)})"
+        )
     if not detail:
         detail.append("no row was rejected: the files hold none")
     return "the configured data produced no market events (" + "; ".join(detail) + ")"
@@ -180,7 +192,8 @@ class InProcessKernel:
         if got is None:
             if self.steps == 0:
                 rejected, missing = self.feed.report(None) if self.feed is not None else ({}, [])
-                raise NoEventsError(no_events(rejected, missing))
+                after, end = self.cutter.after_end_ns, self.config.data.end_ns
+                raise NoEventsError(no_events(rejected, missing, after, end))
             return None
         events, window = got
         if self._kill_switch is not None and not coordinator.core.risk.kill_switch_on:

@@ -67,6 +67,9 @@ class WindowCutter:
         # the count in a checkpoint is that of the events consumed (a cutter rebuilt from it
         # looks at that event again)
         self._peeked_clamp = 0
+        # the first event at or after ``end_ns``, where the data reached it: a run whose
+        # end_ns is before its data says so, not "the files hold none" (``no_events``)
+        self.after_end_ns: int | None = None
 
     def _pull(self) -> AnyMarketEvent | None:
         """The next event on the run's clock, or None at the end (or the ``max_events`` cap)."""
@@ -91,6 +94,8 @@ class WindowCutter:
             clamp = len(event.levels) if type(event) is BookDeltas else 1
             event = msgspec.structs.replace(event, ts_event_ns=st.last_t_ns)
         if self._end_ns is not None and event.ts_event_ns >= self._end_ns:
+            if self.after_end_ns is None:
+                self.after_end_ns = event.ts_event_ns
             return None  # the data's end: nothing from here on is read
         self._peeked = event
         self._peeked_clamp = clamp

@@ -130,6 +130,12 @@ def test_no_events_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     out = " ".join(capsys.readouterr().out.split())
     # a file with no rows is that file's error, named (it read as "no market events")
     assert f"{header_only}: no rows (nothing after the CSV header)" in out
+    # an end before the data's first event said "no row was rejected: the files hold none"
+    config = write_config(tmp_path, end_ns=1_000_000_000)
+    assert main(["backtest", "--config", str(config), "--no-progress"]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "data.end_ns 1970-01-01" in out and "is at or before the data's first event" in out
+    assert "the files hold none" not in out
 
 
 def test_an_llm_agent_config_is_refused_in_one_process(
