@@ -1087,6 +1087,10 @@ class CoordinatorActor:
             out["replay_cache"] = dict(feed.get("replay_cache", {}))
             clamped = self._cut.clamped if self._replay else feed["clamped"]
             out["counters"]["clamped"] = int(clamped)
+            lags = dict(feed.get("recorder_lags", {}))
+            if isinstance(self._feed, SourcesFeed):  # a sharded replay is merged here
+                lags.update(self._feed.lags)
+            out["recorder_lags"] = lags
         except (TimeoutError, ray.exceptions.RayError):
             out["input_rejected"] = {"unknown (market data actor unavailable)": 1}
         except wiring.WiringError as exc:  # the replay no longer matches the checkpoint
@@ -1342,7 +1346,9 @@ class SourcesFeed(RewindableFeed):
         self._next: list[Any] = [None] * n
         self._skip = skip
         drains = [self._drain(i) for i in range(n)]
-        merged = replay.merge(drains, key, groups, gaps, fixed=fixed)  # type: ignore[arg-type]
+        # the sessions put on the exchange's clock and their recorders' lags (the summary's)
+        self.lags: dict[str, int] = {}
+        merged = replay.merge(drains, key, groups, gaps, self.lags, fixed)  # type: ignore[arg-type]
         self.log = wiring.MergeLog(n)  # each event's source: what the run took of each
         self._events = map(wiring.replay_event, self.log.track(merged))
         self.max_buffered = 0
@@ -1433,6 +1439,7 @@ def merge_feed_stats(stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "replay_cache": merge_counts(s.get("replay_cache", {}) for s in stats),
         "sessions_missing": sorted(missing),
         "clamped": sum(int(s["clamped"]) for s in stats),
+        "recorder_lags": {k: v for s in stats for k, v in s.get("recorder_lags", {}).items()},
     }
 
 

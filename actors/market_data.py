@@ -180,6 +180,9 @@ class MarketDataActor:
             "restored": self._stepper.restored,
             "rejected": rejected,
             "sessions_missing": missing,
+            # sessions whose receive-stamped rows were put on the exchange's clock (a merged
+            # replay: ``ReplayFeed.lags``), and by how much their recorder lagged
+            "recorder_lags": dict(getattr(feed, "lags", None) or {}),
             "replay_cache": (
                 self._feed.cache_stats() if hasattr(self._feed, "cache_stats") else {}
             ),

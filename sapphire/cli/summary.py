@@ -102,7 +102,11 @@ def print_summary(
             f"window {summary.get('window_ns', 0) / 1e6:g} ms ({exact})"
         )
     # no inner rules: the same figures in less width
-    table = Table(title="Agents (position and traded in lots)", box=box.SIMPLE_HEAD)
+    # quantities in the venue's unit (base, or contracts), one unit for all in the title
+    qty_units = {row.get("qty_unit", "lots") for row in summary["agents"].values()}
+    qty_shared = next(iter(qty_units)) if len(qty_units) == 1 else ""
+    title = f" (position and traded in {qty_shared})" if qty_shared else ""
+    table = Table(title=f"Agents{title}", box=box.SIMPLE_HEAD)
     # money is in each instrument's settlement asset (BTC for inverse contracts): one unit
     # for every agent goes in the headers (narrower columns), and a screen too narrow for the
     # table gets it whole (print_uncut): a figure is never cut
@@ -139,10 +143,11 @@ def print_summary(
         figures = [Decimal(row.get(key, "0")) for key in keys]
         sums = totals_by_unit.setdefault(unit_name, [Decimal(0)] * len(keys))
         totals_by_unit[unit_name] = [a + b for a, b in zip(sums, figures, strict=True)]
+        qty = "" if qty_shared else f" {row.get('qty_unit', 'lots')}"
         table.add_row(
             name,
-            str(row["position_lots"]),
-            str(row["traded_lots"]),
+            str(row.get("position", row["position_lots"])) + qty,
+            str(row.get("traded", row["traded_lots"])) + qty,
             *(money_text(v, unit_name) + unit for v in figures[:-1]),
             money_text(figures[-1], unit_name) + unit + at_mark,
         )
@@ -294,6 +299,12 @@ def print_summary(
             "[yellow]rows restamped: time ran backwards on the run's clock[/yellow]",
             f"{counters['clamped']:,}",
         )
+    lags = summary.get("recorder_lags") or {}
+    if lags:
+        # the recorder stamped these rows on receipt: replayed at its receive time less its
+        # lag, on the exchange's clock with the rest (``sapphire.data.replay.RecorderClock``)
+        shown = ", ".join(f"{s} {ns / 1e6:,.1f} ms" for s, ns in sorted(lags.items()))
+        totals.add_row("recorder clock behind the exchange's (receive-stamped rows shifted)", shown)
     if summary.get("sessions_missing"):
         missing = ", ".join(summary["sessions_missing"])
         totals.add_row(

@@ -31,6 +31,7 @@ from sapphire.kernel.agents import report_time
 from sapphire.kernel.rows import StepRows
 from sapphire.kernel.timing import Timing, Window, split_visible
 from sapphire.model.events import AnyMarketEvent, rows_in
+from sapphire.model.instrument import Instrument
 from sapphire.model.orders import (
     AgentReport,
     OrderDenied,
@@ -456,12 +457,28 @@ class CoordinatorStage:
         return {
             "position_lots": position_lots,
             "traded_lots": traded_lots,
+            # for people: the quantities in the venue's unit (integer lots may be a finer
+            # size grid than the order step: "1,000,000 lots" was 0.01 BTC)
+            **self._quantities(inst, position_lots, traded_lots),
             "realized_quote": money(state.realized_pnl_quote, asset),
             "fees_quote": money(state.fees_quote, asset),
             "funding_quote": money(state.funding_quote, asset),
             "unrealized_quote": money(unreal, asset),
             "pnl_quote": money(pnl, asset),
             **self._units(symbol, pnl),
+        }
+
+    @staticmethod
+    def _quantities(inst: Instrument | None, position: int, traded: int) -> dict[str, str]:
+        if inst is None:
+            return {}
+        # a contract's quantity counts contracts (inverse: contract_size quote each; linear
+        # with a contract size: that much base each), else base units
+        unit = "contracts" if inst.inverse or inst.contract_size != "1" else inst.base
+        return {
+            "position": f"{inst.lots_to_qty(position).normalize():f}",
+            "traded": f"{inst.lots_to_qty(traded).normalize():f}",
+            "qty_unit": unit,
         }
 
     def _units(self, symbol: str, pnl: Decimal) -> dict[str, str]:

@@ -294,5 +294,7 @@ class InProcessKernel:
         out["input_rejected"] = rejected
         out["sessions_missing"] = missing
         out["replay_cache"] = self.feed.cache_stats() if self.feed is not None else {}
+        # sessions whose receive-stamped rows were put on the exchange's clock, by their lag
+        out["recorder_lags"] = dict(getattr(self.feed, "lags", None) or {})
         out["quarantined"] = {}
         return out

@@ -105,6 +105,10 @@ def test_a_sharded_run_on_ray_trades_and_stores_as_one_process(
     assert sum(baseline.summary["input_rejected"].values()) > 0
     assert baseline.summary["input_rejected"] == kernel.summary()["input_rejected"]
     assert baseline.summary["sessions_missing"] == kernel.summary()["sessions_missing"] == []
+    # the spot recorder's lag, learnt where the shards' sources are merged (here: the
+    # coordinator), is told as one process tells it
+    lags = kernel.summary()["recorder_lags"]
+    assert baseline.summary["recorder_lags"] == lags and lags.get("2024-08-08", 0) > 10**9
     # the venues' books (a diff lost where a recorded session ends) read the same in both
     assert baseline.summary["venue_books"] == kernel.summary()["venue_books"]
     assert baseline.summary["venue_books"]["out_of_sync_at_end"] == 0

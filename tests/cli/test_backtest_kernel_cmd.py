@@ -34,6 +34,10 @@ def test_a_system_config_runs_in_process_and_is_stored(
     assert "window 20 ms (exact)" in out
     assert "entry 20 ms, response 20 ms" in out
     assert "next: sapphire query bt-1" in out
+    # quantities in BTC (lot 0.001), not in lots: "position 5" read as 5 BTC
+    assert "Agents (position and traded in BTC)" in out
+    # the spot sample's recorder ran 1.27 s behind Binance: its quotes were moved by that
+    assert "recorder clock behind the exchange's" in out and "2024-08-08 1,270." in out
     ticks = read_table(tmp_path / "runs" / "store", "ticks", "bt-1").collect()
     assert ticks.height > 500
 

@@ -104,6 +104,8 @@ def check_run(root: Path, run_id: str, summary_agents: dict[str, Any] | None) ->
         if summary_agents is not None:
             shown = summary_agents[f"{agent}/BTCUSD"]
             assert shown["unit"] == "BTC"
+            # a quantity for people: contracts (1 USD each), not the integer lots
+            assert shown["qty_unit"] == "contracts" and shown["position"] == str(want["n"])
             assert abs(Fraction(shown["pnl_quote"]) - want["pnl"]) <= SATOSHI / 2
             assert abs(Fraction(shown["fees_quote"]) - want["fees"]) <= SATOSHI / 2
     # the linear misreading the issue reports would be contracts x price: ~1e4-1e9 times off
@@ -120,6 +122,7 @@ def test_backtest_config_books_inverse_pnl_fees_and_caps_in_btc(tmp_path: Path) 
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "BTC" in done.stdout and "unknown_symbol" in done.stdout  # EOSUSD has no instrument
+    assert "Agents (position and traded in contracts)" in " ".join(done.stdout.split())
     figures = check_run(tmp_path, "inverse", None)
     # every figure is a satoshi-scale coin amount, not a linear "USD" reading of contracts
     assert all(abs(pnl) < 1e-3 and abs(fees) < 1e-3 for pnl, fees in figures.values())
