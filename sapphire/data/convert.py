@@ -185,12 +185,16 @@ class EventBuilder:
         return flags if flags.any() else None
 
     def _time_jumps(self, chunk: pl.DataFrame) -> np.ndarray | None:
-        """Rows whose time jumps more than :data:`TIME_JUMP_NS` past the row before them
-        (same session and symbol) while the row after them comes back to where the one
-        before was: one corrupt timestamp (a far-future year), counted ``out_of_order`` and
-        dropped here. Taken as the run's time it made every good row after it "out of order"
-        (all of the file's rest rejected). A row with no next row in this chunk is left to
-        the order check (a jump at a chunk's very end is not seen)."""
+        """Rows ahead of the rows on both sides of them (same session and symbol), the row
+        after coming back to where the one before was, that are one misplaced row: they jump
+        more than :data:`TIME_JUMP_NS` (a corrupt timestamp, a far-future year), or the next
+        two rows are both earlier than them. Counted ``out_of_order`` and dropped here: taken
+        as the run's time, such a row made every good row after it "out of order" until
+        time caught up with it (one row placed 30 s early rejected 30 s of trades; a
+        far-future year the file's rest). Where only the next row is earlier (two rows
+        swapped) the order check rejects that one, as it always did. A row with no next row
+        in this chunk is left to the order check (a jump at a chunk's very end is not
+        seen)."""
         t = pl.col("ts_event_ns")
         if self.kind in (FrameKind.TRADES, FrameKind.BBO):  # the order check's own time
             t = pl.when(pl.col("ts_recv_ns") > 0).then(pl.col("ts_recv_ns")).otherwise(t)
@@ -199,6 +203,7 @@ class EventBuilder:
         frame = frame.with_columns(
             pl.col("t").shift(1).over(keys).alias("prev"),
             pl.col("t").shift(-1).over(keys).alias("next"),
+            pl.col("t").shift(-2).over(keys).alias("next2"),
         )
         firsts = frame["prev"].is_null() & frame["t"].is_not_null()
         if firsts.any() and self._last_ts:  # a key's first row here: the chunk before's last
@@ -215,10 +220,9 @@ class EventBuilder:
             frame = frame.with_columns(
                 pl.coalesce(pl.col("prev"), pl.Series(carried, dtype=pl.Int64)).alias("prev")
             )
+        t, prev, nxt = pl.col("t"), pl.col("prev"), pl.col("next")
         jumps = (
-            (pl.col("t") - pl.col("prev") > TIME_JUMP_NS)
-            & (pl.col("next") < pl.col("t"))
-            & (pl.col("next") >= pl.col("prev"))
+            (nxt < t) & (nxt >= prev) & ((t - prev > TIME_JUMP_NS) | (pl.col("next2") < t))
         ).fill_null(False)
         flags = frame.select(jumps.alias("j"))["j"]
         if not flags.any():
@@ -228,7 +232,7 @@ class EventBuilder:
         for i in flags.arg_true().to_list():
             line = lines[i] if lines is not None else first + i
             ahead = (frame["t"][i] - frame["prev"][i]) / 1e9
-            detail = f"time jumps {ahead:,.0f} s ahead; the rows around it agree"
+            detail = f"time jumps {ahead:,.3f} s ahead; the rows around it agree"
             self.stats.reject(RowReject.OUT_OF_ORDER, line, detail)
         return flags.to_numpy()
 

@@ -233,6 +233,35 @@ def test_one_far_future_timestamp_costs_one_row_not_the_rest_of_the_file(
     assert len(list(stream)) == 3 and not stream.stats.counts
 
 
+def test_one_row_placed_seconds_early_costs_that_row_not_the_seconds_after_it(
+    tmp_path: Path,
+) -> None:
+    """A row 30 s ahead of its neighbours (a row moved up a file): taken as the run's time, the
+    1,000 good rows of the next 30 s after it were all "out of order". Now that row alone is;
+    two rows merely swapped still cost the later one, as before."""
+    base = 1_723_100_000_000_000_000
+
+    def row(i: int, local_ns: int) -> str:
+        return f"s,{local_ns},{local_ns // 10**6},{local_ns // 10**6},{i},61602.01,0.001,0,buy"
+
+    rows = [row(i, base + i * 30 * 10**6) for i in range(1, 1_002)]  # every 30 ms
+    rows.insert(10, row(99_999, base + 30_300 * 10**6))  # 30 s past the row before it
+    stream = stream_events(_trades_file(tmp_path, rows), SPOT)
+    events = list(stream)
+    assert len(events) == 1_001 and 99_999 not in {e.trade_id for e in events}  # type: ignore[union-attr]
+    assert stream.stats.counts == {RowReject.OUT_OF_ORDER: 1}
+    assert "30.000 s ahead" in stream.stats.examples[0][2]
+    swapped = [
+        row(1, base),
+        row(3, base + 3 * 10**6),
+        row(2, base + 2 * 10**6),
+        row(4, base + 4 * 10**6),
+    ]
+    stream = stream_events(_trades_file(tmp_path, swapped), SPOT)
+    assert [e.trade_id for e in stream] == [1, 3, 4]  # type: ignore[union-attr]
+    assert stream.stats.counts == {RowReject.OUT_OF_ORDER: 1}
+
+
 def test_a_data_file_error_is_one_line_without_the_parsers_own_hints(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
