@@ -181,6 +181,8 @@ def test_a_coordinator_restarted_after_its_last_step_reports_what_the_run_consum
     assert sum(result.summary["input_rejected"].values()) > 0
     assert result.summary["input_rejected"] == baseline.summary["input_rejected"]
     assert result.summary["sessions_missing"] == baseline.summary["sessions_missing"]
+    # and the recorder lags its merge had learnt, from its checkpoint (no feed is open)
+    assert result.summary["recorder_lags"] == baseline.summary["recorder_lags"]
 
 
 def all_sessions_config(root: Path) -> SystemConfig:
