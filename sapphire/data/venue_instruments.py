@@ -365,6 +365,7 @@ def instrument_from_market(market: Mapping[str, Any], venue: str) -> Instrument 
     cost: Mapping[str, Any] = limits.get("cost") or {}
     symbol = str(market["id"])
     lot = precision.get("amount")
+    tick = precision.get("price")
     size_increment = ""
     # no contractSize (spot) is one unit; a zero one is a broken listing the Instrument refuses
     size = market.get("contractSize")
@@ -396,6 +397,14 @@ def instrument_from_market(market: Mapping[str, Any], venue: str) -> Instrument 
     elif venue == "HYPERLIQUID":
         # ccxt ids Hyperliquid perps by asset index; the feeds name the coin ("DYDX")
         symbol = str(market.get("baseName") or info.get("name") or symbol)
+        # The venue's price grid: 6 decimals less szDecimals for perps (8 for spot), at most
+        # 5 significant figures (below). ccxt derives it from the mark price, which a meta
+        # file lacks: kPEPE (szDecimals 0) came out 0.00001, and all 24 of its recorded
+        # candles (0.001604 ...) were off that grid.
+        sz = info.get("szDecimals")
+        if sz is not None:
+            decimals = (8 if kind is InstrumentKind.SPOT else 6) - int(sz)
+            tick = dec_text(Decimal(1).scaleb(-decimals))
     # Hyperliquid's price rule is 5 significant figures within its decimals grid
     sig_figs = 5 if venue == "HYPERLIQUID" else 0
     expiry = market.get("expiry")
@@ -408,7 +417,7 @@ def instrument_from_market(market: Mapping[str, Any], venue: str) -> Instrument 
         kind=kind,
         base=str(market.get("base") or ""),
         quote=str(market.get("quote") or ""),
-        tick_size=dec_text(precision.get("price")),
+        tick_size=dec_text(tick),
         lot_size=dec_text(lot),
         size_increment=size_increment,
         min_qty=dec_text(amount.get("min")),

@@ -241,6 +241,10 @@ def test_kraken_futures_and_hyperliquid(venues: dict[str, VenueInstruments]) -> 
     hl = venues["hyperliquid"].instruments
     assert (hl["BTC"].unified, hl["BTC"].lot_size) == ("BTC/USDC:USDC", "0.00001")
     assert (hl["DYDX"].lot_size, hl["kPEPE"].lot_size) == ("0.1", "1")
+    # the venue's price grid, 6 decimals less szDecimals (ccxt's, read off a mark price the
+    # meta file lacks, gave kPEPE 0.00001), with at most 5 significant figures
+    ticks = [hl[s].tick_size for s in ("BTC", "DYDX", "kPEPE")]
+    assert ticks == ["0.1", "0.00001", "0.000001"] and hl["kPEPE"].price_sig_figs == 5
 
 
 # The venues' recorded market data, replayed on the loaded instruments: every symbol is known
@@ -256,6 +260,12 @@ AGREE = [
     ("kraken", "book/cryptofeed_kraken-futures_inverse_ws_2021-07-22.log.gz", 7_027),
     ("okx", "book/cryptofeed_okx_ws_2022-05-13.log.gz", 7_193),
     ("hyperliquid", "book/hyperliquid-sdk_hyperliquid_DYDX_l2Book_rest_2023-07-17.json", 1),
+    # every one of the 24 candles was off_grid on ccxt's kPEPE tick
+    (
+        "hyperliquid",
+        "ohlcv/hyperliquid-sdk_hyperliquid_kPEPE_1h_candleSnapshot_2023-05-21.json",
+        24,
+    ),
 ]
 
 
