@@ -106,6 +106,11 @@ def startup_line(
     venue = config.exchange.kind + (
         f" ({config.exchange.factory})" if config.exchange.factory else ""
     )
+    exchange = config.exchange
+    if exchange.kind == "paper" and not exchange.factory and not exchange.params.get("balances"):
+        # the paper account then holds nothing: every order that needs cash or margin is
+        # refused (insufficient_balance), which read as agents that never traded
+        venue += " with no balances (set exchange.params.balances to fund its account)"
     capital = ""
     if instruments:
         currency = reporting_asset(instruments, config.currency)

@@ -84,6 +84,12 @@ def test_the_startup_line_says_the_config_named_the_currency() -> None:
     assert "capital 1 XBT (the firm's currency, as currency names it; settled in USDC, XBT)" in (
         line
     )
+    # no balances: the paper account holds nothing, and the line says so before the run
+    assert "venue paper with no balances (set exchange.params.balances" in line
+    funded = parse_config(
+        {"data": {"source": "sample"}, "exchange": {"params": {"balances": {"BTC": "1"}}}}
+    )
+    assert "no balances" not in startup_line("backtest", "r", funded, "s", [], None, both)
 
 
 def test_the_record_reads_old_runs_and_keeps_the_currency(tmp_path: Path) -> None:
