@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 from typing import Any, Final
@@ -162,8 +163,21 @@ def _seconds_to_ns(text: bytes) -> int:
 
 
 def _session(path: Path) -> str:
+    """The date in the file name; for a name without one, the UTC date of the first message
+    the recorder stamped (a renamed log kept its rows but lost its label, and
+    ``data.sessions`` then selected none of it); "" where no line carries a stamp."""
     match = _DATE.search(path.name)
-    return match[1] if match else ""
+    if match:
+        return match[1]
+    for _, line in islice(iter_lines(path, RejectStats()), _SNIFF_LINES):
+        stamp, sep, _ = line.partition(b": ")
+        try:
+            recv = _seconds_to_ns(stamp) if sep else 0
+        except ValueError:
+            continue
+        if 0 < recv < 2**63:
+            return datetime.fromtimestamp(recv // 10**9, UTC).date().isoformat()
+    return ""
 
 
 def _received(line: bytes, number: int, buffer: RowBuffer) -> tuple[int, Any] | None:

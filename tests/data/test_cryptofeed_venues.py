@@ -237,6 +237,16 @@ def test_venue_detected_by_content_not_name(shared_data: Path, tmp_path: Path) -
         detect(vc.write_log(tmp_path, "cryptofeed_huobi_ws.log.gz", huobi))
 
 
+def test_a_renamed_log_keeps_its_session_label(shared_data: Path, tmp_path: Path) -> None:
+    # the label came from the name's date alone: renamed, the log's rows were session ""
+    # and data.sessions selected none of them; now the first stamped message's UTC date
+    renamed = tmp_path / "okx_capture.log.gz"
+    renamed.write_bytes((shared_data / OKX).read_bytes())
+    assert detect(renamed).name == "cryptofeed_okx"
+    for frame in load_frames(renamed).values():
+        assert frame["session"].unique().to_list() == ["2022-05-13"]
+
+
 @pytest.mark.parametrize("rel", [LINEAR, OKX])
 def test_log_without_market_data_is_an_error(shared_data: Path, tmp_path: Path, rel: str) -> None:
     head = [
