@@ -603,7 +603,9 @@ def firm_equity(run: RunData, assets: Mapping[str, str] | None = None) -> pl.Dat
         keys = pl.DataFrame(split, schema=["agent_id", "symbol", "key"], orient="row").lazy()
         pnl = (
             pnl.lazy()
-            .join(keys, on=["agent_id", "symbol"], how="left")
+            # the PnL rows' order kept: a join may return them in any order, and an agent's
+            # final equity (its last row) came out as its first, 0, about one run in six
+            .join(keys, on=["agent_id", "symbol"], how="left", maintain_order="left")
             .with_columns(
                 pl.col("key").alias("agent_id"),
                 pl.col("symbol").replace_strict(dict(assets), default="?").alias("_asset"),
@@ -626,6 +628,7 @@ def firm_equity(run: RunData, assets: Mapping[str, str] | None = None) -> pl.Dat
         pnl.select("agent_id", "_asset", _time(), pl.col("equity_quote").alias("equity"))
         .group_by("agent_id", "_asset", "time", maintain_order=True)
         .agg(pl.col("equity").sum())
+        .sort("time", maintain_order=True)  # each agent's rows in time order, whatever came
     )
     firms = []
     for asset in sorted(set(per_agent["_asset"].to_list())):
