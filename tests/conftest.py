@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import collections
 import os
 import shutil
 import subprocess
@@ -19,6 +20,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if "SAPPHIRE_CACHE_DIR" not in os.environ:  # xdist workers inherit the controller's
     os.environ["SAPPHIRE_CACHE_DIR"] = tempfile.mkdtemp(prefix="sapphire-test-cache-")
     atexit.register(shutil.rmtree, os.environ["SAPPHIRE_CACHE_DIR"], ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with the most slow tests first (each file's tests in their own order).
+
+    Why: ``--dist loadfile`` hands files to the two workers in collection order; alphabetical
+    put the LLM, ops and research files (minutes of Ray clusters and model loads) last, and one
+    worker ran them alone for the suite's last minutes while the other had nothing left."""
+    slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])  # stable: a file's tests stay in order
 
 
 def shared_data_dir() -> Path:

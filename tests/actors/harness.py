@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ class Outcome:
         self.venue = venue
         self.venues = venues or [venue]  # each shard's venue record (``venue`` is shard 0's)
         self.victim_restarted = False
+        self.restarted: dict[str, bool] = {}  # each killed actor: did Ray restart it
         self.readers = len(handles.readers)  # market-data actors reading the replay by shard
         store = handles.storage_root / "store"
         self.rows = {
@@ -98,11 +100,18 @@ def run(
     run_id: str,
     *,
     chaos: tuple[str, int] | None = None,
+    kills: Sequence[tuple[str, int, float]] = (),
     before_step: Any = None,
     kill_delay_s: float = 0.02,
 ) -> Outcome:
     """Drive a system to the end; with ``chaos=(victim, step)``, kill that actor while the
-    step is in flight (Ray restarts it)."""
+    step is in flight (Ray restarts it). ``kills``: several ``(victim, step, delay_s)``, one
+    after another in one run (each victim restarted before the next kill's step): every
+    actor kind's recovery for the cost of one system start, not one each."""
+    schedule = list(kills) or ([(chaos[0], chaos[1], kill_delay_s)] if chaos else [])
+    at_step = {step: (victim, delay) for victim, step, delay in schedule}
+    if len(at_step) != len(schedule):
+        raise ValueError(f"two kills at one step: {schedule}")
     handles = start_system(config, run_id)
     try:
         step = 0
@@ -110,18 +119,23 @@ def run(
             if before_step is not None:
                 before_step(handles, step)
             ref = handles.coordinator.run_step.remote(step)
-            if chaos is not None and chaos[1] == step:
-                time.sleep(kill_delay_s)
-                ray.kill(victim_handle(handles, chaos[0]), no_restart=False)
+            if step in at_step:
+                victim, delay = at_step[step]
+                time.sleep(delay)
+                ray.kill(victim_handle(handles, victim), no_restart=False)
             progress = ray.get(ref, timeout=180)
             step += 1
             if progress.done:
                 break
+        if step <= max(at_step, default=-1):
+            raise AssertionError(f"the run ended at step {step}, before its kills {schedule}")
         result = finish(handles, step, 0.0)
         venues = [pickle.loads(ray.get(v.exchange_record.remote())) for v in handles.venues]
         outcome = Outcome(handles, result.summary, venues[0], venues)
-        if chaos is not None:
-            outcome.victim_restarted = victim_restarted(handles, chaos[0], result.summary)
+        outcome.restarted = {
+            victim: victim_restarted(handles, victim, result.summary) for victim, _, _ in schedule
+        }
+        outcome.victim_restarted = bool(schedule) and all(outcome.restarted.values())
         return outcome
     finally:
         shutdown_system(handles)

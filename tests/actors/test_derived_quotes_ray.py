@@ -77,14 +77,15 @@ def test_a_depth_only_run_on_ray_trades_as_one_process(ray_local: None, tmp_path
     baseline = run(config, "derived-ray")
     assert baseline.readers == 1
     assert_as_one_process(baseline, config)
-    # a restored coordinator asks the one reader from the offset it had consumed (the
-    # replay fast-forwarded, its quotes derived again from the file's start); a restarted
-    # reader reopens the replay
-    for victim, step in (("coordinator", 40), ("market_data", 5)):
-        outcome = run(config, f"derived-{victim}", chaos=(victim, step))
-        assert outcome.victim_restarted, victim
-        assert_same_outcome(baseline, outcome)
-        assert outcome.summary["input_rejected"] == baseline.summary["input_rejected"]
+    # a restarted reader reopens the replay; a restored coordinator asks the one reader from
+    # the offset it had consumed (the replay fast-forwarded, its quotes derived again from
+    # the file's start): both in one run
+    outcome = run(
+        config, "derived-kills", kills=[("market_data", 5, 0.02), ("coordinator", 40, 0.02)]
+    )
+    assert outcome.restarted == {"market_data": True, "coordinator": True}
+    assert_same_outcome(baseline, outcome)
+    assert outcome.summary["input_rejected"] == baseline.summary["input_rejected"]
 
 
 def test_a_sharded_depth_only_run_on_ray_trades_as_one_process(
@@ -94,11 +95,11 @@ def test_a_sharded_depth_only_run_on_ray_trades_as_one_process(
     baseline = run(config, "derived-shards")
     assert baseline.readers == 2  # each shard's market data derived its own venue's quotes
     assert_as_one_process(baseline, config)
-    for victim, step in (("reader:1", 3), ("coordinator", 40)):
-        outcome = run(config, f"derived-shards-{victim.replace(':', '-')}", chaos=(victim, step))
-        assert outcome.victim_restarted, victim
-        assert_same_outcome(baseline, outcome)
-        assert outcome.summary["input_rejected"] == baseline.summary["input_rejected"]
+    kills = [("reader:1", 3, 0.02), ("coordinator", 40, 0.02)]  # one run, one after the other
+    outcome = run(config, "derived-shards-kills", kills=kills)
+    assert outcome.restarted == {"reader:1": True, "coordinator": True}
+    assert_same_outcome(baseline, outcome)
+    assert outcome.summary["input_rejected"] == baseline.summary["input_rejected"]
 
 
 def read_all(feed: SourcesFeed, window: int) -> list[Any]:

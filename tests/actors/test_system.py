@@ -83,6 +83,8 @@ def test_bad_agents_and_a_failing_venue_are_contained(
             "params": {"balances": {"USDT": "100000", "BTC": "0"}},
         },
         ray={"agent_timeout_s": 3.0, "transport": transport},
+        # a third of the harness replay: the faults all show in its first steps
+        data={"source": "sample", "batch_events": 1000, "max_events": 8_000},
     )
     outcome = run(config, f"bad-input-{transport}")
     summary = outcome.summary
