@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 import msgspec
 
 from sapphire.config.redis import RedisConfig
-from sapphire.storage.parquet_backend import atomic_write_bytes, create_exclusive
+from sapphire.storage.files import atomic_write_bytes, create_exclusive
 
 
 class CheckpointStore(Protocol):

@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 
 from sapphire.config.system import SystemConfig
-from sapphire.storage.parquet_backend import atomic_write_bytes
+from sapphire.storage.files import atomic_write_bytes
 
 STATE_FILE = "kill-switch.json"
 LOG_FILE = "kill-switch.log"

@@ -42,7 +42,7 @@ from sapphire.kernel.timing import Clock, Timing
 from sapphire.model.events import AnyMarketEvent
 from sapphire.model.instrument import Instrument
 from sapphire.risk.portfolio import currency_choices, reporting_asset, unvalued
-from sapphire.storage.parquet_backend import atomic_write_bytes
+from sapphire.storage.files import atomic_write_bytes
 
 # What a paper venue assumes when the config names no latency: 1 ms to the matching engine
 # and 1 ms back (a co-located client), so the lookahead is 1 ms. Printed with every summary.

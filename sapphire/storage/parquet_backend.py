@@ -58,7 +58,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -70,6 +69,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sapphire.storage.files import atomic_write_bytes, fsync_dir
 from sapphire.storage.query import FLUSH_DIGITS, merging_name, part_name
 from sapphire.storage.sink import CommitState
 
@@ -100,66 +100,6 @@ DEFAULT_COMPACT_AT = 64
 # 0.13 s; 1 M: +384 MB, 0.41 s). A file of half as many is final, never merged again:
 # 125-250 k rows is a good Parquet file already (a file's ~0.2 ms is lost in reading it).
 DEFAULT_COMPACT_ROWS = 250_000
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# files made through a temporary get the mode a plain open() gives (mkstemp makes them
-# 0600: another user sharing the store root could not read a run's claim or the kill switch)
-_FILE_MODE = 0o666 & ~_umask()
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Write ``data`` so readers see the old file or the new one, never a torn one. Each
-    writer has a temporary file of its own: with one fixed name, two writers at once (two
-    kill-switch commands) wrote into the same file, one's rename took the other's, and a
-    torn mix of both landed or a writer failed with FileNotFoundError."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(name)
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if durable:
-        _fsync_dir(path.parent)
-
-
-def create_exclusive(path: Path, data: bytes) -> bool:
-    """Create ``path`` holding ``data`` in one step, only if it does not exist (False then):
-    written to a file of this process's own, then linked, which fails or makes it whole. A
-    file created empty and then written is seen empty by a competitor in between."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.link(name, path)
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        os.unlink(name)
 
 
 def partition_dir(table: str, day: str, symbol: str) -> str:
@@ -346,7 +286,7 @@ class ParquetBackend:
                     with open(target, "rb") as fh:
                         os.fsync(fh.fileno())
         if self.durable:
-            _fsync_dir(self._staging)  # the staged names must survive as long as the manifest
+            fsync_dir(self._staging)  # the staged names must survive as long as the manifest
 
     def _merge_into(self, plan: _Plan, folder: str, part: pl.DataFrame) -> tuple[pa.Table, int]:
         """``part`` (this flush's rows of ``folder``) with the files of this sink there it
@@ -542,9 +482,9 @@ class ParquetBackend:
             # the removals must be on disk before a manifest forgets them (the next one)
             for folder in retire:
                 if (self.root / folder).is_dir():
-                    _fsync_dir(self.root / folder)
+                    fsync_dir(self.root / folder)
             if self._staging.is_dir():
-                _fsync_dir(self._staging)
+                fsync_dir(self._staging)
         self._retiring.pop(flush_id, None)
 
     def _swap(self, folder: str, merged: str, names: list[str]) -> None:
