@@ -1434,12 +1434,18 @@ def merge_feed_stats(stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
     missing = set(stats[0].get("sessions_missing", []))
     for s in stats[1:]:
         missing &= set(s.get("sessions_missing", []))
+    # two readers' venues sharing a session label: the larger lag, as one merge tells it
+    # (``RecorderClock.learn``); the last reader's value replaced the others'
+    lags: dict[str, int] = {}
+    for s in stats:
+        for session, lag in s.get("recorder_lags", {}).items():
+            lags[session] = max(int(lag), lags.get(session, 0))
     return {
         "rejected": merge_counts(s["rejected"] for s in stats),
         "replay_cache": merge_counts(s.get("replay_cache", {}) for s in stats),
         "sessions_missing": sorted(missing),
         "clamped": sum(int(s["clamped"]) for s in stats),
-        "recorder_lags": {k: v for s in stats for k, v in s.get("recorder_lags", {}).items()},
+        "recorder_lags": lags,
     }
 
 
