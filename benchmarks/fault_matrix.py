@@ -33,8 +33,8 @@ MODULES = [
 # (test name pattern) -> (fault, mode); a "seed" or "victim" group refines the cell
 CELLS = [
     (
-        r"test_killing_an_actor_mid_step\S*\[(?P<victim>[^\]]+?)-(?P<seed>\d+)\]",
-        "kill {victim} mid-step",
+        r"test_killing_every_actor_mid_step\S*\[(?P<seed>\d+)\]",
+        "kill every actor kind mid-step, in turn",
         "paper",
     ),
     (r"test_a_crashed_run_resumes", "every actor killed, --resume", "paper"),
@@ -43,8 +43,8 @@ CELLS = [
     (r"test_a_full_disk_fails_loudly", "disk full, then --resume", "paper"),
     (r"test_bad_agents_and_a_failing_venue", "venue errors, hung and raising agents", "paper"),
     (
-        r"test_live_actor_killed_mid_step\[(?P<victim>[^\]]+?)-(?P<seed>\d+)\]",
-        "kill {victim} mid-step",
+        r"test_live_every_actor_killed_mid_step\[(?P<seed>\d+)\]",
+        "kill every actor kind mid-step, in turn",
         "live",
     ),
     (r"test_live_driver_killed_and_resumed\[(?P<seed>\d+)\]", "driver killed, resume", "live"),

@@ -25,9 +25,10 @@ if "SAPPHIRE_CACHE_DIR" not in os.environ:  # xdist workers inherit the controll
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Files with the most slow tests first (each file's tests in their own order).
 
-    Why: ``--dist loadfile`` hands files to the two workers in collection order; alphabetical
-    put the LLM, ops and research files (minutes of Ray clusters and model loads) last, and one
-    worker ran them alone for the suite's last minutes while the other had nothing left."""
+    Why: ``--dist loadfile --no-loadscope-reorder`` (``./dev test``) hands files to the two
+    workers in collection order, the next one to whichever is free: the longest first leaves
+    the short ones to even out the end. xdist's own order (most tests first) left the Ray,
+    model and ops files of a few minute-long tests for last, one worker running them alone."""
     slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
     items.sort(key=lambda item: -slow[item.path])  # stable: a file's tests stay in order
 

@@ -62,7 +62,11 @@ def test_kill_switch_stops_all_order_flow_and_cancels_resting_orders(
     assert_halted_after_trip(outcome, at_trip["orders"])
 
 
-@pytest.mark.parametrize("transport", ["calls", "compiled", "sockets"])
+# the compiled graph in `./dev full` only (CI time): its round fails and quarantines as the
+# sockets' does (``_quarantine_unfinished``); plain calls time out on a path of their own
+@pytest.mark.parametrize(
+    "transport", ["calls", pytest.param("compiled", marks=pytest.mark.full), "sockets"]
+)
 def test_bad_agents_and_a_failing_venue_are_contained(
     ray_local: None, tmp_path: Path, transport: str
 ) -> None:

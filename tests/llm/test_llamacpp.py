@@ -36,7 +36,11 @@ def test_batched_generation_gives_schema_valid_json(engine) -> None:  # type: ig
     assert all(g.completion_tokens > 0 and g.prompt_tokens > 50 for g in gens)
 
 
-@pytest.fixture(scope="module", params=[0, 2], ids=["batch-threads-1", "batch-threads-2"])
+@pytest.fixture(
+    scope="module",
+    params=[0, pytest.param(2, marks=pytest.mark.full)],
+    ids=["batch-threads-1", "batch-threads-2"],
+)
 def q4_0_engine(request, tmp_path_factory):  # type: ignore[no-untyped-def]
     """The shipped setting (serve_configs/llm_cpu.yaml): Q4_0 copy, flash attention, 8-bit
     KV cache; and the same with a second thread for calls of several tokens
