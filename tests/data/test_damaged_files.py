@@ -262,6 +262,45 @@ def test_one_row_placed_seconds_early_costs_that_row_not_the_seconds_after_it(
     assert stream.stats.counts == {RowReject.OUT_OF_ORDER: 1}
 
 
+def test_a_block_of_misplaced_rows_costs_those_rows_not_the_time_after_them(
+    tmp_path: Path,
+) -> None:
+    """Two rows moved up a file together (30 s ahead), three with a far-future year: each
+    block alone is out of order, not the good rows until time caught up with it. A block
+    that fewer rows come back from than it holds is not taken for misplaced: two rows ahead
+    of one late row cost the late one, as the order check always did."""
+    base = 1_723_100_000_000_000_000
+
+    def row(i: int, local_ns: int) -> str:
+        return f"s,{local_ns},{local_ns // 10**6},{local_ns // 10**6},{i},61602.01,0.001,0,buy"
+
+    rows = [row(i, base + i * 30 * 10**6) for i in range(1, 2_002)]  # every 30 ms
+    rows[500:500] = [row(90_001, base + 30_300 * 10**6), row(90_002, base + 30_301 * 10**6)]
+    far = base + 50 * 365 * 86_400 * 10**9  # 50 years on
+    rows[1_500:1_500] = [row(90_003 + j, far + j) for j in range(3)]
+    stream = stream_events(_trades_file(tmp_path, rows), SPOT)
+    ids = [e.trade_id for e in stream]  # type: ignore[union-attr]
+    assert ids == list(range(1, 2_002))  # every good row, in order
+    assert stream.stats.counts == {RowReject.OUT_OF_ORDER: 5}
+    assert [x[2] for x in stream.stats.examples[:2]] == [
+        "time jumps 15.300 s ahead; the rows around it agree",  # of the row before the block
+        "time jumps 15.301 s ahead; the rows around it agree",
+    ]
+    # two rows ahead, one row back, then the file goes on past them: not a misplaced block
+    # (one row does not outvote two): the late row is the one out of order
+    short = [
+        row(1, base),
+        row(2, base + 10 * 10**6),
+        row(3, base + 11 * 10**6),
+        row(4, base + 5 * 10**6),
+        row(5, base + 12 * 10**6),
+        row(6, base + 13 * 10**6),
+    ]
+    stream = stream_events(_trades_file(tmp_path, short), SPOT)
+    assert [e.trade_id for e in stream] == [1, 2, 3, 5, 6]  # type: ignore[union-attr]
+    assert stream.stats.counts == {RowReject.OUT_OF_ORDER: 1}
+
+
 def test_a_data_file_error_is_one_line_without_the_parsers_own_hints(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
