@@ -1,9 +1,9 @@
 """Whole-file writes that readers never see torn, and create-once files: the store's, the
 checkpoints', the run claim's and the kill switch's.
 
-Kept apart from the Parquet backend so that a process that only checkpoints (the venue and
-agent actors) never imports polars and pyarrow for them: about 0.2 s of CPU per actor start,
-seven actors per system start on two cores."""
+Kept apart from the Parquet backend so that a process that only checkpoints (the venue
+actor) never imports polars and pyarrow for them: about 0.2 s of CPU at its start, at every
+system start."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ the store's own records, not from the coordinator's view)."""
 from __future__ import annotations
 
 import pickle
+import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,7 +70,6 @@ class Outcome:
         self.summary = summary
         self.venue = venue
         self.venues = venues or [venue]  # each shard's venue record (``venue`` is shard 0's)
-        self.victim_restarted = False
         self.restarted: dict[str, bool] = {}  # each killed actor: did Ray restart it
         self.readers = len(handles.readers)  # market-data actors reading the replay by shard
         store = handles.storage_root / "store"
@@ -77,6 +77,11 @@ class Outcome:
             t: read_table(store, t, handles.run_id).drop("run_id", "date").collect().sort("seq")
             for t in TABLES
         }
+
+    @property
+    def victim_restarted(self) -> bool:
+        """Every killed actor was restarted (False where the run killed none)."""
+        return bool(self.restarted) and all(self.restarted.values())
 
     @property
     def venue_fills(self) -> list[Any]:
@@ -135,10 +140,20 @@ def run(
         outcome.restarted = {
             victim: victim_restarted(handles, victim, result.summary) for victim, _, _ in schedule
         }
-        outcome.victim_restarted = bool(schedule) and all(outcome.restarted.values())
         return outcome
     finally:
         shutdown_system(handles)
+
+
+def kill_schedule(
+    seed: int, victims: Sequence[str], steps: Sequence[int]
+) -> list[tuple[str, int, float]]:
+    """Each of ``victims`` killed once, in a seeded order, at seeded distinct ``steps`` (in
+    step order) and a seeded moment (0-50 ms) into its step: ``(victim, step, delay_s)``."""
+    rng = random.Random(seed)
+    order = rng.sample(list(victims), len(victims))
+    at = sorted(rng.sample(list(steps), len(victims)))
+    return [(v, s, rng.uniform(0.0, 0.05)) for v, s in zip(order, at, strict=True)]
 
 
 def victim_restarted(handles: SystemHandles, victim: str, summary: dict[str, Any]) -> bool:

@@ -1,12 +1,10 @@
 """Kill each actor kind mid-step on a fixed replay, one after another in one run per seed:
 the run completes with exactly the fills, positions and stored rows of a run with no fault
-(0 lost, 0 duplicated). The runs use
-the default transport (Unix sockets, whose failures fall back to plain calls); the
-compiled graph and plain calls give the same outcome."""
+(0 lost, 0 duplicated). The runs use the default transport (Unix sockets, whose failures
+fall back to plain calls); the compiled graph and plain calls give the same outcome."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import pytest
 import ray
 
 from sapphire.config.system import SystemConfig
-from tests.actors.harness import Outcome, assert_same_outcome, make_config, run
+from tests.actors.harness import Outcome, assert_same_outcome, kill_schedule, make_config, run
 from tests.ray_local import init_local
 
 pytestmark = pytest.mark.slow
@@ -45,15 +43,6 @@ def baseline(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> Outco
 VICTIMS = ("coordinator", "market_data", "execution", "sink", "agent:mm", "agent:mom")
 
 
-def kill_schedule(seed: int) -> list[tuple[str, int, float]]:
-    """Every actor kind once, in a seeded order, at seeded steps at least 3 apart (each
-    restarted before the next kill) and a seeded moment into its step."""
-    rng = random.Random(seed)
-    order = rng.sample(VICTIMS, len(VICTIMS))
-    steps = sorted(3 * slot for slot in rng.sample(range(1, 20), len(VICTIMS)))
-    return [(v, s, rng.uniform(0.0, 0.05)) for v, s in zip(order, steps, strict=True)]
-
-
 # the second seed in `./dev full` only (CI time): a run with six kills costs 10-14 s
 @pytest.mark.parametrize("seed", [11, pytest.param(23, marks=pytest.mark.full)])
 def test_killing_every_actor_mid_step_loses_and_duplicates_nothing(
@@ -61,7 +50,8 @@ def test_killing_every_actor_mid_step_loses_and_duplicates_nothing(
 ) -> None:
     # one run kills each actor kind in turn (a system start costs 3-5 s of both cores; six
     # runs of one kill each cost six): the run must still end exactly as the unfaulted one
-    kills = kill_schedule(seed)
+    # steps 3 apart or more: each victim restarted before the next kill
+    kills = kill_schedule(seed, VICTIMS, range(3, 60, 3))
     outcome = run(chaos_config(tmp_path), f"chaos-{seed}", kills=kills)
     assert outcome.restarted == {v: True for v in VICTIMS}, f"not restarted by Ray: {kills}"
     assert_same_outcome(baseline, outcome)

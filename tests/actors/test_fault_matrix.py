@@ -21,7 +21,7 @@ import ray
 
 from sapphire.adapters.binance_double import Fault, FaultKind
 from tests.actors.double_thread import DoubleThread
-from tests.actors.harness import victim_handle
+from tests.actors.harness import kill_schedule, victim_handle
 from tests.actors.live_env import (
     LiveRun,
     assert_journal_is_the_venues,
@@ -59,10 +59,7 @@ def test_live_every_actor_killed_mid_step(
 ) -> None:
     # every actor kind killed in turn in one run (one system start, not one per kind), in a
     # seeded order at seeded steps of the run's first ten, a seeded moment into the next step
-    rng = random.Random(seed)
-    order = rng.sample(VICTIMS, len(VICTIMS))
-    steps = sorted(rng.sample(range(2, 10), len(VICTIMS)))
-    kills = {s: (v, rng.uniform(0.0, 0.05)) for v, s in zip(order, steps, strict=True)}
+    kills = {s: (v, delay) for v, s, delay in kill_schedule(seed, VICTIMS, range(2, 10))}
     double, inst_file = start_venue(shared_data, tmp_path)
     config = live_config(double, inst_file, tmp_path / "runs", max_events=MAX_EVENTS)
     run = LiveRun.start(config, double, f"kill-{seed}")
