@@ -17,7 +17,6 @@ from sapphire.agents.avellaneda_stoikov import AvellanedaStoikovAgent
 from sapphire.agents.base import Agent, AgentConfigError
 from sapphire.agents.basis import BasisAgent
 from sapphire.agents.grid_maker import GridMakerAgent
-from sapphire.agents.indicator_agent import IndicatorAgent
 from sapphire.agents.mean_reversion import MeanReversionAgent
 from sapphire.agents.momentum import MomentumAgent
 from sapphire.model.instrument import Instrument
@@ -85,6 +84,9 @@ def build_agent(
         strategy = kind.split(":", 1)[1]
         if not strategy:
             raise AgentConfigError("indicator kind needs a strategy: 'indicator:EmaCross'")
+        # imported here: it brings polars, which no other kind needs (an agent actor's start)
+        from sapphire.agents.indicator_agent import IndicatorAgent
+
         return IndicatorAgent(agent_id, instrument, {"strategy": strategy, **params})
     factory = _KINDS.get(kind)
     if factory is None and ":" in kind:

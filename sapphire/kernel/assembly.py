@@ -23,9 +23,7 @@ from typing import Any, NamedTuple
 import msgspec
 import numpy as np
 
-from sapphire.agents.base import Agent, AgentConfigError
-from sapphire.agents.registry import build_agent
-from sapphire.config.system import AgentSpec, DataConfig, ExchangeConfig, SystemConfig
+from sapphire.config.system import DataConfig, ExchangeConfig, SystemConfig
 from sapphire.coordination.core import CoordinatorCore
 from sapphire.data import replay, sample
 from sapphire.data.convert import Tagged
@@ -37,6 +35,12 @@ from sapphire.data.validation import STATE_CHANGES, DataFileError, damage_key
 from sapphire.exchange.config import LatencyConfig, PaperExchangeConfig
 from sapphire.exchange.gateway import ExecutionGateway
 from sapphire.exchange.paper import PaperExchange
+from sapphire.kernel.agent_build import AgentBuilder as AgentBuilder
+from sapphire.kernel.agent_build import WiringError as WiringError
+from sapphire.kernel.agent_build import agent_builder as agent_builder
+from sapphire.kernel.agent_build import agent_leaves as agent_leaves
+from sapphire.kernel.agent_build import asks_model as asks_model
+from sapphire.kernel.agent_build import checked_build
 from sapphire.kernel.shards import ShardError, Shards, shards_of
 from sapphire.kernel.timing import Clock, Timing
 from sapphire.model.events import AnyMarketEvent
@@ -51,10 +55,6 @@ DEFAULT_LATENCY: dict[str, Any] = {
     "entry_ns": 1_000_000,
     "response_ns": 1_000_000,
 }
-
-
-class WiringError(ValueError):
-    """A config that names things that do not fit together."""
 
 
 def replay_changed(consumed: int, held: int | None = None) -> WiringError:
@@ -825,78 +825,6 @@ def replay_opener(data: DataConfig, instruments: dict[str, Instrument]) -> Calla
     )
 
 
-def _build_agent(
-    spec: AgentSpec, instrument: Instrument, legs: Mapping[str, Instrument] | None = None
-) -> Agent:
-    return build_agent(spec.kind, spec.id, instrument, dict(spec.params), legs)
-
-
-class AgentBuilder(msgspec.Struct, frozen=True):
-    """Builds one agent: ``builder()`` on the instrument the driver loaded, or
-    ``builder(spec)`` on a copy of it read elsewhere (the Ray agent actor reads it through its
-    cache hierarchy, with this one as the source). Picklable, so Ray re-runs it on a restart.
-    ``legs``: the run's instruments, for agents that trade more than their own symbol (a
-    basis agent's hedge leg)."""
-
-    spec: AgentSpec
-    instrument: Instrument
-    legs: dict[str, Instrument] = msgspec.field(default_factory=dict)
-
-    def __call__(self, instrument: Instrument | None = None) -> Agent:
-        if instrument is not None and instrument != self.instrument:
-            # a cache must never change what an agent decides: only an equal spec is accepted
-            raise WiringError(
-                f"agent {self.spec.id}: instrument {instrument.symbol!r} differs from the one "
-                "the run loaded"
-            )
-        return _build_agent(
-            self.spec, self.instrument if instrument is None else instrument, self.legs
-        )
-
-
-def _checked_build(
-    spec: AgentSpec, instrument: Instrument, legs: Mapping[str, Instrument]
-) -> Agent:
-    try:
-        return _build_agent(spec, instrument, legs)
-    except AgentConfigError as exc:
-        raise WiringError(f"agent {spec.id}: {exc}") from None
-    except Exception as exc:  # a user's agent class that fails to build: one line, not a trace
-        raise WiringError(f"agent {spec.id}: {type(exc).__name__}: {exc}") from None
-
-
-def agent_builder(
-    spec: AgentSpec,
-    instrument: Instrument,
-    instruments: Mapping[str, Instrument] | None = None,
-    *,
-    checked: bool = False,
-) -> AgentBuilder:
-    """``checked``: :func:`check_agents` built this agent on these legs already (an
-    agent's build can be costly, a user's class or a model client: once at start-up)."""
-    legs = dict(instruments or {})
-    if not checked:
-        _checked_build(spec, instrument, legs)  # fail fast on a bad config, before any actor
-    return AgentBuilder(spec, instrument, legs)
-
-
-def asks_model(agent: object) -> bool:
-    """Whether ``agent`` asks a language model: it queues decision requests for its runner
-    to send (``drain_requests``). Read from what the agent is, never from its kind's name:
-    an LLM agent named by its factory path (``sapphire.agents.llm:build_llm_agent``) ran on
-    Ray with no model behind it, every decision a silent fallback. Every runner asks this."""
-    return callable(getattr(agent, "drain_requests", None))
-
-
-def agent_leaves(config: SystemConfig) -> dict[str, tuple[str, ...]]:
-    """The agent actors of a run: actor name (without the run id) -> the agents it hosts,
-    in config order (``AgentSpec.host``)."""
-    leaves: dict[str, list[str]] = {}
-    for spec in config.agents:
-        leaves.setdefault(spec.leaf, []).append(spec.id)
-    return {leaf: tuple(ids) for leaf, ids in leaves.items()}
-
-
 def shards(config: SystemConfig, instruments: dict[str, Instrument]) -> Shards:
     """The run's shards (``SystemConfig.shards``), checked against the data and the agents."""
     try:
@@ -934,7 +862,7 @@ def check_agents(config: SystemConfig, instruments: dict[str, Instrument]) -> fr
     run_shards = shards(config, instruments)
     for spec in config.agents:
         legs = run_shards.legs(spec.id, instruments)
-        if not asks_model(_checked_build(spec, instruments[spec.symbol], legs)):
+        if not asks_model(checked_build(spec, instruments[spec.symbol], legs)):
             continue
         if spec.host:
             # its decisions arrive between steps through a bridge of its own actor
