@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ray_local import drop_released, shutdown_local
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Converted replays (data.cache) of this test session go to a directory of its own, not the
@@ -31,6 +33,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     model and ops files of a few minute-long tests for last, one worker running them alone."""
     slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
     items.sort(key=lambda item: -slow[item.path])  # stable: a file's tests stay in order
+
+
+@pytest.fixture(autouse=True)
+def _no_released_ray() -> None:
+    """A test runs with no Ray cluster but its own module's: the one another module released
+    (``tests.ray_local``) is stopped first. Module fixtures set up before this one, so a module
+    asking for the released cluster's options has taken it over by now."""
+    drop_released()
+
+
+def pytest_sessionfinish() -> None:
+    shutdown_local()  # this process's cluster, released by the last module that held it
 
 
 def shared_data_dir() -> Path:

@@ -16,7 +16,7 @@ import ray
 from actors.system import shutdown_system, start_system
 from sapphire.config.system import SystemConfig
 from tests.actors.harness import Outcome, assert_same_outcome, make_config, run
-from tests.ray_local import init_local
+from tests.ray_local import init_local, release_local
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 def ray_local() -> Iterator[None]:
     init_local(num_cpus=4, include_dashboard=False, namespace="sapphire-hosts")
     yield
-    ray.shutdown()
+    release_local()
 
 
 DATA = {"source": "sample", "batch_events": 1000, "max_events": 12_000}

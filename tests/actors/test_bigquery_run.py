@@ -12,23 +12,20 @@ from typing import Any
 
 import msgspec
 import pytest
-import ray
 
 from sapphire.adapters.stores import BigQuerySource, bigquery_params
 from sapphire.cli import main
 from tests.actors.harness import TABLES, make_config, run
-from tests.ray_local import init_local
+from tests.ray_local import init_local, release_local
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    if ray.is_initialized():
-        ray.shutdown()
     init_local(num_cpus=4, include_dashboard=False, namespace="sapphire-bq")
     yield
-    ray.shutdown()
+    release_local()
 
 
 def storage(tmp_path: Path, emulator: Any) -> dict[str, Any]:

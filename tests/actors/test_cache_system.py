@@ -21,7 +21,7 @@ from actors.system import RunResult, finish, shutdown_system, start_system
 from sapphire.adapters.bq_emulator import free_port
 from sapphire.config.system import SystemConfig
 from tests.actors.harness import Outcome, assert_same_outcome, make_config
-from tests.ray_local import init_local
+from tests.ray_local import init_local, release_local
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ KILL_STEP = 9
 def ray_local() -> Iterator[None]:
     init_local(num_cpus=4, include_dashboard=False, namespace="sapphire-cache")
     yield
-    ray.shutdown()
+    release_local()
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import ray
 
 from sapphire.config.system import SystemConfig
 from tests.actors.harness import Outcome, assert_same_outcome, kill_schedule, make_config, run
-from tests.ray_local import init_local
+from tests.ray_local import init_local, release_local
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +21,7 @@ pytestmark = pytest.mark.slow
 def ray_local() -> Iterator[None]:
     init_local(num_cpus=4, include_dashboard=False, namespace="sapphire-chaos")
     yield
-    ray.shutdown()
+    release_local()
 
 
 def chaos_config(root: Path) -> SystemConfig:

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors import cost
-from tests.ray_local import init_local
+from tests.ray_local import init_local, release_local
 
 REPO = Path(__file__).resolve().parents[2]
 PRICES = REPO / "ops" / "prices.yaml"
@@ -70,13 +70,10 @@ def test_cost_is_non_negative_and_grows_with_cpu_time(
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    import ray
 
-    if ray.is_initialized():
-        ray.shutdown()
     init_local(num_cpus=2, include_dashboard=False, namespace="cost-test")
     yield
-    ray.shutdown()
+    release_local()
 
 
 @pytest.mark.slow

@@ -35,7 +35,7 @@ from sapphire.kernel.runner import InProcessKernel
 from sapphire.model.events import Quote
 from tests.actors.harness import Outcome, assert_same_outcome, run
 from tests.data.test_derived_quotes import KRAKEN_BOOK, KRAKEN_TRADES, linear_config, venues_config
-from tests.ray_local import init_local
+from tests.ray_local import init_local, release_local
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.slow
 def ray_local() -> Iterator[None]:
     init_local(num_cpus=4, include_dashboard=False, namespace="sapphire-derived-quotes")
     yield
-    ray.shutdown()
+    release_local()
 
 
 def small_batches(config: SystemConfig) -> SystemConfig:

@@ -21,7 +21,7 @@ from sapphire.model.events import Quote
 from sapphire.model.instrument import Instrument
 from sapphire.model.orders import OrderIntent
 from tests.actors.scripted_llm import ScriptedHandle, reply
-from tests.ray_local import init_local
+from tests.ray_local import init_local, release_local
 
 INST = Instrument(symbol="BTCUSDT", tick_size="0.1", lot_size="0.001")
 T0 = 1_723_161_264_317_000_000
@@ -223,11 +223,9 @@ def test_a_late_wall_clock_timeout_is_one_late_row_not_a_second_timeout() -> Non
 
 @pytest.fixture(scope="module")
 def ray_no_serve() -> Iterator[None]:
-    if ray.is_initialized():
-        ray.shutdown()
     init_local(num_cpus=2, include_dashboard=False, namespace="sapphire-llm-bridge")
     yield
-    ray.shutdown()
+    release_local()
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from actors.wiring import WiringError
 from sapphire.cli import main
 from sapphire.storage.query import read_table
 from tests.actors.harness import TABLES, make_config
-from tests.ray_local import init_local
+from tests.ray_local import init_local, release_local
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 def ray_local() -> Iterator[None]:
     init_local(num_cpus=4, include_dashboard=False, namespace="sapphire-resume")
     yield
-    ray.shutdown()
+    release_local()
 
 
 def stored(root: Path, run_id: str) -> dict[str, pl.DataFrame]:

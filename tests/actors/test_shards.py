@@ -37,7 +37,7 @@ from sapphire.kernel.windows import WindowCutter
 from sapphire.storage.query import read_table
 from tests.actors.harness import TABLES, Outcome, assert_same_outcome, drive_to_end, run
 from tests.kernel.test_shards import SPOT, USDM, shards_config
-from tests.ray_local import init_local
+from tests.ray_local import init_local, release_local
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ pytestmark = pytest.mark.slow
 def ray_local() -> Iterator[None]:
     init_local(num_cpus=4, include_dashboard=False, namespace="sapphire-shards")
     yield
-    ray.shutdown()
+    release_local()
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from actors.storage_sink import GroupCommitter, StorageSinkActor, pack_tables
 from sapphire.storage.parquet_backend import ParquetBackend
 from sapphire.storage.query import read_table
 from sapphire.storage.sink import StorageSink
-from tests.ray_local import init_local
+from tests.ray_local import init_local, release_local
 from tests.storage.conftest import TRADES_CSV, ticks_from_trades
 from tests.storage.test_group_commit import FlakyBackend
 
@@ -295,7 +295,7 @@ def test_group_cap_follows_the_measured_commit_time(
 def ray_local() -> Iterator[None]:
     init_local(num_cpus=2, include_dashboard=False, namespace="sapphire-sink")
     yield
-    ray.shutdown()
+    release_local()
 
 
 @ray.remote(num_cpus=0)

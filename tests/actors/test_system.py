@@ -17,7 +17,7 @@ from sapphire.data import sample
 from sapphire.kernel.runner import InProcessKernel
 from sapphire.model.orders import OrderStatus
 from tests.actors.harness import make_config, run
-from tests.ray_local import init_local
+from tests.ray_local import init_local, release_local
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 def ray_local() -> Iterator[None]:
     init_local(num_cpus=4, include_dashboard=False, namespace="sapphire-system")
     yield
-    ray.shutdown()
+    release_local()
 
 
 def assert_halted_after_trip(outcome: Any, orders_before: set[str]) -> None:

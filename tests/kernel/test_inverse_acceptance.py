@@ -32,7 +32,7 @@ import yaml
 from sapphire.config.system import SystemConfig, load_config
 from sapphire.kernel.assembly import data_path
 from sapphire.storage.query import read_table
-from tests.ray_local import init_local
+from tests.ray_local import init_local, release_local
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs/backtest_inverse_bybit.yaml"
@@ -145,10 +145,10 @@ def test_risk_cap_in_coin_binds_on_the_recorded_run(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray")
     init_local(num_cpus=4, include_dashboard=False, namespace="sapphire-inverse")
     yield
-    ray.shutdown()
+    release_local()
 
 
 @pytest.mark.slow

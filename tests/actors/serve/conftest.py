@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.ray_local import init_local
+from tests.ray_local import drop_released, init_local
 
 
 @pytest.fixture(scope="module")
@@ -15,6 +15,7 @@ def ray_serve() -> Iterator[None]:
     import ray
     from ray import serve
 
+    drop_released()  # another module's cluster, kept for a module asking the same
     started = not ray.is_initialized()
     if started:
         # Random GCS port (never Redis' 6379); no dashboard: 2 shared cores.

@@ -129,8 +129,9 @@ def test_the_cluster_says_it_autoscales_in_its_environment() -> None:
 def cpu_only_ray() -> Iterator[None]:
     import ray
 
-    from tests.ray_local import init_local
+    from tests.ray_local import drop_released, init_local
 
+    drop_released()  # another module's cluster, kept for a module asking the same
     started = not ray.is_initialized()
     if started:
         # Random GCS port (never Redis' 6379); no dashboard: 2 shared cores.
