@@ -24,8 +24,8 @@ from actors.sockets import RoundLeaf, RoundServer
 from actors.stepper import Stepper
 from sapphire.agents.base import Agent
 from sapphire.config.redis import RedisConfig
-from sapphire.kernel.agent_build import AgentBuilder, asks_model
 from sapphire.kernel.agents import AgentStage
+from sapphire.kernel.builders import AgentBuilder, asks_model
 from sapphire.kernel.timing import Timing, Window
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import ray
@@ -31,6 +31,10 @@ from actors.stepper import AsyncStepper
 from sapphire.exchange.gateway import venue_error_report
 from sapphire.kernel.timing import Window
 from sapphire.model.orders import CancelOrder, OrderStatus, SubmitOrder, VenueAlert
+
+if TYPE_CHECKING:
+    from sapphire.adapters.ccxt_gateway import CcxtGatewayConfig
+    from sapphire.model.instrument import Instrument
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,23 @@ async def _close_quietly(gateway: Any) -> None:
 class WalEntry(msgspec.Struct, frozen=True, kw_only=True):
     order: SubmitOrder
     written_ns: int  # wall clock of the journal write (its sends may come later: retries)
+
+
+def build_ccxt(
+    config: CcxtGatewayConfig, run_id: str, instruments: dict[str, Instrument] | None = None
+) -> Any:
+    """The live venue of run ``run_id`` (what ``actors.wiring.live_gateway_builder`` hands the
+    actor). Here, beside the actor, and not in the wiring: the actor unpickles it, and the
+    wiring's module would bring the replay's libraries into the venue's process."""
+    from sapphire.adapters.ccxt_gateway import CcxtExchange
+    from sapphire.exchange.order_ids import VenueOrderIds
+
+    # credentials come from the environment (or secret files) of the worker, never the config;
+    # client order ids carry the run's tag, so no other run's orders are ever taken for ours
+    ids = VenueOrderIds(run_id, max_len=config.client_id_max_len)
+    # the run's instruments: order quantities are counted in their units, and a venue whose
+    # tick or lot step disagrees is refused at connect rather than trading 1,000x off
+    return CcxtExchange(config, order_ids=ids, system_instruments=instruments)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)

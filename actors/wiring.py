@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from actors.live_execution import build_ccxt
 from sapphire.adapters.stores import backend_builder
 from sapphire.config.system import DataConfig, ExchangeConfig
 from sapphire.exchange.gateway import ExecutionGateway
@@ -41,7 +42,7 @@ from sapphire.kernel.assembly import (
 from sapphire.model.instrument import Instrument
 
 if TYPE_CHECKING:
-    from sapphire.adapters.ccxt_gateway import CcxtGatewayConfig
+    pass
 
 __all__ = [
     "ReplayFeed",
@@ -97,20 +98,6 @@ def gateway_builder(
     return paper_gateway_builder(exchange, instruments, run_instruments)
 
 
-def _build_ccxt(
-    config: CcxtGatewayConfig, run_id: str, instruments: dict[str, Instrument] | None = None
-) -> Any:
-    from sapphire.adapters.ccxt_gateway import CcxtExchange
-    from sapphire.exchange.order_ids import VenueOrderIds
-
-    # credentials come from the environment (or secret files) of the worker, never the config;
-    # client order ids carry the run's tag, so no other run's orders are ever taken for ours
-    ids = VenueOrderIds(run_id, max_len=config.client_id_max_len)
-    # the run's instruments: order quantities are counted in their units, and a venue whose
-    # tick or lot step disagrees is refused at connect rather than trading 1,000x off
-    return CcxtExchange(config, order_ids=ids, system_instruments=instruments)
-
-
 def live_gateway_builder(
     exchange: ExchangeConfig, run_id: str, instruments: dict[str, Instrument] | None = None
 ) -> Callable[[], Any]:
@@ -121,4 +108,4 @@ def live_gateway_builder(
         config = msgspec.convert(exchange.params, CcxtGatewayConfig)
     except (msgspec.ValidationError, ValueError) as exc:
         raise WiringError(f"exchange.params (ccxt): {exc}") from None
-    return partial(_build_ccxt, config, run_id, instruments)
+    return partial(build_ccxt, config, run_id, instruments)

@@ -21,7 +21,7 @@ import plotly.io as pio
 import polars as pl
 from plotly.colors import qualitative
 
-from sapphire.storage.schemas import quote_scale, round_to_scale
+from sapphire.storage.money import quote_scale, round_to_scale
 
 # Above this many points a line is drawn with WebGL: a day of quotes stays responsive.
 WEBGL_POINTS = 5_000

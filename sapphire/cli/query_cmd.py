@@ -26,7 +26,8 @@ import polars as pl
 from sapphire.cli import at_least, one_line
 from sapphire.config.system import ConfigError, SystemConfig
 from sapphire.model.instrument import Instrument
-from sapphire.storage.schemas import TABLES, quote_scale, round_to_scale
+from sapphire.storage.money import quote_scale, round_to_scale
+from sapphire.storage.schemas import TABLES
 
 if TYPE_CHECKING:
     from sapphire.adapters.stores import StoreSource

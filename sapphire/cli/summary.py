@@ -18,7 +18,7 @@ from rich.table import Table
 
 from sapphire.data.derived_quotes import DERIVED, derived_counts
 from sapphire.data.validation import DAMAGED
-from sapphire.storage.schemas import quote_scale, round_to_scale
+from sapphire.storage.money import quote_scale, round_to_scale
 
 # what each rejection means, and the setting behind it (sapphire.model.orders.RejectReason)
 REJECTION_HELP: dict[str, str] = {

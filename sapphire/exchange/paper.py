@@ -81,7 +81,7 @@ from sapphire.model.orders import (
     SubmitOrder,
     TimeInForce,
 )
-from sapphire.storage.schemas import quote_scale, round_money
+from sapphire.storage.money import quote_scale, round_money
 
 # a liquidation bound no mark reaches (2 x mark, in ticks)
 _NO_BOUND = 1 << 62

@@ -9,7 +9,6 @@ import array
 import bisect
 import collections
 import fcntl
-import importlib
 import itertools
 import os
 import time
@@ -34,13 +33,13 @@ from sapphire.data.replay_cache import ReplayCache, Source, default_dir
 from sapphire.data.validation import STATE_CHANGES, DataFileError, damage_key
 from sapphire.exchange.config import LatencyConfig, PaperExchangeConfig
 from sapphire.exchange.gateway import ExecutionGateway
-from sapphire.exchange.paper import PaperExchange
-from sapphire.kernel.agent_build import AgentBuilder as AgentBuilder
-from sapphire.kernel.agent_build import WiringError as WiringError
-from sapphire.kernel.agent_build import agent_builder as agent_builder
-from sapphire.kernel.agent_build import agent_leaves as agent_leaves
-from sapphire.kernel.agent_build import asks_model as asks_model
-from sapphire.kernel.agent_build import checked_build
+from sapphire.kernel.builders import AgentBuilder as AgentBuilder
+from sapphire.kernel.builders import WiringError as WiringError
+from sapphire.kernel.builders import agent_builder as agent_builder
+from sapphire.kernel.builders import agent_leaves as agent_leaves
+from sapphire.kernel.builders import asks_model as asks_model
+from sapphire.kernel.builders import build_factory, build_paper, checked_build
+from sapphire.kernel.builders import import_object as import_object
 from sapphire.kernel.shards import ShardError, Shards, shards_of
 from sapphire.kernel.timing import Clock, Timing
 from sapphire.model.events import AnyMarketEvent
@@ -880,14 +879,6 @@ def check_agents(config: SystemConfig, instruments: dict[str, Instrument]) -> fr
     return frozenset(asking)
 
 
-def import_object(path: str) -> Any:
-    module_name, _, attr = path.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise WiringError(f"cannot import {path!r} (want 'package.module:name'): {exc}") from None
-
-
 def venue_params(exchange: ExchangeConfig) -> dict[str, Any]:
     """The paper venue's modelling assumptions, with the default latency where none is set:
     a latency block that leaves out ``entry_ns`` or ``response_ns`` gets the default's too
@@ -919,22 +910,6 @@ def window_ns(config: SystemConfig) -> int:
     return timing(config).window_ns(config.data.window_ns, approximate=config.data.approximate)
 
 
-def _build_paper(config: PaperExchangeConfig) -> ExecutionGateway:
-    return PaperExchange(config)
-
-
-def _build_factory(
-    path: str, exchange: ExchangeConfig, instruments: dict[str, Instrument]
-) -> ExecutionGateway:
-    """A venue from ``exchange.factory``: a factory that refuses its arguments (another
-    signature, bad params) is one line naming it, not a traceback."""
-    try:
-        gateway: ExecutionGateway = import_object(path)(exchange, instruments)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise WiringError(f"exchange.factory {path}: {type(exc).__name__}: {exc}") from None
-    return gateway
-
-
 def paper_gateway_builder(
     exchange: ExchangeConfig,
     instruments: dict[str, Instrument],
@@ -945,7 +920,7 @@ def paper_gateway_builder(
     if exchange.factory:
         import_object(exchange.factory)  # a path that names nothing fails here, at wiring
         return partial(
-            _build_factory,
+            build_factory,
             exchange.factory,
             msgspec.structs.replace(exchange, params=venue_params(exchange)),
             instruments,
@@ -963,7 +938,7 @@ def paper_gateway_builder(
             f"exchange.params.balances: {', '.join(strays)} is no asset of the run's "
             f"instruments ({', '.join(sorted(assets))})"
         )
-    return partial(_build_paper, config)
+    return partial(build_paper, config)
 
 
 def firm_currency(config: SystemConfig, instruments: Mapping[str, Instrument]) -> str:

@@ -43,8 +43,8 @@ from sapphire.model.orders import (
     SubmitOrder,
 )
 from sapphire.risk.portfolio import FirmPnl, PositionState
+from sapphire.storage.money import round_money
 from sapphire.storage.records import PnlSnapshot
-from sapphire.storage.schemas import round_money
 
 _NEVER = 1 << 62
 

@@ -6,7 +6,7 @@ intent's ``seq``) identifies it to the exchange, while ``seq`` here numbers what
 wrote, which is what exactly-once storage needs.
 
 Money is rounded here, once, to its quote asset's scale: the fill, position and PnL builders
-take the instrument's ``quote`` (the rule: :func:`sapphire.storage.schemas.round_money`).
+take the instrument's ``quote`` (the rule: :func:`sapphire.storage.money.round_money`).
 """
 
 from __future__ import annotations
@@ -27,14 +27,9 @@ from sapphire.model.orders import (
     Signal,
     SubmitOrder,
 )
+from sapphire.storage.money import AVG_TICKS_SCALE, money_error, round_money, round_to_scale
 from sapphire.storage.records import LlmDecisionRecord, PnlSnapshot, RiskDecisionLike
-from sapphire.storage.schemas import (
-    AVG_TICKS_SCALE,
-    TableSchema,
-    money_error,
-    round_money,
-    round_to_scale,
-)
+from sapphire.storage.schemas import TableSchema
 
 Row = dict[str, Any]
 

@@ -278,7 +278,7 @@ def test_the_screen_shows_eth_money_at_its_stored_scale(tmp_path: Path) -> None:
     -0.003470666 in the tables read -0.003470670 on the screen."""
     from sapphire.config.system import parse_config
     from sapphire.kernel.runner import InProcessKernel
-    from sapphire.storage.schemas import quote_scale, round_money
+    from sapphire.storage.money import quote_scale, round_money
 
     (tmp_path / "eth.json").write_text(KRAKEN_ETH)
     config = parse_config(

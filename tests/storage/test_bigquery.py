@@ -20,9 +20,10 @@ from google.cloud import bigquery
 from sapphire.adapters.bigquery import BigQueryBackend, with_backoff
 from sapphire.adapters.bq_emulator import Emulator, free_port
 from sapphire.adapters.stores import BigQueryParams, BigQuerySource
+from sapphire.storage.money import round_money
 from sapphire.storage.records import PnlSnapshot
 from sapphire.storage.rows import pnl_row
-from sapphire.storage.schemas import SchemaMismatchError, round_money
+from sapphire.storage.schemas import SchemaMismatchError
 from sapphire.storage.sink import StorageSink
 from tests.storage.conftest import ticks_from_trades
 

@@ -20,18 +20,18 @@ from hypothesis import strategies as st
 from sapphire.cli import query_cmd
 from sapphire.kernel.rows import StepRows
 from sapphire.model import Instrument, OrderFilled, Position, Side
-from sapphire.storage.parquet_backend import ParquetBackend
-from sapphire.storage.query import read_table
-from sapphire.storage.records import PnlSnapshot
-from sapphire.storage.rows import pnl_row
-from sapphire.storage.schemas import (
+from sapphire.storage.money import (
     MONEY_SCALE_MAX,
     QUOTE_SCALES,
-    TABLES,
     quote_scale,
     round_money,
     round_to_scale,
 )
+from sapphire.storage.parquet_backend import ParquetBackend
+from sapphire.storage.query import read_table
+from sapphire.storage.records import PnlSnapshot
+from sapphire.storage.rows import pnl_row
+from sapphire.storage.schemas import TABLES
 from sapphire.storage.sink import StorageSink
 
 MONEY_COLUMNS = ("realized_pnl_quote", "unrealized_pnl_quote", "fees_quote", "equity_quote")

@@ -1,20 +1,25 @@
-"""Building a run's agents from their specs: the part of the wiring an agent actor needs.
+"""What the actors unpickle to build their agents and their venue: the builders the wiring
+(``sapphire.kernel.assembly``) makes, apart from the rest of it.
 
-Why a module of its own (``sapphire.kernel.assembly`` holds the rest of the wiring): an agent
-actor unpickles its :class:`AgentBuilder`, which imports the builder's module. The replay's
-wiring beside it brought polars, pyarrow and numpy into every agent actor, about a third of
-a second of CPU at each start (and at each restart) that no agent of the built-in kinds uses.
+Why a module of its own: an actor that unpickles a builder imports the builder's module. The
+replay's wiring beside them brought polars, pyarrow and numpy into every agent and venue
+actor, about a third of a second of CPU at each start (and each restart) that neither uses.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
+from typing import Any
 
 import msgspec
 
 from sapphire.agents.base import Agent, AgentConfigError
 from sapphire.agents.registry import build_agent
-from sapphire.config.system import AgentSpec, SystemConfig
+from sapphire.config.system import AgentSpec, ExchangeConfig, SystemConfig
+from sapphire.exchange.config import PaperExchangeConfig
+from sapphire.exchange.gateway import ExecutionGateway
+from sapphire.exchange.paper import PaperExchange
 from sapphire.model.instrument import Instrument
 
 
@@ -90,3 +95,27 @@ def agent_leaves(config: SystemConfig) -> dict[str, tuple[str, ...]]:
     for spec in config.agents:
         leaves.setdefault(spec.leaf, []).append(spec.id)
     return {leaf: tuple(ids) for leaf, ids in leaves.items()}
+
+
+def import_object(path: str) -> Any:
+    module_name, _, attr = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise WiringError(f"cannot import {path!r} (want 'package.module:name'): {exc}") from None
+
+
+def build_paper(config: PaperExchangeConfig) -> ExecutionGateway:
+    return PaperExchange(config)
+
+
+def build_factory(
+    path: str, exchange: ExchangeConfig, instruments: dict[str, Instrument]
+) -> ExecutionGateway:
+    """A venue from ``exchange.factory``: a factory that refuses its arguments (another
+    signature, bad params) is one line naming it, not a traceback."""
+    try:
+        gateway: ExecutionGateway = import_object(path)(exchange, instruments)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise WiringError(f"exchange.factory {path}: {type(exc).__name__}: {exc}") from None
+    return gateway
