@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from actors import wiring
 from actors.wiring import ReplayFeed
@@ -56,6 +57,24 @@ def test_a_replay_driver_never_imports_ccxt() -> None:
     assert callable(gateway)  # the live path still finds its config
 
 
+def _built_apart(tmp_path: Path, actor_module: str, builders: list[Any], check: str) -> str:
+    """Unpickle ``builders`` as Ray does, in a fresh process that imported ``actor_module``,
+    call each and run ``check`` on what they built (``built``): the process's error, else the
+    replay's libraries it then holds ('' for none)."""
+    import pickle
+
+    path = tmp_path / "builder.pkl"
+    path.write_bytes(pickle.dumps(builders))
+    code = (
+        f"import pickle, sys, ray, {actor_module}\n"
+        f"built = [b() for b in pickle.loads(open({str(path)!r}, 'rb').read())]\n"
+        f"{check}\n"
+        "sys.exit(', '.join(sorted({'polars', 'pyarrow', 'numpy'} & set(sys.modules))) or 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return done.stderr.strip() if done.returncode else ""
+
+
 def test_the_venue_actor_builds_its_paper_venue_without_the_replays_libraries(
     tmp_path: Path,
 ) -> None:
@@ -64,31 +83,19 @@ def test_the_venue_actor_builds_its_paper_venue_without_the_replays_libraries(
     (``sapphire.storage.money``) need no polars, pyarrow or numpy: a venue actor's process
     starts about 0.4 s of CPU sooner, at every system start. The builder is unpickled, as
     Ray does: its module used to bring the replay's wiring with it."""
-    import pickle
-
     from actors.wiring import gateway_builder, load_instruments
     from tests.actors.harness import make_config
 
     config = make_config(tmp_path)
     build = gateway_builder(config.exchange, load_instruments(config.data), "run-x")
-    path = tmp_path / "venue.pkl"
-    path.write_bytes(pickle.dumps(build))
-    code = (
-        "import pickle, sys, ray, actors.execution\n"
-        f"venue = pickle.loads(open({str(path)!r}, 'rb').read())()\n"
-        "assert type(venue).__name__ == 'PaperExchange', venue\n"
-        "sys.exit(sorted({'polars', 'pyarrow', 'numpy'} & set(sys.modules)) or 0)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    check = "assert type(built[0]).__name__ == 'PaperExchange', built"
+    assert _built_apart(tmp_path, "actors.execution", [build], check) == ""
 
 
 def test_an_agent_actor_builds_its_agents_without_the_replays_libraries(tmp_path: Path) -> None:
     """An agent actor unpickles its builders (``sapphire.kernel.builders``) and builds the
     built-in kinds without polars, pyarrow or numpy, which the replay's wiring imports: about
     a third of a second of CPU at every agent actor's start and restart."""
-    import pickle
-
     from actors.wiring import agent_builder, load_instruments
     from tests.actors.harness import make_config
 
@@ -96,16 +103,8 @@ def test_an_agent_actor_builds_its_agents_without_the_replays_libraries(tmp_path
     instruments = load_instruments(config.data)
     builders = [agent_builder(s, instruments[s.symbol], instruments) for s in config.agents]
     assert {s.kind for s in config.agents} == {"avellaneda_stoikov", "momentum"}
-    path = tmp_path / "builders.pkl"
-    path.write_bytes(pickle.dumps(builders))
-    code = (
-        "import pickle, sys, ray, actors.agent\n"
-        f"agents = [b() for b in pickle.loads(open({str(path)!r}, 'rb').read())]\n"
-        "assert len(agents) == 2, agents\n"
-        "sys.exit(sorted({'polars', 'pyarrow', 'numpy'} & set(sys.modules)) or 0)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    check = "assert len(built) == 2, built"
+    assert _built_apart(tmp_path, "actors.agent", builders, check) == ""
 
 
 def test_a_resume_with_another_config_is_refused_and_a_refused_start_holds_no_claim(
