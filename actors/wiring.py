@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
@@ -40,9 +40,6 @@ from sapphire.kernel.assembly import (
     window_ns,
 )
 from sapphire.model.instrument import Instrument
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "ReplayFeed",
