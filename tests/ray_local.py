@@ -58,8 +58,7 @@ def init_local(env: dict[str, str] | None = None, **options: Any) -> Any:
     if _held is not None and _held[1] == key and _current_address() == _held[0]:
         _in_use = True
         return None
-    shutdown_local()
-    if ray.is_initialized():  # someone else's (a test's own ray.init)
+    if ray.is_initialized():  # a released cluster of other options, or a test's own ray.init
         ray.shutdown()
     os.environ.update(env or {})
     for attempt in range(1, ATTEMPTS + 1):
