@@ -544,12 +544,12 @@ class CoordinatorActor:
                 venue.step.remote(step, window, shard_events[k], commands[k], barrier)
                 for k, venue in enumerate(self.venues)
             ]
-            self._publish()  # while the round is out
+            self._publish_held()  # while the round is out
             outputs = await self._run_agents(step, window, shard_events, due, barrier)
         # every runner hands the coordinator stage the outputs in config order
         outputs = {a: outputs[a] for a in self.agent_order if a in outputs}
         clock.lap("signal")
-        self._publish()  # before this stage moves the firm's PnL on (a round that did not)
+        self._publish_held()  # before this stage moves the firm's PnL on (a round that did not)
         result = self.stage.step(window, events, due, outputs)
         clock.lap("risk")
         if venue_refs:
@@ -605,19 +605,26 @@ class CoordinatorActor:
             self.metrics.on_limits(self.config.risk, [a.id for a in self.config.agents])
         return progress
 
-    def _publish(self) -> None:
+    def _publish_held(self) -> None:
+        """``_publish`` inside a step: what a round does while it is out."""
+        self._publish(flush=False)
+
+    def _publish(self, flush: bool = True) -> None:
         """The last step's metrics and equity-curve point. Published while the next step's
         round is out (``_compiled_round``), where the coordinator waits for the leaves: at
         the end of its step they cost it about twice its own stage (its thread's CPU time on
         2 cores: ~120 against ~60 us a step), and nothing in a step needs them. The firm's
         PnL is still the step's own then: only the next stage moves it, and this runs before
-        that stage, a summary, a console view, a rewind and the end of a ``run_steps``."""
+        that stage, a summary, a console view, a rewind and the end of a ``run_steps``.
+        Inside a step (``flush=False``) the counters and gauges stay held until the next
+        run summary (``StepMetrics``); everywhere else they go out now."""
         held, self._unpublished = self._unpublished, None
-        if held is None:
-            return
-        self.metrics.on_step(held.progress, held.outputs, held.commands, held.reports)
-        if held.equity_ns is not None:
-            self.equity.add(held.equity_ns, self.stage.firm_pnl_quote())
+        if held is not None:
+            self.metrics.on_step(held.progress, held.outputs, held.commands, held.reports)
+            if held.equity_ns is not None:
+                self.equity.add(held.equity_ns, self.stage.firm_pnl_quote())
+        if flush:
+            self.metrics.flush()
 
     def _check_traded(self, steps: int) -> None:
         """A replay that ends after ``steps`` windows, all of them warm-up (its data ends
@@ -780,7 +787,7 @@ class CoordinatorActor:
                 [self._leaf_reports(leaf, by_agent) for leaf in live],
                 self.config.ray.agent_timeout_s,
                 lambda: self._restarted_leaf(live),
-                busy=self._publish,
+                busy=self._publish_held,
             )
         except Exception as exc:
             if isinstance(exc, TimeoutError):

@@ -86,6 +86,8 @@ def test_step_metrics_translate_outputs_orders_and_reports(rec: MemoryRecorder) 
             "mom": [Signal(ts_event_ns=1, agent_id="mom", symbol="BTCUSDT", strength=0.5)],
         }
     )
+    assert rec.calls == []  # held until a flush (a Ray record costs the coordinator's step)
+    sm.flush()
     assert rec.sum(metrics.SIGNALS, agent="mm", symbol="BTCUSDT") == 2
     assert rec.sum(metrics.SIGNALS, agent="mom") == 1
     assert rec.last(metrics.SPREAD_BPS, agent="mm") == pytest.approx(2.0)
@@ -96,6 +98,7 @@ def test_step_metrics_translate_outputs_orders_and_reports(rec: MemoryRecorder) 
         qty_lots=2, limit_ticks=100_010,
     )  # fmt: skip
     sm.on_commands([submit])
+    sm.flush()
     assert rec.sum(metrics.ORDER_EXECUTIONS, side="sell", status="submitted") == 1
     sm.on_reports(
         [
@@ -114,6 +117,7 @@ def test_step_metrics_translate_outputs_orders_and_reports(rec: MemoryRecorder) 
             ),
         ]
     )  # fmt: skip
+    sm.flush()
     assert rec.sum(metrics.ORDER_EXECUTIONS, side="sell", status="accepted") == 1
     assert rec.sum(metrics.ORDER_EXECUTIONS, side="sell", status="fill") == 1
     assert rec.sum(metrics.ORDER_EXECUTIONS, side="unknown", status="rejected") == 1
@@ -128,8 +132,29 @@ def test_step_metrics_translate_outputs_orders_and_reports(rec: MemoryRecorder) 
             )
         ]
     )  # fmt: skip
+    sm.flush()
     assert rec.sum(metrics.ORDER_EXECUTIONS, status="filled") == 0
     assert rec.sum(metrics.ORDER_EXECUTIONS, status="filled_internally") == 1
+
+
+def test_held_step_figures_sum_until_a_flush_and_the_summary_flushes_them(
+    rec: MemoryRecorder,
+) -> None:
+    sm = metrics.StepMetrics()
+    progress = {"events": 7, "kill_switch": False, "stage_s": {"feed": 0.001, "risk": 0.002}}
+    for _ in range(3):
+        sm.on_step(progress, {"mm": [_intent("mm", 1, Side.BUY, 99_990)]})
+    # the latency histograms are observed at once: three steps, three of each
+    assert [c[2]["stage"] for c in rec.calls].count("step") == 3
+    assert rec.sum(metrics.MARKET_EVENTS) == 0
+    sm.on_step({**progress, "kill_switch": True})
+    sm.on_summary({"agents": {}})
+    # one record per series: the three steps' sum, the gauge's last value
+    assert [v for n, v, _ in rec.calls if n == metrics.MARKET_EVENTS] == [28]
+    assert [v for n, v, _ in rec.calls if n == metrics.SIGNALS] == [3]
+    assert [v for n, v, _ in rec.calls if n == metrics.KILL_SWITCH] == [1.0, 0.0]
+    sm.flush()  # nothing held twice
+    assert rec.sum(metrics.MARKET_EVENTS) == 28
 
 
 def test_summary_totals_become_increments_and_survive_a_restart(rec: MemoryRecorder) -> None:
@@ -255,6 +280,7 @@ def test_module_records_inside_an_actor_and_prometheus_sees_it(ray_metrics: list
             for _ in range(n):
                 self.sm.on_outputs({"mm": intents})
                 metrics.observe_latency("signal", 0.003)
+            self.sm.flush()
             metrics.set_kill_switch(True)
             metrics.observe_llm(0.2, 8)
 
