@@ -42,6 +42,7 @@ from sapphire.console.snapshot import (
 )
 from sapphire.data import replay
 from sapphire.kernel import assembly as wiring
+from sapphire.kernel import builders
 from sapphire.kernel.coordinator import CoordinatorStage, StepProgress
 from sapphire.kernel.rows import StepRows
 from sapphire.kernel.runner import (
@@ -123,7 +124,7 @@ class CoordinatorActor:
         self.sink: Any = ray.get_actor(actor_names["storage-sink"], namespace=ns)
         # an agent actor may host several agents (``AgentSpec.host``): stepped, rewound,
         # timed and quarantined as one leaf; ``agents`` maps each agent to its actor
-        self.leaves = wiring.agent_leaves(config)
+        self.leaves = builders.agent_leaves(config)
         self.leaf_of = {a: leaf for leaf, ids in self.leaves.items() for a in ids}
         handles = {n: ray.get_actor(n, namespace=ns) for n in set(agent_names.values())}
         self.agents: dict[str, Any] = {a: handles[n] for a, n in agent_names.items()}
@@ -490,7 +491,7 @@ class CoordinatorActor:
             if step == 0:
                 try:
                     feed = await self._feed_stats()
-                except (TimeoutError, ray.exceptions.RayError, wiring.WiringError):
+                except (TimeoutError, ray.exceptions.RayError, builders.WiringError):
                     feed = {"rejected": {"unknown (market data actor unavailable)": 1}}
                 rejected, missing = feed["rejected"], feed.get("sessions_missing", [])
                 after = self._cutter.after_end_ns if self._cutter is not None else None
@@ -1100,7 +1101,7 @@ class CoordinatorActor:
             out["recorder_lags"] = lags
         except (TimeoutError, ray.exceptions.RayError):
             out["input_rejected"] = {"unknown (market data actor unavailable)": 1}
-        except wiring.WiringError as exc:  # the replay no longer matches the checkpoint
+        except builders.WiringError as exc:  # the replay no longer matches the checkpoint
             out["input_rejected"] = {f"unknown ({exc})"[:200]: 1}
         try:  # the venues' books: diffs found missing, stale snapshots (simulated venues)
             venues = await asyncio.wait_for(

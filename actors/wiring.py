@@ -16,9 +16,6 @@ from sapphire.config.system import DataConfig, ExchangeConfig
 from sapphire.exchange.gateway import ExecutionGateway
 from sapphire.kernel.assembly import (
     ReplayFeed,
-    WiringError,
-    agent_builder,
-    agent_leaves,
     build_core,
     check_agents,
     claim_run,
@@ -39,6 +36,7 @@ from sapphire.kernel.assembly import (
     venue_kind,
     window_ns,
 )
+from sapphire.kernel.builders import WiringError, agent_builder, agent_leaves
 from sapphire.model.instrument import Instrument
 
 __all__ = [

@@ -19,13 +19,8 @@ from sapphire.cli.summary import damaged_input, print_next, print_summary
 from sapphire.config.secrets import SecretError
 from sapphire.config.system import ConfigError, SystemConfig, check_run_id, load_config
 from sapphire.data.validation import DataFileError, damaged_files
-from sapphire.kernel.assembly import (
-    WiringError,
-    claim_run,
-    data_files,
-    run_folder,
-    storage_root,
-)
+from sapphire.kernel.assembly import claim_run, data_files, run_folder, storage_root
+from sapphire.kernel.builders import WiringError
 from sapphire.kernel.coordinator import CoordinatorStep
 from sapphire.kernel.runner import InProcessKernel, NoEventsError
 from sapphire.kernel.timing import WindowError

@@ -69,7 +69,8 @@ def handle(args: argparse.Namespace) -> int:
         if args.config:
             from sapphire.adapters.stores import open_source
             from sapphire.config.system import ConfigError, load_config
-            from sapphire.kernel.assembly import WiringError, load_instruments, storage_root
+            from sapphire.kernel.assembly import load_instruments, storage_root
+            from sapphire.kernel.builders import WiringError
 
             try:
                 config = load_config(args.config)

@@ -78,7 +78,8 @@ def _check_replay(config: Any, instruments: Any) -> None:
     import msgspec
 
     from sapphire.data.validation import DataFileError
-    from sapphire.kernel.assembly import WiringError, replay_opener
+    from sapphire.kernel.assembly import replay_opener
+    from sapphire.kernel.builders import WiringError
 
     data = msgspec.structs.replace(config.data, cache=False)
     opener = replay_opener(data, instruments)  # raises for a file of no known format
@@ -98,7 +99,7 @@ def _check_llm_extra(config: Any, asking: frozenset[str]) -> None:
     an LLM regime classifier (always llama.cpp). The Serve app checks them once Ray is up
     (~50 s in): read here before."""
     from sapphire.agents.regime import regime_engine_config
-    from sapphire.kernel.assembly import WiringError
+    from sapphire.kernel.builders import WiringError
     from sapphire.llm.app_args import parse_llm_args
     from sapphire.llm.engines import EngineError, missing_packages
 
@@ -174,7 +175,7 @@ def _check_live(config: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from sapphire.config.secrets import SecretError
     from sapphire.config.system import ConfigError, check_run_id, load_config
-    from sapphire.kernel.assembly import WiringError as KernelWiringError
+    from sapphire.kernel.builders import WiringError as KernelWiringError
 
     if args.resume and args.run_id and args.resume != args.run_id:  # options, not the file
         print(f"error: --resume {args.resume} and --run-id {args.run_id} differ", file=sys.stderr)

@@ -33,13 +33,14 @@ from sapphire.data.replay_cache import ReplayCache, Source, default_dir
 from sapphire.data.validation import STATE_CHANGES, DataFileError, damage_key
 from sapphire.exchange.config import LatencyConfig, PaperExchangeConfig
 from sapphire.exchange.gateway import ExecutionGateway
-from sapphire.kernel.builders import AgentBuilder as AgentBuilder
-from sapphire.kernel.builders import WiringError as WiringError
-from sapphire.kernel.builders import agent_builder as agent_builder
-from sapphire.kernel.builders import agent_leaves as agent_leaves
-from sapphire.kernel.builders import asks_model as asks_model
-from sapphire.kernel.builders import build_factory, build_paper, checked_build
-from sapphire.kernel.builders import import_object as import_object
+from sapphire.kernel.builders import (
+    WiringError,
+    asks_model,
+    build_factory,
+    build_paper,
+    checked_build,
+    import_object,
+)
 from sapphire.kernel.shards import ShardError, Shards, shards_of
 from sapphire.kernel.timing import Clock, Timing
 from sapphire.model.events import AnyMarketEvent

@@ -22,7 +22,7 @@ from typing import Any
 from sapphire.agents.base import Agent
 from sapphire.config.system import SystemConfig
 from sapphire.exchange.gateway import ExecutionGateway
-from sapphire.kernel import assembly
+from sapphire.kernel import assembly, builders
 from sapphire.kernel.agents import AgentStage
 from sapphire.kernel.coordinator import CoordinatorStage, CoordinatorStep
 from sapphire.kernel.rows import StepRows
@@ -107,7 +107,7 @@ class InProcessKernel:
         live = config.exchange.kind == "ccxt" and not config.exchange.factory
         if gateway is None and (live or config.data.source == "ccxt"):
             # said as what it is, not as the paper venue refusing a ccxt field
-            raise assembly.WiringError(
+            raise builders.WiringError(
                 "a live config (exchange.kind: ccxt or data.source: ccxt) trades through "
                 "`sapphire run`; `sapphire backtest` replays recorded data on the paper venue"
             )
@@ -118,7 +118,7 @@ class InProcessKernel:
         self.shards = assembly.shards(config, self.instruments)
         if agents is None:
             agents = [
-                assembly.agent_builder(
+                builders.agent_builder(
                     spec,
                     self.instruments[spec.symbol],
                     self.shards.legs(spec.id, self.instruments),
@@ -126,16 +126,16 @@ class InProcessKernel:
                 )()
                 for spec in config.agents
             ]
-        asking = [a.agent_id for a in agents if assembly.asks_model(a)]
+        asking = [a.agent_id for a in agents if builders.asks_model(a)]
         if asking:
             # its requests go out through the Ray agent actor's bridge to Ray Serve; in one
             # process nothing sends them: it ran on its fallback, stored no decision, exit 0
-            raise assembly.WiringError(
+            raise builders.WiringError(
                 f"agents {asking} ask a language model served by Ray Serve, which one process "
                 "does not run: `sapphire run` runs this config"
             )
         if gateway is not None and self.shards.count > 1:
-            raise assembly.WiringError("shards: a given gateway serves one shard only")
+            raise builders.WiringError("shards: a given gateway serves one shard only")
         groups = self.shards.groups  # one group of every symbol without shards
         gateways = (
             [gateway]

@@ -21,7 +21,7 @@ import polars as pl
 
 from sapphire.backtest import analytics
 from sapphire.config.system import ConfigError, SystemConfig, parse_config
-from sapphire.kernel import assembly
+from sapphire.kernel import assembly, builders
 from sapphire.kernel.runner import InProcessKernel
 from sapphire.kernel.timing import Clock
 from sapphire.kernel.windows import horizon_ns
@@ -117,7 +117,7 @@ def load_system(raw: dict[str, Any], agent_id: str) -> SystemDataset:
     agent_id = tuned_agent_id(raw, agent_id)
     try:
         instruments = assembly.load_instruments(config.data)
-    except assembly.WiringError as exc:
+    except builders.WiringError as exc:
         # the field is the tune config's ``system.data...``: said as ``data...`` alone, a
         # reader looked for it at the top of the tune file
         raise SystemTuneError(f"system.{exc}") from None

@@ -21,7 +21,7 @@ from sapphire.config.kind import wrong_kind
 from sapphire.config.system import SystemConfig
 from sapphire.config.yaml_text import describe, load_yaml
 from sapphire.kernel import assembly
-from sapphire.kernel.assembly import WiringError
+from sapphire.kernel.builders import WiringError
 from sapphire.research import system_tune
 from sapphire.research.space import ParamSpec, SpaceError, parse_space
 

@@ -18,7 +18,7 @@ from sapphire.adapters.bq_emulator import free_port
 from sapphire.config.redis import RedisConfig
 from sapphire.config.system import AgentSpec
 from sapphire.data import sample
-from sapphire.kernel.assembly import AgentBuilder, WiringError, agent_builder
+from sapphire.kernel.builders import AgentBuilder, WiringError, agent_builder
 from sapphire.storage.cache import LevelCounts
 
 SPEC = sample.sample_instrument()

@@ -10,7 +10,7 @@ import pytest
 from actors.checkpoint import DirectoryCheckpointStore, RedisCheckpointStore
 from actors.system import check_run_start, checkpoint_location, release_claim
 from sapphire.config.system import SystemConfig, parse_config
-from sapphire.kernel.assembly import WiringError
+from sapphire.kernel.builders import WiringError
 
 
 def _config(root: Path, checkpoints: str) -> SystemConfig:

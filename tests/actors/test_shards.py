@@ -22,7 +22,6 @@ from actors.market_data import MarketDataActor
 from actors.system import finish, shutdown_system, start_system
 from sapphire.config.system import SystemConfig, parse_config
 from sapphire.kernel.assembly import (
-    WiringError,
     load_instruments,
     market_data_kind,
     merge_groups,
@@ -32,6 +31,7 @@ from sapphire.kernel.assembly import (
     source_shards,
     sources_opener,
 )
+from sapphire.kernel.builders import WiringError
 from sapphire.kernel.runner import InProcessKernel
 from sapphire.kernel.windows import WindowCutter
 from sapphire.storage.query import read_table

@@ -20,7 +20,7 @@ from sapphire.config.system import ConfigError, DataConfig, parse_config
 from sapphire.data import replay
 from sapphire.data.instruments import load_instrument_file
 from sapphire.data.registry import stream_events
-from sapphire.kernel import assembly
+from sapphire.kernel import assembly, builders
 from sapphire.model.events import AnyMarketEvent, Trade, as_levels
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -325,8 +325,8 @@ def test_bad_venue_configs_are_one_line_errors() -> None:
     with pytest.raises(ConfigError, match=r"\$\.data\.venues\[0\]\.venue"):
         one_venue(venue="a:b")  # the separator of qualified symbols
     wrong = one_venue(format="tardis_trades")
-    with pytest.raises(assembly.WiringError, match="is cryptofeed_bybit, not 'tardis_trades'"):
+    with pytest.raises(builders.WiringError, match="is cryptofeed_bybit, not 'tardis_trades'"):
         assembly.replay_opener(wrong, assembly.load_instruments(wrong))
     missing = one_venue(files=["/nonexistent.log.gz"])
-    with pytest.raises(assembly.WiringError, match=r"data\.venues\[0\]\.files: .*no such file"):
+    with pytest.raises(builders.WiringError, match=r"data\.venues\[0\]\.files: .*no such file"):
         assembly.replay_opener(missing, assembly.load_instruments(missing))

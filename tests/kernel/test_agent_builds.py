@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sapphire.kernel.assembly import WiringError, check_agents, load_instruments
+from sapphire.kernel.assembly import check_agents, load_instruments
+from sapphire.kernel.builders import WiringError
 from sapphire.kernel.runner import InProcessKernel
 from tests.kernel import probes
 from tests.kernel.conftest import kernel_config

@@ -8,7 +8,8 @@ import msgspec
 import pytest
 
 from sapphire.config.system import SystemConfig
-from sapphire.kernel.assembly import WiringError, agent_leaves, check_agents, load_instruments
+from sapphire.kernel.assembly import check_agents, load_instruments
+from sapphire.kernel.builders import WiringError, agent_leaves
 
 
 def config(agents: list[dict[str, Any]]) -> SystemConfig:
@@ -55,7 +56,7 @@ def test_an_llm_agent_is_found_by_what_it_is_not_by_its_kinds_name(kind: str) ->
 def test_asks_model_is_the_drain_requests_capability() -> None:
     from sapphire.agents.llm_agent import LlmAgent
     from sapphire.agents.momentum import MomentumAgent
-    from sapphire.kernel.assembly import asks_model
+    from sapphire.kernel.builders import asks_model
 
     inst = load_instruments(config([]).data)["BTCUSDT"]
     assert asks_model(LlmAgent("a", inst, {}))

@@ -13,7 +13,8 @@ import msgspec
 import pytest
 
 from sapphire.config.system import SystemConfig, parse_config
-from sapphire.kernel.assembly import WiringError, build_core, data_path, firm_currency
+from sapphire.kernel.assembly import build_core, data_path, firm_currency
+from sapphire.kernel.builders import WiringError
 from sapphire.kernel.runner import InProcessKernel
 from sapphire.model import Instrument, RejectReason
 from tests.conftest import REPO_ROOT

@@ -12,7 +12,8 @@ import msgspec
 import pytest
 
 from sapphire.config.system import SystemConfig, load_config, parse_config
-from sapphire.kernel.assembly import WiringError, data_path, firm_currency, load_instruments
+from sapphire.kernel.assembly import data_path, firm_currency, load_instruments
+from sapphire.kernel.builders import WiringError
 from sapphire.kernel.runner import InProcessKernel
 from tests.conftest import REPO_ROOT
 from tests.risk.test_currency_paths import (

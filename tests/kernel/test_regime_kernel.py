@@ -103,7 +103,7 @@ def test_the_llm_classifier_drives_the_scale_in_a_kernel_run() -> None:
 )
 def test_a_bad_regime_model_config_is_refused_before_the_run(llm: dict[str, Any], why: str) -> None:
     # the model loads at the first evaluation: these were a traceback mid-run, exit 1
-    from sapphire.kernel.assembly import WiringError
+    from sapphire.kernel.builders import WiringError
 
     config = kernel_config(risk={"regime": {**REGIME, "classifier": "llm", "llm": llm}})
     with pytest.raises(WiringError, match=why):

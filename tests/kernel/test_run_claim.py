@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from sapphire.config.system import parse_config
-from sapphire.kernel.assembly import CLAIM_FILE, WiringError, claim_run
+from sapphire.kernel.assembly import CLAIM_FILE, claim_run
+from sapphire.kernel.builders import WiringError
 
 
 def _claim(root: str, run_id: str, start: Any, out: Any) -> None:

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sapphire.config.system import ConfigError, SystemConfig, parse_config
-from sapphire.kernel.assembly import WiringError, load_instruments, shards, source_shards
+from sapphire.kernel.assembly import load_instruments, shards, source_shards
+from sapphire.kernel.builders import WiringError
 from sapphire.kernel.runner import InProcessKernel
 from sapphire.kernel.shards import Shards, merge_outputs, merge_reports, shards_of
 from sapphire.model.events import Side, Trade
