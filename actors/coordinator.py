@@ -623,7 +623,7 @@ class CoordinatorActor:
         if held is not None:
             self.metrics.on_step(held.progress, held.outputs, held.commands, held.reports)
             if held.equity_ns is not None:
-                self.equity.add(held.equity_ns, self.stage.firm_pnl_quote())
+                self.equity.add(held.equity_ns, self.stage.firm_pnl_quote)
         if flush:
             self.metrics.flush()
 

@@ -9,7 +9,7 @@ stored ``pnl`` table remains the record).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -100,7 +100,9 @@ class ConsoleSnapshot(msgspec.Struct, frozen=True, kw_only=True):
 class EquityCurve:
     """At most ``max_points`` (time, firm PnL) points over the whole run: when full, every
     other point is dropped and the spacing doubles, so a long run keeps its whole shape in
-    bounded memory and a bounded page."""
+    bounded memory and a bounded page. A step's PnL is computed only for a point kept, and
+    the latest step's when the curve is viewed: the firm's PnL (every position marked, in
+    Decimal) cost the Ray coordinator ~54 us a step on 2 cores, for 1 step in ``stride``."""
 
     def __init__(self, max_points: int = 1000) -> None:
         if max_points < 2:
@@ -109,25 +111,28 @@ class EquityCurve:
         self.points: list[EquityPoint] = []
         self._stride = 1
         self._seen = 0
-        self._last: EquityPoint | None = None  # the latest point, kept or not
+        self._last_ns: int | None = None  # the latest step's time, kept or not
 
-    def add(self, ts_ns: int, pnl: Decimal) -> None:
-        if self._last is not None and ts_ns <= self._last.ts_ns:
+    def add(self, ts_ns: int, pnl: Callable[[], Decimal]) -> None:
+        """The step ending at ``ts_ns``; ``pnl()`` is the firm's PnL then, asked only for a
+        point kept (the state it reads is the step's own while this runs)."""
+        if self._last_ns is not None and ts_ns <= self._last_ns:
             return  # a replayed step (a restart): time only moves on
         self._seen += 1
-        self._last = EquityPoint(ts_ns, money(pnl))
+        self._last_ns = ts_ns
         if (self._seen - 1) % self._stride:
             return
-        self.points.append(self._last)
+        self.points.append(EquityPoint(ts_ns, money(pnl())))
         if len(self.points) > self.max_points:
             self.points = self.points[::2]
             self._stride *= 2
 
-    def view(self) -> list[EquityPoint]:
-        """The kept points and the latest one (the curve always ends at now)."""
-        last = self._last
-        if last is not None and (not self.points or last.ts_ns > self.points[-1].ts_ns):
-            return [*self.points, last]
+    def view(self, pnl_now: Decimal) -> list[EquityPoint]:
+        """The kept points and the latest step's, at ``pnl_now`` (the firm's PnL as the
+        view is taken: the curve always ends at now, at the figure the console shows)."""
+        last = self._last_ns
+        if last is not None and (not self.points or last > self.points[-1].ts_ns):
+            return [*self.points, EquityPoint(last, money(pnl_now))]
         return list(self.points)
 
 
@@ -187,7 +192,7 @@ def build_snapshot(
         agents=rows,
         totals=unit_totals(rows),
         kill_switch=kill_switch,
-        equity=equity.view(),
+        equity=equity.view(stage.firm_pnl_quote()),
         firm_pnl_asset=str(summary.get("firm_pnl", {}).get("asset", "")),
         firm_pnl_missing=list(summary.get("firm_pnl", {}).get("missing", [])),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from decimal import Decimal
 
 import msgspec
@@ -13,9 +14,14 @@ from sapphire.console.snapshot import AgentRow, EquityCurve, EquityPoint, run_mo
 
 def test_equity_curve_keeps_the_whole_run_in_bounded_points_and_ends_at_now() -> None:
     curve = EquityCurve(max_points=10)
+    asked: list[int] = []
+
+    def pnl_at(t: int) -> Callable[[], Decimal]:
+        return lambda: asked.append(t) or Decimal(t) / 4
+
     for t in range(1, 1001):
-        curve.add(t, Decimal(t) / 4)
-    points = curve.view()
+        curve.add(t, pnl_at(t))
+    points = curve.view(Decimal(1000) / 4)
     assert len(points) <= 11
     assert points[0] == EquityPoint(1, "0.25000000"), "the start of the run is kept"
     assert points[-1] == EquityPoint(1000, "250.00000000"), "the curve ends at the last step"
@@ -23,14 +29,25 @@ def test_equity_curve_keeps_the_whole_run_in_bounded_points_and_ends_at_now() ->
     assert times == sorted(set(times))
     gaps = {b - a for a, b in itertools.pairwise(times[:-1])}
     assert len(gaps) == 1, "kept points are evenly spaced"
+    # the PnL is computed for the points kept at the time, not for every step
+    assert set(times[:-1]) <= set(asked) and 1000 not in asked
+    assert len(asked) < 50  # of 1,000 steps (10 kept, each thinning keeps 5 more)
+    assert {p.pnl for p in points[:-1]} == {f"{Decimal(t) / 4:.8f}" for t in times[:-1]}
 
 
 def test_equity_curve_ignores_a_replayed_step() -> None:
     curve = EquityCurve(max_points=4)
-    curve.add(5, Decimal(1))
-    curve.add(5, Decimal(2))  # the same step again, after a restart
-    curve.add(3, Decimal(3))
-    assert curve.view() == [EquityPoint(5, "1.00000000")]
+    curve.add(5, lambda: Decimal(1))
+    curve.add(5, lambda: Decimal(2))  # the same step again, after a restart
+    curve.add(3, lambda: Decimal(3))
+    assert curve.view(Decimal(7)) == [EquityPoint(5, "1.00000000")]
+    for t in (6, 7, 8, 9):  # five points in four: every other one is kept from here
+        curve.add(t, lambda: Decimal(9))
+    curve.add(10, lambda: Decimal(9))  # not kept: the view still ends at it, at now's PnL
+    assert curve.view(Decimal(8))[-2:] == [
+        EquityPoint(9, "9.00000000"),
+        EquityPoint(10, "8.00000000"),
+    ]
     with pytest.raises(ValueError):
         EquityCurve(max_points=1)
 
