@@ -11,7 +11,7 @@ in Serve replicas, with nothing to open.
 Recording is a no-op where Ray is not initialised (pure unit tests, the backtest CLI), so a
 call site never needs a guard. Metric objects are created lazily, once per process.
 
-Use: plain functions (``record_signals``, ``observe_latency``, ...) or the stateful publishers
+Use: plain functions (``observe_latency``, ``set_position``, ...) or the stateful publishers
 ``StepMetrics`` (in the coordinator: outputs, orders, reports, summary) and ``SinkMetrics`` (in
 the storage sink), which turn cumulative totals into counter increments. Serving them on
 loopback and finding the endpoint: ``actors.metrics_export``.
@@ -232,14 +232,6 @@ def _rec(name: str, value: float, **tags: str) -> None:
 
 
 # -- plain-value API ------------------------------------------------------------------------
-def record_signals(agent: str, symbol: str, n: int = 1) -> None:
-    _rec(SIGNALS, n, agent=agent, symbol=symbol)
-
-
-def record_order(agent: str, symbol: str, side: str, status: str, n: int = 1) -> None:
-    _rec(ORDER_EXECUTIONS, n, agent=agent, symbol=symbol, side=side, status=status)
-
-
 def observe_latency(stage: str, seconds: float) -> None:
     if stage not in STAGES:
         raise ValueError(f"unknown latency stage {stage!r}; one of {STAGES}")
@@ -254,10 +246,6 @@ def timed(stage: str) -> Iterator[None]:
         yield
     finally:
         observe_latency(stage, time.perf_counter() - started)
-
-
-def set_spread_bps(agent: str, symbol: str, bps: float) -> None:
-    _rec(SPREAD_BPS, bps, agent=agent, symbol=symbol)
 
 
 def set_position(agent: str, symbol: str, lots: int) -> None:
@@ -292,10 +280,6 @@ def record_risk_rejection(reason: str, n: int = 1) -> None:
 
 def set_kill_switch(on: bool) -> None:
     _rec(KILL_SWITCH, 1.0 if on else 0.0)
-
-
-def record_market_events(n: int) -> None:
-    _rec(MARKET_EVENTS, n)
 
 
 def record_cache(level: str, hits: int = 0, misses: int = 0) -> None:
