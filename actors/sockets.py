@@ -423,7 +423,12 @@ class SocketFanout:
         ]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        for sock, request in zip(self._sockets, requests, strict=True):
+        # the agent actors' requests go first: their answers are what the coordinator waits
+        # for next, the venues' only after its own stage (a woken leaf can take the
+        # coordinator's CPU between two sends, and the agents then started a send later)
+        order = [*range(n, len(requests)), *range(n)]
+        for i in order:
+            sock, request = self._sockets[i], requests[i]
             data = _frame(encode_request(request))
             try:
                 sent = sock.send(data)

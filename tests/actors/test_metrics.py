@@ -157,6 +157,43 @@ def test_held_step_figures_sum_until_a_flush_and_the_summary_flushes_them(
     assert rec.sum(metrics.MARKET_EVENTS) == 28
 
 
+class BindingRecorder(MemoryRecorder):
+    """A recorder that binds an observer per series, as Ray's does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bound: list[dict[str, str]] = []
+
+    def observer(self, name: str, tags: Any) -> Any:
+        self.bound.append(dict(tags))
+        return lambda value: self.record(name, value, {**tags, "via": "observer"})
+
+
+def test_stage_latencies_go_through_observers_bound_once_per_series() -> None:
+    first = BindingRecorder()
+    previous = metrics.set_recorder(first)
+    try:
+        sm = metrics.StepMetrics()
+        progress = {"events": 1, "stage_s": {"feed": 0.001, "risk": 0.002, "checkpoint": 0.5}}
+        for _ in range(3):
+            sm.on_step(progress)
+        # feed, risk and the whole step (every lap, the checkpoint's too, which has no series
+        # of its own): one binding each, every observation through it
+        assert sorted(t["stage"] for t in first.bound) == ["feed", "risk", "step"]
+        latency = [(t["stage"], v) for n, v, t in first.calls if n == metrics.LATENCY]
+        assert latency.count(("risk", 0.002)) == 3
+        assert [v for s, v in latency if s == "step"] == [pytest.approx(0.503)] * 3
+        assert all(t["via"] == "observer" for n, _, t in first.calls if n == metrics.LATENCY)
+        # a recorder swapped in later gets the next observations, not the old bindings
+        second = BindingRecorder()
+        metrics.set_recorder(second)
+        sm.on_step(progress)
+        assert len([c for c in first.calls if c[0] == metrics.LATENCY]) == 9
+        assert len([c for c in second.calls if c[0] == metrics.LATENCY]) == 3
+    finally:
+        metrics.set_recorder(previous)
+
+
 def test_summary_totals_become_increments_and_survive_a_restart(rec: MemoryRecorder) -> None:
     sm = metrics.StepMetrics()
     row = {"position_lots": -4, "pnl_quote": "-12.5", "unit": "USDT"}
@@ -280,6 +317,8 @@ def test_module_records_inside_an_actor_and_prometheus_sees_it(ray_metrics: list
             for _ in range(n):
                 self.sm.on_outputs({"mm": intents})
                 metrics.observe_latency("signal", 0.003)
+                # through the observers StepMetrics binds once per series
+                self.sm.on_step({"events": 0, "stage_s": {"risk": 0.0003, "feed": 0.02}})
             self.sm.flush()
             metrics.set_kill_switch(True)
             metrics.observe_llm(0.2, 8)
@@ -295,6 +334,10 @@ def test_module_records_inside_an_actor_and_prometheus_sees_it(ray_metrics: list
     assert total(samples, P(metrics.LATENCY) + "_count", stage="signal") == 3
     assert total(samples, P(metrics.LATENCY) + "_bucket", stage="signal", le="0.0025") == 0
     assert total(samples, P(metrics.LATENCY) + "_bucket", stage="signal", le="0.005") == 3
+    for stage, under, at in (("risk", "0.00025", "0.0005"), ("step", "0.01", "0.025")):
+        assert total(samples, P(metrics.LATENCY) + "_count", stage=stage) == 3
+        assert total(samples, P(metrics.LATENCY) + "_bucket", stage=stage, le=under) == 0
+        assert total(samples, P(metrics.LATENCY) + "_bucket", stage=stage, le=at) == 3
     assert total(samples, P(metrics.SPREAD_BPS), agent="mm") == pytest.approx(2.0)
     assert total(samples, P(metrics.KILL_SWITCH)) == 1
     # an actor that is no run's (unnamed) records with an empty run label
@@ -328,7 +371,12 @@ def test_running_system_exports_its_metrics(ray_metrics: list[str], tmp_path: Pa
     events, steps = P(metrics.MARKET_EVENTS), P(metrics.LATENCY) + "_count"
     try:
         step = drive(handles, max_steps=3)
-        first = wait_for(ray_metrics, lambda s: total(s, steps, stage="step") >= 3, timeout_s=10)
+        # this run's series (the actor test above recorded stage latencies of its own)
+        first = wait_for(
+            ray_metrics,
+            lambda s: total(s, steps, stage="step", run_id="metrics-run") >= 3,
+            timeout_s=10,
+        )
         drive(handles, start_step=step)
         result = finish(handles, step, 0.0)
 
@@ -340,7 +388,7 @@ def test_running_system_exports_its_metrics(ray_metrics: list[str], tmp_path: Pa
         assert all(line.cpu_s > 0 for line in report.lines) and report.used > 0
 
         for stage in metrics.STAGES:
-            assert total(first, steps, stage=stage) >= 3, stage
+            assert total(first, steps, stage=stage, run_id="metrics-run") >= 3, stage
         seen = total(first, events)
         assert seen > 0
         last = wait_for(ray_metrics, lambda s: total(s, events) >= 20_000)
