@@ -423,12 +423,10 @@ class SocketFanout:
         ]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        # the agent actors' requests go first: their answers are what the coordinator waits
-        # for next, the venues' only after its own stage (a woken leaf can take the
-        # coordinator's CPU between two sends, and the agents then started a send later)
-        order = [*range(n, len(requests)), *range(n)]
-        for i in order:
-            sock, request = self._sockets[i], requests[i]
+        # the venues' requests first: a venue's step is as long as the agents' and the
+        # coordinator's stage together, and the step waits for it last (sending the agents'
+        # first moved ~14 us a step from the agents' wait to the venue's: measured, no gain)
+        for sock, request in zip(self._sockets, requests, strict=True):
             data = _frame(encode_request(request))
             try:
                 sent = sock.send(data)

@@ -10,7 +10,7 @@ command's events/s (from its own end-of-run line), the ratio, and whether the tw
 runs are identical (every table but the run id).
 
     .venv/bin/python benchmarks/kernel_runners.py [--config configs/demo.yaml] [--max-events N]
-        [--host NAME] [--transports sockets,compiled] [--rounds N]
+        [--host NAME] [--transports sockets,compiled] [--rounds N] [--settle-s S]
 
 ``--host NAME`` puts every agent of the config in one agent actor (``AgentSpec.host``), as a
 user does by writing ``host: NAME`` on each agent.
@@ -75,6 +75,13 @@ def main() -> int:
         help="comma-separated ray.transport values to run side by side (default: the config's)",
     )
     parser.add_argument("--rounds", type=int, default=1, help="alternated rounds (medians)")
+    parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=5.0,
+        help="pause after each Ray run: its cluster's processes end for seconds after the "
+        "command returns, and an in-process run started at once read ~15-40 %% slower",
+    )
     args = parser.parse_args()
     raw = msgspec.yaml.decode(Path(args.config).read_bytes())
     transports = [t for t in args.transports.split(",") if t] or [""]
@@ -103,6 +110,7 @@ def main() -> int:
                 name = f"sapphire run {transport}".rstrip()
                 run_id = f"bench-on-ray-{transport or 'default'}-{r}"
                 results.setdefault(name, []).append(run("run", configs[transport], run_id))
+                time.sleep(args.settle_s)
                 ray = stored(store, run_id)
                 same = {t: local[t].equals(ray[t]) for t in TABLES}
                 identical = identical and all(same.values())

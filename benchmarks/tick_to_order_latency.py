@@ -103,15 +103,18 @@ def main() -> None:
     transports = [t for t in args.transports.split(",") if t] or [""]
     base = load_config(args.config)
     print(f"load average before: {os.getloadavg()}", flush=True)
-    ray.init(
-        address="local",  # a new cluster, even where another one runs on this host
-        num_cpus=args.num_cpus,
-        include_dashboard=False,
-        logging_level="ERROR",
-    )
     rows: list[str] = []
     with tempfile.TemporaryDirectory(prefix="sapphire-lat-") as root:
         config = config_for(base, root, args.max_events, args.host)
+        # the floor first, on a quiet machine: measured after the Ray runs it read up to 2x
+        # slower at p95, the cluster's processes still running (and ending) beside it
+        local = in_process(config, args.warmup)
+        ray.init(
+            address="local",  # a new cluster, even where another one runs on this host
+            num_cpus=args.num_cpus,
+            include_dashboard=False,
+            logging_level="ERROR",
+        )
         on_each: dict[str, list[float]] = {}
         for transport in transports:
             chosen = (
@@ -122,7 +125,6 @@ def main() -> None:
                 else config
             )
             on_each[transport or chosen.ray.transport] = on_ray(chosen, args.warmup)
-        local = in_process(config, args.warmup)
     for transport, ray_lat in on_each.items():
         emit(rows, line(f"sapphire run ({transport})", ray_lat, "per step: feed+signal+risk+ack"))
     emit(rows, line("in-process kernel", local, "per step: the whole step"))
