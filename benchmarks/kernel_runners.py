@@ -80,7 +80,7 @@ def main() -> int:
         type=float,
         default=5.0,
         help="pause after each Ray run: its cluster's processes end for seconds after the "
-        "command returns, and an in-process run started at once read ~15-40 %% slower",
+        "command returns, and an in-process run started at once read ~10-40 %% slower",
     )
     args = parser.parse_args()
     raw = msgspec.yaml.decode(Path(args.config).read_bytes())
