@@ -251,6 +251,8 @@ class Account:
         b = Fraction(self.balance(inst.settle_asset)) - k * qty * inst.price_units(
             Fraction(pos.avg_entry_ticks)
         )
+        if a == 0:  # a 100 % maintenance rate: the same margin at every mark
+            return (None, Fraction(0)) if b <= 0 else (None, None)
         units = -b / a
         if inst.inverse and units >= 0:  # every mark's units (< 0) lie below it
             return (None, Fraction(0)) if a > 0 else (None, None)

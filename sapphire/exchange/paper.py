@@ -689,17 +689,24 @@ class PaperExchange:
             for symbol in symbols:
                 watch[symbol] = (_NO_BOUND, _NO_BOUND, asset)
             return
-        if self.account.margin(asset, marks, self._maint_rates).due:
-            self._liquidate(asset, symbols, marks, ts)
-            return
         if len(symbols) == 1:
+            # a lone position: its liquidation bounds decide, exactly where the margin test
+            # would (its equity less maintenance is linear in the mark's units), with half
+            # the exact arithmetic (a fill's test took 124 us under cProfile, both done)
             symbol = symbols[0]
             low, high = self.account.liquidation_bounds(symbol, self._maint_rates[symbol])
+            mark = marks[symbol]
+            if (low is not None and mark <= low) or (high is not None and mark >= high):
+                self._liquidate(asset, symbols, marks, ts)
+                return
             watch[symbol] = (
                 -1 if low is None else math.floor(2 * low),
                 _NO_BOUND if high is None else math.ceil(2 * high),
                 asset,
             )
+            return
+        if self.account.margin(asset, marks, self._maint_rates).due:
+            self._liquidate(asset, symbols, marks, ts)
             return
         for symbol in symbols:
             two = int(2 * marks[symbol])

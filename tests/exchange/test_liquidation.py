@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from sapphire.exchange.account import Account
 from sapphire.exchange.config import LiquidationConfig, PaperExchangeBuilder
 from sapphire.exchange.paper import PaperExchange
 from sapphire.kernel.timing import Window
@@ -564,6 +565,38 @@ def test_an_inverse_position_is_liquidated_exactly_when_due_and_never_below_zero
             assert not acct.margin("BTC", {"BTCUSD": Fraction(mid)}, rates).due
         assert acct.balance("BTC") >= 0
     event(f"liquidated: {bool(venue.liquidation_fills())}")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    inverse=st.booleans(),
+    qty=st.integers(-5_000, 5_000).filter(bool),
+    entry=st.integers(1_000, 2_000_000),
+    micro=st.integers(-(10**6), 10**10),
+    rate=st.sampled_from([Fraction(0), RATE, Fraction("0.05"), Fraction("0.5"), Fraction(1)]),
+    two=st.integers(2, 4_000_000),
+)
+def test_a_lone_positions_bounds_say_due_exactly_where_its_margin_does(
+    inverse: bool, qty: int, entry: int, micro: int, rate: Fraction, two: int
+) -> None:
+    """The venue decides a lone position's liquidation by its bounds, not by the margin
+    test itself: both must agree at every mark, at the bounds themselves and beside them."""
+    inst = INVERSE if inverse else PERP
+    acct = Account({inst.symbol: inst}, {inst.settle_asset: Decimal(micro).scaleb(-6)})
+    acct.apply_fill(inst, Side.BUY if qty > 0 else Side.SELL, entry, abs(qty), Decimal(0))
+    low, high = acct.liquidation_bounds(inst.symbol, rate)
+
+    def agree(mark: Fraction) -> None:
+        by_bounds = (low is not None and mark <= low) or (high is not None and mark >= high)
+        margin = acct.margin(inst.settle_asset, {inst.symbol: mark}, {inst.symbol: rate})
+        assert by_bounds == margin.due, (mark, low, high, margin)
+
+    agree(Fraction(two, 2))
+    for bound in (low, high):
+        if bound is not None and bound > 0:
+            for mark in (bound, bound - Fraction(1, 2), bound + Fraction(1, 2)):
+                if mark > 0:
+                    agree(mark)
 
 
 def test_a_leverage_that_leaves_less_than_maintenance_is_refused() -> None:
