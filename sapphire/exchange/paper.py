@@ -691,8 +691,8 @@ class PaperExchange:
             return
         if len(symbols) == 1:
             # a lone position: its liquidation bounds decide, exactly where the margin test
-            # would (its equity less maintenance is linear in the mark's units), with half
-            # the exact arithmetic (a fill's test took 124 us under cProfile, both done)
+            # would (its equity less maintenance is linear in the mark's units): the margin
+            # test and the bounds together took 121 us a fill under cProfile, the bounds 70
             symbol = symbols[0]
             low, high = self.account.liquidation_bounds(symbol, self._maint_rates[symbol])
             mark = marks[symbol]
